@@ -1,0 +1,88 @@
+# facet - build, test and install.
+#   make run        install missing packages, build, run the main job
+#   make test       install missing packages, build, run C tests and all specs
+#   make sanitize   specs against a core built with ASan + UBSan (CPU only)
+#   make bench      benchmarks (bench/*.lua)
+#   make install    used by luarocks (PREFIX, LUADIR, LIBDIR, BINDIR)
+# CUDA is built when nvcc is found (FACET_CUDA=0 turns it off).
+
+CC       ?= cc
+NVCC     ?= nvcc
+BUILD    ?= build
+CFLAGS   ?= -O3
+CFLAGS_ALL = $(CFLAGS) -std=c11 -fPIC -fopenmp -Wall -Wextra -Wno-unused-parameter -Icore/include -Icore/src
+# nodelete: LuaJIT unloads the library at exit while OpenMP threads still run
+LDLIBS_ALL = -fopenmp -ldl -lpthread -lm -Wl,-z,nodelete
+FACET_CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
+NVCCFLAGS ?= -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+LUAJIT   ?= luajit
+
+C_SRC  := $(wildcard core/src/*.c)
+CU_SRC := $(wildcard core/cuda/*.cu)
+ifeq ($(FACET_CUDA),1)
+  C_SRC  := $(filter-out core/src/cuda_absent.c,$(C_SRC))
+  CU_OBJ := $(patsubst core/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CU_SRC))
+  LDLIBS_ALL += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+endif
+C_OBJ  := $(patsubst core/src/%.c,$(BUILD)/obj/%.o,$(C_SRC))
+LIB    := $(BUILD)/facet_core.so
+CDEF   := $(BUILD)/lua/facet/cdef.lua
+CTEST  := $(BUILD)/test_core
+
+.PHONY: all deps build run test test-c test-lua sanitize bench install clean
+
+all: build
+build: $(LIB) $(CDEF)
+
+deps:
+	@sh tools/deps.sh
+
+$(BUILD)/obj/%.o: core/src/%.c core/include/facet.h $(wildcard core/src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/obj/cuda/%.o: core/cuda/%.cu core/include/facet.h $(wildcard core/src/*.h core/cuda/*.cuh)
+	@mkdir -p $(dir $@)
+	$(NVCC) -std=c++17 $(NVCCFLAGS) -Xcompiler -fPIC -Icore/include -Icore/src -c $< -o $@
+
+$(LIB): $(C_OBJ) $(CU_OBJ)
+	$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS_ALL)
+
+# The LuaJIT cdef is the preprocessed public header: the header is the only source.
+$(CDEF): core/include/facet.h tools/gen_cdef.lua
+	@mkdir -p $(dir $@)
+	$(CC) -E -P -DFACET_CDEF core/include/facet.h | $(LUAJIT) tools/gen_cdef.lua > $@.tmp && mv $@.tmp $@
+
+$(CTEST): core/tests/test_core.c $(LIB)
+	$(CC) $(CFLAGS_ALL) -o $@ $< -L$(BUILD) -l:facet_core.so -Wl,-rpath,'$$ORIGIN' $(LDLIBS_ALL)
+
+run: deps build
+	$(LUAJIT) bin/facet run recipes/demo.lua
+
+test: deps build $(CTEST)
+	@FACET_BUILD=$(BUILD) sh spec/run.sh
+
+sanitize: deps
+	$(MAKE) BUILD=build-asan FACET_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	        LDFLAGS="-fsanitize=address,undefined" build build-asan/test_core
+	FACET_BUILD=build-asan FACET_SANITIZE=1 sh spec/run.sh
+
+bench: deps build
+	$(LUAJIT) bin/facet run bench/gemm.lua
+
+PREFIX ?= /usr/local
+LUADIR ?= $(PREFIX)/share/lua/5.1
+LIBDIR ?= $(PREFIX)/lib/lua/5.1
+BINDIR ?= $(PREFIX)/bin
+install: build
+	mkdir -p $(LUADIR)/facet $(LIBDIR) $(BINDIR)
+	cp -R lua/facet/. $(LUADIR)/facet/
+	cp $(CDEF) $(LUADIR)/facet/cdef.lua
+	cp $(LIB) $(LIBDIR)/facet_core.so
+	cp bin/facet $(BINDIR)/facet
+	chmod +x $(BINDIR)/facet
+
+clean:
+	rm -rf $(BUILD) build-asan

@@ -1,0 +1,254 @@
+/*
+ * facet.h - the one public C API of facet, a face-recognition training engine.
+ *
+ * A short tour:
+ *   facet_tensor *x = NULL;
+ *   int64_t sizes[2] = {128, 512};
+ *   if (facet_tensor_empty(&x, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, sizes) != 0)
+ *       fprintf(stderr, "%s\n", facet_last_error());
+ *   facet_tensor_rand_normal(x, 1, 0, 0.0f, 1.0f);
+ *   facet_tensor_free(x);
+ *
+ * Rules of the ABI:
+ *   - handles are opaque; no struct crosses the boundary by value;
+ *   - every function returns an int status, 0 on success, and on failure
+ *     leaves a message (naming the function and the shapes) that
+ *     facet_last_error() returns for the calling thread; the only exceptions
+ *     are facet_last_error() and facet_version(), which return strings;
+ *   - constants are enums, never macros, so the generated LuaJIT cdef sees them;
+ *   - indices and dimensions are 0-based here (the Lua layer adds 1), except
+ *     where an `index_base` argument says otherwise;
+ *   - outputs come first, inputs next, options last; output tensors are
+ *     allocated by the caller with the documented shape.
+ *
+ * The LuaJIT binding's cdef is produced from this file by `cc -E -P`
+ * (see Makefile); keep it free of anything the FFI parser cannot read.
+ */
+#ifndef FACET_H
+#define FACET_H
+
+/* The cdef generator defines FACET_CDEF: LuaJIT already knows these types. */
+#ifndef FACET_CDEF
+#include <stddef.h>
+#include <stdint.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- version, errors, runtime ------------------------------------------ */
+
+enum facet_version_number {
+    FACET_VERSION_MAJOR = 0,
+    FACET_VERSION_MINOR = 1,
+    FACET_VERSION_PATCH = 0
+};
+
+/* "major.minor.patch", static storage. */
+const char *facet_version(void);
+/* Message of the last failed call on this thread ("" if none). */
+const char *facet_last_error(void);
+
+enum facet_status {
+    FACET_OK = 0,
+    FACET_ERR_ARG = 1,      /* bad argument: null, shape, dtype, device, range */
+    FACET_ERR_MEMORY = 2,   /* allocation failed */
+    FACET_ERR_IO = 3,       /* file or library could not be read or loaded */
+    FACET_ERR_DEVICE = 4,   /* CUDA unavailable or a CUDA call failed */
+    FACET_ERR_NUMERIC = 5   /* non-finite value where a finite one is required */
+};
+
+/* Threads used by facet's own loops (OpenMP) and by OpenBLAS.
+ * Default: env FACET_THREADS, else the number of cores. */
+int facet_set_threads(int n);
+int facet_get_threads(int *n);
+
+/* BLAS: the library is loaded on first use (or by this call). Before it is
+ * loaded, OPENBLAS_CORETYPE is chosen from the CPU's features (cpuid) unless
+ * the user set it. `name` receives the OpenBLAS core in use. */
+int facet_blas_info(char *name, size_t name_size);
+
+/* CUDA: *count is 0 where facet was built without CUDA or there is no GPU. */
+int facet_cuda_device_count(int *count);
+int facet_cuda_built(int *built);
+int facet_cuda_synchronize(void);
+
+/* ---- tensors -------------------------------------------------------------- */
+
+enum facet_dtype {
+    FACET_DTYPE_FLOAT32 = 0,
+    FACET_DTYPE_INT32 = 1,
+    FACET_DTYPE_INT64 = 2,
+    FACET_DTYPE_UINT8 = 3,
+    FACET_DTYPE_FLOAT16 = 4,    /* reserved: no operation accepts it yet */
+    FACET_DTYPE_BFLOAT16 = 5,   /* reserved: no operation accepts it yet */
+    FACET_DTYPE_COUNT = 6
+};
+
+enum facet_device {
+    FACET_DEVICE_CPU = 0,
+    FACET_DEVICE_CUDA = 1
+};
+
+enum facet_limits {
+    FACET_MAX_DIMS = 8
+};
+
+/* A tensor is a view (sizes, strides in elements, offset) of a refcounted
+ * storage. Views share storage; the storage is freed with its last view. */
+typedef struct facet_tensor facet_tensor;
+
+/* New contiguous tensor, uninitialised. ndim 0 gives a scalar (1 element). */
+int facet_tensor_empty(facet_tensor **out, int dtype, int device, int ndim, const int64_t *sizes);
+/* Releases the handle (and the storage with its last view). NULL is a no-op. */
+int facet_tensor_free(facet_tensor *t);
+
+int facet_tensor_ndim(const facet_tensor *t, int *ndim);
+int facet_tensor_dtype(const facet_tensor *t, int *dtype);
+int facet_tensor_device(const facet_tensor *t, int *device);
+/* sizes and strides receive ndim values each; either may be NULL. */
+int facet_tensor_shape(const facet_tensor *t, int64_t *sizes, int64_t *strides);
+int facet_tensor_numel(const facet_tensor *t, int64_t *numel);
+int facet_tensor_is_contiguous(const facet_tensor *t, int *contiguous);
+/* Address of the first element (host or device memory). */
+int facet_tensor_data(const facet_tensor *t, void **data);
+/* Element size in bytes of a dtype. */
+int facet_dtype_size(int dtype, size_t *size);
+
+/* Views (share storage with t). */
+int facet_tensor_narrow(facet_tensor **out, const facet_tensor *t, int dim, int64_t start, int64_t length);
+int facet_tensor_select(facet_tensor **out, const facet_tensor *t, int dim, int64_t index);
+/* Needs contiguous data; one size may be -1 (inferred). */
+int facet_tensor_reshape(facet_tensor **out, const facet_tensor *t, int ndim, const int64_t *sizes);
+/* Strided view with dims permuted: view dim i is t's dim perm[i]. */
+int facet_tensor_permute_view(facet_tensor **out, const facet_tensor *t, const int *perm);
+/* A new handle on the same view. */
+int facet_tensor_share(facet_tensor **out, const facet_tensor *t);
+
+/* ---- data movement --------------------------------------------------------- */
+
+/* dst <- src: same number of elements (shapes may differ only if both are
+ * contiguous), any strides, any dtypes (converted), any devices. */
+int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src);
+int facet_tensor_fill(facet_tensor *t, double value);
+/* t[i] = start + i*step over the flattened tensor. */
+int facet_tensor_arange(facet_tensor *t, double start, double step);
+/* Host buffer <-> contiguous tensor of the same dtype; nbytes must equal the
+ * tensor's byte size. Works for CPU and CUDA tensors. */
+int facet_tensor_write(facet_tensor *t, const void *src, size_t nbytes);
+int facet_tensor_read(const facet_tensor *t, void *dst, size_t nbytes);
+/* Read/write one element at an index of ndim coordinates, as a double. */
+int facet_tensor_get(const facet_tensor *t, const int64_t *index, double *value);
+int facet_tensor_set(facet_tensor *t, const int64_t *index, double value);
+
+/* ---- random numbers --------------------------------------------------------
+ * Counter-based (Philox-4x32-10): element i of the flattened tensor is drawn
+ * from counter (offset + i) under key `seed`, identically on CPU and CUDA. */
+int facet_tensor_rand_uniform(facet_tensor *t, uint64_t seed, uint64_t offset, float low, float high);
+int facet_tensor_rand_normal(facet_tensor *t, uint64_t seed, uint64_t offset, float mean, float std);
+
+/* ---- elementwise ------------------------------------------------------------
+ * Any strides; float32, int32, int64, uint8 (integer results truncate toward
+ * zero). out may alias an input. */
+
+enum facet_unary_op {
+    FACET_UNARY_NEG = 0,
+    FACET_UNARY_EXP = 1,
+    FACET_UNARY_LOG = 2,
+    FACET_UNARY_SQRT = 3,
+    FACET_UNARY_ABS = 4,
+    FACET_UNARY_CLAMP = 5,      /* min(max(x, a), b) */
+    FACET_UNARY_ADD = 6,        /* x + a */
+    FACET_UNARY_MUL = 7,        /* x * a */
+    FACET_UNARY_RSUB = 8,       /* a - x */
+    FACET_UNARY_RDIV = 9,       /* a / x */
+    FACET_UNARY_POW = 10,       /* x ^ a */
+    FACET_UNARY_SQUARE = 11,
+    FACET_UNARY_RSQRT = 12,
+    FACET_UNARY_SIGMOID = 13,
+    FACET_UNARY_TANH = 14,
+    FACET_UNARY_RELU = 15,
+    FACET_UNARY_SIGN = 16,
+    FACET_UNARY_COS = 17,
+    FACET_UNARY_SIN = 18,
+    FACET_UNARY_ACOS = 19,      /* input clamped to [-1, 1] */
+    FACET_UNARY_FLOOR = 20,
+    FACET_UNARY_COUNT = 21
+};
+
+enum facet_binary_op {
+    FACET_BINARY_ADD = 0,
+    FACET_BINARY_SUB = 1,
+    FACET_BINARY_MUL = 2,
+    FACET_BINARY_DIV = 3,
+    FACET_BINARY_MAX = 4,
+    FACET_BINARY_MIN = 5,
+    FACET_BINARY_POW = 6,
+    FACET_BINARY_EQ = 7,        /* 1 where equal, else 0 */
+    FACET_BINARY_LT = 8,
+    FACET_BINARY_GT = 9,
+    FACET_BINARY_COUNT = 10
+};
+
+/* out = op(x; a, b); out has x's shape. */
+int facet_unary(facet_tensor *out, const facet_tensor *x, int op, double a, double b);
+/* out = op(x, y) with NumPy broadcasting (trailing dims aligned, size-1 dims
+ * stretched); out has the broadcast shape. */
+int facet_binary(facet_tensor *out, const facet_tensor *x, const facet_tensor *y, int op);
+/* out = x + alpha * y (same shapes); the axpy of optimizers. */
+int facet_axpy(facet_tensor *out, const facet_tensor *x, double alpha, const facet_tensor *y);
+
+/* ---- reductions -------------------------------------------------------------
+ * dim -1 reduces everything into a 1-element out; otherwise out has x's
+ * shape with that dim removed (keepdim 0) or set to 1 (keepdim 1); the
+ * element count is what is checked. ARGMAX/ARGMIN write int64 indices
+ * counted from index_base. float32 input; sums accumulate in double on CPU. */
+
+enum facet_reduce_op {
+    FACET_REDUCE_SUM = 0,
+    FACET_REDUCE_MEAN = 1,
+    FACET_REDUCE_MAX = 2,
+    FACET_REDUCE_MIN = 3,
+    FACET_REDUCE_ARGMAX = 4,
+    FACET_REDUCE_ARGMIN = 5,
+    FACET_REDUCE_SUMSQ = 6,
+    FACET_REDUCE_COUNT = 7
+};
+
+int facet_reduce(facet_tensor *out, const facet_tensor *x, int op, int dim, int index_base);
+
+/* ---- linear algebra ---------------------------------------------------------
+ * out = alpha * op(a) @ op(b) + beta * out, float32.
+ * 2-D: a (M x K or K x M), b (K x N or N x K), out M x N.
+ * 3-D batched: a and out have a batch dim; b has the same batch dim or is
+ * 2-D (shared). Inputs may be transposed views; other layouts are copied. */
+int facet_matmul(facet_tensor *out, const facet_tensor *a, const facet_tensor *b,
+                 int transpose_a, int transpose_b, float alpha, float beta);
+
+/* Rows of a 2-D float32 x scaled to unit L2 norm: out = x / max(||x||, eps).
+ * norms (may be NULL) receives the row norms ||x|| (rows elements). */
+int facet_l2_normalize_rows(facet_tensor *out, facet_tensor *norms, const facet_tensor *x, float eps);
+
+/* ---- indexing ---------------------------------------------------------------
+ * index: 1-D int32 or int64 with values counted from index_base. */
+
+/* out[i, :] = src[index[i], :]   (src R x C, out n x C) */
+int facet_index_select(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base);
+/* dst[index[i], :] += alpha * src[i, :]   (duplicates accumulate) */
+int facet_index_add(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, double alpha, int index_base);
+/* dst[index[i], :] = src[i, :] */
+int facet_index_copy(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, int index_base);
+/* Along the last dim of a 2-D tensor, one index per row (index has R elements):
+ * gather: out[i] = src[i, index[i]];  scatter: dst[i, index[i]] = src[i]. */
+int facet_gather_cols(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base);
+int facet_scatter_cols(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, int index_base);
+
+/* Contiguous copy with dims permuted: out dim i is x's dim perm[i]. */
+int facet_permute(facet_tensor *out, const facet_tensor *x, const int *perm);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FACET_H */

@@ -1,0 +1,159 @@
+/*
+ * copy.c - moving data: copy (any strides, dtypes and devices), fill,
+ * arange, contiguous copies and permutes.
+ */
+#include "internal.h"
+#include "elementwise_math.h"
+#include "nd.h"
+#include <stdio.h>
+#include <string.h>
+
+struct copy_ctx { void *dst; const void *src; int ddt, sdt; };
+
+static void copy_row(void *p, int64_t n, const int64_t off[3], const int64_t st[3])
+{
+    struct copy_ctx *c = p;
+    if (c->ddt == FACET_DTYPE_FLOAT32 && c->sdt == FACET_DTYPE_FLOAT32) {
+        float *d = (float *)c->dst + off[0];
+        const float *s = (const float *)c->src + off[1];
+        if (st[0] == 1 && st[1] == 1) memcpy(d, s, (size_t)n * sizeof(float));
+        else for (int64_t i = 0; i < n; i++) d[i * st[0]] = s[i * st[1]];
+        return;
+    }
+    if (c->ddt == c->sdt && st[0] == 1 && st[1] == 1) {
+        size_t es = facet_elsize(c->ddt);
+        memcpy((char *)c->dst + off[0] * es, (const char *)c->src + off[1] * es, (size_t)n * es);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        facet_store(c->dst, c->ddt, off[0] + i * st[0], facet_load(c->src, c->sdt, off[1] + i * st[1]));
+}
+
+/* same device: walk dst's shape (or both as flat when only numel matches) */
+static int copy_same_device(facet_tensor *dst, const facet_tensor *src)
+{
+    struct facet_nd nd;
+    if (facet_same_shape(dst, src)) {
+        facet_nd_init(&nd, 2, dst);
+        facet_nd_set(&nd, 0, dst);
+        facet_nd_set(&nd, 1, src);
+    } else {
+        nd.ndim = 1;
+        nd.nops = 2;
+        nd.sizes[0] = facet_numel(dst);
+        nd.strides[0][0] = nd.strides[1][0] = 1;
+    }
+    facet_nd_collapse(&nd);
+    if (dst->device == FACET_DEVICE_CUDA)
+        return facet_cuda_copy_nd(facet_ptr(dst), dst->dtype, facet_ptr(src), src->dtype, &nd);
+    struct copy_ctx c = { facet_ptr(dst), facet_ptr(src), dst->dtype, src->dtype };
+    facet_nd_run(&nd, copy_row, &c);
+    return 0;
+}
+
+int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src)
+{
+    static const char *fn = "facet_tensor_copy";
+    int rc = facet_check_tensor(fn, "dst", dst);
+    if (!rc) rc = facet_check_tensor(fn, "src", src);
+    if (rc) return rc;
+    if (facet_numel(dst) != facet_numel(src))
+        return facet_fail(FACET_ERR_ARG, "%s: sizes differ: dst %s, src %s", fn, facet_desc(dst), facet_desc(src));
+    if (!facet_same_shape(dst, src) && !(facet_contiguous(dst) && facet_contiguous(src)))
+        return facet_fail(FACET_ERR_ARG, "%s: shapes differ (dst %s, src %s) and one is not contiguous", fn,
+                          facet_desc(dst), facet_desc(src));
+    if (facet_numel(dst) == 0) return 0;
+    if (dst->device == src->device) return copy_same_device(dst, src);
+
+    /* across devices: bring a contiguous copy in src's dtype over, then
+     * convert/scatter on the destination device */
+    if (dst->dtype == src->dtype && facet_contiguous(dst) && facet_contiguous(src))
+        return facet_cuda_memcpy(facet_ptr(dst), facet_ptr(src),
+                                 (size_t)facet_numel(src) * facet_elsize(src->dtype),
+                                 dst->device == FACET_DEVICE_CUDA ? FACET_COPY_H2D : FACET_COPY_D2H);
+    facet_tensor *packed = NULL, *moved = NULL;
+    rc = facet_contiguous_copy(&packed, src);
+    if (!rc) rc = facet_tensor_empty(&moved, src->dtype, dst->device, src->ndim, src->sizes);
+    if (!rc) rc = facet_cuda_memcpy(facet_ptr(moved), facet_ptr(packed),
+                                    (size_t)facet_numel(src) * facet_elsize(src->dtype),
+                                    dst->device == FACET_DEVICE_CUDA ? FACET_COPY_H2D : FACET_COPY_D2H);
+    if (!rc) rc = copy_same_device(dst, moved);
+    facet_tensor_free(packed);
+    facet_tensor_free(moved);
+    return rc;
+}
+
+int facet_contiguous_copy(facet_tensor **out, const facet_tensor *t)
+{
+    if (facet_contiguous(t)) return facet_tensor_share(out, t);
+    int rc = facet_tensor_empty(out, t->dtype, t->device, t->ndim, t->sizes);
+    if (rc) return rc;
+    rc = copy_same_device(*out, t);
+    if (rc) {
+        facet_tensor_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+struct fill_ctx { void *dst; int dt; double v; };
+
+static void fill_row(void *p, int64_t n, const int64_t off[3], const int64_t st[3])
+{
+    struct fill_ctx *c = p;
+    if (c->dt == FACET_DTYPE_FLOAT32) {
+        float *d = (float *)c->dst + off[0], v = (float)c->v;
+        for (int64_t i = 0; i < n; i++) d[i * st[0]] = v;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) facet_store(c->dst, c->dt, off[0] + i * st[0], c->v);
+}
+
+int facet_tensor_fill(facet_tensor *t, double value)
+{
+    int rc = facet_check_tensor("facet_tensor_fill", "t", t);
+    if (rc) return rc;
+    struct facet_nd nd;
+    facet_nd_init(&nd, 1, t);
+    facet_nd_set(&nd, 0, t);
+    facet_nd_collapse(&nd);
+    if (t->device == FACET_DEVICE_CUDA) return facet_cuda_fill_nd(facet_ptr(t), t->dtype, value, &nd);
+    struct fill_ctx c = { facet_ptr(t), t->dtype, value };
+    facet_nd_run(&nd, fill_row, &c);
+    return 0;
+}
+
+int facet_tensor_arange(facet_tensor *t, double start, double step)
+{
+    static const char *fn = "facet_tensor_arange";
+    int rc = facet_check_tensor(fn, "t", t);
+    if (rc) return rc;
+    if (!facet_contiguous(t)) return facet_fail(FACET_ERR_ARG, "%s: %s is not contiguous", fn, facet_desc(t));
+    int64_t n = facet_numel(t);
+    if (t->device == FACET_DEVICE_CUDA) return facet_cuda_arange(facet_ptr(t), t->dtype, n, start, step);
+    void *d = facet_ptr(t);
+    for (int64_t i = 0; i < n; i++) facet_store(d, t->dtype, i, start + (double)i * step);
+    return 0;
+}
+
+int facet_permute(facet_tensor *out, const facet_tensor *x, const int *perm)
+{
+    static const char *fn = "facet_permute";
+    int rc = facet_check_tensor(fn, "out", out);
+    if (!rc) rc = facet_check_tensor(fn, "x", x);
+    if (!rc) rc = facet_check_same_device(fn, out, x);
+    if (rc) return rc;
+    facet_tensor *view = NULL;
+    rc = facet_tensor_permute_view(&view, x, perm);
+    if (rc) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", facet_last_error());
+        return facet_fail(rc, "facet_permute (via %s)", why);
+    }
+    if (!facet_same_shape(out, view) || out->dtype != x->dtype)
+        rc = facet_fail(FACET_ERR_ARG, "%s: out is %s, the permuted input is %s", fn, facet_desc(out),
+                        facet_desc(view));
+    else rc = copy_same_device(out, view);
+    facet_tensor_free(view);
+    return rc;
+}

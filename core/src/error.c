@@ -1,0 +1,74 @@
+/*
+ * error.c - the thread-local last-error message and the helpers every API
+ * function uses to check its arguments and describe tensors in messages.
+ */
+#include "internal.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char last_error[1024];
+static _Thread_local char desc_bufs[8][160];
+static _Thread_local unsigned desc_next;
+
+const char *facet_version(void) { return "0.1.0"; }
+
+const char *facet_last_error(void) { return last_error; }
+
+void facet_clear_error(void) { last_error[0] = '\0'; }
+
+int facet_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *facet_dtype_name(int dtype)
+{
+    static const char *names[] = { "float32", "int32", "int64", "uint8", "float16", "bfloat16" };
+    return (dtype >= 0 && dtype < FACET_DTYPE_COUNT) ? names[dtype] : "invalid-dtype";
+}
+
+const char *facet_desc(const facet_tensor *t)
+{
+    char *buf = desc_bufs[desc_next++ % 8];
+    if (!t) {
+        snprintf(buf, 160, "[null]");
+        return buf;
+    }
+    int n = snprintf(buf, 160, "[");
+    for (int d = 0; d < t->ndim && n < 120; d++)
+        n += snprintf(buf + n, 160 - n, d ? "x%lld" : "%lld", (long long)t->sizes[d]);
+    if (t->ndim == 0) n += snprintf(buf + n, 160 - n, "scalar");
+    snprintf(buf + n, 160 - n, " %s %s]", facet_dtype_name(t->dtype),
+             t->device == FACET_DEVICE_CUDA ? "cuda" : "cpu");
+    return buf;
+}
+
+int facet_check_tensor(const char *fn, const char *name, const facet_tensor *t)
+{
+    if (!t) return facet_fail(FACET_ERR_ARG, "%s: %s is NULL", fn, name);
+    if (!t->storage) return facet_fail(FACET_ERR_ARG, "%s: %s was freed", fn, name);
+    return 0;
+}
+
+int facet_check_dtype(const char *fn, const char *name, const facet_tensor *t, int dtype)
+{
+    int rc = facet_check_tensor(fn, name, t);
+    if (rc) return rc;
+    if (t->dtype != dtype)
+        return facet_fail(FACET_ERR_ARG, "%s: %s must be %s, got %s", fn, name,
+                          facet_dtype_name(dtype), facet_desc(t));
+    return 0;
+}
+
+int facet_check_same_device(const char *fn, const facet_tensor *a, const facet_tensor *b)
+{
+    if (a->device != b->device)
+        return facet_fail(FACET_ERR_ARG, "%s: tensors on different devices: %s and %s", fn,
+                          facet_desc(a), facet_desc(b));
+    return 0;
+}

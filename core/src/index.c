@@ -1,0 +1,158 @@
+/*
+ * index.c - rows picked, added or copied by an index tensor, and one column
+ * per row gathered or scattered (the logit of the true class in a head).
+ * Index values are checked on the host before any memory is touched.
+ */
+#include "internal.h"
+#include <stdlib.h>
+
+/* Host copy of a 1-D int32/int64 index, every value checked to lie in
+ * [base, base + limit). *owned is set when the copy must be freed. */
+static int index_values(const char *fn, const facet_tensor *index, int64_t limit, int base,
+                        const void **host, int *owned)
+{
+    int rc = facet_check_tensor(fn, "index", index);
+    if (rc) return rc;
+    if ((index->dtype != FACET_DTYPE_INT32 && index->dtype != FACET_DTYPE_INT64) || index->ndim != 1 ||
+        !facet_contiguous(index))
+        return facet_fail(FACET_ERR_ARG, "%s: index must be a contiguous 1-D int32 or int64 tensor, got %s", fn,
+                          facet_desc(index));
+    int64_t n = index->sizes[0];
+    size_t nbytes = (size_t)n * facet_elsize(index->dtype);
+    *owned = 0;
+    *host = facet_ptr(index);
+    if (index->device == FACET_DEVICE_CUDA) {
+        void *buf = malloc(nbytes ? nbytes : 1);
+        if (!buf) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+        rc = facet_cuda_memcpy(buf, facet_ptr(index), nbytes, FACET_COPY_D2H);
+        if (rc) { free(buf); return rc; }
+        *host = buf;
+        *owned = 1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t v = index->dtype == FACET_DTYPE_INT32 ? ((const int32_t *)*host)[i] : ((const int64_t *)*host)[i];
+        if (v < base || v - base >= limit) {
+            if (*owned) free((void *)*host);
+            return facet_fail(FACET_ERR_ARG, "%s: index[%lld] = %lld outside [%d, %lld]", fn, (long long)(i + base),
+                              (long long)v, base, (long long)(limit - 1 + base));
+        }
+    }
+    return 0;
+}
+
+static inline int64_t index_at(const void *idx, int dtype, int64_t i, int base)
+{
+    return (dtype == FACET_DTYPE_INT32 ? ((const int32_t *)idx)[i] : ((const int64_t *)idx)[i]) - base;
+}
+
+static int check_matrix(const char *fn, const char *name, const facet_tensor *t)
+{
+    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    if (rc) return rc;
+    if (t->ndim != 2 || !facet_contiguous(t))
+        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous 2-D float32 tensor, got %s", fn, name,
+                          facet_desc(t));
+    return 0;
+}
+
+/* mode: select (dst n x C <- table rows), add / copy (table rows <- src n x C) */
+static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, const facet_tensor *index,
+                      int mode, double alpha, int base)
+{
+    int rc = check_matrix(fn, "table", table);
+    if (!rc) rc = check_matrix(fn, "rows", rows);
+    if (!rc) rc = facet_check_same_device(fn, table, rows);
+    if (!rc) rc = facet_check_tensor(fn, "index", index);
+    if (!rc) rc = facet_check_same_device(fn, table, index);
+    if (rc) return rc;
+    int64_t n = index->ndim == 1 ? index->sizes[0] : -1;
+    if (rows->sizes[0] != n || rows->sizes[1] != table->sizes[1])
+        return facet_fail(FACET_ERR_ARG, "%s: shapes do not match: table %s, rows %s, index %s", fn,
+                          facet_desc(table), facet_desc(rows), facet_desc(index));
+    if (table->storage == rows->storage)
+        return facet_fail(FACET_ERR_ARG, "%s: source and destination share memory", fn);
+    const void *idx;
+    int owned;
+    rc = index_values(fn, index, table->sizes[0], base, &idx, &owned);
+    if (rc) return rc;
+    int64_t cols = table->sizes[1];
+    float *tp = facet_ptr(table), *rp = facet_ptr(rows);
+    if (table->device == FACET_DEVICE_CUDA) {
+        if (owned) free((void *)idx);
+        if (mode == FACET_INDEX_SELECT)
+            return facet_cuda_index_rows(rp, tp, facet_ptr(index), index->dtype, n, cols, mode, alpha, base);
+        return facet_cuda_index_rows(tp, rp, facet_ptr(index), index->dtype, n, cols, mode, alpha, base);
+    }
+    float a = (float)alpha;
+    if (mode == FACET_INDEX_ADD) {
+        /* serial over rows: duplicates must accumulate without races */
+        for (int64_t i = 0; i < n; i++) {
+            float *d = tp + index_at(idx, index->dtype, i, base) * cols;
+            const float *s = rp + i * cols;
+            for (int64_t c = 0; c < cols; c++) d[c] += a * s[c];
+        }
+    } else {
+        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n * cols >= FACET_PARALLEL_GRAIN)
+        for (int64_t i = 0; i < n; i++) {
+            float *t = tp + index_at(idx, index->dtype, i, base) * cols, *r = rp + i * cols;
+            if (mode == FACET_INDEX_SELECT) for (int64_t c = 0; c < cols; c++) r[c] = t[c];
+            else for (int64_t c = 0; c < cols; c++) t[c] = r[c];
+        }
+    }
+    return 0;
+}
+
+int facet_index_select(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)
+{
+    return index_rows("facet_index_select", (facet_tensor *)src, out, index, FACET_INDEX_SELECT, 1.0, index_base);
+}
+
+int facet_index_add(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, double alpha, int index_base)
+{
+    return index_rows("facet_index_add", dst, (facet_tensor *)src, index, FACET_INDEX_ADD, alpha, index_base);
+}
+
+int facet_index_copy(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, int index_base)
+{
+    return index_rows("facet_index_copy", dst, (facet_tensor *)src, index, FACET_INDEX_COPY, 1.0, index_base);
+}
+
+static int cols_op(const char *fn, facet_tensor *mat, facet_tensor *vec, const facet_tensor *index, int scatter,
+                   int base)
+{
+    int rc = check_matrix(fn, scatter ? "dst" : "src", mat);
+    if (!rc) rc = facet_check_dtype(fn, scatter ? "src" : "out", vec, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, mat, vec);
+    if (!rc) rc = facet_check_tensor(fn, "index", index);
+    if (!rc) rc = facet_check_same_device(fn, mat, index);
+    if (rc) return rc;
+    int64_t rows = mat->sizes[0], cols = mat->sizes[1];
+    if (facet_numel(vec) != rows || !facet_contiguous(vec) || index->ndim != 1 || index->sizes[0] != rows)
+        return facet_fail(FACET_ERR_ARG, "%s: want one index and one value per row of %s; got index %s, values %s",
+                          fn, facet_desc(mat), facet_desc(index), facet_desc(vec));
+    const void *idx;
+    int owned;
+    rc = index_values(fn, index, cols, base, &idx, &owned);
+    if (rc) return rc;
+    float *mp = facet_ptr(mat), *vp = facet_ptr(vec);
+    if (mat->device == FACET_DEVICE_CUDA) {
+        if (owned) free((void *)idx);
+        return facet_cuda_cols(mp, vp, facet_ptr(index), index->dtype, rows, cols, scatter, base);
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t c = index_at(idx, index->dtype, i, base);
+        if (scatter) mp[i * cols + c] = vp[i];
+        else vp[i] = mp[i * cols + c];
+    }
+    return 0;
+}
+
+int facet_gather_cols(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)
+{
+    return cols_op("facet_gather_cols", (facet_tensor *)src, out, index, 0, index_base);
+}
+
+int facet_scatter_cols(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, int index_base)
+{
+    return cols_op("facet_scatter_cols", dst, (facet_tensor *)src, index, 1, index_base);
+}

@@ -1,0 +1,95 @@
+/*
+ * matmul.c - GEMM and batched GEMM through OpenBLAS (CPU) or cuBLAS (CUDA).
+ * A transposed view is fed to BLAS as a transposed operand instead of being
+ * copied; only layouts BLAS cannot express are packed first.
+ */
+#include "internal.h"
+
+/* The last two dims of t as a BLAS operand: *trans flips when the matrix is
+ * stored column-major; *ld is the leading dimension. 0 if expressible. */
+static int blas_layout(const facet_tensor *t, int *trans, int64_t *ld)
+{
+    int r = t->ndim - 2, c = t->ndim - 1;
+    int64_t rows = t->sizes[r], cols = t->sizes[c];
+    int64_t sr = t->strides[r], sc = t->strides[c];
+    if ((sc == 1 || cols == 1) && sr >= (cols > 1 ? cols : 1)) {
+        *ld = sr > 0 ? sr : 1;
+        if (*ld < cols) *ld = cols;
+        return 0;
+    }
+    if ((sr == 1 || rows == 1) && sc >= (rows > 1 ? rows : 1)) {
+        *trans = !*trans;
+        *ld = sc > 0 ? sc : 1;
+        if (*ld < rows) *ld = rows;
+        return 0;
+    }
+    return -1;
+}
+
+int facet_matmul(facet_tensor *out, const facet_tensor *a, const facet_tensor *b, int transpose_a,
+                 int transpose_b, float alpha, float beta)
+{
+    static const char *fn = "facet_matmul";
+    int rc = facet_check_dtype(fn, "out", out, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_dtype(fn, "a", a, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_dtype(fn, "b", b, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, out, a);
+    if (!rc) rc = facet_check_same_device(fn, out, b);
+    if (rc) return rc;
+    if (a->ndim < 2 || a->ndim > 3 || b->ndim < 2 || b->ndim > 3 || out->ndim != a->ndim ||
+        (b->ndim == 3 && a->ndim != 3))
+        return facet_fail(FACET_ERR_ARG, "%s: want 2-D a, b, out or 3-D a, out with 2-D/3-D b; got a %s, b %s, out %s",
+                          fn, facet_desc(a), facet_desc(b), facet_desc(out));
+    int batched = a->ndim == 3;
+    int64_t batch = batched ? a->sizes[0] : 1;
+    int ra = a->ndim - 2, rb = b->ndim - 2, ro = out->ndim - 2;
+    int64_t m = transpose_a ? a->sizes[ra + 1] : a->sizes[ra];
+    int64_t k = transpose_a ? a->sizes[ra] : a->sizes[ra + 1];
+    int64_t kb = transpose_b ? b->sizes[rb + 1] : b->sizes[rb];
+    int64_t n = transpose_b ? b->sizes[rb] : b->sizes[rb + 1];
+    if (k != kb || out->sizes[ro] != m || out->sizes[ro + 1] != n ||
+        (batched && (out->sizes[0] != batch || (b->ndim == 3 && b->sizes[0] != batch))))
+        return facet_fail(FACET_ERR_ARG, "%s: shapes do not match: a %s%s, b %s%s, out %s", fn, facet_desc(a),
+                          transpose_a ? "^T" : "", facet_desc(b), transpose_b ? "^T" : "", facet_desc(out));
+    if (out->strides[ro + 1] != 1 && n > 1)
+        return facet_fail(FACET_ERR_ARG, "%s: out %s must have contiguous rows", fn, facet_desc(out));
+    if (out->storage == a->storage || out->storage == b->storage)
+        return facet_fail(FACET_ERR_ARG, "%s: out %s shares memory with an input", fn, facet_desc(out));
+    if (m == 0 || n == 0 || batch == 0) return 0;
+
+    /* pack operands BLAS cannot take as they are */
+    facet_tensor *pa = NULL, *pb = NULL;
+    int ta = transpose_a, tb = transpose_b;
+    int64_t lda, ldb, ldc = out->sizes[ro + 1] > 1 ? out->strides[ro] : (out->strides[ro] > 0 ? out->strides[ro] : 1);
+    if (ldc < n) ldc = n;
+    if (blas_layout(a, &ta, &lda) != 0) {
+        rc = facet_contiguous_copy(&pa, a);
+        if (rc) return rc;
+        ta = transpose_a;
+        blas_layout(pa, &ta, &lda);
+    }
+    if (!rc && blas_layout(b, &tb, &ldb) != 0) {
+        rc = facet_contiguous_copy(&pb, b);
+        if (!rc) {
+            tb = transpose_b;
+            blas_layout(pb, &tb, &ldb);
+        }
+    }
+    const facet_tensor *A = pa ? pa : a, *B = pb ? pb : b;
+    const float *ap = facet_ptr(A), *bp = facet_ptr(B);
+    float *cp = facet_ptr(out);
+    int64_t sa = batched ? A->strides[0] : 0, sb = B->ndim == 3 ? B->strides[0] : 0;
+    int64_t sc = batched ? out->strides[0] : 0;
+    if (!rc) {
+        if (out->device == FACET_DEVICE_CUDA) {
+            rc = facet_cuda_sgemm(ta, tb, m, n, k, alpha, ap, lda, sa, bp, ldb, sb, beta, cp, ldc, sc, batch);
+        } else {
+            for (int64_t i = 0; i < batch && !rc; i++)
+                rc = facet_blas_sgemm(ta, tb, m, n, k, alpha, ap + i * sa, lda, bp + i * sb, ldb, beta,
+                                      cp + i * sc, ldc);
+        }
+    }
+    facet_tensor_free(pa);
+    facet_tensor_free(pb);
+    return rc;
+}

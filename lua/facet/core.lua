@@ -1,0 +1,44 @@
+--- facet.core: loads the C core (facet_core.so) through the FFI.
+-- The cdef is generated from core/include/facet.h by the build; the library is
+-- found on package.cpath, and a missing library names every path tried.
+local ffi = require "ffi"
+
+local M = {}
+
+ffi.cdef(require "facet.cdef")
+
+local function load_library()
+  local override = os.getenv("FACET_CORE_LIB")
+  if override then return ffi.load(override), override end
+  local path, tried = package.searchpath("facet_core", package.cpath)
+  if not path then
+    error("facet: cannot find the C core facet_core.so (run `make` in the checkout, or install the rock);"
+      .. " package.cpath paths tried:" .. tried, 0)
+  end
+  return ffi.load(path), path
+end
+
+M.C, M.path = load_library()
+local C = M.C
+
+--- The last C error of this thread as a Lua string.
+function M.last_error()
+  return ffi.string(C.facet_last_error())
+end
+
+--- Raises the C message as a Lua error at the caller's caller when rc ~= 0.
+function M.check(rc, level)
+  if rc ~= 0 then error(ffi.string(C.facet_last_error()), (level or 2) + 1) end
+end
+
+M.DTYPES = { float32 = C.FACET_DTYPE_FLOAT32, int32 = C.FACET_DTYPE_INT32,
+             int64 = C.FACET_DTYPE_INT64, uint8 = C.FACET_DTYPE_UINT8 }
+M.DTYPE_NAMES = {}
+for k, v in pairs(M.DTYPES) do M.DTYPE_NAMES[tonumber(v)] = k end
+M.DTYPE_NAMES[tonumber(C.FACET_DTYPE_FLOAT16)] = "float16"
+M.DTYPE_NAMES[tonumber(C.FACET_DTYPE_BFLOAT16)] = "bfloat16"
+M.CTYPES = { float32 = "float", int32 = "int32_t", int64 = "int64_t", uint8 = "uint8_t" }
+M.DEVICES = { cpu = C.FACET_DEVICE_CPU, cuda = C.FACET_DEVICE_CUDA }
+M.DEVICE_NAMES = { [tonumber(C.FACET_DEVICE_CPU)] = "cpu", [tonumber(C.FACET_DEVICE_CUDA)] = "cuda" }
+
+return M

@@ -1,0 +1,67 @@
+--- facet: face-recognition training from LuaJIT.
+-- `local facet = require "facet"` gives the tensor constructors, the runtime
+-- settings and the sub-modules (facet.cuda, facet.load_npy / save_npy ...).
+local ffi = require "ffi"
+local core = require "facet.core"
+local tensor = require "facet.tensor"
+
+local C, check = core.C, core.check
+
+local facet = {
+  Tensor = tensor.Tensor,
+  is_tensor = tensor.is_tensor,
+  tensor = tensor.tensor,
+  empty = tensor.empty, zeros = tensor.zeros, ones = tensor.ones, full = tensor.full,
+  arange = tensor.arange, rand = tensor.rand, randn = tensor.randn,
+  empty_like = tensor.empty_like,
+  manual_seed = tensor.manual_seed,
+  version = ffi.string(C.facet_version()),
+  library_path = core.path,
+}
+
+--- Threads for facet's loops and OpenBLAS (default: FACET_THREADS or all cores).
+function facet.set_threads(n)
+  if type(n) ~= "number" then error("set_threads: want a number", 2) end
+  check(C.facet_set_threads(n))
+end
+
+function facet.get_threads()
+  local n = ffi.new("int[1]")
+  check(C.facet_get_threads(n))
+  return n[0]
+end
+
+--- The OpenBLAS core in use (loads OpenBLAS if it is not loaded yet).
+function facet.blas_core()
+  local buf = ffi.new("char[128]")
+  check(C.facet_blas_info(buf, 128))
+  return ffi.string(buf)
+end
+
+facet.cuda = {}
+
+--- True when facet was built with CUDA and a GPU is present.
+function facet.cuda.available()
+  return facet.cuda.device_count() > 0
+end
+
+function facet.cuda.device_count()
+  local n = ffi.new("int[1]")
+  check(C.facet_cuda_device_count(n))
+  return n[0]
+end
+
+--- True when the CUDA backend was compiled in (nvcc was found at build time).
+function facet.cuda.built()
+  local b = ffi.new("int[1]")
+  check(C.facet_cuda_built(b))
+  return b[0] ~= 0
+end
+
+function facet.cuda.synchronize() check(C.facet_cuda_synchronize()) end
+
+local npy = require "facet.npy"
+facet.load_npy = npy.load
+facet.save_npy = npy.save
+
+return facet

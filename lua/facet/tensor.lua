@@ -1,0 +1,798 @@
+--- facet.tensor: the Tensor type and its constructors.
+-- A tensor is a small FFI struct holding a C handle (`facet_tensor *`); the
+-- handle is released by the GC (ffi.gc) or at once by `t:free()`. Indices and
+-- dims are 1-based as in Torch7; methods return new tensors, and methods with a
+-- trailing underscore (`add_`, `exp_`, `fill_` ...) work in place, as in PyTorch.
+local ffi = require "ffi"
+local core = require "facet.core"
+
+local C, check = core.C, core.check
+local DTYPES, DEVICES = core.DTYPES, core.DEVICES
+local DTYPE_NAMES, DEVICE_NAMES = core.DTYPE_NAMES, core.DEVICE_NAMES
+
+-- Lua-side box around the handle, so t[i] can be an index (a raw pointer
+-- to an incomplete struct cannot take numeric keys).
+ffi.cdef [[ struct facet_lua_tensor { facet_tensor *h; }; ]]
+
+local Tensor = {}          -- methods
+local mt = {}              -- metatable of struct facet_lua_tensor
+local T                    -- the ctype
+local M = { Tensor = Tensor }
+
+local out_p = ffi.new("facet_tensor *[1]")
+local sizes_buf = ffi.new("int64_t[8]")
+local sizes_buf2 = ffi.new("int64_t[8]")
+local int_buf = ffi.new("int[8]")
+local i64_1 = ffi.new("int64_t[1]")
+local int_1 = ffi.new("int[1]")
+local double_1 = ffi.new("double[1]")
+local voidp_1 = ffi.new("void *[1]")
+
+local function finalize(t)
+  if t.h ~= nil then
+    C.facet_tensor_free(t.h)
+    t.h = nil
+  end
+end
+
+local function wrap(h)
+  local t = T(h)
+  return ffi.gc(t, finalize)
+end
+M.wrap = wrap
+
+local function is_tensor(x) return ffi.istype(T, x) end
+M.is_tensor = is_tensor
+
+local function handle(t, level)
+  if not is_tensor(t) then error("expected a facet tensor, got " .. type(t), (level or 2) + 1) end
+  if t.h == nil then error("tensor was freed", (level or 2) + 1) end
+  return t.h
+end
+
+-- t itself, after the same checks
+local function valid(t, level)
+  handle(t, (level or 2) + 1)
+  return t
+end
+
+-- ---- options and shapes --------------------------------------------------------
+
+local function dtype_code(name, level)
+  local v = DTYPES[name or "float32"]
+  if not v then
+    error(("unknown dtype '%s' (float32, int32, int64, uint8)"):format(tostring(name)), (level or 2) + 1)
+  end
+  return v
+end
+
+local function device_code(name, level)
+  local v = DEVICES[name or "cpu"]
+  if not v then error(("unknown device '%s' (cpu, cuda)"):format(tostring(name)), (level or 2) + 1) end
+  if name == "cuda" then
+    local n = ffi.new("int[1]")
+    check(C.facet_cuda_device_count(n), level)
+    if n[0] == 0 then
+      error("device 'cuda' requested but no CUDA device is available (facet.cuda.available() is false)",
+        (level or 2) + 1)
+    end
+  end
+  return v
+end
+
+-- sizes from a table {2, 3} or from numbers 2, 3; returns ndim and fills buf
+local function read_sizes(sizes, buf, level)
+  if type(sizes) ~= "table" then error("sizes must be a table of numbers", (level or 2) + 1) end
+  local n = #sizes
+  if n > 8 then error(("%d dims given, at most 8 are supported"):format(n), (level or 2) + 1) end
+  for i = 1, n do
+    local s = sizes[i]
+    if type(s) ~= "number" or s < 0 or s ~= math.floor(s) then
+      error(("size %d is %s, want a non-negative integer"):format(i, tostring(s)), (level or 2) + 1)
+    end
+    buf[i - 1] = s
+  end
+  return n
+end
+
+local function new_empty(sizes, dtype, device, level)
+  level = (level or 2) + 1
+  local n = read_sizes(sizes, sizes_buf, level)
+  check(C.facet_tensor_empty(out_p, dtype_code(dtype, level), device_code(device, level), n, sizes_buf), level)
+  return wrap(out_p[0])
+end
+
+-- a new tensor with t's shape (or `sizes`), dtype and device
+local function empty_like(t, dtype, sizes)
+  local h = t.h
+  C.facet_tensor_ndim(h, int_1)
+  local nd = int_1[0]
+  if sizes then
+    nd = read_sizes(sizes, sizes_buf2, 3)
+  else
+    C.facet_tensor_shape(h, sizes_buf2, nil)
+  end
+  C.facet_tensor_device(h, int_1)
+  local dev = int_1[0]
+  if not dtype then C.facet_tensor_dtype(h, int_1); dtype = int_1[0] end
+  check(C.facet_tensor_empty(out_p, dtype, dev, nd, sizes_buf2), 3)
+  return wrap(out_p[0])
+end
+
+-- ---- metadata --------------------------------------------------------------------
+
+function Tensor.dim(t)
+  check(C.facet_tensor_ndim(handle(t), int_1))
+  return int_1[0]
+end
+Tensor.ndim = Tensor.dim
+
+function Tensor.shape(t)
+  local h = handle(t)
+  C.facet_tensor_ndim(h, int_1)
+  local nd = int_1[0]
+  C.facet_tensor_shape(h, sizes_buf, nil)
+  local s = {}
+  for i = 1, nd do s[i] = tonumber(sizes_buf[i - 1]) end
+  return s
+end
+
+function Tensor.stride(t)
+  local h = handle(t)
+  C.facet_tensor_ndim(h, int_1)
+  local nd = int_1[0]
+  C.facet_tensor_shape(h, nil, sizes_buf)
+  local s = {}
+  for i = 1, nd do s[i] = tonumber(sizes_buf[i - 1]) end
+  return s
+end
+
+-- 1-based dim; negative counts from the end
+local function norm_dim(t, d, level)
+  local nd = Tensor.dim(t)
+  if type(d) ~= "number" or d ~= math.floor(d) then
+    error(("dim must be an integer, got %s"):format(tostring(d)), (level or 2) + 1)
+  end
+  if d < 0 then d = nd + 1 + d end
+  if d < 1 or d > nd then
+    error(("dim %d out of range for a %d-dim tensor"):format(d, nd), (level or 2) + 1)
+  end
+  return d
+end
+
+function Tensor.size(t, d)
+  if d == nil then return Tensor.shape(t) end
+  d = norm_dim(t, d, 2)
+  return Tensor.shape(t)[d]
+end
+
+function Tensor.numel(t)
+  check(C.facet_tensor_numel(handle(t), i64_1))
+  return tonumber(i64_1[0])
+end
+Tensor.nElement = Tensor.numel
+
+function Tensor.dtype(t)
+  check(C.facet_tensor_dtype(handle(t), int_1))
+  return DTYPE_NAMES[int_1[0]]
+end
+
+function Tensor.device(t)
+  check(C.facet_tensor_device(handle(t), int_1))
+  return DEVICE_NAMES[int_1[0]]
+end
+
+function Tensor.is_contiguous(t)
+  check(C.facet_tensor_is_contiguous(handle(t), int_1))
+  return int_1[0] ~= 0
+end
+
+--- Typed pointer to element 1 (CPU tensors; for CUDA tensors a device pointer).
+function Tensor.data_ptr(t)
+  check(C.facet_tensor_data(handle(t), voidp_1))
+  return ffi.cast(core.CTYPES[Tensor.dtype(t)] .. " *", voidp_1[0])
+end
+
+function Tensor.free(t)
+  if t.h ~= nil then
+    ffi.gc(t, nil)
+    C.facet_tensor_free(t.h)
+    t.h = nil
+  end
+end
+
+function Tensor.is_freed(t) return t.h == nil end
+
+-- ---- views -------------------------------------------------------------------------
+
+function Tensor.narrow(t, dim, start, length)
+  dim = norm_dim(t, dim, 2)
+  check(C.facet_tensor_narrow(out_p, handle(t), dim - 1, start - 1, length))
+  return wrap(out_p[0])
+end
+
+function Tensor.select(t, dim, index)
+  dim = norm_dim(t, dim, 2)
+  check(C.facet_tensor_select(out_p, handle(t), dim - 1, index - 1))
+  return wrap(out_p[0])
+end
+
+--- View with a new shape (contiguous data); one size may be -1.
+function Tensor.reshape(t, ...)
+  local sizes = ...
+  if type(sizes) ~= "table" then sizes = { ... } end
+  local n = #sizes
+  if n > 8 then error("at most 8 dims", 2) end
+  for i = 1, n do sizes_buf[i - 1] = sizes[i] end
+  local h = handle(t)
+  if not Tensor.is_contiguous(t) then
+    local c = t:contiguous()
+    check(C.facet_tensor_reshape(out_p, c.h, n, sizes_buf))
+  else
+    check(C.facet_tensor_reshape(out_p, h, n, sizes_buf))
+  end
+  return wrap(out_p[0])
+end
+Tensor.view = Tensor.reshape
+
+function Tensor.flatten(t) return Tensor.reshape(t, { -1 }) end
+
+-- ---- copies and conversion -----------------------------------------------------
+
+--- Copies src into t (same number of elements; converts dtype and device).
+function Tensor.copy(t, src)
+  check(C.facet_tensor_copy(handle(t), handle(src)))
+  return t
+end
+Tensor.copy_ = Tensor.copy
+
+function Tensor.clone(t)
+  local out = empty_like(t)
+  check(C.facet_tensor_copy(out.h, t.h))
+  return out
+end
+
+function Tensor.contiguous(t)
+  if Tensor.is_contiguous(t) then return t end
+  return Tensor.clone(t)
+end
+
+--- t:to("cuda"), t:to("int32"), t:to("cpu", "float32"): self when nothing changes.
+function Tensor.to(t, a, b)
+  handle(t)
+  local device, dtype = Tensor.device(t), Tensor.dtype(t)
+  for _, v in ipairs { a, b } do
+    if DEVICES[v] then device = v
+    elseif DTYPES[v] then dtype = v
+    elseif v ~= nil then error(("unknown device or dtype '%s'"):format(tostring(v)), 2) end
+  end
+  if device == Tensor.device(t) and dtype == Tensor.dtype(t) then return t end
+  local out = new_empty(Tensor.shape(t), dtype, device, 2)
+  check(C.facet_tensor_copy(out.h, t.h))
+  return out
+end
+
+function Tensor.cuda(t) return Tensor.to(t, "cuda") end
+function Tensor.cpu(t) return Tensor.to(t, "cpu") end
+function Tensor.float(t) return Tensor.to(t, "float32") end
+function Tensor.int(t) return Tensor.to(t, "int32") end
+function Tensor.long(t) return Tensor.to(t, "int64") end
+function Tensor.byte(t) return Tensor.to(t, "uint8") end
+function Tensor.type(t, dtype) if dtype == nil then return Tensor.dtype(t) end return Tensor.to(t, dtype) end
+
+function Tensor.fill_(t, v)
+  if type(v) ~= "number" then error("fill value must be a number", 2) end
+  check(C.facet_tensor_fill(handle(t), v))
+  return t
+end
+Tensor.fill = Tensor.fill_
+function Tensor.zero_(t) return Tensor.fill_(t, 0) end
+Tensor.zero = Tensor.zero_
+
+-- ---- elements --------------------------------------------------------------------
+
+local function element_index(t, idx, level)
+  local nd = Tensor.dim(t)
+  if #idx ~= nd then error(("%d indices given for a %d-dim tensor"):format(#idx, nd), level + 1) end
+  local shape = Tensor.shape(t)
+  for i = 1, nd do
+    local v = idx[i]
+    if type(v) ~= "number" or v ~= math.floor(v) then
+      error(("index %d is %s, want an integer"):format(i, tostring(v)), level + 1)
+    end
+    if v < 0 then v = shape[i] + 1 + v end
+    if v < 1 or v > shape[i] then
+      error(("index %d out of range for dim %d of size %d"):format(idx[i], i, shape[i]), level + 1)
+    end
+    sizes_buf[i - 1] = v - 1
+  end
+end
+
+--- t:get(i, j, ...) reads one element (1-based).
+function Tensor.get(t, ...)
+  element_index(t, { ... }, 2)
+  check(C.facet_tensor_get(t.h, sizes_buf, double_1))
+  return double_1[0]
+end
+
+--- t:set(value, i, j, ...) writes one element.
+function Tensor.set(t, value, ...)
+  if type(value) ~= "number" then error("value must be a number", 2) end
+  element_index(t, { ... }, 2)
+  check(C.facet_tensor_set(t.h, sizes_buf, value))
+  return t
+end
+
+--- The value of a one-element tensor.
+function Tensor.item(t)
+  if Tensor.numel(t) ~= 1 then error(("item() needs one element, the tensor has %d"):format(Tensor.numel(t)), 2) end
+  local nd = Tensor.dim(t)
+  for i = 0, nd - 1 do sizes_buf[i] = 0 end
+  check(C.facet_tensor_get(t.h, sizes_buf, double_1))
+  return double_1[0]
+end
+
+--- Nested Lua tables of the values.
+function Tensor.totable(t)
+  local c = Tensor.to(Tensor.contiguous(t), "cpu")
+  local shape, n = Tensor.shape(c), Tensor.numel(c)
+  local p = Tensor.data_ptr(c)
+  if #shape == 0 then return tonumber(p[0]) end
+  local pos = 0
+  local function build(d)
+    local r = {}
+    if d == #shape then
+      for i = 1, shape[d] do r[i] = tonumber(p[pos]); pos = pos + 1 end
+    else
+      for i = 1, shape[d] do r[i] = build(d + 1) end
+    end
+    return r
+  end
+  local r = build(1)
+  assert(pos == n)
+  return r
+end
+
+-- ---- elementwise -----------------------------------------------------------------
+
+local UNARY = {
+  neg = C.FACET_UNARY_NEG, exp = C.FACET_UNARY_EXP, log = C.FACET_UNARY_LOG, sqrt = C.FACET_UNARY_SQRT,
+  abs = C.FACET_UNARY_ABS, square = C.FACET_UNARY_SQUARE, rsqrt = C.FACET_UNARY_RSQRT,
+  sigmoid = C.FACET_UNARY_SIGMOID, tanh = C.FACET_UNARY_TANH, relu = C.FACET_UNARY_RELU,
+  sign = C.FACET_UNARY_SIGN, cos = C.FACET_UNARY_COS, sin = C.FACET_UNARY_SIN, acos = C.FACET_UNARY_ACOS,
+  floor = C.FACET_UNARY_FLOOR,
+}
+
+local function unary(out, t, op, a, b)
+  check(C.facet_unary(handle(out, 3), handle(t, 3), op, a or 0, b or 0), 3)
+  return out
+end
+
+for name, op in pairs(UNARY) do
+  Tensor[name] = function(t) return unary(empty_like(valid(t, 2)), t, op) end
+  Tensor[name .. "_"] = function(t) return unary(t, t, op) end
+end
+
+function Tensor.clamp(t, lo, hi)
+  return unary(empty_like(valid(t, 2)), t, C.FACET_UNARY_CLAMP, lo or -math.huge, hi or math.huge)
+end
+function Tensor.clamp_(t, lo, hi)
+  return unary(t, t, C.FACET_UNARY_CLAMP, lo or -math.huge, hi or math.huge)
+end
+
+local BINARY = {
+  add = C.FACET_BINARY_ADD, sub = C.FACET_BINARY_SUB, mul = C.FACET_BINARY_MUL, div = C.FACET_BINARY_DIV,
+  maximum = C.FACET_BINARY_MAX, minimum = C.FACET_BINARY_MIN, pow = C.FACET_BINARY_POW,
+  eq = C.FACET_BINARY_EQ, lt = C.FACET_BINARY_LT, gt = C.FACET_BINARY_GT,
+}
+
+-- the ops with a number as second operand, as unary ops: x op s
+local SCALAR = {
+  add = function(s) return C.FACET_UNARY_ADD, s end,
+  sub = function(s) return C.FACET_UNARY_ADD, -s end,
+  mul = function(s) return C.FACET_UNARY_MUL, s end,
+  div = function(s) return C.FACET_UNARY_MUL, 1 / s end,
+  pow = function(s) return C.FACET_UNARY_POW, s end,
+  maximum = function(s) return C.FACET_UNARY_CLAMP, s, math.huge end,
+  minimum = function(s) return C.FACET_UNARY_CLAMP, -math.huge, s end,
+}
+
+local function broadcast_shape(a, b, level)
+  local sa, sb = Tensor.shape(a), Tensor.shape(b)
+  local n = math.max(#sa, #sb)
+  local out = {}
+  for i = 1, n do
+    local x = sa[i - (n - #sa)] or 1
+    local y = sb[i - (n - #sb)] or 1
+    if x ~= y and x ~= 1 and y ~= 1 then
+      error(("shapes %s and %s do not broadcast"):format(table.concat(sa, "x"), table.concat(sb, "x")), level + 1)
+    end
+    out[i] = x == 1 and y or x
+  end
+  return out
+end
+
+local function binary(name, op)
+  local scalar = SCALAR[name]
+  local function apply(out, t, o, level)
+    if type(o) == "number" then
+      if not scalar then error(name .. ": a number operand is not supported; use a tensor", level + 1) end
+      local uop, a, b = scalar(o)
+      out = out or empty_like(t)
+      check(C.facet_unary(out.h, t.h, uop, a, b or 0), level + 1)
+      return out
+    end
+    handle(o, level + 1)
+    out = out or empty_like(t, nil, broadcast_shape(t, o, level + 1))
+    check(C.facet_binary(out.h, t.h, o.h, op), level + 1)
+    return out
+  end
+  Tensor[name] = function(t, o) handle(t, 2); return apply(nil, t, o, 2) end
+  Tensor[name .. "_"] = function(t, o) handle(t, 2); return apply(t, t, o, 2) end
+end
+for name, op in pairs(BINARY) do binary(name, op) end
+
+--- t + alpha * other, in place (same shapes, float32, contiguous).
+function Tensor.axpy_(t, alpha, other)
+  check(C.facet_axpy(handle(t), t.h, alpha, handle(other)))
+  return t
+end
+
+-- operators: numbers on either side
+local function operand_order(a, b, level)
+  if is_tensor(a) then return a, b, false end
+  if is_tensor(b) then return b, a, true end
+  error("arithmetic on non-tensors", level + 1)
+end
+
+mt.__add = function(a, b)
+  local t, o = operand_order(a, b, 2)
+  return Tensor.add(t, o)
+end
+mt.__mul = function(a, b)
+  local t, o = operand_order(a, b, 2)
+  return Tensor.mul(t, o)
+end
+mt.__sub = function(a, b)
+  local t, o, swapped = operand_order(a, b, 2)
+  if swapped then return unary(empty_like(t), t, C.FACET_UNARY_RSUB, o) end
+  return Tensor.sub(t, o)
+end
+mt.__div = function(a, b)
+  local t, o, swapped = operand_order(a, b, 2)
+  if swapped then return unary(empty_like(t), t, C.FACET_UNARY_RDIV, o) end
+  return Tensor.div(t, o)
+end
+mt.__pow = function(a, b)
+  local t, o, swapped = operand_order(a, b, 2)
+  if swapped then error("number ^ tensor is not supported", 2) end
+  return Tensor.pow(t, o)
+end
+mt.__unm = function(a) return Tensor.neg(a) end
+mt.__len = function(a) return Tensor.shape(a)[1] or 1 end
+
+-- ---- reductions --------------------------------------------------------------------
+
+local REDUCE = { sum = C.FACET_REDUCE_SUM, mean = C.FACET_REDUCE_MEAN, sumsq = C.FACET_REDUCE_SUMSQ }
+
+local function reduce(t, op, dim, keepdim, dtype, level)
+  level = level + 1
+  local shape = Tensor.shape(valid(t, level))
+  local out_shape, cdim = {}, -1
+  if dim ~= nil then
+    dim = norm_dim(t, dim, level)
+    cdim = dim - 1
+    for i = 1, #shape do
+      if i ~= dim then out_shape[#out_shape + 1] = shape[i]
+      elseif keepdim then out_shape[#out_shape + 1] = 1 end
+    end
+  end
+  local out = empty_like(t, dtype, out_shape)
+  check(C.facet_reduce(out.h, t.h, op, cdim, 1), level)
+  return out
+end
+
+--- t:sum() -> number; t:sum(dim [, keepdim]) -> tensor. Same for mean, sumsq.
+for name, op in pairs(REDUCE) do
+  Tensor[name] = function(t, dim, keepdim)
+    local r = reduce(t, op, dim, keepdim, nil, 2)
+    if dim == nil then return r:item() end
+    return r
+  end
+end
+
+--- t:max() -> number; t:max(dim) -> values, indices (int64, 1-based), like Torch7.
+local function extreme(vop, iop)
+  return function(t, dim, keepdim)
+    if dim == nil then return reduce(t, vop, nil, false, nil, 2):item() end
+    return reduce(t, vop, dim, keepdim, nil, 2), reduce(t, iop, dim, keepdim, DTYPES.int64, 2)
+  end
+end
+Tensor.max = extreme(C.FACET_REDUCE_MAX, C.FACET_REDUCE_ARGMAX)
+Tensor.min = extreme(C.FACET_REDUCE_MIN, C.FACET_REDUCE_ARGMIN)
+
+--- 1-based position of the largest element (over all: of the flattened tensor).
+function Tensor.argmax(t, dim, keepdim)
+  local r = reduce(t, C.FACET_REDUCE_ARGMAX, dim, keepdim, DTYPES.int64, 2)
+  if dim == nil then return r:item() end
+  return r
+end
+function Tensor.argmin(t, dim, keepdim)
+  local r = reduce(t, C.FACET_REDUCE_ARGMIN, dim, keepdim, DTYPES.int64, 2)
+  if dim == nil then return r:item() end
+  return r
+end
+
+--- L2 norm of everything, or along dim.
+function Tensor.norm(t, dim)
+  if dim == nil then return math.sqrt(reduce(t, C.FACET_REDUCE_SUMSQ, nil, false, nil, 2):item()) end
+  return reduce(t, C.FACET_REDUCE_SUMSQ, dim, false, nil, 2):sqrt_()
+end
+
+-- ---- linear algebra ----------------------------------------------------------------
+
+--- a:matmul(b [, opts]): 2-D @ 2-D, or batched 3-D @ 3-D / 2-D.
+-- opts: transpose_a, transpose_b, alpha (1), beta (0), out (written in place,
+-- required when beta ~= 0).
+function Tensor.matmul(a, b, opts)
+  opts = opts or {}
+  local sa, sb = Tensor.shape(valid(a)), Tensor.shape(valid(b))
+  local out = opts.out
+  if not out then
+    if (#sa ~= 2 and #sa ~= 3) or (#sb ~= 2 and #sb ~= 3) then
+      error(("matmul: want 2-D or 3-D operands, got %s and %s"):format(table.concat(sa, "x"), table.concat(sb, "x")), 2)
+    end
+    local ra, rb = #sa - 1, #sb - 1
+    local m = opts.transpose_a and sa[ra + 1] or sa[ra]
+    local n = opts.transpose_b and sb[rb] or sb[rb + 1]
+    out = empty_like(a, nil, #sa == 3 and { sa[1], m, n } or { m, n })
+  end
+  check(C.facet_matmul(handle(out), a.h, b.h, opts.transpose_a and 1 or 0, opts.transpose_b and 1 or 0,
+    opts.alpha or 1, opts.beta or 0))
+  return out
+end
+Tensor.mm = Tensor.matmul
+Tensor.bmm = Tensor.matmul
+
+--- Rows scaled to unit L2 norm; returns the normalised tensor and the row norms.
+function Tensor.l2_normalize(t, eps)
+  handle(t)
+  local shape = Tensor.shape(t)
+  local out = empty_like(t)
+  local norms = empty_like(t, nil, { shape[1] or 0 })
+  check(C.facet_l2_normalize_rows(out.h, norms.h, t.h, eps or 1e-12))
+  return out, norms
+end
+Tensor.normalize = Tensor.l2_normalize
+
+--- Contiguous copy with dims permuted: t:permute(2, 1) or t:permute{2, 1}.
+function Tensor.permute(t, ...)
+  local perm = ...
+  if type(perm) ~= "table" then perm = { ... } end
+  local nd = Tensor.dim(valid(t))
+  if #perm ~= nd then error(("permute: %d dims given for a %d-dim tensor"):format(#perm, nd), 2) end
+  local shape, out_shape = Tensor.shape(t), {}
+  for i = 1, nd do
+    local p = perm[i]
+    if type(p) ~= "number" or not shape[p] then error(("permute: bad dim %s"):format(tostring(p)), 2) end
+    int_buf[i - 1] = p - 1
+    out_shape[i] = shape[p]
+  end
+  local out = empty_like(t, nil, out_shape)
+  check(C.facet_permute(out.h, t.h, int_buf))
+  return out
+end
+
+--- Contiguous copy with two dims swapped (t:t() for a matrix).
+function Tensor.transpose(t, d1, d2)
+  local nd = Tensor.dim(valid(t))
+  d1, d2 = norm_dim(t, d1 or 1, 2), norm_dim(t, d2 or 2, 2)
+  local perm = {}
+  for i = 1, nd do perm[i] = i end
+  perm[d1], perm[d2] = d2, d1
+  return Tensor.permute(t, perm)
+end
+function Tensor.t(t)
+  if Tensor.dim(t) ~= 2 then error("t() needs a 2-D tensor", 2) end
+  return Tensor.transpose(t, 1, 2)
+end
+
+-- ---- indexing (index tensors hold 1-based positions, as in Torch7) -----------
+
+--- Rows of a 2-D tensor: out[i] = t[index[i]].
+function Tensor.index_select(t, index)
+  local shape = Tensor.shape(valid(t))
+  local out = empty_like(t, nil, { index:numel(), shape[2] or 0 })
+  check(C.facet_index_select(out.h, t.h, handle(index), 1))
+  return out
+end
+
+--- t[index[i]] += alpha * src[i] (duplicate indices accumulate), in place.
+function Tensor.index_add_(t, index, src, alpha)
+  check(C.facet_index_add(handle(t), handle(index), handle(src), alpha or 1, 1))
+  return t
+end
+
+--- t[index[i]] = src[i], in place.
+function Tensor.index_copy_(t, index, src)
+  check(C.facet_index_copy(handle(t), handle(index), handle(src), 1))
+  return t
+end
+
+--- One element per row of a 2-D tensor: out[i] = t[i][index[i]].
+function Tensor.gather(t, index)
+  local shape = Tensor.shape(valid(t))
+  local out = empty_like(t, nil, { shape[1] or 0 })
+  check(C.facet_gather_cols(out.h, t.h, handle(index), 1))
+  return out
+end
+
+--- t[i][index[i]] = src[i], in place.
+function Tensor.scatter_(t, index, src)
+  check(C.facet_scatter_cols(handle(t), handle(index), handle(src), 1))
+  return t
+end
+
+-- ---- indexing syntax and printing --------------------------------------------------
+
+mt.__index = function(t, k)
+  if type(k) == "number" then
+    local nd = Tensor.dim(t)
+    if nd == 1 then return Tensor.get(t, k) end
+    if nd == 0 then error("cannot index a 0-dim tensor; use :item()", 2) end
+    local n = Tensor.shape(t)[1]
+    if k ~= math.floor(k) or k < 1 or k > n then
+      error(("index %s out of range for dim 1 of size %d"):format(tostring(k), n), 2)
+    end
+    return Tensor.select(t, 1, k)
+  end
+  local m = Tensor[k]
+  if m == nil and type(k) == "string" then error(("tensor has no method or field '%s'"):format(k), 2) end
+  return m
+end
+
+mt.__newindex = function(t, k, v)
+  if type(k) ~= "number" then error(("cannot set field '%s' of a tensor"):format(tostring(k)), 2) end
+  local nd = Tensor.dim(t)
+  if nd == 1 then
+    if type(v) ~= "number" then error("element value must be a number", 2) end
+    Tensor.set(t, v, k)
+    return
+  end
+  local row = t[k]
+  if type(v) == "number" then Tensor.fill_(row, v) else Tensor.copy(row, v) end
+end
+
+mt.__tostring = function(t) return require("facet.print").format(t) end
+
+T = ffi.metatype("struct facet_lua_tensor", mt)
+M.ctype = T
+
+-- ---- constructors ----------------------------------------------------------------
+
+local function opts_of(o, level)
+  if o ~= nil and type(o) ~= "table" then error("options must be a table", (level or 2) + 1) end
+  return o or {}
+end
+
+local function sizes_of(sizes, level)
+  if type(sizes) == "number" then return { sizes } end
+  if type(sizes) ~= "table" then error("sizes must be a table such as {2, 3}", (level or 2) + 1) end
+  return sizes
+end
+
+function M.empty(sizes, opts)
+  opts = opts_of(opts, 2)
+  return new_empty(sizes_of(sizes, 2), opts.dtype, opts.device, 2)
+end
+
+function M.full(sizes, value, opts)
+  opts = opts_of(opts, 2)
+  if type(value) ~= "number" then error("full: value must be a number", 2) end
+  local t = new_empty(sizes_of(sizes, 2), opts.dtype, opts.device, 2)
+  check(C.facet_tensor_fill(t.h, value))
+  return t
+end
+
+function M.zeros(sizes, opts) return M.full(sizes, 0, opts) end
+function M.ones(sizes, opts) return M.full(sizes, 1, opts) end
+
+--- facet.arange(n) = 0 .. n-1; facet.arange(a, b [, step]) = a, a+step, ... < b.
+function M.arange(a, b, step, opts)
+  if type(b) == "table" then opts, b = b, nil end
+  if type(step) == "table" then opts, step = step, nil end
+  opts = opts_of(opts, 2)
+  if b == nil then a, b = 0, a end
+  step = step or 1
+  if type(a) ~= "number" or type(b) ~= "number" or type(step) ~= "number" or step == 0 then
+    error("arange: want numbers start, stop and a non-zero step", 2)
+  end
+  local n = math.max(0, math.ceil((b - a) / step))
+  local t = new_empty({ n }, opts.dtype, opts.device, 2)
+  check(C.facet_tensor_arange(t.h, a, step))
+  return t
+end
+
+-- nested Lua table -> shape and flat values
+local function flatten_table(data, level)
+  local shape, flat = {}, {}
+  local d = data
+  while type(d) == "table" do
+    shape[#shape + 1] = #d
+    d = d[1]
+  end
+  local function walk(x, dim)
+    if dim > #shape then
+      if type(x) ~= "number" then error(("tensor data must be numbers, found %s"):format(type(x)), level + 3) end
+      flat[#flat + 1] = x
+      return
+    end
+    if type(x) ~= "table" or #x ~= shape[dim] then
+      error(("ragged table: dim %d should have %d entries"):format(dim, shape[dim]), level + 3)
+    end
+    for i = 1, #x do walk(x[i], dim + 1) end
+  end
+  walk(data, 1)
+  return shape, flat
+end
+
+--- facet.tensor{{1, 2}, {3, 4}} or facet.tensor(data, { dtype=, device= }).
+function M.tensor(data, opts)
+  opts = opts_of(opts, 2)
+  if type(data) == "number" then
+    local t = new_empty({}, opts.dtype, "cpu", 2)
+    check(C.facet_tensor_fill(t.h, data))
+    return Tensor.to(t, opts.device or "cpu")
+  end
+  if type(data) ~= "table" then error("facet.tensor: want a (nested) table of numbers", 2) end
+  local shape, flat = flatten_table(data, 1)
+  local dtype = opts.dtype or "float32"
+  local t = new_empty(shape, dtype, "cpu", 2)
+  local p = Tensor.data_ptr(t)
+  for i = 1, #flat do p[i - 1] = flat[i] end
+  if dtype ~= "float32" then
+    -- integers through the C store, which range-checks nothing: refuse bad values here
+    for i = 1, #flat do
+      if flat[i] ~= math.floor(flat[i]) then error(("facet.tensor: %s value %s is not an integer"):format(dtype, flat[i]), 2) end
+    end
+  end
+  return Tensor.to(t, opts.device or "cpu")
+end
+
+-- the global generator: a seed and a counter that advances with each draw
+local gen = { seed = 0x5eed, offset = 0 }
+
+function M.manual_seed(seed)
+  if type(seed) ~= "number" or seed < 0 or seed ~= math.floor(seed) then
+    error("manual_seed: want a non-negative integer", 2)
+  end
+  gen.seed, gen.offset = seed, 0
+end
+
+local function draw(sizes, opts, normal)
+  opts = opts_of(opts, 3)
+  local t = new_empty(sizes_of(sizes, 3), "float32", opts.device, 3)
+  local seed, offset = opts.seed, opts.offset or 0
+  if seed == nil then
+    seed, offset = gen.seed, gen.offset
+    gen.offset = gen.offset + Tensor.numel(t)
+  end
+  if normal then
+    check(C.facet_tensor_rand_normal(t.h, seed, offset, opts.mean or 0, opts.std or 1), 3)
+  else
+    check(C.facet_tensor_rand_uniform(t.h, seed, offset, opts.low or 0, opts.high or 1), 3)
+  end
+  return t
+end
+
+--- Uniform [low, high) (default [0, 1)); opts.seed gives a reproducible stream.
+function M.rand(sizes, opts) return draw(sizes, opts, false) end
+--- Normal(mean, std) (default N(0, 1)); opts.seed as for rand.
+function M.randn(sizes, opts) return draw(sizes, opts, true) end
+
+M.empty_like = function(t, opts)
+  opts = opts_of(opts, 2)
+  return new_empty(Tensor.shape(valid(t)), opts.dtype or Tensor.dtype(t), opts.device or Tensor.device(t), 2)
+end
+
+return M
