@@ -20,9 +20,13 @@ static void copy_row(void *p, int64_t n, const int64_t off[3], const int64_t st[
         else for (int64_t i = 0; i < n; i++) d[i * st[0]] = s[i * st[1]];
         return;
     }
-    if (c->ddt == c->sdt && st[0] == 1 && st[1] == 1) {
+    if (c->ddt == c->sdt) {
+        /* raw element moves: going through double would round int64 > 2^53 */
         size_t es = facet_elsize(c->ddt);
-        memcpy((char *)c->dst + off[0] * es, (const char *)c->src + off[1] * es, (size_t)n * es);
+        char *d = (char *)c->dst + off[0] * es;
+        const char *s = (const char *)c->src + off[1] * es;
+        if (st[0] == 1 && st[1] == 1) memcpy(d, s, (size_t)n * es);
+        else for (int64_t i = 0; i < n; i++) memcpy(d + i * st[0] * es, s + i * st[1] * es, es);
         return;
     }
     for (int64_t i = 0; i < n; i++)

@@ -8,8 +8,7 @@
 
 /* Host copy of a 1-D int32/int64 index, every value checked to lie in
  * [base, base + limit). *owned is set when the copy must be freed. */
-static int index_values(const char *fn, const facet_tensor *index, int64_t limit, int base,
-                        const void **host, int *owned)
+static int check_index(const char *fn, const facet_tensor *index)
 {
     int rc = facet_check_tensor(fn, "index", index);
     if (rc) return rc;
@@ -17,6 +16,14 @@ static int index_values(const char *fn, const facet_tensor *index, int64_t limit
         !facet_contiguous(index))
         return facet_fail(FACET_ERR_ARG, "%s: index must be a contiguous 1-D int32 or int64 tensor, got %s", fn,
                           facet_desc(index));
+    return 0;
+}
+
+static int index_values(const char *fn, const facet_tensor *index, int64_t limit, int base,
+                        const void **host, int *owned)
+{
+    int rc = check_index(fn, index);
+    if (rc) return rc;
     int64_t n = index->sizes[0];
     size_t nbytes = (size_t)n * facet_elsize(index->dtype);
     *owned = 0;
@@ -62,7 +69,7 @@ static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, c
     int rc = check_matrix(fn, "table", table);
     if (!rc) rc = check_matrix(fn, "rows", rows);
     if (!rc) rc = facet_check_same_device(fn, table, rows);
-    if (!rc) rc = facet_check_tensor(fn, "index", index);
+    if (!rc) rc = check_index(fn, index);
     if (!rc) rc = facet_check_same_device(fn, table, index);
     if (rc) return rc;
     int64_t n = index->ndim == 1 ? index->sizes[0] : -1;
@@ -123,7 +130,7 @@ static int cols_op(const char *fn, facet_tensor *mat, facet_tensor *vec, const f
     int rc = check_matrix(fn, scatter ? "dst" : "src", mat);
     if (!rc) rc = facet_check_dtype(fn, scatter ? "src" : "out", vec, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, mat, vec);
-    if (!rc) rc = facet_check_tensor(fn, "index", index);
+    if (!rc) rc = check_index(fn, index);
     if (!rc) rc = facet_check_same_device(fn, mat, index);
     if (rc) return rc;
     int64_t rows = mat->sizes[0], cols = mat->sizes[1];

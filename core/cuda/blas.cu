@@ -1,0 +1,83 @@
+/*
+ * blas.cu - row-major, batched SGEMM on cuBLAS. cuBLAS is column-major, and
+ * a row-major matrix read column-major is its transpose, so row-major
+ * C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T:
+ * the operands swap places, m and n swap, and the transpose flags and
+ * leading dimensions pass through unchanged. One cuBLAS handle serves the
+ * process; it is created on first use under a mutex and bound to the
+ * default stream, like every other kernel of the backend. k == 0 is done
+ * here (C = beta C), since cuBLAS would reject the degenerate leading
+ * dimensions callers may pass for an empty inner dimension.
+ */
+#include "cuda_common.cuh"
+#include <limits.h>
+#include <pthread.h>
+
+static pthread_mutex_t handle_lock = PTHREAD_MUTEX_INITIALIZER;
+static cublasHandle_t handle_shared = NULL;
+
+static int get_handle(cublasHandle_t *out, const char *fn)
+{
+    int rc = FACET_OK;
+    pthread_mutex_lock(&handle_lock);
+    if (!handle_shared) {
+        cublasHandle_t h = NULL;
+        rc = check_cublas(cublasCreate(&h), fn);
+        if (rc == FACET_OK) handle_shared = h;  /* on failure the next call tries again */
+    }
+    *out = handle_shared;
+    pthread_mutex_unlock(&handle_lock);
+    return rc;
+}
+
+/* C = beta C over a batch of m x n row-major matrices; beta 0 overwrites,
+ * so NaN or garbage in an uninitialised C does not survive. */
+static __global__ void scale_kernel(float *c, float beta, int64_t m, int64_t n, int64_t ldc, int64_t stride_c,
+                                    int64_t batch)
+{
+    FACET_CUDA_FOR(e, batch * m * n) {
+        int64_t b = e / (m * n), r = (e / n) % m, j = e % n;
+        float *p = c + b * stride_c + r * ldc + j;
+        *p = beta == 0.0f ? 0.0f : beta * *p;
+    }
+}
+
+static bool fits_int(int64_t v)
+{
+    return v >= 0 && v <= INT_MAX;
+}
+
+extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                                const float *a, int64_t lda, int64_t stride_a,
+                                const float *b, int64_t ldb, int64_t stride_b, float beta,
+                                float *c, int64_t ldc, int64_t stride_c, int64_t batch)
+{
+    const char *fn = "facet_cuda_sgemm";
+    if (!fits_int(m) || !fits_int(n) || !fits_int(k) || !fits_int(batch) || !fits_int(lda) ||
+        !fits_int(ldb) || !fits_int(ldc))
+        return facet_fail(FACET_ERR_ARG,
+                          "%s: m=%lld n=%lld k=%lld batch=%lld lda=%lld ldb=%lld ldc=%lld "
+                          "out of cuBLAS int range",
+                          fn, (long long)m, (long long)n, (long long)k, (long long)batch, (long long)lda,
+                          (long long)ldb, (long long)ldc);
+    if (m == 0 || n == 0 || batch == 0) return FACET_OK;
+
+    if (k == 0) {
+        if (beta == 1.0f) return FACET_OK;
+        scale_kernel<<<grid_blocks(batch * m * n), FACET_CUDA_THREADS>>>(c, beta, m, n, ldc, stride_c, batch);
+        return check_launch(fn);
+    }
+
+    cublasHandle_t h;
+    int rc = get_handle(&h, fn);
+    if (rc) return rc;
+    cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasStatus_t s = cublasSgemmStridedBatched(h, op_b, op_a, (int)n, (int)m, (int)k, &alpha,
+                                                 b, (int)ldb, (long long)stride_b,
+                                                 a, (int)lda, (long long)stride_a, &beta,
+                                                 c, (int)ldc, (long long)stride_c, (int)batch);
+    rc = check_cublas(s, fn);
+    if (rc) return rc;
+    return check_launch(fn);
+}

@@ -1,0 +1,255 @@
+/*
+ * elementwise.cu - strided elementwise kernels: copy with dtype conversion,
+ * fill, unary and binary ops over a facet_nd walk, plus the contiguous
+ * arange and axpy. The walk descriptor is passed by value; each thread turns
+ * its linear index (row-major over nd.sizes) into one element offset per
+ * operand, with stride 0 where an operand is broadcast. float32 work uses the
+ * float formulas of elementwise_math.h; the other dtypes go through double
+ * with facet_load/facet_store, exactly as the CPU loops do. Copies between
+ * equal dtypes move raw bits, so int64 values beyond 2^53 survive.
+ */
+#include "cuda_common.cuh"
+
+/* Offsets of the first NOPS operands for linear index i. The outermost dim
+ * takes the remainder directly, so a collapsed 1-D walk costs no division. */
+template <int NOPS>
+__device__ __forceinline__ void nd_offsets(const facet_nd &nd, int64_t i, int64_t *off)
+{
+#pragma unroll
+    for (int k = 0; k < NOPS; k++) off[k] = 0;
+    int64_t rem = i;
+    for (int d = nd.ndim - 1; d > 0; d--) {
+        int64_t size = nd.sizes[d];
+        int64_t c = rem % size;
+        rem /= size;
+#pragma unroll
+        for (int k = 0; k < NOPS; k++) off[k] += c * nd.strides[k][d];
+    }
+    if (nd.ndim > 0) {
+#pragma unroll
+        for (int k = 0; k < NOPS; k++) off[k] += rem * nd.strides[k][0];
+    }
+}
+
+static int64_t nd_total(const struct facet_nd *nd)
+{
+    int64_t total = 1;
+    for (int d = 0; d < nd->ndim; d++) total *= nd->sizes[d];
+    return total;
+}
+
+static size_t dtype_bytes(int dtype)
+{
+    switch (dtype) {
+    case FACET_DTYPE_FLOAT32: return 4;
+    case FACET_DTYPE_INT32: return 4;
+    case FACET_DTYPE_INT64: return 8;
+    case FACET_DTYPE_UINT8: return 1;
+    case FACET_DTYPE_FLOAT16: return 2;
+    case FACET_DTYPE_BFLOAT16: return 2;
+    default: return 0;
+    }
+}
+
+/* Plain numeric dtypes, the ones facet_load/facet_store understand. */
+static bool dtype_numeric(int dtype)
+{
+    return dtype == FACET_DTYPE_FLOAT32 || dtype == FACET_DTYPE_INT32 ||
+           dtype == FACET_DTYPE_INT64 || dtype == FACET_DTYPE_UINT8;
+}
+
+/* ---- copy ------------------------------------------------------------------ */
+
+template <typename T>
+static __global__ void copy_same_kernel(T *dst, const T *src, facet_nd nd, int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[2];
+        nd_offsets<2>(nd, i, off);
+        dst[off[0]] = src[off[1]];
+    }
+}
+
+template <typename T>
+static void launch_copy_same(void *dst, const void *src, const struct facet_nd *nd, int64_t total)
+{
+    copy_same_kernel<T><<<grid_blocks(total), FACET_CUDA_THREADS>>>((T *)dst, (const T *)src, *nd, total);
+}
+
+static __global__ void copy_convert_kernel(void *dst, int dst_dtype, const void *src, int src_dtype,
+                                           facet_nd nd, int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[2];
+        nd_offsets<2>(nd, i, off);
+        facet_store(dst, dst_dtype, off[0], facet_load(src, src_dtype, off[1]));
+    }
+}
+
+extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int src_dtype,
+                                  const struct facet_nd *nd)
+{
+    const char *fn = "facet_cuda_copy_nd";
+    int64_t total = nd_total(nd);
+    if (total <= 0) return FACET_OK;
+    if (dst_dtype == src_dtype) {
+        switch (dtype_bytes(dst_dtype)) {
+        case 1: launch_copy_same<uint8_t>(dst, src, nd, total); break;
+        case 2: launch_copy_same<uint16_t>(dst, src, nd, total); break;
+        case 4: launch_copy_same<uint32_t>(dst, src, nd, total); break;
+        case 8: launch_copy_same<uint64_t>(dst, src, nd, total); break;
+        default: return facet_fail(FACET_ERR_ARG, "%s: unknown dtype %d", fn, dst_dtype);
+        }
+    } else {
+        if (!dtype_numeric(dst_dtype) || !dtype_numeric(src_dtype))
+            return facet_fail(FACET_ERR_ARG, "%s: no conversion from dtype %d to dtype %d", fn,
+                              src_dtype, dst_dtype);
+        copy_convert_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd,
+                                                                         total);
+    }
+    return check_launch(fn);
+}
+
+/* ---- fill ------------------------------------------------------------------ */
+
+template <typename T>
+static __global__ void fill_kernel(T *dst, T value, facet_nd nd, int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[1];
+        nd_offsets<1>(nd, i, off);
+        dst[off[0]] = value;
+    }
+}
+
+template <typename T>
+static void launch_fill(void *dst, T value, const struct facet_nd *nd, int64_t total)
+{
+    fill_kernel<T><<<grid_blocks(total), FACET_CUDA_THREADS>>>((T *)dst, value, *nd, total);
+}
+
+extern "C" int facet_cuda_fill_nd(void *dst, int dtype, double value, const struct facet_nd *nd)
+{
+    const char *fn = "facet_cuda_fill_nd";
+    if (!dtype_numeric(dtype)) return facet_fail(FACET_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
+    int64_t total = nd_total(nd);
+    if (total <= 0) return FACET_OK;
+    /* convert once on the host with the shared store rule, then write bits */
+    union { uint8_t u8; uint32_t u32; uint64_t u64; } bits;
+    bits.u64 = 0;
+    facet_store(&bits, dtype, 0, value);
+    switch (dtype_bytes(dtype)) {
+    case 1: launch_fill<uint8_t>(dst, bits.u8, nd, total); break;
+    case 4: launch_fill<uint32_t>(dst, bits.u32, nd, total); break;
+    default: launch_fill<uint64_t>(dst, bits.u64, nd, total); break;
+    }
+    return check_launch(fn);
+}
+
+/* ---- unary ----------------------------------------------------------------- */
+
+static __global__ void unary_f32_kernel(float *out, const float *x, int op, float a, float b, facet_nd nd,
+                                        int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[2];
+        nd_offsets<2>(nd, i, off);
+        out[off[0]] = facet_unary_f32(op, x[off[1]], a, b);
+    }
+}
+
+static __global__ void unary_any_kernel(void *out, const void *x, int dtype, int op, double a, double b,
+                                        facet_nd nd, int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[2];
+        nd_offsets<2>(nd, i, off);
+        facet_store(out, dtype, off[0], facet_unary_f64(op, facet_load(x, dtype, off[1]), a, b));
+    }
+}
+
+extern "C" int facet_cuda_unary_nd(void *out, const void *x, int dtype, int op, double a, double b,
+                                   const struct facet_nd *nd)
+{
+    const char *fn = "facet_cuda_unary_nd";
+    if (!dtype_numeric(dtype)) return facet_fail(FACET_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
+    int64_t total = nd_total(nd);
+    if (total <= 0) return FACET_OK;
+    unsigned blocks = grid_blocks(total);
+    if (dtype == FACET_DTYPE_FLOAT32)
+        unary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x, op, (float)a,
+                                                         (float)b, *nd, total);
+    else
+        unary_any_kernel<<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, *nd, total);
+    return check_launch(fn);
+}
+
+/* ---- binary ---------------------------------------------------------------- */
+
+static __global__ void binary_f32_kernel(float *out, const float *x, const float *y, int op, facet_nd nd,
+                                         int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[3];
+        nd_offsets<3>(nd, i, off);
+        out[off[0]] = facet_binary_f32(op, x[off[1]], y[off[2]]);
+    }
+}
+
+static __global__ void binary_any_kernel(void *out, const void *x, const void *y, int dtype, int op,
+                                         facet_nd nd, int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[3];
+        nd_offsets<3>(nd, i, off);
+        double v = facet_binary_f64(op, facet_load(x, dtype, off[1]), facet_load(y, dtype, off[2]));
+        facet_store(out, dtype, off[0], v);
+    }
+}
+
+extern "C" int facet_cuda_binary_nd(void *out, const void *x, const void *y, int dtype, int op,
+                                    const struct facet_nd *nd)
+{
+    const char *fn = "facet_cuda_binary_nd";
+    if (!dtype_numeric(dtype)) return facet_fail(FACET_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
+    int64_t total = nd_total(nd);
+    if (total <= 0) return FACET_OK;
+    unsigned blocks = grid_blocks(total);
+    if (dtype == FACET_DTYPE_FLOAT32)
+        binary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x,
+                                                          (const float *)y, op, *nd, total);
+    else
+        binary_any_kernel<<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, *nd, total);
+    return check_launch(fn);
+}
+
+/* ---- arange, axpy ---------------------------------------------------------- */
+
+static __global__ void arange_kernel(void *dst, int dtype, int64_t n, double start, double step)
+{
+    /* start + i*step per element (not a running sum), so no drift */
+    FACET_CUDA_FOR(i, n) facet_store(dst, dtype, i, start + (double)i * step);
+}
+
+extern "C" int facet_cuda_arange(void *dst, int dtype, int64_t n, double start, double step)
+{
+    const char *fn = "facet_cuda_arange";
+    if (!dtype_numeric(dtype)) return facet_fail(FACET_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
+    if (n <= 0) return FACET_OK;
+    arange_kernel<<<grid_blocks(n), FACET_CUDA_THREADS>>>(dst, dtype, n, start, step);
+    return check_launch(fn);
+}
+
+static __global__ void axpy_kernel(float *out, const float *x, double alpha, const float *y, int64_t n)
+{
+    /* in double, then one rounding: memory-bound anyway, and it keeps the
+     * result within half an ulp whichever way the CPU groups it */
+    FACET_CUDA_FOR(i, n) out[i] = (float)((double)x[i] + alpha * (double)y[i]);
+}
+
+extern "C" int facet_cuda_axpy(float *out, const float *x, double alpha, const float *y, int64_t n)
+{
+    if (n <= 0) return FACET_OK;
+    axpy_kernel<<<grid_blocks(n), FACET_CUDA_THREADS>>>(out, x, alpha, y, n);
+    return check_launch("facet_cuda_axpy");
+}

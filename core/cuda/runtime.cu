@@ -1,0 +1,70 @@
+/*
+ * runtime.cu - the CUDA runtime seen by the C core: device count (zero, not
+ * an error, where there is no driver or no GPU), whether CUDA was built in,
+ * device-wide synchronisation, device allocation and copies between host and
+ * device. Allocation failure is FACET_ERR_MEMORY; every other failure is
+ * FACET_ERR_DEVICE with the runtime's message.
+ */
+#include "cuda_common.cuh"
+
+extern "C" int facet_cuda_count(int *count)
+{
+    if (!count) return facet_fail(FACET_ERR_ARG, "facet_cuda_count: count is NULL");
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        /* no driver, no device, driver too old: all mean "0 GPUs" */
+        (void)cudaGetLastError();
+        n = 0;
+    }
+    *count = n;
+    return FACET_OK;
+}
+
+extern "C" int facet_cuda_is_built(void)
+{
+    return 1;
+}
+
+extern "C" int facet_cuda_sync(void)
+{
+    return check_cuda(cudaDeviceSynchronize(), "facet_cuda_sync");
+}
+
+extern "C" int facet_cuda_malloc(void **ptr, size_t nbytes)
+{
+    if (!ptr) return facet_fail(FACET_ERR_ARG, "facet_cuda_malloc: ptr is NULL");
+    *ptr = NULL;
+    /* an empty tensor still gets a real, distinct address, like malloc(0) */
+    cudaError_t e = cudaMalloc(ptr, nbytes ? nbytes : 1);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        *ptr = NULL;
+        return facet_fail(FACET_ERR_MEMORY, "facet_cuda_malloc: %zu bytes: %s", nbytes,
+                          cudaGetErrorString(e));
+    }
+    if (e != cudaSuccess) *ptr = NULL;
+    return check_cuda(e, "facet_cuda_malloc");
+}
+
+extern "C" int facet_cuda_free(void *ptr)
+{
+    if (!ptr) return FACET_OK;
+    return check_cuda(cudaFree(ptr), "facet_cuda_free");
+}
+
+extern "C" int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind)
+{
+    cudaMemcpyKind k;
+    switch (kind) {
+    case FACET_COPY_H2D: k = cudaMemcpyHostToDevice; break;
+    case FACET_COPY_D2H: k = cudaMemcpyDeviceToHost; break;
+    case FACET_COPY_D2D: k = cudaMemcpyDeviceToDevice; break;
+    default: return facet_fail(FACET_ERR_ARG, "facet_cuda_memcpy: unknown copy kind %d", kind);
+    }
+    if (nbytes == 0) return FACET_OK;
+    if (!dst || !src) return facet_fail(FACET_ERR_ARG, "facet_cuda_memcpy: NULL pointer");
+    /* cudaMemcpy orders after earlier kernels on the default stream, and a
+     * device-to-host copy returns with the data on the host */
+    return check_cuda(cudaMemcpy(dst, src, nbytes, k), "facet_cuda_memcpy");
+}

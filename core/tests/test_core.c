@@ -1,0 +1,171 @@
+/*
+ * test_core.c - C unit tests of the API boundary: every kind of bad argument
+ * returns an error status with a message naming the function, never a crash;
+ * plus a few results checked by hand. TAP-style output; `--counts FILE`
+ * writes "passed failed" for the spec summary.
+ */
+#include "facet.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static int passed, failed;
+
+static void check(int cond, const char *what)
+{
+    if (cond) passed++;
+    else failed++;
+    printf("%s %d - %s\n", cond ? "ok" : "not ok", passed + failed, what);
+}
+
+/* rc is an error and the message names fn (and the extra text, if any) */
+static void check_error(int rc, const char *fn, const char *extra, const char *what)
+{
+    const char *msg = facet_last_error();
+    int ok = rc != 0 && strstr(msg, fn) != NULL && (!extra || strstr(msg, extra) != NULL);
+    if (!ok) printf("# rc=%d message: %s\n", rc, msg);
+    check(ok, what);
+}
+
+static facet_tensor *make(int dtype, int ndim, int64_t a, int64_t b)
+{
+    int64_t sizes[2] = { a, b };
+    facet_tensor *t = NULL;
+    if (facet_tensor_empty(&t, dtype, FACET_DEVICE_CPU, ndim, sizes) != 0) return NULL;
+    return t;
+}
+
+int main(int argc, char **argv)
+{
+    const char *counts = argc == 3 && !strcmp(argv[1], "--counts") ? argv[2] : NULL;
+    facet_tensor *t = NULL, *v = NULL;
+    int64_t sizes[9] = { 2, 3, 1, 1, 1, 1, 1, 1, 1 };
+
+    /* creation */
+    check_error(facet_tensor_empty(NULL, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_empty",
+                "out is NULL", "empty: NULL out");
+    check_error(facet_tensor_empty(&t, 99, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_empty", "dtype 99",
+                "empty: unknown dtype");
+    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT16, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_empty",
+                "reserved", "empty: reserved dtype");
+    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, 7, 2, sizes), "facet_tensor_empty", "device 7",
+                "empty: unknown device");
+    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 9, sizes), "facet_tensor_empty",
+                "ndim 9", "empty: too many dims");
+    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, NULL), "facet_tensor_empty",
+                "sizes is NULL", "empty: NULL sizes");
+    int64_t neg[2] = { 2, -3 };
+    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, neg), "facet_tensor_empty",
+                "negative", "empty: negative size");
+    int64_t huge[2] = { INT64_C(1) << 40, INT64_C(1) << 40 };
+    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, huge), "facet_tensor_empty",
+                "too large", "empty: overflowing size");
+    check(t == NULL, "empty: out stays NULL after errors");
+
+    t = make(FACET_DTYPE_FLOAT32, 2, 2, 3);
+    check(t != NULL, "empty: 2x3 float32");
+    check_error(facet_tensor_ndim(t, NULL), "facet_tensor_ndim", "NULL", "ndim: NULL out");
+    check_error(facet_tensor_ndim(NULL, NULL), "facet_tensor_ndim", "t is NULL", "ndim: NULL tensor");
+
+    /* views */
+    check_error(facet_tensor_narrow(&v, t, 2, 0, 1), "facet_tensor_narrow", "dim 2 out of range", "narrow: bad dim");
+    check_error(facet_tensor_narrow(&v, t, 1, 2, 2), "facet_tensor_narrow", "[2x3 float32 cpu]", "narrow: range");
+    check_error(facet_tensor_select(&v, t, 0, 2), "facet_tensor_select", "index 2", "select: index");
+    int64_t bad_shape[2] = { 4, 2 };
+    check_error(facet_tensor_reshape(&v, t, 2, bad_shape), "facet_tensor_reshape", "6 elements", "reshape: count");
+    int perm[2] = { 0, 0 };
+    check_error(facet_tensor_permute_view(&v, t, perm), "facet_tensor_permute_view", "permutation", "permute: dup");
+    check(v == NULL, "views: out stays NULL after errors");
+
+    /* element access */
+    int64_t idx[2] = { 1, 3 };
+    double val = 0;
+    check_error(facet_tensor_get(t, idx, &val), "facet_tensor_get", "index 3", "get: out of range");
+    check_error(facet_tensor_set(t, NULL, 1.0), "facet_tensor_set", "index is NULL", "set: NULL index");
+    idx[1] = 2;
+    check(facet_tensor_set(t, idx, 4.5) == 0 && facet_tensor_get(t, idx, &val) == 0 && val == 4.5,
+          "set/get round trip");
+    float buf[6];
+    check_error(facet_tensor_read(t, buf, 5 * sizeof(float)), "facet_tensor_read", "needs 24", "read: size");
+
+    /* arithmetic */
+    facet_tensor *u = make(FACET_DTYPE_FLOAT32, 2, 3, 2);
+    facet_tensor *i32 = make(FACET_DTYPE_INT32, 2, 2, 3);
+    check_error(facet_binary(t, t, u, FACET_BINARY_ADD), "facet_binary", "do not broadcast", "binary: shapes");
+    check_error(facet_binary(t, t, i32, FACET_BINARY_ADD), "facet_binary", "dtypes differ", "binary: dtypes");
+    check_error(facet_binary(t, t, t, 99), "facet_binary", "unknown op", "binary: op");
+    check_error(facet_unary(u, t, FACET_UNARY_EXP, 0, 0), "facet_unary", "must match", "unary: out shape");
+    check_error(facet_unary(t, NULL, FACET_UNARY_EXP, 0, 0), "facet_unary", "x is NULL", "unary: NULL");
+
+    /* broadcast by hand: t = [[0,1,2],[3,4,5]] + row [10,20,30] */
+    facet_tensor *row = NULL;
+    int64_t three = 3;
+    facet_tensor_empty(&row, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 1, &three);
+    facet_tensor_arange(t, 0, 1);
+    facet_tensor_arange(row, 10, 10);
+    check(facet_binary(t, t, row, FACET_BINARY_ADD) == 0, "binary: row broadcast runs");
+    facet_tensor_read(t, buf, sizeof buf);
+    check(buf[0] == 10 && buf[2] == 32 && buf[3] == 13 && buf[5] == 35, "binary: row broadcast values");
+
+    /* reductions */
+    facet_tensor *r2 = make(FACET_DTYPE_FLOAT32, 1, 2, 0);
+    check(facet_reduce(r2, t, FACET_REDUCE_SUM, 1, 0) == 0, "reduce: sum over dim 1");
+    float sums[2];
+    facet_tensor_read(r2, sums, sizeof sums);
+    check(sums[0] == 63 && sums[1] == 72, "reduce: row sums by hand");
+    check_error(facet_reduce(r2, t, FACET_REDUCE_SUM, 0, 0), "facet_reduce", "3 elements", "reduce: out size");
+    check_error(facet_reduce(r2, t, FACET_REDUCE_ARGMAX, 1, 0), "facet_reduce", "int64", "reduce: arg dtype");
+    check_error(facet_reduce(r2, t, FACET_REDUCE_SUM, 5, 0), "facet_reduce", "dim 5", "reduce: bad dim");
+
+    /* matmul: [2x3] @ [3x2] */
+    facet_tensor *c = make(FACET_DTYPE_FLOAT32, 2, 2, 2);
+    facet_tensor_arange(u, 1, 1);   /* [[1,2],[3,4],[5,6]] */
+    check(facet_matmul(c, t, u, 0, 0, 1.0f, 0.0f) == 0, "matmul: 2x3 @ 3x2");
+    float cv[4];
+    facet_tensor_read(c, cv, sizeof cv);
+    /* t = [[10,21,32],[13,24,35]] */
+    check(cv[0] == 10 + 63 + 160 && cv[1] == 20 + 84 + 192 && cv[2] == 13 + 72 + 175 && cv[3] == 26 + 96 + 210,
+          "matmul: values by hand");
+    check_error(facet_matmul(c, t, t, 0, 0, 1.0f, 0.0f), "facet_matmul", "[2x3 float32 cpu]", "matmul: shapes");
+    check_error(facet_matmul(c, i32, u, 0, 0, 1.0f, 0.0f), "facet_matmul", "float32", "matmul: dtype");
+
+    /* indexing */
+    facet_tensor *ix = NULL;
+    int64_t two = 2;
+    facet_tensor_empty(&ix, FACET_DTYPE_INT64, FACET_DEVICE_CPU, 1, &two);
+    int64_t bad_idx[2] = { 0, 3 };
+    facet_tensor_write(ix, bad_idx, sizeof bad_idx);
+    facet_tensor *sel = make(FACET_DTYPE_FLOAT32, 2, 2, 2);
+    check_error(facet_index_select(sel, u, ix, 0), "facet_index_select", "= 3 outside [0, 2]", "index: range");
+    check_error(facet_index_select(sel, u, t, 0), "facet_index_select", "int32 or int64", "index: dtype");
+
+    /* random: NaN parameters are refused */
+    check_error(facet_tensor_rand_uniform(t, 1, 0, NAN, 1.0f), "facet_tensor_rand_uniform", "NaN", "rand: NaN");
+
+    /* threads and versions */
+    check_error(facet_set_threads(0), "facet_set_threads", "0 threads", "threads: zero");
+    check(strcmp(facet_version(), "0.1.0") == 0, "version string");
+    int built = -1, count = -1;
+    check(facet_cuda_built(&built) == 0 && (built == 0 || built == 1), "cuda_built answers");
+    check(facet_cuda_device_count(&count) == 0 && count >= 0, "cuda device count answers without a GPU");
+
+    /* freeing a view after its base keeps the storage alive */
+    facet_tensor *view = NULL;
+    facet_tensor_narrow(&view, t, 1, 1, 2);
+    facet_tensor_free(t);
+    double x = 0;
+    int64_t z[2] = { 0, 0 };
+    check(facet_tensor_get(view, z, &x) == 0 && x == 21, "view outlives its base");
+    facet_tensor_free(view);
+    check(facet_tensor_free(NULL) == 0, "free(NULL) is a no-op");
+
+    facet_tensor_free(u); facet_tensor_free(i32); facet_tensor_free(row); facet_tensor_free(r2);
+    facet_tensor_free(c); facet_tensor_free(ix); facet_tensor_free(sel);
+
+    printf("1..%d\n", passed + failed);
+    if (counts) {
+        FILE *f = fopen(counts, "w");
+        if (f) { fprintf(f, "%d %d\n", passed, failed); fclose(f); }
+    }
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,66 @@
+--- Row indexing (index_select / index_add_ / index_copy_), per-row gather and
+-- scatter, and row L2 normalisation.
+local H = require "support.device"
+local facet = H.facet
+
+describe("row indexing", function()
+  H.it("index_select picks rows (1-based, int32 and int64 indices)", function()
+    local src = facet.arange(12):reshape { 4, 3 }:to(H.device)
+    for _, dt in ipairs { "int32", "int64" } do
+      local idx = H.tensor({ 4, 1, 4 }, { dtype = dt })
+      local out = src:index_select(idx)
+      assert.are.same({ 3, 3 }, out:shape())
+      assert.are.same({ 9, 10, 11, 0, 1, 2, 9, 10, 11 }, H.values(out))
+    end
+  end)
+
+  H.it("index_add_ accumulates duplicates; index_copy_ writes rows", function()
+    local dst = facet.zeros({ 3, 2 }, { device = H.device })
+    local src = H.tensor { { 1, 2 }, { 10, 20 }, { 100, 200 } }
+    dst:index_add_(H.tensor({ 2, 2, 3 }, { dtype = "int64" }), src, 0.5)
+    assert.are.same({ 0, 0, 5.5, 11, 50, 100 }, H.values(dst))
+    dst:index_copy_(H.tensor({ 1 }, { dtype = "int32" }), H.tensor { { 7, 8 } })
+    assert.are.same({ 7, 8, 5.5, 11, 50, 100 }, H.values(dst))
+  end)
+
+  H.it("gather and scatter_ one column per row", function()
+    local m = H.tensor { { 1, 2, 3 }, { 4, 5, 6 } }
+    local idx = H.tensor({ 3, 1 }, { dtype = "int32" })
+    assert.are.same({ 3, 4 }, H.values(m:gather(idx)))
+    m:scatter_(idx, H.tensor { -1, -2 })
+    assert.are.same({ 1, 2, -1, -2, 5, 6 }, H.values(m))
+  end)
+
+  it("out-of-range and malformed indices are errors that touch nothing", function()
+    local src = facet.ones({ 4, 3 })
+    H.assert_error(function() src:index_select(facet.tensor({ 5 }, { dtype = "int32" })) end,
+      "facet_index_select", "= 5 outside [1, 4]")
+    H.assert_error(function() src:index_select(facet.tensor({ 0 }, { dtype = "int64" })) end, "outside [1, 4]")
+    H.assert_error(function() src:index_select(facet.tensor({ 1 })) end, "int32 or int64")
+    local dst = facet.zeros({ 2, 3 })
+    H.assert_error(function() dst:index_add_(facet.tensor({ 1, 3 }, { dtype = "int32" }), facet.ones({ 2, 3 })) end,
+      "outside")
+    assert.are.equal(0, dst:sum())
+    H.assert_error(function() src:gather(facet.tensor({ 1, 2 }, { dtype = "int32" })) end, "one index")
+    H.assert_error(function() src:gather(facet.tensor({ 1, 2, 4, 1 }, { dtype = "int32" })) end, "outside [1, 3]")
+  end)
+end)
+
+describe("l2_normalize", function()
+  H.it("scales rows to unit norm and returns the norms", function()
+    local x = H.tensor { { 3, 4 }, { 0, 0 }, { -1, 0 } }
+    local y, norms = x:l2_normalize()
+    H.assert_close(H.values(y), { 0.6, 0.8, 0, 0, -1, 0 }, 1e-6)
+    H.assert_close(H.values(norms), { 5, 0, 1 }, 1e-6)
+  end)
+
+  H.it("random rows come out with norm 1", function()
+    local x = facet.randn({ 64, 512 }, { seed = 9 }):to(H.device)
+    local y = x:l2_normalize()
+    H.assert_close(H.values(y:sumsq(2)), H.values(facet.ones({ 64 })), 1e-5)
+  end)
+
+  it("needs a 2-D float32 tensor", function()
+    H.assert_error(function() facet.ones({ 4 }):l2_normalize() end, "2-D")
+  end)
+end)

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Runs the C unit tests, then every busted spec under LuaJIT with the summary
+# handler, whose last line is `N passed, N failed`. FACET_BUILD picks the
+# build directory (build, or build-asan for `make sanitize`).
+set -u
+BUILD=${FACET_BUILD:-build}
+counts=$(mktemp)
+trap 'rm -f "$counts"' EXIT
+if [ "${FACET_SANITIZE:-0}" = 1 ]; then
+    # luajit itself is not instrumented: the sanitizer runtimes must load first
+    LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"
+    export LD_PRELOAD
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+    export LSAN_OPTIONS=suppressions=$(pwd)/spec/support/lsan.supp:print_suppressions=0
+    export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+fi
+"$BUILD/test_core" --counts "$counts" || true
+if [ "${FACET_DEVICE:-cpu}" = cuda ]; then
+    echo "FACET_DEVICE=cuda: device-generic specs run on the GPU and compare with the CPU;" \
+         "where no CUDA device is available they are reported as skipped."
+fi
+# module paths come from .busted (for $FACET_BUILD)
+FACET_BUILD="$BUILD" FACET_CTEST_COUNTS="$counts" busted -o spec/support/summary.lua spec
+rc=$?
+c_failed=$(awk '{print $2}' "$counts" 2>/dev/null)
+[ "${c_failed:-1}" = 0 ] || rc=1
+exit $rc

@@ -1,0 +1,94 @@
+--- support/device.lua: what the device-generic specs share. FACET_DEVICE
+-- (cpu by default, or cuda) picks where the tensors under test live; results
+-- always come back to the CPU and are compared with independent values.
+local facet = require "facet"
+local assert = require "luassert"
+
+local H = { facet = facet }
+
+H.device = os.getenv("FACET_DEVICE") or "cpu"
+H.cuda_missing = H.device == "cuda" and not facet.cuda.available()
+
+--- `it` for a case that runs on H.device: skipped with the reason when the
+-- device is cuda and there is no GPU.
+function H.it(name, fn)
+  -- busted's it/pending live in the spec file's environment, not in _G
+  local env = getfenv(2)
+  local it, pending = env.it, env.pending
+  if H.cuda_missing then
+    it(name, function()
+      pending("FACET_DEVICE=cuda but no CUDA device is available" ..
+        (facet.cuda.built() and "" or " (facet was built without CUDA)"))
+    end)
+  else
+    it(name .. " [" .. H.device .. "]", fn)
+  end
+end
+
+--- A tensor from a Lua table, on the device under test.
+function H.tensor(data, opts)
+  opts = opts or {}
+  local t = facet.tensor(data, { dtype = opts.dtype })
+  return t:to(H.device)
+end
+
+--- Moves a tensor to the device under test.
+function H.on(t) return t:to(H.device) end
+
+--- Flat Lua array of a tensor's values (from any device).
+function H.values(t)
+  local c = t:to("cpu"):contiguous()
+  local n, p, r = c:numel(), c:data_ptr(), {}
+  for i = 0, n - 1 do r[i + 1] = tonumber(p[i]) end
+  return r
+end
+
+--- Asserts two flat arrays (or numbers) agree within rtol/atol, naming the first bad index.
+function H.assert_close(actual, expected, tol, atol)
+  tol = tol or 1e-5
+  atol = atol or tol
+  if type(actual) == "number" then actual, expected = { actual }, { expected } end
+  assert.are.equal(#expected, #actual, "element count")
+  for i = 1, #expected do
+    local a, e = actual[i], expected[i]
+    local ok
+    if e ~= e then ok = a ~= a
+    elseif e == math.huge or e == -math.huge then ok = a == e
+    else ok = math.abs(a - e) <= atol + tol * math.abs(e) end
+    if not ok then
+      error(("element %d: got %.9g, expected %.9g (tol %g)"):format(i, a, e, tol), 2)
+    end
+  end
+end
+
+--- Deterministic pseudo-random numbers independent of facet's generator.
+function H.lcg(seed)
+  local s = seed
+  return function()
+    s = (s * 1103515245 + 12345) % 2147483648
+    return s / 2147483648 * 2 - 1
+  end
+end
+
+--- Nested table rows x cols of LCG values.
+function H.random_matrix(rows, cols, seed)
+  local g, m = H.lcg(seed), {}
+  for i = 1, rows do
+    m[i] = {}
+    for j = 1, cols do m[i][j] = g() end
+  end
+  return m
+end
+
+--- Asserts fn raises an error whose message contains every given plain substring.
+function H.assert_error(fn, ...)
+  local ok, err = pcall(fn)
+  assert.is_false(ok, "expected an error")
+  err = tostring(err)
+  for _, s in ipairs { ... } do
+    if not err:find(s, 1, true) then error(("error message %q lacks %q"):format(err, s), 2) end
+  end
+  return err
+end
+
+return H
