@@ -20,7 +20,7 @@ return function(options)
     local e = element
     while e do
       if e.descriptor == "file" then return e.name end
-      e = busted.context.parent(e)
+      e = busted.parent(e)
     end
     return element.trace and element.trace.short_src or "?"
   end
