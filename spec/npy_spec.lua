@@ -4,14 +4,6 @@
 -- never read back through our own reader. Files the spec writes go to a fresh
 -- temporary directory that is removed at the end.
 
--- Run from the checkout without .busted: add the module paths unless present.
-if not package.path:find("./lua/?.lua", 1, true) then
-  package.path = "./lua/?.lua;./lua/?/init.lua;./build/lua/?.lua;" .. package.path
-end
-if not package.cpath:find("./build/?.so", 1, true) then
-  package.cpath = "./build/?.so;" .. package.cpath
-end
-
 local ffi = require "ffi"
 local facet = require "facet"
 

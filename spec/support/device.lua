@@ -16,10 +16,8 @@ function H.it(name, fn)
   local env = getfenv(2)
   local it, pending = env.it, env.pending
   if H.cuda_missing then
-    it(name, function()
-      pending("FACET_DEVICE=cuda but no CUDA device is available" ..
-        (facet.cuda.built() and "" or " (facet was built without CUDA)"))
-    end)
+    pending(name .. " [cuda]: FACET_DEVICE=cuda but no CUDA device is available" ..
+      (facet.cuda.built() and "" or " (facet was built without CUDA)"))
   else
     it(name .. " [" .. H.device .. "]", fn)
   end
