@@ -8,7 +8,8 @@ local ffi = require "ffi"
 local facet = require "facet"
 
 local FIX = "spec/fixtures/"
-local PY = "/usr/bin/python3"
+-- without the sanitizer runtimes `make sanitize` preloads into everything it starts
+local PY = "env -u LD_PRELOAD /usr/bin/python3"
 
 local function fixture(name) return FIX .. name end
 

@@ -38,6 +38,18 @@ function facet.blas_core()
   return ffi.string(buf)
 end
 
+ffi.cdef [[
+  struct facet_lua_timespec { long tv_sec; long tv_nsec; };
+  int clock_gettime(int clk, struct facet_lua_timespec *ts);
+]]
+local ts = ffi.new("struct facet_lua_timespec")
+
+--- Wall-clock seconds from a monotonic clock (for timing steps and images/s).
+function facet.clock()
+  ffi.C.clock_gettime(1, ts)   -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
 facet.cuda = {}
 
 --- True when facet was built with CUDA and a GPU is present.
