@@ -190,7 +190,9 @@ end
 --- Typed pointer to element 1 (CPU tensors; for CUDA tensors a device pointer).
 function Tensor.data_ptr(t)
   check(C.facet_tensor_data(handle(t), voidp_1))
-  return ffi.cast(core.CTYPES[Tensor.dtype(t)] .. " *", voidp_1[0])
+  local ct = core.CTYPES[Tensor.dtype(t)]
+  if not ct then error(("data_ptr: dtype %s has no Lua element type"):format(Tensor.dtype(t)), 2) end
+  return ffi.cast(ct .. " *", voidp_1[0])
 end
 
 function Tensor.free(t)
@@ -217,7 +219,8 @@ function Tensor.select(t, dim, index)
   return wrap(out_p[0])
 end
 
---- View with a new shape (contiguous data); one size may be -1.
+--- A new shape: a view of contiguous data (a non-contiguous tensor is copied
+-- first); one size may be -1.
 function Tensor.reshape(t, ...)
   local sizes = ...
   if type(sizes) ~= "table" then sizes = { ... } end
@@ -748,14 +751,13 @@ function M.tensor(data, opts)
   local shape, flat = flatten_table(data, 1)
   local dtype = opts.dtype or "float32"
   local t = new_empty(shape, dtype, "cpu", 2)
-  local p = Tensor.data_ptr(t)
-  for i = 1, #flat do p[i - 1] = flat[i] end
   if dtype ~= "float32" then
-    -- integers through the C store, which range-checks nothing: refuse bad values here
     for i = 1, #flat do
       if flat[i] ~= math.floor(flat[i]) then error(("facet.tensor: %s value %s is not an integer"):format(dtype, flat[i]), 2) end
     end
   end
+  local p = Tensor.data_ptr(t)
+  for i = 1, #flat do p[i - 1] = flat[i] end
   return Tensor.to(t, opts.device or "cpu")
 end
 
