@@ -247,6 +247,140 @@ int facet_scatter_cols(facet_tensor *dst, const facet_tensor *index, const facet
 /* Contiguous copy with dims permuted: out dim i is x's dim perm[i]. */
 int facet_permute(facet_tensor *out, const facet_tensor *x, const int *perm);
 
+/* ---- loss heads ---------------------------------------------------------------
+ * A head turns the B x K logits of a batch into a loss and its gradient. The
+ * Lua layer runs the GEMMs; the fused row passes live here. Cosine heads get
+ * the raw GEMM output of normalised x against the unnormalised W and divide by
+ * the norms of W's rows (wnorm) themselves, so W is never copied. Raw heads
+ * (softmax, l2-softmax) use the GEMM output plus bias as the logits.
+ *
+ * Per row i with label y, c = cos(theta) clamped to [-1, 1]:
+ *   target logit     s * f(c_y)               (f: the margin function)
+ *   other logits     s * c_k + I_ik * log h(c_k),  I_ik = [c_k > f(c_y)]
+ *   loss_i           logsumexp_k(logit_ik) - target logit, then per-sample
+ *                    weighting (mean, focal, hard mining).
+ * Every function takes a contiguous block of classes [class_offset,
+ * class_offset + Kb) so heads can later be sharded across processes; the
+ * batch-level parts (target logits, the per-sample weights) live in `rows`,
+ * a B x FACET_ROW_FIELDS float32 tensor. */
+
+enum facet_head_margin {
+    FACET_MARGIN_NONE = 0,        /* f = c */
+    FACET_MARGIN_COMBINED = 1,    /* f = cos(m1*theta + m3) - m2 */
+    FACET_MARGIN_ARC = 2,         /* f = cos(theta + m3); c - m3*sin(m3) once theta + m3 > pi */
+    FACET_MARGIN_ASOFTMAX = 3,    /* f = (lambda*c + psi(theta)) / (1 + lambda) */
+    FACET_MARGIN_PROGRAM = 4,     /* f and df/dc from compiled expressions */
+    FACET_MARGIN_COUNT = 5
+};
+
+enum facet_head_reweight {
+    FACET_REWEIGHT_NONE = 0,
+    FACET_REWEIGHT_FIXED = 1,     /* log h = s t I          (MV-Softmax Eq. 7) */
+    FACET_REWEIGHT_ADAPTIVE = 2,  /* log h = s t (c + 1) I  (Eq. 8) */
+    FACET_REWEIGHT_PROGRAM = 3,   /* log h (at I = 1) and its derivative compiled */
+    FACET_REWEIGHT_COUNT = 4
+};
+
+enum facet_head_sample {
+    FACET_SAMPLE_MEAN = 0,        /* mean of the per-sample losses */
+    FACET_SAMPLE_FOCAL = 1,       /* (1 - p_y)^gamma * CE, averaged */
+    FACET_SAMPLE_HARD = 2,        /* mean over the floor(keep*B) highest losses */
+    FACET_SAMPLE_COUNT = 3
+};
+
+enum facet_head_param {
+    FACET_HEAD_S = 0,             /* scale (1 for raw heads) */
+    FACET_HEAD_M1 = 1,
+    FACET_HEAD_M2 = 2,
+    FACET_HEAD_M3 = 3,
+    FACET_HEAD_LAMBDA = 4,        /* A-Softmax's lambda */
+    FACET_HEAD_T = 5,             /* MV-Softmax's t */
+    FACET_HEAD_GAMMA = 6,         /* focal gamma */
+    FACET_HEAD_KEEP = 7,          /* hard-mining fraction */
+    FACET_HEAD_EASY_MARGIN = 8,   /* 1: the margin only where c_y > 0 */
+    FACET_HEAD_RAW = 9,           /* 1: logits are the GEMM output (+ bias), not cosines */
+    FACET_HEAD_PARAM_COUNT = 10
+};
+
+/* Fields of a row of `rows`. */
+enum facet_row_field {
+    FACET_ROW_COS = 0,            /* c_y */
+    FACET_ROW_MARGIN = 1,         /* f(c_y) */
+    FACET_ROW_MARGIN_GRAD = 2,    /* df/dc at c_y */
+    FACET_ROW_TARGET = 3,         /* the target logit */
+    FACET_ROW_MAX = 4,            /* row max of the logits (of the block) */
+    FACET_ROW_SUMEXP = 5,         /* sum of exp(logit - max) (of the block) */
+    FACET_ROW_LOSS = 6,           /* cross-entropy of the row */
+    FACET_ROW_WEIGHT = 7,         /* dLoss/dCE_i: 1/B, focal factor / B, or 0 / 1/n_keep */
+    FACET_ROW_FIELDS = 8
+};
+
+/* Compiled expressions: instructions of 5 int32 (op, dst, a, b, c) over
+ * float registers; register 0 holds the input c; the result is the dst of the
+ * last instruction. FACET_EXPR_CONST loads consts[a]. */
+enum facet_expr_op {
+    FACET_EXPR_CONST = 0, FACET_EXPR_ADD = 1, FACET_EXPR_SUB = 2, FACET_EXPR_MUL = 3,
+    FACET_EXPR_DIV = 4, FACET_EXPR_NEG = 5, FACET_EXPR_EXP = 6, FACET_EXPR_LOG = 7,
+    FACET_EXPR_SQRT = 8, FACET_EXPR_COS = 9, FACET_EXPR_SIN = 10, FACET_EXPR_ACOS = 11,
+    FACET_EXPR_ABS = 12, FACET_EXPR_MIN = 13, FACET_EXPR_MAX = 14, FACET_EXPR_POW = 15,
+    FACET_EXPR_LT = 16, FACET_EXPR_LE = 17, FACET_EXPR_GT = 18, FACET_EXPR_GE = 19,
+    FACET_EXPR_WHERE = 20,        /* dst = a != 0 ? b : c */
+    FACET_EXPR_FLOOR = 21,
+    FACET_EXPR_OP_COUNT = 22
+};
+
+enum facet_expr_limits {
+    FACET_EXPR_MAX_INSTR = 256,
+    FACET_EXPR_MAX_REGS = 64,
+    FACET_EXPR_MAX_CONSTS = 64
+};
+
+enum facet_head_program {
+    FACET_PROGRAM_MARGIN = 0,     /* f(c) */
+    FACET_PROGRAM_MARGIN_GRAD = 1,/* df/dc */
+    FACET_PROGRAM_LOGH = 2,       /* log h(c) at I = 1 */
+    FACET_PROGRAM_LOGH_GRAD = 3,  /* d log h / dc at I = 1 */
+    FACET_PROGRAM_COUNT = 4
+};
+
+typedef struct facet_head facet_head;
+
+int facet_head_new(facet_head **out, int margin, int reweight, int sample);
+int facet_head_free(facet_head *head);
+int facet_head_set(facet_head *head, int param, double value);
+int facet_head_set_program(facet_head *head, int slot, int n_instr, const int32_t *code, int n_consts,
+                           const double *consts);
+/* Evaluates a program slot on n host values (for validation and tests). */
+int facet_head_eval_program(const facet_head *head, int slot, int64_t n, const float *c, float *out);
+
+/* Target logits for the rows whose label lies in this block. logits: B x Kb
+ * GEMM output (unchanged); wnorm: Kb (NULL for raw heads); bias: Kb or NULL;
+ * labels: B int32/int64 class ids (0-based, all < classes). */
+int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *logits, const facet_tensor *wnorm,
+                      const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset, int64_t classes);
+/* Converts the block in place to cosines (raw heads: to logits, bias added)
+ * and writes the block's row max and sum of exponentials into rows. */
+int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,
+                       const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset);
+/* Batch level: per-row loss and weight (focal, hard mining) from the merged
+ * max/sumexp; *loss receives the head's loss. */
+int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss);
+/* Overwrites the block with G'_ik = dLoss/dcos_ik / wnorm_k (raw heads:
+ * dLoss/dlogit_ik). colsum (Kb, may be NULL) receives sum_i G'_ik (the bias
+ * gradient of raw heads); colsum_cos (Kb, may be NULL) receives
+ * sum_i G'_ik * c_ik (the radial part to take out of W's gradient). */
+int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tensor *rows, const facet_tensor *wnorm,
+                        const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset,
+                        facet_tensor *colsum, facet_tensor *colsum_cos);
+
+/* Helpers of the heads. out_k = ||x_k|| for the rows of a 2-D x. */
+int facet_row_norms(facet_tensor *out, const facet_tensor *x);
+/* dx = (dy - (dy . y) y) / max(norm, eps) per row: the backward of y = x/||x||. */
+int facet_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const facet_tensor *y,
+                                const facet_tensor *norms, float eps);
+/* out_k += coef_k * x_k for the rows of 2-D tensors. */
+int facet_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x);
+
 #ifdef __cplusplus
 }
 #endif

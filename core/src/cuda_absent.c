@@ -47,3 +47,23 @@ int facet_cuda_cols(float *mat, float *vec, const void *index, int idt, int64_t 
                     int base)
 { (void)mat; (void)vec; (void)index; (void)idt; (void)rows; (void)cols; (void)scatter; (void)base;
   return ABSENT("cuda gather/scatter"); }
+int facet_cuda_row_norms(float *out, const float *x, int64_t rows, int64_t cols)
+{ (void)out; (void)x; (void)rows; (void)cols; return ABSENT("cuda row_norms"); }
+int facet_cuda_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norms, int64_t rows,
+                                     int64_t cols, float eps)
+{ (void)dx; (void)dy; (void)y; (void)norms; (void)rows; (void)cols; (void)eps; return ABSENT("cuda l2 backward"); }
+int facet_cuda_rows_axpy(float *out, const float *coef, const float *x, int64_t rows, int64_t cols)
+{ (void)out; (void)coef; (void)x; (void)rows; (void)cols; return ABSENT("cuda rows_axpy"); }
+int facet_cuda_head_target(const struct facet_head *head, float *rows, const float *logits, const float *wnorm,
+                           const float *bias, const void *labels, int ldt, int64_t B, int64_t Kb, int64_t off)
+{ (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)ldt; (void)B; (void)Kb; (void)off;
+  return ABSENT("cuda head target"); }
+int facet_cuda_head_partial(const struct facet_head *head, float *rows, float *logits, const float *wnorm,
+                            const float *bias, const void *labels, int ldt, int64_t B, int64_t Kb, int64_t off)
+{ (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)ldt; (void)B; (void)Kb; (void)off;
+  return ABSENT("cuda head partial"); }
+int facet_cuda_head_backward(const struct facet_head *head, float *logits, const float *rows, const float *wnorm,
+                             const float *bias, const void *labels, int ldt, int64_t B, int64_t Kb, int64_t off,
+                             float *colsum, float *colsum_cos)
+{ (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)ldt; (void)B; (void)Kb; (void)off;
+  (void)colsum; (void)colsum_cos; return ABSENT("cuda head backward"); }

@@ -116,4 +116,23 @@ int facet_cuda_index_rows(float *dst, const float *src, const void *index, int i
 int facet_cuda_cols(float *mat, float *vec, const void *index, int index_dtype, int64_t rows,
                     int64_t cols, int scatter, int index_base);
 
+
+/* heads (core/cuda/head.cu): the same contracts as the CPU functions in
+ * head.c and normalize.c, on device pointers; arguments already checked. */
+struct facet_head;
+int facet_cuda_row_norms(float *out, const float *x, int64_t rows, int64_t cols);
+int facet_cuda_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norms, int64_t rows,
+                                     int64_t cols, float eps);
+int facet_cuda_rows_axpy(float *out, const float *coef, const float *x, int64_t rows, int64_t cols);
+/* The head's parameters and programs are copied to the device per call. */
+int facet_cuda_head_target(const struct facet_head *head, float *rows, const float *logits, const float *wnorm,
+                           const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
+                           int64_t class_offset);
+int facet_cuda_head_partial(const struct facet_head *head, float *rows, float *logits, const float *wnorm,
+                            const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
+                            int64_t class_offset);
+int facet_cuda_head_backward(const struct facet_head *head, float *logits, const float *rows, const float *wnorm,
+                             const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
+                             int64_t class_offset, float *colsum, float *colsum_cos);
+
 #endif

@@ -44,3 +44,104 @@ int facet_l2_normalize_rows(facet_tensor *out, facet_tensor *norms, const facet_
     facet_tensor_free(xc);
     return rc;
 }
+
+static int check_matrix2(const char *fn, const char *name, const facet_tensor *t)
+{
+    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    if (rc) return rc;
+    if (t->ndim != 2 || !facet_contiguous(t))
+        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous 2-D float32 tensor, got %s", fn, name,
+                          facet_desc(t));
+    return 0;
+}
+
+static int check_vector(const char *fn, const char *name, const facet_tensor *t, int64_t n, const facet_tensor *like)
+{
+    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, t, like);
+    if (rc) return rc;
+    if (facet_numel(t) != n || !facet_contiguous(t))
+        return facet_fail(FACET_ERR_ARG, "%s: %s must be contiguous with %lld values, got %s", fn, name, (long long)n,
+                          facet_desc(t));
+    return 0;
+}
+
+int facet_row_norms(facet_tensor *out, const facet_tensor *x)
+{
+    static const char *fn = "facet_row_norms";
+    int rc = check_matrix2(fn, "x", x);
+    if (!rc) rc = check_vector(fn, "out", out, x->sizes[0], x);
+    if (rc) return rc;
+    int64_t rows = x->sizes[0], cols = x->sizes[1];
+    const float *xp = facet_ptr(x);
+    float *op = facet_ptr(out);
+    if (x->device == FACET_DEVICE_CUDA) return facet_cuda_row_norms(op, xp, rows, cols);
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (rows * cols >= FACET_PARALLEL_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = xp + r * cols;
+        float acc[16] = {0};     /* 16 lanes: vectorises without reassociation flags */
+        int64_t c = 0;
+        for (; c + 16 <= cols; c += 16)
+            for (int l = 0; l < 16; l++) acc[l] += xr[c + l] * xr[c + l];
+        float ss = 0.0f;
+        for (int l = 0; l < 16; l++) ss += acc[l];
+        for (; c < cols; c++) ss += xr[c] * xr[c];
+        op[r] = sqrtf(ss);
+    }
+    return 0;
+}
+
+int facet_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const facet_tensor *y,
+                                const facet_tensor *norms, float eps)
+{
+    static const char *fn = "facet_l2_normalize_backward";
+    int rc = check_matrix2(fn, "dx", dx);
+    if (!rc) rc = check_matrix2(fn, "dy", dy);
+    if (!rc) rc = check_matrix2(fn, "y", y);
+    if (!rc) rc = facet_check_same_device(fn, dx, dy);
+    if (!rc) rc = facet_check_same_device(fn, dx, y);
+    if (rc) return rc;
+    if (!facet_same_shape(dx, dy) || !facet_same_shape(dx, y))
+        return facet_fail(FACET_ERR_ARG, "%s: shapes differ: dx %s, dy %s, y %s", fn, facet_desc(dx), facet_desc(dy),
+                          facet_desc(y));
+    rc = check_vector(fn, "norms", norms, dx->sizes[0], dx);
+    if (rc) return rc;
+    int64_t rows = dx->sizes[0], cols = dx->sizes[1];
+    float *d = facet_ptr(dx);
+    const float *g = facet_ptr(dy), *yp = facet_ptr(y), *np = facet_ptr(norms);
+    if (dx->device == FACET_DEVICE_CUDA) return facet_cuda_l2_normalize_backward(d, g, yp, np, rows, cols, eps);
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (rows * cols >= FACET_PARALLEL_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *gr = g + r * cols, *yr = yp + r * cols;
+        double dot = 0.0;
+        for (int64_t c = 0; c < cols; c++) dot += (double)gr[c] * yr[c];
+        float inv = 1.0f / fmaxf(np[r], eps), fd = (float)dot;
+        /* a zero row has y = 0: the gradient is dy / eps, finite */
+        for (int64_t c = 0; c < cols; c++) d[r * cols + c] = (gr[c] - fd * yr[c]) * inv;
+    }
+    return 0;
+}
+
+int facet_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x)
+{
+    static const char *fn = "facet_rows_axpy";
+    int rc = check_matrix2(fn, "out", out);
+    if (!rc) rc = check_matrix2(fn, "x", x);
+    if (!rc) rc = facet_check_same_device(fn, out, x);
+    if (rc) return rc;
+    if (!facet_same_shape(out, x))
+        return facet_fail(FACET_ERR_ARG, "%s: shapes differ: out %s, x %s", fn, facet_desc(out), facet_desc(x));
+    rc = check_vector(fn, "coef", coef, out->sizes[0], out);
+    if (rc) return rc;
+    int64_t rows = out->sizes[0], cols = out->sizes[1];
+    float *o = facet_ptr(out);
+    const float *cp = facet_ptr(coef), *xp = facet_ptr(x);
+    if (out->device == FACET_DEVICE_CUDA) return facet_cuda_rows_axpy(o, cp, xp, rows, cols);
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (rows * cols >= FACET_PARALLEL_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        float a = cp[r];
+        if (a == 0.0f) continue;
+        for (int64_t c = 0; c < cols; c++) o[r * cols + c] += a * xp[r * cols + c];
+    }
+    return 0;
+}

@@ -1,0 +1,531 @@
+/*
+ * head.c - the fused row passes of the loss heads on the CPU (see the heads
+ * section of facet.h for the formulas). The Lua side runs the GEMMs; here one
+ * pass per row turns the GEMM block into cosines, logits, the row max and sum
+ * of exponentials, and one pass per column block turns the cosines into the
+ * gradient in place, accumulating the column sums the W gradient needs.
+ */
+#include "internal.h"
+#include "head_math.h"
+#include <stdlib.h>
+#include <string.h>
+
+enum { CHUNK = 256 };
+
+static void derive(struct facet_head_params *p)
+{
+    p->cos_m3 = cosf(p->m3);
+    p->sin_m3 = sinf(p->m3);
+    p->arc_threshold = -cosf(p->m3);          /* theta + m3 > pi  <=>  c < cos(pi - m3) */
+    p->arc_fallback = p->m3 * sinf(p->m3);
+}
+
+int facet_head_new(facet_head **out, int margin, int reweight, int sample)
+{
+    static const char *fn = "facet_head_new";
+    if (!out) return facet_fail(FACET_ERR_ARG, "%s: out is NULL", fn);
+    *out = NULL;
+    if (margin < 0 || margin >= FACET_MARGIN_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown margin %d", fn, margin);
+    if (reweight < 0 || reweight >= FACET_REWEIGHT_COUNT)
+        return facet_fail(FACET_ERR_ARG, "%s: unknown re-weighting %d", fn, reweight);
+    if (sample < 0 || sample >= FACET_SAMPLE_COUNT)
+        return facet_fail(FACET_ERR_ARG, "%s: unknown sample reduction %d", fn, sample);
+    facet_head *h = calloc(1, sizeof *h);
+    if (!h) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+    h->p.s = 32.0f;
+    h->p.m1 = 1.0f;
+    h->p.lambda = 5.0f;
+    h->p.gamma = 2.0f;
+    h->p.keep = 0.9f;
+    h->p.margin = margin;
+    h->p.reweight = reweight;
+    h->p.sample = sample;
+    derive(&h->p);
+    *out = h;
+    return 0;
+}
+
+int facet_head_free(facet_head *head)
+{
+    free(head);
+    return 0;
+}
+
+int facet_head_set(facet_head *head, int param, double value)
+{
+    static const char *fn = "facet_head_set";
+    if (!head) return facet_fail(FACET_ERR_ARG, "%s: head is NULL", fn);
+    if (!(value == value) || value > 1e30 || value < -1e30)
+        return facet_fail(FACET_ERR_ARG, "%s: parameter %d must be finite, got %g", fn, param, value);
+    struct facet_head_params *p = &head->p;
+    float v = (float)value;
+    switch (param) {
+    case FACET_HEAD_S:
+        if (v <= 0) return facet_fail(FACET_ERR_ARG, "%s: s must be > 0, got %g", fn, value);
+        p->s = v; break;
+    case FACET_HEAD_M1:
+        if (v < 0) return facet_fail(FACET_ERR_ARG, "%s: m1 must be >= 0, got %g", fn, value);
+        p->m1 = v; break;
+    case FACET_HEAD_M2: p->m2 = v; break;
+    case FACET_HEAD_M3: p->m3 = v; break;
+    case FACET_HEAD_LAMBDA:
+        if (v < 0) return facet_fail(FACET_ERR_ARG, "%s: lambda must be >= 0, got %g", fn, value);
+        p->lambda = v; break;
+    case FACET_HEAD_T:
+        if (v < 0) return facet_fail(FACET_ERR_ARG, "%s: t must be >= 0 (h >= 1), got %g", fn, value);
+        p->t = v; break;
+    case FACET_HEAD_GAMMA:
+        if (v < 0) return facet_fail(FACET_ERR_ARG, "%s: gamma must be >= 0, got %g", fn, value);
+        p->gamma = v; break;
+    case FACET_HEAD_KEEP:
+        if (!(v > 0 && v <= 1)) return facet_fail(FACET_ERR_ARG, "%s: keep must be in (0, 1], got %g", fn, value);
+        p->keep = v; break;
+    case FACET_HEAD_EASY_MARGIN: p->easy_margin = value != 0; break;
+    case FACET_HEAD_RAW: p->raw = value != 0; break;
+    default: return facet_fail(FACET_ERR_ARG, "%s: unknown parameter %d", fn, param);
+    }
+    derive(p);
+    return 0;
+}
+
+int facet_head_set_program(facet_head *head, int slot, int n_instr, const int32_t *code, int n_consts,
+                           const double *consts)
+{
+    static const char *fn = "facet_head_set_program";
+    if (!head) return facet_fail(FACET_ERR_ARG, "%s: head is NULL", fn);
+    if (slot < 0 || slot >= FACET_PROGRAM_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown slot %d", fn, slot);
+    if (n_instr < 1 || n_instr > FACET_EXPR_MAX_INSTR || !code)
+        return facet_fail(FACET_ERR_ARG, "%s: %d instructions (want 1..%d)", fn, n_instr, FACET_EXPR_MAX_INSTR);
+    if (n_consts < 0 || n_consts > FACET_EXPR_MAX_CONSTS || (n_consts && !consts))
+        return facet_fail(FACET_ERR_ARG, "%s: %d constants (want 0..%d)", fn, n_consts, FACET_EXPR_MAX_CONSTS);
+    /* validate every instruction so evaluation can never index out of range */
+    for (int i = 0; i < n_instr; i++) {
+        const int32_t *in = code + 5 * i;
+        int op = in[0];
+        if (op < 0 || op >= FACET_EXPR_OP_COUNT) return facet_fail(FACET_ERR_ARG, "%s: instruction %d: bad op %d", fn, i, op);
+        if (in[1] < 0 || in[1] >= FACET_EXPR_MAX_REGS)
+            return facet_fail(FACET_ERR_ARG, "%s: instruction %d: bad register %d", fn, i, in[1]);
+        if (op == FACET_EXPR_CONST) {
+            if (in[2] < 0 || in[2] >= n_consts)
+                return facet_fail(FACET_ERR_ARG, "%s: instruction %d: bad constant %d", fn, i, in[2]);
+        } else {
+            for (int k = 2; k < 5; k++)
+                if (in[k] < 0 || in[k] >= FACET_EXPR_MAX_REGS)
+                    return facet_fail(FACET_ERR_ARG, "%s: instruction %d: bad register %d", fn, i, in[k]);
+        }
+    }
+    struct facet_program *p = &head->prog[slot];
+    p->n_instr = n_instr;
+    memcpy(p->code, code, sizeof(int32_t) * 5 * (size_t)n_instr);
+    for (int i = 0; i < n_consts; i++) p->consts[i] = (float)consts[i];
+    head->has_prog[slot] = 1;
+    return 0;
+}
+
+int facet_head_eval_program(const facet_head *head, int slot, int64_t n, const float *c, float *out)
+{
+    if (!head || !c || !out) return facet_fail(FACET_ERR_ARG, "facet_head_eval_program: NULL argument");
+    if (slot < 0 || slot >= FACET_PROGRAM_COUNT || !head->has_prog[slot])
+        return facet_fail(FACET_ERR_ARG, "facet_head_eval_program: slot %d has no program", slot);
+    for (int64_t i = 0; i < n; i++) out[i] = facet_expr_eval1(&head->prog[slot], c[i]);
+    return 0;
+}
+
+/* The VM over a chunk: each instruction runs over n values (vectorises). */
+static void program_run(const struct facet_program *p, int n, const float *x, float *out)
+{
+    float r[FACET_EXPR_MAX_REGS][CHUNK];
+    memcpy(r[0], x, sizeof(float) * (size_t)n);
+    int dst = 0;
+    for (int i = 0; i < p->n_instr; i++) {
+        const int32_t *in = p->code + 5 * i;
+        int op = in[0];
+        float *d = r[in[1]];
+        dst = in[1];
+        if (op == FACET_EXPR_CONST) {
+            float v = p->consts[in[2]];
+            for (int j = 0; j < n; j++) d[j] = v;
+            continue;
+        }
+        const float *a = r[in[2]], *b = r[in[3]], *c = r[in[4]];
+        switch (op) {   /* the common ops get their own loops; the rest share one */
+        case FACET_EXPR_ADD: for (int j = 0; j < n; j++) d[j] = a[j] + b[j]; break;
+        case FACET_EXPR_SUB: for (int j = 0; j < n; j++) d[j] = a[j] - b[j]; break;
+        case FACET_EXPR_MUL: for (int j = 0; j < n; j++) d[j] = a[j] * b[j]; break;
+        case FACET_EXPR_DIV: for (int j = 0; j < n; j++) d[j] = a[j] / b[j]; break;
+        case FACET_EXPR_EXP: for (int j = 0; j < n; j++) d[j] = facet_fast_exp(a[j]); break;
+        default: for (int j = 0; j < n; j++) d[j] = facet_expr_apply(op, a[j], b[j], c[j]); break;
+        }
+    }
+    memcpy(out, r[dst], sizeof(float) * (size_t)n);
+}
+
+/* ---- argument checks ------------------------------------------------------------- */
+
+struct block {
+    int64_t B, Kb, off;
+    float *z;                 /* B x Kb */
+    float *rows;              /* B x FACET_ROW_FIELDS */
+    const float *wn, *bias;   /* Kb, or NULL */
+    const void *labels;
+    int ldt;                  /* label dtype */
+};
+
+static inline int64_t label_at(const struct block *b, int64_t i)
+{
+    return b->ldt == FACET_DTYPE_INT32 ? ((const int32_t *)b->labels)[i] : ((const int64_t *)b->labels)[i];
+}
+
+static int check_block(const char *fn, const facet_head *head, facet_tensor *rows, const facet_tensor *logits,
+                       const facet_tensor *wnorm, const facet_tensor *bias, const facet_tensor *labels,
+                       int64_t class_offset, struct block *b)
+{
+    if (!head) return facet_fail(FACET_ERR_ARG, "%s: head is NULL", fn);
+    int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_dtype(fn, "logits", logits, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_tensor(fn, "labels", labels);
+    if (!rc) rc = facet_check_same_device(fn, rows, logits);
+    if (!rc) rc = facet_check_same_device(fn, labels, logits);
+    if (rc) return rc;
+    if (logits->ndim != 2 || !facet_contiguous(logits))
+        return facet_fail(FACET_ERR_ARG, "%s: logits must be a contiguous 2-D tensor, got %s", fn, facet_desc(logits));
+    int64_t B = logits->sizes[0], Kb = logits->sizes[1];
+    if (rows->ndim != 2 || rows->sizes[0] != B || rows->sizes[1] != FACET_ROW_FIELDS || !facet_contiguous(rows))
+        return facet_fail(FACET_ERR_ARG, "%s: rows must be contiguous %lldx%d, got %s", fn, (long long)B,
+                          FACET_ROW_FIELDS, facet_desc(rows));
+    if ((labels->dtype != FACET_DTYPE_INT32 && labels->dtype != FACET_DTYPE_INT64) || labels->ndim != 1 ||
+        labels->sizes[0] != B || !facet_contiguous(labels))
+        return facet_fail(FACET_ERR_ARG, "%s: labels must be %lld int32/int64 values, got %s", fn, (long long)B,
+                          facet_desc(labels));
+    if (!head->p.raw) {
+        if (!wnorm) return facet_fail(FACET_ERR_ARG, "%s: a cosine head needs wnorm", fn);
+    }
+    const facet_tensor *vecs[2] = { wnorm, bias };
+    const char *names[2] = { "wnorm", "bias" };
+    for (int k = 0; k < 2; k++) {
+        if (!vecs[k]) continue;
+        rc = facet_check_dtype(fn, names[k], vecs[k], FACET_DTYPE_FLOAT32);
+        if (!rc) rc = facet_check_same_device(fn, vecs[k], logits);
+        if (rc) return rc;
+        if (facet_numel(vecs[k]) != Kb || !facet_contiguous(vecs[k]))
+            return facet_fail(FACET_ERR_ARG, "%s: %s must be contiguous with %lld values, got %s", fn, names[k],
+                              (long long)Kb, facet_desc(vecs[k]));
+    }
+    if (class_offset < 0) return facet_fail(FACET_ERR_ARG, "%s: negative class offset", fn);
+    b->B = B;
+    b->Kb = Kb;
+    b->off = class_offset;
+    b->z = facet_ptr(logits);
+    b->rows = facet_ptr(rows);
+    b->wn = head->p.raw ? NULL : facet_ptr(wnorm);
+    b->bias = bias ? facet_ptr(bias) : NULL;
+    b->labels = facet_ptr(labels);
+    b->ldt = labels->dtype;
+    return 0;
+}
+
+/* ---- target ----------------------------------------------------------------------- */
+
+static void target_row(const facet_head *head, const struct block *b, int64_t i)
+{
+    const struct facet_head_params *p = &head->p;
+    int64_t k = label_at(b, i) - b->off;
+    if (k < 0 || k >= b->Kb) return;
+    float *row = b->rows + i * FACET_ROW_FIELDS;
+    float v = b->z[i * b->Kb + k];
+    float f, df;
+    if (p->raw) {
+        if (b->bias) v += b->bias[k];
+        f = v;
+        df = 1.0f;
+    } else {
+        v = facet_clamp_cos(v / fmaxf(b->wn[k], 1e-12f));
+        if (p->margin == FACET_MARGIN_PROGRAM) {
+            f = facet_expr_eval1(&head->prog[FACET_PROGRAM_MARGIN], v);
+            df = facet_expr_eval1(&head->prog[FACET_PROGRAM_MARGIN_GRAD], v);
+        } else {
+            facet_margin(p, v, &f, &df);
+        }
+    }
+    row[FACET_ROW_COS] = v;
+    row[FACET_ROW_MARGIN] = f;
+    row[FACET_ROW_MARGIN_GRAD] = df;
+    row[FACET_ROW_TARGET] = p->raw ? f : p->s * f;
+}
+
+int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *logits, const facet_tensor *wnorm,
+                      const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset, int64_t classes)
+{
+    static const char *fn = "facet_head_target";
+    struct block b;
+    int rc = check_block(fn, head, rows, logits, wnorm, bias, labels, class_offset, &b);
+    if (rc) return rc;
+    if (head->p.margin == FACET_MARGIN_PROGRAM &&
+        (!head->has_prog[FACET_PROGRAM_MARGIN] || !head->has_prog[FACET_PROGRAM_MARGIN_GRAD]))
+        return facet_fail(FACET_ERR_ARG, "%s: scripted margin without its programs", fn);
+    /* labels are checked against the full class count here, once per batch */
+    struct block host = b;
+    void *staged = NULL;
+    if (logits->device == FACET_DEVICE_CUDA) {
+        size_t nb = (size_t)b.B * facet_elsize(b.ldt);
+        staged = malloc(nb ? nb : 1);
+        if (!staged) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+        rc = facet_cuda_memcpy(staged, b.labels, nb, FACET_COPY_D2H);
+        if (rc) { free(staged); return rc; }
+        host.labels = staged;
+    }
+    for (int64_t i = 0; i < b.B; i++) {
+        int64_t y = label_at(&host, i);
+        if (y < 0 || y >= classes) {
+            free(staged);
+            return facet_fail(FACET_ERR_ARG, "%s: label %lld of row %lld outside [0, %lld)", fn, (long long)y,
+                              (long long)i, (long long)classes);
+        }
+    }
+    free(staged);
+    if (logits->device == FACET_DEVICE_CUDA)
+        return facet_cuda_head_target(head, b.rows, b.z, b.wn, b.bias, b.labels, b.ldt, b.B, b.Kb, b.off);
+    for (int64_t i = 0; i < b.B; i++) target_row(head, &b, i);
+    return 0;
+}
+
+/* ---- the forward row pass ----------------------------------------------------------- */
+
+/* logits of one chunk of row i, from cosines (or raw logits) in c[] */
+static void chunk_logits(const facet_head *head, const float *row, int n, const float *c, float *z)
+{
+    const struct facet_head_params *p = &head->p;
+    float s = p->raw ? 1.0f : p->s, fy = row[FACET_ROW_MARGIN];
+    if (p->raw || p->reweight == FACET_REWEIGHT_NONE) {
+        for (int j = 0; j < n; j++) z[j] = s * c[j];
+    } else if (p->reweight == FACET_REWEIGHT_PROGRAM) {
+        float lh[CHUNK];
+        program_run(&head->prog[FACET_PROGRAM_LOGH], n, c, lh);
+        for (int j = 0; j < n; j++) z[j] = s * c[j] + (c[j] > fy ? lh[j] : 0.0f);
+    } else {
+        for (int j = 0; j < n; j++) {
+            float lh, dlh;
+            facet_logh(p, c[j], &lh, &dlh);
+            z[j] = s * c[j] + (c[j] > fy ? lh : 0.0f);
+        }
+    }
+}
+
+static void partial_row(const facet_head *head, const struct block *b, int64_t i)
+{
+    const struct facet_head_params *p = &head->p;
+    float *zr = b->z + i * b->Kb;
+    float *row = b->rows + i * FACET_ROW_FIELDS;
+    int64_t ty = label_at(b, i) - b->off;
+    float m = -INFINITY, sum = 0.0f;
+    float z[CHUNK];
+    for (int64_t k0 = 0; k0 < b->Kb; k0 += CHUNK) {
+        int n = (int)(b->Kb - k0 < CHUNK ? b->Kb - k0 : CHUNK);
+        float *c = zr + k0;
+        if (p->raw) {
+            if (b->bias) for (int j = 0; j < n; j++) c[j] += b->bias[k0 + j];
+        } else {
+            const float *wn = b->wn + k0;
+            for (int j = 0; j < n; j++) c[j] = facet_clamp_cos(c[j] / fmaxf(wn[j], 1e-12f));
+        }
+        chunk_logits(head, row, n, c, z);
+        if (ty >= k0 && ty < k0 + n) z[ty - k0] = row[FACET_ROW_TARGET];
+        float cm = -INFINITY;
+        for (int j = 0; j < n; j++) cm = fmaxf(cm, z[j]);
+        if (cm > m) {
+            sum *= facet_fast_exp(m - cm);
+            m = cm;
+        }
+        float cs = 0.0f;
+        for (int j = 0; j < n; j++) cs += facet_fast_exp(z[j] - m);
+        sum += cs;
+    }
+    row[FACET_ROW_MAX] = m;
+    row[FACET_ROW_SUMEXP] = sum;
+}
+
+int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,
+                       const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset)
+{
+    static const char *fn = "facet_head_partial";
+    struct block b;
+    int rc = check_block(fn, head, rows, logits, wnorm, bias, labels, class_offset, &b);
+    if (rc) return rc;
+    if (head->p.reweight == FACET_REWEIGHT_PROGRAM && !head->has_prog[FACET_PROGRAM_LOGH])
+        return facet_fail(FACET_ERR_ARG, "%s: scripted h without its program", fn);
+    if (logits->device == FACET_DEVICE_CUDA)
+        return facet_cuda_head_partial(head, b.rows, b.z, b.wn, b.bias, b.labels, b.ldt, b.B, b.Kb, b.off);
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(facet_threads()) if (b.B * b.Kb >= FACET_PARALLEL_GRAIN)
+    for (int64_t i = 0; i < b.B; i++) partial_row(head, &b, i);
+    return 0;
+}
+
+/* ---- batch level --------------------------------------------------------------------- */
+
+static int cmp_desc(const void *x, const void *y)
+{
+    const float *a = x, *b = y;   /* pairs (loss, index) */
+    if (a[0] > b[0]) return -1;
+    if (a[0] < b[0]) return 1;
+    return a[1] < b[1] ? -1 : (a[1] > b[1]);
+}
+
+int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
+{
+    static const char *fn = "facet_head_finish";
+    if (!head) return facet_fail(FACET_ERR_ARG, "%s: head is NULL", fn);
+    int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
+    if (rc) return rc;
+    if (!loss) return facet_fail(FACET_ERR_ARG, "%s: loss is NULL", fn);
+    if (rows->ndim != 2 || rows->sizes[1] != FACET_ROW_FIELDS || !facet_contiguous(rows))
+        return facet_fail(FACET_ERR_ARG, "%s: rows must be contiguous Bx%d, got %s", fn, FACET_ROW_FIELDS,
+                          facet_desc(rows));
+    int64_t B = rows->sizes[0];
+    if (B == 0) return facet_fail(FACET_ERR_ARG, "%s: empty batch", fn);
+    float *host = facet_ptr(rows);
+    float *staged = NULL;
+    if (rows->device == FACET_DEVICE_CUDA) {
+        /* B x 8 values: the batch-level step runs on the host */
+        staged = malloc(sizeof(float) * (size_t)B * FACET_ROW_FIELDS);
+        if (!staged) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+        rc = facet_cuda_memcpy(staged, host, sizeof(float) * (size_t)B * FACET_ROW_FIELDS, FACET_COPY_D2H);
+        if (rc) { free(staged); return rc; }
+        host = staged;
+    }
+    const struct facet_head_params *p = &head->p;
+    double total = 0.0;
+    for (int64_t i = 0; i < B; i++) {
+        float *r = host + i * FACET_ROW_FIELDS;
+        float L = r[FACET_ROW_MAX] + logf(r[FACET_ROW_SUMEXP]) - r[FACET_ROW_TARGET];
+        r[FACET_ROW_LOSS] = fmaxf(L, 0.0f);     /* rounding can dip below 0 */
+    }
+    if (p->sample == FACET_SAMPLE_HARD) {
+        int64_t keep = (int64_t)floor((double)p->keep * (double)B);
+        if (keep < 1) keep = 1;
+        float *pairs = malloc(sizeof(float) * 2 * (size_t)B);
+        if (!pairs) { free(staged); return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn); }
+        for (int64_t i = 0; i < B; i++) {
+            pairs[2 * i] = host[i * FACET_ROW_FIELDS + FACET_ROW_LOSS];
+            pairs[2 * i + 1] = (float)i;
+        }
+        qsort(pairs, (size_t)B, 2 * sizeof(float), cmp_desc);
+        for (int64_t i = 0; i < B; i++) host[i * FACET_ROW_FIELDS + FACET_ROW_WEIGHT] = 0.0f;
+        for (int64_t j = 0; j < keep; j++) {
+            int64_t i = (int64_t)pairs[2 * j + 1];
+            host[i * FACET_ROW_FIELDS + FACET_ROW_WEIGHT] = 1.0f / (float)keep;
+            total += host[i * FACET_ROW_FIELDS + FACET_ROW_LOSS];
+        }
+        total /= (double)keep;
+        free(pairs);
+    } else {
+        for (int64_t i = 0; i < B; i++) {
+            float *r = host + i * FACET_ROW_FIELDS;
+            float L = r[FACET_ROW_LOSS];
+            if (p->sample == FACET_SAMPLE_FOCAL) {
+                float q = -expm1f(-L);
+                total += (double)powf(q, p->gamma) * L;
+                r[FACET_ROW_WEIGHT] = facet_focal_weight(L, p->gamma) / (float)B;
+            } else {
+                total += L;
+                r[FACET_ROW_WEIGHT] = 1.0f / (float)B;
+            }
+        }
+        total /= (double)B;
+    }
+    if (staged) {
+        rc = facet_cuda_memcpy(facet_ptr(rows), staged, sizeof(float) * (size_t)B * FACET_ROW_FIELDS, FACET_COPY_H2D);
+        free(staged);
+        if (rc) return rc;
+    }
+    *loss = total;
+    if (!(total == total)) return facet_fail(FACET_ERR_NUMERIC, "%s: the loss is NaN", fn);
+    return 0;
+}
+
+/* ---- the backward pass, by column blocks ------------------------------------------------ */
+
+static void backward_cols(const facet_head *head, const struct block *b, int64_t k0, int64_t k1, float *colsum,
+                          float *colsum_cos)
+{
+    const struct facet_head_params *p = &head->p;
+    float s = p->raw ? 1.0f : p->s;
+    int64_t n = k1 - k0;
+    float cs[CHUNK], cc[CHUNK], z[CHUNK], dz[CHUNK];
+    for (int64_t j = 0; j < n; j++) { cs[j] = 0.0f; cc[j] = 0.0f; }
+    for (int64_t i = 0; i < b->B; i++) {
+        const float *row = b->rows + i * FACET_ROW_FIELDS;
+        float *c = b->z + i * b->Kb + k0;
+        float w = row[FACET_ROW_WEIGHT];
+        if (w == 0.0f) {            /* dropped by hard mining */
+            for (int64_t j = 0; j < n; j++) c[j] = 0.0f;
+            continue;
+        }
+        float m = row[FACET_ROW_MAX], inv_sum = 1.0f / row[FACET_ROW_SUMEXP], fy = row[FACET_ROW_MARGIN];
+        chunk_logits(head, row, (int)n, c, z);
+        /* dz/dc for the non-target classes */
+        if (p->raw || p->reweight == FACET_REWEIGHT_NONE || p->reweight == FACET_REWEIGHT_FIXED) {
+            for (int64_t j = 0; j < n; j++) dz[j] = s;
+        } else if (p->reweight == FACET_REWEIGHT_ADAPTIVE) {
+            float st = p->s * p->t;
+            for (int64_t j = 0; j < n; j++) dz[j] = s + (c[j] > fy ? st : 0.0f);
+        } else {
+            program_run(&head->prog[FACET_PROGRAM_LOGH_GRAD], (int)n, c, dz);
+            for (int64_t j = 0; j < n; j++) dz[j] = s + (c[j] > fy ? dz[j] : 0.0f);
+        }
+        int64_t ty = label_at(b, i) - b->off - k0;
+        float cy = 0.0f;
+        if (ty >= 0 && ty < n) {
+            z[ty] = row[FACET_ROW_TARGET];
+            dz[ty] = s * row[FACET_ROW_MARGIN_GRAD];
+            cy = c[ty];
+        }
+        const float *wn = b->wn ? b->wn + k0 : NULL;
+        for (int64_t j = 0; j < n; j++) {
+            float prob = facet_fast_exp(z[j] - m) * inv_sum;
+            float g = w * prob * dz[j];
+            if (wn) g /= fmaxf(wn[j], 1e-12f);
+            cc[j] += g * c[j];
+            cs[j] += g;
+            c[j] = g;
+        }
+        if (ty >= 0 && ty < n) {
+            /* the -1 of (p - onehot) */
+            float g1 = w * dz[ty] / (wn ? fmaxf(wn[ty], 1e-12f) : 1.0f);
+            c[ty] -= g1;
+            cs[ty] -= g1;
+            cc[ty] -= g1 * cy;
+        }
+    }
+    if (colsum) for (int64_t j = 0; j < n; j++) colsum[k0 + j] = cs[j];
+    if (colsum_cos) for (int64_t j = 0; j < n; j++) colsum_cos[k0 + j] = cc[j];
+}
+
+int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tensor *rows, const facet_tensor *wnorm,
+                        const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset,
+                        facet_tensor *colsum, facet_tensor *colsum_cos)
+{
+    static const char *fn = "facet_head_backward";
+    struct block b;
+    int rc = check_block(fn, head, (facet_tensor *)rows, logits, wnorm, bias, labels, class_offset, &b);
+    if (rc) return rc;
+    facet_tensor *outs[2] = { colsum, colsum_cos };
+    for (int k = 0; k < 2; k++) {
+        if (!outs[k]) continue;
+        rc = facet_check_dtype(fn, k ? "colsum_cos" : "colsum", outs[k], FACET_DTYPE_FLOAT32);
+        if (!rc) rc = facet_check_same_device(fn, outs[k], logits);
+        if (rc) return rc;
+        if (facet_numel(outs[k]) != b.Kb || !facet_contiguous(outs[k]))
+            return facet_fail(FACET_ERR_ARG, "%s: column sums must be contiguous with %lld values, got %s", fn,
+                              (long long)b.Kb, facet_desc(outs[k]));
+    }
+    float *cs = colsum ? facet_ptr(colsum) : NULL, *cc = colsum_cos ? facet_ptr(colsum_cos) : NULL;
+    if (logits->device == FACET_DEVICE_CUDA)
+        return facet_cuda_head_backward(head, b.z, b.rows, b.wn, b.bias, b.labels, b.ldt, b.B, b.Kb, b.off, cs, cc);
+    int64_t blocks = (b.Kb + CHUNK - 1) / CHUNK;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (b.B * b.Kb >= FACET_PARALLEL_GRAIN)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        int64_t k0 = blk * CHUNK, k1 = k0 + CHUNK < b.Kb ? k0 + CHUNK : b.Kb;
+        backward_cols(head, &b, k0, k1, cs, cc);
+    }
+    return 0;
+}

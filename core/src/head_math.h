@@ -1,0 +1,205 @@
+/*
+ * head_math.h - the per-element math of the loss heads, shared by the CPU
+ * row passes (head.c) and the CUDA kernels (core/cuda/head.cu): margins and
+ * their derivatives, the MV-Softmax re-weighting, the expression VM for
+ * scripted h and margins, and a branch-free exp that vectorises.
+ */
+#ifndef FACET_HEAD_MATH_H
+#define FACET_HEAD_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "facet.h"
+#include "elementwise_math.h"
+
+/* Cosines are clamped before acos/sqrt; sin(theta) is floored here when it
+ * divides, so gradients stay finite at c = +-1 (documented in docs/heads.md). */
+#define FACET_SIN_FLOOR 1e-3f
+
+struct facet_head_params {
+    float s, m1, m2, m3, lambda, t, gamma, keep;
+    int easy_margin, raw;
+    int margin, reweight, sample;
+    float cos_m3, sin_m3, arc_threshold, arc_fallback;  /* derived for ARC */
+};
+
+struct facet_program {
+    int n_instr;
+    int32_t code[FACET_EXPR_MAX_INSTR * 5];
+    float consts[FACET_EXPR_MAX_CONSTS];
+};
+
+/* The opaque facet_head of the public API. */
+struct facet_head {
+    struct facet_head_params p;
+    struct facet_program prog[FACET_PROGRAM_COUNT];
+    int has_prog[FACET_PROGRAM_COUNT];
+};
+
+/* exp(x) for x <= 0 mostly (logits minus their max): 2^n * p(r), |rel err| < 2e-7
+ * on [-87, 88]; no branches or calls, so loops over it vectorise. */
+FACET_HD float facet_fast_exp(float x)
+{
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;          /* ln2 split in two for precision */
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+#ifdef __CUDACC__
+    scale = __int_as_float(bits);
+#else
+    memcpy(&scale, &bits, sizeof scale);
+#endif
+    return p * scale;
+}
+
+FACET_HD float facet_clamp_cos(float c) { return fminf(fmaxf(c, -1.0f), 1.0f); }
+
+FACET_HD float facet_sin_of_cos(float c)
+{
+    return fmaxf(sqrtf(fmaxf(1.0f - c * c, 0.0f)), FACET_SIN_FLOOR);
+}
+
+/* Chebyshev T_m(c) = cos(m theta) and U_{m-1}(c) = sin(m theta)/sin(theta). */
+FACET_HD void facet_chebyshev(int m, float c, float *t_m, float *u_m1)
+{
+    float t0 = 1.0f, t1 = c, u0 = 1.0f, u1 = 2.0f * c;
+    if (m == 0) { *t_m = 1.0f; *u_m1 = 0.0f; return; }
+    for (int i = 1; i < m; i++) {
+        float t2 = 2.0f * c * t1 - t0;
+        t0 = t1; t1 = t2;
+        if (i < m - 1) {
+            float u2 = 2.0f * c * u1 - u0;
+            u0 = u1; u1 = u2;
+        }
+    }
+    *t_m = t1;
+    *u_m1 = m == 1 ? 1.0f : u1;
+}
+
+/* The VM: scalar form (CUDA threads and per-row margins). */
+FACET_HD float facet_expr_apply(int op, float a, float b, float c)
+{
+    switch (op) {
+    case FACET_EXPR_ADD: return a + b;
+    case FACET_EXPR_SUB: return a - b;
+    case FACET_EXPR_MUL: return a * b;
+    case FACET_EXPR_DIV: return a / b;
+    case FACET_EXPR_NEG: return -a;
+    case FACET_EXPR_EXP: return expf(a);
+    case FACET_EXPR_LOG: return logf(a);
+    case FACET_EXPR_SQRT: return sqrtf(a);
+    case FACET_EXPR_COS: return cosf(a);
+    case FACET_EXPR_SIN: return sinf(a);
+    case FACET_EXPR_ACOS: return acosf(fminf(fmaxf(a, -1.0f), 1.0f));
+    case FACET_EXPR_ABS: return fabsf(a);
+    case FACET_EXPR_MIN: return fminf(a, b);
+    case FACET_EXPR_MAX: return fmaxf(a, b);
+    case FACET_EXPR_POW: return powf(a, b);
+    case FACET_EXPR_LT: return a < b ? 1.0f : 0.0f;
+    case FACET_EXPR_LE: return a <= b ? 1.0f : 0.0f;
+    case FACET_EXPR_GT: return a > b ? 1.0f : 0.0f;
+    case FACET_EXPR_GE: return a >= b ? 1.0f : 0.0f;
+    case FACET_EXPR_WHERE: return a != 0.0f ? b : c;
+    case FACET_EXPR_FLOOR: return floorf(a);
+    default: return 0.0f;
+    }
+}
+
+FACET_HD float facet_expr_eval1(const struct facet_program *p, float x)
+{
+    float r[FACET_EXPR_MAX_REGS];
+    r[0] = x;
+    int dst = 0;
+    for (int i = 0; i < p->n_instr; i++) {
+        const int32_t *in = p->code + 5 * i;
+        dst = in[1];
+        r[dst] = in[0] == FACET_EXPR_CONST ? p->consts[in[2]] : facet_expr_apply(in[0], r[in[2]], r[in[3]], r[in[4]]);
+    }
+    return r[dst];
+}
+
+/* f(c) and df/dc for the built-in margins (c already clamped). */
+FACET_HD void facet_margin(const struct facet_head_params *p, float c, float *f, float *df)
+{
+    switch (p->margin) {
+    case FACET_MARGIN_COMBINED:
+        if (p->m1 == 1.0f && p->m3 == 0.0f) {
+            *f = c - p->m2;
+            *df = 1.0f;
+        } else {
+            float theta = acosf(c), a = p->m1 * theta + p->m3;
+            *f = cosf(a) - p->m2;
+            *df = p->m1 * sinf(a) / facet_sin_of_cos(c);
+        }
+        break;
+    case FACET_MARGIN_ARC:
+        if (p->easy_margin ? c <= 0.0f : c < p->arc_threshold) {
+            /* beyond theta + m = pi cos(theta + m) stops decreasing: the
+             * monotonic fallback (easy margin: no margin at all) */
+            *f = p->easy_margin ? c : c - p->arc_fallback;
+            *df = 1.0f;
+        } else {
+            float sn = facet_sin_of_cos(c);
+            *f = c * p->cos_m3 - sqrtf(fmaxf(1.0f - c * c, 0.0f)) * p->sin_m3;
+            *df = p->cos_m3 + c * p->sin_m3 / sn;
+        }
+        break;
+    case FACET_MARGIN_ASOFTMAX: {
+        float theta = acosf(c);
+        int m = (int)p->m1;
+        float kf = floorf(p->m1 * theta / 3.14159265358979f);
+        if (kf > p->m1 - 1.0f) kf = p->m1 - 1.0f;
+        float sign = fmodf(kf, 2.0f) == 0.0f ? 1.0f : -1.0f;
+        float cos_m, dcos_m;
+        if ((float)m == p->m1 && m >= 1 && m <= 16) {
+            float u;
+            facet_chebyshev(m, c, &cos_m, &u);
+            dcos_m = p->m1 * u;                 /* d cos(m theta)/dc = m U_{m-1}(c) */
+        } else {
+            cos_m = cosf(p->m1 * theta);
+            dcos_m = p->m1 * sinf(p->m1 * theta) / facet_sin_of_cos(c);
+        }
+        float psi = sign * cos_m - 2.0f * kf;
+        *f = (p->lambda * c + psi) / (1.0f + p->lambda);
+        *df = (p->lambda + sign * dcos_m) / (1.0f + p->lambda);
+        break;
+    }
+    default:
+        *f = c;
+        *df = 1.0f;
+        break;
+    }
+}
+
+/* log h and its derivative at I = 1 for the built-in re-weightings. */
+FACET_HD void facet_logh(const struct facet_head_params *p, float c, float *lh, float *dlh)
+{
+    float st = p->s * p->t;
+    if (p->reweight == FACET_REWEIGHT_FIXED) { *lh = st; *dlh = 0.0f; }
+    else if (p->reweight == FACET_REWEIGHT_ADAPTIVE) { *lh = st * (c + 1.0f); *dlh = st; }
+    else { *lh = 0.0f; *dlh = 0.0f; }
+}
+
+/* Per-row weight dLoss/dCE for the mean and focal reductions, over B rows;
+ * L is the row's cross-entropy (-log p_y). */
+FACET_HD float facet_focal_weight(float L, float gamma)
+{
+    if (gamma == 0.0f) return 1.0f;
+    float p = expf(-L);
+    float q = -expm1f(-L);                     /* 1 - p without cancellation */
+    if (q <= 0.0f) return 0.0f;
+    float qg = powf(q, gamma);
+    return qg + gamma * p * (qg / q) * L;
+}
+
+#endif
