@@ -72,6 +72,9 @@ end
 
 function facet.cuda.synchronize() check(C.facet_cuda_synchronize()) end
 
+facet.expr = require "facet.expr"
+facet.heads = require "facet.heads"
+
 local npy = require "facet.npy"
 facet.load_npy = npy.load
 facet.save_npy = npy.save

@@ -1,0 +1,363 @@
+--- facet.heads.head: the Head class behind every name in facet.heads.
+-- forward(x, y) normalises x (and divides the GEMM output by the norms of W's
+-- rows, so W is never copied), runs the fused C row passes and returns the
+-- loss; backward() turns the B x K buffer into the gradient in place, runs the
+-- two backward GEMMs, takes the radial part out of W's gradient row by row and
+-- returns dL/dx. Buffers are kept between steps (reallocated only when the
+-- batch size changes), so a training step allocates nothing.
+local ffi = require "ffi"
+local core = require "facet.core"
+local tensor = require "facet.tensor"
+local expr = require "facet.expr"
+
+local C, check = core.C, core.check
+local Head = {}
+Head.__index = Head
+
+local EPS = 1e-12          -- floor of ||x|| and ||w_k|| (docs/heads.md)
+local loss_p = ffi.new("double[1]")
+
+local MARGINS = {
+  none = C.FACET_MARGIN_NONE, am = C.FACET_MARGIN_COMBINED, combined = C.FACET_MARGIN_COMBINED,
+  arc = C.FACET_MARGIN_ARC, ["a-softmax"] = C.FACET_MARGIN_ASOFTMAX,
+}
+local SAMPLES = { mean = C.FACET_SAMPLE_MEAN, focal = C.FACET_SAMPLE_FOCAL, hard = C.FACET_SAMPLE_HARD }
+
+-- options each configuration accepts, beyond classes, dim, device, seed
+local function accepted(cfg)
+  local a = { classes = true, dim = true, device = true, seed = true }
+  if cfg.kind ~= "raw" then a.s = true end
+  if cfg.kind == "cosine" then a.margin = true end
+  if cfg.kind == "l2" then a.alpha, a.learn_alpha = true, true end
+  if cfg.margin == "am" or cfg.margin == "arc" then a.m = true end
+  if cfg.margin == "arc" then a.easy_margin = true end
+  if cfg.margin == "combined" then a.m1, a.m2, a.m3 = true, true, true end
+  if cfg.margin == "a-softmax" then a.m1, a.lambda = true, true end
+  if cfg.sample == "focal" then a.gamma = true end
+  if cfg.sample == "hard" then a.keep = true end
+  if cfg.h ~= nil then a.t, a.h = true, true end
+  return a
+end
+
+local function number_opt(opts, key, default, lo, name)
+  local v = opts[key]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v then error(("%s: option %s must be a number"):format(name, key), 0) end
+  if lo and v < lo then error(("%s: option %s must be >= %g, got %g"):format(name, key, lo, v), 0) end
+  return v
+end
+
+local GRID = {}
+for i = 0, 200 do GRID[#GRID + 1] = -1 + i / 100 end
+
+-- traces a user function into (value program, derivative program); checks values on the grid
+local function trace(fn, args_at, what, check_value)
+  local c = expr.var("cos")
+  local ok, v = pcall(fn, args_at(c))
+  if not ok then
+    local hint = tostring(v):find("compare", 1, true) and
+      "comparisons of expressions cannot be Lua booleans: use facet.expr.lt/le/gt/ge and facet.expr.where" or
+      "use arithmetic and facet.expr.exp/log/sqrt/cos/sin/acos/abs/min/max/lt/le/gt/ge/where"
+    error(("%s: the function failed on symbolic input (%s); %s"):format(what, tostring(v), hint), 0)
+  end
+  if type(v) ~= "number" and not expr.is_node(v) then
+    error(("%s: the function must return a number or an expression, got %s"):format(what, type(v)), 0)
+  end
+  for _, x in ipairs(GRID) do
+    local y = expr.eval(v, x)
+    if type(y) ~= "number" or y ~= y or y == math.huge or y == -math.huge then
+      error(("%s: not finite at cos = %g"):format(what, x), 0)
+    end
+    if check_value then check_value(y, x) end
+  end
+  return v
+end
+
+local function set_program(handle, slot, node, what)
+  local p = expr.compile(node, what)
+  local code = ffi.new("int32_t[?]", #p.code, p.code)
+  local consts = ffi.new("double[?]", math.max(1, #p.consts), p.consts)
+  check(C.facet_head_set_program(handle, slot, p.n, code, #p.consts, consts), 3)
+end
+
+function Head.new(cfg, opts)
+  local name = "facet.heads.new('" .. cfg.name .. "')"
+  local ok_keys = accepted(cfg)
+  for k in pairs(opts) do
+    if not ok_keys[k] then
+      local list = {}
+      for a in pairs(ok_keys) do list[#list + 1] = a end
+      table.sort(list)
+      error(("%s: unknown option '%s' (accepted: %s)"):format(name, tostring(k), table.concat(list, ", ")), 0)
+    end
+  end
+  local K, D = opts.classes, opts.dim
+  if type(K) ~= "number" or K < 1 or K ~= math.floor(K) then error(name .. ": classes must be a positive integer", 0) end
+  if type(D) ~= "number" or D < 1 or D ~= math.floor(D) then error(name .. ": dim must be a positive integer", 0) end
+  local self = setmetatable({ name = cfg.name, kind = cfg.kind, classes = K, dim = D, iter = 0 }, Head)
+  self.device = opts.device or "cpu"
+  self.s = number_opt(opts, "s", 32, 0, name)
+  if self.s <= 0 then error(name .. ": s must be > 0", 0) end
+  self.sample = cfg.sample or "mean"
+
+  local margin = MARGINS[cfg.margin]
+  local margin_fn = cfg.kind == "cosine" and opts.margin or nil
+  if margin_fn ~= nil and type(margin_fn) ~= "function" then error(name .. ": margin must be a function", 0) end
+  if margin_fn then margin = C.FACET_MARGIN_PROGRAM end
+  local reweight = C.FACET_REWEIGHT_NONE
+  if cfg.h == "fixed" then reweight = C.FACET_REWEIGHT_FIXED
+  elseif cfg.h == "adaptive" then reweight = C.FACET_REWEIGHT_ADAPTIVE
+  elseif type(cfg.h) == "function" then reweight = C.FACET_REWEIGHT_PROGRAM
+  elseif cfg.h ~= nil then error(name .. ": h must be \"fixed\", \"adaptive\" or a function", 0) end
+
+  local pp = ffi.new("facet_head *[1]")
+  check(C.facet_head_new(pp, margin, reweight, SAMPLES[self.sample]), 2)
+  self.handle = ffi.gc(pp[0], C.facet_head_free)
+  local function set(param, v) check(C.facet_head_set(self.handle, param, v), 3) end
+  set(C.FACET_HEAD_S, cfg.kind == "cosine" and self.s or 1)
+  set(C.FACET_HEAD_RAW, cfg.kind == "cosine" and 0 or 1)
+
+  -- margin parameters
+  if cfg.margin == "am" then
+    self.m = number_opt(opts, "m", cfg.m, nil, name)
+    set(C.FACET_HEAD_M1, 1); set(C.FACET_HEAD_M2, self.m); set(C.FACET_HEAD_M3, 0)
+  elseif cfg.margin == "arc" then
+    self.m = number_opt(opts, "m", cfg.m, nil, name)
+    set(C.FACET_HEAD_M3, self.m)
+    self.easy_margin = opts.easy_margin and true or false
+    set(C.FACET_HEAD_EASY_MARGIN, self.easy_margin and 1 or 0)
+  elseif cfg.margin == "combined" then
+    self.m1, self.m2, self.m3 = cfg.m1, cfg.m2, cfg.m3
+    set(C.FACET_HEAD_M1, self.m1); set(C.FACET_HEAD_M2, self.m2); set(C.FACET_HEAD_M3, self.m3)
+  elseif cfg.margin == "a-softmax" then
+    self.m1 = number_opt(opts, "m1", cfg.m1, 1, name)
+    set(C.FACET_HEAD_M1, self.m1)
+    if opts.lambda ~= nil and type(opts.lambda) ~= "number" then error(name .. ": lambda must be a number", 0) end
+    self.lambda = opts.lambda       -- nil: the SphereFace schedule, advanced by each forward
+    if self.lambda then set(C.FACET_HEAD_LAMBDA, number_opt(opts, "lambda", nil, 0, name)) end
+  end
+  if margin_fn then
+    local m = self.m or self.m2 or self.m1
+    local f = trace(margin_fn, function(c) return c, m end, name .. ": margin")
+    set_program(self.handle, C.FACET_PROGRAM_MARGIN, f, name .. ": margin")
+    set_program(self.handle, C.FACET_PROGRAM_MARGIN_GRAD, expr.diff(f), name .. ": margin derivative")
+    self.margin_expr = f
+  end
+
+  -- MV re-weighting
+  if cfg.h ~= nil then
+    self.t = number_opt(opts, "t", cfg.t, 0, name)
+    self.h = cfg.h
+    set(C.FACET_HEAD_T, self.t)
+    if type(cfg.h) == "function" then
+      local t, s = self.t, self.s
+      trace(cfg.h, function(c) return t, c, 0, s end, name .. ": h with I = 0", function(y, x)
+        if math.abs(y - 1) > 1e-6 then
+          error(("%s: h(t, cos, I = 0, s) must be 1 (MV-Softmax leaves well-classified classes alone), " ..
+            "got %g at cos = %g"):format(name, y, x), 0)
+        end
+      end)
+      local h1 = trace(cfg.h, function(c) return t, c, 1, s end, name .. ": h", function(y, x)
+        if y < 1 - 1e-6 then
+          error(("%s: h must be >= 1 (MV-Softmax Eq. 6), got %g at cos = %g"):format(name, y, x), 0)
+        end
+      end)
+      local logh = expr.log(h1)
+      set_program(self.handle, C.FACET_PROGRAM_LOGH, logh, name .. ": log h")
+      set_program(self.handle, C.FACET_PROGRAM_LOGH_GRAD, expr.diff(logh), name .. ": d log h")
+      self.logh_expr = logh
+    end
+  end
+  if self.sample == "focal" then
+    self.gamma = number_opt(opts, "gamma", 2, 0, name)
+    set(C.FACET_HEAD_GAMMA, self.gamma)
+  elseif self.sample == "hard" then
+    self.keep = number_opt(opts, "keep", 0.9, nil, name)
+    set(C.FACET_HEAD_KEEP, self.keep)
+  end
+
+  -- parameters
+  local seed = opts.seed or 0
+  if cfg.kind == "cosine" then
+    self.weight = tensor.randn({ K, D }, { seed = seed, std = 0.01 })
+  else
+    local bound = math.sqrt(6 / (K + D))   -- Xavier/Glorot uniform
+    self.weight = tensor.rand({ K, D }, { seed = seed, low = -bound, high = bound })
+    self.bias = tensor.zeros({ K })
+    self.grad_bias = tensor.zeros({ K })
+  end
+  self.grad_weight = tensor.zeros({ K, D })
+  if cfg.kind == "l2" then
+    self.learn_alpha = opts.learn_alpha and true or false
+    self.alpha = tensor.full({ 1 }, number_opt(opts, "alpha", 16, 0, name))
+    self.grad_alpha = tensor.zeros({ 1 })
+  end
+  if self.device ~= "cpu" then self:_to(self.device) end
+  return self
+end
+
+-- ---- buffers ---------------------------------------------------------------------------
+
+function Head:_buffers(B)
+  local b = self.buf
+  if b and b.B == B and b.device == self.device then return b end
+  local K, D, dev = self.classes, self.dim, self.device
+  b = { B = B, device = dev }
+  local o = { device = dev }
+  b.z = tensor.empty({ B, K }, o)
+  b.rows = tensor.empty({ B, tonumber(C.FACET_ROW_FIELDS) }, o)
+  b.dinput = tensor.empty({ B, D }, o)
+  if self.kind ~= "raw" then
+    b.xhat = tensor.empty({ B, D }, o)
+    b.xnorm = tensor.empty({ B }, o)
+    b.dx = tensor.empty({ B, D }, o)
+  end
+  if self.kind == "l2" then b.xs = tensor.empty({ B, D }, o) end
+  if self.kind == "cosine" then
+    b.wnorm = tensor.empty({ K }, o)
+    b.colsum_cos = tensor.empty({ K }, o)
+  else
+    b.colsum = tensor.empty({ K }, o)
+  end
+  self.buf = b
+  return b
+end
+
+-- ---- forward and backward ---------------------------------------------------------------
+
+local function labels_of(y, B, device, name)
+  if type(y) == "table" then
+    for i = 1, #y do
+      if type(y[i]) ~= "number" or y[i] ~= math.floor(y[i]) then
+        error(("%s: labels must be integers, label %d is %s"):format(name, i, tostring(y[i])), 3)
+      end
+    end
+    y = tensor.tensor(y, { dtype = "int64", device = device })
+  end
+  if not tensor.is_tensor(y) then error(name .. ": y must be a tensor (or table) of labels", 3) end
+  local dt = y:dtype()
+  if dt ~= "int32" and dt ~= "int64" then error(("%s: labels must be int32 or int64, got %s"):format(name, dt), 3) end
+  if y:dim() ~= 1 or y:numel() ~= B then
+    error(("%s: want %d labels (one per row of x), got shape %s"):format(name, B, table.concat(y:shape(), "x")), 3)
+  end
+  if y:device() ~= device then error(("%s: labels on %s, head on %s"):format(name, y:device(), device), 3) end
+  return y:contiguous()
+end
+
+--- The loss (a number) of embeddings x (B x dim float32) with labels y (B int32/int64, 0-based).
+function Head:forward(x, y)
+  local name = self.name .. ":forward"
+  if not tensor.is_tensor(x) then error(name .. ": x must be a tensor", 2) end
+  local shape = x:shape()
+  if #shape ~= 2 or shape[2] ~= self.dim or x:dtype() ~= "float32" then
+    error(("%s: x must be B x %d float32, got %s %s"):format(name, self.dim, table.concat(shape, "x"), x:dtype()), 2)
+  end
+  if x:device() ~= self.device then error(("%s: x on %s, head on %s"):format(name, x:device(), self.device), 2) end
+  local B = shape[1]
+  if B == 0 then error(name .. ": empty batch", 2) end
+  y = labels_of(y, B, self.device, name)
+  x = x:contiguous()
+  local b = self:_buffers(B)
+  local h = self.handle
+  if self.m1 and self.name == "a-softmax" and not self.lambda then
+    -- SphereFace's schedule: lambda = max(5, 1000 (1 + 0.0001 iter)^-2)
+    self.current_lambda = math.max(5, 1000 * (1 + 0.0001 * self.iter) ^ -2)
+    check(C.facet_head_set(h, C.FACET_HEAD_LAMBDA, self.current_lambda))
+  end
+  self.iter = self.iter + 1
+  local input = x
+  if self.kind ~= "raw" then
+    check(C.facet_l2_normalize_rows(b.xhat.h, b.xnorm.h, x.h, EPS))
+    input = b.xhat
+    if self.kind == "l2" then
+      check(C.facet_unary(b.xs.h, b.xhat.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
+      input = b.xs
+    end
+  end
+  local wnorm = nil
+  if self.kind == "cosine" then
+    check(C.facet_row_norms(b.wnorm.h, self.weight.h))
+    check(C.facet_unary(b.wnorm.h, b.wnorm.h, C.FACET_UNARY_CLAMP, EPS, math.huge))
+    wnorm = b.wnorm.h
+  end
+  check(C.facet_matmul(b.z.h, input.h, self.weight.h, 0, 1, 1, 0))
+  local bias = self.bias and self.bias.h or nil
+  check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
+  check(C.facet_head_partial(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0))
+  check(C.facet_head_finish(h, b.rows.h, loss_p))
+  self.input, self.labels, self.ready = input, y, true
+  self.loss = loss_p[0]
+  return self.loss
+end
+
+--- dL/dx of the last forward (a buffer reused by the next call); accumulates
+-- the parameter gradients (grad_weight, grad_bias, grad_alpha).
+function Head:backward()
+  if not self.ready then error(self.name .. ":backward: call forward first (once per backward)", 2) end
+  self.ready = false
+  local b = self.buf
+  local wnorm = self.kind == "cosine" and b.wnorm.h or nil
+  local bias = self.bias and self.bias.h or nil
+  local colsum = b.colsum and b.colsum.h or nil
+  local colsum_cos = b.colsum_cos and b.colsum_cos.h or nil
+  check(C.facet_head_backward(self.handle, b.z.h, b.rows.h, wnorm, bias, self.labels.h, 0, colsum, colsum_cos))
+  check(C.facet_matmul(b.dinput.h, b.z.h, self.weight.h, 0, 0, 1, 0))
+  check(C.facet_matmul(self.grad_weight.h, b.z.h, self.input.h, 1, 0, 1, 1))
+  if self.kind == "cosine" then
+    -- take out the radial part: grad_w_k -= (sum_i G'_ik c_ik / ||w_k||) w_k
+    check(C.facet_binary(b.colsum_cos.h, b.colsum_cos.h, b.wnorm.h, C.FACET_BINARY_DIV))
+    check(C.facet_unary(b.colsum_cos.h, b.colsum_cos.h, C.FACET_UNARY_NEG, 0, 0))
+    check(C.facet_rows_axpy(self.grad_weight.h, b.colsum_cos.h, self.weight.h))
+  end
+  if self.bias then check(C.facet_axpy(self.grad_bias.h, self.grad_bias.h, 1, b.colsum.h)) end
+  if self.kind == "raw" then return b.dinput end
+  if self.kind == "l2" then
+    if self.learn_alpha then
+      -- dL/dalpha = sum_ij dinput_ij * xhat_ij (b.xs is free after the GEMMs)
+      check(C.facet_binary(b.xs.h, b.dinput.h, b.xhat.h, C.FACET_BINARY_MUL))
+      self.grad_alpha:add_(b.xs:sum())
+    end
+    check(C.facet_unary(b.dinput.h, b.dinput.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
+  end
+  check(C.facet_l2_normalize_backward(b.dx.h, b.dinput.h, b.xhat.h, b.xnorm.h, EPS))
+  return b.dx
+end
+
+--- Parameters and their gradients, as two lists in the same order (Torch7's shape).
+function Head:parameters()
+  local p, g = { self.weight }, { self.grad_weight }
+  if self.bias then p[#p + 1], g[#g + 1] = self.bias, self.grad_bias end
+  if self.alpha and self.learn_alpha then p[#p + 1], g[#g + 1] = self.alpha, self.grad_alpha end
+  return p, g
+end
+
+function Head:zero_grad()
+  local _, grads = self:parameters()
+  for _, g in ipairs(grads) do g:zero_() end
+  if self.grad_alpha then self.grad_alpha:zero_() end
+end
+
+function Head:_to(device)
+  for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha" } do
+    if self[k] then self[k] = self[k]:to(device) end
+  end
+  self.device = device
+  self.buf, self.ready = nil, false
+  return self
+end
+
+function Head:cuda() return self:_to("cuda") end
+function Head:float() return self:_to("cpu") end
+Head.cpu = Head.float
+
+function Head:__tostring()
+  local parts = { ("%s(classes=%d, dim=%d"):format(self.name, self.classes, self.dim) }
+  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "gamma", "keep" } do
+    if self[k] ~= nil and not (k == "s" and self.kind ~= "cosine") then parts[#parts + 1] = ("%s=%g"):format(k, self[k]) end
+  end
+  if self.h ~= nil then parts[#parts + 1] = "h=" .. (type(self.h) == "function" and "scripted" or self.h) end
+  if self.alpha then parts[#parts + 1] = ("alpha=%g%s"):format(self.alpha:item(), self.learn_alpha and " (learned)" or "") end
+  return table.concat(parts, ", ") .. ", " .. self.device .. ")"
+end
+
+return Head

@@ -1,0 +1,82 @@
+--- facet.heads: the classification heads of face recognition, by name.
+--   local head = facet.heads.new("mv-am", { classes = K, dim = 512 })
+--   local loss = head:forward(x, y); local dx = head:backward()
+-- The catalogue maps each name of the MV-Softmax and L2-softmax papers to one
+-- configuration of the fused C head (margin, re-weighting, per-sample
+-- reduction); the Head class in facet.heads.head runs it. See docs/heads.md.
+local Head = require "facet.heads.head"
+
+local M = { Head = Head }
+
+-- MV-Softmax's default t, by base margin and h (paper, Table 2 discussion)
+local MV_T = { am = { fixed = 0.25, adaptive = 0.2 }, arc = { fixed = 0.2, adaptive = 0.3 } }
+
+local function cosine(margin)
+  return function(o)
+    local cfg = { kind = "cosine", margin = margin }
+    if margin == "am" then cfg.m = o.m or 0.35
+    elseif margin == "arc" then cfg.m = o.m or 0.5 end
+    return cfg
+  end
+end
+
+local CATALOGUE = {
+  ["softmax"] = function() return { kind = "raw", margin = "none" } end,
+  ["norm-softmax"] = cosine("none"),
+  ["l2-softmax"] = function() return { kind = "l2", margin = "none" } end,
+  ["a-softmax"] = function(o) return { kind = "cosine", margin = "a-softmax", m1 = o.m1 or 3 } end,
+  ["am"] = cosine("am"),
+  ["arc"] = cosine("arc"),
+  ["combined"] = function(o)
+    return { kind = "cosine", margin = "combined", m1 = o.m1 or 1, m2 = o.m2 or 0.2, m3 = o.m3 or 0.3 }
+  end,
+}
+for _, base in ipairs { "softmax", "am", "arc" } do
+  local margin = base == "softmax" and "none" or base
+  CATALOGUE["f-" .. base] = function(o)
+    local cfg = cosine(margin)(o)
+    cfg.sample = "focal"
+    return cfg
+  end
+  CATALOGUE["hm-" .. base] = function(o)
+    local cfg = cosine(margin)(o)
+    cfg.sample = "hard"
+    return cfg
+  end
+end
+for _, base in ipairs { "am", "arc" } do
+  CATALOGUE["mv-" .. base] = function(o)
+    local cfg = cosine(base)(o)
+    local h = o.h == nil and "adaptive" or o.h
+    cfg.h = h
+    cfg.t = o.t or (type(h) == "string" and MV_T[base][h]) or MV_T[base].adaptive
+    return cfg
+  end
+end
+
+--- The names new() accepts.
+function M.names()
+  local r = {}
+  for k in pairs(CATALOGUE) do r[#r + 1] = k end
+  table.sort(r)
+  return r
+end
+
+--- A head by name; opts: classes, dim (required), s, the head's own options
+-- (m, m1, m2, m3, t, h, gamma, keep, alpha, learn_alpha, lambda, easy_margin,
+-- margin), device, seed (weight initialisation).
+function M.new(name, opts)
+  if type(name) ~= "string" then error("facet.heads.new: the first argument is the head's name", 2) end
+  local make = CATALOGUE[name]
+  if not make then
+    error(("facet.heads.new: unknown head '%s' (known: %s)"):format(name, table.concat(M.names(), ", ")), 2)
+  end
+  if type(opts) ~= "table" then error("facet.heads.new: opts with classes and dim are required", 2) end
+  local cfg = make(opts)
+  cfg.name = name
+  local ok, head = pcall(Head.new, cfg, opts)
+  if not ok then error(head, 2) end
+  return head
+end
+
+return M

@@ -1,0 +1,345 @@
+--- Loss heads: every head of the catalogue against an independent double-precision
+-- reference (spec/support/head_reference.lua) for the loss, and central
+-- differences of that reference for dL/dx, dL/dW, dL/db and dL/dalpha; hand
+-- values for small cases; the t = 0 and m = 0 identities; focal and hard
+-- mining on crafted batches; adversarial inputs; scripted h and margins;
+-- and the error paths.
+local H = require "support.device"
+local R = require "support.head_reference"
+local facet = H.facet
+
+local function margin_of(name)
+  if name:find("am$") then return "am" end
+  if name:find("arc$") then return "arc" end
+  if name == "combined" or name == "a-softmax" then return name end
+  return "none"
+end
+
+-- the reference configuration of a constructed head
+local function ref_cfg(head)
+  local name = head.name
+  local cfg = { kind = head.kind, margin = margin_of(name), s = head.s, m = head.m, m1 = head.m1, m2 = head.m2,
+    m3 = head.m3, t = head.t, h = head.h, gamma = head.gamma, keep = head.keep, sample = head.sample,
+    lambda = head.current_lambda or head.lambda, easy_margin = head.easy_margin }
+  if head.kind == "raw" or head.kind == "l2" then cfg.margin = "none" end
+  if head.alpha then cfg.alpha = head.alpha:item() end
+  return cfg
+end
+
+local function tbl(t) return t:to("cpu"):totable() end
+
+-- compares facet's loss and gradients with the reference's
+local function check_head(name, opts, B, D, K, seed, tol)
+  tol = tol or 2e-3
+  opts.classes, opts.dim, opts.seed = K, D, seed
+  local head = facet.heads.new(name, opts)
+  if head.kind == "raw" or head.kind == "l2" then
+    head.bias:copy(facet.randn({ K }, { seed = seed + 7, std = 0.3 }))
+  end
+  head.weight:copy(facet.randn({ K, D }, { seed = seed + 1 }))
+  head = head:to_device_for_test(H.device)
+  local x = facet.randn({ B, D }, { seed = seed + 2 })
+  local ylist = {}
+  for i = 1, B do ylist[i] = (i * 7 + seed) % K end
+  local y = facet.tensor(ylist, { dtype = "int64" })
+  local loss = head:forward(H.on(x), H.on(y))
+  local dx = head:backward()
+  local cfg = ref_cfg(head)
+  local X, W = tbl(x), tbl(head.weight)
+  local b = head.bias and tbl(head.bias) or nil
+  local ref = R.loss(cfg, X, W, b, ylist)
+  H.assert_close(loss, ref, tol, 1e-5)
+  local f = function() return (R.loss(cfg, X, W, b, ylist)) end
+  local function flat(t)
+    local r = {}
+    local function go(v) if type(v) == "table" then for _, e in ipairs(v) do go(e) end else r[#r + 1] = v end end
+    go(t)
+    return r
+  end
+  local function close_grad(actual, expected, what)
+    local a, e = flat(actual), flat(expected)
+    local scale = 0
+    for i = 1, #e do scale = math.max(scale, math.abs(e[i])) end
+    for i = 1, #e do
+      if math.abs(a[i] - e[i]) > tol * math.abs(e[i]) + 1e-3 * scale + 1e-6 then
+        error(("%s %s: element %d got %.7g, expected %.7g (scale %.3g)"):format(name, what, i, a[i], e[i], scale), 2)
+      end
+    end
+  end
+  close_grad(tbl(dx), R.numeric_grad(f, X), "dL/dx")
+  close_grad(tbl(head.grad_weight), R.numeric_grad(f, W), "dL/dW")
+  if b then close_grad(tbl(head.grad_bias), R.numeric_grad(f, b), "dL/db") end
+  if head.learn_alpha then
+    local a = { cfg.alpha }
+    local fa = function() cfg.alpha = a[1]; return (R.loss(cfg, X, W, b, ylist)) end
+    local ga = R.numeric_grad(fa, a)
+    cfg.alpha = a[1]
+    close_grad({ head.grad_alpha:item() }, ga, "dL/dalpha")
+  end
+  return head, loss
+end
+
+-- heads move with :cuda(); this keeps the specs device-generic
+facet.heads.Head.to_device_for_test = function(self, device)
+  if device == "cuda" then return self:cuda() end
+  return self
+end
+
+describe("heads against the reference, with finite-difference gradients", function()
+  local cases = {
+    { "softmax", {} },
+    { "norm-softmax", { s = 8 } },
+    { "l2-softmax", { alpha = 4 } },
+    { "l2-softmax", { alpha = 3, learn_alpha = true } },
+    { "a-softmax", { s = 4, lambda = 2 } },
+    { "am", { s = 8 } },
+    { "arc", { s = 8 } },
+    { "arc", { s = 8, easy_margin = true } },
+    { "combined", { s = 8 } },
+    { "combined", { s = 8, m1 = 2, m2 = 0.1, m3 = 0.2 } },
+    { "f-softmax", { s = 4 } },
+    { "f-am", { s = 4 } },
+    { "f-arc", { s = 4, gamma = 1.5 } },
+    { "hm-softmax", { s = 4 } },
+    { "hm-am", { s = 4, keep = 0.5 } },
+    { "hm-arc", { s = 4 } },
+    { "mv-am", { s = 8 } },
+    { "mv-am", { s = 8, h = "fixed" } },
+    { "mv-arc", { s = 8 } },
+    { "mv-arc", { s = 8, h = "fixed", t = 0.4 } },
+  }
+  for n, case in ipairs(cases) do
+    local desc = {}
+    for k, v in pairs(case[2]) do desc[#desc + 1] = k .. "=" .. tostring(v) end
+    table.sort(desc)
+    H.it(("%s {%s}"):format(case[1], table.concat(desc, ", ")), function()
+      check_head(case[1], case[2], 6, 5, 7, 10 + n)
+    end)
+  end
+
+  H.it("the default s = 32 still matches (am, mv-arc)", function()
+    check_head("am", {}, 5, 4, 6, 3, 5e-3)
+    check_head("mv-arc", {}, 5, 4, 6, 4, 5e-3)
+  end)
+end)
+
+describe("hand-computed cases", function()
+  -- x = (0.6, 0.8), w_1 = (1, 0), w_2 = (0, 1): cos to class 0 is 0.6, to class 1 is 0.8
+  local function two_class(name, opts)
+    opts.classes, opts.dim = 2, 2
+    local head = facet.heads.new(name, opts)
+    head.weight:copy(facet.tensor { { 1, 0 }, { 0, 1 } })
+    head = head:to_device_for_test(H.device)
+    return head:forward(H.tensor { { 0.6, 0.8 } }, H.tensor({ 0 }, { dtype = "int32" }))
+  end
+  local function ce(zy, zk) return math.log(math.exp(zy) + math.exp(zk)) - zy end
+
+  H.it("norm-softmax, am, arc, combined, a-softmax", function()
+    H.assert_close(two_class("norm-softmax", { s = 2 }), ce(1.2, 1.6), 1e-5)
+    H.assert_close(two_class("am", { s = 2, m = 0.35 }), ce(2 * 0.25, 1.6), 1e-5)
+    local arc = math.cos(math.acos(0.6) + 0.5)
+    H.assert_close(two_class("arc", { s = 2 }), ce(2 * arc, 1.6), 1e-5)
+    local comb = math.cos(2 * math.acos(0.6) + 0.1) - 0.2
+    H.assert_close(two_class("combined", { s = 2, m1 = 2, m2 = 0.2, m3 = 0.1 }), ce(2 * comb, 1.6), 1e-5)
+    -- m1 = 3: theta = acos(0.6) = 0.927, 3 theta = 2.78 < pi so k = 0, psi = cos(3 theta) = 4c^3 - 3c
+    local psi = 4 * 0.6 ^ 3 - 3 * 0.6
+    H.assert_close(two_class("a-softmax", { s = 2, lambda = 1 }), ce(2 * (0.6 + psi) / 2, 1.6), 1e-5)
+  end)
+
+  H.it("MV: the mis-classified class gets log h added", function()
+    -- am: f = 0.25 < 0.8, so I = 1 for class 1
+    H.assert_close(two_class("mv-am", { s = 2, h = "fixed", t = 0.25 }), ce(0.5, 1.6 + 2 * 0.25), 1e-5)
+    H.assert_close(two_class("mv-am", { s = 2, h = "adaptive", t = 0.2 }), ce(0.5, 1.6 + 2 * 0.2 * 1.8), 1e-5)
+  end)
+
+  H.it("focal weighting of the cross-entropy", function()
+    local c = ce(1.2, 1.6)
+    local p = math.exp(-c)
+    H.assert_close(two_class("f-softmax", { s = 2 }), (1 - p) ^ 2 * c, 1e-5)
+  end)
+
+  H.it("plain softmax with bias", function()
+    local head = facet.heads.new("softmax", { classes = 2, dim = 2 })
+    head.weight:copy(facet.tensor { { 1, 2 }, { -1, 0.5 } })
+    head.bias:copy(facet.tensor { 0.1, -0.2 })
+    head = head:to_device_for_test(H.device)
+    local l = head:forward(H.tensor { { 1, 1 } }, H.tensor({ 1 }, { dtype = "int64" }))
+    H.assert_close(l, ce(-0.5 - 0.2, 3 + 0.1), 1e-5)
+  end)
+end)
+
+describe("identities", function()
+  local function pair(a, oa, b, ob)
+    local K, D = 9, 6
+    oa.classes, oa.dim, oa.seed = K, D, 5
+    ob.classes, ob.dim, ob.seed = K, D, 5
+    local ha = facet.heads.new(a, oa):to_device_for_test(H.device)
+    local hb = facet.heads.new(b, ob):to_device_for_test(H.device)
+    local x = H.on(facet.randn({ 8, D }, { seed = 6 }))
+    local y = H.on(facet.tensor({ 0, 1, 2, 3, 4, 5, 6, 7 }, { dtype = "int32" }))
+    H.assert_close(ha:forward(x, y), hb:forward(x, y), 1e-6)
+    H.assert_close(H.values(ha:backward()), H.values(hb:backward()), 1e-5, 1e-7)
+    H.assert_close(H.values(ha.grad_weight), H.values(hb.grad_weight), 1e-5, 1e-7)
+  end
+  H.it("MV with t = 0 equals its margin head", function()
+    pair("mv-am", { t = 0 }, "am", {})
+    pair("mv-arc", { t = 0, h = "fixed" }, "arc", {})
+  end)
+  H.it("am with m = 0 equals norm-softmax", function()
+    pair("am", { m = 0 }, "norm-softmax", {})
+  end)
+  H.it("focal with gamma = 0 and hard mining with keep = 1 equal the plain head", function()
+    pair("f-am", { gamma = 0 }, "am", {})
+    pair("hm-arc", { keep = 1 }, "arc", {})
+  end)
+end)
+
+describe("mining on crafted batches", function()
+  H.it("hard mining keeps the floor(keep*B) highest losses, the rest get no gradient", function()
+    local K, D = 4, 4
+    local head = facet.heads.new("hm-softmax", { classes = K, dim = D, s = 4, keep = 0.5 })
+    head.weight:copy(facet.tensor { { 1, 0, 0, 0 }, { 0, 1, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 0, 1 } })
+    head = head:to_device_for_test(H.device)
+    -- rows 1 and 3 are well classified, rows 2 and 4 badly
+    local x = H.tensor { { 1, 0, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 1, 0.1 }, { 0.1, 0, 0, 1 } }
+    local y = H.tensor({ 0, 1, 2, 0 }, { dtype = "int32" })
+    local loss = head:forward(x, y)
+    local cfg = { kind = "cosine", margin = "none", s = 4, sample = "mean" }
+    local X = { { 1, 0, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 1, 0.1 }, { 0.1, 0, 0, 1 } }
+    local W = { { 1, 0, 0, 0 }, { 0, 1, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 0, 1 } }
+    local _, ce = R.loss(cfg, X, W, nil, { 0, 1, 2, 0 })
+    H.assert_close(loss, (ce[2] + ce[4]) / 2, 1e-5)
+    local dx = head:backward():to("cpu")
+    assert.are.equal(0, dx:select(1, 1):norm())
+    assert.are.equal(0, dx:select(1, 3):norm())
+    assert.is_true(dx:select(1, 2):norm() > 0 and dx:select(1, 4):norm() > 0)
+  end)
+
+  H.it("focal down-weights the well-classified rows", function()
+    local head = facet.heads.new("f-softmax", { classes = 2, dim = 2, s = 8 })
+    head.weight:copy(facet.tensor { { 1, 0 }, { 0, 1 } })
+    head = head:to_device_for_test(H.device)
+    head:forward(H.tensor { { 1, 0.1 }, { 0.1, 1 } }, H.tensor({ 0, 0 }, { dtype = "int32" }))
+    local dx = head:backward():to("cpu")
+    -- row 1 is easy (p close to 1): its gradient is far smaller than the hard row's
+    assert.is_true(dx:select(1, 1):norm() < 1e-3 * dx:select(1, 2):norm())
+  end)
+end)
+
+describe("adversarial inputs stay finite", function()
+  local function finite(t)
+    for _, v in ipairs(H.values(t)) do if v ~= v or v == math.huge or v == -math.huge then return false end end
+    return true
+  end
+  for _, name in ipairs { "norm-softmax", "am", "arc", "combined", "a-softmax", "mv-am", "mv-arc", "f-arc", "hm-am",
+    "l2-softmax", "softmax" } do
+    H.it(name .. ": cos = +-1, x equal to a weight row, zero vectors, huge s", function()
+      local opts = { classes = 3, dim = 3 }
+      if name ~= "softmax" and name ~= "l2-softmax" then opts.s = 1e4 end
+      local head = facet.heads.new(name, opts)
+      head.weight:copy(facet.tensor { { 1, 0, 0 }, { -1, 0, 0 }, { 0, 0, 0 } })
+      head = head:to_device_for_test(H.device)
+      local x = H.tensor { { 1, 0, 0 }, { -2, 0, 0 }, { 0, 0, 0 }, { 0, 1, 0 } }
+      local y = H.tensor({ 0, 0, 2, 1 }, { dtype = "int64" })
+      local loss = head:forward(x, y)
+      assert.is_true(loss == loss and loss < math.huge, "loss " .. tostring(loss))
+      assert.is_true(finite(head:backward()), "dx")
+      assert.is_true(finite(head.grad_weight), "grad_weight")
+    end)
+  end
+end)
+
+describe("scripted h and margins", function()
+  local E = facet.expr
+  H.it("a scripted adaptive h equals the built-in one", function()
+    local K, D = 11, 6
+    local x = H.on(facet.randn({ 7, D }, { seed = 8 }))
+    local y = H.on(facet.tensor({ 1, 3, 5, 7, 9, 10, 0 }, { dtype = "int32" }))
+    local built = facet.heads.new("mv-am", { classes = K, dim = D, seed = 2, t = 0.2, s = 16 }):to_device_for_test(H.device)
+    local scripted = facet.heads.new("mv-am", { classes = K, dim = D, seed = 2, t = 0.2, s = 16,
+      h = function(t, cos, I, s) return E.exp(s * t * (cos + 1) * I) end }):to_device_for_test(H.device)
+    H.assert_close(scripted:forward(x, y), built:forward(x, y), 1e-6)
+    H.assert_close(H.values(scripted:backward()), H.values(built:backward()), 1e-6, 1e-9)
+    H.assert_close(H.values(scripted.grad_weight), H.values(built.grad_weight), 1e-6, 1e-9)
+    assert.are.equal("mul(3.2, add(cos, 1))", E.tostring(scripted.logh_expr))   -- log(exp(u)) simplified
+  end)
+
+  H.it("a scripted margin equals the built-in am; a new h gets exact gradients", function()
+    local K, D = 5, 4
+    local am = facet.heads.new("am", { classes = K, dim = D, seed = 1, s = 8 }):to_device_for_test(H.device)
+    local sc = facet.heads.new("am", { classes = K, dim = D, seed = 1, s = 8,
+      margin = function(cos, m) return cos - m end }):to_device_for_test(H.device)
+    local x = H.on(facet.randn({ 4, D }, { seed = 3 }))
+    local y = H.on(facet.tensor({ 0, 1, 2, 4 }, { dtype = "int32" }))
+    H.assert_close(sc:forward(x, y), am:forward(x, y), 1e-6)
+    H.assert_close(H.values(sc:backward()), H.values(am:backward()), 1e-5, 1e-8)
+    -- a quadratic h, checked against finite differences of the loss itself
+    local hq = facet.heads.new("mv-arc", { classes = K, dim = D, seed = 4, s = 8, t = 0.3,
+      h = function(t, cos, I, s) return E.exp(s * t * (cos + 1) ^ 2 * I) end }):to_device_for_test(H.device)
+    local w0 = hq.weight:to("cpu")
+    local base = hq:forward(x, y)
+    local g = H.values(hq:backward())
+    local eps = 1e-3
+    local xc = x:to("cpu")
+    for _, idx in ipairs { { 1, 1 }, { 2, 3 }, { 4, 4 } } do
+      local v = xc:get(idx[1], idx[2])
+      xc:set(v + eps, idx[1], idx[2])
+      local lp = hq:forward(H.on(xc), y)
+      xc:set(v - eps, idx[1], idx[2])
+      local lm = hq:forward(H.on(xc), y)
+      xc:set(v, idx[1], idx[2])
+      local fd = (lp - lm) / (2 * eps)
+      H.assert_close(g[(idx[1] - 1) * D + idx[2]], fd, 2e-2, 2e-3)
+    end
+    assert.is_true(base > 0 and w0:numel() == K * D)
+  end)
+
+  it("bad scripts are rejected at construction with clear errors", function()
+    local o = function(h) return { classes = 3, dim = 2, h = h } end
+    H.assert_error(function() facet.heads.new("mv-am", o(function() return "x" end)) end, "number or an expression")
+    H.assert_error(function() facet.heads.new("mv-am", o(function(t, c) return math.exp(c) end)) end,
+      "failed on symbolic input")
+    H.assert_error(function() facet.heads.new("mv-am", o(function(t, c, I, s) return E.exp(-s * t * I) end)) end,
+      "h must be >= 1")
+    H.assert_error(function() facet.heads.new("mv-am", o(function() return 2 end)) end, "must be 1")
+    H.assert_error(function() facet.heads.new("mv-am", o(function(t, c, I) if c < 0 then return 1 end return 1 end)) end,
+      "comparisons")
+    H.assert_error(function() facet.heads.new("am", { classes = 3, dim = 2, margin = function(c) return E.log(c - 2) end }) end,
+      "not finite")
+  end)
+end)
+
+describe("a-softmax's lambda schedule", function()
+  it("starts at 1000 and decays to 5 as forwards advance", function()
+    local head = facet.heads.new("a-softmax", { classes = 3, dim = 2 })
+    local x, y = facet.randn({ 2, 2 }, { seed = 1 }), facet.tensor({ 0, 1 }, { dtype = "int32" })
+    head:forward(x, y)
+    assert.are.equal(1000, head.current_lambda)
+    head.iter = 10000
+    head:forward(x, y)
+    H.assert_close(head.current_lambda, 1000 / 4, 1e-12)
+    head.iter = 1e6
+    head:forward(x, y)
+    assert.are.equal(5, head.current_lambda)
+  end)
+end)
+
+describe("head errors", function()
+  it("names, options, labels and shapes", function()
+    H.assert_error(function() facet.heads.new("cosface", { classes = 2, dim = 2 }) end, "unknown head 'cosface'", "mv-am")
+    H.assert_error(function() facet.heads.new("mv-am", { classes = 2, dim = 2, t = -0.1 }) end, "t must be >= 0")
+    H.assert_error(function() facet.heads.new("f-am", { classes = 2, dim = 2, gama = 2 }) end, "unknown option 'gama'")
+    H.assert_error(function() facet.heads.new("am", { classes = 0, dim = 2 }) end, "classes")
+    H.assert_error(function() facet.heads.new("hm-am", { classes = 2, dim = 2, keep = 1.5 }) end, "keep")
+    local head = facet.heads.new("am", { classes = 4, dim = 3 })
+    local x = facet.randn({ 2, 3 }, { seed = 1 })
+    H.assert_error(function() head:forward(x, facet.tensor({ 0, 4 }, { dtype = "int32" })) end, "label 4", "outside [0, 4)")
+    H.assert_error(function() head:forward(x, facet.tensor({ -1, 0 }, { dtype = "int64" })) end, "label -1")
+    H.assert_error(function() head:forward(x, facet.tensor({ 0 }, { dtype = "int32" })) end, "want 2 labels")
+    H.assert_error(function() head:forward(x, facet.tensor({ 0, 1 })) end, "int32 or int64")
+    H.assert_error(function() head:forward(facet.randn({ 2, 4 }), facet.tensor({ 0, 1 }, { dtype = "int32" })) end,
+      "B x 3")
+    H.assert_error(function() head:backward() end, "call forward first")
+    assert.are.equal(2, head:forward(x, { 0, 1 }) > 0 and 2)   -- Lua tables of labels work too
+  end)
+end)

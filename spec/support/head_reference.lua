@@ -1,0 +1,121 @@
+--- support/head_reference.lua: the heads of the MV-Softmax and L2-softmax
+-- papers written out again in plain Lua, in double precision, straight from
+-- the papers' equations (independent of facet's C code). Used for loss values
+-- and, through central differences, for gradients.
+local R = {}
+
+local function dot(a, b)
+  local s = 0
+  for i = 1, #a do s = s + a[i] * b[i] end
+  return s
+end
+
+local function norm(a) return math.sqrt(dot(a, a)) end
+
+local function clamp(c) return math.max(-1, math.min(1, c)) end
+
+-- f(c_y) of the margin heads
+function R.margin(cfg, c)
+  local m = cfg.margin
+  if m == "none" then return c end
+  if m == "am" then return c - cfg.m end
+  if m == "arc" then
+    local th = math.acos(c)
+    if cfg.easy_margin then
+      if c > 0 then return math.cos(th + cfg.m) end
+      return c
+    end
+    if th + cfg.m > math.pi then return c - cfg.m * math.sin(cfg.m) end
+    return math.cos(th + cfg.m)
+  end
+  if m == "combined" then return math.cos(cfg.m1 * math.acos(c) + cfg.m3) - cfg.m2 end
+  if m == "a-softmax" then
+    local th = math.acos(c)
+    local k = math.min(math.floor(cfg.m1 * th / math.pi), cfg.m1 - 1)
+    local psi = (-1) ^ k * math.cos(cfg.m1 * th) - 2 * k
+    return (cfg.lambda * c + psi) / (1 + cfg.lambda)
+  end
+  if m == "script" then return cfg.f(c) end
+  error("unknown margin " .. tostring(m))
+end
+
+-- log h(t, c, I = 1)
+local function logh(cfg, c)
+  if cfg.h == "fixed" then return cfg.s * cfg.t end
+  if cfg.h == "adaptive" then return cfg.s * cfg.t * (c + 1) end
+  return 0
+end
+
+--- Per-row cross-entropies and the head's loss.
+-- cfg: kind (raw | l2 | cosine), margin, m..., s, h, t, sample, gamma, keep, alpha
+-- x: B x D table, W: K x D table, b: K table or nil, y: 0-based labels
+function R.loss(cfg, x, W, b, y)
+  local B, K = #x, #W
+  local ce = {}
+  for i = 1, B do
+    local xi = x[i]
+    local z = {}
+    local yi = y[i] + 1
+    if cfg.kind == "raw" or cfg.kind == "l2" then
+      local scale = 1
+      if cfg.kind == "l2" then scale = cfg.alpha / math.max(norm(xi), 1e-12) end
+      for k = 1, K do z[k] = scale * dot(xi, W[k]) + (b and b[k] or 0) end
+    else
+      local nx = math.max(norm(xi), 1e-12)
+      local c = {}
+      for k = 1, K do c[k] = clamp(dot(xi, W[k]) / (nx * math.max(norm(W[k]), 1e-12))) end
+      local f = R.margin(cfg, c[yi])
+      for k = 1, K do
+        if k == yi then z[k] = cfg.s * f
+        else
+          z[k] = cfg.s * c[k]
+          if cfg.h and c[k] > f then z[k] = z[k] + logh(cfg, c[k]) end
+        end
+      end
+    end
+    local mx = -math.huge
+    for k = 1, K do mx = math.max(mx, z[k]) end
+    local se = 0
+    for k = 1, K do se = se + math.exp(z[k] - mx) end
+    ce[i] = mx + math.log(se) - z[yi]
+  end
+  local total = 0
+  if cfg.sample == "focal" then
+    for i = 1, B do total = total + (1 - math.exp(-ce[i])) ^ cfg.gamma * ce[i] end
+    total = total / B
+  elseif cfg.sample == "hard" then
+    local order = {}
+    for i = 1, B do order[i] = i end
+    table.sort(order, function(a, c) if ce[a] ~= ce[c] then return ce[a] > ce[c] end return a < c end)
+    local keep = math.max(1, math.floor(cfg.keep * B))
+    for j = 1, keep do total = total + ce[order[j]] end
+    total = total / keep
+  else
+    for i = 1, B do total = total + ce[i] end
+    total = total / B
+  end
+  return total, ce
+end
+
+--- Central-difference gradient of fn() with respect to every entry of the
+-- nested table t (modified in place and restored).
+function R.numeric_grad(fn, t, h)
+  h = h or 1e-6
+  local g = {}
+  for i = 1, #t do
+    if type(t[i]) == "table" then
+      g[i] = R.numeric_grad(fn, t[i], h)
+    else
+      local v = t[i]
+      t[i] = v + h
+      local lp = fn()
+      t[i] = v - h
+      local lm = fn()
+      t[i] = v
+      g[i] = (lp - lm) / (2 * h)
+    end
+  end
+  return g
+end
+
+return R
