@@ -132,7 +132,7 @@ int facet_head_eval_program(const facet_head *head, int slot, int64_t n, const f
 }
 
 /* The VM over a chunk: each instruction runs over n values (vectorises). */
-static void program_run(const struct facet_program *p, int n, const float *x, float *out)
+FACET_CLONES static void program_run(const struct facet_program *p, int n, const float *x, float *out)
 {
     float r[FACET_EXPR_MAX_REGS][CHUNK];
     memcpy(r[0], x, sizeof(float) * (size_t)n);
@@ -292,17 +292,20 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
 /* ---- the forward row pass ----------------------------------------------------------- */
 
 /* logits of one chunk of row i, from cosines (or raw logits) in c[] */
-static void chunk_logits(const facet_head *head, const float *row, int n, const float *c, float *z)
+static inline void chunk_logits(const facet_head *head, const float *row, int n, const float *c, float *z)
 {
     const struct facet_head_params *p = &head->p;
     float s = p->raw ? 1.0f : p->s, fy = row[FACET_ROW_MARGIN];
     if (p->raw || p->reweight == FACET_REWEIGHT_NONE) {
+        #pragma omp simd
         for (int j = 0; j < n; j++) z[j] = s * c[j];
     } else if (p->reweight == FACET_REWEIGHT_PROGRAM) {
         float lh[CHUNK];
         program_run(&head->prog[FACET_PROGRAM_LOGH], n, c, lh);
+        #pragma omp simd
         for (int j = 0; j < n; j++) z[j] = s * c[j] + (c[j] > fy ? lh[j] : 0.0f);
     } else {
+        #pragma omp simd
         for (int j = 0; j < n; j++) {
             float lh, dlh;
             facet_logh(p, c[j], &lh, &dlh);
@@ -311,7 +314,7 @@ static void chunk_logits(const facet_head *head, const float *row, int n, const 
     }
 }
 
-static void partial_row(const facet_head *head, const struct block *b, int64_t i)
+FACET_CLONES static void partial_row(const facet_head *head, const struct block *b, int64_t i)
 {
     const struct facet_head_params *p = &head->p;
     float *zr = b->z + i * b->Kb;
@@ -326,17 +329,20 @@ static void partial_row(const facet_head *head, const struct block *b, int64_t i
             if (b->bias) for (int j = 0; j < n; j++) c[j] += b->bias[k0 + j];
         } else {
             const float *wn = b->wn + k0;
+            #pragma omp simd
             for (int j = 0; j < n; j++) c[j] = facet_clamp_cos(c[j] / fmaxf(wn[j], 1e-12f));
         }
         chunk_logits(head, row, n, c, z);
         if (ty >= k0 && ty < k0 + n) z[ty - k0] = row[FACET_ROW_TARGET];
         float cm = -INFINITY;
-        for (int j = 0; j < n; j++) cm = fmaxf(cm, z[j]);
+        #pragma omp simd reduction(max:cm)
+        for (int j = 0; j < n; j++) cm = z[j] > cm ? z[j] : cm;
         if (cm > m) {
             sum *= facet_fast_exp(m - cm);
             m = cm;
         }
         float cs = 0.0f;
+        #pragma omp simd reduction(+:cs)
         for (int j = 0; j < n; j++) cs += facet_fast_exp(z[j] - m);
         sum += cs;
     }
@@ -444,7 +450,7 @@ int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
 
 /* ---- the backward pass, by column blocks ------------------------------------------------ */
 
-static void backward_cols(const facet_head *head, const struct block *b, int64_t k0, int64_t k1, float *colsum,
+FACET_CLONES static void backward_cols(const facet_head *head, const struct block *b, int64_t k0, int64_t k1, float *colsum,
                           float *colsum_cos)
 {
     const struct facet_head_params *p = &head->p;
@@ -464,12 +470,15 @@ static void backward_cols(const facet_head *head, const struct block *b, int64_t
         chunk_logits(head, row, (int)n, c, z);
         /* dz/dc for the non-target classes */
         if (p->raw || p->reweight == FACET_REWEIGHT_NONE || p->reweight == FACET_REWEIGHT_FIXED) {
+            #pragma omp simd
             for (int64_t j = 0; j < n; j++) dz[j] = s;
         } else if (p->reweight == FACET_REWEIGHT_ADAPTIVE) {
             float st = p->s * p->t;
+            #pragma omp simd
             for (int64_t j = 0; j < n; j++) dz[j] = s + (c[j] > fy ? st : 0.0f);
         } else {
             program_run(&head->prog[FACET_PROGRAM_LOGH_GRAD], (int)n, c, dz);
+            #pragma omp simd
             for (int64_t j = 0; j < n; j++) dz[j] = s + (c[j] > fy ? dz[j] : 0.0f);
         }
         int64_t ty = label_at(b, i) - b->off - k0;
@@ -479,15 +488,25 @@ static void backward_cols(const facet_head *head, const struct block *b, int64_t
             dz[ty] = s * row[FACET_ROW_MARGIN_GRAD];
             cy = c[ty];
         }
-        const float *wn = b->wn ? b->wn + k0 : NULL;
-        for (int64_t j = 0; j < n; j++) {
-            float prob = facet_fast_exp(z[j] - m) * inv_sum;
-            float g = w * prob * dz[j];
-            if (wn) g /= fmaxf(wn[j], 1e-12f);
-            cc[j] += g * c[j];
-            cs[j] += g;
-            c[j] = g;
+        if (b->wn) {
+            const float *wn = b->wn + k0;
+            #pragma omp simd
+            for (int64_t j = 0; j < n; j++) {
+                float g = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j] / fmaxf(wn[j], 1e-12f);
+                cc[j] += g * c[j];
+                cs[j] += g;
+                c[j] = g;
+            }
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < n; j++) {
+                float g = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j];
+                cc[j] += g * c[j];
+                cs[j] += g;
+                c[j] = g;
+            }
         }
+        const float *wn = b->wn ? b->wn + k0 : NULL;
         if (ty >= 0 && ty < n) {
             /* the -1 of (p - onehot) */
             float g1 = w * dz[ty] / (wn ? fmaxf(wn[ty], 1e-12f) : 1.0f);
@@ -508,6 +527,8 @@ int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tens
     struct block b;
     int rc = check_block(fn, head, (facet_tensor *)rows, logits, wnorm, bias, labels, class_offset, &b);
     if (rc) return rc;
+    if (head->p.reweight == FACET_REWEIGHT_PROGRAM && !head->has_prog[FACET_PROGRAM_LOGH_GRAD])
+        return facet_fail(FACET_ERR_ARG, "%s: scripted h without its derivative program", fn);
     facet_tensor *outs[2] = { colsum, colsum_cos };
     for (int k = 0; k < 2; k++) {
         if (!outs[k]) continue;

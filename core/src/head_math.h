@@ -54,7 +54,7 @@ FACET_HD float facet_fast_exp(float x)
     p = p * r * r + r + 1.0f;
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
-#ifdef __CUDACC__
+#ifdef __CUDA_ARCH__
     scale = __int_as_float(bits);
 #else
     memcpy(&scale, &bits, sizeof scale);
@@ -95,7 +95,7 @@ FACET_HD float facet_expr_apply(int op, float a, float b, float c)
     case FACET_EXPR_MUL: return a * b;
     case FACET_EXPR_DIV: return a / b;
     case FACET_EXPR_NEG: return -a;
-    case FACET_EXPR_EXP: return expf(a);
+    case FACET_EXPR_EXP: return facet_fast_exp(a);   /* as the chunked VM on the CPU */
     case FACET_EXPR_LOG: return logf(a);
     case FACET_EXPR_SQRT: return sqrtf(a);
     case FACET_EXPR_COS: return cosf(a);

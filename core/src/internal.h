@@ -70,6 +70,14 @@ int facet_blas_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
                      float *c, int64_t ldc);
 void facet_blas_set_threads(int n);
 
+/* Hot loops are compiled for AVX-512 and AVX2 too, picked at load time (the
+ * baseline build targets plain x86-64 so the library runs anywhere). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(FACET_NO_CLONES)
+#define FACET_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FACET_CLONES
+#endif
+
 /* ---- OpenMP ---------------------------------------------------------------- */
 int facet_threads(void);
 /* Work below this many elements runs on one thread. */

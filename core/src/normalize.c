@@ -66,6 +66,29 @@ static int check_vector(const char *fn, const char *name, const facet_tensor *t,
     return 0;
 }
 
+FACET_CLONES static void row_norms_cpu(float *op, const float *xp, int64_t rows, int64_t cols)
+{
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (rows * cols >= FACET_PARALLEL_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = xp + r * cols;
+        float ss = 0.0f;
+        #pragma omp simd reduction(+:ss)
+        for (int64_t c = 0; c < cols; c++) ss += xr[c] * xr[c];
+        op[r] = sqrtf(ss);
+    }
+}
+
+FACET_CLONES static void rows_axpy_cpu(float *o, const float *cp, const float *xp, int64_t rows, int64_t cols)
+{
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (rows * cols >= FACET_PARALLEL_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        float a = cp[r];
+        if (a == 0.0f) continue;
+        #pragma omp simd
+        for (int64_t c = 0; c < cols; c++) o[r * cols + c] += a * xp[r * cols + c];
+    }
+}
+
 int facet_row_norms(facet_tensor *out, const facet_tensor *x)
 {
     static const char *fn = "facet_row_norms";
@@ -76,18 +99,7 @@ int facet_row_norms(facet_tensor *out, const facet_tensor *x)
     const float *xp = facet_ptr(x);
     float *op = facet_ptr(out);
     if (x->device == FACET_DEVICE_CUDA) return facet_cuda_row_norms(op, xp, rows, cols);
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (rows * cols >= FACET_PARALLEL_GRAIN)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = xp + r * cols;
-        float acc[16] = {0};     /* 16 lanes: vectorises without reassociation flags */
-        int64_t c = 0;
-        for (; c + 16 <= cols; c += 16)
-            for (int l = 0; l < 16; l++) acc[l] += xr[c + l] * xr[c + l];
-        float ss = 0.0f;
-        for (int l = 0; l < 16; l++) ss += acc[l];
-        for (; c < cols; c++) ss += xr[c] * xr[c];
-        op[r] = sqrtf(ss);
-    }
+    row_norms_cpu(op, xp, rows, cols);
     return 0;
 }
 
@@ -137,11 +149,6 @@ int facet_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_ten
     float *o = facet_ptr(out);
     const float *cp = facet_ptr(coef), *xp = facet_ptr(x);
     if (out->device == FACET_DEVICE_CUDA) return facet_cuda_rows_axpy(o, cp, xp, rows, cols);
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (rows * cols >= FACET_PARALLEL_GRAIN)
-    for (int64_t r = 0; r < rows; r++) {
-        float a = cp[r];
-        if (a == 0.0f) continue;
-        for (int64_t c = 0; c < cols; c++) o[r * cols + c] += a * xp[r * cols + c];
-    }
+    rows_axpy_cpu(o, cp, xp, rows, cols);
     return 0;
 }

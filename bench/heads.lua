@@ -1,0 +1,104 @@
+--- bench/heads.lua: forward+backward of every head at the paper's scale
+-- (B = 128, dim = 512, K = 72,690 classes) against the head's three GEMMs
+-- (logits, dL/dx, dL/dW) timed alone in the same run on the same buffers.
+-- Prints ms per step, GFLOP/s (the GEMMs' flops over the step time), the
+-- head's memory (parameters, gradients and buffers) and the process's peak
+-- RSS, and the ratio step / GEMMs. A scripted copy of the adaptive h is timed
+-- against the built-in one.
+-- Usage: bin/facet run bench/heads.lua [--B 128] [--dim 512] [--K 72690] [--reps 5] [--heads am,mv-am]
+local facet = require "facet"
+
+local o = { B = 128, dim = 512, K = 72690, reps = 5, heads = nil, device = "cpu" }
+local i = 1
+while arg and arg[i] do
+  local k = arg[i]:match("^%-%-(.+)$")
+  if k == "heads" then
+    o.heads = {}
+    for h in arg[i + 1]:gmatch("[^,]+") do o.heads[#o.heads + 1] = h end
+  elseif k == "device" then o.device = arg[i + 1]
+  elseif k and o[k] ~= nil then o[k] = tonumber(arg[i + 1])
+  else error("unknown argument " .. tostring(arg[i])) end
+  i = i + 2
+end
+
+local function peak_rss_mb()
+  local f = io.open("/proc/self/status")
+  if not f then return 0 end
+  local s = f:read("*a")
+  f:close()
+  return (tonumber(s:match("VmHWM:%s*(%d+)")) or 0) / 1024
+end
+
+local function sync() if o.device == "cuda" then facet.cuda.synchronize() end end
+
+local function best(fn, reps)
+  fn()
+  sync()
+  local b = math.huge
+  for _ = 1, reps do
+    local t0 = facet.clock()
+    fn()
+    sync()
+    b = math.min(b, facet.clock() - t0)
+  end
+  return b
+end
+
+local B, D, K = o.B, o.dim, o.K
+local dev = { device = o.device }
+local x = facet.randn({ B, D }, { seed = 1 }):to(o.device)
+local y = facet.arange(B, { dtype = "int64" }):mul_(K / B):floor_():to(o.device)
+
+-- the three GEMMs of a head step, alone
+local W = facet.randn({ K, D }, { seed = 2 }):to(o.device)
+local gW = facet.zeros({ K, D }, dev)
+local Z = facet.empty({ B, K }, dev)
+local dX = facet.empty({ B, D }, dev)
+local t_gemm = best(function()
+  x:matmul(W, { transpose_b = true, out = Z })
+  Z:matmul(W, { out = dX })
+  Z:matmul(x, { transpose_a = true, out = gW, beta = 1 })
+end, o.reps)
+local gflop = 3 * 2 * B * D * K / 1e9
+W, gW, Z, dX = nil, nil, nil, nil
+collectgarbage()
+
+print(("B = %d, dim = %d, K = %d on %s, %d threads, OpenBLAS core %s"):format(B, D, K, o.device,
+  facet.get_threads(), facet.blas_core()))
+print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s)"):format(t_gemm * 1e3, gflop / t_gemm))
+print(("%-24s %9s %9s %8s %10s %10s"):format("head", "ms/step", "GFLOP/s", "x GEMM", "head MB", "peak RSS MB"))
+
+local function head_mb(h)
+  local total = 0
+  local function add(t) if t then total = total + t:numel() * 4 end end
+  add(h.weight); add(h.grad_weight); add(h.bias); add(h.grad_bias)
+  for _, t in pairs(h.buf or {}) do if facet.is_tensor(t) then add(t) end end
+  return total / 2 ^ 20
+end
+
+local function run(name, opts, label)
+  opts.classes, opts.dim, opts.seed, opts.device = K, D, 3, o.device
+  local h = facet.heads.new(name, opts)
+  local t = best(function()
+    h:forward(x, y)
+    h:backward()
+  end, o.reps)
+  print(("%-24s %9.1f %9.1f %8.2f %10.0f %10.0f"):format(label or name, t * 1e3, gflop / t, t / t_gemm,
+    head_mb(h), peak_rss_mb()))
+  local mb = head_mb(h)
+  h = nil
+  collectgarbage()
+  return t, mb
+end
+
+local names = o.heads or facet.heads.names()
+local times = {}
+for _, name in ipairs(names) do times[name] = run(name, {}) end
+
+if not o.heads or times["mv-am"] then
+  local E = facet.expr
+  local t_script = run("mv-am", { h = function(t, cos, I, s) return E.exp(s * t * (cos + 1) * I) end },
+    "mv-am (scripted h)")
+  local t_built = times["mv-am"] or run("mv-am", {})
+  print(("scripted h / built-in h: %.3f"):format(t_script / t_built))
+end
