@@ -314,6 +314,32 @@ static inline void chunk_logits(const facet_head *head, const float *row, int n,
     }
 }
 
+/* max and sum of exp(z - m) over a chunk, in 16 lanes so they vectorise */
+static inline float chunk_max(const float *z, int n)
+{
+    float lane[16];
+    for (int l = 0; l < 16; l++) lane[l] = -INFINITY;
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) lane[l] = z[j + l] > lane[l] ? z[j + l] : lane[l];
+    float m = -INFINITY;
+    for (int l = 0; l < 16; l++) m = lane[l] > m ? lane[l] : m;
+    for (; j < n; j++) m = z[j] > m ? z[j] : m;
+    return m;
+}
+
+static inline float chunk_sumexp(const float *z, int n, float m)
+{
+    float lane[16] = {0};
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) lane[l] += facet_fast_exp(z[j + l] - m);
+    float s = 0.0f;
+    for (int l = 0; l < 16; l++) s += lane[l];
+    for (; j < n; j++) s += facet_fast_exp(z[j] - m);
+    return s;
+}
+
 FACET_CLONES static void partial_row(const facet_head *head, const struct block *b, int64_t i)
 {
     const struct facet_head_params *p = &head->p;
@@ -330,21 +356,16 @@ FACET_CLONES static void partial_row(const facet_head *head, const struct block 
         } else {
             const float *wn = b->wn + k0;
             #pragma omp simd
-            for (int j = 0; j < n; j++) c[j] = facet_clamp_cos(c[j] / fmaxf(wn[j], 1e-12f));
+            for (int j = 0; j < n; j++) c[j] = facet_clamp_cos(c[j] / facet_maxf(wn[j], 1e-12f));
         }
         chunk_logits(head, row, n, c, z);
         if (ty >= k0 && ty < k0 + n) z[ty - k0] = row[FACET_ROW_TARGET];
-        float cm = -INFINITY;
-        #pragma omp simd reduction(max:cm)
-        for (int j = 0; j < n; j++) cm = z[j] > cm ? z[j] : cm;
+        float cm = chunk_max(z, n);
         if (cm > m) {
             sum *= facet_fast_exp(m - cm);
             m = cm;
         }
-        float cs = 0.0f;
-        #pragma omp simd reduction(+:cs)
-        for (int j = 0; j < n; j++) cs += facet_fast_exp(z[j] - m);
-        sum += cs;
+        sum += chunk_sumexp(z, n, m);
     }
     row[FACET_ROW_MAX] = m;
     row[FACET_ROW_SUMEXP] = sum;
@@ -492,7 +513,7 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
             const float *wn = b->wn + k0;
             #pragma omp simd
             for (int64_t j = 0; j < n; j++) {
-                float g = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j] / fmaxf(wn[j], 1e-12f);
+                float g = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j] / facet_maxf(wn[j], 1e-12f);
                 cc[j] += g * c[j];
                 cs[j] += g;
                 c[j] = g;

@@ -37,12 +37,18 @@ struct facet_head {
     int has_prog[FACET_PROGRAM_COUNT];
 };
 
+/* min/max as plain comparisons: they vectorise (fminf/fmaxf become libm calls) */
+FACET_HD float facet_minf(float a, float b) { return a < b ? a : b; }
+FACET_HD float facet_maxf(float a, float b) { return a > b ? a : b; }
+
 /* exp(x) for x <= 0 mostly (logits minus their max): 2^n * p(r), |rel err| < 2e-7
  * on [-87, 88]; no branches or calls, so loops over it vectorise. */
 FACET_HD float facet_fast_exp(float x)
 {
-    x = fminf(fmaxf(x, -87.0f), 88.0f);
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    x = facet_minf(facet_maxf(x, -87.0f), 88.0f);
+    /* round to nearest by truncating a positive value: floorf does not vectorise */
+    int32_t ni = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128;
+    float n = (float)ni;
     float r = x - n * 0.693359375f;          /* ln2 split in two for precision */
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -52,17 +58,19 @@ FACET_HD float facet_fast_exp(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    int32_t bits = (ni + 127) << 23;
     float scale;
 #ifdef __CUDA_ARCH__
     scale = __int_as_float(bits);
 #else
-    memcpy(&scale, &bits, sizeof scale);
+    union { int32_t i; float f; } u;   /* a union, not memcpy: the vectoriser keeps it in registers */
+    u.i = bits;
+    scale = u.f;
 #endif
     return p * scale;
 }
 
-FACET_HD float facet_clamp_cos(float c) { return fminf(fmaxf(c, -1.0f), 1.0f); }
+FACET_HD float facet_clamp_cos(float c) { return facet_minf(facet_maxf(c, -1.0f), 1.0f); }
 
 FACET_HD float facet_sin_of_cos(float c)
 {
