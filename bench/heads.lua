@@ -60,12 +60,21 @@ local t_gemm = best(function()
   Z:matmul(x, { transpose_a = true, out = gW, beta = 1 })
 end, o.reps)
 local gflop = 3 * 2 * B * D * K / 1e9
-W, gW, Z, dX = nil, nil, nil, nil
+-- one plain SGD pass with momentum over W (what any optimizer step costs)
+local C = require("facet.core").C
+local mom = facet.zeros({ K, D }, dev)
+local first = C.FACET_SGD_FIRST_STEP
+local t_sgd = best(function()
+  require("facet.core").check(C.facet_sgd_step(W.h, gW.h, mom.h, nil, nil, 1e-9, 0.9, 0, 5e-4, first))
+  first = 0
+end, o.reps)
+W, gW, Z, dX, mom = nil, nil, nil, nil, nil
 collectgarbage()
 
 print(("B = %d, dim = %d, K = %d on %s, %d threads, OpenBLAS core %s"):format(B, D, K, o.device,
   facet.get_threads(), facet.blas_core()))
-print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s)"):format(t_gemm * 1e3, gflop / t_gemm))
+print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.1f ms"):format(
+  t_gemm * 1e3, gflop / t_gemm, t_sgd * 1e3))
 print(("%-24s %9s %9s %8s %10s %10s"):format("head", "ms/step", "GFLOP/s", "x GEMM", "head MB", "peak RSS MB"))
 
 local function head_mb(h)
@@ -94,6 +103,30 @@ end
 local names = o.heads or facet.heads.names()
 local times = {}
 for _, name in ipairs(names) do times[name] = run(name, {}) end
+
+-- fused: forward + backward + sgd_step with the W norms and the radial correction
+-- in the update's single pass, against the GEMMs plus one plain SGD pass
+print(("\nforward + backward + SGD update (momentum 0.9), against GEMMs + one SGD pass (%.1f ms)"):format(
+  (t_gemm + t_sgd) * 1e3))
+print(("%-24s %12s %12s %8s"):format("head", "unfused ms", "fused ms", "x (GEMM+SGD)"))
+for _, name in ipairs(names) do
+  local probe = facet.heads.new(name, { classes = 2, dim = 2 })
+  if probe.kind == "cosine" then
+    local res = {}
+    for _, fused in ipairs { false, true } do
+      local h = facet.heads.new(name, { classes = K, dim = D, seed = 3, device = o.device, fused = fused })
+      res[#res + 1] = best(function()
+        h:forward(x, y)
+        h:backward()
+        h:sgd_step { lr = 1e-9, momentum = 0.9, weight_decay = 5e-4 }
+      end, o.reps)
+      h = nil
+      collectgarbage()
+    end
+    print(("%-24s %12.1f %12.1f %8.2f"):format(name, res[1] * 1e3, res[2] * 1e3, res[2] / (t_gemm + t_sgd)))
+  end
+end
+print()
 
 if not o.heads or times["mv-am"] then
   local E = facet.expr

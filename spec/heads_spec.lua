@@ -37,7 +37,7 @@ local function check_head(name, opts, B, D, K, seed, tol)
     head.bias:copy(facet.randn({ K }, { seed = seed + 7, std = 0.3 }))
   end
   head.weight:copy(facet.randn({ K, D }, { seed = seed + 1 }))
-  head = head:to_device_for_test(H.device)
+  head = head:to(H.device)
   local x = facet.randn({ B, D }, { seed = seed + 2 })
   local ylist = {}
   for i = 1, B do ylist[i] = (i * 7 + seed) % K end
@@ -79,11 +79,6 @@ local function check_head(name, opts, B, D, K, seed, tol)
   return head, loss
 end
 
--- heads move with :cuda(); this keeps the specs device-generic
-facet.heads.Head.to_device_for_test = function(self, device)
-  if device == "cuda" then return self:cuda() end
-  return self
-end
 
 describe("heads against the reference, with finite-difference gradients", function()
   local cases = {
@@ -129,7 +124,7 @@ describe("hand-computed cases", function()
     opts.classes, opts.dim = 2, 2
     local head = facet.heads.new(name, opts)
     head.weight:copy(facet.tensor { { 1, 0 }, { 0, 1 } })
-    head = head:to_device_for_test(H.device)
+    head = head:to(H.device)
     return head:forward(H.tensor { { 0.6, 0.8 } }, H.tensor({ 0 }, { dtype = "int32" }))
   end
   local function ce(zy, zk) return math.log(math.exp(zy) + math.exp(zk)) - zy end
@@ -162,7 +157,7 @@ describe("hand-computed cases", function()
     local head = facet.heads.new("softmax", { classes = 2, dim = 2 })
     head.weight:copy(facet.tensor { { 1, 2 }, { -1, 0.5 } })
     head.bias:copy(facet.tensor { 0.1, -0.2 })
-    head = head:to_device_for_test(H.device)
+    head = head:to(H.device)
     local l = head:forward(H.tensor { { 1, 1 } }, H.tensor({ 1 }, { dtype = "int64" }))
     H.assert_close(l, ce(-0.5 - 0.2, 3 + 0.1), 1e-5)
   end)
@@ -173,8 +168,8 @@ describe("identities", function()
     local K, D = 9, 6
     oa.classes, oa.dim, oa.seed = K, D, 5
     ob.classes, ob.dim, ob.seed = K, D, 5
-    local ha = facet.heads.new(a, oa):to_device_for_test(H.device)
-    local hb = facet.heads.new(b, ob):to_device_for_test(H.device)
+    local ha = facet.heads.new(a, oa):to(H.device)
+    local hb = facet.heads.new(b, ob):to(H.device)
     local x = H.on(facet.randn({ 8, D }, { seed = 6 }))
     local y = H.on(facet.tensor({ 0, 1, 2, 3, 4, 5, 6, 7 }, { dtype = "int32" }))
     H.assert_close(ha:forward(x, y), hb:forward(x, y), 1e-6)
@@ -199,7 +194,7 @@ describe("mining on crafted batches", function()
     local K, D = 4, 4
     local head = facet.heads.new("hm-softmax", { classes = K, dim = D, s = 4, keep = 0.5 })
     head.weight:copy(facet.tensor { { 1, 0, 0, 0 }, { 0, 1, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 0, 1 } })
-    head = head:to_device_for_test(H.device)
+    head = head:to(H.device)
     -- rows 1 and 3 are well classified, rows 2 and 4 badly
     local x = H.tensor { { 1, 0, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 1, 0.1 }, { 0.1, 0, 0, 1 } }
     local y = H.tensor({ 0, 1, 2, 0 }, { dtype = "int32" })
@@ -218,7 +213,7 @@ describe("mining on crafted batches", function()
   H.it("focal down-weights the well-classified rows", function()
     local head = facet.heads.new("f-softmax", { classes = 2, dim = 2, s = 8 })
     head.weight:copy(facet.tensor { { 1, 0 }, { 0, 1 } })
-    head = head:to_device_for_test(H.device)
+    head = head:to(H.device)
     head:forward(H.tensor { { 1, 0.1 }, { 0.1, 1 } }, H.tensor({ 0, 0 }, { dtype = "int32" }))
     local dx = head:backward():to("cpu")
     -- row 1 is easy (p close to 1): its gradient is far smaller than the hard row's
@@ -238,7 +233,7 @@ describe("adversarial inputs stay finite", function()
       if name ~= "softmax" and name ~= "l2-softmax" then opts.s = 1e4 end
       local head = facet.heads.new(name, opts)
       head.weight:copy(facet.tensor { { 1, 0, 0 }, { -1, 0, 0 }, { 0, 0, 0 } })
-      head = head:to_device_for_test(H.device)
+      head = head:to(H.device)
       local x = H.tensor { { 1, 0, 0 }, { -2, 0, 0 }, { 0, 0, 0 }, { 0, 1, 0 } }
       local y = H.tensor({ 0, 0, 2, 1 }, { dtype = "int64" })
       local loss = head:forward(x, y)
@@ -255,9 +250,9 @@ describe("scripted h and margins", function()
     local K, D = 11, 6
     local x = H.on(facet.randn({ 7, D }, { seed = 8 }))
     local y = H.on(facet.tensor({ 1, 3, 5, 7, 9, 10, 0 }, { dtype = "int32" }))
-    local built = facet.heads.new("mv-am", { classes = K, dim = D, seed = 2, t = 0.2, s = 16 }):to_device_for_test(H.device)
+    local built = facet.heads.new("mv-am", { classes = K, dim = D, seed = 2, t = 0.2, s = 16 }):to(H.device)
     local scripted = facet.heads.new("mv-am", { classes = K, dim = D, seed = 2, t = 0.2, s = 16,
-      h = function(t, cos, I, s) return E.exp(s * t * (cos + 1) * I) end }):to_device_for_test(H.device)
+      h = function(t, cos, I, s) return E.exp(s * t * (cos + 1) * I) end }):to(H.device)
     H.assert_close(scripted:forward(x, y), built:forward(x, y), 1e-6)
     H.assert_close(H.values(scripted:backward()), H.values(built:backward()), 1e-6, 1e-9)
     H.assert_close(H.values(scripted.grad_weight), H.values(built.grad_weight), 1e-6, 1e-9)
@@ -266,16 +261,16 @@ describe("scripted h and margins", function()
 
   H.it("a scripted margin equals the built-in am; a new h gets exact gradients", function()
     local K, D = 5, 4
-    local am = facet.heads.new("am", { classes = K, dim = D, seed = 1, s = 8 }):to_device_for_test(H.device)
+    local am = facet.heads.new("am", { classes = K, dim = D, seed = 1, s = 8 }):to(H.device)
     local sc = facet.heads.new("am", { classes = K, dim = D, seed = 1, s = 8,
-      margin = function(cos, m) return cos - m end }):to_device_for_test(H.device)
+      margin = function(cos, m) return cos - m end }):to(H.device)
     local x = H.on(facet.randn({ 4, D }, { seed = 3 }))
     local y = H.on(facet.tensor({ 0, 1, 2, 4 }, { dtype = "int32" }))
     H.assert_close(sc:forward(x, y), am:forward(x, y), 1e-6)
     H.assert_close(H.values(sc:backward()), H.values(am:backward()), 1e-5, 1e-8)
     -- a quadratic h, checked against finite differences of the loss itself
     local hq = facet.heads.new("mv-arc", { classes = K, dim = D, seed = 4, s = 8, t = 0.3,
-      h = function(t, cos, I, s) return E.exp(s * t * (cos + 1) ^ 2 * I) end }):to_device_for_test(H.device)
+      h = function(t, cos, I, s) return E.exp(s * t * (cos + 1) ^ 2 * I) end }):to(H.device)
     local w0 = hq.weight:to("cpu")
     local base = hq:forward(x, y)
     local g = H.values(hq:backward())

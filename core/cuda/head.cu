@@ -285,7 +285,6 @@ partial_kernel(facet_head_params p, float *rows, float *z, const float *wn, cons
             } else {
                 c = facet_clamp_cos(c / fmaxf(wn[k], WNORM_FLOOR));
             }
-            zr[k] = c;      /* the backward pass reads the cosines (raw: logits) */
             const float l = k == ty ? target : class_logit<false>(p, c, fy, NULL);
             if (l > m) {
                 sum = sum * facet_fast_exp(m - l) + 1.0f;
@@ -366,8 +365,8 @@ struct row_state {
 
 template <typename L>
 static __global__ void __launch_bounds__(BW_TILE)
-backward_kernel(facet_head_params p, float *z, const float *rows, const float *wn, const L *labels, int64_t B,
-                int64_t Kb, int64_t off, float *colsum, float *colsum_cos)
+backward_kernel(facet_head_params p, float *z, const float *rows, const float *wn, const float *bias, const L *labels,
+                int64_t B, int64_t Kb, int64_t off, float *colsum, float *colsum_cos)
 {
     __shared__ row_state st;
     __shared__ float red_s[BW_ROWS][BW_COLS], red_c[BW_ROWS][BW_COLS];
@@ -377,6 +376,7 @@ backward_kernel(facet_head_params p, float *z, const float *rows, const float *w
         const int64_t k = k0 + tx;
         const bool live = k < Kb;
         const float wk = wn && live ? fmaxf(wn[k], WNORM_FLOOR) : 1.0f;
+        const float bk = bias && live ? bias[k] : 0.0f;
         float cs = 0.0f, cc = 0.0f;
         for (int64_t i0 = 0; i0 < B; i0 += BW_TILE) {
             const int n = B - i0 < BW_TILE ? (int)(B - i0) : BW_TILE;
@@ -400,7 +400,8 @@ backward_kernel(facet_head_params p, float *z, const float *rows, const float *w
                     *zp = 0.0f;
                     continue;
                 }
-                const float c = *zp;
+                /* the block still holds the GEMM output: cosines (raw: logits) as in partial */
+                const float c = p.raw ? *zp + bk : facet_clamp_cos(*zp / wk);
                 float dz;
                 float l = class_logit<true>(p, c, st.fy[r], &dz);
                 const bool is_target = st.col[r] == k;
@@ -446,7 +447,6 @@ extern "C" int facet_cuda_head_backward(const struct facet_head *head, float *lo
                                         float *colsum_cos)
 {
     const char *fn = "facet_cuda_head_backward";
-    (void)bias;     /* the partial pass already added it to the logits */
     if (label_dtype != FACET_DTYPE_INT32 && label_dtype != FACET_DTYPE_INT64) return bad_label_dtype(fn, label_dtype);
     if (Kb <= 0) return FACET_OK;   /* B == 0 still runs: the column sums become 0 as on the CPU */
     const facet_head_params p = head->p;
@@ -458,10 +458,10 @@ extern "C" int facet_cuda_head_backward(const struct facet_head *head, float *lo
     unsigned blocks = tiles > FACET_CUDA_MAX_BLOCKS ? (unsigned)FACET_CUDA_MAX_BLOCKS : (unsigned)tiles;
     dim3 block(BW_COLS, BW_ROWS);
     if (label_dtype == FACET_DTYPE_INT32)
-        backward_kernel<int32_t><<<blocks, block>>>(p, logits, rows, wnorm, (const int32_t *)labels, B, Kb,
+        backward_kernel<int32_t><<<blocks, block>>>(p, logits, rows, wnorm, bias, (const int32_t *)labels, B, Kb,
                                                     class_offset, colsum, colsum_cos);
     else
-        backward_kernel<int64_t><<<blocks, block>>>(p, logits, rows, wnorm, (const int64_t *)labels, B, Kb,
+        backward_kernel<int64_t><<<blocks, block>>>(p, logits, rows, wnorm, bias, (const int64_t *)labels, B, Kb,
                                                     class_offset, colsum, colsum_cos);
     return check_launch(fn);
 }

@@ -358,20 +358,39 @@ int facet_head_eval_program(const facet_head *head, int slot, int64_t n, const f
  * labels: B int32/int64 class ids (0-based, all < classes). */
 int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *logits, const facet_tensor *wnorm,
                       const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset, int64_t classes);
-/* Converts the block in place to cosines (raw heads: to logits, bias added)
- * and writes the block's row max and sum of exponentials into rows. */
+/* Writes the block's row max and sum of exponentials into rows; the block
+ * (the GEMM output) is read, not changed. */
 int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,
                        const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset);
 /* Batch level: per-row loss and weight (focal, hard mining) from the merged
  * max/sumexp; *loss receives the head's loss. */
 int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss);
-/* Overwrites the block with G'_ik = dLoss/dcos_ik / wnorm_k (raw heads:
- * dLoss/dlogit_ik). colsum (Kb, may be NULL) receives sum_i G'_ik (the bias
+/* Overwrites the block (still the GEMM output) with G'_ik = dLoss/dcos_ik /
+ * wnorm_k (raw heads: dLoss/dlogit_ik). colsum (Kb, may be NULL) receives sum_i G'_ik (the bias
  * gradient of raw heads); colsum_cos (Kb, may be NULL) receives
  * sum_i G'_ik * c_ik (the radial part to take out of W's gradient). */
 int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tensor *rows, const facet_tensor *wnorm,
                         const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset,
                         facet_tensor *colsum, facet_tensor *colsum_cos);
+
+/* ---- optimizer updates ----------------------------------------------------------
+ * One fused pass of SGD (PyTorch's semantics) over a parameter viewed as rows:
+ *   g = grad (+ row_coef_r * param_r: a per-row correction, e.g. a head's
+ *       deferred radial part; row_coef may be NULL) + weight_decay * param
+ *   buf = g on the first step, else momentum * buf + (1 - dampening) * g
+ *   g = g + momentum * buf (nesterov) or buf;  param -= lr * g
+ * buf may be NULL when momentum is 0. With FACET_SGD_ZERO_GRAD the gradient
+ * is zeroed in the same pass; row_norms (may be NULL) receives ||param_r||
+ * after the update (what a cosine head needs next). 2-D tensors are rows x
+ * cols, others one row. All float32, same device, contiguous. */
+enum facet_sgd_flags {
+    FACET_SGD_NESTEROV = 1,
+    FACET_SGD_FIRST_STEP = 2,
+    FACET_SGD_ZERO_GRAD = 4
+};
+int facet_sgd_step(facet_tensor *param, facet_tensor *grad, facet_tensor *buf, const facet_tensor *row_coef,
+                   facet_tensor *row_norms, double lr, double momentum, double dampening, double weight_decay,
+                   int flags);
 
 /* Helpers of the heads. out_k = ||x_k|| for the rows of a 2-D x. */
 int facet_row_norms(facet_tensor *out, const facet_tensor *x);

@@ -58,8 +58,17 @@ static void blas_load(void)
     const char *coretype = cpu_coretype();
     if (coretype) setenv("OPENBLAS_CORETYPE", coretype, 0);
     const char *user = getenv("FACET_BLAS_LIB");
-    const char *candidates[] = { user, "libopenblas.so.0", "libopenblas.so", "libblas.so.3" };
-    char tried[512] = "";
+    /* OpenBLAS built for OpenMP first: it shares libgomp's threads with facet's
+     * own loops, where the pthreads build leaves its threads spinning after
+     * each GEMM and they fight facet's threads for the cores */
+    const char *candidates[] = { user,
+#if defined(__x86_64__)
+                                 "/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0",
+#elif defined(__aarch64__)
+                                 "/usr/lib/aarch64-linux-gnu/openblas-openmp/libopenblas.so.0",
+#endif
+                                 "libopenblas.so.0", "libopenblas.so", "libblas.so.3" };
+    char tried[1024] = "";
     for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
         if (!candidates[i]) continue;
         void *h = dlopen(candidates[i], RTLD_NOW | RTLD_GLOBAL);

@@ -67,3 +67,6 @@ int facet_cuda_head_backward(const struct facet_head *head, float *logits, const
                              float *colsum, float *colsum_cos)
 { (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)ldt; (void)B; (void)Kb; (void)off;
   (void)colsum; (void)colsum_cos; return ABSENT("cuda head backward"); }
+int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef,
+                        float *norms, int64_t rows, int64_t cols)
+{ (void)p; (void)w; (void)g; (void)buf; (void)coef; (void)norms; (void)rows; (void)cols; return ABSENT("cuda sgd"); }

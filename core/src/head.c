@@ -314,6 +314,25 @@ static inline void chunk_logits(const facet_head *head, const float *row, int n,
     }
 }
 
+/* cosines (or raw logits plus bias) of a chunk of the GEMM output, into c[];
+ * the block itself stays untouched until backward overwrites it */
+static inline void chunk_cos(const struct block *b, const float *zr, int64_t k0, int n, float *c)
+{
+    if (!b->wn) {
+        if (b->bias) {
+            const float *bias = b->bias + k0;
+            #pragma omp simd
+            for (int j = 0; j < n; j++) c[j] = zr[j] + bias[j];
+        } else {
+            for (int j = 0; j < n; j++) c[j] = zr[j];
+        }
+    } else {
+        const float *wn = b->wn + k0;
+        #pragma omp simd
+        for (int j = 0; j < n; j++) c[j] = facet_clamp_cos(zr[j] / facet_maxf(wn[j], 1e-12f));
+    }
+}
+
 /* max and sum of exp(z - m) over a chunk, in 16 lanes so they vectorise */
 static inline float chunk_max(const float *z, int n)
 {
@@ -347,17 +366,11 @@ FACET_CLONES static void partial_row(const facet_head *head, const struct block 
     float *row = b->rows + i * FACET_ROW_FIELDS;
     int64_t ty = label_at(b, i) - b->off;
     float m = -INFINITY, sum = 0.0f;
-    float z[CHUNK];
+    float z[CHUNK], c[CHUNK];
+    (void)p;
     for (int64_t k0 = 0; k0 < b->Kb; k0 += CHUNK) {
         int n = (int)(b->Kb - k0 < CHUNK ? b->Kb - k0 : CHUNK);
-        float *c = zr + k0;
-        if (p->raw) {
-            if (b->bias) for (int j = 0; j < n; j++) c[j] += b->bias[k0 + j];
-        } else {
-            const float *wn = b->wn + k0;
-            #pragma omp simd
-            for (int j = 0; j < n; j++) c[j] = facet_clamp_cos(c[j] / facet_maxf(wn[j], 1e-12f));
-        }
+        chunk_cos(b, zr + k0, k0, n, c);
         chunk_logits(head, row, n, c, z);
         if (ty >= k0 && ty < k0 + n) z[ty - k0] = row[FACET_ROW_TARGET];
         float cm = chunk_max(z, n);
@@ -477,16 +490,17 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
     const struct facet_head_params *p = &head->p;
     float s = p->raw ? 1.0f : p->s;
     int64_t n = k1 - k0;
-    float cs[CHUNK], cc[CHUNK], z[CHUNK], dz[CHUNK];
+    float cs[CHUNK], cc[CHUNK], z[CHUNK], dz[CHUNK], c[CHUNK];
     for (int64_t j = 0; j < n; j++) { cs[j] = 0.0f; cc[j] = 0.0f; }
     for (int64_t i = 0; i < b->B; i++) {
         const float *row = b->rows + i * FACET_ROW_FIELDS;
-        float *c = b->z + i * b->Kb + k0;
+        float *g = b->z + i * b->Kb + k0;
         float w = row[FACET_ROW_WEIGHT];
         if (w == 0.0f) {            /* dropped by hard mining */
-            for (int64_t j = 0; j < n; j++) c[j] = 0.0f;
+            for (int64_t j = 0; j < n; j++) g[j] = 0.0f;
             continue;
         }
+        chunk_cos(b, g, k0, (int)n, c);
         float m = row[FACET_ROW_MAX], inv_sum = 1.0f / row[FACET_ROW_SUMEXP], fy = row[FACET_ROW_MARGIN];
         chunk_logits(head, row, (int)n, c, z);
         /* dz/dc for the non-target classes */
@@ -513,25 +527,25 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
             const float *wn = b->wn + k0;
             #pragma omp simd
             for (int64_t j = 0; j < n; j++) {
-                float g = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j] / facet_maxf(wn[j], 1e-12f);
-                cc[j] += g * c[j];
-                cs[j] += g;
-                c[j] = g;
+                float v = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j] / facet_maxf(wn[j], 1e-12f);
+                cc[j] += v * c[j];
+                cs[j] += v;
+                g[j] = v;
             }
         } else {
             #pragma omp simd
             for (int64_t j = 0; j < n; j++) {
-                float g = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j];
-                cc[j] += g * c[j];
-                cs[j] += g;
-                c[j] = g;
+                float v = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j];
+                cc[j] += v * c[j];
+                cs[j] += v;
+                g[j] = v;
             }
         }
         const float *wn = b->wn ? b->wn + k0 : NULL;
         if (ty >= 0 && ty < n) {
             /* the -1 of (p - onehot) */
             float g1 = w * dz[ty] / (wn ? fmaxf(wn[ty], 1e-12f) : 1.0f);
-            c[ty] -= g1;
+            g[ty] -= g1;
             cs[ty] -= g1;
             cc[ty] -= g1 * cy;
         }

@@ -143,4 +143,9 @@ int facet_cuda_head_backward(const struct facet_head *head, float *logits, const
                              const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
                              int64_t class_offset, float *colsum, float *colsum_cos);
 
+/* optimizer updates (core/cuda/sgd.cu) */
+struct facet_sgd_params;
+int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef,
+                        float *norms, int64_t rows, int64_t cols);
+
 #endif

@@ -25,7 +25,7 @@ local SAMPLES = { mean = C.FACET_SAMPLE_MEAN, focal = C.FACET_SAMPLE_FOCAL, hard
 
 -- options each configuration accepts, beyond classes, dim, device, seed
 local function accepted(cfg)
-  local a = { classes = true, dim = true, device = true, seed = true }
+  local a = { classes = true, dim = true, device = true, seed = true, fused = true }
   if cfg.kind ~= "raw" then a.s = true end
   if cfg.kind == "cosine" then a.margin = true end
   if cfg.kind == "l2" then a.alpha, a.learn_alpha = true, true end
@@ -96,6 +96,9 @@ function Head.new(cfg, opts)
   if type(D) ~= "number" or D < 1 or D ~= math.floor(D) then error(name .. ": dim must be a positive integer", 0) end
   local self = setmetatable({ name = cfg.name, kind = cfg.kind, classes = K, dim = D, iter = 0 }, Head)
   self.device = opts.device or "cpu"
+  -- fused: the radial correction of grad_weight and the W norms move into
+  -- sgd_step (one pass over W); see docs/heads.md
+  self.fused = opts.fused and cfg.kind == "cosine" or false
   self.s = number_opt(opts, "s", 32, 0, name)
   if self.s <= 0 then error(name .. ": s must be > 0", 0) end
   self.sample = cfg.sample or "mean"
@@ -216,6 +219,7 @@ function Head:_buffers(B)
   if self.kind == "cosine" then
     b.wnorm = tensor.empty({ K }, o)
     b.colsum_cos = tensor.empty({ K }, o)
+    if self.norms and self.norms:device() == dev then b.wnorm:copy(self.norms) end
   else
     b.colsum = tensor.empty({ K }, o)
   end
@@ -276,7 +280,10 @@ function Head:forward(x, y)
   end
   local wnorm = nil
   if self.kind == "cosine" then
-    check(C.facet_row_norms(b.wnorm.h, self.weight.h))
+    if not (self.fused and self.norms_valid) then
+      check(C.facet_row_norms(b.wnorm.h, self.weight.h))
+      self.norms_valid = self.fused
+    end
     check(C.facet_unary(b.wnorm.h, b.wnorm.h, C.FACET_UNARY_CLAMP, EPS, math.huge))
     wnorm = b.wnorm.h
   end
@@ -307,7 +314,15 @@ function Head:backward()
     -- take out the radial part: grad_w_k -= (sum_i G'_ik c_ik / ||w_k||) w_k
     check(C.facet_binary(b.colsum_cos.h, b.colsum_cos.h, b.wnorm.h, C.FACET_BINARY_DIV))
     check(C.facet_unary(b.colsum_cos.h, b.colsum_cos.h, C.FACET_UNARY_NEG, 0, 0))
-    check(C.facet_rows_axpy(self.grad_weight.h, b.colsum_cos.h, self.weight.h))
+    if self.fused then
+      -- deferred to sgd_step (or finish_grad); W is unchanged until then, so
+      -- the coefficients of several backward calls simply add up
+      if not self.pending then self.pending = tensor.zeros({ self.classes }, { device = self.device }) end
+      check(C.facet_axpy(self.pending.h, self.pending.h, 1, b.colsum_cos.h))
+      self.has_pending = true
+    else
+      check(C.facet_rows_axpy(self.grad_weight.h, b.colsum_cos.h, self.weight.h))
+    end
   end
   if self.bias then check(C.facet_axpy(self.grad_bias.h, self.grad_bias.h, 1, b.colsum.h)) end
   if self.kind == "raw" then return b.dinput end
@@ -323,6 +338,52 @@ function Head:backward()
   return b.dx
 end
 
+--- In fused mode, applies the deferred radial correction to grad_weight (sgd_step
+-- does it on its own; call this before reading grad_weight yourself).
+function Head:finish_grad()
+  if self.has_pending then
+    check(C.facet_rows_axpy(self.grad_weight.h, self.pending.h, self.weight.h))
+    self.pending:zero_()
+    self.has_pending = false
+  end
+  return self.grad_weight
+end
+
+--- One SGD step on the head's parameters in a single pass over W (PyTorch's
+-- SGD: lr, momentum, dampening, weight_decay, nesterov), zeroing the
+-- gradients. For a fused cosine head the same pass applies the deferred
+-- radial correction and computes the W norms the next forward needs.
+function Head:sgd_step(cfg)
+  if type(cfg) ~= "table" or type(cfg.lr) ~= "number" then error(self.name .. ":sgd_step: want { lr = ... }", 2) end
+  local momentum = cfg.momentum or 0
+  self.sgd_state = self.sgd_state or {}
+  local params, grads = self:parameters()
+  for i, p in ipairs(params) do
+    local st = self.sgd_state[i]
+    if not st then
+      st = { first = true, buf = momentum ~= 0 and tensor.zeros(p:shape(), { device = self.device }) or nil }
+      self.sgd_state[i] = st
+    end
+    local flags = (cfg.nesterov and C.FACET_SGD_NESTEROV or 0) + (st.first and C.FACET_SGD_FIRST_STEP or 0) +
+      C.FACET_SGD_ZERO_GRAD
+    local coef, norms = nil, nil
+    if i == 1 and self.fused then
+      coef = self.has_pending and self.pending.h or nil
+      if not self.norms then self.norms = tensor.empty({ self.classes }, { device = self.device }) end
+      norms = self.norms.h
+    end
+    check(C.facet_sgd_step(p.h, grads[i].h, st.buf and st.buf.h or nil, coef, norms, cfg.lr, momentum,
+      cfg.dampening or 0, cfg.weight_decay or 0, flags))
+    st.first = false
+  end
+  if self.fused then
+    if self.has_pending then self.pending:zero_() end
+    self.has_pending = false
+    if self.buf then self.buf.wnorm:copy(self.norms) end
+    self.norms_valid = true
+  end
+end
+
 --- Parameters and their gradients, as two lists in the same order (Torch7's shape).
 function Head:parameters()
   local p, g = { self.weight }, { self.grad_weight }
@@ -335,6 +396,10 @@ function Head:zero_grad()
   local _, grads = self:parameters()
   for _, g in ipairs(grads) do g:zero_() end
   if self.grad_alpha then self.grad_alpha:zero_() end
+  if self.has_pending then
+    self.pending:zero_()
+    self.has_pending = false
+  end
 end
 
 function Head:_to(device)
@@ -343,7 +408,19 @@ function Head:_to(device)
   end
   self.device = device
   self.buf, self.ready = nil, false
+  self.norms, self.norms_valid = nil, false
+  for _, st in ipairs(self.sgd_state or {}) do
+    if st.buf then st.buf = st.buf:to(device) end
+  end
+  if self.pending then self.pending = self.pending:to(device) end
   return self
+end
+
+--- Moves parameters, gradients and optimizer state to a device ("cpu" or "cuda").
+function Head:to(device)
+  if device ~= "cpu" and device ~= "cuda" then error(self.name .. ":to: unknown device " .. tostring(device), 2) end
+  if device == self.device then return self end
+  return self:_to(device)
 end
 
 function Head:cuda() return self:_to("cuda") end
