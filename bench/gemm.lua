@@ -26,7 +26,7 @@ local now = facet.clock
 
 local user_core = os.getenv("OPENBLAS_CORETYPE")
 local core = facet.blas_core()   -- loads OpenBLAS with facet's core choice
-local blas = ffi.load("libopenblas.so.0")   -- the same, already loaded library
+local blas = ffi.load(facet.blas_library())   -- the same, already loaded library
 
 -- best of reps for each, interleaved so drift on a noisy machine hits both alike
 local function best2(f1, f2, reps)
@@ -58,6 +58,7 @@ if opts.child then
   return
 end
 
+print(("BLAS library: %s"):format(facet.blas_library()))
 print(("OpenBLAS core in use: %s (%s), threads: %d"):format(core,
   user_core and ("OPENBLAS_CORETYPE=" .. user_core .. " set by the user") or "chosen by facet from cpuid",
   facet.get_threads()))

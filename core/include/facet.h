@@ -68,6 +68,8 @@ int facet_get_threads(int *n);
  * loaded, OPENBLAS_CORETYPE is chosen from the CPU's features (cpuid) unless
  * the user set it. `name` receives the OpenBLAS core in use. */
 int facet_blas_info(char *name, size_t name_size);
+/* The file name of the BLAS library loaded (as passed to dlopen). */
+int facet_blas_library(char *path, size_t path_size);
 
 /* CUDA: *count is 0 where facet was built without CUDA or there is no GPU. */
 int facet_cuda_device_count(int *count);

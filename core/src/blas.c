@@ -27,6 +27,7 @@ static sgemm_fn blas_sgemm;
 static set_threads_fn blas_set_threads;
 static corename_fn blas_corename;
 static char blas_error[768];
+static char blas_path[512];
 
 /* The OpenBLAS core for this CPU, or NULL to let OpenBLAS decide. */
 static const char *cpu_coretype(void)
@@ -77,6 +78,7 @@ static void blas_load(void)
         if (!h) continue;
         blas_sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
         if (!blas_sgemm) continue;
+        snprintf(blas_path, sizeof blas_path, "%s", candidates[i]);
         blas_set_threads = (set_threads_fn)dlsym(h, "openblas_set_num_threads");
         blas_corename = (corename_fn)dlsym(h, "openblas_get_corename");
         if (blas_set_threads) blas_set_threads(facet_threads());
@@ -106,6 +108,15 @@ int facet_blas_info(char *name, size_t name_size)
     if (rc) return rc;
     if (!name || !name_size) return facet_fail(FACET_ERR_ARG, "facet_blas_info: name buffer is NULL");
     snprintf(name, name_size, "%s", blas_corename ? blas_corename() : "unknown (not OpenBLAS)");
+    return 0;
+}
+
+int facet_blas_library(char *path, size_t path_size)
+{
+    int rc = blas_ready("facet_blas_library");
+    if (rc) return rc;
+    if (!path || !path_size) return facet_fail(FACET_ERR_ARG, "facet_blas_library: path buffer is NULL");
+    snprintf(path, path_size, "%s", blas_path);
     return 0;
 }
 

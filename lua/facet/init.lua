@@ -50,6 +50,13 @@ function facet.clock()
   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
 end
 
+--- The BLAS library file facet loaded (OpenMP OpenBLAS when installed).
+function facet.blas_library()
+  local buf = ffi.new("char[512]")
+  check(C.facet_blas_library(buf, 512))
+  return ffi.string(buf)
+end
+
 facet.cuda = {}
 
 --- True when facet was built with CUDA and a GPU is present.
