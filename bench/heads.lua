@@ -5,10 +5,12 @@
 -- head's memory (parameters, gradients and buffers) and the process's peak
 -- RSS, and the ratio step / GEMMs. A scripted copy of the adaptive h is timed
 -- against the built-in one.
--- Usage: bin/facet run bench/heads.lua [--B 128] [--dim 512] [--K 72690] [--reps 5] [--heads am,mv-am]
+-- With --torch 1 it also runs bench/heads_torch.py (Debian's python3-torch: a
+-- straightforward PyTorch version of the heads) and prints facet's speed-up.
+-- Usage: bin/facet run bench/heads.lua [--B 128] [--dim 512] [--K 72690] [--reps 5] [--heads am,mv-am] [--torch 1]
 local facet = require "facet"
 
-local o = { B = 128, dim = 512, K = 72690, reps = 5, heads = nil, device = "cpu" }
+local o = { B = 128, dim = 512, K = 72690, reps = 5, heads = nil, device = "cpu", torch = 0 }
 local i = 1
 while arg and arg[i] do
   local k = arg[i]:match("^%-%-(.+)$")
@@ -134,4 +136,22 @@ if not o.heads or times["mv-am"] then
     "mv-am (scripted h)")
   local t_built = times["mv-am"] or run("mv-am", {})
   print(("scripted h / built-in h: %.3f"):format(t_script / t_built))
+end
+
+if o.torch ~= 0 then
+  local cmd = ("env -u LD_PRELOAD /usr/bin/python3 bench/heads_torch.py --B %d --dim %d --K %d --reps %d --threads %d"):format(
+    B, D, K, math.max(2, o.reps - 2), facet.get_threads())
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("*a")
+  p:close()
+  print(("\nPyTorch %s, same machine and threads, forward+backward:"):format("(bench/heads_torch.py)"))
+  print(("%-24s %12s %12s %10s"):format("head", "PyTorch ms", "facet ms", "speed-up"))
+  local any = false
+  for name, ms in out:gmatch("([%w%-]+) ([%d%.]+)") do
+    if times[name] then
+      any = true
+      print(("%-24s %12.1f %12.1f %9.1fx"):format(name, tonumber(ms), times[name] * 1e3, tonumber(ms) / (times[name] * 1e3)))
+    end
+  end
+  if not any then print("(no PyTorch figures: " .. out:gsub("\n", " "):sub(1, 200) .. ")") end
 end
