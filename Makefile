@@ -25,6 +25,7 @@ CU_SRC := $(wildcard core/cuda/*.cu)
 ifeq ($(FACET_CUDA),1)
   C_SRC  := $(filter-out core/src/cuda_absent.c,$(C_SRC))
   CU_OBJ := $(patsubst core/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CU_SRC))
+  CFLAGS_ALL += -DFACET_WITH_CUDA
   LDLIBS_ALL += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif
 C_OBJ  := $(patsubst core/src/%.c,$(BUILD)/obj/%.o,$(C_SRC))
@@ -46,7 +47,7 @@ $(BUILD)/obj/%.o: core/src/%.c core/include/facet.h $(wildcard core/src/*.h)
 
 $(BUILD)/obj/cuda/%.o: core/cuda/%.cu core/include/facet.h $(wildcard core/src/*.h core/cuda/*.cuh)
 	@mkdir -p $(dir $@)
-	$(NVCC) -std=c++17 $(NVCCFLAGS) -Xcompiler -fPIC -Icore/include -Icore/src -c $< -o $@
+	$(NVCC) -std=c++17 $(NVCCFLAGS) -DFACET_WITH_CUDA -Xcompiler -fPIC -Icore/include -Icore/src -c $< -o $@
 
 $(LIB): $(C_OBJ) $(CU_OBJ)
 	$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS_ALL)

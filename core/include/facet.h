@@ -402,6 +402,82 @@ int facet_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const 
 /* out_k += coef_k * x_k for the rows of 2-D tensors. */
 int facet_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x);
 
+/* ---- layers ----------------------------------------------------------------------
+ * float32, NCHW, contiguous. Backward functions ACCUMULATE into parameter
+ * gradients (grad_weight, grad_bias, grad_slope) and OVERWRITE grad_x; any
+ * gradient output may be NULL when it is not wanted. */
+
+/* Convolution settings, an array of 7: stride_h, stride_w, pad_h, pad_w,
+ * dilation_h, dilation_w, groups. x: N x C x H x W; weight: O x C/groups x kh x kw;
+ * bias: O or NULL; out: N x O x Ho x Wo with Ho = (H + 2 pad_h - dil_h (kh - 1) - 1) / stride_h + 1. */
+enum facet_conv_setting {
+    FACET_CONV_STRIDE_H = 0, FACET_CONV_STRIDE_W = 1, FACET_CONV_PAD_H = 2, FACET_CONV_PAD_W = 3,
+    FACET_CONV_DILATION_H = 4, FACET_CONV_DILATION_W = 5, FACET_CONV_GROUPS = 6, FACET_CONV_SETTINGS = 7
+};
+/* Elements of float32 scratch the forward and backward need (im2col); the
+ * caller allocates it once and passes it to every call. */
+int facet_conv2d_workspace_size(int64_t *elements, const facet_tensor *x, const facet_tensor *weight,
+                                const int32_t *conv);
+int facet_conv2d_forward(facet_tensor *out, const facet_tensor *x, const facet_tensor *weight,
+                         const facet_tensor *bias, facet_tensor *workspace, const int32_t *conv);
+int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
+                          const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
+                          facet_tensor *workspace, const int32_t *conv);
+
+/* Batch normalisation over dim 1 of N x C or N x C x H x W. Training: batch
+ * statistics (biased variance to normalise; running_var gets the unbiased one),
+ * running = (1 - momentum) running + momentum batch; save_mean / save_invstd
+ * (C each) keep what backward needs. Evaluation: running statistics.
+ * weight/bias (C) may be NULL (affine off); running_* may be NULL in training. */
+int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_tensor *save_invstd,
+                            facet_tensor *running_mean, facet_tensor *running_var, const facet_tensor *x,
+                            const facet_tensor *weight, const facet_tensor *bias, int training, double momentum,
+                            double eps);
+int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
+                             const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
+                             const facet_tensor *save_mean, const facet_tensor *save_invstd, int training);
+
+/* Pooling settings, an array of 7: kernel_h, kernel_w, stride_h, stride_w,
+ * pad_h, pad_w, count_include_pad (average pooling). Max pooling records the
+ * flat input index (within the image plane) of each maximum in an int32
+ * argmax tensor shaped like out; padding never wins. */
+enum facet_pool_kind { FACET_POOL_MAX = 0, FACET_POOL_AVG = 1 };
+enum facet_pool_setting {
+    FACET_POOL_KERNEL_H = 0, FACET_POOL_KERNEL_W = 1, FACET_POOL_STRIDE_H = 2, FACET_POOL_STRIDE_W = 3,
+    FACET_POOL_PAD_H = 4, FACET_POOL_PAD_W = 5, FACET_POOL_COUNT_PAD = 6, FACET_POOL_SETTINGS = 7
+};
+int facet_pool2d_forward(facet_tensor *out, facet_tensor *argmax, const facet_tensor *x, int kind,
+                         const int32_t *pool);
+int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *argmax, int kind,
+                          const int32_t *pool);
+
+/* Upsampling of N x C x H x W to the size of out (PyTorch's nearest, and
+ * bilinear with align_corners). */
+enum facet_upsample_mode { FACET_UPSAMPLE_NEAREST = 0, FACET_UPSAMPLE_BILINEAR = 1 };
+int facet_upsample2d_forward(facet_tensor *out, const facet_tensor *x, int mode, int align_corners);
+int facet_upsample2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, int mode, int align_corners);
+
+/* Activations. PReLU has one slope per channel (dim 1; a single slope when
+ * slope has one element). Backward reads x (ReLU, PReLU) or out (sigmoid, tanh). */
+enum facet_activation {
+    FACET_ACT_RELU = 0, FACET_ACT_SIGMOID = 1, FACET_ACT_TANH = 2, FACET_ACT_PRELU = 3, FACET_ACT_COUNT = 4
+};
+int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, const facet_tensor *slope);
+int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, const facet_tensor *grad_out,
+                              const facet_tensor *x, const facet_tensor *out, int act, const facet_tensor *slope);
+
+/* Dropout: mask (uint8, like x) keeps an element with probability 1 - p,
+ * drawn from Philox (seed, offset + i); kept elements are scaled by 1/(1-p). */
+int facet_dropout_forward(facet_tensor *out, facet_tensor *mask, const facet_tensor *x, double p, uint64_t seed,
+                          uint64_t offset);
+int facet_dropout_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *mask, double p);
+
+/* Adam / AdamW (decoupled weight decay) in one pass; step counts from 1. */
+enum facet_adam_flags { FACET_ADAM_DECOUPLED = 1, FACET_ADAM_ZERO_GRAD = 2 };
+int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_tensor *exp_avg, facet_tensor *exp_avg_sq,
+                    double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                    int flags);
+
 #ifdef __cplusplus
 }
 #endif

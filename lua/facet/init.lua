@@ -81,6 +81,13 @@ function facet.cuda.synchronize() check(C.facet_cuda_synchronize()) end
 
 facet.expr = require "facet.expr"
 facet.heads = require "facet.heads"
+facet.nn = require "facet.nn"
+facet.optim = require "facet.optim"
+facet.models = require "facet.models"
+
+local safetensors = require "facet.safetensors"
+facet.save_safetensors = safetensors.save
+facet.load_safetensors = safetensors.load
 
 local npy = require "facet.npy"
 facet.load_npy = npy.load

@@ -1,0 +1,100 @@
+--- bench/conv.lua: GFLOP/s of facet_conv2d_forward and facet_conv2d_backward
+-- (grad_x + grad_weight + grad_bias) for IResNet- and MobileFaceNet-like
+-- layers at batch 32, next to the machine's GEMM rate (a 2048^3 matmul timed
+-- in the same run). FLOPs are the convolution's multiply-adds x 2 (x 2 again
+-- for backward), whatever path computes them.
+-- Usage: bin/facet run bench/conv.lua [--batch 32] [--reps 3] [--threads N] [--device cpu|cuda]
+--        [--slots N]   (CPU: force a workspace of N column slots instead of the recommended size)
+local ffi = require "ffi"
+local facet = require "facet"
+local core = require "facet.core"
+local C = core.C
+
+local opts = { batch = 32, reps = 3, device = "cpu" }
+local i = 1
+while arg and arg[i] do
+  local a, v = arg[i], arg[i + 1]
+  if a == "--batch" then opts.batch = tonumber(v)
+  elseif a == "--reps" then opts.reps = tonumber(v)
+  elseif a == "--threads" then opts.threads = tonumber(v)
+  elseif a == "--device" then opts.device = v
+  elseif a == "--slots" then opts.slots = tonumber(v)
+  else error("unknown option " .. a) end
+  i = i + 2
+end
+if opts.threads then facet.set_threads(opts.threads) end
+local dev = opts.device
+local sync = dev == "cuda" and facet.cuda.synchronize or function() end
+
+-- name, C, H(=W), O, k, stride, pad, groups
+local layers = {
+  { "IResNet 64->64 3x3 @56", 64, 56, 64, 3, 1, 1, 1 },
+  { "IResNet 128->128 3x3 @28", 128, 28, 128, 3, 1, 1, 1 },
+  { "IResNet 256->256 3x3 @14", 256, 14, 256, 3, 1, 1, 1 },
+  { "IResNet 512->512 3x3 @7", 512, 7, 512, 3, 1, 1, 1 },
+  { "IResNet 64->128 3x3 s2 @56", 64, 56, 128, 3, 2, 1, 1 },
+  { "pointwise 64->128 1x1 @56", 64, 56, 128, 1, 1, 0, 1 },
+  { "pointwise 128->256 1x1 @28", 128, 28, 256, 1, 1, 0, 1 },
+  { "stem 3->64 3x3 @112", 3, 112, 64, 3, 1, 1, 1 },
+  { "depthwise 128 3x3 @56", 128, 56, 128, 3, 1, 1, 128 },
+  { "depthwise 128 3x3 s2 @56", 128, 56, 128, 3, 2, 1, 128 },
+  { "depthwise 512 7x7 @7 (GDC)", 512, 7, 512, 7, 1, 0, 512 },
+}
+
+local function best(f, reps)
+  f(); sync()
+  local b = math.huge
+  for _ = 1, reps do
+    local t0 = facet.clock()
+    f(); sync()
+    b = math.min(b, facet.clock() - t0)
+  end
+  return b
+end
+
+-- the GEMM rate of this machine, same threads, same run
+local n = 2048
+local a = facet.randn({ n, n }, { seed = 1 }):to(dev)
+local b = facet.randn({ n, n }, { seed = 2 }):to(dev)
+local c = facet.empty({ n, n }, { device = dev })
+local gemm = 2 * n * n * n / best(function() a:matmul(b, { out = c }) end, math.max(opts.reps, 5)) / 1e9
+a, b, c = nil, nil, nil
+collectgarbage()
+
+print(("device %s, threads %d, BLAS %s, batch %d"):format(dev, facet.get_threads(),
+  dev == "cpu" and facet.blas_core() or "cuBLAS", opts.batch))
+print(("GEMM 2048^3 (a:matmul(b)): %.1f GFLOP/s"):format(gemm))
+print(("%-28s %10s %9s %6s %10s %9s %6s %9s"):format("layer", "fwd ms", "GFLOP/s", "%GEMM", "bwd ms", "GFLOP/s",
+  "%GEMM", "ws MB"))
+for _, l in ipairs(layers) do
+  local name, ch, hw, o, k, s, p, g = unpack(l)
+  local N = opts.batch
+  local ho = math.floor((hw + 2 * p - k) / s) + 1
+  local set = ffi.new("int32_t[7]", { s, s, p, p, 1, 1, g })
+  local x = facet.randn({ N, ch, hw, hw }, { seed = 3 }):to(dev)
+  local w = facet.randn({ o, ch / g, k, k }, { seed = 4, std = 0.05 }):to(dev)
+  local bias = facet.randn({ o }, { seed = 5 }):to(dev)
+  local out = facet.empty({ N, o, ho, ho }, { device = dev })
+  local gout = facet.randn({ N, o, ho, ho }, { seed = 6 }):to(dev)
+  local gx = facet.empty({ N, ch, hw, hw }, { device = dev })
+  local gw = facet.zeros({ o, ch / g, k, k }, { device = dev })
+  local gb = facet.zeros({ o }, { device = dev })
+  local e = ffi.new("int64_t[1]")
+  core.check(C.facet_conv2d_workspace_size(e, x.h, w.h, set))
+  local elems = tonumber(e[0])
+  if opts.slots and dev == "cpu" and elems > 0 then
+    local slot = (ch / g) * k * k * ho * ho
+    elems = slot * opts.slots
+  end
+  local ws = elems > 0 and facet.empty({ elems }, { device = dev }) or nil
+  local wsh = ws and ws.h or nil
+  local t_f = best(function() core.check(C.facet_conv2d_forward(out.h, x.h, w.h, bias.h, wsh, set)) end, opts.reps)
+  local t_b = best(function() core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, gout.h, x.h, w.h, wsh, set)) end,
+    opts.reps)
+  local flops = 2 * N * o * ho * ho * (ch / g) * k * k
+  local gf, gb_ = flops / t_f / 1e9, 2 * flops / t_b / 1e9
+  print(("%-28s %10.2f %9.1f %5.0f%% %10.2f %9.1f %5.0f%% %9.1f"):format(name, t_f * 1e3, gf, 100 * gf / gemm,
+    t_b * 1e3, gb_, 100 * gb_ / gemm, elems * 4 / 2 ^ 20))
+  x, w, bias, out, gout, gx, gw, gb, ws = nil, nil, nil, nil, nil, nil, nil, nil, nil
+  collectgarbage()
+end

@@ -1,0 +1,59 @@
+/*
+ * activation_math.h - activations, dropout and Adam per element, shared by
+ * core/src/activation.c, core/src/optim_adam.c and their CUDA kernels.
+ */
+#ifndef FACET_ACTIVATION_MATH_H
+#define FACET_ACTIVATION_MATH_H
+
+#include "elementwise_math.h"
+#include "random_math.h"
+
+FACET_HD float facet_act_forward(int act, float x, float slope)
+{
+    switch (act) {
+    case FACET_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case FACET_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case FACET_ACT_TANH: return tanhf(x);
+    case FACET_ACT_PRELU: return x > 0.0f ? x : slope * x;
+    default: return x;
+    }
+}
+
+/* dL/dx from dL/dout, the input x and the output y */
+FACET_HD float facet_act_backward(int act, float g, float x, float y, float slope)
+{
+    switch (act) {
+    case FACET_ACT_RELU: return x > 0.0f ? g : 0.0f;
+    case FACET_ACT_SIGMOID: return g * y * (1.0f - y);
+    case FACET_ACT_TANH: return g * (1.0f - y * y);
+    case FACET_ACT_PRELU: return x > 0.0f ? g : slope * g;
+    default: return g;
+    }
+}
+
+/* element i of a dropout mask: kept (1) with probability 1 - p */
+FACET_HD unsigned char facet_dropout_keep(uint64_t seed, uint64_t counter, float p)
+{
+    uint32_t w0, w1;
+    facet_philox_pair(seed, counter, &w0, &w1);
+    return facet_uniform01(w0) >= p ? 1 : 0;
+}
+
+struct facet_adam_params {
+    float lr, beta1, beta2, eps, weight_decay, bias1, bias2;  /* bias_k = 1 - beta_k^step */
+    int decoupled, zero_grad;
+};
+
+FACET_HD float facet_adam_update(const struct facet_adam_params *p, float w, float g, float *m, float *v)
+{
+    if (p->decoupled) w -= p->lr * p->weight_decay * w;
+    else g += p->weight_decay * w;
+    float mm = p->beta1 * *m + (1.0f - p->beta1) * g;
+    float vv = p->beta2 * *v + (1.0f - p->beta2) * g * g;
+    *m = mm;
+    *v = vv;
+    float mhat = mm / p->bias1, vhat = vv / p->bias2;
+    return w - p->lr * mhat / (sqrtf(vhat) + p->eps);
+}
+
+#endif

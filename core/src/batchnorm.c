@@ -1,0 +1,364 @@
+/*
+ * batchnorm.c - batch normalisation over dim 1 of float32 N x C, N x C x L or
+ * N x C x H x W tensors (contiguous), with PyTorch's semantics:
+ *
+ *   training    mean and biased variance of each channel over N*H*W values
+ *               normalise it; running = (1 - momentum) running + momentum
+ *               batch, where running_var takes the UNBIASED variance; at
+ *               least two values per channel are required.
+ *   evaluation  running_mean / running_var normalise.
+ *
+ * save_mean / save_invstd receive what backward needs: the batch mean and
+ * 1/sqrt(var + eps) in training, and in evaluation running_mean and
+ * 1/sqrt(running_var + eps), so backward is the same call in both modes:
+ *
+ *   training    dx = w invstd (dy - mean(dy) - xhat mean(dy xhat))
+ *   evaluation  dx = w invstd dy
+ *   both        grad_weight += sum(dy xhat), grad_bias += sum(dy)
+ *
+ * with xhat = (x - save_mean) save_invstd; grad_x is overwritten. A NULL
+ * weight means scale 1 and a NULL bias shift 0 (they are independent);
+ * grad_weight / grad_bias stay meaningful with them off.
+ *
+ * The CPU work is split over channels (OpenMP). Statistics accumulate in
+ * double, shifted by the channel's first value so a large mean costs no
+ * precision in a single pass. Two layouts: planes of H*W > 1 values (the
+ * inner loops run along the plane), and 2-D inputs (H*W == 1), where blocks
+ * of COL_BLOCK adjacent channels are walked row by row so the inner loops run
+ * across channels and stay contiguous.
+ */
+#include "internal.h"
+#include "norm_pool_cuda.h"
+#include <math.h>
+
+enum {
+    COL_BLOCK = 16      /* channels per work item of the 2-D layout (one cache line) */
+};
+
+/* x viewed as [n, c, hw]. */
+struct bn_shape {
+    int64_t n, c, hw;
+};
+
+/* ---- argument checks ----------------------------------------------------------- */
+
+static int check_input(const char *fn, const char *name, const facet_tensor *t)
+{
+    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    if (rc) return rc;
+    if (t->ndim < 2 || t->ndim > 4 || !facet_contiguous(t))
+        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous N x C, N x C x L or N x C x H x W tensor, got %s",
+                          fn, name, facet_desc(t));
+    return 0;
+}
+
+static int check_like(const char *fn, const char *name, const facet_tensor *t, const char *xname,
+                      const facet_tensor *x)
+{
+    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, t, x);
+    if (rc) return rc;
+    if (!facet_same_shape(t, x) || !facet_contiguous(t))
+        return facet_fail(FACET_ERR_ARG, "%s: %s %s must be contiguous and shaped like %s %s", fn, name,
+                          facet_desc(t), xname, facet_desc(x));
+    return 0;
+}
+
+/* A per-channel vector: 1-D float32 with C elements on x's device. */
+static int check_channels(const char *fn, const char *name, const facet_tensor *t, const facet_tensor *x)
+{
+    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, t, x);
+    if (rc) return rc;
+    if (t->ndim != 1 || t->sizes[0] != x->sizes[1] || !facet_contiguous(t))
+        return facet_fail(FACET_ERR_ARG, "%s: %s %s must be 1-D with one value per channel (%lld) of x %s", fn, name,
+                          facet_desc(t), (long long)x->sizes[1], facet_desc(x));
+    return 0;
+}
+
+static struct bn_shape shape_of(const facet_tensor *x)
+{
+    struct bn_shape s = { x->sizes[0], x->sizes[1], 1 };
+    for (int d = 2; d < x->ndim; d++) s.hw *= x->sizes[d];
+    return s;
+}
+
+/* ---- inner loops ------------------------------------------------------------------
+ * Inlined into the FACET_CLONES block functions, so each ISA gets its own copy. */
+
+/* s += sum(x - shift), ss += sum((x - shift)^2) over a run of one channel.
+ * `omp simd reduction` allows the reassociation a vectorised sum needs. */
+static inline void plane_moments(const float *x, int64_t len, float shift, double *s, double *ss)
+{
+    const double sh = shift;
+    double a = 0.0, b = 0.0;
+    #pragma omp simd reduction(+:a, b)
+    for (int64_t i = 0; i < len; i++) {
+        const double d = (double)x[i] - sh;
+        a += d;
+        b += d * d;
+    }
+    *s += a;
+    *ss += b;
+}
+
+/* The same over one row of cnt adjacent channels, one accumulator each. */
+static inline void cols_moments(const float *x, int64_t cnt, const float *shift, double *s, double *ss)
+{
+    for (int64_t j = 0; j < cnt; j++) {
+        double d = (double)x[j] - shift[j];
+        s[j] += d;
+        ss[j] += d * d;
+    }
+}
+
+/* sg += sum(g), sgx += sum(g (x - m)) over a run of one channel. */
+static inline void plane_grad_sums(const float *g, const float *x, int64_t len, float m, double *sg, double *sgx)
+{
+    const double md = m;
+    double a = 0.0, b = 0.0;
+    #pragma omp simd reduction(+:a, b)
+    for (int64_t i = 0; i < len; i++) {
+        const double gi = g[i];
+        a += gi;
+        b += gi * ((double)x[i] - md);
+    }
+    *sg += a;
+    *sgx += b;
+}
+
+static inline void cols_grad_sums(const float *g, const float *x, int64_t cnt, const float *m, double *sg,
+                                  double *sgx)
+{
+    for (int64_t j = 0; j < cnt; j++) {
+        double gj = g[j];
+        sg[j] += gj;
+        sgx[j] += gj * ((double)x[j] - m[j]);
+    }
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+struct bn_forward {
+    float *out, *save_mean, *save_invstd, *running_mean, *running_var;
+    const float *x, *weight, *bias;
+    struct bn_shape s;
+    int training;
+    double momentum, eps;
+};
+
+/* Batch mean and biased variance of channels [c0, c0 + cnt). */
+static inline void batch_moments(const struct bn_forward *a, int64_t c0, int64_t cnt, double *mean, double *var)
+{
+    const struct bn_shape s = a->s;
+    double sum[COL_BLOCK] = { 0 }, sumsq[COL_BLOCK] = { 0 };
+    float shift[COL_BLOCK];
+    if (s.hw == 1) {
+        for (int64_t j = 0; j < cnt; j++) shift[j] = a->x[c0 + j];
+        for (int64_t i = 0; i < s.n; i++) cols_moments(a->x + i * s.c + c0, cnt, shift, sum, sumsq);
+    } else {
+        shift[0] = a->x[c0 * s.hw];
+        for (int64_t i = 0; i < s.n; i++)
+            plane_moments(a->x + (i * s.c + c0) * s.hw, s.hw, shift[0], &sum[0], &sumsq[0]);
+    }
+    const double count = (double)(s.n * s.hw);
+    for (int64_t j = 0; j < cnt; j++) {
+        double d = sum[j] / count, v = sumsq[j] / count - d * d;
+        mean[j] = shift[j] + d;
+        var[j] = v > 0.0 ? v : 0.0;     /* rounding can leave a tiny negative */
+    }
+}
+
+/* Statistics, saved and running values, and the output of channels [c0, c0 + cnt). */
+FACET_CLONES static void forward_block(const struct bn_forward *a, int64_t c0, int64_t cnt)
+{
+    const struct bn_shape s = a->s;
+    double mean[COL_BLOCK], var[COL_BLOCK];
+    if (a->training) {
+        batch_moments(a, c0, cnt, mean, var);
+    } else {
+        for (int64_t j = 0; j < cnt; j++) {
+            mean[j] = a->running_mean[c0 + j];
+            var[j] = a->running_var[c0 + j];
+        }
+    }
+    float m[COL_BLOCK], k[COL_BLOCK], d[COL_BLOCK];
+    const double count = (double)(s.n * s.hw);
+    for (int64_t j = 0; j < cnt; j++) {
+        const int64_t c = c0 + j;
+        const double invstd = 1.0 / sqrt(var[j] + a->eps);
+        m[j] = (float)mean[j];
+        k[j] = (float)((a->weight ? a->weight[c] : 1.0) * invstd);
+        d[j] = a->bias ? a->bias[c] : 0.0f;
+        if (a->save_mean) a->save_mean[c] = (float)mean[j];
+        if (a->save_invstd) a->save_invstd[c] = (float)invstd;
+        if (a->training && a->running_mean) {
+            const double mo = a->momentum, unbiased = var[j] * count / (count - 1.0);
+            a->running_mean[c] = (float)((1.0 - mo) * a->running_mean[c] + mo * mean[j]);
+            a->running_var[c] = (float)((1.0 - mo) * a->running_var[c] + mo * unbiased);
+        }
+    }
+    if (s.hw == 1) {
+        for (int64_t i = 0; i < s.n; i++) {
+            const float *xr = a->x + i * s.c + c0;
+            float *o = a->out + i * s.c + c0;
+            for (int64_t j = 0; j < cnt; j++) o[j] = (xr[j] - m[j]) * k[j] + d[j];
+        }
+    } else {
+        for (int64_t i = 0; i < s.n; i++) {
+            const float *xr = a->x + (i * s.c + c0) * s.hw;
+            float *o = a->out + (i * s.c + c0) * s.hw;
+            const float m0 = m[0], k0 = k[0], d0 = d[0];
+            for (int64_t q = 0; q < s.hw; q++) o[q] = (xr[q] - m0) * k0 + d0;
+        }
+    }
+}
+
+int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_tensor *save_invstd,
+                            facet_tensor *running_mean, facet_tensor *running_var, const facet_tensor *x,
+                            const facet_tensor *weight, const facet_tensor *bias, int training, double momentum,
+                            double eps)
+{
+    static const char *fn = "facet_batchnorm_forward";
+    int rc = check_input(fn, "x", x);
+    if (!rc) rc = check_like(fn, "out", out, "x", x);
+    if (!rc && weight) rc = check_channels(fn, "weight", weight, x);
+    if (!rc && bias) rc = check_channels(fn, "bias", bias, x);
+    if (!rc && save_mean) rc = check_channels(fn, "save_mean", save_mean, x);
+    if (!rc && save_invstd) rc = check_channels(fn, "save_invstd", save_invstd, x);
+    if (!rc && running_mean) rc = check_channels(fn, "running_mean", running_mean, x);
+    if (!rc && running_var) rc = check_channels(fn, "running_var", running_var, x);
+    if (rc) return rc;
+    if (!running_mean != !running_var)
+        return facet_fail(FACET_ERR_ARG, "%s: running_mean and running_var go together (both or neither) for x %s", fn,
+                          facet_desc(x));
+    training = training != 0;
+    if (!training && !running_mean)
+        return facet_fail(FACET_ERR_ARG, "%s: evaluation needs running_mean and running_var (x %s)", fn, facet_desc(x));
+    if (!(eps > 0.0) || !isfinite(eps))
+        return facet_fail(FACET_ERR_ARG, "%s: eps must be finite and > 0, got %g", fn, eps);
+    if (!(momentum >= 0.0 && momentum <= 1.0))
+        return facet_fail(FACET_ERR_ARG, "%s: momentum must be in [0, 1], got %g", fn, momentum);
+    struct bn_shape s = shape_of(x);
+    if (training && s.n * s.hw <= 1)
+        return facet_fail(FACET_ERR_ARG, "%s: training needs more than one value per channel, got x %s", fn,
+                          facet_desc(x));
+
+    struct bn_forward a = {
+        facet_ptr(out), save_mean ? facet_ptr(save_mean) : NULL, save_invstd ? facet_ptr(save_invstd) : NULL,
+        running_mean ? facet_ptr(running_mean) : NULL, running_var ? facet_ptr(running_var) : NULL,
+        facet_ptr(x), weight ? facet_ptr(weight) : NULL, bias ? facet_ptr(bias) : NULL,
+        s, training, momentum, eps
+    };
+    if (x->device == FACET_DEVICE_CUDA)
+        return facet_cuda_batchnorm_forward(a.out, a.save_mean, a.save_invstd, a.running_mean, a.running_var, a.x,
+                                            a.weight, a.bias, s.n, s.c, s.hw, training, momentum, eps);
+    const int64_t cb = s.hw == 1 ? COL_BLOCK : 1, blocks = (s.c + cb - 1) / cb;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (facet_numel(x) >= FACET_PARALLEL_GRAIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t c0 = b * cb;
+        forward_block(&a, c0, s.c - c0 < cb ? s.c - c0 : cb);
+    }
+    return 0;
+}
+
+/* ---- backward ------------------------------------------------------------------------ */
+
+struct bn_backward {
+    float *grad_x, *grad_weight, *grad_bias;
+    const float *grad_out, *x, *weight, *mean, *invstd;
+    struct bn_shape s;
+    int training;
+};
+
+FACET_CLONES static void backward_block(const struct bn_backward *a, int64_t c0, int64_t cnt)
+{
+    const struct bn_shape s = a->s;
+    double sg[COL_BLOCK] = { 0 }, sgx[COL_BLOCK] = { 0 };
+    /* evaluation's grad_x needs no sums */
+    if (a->training || a->grad_weight || a->grad_bias) {
+        if (s.hw == 1) {
+            for (int64_t i = 0; i < s.n; i++)
+                cols_grad_sums(a->grad_out + i * s.c + c0, a->x + i * s.c + c0, cnt, a->mean + c0, sg, sgx);
+        } else {
+            for (int64_t i = 0; i < s.n; i++) {
+                const int64_t off = (i * s.c + c0) * s.hw;
+                plane_grad_sums(a->grad_out + off, a->x + off, s.hw, a->mean[c0], &sg[0], &sgx[0]);
+            }
+        }
+    }
+    /* dx = ka dy - kb (x - mean) - kd: ka = w invstd; in training
+     * kb = w invstd^3 sum(dy (x - mean)) / M and kd = ka sum(dy) / M */
+    float ka[COL_BLOCK], kb[COL_BLOCK], kd[COL_BLOCK], m[COL_BLOCK];
+    const double count = (double)(s.n * s.hw);
+    for (int64_t j = 0; j < cnt; j++) {
+        const int64_t c = c0 + j;
+        const double invstd = a->invstd[c], w = a->weight ? a->weight[c] : 1.0;
+        if (a->grad_weight) a->grad_weight[c] += (float)(sgx[j] * invstd);
+        if (a->grad_bias) a->grad_bias[c] += (float)sg[j];
+        m[j] = a->mean[c];
+        ka[j] = (float)(w * invstd);
+        kb[j] = a->training ? (float)(w * invstd * invstd * invstd * sgx[j] / count) : 0.0f;
+        kd[j] = a->training ? (float)(w * invstd * sg[j] / count) : 0.0f;
+    }
+    if (!a->grad_x) return;
+    if (s.hw == 1) {
+        for (int64_t i = 0; i < s.n; i++) {
+            const float *g = a->grad_out + i * s.c + c0, *xr = a->x + i * s.c + c0;
+            float *dx = a->grad_x + i * s.c + c0;
+            if (a->training)
+                for (int64_t j = 0; j < cnt; j++) dx[j] = ka[j] * g[j] - kb[j] * (xr[j] - m[j]) - kd[j];
+            else
+                for (int64_t j = 0; j < cnt; j++) dx[j] = ka[j] * g[j];
+        }
+    } else {
+        const float ka0 = ka[0], kb0 = kb[0], kd0 = kd[0], m0 = m[0];
+        for (int64_t i = 0; i < s.n; i++) {
+            const int64_t off = (i * s.c + c0) * s.hw;
+            const float *g = a->grad_out + off, *xr = a->x + off;
+            float *dx = a->grad_x + off;
+            if (a->training)
+                for (int64_t q = 0; q < s.hw; q++) dx[q] = ka0 * g[q] - kb0 * (xr[q] - m0) - kd0;
+            else
+                for (int64_t q = 0; q < s.hw; q++) dx[q] = ka0 * g[q];
+        }
+    }
+}
+
+int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
+                             const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
+                             const facet_tensor *save_mean, const facet_tensor *save_invstd, int training)
+{
+    static const char *fn = "facet_batchnorm_backward";
+    int rc = check_input(fn, "x", x);
+    if (!rc) rc = check_like(fn, "grad_out", grad_out, "x", x);
+    if (!rc && grad_x) rc = check_like(fn, "grad_x", grad_x, "x", x);
+    if (!rc && weight) rc = check_channels(fn, "weight", weight, x);
+    if (!rc) rc = check_channels(fn, "save_mean", save_mean, x);
+    if (!rc) rc = check_channels(fn, "save_invstd", save_invstd, x);
+    if (!rc && grad_weight) rc = check_channels(fn, "grad_weight", grad_weight, x);
+    if (!rc && grad_bias) rc = check_channels(fn, "grad_bias", grad_bias, x);
+    if (rc) return rc;
+    training = training != 0;
+    struct bn_shape s = shape_of(x);
+    if (training && s.n * s.hw <= 1)
+        return facet_fail(FACET_ERR_ARG, "%s: training needs more than one value per channel, got x %s", fn,
+                          facet_desc(x));
+    if (!grad_x && !grad_weight && !grad_bias) return 0;
+
+    struct bn_backward a = {
+        grad_x ? facet_ptr(grad_x) : NULL, grad_weight ? facet_ptr(grad_weight) : NULL,
+        grad_bias ? facet_ptr(grad_bias) : NULL, facet_ptr(grad_out), facet_ptr(x),
+        weight ? facet_ptr(weight) : NULL, facet_ptr(save_mean), facet_ptr(save_invstd), s, training
+    };
+    if (x->device == FACET_DEVICE_CUDA)
+        return facet_cuda_batchnorm_backward(a.grad_x, a.grad_weight, a.grad_bias, a.grad_out, a.x, a.weight, a.mean,
+                                             a.invstd, s.n, s.c, s.hw, training);
+    const int64_t cb = s.hw == 1 ? COL_BLOCK : 1, blocks = (s.c + cb - 1) / cb;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (facet_numel(x) >= FACET_PARALLEL_GRAIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t c0 = b * cb;
+        backward_block(&a, c0, s.c - c0 < cb ? s.c - c0 : cb);
+    }
+    return 0;
+}

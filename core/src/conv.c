@@ -1,0 +1,842 @@
+/*
+ * conv.c - 2-D convolution (NCHW float32): the argument checks, the
+ * workspace policy and the CPU kernels; CUDA tensors go to core/cuda/conv.cu.
+ *
+ * Three paths, chosen by facet_conv_path (conv_math.h):
+ *   IM2COL     per image and group, the input is unrolled into the workspace
+ *              as col [K x P] (K = C/groups kh kw, P = Ho Wo), then one SGEMM
+ *              out_g [O/groups x P] = weight_g [O/groups x K] col. Backward
+ *              recomputes col for grad_weight_g += grad_out_g col^T, and puts
+ *              weight_g^T grad_out_g [K x P] through col2im for grad_x.
+ *   POINTWISE  1x1, stride 1, no padding: x's group planes are col already.
+ *   DIRECT     one input channel per output channel (depthwise, C/groups
+ *              == 1): plain loops over the taps, since a GEMM with M = 1
+ *              runs at a small fraction of its peak.
+ *
+ * Threads. The workspace holds S "slots" of K x P floats. With S > 1, images
+ * run in parallel, one per thread and slot, each GEMM on one thread (OpenMP
+ * OpenBLAS does not nest inside a parallel region); with S = 1, images run
+ * in turn and OpenBLAS threads each GEMM. Image-parallel measured 1.3-1.5x
+ * faster on 2 cores for every IResNet layer from 64 x 56 x 56 to 512 x 7 x 7
+ * (bench/conv.lua --slots 1 shows the other mode), so the recommended
+ * workspace has one slot per thread (up to the batch size) while that fits
+ * in CPU_SLOTS_BUDGET. Per-image work is independent except grad_weight,
+ * which every image adds to: the columns of up to S images are unrolled in
+ * parallel, then their GEMMs run in turn on all threads, so no per-thread
+ * copies of the gradient are needed. S is read off the workspace at each
+ * call (never more than the thread count or the batch), so any workspace of
+ * at least one slot works; facet_conv2d_workspace_size says how many slots
+ * are worth having.
+ */
+#include "internal.h"
+#include "conv_math.h"
+#include "conv_cuda.h"
+#include <limits.h>
+#include <omp.h>
+#include <string.h>
+
+#define CONV_FMT "stride %dx%d, pad %dx%d, dilation %dx%d, groups %d"
+#define CONV_ARGS(s) (s)[0], (s)[1], (s)[2], (s)[3], (s)[4], (s)[5], (s)[6]
+
+/* Slots beyond the first only while all of them fit in this many floats
+ * (64 MB): a layer's workspace is allocated for the whole run. */
+enum { CPU_SLOTS_BUDGET = 1 << 24 };
+
+/* ---- argument checks ------------------------------------------------------------ */
+
+static int conv_geometry(const char *fn, struct facet_conv_geom *g, const facet_tensor *x,
+                         const facet_tensor *weight, const int32_t *s)
+{
+    int rc = facet_check_dtype(fn, "x", x, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_dtype(fn, "weight", weight, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, x, weight);
+    if (rc) return rc;
+    if (!s)
+        return facet_fail(FACET_ERR_ARG, "%s: conv settings are NULL (want %d int32: stride_h, stride_w, pad_h, "
+                          "pad_w, dilation_h, dilation_w, groups)", fn, (int)FACET_CONV_SETTINGS);
+    if (s[FACET_CONV_STRIDE_H] < 1 || s[FACET_CONV_STRIDE_W] < 1 || s[FACET_CONV_PAD_H] < 0 ||
+        s[FACET_CONV_PAD_W] < 0 || s[FACET_CONV_DILATION_H] < 1 || s[FACET_CONV_DILATION_W] < 1 ||
+        s[FACET_CONV_GROUPS] < 1)
+        return facet_fail(FACET_ERR_ARG, "%s: want strides, dilations and groups >= 1, pads >= 0; got " CONV_FMT,
+                          fn, CONV_ARGS(s));
+    if (x->ndim != 4 || weight->ndim != 4)
+        return facet_fail(FACET_ERR_ARG, "%s: want 4-D x (N x C x H x W) and weight (O x C/groups x kh x kw); "
+                          "got x %s, weight %s", fn, facet_desc(x), facet_desc(weight));
+    if (!facet_contiguous(x) || !facet_contiguous(weight))
+        return facet_fail(FACET_ERR_ARG, "%s: x %s and weight %s must be contiguous", fn, facet_desc(x),
+                          facet_desc(weight));
+    memset(g, 0, sizeof *g);
+    g->n = x->sizes[0], g->c = x->sizes[1], g->h = x->sizes[2], g->w = x->sizes[3];
+    g->o = weight->sizes[0], g->kh = weight->sizes[2], g->kw = weight->sizes[3];
+    g->sh = s[FACET_CONV_STRIDE_H], g->sw = s[FACET_CONV_STRIDE_W];
+    g->ph = s[FACET_CONV_PAD_H], g->pw = s[FACET_CONV_PAD_W];
+    g->dh = s[FACET_CONV_DILATION_H], g->dw = s[FACET_CONV_DILATION_W];
+    g->groups = s[FACET_CONV_GROUPS];
+    if (g->c < 1 || g->h < 1 || g->w < 1 || g->o < 1 || g->kh < 1 || g->kw < 1 || weight->sizes[1] < 1)
+        return facet_fail(FACET_ERR_ARG, "%s: x %s and weight %s must not have empty channel, spatial or kernel dims",
+                          fn, facet_desc(x), facet_desc(weight));
+    if (g->c % g->groups || g->o % g->groups)
+        return facet_fail(FACET_ERR_ARG, "%s: groups %d must divide the channels of x %s (%lld) and the outputs of "
+                          "weight %s (%lld)", fn, s[FACET_CONV_GROUPS], facet_desc(x), (long long)g->c,
+                          facet_desc(weight), (long long)g->o);
+    g->cg = g->c / g->groups, g->og = g->o / g->groups;
+    if (weight->sizes[1] != g->cg)
+        return facet_fail(FACET_ERR_ARG, "%s: weight %s must have C/groups = %lld input channels for x %s with "
+                          "groups %d", fn, facet_desc(weight), (long long)g->cg, facet_desc(x),
+                          s[FACET_CONV_GROUPS]);
+    /* extents in double first, so huge dilations or pads cannot overflow */
+    double eh = (double)g->dh * (double)(g->kh - 1) + 1, ew = (double)g->dw * (double)(g->kw - 1) + 1;
+    double hp = (double)g->h + 2.0 * (double)g->ph, wp = (double)g->w + 2.0 * (double)g->pw;
+    if (eh > hp || ew > wp)
+        return facet_fail(FACET_ERR_ARG, "%s: the dilated kernel (%.0fx%.0f) of weight %s is larger than the padded "
+                          "input (%.0fx%.0f) of x %s (" CONV_FMT ")", fn, eh, ew, facet_desc(weight), hp, wp,
+                          facet_desc(x), CONV_ARGS(s));
+    g->ho = (g->h + 2 * g->ph - (int64_t)eh) / g->sh + 1;
+    g->wo = (g->w + 2 * g->pw - (int64_t)ew) / g->sw + 1;
+    g->k = g->cg * g->kh * g->kw;
+    g->p = g->ho * g->wo;
+    /* BLAS and cuBLAS take 32-bit sizes; element counts must stay far from 2^63 */
+    if ((double)g->ho * (double)g->wo > INT_MAX || g->k > INT_MAX || g->o > INT_MAX ||
+        (double)g->c * (double)g->kh * (double)g->kw * (double)g->p > 1e17 ||
+        (double)g->n * (double)g->o * (double)g->p > 1e17)
+        return facet_fail(FACET_ERR_ARG, "%s: x %s with weight %s (" CONV_FMT ") is too large (output plane "
+                          "%.0f, column rows %lld)", fn, facet_desc(x), facet_desc(weight), CONV_ARGS(s),
+                          (double)g->ho * (double)g->wo, (long long)g->k);
+    return 0;
+}
+
+/* t: a contiguous float32 N x C x H x W (or a vector when d1 < 0) on x's device. */
+static int check_operand(const char *fn, const char *name, const facet_tensor *t, const facet_tensor *x,
+                         const facet_tensor *weight, const int32_t *s, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, t, x);
+    if (rc) return rc;
+    int vec = d1 < 0;
+    bool ok = facet_contiguous(t) && t->ndim == (vec ? 1 : 4) && t->sizes[0] == d0 &&
+              (vec || (t->sizes[1] == d1 && t->sizes[2] == d2 && t->sizes[3] == d3));
+    if (ok) return 0;
+    if (vec)
+        return facet_fail(FACET_ERR_ARG, "%s: %s %s must be a contiguous float32 vector of %lld for weight %s", fn,
+                          name, facet_desc(t), (long long)d0, facet_desc(weight));
+    return facet_fail(FACET_ERR_ARG, "%s: %s %s must be contiguous %lldx%lldx%lldx%lld for x %s, weight %s (" CONV_FMT
+                      ")", fn, name, facet_desc(t), (long long)d0, (long long)d1, (long long)d2, (long long)d3,
+                      facet_desc(x), facet_desc(weight), CONV_ARGS(s));
+}
+
+/* Floats the device's path cannot run with less than: one slot. */
+static int64_t min_workspace(const struct facet_conv_geom *g, int device)
+{
+    if (device == FACET_DEVICE_CUDA) return facet_conv_cuda_min_workspace(g);
+    return facet_conv_path(g) == FACET_CONV_IM2COL ? g->k * g->p : 0;
+}
+
+static int check_workspace(const char *fn, const facet_tensor *ws, const facet_tensor *x, const facet_tensor *weight,
+                           const struct facet_conv_geom *g, int64_t *elems)
+{
+    int64_t need = min_workspace(g, x->device);
+    *elems = 0;
+    if (!ws) {
+        if (need == 0) return 0;
+        return facet_fail(FACET_ERR_ARG, "%s: workspace is NULL; x %s with weight %s needs %lld floats (see "
+                          "facet_conv2d_workspace_size)", fn, facet_desc(x), facet_desc(weight), (long long)need);
+    }
+    int rc = facet_check_dtype(fn, "workspace", ws, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, ws, x);
+    if (rc) return rc;
+    if (!facet_contiguous(ws))
+        return facet_fail(FACET_ERR_ARG, "%s: workspace %s must be contiguous", fn, facet_desc(ws));
+    *elems = facet_numel(ws);
+    if (*elems < need)
+        return facet_fail(FACET_ERR_ARG, "%s: workspace %s holds %lld floats; x %s with weight %s needs at least %lld "
+                          "(see facet_conv2d_workspace_size)", fn, facet_desc(ws), (long long)*elems, facet_desc(x),
+                          facet_desc(weight), (long long)need);
+    return 0;
+}
+
+/* Whether two contiguous float32 tensors share elements. */
+static bool overlap(const facet_tensor *a, const facet_tensor *b)
+{
+    if (!a || !b || a->storage != b->storage) return false;
+    int64_t na = facet_numel(a), nb = facet_numel(b);
+    return na > 0 && nb > 0 && a->offset < b->offset + nb && b->offset < a->offset + na;
+}
+
+/* Operand `self` of ops[] is written: no other operand may share its memory
+ * (the same handle twice included). */
+static int check_written(const char *fn, const char *const *names, const facet_tensor *const *ops, int nops, int self)
+{
+    for (int i = 0; i < nops; i++)
+        if (i != self && overlap(ops[self], ops[i]))
+            return facet_fail(FACET_ERR_ARG, "%s: %s %s overlaps %s %s", fn, names[self], facet_desc(ops[self]),
+                              names[i], facet_desc(ops[i]));
+    return 0;
+}
+
+/* ---- workspace policy (CPU) ---------------------------------------------------- */
+
+/* Images worth running side by side: one per thread (and at most one per
+ * image) while their slots fit in CPU_SLOTS_BUDGET. */
+static int64_t cpu_image_threads(const struct facet_conv_geom *g)
+{
+    int64_t t = facet_threads();
+    if (t > g->n) t = g->n;
+    if (facet_conv_path(g) == FACET_CONV_IM2COL) {
+        int64_t fit = CPU_SLOTS_BUDGET / (g->k * g->p);
+        if (t > fit) t = fit;
+    }
+    return t < 1 ? 1 : t;
+}
+
+/* Slots this call can use: what the workspace holds, at most the above. */
+static int64_t cpu_slots(const struct facet_conv_geom *g, int64_t ws_elems)
+{
+    int64_t t = cpu_image_threads(g), slot = min_workspace(g, FACET_DEVICE_CPU);
+    if (slot > 0 && t > ws_elems / slot) t = ws_elems / slot;
+    return t < 1 ? 1 : t;
+}
+
+int facet_conv2d_workspace_size(int64_t *elements, const facet_tensor *x, const facet_tensor *weight,
+                                const int32_t *conv)
+{
+    static const char *fn = "facet_conv2d_workspace_size";
+    if (!elements) return facet_fail(FACET_ERR_ARG, "%s: elements is NULL", fn);
+    *elements = 0;
+    struct facet_conv_geom g;
+    int rc = conv_geometry(fn, &g, x, weight, conv);
+    if (rc) return rc;
+    if (x->device == FACET_DEVICE_CUDA) *elements = facet_conv_cuda_workspace(&g);
+    else *elements = cpu_image_threads(&g) * min_workspace(&g, FACET_DEVICE_CPU);
+    return 0;
+}
+
+/* ---- CPU: im2col and col2im ------------------------------------------------------- */
+
+/* Columns of one image's group: row (c kh + i) kw + j of col [K x P] is
+ * channel c seen through tap (i, j); taps that land in the padding read 0. */
+static void im2col(const struct facet_conv_geom *g, const float *x, float *col)
+{
+    const int64_t H = g->h, W = g->w, Wo = g->wo, P = g->p, taps = g->kh * g->kw;
+    for (int64_t c = 0; c < g->cg; c++) {
+        const float *xc = x + c * H * W;
+        for (int64_t t = 0; t < taps; t++) {
+            int64_t i = t / g->kw, j = t % g->kw, offw = j * g->dw - g->pw;
+            int64_t hlo, hhi, wlo, whi;
+            facet_conv_range(i * g->dh - g->ph, g->sh, H, g->ho, &hlo, &hhi);
+            facet_conv_range(offw, g->sw, W, Wo, &wlo, &whi);
+            float *row = col + (c * taps + t) * P;
+            memset(row, 0, (size_t)(hlo * Wo) * sizeof(float));
+            for (int64_t ho = hlo; ho < hhi; ho++) {
+                float *r = row + ho * Wo;
+                const float *xr = xc + (ho * g->sh + i * g->dh - g->ph) * W;
+                for (int64_t q = 0; q < wlo; q++) r[q] = 0.0f;
+                if (g->sw == 1) {
+                    if (whi > wlo) memcpy(r + wlo, xr + wlo + offw, (size_t)(whi - wlo) * sizeof(float));
+                } else {
+                    for (int64_t q = wlo; q < whi; q++) r[q] = xr[q * g->sw + offw];
+                }
+                for (int64_t q = whi; q < Wo; q++) r[q] = 0.0f;
+            }
+            memset(row + hhi * Wo, 0, (size_t)((g->ho - hhi) * Wo) * sizeof(float));
+        }
+    }
+}
+
+/* The adjoint of im2col: each input element of the group gets the sum of the
+ * column entries that sampled it (overlapping taps add up). Overwrites x. */
+FACET_CLONES static void col2im(const struct facet_conv_geom *g, const float *col, float *x)
+{
+    const int64_t H = g->h, W = g->w, Wo = g->wo, P = g->p, taps = g->kh * g->kw;
+    for (int64_t c = 0; c < g->cg; c++) {
+        float *xc = x + c * H * W;
+        memset(xc, 0, (size_t)(H * W) * sizeof(float));
+        for (int64_t t = 0; t < taps; t++) {
+            int64_t i = t / g->kw, j = t % g->kw, offw = j * g->dw - g->pw;
+            int64_t hlo, hhi, wlo, whi;
+            facet_conv_range(i * g->dh - g->ph, g->sh, H, g->ho, &hlo, &hhi);
+            facet_conv_range(offw, g->sw, W, Wo, &wlo, &whi);
+            const float *row = col + (c * taps + t) * P;
+            for (int64_t ho = hlo; ho < hhi; ho++) {
+                const float *r = row + ho * Wo;
+                float *xr = xc + (ho * g->sh + i * g->dh - g->ph) * W;
+                if (g->sw == 1) {
+                    #pragma omp simd
+                    for (int64_t q = wlo; q < whi; q++) xr[q + offw] += r[q];
+                } else {
+                    for (int64_t q = wlo; q < whi; q++) xr[q * g->sw + offw] += r[q];
+                }
+            }
+        }
+    }
+}
+
+FACET_CLONES static float plane_sum(const float *a, int64_t n)
+{
+    float s = 0.0f;
+    #pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += a[i];
+    return s;
+}
+
+/* grad_bias[o] += sum over images and positions of grad_out[n, o]. */
+static void bias_grad(const struct facet_conv_geom *g, float *gb, const float *gout)
+{
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (g->n * g->o * g->p >= FACET_PARALLEL_GRAIN)
+    for (int64_t o = 0; o < g->o; o++) {
+        double s = 0.0;
+        for (int64_t n = 0; n < g->n; n++) s += plane_sum(gout + (n * g->o + o) * g->p, g->p);
+        gb[o] += (float)s;
+    }
+}
+
+/* ---- CPU: direct (depthwise) kernels -----------------------------------------------
+ * Output channel o reads input channel o / og. The fast kernels first copy
+ * a plane into a zero-padded buffer on the stack, split into stride_w column
+ * phases, so that no tap needs a bounds test and every tap sweeps contiguous
+ * memory whatever the stride. Forward computes a row of outputs in register
+ * blocks of 16 (or 8) with the taps innermost, one broadcast FMA per tap and
+ * block; the last block of a row overlaps the one before it instead of
+ * falling back to scalar code. grad_x scatters each output row into the
+ * padded buffer (contiguous read-modify-write sweeps) and copies the inside
+ * out; grad_weight is one dot product per tap over the plane. Planes larger
+ * than the buffer (beyond ~126 x 126) or kernels over DW_MAX_TAPS take the
+ * plain loops, which bound each row sweep with facet_conv_range. Backward
+ * runs per input channel: the grad_x planes and the grad_weight/grad_bias
+ * sums of its output channels come from one pass over its planes. */
+enum { DW_SCRATCH = 16384, DW_MAX_TAPS = 64 };
+
+/* The zero-padded plane the taps read: padded row r = input row r - pad_h,
+ * column c = input column c - pad_w, stored at
+ * buf[((c % S) rows + r) wq + c / S] with S = stride_w. */
+struct dw_plane {
+    float *buf;
+    int64_t S, rows, wq;
+};
+
+static bool dw_plane_init(struct dw_plane *p, float *buf, const struct facet_conv_geom *g)
+{
+    p->buf = buf;
+    p->S = g->sw;
+    p->rows = (g->ho - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    p->wq = g->wo + (g->kw - 1) * g->dw / g->sw;
+    return p->S * p->rows * p->wq <= DW_SCRATCH && g->kh * g->kw <= DW_MAX_TAPS;
+}
+
+/* Where each tap reads for output (0, 0), as offsets into the buffer; output
+ * row ho adds ho stride_h wq, output column q adds q. */
+static void dw_taps(const struct dw_plane *p, const struct facet_conv_geom *g, int64_t *off)
+{
+    for (int64_t i = 0; i < g->kh; i++)
+        for (int64_t j = 0; j < g->kw; j++) {
+            int64_t r = i * g->dh, c = j * g->dw;
+            off[i * g->kw + j] = ((c % p->S) * p->rows + r) * p->wq + c / p->S;
+        }
+}
+
+/* The buffer = x's plane, padded. */
+static void dw_fill(const struct dw_plane *p, const struct facet_conv_geom *g, const float *x)
+{
+    for (int64_t ph = 0; ph < p->S; ph++) {
+        int64_t lo, hi;   /* phase columns u with an input column u S + ph - pad_w */
+        facet_conv_range(ph - g->pw, p->S, g->w, p->wq, &lo, &hi);
+        for (int64_t r = 0; r < p->rows; r++) {
+            float *d = p->buf + (ph * p->rows + r) * p->wq;
+            int64_t h = r - g->ph;
+            if (h < 0 || h >= g->h) {
+                memset(d, 0, (size_t)p->wq * sizeof(float));
+                continue;
+            }
+            const float *xr = x + h * g->w + ph - g->pw;
+            for (int64_t u = 0; u < lo; u++) d[u] = 0.0f;
+            if (p->S == 1) memcpy(d + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
+            else if (p->S == 2) for (int64_t u = lo; u < hi; u++) d[u] = xr[2 * u];   /* vectorises */
+            else for (int64_t u = lo; u < hi; u++) d[u] = xr[u * p->S];
+            for (int64_t u = hi; u < p->wq; u++) d[u] = 0.0f;
+        }
+    }
+}
+
+/* x's plane = the inside of the buffer (the adjoint of dw_fill). */
+static void dw_unfill(const struct dw_plane *p, const struct facet_conv_geom *g, float *x)
+{
+    memset(x, 0, (size_t)(g->h * g->w) * sizeof(float));   /* columns past the buffer get nothing */
+    for (int64_t ph = 0; ph < p->S; ph++) {
+        int64_t lo, hi;
+        facet_conv_range(ph - g->pw, p->S, g->w, p->wq, &lo, &hi);
+        for (int64_t h = 0; h < g->h && h + g->ph < p->rows; h++) {
+            const float *s = p->buf + (ph * p->rows + h + g->ph) * p->wq;
+            float *xr = x + h * g->w + ph - g->pw;
+            if (p->S == 1) memcpy(xr + lo, s + lo, (size_t)(hi - lo) * sizeof(float));
+            else for (int64_t u = lo; u < hi; u++) xr[u * p->S] = s[u];
+        }
+    }
+}
+
+/* B outputs o[q + l] = bias + sum over taps t of wk[t] tp[t][q + l]; B is a
+ * constant where this is inlined, so acc lives in a register. */
+static inline __attribute__((always_inline)) void dw_block(float *o, const float *const *tp, const float *wk,
+                                                           int64_t taps, int64_t q, const int B, float bias)
+{
+    float acc[16];
+    for (int l = 0; l < B; l++) acc[l] = bias;
+    for (int64_t t = 0; t < taps; t++) {
+        const float wv = wk[t], *xs = tp[t] + q;
+        #pragma omp simd
+        for (int l = 0; l < B; l++) acc[l] += wv * xs[l];
+    }
+    for (int l = 0; l < B; l++) o[q + l] = acc[l];
+}
+
+/* A row of n outputs; tp[t] is where tap t reads for output 0. */
+static inline __attribute__((always_inline)) void dw_row(float *o, int64_t n, const float *const *tp, const float *wk,
+                                                         int64_t taps, float bias)
+{
+    if (n >= 16) {
+        int64_t q = 0;
+        for (; q + 16 <= n; q += 16) dw_block(o, tp, wk, taps, q, 16, bias);
+        if (q < n) dw_block(o, tp, wk, taps, n - 16, 16, bias);
+    } else if (n >= 8) {
+        dw_block(o, tp, wk, taps, 0, 8, bias);
+        if (n > 8) dw_block(o, tp, wk, taps, n - 8, 8, bias);
+    } else {
+        for (int64_t q = 0; q < n; q++) {
+            float s = bias;
+            for (int64_t t = 0; t < taps; t++) s += wk[t] * tp[t][q];
+            o[q] = s;
+        }
+    }
+}
+
+/* acc[l] += g[q] x[q] over a row of n >= B, in blocks of B lanes; the last
+ * block overlaps the one before it with the repeated lanes masked off. */
+static inline __attribute__((always_inline)) void dw_dot_row(float *acc, const float *g, const float *x, int64_t n,
+                                                             const int B)
+{
+    int64_t q = 0;
+    for (; q + B <= n; q += B) {
+        #pragma omp simd
+        for (int l = 0; l < B; l++) acc[l] += g[q + l] * x[q + l];
+    }
+    if (q < n) {
+        const int64_t q0 = n - B;
+        const int skip = (int)(q - q0);
+        #pragma omp simd
+        for (int l = 0; l < B; l++) acc[l] += l >= skip ? g[q0 + l] * x[q0 + l] : 0.0f;
+    }
+}
+
+/* sum over r < rows, q < n of g[r n + q] x[r pitch + q], with one vector of
+ * partial sums for the whole plane. */
+static inline __attribute__((always_inline)) float dw_plane_dot(const float *g, const float *x, int64_t rows,
+                                                                int64_t n, int64_t pitch)
+{
+    float s = 0.0f;
+    if (n < 8) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t q = 0; q < n; q++) s += g[r * n + q] * x[r * pitch + q];
+        return s;
+    }
+    float acc[16] = { 0.0f };
+    if (n >= 16) {
+        for (int64_t r = 0; r < rows; r++) dw_dot_row(acc, g + r * n, x + r * pitch, n, 16);
+    } else {
+        for (int64_t r = 0; r < rows; r++) dw_dot_row(acc, g + r * n, x + r * pitch, n, 8);
+    }
+    for (int l = 0; l < 16; l++) s += acc[l];
+    return s;
+}
+
+/* A kernel exactly as large as the unpadded input (MobileFaceNet's global
+ * depthwise layer): the one output is a dot product of kernel and plane. */
+static bool dw_global(const struct facet_conv_geom *g)
+{
+    return g->kh == g->h && g->kw == g->w && g->ph == 0 && g->pw == 0 && g->dh == 1 && g->dw == 1;
+}
+
+/* out plane = bias + the taps over x's plane; false if it does not fit. */
+FACET_CLONES static bool direct_forward_fast(const struct facet_conv_geom *g, float *out, const float *x,
+                                             const float *w, float bias)
+{
+    const int64_t taps = g->kh * g->kw;
+    if (dw_global(g)) {
+        float s = 0.0f;
+        #pragma omp simd reduction(+ : s)
+        for (int64_t t = 0; t < taps; t++) s += w[t] * x[t];
+        out[0] = bias + s;
+        return true;
+    }
+    float buf[DW_SCRATCH];
+    struct dw_plane p;
+    if (!dw_plane_init(&p, buf, g)) return false;
+    dw_fill(&p, g, x);
+    int64_t off[DW_MAX_TAPS];
+    const float *tp[DW_MAX_TAPS];
+    dw_taps(&p, g, off);
+    for (int64_t ho = 0; ho < g->ho; ho++) {
+        for (int64_t t = 0; t < taps; t++) tp[t] = buf + off[t] + ho * g->sh * p.wq;
+        dw_row(out + ho * g->wo, g->wo, tp, w, taps, bias);
+    }
+    return true;
+}
+
+/* grad_x plane of input channel c from its og output channels (gout and w
+ * point at the first of them). Overwrites. */
+FACET_CLONES static bool direct_grad_x_fast(const struct facet_conv_geom *g, float *gx, const float *gout,
+                                            const float *w)
+{
+    const int64_t taps = g->kh * g->kw;
+    if (dw_global(g)) {
+        for (int64_t t = 0; t < taps; t++) gx[t] = 0.0f;
+        for (int64_t m = 0; m < g->og; m++) {
+            const float gv = gout[m], *wm = w + m * taps;
+            #pragma omp simd
+            for (int64_t t = 0; t < taps; t++) gx[t] += gv * wm[t];
+        }
+        return true;
+    }
+    if (g->sh == 1 && g->sw == 1 && g->og == 1 && g->ph <= (g->kh - 1) * g->dh && g->pw <= (g->kw - 1) * g->dw &&
+        4 * g->p >= 3 * g->h * g->w && taps <= DW_MAX_TAPS) {
+        /* stride 1: grad_x is grad_out, padded by the kernel's reach less the
+         * padding, correlated with the flipped kernel - a forward layer from
+         * Ho x Wo to H x W (used while most of that correlation is not padding) */
+        struct facet_conv_geom t = *g;
+        t.h = g->ho, t.w = g->wo, t.ho = g->h, t.wo = g->w, t.p = g->h * g->w;
+        t.ph = (g->kh - 1) * g->dh - g->ph, t.pw = (g->kw - 1) * g->dw - g->pw;
+        float wf[DW_MAX_TAPS];
+        for (int64_t k = 0; k < taps; k++) wf[k] = w[taps - 1 - k];   /* both axes flipped */
+        if (direct_forward_fast(&t, gx, gout, wf, 0.0f)) return true;
+    }
+    float buf[DW_SCRATCH];
+    struct dw_plane p;
+    if (!dw_plane_init(&p, buf, g)) return false;
+    memset(buf, 0, (size_t)(p.S * p.rows * p.wq) * sizeof(float));
+    int64_t off[DW_MAX_TAPS];
+    dw_taps(&p, g, off);
+    for (int64_t m = 0; m < g->og; m++)
+        for (int64_t ho = 0; ho < g->ho; ho++) {
+            const float *grow = gout + (m * g->ho + ho) * g->wo;
+            for (int64_t t = 0; t < taps; t++) {
+                float *d = buf + off[t] + ho * g->sh * p.wq;
+                const float wv = w[m * taps + t];
+                #pragma omp simd
+                for (int64_t q = 0; q < g->wo; q++) d[q] += wv * grow[q];
+            }
+        }
+    dw_unfill(&p, g, gx);
+    return true;
+}
+
+/* gw[t] += the dot of a grad_out plane with x's plane seen through tap t. */
+FACET_CLONES static bool direct_grad_w_fast(const struct facet_conv_geom *g, float *gw, const float *gout,
+                                            const float *x)
+{
+    const int64_t taps = g->kh * g->kw;
+    if (dw_global(g)) {
+        const float gv = gout[0];
+        #pragma omp simd
+        for (int64_t t = 0; t < taps; t++) gw[t] += gv * x[t];
+        return true;
+    }
+    float buf[DW_SCRATCH];
+    struct dw_plane p;
+    if (!dw_plane_init(&p, buf, g)) return false;
+    dw_fill(&p, g, x);
+    int64_t off[DW_MAX_TAPS];
+    dw_taps(&p, g, off);
+    for (int64_t t = 0; t < taps; t++) gw[t] += dw_plane_dot(gout, buf + off[t], g->ho, g->wo, g->sh * p.wq);
+    return true;
+}
+
+/* The plain loops: every tap sweeps whole rows between the bounds
+ * facet_conv_range gives. */
+static void direct_forward_plane(const struct facet_conv_geom *g, float *out, const float *x, const float *w,
+                                 float bias)
+{
+    if (direct_forward_fast(g, out, x, w, bias)) return;
+    const int64_t W = g->w, Wo = g->wo, sw = g->sw;
+    for (int64_t q = 0; q < g->p; q++) out[q] = bias;
+    for (int64_t i = 0; i < g->kh; i++) {
+        int64_t hlo, hhi;
+        facet_conv_range(i * g->dh - g->ph, g->sh, g->h, g->ho, &hlo, &hhi);
+        for (int64_t j = 0; j < g->kw; j++) {
+            const float wv = w[i * g->kw + j];
+            int64_t off = j * g->dw - g->pw, lo, hi;
+            facet_conv_range(off, sw, W, Wo, &lo, &hi);
+            for (int64_t ho = hlo; ho < hhi; ho++) {
+                float *orow = out + ho * Wo;
+                const float *xr = x + (ho * g->sh + i * g->dh - g->ph) * W;
+                for (int64_t q = lo; q < hi; q++) orow[q] += wv * xr[q * sw + off];
+            }
+        }
+    }
+}
+
+/* grad_x plane of input channel c from its og output channels (gout and w
+ * point at the first of them). Overwrites. */
+static void direct_grad_x_plane(const struct facet_conv_geom *g, float *gx, const float *gout, const float *w)
+{
+    if (direct_grad_x_fast(g, gx, gout, w)) return;
+    const int64_t W = g->w, Wo = g->wo, sw = g->sw, taps = g->kh * g->kw;
+    memset(gx, 0, (size_t)(g->h * W) * sizeof(float));
+    for (int64_t m = 0; m < g->og; m++) {
+        const float *gp = gout + m * g->p, *wm = w + m * taps;
+        for (int64_t i = 0; i < g->kh; i++) {
+            int64_t hlo, hhi;
+            facet_conv_range(i * g->dh - g->ph, g->sh, g->h, g->ho, &hlo, &hhi);
+            for (int64_t j = 0; j < g->kw; j++) {
+                const float wv = wm[i * g->kw + j];
+                int64_t off = j * g->dw - g->pw, lo, hi;
+                facet_conv_range(off, sw, W, Wo, &lo, &hi);
+                for (int64_t ho = hlo; ho < hhi; ho++) {
+                    const float *grow = gp + ho * Wo;
+                    float *xr = gx + (ho * g->sh + i * g->dh - g->ph) * W;
+                    for (int64_t q = lo; q < hi; q++) xr[q * sw + off] += wv * grow[q];
+                }
+            }
+        }
+    }
+}
+
+/* gw (taps floats) += grad_out plane . x plane shifted by each tap. */
+static void direct_grad_w_plane(const struct facet_conv_geom *g, float *gw, const float *gout, const float *x)
+{
+    if (direct_grad_w_fast(g, gw, gout, x)) return;
+    const int64_t W = g->w, Wo = g->wo, sw = g->sw;
+    for (int64_t i = 0; i < g->kh; i++) {
+        int64_t hlo, hhi;
+        facet_conv_range(i * g->dh - g->ph, g->sh, g->h, g->ho, &hlo, &hhi);
+        for (int64_t j = 0; j < g->kw; j++) {
+            int64_t off = j * g->dw - g->pw, lo, hi;
+            facet_conv_range(off, sw, W, Wo, &lo, &hi);
+            float s = 0.0f;
+            for (int64_t ho = hlo; ho < hhi; ho++) {
+                const float *grow = gout + ho * Wo, *xr = x + (ho * g->sh + i * g->dh - g->ph) * W;
+                for (int64_t q = lo; q < hi; q++) s += grow[q] * xr[q * sw + off];
+            }
+            gw[i * g->kw + j] += s;
+        }
+    }
+}
+
+/* Threads split the work only when it is worth a parallel region. */
+static bool direct_parallel(const struct facet_conv_geom *g)
+{
+    return g->n * g->o * g->p * g->kh * g->kw >= FACET_PARALLEL_GRAIN;
+}
+
+static void direct_forward(const struct facet_conv_geom *g, float *out, const float *x, const float *w,
+                           const float *b)
+{
+    const int64_t planes = g->n * g->o, taps = g->kh * g->kw;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (direct_parallel(g))
+    for (int64_t e = 0; e < planes; e++) {
+        int64_t n = e / g->o, o = e % g->o, c = o / g->og;
+        direct_forward_plane(g, out + e * g->p, x + (n * g->c + c) * g->h * g->w, w + o * taps, b ? b[o] : 0.0f);
+    }
+}
+
+/* Everything backward computes for input channel c of image n. */
+static void direct_backward_plane(const struct facet_conv_geom *g, int64_t n, int64_t c, float *gx, float *gw,
+                                  float *gb, const float *gout, const float *x, const float *w)
+{
+    const int64_t taps = g->kh * g->kw, HW = g->h * g->w, o0 = c * g->og;
+    const float *gp = gout + (n * g->o + o0) * g->p, *xp = x + (n * g->c + c) * HW;
+    if (gx) direct_grad_x_plane(g, gx + (n * g->c + c) * HW, gp, w + o0 * taps);
+    for (int64_t m = 0; m < g->og; m++) {
+        if (gw) direct_grad_w_plane(g, gw + (o0 + m) * taps, gp + m * g->p, xp);
+        if (gb) gb[o0 + m] += plane_sum(gp + m * g->p, g->p);
+    }
+}
+
+static void direct_backward(const struct facet_conv_geom *g, float *gx, float *gw, float *gb, const float *gout,
+                            const float *x, const float *w)
+{
+    int threads = facet_threads();
+    bool par = direct_parallel(g);
+    if (g->c >= threads || !par) {
+        /* channels split across threads; each adds to its own outputs' gradients */
+        #pragma omp parallel for schedule(static) num_threads(threads) if (par)
+        for (int64_t c = 0; c < g->c; c++)
+            for (int64_t n = 0; n < g->n; n++) direct_backward_plane(g, n, c, gx, gw, gb, gout, x, w);
+        return;
+    }
+    /* fewer input channels than threads (a 1-channel input): grad_x split by
+     * image, the sums by output channel */
+    const int64_t taps = g->kh * g->kw, HW = g->h * g->w;
+    if (gx) {
+        #pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t e = 0; e < g->n * g->c; e++)
+            direct_backward_plane(g, e / g->c, e % g->c, gx, NULL, NULL, gout, x, w);
+    }
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t o = 0; o < g->o; o++)
+        for (int64_t n = 0; n < g->n; n++) {
+            const float *gp = gout + (n * g->o + o) * g->p;
+            if (gw) direct_grad_w_plane(g, gw + o * taps, gp, x + (n * g->c + o / g->og) * HW);
+            if (gb) gb[o] += plane_sum(gp, g->p);
+        }
+}
+
+/* ---- CPU: GEMM paths -------------------------------------------------------------- */
+
+/* Loads OpenBLAS on the calling thread, so a load failure is reported here
+ * and not inside a parallel region (where the message would land on a
+ * worker's thread-local error). */
+static int blas_ready(void)
+{
+    float a = 0.0f, b = 0.0f, c = 0.0f;
+    return facet_blas_sgemm(0, 0, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1);
+}
+
+/* One image: out [O x P] from x [C x H x W]; col is this image's slot. */
+static int forward_image(const struct facet_conv_geom *g, int path, float *out, const float *x, const float *w,
+                         const float *b, float *col)
+{
+    const int64_t HW = g->h * g->w;
+    int rc = 0;
+    for (int64_t gi = 0; gi < g->groups; gi++) {
+        const float *xg = x + gi * g->cg * HW, *cm = xg;
+        if (path == FACET_CONV_IM2COL) {
+            im2col(g, xg, col);
+            cm = col;
+        }
+        rc |= facet_blas_sgemm(0, 0, g->og, g->p, g->k, 1.0f, w + gi * g->og * g->k, g->k, cm, g->p, 0.0f,
+                               out + gi * g->og * g->p, g->p);
+    }
+    if (b) {
+        for (int64_t o = 0; o < g->o; o++) {
+            float *r = out + o * g->p, bv = b[o];
+            for (int64_t q = 0; q < g->p; q++) r[q] += bv;
+        }
+    }
+    return rc;
+}
+
+static int forward_cpu(const struct facet_conv_geom *g, float *out, const float *x, const float *w,
+                       const float *b, float *ws, int64_t ws_elems)
+{
+    int path = facet_conv_path(g);
+    if (path == FACET_CONV_DIRECT) {
+        direct_forward(g, out, x, w, b);
+        return 0;
+    }
+    int rc = blas_ready();
+    if (rc) return rc;
+    const int64_t slots = cpu_slots(g, ws_elems), slot = min_workspace(g, FACET_DEVICE_CPU);
+    const int64_t xs = g->c * g->h * g->w, os = g->o * g->p;
+    int failed = 0;
+    #pragma omp parallel for schedule(static) num_threads(slots) if (slots > 1) reduction(| : failed)
+    for (int64_t n = 0; n < g->n; n++) {
+        float *col = slot ? ws + omp_get_thread_num() * slot : NULL;
+        failed |= forward_image(g, path, out + n * os, x + n * xs, w, b, col);
+    }
+    return failed ? facet_fail(FACET_ERR_IO, "facet_conv2d_forward: the BLAS call failed") : 0;
+}
+
+static int backward_cpu(const struct facet_conv_geom *g, float *gx, float *gw, float *gb, const float *gout,
+                        const float *x, const float *w, float *ws, int64_t ws_elems)
+{
+    int path = facet_conv_path(g);
+    if (path == FACET_CONV_DIRECT) {
+        direct_backward(g, gx, gw, gb, gout, x, w);
+        return 0;
+    }
+    if (gb) bias_grad(g, gb, gout);
+    if (!gx && !gw) return 0;
+    int rc = blas_ready();
+    if (rc) return rc;
+    const int64_t slots = cpu_slots(g, ws_elems), slot = min_workspace(g, FACET_DEVICE_CPU);
+    const int64_t HW = g->h * g->w, xs = g->c * HW, os = g->o * g->p;
+    int failed = 0;
+    if (gw) {
+        /* grad_weight_g += grad_out_g col^T for every image: the columns of
+         * `slots` images are unrolled side by side, then their GEMMs run in
+         * turn on all threads (they all add into the same gradient) */
+        for (int64_t n0 = 0; n0 < g->n; n0 += slots) {
+            int64_t nb = g->n - n0 < slots ? g->n - n0 : slots;
+            for (int64_t gi = 0; gi < g->groups; gi++) {
+                if (path == FACET_CONV_IM2COL) {
+                    #pragma omp parallel for schedule(static) num_threads(nb) if (nb > 1)
+                    for (int64_t s = 0; s < nb; s++) im2col(g, x + (n0 + s) * xs + gi * g->cg * HW, ws + s * slot);
+                }
+                for (int64_t s = 0; s < nb; s++) {
+                    const float *cm = path == FACET_CONV_IM2COL ? ws + s * slot : x + (n0 + s) * xs + gi * g->cg * HW;
+                    failed |= facet_blas_sgemm(0, 1, g->og, g->k, g->p, 1.0f, gout + (n0 + s) * os + gi * g->og * g->p,
+                                               g->p, cm, g->p, 1.0f, gw + gi * g->og * g->k, g->k);
+                }
+            }
+        }
+    }
+    if (gx) {
+        /* grad_x: weight_g^T grad_out_g, straight into grad_x for pointwise
+         * layers, else into the slot and back through col2im */
+        #pragma omp parallel for schedule(static) num_threads(slots) if (slots > 1) reduction(| : failed)
+        for (int64_t n = 0; n < g->n; n++) {
+            float *col = slot ? ws + omp_get_thread_num() * slot : NULL;
+            for (int64_t gi = 0; gi < g->groups; gi++) {
+                float *gxg = gx + n * xs + gi * g->cg * HW;
+                const float *wg = w + gi * g->og * g->k, *go = gout + n * os + gi * g->og * g->p;
+                if (path == FACET_CONV_POINTWISE) {
+                    failed |= facet_blas_sgemm(1, 0, g->cg, g->p, g->og, 1.0f, wg, g->k, go, g->p, 0.0f, gxg, g->p);
+                } else {
+                    failed |= facet_blas_sgemm(1, 0, g->k, g->p, g->og, 1.0f, wg, g->k, go, g->p, 0.0f, col, g->p);
+                    col2im(g, col, gxg);
+                }
+            }
+        }
+    }
+    return failed ? facet_fail(FACET_ERR_IO, "facet_conv2d_backward: the BLAS call failed") : 0;
+}
+
+/* ---- the API ------------------------------------------------------------------------ */
+
+int facet_conv2d_forward(facet_tensor *out, const facet_tensor *x, const facet_tensor *weight,
+                         const facet_tensor *bias, facet_tensor *workspace, const int32_t *conv)
+{
+    static const char *fn = "facet_conv2d_forward";
+    struct facet_conv_geom g;
+    int64_t ws_elems = 0;
+    int rc = conv_geometry(fn, &g, x, weight, conv);
+    if (!rc) rc = check_operand(fn, "out", out, x, weight, conv, g.n, g.o, g.ho, g.wo);
+    if (!rc && bias) rc = check_operand(fn, "bias", bias, x, weight, conv, g.o, -1, 0, 0);
+    if (!rc) rc = check_workspace(fn, workspace, x, weight, &g, &ws_elems);
+    if (rc) return rc;
+    static const char *const names[] = { "out", "workspace", "x", "weight", "bias" };
+    const facet_tensor *ops[] = { out, workspace, x, weight, bias };
+    rc = check_written(fn, names, ops, 5, 0);
+    if (!rc) rc = check_written(fn, names, ops, 5, 1);
+    if (rc || g.n == 0) return rc;
+    float *o = facet_ptr(out), *ws = workspace ? facet_ptr(workspace) : NULL;
+    const float *xp = facet_ptr(x), *wp = facet_ptr(weight), *bp = bias ? facet_ptr(bias) : NULL;
+    if (x->device == FACET_DEVICE_CUDA) return facet_cuda_conv2d_forward(&g, o, xp, wp, bp, ws, ws_elems);
+    return forward_cpu(&g, o, xp, wp, bp, ws, ws_elems);
+}
+
+int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
+                          const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
+                          facet_tensor *workspace, const int32_t *conv)
+{
+    static const char *fn = "facet_conv2d_backward";
+    struct facet_conv_geom g;
+    int64_t ws_elems = 0;
+    int rc = conv_geometry(fn, &g, x, weight, conv);
+    if (!rc) rc = check_operand(fn, "grad_out", grad_out, x, weight, conv, g.n, g.o, g.ho, g.wo);
+    if (!rc && grad_x) rc = check_operand(fn, "grad_x", grad_x, x, weight, conv, g.n, g.c, g.h, g.w);
+    if (!rc && grad_weight)
+        rc = check_operand(fn, "grad_weight", grad_weight, x, weight, conv, g.o, g.cg, g.kh, g.kw);
+    if (!rc && grad_bias) rc = check_operand(fn, "grad_bias", grad_bias, x, weight, conv, g.o, -1, 0, 0);
+    /* the workspace only matters when a GEMM path has something to compute */
+    if (!rc && (grad_x || grad_weight || workspace)) rc = check_workspace(fn, workspace, x, weight, &g, &ws_elems);
+    if (rc) return rc;
+    static const char *const names[] = { "grad_x", "grad_weight", "grad_bias", "workspace", "grad_out", "x",
+                                         "weight" };
+    const facet_tensor *ops[] = { grad_x, grad_weight, grad_bias, workspace, grad_out, x, weight };
+    for (int i = 0; i < 4 && !rc; i++) rc = check_written(fn, names, ops, 7, i);
+    if (rc || g.n == 0) return rc;
+    float *gx = grad_x ? facet_ptr(grad_x) : NULL, *gw = grad_weight ? facet_ptr(grad_weight) : NULL;
+    float *gb = grad_bias ? facet_ptr(grad_bias) : NULL, *ws = workspace ? facet_ptr(workspace) : NULL;
+    const float *go = facet_ptr(grad_out), *xp = facet_ptr(x), *wp = facet_ptr(weight);
+    if (x->device == FACET_DEVICE_CUDA)
+        return facet_cuda_conv2d_backward(&g, gx, gw, gb, go, xp, wp, ws, ws_elems);
+    return backward_cpu(&g, gx, gw, gb, go, xp, wp, ws, ws_elems);
+}

@@ -1,0 +1,55 @@
+/*
+ * conv_math.h - the geometry of a 2-D convolution, shared by core/src/conv.c
+ * and core/cuda/conv.cu: the checked sizes and settings in one struct, the
+ * layer's path (direct, pointwise or im2col), and the range of output
+ * positions whose tap lands inside the input, which lets every loop run
+ * without a bounds test per element.
+ */
+#ifndef FACET_CONV_MATH_H
+#define FACET_CONV_MATH_H
+
+#include <stdint.h>
+#include "elementwise_math.h"   /* FACET_HD */
+
+struct facet_conv_geom {
+    int64_t n, c, h, w;         /* x: N x C x H x W */
+    int64_t o, kh, kw;          /* weight: O x C/groups x kh x kw */
+    int64_t ho, wo;             /* out: N x O x Ho x Wo */
+    int64_t sh, sw, ph, pw, dh, dw, groups;
+    int64_t cg, og;             /* input and output channels per group */
+    int64_t k;                  /* rows of a group's column matrix: cg kh kw */
+    int64_t p;                  /* columns: Ho Wo */
+};
+
+/* How a layer is computed. DIRECT: one input channel per output channel
+ * (depthwise, C/groups == 1), where a GEMM would have M or K of 1-9;
+ * POINTWISE: 1x1, stride 1, no padding, where x's group planes already are
+ * the column matrix; IM2COL: everything else. */
+enum facet_conv_path { FACET_CONV_DIRECT = 0, FACET_CONV_POINTWISE = 1, FACET_CONV_IM2COL = 2 };
+
+FACET_HD int facet_conv_path(const struct facet_conv_geom *g)
+{
+    if (g->cg == 1) return FACET_CONV_DIRECT;
+    if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0) return FACET_CONV_POINTWISE;
+    return FACET_CONV_IM2COL;
+}
+
+/* Output positions q in [0, nout) whose input coordinate q*stride + off lies
+ * in [0, len), as the half-open [*lo, *hi) (lo == hi when none). */
+FACET_HD void facet_conv_range(int64_t off, int64_t stride, int64_t len, int64_t nout, int64_t *lo, int64_t *hi)
+{
+    int64_t a, b;
+    if (stride == 1) {   /* the common case, without divisions */
+        a = off >= 0 ? 0 : -off;
+        b = len - off <= 0 ? 0 : len - off;
+    } else {
+        a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+        b = len - off <= 0 ? 0 : (len - off + stride - 1) / stride;
+    }
+    if (b > nout) b = nout;
+    if (a > b) a = b;
+    *lo = a;
+    *hi = b;
+}
+
+#endif

@@ -1,0 +1,44 @@
+--- facet.models.iresnet{ depth = 18|34|50|100, se = false, emb = 512, size = 112,
+-- dropout = 0 }: InsightFace's improved ResNet (Deng et al., ArcFace): a 3x3
+-- conv-BN-PReLU stem; four stages of 64, 128, 256, 512 channels, each starting
+-- with stride 2, made of units BN-conv3x3-BN-PReLU-conv3x3(stride)-BN (+ SE
+-- with se = true: IR-SE) with an identity or conv1x1-BN shortcut; then
+-- BN-dropout-FC-BN (BatchNorm1d) to the embedding.
+local nn = require "facet.nn"
+
+local LAYERS = { [18] = { 2, 2, 2, 2 }, [34] = { 3, 4, 6, 3 }, [50] = { 3, 4, 14, 3 }, [100] = { 3, 13, 30, 3 } }
+
+local function unit(cin, cout, stride, se)
+  local body = nn.Sequential(nn.BatchNorm2d(cin),
+    nn.Conv2d(cin, cout, 3, { padding = 1, bias = false }), nn.BatchNorm2d(cout), nn.PReLU(cout),
+    nn.Conv2d(cout, cout, 3, { stride = stride, padding = 1, bias = false }), nn.BatchNorm2d(cout))
+  if se then body:add(nn.SE(cout, 16)) end
+  local shortcut = nil
+  if stride ~= 1 or cin ~= cout then
+    shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, { stride = stride, bias = false }), nn.BatchNorm2d(cout))
+  end
+  return nn.Residual(body, shortcut)
+end
+
+return function(opts)
+  opts = opts or {}
+  local depth, emb, size = opts.depth or 50, opts.emb or 512, opts.size or 112
+  local layers = LAYERS[depth]
+  if not layers then error("iresnet: depth must be 18, 34, 50 or 100", 2) end
+  if size % 16 ~= 0 then error("iresnet: size must be a multiple of 16", 2) end
+  local net = nn.Sequential(nn.Conv2d(3, 64, 3, { padding = 1, bias = false }), nn.BatchNorm2d(64), nn.PReLU(64))
+  local cin = 64
+  for i, c in ipairs { 64, 128, 256, 512 } do
+    for j = 1, layers[i] do
+      net:add(unit(cin, c, j == 1 and 2 or 1, opts.se))
+      cin = c
+    end
+  end
+  local s = size / 16
+  net:add(nn.BatchNorm2d(512))
+  if (opts.dropout or 0) > 0 then net:add(nn.Dropout(opts.dropout)) end
+  net:add(nn.Flatten())
+  net:add(nn.Linear(512 * s * s, emb))
+  net:add(nn.BatchNorm1d(emb))
+  return net
+end

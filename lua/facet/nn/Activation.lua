@@ -1,0 +1,51 @@
+--- facet.nn.ReLU, Sigmoid, Tanh and PReLU(channels [, init = 0.25]): the
+-- activations of facet_activation_forward/backward (PReLU's slope is per
+-- channel, dim 2 of the input, and is a parameter that optimizers may leave
+-- out of weight decay).
+local Module = require "facet.nn.Module"
+local tensor = require "facet.tensor"
+local core = require "facet.core"
+
+local C, check = core.C, core.check
+local M = {}
+
+local function make(name, act)
+  local cls = Module:extend(name)
+  function cls.new(channels, init)
+    local self = Module.init(cls)
+    if act == C.FACET_ACT_PRELU then
+      channels = channels or 1
+      self.channels = channels
+      self:register("slope", tensor.full({ channels }, init or 0.25), "norm")
+    end
+    return self
+  end
+  function cls:describe()
+    if self.channels then return ("%s(%d)"):format(name, self.channels) end
+    return name
+  end
+  function cls:update_output(x)
+    local out = self:buffer("output", x:shape())
+    check(C.facet_activation_forward(out.h, x.h, act, self.slope and self.slope.h or nil))
+    return out
+  end
+  function cls:update_grad_input(x, grad_out)
+    local gi = self:buffer("grad_input", x:shape())
+    check(C.facet_activation_backward(gi.h, nil, grad_out.h, x.h, self.output and self.output.h or nil, act,
+      self.slope and self.slope.h or nil))
+    return gi
+  end
+  function cls:acc_grad_parameters(x, grad_out)
+    if self.slope then
+      check(C.facet_activation_backward(nil, self.grad_slope.h, grad_out.h, x.h, nil, act, self.slope.h))
+    end
+  end
+  M[name] = cls
+end
+
+make("ReLU", C.FACET_ACT_RELU)
+make("Sigmoid", C.FACET_ACT_SIGMOID)
+make("Tanh", C.FACET_ACT_TANH)
+make("PReLU", C.FACET_ACT_PRELU)
+
+return M

@@ -1,0 +1,108 @@
+--- facet.nn.Conv2d(in, out, kernel [, opts]): 2-D convolution of N x C x H x W.
+-- opts: stride (1), padding (0), dilation (1), groups (1; groups = in = out is
+-- depthwise), bias (true). kernel, stride, padding and dilation are a number or
+-- {h, w}. Weights start as PyTorch's (uniform in +-1/sqrt(fan_in)). The im2col
+-- scratch is shared by all convolutions on a device and grows as needed.
+local ffi = require "ffi"
+local Module = require "facet.nn.Module"
+local tensor = require "facet.tensor"
+local core = require "facet.core"
+
+local C, check = core.C, core.check
+local Conv2d = Module:extend("Conv2d")
+
+local scratch = {}                 -- device -> tensor
+local ws_count = ffi.new("int64_t[1]")
+
+local function pair(v, name, lo)
+  if type(v) == "number" then v = { v, v } end
+  if type(v) ~= "table" or type(v[1]) ~= "number" or type(v[2]) ~= "number" or v[1] < lo or v[2] < lo then
+    error(("Conv2d: %s must be a number >= %d or {h, w}"):format(name, lo), 4)
+  end
+  return v
+end
+
+function Conv2d.new(n_in, n_out, kernel, opts)
+  opts = opts or {}
+  if type(n_in) ~= "number" or type(n_out) ~= "number" or n_in < 1 or n_out < 1 then
+    error("Conv2d(in, out, kernel): want positive channel counts", 2)
+  end
+  local self = Module.init(Conv2d)
+  self.n_in, self.n_out = n_in, n_out
+  self.kernel = pair(kernel, "kernel", 1)
+  self.stride = pair(opts.stride or 1, "stride", 1)
+  self.padding = pair(opts.padding or 0, "padding", 0)
+  self.dilation = pair(opts.dilation or 1, "dilation", 1)
+  self.groups = opts.groups or 1
+  if n_in % self.groups ~= 0 or n_out % self.groups ~= 0 then
+    error(("Conv2d: in (%d) and out (%d) must be divisible by groups (%d)"):format(n_in, n_out, self.groups), 2)
+  end
+  self.settings = ffi.new("int32_t[7]", { self.stride[1], self.stride[2], self.padding[1], self.padding[2],
+    self.dilation[1], self.dilation[2], self.groups })
+  local fan_in = n_in / self.groups * self.kernel[1] * self.kernel[2]
+  local bound = 1 / math.sqrt(fan_in)
+  self:register("weight", tensor.rand({ n_out, n_in / self.groups, self.kernel[1], self.kernel[2] },
+    { low = -bound, high = bound }), "weight")
+  if opts.bias ~= false then self:register("bias", tensor.rand({ n_out }, { low = -bound, high = bound }), "bias") end
+  return self
+end
+
+function Conv2d:describe()
+  local k, s = self.kernel, self.stride
+  local parts = { ("Conv2d(%d->%d, %dx%d"):format(self.n_in, self.n_out, k[1], k[2]) }
+  if s[1] ~= 1 or s[2] ~= 1 then parts[#parts + 1] = s[1] == s[2] and ("s%d"):format(s[1]) or ("s%dx%d"):format(s[1], s[2]) end
+  if self.padding[1] ~= 0 or self.padding[2] ~= 0 then parts[#parts + 1] = ("p%d"):format(self.padding[1]) end
+  if self.dilation[1] ~= 1 then parts[#parts + 1] = ("d%d"):format(self.dilation[1]) end
+  if self.groups ~= 1 then parts[#parts + 1] = self.groups == self.n_in and "depthwise" or ("g%d"):format(self.groups) end
+  if not self.bias then parts[#parts + 1] = "no bias" end
+  return table.concat(parts, ", ") .. ")"
+end
+
+--- Output shape for an input shape.
+function Conv2d:output_shape(s)
+  local function dim(n, i)
+    return math.floor((n + 2 * self.padding[i] - self.dilation[i] * (self.kernel[i] - 1) - 1) / self.stride[i]) + 1
+  end
+  return { s[1], self.n_out, dim(s[3], 1), dim(s[4], 2) }
+end
+
+local function workspace(self, x)
+  check(C.facet_conv2d_workspace_size(ws_count, x.h, self.weight.h, self.settings), 3)
+  local need = tonumber(ws_count[0])
+  local ws = scratch[self.device]
+  if not ws or ws:numel() < need then
+    ws = tensor.empty({ math.max(need, 1) }, { device = self.device })
+    scratch[self.device] = ws
+  end
+  if ws:numel() == need then return ws end
+  return ws:narrow(1, 1, need)
+end
+
+function Conv2d:update_output(x)
+  local s = x:shape()
+  if #s ~= 4 or s[2] ~= self.n_in then
+    error(("want N x %d x H x W input, got %s"):format(self.n_in, table.concat(s, "x")), 2)
+  end
+  local out = self:buffer("output", self:output_shape(s))
+  local ws = workspace(self, x)
+  check(C.facet_conv2d_forward(out.h, x.h, self.weight.h, self.bias and self.bias.h or nil, ws.h, self.settings))
+  return out
+end
+
+-- grad_x and the parameter gradients come out of one call
+function Conv2d:backward(x, grad_out)
+  local gi = self:buffer("grad_input", x:shape())
+  local ws = workspace(self, x)
+  check(C.facet_conv2d_backward(gi.h, self.grad_weight.h, self.bias and self.grad_bias.h or nil, grad_out.h, x.h,
+    self.weight.h, ws.h, self.settings))
+  self.grad_input = gi
+  return gi
+end
+
+--- Multiply-adds of one forward for an input shape (for summaries).
+function Conv2d:flops(s)
+  local o = self:output_shape(s)
+  return 2 * o[1] * o[2] * o[3] * o[4] * (self.n_in / self.groups) * self.kernel[1] * self.kernel[2]
+end
+
+return Conv2d

@@ -1,0 +1,38 @@
+--- facet.nn.Dropout(p = 0.5): zeroes elements with probability p in training
+-- (survivors scaled by 1/(1-p)); identity in evaluation. Masks come from
+-- facet's counter-based generator, so a seed reproduces them on any device.
+local Module = require "facet.nn.Module"
+local core = require "facet.core"
+
+local C, check = core.C, core.check
+local Dropout = Module:extend("Dropout")
+
+Dropout.seed, Dropout.offset = 0xd209, 0   -- shared stream; facet.manual_seed does not touch it
+
+function Dropout.new(p)
+  p = p or 0.5
+  if type(p) ~= "number" or p < 0 or p >= 1 then error("Dropout(p): p must be in [0, 1)", 2) end
+  local self = Module.init(Dropout)
+  self.p = p
+  return self
+end
+
+function Dropout:describe() return ("Dropout(%g)"):format(self.p) end
+
+function Dropout:update_output(x)
+  if not self.training or self.p == 0 then return x end
+  local out = self:buffer("output", x:shape())
+  local mask = self:buffer("mask", x:shape(), "uint8")
+  check(C.facet_dropout_forward(out.h, mask.h, x.h, self.p, Dropout.seed, Dropout.offset))
+  Dropout.offset = Dropout.offset + x:numel()
+  return out
+end
+
+function Dropout:update_grad_input(x, grad_out)
+  if not self.training or self.p == 0 then return grad_out end
+  local gi = self:buffer("grad_input", x:shape())
+  check(C.facet_dropout_backward(gi.h, grad_out.h, self.buffers.mask.h, self.p))
+  return gi
+end
+
+return Dropout

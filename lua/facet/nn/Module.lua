@@ -1,0 +1,206 @@
+--- facet.nn.Module: the base of every layer, with Torch7's API.
+--   m:forward(x) -> output          (update_output)
+--   m:backward(x, grad_out) -> grad_input
+--                                   (update_grad_input + acc_grad_parameters;
+--                                    parameter gradients ACCUMULATE)
+--   m:parameters() -> params, grads  m:zero_grad()  m:train()  m:evaluate()
+--   m:cuda()  m:float()  m:clear_state()  tostring(m)
+-- Modules keep their outputs and scratch in `self.buffers` and reuse them
+-- while the shapes stay the same, so a training step allocates nothing.
+local tensor = require "facet.tensor"
+
+local Module = {}
+Module.__index = Module
+Module.__name = "Module"
+
+--- A subclass: local Linear = Module:extend("Linear").
+function Module:extend(name)
+  local cls = setmetatable({}, { __index = self, __call = function(c, ...) return c.new(...) end })
+  cls.__index = cls
+  cls.__name = name
+  cls.__tostring = Module.__tostring
+  return cls
+end
+
+--- An instance of cls with the common fields; subclasses call this first.
+function Module.init(cls)
+  return setmetatable({ training = true, device = "cpu", buffers = {}, _params = {} }, cls)
+end
+
+--- Registers a parameter and its gradient under a name; kind is "weight",
+-- "bias" or "norm" (BatchNorm/PReLU-like, which optimizers may exempt from decay).
+function Module:register(name, param, kind)
+  self[name] = param
+  self["grad_" .. name] = tensor.zeros(param:shape(), { device = param:device() })
+  self._params[#self._params + 1] = { name = name, kind = kind or "weight" }
+end
+
+--- A buffer reused between steps: reallocated only when shape, dtype or device change.
+function Module:buffer(name, shape, dtype)
+  local b = self.buffers[name]
+  dtype = dtype or "float32"
+  if b and b:device() == self.device and b:dtype() == dtype then
+    local s = b:shape()
+    local same = #s == #shape
+    for i = 1, #shape do if s[i] ~= shape[i] then same = false end end
+    if same then return b end
+  end
+  b = tensor.empty(shape, { dtype = dtype, device = self.device })
+  self.buffers[name] = b
+  return b
+end
+
+--- A reshaped view of t, cached while the same tensor comes in (steps then
+-- allocate nothing).
+function Module:_view(key, t, shape)
+  self._views = self._views or {}
+  local c = self._views[key]
+  if c and rawequal(c.src, t) then return c.view end
+  local v = t:reshape(shape)
+  self._views[key] = { src = t, view = v }
+  return v
+end
+
+function Module:forward(x)
+  self.output = self:update_output(x)
+  return self.output
+end
+
+function Module:backward(x, grad_out)
+  self.grad_input = self:update_grad_input(x, grad_out)
+  self:acc_grad_parameters(x, grad_out)
+  return self.grad_input
+end
+
+function Module:update_output(x) error(self.__name .. ": update_output is not implemented", 2) end
+function Module:update_grad_input(x, grad_out) error(self.__name .. ": update_grad_input is not implemented", 2) end
+function Module:acc_grad_parameters() end
+
+--- Children (containers override).
+function Module:children() return self.modules or {} end
+
+--- Named parameters of the whole tree: { { name = "3.weight", param, grad, kind, module } ... }.
+function Module:named_parameters(prefix, out)
+  out = out or {}
+  prefix = prefix or ""
+  for _, p in ipairs(self._params) do
+    out[#out + 1] = { name = prefix .. p.name, param = self[p.name], grad = self["grad_" .. p.name], kind = p.kind,
+      module = self }
+  end
+  for i, m in ipairs(self:children()) do m:named_parameters(prefix .. i .. ".", out) end
+  return out
+end
+
+function Module:parameters()
+  local params, grads = {}, {}
+  for _, p in ipairs(self:named_parameters()) do
+    params[#params + 1], grads[#grads + 1] = p.param, p.grad
+  end
+  return params, grads
+end
+
+function Module:zero_grad()
+  for _, p in ipairs(self:named_parameters()) do p.grad:zero_() end
+end
+
+function Module:train(on)
+  self.training = on ~= false
+  for _, m in ipairs(self:children()) do m:train(on) end
+  return self
+end
+
+function Module:evaluate() return self:train(false) end
+
+function Module:clear_state()
+  self.buffers, self.output, self.grad_input, self._views = {}, nil, nil, nil
+  for _, m in ipairs(self:children()) do m:clear_state() end
+  return self
+end
+
+function Module:to(device)
+  for _, p in ipairs(self._params) do
+    self[p.name] = self[p.name]:to(device)
+    self["grad_" .. p.name] = self["grad_" .. p.name]:to(device)
+  end
+  for _, k in ipairs(self._state or {}) do self[k] = self[k]:to(device) end
+  self.device = device
+  self.buffers, self.output, self.grad_input, self._views = {}, nil, nil, nil
+  for _, m in ipairs(self:children()) do m:to(device) end
+  return self
+end
+function Module:cuda() return self:to("cuda") end
+function Module:float() return self:to("cpu") end
+
+--- Buffers that belong to the model but are not trained (BatchNorm's running
+-- statistics): names listed in self._state, moved and saved with the parameters.
+function Module:state_tensors(prefix, out)
+  out = out or {}
+  prefix = prefix or ""
+  for _, k in ipairs(self._state or {}) do out[prefix .. k] = self[k] end
+  for i, m in ipairs(self:children()) do m:state_tensors(prefix .. i .. ".", out) end
+  return out
+end
+
+--- name -> tensor of every parameter and state buffer (what checkpoints save).
+function Module:state_dict()
+  local d = self:state_tensors()
+  for _, p in ipairs(self:named_parameters()) do d[p.name] = p.param end
+  return d
+end
+
+--- Copies a state_dict (e.g. from facet.load_safetensors) into the model; every
+-- name must match in both directions, with the same shape.
+function Module:load_state(dict)
+  if type(dict) ~= "table" then error("load_state: want a table of tensors", 2) end
+  local mine = self:state_dict()
+  for name, t in pairs(mine) do
+    local src = dict[name]
+    if src == nil then error(("load_state: %s is missing from the checkpoint"):format(name), 2) end
+    local a, b = t:shape(), src:shape()
+    if table.concat(a, "x") ~= table.concat(b, "x") then
+      error(("load_state: %s has shape %s in the model, %s in the checkpoint"):format(name, table.concat(a, "x"),
+        table.concat(b, "x")), 2)
+    end
+  end
+  for name in pairs(dict) do
+    if mine[name] == nil then error(("load_state: the checkpoint has %s, which the model does not"):format(name), 2) end
+  end
+  for name, t in pairs(mine) do t:copy(dict[name]) end
+  return self
+end
+
+--- Number of parameter elements in the tree.
+function Module:count_parameters()
+  local n = 0
+  for _, p in ipairs(self:named_parameters()) do n = n + p.param:numel() end
+  return n
+end
+
+--- One-line description (subclasses override).
+function Module:describe() return self.__name end
+
+function Module:__tostring()
+  local lines = {}
+  local function walk(m, indent, label)
+    local own = 0
+    for _, p in ipairs(m._params) do own = own + m[p.name]:numel() end
+    local line = indent .. (label and ("(" .. label .. ") ") or "") .. m:describe()
+    if own > 0 then line = line .. ("  [%d params]"):format(own) end
+    lines[#lines + 1] = line
+    for i, c in ipairs(m:children()) do walk(c, indent .. "  ", tostring(i)) end
+  end
+  walk(self, "", nil)
+  if #self:children() > 0 then lines[#lines + 1] = ("total: %d parameters"):format(self:count_parameters()) end
+  return table.concat(lines, "\n")
+end
+
+--- Runs fn(...) and re-raises an error prefixed with where it happened.
+function Module.in_child(container, i, child, fn, ...)
+  local ok, a = pcall(fn, ...)
+  if not ok then
+    error(("In %s (%d) %s: %s"):format(container.__name, i, child:describe(), tostring(a):gsub("^[^:]*:%d+: ", "")), 0)
+  end
+  return a
+end
+
+return Module

@@ -1,0 +1,79 @@
+--- facet.nn.MaxPool2d(kernel [, opts]), AvgPool2d(kernel [, opts]) (opts:
+-- stride (= kernel), padding (0), count_include_pad (true)), and
+-- AdaptiveAvgPool2d(1) (the global average, N x C x 1 x 1).
+local ffi = require "ffi"
+local Module = require "facet.nn.Module"
+local core = require "facet.core"
+
+local C, check = core.C, core.check
+local M = {}
+
+local function pair(v) if type(v) == "number" then return { v, v } end return v end
+
+local function make(name, kind)
+  local cls = Module:extend(name)
+  function cls.new(kernel, opts)
+    opts = opts or {}
+    local self = Module.init(cls)
+    local k = pair(kernel)
+    local s = pair(opts.stride or kernel)
+    local p = pair(opts.padding or 0)
+    if type(k) ~= "table" or type(s) ~= "table" or type(p) ~= "table" then error(name .. ": bad kernel/stride/padding", 2) end
+    self.k, self.s, self.p = k, s, p
+    self.settings = ffi.new("int32_t[7]", { k[1], k[2], s[1], s[2], p[1], p[2], opts.count_include_pad == false and 0 or 1 })
+    return self
+  end
+  function cls:describe()
+    return ("%s(%dx%d, s%d%s)"):format(name, self.k[1], self.k[2], self.s[1], self.p[1] > 0 and (", p" .. self.p[1]) or "")
+  end
+  function cls:output_shape(s)
+    local function d(n, i) return math.floor((n + 2 * self.p[i] - self.k[i]) / self.s[i]) + 1 end
+    return { s[1], s[2], d(s[3], 1), d(s[4], 2) }
+  end
+  function cls:update_output(x)
+    local s = x:shape()
+    if #s ~= 4 then error(("want N x C x H x W input, got %s"):format(table.concat(s, "x")), 2) end
+    local shape = self:output_shape(s)
+    local out = self:buffer("output", shape)
+    local arg = kind == C.FACET_POOL_MAX and self:buffer("argmax", shape, "int32") or nil
+    check(C.facet_pool2d_forward(out.h, arg and arg.h or nil, x.h, kind, self.settings))
+    return out
+  end
+  function cls:update_grad_input(x, grad_out)
+    local gi = self:buffer("grad_input", x:shape())
+    local arg = self.buffers.argmax
+    check(C.facet_pool2d_backward(gi.h, grad_out.h, arg and arg.h or nil, kind, self.settings))
+    return gi
+  end
+  M[name] = cls
+end
+
+make("MaxPool2d", C.FACET_POOL_MAX)
+make("AvgPool2d", C.FACET_POOL_AVG)
+
+-- the global average: a mean over each plane, and its gradient spread evenly
+M.AdaptiveAvgPool2d = Module:extend("AdaptiveAvgPool2d")
+function M.AdaptiveAvgPool2d.new(size)
+  if size ~= nil and size ~= 1 then error("AdaptiveAvgPool2d: only output size 1 (global average) is supported", 2) end
+  return Module.init(M.AdaptiveAvgPool2d)
+end
+function M.AdaptiveAvgPool2d:describe() return "AdaptiveAvgPool2d(1)" end
+function M.AdaptiveAvgPool2d:update_output(x)
+  local s = x:shape()
+  if #s ~= 4 then error(("want N x C x H x W input, got %s"):format(table.concat(s, "x")), 2) end
+  local out = self:buffer("output", { s[1], s[2], 1, 1 })
+  local planes = self:_view("planes", x, { s[1] * s[2], s[3] * s[4] })
+  check(C.facet_reduce(out.h, planes.h, C.FACET_REDUCE_MEAN, 1, 0))
+  return out
+end
+function M.AdaptiveAvgPool2d:update_grad_input(x, grad_out)
+  local s = x:shape()
+  local gi = self:buffer("grad_input", s)
+  local g = self:buffer("scaled", { s[1], s[2], 1, 1 })
+  check(C.facet_unary(g.h, grad_out.h, C.FACET_UNARY_MUL, 1 / (s[3] * s[4]), 0))
+  check(C.facet_tensor_fill(gi.h, 0))
+  check(C.facet_binary(gi.h, gi.h, g.h, C.FACET_BINARY_ADD))
+  return gi
+end
+
+return M

@@ -1,0 +1,43 @@
+--- facet.nn.Sequential: modules applied one after another. An error inside
+-- names the failing child: "In Sequential (3) Conv2d(64->128, 3x3, s2): ...".
+local Module = require "facet.nn.Module"
+
+local Sequential = Module:extend("Sequential")
+
+function Sequential.new(...)
+  local self = Module.init(Sequential)
+  self.modules = {}
+  local list = ...
+  if type(list) == "table" and getmetatable(list) == nil then
+    for _, m in ipairs(list) do self:add(m) end
+  else
+    for _, m in ipairs { ... } do self:add(m) end
+  end
+  return self
+end
+
+function Sequential:add(m)
+  if type(m) ~= "table" or type(m.forward) ~= "function" then error("Sequential:add: not a module", 2) end
+  self.modules[#self.modules + 1] = m
+  return self
+end
+
+function Sequential:update_output(x)
+  for i, m in ipairs(self.modules) do x = Module.in_child(self, i, m, m.forward, m, x) end
+  return x
+end
+
+function Sequential:backward(x, grad_out)
+  local n = #self.modules
+  for i = n, 1, -1 do
+    local m = self.modules[i]
+    local input = i > 1 and self.modules[i - 1].output or x
+    grad_out = Module.in_child(self, i, m, m.backward, m, input, grad_out)
+  end
+  self.grad_input = grad_out
+  return grad_out
+end
+
+function Sequential:describe() return "Sequential" end
+
+return Sequential

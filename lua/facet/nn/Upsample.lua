@@ -1,0 +1,42 @@
+--- facet.nn.Upsample{ scale = 2 | size = {h, w}, mode = "nearest" | "bilinear",
+-- align_corners = false }: PyTorch's F.interpolate for N x C x H x W (the
+-- residual attention network's soft masks).
+local Module = require "facet.nn.Module"
+local core = require "facet.core"
+
+local C, check = core.C, core.check
+local Upsample = Module:extend("Upsample")
+
+function Upsample.new(opts)
+  opts = opts or {}
+  local self = Module.init(Upsample)
+  self.scale, self.size = opts.scale, opts.size
+  if not self.scale and not self.size then self.scale = 2 end
+  self.mode = opts.mode or "nearest"
+  if self.mode ~= "nearest" and self.mode ~= "bilinear" then error("Upsample: mode is nearest or bilinear", 2) end
+  self.code = self.mode == "nearest" and C.FACET_UPSAMPLE_NEAREST or C.FACET_UPSAMPLE_BILINEAR
+  self.align = opts.align_corners and 1 or 0
+  return self
+end
+
+function Upsample:describe()
+  return ("Upsample(%s, %s)"):format(self.size and table.concat(self.size, "x") or ("x" .. self.scale), self.mode)
+end
+
+function Upsample:update_output(x)
+  local s = x:shape()
+  if #s ~= 4 then error(("want N x C x H x W input, got %s"):format(table.concat(s, "x")), 2) end
+  local h = self.size and self.size[1] or math.floor(s[3] * self.scale)
+  local w = self.size and self.size[2] or math.floor(s[4] * self.scale)
+  local out = self:buffer("output", { s[1], s[2], h, w })
+  check(C.facet_upsample2d_forward(out.h, x.h, self.code, self.align))
+  return out
+end
+
+function Upsample:update_grad_input(x, grad_out)
+  local gi = self:buffer("grad_input", x:shape())
+  check(C.facet_upsample2d_backward(gi.h, grad_out.h, self.code, self.align))
+  return gi
+end
+
+return Upsample

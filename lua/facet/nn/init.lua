@@ -1,0 +1,19 @@
+--- facet.nn: layers and containers with Torch7's module API (see Module.lua).
+--   local nn = facet.nn
+--   local net = nn.Sequential(nn.Linear(512, 256), nn.PReLU(256), nn.Dropout(0.1), nn.Linear(256, 10))
+local nn = {}
+
+nn.Module = require "facet.nn.Module"
+nn.Sequential = require "facet.nn.Sequential"
+nn.Linear = require "facet.nn.Linear"
+for k, v in pairs(require "facet.nn.Activation") do nn[k] = v end
+nn.Dropout = require "facet.nn.Dropout"
+for k, v in pairs(require "facet.nn.Shape") do nn[k] = v end
+for k, v in pairs(require "facet.nn.Containers") do nn[k] = v end
+nn.Conv2d = require "facet.nn.Conv2d"
+for k, v in pairs(require "facet.nn.BatchNorm") do nn[k] = v end
+for k, v in pairs(require "facet.nn.Pool") do nn[k] = v end
+nn.Upsample = require "facet.nn.Upsample"
+nn.SE = require "facet.nn.SE"
+
+return nn

@@ -1,0 +1,41 @@
+--- facet.optim.sgd(sources, settings): SGD with PyTorch's semantics in one
+-- fused pass per parameter (facet_sgd_step).
+-- settings: lr (required), momentum (0), dampening (0), nesterov (false),
+-- weight_decay (0), decay_bias_norm (true: set false to exempt biases and
+-- BatchNorm/PReLU parameters from weight decay).
+local core = require "facet.core"
+local tensor = require "facet.tensor"
+local Optimizer = require "facet.optim.optimizer"
+
+local C, check = core.C, core.check
+local SGD = setmetatable({ name = "sgd" }, { __index = Optimizer })
+SGD.__index = SGD
+SGD.defaults = { lr = false, momentum = 0, dampening = 0, nesterov = false, weight_decay = 0, decay_bias_norm = true }
+SGD.state_keys = { "momentum_buffer" }
+
+local function new(sources, cfg)
+  local self = Optimizer.new(SGD, sources, cfg, SGD.defaults)
+  if self.momentum < 0 or self.weight_decay < 0 or self.dampening < 0 or self.dampening > 1 then
+    error("sgd: momentum and weight_decay must be >= 0, dampening in [0, 1]", 2)
+  end
+  if self.nesterov and (self.momentum <= 0 or self.dampening ~= 0) then
+    error("sgd: Nesterov needs momentum > 0 and no dampening", 2)
+  end
+  return self
+end
+
+function SGD:step()
+  self:prepare()
+  local first = self.step_count == 0
+  for _, p in ipairs(self.list) do
+    if self.momentum ~= 0 and not p.momentum_buffer then
+      p.momentum_buffer = tensor.zeros(p.param:shape(), { device = p.param:device() })
+    end
+    local flags = (self.nesterov and C.FACET_SGD_NESTEROV or 0) + ((first or p.fresh) and C.FACET_SGD_FIRST_STEP or 0)
+    check(C.facet_sgd_step(p.param.h, p.grad.h, p.momentum_buffer and p.momentum_buffer.h or nil, nil, nil,
+      self.lr, self.momentum, self.dampening, self:decay_of(p), flags))
+  end
+  self.step_count = self.step_count + 1
+end
+
+return new

@@ -1,0 +1,406 @@
+--- 2-D convolution through the C API (facet_conv2d_*): forward and backward
+-- against a naive double-precision loop over many layer shapes (1x1 to 7x7
+-- kernels, strides, padding, dilation, groups, depthwise, bias on/off, odd
+-- sizes, batches 1 and 3), central finite differences of sum(out * R), the
+-- accumulate/overwrite contract of backward, NULL gradients, workspace
+-- sizes and thread counts, and the argument errors.
+local ffi = require "ffi"
+local H = require "support.device"
+local facet = H.facet
+local core = require "facet.core"
+local C = core.C
+
+-- ---- layer settings ----------------------------------------------------------------
+
+local function layer(t)
+  local L = {
+    n = t.n or 1, c = t.c, h = t.h, w = t.w or t.h, o = t.o, kh = t.k or t.kh, kw = t.k or t.kw,
+    sh = t.s or t.sh or 1, sw = t.s or t.sw or 1, ph = t.p or t.ph or 0, pw = t.p or t.pw or 0,
+    dh = t.d or t.dh or 1, dw = t.d or t.dw or 1, groups = t.g or 1, bias = t.bias ~= false,
+  }
+  L.ho = math.floor((L.h + 2 * L.ph - L.dh * (L.kh - 1) - 1) / L.sh) + 1
+  L.wo = math.floor((L.w + 2 * L.pw - L.dw * (L.kw - 1) - 1) / L.sw) + 1
+  L.cg, L.og = L.c / L.groups, L.o / L.groups
+  return L
+end
+
+local function describe_layer(L)
+  return ("%dx%dx%dx%d -> %d, k%dx%d s%dx%d p%dx%d d%dx%d g%d%s"):format(L.n, L.c, L.h, L.w, L.o, L.kh, L.kw,
+    L.sh, L.sw, L.ph, L.pw, L.dh, L.dw, L.groups, L.bias and " +bias" or "")
+end
+
+local function settings(L)
+  return ffi.new("int32_t[7]", { L.sh, L.sw, L.ph, L.pw, L.dh, L.dw, L.groups })
+end
+
+-- ---- the reference -------------------------------------------------------------------
+
+--- Forward (and, given R = dL/dout, backward) of a layer in double precision
+-- over flat 1-based arrays in NCHW order.
+local function naive(L, X, Wt, B, R)
+  local out, gx, gw, gb = {}, {}, {}, {}
+  for i = 1, L.n * L.c * L.h * L.w do gx[i] = 0 end
+  for i = 1, L.o * L.cg * L.kh * L.kw do gw[i] = 0 end
+  for i = 1, L.o do gb[i] = 0 end
+  for n = 0, L.n - 1 do
+    for o = 0, L.o - 1 do
+      local grp = math.floor(o / L.og)
+      for ho = 0, L.ho - 1 do
+        for wo = 0, L.wo - 1 do
+          local oi = ((n * L.o + o) * L.ho + ho) * L.wo + wo + 1
+          local r = R and R[oi] or 0
+          local s = B and B[o + 1] or 0
+          for ci = 0, L.cg - 1 do
+            local c = grp * L.cg + ci
+            for i = 0, L.kh - 1 do
+              local h = ho * L.sh - L.ph + i * L.dh
+              if h >= 0 and h < L.h then
+                for j = 0, L.kw - 1 do
+                  local w = wo * L.sw - L.pw + j * L.dw
+                  if w >= 0 and w < L.w then
+                    local xi = ((n * L.c + c) * L.h + h) * L.w + w + 1
+                    local wi = ((o * L.cg + ci) * L.kh + i) * L.kw + j + 1
+                    s = s + Wt[wi] * X[xi]
+                    gx[xi] = gx[xi] + r * Wt[wi]
+                    gw[wi] = gw[wi] + r * X[xi]
+                  end
+                end
+              end
+            end
+          end
+          out[oi] = s
+          gb[o + 1] = gb[o + 1] + r
+        end
+      end
+    end
+  end
+  return out, gx, gw, gb
+end
+
+-- ---- calling the C API -----------------------------------------------------------------
+
+local function ptr(t) return t and t.h or nil end
+
+--- Workspace of the size facet_conv2d_workspace_size asks for (nil for 0), or of `elems` floats.
+local function workspace(x, wt, s, elems)
+  if not elems then
+    local e = ffi.new("int64_t[1]")
+    core.check(C.facet_conv2d_workspace_size(e, x.h, wt.h, s))
+    elems = tonumber(e[0])
+  end
+  if elems == 0 then return nil, 0 end
+  return facet.empty({ elems }, { device = H.device }), elems
+end
+
+--- A device tensor holding the flat values v.
+local function from_flat(shape, v)
+  local t = facet.empty(shape)
+  local p = t:data_ptr()
+  for i = 1, #v do p[i - 1] = v[i] end
+  return H.on(t)
+end
+
+local function randn(shape, seed, device)
+  return facet.randn(shape, { seed = seed }):to(device or H.device)
+end
+
+--- Inputs of a layer: tensors on the device under test (or `device`) and their flat values.
+local function inputs(L, seed, device)
+  local d = { L = L, s = settings(L) }
+  d.x = randn({ L.n, L.c, L.h, L.w }, seed, device)
+  d.w = randn({ L.o, L.cg, L.kh, L.kw }, seed + 1, device)
+  d.b = L.bias and randn({ L.o }, seed + 2, device) or nil
+  d.r = randn({ L.n, L.o, L.ho, L.wo }, seed + 3, device)
+  d.X, d.W, d.B, d.R = H.values(d.x), H.values(d.w), d.b and H.values(d.b), H.values(d.r)
+  return d
+end
+
+local function forward(d, ws)
+  local L = d.L
+  local out = facet.empty({ L.n, L.o, L.ho, L.wo }, { device = H.device })
+  if ws == nil then ws = workspace(d.x, d.w, d.s) end
+  core.check(C.facet_conv2d_forward(out.h, d.x.h, d.w.h, ptr(d.b), ptr(ws or nil), d.s))
+  return out
+end
+
+local function backward(d, gx, gw, gb, ws)
+  if ws == nil then ws = workspace(d.x, d.w, d.s) end
+  core.check(C.facet_conv2d_backward(ptr(gx), ptr(gw), ptr(gb), d.r.h, d.x.h, d.w.h, ptr(ws or nil), d.s))
+end
+
+local function grads(d)
+  local L = d.L
+  return facet.zeros({ L.n, L.c, L.h, L.w }, { device = H.device }),
+         facet.zeros({ L.o, L.cg, L.kh, L.kw }, { device = H.device }),
+         facet.zeros({ L.o }, { device = H.device })
+end
+
+local function check_layer(L, seed)
+  local d = inputs(L, seed)
+  local out = forward(d)
+  local ref_out, ref_gx, ref_gw, ref_gb = naive(L, d.X, d.W, d.B, d.R)
+  H.assert_close(H.values(out), ref_out, 1e-4, 1e-4)
+  local gx, gw, gb = grads(d)
+  backward(d, gx, gw, L.bias and gb or nil)
+  H.assert_close(H.values(gx), ref_gx, 1e-4, 1e-4)
+  H.assert_close(H.values(gw), ref_gw, 1e-4, 1e-3)
+  if L.bias then H.assert_close(H.values(gb), ref_gb, 1e-4, 1e-3) end
+end
+
+-- ---- the layers ------------------------------------------------------------------------
+
+local layers = {
+  -- pointwise (no im2col) and 1x1 layers that still need it
+  layer { n = 3, c = 5, h = 7, w = 6, o = 4, k = 1 },
+  layer { n = 1, c = 6, h = 5, o = 4, k = 1, g = 2, bias = false },
+  layer { n = 3, c = 4, h = 9, w = 8, o = 6, k = 1, s = 2 },
+  layer { n = 1, c = 3, h = 5, o = 2, k = 1, p = 1 },
+  -- 3x3 and 5x5: stride, padding, dilation, odd sizes
+  layer { n = 1, c = 3, h = 8, o = 4, k = 3, p = 1 },
+  layer { n = 3, c = 4, h = 9, w = 7, o = 5, k = 3, p = 1, bias = false },
+  layer { n = 3, c = 3, h = 9, w = 10, o = 4, k = 3, s = 2, p = 1 },
+  layer { n = 1, c = 2, h = 7, o = 3, k = 3 },
+  layer { n = 3, c = 3, h = 11, w = 9, o = 4, k = 3, d = 2, p = 2 },
+  layer { n = 1, c = 3, h = 10, w = 9, o = 2, k = 3, s = 2, d = 2 },
+  layer { n = 1, c = 3, h = 9, o = 4, k = 5, p = 2 },
+  layer { n = 3, c = 2, h = 11, w = 8, o = 3, k = 5, s = 2, p = 2, bias = false },
+  layer { n = 1, c = 2, h = 8, o = 3, k = 5, s = 3, p = 1, d = 1 },
+  -- rectangular kernels and settings that differ per axis
+  layer { n = 3, c = 3, h = 9, w = 7, o = 4, kh = 3, kw = 1, sh = 2, sw = 1, ph = 1, pw = 0 },
+  layer { n = 1, c = 2, h = 6, w = 11, o = 3, kh = 1, kw = 5, sh = 1, sw = 3, ph = 2, pw = 2, dh = 1, dw = 2 },
+  layer { n = 1, c = 2, h = 4, w = 4, o = 2, k = 3, p = 2 },    -- padding wider than half the kernel
+  -- groups
+  layer { n = 3, c = 4, h = 7, o = 6, k = 3, p = 1, g = 2 },
+  layer { n = 1, c = 6, h = 8, w = 9, o = 3, k = 3, s = 2, p = 1, g = 3, bias = false },
+  -- depthwise (direct kernels), with a channel multiplier, and one input channel
+  layer { n = 3, c = 5, h = 9, w = 8, o = 5, k = 3, p = 1, g = 5 },
+  layer { n = 3, c = 4, h = 9, w = 11, o = 4, k = 3, s = 2, p = 1, g = 4 },
+  layer { n = 1, c = 3, h = 10, o = 3, k = 5, p = 2, g = 3, bias = false },
+  layer { n = 1, c = 3, h = 11, w = 10, o = 3, k = 3, s = 3, p = 2, d = 2, g = 3 },
+  layer { n = 3, c = 4, h = 7, o = 4, k = 7, g = 4 },          -- MobileFaceNet's GDC: 7x7 on 7x7 -> 1x1
+  layer { n = 2, c = 2, h = 5, w = 4, o = 4, kh = 5, kw = 4, s = 2, g = 2 },
+  layer { n = 1, c = 3, h = 6, w = 7, o = 6, k = 3, p = 1, g = 3 },
+  layer { n = 3, c = 1, h = 8, o = 4, k = 3, s = 2, p = 1 },
+  layer { n = 1, c = 2, h = 131, w = 127, o = 2, k = 3, p = 1, g = 2 },   -- planes too big for the stack buffer
+  layer { n = 2, c = 2, h = 12, o = 2, k = 9, p = 4, g = 2 },             -- more taps than the flipped-kernel buffer
+  -- enough work for threaded loops and OpenBLAS's threaded GEMMs
+  layer { n = 3, c = 16, h = 20, w = 19, o = 24, k = 3, p = 1 },
+  layer { n = 3, c = 24, h = 28, o = 24, k = 3, p = 1, g = 24 },
+}
+
+describe("conv2d", function()
+  for i, L in ipairs(layers) do
+    H.it("forward and backward match the naive loop: " .. describe_layer(L), function()
+      check_layer(L, 100 * i)
+    end)
+  end
+
+  H.it("backward matches central finite differences of sum(out * R)", function()
+    for i, L in ipairs {
+      layer { n = 2, c = 4, h = 6, w = 5, o = 4, k = 3, s = 2, p = 1, g = 2 },
+      layer { n = 2, c = 3, h = 5, o = 2, k = 1 },
+      layer { n = 2, c = 3, h = 7, o = 3, k = 3, p = 1, d = 2, g = 3 },
+    } do
+      local d = inputs(L, 7000 + 10 * i)
+      local gx, gw, gb = grads(d)
+      backward(d, gx, gw, gb)
+      local loss = function(x, w, b)
+        local e = { L = L, s = d.s, x = x, w = w, b = b }
+        local out, s = H.values(forward(e)), 0
+        for k = 1, #out do s = s + out[k] * d.R[k] end
+        return s
+      end
+      local eps = 1e-2
+      local function probe(vals, shape, grad, which, picks)
+        for _, k in ipairs(picks) do
+          local up, down = { unpack(vals) }, { unpack(vals) }
+          up[k], down[k] = vals[k] + eps, vals[k] - eps
+          local args_up, args_down = { d.x, d.w, d.b }, { d.x, d.w, d.b }
+          args_up[which], args_down[which] = from_flat(shape, up), from_flat(shape, down)
+          local fd = (loss(unpack(args_up)) - loss(unpack(args_down))) / (2 * eps)
+          H.assert_close(grad[k], fd, 1e-2, 1e-2)
+        end
+      end
+      local nx, nw = #d.X, #d.W
+      probe(d.X, { L.n, L.c, L.h, L.w }, H.values(gx), 1, { 1, 2, math.floor(nx / 3), math.floor(nx / 2) + 1, nx })
+      probe(d.W, { L.o, L.cg, L.kh, L.kw }, H.values(gw), 2, { 1, math.floor(nw / 2) + 1, nw })
+      probe(d.B, { L.o }, H.values(gb), 3, { 1, L.o })
+    end
+  end)
+
+  H.it("backward overwrites grad_x and accumulates grad_weight and grad_bias", function()
+    for i, L in ipairs {
+      layer { n = 3, c = 4, h = 7, o = 6, k = 3, p = 1, g = 2 },
+      layer { n = 3, c = 4, h = 6, o = 3, k = 1 },
+      layer { n = 3, c = 4, h = 7, o = 4, k = 3, s = 2, p = 1, g = 4 },
+    } do
+      local d = inputs(L, 8000 + 10 * i)
+      local _, ref_gx, ref_gw, ref_gb = naive(L, d.X, d.W, d.B, d.R)
+      local gx = facet.full({ L.n, L.c, L.h, L.w }, 0 / 0, { device = H.device })   -- NaN: must be overwritten
+      local gw0, gb0 = randn({ L.o, L.cg, L.kh, L.kw }, 1), randn({ L.o }, 2)
+      local gw, gb = gw0:clone(), gb0:clone()
+      backward(d, gx, gw, gb)
+      backward(d, gx, gw, gb)
+      H.assert_close(H.values(gx), ref_gx, 1e-4, 1e-4)
+      local expect_w, expect_b, w0, b0 = {}, {}, H.values(gw0), H.values(gb0)
+      for k = 1, #ref_gw do expect_w[k] = w0[k] + 2 * ref_gw[k] end
+      for k = 1, #ref_gb do expect_b[k] = b0[k] + 2 * ref_gb[k] end
+      H.assert_close(H.values(gw), expect_w, 1e-4, 1e-3)
+      H.assert_close(H.values(gb), expect_b, 1e-4, 1e-3)
+    end
+  end)
+
+  H.it("any gradient may be NULL", function()
+    for i, L in ipairs {
+      layer { n = 3, c = 4, h = 7, o = 6, k = 3, p = 1, g = 2 },
+      layer { n = 2, c = 4, h = 5, o = 3, k = 1 },
+      layer { n = 2, c = 3, h = 6, o = 3, k = 3, p = 1, g = 3 },
+    } do
+      local d = inputs(L, 9000 + 10 * i)
+      local _, ref_gx, ref_gw, ref_gb = naive(L, d.X, d.W, d.B, d.R)
+      local gx, gw, gb = grads(d)
+      backward(d, gx, nil, nil)
+      H.assert_close(H.values(gx), ref_gx, 1e-4, 1e-4)
+      backward(d, nil, gw, nil)
+      H.assert_close(H.values(gw), ref_gw, 1e-4, 1e-3)
+      backward(d, nil, nil, gb, false)   -- bias alone needs no workspace
+      H.assert_close(H.values(gb), ref_gb, 1e-4, 1e-3)
+      backward(d, nil, nil, nil)
+    end
+  end)
+
+  H.it("an empty batch is a no-op", function()
+    local L = layer { n = 0, c = 4, h = 6, o = 2, k = 3, p = 1 }
+    local d = { L = L, s = settings(L), x = H.on(facet.zeros({ 0, 4, 6, 6 })), w = randn({ 2, 4, 3, 3 }, 1) }
+    local out = forward(d)
+    assert.are.same({ 0, 2, 6, 6 }, out:shape())
+  end)
+
+  H.it("the workspace size covers the layer; pointwise and depthwise layers need none", function()
+    local function size(L)
+      local d = inputs(L, 1)
+      local e = ffi.new("int64_t[1]", -1)
+      core.check(C.facet_conv2d_workspace_size(e, d.x.h, d.w.h, d.s))
+      return tonumber(e[0])
+    end
+    local L = layer { n = 3, c = 4, h = 9, o = 6, k = 3, p = 1, g = 2 }
+    assert.is_true(size(L) >= L.cg * L.kh * L.kw * L.ho * L.wo)
+    assert.are.equal(0, size(layer { n = 3, c = 4, h = 9, o = 6, k = 1 }))
+    assert.are.equal(0, size(layer { n = 3, c = 4, h = 9, o = 4, k = 3, p = 1, g = 4 }))
+  end)
+
+  it("CPU: any workspace of at least one slot and any thread count give the same result", function()
+    local threads = facet.get_threads()
+    local ok, err = pcall(function()
+      for i, L in ipairs {
+        layer { n = 3, c = 4, h = 9, w = 8, o = 6, k = 3, s = 2, p = 1, g = 2 },
+        layer { n = 5, c = 6, h = 8, o = 4, k = 1 },
+        layer { n = 5, c = 4, h = 9, o = 4, k = 3, p = 1, g = 4 },
+        layer { n = 4, c = 8, h = 16, o = 8, k = 3, p = 1 },
+        layer { n = 3, c = 1, h = 9, o = 3, k = 3, p = 1 },
+        layer { n = 3, c = 3, h = 9, o = 6, k = 3, s = 2, p = 1, g = 3 },
+      } do
+        local d = inputs(L, 500 + i, "cpu")
+        local ref_out, ref_gx, ref_gw, ref_gb = naive(L, d.X, d.W, d.B, d.R)
+        local slot = (L.cg == 1 or (L.kh == 1 and L.sh == 1 and L.ph == 0)) and 0 or L.cg * L.kh * L.kw * L.ho * L.wo
+        for _, t in ipairs { 1, 2, 3, 4 } do
+          facet.set_threads(t)
+          for _, slots in ipairs { 1, 2, 3, 7 } do
+            local ws = slot > 0 and facet.empty({ slot * slots }) or false
+            local out = facet.empty({ L.n, L.o, L.ho, L.wo })
+            core.check(C.facet_conv2d_forward(out.h, d.x.h, d.w.h, d.b.h, ptr(ws or nil), d.s))
+            H.assert_close(H.values(out), ref_out, 1e-4, 1e-4)
+            local gx = facet.full({ L.n, L.c, L.h, L.w }, 0 / 0)
+            local gw, gb = facet.zeros({ L.o, L.cg, L.kh, L.kw }), facet.zeros({ L.o })
+            core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, d.r.h, d.x.h, d.w.h, ptr(ws or nil), d.s))
+            H.assert_close(H.values(gx), ref_gx, 1e-4, 1e-4)
+            H.assert_close(H.values(gw), ref_gw, 1e-4, 1e-3)
+            H.assert_close(H.values(gb), ref_gb, 1e-4, 1e-3)
+          end
+        end
+      end
+    end)
+    facet.set_threads(threads)
+    if not ok then error(err, 0) end
+  end)
+
+  H.it("errors name the function and the shapes", function()
+    local L = layer { n = 2, c = 4, h = 6, o = 6, k = 3, p = 1, g = 2 }
+    local d = inputs(L, 42)
+    local ws = workspace(d.x, d.w, d.s)
+    local out = facet.empty({ 2, 6, 6, 6 }, { device = H.device })
+    local fwd = "facet_conv2d_forward"
+    local function f(o, x, w, b, wsp, s)
+      return function() core.check(C.facet_conv2d_forward(ptr(o), ptr(x), ptr(w), ptr(b), ptr(wsp), s)) end
+    end
+    local function with(t)
+      local s = ffi.new("int32_t[7]")
+      for k = 0, 6 do s[k] = d.s[k] end
+      for k, v in pairs(t) do s[k] = v end
+      return s
+    end
+    -- the good call first, so the failures below are the argument's fault
+    f(out, d.x, d.w, d.b, ws, d.s)()
+    -- wrong input channels for weight (C/groups = 2)
+    H.assert_error(f(out, d.x, randn({ 6, 4, 3, 3 }, 1), d.b, ws, d.s), fwd, "C/groups = 2",
+      "[6x4x3x3 float32 " .. H.device .. "]", "[2x4x6x6 float32 " .. H.device .. "]")
+    -- groups that do not divide C or O, and groups 0
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [6] = 3 }), fwd, "groups 3 must divide")
+    H.assert_error(f(out, d.x, randn({ 5, 2, 3, 3 }, 1), nil, ws, d.s), fwd, "groups 2 must divide")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [6] = 0 }), fwd, "groups >= 1", "groups 0")
+    -- strides, pads, dilations
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [0] = 0 }), fwd, "stride 0x1")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [3] = -1 }), fwd, "pad 1x-1")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [5] = 0 }), fwd, "dilation 1x0")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, nil), fwd, "settings are NULL")
+    -- kernel larger than the padded input
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [2] = 0, [4] = 4 }), fwd, "larger than the padded input")
+    -- out shape from the formula
+    H.assert_error(f(facet.empty({ 2, 6, 5, 6 }, { device = H.device }), d.x, d.w, d.b, ws, d.s), fwd,
+      "out [2x6x5x6", "2x6x6x6")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [0] = 2 }), fwd, "out", "2x6x3x6", "stride 2x1")
+    -- bias
+    H.assert_error(f(out, d.x, d.w, randn({ 5 }, 1), ws, d.s), fwd, "bias [5 float32", "vector of 6")
+    -- workspace too small, or missing where needed
+    H.assert_error(f(out, d.x, d.w, d.b, facet.empty({ 10 }, { device = H.device }), d.s), fwd,
+      "workspace [10 float32", "needs at least")
+    H.assert_error(f(out, d.x, d.w, d.b, nil, d.s), fwd, "workspace is NULL")
+    -- dtypes, ranks, NULLs, aliasing
+    H.assert_error(f(out, d.x:int(), d.w, d.b, ws, d.s), fwd, "x must be float32", "int32")
+    H.assert_error(f(out, d.x, d.w:int(), d.b, ws, d.s), fwd, "weight must be float32")
+    H.assert_error(f(out, d.x:reshape(2, 4, 36), d.w, d.b, ws, d.s), fwd, "4-D", "[2x4x36 float32")
+    H.assert_error(f(nil, d.x, d.w, d.b, ws, d.s), fwd, "out is NULL")
+    H.assert_error(f(out, nil, d.w, d.b, ws, d.s), fwd, "x is NULL")
+    local sq = layer { n = 2, c = 4, h = 6, o = 4, k = 3, p = 1 }
+    local e = inputs(sq, 3)
+    H.assert_error(f(e.x, e.x, e.w, e.b, workspace(e.x, e.w, e.s), e.s), fwd, "overlaps")
+    H.assert_error(function()
+      core.check(C.facet_conv2d_workspace_size(nil, d.x.h, d.w.h, d.s))
+    end, "facet_conv2d_workspace_size", "elements is NULL")
+    H.assert_error(function()
+      core.check(C.facet_conv2d_workspace_size(ffi.new("int64_t[1]"), d.x.h, d.w.h, with { [6] = 3 }))
+    end, "facet_conv2d_workspace_size", "groups 3")
+
+    -- backward
+    local bwd = "facet_conv2d_backward"
+    local gx, gw, gb = grads(d)
+    local function b(gxp, gwp, gbp, go, wsp)
+      return function()
+        core.check(C.facet_conv2d_backward(ptr(gxp), ptr(gwp), ptr(gbp), ptr(go), d.x.h, d.w.h, ptr(wsp), d.s))
+      end
+    end
+    b(gx, gw, gb, d.r, ws)()
+    H.assert_error(b(gx, gw, gb, facet.empty({ 2, 6, 6, 5 }, { device = H.device }), ws), bwd, "grad_out [2x6x6x5")
+    H.assert_error(b(gx, gw, gb, nil, ws), bwd, "grad_out is NULL")
+    H.assert_error(b(facet.empty({ 2, 4, 6, 5 }, { device = H.device }), gw, gb, d.r, ws), bwd, "grad_x [2x4x6x5")
+    H.assert_error(b(gx, facet.empty({ 6, 4, 3, 3 }, { device = H.device }), gb, d.r, ws), bwd, "grad_weight [6x4x3x3")
+    H.assert_error(b(gx, gw, facet.empty({ 4 }, { device = H.device }), d.r, ws), bwd, "grad_bias [4 float32")
+    H.assert_error(b(gx, gw, gb, d.r, facet.empty({ 3 }, { device = H.device })), bwd, "workspace [3 float32")
+    H.assert_error(b(gx, gw, gb, d.r, nil), bwd, "workspace is NULL")
+    H.assert_error(b(gx, gw, gb, d.r:int(), ws), bwd, "grad_out must be float32")
+    local sgx = facet.empty({ 2, 4, 6, 6 }, { device = H.device })
+    H.assert_error(function()
+      core.check(C.facet_conv2d_backward(sgx.h, nil, nil, sgx.h, e.x.h, e.w.h, ptr(workspace(e.x, e.w, e.s)), e.s))
+    end, bwd, "grad_x [2x4x6x6", "overlaps grad_out")
+  end)
+end)

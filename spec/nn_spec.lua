@@ -1,0 +1,123 @@
+--- nn modules: finite-difference Jacobians, values, containers, error naming,
+-- printing and the module API.
+local H = require "support.device"
+local J = require "support.jacobian"
+local facet = H.facet
+local nn = facet.nn
+
+local function on(m) if H.device == "cuda" then return m:cuda() end return m end
+
+describe("Linear", function()
+  H.it("computes x W^T + b and has exact gradients", function()
+    local m = on(nn.Linear(3, 2))
+    m.weight:copy(facet.tensor { { 1, 2, 3 }, { -1, 0, 0.5 } })
+    m.bias:copy(facet.tensor { 0.5, -1 })
+    local y = m:forward(H.tensor { { 1, 1, 1 }, { 2, 0, -2 } })
+    assert.are.same({ 6.5, -1.5, -3.5, -4 }, H.values(y))
+    J.check(on(nn.Linear(5, 4)), H.on(facet.randn({ 3, 5 }, { seed = 1 })))
+    J.check(on(nn.Linear(5, 4, false)), H.on(facet.randn({ 3, 5 }, { seed = 2 })))
+  end)
+  H.it("accumulates gradients and zero_grad clears them", function()
+    local m = on(nn.Linear(2, 2))
+    local x = H.on(facet.randn({ 4, 2 }, { seed = 3 }))
+    local g = H.on(facet.ones({ 4, 2 }))
+    m:forward(x); m:backward(x, g)
+    local once = H.values(m.grad_weight)
+    m:forward(x); m:backward(x, g)
+    local twice = H.values(m.grad_weight)
+    for i = 1, #once do H.assert_close(twice[i], 2 * once[i], 1e-6) end
+    m:zero_grad()
+    assert.are.equal(0, m.grad_weight:norm() + m.grad_bias:norm())
+  end)
+  it("names itself in shape errors", function()
+    H.assert_error(function() nn.Linear(3, 2):forward(facet.ones({ 2, 4 })) end, "Linear(3->2)", "B x 3")
+  end)
+end)
+
+describe("activations", function()
+  H.it("ReLU, Sigmoid, Tanh values and Jacobians", function()
+    local x = H.tensor { { -2, -0.5, 0.5, 3 } }
+    assert.are.same({ 0, 0, 0.5, 3 }, H.values(on(nn.ReLU()):forward(x)))
+    H.assert_close(H.values(on(nn.Sigmoid()):forward(x)), { 1 / (1 + math.exp(2)), 1 / (1 + math.exp(0.5)),
+      1 / (1 + math.exp(-0.5)), 1 / (1 + math.exp(-3)) }, 1e-6)
+    H.assert_close(H.values(on(nn.Tanh()):forward(x)), { math.tanh(-2), math.tanh(-0.5), math.tanh(0.5), math.tanh(3) }, 1e-6)
+    -- inputs away from ReLU's kink
+    local z = H.on(facet.randn({ 4, 6 }, { seed = 4 }))
+    z:add_(z:sign():mul_(0.2))
+    for _, m in ipairs { nn.ReLU(), nn.Sigmoid(), nn.Tanh() } do J.check(on(m), z) end
+  end)
+  H.it("PReLU per channel (2-D and 4-D) and shared, slope gradients included", function()
+    local p = on(nn.PReLU(3))
+    p.slope:copy(facet.tensor { 0.1, 0.2, 0.3 })
+    H.assert_close(H.values(p:forward(H.tensor { { 1, -2, 3 }, { -10, 5, -4 } })), { 1, -0.4, 3, -1, 5, -1.2 }, 1e-6)
+    local z = H.on(facet.randn({ 2, 3, 4, 5 }, { seed = 5 }))
+    z:add_(z:sign():mul_(0.2))
+    J.check(on(nn.PReLU(3)), z)
+    J.check(on(nn.PReLU()), H.on(facet.randn({ 4, 3 }, { seed = 6 })):add_(0.05))
+  end)
+end)
+
+describe("Dropout", function()
+  H.it("drops about p, scales the rest, and routes gradients through the mask", function()
+    local d = on(nn.Dropout(0.25))
+    local x = H.on(facet.ones({ 100000 }))
+    local y = H.values(d:forward(x))
+    local zeros, ok = 0, true
+    for _, v in ipairs(y) do
+      if v == 0 then zeros = zeros + 1 elseif math.abs(v - 1 / 0.75) > 1e-6 then ok = false end
+    end
+    assert.is_true(ok)
+    H.assert_close(zeros / #y, 0.25, 0, 0.01)
+    local g = H.values(d:backward(x, H.on(facet.ones({ 100000 }))))
+    for i = 1, #y, 997 do assert.are.equal(y[i], g[i]) end
+    d:evaluate()
+    assert.are.equal(x, d:forward(x))
+  end)
+end)
+
+describe("containers", function()
+  H.it("Sequential, Residual, Add, Mul and Concat have exact Jacobians", function()
+    local x = H.on(facet.randn({ 3, 4 }, { seed = 7 }))
+    J.check(on(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2))), x)
+    J.check(on(nn.Residual(nn.Sequential(nn.Linear(4, 4), nn.Sigmoid()))), x)
+    J.check(on(nn.Residual(nn.Linear(4, 3), nn.Linear(4, 3))), x)
+    J.check(on(nn.Add(nn.Linear(4, 2), nn.Linear(4, 2), nn.Sequential(nn.Linear(4, 2), nn.Tanh()))), x)
+    J.check(on(nn.Mul(nn.Linear(4, 3), nn.Sequential(nn.Linear(4, 3), nn.Sigmoid()))), x)
+    J.check(on(nn.Concat(2, nn.Linear(4, 2), nn.Sequential(nn.Linear(4, 3), nn.Tanh()))), x)
+  end)
+
+  H.it("Flatten and Identity", function()
+    local x = H.on(facet.randn({ 2, 3, 4 }, { seed = 8 }))
+    local f = on(nn.Flatten())
+    assert.are.same({ 2, 12 }, f:forward(x):shape())
+    assert.are.same({ 2, 3, 4 }, f:backward(x, H.on(facet.ones({ 2, 12 }))):shape())
+    assert.are.equal(x, on(nn.Identity()):forward(x))
+  end)
+
+  it("errors name the failing module, through nested containers", function()
+    local net = nn.Sequential(nn.Linear(4, 3), nn.Sequential(nn.ReLU(), nn.Linear(5, 2)))
+    H.assert_error(function() net:forward(facet.ones({ 2, 4 })) end,
+      "In Sequential (2) Sequential: In Sequential (2) Linear(5->2): Linear(5->2): want B x 5 input")
+    H.assert_error(function() nn.Sequential(1) end, "not a module")
+    H.assert_error(function() nn.Linear(0, 3) end, "positive sizes")
+  end)
+
+  it("prints the tree with parameter counts; train/evaluate reach every child", function()
+    local net = nn.Sequential(nn.Linear(4, 3), nn.Residual(nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.1))))
+    local s = tostring(net)
+    assert.truthy(s:find("(1) Linear(4->3)  [15 params]", 1, true), s)
+    assert.truthy(s:find("(2) Residual", 1, true), s)
+    assert.truthy(s:find("(1) Linear(3->3)  [12 params]", 1, true), s)
+    assert.truthy(s:find("total: 27 parameters", 1, true), s)
+    net:evaluate()
+    assert.is_false(net.modules[2].modules[1].modules[2].training)
+    net:train()
+    assert.is_true(net.modules[2].modules[1].modules[2].training)
+    local params, grads = net:parameters()
+    assert.are.equal(4, #params)
+    assert.are.equal(#params, #grads)
+    net:forward(facet.ones({ 2, 4 }))
+    net:clear_state()
+    assert.is_nil(net.modules[1].buffers.output)
+  end)
+end)
