@@ -11,7 +11,7 @@
 FACET_HD float facet_act_forward(int act, float x, float slope)
 {
     switch (act) {
-    case FACET_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case FACET_ACT_RELU: return x <= 0.0f ? 0.0f : x;    /* NaN passes, as in PyTorch */
     case FACET_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
     case FACET_ACT_TANH: return tanhf(x);
     case FACET_ACT_PRELU: return x > 0.0f ? x : slope * x;

@@ -407,26 +407,35 @@ static inline __attribute__((always_inline)) void dw_row(float *o, int64_t n, co
     }
 }
 
-/* acc[l] += g[q] x[q] over a row of n >= B, in blocks of B lanes; the last
- * block overlaps the one before it with the repeated lanes masked off. */
-static inline __attribute__((always_inline)) void dw_dot_row(float *acc, const float *g, const float *x, int64_t n,
-                                                             const int B)
+/* Adds the dot of g[0, n) and x[0, n) (n >= B) into two vectors of partial
+ * sums, alternating blocks of B lanes so that two addition chains run side
+ * by side; the last block overlaps the one before it with the repeated
+ * lanes masked off. */
+static inline __attribute__((always_inline)) void dw_dot_row(float *acc0, float *acc1, const float *g, const float *x,
+                                                             int64_t n, const int B)
 {
     int64_t q = 0;
-    for (; q + B <= n; q += B) {
+    for (; q + 2 * B <= n; q += 2 * B) {
         #pragma omp simd
-        for (int l = 0; l < B; l++) acc[l] += g[q + l] * x[q + l];
+        for (int l = 0; l < B; l++) acc0[l] += g[q + l] * x[q + l];
+        #pragma omp simd
+        for (int l = 0; l < B; l++) acc1[l] += g[q + B + l] * x[q + B + l];
+    }
+    if (q + B <= n) {
+        #pragma omp simd
+        for (int l = 0; l < B; l++) acc0[l] += g[q + l] * x[q + l];
+        q += B;
     }
     if (q < n) {
         const int64_t q0 = n - B;
         const int skip = (int)(q - q0);
         #pragma omp simd
-        for (int l = 0; l < B; l++) acc[l] += l >= skip ? g[q0 + l] * x[q0 + l] : 0.0f;
+        for (int l = 0; l < B; l++) acc1[l] += l >= skip ? g[q0 + l] * x[q0 + l] : 0.0f;
     }
 }
 
-/* sum over r < rows, q < n of g[r n + q] x[r pitch + q], with one vector of
- * partial sums for the whole plane. */
+/* sum over r < rows, q < n of g[r n + q] x[r pitch + q]: vectors of partial
+ * sums for the whole plane, reduced once. */
 static inline __attribute__((always_inline)) float dw_plane_dot(const float *g, const float *x, int64_t rows,
                                                                 int64_t n, int64_t pitch)
 {
@@ -436,13 +445,13 @@ static inline __attribute__((always_inline)) float dw_plane_dot(const float *g, 
             for (int64_t q = 0; q < n; q++) s += g[r * n + q] * x[r * pitch + q];
         return s;
     }
-    float acc[16] = { 0.0f };
+    float acc0[16] = { 0.0f }, acc1[16] = { 0.0f };
     if (n >= 16) {
-        for (int64_t r = 0; r < rows; r++) dw_dot_row(acc, g + r * n, x + r * pitch, n, 16);
+        for (int64_t r = 0; r < rows; r++) dw_dot_row(acc0, acc1, g + r * n, x + r * pitch, n, 16);
     } else {
-        for (int64_t r = 0; r < rows; r++) dw_dot_row(acc, g + r * n, x + r * pitch, n, 8);
+        for (int64_t r = 0; r < rows; r++) dw_dot_row(acc0, acc1, g + r * n, x + r * pitch, n, 8);
     }
-    for (int l = 0; l < 16; l++) s += acc[l];
+    for (int l = 0; l < 16; l++) s += acc0[l] + acc1[l];
     return s;
 }
 

@@ -37,9 +37,10 @@ struct facet_head {
     int has_prog[FACET_PROGRAM_COUNT];
 };
 
-/* min/max as plain comparisons: they vectorise (fminf/fmaxf become libm calls) */
-FACET_HD float facet_minf(float a, float b) { return a < b ? a : b; }
-FACET_HD float facet_maxf(float a, float b) { return a > b ? a : b; }
+/* min/max as plain comparisons: they vectorise (fminf/fmaxf become libm
+ * calls), and a NaN in a propagates, so clamping never hides a NaN loss */
+FACET_HD float facet_minf(float a, float b) { return b < a ? b : a; }
+FACET_HD float facet_maxf(float a, float b) { return b > a ? b : a; }
 
 /* exp(x) for x <= 0 mostly (logits minus their max): 2^n * p(r), |rel err| < 2e-7
  * on [-87, 88]; no branches or calls, so loops over it vectorise. */

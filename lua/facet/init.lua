@@ -15,6 +15,7 @@ local facet = {
   arange = tensor.arange, rand = tensor.rand, randn = tensor.randn,
   empty_like = tensor.empty_like,
   manual_seed = tensor.manual_seed,
+  generator_state = tensor.generator_state,
   version = ffi.string(C.facet_version()),
   library_path = core.path,
 }
@@ -84,6 +85,9 @@ facet.heads = require "facet.heads"
 facet.nn = require "facet.nn"
 facet.optim = require "facet.optim"
 facet.models = require "facet.models"
+facet.data = require "facet.data"
+facet.train = require("facet.train").train
+facet.load_checkpoint = require("facet.train").load_checkpoint
 
 local safetensors = require "facet.safetensors"
 facet.save_safetensors = safetensors.save

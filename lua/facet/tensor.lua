@@ -764,6 +764,16 @@ end
 -- the global generator: a seed and a counter that advances with each draw
 local gen = { seed = 0x5eed, offset = 0 }
 
+--- The global generator's position: get it (no argument) or restore one
+-- ({ seed =, offset = }, e.g. from a checkpoint).
+function M.generator_state(state)
+  if state == nil then return { seed = gen.seed, offset = gen.offset } end
+  if type(state) ~= "table" or type(state.seed) ~= "number" or type(state.offset) ~= "number" then
+    error("generator_state: want { seed = n, offset = n }", 2)
+  end
+  gen.seed, gen.offset = state.seed, state.offset
+end
+
 function M.manual_seed(seed)
   if type(seed) ~= "number" or seed < 0 or seed ~= math.floor(seed) then
     error("manual_seed: want a non-negative integer", 2)
