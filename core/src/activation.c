@@ -39,6 +39,63 @@ static int check_slope(const char *fn, const facet_tensor *slope, const facet_te
     return 0;
 }
 
+/* Plane by plane (one channel of one sample): the slope is constant along the
+ * contiguous inner loop, which vectorises with no index arithmetic. */
+FACET_CLONES static void act_forward_cpu(float *o, const float *xp, int64_t n, int act, const float *sp, int64_t ns,
+                                         int64_t channels, int64_t inner)
+{
+    int64_t planes = n / inner;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        float s = sp ? sp[ns == 1 ? 0 : pl % channels] : 0.0f;
+        const float *xr = xp + pl * inner;
+        float *orow = o + pl * inner;
+        #pragma omp simd
+        for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(act, xr[k], s);
+    }
+}
+
+FACET_CLONES static void act_backward_cpu(float *gx, float *gs, const float *g, const float *xp, const float *yp,
+                                          int64_t n, int act, const float *sp, int64_t ns, int64_t channels,
+                                          int64_t inner)
+{
+    int64_t planes = n / inner;
+    if (gx) {
+        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            float s = sp ? sp[ns == 1 ? 0 : pl % channels] : 0.0f;
+            const float *gr = g + pl * inner, *xr = xp + pl * inner, *yr = yp ? yp + pl * inner : NULL;
+            float *d = gx + pl * inner;
+            if (yr) {
+                #pragma omp simd
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(act, gr[k], xr[k], yr[k], s);
+            } else {
+                #pragma omp simd
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(act, gr[k], xr[k], 0.0f, s);
+            }
+        }
+    }
+    if (gs) {
+        /* dL/dslope_c = sum over the channel's non-positive inputs of g * x */
+        int64_t outer = planes / channels;
+        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
+        for (int64_t c = 0; c < channels; c++) {
+            float acc = 0.0f;
+            for (int64_t o = 0; o < outer; o++) {
+                const float *gr = g + (o * channels + c) * inner, *xr = xp + (o * channels + c) * inner;
+                #pragma omp simd reduction(+:acc)
+                for (int64_t k = 0; k < inner; k++) acc += xr[k] <= 0.0f ? gr[k] * xr[k] : 0.0f;
+            }
+            if (ns == 1) {
+                #pragma omp atomic
+                gs[0] += acc;
+            } else {
+                gs[c] += acc;
+            }
+        }
+    }
+}
+
 int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, const facet_tensor *slope)
 {
     static const char *fn = "facet_activation_forward";
@@ -59,11 +116,7 @@ int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, 
     float *o = facet_ptr(out);
     const float *xp = facet_ptr(x);
     if (x->device == FACET_DEVICE_CUDA) return facet_cuda_activation_forward(o, xp, n, act, sp, ns, channels, inner);
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-    for (int64_t i = 0; i < n; i++) {
-        float s = sp ? sp[ns == 1 ? 0 : (i / inner) % channels] : 0.0f;
-        o[i] = facet_act_forward(act, xp[i], s);
-    }
+    act_forward_cpu(o, xp, n, act, sp, ns, channels, inner);
     return 0;
 }
 
@@ -100,26 +153,7 @@ int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, co
     const float *g = facet_ptr(grad_out), *xp = facet_ptr(x), *yp = out ? facet_ptr(out) : NULL;
     if (x->device == FACET_DEVICE_CUDA)
         return facet_cuda_activation_backward(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
-    if (gx) {
-        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-        for (int64_t i = 0; i < n; i++) {
-            float s = sp ? sp[ns == 1 ? 0 : (i / inner) % channels] : 0.0f;
-            gx[i] = facet_act_backward(act, g[i], xp[i], yp ? yp[i] : 0.0f, s);
-        }
-    }
-    if (gs) {
-        /* dL/dslope_c = sum over the channel's negative inputs of g * x */
-        int64_t outer = n / (channels * inner);
-        for (int64_t c = 0; c < channels; c++) {
-            double acc = 0.0;
-            for (int64_t o = 0; o < outer; o++) {
-                const float *gr = g + (o * channels + c) * inner, *xr = xp + (o * channels + c) * inner;
-                for (int64_t k = 0; k < inner; k++)
-                    if (xr[k] <= 0.0f) acc += (double)gr[k] * xr[k];
-            }
-            gs[ns == 1 ? 0 : c] += (float)acc;
-        }
-    }
+    act_backward_cpu(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
     return 0;
 }
 

@@ -294,15 +294,19 @@ static void bias_grad(const struct facet_conv_geom *g, float *gb, const float *g
  * a plane into a zero-padded buffer on the stack, split into stride_w column
  * phases, so that no tap needs a bounds test and every tap sweeps contiguous
  * memory whatever the stride. Forward computes a row of outputs in register
- * blocks of 16 (or 8) with the taps innermost, one broadcast FMA per tap and
- * block; the last block of a row overlaps the one before it instead of
- * falling back to scalar code. grad_x scatters each output row into the
- * padded buffer (contiguous read-modify-write sweeps) and copies the inside
- * out; grad_weight is one dot product per tap over the plane. Planes larger
- * than the buffer (beyond ~126 x 126) or kernels over DW_MAX_TAPS take the
- * plain loops, which bound each row sweep with facet_conv_range. Backward
- * runs per input channel: the grad_x planes and the grad_weight/grad_bias
- * sums of its output channels come from one pass over its planes. */
+ * blocks of 16 (or 8) with the taps innermost, one broadcast multiply-add
+ * per tap and block; the last block of a row overlaps the one before it
+ * instead of falling back to scalar code. grad_x at stride 1 is that same
+ * forward kernel (grad_out correlated with the flipped kernel); otherwise
+ * each output row is scattered into the padded buffer (contiguous
+ * read-modify-write sweeps) and the inside copied out. grad_weight is one
+ * dot product per tap over the plane. Planes larger than the buffer
+ * (beyond ~126 x 126) or kernels over DW_MAX_TAPS take the plain loops,
+ * which bound each row sweep with facet_conv_range. Backward runs per input
+ * channel: the grad_x planes and the grad_weight/grad_bias sums of its
+ * output channels come from one pass over its planes, while they are in
+ * cache. Multiply and add stay separate (C11 mode: no FP contraction), so
+ * every clone (AVX-512, AVX2, baseline) gives the same bits. */
 enum { DW_SCRATCH = 16384, DW_MAX_TAPS = 64 };
 
 /* The zero-padded plane the taps read: padded row r = input row r - pad_h,

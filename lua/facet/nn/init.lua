@@ -15,5 +15,6 @@ for k, v in pairs(require "facet.nn.BatchNorm") do nn[k] = v end
 for k, v in pairs(require "facet.nn.Pool") do nn[k] = v end
 nn.Upsample = require "facet.nn.Upsample"
 nn.SE = require "facet.nn.SE"
+nn.summary = require "facet.nn.summary"
 
 return nn
