@@ -181,8 +181,10 @@ local layers = {
   layer { n = 2, c = 2, h = 5, w = 4, o = 4, kh = 5, kw = 4, s = 2, g = 2 },
   layer { n = 1, c = 3, h = 6, w = 7, o = 6, k = 3, p = 1, g = 3 },
   layer { n = 3, c = 1, h = 8, o = 4, k = 3, s = 2, p = 1 },
+  layer { n = 2, c = 3, h = 10, w = 9, o = 3, k = 5, g = 3 },             -- no padding: grad_x by scatter
+  layer { n = 1, c = 2, h = 5, o = 2, k = 3, p = 3, g = 2 },              -- padding beyond the kernel's reach
   layer { n = 1, c = 2, h = 131, w = 127, o = 2, k = 3, p = 1, g = 2 },   -- planes too big for the stack buffer
-  layer { n = 2, c = 2, h = 12, o = 2, k = 9, p = 4, g = 2 },             -- more taps than the flipped-kernel buffer
+  layer { n = 2, c = 2, h = 12, o = 2, k = 9, p = 4, g = 2 },             -- more taps than the fast kernels take
   -- enough work for threaded loops and OpenBLAS's threaded GEMMs
   layer { n = 3, c = 16, h = 20, w = 19, o = 24, k = 3, p = 1 },
   layer { n = 3, c = 24, h = 28, o = 24, k = 3, p = 1, g = 24 },

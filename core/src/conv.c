@@ -492,33 +492,12 @@ FACET_CLONES static bool direct_forward_fast(const struct facet_conv_geom *g, fl
     return true;
 }
 
-/* grad_x plane of input channel c from its og output channels (gout and w
- * point at the first of them). Overwrites. */
-FACET_CLONES static bool direct_grad_x_fast(const struct facet_conv_geom *g, float *gx, const float *gout,
-                                            const float *w)
+/* grad_x plane by scattering each output row of the og output channels
+ * (gout and w point at the first) into the padded buffer. Overwrites. */
+FACET_CLONES static bool direct_grad_x_scatter(const struct facet_conv_geom *g, float *gx, const float *gout,
+                                               const float *w)
 {
     const int64_t taps = g->kh * g->kw;
-    if (dw_global(g)) {
-        for (int64_t t = 0; t < taps; t++) gx[t] = 0.0f;
-        for (int64_t m = 0; m < g->og; m++) {
-            const float gv = gout[m], *wm = w + m * taps;
-            #pragma omp simd
-            for (int64_t t = 0; t < taps; t++) gx[t] += gv * wm[t];
-        }
-        return true;
-    }
-    if (g->sh == 1 && g->sw == 1 && g->og == 1 && g->ph <= (g->kh - 1) * g->dh && g->pw <= (g->kw - 1) * g->dw &&
-        4 * g->p >= 3 * g->h * g->w && taps <= DW_MAX_TAPS) {
-        /* stride 1: grad_x is grad_out, padded by the kernel's reach less the
-         * padding, correlated with the flipped kernel - a forward layer from
-         * Ho x Wo to H x W (used while most of that correlation is not padding) */
-        struct facet_conv_geom t = *g;
-        t.h = g->ho, t.w = g->wo, t.ho = g->h, t.wo = g->w, t.p = g->h * g->w;
-        t.ph = (g->kh - 1) * g->dh - g->ph, t.pw = (g->kw - 1) * g->dw - g->pw;
-        float wf[DW_MAX_TAPS];
-        for (int64_t k = 0; k < taps; k++) wf[k] = w[taps - 1 - k];   /* both axes flipped */
-        if (direct_forward_fast(&t, gx, gout, wf, 0.0f)) return true;
-    }
     float buf[DW_SCRATCH];
     struct dw_plane p;
     if (!dw_plane_init(&p, buf, g)) return false;
@@ -537,6 +516,33 @@ FACET_CLONES static bool direct_grad_x_fast(const struct facet_conv_geom *g, flo
         }
     dw_unfill(&p, g, gx);
     return true;
+}
+
+/* grad_x plane of input channel c from its og output channels (gout and w
+ * point at the first of them). Overwrites. The stack buffer lives in the
+ * callees, one at a time. */
+static bool direct_grad_x_fast(const struct facet_conv_geom *g, float *gx, const float *gout, const float *w)
+{
+    const int64_t taps = g->kh * g->kw;
+    if (dw_global(g)) {
+        for (int64_t t = 0; t < taps; t++) gx[t] = 0.0f;
+        for (int64_t m = 0; m < g->og; m++)
+            for (int64_t t = 0; t < taps; t++) gx[t] += gout[m] * w[m * taps + t];
+        return true;
+    }
+    if (g->sh == 1 && g->sw == 1 && g->og == 1 && g->ph <= (g->kh - 1) * g->dh && g->pw <= (g->kw - 1) * g->dw &&
+        4 * g->p >= 3 * g->h * g->w && taps <= DW_MAX_TAPS) {
+        /* stride 1: grad_x is grad_out, padded by the kernel's reach less the
+         * padding, correlated with the flipped kernel - a forward layer from
+         * Ho x Wo to H x W (used while most of that correlation is not padding) */
+        struct facet_conv_geom t = *g;
+        t.h = g->ho, t.w = g->wo, t.ho = g->h, t.wo = g->w, t.p = g->h * g->w;
+        t.ph = (g->kh - 1) * g->dh - g->ph, t.pw = (g->kw - 1) * g->dw - g->pw;
+        float wf[DW_MAX_TAPS];
+        for (int64_t k = 0; k < taps; k++) wf[k] = w[taps - 1 - k];   /* both axes flipped */
+        if (direct_forward_fast(&t, gx, gout, wf, 0.0f)) return true;
+    }
+    return direct_grad_x_scatter(g, gx, gout, w);
 }
 
 /* gw[t] += the dot of a grad_out plane with x's plane seen through tap t. */
