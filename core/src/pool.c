@@ -95,8 +95,43 @@ static int check_output(const char *fn, const char *name, const facet_tensor *t,
 static inline int64_t clip_lo(int64_t v) { return v > 0 ? v : 0; }
 static inline int64_t clip_hi(int64_t v, int64_t n) { return v < n ? v : n; }
 
+/* The first of a and b in scan order wins ties; a NaN wins unless one came first. */
+static inline int later_wins(float later, float best)
+{
+    return later > best || (later != later && best == best);
+}
+
+/* 2x2, stride 2, no padding (the common case): four loads per output, no window
+ * arithmetic, so the loop vectorises with blends */
+FACET_CLONES static void max_plane_2x2(float *o, int32_t *am, const float *x, const struct facet_pool_geom *g)
+{
+    for (int64_t oh = 0; oh < g->ho; oh++) {
+        const float *r0 = x + 2 * oh * g->w, *r1 = r0 + g->w;
+        float *orow = o + oh * g->wo;
+        int32_t *arow = am ? am + oh * g->wo : NULL;
+        const int32_t base = (int32_t)(2 * oh * g->w);
+        #pragma omp simd
+        for (int64_t ow = 0; ow < g->wo; ow++) {
+            float best = r0[2 * ow];
+            int32_t bi = base + (int32_t)(2 * ow);
+            float v = r0[2 * ow + 1];
+            if (later_wins(v, best)) { best = v; bi = base + (int32_t)(2 * ow + 1); }
+            v = r1[2 * ow];
+            if (later_wins(v, best)) { best = v; bi = base + (int32_t)(g->w + 2 * ow); }
+            v = r1[2 * ow + 1];
+            if (later_wins(v, best)) { best = v; bi = base + (int32_t)(g->w + 2 * ow + 1); }
+            orow[ow] = best;
+            if (arow) arow[ow] = bi;
+        }
+    }
+}
+
 FACET_CLONES static void max_plane(float *o, int32_t *am, const float *x, const struct facet_pool_geom *g)
 {
+    if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
+        max_plane_2x2(o, am, x, g);
+        return;
+    }
     for (int64_t oh = 0; oh < g->ho; oh++) {
         const int64_t h0 = oh * g->sh - g->ph, hs = clip_lo(h0), he = clip_hi(h0 + g->kh, g->h);
         for (int64_t ow = 0; ow < g->wo; ow++) {
