@@ -48,7 +48,8 @@ FACET_HD float facet_fast_exp(float x)
 {
     x = facet_minf(facet_maxf(x, -87.0f), 88.0f);
     /* round to nearest by truncating a positive value: floorf does not vectorise */
-    int32_t ni = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128;
+    float xs = x == x ? x : 0.0f;           /* NaN must not reach the int conversion; r keeps it */
+    int32_t ni = (int32_t)(xs * 1.44269504088896341f + 128.5f) - 128;
     float n = (float)ni;
     float r = x - n * 0.693359375f;          /* ln2 split in two for precision */
     r = r - n * -2.12194440e-4f;
