@@ -50,8 +50,20 @@ FACET_CLONES static void act_forward_cpu(float *o, const float *xp, int64_t n, i
         float s = sp ? sp[ns == 1 ? 0 : pl % channels] : 0.0f;
         const float *xr = xp + pl * inner;
         float *orow = o + pl * inner;
-        #pragma omp simd
-        for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(act, xr[k], s);
+        /* one loop per activation: a switch inside would stop vectorisation */
+        switch (act) {
+        case FACET_ACT_RELU:
+            #pragma omp simd
+            for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACT_RELU, xr[k], s);
+            break;
+        case FACET_ACT_PRELU:
+            #pragma omp simd
+            for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACT_PRELU, xr[k], s);
+            break;
+        default:
+            for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(act, xr[k], s);
+            break;
+        }
     }
 }
 
@@ -66,12 +78,23 @@ FACET_CLONES static void act_backward_cpu(float *gx, float *gs, const float *g, 
             float s = sp ? sp[ns == 1 ? 0 : pl % channels] : 0.0f;
             const float *gr = g + pl * inner, *xr = xp + pl * inner, *yr = yp ? yp + pl * inner : NULL;
             float *d = gx + pl * inner;
-            if (yr) {
+            switch (act) {
+            case FACET_ACT_RELU:
                 #pragma omp simd
-                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(act, gr[k], xr[k], yr[k], s);
-            } else {
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACT_RELU, gr[k], xr[k], 0.0f, s);
+                break;
+            case FACET_ACT_PRELU:
                 #pragma omp simd
-                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(act, gr[k], xr[k], 0.0f, s);
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACT_PRELU, gr[k], xr[k], 0.0f, s);
+                break;
+            case FACET_ACT_SIGMOID:
+                #pragma omp simd
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACT_SIGMOID, gr[k], 0.0f, yr[k], s);
+                break;
+            default:
+                #pragma omp simd
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACT_TANH, gr[k], 0.0f, yr[k], s);
+                break;
             }
         }
     }
