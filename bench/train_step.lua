@@ -47,6 +47,7 @@ for name in o.models:gmatch("[^,]+") do
   local x = facet.randn({ spec.batch, spec.ch, spec.size, spec.size }, { seed = 3 })
   local y = facet.arange(spec.batch, { dtype = "int64" })
   local fwd = facet.nn.summary(net, { spec.batch, spec.ch, spec.size, spec.size }, { print = false }).flops
+  net:first_leaf().no_input_grad = true     -- as facet.train does: the input is data
   local function step()
     opt:zero_grad()
     head:forward(net:forward(x), y)

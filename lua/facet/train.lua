@@ -168,6 +168,8 @@ function M.train(cfg)
   local print_every = cfg.print_every or 50
   local grads = opt:gradients()
   local start_step = st.step
+  -- the input is data: its gradient is never used
+  model:first_leaf().no_input_grad = true
   local t_start, t_last, imgs_since = clock(), clock(), 0
   local total_steps = epochs * nb
   local losses = {}

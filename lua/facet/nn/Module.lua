@@ -169,6 +169,14 @@ function Module:load_state(dict)
   return self
 end
 
+--- The first module data reaches (descending into Sequentials): the one whose
+-- input gradient nobody needs when the model's input is data.
+function Module:first_leaf()
+  local m = self
+  while m.__name == "Sequential" and m.modules[1] do m = m.modules[1] end
+  return m
+end
+
 --- Number of parameter elements in the tree.
 function Module:count_parameters()
   local n = 0
