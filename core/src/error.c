@@ -72,3 +72,13 @@ int facet_check_same_device(const char *fn, const facet_tensor *a, const facet_t
                           facet_desc(a), facet_desc(b));
     return 0;
 }
+
+int facet_check_matrix(const char *fn, const char *name, const facet_tensor *t)
+{
+    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    if (rc) return rc;
+    if (t->ndim != 2 || !facet_contiguous(t))
+        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous 2-D float32 tensor, got %s", fn, name,
+                          facet_desc(t));
+    return 0;
+}

@@ -52,22 +52,12 @@ static inline int64_t index_at(const void *idx, int dtype, int64_t i, int base)
     return (dtype == FACET_DTYPE_INT32 ? ((const int32_t *)idx)[i] : ((const int64_t *)idx)[i]) - base;
 }
 
-static int check_matrix(const char *fn, const char *name, const facet_tensor *t)
-{
-    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
-    if (rc) return rc;
-    if (t->ndim != 2 || !facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous 2-D float32 tensor, got %s", fn, name,
-                          facet_desc(t));
-    return 0;
-}
-
 /* mode: select (dst n x C <- table rows), add / copy (table rows <- src n x C) */
 static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, const facet_tensor *index,
                       int mode, double alpha, int base)
 {
-    int rc = check_matrix(fn, "table", table);
-    if (!rc) rc = check_matrix(fn, "rows", rows);
+    int rc = facet_check_matrix(fn, "table", table);
+    if (!rc) rc = facet_check_matrix(fn, "rows", rows);
     if (!rc) rc = facet_check_same_device(fn, table, rows);
     if (!rc) rc = check_index(fn, index);
     if (!rc) rc = facet_check_same_device(fn, table, index);
@@ -127,7 +117,7 @@ int facet_index_copy(facet_tensor *dst, const facet_tensor *index, const facet_t
 static int cols_op(const char *fn, facet_tensor *mat, facet_tensor *vec, const facet_tensor *index, int scatter,
                    int base)
 {
-    int rc = check_matrix(fn, scatter ? "dst" : "src", mat);
+    int rc = facet_check_matrix(fn, scatter ? "dst" : "src", mat);
     if (!rc) rc = facet_check_dtype(fn, scatter ? "src" : "out", vec, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, mat, vec);
     if (!rc) rc = check_index(fn, index);

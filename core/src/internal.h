@@ -51,6 +51,8 @@ int facet_contiguous_copy(facet_tensor **out, const facet_tensor *t);
 int facet_check_tensor(const char *fn, const char *name, const facet_tensor *t);
 int facet_check_dtype(const char *fn, const char *name, const facet_tensor *t, int dtype);
 int facet_check_same_device(const char *fn, const facet_tensor *a, const facet_tensor *b);
+/* a contiguous 2-D float32 tensor */
+int facet_check_matrix(const char *fn, const char *name, const facet_tensor *t);
 
 /* ---- strided loops ------------------------------------------------------------
  * Up to three operands (0 = output) walked over one shape with per-operand

@@ -45,16 +45,6 @@ int facet_l2_normalize_rows(facet_tensor *out, facet_tensor *norms, const facet_
     return rc;
 }
 
-static int check_matrix2(const char *fn, const char *name, const facet_tensor *t)
-{
-    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
-    if (rc) return rc;
-    if (t->ndim != 2 || !facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous 2-D float32 tensor, got %s", fn, name,
-                          facet_desc(t));
-    return 0;
-}
-
 static int check_vector(const char *fn, const char *name, const facet_tensor *t, int64_t n, const facet_tensor *like)
 {
     int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
@@ -92,7 +82,7 @@ FACET_CLONES static void rows_axpy_cpu(float *o, const float *cp, const float *x
 int facet_row_norms(facet_tensor *out, const facet_tensor *x)
 {
     static const char *fn = "facet_row_norms";
-    int rc = check_matrix2(fn, "x", x);
+    int rc = facet_check_matrix(fn, "x", x);
     if (!rc) rc = check_vector(fn, "out", out, x->sizes[0], x);
     if (rc) return rc;
     int64_t rows = x->sizes[0], cols = x->sizes[1];
@@ -107,9 +97,9 @@ int facet_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const 
                                 const facet_tensor *norms, float eps)
 {
     static const char *fn = "facet_l2_normalize_backward";
-    int rc = check_matrix2(fn, "dx", dx);
-    if (!rc) rc = check_matrix2(fn, "dy", dy);
-    if (!rc) rc = check_matrix2(fn, "y", y);
+    int rc = facet_check_matrix(fn, "dx", dx);
+    if (!rc) rc = facet_check_matrix(fn, "dy", dy);
+    if (!rc) rc = facet_check_matrix(fn, "y", y);
     if (!rc) rc = facet_check_same_device(fn, dx, dy);
     if (!rc) rc = facet_check_same_device(fn, dx, y);
     if (rc) return rc;
@@ -137,8 +127,8 @@ int facet_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const 
 int facet_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x)
 {
     static const char *fn = "facet_rows_axpy";
-    int rc = check_matrix2(fn, "out", out);
-    if (!rc) rc = check_matrix2(fn, "x", x);
+    int rc = facet_check_matrix(fn, "out", out);
+    if (!rc) rc = facet_check_matrix(fn, "x", x);
     if (!rc) rc = facet_check_same_device(fn, out, x);
     if (rc) return rc;
     if (!facet_same_shape(out, x))
