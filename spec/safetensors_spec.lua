@@ -7,12 +7,8 @@ local ffi = require "ffi"
 
 local PY = "env -u LD_PRELOAD /usr/bin/python3"
 local tmpdir
-setup(function()
-  local p = io.popen("mktemp -d")
-  tmpdir = p:read("*l")
-  p:close()
-end)
-teardown(function() if tmpdir and tmpdir:match("^/tmp/") then os.execute("rm -rf '" .. tmpdir .. "'") end end)
+setup(function() tmpdir = H.temp_dir() end)
+teardown(function() H.remove_dir(tmpdir) end)
 local function tmp(name) return tmpdir .. "/" .. name end
 
 local function write_raw(path, s)

@@ -5,12 +5,8 @@ local facet = H.facet
 local cjson = require "cjson"
 
 local tmpdir
-setup(function()
-  local p = io.popen("mktemp -d")
-  tmpdir = p:read("*l")
-  p:close()
-end)
-teardown(function() if tmpdir and tmpdir:match("^/tmp/") then os.execute("rm -rf '" .. tmpdir .. "'") end end)
+setup(function() tmpdir = H.temp_dir() end)
+teardown(function() H.remove_dir(tmpdir) end)
 
 -- a fresh, identically seeded setup (every run builds its own objects)
 local function setup_run(opts)

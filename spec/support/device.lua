@@ -89,4 +89,16 @@ function H.assert_error(fn, ...)
   return err
 end
 
+--- A fresh temporary directory, and its removal (only ever under /tmp).
+function H.temp_dir()
+  local p = io.popen("mktemp -d")
+  local d = p:read("*l")
+  p:close()
+  return d
+end
+
+function H.remove_dir(d)
+  if d and d:match("^/tmp/") then os.execute("rm -rf '" .. d .. "'") end
+end
+
 return H
