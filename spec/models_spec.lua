@@ -21,6 +21,22 @@ describe("backbones", function()
     assert.are.equal(1200512, facet.models.mobilefacenet { emb = 512 }:count_parameters())
   end)
 
+  it("the residual attention network: FaceX-Zoo's layout, Attention-56 and -92", function()
+    -- counts cross-checked against an independent PyTorch construction of the same layout
+    assert.are.equal(81135808, facet.models.attentionnet_irse { stages = { 1, 1, 1 }, se = false }:count_parameters())
+    assert.are.equal(101791424, facet.models.attentionnet_irse { stages = { 1, 2, 3 }, se = false }:count_parameters())
+    assert.are.equal(84060352, facet.models.attentionnet_irse { stages = { 1, 1, 1 } }:count_parameters())
+  end)
+
+  H.it("attentionnet_irse: output shape and gradients to every parameter", function()
+    local m = on(facet.models.attentionnet_irse { size = 32, emb = 8, dropout = 0 })
+    local x = H.on(facet.randn({ 2, 3, 32, 32 }, { seed = 9 }))
+    local y = m:forward(x)
+    assert.are.same({ 2, 8 }, y:shape())
+    m:backward(x, H.on(facet.randn({ 2, 8 }, { seed = 10 })))
+    for _, p in ipairs(m:named_parameters()) do assert.is_true(p.grad:norm() > 0, p.name .. " got no gradient") end
+  end)
+
   H.it("output shapes: 112 x 112 (and 144 x 144) to the embedding", function()
     local x = H.on(facet.randn({ 2, 3, 112, 112 }, { seed = 1 }))
     local m = on(facet.models.mobilefacenet { emb = 128 })

@@ -161,6 +161,19 @@ describe("convolution, normalisation and pooling modules", function()
     J.check(on(nn.SE(3, 1)), x, { tol = 1e-2 })
   end)
 
+  H.it("Attention: (1 + mask) * trunk with the trunk feeding the mask's top", function()
+    local x = H.on(facet.randn({ 2, 3, 6, 6 }, { seed = 24 }))
+    local att = on(nn.Attention {
+      first = nn.Conv2d(3, 4, 3, { padding = 1 }),
+      trunk = nn.Sequential(nn.Conv2d(4, 4, 3, { padding = 1 }), nn.Tanh()),
+      mask = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(4, 4, 1)),   -- smooth, for finite differences
+      up = nn.Upsample { size = { 6, 6 }, mode = "bilinear", align_corners = true },
+      head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Sigmoid()),
+      last = nn.Conv2d(4, 2, 1),
+    })
+    J.check(att, x, { tol = 1e-2 })
+  end)
+
   it("describe shapes and errors", function()
     assert.are.equal("Conv2d(64->128, 3x3, s2, p1, no bias)", nn.Conv2d(64, 128, 3, { stride = 2, padding = 1, bias = false }):describe())
     assert.are.equal("Conv2d(64->64, 3x3, p1, depthwise)", nn.Conv2d(64, 64, 3, { padding = 1, groups = 64 }):describe())

@@ -8,5 +8,6 @@ local M = {}
 M.iresnet = require "facet.models.iresnet"
 M.mobilefacenet = require "facet.models.mobilefacenet"
 M.convnet = require "facet.models.convnet"
+M.attentionnet_irse = require "facet.models.attentionnet"
 
 return M

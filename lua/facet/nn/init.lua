@@ -15,6 +15,7 @@ for k, v in pairs(require "facet.nn.BatchNorm") do nn[k] = v end
 for k, v in pairs(require "facet.nn.Pool") do nn[k] = v end
 nn.Upsample = require "facet.nn.Upsample"
 nn.SE = require "facet.nn.SE"
+nn.Attention = require "facet.nn.Attention"
 nn.summary = require "facet.nn.summary"
 
 return nn
