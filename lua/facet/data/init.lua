@@ -6,5 +6,7 @@
 local M = {}
 
 M.tensors = require "facet.data.tensors"
+M.load_idx = require("facet.data.idx").load_idx
+M.fashion_mnist = require("facet.data.idx").fashion_mnist
 
 return M
