@@ -86,6 +86,7 @@ facet.nn = require "facet.nn"
 facet.optim = require "facet.optim"
 facet.models = require "facet.models"
 facet.data = require "facet.data"
+facet.eval = require "facet.eval"
 facet.train = require("facet.train").train
 facet.load_checkpoint = require("facet.train").load_checkpoint
 
