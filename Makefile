@@ -61,7 +61,7 @@ $(CTEST): core/tests/test_core.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< -L$(BUILD) -l:facet_core.so -Wl,-rpath,'$$ORIGIN' $(LDLIBS_ALL)
 
 run: deps build
-	$(LUAJIT) bin/facet run recipes/demo.lua
+	$(LUAJIT) bin/facet run recipes/quickstart.lua
 
 test: deps build $(CTEST)
 	@FACET_BUILD=$(BUILD) sh spec/run.sh

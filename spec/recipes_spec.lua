@@ -1,0 +1,35 @@
+--- Recipes run end to end on a reduced budget.
+local H = require "support.device"
+
+describe("recipes", function()
+  local dir
+  setup(function() dir = H.temp_dir() end)
+  teardown(function() H.remove_dir(dir) end)
+
+  it("quickstart trains, verifies unseen classes and prints both protocols", function()
+    local f = io.open("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
+    if not f then pending("dataset-fashion-mnist is not installed") return end
+    f:close()
+    local cmd = ("luajit bin/facet run recipes/quickstart.lua --epochs 1 --limit 1024 --pairs 400 --out %s/qs 2>&1; echo rc=$?")
+      :format(dir)
+    local p = io.popen(cmd)
+    local out = p:read("*a")
+    p:close()
+    assert.truthy(out:find("rc=0", 1, true), out)
+    local acc = tonumber(out:match("insightface%s+([%d%.]+)"))
+    assert.is_number(acc, out)
+    assert.is_true(acc > 0.5 and acc <= 1, out)     -- better than chance after one short epoch
+    assert.truthy(out:match("facexzoo%s+[%d%.]+"), out)
+    local log = io.open(dir .. "/qs/train.jsonl")
+    assert.truthy(log, "no log written")
+    log:close()
+  end)
+
+  it("demo runs", function()
+    local p = io.popen("luajit bin/facet run recipes/demo.lua 100 4 64 2>&1; echo rc=$?")
+    local out = p:read("*a")
+    p:close()
+    assert.truthy(out:find("rc=0", 1, true), out)
+    assert.truthy(out:find("nearest-centre rank-1 accuracy", 1, true), out)
+  end)
+end)
