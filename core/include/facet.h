@@ -478,6 +478,89 @@ int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_tensor *exp_a
                     double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
                     int flags);
 
+/* ---- data formats ----------------------------------------------------------------
+ * Face datasets in the files InsightFace publishes. Readers keep the file open
+ * and read with pread(): a handle does not change after open, so reads from
+ * several threads on one handle are safe (close it once, after them). Images
+ * are numbered 0..n-1 and come back as their encoded bytes (JPEG, PNG ...).
+ * Every length read from a file is checked against the file's size before
+ * anything is allocated or read for it.
+ *
+ * RecordIO (MXNet/dmlc-core: train.rec with train.idx, one "key\toffset" line
+ * per record). A record is the magic 0xced7230a, a uint32 lrec (length: the
+ * low 29 bits; continuation flag: lrec >> 29, 0 whole, 1 start, 2 middle,
+ * 3 end) and the payload padded with zeros to 4 bytes; a payload that holds
+ * the magic at a 4-byte-aligned offset is split there (the magic is dropped
+ * and comes back on reading). The payload is the image header (uint32 flag,
+ * float32 label, uint64 id, uint64 id2), `flag` float32 labels when flag > 0
+ * (the first is the class), then the encoded image. */
+enum facet_recordio_layout {
+    /* every key of the .idx is an image, in .idx line order (im2rec output;
+     * record 0, if any, has flag 0) */
+    FACET_RECORDIO_PLAIN = 0,
+    /* record 0 has labels [N+1, N+1+identities]: images are keys 1..N and key
+     * N+1+j holds identity j's image keys [first, last+1); keys past these
+     * are ignored */
+    FACET_RECORDIO_INSIGHTFACE = 1
+};
+enum facet_recordio_limits {
+    FACET_RECORDIO_MAX_PAYLOAD = 536870911    /* 2^29 - 1 bytes, dmlc-core's limit */
+};
+typedef struct facet_recordio facet_recordio;
+typedef struct facet_recordio_writer facet_recordio_writer;
+
+/* Reads the .idx (offsets must lie in the .rec and be 4-byte aligned, keys
+ * >= 0 and unique), then record 0 and the identity records to find the layout.
+ * Records are otherwise checked when they are read. */
+int facet_recordio_open(facet_recordio **out, const char *rec_path, const char *idx_path);
+/* NULL is a no-op. */
+int facet_recordio_close(facet_recordio *r);
+int facet_recordio_layout(const facet_recordio *r, int *layout);
+int facet_recordio_num_images(const facet_recordio *r, int64_t *count);
+/* 0 for the plain layout. */
+int facet_recordio_num_identities(const facet_recordio *r, int64_t *count);
+/* Image `index`: its .idx key, its class label and the size of its encoded
+ * bytes; each output may be NULL. Asking for the label fails on a label that
+ * is not an integer in [0, 2^31). */
+int facet_recordio_image_info(const facet_recordio *r, int64_t index, int64_t *key, int64_t *label,
+                              int64_t *nbytes);
+/* Copies the encoded bytes of image `index` into dst (capacity bytes, at
+ * least the image's size); *nbytes receives the size. */
+int facet_recordio_read_image(const facet_recordio *r, int64_t index, void *dst, size_t capacity, int64_t *nbytes);
+/* Identity `identity` (InsightFace layout) owns images [*first, *end). */
+int facet_recordio_identity(const facet_recordio *r, int64_t identity, int64_t *first, int64_t *end);
+
+/* Writes a .rec and its .idx (each write appends its record and its .idx
+ * line, as MXNet's write_idx does). Labels: nlabels 0 writes flag 0 and
+ * label 0; nlabels 1 writes flag 0 with labels[0] in the header (what
+ * mx.recordio.pack does for a number); nlabels >= 2 writes flag = nlabels and
+ * the labels after the header. The header's id is the key. Payloads holding
+ * the magic are split as dmlc-core does. Keys are not checked for repeats
+ * here (the reader refuses them). */
+int facet_recordio_writer_open(facet_recordio_writer **out, const char *rec_path, const char *idx_path);
+int facet_recordio_write(facet_recordio_writer *w, int64_t key, const float *labels, int nlabels, const void *data,
+                         size_t nbytes);
+/* Flushes and closes both files (the handle is freed even when that fails). */
+int facet_recordio_writer_close(facet_recordio_writer *w);
+
+/* Verification pairs (lfw.bin, cfp_fp.bin, agedb_30.bin ...): a pickle of
+ * (bins, issame_list), 2P encoded images (pair i is images 2i and 2i+1) and
+ * P booleans. Read: protocols 2 to 5; images as Python 2 str, bytes, or
+ * uint8 NumPy vectors (shape (n,) or (n, 1)) rebuilt through
+ * numpy.core.multiarray._reconstruct; issame as a list of bools or a bool
+ * NumPy vector. Nothing is ever executed: any other global (os.system,
+ * _codecs.encode ...) or opcode is refused, naming the byte where it is. */
+typedef struct facet_binfile facet_binfile;
+
+int facet_binfile_open(facet_binfile **out, const char *path);
+/* NULL is a no-op. */
+int facet_binfile_close(facet_binfile *b);
+int facet_binfile_pairs(const facet_binfile *b, int64_t *pairs);
+/* *same = 1 when pair `pair` shows one person, else 0. */
+int facet_binfile_issame(const facet_binfile *b, int64_t pair, int *same);
+int facet_binfile_image_size(const facet_binfile *b, int64_t index, int64_t *nbytes);
+int facet_binfile_read_image(const facet_binfile *b, int64_t index, void *dst, size_t capacity, int64_t *nbytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,6 @@
---- facet.data: data sources for training. Issue-level pipelines (RecordIO,
--- .bin, image folders, threaded JPEG decoding) come later; this module has the
--- in-memory source and the interface every source follows:
+--- facet.data: data sources and face-data formats: in-memory tensors, IDX
+-- (MNIST/Fashion-MNIST), InsightFace RecordIO (.rec/.idx) and verification
+-- .bin files, and JPEG/PNG decoding. A training source follows:
 --   src:num_batches()                 batches per epoch
 --   src:batch(epoch, i) -> x, y       batch i (1-based) of epoch e (0-based), deterministic
 local M = {}
@@ -8,5 +8,7 @@ local M = {}
 M.tensors = require "facet.data.tensors"
 M.load_idx = require("facet.data.idx").load_idx
 M.fashion_mnist = require("facet.data.idx").fashion_mnist
+M.recordio, M.recordio_writer = require("facet.data.recordio").open, require("facet.data.recordio").writer
+M.load_bin = require("facet.data.binfile").load
 
 return M
