@@ -13,7 +13,7 @@ CFLAGS   ?= -O3
 # no FP traps or errno: lets GCC if-convert and vectorise the math loops (results unchanged)
 CFLAGS_ALL = $(CFLAGS) -std=c11 -fPIC -fopenmp -fno-trapping-math -fno-math-errno -Wall -Wextra -Wno-unused-parameter -Icore/include -Icore/src
 # nodelete: LuaJIT unloads the library at exit while OpenMP threads still run
-LDLIBS_ALL = -fopenmp -ldl -lpthread -lm -Wl,-z,nodelete
+LDLIBS_ALL = -fopenmp -ljpeg -lpng -ldl -lpthread -lm -Wl,-z,nodelete
 FACET_CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 NVCCFLAGS ?= -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \

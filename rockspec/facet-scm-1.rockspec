@@ -23,6 +23,8 @@ dependencies = {
 }
 external_dependencies = {
   OPENBLAS = { library = "openblas" },
+  JPEG = { header = "jpeglib.h" },
+  PNG = { header = "png.h" },
 }
 build = {
   type = "make",

@@ -5,6 +5,7 @@
 -- pickles refused without running anything, each with its message. Broken
 -- pickles that are easier to write as bytes are built here.
 local H = require "support.device"
+local facet = H.facet
 local ffi = require "ffi"
 local core = require "facet.core"
 local binfile = require "facet.data.binfile"
@@ -53,12 +54,12 @@ describe("load_bin reads the dialects", function()
   end)
 
   it("protocol 3 with bytes (SHORT_BINBYTES, BINBYTES)", function()
-    assert_bin(binfile.load(FIX .. "p3_bytes.bin"),
+    assert_bin(binfile.load(FIX .. "p3_bytes.bin", { decode = false }),
       { img(10), long_img(11), img(12), img(13), img(14), img(15) }, { false, true, false })
   end)
 
   it("protocol 4 with bytes (FRAME, MEMOIZE)", function()
-    assert_bin(binfile.load(FIX .. "p4_bytes.bin"), { img(20), img(21), img(22), img(23) }, { true, false })
+    assert_bin(binfile.load(FIX .. "p4_bytes.bin", { decode = false }), { img(20), img(21), img(22), img(23) }, { true, false })
   end)
 
   it("520 pairs: APPENDS batches of 1000, LONG_BINPUT and LONG_BINGET", function()
@@ -68,15 +69,15 @@ describe("load_bin reads the dialects", function()
       images[k + 1] = string.char(d % 256, math.floor(d / 256))
     end
     for k = 0, 519 do issame[k + 1] = k % 3 == 0 end
-    assert_bin(binfile.load(FIX .. "p3_many.bin"), images, issame)
+    assert_bin(binfile.load(FIX .. "p3_many.bin", { decode = false }), images, issame)
   end)
 
   it("NumPy arrays through _reconstruct (GLOBAL, REDUCE, BUILD), shapes (n,) and (n, 1)", function()
-    assert_bin(binfile.load(FIX .. "numpy_p3.bin"), { img(30), img(31), img(32), img(33) }, { false, true })
+    assert_bin(binfile.load(FIX .. "numpy_p3.bin", { decode = false }), { img(30), img(31), img(32), img(33) }, { false, true })
   end)
 
   it("NumPy arrays at protocol 4 (STACK_GLOBAL) with issame as a bool array", function()
-    assert_bin(binfile.load(FIX .. "numpy_p4.bin"),
+    assert_bin(binfile.load(FIX .. "numpy_p4.bin", { decode = false }),
       { img(40), img(41), img(42), img(43), img(44), img(45) }, { true, true, false })
   end)
 
@@ -85,7 +86,7 @@ describe("load_bin reads the dialects", function()
       pending("../shared/data/small_lfw.bin is not there (CI has it beside the checkout)")
       return
     end
-    local v = binfile.load(SMALL_LFW)
+    local v = binfile.load(SMALL_LFW, { decode = false })
     assert.are.equal(10, v.pairs)
     for p = 1, 10 do assert.is_true(v.issame[p]) end
     -- sizes as Python's pickle.load gives them
@@ -97,6 +98,14 @@ describe("load_bin reads the dialects", function()
       assert.are.equal("\255\216", v.images[i]:sub(1, 2), "image " .. i .. " starts with the JPEG SOI marker")
       assert.are.equal("\255\217", v.images[i]:sub(-2), "image " .. i .. " ends with the JPEG EOI marker")
     end
+    -- decoded (the default): one 2P x 3 x H x W tensor, InsightFace's normalisation
+    local d = binfile.load(SMALL_LFW)
+    local info = facet.data.image_info(v.images[1])
+    assert.are.same({ 20, 3, info.height, info.width }, d.images:shape())
+    assert.is_true(d.images:min() >= -127.5 / 128 and d.images:max() <= 127.5 / 128)
+    assert.is_true(d.images:sumsq() > 0)
+    local small = binfile.load(SMALL_LFW, { size = { 56, 56 } })
+    assert.are.same({ 20, 3, 56, 56 }, small.images:shape())
   end)
 end)
 
@@ -187,9 +196,8 @@ describe("load_bin refuses", function()
     H.assert_error(function() binfile.load(tmpdir) end, "not a regular file")
   end)
 
-  it("decode = true (not available until the JPEG pipeline), bad options and paths", function()
-    H.assert_error(function() binfile.load(FIX .. "p3_bytes.bin", { decode = true }) end,
-      "load_bin: decode = true is not available yet", "decode = false")
+  it("decoding images that are not JPEG or PNG, bad options and paths", function()
+    H.assert_error(function() binfile.load(FIX .. "p3_bytes.bin") end, "p3_bytes.bin: image 1", "neither JPEG nor PNG")
     H.assert_error(function() binfile.load(FIX .. "p3_bytes.bin", { decod = false }) end, "unknown option 'decod'")
     H.assert_error(function() binfile.load(FIX .. "p3_bytes.bin", "x") end, "options must be a table")
     H.assert_error(function() binfile.load(42) end, "path must be a string")

@@ -561,6 +561,19 @@ int facet_binfile_issame(const facet_binfile *b, int64_t pair, int *same);
 int facet_binfile_image_size(const facet_binfile *b, int64_t index, int64_t *nbytes);
 int facet_binfile_read_image(const facet_binfile *b, int64_t index, void *dst, size_t capacity, int64_t *nbytes);
 
+/* ---- images ------------------------------------------------------------------------
+ * JPEG (libjpeg-turbo) and PNG (libpng) from memory; corrupt data is an error
+ * carrying the decoder's message. */
+enum facet_image_format { FACET_IMAGE_JPEG = 0, FACET_IMAGE_PNG = 1, FACET_IMAGE_UNKNOWN = 2 };
+/* Format and size from the header alone. */
+int facet_image_info(const void *bytes, size_t size, int *format, int *width, int *height);
+/* Decodes into out: a contiguous H x W x 3 uint8 CPU tensor of the image's size (RGB). */
+int facet_image_decode(facet_tensor *out, const void *bytes, size_t size);
+/* rgb (H x W x 3 uint8) to out (3 x H' x W' float32): bilinear resize when the
+ * sizes differ (half-pixel centres), an optional horizontal flip, then
+ * (v - mean[c]) / std[c] per channel (mean and std: 3 floats each). */
+int facet_image_to_tensor(facet_tensor *out, const facet_tensor *rgb, int flip, const float *mean, const float *std);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,8 +7,9 @@
 --                                          pair p is images 2p - 1 and 2p
 -- The file is a Python pickle; the C core reads only the structure these
 -- files have (several pickle dialects, see facet.h, "data formats") and never
--- executes anything from it. decode = true (images as tensors) will come with
--- the JPEG pipeline; until then it is an error, and decode defaults to false.
+-- executes anything from it. decode = true (the default) gives the images as
+-- one 2P x 3 x H x W float32 tensor ((v - 127.5) / 128; opts.size = {h, w}
+-- resizes, default the first image's size); decode = false the encoded bytes.
 local ffi = require "ffi"
 local core = require "facet.core"
 
@@ -16,17 +17,13 @@ local C, check = core.C, core.check
 
 local M = {}
 
---- load(path [, { decode = false }]) -> { pairs = P, issame = {...}, images = {...} }
+--- load(path [, { decode = true, size = {h, w} }]) -> { pairs = P, issame = {...}, images = tensor or {bytes...} }
 function M.load(path, opts)
   if type(path) ~= "string" then error("load_bin: path must be a string, got " .. type(path), 2) end
   if opts ~= nil and type(opts) ~= "table" then error("load_bin: options must be a table", 2) end
   opts = opts or {}
   for k in pairs(opts) do
-    if k ~= "decode" then error(("load_bin: unknown option '%s' (decode)"):format(tostring(k)), 2) end
-  end
-  if opts.decode then
-    error("load_bin: decode = true is not available yet (decoding to tensors comes with the JPEG pipeline);"
-      .. " use decode = false for the encoded bytes", 2)
+    if k ~= "decode" and k ~= "size" then error(("load_bin: unknown option '%s' (decode, size)"):format(tostring(k)), 2) end
   end
 
   local pp = ffi.new("facet_binfile *[1]")
@@ -54,6 +51,23 @@ function M.load(path, opts)
   end
   ffi.gc(h, nil)
   C.facet_binfile_close(h)
+  if opts.decode ~= false then
+    local image = require "facet.data.image"
+    local size = opts.size
+    if not size and #out.images > 0 then
+      local ok, info = pcall(image.image_info, out.images[1])
+      if not ok then error(("load_bin: %s: image 1: %s"):format(path, tostring(info)), 2) end
+      size = { info.height, info.width }
+    end
+    local bytes = out.images
+    local t = require("facet.tensor").empty({ #bytes, 3, size and size[1] or 0, size and size[2] or 0 })
+    for i, b in ipairs(bytes) do
+      local ok, img = pcall(image.decode_image, b, { size = size })
+      if not ok then error(("load_bin: %s: image %d: %s"):format(path, i, tostring(img)), 2) end
+      t:select(1, i):copy(img)
+    end
+    out.images = t
+  end
   return out
 end
 
