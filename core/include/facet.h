@@ -574,6 +574,38 @@ int facet_image_decode(facet_tensor *out, const void *bytes, size_t size);
  * (v - mean[c]) / std[c] per channel (mean and std: 3 floats each). */
 int facet_image_to_tensor(facet_tensor *out, const facet_tensor *rgb, int flip, const float *mean, const float *std);
 
+/* ---- the data loader -----------------------------------------------------------------
+ * Worker threads decode (JPEG/PNG), augment (horizontal flip), resize and
+ * normalise images into float32 N x 3 x H x W batches held in a bounded queue
+ * of reused buffers; the caller takes them in order. Everything random comes
+ * from Philox on (seed, epoch, position), so an epoch's batches are the same
+ * for any thread count. An image that does not decode is counted and replaced
+ * by the next one in the epoch's order. Settings: a double array of
+ * FACET_LOADER_SETTINGS values (enum facet_loader_setting). */
+enum facet_loader_setting {
+    FACET_LOADER_HEIGHT = 0, FACET_LOADER_WIDTH = 1, FACET_LOADER_BATCH = 2, FACET_LOADER_THREADS = 3,
+    FACET_LOADER_QUEUE = 4, FACET_LOADER_FLIP = 5, FACET_LOADER_SEED = 6, FACET_LOADER_SHUFFLE = 7,
+    FACET_LOADER_DROP_LAST = 8, FACET_LOADER_MEAN_R = 9, FACET_LOADER_MEAN_G = 10, FACET_LOADER_MEAN_B = 11,
+    FACET_LOADER_STD_R = 12, FACET_LOADER_STD_G = 13, FACET_LOADER_STD_B = 14, FACET_LOADER_SETTINGS = 15
+};
+typedef struct facet_loader facet_loader;
+/* Images of a RecordIO reader (which must outlive the loader). */
+int facet_loader_new_recordio(facet_loader **out, const facet_recordio *rec, const double *settings);
+/* Images in memory: bytes (uint8, all encoded images back to back), offsets
+ * (int64, n + 1 values), labels (int64, n); the loader keeps its own handles. */
+int facet_loader_new_memory(facet_loader **out, const facet_tensor *bytes, const facet_tensor *offsets,
+                            const facet_tensor *labels, const double *settings);
+int facet_loader_batches(const facet_loader *loader, int64_t *count);
+/* (Re)starts the workers at batch first_batch (0-based) of an epoch. */
+int facet_loader_start(facet_loader *loader, int64_t epoch, int64_t first_batch);
+/* The next batch, waiting for it: new handles on the loader's buffers (free
+ * them; the data stays valid until the following call). */
+int facet_loader_next(facet_loader *loader, facet_tensor **images, facet_tensor **labels);
+/* Seconds the caller has waited in facet_loader_next, images skipped as
+ * undecodable, images delivered; since the loader was made. */
+int facet_loader_stats(const facet_loader *loader, double *wait_seconds, int64_t *skipped, int64_t *delivered);
+int facet_loader_free(facet_loader *loader);
+
 #ifdef __cplusplus
 }
 #endif

@@ -161,6 +161,21 @@ FACET_CLONES static void to_chw(float *out, const unsigned char *rgb, int64_t h,
     }
 }
 
+int facet_image_decode_raw(const void *bytes, size_t size, int w, int h, unsigned char *rgb)
+{
+    static const char *fn = "facet_loader";
+    int format = sniff(bytes, size);
+    if (format == FACET_IMAGE_JPEG) return jpeg_run(fn, bytes, size, &w, &h, rgb);
+    if (format == FACET_IMAGE_PNG) return png_run(fn, bytes, size, &w, &h, rgb);
+    return facet_fail(FACET_ERR_IO, "%s: %zu bytes are neither JPEG nor PNG", fn, size);
+}
+
+void facet_image_prepare_raw(float *dst, int64_t oh, int64_t ow, const unsigned char *rgb, int64_t h, int64_t w,
+                             int flip, const float *mean, const float *inv_std)
+{
+    to_chw(dst, rgb, h, w, oh, ow, flip, mean, inv_std);
+}
+
 int facet_image_to_tensor(facet_tensor *out, const facet_tensor *rgb, int flip, const float *mean, const float *std)
 {
     static const char *fn = "facet_image_to_tensor";

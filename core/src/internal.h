@@ -150,4 +150,10 @@ struct facet_sgd_params;
 int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef,
                         float *norms, int64_t rows, int64_t cols);
 
+/* image.c, for the loader's workers: decode into a caller buffer of w*h*3
+ * bytes, and prepare (resize, flip, normalise) into 3 x oh x ow floats. */
+int facet_image_decode_raw(const void *bytes, size_t size, int w, int h, unsigned char *rgb);
+void facet_image_prepare_raw(float *dst, int64_t oh, int64_t ow, const unsigned char *rgb, int64_t h, int64_t w,
+                             int flip, const float *mean, const float *inv_std);
+
 #endif

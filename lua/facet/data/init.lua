@@ -10,6 +10,7 @@ M.load_idx = require("facet.data.idx").load_idx
 M.fashion_mnist = require("facet.data.idx").fashion_mnist
 M.recordio, M.recordio_writer = require("facet.data.recordio").open, require("facet.data.recordio").writer
 M.load_bin = require("facet.data.binfile").load
+M.loader = require "facet.data.loader"
 M.image_info = require("facet.data.image").image_info
 M.decode_image = require("facet.data.image").decode_image
 

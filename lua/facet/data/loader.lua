@@ -1,0 +1,112 @@
+--- facet.data.loader{ source = ..., ... }: the threaded image loader (C
+-- worker threads decode JPEG/PNG, flip, resize and normalise into reused batch
+-- buffers; see facet_loader_* in facet.h). A training data source:
+--   src:num_batches(), src:batch(epoch, i) -> images (B x 3 x H x W), labels (B int64)
+-- valid until the next batch. Batches come in order; asking for another
+-- position (a resumed run) restarts the workers there.
+-- source: a facet.data.recordio reader, or { images = { encoded bytes ... },
+-- labels = { ... } }. Options: size = {112, 112}, batch_size = 128,
+-- threads = facet threads, queue = 4, flip = 0.5, seed = 0, shuffle = true,
+-- drop_last = true, mean = 127.5, std = 128 (numbers or 3 per channel).
+local ffi = require "ffi"
+local core = require "facet.core"
+local tensor = require "facet.tensor"
+
+local C, check = core.C, core.check
+local Loader = {}
+Loader.__index = Loader
+
+local pp = ffi.new("facet_loader *[1]")
+local img_p, lab_p = ffi.new("facet_tensor *[1]"), ffi.new("facet_tensor *[1]")
+local i64, dbl, sk, dl = ffi.new("int64_t[1]"), ffi.new("double[1]"), ffi.new("int64_t[1]"), ffi.new("int64_t[1]")
+
+local function triple(v, name)
+  if type(v) == "number" then return { v, v, v } end
+  if type(v) == "table" and #v == 3 then return v end
+  error(("facet.data.loader: %s must be a number or 3 numbers"):format(name), 3)
+end
+
+local function new(opts)
+  if type(opts) ~= "table" or type(opts.source) ~= "table" then
+    error("facet.data.loader{ source = recordio reader or { images =, labels = } }", 2)
+  end
+  local size = opts.size or { 112, 112 }
+  local mean, std = triple(opts.mean or 127.5, "mean"), triple(opts.std or 128, "std")
+  local settings = ffi.new("double[?]", tonumber(C.FACET_LOADER_SETTINGS))
+  settings[C.FACET_LOADER_HEIGHT], settings[C.FACET_LOADER_WIDTH] = size[1], size[2]
+  settings[C.FACET_LOADER_BATCH] = opts.batch_size or 128
+  settings[C.FACET_LOADER_THREADS] = opts.threads or require("facet").get_threads()
+  settings[C.FACET_LOADER_QUEUE] = opts.queue or 4
+  settings[C.FACET_LOADER_FLIP] = opts.flip == nil and 0.5 or opts.flip
+  settings[C.FACET_LOADER_SEED] = opts.seed or 0
+  settings[C.FACET_LOADER_SHUFFLE] = opts.shuffle == false and 0 or 1
+  settings[C.FACET_LOADER_DROP_LAST] = opts.drop_last == false and 0 or 1
+  for c = 0, 2 do
+    settings[C.FACET_LOADER_MEAN_R + c] = mean[c + 1]
+    settings[C.FACET_LOADER_STD_R + c] = std[c + 1]
+  end
+  local self = setmetatable({ source = opts.source, expect = nil }, Loader)
+  local src = opts.source
+  if src.h and src.num_images then                          -- a recordio reader
+    check(C.facet_loader_new_recordio(pp, src.h, settings), 2)
+  else
+    local imgs, labels = src.images, src.labels
+    if type(imgs) ~= "table" or type(labels) ~= "table" or #imgs ~= #labels or #imgs == 0 then
+      error("facet.data.loader: source.images and source.labels must be lists of one length", 2)
+    end
+    local total = 0
+    for i, b in ipairs(imgs) do
+      if type(b) ~= "string" then error(("facet.data.loader: image %d is not a string of bytes"):format(i), 2) end
+      total = total + #b
+    end
+    local bytes = tensor.empty({ math.max(total, 1) }, { dtype = "uint8" })
+    local offsets = tensor.empty({ #imgs + 1 }, { dtype = "int64" })
+    local lab = tensor.empty({ #imgs }, { dtype = "int64" })
+    local bp, op, lp, at = bytes:data_ptr(), offsets:data_ptr(), lab:data_ptr(), 0
+    for i, b in ipairs(imgs) do
+      op[i - 1] = at
+      ffi.copy(bp + at, b, #b)
+      at = at + #b
+      lp[i - 1] = labels[i]
+    end
+    op[#imgs] = at
+    check(C.facet_loader_new_memory(pp, bytes.h, offsets.h, lab.h, settings), 2)
+  end
+  self.h = ffi.gc(pp[0], C.facet_loader_free)
+  check(C.facet_loader_batches(self.h, i64))
+  self.n = tonumber(i64[0])
+  return self
+end
+
+function Loader:num_batches() return self.n end
+
+--- Batch i (1-based) of epoch e (0-based).
+function Loader:batch(epoch, i)
+  if type(i) ~= "number" or i < 1 or i > self.n or i ~= math.floor(i) then
+    error(("loader: batch %s outside 1..%d"):format(tostring(i), self.n), 2)
+  end
+  if not (self.expect and self.expect[1] == epoch and self.expect[2] == i) then
+    check(C.facet_loader_start(self.h, epoch, i - 1))
+  end
+  check(C.facet_loader_next(self.h, img_p, lab_p))
+  self.expect = i < self.n and { epoch, i + 1 } or nil
+  -- keep the handles one step: the previous batch's views are released here
+  self.images, self.labels = tensor.wrap(img_p[0]), tensor.wrap(lab_p[0])
+  return self.images, self.labels
+end
+
+--- { wait_seconds, skipped, delivered } since the loader was made.
+function Loader:stats()
+  check(C.facet_loader_stats(self.h, dbl, sk, dl))
+  return { wait_seconds = dbl[0], skipped = tonumber(sk[0]), delivered = tonumber(dl[0]) }
+end
+
+function Loader:close()
+  if self.h then
+    ffi.gc(self.h, nil)
+    C.facet_loader_free(self.h)
+    self.h = nil
+  end
+end
+
+return new

@@ -1,0 +1,120 @@
+--- The threaded loader: decoded, flipped and normalised batches; the same
+-- batches for any thread count and after a restart mid-epoch; undecodable
+-- images counted and replaced deterministically; RecordIO as a source; errors.
+local H = require "support.device"
+local facet = H.facet
+
+local function read(name)
+  local f = assert(io.open("spec/fixtures/images/" .. name, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local png, jpg = read("rgb_3x4.png"), read("smooth_16x24.jpg")
+
+local function source(n, bad)
+  local imgs, labels = {}, {}
+  for i = 1, n do
+    imgs[i] = i % 3 == 0 and jpg or png
+    labels[i] = i - 1
+  end
+  for _, b in ipairs(bad or {}) do imgs[b] = "not an image" end
+  return { images = imgs, labels = labels }
+end
+
+local function epoch_values(loader, epoch)
+  local xs, ys = {}, {}
+  for i = 1, loader:num_batches() do
+    local x, y = loader:batch(epoch, i)
+    xs[i], ys[i] = H.values(x), H.values(y)
+  end
+  return xs, ys
+end
+
+describe("facet.data.loader", function()
+  it("prepares images like decode_image and keeps every label once an epoch", function()
+    local L = facet.data.loader { source = source(20), size = { 3, 4 }, batch_size = 5, flip = 0, shuffle = false, threads = 2 }
+    assert.are.equal(4, L:num_batches())
+    local x, y = L:batch(0, 1)
+    assert.are.same({ 5, 3, 3, 4 }, x:shape())
+    assert.are.same({ 0, 1, 2, 3, 4 }, H.values(y))
+    local ref = facet.data.decode_image(png, { size = { 3, 4 } })
+    assert.are.same(H.values(ref), H.values(x:select(1, 1)))
+    local seen = {}
+    local L2 = facet.data.loader { source = source(20), size = { 4, 4 }, batch_size = 5, seed = 4 }
+    for i = 1, 4 do
+      local _, yy = L2:batch(0, i)
+      for _, v in ipairs(H.values(yy)) do seen[v] = (seen[v] or 0) + 1 end
+    end
+    for v = 0, 19 do assert.are.equal(1, seen[v]) end
+  end)
+
+  it("the same batches with 1, 2 or 3 threads, and after a restart mid-epoch", function()
+    local runs = {}
+    for t = 1, 3 do
+      local L = facet.data.loader { source = source(37, { 5 }), size = { 6, 6 }, batch_size = 4, threads = t, queue = 2, seed = 9 }
+      runs[t] = { epoch_values(L, 0) }
+      runs[t][3] = { epoch_values(L, 1) }
+    end
+    assert.are.same(runs[1][1], runs[2][1]); assert.are.same(runs[1][1], runs[3][1])
+    assert.are.same(runs[1][2], runs[3][2])
+    assert.are.same(runs[1][3], runs[2][3])
+    assert.are_not.same(runs[1][1], runs[1][3][1])     -- epochs differ
+    local L = facet.data.loader { source = source(37, { 5 }), size = { 6, 6 }, batch_size = 4, threads = 2, seed = 9 }
+    local x, y = L:batch(0, 6)                           -- jump in: a resumed run
+    assert.are.same(runs[1][1][6], H.values(x))
+    assert.are.same(runs[1][2][6], H.values(y))
+  end)
+
+  it("flips about half the images, deterministically", function()
+    local imgs, labels = {}, {}
+    for i = 1, 400 do imgs[i], labels[i] = png, i end
+    local L = facet.data.loader { source = { images = imgs, labels = labels }, size = { 3, 4 }, batch_size = 400,
+      shuffle = false, drop_last = false, mean = 0, std = 1 }
+    local x = L:batch(0, 1)
+    local flipped = 0
+    for i = 1, 400 do
+      if x:get(i, 1, 1, 1) == 3 then flipped = flipped + 1 else assert.are.equal(0, x:get(i, 1, 1, 1)) end
+    end
+    H.assert_close(flipped / 400, 0.5, 0, 0.1)
+  end)
+
+  it("counts undecodable images and replaces them with the next in order", function()
+    local L = facet.data.loader { source = source(12, { 2, 3 }), size = { 3, 4 }, batch_size = 12, shuffle = false, flip = 0 }
+    local _, y = L:batch(0, 1)
+    -- positions 2 and 3 fall back to the next decodable image, 4
+    assert.are.same({ 0, 3, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11 }, H.values(y))
+    local s = L:stats()
+    assert.are.equal(3, s.skipped)                       -- 2 -> 3 (bad) -> 4, and 3 -> 4
+    assert.are.equal(12, s.delivered)
+    assert.is_true(s.wait_seconds >= 0)
+  end)
+
+  it("reads a RecordIO file", function()
+    local dir = H.temp_dir()
+    local w = facet.data.recordio_writer(dir .. "/train")
+    for i = 1, 10 do w:write(i - 1, i % 4, i % 2 == 0 and jpg or png) end
+    w:close()
+    local rec = facet.data.recordio(dir .. "/train")
+    local L = facet.data.loader { source = rec, size = { 8, 8 }, batch_size = 5, shuffle = false, flip = 0 }
+    local x, y = L:batch(0, 2)
+    assert.are.same({ 5, 3, 8, 8 }, x:shape())
+    assert.are.same({ 2, 3, 0, 1, 2 }, H.values(y))
+    H.assert_close(H.values(x:select(1, 2)), H.values(facet.data.decode_image(png, { size = { 8, 8 } })), 1e-6)   -- image 7
+    H.assert_close(H.values(x:select(1, 3)), H.values(facet.data.decode_image(jpg, { size = { 8, 8 } })), 1e-6)   -- image 8
+    L:close()
+    H.remove_dir(dir)
+  end)
+
+  it("checks its settings", function()
+    H.assert_error(function() facet.data.loader { source = source(4), batch_size = 0 } end, "batch 0")
+    H.assert_error(function() facet.data.loader { source = source(4), threads = 0 } end, "threads 0")
+    H.assert_error(function() facet.data.loader { source = source(4), flip = 2 } end, "flip probability")
+    H.assert_error(function() facet.data.loader { source = source(4), batch_size = 8 } end, "make no batch")
+    H.assert_error(function() facet.data.loader { source = { images = {}, labels = {} } } end, "lists of one length")
+    H.assert_error(function() facet.data.loader { source = source(4), std = 0 } end, "std must be > 0")
+    local L = facet.data.loader { source = source(4), batch_size = 2, size = { 2, 2 } }
+    H.assert_error(function() L:batch(0, 3) end, "batch 3 outside 1..2")
+  end)
+end)
