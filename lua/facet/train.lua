@@ -171,6 +171,7 @@ function M.train(cfg)
   -- the input is data: its gradient is never used
   model:first_leaf().no_input_grad = true
   local t_start, t_last, imgs_since = clock(), clock(), 0
+  local data_wait = 0          -- seconds spent waiting for batches
   local total_steps = epochs * nb
   local losses = {}
   model:train()
@@ -182,7 +183,9 @@ function M.train(cfg)
   end
   while st.epoch < epochs do
     for i = st.batch + 1, nb do
+      local t_data = clock()
       local x, y = data:batch(st.epoch, i)
+      data_wait = data_wait + (clock() - t_data)
       local progress = st.epoch + (i - 1) / nb
       if cfg.schedule then opt.lr = cfg.schedule(progress) end
       opt:zero_grad()
@@ -216,7 +219,7 @@ function M.train(cfg)
         local now = clock()
         local ips = imgs_since / math.max(now - t_last, 1e-9)
         local entry = { step = st.step, epoch = progress + 1 / nb, loss = loss, lr = opt.lr, images_per_s = ips,
-          time = now - t_start }
+          time = now - t_start, data_wait = data_wait / math.max(now - t_start, 1e-9) }
         if gnorm then entry.grad_norm = gnorm end
         if cfg.eval and cfg.eval_every and st.step % cfg.eval_every == 0 then
           model:evaluate()
@@ -242,7 +245,8 @@ function M.train(cfg)
       end
       if cfg.stop_after and st.step >= cfg.stop_after then
         if logf then logf:close() end
-        return { steps = st.step, losses = losses, skipped = st.skipped, stopped = true }
+        return { steps = st.step, losses = losses, skipped = st.skipped, stopped = true,
+          data_wait = data_wait / math.max(clock() - t_start, 1e-9) }
       end
     end
     st.epoch, st.batch = st.epoch + 1, 0
@@ -250,7 +254,7 @@ function M.train(cfg)
     if cfg.checkpoint then save_checkpoint(cfg.checkpoint, st) end
   end
   if logf then logf:close() end
-  return { steps = st.step, losses = losses, skipped = st.skipped }
+  return { steps = st.step, losses = losses, skipped = st.skipped, data_wait = data_wait / math.max(clock() - t_start, 1e-9) }
 end
 
 return M
