@@ -1,6 +1,7 @@
 --- facet.cli: the `facet` command line (bin/facet calls cli.main(arg)).
 --   facet                    interactive REPL with `facet` loaded
 --   facet run FILE [ARGS...]  run a Lua script the way luajit would, with `facet` loaded
+--   facet info FILE           describe a .rec, .bin, .npy, .safetensors or IDX file
 --   facet help [COMMAND]      usage; facet --version prints the library version
 -- Commands live in one table (`commands` below): adding eval / report / train means
 -- adding an entry there. main returns the exit status instead of exiting, so the
@@ -106,8 +107,70 @@ local commands = {
       return M.run_script(parsed.script, script_arg, nargs)
     end,
   },
+  {
+    name = "info",
+    summary = "Describe a data or weights file: .rec (with its .idx), .bin, .npy, .safetensors, IDX.",
+    configure = function(cmd)
+      cmd:argument("file", "The file to describe.")
+    end,
+    run = function(parsed)
+      local facet = load_facet()
+      local ok, err = pcall(M.describe_file, facet, parsed.file)
+      if not ok then
+        io.stderr:write("facet info: ", error_text(err), "\n")
+        return M.EXIT_FAILURE
+      end
+      return 0
+    end,
+  },
 }
 M.commands = commands
+
+--- Prints what a file holds (the `info` command).
+function M.describe_file(facet, path)
+  local out = io.stdout
+  if path:match("%.rec$") or path:match("%.idx$") then
+    local prefix = path:gsub("%.rec$", ""):gsub("%.idx$", "")
+    local r = facet.data.recordio(prefix)
+    local labels = {}
+    for i = 1, math.min(r:num_images(), 5) do labels[i] = r:label(i) end
+    out:write(("%s.rec: RecordIO, %s layout, %d images, %d identities; first labels %s\n"):format(prefix, r:layout(),
+      r:num_images(), r:num_identities(), table.concat(labels, " ")))
+    if r:num_images() > 0 then
+      local ok, info = pcall(facet.data.image_info, r:image_bytes(1))
+      out:write(ok and ("first image: %s %dx%d, %d bytes\n"):format(info.format, info.width, info.height,
+        #r:image_bytes(1)) or ("first image: %d bytes, not JPEG or PNG\n"):format(#r:image_bytes(1)))
+    end
+  elseif path:match("%.bin$") then
+    local b = facet.data.load_bin(path, { decode = false })
+    local same = 0
+    for _, v in ipairs(b.issame) do if v then same = same + 1 end end
+    local ok, info = #b.images > 0 and pcall(facet.data.image_info, b.images[1])
+    if not ok then info = nil end
+    out:write(("%s: verification set, %d pairs (%d same, %d different), %d images%s\n"):format(path, b.pairs, same,
+      b.pairs - same, #b.images, info and (", first %s %dx%d"):format(info.format, info.width, info.height) or ""))
+  elseif path:match("%.npy$") then
+    local t = facet.load_npy(path)
+    out:write(("%s: NumPy array, %s, shape %s\n"):format(path, t:dtype(), table.concat(t:shape(), "x")))
+  elseif path:match("%.safetensors$") then
+    local t, meta = facet.load_safetensors(path)
+    local names, total = {}, 0
+    for k in pairs(t) do names[#names + 1] = k end
+    table.sort(names)
+    out:write(("%s: safetensors, %d tensors\n"):format(path, #names))
+    for _, k in ipairs(names) do
+      total = total + t[k]:numel()
+      out:write(("  %-40s %-8s %s\n"):format(k, t[k]:dtype(), table.concat(t[k]:shape(), "x")))
+    end
+    out:write(("total: %d elements\n"):format(total))
+    for k, v in pairs(meta) do out:write(("  metadata %s = %s\n"):format(k, v)) end
+  elseif path:match("ubyte") or path:match("%.idx%d?") then
+    local t = facet.data.load_idx(path)
+    out:write(("%s: IDX, %s, shape %s\n"):format(path, t:dtype(), table.concat(t:shape(), "x")))
+  else
+    error(("%s: unknown kind of file (.rec, .idx, .bin, .npy, .safetensors, IDX *-ubyte)"):format(path), 0)
+  end
+end
 
 local by_name = {}
 for _, c in ipairs(commands) do by_name[c.name] = c end
