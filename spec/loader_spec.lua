@@ -107,6 +107,57 @@ describe("facet.data.loader", function()
     H.remove_dir(dir)
   end)
 
+  it("augments: grayscale, brightness, padded random crop; deterministic for any thread count", function()
+    local base = { source = source(24), size = { 3, 4 }, batch_size = 24, shuffle = false, flip = 0, mean = 0, std = 1,
+      drop_last = false }
+    local plain = H.values(facet.data.loader(base):batch(0, 1))
+    local function with(extra)
+      local o = {}
+      for k, v in pairs(base) do o[k] = v end
+      for k, v in pairs(extra) do o[k] = v end
+      return facet.data.loader(o)
+    end
+    -- grayscale: the three channels equal, 0.299 R + 0.587 G + 0.114 B
+    local g = with { grayscale = 1 }:batch(0, 1)
+    for i = 1, 24 do
+      for _, yx in ipairs { { 1, 1 }, { 2, 3 } } do
+        local r, gg, b = g:get(i, 1, yx[1], yx[2]), g:get(i, 2, yx[1], yx[2]), g:get(i, 3, yx[1], yx[2])
+        assert.are.equal(r, gg); assert.are.equal(r, b)
+      end
+    end
+    local r0, g0, b0 = plain[1], plain[13], plain[25]         -- image 1, pixel (1, 1)
+    H.assert_close(g:get(1, 1, 1, 1), 0.299 * r0 + 0.587 * g0 + 0.114 * b0, 1e-4)
+    -- brightness: one factor in [0.5, 1.5] per image
+    local bx = H.values(with { brightness = 0.5 }:batch(0, 1))
+    local f = bx[12 * 3 + 2] / plain[12 * 3 + 2]             -- a pixel of image 2 well inside (0, 255)
+    assert.is_true(f >= 0.5 and f <= 1.5)
+    -- crop with padding 1: each image is the plain one shifted by dy, dx in [-1, 1], black outside
+    local cx = with { crop_padding = 1 }:batch(0, 1)
+    local shifted = 0
+    for i = 1, 24 do
+      local found = false
+      for dy = -1, 1 do for dx = -1, 1 do
+        local ok = true
+        for c = 1, 3 do for y = 1, 3 do for x = 1, 4 do
+          local sy, sx = y + dy, x + dx
+          local want = (sy < 1 or sy > 3 or sx < 1 or sx > 4) and 0 or plain[(i - 1) * 36 + (c - 1) * 12 + (sy - 1) * 4 + sx]
+          if math.abs(cx:get(i, c, y, x) - want) > 1e-4 then ok = false end
+        end end end
+        if ok then found = true; if dy ~= 0 or dx ~= 0 then shifted = shifted + 1 end end
+      end end
+      assert.is_true(found, "image " .. i)
+    end
+    assert.is_true(shifted > 12)                              -- 8 of 9 offsets move the image
+    -- every augmentation on: the same batches with 1 and 2 threads
+    local all = { grayscale = 0.3, brightness = 0.4, contrast = 0.4, saturation = 0.4, crop_padding = 1, flip = 0.5,
+      shuffle = true, batch_size = 5, drop_last = true }
+    all.threads = 1
+    local one = with(all)
+    all.threads = 2
+    local two = with(all)
+    for i = 1, one:num_batches() do assert.are.same(H.values(one:batch(1, i)), H.values(two:batch(1, i))) end
+  end)
+
   it("checks its settings", function()
     H.assert_error(function() facet.data.loader { source = source(4), batch_size = 0 } end, "batch 0")
     H.assert_error(function() facet.data.loader { source = source(4), threads = 0 } end, "threads 0")
@@ -114,6 +165,9 @@ describe("facet.data.loader", function()
     H.assert_error(function() facet.data.loader { source = source(4), batch_size = 8 } end, "make no batch")
     H.assert_error(function() facet.data.loader { source = { images = {}, labels = {} } } end, "lists of one length")
     H.assert_error(function() facet.data.loader { source = source(4), std = 0 } end, "std must be > 0")
+    H.assert_error(function() facet.data.loader { source = source(4), grayscale = 2 } end, "grayscale probability")
+    H.assert_error(function() facet.data.loader { source = source(4), contrast = 3 } end, "in [0, 1]")
+    H.assert_error(function() facet.data.loader { source = source(4), crop_padding = -1 } end, "crop padding")
     local L = facet.data.loader { source = source(4), batch_size = 2, size = { 2, 2 } }
     H.assert_error(function() L:batch(0, 3) end, "batch 3 outside 1..2")
   end)

@@ -578,6 +578,7 @@ int facet_image_to_tensor(facet_tensor *out, const facet_tensor *rgb, int flip, 
  * Worker threads decode (JPEG/PNG), augment (horizontal flip), resize and
  * normalise images into float32 N x 3 x H x W batches held in a bounded queue
  * of reused buffers; the caller takes them in order. Everything random comes
+ * (flip, crop offset, colour factors, grayscale) comes
  * from Philox on (seed, epoch, position), so an epoch's batches are the same
  * for any thread count. An image that does not decode is counted and replaced
  * by the next one in the epoch's order. Settings: a double array of
@@ -586,7 +587,13 @@ enum facet_loader_setting {
     FACET_LOADER_HEIGHT = 0, FACET_LOADER_WIDTH = 1, FACET_LOADER_BATCH = 2, FACET_LOADER_THREADS = 3,
     FACET_LOADER_QUEUE = 4, FACET_LOADER_FLIP = 5, FACET_LOADER_SEED = 6, FACET_LOADER_SHUFFLE = 7,
     FACET_LOADER_DROP_LAST = 8, FACET_LOADER_MEAN_R = 9, FACET_LOADER_MEAN_G = 10, FACET_LOADER_MEAN_B = 11,
-    FACET_LOADER_STD_R = 12, FACET_LOADER_STD_G = 13, FACET_LOADER_STD_B = 14, FACET_LOADER_SETTINGS = 15
+    FACET_LOADER_STD_R = 12, FACET_LOADER_STD_G = 13, FACET_LOADER_STD_B = 14,
+    FACET_LOADER_CROP_PAD = 15,     /* random crop after padding every side by this many (black) pixels */
+    FACET_LOADER_BRIGHTNESS = 16,   /* factors drawn from [1 - v, 1 + v], torchvision's ColorJitter */
+    FACET_LOADER_CONTRAST = 17,
+    FACET_LOADER_SATURATION = 18,
+    FACET_LOADER_GRAYSCALE = 19,    /* probability of a grayscale image */
+    FACET_LOADER_SETTINGS = 20
 };
 typedef struct facet_loader facet_loader;
 /* Images of a RecordIO reader (which must outlive the loader). */

@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "random_math.h"
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +34,8 @@ struct facet_loader {
     int64_t n;
     /* settings */
     int64_t h, w, batch, threads, queue, shuffle, drop_last;
-    double flip;
+    double flip, brightness, contrast, saturation, grayscale;
+    int64_t crop_pad;
     uint64_t seed;
     float mean[3], std[3];
     /* the epoch */
@@ -91,7 +93,65 @@ static int fetch(const facet_loader *l, int64_t i, unsigned char **buf, size_t *
 struct scratch {
     unsigned char *buf, *rgb;   /* encoded bytes (RecordIO), decoded pixels */
     size_t cap, rgb_cap;
+    float *plane;               /* 3 x H x W in 0..255 before normalising */
 };
+
+/* the k-th random number of a position in an epoch */
+static float draw(const facet_loader *l, int64_t pos, uint64_t k)
+{
+    uint64_t c = ((uint64_t)l->epoch * (uint64_t)l->n + (uint64_t)pos) * 8u + k;
+    return facet_rand_uniform_at(l->seed ^ 0xA06Du, c, 0.0f, 1.0f);
+}
+
+/* colour jitter (brightness, contrast, saturation in torchvision's order and
+ * meaning), grayscale, then the padded random crop, and the normalisation */
+static void augment(const facet_loader *l, int64_t pos, float *p, float *dst)
+{
+    int64_t hw = l->h * l->w;
+    float *r = p, *g = p + hw, *b = p + 2 * hw;
+    if (l->brightness > 0) {
+        float f = 1.0f + (float)l->brightness * (2.0f * draw(l, pos, 1) - 1.0f);
+        for (int64_t i = 0; i < 3 * hw; i++) p[i] = fminf(fmaxf(p[i] * f, 0.0f), 255.0f);
+    }
+    if (l->contrast > 0) {
+        float f = 1.0f + (float)l->contrast * (2.0f * draw(l, pos, 2) - 1.0f);
+        double m = 0;
+        for (int64_t i = 0; i < hw; i++) m += 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
+        float mean = (float)(m / (double)hw);
+        for (int64_t i = 0; i < 3 * hw; i++) p[i] = fminf(fmaxf((p[i] - mean) * f + mean, 0.0f), 255.0f);
+    }
+    if (l->saturation > 0) {
+        float f = 1.0f + (float)l->saturation * (2.0f * draw(l, pos, 3) - 1.0f);
+        for (int64_t i = 0; i < hw; i++) {
+            float gray = 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
+            r[i] = fminf(fmaxf(gray + (r[i] - gray) * f, 0.0f), 255.0f);
+            g[i] = fminf(fmaxf(gray + (g[i] - gray) * f, 0.0f), 255.0f);
+            b[i] = fminf(fmaxf(gray + (b[i] - gray) * f, 0.0f), 255.0f);
+        }
+    }
+    if (l->grayscale > 0 && draw(l, pos, 4) < (float)l->grayscale) {
+        for (int64_t i = 0; i < hw; i++) r[i] = g[i] = b[i] = 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
+    }
+    int64_t dy = 0, dx = 0;
+    if (l->crop_pad > 0) {
+        int64_t span = 2 * l->crop_pad + 1;
+        dy = (int64_t)(draw(l, pos, 5) * (float)span) - l->crop_pad;
+        dx = (int64_t)(draw(l, pos, 6) * (float)span) - l->crop_pad;
+        if (dy > l->crop_pad) dy = l->crop_pad;
+        if (dx > l->crop_pad) dx = l->crop_pad;
+    }
+    for (int c = 0; c < 3; c++) {
+        float inv = 1.0f / l->std[c], black = -l->mean[c] * inv;
+        for (int64_t y = 0; y < l->h; y++) {
+            int64_t sy = y + dy;
+            for (int64_t x = 0; x < l->w; x++) {
+                int64_t sx = x + dx;
+                dst[(c * l->h + y) * l->w + x] = (sy < 0 || sy >= l->h || sx < 0 || sx >= l->w)
+                    ? black : (p[(c * l->h + sy) * l->w + sx] - l->mean[c]) * inv;
+            }
+        }
+    }
+}
 
 static int prepare(facet_loader *l, struct scratch *s, int64_t pos, float *dst, int64_t *label)
 {
@@ -115,8 +175,19 @@ static int prepare(facet_loader *l, struct scratch *s, int64_t pos, float *dst, 
     if (rc) return rc;
     /* the flip of this position in this epoch */
     float u = facet_rand_uniform_at(l->seed ^ 0xF11Bu, (uint64_t)l->epoch * (uint64_t)l->n + (uint64_t)pos, 0.0f, 1.0f);
-    float inv[3] = { 1.0f / l->std[0], 1.0f / l->std[1], 1.0f / l->std[2] };
-    facet_image_prepare_raw(dst, l->h, l->w, s->rgb, h, w, u < (float)l->flip, l->mean, inv);
+    int flip = u < (float)l->flip;
+    if (!l->crop_pad && l->brightness == 0 && l->contrast == 0 && l->saturation == 0 && l->grayscale == 0) {
+        float inv[3] = { 1.0f / l->std[0], 1.0f / l->std[1], 1.0f / l->std[2] };
+        facet_image_prepare_raw(dst, l->h, l->w, s->rgb, h, w, flip, l->mean, inv);
+        return 0;
+    }
+    if (!s->plane) {
+        s->plane = malloc(sizeof(float) * 3 * (size_t)(l->h * l->w));
+        if (!s->plane) return facet_fail(FACET_ERR_MEMORY, "facet_loader: out of memory");
+    }
+    static const float zero[3] = { 0, 0, 0 }, one[3] = { 1, 1, 1 };
+    facet_image_prepare_raw(s->plane, l->h, l->w, s->rgb, h, w, flip, zero, one);
+    augment(l, pos, s->plane, dst);
     return 0;
 }
 
@@ -125,7 +196,7 @@ static int prepare(facet_loader *l, struct scratch *s, int64_t pos, float *dst, 
 static void *worker(void *arg)
 {
     facet_loader *l = arg;
-    struct scratch s = { NULL, NULL, 0, 0 };
+    struct scratch s = { NULL, NULL, 0, 0, NULL };
     for (;;) {
         pthread_mutex_lock(&l->lock);
         /* a slot is busy from its claim until the caller moves past it: the
@@ -176,6 +247,7 @@ static void *worker(void *arg)
     }
     free(s.buf);
     free(s.rgb);
+    free(s.plane);
     return NULL;
 }
 
@@ -205,6 +277,11 @@ static int setup(facet_loader **out, facet_loader *l, const double *st)
     l->threads = (int64_t)st[FACET_LOADER_THREADS];
     l->queue = (int64_t)st[FACET_LOADER_QUEUE];
     l->flip = st[FACET_LOADER_FLIP];
+    l->crop_pad = (int64_t)st[FACET_LOADER_CROP_PAD];
+    l->brightness = st[FACET_LOADER_BRIGHTNESS];
+    l->contrast = st[FACET_LOADER_CONTRAST];
+    l->saturation = st[FACET_LOADER_SATURATION];
+    l->grayscale = st[FACET_LOADER_GRAYSCALE];
     l->seed = (uint64_t)st[FACET_LOADER_SEED];
     l->shuffle = st[FACET_LOADER_SHUFFLE] != 0;
     l->drop_last = st[FACET_LOADER_DROP_LAST] != 0;
@@ -219,6 +296,11 @@ static int setup(facet_loader **out, facet_loader *l, const double *st)
     if (l->threads < 1 || l->threads > 256) return facet_fail(FACET_ERR_ARG, "%s: threads %lld (want 1..256)", fn, (long long)l->threads);
     if (l->queue < 1 || l->queue > 64) return facet_fail(FACET_ERR_ARG, "%s: queue %lld (want 1..64)", fn, (long long)l->queue);
     if (!(l->flip >= 0 && l->flip <= 1)) return facet_fail(FACET_ERR_ARG, "%s: flip probability %g", fn, l->flip);
+    if (!(l->grayscale >= 0 && l->grayscale <= 1)) return facet_fail(FACET_ERR_ARG, "%s: grayscale probability %g", fn, l->grayscale);
+    if (!(l->brightness >= 0 && l->brightness <= 1) || !(l->contrast >= 0 && l->contrast <= 1) ||
+        !(l->saturation >= 0 && l->saturation <= 1))
+        return facet_fail(FACET_ERR_ARG, "%s: brightness, contrast and saturation must be in [0, 1]", fn);
+    if (l->crop_pad < 0 || l->crop_pad > 1024) return facet_fail(FACET_ERR_ARG, "%s: crop padding %lld", fn, (long long)l->crop_pad);
     if (l->n < 1) return facet_fail(FACET_ERR_ARG, "%s: the source has no images", fn);
     l->nbatches = l->drop_last ? l->n / l->batch : (l->n + l->batch - 1) / l->batch;
     if (l->nbatches < 1) return facet_fail(FACET_ERR_ARG, "%s: %lld images make no batch of %lld (drop_last)", fn,

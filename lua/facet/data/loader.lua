@@ -7,7 +7,10 @@
 -- source: a facet.data.recordio reader, or { images = { encoded bytes ... },
 -- labels = { ... } }. Options: size = {112, 112}, batch_size = 128,
 -- threads = facet threads, queue = 4, flip = 0.5, seed = 0, shuffle = true,
--- drop_last = true, mean = 127.5, std = 128 (numbers or 3 per channel).
+-- drop_last = true, mean = 127.5, std = 128 (numbers or 3 per channel),
+-- crop_padding = 0 (random crop after padding with black), brightness,
+-- contrast, saturation (jitter factors in [1 - v, 1 + v]), grayscale
+-- (probability); all drawn per image from (seed, epoch, position).
 local ffi = require "ffi"
 local core = require "facet.core"
 local tensor = require "facet.tensor"
@@ -41,6 +44,11 @@ local function new(opts)
   settings[C.FACET_LOADER_SEED] = opts.seed or 0
   settings[C.FACET_LOADER_SHUFFLE] = opts.shuffle == false and 0 or 1
   settings[C.FACET_LOADER_DROP_LAST] = opts.drop_last == false and 0 or 1
+  settings[C.FACET_LOADER_CROP_PAD] = opts.crop_padding or 0
+  settings[C.FACET_LOADER_BRIGHTNESS] = opts.brightness or 0
+  settings[C.FACET_LOADER_CONTRAST] = opts.contrast or 0
+  settings[C.FACET_LOADER_SATURATION] = opts.saturation or 0
+  settings[C.FACET_LOADER_GRAYSCALE] = opts.grayscale or 0
   for c = 0, 2 do
     settings[C.FACET_LOADER_MEAN_R + c] = mean[c + 1]
     settings[C.FACET_LOADER_STD_R + c] = std[c + 1]
