@@ -108,6 +108,36 @@ local commands = {
     end,
   },
   {
+    name = "pack",
+    summary = "Pack an image folder (root/<identity>/<image>) or a list file into InsightFace's .rec/.idx.",
+    configure = function(cmd)
+      cmd:argument("source", "Image folder, or a list file of 'path label' lines.")
+      cmd:argument("prefix", "Output prefix (writes PREFIX.rec and PREFIX.idx).")
+    end,
+    run = function(parsed)
+      local facet = load_facet()
+      local ok, r = pcall(facet.data.pack, parsed.source, parsed.prefix)
+      if not ok then io.stderr:write("facet pack: ", error_text(r), "\n"); return M.EXIT_FAILURE end
+      io.stdout:write(("%s.rec: %d images, %d identities\n"):format(parsed.prefix, r.images, r.identities))
+      return 0
+    end,
+  },
+  {
+    name = "unpack",
+    summary = "Write the images of a .rec into a folder, one subfolder per label.",
+    configure = function(cmd)
+      cmd:argument("prefix", "RecordIO prefix (PREFIX.rec and PREFIX.idx).")
+      cmd:argument("folder", "Output folder.")
+    end,
+    run = function(parsed)
+      local facet = load_facet()
+      local ok, r = pcall(facet.data.unpack, parsed.prefix, parsed.folder)
+      if not ok then io.stderr:write("facet unpack: ", error_text(r), "\n"); return M.EXIT_FAILURE end
+      io.stdout:write(("%s: %d images\n"):format(parsed.folder, r.images))
+      return 0
+    end,
+  },
+  {
     name = "info",
     summary = "Describe a data or weights file: .rec (with its .idx), .bin, .npy, .safetensors, IDX.",
     configure = function(cmd)

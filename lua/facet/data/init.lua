@@ -11,6 +11,10 @@ M.fashion_mnist = require("facet.data.idx").fashion_mnist
 M.recordio, M.recordio_writer = require("facet.data.recordio").open, require("facet.data.recordio").writer
 M.load_bin = require("facet.data.binfile").load
 M.loader = require "facet.data.loader"
+M.scan_folder = require("facet.data.folder").scan_folder
+M.read_list = require("facet.data.folder").read_list
+M.pack = require("facet.data.folder").pack
+M.unpack = require("facet.data.folder").unpack
 M.image_info = require("facet.data.image").image_info
 M.decode_image = require("facet.data.image").decode_image
 

@@ -4,8 +4,9 @@
 --   src:num_batches(), src:batch(epoch, i) -> images (B x 3 x H x W), labels (B int64)
 -- valid until the next batch. Batches come in order; asking for another
 -- position (a resumed run) restarts the workers there.
--- source: a facet.data.recordio reader, or { images = { encoded bytes ... },
--- labels = { ... } }. Options: size = {112, 112}, batch_size = 128,
+-- source: a facet.data.recordio reader, { images = { encoded bytes ... },
+-- labels = { ... } }, or what facet.data.scan_folder / read_list return
+-- ({ paths, labels }: the files are read into memory once). Options: size = {112, 112}, batch_size = 128,
 -- threads = facet threads, queue = 4, flip = 0.5, seed = 0, shuffle = true,
 -- drop_last = true, mean = 127.5, std = 128 (numbers or 3 per channel),
 -- crop_padding = 0 (random crop after padding with black), brightness,
@@ -59,8 +60,17 @@ local function new(opts)
     check(C.facet_loader_new_recordio(pp, src.h, settings), 2)
   else
     local imgs, labels = src.images, src.labels
+    if src.paths then                                   -- scan_folder / read_list: read the files once
+      imgs = {}
+      for i, p in ipairs(src.paths) do
+        local f, err = io.open(p, "rb")
+        if not f then error(("facet.data.loader: cannot read %s: %s"):format(p, tostring(err)), 2) end
+        imgs[i] = f:read("*a")
+        f:close()
+      end
+    end
     if type(imgs) ~= "table" or type(labels) ~= "table" or #imgs ~= #labels or #imgs == 0 then
-      error("facet.data.loader: source.images and source.labels must be lists of one length", 2)
+      error("facet.data.loader: source.images (or paths) and source.labels must be lists of one length", 2)
     end
     local total = 0
     for i, b in ipairs(imgs) do
