@@ -33,7 +33,7 @@ LIB    := $(BUILD)/facet_core.so
 CDEF   := $(BUILD)/lua/facet/cdef.lua
 CTEST  := $(BUILD)/test_core
 
-.PHONY: all deps build run test test-c test-lua sanitize bench install clean
+.PHONY: all deps build run test test-c test-lua sanitize fuzz bench install clean
 
 all: build
 build: $(LIB) $(CDEF)
@@ -71,6 +71,27 @@ sanitize: deps
 	        LDFLAGS="-fsanitize=address,undefined" build build-asan/test_core
 	FACET_BUILD=build-asan FACET_SANITIZE=1 sh spec/run.sh
 
+# libFuzzer targets (clang) for the RecordIO, .bin and image parsers, with
+# ASan + UBSan; each runs FUZZ_SECONDS (20) from the committed seed corpus.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := recordio binfile image
+FUZZ_SRC := $(filter-out core/src/cuda_absent.c,$(wildcard core/src/*.c)) core/src/cuda_absent.c
+fuzz: deps
+	@mkdir -p build-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fopenmp \
+	    -Icore/include -Icore/src -o build-fuzz/fuzz_$$t core/fuzz/fuzz_$$t.c $(FUZZ_SRC) \
+	    -ljpeg -lpng -ldl -lpthread -lm || exit 1; \
+	done
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus_$$t; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus_$$t core/fuzz/seeds/$$t \
+	    > build-fuzz/fuzz_$$t.log 2>&1; rc=$$?; \
+	  grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" build-fuzz/fuzz_$$t.log; \
+	  if [ $$rc -ne 0 ]; then tail -40 build-fuzz/fuzz_$$t.log; exit 1; fi; \
+	done
+
 bench: deps build
 	$(LUAJIT) bin/facet run bench/gemm.lua
 
@@ -87,4 +108,4 @@ install: build
 	chmod +x $(BINDIR)/facet
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz
