@@ -138,6 +138,27 @@ local commands = {
     end,
   },
   {
+    name = "eval",
+    summary = "Verification accuracy of a checkpoint on InsightFace .bin sets (lfw.bin, cfp_fp.bin, ...).",
+    configure = function(cmd)
+      cmd:argument("checkpoint", "Checkpoint directory (holds 'latest') or a model .safetensors file.")
+      cmd:option("--bin", "A verification .bin file (repeat for several)."):count("*"):args(1)
+      cmd:option("--model", "Backbone: iresnet, mobilefacenet, convnet or attentionnet_irse.", "iresnet")
+      cmd:option("--depth", "IResNet depth.", "50")
+      cmd:option("--se", "IR-SE units."):args(0)
+      cmd:option("--emb", "Embedding size.", "512")
+      cmd:option("--size", "Input size (square).", "112")
+      cmd:option("--protocol", "insightface or facexzoo.", "insightface")
+      cmd:flag("--no-flip", "Skip the flip test.")
+    end,
+    run = function(parsed)
+      local facet = load_facet()
+      local ok, err = pcall(M.evaluate, facet, parsed)
+      if not ok then io.stderr:write("facet eval: ", error_text(err), "\n"); return M.EXIT_FAILURE end
+      return 0
+    end,
+  },
+  {
     name = "info",
     summary = "Describe a data or weights file: .rec (with its .idx), .bin, .npy, .safetensors, IDX.",
     configure = function(cmd)
@@ -155,6 +176,41 @@ local commands = {
   },
 }
 M.commands = commands
+
+--- The `eval` command: builds the backbone, loads the weights, prints one table.
+function M.evaluate(facet, o)
+  if #o.bin == 0 then error("give at least one --bin FILE", 0) end
+  local size, emb = tonumber(o.size), tonumber(o.emb)
+  local builders = {
+    iresnet = function() return facet.models.iresnet { depth = tonumber(o.depth), se = o.se ~= nil, emb = emb, size = size } end,
+    mobilefacenet = function() return facet.models.mobilefacenet { emb = emb, size = size } end,
+    convnet = function() return facet.models.convnet { emb = emb, size = size, in_channels = 3 } end,
+    attentionnet_irse = function() return facet.models.attentionnet_irse { emb = emb, size = size } end,
+  }
+  if not builders[o.model] then error("unknown --model " .. tostring(o.model), 0) end
+  local model = builders[o.model]()
+  if o.checkpoint:match("%.safetensors$") then
+    local w = facet.load_safetensors(o.checkpoint)
+    for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end
+    model:load_state(w)
+  else
+    facet.load_checkpoint(o.checkpoint, model)
+  end
+  io.stdout:write(("%-24s %8s %10s %8s %12s %12s\n"):format("set", "pairs", "accuracy", "std", "TAR@FAR=1e-3",
+    "TAR@FAR=1e-4"))
+  for _, path in ipairs(o.bin) do
+    local set = facet.data.load_bin(path, { size = { size, size } })
+    local e = facet.eval.embed(model, set.images, { flip = not o.no_flip })
+    local idx1, idx2 = {}, {}
+    for p = 1, set.pairs do idx1[p], idx2[p] = 2 * p - 1, 2 * p end
+    local r = facet.eval.verify(e:index_select(facet.tensor(idx1, { dtype = "int32" })),
+      e:index_select(facet.tensor(idx2, { dtype = "int32" })), set.issame,
+      { protocol = o.protocol, folds = math.min(10, set.pairs) })
+    local function tar(f) return r.tar_at_far[f] and ("%.4f"):format(r.tar_at_far[f]) or "-" end
+    io.stdout:write(("%-24s %8d %10.4f %8.4f %12s %12s\n"):format(path:match("[^/]*$"), set.pairs, r.accuracy, r.std,
+      tar(1e-3), tar(1e-4)))
+  end
+end
 
 --- Prints what a file holds (the `info` command).
 function M.describe_file(facet, path)

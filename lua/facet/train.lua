@@ -104,8 +104,7 @@ function M.load_checkpoint(dir, model, head, optimizer)
   local mine = {}
   for name, t in pairs(w) do
     if name:sub(1, 5) == "head." then
-      if not head then error("facet.train: the checkpoint has head weights but no head was given", 2) end
-      head[name:sub(6)]:copy(t)
+      if head then head[name:sub(6)]:copy(t) end         -- evaluation loads the model alone
     else
       mine[name] = t
     end
