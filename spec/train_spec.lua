@@ -112,6 +112,24 @@ describe("facet.train", function()
     assert.truthy(out[1]:find("^step 6  epoch 1/2  loss [%d%.]+  lr 0.05  [%d%.]+ img/s  ETA"), out[1])
   end)
 
+  it("evaluates every N steps, in evaluation mode, and logs the metrics", function()
+    local calls, modes = 0, {}
+    local cfg = with(setup_run(), { log = tmpdir .. "/evallog", eval_every = 4, eval = function(state)
+      calls = calls + 1
+      modes[#modes + 1] = state.model.training
+      return { acc = state.step / 100 }
+    end })
+    facet.train(cfg)
+    assert.are.equal(3, calls)                 -- steps 4, 8, 12
+    assert.are.same({ false, false, false }, modes)
+    local found = {}
+    for line in io.lines(tmpdir .. "/evallog/train.jsonl") do
+      local e = cjson.decode(line)
+      if e.eval then found[#found + 1] = e.step .. ":" .. e.eval.acc end
+    end
+    assert.are.same({ "4:0.04", "8:0.08", "12:0.12" }, found)
+  end)
+
   it("checks its arguments", function()
     H.assert_error(function() facet.train { model = 1 } end, "head is required")
     H.assert_error(function() facet.train(with(setup_run(), { resume = tmpdir .. "/none" })) end, "no checkpoint")
