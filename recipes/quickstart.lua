@@ -60,9 +60,14 @@ local e2 = emb:index_select(facet.tensor(ib, { dtype = "int32" }))
 
 print(("\nopen-set verification: %d pairs of unseen classes (7 sandal, 8 bag, 9 ankle boot), flip test"):format(args.pairs))
 print(("%-12s %10s %8s %12s %12s"):format("protocol", "accuracy", "std", "TAR@FAR=1e-2", "TAR@FAR=1e-3"))
+local results = {}
 for _, protocol in ipairs { "insightface", "facexzoo" } do
   local r = facet.eval.verify(e1, e2, same, { protocol = protocol })
+  results[#results + 1] = { name = "fashion-open-set (" .. protocol .. ")", result = r }
   local function tar(f) return r.tar_at_far[f] and ("%.4f"):format(r.tar_at_far[f]) or "-" end
   print(("%-12s %10.4f %8.4f %12s %12s"):format(protocol, r.accuracy, r.std, tar(1e-2), tar(1e-3)))
 end
-print(("\nlog: %s/train.jsonl   checkpoint: %s/ckpt   (%.0f s)"):format(args.out, args.out, facet.clock() - t0))
+facet.report.save_verify(args.out, results)
+local report = facet.report.write({ args.out }, args.out)
+print(("\nreport: %s   log: %s/train.jsonl   checkpoint: %s/ckpt   (%.0f s)"):format(report, args.out, args.out,
+  facet.clock() - t0))

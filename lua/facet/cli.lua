@@ -159,6 +159,21 @@ local commands = {
     end,
   },
   {
+    name = "report",
+    summary = "Write report.html and SVG plots (loss, lr, ROC, metrics) for one or more run directories.",
+    configure = function(cmd)
+      cmd:argument("runs", "Run directories (holding train.jsonl, and verify.json if evaluated)."):args("+")
+      cmd:option("--out", "Output directory (default: the first run).")
+    end,
+    run = function(parsed)
+      local facet = load_facet()
+      local ok, path = pcall(facet.report.write, parsed.runs, parsed.out)
+      if not ok then io.stderr:write("facet report: ", error_text(path), "\n"); return M.EXIT_FAILURE end
+      io.stdout:write(path, "\n")
+      return 0
+    end,
+  },
+  {
     name = "info",
     summary = "Describe a data or weights file: .rec (with its .idx), .bin, .npy, .safetensors, IDX.",
     configure = function(cmd)

@@ -87,6 +87,7 @@ facet.optim = require "facet.optim"
 facet.models = require "facet.models"
 facet.data = require "facet.data"
 facet.eval = require "facet.eval"
+facet.report = require "facet.report"
 facet.train = require("facet.train").train
 facet.load_checkpoint = require("facet.train").load_checkpoint
 
