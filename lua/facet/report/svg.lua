@@ -77,7 +77,8 @@ function M.plot(o)
     end
     local color = COLORS[(k - 1) % #COLORS + 1]
     add(('<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>'):format(color, table.concat(pts, " ")))
-    add(('<text x="%d" y="%d" fill="%s">%s</text>'):format(W - R - 150, T + 14 * k, color, esc(s.name or ("series " .. k))))
+    add(('<text x="%d" y="%d" fill="%s" text-anchor="end">%s</text>'):format(W - R - 6, T + 14 * k, color,
+      esc(s.name or ("series " .. k))))
   end
   add("</svg>")
   return table.concat(out, "\n")
