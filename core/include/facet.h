@@ -573,6 +573,10 @@ int facet_image_decode(facet_tensor *out, const void *bytes, size_t size);
  * sizes differ (half-pixel centres), an optional horizontal flip, then
  * (v - mean[c]) / std[c] per channel (mean and std: 3 floats each). */
 int facet_image_to_tensor(facet_tensor *out, const facet_tensor *rgb, int flip, const float *mean, const float *std);
+/* PNG-encodes rgb (H x W x 3 uint8, CPU) into dst; *size receives the encoded
+ * size. With dst NULL (or capacity too small) only *size is set, and a small
+ * capacity is an error. */
+int facet_image_encode_png(const facet_tensor *rgb, void *dst, size_t capacity, size_t *size);
 
 /* ---- the data loader -----------------------------------------------------------------
  * Worker threads decode (JPEG/PNG), augment (horizontal flip), resize and

@@ -198,3 +198,31 @@ int facet_image_to_tensor(facet_tensor *out, const facet_tensor *rgb, int flip, 
            inv);
     return 0;
 }
+
+int facet_image_encode_png(const facet_tensor *rgb, void *dst, size_t capacity, size_t *size)
+{
+    static const char *fn = "facet_image_encode_png";
+    int rc = facet_check_dtype(fn, "rgb", rgb, FACET_DTYPE_UINT8);
+    if (rc) return rc;
+    if (!size) return facet_fail(FACET_ERR_ARG, "%s: size is NULL", fn);
+    if (rgb->device != FACET_DEVICE_CPU || rgb->ndim != 3 || rgb->sizes[2] != 3 || !facet_contiguous(rgb) ||
+        rgb->sizes[0] < 1 || rgb->sizes[1] < 1)
+        return facet_fail(FACET_ERR_ARG, "%s: want a contiguous H x W x 3 uint8 CPU tensor, got %s", fn, facet_desc(rgb));
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    img.width = (png_uint_32)rgb->sizes[1];
+    img.height = (png_uint_32)rgb->sizes[0];
+    img.format = PNG_FORMAT_RGB;
+    png_alloc_size_t need = 0;
+    if (!png_image_write_to_memory(&img, NULL, &need, 0, facet_ptr(rgb), 0, NULL))
+        return facet_fail(FACET_ERR_IO, "%s: %s", fn, img.message);
+    *size = (size_t)need;
+    if (!dst) return 0;
+    if (capacity < need) return facet_fail(FACET_ERR_ARG, "%s: %zu bytes given, the PNG needs %zu", fn, capacity, (size_t)need);
+    png_alloc_size_t got = capacity;
+    if (!png_image_write_to_memory(&img, dst, &got, 0, facet_ptr(rgb), 0, NULL))
+        return facet_fail(FACET_ERR_IO, "%s: %s", fn, img.message);
+    *size = (size_t)got;
+    return 0;
+}

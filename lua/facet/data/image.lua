@@ -40,4 +40,16 @@ function M.decode_image(bytes, opts)
   return out
 end
 
+local sz = ffi.new("size_t[1]")
+
+--- PNG bytes (a Lua string) of an H x W x 3 uint8 tensor.
+function M.encode_png(rgb)
+  if not tensor.is_tensor(rgb) then error("encode_png: want an H x W x 3 uint8 tensor", 2) end
+  check(C.facet_image_encode_png(rgb.h, nil, 0, sz))
+  local n = tonumber(sz[0])
+  local buf = ffi.new("uint8_t[?]", n)
+  check(C.facet_image_encode_png(rgb.h, buf, n, sz))
+  return ffi.string(buf, tonumber(sz[0]))
+end
+
 return M

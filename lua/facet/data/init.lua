@@ -17,5 +17,8 @@ M.pack = require("facet.data.folder").pack
 M.unpack = require("facet.data.folder").unpack
 M.image_info = require("facet.data.image").image_info
 M.decode_image = require("facet.data.image").decode_image
+M.encode_png = require("facet.data.image").encode_png
+M.synthetic = require("facet.data.synthetic").generate
+M.render_synthetic = require("facet.data.synthetic").render
 
 return M
