@@ -25,6 +25,21 @@ describe("recipes", function()
     log:close()
   end)
 
+  it("paper_table3 runs a reduced table on synthetic identities", function()
+    local cmd = ("luajit bin/facet run recipes/paper_table3.lua --heads am,mv-am --seeds 1 --epochs 1 --identities 20 " ..
+      "--images 4 --pairs 40 --size 16 --data %s/syn --out %s/t3 2>/dev/null; echo rc=$?"):format(dir, dir)
+    local p = io.popen(cmd)
+    local out = p:read("*a")
+    p:close()
+    assert.truthy(out:find("rc=0", 1, true), out)
+    for _, row in ipairs { "AM-Softmax", "MV-AM-Softmax-f", "MV-AM-Softmax-a" } do
+      assert.truthy(out:find("\n" .. row:gsub("%-", "%%-") .. "%s+[%d%.]+ ±[%d%.]+"), row .. " missing:\n" .. out)
+    end
+    assert.truthy(io.open(dir .. "/t3/report.html"), "no report")
+    local help = io.popen("luajit bin/facet run recipes/paper_table3.lua --help 2>&1"):read("*a")
+    assert.truthy(help:find("--heads", 1, true), help)
+  end)
+
   it("demo runs", function()
     local p = io.popen("luajit bin/facet run recipes/demo.lua 100 4 64 2>&1; echo rc=$?")
     local out = p:read("*a")
