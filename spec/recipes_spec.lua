@@ -40,6 +40,17 @@ describe("recipes", function()
     assert.truthy(help:find("--heads", 1, true), help)
   end)
 
+  it("l2softmax_alpha runs a reduced study", function()
+    local cmd = ("luajit bin/facet run recipes/l2softmax_alpha.lua --alphas 1,learned --seeds 1 --epochs 1 " ..
+      "--identities 20 --images 4 --pairs 40 --size 16 --data %s/syn2 --out %s/alpha 2>&1; echo rc=$?"):format(dir, dir)
+    local p = io.popen(cmd)
+    local out = p:read("*a")
+    p:close()
+    assert.truthy(out:find("rc=0", 1, true), out)
+    assert.truthy(out:find("\nsoftmax%s+[%d%.]+ ±"), out)
+    assert.truthy(out:find("learned α %(from 16%)%s+[%d%.]+ ±[%d%.]+%s+[%d%.]+ ±[%d%.]+%s+[%d%.]+"), out)
+  end)
+
   it("demo runs", function()
     local p = io.popen("luajit bin/facet run recipes/demo.lua 100 4 64 2>&1; echo rc=$?")
     local out = p:read("*a")
