@@ -51,6 +51,20 @@ describe("recipes", function()
     assert.truthy(out:find("learned α %(from 16%)%s+[%d%.]+ ±[%d%.]+%s+[%d%.]+ ±[%d%.]+%s+[%d%.]+"), out)
   end)
 
+  it("ms1m runs a timing slice on InsightFace-format data and evaluates the .bin sets", function()
+    local mk = ("luajit -e 'package.path=\"./lua/?.lua;./lua/?/init.lua;./build/lua/?.lua;\"..package.path; " ..
+      "package.cpath=\"./build/?.so;\"..package.cpath; require(\"facet\").data.synthetic{ out = \"%s/ms/train\", " ..
+      "identities = 8, images = 4, size = 32, pairs = 20 }' && mv %s/ms/train_verify.bin %s/ms/lfw.bin"):format(dir, dir, dir)
+    os.execute("mkdir -p " .. dir .. "/ms && " .. mk)
+    local p = io.popen(("luajit bin/facet run recipes/ms1m.lua --data %s/ms --depth 18 --size 32 --batch 8 --steps 2 " ..
+      "--bins lfw --out %s/ms/run 2>&1; echo rc=$?"):format(dir, dir))
+    local out = p:read("*a")
+    p:close()
+    assert.truthy(out:find("rc=0", 1, true), out)
+    assert.truthy(out:find("2 steps of batch 8", 1, true), out)
+    assert.truthy(out:find("lfw%s+accuracy [%d%.]+"), out)
+  end)
+
   it("demo runs", function()
     local p = io.popen("luajit bin/facet run recipes/demo.lua 100 4 64 2>&1; echo rc=$?")
     local out = p:read("*a")
