@@ -24,14 +24,20 @@ describe("facet report", function()
     for i = 1, 10 do same[i] = i % 2 == 0 end
     local r = facet.eval.verify(e:narrow(1, 1, 10), e:narrow(1, 11, 10), same, { folds = 5 })
     facet.report.save_verify(dir .. "/" .. name, { { name = "toy", result = r } })
-    return r
+    local g = facet.randn({ 12, 8 }, { seed = 4 })
+    local gl = {}
+    for i = 1, 12 do gl[i] = i % 4 end
+    local id = facet.eval.identify(g:narrow(1, 1, 4):clone():add_(facet.randn({ 4, 8 }, { seed = 5 }):mul_(0.3)),
+      { 1, 2, 3, 0 }, g, gl, { max_rank = 5 })
+    facet.report.save_identify(dir .. "/" .. name, { { name = "gallery", result = id } })
+    return r, id
   end
 
   it("writes report.html with inline plots and the log's numbers", function()
-    local r = run("am-run", "am")
+    local r, id = run("am-run", "am")
     local out = io.popen(("luajit bin/facet report %s/am-run 2>&1; echo rc=$?"):format(dir)):read("*a")
     assert.truthy(out:find("rc=0", 1, true), out)
-    for _, f in ipairs { "report.html", "loss.svg", "lr.svg", "roc.svg" } do
+    for _, f in ipairs { "report.html", "loss.svg", "lr.svg", "roc.svg", "cmc.svg" } do
       assert.truthy(io.open(dir .. "/am-run/" .. f), f .. " missing")
     end
     local html = io.open(dir .. "/am-run/report.html"):read("*a")
@@ -40,6 +46,8 @@ describe("facet report", function()
     for line in io.lines(dir .. "/am-run/train.jsonl") do last = cjson.decode(line) end
     assert.truthy(html:find(("<td>%.4f</td>"):format(last.loss), 1, true), "final loss in the table")
     assert.truthy(html:find(("<td>%.4f</td>"):format(r.accuracy), 1, true), "accuracy in the table")
+    assert.truthy(html:find(("<td>%.4f</td>"):format(id.rank1), 1, true), "rank-1 in the table")
+    assert.truthy(html:find("CMC", 1, true))
     local svgtext = io.open(dir .. "/am-run/loss.svg"):read("*a")
     assert.truthy(svgtext:find("<polyline", 1, true))
   end)

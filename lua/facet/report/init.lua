@@ -2,7 +2,8 @@
 -- SVG files) of one or more training runs, overlaid to compare heads:
 -- training loss and learning rate against step (from RUN/train.jsonl),
 -- ROC curves on log-scale FAR and the verification metrics (from
--- RUN/verify.json when the run wrote one), and a table of the numbers.
+-- RUN/verify.json when the run wrote one), CMC curves and rank-1 (from
+-- RUN/identify.json), and a table of the numbers.
 -- `bin/facet report RUN_DIR [RUN_DIR ...] [--out DIR]` calls it.
 local cjson = require "cjson"
 local svg = require "facet.report.svg"
@@ -32,6 +33,14 @@ local function read_verify(dir)
   return ok and v or nil
 end
 
+local function read_json(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local ok, v = pcall(cjson.decode, f:read("*a"))
+  f:close()
+  return ok and v or nil
+end
+
 local function esc(s) return (tostring(s):gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;")) end
 
 function M.write(dirs, out)
@@ -40,7 +49,8 @@ function M.write(dirs, out)
   os.execute(("mkdir -p '%s'"):format(out))
   local runs = {}
   for i, d in ipairs(dirs) do
-    runs[i] = { dir = d, name = d:match("([^/]+)/*$") or d, log = read_log(d), verify = read_verify(d) }
+    runs[i] = { dir = d, name = d:match("([^/]+)/*$") or d, log = read_log(d), verify = read_verify(d),
+      identify = read_json(d .. "/identify.json") }
   end
   local plots = {}
   local function series(field)
@@ -59,6 +69,17 @@ function M.write(dirs, out)
   if #roc > 0 then
     plots.roc = svg.plot { title = "ROC", xlabel = "false accept rate", ylabel = "true accept rate", series = roc,
       logx = true, ylim = { 0, 1 }, xlim = { 1e-4, 1 } }
+  end
+  local cmc = {}
+  for _, r in ipairs(runs) do
+    for _, v in ipairs(r.identify or {}) do
+      local ranks = {}
+      for k = 1, #v.cmc do ranks[k] = k end
+      cmc[#cmc + 1] = { name = r.name .. " " .. (v.name or ""), x = ranks, y = v.cmc }
+    end
+  end
+  if #cmc > 0 then
+    plots.cmc = svg.plot { title = "CMC", xlabel = "rank", ylabel = "identification rate", series = cmc, ylim = { 0, 1 } }
   end
   local files = {}
   for name, text in pairs(plots) do
@@ -87,7 +108,18 @@ function M.write(dirs, out)
     end
   end
   h[#h + 1] = "</table>"
-  for _, name in ipairs { "loss", "lr", "roc" } do
+  local idrows = {}
+  for _, r in ipairs(runs) do
+    for _, v in ipairs(r.identify or {}) do
+      idrows[#idrows + 1] = ("<tr><td>%s</td><td>%s</td><td>%.4f</td></tr>"):format(esc(r.name), esc(v.name or "-"), v.rank1)
+    end
+  end
+  if #idrows > 0 then
+    h[#h + 1] = "<h2>Identification</h2><table><tr><th>run</th><th>set</th><th>rank-1</th></tr>"
+    for _, row in ipairs(idrows) do h[#h + 1] = row end
+    h[#h + 1] = "</table>"
+  end
+  for _, name in ipairs { "loss", "lr", "roc", "cmc" } do
     if plots[name] then h[#h + 1] = ("<h2>%s</h2>\n<div>%s</div>"):format(name, plots[name]) end
   end
   h[#h + 1] = ("<p>SVG files: %s</p></body></html>"):format(table.concat(files, ", "))
@@ -95,6 +127,17 @@ function M.write(dirs, out)
   f:write(table.concat(h, "\n"))
   f:close()
   return out .. "/report.html", files
+end
+
+--- Writes RUN/identify.json from named identify() results (rank-1 and CMC).
+function M.save_identify(dir, results)
+  local list = {}
+  for _, r in ipairs(results) do
+    list[#list + 1] = { name = r.name, rank1 = r.result.rank1, cmc = setmetatable(r.result.cmc, cjson.array_mt) }
+  end
+  local f = assert(io.open(dir .. "/identify.json", "w"))
+  f:write(cjson.encode(list))
+  f:close()
 end
 
 --- Writes RUN/verify.json from named verify() results (what the report reads).
