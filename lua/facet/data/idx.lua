@@ -57,41 +57,43 @@ function M.load_idx(path)
   local lib = z()
   local f = lib.gzopen(path, "rb")
   if f == nil then error(("load_idx: cannot open %s"):format(path), 2) end
-  local function fail(msg)
-    lib.gzclose(f)
-    error(("load_idx: %s: %s"):format(path, msg), 3)
-  end
-  local head = ffi.new("uint8_t[4]")
-  if lib.gzread(f, head, 4) ~= 4 then fail("file too short for an IDX header") end
-  if head[0] ~= 0 or head[1] ~= 0 then fail("bad magic (want two zero bytes, a type byte and a dim count)") end
-  local t = TYPES[head[2]]
-  if not t then fail(("unknown IDX element type 0x%02x"):format(head[2])) end
-  local nd = head[3]
-  if nd < 1 or nd > 8 then fail(("%d dims (facet supports 1 to 8)"):format(nd)) end
-  local dims = ffi.new("uint8_t[32]")
-  if lib.gzread(f, dims, 4 * nd) ~= 4 * nd then fail("truncated header") end
-  local shape, count = {}, 1
-  for d = 0, nd - 1 do
-    local v = dims[4 * d] * 16777216 + dims[4 * d + 1] * 65536 + dims[4 * d + 2] * 256 + dims[4 * d + 3]
-    shape[d + 1] = v
-    count = count * v
-  end
-  if count * t.size > 2 ^ 34 then fail(("shape %s is too large"):format(table.concat(shape, "x"))) end
-  local out = tensor.empty(shape, { dtype = t.dtype })
-  local nbytes = count * t.size
-  -- read in pieces (gzread takes an unsigned int length)
-  local raw = t.size == 1 and t.ctype == "uint8_t" and ffi.cast("uint8_t *", out:data_ptr()) or
-    ffi.new("uint8_t[?]", math.max(nbytes, 1))
-  local done = 0
-  while done < nbytes do
-    local want = math.min(nbytes - done, 2 ^ 30)
-    local got = lib.gzread(f, raw + done, want)
-    if got <= 0 then fail(("truncated data: %d of %d bytes"):format(done, nbytes)) end
-    done = done + got
-  end
-  local extra = ffi.new("uint8_t[1]")
-  if lib.gzread(f, extra, 1) ~= 0 then fail("trailing bytes after the data the shape describes") end
+  -- every path, errors included, closes the gzFile once
+  local function fail(msg) error(("load_idx: %s: %s"):format(path, msg), 0) end
+  local ok, out, raw, count, t = pcall(function()
+    local head = ffi.new("uint8_t[4]")
+    if lib.gzread(f, head, 4) ~= 4 then fail("file too short for an IDX header") end
+    if head[0] ~= 0 or head[1] ~= 0 then fail("bad magic (want two zero bytes, a type byte and a dim count)") end
+    local t = TYPES[head[2]]
+    if not t then fail(("unknown IDX element type 0x%02x"):format(head[2])) end
+    local nd = head[3]
+    if nd < 1 or nd > 8 then fail(("%d dims (facet supports 1 to 8)"):format(nd)) end
+    local dims = ffi.new("uint8_t[32]")
+    if lib.gzread(f, dims, 4 * nd) ~= 4 * nd then fail("truncated header") end
+    local shape, count = {}, 1
+    for d = 0, nd - 1 do
+      local v = dims[4 * d] * 16777216 + dims[4 * d + 1] * 65536 + dims[4 * d + 2] * 256 + dims[4 * d + 3]
+      shape[d + 1] = v
+      count = count * v
+    end
+    if count * t.size > 2 ^ 34 then fail(("shape %s is too large"):format(table.concat(shape, "x"))) end
+    local out = tensor.empty(shape, { dtype = t.dtype })
+    local nbytes = count * t.size
+    -- read in pieces (gzread takes an unsigned int length)
+    local raw = t.size == 1 and t.ctype == "uint8_t" and ffi.cast("uint8_t *", out:data_ptr()) or
+      ffi.new("uint8_t[?]", math.max(nbytes, 1))
+    local done = 0
+    while done < nbytes do
+      local want = math.min(nbytes - done, 2 ^ 30)
+      local got = lib.gzread(f, raw + done, want)
+      if got <= 0 then fail(("truncated data: %d of %d bytes"):format(done, nbytes)) end
+      done = done + got
+    end
+    local extra = ffi.new("uint8_t[1]")
+    if lib.gzread(f, extra, 1) ~= 0 then fail("trailing bytes after the data the shape describes") end
+    return out, raw, count, t
+  end)
   lib.gzclose(f)
+  if not ok then error(out, 2) end
   if t.ctype ~= "uint8_t" then bswap_into(out:data_ptr(), raw, count, t.size, t.ctype) end
   return out
 end
