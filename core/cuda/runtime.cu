@@ -68,3 +68,27 @@ extern "C" int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int 
      * device-to-host copy returns with the data on the host */
     return check_cuda(cudaMemcpy(dst, src, nbytes, k), "facet_cuda_memcpy");
 }
+
+extern "C" int facet_cuda_host_alloc(void **ptr, size_t nbytes)
+{
+    if (!ptr) return facet_fail(FACET_ERR_ARG, "facet_cuda_host_alloc: ptr is NULL");
+    *ptr = NULL;
+    cudaError_t e = cudaMallocHost(ptr, nbytes ? nbytes : 1);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        *ptr = NULL;
+        return facet_fail(FACET_ERR_MEMORY, "facet_cuda_host_alloc: %zu bytes: %s", nbytes, cudaGetErrorString(e));
+    }
+    return FACET_OK;
+}
+
+extern "C" int facet_cuda_host_free(void *ptr)
+{
+    if (!ptr) return FACET_OK;
+    cudaError_t e = cudaFreeHost(ptr);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return facet_fail(FACET_ERR_DEVICE, "facet_cuda_host_free: %s", cudaGetErrorString(e));
+    }
+    return FACET_OK;
+}

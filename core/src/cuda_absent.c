@@ -11,6 +11,8 @@ int facet_cuda_is_built(void) { return 0; }
 int facet_cuda_sync(void) { return 0; }
 int facet_cuda_malloc(void **ptr, size_t nbytes) { (void)nbytes; *ptr = NULL; return ABSENT("cuda malloc"); }
 int facet_cuda_free(void *ptr) { (void)ptr; return 0; }
+int facet_cuda_host_alloc(void **ptr, size_t nbytes) { (void)nbytes; *ptr = NULL; return ABSENT("cuda host alloc"); }
+int facet_cuda_host_free(void *ptr) { (void)ptr; return 0; }
 int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind)
 { (void)dst; (void)src; (void)nbytes; (void)kind; return ABSENT("cuda memcpy"); }
 int facet_cuda_copy_nd(void *dst, int ddt, const void *src, int sdt, const struct facet_nd *nd)

@@ -13,6 +13,7 @@ struct facet_storage {
     void *data;
     size_t nbytes;
     int device;
+    int pinned;             /* page-locked host memory (cudaMallocHost) */
     int refcount;           /* atomically updated */
 };
 
@@ -46,6 +47,9 @@ bool facet_same_shape(const facet_tensor *a, const facet_tensor *b);
 /* A contiguous copy of t on the same device (or a new handle on t when it
  * already is contiguous). Free with facet_tensor_free. */
 int facet_contiguous_copy(facet_tensor **out, const facet_tensor *t);
+/* A CPU tensor in page-locked memory when a CUDA device is present (faster,
+ * asynchronous host-to-device copies), in ordinary memory otherwise. */
+int facet_tensor_empty_pinned(facet_tensor **out, int dtype, int ndim, const int64_t *sizes);
 
 /* Argument checks used at every API boundary; they set the error. */
 int facet_check_tensor(const char *fn, const char *name, const facet_tensor *t);
@@ -95,6 +99,9 @@ int facet_cuda_is_built(void);
 int facet_cuda_sync(void);
 int facet_cuda_malloc(void **ptr, size_t nbytes);
 int facet_cuda_free(void *ptr);
+/* page-locked host memory, for buffers copied to the GPU every step */
+int facet_cuda_host_alloc(void **ptr, size_t nbytes);
+int facet_cuda_host_free(void *ptr);
 enum facet_copy_kind { FACET_COPY_H2D = 0, FACET_COPY_D2H = 1, FACET_COPY_D2D = 2 };
 int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind);
 /* Strided elementwise work: data pointers are element 0 of each operand, nd

@@ -311,7 +311,8 @@ static int setup(facet_loader **out, facet_loader *l, const double *st)
     if (!l->order || !l->slots || !l->workers) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
     for (int64_t q = 0; q < l->queue; q++) {
         int64_t isz[4] = { l->batch, 3, l->h, l->w }, lsz[1] = { l->batch };
-        int rc = facet_tensor_empty(&l->slots[q].images, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 4, isz);
+        /* pinned when a GPU is present: the batches are copied to it every step */
+        int rc = facet_tensor_empty_pinned(&l->slots[q].images, FACET_DTYPE_FLOAT32, 4, isz);
         if (!rc) rc = facet_tensor_empty(&l->slots[q].labels, FACET_DTYPE_INT64, FACET_DEVICE_CPU, 1, lsz);
         if (rc) return rc;
     }

@@ -53,6 +53,7 @@ static void storage_release(struct facet_storage *s)
 {
     if (__atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
     if (s->device == FACET_DEVICE_CUDA) facet_cuda_free(s->data);
+    else if (s->pinned) facet_cuda_host_free(s->data);
     else free(s->data);
     free(s);
 }
@@ -132,6 +133,22 @@ int facet_tensor_empty(facet_tensor **out, int dtype, int device, int ndim, cons
         return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
     }
     *out = t;
+    return 0;
+}
+
+int facet_tensor_empty_pinned(facet_tensor **out, int dtype, int ndim, const int64_t *sizes)
+{
+    int rc = facet_tensor_empty(out, dtype, FACET_DEVICE_CPU, ndim, sizes);
+    if (rc) return rc;
+    int devices = 0;
+    if (facet_cuda_count(&devices) != 0 || devices == 0) return 0;
+    /* swap the fresh storage for page-locked memory of the same size */
+    struct facet_storage *s = (*out)->storage;
+    void *pinned = NULL;
+    if (facet_cuda_host_alloc(&pinned, s->nbytes) != 0) return 0;   /* ordinary memory still works */
+    free(s->data);
+    s->data = pinned;
+    s->pinned = 1;
     return 0;
 }
 
