@@ -20,11 +20,7 @@ setup(function() tmpdir = H.temp_dir() end)
 teardown(function() H.remove_dir(tmpdir) end)
 local function tmp(name) return tmpdir .. "/" .. name end
 
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local write_file = H.write_file
 
 local function exists(path)
   local f = io.open(path, "rb")

@@ -6,6 +6,7 @@
 
 local ffi = require "ffi"
 local facet = require "facet"
+local H = require "support.device"
 
 local FIX = "spec/fixtures/"
 -- without the sanitizer runtimes `make sanitize` preloads into everything it starts
@@ -99,15 +100,10 @@ local tmpdir
 local function tmp(name) return tmpdir .. "/" .. name end
 
 setup(function()
-  local p = io.popen("mktemp -d")
-  tmpdir = p:read("*l")
-  p:close()
+  tmpdir = H.temp_dir()
   assert(tmpdir and #tmpdir > 0, "mktemp -d failed")
 end)
-
-teardown(function()
-  if tmpdir and tmpdir:match("^/tmp/") then os.execute("rm -rf '" .. tmpdir .. "'") end
-end)
+teardown(function() H.remove_dir(tmpdir) end)
 
 describe("load_npy on NumPy's files", function()
   it("f32_2x3: arange(6) / 4 - 0.5", function()

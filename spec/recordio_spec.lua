@@ -17,18 +17,8 @@ setup(function() tmpdir = H.temp_dir() end)
 teardown(function() H.remove_dir(tmpdir) end)
 local function tmp(name) return tmpdir .. "/" .. name end
 
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local write_file, read_file = H.write_file, H.read_file
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 -- ---- the format, written out by hand --------------------------------------------------
 

@@ -11,11 +11,7 @@ setup(function() tmpdir = H.temp_dir() end)
 teardown(function() H.remove_dir(tmpdir) end)
 local function tmp(name) return tmpdir .. "/" .. name end
 
-local function write_raw(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local write_raw = H.write_file
 
 describe("safetensors", function()
   it("a model round-trips: save, load into a fresh model, identical outputs", function()

@@ -101,4 +101,18 @@ function H.remove_dir(d)
   if d and d:match("^/tmp/") then os.execute("rm -rf '" .. d .. "'") end
 end
 
+--- Whole-file binary write and read for specs that craft or compare files.
+function H.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+function H.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 return H
