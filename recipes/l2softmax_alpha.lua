@@ -27,9 +27,6 @@ if not io.open(prefix .. ".rec") then
 end
 local rec = facet.data.recordio(prefix)
 local set = facet.data.load_bin(bin, { size = { a.size, a.size } })
-local i1, i2 = {}, {}
-for k = 1, set.pairs do i1[k], i2[k] = 2 * k - 1, 2 * k end
-i1, i2 = facet.tensor(i1, { dtype = "int32" }), facet.tensor(i2, { dtype = "int32" })
 
 local settings = { { "softmax", "softmax", {} } }
 for v in a.alphas:gmatch("[^,]+") do
@@ -52,8 +49,7 @@ for _, s in ipairs(settings) do
     facet.train { model = net, head = head, data = data, optimizer = opt, epochs = e, quiet = true,
       log = ("%s/%s-%d"):format(a.out, s[2] .. (o.alpha or ""), seed),
       schedule = facet.optim.schedule.multistep { lr = 0.1, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } } }
-    local emb = facet.eval.embed(net, set.images, { flip = true })
-    local r = facet.eval.verify(emb:index_select(i1), emb:index_select(i2), set.issame)
+    local r = facet.eval.verify_set(net, set)
     accs[#accs + 1], tars[#tars + 1] = r.accuracy, r.tar_at_far[1e-3]
     if head.alpha then alphas[#alphas + 1] = head.alpha:item() end
     data:close()

@@ -52,9 +52,7 @@ for name in a.bins:gmatch("[^,]+") do
   local path = ("%s/%s.bin"):format(a.data, name)
   if io.open(path) then
     local s = facet.data.load_bin(path, { size = { a.size, a.size } })
-    local i1, i2 = {}, {}
-    for k = 1, s.pairs do i1[k], i2[k] = 2 * k - 1, 2 * k end
-    sets[#sets + 1] = { name = name, set = s, i1 = facet.tensor(i1, { dtype = "int32" }), i2 = facet.tensor(i2, { dtype = "int32" }) }
+    sets[#sets + 1] = { name = name, set = s }
   else
     io.stderr:write(("ms1m: %s not found, skipped\n"):format(path))
   end
@@ -62,8 +60,7 @@ end
 local function evaluate()
   local out, results = {}, {}
   for _, s in ipairs(sets) do
-    local e = facet.eval.embed(net, s.set.images:to(device), { flip = true })
-    local r = facet.eval.verify(e:index_select(s.i1:to(device)), e:index_select(s.i2:to(device)), s.set.issame)
+    local r = facet.eval.verify_set(net, s.set, { device = device })
     out[s.name] = r.accuracy
     results[#results + 1] = { name = s.name, result = r }
   end

@@ -71,9 +71,6 @@ local classes = rec:num_identities() > 0 and rec:num_identities() or (function()
   return m + 1
 end)()
 local set = facet.data.load_bin(bin_path, { size = { a.size, a.size } })
-local i1, i2 = {}, {}
-for k = 1, set.pairs do i1[k], i2[k] = 2 * k - 1, 2 * k end
-i1, i2 = facet.tensor(i1, { dtype = "int32" }), facet.tensor(i2, { dtype = "int32" })
 
 local function backbone()
   if a.model == "mobilefacenet" then return facet.models.mobilefacenet { emb = 128, size = a.size } end
@@ -99,8 +96,7 @@ for _, row in ipairs(ROWS) do
       local dir = ("%s/%s-seed%d"):format(a.out, key, seed)
       facet.train { model = net, head = head, data = data, optimizer = opt, epochs = e, quiet = true, log = dir,
         schedule = facet.optim.schedule.multistep { lr = 0.1, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } } }
-      local emb = facet.eval.embed(net, set.images, { flip = true })
-      local r = facet.eval.verify(emb:index_select(i1), emb:index_select(i2), set.issame)
+      local r = facet.eval.verify_set(net, set)
       facet.report.save_verify(dir, { { name = row[1], result = r } })
       dirs[#dirs + 1] = dir
       accs[#accs + 1] = r.accuracy

@@ -134,3 +134,49 @@ describe("facet.eval.verify", function()
     H.assert_error(function() facet.eval.verify(a, b, { true, false }, { folds = 2 }) end, "NaN")
   end)
 end)
+
+describe("verify_set", function()
+  -- 12 pairs of 1 x 2 x 3 images through Flatten + Linear; the result must equal
+  -- embedding by hand (image plus mirror) and running verify on rows 2p-1, 2p
+  local nn = facet.nn
+  local function fixture()
+    facet.manual_seed(3)
+    local model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4))
+    local P, imgs, issame = 12, {}, {}
+    local rnd = H.lcg(7)
+    for i = 1, 2 * P do
+      imgs[i] = { { { rnd(), rnd(), rnd() }, { rnd(), rnd(), rnd() } } }
+    end
+    for p = 1, P do issame[p] = p % 3 ~= 0 end
+    return model, { pairs = P, issame = issame, images = facet.tensor(imgs) }
+  end
+
+  it("equals embed with the flip test and verify on the interleaved pairs", function()
+    local model, set = fixture()
+    local r = facet.eval.verify_set(model, set)
+    local x = set.images
+    local function mirror(t) -- reverse the last dim through plain Lua values
+      local v = H.values(t)
+      local n, W = #v, 3
+      local out = {}
+      for i = 1, n, W do for j = 0, W - 1 do out[i + j] = v[i + W - 1 - j] end end
+      return facet.tensor(out):reshape(t:shape())
+    end
+    local e = model:forward(x):clone():add_(model:forward(mirror(x))):l2_normalize()
+    local odd, even = {}, {}
+    for p = 1, set.pairs do odd[p], even[p] = 2 * p - 1, 2 * p end
+    local want = facet.eval.verify(e:index_select(facet.tensor(odd, { dtype = "int32" })),
+      e:index_select(facet.tensor(even, { dtype = "int32" })), set.issame, { folds = 10 })
+    assert.are.equal(want.accuracy, r.accuracy)
+    assert.are.equal(want.std, r.std)
+    local noflip = facet.eval.verify_set(model, set, { flip = false, protocol = "facexzoo" })
+    assert.are.equal("facexzoo", noflip.protocol)
+  end)
+
+  it("rejects what is not a decoded set", function()
+    local model, set = fixture()
+    H.assert_error(function() facet.eval.verify_set(model, { pairs = 1 }) end, "load_bin")
+    set.pairs = 5
+    H.assert_error(function() facet.eval.verify_set(model, set) end, "24 images for 5 pairs")
+  end)
+end)

@@ -215,12 +215,7 @@ function M.evaluate(facet, o)
     "TAR@FAR=1e-4"))
   for _, path in ipairs(o.bin) do
     local set = facet.data.load_bin(path, { size = { size, size } })
-    local e = facet.eval.embed(model, set.images, { flip = not o.no_flip })
-    local idx1, idx2 = {}, {}
-    for p = 1, set.pairs do idx1[p], idx2[p] = 2 * p - 1, 2 * p end
-    local r = facet.eval.verify(e:index_select(facet.tensor(idx1, { dtype = "int32" })),
-      e:index_select(facet.tensor(idx2, { dtype = "int32" })), set.issame,
-      { protocol = o.protocol, folds = math.min(10, set.pairs) })
+    local r = facet.eval.verify_set(model, set, { flip = not o.no_flip, protocol = o.protocol })
     local function tar(f) return r.tar_at_far[f] and ("%.4f"):format(r.tar_at_far[f]) or "-" end
     io.stdout:write(("%-24s %8d %10.4f %8.4f %12s %12s\n"):format(path:match("[^/]*$"), set.pairs, r.accuracy, r.std,
       tar(1e-3), tar(1e-4)))
