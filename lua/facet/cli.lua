@@ -116,8 +116,7 @@ local commands = {
     end,
     run = function(parsed)
       local facet = load_facet()
-      local ok, r = pcall(facet.data.pack, parsed.source, parsed.prefix)
-      if not ok then io.stderr:write("facet pack: ", error_text(r), "\n"); return M.EXIT_FAILURE end
+      local r = facet.data.pack(parsed.source, parsed.prefix)
       io.stdout:write(("%s.rec: %d images, %d identities\n"):format(parsed.prefix, r.images, r.identities))
       return 0
     end,
@@ -131,8 +130,7 @@ local commands = {
     end,
     run = function(parsed)
       local facet = load_facet()
-      local ok, r = pcall(facet.data.unpack, parsed.prefix, parsed.folder)
-      if not ok then io.stderr:write("facet unpack: ", error_text(r), "\n"); return M.EXIT_FAILURE end
+      local r = facet.data.unpack(parsed.prefix, parsed.folder)
       io.stdout:write(("%s: %d images\n"):format(parsed.folder, r.images))
       return 0
     end,
@@ -152,9 +150,7 @@ local commands = {
       cmd:flag("--no-flip", "Skip the flip test.")
     end,
     run = function(parsed)
-      local facet = load_facet()
-      local ok, err = pcall(M.evaluate, facet, parsed)
-      if not ok then io.stderr:write("facet eval: ", error_text(err), "\n"); return M.EXIT_FAILURE end
+      M.evaluate(load_facet(), parsed)
       return 0
     end,
   },
@@ -167,8 +163,7 @@ local commands = {
     end,
     run = function(parsed)
       local facet = load_facet()
-      local ok, path = pcall(facet.report.write, parsed.runs, parsed.out)
-      if not ok then io.stderr:write("facet report: ", error_text(path), "\n"); return M.EXIT_FAILURE end
+      local path = facet.report.write(parsed.runs, parsed.out)
       io.stdout:write(path, "\n")
       return 0
     end,
@@ -180,12 +175,7 @@ local commands = {
       cmd:argument("file", "The file to describe.")
     end,
     run = function(parsed)
-      local facet = load_facet()
-      local ok, err = pcall(M.describe_file, facet, parsed.file)
-      if not ok then
-        io.stderr:write("facet info: ", error_text(err), "\n")
-        return M.EXIT_FAILURE
-      end
+      M.describe_file(load_facet(), parsed.file)
       return 0
     end,
   },
@@ -312,7 +302,15 @@ function M.main(argv)
     return 0
   end
   local c = by_name[parsed.command or "repl"]
-  return c.run(parsed, argv) or 0
+  -- a command's error is reported here, once, as "facet NAME: message"
+  local ok, rc = pcall(c.run, parsed, argv)
+  if not ok then
+    -- errors raised at level 2 blame the command's own line here; a user wants the message alone
+    local msg = error_text(rc):gsub("^[^\n]-facet/cli%.lua:%d+: ", "")
+    io.stderr:write("facet ", c.name, ": ", msg, "\n")
+    return M.EXIT_FAILURE
+  end
+  return rc or 0
 end
 
 return M
