@@ -11,7 +11,7 @@ NVCC     ?= nvcc
 BUILD    ?= build
 CFLAGS   ?= -O3
 # no FP traps or errno: lets GCC if-convert and vectorise the math loops (results unchanged)
-CFLAGS_ALL = $(CFLAGS) -std=c11 -fPIC -fopenmp -fno-trapping-math -fno-math-errno -Wall -Wextra -Wno-unused-parameter -Icore/include -Icore/src
+CFLAGS_ALL = $(CFLAGS) -std=c11 -fPIC -fvisibility=hidden -fopenmp -fno-trapping-math -fno-math-errno -Wall -Wextra -Wno-unused-parameter -Icore/include -Icore/src
 # nodelete: LuaJIT unloads the library at exit while OpenMP threads still run
 LDLIBS_ALL = -fopenmp -ljpeg -lpng -ldl -lpthread -lm -Wl,-z,nodelete
 FACET_CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
@@ -47,7 +47,7 @@ $(BUILD)/obj/%.o: core/src/%.c core/include/facet.h $(wildcard core/src/*.h)
 
 $(BUILD)/obj/cuda/%.o: core/cuda/%.cu core/include/facet.h $(wildcard core/src/*.h core/cuda/*.cuh)
 	@mkdir -p $(dir $@)
-	$(NVCC) -std=c++17 $(NVCCFLAGS) -DFACET_WITH_CUDA -Xcompiler -fPIC -Icore/include -Icore/src -c $< -o $@
+	$(NVCC) -std=c++17 $(NVCCFLAGS) -DFACET_WITH_CUDA -Xcompiler -fPIC,-fvisibility=hidden -Icore/include -Icore/src -c $< -o $@
 
 $(LIB): $(C_OBJ) $(CU_OBJ)
 	$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS_ALL)

@@ -70,7 +70,8 @@ for _, l in ipairs(layers) do
   local name, ch, hw, o, k, s, p, g = unpack(l)
   local N = opts.batch
   local ho = math.floor((hw + 2 * p - k) / s) + 1
-  local set = ffi.new("int32_t[7]", { s, s, p, p, 1, 1, g })
+  local set = ffi.new("facet_conv2d_params", { stride_h = s, stride_w = s, pad_h = p, pad_w = p,
+    dilation_h = 1, dilation_w = 1, groups = g })
   local x = facet.randn({ N, ch, hw, hw }, { seed = 3 }):to(dev)
   local w = facet.randn({ o, ch / g, k, k }, { seed = 4, std = 0.05 }):to(dev)
   local bias = facet.randn({ o }, { seed = 5 }):to(dev)

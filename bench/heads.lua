@@ -65,7 +65,7 @@ local gflop = 3 * 2 * B * D * K / 1e9
 -- one plain SGD pass with momentum over W (what any optimizer step costs)
 local C = require("facet.core").C
 local mom = facet.zeros({ K, D }, dev)
-local first = C.FACET_SGD_FIRST_STEP
+local first = C.FACET_SGD_FLAG_FIRST_STEP
 local t_sgd = best(function()
   require("facet.core").check(C.facet_sgd_step(W.h, gW.h, mom.h, nil, nil, 1e-9, 0.9, 0, 5e-4, first))
   first = 0

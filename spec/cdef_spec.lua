@@ -35,6 +35,43 @@ describe("generated cdef", function()
     end
   end)
 
+  it("exports exactly the header's functions, each marked FACET_API", function()
+    local header = read("core/include/facet.h")
+    local declared, n = {}, 0
+    for line in header:gmatch("[^\n]+") do
+      local name = line:match("^%a[%w_ %*]-[%s%*](facet_[%w_]+)%s*%(")
+      if name then
+        assert.truthy(line:match("^FACET_API "), name .. " is declared without FACET_API")
+        declared[name], n = true, n + 1
+      end
+    end
+    assert.is_true(n >= 90, "found " .. n .. " declarations")
+    local p = assert(io.popen("nm -D --defined-only " .. build .. "/facet_core.so"))
+    local exported, m = {}, 0
+    for sym in p:read("*a"):gmatch("%s[TW]%s+(facet_[%w_]+)") do exported[sym], m = true, m + 1 end
+    p:close()
+    for name in pairs(exported) do assert.truthy(declared[name], name .. " is exported but not in facet.h") end
+    for name in pairs(declared) do assert.truthy(exported[name], name .. " is in facet.h but not exported") end
+    assert.are.equal(n, m)
+  end)
+
+  it("enum values carry their enum's prefix, and a COUNT member comes last", function()
+    local header = read("core/include/facet.h")
+    local enums = 0
+    for tag, body in header:gmatch("enum%s+(facet_[%w_]+)%s*(%b{})") do
+      enums = enums + 1
+      local prefix = tag:upper() .. "_"
+      local names = {}
+      for name in body:gsub("/%*.-%*/", ""):gmatch("(FACET_[%w_]+)%s*=") do names[#names + 1] = name end
+      assert.is_true(#names > 0, tag)
+      for i, name in ipairs(names) do
+        assert.are.equal(prefix, name:sub(1, #prefix), name .. " in enum " .. tag)
+        if name:match("_COUNT$") then assert.are.equal(#names, i, name .. " is not last in enum " .. tag) end
+      end
+    end
+    assert.is_true(enums >= 20, "found " .. enums .. " enums")
+  end)
+
   it("constants arrive as enums and agree with the C side", function()
     assert.are.equal(8, tonumber(core.C.FACET_MAX_DIMS))
     assert.are.equal(4, tonumber(core.C.FACET_DTYPE_FLOAT16))
@@ -49,7 +86,8 @@ describe("generated cdef", function()
     local header = read("core/include/facet.h")
     for line in header:gmatch("[^\n]+") do
       local define = line:match("^#define%s+([%w_]+)")
-      assert.is_true(define == nil or define == "FACET_H", "macro constant in the header: " .. tostring(define))
+      assert.is_true(define == nil or define == "FACET_H" or define == "FACET_API",
+        "macro constant in the header: " .. tostring(define))
     end
     assert.is_nil(header:find("%(%s*struct%s+[%w_]+%s+[%w_]+%s*[,%)]"), "struct passed by value")
   end)

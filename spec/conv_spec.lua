@@ -30,7 +30,8 @@ local function describe_layer(L)
 end
 
 local function settings(L)
-  return ffi.new("int32_t[7]", { L.sh, L.sw, L.ph, L.pw, L.dh, L.dw, L.groups })
+  return ffi.new("facet_conv2d_params", { stride_h = L.sh, stride_w = L.sw, pad_h = L.ph, pad_w = L.pw,
+    dilation_h = L.dh, dilation_w = L.dw, groups = L.groups })
 end
 
 -- ---- the reference -------------------------------------------------------------------
@@ -336,8 +337,8 @@ describe("conv2d", function()
       return function() core.check(C.facet_conv2d_forward(ptr(o), ptr(x), ptr(w), ptr(b), ptr(wsp), s)) end
     end
     local function with(t)
-      local s = ffi.new("int32_t[7]")
-      for k = 0, 6 do s[k] = d.s[k] end
+      local s = ffi.new("facet_conv2d_params")
+      ffi.copy(s, d.s, ffi.sizeof(s))
       for k, v in pairs(t) do s[k] = v end
       return s
     end
@@ -347,20 +348,20 @@ describe("conv2d", function()
     H.assert_error(f(out, d.x, randn({ 6, 4, 3, 3 }, 1), d.b, ws, d.s), fwd, "C/groups = 2",
       "[6x4x3x3 float32 " .. H.device .. "]", "[2x4x6x6 float32 " .. H.device .. "]")
     -- groups that do not divide C or O, and groups 0
-    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [6] = 3 }), fwd, "groups 3 must divide")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { groups = 3 }), fwd, "groups 3 must divide")
     H.assert_error(f(out, d.x, randn({ 5, 2, 3, 3 }, 1), nil, ws, d.s), fwd, "groups 2 must divide")
-    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [6] = 0 }), fwd, "groups >= 1", "groups 0")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { groups = 0 }), fwd, "groups >= 1", "groups 0")
     -- strides, pads, dilations
-    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [0] = 0 }), fwd, "stride 0x1")
-    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [3] = -1 }), fwd, "pad 1x-1")
-    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [5] = 0 }), fwd, "dilation 1x0")
-    H.assert_error(f(out, d.x, d.w, d.b, ws, nil), fwd, "settings are NULL")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { stride_h = 0 }), fwd, "stride 0x1")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { pad_w = -1 }), fwd, "pad 1x-1")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { dilation_w = 0 }), fwd, "dilation 1x0")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, nil), fwd, "params (facet_conv2d_params) is NULL")
     -- kernel larger than the padded input
-    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [2] = 0, [4] = 4 }), fwd, "larger than the padded input")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { pad_h = 0, dilation_h = 4 }), fwd, "larger than the padded input")
     -- out shape from the formula
     H.assert_error(f(facet.empty({ 2, 6, 5, 6 }, { device = H.device }), d.x, d.w, d.b, ws, d.s), fwd,
       "out [2x6x5x6", "2x6x6x6")
-    H.assert_error(f(out, d.x, d.w, d.b, ws, with { [0] = 2 }), fwd, "out", "2x6x3x6", "stride 2x1")
+    H.assert_error(f(out, d.x, d.w, d.b, ws, with { stride_h = 2 }), fwd, "out", "2x6x3x6", "stride 2x1")
     -- bias
     H.assert_error(f(out, d.x, d.w, randn({ 5 }, 1), ws, d.s), fwd, "bias [5 float32", "vector of 6")
     -- workspace too small, or missing where needed
@@ -380,7 +381,7 @@ describe("conv2d", function()
       core.check(C.facet_conv2d_workspace_size(nil, d.x.h, d.w.h, d.s))
     end, "facet_conv2d_workspace_size", "elements is NULL")
     H.assert_error(function()
-      core.check(C.facet_conv2d_workspace_size(ffi.new("int64_t[1]"), d.x.h, d.w.h, with { [6] = 3 }))
+      core.check(C.facet_conv2d_workspace_size(ffi.new("int64_t[1]"), d.x.h, d.w.h, with { groups = 3 }))
     end, "facet_conv2d_workspace_size", "groups 3")
 
     -- backward

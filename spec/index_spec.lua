@@ -34,7 +34,7 @@ describe("row indexing", function()
   it("out-of-range and malformed indices are errors that touch nothing", function()
     local src = facet.ones({ 4, 3 })
     H.assert_error(function() src:index_select(facet.tensor({ 5 }, { dtype = "int32" })) end,
-      "facet_index_select", "= 5 outside [1, 4]")
+      "facet_tensor_index_select", "= 5 outside [1, 4]")
     H.assert_error(function() src:index_select(facet.tensor({ 0 }, { dtype = "int64" })) end, "outside [1, 4]")
     H.assert_error(function() src:index_select(facet.tensor({ 1 })) end, "int32 or int64")
     local dst = facet.zeros({ 2, 3 })

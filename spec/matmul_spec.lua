@@ -96,7 +96,7 @@ describe("matmul", function()
 
   it("errors name the shapes", function()
     local a = facet.ones({ 2, 3 })
-    H.assert_error(function() a:matmul(facet.ones({ 2, 3 })) end, "facet_matmul", "[2x3 float32 cpu]")
+    H.assert_error(function() a:matmul(facet.ones({ 2, 3 })) end, "facet_tensor_matmul", "[2x3 float32 cpu]")
     H.assert_error(function() a:matmul(facet.ones({ 3 })) end, "2-D or 3-D")
     H.assert_error(function() a:matmul(facet.ones({ 3, 2 }, { dtype = "int32" })) end, "float32")
     local out = facet.ones({ 2, 2 })

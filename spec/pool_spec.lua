@@ -8,14 +8,15 @@ local facet = H.facet
 local core = require "facet.core"
 local C, check = core.C, core.check
 
-local MAX, AVG = C.FACET_POOL_MAX, C.FACET_POOL_AVG
+local MAX, AVG = C.FACET_POOL_KIND_MAX, C.FACET_POOL_KIND_AVG
 
 local function T(flat, shape, dtype) return H.on(facet.tensor(flat, { dtype = dtype }):reshape(shape)) end
 local function zeros(shape, dtype) return facet.zeros(shape, { device = H.device, dtype = dtype }) end
 local function h(t) return t and t.h or nil end
 
 local function settings(p)
-  return ffi.new("int32_t[7]", { p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.count_pad or 0 })
+  return ffi.new("facet_pool2d_params", { kernel_h = p.kh, kernel_w = p.kw, stride_h = p.sh, stride_w = p.sw,
+    pad_h = p.ph, pad_w = p.pw, count_include_pad = p.count_pad or 0 })
 end
 
 -- LCG values rounded to float32, so the reference sees what the tensor holds

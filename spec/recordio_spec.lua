@@ -231,7 +231,7 @@ describe("recordio refuses", function()
 
   it("a bad magic", function()
     local p = files("magic", { { 0, "\1\2\3\4" .. good:sub(5) } })
-    H.assert_error(function() recordio.open(p) end, "facet_recordio_open", "offset 0 of key 0 is not a record start",
+    H.assert_error(function() recordio.open(p) end, "facet_recordio_init", "offset 0 of key 0 is not a record start",
       "bad magic 0x04030201")
   end)
 
@@ -279,7 +279,7 @@ describe("recordio refuses", function()
   it("malformed .idx lines and repeated keys", function()
     for _, idx in ipairs { "0 x\n", "-1\t0\n", "0\t0\tjunk\n", "zero\t0\n", "0\n", "0\t-4\n", "\t0\n" } do
       local p = files("badidx", { { 0, good } }, idx)
-      H.assert_error(function() recordio.open(p) end, "facet_recordio_open", "line 1 is not \"key<TAB>offset\"")
+      H.assert_error(function() recordio.open(p) end, "facet_recordio_init", "line 1 is not \"key<TAB>offset\"")
     end
     local p = files("longline", { { 0, good } }, ("1"):rep(300) .. "\t0\n")
     H.assert_error(function() recordio.open(p) end, "line 1 is longer than")
@@ -377,8 +377,8 @@ describe("recordio refuses", function()
       local msg = core.last_error()
       for _, s in ipairs { ... } do assert.truthy(msg:find(s, 1, true), msg) end
     end
-    c_error(C.facet_recordio_open(nil, "a", "b"), "facet_recordio_open: out is NULL")
-    c_error(C.facet_recordio_open(out, nil, "b"), "rec_path is NULL")
+    c_error(C.facet_recordio_init(nil, "a", "b"), "facet_recordio_init: out is NULL")
+    c_error(C.facet_recordio_init(out, nil, "b"), "rec_path is NULL")
     c_error(C.facet_recordio_num_images(nil, i64), "facet_recordio_num_images: r is NULL")
     c_error(C.facet_recordio_image_info(r.h, 1, nil, nil, nil), "facet_recordio_image_info: image index 1 outside [0, 1)")
     c_error(C.facet_recordio_image_info(r.h, -1, nil, nil, nil), "index -1")
@@ -387,8 +387,8 @@ describe("recordio refuses", function()
     c_error(C.facet_recordio_read_image(r.h, 0, nil, 8, i64), "dst is NULL")
     c_error(C.facet_recordio_identity(r.h, 0, i64, i64 + 1), "facet_recordio_identity: identity 0 outside [0, 0)")
     c_error(C.facet_recordio_write(nil, 0, nil, 0, nil, 0), "facet_recordio_write: w is NULL")
-    c_error(C.facet_recordio_writer_open(nil, "a", "b"), "facet_recordio_writer_open: out is NULL")
-    assert.are.equal(0, C.facet_recordio_close(nil))
-    assert.are.equal(0, C.facet_recordio_writer_close(nil))
+    c_error(C.facet_recordio_writer_init(nil, "a", "b"), "facet_recordio_writer_init: out is NULL")
+    assert.are.equal(0, C.facet_recordio_free(nil))
+    assert.are.equal(0, C.facet_recordio_writer_free(nil))
   end)
 end)

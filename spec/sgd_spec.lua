@@ -22,7 +22,7 @@ local function ref_sgd(w, grads, cfg)
 end
 
 local function step(p, g, buf, cfg, first, coef, norms)
-  local flags = (cfg.nesterov and C.FACET_SGD_NESTEROV or 0) + (first and C.FACET_SGD_FIRST_STEP or 0)
+  local flags = (cfg.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + (first and C.FACET_SGD_FLAG_FIRST_STEP or 0)
   local rc = C.facet_sgd_step(p.h, g.h, buf and buf.h or nil, coef and coef.h or nil, norms and norms.h or nil,
     cfg.lr, cfg.momentum or 0, cfg.dampening or 0, cfg.weight_decay or 0, flags)
   require("facet.core").check(rc)
@@ -59,7 +59,7 @@ describe("facet_sgd_step", function()
     local coef = H.tensor { 0.5, -1 }
     local norms = facet.empty({ 2 }, { device = H.device })
     require("facet.core").check(C.facet_sgd_step(p.h, g.h, nil, coef.h, norms.h, 0.1, 0, 0, 0,
-      C.FACET_SGD_ZERO_GRAD))
+      C.FACET_SGD_FLAG_ZERO_GRAD))
     -- row 1: g = (1, 1) + 0.5 * (3, 4) = (2.5, 3); row 2: g = (2, 2) - (1, 0) = (1, 2)
     H.assert_close(H.values(p), { 3 - 0.25, 4 - 0.3, 1 - 0.1, -0.2 }, 1e-6)
     assert.are.same({ 0, 0, 0, 0 }, H.values(g))

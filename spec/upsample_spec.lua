@@ -8,7 +8,7 @@ local facet = H.facet
 local core = require "facet.core"
 local C, check = core.C, core.check
 
-local NEAREST, BILINEAR = C.FACET_UPSAMPLE_NEAREST, C.FACET_UPSAMPLE_BILINEAR
+local NEAREST, BILINEAR = C.FACET_UPSAMPLE_MODE_NEAREST, C.FACET_UPSAMPLE_MODE_BILINEAR
 
 local function T(flat, shape) return H.on(facet.tensor(flat):reshape(shape)) end
 local function zeros(shape) return facet.zeros(shape, { device = H.device }) end

@@ -54,7 +54,7 @@ static __global__ void prelu_slope_kernel(float *gs, const float *g, const float
 extern "C" int facet_cuda_activation_forward(float *out, const float *x, int64_t n, int act, const float *slope,
                                              int64_t nslope, int64_t channels, int64_t inner)
 {
-    if (n <= 0) return FACET_OK;
+    if (n <= 0) return FACET_STATUS_OK;
     act_forward_kernel<<<blocks_for(n), 256>>>(out, x, n, act, slope, nslope, channels, inner);
     return check_launch("facet_cuda_activation_forward");
 }
@@ -63,7 +63,7 @@ extern "C" int facet_cuda_activation_backward(float *grad_x, float *grad_slope, 
                                               const float *out, int64_t n, int act, const float *slope,
                                               int64_t nslope, int64_t channels, int64_t inner)
 {
-    if (n <= 0) return FACET_OK;
+    if (n <= 0) return FACET_STATUS_OK;
     if (grad_x) {
         act_backward_kernel<<<blocks_for(n), 256>>>(grad_x, grad_out, x, out, n, act, slope, nslope, channels, inner);
         int rc = check_launch("facet_cuda_activation_backward");
@@ -74,7 +74,7 @@ extern "C" int facet_cuda_activation_backward(float *grad_x, float *grad_slope, 
                                                          inner, nslope);
         return check_launch("facet_cuda_activation_backward");
     }
-    return FACET_OK;
+    return FACET_STATUS_OK;
 }
 
 static __global__ void dropout_forward_kernel(float *out, unsigned char *mask, const float *x, int64_t n, float p,
@@ -97,7 +97,7 @@ static __global__ void dropout_backward_kernel(float *gx, const float *g, const 
 extern "C" int facet_cuda_dropout_forward(float *out, unsigned char *mask, const float *x, int64_t n, float p,
                                           float scale, uint64_t seed, uint64_t offset)
 {
-    if (n <= 0) return FACET_OK;
+    if (n <= 0) return FACET_STATUS_OK;
     dropout_forward_kernel<<<blocks_for(n), 256>>>(out, mask, x, n, p, scale, seed, offset);
     return check_launch("facet_cuda_dropout_forward");
 }
@@ -105,7 +105,7 @@ extern "C" int facet_cuda_dropout_forward(float *out, unsigned char *mask, const
 extern "C" int facet_cuda_dropout_backward(float *grad_x, const float *grad_out, const unsigned char *mask, int64_t n,
                                            float scale)
 {
-    if (n <= 0) return FACET_OK;
+    if (n <= 0) return FACET_STATUS_OK;
     dropout_backward_kernel<<<blocks_for(n), 256>>>(grad_x, grad_out, mask, n, scale);
     return check_launch("facet_cuda_dropout_backward");
 }
@@ -121,7 +121,7 @@ static __global__ void adam_kernel(facet_adam_params p, float *w, float *g, floa
 extern "C" int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, float *m, float *v,
                                     int64_t n)
 {
-    if (n <= 0) return FACET_OK;
+    if (n <= 0) return FACET_STATUS_OK;
     adam_kernel<<<blocks_for(n), 256>>>(*p, w, g, m, v, n);
     return check_launch("facet_cuda_adam_step");
 }

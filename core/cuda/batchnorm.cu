@@ -108,7 +108,7 @@ extern "C" int facet_cuda_batchnorm_forward(float *out, float *save_mean, float 
                                             const float *bias, int64_t n, int64_t c, int64_t hw, int training,
                                             double momentum, double eps)
 {
-    if (c <= 0) return FACET_OK;
+    if (c <= 0) return FACET_STATUS_OK;
     bn_forward_kernel<<<item_blocks(c), FACET_CUDA_THREADS>>>(out, save_mean, save_invstd, running_mean, running_var,
                                                               x, weight, bias, n, c, hw, plane_threads(hw), training,
                                                               momentum, eps);
@@ -165,7 +165,7 @@ extern "C" int facet_cuda_batchnorm_backward(float *grad_x, float *grad_weight, 
                                              const float *save_mean, const float *save_invstd, int64_t n, int64_t c,
                                              int64_t hw, int training)
 {
-    if (c <= 0) return FACET_OK;
+    if (c <= 0) return FACET_STATUS_OK;
     const int need_sums = training || grad_weight || grad_bias;
     bn_backward_kernel<<<item_blocks(c), FACET_CUDA_THREADS>>>(grad_x, grad_weight, grad_bias, grad_out, x, weight,
                                                                save_mean, save_invstd, n, c, hw, plane_threads(hw),

@@ -18,12 +18,12 @@ static cublasHandle_t handle_shared = NULL;
 
 static int get_handle(cublasHandle_t *out, const char *fn)
 {
-    int rc = FACET_OK;
+    int rc = FACET_STATUS_OK;
     pthread_mutex_lock(&handle_lock);
     if (!handle_shared) {
         cublasHandle_t h = NULL;
         rc = check_cublas(cublasCreate(&h), fn);
-        if (rc == FACET_OK) handle_shared = h;  /* on failure the next call tries again */
+        if (rc == FACET_STATUS_OK) handle_shared = h;  /* on failure the next call tries again */
     }
     *out = handle_shared;
     pthread_mutex_unlock(&handle_lock);
@@ -55,15 +55,15 @@ extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, 
     const char *fn = "facet_cuda_sgemm";
     if (!fits_int(m) || !fits_int(n) || !fits_int(k) || !fits_int(batch) || !fits_int(lda) ||
         !fits_int(ldb) || !fits_int(ldc))
-        return facet_fail(FACET_ERR_ARG,
+        return facet_fail(FACET_STATUS_ERR_ARG,
                           "%s: m=%lld n=%lld k=%lld batch=%lld lda=%lld ldb=%lld ldc=%lld "
                           "out of cuBLAS int range",
                           fn, (long long)m, (long long)n, (long long)k, (long long)batch, (long long)lda,
                           (long long)ldb, (long long)ldc);
-    if (m == 0 || n == 0 || batch == 0) return FACET_OK;
+    if (m == 0 || n == 0 || batch == 0) return FACET_STATUS_OK;
 
     if (k == 0) {
-        if (beta == 1.0f) return FACET_OK;
+        if (beta == 1.0f) return FACET_STATUS_OK;
         scale_kernel<<<grid_blocks(batch * m * n), FACET_CUDA_THREADS>>>(c, beta, m, n, ldc, stride_c, batch);
         return check_launch(fn);
     }

@@ -200,7 +200,7 @@ extern "C" int facet_cuda_conv2d_forward(const struct facet_conv_geom *gp, float
         direct_forward_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(g, out, x, w, bias);
         return check_launch(fn);
     }
-    int rc = FACET_OK;
+    int rc = FACET_STATUS_OK;
     float beta = 0.0f;
     if (bias) {
         bias_fill_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(out, bias, total, g.o, g.p);
@@ -232,7 +232,7 @@ extern "C" int facet_cuda_conv2d_backward(const struct facet_conv_geom *gp, floa
     const char *fn = "facet_conv2d_backward";
     const struct facet_conv_geom g = *gp;
     const int64_t xs = g.c * g.h * g.w, os = g.o * g.p, taps = g.kh * g.kw;
-    int rc = FACET_OK;
+    int rc = FACET_STATUS_OK;
     if (gb) {
         bias_grad_kernel<<<item_blocks(g.o), FACET_CUDA_THREADS>>>(gb, gout, g.n, g.o, g.p);
         rc = check_launch(fn);

@@ -1,7 +1,7 @@
 /*
  * cuda_common.cuh - what the CUDA backend's files share: the C core's
  * declarations under C linkage, the per-element formulas, error checks that
- * turn a cudaError_t or cublasStatus_t into facet's error (FACET_ERR_DEVICE
+ * turn a cudaError_t or cublasStatus_t into facet's error (FACET_STATUS_ERR_DEVICE
  * with a message naming the entry point), and the launch shape of the flat
  * kernels (grid-stride loops, 256 threads a block, 64-bit indices). Every
  * kernel runs on the legacy default stream, so work is ordered without
@@ -50,17 +50,17 @@ static inline unsigned item_blocks(int64_t items)
 
 static inline int check_cuda(cudaError_t e, const char *fn)
 {
-    if (e == cudaSuccess) return FACET_OK;
+    if (e == cudaSuccess) return FACET_STATUS_OK;
     /* a failed runtime call also becomes the "last error"; drop it so the
      * next launch check does not report it a second time */
     (void)cudaGetLastError();
-    return facet_fail(FACET_ERR_DEVICE, "%s: %s", fn, cudaGetErrorString(e));
+    return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: %s", fn, cudaGetErrorString(e));
 }
 
 static inline int check_cublas(cublasStatus_t s, const char *fn)
 {
-    if (s == CUBLAS_STATUS_SUCCESS) return FACET_OK;
-    return facet_fail(FACET_ERR_DEVICE, "%s: %s", fn, cublasGetStatusString(s));
+    if (s == CUBLAS_STATUS_SUCCESS) return FACET_STATUS_OK;
+    return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: %s", fn, cublasGetStatusString(s));
 }
 
 /* After every <<<>>>: a bad launch configuration is reported here; faults

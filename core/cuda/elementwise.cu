@@ -91,18 +91,18 @@ extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int
 {
     const char *fn = "facet_cuda_copy_nd";
     int64_t total = nd_total(nd);
-    if (total <= 0) return FACET_OK;
+    if (total <= 0) return FACET_STATUS_OK;
     if (dst_dtype == src_dtype) {
         switch (dtype_bytes(dst_dtype)) {
         case 1: launch_copy_same<uint8_t>(dst, src, nd, total); break;
         case 2: launch_copy_same<uint16_t>(dst, src, nd, total); break;
         case 4: launch_copy_same<uint32_t>(dst, src, nd, total); break;
         case 8: launch_copy_same<uint64_t>(dst, src, nd, total); break;
-        default: return facet_fail(FACET_ERR_ARG, "%s: unknown dtype %d", fn, dst_dtype);
+        default: return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown dtype %d", fn, dst_dtype);
         }
     } else {
         if (!dtype_numeric(dst_dtype) || !dtype_numeric(src_dtype))
-            return facet_fail(FACET_ERR_ARG, "%s: no conversion from dtype %d to dtype %d", fn,
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: no conversion from dtype %d to dtype %d", fn,
                               src_dtype, dst_dtype);
         copy_convert_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd,
                                                                          total);
@@ -131,9 +131,9 @@ static void launch_fill(void *dst, T value, const struct facet_nd *nd, int64_t t
 extern "C" int facet_cuda_fill_nd(void *dst, int dtype, double value, const struct facet_nd *nd)
 {
     const char *fn = "facet_cuda_fill_nd";
-    if (!dtype_numeric(dtype)) return facet_fail(FACET_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
+    if (!dtype_numeric(dtype)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
     int64_t total = nd_total(nd);
-    if (total <= 0) return FACET_OK;
+    if (total <= 0) return FACET_STATUS_OK;
     /* convert once on the host with the shared store rule, then write bits */
     union { uint8_t u8; uint32_t u32; uint64_t u64; } bits;
     bits.u64 = 0;
@@ -172,9 +172,9 @@ extern "C" int facet_cuda_unary_nd(void *out, const void *x, int dtype, int op, 
                                    const struct facet_nd *nd)
 {
     const char *fn = "facet_cuda_unary_nd";
-    if (!dtype_numeric(dtype)) return facet_fail(FACET_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
+    if (!dtype_numeric(dtype)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
     int64_t total = nd_total(nd);
-    if (total <= 0) return FACET_OK;
+    if (total <= 0) return FACET_STATUS_OK;
     unsigned blocks = grid_blocks(total);
     if (dtype == FACET_DTYPE_FLOAT32)
         unary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x, op, (float)a,
@@ -211,9 +211,9 @@ extern "C" int facet_cuda_binary_nd(void *out, const void *x, const void *y, int
                                     const struct facet_nd *nd)
 {
     const char *fn = "facet_cuda_binary_nd";
-    if (!dtype_numeric(dtype)) return facet_fail(FACET_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
+    if (!dtype_numeric(dtype)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
     int64_t total = nd_total(nd);
-    if (total <= 0) return FACET_OK;
+    if (total <= 0) return FACET_STATUS_OK;
     unsigned blocks = grid_blocks(total);
     if (dtype == FACET_DTYPE_FLOAT32)
         binary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x,
@@ -234,8 +234,8 @@ static __global__ void arange_kernel(void *dst, int dtype, int64_t n, double sta
 extern "C" int facet_cuda_arange(void *dst, int dtype, int64_t n, double start, double step)
 {
     const char *fn = "facet_cuda_arange";
-    if (!dtype_numeric(dtype)) return facet_fail(FACET_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
-    if (n <= 0) return FACET_OK;
+    if (!dtype_numeric(dtype)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
+    if (n <= 0) return FACET_STATUS_OK;
     arange_kernel<<<grid_blocks(n), FACET_CUDA_THREADS>>>(dst, dtype, n, start, step);
     return check_launch(fn);
 }
@@ -249,7 +249,7 @@ static __global__ void axpy_kernel(float *out, const float *x, double alpha, con
 
 extern "C" int facet_cuda_axpy(float *out, const float *x, double alpha, const float *y, int64_t n)
 {
-    if (n <= 0) return FACET_OK;
+    if (n <= 0) return FACET_STATUS_OK;
     axpy_kernel<<<grid_blocks(n), FACET_CUDA_THREADS>>>(out, x, alpha, y, n);
     return check_launch("facet_cuda_axpy");
 }

@@ -49,7 +49,7 @@ enum {
     BW_TILE = BW_COLS * BW_ROWS   /* backward: rows of state staged at once */
 };
 
-static __constant__ struct facet_program c_programs[FACET_PROGRAM_COUNT];
+static __constant__ struct facet_program c_programs[FACET_HEAD_PROGRAM_COUNT];
 
 /* Cosines are divided by max(||w_k||, 1e-12), as in head.c. */
 #define WNORM_FLOOR 1e-12f
@@ -119,7 +119,7 @@ static unsigned row_blocks(int64_t rows)
 
 extern "C" int facet_cuda_row_norms(float *out, const float *x, int64_t rows, int64_t cols)
 {
-    if (rows <= 0) return FACET_OK;
+    if (rows <= 0) return FACET_STATUS_OK;
     row_norms_kernel<<<row_blocks(rows), ROW_WARPS * 32>>>(out, x, rows, cols);
     return check_launch("facet_cuda_row_norms");
 }
@@ -127,14 +127,14 @@ extern "C" int facet_cuda_row_norms(float *out, const float *x, int64_t rows, in
 extern "C" int facet_cuda_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norms,
                                                 int64_t rows, int64_t cols, float eps)
 {
-    if (rows <= 0) return FACET_OK;
+    if (rows <= 0) return FACET_STATUS_OK;
     l2_backward_kernel<<<row_blocks(rows), ROW_WARPS * 32>>>(dx, dy, y, norms, rows, cols, eps);
     return check_launch("facet_cuda_l2_normalize_backward");
 }
 
 extern "C" int facet_cuda_rows_axpy(float *out, const float *coef, const float *x, int64_t rows, int64_t cols)
 {
-    if (rows <= 0 || cols <= 0) return FACET_OK;
+    if (rows <= 0 || cols <= 0) return FACET_STATUS_OK;
     /* grid.y is capped at 65535 by the hardware; keep the grid's total to a
      * few times what fills a GPU, the loops cover the rest */
     unsigned gy = rows > 65535 ? 65535u : (unsigned)rows;
@@ -154,17 +154,17 @@ extern "C" int facet_cuda_rows_axpy(float *out, const float *coef, const float *
 template <bool GRAD>
 static __device__ __forceinline__ float class_logit(const facet_head_params &p, float c, float fy, float *dz)
 {
-    if (p.raw || p.reweight == FACET_REWEIGHT_NONE) {
+    if (p.raw || p.reweight == FACET_HEAD_REWEIGHT_NONE) {
         const float s = p.raw ? 1.0f : p.s;
         if (GRAD) *dz = s;
         return s * c;
     }
     const bool on = c > fy;
     float lh = 0.0f, dlh = 0.0f;
-    if (p.reweight == FACET_REWEIGHT_PROGRAM) {
+    if (p.reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
         if (on) {
-            lh = facet_expr_eval1(&c_programs[FACET_PROGRAM_LOGH], c);
-            if (GRAD) dlh = facet_expr_eval1(&c_programs[FACET_PROGRAM_LOGH_GRAD], c);
+            lh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH], c);
+            if (GRAD) dlh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH_GRAD], c);
         }
     } else {
         facet_logh(&p, c, &lh, &dlh);   /* FIXED: dlh = 0, so dz = s as on the CPU */
@@ -195,7 +195,7 @@ static unsigned program_bit(int slot) { return 1u << slot; }
  * program of another head must not stand in for it. */
 static int upload_programs(const facet_head *head, unsigned need, const char *fn)
 {
-    for (int slot = 0; slot < FACET_PROGRAM_COUNT; slot++) {
+    for (int slot = 0; slot < FACET_HEAD_PROGRAM_COUNT; slot++) {
         if (!(need & program_bit(slot))) continue;
         cudaError_t e = cudaMemcpyToSymbolAsync(c_programs, &head->prog[slot], sizeof(struct facet_program),
                                                 (size_t)slot * sizeof(struct facet_program),
@@ -203,12 +203,12 @@ static int upload_programs(const facet_head *head, unsigned need, const char *fn
         int rc = check_cuda(e, fn);
         if (rc) return rc;
     }
-    return FACET_OK;
+    return FACET_STATUS_OK;
 }
 
 static int bad_label_dtype(const char *fn, int label_dtype)
 {
-    return facet_fail(FACET_ERR_ARG, "%s: label dtype %d is not int32 or int64", fn, label_dtype);
+    return facet_fail(FACET_STATUS_ERR_ARG, "%s: label dtype %d is not int32 or int64", fn, label_dtype);
 }
 
 /* ---- target ------------------------------------------------------------------------- */
@@ -220,7 +220,7 @@ static __global__ void target_kernel(facet_head_params p, float *rows, const flo
     FACET_CUDA_FOR(i, B) {
         const int64_t k = (int64_t)labels[i] - off;
         if (k < 0 || k >= Kb) continue;     /* the label lies in another block */
-        float *row = rows + i * FACET_ROW_FIELDS;
+        float *row = rows + i * FACET_HEAD_ROW_COUNT;
         float v = z[i * Kb + k], f, df;
         if (p.raw) {
             if (bias) v += bias[k];
@@ -228,17 +228,17 @@ static __global__ void target_kernel(facet_head_params p, float *rows, const flo
             df = 1.0f;
         } else {
             v = facet_clamp_cos(v / fmaxf(wn[k], WNORM_FLOOR));
-            if (p.margin == FACET_MARGIN_PROGRAM) {
-                f = facet_expr_eval1(&c_programs[FACET_PROGRAM_MARGIN], v);
-                df = facet_expr_eval1(&c_programs[FACET_PROGRAM_MARGIN_GRAD], v);
+            if (p.margin == FACET_HEAD_MARGIN_PROGRAM) {
+                f = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_MARGIN], v);
+                df = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_MARGIN_GRAD], v);
             } else {
                 facet_margin(&p, v, &f, &df);
             }
         }
-        row[FACET_ROW_COS] = v;
-        row[FACET_ROW_MARGIN] = f;
-        row[FACET_ROW_MARGIN_GRAD] = df;
-        row[FACET_ROW_TARGET] = p.raw ? f : p.s * f;
+        row[FACET_HEAD_ROW_COS] = v;
+        row[FACET_HEAD_ROW_MARGIN] = f;
+        row[FACET_HEAD_ROW_MARGIN_GRAD] = df;
+        row[FACET_HEAD_ROW_TARGET] = p.raw ? f : p.s * f;
     }
 }
 
@@ -248,10 +248,10 @@ extern "C" int facet_cuda_head_target(const struct facet_head *head, float *rows
 {
     const char *fn = "facet_cuda_head_target";
     if (label_dtype != FACET_DTYPE_INT32 && label_dtype != FACET_DTYPE_INT64) return bad_label_dtype(fn, label_dtype);
-    if (B <= 0 || Kb <= 0) return FACET_OK;
+    if (B <= 0 || Kb <= 0) return FACET_STATUS_OK;
     const facet_head_params p = head->p;
-    if (!p.raw && p.margin == FACET_MARGIN_PROGRAM) {
-        int rc = upload_programs(head, program_bit(FACET_PROGRAM_MARGIN) | program_bit(FACET_PROGRAM_MARGIN_GRAD), fn);
+    if (!p.raw && p.margin == FACET_HEAD_MARGIN_PROGRAM) {
+        int rc = upload_programs(head, program_bit(FACET_HEAD_PROGRAM_MARGIN) | program_bit(FACET_HEAD_PROGRAM_MARGIN_GRAD), fn);
         if (rc) return rc;
     }
     if (label_dtype == FACET_DTYPE_INT32)
@@ -274,8 +274,8 @@ partial_kernel(facet_head_params p, float *rows, float *z, const float *wn, cons
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
         float *zr = z + i * Kb;
-        float *row = rows + i * FACET_ROW_FIELDS;
-        const float fy = row[FACET_ROW_MARGIN], target = row[FACET_ROW_TARGET];
+        float *row = rows + i * FACET_HEAD_ROW_COUNT;
+        const float fy = row[FACET_HEAD_ROW_MARGIN], target = row[FACET_HEAD_ROW_TARGET];
         const int64_t ty = (int64_t)labels[i] - off;
         float m = -INFINITY, sum = 0.0f;
         for (int64_t k = threadIdx.x; k < Kb; k += blockDim.x) {
@@ -312,8 +312,8 @@ partial_kernel(facet_head_params p, float *rows, float *z, const float *wn, cons
                 lse_merge(m, sum, m2, s2);
             }
             if (lane == 0) {
-                row[FACET_ROW_MAX] = m;
-                row[FACET_ROW_SUMEXP] = sum;
+                row[FACET_HEAD_ROW_MAX] = m;
+                row[FACET_HEAD_ROW_SUMEXP] = sum;
             }
         }
         __syncthreads();    /* warp_m/warp_s are reused by the next row */
@@ -326,10 +326,10 @@ extern "C" int facet_cuda_head_partial(const struct facet_head *head, float *row
 {
     const char *fn = "facet_cuda_head_partial";
     if (label_dtype != FACET_DTYPE_INT32 && label_dtype != FACET_DTYPE_INT64) return bad_label_dtype(fn, label_dtype);
-    if (B <= 0) return FACET_OK;    /* Kb == 0 still runs: the rows get (-inf, 0) as on the CPU */
+    if (B <= 0) return FACET_STATUS_OK;    /* Kb == 0 still runs: the rows get (-inf, 0) as on the CPU */
     const facet_head_params p = head->p;
-    if (!p.raw && p.reweight == FACET_REWEIGHT_PROGRAM) {
-        int rc = upload_programs(head, program_bit(FACET_PROGRAM_LOGH), fn);
+    if (!p.raw && p.reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
+        int rc = upload_programs(head, program_bit(FACET_HEAD_PROGRAM_LOGH), fn);
         if (rc) return rc;
     }
     int dev = 0, sms = 0;
@@ -382,13 +382,13 @@ backward_kernel(facet_head_params p, float *z, const float *rows, const float *w
             const int n = B - i0 < BW_TILE ? (int)(B - i0) : BW_TILE;
             __syncthreads();    /* the previous tile has been consumed */
             if (tid < n) {
-                const float *row = rows + (i0 + tid) * FACET_ROW_FIELDS;
-                st.m[tid] = row[FACET_ROW_MAX];
-                st.inv_sum[tid] = 1.0f / row[FACET_ROW_SUMEXP];
-                st.w[tid] = row[FACET_ROW_WEIGHT];
-                st.fy[tid] = row[FACET_ROW_MARGIN];
-                st.target[tid] = row[FACET_ROW_TARGET];
-                st.dzy[tid] = s * row[FACET_ROW_MARGIN_GRAD];
+                const float *row = rows + (i0 + tid) * FACET_HEAD_ROW_COUNT;
+                st.m[tid] = row[FACET_HEAD_ROW_MAX];
+                st.inv_sum[tid] = 1.0f / row[FACET_HEAD_ROW_SUMEXP];
+                st.w[tid] = row[FACET_HEAD_ROW_WEIGHT];
+                st.fy[tid] = row[FACET_HEAD_ROW_MARGIN];
+                st.target[tid] = row[FACET_HEAD_ROW_TARGET];
+                st.dzy[tid] = s * row[FACET_HEAD_ROW_MARGIN_GRAD];
                 st.col[tid] = (int64_t)labels[i0 + tid] - off;
             }
             __syncthreads();
@@ -448,10 +448,10 @@ extern "C" int facet_cuda_head_backward(const struct facet_head *head, float *lo
 {
     const char *fn = "facet_cuda_head_backward";
     if (label_dtype != FACET_DTYPE_INT32 && label_dtype != FACET_DTYPE_INT64) return bad_label_dtype(fn, label_dtype);
-    if (Kb <= 0) return FACET_OK;   /* B == 0 still runs: the column sums become 0 as on the CPU */
+    if (Kb <= 0) return FACET_STATUS_OK;   /* B == 0 still runs: the column sums become 0 as on the CPU */
     const facet_head_params p = head->p;
-    if (!p.raw && p.reweight == FACET_REWEIGHT_PROGRAM) {
-        int rc = upload_programs(head, program_bit(FACET_PROGRAM_LOGH) | program_bit(FACET_PROGRAM_LOGH_GRAD), fn);
+    if (!p.raw && p.reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
+        int rc = upload_programs(head, program_bit(FACET_HEAD_PROGRAM_LOGH) | program_bit(FACET_HEAD_PROGRAM_LOGH_GRAD), fn);
         if (rc) return rc;
     }
     int64_t tiles = (Kb + BW_COLS - 1) / BW_COLS;

@@ -42,8 +42,8 @@ extern "C" int facet_cuda_index_rows(float *dst, const float *src, const void *i
 {
     const char *fn = "facet_cuda_index_rows";
     if (mode != FACET_INDEX_SELECT && mode != FACET_INDEX_ADD && mode != FACET_INDEX_COPY)
-        return facet_fail(FACET_ERR_ARG, "%s: unknown mode %d", fn, mode);
-    if (n <= 0 || cols <= 0) return FACET_OK;
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown mode %d", fn, mode);
+    if (n <= 0 || cols <= 0) return FACET_STATUS_OK;
     unsigned blocks = grid_blocks(n * cols);
     if (index_dtype == FACET_DTYPE_INT32)
         index_rows_kernel<int32_t><<<blocks, FACET_CUDA_THREADS>>>(dst, src, (const int32_t *)index, n, cols,
@@ -52,7 +52,7 @@ extern "C" int facet_cuda_index_rows(float *dst, const float *src, const void *i
         index_rows_kernel<int64_t><<<blocks, FACET_CUDA_THREADS>>>(dst, src, (const int64_t *)index, n, cols,
                                                                    mode, alpha, index_base);
     else
-        return facet_fail(FACET_ERR_ARG, "%s: index dtype %d is not int32 or int64", fn, index_dtype);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: index dtype %d is not int32 or int64", fn, index_dtype);
     return check_launch(fn);
 }
 
@@ -60,7 +60,7 @@ extern "C" int facet_cuda_cols(float *mat, float *vec, const void *index, int in
                                int64_t cols, int scatter, int index_base)
 {
     const char *fn = "facet_cuda_cols";
-    if (rows <= 0) return FACET_OK;
+    if (rows <= 0) return FACET_STATUS_OK;
     unsigned blocks = grid_blocks(rows);
     if (index_dtype == FACET_DTYPE_INT32)
         cols_kernel<int32_t><<<blocks, FACET_CUDA_THREADS>>>(mat, vec, (const int32_t *)index, rows, cols,
@@ -69,6 +69,6 @@ extern "C" int facet_cuda_cols(float *mat, float *vec, const void *index, int in
         cols_kernel<int64_t><<<blocks, FACET_CUDA_THREADS>>>(mat, vec, (const int64_t *)index, rows, cols,
                                                              scatter, index_base);
     else
-        return facet_fail(FACET_ERR_ARG, "%s: index dtype %d is not int32 or int64", fn, index_dtype);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: index dtype %d is not int32 or int64", fn, index_dtype);
     return check_launch(fn);
 }

@@ -49,7 +49,7 @@ static __global__ void l2_rows_kernel(float *out, float *norms, const float *x, 
 extern "C" int facet_cuda_l2_normalize_rows(float *out, float *norms, const float *x, int64_t rows,
                                             int64_t cols, float eps)
 {
-    if (rows <= 0) return FACET_OK;
+    if (rows <= 0) return FACET_STATUS_OK;
     /* short rows get a narrower block rather than idle threads */
     int threads = 32;
     while (threads < FACET_CUDA_THREADS && threads < cols) threads *= 2;

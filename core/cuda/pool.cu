@@ -72,8 +72,8 @@ extern "C" int facet_cuda_pool2d_forward(float *out, int32_t *argmax, const floa
                                          const struct facet_pool_geom *g)
 {
     const int64_t total = g->planes * g->ho * g->wo;
-    if (total <= 0) return FACET_OK;
-    if (kind == FACET_POOL_MAX)
+    if (total <= 0) return FACET_STATUS_OK;
+    if (kind == FACET_POOL_KIND_MAX)
         max_forward_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(out, argmax, x, *g, total);
     else
         avg_forward_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(out, x, *g, total);
@@ -105,7 +105,7 @@ static __global__ void pool_backward_kernel(float *grad_x, const float *grad_out
         for (int64_t oh = oh0; oh <= oh1; oh++)
             for (int64_t ow = ow0; ow <= ow1; ow++) {
                 const int64_t o = base + oh * g.wo + ow;
-                if (kind == FACET_POOL_MAX) {
+                if (kind == FACET_POOL_KIND_MAX) {
                     if (argmax[o] == self) acc += grad_out[o];
                 } else {
                     acc += grad_out[o] / avg_divisor(g, window_of(g, oh, ow));
@@ -119,7 +119,7 @@ extern "C" int facet_cuda_pool2d_backward(float *grad_x, const float *grad_out, 
                                           const struct facet_pool_geom *g)
 {
     const int64_t total = g->planes * g->h * g->w;
-    if (total <= 0) return FACET_OK;
+    if (total <= 0) return FACET_STATUS_OK;
     pool_backward_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(grad_x, grad_out, argmax, kind, *g, total);
     return check_launch("facet_pool2d_backward");
 }

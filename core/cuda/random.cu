@@ -22,7 +22,7 @@ static __global__ void rand_normal_kernel(float *dst, int64_t n, uint64_t seed, 
 extern "C" int facet_cuda_rand(float *dst, int64_t n, uint64_t seed, uint64_t offset, int normal, float a,
                                float b)
 {
-    if (n <= 0) return FACET_OK;
+    if (n <= 0) return FACET_STATUS_OK;
     if (normal)
         rand_normal_kernel<<<grid_blocks(n), FACET_CUDA_THREADS>>>(dst, n, seed, offset, a, b);
     else

@@ -199,7 +199,7 @@ static int scratch_alloc(void **p, size_t nbytes, bool *pooled, const char *fn)
     }
     if (e == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
-        return facet_fail(FACET_ERR_MEMORY, "%s: scratch of %zu bytes: %s", fn, nbytes, cudaGetErrorString(e));
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: scratch of %zu bytes: %s", fn, nbytes, cudaGetErrorString(e));
     }
     return check_cuda(e, fn);
 }
@@ -213,12 +213,12 @@ extern "C" int facet_cuda_reduce(void *out, const float *x, int op, int64_t oute
                                  int64_t inner, int index_base)
 {
     const char *fn = "facet_cuda_reduce";
-    if (op < 0 || op >= FACET_REDUCE_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown op %d", fn, op);
+    if (op < 0 || op >= FACET_REDUCE_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown op %d", fn, op);
     if (outer < 0 || n < 0 || inner < 0)
-        return facet_fail(FACET_ERR_ARG, "%s: negative extent [%lld, %lld, %lld]", fn, (long long)outer,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: negative extent [%lld, %lld, %lld]", fn, (long long)outer,
                           (long long)n, (long long)inner);
     int64_t nout = outer * inner;
-    if (nout == 0) return FACET_OK;
+    if (nout == 0) return FACET_STATUS_OK;
 
     if (n <= SHORT_N) {
         reduce_thread_kernel<<<grid_blocks(nout), FACET_CUDA_THREADS>>>(out, x, op, outer, n, inner,
@@ -255,13 +255,13 @@ extern "C" int facet_cuda_reduce(void *out, const float *x, int op, int64_t oute
     }
     int rc = check_launch(fn);
     if (partial) {
-        if (rc == FACET_OK) {
+        if (rc == FACET_STATUS_OK) {
             reduce_merge_kernel<<<grid_blocks(nout), FACET_CUDA_THREADS>>>(out, partial, op, nout, nchunks, n,
                                                                           index_base);
             rc = check_launch(fn);
         }
         int rc_free = scratch_free(partial, pooled, fn);
-        if (rc == FACET_OK) rc = rc_free;
+        if (rc == FACET_STATUS_OK) rc = rc_free;
     }
     return rc;
 }

@@ -2,14 +2,14 @@
  * runtime.cu - the CUDA runtime seen by the C core: device count (zero, not
  * an error, where there is no driver or no GPU), whether CUDA was built in,
  * device-wide synchronisation, device allocation and copies between host and
- * device. Allocation failure is FACET_ERR_MEMORY; every other failure is
- * FACET_ERR_DEVICE with the runtime's message.
+ * device. Allocation failure is FACET_STATUS_ERR_MEMORY; every other failure is
+ * FACET_STATUS_ERR_DEVICE with the runtime's message.
  */
 #include "cuda_common.cuh"
 
 extern "C" int facet_cuda_count(int *count)
 {
-    if (!count) return facet_fail(FACET_ERR_ARG, "facet_cuda_count: count is NULL");
+    if (!count) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_count: count is NULL");
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
@@ -18,7 +18,7 @@ extern "C" int facet_cuda_count(int *count)
         n = 0;
     }
     *count = n;
-    return FACET_OK;
+    return FACET_STATUS_OK;
 }
 
 extern "C" int facet_cuda_is_built(void)
@@ -33,14 +33,14 @@ extern "C" int facet_cuda_sync(void)
 
 extern "C" int facet_cuda_malloc(void **ptr, size_t nbytes)
 {
-    if (!ptr) return facet_fail(FACET_ERR_ARG, "facet_cuda_malloc: ptr is NULL");
+    if (!ptr) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_malloc: ptr is NULL");
     *ptr = NULL;
     /* an empty tensor still gets a real, distinct address, like malloc(0) */
     cudaError_t e = cudaMalloc(ptr, nbytes ? nbytes : 1);
     if (e == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
         *ptr = NULL;
-        return facet_fail(FACET_ERR_MEMORY, "facet_cuda_malloc: %zu bytes: %s", nbytes,
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_cuda_malloc: %zu bytes: %s", nbytes,
                           cudaGetErrorString(e));
     }
     if (e != cudaSuccess) *ptr = NULL;
@@ -49,7 +49,7 @@ extern "C" int facet_cuda_malloc(void **ptr, size_t nbytes)
 
 extern "C" int facet_cuda_free(void *ptr)
 {
-    if (!ptr) return FACET_OK;
+    if (!ptr) return FACET_STATUS_OK;
     return check_cuda(cudaFree(ptr), "facet_cuda_free");
 }
 
@@ -60,10 +60,10 @@ extern "C" int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int 
     case FACET_COPY_H2D: k = cudaMemcpyHostToDevice; break;
     case FACET_COPY_D2H: k = cudaMemcpyDeviceToHost; break;
     case FACET_COPY_D2D: k = cudaMemcpyDeviceToDevice; break;
-    default: return facet_fail(FACET_ERR_ARG, "facet_cuda_memcpy: unknown copy kind %d", kind);
+    default: return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_memcpy: unknown copy kind %d", kind);
     }
-    if (nbytes == 0) return FACET_OK;
-    if (!dst || !src) return facet_fail(FACET_ERR_ARG, "facet_cuda_memcpy: NULL pointer");
+    if (nbytes == 0) return FACET_STATUS_OK;
+    if (!dst || !src) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_memcpy: NULL pointer");
     /* cudaMemcpy orders after earlier kernels on the default stream, and a
      * device-to-host copy returns with the data on the host */
     return check_cuda(cudaMemcpy(dst, src, nbytes, k), "facet_cuda_memcpy");
@@ -71,24 +71,24 @@ extern "C" int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int 
 
 extern "C" int facet_cuda_host_alloc(void **ptr, size_t nbytes)
 {
-    if (!ptr) return facet_fail(FACET_ERR_ARG, "facet_cuda_host_alloc: ptr is NULL");
+    if (!ptr) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_host_alloc: ptr is NULL");
     *ptr = NULL;
     cudaError_t e = cudaMallocHost(ptr, nbytes ? nbytes : 1);
     if (e != cudaSuccess) {
         cudaGetLastError();
         *ptr = NULL;
-        return facet_fail(FACET_ERR_MEMORY, "facet_cuda_host_alloc: %zu bytes: %s", nbytes, cudaGetErrorString(e));
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_cuda_host_alloc: %zu bytes: %s", nbytes, cudaGetErrorString(e));
     }
-    return FACET_OK;
+    return FACET_STATUS_OK;
 }
 
 extern "C" int facet_cuda_host_free(void *ptr)
 {
-    if (!ptr) return FACET_OK;
+    if (!ptr) return FACET_STATUS_OK;
     cudaError_t e = cudaFreeHost(ptr);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        return facet_fail(FACET_ERR_DEVICE, "facet_cuda_host_free: %s", cudaGetErrorString(e));
+        return facet_fail(FACET_STATUS_ERR_DEVICE, "facet_cuda_host_free: %s", cudaGetErrorString(e));
     }
-    return FACET_OK;
+    return FACET_STATUS_OK;
 }

@@ -38,7 +38,7 @@ static __global__ void sgd_kernel(facet_sgd_params p, float *w, float *g, float 
 extern "C" int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf,
                                    const float *coef, float *norms, int64_t rows, int64_t cols)
 {
-    if (rows <= 0 || cols <= 0) return FACET_OK;
+    if (rows <= 0 || cols <= 0) return FACET_STATUS_OK;
     unsigned blocks = rows > 65535 ? 65535u : (unsigned)rows;
     sgd_kernel<<<blocks, 256>>>(*p, w, g, buf, coef, norms, rows, cols);
     return check_launch("facet_cuda_sgd_step");

@@ -23,7 +23,7 @@ static __device__ __forceinline__ taps taps_of(int64_t i, int64_t h, int64_t w, 
     taps t;
     const int64_t ow = i % wo, r = i / wo, oh = r % ho;
     t.p = r / ho;
-    if (mode == FACET_UPSAMPLE_NEAREST) {
+    if (mode == FACET_UPSAMPLE_MODE_NEAREST) {
         t.h0 = t.h1 = facet_ups_nearest(oh, h, ho);
         t.w0 = t.w1 = facet_ups_nearest(ow, w, wo);
         t.lh = t.lw = 0.0f;
@@ -40,7 +40,7 @@ static __global__ void upsample_forward_kernel(float *out, const float *x, int64
     FACET_CUDA_FOR(i, total) {
         const taps t = taps_of(i, h, w, ho, wo, mode, align_corners);
         const float *xp = x + t.p * h * w;
-        if (mode == FACET_UPSAMPLE_NEAREST) {
+        if (mode == FACET_UPSAMPLE_MODE_NEAREST) {
             out[i] = xp[t.h0 * w + t.w0];
         } else {
             const float h0 = 1.0f - t.lh, w0 = 1.0f - t.lw;
@@ -57,7 +57,7 @@ static __global__ void upsample_backward_kernel(float *grad_x, const float *grad
         const taps t = taps_of(i, h, w, ho, wo, mode, align_corners);
         float *gp = grad_x + t.p * h * w;
         const float g = grad_out[i];
-        if (mode == FACET_UPSAMPLE_NEAREST) {
+        if (mode == FACET_UPSAMPLE_MODE_NEAREST) {
             atomicAdd(&gp[t.h0 * w + t.w0], g);
         } else {
             const float h0 = 1.0f - t.lh, w0 = 1.0f - t.lw;
@@ -73,7 +73,7 @@ extern "C" int facet_cuda_upsample2d_forward(float *out, const float *x, int64_t
                                              int64_t ho, int64_t wo, int mode, int align_corners)
 {
     const int64_t total = planes * ho * wo;
-    if (total <= 0) return FACET_OK;
+    if (total <= 0) return FACET_STATUS_OK;
     upsample_forward_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(out, x, h, w, ho, wo, mode, align_corners,
                                                                         total);
     return check_launch("facet_upsample2d_forward");
@@ -84,7 +84,7 @@ extern "C" int facet_cuda_upsample2d_backward(float *grad_x, const float *grad_o
 {
     static const char *fn = "facet_upsample2d_backward";
     const int64_t total = planes * ho * wo;
-    if (planes * h * w <= 0) return FACET_OK;
+    if (planes * h * w <= 0) return FACET_STATUS_OK;
     /* legacy default stream: the memset is ordered before the kernel */
     int rc = check_cuda(cudaMemset(grad_x, 0, (size_t)(planes * h * w) * sizeof(float)), fn);
     if (rc || total <= 0) return rc;

@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size) fwrite(data, 1, size, f);
     fclose(f);
     facet_binfile *b = NULL;
-    if (facet_binfile_open(&b, path) == 0) {
+    if (facet_binfile_init(&b, path) == 0) {
         int64_t pairs = 0, nb = 0;
         int same;
         static uint8_t buf[1 << 16];
@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             facet_binfile_image_size(b, i, &nb);
             facet_binfile_read_image(b, i, buf, sizeof buf, &nb);
         }
-        facet_binfile_close(b);
+        facet_binfile_free(b);
     }
     unlink(path);
     return 0;

@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     put(idx, data, ni);
     put(rec, cut ? cut + 1 : data + size, cut ? size - ni - 1 : 0);
     facet_recordio *r = NULL;
-    if (facet_recordio_open(&r, rec, idx) == 0) {
+    if (facet_recordio_init(&r, rec, idx) == 0) {
         int64_t n = 0, ids = 0;
         facet_recordio_num_images(r, &n);
         facet_recordio_num_identities(r, &ids);
@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             int64_t a, b;
             facet_recordio_identity(r, j, &a, &b);
         }
-        facet_recordio_close(r);
+        facet_recordio_free(r);
     }
     unlink(rec);
     unlink(idx);

@@ -4,13 +4,19 @@
  * A short tour:
  *   facet_tensor *x = NULL;
  *   int64_t sizes[2] = {128, 512};
- *   if (facet_tensor_empty(&x, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, sizes) != 0)
+ *   if (facet_tensor_init(&x, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, sizes) != 0)
  *       fprintf(stderr, "%s\n", facet_last_error());
  *   facet_tensor_rand_normal(x, 1, 0, 0.0f, 1.0f);
  *   facet_tensor_free(x);
  *
  * Rules of the ABI:
- *   - handles are opaque; no struct crosses the boundary by value;
+ *   - names: facet_<noun>_<verb> (facet_tensor_copy, facet_head_finish,
+ *     facet_conv2d_forward); objects are made by *_init and released by
+ *     *_free; ops on tensors are facet_tensor_*;
+ *   - enum `facet_x` has values FACET_X_* and, where it lists kinds rather
+ *     than flags or limits, a last member FACET_X_COUNT;
+ *   - handles are opaque; the only structs are *_params settings, passed by
+ *     const pointer and filled by field name (LuaJIT: ffi.new(type, table));
  *   - every function returns an int status, 0 on success, and on failure
  *     leaves a message (naming the function and the shapes) that
  *     facet_last_error() returns for the calling thread; the only exceptions
@@ -33,48 +39,56 @@
 #include <stdint.h>
 #endif
 
+/* The exported API; everything else in the library is hidden
+ * (-fvisibility=hidden), and spec/cdef_spec.lua checks the two agree. */
+#if defined(FACET_CDEF) || !defined(__GNUC__)
+#define FACET_API
+#else
+#define FACET_API __attribute__((visibility("default")))
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* ---- version, errors, runtime ------------------------------------------ */
 
-enum facet_version_number {
+enum facet_version {
     FACET_VERSION_MAJOR = 0,
     FACET_VERSION_MINOR = 1,
     FACET_VERSION_PATCH = 0
 };
 
 /* "major.minor.patch", static storage. */
-const char *facet_version(void);
+FACET_API const char *facet_version(void);
 /* Message of the last failed call on this thread ("" if none). */
-const char *facet_last_error(void);
+FACET_API const char *facet_last_error(void);
 
 enum facet_status {
-    FACET_OK = 0,
-    FACET_ERR_ARG = 1,      /* bad argument: null, shape, dtype, device, range */
-    FACET_ERR_MEMORY = 2,   /* allocation failed */
-    FACET_ERR_IO = 3,       /* file or library could not be read or loaded */
-    FACET_ERR_DEVICE = 4,   /* CUDA unavailable or a CUDA call failed */
-    FACET_ERR_NUMERIC = 5   /* non-finite value where a finite one is required */
+    FACET_STATUS_OK = 0,
+    FACET_STATUS_ERR_ARG = 1,      /* bad argument: null, shape, dtype, device, range */
+    FACET_STATUS_ERR_MEMORY = 2,   /* allocation failed */
+    FACET_STATUS_ERR_IO = 3,       /* file or library could not be read or loaded */
+    FACET_STATUS_ERR_DEVICE = 4,   /* CUDA unavailable or a CUDA call failed */
+    FACET_STATUS_ERR_NUMERIC = 5   /* non-finite value where a finite one is required */
 };
 
 /* Threads used by facet's own loops (OpenMP) and by OpenBLAS.
  * Default: env FACET_THREADS, else the number of cores. */
-int facet_set_threads(int n);
-int facet_get_threads(int *n);
+FACET_API int facet_threads_set(int n);
+FACET_API int facet_threads_get(int *n);
 
 /* BLAS: the library is loaded on first use (or by this call). Before it is
  * loaded, OPENBLAS_CORETYPE is chosen from the CPU's features (cpuid) unless
  * the user set it. `name` receives the OpenBLAS core in use. */
-int facet_blas_info(char *name, size_t name_size);
+FACET_API int facet_blas_info(char *name, size_t name_size);
 /* The file name of the BLAS library loaded (as passed to dlopen). */
-int facet_blas_library(char *path, size_t path_size);
+FACET_API int facet_blas_library(char *path, size_t path_size);
 
 /* CUDA: *count is 0 where facet was built without CUDA or there is no GPU. */
-int facet_cuda_device_count(int *count);
-int facet_cuda_built(int *built);
-int facet_cuda_synchronize(void);
+FACET_API int facet_cuda_device_count(int *count);
+FACET_API int facet_cuda_built(int *built);
+FACET_API int facet_cuda_synchronize(void);
 
 /* ---- tensors -------------------------------------------------------------- */
 
@@ -90,10 +104,11 @@ enum facet_dtype {
 
 enum facet_device {
     FACET_DEVICE_CPU = 0,
-    FACET_DEVICE_CUDA = 1
+    FACET_DEVICE_CUDA = 1,
+    FACET_DEVICE_COUNT = 2
 };
 
-enum facet_limits {
+enum facet_max {
     FACET_MAX_DIMS = 8
 };
 
@@ -102,59 +117,59 @@ enum facet_limits {
 typedef struct facet_tensor facet_tensor;
 
 /* New contiguous tensor, uninitialised. ndim 0 gives a scalar (1 element). */
-int facet_tensor_empty(facet_tensor **out, int dtype, int device, int ndim, const int64_t *sizes);
+FACET_API int facet_tensor_init(facet_tensor **out, int dtype, int device, int ndim, const int64_t *sizes);
 /* Releases the handle (and the storage with its last view). NULL is a no-op. */
-int facet_tensor_free(facet_tensor *t);
+FACET_API int facet_tensor_free(facet_tensor *t);
 
-int facet_tensor_ndim(const facet_tensor *t, int *ndim);
-int facet_tensor_dtype(const facet_tensor *t, int *dtype);
-int facet_tensor_device(const facet_tensor *t, int *device);
+FACET_API int facet_tensor_ndim(const facet_tensor *t, int *ndim);
+FACET_API int facet_tensor_dtype(const facet_tensor *t, int *dtype);
+FACET_API int facet_tensor_device(const facet_tensor *t, int *device);
 /* sizes and strides receive ndim values each; either may be NULL. */
-int facet_tensor_shape(const facet_tensor *t, int64_t *sizes, int64_t *strides);
-int facet_tensor_numel(const facet_tensor *t, int64_t *numel);
-int facet_tensor_is_contiguous(const facet_tensor *t, int *contiguous);
+FACET_API int facet_tensor_shape(const facet_tensor *t, int64_t *sizes, int64_t *strides);
+FACET_API int facet_tensor_numel(const facet_tensor *t, int64_t *numel);
+FACET_API int facet_tensor_is_contiguous(const facet_tensor *t, int *contiguous);
 /* Address of the first element (host or device memory). */
-int facet_tensor_data(const facet_tensor *t, void **data);
+FACET_API int facet_tensor_data(const facet_tensor *t, void **data);
 /* Element size in bytes of a dtype. */
-int facet_dtype_size(int dtype, size_t *size);
+FACET_API int facet_dtype_size(int dtype, size_t *size);
 
 /* Views (share storage with t). */
-int facet_tensor_narrow(facet_tensor **out, const facet_tensor *t, int dim, int64_t start, int64_t length);
-int facet_tensor_select(facet_tensor **out, const facet_tensor *t, int dim, int64_t index);
+FACET_API int facet_tensor_narrow(facet_tensor **out, const facet_tensor *t, int dim, int64_t start, int64_t length);
+FACET_API int facet_tensor_select(facet_tensor **out, const facet_tensor *t, int dim, int64_t index);
 /* Needs contiguous data; one size may be -1 (inferred). */
-int facet_tensor_reshape(facet_tensor **out, const facet_tensor *t, int ndim, const int64_t *sizes);
+FACET_API int facet_tensor_reshape(facet_tensor **out, const facet_tensor *t, int ndim, const int64_t *sizes);
 /* Strided view with dims permuted: view dim i is t's dim perm[i]. */
-int facet_tensor_permute_view(facet_tensor **out, const facet_tensor *t, const int *perm);
+FACET_API int facet_tensor_permute_view(facet_tensor **out, const facet_tensor *t, const int *perm);
 /* A new handle on the same view. */
-int facet_tensor_share(facet_tensor **out, const facet_tensor *t);
+FACET_API int facet_tensor_share(facet_tensor **out, const facet_tensor *t);
 
 /* ---- data movement --------------------------------------------------------- */
 
 /* dst <- src: same number of elements (shapes may differ only if both are
  * contiguous), any strides, any dtypes (converted), any devices. */
-int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src);
-int facet_tensor_fill(facet_tensor *t, double value);
+FACET_API int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src);
+FACET_API int facet_tensor_fill(facet_tensor *t, double value);
 /* t[i] = start + i*step over the flattened tensor. */
-int facet_tensor_arange(facet_tensor *t, double start, double step);
+FACET_API int facet_tensor_arange(facet_tensor *t, double start, double step);
 /* Host buffer <-> contiguous tensor of the same dtype; nbytes must equal the
  * tensor's byte size. Works for CPU and CUDA tensors. */
-int facet_tensor_write(facet_tensor *t, const void *src, size_t nbytes);
-int facet_tensor_read(const facet_tensor *t, void *dst, size_t nbytes);
+FACET_API int facet_tensor_write(facet_tensor *t, const void *src, size_t nbytes);
+FACET_API int facet_tensor_read(const facet_tensor *t, void *dst, size_t nbytes);
 /* Read/write one element at an index of ndim coordinates, as a double. */
-int facet_tensor_get(const facet_tensor *t, const int64_t *index, double *value);
-int facet_tensor_set(facet_tensor *t, const int64_t *index, double value);
+FACET_API int facet_tensor_get(const facet_tensor *t, const int64_t *index, double *value);
+FACET_API int facet_tensor_set(facet_tensor *t, const int64_t *index, double value);
 
 /* ---- random numbers --------------------------------------------------------
  * Counter-based (Philox-4x32-10): element i of the flattened tensor is drawn
  * from counter (offset + i) under key `seed`, identically on CPU and CUDA. */
-int facet_tensor_rand_uniform(facet_tensor *t, uint64_t seed, uint64_t offset, float low, float high);
-int facet_tensor_rand_normal(facet_tensor *t, uint64_t seed, uint64_t offset, float mean, float std);
+FACET_API int facet_tensor_rand_uniform(facet_tensor *t, uint64_t seed, uint64_t offset, float low, float high);
+FACET_API int facet_tensor_rand_normal(facet_tensor *t, uint64_t seed, uint64_t offset, float mean, float std);
 
 /* ---- elementwise ------------------------------------------------------------
  * Any strides; float32, int32, int64, uint8 (integer results truncate toward
  * zero). out may alias an input. */
 
-enum facet_unary_op {
+enum facet_unary {
     FACET_UNARY_NEG = 0,
     FACET_UNARY_EXP = 1,
     FACET_UNARY_LOG = 2,
@@ -179,7 +194,7 @@ enum facet_unary_op {
     FACET_UNARY_COUNT = 21
 };
 
-enum facet_binary_op {
+enum facet_binary {
     FACET_BINARY_ADD = 0,
     FACET_BINARY_SUB = 1,
     FACET_BINARY_MUL = 2,
@@ -194,12 +209,12 @@ enum facet_binary_op {
 };
 
 /* out = op(x; a, b); out has x's shape. */
-int facet_unary(facet_tensor *out, const facet_tensor *x, int op, double a, double b);
+FACET_API int facet_tensor_unary(facet_tensor *out, const facet_tensor *x, int op, double a, double b);
 /* out = op(x, y) with NumPy broadcasting (trailing dims aligned, size-1 dims
  * stretched); out has the broadcast shape. */
-int facet_binary(facet_tensor *out, const facet_tensor *x, const facet_tensor *y, int op);
+FACET_API int facet_tensor_binary(facet_tensor *out, const facet_tensor *x, const facet_tensor *y, int op);
 /* out = x + alpha * y (same shapes); the axpy of optimizers. */
-int facet_axpy(facet_tensor *out, const facet_tensor *x, double alpha, const facet_tensor *y);
+FACET_API int facet_tensor_axpy(facet_tensor *out, const facet_tensor *x, double alpha, const facet_tensor *y);
 
 /* ---- reductions -------------------------------------------------------------
  * dim -1 reduces everything into a 1-element out; otherwise out has x's
@@ -207,7 +222,7 @@ int facet_axpy(facet_tensor *out, const facet_tensor *x, double alpha, const fac
  * element count is what is checked. ARGMAX/ARGMIN write int64 indices
  * counted from index_base. float32 input; sums accumulate in double on CPU. */
 
-enum facet_reduce_op {
+enum facet_reduce {
     FACET_REDUCE_SUM = 0,
     FACET_REDUCE_MEAN = 1,
     FACET_REDUCE_MAX = 2,
@@ -218,36 +233,43 @@ enum facet_reduce_op {
     FACET_REDUCE_COUNT = 7
 };
 
-int facet_reduce(facet_tensor *out, const facet_tensor *x, int op, int dim, int index_base);
+FACET_API int facet_tensor_reduce(facet_tensor *out, const facet_tensor *x, int op, int dim, int index_base);
 
-/* ---- linear algebra ---------------------------------------------------------
+/* ---- linear algebra and row normalisation -----------------------------------
  * out = alpha * op(a) @ op(b) + beta * out, float32.
  * 2-D: a (M x K or K x M), b (K x N or N x K), out M x N.
  * 3-D batched: a and out have a batch dim; b has the same batch dim or is
  * 2-D (shared). Inputs may be transposed views; other layouts are copied. */
-int facet_matmul(facet_tensor *out, const facet_tensor *a, const facet_tensor *b,
+FACET_API int facet_tensor_matmul(facet_tensor *out, const facet_tensor *a, const facet_tensor *b,
                  int transpose_a, int transpose_b, float alpha, float beta);
 
 /* Rows of a 2-D float32 x scaled to unit L2 norm: out = x / max(||x||, eps).
  * norms (may be NULL) receives the row norms ||x|| (rows elements). */
-int facet_l2_normalize_rows(facet_tensor *out, facet_tensor *norms, const facet_tensor *x, float eps);
+FACET_API int facet_tensor_l2_normalize(facet_tensor *out, facet_tensor *norms, const facet_tensor *x, float eps);
+/* out_k = ||x_k|| for the rows of a 2-D x. */
+FACET_API int facet_tensor_row_norms(facet_tensor *out, const facet_tensor *x);
+/* dx = (dy - (dy . y) y) / max(norm, eps) per row: the backward of y = x/||x||. */
+FACET_API int facet_tensor_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const facet_tensor *y,
+                                const facet_tensor *norms, float eps);
+/* out_k += coef_k * x_k for the rows of 2-D tensors. */
+FACET_API int facet_tensor_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x);
 
 /* ---- indexing ---------------------------------------------------------------
  * index: 1-D int32 or int64 with values counted from index_base. */
 
 /* out[i, :] = src[index[i], :]   (src R x C, out n x C) */
-int facet_index_select(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base);
+FACET_API int facet_tensor_index_select(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base);
 /* dst[index[i], :] += alpha * src[i, :]   (duplicates accumulate) */
-int facet_index_add(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, double alpha, int index_base);
+FACET_API int facet_tensor_index_add(facet_tensor *dst, const facet_tensor *src, const facet_tensor *index, double alpha, int index_base);
 /* dst[index[i], :] = src[i, :] */
-int facet_index_copy(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, int index_base);
+FACET_API int facet_tensor_index_copy(facet_tensor *dst, const facet_tensor *src, const facet_tensor *index, int index_base);
 /* Along the last dim of a 2-D tensor, one index per row (index has R elements):
  * gather: out[i] = src[i, index[i]];  scatter: dst[i, index[i]] = src[i]. */
-int facet_gather_cols(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base);
-int facet_scatter_cols(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, int index_base);
+FACET_API int facet_tensor_gather_cols(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base);
+FACET_API int facet_tensor_scatter_cols(facet_tensor *dst, const facet_tensor *src, const facet_tensor *index, int index_base);
 
 /* Contiguous copy with dims permuted: out dim i is x's dim perm[i]. */
-int facet_permute(facet_tensor *out, const facet_tensor *x, const int *perm);
+FACET_API int facet_tensor_permute(facet_tensor *out, const facet_tensor *x, const int *perm);
 
 /* ---- loss heads ---------------------------------------------------------------
  * A head turns the B x K logits of a batch into a loss and its gradient. The
@@ -264,116 +286,189 @@ int facet_permute(facet_tensor *out, const facet_tensor *x, const int *perm);
  * Every function takes a contiguous block of classes [class_offset,
  * class_offset + Kb) so heads can later be sharded across processes; the
  * batch-level parts (target logits, the per-sample weights) live in `rows`,
- * a B x FACET_ROW_FIELDS float32 tensor. */
+ * a B x FACET_HEAD_ROW_COUNT float32 tensor. */
 
 enum facet_head_margin {
-    FACET_MARGIN_NONE = 0,        /* f = c */
-    FACET_MARGIN_COMBINED = 1,    /* f = cos(m1*theta + m3) - m2 */
-    FACET_MARGIN_ARC = 2,         /* f = cos(theta + m3); c - m3*sin(m3) once theta + m3 > pi */
-    FACET_MARGIN_ASOFTMAX = 3,    /* f = (lambda*c + psi(theta)) / (1 + lambda) */
-    FACET_MARGIN_PROGRAM = 4,     /* f and df/dc from compiled expressions */
-    FACET_MARGIN_COUNT = 5
+    FACET_HEAD_MARGIN_NONE = 0,        /* f = c */
+    FACET_HEAD_MARGIN_COMBINED = 1,    /* f = cos(m1*theta + m3) - m2 */
+    FACET_HEAD_MARGIN_ARC = 2,         /* f = cos(theta + m3); c - m3*sin(m3) once theta + m3 > pi */
+    FACET_HEAD_MARGIN_ASOFTMAX = 3,    /* f = (lambda*c + psi(theta)) / (1 + lambda) */
+    FACET_HEAD_MARGIN_PROGRAM = 4,     /* f and df/dc from compiled expressions */
+    FACET_HEAD_MARGIN_COUNT = 5
 };
 
 enum facet_head_reweight {
-    FACET_REWEIGHT_NONE = 0,
-    FACET_REWEIGHT_FIXED = 1,     /* log h = s t I          (MV-Softmax Eq. 7) */
-    FACET_REWEIGHT_ADAPTIVE = 2,  /* log h = s t (c + 1) I  (Eq. 8) */
-    FACET_REWEIGHT_PROGRAM = 3,   /* log h (at I = 1) and its derivative compiled */
-    FACET_REWEIGHT_COUNT = 4
+    FACET_HEAD_REWEIGHT_NONE = 0,
+    FACET_HEAD_REWEIGHT_FIXED = 1,     /* log h = s t I          (MV-Softmax Eq. 7) */
+    FACET_HEAD_REWEIGHT_ADAPTIVE = 2,  /* log h = s t (c + 1) I  (Eq. 8) */
+    FACET_HEAD_REWEIGHT_PROGRAM = 3,   /* log h (at I = 1) and its derivative compiled */
+    FACET_HEAD_REWEIGHT_COUNT = 4
 };
 
 enum facet_head_sample {
-    FACET_SAMPLE_MEAN = 0,        /* mean of the per-sample losses */
-    FACET_SAMPLE_FOCAL = 1,       /* (1 - p_y)^gamma * CE, averaged */
-    FACET_SAMPLE_HARD = 2,        /* mean over the floor(keep*B) highest losses */
-    FACET_SAMPLE_COUNT = 3
+    FACET_HEAD_SAMPLE_MEAN = 0,        /* mean of the per-sample losses */
+    FACET_HEAD_SAMPLE_FOCAL = 1,       /* (1 - p_y)^gamma * CE, averaged */
+    FACET_HEAD_SAMPLE_HARD = 2,        /* mean over the floor(keep*B) highest losses */
+    FACET_HEAD_SAMPLE_COUNT = 3
 };
 
 enum facet_head_param {
-    FACET_HEAD_S = 0,             /* scale (1 for raw heads) */
-    FACET_HEAD_M1 = 1,
-    FACET_HEAD_M2 = 2,
-    FACET_HEAD_M3 = 3,
-    FACET_HEAD_LAMBDA = 4,        /* A-Softmax's lambda */
-    FACET_HEAD_T = 5,             /* MV-Softmax's t */
-    FACET_HEAD_GAMMA = 6,         /* focal gamma */
-    FACET_HEAD_KEEP = 7,          /* hard-mining fraction */
-    FACET_HEAD_EASY_MARGIN = 8,   /* 1: the margin only where c_y > 0 */
-    FACET_HEAD_RAW = 9,           /* 1: logits are the GEMM output (+ bias), not cosines */
+    FACET_HEAD_PARAM_S = 0,             /* scale (1 for raw heads) */
+    FACET_HEAD_PARAM_M1 = 1,
+    FACET_HEAD_PARAM_M2 = 2,
+    FACET_HEAD_PARAM_M3 = 3,
+    FACET_HEAD_PARAM_LAMBDA = 4,        /* A-Softmax's lambda */
+    FACET_HEAD_PARAM_T = 5,             /* MV-Softmax's t */
+    FACET_HEAD_PARAM_GAMMA = 6,         /* focal gamma */
+    FACET_HEAD_PARAM_KEEP = 7,          /* hard-mining fraction */
+    FACET_HEAD_PARAM_EASY_MARGIN = 8,   /* 1: the margin only where c_y > 0 */
+    FACET_HEAD_PARAM_RAW = 9,           /* 1: logits are the GEMM output (+ bias), not cosines */
     FACET_HEAD_PARAM_COUNT = 10
 };
 
 /* Fields of a row of `rows`. */
-enum facet_row_field {
-    FACET_ROW_COS = 0,            /* c_y */
-    FACET_ROW_MARGIN = 1,         /* f(c_y) */
-    FACET_ROW_MARGIN_GRAD = 2,    /* df/dc at c_y */
-    FACET_ROW_TARGET = 3,         /* the target logit */
-    FACET_ROW_MAX = 4,            /* row max of the logits (of the block) */
-    FACET_ROW_SUMEXP = 5,         /* sum of exp(logit - max) (of the block) */
-    FACET_ROW_LOSS = 6,           /* cross-entropy of the row */
-    FACET_ROW_WEIGHT = 7,         /* dLoss/dCE_i: 1/B, focal factor / B, or 0 / 1/n_keep */
-    FACET_ROW_FIELDS = 8
+enum facet_head_row {
+    FACET_HEAD_ROW_COS = 0,            /* c_y */
+    FACET_HEAD_ROW_MARGIN = 1,         /* f(c_y) */
+    FACET_HEAD_ROW_MARGIN_GRAD = 2,    /* df/dc at c_y */
+    FACET_HEAD_ROW_TARGET = 3,         /* the target logit */
+    FACET_HEAD_ROW_MAX = 4,            /* row max of the logits (of the block) */
+    FACET_HEAD_ROW_SUMEXP = 5,         /* sum of exp(logit - max) (of the block) */
+    FACET_HEAD_ROW_LOSS = 6,           /* cross-entropy of the row */
+    FACET_HEAD_ROW_WEIGHT = 7,         /* dLoss/dCE_i: 1/B, focal factor / B, or 0 / 1/n_keep */
+    FACET_HEAD_ROW_COUNT = 8
 };
 
 /* Compiled expressions: instructions of 5 int32 (op, dst, a, b, c) over
  * float registers; register 0 holds the input c; the result is the dst of the
- * last instruction. FACET_EXPR_CONST loads consts[a]. */
+ * last instruction. FACET_EXPR_OP_CONST loads consts[a]. */
 enum facet_expr_op {
-    FACET_EXPR_CONST = 0, FACET_EXPR_ADD = 1, FACET_EXPR_SUB = 2, FACET_EXPR_MUL = 3,
-    FACET_EXPR_DIV = 4, FACET_EXPR_NEG = 5, FACET_EXPR_EXP = 6, FACET_EXPR_LOG = 7,
-    FACET_EXPR_SQRT = 8, FACET_EXPR_COS = 9, FACET_EXPR_SIN = 10, FACET_EXPR_ACOS = 11,
-    FACET_EXPR_ABS = 12, FACET_EXPR_MIN = 13, FACET_EXPR_MAX = 14, FACET_EXPR_POW = 15,
-    FACET_EXPR_LT = 16, FACET_EXPR_LE = 17, FACET_EXPR_GT = 18, FACET_EXPR_GE = 19,
-    FACET_EXPR_WHERE = 20,        /* dst = a != 0 ? b : c */
-    FACET_EXPR_FLOOR = 21,
+    FACET_EXPR_OP_CONST = 0, FACET_EXPR_OP_ADD = 1, FACET_EXPR_OP_SUB = 2, FACET_EXPR_OP_MUL = 3,
+    FACET_EXPR_OP_DIV = 4, FACET_EXPR_OP_NEG = 5, FACET_EXPR_OP_EXP = 6, FACET_EXPR_OP_LOG = 7,
+    FACET_EXPR_OP_SQRT = 8, FACET_EXPR_OP_COS = 9, FACET_EXPR_OP_SIN = 10, FACET_EXPR_OP_ACOS = 11,
+    FACET_EXPR_OP_ABS = 12, FACET_EXPR_OP_MIN = 13, FACET_EXPR_OP_MAX = 14, FACET_EXPR_OP_POW = 15,
+    FACET_EXPR_OP_LT = 16, FACET_EXPR_OP_LE = 17, FACET_EXPR_OP_GT = 18, FACET_EXPR_OP_GE = 19,
+    FACET_EXPR_OP_WHERE = 20,        /* dst = a != 0 ? b : c */
+    FACET_EXPR_OP_FLOOR = 21,
     FACET_EXPR_OP_COUNT = 22
 };
 
-enum facet_expr_limits {
+enum facet_expr_max {
     FACET_EXPR_MAX_INSTR = 256,
     FACET_EXPR_MAX_REGS = 64,
     FACET_EXPR_MAX_CONSTS = 64
 };
 
 enum facet_head_program {
-    FACET_PROGRAM_MARGIN = 0,     /* f(c) */
-    FACET_PROGRAM_MARGIN_GRAD = 1,/* df/dc */
-    FACET_PROGRAM_LOGH = 2,       /* log h(c) at I = 1 */
-    FACET_PROGRAM_LOGH_GRAD = 3,  /* d log h / dc at I = 1 */
-    FACET_PROGRAM_COUNT = 4
+    FACET_HEAD_PROGRAM_MARGIN = 0,     /* f(c) */
+    FACET_HEAD_PROGRAM_MARGIN_GRAD = 1,/* df/dc */
+    FACET_HEAD_PROGRAM_LOGH = 2,       /* log h(c) at I = 1 */
+    FACET_HEAD_PROGRAM_LOGH_GRAD = 3,  /* d log h / dc at I = 1 */
+    FACET_HEAD_PROGRAM_COUNT = 4
 };
 
 typedef struct facet_head facet_head;
 
-int facet_head_new(facet_head **out, int margin, int reweight, int sample);
-int facet_head_free(facet_head *head);
-int facet_head_set(facet_head *head, int param, double value);
-int facet_head_set_program(facet_head *head, int slot, int n_instr, const int32_t *code, int n_consts,
+FACET_API int facet_head_init(facet_head **out, int margin, int reweight, int sample);
+FACET_API int facet_head_free(facet_head *head);
+FACET_API int facet_head_set(facet_head *head, int param, double value);
+FACET_API int facet_head_set_program(facet_head *head, int slot, int n_instr, const int32_t *code, int n_consts,
                            const double *consts);
 /* Evaluates a program slot on n host values (for validation and tests). */
-int facet_head_eval_program(const facet_head *head, int slot, int64_t n, const float *c, float *out);
+FACET_API int facet_head_eval_program(const facet_head *head, int slot, int64_t n, const float *c, float *out);
 
 /* Target logits for the rows whose label lies in this block. logits: B x Kb
  * GEMM output (unchanged); wnorm: Kb (NULL for raw heads); bias: Kb or NULL;
  * labels: B int32/int64 class ids (0-based, all < classes). */
-int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *logits, const facet_tensor *wnorm,
+FACET_API int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *logits, const facet_tensor *wnorm,
                       const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset, int64_t classes);
 /* Writes the block's row max and sum of exponentials into rows; the block
  * (the GEMM output) is read, not changed. */
-int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,
+FACET_API int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,
                        const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset);
 /* Batch level: per-row loss and weight (focal, hard mining) from the merged
  * max/sumexp; *loss receives the head's loss. */
-int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss);
+FACET_API int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss);
 /* Overwrites the block (still the GEMM output) with G'_ik = dLoss/dcos_ik /
  * wnorm_k (raw heads: dLoss/dlogit_ik). colsum (Kb, may be NULL) receives sum_i G'_ik (the bias
  * gradient of raw heads); colsum_cos (Kb, may be NULL) receives
  * sum_i G'_ik * c_ik (the radial part to take out of W's gradient). */
-int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tensor *rows, const facet_tensor *wnorm,
+FACET_API int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tensor *rows, const facet_tensor *wnorm,
                         const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset,
                         facet_tensor *colsum, facet_tensor *colsum_cos);
+
+/* ---- layers ----------------------------------------------------------------------
+ * float32, NCHW, contiguous. Backward functions ACCUMULATE into parameter
+ * gradients (grad_weight, grad_bias, grad_slope) and OVERWRITE grad_x; any
+ * gradient output may be NULL when it is not wanted. */
+
+/* Convolution geometry. x: N x C x H x W; weight: O x C/groups x kh x kw;
+ * bias: O or NULL; out: N x O x Ho x Wo with
+ * Ho = (H + 2 pad_h - dilation_h (kh - 1) - 1) / stride_h + 1. */
+typedef struct facet_conv2d_params {
+    int32_t stride_h, stride_w;         /* >= 1 */
+    int32_t pad_h, pad_w;               /* >= 0 */
+    int32_t dilation_h, dilation_w;     /* >= 1 */
+    int32_t groups;                     /* >= 1, divides C and O */
+} facet_conv2d_params;
+FACET_API int facet_conv2d_workspace_size(int64_t *elements, const facet_tensor *x, const facet_tensor *weight,
+                                const facet_conv2d_params *params);
+FACET_API int facet_conv2d_forward(facet_tensor *out, const facet_tensor *x, const facet_tensor *weight,
+                         const facet_tensor *bias, facet_tensor *workspace, const facet_conv2d_params *params);
+FACET_API int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
+                          const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
+                          facet_tensor *workspace, const facet_conv2d_params *params);
+
+/* Batch normalisation over dim 1 of N x C or N x C x H x W. Training: batch
+ * statistics (biased variance to normalise; running_var gets the unbiased one),
+ * running = (1 - momentum) running + momentum batch; save_mean / save_invstd
+ * (C each) keep what backward needs. Evaluation: running statistics.
+ * weight/bias (C) may be NULL (affine off); running_* may be NULL in training. */
+FACET_API int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_tensor *save_invstd,
+                            facet_tensor *running_mean, facet_tensor *running_var, const facet_tensor *x,
+                            const facet_tensor *weight, const facet_tensor *bias, int training, double momentum,
+                            double eps);
+FACET_API int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
+                             const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
+                             const facet_tensor *save_mean, const facet_tensor *save_invstd, int training);
+
+/* Pooling. Max pooling records the flat input index (within the image plane)
+ * of each maximum in an int32 argmax tensor shaped like out; padding never
+ * wins. */
+enum facet_pool_kind { FACET_POOL_KIND_MAX = 0, FACET_POOL_KIND_AVG = 1, FACET_POOL_KIND_COUNT = 2 };
+typedef struct facet_pool2d_params {
+    int32_t kernel_h, kernel_w;         /* >= 1 */
+    int32_t stride_h, stride_w;         /* >= 1 */
+    int32_t pad_h, pad_w;               /* in [0, kernel / 2] */
+    int32_t count_include_pad;          /* average pooling: 1 divides by the whole window */
+} facet_pool2d_params;
+FACET_API int facet_pool2d_forward(facet_tensor *out, facet_tensor *argmax, const facet_tensor *x, int kind,
+                         const facet_pool2d_params *params);
+FACET_API int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *argmax, int kind,
+                          const facet_pool2d_params *params);
+
+/* Upsampling of N x C x H x W to the size of out (PyTorch's nearest, and
+ * bilinear with align_corners). */
+enum facet_upsample_mode {
+    FACET_UPSAMPLE_MODE_NEAREST = 0, FACET_UPSAMPLE_MODE_BILINEAR = 1, FACET_UPSAMPLE_MODE_COUNT = 2
+};
+FACET_API int facet_upsample2d_forward(facet_tensor *out, const facet_tensor *x, int mode, int align_corners);
+FACET_API int facet_upsample2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, int mode, int align_corners);
+
+/* Activations. PReLU has one slope per channel (dim 1; a single slope when
+ * slope has one element). Backward reads x (ReLU, PReLU) or out (sigmoid, tanh). */
+enum facet_activation {
+    FACET_ACTIVATION_RELU = 0, FACET_ACTIVATION_SIGMOID = 1, FACET_ACTIVATION_TANH = 2, FACET_ACTIVATION_PRELU = 3, FACET_ACTIVATION_COUNT = 4
+};
+FACET_API int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, const facet_tensor *slope);
+FACET_API int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, const facet_tensor *grad_out,
+                              const facet_tensor *x, const facet_tensor *out, int act, const facet_tensor *slope);
+
+/* Dropout: mask (uint8, like x) keeps an element with probability 1 - p,
+ * drawn from Philox (seed, offset + i); kept elements are scaled by 1/(1-p). */
+FACET_API int facet_dropout_forward(facet_tensor *out, facet_tensor *mask, const facet_tensor *x, double p, uint64_t seed,
+                          uint64_t offset);
+FACET_API int facet_dropout_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *mask, double p);
 
 /* ---- optimizer updates ----------------------------------------------------------
  * One fused pass of SGD (PyTorch's semantics) over a parameter viewed as rows:
@@ -381,100 +476,25 @@ int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tens
  *       deferred radial part; row_coef may be NULL) + weight_decay * param
  *   buf = g on the first step, else momentum * buf + (1 - dampening) * g
  *   g = g + momentum * buf (nesterov) or buf;  param -= lr * g
- * buf may be NULL when momentum is 0. With FACET_SGD_ZERO_GRAD the gradient
+ * buf may be NULL when momentum is 0. With FACET_SGD_FLAG_ZERO_GRAD the gradient
  * is zeroed in the same pass; row_norms (may be NULL) receives ||param_r||
  * after the update (what a cosine head needs next). 2-D tensors are rows x
  * cols, others one row. All float32, same device, contiguous. */
-enum facet_sgd_flags {
-    FACET_SGD_NESTEROV = 1,
-    FACET_SGD_FIRST_STEP = 2,
-    FACET_SGD_ZERO_GRAD = 4
+enum facet_sgd_flag {
+    FACET_SGD_FLAG_NESTEROV = 1,
+    FACET_SGD_FLAG_FIRST_STEP = 2,
+    FACET_SGD_FLAG_ZERO_GRAD = 4
 };
-int facet_sgd_step(facet_tensor *param, facet_tensor *grad, facet_tensor *buf, const facet_tensor *row_coef,
+FACET_API int facet_sgd_step(facet_tensor *param, facet_tensor *grad, facet_tensor *buf, const facet_tensor *row_coef,
                    facet_tensor *row_norms, double lr, double momentum, double dampening, double weight_decay,
                    int flags);
 
-/* Helpers of the heads. out_k = ||x_k|| for the rows of a 2-D x. */
-int facet_row_norms(facet_tensor *out, const facet_tensor *x);
-/* dx = (dy - (dy . y) y) / max(norm, eps) per row: the backward of y = x/||x||. */
-int facet_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const facet_tensor *y,
-                                const facet_tensor *norms, float eps);
-/* out_k += coef_k * x_k for the rows of 2-D tensors. */
-int facet_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x);
-
-/* ---- layers ----------------------------------------------------------------------
- * float32, NCHW, contiguous. Backward functions ACCUMULATE into parameter
- * gradients (grad_weight, grad_bias, grad_slope) and OVERWRITE grad_x; any
- * gradient output may be NULL when it is not wanted. */
-
-/* Convolution settings, an array of 7: stride_h, stride_w, pad_h, pad_w,
- * dilation_h, dilation_w, groups. x: N x C x H x W; weight: O x C/groups x kh x kw;
- * bias: O or NULL; out: N x O x Ho x Wo with Ho = (H + 2 pad_h - dil_h (kh - 1) - 1) / stride_h + 1. */
-enum facet_conv_setting {
-    FACET_CONV_STRIDE_H = 0, FACET_CONV_STRIDE_W = 1, FACET_CONV_PAD_H = 2, FACET_CONV_PAD_W = 3,
-    FACET_CONV_DILATION_H = 4, FACET_CONV_DILATION_W = 5, FACET_CONV_GROUPS = 6, FACET_CONV_SETTINGS = 7
-};
-/* Elements of float32 scratch the forward and backward need (im2col); the
- * caller allocates it once and passes it to every call. */
-int facet_conv2d_workspace_size(int64_t *elements, const facet_tensor *x, const facet_tensor *weight,
-                                const int32_t *conv);
-int facet_conv2d_forward(facet_tensor *out, const facet_tensor *x, const facet_tensor *weight,
-                         const facet_tensor *bias, facet_tensor *workspace, const int32_t *conv);
-int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
-                          const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
-                          facet_tensor *workspace, const int32_t *conv);
-
-/* Batch normalisation over dim 1 of N x C or N x C x H x W. Training: batch
- * statistics (biased variance to normalise; running_var gets the unbiased one),
- * running = (1 - momentum) running + momentum batch; save_mean / save_invstd
- * (C each) keep what backward needs. Evaluation: running statistics.
- * weight/bias (C) may be NULL (affine off); running_* may be NULL in training. */
-int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_tensor *save_invstd,
-                            facet_tensor *running_mean, facet_tensor *running_var, const facet_tensor *x,
-                            const facet_tensor *weight, const facet_tensor *bias, int training, double momentum,
-                            double eps);
-int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
-                             const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
-                             const facet_tensor *save_mean, const facet_tensor *save_invstd, int training);
-
-/* Pooling settings, an array of 7: kernel_h, kernel_w, stride_h, stride_w,
- * pad_h, pad_w, count_include_pad (average pooling). Max pooling records the
- * flat input index (within the image plane) of each maximum in an int32
- * argmax tensor shaped like out; padding never wins. */
-enum facet_pool_kind { FACET_POOL_MAX = 0, FACET_POOL_AVG = 1 };
-enum facet_pool_setting {
-    FACET_POOL_KERNEL_H = 0, FACET_POOL_KERNEL_W = 1, FACET_POOL_STRIDE_H = 2, FACET_POOL_STRIDE_W = 3,
-    FACET_POOL_PAD_H = 4, FACET_POOL_PAD_W = 5, FACET_POOL_COUNT_PAD = 6, FACET_POOL_SETTINGS = 7
-};
-int facet_pool2d_forward(facet_tensor *out, facet_tensor *argmax, const facet_tensor *x, int kind,
-                         const int32_t *pool);
-int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *argmax, int kind,
-                          const int32_t *pool);
-
-/* Upsampling of N x C x H x W to the size of out (PyTorch's nearest, and
- * bilinear with align_corners). */
-enum facet_upsample_mode { FACET_UPSAMPLE_NEAREST = 0, FACET_UPSAMPLE_BILINEAR = 1 };
-int facet_upsample2d_forward(facet_tensor *out, const facet_tensor *x, int mode, int align_corners);
-int facet_upsample2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, int mode, int align_corners);
-
-/* Activations. PReLU has one slope per channel (dim 1; a single slope when
- * slope has one element). Backward reads x (ReLU, PReLU) or out (sigmoid, tanh). */
-enum facet_activation {
-    FACET_ACT_RELU = 0, FACET_ACT_SIGMOID = 1, FACET_ACT_TANH = 2, FACET_ACT_PRELU = 3, FACET_ACT_COUNT = 4
-};
-int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, const facet_tensor *slope);
-int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, const facet_tensor *grad_out,
-                              const facet_tensor *x, const facet_tensor *out, int act, const facet_tensor *slope);
-
-/* Dropout: mask (uint8, like x) keeps an element with probability 1 - p,
- * drawn from Philox (seed, offset + i); kept elements are scaled by 1/(1-p). */
-int facet_dropout_forward(facet_tensor *out, facet_tensor *mask, const facet_tensor *x, double p, uint64_t seed,
-                          uint64_t offset);
-int facet_dropout_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *mask, double p);
-
 /* Adam / AdamW (decoupled weight decay) in one pass; step counts from 1. */
-enum facet_adam_flags { FACET_ADAM_DECOUPLED = 1, FACET_ADAM_ZERO_GRAD = 2 };
-int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_tensor *exp_avg, facet_tensor *exp_avg_sq,
+enum facet_adam_flag {
+    FACET_ADAM_FLAG_DECOUPLED = 1,
+    FACET_ADAM_FLAG_ZERO_GRAD = 2
+};
+FACET_API int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_tensor *exp_avg, facet_tensor *exp_avg_sq,
                     double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
                     int flags);
 
@@ -497,13 +517,14 @@ int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_tensor *exp_a
 enum facet_recordio_layout {
     /* every key of the .idx is an image, in .idx line order (im2rec output;
      * record 0, if any, has flag 0) */
-    FACET_RECORDIO_PLAIN = 0,
+    FACET_RECORDIO_LAYOUT_PLAIN = 0,
     /* record 0 has labels [N+1, N+1+identities]: images are keys 1..N and key
      * N+1+j holds identity j's image keys [first, last+1); keys past these
      * are ignored */
-    FACET_RECORDIO_INSIGHTFACE = 1
+    FACET_RECORDIO_LAYOUT_INSIGHTFACE = 1,
+    FACET_RECORDIO_LAYOUT_COUNT = 2
 };
-enum facet_recordio_limits {
+enum facet_recordio_max {
     FACET_RECORDIO_MAX_PAYLOAD = 536870911    /* 2^29 - 1 bytes, dmlc-core's limit */
 };
 typedef struct facet_recordio facet_recordio;
@@ -512,23 +533,23 @@ typedef struct facet_recordio_writer facet_recordio_writer;
 /* Reads the .idx (offsets must lie in the .rec and be 4-byte aligned, keys
  * >= 0 and unique), then record 0 and the identity records to find the layout.
  * Records are otherwise checked when they are read. */
-int facet_recordio_open(facet_recordio **out, const char *rec_path, const char *idx_path);
+FACET_API int facet_recordio_init(facet_recordio **out, const char *rec_path, const char *idx_path);
 /* NULL is a no-op. */
-int facet_recordio_close(facet_recordio *r);
-int facet_recordio_layout(const facet_recordio *r, int *layout);
-int facet_recordio_num_images(const facet_recordio *r, int64_t *count);
+FACET_API int facet_recordio_free(facet_recordio *r);
+FACET_API int facet_recordio_layout(const facet_recordio *r, int *layout);
+FACET_API int facet_recordio_num_images(const facet_recordio *r, int64_t *count);
 /* 0 for the plain layout. */
-int facet_recordio_num_identities(const facet_recordio *r, int64_t *count);
+FACET_API int facet_recordio_num_identities(const facet_recordio *r, int64_t *count);
 /* Image `index`: its .idx key, its class label and the size of its encoded
  * bytes; each output may be NULL. Asking for the label fails on a label that
  * is not an integer in [0, 2^31). */
-int facet_recordio_image_info(const facet_recordio *r, int64_t index, int64_t *key, int64_t *label,
+FACET_API int facet_recordio_image_info(const facet_recordio *r, int64_t index, int64_t *key, int64_t *label,
                               int64_t *nbytes);
 /* Copies the encoded bytes of image `index` into dst (capacity bytes, at
  * least the image's size); *nbytes receives the size. */
-int facet_recordio_read_image(const facet_recordio *r, int64_t index, void *dst, size_t capacity, int64_t *nbytes);
+FACET_API int facet_recordio_read_image(const facet_recordio *r, int64_t index, void *dst, size_t capacity, int64_t *nbytes);
 /* Identity `identity` (InsightFace layout) owns images [*first, *end). */
-int facet_recordio_identity(const facet_recordio *r, int64_t identity, int64_t *first, int64_t *end);
+FACET_API int facet_recordio_identity(const facet_recordio *r, int64_t identity, int64_t *first, int64_t *end);
 
 /* Writes a .rec and its .idx (each write appends its record and its .idx
  * line, as MXNet's write_idx does). Labels: nlabels 0 writes flag 0 and
@@ -537,11 +558,11 @@ int facet_recordio_identity(const facet_recordio *r, int64_t identity, int64_t *
  * the labels after the header. The header's id is the key. Payloads holding
  * the magic are split as dmlc-core does. Keys are not checked for repeats
  * here (the reader refuses them). */
-int facet_recordio_writer_open(facet_recordio_writer **out, const char *rec_path, const char *idx_path);
-int facet_recordio_write(facet_recordio_writer *w, int64_t key, const float *labels, int nlabels, const void *data,
+FACET_API int facet_recordio_writer_init(facet_recordio_writer **out, const char *rec_path, const char *idx_path);
+FACET_API int facet_recordio_write(facet_recordio_writer *w, int64_t key, const float *labels, int nlabels, const void *data,
                          size_t nbytes);
 /* Flushes and closes both files (the handle is freed even when that fails). */
-int facet_recordio_writer_close(facet_recordio_writer *w);
+FACET_API int facet_recordio_writer_free(facet_recordio_writer *w);
 
 /* Verification pairs (lfw.bin, cfp_fp.bin, agedb_30.bin ...): a pickle of
  * (bins, issame_list), 2P encoded images (pair i is images 2i and 2i+1) and
@@ -552,70 +573,72 @@ int facet_recordio_writer_close(facet_recordio_writer *w);
  * _codecs.encode ...) or opcode is refused, naming the byte where it is. */
 typedef struct facet_binfile facet_binfile;
 
-int facet_binfile_open(facet_binfile **out, const char *path);
+FACET_API int facet_binfile_init(facet_binfile **out, const char *path);
 /* NULL is a no-op. */
-int facet_binfile_close(facet_binfile *b);
-int facet_binfile_pairs(const facet_binfile *b, int64_t *pairs);
+FACET_API int facet_binfile_free(facet_binfile *b);
+FACET_API int facet_binfile_pairs(const facet_binfile *b, int64_t *pairs);
 /* *same = 1 when pair `pair` shows one person, else 0. */
-int facet_binfile_issame(const facet_binfile *b, int64_t pair, int *same);
-int facet_binfile_image_size(const facet_binfile *b, int64_t index, int64_t *nbytes);
-int facet_binfile_read_image(const facet_binfile *b, int64_t index, void *dst, size_t capacity, int64_t *nbytes);
+FACET_API int facet_binfile_issame(const facet_binfile *b, int64_t pair, int *same);
+FACET_API int facet_binfile_image_size(const facet_binfile *b, int64_t index, int64_t *nbytes);
+FACET_API int facet_binfile_read_image(const facet_binfile *b, int64_t index, void *dst, size_t capacity, int64_t *nbytes);
 
 /* ---- images ------------------------------------------------------------------------
  * JPEG (libjpeg-turbo) and PNG (libpng) from memory; corrupt data is an error
  * carrying the decoder's message. */
-enum facet_image_format { FACET_IMAGE_JPEG = 0, FACET_IMAGE_PNG = 1, FACET_IMAGE_UNKNOWN = 2 };
+enum facet_image_format {
+    FACET_IMAGE_FORMAT_JPEG = 0, FACET_IMAGE_FORMAT_PNG = 1, FACET_IMAGE_FORMAT_UNKNOWN = 2, FACET_IMAGE_FORMAT_COUNT = 3
+};
 /* Format and size from the header alone. */
-int facet_image_info(const void *bytes, size_t size, int *format, int *width, int *height);
+FACET_API int facet_image_info(const void *bytes, size_t size, int *format, int *width, int *height);
 /* Decodes into out: a contiguous H x W x 3 uint8 CPU tensor of the image's size (RGB). */
-int facet_image_decode(facet_tensor *out, const void *bytes, size_t size);
+FACET_API int facet_image_decode(facet_tensor *out, const void *bytes, size_t size);
 /* rgb (H x W x 3 uint8) to out (3 x H' x W' float32): bilinear resize when the
  * sizes differ (half-pixel centres), an optional horizontal flip, then
  * (v - mean[c]) / std[c] per channel (mean and std: 3 floats each). */
-int facet_image_to_tensor(facet_tensor *out, const facet_tensor *rgb, int flip, const float *mean, const float *std);
+FACET_API int facet_image_to_tensor(facet_tensor *out, const facet_tensor *rgb, int flip, const float *mean, const float *std);
 /* PNG-encodes rgb (H x W x 3 uint8, CPU) into dst; *size receives the encoded
  * size. With dst NULL (or capacity too small) only *size is set, and a small
  * capacity is an error. */
-int facet_image_encode_png(const facet_tensor *rgb, void *dst, size_t capacity, size_t *size);
+FACET_API int facet_image_encode_png(const facet_tensor *rgb, void *dst, size_t capacity, size_t *size);
 
 /* ---- the data loader -----------------------------------------------------------------
- * Worker threads decode (JPEG/PNG), augment (horizontal flip), resize and
- * normalise images into float32 N x 3 x H x W batches held in a bounded queue
- * of reused buffers; the caller takes them in order. Everything random comes
- * (flip, crop offset, colour factors, grayscale) comes
- * from Philox on (seed, epoch, position), so an epoch's batches are the same
- * for any thread count. An image that does not decode is counted and replaced
- * by the next one in the epoch's order. Settings: a double array of
- * FACET_LOADER_SETTINGS values (enum facet_loader_setting). */
-enum facet_loader_setting {
-    FACET_LOADER_HEIGHT = 0, FACET_LOADER_WIDTH = 1, FACET_LOADER_BATCH = 2, FACET_LOADER_THREADS = 3,
-    FACET_LOADER_QUEUE = 4, FACET_LOADER_FLIP = 5, FACET_LOADER_SEED = 6, FACET_LOADER_SHUFFLE = 7,
-    FACET_LOADER_DROP_LAST = 8, FACET_LOADER_MEAN_R = 9, FACET_LOADER_MEAN_G = 10, FACET_LOADER_MEAN_B = 11,
-    FACET_LOADER_STD_R = 12, FACET_LOADER_STD_G = 13, FACET_LOADER_STD_B = 14,
-    FACET_LOADER_CROP_PAD = 15,     /* random crop after padding every side by this many (black) pixels */
-    FACET_LOADER_BRIGHTNESS = 16,   /* factors drawn from [1 - v, 1 + v], torchvision's ColorJitter */
-    FACET_LOADER_CONTRAST = 17,
-    FACET_LOADER_SATURATION = 18,
-    FACET_LOADER_GRAYSCALE = 19,    /* probability of a grayscale image */
-    FACET_LOADER_SETTINGS = 20
-};
+ * Worker threads decode (JPEG/PNG), augment, resize and normalise images into
+ * float32 N x 3 x H x W batches held in a bounded queue of reused buffers; the
+ * caller takes them in order. Every random choice (flip, crop offset, colour
+ * factors, grayscale) comes from Philox on (seed, epoch, position), so an
+ * epoch's batches are the same for any thread count. An image that does not
+ * decode is counted and replaced by the next one in the epoch's order. */
+typedef struct facet_loader_params {
+    int64_t height, width;              /* output size, 1..4096 */
+    int64_t batch;                      /* 1..65536 */
+    int64_t threads;                    /* worker threads, 1..256 */
+    int64_t queue;                      /* batches in flight, 1..64 */
+    uint64_t seed;                      /* every random choice */
+    int32_t shuffle;                    /* 1: a new order every epoch */
+    int32_t drop_last;                  /* 1: no short last batch */
+    double flip;                        /* probability of a horizontal flip */
+    int64_t crop_pad;                   /* random crop after padding every side by this many (black) pixels */
+    double brightness, contrast, saturation;   /* factors from [1 - v, 1 + v], torchvision's ColorJitter */
+    double grayscale;                   /* probability of a grayscale image */
+    float mean[3], std[3];              /* out = (v - mean[c]) / std[c] */
+} facet_loader_params;
 typedef struct facet_loader facet_loader;
 /* Images of a RecordIO reader (which must outlive the loader). */
-int facet_loader_new_recordio(facet_loader **out, const facet_recordio *rec, const double *settings);
+FACET_API int facet_loader_init_recordio(facet_loader **out, const facet_recordio *rec, const facet_loader_params *params);
 /* Images in memory: bytes (uint8, all encoded images back to back), offsets
  * (int64, n + 1 values), labels (int64, n); the loader keeps its own handles. */
-int facet_loader_new_memory(facet_loader **out, const facet_tensor *bytes, const facet_tensor *offsets,
-                            const facet_tensor *labels, const double *settings);
-int facet_loader_batches(const facet_loader *loader, int64_t *count);
+FACET_API int facet_loader_init_memory(facet_loader **out, const facet_tensor *bytes, const facet_tensor *offsets,
+                            const facet_tensor *labels, const facet_loader_params *params);
+FACET_API int facet_loader_batches(const facet_loader *loader, int64_t *count);
 /* (Re)starts the workers at batch first_batch (0-based) of an epoch. */
-int facet_loader_start(facet_loader *loader, int64_t epoch, int64_t first_batch);
+FACET_API int facet_loader_start(facet_loader *loader, int64_t epoch, int64_t first_batch);
 /* The next batch, waiting for it: new handles on the loader's buffers (free
  * them; the data stays valid until the following call). */
-int facet_loader_next(facet_loader *loader, facet_tensor **images, facet_tensor **labels);
+FACET_API int facet_loader_next(facet_loader *loader, facet_tensor **images, facet_tensor **labels);
 /* Seconds the caller has waited in facet_loader_next, images skipped as
  * undecodable, images delivered; since the loader was made. */
-int facet_loader_stats(const facet_loader *loader, double *wait_seconds, int64_t *skipped, int64_t *delivered);
-int facet_loader_free(facet_loader *loader);
+FACET_API int facet_loader_stats(const facet_loader *loader, double *wait_seconds, int64_t *skipped, int64_t *delivered);
+FACET_API int facet_loader_free(facet_loader *loader);
 
 #ifdef __cplusplus
 }

@@ -22,7 +22,7 @@ static int check_same(const char *fn, const char *an, const facet_tensor *a, con
     if (!rc) rc = facet_check_same_device(fn, a, b);
     if (rc) return rc;
     if (!facet_same_shape(a, b) || !facet_contiguous(a) || !facet_contiguous(b))
-        return facet_fail(FACET_ERR_ARG, "%s: %s %s and %s %s must be contiguous with one shape", fn, an,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s and %s %s must be contiguous with one shape", fn, an,
                           facet_desc(a), bn, facet_desc(b));
     return 0;
 }
@@ -34,7 +34,7 @@ static int check_slope(const char *fn, const facet_tensor *slope, const facet_te
     if (rc) return rc;
     int64_t n = facet_numel(slope);
     if ((n != channels && n != 1) || !facet_contiguous(slope))
-        return facet_fail(FACET_ERR_ARG, "%s: slope %s must have 1 or %lld values for x %s", fn, facet_desc(slope),
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: slope %s must have 1 or %lld values for x %s", fn, facet_desc(slope),
                           (long long)channels, facet_desc(x));
     return 0;
 }
@@ -52,13 +52,13 @@ FACET_CLONES static void act_forward_cpu(float *o, const float *xp, int64_t n, i
         float *orow = o + pl * inner;
         /* one loop per activation: a switch inside would stop vectorisation */
         switch (act) {
-        case FACET_ACT_RELU:
+        case FACET_ACTIVATION_RELU:
             #pragma omp simd
-            for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACT_RELU, xr[k], s);
+            for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACTIVATION_RELU, xr[k], s);
             break;
-        case FACET_ACT_PRELU:
+        case FACET_ACTIVATION_PRELU:
             #pragma omp simd
-            for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACT_PRELU, xr[k], s);
+            for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACTIVATION_PRELU, xr[k], s);
             break;
         default:
             for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(act, xr[k], s);
@@ -79,21 +79,21 @@ FACET_CLONES static void act_backward_cpu(float *gx, float *gs, const float *g, 
             const float *gr = g + pl * inner, *xr = xp + pl * inner, *yr = yp ? yp + pl * inner : NULL;
             float *d = gx + pl * inner;
             switch (act) {
-            case FACET_ACT_RELU:
+            case FACET_ACTIVATION_RELU:
                 #pragma omp simd
-                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACT_RELU, gr[k], xr[k], 0.0f, s);
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACTIVATION_RELU, gr[k], xr[k], 0.0f, s);
                 break;
-            case FACET_ACT_PRELU:
+            case FACET_ACTIVATION_PRELU:
                 #pragma omp simd
-                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACT_PRELU, gr[k], xr[k], 0.0f, s);
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACTIVATION_PRELU, gr[k], xr[k], 0.0f, s);
                 break;
-            case FACET_ACT_SIGMOID:
+            case FACET_ACTIVATION_SIGMOID:
                 #pragma omp simd
-                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACT_SIGMOID, gr[k], 0.0f, yr[k], s);
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACTIVATION_SIGMOID, gr[k], 0.0f, yr[k], s);
                 break;
             default:
                 #pragma omp simd
-                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACT_TANH, gr[k], 0.0f, yr[k], s);
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACTIVATION_TANH, gr[k], 0.0f, yr[k], s);
                 break;
             }
         }
@@ -124,13 +124,13 @@ int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, 
     static const char *fn = "facet_activation_forward";
     int rc = check_same(fn, "out", out, "x", x);
     if (rc) return rc;
-    if (act < 0 || act >= FACET_ACT_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown activation %d", fn, act);
+    if (act < 0 || act >= FACET_ACTIVATION_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown activation %d", fn, act);
     int64_t channels, inner, n = facet_numel(x);
     channel_layout(x, &channels, &inner);
     const float *sp = NULL;
     int64_t ns = 0;
-    if (act == FACET_ACT_PRELU) {
-        if (!slope) return facet_fail(FACET_ERR_ARG, "%s: PReLU needs slope", fn);
+    if (act == FACET_ACTIVATION_PRELU) {
+        if (!slope) return facet_fail(FACET_STATUS_ERR_ARG, "%s: PReLU needs slope", fn);
         rc = check_slope(fn, slope, x, channels);
         if (rc) return rc;
         sp = facet_ptr(slope);
@@ -147,11 +147,11 @@ int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, co
                               const facet_tensor *x, const facet_tensor *out, int act, const facet_tensor *slope)
 {
     static const char *fn = "facet_activation_backward";
-    if (act < 0 || act >= FACET_ACT_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown activation %d", fn, act);
+    if (act < 0 || act >= FACET_ACTIVATION_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown activation %d", fn, act);
     int rc = check_same(fn, "grad_out", grad_out, "x", x);
     if (!rc && grad_x) rc = check_same(fn, "grad_x", grad_x, "x", x);
-    if (!rc && (act == FACET_ACT_SIGMOID || act == FACET_ACT_TANH)) {
-        if (!out) return facet_fail(FACET_ERR_ARG, "%s: sigmoid and tanh need out", fn);
+    if (!rc && (act == FACET_ACTIVATION_SIGMOID || act == FACET_ACTIVATION_TANH)) {
+        if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: sigmoid and tanh need out", fn);
         rc = check_same(fn, "out", out, "x", x);
     }
     if (rc) return rc;
@@ -160,13 +160,13 @@ int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, co
     const float *sp = NULL;
     float *gs = NULL;
     int64_t ns = 0;
-    if (act == FACET_ACT_PRELU) {
-        if (!slope) return facet_fail(FACET_ERR_ARG, "%s: PReLU needs slope", fn);
+    if (act == FACET_ACTIVATION_PRELU) {
+        if (!slope) return facet_fail(FACET_STATUS_ERR_ARG, "%s: PReLU needs slope", fn);
         rc = check_slope(fn, slope, x, channels);
         if (!rc && grad_slope) rc = check_slope(fn, grad_slope, x, channels);
         if (rc) return rc;
         if (grad_slope && facet_numel(grad_slope) != facet_numel(slope))
-            return facet_fail(FACET_ERR_ARG, "%s: grad_slope %s must match slope %s", fn, facet_desc(grad_slope),
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: grad_slope %s must match slope %s", fn, facet_desc(grad_slope),
                               facet_desc(slope));
         sp = facet_ptr(slope);
         ns = facet_numel(slope);
@@ -189,8 +189,8 @@ int facet_dropout_forward(facet_tensor *out, facet_tensor *mask, const facet_ten
     if (!rc) rc = facet_check_same_device(fn, mask, x);
     if (rc) return rc;
     if (facet_numel(mask) != facet_numel(x) || !facet_contiguous(mask))
-        return facet_fail(FACET_ERR_ARG, "%s: mask %s must match x %s", fn, facet_desc(mask), facet_desc(x));
-    if (!(p >= 0.0 && p < 1.0)) return facet_fail(FACET_ERR_ARG, "%s: p must be in [0, 1), got %g", fn, p);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: mask %s must match x %s", fn, facet_desc(mask), facet_desc(x));
+    if (!(p >= 0.0 && p < 1.0)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: p must be in [0, 1), got %g", fn, p);
     int64_t n = facet_numel(x);
     float scale = (float)(1.0 / (1.0 - p)), pf = (float)p;
     float *o = facet_ptr(out);
@@ -213,8 +213,8 @@ int facet_dropout_backward(facet_tensor *grad_x, const facet_tensor *grad_out, c
     if (!rc) rc = facet_check_same_device(fn, mask, grad_out);
     if (rc) return rc;
     if (facet_numel(mask) != facet_numel(grad_out) || !facet_contiguous(mask))
-        return facet_fail(FACET_ERR_ARG, "%s: mask %s must match %s", fn, facet_desc(mask), facet_desc(grad_out));
-    if (!(p >= 0.0 && p < 1.0)) return facet_fail(FACET_ERR_ARG, "%s: p must be in [0, 1), got %g", fn, p);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: mask %s must match %s", fn, facet_desc(mask), facet_desc(grad_out));
+    if (!(p >= 0.0 && p < 1.0)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: p must be in [0, 1), got %g", fn, p);
     int64_t n = facet_numel(grad_out);
     float scale = (float)(1.0 / (1.0 - p));
     float *gx = facet_ptr(grad_x);
@@ -235,12 +235,12 @@ int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_tensor *exp_a
     if (!rc) rc = check_same(fn, "exp_avg_sq", exp_avg_sq, "param", param);
     if (rc) return rc;
     if (!(lr >= 0) || !(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1) || !(eps > 0) || !(weight_decay >= 0))
-        return facet_fail(FACET_ERR_ARG, "%s: want lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0; got %g, %g, %g, "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0; got %g, %g, %g, "
                           "%g, %g", fn, lr, beta1, beta2, eps, weight_decay);
-    if (step < 1) return facet_fail(FACET_ERR_ARG, "%s: step counts from 1, got %lld", fn, (long long)step);
+    if (step < 1) return facet_fail(FACET_STATUS_ERR_ARG, "%s: step counts from 1, got %lld", fn, (long long)step);
     struct facet_adam_params p = { (float)lr, (float)beta1, (float)beta2, (float)eps, (float)weight_decay,
                                    (float)(1.0 - pow(beta1, (double)step)), (float)(1.0 - pow(beta2, (double)step)),
-                                   (flags & FACET_ADAM_DECOUPLED) != 0, (flags & FACET_ADAM_ZERO_GRAD) != 0 };
+                                   (flags & FACET_ADAM_FLAG_DECOUPLED) != 0, (flags & FACET_ADAM_FLAG_ZERO_GRAD) != 0 };
     int64_t n = facet_numel(param);
     float *w = facet_ptr(param), *g = facet_ptr(grad), *m = facet_ptr(exp_avg), *v = facet_ptr(exp_avg_sq);
     if (param->device == FACET_DEVICE_CUDA) return facet_cuda_adam_step(&p, w, g, m, v, n);

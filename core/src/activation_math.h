@@ -11,10 +11,10 @@
 FACET_HD float facet_act_forward(int act, float x, float slope)
 {
     switch (act) {
-    case FACET_ACT_RELU: return x <= 0.0f ? 0.0f : x;    /* NaN passes, as in PyTorch */
-    case FACET_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
-    case FACET_ACT_TANH: return tanhf(x);
-    case FACET_ACT_PRELU: return x > 0.0f ? x : slope * x;
+    case FACET_ACTIVATION_RELU: return x <= 0.0f ? 0.0f : x;    /* NaN passes, as in PyTorch */
+    case FACET_ACTIVATION_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case FACET_ACTIVATION_TANH: return tanhf(x);
+    case FACET_ACTIVATION_PRELU: return x > 0.0f ? x : slope * x;
     default: return x;
     }
 }
@@ -23,10 +23,10 @@ FACET_HD float facet_act_forward(int act, float x, float slope)
 FACET_HD float facet_act_backward(int act, float g, float x, float y, float slope)
 {
     switch (act) {
-    case FACET_ACT_RELU: return x > 0.0f ? g : 0.0f;
-    case FACET_ACT_SIGMOID: return g * y * (1.0f - y);
-    case FACET_ACT_TANH: return g * (1.0f - y * y);
-    case FACET_ACT_PRELU: return x > 0.0f ? g : slope * g;
+    case FACET_ACTIVATION_RELU: return x > 0.0f ? g : 0.0f;
+    case FACET_ACTIVATION_SIGMOID: return g * y * (1.0f - y);
+    case FACET_ACTIVATION_TANH: return g * (1.0f - y * y);
+    case FACET_ACTIVATION_PRELU: return x > 0.0f ? g : slope * g;
     default: return g;
     }
 }

@@ -47,7 +47,7 @@ static int check_input(const char *fn, const char *name, const facet_tensor *t)
     int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
     if (rc) return rc;
     if (t->ndim < 2 || t->ndim > 4 || !facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous N x C, N x C x L or N x C x H x W tensor, got %s",
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be a contiguous N x C, N x C x L or N x C x H x W tensor, got %s",
                           fn, name, facet_desc(t));
     return 0;
 }
@@ -59,7 +59,7 @@ static int check_like(const char *fn, const char *name, const facet_tensor *t, c
     if (!rc) rc = facet_check_same_device(fn, t, x);
     if (rc) return rc;
     if (!facet_same_shape(t, x) || !facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s %s must be contiguous and shaped like %s %s", fn, name,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s must be contiguous and shaped like %s %s", fn, name,
                           facet_desc(t), xname, facet_desc(x));
     return 0;
 }
@@ -71,7 +71,7 @@ static int check_channels(const char *fn, const char *name, const facet_tensor *
     if (!rc) rc = facet_check_same_device(fn, t, x);
     if (rc) return rc;
     if (t->ndim != 1 || t->sizes[0] != x->sizes[1] || !facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s %s must be 1-D with one value per channel (%lld) of x %s", fn, name,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s must be 1-D with one value per channel (%lld) of x %s", fn, name,
                           facet_desc(t), (long long)x->sizes[1], facet_desc(x));
     return 0;
 }
@@ -230,18 +230,18 @@ int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_te
     if (!rc && running_var) rc = check_channels(fn, "running_var", running_var, x);
     if (rc) return rc;
     if (!running_mean != !running_var)
-        return facet_fail(FACET_ERR_ARG, "%s: running_mean and running_var go together (both or neither) for x %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: running_mean and running_var go together (both or neither) for x %s", fn,
                           facet_desc(x));
     training = training != 0;
     if (!training && !running_mean)
-        return facet_fail(FACET_ERR_ARG, "%s: evaluation needs running_mean and running_var (x %s)", fn, facet_desc(x));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: evaluation needs running_mean and running_var (x %s)", fn, facet_desc(x));
     if (!(eps > 0.0) || !isfinite(eps))
-        return facet_fail(FACET_ERR_ARG, "%s: eps must be finite and > 0, got %g", fn, eps);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: eps must be finite and > 0, got %g", fn, eps);
     if (!(momentum >= 0.0 && momentum <= 1.0))
-        return facet_fail(FACET_ERR_ARG, "%s: momentum must be in [0, 1], got %g", fn, momentum);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: momentum must be in [0, 1], got %g", fn, momentum);
     struct bn_shape s = shape_of(x);
     if (training && s.n * s.hw <= 1)
-        return facet_fail(FACET_ERR_ARG, "%s: training needs more than one value per channel, got x %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: training needs more than one value per channel, got x %s", fn,
                           facet_desc(x));
 
     struct bn_forward a = {
@@ -342,7 +342,7 @@ int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, fa
     training = training != 0;
     struct bn_shape s = shape_of(x);
     if (training && s.n * s.hw <= 1)
-        return facet_fail(FACET_ERR_ARG, "%s: training needs more than one value per channel, got x %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: training needs more than one value per channel, got x %s", fn,
                           facet_desc(x));
     if (!grad_x && !grad_weight && !grad_bias) return 0;
 

@@ -87,8 +87,8 @@ static int bad(struct parser *p, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (p->op_at < 0) return facet_fail(FACET_ERR_IO, "%s: %s: %s", p->fn, p->path, msg);
-    return facet_fail(FACET_ERR_IO, "%s: %s: %s (opcode at byte %lld)", p->fn, p->path, msg, (long long)p->op_at);
+    if (p->op_at < 0) return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: %s", p->fn, p->path, msg);
+    return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: %s (opcode at byte %lld)", p->fn, p->path, msg, (long long)p->op_at);
 }
 
 static int read_at(int fd, const char *fn, const char *path, void *dst, int64_t n, int64_t offset)
@@ -97,9 +97,9 @@ static int read_at(int fd, const char *fn, const char *path, void *dst, int64_t 
     while (n > 0) {
         ssize_t got = pread(fd, d, (size_t)n, (off_t)offset);
         if (got < 0 && errno == EINTR) continue;
-        if (got < 0) return facet_fail(FACET_ERR_IO, "%s: %s: read at byte %lld failed: %s", fn, path,
+        if (got < 0) return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: read at byte %lld failed: %s", fn, path,
                                        (long long)offset, strerror(errno));
-        if (got == 0) return facet_fail(FACET_ERR_IO, "%s: %s: file ended at byte %lld (truncated while open?)",
+        if (got == 0) return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: file ended at byte %lld (truncated while open?)",
                                         fn, path, (long long)offset);
         d += got;
         n -= got;
@@ -189,7 +189,7 @@ static int grow(struct parser *p, struct value **arr, int64_t *cap, int64_t need
     int64_t ncap = *cap ? *cap : 64;
     while (ncap < need) ncap *= 2;
     struct value *na = realloc(*arr, (size_t)ncap * sizeof *na);
-    if (!na) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory reading %s", p->fn, p->path);
+    if (!na) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory reading %s", p->fn, p->path);
     memset(na + *cap, 0, (size_t)(ncap - *cap) * sizeof *na);
     *arr = na;
     *cap = ncap;
@@ -234,7 +234,7 @@ static int find_mark(struct parser *p, int64_t *first)
 static int make_seq(struct parser *p, int kind, int64_t first, int64_t n, struct value *out)
 {
     struct obj *o = new_obj(p);
-    if (!o) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory reading %s", p->fn, p->path);
+    if (!o) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory reading %s", p->fn, p->path);
     int rc = grow(p, &o->items, &o->cap, n, kind == K_LIST ? "list" : "tuple");
     if (rc) return rc;
     if (n) memcpy(o->items, p->stack + first, (size_t)n * sizeof *o->items);
@@ -347,7 +347,7 @@ static int op_reduce(struct parser *p)
     if (callable.num == G_NDARRAY)
         return bad(p, "numpy.ndarray is called directly: only _reconstruct(ndarray, ...) arrays are supported");
     struct obj *o = new_obj(p);
-    if (!o) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory reading %s", p->fn, p->path);
+    if (!o) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory reading %s", p->fn, p->path);
     if (callable.num == G_RECONSTRUCT) {
         if (a->n < 1 || a->items[0].kind != K_GLOBAL || a->items[0].num != G_NDARRAY)
             return bad(p, "_reconstruct is called without numpy.ndarray as its first argument");
@@ -614,7 +614,7 @@ static int collect(struct parser *p, const struct value *top, facet_binfile *b)
     b->length = malloc((size_t)(nimages ? nimages : 1) * sizeof(int64_t));
     b->issame = malloc((size_t)(pairs ? pairs : 1));
     if (!b->offset || !b->length || !b->issame)
-        return facet_fail(FACET_ERR_MEMORY, "%s: out of memory reading %s", p->fn, p->path);
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory reading %s", p->fn, p->path);
     for (int64_t i = 0; i < nimages; i++) {
         const struct value *v = &bins->obj->items[i];
         if (v->kind == K_BYTES) {
@@ -646,7 +646,7 @@ static int collect(struct parser *p, const struct value *top, facet_binfile *b)
     return 0;
 }
 
-int facet_binfile_close(facet_binfile *b)
+int facet_binfile_free(facet_binfile *b)
 {
     if (!b) return 0;
     if (b->fd >= 0) close(b->fd);
@@ -658,27 +658,27 @@ int facet_binfile_close(facet_binfile *b)
     return 0;
 }
 
-int facet_binfile_open(facet_binfile **out, const char *path)
+int facet_binfile_init(facet_binfile **out, const char *path)
 {
-    static const char *fn = "facet_binfile_open";
-    if (!out) return facet_fail(FACET_ERR_ARG, "%s: out is NULL", fn);
+    static const char *fn = "facet_binfile_init";
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
-    if (!path) return facet_fail(FACET_ERR_ARG, "%s: path is NULL", fn);
+    if (!path) return facet_fail(FACET_STATUS_ERR_ARG, "%s: path is NULL", fn);
     facet_binfile *b = calloc(1, sizeof *b);
     struct parser *p = calloc(1, sizeof *p);
     size_t plen = strlen(path) + 1;
     if (b) b->fd = -1;
     if (!b || !p || !(b->path = malloc(plen))) {
         free(p);
-        facet_binfile_close(b);
-        return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+        facet_binfile_free(b);
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
     }
     memcpy(b->path, path, plen);
     int rc = 0;
     b->fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    if (b->fd < 0) rc = facet_fail(FACET_ERR_IO, "%s: %s: cannot open: %s", fn, path, strerror(errno));
-    else if (fstat(b->fd, &st) != 0 || !S_ISREG(st.st_mode)) rc = facet_fail(FACET_ERR_IO, "%s: %s: not a regular file", fn, path);
+    if (b->fd < 0) rc = facet_fail(FACET_STATUS_ERR_IO, "%s: %s: cannot open: %s", fn, path, strerror(errno));
+    else if (fstat(b->fd, &st) != 0 || !S_ISREG(st.st_mode)) rc = facet_fail(FACET_STATUS_ERR_IO, "%s: %s: not a regular file", fn, path);
     if (!rc) {
         p->fn = fn;
         p->path = b->path;
@@ -698,7 +698,7 @@ int facet_binfile_open(facet_binfile **out, const char *path)
     free(p->memo);
     free(p);
     if (rc) {
-        facet_binfile_close(b);
+        facet_binfile_free(b);
         return rc;
     }
     *out = b;
@@ -707,14 +707,14 @@ int facet_binfile_open(facet_binfile **out, const char *path)
 
 static int check_handle(const char *fn, const facet_binfile *b)
 {
-    return b ? 0 : facet_fail(FACET_ERR_ARG, "%s: b is NULL", fn);
+    return b ? 0 : facet_fail(FACET_STATUS_ERR_ARG, "%s: b is NULL", fn);
 }
 
 int facet_binfile_pairs(const facet_binfile *b, int64_t *pairs)
 {
     int rc = check_handle("facet_binfile_pairs", b);
     if (rc) return rc;
-    if (!pairs) return facet_fail(FACET_ERR_ARG, "facet_binfile_pairs: pairs is NULL");
+    if (!pairs) return facet_fail(FACET_STATUS_ERR_ARG, "facet_binfile_pairs: pairs is NULL");
     *pairs = b->pairs;
     return 0;
 }
@@ -724,9 +724,9 @@ int facet_binfile_issame(const facet_binfile *b, int64_t pair, int *same)
     static const char *fn = "facet_binfile_issame";
     int rc = check_handle(fn, b);
     if (rc) return rc;
-    if (!same) return facet_fail(FACET_ERR_ARG, "%s: same is NULL", fn);
+    if (!same) return facet_fail(FACET_STATUS_ERR_ARG, "%s: same is NULL", fn);
     if (pair < 0 || pair >= b->pairs)
-        return facet_fail(FACET_ERR_ARG, "%s: pair %lld outside [0, %lld)", fn, (long long)pair, (long long)b->pairs);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: pair %lld outside [0, %lld)", fn, (long long)pair, (long long)b->pairs);
     *same = b->issame[pair];
     return 0;
 }
@@ -736,7 +736,7 @@ static int check_image(const char *fn, const facet_binfile *b, int64_t index)
     int rc = check_handle(fn, b);
     if (rc) return rc;
     if (index < 0 || index >= 2 * b->pairs)
-        return facet_fail(FACET_ERR_ARG, "%s: image index %lld outside [0, %lld)", fn, (long long)index,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: image index %lld outside [0, %lld)", fn, (long long)index,
                           (long long)(2 * b->pairs));
     return 0;
 }
@@ -746,7 +746,7 @@ int facet_binfile_image_size(const facet_binfile *b, int64_t index, int64_t *nby
     static const char *fn = "facet_binfile_image_size";
     int rc = check_image(fn, b, index);
     if (rc) return rc;
-    if (!nbytes) return facet_fail(FACET_ERR_ARG, "%s: nbytes is NULL", fn);
+    if (!nbytes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: nbytes is NULL", fn);
     *nbytes = b->length[index];
     return 0;
 }
@@ -756,11 +756,11 @@ int facet_binfile_read_image(const facet_binfile *b, int64_t index, void *dst, s
     static const char *fn = "facet_binfile_read_image";
     int rc = check_image(fn, b, index);
     if (rc) return rc;
-    if (!dst && capacity > 0) return facet_fail(FACET_ERR_ARG, "%s: dst is NULL", fn);
-    if (!nbytes) return facet_fail(FACET_ERR_ARG, "%s: nbytes is NULL", fn);
+    if (!dst && capacity > 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: dst is NULL", fn);
+    if (!nbytes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: nbytes is NULL", fn);
     int64_t len = b->length[index];
     if ((uint64_t)len > (uint64_t)capacity)
-        return facet_fail(FACET_ERR_ARG, "%s: image %lld has %lld bytes, more than the capacity %zu", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: image %lld has %lld bytes, more than the capacity %zu", fn,
                           (long long)index, (long long)len, capacity);
     if ((rc = read_at(b->fd, fn, b->path, dst, len, b->offset[index]))) return rc;
     *nbytes = len;

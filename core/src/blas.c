@@ -92,7 +92,7 @@ static void blas_load(void)
 static int blas_ready(const char *fn)
 {
     pthread_once(&blas_once, blas_load);
-    if (!blas_sgemm) return facet_fail(FACET_ERR_IO, "%s: %s", fn, blas_error);
+    if (!blas_sgemm) return facet_fail(FACET_STATUS_ERR_IO, "%s: %s", fn, blas_error);
     return 0;
 }
 
@@ -106,7 +106,7 @@ int facet_blas_info(char *name, size_t name_size)
 {
     int rc = blas_ready("facet_blas_info");
     if (rc) return rc;
-    if (!name || !name_size) return facet_fail(FACET_ERR_ARG, "facet_blas_info: name buffer is NULL");
+    if (!name || !name_size) return facet_fail(FACET_STATUS_ERR_ARG, "facet_blas_info: name buffer is NULL");
     snprintf(name, name_size, "%s", blas_corename ? blas_corename() : "unknown (not OpenBLAS)");
     return 0;
 }
@@ -115,7 +115,7 @@ int facet_blas_library(char *path, size_t path_size)
 {
     int rc = blas_ready("facet_blas_library");
     if (rc) return rc;
-    if (!path || !path_size) return facet_fail(FACET_ERR_ARG, "facet_blas_library: path buffer is NULL");
+    if (!path || !path_size) return facet_fail(FACET_STATUS_ERR_ARG, "facet_blas_library: path buffer is NULL");
     snprintf(path, path_size, "%s", blas_path);
     return 0;
 }
@@ -124,11 +124,11 @@ int facet_blas_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                      float *c, int64_t ldc)
 {
-    int rc = blas_ready("facet_matmul");
+    int rc = blas_ready("facet_tensor_matmul");
     if (rc) return rc;
     const int64_t lim = 2147483647;
     if (m > lim || n > lim || k > lim || lda > lim || ldb > lim || ldc > lim)
-        return facet_fail(FACET_ERR_ARG, "facet_matmul: a dimension exceeds the 32-bit BLAS range");
+        return facet_fail(FACET_STATUS_ERR_ARG, "facet_tensor_matmul: a dimension exceeds the 32-bit BLAS range");
     blas_sgemm(CBLAS_ROW_MAJOR, trans_a ? CBLAS_TRANS : CBLAS_NO_TRANS, trans_b ? CBLAS_TRANS : CBLAS_NO_TRANS,
                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
     return 0;

@@ -36,7 +36,7 @@
 #include <string.h>
 
 #define CONV_FMT "stride %dx%d, pad %dx%d, dilation %dx%d, groups %d"
-#define CONV_ARGS(s) (s)[0], (s)[1], (s)[2], (s)[3], (s)[4], (s)[5], (s)[6]
+#define CONV_ARGS(s) (s)->stride_h, (s)->stride_w, (s)->pad_h, (s)->pad_w, (s)->dilation_h, (s)->dilation_w, (s)->groups
 
 /* Slots beyond the first only while all of them fit in this many floats
  * (64 MB): a layer's workspace is allocated for the whole run. */
@@ -45,50 +45,49 @@ enum { CPU_SLOTS_BUDGET = 1 << 24 };
 /* ---- argument checks ------------------------------------------------------------ */
 
 static int conv_geometry(const char *fn, struct facet_conv_geom *g, const facet_tensor *x,
-                         const facet_tensor *weight, const int32_t *s)
+                         const facet_tensor *weight, const facet_conv2d_params *s)
 {
     int rc = facet_check_dtype(fn, "x", x, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_dtype(fn, "weight", weight, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, x, weight);
     if (rc) return rc;
     if (!s)
-        return facet_fail(FACET_ERR_ARG, "%s: conv settings are NULL (want %d int32: stride_h, stride_w, pad_h, "
-                          "pad_w, dilation_h, dilation_w, groups)", fn, (int)FACET_CONV_SETTINGS);
-    if (s[FACET_CONV_STRIDE_H] < 1 || s[FACET_CONV_STRIDE_W] < 1 || s[FACET_CONV_PAD_H] < 0 ||
-        s[FACET_CONV_PAD_W] < 0 || s[FACET_CONV_DILATION_H] < 1 || s[FACET_CONV_DILATION_W] < 1 ||
-        s[FACET_CONV_GROUPS] < 1)
-        return facet_fail(FACET_ERR_ARG, "%s: want strides, dilations and groups >= 1, pads >= 0; got " CONV_FMT,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: params (facet_conv2d_params) is NULL", fn);
+    if (s->stride_h < 1 || s->stride_w < 1 || s->pad_h < 0 ||
+        s->pad_w < 0 || s->dilation_h < 1 || s->dilation_w < 1 ||
+        s->groups < 1)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want strides, dilations and groups >= 1, pads >= 0; got " CONV_FMT,
                           fn, CONV_ARGS(s));
     if (x->ndim != 4 || weight->ndim != 4)
-        return facet_fail(FACET_ERR_ARG, "%s: want 4-D x (N x C x H x W) and weight (O x C/groups x kh x kw); "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want 4-D x (N x C x H x W) and weight (O x C/groups x kh x kw); "
                           "got x %s, weight %s", fn, facet_desc(x), facet_desc(weight));
     if (!facet_contiguous(x) || !facet_contiguous(weight))
-        return facet_fail(FACET_ERR_ARG, "%s: x %s and weight %s must be contiguous", fn, facet_desc(x),
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: x %s and weight %s must be contiguous", fn, facet_desc(x),
                           facet_desc(weight));
     memset(g, 0, sizeof *g);
     g->n = x->sizes[0], g->c = x->sizes[1], g->h = x->sizes[2], g->w = x->sizes[3];
     g->o = weight->sizes[0], g->kh = weight->sizes[2], g->kw = weight->sizes[3];
-    g->sh = s[FACET_CONV_STRIDE_H], g->sw = s[FACET_CONV_STRIDE_W];
-    g->ph = s[FACET_CONV_PAD_H], g->pw = s[FACET_CONV_PAD_W];
-    g->dh = s[FACET_CONV_DILATION_H], g->dw = s[FACET_CONV_DILATION_W];
-    g->groups = s[FACET_CONV_GROUPS];
+    g->sh = s->stride_h, g->sw = s->stride_w;
+    g->ph = s->pad_h, g->pw = s->pad_w;
+    g->dh = s->dilation_h, g->dw = s->dilation_w;
+    g->groups = s->groups;
     if (g->c < 1 || g->h < 1 || g->w < 1 || g->o < 1 || g->kh < 1 || g->kw < 1 || weight->sizes[1] < 1)
-        return facet_fail(FACET_ERR_ARG, "%s: x %s and weight %s must not have empty channel, spatial or kernel dims",
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: x %s and weight %s must not have empty channel, spatial or kernel dims",
                           fn, facet_desc(x), facet_desc(weight));
     if (g->c % g->groups || g->o % g->groups)
-        return facet_fail(FACET_ERR_ARG, "%s: groups %d must divide the channels of x %s (%lld) and the outputs of "
-                          "weight %s (%lld)", fn, s[FACET_CONV_GROUPS], facet_desc(x), (long long)g->c,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: groups %d must divide the channels of x %s (%lld) and the outputs of "
+                          "weight %s (%lld)", fn, s->groups, facet_desc(x), (long long)g->c,
                           facet_desc(weight), (long long)g->o);
     g->cg = g->c / g->groups, g->og = g->o / g->groups;
     if (weight->sizes[1] != g->cg)
-        return facet_fail(FACET_ERR_ARG, "%s: weight %s must have C/groups = %lld input channels for x %s with "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: weight %s must have C/groups = %lld input channels for x %s with "
                           "groups %d", fn, facet_desc(weight), (long long)g->cg, facet_desc(x),
-                          s[FACET_CONV_GROUPS]);
+                          s->groups);
     /* extents in double first, so huge dilations or pads cannot overflow */
     double eh = (double)g->dh * (double)(g->kh - 1) + 1, ew = (double)g->dw * (double)(g->kw - 1) + 1;
     double hp = (double)g->h + 2.0 * (double)g->ph, wp = (double)g->w + 2.0 * (double)g->pw;
     if (eh > hp || ew > wp)
-        return facet_fail(FACET_ERR_ARG, "%s: the dilated kernel (%.0fx%.0f) of weight %s is larger than the padded "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: the dilated kernel (%.0fx%.0f) of weight %s is larger than the padded "
                           "input (%.0fx%.0f) of x %s (" CONV_FMT ")", fn, eh, ew, facet_desc(weight), hp, wp,
                           facet_desc(x), CONV_ARGS(s));
     g->ho = (g->h + 2 * g->ph - (int64_t)eh) / g->sh + 1;
@@ -99,7 +98,7 @@ static int conv_geometry(const char *fn, struct facet_conv_geom *g, const facet_
     if ((double)g->ho * (double)g->wo > INT_MAX || g->k > INT_MAX || g->o > INT_MAX ||
         (double)g->c * (double)g->kh * (double)g->kw * (double)g->p > 1e17 ||
         (double)g->n * (double)g->o * (double)g->p > 1e17)
-        return facet_fail(FACET_ERR_ARG, "%s: x %s with weight %s (" CONV_FMT ") is too large (output plane "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: x %s with weight %s (" CONV_FMT ") is too large (output plane "
                           "%.0f, column rows %lld)", fn, facet_desc(x), facet_desc(weight), CONV_ARGS(s),
                           (double)g->ho * (double)g->wo, (long long)g->k);
     return 0;
@@ -107,7 +106,7 @@ static int conv_geometry(const char *fn, struct facet_conv_geom *g, const facet_
 
 /* t: a contiguous float32 N x C x H x W (or a vector when d1 < 0) on x's device. */
 static int check_operand(const char *fn, const char *name, const facet_tensor *t, const facet_tensor *x,
-                         const facet_tensor *weight, const int32_t *s, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+                         const facet_tensor *weight, const facet_conv2d_params *s, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
 {
     int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, t, x);
@@ -117,9 +116,9 @@ static int check_operand(const char *fn, const char *name, const facet_tensor *t
               (vec || (t->sizes[1] == d1 && t->sizes[2] == d2 && t->sizes[3] == d3));
     if (ok) return 0;
     if (vec)
-        return facet_fail(FACET_ERR_ARG, "%s: %s %s must be a contiguous float32 vector of %lld for weight %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s must be a contiguous float32 vector of %lld for weight %s", fn,
                           name, facet_desc(t), (long long)d0, facet_desc(weight));
-    return facet_fail(FACET_ERR_ARG, "%s: %s %s must be contiguous %lldx%lldx%lldx%lld for x %s, weight %s (" CONV_FMT
+    return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s must be contiguous %lldx%lldx%lldx%lld for x %s, weight %s (" CONV_FMT
                       ")", fn, name, facet_desc(t), (long long)d0, (long long)d1, (long long)d2, (long long)d3,
                       facet_desc(x), facet_desc(weight), CONV_ARGS(s));
 }
@@ -138,17 +137,17 @@ static int check_workspace(const char *fn, const facet_tensor *ws, const facet_t
     *elems = 0;
     if (!ws) {
         if (need == 0) return 0;
-        return facet_fail(FACET_ERR_ARG, "%s: workspace is NULL; x %s with weight %s needs %lld floats (see "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: workspace is NULL; x %s with weight %s needs %lld floats (see "
                           "facet_conv2d_workspace_size)", fn, facet_desc(x), facet_desc(weight), (long long)need);
     }
     int rc = facet_check_dtype(fn, "workspace", ws, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, ws, x);
     if (rc) return rc;
     if (!facet_contiguous(ws))
-        return facet_fail(FACET_ERR_ARG, "%s: workspace %s must be contiguous", fn, facet_desc(ws));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: workspace %s must be contiguous", fn, facet_desc(ws));
     *elems = facet_numel(ws);
     if (*elems < need)
-        return facet_fail(FACET_ERR_ARG, "%s: workspace %s holds %lld floats; x %s with weight %s needs at least %lld "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: workspace %s holds %lld floats; x %s with weight %s needs at least %lld "
                           "(see facet_conv2d_workspace_size)", fn, facet_desc(ws), (long long)*elems, facet_desc(x),
                           facet_desc(weight), (long long)need);
     return 0;
@@ -168,7 +167,7 @@ static int check_written(const char *fn, const char *const *names, const facet_t
 {
     for (int i = 0; i < nops; i++)
         if (i != self && overlap(ops[self], ops[i]))
-            return facet_fail(FACET_ERR_ARG, "%s: %s %s overlaps %s %s", fn, names[self], facet_desc(ops[self]),
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s overlaps %s %s", fn, names[self], facet_desc(ops[self]),
                               names[i], facet_desc(ops[i]));
     return 0;
 }
@@ -197,10 +196,10 @@ static int64_t cpu_slots(const struct facet_conv_geom *g, int64_t ws_elems)
 }
 
 int facet_conv2d_workspace_size(int64_t *elements, const facet_tensor *x, const facet_tensor *weight,
-                                const int32_t *conv)
+                                const facet_conv2d_params *conv)
 {
     static const char *fn = "facet_conv2d_workspace_size";
-    if (!elements) return facet_fail(FACET_ERR_ARG, "%s: elements is NULL", fn);
+    if (!elements) return facet_fail(FACET_STATUS_ERR_ARG, "%s: elements is NULL", fn);
     *elements = 0;
     struct facet_conv_geom g;
     int rc = conv_geometry(fn, &g, x, weight, conv);
@@ -749,7 +748,7 @@ static int forward_cpu(const struct facet_conv_geom *g, float *out, const float 
         float *col = slot ? ws + omp_get_thread_num() * slot : NULL;
         failed |= forward_image(g, path, out + n * os, x + n * xs, w, b, col);
     }
-    return failed ? facet_fail(FACET_ERR_IO, "facet_conv2d_forward: the BLAS call failed") : 0;
+    return failed ? facet_fail(FACET_STATUS_ERR_IO, "facet_conv2d_forward: the BLAS call failed") : 0;
 }
 
 static int backward_cpu(const struct facet_conv_geom *g, float *gx, float *gw, float *gb, const float *gout,
@@ -804,13 +803,13 @@ static int backward_cpu(const struct facet_conv_geom *g, float *gx, float *gw, f
             }
         }
     }
-    return failed ? facet_fail(FACET_ERR_IO, "facet_conv2d_backward: the BLAS call failed") : 0;
+    return failed ? facet_fail(FACET_STATUS_ERR_IO, "facet_conv2d_backward: the BLAS call failed") : 0;
 }
 
 /* ---- the API ------------------------------------------------------------------------ */
 
 int facet_conv2d_forward(facet_tensor *out, const facet_tensor *x, const facet_tensor *weight,
-                         const facet_tensor *bias, facet_tensor *workspace, const int32_t *conv)
+                         const facet_tensor *bias, facet_tensor *workspace, const facet_conv2d_params *conv)
 {
     static const char *fn = "facet_conv2d_forward";
     struct facet_conv_geom g;
@@ -833,7 +832,7 @@ int facet_conv2d_forward(facet_tensor *out, const facet_tensor *x, const facet_t
 
 int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
                           const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
-                          facet_tensor *workspace, const int32_t *conv)
+                          facet_tensor *workspace, const facet_conv2d_params *conv)
 {
     static const char *fn = "facet_conv2d_backward";
     struct facet_conv_geom g;

@@ -36,7 +36,7 @@ int facet_cuda_conv2d_backward(const struct facet_conv_geom *g, float *grad_x, f
                                const float *grad_out, const float *x, const float *w, float *ws, int64_t ws_elems);
 #else
 #define FACET_CONV_NO_CUDA(what) \
-    facet_fail(FACET_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", what)
+    facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", what)
 static inline int facet_cuda_conv2d_forward(const struct facet_conv_geom *g, float *out, const float *x,
                                             const float *w, const float *bias, float *ws, int64_t ws_elems)
 { (void)g; (void)out; (void)x; (void)w; (void)bias; (void)ws; (void)ws_elems;

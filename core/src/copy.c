@@ -62,9 +62,9 @@ int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src)
     if (!rc) rc = facet_check_tensor(fn, "src", src);
     if (rc) return rc;
     if (facet_numel(dst) != facet_numel(src))
-        return facet_fail(FACET_ERR_ARG, "%s: sizes differ: dst %s, src %s", fn, facet_desc(dst), facet_desc(src));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: sizes differ: dst %s, src %s", fn, facet_desc(dst), facet_desc(src));
     if (!facet_same_shape(dst, src) && !(facet_contiguous(dst) && facet_contiguous(src)))
-        return facet_fail(FACET_ERR_ARG, "%s: shapes differ (dst %s, src %s) and one is not contiguous", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes differ (dst %s, src %s) and one is not contiguous", fn,
                           facet_desc(dst), facet_desc(src));
     if (facet_numel(dst) == 0) return 0;
     if (dst->device == src->device) return copy_same_device(dst, src);
@@ -77,7 +77,7 @@ int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src)
                                  dst->device == FACET_DEVICE_CUDA ? FACET_COPY_H2D : FACET_COPY_D2H);
     facet_tensor *packed = NULL, *moved = NULL;
     rc = facet_contiguous_copy(&packed, src);
-    if (!rc) rc = facet_tensor_empty(&moved, src->dtype, dst->device, src->ndim, src->sizes);
+    if (!rc) rc = facet_tensor_init(&moved, src->dtype, dst->device, src->ndim, src->sizes);
     if (!rc) rc = facet_cuda_memcpy(facet_ptr(moved), facet_ptr(packed),
                                     (size_t)facet_numel(src) * facet_elsize(src->dtype),
                                     dst->device == FACET_DEVICE_CUDA ? FACET_COPY_H2D : FACET_COPY_D2H);
@@ -90,7 +90,7 @@ int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src)
 int facet_contiguous_copy(facet_tensor **out, const facet_tensor *t)
 {
     if (facet_contiguous(t)) return facet_tensor_share(out, t);
-    int rc = facet_tensor_empty(out, t->dtype, t->device, t->ndim, t->sizes);
+    int rc = facet_tensor_init(out, t->dtype, t->device, t->ndim, t->sizes);
     if (rc) return rc;
     rc = copy_same_device(*out, t);
     if (rc) {
@@ -132,7 +132,7 @@ int facet_tensor_arange(facet_tensor *t, double start, double step)
     static const char *fn = "facet_tensor_arange";
     int rc = facet_check_tensor(fn, "t", t);
     if (rc) return rc;
-    if (!facet_contiguous(t)) return facet_fail(FACET_ERR_ARG, "%s: %s is not contiguous", fn, facet_desc(t));
+    if (!facet_contiguous(t)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is not contiguous", fn, facet_desc(t));
     int64_t n = facet_numel(t);
     if (t->device == FACET_DEVICE_CUDA) return facet_cuda_arange(facet_ptr(t), t->dtype, n, start, step);
     void *d = facet_ptr(t);
@@ -140,9 +140,9 @@ int facet_tensor_arange(facet_tensor *t, double start, double step)
     return 0;
 }
 
-int facet_permute(facet_tensor *out, const facet_tensor *x, const int *perm)
+int facet_tensor_permute(facet_tensor *out, const facet_tensor *x, const int *perm)
 {
-    static const char *fn = "facet_permute";
+    static const char *fn = "facet_tensor_permute";
     int rc = facet_check_tensor(fn, "out", out);
     if (!rc) rc = facet_check_tensor(fn, "x", x);
     if (!rc) rc = facet_check_same_device(fn, out, x);
@@ -152,10 +152,10 @@ int facet_permute(facet_tensor *out, const facet_tensor *x, const int *perm)
     if (rc) {
         char why[512];
         snprintf(why, sizeof why, "%s", facet_last_error());
-        return facet_fail(rc, "facet_permute (via %s)", why);
+        return facet_fail(rc, "facet_tensor_permute (via %s)", why);
     }
     if (!facet_same_shape(out, view) || out->dtype != x->dtype)
-        rc = facet_fail(FACET_ERR_ARG, "%s: out is %s, the permuted input is %s", fn, facet_desc(out),
+        rc = facet_fail(FACET_STATUS_ERR_ARG, "%s: out is %s, the permuted input is %s", fn, facet_desc(out),
                         facet_desc(view));
     else rc = copy_same_device(out, view);
     facet_tensor_free(view);

@@ -4,7 +4,7 @@
  */
 #include "internal.h"
 
-#define ABSENT(fn) facet_fail(FACET_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", fn)
+#define ABSENT(fn) facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", fn)
 
 int facet_cuda_count(int *count) { *count = 0; return 0; }
 int facet_cuda_is_built(void) { return 0; }

@@ -10,7 +10,7 @@
 static int check_dtype_supported(const char *fn, const facet_tensor *t)
 {
     if (t->dtype == FACET_DTYPE_FLOAT16 || t->dtype == FACET_DTYPE_BFLOAT16)
-        return facet_fail(FACET_ERR_ARG, "%s: %s: dtype not supported", fn, facet_desc(t));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s: dtype not supported", fn, facet_desc(t));
     return 0;
 }
 
@@ -35,17 +35,17 @@ static void unary_row(void *p, int64_t n, const int64_t off[3], const int64_t st
                     facet_unary_f64(c->op, facet_load(c->x, c->dt, off[1] + i * st[1]), c->a, c->b));
 }
 
-int facet_unary(facet_tensor *out, const facet_tensor *x, int op, double a, double b)
+int facet_tensor_unary(facet_tensor *out, const facet_tensor *x, int op, double a, double b)
 {
-    static const char *fn = "facet_unary";
+    static const char *fn = "facet_tensor_unary";
     int rc = facet_check_tensor(fn, "out", out);
     if (!rc) rc = facet_check_tensor(fn, "x", x);
     if (!rc) rc = facet_check_same_device(fn, out, x);
     if (!rc) rc = check_dtype_supported(fn, x);
     if (rc) return rc;
-    if (op < 0 || op >= FACET_UNARY_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown op %d", fn, op);
+    if (op < 0 || op >= FACET_UNARY_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown op %d", fn, op);
     if (!facet_same_shape(out, x) || out->dtype != x->dtype)
-        return facet_fail(FACET_ERR_ARG, "%s: out %s must match x %s", fn, facet_desc(out), facet_desc(x));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must match x %s", fn, facet_desc(out), facet_desc(x));
     struct facet_nd nd;
     facet_nd_init(&nd, 2, out);
     facet_nd_set(&nd, 0, out);
@@ -79,9 +79,9 @@ static void binary_row(void *p, int64_t n, const int64_t off[3], const int64_t s
                                      facet_load(c->y, c->dt, off[2] + i * st[2])));
 }
 
-int facet_binary(facet_tensor *out, const facet_tensor *x, const facet_tensor *y, int op)
+int facet_tensor_binary(facet_tensor *out, const facet_tensor *x, const facet_tensor *y, int op)
 {
-    static const char *fn = "facet_binary";
+    static const char *fn = "facet_tensor_binary";
     int rc = facet_check_tensor(fn, "out", out);
     if (!rc) rc = facet_check_tensor(fn, "x", x);
     if (!rc) rc = facet_check_tensor(fn, "y", y);
@@ -89,9 +89,9 @@ int facet_binary(facet_tensor *out, const facet_tensor *x, const facet_tensor *y
     if (!rc) rc = facet_check_same_device(fn, out, y);
     if (!rc) rc = check_dtype_supported(fn, x);
     if (rc) return rc;
-    if (op < 0 || op >= FACET_BINARY_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown op %d", fn, op);
+    if (op < 0 || op >= FACET_BINARY_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown op %d", fn, op);
     if (x->dtype != y->dtype || out->dtype != x->dtype)
-        return facet_fail(FACET_ERR_ARG, "%s: dtypes differ: out %s, x %s, y %s", fn, facet_desc(out),
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dtypes differ: out %s, x %s, y %s", fn, facet_desc(out),
                           facet_desc(x), facet_desc(y));
     /* broadcast shape, right-aligned */
     int nd_ = x->ndim > y->ndim ? x->ndim : y->ndim;
@@ -100,13 +100,13 @@ int facet_binary(facet_tensor *out, const facet_tensor *x, const facet_tensor *y
         int dx = d - (nd_ - x->ndim), dy = d - (nd_ - y->ndim);
         int64_t sx = dx >= 0 ? x->sizes[dx] : 1, sy = dy >= 0 ? y->sizes[dy] : 1;
         if (sx != sy && sx != 1 && sy != 1)
-            return facet_fail(FACET_ERR_ARG, "%s: %s and %s do not broadcast (dim %d: %lld vs %lld)", fn,
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s and %s do not broadcast (dim %d: %lld vs %lld)", fn,
                               facet_desc(x), facet_desc(y), d, (long long)sx, (long long)sy);
         int64_t s = sx == 1 ? sy : sx;
         ok = out->sizes[d] == s;
     }
     if (!ok)
-        return facet_fail(FACET_ERR_ARG, "%s: out %s is not the broadcast shape of %s and %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s is not the broadcast shape of %s and %s", fn,
                           facet_desc(out), facet_desc(x), facet_desc(y));
     struct facet_nd nd;
     facet_nd_init(&nd, 3, out);
@@ -121,9 +121,9 @@ int facet_binary(facet_tensor *out, const facet_tensor *x, const facet_tensor *y
     return 0;
 }
 
-int facet_axpy(facet_tensor *out, const facet_tensor *x, double alpha, const facet_tensor *y)
+int facet_tensor_axpy(facet_tensor *out, const facet_tensor *x, double alpha, const facet_tensor *y)
 {
-    static const char *fn = "facet_axpy";
+    static const char *fn = "facet_tensor_axpy";
     int rc = facet_check_dtype(fn, "out", out, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_dtype(fn, "x", x, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_dtype(fn, "y", y, FACET_DTYPE_FLOAT32);
@@ -131,10 +131,10 @@ int facet_axpy(facet_tensor *out, const facet_tensor *x, double alpha, const fac
     if (!rc) rc = facet_check_same_device(fn, out, y);
     if (rc) return rc;
     if (!facet_same_shape(out, x) || !facet_same_shape(out, y))
-        return facet_fail(FACET_ERR_ARG, "%s: shapes differ: out %s, x %s, y %s", fn, facet_desc(out),
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes differ: out %s, x %s, y %s", fn, facet_desc(out),
                           facet_desc(x), facet_desc(y));
     if (!facet_contiguous(out) || !facet_contiguous(x) || !facet_contiguous(y))
-        return facet_fail(FACET_ERR_ARG, "%s: needs contiguous tensors", fn);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: needs contiguous tensors", fn);
     int64_t n = facet_numel(out);
     float *o = facet_ptr(out);
     const float *xp = facet_ptr(x), *yp = facet_ptr(y);

@@ -29,6 +29,7 @@ int facet_fail(int code, const char *fmt, ...)
 const char *facet_dtype_name(int dtype)
 {
     static const char *names[] = { "float32", "int32", "int64", "uint8", "float16", "bfloat16" };
+    _Static_assert(sizeof names / sizeof names[0] == FACET_DTYPE_COUNT, "a name for every dtype");
     return (dtype >= 0 && dtype < FACET_DTYPE_COUNT) ? names[dtype] : "invalid-dtype";
 }
 
@@ -50,8 +51,8 @@ const char *facet_desc(const facet_tensor *t)
 
 int facet_check_tensor(const char *fn, const char *name, const facet_tensor *t)
 {
-    if (!t) return facet_fail(FACET_ERR_ARG, "%s: %s is NULL", fn, name);
-    if (!t->storage) return facet_fail(FACET_ERR_ARG, "%s: %s was freed", fn, name);
+    if (!t) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is NULL", fn, name);
+    if (!t->storage) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s was freed", fn, name);
     return 0;
 }
 
@@ -60,7 +61,7 @@ int facet_check_dtype(const char *fn, const char *name, const facet_tensor *t, i
     int rc = facet_check_tensor(fn, name, t);
     if (rc) return rc;
     if (t->dtype != dtype)
-        return facet_fail(FACET_ERR_ARG, "%s: %s must be %s, got %s", fn, name,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be %s, got %s", fn, name,
                           facet_dtype_name(dtype), facet_desc(t));
     return 0;
 }
@@ -68,17 +69,7 @@ int facet_check_dtype(const char *fn, const char *name, const facet_tensor *t, i
 int facet_check_same_device(const char *fn, const facet_tensor *a, const facet_tensor *b)
 {
     if (a->device != b->device)
-        return facet_fail(FACET_ERR_ARG, "%s: tensors on different devices: %s and %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: tensors on different devices: %s and %s", fn,
                           facet_desc(a), facet_desc(b));
-    return 0;
-}
-
-int facet_check_matrix(const char *fn, const char *name, const facet_tensor *t)
-{
-    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
-    if (rc) return rc;
-    if (t->ndim != 2 || !facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous 2-D float32 tensor, got %s", fn, name,
-                          facet_desc(t));
     return 0;
 }

@@ -20,18 +20,18 @@ static void derive(struct facet_head_params *p)
     p->arc_fallback = p->m3 * sinf(p->m3);
 }
 
-int facet_head_new(facet_head **out, int margin, int reweight, int sample)
+int facet_head_init(facet_head **out, int margin, int reweight, int sample)
 {
-    static const char *fn = "facet_head_new";
-    if (!out) return facet_fail(FACET_ERR_ARG, "%s: out is NULL", fn);
+    static const char *fn = "facet_head_init";
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
-    if (margin < 0 || margin >= FACET_MARGIN_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown margin %d", fn, margin);
-    if (reweight < 0 || reweight >= FACET_REWEIGHT_COUNT)
-        return facet_fail(FACET_ERR_ARG, "%s: unknown re-weighting %d", fn, reweight);
-    if (sample < 0 || sample >= FACET_SAMPLE_COUNT)
-        return facet_fail(FACET_ERR_ARG, "%s: unknown sample reduction %d", fn, sample);
+    if (margin < 0 || margin >= FACET_HEAD_MARGIN_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown margin %d", fn, margin);
+    if (reweight < 0 || reweight >= FACET_HEAD_REWEIGHT_COUNT)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown re-weighting %d", fn, reweight);
+    if (sample < 0 || sample >= FACET_HEAD_SAMPLE_COUNT)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown sample reduction %d", fn, sample);
     facet_head *h = calloc(1, sizeof *h);
-    if (!h) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+    if (!h) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
     h->p.s = 32.0f;
     h->p.m1 = 1.0f;
     h->p.lambda = 5.0f;
@@ -54,35 +54,35 @@ int facet_head_free(facet_head *head)
 int facet_head_set(facet_head *head, int param, double value)
 {
     static const char *fn = "facet_head_set";
-    if (!head) return facet_fail(FACET_ERR_ARG, "%s: head is NULL", fn);
+    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
     if (!(value == value) || value > 1e30 || value < -1e30)
-        return facet_fail(FACET_ERR_ARG, "%s: parameter %d must be finite, got %g", fn, param, value);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: parameter %d must be finite, got %g", fn, param, value);
     struct facet_head_params *p = &head->p;
     float v = (float)value;
     switch (param) {
-    case FACET_HEAD_S:
-        if (v <= 0) return facet_fail(FACET_ERR_ARG, "%s: s must be > 0, got %g", fn, value);
+    case FACET_HEAD_PARAM_S:
+        if (v <= 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: s must be > 0, got %g", fn, value);
         p->s = v; break;
-    case FACET_HEAD_M1:
-        if (v < 0) return facet_fail(FACET_ERR_ARG, "%s: m1 must be >= 0, got %g", fn, value);
+    case FACET_HEAD_PARAM_M1:
+        if (v < 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: m1 must be >= 0, got %g", fn, value);
         p->m1 = v; break;
-    case FACET_HEAD_M2: p->m2 = v; break;
-    case FACET_HEAD_M3: p->m3 = v; break;
-    case FACET_HEAD_LAMBDA:
-        if (v < 0) return facet_fail(FACET_ERR_ARG, "%s: lambda must be >= 0, got %g", fn, value);
+    case FACET_HEAD_PARAM_M2: p->m2 = v; break;
+    case FACET_HEAD_PARAM_M3: p->m3 = v; break;
+    case FACET_HEAD_PARAM_LAMBDA:
+        if (v < 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: lambda must be >= 0, got %g", fn, value);
         p->lambda = v; break;
-    case FACET_HEAD_T:
-        if (v < 0) return facet_fail(FACET_ERR_ARG, "%s: t must be >= 0 (h >= 1), got %g", fn, value);
+    case FACET_HEAD_PARAM_T:
+        if (v < 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: t must be >= 0 (h >= 1), got %g", fn, value);
         p->t = v; break;
-    case FACET_HEAD_GAMMA:
-        if (v < 0) return facet_fail(FACET_ERR_ARG, "%s: gamma must be >= 0, got %g", fn, value);
+    case FACET_HEAD_PARAM_GAMMA:
+        if (v < 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: gamma must be >= 0, got %g", fn, value);
         p->gamma = v; break;
-    case FACET_HEAD_KEEP:
-        if (!(v > 0 && v <= 1)) return facet_fail(FACET_ERR_ARG, "%s: keep must be in (0, 1], got %g", fn, value);
+    case FACET_HEAD_PARAM_KEEP:
+        if (!(v > 0 && v <= 1)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: keep must be in (0, 1], got %g", fn, value);
         p->keep = v; break;
-    case FACET_HEAD_EASY_MARGIN: p->easy_margin = value != 0; break;
-    case FACET_HEAD_RAW: p->raw = value != 0; break;
-    default: return facet_fail(FACET_ERR_ARG, "%s: unknown parameter %d", fn, param);
+    case FACET_HEAD_PARAM_EASY_MARGIN: p->easy_margin = value != 0; break;
+    case FACET_HEAD_PARAM_RAW: p->raw = value != 0; break;
+    default: return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown parameter %d", fn, param);
     }
     derive(p);
     return 0;
@@ -92,26 +92,26 @@ int facet_head_set_program(facet_head *head, int slot, int n_instr, const int32_
                            const double *consts)
 {
     static const char *fn = "facet_head_set_program";
-    if (!head) return facet_fail(FACET_ERR_ARG, "%s: head is NULL", fn);
-    if (slot < 0 || slot >= FACET_PROGRAM_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown slot %d", fn, slot);
+    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
+    if (slot < 0 || slot >= FACET_HEAD_PROGRAM_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown slot %d", fn, slot);
     if (n_instr < 1 || n_instr > FACET_EXPR_MAX_INSTR || !code)
-        return facet_fail(FACET_ERR_ARG, "%s: %d instructions (want 1..%d)", fn, n_instr, FACET_EXPR_MAX_INSTR);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %d instructions (want 1..%d)", fn, n_instr, FACET_EXPR_MAX_INSTR);
     if (n_consts < 0 || n_consts > FACET_EXPR_MAX_CONSTS || (n_consts && !consts))
-        return facet_fail(FACET_ERR_ARG, "%s: %d constants (want 0..%d)", fn, n_consts, FACET_EXPR_MAX_CONSTS);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %d constants (want 0..%d)", fn, n_consts, FACET_EXPR_MAX_CONSTS);
     /* validate every instruction so evaluation can never index out of range */
     for (int i = 0; i < n_instr; i++) {
         const int32_t *in = code + 5 * i;
         int op = in[0];
-        if (op < 0 || op >= FACET_EXPR_OP_COUNT) return facet_fail(FACET_ERR_ARG, "%s: instruction %d: bad op %d", fn, i, op);
+        if (op < 0 || op >= FACET_EXPR_OP_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: instruction %d: bad op %d", fn, i, op);
         if (in[1] < 0 || in[1] >= FACET_EXPR_MAX_REGS)
-            return facet_fail(FACET_ERR_ARG, "%s: instruction %d: bad register %d", fn, i, in[1]);
-        if (op == FACET_EXPR_CONST) {
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: instruction %d: bad register %d", fn, i, in[1]);
+        if (op == FACET_EXPR_OP_CONST) {
             if (in[2] < 0 || in[2] >= n_consts)
-                return facet_fail(FACET_ERR_ARG, "%s: instruction %d: bad constant %d", fn, i, in[2]);
+                return facet_fail(FACET_STATUS_ERR_ARG, "%s: instruction %d: bad constant %d", fn, i, in[2]);
         } else {
             for (int k = 2; k < 5; k++)
                 if (in[k] < 0 || in[k] >= FACET_EXPR_MAX_REGS)
-                    return facet_fail(FACET_ERR_ARG, "%s: instruction %d: bad register %d", fn, i, in[k]);
+                    return facet_fail(FACET_STATUS_ERR_ARG, "%s: instruction %d: bad register %d", fn, i, in[k]);
         }
     }
     struct facet_program *p = &head->prog[slot];
@@ -124,9 +124,9 @@ int facet_head_set_program(facet_head *head, int slot, int n_instr, const int32_
 
 int facet_head_eval_program(const facet_head *head, int slot, int64_t n, const float *c, float *out)
 {
-    if (!head || !c || !out) return facet_fail(FACET_ERR_ARG, "facet_head_eval_program: NULL argument");
-    if (slot < 0 || slot >= FACET_PROGRAM_COUNT || !head->has_prog[slot])
-        return facet_fail(FACET_ERR_ARG, "facet_head_eval_program: slot %d has no program", slot);
+    if (!head || !c || !out) return facet_fail(FACET_STATUS_ERR_ARG, "facet_head_eval_program: NULL argument");
+    if (slot < 0 || slot >= FACET_HEAD_PROGRAM_COUNT || !head->has_prog[slot])
+        return facet_fail(FACET_STATUS_ERR_ARG, "facet_head_eval_program: slot %d has no program", slot);
     for (int64_t i = 0; i < n; i++) out[i] = facet_expr_eval1(&head->prog[slot], c[i]);
     return 0;
 }
@@ -142,18 +142,18 @@ FACET_CLONES static void program_run(const struct facet_program *p, int n, const
         int op = in[0];
         float *d = r[in[1]];
         dst = in[1];
-        if (op == FACET_EXPR_CONST) {
+        if (op == FACET_EXPR_OP_CONST) {
             float v = p->consts[in[2]];
             for (int j = 0; j < n; j++) d[j] = v;
             continue;
         }
         const float *a = r[in[2]], *b = r[in[3]], *c = r[in[4]];
         switch (op) {   /* the common ops get their own loops; the rest share one */
-        case FACET_EXPR_ADD: for (int j = 0; j < n; j++) d[j] = a[j] + b[j]; break;
-        case FACET_EXPR_SUB: for (int j = 0; j < n; j++) d[j] = a[j] - b[j]; break;
-        case FACET_EXPR_MUL: for (int j = 0; j < n; j++) d[j] = a[j] * b[j]; break;
-        case FACET_EXPR_DIV: for (int j = 0; j < n; j++) d[j] = a[j] / b[j]; break;
-        case FACET_EXPR_EXP: for (int j = 0; j < n; j++) d[j] = facet_fast_exp(a[j]); break;
+        case FACET_EXPR_OP_ADD: for (int j = 0; j < n; j++) d[j] = a[j] + b[j]; break;
+        case FACET_EXPR_OP_SUB: for (int j = 0; j < n; j++) d[j] = a[j] - b[j]; break;
+        case FACET_EXPR_OP_MUL: for (int j = 0; j < n; j++) d[j] = a[j] * b[j]; break;
+        case FACET_EXPR_OP_DIV: for (int j = 0; j < n; j++) d[j] = a[j] / b[j]; break;
+        case FACET_EXPR_OP_EXP: for (int j = 0; j < n; j++) d[j] = facet_fast_exp(a[j]); break;
         default: for (int j = 0; j < n; j++) d[j] = facet_expr_apply(op, a[j], b[j], c[j]); break;
         }
     }
@@ -165,7 +165,7 @@ FACET_CLONES static void program_run(const struct facet_program *p, int n, const
 struct block {
     int64_t B, Kb, off;
     float *z;                 /* B x Kb */
-    float *rows;              /* B x FACET_ROW_FIELDS */
+    float *rows;              /* B x FACET_HEAD_ROW_COUNT */
     const float *wn, *bias;   /* Kb, or NULL */
     const void *labels;
     int ldt;                  /* label dtype */
@@ -180,7 +180,7 @@ static int check_block(const char *fn, const facet_head *head, facet_tensor *row
                        const facet_tensor *wnorm, const facet_tensor *bias, const facet_tensor *labels,
                        int64_t class_offset, struct block *b)
 {
-    if (!head) return facet_fail(FACET_ERR_ARG, "%s: head is NULL", fn);
+    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
     int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_dtype(fn, "logits", logits, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_tensor(fn, "labels", labels);
@@ -188,17 +188,17 @@ static int check_block(const char *fn, const facet_head *head, facet_tensor *row
     if (!rc) rc = facet_check_same_device(fn, labels, logits);
     if (rc) return rc;
     if (logits->ndim != 2 || !facet_contiguous(logits))
-        return facet_fail(FACET_ERR_ARG, "%s: logits must be a contiguous 2-D tensor, got %s", fn, facet_desc(logits));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: logits must be a contiguous 2-D tensor, got %s", fn, facet_desc(logits));
     int64_t B = logits->sizes[0], Kb = logits->sizes[1];
-    if (rows->ndim != 2 || rows->sizes[0] != B || rows->sizes[1] != FACET_ROW_FIELDS || !facet_contiguous(rows))
-        return facet_fail(FACET_ERR_ARG, "%s: rows must be contiguous %lldx%d, got %s", fn, (long long)B,
-                          FACET_ROW_FIELDS, facet_desc(rows));
+    if (rows->ndim != 2 || rows->sizes[0] != B || rows->sizes[1] != FACET_HEAD_ROW_COUNT || !facet_contiguous(rows))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: rows must be contiguous %lldx%d, got %s", fn, (long long)B,
+                          FACET_HEAD_ROW_COUNT, facet_desc(rows));
     if ((labels->dtype != FACET_DTYPE_INT32 && labels->dtype != FACET_DTYPE_INT64) || labels->ndim != 1 ||
         labels->sizes[0] != B || !facet_contiguous(labels))
-        return facet_fail(FACET_ERR_ARG, "%s: labels must be %lld int32/int64 values, got %s", fn, (long long)B,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: labels must be %lld int32/int64 values, got %s", fn, (long long)B,
                           facet_desc(labels));
     if (!head->p.raw) {
-        if (!wnorm) return facet_fail(FACET_ERR_ARG, "%s: a cosine head needs wnorm", fn);
+        if (!wnorm) return facet_fail(FACET_STATUS_ERR_ARG, "%s: a cosine head needs wnorm", fn);
     }
     const facet_tensor *vecs[2] = { wnorm, bias };
     const char *names[2] = { "wnorm", "bias" };
@@ -208,10 +208,10 @@ static int check_block(const char *fn, const facet_head *head, facet_tensor *row
         if (!rc) rc = facet_check_same_device(fn, vecs[k], logits);
         if (rc) return rc;
         if (facet_numel(vecs[k]) != Kb || !facet_contiguous(vecs[k]))
-            return facet_fail(FACET_ERR_ARG, "%s: %s must be contiguous with %lld values, got %s", fn, names[k],
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be contiguous with %lld values, got %s", fn, names[k],
                               (long long)Kb, facet_desc(vecs[k]));
     }
-    if (class_offset < 0) return facet_fail(FACET_ERR_ARG, "%s: negative class offset", fn);
+    if (class_offset < 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: negative class offset", fn);
     b->B = B;
     b->Kb = Kb;
     b->off = class_offset;
@@ -231,7 +231,7 @@ static void target_row(const facet_head *head, const struct block *b, int64_t i)
     const struct facet_head_params *p = &head->p;
     int64_t k = label_at(b, i) - b->off;
     if (k < 0 || k >= b->Kb) return;
-    float *row = b->rows + i * FACET_ROW_FIELDS;
+    float *row = b->rows + i * FACET_HEAD_ROW_COUNT;
     float v = b->z[i * b->Kb + k];
     float f, df;
     if (p->raw) {
@@ -240,17 +240,17 @@ static void target_row(const facet_head *head, const struct block *b, int64_t i)
         df = 1.0f;
     } else {
         v = facet_clamp_cos(v / fmaxf(b->wn[k], 1e-12f));
-        if (p->margin == FACET_MARGIN_PROGRAM) {
-            f = facet_expr_eval1(&head->prog[FACET_PROGRAM_MARGIN], v);
-            df = facet_expr_eval1(&head->prog[FACET_PROGRAM_MARGIN_GRAD], v);
+        if (p->margin == FACET_HEAD_MARGIN_PROGRAM) {
+            f = facet_expr_eval1(&head->prog[FACET_HEAD_PROGRAM_MARGIN], v);
+            df = facet_expr_eval1(&head->prog[FACET_HEAD_PROGRAM_MARGIN_GRAD], v);
         } else {
             facet_margin(p, v, &f, &df);
         }
     }
-    row[FACET_ROW_COS] = v;
-    row[FACET_ROW_MARGIN] = f;
-    row[FACET_ROW_MARGIN_GRAD] = df;
-    row[FACET_ROW_TARGET] = p->raw ? f : p->s * f;
+    row[FACET_HEAD_ROW_COS] = v;
+    row[FACET_HEAD_ROW_MARGIN] = f;
+    row[FACET_HEAD_ROW_MARGIN_GRAD] = df;
+    row[FACET_HEAD_ROW_TARGET] = p->raw ? f : p->s * f;
 }
 
 int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *logits, const facet_tensor *wnorm,
@@ -260,16 +260,16 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
     struct block b;
     int rc = check_block(fn, head, rows, logits, wnorm, bias, labels, class_offset, &b);
     if (rc) return rc;
-    if (head->p.margin == FACET_MARGIN_PROGRAM &&
-        (!head->has_prog[FACET_PROGRAM_MARGIN] || !head->has_prog[FACET_PROGRAM_MARGIN_GRAD]))
-        return facet_fail(FACET_ERR_ARG, "%s: scripted margin without its programs", fn);
+    if (head->p.margin == FACET_HEAD_MARGIN_PROGRAM &&
+        (!head->has_prog[FACET_HEAD_PROGRAM_MARGIN] || !head->has_prog[FACET_HEAD_PROGRAM_MARGIN_GRAD]))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: scripted margin without its programs", fn);
     /* labels are checked against the full class count here, once per batch */
     struct block host = b;
     void *staged = NULL;
     if (logits->device == FACET_DEVICE_CUDA) {
         size_t nb = (size_t)b.B * facet_elsize(b.ldt);
         staged = malloc(nb ? nb : 1);
-        if (!staged) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+        if (!staged) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
         rc = facet_cuda_memcpy(staged, b.labels, nb, FACET_COPY_D2H);
         if (rc) { free(staged); return rc; }
         host.labels = staged;
@@ -278,7 +278,7 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
         int64_t y = label_at(&host, i);
         if (y < 0 || y >= classes) {
             free(staged);
-            return facet_fail(FACET_ERR_ARG, "%s: label %lld of row %lld outside [0, %lld)", fn, (long long)y,
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: label %lld of row %lld outside [0, %lld)", fn, (long long)y,
                               (long long)i, (long long)classes);
         }
     }
@@ -295,13 +295,13 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
 static inline void chunk_logits(const facet_head *head, const float *row, int n, const float *c, float *z)
 {
     const struct facet_head_params *p = &head->p;
-    float s = p->raw ? 1.0f : p->s, fy = row[FACET_ROW_MARGIN];
-    if (p->raw || p->reweight == FACET_REWEIGHT_NONE) {
+    float s = p->raw ? 1.0f : p->s, fy = row[FACET_HEAD_ROW_MARGIN];
+    if (p->raw || p->reweight == FACET_HEAD_REWEIGHT_NONE) {
         #pragma omp simd
         for (int j = 0; j < n; j++) z[j] = s * c[j];
-    } else if (p->reweight == FACET_REWEIGHT_PROGRAM) {
+    } else if (p->reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
         float lh[CHUNK];
-        program_run(&head->prog[FACET_PROGRAM_LOGH], n, c, lh);
+        program_run(&head->prog[FACET_HEAD_PROGRAM_LOGH], n, c, lh);
         #pragma omp simd
         for (int j = 0; j < n; j++) z[j] = s * c[j] + (c[j] > fy ? lh[j] : 0.0f);
     } else {
@@ -363,7 +363,7 @@ FACET_CLONES static void partial_row(const facet_head *head, const struct block 
 {
     const struct facet_head_params *p = &head->p;
     float *zr = b->z + i * b->Kb;
-    float *row = b->rows + i * FACET_ROW_FIELDS;
+    float *row = b->rows + i * FACET_HEAD_ROW_COUNT;
     int64_t ty = label_at(b, i) - b->off;
     float m = -INFINITY, sum = 0.0f;
     float z[CHUNK], c[CHUNK];
@@ -372,7 +372,7 @@ FACET_CLONES static void partial_row(const facet_head *head, const struct block 
         int n = (int)(b->Kb - k0 < CHUNK ? b->Kb - k0 : CHUNK);
         chunk_cos(b, zr + k0, k0, n, c);
         chunk_logits(head, row, n, c, z);
-        if (ty >= k0 && ty < k0 + n) z[ty - k0] = row[FACET_ROW_TARGET];
+        if (ty >= k0 && ty < k0 + n) z[ty - k0] = row[FACET_HEAD_ROW_TARGET];
         float cm = chunk_max(z, n);
         if (cm > m) {
             sum *= facet_fast_exp(m - cm);
@@ -380,8 +380,8 @@ FACET_CLONES static void partial_row(const facet_head *head, const struct block 
         }
         sum += chunk_sumexp(z, n, m);
     }
-    row[FACET_ROW_MAX] = m;
-    row[FACET_ROW_SUMEXP] = sum;
+    row[FACET_HEAD_ROW_MAX] = m;
+    row[FACET_HEAD_ROW_SUMEXP] = sum;
 }
 
 int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,
@@ -391,8 +391,8 @@ int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logit
     struct block b;
     int rc = check_block(fn, head, rows, logits, wnorm, bias, labels, class_offset, &b);
     if (rc) return rc;
-    if (head->p.reweight == FACET_REWEIGHT_PROGRAM && !head->has_prog[FACET_PROGRAM_LOGH])
-        return facet_fail(FACET_ERR_ARG, "%s: scripted h without its program", fn);
+    if (head->p.reweight == FACET_HEAD_REWEIGHT_PROGRAM && !head->has_prog[FACET_HEAD_PROGRAM_LOGH])
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: scripted h without its program", fn);
     if (logits->device == FACET_DEVICE_CUDA)
         return facet_cuda_head_partial(head, b.rows, b.z, b.wn, b.bias, b.labels, b.ldt, b.B, b.Kb, b.off);
     #pragma omp parallel for schedule(dynamic, 1) num_threads(facet_threads()) if (b.B * b.Kb >= FACET_PARALLEL_GRAIN)
@@ -413,67 +413,67 @@ static int cmp_desc(const void *x, const void *y)
 int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
 {
     static const char *fn = "facet_head_finish";
-    if (!head) return facet_fail(FACET_ERR_ARG, "%s: head is NULL", fn);
+    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
     int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
     if (rc) return rc;
-    if (!loss) return facet_fail(FACET_ERR_ARG, "%s: loss is NULL", fn);
-    if (rows->ndim != 2 || rows->sizes[1] != FACET_ROW_FIELDS || !facet_contiguous(rows))
-        return facet_fail(FACET_ERR_ARG, "%s: rows must be contiguous Bx%d, got %s", fn, FACET_ROW_FIELDS,
+    if (!loss) return facet_fail(FACET_STATUS_ERR_ARG, "%s: loss is NULL", fn);
+    if (rows->ndim != 2 || rows->sizes[1] != FACET_HEAD_ROW_COUNT || !facet_contiguous(rows))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: rows must be contiguous Bx%d, got %s", fn, FACET_HEAD_ROW_COUNT,
                           facet_desc(rows));
     int64_t B = rows->sizes[0];
-    if (B == 0) return facet_fail(FACET_ERR_ARG, "%s: empty batch", fn);
+    if (B == 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: empty batch", fn);
     float *host = facet_ptr(rows);
     float *staged = NULL;
     if (rows->device == FACET_DEVICE_CUDA) {
         /* B x 8 values: the batch-level step runs on the host */
-        staged = malloc(sizeof(float) * (size_t)B * FACET_ROW_FIELDS);
-        if (!staged) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
-        rc = facet_cuda_memcpy(staged, host, sizeof(float) * (size_t)B * FACET_ROW_FIELDS, FACET_COPY_D2H);
+        staged = malloc(sizeof(float) * (size_t)B * FACET_HEAD_ROW_COUNT);
+        if (!staged) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
+        rc = facet_cuda_memcpy(staged, host, sizeof(float) * (size_t)B * FACET_HEAD_ROW_COUNT, FACET_COPY_D2H);
         if (rc) { free(staged); return rc; }
         host = staged;
     }
     const struct facet_head_params *p = &head->p;
     double total = 0.0;
     for (int64_t i = 0; i < B; i++) {
-        float *r = host + i * FACET_ROW_FIELDS;
-        float L = r[FACET_ROW_MAX] + logf(r[FACET_ROW_SUMEXP]) - r[FACET_ROW_TARGET];
-        r[FACET_ROW_LOSS] = L < 0.0f ? 0.0f : L;   /* rounding can dip below 0; NaN stays NaN */
+        float *r = host + i * FACET_HEAD_ROW_COUNT;
+        float L = r[FACET_HEAD_ROW_MAX] + logf(r[FACET_HEAD_ROW_SUMEXP]) - r[FACET_HEAD_ROW_TARGET];
+        r[FACET_HEAD_ROW_LOSS] = L < 0.0f ? 0.0f : L;   /* rounding can dip below 0; NaN stays NaN */
     }
-    if (p->sample == FACET_SAMPLE_HARD) {
+    if (p->sample == FACET_HEAD_SAMPLE_HARD) {
         int64_t keep = (int64_t)floor((double)p->keep * (double)B);
         if (keep < 1) keep = 1;
         float *pairs = malloc(sizeof(float) * 2 * (size_t)B);
-        if (!pairs) { free(staged); return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn); }
+        if (!pairs) { free(staged); return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn); }
         for (int64_t i = 0; i < B; i++) {
-            pairs[2 * i] = host[i * FACET_ROW_FIELDS + FACET_ROW_LOSS];
+            pairs[2 * i] = host[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_LOSS];
             pairs[2 * i + 1] = (float)i;
         }
         qsort(pairs, (size_t)B, 2 * sizeof(float), cmp_desc);
-        for (int64_t i = 0; i < B; i++) host[i * FACET_ROW_FIELDS + FACET_ROW_WEIGHT] = 0.0f;
+        for (int64_t i = 0; i < B; i++) host[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_WEIGHT] = 0.0f;
         for (int64_t j = 0; j < keep; j++) {
             int64_t i = (int64_t)pairs[2 * j + 1];
-            host[i * FACET_ROW_FIELDS + FACET_ROW_WEIGHT] = 1.0f / (float)keep;
-            total += host[i * FACET_ROW_FIELDS + FACET_ROW_LOSS];
+            host[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_WEIGHT] = 1.0f / (float)keep;
+            total += host[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_LOSS];
         }
         total /= (double)keep;
         free(pairs);
     } else {
         for (int64_t i = 0; i < B; i++) {
-            float *r = host + i * FACET_ROW_FIELDS;
-            float L = r[FACET_ROW_LOSS];
-            if (p->sample == FACET_SAMPLE_FOCAL) {
+            float *r = host + i * FACET_HEAD_ROW_COUNT;
+            float L = r[FACET_HEAD_ROW_LOSS];
+            if (p->sample == FACET_HEAD_SAMPLE_FOCAL) {
                 float q = -expm1f(-L);
                 total += (double)powf(q, p->gamma) * L;
-                r[FACET_ROW_WEIGHT] = facet_focal_weight(L, p->gamma) / (float)B;
+                r[FACET_HEAD_ROW_WEIGHT] = facet_focal_weight(L, p->gamma) / (float)B;
             } else {
                 total += L;
-                r[FACET_ROW_WEIGHT] = 1.0f / (float)B;
+                r[FACET_HEAD_ROW_WEIGHT] = 1.0f / (float)B;
             }
         }
         total /= (double)B;
     }
     if (staged) {
-        rc = facet_cuda_memcpy(facet_ptr(rows), staged, sizeof(float) * (size_t)B * FACET_ROW_FIELDS, FACET_COPY_H2D);
+        rc = facet_cuda_memcpy(facet_ptr(rows), staged, sizeof(float) * (size_t)B * FACET_HEAD_ROW_COUNT, FACET_COPY_H2D);
         free(staged);
         if (rc) return rc;
     }
@@ -492,34 +492,34 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
     float cs[CHUNK], cc[CHUNK], z[CHUNK], dz[CHUNK], c[CHUNK];
     for (int64_t j = 0; j < n; j++) { cs[j] = 0.0f; cc[j] = 0.0f; }
     for (int64_t i = 0; i < b->B; i++) {
-        const float *row = b->rows + i * FACET_ROW_FIELDS;
+        const float *row = b->rows + i * FACET_HEAD_ROW_COUNT;
         float *g = b->z + i * b->Kb + k0;
-        float w = row[FACET_ROW_WEIGHT];
+        float w = row[FACET_HEAD_ROW_WEIGHT];
         if (w == 0.0f) {            /* dropped by hard mining */
             for (int64_t j = 0; j < n; j++) g[j] = 0.0f;
             continue;
         }
         chunk_cos(b, g, k0, (int)n, c);
-        float m = row[FACET_ROW_MAX], inv_sum = 1.0f / row[FACET_ROW_SUMEXP], fy = row[FACET_ROW_MARGIN];
+        float m = row[FACET_HEAD_ROW_MAX], inv_sum = 1.0f / row[FACET_HEAD_ROW_SUMEXP], fy = row[FACET_HEAD_ROW_MARGIN];
         chunk_logits(head, row, (int)n, c, z);
         /* dz/dc for the non-target classes */
-        if (p->raw || p->reweight == FACET_REWEIGHT_NONE || p->reweight == FACET_REWEIGHT_FIXED) {
+        if (p->raw || p->reweight == FACET_HEAD_REWEIGHT_NONE || p->reweight == FACET_HEAD_REWEIGHT_FIXED) {
             #pragma omp simd
             for (int64_t j = 0; j < n; j++) dz[j] = s;
-        } else if (p->reweight == FACET_REWEIGHT_ADAPTIVE) {
+        } else if (p->reweight == FACET_HEAD_REWEIGHT_ADAPTIVE) {
             float st = p->s * p->t;
             #pragma omp simd
             for (int64_t j = 0; j < n; j++) dz[j] = s + (c[j] > fy ? st : 0.0f);
         } else {
-            program_run(&head->prog[FACET_PROGRAM_LOGH_GRAD], (int)n, c, dz);
+            program_run(&head->prog[FACET_HEAD_PROGRAM_LOGH_GRAD], (int)n, c, dz);
             #pragma omp simd
             for (int64_t j = 0; j < n; j++) dz[j] = s + (c[j] > fy ? dz[j] : 0.0f);
         }
         int64_t ty = label_at(b, i) - b->off - k0;
         float cy = 0.0f;
         if (ty >= 0 && ty < n) {
-            z[ty] = row[FACET_ROW_TARGET];
-            dz[ty] = s * row[FACET_ROW_MARGIN_GRAD];
+            z[ty] = row[FACET_HEAD_ROW_TARGET];
+            dz[ty] = s * row[FACET_HEAD_ROW_MARGIN_GRAD];
             cy = c[ty];
         }
         if (b->wn) {
@@ -561,8 +561,8 @@ int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tens
     struct block b;
     int rc = check_block(fn, head, (facet_tensor *)rows, logits, wnorm, bias, labels, class_offset, &b);
     if (rc) return rc;
-    if (head->p.reweight == FACET_REWEIGHT_PROGRAM && !head->has_prog[FACET_PROGRAM_LOGH_GRAD])
-        return facet_fail(FACET_ERR_ARG, "%s: scripted h without its derivative program", fn);
+    if (head->p.reweight == FACET_HEAD_REWEIGHT_PROGRAM && !head->has_prog[FACET_HEAD_PROGRAM_LOGH_GRAD])
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: scripted h without its derivative program", fn);
     facet_tensor *outs[2] = { colsum, colsum_cos };
     for (int k = 0; k < 2; k++) {
         if (!outs[k]) continue;
@@ -570,7 +570,7 @@ int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tens
         if (!rc) rc = facet_check_same_device(fn, outs[k], logits);
         if (rc) return rc;
         if (facet_numel(outs[k]) != b.Kb || !facet_contiguous(outs[k]))
-            return facet_fail(FACET_ERR_ARG, "%s: column sums must be contiguous with %lld values, got %s", fn,
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: column sums must be contiguous with %lld values, got %s", fn,
                               (long long)b.Kb, facet_desc(outs[k]));
     }
     float *cs = colsum ? facet_ptr(colsum) : NULL, *cc = colsum_cos ? facet_ptr(colsum_cos) : NULL;

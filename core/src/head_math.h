@@ -33,8 +33,8 @@ struct facet_program {
 /* The opaque facet_head of the public API. */
 struct facet_head {
     struct facet_head_params p;
-    struct facet_program prog[FACET_PROGRAM_COUNT];
-    int has_prog[FACET_PROGRAM_COUNT];
+    struct facet_program prog[FACET_HEAD_PROGRAM_COUNT];
+    int has_prog[FACET_HEAD_PROGRAM_COUNT];
 };
 
 /* min/max as plain comparisons: they vectorise (fminf/fmaxf become libm
@@ -100,27 +100,27 @@ FACET_HD void facet_chebyshev(int m, float c, float *t_m, float *u_m1)
 FACET_HD float facet_expr_apply(int op, float a, float b, float c)
 {
     switch (op) {
-    case FACET_EXPR_ADD: return a + b;
-    case FACET_EXPR_SUB: return a - b;
-    case FACET_EXPR_MUL: return a * b;
-    case FACET_EXPR_DIV: return a / b;
-    case FACET_EXPR_NEG: return -a;
-    case FACET_EXPR_EXP: return facet_fast_exp(a);   /* as the chunked VM on the CPU */
-    case FACET_EXPR_LOG: return logf(a);
-    case FACET_EXPR_SQRT: return sqrtf(a);
-    case FACET_EXPR_COS: return cosf(a);
-    case FACET_EXPR_SIN: return sinf(a);
-    case FACET_EXPR_ACOS: return acosf(fminf(fmaxf(a, -1.0f), 1.0f));
-    case FACET_EXPR_ABS: return fabsf(a);
-    case FACET_EXPR_MIN: return fminf(a, b);
-    case FACET_EXPR_MAX: return fmaxf(a, b);
-    case FACET_EXPR_POW: return powf(a, b);
-    case FACET_EXPR_LT: return a < b ? 1.0f : 0.0f;
-    case FACET_EXPR_LE: return a <= b ? 1.0f : 0.0f;
-    case FACET_EXPR_GT: return a > b ? 1.0f : 0.0f;
-    case FACET_EXPR_GE: return a >= b ? 1.0f : 0.0f;
-    case FACET_EXPR_WHERE: return a != 0.0f ? b : c;
-    case FACET_EXPR_FLOOR: return floorf(a);
+    case FACET_EXPR_OP_ADD: return a + b;
+    case FACET_EXPR_OP_SUB: return a - b;
+    case FACET_EXPR_OP_MUL: return a * b;
+    case FACET_EXPR_OP_DIV: return a / b;
+    case FACET_EXPR_OP_NEG: return -a;
+    case FACET_EXPR_OP_EXP: return facet_fast_exp(a);   /* as the chunked VM on the CPU */
+    case FACET_EXPR_OP_LOG: return logf(a);
+    case FACET_EXPR_OP_SQRT: return sqrtf(a);
+    case FACET_EXPR_OP_COS: return cosf(a);
+    case FACET_EXPR_OP_SIN: return sinf(a);
+    case FACET_EXPR_OP_ACOS: return acosf(fminf(fmaxf(a, -1.0f), 1.0f));
+    case FACET_EXPR_OP_ABS: return fabsf(a);
+    case FACET_EXPR_OP_MIN: return fminf(a, b);
+    case FACET_EXPR_OP_MAX: return fmaxf(a, b);
+    case FACET_EXPR_OP_POW: return powf(a, b);
+    case FACET_EXPR_OP_LT: return a < b ? 1.0f : 0.0f;
+    case FACET_EXPR_OP_LE: return a <= b ? 1.0f : 0.0f;
+    case FACET_EXPR_OP_GT: return a > b ? 1.0f : 0.0f;
+    case FACET_EXPR_OP_GE: return a >= b ? 1.0f : 0.0f;
+    case FACET_EXPR_OP_WHERE: return a != 0.0f ? b : c;
+    case FACET_EXPR_OP_FLOOR: return floorf(a);
     default: return 0.0f;
     }
 }
@@ -133,7 +133,7 @@ FACET_HD float facet_expr_eval1(const struct facet_program *p, float x)
     for (int i = 0; i < p->n_instr; i++) {
         const int32_t *in = p->code + 5 * i;
         dst = in[1];
-        r[dst] = in[0] == FACET_EXPR_CONST ? p->consts[in[2]] : facet_expr_apply(in[0], r[in[2]], r[in[3]], r[in[4]]);
+        r[dst] = in[0] == FACET_EXPR_OP_CONST ? p->consts[in[2]] : facet_expr_apply(in[0], r[in[2]], r[in[3]], r[in[4]]);
     }
     return r[dst];
 }
@@ -142,7 +142,7 @@ FACET_HD float facet_expr_eval1(const struct facet_program *p, float x)
 FACET_HD void facet_margin(const struct facet_head_params *p, float c, float *f, float *df)
 {
     switch (p->margin) {
-    case FACET_MARGIN_COMBINED:
+    case FACET_HEAD_MARGIN_COMBINED:
         if (p->m1 == 1.0f && p->m3 == 0.0f) {
             *f = c - p->m2;
             *df = 1.0f;
@@ -152,7 +152,7 @@ FACET_HD void facet_margin(const struct facet_head_params *p, float c, float *f,
             *df = p->m1 * sinf(a) / facet_sin_of_cos(c);
         }
         break;
-    case FACET_MARGIN_ARC:
+    case FACET_HEAD_MARGIN_ARC:
         if (p->easy_margin ? c <= 0.0f : c < p->arc_threshold) {
             /* beyond theta + m = pi cos(theta + m) stops decreasing: the
              * monotonic fallback (easy margin: no margin at all) */
@@ -164,7 +164,7 @@ FACET_HD void facet_margin(const struct facet_head_params *p, float c, float *f,
             *df = p->cos_m3 + c * p->sin_m3 / sn;
         }
         break;
-    case FACET_MARGIN_ASOFTMAX: {
+    case FACET_HEAD_MARGIN_ASOFTMAX: {
         float theta = acosf(c);
         int m = (int)p->m1;
         float kf = floorf(p->m1 * theta / 3.14159265358979f);
@@ -195,8 +195,8 @@ FACET_HD void facet_margin(const struct facet_head_params *p, float c, float *f,
 FACET_HD void facet_logh(const struct facet_head_params *p, float c, float *lh, float *dlh)
 {
     float st = p->s * p->t;
-    if (p->reweight == FACET_REWEIGHT_FIXED) { *lh = st; *dlh = 0.0f; }
-    else if (p->reweight == FACET_REWEIGHT_ADAPTIVE) { *lh = st * (c + 1.0f); *dlh = st; }
+    if (p->reweight == FACET_HEAD_REWEIGHT_FIXED) { *lh = st; *dlh = 0.0f; }
+    else if (p->reweight == FACET_HEAD_REWEIGHT_ADAPTIVE) { *lh = st * (c + 1.0f); *dlh = st; }
     else { *lh = 0.0f; *dlh = 0.0f; }
 }
 

@@ -13,9 +13,9 @@
 
 static int sniff(const unsigned char *b, size_t n)
 {
-    if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return FACET_IMAGE_JPEG;
-    if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return FACET_IMAGE_PNG;
-    return FACET_IMAGE_UNKNOWN;
+    if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return FACET_IMAGE_FORMAT_JPEG;
+    if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return FACET_IMAGE_FORMAT_PNG;
+    return FACET_IMAGE_FORMAT_UNKNOWN;
 }
 
 /* ---- JPEG -------------------------------------------------------------------------- */
@@ -46,7 +46,7 @@ static int jpeg_run(const char *fn, const unsigned char *bytes, size_t n, int *w
     guard.mgr.emit_message = jpeg_quiet;
     if (setjmp(guard.jump)) {
         jpeg_destroy_decompress(&cinfo);
-        return facet_fail(FACET_ERR_IO, "%s: corrupt JPEG: %s", fn, guard.message);
+        return facet_fail(FACET_STATUS_ERR_IO, "%s: corrupt JPEG: %s", fn, guard.message);
     }
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, bytes, (unsigned long)n);
@@ -59,7 +59,7 @@ static int jpeg_run(const char *fn, const unsigned char *bytes, size_t n, int *w
     }
     if ((int)cinfo.image_width != *w || (int)cinfo.image_height != *h) {
         jpeg_destroy_decompress(&cinfo);
-        return facet_fail(FACET_ERR_ARG, "%s: the JPEG is %ux%u, out is %dx%d", fn, cinfo.image_width,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: the JPEG is %ux%u, out is %dx%d", fn, cinfo.image_width,
                           cinfo.image_height, *w, *h);
     }
     cinfo.out_color_space = JCS_RGB;    /* grayscale and CMYK-free JPEGs come out as RGB */
@@ -81,7 +81,7 @@ static int png_run(const char *fn, const unsigned char *bytes, size_t n, int *w,
     memset(&img, 0, sizeof img);
     img.version = PNG_IMAGE_VERSION;
     if (!png_image_begin_read_from_memory(&img, bytes, n))
-        return facet_fail(FACET_ERR_IO, "%s: corrupt PNG: %s", fn, img.message);
+        return facet_fail(FACET_STATUS_ERR_IO, "%s: corrupt PNG: %s", fn, img.message);
     if (!rgb) {
         *w = (int)img.width;
         *h = (int)img.height;
@@ -90,12 +90,12 @@ static int png_run(const char *fn, const unsigned char *bytes, size_t n, int *w,
     }
     if ((int)img.width != *w || (int)img.height != *h) {
         png_image_free(&img);
-        return facet_fail(FACET_ERR_ARG, "%s: the PNG is %ux%u, out is %dx%d", fn, img.width, img.height, *w, *h);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: the PNG is %ux%u, out is %dx%d", fn, img.width, img.height, *w, *h);
     }
     img.format = PNG_FORMAT_RGB;        /* alpha and palettes are composed away */
     if (!png_image_finish_read(&img, NULL, rgb, 0, NULL)) {
         png_image_free(&img);
-        return facet_fail(FACET_ERR_IO, "%s: corrupt PNG: %s", fn, img.message);
+        return facet_fail(FACET_STATUS_ERR_IO, "%s: corrupt PNG: %s", fn, img.message);
     }
     return 0;
 }
@@ -103,16 +103,16 @@ static int png_run(const char *fn, const unsigned char *bytes, size_t n, int *w,
 int facet_image_info(const void *bytes, size_t size, int *format, int *width, int *height)
 {
     static const char *fn = "facet_image_info";
-    if (!bytes || !format || !width || !height) return facet_fail(FACET_ERR_ARG, "%s: NULL argument", fn);
+    if (!bytes || !format || !width || !height) return facet_fail(FACET_STATUS_ERR_ARG, "%s: NULL argument", fn);
     *format = sniff(bytes, size);
     *width = *height = 0;
     int rc;
-    if (*format == FACET_IMAGE_JPEG) rc = jpeg_run(fn, bytes, size, width, height, NULL);
-    else if (*format == FACET_IMAGE_PNG) rc = png_run(fn, bytes, size, width, height, NULL);
-    else return facet_fail(FACET_ERR_IO, "%s: %zu bytes are neither JPEG nor PNG", fn, size);
+    if (*format == FACET_IMAGE_FORMAT_JPEG) rc = jpeg_run(fn, bytes, size, width, height, NULL);
+    else if (*format == FACET_IMAGE_FORMAT_PNG) rc = png_run(fn, bytes, size, width, height, NULL);
+    else return facet_fail(FACET_STATUS_ERR_IO, "%s: %zu bytes are neither JPEG nor PNG", fn, size);
     if (rc) return rc;
     if (*width < 1 || *height < 1 || (int64_t)*width * *height > (INT64_C(1) << 28))
-        return facet_fail(FACET_ERR_IO, "%s: implausible image size %dx%d", fn, *width, *height);
+        return facet_fail(FACET_STATUS_ERR_IO, "%s: implausible image size %dx%d", fn, *width, *height);
     return 0;
 }
 
@@ -122,14 +122,14 @@ int facet_image_decode(facet_tensor *out, const void *bytes, size_t size)
     int rc = facet_check_dtype(fn, "out", out, FACET_DTYPE_UINT8);
     if (rc) return rc;
     if (out->device != FACET_DEVICE_CPU || out->ndim != 3 || out->sizes[2] != 3 || !facet_contiguous(out))
-        return facet_fail(FACET_ERR_ARG, "%s: out must be a contiguous H x W x 3 uint8 CPU tensor, got %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out must be a contiguous H x W x 3 uint8 CPU tensor, got %s", fn,
                           facet_desc(out));
-    if (!bytes) return facet_fail(FACET_ERR_ARG, "%s: bytes is NULL", fn);
+    if (!bytes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: bytes is NULL", fn);
     int w = (int)out->sizes[1], h = (int)out->sizes[0];
     int format = sniff(bytes, size);
-    if (format == FACET_IMAGE_JPEG) return jpeg_run(fn, bytes, size, &w, &h, facet_ptr(out));
-    if (format == FACET_IMAGE_PNG) return png_run(fn, bytes, size, &w, &h, facet_ptr(out));
-    return facet_fail(FACET_ERR_IO, "%s: %zu bytes are neither JPEG nor PNG", fn, size);
+    if (format == FACET_IMAGE_FORMAT_JPEG) return jpeg_run(fn, bytes, size, &w, &h, facet_ptr(out));
+    if (format == FACET_IMAGE_FORMAT_PNG) return png_run(fn, bytes, size, &w, &h, facet_ptr(out));
+    return facet_fail(FACET_STATUS_ERR_IO, "%s: %zu bytes are neither JPEG nor PNG", fn, size);
 }
 
 /* ---- to network input ---------------------------------------------------------------- */
@@ -165,9 +165,9 @@ int facet_image_decode_raw(const void *bytes, size_t size, int w, int h, unsigne
 {
     static const char *fn = "facet_loader";
     int format = sniff(bytes, size);
-    if (format == FACET_IMAGE_JPEG) return jpeg_run(fn, bytes, size, &w, &h, rgb);
-    if (format == FACET_IMAGE_PNG) return png_run(fn, bytes, size, &w, &h, rgb);
-    return facet_fail(FACET_ERR_IO, "%s: %zu bytes are neither JPEG nor PNG", fn, size);
+    if (format == FACET_IMAGE_FORMAT_JPEG) return jpeg_run(fn, bytes, size, &w, &h, rgb);
+    if (format == FACET_IMAGE_FORMAT_PNG) return png_run(fn, bytes, size, &w, &h, rgb);
+    return facet_fail(FACET_STATUS_ERR_IO, "%s: %zu bytes are neither JPEG nor PNG", fn, size);
 }
 
 void facet_image_prepare_raw(float *dst, int64_t oh, int64_t ow, const unsigned char *rgb, int64_t h, int64_t w,
@@ -183,15 +183,15 @@ int facet_image_to_tensor(facet_tensor *out, const facet_tensor *rgb, int flip, 
     if (!rc) rc = facet_check_dtype(fn, "rgb", rgb, FACET_DTYPE_UINT8);
     if (rc) return rc;
     if (rgb->device != FACET_DEVICE_CPU || out->device != FACET_DEVICE_CPU)
-        return facet_fail(FACET_ERR_ARG, "%s: images are prepared on the CPU", fn);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: images are prepared on the CPU", fn);
     if (rgb->ndim != 3 || rgb->sizes[2] != 3 || !facet_contiguous(rgb) || out->ndim != 3 || out->sizes[0] != 3 ||
         !facet_contiguous(out) || rgb->sizes[0] < 1 || rgb->sizes[1] < 1)
-        return facet_fail(FACET_ERR_ARG, "%s: want rgb H x W x 3 and out 3 x H' x W', got %s and %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want rgb H x W x 3 and out 3 x H' x W', got %s and %s", fn,
                           facet_desc(rgb), facet_desc(out));
-    if (!mean || !std) return facet_fail(FACET_ERR_ARG, "%s: mean and std are required", fn);
+    if (!mean || !std) return facet_fail(FACET_STATUS_ERR_ARG, "%s: mean and std are required", fn);
     float inv[3];
     for (int c = 0; c < 3; c++) {
-        if (!(std[c] > 0)) return facet_fail(FACET_ERR_ARG, "%s: std[%d] must be > 0", fn, c);
+        if (!(std[c] > 0)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: std[%d] must be > 0", fn, c);
         inv[c] = 1.0f / std[c];
     }
     to_chw(facet_ptr(out), facet_ptr(rgb), rgb->sizes[0], rgb->sizes[1], out->sizes[1], out->sizes[2], flip != 0, mean,
@@ -204,10 +204,10 @@ int facet_image_encode_png(const facet_tensor *rgb, void *dst, size_t capacity, 
     static const char *fn = "facet_image_encode_png";
     int rc = facet_check_dtype(fn, "rgb", rgb, FACET_DTYPE_UINT8);
     if (rc) return rc;
-    if (!size) return facet_fail(FACET_ERR_ARG, "%s: size is NULL", fn);
+    if (!size) return facet_fail(FACET_STATUS_ERR_ARG, "%s: size is NULL", fn);
     if (rgb->device != FACET_DEVICE_CPU || rgb->ndim != 3 || rgb->sizes[2] != 3 || !facet_contiguous(rgb) ||
         rgb->sizes[0] < 1 || rgb->sizes[1] < 1)
-        return facet_fail(FACET_ERR_ARG, "%s: want a contiguous H x W x 3 uint8 CPU tensor, got %s", fn, facet_desc(rgb));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want a contiguous H x W x 3 uint8 CPU tensor, got %s", fn, facet_desc(rgb));
     png_image img;
     memset(&img, 0, sizeof img);
     img.version = PNG_IMAGE_VERSION;
@@ -216,13 +216,13 @@ int facet_image_encode_png(const facet_tensor *rgb, void *dst, size_t capacity, 
     img.format = PNG_FORMAT_RGB;
     png_alloc_size_t need = 0;
     if (!png_image_write_to_memory(&img, NULL, &need, 0, facet_ptr(rgb), 0, NULL))
-        return facet_fail(FACET_ERR_IO, "%s: %s", fn, img.message);
+        return facet_fail(FACET_STATUS_ERR_IO, "%s: %s", fn, img.message);
     *size = (size_t)need;
     if (!dst) return 0;
-    if (capacity < need) return facet_fail(FACET_ERR_ARG, "%s: %zu bytes given, the PNG needs %zu", fn, capacity, (size_t)need);
+    if (capacity < need) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %zu bytes given, the PNG needs %zu", fn, capacity, (size_t)need);
     png_alloc_size_t got = capacity;
     if (!png_image_write_to_memory(&img, dst, &got, 0, facet_ptr(rgb), 0, NULL))
-        return facet_fail(FACET_ERR_IO, "%s: %s", fn, img.message);
+        return facet_fail(FACET_STATUS_ERR_IO, "%s: %s", fn, img.message);
     *size = (size_t)got;
     return 0;
 }

@@ -14,7 +14,7 @@ static int check_index(const char *fn, const facet_tensor *index)
     if (rc) return rc;
     if ((index->dtype != FACET_DTYPE_INT32 && index->dtype != FACET_DTYPE_INT64) || index->ndim != 1 ||
         !facet_contiguous(index))
-        return facet_fail(FACET_ERR_ARG, "%s: index must be a contiguous 1-D int32 or int64 tensor, got %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: index must be a contiguous 1-D int32 or int64 tensor, got %s", fn,
                           facet_desc(index));
     return 0;
 }
@@ -30,7 +30,7 @@ static int index_values(const char *fn, const facet_tensor *index, int64_t limit
     *host = facet_ptr(index);
     if (index->device == FACET_DEVICE_CUDA) {
         void *buf = malloc(nbytes ? nbytes : 1);
-        if (!buf) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+        if (!buf) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
         rc = facet_cuda_memcpy(buf, facet_ptr(index), nbytes, FACET_COPY_D2H);
         if (rc) { free(buf); return rc; }
         *host = buf;
@@ -40,7 +40,7 @@ static int index_values(const char *fn, const facet_tensor *index, int64_t limit
         int64_t v = index->dtype == FACET_DTYPE_INT32 ? ((const int32_t *)*host)[i] : ((const int64_t *)*host)[i];
         if (v < base || v - base >= limit) {
             if (*owned) free((void *)*host);
-            return facet_fail(FACET_ERR_ARG, "%s: index[%lld] = %lld outside [%d, %lld]", fn, (long long)(i + base),
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: index[%lld] = %lld outside [%d, %lld]", fn, (long long)(i + base),
                               (long long)v, base, (long long)(limit - 1 + base));
         }
     }
@@ -64,10 +64,10 @@ static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, c
     if (rc) return rc;
     int64_t n = index->ndim == 1 ? index->sizes[0] : -1;
     if (rows->sizes[0] != n || rows->sizes[1] != table->sizes[1])
-        return facet_fail(FACET_ERR_ARG, "%s: shapes do not match: table %s, rows %s, index %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes do not match: table %s, rows %s, index %s", fn,
                           facet_desc(table), facet_desc(rows), facet_desc(index));
     if (table->storage == rows->storage)
-        return facet_fail(FACET_ERR_ARG, "%s: source and destination share memory", fn);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: source and destination share memory", fn);
     const void *idx;
     int owned;
     rc = index_values(fn, index, table->sizes[0], base, &idx, &owned);
@@ -99,19 +99,19 @@ static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, c
     return 0;
 }
 
-int facet_index_select(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)
+int facet_tensor_index_select(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)
 {
-    return index_rows("facet_index_select", (facet_tensor *)src, out, index, FACET_INDEX_SELECT, 1.0, index_base);
+    return index_rows("facet_tensor_index_select", (facet_tensor *)src, out, index, FACET_INDEX_SELECT, 1.0, index_base);
 }
 
-int facet_index_add(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, double alpha, int index_base)
+int facet_tensor_index_add(facet_tensor *dst, const facet_tensor *src, const facet_tensor *index, double alpha, int index_base)
 {
-    return index_rows("facet_index_add", dst, (facet_tensor *)src, index, FACET_INDEX_ADD, alpha, index_base);
+    return index_rows("facet_tensor_index_add", dst, (facet_tensor *)src, index, FACET_INDEX_ADD, alpha, index_base);
 }
 
-int facet_index_copy(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, int index_base)
+int facet_tensor_index_copy(facet_tensor *dst, const facet_tensor *src, const facet_tensor *index, int index_base)
 {
-    return index_rows("facet_index_copy", dst, (facet_tensor *)src, index, FACET_INDEX_COPY, 1.0, index_base);
+    return index_rows("facet_tensor_index_copy", dst, (facet_tensor *)src, index, FACET_INDEX_COPY, 1.0, index_base);
 }
 
 static int cols_op(const char *fn, facet_tensor *mat, facet_tensor *vec, const facet_tensor *index, int scatter,
@@ -125,7 +125,7 @@ static int cols_op(const char *fn, facet_tensor *mat, facet_tensor *vec, const f
     if (rc) return rc;
     int64_t rows = mat->sizes[0], cols = mat->sizes[1];
     if (facet_numel(vec) != rows || !facet_contiguous(vec) || index->ndim != 1 || index->sizes[0] != rows)
-        return facet_fail(FACET_ERR_ARG, "%s: want one index and one value per row of %s; got index %s, values %s",
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want one index and one value per row of %s; got index %s, values %s",
                           fn, facet_desc(mat), facet_desc(index), facet_desc(vec));
     const void *idx;
     int owned;
@@ -144,12 +144,12 @@ static int cols_op(const char *fn, facet_tensor *mat, facet_tensor *vec, const f
     return 0;
 }
 
-int facet_gather_cols(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)
+int facet_tensor_gather_cols(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)
 {
-    return cols_op("facet_gather_cols", (facet_tensor *)src, out, index, 0, index_base);
+    return cols_op("facet_tensor_gather_cols", (facet_tensor *)src, out, index, 0, index_base);
 }
 
-int facet_scatter_cols(facet_tensor *dst, const facet_tensor *index, const facet_tensor *src, int index_base)
+int facet_tensor_scatter_cols(facet_tensor *dst, const facet_tensor *src, const facet_tensor *index, int index_base)
 {
-    return cols_op("facet_scatter_cols", dst, (facet_tensor *)src, index, 1, index_base);
+    return cols_op("facet_tensor_scatter_cols", dst, (facet_tensor *)src, index, 1, index_base);
 }

@@ -49,7 +49,7 @@ bool facet_same_shape(const facet_tensor *a, const facet_tensor *b);
 int facet_contiguous_copy(facet_tensor **out, const facet_tensor *t);
 /* A CPU tensor in page-locked memory when a CUDA device is present (faster,
  * asynchronous host-to-device copies), in ordinary memory otherwise. */
-int facet_tensor_empty_pinned(facet_tensor **out, int dtype, int ndim, const int64_t *sizes);
+int facet_tensor_init_pinned(facet_tensor **out, int dtype, int ndim, const int64_t *sizes);
 
 /* Argument checks used at every API boundary; they set the error. */
 int facet_check_tensor(const char *fn, const char *name, const facet_tensor *t);
@@ -86,6 +86,7 @@ void facet_blas_set_threads(int n);
 
 /* ---- OpenMP ---------------------------------------------------------------- */
 int facet_threads(void);
+void facet_threads_store(int n);
 /* Work below this many elements runs on one thread. */
 enum { FACET_PARALLEL_GRAIN = 32768 };
 

@@ -27,7 +27,7 @@ int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, 
 }
 #endif
 #else
-#define FACET_NO_CUDA(what) facet_fail(FACET_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", what)
+#define FACET_NO_CUDA(what) facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", what)
 static inline int facet_cuda_activation_forward(float *out, const float *x, int64_t n, int act, const float *slope,
                                                 int64_t nslope, int64_t channels, int64_t inner)
 { (void)out; (void)x; (void)n; (void)act; (void)slope; (void)nslope; (void)channels; (void)inner;

@@ -73,7 +73,7 @@ static int fetch(const facet_loader *l, int64_t i, unsigned char **buf, size_t *
         if (rc) return rc;
         if ((size_t)nb > *cap) {
             unsigned char *nbuf = realloc(*buf, (size_t)nb);
-            if (!nbuf) return facet_fail(FACET_ERR_MEMORY, "facet_loader: out of memory");
+            if (!nbuf) return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_loader: out of memory");
             *buf = nbuf;
             *cap = (size_t)nb;
         }
@@ -167,7 +167,7 @@ static int prepare(facet_loader *l, struct scratch *s, int64_t pos, float *dst, 
     size_t need = (size_t)w * (size_t)h * 3;
     if (need > s->rgb_cap) {
         unsigned char *nb = realloc(s->rgb, need);
-        if (!nb) return facet_fail(FACET_ERR_MEMORY, "facet_loader: out of memory");
+        if (!nb) return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_loader: out of memory");
         s->rgb = nb;
         s->rgb_cap = need;
     }
@@ -183,7 +183,7 @@ static int prepare(facet_loader *l, struct scratch *s, int64_t pos, float *dst, 
     }
     if (!s->plane) {
         s->plane = malloc(sizeof(float) * 3 * (size_t)(l->h * l->w));
-        if (!s->plane) return facet_fail(FACET_ERR_MEMORY, "facet_loader: out of memory");
+        if (!s->plane) return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_loader: out of memory");
     }
     static const float zero[3] = { 0, 0, 0 }, one[3] = { 1, 1, 1 };
     facet_image_prepare_raw(s->plane, l->h, l->w, s->rgb, h, w, flip, zero, one);
@@ -225,7 +225,7 @@ static void *worker(void *arg)
             for (;;) {
                 int rc = prepare(l, &s, pos, imgs + j * 3 * l->h * l->w, &labs[j]);
                 if (!rc) break;
-                if (rc == FACET_ERR_MEMORY || rc == FACET_ERR_ARG || ++tries >= l->n) {
+                if (rc == FACET_STATUS_ERR_MEMORY || rc == FACET_STATUS_ERR_ARG || ++tries >= l->n) {
                     failed = rc;
                     snprintf(why, sizeof why, "%s", facet_last_error());
                     break;
@@ -265,55 +265,59 @@ static void stop_workers(facet_loader *l)
 
 /* ---- construction -------------------------------------------------------------------- */
 
-static int setup(facet_loader **out, facet_loader *l, const double *st)
+static int setup(facet_loader **out, facet_loader *l, const facet_loader_params *p)
 {
-    static const char *fn = "facet_loader_new";
-    if (!st) return facet_fail(FACET_ERR_ARG, "%s: settings is NULL", fn);
-    for (int i = 0; i < FACET_LOADER_SETTINGS; i++)
-        if (!(st[i] == st[i])) return facet_fail(FACET_ERR_ARG, "%s: setting %d is NaN", fn, i);
-    l->h = (int64_t)st[FACET_LOADER_HEIGHT];
-    l->w = (int64_t)st[FACET_LOADER_WIDTH];
-    l->batch = (int64_t)st[FACET_LOADER_BATCH];
-    l->threads = (int64_t)st[FACET_LOADER_THREADS];
-    l->queue = (int64_t)st[FACET_LOADER_QUEUE];
-    l->flip = st[FACET_LOADER_FLIP];
-    l->crop_pad = (int64_t)st[FACET_LOADER_CROP_PAD];
-    l->brightness = st[FACET_LOADER_BRIGHTNESS];
-    l->contrast = st[FACET_LOADER_CONTRAST];
-    l->saturation = st[FACET_LOADER_SATURATION];
-    l->grayscale = st[FACET_LOADER_GRAYSCALE];
-    l->seed = (uint64_t)st[FACET_LOADER_SEED];
-    l->shuffle = st[FACET_LOADER_SHUFFLE] != 0;
-    l->drop_last = st[FACET_LOADER_DROP_LAST] != 0;
+    static const char *fn = "facet_loader_init";
+    if (!p) return facet_fail(FACET_STATUS_ERR_ARG, "%s: params is NULL", fn);
+    const double reals[] = { p->flip, p->brightness, p->contrast, p->saturation, p->grayscale, p->mean[0],
+                             p->mean[1], p->mean[2], p->std[0], p->std[1], p->std[2] };
+    static const char *const real_names[] = { "flip", "brightness", "contrast", "saturation", "grayscale", "mean[1]",
+                                              "mean[2]", "mean[3]", "std[1]", "std[2]", "std[3]" };
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+        if (!isfinite(reals[i])) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is %g", fn, real_names[i], reals[i]);
+    l->h = p->height;
+    l->w = p->width;
+    l->batch = p->batch;
+    l->threads = p->threads;
+    l->queue = p->queue;
+    l->flip = p->flip;
+    l->crop_pad = p->crop_pad;
+    l->brightness = p->brightness;
+    l->contrast = p->contrast;
+    l->saturation = p->saturation;
+    l->grayscale = p->grayscale;
+    l->seed = p->seed;
+    l->shuffle = p->shuffle != 0;
+    l->drop_last = p->drop_last != 0;
     for (int c = 0; c < 3; c++) {
-        l->mean[c] = (float)st[FACET_LOADER_MEAN_R + c];
-        l->std[c] = (float)st[FACET_LOADER_STD_R + c];
-        if (!(l->std[c] > 0)) return facet_fail(FACET_ERR_ARG, "%s: std must be > 0", fn);
+        l->mean[c] = p->mean[c];
+        l->std[c] = p->std[c];
+        if (!(l->std[c] > 0)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: std must be > 0", fn);
     }
     if (l->h < 1 || l->w < 1 || l->h > 4096 || l->w > 4096)
-        return facet_fail(FACET_ERR_ARG, "%s: image size %lldx%lld (want 1..4096)", fn, (long long)l->h, (long long)l->w);
-    if (l->batch < 1 || l->batch > 65536) return facet_fail(FACET_ERR_ARG, "%s: batch %lld (want 1..65536)", fn, (long long)l->batch);
-    if (l->threads < 1 || l->threads > 256) return facet_fail(FACET_ERR_ARG, "%s: threads %lld (want 1..256)", fn, (long long)l->threads);
-    if (l->queue < 1 || l->queue > 64) return facet_fail(FACET_ERR_ARG, "%s: queue %lld (want 1..64)", fn, (long long)l->queue);
-    if (!(l->flip >= 0 && l->flip <= 1)) return facet_fail(FACET_ERR_ARG, "%s: flip probability %g", fn, l->flip);
-    if (!(l->grayscale >= 0 && l->grayscale <= 1)) return facet_fail(FACET_ERR_ARG, "%s: grayscale probability %g", fn, l->grayscale);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: image size %lldx%lld (want 1..4096)", fn, (long long)l->h, (long long)l->w);
+    if (l->batch < 1 || l->batch > 65536) return facet_fail(FACET_STATUS_ERR_ARG, "%s: batch %lld (want 1..65536)", fn, (long long)l->batch);
+    if (l->threads < 1 || l->threads > 256) return facet_fail(FACET_STATUS_ERR_ARG, "%s: threads %lld (want 1..256)", fn, (long long)l->threads);
+    if (l->queue < 1 || l->queue > 64) return facet_fail(FACET_STATUS_ERR_ARG, "%s: queue %lld (want 1..64)", fn, (long long)l->queue);
+    if (!(l->flip >= 0 && l->flip <= 1)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: flip probability %g", fn, l->flip);
+    if (!(l->grayscale >= 0 && l->grayscale <= 1)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: grayscale probability %g", fn, l->grayscale);
     if (!(l->brightness >= 0 && l->brightness <= 1) || !(l->contrast >= 0 && l->contrast <= 1) ||
         !(l->saturation >= 0 && l->saturation <= 1))
-        return facet_fail(FACET_ERR_ARG, "%s: brightness, contrast and saturation must be in [0, 1]", fn);
-    if (l->crop_pad < 0 || l->crop_pad > 1024) return facet_fail(FACET_ERR_ARG, "%s: crop padding %lld", fn, (long long)l->crop_pad);
-    if (l->n < 1) return facet_fail(FACET_ERR_ARG, "%s: the source has no images", fn);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: brightness, contrast and saturation must be in [0, 1]", fn);
+    if (l->crop_pad < 0 || l->crop_pad > 1024) return facet_fail(FACET_STATUS_ERR_ARG, "%s: crop padding %lld", fn, (long long)l->crop_pad);
+    if (l->n < 1) return facet_fail(FACET_STATUS_ERR_ARG, "%s: the source has no images", fn);
     l->nbatches = l->drop_last ? l->n / l->batch : (l->n + l->batch - 1) / l->batch;
-    if (l->nbatches < 1) return facet_fail(FACET_ERR_ARG, "%s: %lld images make no batch of %lld (drop_last)", fn,
+    if (l->nbatches < 1) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %lld images make no batch of %lld (drop_last)", fn,
                                            (long long)l->n, (long long)l->batch);
     l->order = malloc(sizeof(int64_t) * (size_t)l->n);
     l->slots = calloc((size_t)l->queue, sizeof *l->slots);
     l->workers = calloc((size_t)l->threads, sizeof *l->workers);
-    if (!l->order || !l->slots || !l->workers) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+    if (!l->order || !l->slots || !l->workers) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
     for (int64_t q = 0; q < l->queue; q++) {
         int64_t isz[4] = { l->batch, 3, l->h, l->w }, lsz[1] = { l->batch };
         /* pinned when a GPU is present: the batches are copied to it every step */
-        int rc = facet_tensor_empty_pinned(&l->slots[q].images, FACET_DTYPE_FLOAT32, 4, isz);
-        if (!rc) rc = facet_tensor_empty(&l->slots[q].labels, FACET_DTYPE_INT64, FACET_DEVICE_CPU, 1, lsz);
+        int rc = facet_tensor_init_pinned(&l->slots[q].images, FACET_DTYPE_FLOAT32, 4, isz);
+        if (!rc) rc = facet_tensor_init(&l->slots[q].labels, FACET_DTYPE_INT64, FACET_DEVICE_CPU, 1, lsz);
         if (rc) return rc;
     }
     pthread_mutex_init(&l->lock, NULL);
@@ -341,25 +345,25 @@ static void destroy(facet_loader *l)
     free(l);
 }
 
-int facet_loader_new_recordio(facet_loader **out, const facet_recordio *rec, const double *settings)
+int facet_loader_init_recordio(facet_loader **out, const facet_recordio *rec, const facet_loader_params *params)
 {
-    if (!out) return facet_fail(FACET_ERR_ARG, "facet_loader_new_recordio: out is NULL");
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "facet_loader_init_recordio: out is NULL");
     *out = NULL;
-    if (!rec) return facet_fail(FACET_ERR_ARG, "facet_loader_new_recordio: rec is NULL");
+    if (!rec) return facet_fail(FACET_STATUS_ERR_ARG, "facet_loader_init_recordio: rec is NULL");
     facet_loader *l = calloc(1, sizeof *l);
-    if (!l) return facet_fail(FACET_ERR_MEMORY, "facet_loader_new_recordio: out of memory");
+    if (!l) return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_loader_init_recordio: out of memory");
     l->rec = rec;
     int rc = facet_recordio_num_images(rec, &l->n);
-    if (!rc) rc = setup(out, l, settings);
+    if (!rc) rc = setup(out, l, params);
     if (rc) { destroy(l); *out = NULL; }
     return rc;
 }
 
-int facet_loader_new_memory(facet_loader **out, const facet_tensor *bytes, const facet_tensor *offsets,
-                            const facet_tensor *labels, const double *settings)
+int facet_loader_init_memory(facet_loader **out, const facet_tensor *bytes, const facet_tensor *offsets,
+                            const facet_tensor *labels, const facet_loader_params *params)
 {
-    static const char *fn = "facet_loader_new_memory";
-    if (!out) return facet_fail(FACET_ERR_ARG, "%s: out is NULL", fn);
+    static const char *fn = "facet_loader_init_memory";
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     int rc = facet_check_dtype(fn, "bytes", bytes, FACET_DTYPE_UINT8);
     if (!rc) rc = facet_check_dtype(fn, "offsets", offsets, FACET_DTYPE_INT64);
@@ -368,28 +372,28 @@ int facet_loader_new_memory(facet_loader **out, const facet_tensor *bytes, const
     if (bytes->device != FACET_DEVICE_CPU || offsets->device != FACET_DEVICE_CPU || labels->device != FACET_DEVICE_CPU ||
         !facet_contiguous(bytes) || !facet_contiguous(offsets) || !facet_contiguous(labels) || offsets->ndim != 1 ||
         labels->ndim != 1 || offsets->sizes[0] != labels->sizes[0] + 1)
-        return facet_fail(FACET_ERR_ARG, "%s: want contiguous CPU bytes, offsets (n + 1) and labels (n); got %s, %s, %s",
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want contiguous CPU bytes, offsets (n + 1) and labels (n); got %s, %s, %s",
                           fn, facet_desc(bytes), facet_desc(offsets), facet_desc(labels));
     int64_t n = labels->sizes[0], total = facet_numel(bytes);
     const int64_t *off = facet_ptr(offsets);
     for (int64_t i = 0; i < n; i++)
         if (off[i] < 0 || off[i + 1] < off[i] || off[i + 1] > total)
-            return facet_fail(FACET_ERR_ARG, "%s: offsets %lld..%lld of image %lld outside the %lld bytes", fn,
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: offsets %lld..%lld of image %lld outside the %lld bytes", fn,
                               (long long)off[i], (long long)off[i + 1], (long long)i, (long long)total);
     facet_loader *l = calloc(1, sizeof *l);
-    if (!l) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+    if (!l) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
     l->n = n;
     rc = facet_tensor_share(&l->bytes, bytes);
     if (!rc) rc = facet_tensor_share(&l->offsets, offsets);
     if (!rc) rc = facet_tensor_share(&l->labels, labels);
-    if (!rc) rc = setup(out, l, settings);
+    if (!rc) rc = setup(out, l, params);
     if (rc) { destroy(l); *out = NULL; }
     return rc;
 }
 
 int facet_loader_batches(const facet_loader *loader, int64_t *count)
 {
-    if (!loader || !count) return facet_fail(FACET_ERR_ARG, "facet_loader_batches: NULL argument");
+    if (!loader || !count) return facet_fail(FACET_STATUS_ERR_ARG, "facet_loader_batches: NULL argument");
     *count = loader->nbatches;
     return 0;
 }
@@ -397,9 +401,9 @@ int facet_loader_batches(const facet_loader *loader, int64_t *count)
 int facet_loader_start(facet_loader *l, int64_t epoch, int64_t first_batch)
 {
     static const char *fn = "facet_loader_start";
-    if (!l) return facet_fail(FACET_ERR_ARG, "%s: loader is NULL", fn);
+    if (!l) return facet_fail(FACET_STATUS_ERR_ARG, "%s: loader is NULL", fn);
     if (epoch < 0 || first_batch < 0 || first_batch > l->nbatches)
-        return facet_fail(FACET_ERR_ARG, "%s: epoch %lld, batch %lld (of %lld)", fn, (long long)epoch,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: epoch %lld, batch %lld (of %lld)", fn, (long long)epoch,
                           (long long)first_batch, (long long)l->nbatches);
     stop_workers(l);
     l->epoch = epoch;
@@ -423,7 +427,7 @@ int facet_loader_start(facet_loader *l, int64_t epoch, int64_t first_batch)
         if (pthread_create(&l->workers[t], NULL, worker, l) != 0) {
             l->threads = t;
             stop_workers(l);
-            return facet_fail(FACET_ERR_MEMORY, "%s: cannot start worker threads", fn);
+            return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: cannot start worker threads", fn);
         }
     }
     return 0;
@@ -432,9 +436,9 @@ int facet_loader_start(facet_loader *l, int64_t epoch, int64_t first_batch)
 int facet_loader_next(facet_loader *l, facet_tensor **images, facet_tensor **labels)
 {
     static const char *fn = "facet_loader_next";
-    if (!l || !images || !labels) return facet_fail(FACET_ERR_ARG, "%s: NULL argument", fn);
+    if (!l || !images || !labels) return facet_fail(FACET_STATUS_ERR_ARG, "%s: NULL argument", fn);
     *images = *labels = NULL;
-    if (!l->running) return facet_fail(FACET_ERR_ARG, "%s: call facet_loader_start first", fn);
+    if (!l->running) return facet_fail(FACET_STATUS_ERR_ARG, "%s: call facet_loader_start first", fn);
     pthread_mutex_lock(&l->lock);
     if (l->held >= 0) {              /* the caller is done with the previous batch */
         l->slots[l->held % l->queue].state = SLOT_FREE;
@@ -443,7 +447,7 @@ int facet_loader_next(facet_loader *l, facet_tensor **images, facet_tensor **lab
     }
     if (l->next_take >= l->nbatches) {
         pthread_mutex_unlock(&l->lock);
-        return facet_fail(FACET_ERR_ARG, "%s: the epoch's %lld batches are all taken", fn, (long long)l->nbatches);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: the epoch's %lld batches are all taken", fn, (long long)l->nbatches);
     }
     struct slot *sl = &l->slots[l->next_take % l->queue];
     double t0 = now();
@@ -469,7 +473,7 @@ int facet_loader_next(facet_loader *l, facet_tensor **images, facet_tensor **lab
 
 int facet_loader_stats(const facet_loader *l, double *wait_seconds, int64_t *skipped, int64_t *delivered)
 {
-    if (!l) return facet_fail(FACET_ERR_ARG, "facet_loader_stats: loader is NULL");
+    if (!l) return facet_fail(FACET_STATUS_ERR_ARG, "facet_loader_stats: loader is NULL");
     pthread_mutex_lock((pthread_mutex_t *)&l->lock);
     if (wait_seconds) *wait_seconds = l->waited;
     if (skipped) *skipped = l->skipped;

@@ -26,10 +26,10 @@ static int blas_layout(const facet_tensor *t, int *trans, int64_t *ld)
     return -1;
 }
 
-int facet_matmul(facet_tensor *out, const facet_tensor *a, const facet_tensor *b, int transpose_a,
+int facet_tensor_matmul(facet_tensor *out, const facet_tensor *a, const facet_tensor *b, int transpose_a,
                  int transpose_b, float alpha, float beta)
 {
-    static const char *fn = "facet_matmul";
+    static const char *fn = "facet_tensor_matmul";
     int rc = facet_check_dtype(fn, "out", out, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_dtype(fn, "a", a, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_dtype(fn, "b", b, FACET_DTYPE_FLOAT32);
@@ -38,7 +38,7 @@ int facet_matmul(facet_tensor *out, const facet_tensor *a, const facet_tensor *b
     if (rc) return rc;
     if (a->ndim < 2 || a->ndim > 3 || b->ndim < 2 || b->ndim > 3 || out->ndim != a->ndim ||
         (b->ndim == 3 && a->ndim != 3))
-        return facet_fail(FACET_ERR_ARG, "%s: want 2-D a, b, out or 3-D a, out with 2-D/3-D b; got a %s, b %s, out %s",
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want 2-D a, b, out or 3-D a, out with 2-D/3-D b; got a %s, b %s, out %s",
                           fn, facet_desc(a), facet_desc(b), facet_desc(out));
     int batched = a->ndim == 3;
     int64_t batch = batched ? a->sizes[0] : 1;
@@ -49,12 +49,12 @@ int facet_matmul(facet_tensor *out, const facet_tensor *a, const facet_tensor *b
     int64_t n = transpose_b ? b->sizes[rb] : b->sizes[rb + 1];
     if (k != kb || out->sizes[ro] != m || out->sizes[ro + 1] != n ||
         (batched && (out->sizes[0] != batch || (b->ndim == 3 && b->sizes[0] != batch))))
-        return facet_fail(FACET_ERR_ARG, "%s: shapes do not match: a %s%s, b %s%s, out %s", fn, facet_desc(a),
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes do not match: a %s%s, b %s%s, out %s", fn, facet_desc(a),
                           transpose_a ? "^T" : "", facet_desc(b), transpose_b ? "^T" : "", facet_desc(out));
     if (out->strides[ro + 1] != 1 && n > 1)
-        return facet_fail(FACET_ERR_ARG, "%s: out %s must have contiguous rows", fn, facet_desc(out));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must have contiguous rows", fn, facet_desc(out));
     if (out->storage == a->storage || out->storage == b->storage)
-        return facet_fail(FACET_ERR_ARG, "%s: out %s shares memory with an input", fn, facet_desc(out));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s shares memory with an input", fn, facet_desc(out));
     if (m == 0 || n == 0 || batch == 0) return 0;
 
     /* pack operands BLAS cannot take as they are */

@@ -113,7 +113,7 @@ int facet_cuda_upsample2d_backward(float *grad_x, const float *grad_out, int64_t
                                    int64_t ho, int64_t wo, int mode, int align_corners);
 #else
 #define FACET_NORM_POOL_NO_CUDA(what) \
-    facet_fail(FACET_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", what)
+    facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", what)
 static inline int facet_cuda_batchnorm_forward(float *out, float *save_mean, float *save_invstd, float *running_mean,
                                                float *running_var, const float *x, const float *weight,
                                                const float *bias, int64_t n, int64_t c, int64_t hw, int training,

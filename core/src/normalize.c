@@ -6,9 +6,9 @@
 #include "elementwise_math.h"
 #include <math.h>
 
-int facet_l2_normalize_rows(facet_tensor *out, facet_tensor *norms, const facet_tensor *x, float eps)
+int facet_tensor_l2_normalize(facet_tensor *out, facet_tensor *norms, const facet_tensor *x, float eps)
 {
-    static const char *fn = "facet_l2_normalize_rows";
+    static const char *fn = "facet_tensor_l2_normalize";
     int rc = facet_check_dtype(fn, "out", out, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_dtype(fn, "x", x, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, out, x);
@@ -16,13 +16,13 @@ int facet_l2_normalize_rows(facet_tensor *out, facet_tensor *norms, const facet_
     if (!rc && norms) rc = facet_check_same_device(fn, norms, x);
     if (rc) return rc;
     if (x->ndim != 2 || !facet_same_shape(out, x) || !facet_contiguous(out))
-        return facet_fail(FACET_ERR_ARG, "%s: want 2-D x and a contiguous out of its shape; got x %s, out %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want 2-D x and a contiguous out of its shape; got x %s, out %s", fn,
                           facet_desc(x), facet_desc(out));
     int64_t rows = x->sizes[0], cols = x->sizes[1];
     if (norms && (facet_numel(norms) != rows || !facet_contiguous(norms)))
-        return facet_fail(FACET_ERR_ARG, "%s: norms %s must be contiguous with %lld elements", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: norms %s must be contiguous with %lld elements", fn,
                           facet_desc(norms), (long long)rows);
-    if (!(eps >= 0.0f)) return facet_fail(FACET_ERR_ARG, "%s: eps %g must be >= 0", fn, (double)eps);
+    if (!(eps >= 0.0f)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: eps %g must be >= 0", fn, (double)eps);
     facet_tensor *xc = NULL;
     rc = facet_contiguous_copy(&xc, x);
     if (rc) return rc;
@@ -51,7 +51,7 @@ static int check_vector(const char *fn, const char *name, const facet_tensor *t,
     if (!rc) rc = facet_check_same_device(fn, t, like);
     if (rc) return rc;
     if (facet_numel(t) != n || !facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s must be contiguous with %lld values, got %s", fn, name, (long long)n,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be contiguous with %lld values, got %s", fn, name, (long long)n,
                           facet_desc(t));
     return 0;
 }
@@ -79,9 +79,9 @@ FACET_CLONES static void rows_axpy_cpu(float *o, const float *cp, const float *x
     }
 }
 
-int facet_row_norms(facet_tensor *out, const facet_tensor *x)
+int facet_tensor_row_norms(facet_tensor *out, const facet_tensor *x)
 {
-    static const char *fn = "facet_row_norms";
+    static const char *fn = "facet_tensor_row_norms";
     int rc = facet_check_matrix(fn, "x", x);
     if (!rc) rc = check_vector(fn, "out", out, x->sizes[0], x);
     if (rc) return rc;
@@ -93,10 +93,10 @@ int facet_row_norms(facet_tensor *out, const facet_tensor *x)
     return 0;
 }
 
-int facet_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const facet_tensor *y,
+int facet_tensor_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const facet_tensor *y,
                                 const facet_tensor *norms, float eps)
 {
-    static const char *fn = "facet_l2_normalize_backward";
+    static const char *fn = "facet_tensor_l2_normalize_backward";
     int rc = facet_check_matrix(fn, "dx", dx);
     if (!rc) rc = facet_check_matrix(fn, "dy", dy);
     if (!rc) rc = facet_check_matrix(fn, "y", y);
@@ -104,7 +104,7 @@ int facet_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const 
     if (!rc) rc = facet_check_same_device(fn, dx, y);
     if (rc) return rc;
     if (!facet_same_shape(dx, dy) || !facet_same_shape(dx, y))
-        return facet_fail(FACET_ERR_ARG, "%s: shapes differ: dx %s, dy %s, y %s", fn, facet_desc(dx), facet_desc(dy),
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes differ: dx %s, dy %s, y %s", fn, facet_desc(dx), facet_desc(dy),
                           facet_desc(y));
     rc = check_vector(fn, "norms", norms, dx->sizes[0], dx);
     if (rc) return rc;
@@ -124,15 +124,15 @@ int facet_l2_normalize_backward(facet_tensor *dx, const facet_tensor *dy, const 
     return 0;
 }
 
-int facet_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x)
+int facet_tensor_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x)
 {
-    static const char *fn = "facet_rows_axpy";
+    static const char *fn = "facet_tensor_rows_axpy";
     int rc = facet_check_matrix(fn, "out", out);
     if (!rc) rc = facet_check_matrix(fn, "x", x);
     if (!rc) rc = facet_check_same_device(fn, out, x);
     if (rc) return rc;
     if (!facet_same_shape(out, x))
-        return facet_fail(FACET_ERR_ARG, "%s: shapes differ: out %s, x %s", fn, facet_desc(out), facet_desc(x));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes differ: out %s, x %s", fn, facet_desc(out), facet_desc(x));
     rc = check_vector(fn, "coef", coef, out->sizes[0], out);
     if (rc) return rc;
     int64_t rows = out->sizes[0], cols = out->sizes[1];

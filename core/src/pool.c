@@ -3,7 +3,7 @@
  * tensors, forward and backward (PyTorch's MaxPool2d / AvgPool2d without
  * ceil mode or dilation).
  *
- * Settings (facet_pool_setting): kernel >= 1, stride >= 1, 0 <= pad <=
+ * Settings (facet_pool2d_params): kernel >= 1, stride >= 1, 0 <= pad <=
  * kernel / 2 (PyTorch's bound: every window then holds an image pixel), and
  * count_include_pad 0 or 1. Ho = (H + 2 pad_h - kernel_h) / stride_h + 1,
  * likewise Wo; it must be at least 1.
@@ -28,23 +28,23 @@
 
 /* ---- argument checks ----------------------------------------------------------- */
 
-static int read_settings(const char *fn, const int32_t *pool, int kind, struct facet_pool_geom *g)
+static int read_settings(const char *fn, const facet_pool2d_params *pool, int kind, struct facet_pool_geom *g)
 {
-    if (kind != FACET_POOL_MAX && kind != FACET_POOL_AVG)
-        return facet_fail(FACET_ERR_ARG, "%s: unknown pooling kind %d (want FACET_POOL_MAX or FACET_POOL_AVG)", fn,
+    if (kind != FACET_POOL_KIND_MAX && kind != FACET_POOL_KIND_AVG)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown pooling kind %d (want FACET_POOL_KIND_MAX or FACET_POOL_KIND_AVG)", fn,
                           kind);
-    if (!pool) return facet_fail(FACET_ERR_ARG, "%s: pool settings are NULL", fn);
-    const int32_t kh = pool[FACET_POOL_KERNEL_H], kw = pool[FACET_POOL_KERNEL_W];
-    const int32_t sh = pool[FACET_POOL_STRIDE_H], sw = pool[FACET_POOL_STRIDE_W];
-    const int32_t ph = pool[FACET_POOL_PAD_H], pw = pool[FACET_POOL_PAD_W], cp = pool[FACET_POOL_COUNT_PAD];
+    if (!pool) return facet_fail(FACET_STATUS_ERR_ARG, "%s: pool settings are NULL", fn);
+    const int32_t kh = pool->kernel_h, kw = pool->kernel_w;
+    const int32_t sh = pool->stride_h, sw = pool->stride_w;
+    const int32_t ph = pool->pad_h, pw = pool->pad_w, cp = pool->count_include_pad;
     if (kh < 1 || kw < 1 || sh < 1 || sw < 1)
-        return facet_fail(FACET_ERR_ARG, "%s: kernel and stride must be >= 1, got kernel %dx%d stride %dx%d", fn, kh,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: kernel and stride must be >= 1, got kernel %dx%d stride %dx%d", fn, kh,
                           kw, sh, sw);
     if (ph < 0 || pw < 0 || ph > kh / 2 || pw > kw / 2)
-        return facet_fail(FACET_ERR_ARG, "%s: padding %dx%d must lie in [0, kernel / 2] for kernel %dx%d", fn, ph, pw,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: padding %dx%d must lie in [0, kernel / 2] for kernel %dx%d", fn, ph, pw,
                           kh, kw);
     if (cp != 0 && cp != 1)
-        return facet_fail(FACET_ERR_ARG, "%s: count_include_pad must be 0 or 1, got %d", fn, cp);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: count_include_pad must be 0 or 1, got %d", fn, cp);
     g->kh = kh, g->kw = kw, g->sh = sh, g->sw = sw, g->ph = ph, g->pw = pw, g->count_pad = cp;
     return 0;
 }
@@ -56,16 +56,16 @@ static int check_input(const char *fn, const char *name, const facet_tensor *t, 
     int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
     if (rc) return rc;
     if (t->ndim != 4 || !facet_contiguous(t) || t->sizes[2] < 1 || t->sizes[3] < 1)
-        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous N x C x H x W tensor with H, W >= 1, got %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be a contiguous N x C x H x W tensor with H, W >= 1, got %s", fn,
                           name, facet_desc(t));
     g->planes = t->sizes[0] * t->sizes[1];
     g->h = t->sizes[2];
     g->w = t->sizes[3];
     if (g->h * g->w > INT32_MAX)
-        return facet_fail(FACET_ERR_ARG, "%s: %s %s has planes too large for int32 argmax indices", fn, name,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s has planes too large for int32 argmax indices", fn, name,
                           facet_desc(t));
     if (g->h + 2 * g->ph < g->kh || g->w + 2 * g->pw < g->kw)
-        return facet_fail(FACET_ERR_ARG, "%s: kernel %lldx%lld with padding %lldx%lld does not fit %s %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: kernel %lldx%lld with padding %lldx%lld does not fit %s %s", fn,
                           (long long)g->kh, (long long)g->kw, (long long)g->ph, (long long)g->pw, name,
                           facet_desc(t));
     g->ho = (g->h + 2 * g->ph - g->kh) / g->sh + 1;
@@ -82,7 +82,7 @@ static int check_output(const char *fn, const char *name, const facet_tensor *t,
     if (rc) return rc;
     if (t->ndim != 4 || t->sizes[0] != x->sizes[0] || t->sizes[1] != x->sizes[1] || t->sizes[2] != g->ho ||
         t->sizes[3] != g->wo || !facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s %s must be contiguous %lldx%lldx%lldx%lld for %s and kernel %lldx%lld "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s must be contiguous %lldx%lldx%lldx%lld for %s and kernel %lldx%lld "
                           "stride %lldx%lld pad %lldx%lld", fn, name, facet_desc(t), (long long)x->sizes[0],
                           (long long)x->sizes[1], (long long)g->ho, (long long)g->wo, facet_desc(x), (long long)g->kh,
                           (long long)g->kw, (long long)g->sh, (long long)g->sw, (long long)g->ph, (long long)g->pw);
@@ -197,14 +197,14 @@ FACET_CLONES static void avg_plane_backward(float *gx, const float *go, const st
 /* ---- API ---------------------------------------------------------------------------- */
 
 int facet_pool2d_forward(facet_tensor *out, facet_tensor *argmax, const facet_tensor *x, int kind,
-                         const int32_t *pool)
+                         const facet_pool2d_params *pool)
 {
     static const char *fn = "facet_pool2d_forward";
     struct facet_pool_geom g;
     int rc = read_settings(fn, pool, kind, &g);
     if (!rc) rc = check_input(fn, "x", x, &g);
     if (!rc) rc = check_output(fn, "out", out, FACET_DTYPE_FLOAT32, x, &g);
-    if (kind != FACET_POOL_MAX) argmax = NULL;
+    if (kind != FACET_POOL_KIND_MAX) argmax = NULL;
     if (!rc && argmax) rc = check_output(fn, "argmax", argmax, FACET_DTYPE_INT32, x, &g);
     if (rc) return rc;
     float *o = facet_ptr(out);
@@ -215,7 +215,7 @@ int facet_pool2d_forward(facet_tensor *out, facet_tensor *argmax, const facet_te
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) \
         if (g.planes * (in_plane + out_plane) >= FACET_PARALLEL_GRAIN)
     for (int64_t p = 0; p < g.planes; p++) {
-        if (kind == FACET_POOL_MAX)
+        if (kind == FACET_POOL_KIND_MAX)
             max_plane(o + p * out_plane, am ? am + p * out_plane : NULL, xp + p * in_plane, &g);
         else
             avg_plane(o + p * out_plane, xp + p * in_plane, &g);
@@ -224,7 +224,7 @@ int facet_pool2d_forward(facet_tensor *out, facet_tensor *argmax, const facet_te
 }
 
 int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *argmax, int kind,
-                          const int32_t *pool)
+                          const facet_pool2d_params *pool)
 {
     static const char *fn = "facet_pool2d_backward";
     struct facet_pool_geom g;
@@ -232,8 +232,8 @@ int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, co
     if (!rc) rc = check_input(fn, "grad_x", grad_x, &g);
     if (!rc) rc = check_output(fn, "grad_out", grad_out, FACET_DTYPE_FLOAT32, grad_x, &g);
     if (rc) return rc;
-    if (kind == FACET_POOL_MAX) {
-        if (!argmax) return facet_fail(FACET_ERR_ARG, "%s: max pooling needs the argmax of forward", fn);
+    if (kind == FACET_POOL_KIND_MAX) {
+        if (!argmax) return facet_fail(FACET_STATUS_ERR_ARG, "%s: max pooling needs the argmax of forward", fn);
         rc = check_output(fn, "argmax", argmax, FACET_DTYPE_INT32, grad_x, &g);
         if (rc) return rc;
     } else {
@@ -247,7 +247,7 @@ int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, co
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) \
         if (g.planes * (in_plane + out_plane) >= FACET_PARALLEL_GRAIN)
     for (int64_t p = 0; p < g.planes; p++) {
-        if (kind == FACET_POOL_MAX)
+        if (kind == FACET_POOL_KIND_MAX)
             max_plane_backward(gx + p * in_plane, go + p * out_plane, am + p * out_plane, &g);
         else
             avg_plane_backward(gx + p * in_plane, go + p * out_plane, &g);

@@ -10,8 +10,8 @@ static int rand_fill(const char *fn, facet_tensor *t, uint64_t seed, uint64_t of
 {
     int rc = facet_check_dtype(fn, "t", t, FACET_DTYPE_FLOAT32);
     if (rc) return rc;
-    if (!facet_contiguous(t)) return facet_fail(FACET_ERR_ARG, "%s: %s is not contiguous", fn, facet_desc(t));
-    if (!(a == a) || !(b == b)) return facet_fail(FACET_ERR_NUMERIC, "%s: NaN parameter", fn);
+    if (!facet_contiguous(t)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is not contiguous", fn, facet_desc(t));
+    if (!(a == a) || !(b == b)) return facet_fail(FACET_STATUS_ERR_NUMERIC, "%s: NaN parameter", fn);
     int64_t n = facet_numel(t);
     float *d = facet_ptr(t);
     if (t->device == FACET_DEVICE_CUDA) return facet_cuda_rand(d, n, seed, offset, normal, a, b);
@@ -29,6 +29,6 @@ int facet_tensor_rand_uniform(facet_tensor *t, uint64_t seed, uint64_t offset, f
 
 int facet_tensor_rand_normal(facet_tensor *t, uint64_t seed, uint64_t offset, float mean, float std)
 {
-    if (std < 0) return facet_fail(FACET_ERR_ARG, "facet_tensor_rand_normal: std %g is negative", (double)std);
+    if (std < 0) return facet_fail(FACET_STATUS_ERR_ARG, "facet_tensor_rand_normal: std %g is negative", (double)std);
     return rand_fill("facet_tensor_rand_normal", t, seed, offset, 1, mean, std);
 }

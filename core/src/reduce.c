@@ -94,19 +94,19 @@ static void reduce_cpu(void *out, const float *x, int op, int64_t outer, int64_t
     }
 }
 
-int facet_reduce(facet_tensor *out, const facet_tensor *x, int op, int dim, int index_base)
+int facet_tensor_reduce(facet_tensor *out, const facet_tensor *x, int op, int dim, int index_base)
 {
-    static const char *fn = "facet_reduce";
+    static const char *fn = "facet_tensor_reduce";
     int rc = facet_check_tensor(fn, "out", out);
     if (!rc) rc = facet_check_dtype(fn, "x", x, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, out, x);
     if (rc) return rc;
-    if (op < 0 || op >= FACET_REDUCE_COUNT) return facet_fail(FACET_ERR_ARG, "%s: unknown op %d", fn, op);
+    if (op < 0 || op >= FACET_REDUCE_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown op %d", fn, op);
     int arg = op == FACET_REDUCE_ARGMAX || op == FACET_REDUCE_ARGMIN;
     if (out->dtype != (arg ? FACET_DTYPE_INT64 : FACET_DTYPE_FLOAT32))
-        return facet_fail(FACET_ERR_ARG, "%s: out %s must be %s", fn, facet_desc(out), arg ? "int64" : "float32");
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must be %s", fn, facet_desc(out), arg ? "int64" : "float32");
     if (dim < -1 || dim >= (x->ndim > 0 ? x->ndim : 1))
-        return facet_fail(FACET_ERR_ARG, "%s: dim %d out of range for %s", fn, dim, facet_desc(x));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dim %d out of range for %s", fn, dim, facet_desc(x));
     int64_t outer = 1, n = facet_numel(x), inner = 1;
     if (dim >= 0 && x->ndim > 0) {
         n = x->sizes[dim];
@@ -114,10 +114,10 @@ int facet_reduce(facet_tensor *out, const facet_tensor *x, int op, int dim, int 
         for (int d = dim + 1; d < x->ndim; d++) inner *= x->sizes[d];
     }
     if (facet_numel(out) != outer * inner || !facet_contiguous(out))
-        return facet_fail(FACET_ERR_ARG, "%s: out %s must be contiguous with %lld elements (reducing dim %d of %s)",
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must be contiguous with %lld elements (reducing dim %d of %s)",
                           fn, facet_desc(out), (long long)(outer * inner), dim, facet_desc(x));
     if (n == 0 && op != FACET_REDUCE_SUM && op != FACET_REDUCE_SUMSQ)
-        return facet_fail(FACET_ERR_ARG, "%s: reducing an empty dim of %s has no value", fn, facet_desc(x));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: reducing an empty dim of %s has no value", fn, facet_desc(x));
     if (outer * inner == 0) return 0;
     facet_tensor *xc = NULL;
     rc = facet_contiguous_copy(&xc, x);

@@ -46,7 +46,7 @@ int facet_sgd_step(facet_tensor *param, facet_tensor *grad, facet_tensor *buf, c
     if (!rc) rc = facet_check_same_device(fn, param, grad);
     if (rc) return rc;
     if (!facet_same_shape(param, grad) || !facet_contiguous(param) || !facet_contiguous(grad))
-        return facet_fail(FACET_ERR_ARG, "%s: param %s and grad %s must be contiguous with one shape", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: param %s and grad %s must be contiguous with one shape", fn,
                           facet_desc(param), facet_desc(grad));
     int64_t rows = param->ndim == 2 ? param->sizes[0] : 1;
     int64_t cols = param->ndim == 2 ? param->sizes[1] : facet_numel(param);
@@ -55,9 +55,9 @@ int facet_sgd_step(facet_tensor *param, facet_tensor *grad, facet_tensor *buf, c
         if (!rc) rc = facet_check_same_device(fn, param, buf);
         if (rc) return rc;
         if (!facet_same_shape(param, buf) || !facet_contiguous(buf))
-            return facet_fail(FACET_ERR_ARG, "%s: buf %s must match param %s", fn, facet_desc(buf), facet_desc(param));
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: buf %s must match param %s", fn, facet_desc(buf), facet_desc(param));
     } else if (momentum != 0.0) {
-        return facet_fail(FACET_ERR_ARG, "%s: momentum %g needs a buffer", fn, momentum);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: momentum %g needs a buffer", fn, momentum);
     }
     const facet_tensor *vecs[2] = { row_coef, row_norms };
     for (int k = 0; k < 2; k++) {
@@ -66,17 +66,17 @@ int facet_sgd_step(facet_tensor *param, facet_tensor *grad, facet_tensor *buf, c
         if (!rc) rc = facet_check_same_device(fn, param, vecs[k]);
         if (rc) return rc;
         if (facet_numel(vecs[k]) != rows || !facet_contiguous(vecs[k]))
-            return facet_fail(FACET_ERR_ARG, "%s: %s must have %lld values, got %s", fn, k ? "row_norms" : "row_coef",
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must have %lld values, got %s", fn, k ? "row_norms" : "row_coef",
                               (long long)rows, facet_desc(vecs[k]));
     }
     if (!(lr >= 0) || !(momentum >= 0) || !(dampening >= 0 && dampening <= 1) || !(weight_decay >= 0))
-        return facet_fail(FACET_ERR_ARG, "%s: want lr, momentum, weight_decay >= 0 and dampening in [0, 1]; got "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want lr, momentum, weight_decay >= 0 and dampening in [0, 1]; got "
                           "%g, %g, %g, %g", fn, lr, momentum, weight_decay, dampening);
-    if ((flags & FACET_SGD_NESTEROV) && (momentum <= 0 || dampening != 0))
-        return facet_fail(FACET_ERR_ARG, "%s: Nesterov needs momentum > 0 and no dampening", fn);
+    if ((flags & FACET_SGD_FLAG_NESTEROV) && (momentum <= 0 || dampening != 0))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: Nesterov needs momentum > 0 and no dampening", fn);
     struct facet_sgd_params p = { (float)lr, (float)momentum, (float)dampening, (float)weight_decay,
-                                  (flags & FACET_SGD_NESTEROV) != 0, (flags & FACET_SGD_FIRST_STEP) != 0,
-                                  (flags & FACET_SGD_ZERO_GRAD) != 0 };
+                                  (flags & FACET_SGD_FLAG_NESTEROV) != 0, (flags & FACET_SGD_FLAG_FIRST_STEP) != 0,
+                                  (flags & FACET_SGD_FLAG_ZERO_GRAD) != 0 };
     float *w = facet_ptr(param), *g = facet_ptr(grad), *b = buf ? facet_ptr(buf) : NULL;
     const float *coef = row_coef ? facet_ptr(row_coef) : NULL;
     float *norms = row_norms ? facet_ptr(row_norms) : NULL;

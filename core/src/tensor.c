@@ -36,6 +36,16 @@ bool facet_contiguous(const facet_tensor *t)
     return true;
 }
 
+int facet_check_matrix(const char *fn, const char *name, const facet_tensor *t)
+{
+    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    if (rc) return rc;
+    if (t->ndim != 2 || !facet_contiguous(t))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be a contiguous 2-D float32 tensor, got %s", fn, name,
+                          facet_desc(t));
+    return 0;
+}
+
 bool facet_same_shape(const facet_tensor *a, const facet_tensor *b)
 {
     if (a->ndim != b->ndim) return false;
@@ -70,28 +80,28 @@ static facet_tensor *handle_on(struct facet_storage *s, const facet_tensor *like
 
 int facet_dtype_size(int dtype, size_t *size)
 {
-    if (!size) return facet_fail(FACET_ERR_ARG, "facet_dtype_size: size is NULL");
+    if (!size) return facet_fail(FACET_STATUS_ERR_ARG, "facet_dtype_size: size is NULL");
     if (dtype < 0 || dtype >= FACET_DTYPE_COUNT)
-        return facet_fail(FACET_ERR_ARG, "facet_dtype_size: unknown dtype %d", dtype);
+        return facet_fail(FACET_STATUS_ERR_ARG, "facet_dtype_size: unknown dtype %d", dtype);
     *size = facet_elsize(dtype);
     return 0;
 }
 
-int facet_tensor_empty(facet_tensor **out, int dtype, int device, int ndim, const int64_t *sizes)
+int facet_tensor_init(facet_tensor **out, int dtype, int device, int ndim, const int64_t *sizes)
 {
-    static const char *fn = "facet_tensor_empty";
-    if (!out) return facet_fail(FACET_ERR_ARG, "%s: out is NULL", fn);
+    static const char *fn = "facet_tensor_init";
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (dtype < 0 || dtype >= FACET_DTYPE_COUNT)
-        return facet_fail(FACET_ERR_ARG, "%s: unknown dtype %d", fn, dtype);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown dtype %d", fn, dtype);
     if (dtype == FACET_DTYPE_FLOAT16 || dtype == FACET_DTYPE_BFLOAT16)
-        return facet_fail(FACET_ERR_ARG, "%s: dtype %s is reserved and not supported yet", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dtype %s is reserved and not supported yet", fn,
                           facet_dtype_name(dtype));
     if (device != FACET_DEVICE_CPU && device != FACET_DEVICE_CUDA)
-        return facet_fail(FACET_ERR_ARG, "%s: unknown device %d", fn, device);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown device %d", fn, device);
     if (ndim < 0 || ndim > FACET_MAX_DIMS)
-        return facet_fail(FACET_ERR_ARG, "%s: ndim %d outside [0, %d]", fn, ndim, FACET_MAX_DIMS);
-    if (ndim > 0 && !sizes) return facet_fail(FACET_ERR_ARG, "%s: sizes is NULL", fn);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: ndim %d outside [0, %d]", fn, ndim, FACET_MAX_DIMS);
+    if (ndim > 0 && !sizes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: sizes is NULL", fn);
     facet_tensor proto;
     memset(&proto, 0, sizeof proto);
     proto.ndim = ndim;
@@ -100,17 +110,17 @@ int facet_tensor_empty(facet_tensor **out, int dtype, int device, int ndim, cons
     int64_t n = 1;
     for (int d = ndim - 1; d >= 0; d--) {
         if (sizes[d] < 0)
-            return facet_fail(FACET_ERR_ARG, "%s: size %lld of dim %d is negative", fn,
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: size %lld of dim %d is negative", fn,
                               (long long)sizes[d], d);
         proto.sizes[d] = sizes[d];
         proto.strides[d] = n;
         if (sizes[d] > 0 && n > (INT64_C(1) << 40) / sizes[d])
-            return facet_fail(FACET_ERR_MEMORY, "%s: %s is too large", fn, facet_desc(&proto));
+            return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: %s is too large", fn, facet_desc(&proto));
         n *= sizes[d];
     }
     size_t nbytes = (size_t)n * facet_elsize(dtype);
     struct facet_storage *s = calloc(1, sizeof *s);
-    if (!s) return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+    if (!s) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
     s->device = device;
     s->nbytes = nbytes;
     if (device == FACET_DEVICE_CUDA) {
@@ -122,7 +132,7 @@ int facet_tensor_empty(facet_tensor **out, int dtype, int device, int ndim, cons
         s->data = aligned_alloc(64, padded ? padded : 64);
         if (!s->data) {
             free(s);
-            return facet_fail(FACET_ERR_MEMORY, "%s: out of memory allocating %s (%zu bytes)", fn,
+            return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory allocating %s (%zu bytes)", fn,
                               facet_desc(&proto), nbytes);
         }
     }
@@ -130,15 +140,15 @@ int facet_tensor_empty(facet_tensor **out, int dtype, int device, int ndim, cons
     if (!t) {
         s->refcount = 1;
         storage_release(s);
-        return facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
     }
     *out = t;
     return 0;
 }
 
-int facet_tensor_empty_pinned(facet_tensor **out, int dtype, int ndim, const int64_t *sizes)
+int facet_tensor_init_pinned(facet_tensor **out, int dtype, int ndim, const int64_t *sizes)
 {
-    int rc = facet_tensor_empty(out, dtype, FACET_DEVICE_CPU, ndim, sizes);
+    int rc = facet_tensor_init(out, dtype, FACET_DEVICE_CPU, ndim, sizes);
     if (rc) return rc;
     int devices = 0;
     if (facet_cuda_count(&devices) != 0 || devices == 0) return 0;
@@ -163,19 +173,19 @@ int facet_tensor_free(facet_tensor *t)
 
 int facet_tensor_share(facet_tensor **out, const facet_tensor *t)
 {
-    if (!out) return facet_fail(FACET_ERR_ARG, "facet_tensor_share: out is NULL");
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "facet_tensor_share: out is NULL");
     *out = NULL;
     int rc = facet_check_tensor("facet_tensor_share", "t", t);
     if (rc) return rc;
     *out = handle_on(t->storage, t);
-    return *out ? 0 : facet_fail(FACET_ERR_MEMORY, "facet_tensor_share: out of memory");
+    return *out ? 0 : facet_fail(FACET_STATUS_ERR_MEMORY, "facet_tensor_share: out of memory");
 }
 
 /* ---- metadata ------------------------------------------------------------- */
 
 #define GETTER_CHECK(fn, p) \
     do { int rc_ = facet_check_tensor(fn, "t", t); if (rc_) return rc_; \
-         if (!(p)) return facet_fail(FACET_ERR_ARG, "%s: output pointer is NULL", fn); } while (0)
+         if (!(p)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: output pointer is NULL", fn); } while (0)
 
 int facet_tensor_ndim(const facet_tensor *t, int *ndim)
 {
@@ -235,7 +245,7 @@ int facet_tensor_data(const facet_tensor *t, void **data)
 static int check_dim(const char *fn, const facet_tensor *t, int dim)
 {
     if (dim < 0 || dim >= t->ndim)
-        return facet_fail(FACET_ERR_ARG, "%s: dim %d out of range for %s (%d dims)", fn, dim,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dim %d out of range for %s (%d dims)", fn, dim,
                           facet_desc(t), t->ndim);
     return 0;
 }
@@ -243,19 +253,19 @@ static int check_dim(const char *fn, const facet_tensor *t, int dim)
 static int new_view(facet_tensor **out, const facet_tensor *t, const facet_tensor *proto, const char *fn)
 {
     *out = handle_on(t->storage, proto);
-    return *out ? 0 : facet_fail(FACET_ERR_MEMORY, "%s: out of memory", fn);
+    return *out ? 0 : facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
 }
 
 int facet_tensor_narrow(facet_tensor **out, const facet_tensor *t, int dim, int64_t start, int64_t length)
 {
     static const char *fn = "facet_tensor_narrow";
-    if (!out) return facet_fail(FACET_ERR_ARG, "%s: out is NULL", fn);
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     int rc = facet_check_tensor(fn, "t", t);
     if (!rc) rc = check_dim(fn, t, dim);
     if (rc) return rc;
     if (start < 0 || length < 0 || start + length > t->sizes[dim])
-        return facet_fail(FACET_ERR_ARG, "%s: range [%lld, %lld) outside dim %d of %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: range [%lld, %lld) outside dim %d of %s", fn,
                           (long long)start, (long long)(start + length), dim, facet_desc(t));
     facet_tensor v = *t;
     v.offset += start * t->strides[dim];
@@ -266,13 +276,13 @@ int facet_tensor_narrow(facet_tensor **out, const facet_tensor *t, int dim, int6
 int facet_tensor_select(facet_tensor **out, const facet_tensor *t, int dim, int64_t index)
 {
     static const char *fn = "facet_tensor_select";
-    if (!out) return facet_fail(FACET_ERR_ARG, "%s: out is NULL", fn);
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     int rc = facet_check_tensor(fn, "t", t);
     if (!rc) rc = check_dim(fn, t, dim);
     if (rc) return rc;
     if (index < 0 || index >= t->sizes[dim])
-        return facet_fail(FACET_ERR_ARG, "%s: index %lld outside dim %d of %s", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: index %lld outside dim %d of %s", fn,
                           (long long)index, dim, facet_desc(t));
     facet_tensor v = *t;
     v.offset += index * t->strides[dim];
@@ -287,22 +297,22 @@ int facet_tensor_select(facet_tensor **out, const facet_tensor *t, int dim, int6
 int facet_tensor_reshape(facet_tensor **out, const facet_tensor *t, int ndim, const int64_t *sizes)
 {
     static const char *fn = "facet_tensor_reshape";
-    if (!out) return facet_fail(FACET_ERR_ARG, "%s: out is NULL", fn);
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     int rc = facet_check_tensor(fn, "t", t);
     if (rc) return rc;
     if (ndim < 0 || ndim > FACET_MAX_DIMS)
-        return facet_fail(FACET_ERR_ARG, "%s: ndim %d outside [0, %d]", fn, ndim, FACET_MAX_DIMS);
-    if (ndim > 0 && !sizes) return facet_fail(FACET_ERR_ARG, "%s: sizes is NULL", fn);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: ndim %d outside [0, %d]", fn, ndim, FACET_MAX_DIMS);
+    if (ndim > 0 && !sizes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: sizes is NULL", fn);
     if (!facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s is not contiguous; make a contiguous copy first", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is not contiguous; make a contiguous copy first", fn,
                           facet_desc(t));
     int64_t known = 1, n = facet_numel(t);
     int infer = -1;
     for (int d = 0; d < ndim; d++) {
         if (sizes[d] == -1 && infer < 0) infer = d;
         else if (sizes[d] < 0)
-            return facet_fail(FACET_ERR_ARG, "%s: bad size %lld at dim %d", fn, (long long)sizes[d], d);
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: bad size %lld at dim %d", fn, (long long)sizes[d], d);
         else known *= sizes[d];
     }
     facet_tensor v = *t;
@@ -310,13 +320,13 @@ int facet_tensor_reshape(facet_tensor **out, const facet_tensor *t, int ndim, co
     for (int d = 0; d < ndim; d++) v.sizes[d] = sizes[d];
     if (infer >= 0) {
         if (known == 0 || n % known != 0)
-            return facet_fail(FACET_ERR_ARG, "%s: cannot infer a size: %s has %lld elements, the rest give %lld",
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: cannot infer a size: %s has %lld elements, the rest give %lld",
                               fn, facet_desc(t), (long long)n, (long long)known);
         v.sizes[infer] = n / known;
         known = n;
     }
     if (known != n)
-        return facet_fail(FACET_ERR_ARG, "%s: %s has %lld elements, the new shape %lld", fn,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s has %lld elements, the new shape %lld", fn,
                           facet_desc(t), (long long)n, (long long)known);
     int64_t st = 1;
     for (int d = ndim - 1; d >= 0; d--) {
@@ -329,17 +339,17 @@ int facet_tensor_reshape(facet_tensor **out, const facet_tensor *t, int ndim, co
 int facet_tensor_permute_view(facet_tensor **out, const facet_tensor *t, const int *perm)
 {
     static const char *fn = "facet_tensor_permute_view";
-    if (!out) return facet_fail(FACET_ERR_ARG, "%s: out is NULL", fn);
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     int rc = facet_check_tensor(fn, "t", t);
     if (rc) return rc;
-    if (t->ndim > 0 && !perm) return facet_fail(FACET_ERR_ARG, "%s: perm is NULL", fn);
+    if (t->ndim > 0 && !perm) return facet_fail(FACET_STATUS_ERR_ARG, "%s: perm is NULL", fn);
     int seen[FACET_MAX_DIMS] = {0};
     facet_tensor v = *t;
     for (int d = 0; d < t->ndim; d++) {
         int p = perm[d];
         if (p < 0 || p >= t->ndim || seen[p]++)
-            return facet_fail(FACET_ERR_ARG, "%s: perm is not a permutation of the %d dims of %s", fn,
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: perm is not a permutation of the %d dims of %s", fn,
                               t->ndim, facet_desc(t));
         v.sizes[d] = t->sizes[p];
         v.strides[d] = t->strides[p];
@@ -353,15 +363,15 @@ static int element_offset(const char *fn, const facet_tensor *t, const int64_t *
 {
     int rc = facet_check_tensor(fn, "t", t);
     if (rc) return rc;
-    if (t->ndim > 0 && !index) return facet_fail(FACET_ERR_ARG, "%s: index is NULL", fn);
+    if (t->ndim > 0 && !index) return facet_fail(FACET_STATUS_ERR_ARG, "%s: index is NULL", fn);
     int64_t o = t->offset;
     for (int d = 0; d < t->ndim; d++) {
         if (index[d] < 0 || index[d] >= t->sizes[d])
-            return facet_fail(FACET_ERR_ARG, "%s: index %lld outside dim %d of %s", fn,
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: index %lld outside dim %d of %s", fn,
                               (long long)index[d], d, facet_desc(t));
         o += index[d] * t->strides[d];
     }
-    if (facet_numel(t) == 0) return facet_fail(FACET_ERR_ARG, "%s: %s is empty", fn, facet_desc(t));
+    if (facet_numel(t) == 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is empty", fn, facet_desc(t));
     *off = o;
     return 0;
 }
@@ -371,7 +381,7 @@ int facet_tensor_get(const facet_tensor *t, const int64_t *index, double *value)
     int64_t off;
     int rc = element_offset("facet_tensor_get", t, index, &off);
     if (rc) return rc;
-    if (!value) return facet_fail(FACET_ERR_ARG, "facet_tensor_get: value is NULL");
+    if (!value) return facet_fail(FACET_STATUS_ERR_ARG, "facet_tensor_get: value is NULL");
     size_t es = facet_elsize(t->dtype);
     unsigned char buf[8];
     const void *src = (char *)t->storage->data + (size_t)off * es;
@@ -404,12 +414,12 @@ static int rw_check(const char *fn, const facet_tensor *t, const void *buf, size
 {
     int rc = facet_check_tensor(fn, "t", t);
     if (rc) return rc;
-    if (!buf && nbytes) return facet_fail(FACET_ERR_ARG, "%s: buffer is NULL", fn);
+    if (!buf && nbytes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: buffer is NULL", fn);
     if (!facet_contiguous(t))
-        return facet_fail(FACET_ERR_ARG, "%s: %s is not contiguous", fn, facet_desc(t));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is not contiguous", fn, facet_desc(t));
     size_t want = (size_t)facet_numel(t) * facet_elsize(t->dtype);
     if (nbytes != want)
-        return facet_fail(FACET_ERR_ARG, "%s: %zu bytes given, %s needs %zu", fn, nbytes, facet_desc(t), want);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %zu bytes given, %s needs %zu", fn, nbytes, facet_desc(t), want);
     return 0;
 }
 

@@ -41,12 +41,12 @@ static int axis_init(struct axis *a, int64_t in, int64_t out, int mode, int alig
     a->l1 = malloc((size_t)out * sizeof(float));
     if (!a->i0 || !a->i1 || !a->l1) {
         axis_free(a);
-        return facet_fail(FACET_ERR_MEMORY, "%s: out of memory for %lld coordinates", fn, (long long)out);
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory for %lld coordinates", fn, (long long)out);
     }
     for (int64_t d = 0; d < out; d++) {
         int64_t i0, i1;
         float l1 = 0.0f;
-        if (mode == FACET_UPSAMPLE_NEAREST) i0 = i1 = facet_ups_nearest(d, in, out);
+        if (mode == FACET_UPSAMPLE_MODE_NEAREST) i0 = i1 = facet_ups_nearest(d, in, out);
         else facet_ups_linear(d, in, out, align_corners, &i0, &i1, &l1);
         a->i0[d] = (int32_t)i0;
         a->i1[d] = (int32_t)i1;
@@ -59,13 +59,13 @@ static int axis_init(struct axis *a, int64_t in, int64_t out, int mode, int alig
 
 static int check_mode(const char *fn, int mode, int align_corners)
 {
-    if (mode != FACET_UPSAMPLE_NEAREST && mode != FACET_UPSAMPLE_BILINEAR)
-        return facet_fail(FACET_ERR_ARG, "%s: unknown mode %d (want FACET_UPSAMPLE_NEAREST or FACET_UPSAMPLE_BILINEAR)",
+    if (mode != FACET_UPSAMPLE_MODE_NEAREST && mode != FACET_UPSAMPLE_MODE_BILINEAR)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown mode %d (want FACET_UPSAMPLE_MODE_NEAREST or FACET_UPSAMPLE_MODE_BILINEAR)",
                           fn, mode);
     if (align_corners != 0 && align_corners != 1)
-        return facet_fail(FACET_ERR_ARG, "%s: align_corners must be 0 or 1, got %d", fn, align_corners);
-    if (mode == FACET_UPSAMPLE_NEAREST && align_corners)
-        return facet_fail(FACET_ERR_ARG, "%s: align_corners applies to bilinear only; nearest needs 0", fn);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: align_corners must be 0 or 1, got %d", fn, align_corners);
+    if (mode == FACET_UPSAMPLE_MODE_NEAREST && align_corners)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: align_corners applies to bilinear only; nearest needs 0", fn);
     return 0;
 }
 
@@ -75,7 +75,7 @@ static int check_planes(const char *fn, const char *name, const facet_tensor *t)
     if (rc) return rc;
     if (t->ndim != 4 || !facet_contiguous(t) || t->sizes[2] < 1 || t->sizes[3] < 1 || t->sizes[2] > INT32_MAX ||
         t->sizes[3] > INT32_MAX)
-        return facet_fail(FACET_ERR_ARG, "%s: %s must be a contiguous N x C x H x W tensor with 1 <= H, W <= 2^31 - 1, "
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be a contiguous N x C x H x W tensor with 1 <= H, W <= 2^31 - 1, "
                           "got %s", fn, name, facet_desc(t));
     return 0;
 }
@@ -89,7 +89,7 @@ static int check_pair(const char *fn, const char *sname, const facet_tensor *sma
     if (!rc) rc = facet_check_same_device(fn, small, big);
     if (rc) return rc;
     if (small->sizes[0] != big->sizes[0] || small->sizes[1] != big->sizes[1])
-        return facet_fail(FACET_ERR_ARG, "%s: %s %s and %s %s must have the same N and C", fn, sname,
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s and %s %s must have the same N and C", fn, sname,
                           facet_desc(small), bname, facet_desc(big));
     return 0;
 }
@@ -119,7 +119,7 @@ FACET_CLONES static void forward_plane(float *o, const float *x, int64_t w, int6
 {
     for (int64_t oh = 0; oh < ho; oh++) {
         const float *r0 = x + ah->i0[oh] * w, *r1 = x + ah->i1[oh] * w;
-        if (mode == FACET_UPSAMPLE_NEAREST) nearest_row(o + oh * wo, r0, aw->i0, wo);
+        if (mode == FACET_UPSAMPLE_MODE_NEAREST) nearest_row(o + oh * wo, r0, aw->i0, wo);
         else bilinear_row(o + oh * wo, r0, r1, ah->l1[oh], aw->i0, aw->i1, aw->l1, wo);
     }
 }
@@ -131,7 +131,7 @@ FACET_CLONES static void backward_plane(float *gx, const float *go, int64_t h, i
     for (int64_t oh = 0; oh < ho; oh++) {
         float *r0 = gx + ah->i0[oh] * w, *r1 = gx + ah->i1[oh] * w;
         const float *grow = go + oh * wo;
-        if (mode == FACET_UPSAMPLE_NEAREST) {
+        if (mode == FACET_UPSAMPLE_MODE_NEAREST) {
             for (int64_t ow = 0; ow < wo; ow++) r0[aw->i0[ow]] += grow[ow];
         } else {
             const float h1 = ah->l1[oh], h0 = 1.0f - h1;

@@ -31,7 +31,7 @@ static facet_tensor *make(int dtype, int ndim, int64_t a, int64_t b)
 {
     int64_t sizes[2] = { a, b };
     facet_tensor *t = NULL;
-    if (facet_tensor_empty(&t, dtype, FACET_DEVICE_CPU, ndim, sizes) != 0) return NULL;
+    if (facet_tensor_init(&t, dtype, FACET_DEVICE_CPU, ndim, sizes) != 0) return NULL;
     return t;
 }
 
@@ -42,23 +42,23 @@ int main(int argc, char **argv)
     int64_t sizes[9] = { 2, 3, 1, 1, 1, 1, 1, 1, 1 };
 
     /* creation */
-    check_error(facet_tensor_empty(NULL, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_empty",
+    check_error(facet_tensor_init(NULL, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_init",
                 "out is NULL", "empty: NULL out");
-    check_error(facet_tensor_empty(&t, 99, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_empty", "dtype 99",
+    check_error(facet_tensor_init(&t, 99, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_init", "dtype 99",
                 "empty: unknown dtype");
-    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT16, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_empty",
+    check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT16, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_init",
                 "reserved", "empty: reserved dtype");
-    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, 7, 2, sizes), "facet_tensor_empty", "device 7",
+    check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT32, 7, 2, sizes), "facet_tensor_init", "device 7",
                 "empty: unknown device");
-    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 9, sizes), "facet_tensor_empty",
+    check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 9, sizes), "facet_tensor_init",
                 "ndim 9", "empty: too many dims");
-    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, NULL), "facet_tensor_empty",
+    check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, NULL), "facet_tensor_init",
                 "sizes is NULL", "empty: NULL sizes");
     int64_t neg[2] = { 2, -3 };
-    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, neg), "facet_tensor_empty",
+    check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, neg), "facet_tensor_init",
                 "negative", "empty: negative size");
     int64_t huge[2] = { INT64_C(1) << 40, INT64_C(1) << 40 };
-    check_error(facet_tensor_empty(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, huge), "facet_tensor_empty",
+    check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, huge), "facet_tensor_init",
                 "too large", "empty: overflowing size");
     check(t == NULL, "empty: out stays NULL after errors");
 
@@ -91,59 +91,59 @@ int main(int argc, char **argv)
     /* arithmetic */
     facet_tensor *u = make(FACET_DTYPE_FLOAT32, 2, 3, 2);
     facet_tensor *i32 = make(FACET_DTYPE_INT32, 2, 2, 3);
-    check_error(facet_binary(t, t, u, FACET_BINARY_ADD), "facet_binary", "do not broadcast", "binary: shapes");
-    check_error(facet_binary(t, t, i32, FACET_BINARY_ADD), "facet_binary", "dtypes differ", "binary: dtypes");
-    check_error(facet_binary(t, t, t, 99), "facet_binary", "unknown op", "binary: op");
-    check_error(facet_unary(u, t, FACET_UNARY_EXP, 0, 0), "facet_unary", "must match", "unary: out shape");
-    check_error(facet_unary(t, NULL, FACET_UNARY_EXP, 0, 0), "facet_unary", "x is NULL", "unary: NULL");
+    check_error(facet_tensor_binary(t, t, u, FACET_BINARY_ADD), "facet_tensor_binary", "do not broadcast", "binary: shapes");
+    check_error(facet_tensor_binary(t, t, i32, FACET_BINARY_ADD), "facet_tensor_binary", "dtypes differ", "binary: dtypes");
+    check_error(facet_tensor_binary(t, t, t, 99), "facet_tensor_binary", "unknown op", "binary: op");
+    check_error(facet_tensor_unary(u, t, FACET_UNARY_EXP, 0, 0), "facet_tensor_unary", "must match", "unary: out shape");
+    check_error(facet_tensor_unary(t, NULL, FACET_UNARY_EXP, 0, 0), "facet_tensor_unary", "x is NULL", "unary: NULL");
 
     /* broadcast by hand: t = [[0,1,2],[3,4,5]] + row [10,20,30] */
     facet_tensor *row = NULL;
     int64_t three = 3;
-    facet_tensor_empty(&row, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 1, &three);
+    facet_tensor_init(&row, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 1, &three);
     facet_tensor_arange(t, 0, 1);
     facet_tensor_arange(row, 10, 10);
-    check(facet_binary(t, t, row, FACET_BINARY_ADD) == 0, "binary: row broadcast runs");
+    check(facet_tensor_binary(t, t, row, FACET_BINARY_ADD) == 0, "binary: row broadcast runs");
     facet_tensor_read(t, buf, sizeof buf);
     check(buf[0] == 10 && buf[2] == 32 && buf[3] == 13 && buf[5] == 35, "binary: row broadcast values");
 
     /* reductions */
     facet_tensor *r2 = make(FACET_DTYPE_FLOAT32, 1, 2, 0);
-    check(facet_reduce(r2, t, FACET_REDUCE_SUM, 1, 0) == 0, "reduce: sum over dim 1");
+    check(facet_tensor_reduce(r2, t, FACET_REDUCE_SUM, 1, 0) == 0, "reduce: sum over dim 1");
     float sums[2];
     facet_tensor_read(r2, sums, sizeof sums);
     check(sums[0] == 63 && sums[1] == 72, "reduce: row sums by hand");
-    check_error(facet_reduce(r2, t, FACET_REDUCE_SUM, 0, 0), "facet_reduce", "3 elements", "reduce: out size");
-    check_error(facet_reduce(r2, t, FACET_REDUCE_ARGMAX, 1, 0), "facet_reduce", "int64", "reduce: arg dtype");
-    check_error(facet_reduce(r2, t, FACET_REDUCE_SUM, 5, 0), "facet_reduce", "dim 5", "reduce: bad dim");
+    check_error(facet_tensor_reduce(r2, t, FACET_REDUCE_SUM, 0, 0), "facet_tensor_reduce", "3 elements", "reduce: out size");
+    check_error(facet_tensor_reduce(r2, t, FACET_REDUCE_ARGMAX, 1, 0), "facet_tensor_reduce", "int64", "reduce: arg dtype");
+    check_error(facet_tensor_reduce(r2, t, FACET_REDUCE_SUM, 5, 0), "facet_tensor_reduce", "dim 5", "reduce: bad dim");
 
     /* matmul: [2x3] @ [3x2] */
     facet_tensor *c = make(FACET_DTYPE_FLOAT32, 2, 2, 2);
     facet_tensor_arange(u, 1, 1);   /* [[1,2],[3,4],[5,6]] */
-    check(facet_matmul(c, t, u, 0, 0, 1.0f, 0.0f) == 0, "matmul: 2x3 @ 3x2");
+    check(facet_tensor_matmul(c, t, u, 0, 0, 1.0f, 0.0f) == 0, "matmul: 2x3 @ 3x2");
     float cv[4];
     facet_tensor_read(c, cv, sizeof cv);
     /* t = [[10,21,32],[13,24,35]] */
     check(cv[0] == 10 + 63 + 160 && cv[1] == 20 + 84 + 192 && cv[2] == 13 + 72 + 175 && cv[3] == 26 + 96 + 210,
           "matmul: values by hand");
-    check_error(facet_matmul(c, t, t, 0, 0, 1.0f, 0.0f), "facet_matmul", "[2x3 float32 cpu]", "matmul: shapes");
-    check_error(facet_matmul(c, i32, u, 0, 0, 1.0f, 0.0f), "facet_matmul", "float32", "matmul: dtype");
+    check_error(facet_tensor_matmul(c, t, t, 0, 0, 1.0f, 0.0f), "facet_tensor_matmul", "[2x3 float32 cpu]", "matmul: shapes");
+    check_error(facet_tensor_matmul(c, i32, u, 0, 0, 1.0f, 0.0f), "facet_tensor_matmul", "float32", "matmul: dtype");
 
     /* indexing */
     facet_tensor *ix = NULL;
     int64_t two = 2;
-    facet_tensor_empty(&ix, FACET_DTYPE_INT64, FACET_DEVICE_CPU, 1, &two);
+    facet_tensor_init(&ix, FACET_DTYPE_INT64, FACET_DEVICE_CPU, 1, &two);
     int64_t bad_idx[2] = { 0, 3 };
     facet_tensor_write(ix, bad_idx, sizeof bad_idx);
     facet_tensor *sel = make(FACET_DTYPE_FLOAT32, 2, 2, 2);
-    check_error(facet_index_select(sel, u, ix, 0), "facet_index_select", "= 3 outside [0, 2]", "index: range");
-    check_error(facet_index_select(sel, u, t, 0), "facet_index_select", "int32 or int64", "index: dtype");
+    check_error(facet_tensor_index_select(sel, u, ix, 0), "facet_tensor_index_select", "= 3 outside [0, 2]", "index: range");
+    check_error(facet_tensor_index_select(sel, u, t, 0), "facet_tensor_index_select", "int32 or int64", "index: dtype");
 
     /* random: NaN parameters are refused */
     check_error(facet_tensor_rand_uniform(t, 1, 0, NAN, 1.0f), "facet_tensor_rand_uniform", "NaN", "rand: NaN");
 
     /* threads and versions */
-    check_error(facet_set_threads(0), "facet_set_threads", "0 threads", "threads: zero");
+    check_error(facet_threads_set(0), "facet_threads_set", "0 threads", "threads: zero");
     check(strcmp(facet_version(), "0.1.0") == 0, "version string");
     int built = -1, count = -1;
     check(facet_cuda_built(&built) == 0 && (built == 0 || built == 1), "cuda_built answers");

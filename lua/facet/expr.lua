@@ -193,12 +193,12 @@ function M.diff(n)
 end
 
 local OPCODE = {
-  add = C.FACET_EXPR_ADD, sub = C.FACET_EXPR_SUB, mul = C.FACET_EXPR_MUL, div = C.FACET_EXPR_DIV,
-  neg = C.FACET_EXPR_NEG, exp = C.FACET_EXPR_EXP, log = C.FACET_EXPR_LOG, sqrt = C.FACET_EXPR_SQRT,
-  cos = C.FACET_EXPR_COS, sin = C.FACET_EXPR_SIN, acos = C.FACET_EXPR_ACOS, abs = C.FACET_EXPR_ABS,
-  min = C.FACET_EXPR_MIN, max = C.FACET_EXPR_MAX, pow = C.FACET_EXPR_POW, lt = C.FACET_EXPR_LT,
-  le = C.FACET_EXPR_LE, gt = C.FACET_EXPR_GT, ge = C.FACET_EXPR_GE, where = C.FACET_EXPR_WHERE,
-  floor = C.FACET_EXPR_FLOOR,
+  add = C.FACET_EXPR_OP_ADD, sub = C.FACET_EXPR_OP_SUB, mul = C.FACET_EXPR_OP_MUL, div = C.FACET_EXPR_OP_DIV,
+  neg = C.FACET_EXPR_OP_NEG, exp = C.FACET_EXPR_OP_EXP, log = C.FACET_EXPR_OP_LOG, sqrt = C.FACET_EXPR_OP_SQRT,
+  cos = C.FACET_EXPR_OP_COS, sin = C.FACET_EXPR_OP_SIN, acos = C.FACET_EXPR_OP_ACOS, abs = C.FACET_EXPR_OP_ABS,
+  min = C.FACET_EXPR_OP_MIN, max = C.FACET_EXPR_OP_MAX, pow = C.FACET_EXPR_OP_POW, lt = C.FACET_EXPR_OP_LT,
+  le = C.FACET_EXPR_OP_LE, gt = C.FACET_EXPR_OP_GT, ge = C.FACET_EXPR_OP_GE, where = C.FACET_EXPR_OP_WHERE,
+  floor = C.FACET_EXPR_OP_FLOOR,
 }
 
 --- Compiles an expression of the variable to { code = {...}, consts = {...}, n = instructions }.
@@ -228,7 +228,7 @@ function M.compile(n, what)
         k = #consts - 1
         const_index[x.value] = k
       end
-      r = emit(C.FACET_EXPR_CONST, k)
+      r = emit(C.FACET_EXPR_OP_CONST, k)
     else
       local ops = {}
       for i, a in ipairs(x.args) do ops[i] = go(a) end
@@ -238,7 +238,7 @@ function M.compile(n, what)
     return r
   end
   local out = go(n)
-  if out == 0 then emit(C.FACET_EXPR_ADD, 0, emit(C.FACET_EXPR_CONST, (function()
+  if out == 0 then emit(C.FACET_EXPR_OP_ADD, 0, emit(C.FACET_EXPR_OP_CONST, (function()
     consts[#consts + 1] = 0
     return #consts - 1
   end)()))

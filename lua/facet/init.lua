@@ -23,12 +23,12 @@ local facet = {
 --- Threads for facet's loops and OpenBLAS (default: FACET_THREADS or all cores).
 function facet.set_threads(n)
   if type(n) ~= "number" then error("set_threads: want a number", 2) end
-  check(C.facet_set_threads(n))
+  check(C.facet_threads_set(n))
 end
 
 function facet.get_threads()
   local n = ffi.new("int[1]")
-  check(C.facet_get_threads(n))
+  check(C.facet_threads_get(n))
   return n[0]
 end
 

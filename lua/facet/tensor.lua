@@ -98,7 +98,7 @@ end
 local function new_empty(sizes, dtype, device, level)
   level = (level or 2) + 1
   local n = read_sizes(sizes, sizes_buf, level)
-  check(C.facet_tensor_empty(out_p, dtype_code(dtype, level), device_code(device, level), n, sizes_buf), level)
+  check(C.facet_tensor_init(out_p, dtype_code(dtype, level), device_code(device, level), n, sizes_buf), level)
   return wrap(out_p[0])
 end
 
@@ -115,7 +115,7 @@ local function empty_like(t, dtype, sizes)
   C.facet_tensor_device(h, int_1)
   local dev = int_1[0]
   if not dtype then C.facet_tensor_dtype(h, int_1); dtype = int_1[0] end
-  check(C.facet_tensor_empty(out_p, dtype, dev, nd, sizes_buf2), 3)
+  check(C.facet_tensor_init(out_p, dtype, dev, nd, sizes_buf2), 3)
   return wrap(out_p[0])
 end
 
@@ -367,7 +367,7 @@ local UNARY = {
 }
 
 local function unary(out, t, op, a, b)
-  check(C.facet_unary(handle(out, 3), handle(t, 3), op, a or 0, b or 0), 3)
+  check(C.facet_tensor_unary(handle(out, 3), handle(t, 3), op, a or 0, b or 0), 3)
   return out
 end
 
@@ -422,12 +422,12 @@ local function binary(name, op)
       if not scalar then error(name .. ": a number operand is not supported; use a tensor", level + 1) end
       local uop, a, b = scalar(o)
       out = out or empty_like(t)
-      check(C.facet_unary(out.h, t.h, uop, a, b or 0), level + 1)
+      check(C.facet_tensor_unary(out.h, t.h, uop, a, b or 0), level + 1)
       return out
     end
     handle(o, level + 1)
     out = out or empty_like(t, nil, broadcast_shape(t, o, level + 1))
-    check(C.facet_binary(out.h, t.h, o.h, op), level + 1)
+    check(C.facet_tensor_binary(out.h, t.h, o.h, op), level + 1)
     return out
   end
   Tensor[name] = function(t, o) handle(t, 2); return apply(nil, t, o, 2) end
@@ -437,7 +437,7 @@ for name, op in pairs(BINARY) do binary(name, op) end
 
 --- t + alpha * other, in place (same shapes, float32, contiguous).
 function Tensor.axpy_(t, alpha, other)
-  check(C.facet_axpy(handle(t), t.h, alpha, handle(other)))
+  check(C.facet_tensor_axpy(handle(t), t.h, alpha, handle(other)))
   return t
 end
 
@@ -491,7 +491,7 @@ local function reduce(t, op, dim, keepdim, dtype, level)
     end
   end
   local out = empty_like(t, dtype, out_shape)
-  check(C.facet_reduce(out.h, t.h, op, cdim, 1), level)
+  check(C.facet_tensor_reduce(out.h, t.h, op, cdim, 1), level)
   return out
 end
 
@@ -550,7 +550,7 @@ function Tensor.matmul(a, b, opts)
     local n = opts.transpose_b and sb[rb] or sb[rb + 1]
     out = empty_like(a, nil, #sa == 3 and { sa[1], m, n } or { m, n })
   end
-  check(C.facet_matmul(handle(out), a.h, b.h, opts.transpose_a and 1 or 0, opts.transpose_b and 1 or 0,
+  check(C.facet_tensor_matmul(handle(out), a.h, b.h, opts.transpose_a and 1 or 0, opts.transpose_b and 1 or 0,
     opts.alpha or 1, opts.beta or 0))
   return out
 end
@@ -563,7 +563,7 @@ function Tensor.l2_normalize(t, eps)
   local shape = Tensor.shape(t)
   local out = empty_like(t)
   local norms = empty_like(t, nil, { shape[1] or 0 })
-  check(C.facet_l2_normalize_rows(out.h, norms.h, t.h, eps or 1e-12))
+  check(C.facet_tensor_l2_normalize(out.h, norms.h, t.h, eps or 1e-12))
   return out, norms
 end
 Tensor.normalize = Tensor.l2_normalize
@@ -582,7 +582,7 @@ function Tensor.permute(t, ...)
     out_shape[i] = shape[p]
   end
   local out = empty_like(t, nil, out_shape)
-  check(C.facet_permute(out.h, t.h, int_buf))
+  check(C.facet_tensor_permute(out.h, t.h, int_buf))
   return out
 end
 
@@ -606,19 +606,19 @@ end
 function Tensor.index_select(t, index)
   local shape = Tensor.shape(valid(t))
   local out = empty_like(t, nil, { index:numel(), shape[2] or 0 })
-  check(C.facet_index_select(out.h, t.h, handle(index), 1))
+  check(C.facet_tensor_index_select(out.h, t.h, handle(index), 1))
   return out
 end
 
 --- t[index[i]] += alpha * src[i] (duplicate indices accumulate), in place.
 function Tensor.index_add_(t, index, src, alpha)
-  check(C.facet_index_add(handle(t), handle(index), handle(src), alpha or 1, 1))
+  check(C.facet_tensor_index_add(handle(t), handle(src), handle(index), alpha or 1, 1))
   return t
 end
 
 --- t[index[i]] = src[i], in place.
 function Tensor.index_copy_(t, index, src)
-  check(C.facet_index_copy(handle(t), handle(index), handle(src), 1))
+  check(C.facet_tensor_index_copy(handle(t), handle(src), handle(index), 1))
   return t
 end
 
@@ -626,13 +626,13 @@ end
 function Tensor.gather(t, index)
   local shape = Tensor.shape(valid(t))
   local out = empty_like(t, nil, { shape[1] or 0 })
-  check(C.facet_gather_cols(out.h, t.h, handle(index), 1))
+  check(C.facet_tensor_gather_cols(out.h, t.h, handle(index), 1))
   return out
 end
 
 --- t[i][index[i]] = src[i], in place.
 function Tensor.scatter_(t, index, src)
-  check(C.facet_scatter_cols(handle(t), handle(index), handle(src), 1))
+  check(C.facet_tensor_scatter_cols(handle(t), handle(src), handle(index), 1))
   return t
 end
 

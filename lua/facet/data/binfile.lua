@@ -27,8 +27,8 @@ function M.load(path, opts)
   end
 
   local pp = ffi.new("facet_binfile *[1]")
-  check(C.facet_binfile_open(pp, path), 2)
-  local h = ffi.gc(pp[0], C.facet_binfile_close)
+  check(C.facet_binfile_init(pp, path), 2)
+  local h = ffi.gc(pp[0], C.facet_binfile_free)
   local n = ffi.new("int64_t[1]")
   local same = ffi.new("int[1]")
   check(C.facet_binfile_pairs(h, n), 2)
@@ -50,7 +50,7 @@ function M.load(path, opts)
     out.images[i] = ffi.string(buf, tonumber(n[0]))
   end
   ffi.gc(h, nil)
-  C.facet_binfile_close(h)
+  C.facet_binfile_free(h)
   if opts.decode ~= false then
     local image = require "facet.data.image"
     local size = opts.size

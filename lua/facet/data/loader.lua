@@ -36,28 +36,24 @@ local function new(opts)
   end
   local size = opts.size or { 112, 112 }
   local mean, std = triple(opts.mean or 127.5, "mean"), triple(opts.std or 128, "std")
-  local settings = ffi.new("double[?]", tonumber(C.FACET_LOADER_SETTINGS))
-  settings[C.FACET_LOADER_HEIGHT], settings[C.FACET_LOADER_WIDTH] = size[1], size[2]
-  settings[C.FACET_LOADER_BATCH] = opts.batch_size or 128
-  settings[C.FACET_LOADER_THREADS] = opts.threads or require("facet").get_threads()
-  settings[C.FACET_LOADER_QUEUE] = opts.queue or 4
-  settings[C.FACET_LOADER_FLIP] = opts.flip == nil and 0.5 or opts.flip
-  settings[C.FACET_LOADER_SEED] = opts.seed or 0
-  settings[C.FACET_LOADER_SHUFFLE] = opts.shuffle == false and 0 or 1
-  settings[C.FACET_LOADER_DROP_LAST] = opts.drop_last == false and 0 or 1
-  settings[C.FACET_LOADER_CROP_PAD] = opts.crop_padding or 0
-  settings[C.FACET_LOADER_BRIGHTNESS] = opts.brightness or 0
-  settings[C.FACET_LOADER_CONTRAST] = opts.contrast or 0
-  settings[C.FACET_LOADER_SATURATION] = opts.saturation or 0
-  settings[C.FACET_LOADER_GRAYSCALE] = opts.grayscale or 0
-  for c = 0, 2 do
-    settings[C.FACET_LOADER_MEAN_R + c] = mean[c + 1]
-    settings[C.FACET_LOADER_STD_R + c] = std[c + 1]
-  end
+  local settings = ffi.new("facet_loader_params", {
+    height = size[1], width = size[2],
+    batch = opts.batch_size or 128,
+    threads = opts.threads or require("facet").get_threads(),
+    queue = opts.queue or 4,
+    flip = opts.flip == nil and 0.5 or opts.flip,
+    seed = opts.seed or 0,
+    shuffle = opts.shuffle == false and 0 or 1,
+    drop_last = opts.drop_last == false and 0 or 1,
+    crop_pad = opts.crop_padding or 0,
+    brightness = opts.brightness or 0, contrast = opts.contrast or 0, saturation = opts.saturation or 0,
+    grayscale = opts.grayscale or 0,
+    mean = mean, std = std,
+  })
   local self = setmetatable({ source = opts.source, expect = nil }, Loader)
   local src = opts.source
   if src.h and src.num_images then                          -- a recordio reader
-    check(C.facet_loader_new_recordio(pp, src.h, settings), 2)
+    check(C.facet_loader_init_recordio(pp, src.h, settings), 2)
   else
     local imgs, labels = src.images, src.labels
     if src.paths then                                   -- scan_folder / read_list: read the files once
@@ -88,7 +84,7 @@ local function new(opts)
       lp[i - 1] = labels[i]
     end
     op[#imgs] = at
-    check(C.facet_loader_new_memory(pp, bytes.h, offsets.h, lab.h, settings), 2)
+    check(C.facet_loader_init_memory(pp, bytes.h, offsets.h, lab.h, settings), 2)
   end
   self.h = ffi.gc(pp[0], C.facet_loader_free)
   check(C.facet_loader_batches(self.h, i64))

@@ -56,14 +56,14 @@ end
 function M.open(spec)
   local rec, idx = paths(spec, "recordio")
   local pp = ffi.new("facet_recordio *[1]")
-  check(C.facet_recordio_open(pp, rec, idx), 2)
-  local self = setmetatable({ h = ffi.gc(pp[0], C.facet_recordio_close), rec = rec, idx = idx, cap = 0 }, Reader)
+  check(C.facet_recordio_init(pp, rec, idx), 2)
+  local self = setmetatable({ h = ffi.gc(pp[0], C.facet_recordio_free), rec = rec, idx = idx, cap = 0 }, Reader)
   check(C.facet_recordio_num_images(self.h, i64))
   self.n = tonumber(i64[0])
   check(C.facet_recordio_num_identities(self.h, i64))
   self.nid = tonumber(i64[0])
   check(C.facet_recordio_layout(self.h, int1))
-  self.kind = int1[0] == C.FACET_RECORDIO_INSIGHTFACE and "insightface" or "plain"
+  self.kind = int1[0] == C.FACET_RECORDIO_LAYOUT_INSIGHTFACE and "insightface" or "plain"
   return self
 end
 
@@ -155,7 +155,7 @@ function Reader:close()
   local h = self.h
   self.h = nil
   ffi.gc(h, nil)
-  C.facet_recordio_close(h)
+  C.facet_recordio_free(h)
 end
 
 -- ---- the writer ------------------------------------------------------------------
@@ -167,8 +167,8 @@ Writer.__index = Writer
 function M.writer(spec)
   local rec, idx = paths(spec, "recordio_writer")
   local pp = ffi.new("facet_recordio_writer *[1]")
-  check(C.facet_recordio_writer_open(pp, rec, idx), 2)
-  return setmetatable({ h = ffi.gc(pp[0], C.facet_recordio_writer_close), rec = rec, idx = idx }, Writer)
+  check(C.facet_recordio_writer_init(pp, rec, idx), 2)
+  return setmetatable({ h = ffi.gc(pp[0], C.facet_recordio_writer_free), rec = rec, idx = idx }, Writer)
 end
 
 --- w:write(key, label, bytes): label is a number (the class), a table of
@@ -213,7 +213,7 @@ function Writer:close()
   local h = self.h
   self.h = nil
   ffi.gc(h, nil)
-  check(C.facet_recordio_writer_close(h), 2)
+  check(C.facet_recordio_writer_free(h), 2)
 end
 
 return M

@@ -79,7 +79,7 @@ function Source:batch(epoch, i)
     yp[k] = lp[s - 1]
   end
   if self.idx ~= self.idx_host then self.idx:copy(self.idx_host); self.yb:copy(self.y_host) end
-  check(C.facet_index_select(self.xb_flat.h, self.flat.h, self.idx.h, 1))
+  check(C.facet_tensor_index_select(self.xb_flat.h, self.flat.h, self.idx.h, 1))
   return self.xb, self.yb
 end
 

@@ -18,10 +18,10 @@ local EPS = 1e-12          -- floor of ||x|| and ||w_k|| (docs/heads.md)
 local loss_p = ffi.new("double[1]")
 
 local MARGINS = {
-  none = C.FACET_MARGIN_NONE, am = C.FACET_MARGIN_COMBINED, combined = C.FACET_MARGIN_COMBINED,
-  arc = C.FACET_MARGIN_ARC, ["a-softmax"] = C.FACET_MARGIN_ASOFTMAX,
+  none = C.FACET_HEAD_MARGIN_NONE, am = C.FACET_HEAD_MARGIN_COMBINED, combined = C.FACET_HEAD_MARGIN_COMBINED,
+  arc = C.FACET_HEAD_MARGIN_ARC, ["a-softmax"] = C.FACET_HEAD_MARGIN_ASOFTMAX,
 }
-local SAMPLES = { mean = C.FACET_SAMPLE_MEAN, focal = C.FACET_SAMPLE_FOCAL, hard = C.FACET_SAMPLE_HARD }
+local SAMPLES = { mean = C.FACET_HEAD_SAMPLE_MEAN, focal = C.FACET_HEAD_SAMPLE_FOCAL, hard = C.FACET_HEAD_SAMPLE_HARD }
 
 -- options each configuration accepts, beyond classes, dim, device, seed
 local function accepted(cfg)
@@ -106,44 +106,44 @@ function Head.new(cfg, opts)
   local margin = MARGINS[cfg.margin]
   local margin_fn = cfg.kind == "cosine" and opts.margin or nil
   if margin_fn ~= nil and type(margin_fn) ~= "function" then error(name .. ": margin must be a function", 0) end
-  if margin_fn then margin = C.FACET_MARGIN_PROGRAM end
-  local reweight = C.FACET_REWEIGHT_NONE
-  if cfg.h == "fixed" then reweight = C.FACET_REWEIGHT_FIXED
-  elseif cfg.h == "adaptive" then reweight = C.FACET_REWEIGHT_ADAPTIVE
-  elseif type(cfg.h) == "function" then reweight = C.FACET_REWEIGHT_PROGRAM
+  if margin_fn then margin = C.FACET_HEAD_MARGIN_PROGRAM end
+  local reweight = C.FACET_HEAD_REWEIGHT_NONE
+  if cfg.h == "fixed" then reweight = C.FACET_HEAD_REWEIGHT_FIXED
+  elseif cfg.h == "adaptive" then reweight = C.FACET_HEAD_REWEIGHT_ADAPTIVE
+  elseif type(cfg.h) == "function" then reweight = C.FACET_HEAD_REWEIGHT_PROGRAM
   elseif cfg.h ~= nil then error(name .. ": h must be \"fixed\", \"adaptive\" or a function", 0) end
 
   local pp = ffi.new("facet_head *[1]")
-  check(C.facet_head_new(pp, margin, reweight, SAMPLES[self.sample]), 2)
+  check(C.facet_head_init(pp, margin, reweight, SAMPLES[self.sample]), 2)
   self.handle = ffi.gc(pp[0], C.facet_head_free)
   local function set(param, v) check(C.facet_head_set(self.handle, param, v), 3) end
-  set(C.FACET_HEAD_S, cfg.kind == "cosine" and self.s or 1)
-  set(C.FACET_HEAD_RAW, cfg.kind == "cosine" and 0 or 1)
+  set(C.FACET_HEAD_PARAM_S, cfg.kind == "cosine" and self.s or 1)
+  set(C.FACET_HEAD_PARAM_RAW, cfg.kind == "cosine" and 0 or 1)
 
   -- margin parameters
   if cfg.margin == "am" then
     self.m = number_opt(opts, "m", cfg.m, nil, name)
-    set(C.FACET_HEAD_M1, 1); set(C.FACET_HEAD_M2, self.m); set(C.FACET_HEAD_M3, 0)
+    set(C.FACET_HEAD_PARAM_M1, 1); set(C.FACET_HEAD_PARAM_M2, self.m); set(C.FACET_HEAD_PARAM_M3, 0)
   elseif cfg.margin == "arc" then
     self.m = number_opt(opts, "m", cfg.m, nil, name)
-    set(C.FACET_HEAD_M3, self.m)
+    set(C.FACET_HEAD_PARAM_M3, self.m)
     self.easy_margin = opts.easy_margin and true or false
-    set(C.FACET_HEAD_EASY_MARGIN, self.easy_margin and 1 or 0)
+    set(C.FACET_HEAD_PARAM_EASY_MARGIN, self.easy_margin and 1 or 0)
   elseif cfg.margin == "combined" then
     self.m1, self.m2, self.m3 = cfg.m1, cfg.m2, cfg.m3
-    set(C.FACET_HEAD_M1, self.m1); set(C.FACET_HEAD_M2, self.m2); set(C.FACET_HEAD_M3, self.m3)
+    set(C.FACET_HEAD_PARAM_M1, self.m1); set(C.FACET_HEAD_PARAM_M2, self.m2); set(C.FACET_HEAD_PARAM_M3, self.m3)
   elseif cfg.margin == "a-softmax" then
     self.m1 = number_opt(opts, "m1", cfg.m1, 1, name)
-    set(C.FACET_HEAD_M1, self.m1)
+    set(C.FACET_HEAD_PARAM_M1, self.m1)
     if opts.lambda ~= nil and type(opts.lambda) ~= "number" then error(name .. ": lambda must be a number", 0) end
     self.lambda = opts.lambda       -- nil: the SphereFace schedule, advanced by each forward
-    if self.lambda then set(C.FACET_HEAD_LAMBDA, number_opt(opts, "lambda", nil, 0, name)) end
+    if self.lambda then set(C.FACET_HEAD_PARAM_LAMBDA, number_opt(opts, "lambda", nil, 0, name)) end
   end
   if margin_fn then
     local m = self.m or self.m2 or self.m1
     local f = trace(margin_fn, function(c) return c, m end, name .. ": margin")
-    set_program(self.handle, C.FACET_PROGRAM_MARGIN, f, name .. ": margin")
-    set_program(self.handle, C.FACET_PROGRAM_MARGIN_GRAD, expr.diff(f), name .. ": margin derivative")
+    set_program(self.handle, C.FACET_HEAD_PROGRAM_MARGIN, f, name .. ": margin")
+    set_program(self.handle, C.FACET_HEAD_PROGRAM_MARGIN_GRAD, expr.diff(f), name .. ": margin derivative")
     self.margin_expr = f
   end
 
@@ -151,7 +151,7 @@ function Head.new(cfg, opts)
   if cfg.h ~= nil then
     self.t = number_opt(opts, "t", cfg.t, 0, name)
     self.h = cfg.h
-    set(C.FACET_HEAD_T, self.t)
+    set(C.FACET_HEAD_PARAM_T, self.t)
     if type(cfg.h) == "function" then
       local t, s = self.t, self.s
       trace(cfg.h, function(c) return t, c, 0, s end, name .. ": h with I = 0", function(y, x)
@@ -166,17 +166,17 @@ function Head.new(cfg, opts)
         end
       end)
       local logh = expr.log(h1)
-      set_program(self.handle, C.FACET_PROGRAM_LOGH, logh, name .. ": log h")
-      set_program(self.handle, C.FACET_PROGRAM_LOGH_GRAD, expr.diff(logh), name .. ": d log h")
+      set_program(self.handle, C.FACET_HEAD_PROGRAM_LOGH, logh, name .. ": log h")
+      set_program(self.handle, C.FACET_HEAD_PROGRAM_LOGH_GRAD, expr.diff(logh), name .. ": d log h")
       self.logh_expr = logh
     end
   end
   if self.sample == "focal" then
     self.gamma = number_opt(opts, "gamma", 2, 0, name)
-    set(C.FACET_HEAD_GAMMA, self.gamma)
+    set(C.FACET_HEAD_PARAM_GAMMA, self.gamma)
   elseif self.sample == "hard" then
     self.keep = number_opt(opts, "keep", 0.9, nil, name)
-    set(C.FACET_HEAD_KEEP, self.keep)
+    set(C.FACET_HEAD_PARAM_KEEP, self.keep)
   end
 
   -- parameters
@@ -208,7 +208,7 @@ function Head:_buffers(B)
   b = { B = B, device = dev }
   local o = { device = dev }
   b.z = tensor.empty({ B, K }, o)
-  b.rows = tensor.empty({ B, tonumber(C.FACET_ROW_FIELDS) }, o)
+  b.rows = tensor.empty({ B, tonumber(C.FACET_HEAD_ROW_COUNT) }, o)
   b.dinput = tensor.empty({ B, D }, o)
   if self.kind ~= "raw" then
     b.xhat = tensor.empty({ B, D }, o)
@@ -266,28 +266,28 @@ function Head:forward(x, y)
   if self.m1 and self.name == "a-softmax" and not self.lambda then
     -- SphereFace's schedule: lambda = max(5, 1000 (1 + 0.0001 iter)^-2)
     self.current_lambda = math.max(5, 1000 * (1 + 0.0001 * self.iter) ^ -2)
-    check(C.facet_head_set(h, C.FACET_HEAD_LAMBDA, self.current_lambda))
+    check(C.facet_head_set(h, C.FACET_HEAD_PARAM_LAMBDA, self.current_lambda))
   end
   self.iter = self.iter + 1
   local input = x
   if self.kind ~= "raw" then
-    check(C.facet_l2_normalize_rows(b.xhat.h, b.xnorm.h, x.h, EPS))
+    check(C.facet_tensor_l2_normalize(b.xhat.h, b.xnorm.h, x.h, EPS))
     input = b.xhat
     if self.kind == "l2" then
-      check(C.facet_unary(b.xs.h, b.xhat.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
+      check(C.facet_tensor_unary(b.xs.h, b.xhat.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
       input = b.xs
     end
   end
   local wnorm = nil
   if self.kind == "cosine" then
     if not (self.fused and self.norms_valid) then
-      check(C.facet_row_norms(b.wnorm.h, self.weight.h))
+      check(C.facet_tensor_row_norms(b.wnorm.h, self.weight.h))
       self.norms_valid = self.fused
     end
-    check(C.facet_unary(b.wnorm.h, b.wnorm.h, C.FACET_UNARY_CLAMP, EPS, math.huge))
+    check(C.facet_tensor_unary(b.wnorm.h, b.wnorm.h, C.FACET_UNARY_CLAMP, EPS, math.huge))
     wnorm = b.wnorm.h
   end
-  check(C.facet_matmul(b.z.h, input.h, self.weight.h, 0, 1, 1, 0))
+  check(C.facet_tensor_matmul(b.z.h, input.h, self.weight.h, 0, 1, 1, 0))
   local bias = self.bias and self.bias.h or nil
   check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0))
@@ -308,33 +308,33 @@ function Head:backward()
   local colsum = b.colsum and b.colsum.h or nil
   local colsum_cos = b.colsum_cos and b.colsum_cos.h or nil
   check(C.facet_head_backward(self.handle, b.z.h, b.rows.h, wnorm, bias, self.labels.h, 0, colsum, colsum_cos))
-  check(C.facet_matmul(b.dinput.h, b.z.h, self.weight.h, 0, 0, 1, 0))
-  check(C.facet_matmul(self.grad_weight.h, b.z.h, self.input.h, 1, 0, 1, 1))
+  check(C.facet_tensor_matmul(b.dinput.h, b.z.h, self.weight.h, 0, 0, 1, 0))
+  check(C.facet_tensor_matmul(self.grad_weight.h, b.z.h, self.input.h, 1, 0, 1, 1))
   if self.kind == "cosine" then
     -- take out the radial part: grad_w_k -= (sum_i G'_ik c_ik / ||w_k||) w_k
-    check(C.facet_binary(b.colsum_cos.h, b.colsum_cos.h, b.wnorm.h, C.FACET_BINARY_DIV))
-    check(C.facet_unary(b.colsum_cos.h, b.colsum_cos.h, C.FACET_UNARY_NEG, 0, 0))
+    check(C.facet_tensor_binary(b.colsum_cos.h, b.colsum_cos.h, b.wnorm.h, C.FACET_BINARY_DIV))
+    check(C.facet_tensor_unary(b.colsum_cos.h, b.colsum_cos.h, C.FACET_UNARY_NEG, 0, 0))
     if self.fused then
       -- deferred to sgd_step (or finish_grad); W is unchanged until then, so
       -- the coefficients of several backward calls simply add up
       if not self.pending then self.pending = tensor.zeros({ self.classes }, { device = self.device }) end
-      check(C.facet_axpy(self.pending.h, self.pending.h, 1, b.colsum_cos.h))
+      check(C.facet_tensor_axpy(self.pending.h, self.pending.h, 1, b.colsum_cos.h))
       self.has_pending = true
     else
-      check(C.facet_rows_axpy(self.grad_weight.h, b.colsum_cos.h, self.weight.h))
+      check(C.facet_tensor_rows_axpy(self.grad_weight.h, b.colsum_cos.h, self.weight.h))
     end
   end
-  if self.bias then check(C.facet_axpy(self.grad_bias.h, self.grad_bias.h, 1, b.colsum.h)) end
+  if self.bias then check(C.facet_tensor_axpy(self.grad_bias.h, self.grad_bias.h, 1, b.colsum.h)) end
   if self.kind == "raw" then return b.dinput end
   if self.kind == "l2" then
     if self.learn_alpha then
       -- dL/dalpha = sum_ij dinput_ij * xhat_ij (b.xs is free after the GEMMs)
-      check(C.facet_binary(b.xs.h, b.dinput.h, b.xhat.h, C.FACET_BINARY_MUL))
+      check(C.facet_tensor_binary(b.xs.h, b.dinput.h, b.xhat.h, C.FACET_BINARY_MUL))
       self.grad_alpha:add_(b.xs:sum())
     end
-    check(C.facet_unary(b.dinput.h, b.dinput.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
+    check(C.facet_tensor_unary(b.dinput.h, b.dinput.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
   end
-  check(C.facet_l2_normalize_backward(b.dx.h, b.dinput.h, b.xhat.h, b.xnorm.h, EPS))
+  check(C.facet_tensor_l2_normalize_backward(b.dx.h, b.dinput.h, b.xhat.h, b.xnorm.h, EPS))
   return b.dx
 end
 
@@ -342,7 +342,7 @@ end
 -- does it on its own; call this before reading grad_weight yourself).
 function Head:finish_grad()
   if self.has_pending then
-    check(C.facet_rows_axpy(self.grad_weight.h, self.pending.h, self.weight.h))
+    check(C.facet_tensor_rows_axpy(self.grad_weight.h, self.pending.h, self.weight.h))
     self.pending:zero_()
     self.has_pending = false
   end
@@ -364,8 +364,8 @@ function Head:sgd_step(cfg)
       st = { first = true, buf = momentum ~= 0 and tensor.zeros(p:shape(), { device = self.device }) or nil }
       self.sgd_state[i] = st
     end
-    local flags = (cfg.nesterov and C.FACET_SGD_NESTEROV or 0) + (st.first and C.FACET_SGD_FIRST_STEP or 0) +
-      C.FACET_SGD_ZERO_GRAD
+    local flags = (cfg.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + (st.first and C.FACET_SGD_FLAG_FIRST_STEP or 0) +
+      C.FACET_SGD_FLAG_ZERO_GRAD
     local coef, norms = nil, nil
     if i == 1 and self.fused then
       coef = self.has_pending and self.pending.h or nil

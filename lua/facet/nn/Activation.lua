@@ -13,7 +13,7 @@ local function make(name, act)
   local cls = Module:extend(name)
   function cls.new(channels, init)
     local self = Module.init(cls)
-    if act == C.FACET_ACT_PRELU then
+    if act == C.FACET_ACTIVATION_PRELU then
       channels = channels or 1
       self.channels = channels
       self:register("slope", tensor.full({ channels }, init or 0.25), "norm")
@@ -43,9 +43,9 @@ local function make(name, act)
   M[name] = cls
 end
 
-make("ReLU", C.FACET_ACT_RELU)
-make("Sigmoid", C.FACET_ACT_SIGMOID)
-make("Tanh", C.FACET_ACT_TANH)
-make("PReLU", C.FACET_ACT_PRELU)
+make("ReLU", C.FACET_ACTIVATION_RELU)
+make("Sigmoid", C.FACET_ACTIVATION_SIGMOID)
+make("Tanh", C.FACET_ACTIVATION_TANH)
+make("PReLU", C.FACET_ACTIVATION_PRELU)
 
 return M

@@ -20,7 +20,7 @@ end
 local function sum_into(self, name, list)
   local out = self:buffer(name, list[1]:shape())
   out:copy(list[1])
-  for i = 2, #list do check(C.facet_binary(out.h, out.h, list[i].h, C.FACET_BINARY_ADD)) end
+  for i = 2, #list do check(C.facet_tensor_binary(out.h, out.h, list[i].h, C.FACET_BINARY_ADD)) end
   return out
 end
 
@@ -69,15 +69,15 @@ function M.Mul:update_output(x)
   local a = Module.in_child(self, 1, self.modules[1], self.modules[1].forward, self.modules[1], x)
   local b = Module.in_child(self, 2, self.modules[2], self.modules[2].forward, self.modules[2], x)
   local out = self:buffer("output", a:shape())
-  check(C.facet_binary(out.h, a.h, b.h, C.FACET_BINARY_MUL))
+  check(C.facet_tensor_binary(out.h, a.h, b.h, C.FACET_BINARY_MUL))
   return out
 end
 function M.Mul:backward(x, grad_out)
   local ma, mb = self.modules[1], self.modules[2]
   local ga = self:buffer("grad_a", grad_out:shape())
   local gb = self:buffer("grad_b", grad_out:shape())
-  check(C.facet_binary(ga.h, grad_out.h, mb.output.h, C.FACET_BINARY_MUL))
-  check(C.facet_binary(gb.h, grad_out.h, ma.output.h, C.FACET_BINARY_MUL))
+  check(C.facet_tensor_binary(ga.h, grad_out.h, mb.output.h, C.FACET_BINARY_MUL))
+  check(C.facet_tensor_binary(gb.h, grad_out.h, ma.output.h, C.FACET_BINARY_MUL))
   local gxa = Module.in_child(self, 1, ma, ma.backward, ma, x, ga)
   local gxb = Module.in_child(self, 2, mb, mb.backward, mb, x, gb)
   self.grad_input = sum_into(self, "grad_input", { gxa, gxb })

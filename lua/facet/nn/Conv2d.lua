@@ -37,8 +37,9 @@ function Conv2d.new(n_in, n_out, kernel, opts)
   if n_in % self.groups ~= 0 or n_out % self.groups ~= 0 then
     error(("Conv2d: in (%d) and out (%d) must be divisible by groups (%d)"):format(n_in, n_out, self.groups), 2)
   end
-  self.settings = ffi.new("int32_t[7]", { self.stride[1], self.stride[2], self.padding[1], self.padding[2],
-    self.dilation[1], self.dilation[2], self.groups })
+  self.settings = ffi.new("facet_conv2d_params", { stride_h = self.stride[1], stride_w = self.stride[2],
+    pad_h = self.padding[1], pad_w = self.padding[2], dilation_h = self.dilation[1], dilation_w = self.dilation[2],
+    groups = self.groups })
   local fan_in = n_in / self.groups * self.kernel[1] * self.kernel[2]
   local bound = 1 / math.sqrt(fan_in)
   self:register("weight", tensor.rand({ n_out, n_in / self.groups, self.kernel[1], self.kernel[2] },

@@ -34,24 +34,24 @@ end
 function Linear:update_output(x)
   local B = check_input(self, x)
   local out = self:buffer("output", { B, self.n_out })
-  check(C.facet_matmul(out.h, x.h, self.weight.h, 0, 1, 1, 0))
-  if self.bias then check(C.facet_binary(out.h, out.h, self.bias.h, C.FACET_BINARY_ADD)) end
+  check(C.facet_tensor_matmul(out.h, x.h, self.weight.h, 0, 1, 1, 0))
+  if self.bias then check(C.facet_tensor_binary(out.h, out.h, self.bias.h, C.FACET_BINARY_ADD)) end
   return out
 end
 
 function Linear:update_grad_input(x, grad_out)
   local B = check_input(self, x)
   local gi = self:buffer("grad_input", { B, self.n_in })
-  check(C.facet_matmul(gi.h, grad_out.h, self.weight.h, 0, 0, 1, 0))
+  check(C.facet_tensor_matmul(gi.h, grad_out.h, self.weight.h, 0, 0, 1, 0))
   return gi
 end
 
 function Linear:acc_grad_parameters(x, grad_out)
-  check(C.facet_matmul(self.grad_weight.h, grad_out.h, x.h, 1, 0, 1, 1))
+  check(C.facet_tensor_matmul(self.grad_weight.h, grad_out.h, x.h, 1, 0, 1, 1))
   if self.bias then
     local colsum = self:buffer("colsum", { self.n_out })
-    check(C.facet_reduce(colsum.h, grad_out.h, C.FACET_REDUCE_SUM, 0, 0))
-    check(C.facet_axpy(self.grad_bias.h, self.grad_bias.h, 1, colsum.h))
+    check(C.facet_tensor_reduce(colsum.h, grad_out.h, C.FACET_REDUCE_SUM, 0, 0))
+    check(C.facet_tensor_axpy(self.grad_bias.h, self.grad_bias.h, 1, colsum.h))
   end
 end
 

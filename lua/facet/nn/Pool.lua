@@ -20,7 +20,8 @@ local function make(name, kind)
     local p = pair(opts.padding or 0)
     if type(k) ~= "table" or type(s) ~= "table" or type(p) ~= "table" then error(name .. ": bad kernel/stride/padding", 2) end
     self.k, self.s, self.p = k, s, p
-    self.settings = ffi.new("int32_t[7]", { k[1], k[2], s[1], s[2], p[1], p[2], opts.count_include_pad == false and 0 or 1 })
+    self.settings = ffi.new("facet_pool2d_params", { kernel_h = k[1], kernel_w = k[2], stride_h = s[1],
+      stride_w = s[2], pad_h = p[1], pad_w = p[2], count_include_pad = opts.count_include_pad == false and 0 or 1 })
     return self
   end
   function cls:describe()
@@ -35,7 +36,7 @@ local function make(name, kind)
     if #s ~= 4 then error(("want N x C x H x W input, got %s"):format(table.concat(s, "x")), 2) end
     local shape = self:output_shape(s)
     local out = self:buffer("output", shape)
-    local arg = kind == C.FACET_POOL_MAX and self:buffer("argmax", shape, "int32") or nil
+    local arg = kind == C.FACET_POOL_KIND_MAX and self:buffer("argmax", shape, "int32") or nil
     check(C.facet_pool2d_forward(out.h, arg and arg.h or nil, x.h, kind, self.settings))
     return out
   end
@@ -48,8 +49,8 @@ local function make(name, kind)
   M[name] = cls
 end
 
-make("MaxPool2d", C.FACET_POOL_MAX)
-make("AvgPool2d", C.FACET_POOL_AVG)
+make("MaxPool2d", C.FACET_POOL_KIND_MAX)
+make("AvgPool2d", C.FACET_POOL_KIND_AVG)
 
 -- the global average: a mean over each plane, and its gradient spread evenly
 M.AdaptiveAvgPool2d = Module:extend("AdaptiveAvgPool2d")
@@ -63,16 +64,16 @@ function M.AdaptiveAvgPool2d:update_output(x)
   if #s ~= 4 then error(("want N x C x H x W input, got %s"):format(table.concat(s, "x")), 2) end
   local out = self:buffer("output", { s[1], s[2], 1, 1 })
   local planes = self:_view("planes", x, { s[1] * s[2], s[3] * s[4] })
-  check(C.facet_reduce(out.h, planes.h, C.FACET_REDUCE_MEAN, 1, 0))
+  check(C.facet_tensor_reduce(out.h, planes.h, C.FACET_REDUCE_MEAN, 1, 0))
   return out
 end
 function M.AdaptiveAvgPool2d:update_grad_input(x, grad_out)
   local s = x:shape()
   local gi = self:buffer("grad_input", s)
   local g = self:buffer("scaled", { s[1], s[2], 1, 1 })
-  check(C.facet_unary(g.h, grad_out.h, C.FACET_UNARY_MUL, 1 / (s[3] * s[4]), 0))
+  check(C.facet_tensor_unary(g.h, grad_out.h, C.FACET_UNARY_MUL, 1 / (s[3] * s[4]), 0))
   check(C.facet_tensor_fill(gi.h, 0))
-  check(C.facet_binary(gi.h, gi.h, g.h, C.FACET_BINARY_ADD))
+  check(C.facet_tensor_binary(gi.h, gi.h, g.h, C.FACET_BINARY_ADD))
   return gi
 end
 

@@ -14,7 +14,7 @@ function Upsample.new(opts)
   if not self.scale and not self.size then self.scale = 2 end
   self.mode = opts.mode or "nearest"
   if self.mode ~= "nearest" and self.mode ~= "bilinear" then error("Upsample: mode is nearest or bilinear", 2) end
-  self.code = self.mode == "nearest" and C.FACET_UPSAMPLE_NEAREST or C.FACET_UPSAMPLE_BILINEAR
+  self.code = self.mode == "nearest" and C.FACET_UPSAMPLE_MODE_NEAREST or C.FACET_UPSAMPLE_MODE_BILINEAR
   self.align = opts.align_corners and 1 or 0
   return self
 end

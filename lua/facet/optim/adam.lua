@@ -24,7 +24,7 @@ local function class(name, decoupled, wd)
         p.exp_avg_sq = tensor.zeros(p.param:shape(), { device = p.param:device() })
       end
       check(C.facet_adam_step(p.param.h, p.grad.h, p.exp_avg.h, p.exp_avg_sq.h, self.lr, self.betas[1], self.betas[2],
-        self.eps, self:decay_of(p), self.step_count, decoupled and C.FACET_ADAM_DECOUPLED or 0))
+        self.eps, self:decay_of(p), self.step_count, decoupled and C.FACET_ADAM_FLAG_DECOUPLED or 0))
     end
   end
   return function(sources, cfg) return Optimizer.new(cls, sources, cfg, cls.defaults) end

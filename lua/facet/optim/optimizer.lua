@@ -78,7 +78,7 @@ local function grad_norm(grads)
   local total = 0
   for _, g in ipairs(grads) do
     local out = tensor.empty({ 1 }, { device = g:device() })
-    check(C.facet_reduce(out.h, g.h, C.FACET_REDUCE_SUMSQ, -1, 0))
+    check(C.facet_tensor_reduce(out.h, g.h, C.FACET_REDUCE_SUMSQ, -1, 0))
     total = total + out:item()
   end
   return math.sqrt(total)

@@ -31,7 +31,7 @@ function SGD:step()
     if self.momentum ~= 0 and not p.momentum_buffer then
       p.momentum_buffer = tensor.zeros(p.param:shape(), { device = p.param:device() })
     end
-    local flags = (self.nesterov and C.FACET_SGD_NESTEROV or 0) + ((first or p.fresh) and C.FACET_SGD_FIRST_STEP or 0)
+    local flags = (self.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + ((first or p.fresh) and C.FACET_SGD_FLAG_FIRST_STEP or 0)
     check(C.facet_sgd_step(p.param.h, p.grad.h, p.momentum_buffer and p.momentum_buffer.h or nil, nil, nil,
       self.lr, self.momentum, self.dampening, self:decay_of(p), flags))
   end
