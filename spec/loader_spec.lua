@@ -2,14 +2,10 @@
 -- batches for any thread count and after a restart mid-epoch; undecodable
 -- images counted and replaced deterministically; RecordIO as a source; errors.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 
-local function read(name)
-  local f = assert(io.open("spec/fixtures/images/" .. name, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function read(name) return F.read_file("spec/fixtures/images/" .. name) end
 
 local png, jpg = read("rgb_3x4.png"), read("smooth_16x24.jpg")
 
@@ -92,7 +88,7 @@ describe("facet.data.loader", function()
   end)
 
   it("reads a RecordIO file", function()
-    local dir = H.temp_dir()
+    local dir = F.temp_dir()
     local w = facet.data.recordio_writer(dir .. "/train")
     for i = 1, 10 do w:write(i - 1, i % 4, i % 2 == 0 and jpg or png) end
     w:close()
@@ -104,7 +100,7 @@ describe("facet.data.loader", function()
     H.assert_close(H.values(x:select(1, 2)), H.values(facet.data.decode_image(png, { size = { 8, 8 } })), 1e-6)   -- image 7
     H.assert_close(H.values(x:select(1, 3)), H.values(facet.data.decode_image(jpg, { size = { 8, 8 } })), 1e-6)   -- image 8
     L:close()
-    H.remove_dir(dir)
+    F.remove_dir(dir)
   end)
 
   it("augments: grayscale, brightness, padded random crop; deterministic for any thread count", function()
