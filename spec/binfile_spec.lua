@@ -5,6 +5,7 @@
 -- pickles refused without running anything, each with its message. Broken
 -- pickles that are easier to write as bytes are built here.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 local ffi = require "ffi"
 local core = require "facet.core"
@@ -15,18 +16,8 @@ local FIX = "spec/fixtures/bin/"
 local SMALL_LFW = "../shared/data/small_lfw.bin"
 local PWNED = "/tmp/facet_binfile_pwned" -- what the hostile fixtures would create
 
-local tmpdir
-setup(function() tmpdir = H.temp_dir() end)
-teardown(function() H.remove_dir(tmpdir) end)
-local function tmp(name) return tmpdir .. "/" .. name end
-
-local write_file = H.write_file
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local tmp = F.scratch()
+local write_file, exists = F.write_file, F.exists
 
 -- the fixture script's fake images
 local function img(k) return string.char(0xFF, 0xD8, k % 256, (k * 37) % 256) end
@@ -189,7 +180,7 @@ describe("load_bin refuses", function()
 
   it("a missing file or a directory", function()
     H.assert_error(function() binfile.load(tmp("none.bin")) end, "none.bin", "cannot open")
-    H.assert_error(function() binfile.load(tmpdir) end, "not a regular file")
+    H.assert_error(function() binfile.load(tmp()) end, "not a regular file")
   end)
 
   it("decoding images that are not JPEG or PNG, bad options and paths", function()

@@ -7,12 +7,7 @@ local core = require "facet.core"
 
 local build = os.getenv("FACET_BUILD") or "build"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = require("support.files").read_file
 
 describe("generated cdef", function()
   it("equals the preprocessed header", function()

@@ -3,22 +3,11 @@
 -- (non-tty) exactly as in `echo '1+2' | facet`. Run from the checkout root:
 --   busted --lua=luajit spec/cli_spec.lua
 
+local F = require "support.files"
+
 local function dirname(p) return p:match("^(.*)/[^/]*$") or "." end
 
 local function shell_quote(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
-
-local function read_all(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
 
 -- The checkout root, from this spec's own path (relative to the current directory).
 local function checkout_root()
@@ -34,25 +23,20 @@ end
 
 local ROOT = checkout_root()
 local BIN = ROOT .. "/bin/facet"
--- Commands run from the temp directory, so every test also checks that bin/facet
--- finds its checkout from elsewhere.
-local TMPDIR
-do
-  local probe = os.tmpname() -- creates a file; only its directory is wanted
-  os.remove(probe)
-  TMPDIR = dirname(probe)
-end
+-- Commands run from a fresh temporary directory, so every test also checks that
+-- bin/facet finds its checkout from elsewhere.
+local tmp = F.scratch()
 
 --- Runs `bin/facet <args>` with `input` on stdin. Returns stdout, stderr, exit status.
 local function facet(args, input, bin)
-  local inp, err = os.tmpname(), os.tmpname()
-  write_file(inp, input or "")
+  local inp, err = tmp("stdin"), tmp("stderr")
+  F.write_file(inp, input or "")
   local cmd = ("cd %s && %s %s < %s 2> %s; echo \"rc=$?\""):format(
-    shell_quote(TMPDIR), shell_quote(bin or BIN), args or "", shell_quote(inp), shell_quote(err))
+    shell_quote(tmp()), shell_quote(bin or BIN), args or "", shell_quote(inp), shell_quote(err))
   local p = io.popen(cmd, "r")
   local out = p:read("*a")
   p:close()
-  local stderr = read_all(err)
+  local stderr = F.read_file(err)
   os.remove(inp)
   os.remove(err)
   local body, rc = out:match("^(.-)rc=(%d+)\n$")
@@ -61,11 +45,11 @@ local function facet(args, input, bin)
 end
 
 --- Writes a script to a temp file named *.lua; returns its path (caller removes it).
+local scripts = 0
 local function script(text)
-  local base = os.tmpname() -- creates the file: only its unique name is wanted
-  os.remove(base)
-  local path = base .. ".lua"
-  write_file(path, text)
+  scripts = scripts + 1
+  local path = tmp(("script%d.lua"):format(scripts))
+  F.write_file(path, text)
   return path
 end
 
@@ -189,8 +173,7 @@ print(facet.tensor{1, 2, 3}:sum())
   end)
 
   it("works through a symlink to bin/facet", function()
-    local link = os.tmpname()
-    os.remove(link)
+    local link = tmp("facet-link")
     assert(os.execute("ln -s " .. shell_quote(BIN) .. " " .. shell_quote(link)) == 0)
     local out, err, rc = facet("", "facet.version\n", link)
     os.remove(link)

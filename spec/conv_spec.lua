@@ -101,6 +101,8 @@ local function from_flat(shape, v)
   return H.on(t)
 end
 
+local function nn_on(m) if H.device == "cuda" then return m:cuda() end return m end
+
 local function randn(shape, seed, device)
   return facet.randn(shape, { seed = seed }):to(device or H.device)
 end
@@ -272,11 +274,54 @@ describe("conv2d", function()
     end
   end)
 
-  H.it("an empty batch is a no-op", function()
-    local L = layer { n = 0, c = 4, h = 6, o = 2, k = 3, p = 1 }
-    local d = { L = L, s = settings(L), x = H.on(facet.zeros({ 0, 4, 6, 6 })), w = randn({ 2, 4, 3, 3 }, 1) }
-    local out = forward(d)
-    assert.are.same({ 0, 2, 6, 6 }, out:shape())
+  H.it("an empty batch writes nothing and leaves grad_weight and grad_bias as they were", function()
+    local function constant(n, v)
+      local r = {}
+      for k = 1, n do r[k] = v end
+      return r
+    end
+    for i, L in ipairs {
+      layer { n = 0, c = 4, h = 6, o = 2, k = 3, p = 1 },                 -- im2col and GEMM
+      layer { n = 0, c = 4, h = 5, o = 3, k = 1 },                        -- pointwise
+      layer { n = 0, c = 4, h = 7, o = 4, k = 3, s = 2, p = 1, g = 4 },   -- depthwise
+    } do
+      local d = inputs(L, 9500 + 10 * i)                                  -- x and grad_out hold no values
+      local ws = workspace(d.x, d.w, d.s)
+      -- out and grad_x: empty views at the start of storage filled with 7, which must stay 7
+      local out_store = facet.full({ 1, L.o, L.ho, L.wo }, 7, { device = H.device })
+      local gx_store = facet.full({ 1, L.c, L.h, L.w }, 7, { device = H.device })
+      local out, gx = out_store:narrow(1, 1, 0), gx_store:narrow(1, 1, 0)
+      core.check(C.facet_conv2d_forward(out.h, d.x.h, d.w.h, ptr(d.b), ptr(ws), d.s))
+      assert.are.same({ 0, L.o, L.ho, L.wo }, out:shape())
+      assert.are.same(constant(L.o * L.ho * L.wo, 7), H.values(out_store))
+      -- the shapes are still checked: an empty out of another size is refused
+      H.assert_error(function()
+        core.check(C.facet_conv2d_forward(facet.empty({ 0, L.o, L.ho + 1, L.wo }, { device = H.device }).h, d.x.h,
+          d.w.h, ptr(d.b), ptr(ws), d.s))
+      end, "facet_conv2d_forward", "out [0x" .. L.o .. "x" .. (L.ho + 1))
+      -- backward accumulates nothing into the gradients, pre-filled with known values
+      local gw0, gb0 = randn({ L.o, L.cg, L.kh, L.kw }, 9600 + i), randn({ L.o }, 9700 + i)
+      local gw, gb = gw0:clone(), gb0:clone()
+      core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, d.r.h, d.x.h, d.w.h, ptr(ws), d.s))
+      assert.are.same({ 0, L.c, L.h, L.w }, gx:shape())
+      assert.are.same(constant(L.c * L.h * L.w, 7), H.values(gx_store))
+      assert.are.same(H.values(gw0), H.values(gw))
+      assert.are.same(H.values(gb0), H.values(gb))
+      H.assert_error(function()
+        core.check(C.facet_conv2d_backward(facet.empty({ 0, L.c + 1, L.h, L.w }, { device = H.device }).h, gw.h, gb.h,
+          d.r.h, d.x.h, d.w.h, ptr(ws), d.s))
+      end, "facet_conv2d_backward", "grad_x [0x" .. (L.c + 1))
+    end
+    -- through nn.Conv2d, which sizes its output and grad_input itself
+    local m = nn_on(facet.nn.Conv2d(4, 6, 3, { stride = 2, padding = 1, groups = 2 }))
+    local x = H.on(facet.zeros({ 0, 4, 7, 5 }))
+    local y = m:forward(x)
+    assert.are.same({ 0, 6, 4, 3 }, y:shape())
+    m.grad_weight:copy(facet.full({ 6, 2, 3, 3 }, 0.5))
+    m.grad_bias:copy(facet.tensor { 1, 2, 3, 4, 5, 6 })
+    assert.are.same({ 0, 4, 7, 5 }, m:backward(x, H.on(facet.zeros({ 0, 6, 4, 3 }))):shape())
+    assert.are.same(constant(6 * 2 * 3 * 3, 0.5), H.values(m.grad_weight))
+    assert.are.same({ 1, 2, 3, 4, 5, 6 }, H.values(m.grad_bias))
   end)
 
   H.it("the workspace size covers the layer; pointwise and depthwise layers need none", function()

@@ -1,6 +1,7 @@
 --- `facet eval`: a checkpoint on a .bin written by Python's pickle, one table row
 -- per set, and its error paths.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 
 local function sh(cmd)
@@ -12,8 +13,8 @@ end
 
 describe("facet eval", function()
   local dir
-  setup(function() dir = H.temp_dir() end)
-  teardown(function() H.remove_dir(dir) end)
+  setup(function() dir = F.temp_dir() end)
+  teardown(function() F.remove_dir(dir) end)
 
   it("prints accuracy for each .bin of a checkpoint", function()
     local ok = os.execute("env -u LD_PRELOAD /usr/bin/python3 -c 'import pickle' >/dev/null 2>&1")
@@ -26,7 +27,7 @@ bins = [png, png, png, jpg, jpg, jpg, jpg, png] * 3
 issame = [True, False, True, False] * 3
 pickle.dump((bins, issame), open(sys.argv[1], "wb"), protocol=3)
 ]]
-    local f = assert(io.open(dir .. "/make.py", "w")); f:write(py); f:close()
+    F.write_file(dir .. "/make.py", py)
     assert.truthy(sh(("env -u LD_PRELOAD /usr/bin/python3 %s/make.py %s/set.bin"):format(dir, dir)):find("rc=0", 1, true))
     facet.manual_seed(3)
     facet.save_safetensors(facet.models.convnet { in_channels = 3, size = 16, emb = 8 }, dir .. "/m.safetensors")

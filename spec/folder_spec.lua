@@ -1,25 +1,15 @@
 --- Image folders and list files, packed into InsightFace's RecordIO layout
 -- and unpacked again byte for byte, through the library and `facet pack/unpack`.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local read, write = F.read_file, F.write_file
 
 describe("folders, lists, pack and unpack", function()
   local dir
   setup(function()
-    dir = H.temp_dir()
+    dir = F.temp_dir()
     local png, jpg = read("spec/fixtures/images/rgb_3x4.png"), read("spec/fixtures/images/smooth_16x24.jpg")
     os.execute(("mkdir -p %s/root/bob %s/root/alice %s/root/carol"):format(dir, dir, dir))
     write(dir .. "/root/alice/b.png", png)
@@ -28,7 +18,7 @@ describe("folders, lists, pack and unpack", function()
     write(dir .. "/root/carol/1.jpeg", jpg)
     write(dir .. "/root/carol/notes.txt", "not an image")
   end)
-  teardown(function() H.remove_dir(dir) end)
+  teardown(function() F.remove_dir(dir) end)
 
   it("scans identities in name order and images in name order", function()
     local s = facet.data.scan_folder(dir .. "/root")

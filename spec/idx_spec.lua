@@ -1,6 +1,7 @@
 --- IDX files: hand-built files of every element type, raw and gzip-compressed,
 -- the bad cases, and Debian's Fashion-MNIST when it is installed.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 local ffi = require "ffi"
 
@@ -8,23 +9,19 @@ ffi.cdef [[
   int gzwrite(gzFile file, const void *buf, unsigned int len);
 ]]
 
-local tmpdir
-setup(function() tmpdir = H.temp_dir() end)
-teardown(function() H.remove_dir(tmpdir) end)
+local tmp = F.scratch()
 
 local function be32(v) return string.char(math.floor(v / 16777216) % 256, math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256) end
 
 local function write(name, bytes, gz)
-  local path = tmpdir .. "/" .. name
+  local path = tmp(name)
   if gz then
     local z = ffi.load("z")
     local f = z.gzopen(path, "wb")
     z.gzwrite(f, bytes, #bytes)
     z.gzclose(f)
   else
-    local f = assert(io.open(path, "wb"))
-    f:write(bytes)
-    f:close()
+    F.write_file(path, bytes)
   end
   return path
 end
@@ -72,7 +69,7 @@ describe("load_idx", function()
       local path = write(c[1], c[2])
       H.assert_error(function() facet.data.load_idx(path) end, path, c[3])
     end
-    H.assert_error(function() facet.data.load_idx(tmpdir .. "/none") end, "cannot open")
+    H.assert_error(function() facet.data.load_idx(tmp("none")) end, "cannot open")
   end)
 
   it("Fashion-MNIST from Debian's dataset-fashion-mnist", function()

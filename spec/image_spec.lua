@@ -2,15 +2,11 @@
 -- file (fixtures from tools/make_image_fixtures.py), grayscale and alpha,
 -- the conversion to normalised 3 x H x W (identity, flip, resize), and errors.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 
 local DIR = "spec/fixtures/images/"
-local function read(name)
-  local f = assert(io.open(DIR .. name, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function read(name) return F.read_file(DIR .. name) end
 
 describe("image decoding", function()
   it("PNG: every pixel", function()

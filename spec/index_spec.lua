@@ -1,5 +1,5 @@
 --- Row indexing (index_select / index_add_ / index_copy_), per-row gather and
--- scatter, and row L2 normalisation.
+-- scatter. (Row L2 normalisation is in normalize_spec.lua.)
 local H = require "support.device"
 local facet = H.facet
 
@@ -43,24 +43,5 @@ describe("row indexing", function()
     assert.are.equal(0, dst:sum())
     H.assert_error(function() src:gather(facet.tensor({ 1, 2 }, { dtype = "int32" })) end, "one index")
     H.assert_error(function() src:gather(facet.tensor({ 1, 2, 4, 1 }, { dtype = "int32" })) end, "outside [1, 3]")
-  end)
-end)
-
-describe("l2_normalize", function()
-  H.it("scales rows to unit norm and returns the norms", function()
-    local x = H.tensor { { 3, 4 }, { 0, 0 }, { -1, 0 } }
-    local y, norms = x:l2_normalize()
-    H.assert_close(H.values(y), { 0.6, 0.8, 0, 0, -1, 0 }, 1e-6)
-    H.assert_close(H.values(norms), { 5, 0, 1 }, 1e-6)
-  end)
-
-  H.it("random rows come out with norm 1", function()
-    local x = facet.randn({ 64, 512 }, { seed = 9 }):to(H.device)
-    local y = x:l2_normalize()
-    H.assert_close(H.values(y:sumsq(2)), H.values(facet.ones({ 64 })), 1e-5)
-  end)
-
-  it("needs a 2-D float32 tensor", function()
-    H.assert_error(function() facet.ones({ 4 }):l2_normalize() end, "2-D")
   end)
 end)

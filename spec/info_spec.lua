@@ -1,5 +1,6 @@
 --- `facet info FILE`: what a data or weights file holds.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 
 local function info(path)
@@ -13,14 +14,12 @@ describe("facet info", function()
   it("describes .bin, .npy, .safetensors, .rec and IDX files", function()
     assert.truthy(info("spec/fixtures/bin/p3_bytes.bin"):find("verification set, 3 pairs (1 same, 2 different), 6 images", 1, true))
     assert.truthy(info("spec/fixtures/f32_2x3.npy"):find("NumPy array, float32, shape 2x3", 1, true))
-    local dir = H.temp_dir()
+    local dir = F.temp_dir()
     facet.save_safetensors({ w = facet.ones({ 2, 3 }), b = facet.zeros({ 3 }, { dtype = "int64" }) }, dir .. "/m.safetensors")
     local s = info(dir .. "/m.safetensors")
     assert.truthy(s:find("safetensors, 2 tensors", 1, true), s)
     assert.truthy(s:find("total: 9 elements", 1, true), s)
-    local f = io.open("spec/fixtures/images/rgb_3x4.png", "rb")
-    local png = f:read("*a")
-    f:close()
+    local png = F.read_file("spec/fixtures/images/rgb_3x4.png")
     local w = facet.data.recordio_writer(dir .. "/t")
     w:write(0, 7, png)
     w:write(1, 8, png)
@@ -28,7 +27,7 @@ describe("facet info", function()
     s = info(dir .. "/t.rec")
     assert.truthy(s:find("RecordIO, plain layout, 2 images, 0 identities; first labels 7 8", 1, true), s)
     assert.truthy(s:find("first image: png 4x3", 1, true), s)
-    H.remove_dir(dir)
+    F.remove_dir(dir)
   end)
 
   it("fails clearly on unknown or broken files", function()

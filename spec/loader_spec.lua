@@ -2,14 +2,10 @@
 -- batches for any thread count and after a restart mid-epoch; undecodable
 -- images counted and replaced deterministically; RecordIO as a source; errors.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 
-local function read(name)
-  local f = assert(io.open("spec/fixtures/images/" .. name, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function read(name) return F.read_file("spec/fixtures/images/" .. name) end
 
 local png, jpg = read("rgb_3x4.png"), read("smooth_16x24.jpg")
 
@@ -92,7 +88,7 @@ describe("facet.data.loader", function()
   end)
 
   it("reads a RecordIO file", function()
-    local dir = H.temp_dir()
+    local dir = F.temp_dir()
     local w = facet.data.recordio_writer(dir .. "/train")
     for i = 1, 10 do w:write(i - 1, i % 4, i % 2 == 0 and jpg or png) end
     w:close()
@@ -104,7 +100,7 @@ describe("facet.data.loader", function()
     H.assert_close(H.values(x:select(1, 2)), H.values(facet.data.decode_image(png, { size = { 8, 8 } })), 1e-6)   -- image 7
     H.assert_close(H.values(x:select(1, 3)), H.values(facet.data.decode_image(jpg, { size = { 8, 8 } })), 1e-6)   -- image 8
     L:close()
-    H.remove_dir(dir)
+    F.remove_dir(dir)
   end)
 
   it("augments: grayscale, brightness, padded random crop; deterministic for any thread count", function()
@@ -156,6 +152,51 @@ describe("facet.data.loader", function()
     all.threads = 2
     local two = with(all)
     for i = 1, one:num_batches() do assert.are.same(H.values(one:batch(1, i)), H.values(two:batch(1, i))) end
+  end)
+
+  it("takes a uint64 seed whole: 2^53 and 2^53 + 1 give different shuffles and augmentations", function()
+    local ffi = require "ffi"
+    local big = ffi.new("uint64_t", 2 ^ 53)
+    assert.are.equal(2 ^ 53, 2 ^ 53 + 1)                   -- as Lua numbers (doubles) the two are one seed
+    local function run(seed, extra)
+      local o = { source = source(48), size = { 3, 4 }, batch_size = 48, threads = 2, mean = 0, std = 1, seed = seed }
+      for k, v in pairs(extra) do o[k] = v end
+      local L = facet.data.loader(o)
+      local x, y = L:batch(0, 1)
+      x, y = H.values(x), H.values(y)
+      L:close()
+      return x, y
+    end
+    local function sorted(t)
+      local c = { unpack(t) }
+      table.sort(c)
+      return c
+    end
+    local all = {}
+    for i = 1, 48 do all[i] = i - 1 end
+    -- the shuffle
+    local order = { flip = 0 }
+    local _, y_num = run(2 ^ 53, order)
+    local _, y_a = run(big, order)
+    local _, y_b = run(big + 1, order)
+    local _, y_lit = run(9007199254740993ULL, order)
+    assert.are.same(y_num, y_a)                             -- the number 2^53 and the uint64 2^53 are the same seed
+    assert.are.same(y_b, y_lit)
+    assert.are_not.same(y_a, y_b)
+    assert.are.same(all, sorted(y_a))
+    assert.are.same(all, sorted(y_b))
+    -- the augmentations (flip, brightness) of the images in their stored order
+    local aug = { shuffle = false, flip = 0.5, brightness = 0.5 }
+    local x_a, ya = run(big, aug)
+    local x_b, yb = run(big + 1, aug)
+    assert.are.same(all, ya)
+    assert.are.same(all, yb)
+    assert.are_not.same(x_a, x_b)
+    assert.are.same(x_b, (run(big + 1, aug)))               -- and each seed is reproducible
+    -- the high word counts too: 1 and 2^32 + 1 are different seeds
+    local _, y_1 = run(1, order)
+    local _, y_hi = run(ffi.new("uint64_t", 2 ^ 32) + 1, order)
+    assert.are_not.same(y_1, y_hi)
   end)
 
   it("checks its settings", function()

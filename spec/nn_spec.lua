@@ -1,5 +1,6 @@
 --- nn modules: finite-difference Jacobians, values, containers, error naming,
--- printing and the module API.
+-- printing and the module API. (Activations and Dropout are in
+-- activation_spec.lua.)
 local H = require "support.device"
 local J = require "support.jacobian"
 local facet = H.facet
@@ -31,47 +32,6 @@ describe("Linear", function()
   end)
   it("names itself in shape errors", function()
     H.assert_error(function() nn.Linear(3, 2):forward(facet.ones({ 2, 4 })) end, "Linear(3->2)", "B x 3")
-  end)
-end)
-
-describe("activations", function()
-  H.it("ReLU, Sigmoid, Tanh values and Jacobians", function()
-    local x = H.tensor { { -2, -0.5, 0.5, 3 } }
-    assert.are.same({ 0, 0, 0.5, 3 }, H.values(on(nn.ReLU()):forward(x)))
-    H.assert_close(H.values(on(nn.Sigmoid()):forward(x)), { 1 / (1 + math.exp(2)), 1 / (1 + math.exp(0.5)),
-      1 / (1 + math.exp(-0.5)), 1 / (1 + math.exp(-3)) }, 1e-6)
-    H.assert_close(H.values(on(nn.Tanh()):forward(x)), { math.tanh(-2), math.tanh(-0.5), math.tanh(0.5), math.tanh(3) }, 1e-6)
-    -- inputs away from ReLU's kink
-    local z = H.on(facet.randn({ 4, 6 }, { seed = 4 }))
-    z:add_(z:sign():mul_(0.2))
-    for _, m in ipairs { nn.ReLU(), nn.Sigmoid(), nn.Tanh() } do J.check(on(m), z) end
-  end)
-  H.it("PReLU per channel (2-D and 4-D) and shared, slope gradients included", function()
-    local p = on(nn.PReLU(3))
-    p.slope:copy(facet.tensor { 0.1, 0.2, 0.3 })
-    H.assert_close(H.values(p:forward(H.tensor { { 1, -2, 3 }, { -10, 5, -4 } })), { 1, -0.4, 3, -1, 5, -1.2 }, 1e-6)
-    local z = H.on(facet.randn({ 2, 3, 4, 5 }, { seed = 5 }))
-    z:add_(z:sign():mul_(0.2))
-    J.check(on(nn.PReLU(3)), z)
-    J.check(on(nn.PReLU()), H.on(facet.randn({ 4, 3 }, { seed = 6 })):add_(0.05))
-  end)
-end)
-
-describe("Dropout", function()
-  H.it("drops about p, scales the rest, and routes gradients through the mask", function()
-    local d = on(nn.Dropout(0.25))
-    local x = H.on(facet.ones({ 100000 }))
-    local y = H.values(d:forward(x))
-    local zeros, ok = 0, true
-    for _, v in ipairs(y) do
-      if v == 0 then zeros = zeros + 1 elseif math.abs(v - 1 / 0.75) > 1e-6 then ok = false end
-    end
-    assert.is_true(ok)
-    H.assert_close(zeros / #y, 0.25, 0, 0.01)
-    local g = H.values(d:backward(x, H.on(facet.ones({ 100000 }))))
-    for i = 1, #y, 997 do assert.are.equal(y[i], g[i]) end
-    d:evaluate()
-    assert.are.equal(x, d:forward(x))
   end)
 end)
 

@@ -7,6 +7,7 @@
 local ffi = require "ffi"
 local facet = require "facet"
 local H = require "support.device"
+local F = require "support.files"
 
 local FIX = "spec/fixtures/"
 -- without the sanitizer runtimes `make sanitize` preloads into everything it starts
@@ -14,24 +15,7 @@ local PY = "env -u LD_PRELOAD /usr/bin/python3"
 
 local function fixture(name) return FIX .. name end
 
-local function read_bytes(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_bytes(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local read_bytes, write_bytes, exists = F.read_file, F.write_file, F.exists
 
 -- flat Lua list of the values (CPU copy, C order)
 local function values(t)
@@ -96,14 +80,7 @@ local function numpy_available()
   return ok == 0 or ok == true
 end
 
-local tmpdir
-local function tmp(name) return tmpdir .. "/" .. name end
-
-setup(function()
-  tmpdir = H.temp_dir()
-  assert(tmpdir and #tmpdir > 0, "mktemp -d failed")
-end)
-teardown(function() H.remove_dir(tmpdir) end)
+local tmp = F.scratch()
 
 describe("load_npy on NumPy's files", function()
   it("f32_2x3: arange(6) / 4 - 0.5", function()

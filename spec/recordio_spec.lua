@@ -6,18 +6,15 @@
 -- pread only, so one handle may serve several threads; LuaJIT coroutines
 -- cannot exercise that, so it is documented (facet.h) rather than tested.
 local H = require "support.device"
+local F = require "support.files"
 local ffi = require "ffi"
 local core = require "facet.core"
 local recordio = require "facet.data.recordio"
 
 local C = core.C
 
-local tmpdir
-setup(function() tmpdir = H.temp_dir() end)
-teardown(function() H.remove_dir(tmpdir) end)
-local function tmp(name) return tmpdir .. "/" .. name end
-
-local write_file, read_file = H.write_file, H.read_file
+local tmp = F.scratch()
+local write_file, read_file = F.write_file, F.read_file
 
 
 -- ---- the format, written out by hand --------------------------------------------------

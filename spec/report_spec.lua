@@ -1,13 +1,14 @@
 --- Reports: a tiny run's report.html and SVGs exist, the HTML carries the
 -- plots inline, and its numbers match the log; several runs overlay.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 local cjson = require "cjson"
 
 describe("facet report", function()
   local dir
-  setup(function() dir = H.temp_dir() end)
-  teardown(function() H.remove_dir(dir) end)
+  setup(function() dir = F.temp_dir() end)
+  teardown(function() F.remove_dir(dir) end)
 
   local function run(name, head)
     facet.manual_seed(1)
@@ -38,9 +39,9 @@ describe("facet report", function()
     local out = io.popen(("luajit bin/facet report %s/am-run 2>&1; echo rc=$?"):format(dir)):read("*a")
     assert.truthy(out:find("rc=0", 1, true), out)
     for _, f in ipairs { "report.html", "loss.svg", "lr.svg", "roc.svg", "cmc.svg" } do
-      assert.truthy(io.open(dir .. "/am-run/" .. f), f .. " missing")
+      assert.is_true(F.exists(dir .. "/am-run/" .. f), f .. " missing")
     end
-    local html = io.open(dir .. "/am-run/report.html"):read("*a")
+    local html = F.read_file(dir .. "/am-run/report.html")
     assert.truthy(html:find("<svg", 1, true) and html:find("training loss", 1, true) and html:find("ROC", 1, true))
     local last
     for line in io.lines(dir .. "/am-run/train.jsonl") do last = cjson.decode(line) end
@@ -48,14 +49,14 @@ describe("facet report", function()
     assert.truthy(html:find(("<td>%.4f</td>"):format(r.accuracy), 1, true), "accuracy in the table")
     assert.truthy(html:find(("<td>%.4f</td>"):format(id.rank1), 1, true), "rank-1 in the table")
     assert.truthy(html:find("CMC", 1, true))
-    local svgtext = io.open(dir .. "/am-run/loss.svg"):read("*a")
+    local svgtext = F.read_file(dir .. "/am-run/loss.svg")
     assert.truthy(svgtext:find("<polyline", 1, true))
   end)
 
   it("overlays several runs into one report", function()
     run("arc-run", "arc")
     local path = facet.report.write({ dir .. "/am-run", dir .. "/arc-run" }, dir .. "/both")
-    local html = io.open(path):read("*a")
+    local html = F.read_file(path)
     assert.truthy(html:find(">am-run<", 1, true) and html:find(">arc-run<", 1, true))
     H.assert_error(function() facet.report.write({ dir .. "/none" }) end, "no train.jsonl")
   end)

@@ -2,16 +2,13 @@
 -- an independent Python implementation (struct + json), atomic saves, and
 -- corrupt files rejected with clear errors.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 local ffi = require "ffi"
 
 local PY = "env -u LD_PRELOAD /usr/bin/python3"
-local tmpdir
-setup(function() tmpdir = H.temp_dir() end)
-teardown(function() H.remove_dir(tmpdir) end)
-local function tmp(name) return tmpdir .. "/" .. name end
-
-local write_raw = H.write_file
+local tmp = F.scratch()
+local write_raw = F.write_file
 
 describe("safetensors", function()
   it("a model round-trips: save, load into a fresh model, identical outputs", function()

@@ -1,6 +1,7 @@
 --- Synthetic identities: deterministic, identities differ, the hard-sample
 -- knob, and the written .rec/.bin read back through the real readers.
 local H = require "support.device"
+local F = require "support.files"
 local facet = H.facet
 
 describe("synthetic identities", function()
@@ -22,7 +23,7 @@ describe("synthetic identities", function()
   end)
 
   it("writes InsightFace training data and a disjoint verification .bin", function()
-    local dir = H.temp_dir()
+    local dir = F.temp_dir()
     local r = facet.data.synthetic { out = dir .. "/syn", identities = 6, images = 3, size = 24, pairs = 10, seed = 2,
       verify_identities = 4 }
     assert.are.equal(18, r.images)
@@ -42,6 +43,6 @@ describe("synthetic identities", function()
     for _, b in ipairs(v.images) do assert.is_nil(train[b], "a verification image is also a training image") end
     local d = facet.data.load_bin(r.verify)
     assert.are.same({ 20, 3, 24, 24 }, d.images:shape())
-    H.remove_dir(dir)
+    F.remove_dir(dir)
   end)
 end)

@@ -182,9 +182,40 @@ describe("facet_upsample2d_backward", function()
     H.assert_close(H.values(g3), { 1 + 7.5 + 25, 2.5 + 75 + 1000 }, 1e-6)
   end)
 
-  H.it("an empty batch is a no-op", function()
-    forward(zeros({ 0, 3, 4, 4 }), zeros({ 0, 3, 2, 2 }), BILINEAR, 0)
-    backward(zeros({ 0, 3, 2, 2 }), zeros({ 0, 3, 4, 4 }), BILINEAR, 0)
+  H.it("an empty batch writes nothing, and its outputs have the empty shapes", function()
+    local function constant(n, v)
+      local r = {}
+      for k = 1, n do r[k] = v end
+      return r
+    end
+    for _, mode in ipairs { { NEAREST, 0 }, { BILINEAR, 0 }, { BILINEAR, 1 } } do
+      -- out and grad_x: empty views at the start of storage filled with 7, which must stay 7
+      local out_store = facet.full({ 1, 3, 4, 5 }, 7, { device = H.device })
+      local gx_store = facet.full({ 1, 3, 2, 2 }, 7, { device = H.device })
+      local out, gx = out_store:narrow(1, 1, 0), gx_store:narrow(1, 1, 0)
+      forward(out, zeros({ 0, 3, 2, 2 }), mode[1], mode[2])
+      backward(gx, zeros({ 0, 3, 4, 5 }), mode[1], mode[2])
+      assert.are.same({ 0, 3, 4, 5 }, out:shape())
+      assert.are.same({ 0, 3, 2, 2 }, gx:shape())
+      assert.are.same(constant(60, 7), H.values(out_store))
+      assert.are.same(constant(12, 7), H.values(gx_store))
+      -- the channels are still checked on empty tensors
+      H.assert_error(function() forward(zeros({ 0, 4, 4, 5 }), zeros({ 0, 3, 2, 2 }), mode[1], mode[2]) end,
+        "facet_upsample2d_forward", "same N and C")
+      H.assert_error(function() backward(zeros({ 0, 2, 2, 2 }), zeros({ 0, 3, 4, 5 }), mode[1], mode[2]) end,
+        "facet_upsample2d_backward", "same N and C")
+    end
+    -- through nn.Upsample, which sizes its output and grad_input itself
+    local function on(m) if H.device == "cuda" then return m:cuda() end return m end
+    local x = zeros({ 0, 3, 2, 2 })
+    for _, case in ipairs {
+      { facet.nn.Upsample { scale = 2, mode = "bilinear" }, { 0, 3, 4, 4 } },
+      { facet.nn.Upsample { size = { 5, 3 } }, { 0, 3, 5, 3 } },
+    } do
+      local m = on(case[1])
+      assert.are.same(case[2], m:forward(x):shape())
+      assert.are.same({ 0, 3, 2, 2 }, m:backward(x, zeros(case[2])):shape())
+    end
   end)
 end)
 

@@ -89,30 +89,10 @@ function H.assert_error(fn, ...)
   return err
 end
 
---- A fresh temporary directory, and its removal (only ever under /tmp).
-function H.temp_dir()
-  local p = io.popen("mktemp -d")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
-
-function H.remove_dir(d)
-  if d and d:match("^/tmp/") then os.execute("rm -rf '" .. d .. "'") end
-end
-
---- Whole-file binary write and read for specs that craft or compare files.
-function H.write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-function H.read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+-- The file helpers live in support/files.lua; these names stay for specs that
+-- reach them through H.
+local files = require "support.files"
+H.temp_dir, H.remove_dir = files.temp_dir, files.remove_dir
+H.write_file, H.read_file = files.write_file, files.read_file
 
 return H

@@ -7,7 +7,8 @@
 -- source: a facet.data.recordio reader, { images = { encoded bytes ... },
 -- labels = { ... } }, or what facet.data.scan_folder / read_list return
 -- ({ paths, labels }: the files are read into memory once). Options: size = {112, 112}, batch_size = 128,
--- threads = facet threads, queue = 4, flip = 0.5, seed = 0, shuffle = true,
+-- threads = facet threads, queue = 4, flip = 0.5, seed = 0 (a number, or a
+-- uint64_t cdata, passed on whole, for seeds above 2^53), shuffle = true,
 -- drop_last = true, mean = 127.5, std = 128 (numbers or 3 per channel),
 -- crop_padding = 0 (random crop after padding with black), brightness,
 -- contrast, saturation (jitter factors in [1 - v, 1 + v]), grayscale
