@@ -3,8 +3,12 @@
 -- (logits, dL/dx, dL/dW) timed alone in the same run on the same buffers.
 -- Prints ms per step, GFLOP/s (the GEMMs' flops over the step time), the
 -- head's memory (parameters, gradients and buffers) and the process's peak
--- RSS, and the ratio step / GEMMs. A scripted copy of the adaptive h is timed
--- against the built-in one.
+-- RSS, and the ratio step / GEMMs. Then a whole training step of each cosine
+-- head through facet.optim.sgd, as facet.train runs it (zero_grad, forward,
+-- backward, step), unfused and fused (fused = true: the radial correction and
+-- the W norms in the optimizer's single pass over W), against the GEMMs plus
+-- one plain SGD pass and one zeroing of dL/dW. A scripted copy of the adaptive
+-- h is timed against the built-in one.
 -- With --torch 1 it also runs bench/heads_torch.py (Debian's python3-torch: a
 -- straightforward PyTorch version of the heads) and prints facet's speed-up.
 -- Usage: bin/facet run bench/heads.lua [--B 128] [--dim 512] [--K 72690] [--reps 5] [--heads am,mv-am] [--torch 1]
@@ -70,13 +74,14 @@ local t_sgd = best(function()
   require("facet.core").check(C.facet_sgd_step(W.h, gW.h, mom.h, nil, nil, 1e-9, 0.9, 0, 5e-4, first))
   first = 0
 end, o.reps)
+local t_zero = best(function() gW:zero_() end, o.reps)
 W, gW, Z, dX, mom = nil, nil, nil, nil, nil
 collectgarbage()
 
 print(("B = %d, dim = %d, K = %d on %s, %d threads, OpenBLAS core %s"):format(B, D, K, o.device,
   facet.get_threads(), facet.blas_core()))
-print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.1f ms"):format(
-  t_gemm * 1e3, gflop / t_gemm, t_sgd * 1e3))
+print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.1f ms; zeroing dL/dW: %.1f ms"):format(
+  t_gemm * 1e3, gflop / t_gemm, t_sgd * 1e3, t_zero * 1e3))
 print(("%-24s %9s %9s %8s %10s %10s"):format("head", "ms/step", "GFLOP/s", "x GEMM", "head MB", "peak RSS MB"))
 
 local function head_mb(h)
@@ -106,26 +111,29 @@ local names = o.heads or facet.heads.names()
 local times = {}
 for _, name in ipairs(names) do times[name] = run(name, {}) end
 
--- fused: forward + backward + sgd_step with the W norms and the radial correction
--- in the update's single pass, against the GEMMs plus one plain SGD pass
-print(("\nforward + backward + SGD update (momentum 0.9), against GEMMs + one SGD pass (%.1f ms)"):format(
-  (t_gemm + t_sgd) * 1e3))
-print(("%-24s %12s %12s %8s"):format("head", "unfused ms", "fused ms", "x (GEMM+SGD)"))
+-- a training step through facet.optim.sgd; fused: the W norms and the radial
+-- correction in the optimizer's single pass over W
+local t_base = t_gemm + t_sgd + t_zero
+print(("\nzero_grad + forward + backward + facet.optim.sgd step (momentum 0.9), against GEMMs + one SGD pass " ..
+  "+ zeroing (%.1f ms)"):format(t_base * 1e3))
+print(("%-24s %12s %12s %8s"):format("head", "unfused ms", "fused ms", "x (GEMM+SGD+zero)"))
 for _, name in ipairs(names) do
   local probe = facet.heads.new(name, { classes = 2, dim = 2 })
   if probe.kind == "cosine" then
     local res = {}
     for _, fused in ipairs { false, true } do
       local h = facet.heads.new(name, { classes = K, dim = D, seed = 3, device = o.device, fused = fused })
+      local opt = facet.optim.sgd(h, { lr = 1e-9, momentum = 0.9, weight_decay = 5e-4 })
       res[#res + 1] = best(function()
+        opt:zero_grad()
         h:forward(x, y)
         h:backward()
-        h:sgd_step { lr = 1e-9, momentum = 0.9, weight_decay = 5e-4 }
+        opt:step()
       end, o.reps)
-      h = nil
+      h, opt = nil, nil
       collectgarbage()
     end
-    print(("%-24s %12.1f %12.1f %8.2f"):format(name, res[1] * 1e3, res[2] * 1e3, res[2] / (t_gemm + t_sgd)))
+    print(("%-24s %12.1f %12.1f %8.2f"):format(name, res[1] * 1e3, res[2] * 1e3, res[2] / t_base))
   end
 end
 print()

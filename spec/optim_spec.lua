@@ -1,12 +1,94 @@
---- Optimizers against hand-computed updates, weight-decay exemptions, state
--- round trips, schedules at their boundaries and gradient clipping.
+--- The optimizers: the fused C update facet_sgd_step against PyTorch's SGD
+-- written out (momentum, dampening, Nesterov, weight decay, the per-row
+-- correction and norms); facet.optim.sgd/adam/adamw against hand-computed
+-- updates, weight-decay exemptions and state round trips; the parameter
+-- interface (named_parameters entries, deferred gradients) on a source that is
+-- not a head; schedules at their boundaries and gradient clipping. Fused heads
+-- through the optimizer and facet.train: spec/optim_fused_spec.lua.
 local H = require "support.device"
 local facet = H.facet
 local optim = facet.optim
+local C = require("facet.core").C
 
 local function param(values, grads)
   return { params = { H.tensor(values) }, grads = { H.tensor(grads) } }
 end
+
+-- torch.optim.SGD, written out
+local function ref_sgd(w, grads, cfg)
+  local buf
+  for step, g in ipairs(grads) do
+    local d = {}
+    for i = 1, #w do d[i] = g[i] + (cfg.weight_decay or 0) * w[i] end
+    if (cfg.momentum or 0) ~= 0 then
+      if step == 1 then buf = { unpack(d) }
+      else for i = 1, #w do buf[i] = cfg.momentum * buf[i] + (1 - (cfg.dampening or 0)) * d[i] end end
+      for i = 1, #w do d[i] = cfg.nesterov and d[i] + cfg.momentum * buf[i] or buf[i] end
+    end
+    for i = 1, #w do w[i] = w[i] - cfg.lr * d[i] end
+  end
+  return w
+end
+
+local function step(p, g, buf, cfg, first, coef, norms)
+  local flags = (cfg.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + (first and C.FACET_SGD_FLAG_FIRST_STEP or 0)
+  local rc = C.facet_sgd_step(p.h, g.h, buf and buf.h or nil, coef and coef.h or nil, norms and norms.h or nil,
+    cfg.lr, cfg.momentum or 0, cfg.dampening or 0, cfg.weight_decay or 0, flags)
+  require("facet.core").check(rc)
+end
+
+local CONFIGS = {
+  { lr = 0.1 },
+  { lr = 0.05, weight_decay = 0.01 },
+  { lr = 0.1, momentum = 0.9 },
+  { lr = 0.1, momentum = 0.9, dampening = 0.5, weight_decay = 5e-4 },
+  { lr = 0.02, momentum = 0.8, nesterov = true, weight_decay = 1e-3 },
+}
+local function config_name(cfg)
+  local name = {}
+  for k, v in pairs(cfg) do name[#name + 1] = k .. "=" .. tostring(v) end
+  table.sort(name)
+  return "{" .. table.concat(name, ", ") .. "}"
+end
+
+describe("facet_sgd_step", function()
+  for _, cfg in ipairs(CONFIGS) do
+    H.it("matches torch.optim.SGD over 3 steps " .. config_name(cfg), function()
+      local w0 = H.values(facet.randn({ 3, 4 }, { seed = 1 }))
+      local grads = {}
+      for s = 1, 3 do grads[s] = H.values(facet.randn({ 3, 4 }, { seed = 10 + s })) end
+      local p = H.on(facet.tensor(w0):reshape { 3, 4 })
+      local buf = (cfg.momentum or 0) ~= 0 and facet.zeros({ 3, 4 }, { device = H.device }) or nil
+      for s = 1, 3 do
+        local g = H.on(facet.tensor(grads[s]):reshape { 3, 4 })
+        step(p, g, buf, cfg, s == 1)
+      end
+      H.assert_close(H.values(p), ref_sgd({ unpack(w0) }, grads, cfg), 1e-5, 1e-6)
+    end)
+  end
+
+  H.it("per-row correction, zeroed gradient and norms of the result", function()
+    local p = H.tensor { { 3, 4 }, { 1, 0 } }
+    local g = H.tensor { { 1, 1 }, { 2, 2 } }
+    local coef = H.tensor { 0.5, -1 }
+    local norms = facet.empty({ 2 }, { device = H.device })
+    require("facet.core").check(C.facet_sgd_step(p.h, g.h, nil, coef.h, norms.h, 0.1, 0, 0, 0,
+      C.FACET_SGD_FLAG_ZERO_GRAD))
+    -- row 1: g = (1, 1) + 0.5 * (3, 4) = (2.5, 3); row 2: g = (2, 2) - (1, 0) = (1, 2)
+    H.assert_close(H.values(p), { 3 - 0.25, 4 - 0.3, 1 - 0.1, -0.2 }, 1e-6)
+    assert.are.same({ 0, 0, 0, 0 }, H.values(g))
+    H.assert_close(H.values(norms), { math.sqrt(2.75 ^ 2 + 3.7 ^ 2), math.sqrt(0.81 + 0.04) }, 1e-6)
+  end)
+
+  it("rejects bad settings", function()
+    local p, g = facet.ones({ 2 }), facet.ones({ 2 })
+    H.assert_error(function() step(p, g, nil, { lr = 0.1, momentum = 0.9 }, true) end, "needs a buffer")
+    H.assert_error(function() step(p, g, nil, { lr = -1 }, true) end, "lr")
+    H.assert_error(function() step(p, g, facet.ones({ 2 }), { lr = 0.1, momentum = 0.9, nesterov = true, dampening = 0.1 }, true) end,
+      "Nesterov")
+    H.assert_error(function() step(p, facet.ones({ 3 }), nil, { lr = 0.1 }, true) end, "one shape")
+  end)
+end)
 
 describe("sgd", function()
   H.it("plain, momentum and weight decay steps by hand", function()
@@ -20,6 +102,23 @@ describe("sgd", function()
     local b1, b2 = 0.9 * 0.6 + 0.594, 0.9 * 0.05 + 0.0495
     H.assert_close(H.values(src.params[1]), { 0.94 - 0.1 * b1, -2.005 - 0.1 * b2 }, 1e-6)
   end)
+
+  for _, cfg in ipairs(CONFIGS) do
+    H.it("matches torch.optim.SGD over 3 steps " .. config_name(cfg), function()
+      local w0 = H.values(facet.randn({ 3, 4 }, { seed = 1 }))
+      local grads = {}
+      for s = 1, 3 do grads[s] = H.values(facet.randn({ 3, 4 }, { seed = 10 + s })) end
+      local src = { params = { H.on(facet.tensor(w0):reshape { 3, 4 }) }, grads = { facet.zeros({ 3, 4 }, { device = H.device }) } }
+      local settings = {}
+      for k, v in pairs(cfg) do settings[k] = v end
+      local opt = optim.sgd(src, settings)
+      for s = 1, 3 do
+        src.grads[1]:copy(facet.tensor(grads[s]):reshape { 3, 4 })
+        opt:step()
+      end
+      H.assert_close(H.values(src.params[1]), ref_sgd({ unpack(w0) }, grads, cfg), 1e-5, 1e-6)
+    end)
+  end
 
   H.it("biases and norm parameters skip weight decay when asked", function()
     local m = facet.nn.Linear(2, 1)
@@ -89,6 +188,97 @@ describe("adam and adamw", function()
       H.assert_close(H.values(src.params[1]), ref({ 0.5, -1, 2 }, gs, 0.01, 0.9, 0.999, 1e-8, case[3], case[2]), 1e-5, 1e-7)
     end)
   end
+end)
+
+describe("the parameter interface", function()
+  -- a source that is not a head: one 2 x 2 parameter whose gradient defers a
+  -- per-row part, with the hooks of facet.optim.optimizer's entries
+  local function deferred_source()
+    local src = { param = H.tensor { { 3, 4 }, { 1, 0 } }, grad = H.tensor { { 1, 1 }, { 2, 2 } },
+      coef = H.tensor { 0.5, -1 }, norms = facet.zeros({ 2 }, { device = H.device }), calls = {} }
+    function src:named_parameters()
+      return { { name = "w", param = self.param, grad = self.grad, kind = "weight", row_coef = self.coef,
+        row_norms = self.norms, on_update = function(written) self.calls[#self.calls + 1] = written end } }
+    end
+    return src
+  end
+  -- the complete gradient: row 1 (1, 1) + 0.5 (3, 4) = (2.5, 3); row 2 (2, 2) - (1, 0) = (1, 2)
+  local complete = { 2.5, 3, 1, 2 }
+
+  H.it("sgd takes the deferred part, writes the row norms and reports the update", function()
+    local src = deferred_source()
+    local opt = optim.sgd(src, { lr = 0.1, momentum = 0.9, weight_decay = 0.01 })
+    local w = H.values(src.param)
+    opt:step()
+    local want = {}
+    for i = 1, 4 do want[i] = w[i] - 0.1 * (complete[i] + 0.01 * w[i]) end
+    H.assert_close(H.values(src.param), want, 1e-6)
+    H.assert_close(H.values(src.norms), { math.sqrt(want[1] ^ 2 + want[2] ^ 2), math.sqrt(want[3] ^ 2 + want[4] ^ 2) }, 1e-6)
+    assert.are.same({ 0, 0 }, H.values(src.coef))
+    assert.are.same({ true }, src.calls)
+    H.assert_close(H.values(opt.list[1].momentum_buffer), { complete[1] + 0.01 * w[1], complete[2] + 0.01 * w[2],
+      complete[3] + 0.01 * w[3], complete[4] + 0.01 * w[4] }, 1e-6)
+  end)
+
+  H.it("adam completes the gradient first and reports the norms as stale", function()
+    local src, plain = deferred_source(), param({ 3, 4, 1, 0 }, complete)
+    local a, b = optim.adam(src, { lr = 0.01 }), optim.adam(plain, { lr = 0.01 })
+    a:step(); b:step()
+    H.assert_close(H.values(src.param), H.values(plain.params[1]), 1e-6)
+    H.assert_close(H.values(src.grad), complete, 1e-6)
+    assert.are.same({ 0, 0 }, H.values(src.coef))
+    assert.are.same({ false }, src.calls)
+  end)
+
+  H.it("grad_norm and clip_grad_norm see the complete gradient; finish_grad and zero_grad", function()
+    local src = deferred_source()
+    local opt = optim.sgd(src, { lr = 1 })
+    local n = 0
+    for _, v in ipairs(complete) do n = n + v * v end
+    n = math.sqrt(n)
+    H.assert_close(opt:grad_norm(), n, 1e-6)
+    -- without grad_sumsq the norm is taken of the completed gradient
+    H.assert_close(H.values(src.grad), complete, 1e-6)
+    src = deferred_source()
+    opt = optim.sgd(src, { lr = 1 })
+    H.assert_close(opt:clip_grad_norm(1), n, 1e-6)
+    H.assert_close(opt:grad_norm(), 1, 1e-5)
+    opt = optim.sgd(deferred_source(), { lr = 1 })
+    opt:finish_grad()
+    H.assert_close(H.values(opt.list[1].grad), complete, 1e-6)
+    opt.list[1].row_coef:fill_(1)
+    opt:zero_grad()
+    assert.are.same({ 0, 0, 0, 0 }, H.values(opt.list[1].grad))
+    assert.are.same({ 0, 0 }, H.values(opt.list[1].row_coef))
+  end)
+
+  H.it("clip_grad_norm scales a deferred part without completing it", function()
+    local src = deferred_source()
+    local entry = src:named_parameters()[1]
+    local n2 = 0
+    for _, v in ipairs(complete) do n2 = n2 + v * v end
+    entry.grad_sumsq = function() return n2 end          -- what a fused head provides
+    src.named_parameters = function() return { entry } end
+    local opt = optim.sgd(src, { lr = 1 })
+    local n = opt:clip_grad_norm(1)
+    H.assert_close(n, math.sqrt(n2), 1e-6)
+    local s = 1 / (math.sqrt(n2) + 1e-6)
+    H.assert_close(H.values(src.grad), { s, s, 2 * s, 2 * s }, 1e-6)
+    H.assert_close(H.values(src.coef), { 0.5 * s, -s }, 1e-6)
+  end)
+
+  it("modules and heads list { name, param, grad, kind } entries", function()
+    local m = facet.nn.Sequential(facet.nn.Linear(2, 3), facet.nn.BatchNorm1d(3))
+    local names = {}
+    for _, e in ipairs(m:named_parameters()) do names[#names + 1] = e.name .. ":" .. e.kind end
+    assert.are.same({ "1.weight:weight", "1.bias:bias", "2.weight:norm", "2.bias:norm" }, names)
+    local h = facet.heads.new("l2-softmax", { classes = 4, dim = 2, learn_alpha = true })
+    names = {}
+    for _, e in ipairs(h:named_parameters("head.")) do names[#names + 1] = e.name .. ":" .. e.kind end
+    assert.are.same({ "head.weight:weight", "head.bias:bias", "head.alpha:norm" }, names)
+    H.assert_error(function() optim.sgd({ { named_parameters = function() return { { param = 1, grad = 2 } } end } },
+      { lr = 1 }) end, "not a tensor")
+  end)
 end)
 
 describe("schedules", function()

@@ -69,7 +69,6 @@ local function save_checkpoint(dir, st)
   local tmpdir = dir .. "/." .. name .. ".tmp"
   os.execute(("rm -rf '%s'"):format(tmpdir))
   mkdir(tmpdir)
-  if st.head and st.head.fused then st.head:finish_grad() end
   safetensors.save(weights(st.model, st.head), tmpdir .. "/model.safetensors")
   local ostate = st.optimizer:state()
   safetensors.save(ostate.tensors, tmpdir .. "/optim.safetensors")
@@ -165,7 +164,6 @@ function M.train(cfg)
   if cfg.checkpoint then mkdir(cfg.checkpoint) end
   local tty = ffi.C.isatty(1) == 1 and not cfg.quiet
   local print_every = cfg.print_every or 50
-  local grads = opt:gradients()
   local start_step = st.step
   -- the input is data: its gradient is never used
   model:first_leaf().no_input_grad = true
@@ -194,9 +192,8 @@ function M.train(cfg)
       local gnorm
       if not bad then
         model:backward(x, head:backward())
-        if head.fused then head:finish_grad() end
-        if cfg.clip then gnorm = require("facet.optim").clip_grad_norm(grads, cfg.clip)
-        elseif cfg.check_grads ~= false then gnorm = require("facet.optim").grad_norm(grads) end
+        if cfg.clip then gnorm = opt:clip_grad_norm(cfg.clip)
+        elseif cfg.check_grads ~= false then gnorm = opt:grad_norm() end
         if gnorm and not is_finite(gnorm) then bad = "gradient norm is " .. tostring(gnorm) end
       end
       st.step, st.batch = st.step + 1, i

@@ -5,6 +5,9 @@
 -- two backward GEMMs, takes the radial part out of W's gradient row by row and
 -- returns dL/dx. Buffers are kept between steps (reallocated only when the
 -- batch size changes), so a training step allocates nothing.
+-- named_parameters() is the parameter interface optimizers use (the same as
+-- facet.nn.Module's); a fused cosine head's weight entry carries the deferred
+-- radial correction and the W norms for the optimizer's single pass over W.
 local ffi = require "ffi"
 local core = require "facet.core"
 local tensor = require "facet.tensor"
@@ -96,8 +99,8 @@ function Head.new(cfg, opts)
   if type(D) ~= "number" or D < 1 or D ~= math.floor(D) then error(name .. ": dim must be a positive integer", 0) end
   local self = setmetatable({ name = cfg.name, kind = cfg.kind, classes = K, dim = D, iter = 0 }, Head)
   self.device = opts.device or "cpu"
-  -- fused: the radial correction of grad_weight and the W norms move into
-  -- sgd_step (one pass over W); see docs/heads.md
+  -- fused: the radial correction of grad_weight and the W norms move into the
+  -- optimizer's update (one pass over W); see named_parameters and docs/heads.md
   self.fused = opts.fused and cfg.kind == "cosine" or false
   self.s = number_opt(opts, "s", 32, 0, name)
   if self.s <= 0 then error(name .. ": s must be > 0", 0) end
@@ -190,6 +193,11 @@ function Head.new(cfg, opts)
     self.grad_bias = tensor.zeros({ K })
   end
   self.grad_weight = tensor.zeros({ K, D })
+  if self.fused then
+    self.pending = tensor.zeros({ K })      -- deferred radial coefficients (row_coef)
+    self.norms = tensor.zeros({ K })        -- ||w_k|| written by the update (row_norms)
+    self.norms_valid = false
+  end
   if cfg.kind == "l2" then
     self.learn_alpha = opts.learn_alpha and true or false
     self.alpha = tensor.full({ 1 }, number_opt(opts, "alpha", 16, 0, name))
@@ -219,7 +227,7 @@ function Head:_buffers(B)
   if self.kind == "cosine" then
     b.wnorm = tensor.empty({ K }, o)
     b.colsum_cos = tensor.empty({ K }, o)
-    if self.norms and self.norms:device() == dev then b.wnorm:copy(self.norms) end
+    self.norms_valid = false                -- the next forward measures W into the new b.wnorm
   else
     b.colsum = tensor.empty({ K }, o)
   end
@@ -315,11 +323,9 @@ function Head:backward()
     check(C.facet_tensor_binary(b.colsum_cos.h, b.colsum_cos.h, b.wnorm.h, C.FACET_BINARY_DIV))
     check(C.facet_tensor_unary(b.colsum_cos.h, b.colsum_cos.h, C.FACET_UNARY_NEG, 0, 0))
     if self.fused then
-      -- deferred to sgd_step (or finish_grad); W is unchanged until then, so
-      -- the coefficients of several backward calls simply add up
-      if not self.pending then self.pending = tensor.zeros({ self.classes }, { device = self.device }) end
+      -- deferred to the optimizer's update (or finish_grad); W is unchanged
+      -- until then, so the coefficients of several backward calls add up
       check(C.facet_tensor_axpy(self.pending.h, self.pending.h, 1, b.colsum_cos.h))
-      self.has_pending = true
     else
       check(C.facet_tensor_rows_axpy(self.grad_weight.h, b.colsum_cos.h, self.weight.h))
     end
@@ -338,57 +344,74 @@ function Head:backward()
   return b.dx
 end
 
---- In fused mode, applies the deferred radial correction to grad_weight (sgd_step
--- does it on its own; call this before reading grad_weight yourself).
+--- In fused mode, applies the deferred radial correction to grad_weight (the
+-- optimizer does it in its update; call this before reading grad_weight yourself).
 function Head:finish_grad()
-  if self.has_pending then
+  if self.fused then
     check(C.facet_tensor_rows_axpy(self.grad_weight.h, self.pending.h, self.weight.h))
     self.pending:zero_()
-    self.has_pending = false
   end
   return self.grad_weight
 end
 
---- One SGD step on the head's parameters in a single pass over W (PyTorch's
--- SGD: lr, momentum, dampening, weight_decay, nesterov), zeroing the
--- gradients. For a fused cosine head the same pass applies the deferred
--- radial correction and computes the W norms the next forward needs.
-function Head:sgd_step(cfg)
-  if type(cfg) ~= "table" or type(cfg.lr) ~= "number" then error(self.name .. ":sgd_step: want { lr = ... }", 2) end
-  local momentum = cfg.momentum or 0
-  self.sgd_state = self.sgd_state or {}
-  local params, grads = self:parameters()
-  for i, p in ipairs(params) do
-    local st = self.sgd_state[i]
-    if not st then
-      st = { first = true, buf = momentum ~= 0 and tensor.zeros(p:shape(), { device = self.device }) or nil }
-      self.sgd_state[i] = st
-    end
-    local flags = (cfg.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + (st.first and C.FACET_SGD_FLAG_FIRST_STEP or 0) +
-      C.FACET_SGD_FLAG_ZERO_GRAD
-    local coef, norms = nil, nil
-    if i == 1 and self.fused then
-      coef = self.has_pending and self.pending.h or nil
-      if not self.norms then self.norms = tensor.empty({ self.classes }, { device = self.device }) end
-      norms = self.norms.h
-    end
-    check(C.facet_sgd_step(p.h, grads[i].h, st.buf and st.buf.h or nil, coef, norms, cfg.lr, momentum,
-      cfg.dampening or 0, cfg.weight_decay or 0, flags))
-    st.first = false
-  end
+--- In fused mode, tells the head that W changed (the optimizer calls it
+-- through the weight entry's on_update; call it after writing head.weight
+-- yourself). norms_written: self.norms holds the new ||w_k|| (facet_sgd_step's
+-- row_norms); otherwise the next forward measures W again.
+function Head:weight_changed(norms_written)
+  if not self.fused then return end
+  self.norms_valid = norms_written and true or false
+  if self.norms_valid and self.buf then self.buf.wnorm:copy(self.norms) end
+end
+
+-- ||complete grad_weight||^2 without completing it: the complete row
+-- g_k + c_k w_k is orthogonal to w_k (the radial part is what c_k w_k removes),
+-- so ||g_k + c_k w_k||^2 = ||g_k||^2 - c_k^2 ||w_k||^2, with ||w_k|| the norms
+-- the backward used (W has not changed since).
+function Head:_grad_weight_sumsq()
+  local out = tensor.empty({ 1 }, { device = self.device })
+  check(C.facet_tensor_reduce(out.h, self.grad_weight.h, C.FACET_REDUCE_SUMSQ, -1, 0))
+  local total = out:item()
+  if not self.buf then return total end   -- no backward yet: nothing is deferred
+  local tmp = self.buf.colsum_cos           -- scratch: free until the next backward
+  check(C.facet_tensor_binary(tmp.h, self.pending.h, self.buf.wnorm.h, C.FACET_BINARY_MUL))
+  check(C.facet_tensor_reduce(out.h, tmp.h, C.FACET_REDUCE_SUMSQ, -1, 0))
+  total = total - out:item()
+  if total ~= total then return total end   -- NaN stays NaN (facet.train's guard)
+  return math.max(total, 0)
+end
+
+--- The parameter interface shared with facet.nn.Module (see there):
+-- { name, param, grad, kind, module = self } for weight, bias ("bias") and a
+-- learned alpha ("norm"). A fused head's weight entry also carries
+--   row_coef    (classes) the deferred radial correction: the complete
+--               gradient is grad + row_coef_k * param_k; whoever applies it zeroes it
+--   row_norms   (classes) where an update writes ||param_k|| of the new W
+--   on_update(norms_written)  called after every update of param
+--   grad_sumsq()  ||complete gradient||^2 without completing it
+function Head:named_parameters(prefix, out)
+  out = out or {}
+  prefix = prefix or ""
+  local w = { name = prefix .. "weight", param = self.weight, grad = self.grad_weight, kind = "weight", module = self }
   if self.fused then
-    if self.has_pending then self.pending:zero_() end
-    self.has_pending = false
-    if self.buf then self.buf.wnorm:copy(self.norms) end
-    self.norms_valid = true
+    w.row_coef, w.row_norms = self.pending, self.norms
+    w.on_update = function(norms_written) self:weight_changed(norms_written) end
+    w.grad_sumsq = function() return self:_grad_weight_sumsq() end
   end
+  out[#out + 1] = w
+  if self.bias then
+    out[#out + 1] = { name = prefix .. "bias", param = self.bias, grad = self.grad_bias, kind = "bias", module = self }
+  end
+  if self.alpha and self.learn_alpha then
+    out[#out + 1] = { name = prefix .. "alpha", param = self.alpha, grad = self.grad_alpha, kind = "norm", module = self }
+  end
+  return out
 end
 
 --- Parameters and their gradients, as two lists in the same order (Torch7's shape).
 function Head:parameters()
-  local p, g = { self.weight }, { self.grad_weight }
-  if self.bias then p[#p + 1], g[#g + 1] = self.bias, self.grad_bias end
-  if self.alpha and self.learn_alpha then p[#p + 1], g[#g + 1] = self.alpha, self.grad_alpha end
+  local p, g = {}, {}
+  for i, e in ipairs(self:named_parameters()) do p[i], g[i] = e.param, e.grad end
   return p, g
 end
 
@@ -396,27 +419,20 @@ function Head:zero_grad()
   local _, grads = self:parameters()
   for _, g in ipairs(grads) do g:zero_() end
   if self.grad_alpha then self.grad_alpha:zero_() end
-  if self.has_pending then
-    self.pending:zero_()
-    self.has_pending = false
-  end
+  if self.pending then self.pending:zero_() end
 end
 
 function Head:_to(device)
-  for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha" } do
+  for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha", "pending", "norms" } do
     if self[k] then self[k] = self[k]:to(device) end
   end
   self.device = device
-  self.buf, self.ready = nil, false
-  self.norms, self.norms_valid = nil, false
-  for _, st in ipairs(self.sgd_state or {}) do
-    if st.buf then st.buf = st.buf:to(device) end
-  end
-  if self.pending then self.pending = self.pending:to(device) end
+  self.buf, self.ready, self.norms_valid = nil, false, false
   return self
 end
 
---- Moves parameters, gradients and optimizer state to a device ("cpu" or "cuda").
+--- Moves parameters and gradients to a device ("cpu" or "cuda"); create the
+-- optimizer afterwards (it holds the tensors it was given).
 function Head:to(device)
   if device ~= "cpu" and device ~= "cuda" then error(self.name .. ":to: unknown device " .. tostring(device), 2) end
   if device == self.device then return self end

@@ -80,6 +80,9 @@ function Module:acc_grad_parameters() end
 function Module:children() return self.modules or {} end
 
 --- Named parameters of the whole tree: { { name = "3.weight", param, grad, kind, module } ... }.
+-- This is the one parameter interface optimizers read; heads (facet.heads)
+-- implement it too, and an entry may add the deferred-gradient fields
+-- (row_coef, row_norms, on_update, grad_sumsq) described in facet.optim.optimizer.
 function Module:named_parameters(prefix, out)
   out = out or {}
   prefix = prefix or ""

@@ -4,7 +4,9 @@
 --                                                 decay_bias_norm = false })
 --   opt:zero_grad(); ...forward/backward...; opt:step()
 --   opt.lr = schedule(epoch)
--- Sources are modules (facet.nn), heads (facet.heads) or { params = {...}, grads = {...} }.
+--   opt:clip_grad_norm(max_norm) / opt:grad_norm()   (deferred gradients included)
+-- Sources are modules (facet.nn), heads (facet.heads) -- anything with
+-- named_parameters(), see facet.optim.optimizer -- or { params = {...}, grads = {...} }.
 local M = {}
 
 M.Optimizer = require "facet.optim.optimizer"
@@ -12,7 +14,7 @@ M.sgd = require "facet.optim.sgd"
 M.adam = require("facet.optim.adam").adam
 M.adamw = require("facet.optim.adam").adamw
 M.schedule = require "facet.optim.schedule"
-M.clip_grad_norm = require("facet.optim.optimizer").clip_grad_norm
-M.grad_norm = require("facet.optim.optimizer").grad_norm
+M.clip_grad_norm = M.Optimizer.clip_grad_norm_of   -- (grads, max_norm): a list of tensors
+M.grad_norm = M.Optimizer.grad_norm_of              -- (grads)
 
 return M

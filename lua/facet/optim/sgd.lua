@@ -3,6 +3,11 @@
 -- settings: lr (required), momentum (0), dampening (0), nesterov (false),
 -- weight_decay (0), decay_bias_norm (true: set false to exempt biases and
 -- BatchNorm/PReLU parameters from weight decay).
+-- A parameter that defers part of its gradient (a head made with fused = true,
+-- see facet.optim.optimizer) is updated in the same single pass: the pass adds
+-- row_coef_r * param_r to the gradient, writes ||param_r|| of the result into
+-- row_norms (the W norms the cosine head's next forward needs), and the
+-- optimizer then zeroes row_coef and calls on_update(true).
 local core = require "facet.core"
 local tensor = require "facet.tensor"
 local Optimizer = require "facet.optim.optimizer"
@@ -25,15 +30,17 @@ local function new(sources, cfg)
 end
 
 function SGD:step()
-  self:prepare()
-  local first = self.step_count == 0
+  local flags = (self.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) +
+    (self.step_count == 0 and C.FACET_SGD_FLAG_FIRST_STEP or 0)
   for _, p in ipairs(self.list) do
     if self.momentum ~= 0 and not p.momentum_buffer then
       p.momentum_buffer = tensor.zeros(p.param:shape(), { device = p.param:device() })
     end
-    local flags = (self.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + ((first or p.fresh) and C.FACET_SGD_FLAG_FIRST_STEP or 0)
-    check(C.facet_sgd_step(p.param.h, p.grad.h, p.momentum_buffer and p.momentum_buffer.h or nil, nil, nil,
+    check(C.facet_sgd_step(p.param.h, p.grad.h, p.momentum_buffer and p.momentum_buffer.h or nil,
+      p.row_coef and p.row_coef.h or nil, p.row_norms and p.row_norms.h or nil,
       self.lr, self.momentum, self.dampening, self:decay_of(p), flags))
+    if p.row_coef then p.row_coef:zero_() end
+    Optimizer.updated(p, p.row_norms ~= nil)
   end
   self.step_count = self.step_count + 1
 end
