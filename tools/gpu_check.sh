@@ -87,6 +87,7 @@ for tool in luajit busted cc make timeout; do
 done
 
 BUILD=build-gpu
+flags=""
 # FACET_GPU_ARCH (sm_XY) overrides; otherwise each distinct compute capability
 arch=${FACET_GPU_ARCH:-}
 if [ -z "$arch" ] && [ -n "$caps" ]; then
@@ -127,10 +128,10 @@ cat "$out/.summary.head"
 # 1. build for this architecture only (a stamp keeps build-gpu/ in step with the flags)
 jobs=$(nproc 2>/dev/null || echo 2)
 t0=$(date +%s)
+stamp="$makevars${flags:+ NVCCFLAGS=$flags}"
+[ "$(cat "$BUILD/.gpu_check_flags" 2>/dev/null)" = "$stamp" ] || rm -rf "$BUILD"
+mkdir -p "$BUILD" && echo "$stamp" >"$BUILD/.gpu_check_flags"
 if [ "$makevars" = FACET_CUDA=1 ]; then
-    stamp="NVCCFLAGS=$flags"
-    [ "$(cat "$BUILD/.gpu_check_flags" 2>/dev/null)" = "$stamp" ] || rm -rf "$BUILD"
-    mkdir -p "$BUILD" && echo "$stamp" >"$BUILD/.gpu_check_flags"
     timeout -k 10 "$(limit 400)" make -j"$jobs" BUILD=$BUILD FACET_CUDA=1 NVCCFLAGS="$flags" build $BUILD/test_core \
         >"$logs/build.log" 2>&1
     rc=$?
