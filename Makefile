@@ -4,6 +4,8 @@
 #   make sanitize   specs against a core built with ASan + UBSan (CPU only)
 #   make bench      benchmarks (bench/*.lua)
 #   make install    used by luarocks (PREFIX, LUADIR, LIBDIR, BINDIR)
+#   make bundle     Debian packages for a GPU host without them (build/bundle, see README)
+#   make gpu-check OUT=dir   build for this GPU, every spec on CUDA, benchmarks (tools/gpu_check.sh)
 # CUDA is built when nvcc is found (FACET_CUDA=0 turns it off).
 
 CC       ?= cc
@@ -33,7 +35,7 @@ LIB    := $(BUILD)/facet_core.so
 CDEF   := $(BUILD)/lua/facet/cdef.lua
 CTEST  := $(BUILD)/test_core
 
-.PHONY: all deps build run test test-c test-lua sanitize fuzz bench install clean
+.PHONY: all deps build run test test-c test-lua sanitize fuzz bench install clean bundle gpu-check
 
 all: build
 build: $(LIB) $(CDEF)
@@ -94,6 +96,13 @@ fuzz: deps
 
 bench: deps build
 	$(LUAJIT) bin/facet run bench/gemm.lua
+
+bundle:
+	sh tools/bundle.sh
+
+OUT ?= gpu-check-out
+gpu-check:
+	sh tools/gpu_check.sh $(OUT)
 
 PREFIX ?= /usr/local
 LUADIR ?= $(PREFIX)/share/lua/5.1

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs the C unit tests, then every busted spec under LuaJIT with the summary
 # handler, whose last line is `N passed, N failed`. FACET_BUILD picks the
-# build directory (build, or build-asan for `make sanitize`).
+# build directory (build, or build-asan for `make sanitize`). Arguments, if any,
+# are the spec files or directories to run instead of spec/ (sh spec/run.sh spec/bundle_spec.lua).
 set -u
 BUILD=${FACET_BUILD:-build}
 counts=$(mktemp)
@@ -19,8 +20,12 @@ if [ "${FACET_DEVICE:-cpu}" = cuda ]; then
     echo "FACET_DEVICE=cuda: device-generic specs run on the GPU and compare with the CPU;" \
          "where no CUDA device is available they are reported as skipped."
 fi
+if [ -n "${FACET_BUNDLE:-}" ]; then
+    echo "luajit and busted from the bundle in $FACET_BUNDLE (build/bundle/env.sh)"
+fi
+[ $# -gt 0 ] || set -- spec
 # module paths come from .busted (for $FACET_BUILD)
-FACET_BUILD="$BUILD" FACET_CTEST_COUNTS="$counts" busted -o spec/support/summary.lua spec
+FACET_BUILD="$BUILD" FACET_CTEST_COUNTS="$counts" busted -o spec/support/summary.lua "$@"
 rc=$?
 c_failed=$(awk '{print $2}' "$counts" 2>/dev/null)
 [ "${c_failed:-1}" = 0 ] || rc=1

@@ -1,0 +1,320 @@
+#!/bin/sh
+# tools/gpu_check.sh [--no-device] OUTDIR   (`make gpu-check OUT=OUTDIR`)
+# The GPU check of a host with an NVIDIA GPU, in one run of at most ~8 minutes:
+#   1. builds the core into build-gpu/ for the GPU's architecture only
+#      (NVCCFLAGS="-O3 -arch=sm_XY", XY from nvidia-smi's compute_cap),
+#   2. checks that facet sees the device (facet.cuda.device_count() > 0),
+#   3. runs the C unit tests, then every spec file with FACET_DEVICE=cuda,
+#      one busted process per file (spec/backend_ops_spec.lua first when it
+#      exists), with CUDA_LAUNCH_BLOCKING=1 so a bad kernel fails where it is,
+#   4. runs the benchmarks that take --device (bench/heads.lua at K = 72,690 and
+#      K = 1,000,000, bench/conv.lua, and the others once they take --device),
+# each step under `timeout`, and writes OUTDIR/summary.txt (per spec file
+# passed/failed/skipped, totals, the benchmarks' figures) and OUTDIR/logs/*.log.
+# Exit status: 0 all passed, 1 anything failed, 2 no GPU here (one line, no work).
+# --no-device or FACET_GPU_CHECK_DRY=1: the same pipeline on the CPU (no GPU
+# needed): the CUDA cases of the specs are reported as skipped and the benchmarks
+# are listed, not run. Where no GPU tells the architecture, the dry run builds
+# for sm_90 when nvcc is there (FACET_GPU_ARCH=sm_XY picks another, in both modes).
+# FACET_GPU_CHECK_BUDGET (460 s) bounds the whole run; steps past it are not run
+# and count as failures. On a host without LuaJIT and busted, source the bundle
+# first (make bundle on a Debian 12 machine; see README, "GPU host").
+set -u
+cd "$(dirname "$0")/.." || exit 1
+
+dry=${FACET_GPU_CHECK_DRY:-0}
+out=""
+for a in "$@"; do
+    case $a in
+        --no-device|--dry-run) dry=1 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -*) echo "gpu_check: unknown option $a" >&2; exit 1 ;;
+        *) out=$a ;;
+    esac
+done
+[ "$dry" = 0 ] || dry=1
+if [ -z "$out" ]; then
+    echo "usage: tools/gpu_check.sh [--no-device] OUTDIR" >&2
+    exit 1
+fi
+
+# 0. is there a GPU? (before any work: one line and exit 2 when there is none)
+caps=""
+gpu_names=""
+if [ $dry = 0 ]; then
+    if ! command -v nvidia-smi >/dev/null 2>&1; then
+        echo "gpu_check: no GPU on this host (nvidia-smi not found); --no-device or FACET_GPU_CHECK_DRY=1 runs the checks on the CPU" >&2
+        exit 2
+    fi
+    caps=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | tr -d ' ' | grep -E '^[0-9]+\.[0-9]+$')
+    if [ -z "$caps" ]; then
+        echo "gpu_check: no GPU on this host (nvidia-smi lists none: $(nvidia-smi -L 2>&1 | head -n 1))" >&2
+        exit 2
+    fi
+    gpu_names=$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader 2>/dev/null)
+fi
+
+mkdir -p "$out/logs" || exit 1
+out=$(cd "$out" && pwd)
+logs=$out/logs
+rm -f "$logs"/*.log
+summary=$out/summary.txt
+body=$out/.summary.body
+: >"$body"
+note() { printf '%s\n' "$*" | tee -a "$body"; }
+
+start=$(date +%s)
+budget=${FACET_GPU_CHECK_BUDGET:-460}
+elapsed() { echo $(( $(date +%s) - start )); }
+# the timeout of a step: its own limit, or what is left of the budget
+limit() {
+    left=$(( budget - $(elapsed) ))
+    if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
+failures=""
+fail() { failures="$failures
+  $*"; }
+
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+    PATH="$PATH:/usr/local/cuda/bin"
+    export PATH
+fi
+for tool in luajit busted cc make timeout; do
+    if ! command -v $tool >/dev/null 2>&1; then
+        echo "gpu_check: $tool is not on the PATH (a host without LuaJIT/busted: . build/bundle/env.sh first)" >&2
+        exit 1
+    fi
+done
+
+BUILD=build-gpu
+flags=""
+# FACET_GPU_ARCH (sm_XY) overrides; otherwise each distinct compute capability
+arch=${FACET_GPU_ARCH:-}
+if [ -z "$arch" ] && [ -n "$caps" ]; then
+    arch=$(echo "$caps" | sed 's/\.//' | sort -u | sed 's/^/sm_/' | tr '\n' ' ' | sed 's/ $//')
+fi
+[ -z "$arch" ] && [ $dry = 1 ] && arch=sm_90
+if ! command -v nvcc >/dev/null 2>&1; then
+    if [ $dry = 0 ]; then
+        echo "gpu_check: nvcc not found (install the CUDA toolkit or put its bin/ on the PATH)" >&2
+        exit 1
+    fi
+    makevars="FACET_CUDA=0"
+    arch="none (no nvcc: CPU-only build)"
+else
+    set -- $arch
+    if [ $# = 1 ]; then
+        flags="-O3 -arch=$1"
+    else
+        flags="-O3"
+        for a in "$@"; do flags="$flags -gencode arch=compute_${a#sm_},code=$a"; done
+    fi
+    makevars="FACET_CUDA=1"
+fi
+
+{
+    echo "facet GPU check, $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n)"
+    if [ $dry = 1 ]; then
+        echo "mode: DRY RUN (--no-device): no GPU used; CUDA cases are reported as skipped, benchmarks are listed, not run"
+    else
+        echo "mode: device"
+        echo "$gpu_names" | sed 's/^/GPU: /'
+    fi
+    command -v nvcc >/dev/null 2>&1 && echo "nvcc: $(nvcc --version | sed -n 's/.*release \([^,]*\),.*/\1/p')"
+    echo "luajit: $(command -v luajit)${FACET_BUNDLE:+ (bundle $FACET_BUNDLE)}"
+} >"$out/.summary.head"
+cat "$out/.summary.head"
+
+# 1. build for this architecture only (a stamp keeps build-gpu/ in step with the flags)
+jobs=$(nproc 2>/dev/null || echo 2)
+t0=$(date +%s)
+stamp="$makevars${flags:+ NVCCFLAGS=$flags}"
+[ "$(cat "$BUILD/.gpu_check_flags" 2>/dev/null)" = "$stamp" ] || rm -rf "$BUILD"
+mkdir -p "$BUILD" && echo "$stamp" >"$BUILD/.gpu_check_flags"
+if [ "$makevars" = FACET_CUDA=1 ]; then
+    timeout -k 10 "$(limit 400)" make -j"$jobs" BUILD=$BUILD FACET_CUDA=1 NVCCFLAGS="$flags" build $BUILD/test_core \
+        >"$logs/build.log" 2>&1
+    rc=$?
+    what="make BUILD=$BUILD NVCCFLAGS=\"$flags\" ($arch)"
+else
+    timeout -k 10 "$(limit 400)" make -j"$jobs" BUILD=$BUILD FACET_CUDA=0 build $BUILD/test_core >"$logs/build.log" 2>&1
+    rc=$?
+    what="make BUILD=$BUILD FACET_CUDA=0"
+fi
+if [ $rc = 0 ]; then
+    note "build: $what: ok ($(( $(date +%s) - t0 )) s)"
+else
+    note "build: $what: FAILED (rc $rc, logs/build.log)"
+    tail -n 30 "$logs/build.log"
+    fail "build (logs/build.log)"
+fi
+
+# 2. does facet load, and see the device?
+if [ $rc = 0 ]; then
+    probe=$(FACET_BUILD=$BUILD timeout -k 5 60 luajit -e "
+        package.path = './lua/?.lua;./lua/?/init.lua;./$BUILD/lua/?.lua;' .. package.path
+        package.cpath = './$BUILD/?.so;' .. package.cpath
+        local facet = require 'facet'
+        io.write(tostring(facet.cuda.built()), ' ', facet.cuda.device_count(), ' ', facet.blas_core(), '\n')" 2>&1)
+    echo "$probe" >"$logs/device.log"
+    set -- $probe
+    if [ $# -ne 3 ]; then
+        note "facet: cannot load the build: $(echo "$probe" | head -n 1)"
+        fail "facet does not load (logs/device.log)"
+        rc=1
+    else
+        note "facet: CUDA built: $1, CUDA devices: $2, OpenBLAS core: $3"
+        if [ $dry = 0 ] && ! [ "$2" -ge 1 ] 2>/dev/null; then
+            note "facet sees no CUDA device although nvidia-smi lists one: nothing else is run"
+            fail "nvidia-smi lists a GPU but facet.cuda.device_count() is $2 (logs/device.log)"
+            rc=1
+        fi
+    fi
+    [ $dry = 0 ] && nvidia-smi >"$logs/nvidia-smi.log" 2>&1
+fi
+built=$rc   # 0: built, loads, and (unless dry) sees the GPU: the tests can run
+
+export CUDA_LAUNCH_BLOCKING=1
+
+# 3a. the C unit tests
+if [ $built = 0 ]; then
+    counts=$out/.ctest_counts
+    rm -f "$counts"
+    t0=$(date +%s)
+    timeout -k 10 "$(limit 120)" "$BUILD/test_core" --counts "$counts" >"$logs/test_core.log" 2>&1
+    rc=$?
+    cp=$(awk '{print $1}' "$counts" 2>/dev/null)
+    cf=$(awk '{print $2}' "$counts" 2>/dev/null)
+    secs=$(( $(date +%s) - t0 ))
+    if [ -n "$cp" ] && [ -n "$cf" ]; then
+        note "C unit tests: $cp passed, $cf failed ($secs s)"
+        [ "$cf" = 0 ] && [ $rc = 0 ] || fail "C unit tests (logs/test_core.log)"
+    else
+        note "C unit tests: did not finish (rc $rc, $secs s)"
+        fail "C unit tests did not finish, rc $rc (logs/test_core.log)"
+    fi
+fi
+
+# 3b. every spec file with FACET_DEVICE=cuda, one process each
+specs=""
+[ -f spec/backend_ops_spec.lua ] && specs="spec/backend_ops_spec.lua"
+for f in spec/*_spec.lua; do
+    [ "$f" = spec/backend_ops_spec.lua ] || specs="$specs $f"
+done
+tp=0; tf=0; ts=0; nfiles=0; badfiles=0
+if [ $built = 0 ]; then
+    note ""
+    note "specs: FACET_DEVICE=cuda CUDA_LAUNCH_BLOCKING=1 FACET_BUILD=$BUILD busted -o spec/support/summary.lua FILE"
+    [ -f spec/backend_ops_spec.lua ] || note "(spec/backend_ops_spec.lua does not exist yet)"
+    note "$(printf '%-36s %7s %7s %8s %6s  %s' file passed failed skipped secs status)"
+    for f in $specs; do
+        name=$(basename "$f" .lua)
+        log=$logs/$name.log
+        nfiles=$((nfiles + 1))
+        t=$(limit 180)
+        if [ "$t" -le 5 ]; then
+            note "$(printf '%-36s %7s %7s %8s %6s  %s' "$f" - - - 0 "NOT RUN (time budget)")"
+            badfiles=$((badfiles + 1)); fail "$f not run: time budget"
+            continue
+        fi
+        t0=$(date +%s)
+        FACET_DEVICE=cuda FACET_BUILD=$BUILD timeout -k 10 "$t" busted -o spec/support/summary.lua "$f" >"$log" 2>&1
+        rc=$?
+        secs=$(( $(date +%s) - t0 ))
+        res=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+        sk=$(grep -E '^[0-9]+ skipped$' "$log" | tail -n 1 | cut -d' ' -f1)
+        if [ -n "$res" ]; then
+            p=${res%% *}; fl=$(echo "$res" | sed 's/.*, \([0-9]*\) failed/\1/')
+            status=ok
+            [ "$fl" != 0 ] && status=FAILED
+            [ "$fl" = 0 ] && [ $rc != 0 ] && { status="FAILED (rc $rc)"; fl=1; }
+        else
+            p=0; fl=1; sk=${sk:-0}
+            case $rc in
+                124|137) status="TIMEOUT after ${t} s" ;;
+                *) status="CRASHED (rc $rc, no summary)" ;;
+            esac
+        fi
+        sk=${sk:-0}
+        tp=$((tp + p)); tf=$((tf + fl)); ts=$((ts + sk))
+        if [ "$status" != ok ]; then
+            badfiles=$((badfiles + 1))
+            fail "$f: $status (logs/$name.log)"
+        fi
+        note "$(printf '%-36s %7s %7s %8s %6s  %s' "$f" "$p" "$fl" "$sk" "$secs" "$status")"
+    done
+    note "specs total: $tp passed, $tf failed, $ts skipped in $nfiles files ($badfiles files with failures)"
+fi
+unset CUDA_LAUNCH_BLOCKING
+
+# 4. benchmarks (figures, not pass/fail; a crash or timeout is a failure)
+benches=""
+[ -f bench/heads.lua ] && grep -q -- device bench/heads.lua &&
+    benches="heads.lua --device cuda --K 72690|heads.lua --device cuda --K 1000000"
+for b in bench/*.lua; do
+    n=$(basename "$b")
+    [ "$n" = heads.lua ] && continue
+    grep -q device "$b" || continue
+    benches="${benches:+$benches|}$n --device cuda"
+done
+note ""
+note "benchmarks:"
+if [ -z "$benches" ]; then
+    note "  (none of bench/*.lua takes --device)"
+elif [ $built != 0 ]; then
+    note "  not run (see above)"
+else
+    IFS_SAVE=$IFS
+    IFS='|'
+    set -- $benches
+    IFS=$IFS_SAVE
+    for cmd in "$@"; do
+        if [ $dry = 1 ]; then
+            note "  SKIPPED (dry run, no GPU): luajit bin/facet run bench/$cmd"
+            continue
+        fi
+        t=$(limit 150)
+        logname=bench_$(echo "$cmd" | sed 's/\.lua//; s/--device cuda//; s/--//g; s/[^A-Za-z0-9]\{1,\}/_/g; s/_$//')
+        if [ "$t" -le 5 ]; then
+            note "  NOT RUN (time budget): bench/$cmd"
+            fail "bench/$cmd not run: time budget"
+            continue
+        fi
+        t0=$(date +%s)
+        # shellcheck disable=SC2086
+        FACET_BUILD=$BUILD timeout -k 10 "$t" luajit bin/facet run bench/$cmd >"$logs/$logname.log" 2>"$logs/$logname.err.log"
+        rc=$?
+        secs=$(( $(date +%s) - t0 ))
+        if [ $rc = 0 ]; then
+            note "  == bench/$cmd ($secs s)"
+            grep -v '^[[:space:]]*$' "$logs/$logname.log" | sed 's/^/  /' | tee -a "$body"
+        else
+            note "  == bench/$cmd: FAILED (rc $rc, $secs s; logs/$logname.log, logs/$logname.err.log)"
+            head -n 2 "$logs/$logname.err.log" | sed 's/^/  /' | tee -a "$body"
+            fail "bench/$cmd: rc $rc (logs/$logname.err.log)"
+        fi
+    done
+fi
+
+total=$(elapsed)
+{
+    cat "$out/.summary.head"
+    echo ""
+    cat "$body"
+    echo ""
+    echo "total time: $total s"
+    if [ -z "$failures" ]; then
+        echo "RESULT: PASS"
+    else
+        echo "RESULT: FAIL$failures"
+    fi
+} >"$summary"
+rm -f "$out/.summary.head" "$body" "$out/.ctest_counts"
+echo ""
+echo "total time: $total s; summary: $summary"
+if [ -z "$failures" ]; then
+    echo "RESULT: PASS"
+    exit 0
+fi
+echo "RESULT: FAIL$failures"
+exit 1
