@@ -78,7 +78,12 @@ local function check_entry(entry, device, alt)
   if alt then note_calls(entry, function() with_threads(1, run_all) end)
   else with_threads(primary_threads, run_all) end
   if #failures > 0 then
-    error(("%s: %d of %d cases differ on %s:\n  %s"):format(entry.name, #failures, cases_of(entry),
+    local n = #failures
+    if n > 10 then
+      for i = 11, n do failures[i] = nil end
+      failures[11] = ("... and %d more"):format(n - 10)
+    end
+    error(("%s: %d of %d cases differ on %s:\n  %s"):format(entry.name, n, cases_of(entry),
       alt and "the second CPU path" or device, table.concat(failures, "\n  ")), 0)
   end
 end
