@@ -102,4 +102,17 @@ describe("matmul", function()
     local out = facet.ones({ 2, 2 })
     H.assert_error(function() out:matmul(out, { out = out }) end, "shares memory")
   end)
+
+  H.it("k = 0: out = beta * out for every operand layout, and beta 0 overwrites NaN", function()
+    for _, t in ipairs { { false, false }, { true, false }, { false, true }, { true, true } } do
+      local a = H.on(facet.empty(t[1] and { 0, 2 } or { 2, 0 }))
+      local b = H.on(facet.empty(t[2] and { 3, 0 } or { 0, 3 }))
+      local out = H.tensor { { 1, 2, 3 }, { 4, 5, 6 } }
+      a:matmul(b, { out = out, transpose_a = t[1], transpose_b = t[2], alpha = 2, beta = 0.5 })
+      assert.are.same({ 0.5, 1, 1.5, 2, 2.5, 3 }, H.values(out))
+    end
+    local out = H.tensor { { 0 / 0, 1 } }
+    H.on(facet.empty({ 1, 0 })):matmul(H.on(facet.empty({ 0, 2 })), { out = out, beta = 0 })
+    assert.are.same({ 0, 0 }, H.values(out))
+  end)
 end)

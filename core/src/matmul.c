@@ -56,6 +56,10 @@ int facet_tensor_matmul(facet_tensor *out, const facet_tensor *a, const facet_te
     if (out->storage == a->storage || out->storage == b->storage)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s shares memory with an input", fn, facet_desc(out));
     if (m == 0 || n == 0 || batch == 0) return 0;
+    /* k = 0: the product is empty, out = beta * out (an M x 0 operand has no
+     * leading dimension BLAS would accept); beta 0 overwrites, as BLAS does */
+    if (k == 0)
+        return beta == 0.0f ? facet_tensor_fill(out, 0.0) : facet_tensor_unary(out, out, FACET_UNARY_MUL, beta, 0.0);
 
     /* pack operands BLAS cannot take as they are */
     facet_tensor *pa = NULL, *pb = NULL;
