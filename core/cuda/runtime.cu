@@ -1,9 +1,10 @@
 /*
  * runtime.cu - the CUDA runtime seen by the C core: device count (zero, not
  * an error, where there is no driver or no GPU), whether CUDA was built in,
- * device-wide synchronisation, device allocation and copies between host and
- * device. Allocation failure is FACET_STATUS_ERR_MEMORY; every other failure is
- * FACET_STATUS_ERR_DEVICE with the runtime's message.
+ * device-wide synchronisation, copies between host and device and page-locked
+ * host memory; device memory is alloc.cu's. Allocation failure is
+ * FACET_STATUS_ERR_MEMORY; every other failure is FACET_STATUS_ERR_DEVICE with
+ * the runtime's message.
  */
 #include "cuda_common.cuh"
 
@@ -29,28 +30,6 @@ extern "C" int facet_cuda_is_built(void)
 extern "C" int facet_cuda_sync(void)
 {
     return check_cuda(cudaDeviceSynchronize(), "facet_cuda_sync");
-}
-
-extern "C" int facet_cuda_malloc(void **ptr, size_t nbytes)
-{
-    if (!ptr) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_malloc: ptr is NULL");
-    *ptr = NULL;
-    /* an empty tensor still gets a real, distinct address, like malloc(0) */
-    cudaError_t e = cudaMalloc(ptr, nbytes ? nbytes : 1);
-    if (e == cudaErrorMemoryAllocation) {
-        (void)cudaGetLastError();
-        *ptr = NULL;
-        return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_cuda_malloc: %zu bytes: %s", nbytes,
-                          cudaGetErrorString(e));
-    }
-    if (e != cudaSuccess) *ptr = NULL;
-    return check_cuda(e, "facet_cuda_malloc");
-}
-
-extern "C" int facet_cuda_free(void *ptr)
-{
-    if (!ptr) return FACET_STATUS_OK;
-    return check_cuda(cudaFree(ptr), "facet_cuda_free");
 }
 
 extern "C" int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind)
@@ -92,3 +71,4 @@ extern "C" int facet_cuda_host_free(void *ptr)
     }
     return FACET_STATUS_OK;
 }
+

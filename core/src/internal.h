@@ -164,4 +164,11 @@ int facet_image_decode_raw(const void *bytes, size_t size, int w, int h, unsigne
 void facet_image_prepare_raw(float *dst, int64_t oh, int64_t ow, const unsigned char *rgb, int64_t h, int64_t w,
                              int flip, const float *mean, const float *inv_std);
 
+/* ---- device memory ----------------------------------------------------------------
+ * facet_cuda_malloc/facet_cuda_free go through the caching allocator of
+ * cache_alloc.h (its instance: core/cuda/alloc.cu); cuda_absent.c reports
+ * zeros. */
+int facet_cuda_alloc_stats(struct facet_cuda_memory_stats *out);
+int facet_cuda_alloc_empty(void);
+
 #endif
