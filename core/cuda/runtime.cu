@@ -1,8 +1,9 @@
 /*
  * runtime.cu - the CUDA runtime seen by the C core: device count (zero, not
  * an error, where there is no driver or no GPU), whether CUDA was built in,
- * device-wide synchronisation, copies between host and device and page-locked
- * host memory; device memory is alloc.cu's. Allocation failure is
+ * device-wide synchronisation, copies between host and device (queued ones
+ * from page-locked memory, with the events that say when they are done) and
+ * page-locked host memory; device memory is alloc.cu's. Allocation failure is
  * FACET_STATUS_ERR_MEMORY; every other failure is FACET_STATUS_ERR_DEVICE with
  * the runtime's message.
  */
@@ -72,3 +73,35 @@ extern "C" int facet_cuda_host_free(void *ptr)
     return FACET_STATUS_OK;
 }
 
+/* Queued on the legacy default stream, so it runs after the kernels queued
+ * before it and before those queued after; the host does not wait. Only
+ * page-locked sources make it truly asynchronous (copy.c checks that). */
+extern "C" int facet_cuda_memcpy_async_h2d(void *dst, const void *src, size_t nbytes)
+{
+    if (nbytes == 0) return FACET_STATUS_OK;
+    if (!dst || !src) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_memcpy_async_h2d: NULL pointer");
+    return check_cuda(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, 0), "facet_cuda_memcpy_async_h2d");
+}
+
+extern "C" int facet_cuda_event_record(void **event)
+{
+    if (!event) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_event_record: event is NULL");
+    if (!*event) {
+        cudaEvent_t e;
+        int rc = check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "facet_cuda_event_record");
+        if (rc) return rc;
+        *event = (void *)e;
+    }
+    return check_cuda(cudaEventRecord((cudaEvent_t)*event, 0), "facet_cuda_event_record");
+}
+
+extern "C" int facet_cuda_event_wait(void *event)
+{
+    if (!event) return FACET_STATUS_OK;
+    return check_cuda(cudaEventSynchronize((cudaEvent_t)event), "facet_cuda_event_wait");
+}
+
+extern "C" void facet_cuda_event_free(void *event)
+{
+    if (event) (void)cudaEventDestroy((cudaEvent_t)event);
+}

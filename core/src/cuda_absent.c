@@ -76,3 +76,8 @@ int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, fl
 /* no device memory: the allocator reports zeros and has nothing to empty */
 int facet_cuda_alloc_stats(struct facet_cuda_memory_stats *out) { memset(out, 0, sizeof *out); return 0; }
 int facet_cuda_alloc_empty(void) { return 0; }
+int facet_cuda_memcpy_async_h2d(void *dst, const void *src, size_t nbytes)
+{ (void)dst; (void)src; (void)nbytes; return ABSENT("cuda memcpy"); }
+int facet_cuda_event_record(void **event) { (void)event; return ABSENT("cuda event"); }
+int facet_cuda_event_wait(void *event) { (void)event; return 0; }
+void facet_cuda_event_free(void *event) { (void)event; }
