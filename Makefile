@@ -34,6 +34,8 @@ C_OBJ  := $(patsubst core/src/%.c,$(BUILD)/obj/%.o,$(C_SRC))
 LIB    := $(BUILD)/facet_core.so
 CDEF   := $(BUILD)/lua/facet/cdef.lua
 CTEST  := $(BUILD)/test_core
+# the caching device allocator's bookkeeping, built from its source alone over malloc
+CATEST := $(BUILD)/test_cache_alloc
 
 .PHONY: all deps build run test test-c test-lua sanitize fuzz bench install clean bundle gpu-check
 
@@ -62,15 +64,19 @@ $(CDEF): core/include/facet.h tools/gen_cdef.lua
 $(CTEST): core/tests/test_core.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< -L$(BUILD) -l:facet_core.so -Wl,-rpath,'$$ORIGIN' $(LDLIBS_ALL)
 
+$(CATEST): core/tests/test_cache_alloc.c core/src/cache_alloc.c core/src/cache_alloc.h core/include/facet.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ core/tests/test_cache_alloc.c core/src/cache_alloc.c $(LDFLAGS) -lpthread
+
 run: deps build
 	$(LUAJIT) bin/facet run recipes/quickstart.lua
 
-test: deps build $(CTEST)
+test: deps build $(CTEST) $(CATEST)
 	@FACET_BUILD=$(BUILD) sh spec/run.sh
 
 sanitize: deps
 	$(MAKE) BUILD=build-asan FACET_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	        LDFLAGS="-fsanitize=address,undefined" build build-asan/test_core
+	        LDFLAGS="-fsanitize=address,undefined" build build-asan/test_core build-asan/test_cache_alloc
 	FACET_BUILD=build-asan FACET_SANITIZE=1 sh spec/run.sh
 
 # libFuzzer targets (clang) for the RecordIO, .bin and image parsers, with

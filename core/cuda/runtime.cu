@@ -1,9 +1,11 @@
 /*
  * runtime.cu - the CUDA runtime seen by the C core: device count (zero, not
  * an error, where there is no driver or no GPU), whether CUDA was built in,
- * device-wide synchronisation, device allocation and copies between host and
- * device. Allocation failure is FACET_STATUS_ERR_MEMORY; every other failure is
- * FACET_STATUS_ERR_DEVICE with the runtime's message.
+ * device-wide synchronisation, copies between host and device (queued ones
+ * from page-locked memory, with the events that say when they are done) and
+ * page-locked host memory; device memory is alloc.cu's. Allocation failure is
+ * FACET_STATUS_ERR_MEMORY; every other failure is FACET_STATUS_ERR_DEVICE with
+ * the runtime's message.
  */
 #include "cuda_common.cuh"
 
@@ -29,28 +31,6 @@ extern "C" int facet_cuda_is_built(void)
 extern "C" int facet_cuda_sync(void)
 {
     return check_cuda(cudaDeviceSynchronize(), "facet_cuda_sync");
-}
-
-extern "C" int facet_cuda_malloc(void **ptr, size_t nbytes)
-{
-    if (!ptr) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_malloc: ptr is NULL");
-    *ptr = NULL;
-    /* an empty tensor still gets a real, distinct address, like malloc(0) */
-    cudaError_t e = cudaMalloc(ptr, nbytes ? nbytes : 1);
-    if (e == cudaErrorMemoryAllocation) {
-        (void)cudaGetLastError();
-        *ptr = NULL;
-        return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_cuda_malloc: %zu bytes: %s", nbytes,
-                          cudaGetErrorString(e));
-    }
-    if (e != cudaSuccess) *ptr = NULL;
-    return check_cuda(e, "facet_cuda_malloc");
-}
-
-extern "C" int facet_cuda_free(void *ptr)
-{
-    if (!ptr) return FACET_STATUS_OK;
-    return check_cuda(cudaFree(ptr), "facet_cuda_free");
 }
 
 extern "C" int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind)
@@ -91,4 +71,37 @@ extern "C" int facet_cuda_host_free(void *ptr)
         return facet_fail(FACET_STATUS_ERR_DEVICE, "facet_cuda_host_free: %s", cudaGetErrorString(e));
     }
     return FACET_STATUS_OK;
+}
+
+/* Queued on the legacy default stream, so it runs after the kernels queued
+ * before it and before those queued after; the host does not wait. Only
+ * page-locked sources make it truly asynchronous (copy.c checks that). */
+extern "C" int facet_cuda_memcpy_async_h2d(void *dst, const void *src, size_t nbytes)
+{
+    if (nbytes == 0) return FACET_STATUS_OK;
+    if (!dst || !src) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_memcpy_async_h2d: NULL pointer");
+    return check_cuda(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, 0), "facet_cuda_memcpy_async_h2d");
+}
+
+extern "C" int facet_cuda_event_record(void **event)
+{
+    if (!event) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_event_record: event is NULL");
+    if (!*event) {
+        cudaEvent_t e;
+        int rc = check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "facet_cuda_event_record");
+        if (rc) return rc;
+        *event = (void *)e;
+    }
+    return check_cuda(cudaEventRecord((cudaEvent_t)*event, 0), "facet_cuda_event_record");
+}
+
+extern "C" int facet_cuda_event_wait(void *event)
+{
+    if (!event) return FACET_STATUS_OK;
+    return check_cuda(cudaEventSynchronize((cudaEvent_t)event), "facet_cuda_event_wait");
+}
+
+extern "C" void facet_cuda_event_free(void *event)
+{
+    if (event) (void)cudaEventDestroy((cudaEvent_t)event);
 }

@@ -16,7 +16,9 @@
  *   - enum `facet_x` has values FACET_X_* and, where it lists kinds rather
  *     than flags or limits, a last member FACET_X_COUNT;
  *   - handles are opaque; the only structs are *_params settings, passed by
- *     const pointer and filled by field name (LuaJIT: ffi.new(type, table));
+ *     const pointer and filled by field name (LuaJIT: ffi.new(type, table)),
+ *     and reports a call fills through a pointer (struct
+ *     facet_cuda_memory_stats; no typedef, its function has the same name);
  *   - every function returns an int status, 0 on success, and on failure
  *     leaves a message (naming the function and the shapes) that
  *     facet_last_error() returns for the calling thread; the only exceptions
@@ -89,6 +91,31 @@ FACET_API int facet_blas_library(char *path, size_t path_size);
 FACET_API int facet_cuda_device_count(int *count);
 FACET_API int facet_cuda_built(int *built);
 FACET_API int facet_cuda_synchronize(void);
+
+/* CUDA tensors get their memory from a caching allocator (docs/gpu-memory.md):
+ * memory a tensor frees stays reserved and goes to the next tensor that fits,
+ * without cudaMalloc/cudaFree (cudaFree synchronises the device). When the
+ * driver is out of memory the cache is emptied and the allocation tried once
+ * more before FACET_STATUS_ERR_MEMORY. Without CUDA every count is 0. */
+struct facet_cuda_memory_stats {
+    int64_t allocated_bytes;        /* in blocks held by tensors now (sizes rounded up to 512) */
+    int64_t requested_bytes;        /* what those tensors asked for */
+    int64_t reserved_bytes;         /* held from the driver: allocated plus cached */
+    int64_t peak_allocated_bytes;
+    int64_t peak_reserved_bytes;
+    int64_t segments;               /* driver allocations held now */
+    int64_t blocks;                 /* blocks held by tensors now */
+    int64_t allocs;                 /* allocations since the start */
+    int64_t cache_hits;             /* ... of them served from the cache */
+    int64_t driver_allocs;          /* cudaMalloc calls that succeeded */
+    int64_t driver_frees;           /* cudaFree calls */
+    int64_t oom_retries;            /* driver out of memory: cache emptied, tried again */
+    int64_t ooms;                   /* allocations that failed even then */
+};
+FACET_API int facet_cuda_memory_stats(struct facet_cuda_memory_stats *stats);
+/* Returns the cached device memory no tensor uses to the driver (waits for
+ * the device). Tensors keep theirs. */
+FACET_API int facet_cuda_empty_cache(void);
 
 /* ---- tensors -------------------------------------------------------------- */
 

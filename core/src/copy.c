@@ -55,6 +55,24 @@ static int copy_same_device(facet_tensor *dst, const facet_tensor *src)
     return 0;
 }
 
+/* host <-> device bytes. From page-locked memory to the device the copy is
+ * only queued (the host goes on at once) and an event recorded after it on the
+ * source's storage marks when the source may change again: the loader waits
+ * for it before its workers refill that slot (facet_storage_wait_copies). */
+static int copy_across(void *dst, const facet_tensor *src, size_t nbytes, int kind)
+{
+    if (kind != FACET_COPY_H2D || !src->storage->pinned) return facet_cuda_memcpy(dst, facet_ptr(src), nbytes, kind);
+    int rc = facet_cuda_memcpy_async_h2d(dst, facet_ptr(src), nbytes);
+    if (!rc && (rc = facet_cuda_event_record(&src->storage->copy_event)) != 0)
+        facet_cuda_sync();                     /* no event: make sure the copy is done */
+    return rc;
+}
+
+int facet_storage_wait_copies(struct facet_storage *s)
+{
+    return s->copy_event ? facet_cuda_event_wait(s->copy_event) : 0;
+}
+
 int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src)
 {
     static const char *fn = "facet_tensor_copy";
@@ -72,15 +90,13 @@ int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src)
     /* across devices: bring a contiguous copy in src's dtype over, then
      * convert/scatter on the destination device */
     if (dst->dtype == src->dtype && facet_contiguous(dst) && facet_contiguous(src))
-        return facet_cuda_memcpy(facet_ptr(dst), facet_ptr(src),
-                                 (size_t)facet_numel(src) * facet_elsize(src->dtype),
-                                 dst->device == FACET_DEVICE_CUDA ? FACET_COPY_H2D : FACET_COPY_D2H);
+        return copy_across(facet_ptr(dst), src, (size_t)facet_numel(src) * facet_elsize(src->dtype),
+                           dst->device == FACET_DEVICE_CUDA ? FACET_COPY_H2D : FACET_COPY_D2H);
     facet_tensor *packed = NULL, *moved = NULL;
     rc = facet_contiguous_copy(&packed, src);
     if (!rc) rc = facet_tensor_init(&moved, src->dtype, dst->device, src->ndim, src->sizes);
-    if (!rc) rc = facet_cuda_memcpy(facet_ptr(moved), facet_ptr(packed),
-                                    (size_t)facet_numel(src) * facet_elsize(src->dtype),
-                                    dst->device == FACET_DEVICE_CUDA ? FACET_COPY_H2D : FACET_COPY_D2H);
+    if (!rc) rc = copy_across(facet_ptr(moved), packed, (size_t)facet_numel(src) * facet_elsize(src->dtype),
+                              dst->device == FACET_DEVICE_CUDA ? FACET_COPY_H2D : FACET_COPY_D2H);
     if (!rc) rc = copy_same_device(dst, moved);
     facet_tensor_free(packed);
     facet_tensor_free(moved);

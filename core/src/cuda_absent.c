@@ -3,6 +3,7 @@
  * every device operation reports that CUDA support was not compiled in.
  */
 #include "internal.h"
+#include <string.h>
 
 #define ABSENT(fn) facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", fn)
 
@@ -72,3 +73,11 @@ int facet_cuda_head_backward(const struct facet_head *head, float *logits, const
 int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef,
                         float *norms, int64_t rows, int64_t cols)
 { (void)p; (void)w; (void)g; (void)buf; (void)coef; (void)norms; (void)rows; (void)cols; return ABSENT("cuda sgd"); }
+/* no device memory: the allocator reports zeros and has nothing to empty */
+int facet_cuda_alloc_stats(struct facet_cuda_memory_stats *out) { memset(out, 0, sizeof *out); return 0; }
+int facet_cuda_alloc_empty(void) { return 0; }
+int facet_cuda_memcpy_async_h2d(void *dst, const void *src, size_t nbytes)
+{ (void)dst; (void)src; (void)nbytes; return ABSENT("cuda memcpy"); }
+int facet_cuda_event_record(void **event) { (void)event; return ABSENT("cuda event"); }
+int facet_cuda_event_wait(void *event) { (void)event; return 0; }
+void facet_cuda_event_free(void *event) { (void)event; }

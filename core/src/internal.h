@@ -14,6 +14,7 @@ struct facet_storage {
     size_t nbytes;
     int device;
     int pinned;             /* page-locked host memory (cudaMallocHost) */
+    void *copy_event;       /* pinned: CUDA event after the last asynchronous copy from it, or NULL */
     int refcount;           /* atomically updated */
 };
 
@@ -163,5 +164,22 @@ int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, fl
 int facet_image_decode_raw(const void *bytes, size_t size, int w, int h, unsigned char *rgb);
 void facet_image_prepare_raw(float *dst, int64_t oh, int64_t ow, const unsigned char *rgb, int64_t h, int64_t w,
                              int flip, const float *mean, const float *inv_std);
+
+/* ---- device memory and asynchronous host-to-device copies ------------------------
+ * facet_cuda_malloc/facet_cuda_free go through the caching allocator of
+ * cache_alloc.h (its instance: core/cuda/alloc.cu); cuda_absent.c reports
+ * zeros. A copy from page-locked memory to the device is queued on the default
+ * stream and the host goes on; the event recorded after it on the source's
+ * storage says when the source may be written again (docs/gpu-memory.md). */
+int facet_cuda_alloc_stats(struct facet_cuda_memory_stats *out);
+int facet_cuda_alloc_empty(void);
+int facet_cuda_memcpy_async_h2d(void *dst, const void *src, size_t nbytes);
+/* *event is created on first use, then recorded on the default stream */
+int facet_cuda_event_record(void **event);
+/* waits for the work queued before the event's last record; NULL: at once */
+int facet_cuda_event_wait(void *event);
+void facet_cuda_event_free(void *event);
+/* copy.c: returns when no queued copy reads s (0 at once without one) */
+int facet_storage_wait_copies(struct facet_storage *s);
 
 #endif

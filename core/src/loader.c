@@ -317,7 +317,7 @@ static int setup(facet_loader **out, facet_loader *l, const facet_loader_params 
         int64_t isz[4] = { l->batch, 3, l->h, l->w }, lsz[1] = { l->batch };
         /* pinned when a GPU is present: the batches are copied to it every step */
         int rc = facet_tensor_init_pinned(&l->slots[q].images, FACET_DTYPE_FLOAT32, 4, isz);
-        if (!rc) rc = facet_tensor_init(&l->slots[q].labels, FACET_DTYPE_INT64, FACET_DEVICE_CPU, 1, lsz);
+        if (!rc) rc = facet_tensor_init_pinned(&l->slots[q].labels, FACET_DTYPE_INT64, 1, lsz);
         if (rc) return rc;
     }
     pthread_mutex_init(&l->lock, NULL);
@@ -398,6 +398,13 @@ int facet_loader_batches(const facet_loader *loader, int64_t *count)
     return 0;
 }
 
+/* the slot's buffers may be refilled: no queued device copy reads them */
+static int wait_copies(struct slot *sl)
+{
+    int rc = facet_storage_wait_copies(sl->images->storage);
+    return rc ? rc : facet_storage_wait_copies(sl->labels->storage);
+}
+
 int facet_loader_start(facet_loader *l, int64_t epoch, int64_t first_batch)
 {
     static const char *fn = "facet_loader_start";
@@ -406,6 +413,10 @@ int facet_loader_start(facet_loader *l, int64_t epoch, int64_t first_batch)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: epoch %lld, batch %lld (of %lld)", fn, (long long)epoch,
                           (long long)first_batch, (long long)l->nbatches);
     stop_workers(l);
+    for (int64_t q = 0; q < l->queue; q++) {
+        int rc = wait_copies(&l->slots[q]);
+        if (rc) return rc;
+    }
     l->epoch = epoch;
     for (int64_t i = 0; i < l->n; i++) l->order[i] = i;
     if (l->shuffle) {
@@ -438,7 +449,10 @@ int facet_loader_next(facet_loader *l, facet_tensor **images, facet_tensor **lab
     static const char *fn = "facet_loader_next";
     if (!l || !images || !labels) return facet_fail(FACET_STATUS_ERR_ARG, "%s: NULL argument", fn);
     *images = *labels = NULL;
+    int rc;
     if (!l->running) return facet_fail(FACET_STATUS_ERR_ARG, "%s: call facet_loader_start first", fn);
+    /* queued copies from the held slot (facet.data.to_device) end before its workers refill it */
+    if (l->held >= 0 && (rc = wait_copies(&l->slots[l->held % l->queue])) != 0) return rc;
     pthread_mutex_lock(&l->lock);
     if (l->held >= 0) {              /* the caller is done with the previous batch */
         l->slots[l->held % l->queue].state = SLOT_FREE;
@@ -460,7 +474,6 @@ int facet_loader_next(facet_loader *l, facet_tensor **images, facet_tensor **lab
     l->delivered += sl->count;
     pthread_mutex_unlock(&l->lock);
     if (err) return facet_fail(err, "%s: %s", fn, why);
-    int rc;
     if (sl->count == l->batch) {
         rc = facet_tensor_share(images, sl->images);
         if (!rc) rc = facet_tensor_share(labels, sl->labels);

@@ -35,3 +35,11 @@ int facet_cuda_built(int *built)
 }
 
 int facet_cuda_synchronize(void) { return facet_cuda_sync(); }
+
+int facet_cuda_memory_stats(struct facet_cuda_memory_stats *stats)
+{
+    if (!stats) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_memory_stats: stats is NULL");
+    return facet_cuda_alloc_stats(stats);
+}
+
+int facet_cuda_empty_cache(void) { return facet_cuda_alloc_empty(); }

@@ -62,6 +62,10 @@ void *facet_ptr(const facet_tensor *t)
 static void storage_release(struct facet_storage *s)
 {
     if (__atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
+    if (s->copy_event) {                  /* a queued copy may still read the pinned memory */
+        facet_storage_wait_copies(s);
+        facet_cuda_event_free(s->copy_event);
+    }
     if (s->device == FACET_DEVICE_CUDA) facet_cuda_free(s->data);
     else if (s->pinned) facet_cuda_host_free(s->data);
     else free(s->data);

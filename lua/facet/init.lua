@@ -58,27 +58,8 @@ function facet.blas_library()
   return ffi.string(buf)
 end
 
-facet.cuda = {}
-
---- True when facet was built with CUDA and a GPU is present.
-function facet.cuda.available()
-  return facet.cuda.device_count() > 0
-end
-
-function facet.cuda.device_count()
-  local n = ffi.new("int[1]")
-  check(C.facet_cuda_device_count(n))
-  return n[0]
-end
-
---- True when the CUDA backend was compiled in (nvcc was found at build time).
-function facet.cuda.built()
-  local b = ffi.new("int[1]")
-  check(C.facet_cuda_built(b))
-  return b[0] ~= 0
-end
-
-function facet.cuda.synchronize() check(C.facet_cuda_synchronize()) end
+--- available(), device_count(), built(), synchronize(), memory_stats(), empty_cache()
+facet.cuda = require "facet.cuda"
 
 facet.expr = require "facet.expr"
 facet.heads = require "facet.heads"

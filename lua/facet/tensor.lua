@@ -5,6 +5,7 @@
 -- trailing underscore (`add_`, `exp_`, `fill_` ...) work in place, as in PyTorch.
 local ffi = require "ffi"
 local core = require "facet.core"
+local cuda = require "facet.cuda"
 
 local C, check = core.C, core.check
 local DTYPES, DEVICES = core.DTYPES, core.DEVICES
@@ -95,10 +96,31 @@ local function read_sizes(sizes, buf, level)
   return n
 end
 
+-- A CUDA tensor that did not fit: facet.cuda.out_of_memory collects garbage,
+-- empties the cache and tries once more, or raises an error with the bytes
+-- asked for and held. Other statuses come back for check().
+local function device_oom(rc, dtype, device, nd, sizes, level)
+  if rc ~= C.FACET_STATUS_ERR_MEMORY or device ~= DEVICES.cuda then return rc end
+  local keep, dims, numel = ffi.new("int64_t[8]"), {}, 1
+  for i = 0, nd - 1 do
+    keep[i] = sizes[i]
+    dims[i + 1] = tostring(tonumber(sizes[i]))
+    numel = numel * tonumber(sizes[i])
+  end
+  local es = ffi.new("size_t[1]")
+  C.facet_dtype_size(dtype, es)
+  local what = ("a [%s] %s tensor"):format(table.concat(dims, "x"), DTYPE_NAMES[tonumber(dtype)])
+  return cuda.out_of_memory(rc, function() return C.facet_tensor_init(out_p, dtype, device, nd, keep) end,
+    numel * tonumber(es[0]), what, level + 1)
+end
+
 local function new_empty(sizes, dtype, device, level)
   level = (level or 2) + 1
   local n = read_sizes(sizes, sizes_buf, level)
-  check(C.facet_tensor_init(out_p, dtype_code(dtype, level), device_code(device, level), n, sizes_buf), level)
+  local dt, dev = dtype_code(dtype, level), device_code(device, level)
+  local rc = C.facet_tensor_init(out_p, dt, dev, n, sizes_buf)
+  if rc ~= 0 then rc = device_oom(rc, dt, dev, n, sizes_buf, level) end
+  check(rc, level)
   return wrap(out_p[0])
 end
 
@@ -115,7 +137,9 @@ local function empty_like(t, dtype, sizes)
   C.facet_tensor_device(h, int_1)
   local dev = int_1[0]
   if not dtype then C.facet_tensor_dtype(h, int_1); dtype = int_1[0] end
-  check(C.facet_tensor_init(out_p, dtype, dev, nd, sizes_buf2), 3)
+  local rc = C.facet_tensor_init(out_p, dtype, dev, nd, sizes_buf2)
+  if rc ~= 0 then rc = device_oom(rc, dtype, dev, nd, sizes_buf2, 3) end
+  check(rc, 3)
   return wrap(out_p[0])
 end
 

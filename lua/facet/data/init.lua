@@ -3,6 +3,7 @@
 -- .bin files, and JPEG/PNG decoding. A training source follows:
 --   src:num_batches()                 batches per epoch
 --   src:batch(epoch, i) -> x, y       batch i (1-based) of epoch e (0-based), deterministic
+-- facet.data.to_device(src, device) puts a source's batches on a device.
 local M = {}
 
 M.tensors = require "facet.data.tensors"
@@ -20,5 +21,6 @@ M.decode_image = require("facet.data.image").decode_image
 M.encode_png = require("facet.data.image").encode_png
 M.synthetic = require("facet.data.synthetic").generate
 M.render_synthetic = require("facet.data.synthetic").render
+M.to_device = require("facet.data.device").to_device
 
 return M

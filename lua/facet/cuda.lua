@@ -1,0 +1,90 @@
+--- facet.cuda: the CUDA runtime from Lua: devices, synchronisation and the
+-- caching allocator behind CUDA tensors (docs/gpu-memory.md).
+--   facet.cuda.available(), device_count(), built(), synchronize()
+--   facet.cuda.memory_stats() -> { allocated_bytes, reserved_bytes, ... }
+--   facet.cuda.empty_cache()
+-- Without CUDA (or without a GPU) the statistics are zeros and empty_cache
+-- does nothing.
+local ffi = require "ffi"
+local core = require "facet.core"
+
+local C, check = core.C, core.check
+local M = {}
+
+function M.device_count()
+  local n = ffi.new("int[1]")
+  check(C.facet_cuda_device_count(n))
+  return n[0]
+end
+
+--- True when facet was built with CUDA and a GPU is present.
+function M.available()
+  return M.device_count() > 0
+end
+
+--- True when the CUDA backend was compiled in (nvcc was found at build time).
+function M.built()
+  local b = ffi.new("int[1]")
+  check(C.facet_cuda_built(b))
+  return b[0] ~= 0
+end
+
+function M.synchronize() check(C.facet_cuda_synchronize()) end
+
+-- the fields of struct facet_cuda_memory_stats (facet.h), in its order
+M.STATS = { "allocated_bytes", "requested_bytes", "reserved_bytes", "peak_allocated_bytes", "peak_reserved_bytes",
+  "segments", "blocks", "allocs", "cache_hits", "driver_allocs", "driver_frees", "oom_retries", "ooms" }
+
+local stats_buf = ffi.new("struct facet_cuda_memory_stats")
+
+--- The caching allocator's counters as a table of numbers (the fields of
+-- struct facet_cuda_memory_stats: bytes held by tensors, reserved from the
+-- driver, peaks, driver calls, cache hits, out-of-memory retries).
+function M.memory_stats()
+  check(C.facet_cuda_memory_stats(stats_buf))
+  local t = {}
+  for _, k in ipairs(M.STATS) do t[k] = tonumber(stats_buf[k]) end
+  return t
+end
+
+--- Returns the device memory cached for reuse, and used by no tensor, to the driver.
+function M.empty_cache() check(C.facet_cuda_empty_cache()) end
+
+local OOM = tonumber(C.FACET_STATUS_ERR_MEMORY)
+
+local function mib(n) return ("%.1f MiB"):format(n / 1048576) end
+
+-- what out_of_memory does between the two tries; a spec passes fakes
+M.oom_hooks = {
+  -- twice: the first pass runs the finalizers (they free tensors), the
+  -- second frees what those finalizers let go of
+  collect = function() collectgarbage("collect"); collectgarbage("collect") end,
+  empty_cache = function() C.facet_cuda_empty_cache() end,
+  memory_stats = function() return M.memory_stats() end,
+  last_error = core.last_error,
+}
+
+--- The out-of-memory path of device allocations. rc is the status of a first
+-- try; when it is FACET_STATUS_ERR_MEMORY (the C side has already emptied its
+-- cache and retried), runs a full Lua GC so that unreachable tensors give their
+-- memory back, empties the cache, and calls retry() (which returns a status)
+-- once. Returns the final status when it is not out of memory (0, or another
+-- error for core.check); raises an error naming the bytes asked for and the
+-- bytes held when it still is. `what` names the allocation ("a [64x512] float32
+-- tensor"); level is error()'s, as seen from the caller.
+function M.out_of_memory(rc, retry, nbytes, what, level, hooks)
+  if rc ~= OOM then return rc end
+  local h = hooks or M.oom_hooks
+  h.collect()
+  h.empty_cache()
+  rc = retry()
+  if rc ~= OOM then return rc end
+  local s = h.memory_stats()
+  error(("out of GPU memory: %s needs %s (%d bytes); facet holds %s (%d bytes) in tensors and %s (%d bytes) " ..
+    "reserved from the driver (peak %s in tensors), after a full Lua GC and emptying the cache. Free tensors " ..
+    "you no longer need (t:free()) or use smaller batches. (%s)"):format(what or "the allocation", mib(nbytes),
+    nbytes, mib(s.allocated_bytes), s.allocated_bytes, mib(s.reserved_bytes), s.reserved_bytes,
+    mib(s.peak_allocated_bytes), h.last_error()), (level or 1) + 1)
+end
+
+return M
