@@ -22,7 +22,7 @@ local a = p:parse(arg)
 
 local prefix, bin = a.data .. "/train", a.data .. "/train_verify.bin"
 if not io.open(prefix .. ".rec") then
-  os.execute(("mkdir -p '%s'"):format(a.data))
+  assert(facet.sys.mkdir_p(a.data))
   facet.data.synthetic { out = prefix, identities = a.identities, images = a.images, size = a.size, pairs = a.pairs, seed = 1 }
 end
 local rec = facet.data.recordio(prefix)

@@ -51,12 +51,12 @@ if a.heads then
   for h in a.heads:gmatch("[^,]+") do wanted[h] = true end
 end
 
-os.execute(("mkdir -p '%s'"):format(a.out))
+assert(facet.sys.mkdir_p(a.out))
 local rec_prefix, bin_path = a.rec, a.bin
 if not rec_prefix then
   rec_prefix, bin_path = a.data .. "/train", a.data .. "/train_verify.bin"
   if not io.open(rec_prefix .. ".rec") then
-    os.execute(("mkdir -p '%s'"):format(a.data))
+    assert(facet.sys.mkdir_p(a.data))
     local t0 = facet.clock()
     local r = facet.data.synthetic { out = rec_prefix, identities = a.identities, images = a.images, size = a.size,
       pairs = a.pairs, seed = 1 }

@@ -39,17 +39,8 @@ function facet.blas_core()
   return ffi.string(buf)
 end
 
-ffi.cdef [[
-  struct facet_lua_timespec { long tv_sec; long tv_nsec; };
-  int clock_gettime(int clk, struct facet_lua_timespec *ts);
-]]
-local ts = ffi.new("struct facet_lua_timespec")
-
 --- Wall-clock seconds from a monotonic clock (for timing steps and images/s).
-function facet.clock()
-  ffi.C.clock_gettime(1, ts)   -- CLOCK_MONOTONIC
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+facet.clock = require("facet.sys").clock
 
 --- The BLAS library file facet loaded (OpenMP OpenBLAS when installed).
 function facet.blas_library()
@@ -80,6 +71,7 @@ end
 
 function facet.cuda.synchronize() check(C.facet_cuda_synchronize()) end
 
+facet.sys = require "facet.sys"
 facet.expr = require "facet.expr"
 facet.heads = require "facet.heads"
 facet.nn = require "facet.nn"

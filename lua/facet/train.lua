@@ -17,32 +17,28 @@
 -- checkpoint/latest names it, so a crash mid-save leaves the previous one intact.
 -- resume = dir continues from dir/latest; on the CPU with the same seed and
 -- thread count the losses are those of the uninterrupted run, bit for bit.
-local ffi = require "ffi"
 local cjson = require "cjson"
 local tensor = require "facet.tensor"
 local safetensors = require "facet.safetensors"
+local sys = require "facet.sys"
 
 local M = {}
 
-ffi.cdef [[ int isatty(int fd); ]]
-
-local function clock() return require("facet").clock() end
+local clock = sys.clock
 
 local function mkdir(path)
-  local ok = os.execute(("mkdir -p '%s'"):format(path:gsub("'", "'\\''")))
-  if not (ok == 0 or ok == true) then error(("facet.train: cannot create directory %s"):format(path), 3) end
+  local ok, err = sys.mkdir_p(path)
+  if not ok then error("facet.train: " .. err, 3) end
 end
 
 local function write_atomic(path, text)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then error(("facet.train: cannot write %s: %s"):format(tmp, err), 3) end
-  f:write(text)
-  f:flush()
-  ffi.C.fsync(ffi.C.fileno(f))
-  f:close()
-  local ok, rerr = os.rename(tmp, path)
-  if not ok then error(("facet.train: cannot rename %s: %s"):format(tmp, rerr), 3) end
+  local ok, err = sys.write_atomic(path, text)
+  if not ok then error("facet.train: " .. err, 3) end
+end
+
+local function rm_rf(path)
+  local ok, err = sys.rm_rf(path)
+  if not ok then error("facet.train: " .. err, 3) end
 end
 
 local function read_file(path)
@@ -67,7 +63,7 @@ end
 local function save_checkpoint(dir, st)
   local name = ("step-%08d"):format(st.step)
   local tmpdir = dir .. "/." .. name .. ".tmp"
-  os.execute(("rm -rf '%s'"):format(tmpdir))
+  rm_rf(tmpdir)
   mkdir(tmpdir)
   if st.head and st.head.fused then st.head:finish_grad() end
   safetensors.save(weights(st.model, st.head), tmpdir .. "/model.safetensors")
@@ -80,13 +76,13 @@ local function save_checkpoint(dir, st)
     skipped = st.skipped,
   }
   write_atomic(tmpdir .. "/trainer.json", cjson.encode(info))
-  os.execute(("rm -rf '%s/%s'"):format(dir, name))
+  rm_rf(dir .. "/" .. name)
   local ok, err = os.rename(tmpdir, dir .. "/" .. name)
   if not ok then error(("facet.train: cannot rename %s: %s"):format(tmpdir, err), 2) end
   write_atomic(dir .. "/latest", name .. "\n")
   -- keep the two newest
   if st.previous and st.previous ~= name then
-    if st.older then os.execute(("rm -rf '%s/%s'"):format(dir, st.older)) end
+    if st.older then rm_rf(dir .. "/" .. st.older) end
     st.older = st.previous
   end
   st.previous = name
@@ -163,7 +159,7 @@ function M.train(cfg)
     logf = assert(io.open(cfg.log .. "/train.jsonl", cfg.resume and "ab" or "wb"))
   end
   if cfg.checkpoint then mkdir(cfg.checkpoint) end
-  local tty = ffi.C.isatty(1) == 1 and not cfg.quiet
+  local tty = sys.isatty(1) and not cfg.quiet
   local print_every = cfg.print_every or 50
   local grads = opt:gradients()
   local start_step = st.step
