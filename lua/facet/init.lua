@@ -21,16 +21,7 @@ local facet = {
 }
 
 --- Threads for facet's loops and OpenBLAS (default: FACET_THREADS or all cores).
-function facet.set_threads(n)
-  if type(n) ~= "number" then error("set_threads: want a number", 2) end
-  check(C.facet_threads_set(n))
-end
-
-function facet.get_threads()
-  local n = ffi.new("int[1]")
-  check(C.facet_threads_get(n))
-  return n[0]
-end
+facet.set_threads, facet.get_threads = core.set_threads, core.get_threads
 
 --- The OpenBLAS core in use (loads OpenBLAS if it is not loaded yet).
 function facet.blas_core()
