@@ -72,7 +72,7 @@ local function save_checkpoint(dir, st)
   local info = {
     step = st.step, epoch = st.epoch, batch = st.batch, optimizer = ostate.name, step_count = ostate.step_count,
     settings = ostate.settings, rng_offset = tensor.generator_state().offset, rng_seed = tensor.generator_state().seed,
-    dropout_offset = require("facet.nn.Dropout").offset, head_iter = st.head and st.head.iter or 0,
+    dropout_seed = st.rng and st.rng.seed, dropout_offset = st.rng and st.rng.offset, head_iter = st.head and st.head.iter or 0,
     skipped = st.skipped,
   }
   write_atomic(tmpdir .. "/trainer.json", cjson.encode(info))
@@ -146,12 +146,13 @@ function M.train(cfg)
   local epochs = cfg.epochs or 1
   local nb = data:num_batches()
   if nb < 1 then error("facet.train: the data source has no batches", 2) end
-  local st = { model = model, head = head, optimizer = opt, step = 0, epoch = 0, batch = 0, skipped = 0 }
+  local st = { model = model, head = head, optimizer = opt, step = 0, epoch = 0, batch = 0, skipped = 0,
+    rng = model:random_stream() }
   if cfg.resume then
     local info = M.load_checkpoint(cfg.resume, model, head, opt)
     st.step, st.epoch, st.batch, st.skipped = info.step, info.epoch, info.batch, info.skipped or 0
     tensor.generator_state { seed = info.rng_seed, offset = info.rng_offset }
-    require("facet.nn.Dropout").offset = info.dropout_offset
+    if st.rng and info.dropout_offset then st.rng.seed, st.rng.offset = info.dropout_seed or st.rng.seed, info.dropout_offset end
   end
   local logf
   if cfg.log then
