@@ -176,7 +176,7 @@ describe("hostile paths through facet.train and the report", function()
       assert.are.equal(8, facet.load_checkpoint(ck, cfg.model, cfg.head, cfg.optimizer).step, i)
       local r = facet.train(tiny { resume = ck, checkpoint = ck, epochs = 2, log = log })
       assert.are.equal(16, r.steps)
-      assert.are.same({ "latest", "step-00000006", "step-00000008", "step-00000016" }, sys.list_dir(ck))
+      assert.are.same({ "latest", "step-00000008", "step-00000016" }, sys.list_dir(ck))
     end
     no_canary()
   end)

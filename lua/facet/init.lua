@@ -72,7 +72,8 @@ facet.data = require "facet.data"
 facet.eval = require "facet.eval"
 facet.report = require "facet.report"
 facet.train = require("facet.train").train
-facet.load_checkpoint = require("facet.train").load_checkpoint
+facet.checkpoint = require "facet.checkpoint"
+facet.load_checkpoint = facet.checkpoint.load
 
 local safetensors = require "facet.safetensors"
 facet.save_safetensors = safetensors.save
