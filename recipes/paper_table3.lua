@@ -73,10 +73,10 @@ end)()
 local set = facet.data.load_bin(bin_path, { size = { a.size, a.size } })
 
 local function backbone()
-  if a.model == "mobilefacenet" then return facet.models.mobilefacenet { emb = 128, size = a.size } end
-  if a.model == "iresnet18" then return facet.models.iresnet { depth = 18, emb = 128, size = a.size } end
-  return facet.models.convnet { in_channels = 3, size = a.size, emb = 128 }
+  if a.model == "iresnet18" then return facet.models.build("iresnet", { depth = 18, emb = 128, size = a.size }) end
+  return facet.models.build(a.model, { emb = 128, size = a.size, in_channels = a.model == "convnet" and 3 or nil })
 end
+backbone()                                      -- a bad --model fails here, before any training
 
 local results, dirs = {}, {}
 for _, row in ipairs(ROWS) do
