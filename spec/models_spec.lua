@@ -85,7 +85,8 @@ describe("backbones", function()
     assert.are.same({ "attentionnet_irse", "convnet", "iresnet", "mobilefacenet" }, facet.models.names)
     local m = facet.models.build("convnet", { in_channels = 3, size = 16, emb = 8 })
     assert.are.equal(facet.models.convnet({ in_channels = 3, size = 16, emb = 8 }):count_parameters(), m:count_parameters())
-    assert.are.equal(24025600, facet.models.build("iresnet", { depth = 18 }):count_parameters())
+    local r = facet.models.build("iresnet", { depth = 18, se = true, emb = 8, size = 16 })
+    assert.are.equal(facet.models.iresnet({ depth = 18, se = true, emb = 8, size = 16 }):count_parameters(), r:count_parameters())
     assert.are.equal(facet.models.mobilefacenet({ emb = 128 }):count_parameters(),
       facet.models.build("mobilefacenet", { emb = 128 }):count_parameters())
     H.assert_error(function() facet.models.build("resnet", {}) end, "unknown backbone resnet",
