@@ -5,26 +5,13 @@
 -- final α. Usage: bin/facet run recipes/l2softmax_alpha.lua [--epochs 3] [--seeds 2] [--size 32]
 --                  [--identities 300] [--images 8] [--data run/synthetic] [--out run/alpha]
 local facet = require "facet"
-local argparse = require "argparse"
+local recipe = require "facet.recipe"
 
-local p = argparse("l2softmax_alpha", "L2-softmax's alpha study")
-p:option("--identities", "synthetic identities", "300"):convert(tonumber)
-p:option("--images", "images per identity", "8"):convert(tonumber)
-p:option("--size", "image size", "32"):convert(tonumber)
-p:option("--pairs", "verification pairs", "2000"):convert(tonumber)
-p:option("--epochs", "epochs", "3"):convert(tonumber)
-p:option("--batch", "batch size", "64"):convert(tonumber)
-p:option("--seeds", "seeds per setting", "2"):convert(tonumber)
+local p = recipe.parser("l2softmax_alpha", "L2-softmax's alpha study", { out = "run/alpha" })
 p:option("--alphas", "comma-separated alphas; 'learned' for a trained one", "1,4,8,16,32,learned")
-p:option("--data", "where the synthetic data is made (reused when present)", "run/synthetic")
-p:option("--out", "output directory", "run/alpha")
 local a = p:parse(arg)
 
-local prefix, bin = a.data .. "/train", a.data .. "/train_verify.bin"
-if not io.open(prefix .. ".rec") then
-  os.execute(("mkdir -p '%s'"):format(a.data))
-  facet.data.synthetic { out = prefix, identities = a.identities, images = a.images, size = a.size, pairs = a.pairs, seed = 1 }
-end
+local prefix, bin = recipe.synthetic(a)
 local rec = facet.data.recordio(prefix)
 local set = facet.data.load_bin(bin, { size = { a.size, a.size } })
 
@@ -44,19 +31,16 @@ for _, s in ipairs(settings) do
     for k, v in pairs(s[3]) do o[k] = v end
     local head = facet.heads.new(s[2], o)
     local data = facet.data.loader { source = rec, size = { a.size, a.size }, batch_size = a.batch, seed = seed }
-    local opt = facet.optim.sgd({ net, head }, { lr = 0.1, momentum = 0.9, weight_decay = 5e-4, decay_bias_norm = false })
-    local e = a.epochs
-    facet.train { model = net, head = head, data = data, optimizer = opt, epochs = e, quiet = true,
-      log = ("%s/%s-%d"):format(a.out, s[2] .. (o.alpha or ""), seed),
-      schedule = facet.optim.schedule.multistep { lr = 0.1, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } } }
+    local opt, schedule = recipe.sgd({ net, head }, a.epochs)
+    facet.train { model = net, head = head, data = data, optimizer = opt, epochs = a.epochs, quiet = true,
+      log = ("%s/%s-%d"):format(a.out, s[2] .. (o.alpha or ""), seed), schedule = schedule }
     local r = facet.eval.verify_set(net, set)
     accs[#accs + 1], tars[#tars + 1] = r.accuracy, r.tar_at_far[1e-3]
     if head.alpha then alphas[#alphas + 1] = head.alpha:item() end
     data:close()
   end
-  local function mean(t) local m = 0; for _, v in ipairs(t) do m = m + v / #t end; return m end
-  local function spread(t) local lo, hi = math.huge, -math.huge; for _, v in ipairs(t) do lo, hi = math.min(lo, v), math.max(hi, v) end; return (hi - lo) / 2 end
-  print(("%-22s %8.2f ±%4.2f %8.2f ±%4.2f %12s"):format(s[1], 100 * mean(accs), 100 * spread(accs),
-    #tars > 0 and 100 * mean(tars) or 0, #tars > 0 and 100 * spread(tars) or 0,
-    s[3].learn_alpha and ("%.2f"):format(mean(alphas)) or "-"))
+  local acc, acc_spread = recipe.mean_spread(accs)
+  local tar, tar_spread = recipe.mean_spread(tars)
+  print(("%-22s %8.2f ±%4.2f %8.2f ±%4.2f %12s"):format(s[1], 100 * acc, 100 * acc_spread, 100 * (tar or 0),
+    100 * (tar_spread or 0), s[3].learn_alpha and ("%.2f"):format((recipe.mean_spread(alphas))) or "-"))
 end

@@ -15,8 +15,8 @@ local argparse = require "argparse"
 local p = argparse("ms1m", "full-scale training on InsightFace-format data")
 p:option("--data", "directory with train.rec, train.idx and the .bin sets"):count(1)
 p:option("--head", "loss head", "mv-am")
-p:option("--model", "iresnet or attentionnet_irse", "iresnet")
-p:option("--depth", "iresnet depth", "100"):convert(tonumber)
+p:option("--model", "backbone: iresnet, attentionnet_irse or mobilefacenet", "iresnet")
+p:option("--depth", "iresnet depth (default 100)"):convert(tonumber)
 p:option("--emb", "embedding size", "512"):convert(tonumber)
 p:option("--size", "input size", "112"):convert(tonumber)
 p:option("--batch", "batch size", "128"):convert(tonumber)
@@ -36,8 +36,8 @@ local rec = facet.data.recordio(a.data .. "/train")
 local classes = rec:num_identities()
 if classes == 0 then error("ms1m: train.rec has no identity records (not the InsightFace layout)") end
 local device = a.cuda and "cuda" or "cpu"
-local net = a.model == "attentionnet_irse" and facet.models.attentionnet_irse { emb = a.emb, size = a.size }
-  or facet.models.iresnet { depth = a.depth, emb = a.emb, size = a.size }
+local net = facet.models.build(a.model, { emb = a.emb, size = a.size,
+  depth = a.depth or (a.model == "iresnet" and 100 or nil) })
 local head = facet.heads.new(a.head, { classes = classes, dim = a.emb, device = device })
 if a.cuda then net:cuda() end
 local data = facet.data.loader { source = rec, size = { a.size, a.size }, batch_size = a.batch, threads = a.loader_threads,

@@ -10,22 +10,14 @@
 -- Usage: bin/facet run recipes/paper_table3.lua [--identities 300] [--images 8] [--size 32]
 --          [--epochs 3] [--seeds 2] [--heads am,mv-am-a] [--model convnet|mobilefacenet|iresnet18] [--out run/table3]
 local facet = require "facet"
-local argparse = require "argparse"
+local recipe = require "facet.recipe"
 
-local p = argparse("paper_table3", "Table 3 of the MV-Softmax paper on one dataset")
-p:option("--identities", "synthetic identities", "300"):convert(tonumber)
-p:option("--images", "images per identity", "8"):convert(tonumber)
-p:option("--size", "image size", "32"):convert(tonumber)
-p:option("--pairs", "verification pairs", "2000"):convert(tonumber)
-p:option("--epochs", "epochs", "3"):convert(tonumber)
-p:option("--batch", "batch size", "64"):convert(tonumber)
-p:option("--seeds", "seeds per head", "2"):convert(tonumber)
+local p = recipe.parser("paper_table3", "Table 3 of the MV-Softmax paper on one dataset",
+  { out = "run/table3", seeds = "seeds per head" })
 p:option("--heads", "comma-separated subset of the table's rows (default: all)")
 p:option("--model", "backbone: convnet, mobilefacenet or iresnet18", "convnet")
-p:option("--data", "where the synthetic data is made (reused when present)", "run/synthetic")
 p:option("--rec", "train on this InsightFace .rec prefix instead")
 p:option("--bin", "verify on this .bin instead")
-p:option("--out", "output directory", "run/table3")
 local a = p:parse(arg)
 
 -- the table's rows: name in the paper, facet head, options (the paper's values)
@@ -51,19 +43,9 @@ if a.heads then
   for h in a.heads:gmatch("[^,]+") do wanted[h] = true end
 end
 
-os.execute(("mkdir -p '%s'"):format(a.out))
+assert(facet.sys.mkdir_p(a.out))
 local rec_prefix, bin_path = a.rec, a.bin
-if not rec_prefix then
-  rec_prefix, bin_path = a.data .. "/train", a.data .. "/train_verify.bin"
-  if not io.open(rec_prefix .. ".rec") then
-    os.execute(("mkdir -p '%s'"):format(a.data))
-    local t0 = facet.clock()
-    local r = facet.data.synthetic { out = rec_prefix, identities = a.identities, images = a.images, size = a.size,
-      pairs = a.pairs, seed = 1 }
-    print(("made %d synthetic images of %d identities (%d hard) and %d pairs in %.0f s"):format(r.images,
-      r.identities, r.hard, r.pairs, facet.clock() - t0))
-  end
-end
+if not rec_prefix then rec_prefix, bin_path = recipe.synthetic(a) end
 local rec = facet.data.recordio(rec_prefix)
 local classes = rec:num_identities() > 0 and rec:num_identities() or (function()
   local m = 0
@@ -73,10 +55,10 @@ end)()
 local set = facet.data.load_bin(bin_path, { size = { a.size, a.size } })
 
 local function backbone()
-  if a.model == "mobilefacenet" then return facet.models.mobilefacenet { emb = 128, size = a.size } end
-  if a.model == "iresnet18" then return facet.models.iresnet { depth = 18, emb = 128, size = a.size } end
-  return facet.models.convnet { in_channels = 3, size = a.size, emb = 128 }
+  if a.model == "iresnet18" then return facet.models.build("iresnet", { depth = 18, emb = 128, size = a.size }) end
+  return facet.models.build(a.model, { emb = 128, size = a.size, in_channels = a.model == "convnet" and 3 or nil })
 end
+backbone()                                      -- a bad --model fails here, before any training
 
 local results, dirs = {}, {}
 for _, row in ipairs(ROWS) do
@@ -90,12 +72,11 @@ for _, row in ipairs(ROWS) do
       for k, v in pairs(row[3]) do opts[k] = v end
       local head = facet.heads.new(row[2], opts)
       local data = facet.data.loader { source = rec, size = { a.size, a.size }, batch_size = a.batch, seed = seed }
-      local opt = facet.optim.sgd({ net, head }, { lr = 0.1, momentum = 0.9, weight_decay = 5e-4, decay_bias_norm = false })
-      -- the paper's schedule (0.1, /10 at 4, 8, 10 of 12 epochs) scaled to --epochs
-      local e = a.epochs
+      -- the paper's optimizer and schedule (0.1, /10 at 4, 8, 10 of 12 epochs) scaled to --epochs
+      local opt, schedule = recipe.sgd({ net, head }, a.epochs)
       local dir = ("%s/%s-seed%d"):format(a.out, key, seed)
-      facet.train { model = net, head = head, data = data, optimizer = opt, epochs = e, quiet = true, log = dir,
-        schedule = facet.optim.schedule.multistep { lr = 0.1, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } } }
+      facet.train { model = net, head = head, data = data, optimizer = opt, epochs = a.epochs, quiet = true, log = dir,
+        schedule = schedule }
       local r = facet.eval.verify_set(net, set)
       facet.report.save_verify(dir, { { name = row[1], result = r } })
       dirs[#dirs + 1] = dir
@@ -109,10 +90,8 @@ for _, row in ipairs(ROWS) do
 end
 
 local function stat(list)
-  if #list == 0 then return "-" end
-  local m, lo, hi = 0, math.huge, -math.huge
-  for _, v in ipairs(list) do m, lo, hi = m + v / #list, math.min(lo, v), math.max(hi, v) end
-  return ("%.2f ±%.2f"):format(100 * m, 100 * (hi - lo) / 2)
+  local m, spread = recipe.mean_spread(list)
+  return m and ("%.2f ±%.2f"):format(100 * m, 100 * spread) or "-"
 end
 
 print(("\n%s: %d identities, %d images, %d verification pairs; %s backbone, %d epochs, %d seeds (mean ± half range, %%)")

@@ -80,4 +80,19 @@ describe("backbones", function()
     end
     assert.is_true(last < 0.05 * first, ("loss %g -> %g"):format(first, last))
   end)
+
+  it("build makes a backbone by name and names the choices on a bad name or option", function()
+    assert.are.same({ "attentionnet_irse", "convnet", "iresnet", "mobilefacenet" }, facet.models.names)
+    local m = facet.models.build("convnet", { in_channels = 3, size = 16, emb = 8 })
+    assert.are.equal(facet.models.convnet({ in_channels = 3, size = 16, emb = 8 }):count_parameters(), m:count_parameters())
+    local r = facet.models.build("iresnet", { depth = 18, se = true, emb = 8, size = 16 })
+    assert.are.equal(facet.models.iresnet({ depth = 18, se = true, emb = 8, size = 16 }):count_parameters(), r:count_parameters())
+    assert.are.equal(facet.models.mobilefacenet({ emb = 128 }):count_parameters(),
+      facet.models.build("mobilefacenet", { emb = 128 }):count_parameters())
+    H.assert_error(function() facet.models.build("resnet", {}) end, "unknown backbone resnet",
+      "attentionnet_irse, convnet, iresnet, mobilefacenet")
+    H.assert_error(function() facet.models.build("mobilefacenet", { depth = 50 }) end,
+      "mobilefacenet takes no option depth (it takes emb, size)")
+    H.assert_error(function() facet.models.build("iresnet", { depth = 19 }) end, "depth must be 18, 34, 50 or 100")
+  end)
 end)

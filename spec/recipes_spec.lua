@@ -69,6 +69,23 @@ describe("recipes", function()
     assert.truthy(out:find("lfw%s+accuracy [%d%.]+"), out)
   end)
 
+  it("facet.recipe: the studies' shared options, optimizer and statistics", function()
+    local recipe = require "facet.recipe"
+    local p = recipe.parser("study", "a study", { out = "run/study" })
+    p:option("--extra", "the study's own", "x")
+    local a = p:parse { "--identities", "20", "--seeds", "3", "--data", dir .. "/syn 'q'" }
+    assert.are.same({ 20, 8, 32, 2000, 3, 64, 3, dir .. "/syn 'q'", "run/study", "x" },
+      { a.identities, a.images, a.size, a.pairs, a.epochs, a.batch, a.seeds, a.data, a.out, a.extra })
+    local m, spread = recipe.mean_spread { 0.5, 0.7, 0.6 }
+    assert.are.equal(0.6, tonumber(("%.12f"):format(m)))
+    assert.are.equal(0.1, tonumber(("%.12f"):format(spread)))
+    assert.is_nil(recipe.mean_spread {})
+    local net = H.facet.nn.Linear(2, 2)
+    local opt, schedule = recipe.sgd({ net }, 12)
+    for e, lr in pairs { [0] = 0.1, [4] = 0.01, [8] = 0.001, [11] = 0.0001 } do H.assert_close(lr, schedule(e), 1e-15) end
+    assert.is_table(opt)
+  end)
+
   it("demo runs", function()
     local p = io.popen("luajit bin/facet run recipes/demo.lua 100 4 64 2>&1; echo rc=$?")
     local out = p:read("*a")

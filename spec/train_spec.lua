@@ -12,7 +12,6 @@ teardown(function() H.remove_dir(tmpdir) end)
 local function setup_run(opts)
   opts = opts or {}
   facet.manual_seed(11)
-  require("facet.nn.Dropout").offset = 0
   local nn = facet.nn
   local net = nn.Sequential(facet.models.convnet { emb = 16, size = 12 }, nn.Dropout(0.2))
   local head = facet.heads.new(opts.head or "mv-arc", { classes = 6, dim = 16, seed = 3 })
@@ -67,6 +66,28 @@ describe("facet.train", function()
     assert.are.equal(12, resumed.steps)
     assert.are.equal(6, #resumed.losses)
     for i = 1, 6 do assert.are.equal(full.losses[6 + i], resumed.losses[i]) end
+  end)
+
+  it("dropout draws from the model's own stream, saved with each checkpoint", function()
+    local nn = facet.nn
+    local function net() return nn.Sequential(nn.Dropout(0.5), nn.Linear(8, 8), nn.Dropout(0.3)) end
+    local x = facet.randn({ 4, 8 }, { seed = 1 })
+    local a = net()
+    local first = H.values(a.modules[1]:forward(x))
+    a.modules[1]:forward(x)                          -- a moves on ...
+    local b = net()                                  -- ... which a new model does not see
+    assert.are.same(first, H.values(b.modules[1]:forward(x)))
+    local s = b:random_stream()
+    assert.are.equal(s, b.modules[1].rng)
+    assert.are.equal(s, b.modules[3].rng)          -- one stream for the model's Dropouts
+    assert.are.equal(32, s.offset)                   -- the first Dropout's position goes on
+    assert.is_nil(nn.Sequential(nn.Linear(2, 2)):random_stream())
+    local dir = tmpdir .. "/drop"
+    local cfg = with(setup_run(), { checkpoint = dir, checkpoint_every = 3, stop_after = 3 })
+    facet.train(cfg)
+    local info = cjson.decode(H.read_file(dir .. "/step-00000003/trainer.json"))
+    assert.are.equal(3 * 8 * 16, info.dropout_offset)   -- three batches of 8 x 16 embeddings
+    assert.are.equal(cfg.model:random_stream().offset, info.dropout_offset)
   end)
 
   it("a crash during a checkpoint save leaves the previous checkpoint loadable", function()

@@ -142,7 +142,7 @@ local commands = {
       cmd:argument("checkpoint", "Checkpoint directory (holds 'latest') or a model .safetensors file.")
       cmd:option("--bin", "A verification .bin file (repeat for several)."):count("*"):args(1)
       cmd:option("--model", "Backbone: iresnet, mobilefacenet, convnet or attentionnet_irse.", "iresnet")
-      cmd:option("--depth", "IResNet depth.", "50")
+      cmd:option("--depth", "IResNet depth (default 50).")
       cmd:option("--se", "IR-SE units."):args(0)
       cmd:option("--emb", "Embedding size.", "512")
       cmd:option("--size", "Input size (square).", "112")
@@ -185,15 +185,10 @@ M.commands = commands
 --- The `eval` command: builds the backbone, loads the weights, prints one table.
 function M.evaluate(facet, o)
   if #o.bin == 0 then error("give at least one --bin FILE", 0) end
-  local size, emb = tonumber(o.size), tonumber(o.emb)
-  local builders = {
-    iresnet = function() return facet.models.iresnet { depth = tonumber(o.depth), se = o.se ~= nil, emb = emb, size = size } end,
-    mobilefacenet = function() return facet.models.mobilefacenet { emb = emb, size = size } end,
-    convnet = function() return facet.models.convnet { emb = emb, size = size, in_channels = 3 } end,
-    attentionnet_irse = function() return facet.models.attentionnet_irse { emb = emb, size = size } end,
-  }
-  if not builders[o.model] then error("unknown --model " .. tostring(o.model), 0) end
-  local model = builders[o.model]()
+  local opts = { emb = tonumber(o.emb), size = tonumber(o.size), depth = o.depth and tonumber(o.depth),
+    se = o.se ~= nil or nil }
+  if o.model == "convnet" then opts.in_channels = 3 end      -- .bin sets hold colour images
+  local model = facet.models.build(o.model, opts)
   if o.checkpoint:match("%.safetensors$") then
     local w = facet.load_safetensors(o.checkpoint)
     for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end
@@ -204,7 +199,7 @@ function M.evaluate(facet, o)
   io.stdout:write(("%-24s %8s %10s %8s %12s %12s\n"):format("set", "pairs", "accuracy", "std", "TAR@FAR=1e-3",
     "TAR@FAR=1e-4"))
   for _, path in ipairs(o.bin) do
-    local set = facet.data.load_bin(path, { size = { size, size } })
+    local set = facet.data.load_bin(path, { size = { opts.size, opts.size } })
     local r = facet.eval.verify_set(model, set, { flip = not o.no_flip, protocol = o.protocol })
     local function tar(f) return r.tar_at_far[f] and ("%.4f"):format(r.tar_at_far[f]) or "-" end
     io.stdout:write(("%-24s %8d %10.4f %8.4f %12s %12s\n"):format(path:match("[^/]*$"), set.pairs, r.accuracy, r.std,

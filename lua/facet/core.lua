@@ -31,6 +31,18 @@ function M.check(rc, level)
   if rc ~= 0 then error(ffi.string(C.facet_last_error()), (level or 2) + 1) end
 end
 
+--- Threads for facet's loops and OpenBLAS (default: FACET_THREADS or all cores).
+function M.set_threads(n)
+  if type(n) ~= "number" then error("set_threads: want a number", 2) end
+  M.check(C.facet_threads_set(n))
+end
+
+function M.get_threads()
+  local n = ffi.new("int[1]")
+  M.check(C.facet_threads_get(n))
+  return n[0]
+end
+
 M.DTYPES = { float32 = C.FACET_DTYPE_FLOAT32, int32 = C.FACET_DTYPE_INT32,
              int64 = C.FACET_DTYPE_INT64, uint8 = C.FACET_DTYPE_UINT8 }
 M.DTYPE_NAMES = {}

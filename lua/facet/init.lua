@@ -21,16 +21,7 @@ local facet = {
 }
 
 --- Threads for facet's loops and OpenBLAS (default: FACET_THREADS or all cores).
-function facet.set_threads(n)
-  if type(n) ~= "number" then error("set_threads: want a number", 2) end
-  check(C.facet_threads_set(n))
-end
-
-function facet.get_threads()
-  local n = ffi.new("int[1]")
-  check(C.facet_threads_get(n))
-  return n[0]
-end
+facet.set_threads, facet.get_threads = core.set_threads, core.get_threads
 
 --- The OpenBLAS core in use (loads OpenBLAS if it is not loaded yet).
 function facet.blas_core()
@@ -39,17 +30,8 @@ function facet.blas_core()
   return ffi.string(buf)
 end
 
-ffi.cdef [[
-  struct facet_lua_timespec { long tv_sec; long tv_nsec; };
-  int clock_gettime(int clk, struct facet_lua_timespec *ts);
-]]
-local ts = ffi.new("struct facet_lua_timespec")
-
 --- Wall-clock seconds from a monotonic clock (for timing steps and images/s).
-function facet.clock()
-  ffi.C.clock_gettime(1, ts)   -- CLOCK_MONOTONIC
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+facet.clock = require("facet.sys").clock
 
 --- The BLAS library file facet loaded (OpenMP OpenBLAS when installed).
 function facet.blas_library()
@@ -61,6 +43,7 @@ end
 --- available(), device_count(), built(), synchronize(), memory_stats(), empty_cache()
 facet.cuda = require "facet.cuda"
 
+facet.sys = require "facet.sys"
 facet.expr = require "facet.expr"
 facet.heads = require "facet.heads"
 facet.nn = require "facet.nn"
@@ -70,7 +53,8 @@ facet.data = require "facet.data"
 facet.eval = require "facet.eval"
 facet.report = require "facet.report"
 facet.train = require("facet.train").train
-facet.load_checkpoint = require("facet.train").load_checkpoint
+facet.checkpoint = require "facet.checkpoint"
+facet.load_checkpoint = facet.checkpoint.load
 
 local safetensors = require "facet.safetensors"
 facet.save_safetensors = safetensors.save

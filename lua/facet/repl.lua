@@ -8,18 +8,12 @@
 --
 -- Every input is its own chunk, so `local x = 1` is gone by the next line
 -- (standard Lua REPL behaviour): use globals (`x = 1`) at the prompt.
-local ffi = require "ffi"
+local sys = require "facet.sys"
 
 local M = {}
 
--- isatty may already be declared by another cdef; redeclaring it is an error.
-pcall(ffi.cdef, "int isatty(int fd);")
-
 --- True when file descriptor fd (default 0, stdin) is a terminal.
-function M.isatty(fd)
-  local ok, r = pcall(function() return ffi.C.isatty(fd or 0) end)
-  return ok and r ~= 0
-end
+M.isatty = sys.isatty
 
 -- A load error that ends in '<eof>' means the chunk stopped early: read more.
 local function incomplete(err)

@@ -7,17 +7,13 @@
 local ffi = require "ffi"
 local cjson = require "cjson"
 local tensor = require "facet.tensor"
+local sys = require "facet.sys"
 
 local M = {}
 
 local DTYPES = { float32 = "F32", int32 = "I32", int64 = "I64", uint8 = "U8" }
 local FROM = { F32 = "float32", I32 = "int32", I64 = "int64", U8 = "uint8" }
 local SIZE = { float32 = 4, int32 = 4, int64 = 8, uint8 = 1 }
-
-ffi.cdef [[
-  int fileno(void *stream);
-  int fsync(int fd);
-]]
 
 --- name -> tensor table of a module (state_dict), a head, or a table.
 local function tensors_of(obj)
@@ -60,28 +56,14 @@ function M.save(obj, path, metadata)
   end
   local json = cjson.encode(header)
   json = json .. (" "):rep((8 - #json % 8) % 8)     -- data starts 8-byte aligned
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then error(("save_safetensors: cannot write %s: %s"):format(tmp, err), 2) end
-  local ok, werr = pcall(function()
+  local ok, err = sys.write_atomic(path, function(f)
     local len = ffi.new("uint64_t[1]", #json)
     assert(f:write(ffi.string(len, 8), json))
     for _, b in ipairs(blobs) do
       if b.nbytes > 0 then assert(f:write(ffi.string(b.v:data_ptr(), b.nbytes))) end
     end
-    assert(f:flush())
-    if ffi.C.fsync(ffi.C.fileno(f)) ~= 0 then error("fsync failed") end
   end)
-  f:close()
-  if not ok then
-    os.remove(tmp)
-    error(("save_safetensors: writing %s failed: %s"):format(tmp, tostring(werr)), 2)
-  end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then
-    os.remove(tmp)
-    error(("save_safetensors: cannot rename %s to %s: %s"):format(tmp, path, tostring(rerr)), 2)
-  end
+  if not ok then error("save_safetensors: " .. err, 2) end
 end
 
 --- Reads path; returns { name = tensor } (CPU) and the metadata table.

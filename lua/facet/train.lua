@@ -4,253 +4,201 @@
 --                resume = "run/ckpt", nan = "stop" | "skip", clip = max_norm,
 --                eval = function(state) return { lfw = 0.99 } end, eval_every = steps,
 --                print_every = steps, checkpoint_every = steps, quiet = false }
+-- Batches go to the device of the model's parameters (facet.data.to_device).
 -- One step: zero_grad, head:forward(model:forward(x), y), backward through both,
 -- the guard on the loss and the gradient norm, optional clipping, optimizer
 -- step; the learning rate follows schedule(progress in epochs).
 -- Progress: one line updated in place on a terminal (step, epoch, loss, lr,
 -- images/s, ETA), plain lines otherwise. Logs: log/train.jsonl, one JSON object
--- per line (step, epoch, loss, lr, images_per_s, time, and eval metrics).
--- Checkpoints: checkpoint/step-NNNNNNNN/ holds model.safetensors (model and
--- head weights, BatchNorm statistics), optim.safetensors (optimizer buffers)
--- and trainer.json (step, epoch position, RNG positions, optimizer settings);
--- the directory is written under a temporary name, fsync'ed and renamed, then
--- checkpoint/latest names it, so a crash mid-save leaves the previous one intact.
+-- per line (step, epoch, loss, lr, images_per_s, time, and eval metrics), its
+-- numbers written so that they read back exactly (facet.json).
+-- Checkpoints (facet.checkpoint): checkpoint/step-NNNNNNNN/ every
+-- checkpoint_every steps and at each epoch's end, checkpoint/latest naming the
+-- newest; the two newest are kept.
 -- resume = dir continues from dir/latest; on the CPU with the same seed and
--- thread count the losses are those of the uninterrupted run, bit for bit.
-local ffi = require "ffi"
-local cjson = require "cjson"
+-- thread count the losses are those of the uninterrupted run, bit for bit
+-- (weights, optimizer buffers, the generator's and the model's dropout stream
+-- positions and the place in the epoch are restored).
 local tensor = require "facet.tensor"
-local safetensors = require "facet.safetensors"
+local device_data = require("facet.data.device").to_device
+local checkpoint = require "facet.checkpoint"
+local json = require "facet.json"
+local sys = require "facet.sys"
 
 local M = {}
 
-ffi.cdef [[ int isatty(int fd); ]]
-
-local function clock() return require("facet").clock() end
-
-local function mkdir(path)
-  local ok = os.execute(("mkdir -p '%s'"):format(path:gsub("'", "'\\''")))
-  if not (ok == 0 or ok == true) then error(("facet.train: cannot create directory %s"):format(path), 3) end
-end
-
-local function write_atomic(path, text)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then error(("facet.train: cannot write %s: %s"):format(tmp, err), 3) end
-  f:write(text)
-  f:flush()
-  ffi.C.fsync(ffi.C.fileno(f))
-  f:close()
-  local ok, rerr = os.rename(tmp, path)
-  if not ok then error(("facet.train: cannot rename %s: %s"):format(tmp, rerr), 3) end
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
--- the weights of model and head as one name -> tensor table
-local function weights(model, head)
-  local t = model:state_dict()
-  if head then
-    t["head.weight"] = head.weight
-    if head.bias then t["head.bias"] = head.bias end
-    if head.alpha then t["head.alpha"] = head.alpha end
-  end
-  return t
-end
-
-local function save_checkpoint(dir, st)
-  local name = ("step-%08d"):format(st.step)
-  local tmpdir = dir .. "/." .. name .. ".tmp"
-  os.execute(("rm -rf '%s'"):format(tmpdir))
-  mkdir(tmpdir)
-  safetensors.save(weights(st.model, st.head), tmpdir .. "/model.safetensors")
-  local ostate = st.optimizer:state()
-  safetensors.save(ostate.tensors, tmpdir .. "/optim.safetensors")
-  local info = {
-    step = st.step, epoch = st.epoch, batch = st.batch, optimizer = ostate.name, step_count = ostate.step_count,
-    settings = ostate.settings, rng_offset = tensor.generator_state().offset, rng_seed = tensor.generator_state().seed,
-    dropout_offset = require("facet.nn.Dropout").offset, head_iter = st.head and st.head.iter or 0,
-    skipped = st.skipped,
-  }
-  write_atomic(tmpdir .. "/trainer.json", cjson.encode(info))
-  os.execute(("rm -rf '%s/%s'"):format(dir, name))
-  local ok, err = os.rename(tmpdir, dir .. "/" .. name)
-  if not ok then error(("facet.train: cannot rename %s: %s"):format(tmpdir, err), 2) end
-  write_atomic(dir .. "/latest", name .. "\n")
-  -- keep the two newest
-  if st.previous and st.previous ~= name then
-    if st.older then os.execute(("rm -rf '%s/%s'"):format(dir, st.older)) end
-    st.older = st.previous
-  end
-  st.previous = name
-end
-
---- Loads the checkpoint dir/latest into model, head and optimizer; returns trainer.json's table.
-function M.load_checkpoint(dir, model, head, optimizer)
-  local latest = read_file(dir .. "/latest")
-  if not latest then error(("facet.train: no checkpoint in %s (no 'latest' file)"):format(dir), 2) end
-  local path = dir .. "/" .. latest:gsub("%s+$", "")
-  local info_text = read_file(path .. "/trainer.json")
-  if not info_text then error(("facet.train: %s has no trainer.json"):format(path), 2) end
-  local info = cjson.decode(info_text)
-  local w = safetensors.load(path .. "/model.safetensors")
-  local mine = {}
-  for name, t in pairs(w) do
-    if name:sub(1, 5) == "head." then
-      if head then head[name:sub(6)]:copy(t) end         -- evaluation loads the model alone
-    else
-      mine[name] = t
-    end
-  end
-  model:load_state(mine)
-  if optimizer then
-    local tensors = safetensors.load(path .. "/optim.safetensors")
-    optimizer:load_state { name = info.optimizer, step_count = info.step_count, settings = info.settings, tensors = tensors }
-  end
-  if head then head.iter = info.head_iter or head.iter end
-  return info
-end
+local clock = sys.clock
 
 local function is_finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
 
--- one JSON object per log line; numbers with 17 digits so doubles round-trip
--- (Debian's lua-cjson stops at 14), non-finite numbers as null
-local function json(v)
-  local t = type(v)
-  if t == "number" then
-    if not is_finite(v) then return "null" end
-    if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return ("%d"):format(v) end
-    return ("%.17g"):format(v)
-  elseif t == "string" then return cjson.encode(v)
-  elseif t == "boolean" then return tostring(v)
-  elseif t == "table" then
-    local keys = {}
-    for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-    table.sort(keys)
-    local parts = {}
-    for _, k in ipairs(keys) do parts[#parts + 1] = cjson.encode(k) .. ":" .. json(v[k]) end
-    return "{" .. table.concat(parts, ",") .. "}"
+-- the run's state from cfg (errors blame the caller of facet.train)
+local function setup(cfg)
+  if type(cfg) ~= "table" then error("facet.train{ model =, head =, data =, optimizer =, epochs = }", 3) end
+  for _, k in ipairs { "model", "head", "data", "optimizer" } do
+    if cfg[k] == nil then error(("facet.train: %s is required"):format(k), 3) end
   end
-  return "null"
+  local nb = cfg.data:num_batches()
+  if nb < 1 then error("facet.train: the data source has no batches", 3) end
+  local model = cfg.model
+  -- batches go to the model's device, into reused buffers (asynchronously from pinned memory)
+  local first = model:parameters()[1]
+  local data = device_data(cfg.data, first and first:device() or "cpu")
+  local st = {
+    cfg = cfg, model = model, head = cfg.head, data = data, optimizer = cfg.optimizer,
+    epochs = cfg.epochs or 1, nb = nb, print_every = cfg.print_every or 50,
+    rng = model:random_stream(),          -- the Dropouts' stream, saved with each checkpoint
+    step = 0, epoch = 0, batch = 0, skipped = 0, losses = {},
+    data_wait = 0,                        -- seconds spent waiting for batches
+    tty = sys.isatty(1) and not cfg.quiet,
+  }
+  st.total_steps = st.epochs * nb
+  -- the input is data: its gradient is never used
+  model:first_leaf().no_input_grad = true
+  return st
+end
+
+-- continues from the checkpoint dir/latest names: weights, optimizer,
+-- generator and dropout positions, the place in the epoch
+local function resume(st, dir)
+  local info = checkpoint.load(dir, st.model, st.head, st.optimizer)
+  st.step, st.epoch, st.batch, st.skipped = info.step, info.epoch, info.batch, info.skipped or 0
+  tensor.generator_state { seed = info.rng_seed, offset = info.rng_offset }
+  if st.rng and info.dropout_offset then st.rng.seed, st.rng.offset = info.dropout_seed or st.rng.seed, info.dropout_offset end
+end
+
+local function open_log(st, dir)
+  local ok, err = sys.mkdir_p(dir)
+  if not ok then error("facet.train: " .. err, 3) end
+  st.logf = assert(io.open(dir .. "/train.jsonl", st.cfg.resume and "ab" or "wb"))
+end
+
+local function log(st, entry)
+  if st.logf then
+    st.logf:write(json.encode(entry), "\n")
+    st.logf:flush()
+  end
+end
+
+local function close_log(st)
+  if st.logf then st.logf:close() end
+  st.logf = nil
+end
+
+local function save(st)
+  checkpoint.save(st.cfg.checkpoint, st)
+end
+
+-- the metrics of cfg.eval, computed in evaluation mode
+local function evaluate(st)
+  st.model:evaluate()
+  local metrics = st.cfg.eval(st)
+  st.model:train()
+  return metrics
+end
+
+-- forward, backward and the guards of one batch; returns the loss, the gradient
+-- norm (when computed) and what went wrong (nil when nothing did)
+local function forward_backward(st, x, y)
+  local cfg, model, head = st.cfg, st.model, st.head
+  st.optimizer:zero_grad()
+  local emb = model:forward(x)
+  local loss = head:forward(emb, y)
+  if not is_finite(loss) then return loss, nil, "loss is " .. tostring(loss) end
+  model:backward(x, head:backward())
+  local gnorm
+  if cfg.clip then gnorm = st.optimizer:clip_grad_norm(cfg.clip)
+  elseif cfg.check_grads ~= false then gnorm = st.optimizer:grad_norm() end
+  if gnorm and not is_finite(gnorm) then return loss, gnorm, "gradient norm is " .. tostring(gnorm) end
+  return loss, gnorm
+end
+
+local function eta_text(eta)
+  return eta >= 60 and ("%dm%02ds"):format(math.floor(eta / 60), math.floor(eta % 60)) or ("%.0fs"):format(eta)
+end
+
+-- the log entry of a good step, evaluation included, and the progress line
+local function report(st, loss, gnorm, progress, batch_size)
+  local cfg, opt, now = st.cfg, st.optimizer, clock()
+  st.imgs_since = st.imgs_since + batch_size
+  local ips = st.imgs_since / math.max(now - st.t_last, 1e-9)
+  local entry = { step = st.step, epoch = progress + 1 / st.nb, loss = loss, lr = opt.lr, images_per_s = ips,
+    time = now - st.t_start, data_wait = st.data_wait / math.max(now - st.t_start, 1e-9) }
+  if gnorm then entry.grad_norm = gnorm end
+  if cfg.eval and cfg.eval_every and st.step % cfg.eval_every == 0 then entry.eval = evaluate(st) end
+  log(st, entry)
+  local eta = (now - st.t_start) / math.max(st.step - st.start_step, 1) * (st.total_steps - st.step)
+  local line = ("step %d  epoch %d/%d  loss %.4f  lr %.4g  %.1f img/s  ETA %s"):format(st.step, st.epoch + 1,
+    st.epochs, loss, opt.lr, ips, eta_text(eta))
+  if st.tty then
+    io.write("\r", line, "   ")
+    io.flush()
+  elseif not cfg.quiet and (st.step % st.print_every == 0 or st.step >= st.total_steps) then
+    print(line)
+  end
+  if st.step % st.print_every == 0 then st.t_last, st.imgs_since = now, 0 end
+end
+
+-- batch i of the current epoch; returns an error message when training must stop
+local function train_step(st, i)
+  local cfg, opt = st.cfg, st.optimizer
+  local t_data = clock()
+  local x, y = st.data:batch(st.epoch, i)
+  st.data_wait = st.data_wait + (clock() - t_data)
+  local progress = st.epoch + (i - 1) / st.nb
+  if cfg.schedule then opt.lr = cfg.schedule(progress) end
+  local loss, gnorm, bad = forward_backward(st, x, y)
+  st.step, st.batch = st.step + 1, i
+  if not bad then
+    opt:step()
+    st.losses[#st.losses + 1] = loss
+    report(st, loss, gnorm, progress, x:size(1))
+  elseif cfg.nan == "skip" then
+    st.skipped = st.skipped + 1
+    opt:zero_grad()
+    log(st, { step = st.step, epoch = progress, skipped = true, reason = bad })
+    if not cfg.quiet then io.stderr:write(("facet.train: step %d skipped: %s\n"):format(st.step, bad)) end
+  else
+    return ("facet.train: step %d (epoch %d, batch %d): %s; stopped before updating the weights " ..
+      "(nan = \"skip\" skips such steps)"):format(st.step, st.epoch + 1, i, bad)
+  end
+end
+
+local function result(st, stopped)
+  close_log(st)
+  return { steps = st.step, losses = st.losses, skipped = st.skipped, stopped = stopped or nil,
+    data_wait = st.data_wait / math.max(clock() - st.t_start, 1e-9) }
 end
 
 function M.train(cfg)
-  if type(cfg) ~= "table" then error("facet.train{ model =, head =, data =, optimizer =, epochs = }", 2) end
-  for _, k in ipairs { "model", "head", "data", "optimizer" } do
-    if cfg[k] == nil then error(("facet.train: %s is required"):format(k), 2) end
+  local st = setup(cfg)
+  if cfg.resume then resume(st, cfg.resume) end
+  if cfg.log then open_log(st, cfg.log) end
+  if cfg.checkpoint then
+    local ok, err = sys.mkdir_p(cfg.checkpoint)
+    if not ok then error("facet.train: " .. err, 2) end
   end
-  local model, head, data, opt = cfg.model, cfg.head, cfg.data, cfg.optimizer
-  local epochs = cfg.epochs or 1
-  local nb = data:num_batches()
-  if nb < 1 then error("facet.train: the data source has no batches", 2) end
-  local st = { model = model, head = head, optimizer = opt, step = 0, epoch = 0, batch = 0, skipped = 0 }
-  if cfg.resume then
-    local info = M.load_checkpoint(cfg.resume, model, head, opt)
-    st.step, st.epoch, st.batch, st.skipped = info.step, info.epoch, info.batch, info.skipped or 0
-    tensor.generator_state { seed = info.rng_seed, offset = info.rng_offset }
-    require("facet.nn.Dropout").offset = info.dropout_offset
-  end
-  local logf
-  if cfg.log then
-    mkdir(cfg.log)
-    logf = assert(io.open(cfg.log .. "/train.jsonl", cfg.resume and "ab" or "wb"))
-  end
-  if cfg.checkpoint then mkdir(cfg.checkpoint) end
-  local tty = ffi.C.isatty(1) == 1 and not cfg.quiet
-  local print_every = cfg.print_every or 50
-  local start_step = st.step
-  -- the input is data: its gradient is never used
-  model:first_leaf().no_input_grad = true
-  local t_start, t_last, imgs_since = clock(), clock(), 0
-  local data_wait = 0          -- seconds spent waiting for batches
-  local total_steps = epochs * nb
-  local losses = {}
-  model:train()
-  local function log(entry)
-    if logf then
-      logf:write(json(entry), "\n")
-      logf:flush()
-    end
-  end
-  while st.epoch < epochs do
-    for i = st.batch + 1, nb do
-      local t_data = clock()
-      local x, y = data:batch(st.epoch, i)
-      data_wait = data_wait + (clock() - t_data)
-      local progress = st.epoch + (i - 1) / nb
-      if cfg.schedule then opt.lr = cfg.schedule(progress) end
-      opt:zero_grad()
-      local emb = model:forward(x)
-      local loss = head:forward(emb, y)
-      local bad = not is_finite(loss) and ("loss is " .. tostring(loss)) or nil
-      local gnorm
-      if not bad then
-        model:backward(x, head:backward())
-        if cfg.clip then gnorm = opt:clip_grad_norm(cfg.clip)
-        elseif cfg.check_grads ~= false then gnorm = opt:grad_norm() end
-        if gnorm and not is_finite(gnorm) then bad = "gradient norm is " .. tostring(gnorm) end
+  st.start_step = st.step
+  st.t_start = clock()
+  st.t_last, st.imgs_since = st.t_start, 0
+  st.model:train()
+  while st.epoch < st.epochs do
+    for i = st.batch + 1, st.nb do
+      local err = train_step(st, i)
+      if err then
+        close_log(st)
+        error(err, 2)
       end
-      st.step, st.batch = st.step + 1, i
-      if bad then
-        if cfg.nan == "skip" then
-          st.skipped = st.skipped + 1
-          opt:zero_grad()
-          log { step = st.step, epoch = progress, skipped = true, reason = bad }
-          if not cfg.quiet then io.stderr:write(("facet.train: step %d skipped: %s\n"):format(st.step, bad)) end
-        else
-          if logf then logf:close() end
-          error(("facet.train: step %d (epoch %d, batch %d): %s; stopped before updating the weights " ..
-            "(nan = \"skip\" skips such steps)"):format(st.step, st.epoch + 1, i, bad), 2)
-        end
-      else
-        opt:step()
-        losses[#losses + 1] = loss
-        imgs_since = imgs_since + x:size(1)
-        local now = clock()
-        local ips = imgs_since / math.max(now - t_last, 1e-9)
-        local entry = { step = st.step, epoch = progress + 1 / nb, loss = loss, lr = opt.lr, images_per_s = ips,
-          time = now - t_start, data_wait = data_wait / math.max(now - t_start, 1e-9) }
-        if gnorm then entry.grad_norm = gnorm end
-        if cfg.eval and cfg.eval_every and st.step % cfg.eval_every == 0 then
-          model:evaluate()
-          entry.eval = cfg.eval(st)
-          model:train()
-        end
-        log(entry)
-        local done = st.step / total_steps
-        local eta = (now - t_start) / math.max(st.step - start_step, 1) * (total_steps - st.step)
-        local line = ("step %d  epoch %d/%d  loss %.4f  lr %.4g  %.1f img/s  ETA %s"):format(st.step, st.epoch + 1,
-          epochs, loss, opt.lr, ips, eta >= 60 and ("%dm%02ds"):format(math.floor(eta / 60), math.floor(eta % 60))
-          or ("%.0fs"):format(eta))
-        if tty then
-          io.write("\r", line, "   ")
-          io.flush()
-        elseif not cfg.quiet and (st.step % print_every == 0 or done >= 1) then
-          print(line)
-        end
-        if st.step % print_every == 0 then t_last, imgs_since = now, 0 end
-      end
-      if cfg.checkpoint and cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 then
-        save_checkpoint(cfg.checkpoint, st)
-      end
-      if cfg.stop_after and st.step >= cfg.stop_after then
-        if logf then logf:close() end
-        return { steps = st.step, losses = losses, skipped = st.skipped, stopped = true,
-          data_wait = data_wait / math.max(clock() - t_start, 1e-9) }
-      end
+      if cfg.checkpoint and cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 then save(st) end
+      if cfg.stop_after and st.step >= cfg.stop_after then return result(st, true) end
     end
     st.epoch, st.batch = st.epoch + 1, 0
-    if tty then io.write("\n") end
-    if cfg.checkpoint then save_checkpoint(cfg.checkpoint, st) end
+    if st.tty then io.write("\n") end
+    if cfg.checkpoint then save(st) end
   end
-  if logf then logf:close() end
-  return { steps = st.step, losses = losses, skipped = st.skipped, data_wait = data_wait / math.max(clock() - t_start, 1e-9) }
+  return result(st)
 end
+
+--- Loads the checkpoint dir/latest into model, head and optimizer; returns trainer.json's table.
+M.load_checkpoint = checkpoint.load
 
 return M

@@ -11,25 +11,14 @@
 -- y (N int64 labels); `classes` keeps only the listed labels.
 local ffi = require "ffi"
 local tensor = require "facet.tensor"
+local sys = require "facet.sys"
 
 local M = {}
 
-ffi.cdef [[
-  typedef struct gzFile_s *gzFile;
-  gzFile gzopen(const char *path, const char *mode);
-  int gzread(gzFile file, void *buf, unsigned int len);
-  int gzclose(gzFile file);
-]]
-
-local zlib
 local function z()
-  if not zlib then
-    local ok, lib = pcall(ffi.load, "z")
-    if not ok then ok, lib = pcall(ffi.load, "libz.so.1") end
-    if not ok then error("load_idx: zlib (libz.so.1) is not installed (apt-get install zlib1g)", 3) end
-    zlib = lib
-  end
-  return zlib
+  local lib, err = sys.zlib()
+  if not lib then error("load_idx: " .. err, 3) end
+  return lib
 end
 
 -- type byte -> element bytes, reader dtype

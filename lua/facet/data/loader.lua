@@ -40,7 +40,7 @@ local function new(opts)
   local settings = ffi.new("facet_loader_params", {
     height = size[1], width = size[2],
     batch = opts.batch_size or 128,
-    threads = opts.threads or require("facet").get_threads(),
+    threads = opts.threads or core.get_threads(),
     queue = opts.queue or 4,
     flip = opts.flip == nil and 0.5 or opts.flip,
     seed = opts.seed or 0,

@@ -1,7 +1,10 @@
 --- facet.models: face-recognition backbones built from facet.nn.
---   facet.models.iresnet{ depth = 50, se = false, emb = 512, size = 112 }
+--   facet.models.iresnet{ depth = 50, se = false, emb = 512, size = 112, dropout = 0 }
 --   facet.models.mobilefacenet{ emb = 512, size = 112 }
 --   facet.models.convnet{ in_channels = 1, size = 28, emb = 128 }
+--   facet.models.attentionnet_irse{ stages = { 1, 1, 1 }, se = true, emb = 512, size = 112, dropout = 0.4 }
+--   facet.models.build(name, opts): one of them by name (the command line's and
+--   the recipes' --model); an unknown name or option is an error that lists the choices.
 -- Parameter counts are checked in spec/models_spec.lua and listed in docs/models.md.
 local M = {}
 
@@ -9,5 +12,36 @@ M.iresnet = require "facet.models.iresnet"
 M.mobilefacenet = require "facet.models.mobilefacenet"
 M.convnet = require "facet.models.convnet"
 M.attentionnet_irse = require "facet.models.attentionnet"
+
+-- the options each backbone takes
+local OPTIONS = {
+  iresnet = { "depth", "se", "emb", "size", "dropout" },
+  mobilefacenet = { "emb", "size" },
+  convnet = { "in_channels", "size", "emb" },
+  attentionnet_irse = { "stages", "se", "emb", "size", "dropout" },
+}
+
+--- The names build knows, sorted.
+M.names = {}
+for name in pairs(OPTIONS) do M.names[#M.names + 1] = name end
+table.sort(M.names)
+
+--- The backbone called name, built with opts (nil options take the backbone's defaults).
+function M.build(name, opts)
+  local takes = OPTIONS[name]
+  if not takes then
+    error(("facet.models.build: unknown backbone %s (known: %s)"):format(tostring(name), table.concat(M.names, ", ")), 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then error("facet.models.build: opts must be a table", 2) end
+  local known = {}
+  for _, k in ipairs(takes) do known[k] = true end
+  for k in pairs(opts) do
+    if not known[k] then
+      error(("facet.models.build: %s takes no option %s (it takes %s)"):format(name, tostring(k), table.concat(takes, ", ")), 2)
+    end
+  end
+  return M[name](opts)
+end
 
 return M

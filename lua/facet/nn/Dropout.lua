@@ -1,19 +1,24 @@
 --- facet.nn.Dropout(p = 0.5): zeroes elements with probability p in training
 -- (survivors scaled by 1/(1-p)); identity in evaluation. Masks come from
 -- facet's counter-based generator, so a seed reproduces them on any device.
+-- Each Dropout draws from a random stream { seed, offset } (self.rng; seed
+-- 0xd209, which facet.manual_seed does not touch); model:random_stream() makes
+-- the Dropouts of one model share one stream and returns it, and the trainer
+-- saves and restores its offset with each checkpoint.
 local Module = require "facet.nn.Module"
 local core = require "facet.core"
 
 local C, check = core.C, core.check
 local Dropout = Module:extend("Dropout")
 
-Dropout.seed, Dropout.offset = 0xd209, 0   -- shared stream; facet.manual_seed does not touch it
+Dropout.SEED = 0xd209
 
 function Dropout.new(p)
   p = p or 0.5
   if type(p) ~= "number" or p < 0 or p >= 1 then error("Dropout(p): p must be in [0, 1)", 2) end
   local self = Module.init(Dropout)
   self.p = p
+  self.rng = { seed = Dropout.SEED, offset = 0 }
   return self
 end
 
@@ -23,8 +28,9 @@ function Dropout:update_output(x)
   if not self.training or self.p == 0 then return x end
   local out = self:buffer("output", x:shape())
   local mask = self:buffer("mask", x:shape(), "uint8")
-  check(C.facet_dropout_forward(out.h, mask.h, x.h, self.p, Dropout.seed, Dropout.offset))
-  Dropout.offset = Dropout.offset + x:numel()
+  local rng = self.rng
+  check(C.facet_dropout_forward(out.h, mask.h, x.h, self.p, rng.seed, rng.offset))
+  rng.offset = rng.offset + x:numel()
   return out
 end
 

@@ -172,6 +172,24 @@ function Module:load_state(dict)
   return self
 end
 
+--- The random stream { seed, offset } the tree's randomized modules (Dropout,
+-- whose `rng` it is) draw from: from this call on one table shared by all of
+-- them (the first one found, so its position goes on), or nil when no module
+-- below draws random numbers. Save its offset to resume a run exactly.
+function Module:random_stream()
+  local stream
+  local function visit(m)
+    local own = rawget(m, "rng")
+    if own then
+      stream = stream or own
+      m.rng = stream
+    end
+    for _, c in ipairs(m:children()) do visit(c) end
+  end
+  visit(self)
+  return stream
+end
+
 --- The first module data reaches (descending into Sequentials): the one whose
 -- input gradient nobody needs when the model's input is data.
 function Module:first_leaf()

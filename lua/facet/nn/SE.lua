@@ -2,6 +2,10 @@
 -- x * sigmoid(conv1x1(relu(conv1x1(avgpool(x))))), the gate of IR-SE units.
 -- The gate is N x C x 1 x 1 and broadcast over the plane.
 local Module = require "facet.nn.Module"
+local Sequential = require "facet.nn.Sequential"
+local Conv2d = require "facet.nn.Conv2d"
+local Activation = require "facet.nn.Activation"
+local Pool = require "facet.nn.Pool"
 local core = require "facet.core"
 
 local C, check = core.C, core.check
@@ -9,12 +13,11 @@ local SE = Module:extend("SE")
 
 function SE.new(channels, reduction)
   reduction = reduction or 16
-  local nn = require "facet.nn"
   local self = Module.init(SE)
   self.channels, self.reduction = channels, reduction
   local mid = math.max(1, math.floor(channels / reduction))
-  self.modules = { nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, mid, 1, { bias = false }), nn.ReLU(),
-    nn.Conv2d(mid, channels, 1, { bias = false }), nn.Sigmoid()) }
+  self.modules = { Sequential(Pool.AdaptiveAvgPool2d(1), Conv2d(channels, mid, 1, { bias = false }), Activation.ReLU(),
+    Conv2d(mid, channels, 1, { bias = false }), Activation.Sigmoid()) }
   return self
 end
 

@@ -5,14 +5,15 @@
 -- layers), then the totals. Returns { params =, flops =, rows = {...} }.
 -- opts.print = false returns the table without printing.
 local tensor = require "facet.tensor"
+local Conv2d = require "facet.nn.Conv2d"
+local Linear = require "facet.nn.Linear"
 
 local function run(model, input_shape, opts)
   opts = opts or {}
-  local nn = require "facet.nn"
   local flops = 0
-  local conv_fwd, lin_fwd = nn.Conv2d.update_output, nn.Linear.update_output
-  nn.Conv2d.update_output = function(self, x) flops = flops + self:flops(x:shape()); return conv_fwd(self, x) end
-  nn.Linear.update_output = function(self, x) flops = flops + 2 * x:size(1) * self.n_in * self.n_out; return lin_fwd(self, x) end
+  local conv_fwd, lin_fwd = Conv2d.update_output, Linear.update_output
+  Conv2d.update_output = function(self, x) flops = flops + self:flops(x:shape()); return conv_fwd(self, x) end
+  Linear.update_output = function(self, x) flops = flops + 2 * x:size(1) * self.n_in * self.n_out; return lin_fwd(self, x) end
   local rows = {}
   local function visit(m, path, x)
     if m.__name == "Sequential" then
@@ -28,7 +29,7 @@ local function run(model, input_shape, opts)
   local was_training = model.training
   model:evaluate()
   local ok, err = pcall(visit, model, "", tensor.zeros(input_shape, { device = model.device }))
-  nn.Conv2d.update_output, nn.Linear.update_output = conv_fwd, lin_fwd
+  Conv2d.update_output, Linear.update_output = conv_fwd, lin_fwd
   model:train(was_training)
   if not ok then error(err, 2) end
   local total_p, total_f = model:count_parameters(), flops

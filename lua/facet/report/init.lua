@@ -7,6 +7,7 @@
 -- `bin/facet report RUN_DIR [RUN_DIR ...] [--out DIR]` calls it.
 local cjson = require "cjson"
 local svg = require "facet.report.svg"
+local sys = require "facet.sys"
 
 local M = {}
 
@@ -46,12 +47,13 @@ local function esc(s) return (tostring(s):gsub("&", "&amp;"):gsub("<", "&lt;"):g
 function M.write(dirs, out)
   if type(dirs) == "string" then dirs = { dirs } end
   out = out or dirs[1]
-  os.execute(("mkdir -p '%s'"):format(out))
   local runs = {}
   for i, d in ipairs(dirs) do
     runs[i] = { dir = d, name = d:match("([^/]+)/*$") or d, log = read_log(d), verify = read_verify(d),
       identify = read_json(d .. "/identify.json") }
   end
+  local ok, err = sys.mkdir_p(out)                        -- only once every run has been read
+  if not ok then error("report: " .. err, 2) end
   local plots = {}
   local function series(field)
     local s = {}

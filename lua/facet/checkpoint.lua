@@ -1,0 +1,131 @@
+--- facet.checkpoint: training checkpoints on disk (facet.train writes them).
+--   checkpoint.save(dir, state) -> name        dir/step-NNNNNNNN/, then dir/latest names it
+--   checkpoint.latest(dir) -> path | nil       the checkpoint dir/latest names
+--   checkpoint.load(dir, model [, head [, optimizer]]) -> info   (trainer.json's table)
+--   checkpoint.prune(dir [, keep = 2])         removes all but the keep newest
+-- state: model, head, optimizer, rng (the model's random stream), step,
+-- epoch, batch (the position in the epoch), skipped.
+-- A checkpoint holds model.safetensors (model and head weights, BatchNorm
+-- statistics: "head.weight" ... beside the model's names), optim.safetensors
+-- (optimizer buffers) and trainer.json (step, epoch and batch position, the
+-- generator and dropout positions, optimizer settings). It is written under a
+-- temporary name (.step-NNNNNNNN.tmp), fsync'ed and renamed, then latest is
+-- replaced the same way, so a crash mid-save leaves the previous one intact.
+-- Paths go to the C library as they are: no shell ever sees them.
+local tensor = require "facet.tensor"
+local safetensors = require "facet.safetensors"
+local json = require "facet.json"
+local sys = require "facet.sys"
+
+local M = {}
+
+local function must(ok, err)
+  if not ok then error("facet.checkpoint: " .. tostring(err), 3) end
+  return ok
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- the weights of model and head as one name -> tensor table
+local function weights(model, head)
+  local t = model:state_dict()
+  if head then
+    t["head.weight"] = head.weight
+    if head.bias then t["head.bias"] = head.bias end
+    if head.alpha then t["head.alpha"] = head.alpha end
+  end
+  return t
+end
+
+local function step_of(name) return tonumber(name:match("^step%-(%d+)$")) end
+
+--- The name dir/latest holds (step-NNNNNNNN), or nil.
+local function latest_name(dir)
+  local text = read_file(dir .. "/latest")
+  return text and text:gsub("%s+$", "") or nil
+end
+
+--- The directory of the checkpoint dir/latest names, or nil when there is none.
+function M.latest(dir)
+  local name = latest_name(dir)
+  return name and (dir .. "/" .. name) or nil
+end
+
+--- Removes the checkpoints of dir but the keep newest (the one latest names
+-- always stays), and what a save cut short left behind (.step-*.tmp).
+function M.prune(dir, keep)
+  keep = keep or 2
+  local names = must(sys.list_dir(dir))
+  local latest, steps = latest_name(dir), {}
+  for _, name in ipairs(names) do
+    if step_of(name) then
+      steps[#steps + 1] = name
+    elseif name:match("^%.step%-%d+%.tmp$") then
+      must(sys.rm_rf(dir .. "/" .. name))
+    end
+  end
+  table.sort(steps, function(a, b) return step_of(a) < step_of(b) end)
+  for i = 1, #steps - keep do
+    if steps[i] ~= latest then must(sys.rm_rf(dir .. "/" .. steps[i])) end
+  end
+end
+
+--- Writes state as dir/step-NNNNNNNN (made atomically), points dir/latest at
+-- it and prunes to the two newest (state.keep to change that). Returns the name.
+function M.save(dir, st)
+  must(sys.mkdir_p(dir))
+  local name = ("step-%08d"):format(st.step)
+  local tmpdir = dir .. "/." .. name .. ".tmp"
+  must(sys.rm_rf(tmpdir))
+  must(sys.mkdir_p(tmpdir))
+  safetensors.save(weights(st.model, st.head), tmpdir .. "/model.safetensors")
+  local ostate = st.optimizer and st.optimizer:state() or {}
+  if st.optimizer then safetensors.save(ostate.tensors, tmpdir .. "/optim.safetensors") end
+  local gen = tensor.generator_state()
+  local info = {
+    step = st.step, epoch = st.epoch, batch = st.batch, optimizer = ostate.name, step_count = ostate.step_count,
+    settings = ostate.settings, rng_offset = gen.offset, rng_seed = gen.seed,
+    dropout_seed = st.rng and st.rng.seed, dropout_offset = st.rng and st.rng.offset, head_iter = st.head and st.head.iter or 0,
+    skipped = st.skipped,
+  }
+  must(sys.write_atomic(tmpdir .. "/trainer.json", json.encode(info)))
+  must(sys.rm_rf(dir .. "/" .. name))
+  must(sys.rename(tmpdir, dir .. "/" .. name))
+  must(sys.write_atomic(dir .. "/latest", name .. "\n"))
+  M.prune(dir, st.keep)
+  return name
+end
+
+--- Loads the checkpoint dir/latest names into model, and head and optimizer
+-- when given (evaluation loads the model alone); returns trainer.json's table.
+function M.load(dir, model, head, optimizer)
+  local path = M.latest(dir)
+  if not path then error(("facet.checkpoint: no checkpoint in %s (no 'latest' file)"):format(dir), 2) end
+  local info_text = read_file(path .. "/trainer.json")
+  if not info_text then error(("facet.checkpoint: %s has no trainer.json"):format(path), 2) end
+  local info = json.decode(info_text)
+  local w = safetensors.load(path .. "/model.safetensors")
+  local mine = {}
+  for name, t in pairs(w) do
+    if name:sub(1, 5) == "head." then
+      if head then head[name:sub(6)]:copy(t) end
+    else
+      mine[name] = t
+    end
+  end
+  model:load_state(mine)
+  if optimizer then
+    local tensors = safetensors.load(path .. "/optim.safetensors")
+    optimizer:load_state { name = info.optimizer, step_count = info.step_count, settings = info.settings, tensors = tensors }
+  end
+  if head then head.iter = info.head_iter or head.iter end
+  return info
+end
+
+return M

@@ -1,0 +1,70 @@
+--- facet.recipe: what the study recipes (recipes/paper_table3.lua,
+-- recipes/l2softmax_alpha.lua) share: the same data and training options, the
+-- synthetic data made once, the paper's optimizer and schedule, and the
+-- mean ± half range over seeds.
+--   local recipe = require "facet.recipe"
+--   local p = recipe.parser("name", "description", { out = "run/x", seeds = "seeds per head" })
+--   p:option(...)                     -- the recipe's own options
+--   local a = p:parse(arg)
+--   local prefix, bin = recipe.synthetic(a)
+--   local opt, schedule = recipe.sgd({ net, head }, a.epochs)
+local argparse = require "argparse"
+local data = require "facet.data"
+local optim = require "facet.optim"
+local sys = require "facet.sys"
+
+local M = {}
+
+--- An argparse parser with the options the studies share: --identities,
+-- --images, --size, --pairs (the synthetic data), --epochs, --batch, --seeds,
+-- --data (where the synthetic data is made) and --out. defaults: out (the
+-- output directory) and seeds (the --seeds help text).
+function M.parser(name, description, defaults)
+  defaults = defaults or {}
+  local p = argparse(name, description)
+  p:option("--identities", "synthetic identities", "300"):convert(tonumber)
+  p:option("--images", "images per identity", "8"):convert(tonumber)
+  p:option("--size", "image size", "32"):convert(tonumber)
+  p:option("--pairs", "verification pairs", "2000"):convert(tonumber)
+  p:option("--epochs", "epochs", "3"):convert(tonumber)
+  p:option("--batch", "batch size", "64"):convert(tonumber)
+  p:option("--seeds", defaults.seeds or "seeds per setting", "2"):convert(tonumber)
+  p:option("--data", "where the synthetic data is made (reused when present)", "run/synthetic")
+  p:option("--out", "output directory", defaults.out or "run/out")
+  return p
+end
+
+--- The synthetic identities of the parsed options a, made into a.data once
+-- (facet.data.synthetic, seed 1) and reused when present; returns the
+-- RecordIO prefix and the verification .bin's path.
+function M.synthetic(a)
+  local prefix, bin = a.data .. "/train", a.data .. "/train_verify.bin"
+  if not (sys.exists(prefix .. ".rec") and sys.exists(bin)) then
+    assert(sys.mkdir_p(a.data))
+    local t0 = sys.clock()
+    local r = data.synthetic { out = prefix, identities = a.identities, images = a.images, size = a.size,
+      pairs = a.pairs, seed = 1 }
+    print(("made %d synthetic images of %d identities (%d hard) and %d pairs in %.0f s"):format(r.images,
+      r.identities, r.hard, r.pairs, sys.clock() - t0))
+  end
+  return prefix, bin
+end
+
+--- The paper's optimizer for sources ({ net, head }): SGD, lr 0.1, momentum
+-- 0.9, weight decay 5e-4 (not on biases and norms), and its schedule (/10 at
+-- epochs 4, 8 and 10 of 12) scaled to epochs.
+function M.sgd(sources, epochs)
+  local opt = optim.sgd(sources, { lr = 0.1, momentum = 0.9, weight_decay = 5e-4, decay_bias_norm = false })
+  local e = epochs
+  return opt, optim.schedule.multistep { lr = 0.1, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } }
+end
+
+--- The mean and half the range of a list of numbers (nil for an empty list).
+function M.mean_spread(list)
+  if #list == 0 then return nil end
+  local m, lo, hi = 0, math.huge, -math.huge
+  for _, v in ipairs(list) do m, lo, hi = m + v / #list, math.min(lo, v), math.max(hi, v) end
+  return m, (hi - lo) / 2
+end
+
+return M
