@@ -61,8 +61,8 @@ describe("load_idx", function()
       { "type", "\0\0\7\1" .. be32(1) .. "x", "unknown IDX element type 0x07" },
       { "dims", "\0\0\8\0", "0 dims" },
       { "header", "\0\0\8\2" .. be32(1), "truncated header" },
-      { "data", "\0\0\8\1" .. be32(4) .. "ab", "truncated data: 2 of 4 bytes" },
-      { "trail", "\0\0\8\1" .. be32(1) .. "ab", "trailing bytes" },
+      { "data", "\0\0\8\1" .. be32(4) .. "ab", "shape 4 makes 12 bytes, but the file has 10" },
+      { "trail", "\0\0\8\1" .. be32(1) .. "ab", "shape 1 makes 9 bytes, but the file has 10" },
       { "huge", "\0\0\8\3" .. be32(65536) .. be32(65536) .. be32(65536), "too large" },
     }
     for _, c in ipairs(cases) do
@@ -70,6 +70,21 @@ describe("load_idx", function()
       H.assert_error(function() facet.data.load_idx(path) end, path, c[3])
     end
     H.assert_error(function() facet.data.load_idx(tmp("none")) end, "cannot open")
+  end)
+
+  it("gzip files: a header claiming more data than the trailer is refused before any allocation", function()
+    local function gz(name, bytes)
+      local path = write(name, bytes)
+      assert.is_true(os.execute(("gzip -n -f '%s'"):format(path)) == 0)
+      return path .. ".gz"
+    end
+    -- 2^30 bytes claimed by 9 bytes of data: refused from the trailer, not after a 1 GiB allocation
+    local big = gz("big", "\0\0\8\1" .. be32(2 ^ 30) .. "x")
+    H.assert_error(function() facet.data.load_idx(big) end, big, "makes 1073741832 bytes, but its gzip trailer says 9")
+    -- a trailer that agrees loads
+    local ok = gz("ok", "\0\0\8\1" .. be32(3) .. "abc")
+    assert.are.same({ 97, 98, 99 }, { facet.data.load_idx(ok):data_ptr()[0], facet.data.load_idx(ok):data_ptr()[1],
+      facet.data.load_idx(ok):data_ptr()[2] })
   end)
 
   it("Fashion-MNIST from Debian's dataset-fashion-mnist", function()

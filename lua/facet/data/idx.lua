@@ -41,6 +41,29 @@ local function bswap_into(dst, src, n, size, ctype)
   end
 end
 
+-- nil when `total` decompressed bytes agree with what is on disk; else the size
+-- found and what it is (raw: the file's size; gzip: the ISIZE trailer of a
+-- single-member file, the size mod 2^32)
+local function expected_size(path, total)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local magic = f:read(2)
+  local size = f:seek("end")
+  local found, what
+  if magic == "\31\139" then
+    if size >= 18 then
+      f:seek("set", size - 4)
+      local b = f:read(4)
+      local isize = b:byte(1) + b:byte(2) * 256 + b:byte(3) * 65536 + b:byte(4) * 16777216
+      if isize ~= total % 2 ^ 32 then found, what = isize, "its gzip trailer says" end
+    end
+  elseif size ~= total then
+    found, what = size, "the file has"
+  end
+  f:close()
+  return found, what
+end
+
 function M.load_idx(path)
   if type(path) ~= "string" then error("load_idx: path must be a string", 2) end
   local lib = z()
@@ -65,8 +88,13 @@ function M.load_idx(path)
       count = count * v
     end
     if count * t.size > 2 ^ 34 then fail(("shape %s is too large"):format(table.concat(shape, "x"))) end
-    local out = tensor.empty(shape, { dtype = t.dtype })
     local nbytes = count * t.size
+    -- nothing is allocated for data the file cannot hold: a raw file's size, or
+    -- a gzip member's ISIZE trailer (the data's size mod 2^32), must agree
+    local found, what = expected_size(path, 4 + 4 * nd + nbytes)
+    if found then fail(("the header's shape %s makes %.0f bytes, but %s %.0f"):format(
+      table.concat(shape, "x"), 4 + 4 * nd + nbytes, what, found)) end
+    local out = tensor.empty(shape, { dtype = t.dtype })
     -- read in pieces (gzread takes an unsigned int length)
     local raw = t.size == 1 and t.ctype == "uint8_t" and ffi.cast("uint8_t *", out:data_ptr()) or
       ffi.new("uint8_t[?]", math.max(nbytes, 1))
