@@ -91,23 +91,6 @@ static int bad(struct parser *p, const char *fmt, ...)
     return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: %s (opcode at byte %lld)", p->fn, p->path, msg, (long long)p->op_at);
 }
 
-static int read_at(int fd, const char *fn, const char *path, void *dst, int64_t n, int64_t offset)
-{
-    uint8_t *d = dst;
-    while (n > 0) {
-        ssize_t got = pread(fd, d, (size_t)n, (off_t)offset);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: read at byte %lld failed: %s", fn, path,
-                                       (long long)offset, strerror(errno));
-        if (got == 0) return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: file ended at byte %lld (truncated while open?)",
-                                        fn, path, (long long)offset);
-        d += got;
-        n -= got;
-        offset += got;
-    }
-    return 0;
-}
-
 /* n bytes of the pickle stream, through the buffer. */
 static int get(struct parser *p, void *dst, int64_t n)
 {
@@ -118,7 +101,7 @@ static int get(struct parser *p, void *dst, int64_t n)
         if (p->pos < p->buf_at || p->pos >= p->buf_at + p->buf_len) {
             p->buf_at = p->pos;
             p->buf_len = p->size - p->pos < BUF_BYTES ? p->size - p->pos : BUF_BYTES;
-            int rc = read_at(p->fd, p->fn, p->path, p->buf, p->buf_len, p->buf_at);
+            int rc = facet_pread_full(p->fd, p->fn, p->path, p->buf, p->buf_len, p->buf_at);
             if (rc) return rc;
         }
         int64_t k = p->buf_at + p->buf_len - p->pos;
@@ -160,7 +143,7 @@ static int skip_string(struct parser *p, uint64_t len, int kind, struct value *v
 static int string_text(struct parser *p, const struct value *v, char *dst, size_t cap)
 {
     if (v->len >= (int64_t)cap) return bad(p, "a name of %lld bytes is longer than expected", (long long)v->len);
-    int rc = read_at(p->fd, p->fn, p->path, dst, v->len, v->off);
+    int rc = facet_pread_full(p->fd, p->fn, p->path, dst, v->len, v->off);
     dst[rc ? 0 : v->len] = '\0';
     return rc;
 }
@@ -632,7 +615,7 @@ static int collect(struct parser *p, const struct value *top, facet_binfile *b)
         }
     }
     if (same->kind == K_ARRAY) {
-        int rc = read_at(p->fd, p->fn, p->path, b->issame, pairs, same->obj->data_off);
+        int rc = facet_pread_full(p->fd, p->fn, p->path, b->issame, pairs, same->obj->data_off);
         if (rc) return rc;
         for (int64_t i = 0; i < pairs; i++)
             if (b->issame[i] > 1) return bad(p, "issame array element %lld is %d, not a bool", (long long)i, b->issame[i]);
@@ -762,7 +745,7 @@ int facet_binfile_read_image(const facet_binfile *b, int64_t index, void *dst, s
     if ((uint64_t)len > (uint64_t)capacity)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: image %lld has %lld bytes, more than the capacity %zu", fn,
                           (long long)index, (long long)len, capacity);
-    if ((rc = read_at(b->fd, fn, b->path, dst, len, b->offset[index]))) return rc;
+    if ((rc = facet_pread_full(b->fd, fn, b->path, dst, len, b->offset[index]))) return rc;
     *nbytes = len;
     return 0;
 }

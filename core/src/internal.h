@@ -164,10 +164,15 @@ int facet_image_decode_raw(const void *bytes, size_t size, int w, int h, unsigne
 void facet_image_prepare_raw(float *dst, int64_t oh, int64_t ow, const unsigned char *rgb, int64_t h, int64_t w,
                              int flip, const float *mean, const float *inv_std);
 
-/* ==== shared by the CPU sources (error.c) ====================================== */
+/* ==== shared by the CPU sources (error.c, fileio.c) ====================================== */
 
 /* Two contiguous float32 tensors of one shape on one device (error.c). */
 int facet_check_float_pair(const char *fn, const char *an, const facet_tensor *a, const char *bn,
                            const facet_tensor *b);
+
+/* Exactly n bytes of fd at offset, retrying short reads (fileio.c). Errors
+ * name fn and path; a read that hits the end means the file shrank while it
+ * was open, since callers only ask for bytes they know are there. */
+int facet_pread_full(int fd, const char *fn, const char *path, void *dst, int64_t n, int64_t offset);
 
 #endif
