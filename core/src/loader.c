@@ -211,16 +211,9 @@ static int setup(facet_loader **out, facet_loader *l, const facet_loader_params 
     l->queue = p->queue;
     l->seed = p->seed;
     struct facet_augment *a = &l->aug;
-    a->h = l->h;
-    a->w = l->w;
-    a->n = l->n;
-    a->seed = l->seed;
-    a->flip = p->flip;
-    a->crop_pad = p->crop_pad;
-    a->brightness = p->brightness;
-    a->contrast = p->contrast;
-    a->saturation = p->saturation;
-    a->grayscale = p->grayscale;
+    *a = (struct facet_augment){ .h = l->h, .w = l->w, .n = l->n, .seed = l->seed, .flip = p->flip,
+                                 .brightness = p->brightness, .contrast = p->contrast, .saturation = p->saturation,
+                                 .grayscale = p->grayscale, .crop_pad = p->crop_pad };
     l->shuffle = p->shuffle != 0;
     l->drop_last = p->drop_last != 0;
     for (int c = 0; c < 3; c++) {
