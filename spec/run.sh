@@ -16,8 +16,8 @@ if [ "${FACET_SANITIZE:-0}" = 1 ]; then
 fi
 "$BUILD/test_core" --counts "$counts" | grep -v "^ok " || true
 if [ "${FACET_DEVICE:-cpu}" = cuda ]; then
-    echo "FACET_DEVICE=cuda: device-generic specs run on the GPU and compare with the CPU;" \
-         "where no CUDA device is available they are reported as skipped."
+    echo "FACET_DEVICE=cuda: device-generic specs run on the GPU and check against the same independent" \
+         "values as on the CPU; where no CUDA device is available they are reported as skipped."
 fi
 # module paths come from .busted (for $FACET_BUILD)
 FACET_BUILD="$BUILD" FACET_CTEST_COUNTS="$counts" busted -o spec/support/summary.lua spec
