@@ -26,14 +26,6 @@
 #include "conv_direct.h"
 #include <string.h>
 
-FACET_CLONES float facet_conv_plane_sum(const float *a, int64_t n)
-{
-    float s = 0.0f;
-    #pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += a[i];
-    return s;
-}
-
 enum { DW_SCRATCH = 16384, DW_MAX_TAPS = 64 };
 
 /* The zero-padded plane the taps read: padded row r = input row r - pad_h,

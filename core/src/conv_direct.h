@@ -6,7 +6,7 @@
 #ifndef FACET_CONV_DIRECT_H
 #define FACET_CONV_DIRECT_H
 
-#include <stdint.h>
+#include "internal.h"
 #include "conv_math.h"
 
 /* out = conv(x, w) + b (b may be NULL), all of g's images. */
@@ -16,7 +16,15 @@ void facet_conv_direct_forward(const struct facet_conv_geom *g, float *out, cons
 void facet_conv_direct_backward(const struct facet_conv_geom *g, float *gx, float *gw, float *gb,
                                 const float *gout, const float *x, const float *w);
 /* The sum of n floats, vectorised: a grad_out plane's share of grad_bias
- * (conv.c's GEMM paths use it too). */
-float facet_conv_plane_sum(const float *a, int64_t n);
+ * (conv.c's GEMM paths use it too). Static, as a copy per file: GCC exports
+ * the dispatcher of an extern FACET_CLONES function despite hidden
+ * visibility. */
+FACET_CLONES static inline float facet_conv_plane_sum(const float *a, int64_t n)
+{
+    float s = 0.0f;
+    #pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += a[i];
+    return s;
+}
 
 #endif

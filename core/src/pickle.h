@@ -57,7 +57,8 @@ struct facet_pickle_format {
     const char *const *kind_names;     /* "a NumPy array", ...: the kinds from FACET_PICKLE_USER on */
     int nkinds;
     /* REDUCE: callable (a GLOBAL) applied to the tuple args stands for *out,
-     * which the hook builds without calling anything. */
+     * which the hook builds without calling anything. Both hooks are needed
+     * once the allow-list is not empty. */
     int (*reduce)(struct facet_pickle *p, const struct facet_pickle_value *callable,
                   const struct facet_pickle_obj *args, struct facet_pickle_value *out);
     /* BUILD: gives target (a format's object, still on the stack) its state. */
