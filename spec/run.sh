@@ -28,8 +28,8 @@ for prog in test_core test_cache_alloc; do
     echo "$((tp + p)) $((tf + f))" > "$counts"
 done
 if [ "${FACET_DEVICE:-cpu}" = cuda ]; then
-    echo "FACET_DEVICE=cuda: device-generic specs run on the GPU and compare with the CPU;" \
-         "where no CUDA device is available they are reported as skipped."
+    echo "FACET_DEVICE=cuda: device-generic specs run on the GPU and check against the same independent" \
+         "values as on the CPU; where no CUDA device is available they are reported as skipped."
 fi
 if [ -n "${FACET_BUNDLE:-}" ]; then
     echo "luajit and busted from the bundle in $FACET_BUNDLE (build/bundle/env.sh)"

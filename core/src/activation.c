@@ -1,7 +1,6 @@
 /*
  * activation.c - ReLU, sigmoid, tanh and per-channel PReLU with their
- * gradients, and dropout (Philox masks, so a seed fixes them on any device
- * and thread count). The per-element math is activation_math.h.
+ * gradients. The per-element math is activation_math.h.
  */
 #include "internal.h"
 #include "activation_math.h"
@@ -13,18 +12,6 @@ static void channel_layout(const facet_tensor *x, int64_t *channels, int64_t *in
     *channels = x->ndim >= 2 ? x->sizes[1] : 1;
     *inner = 1;
     for (int d = 2; d < x->ndim; d++) *inner *= x->sizes[d];
-}
-
-static int check_same(const char *fn, const char *an, const facet_tensor *a, const char *bn, const facet_tensor *b)
-{
-    int rc = facet_check_dtype(fn, an, a, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_dtype(fn, bn, b, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_same_device(fn, a, b);
-    if (rc) return rc;
-    if (!facet_same_shape(a, b) || !facet_contiguous(a) || !facet_contiguous(b))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s and %s %s must be contiguous with one shape", fn, an,
-                          facet_desc(a), bn, facet_desc(b));
-    return 0;
 }
 
 static int check_slope(const char *fn, const facet_tensor *slope, const facet_tensor *x, int64_t channels)
@@ -122,7 +109,7 @@ FACET_CLONES static void act_backward_cpu(float *gx, float *gs, const float *g, 
 int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, const facet_tensor *slope)
 {
     static const char *fn = "facet_activation_forward";
-    int rc = check_same(fn, "out", out, "x", x);
+    int rc = facet_check_float_pair(fn, "out", out, "x", x);
     if (rc) return rc;
     if (act < 0 || act >= FACET_ACTIVATION_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown activation %d", fn, act);
     int64_t channels, inner, n = facet_numel(x);
@@ -148,11 +135,11 @@ int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, co
 {
     static const char *fn = "facet_activation_backward";
     if (act < 0 || act >= FACET_ACTIVATION_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown activation %d", fn, act);
-    int rc = check_same(fn, "grad_out", grad_out, "x", x);
-    if (!rc && grad_x) rc = check_same(fn, "grad_x", grad_x, "x", x);
+    int rc = facet_check_float_pair(fn, "grad_out", grad_out, "x", x);
+    if (!rc && grad_x) rc = facet_check_float_pair(fn, "grad_x", grad_x, "x", x);
     if (!rc && (act == FACET_ACTIVATION_SIGMOID || act == FACET_ACTIVATION_TANH)) {
         if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: sigmoid and tanh need out", fn);
-        rc = check_same(fn, "out", out, "x", x);
+        rc = facet_check_float_pair(fn, "out", out, "x", x);
     }
     if (rc) return rc;
     int64_t channels, inner, n = facet_numel(x);
@@ -177,77 +164,5 @@ int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, co
     if (x->device == FACET_DEVICE_CUDA)
         return facet_cuda_activation_backward(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
     act_backward_cpu(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
-    return 0;
-}
-
-int facet_dropout_forward(facet_tensor *out, facet_tensor *mask, const facet_tensor *x, double p, uint64_t seed,
-                          uint64_t offset)
-{
-    static const char *fn = "facet_dropout_forward";
-    int rc = check_same(fn, "out", out, "x", x);
-    if (!rc) rc = facet_check_dtype(fn, "mask", mask, FACET_DTYPE_UINT8);
-    if (!rc) rc = facet_check_same_device(fn, mask, x);
-    if (rc) return rc;
-    if (facet_numel(mask) != facet_numel(x) || !facet_contiguous(mask))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: mask %s must match x %s", fn, facet_desc(mask), facet_desc(x));
-    if (!(p >= 0.0 && p < 1.0)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: p must be in [0, 1), got %g", fn, p);
-    int64_t n = facet_numel(x);
-    float scale = (float)(1.0 / (1.0 - p)), pf = (float)p;
-    float *o = facet_ptr(out);
-    unsigned char *m = facet_ptr(mask);
-    const float *xp = facet_ptr(x);
-    if (x->device == FACET_DEVICE_CUDA) return facet_cuda_dropout_forward(o, m, xp, n, pf, scale, seed, offset);
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-    for (int64_t i = 0; i < n; i++) {
-        m[i] = facet_dropout_keep(seed, offset + (uint64_t)i, pf);
-        o[i] = m[i] ? xp[i] * scale : 0.0f;
-    }
-    return 0;
-}
-
-int facet_dropout_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *mask, double p)
-{
-    static const char *fn = "facet_dropout_backward";
-    int rc = check_same(fn, "grad_x", grad_x, "grad_out", grad_out);
-    if (!rc) rc = facet_check_dtype(fn, "mask", mask, FACET_DTYPE_UINT8);
-    if (!rc) rc = facet_check_same_device(fn, mask, grad_out);
-    if (rc) return rc;
-    if (facet_numel(mask) != facet_numel(grad_out) || !facet_contiguous(mask))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: mask %s must match %s", fn, facet_desc(mask), facet_desc(grad_out));
-    if (!(p >= 0.0 && p < 1.0)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: p must be in [0, 1), got %g", fn, p);
-    int64_t n = facet_numel(grad_out);
-    float scale = (float)(1.0 / (1.0 - p));
-    float *gx = facet_ptr(grad_x);
-    const float *g = facet_ptr(grad_out);
-    const unsigned char *m = facet_ptr(mask);
-    if (grad_out->device == FACET_DEVICE_CUDA) return facet_cuda_dropout_backward(gx, g, m, n, scale);
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-    for (int64_t i = 0; i < n; i++) gx[i] = m[i] ? g[i] * scale : 0.0f;
-    return 0;
-}
-
-int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_tensor *exp_avg, facet_tensor *exp_avg_sq,
-                    double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step, int flags)
-{
-    static const char *fn = "facet_adam_step";
-    int rc = check_same(fn, "param", param, "grad", grad);
-    if (!rc) rc = check_same(fn, "exp_avg", exp_avg, "param", param);
-    if (!rc) rc = check_same(fn, "exp_avg_sq", exp_avg_sq, "param", param);
-    if (rc) return rc;
-    if (!(lr >= 0) || !(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1) || !(eps > 0) || !(weight_decay >= 0))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: want lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0; got %g, %g, %g, "
-                          "%g, %g", fn, lr, beta1, beta2, eps, weight_decay);
-    if (step < 1) return facet_fail(FACET_STATUS_ERR_ARG, "%s: step counts from 1, got %lld", fn, (long long)step);
-    struct facet_adam_params p = { (float)lr, (float)beta1, (float)beta2, (float)eps, (float)weight_decay,
-                                   (float)(1.0 - pow(beta1, (double)step)), (float)(1.0 - pow(beta2, (double)step)),
-                                   (flags & FACET_ADAM_FLAG_DECOUPLED) != 0, (flags & FACET_ADAM_FLAG_ZERO_GRAD) != 0 };
-    int64_t n = facet_numel(param);
-    float *w = facet_ptr(param), *g = facet_ptr(grad), *m = facet_ptr(exp_avg), *v = facet_ptr(exp_avg_sq);
-    if (param->device == FACET_DEVICE_CUDA) return facet_cuda_adam_step(&p, w, g, m, v, n);
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-    for (int64_t i = 0; i < n; i++) {
-        w[i] = facet_adam_update(&p, w[i], g[i], &m[i], &v[i]);
-        if (p.zero_grad) g[i] = 0.0f;
-    }
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
  * activation_math.h - activations, dropout and Adam per element, shared by
- * core/src/activation.c, core/src/optim_adam.c and their CUDA kernels.
+ * core/src/activation.c, dropout.c and adam.c and by their CUDA kernels
+ * (core/cuda/).
  */
 #ifndef FACET_ACTIVATION_MATH_H
 #define FACET_ACTIVATION_MATH_H

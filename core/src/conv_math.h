@@ -1,9 +1,9 @@
 /*
- * conv_math.h - the geometry of a 2-D convolution, shared by core/src/conv.c
- * and core/cuda/conv.cu: the checked sizes and settings in one struct, the
- * layer's path (direct, pointwise or im2col), and the range of output
- * positions whose tap lands inside the input, which lets every loop run
- * without a bounds test per element.
+ * conv_math.h - the geometry of a 2-D convolution, shared by core/src/conv.c,
+ * core/src/conv_direct.c and core/cuda/conv.cu: the checked sizes and
+ * settings in one struct, the layer's path (direct, pointwise or im2col),
+ * and the range of output positions whose tap lands inside the input, which
+ * lets every loop run without a bounds test per element.
  */
 #ifndef FACET_CONV_MATH_H
 #define FACET_CONV_MATH_H

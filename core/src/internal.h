@@ -182,4 +182,15 @@ void facet_cuda_event_free(void *event);
 /* copy.c: returns when no queued copy reads s (0 at once without one) */
 int facet_storage_wait_copies(struct facet_storage *s);
 
+/* ==== shared by the CPU sources (error.c, fileio.c) ====================================== */
+
+/* Two contiguous float32 tensors of one shape on one device (error.c). */
+int facet_check_float_pair(const char *fn, const char *an, const facet_tensor *a, const char *bn,
+                           const facet_tensor *b);
+
+/* Exactly n bytes of fd at offset, retrying short reads (fileio.c). Errors
+ * name fn and path; a read that hits the end means the file shrank while it
+ * was open, since callers only ask for bytes they know are there. */
+int facet_pread_full(int fd, const char *fn, const char *path, void *dst, int64_t n, int64_t offset);
+
 #endif

@@ -1,14 +1,17 @@
 /*
  * loader.c - the threaded data loader (facet_loader_* in facet.h): worker
- * pthreads claim batches in order, decode and prepare each image
- * (image.c: facet_image_decode + facet_image_to_tensor) into one of Q reused
+ * pthreads claim batches in order, read each image's bytes (RecordIO or
+ * memory), decode them (image.c: facet_image_info, facet_image_decode_raw)
+ * and prepare them (augment.c: facet_augment_image) into one of Q reused
  * slot buffers, and the caller takes the slots in order. Determinism: the
- * epoch's order is a Philox-driven shuffle of (seed, epoch), each image's flip
- * a Philox draw of (seed, epoch, position), and a failed decode falls back to
- * the next position in that order, so no result depends on the threads.
+ * epoch's order is a Philox-driven shuffle of (seed, epoch), each image's
+ * flip and augmentations Philox draws of (seed, epoch, position), and a
+ * failed decode falls back to the next position in that order, so no
+ * result depends on the threads.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
+#include "augment.h"
 #include "random_math.h"
 #include <math.h>
 #include <pthread.h>
@@ -34,10 +37,8 @@ struct facet_loader {
     int64_t n;
     /* settings */
     int64_t h, w, batch, threads, queue, shuffle, drop_last;
-    double flip, brightness, contrast, saturation, grayscale;
-    int64_t crop_pad;
     uint64_t seed;
-    float mean[3], std[3];
+    struct facet_augment aug;                 /* per image (augment.c) */
     /* the epoch */
     int64_t *order;
     int64_t epoch, nbatches;
@@ -93,65 +94,8 @@ static int fetch(const facet_loader *l, int64_t i, unsigned char **buf, size_t *
 struct scratch {
     unsigned char *buf, *rgb;   /* encoded bytes (RecordIO), decoded pixels */
     size_t cap, rgb_cap;
-    float *plane;               /* 3 x H x W in 0..255 before normalising */
+    float *plane;               /* facet_augment_image's scratch */
 };
-
-/* the k-th random number of a position in an epoch */
-static float draw(const facet_loader *l, int64_t pos, uint64_t k)
-{
-    uint64_t c = ((uint64_t)l->epoch * (uint64_t)l->n + (uint64_t)pos) * 8u + k;
-    return facet_rand_uniform_at(l->seed ^ 0xA06Du, c, 0.0f, 1.0f);
-}
-
-/* colour jitter (brightness, contrast, saturation in torchvision's order and
- * meaning), grayscale, then the padded random crop, and the normalisation */
-static void augment(const facet_loader *l, int64_t pos, float *p, float *dst)
-{
-    int64_t hw = l->h * l->w;
-    float *r = p, *g = p + hw, *b = p + 2 * hw;
-    if (l->brightness > 0) {
-        float f = 1.0f + (float)l->brightness * (2.0f * draw(l, pos, 1) - 1.0f);
-        for (int64_t i = 0; i < 3 * hw; i++) p[i] = fminf(fmaxf(p[i] * f, 0.0f), 255.0f);
-    }
-    if (l->contrast > 0) {
-        float f = 1.0f + (float)l->contrast * (2.0f * draw(l, pos, 2) - 1.0f);
-        double m = 0;
-        for (int64_t i = 0; i < hw; i++) m += 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
-        float mean = (float)(m / (double)hw);
-        for (int64_t i = 0; i < 3 * hw; i++) p[i] = fminf(fmaxf((p[i] - mean) * f + mean, 0.0f), 255.0f);
-    }
-    if (l->saturation > 0) {
-        float f = 1.0f + (float)l->saturation * (2.0f * draw(l, pos, 3) - 1.0f);
-        for (int64_t i = 0; i < hw; i++) {
-            float gray = 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
-            r[i] = fminf(fmaxf(gray + (r[i] - gray) * f, 0.0f), 255.0f);
-            g[i] = fminf(fmaxf(gray + (g[i] - gray) * f, 0.0f), 255.0f);
-            b[i] = fminf(fmaxf(gray + (b[i] - gray) * f, 0.0f), 255.0f);
-        }
-    }
-    if (l->grayscale > 0 && draw(l, pos, 4) < (float)l->grayscale) {
-        for (int64_t i = 0; i < hw; i++) r[i] = g[i] = b[i] = 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
-    }
-    int64_t dy = 0, dx = 0;
-    if (l->crop_pad > 0) {
-        int64_t span = 2 * l->crop_pad + 1;
-        dy = (int64_t)(draw(l, pos, 5) * (float)span) - l->crop_pad;
-        dx = (int64_t)(draw(l, pos, 6) * (float)span) - l->crop_pad;
-        if (dy > l->crop_pad) dy = l->crop_pad;
-        if (dx > l->crop_pad) dx = l->crop_pad;
-    }
-    for (int c = 0; c < 3; c++) {
-        float inv = 1.0f / l->std[c], black = -l->mean[c] * inv;
-        for (int64_t y = 0; y < l->h; y++) {
-            int64_t sy = y + dy;
-            for (int64_t x = 0; x < l->w; x++) {
-                int64_t sx = x + dx;
-                dst[(c * l->h + y) * l->w + x] = (sy < 0 || sy >= l->h || sx < 0 || sx >= l->w)
-                    ? black : (p[(c * l->h + sy) * l->w + sx] - l->mean[c]) * inv;
-            }
-        }
-    }
-}
 
 static int prepare(facet_loader *l, struct scratch *s, int64_t pos, float *dst, int64_t *label)
 {
@@ -173,22 +117,7 @@ static int prepare(facet_loader *l, struct scratch *s, int64_t pos, float *dst, 
     }
     rc = facet_image_decode_raw(bytes, size, w, h, s->rgb);
     if (rc) return rc;
-    /* the flip of this position in this epoch */
-    float u = facet_rand_uniform_at(l->seed ^ 0xF11Bu, (uint64_t)l->epoch * (uint64_t)l->n + (uint64_t)pos, 0.0f, 1.0f);
-    int flip = u < (float)l->flip;
-    if (!l->crop_pad && l->brightness == 0 && l->contrast == 0 && l->saturation == 0 && l->grayscale == 0) {
-        float inv[3] = { 1.0f / l->std[0], 1.0f / l->std[1], 1.0f / l->std[2] };
-        facet_image_prepare_raw(dst, l->h, l->w, s->rgb, h, w, flip, l->mean, inv);
-        return 0;
-    }
-    if (!s->plane) {
-        s->plane = malloc(sizeof(float) * 3 * (size_t)(l->h * l->w));
-        if (!s->plane) return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_loader: out of memory");
-    }
-    static const float zero[3] = { 0, 0, 0 }, one[3] = { 1, 1, 1 };
-    facet_image_prepare_raw(s->plane, l->h, l->w, s->rgb, h, w, flip, zero, one);
-    augment(l, pos, s->plane, dst);
-    return 0;
+    return facet_augment_image(&l->aug, l->epoch, pos, s->rgb, h, w, &s->plane, dst);
 }
 
 /* ---- workers ------------------------------------------------------------------------- */
@@ -280,31 +209,29 @@ static int setup(facet_loader **out, facet_loader *l, const facet_loader_params 
     l->batch = p->batch;
     l->threads = p->threads;
     l->queue = p->queue;
-    l->flip = p->flip;
-    l->crop_pad = p->crop_pad;
-    l->brightness = p->brightness;
-    l->contrast = p->contrast;
-    l->saturation = p->saturation;
-    l->grayscale = p->grayscale;
     l->seed = p->seed;
+    struct facet_augment *a = &l->aug;
+    *a = (struct facet_augment){ .h = l->h, .w = l->w, .n = l->n, .seed = l->seed, .flip = p->flip,
+                                 .brightness = p->brightness, .contrast = p->contrast, .saturation = p->saturation,
+                                 .grayscale = p->grayscale, .crop_pad = p->crop_pad };
     l->shuffle = p->shuffle != 0;
     l->drop_last = p->drop_last != 0;
     for (int c = 0; c < 3; c++) {
-        l->mean[c] = p->mean[c];
-        l->std[c] = p->std[c];
-        if (!(l->std[c] > 0)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: std must be > 0", fn);
+        a->mean[c] = p->mean[c];
+        a->std[c] = p->std[c];
+        if (!(a->std[c] > 0)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: std must be > 0", fn);
     }
     if (l->h < 1 || l->w < 1 || l->h > 4096 || l->w > 4096)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: image size %lldx%lld (want 1..4096)", fn, (long long)l->h, (long long)l->w);
     if (l->batch < 1 || l->batch > 65536) return facet_fail(FACET_STATUS_ERR_ARG, "%s: batch %lld (want 1..65536)", fn, (long long)l->batch);
     if (l->threads < 1 || l->threads > 256) return facet_fail(FACET_STATUS_ERR_ARG, "%s: threads %lld (want 1..256)", fn, (long long)l->threads);
     if (l->queue < 1 || l->queue > 64) return facet_fail(FACET_STATUS_ERR_ARG, "%s: queue %lld (want 1..64)", fn, (long long)l->queue);
-    if (!(l->flip >= 0 && l->flip <= 1)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: flip probability %g", fn, l->flip);
-    if (!(l->grayscale >= 0 && l->grayscale <= 1)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: grayscale probability %g", fn, l->grayscale);
-    if (!(l->brightness >= 0 && l->brightness <= 1) || !(l->contrast >= 0 && l->contrast <= 1) ||
-        !(l->saturation >= 0 && l->saturation <= 1))
+    if (!(a->flip >= 0 && a->flip <= 1)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: flip probability %g", fn, a->flip);
+    if (!(a->grayscale >= 0 && a->grayscale <= 1)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: grayscale probability %g", fn, a->grayscale);
+    if (!(a->brightness >= 0 && a->brightness <= 1) || !(a->contrast >= 0 && a->contrast <= 1) ||
+        !(a->saturation >= 0 && a->saturation <= 1))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: brightness, contrast and saturation must be in [0, 1]", fn);
-    if (l->crop_pad < 0 || l->crop_pad > 1024) return facet_fail(FACET_STATUS_ERR_ARG, "%s: crop padding %lld", fn, (long long)l->crop_pad);
+    if (a->crop_pad < 0 || a->crop_pad > 1024) return facet_fail(FACET_STATUS_ERR_ARG, "%s: crop padding %lld", fn, (long long)a->crop_pad);
     if (l->n < 1) return facet_fail(FACET_STATUS_ERR_ARG, "%s: the source has no images", fn);
     l->nbatches = l->drop_last ? l->n / l->batch : (l->n + l->batch - 1) / l->batch;
     if (l->nbatches < 1) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %lld images make no batch of %lld (drop_last)", fn,

@@ -3,7 +3,8 @@
  * InsightFace packs its face sets: the reader (layout detection, labels,
  * identity ranges, split records put back together) and a writer that splits
  * records the way dmlc-core does. See the "data formats" section of facet.h.
- * The reader reads only through pread(), so one handle serves many threads.
+ * The reader reads only through pread() (facet_pread_full, fileio.c), so one
+ * handle serves many threads.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
@@ -60,24 +61,6 @@ static char *copy_string(const char *s)
     return d;
 }
 
-/* Exactly n bytes at offset; a short read means the file shrank under us. */
-static int pread_full(const facet_recordio *r, const char *fn, void *dst, int64_t n, int64_t offset)
-{
-    uint8_t *p = dst;
-    while (n > 0) {
-        ssize_t got = pread(r->fd, p, (size_t)n, (off_t)offset);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: read at offset %lld failed: %s", fn, r->path,
-                                       (long long)offset, strerror(errno));
-        if (got == 0) return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: file ended at offset %lld (truncated while open?)",
-                                        fn, r->path, (long long)offset);
-        p += got;
-        n -= got;
-        offset += got;
-    }
-    return 0;
-}
-
 /* ---- records --------------------------------------------------------------------- */
 
 /* Copies the part of [pos, pos + len) of the payload that overlaps the wanted
@@ -93,7 +76,7 @@ static int copy_overlap(const facet_recordio *r, const char *fn, int64_t pos, in
         memcpy(dst + (lo - from), src + (lo - pos), (size_t)(hi - lo));
         return 0;
     }
-    return pread_full(r, fn, dst + (lo - from), hi - lo, file_at + (lo - pos));
+    return facet_pread_full(r->fd, fn, r->path, dst + (lo - from), hi - lo, file_at + (lo - pos));
 }
 
 /* Walks the parts of the record that starts at `offset` (key `key`, for
@@ -112,7 +95,7 @@ static int record_walk(const facet_recordio *r, const char *fn, int64_t key, int
             return facet_fail(FACET_STATUS_ERR_IO, "%s: %s: record of key %lld (offset %lld) is truncated: part %lld "
                               "would start at %lld, past the end of the file (%lld bytes)", fn, r->path,
                               (long long)key, (long long)offset, (long long)part, (long long)at, (long long)r->size);
-        int rc = pread_full(r, fn, head, 8, at);
+        int rc = facet_pread_full(r->fd, fn, r->path, head, 8, at);
         if (rc) return rc;
         uint32_t magic = le32(head), lrec = le32(head + 4);
         if (magic != MAGIC) {
