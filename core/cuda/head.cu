@@ -146,44 +146,28 @@ extern "C" int facet_cuda_rows_axpy(float *out, const float *coef, const float *
 
 /* ---- shared by the head kernels ----------------------------------------------------- */
 
-/* The logit of a class with cosine (raw heads: logit) c, as chunk_logits
- * computes it, and with GRAD its derivative dz/dc, as backward_cols does. The
- * re-weighting applies where c > fy = f(c_y); the caller replaces both for
- * the target column. A scripted log h is evaluated only under the mask: the
- * CPU computes it everywhere and then drops the unmasked values. */
+/* The logit of a class with cosine (raw heads: logit) c, and with GRAD its
+ * derivative dz/dc: head_math.h's facet_head_logit / facet_head_logit_grad,
+ * as chunk_logits and backward_cols compose them. The re-weighting applies
+ * where c > fy = f(c_y); the caller replaces both for the target column. A
+ * scripted log h is evaluated only under the mask: the CPU computes it
+ * everywhere and then drops the unmasked values. */
 template <bool GRAD>
 static __device__ __forceinline__ float class_logit(const facet_head_params &p, float c, float fy, float *dz)
 {
-    if (p.raw || p.reweight == FACET_HEAD_REWEIGHT_NONE) {
-        const float s = p.raw ? 1.0f : p.s;
-        if (GRAD) *dz = s;
-        return s * c;
-    }
-    const bool on = c > fy;
     float lh = 0.0f, dlh = 0.0f;
-    if (p.reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
-        if (on) {
-            lh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH], c);
-            if (GRAD) dlh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH_GRAD], c);
+    if (facet_head_reweights(&p)) {
+        if (p.reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
+            if (c > fy) {
+                lh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH], c);
+                if (GRAD) dlh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH_GRAD], c);
+            }
+        } else {
+            facet_logh(&p, c, &lh, &dlh);   /* FIXED: dlh = 0, so dz = s as on the CPU */
         }
-    } else {
-        facet_logh(&p, c, &lh, &dlh);   /* FIXED: dlh = 0, so dz = s as on the CPU */
     }
-    if (GRAD) *dz = p.s + (on ? dlh : 0.0f);
-    return p.s * c + (on ? lh : 0.0f);
-}
-
-/* Folds the pair (m2, s2) into (m, s): the max and the sum of exp(z - max).
- * facet_fast_exp never returns NaN (it clamps its argument, NaN included),
- * so empty pairs (-inf, 0) merge to zero contributions. */
-static __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2)
-{
-    if (m2 > m) {
-        s = s * facet_fast_exp(m - m2) + s2;
-        m = m2;
-    } else {
-        s += s2 * facet_fast_exp(m2 - m);
-    }
+    if (GRAD) *dz = facet_head_logit_grad(&p, c, fy, dlh);
+    return facet_head_logit(&p, c, fy, lh);
 }
 
 /* Bit i of the programs a call reads: the slots the head's mode uses. */
@@ -286,17 +270,12 @@ partial_kernel(facet_head_params p, float *rows, float *z, const float *wn, cons
                 c = facet_clamp_cos(c / fmaxf(wn[k], WNORM_FLOOR));
             }
             const float l = k == ty ? target : class_logit<false>(p, c, fy, NULL);
-            if (l > m) {
-                sum = sum * facet_fast_exp(m - l) + 1.0f;
-                m = l;
-            } else {
-                sum += facet_fast_exp(l - m);   /* NaN logits add exp(-87), as on the CPU */
-            }
+            facet_lse_merge(&m, &sum, l, 1.0f);     /* -inf logits are empty pairs, NaN ones stay */
         }
         /* merge the pairs: lanes into lane 0, then the warps' pairs in warp 0 */
         for (int o = 16; o > 0; o >>= 1) {
             const float m2 = __shfl_down_sync(0xffffffffu, m, o), s2 = __shfl_down_sync(0xffffffffu, sum, o);
-            lse_merge(m, sum, m2, s2);
+            facet_lse_merge(&m, &sum, m2, s2);
         }
         if (lane == 0) {
             warp_m[warp] = m;
@@ -309,7 +288,7 @@ partial_kernel(facet_head_params p, float *rows, float *z, const float *wn, cons
             sum = lane < nwarps ? warp_s[lane] : 0.0f;
             for (int o = 16; o > 0; o >>= 1) {
                 const float m2 = __shfl_down_sync(0xffffffffu, m, o), s2 = __shfl_down_sync(0xffffffffu, sum, o);
-                lse_merge(m, sum, m2, s2);
+                facet_lse_merge(&m, &sum, m2, s2);
             }
             if (lane == 0) {
                 row[FACET_HEAD_ROW_MAX] = m;

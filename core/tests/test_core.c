@@ -8,6 +8,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+/* core/src: the formulas the CPU and CUDA backends share, tested directly */
+#include "head_math.h"
 
 static int passed, failed;
 
@@ -33,6 +35,40 @@ static facet_tensor *make(int dtype, int ndim, int64_t a, int64_t b)
     facet_tensor *t = NULL;
     if (facet_tensor_init(&t, dtype, FACET_DEVICE_CPU, ndim, sizes) != 0) return NULL;
     return t;
+}
+
+/* head_math.h: merging (max, sum of exp(z - max)) pairs of log-sum-exp
+ * partials, as the CPU merges chunks and the GPU threads and warps */
+static void test_lse_merge(void)
+{
+    float m = -INFINITY, s = 0.0f;
+    facet_lse_merge(&m, &s, -INFINITY, 0.0f);
+    check(m == -INFINITY && s == 0.0f, "lse: two empty pairs merge to the empty pair, not NaN");
+    facet_lse_merge(&m, &s, 2.0f, 3.0f);
+    check(m == 2.0f && s == 3.0f, "lse: a pair merged into the empty pair is itself");
+    facet_lse_merge(&m, &s, -INFINITY, 0.0f);
+    check(m == 2.0f && s == 3.0f, "lse: the empty pair merged into a pair changes nothing");
+    facet_lse_merge(&m, &s, -INFINITY, 1.0f);
+    check(m == 2.0f && s == 3.0f, "lse: a -inf logit adds nothing");
+    m = -INFINITY, s = 0.0f;
+    facet_lse_merge(&m, &s, -INFINITY, 1.0f);
+    facet_lse_merge(&m, &s, -INFINITY, 1.0f);
+    check(m == -INFINITY && s == 0.0f, "lse: -inf logits alone leave the empty pair");
+    m = 1.0f, s = 1.0f;
+    facet_lse_merge(&m, &s, 1.0f, 1.0f);
+    check(m == 1.0f && s == 2.0f, "lse: equal maxima add their sums");
+    m = 0.0f, s = 1.0f;
+    facet_lse_merge(&m, &s, 3.0f, 2.0f);
+    check(m == 3.0f && fabsf(s - (2.0f + expf(-3.0f))) < 1e-6f, "lse: a larger max rescales the old sum");
+    facet_lse_merge(&m, &s, 0.0f, 1.0f);
+    check(m == 3.0f && fabsf(s - (2.0f + 2.0f * expf(-3.0f))) < 1e-6f, "lse: a smaller max rescales the new sum");
+    m = -INFINITY, s = 0.0f;
+    facet_lse_merge(&m, &s, NAN, 1.0f);
+    facet_lse_merge(&m, &s, 5.0f, 1.0f);
+    check(s != s, "lse: a NaN logit reaches the sum");
+    m = 1.0f, s = 1.0f;
+    facet_lse_merge(&m, &s, -INFINITY, NAN);
+    check(s != s, "lse: a NaN sum is never an empty pair");
 }
 
 int main(int argc, char **argv)
@@ -141,6 +177,9 @@ int main(int argc, char **argv)
 
     /* random: NaN parameters are refused */
     check_error(facet_tensor_rand_uniform(t, 1, 0, NAN, 1.0f), "facet_tensor_rand_uniform", "NaN", "rand: NaN");
+
+    /* formulas shared with the CUDA backend */
+    test_lse_merge();
 
     /* threads and versions */
     check_error(facet_threads_set(0), "facet_threads_set", "0 threads", "threads: zero");
