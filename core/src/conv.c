@@ -30,7 +30,6 @@
  */
 #include "internal.h"
 #include "conv_math.h"
-#include "conv_cuda.h"
 #include <limits.h>
 #include <omp.h>
 #include <string.h>

@@ -39,6 +39,24 @@ FACET_HD float facet_add_rn(float a, float b)
 #endif
 }
 
+FACET_HD double facet_dmul_rn(double a, double b)
+{
+#ifdef __CUDA_ARCH__
+    return __dmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+
+FACET_HD double facet_dadd_rn(double a, double b)
+{
+#ifdef __CUDA_ARCH__
+    return __dadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+
 /* a * b + c, rounded twice (never an FMA) */
 FACET_HD float facet_madd_rn(float a, float b, float c) { return facet_add_rn(facet_mul_rn(a, b), c); }
 

@@ -10,6 +10,10 @@
 #include <string.h>
 /* core/src: the formulas the CPU and CUDA backends share, tested directly */
 #include "head_math.h"
+#include "pool_math.h"
+#include "upsample_math.h"
+#include <stdint.h>
+#include <stdlib.h>
 
 static int passed, failed;
 
@@ -69,6 +73,73 @@ static void test_lse_merge(void)
     m = 1.0f, s = 1.0f;
     facet_lse_merge(&m, &s, -INFINITY, NAN);
     check(s != s, "lse: a NaN sum is never an empty pair");
+}
+
+/* upsample_math.h: the GPU's backward gathers per input pixel what the
+ * CPU's backward (facet_upsample2d_backward) scatters: the same bits */
+static void test_upsample_gather(void)
+{
+    static const int64_t shapes[][4] = {   /* h, w, ho, wo */
+        { 3, 4, 7, 5 }, { 5, 5, 2, 3 }, { 4, 4, 8, 8 }, { 1, 3, 4, 1 }, { 6, 7, 6, 7 }, { 3, 3, 1, 1 }, { 7, 2, 16, 9 },
+    };
+    static const int modes[][2] = { { FACET_UPSAMPLE_MODE_NEAREST, 0 }, { FACET_UPSAMPLE_MODE_BILINEAR, 0 },
+                                    { FACET_UPSAMPLE_MODE_BILINEAR, 1 } };
+    int same = 1;
+    uint32_t state = 12345u;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t h = shapes[si][0], w = shapes[si][1], ho = shapes[si][2], wo = shapes[si][3];
+        int64_t xs[4] = { 1, 2, h, w }, os[4] = { 1, 2, ho, wo };
+        float go[2 * 16 * 16], gx[2 * 16 * 16];
+        for (int64_t i = 0; i < 2 * ho * wo; i++) {   /* magnitudes from 1e-3 to 1e3, so the order of sums shows */
+            state = state * 1664525u + 1013904223u;
+            go[i] = ((float)(state >> 8) / 16777216.0f - 0.5f) * powf(10.0f, (float)(int)(state % 7) - 3.0f);
+        }
+        for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++) {
+            facet_tensor *tx = NULL, *to = NULL;
+            facet_tensor_init(&tx, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 4, xs);
+            facet_tensor_init(&to, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 4, os);
+            facet_tensor_write(to, go, sizeof(float) * (size_t)(2 * ho * wo));
+            int rc = facet_upsample2d_backward(tx, to, modes[mi][0], modes[mi][1]);
+            facet_tensor_read(tx, gx, sizeof(float) * (size_t)(2 * h * w));
+            for (int64_t p = 0; p < 2 && !rc; p++)
+                for (int64_t y = 0; y < h; y++)
+                    for (int64_t x = 0; x < w; x++) {
+                        float g = facet_ups_backward_at(go + p * ho * wo, h, w, ho, wo, modes[mi][0], modes[mi][1], y, x);
+                        if (memcmp(&g, &gx[(p * h + y) * w + x], sizeof g) != 0) {
+                            if (same) printf("# %lldx%lld -> %lldx%lld mode %d/%d at (%lld, %lld): %.9g vs %.9g\n",
+                                             (long long)h, (long long)w, (long long)ho, (long long)wo, modes[mi][0],
+                                             modes[mi][1], (long long)y, (long long)x, g, gx[(p * h + y) * w + x]);
+                            same = 0;
+                        }
+                    }
+            if (rc) same = 0;
+            facet_tensor_free(tx);
+            facet_tensor_free(to);
+        }
+    }
+    check(same, "upsample: the per-pixel gather equals the CPU scatter bit for bit");
+}
+
+/* pool_math.h: the outputs whose windows hold a pixel, against brute force */
+static void test_pool_outputs_holding(void)
+{
+    int ok = 1;
+    for (int64_t k = 1; k <= 4; k++)
+        for (int64_t s = 1; s <= 3; s++)
+            for (int64_t p = 0; p <= k / 2; p++)
+                for (int64_t len = 1; len <= 9; len++) {
+                    if (len + 2 * p < k) continue;
+                    const int64_t n = (len + 2 * p - k) / s + 1;
+                    for (int64_t v = 0; v < len; v++) {
+                        int64_t lo, hi;
+                        facet_pool_outputs_holding(v, k, s, p, n, &lo, &hi);
+                        for (int64_t o = 0; o < n; o++) {
+                            const int holds = o * s - p <= v && v < o * s - p + k;
+                            if (holds != (o >= lo && o <= hi)) ok = 0;
+                        }
+                    }
+                }
+    check(ok, "pool: outputs holding a pixel match brute force");
 }
 
 int main(int argc, char **argv)
@@ -180,6 +251,8 @@ int main(int argc, char **argv)
 
     /* formulas shared with the CUDA backend */
     test_lse_merge();
+    test_upsample_gather();
+    test_pool_outputs_holding();
 
     /* threads and versions */
     check_error(facet_threads_set(0), "facet_threads_set", "0 threads", "threads: zero");
