@@ -11,6 +11,7 @@
 /* core/src: the formulas the CPU and CUDA backends share, tested directly */
 #include "head_math.h"
 #include "pool_math.h"
+#include "random_math.h"
 #include "upsample_math.h"
 #include <stdint.h>
 #include <stdlib.h>
@@ -142,6 +143,26 @@ static void test_pool_outputs_holding(void)
     check(ok, "pool: outputs holding a pixel match brute force");
 }
 
+/* random_math.h: the log and cos polynomials both devices use, against libm
+ * in double over the values the normal draws feed them */
+static void test_random_math(void)
+{
+    double log_err = 0.0, cos_err = 0.0;
+    for (uint32_t k = 0; k < (1u << 24); k += 7) {
+        const float u1 = ((float)k + 1.0f) * (1.0f / 16777216.0f), u2 = (float)k * (1.0f / 16777216.0f);
+        const double l = log((double)u1), el = fabs((double)facet_log_rn(u1) - l);
+        const double rel = l != 0.0 ? el / fabs(l) : el;
+        if (rel > log_err) log_err = rel;
+        const double ec = fabs((double)facet_cos_2pi_rn(u2) - cos(6.283185307179586 * (double)u2));
+        if (ec > cos_err) cos_err = ec;
+    }
+    if (log_err > 3e-7 || cos_err > 3e-7) printf("# log rel err %.3g, cos abs err %.3g\n", log_err, cos_err);
+    check(log_err <= 3e-7, "random: the log polynomial is within 3e-7 (relative) of log");
+    check(cos_err <= 3e-7, "random: the cos polynomial is within 3e-7 of cos(2 pi u)");
+    check(facet_log_rn(1.0f) == 0.0f && facet_cos_2pi_rn(0.0f) == 1.0f && facet_cos_2pi_rn(0.5f) == -1.0f,
+          "random: log(1) = 0, cos(0) = 1, cos(pi) = -1 exactly");
+}
+
 int main(int argc, char **argv)
 {
     const char *counts = argc == 3 && !strcmp(argv[1], "--counts") ? argv[2] : NULL;
@@ -253,6 +274,7 @@ int main(int argc, char **argv)
     test_lse_merge();
     test_upsample_gather();
     test_pool_outputs_holding();
+    test_random_math();
 
     /* threads and versions */
     check_error(facet_threads_set(0), "facet_threads_set", "0 threads", "threads: zero");
