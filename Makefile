@@ -6,7 +6,8 @@
 #   make install    used by luarocks (PREFIX, LUADIR, LIBDIR, BINDIR)
 #   make bundle     Debian packages for a GPU host without them (build/bundle, see README)
 #   make gpu-check OUT=dir   build for this GPU, every spec on CUDA, benchmarks (tools/gpu_check.sh)
-# CUDA is built when nvcc is found (FACET_CUDA=0 turns it off).
+# CUDA is built when nvcc is found (FACET_CUDA=0 turns it off): core/cuda/*.cu, or
+# else core/src/cuda_absent.c, implement core/src/cuda_backend.h (docs/gpu.md).
 
 CC       ?= cc
 NVCC     ?= nvcc
@@ -27,7 +28,6 @@ CU_SRC := $(wildcard core/cuda/*.cu)
 ifeq ($(FACET_CUDA),1)
   C_SRC  := $(filter-out core/src/cuda_absent.c,$(C_SRC))
   CU_OBJ := $(patsubst core/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CU_SRC))
-  CFLAGS_ALL += -DFACET_WITH_CUDA
   LDLIBS_ALL += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif
 C_OBJ  := $(patsubst core/src/%.c,$(BUILD)/obj/%.o,$(C_SRC))
@@ -51,7 +51,7 @@ $(BUILD)/obj/%.o: core/src/%.c core/include/facet.h $(wildcard core/src/*.h)
 
 $(BUILD)/obj/cuda/%.o: core/cuda/%.cu core/include/facet.h $(wildcard core/src/*.h core/cuda/*.cuh)
 	@mkdir -p $(dir $@)
-	$(NVCC) -std=c++17 $(NVCCFLAGS) -DFACET_WITH_CUDA -Xcompiler -fPIC,-fvisibility=hidden -Icore/include -Icore/src -c $< -o $@
+	$(NVCC) -std=c++17 $(NVCCFLAGS) -Xcompiler -fPIC,-fvisibility=hidden -Icore/include -Icore/src -c $< -o $@
 
 $(LIB): $(C_OBJ) $(CU_OBJ)
 	$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS_ALL)

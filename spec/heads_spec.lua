@@ -161,6 +161,25 @@ describe("hand-computed cases", function()
     local l = head:forward(H.tensor { { 1, 1 } }, H.tensor({ 1 }, { dtype = "int64" }))
     H.assert_close(l, ce(-0.5 - 0.2, 3 + 0.1), 1e-5)
   end)
+
+  H.it("a bias of -inf masks a whole block of classes (empty log-sum-exp partials merge to nothing)", function()
+    -- W = 0, so the logits are the bias: classes 0..299 masked with -inf (more
+    -- than one CPU chunk and every GPU thread's first columns), 300..309 live
+    local K, live = 310, 300
+    local head = facet.heads.new("softmax", { classes = K, dim = 2 })
+    head.weight:fill_(0)
+    local b = {}
+    for k = 1, K do b[k] = k > live and 0.1 * (k - live) or -math.huge end
+    head.bias:copy(facet.tensor(b))
+    head = head:to(H.device)
+    local y = { 303, 309 }
+    local l = head:forward(H.tensor { { 1, 1 }, { 2, -1 } }, H.tensor(y, { dtype = "int64" }))
+    local lse = 0
+    for k = live + 1, K do lse = lse + math.exp(b[k]) end
+    lse = math.log(lse)
+    H.assert_close(l, ((lse - b[y[1] + 1]) + (lse - b[y[2] + 1])) / 2, 1e-5)
+    for _, v in ipairs(H.values(head:backward())) do assert.is_true(v == v, "dL/dx is not NaN") end
+  end)
 end)
 
 describe("identities", function()

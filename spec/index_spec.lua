@@ -23,6 +23,29 @@ describe("row indexing", function()
     assert.are.same({ 7, 8, 5.5, 11, 50, 100 }, H.values(dst))
   end)
 
+  H.it("index_add_ applies duplicates in source order, bit for bit a serial loop; index_copy_ keeps the last", function()
+    -- in float, 1e8 + 1 = 1e8: only the source order gives 1e8 + 1 - 1e8 + 1 = 1
+    local dst = facet.zeros({ 2, 1 }, { device = H.device })
+    dst:index_add_(H.tensor({ 1, 1, 2, 1, 1 }, { dtype = "int64" }), H.tensor { { 1e8 }, { 1 }, { 5 }, { -1e8 }, { 1 } })
+    assert.are.same({ 1, 5 }, H.values(dst))
+    -- big enough for the parallel path: one call equals n calls of one row each
+    local n, cols, rows = 300, 128, 7
+    local idx, one = {}, {}
+    for i = 1, n do idx[i] = (i * 5) % rows + 1 end
+    local src = H.on(facet.randn({ n, cols }, { seed = 3, std = 1e3 }))
+    local a = H.on(facet.randn({ rows, cols }, { seed = 4 }))
+    local b = a:clone()
+    a:index_add_(H.tensor(idx, { dtype = "int32" }), src, 0.3)
+    for i = 1, n do
+      one[1] = idx[i]
+      b:index_add_(H.tensor(one, { dtype = "int32" }), src:narrow(1, i, 1):contiguous(), 0.3)
+    end
+    assert.are.same(H.values(b), H.values(a))
+    local c = facet.zeros({ 3, 2 }, { device = H.device })
+    c:index_copy_(H.tensor({ 2, 3, 2 }, { dtype = "int64" }), H.tensor { { 1, 1 }, { 2, 2 }, { 3, 3 } })
+    assert.are.same({ 0, 0, 3, 3, 2, 2 }, H.values(c))
+  end)
+
   H.it("gather and scatter_ one column per row", function()
     local m = H.tensor { { 1, 2, 3 }, { 4, 5, 6 } }
     local idx = H.tensor({ 3, 1 }, { dtype = "int32" })

@@ -26,6 +26,17 @@ describe("random numbers", function()
     assert.are.same(one, many)
   end)
 
+  H.it("a seed gives the CPU's numbers bit for bit (the GPU's too: docs/gpu.md)", function()
+    local opts = { seed = 9, offset = 77, low = -3, high = 5 }
+    local cpu_u = H.values(facet.rand({ 5000 }, opts))
+    opts.device = H.device
+    assert.are.same(cpu_u, H.values(facet.rand({ 5000 }, opts)))
+    local nopts = { seed = 9, offset = 77, mean = 0.5, std = 2 }
+    local cpu_n = H.values(facet.randn({ 5000 }, nopts))
+    nopts.device = H.device
+    assert.are.same(cpu_n, H.values(facet.randn({ 5000 }, nopts)))
+  end)
+
   H.it("uniform and normal moments", function()
     local n = 200000
     local u = facet.rand({ n }, { seed = 1, low = -2, high = 6, device = H.device })

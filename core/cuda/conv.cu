@@ -11,24 +11,17 @@
  * col2im, which gathers (one thread per input element) instead of
  * scattering, so it overwrites grad_x without atomics or a zeroing pass.
  * POINTWISE: the same GEMMs on x itself. DIRECT (depthwise): one thread per
- * output or input element; grad_weight and grad_bias are block reductions,
- * one block per weight tap or channel, adding into the gradient once.
+ * output or input element; grad_weight and grad_bias are block reductions
+ * (block_sum, a fixed order), one block per weight tap or channel, adding
+ * into the gradient once: no atomics anywhere, so the result is the same on
+ * every run (cuBLAS's GEMMs are deterministic on one GPU and stream for a
+ * fixed problem; the sums run in another order than on the CPU).
  *
  * GEMMs go through facet_cuda_sgemm (blas.cu), which owns the cuBLAS handle
  * and turns row-major calls into cuBLAS's column-major ones.
  */
 #include "cuda_common.cuh"
 #include "conv_math.h"
-
-/* This file is the CUDA build of conv_cuda.h's entry points: take its
- * declarations, not the "built without CUDA" fallbacks (nvcc does not get
- * the C compiler's -DFACET_WITH_CUDA). */
-#ifndef FACET_WITH_CUDA
-#define FACET_WITH_CUDA 1
-#endif
-extern "C" {
-#include "conv_cuda.h"
-}
 
 /* ---- kernels ------------------------------------------------------------------------ */
 
@@ -77,23 +70,6 @@ static __global__ void bias_fill_kernel(float *__restrict__ out, const float *__
                                         int64_t o, int64_t p)
 {
     FACET_CUDA_FOR(e, total) out[e] = bias[(e / p) % o];
-}
-
-/* Sum of v over the block (blockDim.x a multiple of 32, at most 1024), valid
- * in thread 0; ends with a barrier so the block can call it again. */
-static __device__ float block_sum(float v)
-{
-    __shared__ float warps[32];
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) warps[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < (int)(blockDim.x >> 5) ? warps[lane] : 0.0f;
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-    }
-    __syncthreads();
-    return v;
 }
 
 /* grad_bias[o] += sum over images and positions of grad_out[n][o]: one block per channel */

@@ -1,11 +1,19 @@
 /*
  * cuda_common.cuh - what the CUDA backend's files share: the C core's
- * declarations under C linkage, the per-element formulas, error checks that
+ * declarations (internal.h, and through it cuda_backend.h, the backend's
+ * entry points) under C linkage, the per-element formulas, error checks that
  * turn a cudaError_t or cublasStatus_t into facet's error (FACET_STATUS_ERR_DEVICE
- * with a message naming the entry point), and the launch shape of the flat
- * kernels (grid-stride loops, 256 threads a block, 64-bit indices). Every
- * kernel runs on the legacy default stream, so work is ordered without
- * explicit events, and facet_cuda_sync() is the only host-side wait.
+ * with a message naming the entry point), the launch shapes (grid-stride
+ * loops, 256 threads a block, 64-bit indices, launch_flat / launch_items),
+ * warp and block reductions in a fixed order, and stream-ordered scratch
+ * memory. Every kernel runs on the legacy default stream, so work is ordered
+ * without explicit events, and facet_cuda_sync() is the only host-side wait.
+ *
+ * Determinism: the reductions here combine values in an order fixed by the
+ * launch shape (lanes by a shuffle tree, then warps by the same tree), never
+ * by scheduling, and the backend uses no floating-point atomics; a call with
+ * the same inputs and sizes gives the same bits on every run. docs/gpu.md
+ * lists, per op, where results differ from the CPU's.
  */
 #ifndef FACET_CUDA_COMMON_CUH
 #define FACET_CUDA_COMMON_CUH
@@ -13,6 +21,7 @@
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
 #include <stdint.h>
+#include <string.h>
 
 /* internal.h has no extern "C" guard of its own; without this, facet_fail
  * would be looked up under a C++ mangled name and fail to link. */
@@ -27,10 +36,15 @@ enum {
     FACET_CUDA_MAX_BLOCKS = 65536
 };
 
+/* ---- launch shapes ----------------------------------------------------------------------- */
+
 /* Grid-stride loop over [0, n) with 64-bit indices. */
 #define FACET_CUDA_FOR(i, n) \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
          i += (int64_t)gridDim.x * blockDim.x)
+
+/* Grid-stride loop over items with one block each. */
+#define FACET_CUDA_FOR_BLOCK(i, n) for (int64_t i = blockIdx.x; i < (n); i += gridDim.x)
 
 /* Blocks for a grid-stride launch over n items (n > 0) of FACET_CUDA_THREADS. */
 static inline unsigned grid_blocks(int64_t n)
@@ -48,12 +62,16 @@ static inline unsigned item_blocks(int64_t items)
     return items < 1 ? 1u : (unsigned)items;
 }
 
+/* ---- errors ------------------------------------------------------------------------------- */
+
 static inline int check_cuda(cudaError_t e, const char *fn)
 {
     if (e == cudaSuccess) return FACET_STATUS_OK;
     /* a failed runtime call also becomes the "last error"; drop it so the
      * next launch check does not report it a second time */
     (void)cudaGetLastError();
+    if (e == cudaErrorMemoryAllocation)
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: %s", fn, cudaGetErrorString(e));
     return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: %s", fn, cudaGetErrorString(e));
 }
 
@@ -68,6 +86,142 @@ static inline int check_cublas(cublasStatus_t s, const char *fn)
 static inline int check_launch(const char *fn)
 {
     return check_cuda(cudaGetLastError(), fn);
+}
+
+/* Returns the status of expr from the calling function when it is an error. */
+#define FACET_CUDA_TRY(expr)          \
+    do {                              \
+        int facet_rc_ = (expr);       \
+        if (facet_rc_) return facet_rc_; \
+    } while (0)
+
+/* One thread per item of [0, n) (kernels loop with FACET_CUDA_FOR), checked;
+ * nothing is launched for n <= 0. A template kernel is passed as kernel<T>. */
+template <typename... P, typename... A>
+static inline int launch_flat(const char *fn, int64_t n, void (*kernel)(P...), A... args)
+{
+    if (n <= 0) return FACET_STATUS_OK;
+    kernel<<<grid_blocks(n), FACET_CUDA_THREADS>>>(args...);
+    return check_launch(fn);
+}
+
+/* One block of `threads` per item of [0, items) (FACET_CUDA_FOR_BLOCK), checked. */
+template <typename... P, typename... A>
+static inline int launch_items(const char *fn, int64_t items, unsigned threads, void (*kernel)(P...), A... args)
+{
+    if (items <= 0) return FACET_STATUS_OK;
+    kernel<<<item_blocks(items), threads>>>(args...);
+    return check_launch(fn);
+}
+
+/* ---- warp and block reductions ------------------------------------------------------------------
+ * For any trivially copyable T (a number, or a struct of them such as a
+ * (max, sum) pair) and an associative op(a, b) that puts a's elements first.
+ * The order is a fixed tree: lane i takes lane i + 16, i + 8, ..., then warp
+ * 0 folds the warps' results the same way; so the result depends on the
+ * values and the block size only. */
+
+template <typename T>
+static __device__ __forceinline__ T shfl_down_any(T v, int offset)
+{
+    static_assert(sizeof(T) % 4 == 0, "shuffled types are whole 32-bit words");
+    int w[sizeof(T) / 4];
+    memcpy(w, &v, sizeof(T));
+#pragma unroll
+    for (int k = 0; k < (int)(sizeof(T) / 4); k++) w[k] = __shfl_down_sync(0xffffffffu, w[k], offset);
+    memcpy(&v, w, sizeof(T));
+    return v;
+}
+
+template <typename T>
+static __device__ __forceinline__ T shfl_idx_any(T v, int lane)
+{
+    static_assert(sizeof(T) % 4 == 0, "shuffled types are whole 32-bit words");
+    int w[sizeof(T) / 4];
+    memcpy(w, &v, sizeof(T));
+#pragma unroll
+    for (int k = 0; k < (int)(sizeof(T) / 4); k++) w[k] = __shfl_sync(0xffffffffu, w[k], lane);
+    memcpy(&v, w, sizeof(T));
+    return v;
+}
+
+/* The warp's reduction, valid in lane 0. Every lane of the warp must call it. */
+template <typename T, typename Op>
+static __device__ __forceinline__ T warp_reduce(T v, Op op)
+{
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = op(v, shfl_down_any(v, off));
+    return v;
+}
+
+/* The warp's reduction (lane 0's), handed to every lane. */
+template <typename T, typename Op>
+static __device__ __forceinline__ T warp_reduce_all(T v, Op op)
+{
+    return shfl_idx_any(warp_reduce(v, op), 0);
+}
+
+/* The block's reduction, handed to every thread. The block has a multiple of
+ * 32 threads (any 1-3-D shape, at most 1024); identity stands in for the
+ * missing warps. It synchronises the block three times: every thread must
+ * call it, and it may be called again right away. */
+template <typename T, typename Op>
+static __device__ T block_reduce(T v, Op op, T identity)
+{
+    __shared__ T warps[32];
+    const int tid = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+    const int lane = tid & 31, warp = tid >> 5;
+    const int nwarps = (int)(blockDim.x * blockDim.y * blockDim.z) >> 5;
+    v = warp_reduce(v, op);
+    if (lane == 0) warps[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = warp_reduce(lane < nwarps ? warps[lane] : identity, op);
+        if (lane == 0) warps[0] = v;
+    }
+    __syncthreads();
+    v = warps[0];
+    __syncthreads();    /* warps[] is free for the next call */
+    return v;
+}
+
+struct op_sum {
+    template <typename T>
+    __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+
+template <typename T>
+static __device__ __forceinline__ T block_sum(T v) { return block_reduce(v, op_sum(), T(0)); }
+
+/* ---- scratch memory --------------------------------------------------------------------------------
+ * Temporary device buffers for one call, stream-ordered where the device has
+ * memory pools (the free waits for the kernels queued before it on the
+ * default stream; no host synchronisation), cudaMalloc / cudaFree otherwise. */
+struct scratch {
+    void *p;
+    bool pooled;
+};
+
+static inline int scratch_alloc(scratch *s, size_t nbytes, const char *fn)
+{
+    s->p = NULL;
+    s->pooled = true;
+    cudaError_t e = cudaMallocAsync(&s->p, nbytes ? nbytes : 1, 0);
+    if (e == cudaErrorNotSupported) {
+        (void)cudaGetLastError();
+        s->pooled = false;
+        e = cudaMalloc(&s->p, nbytes ? nbytes : 1);
+    }
+    if (e != cudaSuccess) s->p = NULL;
+    return check_cuda(e, fn);
+}
+
+static inline int scratch_free(scratch *s, const char *fn)
+{
+    if (!s->p) return FACET_STATUS_OK;
+    cudaError_t e = s->pooled ? cudaFreeAsync(s->p, 0) : cudaFree(s->p);
+    s->p = NULL;
+    return check_cuda(e, fn);
 }
 
 #endif

@@ -1,18 +1,17 @@
 /*
- * head.cu - the loss heads' fused row passes on the GPU, plus the row helpers
- * the heads need (row norms, the backward of row L2 normalisation, per-row
- * axpy). The contracts and formulas are those of head.c and normalize.c; every
- * per-element formula comes from head_math.h (facet_margin, facet_logh,
- * facet_expr_eval1, facet_fast_exp, facet_clamp_cos), so the CPU specs test
- * the math the GPU runs.
+ * head.cu - the loss heads' fused row passes on the GPU (the row helpers they
+ * use, row norms and the backward of L2 normalisation, are normalize.cu's).
+ * The contracts and formulas are those of head.c; every per-element formula
+ * comes from head_math.h (facet_margin, facet_logh, facet_expr_eval1,
+ * facet_fast_exp, facet_clamp_cos, facet_head_logit, facet_lse_merge), so the
+ * CPU specs test the math the GPU runs.
  *
  * Launch shapes:
- *   row helpers     one warp per row (8 rows a block); rows_axpy a 2-D grid
- *                   of (column blocks, rows).
  *   target          one thread per row of the batch.
  *   partial         one block per row; each thread keeps an online
  *                   (max, sum of exp(z - max)) over its strided columns and the
- *                   block merges the pairs in a fixed order.
+ *                   block merges the pairs with facet_lse_merge in a fixed order
+ *                   (block_reduce); threads without columns hold the empty pair.
  *   backward        32 x 8 blocks over a tile of 32 columns: threadIdx.x owns a
  *                   column (reads of a row stay coalesced), threadIdx.y takes
  *                   every 8th row; the row state (max, 1/sumexp, weight, ...)
@@ -32,9 +31,11 @@
  * see each other's programs: the heads are not thread-safe across host
  * threads (the Lua layer drives them from one thread).
  *
- * Rounding: nvcc contracts a*b + c into FMAs (in head_math.h too) and the sums
- * run in a different order than on the CPU, so results match the CPU to
- * within float rounding, not bit for bit.
+ * Rounding: the logit composition and the pair merge round per operation as
+ * on the CPU, but the margins (acosf, cosf, ...) are CUDA's, nvcc contracts
+ * the rest of head_math.h into FMAs, and the sums run in a different order
+ * than on the CPU: results match the CPU to within float rounding, not bit
+ * for bit. They do not depend on scheduling.
  */
 #include "cuda_common.cuh"
 #include <string.h>
@@ -42,7 +43,6 @@
 #include "head_math.h"
 
 enum {
-    ROW_WARPS = 8,          /* rows a block in the warp-per-row helpers */
     PARTIAL_MAX_THREADS = 1024,
     BW_COLS = 32,           /* backward: columns a block (one warp wide) */
     BW_ROWS = 8,            /* backward: row phases a block */
@@ -54,136 +54,30 @@ static __constant__ struct facet_program c_programs[FACET_HEAD_PROGRAM_COUNT];
 /* Cosines are divided by max(||w_k||, 1e-12), as in head.c. */
 #define WNORM_FLOOR 1e-12f
 
-/* ---- row helpers -------------------------------------------------------------------- */
-
-/* Sum over the warp, in every lane (the xor butterfly also makes every lane
- * wait until all have finished reading the row). */
-static __device__ __forceinline__ double warp_sum_all(double v)
-{
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
-}
-
-/* Row r of the warp-per-row kernels; the loop bound is warp-uniform. */
-#define FOR_WARP_ROW(r, rows)                                                                          \
-    for (int64_t r = (int64_t)blockIdx.x * ROW_WARPS + (threadIdx.x >> 5); r < (rows);                \
-         r += (int64_t)gridDim.x * ROW_WARPS)
-
-static __global__ void row_norms_kernel(float *out, const float *x, int64_t rows, int64_t cols)
-{
-    const int lane = threadIdx.x & 31;
-    FOR_WARP_ROW(r, rows) {
-        const float *xr = x + r * cols;
-        double ss = 0.0;    /* double, as normalize.cu: long rows lose nothing to the order */
-        for (int64_t c = lane; c < cols; c += 32) ss += (double)xr[c] * (double)xr[c];
-        ss = warp_sum_all(ss);
-        if (lane == 0) out[r] = sqrtf((float)ss);
-    }
-}
-
-static __global__ void l2_backward_kernel(float *dx, const float *dy, const float *y, const float *norms,
-                                          int64_t rows, int64_t cols, float eps)
-{
-    const int lane = threadIdx.x & 31;
-    FOR_WARP_ROW(r, rows) {
-        const float *gr = dy + r * cols, *yr = y + r * cols;
-        float *dr = dx + r * cols;
-        double dot = 0.0;
-        for (int64_t c = lane; c < cols; c += 32) dot += (double)gr[c] * (double)yr[c];
-        /* rounded once and multiplied by the reciprocal, as the CPU does;
-         * dx may be dy: the whole row is read before any lane writes */
-        const float fd = (float)warp_sum_all(dot);
-        const float inv = 1.0f / fmaxf(norms[r], eps);
-        for (int64_t c = lane; c < cols; c += 32) dr[c] = (gr[c] - fd * yr[c]) * inv;
-    }
-}
-
-static __global__ void rows_axpy_kernel(float *out, const float *coef, const float *x, int64_t rows, int64_t cols)
-{
-    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        const float a = coef[r];
-        if (a == 0.0f) continue;    /* as on the CPU: the row stays as it is even where x is inf/NaN */
-        float *o = out + r * cols;
-        const float *xr = x + r * cols;
-        for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < cols;
-             c += (int64_t)gridDim.x * blockDim.x)
-            o[c] += a * xr[c];
-    }
-}
-
-static unsigned row_blocks(int64_t rows)
-{
-    int64_t b = (rows + ROW_WARPS - 1) / ROW_WARPS;
-    return b > FACET_CUDA_MAX_BLOCKS ? (unsigned)FACET_CUDA_MAX_BLOCKS : (unsigned)b;
-}
-
-extern "C" int facet_cuda_row_norms(float *out, const float *x, int64_t rows, int64_t cols)
-{
-    if (rows <= 0) return FACET_STATUS_OK;
-    row_norms_kernel<<<row_blocks(rows), ROW_WARPS * 32>>>(out, x, rows, cols);
-    return check_launch("facet_cuda_row_norms");
-}
-
-extern "C" int facet_cuda_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norms,
-                                                int64_t rows, int64_t cols, float eps)
-{
-    if (rows <= 0) return FACET_STATUS_OK;
-    l2_backward_kernel<<<row_blocks(rows), ROW_WARPS * 32>>>(dx, dy, y, norms, rows, cols, eps);
-    return check_launch("facet_cuda_l2_normalize_backward");
-}
-
-extern "C" int facet_cuda_rows_axpy(float *out, const float *coef, const float *x, int64_t rows, int64_t cols)
-{
-    if (rows <= 0 || cols <= 0) return FACET_STATUS_OK;
-    /* grid.y is capped at 65535 by the hardware; keep the grid's total to a
-     * few times what fills a GPU, the loops cover the rest */
-    unsigned gy = rows > 65535 ? 65535u : (unsigned)rows;
-    unsigned gx = grid_blocks(cols), cap = 4u * FACET_CUDA_MAX_BLOCKS / gy;
-    if (gx > cap) gx = cap > 0 ? cap : 1;
-    rows_axpy_kernel<<<dim3(gx, gy), FACET_CUDA_THREADS>>>(out, coef, x, rows, cols);
-    return check_launch("facet_cuda_rows_axpy");
-}
-
 /* ---- shared by the head kernels ----------------------------------------------------- */
 
-/* The logit of a class with cosine (raw heads: logit) c, as chunk_logits
- * computes it, and with GRAD its derivative dz/dc, as backward_cols does. The
- * re-weighting applies where c > fy = f(c_y); the caller replaces both for
- * the target column. A scripted log h is evaluated only under the mask: the
- * CPU computes it everywhere and then drops the unmasked values. */
+/* The logit of a class with cosine (raw heads: logit) c, and with GRAD its
+ * derivative dz/dc: head_math.h's facet_head_logit / facet_head_logit_grad,
+ * as chunk_logits and backward_cols compose them. The re-weighting applies
+ * where c > fy = f(c_y); the caller replaces both for the target column. A
+ * scripted log h is evaluated only under the mask: the CPU computes it
+ * everywhere and then drops the unmasked values. */
 template <bool GRAD>
 static __device__ __forceinline__ float class_logit(const facet_head_params &p, float c, float fy, float *dz)
 {
-    if (p.raw || p.reweight == FACET_HEAD_REWEIGHT_NONE) {
-        const float s = p.raw ? 1.0f : p.s;
-        if (GRAD) *dz = s;
-        return s * c;
-    }
-    const bool on = c > fy;
     float lh = 0.0f, dlh = 0.0f;
-    if (p.reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
-        if (on) {
-            lh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH], c);
-            if (GRAD) dlh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH_GRAD], c);
+    if (facet_head_reweights(&p)) {
+        if (p.reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
+            if (c > fy) {
+                lh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH], c);
+                if (GRAD) dlh = facet_expr_eval1(&c_programs[FACET_HEAD_PROGRAM_LOGH_GRAD], c);
+            }
+        } else {
+            facet_logh(&p, c, &lh, &dlh);   /* FIXED: dlh = 0, so dz = s as on the CPU */
         }
-    } else {
-        facet_logh(&p, c, &lh, &dlh);   /* FIXED: dlh = 0, so dz = s as on the CPU */
     }
-    if (GRAD) *dz = p.s + (on ? dlh : 0.0f);
-    return p.s * c + (on ? lh : 0.0f);
-}
-
-/* Folds the pair (m2, s2) into (m, s): the max and the sum of exp(z - max).
- * facet_fast_exp never returns NaN (it clamps its argument, NaN included),
- * so empty pairs (-inf, 0) merge to zero contributions. */
-static __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2)
-{
-    if (m2 > m) {
-        s = s * facet_fast_exp(m - m2) + s2;
-        m = m2;
-    } else {
-        s += s2 * facet_fast_exp(m2 - m);
-    }
+    if (GRAD) *dz = facet_head_logit_grad(&p, c, fy, dlh);
+    return facet_head_logit(&p, c, fy, lh);
 }
 
 /* Bit i of the programs a call reads: the slots the head's mode uses. */
@@ -265,19 +159,31 @@ extern "C" int facet_cuda_head_target(const struct facet_head *head, float *rows
 
 /* ---- the forward row pass ------------------------------------------------------------ */
 
+/* A log-sum-exp pair and facet_lse_merge as a block_reduce op. */
+struct lse_pair {
+    float m, s;
+};
+
+struct lse_op {
+    __device__ __forceinline__ lse_pair operator()(lse_pair a, lse_pair b) const
+    {
+        facet_lse_merge(&a.m, &a.s, b.m, b.s);
+        return a;
+    }
+};
+
 template <typename L>
 static __global__ void __launch_bounds__(PARTIAL_MAX_THREADS)
 partial_kernel(facet_head_params p, float *rows, float *z, const float *wn, const float *bias, const L *labels,
                int64_t B, int64_t Kb, int64_t off)
 {
-    __shared__ float warp_m[32], warp_s[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
+    const lse_pair empty = { -INFINITY, 0.0f };
+    FACET_CUDA_FOR_BLOCK(i, B) {
         float *zr = z + i * Kb;
         float *row = rows + i * FACET_HEAD_ROW_COUNT;
         const float fy = row[FACET_HEAD_ROW_MARGIN], target = row[FACET_HEAD_ROW_TARGET];
         const int64_t ty = (int64_t)labels[i] - off;
-        float m = -INFINITY, sum = 0.0f;
+        lse_pair acc = empty;
         for (int64_t k = threadIdx.x; k < Kb; k += blockDim.x) {
             float c = zr[k];
             if (p.raw) {
@@ -286,37 +192,13 @@ partial_kernel(facet_head_params p, float *rows, float *z, const float *wn, cons
                 c = facet_clamp_cos(c / fmaxf(wn[k], WNORM_FLOOR));
             }
             const float l = k == ty ? target : class_logit<false>(p, c, fy, NULL);
-            if (l > m) {
-                sum = sum * facet_fast_exp(m - l) + 1.0f;
-                m = l;
-            } else {
-                sum += facet_fast_exp(l - m);   /* NaN logits add exp(-87), as on the CPU */
-            }
+            facet_lse_merge(&acc.m, &acc.s, l, 1.0f);   /* -inf logits are empty pairs, NaN ones stay */
         }
-        /* merge the pairs: lanes into lane 0, then the warps' pairs in warp 0 */
-        for (int o = 16; o > 0; o >>= 1) {
-            const float m2 = __shfl_down_sync(0xffffffffu, m, o), s2 = __shfl_down_sync(0xffffffffu, sum, o);
-            lse_merge(m, sum, m2, s2);
+        acc = block_reduce(acc, lse_op(), empty);
+        if (threadIdx.x == 0) {
+            row[FACET_HEAD_ROW_MAX] = acc.m;
+            row[FACET_HEAD_ROW_SUMEXP] = acc.s;
         }
-        if (lane == 0) {
-            warp_m[warp] = m;
-            warp_s[warp] = sum;
-        }
-        __syncthreads();
-        if (warp == 0) {
-            const int nwarps = blockDim.x >> 5;
-            m = lane < nwarps ? warp_m[lane] : -INFINITY;
-            sum = lane < nwarps ? warp_s[lane] : 0.0f;
-            for (int o = 16; o > 0; o >>= 1) {
-                const float m2 = __shfl_down_sync(0xffffffffu, m, o), s2 = __shfl_down_sync(0xffffffffu, sum, o);
-                lse_merge(m, sum, m2, s2);
-            }
-            if (lane == 0) {
-                row[FACET_HEAD_ROW_MAX] = m;
-                row[FACET_HEAD_ROW_SUMEXP] = sum;
-            }
-        }
-        __syncthreads();    /* warp_m/warp_s are reused by the next row */
     }
 }
 

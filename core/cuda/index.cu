@@ -1,28 +1,39 @@
 /*
  * index.cu - row and column indexing of contiguous float32 matrices with an
  * int32 or int64 index counted from index_base (the caller has checked the
- * values are in range). Rows: select gathers src rows into dst, add
- * accumulates alpha*src rows into dst rows with atomics (duplicate indices
- * add up; the order of float additions is not fixed), copy scatters src rows
- * into dst rows (with duplicates, one of the writes wins). Columns: one
- * index per row picks the element gathered from or scattered into that row.
- * Work is flattened to one thread per element so narrow rows still fill
- * the GPU and reads of a row stay coalesced.
+ * values are in range).
+ *
+ * select      one thread per element of the output: out[i][j] = table[index[i]][j].
+ * add / copy  the plan of index_math.h, built by index.c on the host from the
+ *             checked index and copied over: one thread per (destination row,
+ *             column) walks the row's source rows in ascending order
+ *             (facet_index_scatter_at), adding alpha * src in float (add) or
+ *             keeping the last (copy). No atomics: duplicates apply in source
+ *             order, the same bits on every run and as on the CPU.
+ * columns     one index per row picks the element gathered from or scattered
+ *             into that row; one thread per row.
  */
 #include "cuda_common.cuh"
+#include "index_math.h"
 
 template <typename I>
-static __global__ void index_rows_kernel(float *dst, const float *src, const I *index, int64_t n, int64_t cols,
-                                         int mode, double alpha, int64_t base)
+static __global__ void index_select_kernel(float *out, const float *table, const I *index, int64_t n, int64_t cols,
+                                           int64_t base)
 {
     FACET_CUDA_FOR(e, n * cols) {
-        int64_t i = e / cols, j = e - i * cols;
-        int64_t r = (int64_t)index[i] - base;
-        switch (mode) {
-        case FACET_INDEX_SELECT: dst[e] = src[r * cols + j]; break;
-        case FACET_INDEX_ADD: atomicAdd(&dst[r * cols + j], (float)(alpha * (double)src[e])); break;
-        default: dst[r * cols + j] = src[e]; break;
-        }
+        const int64_t i = e / cols, j = e - i * cols;
+        out[e] = table[((int64_t)index[i] - base) * cols + j];
+    }
+}
+
+/* plan: order (n), start (groups + 1), row (groups), one device buffer */
+static __global__ void index_scatter_kernel(float *table, const float *src, const int64_t *plan, int64_t n,
+                                            int64_t groups, int64_t cols, int add, float alpha)
+{
+    const int64_t *order = plan, *start = plan + n, *row = plan + n + groups + 1;
+    FACET_CUDA_FOR(e, groups * cols) {
+        const int64_t g = e / cols, c = e - g * cols;
+        facet_index_scatter_at(table, src, order, start, row, g, cols, c, add, alpha);
     }
 }
 
@@ -37,38 +48,54 @@ static __global__ void cols_kernel(float *mat, float *vec, const I *index, int64
     }
 }
 
-extern "C" int facet_cuda_index_rows(float *dst, const float *src, const void *index, int index_dtype,
-                                     int64_t n, int64_t cols, int mode, double alpha, int index_base)
+static int bad_index_dtype(const char *fn, int dtype)
 {
-    const char *fn = "facet_cuda_index_rows";
-    if (mode != FACET_INDEX_SELECT && mode != FACET_INDEX_ADD && mode != FACET_INDEX_COPY)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown mode %d", fn, mode);
-    if (n <= 0 || cols <= 0) return FACET_STATUS_OK;
-    unsigned blocks = grid_blocks(n * cols);
+    return facet_fail(FACET_STATUS_ERR_ARG, "%s: index dtype %d is not int32 or int64", fn, dtype);
+}
+
+extern "C" int facet_cuda_index_select(float *out, const float *table, const void *index, int index_dtype, int64_t n,
+                                       int64_t cols, int index_base)
+{
+    const char *fn = "facet_cuda_index_select";
     if (index_dtype == FACET_DTYPE_INT32)
-        index_rows_kernel<int32_t><<<blocks, FACET_CUDA_THREADS>>>(dst, src, (const int32_t *)index, n, cols,
-                                                                   mode, alpha, index_base);
-    else if (index_dtype == FACET_DTYPE_INT64)
-        index_rows_kernel<int64_t><<<blocks, FACET_CUDA_THREADS>>>(dst, src, (const int64_t *)index, n, cols,
-                                                                   mode, alpha, index_base);
-    else
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: index dtype %d is not int32 or int64", fn, index_dtype);
-    return check_launch(fn);
+        return launch_flat(fn, n * cols, index_select_kernel<int32_t>, out, table, (const int32_t *)index, n, cols,
+                           (int64_t)index_base);
+    if (index_dtype == FACET_DTYPE_INT64)
+        return launch_flat(fn, n * cols, index_select_kernel<int64_t>, out, table, (const int64_t *)index, n, cols,
+                           (int64_t)index_base);
+    return bad_index_dtype(fn, index_dtype);
+}
+
+extern "C" int facet_cuda_index_scatter(float *table, const float *src, const struct facet_index_plan *plan,
+                                        int64_t cols, int add, float alpha)
+{
+    const char *fn = "facet_cuda_index_scatter";
+    if (plan->n <= 0 || plan->ngroups <= 0 || cols <= 0) return FACET_STATUS_OK;
+    /* the plan's three arrays lie back to back in host memory (index.c) */
+    if (plan->start != plan->order + plan->n || plan->row != plan->start + plan->ngroups + 1)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: the plan's arrays are not one buffer", fn);
+    const size_t nbytes = (size_t)(plan->n + 2 * plan->ngroups + 1) * sizeof(int64_t);
+    scratch dev;
+    FACET_CUDA_TRY(scratch_alloc(&dev, nbytes, fn));
+    /* from pageable memory: the copy is staged before cudaMemcpy returns, and
+     * ordered on the default stream before the kernel */
+    int rc = check_cuda(cudaMemcpy(dev.p, plan->order, nbytes, cudaMemcpyHostToDevice), fn);
+    if (!rc)
+        rc = launch_flat(fn, plan->ngroups * cols, index_scatter_kernel, table, src, (const int64_t *)dev.p, plan->n,
+                         plan->ngroups, cols, add, alpha);
+    int rc_free = scratch_free(&dev, fn);
+    return rc ? rc : rc_free;
 }
 
 extern "C" int facet_cuda_cols(float *mat, float *vec, const void *index, int index_dtype, int64_t rows,
                                int64_t cols, int scatter, int index_base)
 {
     const char *fn = "facet_cuda_cols";
-    if (rows <= 0) return FACET_STATUS_OK;
-    unsigned blocks = grid_blocks(rows);
     if (index_dtype == FACET_DTYPE_INT32)
-        cols_kernel<int32_t><<<blocks, FACET_CUDA_THREADS>>>(mat, vec, (const int32_t *)index, rows, cols,
-                                                             scatter, index_base);
-    else if (index_dtype == FACET_DTYPE_INT64)
-        cols_kernel<int64_t><<<blocks, FACET_CUDA_THREADS>>>(mat, vec, (const int64_t *)index, rows, cols,
-                                                             scatter, index_base);
-    else
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: index dtype %d is not int32 or int64", fn, index_dtype);
-    return check_launch(fn);
+        return launch_flat(fn, rows, cols_kernel<int32_t>, mat, vec, (const int32_t *)index, rows, cols, scatter,
+                           (int64_t)index_base);
+    if (index_dtype == FACET_DTYPE_INT64)
+        return launch_flat(fn, rows, cols_kernel<int64_t>, mat, vec, (const int64_t *)index, rows, cols, scatter,
+                           (int64_t)index_base);
+    return bad_index_dtype(fn, index_dtype);
 }

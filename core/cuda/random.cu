@@ -1,8 +1,10 @@
 /*
  * random.cu - counter-based random fill of a contiguous float32 buffer.
  * Element i is a pure function of (seed, offset + i) through the Philox
- * formulas of random_math.h, the same ones the CPU path calls, so a seed
- * gives bit-identical streams on both devices and no generator state exists.
+ * formulas of random_math.h, the same ones the CPU path calls, whose
+ * transforms round alike on both devices (no FMA, the same log and cos
+ * polynomials): a seed gives bit-identical streams on both devices, and no
+ * generator state exists.
  */
 #include "cuda_common.cuh"
 #include "random_math.h"
@@ -22,10 +24,7 @@ static __global__ void rand_normal_kernel(float *dst, int64_t n, uint64_t seed, 
 extern "C" int facet_cuda_rand(float *dst, int64_t n, uint64_t seed, uint64_t offset, int normal, float a,
                                float b)
 {
-    if (n <= 0) return FACET_STATUS_OK;
-    if (normal)
-        rand_normal_kernel<<<grid_blocks(n), FACET_CUDA_THREADS>>>(dst, n, seed, offset, a, b);
-    else
-        rand_uniform_kernel<<<grid_blocks(n), FACET_CUDA_THREADS>>>(dst, n, seed, offset, a, b);
-    return check_launch("facet_cuda_rand");
+    const char *fn = "facet_cuda_rand";
+    if (normal) return launch_flat(fn, n, rand_normal_kernel, dst, n, seed, offset, a, b);
+    return launch_flat(fn, n, rand_uniform_kernel, dst, n, seed, offset, a, b);
 }

@@ -4,7 +4,7 @@
  */
 #include "internal.h"
 #include "activation_math.h"
-#include "layer_cuda.h"
+#include <stdlib.h>
 
 /* channel count and inner size for per-channel slopes: N x C [x H x W] */
 static void channel_layout(const facet_tensor *x, int64_t *channels, int64_t *inner)
@@ -54,9 +54,9 @@ FACET_CLONES static void act_forward_cpu(float *o, const float *xp, int64_t n, i
     }
 }
 
-FACET_CLONES static void act_backward_cpu(float *gx, float *gs, const float *g, const float *xp, const float *yp,
-                                          int64_t n, int act, const float *sp, int64_t ns, int64_t channels,
-                                          int64_t inner)
+FACET_CLONES static int act_backward_cpu(float *gx, float *gs, const float *g, const float *xp, const float *yp,
+                                         int64_t n, int act, const float *sp, int64_t ns, int64_t channels,
+                                         int64_t inner)
 {
     int64_t planes = n / inner;
     if (gx) {
@@ -86,8 +86,13 @@ FACET_CLONES static void act_backward_cpu(float *gx, float *gs, const float *g, 
         }
     }
     if (gs) {
-        /* dL/dslope_c = sum over the channel's non-positive inputs of g * x */
+        /* dL/dslope_c = sum over the channel's non-positive inputs of g * x; a
+         * shared slope adds the channels' sums in channel order afterwards (as
+         * activation.cu does), so the result does not depend on the threads */
         int64_t outer = planes / channels;
+        float *part = gs;
+        if (ns == 1 && !(part = malloc(sizeof(float) * (size_t)channels)))
+            return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_activation_backward: out of memory");
         #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
         for (int64_t c = 0; c < channels; c++) {
             float acc = 0.0f;
@@ -96,14 +101,17 @@ FACET_CLONES static void act_backward_cpu(float *gx, float *gs, const float *g, 
                 #pragma omp simd reduction(+:acc)
                 for (int64_t k = 0; k < inner; k++) acc += xr[k] <= 0.0f ? gr[k] * xr[k] : 0.0f;
             }
-            if (ns == 1) {
-                #pragma omp atomic
-                gs[0] += acc;
-            } else {
-                gs[c] += acc;
-            }
+            if (ns == 1) part[c] = acc;
+            else gs[c] += acc;
+        }
+        if (ns == 1) {
+            float total = 0.0f;
+            for (int64_t c = 0; c < channels; c++) total += part[c];
+            gs[0] += total;
+            free(part);
         }
     }
+    return 0;
 }
 
 int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, const facet_tensor *slope)
@@ -163,6 +171,5 @@ int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, co
     const float *g = facet_ptr(grad_out), *xp = facet_ptr(x), *yp = out ? facet_ptr(out) : NULL;
     if (x->device == FACET_DEVICE_CUDA)
         return facet_cuda_activation_backward(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
-    act_backward_cpu(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
-    return 0;
+    return act_backward_cpu(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
 }

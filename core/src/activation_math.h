@@ -1,7 +1,9 @@
 /*
  * activation_math.h - activations, dropout and Adam per element, shared by
- * core/src/activation.c, dropout.c and adam.c and by their CUDA kernels
- * (core/cuda/).
+ * the CPU code (core/src/activation.c, dropout.c, adam.c) and the CUDA kernels
+ * (core/cuda/activation.cu, dropout.cu, adam.cu). Adam's update is rounded
+ * one operation at a time (no FMA on the GPU), so both devices compute the
+ * same bits; sigmoid and tanh use each side's expf / tanhf.
  */
 #ifndef FACET_ACTIVATION_MATH_H
 #define FACET_ACTIVATION_MATH_H
@@ -47,14 +49,14 @@ struct facet_adam_params {
 
 FACET_HD float facet_adam_update(const struct facet_adam_params *p, float w, float g, float *m, float *v)
 {
-    if (p->decoupled) w -= p->lr * p->weight_decay * w;
-    else g += p->weight_decay * w;
-    float mm = p->beta1 * *m + (1.0f - p->beta1) * g;
-    float vv = p->beta2 * *v + (1.0f - p->beta2) * g * g;
+    if (p->decoupled) w = facet_add_rn(w, -facet_mul_rn(facet_mul_rn(p->lr, p->weight_decay), w));
+    else g = facet_madd_rn(p->weight_decay, w, g);
+    float mm = facet_add_rn(facet_mul_rn(p->beta1, *m), facet_mul_rn(1.0f - p->beta1, g));
+    float vv = facet_add_rn(facet_mul_rn(p->beta2, *v), facet_mul_rn(facet_mul_rn(1.0f - p->beta2, g), g));
     *m = mm;
     *v = vv;
     float mhat = mm / p->bias1, vhat = vv / p->bias2;
-    return w - p->lr * mhat / (sqrtf(vhat) + p->eps);
+    return facet_add_rn(w, -(facet_mul_rn(p->lr, mhat) / (sqrtf(vhat) + p->eps)));
 }
 
 #endif

@@ -4,7 +4,6 @@
  */
 #include "internal.h"
 #include "activation_math.h"
-#include "layer_cuda.h"
 
 int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_tensor *exp_avg, facet_tensor *exp_avg_sq,
                     double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step, int flags)

@@ -28,7 +28,7 @@
  * across channels and stay contiguous.
  */
 #include "internal.h"
-#include "norm_pool_cuda.h"
+#include "batchnorm_math.h"
 #include <math.h>
 
 enum {
@@ -162,11 +162,7 @@ static inline void batch_moments(const struct bn_forward *a, int64_t c0, int64_t
             plane_moments(a->x + (i * s.c + c0) * s.hw, s.hw, shift[0], &sum[0], &sumsq[0]);
     }
     const double count = (double)(s.n * s.hw);
-    for (int64_t j = 0; j < cnt; j++) {
-        double d = sum[j] / count, v = sumsq[j] / count - d * d;
-        mean[j] = shift[j] + d;
-        var[j] = v > 0.0 ? v : 0.0;     /* rounding can leave a tiny negative */
-    }
+    for (int64_t j = 0; j < cnt; j++) facet_bn_moments(shift[j], sum[j], sumsq[j], count, &mean[j], &var[j]);
 }
 
 /* Statistics, saved and running values, and the output of channels [c0, c0 + cnt). */
@@ -186,30 +182,27 @@ FACET_CLONES static void forward_block(const struct bn_forward *a, int64_t c0, i
     const double count = (double)(s.n * s.hw);
     for (int64_t j = 0; j < cnt; j++) {
         const int64_t c = c0 + j;
-        const double invstd = 1.0 / sqrt(var[j] + a->eps);
+        const double invstd = facet_bn_invstd(var[j], a->eps);
         m[j] = (float)mean[j];
-        k[j] = (float)((a->weight ? a->weight[c] : 1.0) * invstd);
+        k[j] = facet_bn_scale(a->weight, c, invstd);
         d[j] = a->bias ? a->bias[c] : 0.0f;
         if (a->save_mean) a->save_mean[c] = (float)mean[j];
         if (a->save_invstd) a->save_invstd[c] = (float)invstd;
-        if (a->training && a->running_mean) {
-            const double mo = a->momentum, unbiased = var[j] * count / (count - 1.0);
-            a->running_mean[c] = (float)((1.0 - mo) * a->running_mean[c] + mo * mean[j]);
-            a->running_var[c] = (float)((1.0 - mo) * a->running_var[c] + mo * unbiased);
-        }
+        if (a->training && a->running_mean)
+            facet_bn_running(&a->running_mean[c], &a->running_var[c], mean[j], var[j], count, a->momentum);
     }
     if (s.hw == 1) {
         for (int64_t i = 0; i < s.n; i++) {
             const float *xr = a->x + i * s.c + c0;
             float *o = a->out + i * s.c + c0;
-            for (int64_t j = 0; j < cnt; j++) o[j] = (xr[j] - m[j]) * k[j] + d[j];
+            for (int64_t j = 0; j < cnt; j++) o[j] = facet_bn_forward_at(xr[j], m[j], k[j], d[j]);
         }
     } else {
         for (int64_t i = 0; i < s.n; i++) {
             const float *xr = a->x + (i * s.c + c0) * s.hw;
             float *o = a->out + (i * s.c + c0) * s.hw;
             const float m0 = m[0], k0 = k[0], d0 = d[0];
-            for (int64_t q = 0; q < s.hw; q++) o[q] = (xr[q] - m0) * k0 + d0;
+            for (int64_t q = 0; q < s.hw; q++) o[q] = facet_bn_forward_at(xr[q], m0, k0, d0);
         }
     }
 }
@@ -287,9 +280,9 @@ FACET_CLONES static void backward_block(const struct bn_backward *a, int64_t c0,
             }
         }
     }
-    /* dx = ka dy - kb (x - mean) - kd: ka = w invstd; in training
-     * kb = w invstd^3 sum(dy (x - mean)) / M and kd = ka sum(dy) / M */
-    float ka[COL_BLOCK], kb[COL_BLOCK], kd[COL_BLOCK], m[COL_BLOCK];
+    /* dx = ka dy - kb (x - mean) - kd (batchnorm_math.h) */
+    struct facet_bn_coef k[COL_BLOCK];
+    float m[COL_BLOCK];
     const double count = (double)(s.n * s.hw);
     for (int64_t j = 0; j < cnt; j++) {
         const int64_t c = c0 + j;
@@ -297,9 +290,7 @@ FACET_CLONES static void backward_block(const struct bn_backward *a, int64_t c0,
         if (a->grad_weight) a->grad_weight[c] += (float)(sgx[j] * invstd);
         if (a->grad_bias) a->grad_bias[c] += (float)sg[j];
         m[j] = a->mean[c];
-        ka[j] = (float)(w * invstd);
-        kb[j] = a->training ? (float)(w * invstd * invstd * invstd * sgx[j] / count) : 0.0f;
-        kd[j] = a->training ? (float)(w * invstd * sg[j] / count) : 0.0f;
+        k[j] = facet_bn_backward_coef(w, invstd, sg[j], sgx[j], count, a->training);
     }
     if (!a->grad_x) return;
     if (s.hw == 1) {
@@ -307,20 +298,21 @@ FACET_CLONES static void backward_block(const struct bn_backward *a, int64_t c0,
             const float *g = a->grad_out + i * s.c + c0, *xr = a->x + i * s.c + c0;
             float *dx = a->grad_x + i * s.c + c0;
             if (a->training)
-                for (int64_t j = 0; j < cnt; j++) dx[j] = ka[j] * g[j] - kb[j] * (xr[j] - m[j]) - kd[j];
+                for (int64_t j = 0; j < cnt; j++) dx[j] = facet_bn_backward_at(k[j], g[j], xr[j], m[j]);
             else
-                for (int64_t j = 0; j < cnt; j++) dx[j] = ka[j] * g[j];
+                for (int64_t j = 0; j < cnt; j++) dx[j] = facet_bn_backward_eval_at(k[j], g[j]);
         }
     } else {
-        const float ka0 = ka[0], kb0 = kb[0], kd0 = kd[0], m0 = m[0];
+        const struct facet_bn_coef k0 = k[0];
+        const float m0 = m[0];
         for (int64_t i = 0; i < s.n; i++) {
             const int64_t off = (i * s.c + c0) * s.hw;
             const float *g = a->grad_out + off, *xr = a->x + off;
             float *dx = a->grad_x + off;
             if (a->training)
-                for (int64_t q = 0; q < s.hw; q++) dx[q] = ka0 * g[q] - kb0 * (xr[q] - m0) - kd0;
+                for (int64_t q = 0; q < s.hw; q++) dx[q] = facet_bn_backward_at(k0, g[q], xr[q], m0);
             else
-                for (int64_t q = 0; q < s.hw; q++) dx[q] = ka0 * g[q];
+                for (int64_t q = 0; q < s.hw; q++) dx[q] = facet_bn_backward_eval_at(k0, g[q]);
         }
     }
 }

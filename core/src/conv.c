@@ -32,7 +32,6 @@
 #include "internal.h"
 #include "conv_math.h"
 #include "conv_direct.h"
-#include "conv_cuda.h"
 #include <limits.h>
 #include <omp.h>
 #include <string.h>

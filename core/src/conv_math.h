@@ -34,6 +34,26 @@ FACET_HD int facet_conv_path(const struct facet_conv_geom *g)
     return FACET_CONV_IM2COL;
 }
 
+/* Floats of workspace the CUDA path needs at least, and prefers: the columns
+ * of one image (all groups: C kh kw x Ho Wo), or of a chunk of images that
+ * share one batched GEMM per group. 0 for the direct and pointwise paths. */
+FACET_HD int64_t facet_conv_cuda_min_workspace(const struct facet_conv_geom *g)
+{
+    return facet_conv_path(g) == FACET_CONV_IM2COL ? g->c * g->kh * g->kw * g->p : 0;
+}
+
+enum { FACET_CONV_CUDA_BUDGET = 1 << 24 };   /* 64 MB of columns is enough to batch */
+
+FACET_HD int64_t facet_conv_cuda_workspace(const struct facet_conv_geom *g)
+{
+    int64_t unit = facet_conv_cuda_min_workspace(g);
+    if (unit == 0) return 0;
+    int64_t images = FACET_CONV_CUDA_BUDGET / unit;
+    if (images > g->n) images = g->n;
+    if (images < 1) images = 1;
+    return images * unit;
+}
+
 /* Output positions q in [0, nout) whose input coordinate q*stride + off lies
  * in [0, len), as the half-open [*lo, *hi) (lo == hi when none). */
 FACET_HD void facet_conv_range(int64_t off, int64_t stride, int64_t len, int64_t nout, int64_t *lo, int64_t *hi)

@@ -1,83 +1,272 @@
 /*
- * cuda_absent.c - the CUDA backend of a build without nvcc: no devices, and
- * every device operation reports that CUDA support was not compiled in.
+ * cuda_absent.c - the CUDA backend (cuda_backend.h) of a build without nvcc:
+ * no devices, nothing to wait for or free, and every other device operation
+ * fails with FACET_STATUS_ERR_DEVICE saying CUDA was not compiled in. The
+ * Makefile links this file instead of core/cuda/ when FACET_CUDA=0.
  */
 #include "internal.h"
 #include <string.h>
 
-#define ABSENT(fn) facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", fn)
+static int absent(const char *fn)
+{
+    return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built without CUDA (no nvcc at build time)", fn);
+}
 
-int facet_cuda_count(int *count) { *count = 0; return 0; }
+int facet_cuda_count(int *count)
+{
+    if (count) *count = 0;
+    return 0;
+}
 int facet_cuda_is_built(void) { return 0; }
 int facet_cuda_sync(void) { return 0; }
-int facet_cuda_malloc(void **ptr, size_t nbytes) { (void)nbytes; *ptr = NULL; return ABSENT("cuda malloc"); }
 int facet_cuda_free(void *ptr) { (void)ptr; return 0; }
-int facet_cuda_host_alloc(void **ptr, size_t nbytes) { (void)nbytes; *ptr = NULL; return ABSENT("cuda host alloc"); }
 int facet_cuda_host_free(void *ptr) { (void)ptr; return 0; }
-int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind)
-{ (void)dst; (void)src; (void)nbytes; (void)kind; return ABSENT("cuda memcpy"); }
-int facet_cuda_copy_nd(void *dst, int ddt, const void *src, int sdt, const struct facet_nd *nd)
-{ (void)dst; (void)ddt; (void)src; (void)sdt; (void)nd; return ABSENT("cuda copy"); }
-int facet_cuda_fill_nd(void *dst, int dtype, double value, const struct facet_nd *nd)
-{ (void)dst; (void)dtype; (void)value; (void)nd; return ABSENT("cuda fill"); }
-int facet_cuda_unary_nd(void *out, const void *x, int dtype, int op, double a, double b, const struct facet_nd *nd)
-{ (void)out; (void)x; (void)dtype; (void)op; (void)a; (void)b; (void)nd; return ABSENT("cuda unary"); }
-int facet_cuda_binary_nd(void *out, const void *x, const void *y, int dtype, int op, const struct facet_nd *nd)
-{ (void)out; (void)x; (void)y; (void)dtype; (void)op; (void)nd; return ABSENT("cuda binary"); }
-int facet_cuda_arange(void *dst, int dtype, int64_t n, double start, double step)
-{ (void)dst; (void)dtype; (void)n; (void)start; (void)step; return ABSENT("cuda arange"); }
-int facet_cuda_rand(float *dst, int64_t n, uint64_t seed, uint64_t offset, int normal, float a, float b)
-{ (void)dst; (void)n; (void)seed; (void)offset; (void)normal; (void)a; (void)b; return ABSENT("cuda rand"); }
-int facet_cuda_axpy(float *out, const float *x, double alpha, const float *y, int64_t n)
-{ (void)out; (void)x; (void)alpha; (void)y; (void)n; return ABSENT("cuda axpy"); }
-int facet_cuda_reduce(void *out, const float *x, int op, int64_t outer, int64_t n, int64_t inner, int base)
-{ (void)out; (void)x; (void)op; (void)outer; (void)n; (void)inner; (void)base; return ABSENT("cuda reduce"); }
-int facet_cuda_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-                     int64_t sa, const float *b, int64_t ldb, int64_t sb, float beta, float *c, int64_t ldc,
-                     int64_t sc, int64_t batch)
+
+/* The rest only report: no tensor can live on a CUDA device in this build. */
+
+int facet_cuda_malloc(void **ptr, size_t nbytes)
 {
-    (void)ta; (void)tb; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)sa; (void)b;
-    (void)ldb; (void)sb; (void)beta; (void)c; (void)ldc; (void)sc; (void)batch;
-    return ABSENT("cuda sgemm");
+    (void)nbytes;
+    if (ptr) *ptr = NULL;
+    return absent("facet_cuda_malloc");
 }
+
+int facet_cuda_host_alloc(void **ptr, size_t nbytes)
+{
+    (void)nbytes;
+    if (ptr) *ptr = NULL;
+    return absent("facet_cuda_host_alloc");
+}
+
+int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind)
+{
+    (void)dst; (void)src; (void)nbytes; (void)kind;
+    return absent("facet_cuda_memcpy");
+}
+
+int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int src_dtype, const struct facet_nd *nd)
+{
+    (void)dst; (void)dst_dtype; (void)src; (void)src_dtype; (void)nd;
+    return absent("facet_cuda_copy_nd");
+}
+
+int facet_cuda_fill_nd(void *dst, int dtype, double value, const struct facet_nd *nd)
+{
+    (void)dst; (void)dtype; (void)value; (void)nd;
+    return absent("facet_cuda_fill_nd");
+}
+
+int facet_cuda_unary_nd(void *out, const void *x, int dtype, int op, double a, double b, const struct facet_nd *nd)
+{
+    (void)out; (void)x; (void)dtype; (void)op; (void)a; (void)b; (void)nd;
+    return absent("facet_cuda_unary_nd");
+}
+
+int facet_cuda_binary_nd(void *out, const void *x, const void *y, int dtype, int op, const struct facet_nd *nd)
+{
+    (void)out; (void)x; (void)y; (void)dtype; (void)op; (void)nd;
+    return absent("facet_cuda_binary_nd");
+}
+
+int facet_cuda_arange(void *dst, int dtype, int64_t n, double start, double step)
+{
+    (void)dst; (void)dtype; (void)n; (void)start; (void)step;
+    return absent("facet_cuda_arange");
+}
+
+int facet_cuda_axpy(float *out, const float *x, double alpha, const float *y, int64_t n)
+{
+    (void)out; (void)x; (void)alpha; (void)y; (void)n;
+    return absent("facet_cuda_axpy");
+}
+
+int facet_cuda_rand(float *dst, int64_t n, uint64_t seed, uint64_t offset, int normal, float a, float b)
+{
+    (void)dst; (void)n; (void)seed; (void)offset; (void)normal; (void)a; (void)b;
+    return absent("facet_cuda_rand");
+}
+
+int facet_cuda_reduce(void *out, const float *x, int op, int64_t outer, int64_t n, int64_t inner, int index_base)
+{
+    (void)out; (void)x; (void)op; (void)outer; (void)n; (void)inner; (void)index_base;
+    return absent("facet_cuda_reduce");
+}
+
+int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b, float beta, float *c, int64_t ldc, int64_t stride_c, int64_t batch)
+{
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)stride_a; (void)b; (void)ldb; (void)stride_b; (void)beta; (void)c; (void)ldc; (void)stride_c; (void)batch;
+    return absent("facet_cuda_sgemm");
+}
+
 int facet_cuda_l2_normalize_rows(float *out, float *norms, const float *x, int64_t rows, int64_t cols, float eps)
-{ (void)out; (void)norms; (void)x; (void)rows; (void)cols; (void)eps; return ABSENT("cuda l2_normalize_rows"); }
-int facet_cuda_index_rows(float *dst, const float *src, const void *index, int idt, int64_t n, int64_t cols,
-                          int mode, double alpha, int base)
-{ (void)dst; (void)src; (void)index; (void)idt; (void)n; (void)cols; (void)mode; (void)alpha; (void)base;
-  return ABSENT("cuda index"); }
-int facet_cuda_cols(float *mat, float *vec, const void *index, int idt, int64_t rows, int64_t cols, int scatter,
-                    int base)
-{ (void)mat; (void)vec; (void)index; (void)idt; (void)rows; (void)cols; (void)scatter; (void)base;
-  return ABSENT("cuda gather/scatter"); }
+{
+    (void)out; (void)norms; (void)x; (void)rows; (void)cols; (void)eps;
+    return absent("facet_cuda_l2_normalize_rows");
+}
+
+int facet_cuda_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norms, int64_t rows, int64_t cols, float eps)
+{
+    (void)dx; (void)dy; (void)y; (void)norms; (void)rows; (void)cols; (void)eps;
+    return absent("facet_cuda_l2_normalize_backward");
+}
+
 int facet_cuda_row_norms(float *out, const float *x, int64_t rows, int64_t cols)
-{ (void)out; (void)x; (void)rows; (void)cols; return ABSENT("cuda row_norms"); }
-int facet_cuda_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norms, int64_t rows,
-                                     int64_t cols, float eps)
-{ (void)dx; (void)dy; (void)y; (void)norms; (void)rows; (void)cols; (void)eps; return ABSENT("cuda l2 backward"); }
+{
+    (void)out; (void)x; (void)rows; (void)cols;
+    return absent("facet_cuda_row_norms");
+}
+
 int facet_cuda_rows_axpy(float *out, const float *coef, const float *x, int64_t rows, int64_t cols)
-{ (void)out; (void)coef; (void)x; (void)rows; (void)cols; return ABSENT("cuda rows_axpy"); }
-int facet_cuda_head_target(const struct facet_head *head, float *rows, const float *logits, const float *wnorm,
-                           const float *bias, const void *labels, int ldt, int64_t B, int64_t Kb, int64_t off)
-{ (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)ldt; (void)B; (void)Kb; (void)off;
-  return ABSENT("cuda head target"); }
-int facet_cuda_head_partial(const struct facet_head *head, float *rows, float *logits, const float *wnorm,
-                            const float *bias, const void *labels, int ldt, int64_t B, int64_t Kb, int64_t off)
-{ (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)ldt; (void)B; (void)Kb; (void)off;
-  return ABSENT("cuda head partial"); }
-int facet_cuda_head_backward(const struct facet_head *head, float *logits, const float *rows, const float *wnorm,
-                             const float *bias, const void *labels, int ldt, int64_t B, int64_t Kb, int64_t off,
-                             float *colsum, float *colsum_cos)
-{ (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)ldt; (void)B; (void)Kb; (void)off;
-  (void)colsum; (void)colsum_cos; return ABSENT("cuda head backward"); }
-int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef,
-                        float *norms, int64_t rows, int64_t cols)
-{ (void)p; (void)w; (void)g; (void)buf; (void)coef; (void)norms; (void)rows; (void)cols; return ABSENT("cuda sgd"); }
+{
+    (void)out; (void)coef; (void)x; (void)rows; (void)cols;
+    return absent("facet_cuda_rows_axpy");
+}
+
+int facet_cuda_index_select(float *out, const float *table, const void *index, int index_dtype, int64_t n, int64_t cols, int index_base)
+{
+    (void)out; (void)table; (void)index; (void)index_dtype; (void)n; (void)cols; (void)index_base;
+    return absent("facet_cuda_index_select");
+}
+
+int facet_cuda_index_scatter(float *table, const float *src, const struct facet_index_plan *plan, int64_t cols, int add, float alpha)
+{
+    (void)table; (void)src; (void)plan; (void)cols; (void)add; (void)alpha;
+    return absent("facet_cuda_index_scatter");
+}
+
+int facet_cuda_cols(float *mat, float *vec, const void *index, int index_dtype, int64_t rows, int64_t cols, int scatter, int index_base)
+{
+    (void)mat; (void)vec; (void)index; (void)index_dtype; (void)rows; (void)cols; (void)scatter; (void)index_base;
+    return absent("facet_cuda_cols");
+}
+
+int facet_cuda_head_target(const struct facet_head *head, float *rows, const float *logits, const float *wnorm, const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb, int64_t class_offset)
+{
+    (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)label_dtype; (void)B; (void)Kb; (void)class_offset;
+    return absent("facet_cuda_head_target");
+}
+
+int facet_cuda_head_partial(const struct facet_head *head, float *rows, float *logits, const float *wnorm, const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb, int64_t class_offset)
+{
+    (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)label_dtype; (void)B; (void)Kb; (void)class_offset;
+    return absent("facet_cuda_head_partial");
+}
+
+int facet_cuda_head_backward(const struct facet_head *head, float *logits, const float *rows, const float *wnorm, const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb, int64_t class_offset, float *colsum, float *colsum_cos)
+{
+    (void)head; (void)logits; (void)rows; (void)wnorm; (void)bias; (void)labels; (void)label_dtype; (void)B; (void)Kb; (void)class_offset; (void)colsum; (void)colsum_cos;
+    return absent("facet_cuda_head_backward");
+}
+
+int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef, float *norms, int64_t rows, int64_t cols)
+{
+    (void)p; (void)w; (void)g; (void)buf; (void)coef; (void)norms; (void)rows; (void)cols;
+    return absent("facet_cuda_sgd_step");
+}
+
+int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, float *m, float *v, int64_t n)
+{
+    (void)p; (void)w; (void)g; (void)m; (void)v; (void)n;
+    return absent("facet_cuda_adam_step");
+}
+
+int facet_cuda_activation_forward(float *out, const float *x, int64_t n, int act, const float *slope, int64_t nslope, int64_t channels, int64_t inner)
+{
+    (void)out; (void)x; (void)n; (void)act; (void)slope; (void)nslope; (void)channels; (void)inner;
+    return absent("facet_cuda_activation_forward");
+}
+
+int facet_cuda_activation_backward(float *grad_x, float *grad_slope, const float *grad_out, const float *x, const float *out, int64_t n, int act, const float *slope, int64_t nslope, int64_t channels, int64_t inner)
+{
+    (void)grad_x; (void)grad_slope; (void)grad_out; (void)x; (void)out; (void)n; (void)act; (void)slope; (void)nslope; (void)channels; (void)inner;
+    return absent("facet_cuda_activation_backward");
+}
+
+int facet_cuda_dropout_forward(float *out, unsigned char *mask, const float *x, int64_t n, float p, float scale, uint64_t seed, uint64_t offset)
+{
+    (void)out; (void)mask; (void)x; (void)n; (void)p; (void)scale; (void)seed; (void)offset;
+    return absent("facet_cuda_dropout_forward");
+}
+
+int facet_cuda_dropout_backward(float *grad_x, const float *grad_out, const unsigned char *mask, int64_t n, float scale)
+{
+    (void)grad_x; (void)grad_out; (void)mask; (void)n; (void)scale;
+    return absent("facet_cuda_dropout_backward");
+}
+
+int facet_cuda_conv2d_forward(const struct facet_conv_geom *g, float *out, const float *x, const float *w, const float *bias, float *ws, int64_t ws_elems)
+{
+    (void)g; (void)out; (void)x; (void)w; (void)bias; (void)ws; (void)ws_elems;
+    return absent("facet_cuda_conv2d_forward");
+}
+
+int facet_cuda_conv2d_backward(const struct facet_conv_geom *g, float *grad_x, float *grad_w, float *grad_b, const float *grad_out, const float *x, const float *w, float *ws, int64_t ws_elems)
+{
+    (void)g; (void)grad_x; (void)grad_w; (void)grad_b; (void)grad_out; (void)x; (void)w; (void)ws; (void)ws_elems;
+    return absent("facet_cuda_conv2d_backward");
+}
+
+int facet_cuda_batchnorm_forward(float *out, float *save_mean, float *save_invstd, float *running_mean, float *running_var, const float *x, const float *weight, const float *bias, int64_t n, int64_t c, int64_t hw, int training, double momentum, double eps)
+{
+    (void)out; (void)save_mean; (void)save_invstd; (void)running_mean; (void)running_var; (void)x; (void)weight; (void)bias; (void)n; (void)c; (void)hw; (void)training; (void)momentum; (void)eps;
+    return absent("facet_cuda_batchnorm_forward");
+}
+
+int facet_cuda_batchnorm_backward(float *grad_x, float *grad_weight, float *grad_bias, const float *grad_out, const float *x, const float *weight, const float *save_mean, const float *save_invstd, int64_t n, int64_t c, int64_t hw, int training)
+{
+    (void)grad_x; (void)grad_weight; (void)grad_bias; (void)grad_out; (void)x; (void)weight; (void)save_mean; (void)save_invstd; (void)n; (void)c; (void)hw; (void)training;
+    return absent("facet_cuda_batchnorm_backward");
+}
+
+int facet_cuda_pool2d_forward(float *out, int32_t *argmax, const float *x, int kind, const struct facet_pool_geom *g)
+{
+    (void)out; (void)argmax; (void)x; (void)kind; (void)g;
+    return absent("facet_cuda_pool2d_forward");
+}
+
+int facet_cuda_pool2d_backward(float *grad_x, const float *grad_out, const int32_t *argmax, int kind, const struct facet_pool_geom *g)
+{
+    (void)grad_x; (void)grad_out; (void)argmax; (void)kind; (void)g;
+    return absent("facet_cuda_pool2d_backward");
+}
+
+int facet_cuda_upsample2d_forward(float *out, const float *x, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo, int mode, int align_corners)
+{
+    (void)out; (void)x; (void)planes; (void)h; (void)w; (void)ho; (void)wo; (void)mode; (void)align_corners;
+    return absent("facet_cuda_upsample2d_forward");
+}
+
+int facet_cuda_upsample2d_backward(float *grad_x, const float *grad_out, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo, int mode, int align_corners)
+{
+    (void)grad_x; (void)grad_out; (void)planes; (void)h; (void)w; (void)ho; (void)wo; (void)mode; (void)align_corners;
+    return absent("facet_cuda_upsample2d_backward");
+}
+
 /* no device memory: the allocator reports zeros and has nothing to empty */
-int facet_cuda_alloc_stats(struct facet_cuda_memory_stats *out) { memset(out, 0, sizeof *out); return 0; }
+int facet_cuda_alloc_stats(struct facet_cuda_memory_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    return 0;
+}
+
 int facet_cuda_alloc_empty(void) { return 0; }
+
 int facet_cuda_memcpy_async_h2d(void *dst, const void *src, size_t nbytes)
-{ (void)dst; (void)src; (void)nbytes; return ABSENT("cuda memcpy"); }
-int facet_cuda_event_record(void **event) { (void)event; return ABSENT("cuda event"); }
-int facet_cuda_event_wait(void *event) { (void)event; return 0; }
+{
+    (void)dst; (void)src; (void)nbytes;
+    return absent("facet_cuda_memcpy_async_h2d");
+}
+
+int facet_cuda_event_record(void **event)
+{
+    (void)event;
+    return absent("facet_cuda_event_record");
+}
+
+int facet_cuda_event_wait(void *event)
+{
+    (void)event;
+    return 0;
+}
+
 void facet_cuda_event_free(void *event) { (void)event; }

@@ -5,7 +5,6 @@
  */
 #include "internal.h"
 #include "activation_math.h"
-#include "layer_cuda.h"
 
 int facet_dropout_forward(facet_tensor *out, facet_tensor *mask, const facet_tensor *x, double p, uint64_t seed,
                           uint64_t offset)

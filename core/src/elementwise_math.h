@@ -15,6 +15,75 @@
 #define FACET_HD static inline
 #endif
 
+/* Products and sums rounded one at a time. nvcc contracts a * b + c into one
+ * FMA in device code (--fmad=true, its default), GCC does not in ISO C mode
+ * (-std=c11 implies -ffp-contract=off): a formula that must give the same bits
+ * on the CPU and the GPU spells its multiply-adds with these. Lone +, -, /
+ * and sqrtf are IEEE-rounded on both sides already (nvcc's defaults
+ * -prec-div=true, -prec-sqrt=true). */
+FACET_HD float facet_mul_rn(float a, float b)
+{
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+
+FACET_HD float facet_add_rn(float a, float b)
+{
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+
+FACET_HD double facet_dmul_rn(double a, double b)
+{
+#ifdef __CUDA_ARCH__
+    return __dmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+
+FACET_HD double facet_dadd_rn(double a, double b)
+{
+#ifdef __CUDA_ARCH__
+    return __dadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+
+/* a * b + c, rounded twice (never an FMA) */
+FACET_HD float facet_madd_rn(float a, float b, float c) { return facet_add_rn(facet_mul_rn(a, b), c); }
+
+/* The bits of a float and back, on either side. A union, not memcpy: the
+ * vectoriser keeps it in registers. */
+FACET_HD int32_t facet_float_bits(float f)
+{
+#ifdef __CUDA_ARCH__
+    return __float_as_int(f);
+#else
+    union { float f; int32_t i; } u;
+    u.f = f;
+    return u.i;
+#endif
+}
+
+FACET_HD float facet_bits_float(int32_t i)
+{
+#ifdef __CUDA_ARCH__
+    return __int_as_float(i);
+#else
+    union { int32_t i; float f; } u;
+    u.i = i;
+    return u.f;
+#endif
+}
+
 FACET_HD float facet_unary_f32(int op, float x, float a, float b)
 {
     switch (op) {

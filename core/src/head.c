@@ -291,25 +291,26 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
 
 /* ---- the forward row pass ----------------------------------------------------------- */
 
-/* logits of one chunk of row i, from cosines (or raw logits) in c[] */
+/* logits of one chunk of row i, from cosines (or raw logits) in c[]; the
+ * composition is facet_head_logit, as on the GPU */
 static inline void chunk_logits(const facet_head *head, const float *row, int n, const float *c, float *z)
 {
     const struct facet_head_params *p = &head->p;
-    float s = p->raw ? 1.0f : p->s, fy = row[FACET_HEAD_ROW_MARGIN];
-    if (p->raw || p->reweight == FACET_HEAD_REWEIGHT_NONE) {
+    float fy = row[FACET_HEAD_ROW_MARGIN];
+    if (!facet_head_reweights(p)) {
         #pragma omp simd
-        for (int j = 0; j < n; j++) z[j] = s * c[j];
+        for (int j = 0; j < n; j++) z[j] = facet_head_logit(p, c[j], fy, 0.0f);
     } else if (p->reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
         float lh[CHUNK];
         program_run(&head->prog[FACET_HEAD_PROGRAM_LOGH], n, c, lh);
         #pragma omp simd
-        for (int j = 0; j < n; j++) z[j] = s * c[j] + (c[j] > fy ? lh[j] : 0.0f);
+        for (int j = 0; j < n; j++) z[j] = facet_head_logit(p, c[j], fy, lh[j]);
     } else {
         #pragma omp simd
         for (int j = 0; j < n; j++) {
             float lh, dlh;
             facet_logh(p, c[j], &lh, &dlh);
-            z[j] = s * c[j] + (c[j] > fy ? lh : 0.0f);
+            z[j] = facet_head_logit(p, c[j], fy, lh);
         }
     }
 }
@@ -347,6 +348,16 @@ static inline float chunk_max(const float *z, int n)
     return m;
 }
 
+/* The sum of a chunk whose max is -inf: every logit is -inf or NaN, so it
+ * is 0 (an empty pair), or NaN so that NaN logits reach the loss. */
+static inline float chunk_sum_neginf(const float *z, int n)
+{
+    float s = 0.0f;
+    for (int j = 0; j < n; j++)
+        if (z[j] != z[j]) s = z[j];
+    return s;
+}
+
 static inline float chunk_sumexp(const float *z, int n, float m)
 {
     float lane[16] = {0};
@@ -361,24 +372,20 @@ static inline float chunk_sumexp(const float *z, int n, float m)
 
 FACET_CLONES static void partial_row(const facet_head *head, const struct block *b, int64_t i)
 {
-    const struct facet_head_params *p = &head->p;
     float *zr = b->z + i * b->Kb;
     float *row = b->rows + i * FACET_HEAD_ROW_COUNT;
     int64_t ty = label_at(b, i) - b->off;
-    float m = -INFINITY, sum = 0.0f;
+    float m = -INFINITY, sum = 0.0f;     /* the empty pair */
     float z[CHUNK], c[CHUNK];
-    (void)p;
     for (int64_t k0 = 0; k0 < b->Kb; k0 += CHUNK) {
         int n = (int)(b->Kb - k0 < CHUNK ? b->Kb - k0 : CHUNK);
         chunk_cos(b, zr + k0, k0, n, c);
         chunk_logits(head, row, n, c, z);
         if (ty >= k0 && ty < k0 + n) z[ty - k0] = row[FACET_HEAD_ROW_TARGET];
+        /* the chunk's own pair, merged as the GPU merges its threads' pairs */
         float cm = chunk_max(z, n);
-        if (cm > m) {
-            sum *= facet_fast_exp(m - cm);
-            m = cm;
-        }
-        sum += chunk_sumexp(z, n, m);
+        float cs = cm == -INFINITY ? chunk_sum_neginf(z, n) : chunk_sumexp(z, n, cm);
+        facet_lse_merge(&m, &sum, cm, cs);
     }
     row[FACET_HEAD_ROW_MAX] = m;
     row[FACET_HEAD_ROW_SUMEXP] = sum;
@@ -487,7 +494,7 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
                           float *colsum_cos)
 {
     const struct facet_head_params *p = &head->p;
-    float s = p->raw ? 1.0f : p->s;
+    float s = facet_head_scale(p);
     int64_t n = k1 - k0;
     float cs[CHUNK], cc[CHUNK], z[CHUNK], dz[CHUNK], c[CHUNK];
     for (int64_t j = 0; j < n; j++) { cs[j] = 0.0f; cc[j] = 0.0f; }
@@ -502,18 +509,18 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
         chunk_cos(b, g, k0, (int)n, c);
         float m = row[FACET_HEAD_ROW_MAX], inv_sum = 1.0f / row[FACET_HEAD_ROW_SUMEXP], fy = row[FACET_HEAD_ROW_MARGIN];
         chunk_logits(head, row, (int)n, c, z);
-        /* dz/dc for the non-target classes */
-        if (p->raw || p->reweight == FACET_HEAD_REWEIGHT_NONE || p->reweight == FACET_HEAD_REWEIGHT_FIXED) {
-            #pragma omp simd
-            for (int64_t j = 0; j < n; j++) dz[j] = s;
-        } else if (p->reweight == FACET_HEAD_REWEIGHT_ADAPTIVE) {
-            float st = p->s * p->t;
-            #pragma omp simd
-            for (int64_t j = 0; j < n; j++) dz[j] = s + (c[j] > fy ? st : 0.0f);
-        } else {
+        /* dz/dc for the non-target classes (facet_head_logit_grad, as on the GPU) */
+        if (facet_head_reweights(p) && p->reweight == FACET_HEAD_REWEIGHT_PROGRAM) {
             program_run(&head->prog[FACET_HEAD_PROGRAM_LOGH_GRAD], (int)n, c, dz);
             #pragma omp simd
-            for (int64_t j = 0; j < n; j++) dz[j] = s + (c[j] > fy ? dz[j] : 0.0f);
+            for (int64_t j = 0; j < n; j++) dz[j] = facet_head_logit_grad(p, c[j], fy, dz[j]);
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < n; j++) {
+                float lh, dlh;
+                facet_logh(p, c[j], &lh, &dlh);
+                dz[j] = facet_head_logit_grad(p, c[j], fy, dlh);
+            }
         }
         int64_t ty = label_at(b, i) - b->off - k0;
         float cy = 0.0f;

@@ -60,16 +60,7 @@ FACET_HD float facet_fast_exp(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = (ni + 127) << 23;
-    float scale;
-#ifdef __CUDA_ARCH__
-    scale = __int_as_float(bits);
-#else
-    union { int32_t i; float f; } u;   /* a union, not memcpy: the vectoriser keeps it in registers */
-    u.i = bits;
-    scale = u.f;
-#endif
-    return p * scale;
+    return p * facet_bits_float((ni + 127) << 23);
 }
 
 FACET_HD float facet_clamp_cos(float c) { return facet_minf(facet_maxf(c, -1.0f), 1.0f); }
@@ -198,6 +189,62 @@ FACET_HD void facet_logh(const struct facet_head_params *p, float c, float *lh, 
     if (p->reweight == FACET_HEAD_REWEIGHT_FIXED) { *lh = st; *dlh = 0.0f; }
     else if (p->reweight == FACET_HEAD_REWEIGHT_ADAPTIVE) { *lh = st * (c + 1.0f); *dlh = st; }
     else { *lh = 0.0f; *dlh = 0.0f; }
+}
+
+/* ---- composing a class's logit ------------------------------------------------------
+ * The logit of a non-target class with cosine (raw heads: logit) c, given
+ * f(c_y) = fy and the re-weighting's log h and d log h/dc at c (lh, dlh:
+ * from facet_logh or the scripted programs): z = s c, plus log h where the
+ * class beats the target (c > fy); dz/dc likewise. The target column is
+ * replaced by the caller (row[FACET_HEAD_ROW_TARGET]). Rounded one operation
+ * at a time, so head.c and head.cu compose the same bits. */
+FACET_HD int facet_head_reweights(const struct facet_head_params *p)
+{
+    return !p->raw && p->reweight != FACET_HEAD_REWEIGHT_NONE;
+}
+
+FACET_HD float facet_head_scale(const struct facet_head_params *p) { return p->raw ? 1.0f : p->s; }
+
+FACET_HD float facet_head_logit(const struct facet_head_params *p, float c, float fy, float lh)
+{
+    const float z = facet_mul_rn(facet_head_scale(p), c);
+    if (!facet_head_reweights(p)) return z;
+    return facet_add_rn(z, c > fy ? lh : 0.0f);
+}
+
+FACET_HD float facet_head_logit_grad(const struct facet_head_params *p, float c, float fy, float dlh)
+{
+    const float s = facet_head_scale(p);
+    if (!facet_head_reweights(p)) return s;
+    return facet_add_rn(s, c > fy ? dlh : 0.0f);
+}
+
+/* ---- log-sum-exp partials ------------------------------------------------------------
+ * A row's softmax denominator is kept as a pair (m, s): the max of the
+ * logits seen and the sum of exp(z - m) over them. Pairs of disjoint parts
+ * (chunks on the CPU, threads and warps on the GPU) merge in any grouping.
+ * A pair is empty when it has seen nothing (s == 0) or only -inf logits
+ * (m == -inf, s a number): it contributes exp(-inf) = 0 and is skipped, since
+ * merging two of them by the formula would compute 0 * exp(-inf - -inf) =
+ * 0 * NaN. A NaN sum is never empty, so a NaN logit still reaches the loss. */
+FACET_HD int facet_lse_empty(float m, float s)
+{
+    return s == 0.0f || (m == -INFINITY && s == s);
+}
+
+/* Folds the pair (m2, s2) into (*m, *s). */
+FACET_HD void facet_lse_merge(float *m, float *s, float m2, float s2)
+{
+    if (facet_lse_empty(m2, s2)) return;
+    if (facet_lse_empty(*m, *s)) {
+        *m = m2;
+        *s = s2;
+    } else if (m2 > *m) {
+        *s = facet_madd_rn(*s, facet_fast_exp(*m - m2), s2);
+        *m = m2;
+    } else {
+        *s = facet_madd_rn(s2, facet_fast_exp(m2 - *m), *s);
+    }
 }
 
 /* Per-row weight dLoss/dCE for the mean and focal reductions, over B rows;

@@ -2,8 +2,11 @@
  * index.c - rows picked, added or copied by an index tensor, and one column
  * per row gathered or scattered (the logit of the true class in a head).
  * Index values are checked on the host before any memory is touched.
+ * index_add and index_copy follow a plan built from them (index_math.h):
+ * duplicates apply in source order, the same bits on every run and device.
  */
 #include "internal.h"
+#include "index_math.h"
 #include <stdlib.h>
 
 /* Host copy of a 1-D int32/int64 index, every value checked to lie in
@@ -52,6 +55,74 @@ static inline int64_t index_at(const void *idx, int dtype, int64_t i, int base)
     return (dtype == FACET_DTYPE_INT32 ? ((const int32_t *)idx)[i] : ((const int64_t *)idx)[i]) - base;
 }
 
+/* A (destination row, source row) pair of the plan's sort. */
+struct plan_pair {
+    int64_t row, src;
+};
+
+static int plan_cmp(const void *x, const void *y)
+{
+    const struct plan_pair *a = x, *b = y;
+    if (a->row != b->row) return a->row < b->row ? -1 : 1;
+    return (a->src > b->src) - (a->src < b->src);
+}
+
+/* The scatter plan of index_math.h for n > 0 checked host index values:
+ * source rows grouped by destination row, ascending within a group. One
+ * allocation, plan->order; free it when done. */
+static int build_plan(const char *fn, const void *idx, int dtype, int64_t n, int base, struct facet_index_plan *plan)
+{
+    struct plan_pair *pairs = malloc(sizeof *pairs * (size_t)n);
+    int64_t *buf = malloc(sizeof(int64_t) * (size_t)(3 * n + 1));
+    if (!pairs || !buf) {
+        free(pairs);
+        free(buf);
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory for the plan of %lld rows", fn, (long long)n);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        pairs[i].row = index_at(idx, dtype, i, base);
+        pairs[i].src = i;
+    }
+    qsort(pairs, (size_t)n, sizeof *pairs, plan_cmp);
+    int64_t groups = 0;
+    for (int64_t i = 0; i < n; i++) groups += i == 0 || pairs[i].row != pairs[i - 1].row;
+    plan->n = n;
+    plan->ngroups = groups;
+    plan->order = buf;
+    plan->start = buf + n;
+    plan->row = buf + n + groups + 1;
+    for (int64_t i = 0, g = 0; i < n; i++) {
+        plan->order[i] = pairs[i].src;
+        if (i == 0 || pairs[i].row != pairs[i - 1].row) {
+            plan->start[g] = i;
+            plan->row[g++] = pairs[i].row;
+        }
+    }
+    plan->start[groups] = n;
+    free(pairs);
+    return 0;
+}
+
+/* index_add / index_copy on the CPU by the plan, groups in parallel (each
+ * writes its own destination row); the per-element formula is the GPU's. */
+static void scatter_cpu(float *tp, const float *rp, const struct facet_index_plan *plan, int64_t cols, int add,
+                        float alpha)
+{
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (plan->n * cols >= FACET_PARALLEL_GRAIN)
+    for (int64_t g = 0; g < plan->ngroups; g++) {
+        float *d = tp + plan->row[g] * cols;
+        if (!add) {
+            const float *s = rp + plan->order[plan->start[g + 1] - 1] * cols;
+            for (int64_t c = 0; c < cols; c++) d[c] = s[c];
+            continue;
+        }
+        for (int64_t q = plan->start[g]; q < plan->start[g + 1]; q++) {
+            const float *s = rp + plan->order[q] * cols;
+            for (int64_t c = 0; c < cols; c++) d[c] = facet_index_add_at(d[c], alpha, s[c]);
+        }
+    }
+}
+
 /* mode: select (dst n x C <- table rows), add / copy (table rows <- src n x C) */
 static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, const facet_tensor *index,
                       int mode, double alpha, int base)
@@ -74,29 +145,33 @@ static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, c
     if (rc) return rc;
     int64_t cols = table->sizes[1];
     float *tp = facet_ptr(table), *rp = facet_ptr(rows);
-    if (table->device == FACET_DEVICE_CUDA) {
-        if (owned) free((void *)idx);
-        if (mode == FACET_INDEX_SELECT)
-            return facet_cuda_index_rows(rp, tp, facet_ptr(index), index->dtype, n, cols, mode, alpha, base);
-        return facet_cuda_index_rows(tp, rp, facet_ptr(index), index->dtype, n, cols, mode, alpha, base);
-    }
-    float a = (float)alpha;
-    if (mode == FACET_INDEX_ADD) {
-        /* serial over rows: duplicates must accumulate without races */
-        for (int64_t i = 0; i < n; i++) {
-            float *d = tp + index_at(idx, index->dtype, i, base) * cols;
-            const float *s = rp + i * cols;
-            for (int64_t c = 0; c < cols; c++) d[c] += a * s[c];
+    if (mode == FACET_INDEX_SELECT) {
+        if (table->device == FACET_DEVICE_CUDA) {
+            if (owned) free((void *)idx);
+            return facet_cuda_index_select(rp, tp, facet_ptr(index), index->dtype, n, cols, base);
         }
-    } else {
         #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n * cols >= FACET_PARALLEL_GRAIN)
         for (int64_t i = 0; i < n; i++) {
-            float *t = tp + index_at(idx, index->dtype, i, base) * cols, *r = rp + i * cols;
-            if (mode == FACET_INDEX_SELECT) for (int64_t c = 0; c < cols; c++) r[c] = t[c];
-            else for (int64_t c = 0; c < cols; c++) t[c] = r[c];
+            const float *t = tp + index_at(idx, index->dtype, i, base) * cols;
+            float *r = rp + i * cols;
+            for (int64_t c = 0; c < cols; c++) r[c] = t[c];
         }
+        return 0;
     }
-    return 0;
+    /* add / copy: duplicates apply in source order on both devices (index_math.h) */
+    if (n == 0 || cols == 0) {
+        if (owned) free((void *)idx);
+        return 0;
+    }
+    struct facet_index_plan plan;
+    rc = build_plan(fn, idx, index->dtype, n, base, &plan);
+    if (owned) free((void *)idx);
+    if (rc) return rc;
+    const int add = mode == FACET_INDEX_ADD;
+    if (table->device == FACET_DEVICE_CUDA) rc = facet_cuda_index_scatter(tp, rp, &plan, cols, add, (float)alpha);
+    else scatter_cpu(tp, rp, &plan, cols, add, (float)alpha);
+    free(plan.order);
+    return rc;
 }
 
 int facet_tensor_index_select(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)

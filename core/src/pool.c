@@ -22,7 +22,7 @@
  * CUDA gather visits the outputs in the same order, so both sum alike.
  */
 #include "internal.h"
-#include "norm_pool_cuda.h"
+#include "pool_math.h"
 #include <math.h>
 #include <string.h>
 
@@ -90,16 +90,7 @@ static int check_output(const char *fn, const char *name, const facet_tensor *t,
 }
 
 /* ---- CPU kernels, one plane each -------------------------------------------------
- * A window [h0, h0 + kh) x [w0, w0 + kw) clipped to the image. */
-
-static inline int64_t clip_lo(int64_t v) { return v > 0 ? v : 0; }
-static inline int64_t clip_hi(int64_t v, int64_t n) { return v < n ? v : n; }
-
-/* The first of a and b in scan order wins ties; a NaN wins unless one came first. */
-static inline int later_wins(float later, float best)
-{
-    return later > best || (later != later && best == best);
-}
+ * Windows, divisors and the tie rule are pool_math.h's, shared with pool.cu. */
 
 /* 2x2, stride 2, no padding (the common case): four loads per output, no window
  * arithmetic, so the loop vectorises with blends */
@@ -115,11 +106,11 @@ FACET_CLONES static void max_plane_2x2(float *o, int32_t *am, const float *x, co
             float best = r0[2 * ow];
             int32_t bi = base + (int32_t)(2 * ow);
             float v = r0[2 * ow + 1];
-            if (later_wins(v, best)) { best = v; bi = base + (int32_t)(2 * ow + 1); }
+            if (facet_pool_max_wins(v, best)) { best = v; bi = base + (int32_t)(2 * ow + 1); }
             v = r1[2 * ow];
-            if (later_wins(v, best)) { best = v; bi = base + (int32_t)(g->w + 2 * ow); }
+            if (facet_pool_max_wins(v, best)) { best = v; bi = base + (int32_t)(g->w + 2 * ow); }
             v = r1[2 * ow + 1];
-            if (later_wins(v, best)) { best = v; bi = base + (int32_t)(g->w + 2 * ow + 1); }
+            if (facet_pool_max_wins(v, best)) { best = v; bi = base + (int32_t)(g->w + 2 * ow + 1); }
             orow[ow] = best;
             if (arow) arow[ow] = bi;
         }
@@ -133,15 +124,14 @@ FACET_CLONES static void max_plane(float *o, int32_t *am, const float *x, const 
         return;
     }
     for (int64_t oh = 0; oh < g->ho; oh++) {
-        const int64_t h0 = oh * g->sh - g->ph, hs = clip_lo(h0), he = clip_hi(h0 + g->kh, g->h);
         for (int64_t ow = 0; ow < g->wo; ow++) {
-            const int64_t w0 = ow * g->sw - g->pw, ws = clip_lo(w0), we = clip_hi(w0 + g->kw, g->w);
+            const struct facet_pool_window r = facet_pool_window_of(g, oh, ow);
             float best = -INFINITY;
-            int64_t bi = hs * g->w + ws;
-            for (int64_t h = hs; h < he; h++)
-                for (int64_t w = ws; w < we; w++) {
+            int64_t bi = r.hs * g->w + r.ws;
+            for (int64_t h = r.hs; h < r.he; h++)
+                for (int64_t w = r.ws; w < r.we; w++) {
                     const float v = x[h * g->w + w];
-                    if (v > best || (isnan(v) && !isnan(best))) {
+                    if (facet_pool_max_wins(v, best)) {
                         best = v;
                         bi = h * g->w + w;
                     }
@@ -152,22 +142,15 @@ FACET_CLONES static void max_plane(float *o, int32_t *am, const float *x, const 
     }
 }
 
-/* The divisor of an average window. */
-static inline float avg_divisor(const struct facet_pool_geom *g, int64_t hs, int64_t he, int64_t ws, int64_t we)
-{
-    return (float)(g->count_pad ? g->kh * g->kw : (he - hs) * (we - ws));
-}
-
 FACET_CLONES static void avg_plane(float *o, const float *x, const struct facet_pool_geom *g)
 {
     for (int64_t oh = 0; oh < g->ho; oh++) {
-        const int64_t h0 = oh * g->sh - g->ph, hs = clip_lo(h0), he = clip_hi(h0 + g->kh, g->h);
         for (int64_t ow = 0; ow < g->wo; ow++) {
-            const int64_t w0 = ow * g->sw - g->pw, ws = clip_lo(w0), we = clip_hi(w0 + g->kw, g->w);
+            const struct facet_pool_window r = facet_pool_window_of(g, oh, ow);
             float sum = 0.0f;
-            for (int64_t h = hs; h < he; h++)
-                for (int64_t w = ws; w < we; w++) sum += x[h * g->w + w];
-            o[oh * g->wo + ow] = sum / avg_divisor(g, hs, he, ws, we);
+            for (int64_t h = r.hs; h < r.he; h++)
+                for (int64_t w = r.ws; w < r.we; w++) sum += x[h * g->w + w];
+            o[oh * g->wo + ow] = sum / facet_pool_divisor(g, &r);
         }
     }
 }
@@ -184,12 +167,11 @@ FACET_CLONES static void avg_plane_backward(float *gx, const float *go, const st
 {
     memset(gx, 0, (size_t)(g->h * g->w) * sizeof(float));
     for (int64_t oh = 0; oh < g->ho; oh++) {
-        const int64_t h0 = oh * g->sh - g->ph, hs = clip_lo(h0), he = clip_hi(h0 + g->kh, g->h);
         for (int64_t ow = 0; ow < g->wo; ow++) {
-            const int64_t w0 = ow * g->sw - g->pw, ws = clip_lo(w0), we = clip_hi(w0 + g->kw, g->w);
-            const float v = go[oh * g->wo + ow] / avg_divisor(g, hs, he, ws, we);
-            for (int64_t h = hs; h < he; h++)
-                for (int64_t w = ws; w < we; w++) gx[h * g->w + w] += v;
+            const struct facet_pool_window r = facet_pool_window_of(g, oh, ow);
+            const float v = go[oh * g->wo + ow] / facet_pool_divisor(g, &r);
+            for (int64_t h = r.hs; h < r.he; h++)
+                for (int64_t w = r.ws; w < r.we; w++) gx[h * g->w + w] += v;
         }
     }
 }

@@ -2,59 +2,15 @@
  * reduce.c - sum, mean, max, min, argmax, argmin and sum of squares over
  * all elements or one dim. The input is viewed as [outer, n, inner]; sums
  * accumulate in double. NaN wins max/min (the first NaN for the arg ops),
- * and ties go to the first index, as in NumPy.
+ * and ties go to the first index, as in NumPy (reduce_math.h).
  */
 #include "internal.h"
+#include "reduce_math.h"
 #include <math.h>
 #include <stdlib.h>
 
-struct acc { double v; int64_t i; };
-
-static struct acc acc_init(int op)
-{
-    struct acc a = { 0.0, 0 };
-    if (op == FACET_REDUCE_MAX || op == FACET_REDUCE_ARGMAX) a.v = -INFINITY;
-    if (op == FACET_REDUCE_MIN || op == FACET_REDUCE_ARGMIN) a.v = INFINITY;
-    a.i = -1;
-    return a;
-}
-
-static inline void acc_add(struct acc *a, int op, float x, int64_t j)
-{
-    switch (op) {
-    case FACET_REDUCE_SUM: case FACET_REDUCE_MEAN: a->v += x; break;
-    case FACET_REDUCE_SUMSQ: a->v += (double)x * x; break;
-    case FACET_REDUCE_MAX: case FACET_REDUCE_ARGMAX:
-        if (a->v == a->v && (x != x || x > a->v || a->i < 0)) { a->v = x; a->i = j; }
-        break;
-    default:
-        if (a->v == a->v && (x != x || x < a->v || a->i < 0)) { a->v = x; a->i = j; }
-        break;
-    }
-}
-
-/* combine a partial over later indices into a */
-static void acc_merge(struct acc *a, int op, struct acc b)
-{
-    if (b.i < 0 && op != FACET_REDUCE_SUM && op != FACET_REDUCE_MEAN && op != FACET_REDUCE_SUMSQ) return;
-    switch (op) {
-    case FACET_REDUCE_SUM: case FACET_REDUCE_MEAN: case FACET_REDUCE_SUMSQ: a->v += b.v; break;
-    case FACET_REDUCE_MAX: case FACET_REDUCE_ARGMAX:
-        if (a->i < 0 || (a->v == a->v && (b.v != b.v || b.v > a->v))) *a = b;
-        break;
-    default:
-        if (a->i < 0 || (a->v == a->v && (b.v != b.v || b.v < a->v))) *a = b;
-        break;
-    }
-}
-
-static void acc_store(void *out, int op, int64_t o, struct acc a, int64_t n, int base)
-{
-    if (op == FACET_REDUCE_ARGMAX || op == FACET_REDUCE_ARGMIN) ((int64_t *)out)[o] = a.i + base;
-    else if (op == FACET_REDUCE_MEAN) ((float *)out)[o] = (float)(a.v / (double)n);
-    else ((float *)out)[o] = (float)a.v;
-}
-
+/* The accumulator is reduce_math.h's, shared with reduce.cu: a sequential
+ * scan, the threads' partials merged in order, and the GPU's trees agree. */
 static void reduce_cpu(void *out, const float *x, int op, int64_t outer, int64_t n, int64_t inner, int base)
 {
     int threads = outer * n * inner >= FACET_PARALLEL_GRAIN ? facet_threads() : 1;
@@ -62,19 +18,19 @@ static void reduce_cpu(void *out, const float *x, int op, int64_t outer, int64_t
         /* few long rows (e.g. everything): split each row over the threads */
         for (int64_t o = 0; o < outer; o++) {
             const float *row = x + o * n;
-            struct acc part[64];
+            struct facet_racc part[64];
             int parts = threads < 64 ? threads : 64;
             int64_t chunk = (n + parts - 1) / parts;
             #pragma omp parallel for schedule(static) num_threads(threads)
             for (int p = 0; p < parts; p++) {
-                struct acc a = acc_init(op);
+                struct facet_racc a = facet_racc_init(op);
                 int64_t end = (p + 1) * chunk < n ? (p + 1) * chunk : n;
-                for (int64_t j = p * chunk; j < end; j++) acc_add(&a, op, row[j], j);
+                for (int64_t j = p * chunk; j < end; j++) a = facet_racc_add(op, a, row[j], j);
                 part[p] = a;
             }
-            struct acc a = part[0];
-            for (int p = 1; p < parts; p++) acc_merge(&a, op, part[p]);
-            acc_store(out, op, o, a, n, base);
+            struct facet_racc a = part[0];
+            for (int p = 1; p < parts; p++) a = facet_racc_merge(op, a, part[p]);
+            facet_racc_store(out, op, o, a, n, base);
         }
         return;
     }
@@ -85,12 +41,12 @@ static void reduce_cpu(void *out, const float *x, int op, int64_t outer, int64_t
     for (int64_t t = 0; t < tasks; t++) {
         int64_t o = t / blocks, c0 = (t % blocks) * W;
         int64_t w = inner - c0 < W ? inner - c0 : W;
-        struct acc a[W];
-        for (int64_t c = 0; c < w; c++) a[c] = acc_init(op);
+        struct facet_racc a[W];
+        for (int64_t c = 0; c < w; c++) a[c] = facet_racc_init(op);
         const float *base_p = x + o * n * inner + c0;
         for (int64_t j = 0; j < n; j++)
-            for (int64_t c = 0; c < w; c++) acc_add(&a[c], op, base_p[j * inner + c], j);
-        for (int64_t c = 0; c < w; c++) acc_store(out, op, o * inner + c0 + c, a[c], n, base);
+            for (int64_t c = 0; c < w; c++) a[c] = facet_racc_add(op, a[c], base_p[j * inner + c], j);
+        for (int64_t c = 0; c < w; c++) facet_racc_store(out, op, o * inner + c0 + c, a[c], n, base);
     }
 }
 

@@ -18,7 +18,7 @@ FACET_CLONES static void sgd_rows(const struct facet_sgd_params *p, float *w, fl
         if (br) {
             #pragma omp simd reduction(+:ss)
             for (int64_t c = 0; c < cols; c++) {
-                float nw = facet_sgd_update(p, wr[c], gr[c] + a * wr[c], &br[c]);
+                float nw = facet_sgd_update_row(p, wr[c], gr[c], a, &br[c]);
                 wr[c] = nw;
                 ss += nw * nw;
                 if (p->zero_grad) gr[c] = 0.0f;
@@ -26,7 +26,7 @@ FACET_CLONES static void sgd_rows(const struct facet_sgd_params *p, float *w, fl
         } else {
             #pragma omp simd reduction(+:ss)
             for (int64_t c = 0; c < cols; c++) {
-                float nw = facet_sgd_update(p, wr[c], gr[c] + a * wr[c], NULL);
+                float nw = facet_sgd_update_row(p, wr[c], gr[c], a, NULL);
                 wr[c] = nw;
                 ss += nw * nw;
                 if (p->zero_grad) gr[c] = 0.0f;

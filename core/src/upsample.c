@@ -10,13 +10,16 @@
  *              then i0 = floor(src), i1 = min(i0 + 1, in - 1), weights
  *              1 - (src - i0) and src - i0 along each axis.
  *
- * The coordinate formulas live in norm_pool_cuda.h, shared with the CUDA
- * kernels. The CPU precomputes them once per axis, then works plane by plane
- * (OpenMP over the N * C planes). Backward is the adjoint: grad_x (overwritten)
- * receives each output gradient times the weight its source pixel had.
+ * The coordinate formulas and the blend live in upsample_math.h, shared
+ * with the CUDA kernels. The CPU precomputes the coordinates once per axis,
+ * then works plane by plane (OpenMP over the N * C planes). Backward is the
+ * adjoint: grad_x (overwritten) receives each output gradient times the
+ * weight its source pixel had; the CPU scatters, the GPU gathers per input
+ * pixel (facet_ups_backward_at) in the scatter's order, so both give the
+ * same bits.
  */
 #include "internal.h"
-#include "norm_pool_cuda.h"
+#include "upsample_math.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,8 +49,7 @@ static int axis_init(struct axis *a, int64_t in, int64_t out, int mode, int alig
     for (int64_t d = 0; d < out; d++) {
         int64_t i0, i1;
         float l1 = 0.0f;
-        if (mode == FACET_UPSAMPLE_MODE_NEAREST) i0 = i1 = facet_ups_nearest(d, in, out);
-        else facet_ups_linear(d, in, out, align_corners, &i0, &i1, &l1);
+        facet_ups_taps(d, in, out, mode, align_corners, &i0, &i1, &l1);
         a->i0[d] = (int32_t)i0;
         a->i1[d] = (int32_t)i1;
         a->l1[d] = l1;
@@ -107,11 +109,7 @@ static inline void bilinear_row(float *restrict o, const float *restrict r0, con
                                 const int32_t *restrict c0, const int32_t *restrict c1, const float *restrict l1,
                                 int64_t wo)
 {
-    const float h0 = 1.0f - h1;
-    for (int64_t j = 0; j < wo; j++) {
-        const float w1 = l1[j], w0 = 1.0f - w1;
-        o[j] = h0 * (w0 * r0[c0[j]] + w1 * r0[c1[j]]) + h1 * (w0 * r1[c0[j]] + w1 * r1[c1[j]]);
-    }
+    for (int64_t j = 0; j < wo; j++) o[j] = facet_ups_blend(h1, l1[j], r0[c0[j]], r0[c1[j]], r1[c0[j]], r1[c1[j]]);
 }
 
 FACET_CLONES static void forward_plane(float *o, const float *x, int64_t w, int64_t ho, int64_t wo,

@@ -8,6 +8,13 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+/* core/src: the formulas the CPU and CUDA backends share, tested directly */
+#include "head_math.h"
+#include "pool_math.h"
+#include "random_math.h"
+#include "upsample_math.h"
+#include <stdint.h>
+#include <stdlib.h>
 
 static int passed, failed;
 
@@ -33,6 +40,127 @@ static facet_tensor *make(int dtype, int ndim, int64_t a, int64_t b)
     facet_tensor *t = NULL;
     if (facet_tensor_init(&t, dtype, FACET_DEVICE_CPU, ndim, sizes) != 0) return NULL;
     return t;
+}
+
+/* head_math.h: merging (max, sum of exp(z - max)) pairs of log-sum-exp
+ * partials, as the CPU merges chunks and the GPU threads and warps */
+static void test_lse_merge(void)
+{
+    float m = -INFINITY, s = 0.0f;
+    facet_lse_merge(&m, &s, -INFINITY, 0.0f);
+    check(m == -INFINITY && s == 0.0f, "lse: two empty pairs merge to the empty pair, not NaN");
+    facet_lse_merge(&m, &s, 2.0f, 3.0f);
+    check(m == 2.0f && s == 3.0f, "lse: a pair merged into the empty pair is itself");
+    facet_lse_merge(&m, &s, -INFINITY, 0.0f);
+    check(m == 2.0f && s == 3.0f, "lse: the empty pair merged into a pair changes nothing");
+    facet_lse_merge(&m, &s, -INFINITY, 1.0f);
+    check(m == 2.0f && s == 3.0f, "lse: a -inf logit adds nothing");
+    m = -INFINITY, s = 0.0f;
+    facet_lse_merge(&m, &s, -INFINITY, 1.0f);
+    facet_lse_merge(&m, &s, -INFINITY, 1.0f);
+    check(m == -INFINITY && s == 0.0f, "lse: -inf logits alone leave the empty pair");
+    m = 1.0f, s = 1.0f;
+    facet_lse_merge(&m, &s, 1.0f, 1.0f);
+    check(m == 1.0f && s == 2.0f, "lse: equal maxima add their sums");
+    m = 0.0f, s = 1.0f;
+    facet_lse_merge(&m, &s, 3.0f, 2.0f);
+    check(m == 3.0f && fabsf(s - (2.0f + expf(-3.0f))) < 1e-6f, "lse: a larger max rescales the old sum");
+    facet_lse_merge(&m, &s, 0.0f, 1.0f);
+    check(m == 3.0f && fabsf(s - (2.0f + 2.0f * expf(-3.0f))) < 1e-6f, "lse: a smaller max rescales the new sum");
+    m = -INFINITY, s = 0.0f;
+    facet_lse_merge(&m, &s, NAN, 1.0f);
+    facet_lse_merge(&m, &s, 5.0f, 1.0f);
+    check(s != s, "lse: a NaN logit reaches the sum");
+    m = 1.0f, s = 1.0f;
+    facet_lse_merge(&m, &s, -INFINITY, NAN);
+    check(s != s, "lse: a NaN sum is never an empty pair");
+}
+
+/* upsample_math.h: the GPU's backward gathers per input pixel what the
+ * CPU's backward (facet_upsample2d_backward) scatters: the same bits */
+static void test_upsample_gather(void)
+{
+    static const int64_t shapes[][4] = {   /* h, w, ho, wo */
+        { 3, 4, 7, 5 }, { 5, 5, 2, 3 }, { 4, 4, 8, 8 }, { 1, 3, 4, 1 }, { 6, 7, 6, 7 }, { 3, 3, 1, 1 }, { 7, 2, 16, 9 },
+    };
+    static const int modes[][2] = { { FACET_UPSAMPLE_MODE_NEAREST, 0 }, { FACET_UPSAMPLE_MODE_BILINEAR, 0 },
+                                    { FACET_UPSAMPLE_MODE_BILINEAR, 1 } };
+    int same = 1;
+    uint32_t state = 12345u;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t h = shapes[si][0], w = shapes[si][1], ho = shapes[si][2], wo = shapes[si][3];
+        int64_t xs[4] = { 1, 2, h, w }, os[4] = { 1, 2, ho, wo };
+        float go[2 * 16 * 16], gx[2 * 16 * 16];
+        for (int64_t i = 0; i < 2 * ho * wo; i++) {   /* magnitudes from 1e-3 to 1e3, so the order of sums shows */
+            state = state * 1664525u + 1013904223u;
+            go[i] = ((float)(state >> 8) / 16777216.0f - 0.5f) * powf(10.0f, (float)(int)(state % 7) - 3.0f);
+        }
+        for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++) {
+            facet_tensor *tx = NULL, *to = NULL;
+            facet_tensor_init(&tx, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 4, xs);
+            facet_tensor_init(&to, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 4, os);
+            facet_tensor_write(to, go, sizeof(float) * (size_t)(2 * ho * wo));
+            int rc = facet_upsample2d_backward(tx, to, modes[mi][0], modes[mi][1]);
+            facet_tensor_read(tx, gx, sizeof(float) * (size_t)(2 * h * w));
+            for (int64_t p = 0; p < 2 && !rc; p++)
+                for (int64_t y = 0; y < h; y++)
+                    for (int64_t x = 0; x < w; x++) {
+                        float g = facet_ups_backward_at(go + p * ho * wo, h, w, ho, wo, modes[mi][0], modes[mi][1], y, x);
+                        if (memcmp(&g, &gx[(p * h + y) * w + x], sizeof g) != 0) {
+                            if (same) printf("# %lldx%lld -> %lldx%lld mode %d/%d at (%lld, %lld): %.9g vs %.9g\n",
+                                             (long long)h, (long long)w, (long long)ho, (long long)wo, modes[mi][0],
+                                             modes[mi][1], (long long)y, (long long)x, g, gx[(p * h + y) * w + x]);
+                            same = 0;
+                        }
+                    }
+            if (rc) same = 0;
+            facet_tensor_free(tx);
+            facet_tensor_free(to);
+        }
+    }
+    check(same, "upsample: the per-pixel gather equals the CPU scatter bit for bit");
+}
+
+/* pool_math.h: the outputs whose windows hold a pixel, against brute force */
+static void test_pool_outputs_holding(void)
+{
+    int ok = 1;
+    for (int64_t k = 1; k <= 4; k++)
+        for (int64_t s = 1; s <= 3; s++)
+            for (int64_t p = 0; p <= k / 2; p++)
+                for (int64_t len = 1; len <= 9; len++) {
+                    if (len + 2 * p < k) continue;
+                    const int64_t n = (len + 2 * p - k) / s + 1;
+                    for (int64_t v = 0; v < len; v++) {
+                        int64_t lo, hi;
+                        facet_pool_outputs_holding(v, k, s, p, n, &lo, &hi);
+                        for (int64_t o = 0; o < n; o++) {
+                            const int holds = o * s - p <= v && v < o * s - p + k;
+                            if (holds != (o >= lo && o <= hi)) ok = 0;
+                        }
+                    }
+                }
+    check(ok, "pool: outputs holding a pixel match brute force");
+}
+
+/* random_math.h: the log and cos polynomials both devices use, against libm
+ * in double over the values the normal draws feed them */
+static void test_random_math(void)
+{
+    double log_err = 0.0, cos_err = 0.0;
+    for (uint32_t k = 0; k < (1u << 24); k += 7) {
+        const float u1 = ((float)k + 1.0f) * (1.0f / 16777216.0f), u2 = (float)k * (1.0f / 16777216.0f);
+        const double l = log((double)u1), el = fabs((double)facet_log_rn(u1) - l);
+        const double rel = l != 0.0 ? el / fabs(l) : el;
+        if (rel > log_err) log_err = rel;
+        const double ec = fabs((double)facet_cos_2pi_rn(u2) - cos(6.283185307179586 * (double)u2));
+        if (ec > cos_err) cos_err = ec;
+    }
+    if (log_err > 3e-7 || cos_err > 3e-7) printf("# log rel err %.3g, cos abs err %.3g\n", log_err, cos_err);
+    check(log_err <= 3e-7, "random: the log polynomial is within 3e-7 (relative) of log");
+    check(cos_err <= 3e-7, "random: the cos polynomial is within 3e-7 of cos(2 pi u)");
+    check(facet_log_rn(1.0f) == 0.0f && facet_cos_2pi_rn(0.0f) == 1.0f && facet_cos_2pi_rn(0.5f) == -1.0f,
+          "random: log(1) = 0, cos(0) = 1, cos(pi) = -1 exactly");
 }
 
 int main(int argc, char **argv)
@@ -141,6 +269,12 @@ int main(int argc, char **argv)
 
     /* random: NaN parameters are refused */
     check_error(facet_tensor_rand_uniform(t, 1, 0, NAN, 1.0f), "facet_tensor_rand_uniform", "NaN", "rand: NaN");
+
+    /* formulas shared with the CUDA backend */
+    test_lse_merge();
+    test_upsample_gather();
+    test_pool_outputs_holding();
+    test_random_math();
 
     /* threads and versions */
     check_error(facet_threads_set(0), "facet_threads_set", "0 threads", "threads: zero");

@@ -1,0 +1,175 @@
+/*
+ * cuda_backend.h - the CUDA backend as the C core sees it: every entry point
+ * of core/cuda/ (one .cu per concept), declared once. A build with nvcc
+ * compiles core/cuda/; a build without it links core/src/cuda_absent.c
+ * instead, which reports zero devices and fails every device operation with
+ * FACET_STATUS_ERR_DEVICE ("built without CUDA"). The choice is the
+ * Makefile's (FACET_CUDA); no source file tests a macro for it.
+ *
+ * Contracts: each function returns a status and sets the error itself. The
+ * C side has checked every argument first: pointers are CUDA device memory
+ * (host memory where a parameter says so), dtypes and shapes are what the
+ * CPU path would accept, index values lie in range. Work is queued on the
+ * legacy default stream, so it is ordered with every other call; only
+ * facet_cuda_sync and device-to-host copies wait for it.
+ *
+ * The formulas live in the *_math.h headers (static inline, host and device),
+ * shared with the CPU code, so the CPU specs test the math the GPU runs;
+ * docs/gpu.md lists them and what has run on a GPU.
+ */
+#ifndef FACET_CUDA_BACKEND_H
+#define FACET_CUDA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "facet.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct facet_nd;
+struct facet_head;
+struct facet_sgd_params;
+struct facet_adam_params;
+struct facet_conv_geom;
+struct facet_pool_geom;
+struct facet_index_plan;
+
+/* ---- runtime (runtime.cu) ---------------------------------------------------------------- */
+int facet_cuda_count(int *count);       /* 0, not an error, without a driver or a GPU */
+int facet_cuda_is_built(void);
+int facet_cuda_sync(void);
+int facet_cuda_malloc(void **ptr, size_t nbytes);
+int facet_cuda_free(void *ptr);
+/* page-locked host memory, for buffers copied to the GPU every step */
+int facet_cuda_host_alloc(void **ptr, size_t nbytes);
+int facet_cuda_host_free(void *ptr);
+enum facet_copy_kind { FACET_COPY_H2D = 0, FACET_COPY_D2H = 1, FACET_COPY_D2D = 2 };
+int facet_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind);
+
+/* ---- elementwise (elementwise.cu) ------------------------------------------------------------
+ * Strided work: data pointers are element 0 of each operand, nd describes
+ * the walk (operand 0 = output). */
+int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int src_dtype, const struct facet_nd *nd);
+int facet_cuda_fill_nd(void *dst, int dtype, double value, const struct facet_nd *nd);
+int facet_cuda_unary_nd(void *out, const void *x, int dtype, int op, double a, double b, const struct facet_nd *nd);
+int facet_cuda_binary_nd(void *out, const void *x, const void *y, int dtype, int op, const struct facet_nd *nd);
+/* contiguous tensors of n elements */
+int facet_cuda_arange(void *dst, int dtype, int64_t n, double start, double step);
+int facet_cuda_axpy(float *out, const float *x, double alpha, const float *y, int64_t n);
+
+/* ---- random (random.cu): element i of a draw is random_math.h's function of (seed, offset + i) */
+int facet_cuda_rand(float *dst, int64_t n, uint64_t seed, uint64_t offset, int normal, float a, float b);
+
+/* ---- reduce (reduce.cu): x contiguous float32 viewed as [outer, n, inner]; out
+ * has outer*inner elements (float32, or int64 for ARGMAX/ARGMIN) ---------------------------- */
+int facet_cuda_reduce(void *out, const float *x, int op, int64_t outer, int64_t n, int64_t inner, int index_base);
+
+/* ---- GEMM (blas.cu): row-major C = alpha op(A) op(B) + beta C, batched with
+ * element strides (stride 0 shares an operand) ------------------------------------------------ */
+int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float *a, int64_t lda, int64_t stride_a,
+                     const float *b, int64_t ldb, int64_t stride_b, float beta,
+                     float *c, int64_t ldc, int64_t stride_c, int64_t batch);
+
+/* ---- rows of a matrix (normalize.cu) -------------------------------------------------------- */
+int facet_cuda_l2_normalize_rows(float *out, float *norms, const float *x, int64_t rows, int64_t cols, float eps);
+int facet_cuda_l2_normalize_backward(float *dx, const float *dy, const float *y, const float *norms, int64_t rows,
+                                     int64_t cols, float eps);
+int facet_cuda_row_norms(float *out, const float *x, int64_t rows, int64_t cols);
+int facet_cuda_rows_axpy(float *out, const float *coef, const float *x, int64_t rows, int64_t cols);
+
+/* ---- indexing (index.cu) -------------------------------------------------------------------------
+ * select: out row i = table row index[i] - index_base (index int32 or int64,
+ * n entries, on the device). scatter: index_add (add != 0, alpha) or
+ * index_copy of src rows into table rows by plan (index_math.h), whose
+ * arrays are in HOST memory (index.c builds them from the checked index);
+ * the backend copies them over. */
+enum facet_index_mode { FACET_INDEX_SELECT = 0, FACET_INDEX_ADD = 1, FACET_INDEX_COPY = 2 };
+int facet_cuda_index_select(float *out, const float *table, const void *index, int index_dtype, int64_t n,
+                            int64_t cols, int index_base);
+int facet_cuda_index_scatter(float *table, const float *src, const struct facet_index_plan *plan, int64_t cols,
+                             int add, float alpha);
+/* gather (scatter == 0): vec[i] = mat[i*cols + index[i]]; scatter: mat[i*cols + index[i]] = vec[i]. */
+int facet_cuda_cols(float *mat, float *vec, const void *index, int index_dtype, int64_t rows, int64_t cols,
+                    int scatter, int index_base);
+
+/* ---- loss heads (head.cu): the contracts of head.c; the head's parameters
+ * and programs are copied to the device per call ------------------------------------------- */
+int facet_cuda_head_target(const struct facet_head *head, float *rows, const float *logits, const float *wnorm,
+                           const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
+                           int64_t class_offset);
+int facet_cuda_head_partial(const struct facet_head *head, float *rows, float *logits, const float *wnorm,
+                            const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
+                            int64_t class_offset);
+int facet_cuda_head_backward(const struct facet_head *head, float *logits, const float *rows, const float *wnorm,
+                             const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
+                             int64_t class_offset, float *colsum, float *colsum_cos);
+
+/* ---- optimisers (sgd.cu, adam.cu) ------------------------------------------------------------
+ * SGD over rows x cols (non-2-D parameters: 1 x numel); coef and norms, per
+ * row, may be NULL. */
+int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef,
+                        float *norms, int64_t rows, int64_t cols);
+int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, float *m, float *v, int64_t n);
+
+/* ---- activations (activation.cu) and dropout (dropout.cu) ---------------------------------------
+ * x is [outer, channels, inner]; slope has nslope values (1 or channels) or is NULL. */
+int facet_cuda_activation_forward(float *out, const float *x, int64_t n, int act, const float *slope, int64_t nslope,
+                                  int64_t channels, int64_t inner);
+int facet_cuda_activation_backward(float *grad_x, float *grad_slope, const float *grad_out, const float *x,
+                                   const float *out, int64_t n, int act, const float *slope, int64_t nslope,
+                                   int64_t channels, int64_t inner);
+int facet_cuda_dropout_forward(float *out, unsigned char *mask, const float *x, int64_t n, float p, float scale,
+                               uint64_t seed, uint64_t offset);
+int facet_cuda_dropout_backward(float *grad_x, const float *grad_out, const unsigned char *mask, int64_t n, float scale);
+
+/* ---- convolution (conv.cu): the checked geometry of conv_math.h; ws holds
+ * ws_elems floats, at least facet_conv_cuda_min_workspace ----------------------------------- */
+int facet_cuda_conv2d_forward(const struct facet_conv_geom *g, float *out, const float *x, const float *w,
+                              const float *bias, float *ws, int64_t ws_elems);
+int facet_cuda_conv2d_backward(const struct facet_conv_geom *g, float *grad_x, float *grad_w, float *grad_b,
+                               const float *grad_out, const float *x, const float *w, float *ws, int64_t ws_elems);
+
+/* ---- batch normalisation (batchnorm.cu): x is [n, c, hw]; save_*, running_*,
+ * weight, bias may be NULL as the API allows --------------------------------------------------- */
+int facet_cuda_batchnorm_forward(float *out, float *save_mean, float *save_invstd, float *running_mean,
+                                 float *running_var, const float *x, const float *weight, const float *bias,
+                                 int64_t n, int64_t c, int64_t hw, int training, double momentum, double eps);
+int facet_cuda_batchnorm_backward(float *grad_x, float *grad_weight, float *grad_bias, const float *grad_out,
+                                  const float *x, const float *weight, const float *save_mean,
+                                  const float *save_invstd, int64_t n, int64_t c, int64_t hw, int training);
+
+/* ---- pooling (pool.cu): the geometry of pool_math.h; argmax may be NULL (max
+ * pooling without backward, or average pooling) ---------------------------------------------- */
+int facet_cuda_pool2d_forward(float *out, int32_t *argmax, const float *x, int kind, const struct facet_pool_geom *g);
+int facet_cuda_pool2d_backward(float *grad_x, const float *grad_out, const int32_t *argmax, int kind,
+                               const struct facet_pool_geom *g);
+
+/* ---- upsampling (upsample.cu): [planes, h, w] <-> [planes, ho, wo] ------------------------------- */
+int facet_cuda_upsample2d_forward(float *out, const float *x, int64_t planes, int64_t h, int64_t w, int64_t ho,
+                                  int64_t wo, int mode, int align_corners);
+int facet_cuda_upsample2d_backward(float *grad_x, const float *grad_out, int64_t planes, int64_t h, int64_t w,
+                                   int64_t ho, int64_t wo, int mode, int align_corners);
+
+/* ---- device memory and asynchronous host-to-device copies ------------------------
+ * facet_cuda_malloc/facet_cuda_free go through the caching allocator of
+ * cache_alloc.h (its instance: core/cuda/alloc.cu); cuda_absent.c reports
+ * zeros. A copy from page-locked memory to the device is queued on the default
+ * stream and the host goes on; the event recorded after it on the source's
+ * storage says when the source may be written again (docs/gpu-memory.md). */
+int facet_cuda_alloc_stats(struct facet_cuda_memory_stats *out);
+int facet_cuda_alloc_empty(void);
+int facet_cuda_memcpy_async_h2d(void *dst, const void *src, size_t nbytes);
+/* *event is created on first use, then recorded on the default stream */
+int facet_cuda_event_record(void **event);
+/* waits for the work queued before the event's last record; NULL: at once */
+int facet_cuda_event_wait(void *event);
+void facet_cuda_event_free(void *event);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
