@@ -49,10 +49,7 @@ describe("activations", function()
 end)
 
 describe("Dropout", function()
-  local Dropout = require "facet.nn.Dropout"
-  local offset
-  before_each(function() offset = Dropout.offset end)
-  after_each(function() Dropout.offset = offset end)
+  -- each Dropout draws from its own stream (d.rng): nothing global to restore
 
   H.it("drops about p, scales the rest, and routes gradients through the mask", function()
     local d = on(nn.Dropout(0.25))
@@ -76,7 +73,7 @@ describe("Dropout", function()
     local xv = {}
     for i = 1, n do xv[i] = 1 + (i % 7) end
     local x = H.tensor(xv)
-    local start = Dropout.offset
+    local start = d.rng.offset
     local y = H.values(d:forward(x))
     local kept, sum_x, sum_y = 0, 0, 0
     for i = 1, n do
@@ -98,10 +95,10 @@ describe("Dropout", function()
       assert.are.equal(want, gx[i], "element " .. i)
     end
     -- the offset advances by the elements drawn: the next mask is another one; the same offset gives the same
-    assert.are.equal(start + n, Dropout.offset)
+    assert.are.equal(start + n, d.rng.offset)
     local y2 = H.values(d:forward(x))
     assert.are_not.same(y, y2)
-    Dropout.offset = start
+    d.rng.offset = start
     assert.are.same(y, H.values(d:forward(x)))
   end)
 end)

@@ -1147,10 +1147,10 @@ reg {
 -- handles and metadata, file formats and image codecs (IO). Everything else
 -- in facet.h must be in one entry's covers.
 O.excluded = {
-  prefixes = { "facet_recordio_", "facet_binfile_", "facet_image_" },
+  prefixes = { "facet_recordio_", "facet_binfile_", "facet_image_", "facet_cuda_" },
   names = {
     "facet_version", "facet_last_error", "facet_threads_set", "facet_threads_get", "facet_blas_info",
-    "facet_blas_library", "facet_cuda_device_count", "facet_cuda_built", "facet_cuda_synchronize",
+    "facet_blas_library",
     "facet_tensor_init", "facet_tensor_free", "facet_tensor_ndim", "facet_tensor_dtype", "facet_tensor_device",
     "facet_tensor_shape", "facet_tensor_numel", "facet_tensor_is_contiguous", "facet_tensor_data", "facet_dtype_size",
     "facet_loader_init_recordio",
