@@ -36,6 +36,9 @@ local function paths(spec, name)
   error(name .. ": want a path prefix (\"data/train\" for train.rec and train.idx) or { rec = path, idx = path }", 3)
 end
 
+--- The .rec and .idx paths of a prefix or { rec =, idx = } (as open and writer take them).
+function M.paths(spec, name) return paths(spec, name or "recordio") end
+
 local i64 = ffi.new("int64_t[3]")
 local int1 = ffi.new("int[1]")
 
