@@ -263,6 +263,11 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
     if (head->p.margin == FACET_HEAD_MARGIN_PROGRAM &&
         (!head->has_prog[FACET_HEAD_PROGRAM_MARGIN] || !head->has_prog[FACET_HEAD_PROGRAM_MARGIN_GRAD]))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: scripted margin without its programs", fn);
+    /* what the forward's later passes need is checked here too, before the
+     * first write of a forward: a forward fails whole or not at all */
+    if (head->p.reweight == FACET_HEAD_REWEIGHT_PROGRAM &&
+        (!head->has_prog[FACET_HEAD_PROGRAM_LOGH] || !head->has_prog[FACET_HEAD_PROGRAM_LOGH_GRAD]))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: scripted h without its programs", fn);
     /* labels are checked against the full class count here, once per batch */
     struct block host = b;
     void *staged = NULL;
@@ -440,6 +445,12 @@ int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
         host = staged;
     }
     const struct facet_head_params *p = &head->p;
+    /* every allocation before the first write to rows */
+    float *pairs = NULL;
+    if (p->sample == FACET_HEAD_SAMPLE_HARD) {
+        pairs = malloc(sizeof(float) * 2 * (size_t)B);
+        if (!pairs) { free(staged); return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn); }
+    }
     double total = 0.0;
     for (int64_t i = 0; i < B; i++) {
         float *r = host + i * FACET_HEAD_ROW_COUNT;
@@ -449,8 +460,6 @@ int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
     if (p->sample == FACET_HEAD_SAMPLE_HARD) {
         int64_t keep = (int64_t)floor((double)p->keep * (double)B);
         if (keep < 1) keep = 1;
-        float *pairs = malloc(sizeof(float) * 2 * (size_t)B);
-        if (!pairs) { free(staged); return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn); }
         for (int64_t i = 0; i < B; i++) {
             pairs[2 * i] = host[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_LOSS];
             pairs[2 * i + 1] = (float)i;

@@ -12,6 +12,9 @@
 -- temporary name (.step-NNNNNNNN.tmp), fsync'ed and renamed, then latest is
 -- replaced the same way, so a crash mid-save leaves the previous one intact.
 -- Paths go to the C library as they are: no shell ever sees them.
+-- load is all or nothing: every file is read and everything checked (the
+-- model's names, shapes and dtypes, the head's tensors, the optimizer's
+-- state) before the first copy, so a checkpoint it refuses changes nothing.
 local tensor = require "facet.tensor"
 local safetensors = require "facet.safetensors"
 local json = require "facet.json"
@@ -109,22 +112,48 @@ function M.load(dir, model, head, optimizer)
   if not path then error(("facet.checkpoint: no checkpoint in %s (no 'latest' file)"):format(dir), 2) end
   local info_text = read_file(path .. "/trainer.json")
   if not info_text then error(("facet.checkpoint: %s has no trainer.json"):format(path), 2) end
-  local info = json.decode(info_text)
+  local ok, info = pcall(json.decode, info_text)
+  if not ok or type(info) ~= "table" then
+    error(("facet.checkpoint: %s/trainer.json does not parse: %s"):format(path, tostring(info)), 2)
+  end
+  -- read and check everything first
   local w = safetensors.load(path .. "/model.safetensors")
-  local mine = {}
+  local mine, theirs = {}, {}
   for name, t in pairs(w) do
-    if name:sub(1, 5) == "head." then
-      if head then head[name:sub(6)]:copy(t) end
-    else
-      mine[name] = t
+    if name:sub(1, 5) == "head." then theirs[name:sub(6)] = t else mine[name] = t end
+  end
+  local function refuse(msg) error("facet.checkpoint: " .. path .. ": " .. tostring(msg):gsub("^[^\n]-%.lua:%d+: ", ""), 3) end
+  local good, err = pcall(model.check_state, model, mine)
+  if not good then refuse(err) end
+  if head then
+    local want = weights({ state_dict = function() return {} end }, head)
+    for name, t in pairs(want) do
+      local src = theirs[name:sub(6)]
+      if src == nil then refuse(name .. " is missing") end
+      if table.concat(src:shape(), "x") ~= table.concat(t:shape(), "x") or src:dtype() ~= t:dtype() then
+        refuse(("%s is %s %s in the checkpoint, %s %s in the head"):format(name, table.concat(src:shape(), "x"),
+          src:dtype(), table.concat(t:shape(), "x"), t:dtype()))
+      end
+    end
+    for name in pairs(theirs) do
+      if want["head." .. name] == nil then refuse("the checkpoint has head." .. name .. ", which the head does not") end
     end
   end
-  model:load_state(mine)
+  local ostate
   if optimizer then
-    local tensors = safetensors.load(path .. "/optim.safetensors")
-    optimizer:load_state { name = info.optimizer, step_count = info.step_count, settings = info.settings, tensors = tensors }
+    ostate = { name = info.optimizer, step_count = info.step_count, settings = info.settings,
+      tensors = safetensors.load(path .. "/optim.safetensors") }
+    good, err = pcall(optimizer.check_state, optimizer, ostate)
+    if not good then refuse(err) end
   end
-  if head then head.iter = info.head_iter or head.iter end
+  -- then copy
+  model:load_state(mine)
+  if head then
+    for name, t in pairs(theirs) do head[name]:copy(t) end
+    if head.weight_changed then head:weight_changed(false) end
+    head.iter = info.head_iter or head.iter
+  end
+  if optimizer then optimizer:load_state(ostate) end
   return info
 end
 

@@ -45,9 +45,31 @@ M.wrap = wrap
 local function is_tensor(x) return ffi.istype(T, x) end
 M.is_tensor = is_tensor
 
+-- The outermost Tensor method on the stack (what the user called), for the
+-- message about a freed tensor; only ever run on that error path.
+local function method_name()
+  local names = {}
+  for _, tbl in ipairs { Tensor, mt } do
+    for k, f in pairs(tbl) do
+      if type(f) == "function" and (names[f] == nil or #k < #names[f]) then names[f] = k end
+    end
+  end
+  local here = debug.getinfo(1, "S").source
+  local name
+  for level = 3, 20 do
+    local info = debug.getinfo(level, "Sf")
+    if not info then break end
+    if names[info.func] then name = names[info.func]
+    elseif info.source ~= here then break end
+  end
+  return name or "?"
+end
+
 local function handle(t, level)
   if not is_tensor(t) then error("expected a facet tensor, got " .. type(t), (level or 2) + 1) end
-  if t.h == nil then error("tensor was freed", (level or 2) + 1) end
+  if t.h == nil then
+    error(("tensor:%s: the tensor was freed (t:free())"):format(method_name()), (level or 2) + 1)
+  end
   return t.h
 end
 
@@ -126,7 +148,7 @@ end
 
 -- a new tensor with t's shape (or `sizes`), dtype and device
 local function empty_like(t, dtype, sizes)
-  local h = t.h
+  local h = handle(t, 3)
   C.facet_tensor_ndim(h, int_1)
   local nd = int_1[0]
   if sizes then

@@ -8,6 +8,11 @@
 -- One step: zero_grad, head:forward(model:forward(x), y), backward through both,
 -- the guard on the loss and the gradient norm, optional clipping, optimizer
 -- step; the learning rate follows schedule(progress in epochs).
+-- A step the guard rejects (a non-finite loss or gradient norm) leaves the
+-- model as it was before the step: no weight moves, and the model's state
+-- tensors (BatchNorm running statistics, which the forward already updated)
+-- are put back from a copy taken before the forward (buffers made once per
+-- run, one copy per state tensor per step, nothing allocated per step).
 -- Progress: one line updated in place on a terminal (step, epoch, loss, lr,
 -- images/s, ETA), plain lines otherwise. Logs: log/train.jsonl, one JSON object
 -- per line (step, epoch, loss, lr, images_per_s, time, and eval metrics), its
@@ -31,6 +36,20 @@ local clock = sys.clock
 
 local function is_finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
 
+-- the model's state tensors (BatchNorm running statistics), each with a copy
+-- made once per run: saved before each forward, put back when the guard
+-- rejects the step
+local function state_guard(model)
+  local d, names, g = model:state_tensors(), {}, {}
+  for name in pairs(d) do names[#names + 1] = name end
+  table.sort(names)
+  for i, name in ipairs(names) do g[i] = { t = d[name], copy = d[name]:clone() } end
+  return g
+end
+
+local function save_state(g) for i = 1, #g do g[i].copy:copy(g[i].t) end end
+local function restore_state(g) for i = 1, #g do g[i].t:copy(g[i].copy) end end
+
 -- the run's state from cfg (errors blame the caller of facet.train)
 local function setup(cfg)
   if type(cfg) ~= "table" then error("facet.train{ model =, head =, data =, optimizer =, epochs = }", 3) end
@@ -52,6 +71,7 @@ local function setup(cfg)
     tty = sys.isatty(1) and not cfg.quiet,
   }
   st.total_steps = st.epochs * nb
+  st.state_guard = state_guard(model)
   -- the input is data: its gradient is never used
   model:first_leaf().no_input_grad = true
   return st
@@ -101,6 +121,7 @@ end
 local function forward_backward(st, x, y)
   local cfg, model, head = st.cfg, st.model, st.head
   st.optimizer:zero_grad()
+  save_state(st.state_guard)
   local emb = model:forward(x)
   local loss = head:forward(emb, y)
   if not is_finite(loss) then return loss, nil, "loss is " .. tostring(loss) end
@@ -146,8 +167,14 @@ local function train_step(st, i)
   st.data_wait = st.data_wait + (clock() - t_data)
   local progress = st.epoch + (i - 1) / st.nb
   if cfg.schedule then opt.lr = cfg.schedule(progress) end
-  local loss, gnorm, bad = forward_backward(st, x, y)
+  local ok, loss, gnorm, bad = pcall(forward_backward, st, x, y)
+  if not ok then
+    -- an error inside the model or the head: the state goes back, the error on
+    restore_state(st.state_guard)
+    error(loss, 0)
+  end
   st.step, st.batch = st.step + 1, i
+  if bad then restore_state(st.state_guard) end
   if not bad then
     opt:step()
     st.losses[#st.losses + 1] = loss

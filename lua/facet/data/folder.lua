@@ -8,8 +8,13 @@
 --   facet.data.pack(root_or_list, prefix) writes prefix.rec/.idx: record 0 with
 --     labels [N + 1, N + 1 + identities], images as keys 1..N, then one record
 --     per identity with its [first, last + 1] key range (contiguous labels).
+--     All or nothing: the files are written as prefix.rec.tmp/.idx.tmp, fsync'ed
+--     and renamed over prefix.rec/.idx only once every image was read, so a
+--     failed pack (a missing or unreadable input) leaves an existing
+--     prefix.rec/.idx as they were, byte for byte, and no .tmp behind.
 --   facet.data.unpack(prefix, root) writes root/<label>/<index>.jpg|png.
 local lfs = require "lfs"
+local sys = require "facet.sys"
 
 local M = {}
 
@@ -90,11 +95,35 @@ function M.pack(src, prefix)
       error("pack: labels must be 0, 1, 2 ... without gaps for InsightFace's identity records", 2)
     end
   end
-  local w = require("facet.data.recordio").writer(prefix)
-  w:write(0, { n + 1, n + 1 + #ids }, "")
-  for k, i in ipairs(order) do w:write(k, list.labels[i], read_all(list.paths[i])) end
-  for j, l in ipairs(ids) do w:write(n + j, { ranges[l][1], ranges[l][2] + 1 }, "") end
-  w:close()
+  local recordio = require "facet.data.recordio"
+  local rec, idx = recordio.paths(prefix, "pack")
+  for _, p in ipairs { rec, idx } do
+    if lfs.attributes(p, "mode") == "directory" then error(("pack: %s is a directory"):format(p), 2) end
+  end
+  local tmp_rec, tmp_idx = rec .. ".tmp", idx .. ".tmp"
+  local w
+  local ok, err = pcall(function()
+    w = recordio.writer { rec = tmp_rec, idx = tmp_idx }
+    w:write(0, { n + 1, n + 1 + #ids }, "")
+    for k, i in ipairs(order) do w:write(k, list.labels[i], read_all(list.paths[i])) end
+    for j, l in ipairs(ids) do w:write(n + j, { ranges[l][1], ranges[l][2] + 1 }, "") end
+    w:close()
+    for _, p in ipairs { tmp_rec, tmp_idx } do           -- on the disk before they replace the old ones
+      local f = assert(io.open(p, "rb"))
+      local synced, why = sys.fsync(f)
+      f:close()
+      assert(synced, why)
+    end
+    assert(sys.rename(tmp_idx, idx))
+    assert(sys.rename(tmp_rec, rec))
+  end)
+  if not ok then
+    if w then pcall(w.close, w) end
+    os.remove(tmp_rec)
+    os.remove(tmp_idx)
+    error("pack: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""), 2)
+  end
+  sys.fsync_dir(rec:match("^(.*)/[^/]*$") or ".")
   return { images = n, identities = #ids }
 end
 

@@ -13,9 +13,17 @@
 -- crop_padding = 0 (random crop after padding with black), brightness,
 -- contrast, saturation (jitter factors in [1 - v, 1 + v]), grayscale
 -- (probability); all drawn per image from (seed, epoch, position).
+-- Lifetime: the loader holds its source. A RecordIO reader stays open while
+-- the loader lives (the C workers read through its handle): rec:close() before
+-- that is deferred until the loader is closed or collected (see
+-- facet.data.recordio), and the GC never frees a reader a live loader uses.
+-- After L:close() every method but close refuses with "loader:<method>: the
+-- loader is closed"; batches already handed out stay valid (they hold their
+-- own references to the buffers).
 local ffi = require "ffi"
 local core = require "facet.core"
 local tensor = require "facet.tensor"
+local recordio = require "facet.data.recordio"
 
 local C, check = core.C, core.check
 local Loader = {}
@@ -53,8 +61,17 @@ local function new(opts)
   })
   local self = setmetatable({ source = opts.source, expect = nil }, Loader)
   local src = opts.source
-  if src.h and src.num_images then                          -- a recordio reader
-    check(C.facet_loader_init_recordio(pp, src.h, settings), 2)
+  local reader                                             -- the recordio reader held, if any
+  if recordio.is_reader(src) then
+    local rh = recordio.acquire(src, "facet.data.loader")  -- a closed reader is refused here
+    local rc = C.facet_loader_init_recordio(pp, rh, settings)
+    if rc ~= 0 then
+      recordio.release(src)
+      check(rc, 2)
+    end
+    reader = src
+  elseif src.h ~= nil then
+    error("facet.data.loader: source has a handle but is not a facet.data.recordio reader", 2)
   else
     local imgs, labels = src.images, src.labels
     if src.paths then                                   -- scan_folder / read_list: read the files once
@@ -87,16 +104,37 @@ local function new(opts)
     op[#imgs] = at
     check(C.facet_loader_init_memory(pp, bytes.h, offsets.h, lab.h, settings), 2)
   end
-  self.h = ffi.gc(pp[0], C.facet_loader_free)
+  if reader then
+    -- the finalizer holds the reader: it cannot be collected (nor its file
+    -- closed by a deferred close) before the workers are stopped
+    self.reader = reader
+    self.h = ffi.gc(pp[0], function(h)
+      C.facet_loader_free(h)
+      recordio.release(reader)
+    end)
+  else
+    self.h = ffi.gc(pp[0], C.facet_loader_free)
+  end
   check(C.facet_loader_batches(self.h, i64))
   self.n = tonumber(i64[0])
   return self
 end
 
-function Loader:num_batches() return self.n end
+-- the handle of an open loader; an error naming the method otherwise
+local function live(self, name)
+  if getmetatable(self) ~= Loader then error("loader:" .. name .. ": call it with ':' on a loader", 3) end
+  if self.h == nil then error("loader:" .. name .. ": the loader is closed", 3) end
+  return self.h
+end
+
+function Loader:num_batches() live(self, "num_batches"); return self.n end
 
 --- Batch i (1-based) of epoch e (0-based).
 function Loader:batch(epoch, i)
+  live(self, "batch")
+  if type(epoch) ~= "number" or epoch < 0 or epoch ~= math.floor(epoch) then
+    error(("loader:batch: epoch %s is not an integer >= 0"):format(tostring(epoch)), 2)
+  end
   if type(i) ~= "number" or i < 1 or i > self.n or i ~= math.floor(i) then
     error(("loader: batch %s outside 1..%d"):format(tostring(i), self.n), 2)
   end
@@ -112,15 +150,23 @@ end
 
 --- { wait_seconds, skipped, delivered } since the loader was made.
 function Loader:stats()
-  check(C.facet_loader_stats(self.h, dbl, sk, dl))
+  check(C.facet_loader_stats(live(self, "stats"), dbl, sk, dl))
   return { wait_seconds = dbl[0], skipped = tonumber(sk[0]), delivered = tonumber(dl[0]) }
 end
 
+--- Stops the workers and frees the buffers now (the GC would otherwise);
+-- releases the RecordIO reader. Closing twice is harmless.
 function Loader:close()
-  if self.h then
-    ffi.gc(self.h, nil)
-    C.facet_loader_free(self.h)
-    self.h = nil
+  if getmetatable(self) ~= Loader then error("loader:close: call it with ':' on a loader", 2) end
+  if self.h == nil then return end
+  local h = self.h
+  self.h = nil
+  ffi.gc(h, nil)
+  C.facet_loader_free(h)
+  if self.reader then
+    local r = self.reader
+    self.reader = nil
+    recordio.release(r)
   end
 end
 

@@ -5,11 +5,18 @@
 --   rec:identity(j) -> first, last                        -- images of identity j (1-based, inclusive)
 --   for i, bytes, label in rec:images() do ... end;  for j, first, last in rec:identities() do ... end
 --   rec:close()                                           -- or leave it to the GC
+--   recordio.is_reader(x)                                 -- true for a reader (open or closed)
 --   local w = recordio.writer("out/train"); w:write(key, label, bytes); w:close()
 -- Images come back as their encoded bytes (a Lua string). The C reader reads
 -- with pread, so a threaded decoder may share one handle (see facet.h, "data
 -- formats"); the Lua object itself keeps one read buffer, so use it from one
 -- Lua state. Labels that are not integers >= 0 are an error when asked for.
+-- Lifetime: a facet.data.loader made from a reader holds it (the loader's
+-- C workers read through the reader's handle). rec:close() while such a
+-- loader lives is deferred: the reader refuses every method at once
+-- ("recordio:label: the reader is closed"), and the file itself is closed when
+-- the last loader using it is closed or collected. The GC never collects a
+-- reader a live loader uses.
 local ffi = require "ffi"
 local core = require "facet.core"
 
@@ -28,6 +35,9 @@ local function paths(spec, name)
   end
   error(name .. ": want a path prefix (\"data/train\" for train.rec and train.idx) or { rec = path, idx = path }", 3)
 end
+
+--- The .rec and .idx paths of a prefix or { rec =, idx = } (as open and writer take them).
+function M.paths(spec, name) return paths(spec, name or "recordio") end
 
 local i64 = ffi.new("int64_t[3]")
 local int1 = ffi.new("int[1]")
@@ -57,7 +67,10 @@ function M.open(spec)
   local rec, idx = paths(spec, "recordio")
   local pp = ffi.new("facet_recordio *[1]")
   check(C.facet_recordio_init(pp, rec, idx), 2)
-  local self = setmetatable({ h = ffi.gc(pp[0], C.facet_recordio_free), rec = rec, idx = idx, cap = 0 }, Reader)
+  -- users: loaders reading through the handle; closing: the handle of a
+  -- reader closed while they did, freed when the last of them lets go
+  local self = setmetatable({ h = ffi.gc(pp[0], C.facet_recordio_free), rec = rec, idx = idx, cap = 0, users = 0 },
+    Reader)
   check(C.facet_recordio_num_images(self.h, i64))
   self.n = tonumber(i64[0])
   check(C.facet_recordio_num_identities(self.h, i64))
@@ -149,13 +162,43 @@ function Reader:identities()
 end
 
 --- Closes the file now (the GC would otherwise). Closing twice is harmless.
+-- While loaders read through the reader, the reader refuses use from now on
+-- but the file stays open until the last of them is closed or collected.
 function Reader:close()
   if getmetatable(self) ~= Reader then error("recordio:close: call it with ':' on a reader", 2) end
   if self.h == nil then return end
   local h = self.h
-  self.h = nil
+  self.h, self.buf, self.cap = nil, nil, 0
+  if self.users > 0 then
+    self.closing = h            -- keeps its GC finalizer, in case the loaders are collected with it
+    return
+  end
   ffi.gc(h, nil)
   C.facet_recordio_free(h)
+end
+
+--- True when x is a reader made by open (open or closed).
+function M.is_reader(x) return type(x) == "table" and getmetatable(x) == Reader end
+
+--- For facet.data.loader: the reader's C handle, which stays valid until the
+-- matching release(reader) (close() is deferred until then). who names the
+-- caller in the error for a closed reader.
+function M.acquire(reader, who)
+  if not M.is_reader(reader) then error(who .. ": not a recordio reader", 3) end
+  if reader.h == nil then error(who .. ": the recordio reader is closed", 3) end
+  reader.users = reader.users + 1
+  return reader.h
+end
+
+--- Ends one acquire(); the last release of a closed reader closes its file.
+function M.release(reader)
+  reader.users = reader.users - 1
+  if reader.users == 0 and reader.closing ~= nil then
+    local h = reader.closing
+    reader.closing = nil
+    ffi.gc(h, nil)
+    C.facet_recordio_free(h)
+  end
 end
 
 -- ---- the writer ------------------------------------------------------------------

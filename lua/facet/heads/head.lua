@@ -8,6 +8,13 @@
 -- named_parameters() is the parameter interface optimizers use (the same as
 -- facet.nn.Module's); a fused cosine head's weight entry carries the deferred
 -- radial correction and the W norms for the optimizer's single pass over W.
+-- Failed calls: forward checks x and the labels (dtype, shape, device, every
+-- label in [0, classes)) before it writes anything, so a rejected forward
+-- leaves the head as it was (a pending forward can still be backpropagated);
+-- a forward that fails past its checks leaves no forward, and backward then
+-- errors "no forward". head:free() releases the C head and the buffers at once;
+-- a freed head refuses forward, backward and the rest naming the method, as a
+-- head whose parameter was freed (head.weight:free()) refuses forward.
 local ffi = require "ffi"
 local core = require "facet.core"
 local tensor = require "facet.tensor"
@@ -235,31 +242,121 @@ function Head:_buffers(B)
   return b
 end
 
+-- ---- lifetime ---------------------------------------------------------------------------
+
+-- the C head of a live head; an error naming the method otherwise
+local function live(self, method)
+  if getmetatable(self) ~= Head then error("head:" .. method .. ": call it with ':' on a head", 3) end
+  if self.handle == nil then
+    error(("%s:%s: the head was freed (head:free())"):format(self.name, method), 3)
+  end
+  return self.handle
+end
+
+local PARAMS = { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha", "pending", "norms" }
+
+-- an error naming the first of the head's tensors that was freed
+local function params_alive(self, method)
+  for _, k in ipairs(PARAMS) do
+    local t = self[k]
+    if t ~= nil and (not tensor.is_tensor(t) or t:is_freed()) then
+      error(("%s:%s: head.%s was freed"):format(self.name, method, k), 3)
+    end
+  end
+end
+
+--- Releases the C head and the buffers now (the GC would otherwise); the
+-- parameter tensors stay valid (an optimizer may hold them). Every method but
+-- free then refuses. Freeing twice is harmless.
+function Head:free()
+  if getmetatable(self) ~= Head then error("head:free: call it with ':' on a head", 2) end
+  if self.handle == nil then return end
+  local h = self.handle
+  self.handle, self.buf, self.ready, self.input, self.labels, self._yhost = nil, nil, false, nil, nil, nil
+  self.norms_valid = false
+  ffi.gc(h, nil)
+  C.facet_head_free(h)
+end
+Head.close = Head.free
+
+function Head:is_freed() return self.handle == nil end
+
 -- ---- forward and backward ---------------------------------------------------------------
 
-local function labels_of(y, B, device, name)
-  if type(y) == "table" then
-    for i = 1, #y do
-      if type(y[i]) ~= "number" or y[i] ~= math.floor(y[i]) then
-        error(("%s: labels must be integers, label %d is %s"):format(name, i, tostring(y[i])), 3)
+local le = ffi.abi("le")
+
+-- an error unless every label of the contiguous CPU tensor y lies in [0, K)
+local function check_range(y, B, K, name)
+  local p = y:data_ptr()
+  if y:dtype() == "int32" then
+    for i = 0, B - 1 do
+      local v = p[i]
+      if v < 0 or v >= K then
+        error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i + 1, K), 4)
       end
     end
-    y = tensor.tensor(y, { dtype = "int64", device = device })
+  elseif le then
+    -- int64 read as (low, high) int32 pairs: no boxed 64-bit numbers per label
+    local q = ffi.cast("int32_t *", p)
+    for i = 0, B - 1 do
+      local lo, hi = q[2 * i], q[2 * i + 1]
+      if hi ~= 0 or lo < 0 or lo >= K then
+        error(("%s: label %s of row %d outside [0, %d)"):format(name, (tostring(p[i]):gsub("U?LL$", "")), i + 1, K), 4)
+      end
+    end
+  else
+    for i = 0, B - 1 do
+      local v = tonumber(p[i])
+      if v < 0 or v >= K then error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i + 1, K), 4) end
+    end
+  end
+end
+
+-- the labels as a contiguous tensor on the head's device, every one checked
+-- (dtype, shape, device, range) before the forward writes anything
+local function labels_of(self, y, B, name)
+  local device, K = self.device, self.classes
+  if type(y) == "table" then
+    if #y ~= B then error(("%s: want %d labels (one per row of x), got %d"):format(name, B, #y), 3) end
+    for i = 1, B do
+      local v = y[i]
+      if type(v) ~= "number" or v ~= math.floor(v) then
+        error(("%s: labels must be integers, label %d is %s"):format(name, i, tostring(v)), 3)
+      end
+      if v < 0 or v >= K then error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i, K), 3) end
+    end
+    return tensor.tensor(y, { dtype = "int64", device = device })
   end
   if not tensor.is_tensor(y) then error(name .. ": y must be a tensor (or table) of labels", 3) end
+  if y:is_freed() then error(name .. ": the labels tensor was freed", 3) end
   local dt = y:dtype()
   if dt ~= "int32" and dt ~= "int64" then error(("%s: labels must be int32 or int64, got %s"):format(name, dt), 3) end
   if y:dim() ~= 1 or y:numel() ~= B then
     error(("%s: want %d labels (one per row of x), got shape %s"):format(name, B, table.concat(y:shape(), "x")), 3)
   end
   if y:device() ~= device then error(("%s: labels on %s, head on %s"):format(name, y:device(), device), 3) end
-  return y:contiguous()
+  y = y:contiguous()
+  local host = y
+  if device ~= "cpu" then
+    -- B labels to the host, into a buffer kept from step to step
+    host = self._yhost
+    if not (host and host:numel() == B and host:dtype() == dt) then
+      host = tensor.empty({ B }, { dtype = dt })
+      self._yhost = host
+    end
+    host:copy(y)
+  end
+  check_range(host, B, K, name)
+  return y
 end
 
 --- The loss (a number) of embeddings x (B x dim float32) with labels y (B int32/int64, 0-based).
 function Head:forward(x, y)
   local name = self.name .. ":forward"
+  local h = live(self, "forward")
+  params_alive(self, "forward")
   if not tensor.is_tensor(x) then error(name .. ": x must be a tensor", 2) end
+  if x:is_freed() then error(name .. ": x was freed", 2) end
   local shape = x:shape()
   if #shape ~= 2 or shape[2] ~= self.dim or x:dtype() ~= "float32" then
     error(("%s: x must be B x %d float32, got %s %s"):format(name, self.dim, table.concat(shape, "x"), x:dtype()), 2)
@@ -267,16 +364,17 @@ function Head:forward(x, y)
   if x:device() ~= self.device then error(("%s: x on %s, head on %s"):format(name, x:device(), self.device), 2) end
   local B = shape[1]
   if B == 0 then error(name .. ": empty batch", 2) end
-  y = labels_of(y, B, self.device, name)
+  y = labels_of(self, y, B, name)
+  -- every argument is checked: from here on the buffers change, and a failure
+  -- leaves no forward for backward to use
+  self.ready = false
   x = x:contiguous()
   local b = self:_buffers(B)
-  local h = self.handle
   if self.m1 and self.name == "a-softmax" and not self.lambda then
     -- SphereFace's schedule: lambda = max(5, 1000 (1 + 0.0001 iter)^-2)
     self.current_lambda = math.max(5, 1000 * (1 + 0.0001 * self.iter) ^ -2)
     check(C.facet_head_set(h, C.FACET_HEAD_PARAM_LAMBDA, self.current_lambda))
   end
-  self.iter = self.iter + 1
   local input = x
   if self.kind ~= "raw" then
     check(C.facet_tensor_l2_normalize(b.xhat.h, b.xnorm.h, x.h, EPS))
@@ -300,6 +398,7 @@ function Head:forward(x, y)
   check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0))
   check(C.facet_head_finish(h, b.rows.h, loss_p))
+  self.iter = self.iter + 1
   self.input, self.labels, self.ready = input, y, true
   self.loss = loss_p[0]
   return self.loss
@@ -308,7 +407,13 @@ end
 --- dL/dx of the last forward (a buffer reused by the next call); accumulates
 -- the parameter gradients (grad_weight, grad_bias, grad_alpha).
 function Head:backward()
-  if not self.ready then error(self.name .. ":backward: call forward first (once per backward)", 2) end
+  live(self, "backward")
+  if not self.ready then
+    error(self.name .. ":backward: no forward to go back through (call forward first, once per backward; " ..
+      "a forward that failed leaves none)", 2)
+  end
+  params_alive(self, "backward")
+  if self.input:is_freed() then error(self.name .. ":backward: the x of the forward was freed", 2) end
   self.ready = false
   local b = self.buf
   local wnorm = self.kind == "cosine" and b.wnorm.h or nil
@@ -347,6 +452,8 @@ end
 --- In fused mode, applies the deferred radial correction to grad_weight (the
 -- optimizer does it in its update; call this before reading grad_weight yourself).
 function Head:finish_grad()
+  live(self, "finish_grad")
+  params_alive(self, "finish_grad")
   if self.fused then
     check(C.facet_tensor_rows_axpy(self.grad_weight.h, self.pending.h, self.weight.h))
     self.pending:zero_()
@@ -359,7 +466,7 @@ end
 -- yourself). norms_written: self.norms holds the new ||w_k|| (facet_sgd_step's
 -- row_norms); otherwise the next forward measures W again.
 function Head:weight_changed(norms_written)
-  if not self.fused then return end
+  if not self.fused or self.handle == nil then return end   -- a freed head has nothing to keep in step
   self.norms_valid = norms_written and true or false
   if self.norms_valid and self.buf then self.buf.wnorm:copy(self.norms) end
 end
@@ -390,6 +497,7 @@ end
 --   on_update(norms_written)  called after every update of param
 --   grad_sumsq()  ||complete gradient||^2 without completing it
 function Head:named_parameters(prefix, out)
+  live(self, "named_parameters")
   out = out or {}
   prefix = prefix or ""
   local w = { name = prefix .. "weight", param = self.weight, grad = self.grad_weight, kind = "weight", module = self }
@@ -416,6 +524,8 @@ function Head:parameters()
 end
 
 function Head:zero_grad()
+  live(self, "zero_grad")
+  params_alive(self, "zero_grad")
   local _, grads = self:parameters()
   for _, g in ipairs(grads) do g:zero_() end
   if self.grad_alpha then self.grad_alpha:zero_() end
@@ -427,20 +537,21 @@ function Head:_to(device)
     if self[k] then self[k] = self[k]:to(device) end
   end
   self.device = device
-  self.buf, self.ready, self.norms_valid = nil, false, false
+  self.buf, self.ready, self.norms_valid, self._yhost = nil, false, false, nil
   return self
 end
 
 --- Moves parameters and gradients to a device ("cpu" or "cuda"); create the
 -- optimizer afterwards (it holds the tensors it was given).
 function Head:to(device)
+  live(self, "to")
   if device ~= "cpu" and device ~= "cuda" then error(self.name .. ":to: unknown device " .. tostring(device), 2) end
   if device == self.device then return self end
   return self:_to(device)
 end
 
-function Head:cuda() return self:_to("cuda") end
-function Head:float() return self:_to("cpu") end
+function Head:cuda() live(self, "cuda"); return self:_to("cuda") end
+function Head:float() live(self, "float"); return self:_to("cpu") end
 Head.cpu = Head.float
 
 function Head:__tostring()

@@ -2,6 +2,9 @@
 -- batch statistics in training (running statistics updated with momentum, the
 -- unbiased variance), running statistics in evaluation. opts: eps (1e-5),
 -- momentum (0.1), affine (true). Weight and bias are "norm" parameters.
+-- The running statistics are the module's state (state_tensors, saved with
+-- the weights); a training forward updates them, and facet.train puts them
+-- back when its guard rejects the step (nan = "skip" or "stop").
 local Module = require "facet.nn.Module"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
@@ -42,6 +45,8 @@ local function make(name, dims)
     return out
   end
   function cls:backward(x, grad_out)
+    self:check_alive("backward")
+    if not self.buffers.save_mean then error(name .. ":backward: no forward to go back through", 2) end
     local gi = self:buffer("grad_input", x:shape())
     check(C.facet_batchnorm_backward(gi.h, self.affine and self.grad_weight.h or nil,
       self.affine and self.grad_bias.h or nil, grad_out.h, x.h, self.affine and self.weight.h or nil,

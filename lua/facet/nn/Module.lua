@@ -7,6 +7,10 @@
 --   m:cuda()  m:float()  m:clear_state()  tostring(m)
 -- Modules keep their outputs and scratch in `self.buffers` and reuse them
 -- while the shapes stay the same, so a training step allocates nothing.
+-- A module holds its parameters, gradients and state tensors: one of them
+-- freed by hand (m.weight:free()) makes forward and backward refuse with
+-- "Linear:forward: weight was freed" (never a crash). load_state is all or
+-- nothing: it checks every name, shape and dtype before it copies anything.
 local tensor = require "facet.tensor"
 
 local Module = {}
@@ -61,12 +65,31 @@ function Module:_view(key, t, shape)
   return v
 end
 
+--- An error naming the module, the method and the tensor when one of the
+-- module's own parameters, gradients or state tensors was freed.
+function Module:check_alive(method)
+  for _, p in ipairs(self._params) do
+    local t, g = self[p.name], self["grad_" .. p.name]
+    if not tensor.is_tensor(t) or t:is_freed() then error(("%s:%s: %s was freed"):format(self.__name, method, p.name), 3) end
+    if not tensor.is_tensor(g) or g:is_freed() then
+      error(("%s:%s: grad_%s was freed"):format(self.__name, method, p.name), 3)
+    end
+  end
+  for _, k in ipairs(self._state or {}) do
+    local t = self[k]
+    if not tensor.is_tensor(t) or t:is_freed() then error(("%s:%s: %s was freed"):format(self.__name, method, k), 3) end
+  end
+end
+
 function Module:forward(x)
+  self:check_alive("forward")
+  if tensor.is_tensor(x) and x:is_freed() then error(self.__name .. ":forward: the input was freed", 2) end
   self.output = self:update_output(x)
   return self.output
 end
 
 function Module:backward(x, grad_out)
+  self:check_alive("backward")
   self.grad_input = self:update_grad_input(x, grad_out)
   self:acc_grad_parameters(x, grad_out)
   return self.grad_input
@@ -151,23 +174,47 @@ function Module:state_dict()
   return d
 end
 
---- Copies a state_dict (e.g. from facet.load_safetensors) into the model; every
--- name must match in both directions, with the same shape.
-function Module:load_state(dict)
-  if type(dict) ~= "table" then error("load_state: want a table of tensors", 2) end
+-- nil, or what is wrong with dict as a state_dict of this model
+local function state_problem(self, dict)
+  if type(dict) ~= "table" then return "load_state: want a table of tensors" end
   local mine = self:state_dict()
-  for name, t in pairs(mine) do
-    local src = dict[name]
-    if src == nil then error(("load_state: %s is missing from the checkpoint"):format(name), 2) end
+  local names = {}
+  for name in pairs(mine) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local t, src = mine[name], dict[name]
+    if not tensor.is_tensor(t) or t:is_freed() then return ("load_state: the model's %s was freed"):format(name) end
+    if src == nil then return ("load_state: %s is missing from the checkpoint"):format(name) end
+    if not tensor.is_tensor(src) then return ("load_state: %s is a %s in the checkpoint, not a tensor"):format(name, type(src)) end
+    if src:is_freed() then return ("load_state: %s of the checkpoint was freed"):format(name) end
     local a, b = t:shape(), src:shape()
     if table.concat(a, "x") ~= table.concat(b, "x") then
-      error(("load_state: %s has shape %s in the model, %s in the checkpoint"):format(name, table.concat(a, "x"),
-        table.concat(b, "x")), 2)
+      return ("load_state: %s has shape %s in the model, %s in the checkpoint"):format(name, table.concat(a, "x"),
+        table.concat(b, "x"))
+    end
+    if t:dtype() ~= src:dtype() then
+      return ("load_state: %s is %s in the model, %s in the checkpoint"):format(name, t:dtype(), src:dtype())
     end
   end
   for name in pairs(dict) do
-    if mine[name] == nil then error(("load_state: the checkpoint has %s, which the model does not"):format(name), 2) end
+    if mine[name] == nil then return ("load_state: the checkpoint has %s, which the model does not"):format(tostring(name)) end
   end
+  return nil, mine
+end
+
+--- Checks a state_dict against the model without changing anything: every
+-- name in both directions, each a live tensor of the same shape and dtype.
+function Module:check_state(dict)
+  local bad = state_problem(self, dict)
+  if bad then error(bad, 2) end
+end
+
+--- Copies a state_dict (e.g. from facet.load_safetensors) into the model;
+-- every name must match in both directions, with the same shape and dtype.
+-- All or nothing: everything is checked before the first copy.
+function Module:load_state(dict)
+  local bad, mine = state_problem(self, dict)
+  if bad then error(bad, 2) end
   for name, t in pairs(mine) do t:copy(dict[name]) end
   return self
 end

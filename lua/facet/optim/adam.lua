@@ -18,18 +18,26 @@ local function class(name, decoupled, wd)
   cls.__index = cls
   cls.defaults = { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-8, weight_decay = wd, decay_bias_norm = true }
   cls.state_keys = { "exp_avg", "exp_avg_sq" }
+  --- One update of every parameter; checks them all first (see
+  -- facet.optim.optimizer): a step that fails changes no parameter, moment
+  -- or step count.
   function cls:step()
-    self.step_count = self.step_count + 1
+    self:check_entries("step")
+    local b = self.betas
+    if type(b) ~= "table" or type(b[1]) ~= "number" or type(b[2]) ~= "number" or not (b[1] >= 0 and b[1] < 1) or
+      not (b[2] >= 0 and b[2] < 1) then
+      error(name .. ":step: betas must be two numbers in [0, 1)", 2)
+    end
+    if type(self.eps) ~= "number" or not (self.eps > 0) then error(name .. ":step: eps must be a number > 0", 2) end
+    self:ensure_state(cls.state_keys)
+    local step = self.step_count + 1
     for _, p in ipairs(self.list) do
       Optimizer.complete(p)
-      if not p.exp_avg then
-        p.exp_avg = tensor.zeros(p.param:shape(), { device = p.param:device() })
-        p.exp_avg_sq = tensor.zeros(p.param:shape(), { device = p.param:device() })
-      end
-      check(C.facet_adam_step(p.param.h, p.grad.h, p.exp_avg.h, p.exp_avg_sq.h, self.lr, self.betas[1], self.betas[2],
-        self.eps, self:decay_of(p), self.step_count, decoupled and C.FACET_ADAM_FLAG_DECOUPLED or 0))
+      check(C.facet_adam_step(p.param.h, p.grad.h, p.exp_avg.h, p.exp_avg_sq.h, self.lr, b[1], b[2],
+        self.eps, self:decay_of(p), step, decoupled and C.FACET_ADAM_FLAG_DECOUPLED or 0))
       Optimizer.updated(p, false)
     end
+    self.step_count = step
   end
   return function(sources, cfg) return Optimizer.new(cls, sources, cfg, cls.defaults) end
 end

@@ -14,6 +14,15 @@
 --                when row_norms holds the new norms
 --   grad_sumsq() (optional) ||complete gradient||^2 without completing it
 -- The optimizer reads nothing else of its sources.
+--
+-- All or nothing: step() checks every parameter (tensors alive, float32,
+-- contiguous, one device, the gradient and the state buffers shaped like the
+-- parameter, the deferred-gradient vectors one value per row) and the
+-- settings before it updates any, so a step that fails changes no parameter,
+-- buffer or step count. load_state() checks the whole state (name, step
+-- count, settings, every tensor's name, dtype and shape) before it copies
+-- anything, so a state it refuses leaves the optimizer exactly as it was.
+local ffi = require "ffi"
 local core = require "facet.core"
 local tensor = require "facet.tensor"
 
@@ -64,6 +73,95 @@ function Optimizer.new(cls, sources, cfg, defaults)
   self.list = collect(sources)
   self.step_count = 0
   return self
+end
+
+-- ---- checks before any write --------------------------------------------------------
+
+local nd_a, nd_b, int1 = ffi.new("int[1]"), ffi.new("int[1]"), ffi.new("int[1]")
+local shape_a, shape_b = ffi.new("int64_t[8]"), ffi.new("int64_t[8]")
+
+local function shape_text(t) return table.concat(t:shape(), "x") end
+
+-- whether live tensors a and b have one shape (no Lua tables: step() runs this every step)
+local function same_shape(a, b)
+  C.facet_tensor_ndim(a.h, nd_a)
+  C.facet_tensor_ndim(b.h, nd_b)
+  if nd_a[0] ~= nd_b[0] then return false end
+  C.facet_tensor_shape(a.h, shape_a, nil)
+  C.facet_tensor_shape(b.h, shape_b, nil)
+  for d = 0, nd_a[0] - 1 do
+    if shape_a[d] ~= shape_b[d] then return false end
+  end
+  return true
+end
+
+local function code_of(fn, t)
+  fn(t.h, int1)
+  return int1[0]
+end
+
+local F32 = core.DTYPES.float32
+
+-- the name of entry i in messages: "parameter 3 (1.weight)"
+local function label(p, i)
+  return p.name and ("parameter %d (%s)"):format(i, p.name) or ("parameter %d"):format(i)
+end
+
+-- an error (naming the optimizer, the method and the parameter) unless
+-- entry p's tensor t of role `what` is alive, float32, contiguous, on the
+-- param's device, and shaped like the param (rows: one value per row of it)
+local function check_tensor(self, method, p, i, what, t, rows)
+  local where = ("%s:%s: %s"):format(self.name, method, label(p, i))
+  if not tensor.is_tensor(t) then error(("%s: %s is not a tensor"):format(where, what), 4) end
+  if t:is_freed() then error(("%s: its %s was freed"):format(where, what), 4) end
+  if code_of(C.facet_tensor_dtype, t) ~= F32 then error(("%s: %s is %s, want float32"):format(where, what, t:dtype()), 4) end
+  if code_of(C.facet_tensor_is_contiguous, t) == 0 then error(("%s: %s is not contiguous"):format(where, what), 4) end
+  if what ~= "param" then
+    if code_of(C.facet_tensor_device, t) ~= code_of(C.facet_tensor_device, p.param) then
+      error(("%s: %s on %s, param on %s"):format(where, what, t:device(), p.param:device()), 4)
+    end
+    if rows then
+      local n = p.param:dim() == 2 and p.param:size(1) or 1
+      if t:numel() ~= n then error(("%s: %s has %d values, want %d (one per row)"):format(where, what, t:numel(), n), 4) end
+    elseif not same_shape(t, p.param) then
+      error(("%s: %s has shape %s, param %s"):format(where, what, shape_text(t), shape_text(p.param)), 4)
+    end
+  end
+end
+
+local function check_number(self, method, key, lo, hi)
+  local v = self[key]
+  if type(v) ~= "number" or v ~= v or v < lo or (hi and v > hi) or v == math.huge then
+    error(("%s:%s: %s must be a finite number in [%g, %s], got %s"):format(self.name, method, key, lo,
+      hi and ("%g"):format(hi) or "inf", tostring(v)), 3)
+  end
+end
+
+--- Checks every parameter entry and the settings before step() writes
+-- anything (errors name the optimizer, the method and the parameter).
+function Optimizer:check_entries(method)
+  method = method or "step"
+  check_number(self, method, "lr", 0)
+  check_number(self, method, "weight_decay", 0)
+  for i, p in ipairs(self.list) do
+    check_tensor(self, method, p, i, "param", p.param)
+    check_tensor(self, method, p, i, "grad", p.grad)
+    if p.row_coef ~= nil then check_tensor(self, method, p, i, "row_coef", p.row_coef, true) end
+    if p.row_norms ~= nil then check_tensor(self, method, p, i, "row_norms", p.row_norms, true) end
+    for _, key in ipairs(self.state_keys) do
+      if p[key] ~= nil then check_tensor(self, method, p, i, key, p[key]) end
+    end
+  end
+end
+
+--- Allocates the state buffers named in keys that an entry lacks (zeros
+-- like its param), for every entry before any update.
+function Optimizer:ensure_state(keys)
+  for _, p in ipairs(self.list) do
+    for _, key in ipairs(keys) do
+      if not p[key] then p[key] = tensor.zeros(p.param:shape(), { device = p.param:device() }) end
+    end
+  end
 end
 
 --- Weight decay of a parameter: none for biases and norm parameters when decay_bias_norm is false.
@@ -178,22 +276,109 @@ function Optimizer:state()
   return s
 end
 
---- Restores state(); the parameters may have been loaded with it, so owners
--- of deferred entries are told their param changed (a fused head measures W again).
-function Optimizer:load_state(s)
-  if s.name ~= self.name then error(("load_state: a %s state into a %s optimizer"):format(tostring(s.name), self.name), 2) end
-  self.step_count = s.step_count
-  for k, v in pairs(s.settings) do self[k] = v end
-  for i, p in ipairs(self.list) do
-    for _, key in ipairs(self.state_keys) do
-      local t = s.tensors[i .. "." .. key]
-      if t then
-        p[key] = p[key] or tensor.zeros(p.param:shape(), { device = p.param:device() })
-        p[key]:copy(t)
+-- the settings of a state, checked against the optimizer's: known names, values of the same kind
+local function settings_problem(self, settings)
+  if settings == nil then return end
+  if type(settings) ~= "table" then return "load_state: settings must be a table" end
+  for k, v in pairs(settings) do
+    if type(k) ~= "string" or self.defaults[k] == nil then
+      return ("load_state: unknown %s setting '%s'"):format(self.name, tostring(k))
+    end
+    local want = self[k]
+    if type(v) ~= type(want) then
+      return ("load_state: setting %s is a %s, want a %s"):format(k, type(v), type(want))
+    end
+    if type(v) == "number" and (v ~= v or v < 0 or v == math.huge) then
+      return ("load_state: setting %s must be a finite number >= 0, got %s"):format(k, tostring(v))
+    end
+    if type(v) == "table" then
+      if #v ~= #want then return ("load_state: setting %s has %d values, want %d"):format(k, #v, #want) end
+      for j = 1, #v do
+        if type(v[j]) ~= "number" or v[j] ~= v[j] or v[j] < 0 or v[j] >= 1 then
+          return ("load_state: setting %s[%d] must be a number in [0, 1), got %s"):format(k, j, tostring(v[j]))
+        end
       end
     end
-    Optimizer.updated(p, false)
   end
+end
+
+-- nil, or what is wrong with state s for this optimizer (see check_state)
+local function state_problem(self, s)
+  if type(s) ~= "table" then return "load_state: want a table (what state() returns)" end
+  if s.name ~= self.name then return ("load_state: a %s state into a %s optimizer"):format(tostring(s.name), self.name) end
+  local n = s.step_count
+  if type(n) ~= "number" or n < 0 or n ~= math.floor(n) or n == math.huge then
+    return ("load_state: step_count must be an integer >= 0, got %s"):format(tostring(n))
+  end
+  local bad = settings_problem(self, s.settings)
+  if bad then return bad end
+  local tensors = s.tensors or {}
+  if type(tensors) ~= "table" then return "load_state: tensors must be a table" end
+  local keys = {}
+  for _, k in ipairs(self.state_keys) do keys[k] = true end
+  for name, t in pairs(tensors) do
+    local i, key = tostring(name):match("^(%d+)%.(.+)$")
+    i = tonumber(i)
+    if not i or not keys[key] then
+      return ("load_state: tensor '%s' is not <index>.<%s>"):format(tostring(name), table.concat(self.state_keys, "|"))
+    end
+    local p = self.list[i]
+    if not p then return ("load_state: tensor %s: the optimizer has %d parameters"):format(name, #self.list) end
+    if not tensor.is_tensor(t) then return ("load_state: %s is not a tensor"):format(name) end
+    if t:is_freed() then return ("load_state: %s was freed"):format(name) end
+    if t:dtype() ~= "float32" then return ("load_state: %s is %s, want float32"):format(name, t:dtype()) end
+    if p.param:is_freed() then return ("load_state: %s was freed"):format(label(p, i)) end
+    if shape_text(t) ~= shape_text(p.param) then
+      return ("load_state: %s has shape %s, %s has %s"):format(name, shape_text(t), label(p, i), shape_text(p.param))
+    end
+    if p[key] ~= nil and (not tensor.is_tensor(p[key]) or p[key]:is_freed()) then
+      return ("load_state: the %s of %s was freed"):format(key, label(p, i))
+    end
+  end
+end
+
+--- Checks a state (what state() returns, or the same read back from a
+-- checkpoint) against this optimizer without changing anything: the name,
+-- the step count, the settings, and every tensor (its name "<index>.<key>"
+-- with a parameter index and a state key of this optimizer, float32, alive,
+-- shaped like its parameter). Errors say what does not fit.
+function Optimizer:check_state(s)
+  local bad = state_problem(self, s)
+  if bad then error(bad, 2) end
+end
+
+--- Restores state(): all or nothing (check_state first, then the buffers a
+-- parameter lacks are made, then everything is copied). The parameters may
+-- have been loaded with it, so owners of deferred entries are told their
+-- param changed (a fused head measures W again).
+function Optimizer:load_state(s)
+  local bad = state_problem(self, s)
+  if bad then error(bad, 2) end
+  local tensors = s.tensors or {}
+  -- every allocation before the first copy
+  for i, p in ipairs(self.list) do
+    for _, key in ipairs(self.state_keys) do
+      if tensors[i .. "." .. key] and not p[key] then
+        p[key] = tensor.zeros(p.param:shape(), { device = p.param:device() })
+      end
+    end
+  end
+  for i, p in ipairs(self.list) do
+    for _, key in ipairs(self.state_keys) do
+      local t = tensors[i .. "." .. key]
+      if t then p[key]:copy(t) end
+    end
+  end
+  self.step_count = s.step_count
+  for k, v in pairs(s.settings or {}) do
+    if type(v) == "table" then
+      local c = {}
+      for j = 1, #v do c[j] = v[j] end
+      v = c
+    end
+    self[k] = v
+  end
+  for _, p in ipairs(self.list) do Optimizer.updated(p, false) end
 end
 
 return Optimizer

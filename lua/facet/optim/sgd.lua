@@ -29,13 +29,17 @@ local function new(sources, cfg)
   return self
 end
 
+--- One update of every parameter; checks them all first (see
+-- facet.optim.optimizer), so a step that fails has changed nothing.
 function SGD:step()
+  self:check_entries("step")
+  if type(self.momentum) ~= "number" or self.momentum < 0 or type(self.dampening) ~= "number" then
+    error("sgd:step: momentum must be a number >= 0 and dampening a number", 2)
+  end
   local flags = (self.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) +
     (self.step_count == 0 and C.FACET_SGD_FLAG_FIRST_STEP or 0)
+  if self.momentum ~= 0 then self:ensure_state(SGD.state_keys) end
   for _, p in ipairs(self.list) do
-    if self.momentum ~= 0 and not p.momentum_buffer then
-      p.momentum_buffer = tensor.zeros(p.param:shape(), { device = p.param:device() })
-    end
     check(C.facet_sgd_step(p.param.h, p.grad.h, p.momentum_buffer and p.momentum_buffer.h or nil,
       p.row_coef and p.row_coef.h or nil, p.row_norms and p.row_norms.h or nil,
       self.lr, self.momentum, self.dampening, self:decay_of(p), flags))
