@@ -9,23 +9,54 @@
 -- the W norms in the optimizer's single pass over W), against the GEMMs plus
 -- one plain SGD pass and one zeroing of dL/dW. A scripted copy of the adaptive
 -- h is timed against the built-in one.
--- With --torch 1 it also runs bench/heads_torch.py (Debian's python3-torch: a
--- straightforward PyTorch version of the heads) and prints facet's speed-up.
--- Usage: bin/facet run bench/heads.lua [--B 128] [--dim 512] [--K 72690] [--reps 5] [--heads am,mv-am] [--torch 1]
+-- With --torch 1 it also runs bench/heads_torch.py (a straightforward PyTorch
+-- version of the heads: normalise W, matmul, margin by scatter, cross-entropy,
+-- autograd) and prints facet's speed-up.
+-- --device cuda: everything on the GPU (the GEMMs are cuBLAS SGEMMs), each
+-- time the best of --reps runs between facet.cuda.synchronize() calls; the
+-- head's device memory is the caching allocator's bytes held during its
+-- forward+backward (facet.cuda.memory_stats(): the most allocated_bytes seen
+-- after the forward and after the backward, or peak_allocated_bytes when the
+-- head raised the process's peak, less what was held before the head was
+-- made; the cache is emptied between heads), next to W + dL/dW + one B x K
+-- buffer; PyTorch runs on the same card (FACET_TORCH_PYTHON names a Python
+-- with CUDA PyTorch; default python3 from the PATH, /usr/bin/python3 on the
+-- CPU). Targets on the GPU: step <= 1.3x the GEMMs, >= 3x PyTorch's speed.
+-- The heads' weights are drawn on the device there (their values do not
+-- matter here; a million-class W drawn on the CPU takes seconds).
+-- --train 0 leaves out the training-step table. Lines starting with
+-- "summary:" are the key figures (tools/gpu_check.sh copies them).
+-- Usage: bin/facet run bench/heads.lua [--B 128] [--dim 512] [--K 72690] [--reps 5] [--heads am,mv-am]
+--          [--device cpu|cuda] [--train 0|1] [--torch 0|1]
 local facet = require "facet"
+io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
-local o = { B = 128, dim = 512, K = 72690, reps = 5, heads = nil, device = "cpu", torch = 0 }
+local NAME = "bench/heads.lua"
+local o = { B = 128, dim = 512, K = 72690, reps = 5, heads = nil, device = "cpu", torch = 0, train = 1 }
 local i = 1
 while arg and arg[i] do
   local k = arg[i]:match("^%-%-(.+)$")
-  if k == "heads" then
+  if k == "heads" and arg[i + 1] then
     o.heads = {}
     for h in arg[i + 1]:gmatch("[^,]+") do o.heads[#o.heads + 1] = h end
   elseif k == "device" then o.device = arg[i + 1]
-  elseif k and o[k] ~= nil then o[k] = tonumber(arg[i + 1])
-  else error("unknown argument " .. tostring(arg[i])) end
+  elseif k and k ~= "heads" and k ~= "device" and o[k] ~= nil and tonumber(arg[i + 1]) then o[k] = tonumber(arg[i + 1])
+  else
+    io.stderr:write(("%s: unknown argument or bad value: %s %s\n"):format(NAME, tostring(arg[i]), tostring(arg[i + 1])))
+    os.exit(1)
+  end
   i = i + 2
 end
+if o.device ~= "cpu" and o.device ~= "cuda" then
+  io.stderr:write(("%s: unknown --device %s (cpu, cuda)\n"):format(NAME, tostring(o.device)))
+  os.exit(1)
+end
+if o.device == "cuda" and not facet.cuda.available() then
+  io.stderr:write(("%s: --device cuda: no CUDA device (%s)\n"):format(NAME, facet.cuda.built()
+    and "facet was built with CUDA but facet.cuda.device_count() is 0" or "facet was built without CUDA"))
+  os.exit(2)
+end
+local gpu = o.device == "cuda"
 
 local function peak_rss_mb()
   local f = io.open("/proc/self/status")
@@ -35,7 +66,7 @@ local function peak_rss_mb()
   return (tonumber(s:match("VmHWM:%s*(%d+)")) or 0) / 1024
 end
 
-local function sync() if o.device == "cuda" then facet.cuda.synchronize() end end
+local function sync() if gpu then facet.cuda.synchronize() end end
 
 local function best(fn, reps)
   fn()
@@ -50,13 +81,40 @@ local function best(fn, reps)
   return b
 end
 
+local function collect()
+  collectgarbage()
+  collectgarbage()
+  if gpu then facet.cuda.empty_cache() end
+end
+
+-- a head; on the GPU its weights are drawn (and its zeros made) on the device
+-- rather than on the CPU and copied (facet.heads makes them with facet.tensor's
+-- randn / rand / zeros, then moves them)
+local T = require "facet.tensor"
+local function new_head(name, opts)
+  if not gpu then return facet.heads.new(name, opts) end
+  local saved = { randn = T.randn, rand = T.rand, zeros = T.zeros }
+  for k, f in pairs(saved) do
+    T[k] = function(sizes, topts)
+      local c = {}
+      for kk, v in pairs(topts or {}) do c[kk] = v end
+      c.device = c.device or o.device
+      return f(sizes, c)
+    end
+  end
+  local ok, h = pcall(facet.heads.new, name, opts)
+  for k, f in pairs(saved) do T[k] = f end
+  if not ok then error(h, 0) end
+  return h
+end
+
 local B, D, K = o.B, o.dim, o.K
 local dev = { device = o.device }
-local x = facet.randn({ B, D }, { seed = 1 }):to(o.device)
+local x = facet.randn({ B, D }, { seed = 1, device = o.device })
 local y = facet.arange(B, { dtype = "int64" }):mul_(K / B):floor_():to(o.device)
 
 -- the three GEMMs of a head step, alone
-local W = facet.randn({ K, D }, { seed = 2 }):to(o.device)
+local W = facet.randn({ K, D }, { seed = 2, device = o.device })
 local gW = facet.zeros({ K, D }, dev)
 local Z = facet.empty({ B, K }, dev)
 local dX = facet.empty({ B, D }, dev)
@@ -76,13 +134,24 @@ local t_sgd = best(function()
 end, o.reps)
 local t_zero = best(function() gW:zero_() end, o.reps)
 W, gW, Z, dX, mom = nil, nil, nil, nil, nil
-collectgarbage()
+collect()
 
-print(("B = %d, dim = %d, K = %d on %s, %d threads, OpenBLAS core %s"):format(B, D, K, o.device,
-  facet.get_threads(), facet.blas_core()))
-print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.1f ms; zeroing dL/dW: %.1f ms"):format(
-  t_gemm * 1e3, gflop / t_gemm, t_sgd * 1e3, t_zero * 1e3))
-print(("%-24s %9s %9s %8s %10s %10s"):format("head", "ms/step", "GFLOP/s", "x GEMM", "head MB", "peak RSS MB"))
+-- W + dL/dW + one B x K buffer: the least a head step can hold
+local ref_mb = (2 * K * D + B * K) * 4 / 2 ^ 20
+if gpu then
+  print(("B = %d, dim = %d, K = %d on cuda (device 1 of %d), fp32; best of %d runs between synchronize() calls"):format(
+    B, D, K, facet.cuda.device_count(), o.reps))
+  print(("three cuBLAS GEMMs alone: %.2f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.2f ms; " ..
+    "zeroing dL/dW: %.2f ms; W + dL/dW + one BxK buffer: %.0f MB"):format(t_gemm * 1e3, gflop / t_gemm,
+    t_sgd * 1e3, t_zero * 1e3, ref_mb))
+  print(("%-24s %9s %9s %8s %10s %12s"):format("head", "ms/step", "GFLOP/s", "x GEMM", "device MB", "x (W+dW+BxK)"))
+else
+  print(("B = %d, dim = %d, K = %d on %s, %d threads, OpenBLAS core %s"):format(B, D, K, o.device,
+    facet.get_threads(), facet.blas_core()))
+  print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.1f ms; zeroing dL/dW: %.1f ms"):format(
+    t_gemm * 1e3, gflop / t_gemm, t_sgd * 1e3, t_zero * 1e3))
+  print(("%-24s %9s %9s %8s %10s %10s"):format("head", "ms/step", "GFLOP/s", "x GEMM", "head MB", "peak RSS MB"))
+end
 
 local function head_mb(h)
   local total = 0
@@ -92,19 +161,43 @@ local function head_mb(h)
   return total / 2 ^ 20
 end
 
+local stats = facet.cuda.memory_stats
+local mems = {}
+
 local function run(name, opts, label)
   opts.classes, opts.dim, opts.seed, opts.device = K, D, 3, o.device
-  local h = facet.heads.new(name, opts)
+  local base, peak0 = 0, 0
+  if gpu then
+    local s = stats()
+    base, peak0 = s.allocated_bytes, s.peak_allocated_bytes
+  end
+  local h = new_head(name, opts)
+  local held = 0
+  if gpu then
+    -- one untimed step for the memory: the bytes held after forward and after backward
+    h:forward(x, y)
+    held = stats().allocated_bytes
+    h:backward()
+    held = math.max(held, stats().allocated_bytes)
+  end
   local t = best(function()
     h:forward(x, y)
     h:backward()
   end, o.reps)
-  print(("%-24s %9.1f %9.1f %8.2f %10.0f %10.0f"):format(label or name, t * 1e3, gflop / t, t / t_gemm,
-    head_mb(h), peak_rss_mb()))
-  local mb = head_mb(h)
+  if gpu then
+    local peak = stats().peak_allocated_bytes
+    if peak > peak0 then held = math.max(held, peak) end
+    local mb = (held - base) / 2 ^ 20
+    mems[label or name] = mb
+    print(("%-24s %9.2f %9.1f %8.2f %10.0f %12.2f"):format(label or name, t * 1e3, gflop / t, t / t_gemm, mb,
+      mb / ref_mb))
+  else
+    print(("%-24s %9.1f %9.1f %8.2f %10.0f %10.0f"):format(label or name, t * 1e3, gflop / t, t / t_gemm,
+      head_mb(h), peak_rss_mb()))
+  end
   h = nil
-  collectgarbage()
-  return t, mb
+  collect()
+  return t
 end
 
 local names = o.heads or facet.heads.names()
@@ -113,27 +206,29 @@ for _, name in ipairs(names) do times[name] = run(name, {}) end
 
 -- a training step through facet.optim.sgd; fused: the W norms and the radial
 -- correction in the optimizer's single pass over W
-local t_base = t_gemm + t_sgd + t_zero
-print(("\nzero_grad + forward + backward + facet.optim.sgd step (momentum 0.9), against GEMMs + one SGD pass " ..
-  "+ zeroing (%.1f ms)"):format(t_base * 1e3))
-print(("%-24s %12s %12s %8s"):format("head", "unfused ms", "fused ms", "x (GEMM+SGD+zero)"))
-for _, name in ipairs(names) do
-  local probe = facet.heads.new(name, { classes = 2, dim = 2 })
-  if probe.kind == "cosine" then
-    local res = {}
-    for _, fused in ipairs { false, true } do
-      local h = facet.heads.new(name, { classes = K, dim = D, seed = 3, device = o.device, fused = fused })
-      local opt = facet.optim.sgd(h, { lr = 1e-9, momentum = 0.9, weight_decay = 5e-4 })
-      res[#res + 1] = best(function()
-        opt:zero_grad()
-        h:forward(x, y)
-        h:backward()
-        opt:step()
-      end, o.reps)
-      h, opt = nil, nil
-      collectgarbage()
+if o.train ~= 0 then
+  local t_base = t_gemm + t_sgd + t_zero
+  print(("\nzero_grad + forward + backward + facet.optim.sgd step (momentum 0.9), against GEMMs + one SGD pass " ..
+    "+ zeroing (%.1f ms)"):format(t_base * 1e3))
+  print(("%-24s %12s %12s %8s"):format("head", "unfused ms", "fused ms", "x (GEMM+SGD+zero)"))
+  for _, name in ipairs(names) do
+    local probe = facet.heads.new(name, { classes = 2, dim = 2 })
+    if probe.kind == "cosine" then
+      local res = {}
+      for _, fused in ipairs { false, true } do
+        local h = new_head(name, { classes = K, dim = D, seed = 3, device = o.device, fused = fused })
+        local opt = facet.optim.sgd(h, { lr = 1e-9, momentum = 0.9, weight_decay = 5e-4 })
+        res[#res + 1] = best(function()
+          opt:zero_grad()
+          h:forward(x, y)
+          h:backward()
+          opt:step()
+        end, o.reps)
+        h, opt = nil, nil
+        collect()
+      end
+      print(("%-24s %12.1f %12.1f %8.2f"):format(name, res[1] * 1e3, res[2] * 1e3, res[2] / t_base))
     end
-    print(("%-24s %12.1f %12.1f %8.2f"):format(name, res[1] * 1e3, res[2] * 1e3, res[2] / t_base))
   end
 end
 print()
@@ -146,20 +241,45 @@ if not o.heads or times["mv-am"] then
   print(("scripted h / built-in h: %.3f"):format(t_script / t_built))
 end
 
+local torch_ms, torch_mb = {}, {}
 if o.torch ~= 0 then
-  local cmd = ("env -u LD_PRELOAD /usr/bin/python3 bench/heads_torch.py --B %d --dim %d --K %d --reps %d --threads %d"):format(
-    B, D, K, math.max(2, o.reps - 2), facet.get_threads())
+  local python = os.getenv("FACET_TORCH_PYTHON") or (gpu and "python3" or "/usr/bin/python3")
+  local cmd = ("env -u LD_PRELOAD %s bench/heads_torch.py --device %s --B %d --dim %d --K %d --reps %d --threads %d")
+    :format(python, o.device, B, D, K, math.max(2, o.reps - 2), facet.get_threads())
   local p = io.popen(cmd .. " 2>&1")
   local out = p:read("*a")
   p:close()
-  print(("\nPyTorch %s, same machine and threads, forward+backward:"):format("(bench/heads_torch.py)"))
-  print(("%-24s %12s %12s %10s"):format("head", "PyTorch ms", "facet ms", "speed-up"))
+  print(("\nPyTorch %s, same %s, forward+backward:"):format("(bench/heads_torch.py)", gpu and "card" or
+    "machine and threads"))
+  for line in out:gmatch("[^\n]+") do
+    if line:match("^#") then print(line) end
+    local name, ms, mb = line:match("^([%w%-]+) ([%d%.]+) ?([%d%.]*)$")
+    if name then torch_ms[name], torch_mb[name] = tonumber(ms), tonumber(mb) end
+  end
+  print(("%-24s %12s %12s %10s%s"):format("head", "PyTorch ms", "facet ms", "speed-up", gpu and "   PyTorch MB" or ""))
   local any = false
-  for name, ms in out:gmatch("([%w%-]+) ([%d%.]+)") do
-    if times[name] then
+  for _, name in ipairs(names) do
+    local ms = torch_ms[name]
+    if ms and times[name] then
       any = true
-      print(("%-24s %12.1f %12.1f %9.1fx"):format(name, tonumber(ms), times[name] * 1e3, tonumber(ms) / (times[name] * 1e3)))
+      print(("%-24s %12.2f %12.2f %9.1fx%s"):format(name, ms, times[name] * 1e3, ms / (times[name] * 1e3),
+        torch_mb[name] and ("   %10.0f"):format(torch_mb[name]) or ""))
     end
   end
-  if not any then print("(no PyTorch figures: " .. out:gsub("\n", " "):sub(1, 200) .. ")") end
+  if not any then print("(no PyTorch figures: " .. out:gsub("\n", " "):sub(1, 300) .. ")") end
 end
+
+-- the key figures, one line per head
+for _, name in ipairs(names) do
+  local t = times[name]
+  local parts = { ("summary: heads %s K=%d %s: %.2f ms fwd+bwd = %.2fx the GEMMs (%.2f ms)"):format(o.device, K, name,
+    t * 1e3, t / t_gemm, t_gemm * 1e3) }
+  if gpu then
+    parts[#parts + 1] = ("device %.0f MB = %.2fx W+dW+BxK"):format(mems[name], mems[name] / ref_mb)
+  end
+  if torch_ms[name] then
+    parts[#parts + 1] = ("PyTorch %.2f ms = %.1fx faster"):format(torch_ms[name], torch_ms[name] / (t * 1e3))
+  end
+  print(table.concat(parts, "; "))
+end
+if gpu then print("summary: heads targets on the GPU: fwd+bwd <= 1.3x the GEMMs, >= 3x faster than PyTorch") end

@@ -1,12 +1,19 @@
 """bench/heads_torch.py: a straightforward PyTorch implementation of the same
 heads (the way FaceX-Zoo and InsightFace write them: normalise W into a copy,
-masks, gather/scatter, autograd), timed forward+backward at the same size as
-bench/heads.lua. Optional: needs Debian's python3-torch; never used by tests.
-Prints one line per head: name and best ms of --reps steps.
-Usage: python3 bench/heads_torch.py [--B 128] [--dim 512] [--K 72690] [--reps 3] [--threads 2]
+matmul, masks, margin by gather/scatter, cross-entropy, autograd), timed
+forward+backward at the same size as bench/heads.lua. Optional; never used by
+tests. --device cpu (default): Debian's python3-torch, --threads threads.
+--device cuda: a PyTorch with CUDA, fp32 (TF32 off), each time taken between
+torch.cuda.synchronize() calls, and the peak memory PyTorch's allocator held
+during the step (torch.cuda.max_memory_allocated after a reset, less what was
+held before). Prints a few lines starting with '#', then one line per head:
+name, best ms of --reps steps after one warm-up step (and, on CUDA, peak MB).
+Exits 3 when --device cuda finds no CUDA in PyTorch.
+Usage: python3 bench/heads_torch.py [--device cpu|cuda] [--B 128] [--dim 512] [--K 72690] [--reps 3] [--threads 2]
 """
 import argparse
 import math
+import sys
 import time
 
 import torch
@@ -18,11 +25,28 @@ p.add_argument("--dim", type=int, default=512)
 p.add_argument("--K", type=int, default=72690)
 p.add_argument("--reps", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 p.add_argument("--heads", default="norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 s = 32.0
+gpu = a.device == "cuda"
+if gpu:
+    if not torch.cuda.is_available():
+        print(f"# torch {torch.__version__}: no CUDA device (torch.cuda.is_available() is False)")
+        sys.exit(3)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    print(f"# torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}; fp32 (TF32 off)")
+else:
+    print(f"# torch {torch.__version__}, CPU, {a.threads} threads")
+dev = torch.device(a.device)
+
+
+def sync():
+    if gpu:
+        torch.cuda.synchronize()
 
 
 def logits(x, W, y, name):
@@ -55,17 +79,31 @@ def loss_of(x, W, y, name):
     return ce.mean()
 
 
-x = torch.randn(a.B, a.dim, requires_grad=True)
-W = torch.nn.Parameter(torch.randn(a.K, a.dim) * 0.01)
-y = (torch.arange(a.B) * (a.K // a.B)).long()
+x = torch.randn(a.B, a.dim, device=dev, requires_grad=True)
+W = torch.nn.Parameter(torch.randn(a.K, a.dim, device=dev) * 0.01)
+y = (torch.arange(a.B, device=dev) * (a.K // a.B)).long()
 for name in a.heads.split(","):
     best = float("inf")
+    peak_mb = None
     for r in range(a.reps + 1):
         x.grad = None
         W.grad = None
+        if gpu and r == 0:
+            sync()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        sync()
         t0 = time.perf_counter()
         loss_of(x, W, y, name).backward()
+        sync()
         dt = time.perf_counter() - t0
+        if gpu and r == 0:
+            # the step's peak (W.grad included) plus W, held from before: facet's figure counts W too
+            peak_mb = (torch.cuda.max_memory_allocated() - base + W.numel() * 4) / 2 ** 20
         if r > 0:
             best = min(best, dt)
-    print(f"{name} {best * 1e3:.1f}")
+    if gpu:
+        print(f"{name} {best * 1e3:.3f} {peak_mb:.0f}")
+    else:
+        print(f"{name} {best * 1e3:.1f}")
+    sys.stdout.flush()

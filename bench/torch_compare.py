@@ -1,10 +1,20 @@
 """bench/torch_compare.py: the models of bench/train_step.lua in PyTorch
-(MobileFaceNet, IResNet-18, the small convnet, with an AM-Softmax head over
-1000 classes), timed for forward + backward + SGD with momentum, best of
---steps. Optional: needs Debian's python3-torch; never used by tests.
-Prints one line per model: name and images/s.
+(MobileFaceNet, IResNet-18 and IResNet-50 in arcface_torch's layout, the small
+convnet, with an AM-Softmax head over 1000 classes), timed for forward +
+backward + SGD with momentum. Optional; never used by tests.
+  --device cpu (default): Debian's python3-torch; best of --steps after
+  --warmup steps, on --threads threads; batch and size per model as in
+  train_step.lua unless --batch / --size say otherwise.
+  --device cuda: a PyTorch with CUDA; fp32 (TF32 off for matmuls and cuDNN),
+  torch.backends.cudnn.benchmark = True; each step copies the batch from
+  (pageable) host memory to the card, as bench/train_step.lua does; --warmup
+  steps, then the mean of --steps steps timed between torch.cuda.synchronize()
+  calls; batch 128 unless --batch says otherwise.
+Prints a few lines starting with '#' (versions, device), then one line per
+model: name and images/s. Exits 3 when --device cuda finds no CUDA in PyTorch.
 """
 import argparse
+import sys
 import time
 
 import torch
@@ -12,12 +22,31 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 p = argparse.ArgumentParser()
+p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--steps", type=int, default=5)
+p.add_argument("--warmup", type=int, default=1)
+p.add_argument("--batch", type=int, default=None)
+p.add_argument("--size", type=int, default=None)
 p.add_argument("--models", default="mobilefacenet,iresnet18,convnet")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
+gpu = a.device == "cuda"
+if gpu:
+    if not torch.cuda.is_available():
+        print(f"# torch {torch.__version__}: no CUDA device (torch.cuda.is_available() is False)")
+        sys.exit(3)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    dev = torch.device("cuda")
+    print(f"# torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
+          f"{torch.cuda.get_device_name(0)}; fp32 (TF32 off), cudnn.benchmark")
+else:
+    dev = torch.device("cpu")
+    print(f"# torch {torch.__version__}, CPU, {a.threads} threads")
+sys.stdout.flush()
 
 
 def conv_bn(cin, cout, k, s, p, g, act):
@@ -39,19 +68,23 @@ class Bottleneck(nn.Module):
         return x + self.body(x) if self.res else self.body(x)
 
 
-def mobilefacenet(emb=512):
+def mobilefacenet(emb=512, size=112):
     layers = [conv_bn(3, 64, 3, 2, 1, 1, True), conv_bn(64, 64, 3, 1, 1, 64, True)]
     cin = 64
     for t, c, n, s in [(2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1)]:
         for i in range(n):
             layers.append(Bottleneck(cin, c, t, s if i == 0 else 1))
             cin = c
-    layers += [conv_bn(128, 512, 1, 1, 0, 1, True), conv_bn(512, 512, 7, 1, 0, 512, False),
+    g = size // 16
+    layers += [conv_bn(128, 512, 1, 1, 0, 1, True), conv_bn(512, 512, g, 1, 0, 512, False),
                conv_bn(512, emb, 1, 1, 0, 1, False), nn.Flatten()]
     return nn.Sequential(*layers)
 
 
 class IRUnit(nn.Module):
+    """arcface_torch's IBasicBlock: BN-conv3x3-BN-PReLU-conv3x3(stride)-BN, with a
+    conv1x1(stride)-BN downsample when the shape changes."""
+
     def __init__(self, cin, cout, s):
         super().__init__()
         self.body = nn.Sequential(nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
@@ -64,18 +97,23 @@ class IRUnit(nn.Module):
         return self.body(x) + (x if self.short is None else self.short(x))
 
 
-def iresnet18(emb=512):
-    layers = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)]
+def iresnet(layers, emb=512, size=112):
+    """arcface_torch's IResNet (backbones/iresnet.py) without fp16: conv3x3-BN-PReLU
+    stem, four stages of 64/128/256/512 channels each starting with stride 2,
+    BN, dropout (p = 0, left out), flatten, FC to the embedding, BatchNorm1d."""
+    stem = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)]
+    units = []
     cin = 64
-    for c, n in [(64, 2), (128, 2), (256, 2), (512, 2)]:
+    for c, n in zip([64, 128, 256, 512], layers):
         for i in range(n):
-            layers.append(IRUnit(cin, c, 2 if i == 0 else 1))
+            units.append(IRUnit(cin, c, 2 if i == 0 else 1))
             cin = c
-    layers += [nn.BatchNorm2d(512), nn.Flatten(), nn.Linear(512 * 7 * 7, emb), nn.BatchNorm1d(emb)]
-    return nn.Sequential(*layers)
+    s = size // 16
+    tail = [nn.BatchNorm2d(512), nn.Flatten(), nn.Linear(512 * s * s, emb), nn.BatchNorm1d(emb)]
+    return nn.Sequential(*stem, *units, *tail)
 
 
-def convnet(emb=128):
+def convnet(emb=128, size=28):
     return nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(32, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(64 * 7 * 7, emb), nn.BatchNorm1d(emb))
@@ -87,22 +125,52 @@ def am_loss(x, W, y, s=32.0, m=0.35):
     return F.cross_entropy(logits, y)
 
 
-SPECS = {"mobilefacenet": (mobilefacenet, 512, 32, 112, 3), "iresnet18": (iresnet18, 512, 32, 112, 3),
-         "convnet": (convnet, 128, 128, 28, 1)}
+# name: build(emb, size), embedding, CPU batch, size, channels, size fixed
+SPECS = {"mobilefacenet": (mobilefacenet, 512, 32, 112, 3, False),
+         "iresnet18": (lambda e, s: iresnet([2, 2, 2, 2], e, s), 512, 32, 112, 3, False),
+         "iresnet50": (lambda e, s: iresnet([3, 4, 14, 3], e, s), 512, 32, 112, 3, False),
+         "convnet": (convnet, 128, 128, 28, 1, True)}
+
+
+def sync():
+    if gpu:
+        torch.cuda.synchronize()
+
+
 for name in a.models.split(","):
-    build, emb, batch, size, ch = SPECS[name]
-    net = build()
-    W = nn.Parameter(torch.randn(1000, emb) * 0.01)
+    build, emb, batch, size, ch, fixed = SPECS[name]
+    batch = a.batch or (128 if gpu else batch)
+    if a.size and not fixed:
+        size = a.size
+    net = build(emb, size).to(dev)
+    W = nn.Parameter(torch.randn(1000, emb, device=dev) * 0.01)
     opt = torch.optim.SGD(list(net.parameters()) + [W], lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(batch, ch, size, size)
-    y = torch.arange(batch)
-    best = float("inf")
-    for r in range(a.steps + 1):
-        t0 = time.perf_counter()
+    x_host = torch.randn(batch, ch, size, size)
+    y_host = torch.arange(batch) % 1000
+
+    def step():
+        x, y = x_host.to(dev), y_host.to(dev)
         opt.zero_grad()
         am_loss(net(x), W, y).backward()
         opt.step()
-        dt = time.perf_counter() - t0
-        if r > 0:
-            best = min(best, dt)
-    print(f"{name} {batch / best:.1f}")
+
+    for _ in range(a.warmup):
+        step()
+    if gpu:
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            step()
+        sync()
+        per_step = (time.perf_counter() - t0) / a.steps
+    else:
+        per_step = float("inf")
+        for _ in range(a.steps):
+            t0 = time.perf_counter()
+            step()
+            per_step = min(per_step, time.perf_counter() - t0)
+    print(f"{name} {batch / per_step:.1f}")
+    sys.stdout.flush()
+    del net, W, opt
+    if gpu:
+        torch.cuda.empty_cache()

@@ -1,84 +1,316 @@
 --- bench/train_step.lua: images/s of a whole training step (forward, backward
--- and SGD with momentum, an am head over 1000 classes) for MobileFaceNet and
--- IResNet-18 at 112 x 112, batch 32, and the small convnet at 28 x 28, batch
--- 128; the achieved GFLOP/s of the step's convolutions and linear layers
--- (3x the forward FLOPs: forward, grad input, grad weight) next to the
--- machine's GEMM rate measured in the same run; and, with Debian's
--- python3-torch, the same models in PyTorch (bench/torch_compare.py) and the ratio.
--- Usage: bin/facet run bench/train_step.lua [--steps 5] [--models mobilefacenet,iresnet18,convnet] [--torch 1]
+-- and SGD with momentum, an am head over 1000 classes); the achieved GFLOP/s
+-- of the step's convolutions and linear layers (3x the forward FLOPs: forward,
+-- grad input, grad weight) next to the device's GEMM rate measured in the same
+-- run; and the same models in PyTorch (bench/torch_compare.py) with the ratio
+-- facet / PyTorch.
+--   CPU (default): MobileFaceNet and IResNet-18 at 112 x 112, batch 32, the
+--   small convnet at 28 x 28, batch 128; best of --steps after one warm-up
+--   step; OpenBLAS GEMM (2048^3); Debian's python3-torch.
+--   --device cuda: IResNet-50 and MobileFaceNet at 112 x 112, batch 128, fp32;
+--   each step starts by copying the batch from host memory into device buffers
+--   (facet.data.to_device, as facet.train does); --warmup steps, then --steps
+--   steps timed as one region between facet.cuda.synchronize() calls (mean
+--   time per step); cuBLAS SGEMM rate (4096^3); PyTorch with CUDA on the same
+--   card (cudnn.benchmark = True, TF32 off, the same copy per step).
+-- --profile 1 then runs --steps more steps with every layer's forward and
+-- backward wrapped in synchronize + clock, and prints where a step's time goes
+-- by layer type (convolutions, depthwise convolutions, BN, activations/PReLU,
+-- pools, linear/FC, other layers), the head's forward and backward, the
+-- optimizer (zero_grad + step), the data copy, and the rest (residual adds,
+-- containers, Lua) as shares of the profiled step, which is slower than the
+-- plain one (one synchronisation per layer call).
+-- Lines starting with "summary:" are the key figures (tools/gpu_check.sh copies them).
+-- Usage: bin/facet run bench/train_step.lua [--device cpu|cuda] [--models mobilefacenet,iresnet18,iresnet50,convnet]
+--          [--batch N] [--size N] [--steps N] [--warmup N] [--profile 0|1] [--torch 0|1]
+-- FACET_TORCH_PYTHON names the Python with PyTorch (default: /usr/bin/python3 on
+-- the CPU, python3 from the PATH with --device cuda).
 local facet = require "facet"
+io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
-local o = { steps = 5, models = "mobilefacenet,iresnet18,convnet", torch = 1 }
+local NAME = "bench/train_step.lua"
+local o = { device = "cpu", torch = 1, profile = 0 }
+local NUMERIC = { steps = true, warmup = true, batch = true, size = true, torch = true, profile = true }
 local i = 1
 while arg and arg[i] do
-  local k = arg[i]:match("^%-%-(.+)$")
-  if k == "models" then o.models = arg[i + 1]
-  elseif k and o[k] ~= nil then o[k] = tonumber(arg[i + 1])
-  else error("unknown argument " .. tostring(arg[i])) end
+  local k, v = arg[i]:match("^%-%-(.+)$"), arg[i + 1]
+  if k == "models" or k == "device" then
+    o[k] = v
+  elseif k and NUMERIC[k] then
+    o[k] = tonumber(v)
+    if not o[k] or o[k] < 0 or o[k] ~= math.floor(o[k]) then
+      io.stderr:write(("%s: --%s wants a non-negative integer, got %s\n"):format(NAME, k, tostring(v)))
+      os.exit(1)
+    end
+  else
+    io.stderr:write(("%s: unknown argument %s\n"):format(NAME, tostring(arg[i])))
+    os.exit(1)
+  end
   i = i + 2
 end
 
--- the machine's GEMM rate
-local a, b = facet.randn({ 2048, 2048 }, { seed = 1 }), facet.randn({ 2048, 2048 }, { seed = 2 })
-local c = facet.empty({ 2048, 2048 })
+local dev = o.device
+if dev ~= "cpu" and dev ~= "cuda" then
+  io.stderr:write(("%s: unknown --device %s (cpu, cuda)\n"):format(NAME, tostring(dev)))
+  os.exit(1)
+end
+if dev == "cuda" and not facet.cuda.available() then
+  io.stderr:write(("%s: --device cuda: no CUDA device (%s)\n"):format(NAME, facet.cuda.built()
+    and "facet was built with CUDA but facet.cuda.device_count() is 0" or "facet was built without CUDA"))
+  os.exit(2)
+end
+local gpu = dev == "cuda"
+o.steps = o.steps or (gpu and 10 or 5)
+o.warmup = o.warmup or (gpu and 3 or 1)
+o.models = o.models or (gpu and "iresnet50,mobilefacenet" or "mobilefacenet,iresnet18,convnet")
+if o.steps < 1 then io.stderr:write(NAME .. ": --steps must be at least 1\n"); os.exit(1) end
+
+local clock = facet.clock
+local sync = gpu and facet.cuda.synchronize or function() end
+
+-- the device's GEMM rate
+local n = gpu and 4096 or 2048
+local a, b = facet.randn({ n, n }, { seed = 1, device = dev }), facet.randn({ n, n }, { seed = 2, device = dev })
+local c = facet.empty({ n, n }, { device = dev })
 a:matmul(b, { out = c })
-local t0, reps = facet.clock(), 5
+sync()
+local reps = gpu and 10 or 5
+local t0 = clock()
 for _ = 1, reps do a:matmul(b, { out = c }) end
-local gemm = 2 * 2048 ^ 3 * reps / (facet.clock() - t0) / 1e9
+sync()
+local gemm = 2 * n ^ 3 * reps / (clock() - t0) / 1e9
 a, b, c = nil, nil, nil
+collectgarbage()
 
 local MODELS = {
-  mobilefacenet = { build = function() return facet.models.mobilefacenet { emb = 512 } end, batch = 32, size = 112, ch = 3 },
-  iresnet18 = { build = function() return facet.models.iresnet { depth = 18, emb = 512 } end, batch = 32, size = 112, ch = 3 },
-  convnet = { build = function() return facet.models.convnet { emb = 128 } end, batch = 128, size = 28, ch = 1 },
+  mobilefacenet = { build = function(s) return facet.models.mobilefacenet { emb = 512, size = s } end, batch = 32,
+    size = 112, ch = 3, emb = 512 },
+  iresnet18 = { build = function(s) return facet.models.iresnet { depth = 18, emb = 512, size = s } end, batch = 32,
+    size = 112, ch = 3, emb = 512 },
+  iresnet50 = { build = function(s) return facet.models.iresnet { depth = 50, emb = 512, size = s } end, batch = 32,
+    size = 112, ch = 3, emb = 512 },
+  convnet = { build = function() return facet.models.convnet { emb = 128 } end, batch = 128, size = 28, ch = 1,
+    emb = 128, fixed_size = true },
 }
 
-print(("%d threads, OpenBLAS %s; GEMM 2048^3: %.1f GFLOP/s"):format(facet.get_threads(), facet.blas_core(), gemm))
-print(("%-14s %6s %10s %12s %12s %10s"):format("model", "batch", "img/s", "step GFLOP", "GFLOP/s", "of GEMM"))
-local results = {}
+if gpu then
+  print(("CUDA device (1 of %d), fp32; cuBLAS SGEMM %d^3: %.1f GFLOP/s; %d warm-up steps, then the mean of %d " ..
+    "steps timed between synchronize() calls"):format(facet.cuda.device_count(), n, gemm, o.warmup, o.steps))
+else
+  print(("%d threads, OpenBLAS %s; GEMM %d^3: %.1f GFLOP/s"):format(facet.get_threads(), facet.blas_core(), n, gemm))
+end
+
+-- ---- the profile: layer types ------------------------------------------------------
+
+local CATS = { "data copy", "conv", "conv depthwise", "BN", "act/PReLU", "pool", "linear/FC", "other layers",
+  "head forward", "head backward", "optimizer", "residual adds/containers/Lua" }
+
+local function category(m)
+  local name = m.__name or "?"
+  if name == "Conv2d" then return (m.groups or 1) > 1 and "conv depthwise" or "conv" end
+  if name:match("^BatchNorm") then return "BN" end
+  if name == "PReLU" or name == "ReLU" or name == "Sigmoid" or name == "Tanh" then return "act/PReLU" end
+  if name:match("Pool") then return "pool" end
+  if name == "Linear" then return "linear/FC" end
+  return "other layers"
+end
+
+-- wraps the forward and backward of every leaf module of net in synchronize +
+-- clock, adding the seconds to acc[category]; returns the function that undoes it
+local function instrument(net, acc)
+  local undo = {}
+  local function visit(m)
+    local kids = m:children()
+    if #kids > 0 then
+      for _, k in ipairs(kids) do visit(k) end
+      return
+    end
+    local cat = category(m)
+    local own_f, own_b = rawget(m, "forward"), rawget(m, "backward")
+    local f, bw = m.forward, m.backward
+    m.forward = function(self, ...)
+      sync()
+      local t = clock()
+      local r = f(self, ...)
+      sync()
+      acc[cat] = acc[cat] + (clock() - t)
+      return r
+    end
+    m.backward = function(self, ...)
+      sync()
+      local t = clock()
+      local r = bw(self, ...)
+      sync()
+      acc[cat] = acc[cat] + (clock() - t)
+      return r
+    end
+    undo[#undo + 1] = function() m.forward, m.backward = own_f, own_b end
+  end
+  visit(net)
+  return function() for _, u in ipairs(undo) do u() end end
+end
+
+-- ---- the models ------------------------------------------------------------------------
+
+print(("%-14s %6s %5s %10s %9s %12s %12s %10s"):format("model", "batch", "size", "img/s", "ms/step", "step GFLOP",
+  "GFLOP/s", "of GEMM"))
+local results, profiles, order = {}, {}, {}
 for name in o.models:gmatch("[^,]+") do
   local spec = MODELS[name]
-  if not spec then error("unknown model " .. name) end
+  if not spec then
+    io.stderr:write(("%s: unknown model %s (mobilefacenet, iresnet18, iresnet50, convnet)\n"):format(NAME, name))
+    os.exit(1)
+  end
+  local batch = o.batch or (gpu and 128 or spec.batch)
+  local size = spec.fixed_size and spec.size or (o.size or spec.size)
   facet.manual_seed(1)
-  local net = spec.build()
-  local emb = name == "convnet" and 128 or 512
-  local head = facet.heads.new("am", { classes = 1000, dim = emb, seed = 1 })
+  local net = spec.build(size)
+  -- FLOPs are linear in the batch: count them on one image, on the CPU
+  local fwd = facet.nn.summary(net, { 1, spec.ch, size, size }, { print = false }).flops * batch
+  if gpu then net:to(dev) end
+  local head = facet.heads.new("am", { classes = 1000, dim = spec.emb, seed = 1, device = dev })
   local opt = facet.optim.sgd({ net, head }, { lr = 0.01, momentum = 0.9, weight_decay = 5e-4 })
-  local x = facet.randn({ spec.batch, spec.ch, spec.size, spec.size }, { seed = 3 })
-  local y = facet.arange(spec.batch, { dtype = "int64" })
-  local fwd = facet.nn.summary(net, { spec.batch, spec.ch, spec.size, spec.size }, { print = false }).flops
+  local x_host = facet.randn({ batch, spec.ch, size, size }, { seed = 3 })
+  local labels = {}
+  for k = 1, batch do labels[k] = (k - 1) % 1000 end
+  local y_host = facet.tensor(labels, { dtype = "int64" })
+  -- on the GPU each step copies the batch in, as facet.train does (facet.data.to_device)
+  local fetch
+  if gpu then
+    local data = facet.data.to_device({ num_batches = function() return 1 end,
+      batch = function() return x_host, y_host end }, dev)
+    fetch = function() return data:batch(0, 1) end
+  else
+    fetch = function() return x_host, y_host end
+  end
   net:first_leaf().no_input_grad = true     -- as facet.train does: the input is data
   local function step()
+    local x, y = fetch()
     opt:zero_grad()
     head:forward(net:forward(x), y)
     net:backward(x, head:backward())
     opt:step()
   end
-  step()
-  local best = math.huge
-  for _ = 1, o.steps do
-    local s = facet.clock()
-    step()
-    best = math.min(best, facet.clock() - s)
+  for _ = 1, o.warmup do step() end
+  local per_step
+  if gpu then
+    sync()
+    local s = clock()
+    for _ = 1, o.steps do step() end
+    sync()
+    per_step = (clock() - s) / o.steps
+  else
+    per_step = math.huge
+    for _ = 1, o.steps do
+      local s = clock()
+      step()
+      per_step = math.min(per_step, clock() - s)
+    end
   end
-  local ips = spec.batch / best
-  local rate = 3 * fwd / best / 1e9
-  results[name] = ips
-  print(("%-14s %6d %10.1f %12.2f %12.1f %9.0f%%"):format(name, spec.batch, ips, 3 * fwd / 1e9, rate, 100 * rate / gemm))
+  local ips = batch / per_step
+  local rate = 3 * fwd / per_step / 1e9
+  results[name] = { ips = ips, ms = per_step * 1e3, batch = batch, size = size }
+  order[#order + 1] = name
+  print(("%-14s %6d %5d %10.1f %9.2f %12.2f %12.1f %9.0f%%"):format(name, batch, size, ips, per_step * 1e3,
+    3 * fwd / 1e9, rate, 100 * rate / gemm))
+
+  if o.profile ~= 0 then
+    local acc = {}
+    for _, k in ipairs(CATS) do acc[k] = 0 end
+    local function timed(cat, fn, ...)
+      sync()
+      local t = clock()
+      local r1, r2 = fn(...)
+      sync()
+      acc[cat] = acc[cat] + (clock() - t)
+      return r1, r2
+    end
+    local undo = instrument(net, acc)
+    local function profiled_step()
+      local x, y = timed("data copy", fetch)
+      timed("optimizer", opt.zero_grad, opt)
+      local e = net:forward(x)
+      timed("head forward", head.forward, head, e, y)
+      local g = timed("head backward", head.backward, head)
+      net:backward(x, g)
+      timed("optimizer", opt.step, opt)
+    end
+    local ok, err = pcall(function()
+      profiled_step()                         -- one warm-up step through the wrappers
+      for _, k in ipairs(CATS) do acc[k] = 0 end
+      sync()
+      local s = clock()
+      for _ = 1, o.steps do profiled_step() end
+      sync()
+      return clock() - s
+    end)
+    undo()
+    if not ok then error(err, 0) end
+    local total = err
+    local known = 0
+    for _, k in ipairs(CATS) do known = known + acc[k] end
+    acc[CATS[#CATS]] = math.max(0, total - known)
+    profiles[name] = { acc = acc, total = total / o.steps }
+  end
+  net, head, opt, x_host, y_host, fetch, step = nil, nil, nil, nil, nil, nil, nil
+  collectgarbage()
+  collectgarbage()
 end
 
+for _, name in ipairs(order) do
+  local p = profiles[name]
+  if p then
+    print(("\n%s, profiled (%s): %.2f ms/step with a synchronisation around every layer call (plain: %.2f ms/step)")
+      :format(name, gpu and "cuda" or "cpu", p.total * 1e3, results[name].ms))
+    print(("%-32s %10s %7s"):format("where the time goes", "ms/step", "share"))
+    local parts = {}
+    for _, k in ipairs(CATS) do
+      local ms = p.acc[k] / o.steps * 1e3
+      if ms > 0 then
+        local share = 100 * p.acc[k] / o.steps / p.total
+        print(("%-32s %10.2f %6.1f%%"):format(k, ms, share))
+        if share >= 0.5 then parts[#parts + 1] = ("%s %.0f%%"):format(k, share) end
+      end
+    end
+    print(("summary: %s %s profile (shares of a %.1f ms profiled step): %s"):format(name, dev, p.total * 1e3,
+      table.concat(parts, ", ")))
+  end
+end
+
+-- ---- PyTorch ---------------------------------------------------------------------------
+
+local torch_ips = {}
 if o.torch ~= 0 then
-  local p = io.popen(("env -u LD_PRELOAD /usr/bin/python3 bench/torch_compare.py --threads %d --steps %d --models %s 2>&1")
-    :format(facet.get_threads(), o.steps, o.models))
+  if gpu then facet.cuda.empty_cache() end      -- the card's memory to the PyTorch process
+  local python = os.getenv("FACET_TORCH_PYTHON") or (gpu and "python3" or "/usr/bin/python3")
+  local extra = ""
+  if o.batch then extra = extra .. " --batch " .. o.batch end
+  if o.size then extra = extra .. " --size " .. o.size end
+  local cmd = ("env -u LD_PRELOAD %s bench/torch_compare.py --device %s --threads %d --steps %d --warmup %d --models %s%s")
+    :format(python, dev, facet.get_threads(), o.steps, o.warmup, table.concat(order, ","), extra)
+  local p = io.popen(cmd .. " 2>&1")
   local out = p:read("*a")
   p:close()
-  print("\nPyTorch (bench/torch_compare.py), same models, batch and threads:")
+  print(("\nPyTorch (bench/torch_compare.py), same models, batch, %s:"):format(gpu and "card" or "threads"))
+  for line in out:gmatch("[^\n]+") do
+    if line:match("^#") then print(line) end
+    local m, ips = line:match("^(%w+) ([%d%.]+)$")
+    if m and results[m] then torch_ips[m] = tonumber(ips) end
+  end
   local any = false
-  for name, ips in out:gmatch("(%w+) ([%d%.]+)") do
-    if results[name] then
+  for _, name in ipairs(order) do
+    local t = torch_ips[name]
+    if t then
       any = true
-      print(("%-14s %10.1f img/s   facet / PyTorch = %.2f"):format(name, tonumber(ips), results[name] / tonumber(ips)))
+      print(("%-14s %10.1f img/s   facet / PyTorch = %.2f"):format(name, t, results[name].ips / t))
     end
   end
   if not any then print("(no PyTorch figures: " .. out:gsub("\n", " "):sub(1, 300) .. ")") end
+end
+
+for _, name in ipairs(order) do
+  local r, t = results[name], torch_ips[name]
+  print(("summary: %s %s batch %d %dx%d: facet %.1f img/s (%.2f ms/step)%s"):format(name, dev, r.batch, r.size,
+    r.size, r.ips, r.ms, t and (", PyTorch %.1f img/s, facet/PyTorch = %.2f"):format(t, r.ips / t) or
+    (o.torch ~= 0 and ", no PyTorch figure" or "")))
 end

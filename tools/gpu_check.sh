@@ -7,8 +7,8 @@
 #   3. runs the C unit tests, then every spec file with FACET_DEVICE=cuda,
 #      one busted process per file (spec/backend_ops_spec.lua first when it
 #      exists), with CUDA_LAUNCH_BLOCKING=1 so a bad kernel fails where it is,
-#   4. runs the benchmarks that take --device (bench/heads.lua at K = 72,690 and
-#      K = 1,000,000, bench/conv.lua, and the others once they take --device),
+#   4. runs the benchmarks (heads at K = 72,690 and 1,000,000, train_step for IResNet-50
+#      and MobileFaceNet, data, then conv and any other taking --device; see step 4),
 # each step under `timeout`, and writes OUTDIR/summary.txt (per spec file
 # passed/failed/skipped, totals, the benchmarks' figures) and OUTDIR/logs/*.log.
 # Exit status: 0 all passed, 1 anything failed, 2 no GPU here (one line, no work).
@@ -247,15 +247,29 @@ if [ $built = 0 ]; then
 fi
 unset CUDA_LAUNCH_BLOCKING
 
-# 4. benchmarks (figures, not pass/fail; a crash or timeout is a failure)
+# 4. benchmarks (figures, not pass/fail; a crash or timeout is a failure), in
+# this order (the quick ones first), each "log name, time limit in seconds (less
+# when the budget has less left), command under bench/"; then the other
+# bench/*.lua files that take --device, with "--device cuda" and 60 s. The
+# lines a bench starts with "summary:" go into the summary (all its output when
+# it prints none; those printed before a failure too); the whole output is in
+# logs/bench_NAME.log. The training-step benches time 10 steps after 3 warm-up
+# steps; --profile 1 adds 11 profiled steps. Expected on one H100: about 2 to
+# 2.5 minutes for all of them (docs/results.md, "GPU").
 benches=""
-[ -f bench/heads.lua ] && grep -q -- device bench/heads.lua &&
-    benches="heads.lua --device cuda --K 72690|heads.lua --device cuda --K 1000000"
+add_bench() {
+    [ -f "bench/${3%% *}" ] && benches="${benches:+$benches|}$1 $2 $3"
+}
+add_bench heads_K72690 60 "heads.lua --device cuda --K 72690 --torch 1"
+add_bench heads_K1000000 90 "heads.lua --device cuda --K 1000000 --torch 1"
+add_bench data 60 "data.lua --device cuda --warmup 3 --steps 10"
+add_bench train_step_mobilefacenet 90 "train_step.lua --device cuda --models mobilefacenet --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
+add_bench train_step_iresnet50 150 "train_step.lua --device cuda --models iresnet50 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
 for b in bench/*.lua; do
     n=$(basename "$b")
-    [ "$n" = heads.lua ] && continue
+    case $n in heads.lua|train_step.lua|data.lua) continue ;; esac
     grep -q device "$b" || continue
-    benches="${benches:+$benches|}$n --device cuda"
+    benches="${benches:+$benches|}${n%.lua} 60 $n --device cuda"
 done
 note ""
 note "benchmarks:"
@@ -268,13 +282,18 @@ else
     IFS='|'
     set -- $benches
     IFS=$IFS_SAVE
-    for cmd in "$@"; do
+    for entry in "$@"; do
+        name=${entry%% *}
+        rest=${entry#* }
+        lim=${rest%% *}
+        cmd=${rest#* }
         if [ $dry = 1 ]; then
-            note "  SKIPPED (dry run, no GPU): luajit bin/facet run bench/$cmd"
+            note "  SKIPPED (dry run, no GPU; limit $lim s): luajit bin/facet run bench/$cmd"
             continue
         fi
-        t=$(limit 150)
-        logname=bench_$(echo "$cmd" | sed 's/\.lua//; s/--device cuda//; s/--//g; s/[^A-Za-z0-9]\{1,\}/_/g; s/_$//')
+        t=$(limit "$lim")
+        log=$logs/bench_$name.log
+        err=$logs/bench_$name.err.log
         if [ "$t" -le 5 ]; then
             note "  NOT RUN (time budget): bench/$cmd"
             fail "bench/$cmd not run: time budget"
@@ -282,16 +301,23 @@ else
         fi
         t0=$(date +%s)
         # shellcheck disable=SC2086
-        FACET_BUILD=$BUILD timeout -k 10 "$t" luajit bin/facet run bench/$cmd >"$logs/$logname.log" 2>"$logs/$logname.err.log"
+        FACET_BUILD=$BUILD timeout -k 10 "$t" luajit bin/facet run bench/$cmd </dev/null >"$log" 2>"$err"
         rc=$?
         secs=$(( $(date +%s) - t0 ))
-        if [ $rc = 0 ]; then
-            note "  == bench/$cmd ($secs s)"
-            grep -v '^[[:space:]]*$' "$logs/$logname.log" | sed 's/^/  /' | tee -a "$body"
-        else
-            note "  == bench/$cmd: FAILED (rc $rc, $secs s; logs/$logname.log, logs/$logname.err.log)"
-            head -n 2 "$logs/$logname.err.log" | sed 's/^/  /' | tee -a "$body"
-            fail "bench/$cmd: rc $rc (logs/$logname.err.log)"
+        case $rc in
+            0) note "  == bench/$cmd ($secs s)" ;;
+            124|137) note "  == bench/$cmd: TIMEOUT after $t s (logs/bench_$name.log, logs/bench_$name.err.log)" ;;
+            *) note "  == bench/$cmd: FAILED (rc $rc, $secs s; logs/bench_$name.log, logs/bench_$name.err.log)" ;;
+        esac
+        # the key figures (those printed before a failure too), or the whole output
+        if grep -q '^summary: ' "$log"; then
+            grep '^summary: ' "$log" | sed 's/^summary: /  /' | tee -a "$body"
+        elif [ $rc = 0 ]; then
+            grep -v '^[[:space:]]*$' "$log" | sed 's/^/  /' | tee -a "$body"
+        fi
+        if [ $rc != 0 ]; then
+            head -n 2 "$err" | sed 's/^/  /' | tee -a "$body"
+            fail "bench/$cmd: rc $rc (logs/bench_$name.err.log)"
         fi
     done
 fi
