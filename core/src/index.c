@@ -4,6 +4,7 @@
  * Index values are checked on the host before any memory is touched.
  */
 #include "internal.h"
+#include "guard.h"
 #include <stdlib.h>
 
 /* Host copy of a 1-D int32/int64 index, every value checked to lie in
@@ -52,30 +53,14 @@ static inline int64_t index_at(const void *idx, int dtype, int64_t i, int base)
     return (dtype == FACET_DTYPE_INT32 ? ((const int32_t *)idx)[i] : ((const int64_t *)idx)[i]) - base;
 }
 
-/* mode: select (dst n x C <- table rows), add / copy (table rows <- src n x C) */
-static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, const facet_tensor *index,
-                      int mode, double alpha, int base)
+/* the work of index_rows, on checked operands; idx: the index values on the host */
+static int index_rows_run(facet_tensor *table, facet_tensor *rows, const facet_tensor *index, const void *idx,
+                          int mode, double alpha, int base)
 {
-    int rc = facet_check_matrix(fn, "table", table);
-    if (!rc) rc = facet_check_matrix(fn, "rows", rows);
-    if (!rc) rc = facet_check_same_device(fn, table, rows);
-    if (!rc) rc = check_index(fn, index);
-    if (!rc) rc = facet_check_same_device(fn, table, index);
-    if (rc) return rc;
-    int64_t n = index->ndim == 1 ? index->sizes[0] : -1;
-    if (rows->sizes[0] != n || rows->sizes[1] != table->sizes[1])
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes do not match: table %s, rows %s, index %s", fn,
-                          facet_desc(table), facet_desc(rows), facet_desc(index));
-    if (table->storage == rows->storage)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: source and destination share memory", fn);
-    const void *idx;
-    int owned;
-    rc = index_values(fn, index, table->sizes[0], base, &idx, &owned);
-    if (rc) return rc;
+    int64_t n = index->sizes[0];
     int64_t cols = table->sizes[1];
     float *tp = facet_ptr(table), *rp = facet_ptr(rows);
     if (table->device == FACET_DEVICE_CUDA) {
-        if (owned) free((void *)idx);
         if (mode == FACET_INDEX_SELECT)
             return facet_cuda_index_rows(rp, tp, facet_ptr(index), index->dtype, n, cols, mode, alpha, base);
         return facet_cuda_index_rows(tp, rp, facet_ptr(index), index->dtype, n, cols, mode, alpha, base);
@@ -97,6 +82,41 @@ static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, c
         }
     }
     return 0;
+}
+
+/* mode: select (dst n x C <- table rows), add / copy (table rows <- src n x C) */
+static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, const facet_tensor *index,
+                      int mode, double alpha, int base)
+{
+    int rc = facet_check_matrix(fn, "table", table);
+    if (!rc) rc = facet_check_matrix(fn, "rows", rows);
+    if (!rc) rc = facet_check_same_device(fn, table, rows);
+    if (!rc) rc = check_index(fn, index);
+    if (!rc) rc = facet_check_same_device(fn, table, index);
+    if (rc) return rc;
+    int64_t n = index->ndim == 1 ? index->sizes[0] : -1;
+    if (rows->sizes[0] != n || rows->sizes[1] != table->sizes[1])
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes do not match: table %s, rows %s, index %s", fn,
+                          facet_desc(table), facet_desc(rows), facet_desc(index));
+    const void *idx;
+    int owned;
+    rc = index_values(fn, index, table->sizes[0], base, &idx, &owned);
+    if (rc) return rc;
+    /* an input overlapping the output (even as the same view: rows are read
+     * in index order) is read from a copy */
+    facet_tensor *tmp = NULL;
+    const facet_tensor *in = mode == FACET_INDEX_SELECT ? table : rows;
+    rc = facet_unalias(fn, mode == FACET_INDEX_SELECT ? rows : table, in, false, &tmp, &in);
+    if (rc) {
+        if (owned) free((void *)idx);
+        return rc;
+    }
+    if (mode == FACET_INDEX_SELECT) table = (facet_tensor *)in;
+    else rows = (facet_tensor *)in;
+    rc = index_rows_run(table, rows, index, idx, mode, alpha, base);
+    if (owned) free((void *)idx);
+    facet_tensor_free(tmp);
+    return rc;
 }
 
 int facet_tensor_index_select(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)
@@ -131,17 +151,25 @@ static int cols_op(const char *fn, facet_tensor *mat, facet_tensor *vec, const f
     int owned;
     rc = index_values(fn, index, cols, base, &idx, &owned);
     if (rc) return rc;
-    float *mp = facet_ptr(mat), *vp = facet_ptr(vec);
-    if (mat->device == FACET_DEVICE_CUDA) {
-        if (owned) free((void *)idx);
-        return facet_cuda_cols(mp, vp, facet_ptr(index), index->dtype, rows, cols, scatter, base);
+    /* an input overlapping the output is read from a copy */
+    facet_tensor *tmp = NULL;
+    const facet_tensor *in = scatter ? vec : mat;
+    rc = facet_unalias(fn, scatter ? mat : vec, in, false, &tmp, &in);
+    if (!rc) {
+        float *mp = facet_ptr(scatter ? mat : in), *vp = facet_ptr(scatter ? in : vec);
+        if (mat->device == FACET_DEVICE_CUDA) {
+            rc = facet_cuda_cols(mp, vp, facet_ptr(index), index->dtype, rows, cols, scatter, base);
+        } else {
+            for (int64_t i = 0; i < rows; i++) {
+                int64_t c = index_at(idx, index->dtype, i, base);
+                if (scatter) mp[i * cols + c] = vp[i];
+                else vp[i] = mp[i * cols + c];
+            }
+        }
     }
-    for (int64_t i = 0; i < rows; i++) {
-        int64_t c = index_at(idx, index->dtype, i, base);
-        if (scatter) mp[i * cols + c] = vp[i];
-        else vp[i] = mp[i * cols + c];
-    }
-    return 0;
+    if (owned) free((void *)idx);
+    facet_tensor_free(tmp);
+    return rc;
 }
 
 int facet_tensor_gather_cols(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)
