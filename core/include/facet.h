@@ -122,9 +122,10 @@ enum facet_max {
 typedef struct facet_tensor facet_tensor;
 
 /* New contiguous tensor, uninitialised. ndim 0 gives a scalar (1 element).
- * Sizes >= 0; the product of the sizes (and of max(size, 1), what the strides
- * span) times the element size must not pass 2^47 bytes, else
- * FACET_STATUS_ERR_MEMORY naming the bytes asked, as when the allocation fails. */
+ * Sizes >= 0; the product of the sizes (counting a size 0 as 1, so that no
+ * stride or partial product of an empty shape can overflow either) times the
+ * element size must not pass 2^47 bytes, else FACET_STATUS_ERR_MEMORY naming
+ * the bytes asked, as when the allocation fails. */
 FACET_API int facet_tensor_init(facet_tensor **out, int dtype, int device, int ndim, const int64_t *sizes);
 /* Releases the handle (and the storage with its last view). NULL is a no-op. */
 FACET_API int facet_tensor_free(facet_tensor *t);

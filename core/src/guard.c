@@ -30,7 +30,10 @@ int facet_check_shape(const char *fn, int dtype, int ndim, const int64_t *sizes,
                               (long long)sizes[d], d + 1, shape_text(text, sizeof text, dtype, ndim, sizes));
         if (sizes[d] == 0) empty = true;
     }
-    /* span: the product of max(size, 1), what the contiguous strides reach */
+    /* span: the product of max(size, 1). It bounds every partial product of
+     * the sizes (the element count, the strides, and what loops multiply
+     * before they meet a zero size), so an empty shape such as 2^40 x 2^40 x 0
+     * is refused too: nothing downstream can overflow. */
     uint64_t span = 1, bytes = 0;
     double approx = (double)facet_elsize(dtype);
     bool over = false;
@@ -46,7 +49,7 @@ int facet_check_shape(const char *fn, int dtype, int ndim, const int64_t *sizes,
         else snprintf(amount, sizeof amount, "%llu bytes", (unsigned long long)bytes);
         if (empty)
             return facet_fail(FACET_STATUS_ERR_MEMORY,
-                              "%s: %s is too large: its strides span %s, more than the %llu (2^47) a tensor may address",
+                              "%s: %s is too large: empty, but its sizes span %s, more than the %llu (2^47) a tensor may address",
                               fn, shape_text(text, sizeof text, dtype, ndim, sizes), amount,
                               (unsigned long long)FACET_MAX_TENSOR_BYTES);
         return facet_fail(FACET_STATUS_ERR_MEMORY,

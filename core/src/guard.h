@@ -16,9 +16,10 @@
 #define FACET_MAX_TENSOR_BYTES (UINT64_C(1) << 47)
 
 /* Checks a shape for a tensor of `dtype`: sizes >= 0 (messages count dims
- * from 1), their product and the product of max(size, 1) (what the strides
- * span) without overflow, and the byte count at most FACET_MAX_TENSOR_BYTES.
- * *numel receives the element count. */
+ * from 1), and the product of max(size, 1) without overflow and, in bytes, at
+ * most FACET_MAX_TENSOR_BYTES. That product bounds every partial product of
+ * the sizes (element counts, strides, loop bounds), empty shapes included.
+ * *numel (may be NULL) receives the element count. */
 int facet_check_shape(const char *fn, int dtype, int ndim, const int64_t *sizes, int64_t *numel);
 
 /* ---- overlap --------------------------------------------------------------
