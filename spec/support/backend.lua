@@ -28,6 +28,17 @@ local facet = require "facet"
 B.facet = facet
 B.C = core.C
 
+-- A tensor's methods come from its FFI metatype, which LuaJIT binds once per
+-- process: when an earlier spec file loaded facet, they still call the C
+-- namespace of that load, not the proxy. Probe it.
+if B.traced then
+  local probe, t = {}, facet.zeros({ 2 })
+  seen = probe
+  t:sum()                 -- a method, reached through the metatype
+  seen = nil
+  B.traced = probe.facet_tensor_reduce ~= nil
+end
+
 local function pack(...) return { n = select("#", ...), ... } end
 
 --- Runs fn(...) recording the C functions called through facet.core.C into
