@@ -187,6 +187,8 @@ int facet_image_decode(facet_tensor *out, const void *bytes, size_t size)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: out must be a contiguous H x W x 3 uint8 CPU tensor, got %s", fn,
                           facet_desc(out));
     if (!bytes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: bytes is NULL", fn);
+    if (out->sizes[0] > INT32_MAX || out->sizes[1] > INT32_MAX)     /* no image is that large: no int truncation */
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s is larger than any image", fn, facet_desc(out));
     int w = (int)out->sizes[1], h = (int)out->sizes[0];
     int format = sniff(bytes, size);
     if (format == FACET_IMAGE_FORMAT_JPEG) return jpeg_run(fn, bytes, size, &w, &h, facet_ptr(out));
