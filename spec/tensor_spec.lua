@@ -133,10 +133,11 @@ describe("copies and conversion", function()
     H.assert_error(function() w:copy(facet.ones({ 3, 4 })) end, "sizes differ")
   end)
 
-  H.it("converts dtypes (saturating, truncating toward zero)", function()
+  H.it("converts dtypes (truncating toward zero; a value out of range is an error)", function()
     local f = H.tensor { -2.7, -0.5, 0.5, 2.7, 300, -300 }
     assert.are.same({ -2, 0, 0, 2, 300, -300 }, H.values(f:int()))
-    assert.are.same({ 0, 0, 0, 2, 255, 0 }, H.values(f:byte()))
+    assert.are.same({ 0, 0, 2, 255 }, H.values(H.tensor({ -0.9, 0.5, 2.7, 255.9 }):byte()))
+    H.assert_error(function() f:byte() end, "value -2.7 (element 1 of src [6 float32", "out of range for uint8")
     assert.are.same({ -2, 0, 0, 2, 300, -300 }, H.values(f:long()))
     local back = f:long():float()
     assert.are.equal("float32", back:dtype())

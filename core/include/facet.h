@@ -25,7 +25,12 @@
  *     are facet_last_error() and facet_version(), which return strings;
  *   - constants are enums, never macros, so the generated LuaJIT cdef sees them;
  *   - indices and dimensions are 0-based here (the Lua layer adds 1), except
- *     where an `index_base` argument says otherwise;
+ *     where an `index_base` argument says otherwise; messages print argument
+ *     values as passed but name a tensor's dims counting from 1 ("dim 1" is
+ *     the first), as the Lua API does;
+ *   - every argument is checked before anything is written: sizes and their
+ *     products (no overflow), ranges, values stored into integer dtypes;
+ *     nothing aborts or exits the process;
  *   - outputs come first, inputs next, options last; output tensors are
  *     allocated by the caller with the documented shape.
  *
@@ -143,7 +148,11 @@ enum facet_max {
  * storage. Views share storage; the storage is freed with its last view. */
 typedef struct facet_tensor facet_tensor;
 
-/* New contiguous tensor, uninitialised. ndim 0 gives a scalar (1 element). */
+/* New contiguous tensor, uninitialised. ndim 0 gives a scalar (1 element).
+ * Sizes >= 0; the product of the sizes (counting a size 0 as 1, so that no
+ * stride or partial product of an empty shape can overflow either) times the
+ * element size must not pass 2^47 bytes, else FACET_STATUS_ERR_MEMORY naming
+ * the bytes asked, as when the allocation fails. */
 FACET_API int facet_tensor_init(facet_tensor **out, int dtype, int device, int ndim, const int64_t *sizes);
 /* Releases the handle (and the storage with its last view). NULL is a no-op. */
 FACET_API int facet_tensor_free(facet_tensor *t);
@@ -160,10 +169,14 @@ FACET_API int facet_tensor_data(const facet_tensor *t, void **data);
 /* Element size in bytes of a dtype. */
 FACET_API int facet_dtype_size(int dtype, size_t *size);
 
-/* Views (share storage with t). */
+/* Views (share storage with t). narrow: 0 <= start <= size and
+ * 0 <= length <= size - start (no start + length overflow); select:
+ * 0 <= index < size. */
 FACET_API int facet_tensor_narrow(facet_tensor **out, const facet_tensor *t, int dim, int64_t start, int64_t length);
 FACET_API int facet_tensor_select(facet_tensor **out, const facet_tensor *t, int dim, int64_t index);
-/* Needs contiguous data; one size may be -1 (inferred). */
+/* Needs contiguous data; one size may be -1 (inferred; an error when the other
+ * sizes multiply to 0). The sizes must multiply to t's element count (checked
+ * without overflow). */
 FACET_API int facet_tensor_reshape(facet_tensor **out, const facet_tensor *t, int ndim, const int64_t *sizes);
 /* Strided view with dims permuted: view dim i is t's dim perm[i]. */
 FACET_API int facet_tensor_permute_view(facet_tensor **out, const facet_tensor *t, const int *perm);
@@ -172,11 +185,23 @@ FACET_API int facet_tensor_share(facet_tensor **out, const facet_tensor *t);
 
 /* ---- data movement --------------------------------------------------------- */
 
+/* Values stored into an integer dtype (int32, int64, uint8) by copy, fill,
+ * arange and set are truncated toward zero and must then lie in the dtype's
+ * range: anything else (NaN and +-inf included) is FACET_STATUS_ERR_ARG naming
+ * the value and the dtype, and nothing is written. float32 stores are never
+ * checked. (Arithmetic on integer tensors, facet_tensor_unary/binary, still
+ * saturates.) */
+
 /* dst <- src: same number of elements (shapes may differ only if both are
- * contiguous), any strides, any dtypes (converted), any devices. */
+ * contiguous), any strides, any dtypes (converted, by the rule above: a CUDA
+ * src converted into an integer dtype is read back to check it), any devices.
+ * src may overlap dst: when it is not the very same view it is read through a
+ * temporary copy first (as PyTorch's copy_), so dst gets src's values from
+ * before the call. */
 FACET_API int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src);
 FACET_API int facet_tensor_fill(facet_tensor *t, double value);
-/* t[i] = start + i*step over the flattened tensor. */
+/* t[i] = start + i*step over the flattened tensor (the two ends are checked
+ * against an integer dtype's range). */
 FACET_API int facet_tensor_arange(facet_tensor *t, double start, double step);
 /* Host buffer <-> contiguous tensor of the same dtype; nbytes must equal the
  * tensor's byte size. Works for CPU and CUDA tensors. */
@@ -194,7 +219,10 @@ FACET_API int facet_tensor_rand_normal(facet_tensor *t, uint64_t seed, uint64_t 
 
 /* ---- elementwise ------------------------------------------------------------
  * Any strides; float32, int32, int64, uint8 (integer results truncate toward
- * zero). out may alias an input. */
+ * zero and saturate). out may be the very same view as an input (in place:
+ * same storage, offset, sizes and strides); an input that otherwise overlaps
+ * out (a shifted or broadcast view of it) is read through a temporary copy,
+ * so every op sees its inputs as they were before the call. */
 
 enum facet_unary {
     FACET_UNARY_NEG = 0,
@@ -282,7 +310,10 @@ FACET_API int facet_tensor_l2_normalize_backward(facet_tensor *dx, const facet_t
 FACET_API int facet_tensor_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x);
 
 /* ---- indexing ---------------------------------------------------------------
- * index: 1-D int32 or int64 with values counted from index_base. */
+ * index: 1-D int32 or int64 with values counted from index_base, all checked
+ * before anything is written. An input (src) that overlaps the output in any
+ * way, even as the same view, is read through a temporary copy: rows and
+ * columns are read in index order, so no result depends on the order. */
 
 /* out[i, :] = src[index[i], :]   (src R x C, out n x C) */
 FACET_API int facet_tensor_index_select(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base);
@@ -295,7 +326,8 @@ FACET_API int facet_tensor_index_copy(facet_tensor *dst, const facet_tensor *src
 FACET_API int facet_tensor_gather_cols(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base);
 FACET_API int facet_tensor_scatter_cols(facet_tensor *dst, const facet_tensor *src, const facet_tensor *index, int index_base);
 
-/* Contiguous copy with dims permuted: out dim i is x's dim perm[i]. */
+/* Contiguous copy with dims permuted: out dim i is x's dim perm[i]. x may
+ * overlap out (it is then read through a temporary copy). */
 FACET_API int facet_tensor_permute(facet_tensor *out, const facet_tensor *x, const int *perm);
 
 /* ---- loss heads ---------------------------------------------------------------
@@ -611,7 +643,12 @@ FACET_API int facet_binfile_read_image(const facet_binfile *b, int64_t index, vo
 
 /* ---- images ------------------------------------------------------------------------
  * JPEG (libjpeg-turbo) and PNG (libpng) from memory; corrupt data is an error
- * carrying the decoder's message. */
+ * carrying the decoder's message. Truncated data is corrupt: a JPEG whose
+ * pixel data ends early or does not decode (libjpeg's warnings "Premature end
+ * of JPEG file", "premature end of data segment", bad Huffman or arithmetic
+ * codes, a lost restart marker) and a PNG cut anywhere before the end of its
+ * IEND chunk (checked before decoding). After a JPEG error mid-image, out
+ * holds the rows decoded so far. */
 enum facet_image_format {
     FACET_IMAGE_FORMAT_JPEG = 0, FACET_IMAGE_FORMAT_PNG = 1, FACET_IMAGE_FORMAT_UNKNOWN = 2, FACET_IMAGE_FORMAT_COUNT = 3
 };

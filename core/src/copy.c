@@ -3,6 +3,7 @@
  * arange, contiguous copies and permutes.
  */
 #include "internal.h"
+#include "guard.h"
 #include "elementwise_math.h"
 #include "nd.h"
 #include <stdio.h>
@@ -85,7 +86,19 @@ int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes differ (dst %s, src %s) and one is not contiguous", fn,
                           facet_desc(dst), facet_desc(src));
     if (facet_numel(dst) == 0) return 0;
-    if (dst->device == src->device) return copy_same_device(dst, src);
+    rc = facet_check_convert(fn, dst, src);
+    if (rc) return rc;
+    if (dst->device == src->device) {
+        /* src overlapping dst (other than as the very same view) is read
+         * through a temporary copy, as PyTorch's copy_ does */
+        if (facet_same_view(dst, src)) return 0;
+        facet_tensor *tmp = NULL;
+        const facet_tensor *from = src;
+        rc = facet_unalias(fn, dst, src, false, &tmp, &from);
+        if (!rc) rc = copy_same_device(dst, from);
+        facet_tensor_free(tmp);
+        return rc;
+    }
 
     /* across devices: bring a contiguous copy in src's dtype over, then
      * convert/scatter on the destination device */
@@ -132,6 +145,7 @@ static void fill_row(void *p, int64_t n, const int64_t off[3], const int64_t st[
 int facet_tensor_fill(facet_tensor *t, double value)
 {
     int rc = facet_check_tensor("facet_tensor_fill", "t", t);
+    if (!rc) rc = facet_check_value("facet_tensor_fill", "value", value, t->dtype);
     if (rc) return rc;
     struct facet_nd nd;
     facet_nd_init(&nd, 1, t);
@@ -150,6 +164,18 @@ int facet_tensor_arange(facet_tensor *t, double start, double step)
     if (rc) return rc;
     if (!facet_contiguous(t)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is not contiguous", fn, facet_desc(t));
     int64_t n = facet_numel(t);
+    /* start + i*step is monotonic in i: the two ends bound every value */
+    if (n > 0) rc = facet_check_value(fn, "start", start, t->dtype);
+    if (!rc && n > 1) {
+        double last = start + (double)(n - 1) * step;
+        if (!facet_value_fits(last, t->dtype)) {
+            char what[96];
+            snprintf(what, sizeof what, "the last value (start %.15g + %lld * step %.15g)", start, (long long)(n - 1),
+                     step);
+            rc = facet_check_value(fn, what, last, t->dtype);
+        }
+    }
+    if (rc) return rc;
     if (t->device == FACET_DEVICE_CUDA) return facet_cuda_arange(facet_ptr(t), t->dtype, n, start, step);
     void *d = facet_ptr(t);
     for (int64_t i = 0; i < n; i++) facet_store(d, t->dtype, i, start + (double)i * step);
@@ -173,7 +199,13 @@ int facet_tensor_permute(facet_tensor *out, const facet_tensor *x, const int *pe
     if (!facet_same_shape(out, view) || out->dtype != x->dtype)
         rc = facet_fail(FACET_STATUS_ERR_ARG, "%s: out is %s, the permuted input is %s", fn, facet_desc(out),
                         facet_desc(view));
-    else rc = copy_same_device(out, view);
+    else {
+        facet_tensor *tmp = NULL;
+        const facet_tensor *from = view;
+        rc = facet_unalias(fn, out, view, false, &tmp, &from);
+        if (!rc) rc = copy_same_device(out, from);
+        facet_tensor_free(tmp);
+    }
     facet_tensor_free(view);
     return rc;
 }

@@ -4,6 +4,7 @@
  * double and are stored back truncated (elementwise_math.h).
  */
 #include "internal.h"
+#include "guard.h"
 #include "elementwise_math.h"
 #include "nd.h"
 
@@ -46,16 +47,22 @@ int facet_tensor_unary(facet_tensor *out, const facet_tensor *x, int op, double 
     if (op < 0 || op >= FACET_UNARY_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown op %d", fn, op);
     if (!facet_same_shape(out, x) || out->dtype != x->dtype)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must match x %s", fn, facet_desc(out), facet_desc(x));
+    facet_tensor *tmp = NULL;
+    rc = facet_unalias(fn, out, x, true, &tmp, &x);
+    if (rc) return rc;
     struct facet_nd nd;
     facet_nd_init(&nd, 2, out);
     facet_nd_set(&nd, 0, out);
     facet_nd_set(&nd, 1, x);
     facet_nd_collapse(&nd);
-    if (out->device == FACET_DEVICE_CUDA)
-        return facet_cuda_unary_nd(facet_ptr(out), facet_ptr(x), x->dtype, op, a, b, &nd);
-    struct unary_ctx c = { facet_ptr(out), facet_ptr(x), x->dtype, op, a, b };
-    facet_nd_run(&nd, unary_row, &c);
-    return 0;
+    if (out->device == FACET_DEVICE_CUDA) {
+        rc = facet_cuda_unary_nd(facet_ptr(out), facet_ptr(x), x->dtype, op, a, b, &nd);
+    } else {
+        struct unary_ctx c = { facet_ptr(out), facet_ptr(x), x->dtype, op, a, b };
+        facet_nd_run(&nd, unary_row, &c);
+    }
+    facet_tensor_free(tmp);
+    return rc;
 }
 
 struct binary_ctx { void *out; const void *x, *y; int dt, op; };
@@ -100,25 +107,34 @@ int facet_tensor_binary(facet_tensor *out, const facet_tensor *x, const facet_te
         int dx = d - (nd_ - x->ndim), dy = d - (nd_ - y->ndim);
         int64_t sx = dx >= 0 ? x->sizes[dx] : 1, sy = dy >= 0 ? y->sizes[dy] : 1;
         if (sx != sy && sx != 1 && sy != 1)
-            return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s and %s do not broadcast (dim %d: %lld vs %lld)", fn,
-                              facet_desc(x), facet_desc(y), d, (long long)sx, (long long)sy);
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s and %s do not broadcast (dim %d of the result: %lld vs %lld)", fn,
+                              facet_desc(x), facet_desc(y), d + 1, (long long)sx, (long long)sy);
         int64_t s = sx == 1 ? sy : sx;
         ok = out->sizes[d] == s;
     }
     if (!ok)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s is not the broadcast shape of %s and %s", fn,
                           facet_desc(out), facet_desc(x), facet_desc(y));
-    struct facet_nd nd;
-    facet_nd_init(&nd, 3, out);
-    facet_nd_set(&nd, 0, out);
-    facet_nd_set(&nd, 1, x);
-    facet_nd_set(&nd, 2, y);
-    facet_nd_collapse(&nd);
-    if (out->device == FACET_DEVICE_CUDA)
-        return facet_cuda_binary_nd(facet_ptr(out), facet_ptr(x), facet_ptr(y), x->dtype, op, &nd);
-    struct binary_ctx c = { facet_ptr(out), facet_ptr(x), facet_ptr(y), x->dtype, op };
-    facet_nd_run(&nd, binary_row, &c);
-    return 0;
+    facet_tensor *tmp_x = NULL, *tmp_y = NULL;
+    rc = facet_unalias(fn, out, x, true, &tmp_x, &x);
+    if (!rc) rc = facet_unalias(fn, out, y, true, &tmp_y, &y);
+    if (!rc) {
+        struct facet_nd nd;
+        facet_nd_init(&nd, 3, out);
+        facet_nd_set(&nd, 0, out);
+        facet_nd_set(&nd, 1, x);
+        facet_nd_set(&nd, 2, y);
+        facet_nd_collapse(&nd);
+        if (out->device == FACET_DEVICE_CUDA) {
+            rc = facet_cuda_binary_nd(facet_ptr(out), facet_ptr(x), facet_ptr(y), x->dtype, op, &nd);
+        } else {
+            struct binary_ctx c = { facet_ptr(out), facet_ptr(x), facet_ptr(y), x->dtype, op };
+            facet_nd_run(&nd, binary_row, &c);
+        }
+    }
+    facet_tensor_free(tmp_x);
+    facet_tensor_free(tmp_y);
+    return rc;
 }
 
 int facet_tensor_axpy(facet_tensor *out, const facet_tensor *x, double alpha, const facet_tensor *y)
@@ -135,12 +151,22 @@ int facet_tensor_axpy(facet_tensor *out, const facet_tensor *x, double alpha, co
                           facet_desc(x), facet_desc(y));
     if (!facet_contiguous(out) || !facet_contiguous(x) || !facet_contiguous(y))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: needs contiguous tensors", fn);
-    int64_t n = facet_numel(out);
-    float *o = facet_ptr(out);
-    const float *xp = facet_ptr(x), *yp = facet_ptr(y);
-    if (out->device == FACET_DEVICE_CUDA) return facet_cuda_axpy(o, xp, alpha, yp, n);
-    float a = (float)alpha;
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-    for (int64_t i = 0; i < n; i++) o[i] = xp[i] + a * yp[i];
-    return 0;
+    facet_tensor *tmp_x = NULL, *tmp_y = NULL;
+    rc = facet_unalias(fn, out, x, true, &tmp_x, &x);
+    if (!rc) rc = facet_unalias(fn, out, y, true, &tmp_y, &y);
+    if (!rc) {
+        int64_t n = facet_numel(out);
+        float *o = facet_ptr(out);
+        const float *xp = facet_ptr(x), *yp = facet_ptr(y);
+        if (out->device == FACET_DEVICE_CUDA) {
+            rc = facet_cuda_axpy(o, xp, alpha, yp, n);
+        } else {
+            float a = (float)alpha;
+            #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
+            for (int64_t i = 0; i < n; i++) o[i] = xp[i] + a * yp[i];
+        }
+    }
+    facet_tensor_free(tmp_x);
+    facet_tensor_free(tmp_y);
+    return rc;
 }

@@ -7,6 +7,7 @@
 #include "internal.h"
 #include <stdio.h>      /* jpeglib.h needs FILE */
 #include <jpeglib.h>
+#include <jerror.h>     /* the JWRN_* message codes */
 #include <png.h>
 #include <setjmp.h>
 #include <string.h>
@@ -33,7 +34,25 @@ static void jpeg_fail(j_common_ptr cinfo)
     longjmp(g->jump, 1);
 }
 
-static void jpeg_quiet(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
+/* libjpeg reports pixel data it cannot decode as warnings and carries on with
+ * grey pixels: a file cut short (JWRN_JPEG_EOF: libjpeg inserts a fake end
+ * marker), a scan cut at a marker, bad entropy codes, a lost restart marker.
+ * Those are errors here: part of the image is missing. The warnings that
+ * leave every pixel decoded (extraneous bytes between markers, an unknown
+ * Adobe transform or JFIF version, a bad ICC profile, odd scan parameters)
+ * stay silent. */
+static void jpeg_warning(j_common_ptr cinfo, int level)
+{
+    if (level >= 0) return;     /* trace messages */
+    switch (cinfo->err->msg_code) {
+    case JWRN_JPEG_EOF: case JWRN_HIT_MARKER: case JWRN_HUFF_BAD_CODE: case JWRN_ARITH_BAD_CODE:
+    case JWRN_MUST_RESYNC:
+        jpeg_fail(cinfo);
+        break;
+    default:
+        break;
+    }
+}
 
 /* header only (rgb == NULL) or a full decode into rgb (w*h*3 bytes) */
 static int jpeg_run(const char *fn, const unsigned char *bytes, size_t n, int *w, int *h, unsigned char *rgb)
@@ -43,7 +62,7 @@ static int jpeg_run(const char *fn, const unsigned char *bytes, size_t n, int *w
     memset(&cinfo, 0, sizeof cinfo);
     cinfo.err = jpeg_std_error(&guard.mgr);
     guard.mgr.error_exit = jpeg_fail;
-    guard.mgr.emit_message = jpeg_quiet;
+    guard.mgr.emit_message = jpeg_warning;
     if (setjmp(guard.jump)) {
         jpeg_destroy_decompress(&cinfo);
         return facet_fail(FACET_STATUS_ERR_IO, "%s: corrupt JPEG: %s", fn, guard.message);
@@ -75,8 +94,51 @@ static int jpeg_run(const char *fn, const unsigned char *bytes, size_t n, int *w
 
 /* ---- PNG ---------------------------------------------------------------------------- */
 
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* a chunk type for a message: its four letters, or hex when it has others */
+static const char *chunk_name(char *buf, size_t cap, const unsigned char *type)
+{
+    bool letters = true;
+    for (int i = 0; i < 4; i++)
+        if (!((type[i] >= 'A' && type[i] <= 'Z') || (type[i] >= 'a' && type[i] <= 'z'))) letters = false;
+    if (letters) snprintf(buf, cap, "'%c%c%c%c'", type[0], type[1], type[2], type[3]);
+    else snprintf(buf, cap, "of type 0x%08x", (unsigned)be32(type));
+    return buf;
+}
+
+/* libpng's simplified reader stops after the image data, so a file cut before
+ * its IEND chunk would decode: walk the chunk lengths first (before anything
+ * is written) and want every chunk whole, up to IEND. */
+static int png_complete(const char *fn, const unsigned char *bytes, size_t n)
+{
+    char name[24];
+    size_t pos = 8;
+    while (pos + 8 <= n) {
+        uint32_t len = be32(bytes + pos);
+        if (len > 0x7fffffffu)
+            return facet_fail(FACET_STATUS_ERR_IO, "%s: corrupt PNG: chunk at byte %zu has length %u (more than 2^31 - 1)",
+                              fn, pos, len);
+        if ((uint64_t)len + 12 > n - pos)
+            return facet_fail(FACET_STATUS_ERR_IO, "%s: truncated PNG: chunk %s at byte %zu needs %llu bytes, %zu remain",
+                              fn, chunk_name(name, sizeof name, bytes + pos + 4), pos, (unsigned long long)len + 12,
+                              n - pos);
+        if (!memcmp(bytes + pos + 4, "IEND", 4)) return 0;
+        pos += (size_t)len + 12;
+    }
+    if (pos < n)
+        return facet_fail(FACET_STATUS_ERR_IO, "%s: truncated PNG: the file ends %zu bytes into a chunk header at byte %zu",
+                          fn, n - pos, pos);
+    return facet_fail(FACET_STATUS_ERR_IO, "%s: truncated PNG: no IEND chunk in its %zu bytes", fn, n);
+}
+
 static int png_run(const char *fn, const unsigned char *bytes, size_t n, int *w, int *h, unsigned char *rgb)
 {
+    int rc = png_complete(fn, bytes, n);
+    if (rc) return rc;
     png_image img;
     memset(&img, 0, sizeof img);
     img.version = PNG_IMAGE_VERSION;
@@ -125,6 +187,8 @@ int facet_image_decode(facet_tensor *out, const void *bytes, size_t size)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: out must be a contiguous H x W x 3 uint8 CPU tensor, got %s", fn,
                           facet_desc(out));
     if (!bytes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: bytes is NULL", fn);
+    if (out->sizes[0] > INT32_MAX || out->sizes[1] > INT32_MAX)     /* no image is that large: no int truncation */
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s is larger than any image", fn, facet_desc(out));
     int w = (int)out->sizes[1], h = (int)out->sizes[0];
     int format = sniff(bytes, size);
     if (format == FACET_IMAGE_FORMAT_JPEG) return jpeg_run(fn, bytes, size, &w, &h, facet_ptr(out));

@@ -7,6 +7,7 @@
  */
 #include "internal.h"
 #include "index_math.h"
+#include "guard.h"
 #include <stdlib.h>
 
 /* Host copy of a 1-D int32/int64 index, every value checked to lie in
@@ -123,6 +124,37 @@ static void scatter_cpu(float *tp, const float *rp, const struct facet_index_pla
     }
 }
 
+/* the work of index_rows, on checked operands; idx: the index values on the
+ * host (owned: the caller frees them) */
+static int index_rows_run(const char *fn, facet_tensor *table, facet_tensor *rows, const facet_tensor *index,
+                          const void *idx, int mode, double alpha, int base)
+{
+    int64_t n = index->sizes[0];
+    int64_t cols = table->sizes[1];
+    float *tp = facet_ptr(table), *rp = facet_ptr(rows);
+    if (mode == FACET_INDEX_SELECT) {
+        if (table->device == FACET_DEVICE_CUDA)
+            return facet_cuda_index_select(rp, tp, facet_ptr(index), index->dtype, n, cols, base);
+        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n * cols >= FACET_PARALLEL_GRAIN)
+        for (int64_t i = 0; i < n; i++) {
+            const float *t = tp + index_at(idx, index->dtype, i, base) * cols;
+            float *r = rp + i * cols;
+            for (int64_t c = 0; c < cols; c++) r[c] = t[c];
+        }
+        return 0;
+    }
+    /* add / copy: duplicates apply in source order on both devices (index_math.h) */
+    if (n == 0 || cols == 0) return 0;
+    struct facet_index_plan plan;
+    int rc = build_plan(fn, idx, index->dtype, n, base, &plan);
+    if (rc) return rc;
+    const int add = mode == FACET_INDEX_ADD;
+    if (table->device == FACET_DEVICE_CUDA) rc = facet_cuda_index_scatter(tp, rp, &plan, cols, add, (float)alpha);
+    else scatter_cpu(tp, rp, &plan, cols, add, (float)alpha);
+    free(plan.order);
+    return rc;
+}
+
 /* mode: select (dst n x C <- table rows), add / copy (table rows <- src n x C) */
 static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, const facet_tensor *index,
                       int mode, double alpha, int base)
@@ -137,40 +169,24 @@ static int index_rows(const char *fn, facet_tensor *table, facet_tensor *rows, c
     if (rows->sizes[0] != n || rows->sizes[1] != table->sizes[1])
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: shapes do not match: table %s, rows %s, index %s", fn,
                           facet_desc(table), facet_desc(rows), facet_desc(index));
-    if (table->storage == rows->storage)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: source and destination share memory", fn);
     const void *idx;
     int owned;
     rc = index_values(fn, index, table->sizes[0], base, &idx, &owned);
     if (rc) return rc;
-    int64_t cols = table->sizes[1];
-    float *tp = facet_ptr(table), *rp = facet_ptr(rows);
-    if (mode == FACET_INDEX_SELECT) {
-        if (table->device == FACET_DEVICE_CUDA) {
-            if (owned) free((void *)idx);
-            return facet_cuda_index_select(rp, tp, facet_ptr(index), index->dtype, n, cols, base);
-        }
-        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n * cols >= FACET_PARALLEL_GRAIN)
-        for (int64_t i = 0; i < n; i++) {
-            const float *t = tp + index_at(idx, index->dtype, i, base) * cols;
-            float *r = rp + i * cols;
-            for (int64_t c = 0; c < cols; c++) r[c] = t[c];
-        }
-        return 0;
-    }
-    /* add / copy: duplicates apply in source order on both devices (index_math.h) */
-    if (n == 0 || cols == 0) {
+    /* an input overlapping the output (even as the same view: rows are read
+     * in index order) is read from a copy */
+    facet_tensor *tmp = NULL;
+    const facet_tensor *in = mode == FACET_INDEX_SELECT ? table : rows;
+    rc = facet_unalias(fn, mode == FACET_INDEX_SELECT ? rows : table, in, false, &tmp, &in);
+    if (rc) {
         if (owned) free((void *)idx);
-        return 0;
+        return rc;
     }
-    struct facet_index_plan plan;
-    rc = build_plan(fn, idx, index->dtype, n, base, &plan);
+    if (mode == FACET_INDEX_SELECT) table = (facet_tensor *)in;
+    else rows = (facet_tensor *)in;
+    rc = index_rows_run(fn, table, rows, index, idx, mode, alpha, base);
     if (owned) free((void *)idx);
-    if (rc) return rc;
-    const int add = mode == FACET_INDEX_ADD;
-    if (table->device == FACET_DEVICE_CUDA) rc = facet_cuda_index_scatter(tp, rp, &plan, cols, add, (float)alpha);
-    else scatter_cpu(tp, rp, &plan, cols, add, (float)alpha);
-    free(plan.order);
+    facet_tensor_free(tmp);
     return rc;
 }
 
@@ -206,17 +222,25 @@ static int cols_op(const char *fn, facet_tensor *mat, facet_tensor *vec, const f
     int owned;
     rc = index_values(fn, index, cols, base, &idx, &owned);
     if (rc) return rc;
-    float *mp = facet_ptr(mat), *vp = facet_ptr(vec);
-    if (mat->device == FACET_DEVICE_CUDA) {
-        if (owned) free((void *)idx);
-        return facet_cuda_cols(mp, vp, facet_ptr(index), index->dtype, rows, cols, scatter, base);
+    /* an input overlapping the output is read from a copy */
+    facet_tensor *tmp = NULL;
+    const facet_tensor *in = scatter ? vec : mat;
+    rc = facet_unalias(fn, scatter ? mat : vec, in, false, &tmp, &in);
+    if (!rc) {
+        float *mp = facet_ptr(scatter ? mat : in), *vp = facet_ptr(scatter ? in : vec);
+        if (mat->device == FACET_DEVICE_CUDA) {
+            rc = facet_cuda_cols(mp, vp, facet_ptr(index), index->dtype, rows, cols, scatter, base);
+        } else {
+            for (int64_t i = 0; i < rows; i++) {
+                int64_t c = index_at(idx, index->dtype, i, base);
+                if (scatter) mp[i * cols + c] = vp[i];
+                else vp[i] = mp[i * cols + c];
+            }
+        }
     }
-    for (int64_t i = 0; i < rows; i++) {
-        int64_t c = index_at(idx, index->dtype, i, base);
-        if (scatter) mp[i * cols + c] = vp[i];
-        else vp[i] = mp[i * cols + c];
-    }
-    return 0;
+    if (owned) free((void *)idx);
+    facet_tensor_free(tmp);
+    return rc;
 }
 
 int facet_tensor_gather_cols(facet_tensor *out, const facet_tensor *src, const facet_tensor *index, int index_base)

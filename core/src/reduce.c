@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 #include "reduce_math.h"
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -62,16 +63,20 @@ int facet_tensor_reduce(facet_tensor *out, const facet_tensor *x, int op, int di
     if (out->dtype != (arg ? FACET_DTYPE_INT64 : FACET_DTYPE_FLOAT32))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must be %s", fn, facet_desc(out), arg ? "int64" : "float32");
     if (dim < -1 || dim >= (x->ndim > 0 ? x->ndim : 1))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dim %d out of range for %s", fn, dim, facet_desc(x));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dim %d out of range for %s: want -1 (all) or 0 to %d (0-based here)",
+                          fn, dim, facet_desc(x), (x->ndim > 0 ? x->ndim : 1) - 1);
     int64_t outer = 1, n = facet_numel(x), inner = 1;
     if (dim >= 0 && x->ndim > 0) {
         n = x->sizes[dim];
         for (int d = 0; d < dim; d++) outer *= x->sizes[d];
         for (int d = dim + 1; d < x->ndim; d++) inner *= x->sizes[d];
     }
-    if (facet_numel(out) != outer * inner || !facet_contiguous(out))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must be contiguous with %lld elements (reducing dim %d of %s)",
-                          fn, facet_desc(out), (long long)(outer * inner), dim, facet_desc(x));
+    if (facet_numel(out) != outer * inner || !facet_contiguous(out)) {
+        char what[32] = "every dim";
+        if (dim >= 0) snprintf(what, sizeof what, "dim %d", dim + 1);      /* counted from 1 */
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must be contiguous with %lld elements (reducing %s of %s)",
+                          fn, facet_desc(out), (long long)(outer * inner), what, facet_desc(x));
+    }
     if (n == 0 && op != FACET_REDUCE_SUM && op != FACET_REDUCE_SUMSQ)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: reducing an empty dim of %s has no value", fn, facet_desc(x));
     if (outer * inner == 0) return 0;

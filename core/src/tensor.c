@@ -4,6 +4,7 @@
  * views share the storage and the last handle freed releases it.
  */
 #include "internal.h"
+#include "guard.h"
 #include "elementwise_math.h"
 #include <stdlib.h>
 #include <string.h>
@@ -106,21 +107,19 @@ int facet_tensor_init(facet_tensor **out, int dtype, int device, int ndim, const
     if (ndim < 0 || ndim > FACET_MAX_DIMS)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: ndim %d outside [0, %d]", fn, ndim, FACET_MAX_DIMS);
     if (ndim > 0 && !sizes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: sizes is NULL", fn);
+    int64_t n = 0;
+    int rc = facet_check_shape(fn, dtype, ndim, sizes, &n);
+    if (rc) return rc;
     facet_tensor proto;
     memset(&proto, 0, sizeof proto);
     proto.ndim = ndim;
     proto.dtype = dtype;
     proto.device = device;
-    int64_t n = 1;
+    int64_t st = 1;     /* products of trailing sizes: at most the span checked above */
     for (int d = ndim - 1; d >= 0; d--) {
-        if (sizes[d] < 0)
-            return facet_fail(FACET_STATUS_ERR_ARG, "%s: size %lld of dim %d is negative", fn,
-                              (long long)sizes[d], d);
         proto.sizes[d] = sizes[d];
-        proto.strides[d] = n;
-        if (sizes[d] > 0 && n > (INT64_C(1) << 40) / sizes[d])
-            return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: %s is too large", fn, facet_desc(&proto));
-        n *= sizes[d];
+        proto.strides[d] = st;
+        st *= sizes[d];
     }
     size_t nbytes = (size_t)n * facet_elsize(dtype);
     struct facet_storage *s = calloc(1, sizeof *s);
@@ -249,8 +248,8 @@ int facet_tensor_data(const facet_tensor *t, void **data)
 static int check_dim(const char *fn, const facet_tensor *t, int dim)
 {
     if (dim < 0 || dim >= t->ndim)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dim %d out of range for %s (%d dims)", fn, dim,
-                          facet_desc(t), t->ndim);
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dim %d out of range for %s: want 0 to %d (0-based here)", fn,
+                          dim, facet_desc(t), t->ndim - 1);
     return 0;
 }
 
@@ -268,9 +267,14 @@ int facet_tensor_narrow(facet_tensor **out, const facet_tensor *t, int dim, int6
     int rc = facet_check_tensor(fn, "t", t);
     if (!rc) rc = check_dim(fn, t, dim);
     if (rc) return rc;
-    if (start < 0 || length < 0 || start + length > t->sizes[dim])
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: range [%lld, %lld) outside dim %d of %s", fn,
-                          (long long)start, (long long)(start + length), dim, facet_desc(t));
+    /* start + length may overflow: compare against what is left instead */
+    if (start < 0 || start > t->sizes[dim])
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: start %lld outside [0, %lld] for dim %d of %s", fn,
+                          (long long)start, (long long)t->sizes[dim], dim + 1, facet_desc(t));
+    if (length < 0 || length > t->sizes[dim] - start)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: length %lld outside [0, %lld] for start %lld on dim %d of %s", fn,
+                          (long long)length, (long long)(t->sizes[dim] - start), (long long)start, dim + 1,
+                          facet_desc(t));
     facet_tensor v = *t;
     v.offset += start * t->strides[dim];
     v.sizes[dim] = length;
@@ -286,8 +290,8 @@ int facet_tensor_select(facet_tensor **out, const facet_tensor *t, int dim, int6
     if (!rc) rc = check_dim(fn, t, dim);
     if (rc) return rc;
     if (index < 0 || index >= t->sizes[dim])
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: index %lld outside dim %d of %s", fn,
-                          (long long)index, dim, facet_desc(t));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: index %lld outside [0, %lld) of dim %d of %s", fn,
+                          (long long)index, (long long)t->sizes[dim], dim + 1, facet_desc(t));
     facet_tensor v = *t;
     v.offset += index * t->strides[dim];
     for (int d = dim; d < t->ndim - 1; d++) {
@@ -311,27 +315,46 @@ int facet_tensor_reshape(facet_tensor **out, const facet_tensor *t, int ndim, co
     if (!facet_contiguous(t))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is not contiguous; make a contiguous copy first", fn,
                           facet_desc(t));
-    int64_t known = 1, n = facet_numel(t);
+    int64_t n = facet_numel(t);
     int infer = -1;
+    bool has_zero = false;
     for (int d = 0; d < ndim; d++) {
-        if (sizes[d] == -1 && infer < 0) infer = d;
-        else if (sizes[d] < 0)
-            return facet_fail(FACET_STATUS_ERR_ARG, "%s: bad size %lld at dim %d", fn, (long long)sizes[d], d);
-        else known *= sizes[d];
+        if (sizes[d] == -1) {
+            if (infer >= 0)
+                return facet_fail(FACET_STATUS_ERR_ARG, "%s: sizes of dims %d and %d are both -1; at most one may be "
+                                  "inferred", fn, infer + 1, d + 1);
+            infer = d;
+        } else if (sizes[d] < 0) {
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: size %lld of dim %d: want a size >= 0, or -1 to infer it",
+                              fn, (long long)sizes[d], d + 1);
+        } else if (sizes[d] == 0) {
+            has_zero = true;
+        }
     }
+    /* the product of the known sizes, without overflow (a product past
+     * int64 can never equal the element count) */
+    int64_t known = 1;
+    bool over = false;
+    for (int d = 0; d < ndim && !has_zero; d++)
+        if (d != infer && __builtin_mul_overflow(known, sizes[d], &known)) over = true;
+    if (has_zero) known = 0;
     facet_tensor v = *t;
     v.ndim = ndim;
     for (int d = 0; d < ndim; d++) v.sizes[d] = sizes[d];
     if (infer >= 0) {
-        if (known == 0 || n % known != 0)
-            return facet_fail(FACET_STATUS_ERR_ARG, "%s: cannot infer a size: %s has %lld elements, the rest give %lld",
-                              fn, facet_desc(t), (long long)n, (long long)known);
+        if (over || known == 0 || n % known != 0)
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: cannot infer the size of dim %d: %s has %lld elements, the "
+                              "other sizes give %s%lld", fn, infer + 1, facet_desc(t), (long long)n,
+                              over ? "more than " : "", over ? (long long)INT64_MAX : (long long)known);
         v.sizes[infer] = n / known;
         known = n;
     }
-    if (known != n)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s has %lld elements, the new shape %lld", fn,
-                          facet_desc(t), (long long)n, (long long)known);
+    if (over || known != n)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s has %lld elements, the new shape %s%lld", fn,
+                          facet_desc(t), (long long)n, over ? "more than " : "", over ? (long long)INT64_MAX : (long long)known);
+    /* an empty shape can still have strides past int64: the same limit as a new tensor */
+    rc = facet_check_shape(fn, t->dtype, ndim, v.sizes, NULL);
+    if (rc) return rc;
     int64_t st = 1;
     for (int d = ndim - 1; d >= 0; d--) {
         v.strides[d] = st;
@@ -371,8 +394,8 @@ static int element_offset(const char *fn, const facet_tensor *t, const int64_t *
     int64_t o = t->offset;
     for (int d = 0; d < t->ndim; d++) {
         if (index[d] < 0 || index[d] >= t->sizes[d])
-            return facet_fail(FACET_STATUS_ERR_ARG, "%s: index %lld outside dim %d of %s", fn,
-                              (long long)index[d], d, facet_desc(t));
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: index %lld outside [0, %lld) of dim %d of %s", fn,
+                              (long long)index[d], (long long)t->sizes[d], d + 1, facet_desc(t));
         o += index[d] * t->strides[d];
     }
     if (facet_numel(t) == 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is empty", fn, facet_desc(t));
@@ -402,6 +425,8 @@ int facet_tensor_set(facet_tensor *t, const int64_t *index, double value)
 {
     int64_t off;
     int rc = element_offset("facet_tensor_set", t, index, &off);
+    if (rc) return rc;
+    rc = facet_check_value("facet_tensor_set", "value", value, t->dtype);
     if (rc) return rc;
     size_t es = facet_elsize(t->dtype);
     void *dst = (char *)t->storage->data + (size_t)off * es;

@@ -6,6 +6,7 @@
  */
 #include "facet.h"
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 /* core/src: the formulas the CPU and CUDA backends share, tested directly */
@@ -163,6 +164,74 @@ static void test_random_math(void)
           "random: log(1) = 0, cos(0) = 1, cos(pi) = -1 exactly");
 }
 
+/* hostile input at the C boundary: overflowing size arithmetic, overlapping
+ * operands, values out of an integer dtype's range (spec/hostile_tensor_spec.lua
+ * covers the same through Lua, each case in its own process) */
+static void hostile_checks(void)
+{
+    facet_tensor *t = NULL, *v = NULL, *w = NULL;
+    int64_t huge[3] = { INT64_C(1) << 31, INT64_C(1) << 31, INT64_C(1) << 31 };
+    int rc = facet_tensor_init(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 3, huge);
+    check(rc == FACET_STATUS_ERR_MEMORY, "hostile: a product of sizes past int64 is ERR_MEMORY");
+    check_error(rc, "facet_tensor_init", "bytes", "hostile: ... naming the bytes");
+    int64_t strides_over[3] = { 0, INT64_C(1) << 31, INT64_C(1) << 31 };
+    check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 3, strides_over), "facet_tensor_init",
+                "empty, but its sizes span", "hostile: an empty shape whose strides overflow");
+    int64_t neg[2] = { 2, -1 };
+    check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 2, neg), "facet_tensor_init",
+                "of dim 2 is negative", "hostile: negative size, dim counted from 1");
+
+    int64_t ten = 10;
+    if (facet_tensor_init(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 1, &ten) != 0) { check(0, "hostile: init"); return; }
+    facet_tensor_arange(t, 0, 1);
+    check_error(facet_tensor_narrow(&v, t, 0, 1, INT64_MAX), "facet_tensor_narrow", "length 9223372036854775807",
+                "hostile: narrow start + length overflow");
+    check_error(facet_tensor_narrow(&v, t, 0, INT64_MAX, 1), "facet_tensor_narrow", "start 9223372036854775807",
+                "hostile: narrow start past the end");
+    check_error(facet_tensor_select(&v, t, 0, INT64_MIN), "facet_tensor_select", "outside [0, 10) of dim 1",
+                "hostile: select INT64_MIN");
+    int64_t two_infer[2] = { -1, -1 }, over[3] = { INT64_C(1) << 62, 4, -1 };
+    check_error(facet_tensor_reshape(&v, t, 2, two_infer), "facet_tensor_reshape", "both -1", "hostile: reshape two -1");
+    check_error(facet_tensor_reshape(&v, t, 3, over), "facet_tensor_reshape", "cannot infer",
+                "hostile: reshape sizes overflowing int64");
+    check(v == NULL, "hostile: views stay NULL after errors");
+
+    /* t[1:10] <- t[0:9]: memmove semantics (the overlap is read through a copy) */
+    facet_tensor_narrow(&v, t, 0, 1, 9);
+    facet_tensor_narrow(&w, t, 0, 0, 9);
+    check(facet_tensor_copy(v, w) == 0, "hostile: copy between overlapping views");
+    int64_t i9 = 9, i1 = 1;
+    double x9 = -1, x1 = -1;
+    facet_tensor_get(t, &i9, &x9);
+    facet_tensor_get(t, &i1, &x1);
+    check(x9 == 8 && x1 == 0, "hostile: ... gives the values from before the copy");
+    /* t[1:10] = t[1:10] + t[0:9] */
+    facet_tensor_arange(t, 0, 1);
+    check(facet_tensor_binary(v, v, w, FACET_BINARY_ADD) == 0, "hostile: binary with a shifted input");
+    facet_tensor_get(t, &i9, &x9);
+    check(x9 == 17, "hostile: ... reads the input from before the call");
+    facet_tensor_free(v);
+    facet_tensor_free(w);
+
+    /* conversions: out of range is an error and nothing is written */
+    facet_tensor *i32 = NULL;
+    if (facet_tensor_init(&i32, FACET_DTYPE_INT32, FACET_DEVICE_CPU, 1, &ten) == 0) {
+        facet_tensor_fill(i32, 7);
+        facet_tensor_fill(t, 1e10);
+        check_error(facet_tensor_copy(i32, t), "facet_tensor_copy", "out of range for int32", "hostile: copy 1e10 to int32");
+        double x = 0;
+        facet_tensor_get(i32, &i1, &x);
+        check(x == 7, "hostile: ... writes nothing");
+        check_error(facet_tensor_fill(i32, NAN), "facet_tensor_fill", "not a finite number", "hostile: fill NaN into int32");
+        check_error(facet_tensor_set(i32, &i1, 2147483648.0), "facet_tensor_set", "2147483648", "hostile: set 2^31");
+        check_error(facet_tensor_arange(i32, 2147483640.0, 1), "facet_tensor_arange", "last value",
+                    "hostile: arange past int32");
+        check(facet_tensor_fill(i32, -2147483648.9) == 0, "hostile: -2^31 - 0.9 truncates into int32");
+    }
+    facet_tensor_free(i32);
+    facet_tensor_free(t);
+}
+
 int main(int argc, char **argv)
 {
     const char *counts = argc == 3 && !strcmp(argv[1], "--counts") ? argv[2] : NULL;
@@ -295,6 +364,8 @@ int main(int argc, char **argv)
 
     facet_tensor_free(u); facet_tensor_free(i32); facet_tensor_free(row); facet_tensor_free(r2);
     facet_tensor_free(c); facet_tensor_free(ix); facet_tensor_free(sel);
+
+    hostile_checks();
 
     printf("1..%d\n", passed + failed);
     if (counts) {

@@ -103,6 +103,16 @@ local function device_code(name, level)
   return v
 end
 
+-- an integer argument that an int64_t holds exactly as given (a number past
+-- 2^63, inf or NaN would not survive the FFI conversion), at least `min`
+local TWO63 = 2 ^ 63
+local function int_arg(what, v, min, level)
+  if type(v) ~= "number" or v ~= math.floor(v) or v < min or v >= TWO63 then
+    error(("%s is %s, want an integer in [%d, 2^63)"):format(what, tostring(v), min), (level or 2) + 1)
+  end
+  return v
+end
+
 -- sizes from a table {2, 3} or from numbers 2, 3; returns ndim and fills buf
 local function read_sizes(sizes, buf, level)
   if type(sizes) ~= "table" then error("sizes must be a table of numbers", (level or 2) + 1) end
@@ -110,8 +120,8 @@ local function read_sizes(sizes, buf, level)
   if n > 8 then error(("%d dims given, at most 8 are supported"):format(n), (level or 2) + 1) end
   for i = 1, n do
     local s = sizes[i]
-    if type(s) ~= "number" or s < 0 or s ~= math.floor(s) then
-      error(("size %d is %s, want a non-negative integer"):format(i, tostring(s)), (level or 2) + 1)
+    if type(s) ~= "number" or s < 0 or s ~= math.floor(s) or s >= TWO63 then
+      error(("size %d is %s, want a non-negative integer below 2^63"):format(i, tostring(s)), (level or 2) + 1)
     end
     buf[i - 1] = s
   end
@@ -255,12 +265,22 @@ function Tensor.is_freed(t) return t.h == nil end
 
 function Tensor.narrow(t, dim, start, length)
   dim = norm_dim(t, dim, 2)
+  int_arg("narrow: start", start, 1, 2)
+  int_arg("narrow: length", length, 0, 2)
+  local size = Tensor.shape(t)[dim]
+  if start > size + 1 or length > size + 1 - start then
+    error(("narrow: start %d and length %d run past size %d of dim %d"):format(start, length, size, dim), 2)
+  end
   check(C.facet_tensor_narrow(out_p, handle(t), dim - 1, start - 1, length))
   return wrap(out_p[0])
 end
 
 function Tensor.select(t, dim, index)
   dim = norm_dim(t, dim, 2)
+  local size = Tensor.shape(t)[dim]
+  if type(index) ~= "number" or index ~= math.floor(index) or index < 1 or index > size then
+    error(("select: index %s out of range for dim %d of size %d"):format(tostring(index), dim, size), 2)
+  end
   check(C.facet_tensor_select(out_p, handle(t), dim - 1, index - 1))
   return wrap(out_p[0])
 end
@@ -271,8 +291,8 @@ function Tensor.reshape(t, ...)
   local sizes = ...
   if type(sizes) ~= "table" then sizes = { ... } end
   local n = #sizes
-  if n > 8 then error("at most 8 dims", 2) end
-  for i = 1, n do sizes_buf[i - 1] = sizes[i] end
+  if n > 8 then error(("reshape: %d dims given, at most 8 are supported"):format(n), 2) end
+  for i = 1, n do sizes_buf[i - 1] = int_arg(("reshape: size %d"):format(i), sizes[i], -1, 2) end
   local h = handle(t)
   if not Tensor.is_contiguous(t) then
     local c = t:contiguous()
@@ -756,34 +776,55 @@ function M.arange(a, b, step, opts)
   if type(a) ~= "number" or type(b) ~= "number" or type(step) ~= "number" or step == 0 then
     error("arange: want numbers start, stop and a non-zero step", 2)
   end
+  for _, v in ipairs { a, b, step } do
+    if v ~= v or v == math.huge or v == -math.huge then
+      error(("arange: start, stop and step must be finite, got %s"):format(tostring(v)), 2)
+    end
+  end
   local n = math.max(0, math.ceil((b - a) / step))
   local t = new_empty({ n }, opts.dtype, opts.device, 2)
   check(C.facet_tensor_arange(t.h, a, step))
   return t
 end
 
--- nested Lua table -> shape and flat values
+-- nested Lua table -> shape and flat values. The shape comes from the first
+-- entry at each depth, at most 8 deep (so a table that holds itself is an
+-- error, not an endless loop); every other entry must match it.
 local function flatten_table(data, level)
   local shape, flat = {}, {}
   local d = data
   while type(d) == "table" do
+    if #shape == 8 then
+      error("facet.tensor: the table is nested more than 8 deep (at most 8 dims; does it contain itself?)",
+        level + 2)
+    end
     shape[#shape + 1] = #d
     d = d[1]
   end
-  local function walk(x, dim)
+  local function walk(x, dim, where)
     if dim > #shape then
-      if type(x) ~= "number" then error(("tensor data must be numbers, found %s"):format(type(x)), level + 3) end
+      if type(x) ~= "number" then
+        error(("facet.tensor: tensor data must be numbers, found %s at %s"):format(type(x), where), level + 3)
+      end
       flat[#flat + 1] = x
       return
     end
     if type(x) ~= "table" or #x ~= shape[dim] then
-      error(("ragged table: dim %d should have %d entries"):format(dim, shape[dim]), level + 3)
+      error(("facet.tensor: ragged table: %s should be a table of %d entries, found %s"):format(where, shape[dim],
+        type(x) == "table" and (#x .. " entries") or type(x)), level + 3)
     end
-    for i = 1, #x do walk(x[i], dim + 1) end
+    for i = 1, #x do walk(x[i], dim + 1, where .. "[" .. i .. "]") end
   end
-  walk(data, 1)
+  walk(data, 1, "data")
   return shape, flat
 end
+
+-- the inclusive range of each integer dtype (what the C core checks, guard.c)
+local INT_RANGE = {
+  int32 = { -2 ^ 31, 2 ^ 31 - 1, "[-2147483648, 2147483647]" },
+  int64 = { -2 ^ 63, 2 ^ 63 - 1024, "[-9223372036854775808, 9223372036854775807]" },
+  uint8 = { 0, 255, "[0, 255]" },
+}
 
 --- facet.tensor{{1, 2}, {3, 4}} or facet.tensor(data, { dtype=, device= }).
 function M.tensor(data, opts)
@@ -797,9 +838,23 @@ function M.tensor(data, opts)
   local shape, flat = flatten_table(data, 1)
   local dtype = opts.dtype or "float32"
   local t = new_empty(shape, dtype, "cpu", 2)
-  if dtype ~= "float32" then
+  -- integer dtypes take integers, in range (the rule of the C conversions,
+  -- stricter only in that a fraction is an error rather than truncated)
+  local range = INT_RANGE[dtype]
+  if range then
     for i = 1, #flat do
-      if flat[i] ~= math.floor(flat[i]) then error(("facet.tensor: %s value %s is not an integer"):format(dtype, flat[i]), 2) end
+      local v = flat[i]
+      if v ~= v or v == math.huge or v == -math.huge then
+        error(("facet.tensor: value %s (element %d, counting from 1) cannot be stored in %s (not a finite number)")
+          :format(tostring(v), i, dtype), 2)
+      end
+      if v ~= math.floor(v) then
+        error(("facet.tensor: %s value %s (element %d) is not an integer"):format(dtype, tostring(v), i), 2)
+      end
+      if v < range[1] or v > range[2] then
+        error(("facet.tensor: value %s (element %d, counting from 1) is out of range for %s: it must lie in %s")
+          :format(tostring(v), i, dtype, range[3]), 2)
+      end
     end
   end
   local p = Tensor.data_ptr(t)
