@@ -299,10 +299,12 @@ function M.validate(f, opts)
     if opts.args then ok, v = pcall(function() return f(opts.args(var)) end)
     else ok, v = pcall(f, var) end
     if not ok then
-      local hint = tostring(v):find("compare", 1, true) and
-        "comparisons of expressions cannot be Lua booleans: use facet.expr.lt/le/gt/ge and facet.expr.where" or
-        "use arithmetic and facet.expr's functions (exp, log, sqrt, cos, sin, acos, abs, min, max, lt, le, gt, ge, where)"
-      raise(("%s: the function failed on symbolic input (%s); %s"):format(what, tostring(v), hint))
+      if tostring(v):find("compare", 1, true) then
+        raise(("%s: the function compares its argument with < or <=, but comparisons of expressions cannot be " ..
+          "Lua booleans: use facet.expr.lt/le/gt/ge and facet.expr.where"):format(what))
+      end
+      raise(("%s: the function failed on symbolic input (%s); use arithmetic and facet.expr's functions " ..
+        "(exp, log, sqrt, cos, sin, acos, abs, min, max, lt, le, gt, ge, where)"):format(what, tostring(v)))
     end
     node = v
   end
