@@ -5,6 +5,7 @@
 --   facet.models.attentionnet_irse{ stages = { 1, 1, 1 }, se = true, emb = 512, size = 112, dropout = 0.4 }
 --   facet.models.build(name, opts): one of them by name (the command line's and
 --   the recipes' --model); an unknown name or option is an error that lists the choices.
+-- Each backbone checks its own options too (names and values: facet.check).
 -- Parameter counts are checked in spec/models_spec.lua and listed in docs/models.md.
 local check = require "facet.check"
 
