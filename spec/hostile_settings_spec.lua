@@ -387,7 +387,10 @@ end)
 
 describe("numbers of the command line and the recipes", function()
   it("facet.set_threads rejects NaN, 0 and fractions", function()
-    for _, v in ipairs { nan, 0, 1.5, inf, "2" } do rejects(function() facet.set_threads(v) end, "facet.set_threads", "n must") end
+    for _, v in ipairs { nan, 1.5, inf, "2", 2 ^ 32 + 1 } do
+      rejects(function() facet.set_threads(v) end, "facet.set_threads", "n must")
+    end
+    rejects(function() facet.set_threads(0) end, "facet_threads_set", "want 1..4096")
   end)
 
   it("check.flag reads and checks a numeric option", function()

@@ -64,10 +64,12 @@ end
 
 --- Threads for facet's loops and OpenBLAS (default: FACET_THREADS or all cores).
 function M.set_threads(n)
-  if type(n) ~= "number" or n ~= math.floor(n) or n < 1 or n > 4096 then
-    M.raise(("facet.set_threads: n must be an integer in [1, 4096], got %s"):format(tostring(n)), 2)
+  -- NaN or a fraction would reach the C int truncated; the C core checks the range
+  if type(n) ~= "number" or n ~= n or n ~= math.floor(n) or n < -2 ^ 31 or n >= 2 ^ 31 then
+    M.raise(("facet.set_threads: n must be an integer (threads, 1 to 4096), got %s"):format(
+      type(n) == "number" and (n ~= n and "nan" or tostring(n)) or type(n)), 2)
   end
-  M.check(C.facet_threads_set(n))
+  M.check(C.facet_threads_set(n), 2)
 end
 
 function M.get_threads()
