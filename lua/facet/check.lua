@@ -86,7 +86,6 @@ local function expected_number(spec, plural)
 end
 M.expected_number = expected_number
 
---- v checked against spec (see the module's header); returns v, or spec.default when v is nil and spec.optional.
 -- whether v is a number that spec accepts
 local function number_ok(v, spec)
   if type(v) ~= "number" or v ~= v then return false end
@@ -96,6 +95,8 @@ local function number_ok(v, spec)
     (spec.gt ~= nil and v <= spec.gt) or (spec.lt ~= nil and v >= spec.lt))
 end
 
+--- v checked against spec (see the module's header); returns v, or spec.default
+-- when v is nil and spec has a default or is optional.
 function M.number(fn, name, v, spec)
   spec = spec or {}
   if v == nil and (spec.optional or spec.default ~= nil) then return spec.default end
