@@ -5,9 +5,20 @@
 -- Usage: bin/facet run recipes/demo.lua [identities] [images_per_identity] [dim]
 local facet = require "facet"
 
-local K = tonumber(arg and arg[1]) or 1000     -- identities
-local M = tonumber(arg and arg[2]) or 8        -- images per identity
-local D = tonumber(arg and arg[3]) or 512      -- embedding size
+-- each positional argument, when given, must be a whole number in [1, max]
+local function count(i, what, default, max)
+  local s = arg and arg[i]
+  if s == nil then return default end
+  local v = tonumber(s)
+  if not v or v ~= v or v < 1 or v > max or v ~= math.floor(v) then
+    io.stderr:write(("demo: %s (argument %d) must be an integer in [1, %d], got '%s'\n"):format(what, i, max, s))
+    os.exit(2)
+  end
+  return v
+end
+local K = count(1, "identities", 1000, 1000000)         -- identities
+local M = count(2, "images per identity", 8, 100000)   -- images per identity
+local D = count(3, "dim", 512, 65536)                  -- embedding size
 
 print(("facet %s | OpenBLAS core %s | %d threads | CUDA %s"):format(facet.version, facet.blas_core(),
   facet.get_threads(), facet.cuda.available() and "available" or "not available"))

@@ -16,9 +16,14 @@ local rec = facet.data.recordio(prefix)
 local set = facet.data.load_bin(bin, { size = { a.size, a.size } })
 
 local settings = { { "softmax", "softmax", {} } }
+local alpha_ok = recipe.number("--alphas", { gt = 0 })
 for v in a.alphas:gmatch("[^,]+") do
   if v == "learned" then settings[#settings + 1] = { "learned α (from 16)", "l2-softmax", { alpha = 16, learn_alpha = true } }
-  else settings[#settings + 1] = { "α = " .. v, "l2-softmax", { alpha = tonumber(v) } } end
+  else
+    local alpha, err = alpha_ok(v)
+    if not alpha then p:error(err .. " (each entry a number > 0 or 'learned')") end
+    settings[#settings + 1] = { "α = " .. v, "l2-softmax", { alpha = alpha } }
+  end
 end
 
 print(("%-22s %14s %14s %12s"):format("setting", "accuracy %", "TAR@1e-3 %", "final α"))

@@ -11,22 +11,25 @@
 --          [--batch 128] [--threads 8] [--bins lfw,cfp_fp,agedb_30] [--out run/ms1m] [--resume] [--steps N]
 local facet = require "facet"
 local argparse = require "argparse"
+local recipe = require "facet.recipe"
 
+local int = recipe.integer
 local p = argparse("ms1m", "full-scale training on InsightFace-format data")
 p:option("--data", "directory with train.rec, train.idx and the .bin sets"):count(1)
-p:option("--head", "loss head", "mv-am")
+p:option("--head", "loss head", "mv-am"):choices(facet.heads.names())
 p:option("--model", "backbone: iresnet, attentionnet_irse or mobilefacenet", "iresnet")
-p:option("--depth", "iresnet depth (default 100)"):convert(tonumber)
-p:option("--emb", "embedding size", "512"):convert(tonumber)
-p:option("--size", "input size", "112"):convert(tonumber)
-p:option("--batch", "batch size", "128"):convert(tonumber)
-p:option("--epochs", "epochs", "12"):convert(tonumber)
-p:option("--lr", "base learning rate", "0.1"):convert(tonumber)
-p:option("--loader-threads", "decoding threads", "2"):convert(tonumber)
+  :choices { "iresnet", "attentionnet_irse", "mobilefacenet" }
+p:option("--depth", "iresnet depth (default 100)"):convert(int("--depth", 18, 100))
+p:option("--emb", "embedding size", "512"):convert(int("--emb", 1, 65536))
+p:option("--size", "input size", "112"):convert(int("--size", 16, 4096))
+p:option("--batch", "batch size", "128"):convert(int("--batch", 1, 1000000))
+p:option("--epochs", "epochs", "12"):convert(int("--epochs", 1, 100000))
+p:option("--lr", "base learning rate", "0.1"):convert(recipe.number("--lr", { gt = 0 }))
+p:option("--loader-threads", "decoding threads", "2"):convert(int("--loader-threads", 1, 4096))
 p:option("--bins", "verification sets in --data", "lfw,cfp_fp,agedb_30")
-p:option("--eval-every", "steps between evaluations", "2000"):convert(tonumber)
-p:option("--checkpoint-every", "steps between checkpoints", "2000"):convert(tonumber)
-p:option("--steps", "stop after this many steps (timing runs)"):convert(tonumber)
+p:option("--eval-every", "steps between evaluations", "2000"):convert(int("--eval-every", 1))
+p:option("--checkpoint-every", "steps between checkpoints", "2000"):convert(int("--checkpoint-every", 1))
+p:option("--steps", "stop after this many steps (timing runs)"):convert(int("--steps", 1))
 p:option("--out", "output directory", "run/ms1m")
 p:flag("--resume", "continue from OUT/ckpt")
 p:flag("--cuda", "train on the GPU")

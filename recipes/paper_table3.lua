@@ -16,6 +16,7 @@ local p = recipe.parser("paper_table3", "Table 3 of the MV-Softmax paper on one 
   { out = "run/table3", seeds = "seeds per head" })
 p:option("--heads", "comma-separated subset of the table's rows (default: all)")
 p:option("--model", "backbone: convnet, mobilefacenet or iresnet18", "convnet")
+  :choices { "convnet", "mobilefacenet", "iresnet18" }
 p:option("--rec", "train on this InsightFace .rec prefix instead")
 p:option("--bin", "verify on this .bin instead")
 local a = p:parse(arg)
@@ -39,8 +40,19 @@ local ROWS = {
 }
 local wanted
 if a.heads then
+  -- each entry names a row: its facet head (am) or head with h (mv-am-f, mv-am-a)
+  local known, names = {}, {}
+  for _, row in ipairs(ROWS) do
+    for _, k in ipairs { row[2], row[2] .. (row[3].h and ("-" .. row[3].h:sub(1, 1)) or "") } do
+      if not known[k] then known[k] = true; names[#names + 1] = k end
+    end
+  end
   wanted = {}
-  for h in a.heads:gmatch("[^,]+") do wanted[h] = true end
+  for h in a.heads:gmatch("[^,]+") do
+    if not known[h] then p:error(("--heads: unknown row '%s' (rows: %s)"):format(h, table.concat(names, ", "))) end
+    wanted[h] = true
+  end
+  if not next(wanted) then p:error("--heads: name at least one row") end
 end
 
 assert(facet.sys.mkdir_p(a.out))

@@ -6,15 +6,17 @@
 -- Usage: bin/facet run recipes/quickstart.lua [--epochs 3] [--head mv-am] [--pairs 3000] [--out run/quickstart]
 local facet = require "facet"
 local argparse = require "argparse"
+local recipe = require "facet.recipe"
 
 local parser = argparse("quickstart", "Fashion-MNIST open-set training and verification")
-parser:option("--epochs", "training epochs", "3"):convert(tonumber)
-parser:option("--head", "loss head (facet.heads.names())", "mv-am")
-parser:option("--batch", "batch size", "128"):convert(tonumber)
-parser:option("--pairs", "verification pairs (half same, half different)", "3000"):convert(tonumber)
-parser:option("--limit", "training images to use (0: all 42,000)", "0"):convert(tonumber)
+parser:option("--epochs", "training epochs", "3"):convert(recipe.integer("--epochs", 1, 100000))
+parser:option("--head", "loss head (facet.heads.names())", "mv-am"):choices(facet.heads.names())
+parser:option("--batch", "batch size", "128"):convert(recipe.integer("--batch", 1, 1000000))
+parser:option("--pairs", "verification pairs (half same, half different)", "3000")
+  :convert(recipe.integer("--pairs", 2, 100000000))
+parser:option("--limit", "training images to use (0: all 42,000)", "0"):convert(recipe.integer("--limit", 0))
 parser:option("--out", "log and checkpoint directory", "run/quickstart")
-parser:option("--seed", "seed", "1"):convert(tonumber)
+parser:option("--seed", "seed", "1"):convert(recipe.integer("--seed", 0, 2 ^ 53))
 local args = parser:parse(arg)
 
 facet.manual_seed(args.seed)

@@ -63,6 +63,6 @@ describe("facet report", function()
 
   it("reports a bad run directory as one clean line and exit status 1", function()
     local out = io.popen(("luajit bin/facet report %s/none 2>&1; echo rc=$?"):format(dir)):read("*a")
-    assert.truthy(out:find("^facet report: report: [^\n]*/none has no train.jsonl\nrc=1"), out)
+    assert.truthy(out:find("^facet report: facet%.report%.write: [^\n]*/none has no train%.jsonl[^\n]*\nrc=1"), out)
   end)
 end)

@@ -6,7 +6,14 @@
 -- Commands live in one table (`commands` below): adding eval / report / train means
 -- adding an entry there. main returns the exit status instead of exiting, so the
 -- caller decides (bin/facet passes it to os.exit).
+--
+-- Errors: a mistake facet reports (an error raised by facet's own modules: a
+-- bad argument, option or file) prints as its message alone, which names the
+-- function and the user's line; any other error (the script's own, or a bug)
+-- prints with its traceback, as luajit does. FACET_DEBUG=1 prints the
+-- traceback for every error.
 local argparse = require "argparse"
+local check = require "facet.check"      -- loads no C: the parser's converters use it
 
 local M = {}
 
@@ -28,12 +35,49 @@ local function error_text(err)
   return ("(error object is a %s value)"):format(type(err))
 end
 
+-- facet's module directory as debug.getinfo names sources ("@./lua/facet/")
+local OWN = debug.getinfo(1, "S").source:match("^(@.*[/\\])cli%.lua$")
+
+local function own(info) return info ~= nil and OWN ~= nil and info.source:sub(1, #OWN) == OWN end
+
+local function debugging() return os.getenv("FACET_DEBUG") == "1" end
+
+--- Whether the error now being handled (in an xpcall handler, called from
+-- `level`) was raised on purpose by facet: error() or assert() called from one
+-- of facet's modules. A runtime error inside facet (a bug) is not.
+local function raised_by_facet(level)
+  local raiser = debug.getinfo(level + 1, "S")
+  return raiser ~= nil and raiser.what == "C" and own(debug.getinfo(level + 2, "S"))
+end
+
+-- A message without a leading position inside facet's own files (a long path
+-- comes shortened with "..." in front, so its tail is recognised too).
+local function strip_own_position(msg)
+  local path, rest = msg:match("^([^\n]-):%d+: (.*)$")
+  if not path then return msg end
+  if (OWN and ("@" .. path):sub(1, #OWN) == OWN) or path:find("facet/[%w_]+%.lua$") or
+     path:find("facet/[%w_]+/[%w_]+%.lua$") then
+    return rest
+  end
+  return msg
+end
+M.strip_own_position = strip_own_position
+
 -- Traceback for a script error, cut before the frames of facet.cli itself
--- (everything below the xpcall is our plumbing, not the user's code).
+-- (everything below the xpcall is our plumbing, not the user's code); facet's
+-- own messages come alone (see the header).
 local function script_traceback(err)
+  if not debugging() and raised_by_facet(2) then return strip_own_position(error_text(err)) end
   local tb = debug.traceback(error_text(err), 2)
   local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
   return cut and tb:sub(1, cut - 1) or tb
+end
+
+-- The message of a command's error, with a traceback under FACET_DEBUG=1.
+local function command_error(err)
+  local msg = strip_own_position(error_text(err))
+  if debugging() then return debug.traceback(msg, 2) end
+  return msg
 end
 
 --- Runs the Lua file at path with the script's `arg` table already built.
@@ -142,11 +186,11 @@ local commands = {
       cmd:argument("checkpoint", "Checkpoint directory (holds 'latest') or a model .safetensors file.")
       cmd:option("--bin", "A verification .bin file (repeat for several)."):count("*"):args(1)
       cmd:option("--model", "Backbone: iresnet, mobilefacenet, convnet or attentionnet_irse.", "iresnet")
-      cmd:option("--depth", "IResNet depth (default 50).")
+      cmd:option("--depth", "IResNet depth (default 50)."):convert(check.flag("--depth", { integer = true, min = 1 }))
       cmd:option("--se", "IR-SE units."):args(0)
-      cmd:option("--emb", "Embedding size.", "512")
-      cmd:option("--size", "Input size (square).", "112")
-      cmd:option("--protocol", "insightface or facexzoo.", "insightface")
+      cmd:option("--emb", "Embedding size.", "512"):convert(check.flag("--emb", { integer = true, min = 1 }))
+      cmd:option("--size", "Input size (square).", "112"):convert(check.flag("--size", { integer = true, min = 1 }))
+      cmd:option("--protocol", "insightface or facexzoo.", "insightface"):choices { "insightface", "facexzoo" }
       cmd:flag("--no-flip", "Skip the flip test.")
     end,
     run = function(parsed)
@@ -298,11 +342,9 @@ function M.main(argv)
   end
   local c = by_name[parsed.command or "repl"]
   -- a command's error is reported here, once, as "facet NAME: message"
-  local ok, rc = pcall(c.run, parsed, argv)
+  local ok, rc = xpcall(c.run, command_error, parsed, argv)
   if not ok then
-    -- errors raised at level 2 blame the command's own line here; a user wants the message alone
-    local msg = error_text(rc):gsub("^[^\n]-facet/cli%.lua:%d+: ", "")
-    io.stderr:write("facet ", c.name, ": ", msg, "\n")
+    io.stderr:write("facet ", c.name, ": ", rc, "\n")
     return M.EXIT_FAILURE
   end
   return rc or 0

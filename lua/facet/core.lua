@@ -26,15 +26,50 @@ function M.last_error()
   return ffi.string(C.facet_last_error())
 end
 
---- Raises the C message as a Lua error at the caller's caller when rc ~= 0.
+-- ---- errors ------------------------------------------------------------------
+-- A mistake in a call to facet is reported at the user's line: the position
+-- an error carries is that of the nearest caller outside facet's own modules
+-- (the directory holding this file), never a path inside the library. A C
+-- function on the way (pcall, a metamethod's caller) ends the walk, and the
+-- message then carries no position at all.
+
+-- facet's module directory as it appears in debug.getinfo's source ("@./lua/facet/")
+local OWN = debug.getinfo(1, "S").source:match("^(@.*[/\\])core%.lua$")
+
+--- Whether a debug.getinfo record is a function of facet's own Lua modules.
+function M.own_frame(info)
+  return info ~= nil and OWN ~= nil and info.source:sub(1, #OWN) == OWN
+end
+
+--- error(msg, level) as called from the function calling raise, except that a
+-- level blaming one of facet's own functions moves up to the first caller
+-- outside them. level 0 adds no position.
+function M.raise(msg, level)
+  level = level or 1
+  if level <= 0 then error(msg, 0) end
+  local l = level + 1                                   -- the frame blamed, counted from here
+  while true do
+    local info = debug.getinfo(l, "S")
+    if not info or info.what == "C" or not M.own_frame(info) then break end
+    l = l + 1
+  end
+  error(msg, l)
+end
+
+--- Raises the C message as a Lua error at the caller's caller when rc ~= 0
+-- (at the user's line: see raise).
 function M.check(rc, level)
-  if rc ~= 0 then error(ffi.string(C.facet_last_error()), (level or 2) + 1) end
+  if rc ~= 0 then M.raise(ffi.string(C.facet_last_error()), (level or 2) + 1) end
 end
 
 --- Threads for facet's loops and OpenBLAS (default: FACET_THREADS or all cores).
 function M.set_threads(n)
-  if type(n) ~= "number" then error("set_threads: want a number", 2) end
-  M.check(C.facet_threads_set(n))
+  -- NaN or a fraction would reach the C int truncated; the C core checks the range
+  if type(n) ~= "number" or n ~= n or n ~= math.floor(n) or n < -2 ^ 31 or n >= 2 ^ 31 then
+    M.raise(("facet.set_threads: n must be an integer (threads, 1 to 4096), got %s"):format(
+      type(n) == "number" and (n ~= n and "nan" or tostring(n)) or type(n)), 2)
+  end
+  M.check(C.facet_threads_set(n), 2)
 end
 
 function M.get_threads()

@@ -5,15 +5,27 @@
 -- differentiated exactly and compiled to the register program the fused C and
 -- CUDA kernels run (FACET_EXPR_* in facet.h). With plain numbers the same
 -- functions just compute, so a scripted function also works on numbers.
+-- The variable is the cosine: compile checks that a program (a margin, its
+-- derivative, log h ...) is finite in float32 on a grid of [-1, 1], and
+-- validate checks a value and its derivative there. An expression may nest at
+-- most MAX_DEPTH (256) operations (a program holds at most 64 registers anyway),
+-- so a runaway loop building one stops with a clear error, not a stack overflow.
 local core = require "facet.core"
 
 local C = core.C
 local M = {}
 
+M.MAX_DEPTH = 256
+local FLT_MAX = 3.4028234663852886e38
+
+local function raise(msg) core.raise(msg, 2) end
+
+local function describe(v) return require("facet.check").describe(v) end
+
 local Node = {}
 Node.__index = Node
 
-local function is_node(x) return getmetatable(x) == Node end
+local function is_node(x) return type(x) == "table" and getmetatable(x) == Node end
 M.is_node = is_node
 
 local function const(v) return setmetatable({ op = "const", value = v }, Node) end
@@ -21,7 +33,7 @@ local function const(v) return setmetatable({ op = "const", value = v }, Node) e
 local function lift(x, where)
   if is_node(x) then return x end
   if type(x) == "number" then return const(x) end
-  error(("%s: expected a number or an expression, got %s"):format(where or "expression", type(x)), 3)
+  raise(("%s: want a number or an expression, got %s"):format(where or "facet.expr", describe(x)))
 end
 
 -- numeric meaning of every op (also the constant folder)
@@ -47,16 +59,24 @@ local simplify   -- forward declaration
 local function make(op, ...)
   local args = { ... }
   local all_numbers = true
+  local depth = 0
   for i = 1, ARITY[op] do
-    if args[i] == nil then error(("%s: missing argument %d"):format(op, i), 3) end
-    if is_node(args[i]) then all_numbers = false
-    elseif type(args[i]) ~= "number" then
-      error(("%s: expected numbers or expressions, got %s"):format(op, type(args[i])), 3)
+    local a = args[i]
+    if is_node(a) then
+      all_numbers = false
+      if (a.depth or 1) > depth then depth = a.depth or 1 end
+    elseif type(a) ~= "number" then
+      raise(("facet.expr.%s: argument %d must be a number or an expression, got %s"):format(op, i, describe(a)))
     end
   end
   if all_numbers then return EVAL[op](unpack(args, 1, ARITY[op])) end
+  if depth >= M.MAX_DEPTH then
+    raise(("facet.expr: the expression nests more than %d operations (%s of an expression %d deep); " ..
+      "a margin or h program holds at most %d registers"):format(M.MAX_DEPTH, op, depth,
+      tonumber(C.FACET_EXPR_MAX_REGS)))
+  end
   for i = 1, ARITY[op] do args[i] = lift(args[i], op) end
-  return simplify(setmetatable({ op = op, args = args }, Node))
+  return simplify(setmetatable({ op = op, args = args, depth = depth + 1 }, Node))
 end
 
 local function isconst(n, v) return n.op == "const" and (v == nil or n.value == v) end
@@ -105,11 +125,11 @@ Node.__div = function(a, b) return make("div", a, b) end
 Node.__pow = function(a, b) return make("pow", a, b) end
 Node.__unm = function(a) return make("neg", a) end
 local function no_compare()
-  error("comparisons of expressions cannot be Lua booleans: use facet.expr.lt/le/gt/ge and facet.expr.where", 2)
+  raise("facet.expr: comparisons of expressions cannot be Lua booleans: use facet.expr.lt/le/gt/ge and facet.expr.where")
 end
 Node.__lt, Node.__le = no_compare, no_compare
-Node.__call = function() error("an expression is not a function", 2) end
-Node.__concat = function() error("an expression is not a string", 2) end
+Node.__call = function() raise("facet.expr: an expression is not a function") end
+Node.__concat = function() raise("facet.expr: an expression is not a string (use facet.expr.tostring)") end
 Node.__tostring = function(n) return M.tostring(n) end
 
 for op, k in pairs(ARITY) do
@@ -120,9 +140,23 @@ M.where = function(c, x, y) return make("where", c, x, y) end
 M.pow = function(x, y) return make("pow", x, y) end
 
 --- The variable of an expression (the cosine).
-function M.var(name) return setmetatable({ op = "var", name = name or "cos" }, Node) end
+function M.var(name)
+  if name ~= nil and type(name) ~= "string" then
+    raise(("facet.expr.var: name must be a string, got %s"):format(describe(name)))
+  end
+  return setmetatable({ op = "var", name = name or "cos" }, Node)
+end
+
+-- n must be a number or an expression
+local function operand(fn, n)
+  if type(n) ~= "number" and not is_node(n) then
+    raise(("%s: want a number or an expression, got %s"):format(fn, describe(n)))
+  end
+  return n
+end
 
 function M.tostring(n)
+  operand("facet.expr.tostring", n)
   if type(n) == "number" then return tostring(n) end
   if n.op == "const" then return tostring(n.value) end
   if n.op == "var" then return n.name end
@@ -133,6 +167,8 @@ end
 
 --- Value of an expression (or number) at var = v, in double precision.
 function M.eval(n, v)
+  operand("facet.expr.eval", n)
+  if type(v) ~= "number" then raise(("facet.expr.eval: the value must be a number, got %s"):format(describe(v))) end
   if type(n) == "number" then return n end
   local memo = {}
   local function go(x)
@@ -151,6 +187,7 @@ end
 
 --- d n / d var, simplified.
 function M.diff(n)
+  operand("facet.expr.diff", n)
   if type(n) == "number" then return 0 end
   local memo = {}
   local function d(x)
@@ -201,16 +238,127 @@ local OPCODE = {
   floor = C.FACET_EXPR_OP_FLOOR,
 }
 
+-- ---- checks over the domain ------------------------------------------------------
+
+local function finite32(y) return type(y) == "number" and y == y and y >= -FLT_MAX and y <= FLT_MAX end
+
+-- points evenly spaced over range, both ends included
+local function grid(range, points)
+  local lo, hi, g = range[1], range[2], {}
+  for i = 0, points - 1 do g[#g + 1] = i == points - 1 and hi or lo + (hi - lo) * i / (points - 1) end
+  return g
+end
+
+local function fmt(x) return ("%.6g"):format(x) end
+
+-- "inf", "nan", "4.5e+38, beyond float32's range"
+local function bad_text(y)
+  if type(y) == "number" and y == y and y > -math.huge and y < math.huge then
+    return ("%.3g, beyond float32's range"):format(y)
+  end
+  return describe(y)
+end
+
+-- the first grid point where n is not finite in float32, and its value
+local function first_bad(n, g)
+  for _, x in ipairs(g) do
+    local y = M.eval(n, x)
+    if not finite32(y) then return x, y end
+  end
+end
+
+local function domain_options(fn, opts)
+  local check = require "facet.check"
+  local range = opts.range == nil and { -1, 1 } or
+    check.list(fn, "range", opts.range, { len = 2, increasing = true })
+  local points = check.integer(fn, "points", opts.points, { min = 2, max = 100000, default = 201 })
+  return range, points
+end
+
+--- Checks an expression over a grid of its domain, the value and (with
+-- opts.derivative) the derivative: each must be finite in float32, which is
+-- what the kernels compute in. f is an expression, a number, or a function
+-- called with the symbolic variable (opts.args(var) gives its arguments when
+-- it takes more, e.g. function(c) return c, 0.35 end for margin(cos, m)).
+-- opts: range ({-1, 1}), points (201, both ends included), derivative (false),
+-- what (the message's subject), check (function(y, x) called per value).
+-- Returns the expression and, with derivative, its derivative.
+--   facet.expr.validate(function(c) return facet.expr.sqrt(c + 1) end, { derivative = true })
+--   --> error: facet.expr.validate: the derivative is not finite at cos = -1 (inf) ...
+function M.validate(f, opts)
+  local check = require "facet.check"
+  opts = check.options("facet.expr.validate", opts, { "range", "points", "derivative", "what", "check", "args" })
+  local what = opts.what ~= nil and check.string("facet.expr.validate", "what", opts.what) or "facet.expr.validate"
+  local range, points = domain_options("facet.expr.validate", opts)
+  if opts.check ~= nil then check.func("facet.expr.validate", "check", opts.check) end
+  if opts.args ~= nil then check.func("facet.expr.validate", "args", opts.args) end
+  local node = f
+  if type(f) == "function" then
+    local var = M.var("cos")
+    local ok, v
+    if opts.args then ok, v = pcall(function() return f(opts.args(var)) end)
+    else ok, v = pcall(f, var) end
+    if not ok then
+      if tostring(v):find("compare", 1, true) then
+        raise(("%s: the function compares its argument with < or <=, but comparisons of expressions cannot be " ..
+          "Lua booleans: use facet.expr.lt/le/gt/ge and facet.expr.where"):format(what))
+      end
+      raise(("%s: the function failed on symbolic input (%s); use arithmetic and facet.expr's functions " ..
+        "(exp, log, sqrt, cos, sin, acos, abs, min, max, lt, le, gt, ge, where)"):format(what, tostring(v)))
+    end
+    node = v
+  end
+  if type(node) ~= "number" and not is_node(node) then
+    raise(("%s: want a number or an expression%s, got %s"):format(what,
+      type(f) == "function" and " from the function" or "", describe(node)))
+  end
+  local g = grid(range, points)
+  local x, y = first_bad(node, g)
+  if x then raise(("%s: not finite at cos = %s (got %s)"):format(what, fmt(x), bad_text(y))) end
+  if opts.check then
+    for _, xv in ipairs(g) do opts.check(M.eval(node, xv), xv) end
+  end
+  local d
+  if opts.derivative then
+    d = M.diff(node)
+    x, y = first_bad(d, g)
+    if x then
+      raise(("%s: the derivative is not finite at cos = %s (got %s), so training would get NaN or infinite " ..
+        "gradients; keep the function smooth on [%s, %s] (e.g. sqrt(max(u, 1e-6)) instead of sqrt(u))")
+        :format(what, fmt(x), bad_text(y), fmt(range[1]), fmt(range[2])))
+    end
+  end
+  return node, d
+end
+
 --- Compiles an expression of the variable to { code = {...}, consts = {...}, n = instructions }.
--- Shared subtrees are emitted once; register 0 is the variable.
-function M.compile(n, what)
-  n = lift(n, what)
+-- Shared subtrees are emitted once; register 0 is the variable. The program
+-- must be finite in float32 on a grid of the variable's domain (opts.range,
+-- {-1, 1}: the cosine; opts.range = false skips the check), since the kernels
+-- run it for every cosine of a batch.
+function M.compile(n, what, opts)
+  if what ~= nil and type(what) ~= "string" then
+    raise(("facet.expr.compile: what must be a string, got %s"):format(describe(what)))
+  end
+  n = lift(n, what or "facet.expr.compile")
+  if opts ~= nil and type(opts) ~= "table" then
+    raise(("facet.expr.compile: opts must be a table, got %s"):format(describe(opts)))
+  end
+  opts = opts or {}
+  if opts.range ~= false then
+    local range, points = domain_options("facet.expr.compile", opts)
+    local x, y = first_bad(n, grid(range, points))
+    if x then
+      raise(("%s: not finite at cos = %s (got %s); the program runs in float32 for every cosine in [%s, %s]")
+        :format(what or "facet.expr.compile", fmt(x), bad_text(y), fmt(range[1]), fmt(range[2])))
+    end
+  end
   local code, consts, reg, next_reg = {}, {}, {}, 1
   local const_index = {}
   local max_regs = tonumber(C.FACET_EXPR_MAX_REGS)
   local function emit(op, a, b, c)
     if next_reg >= max_regs then
-      error(("%s: the expression needs more than %d registers"):format(what or "expression", max_regs), 0)
+      raise(("%s: the expression needs more than %d registers"):format(what or "facet.expr.compile", max_regs))
     end
     local dst = next_reg
     next_reg = next_reg + 1
@@ -244,7 +392,7 @@ function M.compile(n, what)
   end)()))
   end
   if #consts > tonumber(C.FACET_EXPR_MAX_CONSTS) then
-    error(("%s: more than %d constants"):format(what or "expression", tonumber(C.FACET_EXPR_MAX_CONSTS)), 0)
+    raise(("%s: more than %d constants"):format(what or "facet.expr.compile", tonumber(C.FACET_EXPR_MAX_CONSTS)))
   end
   return { code = code, consts = consts, n = #code / 5 }
 end

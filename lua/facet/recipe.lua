@@ -9,26 +9,35 @@
 --   local prefix, bin = recipe.synthetic(a)
 --   local opt, schedule = recipe.sgd({ net, head }, a.epochs)
 local argparse = require "argparse"
+local check = require "facet.check"
 local data = require "facet.data"
 local optim = require "facet.optim"
 local sys = require "facet.sys"
 
 local M = {}
 
+--- An argparse converter for an integer option of at least min (and at most
+-- max): "--epochs must be an integer >= 1, got '0'" is the parser's error.
+function M.integer(name, min, max) return check.flag(name, { integer = true, min = min, max = max }) end
+
+--- An argparse converter for a finite number option (spec: check.number's min, max, gt, lt).
+function M.number(name, spec) return check.flag(name, spec) end
+
 --- An argparse parser with the options the studies share: --identities,
 -- --images, --size, --pairs (the synthetic data), --epochs, --batch, --seeds,
 -- --data (where the synthetic data is made) and --out. defaults: out (the
--- output directory) and seeds (the --seeds help text).
+-- output directory) and seeds (the --seeds help text). Numeric options are
+-- checked (integers in range: 0, -1, 1.5, nan or inf is the parser's error).
 function M.parser(name, description, defaults)
   defaults = defaults or {}
   local p = argparse(name, description)
-  p:option("--identities", "synthetic identities", "300"):convert(tonumber)
-  p:option("--images", "images per identity", "8"):convert(tonumber)
-  p:option("--size", "image size", "32"):convert(tonumber)
-  p:option("--pairs", "verification pairs", "2000"):convert(tonumber)
-  p:option("--epochs", "epochs", "3"):convert(tonumber)
-  p:option("--batch", "batch size", "64"):convert(tonumber)
-  p:option("--seeds", defaults.seeds or "seeds per setting", "2"):convert(tonumber)
+  p:option("--identities", "synthetic identities", "300"):convert(M.integer("--identities", 2, 1000000))
+  p:option("--images", "images per identity", "8"):convert(M.integer("--images", 2, 100000))
+  p:option("--size", "image size", "32"):convert(M.integer("--size", 8, 4096))
+  p:option("--pairs", "verification pairs", "2000"):convert(M.integer("--pairs", 2, 100000000))
+  p:option("--epochs", "epochs", "3"):convert(M.integer("--epochs", 1, 100000))
+  p:option("--batch", "batch size", "64"):convert(M.integer("--batch", 1, 1000000))
+  p:option("--seeds", defaults.seeds or "seeds per setting", "2"):convert(M.integer("--seeds", 1, 10000))
   p:option("--data", "where the synthetic data is made (reused when present)", "run/synthetic")
   p:option("--out", "output directory", defaults.out or "run/out")
   return p

@@ -2,7 +2,11 @@
 -- embeddings of N x C x H x W images, in evaluation mode and in batches; with
 -- flip = true each embedding is the sum of the image's and its horizontal
 -- mirror's (InsightFace's flip test), L2-normalised either way.
+-- batch_size is an integer >= 1; an unknown option is an error.
 local tensor = require "facet.tensor"
+local check = require "facet.check"
+
+local NAME = "facet.eval.embed"
 
 -- horizontal mirror: reverse the last dim
 local function flip(x, rev)
@@ -12,28 +16,51 @@ local function flip(x, rev)
   return t:index_select(rev):t():reshape(s)
 end
 
+--- The options embed takes (verify_set passes them on).
+local OPTIONS = { "batch_size", "flip" }
+
 return function(model, images, opts)
-  opts = opts or {}
-  if not tensor.is_tensor(images) or images:dim() ~= 4 then error("facet.eval.embed: want N x C x H x W images", 2) end
-  local n, bs = images:size(1), opts.batch_size or 256
+  opts = check.options(NAME, opts, OPTIONS)
+  check.module(NAME, "model", model)
+  check.tensor(NAME, "images", images)
+  if images:dim() ~= 4 then
+    check.fail(NAME, ("images must be N x C x H x W, got shape %s"):format(table.concat(images:shape(), "x")))
+  end
+  local bs = check.integer(NAME, "batch_size", opts.batch_size, { min = 1, default = 256 })
+  local do_flip = check.boolean(NAME, "flip", opts.flip, false)
+  local n = images:size(1)
+  if n == 0 then check.fail(NAME, "images holds no image (N = 0)") end
   local was = model.training
-  model:evaluate()
-  local out
+  local function mode(on)                               -- a bare table with forward has no train/evaluate
+    if type(model.train) == "function" then model:train(on) end
+  end
+  mode(false)
   local rev
-  if opts.flip then
+  if do_flip then
     local w = images:size(4)
     local r = {}
     for i = 1, w do r[i] = w - i + 1 end
     rev = tensor.tensor(r, { dtype = "int32", device = images:device() })
   end
-  for first = 1, n, bs do
-    local b = math.min(bs, n - first + 1)
-    local x = images:narrow(1, first, b):contiguous()
-    local e = model:forward(x):clone()
-    if rev then e:add_(model:forward(flip(x, rev))) end
-    if not out then out = tensor.empty({ n, e:size(2) }, { device = e:device() }) end
-    out:narrow(1, first, b):copy(e)
-  end
-  model:train(was)
+  -- the model's own mode comes back even when its forward fails
+  local ok, out = pcall(function()
+    local out
+    for first = 1, n, bs do
+      local b = math.min(bs, n - first + 1)
+      local x = images:narrow(1, first, b):contiguous()
+      local e = model:forward(x)
+      if not tensor.is_tensor(e) or e:dim() ~= 2 or e:size(1) ~= b then
+        check.fail(NAME, ("the model must map a batch of %d images to %d x dim embeddings, got %s"):format(b, b,
+          tensor.is_tensor(e) and ("shape " .. table.concat(e:shape(), "x")) or check.describe(e)))
+      end
+      e = e:clone()
+      if rev then e:add_(model:forward(flip(x, rev))) end
+      if not out then out = tensor.empty({ n, e:size(2) }, { device = e:device() }) end
+      out:narrow(1, first, b):copy(e)
+    end
+    return out
+  end)
+  mode(was ~= false)
+  if not ok then error(out, 0) end
   return (out:l2_normalize())
 end

@@ -14,24 +14,33 @@
 -- one maximising TPR - FPR there (ties to the smallest); "same" when score >
 -- threshold; std = sample std (ddof 1) / sqrt(folds).
 -- roc: the exact ROC over all pairs (every distinct score a threshold).
--- tar_at_far: TAR at FAR 1e-1 ... 1e-6 over all pairs, each reported only when
--- there are at least 1/FAR different pairs (never extrapolated).
+-- tar_at_far: TAR at FAR 1e-1 ... 1e-6 over all pairs (opts.fars: other FAR
+-- values, each in (0, 1]), each reported only when there are at least 1/FAR
+-- different pairs (never extrapolated).
+-- Options are checked: folds an integer in [2, P], protocol one of the two
+-- names; an unknown option is an error.
 local tensor = require "facet.tensor"
+local check = require "facet.check"
+
+local OPTIONS = { "protocol", "folds", "fars" }
+local DEFAULT_FARS = { 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6 }
 
 local function cosines(a, b, name)
-  if not tensor.is_tensor(a) or not tensor.is_tensor(b) then error(name .. ": embeddings must be tensors", 3) end
+  check.tensor(name, "emb1", a)
+  check.tensor(name, "emb2", b)
   local sa, sb = a:shape(), b:shape()
   if #sa ~= 2 or #sb ~= 2 or sa[1] ~= sb[1] or sa[2] ~= sb[2] then
-    error(("%s: want two P x dim tensors of one shape, got %s and %s"):format(name, table.concat(sa, "x"),
-      table.concat(sb, "x")), 3)
+    check.fail(name, ("emb1 and emb2 must be two P x dim tensors of one shape, got %s and %s"):format(
+      table.concat(sa, "x"), table.concat(sb, "x")))
   end
+  if sa[1] < 2 then check.fail(name, ("verification needs at least 2 pairs, got %d"):format(sa[1])) end
   local na = a:to("cpu"):float():l2_normalize()
   local nb = b:to("cpu"):float():l2_normalize()
   local c = (na * nb):sum(2)
   local p, out = c:data_ptr(), {}
   for i = 0, sa[1] - 1 do
     local v = tonumber(p[i])
-    if v ~= v then error(("%s: pair %d has a NaN embedding"):format(name, i + 1), 3) end
+    if v ~= v then check.fail(name, ("pair %d has a NaN or infinite embedding"):format(i + 1)) end
     out[i + 1] = v
   end
   return out
@@ -95,10 +104,9 @@ local function roc_of(scores, same, higher_is_same)
   return { fpr = fpr, tpr = tpr, thresholds = thr }, P, N
 end
 
-local function tar_at_far(roc, n_neg)
+local function tar_at_far(roc, n_neg, fars)
   local out = {}
-  for e = 1, 6 do
-    local far = 10 ^ -e
+  for _, far in ipairs(fars) do
     if n_neg >= 1 / far then
       local best = 0
       for k = 1, #roc.fpr do if roc.fpr[k] <= far and roc.tpr[k] > best then best = roc.tpr[k] end end
@@ -109,22 +117,22 @@ local function tar_at_far(roc, n_neg)
 end
 
 return function(emb1, emb2, issame, opts)
-  opts = opts or {}
   local name = "facet.eval.verify"
-  local protocol = opts.protocol or "insightface"
-  if protocol ~= "insightface" and protocol ~= "facexzoo" then
-    error(name .. ": protocol must be \"insightface\" or \"facexzoo\"", 2)
-  end
+  opts = check.options(name, opts, OPTIONS)
+  local protocol = check.enum(name, "protocol", opts.protocol, { "insightface", "facexzoo" }, "insightface")
+  local fars = check.list(name, "fars", opts.fars, { gt = 0, max = 1, min_len = 1, default = DEFAULT_FARS })
   local cos = cosines(emb1, emb2, name)
   local P = #cos
   if type(issame) ~= "table" or #issame ~= P then
-    error(("%s: issame must list %d booleans, got %s"):format(name, P, type(issame) == "table" and #issame or type(issame)), 2)
+    check.fail(name, ("issame must be a list of %d booleans (one per pair), got %s"):format(P,
+      type(issame) == "table" and (#issame .. " elements") or check.describe(issame)))
   end
   for i = 1, P do
-    if type(issame[i]) ~= "boolean" then error(("%s: issame[%d] is not a boolean"):format(name, i), 2) end
+    if type(issame[i]) ~= "boolean" then
+      check.fail(name, ("issame[%d] is not a boolean (got %s)"):format(i, check.describe(issame[i])))
+    end
   end
-  local k = opts.folds or 10
-  if type(k) ~= "number" or k < 2 or k > P then error(("%s: folds must be in [2, %d]"):format(name, P), 2) end
+  local k = check.integer(name, "folds", opts.folds, { min = 2, max = P, default = math.min(10, P) })
   local ranges = fold_ranges(P, k)
   local accs, thresholds = {}, {}
   local scores, below
@@ -170,5 +178,5 @@ return function(emb1, emb2, issame, opts)
   else std = math.sqrt(var / (k - 1)) / math.sqrt(k) end
   local roc, _, n_neg = roc_of(cos, issame, true)
   return { accuracy = m, std = std, thresholds = thresholds, fold_accuracy = accs, roc = roc,
-    tar_at_far = tar_at_far(roc, n_neg), protocol = protocol, folds = k }
+    tar_at_far = tar_at_far(roc, n_neg, fars), protocol = protocol, folds = k }
 end

@@ -10,6 +10,10 @@
 -- se = true adds a squeeze-excitation gate to each (IR-SE style).
 -- stages = {1, 1, 1} is Attention-56, {1, 2, 3} Attention-92.
 local nn = require "facet.nn"
+local check = require "facet.check"
+
+local NAME = "facet.models.attentionnet_irse"
+local OPTIONS = { "stages", "se", "emb", "size", "dropout" }
 
 local function block(cin, cout, stride, se)
   local mid = math.floor(cout / 4)
@@ -48,10 +52,15 @@ local function attention(c, size, levels, se)
 end
 
 return function(opts)
-  opts = opts or {}
-  local stages, emb, size = opts.stages or { 1, 1, 1 }, opts.emb or 512, opts.size or 112
-  local se = opts.se ~= false
-  if size % 16 ~= 0 then error("attentionnet_irse: size must be a multiple of 16", 2) end
+  opts = check.options(NAME, opts, OPTIONS)
+  -- at most 16 attention modules a stage (Attention-92 is {1, 2, 3})
+  local stages = check.list(NAME, "stages", opts.stages, { len = 3, integer = true, min = 0, max = 16,
+    default = { 1, 1, 1 } })
+  local emb = check.integer(NAME, "emb", opts.emb, { min = 1, max = 2 ^ 31 - 1, default = 512 })
+  local size = check.integer(NAME, "size", opts.size, { min = 16, max = 4096, default = 112 })
+  local se = check.boolean(NAME, "se", opts.se, true)
+  local dropout = check.number(NAME, "dropout", opts.dropout, { min = 0, lt = 1, default = 0.4 })
+  if size % 16 ~= 0 then check.fail(NAME, ("size must be a multiple of 16, got %d"):format(size)) end
   local s1, s2, s3 = size / 2, size / 4, size / 8
   local net = nn.Sequential(nn.Conv2d(3, 64, 3, { padding = 1, bias = false }), nn.BatchNorm2d(64), nn.ReLU(), pool(),
     block(64, 256, 1, se))
@@ -64,7 +73,7 @@ return function(opts)
   net:add(block(2048, 2048, 1, se))
   net:add(block(2048, 2048, 1, se))
   net:add(nn.BatchNorm2d(2048))
-  if (opts.dropout or 0.4) > 0 then net:add(nn.Dropout(opts.dropout or 0.4)) end
+  if dropout > 0 then net:add(nn.Dropout(dropout)) end
   net:add(nn.Flatten())
   net:add(nn.Linear(2048 * (size / 16) ^ 2, emb))
   net:add(nn.BatchNorm1d(emb))

@@ -5,7 +5,10 @@
 --   facet.models.attentionnet_irse{ stages = { 1, 1, 1 }, se = true, emb = 512, size = 112, dropout = 0.4 }
 --   facet.models.build(name, opts): one of them by name (the command line's and
 --   the recipes' --model); an unknown name or option is an error that lists the choices.
+-- Each backbone checks its own options too (names and values: facet.check).
 -- Parameter counts are checked in spec/models_spec.lua and listed in docs/models.md.
+local check = require "facet.check"
+
 local M = {}
 
 M.iresnet = require "facet.models.iresnet"
@@ -30,15 +33,19 @@ table.sort(M.names)
 function M.build(name, opts)
   local takes = OPTIONS[name]
   if not takes then
-    error(("facet.models.build: unknown backbone %s (known: %s)"):format(tostring(name), table.concat(M.names, ", ")), 2)
+    check.fail("facet.models.build", ("unknown backbone %s (known: %s)"):format((check.describe(name):gsub('"', "")),
+      table.concat(M.names, ", ")))
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    check.fail("facet.models.build", ("opts must be a table, got %s"):format(check.describe(opts)))
   end
   opts = opts or {}
-  if type(opts) ~= "table" then error("facet.models.build: opts must be a table", 2) end
   local known = {}
   for _, k in ipairs(takes) do known[k] = true end
   for k in pairs(opts) do
     if not known[k] then
-      error(("facet.models.build: %s takes no option %s (it takes %s)"):format(name, tostring(k), table.concat(takes, ", ")), 2)
+      check.fail("facet.models.build", ("%s takes no option %s (it takes %s)"):format(name, (check.describe(k):gsub('"', "")),
+        table.concat(takes, ", ")))
     end
   end
   return M[name](opts)

@@ -5,6 +5,10 @@
 -- with se = true: IR-SE) with an identity or conv1x1-BN shortcut; then
 -- BN-dropout-FC-BN (BatchNorm1d) to the embedding.
 local nn = require "facet.nn"
+local check = require "facet.check"
+
+local NAME = "facet.models.iresnet"
+local OPTIONS = { "depth", "se", "emb", "size", "dropout" }
 
 local LAYERS = { [18] = { 2, 2, 2, 2 }, [34] = { 3, 4, 6, 3 }, [50] = { 3, 4, 14, 3 }, [100] = { 3, 13, 30, 3 } }
 
@@ -21,22 +25,26 @@ local function unit(cin, cout, stride, se)
 end
 
 return function(opts)
-  opts = opts or {}
-  local depth, emb, size = opts.depth or 50, opts.emb or 512, opts.size or 112
+  opts = check.options(NAME, opts, OPTIONS)
+  local depth = opts.depth == nil and 50 or opts.depth
+  if not LAYERS[depth] then check.fail(NAME, ("depth must be 18, 34, 50 or 100, got %s"):format(check.describe(depth))) end
+  local emb = check.integer(NAME, "emb", opts.emb, { min = 1, max = 2 ^ 31 - 1, default = 512 })
+  local size = check.integer(NAME, "size", opts.size, { min = 16, max = 4096, default = 112 })
+  local se = check.boolean(NAME, "se", opts.se, false)
+  local dropout = check.number(NAME, "dropout", opts.dropout, { min = 0, lt = 1, default = 0 })
   local layers = LAYERS[depth]
-  if not layers then error("iresnet: depth must be 18, 34, 50 or 100", 2) end
-  if size % 16 ~= 0 then error("iresnet: size must be a multiple of 16", 2) end
+  if size % 16 ~= 0 then check.fail(NAME, ("size must be a multiple of 16, got %d"):format(size)) end
   local net = nn.Sequential(nn.Conv2d(3, 64, 3, { padding = 1, bias = false }), nn.BatchNorm2d(64), nn.PReLU(64))
   local cin = 64
   for i, c in ipairs { 64, 128, 256, 512 } do
     for j = 1, layers[i] do
-      net:add(unit(cin, c, j == 1 and 2 or 1, opts.se))
+      net:add(unit(cin, c, j == 1 and 2 or 1, se))
       cin = c
     end
   end
   local s = size / 16
   net:add(nn.BatchNorm2d(512))
-  if (opts.dropout or 0) > 0 then net:add(nn.Dropout(opts.dropout)) end
+  if dropout > 0 then net:add(nn.Dropout(dropout)) end
   net:add(nn.Flatten())
   net:add(nn.Linear(512 * s * s, emb))
   net:add(nn.BatchNorm1d(emb))

@@ -5,6 +5,10 @@
 -- global depthwise conv (7x7 for 112 x 112 input) and a linear 1x1 conv to the
 -- embedding, each followed by BN (PReLU after all but the linear ones).
 local nn = require "facet.nn"
+local check = require "facet.check"
+
+local NAME = "facet.models.mobilefacenet"
+local OPTIONS = { "emb", "size" }
 
 local function conv_bn(cin, cout, k, stride, pad, groups, act)
   local s = nn.Sequential(nn.Conv2d(cin, cout, k, { stride = stride, padding = pad, groups = groups, bias = false }),
@@ -22,9 +26,10 @@ local function bottleneck(cin, cout, t, stride)
 end
 
 return function(opts)
-  opts = opts or {}
-  local emb, size = opts.emb or 512, opts.size or 112
-  if size % 16 ~= 0 then error("mobilefacenet: size must be a multiple of 16", 2) end
+  opts = check.options(NAME, opts, OPTIONS)
+  local emb = check.integer(NAME, "emb", opts.emb, { min = 1, max = 2 ^ 31 - 1, default = 512 })
+  local size = check.integer(NAME, "size", opts.size, { min = 16, max = 4096, default = 112 })
+  if size % 16 ~= 0 then check.fail(NAME, ("size must be a multiple of 16, got %d"):format(size)) end
   local net = nn.Sequential(conv_bn(3, 64, 3, 2, 1, 1, true), conv_bn(64, 64, 3, 1, 1, 64, true))
   local cin = 64
   for _, b in ipairs { { 2, 64, 5, 2 }, { 4, 128, 1, 2 }, { 2, 128, 6, 1 }, { 4, 128, 1, 2 }, { 2, 128, 2, 1 } } do

@@ -5,34 +5,52 @@
 --   poly{ lr = 0.1, epochs = 12, power = 2, min_lr = 0 }
 --   warmup(schedule, { epochs = 1, start = 0 })   linear from start*lr(e) to the schedule
 -- Each returns a callable table: sched(epoch) -> lr.
+-- Settings are checked when the schedule is made: lr, min_lr >= 0, epochs > 0,
+-- gamma and power >= 0, start in [0, 1], milestones strictly increasing and
+-- >= 0, every number finite; an unknown setting is an error. Progress must be a
+-- finite number >= 0.
+local check = require "facet.check"
+
 local M = {}
 
 local function callable(fn, info)
   info = info or {}
+  local name = "facet.optim.schedule." .. info.kind
   return setmetatable(info, { __call = function(_, e)
-    if type(e) ~= "number" or e ~= e or e < 0 then error("schedule: progress must be a number of epochs >= 0", 2) end
+    check.number(name, "progress (epochs)", e, { min = 0 })
     return fn(e)
   end })
 end
 
-local function need(cfg, key, name)
-  if type(cfg[key]) ~= "number" then error(("%s: %s must be a number"):format(name, key), 3) end
-  return cfg[key]
+-- cfg checked against the names a schedule takes
+local function settings(kind, cfg, names)
+  local name = "facet.optim.schedule." .. kind
+  if type(cfg) ~= "table" then
+    check.fail(name, ("settings must be a table { %s }, got %s"):format(table.concat(names, ", "), check.describe(cfg)))
+  end
+  check.options(name, cfg, names)
+  return name
 end
 
 function M.multistep(cfg)
-  local lr, gamma = need(cfg, "lr", "multistep"), cfg.gamma or 0.1
-  local ms = cfg.milestones or {}
-  for i = 2, #ms do if ms[i] <= ms[i - 1] then error("multistep: milestones must increase", 2) end end
+  local name = settings("multistep", cfg, { "lr", "milestones", "gamma" })
+  local lr = check.number(name, "lr", cfg.lr, { min = 0 })
+  local gamma = check.number(name, "gamma", cfg.gamma, { min = 0, default = 0.1 })
+  local ms = check.list(name, "milestones", cfg.milestones, { min = 0, increasing = true, default = {} })
+  local copy = {}
+  for i, m in ipairs(ms) do copy[i] = m end          -- later edits of the caller's list change nothing
   return callable(function(e)
     local k = 0
-    for _, m in ipairs(ms) do if e >= m then k = k + 1 end end
+    for _, m in ipairs(copy) do if e >= m then k = k + 1 end end
     return lr * gamma ^ k
   end, { kind = "multistep" })
 end
 
 function M.cosine(cfg)
-  local lr, epochs, min_lr = need(cfg, "lr", "cosine"), need(cfg, "epochs", "cosine"), cfg.min_lr or 0
+  local name = settings("cosine", cfg, { "lr", "epochs", "min_lr" })
+  local lr = check.number(name, "lr", cfg.lr, { min = 0 })
+  local epochs = check.number(name, "epochs", cfg.epochs, { gt = 0 })
+  local min_lr = check.number(name, "min_lr", cfg.min_lr, { min = 0, default = 0 })
   return callable(function(e)
     local t = math.min(e / epochs, 1)
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * t))
@@ -40,19 +58,39 @@ function M.cosine(cfg)
 end
 
 function M.poly(cfg)
-  local lr, epochs = need(cfg, "lr", "poly"), need(cfg, "epochs", "poly")
-  local power, min_lr = cfg.power or 1, cfg.min_lr or 0
+  local name = settings("poly", cfg, { "lr", "epochs", "power", "min_lr" })
+  local lr = check.number(name, "lr", cfg.lr, { min = 0 })
+  local epochs = check.number(name, "epochs", cfg.epochs, { gt = 0 })
+  local power = check.number(name, "power", cfg.power, { min = 0, default = 1 })
+  local min_lr = check.number(name, "min_lr", cfg.min_lr, { min = 0, default = 0 })
   return callable(function(e)
     local t = math.min(e / epochs, 1)
     return min_lr + (lr - min_lr) * (1 - t) ^ power
   end, { kind = "poly" })
 end
 
+-- a schedule is a function or a callable table
+local function is_schedule(s)
+  if type(s) == "function" then return true end
+  local mt = type(s) == "table" and getmetatable(s)
+  return mt and type(mt.__call) == "function" or false
+end
+
 function M.warmup(inner, cfg)
-  if type(inner) ~= "table" and type(inner) ~= "function" then error("warmup: wrap a schedule", 2) end
-  local w, start = need(cfg, "epochs", "warmup"), cfg.start or 0
+  local name = "facet.optim.schedule.warmup"
+  if not is_schedule(inner) then
+    check.fail(name, ("the first argument must be a schedule (a function of the epoch), got %s"):format(
+      check.describe(inner)))
+  end
+  settings("warmup", cfg, { "epochs", "start" })
+  local w = check.number(name, "epochs", cfg.epochs, { gt = 0 })
+  local start = check.number(name, "start", cfg.start, { min = 0, max = 1, default = 0 })
   return callable(function(e)
     local target = inner(e)
+    if type(target) ~= "number" or target ~= target then
+      check.fail(name, ("the wrapped schedule must return a number, got %s at epoch %s"):format(
+        check.describe(target), check.describe(e)))
+    end
     if e >= w then return target end
     return target * (start + (1 - start) * e / w)
   end, { kind = "warmup" })

@@ -5,20 +5,30 @@
 -- RUN/verify.json when the run wrote one), CMC curves and rank-1 (from
 -- RUN/identify.json), and a table of the numbers.
 -- `bin/facet report RUN_DIR [RUN_DIR ...] [--out DIR]` calls it.
+-- What the files hold is checked: a train.jsonl line that is not a JSON
+-- object with numbers step and loss is skipped (a killed run leaves half a
+-- line), while a verify.json or identify.json that is not what save_verify /
+-- save_identify write is an error naming the file.
 local cjson = require "cjson"
 local svg = require "facet.report.svg"
 local sys = require "facet.sys"
+local check = require "facet.check"
 
 local M = {}
+local WRITE = "facet.report.write"
+local NAN = 0 / 0
+
+local function num(v) return type(v) == "number" and v == v and v > -math.huge and v < math.huge and v or nil end
 
 local function read_log(dir)
   local f = io.open(dir .. "/train.jsonl")
-  if not f then error(("report: %s has no train.jsonl"):format(dir), 3) end
+  if not f then check.fail(WRITE, ("%s has no train.jsonl (not a run directory)"):format(dir)) end
   local steps, loss, lr, last = {}, {}, {}, nil
   for line in f:lines() do
     local ok, e = pcall(cjson.decode, line)
-    if ok and type(e) == "table" and type(e.loss) == "number" then
-      steps[#steps + 1], loss[#loss + 1], lr[#lr + 1] = e.step, e.loss, e.lr
+    if ok and type(e) == "table" and type(e.loss) == "number" and type(e.step) == "number" then
+      -- NaN marks a missing lr: the plot leaves the point out
+      steps[#steps + 1], loss[#loss + 1], lr[#lr + 1] = e.step, e.loss, type(e.lr) == "number" and e.lr or NAN
       last = e
     end
   end
@@ -26,34 +36,86 @@ local function read_log(dir)
   return { steps = steps, loss = loss, lr = lr, last = last }
 end
 
-local function read_verify(dir)
-  local f = io.open(dir .. "/verify.json")
-  if not f then return nil end
-  local ok, v = pcall(cjson.decode, f:read("*a"))
-  f:close()
-  return ok and v or nil
-end
-
+-- the decoded JSON of path, nil when there is no such file
 local function read_json(path)
   local f = io.open(path)
   if not f then return nil end
-  local ok, v = pcall(cjson.decode, f:read("*a"))
+  local text = f:read("*a")
   f:close()
-  return ok and v or nil
+  local ok, v = pcall(cjson.decode, text)
+  if not ok then check.fail(WRITE, ("%s is not valid JSON (%s)"):format(path, tostring(v):gsub("^.-: ", ""))) end
+  return v
+end
+
+local function list_of_numbers(v)
+  if type(v) ~= "table" then return false end
+  for i = 1, #v do if type(v[i]) ~= "number" then return false end end
+  return true
+end
+
+-- verify.json: a list of { name, accuracy, std, tar_at_far = { ["0.001"] = ... }, roc = { fpr, tpr } }
+local function read_verify(dir)
+  local path = dir .. "/verify.json"
+  local v = read_json(path)
+  if v == nil then return nil end
+  local function bad(what) check.fail(WRITE, ("%s: %s (write it with facet.report.save_verify)"):format(path, what)) end
+  if type(v) ~= "table" then bad("want a list of results") end
+  for i, r in ipairs(v) do
+    if type(r) ~= "table" then bad(("entry %d is not an object"):format(i)) end
+    if r.roc ~= nil and (type(r.roc) ~= "table" or not list_of_numbers(r.roc.fpr) or not list_of_numbers(r.roc.tpr)
+        or #r.roc.fpr ~= #r.roc.tpr) then
+      bad(("entry %d's roc must hold two lists of numbers of one length, fpr and tpr"):format(i))
+    end
+    if r.tar_at_far ~= nil and type(r.tar_at_far) ~= "table" then bad(("entry %d's tar_at_far is not an object"):format(i)) end
+  end
+  return v
+end
+
+-- identify.json: a list of { name, rank1, cmc = { ... } }
+local function read_identify(dir)
+  local path = dir .. "/identify.json"
+  local v = read_json(path)
+  if v == nil then return nil end
+  local function bad(what) check.fail(WRITE, ("%s: %s (write it with facet.report.save_identify)"):format(path, what)) end
+  if type(v) ~= "table" then bad("want a list of results") end
+  for i, r in ipairs(v) do
+    if type(r) ~= "table" or not list_of_numbers(r.cmc) then bad(("entry %d must hold a list of numbers cmc"):format(i)) end
+  end
+  return v
 end
 
 local function esc(s) return (tostring(s):gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;")) end
 
+-- "%.4f" of a finite number, else the fallback
+local function f4(v, fallback, pattern)
+  v = num(v)
+  return v and (pattern or "%.4f"):format(v) or fallback
+end
+
+local function name_of(v) return (type(v) == "string" or type(v) == "number") and tostring(v) or nil end
+
 function M.write(dirs, out)
   if type(dirs) == "string" then dirs = { dirs } end
+  if type(dirs) ~= "table" or #dirs == 0 then
+    check.fail(WRITE, ("dirs must be a run directory or a non-empty list of them, got %s"):format(
+      type(dirs) == "table" and "an empty list" or check.describe(dirs)))
+  end
+  for i, d in ipairs(dirs) do
+    if type(d) ~= "string" or d == "" then
+      check.fail(WRITE, ("dirs[%d] must be a directory name, got %s"):format(i, check.describe(d)))
+    end
+  end
+  if out ~= nil and (type(out) ~= "string" or out == "") then
+    check.fail(WRITE, ("out must be a directory name, got %s"):format(check.describe(out)))
+  end
   out = out or dirs[1]
   local runs = {}
   for i, d in ipairs(dirs) do
     runs[i] = { dir = d, name = d:match("([^/]+)/*$") or d, log = read_log(d), verify = read_verify(d),
-      identify = read_json(d .. "/identify.json") }
+      identify = read_identify(d) }
   end
   local ok, err = sys.mkdir_p(out)                        -- only once every run has been read
-  if not ok then error("report: " .. err, 2) end
+  if not ok then check.fail(WRITE, ("cannot make the output directory %s: %s"):format(out, tostring(err))) end
   local plots = {}
   local function series(field)
     local s = {}
@@ -65,7 +127,7 @@ function M.write(dirs, out)
   local roc = {}
   for _, r in ipairs(runs) do
     for _, v in ipairs(r.verify or {}) do
-      if v.roc then roc[#roc + 1] = { name = r.name .. " " .. (v.name or ""), x = v.roc.fpr, y = v.roc.tpr } end
+      if v.roc then roc[#roc + 1] = { name = r.name .. " " .. (name_of(v.name) or ""), x = v.roc.fpr, y = v.roc.tpr } end
     end
   end
   if #roc > 0 then
@@ -77,7 +139,7 @@ function M.write(dirs, out)
     for _, v in ipairs(r.identify or {}) do
       local ranks = {}
       for k = 1, #v.cmc do ranks[k] = k end
-      cmc[#cmc + 1] = { name = r.name .. " " .. (v.name or ""), x = ranks, y = v.cmc }
+      cmc[#cmc + 1] = { name = r.name .. " " .. (name_of(v.name) or ""), x = ranks, y = v.cmc }
     end
   end
   if #cmc > 0 then
@@ -85,7 +147,9 @@ function M.write(dirs, out)
   end
   local files = {}
   for name, text in pairs(plots) do
-    local f = assert(io.open(("%s/%s.svg"):format(out, name), "w"))
+    local path = ("%s/%s.svg"):format(out, name)
+    local f, ferr = io.open(path, "w")
+    if not f then check.fail(WRITE, ("cannot write %s: %s"):format(path, tostring(ferr))) end
     f:write(text)
     f:close()
     files[#files + 1] = name .. ".svg"
@@ -99,21 +163,22 @@ function M.write(dirs, out)
   for _, r in ipairs(runs) do
     local last = r.log.last or {}
     local sets = r.verify or { {} }
+    if #sets == 0 then sets = { {} } end
     for k, v in ipairs(sets) do
       local tar = v.tar_at_far and v.tar_at_far["0.001"]
       h[#h + 1] = ("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"):format(
-        esc(k == 1 and r.name or ""), k == 1 and tostring(last.step or "") or "",
-        k == 1 and last.loss and ("%.4f"):format(last.loss) or "", k == 1 and last.lr and ("%.4g"):format(last.lr) or "",
-        k == 1 and last.images_per_s and ("%.0f"):format(last.images_per_s) or "", esc(v.name or "-"),
-        v.accuracy and ("%.4f"):format(v.accuracy) or "-", v.std and ("%.4f"):format(v.std) or "-",
-        tar and ("%.4f"):format(tar) or "-")
+        esc(k == 1 and r.name or ""), k == 1 and f4(last.step, "", "%.0f") or "",
+        k == 1 and f4(last.loss, "") or "", k == 1 and f4(last.lr, "", "%.4g") or "",
+        k == 1 and f4(last.images_per_s, "", "%.0f") or "", esc(name_of(v.name) or "-"),
+        f4(v.accuracy, "-"), f4(v.std, "-"), f4(tar, "-"))
     end
   end
   h[#h + 1] = "</table>"
   local idrows = {}
   for _, r in ipairs(runs) do
     for _, v in ipairs(r.identify or {}) do
-      idrows[#idrows + 1] = ("<tr><td>%s</td><td>%s</td><td>%.4f</td></tr>"):format(esc(r.name), esc(v.name or "-"), v.rank1)
+      idrows[#idrows + 1] = ("<tr><td>%s</td><td>%s</td><td>%s</td></tr>"):format(esc(r.name), esc(name_of(v.name) or "-"),
+        f4(v.rank1, "-"))
     end
   end
   if #idrows > 0 then
@@ -125,25 +190,70 @@ function M.write(dirs, out)
     if plots[name] then h[#h + 1] = ("<h2>%s</h2>\n<div>%s</div>"):format(name, plots[name]) end
   end
   h[#h + 1] = ("<p>SVG files: %s</p></body></html>"):format(table.concat(files, ", "))
-  local f = assert(io.open(out .. "/report.html", "w"))
+  local f, ferr = io.open(out .. "/report.html", "w")
+  if not f then check.fail(WRITE, ("cannot write %s/report.html: %s"):format(out, tostring(ferr))) end
   f:write(table.concat(h, "\n"))
   f:close()
   return out .. "/report.html", files
 end
 
+-- dir and a list of { name = string, result = table } for save_verify / save_identify
+local function check_results(fn, dir, results, needs)
+  if type(dir) ~= "string" or dir == "" then
+    check.fail(fn, ("dir must be a run directory, got %s"):format(check.describe(dir)))
+  end
+  if type(results) ~= "table" then
+    check.fail(fn, ("results must be a list of { name =, result = }, got %s"):format(check.describe(results)))
+  end
+  for i, r in ipairs(results) do
+    if type(r) ~= "table" or type(r.result) ~= "table" then
+      check.fail(fn, ("results[%d] must be { name = string, result = table }, got %s"):format(i,
+        type(r) == "table" and "a table without result" or check.describe(r)))
+    end
+    if r.name ~= nil and type(r.name) ~= "string" then
+      check.fail(fn, ("results[%d].name must be a string, got %s"):format(i, check.describe(r.name)))
+    end
+    needs(r.result, ("results[%d].result"):format(i))
+  end
+end
+
+local function write_json(fn, path, value)
+  local f, err = io.open(path, "w")
+  if not f then check.fail(fn, ("cannot write %s: %s"):format(path, tostring(err))) end
+  local ok, text = pcall(cjson.encode, value)
+  if not ok then
+    f:close()
+    check.fail(fn, ("cannot encode the results as JSON (%s)"):format(tostring(text)))
+  end
+  f:write(text)
+  f:close()
+end
+
 --- Writes RUN/identify.json from named identify() results (rank-1 and CMC).
 function M.save_identify(dir, results)
+  local fn = "facet.report.save_identify"
+  check_results(fn, dir, results, function(res, what)
+    if type(res.cmc) ~= "table" or type(res.rank1) ~= "number" then
+      check.fail(fn, ("%s must be a result of facet.eval.identify (rank1, cmc)"):format(what))
+    end
+  end)
   local list = {}
   for _, r in ipairs(results) do
-    list[#list + 1] = { name = r.name, rank1 = r.result.rank1, cmc = setmetatable(r.result.cmc, cjson.array_mt) }
+    local cmc = {}
+    for k, v in ipairs(r.result.cmc) do cmc[k] = v end
+    list[#list + 1] = { name = r.name, rank1 = r.result.rank1, cmc = setmetatable(cmc, cjson.array_mt) }
   end
-  local f = assert(io.open(dir .. "/identify.json", "w"))
-  f:write(cjson.encode(list))
-  f:close()
+  write_json(fn, dir .. "/identify.json", setmetatable(list, cjson.array_mt))
 end
 
 --- Writes RUN/verify.json from named verify() results (what the report reads).
 function M.save_verify(dir, results)
+  local fn = "facet.report.save_verify"
+  check_results(fn, dir, results, function(res, what)
+    if type(res.roc) ~= "table" or type(res.roc.fpr) ~= "table" or type(res.roc.tpr) ~= "table" then
+      check.fail(fn, ("%s must be a result of facet.eval.verify (accuracy, std, roc, tar_at_far)"):format(what))
+    end
+  end)
   local list = {}
   for _, r in ipairs(results) do
     local tar = {}
@@ -155,9 +265,7 @@ function M.save_verify(dir, results)
     list[#list + 1] = { name = r.name, accuracy = r.result.accuracy, std = r.result.std, tar_at_far = tar,
       roc = { fpr = fpr, tpr = tpr } }
   end
-  local f = assert(io.open(dir .. "/verify.json", "w"))
-  f:write(cjson.encode(list))
-  f:close()
+  write_json(fn, dir .. "/verify.json", setmetatable(list, cjson.array_mt))
 end
 
 return M

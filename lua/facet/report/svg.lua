@@ -1,21 +1,55 @@
 --- facet.report.svg: line plots as standalone SVG text (no plotting
 -- dependency): axes with ticks, several named series, optional log-scale x.
+-- Any data plots: NaN and infinite points (and x <= 0 on a log axis) are left
+-- out, a constant series gets a range around its value, and the tick loop is
+-- bounded (an axis whose step vanishes next to its values, such as
+-- [1e17, 1e17 + 16], still gets its ticks and ends). The options are checked.
+local check = require "facet.check"
+
 local M = {}
+local NAME = "facet.report.svg.plot"
+local OPTIONS = { "title", "xlabel", "ylabel", "series", "logx", "xlim", "ylim", "width", "height" }
+local huge = math.huge
+
+local function finite(v) return type(v) == "number" and v == v and v > -huge and v < huge end
 
 local COLORS = { "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf" }
 
 local function esc(s) return (tostring(s):gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;")) end
 
+-- a range [lo, hi] with hi > lo around a constant value (lo + 1 where that is
+-- a different number, else a step its magnitude can hold)
+local function widen(lo, hi)
+  if hi > lo then return lo, hi end
+  local d = math.max(1, math.abs(lo) * 2 ^ -40)
+  if finite(lo + d) and lo + d > lo then return lo, lo + d end
+  return lo - d, lo                                      -- lo + d overflowed: near the largest double
+end
+M.widen = widen
+
+--- At most about n + 1 round ticks in [lo, hi]: the loop stops after a bounded
+-- count, and when v + step == v (a step below the values' precision).
 local function nice_ticks(lo, hi, n)
-  if hi <= lo then hi = lo + 1 end
-  local step = 10 ^ math.floor(math.log10((hi - lo) / n))
+  if not (finite(lo) and finite(hi)) then return {} end
+  lo, hi = widen(lo, hi)
+  local span = hi - lo
+  if not finite(span) then span = huge end
+  local step = 10 ^ math.floor(math.log10(span / n))
   for _, m in ipairs { 1, 2, 5, 10 } do
-    if (hi - lo) / (step * m) <= n then step = step * m; break end
+    if span / (step * m) <= n then step = step * m; break end
   end
+  if not finite(step) or step <= 0 then return { lo, hi } end
   local t, v = {}, math.ceil(lo / step) * step
-  while v <= hi + 1e-12 do t[#t + 1] = v; v = v + step end
+  for _ = 1, 4 * n + 4 do
+    if not (v <= hi + step * 1e-9) then break end
+    t[#t + 1] = v
+    local nxt = v + step
+    if nxt <= v then break end                         -- the step vanishes next to v
+    v = nxt
+  end
   return t
 end
+M.nice_ticks = nice_ticks
 
 local function fmt(v)
   if v ~= 0 and (math.abs(v) >= 1e4 or math.abs(v) < 1e-3) then return ("%.0e"):format(v) end
@@ -24,27 +58,66 @@ end
 
 --- plot{ title, xlabel, ylabel, series = { { name, x = {...}, y = {...} } }, logx = false,
 --        ylim = {lo, hi}, width = 640, height = 400 } -> SVG text
+local function check_options(o)
+  check.table(NAME, "the options", o)
+  check.options(NAME, o, OPTIONS)
+  for _, k in ipairs { "title", "xlabel", "ylabel" } do
+    if o[k] ~= nil and type(o[k]) ~= "string" and type(o[k]) ~= "number" then
+      check.fail(NAME, ("%s must be a string, got %s"):format(k, check.describe(o[k])))
+    end
+  end
+  check.boolean(NAME, "logx", o.logx, false)
+  check.integer(NAME, "width", o.width, { min = 100, max = 100000, optional = true })
+  check.integer(NAME, "height", o.height, { min = 100, max = 100000, optional = true })
+  check.list(NAME, "ylim", o.ylim, { len = 2, increasing = true, optional = true })
+  check.list(NAME, "xlim", o.xlim, { len = 2, increasing = true, optional = true, gt = o.logx and 0 or nil })
+  check.table(NAME, "series", o.series)
+  for k, s in ipairs(o.series) do
+    local what = ("series[%d]"):format(k)
+    if type(s) ~= "table" or type(s.x) ~= "table" or type(s.y) ~= "table" then
+      check.fail(NAME, ("%s must be a table { name =, x = { numbers }, y = { numbers } }, got %s"):format(what,
+        type(s) == "table" and "a table without the lists x and y" or check.describe(s)))
+    end
+    if #s.x ~= #s.y then
+      check.fail(NAME, ("%s.x and %s.y must have one length, got %d and %d"):format(what, what, #s.x, #s.y))
+    end
+    for i = 1, #s.x do
+      if type(s.x[i]) ~= "number" or type(s.y[i]) ~= "number" then
+        check.fail(NAME, ("%s: point %d must be two numbers, got %s and %s"):format(what, i, check.describe(s.x[i]),
+          check.describe(s.y[i])))
+      end
+    end
+  end
+end
+
 function M.plot(o)
+  check_options(o)
   local W, Hh = o.width or 640, o.height or 400
   local L, R, T, B = 70, 20, 36, 50
-  local function tx(v) return o.logx and math.log10(math.max(v, 1e-12)) or v end
-  local xmin, xmax, ymin, ymax = math.huge, -math.huge, math.huge, -math.huge
+  local function tx(v) return o.logx and math.log10(math.max(v, 1e-300)) or v end
+  -- a point is drawn when both coordinates are finite (and x > 0 on a log axis)
+  local function drawn(x, y) return finite(x) and finite(y) and (not o.logx or x > 0) end
+  local xmin, xmax, ymin, ymax = huge, -huge, huge, -huge
   for _, s in ipairs(o.series) do
     for i = 1, #s.x do
-      local x, y = tx(s.x[i]), s.y[i]
-      if x == x and y == y and x > -math.huge and x < math.huge and y > -math.huge and y < math.huge then
+      local x, y = s.x[i], s.y[i]
+      if drawn(x, y) then
+        x = tx(x)
         xmin, xmax = math.min(xmin, x), math.max(xmax, x)
         ymin, ymax = math.min(ymin, y), math.max(ymax, y)
       end
     end
   end
-  if xmin == math.huge then xmin, xmax, ymin, ymax = 0, 1, 0, 1 end
+  if xmin == huge then xmin, xmax, ymin, ymax = 0, 1, 0, 1 end
   if o.ylim then ymin, ymax = o.ylim[1], o.ylim[2] end
   if o.xlim then xmin, xmax = tx(o.xlim[1]), tx(o.xlim[2]) end
-  if xmax <= xmin then xmax = xmin + 1 end
-  if ymax <= ymin then ymax = ymin + 1 end
-  local function px(x) return L + (tx(x) - xmin) / (xmax - xmin) * (W - L - R) end
-  local function py(y) return Hh - B - (y - ymin) / (ymax - ymin) * (Hh - T - B) end
+  xmin, xmax = widen(xmin, xmax)
+  ymin, ymax = widen(ymin, ymax)
+  -- fractions of the axes, halved first so that no difference overflows
+  local function fx(v) return (v * 0.5 - xmin * 0.5) / (xmax * 0.5 - xmin * 0.5) end
+  local function fy(v) return (v * 0.5 - ymin * 0.5) / (ymax * 0.5 - ymin * 0.5) end
+  local function px(x) return L + fx(tx(x)) * (W - L - R) end
+  local function py(y) return Hh - B - fy(y) * (Hh - T - B) end
   local out = {}
   local function add(s) out[#out + 1] = s end
   add(('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">')
@@ -55,9 +128,13 @@ function M.plot(o)
   add(('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>'):format(L, Hh - B, W - R, Hh - B))
   add(('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>'):format(L, T, L, Hh - B))
   local xt = o.logx and {} or nice_ticks(xmin, xmax, 6)
-  if o.logx then for e = math.ceil(xmin), math.floor(xmax) do xt[#xt + 1] = e end end
+  if o.logx then                                         -- decades, thinned to at most 12 labels
+    local first, last = math.ceil(xmin), math.floor(xmax)
+    local every = math.max(1, math.ceil((last - first + 1) / 12))
+    for e = first, last, every do xt[#xt + 1] = e end
+  end
   for _, v in ipairs(xt) do
-    local x = L + (v - xmin) / (xmax - xmin) * (W - L - R)
+    local x = L + fx(v) * (W - L - R)
     add(('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ccc"/>'):format(x, T, x, Hh - B))
     add(('<text x="%.1f" y="%d" text-anchor="middle">%s</text>'):format(x, Hh - B + 16, o.logx and ("1e" .. v) or fmt(v)))
   end
@@ -73,7 +150,10 @@ function M.plot(o)
     local pts = {}
     for i = 1, #s.x do
       local x, y = s.x[i], s.y[i]
-      if (not o.logx or x > 0) and y == y then pts[#pts + 1] = ("%.1f,%.1f"):format(px(x), py(y)) end
+      if drawn(x, y) then
+        local a, b = px(x), py(y)
+        if finite(a) and finite(b) then pts[#pts + 1] = ("%.1f,%.1f"):format(a, b) end
+      end
     end
     local color = COLORS[(k - 1) % #COLORS + 1]
     add(('<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>'):format(color, table.concat(pts, " ")))
