@@ -29,8 +29,13 @@ local device_data = require("facet.data.device").to_device
 local checkpoint = require "facet.checkpoint"
 local json = require "facet.json"
 local sys = require "facet.sys"
+local valid = require "facet.check"
 
 local M = {}
+
+-- every option facet.train takes; any other name is an error
+local TRAIN_OPTIONS = { "model", "head", "data", "optimizer", "schedule", "epochs", "checkpoint", "log", "resume",
+  "nan", "clip", "check_grads", "eval", "eval_every", "print_every", "checkpoint_every", "quiet", "stop_after" }
 
 local clock = sys.clock
 
@@ -56,6 +61,13 @@ local function setup(cfg)
   for _, k in ipairs { "model", "head", "data", "optimizer" } do
     if cfg[k] == nil then error(("facet.train: %s is required"):format(k), 3) end
   end
+  valid.options("facet.train", cfg, TRAIN_OPTIONS)
+  valid.integer("facet.train", "epochs", cfg.epochs, { min = 1, default = 1 })
+  for _, k in ipairs { "print_every", "checkpoint_every", "eval_every" } do
+    valid.integer("facet.train", k, cfg[k], { min = 1, optional = true })
+  end
+  valid.number("facet.train", "clip", cfg.clip, { gt = 0, optional = true })
+  valid.enum("facet.train", "nan", cfg.nan, { "stop", "skip" }, "stop")
   local nb = cfg.data:num_batches()
   if nb < 1 then error("facet.train: the data source has no batches", 3) end
   local model = cfg.model

@@ -40,6 +40,7 @@ local function triple(v, name)
 end
 
 local function new(opts)
+  if type(opts) == "table" then require("facet.check").loader_options(opts) end
   if type(opts) ~= "table" or type(opts.source) ~= "table" then
     error("facet.data.loader{ source = recordio reader or { images =, labels = } }", 2)
   end

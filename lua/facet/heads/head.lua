@@ -17,6 +17,7 @@
 -- head whose parameter was freed (head.weight:free()) refuses forward.
 local ffi = require "ffi"
 local core = require "facet.core"
+local valid = require "facet.check"
 local tensor = require "facet.tensor"
 local expr = require "facet.expr"
 
@@ -49,12 +50,9 @@ local function accepted(cfg)
   return a
 end
 
+-- a finite number (>= lo when given): NaN and inf never reach facet_head_set
 local function number_opt(opts, key, default, lo, name)
-  local v = opts[key]
-  if v == nil then return default end
-  if type(v) ~= "number" or v ~= v then error(("%s: option %s must be a number"):format(name, key), 0) end
-  if lo and v < lo then error(("%s: option %s must be >= %g, got %g"):format(name, key, lo, v), 0) end
-  return v
+  return valid.number(name, "option " .. key, opts[key], { min = lo, default = default })
 end
 
 local GRID = {}
@@ -101,15 +99,17 @@ function Head.new(cfg, opts)
       error(("%s: unknown option '%s' (accepted: %s)"):format(name, tostring(k), table.concat(list, ", ")), 0)
     end
   end
-  local K, D = opts.classes, opts.dim
-  if type(K) ~= "number" or K < 1 or K ~= math.floor(K) then error(name .. ": classes must be a positive integer", 0) end
-  if type(D) ~= "number" or D < 1 or D ~= math.floor(D) then error(name .. ": dim must be a positive integer", 0) end
+  local K = valid.integer(name, "classes", opts.classes, { min = 1, max = 2 ^ 31 - 1 })
+  local D = valid.integer(name, "dim", opts.dim, { min = 1, max = 2 ^ 31 - 1 })
+  valid.enum(name, "device", opts.device, { "cpu", "cuda" }, "cpu")
+  for _, k in ipairs { "fused", "learn_alpha", "easy_margin" } do valid.boolean(name, k, opts[k], false) end
+  valid.integer(name, "seed", opts.seed, { min = 0, default = 0 })
   local self = setmetatable({ name = cfg.name, kind = cfg.kind, classes = K, dim = D, iter = 0 }, Head)
   self.device = opts.device or "cpu"
   -- fused: the radial correction of grad_weight and the W norms move into the
   -- optimizer's update (one pass over W); see named_parameters and docs/heads.md
   self.fused = opts.fused and cfg.kind == "cosine" or false
-  self.s = number_opt(opts, "s", 32, 0, name)
+  self.s = valid.number(name, "option s", opts.s, { gt = 0, default = 32 })
   if self.s <= 0 then error(name .. ": s must be > 0", 0) end
   self.sample = cfg.sample or "mean"
 

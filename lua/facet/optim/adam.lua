@@ -9,6 +9,7 @@
 local core = require "facet.core"
 local tensor = require "facet.tensor"
 local Optimizer = require "facet.optim.optimizer"
+local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local M = {}
@@ -39,7 +40,13 @@ local function class(name, decoupled, wd)
     end
     self.step_count = step
   end
-  return function(sources, cfg) return Optimizer.new(cls, sources, cfg, cls.defaults) end
+  return function(sources, cfg)
+    local self = Optimizer.new(cls, sources, cfg, cls.defaults)
+    local fn = "facet.optim." .. name
+    valid.list(fn, "betas", self.betas, { len = 2, min = 0, lt = 1 })
+    valid.number(fn, "eps", self.eps, { gt = 0 })
+    return self
+  end
 end
 
 M.adam = class("adam", false, 0)

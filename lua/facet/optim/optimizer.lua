@@ -24,6 +24,7 @@
 -- anything, so a state it refuses leaves the optimizer exactly as it was.
 local ffi = require "ffi"
 local core = require "facet.core"
+local valid = require "facet.check"
 local tensor = require "facet.tensor"
 
 local C, check = core.C, core.check
@@ -69,7 +70,9 @@ function Optimizer.new(cls, sources, cfg, defaults)
     end
     self[k] = v
   end
-  if type(self.lr) ~= "number" or self.lr < 0 then error(cls.name .. ": lr must be a number >= 0", 3) end
+  valid.number("facet.optim." .. cls.name, "lr", self.lr, { min = 0 })
+  valid.number("facet.optim." .. cls.name, "weight_decay", self.weight_decay, { min = 0, optional = true })
+  valid.boolean("facet.optim." .. cls.name, "decay_bias_norm", self.decay_bias_norm, true)
   self.list = collect(sources)
   self.step_count = 0
   return self
@@ -215,7 +218,7 @@ end
 --- Scales a list of gradient tensors so their global norm is at most
 -- max_norm; returns the norm before (NaN or inf when a gradient has one).
 function Optimizer.clip_grad_norm_of(grads, max_norm)
-  if type(max_norm) ~= "number" or max_norm <= 0 then error("clip_grad_norm: max_norm must be > 0", 2) end
+  valid.number("clip_grad_norm", "max_norm", max_norm, { gt = 0 })
   local n = Optimizer.grad_norm_of(grads)
   if n > max_norm then
     local scale = max_norm / (n + 1e-6)
@@ -243,7 +246,7 @@ end
 --- clip_grad_norm over the optimizer's parameters: the complete gradient is
 -- linear in (grad, row_coef), so both are scaled and nothing is completed.
 function Optimizer:clip_grad_norm(max_norm)
-  if type(max_norm) ~= "number" or max_norm <= 0 then error("clip_grad_norm: max_norm must be > 0", 2) end
+  valid.number("clip_grad_norm", "max_norm", max_norm, { gt = 0 })
   local n = self:grad_norm()
   if n > max_norm then
     local scale = max_norm / (n + 1e-6)

@@ -11,6 +11,7 @@
 local core = require "facet.core"
 local tensor = require "facet.tensor"
 local Optimizer = require "facet.optim.optimizer"
+local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local SGD = setmetatable({ name = "sgd" }, { __index = Optimizer })
@@ -20,6 +21,9 @@ SGD.state_keys = { "momentum_buffer" }
 
 local function new(sources, cfg)
   local self = Optimizer.new(SGD, sources, cfg, SGD.defaults)
+  valid.number("facet.optim.sgd", "momentum", self.momentum, { min = 0 })
+  valid.number("facet.optim.sgd", "dampening", self.dampening, { min = 0, max = 1 })
+  valid.boolean("facet.optim.sgd", "nesterov", self.nesterov)
   if self.momentum < 0 or self.weight_decay < 0 or self.dampening < 0 or self.dampening > 1 then
     error("sgd: momentum and weight_decay must be >= 0, dampening in [0, 1]", 2)
   end
