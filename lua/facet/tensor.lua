@@ -8,8 +8,18 @@ local core = require "facet.core"
 local cuda = require "facet.cuda"
 
 local C, check = core.C, core.check
-local valid_arg = require "facet.check"          -- argument checks (core.check is `check`)
-local describe = valid_arg.describe
+
+-- A value as a message shows it: numbers as Lua prints them, strings quoted
+-- (facet.check.describe's form; that module requires this one, so not from there).
+local function describe(v)
+  if type(v) == "string" then
+    if #v > 40 then v = v:sub(1, 37) .. "..." end
+    return (("%q"):format(v):gsub("\\\n", "\\n"))
+  elseif type(v) == "number" or type(v) == "nil" or type(v) == "boolean" then
+    return tostring(v)
+  end
+  return "a " .. type(v)
+end
 local DTYPES, DEVICES = core.DTYPES, core.DEVICES
 local DTYPE_NAMES, DEVICE_NAMES = core.DTYPE_NAMES, core.DEVICE_NAMES
 
@@ -924,13 +934,16 @@ end
 
 local function draw(sizes, opts, normal)
   opts = opts_of(opts, 3)
-  local fn = normal and "randn" or "rand"
   -- the seed and offset reach the C core as uint64_t: a cdata integer, or a number that one holds exactly
   for _, k in ipairs { "seed", "offset" } do
-    if type(opts[k]) ~= "cdata" then valid_arg.integer(fn, k, opts[k], { min = 0, max = 2 ^ 53, optional = true }) end
+    local v = opts[k]
+    if v ~= nil and type(v) ~= "cdata" and (type(v) ~= "number" or v ~= math.floor(v) or v < 0 or v > 2 ^ 53) then
+      fail(("%s must be an integer in [0, 2^53], got %s"):format(k, describe(v)))
+    end
   end
+  -- (the C core checks the values: NaN, a negative std ...)
   for _, k in ipairs(normal and { "mean", "std" } or { "low", "high" }) do
-    valid_arg.number(fn, k, opts[k], { optional = true })
+    if opts[k] ~= nil and type(opts[k]) ~= "number" then fail(("%s must be a number, got %s"):format(k, describe(opts[k]))) end
   end
   local t = new_empty(sizes_of(sizes, 3), "float32", opts.device, 3)
   local seed, offset = opts.seed, opts.offset or 0

@@ -34,7 +34,7 @@ Optimizer.__index = Optimizer
 -- the parameters of sources; fn names the optimizer in a message
 local function collect(sources, fn)
   local function bad(msg) core.raise(fn .. ": " .. msg, 2) end
-  if type(sources) ~= "table" then bad("sources must be a module, a head, or a list of them, got " .. valid.describe(sources)) end
+  if type(sources) ~= "table" then bad("want a module, a head, or a list of them, got " .. valid.describe(sources)) end
   if sources.named_parameters or sources.params then sources = { sources } end
   local list = {}
   for _, src in ipairs(sources) do
