@@ -19,6 +19,7 @@ local tensor = require "facet.tensor"
 local safetensors = require "facet.safetensors"
 local json = require "facet.json"
 local sys = require "facet.sys"
+local valid = require "facet.check"
 
 local M = {}
 
@@ -56,6 +57,7 @@ end
 
 --- The directory of the checkpoint dir/latest names, or nil when there is none.
 function M.latest(dir)
+  valid.string("facet.checkpoint.latest", "dir", dir)
   local name = latest_name(dir)
   return name and (dir .. "/" .. name) or nil
 end
@@ -63,6 +65,8 @@ end
 --- Removes the checkpoints of dir but the keep newest (the one latest names
 -- always stays), and what a save cut short left behind (.step-*.tmp).
 function M.prune(dir, keep)
+  valid.string("facet.checkpoint.prune", "dir", dir)
+  valid.number("facet.checkpoint.prune", "keep", keep, { min = 0, finite = false, optional = true })
   keep = keep or 2
   local names = must(sys.list_dir(dir))
   local latest, steps = latest_name(dir), {}
@@ -82,6 +86,8 @@ end
 --- Writes state as dir/step-NNNNNNNN (made atomically), points dir/latest at
 -- it and prunes to the two newest (state.keep to change that). Returns the name.
 function M.save(dir, st)
+  valid.string("facet.checkpoint.save", "dir", dir)
+  valid.table("facet.checkpoint.save", "state", st)
   must(sys.mkdir_p(dir))
   local name = ("step-%08d"):format(st.step)
   local tmpdir = dir .. "/." .. name .. ".tmp"
@@ -108,6 +114,8 @@ end
 --- Loads the checkpoint dir/latest names into model, and head and optimizer
 -- when given (evaluation loads the model alone); returns trainer.json's table.
 function M.load(dir, model, head, optimizer)
+  valid.string("facet.load_checkpoint", "dir", dir)
+  valid.module("facet.load_checkpoint", "model", model)
   local path = M.latest(dir)
   if not path then error(("facet.checkpoint: no checkpoint in %s (no 'latest' file)"):format(dir), 2) end
   local info_text = read_file(path .. "/trainer.json")

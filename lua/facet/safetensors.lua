@@ -8,6 +8,7 @@ local ffi = require "ffi"
 local cjson = require "cjson"
 local tensor = require "facet.tensor"
 local sys = require "facet.sys"
+local valid = require "facet.check"
 
 local M = {}
 
@@ -68,6 +69,8 @@ end
 
 --- Reads path; returns { name = tensor } (CPU) and the metadata table.
 function M.load(path, opts)
+  valid.string("load_safetensors", "path", path)
+  if opts ~= nil then valid.table("load_safetensors", "opts", opts) end
   opts = opts or {}
   local f, err = io.open(path, "rb")
   if not f then error(("load_safetensors: cannot open %s: %s"):format(tostring(path), tostring(err)), 2) end

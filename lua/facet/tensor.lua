@@ -8,6 +8,18 @@ local core = require "facet.core"
 local cuda = require "facet.cuda"
 
 local C, check = core.C, core.check
+
+-- A value as a message shows it: numbers as Lua prints them, strings quoted
+-- (facet.check.describe's form; that module requires this one, so not from there).
+local function describe(v)
+  if type(v) == "string" then
+    if #v > 40 then v = v:sub(1, 37) .. "..." end
+    return (("%q"):format(v):gsub("\\\n", "\\n"))
+  elseif type(v) == "number" or type(v) == "nil" or type(v) == "boolean" then
+    return tostring(v)
+  end
+  return "a " .. type(v)
+end
 local DTYPES, DEVICES = core.DTYPES, core.DEVICES
 local DTYPE_NAMES, DEVICE_NAMES = core.DTYPE_NAMES, core.DEVICE_NAMES
 
@@ -45,30 +57,51 @@ M.wrap = wrap
 local function is_tensor(x) return ffi.istype(T, x) end
 M.is_tensor = is_tensor
 
--- The outermost Tensor method on the stack (what the user called), for the
--- message about a freed tensor; only ever run on that error path.
+-- other names of the same function: a message names the function by its own name
+local ALIASES = { view = true, nElement = true, copy_ = true, fill = true, zero = true, mm = true, bmm = true,
+  normalize = true }
+-- the operators, as a message names them
+local OPERATORS = { __add = "tensor +", __sub = "tensor -", __mul = "tensor *", __div = "tensor /",
+  __pow = "tensor ^", __unm = "tensor unary -", __len = "#tensor", __index = "tensor indexing",
+  __newindex = "tensor assignment", __tostring = "tostring(tensor)" }
+
+-- The outermost Tensor method or constructor on the stack (what the user
+-- called), for the messages; only ever run on an error path.
 local function method_name()
   local names = {}
-  for _, tbl in ipairs { Tensor, mt } do
+  for _, tbl in ipairs { Tensor, mt, M } do
     for k, f in pairs(tbl) do
-      if type(f) == "function" and (names[f] == nil or #k < #names[f]) then names[f] = k end
+      if type(f) == "function" then
+        local old = names[f]
+        if old == nil or (ALIASES[old] and not ALIASES[k]) or (ALIASES[old] == ALIASES[k] and #k < #old) then
+          names[f] = k
+        end
+      end
     end
   end
   local here = debug.getinfo(1, "S").source
   local name
-  for level = 3, 20 do
+  for level = 2, 30 do
     local info = debug.getinfo(level, "Sf")
     if not info then break end
     if names[info.func] then name = names[info.func]
     elseif info.source ~= here then break end
   end
-  return name or "?"
+  return OPERATORS[name] or name or "tensor"
 end
 
-local function handle(t, level)
-  if not is_tensor(t) then error("expected a facet tensor, got " .. type(t), (level or 2) + 1) end
+-- Raises "<method>: msg" at the user's line (the method: what the user called).
+local function fail(msg)
+  core.raise(("%s: %s"):format(method_name(), msg), 2)
+end
+
+local function handle(t, level, what)
+  if not is_tensor(t) then
+    if what then fail(("%s must be a tensor, got %s"):format(what, describe(t))) end
+    fail("expected a facet tensor, got " .. type(t))
+  end
   if t.h == nil then
-    error(("tensor:%s: the tensor was freed (t:free())"):format(method_name()), (level or 2) + 1)
+    core.raise(("tensor:%s: the tensor was freed (t:free())"):format(method_name()), 2)
   end
   return t.h
 end
@@ -84,20 +117,19 @@ end
 local function dtype_code(name, level)
   local v = DTYPES[name or "float32"]
   if not v then
-    error(("unknown dtype '%s' (float32, int32, int64, uint8)"):format(tostring(name)), (level or 2) + 1)
+    fail(("unknown dtype '%s' (float32, int32, int64, uint8)"):format(tostring(name)))
   end
   return v
 end
 
 local function device_code(name, level)
   local v = DEVICES[name or "cpu"]
-  if not v then error(("unknown device '%s' (cpu, cuda)"):format(tostring(name)), (level or 2) + 1) end
+  if not v then fail(("unknown device '%s' (cpu, cuda)"):format(tostring(name))) end
   if name == "cuda" then
     local n = ffi.new("int[1]")
     check(C.facet_cuda_device_count(n), level)
     if n[0] == 0 then
-      error("device 'cuda' requested but no CUDA device is available (facet.cuda.available() is false)",
-        (level or 2) + 1)
+      fail("device 'cuda' requested but no CUDA device is available (facet.cuda.available() is false)")
     end
   end
   return v
@@ -108,20 +140,20 @@ end
 local TWO63 = 2 ^ 63
 local function int_arg(what, v, min, level)
   if type(v) ~= "number" or v ~= math.floor(v) or v < min or v >= TWO63 then
-    error(("%s is %s, want an integer in [%d, 2^63)"):format(what, tostring(v), min), (level or 2) + 1)
+    core.raise(("%s is %s, want an integer in [%d, 2^63)"):format(what, describe(v), min), 2)
   end
   return v
 end
 
 -- sizes from a table {2, 3} or from numbers 2, 3; returns ndim and fills buf
 local function read_sizes(sizes, buf, level)
-  if type(sizes) ~= "table" then error("sizes must be a table of numbers", (level or 2) + 1) end
+  if type(sizes) ~= "table" then fail("sizes must be a table of numbers, got " .. describe(sizes)) end
   local n = #sizes
-  if n > 8 then error(("%d dims given, at most 8 are supported"):format(n), (level or 2) + 1) end
+  if n > 8 then fail(("%d dims given, at most 8 are supported"):format(n)) end
   for i = 1, n do
     local s = sizes[i]
     if type(s) ~= "number" or s < 0 or s ~= math.floor(s) or s >= TWO63 then
-      error(("size %d is %s, want a non-negative integer below 2^63"):format(i, tostring(s)), (level or 2) + 1)
+      fail(("size %d is %s, want a non-negative integer below 2^63"):format(i, describe(s)))
     end
     buf[i - 1] = s
   end
@@ -207,11 +239,11 @@ end
 local function norm_dim(t, d, level)
   local nd = Tensor.dim(t)
   if type(d) ~= "number" or d ~= math.floor(d) then
-    error(("dim must be an integer, got %s"):format(tostring(d)), (level or 2) + 1)
+    fail(("dim must be an integer, got %s"):format(describe(d)))
   end
   if d < 0 then d = nd + 1 + d end
   if d < 1 or d > nd then
-    error(("dim %d out of range for a %d-dim tensor"):format(d, nd), (level or 2) + 1)
+    fail(("dim %d out of range for a %d-dim tensor"):format(d, nd))
   end
   return d
 end
@@ -247,7 +279,7 @@ end
 function Tensor.data_ptr(t)
   check(C.facet_tensor_data(handle(t), voidp_1))
   local ct = core.CTYPES[Tensor.dtype(t)]
-  if not ct then error(("data_ptr: dtype %s has no Lua element type"):format(Tensor.dtype(t)), 2) end
+  if not ct then core.raise(("data_ptr: dtype %s has no Lua element type"):format(Tensor.dtype(t)), 2) end
   return ffi.cast(ct .. " *", voidp_1[0])
 end
 
@@ -269,7 +301,7 @@ function Tensor.narrow(t, dim, start, length)
   int_arg("narrow: length", length, 0, 2)
   local size = Tensor.shape(t)[dim]
   if start > size + 1 or length > size + 1 - start then
-    error(("narrow: start %d and length %d run past size %d of dim %d"):format(start, length, size, dim), 2)
+    core.raise(("narrow: start %d and length %d run past size %d of dim %d"):format(start, length, size, dim), 2)
   end
   check(C.facet_tensor_narrow(out_p, handle(t), dim - 1, start - 1, length))
   return wrap(out_p[0])
@@ -279,7 +311,7 @@ function Tensor.select(t, dim, index)
   dim = norm_dim(t, dim, 2)
   local size = Tensor.shape(t)[dim]
   if type(index) ~= "number" or index ~= math.floor(index) or index < 1 or index > size then
-    error(("select: index %s out of range for dim %d of size %d"):format(tostring(index), dim, size), 2)
+    core.raise(("select: index %s out of range for dim %d of size %d"):format(tostring(index), dim, size), 2)
   end
   check(C.facet_tensor_select(out_p, handle(t), dim - 1, index - 1))
   return wrap(out_p[0])
@@ -291,7 +323,7 @@ function Tensor.reshape(t, ...)
   local sizes = ...
   if type(sizes) ~= "table" then sizes = { ... } end
   local n = #sizes
-  if n > 8 then error(("reshape: %d dims given, at most 8 are supported"):format(n), 2) end
+  if n > 8 then core.raise(("reshape: %d dims given, at most 8 are supported"):format(n), 2) end
   for i = 1, n do sizes_buf[i - 1] = int_arg(("reshape: size %d"):format(i), sizes[i], -1, 2) end
   local h = handle(t)
   if not Tensor.is_contiguous(t) then
@@ -333,7 +365,8 @@ function Tensor.to(t, a, b)
   for _, v in ipairs { a, b } do
     if DEVICES[v] then device = v
     elseif DTYPES[v] then dtype = v
-    elseif v ~= nil then error(("unknown device or dtype '%s'"):format(tostring(v)), 2) end
+    elseif v ~= nil then fail(("unknown device or dtype '%s' (cpu, cuda; float32, int32, int64, uint8)"):format(
+      tostring(v))) end
   end
   if device == Tensor.device(t) and dtype == Tensor.dtype(t) then return t end
   local out = new_empty(Tensor.shape(t), dtype, device, 2)
@@ -350,7 +383,7 @@ function Tensor.byte(t) return Tensor.to(t, "uint8") end
 function Tensor.type(t, dtype) if dtype == nil then return Tensor.dtype(t) end return Tensor.to(t, dtype) end
 
 function Tensor.fill_(t, v)
-  if type(v) ~= "number" then error("fill value must be a number", 2) end
+  if type(v) ~= "number" then fail("value must be a number, got " .. describe(v)) end
   check(C.facet_tensor_fill(handle(t), v))
   return t
 end
@@ -362,16 +395,16 @@ Tensor.zero = Tensor.zero_
 
 local function element_index(t, idx, level)
   local nd = Tensor.dim(t)
-  if #idx ~= nd then error(("%d indices given for a %d-dim tensor"):format(#idx, nd), level + 1) end
+  if #idx ~= nd then fail(("%d indices given for a %d-dim tensor"):format(#idx, nd)) end
   local shape = Tensor.shape(t)
   for i = 1, nd do
     local v = idx[i]
     if type(v) ~= "number" or v ~= math.floor(v) then
-      error(("index %d is %s, want an integer"):format(i, tostring(v)), level + 1)
+      fail(("index %d is %s, want an integer"):format(i, describe(v)))
     end
     if v < 0 then v = shape[i] + 1 + v end
     if v < 1 or v > shape[i] then
-      error(("index %d out of range for dim %d of size %d"):format(idx[i], i, shape[i]), level + 1)
+      fail(("index %d out of range for dim %d of size %d"):format(idx[i], i, shape[i]))
     end
     sizes_buf[i - 1] = v - 1
   end
@@ -386,7 +419,7 @@ end
 
 --- t:set(value, i, j, ...) writes one element.
 function Tensor.set(t, value, ...)
-  if type(value) ~= "number" then error("value must be a number", 2) end
+  if type(value) ~= "number" then fail("value must be a number, got " .. describe(value)) end
   element_index(t, { ... }, 2)
   check(C.facet_tensor_set(t.h, sizes_buf, value))
   return t
@@ -394,7 +427,7 @@ end
 
 --- The value of a one-element tensor.
 function Tensor.item(t)
-  if Tensor.numel(t) ~= 1 then error(("item() needs one element, the tensor has %d"):format(Tensor.numel(t)), 2) end
+  if Tensor.numel(t) ~= 1 then fail(("needs one element, the tensor has %d"):format(Tensor.numel(t))) end
   local nd = Tensor.dim(t)
   for i = 0, nd - 1 do sizes_buf[i] = 0 end
   check(C.facet_tensor_get(t.h, sizes_buf, double_1))
@@ -442,10 +475,17 @@ for name, op in pairs(UNARY) do
   Tensor[name .. "_"] = function(t) return unary(t, t, op) end
 end
 
+local function clamp_bounds(lo, hi)
+  if lo ~= nil and (type(lo) ~= "number" or lo ~= lo) then fail("min must be a number, got " .. describe(lo)) end
+  if hi ~= nil and (type(hi) ~= "number" or hi ~= hi) then fail("max must be a number, got " .. describe(hi)) end
+end
+
 function Tensor.clamp(t, lo, hi)
+  clamp_bounds(lo, hi)
   return unary(empty_like(valid(t, 2)), t, C.FACET_UNARY_CLAMP, lo or -math.huge, hi or math.huge)
 end
 function Tensor.clamp_(t, lo, hi)
+  clamp_bounds(lo, hi)
   return unary(t, t, C.FACET_UNARY_CLAMP, lo or -math.huge, hi or math.huge)
 end
 
@@ -474,7 +514,7 @@ local function broadcast_shape(a, b, level)
     local x = sa[i - (n - #sa)] or 1
     local y = sb[i - (n - #sb)] or 1
     if x ~= y and x ~= 1 and y ~= 1 then
-      error(("shapes %s and %s do not broadcast"):format(table.concat(sa, "x"), table.concat(sb, "x")), level + 1)
+      fail(("shapes %s and %s do not broadcast"):format(table.concat(sa, "x"), table.concat(sb, "x")))
     end
     out[i] = x == 1 and y or x
   end
@@ -496,8 +536,9 @@ local function binary(name, op)
     check(C.facet_tensor_binary(out.h, t.h, o.h, op), level + 1)
     return out
   end
-  Tensor[name] = function(t, o) handle(t, 2); return apply(nil, t, o, 2) end
-  Tensor[name .. "_"] = function(t, o) handle(t, 2); return apply(t, t, o, 2) end
+  -- (no tail calls: the method's frame stays on the stack for method_name)
+  Tensor[name] = function(t, o) handle(t, 2); local r = apply(nil, t, o, 2); return r end
+  Tensor[name .. "_"] = function(t, o) handle(t, 2); local r = apply(t, t, o, 2); return r end
 end
 for name, op in pairs(BINARY) do binary(name, op) end
 
@@ -511,7 +552,7 @@ end
 local function operand_order(a, b, level)
   if is_tensor(a) then return a, b, false end
   if is_tensor(b) then return b, a, true end
-  error("arithmetic on non-tensors", level + 1)
+  fail("arithmetic on non-tensors")
 end
 
 mt.__add = function(a, b)
@@ -534,7 +575,7 @@ mt.__div = function(a, b)
 end
 mt.__pow = function(a, b)
   local t, o, swapped = operand_order(a, b, 2)
-  if swapped then error("number ^ tensor is not supported", 2) end
+  if swapped then fail("number ^ tensor is not supported") end
   return Tensor.pow(t, o)
 end
 mt.__unm = function(a) return Tensor.neg(a) end
@@ -604,12 +645,15 @@ end
 -- opts: transpose_a, transpose_b, alpha (1), beta (0), out (written in place,
 -- required when beta ~= 0).
 function Tensor.matmul(a, b, opts)
+  if opts ~= nil and type(opts) ~= "table" then fail("the options must be a table, got " .. describe(opts)) end
   opts = opts or {}
-  local sa, sb = Tensor.shape(valid(a)), Tensor.shape(valid(b))
+  handle(a, 2)
+  handle(b, 2, "the second operand")
+  local sa, sb = Tensor.shape(a), Tensor.shape(b)
   local out = opts.out
   if not out then
     if (#sa ~= 2 and #sa ~= 3) or (#sb ~= 2 and #sb ~= 3) then
-      error(("matmul: want 2-D or 3-D operands, got %s and %s"):format(table.concat(sa, "x"), table.concat(sb, "x")), 2)
+      core.raise(("matmul: want 2-D or 3-D operands, got %s and %s"):format(table.concat(sa, "x"), table.concat(sb, "x")), 2)
     end
     local ra, rb = #sa - 1, #sb - 1
     local m = opts.transpose_a and sa[ra + 1] or sa[ra]
@@ -639,11 +683,11 @@ function Tensor.permute(t, ...)
   local perm = ...
   if type(perm) ~= "table" then perm = { ... } end
   local nd = Tensor.dim(valid(t))
-  if #perm ~= nd then error(("permute: %d dims given for a %d-dim tensor"):format(#perm, nd), 2) end
+  if #perm ~= nd then core.raise(("permute: %d dims given for a %d-dim tensor"):format(#perm, nd), 2) end
   local shape, out_shape = Tensor.shape(t), {}
   for i = 1, nd do
     local p = perm[i]
-    if type(p) ~= "number" or not shape[p] then error(("permute: bad dim %s"):format(tostring(p)), 2) end
+    if type(p) ~= "number" or not shape[p] then core.raise(("permute: bad dim %s"):format(tostring(p)), 2) end
     int_buf[i - 1] = p - 1
     out_shape[i] = shape[p]
   end
@@ -662,7 +706,7 @@ function Tensor.transpose(t, d1, d2)
   return Tensor.permute(t, perm)
 end
 function Tensor.t(t)
-  if Tensor.dim(t) ~= 2 then error("t() needs a 2-D tensor", 2) end
+  if Tensor.dim(t) ~= 2 then fail("needs a 2-D tensor") end
   return Tensor.transpose(t, 1, 2)
 end
 
@@ -671,34 +715,37 @@ end
 --- Rows of a 2-D tensor: out[i] = t[index[i]].
 function Tensor.index_select(t, index)
   local shape = Tensor.shape(valid(t))
+  handle(index, 2, "index")
   local out = empty_like(t, nil, { index:numel(), shape[2] or 0 })
-  check(C.facet_tensor_index_select(out.h, t.h, handle(index), 1))
+  check(C.facet_tensor_index_select(out.h, t.h, index.h, 1))
   return out
 end
 
 --- t[index[i]] += alpha * src[i] (duplicate indices accumulate), in place.
 function Tensor.index_add_(t, index, src, alpha)
-  check(C.facet_tensor_index_add(handle(t), handle(src), handle(index), alpha or 1, 1))
+  if alpha ~= nil and type(alpha) ~= "number" then fail("alpha must be a number, got " .. describe(alpha)) end
+  check(C.facet_tensor_index_add(handle(t), handle(src, 2, "src"), handle(index, 2, "index"), alpha or 1, 1))
   return t
 end
 
 --- t[index[i]] = src[i], in place.
 function Tensor.index_copy_(t, index, src)
-  check(C.facet_tensor_index_copy(handle(t), handle(src), handle(index), 1))
+  check(C.facet_tensor_index_copy(handle(t), handle(src, 2, "src"), handle(index, 2, "index"), 1))
   return t
 end
 
 --- One element per row of a 2-D tensor: out[i] = t[i][index[i]].
 function Tensor.gather(t, index)
   local shape = Tensor.shape(valid(t))
+  handle(index, 2, "index")
   local out = empty_like(t, nil, { shape[1] or 0 })
-  check(C.facet_tensor_gather_cols(out.h, t.h, handle(index), 1))
+  check(C.facet_tensor_gather_cols(out.h, t.h, index.h, 1))
   return out
 end
 
 --- t[i][index[i]] = src[i], in place.
 function Tensor.scatter_(t, index, src)
-  check(C.facet_tensor_scatter_cols(handle(t), handle(src), handle(index), 1))
+  check(C.facet_tensor_scatter_cols(handle(t), handle(src, 2, "src"), handle(index, 2, "index"), 1))
   return t
 end
 
@@ -708,23 +755,23 @@ mt.__index = function(t, k)
   if type(k) == "number" then
     local nd = Tensor.dim(t)
     if nd == 1 then return Tensor.get(t, k) end
-    if nd == 0 then error("cannot index a 0-dim tensor; use :item()", 2) end
+    if nd == 0 then core.raise("cannot index a 0-dim tensor; use :item()", 2) end
     local n = Tensor.shape(t)[1]
     if k ~= math.floor(k) or k < 1 or k > n then
-      error(("index %s out of range for dim 1 of size %d"):format(tostring(k), n), 2)
+      core.raise(("index %s out of range for dim 1 of size %d"):format(tostring(k), n), 2)
     end
     return Tensor.select(t, 1, k)
   end
   local m = Tensor[k]
-  if m == nil and type(k) == "string" then error(("tensor has no method or field '%s'"):format(k), 2) end
+  if m == nil and type(k) == "string" then core.raise(("tensor has no method or field '%s'"):format(k), 2) end
   return m
 end
 
 mt.__newindex = function(t, k, v)
-  if type(k) ~= "number" then error(("cannot set field '%s' of a tensor"):format(tostring(k)), 2) end
+  if type(k) ~= "number" then core.raise(("cannot set field '%s' of a tensor"):format(tostring(k)), 2) end
   local nd = Tensor.dim(t)
   if nd == 1 then
-    if type(v) ~= "number" then error("element value must be a number", 2) end
+    if type(v) ~= "number" then core.raise("element value must be a number", 2) end
     Tensor.set(t, v, k)
     return
   end
@@ -740,31 +787,34 @@ M.ctype = T
 -- ---- constructors ----------------------------------------------------------------
 
 local function opts_of(o, level)
-  if o ~= nil and type(o) ~= "table" then error("options must be a table", (level or 2) + 1) end
+  if o ~= nil and type(o) ~= "table" then fail("options must be a table, got " .. describe(o)) end
   return o or {}
 end
 
 local function sizes_of(sizes, level)
   if type(sizes) == "number" then return { sizes } end
-  if type(sizes) ~= "table" then error("sizes must be a table such as {2, 3}", (level or 2) + 1) end
+  if type(sizes) ~= "table" then fail("sizes must be a table such as {2, 3}, got " .. describe(sizes)) end
   return sizes
 end
 
 function M.empty(sizes, opts)
   opts = opts_of(opts, 2)
-  return new_empty(sizes_of(sizes, 2), opts.dtype, opts.device, 2)
+  sizes = sizes_of(sizes, 2)
+  read_sizes(sizes, sizes_buf, 2)                       -- here, so that a message names empty
+  return new_empty(sizes, opts.dtype, opts.device, 2)
 end
 
 function M.full(sizes, value, opts)
   opts = opts_of(opts, 2)
-  if type(value) ~= "number" then error("full: value must be a number", 2) end
+  if type(value) ~= "number" then core.raise("full: value must be a number", 2) end
   local t = new_empty(sizes_of(sizes, 2), opts.dtype, opts.device, 2)
   check(C.facet_tensor_fill(t.h, value))
   return t
 end
 
-function M.zeros(sizes, opts) return M.full(sizes, 0, opts) end
-function M.ones(sizes, opts) return M.full(sizes, 1, opts) end
+-- (not tail calls: a message names zeros or ones, see method_name)
+function M.zeros(sizes, opts) local t = M.full(sizes, 0, opts); return t end
+function M.ones(sizes, opts) local t = M.full(sizes, 1, opts); return t end
 
 --- facet.arange(n) = 0 .. n-1; facet.arange(a, b [, step]) = a, a+step, ... < b.
 function M.arange(a, b, step, opts)
@@ -774,11 +824,11 @@ function M.arange(a, b, step, opts)
   if b == nil then a, b = 0, a end
   step = step or 1
   if type(a) ~= "number" or type(b) ~= "number" or type(step) ~= "number" or step == 0 then
-    error("arange: want numbers start, stop and a non-zero step", 2)
+    core.raise("arange: want numbers start, stop and a non-zero step", 2)
   end
   for _, v in ipairs { a, b, step } do
     if v ~= v or v == math.huge or v == -math.huge then
-      error(("arange: start, stop and step must be finite, got %s"):format(tostring(v)), 2)
+      core.raise(("arange: start, stop and step must be finite, got %s"):format(tostring(v)), 2)
     end
   end
   local n = math.max(0, math.ceil((b - a) / step))
@@ -834,7 +884,7 @@ function M.tensor(data, opts)
     check(C.facet_tensor_fill(t.h, data))
     return Tensor.to(t, opts.device or "cpu")
   end
-  if type(data) ~= "table" then error("facet.tensor: want a (nested) table of numbers", 2) end
+  if type(data) ~= "table" then core.raise("facet.tensor: want a (nested) table of numbers", 2) end
   local shape, flat = flatten_table(data, 1)
   local dtype = opts.dtype or "float32"
   local t = new_empty(shape, dtype, "cpu", 2)
@@ -849,7 +899,7 @@ function M.tensor(data, opts)
           :format(tostring(v), i, dtype), 2)
       end
       if v ~= math.floor(v) then
-        error(("facet.tensor: %s value %s (element %d) is not an integer"):format(dtype, tostring(v), i), 2)
+        core.raise(("facet.tensor: %s value %s (element %d) is not an integer"):format(dtype, tostring(v), i), 2)
       end
       if v < range[1] or v > range[2] then
         error(("facet.tensor: value %s (element %d, counting from 1) is out of range for %s: it must lie in %s")
@@ -870,20 +920,31 @@ local gen = { seed = 0x5eed, offset = 0 }
 function M.generator_state(state)
   if state == nil then return { seed = gen.seed, offset = gen.offset } end
   if type(state) ~= "table" or type(state.seed) ~= "number" or type(state.offset) ~= "number" then
-    error("generator_state: want { seed = n, offset = n }", 2)
+    core.raise("generator_state: want { seed = n, offset = n }", 2)
   end
   gen.seed, gen.offset = state.seed, state.offset
 end
 
 function M.manual_seed(seed)
   if type(seed) ~= "number" or seed < 0 or seed ~= math.floor(seed) then
-    error("manual_seed: want a non-negative integer", 2)
+    core.raise("manual_seed: want a non-negative integer", 2)
   end
   gen.seed, gen.offset = seed, 0
 end
 
 local function draw(sizes, opts, normal)
   opts = opts_of(opts, 3)
+  -- the seed and offset reach the C core as uint64_t: a cdata integer, or a number that one holds exactly
+  for _, k in ipairs { "seed", "offset" } do
+    local v = opts[k]
+    if v ~= nil and type(v) ~= "cdata" and (type(v) ~= "number" or v ~= math.floor(v) or v < 0 or v > 2 ^ 53) then
+      fail(("%s must be an integer in [0, 2^53], got %s"):format(k, describe(v)))
+    end
+  end
+  -- (the C core checks the values: NaN, a negative std ...)
+  for _, k in ipairs(normal and { "mean", "std" } or { "low", "high" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "number" then fail(("%s must be a number, got %s"):format(k, describe(opts[k]))) end
+  end
   local t = new_empty(sizes_of(sizes, 3), "float32", opts.device, 3)
   local seed, offset = opts.seed, opts.offset or 0
   if seed == nil then
@@ -899,13 +960,14 @@ local function draw(sizes, opts, normal)
 end
 
 --- Uniform [low, high) (default [0, 1)); opts.seed gives a reproducible stream.
-function M.rand(sizes, opts) return draw(sizes, opts, false) end
+function M.rand(sizes, opts) local t = draw(sizes, opts, false); return t end
 --- Normal(mean, std) (default N(0, 1)); opts.seed as for rand.
-function M.randn(sizes, opts) return draw(sizes, opts, true) end
+function M.randn(sizes, opts) local t = draw(sizes, opts, true); return t end
 
 M.empty_like = function(t, opts)
   opts = opts_of(opts, 2)
-  return new_empty(Tensor.shape(valid(t)), opts.dtype or Tensor.dtype(t), opts.device or Tensor.device(t), 2)
+  local out = new_empty(Tensor.shape(valid(t)), opts.dtype or Tensor.dtype(t), opts.device or Tensor.device(t), 2)
+  return out
 end
 
 return M

@@ -15,6 +15,7 @@
 --   facet.data.unpack(prefix, root) writes root/<label>/<index>.jpg|png.
 local lfs = require "lfs"
 local sys = require "facet.sys"
+local valid = require "facet.check"
 
 local M = {}
 
@@ -29,6 +30,7 @@ local function read_all(path)
 end
 
 function M.scan_folder(root)
+  valid.string("facet.data.scan_folder", "root", root)
   if lfs.attributes(root, "mode") ~= "directory" then error(("scan_folder: %s is not a directory"):format(tostring(root)), 2) end
   local ids = {}
   for name in lfs.dir(root) do
@@ -55,6 +57,7 @@ function M.scan_folder(root)
 end
 
 function M.read_list(path)
+  valid.string("facet.data.read_list", "path", path)
   local f, err = io.open(path)
   if not f then error(("read_list: cannot open %s: %s"):format(path, tostring(err)), 2) end
   local dir = path:match("^(.*)/[^/]*$") or "."
@@ -77,6 +80,8 @@ function M.read_list(path)
 end
 
 function M.pack(src, prefix)
+  valid.string("facet.data.pack", "src (a folder or a list file)", src)
+  valid.string("facet.data.pack", "prefix", prefix)
   local list = lfs.attributes(src, "mode") == "directory" and M.scan_folder(src) or M.read_list(src)
   -- InsightFace's identity ranges need each label's images together, in label order
   local order = {}
@@ -128,6 +133,8 @@ function M.pack(src, prefix)
 end
 
 function M.unpack(prefix, root)
+  valid.string("facet.data.unpack", "prefix", prefix)
+  valid.string("facet.data.unpack", "root", root)
   local rec = require("facet.data.recordio").open(prefix)
   local image = require "facet.data.image"
   lfs.mkdir(root)

@@ -34,7 +34,7 @@ local function make(name, dims)
   function cls:update_output(x)
     local s = x:shape()
     if (#s ~= dims[1] and #s ~= dims[2]) or s[2] ~= self.n then
-      error(("want N x %d%s input, got %s"):format(self.n, dims[1] == 4 and " x H x W" or "", table.concat(s, "x")), 2)
+      self:fail(("want N x %d%s input, got %s"):format(self.n, dims[1] == 4 and " x H x W" or "", table.concat(s, "x")))
     end
     local out = self:buffer("output", s)
     local mean = self:buffer("save_mean", { self.n })
@@ -46,7 +46,7 @@ local function make(name, dims)
   end
   function cls:backward(x, grad_out)
     self:check_alive("backward")
-    if not self.buffers.save_mean then error(name .. ":backward: no forward to go back through", 2) end
+    if not self.buffers.save_mean then core.raise(name .. ":backward: no forward to go back through", 2) end
     local gi = self:buffer("grad_input", x:shape())
     check(C.facet_batchnorm_backward(gi.h, self.affine and self.grad_weight.h or nil,
       self.affine and self.grad_bias.h or nil, grad_out.h, x.h, self.affine and self.weight.h or nil,

@@ -82,7 +82,7 @@ end
 function Conv2d:update_output(x)
   local s = x:shape()
   if #s ~= 4 or s[2] ~= self.n_in then
-    error(("want N x %d x H x W input, got %s"):format(self.n_in, table.concat(s, "x")), 2)
+    self:fail(("want N x %d x H x W input, got %s"):format(self.n_in, table.concat(s, "x")))
   end
   local out = self:buffer("output", self:output_shape(s))
   local ws = workspace(self, x)

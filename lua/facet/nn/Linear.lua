@@ -9,7 +9,7 @@ local Linear = Module:extend("Linear")
 
 function Linear.new(n_in, n_out, bias)
   if type(n_in) ~= "number" or type(n_out) ~= "number" or n_in < 1 or n_out < 1 then
-    error("Linear(in, out): want positive sizes", 2)
+    core.raise("Linear(in, out): want positive sizes", 2)
   end
   local self = Module.init(Linear)
   self.n_in, self.n_out = n_in, n_out
@@ -26,7 +26,7 @@ end
 local function check_input(self, x)
   local s = x:shape()
   if #s ~= 2 or s[2] ~= self.n_in then
-    error(("%s: want B x %d input, got %s"):format(self:describe(), self.n_in, table.concat(s, "x")), 3)
+    self:fail(("want B x %d input, got %s"):format(self.n_in, table.concat(s, "x")))
   end
   return s[1]
 end

@@ -12,6 +12,8 @@
 -- "Linear:forward: weight was freed" (never a crash). load_state is all or
 -- nothing: it checks every name, shape and dtype before it copies anything.
 local tensor = require "facet.tensor"
+local core = require "facet.core"
+local valid = require "facet.check"
 
 local Module = {}
 Module.__index = Module
@@ -70,33 +72,49 @@ end
 function Module:check_alive(method)
   for _, p in ipairs(self._params) do
     local t, g = self[p.name], self["grad_" .. p.name]
-    if not tensor.is_tensor(t) or t:is_freed() then error(("%s:%s: %s was freed"):format(self.__name, method, p.name), 3) end
+    if not tensor.is_tensor(t) or t:is_freed() then core.raise(("%s:%s: %s was freed"):format(self.__name, method, p.name), 3) end
     if not tensor.is_tensor(g) or g:is_freed() then
-      error(("%s:%s: grad_%s was freed"):format(self.__name, method, p.name), 3)
+      core.raise(("%s:%s: grad_%s was freed"):format(self.__name, method, p.name), 3)
     end
   end
   for _, k in ipairs(self._state or {}) do
     local t = self[k]
-    if not tensor.is_tensor(t) or t:is_freed() then error(("%s:%s: %s was freed"):format(self.__name, method, k), 3) end
+    if not tensor.is_tensor(t) or t:is_freed() then core.raise(("%s:%s: %s was freed"):format(self.__name, method, k), 3) end
   end
+end
+
+--- Raises "<module>: msg" at the user's line (the first caller outside facet),
+-- for a module's checks of its input; the module is named by its description.
+function Module:fail(msg)
+  core.raise(("%s: %s"):format(self:describe(), msg), 2)
+end
+
+-- x must be a live tensor (method: "forward" or "backward")
+local function check_input(self, method, x, name)
+  if not tensor.is_tensor(x) then
+    core.raise(("%s:%s: %s must be a tensor, got %s"):format(self.__name, method, name, valid.describe(x)), 3)
+  end
+  if x:is_freed() then core.raise(("%s:%s: %s was freed"):format(self.__name, method, name), 3) end
 end
 
 function Module:forward(x)
   self:check_alive("forward")
-  if tensor.is_tensor(x) and x:is_freed() then error(self.__name .. ":forward: the input was freed", 2) end
+  check_input(self, "forward", x, "the input")
   self.output = self:update_output(x)
   return self.output
 end
 
 function Module:backward(x, grad_out)
   self:check_alive("backward")
+  check_input(self, "backward", x, "the input")
+  check_input(self, "backward", grad_out, "grad_out")
   self.grad_input = self:update_grad_input(x, grad_out)
   self:acc_grad_parameters(x, grad_out)
   return self.grad_input
 end
 
-function Module:update_output(x) error(self.__name .. ": update_output is not implemented", 2) end
-function Module:update_grad_input(x, grad_out) error(self.__name .. ": update_grad_input is not implemented", 2) end
+function Module:update_output(x) core.raise(self.__name .. ": update_output is not implemented", 2) end
+function Module:update_grad_input(x, grad_out) core.raise(self.__name .. ": update_grad_input is not implemented", 2) end
 function Module:acc_grad_parameters() end
 
 --- Children (containers override).
@@ -206,7 +224,7 @@ end
 -- name in both directions, each a live tensor of the same shape and dtype.
 function Module:check_state(dict)
   local bad = state_problem(self, dict)
-  if bad then error(bad, 2) end
+  if bad then core.raise(bad, 2) end
 end
 
 --- Copies a state_dict (e.g. from facet.load_safetensors) into the model;
@@ -214,7 +232,7 @@ end
 -- All or nothing: everything is checked before the first copy.
 function Module:load_state(dict)
   local bad, mine = state_problem(self, dict)
-  if bad then error(bad, 2) end
+  if bad then core.raise(bad, 2) end
   for name, t in pairs(mine) do t:copy(dict[name]) end
   return self
 end

@@ -33,7 +33,7 @@ local function make(name, kind)
   end
   function cls:update_output(x)
     local s = x:shape()
-    if #s ~= 4 then error(("want N x C x H x W input, got %s"):format(table.concat(s, "x")), 2) end
+    if #s ~= 4 then self:fail(("want N x C x H x W input, got %s"):format(table.concat(s, "x"))) end
     local shape = self:output_shape(s)
     local out = self:buffer("output", shape)
     local arg = kind == C.FACET_POOL_KIND_MAX and self:buffer("argmax", shape, "int32") or nil
@@ -61,7 +61,7 @@ end
 function M.AdaptiveAvgPool2d:describe() return "AdaptiveAvgPool2d(1)" end
 function M.AdaptiveAvgPool2d:update_output(x)
   local s = x:shape()
-  if #s ~= 4 then error(("want N x C x H x W input, got %s"):format(table.concat(s, "x")), 2) end
+  if #s ~= 4 then self:fail(("want N x C x H x W input, got %s"):format(table.concat(s, "x"))) end
   local out = self:buffer("output", { s[1], s[2], 1, 1 })
   local planes = self:_view("planes", x, { s[1] * s[2], s[3] * s[4] })
   check(C.facet_tensor_reduce(out.h, planes.h, C.FACET_REDUCE_MEAN, 1, 0))

@@ -1,6 +1,8 @@
 --- facet.nn.Sequential: modules applied one after another. An error inside
 -- names the failing child: "In Sequential (3) Conv2d(64->128, 3x3, s2): ...".
 local Module = require "facet.nn.Module"
+local core = require "facet.core"
+local valid = require "facet.check"
 
 local Sequential = Module:extend("Sequential")
 
@@ -8,16 +10,22 @@ function Sequential.new(...)
   local self = Module.init(Sequential)
   self.modules = {}
   local list = ...
-  if type(list) == "table" and getmetatable(list) == nil then
-    for _, m in ipairs(list) do self:add(m) end
-  else
-    for _, m in ipairs { ... } do self:add(m) end
+  local mods = (type(list) == "table" and getmetatable(list) == nil) and list or { ... }
+  for i = 1, select("#", ...) == 1 and #mods or select("#", ...) do
+    local m = mods[i]
+    if type(m) ~= "table" or type(m.forward) ~= "function" then
+      valid.fail("nn.Sequential", ("argument %d is not a module (a table with forward), got %s"):format(i,
+        valid.describe(m)))
+    end
+    self:add(mods[i])
   end
   return self
 end
 
 function Sequential:add(m)
-  if type(m) ~= "table" or type(m.forward) ~= "function" then error("Sequential:add: not a module", 2) end
+  if type(m) ~= "table" or type(m.forward) ~= "function" then
+    core.raise("Sequential:add: not a module, got " .. valid.describe(m), 2)
+  end
   self.modules[#self.modules + 1] = m
   return self
 end

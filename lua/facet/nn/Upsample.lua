@@ -25,7 +25,7 @@ end
 
 function Upsample:update_output(x)
   local s = x:shape()
-  if #s ~= 4 then error(("want N x C x H x W input, got %s"):format(table.concat(s, "x")), 2) end
+  if #s ~= 4 then self:fail(("want N x C x H x W input, got %s"):format(table.concat(s, "x"))) end
   local h = self.size and self.size[1] or math.floor(s[3] * self.scale)
   local w = self.size and self.size[2] or math.floor(s[4] * self.scale)
   local out = self:buffer("output", { s[1], s[2], h, w })

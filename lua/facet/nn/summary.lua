@@ -7,9 +7,13 @@
 local tensor = require "facet.tensor"
 local Conv2d = require "facet.nn.Conv2d"
 local Linear = require "facet.nn.Linear"
+local core = require "facet.core"
+local valid = require "facet.check"
 
 local function run(model, input_shape, opts)
-  opts = opts or {}
+  valid.module("nn.summary", "model", model)
+  valid.list("nn.summary", "input_shape", input_shape, { integer = true, min = 1, min_len = 1 })
+  opts = valid.options("nn.summary", opts, { "print" })
   local flops = 0
   local conv_fwd, lin_fwd = Conv2d.update_output, Linear.update_output
   Conv2d.update_output = function(self, x) flops = flops + self:flops(x:shape()); return conv_fwd(self, x) end
@@ -31,7 +35,7 @@ local function run(model, input_shape, opts)
   local ok, err = pcall(visit, model, "", tensor.zeros(input_shape, { device = model.device }))
   Conv2d.update_output, Linear.update_output = conv_fwd, lin_fwd
   model:train(was_training)
-  if not ok then error(err, 2) end
+  if not ok then core.raise(err, 2) end
   local total_p, total_f = model:count_parameters(), flops
   if opts.print ~= false then
     local w = 10

@@ -31,8 +31,10 @@ local C, check = core.C, core.check
 local Optimizer = {}
 Optimizer.__index = Optimizer
 
-local function collect(sources)
-  if type(sources) ~= "table" then error("optimizer: want a module, a head, or a list of them", 3) end
+-- the parameters of sources; fn names the optimizer in a message
+local function collect(sources, fn)
+  local function bad(msg) core.raise(fn .. ": " .. msg, 2) end
+  if type(sources) ~= "table" then bad("want a module, a head, or a list of them, got " .. valid.describe(sources)) end
   if sources.named_parameters or sources.params then sources = { sources } end
   local list = {}
   for _, src in ipairs(sources) do
@@ -44,21 +46,23 @@ local function collect(sources)
     elseif type(src) == "table" and src.params and src.grads then
       for i, p in ipairs(src.params) do list[#list + 1] = { param = p, grad = src.grads[i], kind = src.kind or "weight" } end
     else
-      error("optimizer: a source is neither a module, a head nor { params, grads }", 3)
+      bad("a source is neither a module, a head nor { params, grads }")
     end
   end
-  if #list == 0 then error("optimizer: no parameters", 3) end
+  if #list == 0 then bad("no parameters") end
   for i, p in ipairs(list) do
-    if not tensor.is_tensor(p.param) or not tensor.is_tensor(p.grad) then error(("optimizer: parameter %d is not a tensor"):format(i), 3) end
-    if p.row_coef ~= nil and not tensor.is_tensor(p.row_coef) then error(("optimizer: row_coef of parameter %d is not a tensor"):format(i), 3) end
-    if p.row_norms ~= nil and not tensor.is_tensor(p.row_norms) then error(("optimizer: row_norms of parameter %d is not a tensor"):format(i), 3) end
+    if not tensor.is_tensor(p.param) or not tensor.is_tensor(p.grad) then bad(("parameter %d is not a tensor"):format(i)) end
+    if p.row_coef ~= nil and not tensor.is_tensor(p.row_coef) then bad(("row_coef of parameter %d is not a tensor"):format(i)) end
+    if p.row_norms ~= nil and not tensor.is_tensor(p.row_norms) then bad(("row_norms of parameter %d is not a tensor"):format(i)) end
   end
   return list
 end
 
 function Optimizer.new(cls, sources, cfg, defaults)
   cfg = cfg or {}
-  if type(cfg) ~= "table" then error("optimizer: the second argument is a table of settings", 3) end
+  if type(cfg) ~= "table" then
+    core.raise(("facet.optim.%s: the settings must be a table, got %s"):format(cls.name, valid.describe(cfg)), 2)
+  end
   local self = setmetatable({}, cls)
   for k, v in pairs(defaults) do self[k] = v end
   for k, v in pairs(cfg) do
@@ -66,14 +70,15 @@ function Optimizer.new(cls, sources, cfg, defaults)
       local names = {}
       for d in pairs(defaults) do names[#names + 1] = d end
       table.sort(names)
-      error(("%s: unknown setting '%s' (%s)"):format(cls.name, tostring(k), table.concat(names, ", ")), 3)
+      core.raise(("facet.optim.%s: unknown setting '%s' (%s)"):format(cls.name, tostring(k), table.concat(names, ", ")),
+        2)
     end
     self[k] = v
   end
   valid.number("facet.optim." .. cls.name, "lr", self.lr, { min = 0 })
   valid.number("facet.optim." .. cls.name, "weight_decay", self.weight_decay, { min = 0, optional = true })
   valid.boolean("facet.optim." .. cls.name, "decay_bias_norm", self.decay_bias_norm, true)
-  self.list = collect(sources)
+  self.list = collect(sources, "facet.optim." .. cls.name)
   self.step_count = 0
   return self
 end
