@@ -41,6 +41,13 @@ function H.values(t)
   return r
 end
 
+--- { f(0), f(1), ..., f(n - 1) }.
+function H.range(n, f)
+  local out = {}
+  for i = 0, n - 1 do out[i + 1] = f(i) end
+  return out
+end
+
 --- Asserts two flat arrays (or numbers) agree within rtol/atol, naming the first bad index.
 function H.assert_close(actual, expected, tol, atol)
   tol = tol or 1e-5

@@ -74,13 +74,7 @@ local function share(t)
   return tensor.wrap(out_p[0])
 end
 
--- Lua values of a tensor (any device)
-local function host_values(t)
-  local c = t:to("cpu"):contiguous()
-  local p, r = c:data_ptr(), {}
-  for i = 0, c:numel() - 1 do r[i + 1] = tonumber(p[i]) end
-  return r
-end
+local host_values = require("support.device").values   -- Lua values of a tensor (any device)
 
 local function h_of(t) return t and t.h or nil end
 
