@@ -48,6 +48,24 @@ function H.range(n, f)
   return out
 end
 
+--- { v, v, ..., v } (n of them).
+function H.constant(n, v)
+  local r = {}
+  for k = 1, n do r[k] = v end
+  return r
+end
+
+--- An empty batch for an op to write into: a view of no samples at the start of
+-- the storage of a one-sample tensor of shape `one` (dtype: float32 unless
+-- given) on the device under test, filled with 7. Returns the view and a
+-- function asserting that the storage still holds only 7s (nothing was written).
+function H.empty_batch(one, dtype)
+  local store = facet.full(one, 7, { device = H.device, dtype = dtype })
+  return store:narrow(1, 1, 0), function()
+    assert.are.same(H.constant(store:numel(), 7), H.values(store))
+  end
+end
+
 --- Asserts two flat arrays (or numbers) agree within rtol/atol, naming the first bad index.
 function H.assert_close(actual, expected, tol, atol)
   tol = tol or 1e-5
