@@ -23,6 +23,17 @@ function H.it(name, fn)
   end
 end
 
+--- `it` for a case that needs a CUDA device whatever FACET_DEVICE says: named
+-- "[gpu]", skipped with the reason where there is none.
+function H.gpu_it(name, fn)
+  local env = getfenv(2)
+  if facet.cuda.available() then env.it(name .. " [gpu]", fn)
+  else env.pending(name .. " [gpu]: no CUDA device" .. (facet.cuda.built() and "" or " (built without CUDA)")) end
+end
+
+--- Moves a module to the device under test (returns it).
+function H.module(m) if H.device == "cuda" then return m:cuda() end return m end
+
 --- A tensor from a Lua table, on the device under test.
 function H.tensor(data, opts)
   opts = opts or {}
