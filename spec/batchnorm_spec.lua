@@ -21,11 +21,7 @@ local function rand(n, seed, scale, offset)
   return r
 end
 
-local function numel(shape)
-  local n = 1
-  for _, s in ipairs(shape) do n = n * s end
-  return n
-end
+local numel = H.numel
 
 -- layout [n, c, hw] of a shape
 local function layout(shape)

@@ -52,6 +52,13 @@ function H.values(t)
   return r
 end
 
+--- The number of elements of a shape (a list of sizes).
+function H.numel(shape)
+  local n = 1
+  for _, s in ipairs(shape) do n = n * s end
+  return n
+end
+
 --- { f(0), f(1), ..., f(n - 1) }.
 function H.range(n, f)
   local out = {}
