@@ -18,6 +18,8 @@
 --          [--steps N (CPU: 12 training steps; CUDA: 10 timed steps)] [--warmup 3]
 local ffi = require "ffi"
 local facet = require "facet"
+package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
+local common = require "common"
 io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
 local NAME = "bench/data.lua"
@@ -27,22 +29,11 @@ while arg and arg[i] do
   local k, v = arg[i]:match("^%-%-(.+)$"), arg[i + 1]
   if k == "device" or k == "threads" then o[k] = v
   elseif (k == "images" or k == "steps" or k == "warmup") and tonumber(v) and tonumber(v) >= 0 then o[k] = tonumber(v)
-  else
-    io.stderr:write(("%s: unknown argument or bad value: %s %s\n"):format(NAME, tostring(arg[i]), tostring(v)))
-    os.exit(1)
+  else common.bad_argument(NAME, arg[i], v)
   end
   i = i + 2
 end
-if o.device ~= "cpu" and o.device ~= "cuda" then
-  io.stderr:write(("%s: unknown --device %s (cpu, cuda)\n"):format(NAME, tostring(o.device)))
-  os.exit(1)
-end
-if o.device == "cuda" and not facet.cuda.available() then
-  io.stderr:write(("%s: --device cuda: no CUDA device (%s)\n"):format(NAME, facet.cuda.built()
-    and "facet was built with CUDA but facet.cuda.device_count() is 0" or "facet was built without CUDA"))
-  os.exit(2)
-end
-local gpu = o.device == "cuda"
+local gpu = common.check_device(NAME, o.device)
 local n = o.images or (gpu and 4096 or 2048)
 local cores = facet.get_threads()
 local thread_counts = {}

@@ -29,6 +29,8 @@
 -- Usage: bin/facet run bench/heads.lua [--B 128] [--dim 512] [--K 72690] [--reps 5] [--heads am,mv-am]
 --          [--device cpu|cuda] [--train 0|1] [--torch 0|1]
 local facet = require "facet"
+package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
+local common = require "common"
 io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
 local NAME = "bench/heads.lua"
@@ -41,22 +43,11 @@ while arg and arg[i] do
     for h in arg[i + 1]:gmatch("[^,]+") do o.heads[#o.heads + 1] = h end
   elseif k == "device" then o.device = arg[i + 1]
   elseif k and k ~= "heads" and k ~= "device" and o[k] ~= nil and tonumber(arg[i + 1]) then o[k] = tonumber(arg[i + 1])
-  else
-    io.stderr:write(("%s: unknown argument or bad value: %s %s\n"):format(NAME, tostring(arg[i]), tostring(arg[i + 1])))
-    os.exit(1)
+  else common.bad_argument(NAME, arg[i], arg[i + 1])
   end
   i = i + 2
 end
-if o.device ~= "cpu" and o.device ~= "cuda" then
-  io.stderr:write(("%s: unknown --device %s (cpu, cuda)\n"):format(NAME, tostring(o.device)))
-  os.exit(1)
-end
-if o.device == "cuda" and not facet.cuda.available() then
-  io.stderr:write(("%s: --device cuda: no CUDA device (%s)\n"):format(NAME, facet.cuda.built()
-    and "facet was built with CUDA but facet.cuda.device_count() is 0" or "facet was built without CUDA"))
-  os.exit(2)
-end
-local gpu = o.device == "cuda"
+local gpu = common.check_device(NAME, o.device)
 
 local function peak_rss_mb()
   local f = io.open("/proc/self/status")

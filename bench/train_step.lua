@@ -26,6 +26,8 @@
 -- FACET_TORCH_PYTHON names the Python with PyTorch (default: /usr/bin/python3 on
 -- the CPU, python3 from the PATH with --device cuda).
 local facet = require "facet"
+package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
+local common = require "common"
 io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
 local NAME = "bench/train_step.lua"
@@ -50,16 +52,7 @@ while arg and arg[i] do
 end
 
 local dev = o.device
-if dev ~= "cpu" and dev ~= "cuda" then
-  io.stderr:write(("%s: unknown --device %s (cpu, cuda)\n"):format(NAME, tostring(dev)))
-  os.exit(1)
-end
-if dev == "cuda" and not facet.cuda.available() then
-  io.stderr:write(("%s: --device cuda: no CUDA device (%s)\n"):format(NAME, facet.cuda.built()
-    and "facet was built with CUDA but facet.cuda.device_count() is 0" or "facet was built without CUDA"))
-  os.exit(2)
-end
-local gpu = dev == "cuda"
+local gpu = common.check_device(NAME, dev)
 o.steps = o.steps or (gpu and 10 or 5)
 o.warmup = o.warmup or (gpu and 3 or 1)
 o.models = o.models or (gpu and "iresnet50,mobilefacenet" or "mobilefacenet,iresnet18,convnet")

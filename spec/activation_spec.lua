@@ -10,7 +10,7 @@ local J = require "support.jacobian"
 local facet = H.facet
 local nn = facet.nn
 
-local function on(m) if H.device == "cuda" then return m:cuda() end return m end
+local on = H.module
 
 describe("activations", function()
   H.it("ReLU, Sigmoid, Tanh values and Jacobians", function()

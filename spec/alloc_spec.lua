@@ -13,12 +13,7 @@ local OOM = tonumber(core.C.FACET_STATUS_ERR_MEMORY)
 local ARG = tonumber(core.C.FACET_STATUS_ERR_ARG)
 local MiB = 1048576
 
--- a case that needs a GPU: skipped, with the reason, where there is none
-local function gpu_it(name, fn)
-  local env = getfenv(2)
-  if facet.cuda.available() then env.it(name .. " [gpu]", fn)
-  else env.pending(name .. " [gpu]: no CUDA device" .. (facet.cuda.built() and "" or " (built without CUDA)")) end
-end
+local gpu_it = require("support.device").gpu_it   -- a case that needs a GPU: skipped, with the reason, where there is none
 
 -- fake hooks that log what the out-of-memory path does
 local function fake_hooks(stats)

@@ -5,16 +5,9 @@
 -- run the C tests and a real spec file there, and keep working when the tree is
 -- copied elsewhere. Pending when apt-get download cannot reach the network.
 local H = require "support.device"
+local sh = require("support.files").sh
 
 local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("rc=(%d+)%s*$"))
-  return (out:gsub("rc=%d+%s*$", "")), rc
-end
 
 local cwd = (sh("pwd -P")):gsub("%s+$", "")
 local build = os.getenv("FACET_BUILD") or "build"

@@ -6,11 +6,7 @@ local H = require "support.device"
 local facet = H.facet
 local device = require "facet.data.device"
 
-local function gpu_it(name, fn)
-  local env = getfenv(2)
-  if facet.cuda.available() then env.it(name .. " [gpu]", fn)
-  else env.pending(name .. " [gpu]: no CUDA device" .. (facet.cuda.built() and "" or " (built without CUDA)")) end
-end
+local gpu_it = H.gpu_it
 
 -- 10 samples of 2 x 3, batches of 4 (the last one short when drop_last is false)
 local function tensors_source(drop_last)

@@ -2,14 +2,7 @@
 -- exits 2 before doing any work. (Its dry run, --no-device, runs every spec and
 -- is too slow for the suite; the GPU run itself is for a GPU host.)
 local H = require "support.device"
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("rc=(%d+)%s*$"))
-  return (out:gsub("rc=%d+%s*$", "")), rc
-end
+local sh = require("support.files").sh
 
 describe("tools/gpu_check.sh", function()
   it("without a GPU prints one line and exits 2", function()

@@ -59,22 +59,26 @@ local nan, inf = 0 / 0, math.huge
 local function flat() return facet.nn.Flatten() end
 local function images(n) return facet.randn({ n, 1, 2, 2 }, { seed = 1 }) end
 
+-- code (which sets ok, err from a pcall) run in a subprocess with a 60 s limit
+-- must end, its pcall failed with message
+local function ends_with_error(code, message)
+  local out, rc = subprocess(code .. "\nprint(ok, err)", 60)
+  assert.are.equal(0, rc, out)
+  assert.truthy(out:find("false\t" .. message, 1, true), out)
+end
+
 describe("loops that must end", function()
   it("embed with batch_size = 0 is an error, not an endless loop (subprocess)", function()
-    local out, rc = subprocess([[
-      local ok, err = pcall(facet.eval.embed, facet.nn.Flatten(), facet.randn({ 3, 1, 2, 2 }), { batch_size = 0 })
-      print(ok, err)]], 60)
-    assert.are.equal(0, rc, out)
-    assert.truthy(out:find("false\tfacet.eval.embed: batch_size must be an integer >= 1, got 0", 1, true), out)
+    ends_with_error([[
+      local ok, err = pcall(facet.eval.embed, facet.nn.Flatten(), facet.randn({ 3, 1, 2, 2 }), { batch_size = 0 })]],
+      "facet.eval.embed: batch_size must be an integer >= 1, got 0")
   end)
 
   it("identify with block = 0 is an error, not an endless loop (subprocess)", function()
-    local out, rc = subprocess([[
+    ends_with_error([[
       local g = facet.randn({ 4, 3 }, { seed = 1 })
-      local ok, err = pcall(facet.eval.identify, g, { 1, 2, 3, 4 }, g, { 1, 2, 3, 4 }, { block = 0 })
-      print(ok, err)]], 60)
-    assert.are.equal(0, rc, out)
-    assert.truthy(out:find("false\tfacet.eval.identify: block must be an integer >= 1, got 0", 1, true), out)
+      local ok, err = pcall(facet.eval.identify, g, { 1, 2, 3, 4 }, g, { 1, 2, 3, 4 }, { block = 0 })]],
+      "facet.eval.identify: block must be an integer >= 1, got 0")
   end)
 
   it("a plot whose tick step vanishes next to its values ends (subprocess)", function()

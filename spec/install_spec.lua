@@ -4,14 +4,7 @@
 -- missing core library is an error that lists the paths tried.
 local H = require "support.device"
 local F = require "support.files"
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("rc=(%d+)%s*$"))
-  return out:gsub("rc=%d+%s*$", ""), rc
-end
+local sh = F.sh
 
 local build = os.getenv("FACET_BUILD") or "build"
 local cwd = os.getenv("PWD")

@@ -3,7 +3,7 @@
 local H = require "support.device"
 local facet = H.facet
 
-local function on(m) if H.device == "cuda" then return m:cuda() end return m end
+local on = H.module
 
 describe("backbones", function()
   it("parameter counts match the published architectures", function()

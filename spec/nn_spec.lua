@@ -6,7 +6,7 @@ local J = require "support.jacobian"
 local facet = H.facet
 local nn = facet.nn
 
-local function on(m) if H.device == "cuda" then return m:cuda() end return m end
+local on = H.module
 
 describe("Linear", function()
   H.it("computes x W^T + b and has exact gradients", function()

@@ -17,19 +17,7 @@ local function fixture(name) return FIX .. name end
 
 local read_bytes, write_bytes, exists = F.read_file, F.write_file, F.exists
 
--- flat Lua list of the values (CPU copy, C order)
-local function values(t)
-  local c = t:to("cpu"):contiguous()
-  local p, out = c:data_ptr(), {}
-  for i = 0, c:numel() - 1 do out[i + 1] = tonumber(p[i]) end
-  return out
-end
-
-local function range(n, f)
-  local out = {}
-  for i = 0, n - 1 do out[i + 1] = f(i) end
-  return out
-end
+local values, range = H.values, H.range   -- flat Lua list of the values (CPU copy, C order); { f(0), ... }
 
 -- a tensor of the given dtype and shape holding f(0), f(1), ... in C order
 local function filled(shape, dtype, f)

@@ -47,11 +47,7 @@ local function assert_tensor(t, what)
   assert.are.equal(n, t:numel(), what .. ": numel is not the product of the shape")
 end
 
-local function range(n, f)
-  local out = {}
-  for i = 0, n - 1 do out[i + 1] = f(i) end
-  return out
-end
+local range = H.range
 
 describe("parsers under mutated input", function()
   local tmp = F.scratch()

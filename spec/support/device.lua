@@ -23,6 +23,17 @@ function H.it(name, fn)
   end
 end
 
+--- `it` for a case that needs a CUDA device whatever FACET_DEVICE says: named
+-- "[gpu]", skipped with the reason where there is none.
+function H.gpu_it(name, fn)
+  local env = getfenv(2)
+  if facet.cuda.available() then env.it(name .. " [gpu]", fn)
+  else env.pending(name .. " [gpu]: no CUDA device" .. (facet.cuda.built() and "" or " (built without CUDA)")) end
+end
+
+--- Moves a module to the device under test (returns it).
+function H.module(m) if H.device == "cuda" then return m:cuda() end return m end
+
 --- A tensor from a Lua table, on the device under test.
 function H.tensor(data, opts)
   opts = opts or {}
@@ -39,6 +50,38 @@ function H.values(t)
   local n, p, r = c:numel(), c:data_ptr(), {}
   for i = 0, n - 1 do r[i + 1] = tonumber(p[i]) end
   return r
+end
+
+--- The number of elements of a shape (a list of sizes).
+function H.numel(shape)
+  local n = 1
+  for _, s in ipairs(shape) do n = n * s end
+  return n
+end
+
+--- { f(0), f(1), ..., f(n - 1) }.
+function H.range(n, f)
+  local out = {}
+  for i = 0, n - 1 do out[i + 1] = f(i) end
+  return out
+end
+
+--- { v, v, ..., v } (n of them).
+function H.constant(n, v)
+  local r = {}
+  for k = 1, n do r[k] = v end
+  return r
+end
+
+--- An empty batch for an op to write into: a view of no samples at the start of
+-- the storage of a one-sample tensor of shape `one` (dtype: float32 unless
+-- given) on the device under test, filled with 7. Returns the view and a
+-- function asserting that the storage still holds only 7s (nothing was written).
+function H.empty_batch(one, dtype)
+  local store = facet.full(one, 7, { device = H.device, dtype = dtype })
+  return store:narrow(1, 1, 0), function()
+    assert.are.same(H.constant(store:numel(), 7), H.values(store))
+  end
 end
 
 --- Asserts two flat arrays (or numbers) agree within rtol/atol, naming the first bad index.

@@ -1,7 +1,7 @@
 --- support/files.lua: the file helpers every spec shares (one copy, not one
--- per spec): whole-file binary reads and writes, an existence test, and fresh
--- temporary directories. It needs nothing from facet, so the specs of the
--- command line use it too.
+-- per spec): whole-file binary reads and writes, an existence test, fresh
+-- temporary directories, and a shell command's output and exit status. It
+-- needs nothing from facet, so the specs of the command line use it too.
 local F = {}
 
 --- The whole file, as bytes (an error when it cannot be opened).
@@ -38,6 +38,16 @@ end
 --- Removes a directory made by temp_dir, with everything in it (only ever under /tmp).
 function F.remove_dir(d)
   if d and d:match("^/tmp/") then os.execute("rm -rf '" .. d .. "'") end
+end
+
+--- Runs a shell command; returns its output (stdout and stderr together) and
+-- its exit status.
+function F.sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
+  local out = p:read("*a")
+  p:close()
+  local rc = tonumber(out:match("rc=(%d+)%s*$"))
+  return (out:gsub("rc=%d+%s*$", "")), rc
 end
 
 --- A temporary directory for the enclosing describe block (or the whole spec

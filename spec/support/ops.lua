@@ -22,6 +22,7 @@
 --   devices  { "cpu" } for a host-only function (no device variant)
 --   case.skip  a reason: the case is reported as pending, not run
 local B = require "support.backend"
+local D = require "support.device"
 local ffi = require "ffi"
 local core = require "facet.core"
 local tensor = require "facet.tensor"
@@ -41,11 +42,7 @@ end
 
 -- ---- helpers ------------------------------------------------------------------------
 
-local function prod(shape)
-  local n = 1
-  for _, s in ipairs(shape) do n = n * s end
-  return n
-end
+local prod = D.numel
 
 local function copy_table(t)
   local r = {}
@@ -74,13 +71,7 @@ local function share(t)
   return tensor.wrap(out_p[0])
 end
 
--- Lua values of a tensor (any device)
-local function host_values(t)
-  local c = t:to("cpu"):contiguous()
-  local p, r = c:data_ptr(), {}
-  for i = 0, c:numel() - 1 do r[i + 1] = tonumber(p[i]) end
-  return r
-end
+local host_values = D.values   -- Lua values of a tensor (any device)
 
 local function h_of(t) return t and t.h or nil end
 

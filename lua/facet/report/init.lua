@@ -53,35 +53,36 @@ local function list_of_numbers(v)
   return true
 end
 
--- verify.json: a list of { name, accuracy, std, tar_at_far = { ["0.001"] = ... }, roc = { fpr, tpr } }
-local function read_verify(dir)
-  local path = dir .. "/verify.json"
+-- dir/NAME.json (nil when there is none): a list of results, each passed to
+-- check_entry(i, r, bad); bad(what) is the error naming the file and
+-- facet.report.save_NAME, which writes it
+local function read_results(dir, name, check_entry)
+  local path = dir .. "/" .. name .. ".json"
   local v = read_json(path)
   if v == nil then return nil end
-  local function bad(what) check.fail(WRITE, ("%s: %s (write it with facet.report.save_verify)"):format(path, what)) end
+  local function bad(what) check.fail(WRITE, ("%s: %s (write it with facet.report.save_%s)"):format(path, what, name)) end
   if type(v) ~= "table" then bad("want a list of results") end
-  for i, r in ipairs(v) do
+  for i, r in ipairs(v) do check_entry(i, r, bad) end
+  return v
+end
+
+-- verify.json: a list of { name, accuracy, std, tar_at_far = { ["0.001"] = ... }, roc = { fpr, tpr } }
+local function read_verify(dir)
+  return read_results(dir, "verify", function(i, r, bad)
     if type(r) ~= "table" then bad(("entry %d is not an object"):format(i)) end
     if r.roc ~= nil and (type(r.roc) ~= "table" or not list_of_numbers(r.roc.fpr) or not list_of_numbers(r.roc.tpr)
         or #r.roc.fpr ~= #r.roc.tpr) then
       bad(("entry %d's roc must hold two lists of numbers of one length, fpr and tpr"):format(i))
     end
     if r.tar_at_far ~= nil and type(r.tar_at_far) ~= "table" then bad(("entry %d's tar_at_far is not an object"):format(i)) end
-  end
-  return v
+  end)
 end
 
 -- identify.json: a list of { name, rank1, cmc = { ... } }
 local function read_identify(dir)
-  local path = dir .. "/identify.json"
-  local v = read_json(path)
-  if v == nil then return nil end
-  local function bad(what) check.fail(WRITE, ("%s: %s (write it with facet.report.save_identify)"):format(path, what)) end
-  if type(v) ~= "table" then bad("want a list of results") end
-  for i, r in ipairs(v) do
+  return read_results(dir, "identify", function(i, r, bad)
     if type(r) ~= "table" or not list_of_numbers(r.cmc) then bad(("entry %d must hold a list of numbers cmc"):format(i)) end
-  end
-  return v
+  end)
 end
 
 local function esc(s) return (tostring(s):gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;")) end
