@@ -88,8 +88,11 @@ void facet_blas_set_threads(int n);
 /* ---- OpenMP ---------------------------------------------------------------- */
 int facet_threads(void);
 void facet_threads_store(int n);
-/* Work below this many elements runs on one thread. */
-enum { FACET_PARALLEL_GRAIN = 32768 };
+/* Work below this many elements runs on one thread. A compile-time knob for
+ * measuring (CFLAGS="-O3 -DFACET_PARALLEL_GRAIN=8192"); docs/threads.md. */
+#ifndef FACET_PARALLEL_GRAIN
+#define FACET_PARALLEL_GRAIN 32768
+#endif
 
 /* ---- the CUDA backend: declared once, in cuda_backend.h ----------------------------- */
 #include "cuda_backend.h"
