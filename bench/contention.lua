@@ -70,12 +70,13 @@ end
 
 -- ---- worker: the cost of a parallel region, against FACET_PARALLEL_GRAIN ---------------
 -- Per-call time of three elementwise ops (add: two inputs, memory-bound;
--- relu; sigmoid: compute-bound) at sizes around the grain, on 1 thread and on
--- --threads threads: best of 7 batches of calls. Below the grain the core runs
--- every op on one thread, so the two columns agree there; above it, threads x
--- t(threads) - t(1) is what splitting the work costs, and the grain is right
--- where that overhead is about a third of t(1). Build the core with
--- CFLAGS="-O3 -DFACET_PARALLEL_GRAIN=1" to see the regions below the grain too.
+-- relu; sigmoid: compute-bound) at sizes around the grain: on 1 thread, on
+-- --threads threads back to back (the other threads still spinning: "warm"),
+-- and on --threads threads each after 0.3 ms of serial work (longer than the
+-- spin, so the other threads sleep and must be woken: "cold"); best of 7
+-- batches of calls. Below the grain the core runs every op on one thread, so
+-- the columns agree there. Build the core with
+-- CFLAGS="-O3 -DFACET_PARALLEL_GRAIN=4096" to see the regions below it too.
 if o.worker == "grain" then
   local C = core.C
   local ops = {
@@ -83,18 +84,36 @@ if o.worker == "grain" then
     { "relu", function(out, a) return C.facet_activation_forward(out.h, a.h, C.FACET_ACTIVATION_RELU, nil) end },
     { "sigmoid", function(out, a) return C.facet_activation_forward(out.h, a.h, C.FACET_ACTIVATION_SIGMOID, nil) end },
   }
+  local clock = facet.clock
   local function time_op(f, out, a, b, n)
     local calls = math.max(20, math.floor(2e6 / n))
     local best = math.huge
     for _ = 1, 7 do
-      local t0 = facet.clock()
+      local t0 = clock()
       for _ = 1, calls do core.check(f(out, a, b)) end
-      best = math.min(best, (facet.clock() - t0) / calls)
+      best = math.min(best, (clock() - t0) / calls)
     end
     return best
   end
-  print(("%-8s %9s %12s %12s %8s %14s"):format("op", "elements", "1 thread us", ("%d threads us"):format(o.threads),
-    "speedup", "overhead us"))
+  local function time_cold(f, out, a, b)
+    local best = math.huge
+    for _ = 1, 7 do
+      local sum = 0
+      for _ = 1, 30 do
+        local stop = clock() + 3e-4
+        repeat until clock() >= stop
+        local t0 = clock()
+        core.check(f(out, a, b))
+        sum = sum + clock() - t0
+      end
+      best = math.min(best, sum / 30)
+    end
+    return best
+  end
+  print(("GOMP_SPINCOUNT=%s, grain built in: see core/src/internal.h (or the CFLAGS of this build)")
+    :format(os.getenv("GOMP_SPINCOUNT") or "(libgomp default)"))
+  print(("%-8s %9s %10s %10s %10s %9s %9s"):format("op", "elements", "1 thr us", ("%d warm us"):format(o.threads),
+    ("%d cold us"):format(o.threads), "warm x", "cold x"))
   for _, op in ipairs(ops) do
     local n = 4096
     while n <= 1048576 do
@@ -102,9 +121,9 @@ if o.worker == "grain" then
       facet.set_threads(1)
       local t1 = time_op(op[2], out, a, b, n)
       facet.set_threads(o.threads)
-      local tn = time_op(op[2], out, a, b, n)
-      print(("%-8s %9d %12.2f %12.2f %8.2f %14.2f"):format(op[1], n, t1 * 1e6, tn * 1e6, t1 / tn,
-        (o.threads * tn - t1) * 1e6))
+      local tw = time_op(op[2], out, a, b, n)
+      local tc = time_cold(op[2], out, a, b)
+      print(("%-8s %9d %10.1f %10.1f %10.1f %9.2f %9.2f"):format(op[1], n, t1 * 1e6, tw * 1e6, tc * 1e6, t1 / tw, t1 / tc))
       n = n * 2
     end
   end
@@ -236,14 +255,17 @@ local function run()
     if v.seen then print(("%-12s ran with %s"):format(v.label, v.seen)) end
   end
   local hdr = ("%-22s"):format("beside")
-  for _, v in ipairs(variants) do hdr = hdr .. ("%14s %8s"):format(v.label .. " img/s", "slower") end
+  for _, v in ipairs(variants) do
+    v.width = math.max(12, #v.label + 6)
+    hdr = hdr .. (" %" .. v.width .. "s %7s"):format(v.label .. " img/s", "slower")
+  end
   print(hdr)
   local base = levels[1]
   for _, level in ipairs(levels) do
     local line = ("%-22s"):format(level == 0 and "nothing" or ("%d busy process%s"):format(level, level > 1 and "es" or ""))
     for _, v in ipairs(variants) do
       local m, b = median(res[level][v.label]), median(res[base][v.label])
-      line = line .. ("%14.0f %7.2fx"):format(m, b / m)
+      line = line .. (" %" .. v.width .. ".0f %6.2fx"):format(m, b / m)
     end
     print(line)
   end
