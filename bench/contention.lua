@@ -11,9 +11,12 @@
 -- against the same variant beside nothing. Figures only: never pass/fail.
 --
 -- Variants: "facet" is the library as it is, with the OpenMP wait policy that
--- facet.core sets (docs/threads.md); --facet adds more, each LABEL=ENV where
--- ENV is a space-separated list of VAR=VALUE given to that run (or nothing):
---   --facet "spin300k=GOMP_SPINCOUNT=300000"  libgomp's own default (facet before the policy)
+-- facet.core sets (docs/threads.md); "gomp-default" the same with
+-- GOMP_SPINCOUNT=300000, libgomp's own default and so facet before that
+-- policy (--before 0 leaves it out); "pytorch" (--torch 0 leaves it out).
+-- --facet adds more, each LABEL=ENV where ENV is a space-separated list of
+-- VAR=VALUE given to that run (or nothing):
+--   --facet "threads1=FACET_THREADS=1"          one thread
 --   --facet "old=GOMP_SPINCOUNT=300000 FACET_CORE_LIB=/tmp/old/facet_core.so"
 --                                              another build of the core
 -- Several are separated by ';'. The variables facet.core set in this process
@@ -21,7 +24,7 @@
 -- PyTorch) starts from the environment this script was started with.
 --
 -- Usage: bin/facet run bench/contention.lua [--reps 5] [--seconds 2] [--busy 0,1,2]
---          [--threads 2] [--torch 1] [--facet "LABEL=VAR=V ...;..."]
+--          [--threads 2] [--torch 1] [--before 1] [--facet "LABEL=VAR=V ...;..."]
 --        bin/facet run bench/contention.lua --worker grain [--threads 2]
 --          (the cost of a parallel region against FACET_PARALLEL_GRAIN, below)
 -- The busy processes are `sh` loops that also exit by themselves within a
@@ -31,7 +34,8 @@ local ffi = require "ffi"
 local facet = require "facet"
 local core = require "facet.core"
 
-local o = { reps = 5, seconds = 2, busy = "0,1,2", threads = 2, torch = 1, facet = "", worker = "", batch = 128 }
+local o = { reps = 5, seconds = 2, busy = "0,1,2", threads = 2, torch = 1, before = 1, facet = "", worker = "",
+            batch = 128 }
 local i = 1
 while arg and arg[i] do
   local k = arg[i]:match("^%-%-(.+)$")
@@ -143,6 +147,10 @@ table.sort(unset)
 local env_unset = "env " .. table.concat(unset, " ") .. " "
 
 local variants = { { label = "facet", env = "", kind = "facet" } }
+if o.before ~= 0 then
+  -- exactly what libgomp does when neither variable is set: facet before its wait policy
+  variants[2] = { label = "gomp-default", env = sh_quote("GOMP_SPINCOUNT=300000"), kind = "facet" }
+end
 for item in o.facet:gmatch("[^;]+") do
   local label, env = item:match("^%s*([%w%-_%.]+)=(.*)$")
   if not label then error("--facet: want LABEL=VAR=VALUE ..., got " .. item) end
