@@ -11,9 +11,12 @@
 -- against the same variant beside nothing. Figures only: never pass/fail.
 --
 -- Variants: "facet" is the library as it is, with the OpenMP wait policy that
--- facet.core sets (docs/threads.md); --facet adds more, each LABEL=ENV where
--- ENV is a space-separated list of VAR=VALUE given to that run (or nothing):
---   --facet "spin300k=GOMP_SPINCOUNT=300000"  libgomp's own default (facet before the policy)
+-- facet.core sets (docs/threads.md); "gomp-default" the same with
+-- GOMP_SPINCOUNT=300000, libgomp's own default and so facet before that
+-- policy (--before 0 leaves it out); "pytorch" (--torch 0 leaves it out).
+-- --facet adds more, each LABEL=ENV where ENV is a space-separated list of
+-- VAR=VALUE given to that run (or nothing):
+--   --facet "threads1=FACET_THREADS=1"          one thread
 --   --facet "old=GOMP_SPINCOUNT=300000 FACET_CORE_LIB=/tmp/old/facet_core.so"
 --                                              another build of the core
 -- Several are separated by ';'. The variables facet.core set in this process
@@ -21,7 +24,7 @@
 -- PyTorch) starts from the environment this script was started with.
 --
 -- Usage: bin/facet run bench/contention.lua [--reps 5] [--seconds 2] [--busy 0,1,2]
---          [--threads 2] [--torch 1] [--facet "LABEL=VAR=V ...;..."]
+--          [--threads 2] [--torch 1] [--before 1] [--facet "LABEL=VAR=V ...;..."]
 --        bin/facet run bench/contention.lua --worker grain [--threads 2]
 --          (the cost of a parallel region against FACET_PARALLEL_GRAIN, below)
 -- The busy processes are `sh` loops that also exit by themselves within a
@@ -31,7 +34,8 @@ local ffi = require "ffi"
 local facet = require "facet"
 local core = require "facet.core"
 
-local o = { reps = 5, seconds = 2, busy = "0,1,2", threads = 2, torch = 1, facet = "", worker = "", batch = 128 }
+local o = { reps = 5, seconds = 2, busy = "0,1,2", threads = 2, torch = 1, before = 1, facet = "", worker = "",
+            batch = 128 }
 local i = 1
 while arg and arg[i] do
   local k = arg[i]:match("^%-%-(.+)$")
@@ -70,12 +74,13 @@ end
 
 -- ---- worker: the cost of a parallel region, against FACET_PARALLEL_GRAIN ---------------
 -- Per-call time of three elementwise ops (add: two inputs, memory-bound;
--- relu; sigmoid: compute-bound) at sizes around the grain, on 1 thread and on
--- --threads threads: best of 7 batches of calls. Below the grain the core runs
--- every op on one thread, so the two columns agree there; above it, threads x
--- t(threads) - t(1) is what splitting the work costs, and the grain is right
--- where that overhead is about a third of t(1). Build the core with
--- CFLAGS="-O3 -DFACET_PARALLEL_GRAIN=1" to see the regions below the grain too.
+-- relu; sigmoid: compute-bound) at sizes around the grain: on 1 thread, on
+-- --threads threads back to back (the other threads still spinning: "warm"),
+-- and on --threads threads each after 0.3 ms of serial work (longer than the
+-- spin, so the other threads sleep and must be woken: "cold"); best of 7
+-- batches of calls. Below the grain the core runs every op on one thread, so
+-- the columns agree there. Build the core with
+-- CFLAGS="-O3 -DFACET_PARALLEL_GRAIN=4096" to see the regions below it too.
 if o.worker == "grain" then
   local C = core.C
   local ops = {
@@ -83,18 +88,36 @@ if o.worker == "grain" then
     { "relu", function(out, a) return C.facet_activation_forward(out.h, a.h, C.FACET_ACTIVATION_RELU, nil) end },
     { "sigmoid", function(out, a) return C.facet_activation_forward(out.h, a.h, C.FACET_ACTIVATION_SIGMOID, nil) end },
   }
+  local clock = facet.clock
   local function time_op(f, out, a, b, n)
     local calls = math.max(20, math.floor(2e6 / n))
     local best = math.huge
     for _ = 1, 7 do
-      local t0 = facet.clock()
+      local t0 = clock()
       for _ = 1, calls do core.check(f(out, a, b)) end
-      best = math.min(best, (facet.clock() - t0) / calls)
+      best = math.min(best, (clock() - t0) / calls)
     end
     return best
   end
-  print(("%-8s %9s %12s %12s %8s %14s"):format("op", "elements", "1 thread us", ("%d threads us"):format(o.threads),
-    "speedup", "overhead us"))
+  local function time_cold(f, out, a, b)
+    local best = math.huge
+    for _ = 1, 7 do
+      local sum = 0
+      for _ = 1, 30 do
+        local stop = clock() + 3e-4
+        repeat until clock() >= stop
+        local t0 = clock()
+        core.check(f(out, a, b))
+        sum = sum + clock() - t0
+      end
+      best = math.min(best, sum / 30)
+    end
+    return best
+  end
+  print(("GOMP_SPINCOUNT=%s, grain built in: see core/src/internal.h (or the CFLAGS of this build)")
+    :format(os.getenv("GOMP_SPINCOUNT") or "(libgomp default)"))
+  print(("%-8s %9s %10s %10s %10s %9s %9s"):format("op", "elements", "1 thr us", ("%d warm us"):format(o.threads),
+    ("%d cold us"):format(o.threads), "warm x", "cold x"))
   for _, op in ipairs(ops) do
     local n = 4096
     while n <= 1048576 do
@@ -102,9 +125,9 @@ if o.worker == "grain" then
       facet.set_threads(1)
       local t1 = time_op(op[2], out, a, b, n)
       facet.set_threads(o.threads)
-      local tn = time_op(op[2], out, a, b, n)
-      print(("%-8s %9d %12.2f %12.2f %8.2f %14.2f"):format(op[1], n, t1 * 1e6, tn * 1e6, t1 / tn,
-        (o.threads * tn - t1) * 1e6))
+      local tw = time_op(op[2], out, a, b, n)
+      local tc = time_cold(op[2], out, a, b)
+      print(("%-8s %9d %10.1f %10.1f %10.1f %9.2f %9.2f"):format(op[1], n, t1 * 1e6, tw * 1e6, tc * 1e6, t1 / tw, t1 / tc))
       n = n * 2
     end
   end
@@ -124,6 +147,10 @@ table.sort(unset)
 local env_unset = "env " .. table.concat(unset, " ") .. " "
 
 local variants = { { label = "facet", env = "", kind = "facet" } }
+if o.before ~= 0 then
+  -- exactly what libgomp does when neither variable is set: facet before its wait policy
+  variants[2] = { label = "gomp-default", env = sh_quote("GOMP_SPINCOUNT=300000"), kind = "facet" }
+end
 for item in o.facet:gmatch("[^;]+") do
   local label, env = item:match("^%s*([%w%-_%.]+)=(.*)$")
   if not label then error("--facet: want LABEL=VAR=VALUE ..., got " .. item) end
@@ -236,14 +263,17 @@ local function run()
     if v.seen then print(("%-12s ran with %s"):format(v.label, v.seen)) end
   end
   local hdr = ("%-22s"):format("beside")
-  for _, v in ipairs(variants) do hdr = hdr .. ("%14s %8s"):format(v.label .. " img/s", "slower") end
+  for _, v in ipairs(variants) do
+    v.width = math.max(12, #v.label + 6)
+    hdr = hdr .. (" %" .. v.width .. "s %7s"):format(v.label .. " img/s", "slower")
+  end
   print(hdr)
   local base = levels[1]
   for _, level in ipairs(levels) do
     local line = ("%-22s"):format(level == 0 and "nothing" or ("%d busy process%s"):format(level, level > 1 and "es" or ""))
     for _, v in ipairs(variants) do
       local m, b = median(res[level][v.label]), median(res[base][v.label])
-      line = line .. ("%14.0f %7.2fx"):format(m, b / m)
+      line = line .. (" %" .. v.width .. ".0f %6.2fx"):format(m, b / m)
     end
     print(line)
   end

@@ -2,6 +2,15 @@
  * threads.c - the thread count of facet's OpenMP loops: FACET_THREADS, else
  * the number of cores, until facet_threads_set (runtime.c) changes it. It
  * depends on nothing else in the core, so blas.c and every kernel can ask.
+ *
+ * "Cores" are the ones this process may run on (omp_get_num_procs counts the
+ * affinity mask: taskset, cpusets). The count does not follow the machine's
+ * load: results depend on the thread count (docs/nn.md, determinism), and a
+ * load average lags by a minute and counts facet's own threads, so a count
+ * read from it would change a run's numbers with whatever else ran at its
+ * start. On a shared machine pick FACET_THREADS yourself; docs/threads.md has
+ * the measurements. The OpenMP wait policy is set before the library loads
+ * (lua/facet/core.lua).
  */
 #include "internal.h"
 #include <stdlib.h>

@@ -17,10 +17,10 @@ ffi.cdef(require "facet.cdef")
 -- about 13 ns), longer than a scheduler slice: beside another busy process a
 -- waiting thread keeps its core spinning while the thread it waits for cannot
 -- run, and a step of the small convnet (about 225 parallel regions) ran 7 to
--- 8x slower beside one busy process and about 50x beside two. 1000 (about
--- 13 us here) keeps an idle machine within about 2.5% of that speed (a region
--- costs about 1 us while its threads spin, 65 us once they sleep) and the
--- step only about 2x slower beside one busy process.
+-- 9x slower beside one busy process and about 50x beside two. 1000 (about
+-- 13 us here) keeps an idle machine within 2.3-3% of that speed (a region
+-- costs about 1 us while its threads spin, 50-85 us once they sleep) and the
+-- step only about 2.1x slower beside one busy process.
 -- A non-empty value the user gave either variable is left alone.
 M.SPINCOUNT = "1000"
 
