@@ -32,6 +32,8 @@
 -- the way out, an error included.
 local ffi = require "ffi"
 local facet = require "facet"
+package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
+local common = require "common"
 local core = require "facet.core"
 
 local o = { reps = 5, seconds = 2, busy = "0,1,2", threads = 2, torch = 1, before = 1, facet = "", worker = "",
@@ -53,13 +55,7 @@ if o.worker == "facet" then
   local opt = facet.optim.sgd({ net, head }, { lr = 0.01, momentum = 0.9, weight_decay = 5e-4 })
   local x = facet.randn({ o.batch, 1, 28, 28 }, { seed = 3 })
   local y = facet.arange(o.batch, { dtype = "int64" })
-  net:first_leaf().no_input_grad = true     -- as facet.train does: the input is data
-  local function step()
-    opt:zero_grad()
-    head:forward(net:forward(x), y)
-    net:backward(x, head:backward())
-    opt:step()
-  end
+  local step = common.train_step(net, head, opt, { x, y })
   step()
   step()
   local t0, n = facet.clock(), 0

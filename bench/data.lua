@@ -186,13 +186,7 @@ else
   local labels = {}
   for k = 1, 128 do labels[k] = (k - 1) % 100 end
   local y = facet.tensor(labels, { dtype = "int64", device = "cuda" })
-  net:first_leaf().no_input_grad = true
-  local function step()
-    opt:zero_grad()
-    head:forward(net:forward(x), y)
-    net:backward(x, head:backward())
-    opt:step()
-  end
+  local step = common.train_step(net, head, opt, { x, y })
   for _ = 1, warmup do step() end
   sync()
   local s = clock()

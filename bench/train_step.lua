@@ -176,14 +176,7 @@ for name in o.models:gmatch("[^,]+") do
   else
     fetch = function() return x_host, y_host end
   end
-  net:first_leaf().no_input_grad = true     -- as facet.train does: the input is data
-  local function step()
-    local x, y = fetch()
-    opt:zero_grad()
-    head:forward(net:forward(x), y)
-    net:backward(x, head:backward())
-    opt:step()
-  end
+  local step = common.train_step(net, head, opt, fetch)
   for _ = 1, o.warmup do step() end
   local per_step
   if gpu then

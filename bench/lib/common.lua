@@ -29,4 +29,22 @@ function M.check_device(name, device)
   return device == "cuda"
 end
 
+--- One training step of net + head with opt on the batch fetch() returns
+-- (forward, backward, update), as facet.train runs it: the input needs no
+-- gradient. fetch may be a function or a pair { x, y }.
+function M.train_step(net, head, opt, fetch)
+  net:first_leaf().no_input_grad = true
+  if type(fetch) == "table" then
+    local pair = fetch
+    fetch = function() return pair[1], pair[2] end
+  end
+  return function()
+    local x, y = fetch()
+    opt:zero_grad()
+    head:forward(net:forward(x), y)
+    net:backward(x, head:backward())
+    opt:step()
+  end
+end
+
 return M
