@@ -118,21 +118,28 @@ end
 -- an error (naming the optimizer, the method and the parameter) unless
 -- entry p's tensor t of role `what` is alive, float32, contiguous, on the
 -- param's device, and shaped like the param (rows: one value per row of it)
+-- raises "<optimizer>:<method>: parameter i (name): <text>"; the message is
+-- only built on failure, so a step that passes its checks formats nothing
+local function bad(self, method, p, i, text)
+  error(("%s:%s: %s: %s"):format(self.name, method, label(p, i), text), 5)
+end
+
 local function check_tensor(self, method, p, i, what, t, rows)
-  local where = ("%s:%s: %s"):format(self.name, method, label(p, i))
-  if not tensor.is_tensor(t) then error(("%s: %s is not a tensor"):format(where, what), 4) end
-  if t:is_freed() then error(("%s: its %s was freed"):format(where, what), 4) end
-  if code_of(C.facet_tensor_dtype, t) ~= F32 then error(("%s: %s is %s, want float32"):format(where, what, t:dtype()), 4) end
-  if code_of(C.facet_tensor_is_contiguous, t) == 0 then error(("%s: %s is not contiguous"):format(where, what), 4) end
+  if not tensor.is_tensor(t) then bad(self, method, p, i, what .. " is not a tensor") end
+  if t:is_freed() then bad(self, method, p, i, ("its %s was freed"):format(what)) end
+  if code_of(C.facet_tensor_dtype, t) ~= F32 then
+    bad(self, method, p, i, ("%s is %s, want float32"):format(what, t:dtype()))
+  end
+  if code_of(C.facet_tensor_is_contiguous, t) == 0 then bad(self, method, p, i, what .. " is not contiguous") end
   if what ~= "param" then
     if code_of(C.facet_tensor_device, t) ~= code_of(C.facet_tensor_device, p.param) then
-      error(("%s: %s on %s, param on %s"):format(where, what, t:device(), p.param:device()), 4)
+      bad(self, method, p, i, ("%s on %s, param on %s"):format(what, t:device(), p.param:device()))
     end
     if rows then
       local n = p.param:dim() == 2 and p.param:size(1) or 1
-      if t:numel() ~= n then error(("%s: %s has %d values, want %d (one per row)"):format(where, what, t:numel(), n), 4) end
+      if t:numel() ~= n then bad(self, method, p, i, ("%s has %d values, want %d (one per row)"):format(what, t:numel(), n)) end
     elseif not same_shape(t, p.param) then
-      error(("%s: %s has shape %s, param %s"):format(where, what, shape_text(t), shape_text(p.param)), 4)
+      bad(self, method, p, i, ("%s has shape %s, param %s"):format(what, shape_text(t), shape_text(p.param)))
     end
   end
 end
