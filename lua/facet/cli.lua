@@ -223,6 +223,47 @@ local commands = {
       return 0
     end,
   },
+  {
+    name = "export",
+    summary = "Export a checkpoint's backbone as an ONNX inference graph (opset 11, input 'data' N x 3 x size x size).",
+    configure = function(cmd)
+      require("facet.embed").model_options(cmd)
+      cmd:option("-o --output", "The .onnx file to write."):count(1)
+    end,
+    run = function(parsed)
+      local facet = load_facet()
+      local model = require("facet.embed").load_model(facet, parsed)
+      local r = facet.export_onnx(model, parsed.output, { size = tonumber(parsed.size) })
+      io.stdout:write(("%s: %d nodes, %d parameters, input data %s, output embedding %s, %d BN folded\n"):format(
+        parsed.output, r.nodes, r.parameters, table.concat(r.input, "x"), table.concat(r.output, "x"), r.folded))
+      return 0
+    end,
+  },
+  {
+    name = "embed",
+    summary = "Embed every image of a folder, list file, .rec or .bin into an .npy (keys in order beside it).",
+    configure = function(cmd)
+      require("facet.embed").model_options(cmd)
+      cmd:argument("images", "Image folder, list file (a path a line), .rec or .bin.")
+      cmd:option("-o --output", "The .npy to write (the keys go to the same name with .txt)."):count(1)
+      cmd:option("--batch-size", "Images a batch.", "64"):convert(check.flag("--batch-size", { integer = true, min = 1 }))
+      cmd:option("--threads", "Loader threads (default: facet's)."):convert(check.flag("--threads",
+        { integer = true, min = 1 }))
+      cmd:flag("--no-flip", "Skip the flip test.")
+    end,
+    run = function(parsed)
+      local facet = load_facet()
+      local embed = require "facet.embed"
+      local model = embed.load_model(facet, parsed)
+      local r = embed.run(model, parsed.images, { batch_size = tonumber(parsed.batch_size), flip = not parsed.no_flip,
+        size = tonumber(parsed.size), threads = parsed.threads and tonumber(parsed.threads), progress = io.stderr })
+      local keys = embed.save(r, parsed.output)
+      for _, k in ipairs(r.skipped) do io.stderr:write("facet embed: skipped ", k, " (does not decode)\n") end
+      io.stdout:write(("%s: %d x %d embeddings; keys in %s\n"):format(parsed.output, r.embeddings:size(1),
+        r.embeddings:size(2), keys))
+      return 0
+    end,
+  },
 }
 M.commands = commands
 
