@@ -230,14 +230,7 @@ local commands = {
       require("facet.embed").model_options(cmd)
       cmd:option("-o --output", "The .onnx file to write."):count(1)
     end,
-    run = function(parsed)
-      local facet = load_facet()
-      local model = require("facet.embed").load_model(facet, parsed)
-      local r = facet.export_onnx(model, parsed.output, { size = tonumber(parsed.size) })
-      io.stdout:write(("%s: %d nodes, %d parameters, input data %s, output embedding %s, %d BN folded\n"):format(
-        parsed.output, r.nodes, r.parameters, table.concat(r.input, "x"), table.concat(r.output, "x"), r.folded))
-      return 0
-    end,
+    run = function(parsed) return require("facet.embed").export_command(load_facet(), parsed) end,
   },
   {
     name = "embed",
@@ -251,18 +244,7 @@ local commands = {
         { integer = true, min = 1 }))
       cmd:flag("--no-flip", "Skip the flip test.")
     end,
-    run = function(parsed)
-      local facet = load_facet()
-      local embed = require "facet.embed"
-      local model = embed.load_model(facet, parsed)
-      local r = embed.run(model, parsed.images, { batch_size = tonumber(parsed.batch_size), flip = not parsed.no_flip,
-        size = tonumber(parsed.size), threads = parsed.threads and tonumber(parsed.threads), progress = io.stderr })
-      local keys = embed.save(r, parsed.output)
-      for _, k in ipairs(r.skipped) do io.stderr:write("facet embed: skipped ", k, " (does not decode)\n") end
-      io.stdout:write(("%s: %d x %d embeddings; keys in %s\n"):format(parsed.output, r.embeddings:size(1),
-        r.embeddings:size(2), keys))
-      return 0
-    end,
+    run = function(parsed) return require("facet.embed").embed_command(load_facet(), parsed) end,
   },
 }
 M.commands = commands

@@ -246,4 +246,25 @@ function M.load_model(facet, o)
   return model:evaluate()
 end
 
+--- `facet export`: the backbone of the parsed options to parsed.output; prints a summary.
+function M.export_command(facet, o)
+  local model = M.load_model(facet, o)
+  local r = facet.export_onnx(model, o.output, { size = tonumber(o.size) })
+  io.stdout:write(("%s: %d nodes, %d parameters, input data %s, output embedding %s, %d BN folded\n"):format(
+    o.output, r.nodes, r.parameters, table.concat(r.input, "x"), table.concat(r.output, "x"), r.folded))
+  return 0
+end
+
+--- `facet embed`: the embeddings of o.images to o.output and its keys file.
+function M.embed_command(facet, o)
+  local model = M.load_model(facet, o)
+  local r = M.run(model, o.images, { batch_size = tonumber(o.batch_size), flip = not o.no_flip,
+    size = tonumber(o.size), threads = o.threads and tonumber(o.threads), progress = io.stderr })
+  local keys = M.save(r, o.output)
+  for _, k in ipairs(r.skipped) do io.stderr:write("facet embed: skipped ", k, " (does not decode)\n") end
+  io.stdout:write(("%s: %d x %d embeddings; keys in %s\n"):format(o.output, r.embeddings:size(1),
+    r.embeddings:size(2), keys))
+  return 0
+end
+
 return M
