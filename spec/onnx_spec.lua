@@ -36,6 +36,7 @@ end
 describe("facet.export_onnx", function()
   local path = F.scratch()
   local ort                                           -- the node_modules onnxruntime-node lies in
+  local count = 0
 
   setup(function()
     local out, rc = F.sh("sh tools/onnxruntime.sh")
@@ -51,7 +52,8 @@ describe("facet.export_onnx", function()
     model:evaluate()
     local x = facet.randn(shape)
     local ref = model:forward(x):contiguous():totable()
-    local file = path(("m%d.onnx"):format(math.random(1e9)))
+    count = count + 1
+    local file = path(("m%d.onnx"):format(count))
     local info = facet.export_onnx(model, file, opts)
     local out, rc = F.sh(("%s -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' %s")
       :format(PY, file))
@@ -149,6 +151,9 @@ describe("facet.export_onnx", function()
     assert.truthy(tostring(err):find("model must be a facet.nn module", 1, true), err)
     ok, err = pcall(facet.export_onnx, model, path("a.onnx"), { size = 28, input = "x", output = "x" })
     assert.truthy(tostring(err):find("input and output different", 1, true), err)
+    ok, err = pcall(facet.export_onnx, model, path("no/such/dir/a.onnx"), { size = 28 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("facet.export_onnx: cannot write " .. path("no/such/dir/a.onnx.tmp"), 1, true), err)
     assert.is_false(F.exists(path("a.onnx")))
   end)
 end)

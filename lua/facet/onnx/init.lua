@@ -114,7 +114,8 @@ local function fold(G, base, weight, bias, bn, wdims)
   local n, rows = h:numel(), weight:size(1)
   local per = n / rows
   local src = ffi.cast("float *", h:data_ptr())
-  local w = ffi.new("float[?]", n)
+  local out = tensor.empty(weight:shape())              -- outside the Lua heap: weights can be large
+  local w = ffi.cast("float *", out:data_ptr())
   for r = 0, rows - 1 do
     local s = scale[r + 1]
     for k = r * per, r * per + per - 1 do w[k] = src[k] * s end
@@ -123,7 +124,7 @@ local function fold(G, base, weight, bias, bn, wdims)
   local b = {}
   for r = 1, rows do b[r] = (b0 and b0[r] or 0) * scale[r] + shift[r] end
   G.folded = G.folded + 1
-  return G:floats(base .. "_w", wdims, w, n, w), G:constant(base .. "_b", { rows }, b)
+  return G:floats(base .. "_w", wdims, w, n, out), G:constant(base .. "_b", { rows }, b)
 end
 
 -- ---- converters: module class name -> function(G, m, x, where) -> y ----------------
