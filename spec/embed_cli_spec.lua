@@ -126,6 +126,22 @@ describe("facet embed", function()
     assert_close(reference(files(KEYS), true), e)
   end)
 
+  it("facet.embed.run checks its arguments before reading anything", function()
+    local run = require("facet.embed").run
+    local ok, err = pcall(run, model, path("g"), { batch = 4 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("facet.embed.run: unknown option 'batch'", 1, true), err)
+    ok, err = pcall(run, model, path("g"), { progress = "yes" })
+    assert.truthy(tostring(err):find('progress must be an open file (io.stderr) or false, got "yes"', 1, true), err)
+    ok, err = pcall(run, model, path("g"), { size = { 16 } })
+    assert.truthy(tostring(err):find("facet.embed.run: size", 1, true), err)
+    ok, err = pcall(run, "model", path("g"))
+    assert.truthy(tostring(err):find("facet.embed.run: model must be a facet.nn module", 1, true), err)
+    F.write_file(path("empty.txt"), "\n\n")
+    ok, err = pcall(run, model, path("empty.txt"))
+    assert.truthy(tostring(err):find("empty.txt lists no image", 1, true), err)
+  end)
+
   it("reports a missing IMAGES path, a wrong backbone and a missing -o", function()
     local out, rc = F.sh(RUN .. ("embed %s --model convnet --emb %d --size %d %s -o %s"):format(path("m.safetensors"),
       EMB, SIZE, path("nothing"), path("x.npy")))

@@ -142,7 +142,8 @@ function M.run(model, images, opts)
   check.list(NAME, "size", size, { len = 2, integer = true, min = 1, max = 4096 })
   local threads = opts.threads and check.integer(NAME, "threads", opts.threads, { min = 1, max = 256 })
   if opts.progress and (io.type(opts.progress) ~= "file") then
-    check.fail(NAME, ("progress must be an open file (io.stderr) or false, got %s"):format(check.describe(opts.progress)))
+    check.fail(NAME, ("progress must be an open file (io.stderr) or false, got %s"):format(
+      check.describe(opts.progress)))
   end
   local src = M.source(images)
   local ok, r = pcall(function()

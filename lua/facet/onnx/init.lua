@@ -152,15 +152,25 @@ local function want_rank(m, x, rank, where)
   end
 end
 
+local function want_channels(m, x, c, where)
+  if #x.shape < 2 or x.shape[2] ~= c then
+    fail(("%s (module %s) wants %d channels, the graph gives %s"):format(m:describe(), where, c, dims_text(x.shape)))
+  end
+end
+
+-- an output plane's side, which must be at least 1
+local function side(m, x, n, where)
+  if n < 1 then fail(("%s (module %s): the input %s is too small"):format(m:describe(), where, dims_text(x.shape))) end
+  return n
+end
+
 local function conv_shape(m, x, where)
   want_rank(m, x, 4, where)
-  if x.shape[2] ~= m.n_in then
-    fail(("%s (module %s) wants %d channels, the graph gives %s"):format(m:describe(), where, m.n_in, dims_text(x.shape)))
-  end
+  want_channels(m, x, m.n_in, where)
   local s = { x.shape[1], m.n_out }
   for i = 1, 2 do
-    s[i + 2] = math.floor((x.shape[i + 2] + 2 * m.padding[i] - m.dilation[i] * (m.kernel[i] - 1) - 1) / m.stride[i]) + 1
-    if s[i + 2] < 1 then fail(("%s (module %s): the input %s is too small"):format(m:describe(), where, dims_text(x.shape))) end
+    s[i + 2] = side(m, x, math.floor((x.shape[i + 2] + 2 * m.padding[i] - m.dilation[i] * (m.kernel[i] - 1) - 1) /
+      m.stride[i]) + 1, where)
   end
   return s
 end
@@ -188,8 +198,8 @@ local function linear_shape(m, x, where)
 end
 
 local function gemm(G, m, x, where, w, b)
-  return G:op("Gemm", { x, w, b }, { { "alpha", { kind = "float", value = 1 } }, { "beta", { kind = "float", value = 1 } },
-    { "transB", 1 } }, linear_shape(m, x, where))
+  local one = { kind = "float", value = 1 }
+  return G:op("Gemm", { x, w, b }, { { "alpha", one }, { "beta", one }, { "transB", 1 } }, linear_shape(m, x, where))
 end
 
 C.Linear = function(G, m, x, where)
@@ -204,9 +214,7 @@ end
 local function batchnorm(rank)
   return function(G, m, x, where)
     if #x.shape ~= rank and not (rank == 2 and #x.shape == 3) then want_rank(m, x, rank, where) end
-    if x.shape[2] ~= m.n then
-      fail(("%s (module %s) wants %d channels, the graph gives %s"):format(m:describe(), where, m.n, dims_text(x.shape)))
-    end
+    want_channels(m, x, m.n, where)
     local ones, zeros = {}, {}
     for i = 1, m.n do ones[i], zeros[i] = 1, 0 end
     local w = m.affine and G:tensor("bn_scale", m.weight) or G:constant("bn_scale", { m.n }, ones)
@@ -236,9 +244,7 @@ local FOLDS = {
 
 C.PReLU = function(G, m, x, where)
   local c = m.channels
-  if #x.shape < 2 or (c > 1 and x.shape[2] ~= c) then
-    fail(("%s (module %s) wants %d channels, the graph gives %s"):format(m:describe(), where, c, dims_text(x.shape)))
-  end
+  if c > 1 or #x.shape < 2 then want_channels(m, x, c, where) end        -- one slope fits any channel count
   local dims = { c }
   for _ = 3, #x.shape do dims[#dims + 1] = 1 end        -- broadcast over the plane: C x 1 x 1
   return G:op("PRelu", { x, G:tensor("prelu_slope", m.slope, dims) }, nil, x.shape)
@@ -252,8 +258,7 @@ local function pool(op)
     want_rank(m, x, 4, where)
     local s = { x.shape[1], x.shape[2] }
     for i = 1, 2 do
-      s[i + 2] = math.floor((x.shape[i + 2] + 2 * m.p[i] - m.k[i]) / m.s[i]) + 1
-      if s[i + 2] < 1 then fail(("%s (module %s): the input %s is too small"):format(m:describe(), where, dims_text(x.shape))) end
+      s[i + 2] = side(m, x, math.floor((x.shape[i + 2] + 2 * m.p[i] - m.k[i]) / m.s[i]) + 1, where)
     end
     local attrs = { { "kernel_shape", m.k }, { "pads", { m.p[1], m.p[2], m.p[1], m.p[2] } }, { "strides", m.s } }
     if op == "AveragePool" then attrs[#attrs + 1] = { "count_include_pad", m.settings.count_include_pad } end
