@@ -223,6 +223,29 @@ local commands = {
       return 0
     end,
   },
+  {
+    name = "export",
+    summary = "Export a checkpoint's backbone as an ONNX inference graph (opset 11, input 'data' N x 3 x size x size).",
+    configure = function(cmd)
+      require("facet.embed").model_options(cmd)
+      cmd:option("-o --output", "The .onnx file to write."):count(1)
+    end,
+    run = function(parsed) return require("facet.embed").export_command(load_facet(), parsed) end,
+  },
+  {
+    name = "embed",
+    summary = "Embed every image of a folder, list file, .rec or .bin into an .npy (keys in order beside it).",
+    configure = function(cmd)
+      require("facet.embed").model_options(cmd)
+      cmd:argument("images", "Image folder, list file (a path a line), .rec or .bin.")
+      cmd:option("-o --output", "The .npy to write (the keys go to the same name with .txt)."):count(1)
+      cmd:option("--batch-size", "Images a batch.", "64"):convert(check.flag("--batch-size", { integer = true, min = 1 }))
+      cmd:option("--threads", "Loader threads (default: facet's)."):convert(check.flag("--threads",
+        { integer = true, min = 1 }))
+      cmd:flag("--no-flip", "Skip the flip test.")
+    end,
+    run = function(parsed) return require("facet.embed").embed_command(load_facet(), parsed) end,
+  },
 }
 M.commands = commands
 
