@@ -161,13 +161,19 @@ local commands = {
     run = function(parsed)
       local facet = load_facet()
       local r = facet.data.pack(parsed.source, parsed.prefix)
-      io.stdout:write(("%s.rec: %d images, %d identities\n"):format(parsed.prefix, r.images, r.identities))
+      for i, s in ipairs(r.skipped) do
+        if i <= 20 then io.stderr:write(("skipped %s: %s\n"):format(s[1], s[2])) end
+      end
+      if #r.skipped > 20 then io.stderr:write(("... and %d more skipped\n"):format(#r.skipped - 20)) end
+      io.stdout:write(("%s.rec: %d images, %d identities%s; names in %s.lst\n"):format(parsed.prefix, r.images,
+        r.identities, #r.skipped > 0 and (", %d incomplete images skipped"):format(#r.skipped) or "",
+        (parsed.prefix:gsub("%.rec$", ""))))
       return 0
     end,
   },
   {
     name = "unpack",
-    summary = "Write the images of a .rec into a folder, one subfolder per label.",
+    summary = "Write the images of a .rec into a folder, one subfolder per identity (named as packed when a .lst is beside it).",
     configure = function(cmd)
       cmd:argument("prefix", "RecordIO prefix (PREFIX.rec and PREFIX.idx).")
       cmd:argument("folder", "Output folder.")
@@ -175,7 +181,8 @@ local commands = {
     run = function(parsed)
       local facet = load_facet()
       local r = facet.data.unpack(parsed.prefix, parsed.folder)
-      io.stdout:write(("%s: %d images\n"):format(parsed.folder, r.images))
+      io.stdout:write(("%s: %d images%s\n"):format(parsed.folder, r.images,
+        r.named and ", named as packed (.lst)" or ", in label folders (no .lst beside the .rec)"))
       return 0
     end,
   },
@@ -288,6 +295,20 @@ function M.describe_file(facet, path)
       local ok, info = pcall(facet.data.image_info, r:image_bytes(1))
       out:write(ok and ("first image: %s %dx%d, %d bytes\n"):format(info.format, info.width, info.height,
         #r:image_bytes(1)) or ("first image: %d bytes, not JPEG or PNG\n"):format(#r:image_bytes(1)))
+    end
+    local names = facet.data.read_lst(prefix)
+    if names then
+      local first, ids = {}, {}
+      for key = 1, r:num_images() do
+        local e = names[key]
+        local id = e and e.path:match("([^/]+)/[^/]*$")
+        if id and not ids[id] then
+          ids[id] = true
+          if #first < 5 then first[#first + 1] = id end
+        end
+      end
+      out:write(("identity names (%s.lst): %s%s\n"):format(prefix, table.concat(first, ", "),
+        r:num_identities() > #first and ", ..." or ""))
     end
   elseif path:match("%.bin$") then
     local b = facet.data.load_bin(path, { decode = false })
