@@ -349,13 +349,7 @@ for _, c in ipairs(commands) do by_name[c.name] = c end
 local function checkout_commit()
   if not OWN then return nil end
   local root = OWN:sub(2) .. "../../"
-  local function read(path)
-    local f = io.open(path, "r")
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-  end
+  local read = require("facet.sys").read_file
   local gitdir = root .. ".git/"
   local link = read(root .. ".git")   -- a worktree's .git is a file naming its directory
   if link and link:match("^gitdir: ") then gitdir = link:match("^gitdir: ([^\n]+)") .. "/" end

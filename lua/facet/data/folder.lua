@@ -29,10 +29,8 @@ local M = {}
 local IMAGE = { jpg = true, jpeg = true, png = true }
 
 local function read_all(path)
-  local f, err = io.open(path, "rb")
-  if not f then error(("cannot read %s: %s"):format(path, tostring(err)), 3) end
-  local s = f:read("*a")
-  f:close()
+  local s, err = sys.read_file(path)
+  if not s then error(err, 3) end
   return s
 end
 
