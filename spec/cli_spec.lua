@@ -200,10 +200,12 @@ describe("facet command line", function()
     local p = io.popen("git -C '" .. ROOT .. "' rev-parse HEAD 2>/dev/null")
     local head = p:read("*l")
     p:close()
-    if head then assert.truthy(out:find("\ncommit " .. head .. "\n", 1, true), out) end
+    if head then assert.truthy(out:find("\ncommit: " .. head .. "\n", 1, true), out) end
     assert.truthy(out:find("\nCUDA: " .. (f.cuda.built() and "built in" or "not built in"), 1, true), out)
     assert.truthy(out:find("\nBLAS: OpenBLAS, core " .. f.blas_core() .. "\n", 1, true), out)
-    assert.truthy(out:find("\nthreads: " .. f.get_threads() .. ";", 1, true), out)
+    assert.truthy(out:find("\nthreads: " .. f.get_threads() .. "\n", 1, true), out)
+    local model = F.read_file("/proc/cpuinfo"):match("model name%s*:%s*([^\n]+)")
+    if model then assert.truthy(out:find("\ncpu: " .. model .. ", ", 1, true), out) end
   end)
 
   it("a script given without `run` gets a hint to use run", function()

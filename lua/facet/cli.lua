@@ -344,40 +344,10 @@ end
 local by_name = {}
 for _, c in ipairs(commands) do by_name[c.name] = c end
 
--- The commit of the checkout facet runs from (nil when it is not one):
--- read from .git's files, no git command needed.
-local function checkout_commit()
-  if not OWN then return nil end
-  local root = OWN:sub(2) .. "../../"
-  local read = require("facet.sys").read_file
-  local gitdir = root .. ".git/"
-  local link = read(root .. ".git")   -- a worktree's .git is a file naming its directory
-  if link and link:match("^gitdir: ") then gitdir = link:match("^gitdir: ([^\n]+)") .. "/" end
-  local head = read(gitdir .. "HEAD")
-  if not head then return nil end
-  local ref = head:match("^ref: ([^\n]+)")
-  if not ref then return head:match("^(%x+)") end
-  local common = read(gitdir .. "commondir")
-  local base = common and (common:match("^/") and "" or gitdir) .. common:match("^([^\n]+)") .. "/" or gitdir
-  local id = read(gitdir .. ref) or read(base .. ref)
-  if id then return id:match("^(%x+)") end
-  local packed = read(base .. "packed-refs") or ""
-  return packed:match("(%x+) " .. ref:gsub("%p", "%%%0") .. "\n")
-end
-
 --- What `facet --version` prints: the version, the commit of a checkout,
--- the backends built in and the BLAS in use.
-function M.version_text(facet)
-  local lines = { "facet " .. facet.version }
-  local commit = checkout_commit()
-  if commit then lines[#lines + 1] = "commit " .. commit end
-  local cuda = facet.cuda.built() and ("built in; %d device(s) visible"):format(facet.cuda.device_count())
-    or "not built in"
-  lines[#lines + 1] = "CUDA: " .. cuda
-  local ok, blas = pcall(facet.blas_core)
-  lines[#lines + 1] = "BLAS: " .. (ok and ("OpenBLAS, core " .. blas) or ("unavailable (" .. tostring(blas) .. ")"))
-  lines[#lines + 1] = ("threads: %d; %s"):format(facet.get_threads(), jit and jit.version or _VERSION)
-  return table.concat(lines, "\n")
+-- the backends built in, the BLAS in use, the threads and the CPU (facet.about).
+function M.version_text()
+  return table.concat(require("facet.about").lines(), "\n")
 end
 
 --- The argparse parser for the whole command line (built on demand, help text included).
@@ -423,7 +393,8 @@ function M.main(argv)
     return M.EXIT_USAGE
   end
   if parsed.version then
-    io.stdout:write(M.version_text(load_facet()), "\n")
+    load_facet()
+    io.stdout:write(M.version_text(), "\n")
     return 0
   end
   local c = by_name[parsed.command or "repl"]
