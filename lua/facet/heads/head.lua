@@ -204,6 +204,7 @@ function Head.new(cfg, opts, block)
     self.bias = tensor.zeros({ rows })
     self.grad_bias = tensor.zeros({ rows })
   end
+  if block then self.classes, self.class_offset, self.total_classes = rows, block.offset, K end
   K = rows
   self.grad_weight = tensor.zeros({ K, D })
   if self.fused then
