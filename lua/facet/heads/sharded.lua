@@ -224,6 +224,21 @@ function Sharded:_draw(yg, Bg)
   return n
 end
 
+--- The classes (0-based, ascending) of this rank's block that the last
+-- forward used: all of the block without sampling.
+function Sharded:sampled_classes()
+  live(self, "sampled_classes")
+  local r, off = {}, self.class_offset
+  if self.sample >= 1 then
+    for k = 1, self.block_rows do r[k] = off + k - 1 end
+    return r
+  end
+  if not self.sampled then return r end
+  local idx = ffi.cast("int64_t *", self.sampler.idx:data_ptr())
+  for j = 0, self.sampled - 1 do r[j + 1] = off + tonumber(idx[j]) - 1 end
+  return r
+end
+
 -- ---- forward and backward ---------------------------------------------------------------
 
 -- each rank's batch size, as a Lua list
