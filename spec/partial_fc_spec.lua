@@ -135,23 +135,41 @@ describe("Partial FC", function()
     end
   end)
 
+  it("trains a fused head (radial part and W norms in the SGD pass) as the unfused one", function()
+    local function run(fused)
+      local h = facet.heads.new("mv-arc", { classes = 40, dim = D, seed = 4, sample = 0.2, fused = fused })
+      local opt = facet.optim.sgd(h, { lr = 0.1, momentum = 0.9, weight_decay = 0.01 })
+      local losses = {}
+      for s = 1, 4 do
+        opt:zero_grad()
+        losses[s] = h:forward(facet.randn({ 4, D }, { seed = s }), facet.tensor({ s, 2 * s, 3 * s, 39 }, { dtype = "int64" }))
+        h:backward()
+        opt:step()
+      end
+      return losses, h.weight:clone()
+    end
+    local l0, w0 = run(false)
+    local l1, w1 = run(true)
+    for s = 1, 4 do assert.is_true(math.abs(l0[s] - l1[s]) <= 1e-5 * math.abs(l0[s]), "loss of step " .. s) end
+    assert.is_true((w0 - w1):abs():max() <= 1e-5 * w0:abs():max())
+  end)
+
   it("lets SGD's momentum and weight decay keep acting on unsampled rows (hand-computed)", function()
     local K, lr, mu, wd = 20, 0.1, 0.9, 0.01
     local h = facet.heads.new("am", { classes = K, dim = D, seed = 8, sample = 0.25 })
     local opt = facet.optim.sgd(h, { lr = lr, momentum = mu, weight_decay = wd })
     local w0 = h.weight:clone():totable()
-    h:zero_grad()
-    h:forward(facet.randn({ 3, D }, { seed = 1 }), facet.tensor({ 2, 9, 15 }, { dtype = "int64" }))
-    h:backward()
-    local s1, g1 = set_of(h:sampled_classes()), h.grad_weight:clone():totable()
-    opt:step()
-    local w1 = h.weight:clone():totable()
-    h:zero_grad()
-    h:forward(facet.randn({ 3, D }, { seed = 2 }), facet.tensor({ 4, 11, 18 }, { dtype = "int64" }))
-    h:backward()
-    local s2, g2 = set_of(h:sampled_classes()), h.grad_weight:clone():totable()
-    opt:step()
-    local w2 = h.weight:clone():totable()
+    -- one step on a batch; returns the sampled classes, the gradient and the weight after the update
+    local function step(seed, labels)
+      h:zero_grad()
+      h:forward(facet.randn({ 3, D }, { seed = seed }), facet.tensor(labels, { dtype = "int64" }))
+      h:backward()
+      local sampled, g = set_of(h:sampled_classes()), h.grad_weight:clone():totable()
+      opt:step()
+      return sampled, g, h.weight:clone():totable()
+    end
+    local s1, g1, w1 = step(1, { 2, 9, 15 })
+    local s2, g2, w2 = step(2, { 4, 11, 18 })
     local moved_by_momentum = 0
     for k = 1, K do
       for j = 1, D do

@@ -146,8 +146,15 @@ function Sharded:_buffers(B, Bg, n)
   b.z = tensor.empty({ Bg, n }, o)
   b.rows = tensor.empty({ Bg, NROW }, o)
   b.m, b.M, b.s = tensor.empty({ Bg, 1 }, o), tensor.empty({ Bg, 1 }, o), tensor.empty({ Bg, 1 }, o)
+  b.mcol, b.scol = b.rows:narrow(2, MAXC, 1), b.rows:narrow(2, SUMC, 1)   -- views, made once
   b.dinput_g = tensor.empty({ Bg, D }, o)
   b.one = tensor.empty({ 1 }, o)
+  local g = self.group
+  b.sum_over_ranks = function(v)   -- a learned alpha's gradient, summed over the ranks
+    b.one:fill_(v)
+    g:allreduce(b.one, "sum")
+    return b.one:item()
+  end
   if self.kind == "cosine" then
     b.wnorm = tensor.empty({ rows }, o)
     b.colsum_cos = tensor.empty({ n }, o)
@@ -166,6 +173,13 @@ function Sharded:_buffers(B, Bg, n)
     if self.fused then b.pend_s = tensor.empty({ n }, o) end
     b.ymap = tensor.empty({ Bg }, { dtype = "int64", device = dev })
     b.idx = tensor.empty({ n }, { dtype = "int64", device = dev })
+    -- row-shaped views of the block's vectors, for the row gathers and scatters
+    if b.wnorm then b.wnorm_rows, b.wn_flat = b.wnorm:reshape(rows, 1), b.wn_s:reshape(n) end
+    if b.bias_s then
+      b.bias_rows, b.grad_bias_rows = inner.bias:reshape(rows, 1), inner.grad_bias:reshape(rows, 1)
+      b.bias_flat, b.colsum_rows = b.bias_s:reshape(n), b.colsum:reshape(n, 1)
+    end
+    if b.pend_s then b.pending_rows, b.pend_s_rows = inner.pending:reshape(rows, 1), b.pend_s:reshape(n, 1) end
   end
   self.inner.norms_valid = false
   self.buf = b
@@ -296,8 +310,8 @@ function Sharded:forward(x, y)
     local idx = s.idx:narrow(1, 1, n)
     b.idx:copy(idx)
     check(C.facet_tensor_index_select(b.ws.h, W.h, b.idx.h, 1))
-    if wnorm then check(C.facet_tensor_index_select(b.wn_s.h, wnorm:reshape(self.block_rows, 1).h, b.idx.h, 1)) end
-    if bias then check(C.facet_tensor_index_select(b.bias_s.h, bias:reshape(self.block_rows, 1).h, b.idx.h, 1)) end
+    if wnorm then check(C.facet_tensor_index_select(b.wn_s.h, b.wnorm_rows.h, b.idx.h, 1)) end
+    if bias then check(C.facet_tensor_index_select(b.bias_s.h, b.bias_rows.h, b.idx.h, 1)) end
     local map = self.ymap_host
     if not (map and map:numel() == Bg) then map = tensor.empty({ Bg }, { dtype = "int64" }); self.ymap_host = map end
     local yp, mp = ffi.cast("int64_t *", yg_host:data_ptr()), ffi.cast("int64_t *", map:data_ptr())
@@ -308,8 +322,8 @@ function Sharded:forward(x, y)
     end
     b.ymap:copy(map)
     W, labels, off, ncls = b.ws, b.ymap, 1, n + 1
-    wnorm = wnorm and b.wn_s:reshape(n) or nil
-    bias = bias and b.bias_s:reshape(n) or nil
+    wnorm = wnorm and b.wn_flat or nil
+    bias = bias and b.bias_flat or nil
   else
     b.ylocal:copy(y)
     labels = g:allgather(b.ylocal, counts)
@@ -322,7 +336,7 @@ function Sharded:forward(x, y)
   g:allreduce(b.rows, "sum")
   -- this block's max and sum of exponentials, merged: M = max_r m_r, S = sum_r s_r exp(m_r - M)
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wn_h, bias_h, labels.h, off))
-  local mcol, scol = b.rows:narrow(2, MAXC, 1), b.rows:narrow(2, SUMC, 1)
+  local mcol, scol = b.mcol, b.scol
   b.m:copy(mcol)
   b.M:copy(mcol)
   g:allreduce(b.M, "max")
@@ -359,18 +373,13 @@ function Sharded:backward()
   -- this block's share of dL/d(input) for every row of the global batch
   check(C.facet_tensor_matmul(b.dinput_g.h, b.z.h, f.W.h, 0, 0, 1, 0))
   if self.sample < 1 then
-    local n, rows = b.n, self.block_rows
     check(C.facet_tensor_matmul(b.gs.h, b.z.h, f.xg.h, 1, 0, 1, 0))
     local pend = nil
     if self.fused then b.pend_s:zero_(); pend = b.pend_s end
     inner:_radial(b.gs, b.ws, b.colsum_cos, f.wnorm, pend)
     check(C.facet_tensor_index_add(inner.grad_weight.h, b.gs.h, b.idx.h, 1, 1))
-    if pend then
-      check(C.facet_tensor_index_add(inner.pending:reshape(rows, 1).h, pend:reshape(n, 1).h, b.idx.h, 1, 1))
-    end
-    if colsum then
-      check(C.facet_tensor_index_add(inner.grad_bias:reshape(rows, 1).h, colsum:reshape(n, 1).h, b.idx.h, 1, 1))
-    end
+    if pend then check(C.facet_tensor_index_add(b.pending_rows.h, b.pend_s_rows.h, b.idx.h, 1, 1)) end
+    if colsum then check(C.facet_tensor_index_add(b.grad_bias_rows.h, b.colsum_rows.h, b.idx.h, 1, 1)) end
   else
     check(C.facet_tensor_matmul(inner.grad_weight.h, b.z.h, f.xg.h, 1, 0, 1, 1))
     inner:_radial(inner.grad_weight, inner.weight, b.colsum_cos, f.wnorm, inner.pending)
@@ -385,11 +394,7 @@ function Sharded:backward()
     for q = 1, self.rank do start = start + f.counts[q] end
     b.dinput:copy(b.dinput_g:narrow(1, start, f.B))
   end
-  return inner:_input_grad(b, b.dinput, function(v)
-    b.one:fill_(v)
-    g:allreduce(b.one, "sum")
-    return b.one:item()
-  end)
+  return inner:_input_grad(b, b.dinput, b.sum_over_ranks)
 end
 
 -- ---- parameters and state -----------------------------------------------------------------
@@ -428,11 +433,8 @@ function Sharded:named_parameters(prefix, out)
   return out
 end
 
-function Sharded:parameters()
-  local p, g = {}, {}
-  for i, e in ipairs(self:named_parameters()) do p[i], g[i] = e.param, e.grad end
-  return p, g
-end
+--- Parameters and their gradients, as two lists (Torch7's shape), from named_parameters.
+Sharded.parameters = Head.parameters
 
 function Sharded:zero_grad() live(self, "zero_grad"); self.inner:zero_grad() end
 function Sharded:finish_grad() live(self, "finish_grad"); return self.inner:finish_grad() end
