@@ -6,8 +6,9 @@
 -- divisible by W, a block that holds no label of the batch, and ranks with
 -- different batch sizes. Also the block layout, the head's state gathered and
 -- sliced, and the error paths.
--- The per-rank body (M.rank_body) is a plain function of a group, so the same
--- check runs under mpirun with facet.dist's world group.
+-- The per-rank bodies (M.check_rank, M.resume_body) are plain functions of a
+-- group, so the same checks run under mpirun with facet.dist's world group:
+-- loaded outside busted (dofile), this file returns them without running.
 local LG = require "support.local_group"
 local F = require "support.files"
 local facet = require "facet"
@@ -119,33 +120,43 @@ local function close(what, a, b, tol)
   end
 end
 
-local function compare(name, opts, K, W, counts, label_of)
-  local seed = 3
-  local Bg = 0
+--- On rank g:rank() of g: the sharded head's loss and gradients against the
+-- unsharded head's on the whole batch (computed on this rank); errors name the
+-- head, W, K and the rank. Returns what the rank computed.
+function M.check_rank(g, name, opts, K, counts, label_of)
+  local seed, Bg = 3, 0
   for _, c in ipairs(counts) do Bg = Bg + c end
   local x, y = batch(Bg, K, seed, label_of)
   local ref = reference(name, opts, K, seed, x, y)
-  local res = LG.run(W, function(g) return M.rank_body(g, name, opts, K, seed, x, y, counts) end)
-  local tag = ("%s W=%d K=%d"):format(name, W, K)
+  local o = M.rank_body(g, name, opts, K, seed, x, y, counts)
+  local tag = ("%s W=%d K=%d rank %d"):format(name, g:size(), K, g:rank())
+  assert(math.abs(o.loss - ref.loss) <= 1e-5 * math.abs(ref.loss) + 1e-7,
+    ("%s: loss %.9g, unsharded %.9g"):format(tag, o.loss, ref.loss))
+  close(tag .. " weight block", o.weight, ref.weight:narrow(1, o.offset + 1, o.rows), 0)
+  close(tag .. " dx", o.dx, ref.dx:narrow(1, o.start, o.n), 1e-5)
+  close(tag .. " dW", o.dW, ref.dW:narrow(1, o.offset + 1, o.rows), 1e-5)
+  if ref.db then close(tag .. " db", o.db, ref.db:narrow(1, o.offset + 1, o.rows), 1e-5) end
+  if opts.learn_alpha then
+    assert(math.abs(o.dalpha - ref.dalpha) <= 1e-5 * math.abs(ref.dalpha) + 1e-7,
+      ("%s: dalpha %.9g, unsharded %.9g"):format(tag, o.dalpha, ref.dalpha))
+  end
+  return o
+end
+
+-- check_rank on W simulated ranks, and the blocks contiguous and covering K
+local function compare(name, opts, K, W, counts, label_of)
+  local res = LG.run(W, function(g) return M.check_rank(g, name, opts, K, counts, label_of) end)
   local at = 0
   for r = 1, W do
-    local o = res[r]
-    assert(math.abs(o.loss - ref.loss) <= 1e-5 * math.abs(ref.loss) + 1e-7,
-      ("%s rank %d: loss %.9g, unsharded %.9g"):format(tag, r - 1, o.loss, ref.loss))
-    assert(o.offset == at, tag .. ": blocks must be contiguous")
-    at = at + o.rows
-    close(tag .. " weight block", o.weight, ref.weight:narrow(1, o.offset + 1, o.rows), 0)
-    close(tag .. " dx", o.dx, ref.dx:narrow(1, o.start, o.n), 1e-5)
-    close(tag .. " dW", o.dW, ref.dW:narrow(1, o.offset + 1, o.rows), 1e-5)
-    if ref.db then close(tag .. " db", o.db, ref.db:narrow(1, o.offset + 1, o.rows), 1e-5) end
-    if opts.learn_alpha then
-      assert(math.abs(o.dalpha - ref.dalpha) <= 1e-5 * math.abs(ref.dalpha) + 1e-7,
-        ("%s: dalpha %.9g, unsharded %.9g"):format(tag, o.dalpha, ref.dalpha))
-    end
+    assert(res[r].offset == at, name .. ": blocks must be contiguous")
+    at = at + res[r].rows
   end
-  assert(at == K, tag .. ": the blocks must cover the classes")
-  return ref, res
+  assert(at == K, name .. ": the blocks must cover the classes")
+  return res
 end
+
+-- loaded outside busted (e.g. by an mpirun script): the per-rank bodies only
+if type(describe) ~= "function" then return M end
 
 describe("sharded heads", function()
   it("split K into contiguous blocks, the first K mod W one class larger", function()
@@ -165,7 +176,7 @@ describe("sharded heads", function()
   it("do so over 3 ranks with K mod W ~= 0 and a block that holds no label of the batch", function()
     -- blocks [0,4) [4,8) [8,11): every label below 8, so rank 2 owns none
     for _, name in ipairs(facet.heads.names()) do
-      local _, res = compare(name, {}, 11, 3, { 2, 2, 2 }, function(i) return (i * 3) % 8 end)
+      local res = compare(name, {}, 11, 3, { 2, 2, 2 }, function(i) return (i * 3) % 8 end)
       assert.equal(8, res[3].offset)
     end
   end)
