@@ -12,7 +12,8 @@
 -- 2. The head's time per step at K = 1,000,000, sample = 0.1 against
 --    sample = 1, in one process (the whole head, W = 1: one rank's block of a
 --    K-class head on one device): forward + backward, and the SGD update
---    (which touches every row in both cases: docs/heads.md).
+--    (which touches every row in both cases: docs/heads.md); unfused, and
+--    fused (the SGD pass writes the W norms the next forward needs).
 -- Figures only, no pass/fail. CPU figures are of this machine (threads:
 -- facet.get_threads()).
 -- Usage: bin/facet run bench/sharded_head.lua [--dim 512] [--B 128] [--budget_gb 7]
@@ -57,8 +58,9 @@ local MB = 1024 * 1024
 local function mb(bytes) return bytes / MB end
 local function bytes_of(t) return t and t:numel() * 4 or 0 end
 
-local function make(K, W, sample)
-  return facet.heads.new("am", { classes = K, dim = o.dim, shard = true, group = stand_in(W), sample = sample })
+local function make(K, W, sample, fused)
+  return facet.heads.new("am", { classes = K, dim = o.dim, shard = true, group = stand_in(W), sample = sample,
+    fused = fused or false })
 end
 
 -- one step of rank 0's block; returns the head and the optimizer
@@ -117,10 +119,11 @@ if o.time == 1 then
   local K = o.timeK
   print(("\ntime per step at K = %d, dim %d, B = %d, one process, the whole head (W = 1), %d threads, best of %d"):format(
     K, o.dim, o.B, facet.get_threads(), o.reps))
-  print(("%6s %10s %14s %12s %12s"):format("sample", "classes", "fwd+bwd ms", "sgd ms", "step ms"))
+  print(("%6s %6s %10s %14s %12s %12s"):format("sample", "fused", "classes", "fwd+bwd ms", "sgd ms", "step ms"))
   local results = {}
-  for _, sample in ipairs { 1, 0.1 } do
-    local head = make(K, 1, sample)
+  for _, case in ipairs { { 1, false }, { 0.1, false }, { 1, true }, { 0.1, true } } do
+    local sample, fused = case[1], case[2]
+    local head = make(K, 1, sample, fused)
     local opt = facet.optim.sgd(head, { lr = 0.1, momentum = 0.9, weight_decay = 5e-4 })
     local x = facet.randn({ o.B, o.dim }, { seed = 1 })
     local ys = {}
@@ -140,10 +143,12 @@ if o.time == 1 then
       end
     end
     local used = sample < 1 and head.sampled or K
-    print(("%6g %10d %14.1f %12.1f %12.1f"):format(sample, used, best_fb * 1e3, best_opt * 1e3, (best_fb + best_opt) * 1e3))
-    results[sample] = best_fb + best_opt
+    print(("%6g %6s %10d %14.1f %12.1f %12.1f"):format(sample, tostring(fused), used, best_fb * 1e3, best_opt * 1e3,
+      (best_fb + best_opt) * 1e3))
+    results[sample .. tostring(fused)] = best_fb + best_opt
     head:free()
     collectgarbage(); collectgarbage()
   end
-  print(("summary: K = %d: step sample 1 / sample 0.1 = %.2fx"):format(K, results[1] / results[0.1]))
+  print(("summary: K = %d: step sample 1 / sample 0.1 = %.2fx (unfused), %.2fx (fused)"):format(K,
+    results["1false"] / results["0.1false"], results["1true"] / results["0.1true"]))
 end
