@@ -117,8 +117,8 @@ end
 
 if o.time == 1 then
   local K = o.timeK
-  print(("\ntime per step at K = %d, dim %d, B = %d, one process, the whole head (W = 1), %d threads, best of %d"):format(
-    K, o.dim, o.B, facet.get_threads(), o.reps))
+  print(("\ntime per step at K = %d, dim %d, B = %d, one process, the whole head (W = 1), %d threads, best of %d")
+    :format(K, o.dim, o.B, facet.get_threads(), o.reps))
   print(("%6s %6s %10s %14s %12s %12s"):format("sample", "fused", "classes", "fwd+bwd ms", "sgd ms", "step ms"))
   local results = {}
   for _, case in ipairs { { 1, false }, { 0.1, false }, { 1, true }, { 0.1, true } } do

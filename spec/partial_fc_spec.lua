@@ -142,7 +142,8 @@ describe("Partial FC", function()
       local losses = {}
       for s = 1, 4 do
         opt:zero_grad()
-        losses[s] = h:forward(facet.randn({ 4, D }, { seed = s }), facet.tensor({ s, 2 * s, 3 * s, 39 }, { dtype = "int64" }))
+        local y = facet.tensor({ s, 2 * s, 3 * s, 39 }, { dtype = "int64" })
+        losses[s] = h:forward(facet.randn({ 4, D }, { seed = s }), y)
         h:backward()
         opt:step()
       end

@@ -72,14 +72,17 @@ end
 
 --- The per-rank body of the resume check: a head (sharded over g, or the
 -- unsharded head when g is nil) and SGD with momentum; loads the checkpoint
--- in dir first when `from` is given, runs steps from..to and saves after step
+-- in dir first when `from` is given (opts.adam: Adam instead of SGD), runs steps from..to and saves after step
 -- `save` (rank 0 writes the files the way facet.checkpoint names them);
 -- returns the losses by step.
 function M.resume_body(g, name, opts, K, dir, from, to, save)
   local o = make_opts(opts, K, 6)
+  local adam = o.adam
+  o.adam = nil
   if g then o.shard, o.group = true, g end
   local head = facet.heads.new(name, o)
-  local opt = facet.optim.sgd(head, { lr = 0.2, momentum = 0.9, weight_decay = 0.01 })
+  local opt = adam and facet.optim.adam(head, { lr = 0.01, weight_decay = 0.01 }) or
+    facet.optim.sgd(head, { lr = 0.2, momentum = 0.9, weight_decay = 0.01 })
   local W, r = g and g:size() or 1, g and g:rank() or 0
   if from > 1 then
     local t = safetensors.load(dir .. "/model.safetensors")
@@ -87,7 +90,7 @@ function M.resume_body(g, name, opts, K, dir, from, to, save)
     for k, v in pairs(t) do mine[k:gsub("^head%.", "")] = v end
     if g then head:load_state_dict(mine) else for k, v in pairs(mine) do head[k]:copy(v) end end
     local tensors, meta = safetensors.load(dir .. "/optim.safetensors")
-    opt:load_state({ name = "sgd", step_count = tonumber(meta.step_count), tensors = tensors })
+    opt:load_state({ name = opt.name, step_count = tonumber(meta.step_count), tensors = tensors })
     head.iter = tonumber(meta.head_iter)
   end
   local losses, n = {}, 6 / W
@@ -104,7 +107,8 @@ function M.resume_body(g, name, opts, K, dir, from, to, save)
         local named = {}
         for k, v in pairs(st) do named["head." .. k] = v end
         safetensors.save(named, dir .. "/model.safetensors")
-        safetensors.save(ostate.tensors, dir .. "/optim.safetensors", { step_count = ostate.step_count, head_iter = head.iter })
+        safetensors.save(ostate.tensors, dir .. "/optim.safetensors",
+          { step_count = ostate.step_count, head_iter = head.iter })
       end
     end
   end
@@ -215,7 +219,8 @@ describe("sharded heads", function()
   end)
 
   it("save a checkpoint on 2 ranks that resumes on 1 (unsharded) and 3 ranks with the uninterrupted losses", function()
-    for _, case in ipairs { { "mv-am", { fused = true } }, { "softmax", {} }, { "a-softmax", {} } } do
+    for _, case in ipairs { { "mv-am", { fused = true } }, { "softmax", {} }, { "a-softmax", {} },
+      { "arc", { adam = true } } } do
       local name, opts, K = case[1], case[2], 11
       local dir = F.temp_dir()
       local base = LG.run(2, function(g) return M.resume_body(g, name, opts, K, dir, 1, 4, 2) end)

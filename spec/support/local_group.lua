@@ -56,7 +56,9 @@ local function check_match(reqs, W)
       if q.op ~= r0.op then bad(("op %s, rank 0 has %s"):format(q.op, r0.op)) end
       if shape_of(q.t) ~= shape_of(r0.t) then bad(("shape %s, rank 0 has %s"):format(shape_of(q.t), shape_of(r0.t))) end
     elseif q.kind == "broadcast" then
-      if q.root ~= r0.root or type(q.root) ~= "number" or q.root < 0 or q.root >= W then bad("roots differ or out of range") end
+      if q.root ~= r0.root or type(q.root) ~= "number" or q.root < 0 or q.root >= W then
+        bad("roots differ or out of range")
+      end
       if shape_of(q.t) ~= shape_of(r0.t) then bad(("shape %s, rank 0 has %s"):format(shape_of(q.t), shape_of(r0.t))) end
     elseif q.kind == "allgather" then
       local want = q.counts and q.counts[r] or r0.t:size(1)
@@ -131,7 +133,9 @@ function M.run(W, fn)
       if not done[r] and not reqs[r] then
         local ok, v = coroutine.resume(cos[r], resume_with[r])
         resume_with[r] = nil
-        if not ok then error(("local_group: rank %d: %s\n%s"):format(r - 1, tostring(v), debug.traceback(cos[r])), 0) end
+        if not ok then
+          error(("local_group: rank %d: %s\n%s"):format(r - 1, tostring(v), debug.traceback(cos[r])), 0)
+        end
         if coroutine.status(cos[r]) == "dead" then
           done[r], results[r] = true, v
         else
@@ -145,7 +149,9 @@ function M.run(W, fn)
     if finished == W then return results end
     if waiting > 0 and finished > 0 then
       for r = 1, W do
-        if reqs[r] then error(("local_group: rank %d waits in %s, but another rank has returned"):format(r - 1, reqs[r].kind), 0) end
+        if reqs[r] then
+          error(("local_group: rank %d waits in %s, but another rank has returned"):format(r - 1, reqs[r].kind), 0)
+        end
       end
     end
     if waiting == W then
