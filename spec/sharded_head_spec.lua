@@ -239,6 +239,37 @@ describe("sharded heads", function()
     end
   end)
 
+  it("give the optimizer the unsharded gradient norm, so clipping is the same on every rank", function()
+    for _, case in ipairs { { "mv-arc", { fused = true } }, { "softmax", {} } } do
+      local name, opts, K = case[1], case[2], 11
+      local x, y = step_batch(1, K)
+      local function run(head, xs, ys)
+        local opt = facet.optim.sgd(head, { lr = 0.5, momentum = 0.9 })
+        head:forward(xs, ys)
+        head:backward()
+        local norm = opt:grad_norm()
+        opt:clip_grad_norm(norm / 4)
+        opt:step()
+        return norm, head.weight:clone()
+      end
+      local full = facet.heads.new(name, make_opts(opts, K, 6))
+      local norm, w = run(full, x, y)
+      local res = LG.run(3, function(g)
+        local o = make_opts(opts, K, 6)
+        o.shard, o.group = true, g
+        local head = facet.heads.new(name, o)
+        local r = g:rank()
+        local n, wb = run(head, x:narrow(1, 2 * r + 1, 2):contiguous(), y:narrow(1, 2 * r + 1, 2):contiguous())
+        return { n, wb, head.class_offset, head.block_rows }
+      end)
+      for r = 1, 3 do
+        assert.is_true(math.abs(res[r][1] - norm) <= 1e-5 * norm,
+          ("%s: norm %.9g, unsharded %.9g"):format(name, res[r][1], norm))
+        close(name .. " clipped step", res[r][2], w:narrow(1, res[r][3] + 1, res[r][4]), 1e-5)
+      end
+    end
+  end)
+
   it("refuse what they cannot run, naming the option", function()
     local ok, err = pcall(facet.heads.new, "am", { classes = 11, dim = D, group = require("facet.heads.sharded").solo })
     assert.is_false(ok)

@@ -148,13 +148,7 @@ function Sharded:_buffers(B, Bg, n)
   b.m, b.M, b.s = tensor.empty({ Bg, 1 }, o), tensor.empty({ Bg, 1 }, o), tensor.empty({ Bg, 1 }, o)
   b.mcol, b.scol = b.rows:narrow(2, MAXC, 1), b.rows:narrow(2, SUMC, 1)   -- views, made once
   b.dinput_g = tensor.empty({ Bg, D }, o)
-  b.one = tensor.empty({ 1 }, o)
-  local g = self.group
-  b.sum_over_ranks = function(v)   -- a learned alpha's gradient, summed over the ranks
-    b.one:fill_(v)
-    g:allreduce(b.one, "sum")
-    return b.one:item()
-  end
+  b.sum_over_ranks = function(v) return self:_sum(v) end   -- a learned alpha's gradient
   if self.kind == "cosine" then
     b.wnorm = tensor.empty({ rows }, o)
     b.colsum_cos = tensor.empty({ n }, o)
@@ -404,6 +398,15 @@ function Sharded:_gather(t)
   return self.group:allgather(t, self.block_counts)
 end
 
+-- a number summed over the ranks (a collective)
+function Sharded:_sum(v)
+  local one = self._one or tensor.empty({ 1 })
+  self._one = one
+  one:fill_(v)
+  self.group:allreduce(one, "sum")
+  return one:item()
+end
+
 -- this rank's rows of a full K-row tensor (a view)
 function Sharded:_slice(full)
   return full:narrow(1, self.class_offset + 1, self.block_rows)
@@ -411,9 +414,9 @@ end
 
 --- named_parameters() as facet.heads.head's, for this rank's block; the
 -- weight and bias entries carry shard = { shape (the full head's), gather(t),
--- slice(full) } and their gradients are this rank's alone (never averaged over
--- ranks); the alpha entry is marked reduced (its gradient is already the sum
--- over ranks).
+-- slice(full), sum(x) (over the ranks) } and their gradients are this rank's
+-- alone (never averaged over ranks); the alpha entry is marked reduced (its
+-- gradient is already the sum over ranks).
 function Sharded:named_parameters(prefix, out)
   local inner = live(self, "named_parameters")
   out = out or {}
@@ -425,7 +428,7 @@ function Sharded:named_parameters(prefix, out)
       local shape = e.param:shape()
       shape[1] = self.classes
       e.shard = { shape = shape, gather = function(t) return self:_gather(t) end,
-        slice = function(full) return self:_slice(full) end }
+        slice = function(full) return self:_slice(full) end, sum = function(v) return self:_sum(v) end }
     else
       e.reduced = true
     end

@@ -14,11 +14,12 @@
 --                when row_norms holds the new norms
 --   grad_sumsq() (optional) ||complete gradient||^2 without completing it
 -- and a class-sharded head's block (facet.heads.sharded) carries
---   shard        { shape, gather(t), slice(full) }: param holds rows of a
---                larger tensor of that shape; state() gathers each state
+--   shard        { shape, gather(t), slice(full), sum(x) }: param holds rows
+--                of a larger tensor of that shape; state() gathers each state
 --                buffer to the full shape (a collective: call it on every
 --                rank) and load_state() takes this rank's rows of it, so a
---                state saved on W ranks loads on any other number
+--                state saved on W ranks loads on any other number; grad_norm()
+--                (and clipping) sums the entry's square sums over the ranks
 --   reduced      the gradient is already summed over ranks (a data-parallel
 --                trainer must not average it again)
 -- The optimizer reads nothing else of its sources. Rows a sampled head
@@ -256,12 +257,16 @@ end
 function Optimizer:grad_norm()
   local total = 0
   for _, p in ipairs(self.list) do
+    local sq
     if p.row_coef and p.grad_sumsq then
-      total = total + p.grad_sumsq()
+      sq = p.grad_sumsq()
     else
       Optimizer.complete(p)
-      total = total + sumsq(p.grad)
+      sq = sumsq(p.grad)
     end
+    -- a sharded entry's rows are spread over the ranks: its square sum is theirs summed
+    if p.shard and p.shard.sum then sq = p.shard.sum(sq) end
+    total = total + sq
   end
   return math.sqrt(total)
 end
