@@ -215,7 +215,8 @@ function M.verify_scores(scores, same, opts)
   return from_scores(fn, s, flags, n_same, o)
 end
 
--- a 1-based index list (table or integer tensor) as an int64 CPU tensor
+-- an integer list (table or integer tensor) as a contiguous int32/int64 CPU
+-- vector (the caller's own tensor when it already is one: never free it)
 local function indices(fn, name, v)
   if tensor.is_tensor(v) then
     if v:dtype() ~= "int32" and v:dtype() ~= "int64" then
