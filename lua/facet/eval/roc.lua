@@ -185,6 +185,26 @@ function M.kfold(fn, cos, same, folds, protocol, res)
   return res
 end
 
+--- verify's result from P pair cosines (float32 vector) and flags: the
+-- k-fold accuracy of the protocol, the whole ROC (max FAR 1) thinned to
+-- points, TAR at fars. A NaN or infinite cosine is an error naming its pair.
+function M.verify_cosines(fn, cos, same, n_same, protocol, folds, fars, points)
+  local P, cp = cos:numel(), cos:data_ptr()
+  for i = 0, P - 1 do
+    local v = cp[i]
+    if v ~= v or v == math.huge or v == -math.huge then
+      check.fail(fn, ("pair %d has a NaN or infinite embedding"):format(i + 1))
+    end
+  end
+  local acc = M.accumulate(fn, n_same, P - n_same, 1)
+  ccheck(fn, C.facet_eval_roc_add(acc, cos.h, same.h))
+  local res = M.result(fn, acc, { fars = fars, max_far = 1, roc_points = points })
+  M.free(acc)
+  M.kfold(fn, cos, same, folds, protocol, res)
+  res.threshold_at_far, res.genuine, res.impostors = nil, nil, nil
+  return res
+end
+
 -- the exact ROC of scores with flags, and the k-fold accuracy when asked
 local function from_scores(fn, s, same, n_same, o)
   local n = s:numel()

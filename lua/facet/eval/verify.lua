@@ -55,21 +55,8 @@ return function(emb1, emb2, issame, opts)
   roc.ccheck(name, C.facet_eval_pair_scores(cos.h, na.h, nb.h, nil, nil, 0))
   na:free()
   nb:free()
-  local cp = cos:data_ptr()
-  for i = 0, P - 1 do
-    local v = cp[i]
-    if v ~= v or v == math.huge or v == -math.huge then
-      check.fail(name, ("pair %d has a NaN or infinite embedding"):format(i + 1))
-    end
-  end
-  local o = { fars = fars, max_far = 1, roc_points = points }
-  local acc = roc.accumulate(name, n_same, P - n_same, 1)
-  roc.ccheck(name, C.facet_eval_roc_add(acc, cos.h, same.h))
-  local res = roc.result(name, acc, o)
-  roc.free(acc)
-  roc.kfold(name, cos, same, k, protocol, res)
+  local res = roc.verify_cosines(name, cos, same, n_same, protocol, k, fars, points)
   cos:free()
   same:free()
-  res.threshold_at_far, res.genuine, res.impostors = nil, nil, nil
   return res
 end
