@@ -273,6 +273,31 @@ describe("evaluation at scale", function()
     assert.are.same(E.mega_ranks, r.ranks)
   end)
 
+  it("bin/facet eval --megaface DIR and recipes/megaface.lua (by hand)", function()
+    -- probes: identity 1 at (1,0), (0.8,0.6); identity 2 at (0,1), (-0.6,0.8); every same-identity
+    -- cosine 0.8. Distractor (0.96,0.28) outranks the positive for both probes of identity 1
+    -- (0.96 and 0.936), none for identity 2: rank-1 2/4, rank-2 4/4
+    local mf = dir .. "/mf"
+    os.execute("mkdir -p '" .. mf .. "'")
+    facet.save_npy(facet.tensor { { 1, 0 }, { 0.8, 0.6 }, { 0, 1 }, { -0.6, 0.8 } }, mf .. "/probes.npy")
+    facet.save_npy(facet.tensor({ 1, 1, 2, 2 }, { dtype = "int64" }), mf .. "/probe_labels.npy")
+    facet.save_npy(facet.tensor { { 0.96, 0.28 }, { -1, 0 } }, mf .. "/distractors.npy")
+    local out, rc = F.sh(("luajit bin/facet eval --megaface %s"):format(mf))
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("4 probes, 2 distractors, 4 trials", 1, true), out)
+    assert.truthy(out:find("rank-1 0.5000  rank-10 1.0000  TAR@FAR=1e-6 - (fewer than 10^6 impostor pairs)", 1, true), out)
+    out, rc = F.sh(("luajit bin/facet run recipes/megaface.lua --probes %s/probes.npy --labels %s/probe_labels.npy " ..
+      "--distractors %s/distractors.npy --max-rank 2 --out %s/run"):format(mf, mf, mf, mf))
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("rank-1 0.5000   CMC 1:0.5000 2:1.0000", 1, true), out)
+    assert.truthy(F.exists(mf .. "/run/identify.json") and F.exists(mf .. "/run/verify.json"), out)
+    out, rc = F.sh("luajit bin/facet run recipes/megaface.lua --synthetic 300 --verify 0")
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("3530 probes, 300 distractors, 152240 trials", 1, true), out)
+    out, rc = F.sh("luajit bin/facet run recipes/megaface.lua --probes x.npy")
+    assert.truthy(rc ~= 0 and out:find("--probes needs --labels and --distractors", 1, true), out)
+  end)
+
   it("hostile inputs fail clearly", function()
     local e = npy("emb")
     local ids = npy("ids")

@@ -104,6 +104,47 @@ describe("facet.eval.ijb", function()
     assert.are.equal(1, r.roc.fpr[#r.roc.fpr])                          -- (1 above: every point)
   end)
 
+  it("bin/facet eval --ijb DIR --features FILE.npy prints TAR at FAR", function()
+    local dir = root .. "/cli"
+    write_set(dir, FACES, PAIRS, five_points({ "a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg" }, SCORES))
+    facet.save_npy(facet.tensor(FEATS), dir .. "/feats.npy")
+    local out = F.sh(("luajit bin/facet eval --ijb %s --features %s/feats.npy"):format(dir, dir))
+    assert.truthy(out:find("ijbb: 6 images, 4 templates, 6 pairs (3 genuine)", 1, true), out)
+    assert.truthy(out:find("1e-06    -", 1, true), out)         -- 3 impostors measure no FAR of 1e-6
+    local rc
+    out, rc = F.sh(("luajit bin/facet eval --ijb %s --features %s/nothing.npy"):format(dir, dir))
+    assert.truthy(out:find("nothing.npy", 1, true) and rc == 1, out)
+    out = F.sh(("luajit bin/facet eval --ijb %s"):format(dir))
+    assert.truthy(out:find("give a checkpoint", 1, true), out)
+  end)
+
+  it("features: the model on each image file plus its mirror, not normalised", function()
+    local dir = root .. "/img"
+    os.execute("mkdir -p '" .. dir .. "'")
+    local paths, rgbs = {}, {}
+    local g = H.lcg(11)
+    for i = 1, 3 do
+      local v = {}
+      for r = 1, 4 do v[r] = {} for c = 1, 5 do v[r][c] = { math.floor(128 + 120 * g()), 7 * r, 9 * c } end end
+      rgbs[i] = facet.tensor(v, { dtype = "uint8" })
+      paths[i] = ("%s/%d.png"):format(dir, i)
+      F.write_file(paths[i], facet.data.encode_png(rgbs[i]))
+    end
+    facet.manual_seed(4)
+    local model = facet.nn.Sequential(facet.nn.Flatten(), facet.nn.Linear(60, 3))
+    local f = facet.eval.features(model, paths, { size = { 4, 5 }, batch_size = 2 })
+    for i = 1, 3 do
+      local bytes = F.read_file(paths[i])
+      local x = facet.data.decode_image(bytes):reshape { 1, 3, 4, 5 }
+      local xf = facet.data.decode_image(bytes, { flip = true }):reshape { 1, 3, 4, 5 }
+      local want = H.values(model:forward(x):clone():add_(model:forward(xf)))
+      local got = H.values(f:narrow(1, i, 1))
+      for k = 1, 3 do H.assert_close(got[k], want[k], 1e-5) end
+    end
+    H.assert_error(function() facet.eval.features(model, { dir .. "/none.png" }) end, "none.png")
+    H.assert_error(function() facet.eval.features(model, {}) end, "no image")
+  end)
+
   it("bad files and inputs fail clearly", function()
     local function set(name, faces, pairs_, points)
       local dir = root .. "/" .. name

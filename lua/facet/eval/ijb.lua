@@ -147,7 +147,7 @@ function M.templates(feats, templates, medias, opts)
   local N, D = feats:size(1), feats:size(2)
   if N == 0 then check.fail(fn, "feats holds no image") end
   local x = feats:to("cpu"):float():contiguous()
-  local flip = check.boolean(fn, "flip", opts.flip, D % 2 == 0 and false)
+  local flip = check.boolean(fn, "flip", opts.flip, false)
   local d = flip and D / 2 or D
   if flip and D % 2 ~= 0 then check.fail(fn, ("flip needs N x 2d features [image | mirror], got %d columns"):format(D)) end
   -- the ids as given, for the order of np.unique and the returned template ids

@@ -8,6 +8,7 @@
 --   facet.eval.verify_pairs(emb, i, j, same [, opts])        pairs from index lists
 --   facet.eval.verify_all(emb, labels [, { fars, block, distractors, roc_points }])  every pair, streamed
 --   facet.eval.ijb.evaluate(dir, features [, opts])           IJB-B/C 1:1 templates (facet/eval/ijb.lua)
+--   facet.eval.features(model, paths [, { size, batch_size, flip, device }])  raw features of image files
 -- Every option is checked (facet.check): an unknown name, a count that is not
 -- an integer >= 1, NaN or an unknown protocol is an error naming the function
 -- and the option (docs/eval.md).
@@ -22,5 +23,6 @@ M.verify_scores = roc.verify_scores
 M.verify_pairs = roc.verify_pairs
 M.verify_all = roc.verify_all
 M.ijb = require "facet.eval.ijb"
+M.features = require "facet.eval.features"
 
 return M
