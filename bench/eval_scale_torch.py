@@ -4,7 +4,8 @@ torch 1.13: run with /usr/bin/python3). One case per process; prints one line
 "result CASE N time_s T peak_mb M data_mb D ..." (peak: VmHWM; data: VmRSS
 once the data were drawn, in place).
   identify N  3,530 probes of 80 identities (d = 512) against N distractors:
-              blocked mm + topk(10) merged block by block, then each trial
+              blocked mm (probes x 64 Mi-float blocks, as facet), topk(10) of each
+              block merged with the running topk, then each trial
               (probe, other image of its identity) ranked among the distractors
               (its score read from probes @ probes.T)
   verify      10^6 genuine + 10^7 impostor scores: torch.sort, TAR at FAR by
@@ -75,8 +76,9 @@ with torch.no_grad():
         top = torch.full((P, K), -math.inf)
         for g0 in range(0, a.n, block):
             s = probes @ dis[g0:g0 + block].T
-            top = torch.topk(torch.cat([top, s], 1), K, dim=1).values
-            del s
+            bt = torch.topk(s, min(K, s.shape[1]), dim=1).values
+            top = torch.topk(torch.cat([top, bt], 1), K, dim=1).values
+            del s, bt
         same = labels[:, None] == labels[None, :]
         same.fill_diagonal_(False)
         pi, pj = same.nonzero(as_tuple=True)

@@ -50,15 +50,7 @@ elseif a.probes then
   probes, labels, distractors = facet.load_npy(a.probes), facet.load_npy(a.labels), facet.load_npy(a.distractors)
 elseif a.checkpoint then
   if not (a.probe_dir and a.distractor_dir) then p:error("--checkpoint needs --probe-dir and --distractor-dir") end
-  local model = facet.models.build(a.model, { emb = a.emb, size = a.size, depth = a.depth,
-    in_channels = a.model == "convnet" and 3 or nil })
-  if a.checkpoint:match("%.safetensors$") then
-    local w = facet.load_safetensors(a.checkpoint)
-    for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end
-    model:load_state(w)
-  else
-    facet.load_checkpoint(a.checkpoint, model)
-  end
+  local model = require("facet.cli").load_model(facet, a)       -- as `bin/facet eval` builds it
   local set = facet.data.scan_folder(a.probe_dir)
   local function embed(paths) return facet.eval.features(model, paths, { size = { a.size, a.size } }) end
   probes, labels = embed(set.paths), set.labels

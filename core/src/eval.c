@@ -111,16 +111,24 @@ static void select_top(float *a, int64_t n, int64_t k)
     }
 }
 
-/* Values of ascending a[0..n) strictly above v. */
-static int64_t count_above(const float *a, int64_t n, float v)
+/* The first i in [0, n) where pred(a, i, t) fails, pred holding on a prefix:
+ * the binary search of every count below. */
+static int64_t first_false(const void *a, int64_t n, double t, int (*pred)(const void *, int64_t, double))
 {
     int64_t lo = 0, hi = n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (a[mid] <= v) lo = mid + 1; else hi = mid;
+        if (pred(a, mid, t)) lo = mid + 1; else hi = mid;
     }
-    return n - lo;
+    return lo;
 }
+
+static int float_le(const void *a, int64_t i, double t) { return ((const float *)a)[i] <= t; }
+static int double_lt(const void *a, int64_t i, double t) { return ((const double *)a)[i] < t; }
+static int double_le(const void *a, int64_t i, double t) { return ((const double *)a)[i] <= t; }
+
+/* Values of ascending a[0..n) strictly above v. */
+static int64_t count_above(const float *a, int64_t n, float v) { return n - first_false(a, n, v, float_le); }
 
 /* ---- identification: the top k of a gallery in one pass ------------------------------------ */
 
@@ -684,25 +692,8 @@ struct fold_sorted {
     int64_t ng, nm;
 };
 
-static int64_t count_lt(const double *a, int64_t n, double t)
-{
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (a[mid] < t) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-}
-
-static int64_t count_gt(const double *a, int64_t n, double t)
-{
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (a[mid] <= t) lo = mid + 1; else hi = mid;
-    }
-    return n - lo;
-}
+static int64_t count_lt(const double *a, int64_t n, double t) { return first_false(a, n, t, double_lt); }
+static int64_t count_gt(const double *a, int64_t n, double t) { return n - first_false(a, n, t, double_le); }
 
 static int cmp_double(const void *a, const void *b)
 {

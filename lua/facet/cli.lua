@@ -230,6 +230,24 @@ local commands = {
 }
 M.commands = commands
 
+--- The backbone of o.model (o.emb, o.size, o.depth, o.se) with the weights of
+-- o.checkpoint (a checkpoint directory or a model .safetensors; a head's
+-- tensors are left out). Returns the model and the build options.
+function M.load_model(facet, o)
+  local opts = { emb = tonumber(o.emb), size = tonumber(o.size), depth = o.depth and tonumber(o.depth),
+    se = o.se ~= nil or nil }
+  if o.model == "convnet" then opts.in_channels = 3 end      -- face sets hold colour images
+  local model = facet.models.build(o.model, opts)
+  if o.checkpoint:match("%.safetensors$") then
+    local w = facet.load_safetensors(o.checkpoint)
+    for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end
+    model:load_state(w)
+  else
+    facet.load_checkpoint(o.checkpoint, model)
+  end
+  return model, opts
+end
+
 --- The `eval` command: builds the backbone, loads the weights, prints one table.
 function M.evaluate(facet, o)
   if o.megaface then return M.evaluate_megaface(facet, o.megaface) end
@@ -244,17 +262,7 @@ function M.evaluate(facet, o)
   end
   if #o.bin == 0 and not o.ijb then error("give at least one --bin FILE, --ijb DIR or --megaface DIR", 0) end
   if not o.checkpoint then error("give a checkpoint (or --ijb DIR --features FILE.npy, or --megaface DIR)", 0) end
-  local opts = { emb = tonumber(o.emb), size = tonumber(o.size), depth = o.depth and tonumber(o.depth),
-    se = o.se ~= nil or nil }
-  if o.model == "convnet" then opts.in_channels = 3 end      -- .bin sets hold colour images
-  local model = facet.models.build(o.model, opts)
-  if o.checkpoint:match("%.safetensors$") then
-    local w = facet.load_safetensors(o.checkpoint)
-    for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end
-    model:load_state(w)
-  else
-    facet.load_checkpoint(o.checkpoint, model)
-  end
+  local model, opts = M.load_model(facet, o)
   if o.ijb then
     if not o.images then error("--ijb with a checkpoint needs --images DIR (aligned crops) or use --features FILE.npy", 0) end
     local meta = facet.eval.ijb.read(o.ijb)
