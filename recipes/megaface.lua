@@ -27,7 +27,7 @@ p:option("--checkpoint", "checkpoint directory or model .safetensors (with --pro
 p:option("--probe-dir", "probe images: ROOT/<identity>/<image>")
 p:option("--distractor-dir", "distractor images: ROOT/<folder>/<image>")
 p:option("--model", "backbone for --checkpoint", "iresnet")
-p:option("--depth", "IResNet depth", "50"):convert(check.flag("--depth", { integer = true, min = 1 }))
+p:option("--depth", "IResNet depth (default 50)"):convert(check.flag("--depth", { integer = true, min = 1 }))
 p:option("--emb", "embedding size", "512"):convert(check.flag("--emb", { integer = true, min = 1 }))
 p:option("--size", "input size (square)", "112"):convert(check.flag("--size", { integer = true, min = 1 }))
 p:option("--synthetic", "random embeddings with this many distractors"):convert(check.flag("--synthetic", { integer = true, min = 1 }))

@@ -294,6 +294,29 @@ describe("evaluation at scale", function()
     out, rc = F.sh("luajit bin/facet run recipes/megaface.lua --synthetic 300 --verify 0")
     assert.are.equal(0, rc, out)
     assert.truthy(out:find("3530 probes, 300 distractors, 152240 trials", 1, true), out)
+    -- image sets through a checkpoint: the recipe's rank-1 is identify's on facet.eval.features
+    local g = H.lcg(9)
+    local function png(path)
+      local v = {}
+      for r = 1, 16 do v[r] = {} for c = 1, 16 do v[r][c] = { math.floor(128 + 127 * g()), 8 * r, 9 * c } end end
+      F.write_file(path, facet.data.encode_png(facet.tensor(v, { dtype = "uint8" })))
+    end
+    os.execute(("mkdir -p '%s/p/a' '%s/p/b' '%s/d/x'"):format(mf, mf, mf))
+    local probes_ = { mf .. "/p/a/1.png", mf .. "/p/a/2.png", mf .. "/p/b/1.png", mf .. "/p/b/2.png" }
+    local dis_ = { mf .. "/d/x/1.png", mf .. "/d/x/2.png", mf .. "/d/x/3.png" }
+    for _, f in ipairs(probes_) do png(f) end
+    for _, f in ipairs(dis_) do png(f) end
+    facet.manual_seed(3)
+    local net = facet.models.convnet { in_channels = 3, size = 16, emb = 8 }
+    facet.save_safetensors(net, mf .. "/m.safetensors")
+    local pf = facet.eval.features(net, probes_, { size = { 16, 16 } })
+    local want = facet.eval.identify(pf, { 1, 1, 2, 2 }, facet.eval.features(net, dis_, { size = { 16, 16 } }), nil,
+      { positives = pf })
+    out, rc = F.sh(("luajit bin/facet run recipes/megaface.lua --checkpoint %s/m.safetensors --model convnet --emb 8 " ..
+      "--size 16 --probe-dir %s/p --distractor-dir %s/d --verify 0"):format(mf, mf, mf))
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("4 probes, 3 distractors, 4 trials", 1, true), out)
+    assert.truthy(out:find(("rank-1 %.4f"):format(want.rank1), 1, true), out)
     out, rc = F.sh("luajit bin/facet run recipes/megaface.lua --probes x.npy")
     assert.truthy(rc ~= 0 and out:find("--probes needs --labels and --distractors", 1, true), out)
   end)

@@ -143,6 +143,8 @@ describe("facet.eval.ijb", function()
     end
     H.assert_error(function() facet.eval.features(model, { dir .. "/none.png" }) end, "none.png")
     H.assert_error(function() facet.eval.features(model, {}) end, "no image")
+    H.assert_error(function() facet.eval.features(model, paths, { batch_size = 0 }) end, "batch_size must be an integer >= 1")
+    H.assert_error(function() facet.eval.features(model, paths, { size = { 4 } }) end, "size")
   end)
 
   it("bad files and inputs fail clearly", function()
