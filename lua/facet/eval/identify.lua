@@ -100,7 +100,13 @@ return function(probe, probe_labels, gallery, gallery_labels, opts)
     if #l ~= n then
       check.fail(NAME, ("%d %s embeddings but %d labels in %s"):format(n, what:match("^(%a+)_"), #l, what))
     end
-    for i = 1, n do all[#all + 1] = l[i] end
+    for i = 1, n do
+      local v = l[i]
+      if (type(v) ~= "number" and type(v) ~= "string") or v ~= v then
+        check.fail(NAME, ("%s[%d] must be a number or a string, got %s"):format(what, i, check.describe(v)))
+      end
+      all[#all + 1] = v
+    end
     return l
   end
   local pl = gather(probe_labels, P, "probe_labels")
