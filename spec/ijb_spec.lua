@@ -104,6 +104,35 @@ describe("facet.eval.ijb", function()
     assert.are.equal(1, r.roc.fpr[#r.roc.fpr])                          -- (1 above: every point)
   end)
 
+  it("identify: 1:N over the two galleries and the mixed probes (by hand)", function()
+    local dir = root .. "/onen"
+    write_set(dir, FACES, PAIRS, five_points({ "a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg" }, SCORES))
+    local head = "TEMPLATE_ID,SUBJECT_ID,FILENAME\n"
+    F.write_file(dir .. "/meta/ijbb_1N_gallery_S1.csv", head .. "5,100,a.jpg\n5,100,b.jpg\n5,100,c.jpg\n")
+    F.write_file(dir .. "/meta/ijbb_1N_gallery_S2.csv", head .. "7,200,d.jpg\n")
+    F.write_file(dir .. "/meta/ijbb_1N_probe_mixed.csv", head .. "9,200,e.jpg\n3,100,f.jpg\n")
+    -- probes in template order: 3 (subject 100) scores 0.996 against 5 (100) and 0.196 against 7: rank 0;
+    -- 9 (subject 200) scores 0.781 against 5 and 0.707 against its own 7: rank 1
+    local r = facet.eval.ijb.identify(dir, facet.tensor(FEATS), { flip = true, fpirs = { 1 } })
+    assert.are.same({ 0, 1 }, r.closed.ranks)
+    assert.are.equal(0.5, r.closed.rank1)
+    assert.are.equal(1, r.closed.cmc[2])
+    assert.are.same({ 2, { 1, 1 } }, { r.probes, r.gallery })
+    -- each gallery alone: one mated probe found at rank 1, one non-mated; FPIR 1 lets every score pass
+    for k = 1, 2 do
+      assert.are.same({ 1, 1, 1 }, { r.open[k].mated, r.open[k].non_mated, r.open[k].tpir_at_fpir[1] })
+    end
+    F.write_file(dir .. "/meta/ijbb_1N_probe_mixed.csv", head .. "9,200,e.jpg\n9,300,e.jpg\n")
+    H.assert_error(function() facet.eval.ijb.identify(dir, facet.tensor(FEATS), { flip = true }) end,
+      "template 9 has subjects 200 and 300")
+    F.write_file(dir .. "/meta/ijbb_1N_probe_mixed.csv", head .. "11,200,x.jpg\n")
+    H.assert_error(function() facet.eval.ijb.identify(dir, facet.tensor(FEATS), { flip = true }) end,
+      "names template 11, which has no image")
+    F.write_file(dir .. "/meta/ijbb_1N_probe_mixed.csv", head .. "x,200\n")
+    H.assert_error(function() facet.eval.ijb.identify(dir, facet.tensor(FEATS), { flip = true }) end,
+      "line 2: want integer TEMPLATE_ID,SUBJECT_ID")
+  end)
+
   it("bin/facet eval --ijb DIR --features FILE.npy prints TAR at FAR", function()
     local dir = root .. "/cli"
     write_set(dir, FACES, PAIRS, five_points({ "a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg" }, SCORES))
@@ -111,6 +140,13 @@ describe("facet.eval.ijb", function()
     local out = F.sh(("luajit bin/facet eval --ijb %s --features %s/feats.npy"):format(dir, dir))
     assert.truthy(out:find("ijbb: 6 images, 4 templates, 6 pairs (3 genuine)", 1, true), out)
     assert.truthy(out:find("1e-06    -", 1, true), out)         -- 3 impostors measure no FAR of 1e-6
+    assert.falsy(out:find("1:N", 1, true), out)                  -- no gallery lists: 1:1 only
+    local head = "TEMPLATE_ID,SUBJECT_ID\n"
+    F.write_file(dir .. "/meta/ijbb_1N_gallery_S1.csv", head .. "5,100\n")
+    F.write_file(dir .. "/meta/ijbb_1N_gallery_S2.csv", head .. "7,200\n")
+    F.write_file(dir .. "/meta/ijbb_1N_probe_mixed.csv", head .. "9,200\n3,100\n")
+    out = F.sh(("luajit bin/facet eval --ijb %s --features %s/feats.npy"):format(dir, dir))
+    assert.truthy(out:find("1:N, 2 probes, galleries of 1 and 1: rank-1 0.5000", 1, true), out)
     local rc
     out, rc = F.sh(("luajit bin/facet eval --ijb %s --features %s/nothing.npy"):format(dir, dir))
     assert.truthy(out:find("nothing.npy", 1, true) and rc == 1, out)

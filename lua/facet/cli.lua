@@ -291,6 +291,18 @@ function M.evaluate_ijb(facet, o, features, flip)
   for _, far in ipairs(facet.eval.ijb.FARS) do
     io.stdout:write(("%-8g %s\n"):format(far, r.tar_at_far[far] and ("%.4f"):format(r.tar_at_far[far]) or "-"))
   end
+  -- 1:N when the gallery and probe lists are there
+  if facet.sys.exists(("%s/meta/%s_1N_probe_mixed.csv"):format(o.ijb, r.target)) then
+    local n = facet.eval.ijb.identify(o.ijb, features, { flip = flip })
+    local c = n.closed.cmc
+    io.stdout:write(("1:N, %d probes, galleries of %d and %d: rank-1 %.4f rank-5 %s rank-10 %s\n"):format(n.probes,
+      n.gallery[1], n.gallery[2], c[1], c[5] and ("%.4f"):format(c[5]) or "-", c[10] and ("%.4f"):format(c[10]) or "-"))
+    for k = 1, 2 do
+      local t = n.open[k].tpir_at_fpir
+      io.stdout:write(("gallery %d: TPIR@FPIR=0.01 %s  TPIR@FPIR=0.1 %s\n"):format(k,
+        t[1e-2] and ("%.4f"):format(t[1e-2]) or "-", t[1e-1] and ("%.4f"):format(t[1e-1]) or "-"))
+    end
+  end
 end
 
 --- `eval --megaface DIR`: rank-1 / CMC and TAR at FAR 1e-6 from embedding files.

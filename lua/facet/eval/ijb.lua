@@ -25,7 +25,17 @@
 --                                    -> template features (T x d, unit rows), template ids
 --   ijb.verify(tfeats, tids, t1, t2, label [, { fars, roc_points }]) -> facet.eval.roc's result
 --   ijb.evaluate(dir, features [, opts]) -> the result, plus target, templates, pairs
+--   ijb.identify(dir, features [, opts]) -> 1:N over the gallery files (below)
 -- features: an N x d or N x 2d tensor, or the path of such a .npy.
+--
+-- 1:N (InsightFace's ijb_1n.py reads the same files): meta/<t>_1N_gallery_S1.csv
+-- and _S2.csv (IJB-C: _G1.csv, _G2.csv) and meta/<t>_1N_probe_mixed.csv, CSV
+-- with a header line whose first two columns are TEMPLATE_ID and SUBJECT_ID
+-- (one row per image). Template features are made as for 1:1. ijb.identify
+-- returns { closed = facet.eval.identify's result over both galleries
+-- (rank-1, CMC to 10: ijb_1n.py's top1 / top5 / top10), open = { [1] =, [2] = }:
+-- each gallery alone with open_set = true (probes of the other gallery's
+-- subjects are non-mated), tpir_at_fpir at opts.fpirs (0.01, 0.1) }.
 local ffi = require "ffi"
 local tensor = require "facet.tensor"
 local check = require "facet.check"
@@ -274,6 +284,93 @@ function M.evaluate(dir, features, opts)
   local res = M.verify(tf, ids, meta.t1, meta.t2, meta.label, { fars = opts.fars, roc_points = opts.roc_points })
   res.target, res.templates, res.pairs, res.images = meta.target, ids:numel(), meta.pairs, meta.n
   tf:free()
+  return res
+end
+
+-- (template id -> subject id) of a 1:N CSV, in the order of first appearance
+local function read_subjects(fn, path)
+  local f, err = io.open(path, "r")
+  if not f then check.fail(fn, ("cannot read %s: %s"):format(path, tostring(err))) end
+  local ids, subject, k = {}, {}, 0
+  for line in f:lines() do
+    k = k + 1
+    if k > 1 and line:find("%S") then
+      local a, b = line:match("^%s*([^,]*),([^,]*)")
+      local t, sj = tonumber(a), tonumber(b)
+      if not t or not sj or t ~= math.floor(t) or sj ~= math.floor(sj) then
+        f:close()
+        check.fail(fn, ("%s line %d: want integer TEMPLATE_ID,SUBJECT_ID first, got %s"):format(path, k,
+          check.describe(line)))
+      end
+      if subject[t] == nil then ids[#ids + 1] = t; subject[t] = sj
+      elseif subject[t] ~= sj then
+        f:close()
+        check.fail(fn, ("%s line %d: template %d has subjects %d and %d"):format(path, k, t, subject[t], sj))
+      end
+    end
+  end
+  f:close()
+  if #ids == 0 then check.fail(fn, path .. " lists no template") end
+  table.sort(ids)
+  local subjects = {}
+  for i, t in ipairs(ids) do subjects[i] = subject[t] end
+  return ids, subjects
+end
+
+-- the rows of the template features for a list of template ids
+local function select_templates(fn, tf, tids, ids, path)
+  local rows = tensor.empty({ #ids }, { dtype = "int64" })
+  local rp, ip = rows:data_ptr(), tids:data_ptr()
+  local row = {}
+  for r = 0, tids:numel() - 1 do row[tonumber(ip[r])] = r end
+  for i, t in ipairs(ids) do
+    if not row[t] then check.fail(fn, ("%s names template %d, which has no image in the face list"):format(path, t)) end
+    rp[i - 1] = row[t] + 1                 -- index_select counts from 1
+  end
+  local out = tf:index_select(rows:to("int32"))
+  rows:free()
+  return out
+end
+
+--- 1:N identification over the gallery and probe files (see the module's header).
+function M.identify(dir, features, opts)
+  local fn = "facet.eval.ijb.identify"
+  opts = check.options(fn, opts, { "flip", "detector_score", "normalize_images", "fpirs", "max_rank" })
+  local meta = M.read(dir)
+  if type(features) == "string" then features = npy.load(features) end
+  check.tensor(fn, "features", features, { dim = 2 })
+  if features:size(1) ~= meta.n then
+    check.fail(fn, ("features has %d rows, the face list %d images"):format(features:size(1), meta.n))
+  end
+  local use_score = check.boolean(fn, "detector_score", opts.detector_score, meta.scores ~= nil)
+  local tf, tids = M.templates(features, meta.templates, meta.medias,
+    { scores = use_score and meta.scores or nil, flip = opts.flip, normalize_images = opts.normalize_images })
+  local g = meta.target == "ijbc" and { "G1", "G2" } or { "S1", "S2" }
+  local identify = require "facet.eval.identify"
+  local gal, gsub = {}, {}
+  local all_f, all_s = {}, {}
+  for k = 1, 2 do
+    local path = ("%s/meta/%s_1N_gallery_%s.csv"):format(dir, meta.target, g[k])
+    local ids, subjects = read_subjects(fn, path)
+    gal[k], gsub[k] = select_templates(fn, tf, tids, ids, path), subjects
+    for _, sj in ipairs(subjects) do all_s[#all_s + 1] = sj end
+    all_f[k] = gal[k]
+  end
+  local ppath = ("%s/meta/%s_1N_probe_mixed.csv"):format(dir, meta.target)
+  local pids, psub = read_subjects(fn, ppath)
+  local probes = select_templates(fn, tf, tids, pids, ppath)
+  local both = tensor.empty { all_f[1]:size(1) + all_f[2]:size(1), tf:size(2) }
+  both:narrow(1, 1, all_f[1]:size(1)):copy(all_f[1])
+  both:narrow(1, all_f[1]:size(1) + 1, all_f[2]:size(1)):copy(all_f[2])
+  local max_rank = opts.max_rank or math.min(10, both:size(1))
+  local res = { target = meta.target, probes = #pids, gallery = { #gsub[1], #gsub[2] } }
+  res.closed = identify(probes, psub, both, all_s, { max_rank = max_rank })
+  res.open = {}
+  for k = 1, 2 do
+    res.open[k] = identify(probes, psub, gal[k], gsub[k],
+      { open_set = true, fpirs = opts.fpirs or { 1e-2, 1e-1 }, max_rank = math.min(max_rank, math.max(10, gal[k]:size(1))) })
+  end
+  both:free(); probes:free(); tf:free()
   return res
 end
 
