@@ -265,10 +265,9 @@ function M.verify(tfeats, tids, t1, t2, label, opts)
   return res
 end
 
---- The whole protocol on a meta folder and per-image features.
-function M.evaluate(dir, features, opts)
-  local fn = "facet.eval.ijb.evaluate"
-  opts = check.options(fn, opts, { "flip", "detector_score", "normalize_images", "fars", "roc_points" })
+-- the meta folder read and its template features from the per-image features
+-- (a tensor or a .npy path), with the options evaluate and identify share
+local function meta_templates(fn, dir, features, opts)
   local meta = M.read(dir)
   if type(features) == "string" then features = npy.load(features) end
   check.tensor(fn, "features", features, { dim = 2 })
@@ -281,6 +280,14 @@ function M.evaluate(dir, features, opts)
   end
   local tf, ids = M.templates(features, meta.templates, meta.medias,
     { scores = use_score and meta.scores or nil, flip = opts.flip, normalize_images = opts.normalize_images })
+  return meta, tf, ids
+end
+
+--- The whole protocol on a meta folder and per-image features.
+function M.evaluate(dir, features, opts)
+  local fn = "facet.eval.ijb.evaluate"
+  opts = check.options(fn, opts, { "flip", "detector_score", "normalize_images", "fars", "roc_points" })
+  local meta, tf, ids = meta_templates(fn, dir, features, opts)
   local res = M.verify(tf, ids, meta.t1, meta.t2, meta.label, { fars = opts.fars, roc_points = opts.roc_points })
   res.target, res.templates, res.pairs, res.images = meta.target, ids:numel(), meta.pairs, meta.n
   tf:free()
@@ -336,15 +343,7 @@ end
 function M.identify(dir, features, opts)
   local fn = "facet.eval.ijb.identify"
   opts = check.options(fn, opts, { "flip", "detector_score", "normalize_images", "fpirs", "max_rank" })
-  local meta = M.read(dir)
-  if type(features) == "string" then features = npy.load(features) end
-  check.tensor(fn, "features", features, { dim = 2 })
-  if features:size(1) ~= meta.n then
-    check.fail(fn, ("features has %d rows, the face list %d images"):format(features:size(1), meta.n))
-  end
-  local use_score = check.boolean(fn, "detector_score", opts.detector_score, meta.scores ~= nil)
-  local tf, tids = M.templates(features, meta.templates, meta.medias,
-    { scores = use_score and meta.scores or nil, flip = opts.flip, normalize_images = opts.normalize_images })
+  local meta, tf, tids = meta_templates(fn, dir, features, opts)
   local g = meta.target == "ijbc" and { "G1", "G2" } or { "S1", "S2" }
   local identify = require "facet.eval.identify"
   local gal, gsub = {}, {}
