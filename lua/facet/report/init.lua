@@ -231,8 +231,16 @@ function M.write(dirs, out)
     end
   end
   if #roc > 0 then
+    -- the FAR axis reaches down to the lowest decade a curve has a point in (IJB, MegaFace: 1e-6), 1e-9 at most
+    local low = 1e-4
+    for _, sr in ipairs(roc) do
+      for _, f in ipairs(sr.x) do
+        if type(f) == "number" and f > 0 and f < low then low = f end
+      end
+    end
+    low = math.max(1e-9, 10 ^ math.floor(math.log10(low) + 1e-9))
     plots.roc = svg.plot { title = "ROC", xlabel = "false accept rate", ylabel = "true accept rate", series = roc,
-      logx = true, ylim = { 0, 1 }, xlim = { 1e-4, 1 } }
+      logx = true, ylim = { 0, 1 }, xlim = { low, 1 } }
   end
   local cmc = {}
   for _, r in ipairs(runs) do
