@@ -305,10 +305,14 @@ function M.evaluate(facet, o)
     "TAR@FAR=1e-4"))
   for _, path in ipairs(o.bin) do
     local set = facet.data.load_bin(path, { size = { opts.size, opts.size } })
+    io.stderr:write(("evaluating %s: %d pairs ...\n"):format(path, set.pairs))
     local r = facet.eval.verify_set(model, set, { flip = not o.no_flip, protocol = o.protocol })
     local function tar(f) return r.tar_at_far[f] and ("%.4f"):format(r.tar_at_far[f]) or "-" end
-    io.stdout:write(("%-24s %8d %10.4f %8.4f %12s %12s\n"):format(path:match("[^/]*$"), set.pairs, r.accuracy, r.std,
+    local undef = r.undefined or {}
+    io.stdout:write(("%-24s %8d %10s %8s %12s %12s\n"):format(path:match("[^/]*$"), set.pairs,
+      undef.accuracy and "undefined" or ("%.4f"):format(r.accuracy), undef.accuracy and "-" or ("%.4f"):format(r.std),
       tar(1e-3), tar(1e-4)))
+    for _, w in ipairs(r.warnings or {}) do io.stderr:write(("warning: %s: %s\n"):format(path, w)) end
   end
 end
 

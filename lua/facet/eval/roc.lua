@@ -164,6 +164,20 @@ function M.result(fn, roc, o, res)
   res = res or {}
   res.tar_at_far, res.threshold_at_far, res.roc = tar, thr, curve
   res.genuine, res.impostors = tonumber(n_gen[0]), N
+  M.mark_undefined(res)
+  return res
+end
+
+--- With no impostor (or no genuine) pair, the ROC, TAR@FAR and a threshold
+-- chosen for accuracy mean nothing: res.undefined names them (undefined.roc,
+-- .tar_at_far, .accuracy = true) and res.warnings says why, once per cause.
+-- (lfw-like sets cut to their first pairs hold only same-identity pairs.)
+function M.mark_undefined(res)
+  local missing = res.impostors == 0 and "different-identity" or res.genuine == 0 and "same-identity" or nil
+  if not missing then return res end
+  res.undefined = { roc = true, tar_at_far = true, accuracy = true }
+  res.warnings = { ("no %s pairs among the %d: the ROC, TAR@FAR and the accuracy's threshold are undefined " ..
+    "(the accuracy only counts how many pairs fall on one side)"):format(missing, res.genuine + res.impostors) }
   return res
 end
 
