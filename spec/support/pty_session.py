@@ -1,13 +1,16 @@
 """Drives a program through a pseudo-terminal, as a user at a keyboard would
 (for spec/repl_spec.lua: line editing, history and completion only happen on a
 terminal). Usage: pty_session.py PROGRAM PROMPT KEYS...
-Each KEYS argument is typed after the program shows PROMPT again (Python
-string escapes: \\r is Enter, \\t Tab, \\x1b[A the up arrow). The whole
-transcript is written to stdout once the program exits (after end of input,
-Ctrl-D) or after a timeout."""
+Each KEYS argument is typed once the program shows PROMPT again and has gone
+quiet (its line editor is then waiting for keys). Python string escapes: \\r is
+Enter, \\t Tab, \\x1b[A the up arrow. At the end the line is cleared (Ctrl-U)
+and input ended (Ctrl-D). The whole transcript is written to stdout. Never
+hangs: a program that does not answer within the timeouts is killed, and the
+exit status is then 3 (and 4 when a prompt never came)."""
 import os
 import pty
 import select
+import signal
 import sys
 import time
 
@@ -17,35 +20,58 @@ pid, fd = pty.fork()
 if pid == 0:
     os.execv(program, [program])
 out = b""
+ended = False
 
 
-def read_until(pred, timeout=60.0):
-    global out
+def read_for(seconds):
+    """Reads what arrives within seconds; False at end of output."""
+    global out, ended
+    r, _, _ = select.select([fd], [], [], seconds)
+    if not r:
+        return True
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        data = b""
+    if not data:
+        ended = True
+        return False
+    out += data
+    return True
+
+
+def wait_prompt(count, timeout=60.0):
+    """Until the output holds count prompts and then 0.1 s of quiet."""
     end = time.time() + timeout
-    while time.time() < end and not pred():
-        r, _, _ = select.select([fd], [], [], 0.1)
-        if r:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                return False
-            if not data:
-                return False
-            out += data
-    return pred()
+    while time.time() < end and not ended:
+        if out.count(prompt) >= count:
+            quiet = len(out)
+            read_for(0.1)
+            if len(out) == quiet:
+                return True
+        else:
+            read_for(0.1)
+    return False
 
 
-for k in keys:
-    seen = out.count(prompt)
-    if not read_until(lambda: out.count(prompt) > seen):
+status = 0
+for n, k in enumerate(keys):
+    if not wait_prompt(n + 1):      # every key ends in Enter: one more prompt each
+        status = 4
         break
     os.write(fd, k)
-seen = out.count(prompt)
-read_until(lambda: out.count(prompt) > seen)
-os.write(fd, b"\x04")
-read_until(lambda: False, timeout=30.0)  # returns at end of output (the program exited)
+if status == 0 and not wait_prompt(len(keys) + 1):
+    status = 4
+os.write(fd, b"\x15\x04")
+end = time.time() + 30.0
+while time.time() < end and not ended:
+    read_for(0.2)
+if not ended:
+    os.kill(pid, signal.SIGKILL)
+    status = status or 3
 try:
     os.waitpid(pid, 0)
 except ChildProcessError:
     pass
 sys.stdout.write(out.decode("utf-8", "replace"))
+sys.exit(status)
