@@ -13,6 +13,8 @@
 --     g:allreduce_start(t, op), g:wait_all()   a started allreduce and its completion
 --                               (facet.train's gradient buckets)
 --   facet.dist.allreduce / allgather / reduce_scatter / broadcast: world()'s.
+--   facet.dist.data_parallel(sources [, { bucket_mb = 1 }]) -> r   gradient averaging for
+--                               facet.train{ dist = true } (see there)
 -- CPU tensors go through MPI, CUDA tensors through NCCL (facet_dist_* in facet.h).
 -- At world size 1 without MPI the collectives are identities (a copy where a
 -- new tensor is promised). A collective that does not complete within the
@@ -283,6 +285,144 @@ end
 
 for _, name in ipairs { "barrier", "allreduce", "allgather", "reduce_scatter", "broadcast", "allreduce_start", "wait_all" } do
   M[name] = function(...) return world[name](world, ...) end
+end
+
+-- ---- data parallel: bucketed gradient averaging, overlapped with backward ------------
+-- The gradients of sources (modules and heads; a head with .sharded owns its
+-- classes and is left alone) are packed into buckets of about bucket_mb, in
+-- the order backward produces them (the head's first, then the model's
+-- modules last to first). Each module with parameters gets a hook on its
+-- backward: when it returns, its gradients are final, and every bucket whose
+-- gradients are all final, in bucket order (one order on every rank), is
+-- packed and its allreduce (avg) started, while backward goes on through the
+-- earlier layers. finish() starts what is left, waits for everything and
+-- unpacks the averages into the gradients, before the optimizer reads them.
+-- A fused head's deferred gradient (row_coef) is linear in the batch, so it
+-- is averaged with the rest.
+local Reducer = {}
+Reducer.__index = Reducer
+
+local function entries_of(src)
+  if src.sharded then return {} end
+  return src:named_parameters()
+end
+
+function M.data_parallel(sources, opts)
+  opts = valid.options("facet.dist.data_parallel", opts, { "bucket_mb" })
+  valid.number("facet.dist.data_parallel", "bucket_mb", opts.bucket_mb, { gt = 0, optional = true })
+  local cap = math.floor((opts.bucket_mb or 1) * 2 ^ 20 / 4)
+  local r = setmetatable({ buckets = {}, slots = {}, hooked = {}, params = {}, state = {}, sources = sources }, Reducer)
+  -- backward's order: the sources from last to first (the head runs backward
+  -- first), each one's parameters from last to first
+  local order = {}
+  for si = #sources, 1, -1 do
+    local list = entries_of(sources[si])
+    for i = #list, 1, -1 do order[#order + 1] = list[i] end
+  end
+  for si = 1, #sources do
+    for _, e in ipairs(entries_of(sources[si])) do r.params[#r.params + 1] = e.param end
+    if sources[si].state_tensors then
+      local d = sources[si]:state_tensors()
+      local names = {}
+      for name in pairs(d) do names[#names + 1] = name end
+      table.sort(names)
+      for _, name in ipairs(names) do r.state[#r.state + 1] = d[name] end
+    end
+  end
+  local b
+  for _, e in ipairs(order) do
+    for _, t in ipairs { e.grad, e.row_coef } do
+      local n = t:numel()
+      if not b or (b.numel > 0 and b.numel + n > cap) then
+        b = { numel = 0, tensors = {}, count = 0, device = t:device() }
+        r.buckets[#r.buckets + 1] = b
+      end
+      b.tensors[#b.tensors + 1] = { t = t, at = b.numel }
+      b.numel, b.count = b.numel + n, b.count + 1
+      local m = e.module
+      r.slots[m] = r.slots[m] or {}
+      table.insert(r.slots[m], #r.buckets)
+    end
+  end
+  for _, bk in ipairs(r.buckets) do
+    bk.flat = tensor.empty({ math.max(bk.numel, 1) }, { device = bk.device })
+    for _, x in ipairs(bk.tensors) do x.view = bk.flat:narrow(1, x.at + 1, x.t:numel()):reshape(x.t:shape()) end
+  end
+  r:begin()
+  return r
+end
+
+--- Installs the backward hooks on the modules of the sources (not on heads:
+-- facet.train calls r:ready(head) after head:backward).
+function Reducer:hook()
+  for m in pairs(self.slots) do
+    if m.update_output and rawget(m, "backward") == nil then
+      local orig = m.backward
+      m.backward = function(mod, ...)
+        local g = orig(mod, ...)
+        self:ready(mod)
+        return g
+      end
+      self.hooked[#self.hooked + 1] = m
+    end
+  end
+end
+
+--- Removes the hooks.
+function Reducer:unhook()
+  for _, m in ipairs(self.hooked) do m.backward = nil end
+  self.hooked = {}
+end
+
+--- A new step: no gradient final yet.
+function Reducer:begin()
+  for _, bk in ipairs(self.buckets) do bk.pending, bk.started = bk.count, false end
+  self.next, self.done = 1, {}
+end
+
+local function start(bk)
+  for _, x in ipairs(bk.tensors) do x.view:copy(x.t) end
+  world:allreduce_start(bk.flat, "avg")
+  bk.started = true
+end
+
+--- The gradients of module m are final: starts every bucket now complete, in order.
+function Reducer:ready(m)
+  local slots = self.slots[m]
+  if not slots then return end
+  if self.done[m] then
+    core.raise(("facet.dist.data_parallel: %s ran backward twice in one step (a module used twice cannot be "
+      .. "averaged bucket by bucket)"):format(m.describe and m:describe() or tostring(m)), 2)
+  end
+  self.done[m] = true
+  for _, bi in ipairs(slots) do
+    local bk = self.buckets[bi]
+    bk.pending = bk.pending - 1
+  end
+  while self.next <= #self.buckets and self.buckets[self.next].pending == 0 do
+    start(self.buckets[self.next])
+    self.next = self.next + 1
+  end
+end
+
+--- Starts the buckets left (parameters no backward reached), waits for all
+-- and writes the averages back into the gradients.
+function Reducer:finish()
+  for i = self.next, #self.buckets do start(self.buckets[i]) end
+  self.next = #self.buckets + 1
+  world:wait_all()
+  for _, bk in ipairs(self.buckets) do
+    for _, x in ipairs(bk.tensors) do x.t:copy(x.view) end
+  end
+end
+
+--- Rank root's parameters and state tensors (BatchNorm statistics) on every rank.
+function Reducer:broadcast(root)
+  for _, t in ipairs(self.params) do world:broadcast(t, root or 0) end
+  for _, t in ipairs(self.state) do world:broadcast(t, root or 0) end
+  for _, src in ipairs(self.sources) do
+    if not src.sharded and src.weight_changed then src:weight_changed(false) end
+  end
 end
 
 return M
