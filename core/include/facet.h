@@ -754,7 +754,8 @@ FACET_API int facet_dist_reduce_scatter(facet_dist *dist, facet_tensor *out, con
 FACET_API int facet_dist_broadcast(facet_dist *dist, facet_tensor *t, int root);
 /* Starts an allreduce of t in place and returns: t must not be read, written
  * or freed by anyone but the communicator (it holds a handle) until
- * facet_dist_wait_all. At most FACET_DIST_MAX_PENDING at once. */
+ * facet_dist_wait_all. At most FACET_DIST_MAX_PENDING at once. Other
+ * collectives may run meanwhile (every rank in the same order). */
 FACET_API int facet_dist_allreduce_start(facet_dist *dist, facet_tensor *t, int op);
 /* Completes every started allreduce (in start order) against the deadline. */
 FACET_API int facet_dist_wait_all(facet_dist *dist);

@@ -483,21 +483,10 @@ int facet_dist_query(const facet_dist *d, int *rank, int *size, int *local_rank,
     return 0;
 }
 
-/* Pending allreduces must be completed before any other collective (MPI
- * needs one order of collectives on every rank). */
-static int no_pending(const facet_dist *d, const char *fn)
-{
-    if (d->npending)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %d started allreduce(s) not completed: call facet_dist_wait_all first",
-                          fn, d->npending);
-    return 0;
-}
-
 int facet_dist_barrier(facet_dist *d)
 {
     static const char *fn = "facet_dist_barrier";
     int rc = usable(d, fn);
-    if (!rc) rc = no_pending(d, fn);
     if (rc) return rc;
     unsigned long long seq = ++d->seq;
     mark("barrier", seq);
@@ -542,7 +531,6 @@ int facet_dist_allreduce(facet_dist *d, facet_tensor *t, int op)
 {
     static const char *fn = "facet_dist_allreduce";
     int rc = allreduce_checks(d, fn, t, op);
-    if (!rc) rc = no_pending(d, fn);
     if (rc) return rc;
     unsigned long long seq = ++d->seq;
     mark("allreduce", seq);
@@ -622,7 +610,6 @@ int facet_dist_allgather(facet_dist *d, facet_tensor *out, const facet_tensor *x
 {
     static const char *fn = "facet_dist_allgather";
     int rc = usable(d, fn);
-    if (!rc) rc = no_pending(d, fn);
     if (!rc) rc = check_buffer(fn, "x", x);
     if (!rc) rc = check_buffer(fn, "out", out);
     if (rc) return rc;
@@ -690,7 +677,6 @@ int facet_dist_reduce_scatter(facet_dist *d, facet_tensor *out, const facet_tens
 {
     static const char *fn = "facet_dist_reduce_scatter";
     int rc = usable(d, fn);
-    if (!rc) rc = no_pending(d, fn);
     if (!rc) rc = check_buffer(fn, "x", x);
     if (!rc) rc = check_buffer(fn, "out", out);
     if (!rc) rc = check_op(fn, op, x);
@@ -726,7 +712,6 @@ int facet_dist_broadcast(facet_dist *d, facet_tensor *t, int root)
 {
     static const char *fn = "facet_dist_broadcast";
     int rc = usable(d, fn);
-    if (!rc) rc = no_pending(d, fn);
     if (!rc) rc = check_buffer(fn, "t", t);
     if (!rc) rc = check_count(fn, t, facet_numel(t));
     if (rc) return rc;
