@@ -159,14 +159,24 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     end
   end)
 
-  it("a rank that exits mid-run makes the other fail within the timeout, naming the rank and the collective", function()
+  it("a rank that dies mid-run (no MPI_Finalize) ends the job at once; the other says so, naming its collective", function()
     local dir = path("die")
     assert(F.sh("mkdir -p " .. dir))
-    local out, rc, secs = mpi.run(2, { WORKER, "train", dir, "die=3" }, { env = { FACET_DIST_TIMEOUT = "3" }, limit = 90 })
+    local out, rc, secs = mpi.run(2, { WORKER, "train", dir, "die=3" }, { env = { FACET_DIST_TIMEOUT = "30" }, limit = 90 })
     assert.are_not.equal(0, rc)
-    assert.matches("worker: rank 1 exits now", out, 1, true)
+    assert.matches("worker: rank 1 leaves now", out, 1, true)
+    assert.matches("facet.dist: rank 0 of 2 was stopped by the launcher (SIGTERM; last collective: allreduce #", out, 1, true)
+    assert.is_true(secs < 25, "took " .. secs .. " s")        -- the launcher's teardown, not the 30 s timeout
+  end)
+
+  it("a rank that exits through Lua mid-run makes the other fail at the timeout, naming the rank", function()
+    local dir = path("leave")
+    assert(F.sh("mkdir -p " .. dir))
+    local out, rc, secs = mpi.run(2, { WORKER, "train", dir, "leave=3" }, { env = { FACET_DIST_TIMEOUT = "2" }, limit = 90 })
+    assert.are_not.equal(0, rc)
+    assert.matches("worker: rank 1 leaves now", out, 1, true)
     assert.matches("facet.dist: rank 0 of 2 failed: facet_dist_allreduce: allreduce (collective #", out, 1, true)
-    assert.matches("did not complete within 3 s on rank 0 of 2: no answer from rank(s) 1", out, 1, true)
+    assert.matches("did not complete within 2 s on rank 0 of 2: no answer from rank(s) 1", out, 1, true)
     assert.is_true(secs < 60, "took " .. secs .. " s")
   end)
 

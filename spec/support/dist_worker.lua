@@ -6,7 +6,9 @@
 --   for steps=N steps at a global batch=B with dist = true (sync_bn=1 for
 --   synchronised BN); rank 0 writes OUT/result.json (losses) and OUT/weights.safetensors.
 --   ckpt=DIR checkpoint_every=K stop=S resume=1 pass on to facet.train.
---   die=S: rank 1 exits at step S (os.exit, no MPI_Finalize); hang=S: rank 1 sleeps 600 s there.
+--   At step S on rank 1: die=S exits at once (_exit: no MPI_Finalize, as a crash does);
+--   leave=S exits through Lua (os.exit closing the state: the communicator's
+--   finalizer calls MPI_Finalize, which waits for the peers); hang=S sleeps 600 s.
 local facet = require "facet"
 local json = require "facet.json"
 
@@ -82,15 +84,19 @@ local net = nn.Sequential(nn.Conv2d(1, 4, 3, { padding = 1 }), nn.BatchNorm2d(4)
 local head = facet.heads.new("am", { classes = 5, dim = 8, seed = 5 })
 local opt = facet.optim.sgd({ net, head }, { lr = 0.05, momentum = 0.9, weight_decay = 5e-4 })
 local data = facet.data.tensors { x = x, y = y, batch_size = B, seed = 2 }
-if kv.die or kv.hang then
-  local at, inner = tonumber(kv.die or kv.hang), data
+if kv.die or kv.hang or kv.leave then
+  local at, inner = tonumber(kv.die or kv.hang or kv.leave), data
   data = { num_batches = function() return inner:num_batches() end,
     shard = function(self, rk, w)
       local s = inner:shard(rk, w)
       return { num_batches = function() return s:num_batches() end,
         batch = function(_, e, i)
           if rk == 1 and i == at then
-            if kv.die then io.stderr:write("worker: rank 1 exits now\n"); os.exit(3) end
+            io.stderr:write("worker: rank 1 leaves now\n")
+            io.stderr:flush()
+            local ffi = require "ffi"
+            if kv.die then pcall(ffi.cdef, "void _exit(int);"); ffi.C._exit(3) end
+            if kv.leave then os.exit(3, true) end
             local ffi = require "ffi"; pcall(ffi.cdef, "unsigned int sleep(unsigned int);"); ffi.C.sleep(600)
           end
           return s:batch(e, i)
