@@ -49,7 +49,7 @@ table.sort(steps)
 local med = steps[math.floor((#steps + 1) / 2)]
 if r == 0 then
   print(("ranks %d  global batch %d (%d per rank)  threads/rank %d  sync_bn %s  bucket %.2g MB"):format(W, a.batch,
-    a.batch / W, facet.get_threads(), tostring(a.sync_bn), a.bucket_mb))
+    a.batch / W, facet.get_threads(), a.sync_bn and "on" or "off", a.bucket_mb))
   print(("median step %.1f ms   %.0f images/s   (min %.1f ms, max %.1f ms over %d steps)"):format(med * 1e3,
     a.batch / med, steps[1] * 1e3, steps[#steps] * 1e3, #steps))
 end

@@ -757,6 +757,10 @@ FACET_API int facet_dist_broadcast(facet_dist *dist, facet_tensor *t, int root);
  * facet_dist_wait_all. At most FACET_DIST_MAX_PENDING at once. Other
  * collectives may run meanwhile (every rank in the same order). */
 FACET_API int facet_dist_allreduce_start(facet_dist *dist, facet_tensor *t, int op);
+/* Lets the started allreduces advance and returns at once (MPI moves a
+ * non-blocking collective on only inside its calls; facet.train calls this
+ * after each layer's backward). */
+FACET_API int facet_dist_progress(facet_dist *dist);
 /* Completes every started allreduce (in start order) against the deadline. */
 FACET_API int facet_dist_wait_all(facet_dist *dist);
 /* Ends every rank of the job now (MPI_Abort with code, 1..255): for a rank

@@ -102,6 +102,7 @@ int facet_dist_allreduce_start(facet_dist *dist, facet_tensor *t, int op)
     return no_mpi("facet_dist_allreduce_start");
 }
 int facet_dist_wait_all(facet_dist *dist) { (void)dist; return no_mpi("facet_dist_wait_all"); }
+int facet_dist_progress(facet_dist *dist) { (void)dist; return no_mpi("facet_dist_progress"); }
 int facet_dist_abort(facet_dist *dist, int code)
 {
     (void)dist; (void)code;
@@ -566,6 +567,25 @@ int facet_dist_allreduce_start(facet_dist *d, facet_tensor *t, int op)
     p->op = op;
     p->cuda = t->device == FACET_DEVICE_CUDA;
     d->npending++;
+    return 0;
+}
+
+int facet_dist_progress(facet_dist *d)
+{
+    static const char *fn = "facet_dist_progress";
+    int rc = usable(d, fn);
+    if (rc) return rc;
+    char err[MPI_MAX_ERROR_STRING];
+    for (int i = 0; i < d->npending; i++) {
+        struct pending *p = &d->pending[i];
+        if (p->cuda || p->req == MPI_REQUEST_NULL) continue;
+        int flag = 0;
+        int m = MPI_Test(&p->req, &flag, MPI_STATUS_IGNORE);   /* a completed request becomes MPI_REQUEST_NULL */
+        if (m != MPI_SUCCESS)
+            return breaks(d, FACET_STATUS_ERR_IO, "%s: allreduce (collective #%llu) failed on rank %d of %d: %s; a peer may "
+                          "have exited", fn, p->seq, d->rank, d->size, mpi_text(m, err));
+        if (!flag) break;      /* later ones rarely finish first: one test each call is enough */
+    }
     return 0;
 }
 

@@ -10,8 +10,8 @@
 --     g:reduce_scatter(t, op)   a NEW tensor of t:size(1) / W rows: rank r gets rows
 --                               [r n, (r + 1) n) of op over the ranks' t
 --     g:broadcast(t, root)      in place: t becomes rank root's (0-based) t; returns t
---     g:allreduce_start(t, op), g:wait_all()   a started allreduce and its completion
---                               (facet.train's gradient buckets)
+--     g:allreduce_start(t, op), g:progress(), g:wait_all()   a started allreduce, a poke that
+--                               lets MPI move it on, its completion (facet.train's buckets)
 --   facet.dist.allreduce / allgather / reduce_scatter / broadcast: world()'s.
 --   facet.dist.data_parallel(sources [, { bucket_mb = 1 }]) -> r   gradient averaging for
 --                               facet.train{ dist = true } (see there)
@@ -212,6 +212,11 @@ function Group:allreduce_start(t, op)
   return t
 end
 
+function Group:progress()
+  live(self, "progress")
+  if st.comm then core.check(C.facet_dist_progress(st.comm), 2) end
+end
+
 function Group:wait_all()
   live(self, "wait_all")
   if st.comm then core.check(C.facet_dist_wait_all(st.comm), 2) end
@@ -283,7 +288,8 @@ function Group:broadcast(t, root)
   return t
 end
 
-for _, name in ipairs { "barrier", "allreduce", "allgather", "reduce_scatter", "broadcast", "allreduce_start", "wait_all" } do
+for _, name in ipairs { "barrier", "allreduce", "allgather", "reduce_scatter", "broadcast", "allreduce_start", "progress",
+  "wait_all" } do
   M[name] = function(...) return world[name](world, ...) end
 end
 
@@ -389,6 +395,7 @@ end
 --- The gradients of module m are final: starts every bucket now complete, in order.
 function Reducer:ready(m)
   local slots = self.slots[m]
+  if self.next > 1 then world:progress() end     -- MPI moves started buckets on only inside its calls
   if not slots then return end
   if self.done[m] then
     core.raise(("facet.dist.data_parallel: %s ran backward twice in one step (a module used twice cannot be "
