@@ -78,6 +78,38 @@ describe("facet.dist at world size 1 (no launcher)", function()
     assert.has_error(function() src:shard(0, 3) end, "facet.data.tensors:shard: the batch size 4 does not divide among 3 ranks")
     assert.has_error(function() src:shard(2, 2) end)
   end)
+
+  it("loader:shard gives each rank a contiguous run of the epoch's batches of batch / world images", function()
+    local imgs, labels = {}, {}
+    for i = 1, 13 do
+      imgs[i], labels[i] = facet.data.encode_png(facet.full({ 4, 4, 3 }, i * 10, { dtype = "uint8" })), i - 1
+    end
+    local function loader(bs)
+      return facet.data.loader { source = { images = imgs, labels = labels }, size = { 4, 4 }, batch_size = bs,
+        threads = 1, seed = 1, flip = 0 }
+    end
+    local L, small = loader(4), loader(2)      -- 13 images: 6 batches of 2, a run of 3 for each of 2 ranks
+    local shards = { L:shard(0, 2), L:shard(1, 2) }
+    for e = 0, 1 do
+      local seen = {}
+      for r = 0, 1 do
+        assert.are.equal(3, shards[r + 1]:num_batches())
+        for i = 1, 3 do
+          local _, got = shards[r + 1]:batch(e, i)
+          local _, want = small:batch(e, r * 3 + i)
+          assert.are.same(want:totable(), got:totable())
+          for _, v in ipairs(got:totable()) do
+            assert.is_nil(seen[v], "image " .. v .. " twice in epoch " .. e)
+            seen[v] = true
+          end
+        end
+      end
+    end
+    assert.has_error(function() L:shard(0, 3) end, "loader:shard: the batch size 4 does not divide among 3 ranks")
+    assert.has_error(function() L:shard(-1, 2) end)
+    L:close(); small:close()
+    for _, s in ipairs(shards) do s:close() end
+  end)
 end)
 
 local have, why = mpi.available()
