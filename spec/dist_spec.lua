@@ -191,33 +191,35 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     end
   end)
 
-  it("a rank that dies mid-run (no MPI_Finalize) ends the job at once; the other says so, naming its collective", function()
-    local dir = path("die")
+  -- rank 1 misbehaves at step 3 (mode die / leave / hang); the job's output, exit status and seconds
+  local function misbehave(mode, timeout)
+    local dir = path(mode)
     assert(F.sh("mkdir -p " .. dir))
-    local out, rc, secs = mpi.run(2, { WORKER, "train", dir, "die=3" }, { env = { FACET_DIST_TIMEOUT = "30" }, limit = 90 })
-    assert.are_not.equal(0, rc)
+    local out, rc, secs = mpi.run(2, { WORKER, "train", dir, mode .. "=3" }, { env = { FACET_DIST_TIMEOUT = timeout },
+      limit = 90 })
+    assert.are_not.equal(0, rc, out)
+    return out, secs
+  end
+  local TIMED_OUT = "did not complete within 2 s on rank 0 of 2: no answer from rank(s) 1"
+
+  it("a rank that dies mid-run (no MPI_Finalize) ends the job at once; the other says so, naming its collective", function()
+    local out, secs = misbehave("die", "30")
     assert.matches("worker: rank 1 leaves now", out, 1, true)
     assert.matches("facet.dist: rank 0 of 2 was stopped by the launcher (SIGTERM; last collective: allreduce #", out, 1, true)
     assert.is_true(secs < 25, "took " .. secs .. " s")        -- the launcher's teardown, not the 30 s timeout
   end)
 
   it("a rank that exits through Lua mid-run makes the other fail at the timeout, naming the rank", function()
-    local dir = path("leave")
-    assert(F.sh("mkdir -p " .. dir))
-    local out, rc, secs = mpi.run(2, { WORKER, "train", dir, "leave=3" }, { env = { FACET_DIST_TIMEOUT = "2" }, limit = 90 })
-    assert.are_not.equal(0, rc)
+    local out, secs = misbehave("leave", "2")
     assert.matches("worker: rank 1 leaves now", out, 1, true)
     assert.matches("facet.dist: rank 0 of 2 failed: facet_dist_allreduce: allreduce (collective #", out, 1, true)
-    assert.matches("did not complete within 2 s on rank 0 of 2: no answer from rank(s) 1", out, 1, true)
+    assert.matches(TIMED_OUT, out, 1, true)
     assert.is_true(secs < 60, "took " .. secs .. " s")
   end)
 
   it("a rank that hangs makes the other fail within the timeout (FACET_DIST_TIMEOUT), naming it", function()
-    local dir = path("hang")
-    assert(F.sh("mkdir -p " .. dir))
-    local out, rc, secs = mpi.run(2, { WORKER, "train", dir, "hang=2" }, { env = { FACET_DIST_TIMEOUT = "2" }, limit = 90 })
-    assert.are_not.equal(0, rc)
-    assert.matches("did not complete within 2 s on rank 0 of 2: no answer from rank(s) 1", out, 1, true)
+    local out, secs = misbehave("hang", "2")
+    assert.matches(TIMED_OUT, out, 1, true)
     assert.is_true(secs < 60, "took " .. secs .. " s")
   end)
 end)

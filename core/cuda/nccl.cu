@@ -65,9 +65,17 @@ static int live(void *comm, const char *fn)
     return 0;
 }
 
-static int record(struct nccl_comm *c, const char *fn)
+/* The checks every collective starts with: a live communicator, an NCCL type. */
+static int begin(void *comm, int dtype, const char *fn, ncclDataType_t *ty)
 {
-    return check_cuda(cudaEventRecord(c->done, 0), fn);
+    int rc = live(comm, fn);
+    return rc ? rc : nccl_type(dtype, ty);
+}
+
+/* After a collective was queued (rc: how that went): the event to wait on. */
+static int queued(void *comm, int rc, const char *fn)
+{
+    return rc ? rc : check_cuda(cudaEventRecord(((struct nccl_comm *)comm)->done, 0), fn);
 }
 
 extern "C" int facet_cuda_nccl_is_built(void) { return 1; }
@@ -116,20 +124,17 @@ extern "C" int facet_cuda_nccl_allreduce(void *comm, void *data, int64_t count, 
 {
     static const char *fn = "facet_cuda_nccl_allreduce";
     ncclDataType_t ty;
-    int rc = live(comm, fn);
-    if (!rc) rc = nccl_type(dtype, &ty);
+    int rc = begin(comm, dtype, fn, &ty);
     if (rc) return rc;
     struct nccl_comm *c = (struct nccl_comm *)comm;
-    rc = check_nccl(ncclAllReduce(data, data, (size_t)count, ty, nccl_op(op), c->comm, 0), fn);
-    return rc ? rc : record(c, fn);
+    return queued(c, check_nccl(ncclAllReduce(data, data, (size_t)count, ty, nccl_op(op), c->comm, 0), fn), fn);
 }
 
 extern "C" int facet_cuda_nccl_allgather(void *comm, void *out, const void *x, const int64_t *counts, int dtype)
 {
     static const char *fn = "facet_cuda_nccl_allgather";
     ncclDataType_t ty;
-    int rc = live(comm, fn);
-    if (!rc) rc = nccl_type(dtype, &ty);
+    int rc = begin(comm, dtype, fn, &ty);
     if (rc) return rc;
     struct nccl_comm *c = (struct nccl_comm *)comm;
     int size = 0, rank = 0;
@@ -143,32 +148,27 @@ extern "C" int facet_cuda_nccl_allgather(void *comm, void *out, const void *x, c
         at += (size_t)counts[r];
     }
     int end = check_nccl(ncclGroupEnd(), fn);
-    if (!rc) rc = end;
-    return rc ? rc : record(c, fn);
+    return queued(c, rc ? rc : end, fn);
 }
 
 extern "C" int facet_cuda_nccl_reduce_scatter(void *comm, void *out, const void *x, int64_t count, int dtype, int op)
 {
     static const char *fn = "facet_cuda_nccl_reduce_scatter";
     ncclDataType_t ty;
-    int rc = live(comm, fn);
-    if (!rc) rc = nccl_type(dtype, &ty);
+    int rc = begin(comm, dtype, fn, &ty);
     if (rc) return rc;
     struct nccl_comm *c = (struct nccl_comm *)comm;
-    rc = check_nccl(ncclReduceScatter(x, out, (size_t)count, ty, nccl_op(op), c->comm, 0), fn);
-    return rc ? rc : record(c, fn);
+    return queued(c, check_nccl(ncclReduceScatter(x, out, (size_t)count, ty, nccl_op(op), c->comm, 0), fn), fn);
 }
 
 extern "C" int facet_cuda_nccl_broadcast(void *comm, void *data, int64_t count, int dtype, int root)
 {
     static const char *fn = "facet_cuda_nccl_broadcast";
     ncclDataType_t ty;
-    int rc = live(comm, fn);
-    if (!rc) rc = nccl_type(dtype, &ty);
+    int rc = begin(comm, dtype, fn, &ty);
     if (rc) return rc;
     struct nccl_comm *c = (struct nccl_comm *)comm;
-    rc = check_nccl(ncclBroadcast(data, data, (size_t)count, ty, root, c->comm, 0), fn);
-    return rc ? rc : record(c, fn);
+    return queued(c, check_nccl(ncclBroadcast(data, data, (size_t)count, ty, root, c->comm, 0), fn), fn);
 }
 
 extern "C" int facet_cuda_nccl_wait(void *comm, double timeout, const char *what)

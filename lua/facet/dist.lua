@@ -196,20 +196,18 @@ function Group:barrier()
   if st.comm then core.check(C.facet_dist_barrier(st.comm), 2) end
 end
 
-function Group:allreduce(t, op)
-  live(self, "allreduce")
-  tensor_arg("allreduce", t)
-  local code = op_arg("allreduce", op, t)
-  if st.comm then core.check(C.facet_dist_allreduce(st.comm, t.h, code), 2) end
+-- allreduce and allreduce_start: the checks, then fn (the C call) when there is a communicator
+local function reduce_in_place(self, name, fn, t, op)
+  live(self, name)
+  tensor_arg(name, t)
+  local code = op_arg(name, op, t)
+  if st.comm then core.check(fn(st.comm, t.h, code), 3) end
   return t
 end
 
+function Group:allreduce(t, op) return (reduce_in_place(self, "allreduce", C.facet_dist_allreduce, t, op)) end
 function Group:allreduce_start(t, op)
-  live(self, "allreduce_start")
-  tensor_arg("allreduce_start", t)
-  local code = op_arg("allreduce_start", op, t)
-  if st.comm then core.check(C.facet_dist_allreduce_start(st.comm, t.h, code), 2) end
-  return t
+  return (reduce_in_place(self, "allreduce_start", C.facet_dist_allreduce_start, t, op))
 end
 
 function Group:progress()
@@ -222,10 +220,14 @@ function Group:wait_all()
   if st.comm then core.check(C.facet_dist_wait_all(st.comm), 2) end
 end
 
-local function rest_shape(t, rows)
+-- a new tensor of rows rows shaped like t's rows, filled by fill(out) on a
+-- communicator or with a copy of t at world size 1
+local function new_rows(t, rows, fill)
   local s = t:shape()
   s[1] = rows
-  return s
+  local out = tensor.empty(s, { dtype = t:dtype(), device = t:device() })
+  if st.comm then core.check(fill(out), 4) else out:copy(t) end
+  return out
 end
 
 function Group:allgather(t, counts)
@@ -251,13 +253,9 @@ function Group:allgather(t, counts)
         st.rank, counts[st.rank + 1], n), 2)
     end
   end
-  local out = tensor.empty(rest_shape(t, total), { dtype = t:dtype(), device = t:device() })
-  if st.comm then
-    core.check(C.facet_dist_allgather(st.comm, out.h, t.h, carr, carr and st.size or 0), 2)
-  else
-    out:copy(t)
-  end
-  return out
+  return (new_rows(t, total, function(out)
+    return C.facet_dist_allgather(st.comm, out.h, t.h, carr, carr and st.size or 0)
+  end))
 end
 
 function Group:reduce_scatter(t, op)
@@ -268,13 +266,7 @@ function Group:reduce_scatter(t, op)
   if n % st.size ~= 0 then
     core.raise(("facet.dist.reduce_scatter: t has %d rows, not a multiple of the world size %d"):format(n, st.size), 2)
   end
-  local out = tensor.empty(rest_shape(t, n / st.size), { dtype = t:dtype(), device = t:device() })
-  if st.comm then
-    core.check(C.facet_dist_reduce_scatter(st.comm, out.h, t.h, code), 2)
-  else
-    out:copy(t)
-  end
-  return out
+  return (new_rows(t, n / st.size, function(out) return C.facet_dist_reduce_scatter(st.comm, out.h, t.h, code) end))
 end
 
 function Group:broadcast(t, root)
