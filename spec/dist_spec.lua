@@ -140,6 +140,10 @@ describe("facet.dist on 2 ranks (mpirun)", function()
       assert.are.same({ 8, 3 }, v.broadcast)                 -- rank 1's {1 + 7, 1 * 3}
       assert.are.same({ 2 }, v.module_allreduce)
       assert.are.same({ 4 }, v.after)
+      -- gradients 1, 2 (weight) and 10, 20 (bias) on ranks 0, 1
+      assert.are.same({ { { 3, 3 } }, { 30 } }, v.dp_sum)
+      assert.are.same({ { { 1.5, 1.5 } }, { 15 } }, v.dp_avg)
+      assert.are.same({ { 5, 5 } }, v.dp_broadcast)
       for name, msg in pairs(v.errors) do assert.matches("facet%.dist%.", msg, 1, false, name .. ": " .. msg) end
       assert.matches("counts%[" .. (r + 1) .. "%] %(this rank, " .. r .. "%) is 5 but t has 1 rows", v.errors.counts_mine)
     end

@@ -13,8 +13,8 @@
 --     g:allreduce_start(t, op), g:progress(), g:wait_all()   a started allreduce, a poke that
 --                               lets MPI move it on, its completion (facet.train's buckets)
 --   facet.dist.allreduce / allgather / reduce_scatter / broadcast: world()'s.
---   facet.dist.data_parallel(sources [, { bucket_mb = 1 }]) -> r   gradient averaging for
---                               facet.train{ dist = true } (see there)
+--   facet.dist.data_parallel(sources [, { bucket_mb = 1, op = "avg" }]) -> r   gradient
+--                               averaging for facet.train{ dist = true } (see there)
 -- CPU tensors go through MPI, CUDA tensors through NCCL (facet_dist_* in facet.h).
 -- At world size 1 without MPI the collectives are identities (a copy where a
 -- new tensor is promised). A collective that does not complete within the
@@ -296,7 +296,9 @@ end
 -- earlier layers. finish() starts what is left, waits for everything and
 -- unpacks the averages into the gradients, before the optimizer reads them.
 -- A fused head's deferred gradient (row_coef) is linear in the batch, so it
--- is averaged with the rest.
+-- is averaged with the rest. op "sum" instead of "avg" is for a class-sharded
+-- head, whose loss is the global batch's on every rank, so that each rank's
+-- gradients are its samples' part of the global gradient.
 local Reducer = {}
 Reducer.__index = Reducer
 
@@ -306,10 +308,12 @@ local function entries_of(src)
 end
 
 function M.data_parallel(sources, opts)
-  opts = valid.options("facet.dist.data_parallel", opts, { "bucket_mb" })
+  opts = valid.options("facet.dist.data_parallel", opts, { "bucket_mb", "op" })
   valid.number("facet.dist.data_parallel", "bucket_mb", opts.bucket_mb, { gt = 0, optional = true })
+  valid.enum("facet.dist.data_parallel", "op", opts.op, { "avg", "sum" }, "avg")
   local cap = math.floor((opts.bucket_mb or 1) * 2 ^ 20 / 4)
-  local r = setmetatable({ buckets = {}, slots = {}, hooked = {}, params = {}, state = {}, sources = sources }, Reducer)
+  local r = setmetatable({ buckets = {}, slots = {}, hooked = {}, params = {}, state = {}, sources = sources,
+    op = opts.op or "avg" }, Reducer)
   -- backward's order: the sources from last to first (the head runs backward
   -- first), each one's parameters from last to first
   local order = {}
@@ -378,9 +382,9 @@ function Reducer:begin()
   self.next, self.done = 1, {}
 end
 
-local function start(bk)
+local function start(bk, op)
   for _, x in ipairs(bk.tensors) do x.view:copy(x.t) end
-  world:allreduce_start(bk.flat, "avg")
+  world:allreduce_start(bk.flat, op)
   bk.started = true
 end
 
@@ -399,7 +403,7 @@ function Reducer:ready(m)
     bk.pending = bk.pending - 1
   end
   while self.next <= #self.buckets and self.buckets[self.next].pending == 0 do
-    start(self.buckets[self.next])
+    start(self.buckets[self.next], self.op)
     self.next = self.next + 1
   end
 end
@@ -407,7 +411,7 @@ end
 --- Starts the buckets left (parameters no backward reached), waits for all
 -- and writes the averages back into the gradients.
 function Reducer:finish()
-  for i = self.next, #self.buckets do start(self.buckets[i]) end
+  for i = self.next, #self.buckets do start(self.buckets[i], self.op) end
   self.next = #self.buckets + 1
   world:wait_all()
   for _, bk in ipairs(self.buckets) do

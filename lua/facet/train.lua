@@ -34,7 +34,11 @@
 -- value, and only rank 0 writes logs, progress, and checkpoints. sync_bn = true
 -- makes every BatchNorm use the statistics of the global batch. A rank that
 -- fails alone ends the job (facet.dist.abort) instead of leaving its peers
--- waiting. At world size 1 dist changes nothing.
+-- waiting. At world size 1 dist changes nothing. A class-sharded head
+-- (head.sharded = true) keeps its own parameters (not broadcast, not
+-- averaged), computes the global batch's loss on every rank and returns, for
+-- the rank's samples, the unsharded head's dx; the model's gradients are then
+-- summed over the ranks instead of averaged.
 local tensor = require "facet.tensor"
 local device_data = require("facet.data.device").to_device
 local checkpoint = require "facet.checkpoint"
@@ -115,7 +119,9 @@ local function setup(cfg)
     rank = rank, world = world, root = rank == 0,
   }
   if world > 1 then
-    st.reducer = dist.data_parallel({ model, cfg.head }, { bucket_mb = cfg.bucket_mb })
+    -- a class-sharded head's loss is the global batch's: the ranks' gradients add up
+    st.reducer = dist.data_parallel({ model, cfg.head }, { bucket_mb = cfg.bucket_mb,
+      op = cfg.head.sharded and "sum" or "avg" })
     st.loss_buf = tensor.zeros({ 1 })
     if cfg.sync_bn then
       local BN = require "facet.nn.BatchNorm"

@@ -50,6 +50,19 @@ if mode == "collectives" then
   res.reduce_scatter_avg = g:reduce_scatter(facet.tensor(rows), "avg"):totable()
   res.broadcast = g:broadcast(facet.tensor({ r + 7, r * 3 }), W - 1):totable()
   res.module_allreduce = facet.dist.allreduce(facet.tensor({ 1 }), "sum"):totable()
+  -- data_parallel: gradients summed or averaged, parameters from rank 0
+  local lin = facet.nn.Linear(2, 1)
+  for _, op in ipairs { "sum", "avg" } do
+    local dp = facet.dist.data_parallel({ lin }, { op = op })
+    lin.grad_weight:fill_(r + 1)
+    lin.grad_bias:fill_(10 * (r + 1))
+    dp:begin()
+    dp:finish()
+    res["dp_" .. op] = { lin.grad_weight:totable(), lin.grad_bias:totable() }
+  end
+  lin.weight:fill_(r + 5)
+  facet.dist.data_parallel({ lin }):broadcast(0)
+  res.dp_broadcast = lin.weight:totable()
   g:barrier()
   -- hostile arguments on a live communicator: clear errors, the communicator still works after them
   local errs = {}
