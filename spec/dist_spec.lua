@@ -66,6 +66,41 @@ describe("facet.dist at world size 1 (no launcher)", function()
     end)
   end)
 
+  it("the C API refuses NULL handles and bad settings before touching MPI", function()
+    local ffi = require "ffi"
+    local core = require "facet.core"
+    local C = core.C
+    local function fails(pat, rc)
+      assert.are_not.equal(0, rc)
+      assert.matches(pat, core.last_error())
+    end
+    local built = facet.dist.built()
+    if not built.mpi then
+      fails("built without MPI", C.facet_dist_init(ffi.new("facet_dist *[1]"), ffi.new("facet_dist_params", { timeout = 1 })))
+      return
+    end
+    local pp = ffi.new("facet_dist *[1]")
+    fails("facet_dist_init: out is NULL", C.facet_dist_init(nil, ffi.new("facet_dist_params", { timeout = 1 })))
+    fails("facet_dist_init: params is NULL", C.facet_dist_init(pp, nil))
+    for _, bad in ipairs { 0, -1, 0 / 0, 1 / 0, 1e8 } do
+      fails("facet_dist_init: timeout must be seconds in %(0, 1e7%]", C.facet_dist_init(pp, ffi.new("facet_dist_params",
+        { timeout = bad })))
+    end
+    local t = facet.tensor({ 1 })
+    fails("facet_dist_allreduce: the communicator is NULL", C.facet_dist_allreduce(nil, t.h, C.FACET_DIST_OP_SUM))
+    fails("facet_dist_allreduce_start: the communicator is NULL", C.facet_dist_allreduce_start(nil, t.h, 0))
+    fails("facet_dist_broadcast: the communicator is NULL", C.facet_dist_broadcast(nil, t.h, 0))
+    fails("facet_dist_allgather: the communicator is NULL", C.facet_dist_allgather(nil, t.h, t.h, nil, 0))
+    fails("facet_dist_reduce_scatter: the communicator is NULL", C.facet_dist_reduce_scatter(nil, t.h, t.h, 0))
+    fails("facet_dist_barrier: the communicator is NULL", C.facet_dist_barrier(nil))
+    fails("facet_dist_wait_all: the communicator is NULL", C.facet_dist_wait_all(nil))
+    fails("facet_dist_progress: the communicator is NULL", C.facet_dist_progress(nil))
+    fails("facet_dist_query: the communicator is NULL", C.facet_dist_query(nil, nil, nil, nil, nil))
+    fails("facet_dist_abort: the communicator is NULL", C.facet_dist_abort(nil, 1))
+    fails("facet_dist_is_built: mpi and nccl must not be NULL", C.facet_dist_is_built(nil, nil))
+    assert.are.equal(0, C.facet_dist_free(nil))
+  end)
+
   it("tensors:shard splits every global batch into the ranks' parts", function()
     local x = facet.arange(0, 12):reshape { 12, 1 }
     local y = facet.arange(0, 12):long()
@@ -113,6 +148,7 @@ describe("facet.dist at world size 1 (no launcher)", function()
 end)
 
 local have, why = mpi.available()
+if have and not facet.dist.built().mpi then have, why = false, "this build of facet has no MPI (FACET_MPI=0 or no mpicc)" end
 describe("facet.dist on 2 ranks (mpirun)", function()
   if not have then
     it("is skipped: " .. why, function() print("dist_spec: 2-rank cases skipped: " .. why) end)

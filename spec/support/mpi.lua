@@ -34,7 +34,8 @@ function M.available()
   return true
 end
 
-local function spawn(argv, env, log)
+-- env: variables to set; drop: a variable to leave out of the child's environment
+local function spawn(argv, env, log, drop)
   local args = ffi.new("char *[?]", #argv + 1)
   local keep = {}
   for i, a in ipairs(argv) do
@@ -47,7 +48,7 @@ local function spawn(argv, env, log)
   while ffi.C.environ[i] ~= nil do
     local s = ffi.string(ffi.C.environ[i])
     local k = s:match("^([^=]*)=")
-    if not (k and env[k] ~= nil) and k ~= "LD_PRELOAD" then vars[#vars + 1] = s end
+    if not (k and env[k] ~= nil) and k ~= drop then vars[#vars + 1] = s end
     i = i + 1
   end
   for k, v in pairs(env) do vars[#vars + 1] = k .. "=" .. v end
@@ -76,8 +77,14 @@ end
 function M.run(np, argv, opts)
   opts = opts or {}
   local cmd = { "timeout", "-k", "5", tostring(opts.limit or 120) }
+  -- under `make sanitize` the ranks need the sanitizer runtimes preloaded, mpirun not
+  local preload = os.getenv("LD_PRELOAD")
   if np > 0 then
     for _, a in ipairs { "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", tostring(np) } do cmd[#cmd + 1] = a end
+    if preload and preload ~= "" then
+      cmd[#cmd + 1] = "-x"
+      cmd[#cmd + 1] = "LD_PRELOAD=" .. preload
+    end
   end
   cmd[#cmd + 1] = "luajit"
   cmd[#cmd + 1] = "bin/facet"
@@ -88,7 +95,7 @@ function M.run(np, argv, opts)
   for k, v in pairs(opts.env or {}) do env[k] = v end
   local clock = require("facet.sys").clock
   local c0 = clock()
-  local rc = spawn(cmd, env, log)
+  local rc = spawn(cmd, env, log, np > 0 and "LD_PRELOAD" or nil)
   local out = F.read_file(log)
   os.remove(log)
   return out, rc, clock() - c0
