@@ -77,13 +77,16 @@ end
 function M.run(np, argv, opts)
   opts = opts or {}
   local cmd = { "timeout", "-k", "5", tostring(opts.limit or 120) }
-  -- under `make sanitize` the ranks need the sanitizer runtimes preloaded, mpirun not
+  -- under `make sanitize` the ranks need the sanitizer runtimes preloaded, mpirun
+  -- not; their leak check is off: Open MPI's plugins leave allocations behind
+  -- at exit from code already unloaded, which no suppression can name (ASan's
+  -- memory-error checks stay on, and the in-process cases keep the leak check)
   local preload = os.getenv("LD_PRELOAD")
   if np > 0 then
     for _, a in ipairs { "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", tostring(np) } do cmd[#cmd + 1] = a end
     if preload and preload ~= "" then
-      cmd[#cmd + 1] = "-x"
-      cmd[#cmd + 1] = "LD_PRELOAD=" .. preload
+      for _, a in ipairs { "-x", "LD_PRELOAD=" .. preload, "-x",
+        "ASAN_OPTIONS=" .. (os.getenv("ASAN_OPTIONS") or "") .. ":detect_leaks=0" } do cmd[#cmd + 1] = a end
     end
   end
   cmd[#cmd + 1] = "luajit"
