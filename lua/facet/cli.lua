@@ -161,13 +161,19 @@ local commands = {
     run = function(parsed)
       local facet = load_facet()
       local r = facet.data.pack(parsed.source, parsed.prefix)
-      io.stdout:write(("%s.rec: %d images, %d identities\n"):format(parsed.prefix, r.images, r.identities))
+      for i, s in ipairs(r.skipped) do
+        if i <= 20 then io.stderr:write(("skipped %s: %s\n"):format(s[1], s[2])) end
+      end
+      if #r.skipped > 20 then io.stderr:write(("... and %d more skipped\n"):format(#r.skipped - 20)) end
+      io.stdout:write(("%s.rec: %d images, %d identities%s; names in %s.lst\n"):format(parsed.prefix, r.images,
+        r.identities, #r.skipped > 0 and (", %d incomplete images skipped"):format(#r.skipped) or "",
+        (parsed.prefix:gsub("%.rec$", ""))))
       return 0
     end,
   },
   {
     name = "unpack",
-    summary = "Write the images of a .rec into a folder, one subfolder per label.",
+    summary = "Write the images of a .rec into a folder, one subfolder per identity (named as packed when a .lst is beside it).",
     configure = function(cmd)
       cmd:argument("prefix", "RecordIO prefix (PREFIX.rec and PREFIX.idx).")
       cmd:argument("folder", "Output folder.")
@@ -175,7 +181,8 @@ local commands = {
     run = function(parsed)
       local facet = load_facet()
       local r = facet.data.unpack(parsed.prefix, parsed.folder)
-      io.stdout:write(("%s: %d images\n"):format(parsed.folder, r.images))
+      io.stdout:write(("%s: %d images%s\n"):format(parsed.folder, r.images,
+        r.named and ", named as packed (.lst)" or ", in label folders (no .lst beside the .rec)"))
       return 0
     end,
   },
@@ -223,6 +230,29 @@ local commands = {
       return 0
     end,
   },
+  {
+    name = "export",
+    summary = "Export a checkpoint's backbone as an ONNX inference graph (opset 11, input 'data' N x 3 x size x size).",
+    configure = function(cmd)
+      require("facet.embed").model_options(cmd)
+      cmd:option("-o --output", "The .onnx file to write."):count(1)
+    end,
+    run = function(parsed) return require("facet.embed").export_command(load_facet(), parsed) end,
+  },
+  {
+    name = "embed",
+    summary = "Embed every image of a folder, list file, .rec or .bin into an .npy (keys in order beside it).",
+    configure = function(cmd)
+      require("facet.embed").model_options(cmd)
+      cmd:argument("images", "Image folder, list file (a path a line), .rec or .bin.")
+      cmd:option("-o --output", "The .npy to write (the keys go to the same name with .txt)."):count(1)
+      cmd:option("--batch-size", "Images a batch.", "64"):convert(check.flag("--batch-size", { integer = true, min = 1 }))
+      cmd:option("--threads", "Loader threads (default: facet's)."):convert(check.flag("--threads",
+        { integer = true, min = 1 }))
+      cmd:flag("--no-flip", "Skip the flip test.")
+    end,
+    run = function(parsed) return require("facet.embed").embed_command(load_facet(), parsed) end,
+  },
 }
 M.commands = commands
 
@@ -266,6 +296,20 @@ function M.describe_file(facet, path)
       out:write(ok and ("first image: %s %dx%d, %d bytes\n"):format(info.format, info.width, info.height,
         #r:image_bytes(1)) or ("first image: %d bytes, not JPEG or PNG\n"):format(#r:image_bytes(1)))
     end
+    local names = facet.data.read_lst(prefix)
+    if names then
+      local first, ids = {}, {}
+      for key = 1, r:num_images() do
+        local e = names[key]
+        local id = e and e.path:match("([^/]+)/[^/]*$")
+        if id and not ids[id] then
+          ids[id] = true
+          if #first < 5 then first[#first + 1] = id end
+        end
+      end
+      out:write(("identity names (%s.lst): %s%s\n"):format(prefix, table.concat(first, ", "),
+        r:num_identities() > #first and ", ..." or ""))
+    end
   elseif path:match("%.bin$") then
     local b = facet.data.load_bin(path, { decode = false })
     local same = 0
@@ -300,6 +344,12 @@ end
 local by_name = {}
 for _, c in ipairs(commands) do by_name[c.name] = c end
 
+--- What `facet --version` prints: the version, the commit of a checkout,
+-- the backends built in, the BLAS in use, the threads and the CPU (facet.about).
+function M.version_text()
+  return table.concat(require("facet.about").lines(), "\n")
+end
+
 --- The argparse parser for the whole command line (built on demand, help text included).
 function M.parser()
   local parser = argparse("facet", "Face-recognition training engine (LuaJIT + C core).")
@@ -332,12 +382,19 @@ function M.main(argv)
   local parser = M.parser()
   local ok, parsed = parser:pparse(list)
   if not ok then
-    io.stderr:write(parser:get_usage(), "\n\nError: ", parsed,
-      "\nRun 'facet help' for the list of commands.\n")
+    local hint = "Run 'facet help' for the list of commands."
+    -- `facet script.lua` is `facet run script.lua`, as `luajit script.lua` would be
+    local first = list[1]
+    if first and not by_name[first] and first:sub(1, 1) ~= "-" and
+       (first:match("%.lua$") or io.open(first, "r")) then
+      hint = ("To run a script: facet run %s%s"):format(first, #list > 1 and " ..." or "")
+    end
+    io.stderr:write(parser:get_usage(), "\n\nError: ", parsed, "\n", hint, "\n")
     return M.EXIT_USAGE
   end
   if parsed.version then
-    io.stdout:write(load_facet().version, "\n")
+    load_facet()
+    io.stdout:write(M.version_text(), "\n")
     return 0
   end
   local c = by_name[parsed.command or "repl"]
