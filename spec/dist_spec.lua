@@ -185,6 +185,22 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     end
   end)
 
+  -- the 1-process run's result.json and weights, as tables
+  local function compare_weights(dir_a, dir_b)
+    local wa, wb = safetensors.load(dir_a .. "/weights.safetensors"), safetensors.load(dir_b .. "/weights.safetensors")
+    local n = 0
+    for name, t in pairs(wa) do
+      local a, b = t:reshape { -1 }:totable(), wb[name]:reshape { -1 }:totable()
+      local scale = 0
+      for i = 1, #a do scale = math.max(scale, math.abs(a[i])) end
+      for i = 1, #a do
+        assert(math.abs(a[i] - b[i]) <= 1e-5 * scale, ("%s[%d]: %.9g vs %.9g"):format(name, i, a[i], b[i]))
+      end
+      n = n + 1
+    end
+    assert.is_true(n >= 10)
+  end
+
   local full
   it("2 ranks with sync BN at batch B/2 each give the losses and weights of 1 process at batch B (20 steps)", function()
     local one, two = path("one"), path("two")
@@ -197,33 +213,33 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     assert.are.equal(1, a.size); assert.are.equal(2, b.size)
     assert.are.equal(20, #a.losses)
     losses_match(b.losses, a.losses, 1e-5)
-    local wa, wb = safetensors.load(one .. "/weights.safetensors"), safetensors.load(two .. "/weights.safetensors")
-    local n = 0
-    for name, t in pairs(wa) do
-      local u = wb[name]:totable()
-      local flat_a, flat_b = t:reshape { -1 }:totable(), wb[name]:reshape { -1 }:totable()
-      local scale = 0
-      for i = 1, #flat_a do scale = math.max(scale, math.abs(flat_a[i])) end
-      for i = 1, #flat_a do
-        assert(math.abs(flat_a[i] - flat_b[i]) <= 1e-5 * scale, ("%s[%d]: %.9g vs %.9g"):format(name, i, flat_a[i], flat_b[i]))
-      end
-      n = n + 1
-      local _ = u
-    end
-    assert.is_true(n >= 10)
+    compare_weights(one, two)
     full = a.losses
+  end)
+
+  it("with a class-sharded head (K = 5 over 2 ranks: blocks 3 and 2) as well; gradients summed, not averaged", function()
+    assert.is_not_nil(full, "needs the previous case")
+    local dir = path("sharded")
+    assert(F.sh("mkdir -p " .. dir))
+    local out, rc = mpi.run(2, { WORKER, "train", dir, "sync_bn=1", "shard=1" })
+    assert.are.equal(0, rc, out)
+    losses_match(read_json(dir .. "/result.json").losses, full, 1e-5)
+    compare_weights(path("one"), dir)
   end)
 
   it("a checkpoint saved by 2 ranks resumes on 1 and on 2 ranks with the uninterrupted losses", function()
     assert.is_not_nil(full, "needs the previous case")
-    for _, np in ipairs { 0, 2 } do
-      local dir = path("resume" .. np)
+    -- { ranks of the resumed run, head sharded when saved, head sharded when resumed }
+    for _, c in ipairs { { 0, "0", "0" }, { 2, "0", "0" }, { 0, "1", "0" }, { 2, "1", "1" } } do
+      local np, saved, resumed = c[1], c[2], c[3]
+      local dir = path(("resume-%d-%s-%s"):format(np, saved, resumed))
       assert(F.sh("mkdir -p " .. dir))
       local out, rc = mpi.run(2, { WORKER, "train", dir, "sync_bn=1", "ckpt=" .. dir .. "/ckpt", "checkpoint_every=10",
-        "stop=10" })
+        "stop=10", "shard=" .. saved })
       assert.are.equal(0, rc, out)
       assert.are.equal("step-00000010", (F.read_file(dir .. "/ckpt/latest"):gsub("%s+$", "")))
-      out, rc = mpi.run(np, { WORKER, "train", dir, "sync_bn=1", "ckpt=" .. dir .. "/ckpt", "resume=1" })
+      out, rc = mpi.run(np, { WORKER, "train", dir, "sync_bn=1", "ckpt=" .. dir .. "/ckpt", "resume=1",
+        "shard=" .. resumed })
       assert.are.equal(0, rc, out)
       local v = read_json(dir .. "/result.json")
       assert.are.equal(np == 0 and 1 or 2, v.size)

@@ -286,8 +286,8 @@ for _, name in ipairs { "barrier", "allreduce", "allgather", "reduce_scatter", "
 end
 
 -- ---- data parallel: bucketed gradient averaging, overlapped with backward ------------
--- The gradients of sources (modules and heads; a head with .sharded owns its
--- classes and is left alone) are packed into buckets of about bucket_mb, in
+-- The gradients of sources (modules and heads; a class-sharded head's own
+-- parameters are left alone) are packed into buckets of about bucket_mb, in
 -- the order backward produces them (the head's first, then the model's
 -- modules last to first). Each module with parameters gets a hook on its
 -- backward: when it returns, its gradients are final, and every bucket whose
@@ -302,9 +302,22 @@ end
 local Reducer = {}
 Reducer.__index = Reducer
 
+-- the entries a trainer averages: a class-sharded head's rows (entries with
+-- shard) and its alpha (reduced: already summed over the ranks) are its own
 local function entries_of(src)
-  if src.sharded then return {} end
-  return src:named_parameters()
+  local out = {}
+  for _, e in ipairs(src:named_parameters()) do
+    if not e.shard and not e.reduced then out[#out + 1] = e end
+  end
+  return out
+end
+
+--- Whether src (a module or head) holds a class-sharded block (facet.heads.sharded).
+function M.is_sharded(src)
+  for _, e in ipairs(src:named_parameters()) do
+    if e.shard then return true end
+  end
+  return false
 end
 
 function M.data_parallel(sources, opts)
@@ -424,7 +437,7 @@ function Reducer:broadcast(root)
   for _, t in ipairs(self.params) do world:broadcast(t, root or 0) end
   for _, t in ipairs(self.state) do world:broadcast(t, root or 0) end
   for _, src in ipairs(self.sources) do
-    if not src.sharded and src.weight_changed then src:weight_changed(false) end
+    if src.weight_changed and not M.is_sharded(src) then src:weight_changed(false) end
   end
 end
 

@@ -35,10 +35,10 @@
 -- makes every BatchNorm use the statistics of the global batch. A rank that
 -- fails alone ends the job (facet.dist.abort) instead of leaving its peers
 -- waiting. At world size 1 dist changes nothing. A class-sharded head
--- (head.sharded = true) keeps its own parameters (not broadcast, not
--- averaged), computes the global batch's loss on every rank and returns, for
--- the rank's samples, the unsharded head's dx; the model's gradients are then
--- summed over the ranks instead of averaged.
+-- (facet.heads.new(..., { shard = true })) keeps its own parameters (not
+-- broadcast, not averaged), computes the global batch's loss on every rank and
+-- returns, for the rank's samples, the exact dx of that loss; the model's
+-- gradients are then summed over the ranks instead of averaged.
 local tensor = require "facet.tensor"
 local device_data = require("facet.data.device").to_device
 local checkpoint = require "facet.checkpoint"
@@ -116,12 +116,12 @@ local function setup(cfg)
     data_wait = 0,                        -- seconds spent waiting for batches
     tty = sys.isatty(1) and not cfg.quiet and rank == 0,
     quiet = cfg.quiet or rank ~= 0,
-    rank = rank, world = world, root = rank == 0,
+    rank = rank, world = world, root = rank == 0, writer = rank == 0,
   }
   if world > 1 then
     -- a class-sharded head's loss is the global batch's: the ranks' gradients add up
     st.reducer = dist.data_parallel({ model, cfg.head }, { bucket_mb = cfg.bucket_mb,
-      op = cfg.head.sharded and "sum" or "avg" })
+      op = dist.is_sharded(cfg.head) and "sum" or "avg" })
     st.loss_buf = tensor.zeros({ 1 })
     if cfg.sync_bn then
       local BN = require "facet.nn.BatchNorm"
@@ -168,8 +168,8 @@ local function close_log(st)
   st.logf = nil
 end
 
+-- every rank calls it (a class-sharded head gathers its blocks); rank 0 writes
 local function save(st)
-  if not st.root then return end
   checkpoint.save(st.cfg.checkpoint, st)
 end
 

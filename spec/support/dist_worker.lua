@@ -5,7 +5,8 @@
 -- MODE train: a small convnet with BatchNorm and an am-softmax head, trained
 --   for steps=N steps at a global batch=B with dist = true (sync_bn=1 for
 --   synchronised BN); rank 0 writes OUT/result.json (losses) and OUT/weights.safetensors.
---   ckpt=DIR checkpoint_every=K stop=S resume=1 pass on to facet.train.
+--   ckpt=DIR checkpoint_every=K stop=S resume=1 pass on to facet.train; shard=1
+--   makes the head class-sharded over the ranks (facet.heads.sharded).
 --   At step S on rank 1: die=S exits at once (_exit: no MPI_Finalize, as a crash does);
 --   leave=S exits through Lua (os.exit closing the state: the communicator's
 --   finalizer calls MPI_Finalize, which waits for the peers); hang=S sleeps 600 s.
@@ -94,7 +95,7 @@ local y = facet.tensor(yl, { dtype = "int64" })
 local net = nn.Sequential(nn.Conv2d(1, 4, 3, { padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(),
   nn.Conv2d(4, 4, 3, { stride = 2, padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 8),
   nn.BatchNorm1d(8))
-local head = facet.heads.new("am", { classes = 5, dim = 8, seed = 5 })
+local head = facet.heads.new("am", { classes = 5, dim = 8, seed = 5, shard = kv.shard == "1" or nil })
 local opt = facet.optim.sgd({ net, head }, { lr = 0.05, momentum = 0.9, weight_decay = 5e-4 })
 local data = facet.data.tensors { x = x, y = y, batch_size = B, seed = 2 }
 if kv.die or kv.hang or kv.leave then
@@ -121,9 +122,11 @@ local res = facet.train {
   sync_bn = kv.sync_bn == "1", checkpoint = kv.ckpt, checkpoint_every = num("checkpoint_every"),
   resume = kv.resume == "1" and kv.ckpt or nil, stop_after = num("stop"), bucket_mb = num("bucket_mb"),
 }
+-- a sharded head's full weight is gathered on every rank
+local head_weight = head.state_dict and head:state_dict().weight or head.weight
 if r == 0 then
   local w = net:state_dict()
-  w["head.weight"] = head.weight
+  w["head.weight"] = head_weight
   facet.save_safetensors(w, out .. "/weights.safetensors")
   write(out .. "/result.json", { losses = res.losses, steps = res.steps, size = W })
 end
