@@ -8,8 +8,9 @@
 -- end. --steps N stops after N steps and prints the measured time per step and
 -- the projected time per epoch.
 -- Data parallel: mpirun -np 4 bin/facet run recipes/ms1m.lua --data ... --cuda --dist [--sync-bn]
--- (--batch is the global batch; docs/distributed.md). --sample is the
--- Partial FC fraction of the class-sharded head (facet.heads).
+-- (--batch is the global batch; docs/distributed.md). On several ranks the
+-- head is class-sharded over them (each holds K / ranks classes); --sample is
+-- its Partial FC fraction (docs/heads.md).
 -- Usage: bin/facet run recipes/ms1m.lua --data /data/ms1m-retinaface [--head mv-am] [--model iresnet --depth 100]
 --          [--batch 128] [--threads 8] [--bins lfw,cfp_fp,agedb_30] [--out run/ms1m] [--resume] [--steps N]
 local facet = require "facet"
@@ -50,14 +51,17 @@ local device = a.cuda and "cuda" or "cpu"
 local net = facet.models.build(a.model, { emb = a.emb, size = a.size,
   depth = a.depth or (a.model == "iresnet" and 100 or nil) })
 local hopts = { classes = classes, dim = a.emb, device = device }
-if a.sample < 1 then hopts.sample = a.sample end   -- Partial FC (the class-sharded heads)
+if facet.dist.size() > 1 then hopts.shard = true end   -- each rank holds its block of the classes
+if a.sample < 1 then hopts.sample = a.sample end     -- Partial FC
 local head = facet.heads.new(a.head, hopts)
 if a.cuda then net:cuda() end
 local data = facet.data.loader { source = rec, size = { a.size, a.size }, batch_size = a.batch, threads = a.loader_threads,
   flip = 0.5, seed = 1 }
 local opt = facet.optim.sgd({ net, head }, { lr = a.lr, momentum = 0.9, weight_decay = 5e-4, decay_bias_norm = false })
-print(("%s: %d images, %d identities; %s (%d parameters) + %s over %d classes; %d batches an epoch"):format(a.data,
-  rec:num_images(), classes, a.model, net:count_parameters(), a.head, classes, data:num_batches()))
+if root then
+  print(("%s: %d images, %d identities; %s (%d parameters) + %s over %d classes; %d batches an epoch"):format(a.data,
+    rec:num_images(), classes, a.model, net:count_parameters(), a.head, classes, data:num_batches()))
+end
 
 -- the verification sets, decoded once
 local sets = {}
@@ -67,7 +71,7 @@ for name in a.bins:gmatch("[^,]+") do
     local s = facet.data.load_bin(path, { size = { a.size, a.size } })
     sets[#sets + 1] = { name = name, set = s }
   else
-    io.stderr:write(("ms1m: %s not found, skipped\n"):format(path))
+    if root then io.stderr:write(("ms1m: %s not found, skipped\n"):format(path)) end
   end
 end
 local function evaluate()
