@@ -247,6 +247,22 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     end
   end)
 
+  it("recipes/ms1m.lua --dist --sample runs on 2 ranks: loader shards, a class-sharded head, rank 0 logs", function()
+    local data, out_dir = path("syn"), path("ms1m")
+    assert(F.sh("mkdir -p " .. data))
+    facet.data.synthetic { out = data .. "/train", identities = 10, images = 4, size = 16, pairs = 20, seed = 1 }
+    local out, rc = mpi.run(2, { "recipes/ms1m.lua", "--data", data, "--model", "mobilefacenet", "--size", "16", "--emb",
+      "32", "--batch", "8", "--steps", "3", "--bins", "train_verify", "--out", out_dir, "--dist", "--sample", "0.5" })
+    assert.are.equal(0, rc, out)
+    local _, n = out:gsub("10 identities", "")
+    assert.are.equal(1, n, out)                          -- rank 0 alone prints
+    local lines = {}
+    for line in F.read_file(out_dir .. "/train.jsonl"):gmatch("[^\n]+") do lines[#lines + 1] = json.decode(line) end
+    assert.are.equal(3, #lines)
+    for _, e in ipairs(lines) do assert.is_true(e.loss > 0 and e.loss < 1e3) end
+    assert.is_true(F.exists(out_dir .. "/report.html"))
+  end)
+
   -- rank 1 misbehaves at step 3 (mode die / leave / hang); the job's output, exit status and seconds
   local function misbehave(mode, timeout)
     local dir = path(mode)
