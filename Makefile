@@ -23,12 +23,31 @@ NVCCFLAGS ?= -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,co
              -gencode arch=compute_90,code=compute_90
 LUAJIT   ?= luajit
 
+# MPI (core/src/dist.c) when mpicc is found (FACET_MPI=0 turns it off); NCCL
+# (core/cuda/nccl.cu) when CUDA is built and nccl.h is under NCCL_HOME
+# (default: the CUDA toolkit). docs/distributed.md.
+COMMA     := ,
+MPICC     ?= mpicc
+FACET_MPI ?= $(if $(shell command -v $(MPICC) 2>/dev/null),1,0)
+ifeq ($(FACET_MPI),1)
+  MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null)
+  MPI_LIBS   := $(shell $(MPICC) --showme:link 2>/dev/null)
+  MPI_RPATH  := $(patsubst -L%,-Wl$(COMMA)-rpath$(COMMA)%,$(filter -L%,$(MPI_LIBS)))
+  LDLIBS_ALL += $(MPI_LIBS) $(MPI_RPATH)
+endif
+NCCL_HOME ?= $(CUDA_HOME)
+FACET_NCCL := $(if $(and $(filter 1,$(FACET_CUDA)),$(wildcard $(NCCL_HOME)/include/nccl.h)),1,0)
+
 C_SRC  := $(wildcard core/src/*.c)
 CU_SRC := $(wildcard core/cuda/*.cu)
 ifeq ($(FACET_CUDA),1)
   C_SRC  := $(filter-out core/src/cuda_absent.c,$(C_SRC))
   CU_OBJ := $(patsubst core/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CU_SRC))
   LDLIBS_ALL += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  ifeq ($(FACET_NCCL),1)
+    NCCL_LIBDIR := $(firstword $(wildcard $(NCCL_HOME)/lib64/libnccl.so* $(NCCL_HOME)/lib/libnccl.so*))
+    LDLIBS_ALL += -L$(dir $(NCCL_LIBDIR)) -Wl,-rpath,$(dir $(NCCL_LIBDIR)) -lnccl
+  endif
 endif
 C_OBJ  := $(patsubst core/src/%.c,$(BUILD)/obj/%.o,$(C_SRC))
 LIB    := $(BUILD)/facet_core.so
@@ -48,6 +67,26 @@ deps:
 $(BUILD)/obj/%.o: core/src/%.c core/include/facet.h $(wildcard core/src/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+# the flags are part of the object: a build with and without MPI differ
+$(BUILD)/obj/dist.o: core/src/dist.c core/include/facet.h $(wildcard core/src/*.h) $(BUILD)/mpi-$(FACET_MPI)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -DFACET_MPI=$(FACET_MPI) $(MPI_CFLAGS) -c $< -o $@
+
+$(BUILD)/mpi-$(FACET_MPI):
+	@mkdir -p $(dir $@)
+	@rm -f $(BUILD)/mpi-*
+	@touch $@
+
+$(BUILD)/obj/cuda/nccl.o: core/cuda/nccl.cu core/include/facet.h $(wildcard core/src/*.h core/cuda/*.cuh) $(BUILD)/nccl-$(FACET_NCCL)
+	@mkdir -p $(dir $@)
+	$(NVCC) -std=c++17 $(NVCCFLAGS) -DFACET_NCCL=$(FACET_NCCL) $(if $(filter 1,$(FACET_NCCL)),-I$(NCCL_HOME)/include) \
+	  -Xcompiler -fPIC,-fvisibility=hidden -Icore/include -Icore/src -c $< -o $@
+
+$(BUILD)/nccl-$(FACET_NCCL):
+	@mkdir -p $(dir $@)
+	@rm -f $(BUILD)/nccl-*
+	@touch $@
 
 $(BUILD)/obj/cuda/%.o: core/cuda/%.cu core/include/facet.h $(wildcard core/src/*.h core/cuda/*.cuh)
 	@mkdir -p $(dir $@)

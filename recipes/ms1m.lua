@@ -7,6 +7,10 @@
 -- with --resume, evaluates on the .bin sets every --eval-every steps and at the
 -- end. --steps N stops after N steps and prints the measured time per step and
 -- the projected time per epoch.
+-- Data parallel: mpirun -np 4 bin/facet run recipes/ms1m.lua --data ... --cuda --dist [--sync-bn]
+-- (--batch is the global batch; docs/distributed.md). On several ranks the
+-- head is class-sharded over them (each holds K / ranks classes); --sample is
+-- its Partial FC fraction (docs/heads.md).
 -- Usage: bin/facet run recipes/ms1m.lua --data /data/ms1m-retinaface [--head mv-am] [--model iresnet --depth 100]
 --          [--batch 128] [--threads 8] [--bins lfw,cfp_fp,agedb_30] [--out run/ms1m] [--resume] [--steps N]
 local facet = require "facet"
@@ -33,7 +37,12 @@ p:option("--steps", "stop after this many steps (timing runs)"):convert(int("--s
 p:option("--out", "output directory", "run/ms1m")
 p:flag("--resume", "continue from OUT/ckpt")
 p:flag("--cuda", "train on the GPU")
+p:option("--sample", "Partial FC: the fraction of each class shard sampled a step (1: all)", "1")
+  :convert(recipe.number("--sample", { gt = 0, max = 1 }))
+recipe.dist_options(p)
 local a = p:parse(arg)
+local dist = recipe.dist(a)
+local root = facet.dist.rank() == 0
 
 local rec = facet.data.recordio(a.data .. "/train")
 local classes = rec:num_identities()
@@ -41,13 +50,18 @@ if classes == 0 then error("ms1m: train.rec has no identity records (not the Ins
 local device = a.cuda and "cuda" or "cpu"
 local net = facet.models.build(a.model, { emb = a.emb, size = a.size,
   depth = a.depth or (a.model == "iresnet" and 100 or nil) })
-local head = facet.heads.new(a.head, { classes = classes, dim = a.emb, device = device })
+local hopts = { classes = classes, dim = a.emb, device = device }
+if facet.dist.size() > 1 then hopts.shard = true end   -- each rank holds its block of the classes
+if a.sample < 1 then hopts.sample = a.sample end     -- Partial FC
+local head = facet.heads.new(a.head, hopts)
 if a.cuda then net:cuda() end
 local data = facet.data.loader { source = rec, size = { a.size, a.size }, batch_size = a.batch, threads = a.loader_threads,
   flip = 0.5, seed = 1 }
 local opt = facet.optim.sgd({ net, head }, { lr = a.lr, momentum = 0.9, weight_decay = 5e-4, decay_bias_norm = false })
-print(("%s: %d images, %d identities; %s (%d parameters) + %s over %d classes; %d batches an epoch"):format(a.data,
-  rec:num_images(), classes, a.model, net:count_parameters(), a.head, classes, data:num_batches()))
+if root then
+  print(("%s: %d images, %d identities; %s (%d parameters) + %s over %d classes; %d batches an epoch"):format(a.data,
+    rec:num_images(), classes, a.model, net:count_parameters(), a.head, classes, data:num_batches()))
+end
 
 -- the verification sets, decoded once
 local sets = {}
@@ -57,7 +71,7 @@ for name in a.bins:gmatch("[^,]+") do
     local s = facet.data.load_bin(path, { size = { a.size, a.size } })
     sets[#sets + 1] = { name = name, set = s }
   else
-    io.stderr:write(("ms1m: %s not found, skipped\n"):format(path))
+    if root then io.stderr:write(("ms1m: %s not found, skipped\n"):format(path)) end
   end
 end
 local function evaluate()
@@ -76,8 +90,9 @@ local r = facet.train {
   checkpoint = a.out .. "/ckpt", checkpoint_every = a.checkpoint_every, resume = a.resume and (a.out .. "/ckpt") or nil,
   schedule = facet.optim.schedule.multistep { lr = a.lr, milestones = { 4, 8, 10 } },
   eval = #sets > 0 and function() return (evaluate()) end or nil, eval_every = a.eval_every,
-  stop_after = a.steps, print_every = 10,
+  stop_after = a.steps, print_every = 10, dist = dist.dist, sync_bn = dist.sync_bn,
 }
+if not root then return end
 local elapsed = facet.clock() - t0
 if a.steps then
   local per = elapsed / r.steps

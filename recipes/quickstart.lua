@@ -4,6 +4,8 @@
 -- the three classes it never saw (7, 8, 9): an open-set check of the
 -- embeddings, with both 10-fold protocols. About a minute on 2 cores.
 -- Usage: bin/facet run recipes/quickstart.lua [--epochs 3] [--head mv-am] [--pairs 3000] [--out run/quickstart]
+-- Data parallel: mpirun -np 2 bin/facet run recipes/quickstart.lua --dist [--sync-bn]
+-- (--batch stays the global batch; rank 0 alone writes and evaluates).
 local facet = require "facet"
 local argparse = require "argparse"
 local recipe = require "facet.recipe"
@@ -17,7 +19,10 @@ parser:option("--pairs", "verification pairs (half same, half different)", "3000
 parser:option("--limit", "training images to use (0: all 42,000)", "0"):convert(recipe.integer("--limit", 0))
 parser:option("--out", "log and checkpoint directory", "run/quickstart")
 parser:option("--seed", "seed", "1"):convert(recipe.integer("--seed", 0, 2 ^ 53))
+recipe.dist_options(parser)
 local args = parser:parse(arg)
+local dist = recipe.dist(args)
+local root = facet.dist.rank() == 0
 
 facet.manual_seed(args.seed)
 local t0 = facet.clock()
@@ -27,12 +32,13 @@ local data = facet.data.tensors { x = x, y = y, batch_size = args.batch, seed = 
 local net = facet.models.convnet { emb = 128 }
 local head = facet.heads.new(args.head, { classes = 7, dim = 128, seed = args.seed })
 local opt = facet.optim.sgd({ net, head }, { lr = 0.1, momentum = 0.9, weight_decay = 5e-4, decay_bias_norm = false })
-print(("training convnet + %s on %d images of classes 0-6, %d epochs"):format(args.head, x:size(1), args.epochs))
+if root then print(("training convnet + %s on %d images of classes 0-6, %d epochs"):format(args.head, x:size(1), args.epochs)) end
 facet.train {
   model = net, head = head, data = data, optimizer = opt, epochs = args.epochs,
   schedule = facet.optim.schedule.cosine { lr = 0.1, epochs = args.epochs, min_lr = 0.001 },
-  log = args.out, checkpoint = args.out .. "/ckpt", print_every = 100,
+  log = args.out, checkpoint = args.out .. "/ckpt", print_every = 100, dist = dist.dist, sync_bn = dist.sync_bn,
 }
+if not root then return end
 
 -- verification pairs from the held-out classes
 local tx, ty = facet.data.fashion_mnist { split = "test", classes = { 7, 8, 9 } }

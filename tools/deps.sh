@@ -6,7 +6,7 @@
 # bundle of tools/bundle.sh sourced (FACET_BUNDLE), without apt, or when the
 # installation fails (no network); there it says so and lets make go on.
 set -e
-PKGS="gcc clang libclang-rt-14-dev make libc6-dev luajit libluajit-5.1-dev lua-busted luarocks libopenblas-dev libopenblas0-openmp lua-cjson lua-argparse lua-filesystem python3-numpy python3-onnx libedit2 chromium zlib1g libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist"
+PKGS="gcc clang libclang-rt-14-dev make libc6-dev luajit libluajit-5.1-dev lua-busted luarocks libopenblas-dev libopenblas0-openmp lua-cjson lua-argparse lua-filesystem python3-numpy python3-onnx libedit2 chromium zlib1g libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin"
 
 # what the build and `make test` need, wherever it comes from
 tools_found() {

@@ -783,6 +783,73 @@ FACET_API int facet_loader_next(facet_loader *loader, facet_tensor **images, fac
 FACET_API int facet_loader_stats(const facet_loader *loader, double *wait_seconds, int64_t *skipped, int64_t *delivered);
 FACET_API int facet_loader_free(facet_loader *loader);
 
+/* ---- distributed: collectives over MPI (CPU tensors) and NCCL (CUDA tensors) -------------
+ * One communicator handle spans the processes a launcher (mpirun, srun)
+ * started. facet_dist_init calls MPI_Init_thread when MPI is not initialised
+ * yet (facet_dist_free then finalises it); a build without MPI (FACET_MPI=0,
+ * or no mpicc) keeps every function, and each fails saying so. Collectives
+ * take contiguous tensors of one dtype (float32, int32, int64, uint8; AVG only
+ * float32) on one device: CPU tensors go through MPI, CUDA tensors through
+ * NCCL, whose communicator is made on first use from rank 0's unique id,
+ * broadcast over MPI. Every collective is started non-blocking and polled
+ * against a deadline (params.timeout seconds): a peer that never joins makes
+ * it fail within the deadline, with a message that names the collective, its
+ * sequence number and the ranks that did not answer a short roll call; an
+ * MPI or NCCL error fails it at once. After a failure the communicator is
+ * broken: every later call fails naming the first failure, and free skips
+ * MPI_Finalize (which would wait for the dead peer). All ranks must call the
+ * same collectives in the same order with agreeing shapes. */
+enum facet_dist_op {
+    FACET_DIST_OP_SUM = 0,
+    FACET_DIST_OP_AVG = 1,         /* the sum divided by the world size (float32 only) */
+    FACET_DIST_OP_MAX = 2,
+    FACET_DIST_OP_MIN = 3,
+    FACET_DIST_OP_COUNT = 4
+};
+typedef struct facet_dist_params {
+    double timeout;                 /* seconds a collective may take, > 0 */
+} facet_dist_params;
+typedef struct facet_dist facet_dist;
+/* *mpi and *nccl: 1 when the library was built with them. */
+FACET_API int facet_dist_is_built(int *mpi, int *nccl);
+FACET_API int facet_dist_init(facet_dist **out, const facet_dist_params *params);
+/* Finalises MPI when init started it and nothing failed; NULL is a no-op. */
+FACET_API int facet_dist_free(facet_dist *dist);
+/* This process's rank, the world size, the rank among the processes of its
+ * node and their count (0-based ranks). */
+FACET_API int facet_dist_query(const facet_dist *dist, int *rank, int *size, int *local_rank, int *local_size);
+FACET_API int facet_dist_barrier(facet_dist *dist);
+/* In place: t becomes op over every rank's t. */
+FACET_API int facet_dist_allreduce(facet_dist *dist, facet_tensor *t, int op);
+/* out (contiguous, sum(rows) x ...) = every rank's x concatenated along dim 1
+ * in rank order; rows: x's size(1) on each of the nrows (= world size) ranks,
+ * or NULL when every rank sends x's size(1) rows. */
+FACET_API int facet_dist_allgather(facet_dist *dist, facet_tensor *out, const facet_tensor *x, const int64_t *rows,
+                                   int nrows);
+/* out (x.size(1) / world x ...) = rows [r n, (r + 1) n) of op over every
+ * rank's x, on rank r; x.size(1) must be a multiple of the world size. */
+FACET_API int facet_dist_reduce_scatter(facet_dist *dist, facet_tensor *out, const facet_tensor *x, int op);
+/* In place: t becomes rank root's t. */
+FACET_API int facet_dist_broadcast(facet_dist *dist, facet_tensor *t, int root);
+/* Starts an allreduce of t in place and returns: t must not be read, written
+ * or freed by anyone but the communicator (it holds a handle) until
+ * facet_dist_wait_all. At most FACET_DIST_MAX_PENDING at once. Other
+ * collectives may run meanwhile (every rank in the same order). */
+FACET_API int facet_dist_allreduce_start(facet_dist *dist, facet_tensor *t, int op);
+/* Lets the started allreduces advance and returns at once (MPI moves a
+ * non-blocking collective on only inside its calls; facet.train calls this
+ * after each layer's backward). */
+FACET_API int facet_dist_progress(facet_dist *dist);
+/* Completes every started allreduce (in start order) against the deadline. */
+FACET_API int facet_dist_wait_all(facet_dist *dist);
+/* Ends every rank of the job now (MPI_Abort with code, 1..255): for a rank
+ * that failed alone, so that its peers do not wait for it. Returns only
+ * when MPI cannot abort. */
+FACET_API int facet_dist_abort(facet_dist *dist, int code);
+enum facet_dist_max {
+    FACET_DIST_MAX_PENDING = 256
+};
+
 #ifdef __cplusplus
 }
 #endif

@@ -270,3 +270,44 @@ int facet_cuda_event_wait(void *event)
 }
 
 void facet_cuda_event_free(void *event) { (void)event; }
+
+/* NCCL needs CUDA: the dist layer asks facet_cuda_nccl_is_built first, and
+ * no CUDA tensor exists here to reach the rest. */
+int facet_cuda_nccl_is_built(void) { return 0; }
+int facet_cuda_nccl_unique_id(void *id)
+{
+    (void)id;
+    return absent("facet_cuda_nccl_unique_id");
+}
+int facet_cuda_nccl_init(void **comm, const void *id, int rank, int size)
+{
+    (void)id; (void)rank; (void)size;
+    if (comm) *comm = NULL;
+    return absent("facet_cuda_nccl_init");
+}
+int facet_cuda_nccl_free(void *comm, int abort) { (void)comm; (void)abort; return 0; }
+int facet_cuda_nccl_allreduce(void *comm, void *data, int64_t count, int dtype, int op)
+{
+    (void)comm; (void)data; (void)count; (void)dtype; (void)op;
+    return absent("facet_cuda_nccl_allreduce");
+}
+int facet_cuda_nccl_allgather(void *comm, void *out, const void *x, const int64_t *counts, int dtype)
+{
+    (void)comm; (void)out; (void)x; (void)counts; (void)dtype;
+    return absent("facet_cuda_nccl_allgather");
+}
+int facet_cuda_nccl_reduce_scatter(void *comm, void *out, const void *x, int64_t count, int dtype, int op)
+{
+    (void)comm; (void)out; (void)x; (void)count; (void)dtype; (void)op;
+    return absent("facet_cuda_nccl_reduce_scatter");
+}
+int facet_cuda_nccl_broadcast(void *comm, void *data, int64_t count, int dtype, int root)
+{
+    (void)comm; (void)data; (void)count; (void)dtype; (void)root;
+    return absent("facet_cuda_nccl_broadcast");
+}
+int facet_cuda_nccl_wait(void *comm, double timeout, const char *what)
+{
+    (void)comm; (void)timeout; (void)what;
+    return absent("facet_cuda_nccl_wait");
+}

@@ -168,6 +168,23 @@ int facet_cuda_event_record(void **event);
 int facet_cuda_event_wait(void *event);
 void facet_cuda_event_free(void *event);
 
+/* ---- NCCL collectives (nccl.cu; built with NCCL when the Makefile finds nccl.h,
+ * else each call fails saying facet was built without NCCL). comm is the
+ * NCCL communicator with its own event; the collectives queue on the default
+ * stream and return, facet_cuda_nccl_wait polls the event and
+ * ncclCommGetAsyncError until timeout seconds, and aborts the communicator
+ * when they run out. op is a FACET_DIST_OP_*; counts are elements. */
+enum { FACET_NCCL_ID_BYTES = 128 };
+int facet_cuda_nccl_is_built(void);
+int facet_cuda_nccl_unique_id(void *id);
+int facet_cuda_nccl_init(void **comm, const void *id, int rank, int size);
+int facet_cuda_nccl_free(void *comm, int abort);
+int facet_cuda_nccl_allreduce(void *comm, void *data, int64_t count, int dtype, int op);
+int facet_cuda_nccl_allgather(void *comm, void *out, const void *x, const int64_t *counts, int dtype);
+int facet_cuda_nccl_reduce_scatter(void *comm, void *out, const void *x, int64_t count, int dtype, int op);
+int facet_cuda_nccl_broadcast(void *comm, void *data, int64_t count, int dtype, int root);
+int facet_cuda_nccl_wait(void *comm, double timeout, const char *what);
+
 #ifdef __cplusplus
 }
 #endif

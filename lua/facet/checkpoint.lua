@@ -36,15 +36,31 @@ local function read_file(path)
   return s
 end
 
--- the weights of model and head as one name -> tensor table
+-- the weights of model and head as one name -> tensor table; a class-sharded
+-- head (facet.heads.sharded) gives its full tensors (gathered: a collective)
 local function weights(model, head)
   local t = model:state_dict()
   if head then
-    t["head.weight"] = head.weight
-    if head.bias then t["head.bias"] = head.bias end
-    if head.alpha then t["head.alpha"] = head.alpha end
+    local h = head.state_dict and head:state_dict() or { weight = head.weight, bias = head.bias, alpha = head.alpha }
+    for k, v in pairs(h) do t["head." .. k] = v end
   end
   return t
+end
+
+-- "head.<name>" -> { shape text, dtype } of the head's tensors in a checkpoint
+-- (a class-sharded head's full shapes, without gathering anything)
+local function head_layout(head)
+  local out, rows = {}, head.state_dict and head.classes or nil
+  local function add(k, t, full)
+    if not t then return end
+    local s = t:shape()
+    if full then s[1] = full end
+    out["head." .. k] = { table.concat(s, "x"), t:dtype() }
+  end
+  add("weight", head.weight, rows)
+  add("bias", head.bias, rows)
+  add("alpha", head.alpha)
+  return out
 end
 
 local function step_of(name) return tonumber(name:match("^step%-(%d+)$")) end
@@ -85,16 +101,21 @@ end
 
 --- Writes state as dir/step-NNNNNNNN (made atomically), points dir/latest at
 -- it and prunes to the two newest (state.keep to change that). Returns the name.
+-- With a class-sharded head every rank calls it (the head and its optimizer
+-- state are gathered first); state.writer = false gathers without writing
+-- (facet.train's ranks but 0), and returns nil.
 function M.save(dir, st)
   valid.string("facet.checkpoint.save", "dir", dir)
   valid.table("facet.checkpoint.save", "state", st)
+  local w = weights(st.model, st.head)
+  local ostate = st.optimizer and st.optimizer:state() or {}
+  if st.writer == false then return nil end
   must(sys.mkdir_p(dir))
   local name = ("step-%08d"):format(st.step)
   local tmpdir = dir .. "/." .. name .. ".tmp"
   must(sys.rm_rf(tmpdir))
   must(sys.mkdir_p(tmpdir))
-  safetensors.save(weights(st.model, st.head), tmpdir .. "/model.safetensors")
-  local ostate = st.optimizer and st.optimizer:state() or {}
+  safetensors.save(w, tmpdir .. "/model.safetensors")
   if st.optimizer then safetensors.save(ostate.tensors, tmpdir .. "/optim.safetensors") end
   local gen = tensor.generator_state()
   local info = {
@@ -134,13 +155,13 @@ function M.load(dir, model, head, optimizer)
   local good, err = pcall(model.check_state, model, mine)
   if not good then refuse(err) end
   if head then
-    local want = weights({ state_dict = function() return {} end }, head)
+    local want = head_layout(head)
     for name, t in pairs(want) do
       local src = theirs[name:sub(6)]
       if src == nil then refuse(name .. " is missing") end
-      if table.concat(src:shape(), "x") ~= table.concat(t:shape(), "x") or src:dtype() ~= t:dtype() then
+      if table.concat(src:shape(), "x") ~= t[1] or src:dtype() ~= t[2] then
         refuse(("%s is %s %s in the checkpoint, %s %s in the head"):format(name, table.concat(src:shape(), "x"),
-          src:dtype(), table.concat(t:shape(), "x"), t:dtype()))
+          src:dtype(), t[1], t[2]))
       end
     end
     for name in pairs(theirs) do
@@ -157,7 +178,9 @@ function M.load(dir, model, head, optimizer)
   -- then copy
   model:load_state(mine)
   if head then
-    for name, t in pairs(theirs) do head[name]:copy(t) end
+    -- a class-sharded head takes its rows of the full tensors
+    if head.load_state_dict then head:load_state_dict(theirs)
+    else for name, t in pairs(theirs) do head[name]:copy(t) end end
     if head.weight_changed then head:weight_changed(false) end
     head.iter = info.head_iter or head.iter
   end

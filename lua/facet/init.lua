@@ -52,6 +52,7 @@ facet.models = require "facet.models"
 facet.data = require "facet.data"
 facet.eval = require "facet.eval"
 facet.report = require "facet.report"
+facet.dist = require "facet.dist"
 facet.train = require("facet.train").train
 facet.checkpoint = require "facet.checkpoint"
 facet.load_checkpoint = facet.checkpoint.load

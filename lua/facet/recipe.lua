@@ -68,6 +68,23 @@ function M.sgd(sources, epochs)
   return opt, optim.schedule.multistep { lr = 0.1, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } }
 end
 
+--- Adds --dist and --sync-bn to an argparse parser p (docs/distributed.md).
+function M.dist_options(p)
+  p:flag("--dist", "data parallel over the ranks mpirun/srun started: --batch is the global batch, split among them")
+  p:flag("--sync-bn", "synchronise BatchNorm statistics across the ranks (with --dist)")
+  return p
+end
+
+--- facet.train's dist options for the parsed arguments a: joins facet.dist
+-- when --dist is given (world size 1 without a launcher) and returns
+-- { dist =, sync_bn = } to merge into facet.train's table.
+function M.dist(a)
+  if a.sync_bn and not a.dist then error("--sync-bn needs --dist", 0) end
+  if not a.dist then return { dist = false, sync_bn = false } end
+  require("facet.dist").init()
+  return { dist = true, sync_bn = a.sync_bn or false }
+end
+
 --- The mean and half the range of a list of numbers (nil for an empty list).
 function M.mean_spread(list)
   if #list == 0 then return nil end

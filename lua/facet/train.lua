@@ -24,18 +24,35 @@
 -- thread count the losses are those of the uninterrupted run, bit for bit
 -- (weights, optimizer buffers, the generator's and the model's dropout stream
 -- positions and the place in the epoch are restored).
+-- Data parallel (docs/distributed.md): dist = true joins facet.dist (init()
+-- when not done yet); with more than one rank, each rank trains on
+-- data:shard(rank, world) (its part of every global batch, so the batch the
+-- source was made with is the global one), the parameters and BatchNorm
+-- statistics start as rank 0's, the gradients are averaged by bucketed
+-- allreduces started during backward (facet.dist.data_parallel; bucket_mb,
+-- default 1), the loss is averaged so every rank logs and guards the same
+-- value, and only rank 0 writes logs, progress, and checkpoints. sync_bn = true
+-- makes every BatchNorm use the statistics of the global batch. A rank that
+-- fails alone ends the job (facet.dist.abort) instead of leaving its peers
+-- waiting. At world size 1 dist changes nothing. A class-sharded head
+-- (facet.heads.new(..., { shard = true })) keeps its own parameters (not
+-- broadcast, not averaged), computes the global batch's loss on every rank and
+-- returns, for the rank's samples, the exact dx of that loss; the model's
+-- gradients are then summed over the ranks instead of averaged.
 local tensor = require "facet.tensor"
 local device_data = require("facet.data.device").to_device
 local checkpoint = require "facet.checkpoint"
 local json = require "facet.json"
 local sys = require "facet.sys"
 local valid = require "facet.check"
+local dist = require "facet.dist"
 
 local M = {}
 
 -- every option facet.train takes; any other name is an error
 local TRAIN_OPTIONS = { "model", "head", "data", "optimizer", "schedule", "epochs", "checkpoint", "log", "resume",
-  "nan", "clip", "check_grads", "eval", "eval_every", "print_every", "checkpoint_every", "quiet", "stop_after" }
+  "nan", "clip", "check_grads", "eval", "eval_every", "print_every", "checkpoint_every", "quiet", "stop_after",
+  "dist", "sync_bn", "bucket_mb" }
 
 local clock = sys.clock
 
@@ -68,20 +85,54 @@ local function setup(cfg)
   end
   valid.number("facet.train", "clip", cfg.clip, { gt = 0, optional = true })
   valid.enum("facet.train", "nan", cfg.nan, { "stop", "skip" }, "stop")
-  local nb = cfg.data:num_batches()
+  valid.boolean("facet.train", "dist", cfg.dist, false)
+  valid.boolean("facet.train", "sync_bn", cfg.sync_bn, false)
+  valid.number("facet.train", "bucket_mb", cfg.bucket_mb, { gt = 0, optional = true })
+  if cfg.sync_bn and not cfg.dist then error("facet.train: sync_bn = true needs dist = true", 3) end
+  local rank, world = 0, 1
+  if cfg.dist then
+    if not dist.initialized() then dist.init() end
+    rank, world = dist.rank(), dist.size()
+  end
+  local source = cfg.data
+  if world > 1 then
+    if type(source) ~= "table" or type(source.shard) ~= "function" then
+      error("facet.train: dist = true on several ranks needs a data source with :shard(rank, world) "
+        .. "(facet.data.tensors and facet.data.loader have it)", 3)
+    end
+    source = source:shard(rank, world)
+  end
+  local nb = source:num_batches()
   if nb < 1 then error("facet.train: the data source has no batches", 3) end
   local model = cfg.model
   -- batches go to the model's device, into reused buffers (asynchronously from pinned memory)
   local first = model:parameters()[1]
-  local data = device_data(cfg.data, first and first:device() or "cpu")
+  local data = device_data(source, first and first:device() or "cpu")
   local st = {
     cfg = cfg, model = model, head = cfg.head, data = data, optimizer = cfg.optimizer,
     epochs = cfg.epochs or 1, nb = nb, print_every = cfg.print_every or 50,
     rng = model:random_stream(),          -- the Dropouts' stream, saved with each checkpoint
     step = 0, epoch = 0, batch = 0, skipped = 0, losses = {},
     data_wait = 0,                        -- seconds spent waiting for batches
-    tty = sys.isatty(1) and not cfg.quiet,
+    tty = sys.isatty(1) and not cfg.quiet and rank == 0,
+    quiet = cfg.quiet or rank ~= 0,
+    rank = rank, world = world, root = rank == 0, writer = rank == 0,
   }
+  if world > 1 then
+    -- a class-sharded head's loss is the global batch's: the ranks' gradients add up
+    st.reducer = dist.data_parallel({ model, cfg.head }, { bucket_mb = cfg.bucket_mb,
+      op = dist.is_sharded(cfg.head) and "sum" or "avg" })
+    st.loss_buf = tensor.zeros({ 1 })
+    if cfg.sync_bn then
+      local BN = require "facet.nn.BatchNorm"
+      local function walk(m)
+        local cls = getmetatable(m)
+        if cls == BN.BatchNorm1d or cls == BN.BatchNorm2d then m.sync = dist.world() end
+        for _, c in ipairs(m:children()) do walk(c) end
+      end
+      walk(model)
+    end
+  end
   st.total_steps = st.epochs * nb
   st.state_guard = state_guard(model)
   -- the input is data: its gradient is never used
@@ -99,6 +150,7 @@ local function resume(st, dir)
 end
 
 local function open_log(st, dir)
+  if not st.root then return end
   local ok, err = sys.mkdir_p(dir)
   if not ok then error("facet.train: " .. err, 3) end
   st.logf = assert(io.open(dir .. "/train.jsonl", st.cfg.resume and "ab" or "wb"))
@@ -116,6 +168,7 @@ local function close_log(st)
   st.logf = nil
 end
 
+-- every rank calls it (a class-sharded head gathers its blocks); rank 0 writes
 local function save(st)
   checkpoint.save(st.cfg.checkpoint, st)
 end
@@ -136,8 +189,23 @@ local function forward_backward(st, x, y)
   save_state(st.state_guard)
   local emb = model:forward(x)
   local loss = head:forward(emb, y)
+  local r = st.reducer
+  if r then
+    -- every rank guards and logs the loss of the global batch
+    st.loss_buf:fill_(loss)
+    dist.allreduce(st.loss_buf, "avg")
+    loss = st.loss_buf:item()
+  end
   if not is_finite(loss) then return loss, nil, "loss is " .. tostring(loss) end
-  model:backward(x, head:backward())
+  if r then
+    r:begin()
+    local g = head:backward()
+    r:ready(head)
+    model:backward(x, g)
+    r:finish()
+  else
+    model:backward(x, head:backward())
+  end
   local gnorm
   if cfg.clip then gnorm = st.optimizer:clip_grad_norm(cfg.clip)
   elseif cfg.check_grads ~= false then gnorm = st.optimizer:grad_norm() end
@@ -152,7 +220,7 @@ end
 -- the log entry of a good step, evaluation included, and the progress line
 local function report(st, loss, gnorm, progress, batch_size)
   local cfg, opt, now = st.cfg, st.optimizer, clock()
-  st.imgs_since = st.imgs_since + batch_size
+  st.imgs_since = st.imgs_since + batch_size * st.world
   local ips = st.imgs_since / math.max(now - st.t_last, 1e-9)
   local entry = { step = st.step, epoch = progress + 1 / st.nb, loss = loss, lr = opt.lr, images_per_s = ips,
     time = now - st.t_start, data_wait = st.data_wait / math.max(now - st.t_start, 1e-9) }
@@ -165,7 +233,7 @@ local function report(st, loss, gnorm, progress, batch_size)
   if st.tty then
     io.write("\r", line, "   ")
     io.flush()
-  elseif not cfg.quiet and (st.step % st.print_every == 0 or st.step >= st.total_steps) then
+  elseif not st.quiet and (st.step % st.print_every == 0 or st.step >= st.total_steps) then
     print(line)
   end
   if st.step % st.print_every == 0 then st.t_last, st.imgs_since = now, 0 end
@@ -195,7 +263,7 @@ local function train_step(st, i)
     st.skipped = st.skipped + 1
     opt:zero_grad()
     log(st, { step = st.step, epoch = progress, skipped = true, reason = bad })
-    if not cfg.quiet then io.stderr:write(("facet.train: step %d skipped: %s\n"):format(st.step, bad)) end
+    if not st.quiet then io.stderr:write(("facet.train: step %d skipped: %s\n"):format(st.step, bad)) end
   else
     return ("facet.train: step %d (epoch %d, batch %d): %s; stopped before updating the weights " ..
       "(nan = \"skip\" skips such steps)"):format(st.step, st.epoch + 1, i, bad)
@@ -208,24 +276,16 @@ local function result(st, stopped)
     data_wait = st.data_wait / math.max(clock() - st.t_start, 1e-9) }
 end
 
-function M.train(cfg)
-  local st = setup(cfg)
-  if cfg.resume then resume(st, cfg.resume) end
-  if cfg.log then open_log(st, cfg.log) end
-  if cfg.checkpoint then
-    local ok, err = sys.mkdir_p(cfg.checkpoint)
-    if not ok then error("facet.train: " .. err, 2) end
-  end
-  st.start_step = st.step
-  st.t_start = clock()
-  st.t_last, st.imgs_since = st.t_start, 0
+-- the loop of M.train; returns result(st), or nil and why training stopped
+local function run(st)
+  local cfg = st.cfg
   st.model:train()
   while st.epoch < st.epochs do
     for i = st.batch + 1, st.nb do
       local err = train_step(st, i)
       if err then
         close_log(st)
-        error(err, 2)
+        return nil, err
       end
       if cfg.checkpoint and cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 then save(st) end
       if cfg.stop_after and st.step >= cfg.stop_after then return result(st, true) end
@@ -235,6 +295,39 @@ function M.train(cfg)
     if cfg.checkpoint then save(st) end
   end
   return result(st)
+end
+
+function M.train(cfg)
+  local st = setup(cfg)
+  if cfg.resume then resume(st, cfg.resume) end
+  if cfg.log then open_log(st, cfg.log) end
+  if cfg.checkpoint and st.root then
+    local ok, err = sys.mkdir_p(cfg.checkpoint)
+    if not ok then error("facet.train: " .. err, 2) end
+  end
+  if st.reducer then
+    -- every rank starts from rank 0's weights, then averages its gradients
+    st.reducer:broadcast(0)
+    st.reducer:hook()
+  end
+  st.start_step = st.step
+  st.t_start = clock()
+  st.t_last, st.imgs_since = st.t_start, 0
+  if st.reducer then
+    local ok, res, stop = pcall(run, st)
+    st.reducer:unhook()
+    if not ok then
+      close_log(st)
+      -- a failure of one rank alone would leave the others in their next collective
+      dist.abort(res)
+    end
+    -- a stop on the averaged loss or gradient norm happens on every rank alike
+    if stop then error(stop, 2) end
+    return res
+  end
+  local res, stop = run(st)
+  if stop then error(stop, 2) end
+  return res
 end
 
 --- Loads the checkpoint dir/latest into model, head and optimizer; returns trainer.json's table.

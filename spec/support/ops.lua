@@ -1139,8 +1139,9 @@ reg {
 -- in facet.h must be in one entry's covers.
 O.excluded = {
   -- facet_eval_: CPU-only evaluation routines (core/src/eval.c, no CUDA path to compare), checked
-  -- against NumPy in spec/eval_scale_spec.lua
-  prefixes = { "facet_recordio_", "facet_binfile_", "facet_image_", "facet_cuda_", "facet_eval_" },
+  -- against NumPy in spec/eval_scale_spec.lua; facet_dist_: communication between processes,
+  -- specified by spec/dist_spec.lua under mpirun
+  prefixes = { "facet_recordio_", "facet_binfile_", "facet_image_", "facet_cuda_", "facet_eval_", "facet_dist_" },
   names = {
     "facet_version", "facet_last_error", "facet_threads_set", "facet_threads_get", "facet_blas_info",
     "facet_blas_library",

@@ -13,6 +13,12 @@
 -- crop_padding = 0 (random crop after padding with black), brightness,
 -- contrast, saturation (jitter factors in [1 - v, 1 + v]), grayscale
 -- (probability); all drawn per image from (seed, epoch, position).
+-- L:shard(rank, world) -> the part of rank (0-based) of world ranks: a loader
+-- of batch_size / world images over the same source and options, whose
+-- epoch order is cut into world contiguous runs of batches; rank r reads run
+-- r in order (prefetching as usual). Every rank gets num_batches() =
+-- floor(batches / world) batches an epoch, a disjoint part of the epoch's
+-- permutation, together a global batch of batch_size (facet.train{ dist }).
 -- Lifetime: the loader holds its source. A RecordIO reader stays open while
 -- the loader lives (the C workers read through its handle): rec:close() before
 -- that is deferred until the loader is closed or collected (see
@@ -60,7 +66,7 @@ local function new(opts)
     grayscale = opts.grayscale or 0,
     mean = mean, std = std,
   })
-  local self = setmetatable({ source = opts.source, expect = nil }, Loader)
+  local self = setmetatable({ source = opts.source, expect = nil, opts = opts }, Loader)
   local src = opts.source
   local reader                                             -- the recordio reader held, if any
   if recordio.is_reader(src) then
@@ -148,6 +154,38 @@ function Loader:batch(epoch, i)
   self.images, self.labels = tensor.wrap(img_p[0]), tensor.wrap(lab_p[0])
   return self.images, self.labels
 end
+
+local Shard = {}
+Shard.__index = Shard
+
+function Loader:shard(rank, world)
+  live(self, "shard")
+  local valid = require "facet.check"
+  valid.integer("loader:shard", "world", world, { min = 1, max = 65536 })
+  valid.integer("loader:shard", "rank", rank, { min = 0, max = world - 1 })
+  local bs = self.opts.batch_size or 128
+  if bs % world ~= 0 then
+    valid.fail("loader:shard", ("the batch size %d does not divide among %d ranks"):format(bs, world))
+  end
+  local o = {}
+  for k, v in pairs(self.opts) do o[k] = v end
+  o.batch_size = bs / world
+  local inner = new(o)
+  local per = math.floor(inner:num_batches() / world)
+  if per < 1 then valid.fail("loader:shard", ("%d batches of %d cannot be shared by %d ranks"):format(
+    inner:num_batches(), bs / world, world)) end
+  return setmetatable({ inner = inner, rank = rank, world = world, per = per }, Shard)
+end
+
+function Shard:num_batches() return self.per end
+function Shard:batch(epoch, i)
+  if type(i) ~= "number" or i < 1 or i > self.per or i ~= math.floor(i) then
+    error(("loader shard: batch %s outside 1..%d"):format(tostring(i), self.per), 2)
+  end
+  return self.inner:batch(epoch, self.rank * self.per + i)
+end
+function Shard:stats() return self.inner:stats() end
+function Shard:close() return self.inner:close() end
 
 --- { wait_seconds, skipped, delivered } since the loader was made.
 function Loader:stats()

@@ -3,6 +3,11 @@
 -- The order of an epoch is a permutation drawn from (seed, epoch) alone, so
 -- any batch can be produced again (checkpoints resume mid-epoch exactly).
 -- Batches are gathered into two reused buffers: a batch is valid until the next.
+-- src:shard(rank, world) -> the part of rank (0-based) of world ranks: its
+-- batch i holds rows [rank b, (rank + 1) b) of the source's batch i, with
+-- b = batch size / world (every batch's size must divide by world), so the
+-- ranks together see exactly the batches of the unsharded source
+-- (facet.train{ dist = true }).
 local tensor = require "facet.tensor"
 local core = require "facet.core"
 
@@ -35,6 +40,24 @@ local function new(opts)
   return self
 end
 
+local valid = require "facet.check"
+
+function Source:shard(rank, world)
+  valid.integer("facet.data.tensors:shard", "world", world, { min = 1, max = 1e6 })
+  valid.integer("facet.data.tensors:shard", "rank", rank, { min = 0, max = world - 1 })
+  if self.shard_world then valid.fail("facet.data.tensors:shard", "this source is a shard already") end
+  local last = self.n - (self:num_batches() - 1) * self.batch_size
+  if self.batch_size % world ~= 0 or last % world ~= 0 then
+    valid.fail("facet.data.tensors:shard", ("the batch size %d%s does not divide among %d ranks"):format(self.batch_size,
+      last ~= self.batch_size and (" (last batch " .. last .. ")") or "", world))
+  end
+  local s = setmetatable({}, Source)
+  for _, k in ipairs { "x", "y", "n", "batch_size", "shuffle", "seed", "drop_last", "row", "flat", "labels", "device",
+    "sample_shape" } do s[k] = self[k] end
+  s.shard_rank, s.shard_world = rank, world
+  return s
+end
+
 function Source:num_batches()
   if self.drop_last then return math.floor(self.n / self.batch_size) end
   return math.ceil(self.n / self.batch_size)
@@ -61,6 +84,10 @@ function Source:batch(epoch, i)
   if i < 1 or i > nb then error(("batch %d outside 1..%d"):format(i, nb), 2) end
   local first = (i - 1) * self.batch_size
   local b = math.min(self.batch_size, self.n - first)
+  if self.shard_world then
+    b = b / self.shard_world
+    first = first + self.shard_rank * b
+  end
   local perm = self:order(epoch)
   if not self.idx or self.idx:numel() ~= b then
     self.idx_host = tensor.empty({ b }, { dtype = "int32" })

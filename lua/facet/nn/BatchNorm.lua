@@ -5,12 +5,145 @@
 -- The running statistics are the module's state (state_tensors, saved with
 -- the weights); a training forward updates them, and facet.train puts them
 -- back when its guard rejects the step (nan = "skip" or "stop").
+-- Synchronised BN: with m.sync set to a facet.dist group of more than one
+-- rank (facet.train{ dist = true, sync_bn = true } sets it), training uses
+-- the mean and variance of the batches of every rank (combined exactly from
+-- each rank's count, mean and variance: two allreduces of C values), and
+-- backward all-reduces sum(dy) and sum(dy xhat), so each rank's dx is the
+-- 1-process dx of its samples (times the world size, which facet.train's
+-- gradient average divides out). The weight and bias gradients stay local
+-- sums, averaged with every other gradient.
 local Module = require "facet.nn.Module"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
 
 local C, check = core.C, core.check
 local M = {}
+
+local function host_buffer(self, name, n)
+  local b = self.sync_host and self.sync_host[name]
+  if b and b:numel() == n then return b end
+  self.sync_host = self.sync_host or {}
+  b = tensor.empty({ n })
+  self.sync_host[name] = b
+  return b
+end
+
+-- host copies of C per-channel values (a CUDA tensor goes through a CPU buffer)
+local function host(self, name, t)
+  if t:device() == "cpu" then return t end
+  local h = host_buffer(self, name, t:numel())
+  h:copy(t)
+  return h
+end
+
+-- the per-channel vector v (C values) shaped to broadcast over x
+local function channel_view(self, key, v, ndim)
+  local shape = { self.n }
+  for i = 3, ndim do shape[#shape + 1] = 1 end
+  return self:_view(key, v, shape)
+end
+
+-- training forward over every rank's batch: out, save_mean, save_invstd as
+-- the 1-process forward of the concatenated batches would give them
+local function sync_forward(self, x, out, mean, invstd)
+  local n, g, s = self.n, self.sync, x:shape()
+  local count = s[1]
+  for d = 3, #s do count = count * s[d] end
+  -- this rank's mean and 1/sqrt(var + eps), from the kernel (running statistics untouched)
+  local lm, li = self:buffer("sync_local_mean", { n }), self:buffer("sync_local_invstd", { n })
+  check(C.facet_batchnorm_forward(out.h, lm.h, li.h, nil, nil, x.h, nil, nil, 1, 0, self.eps))
+  local hm, hi = host(self, "lm", lm), host(self, "li", li)
+  local pm, pi = hm:data_ptr(), hi:data_ptr()
+  -- round 1: the global count and mean
+  local a = host_buffer(self, "a", n + 1)
+  local pa = a:data_ptr()
+  for c = 0, n - 1 do pa[c] = count * pm[c] end
+  pa[n] = count
+  g:allreduce(a, "sum")
+  local total = pa[n]
+  if total < 2 then self:fail(("synchronised batch norm needs at least two values per channel, got %d"):format(total)) end
+  local gm = host_buffer(self, "gm", n)
+  local pgm = gm:data_ptr()
+  for c = 0, n - 1 do pgm[c] = pa[c] / total end
+  -- round 2: the global variance (each rank's variance about its mean, plus its mean's offset)
+  local b = host_buffer(self, "b", n)
+  local pb = b:data_ptr()
+  for c = 0, n - 1 do
+    local lv = 1 / (pi[c] * pi[c]) - self.eps
+    if lv < 0 then lv = 0 end
+    local dm = pm[c] - pgm[c]
+    pb[c] = count * (lv + dm * dm)
+  end
+  g:allreduce(b, "sum")
+  local gv = host_buffer(self, "gv", n)
+  local pgv = gv:data_ptr()
+  for c = 0, n - 1 do pgv[c] = pb[c] / total end
+  -- normalise with the global statistics (the evaluation formula)
+  local dm, dv = gm, gv
+  if x:device() ~= "cpu" then
+    dm, dv = self:buffer("sync_mean", { n }), self:buffer("sync_var", { n })
+    dm:copy(gm); dv:copy(gv)
+  end
+  check(C.facet_batchnorm_forward(out.h, mean.h, invstd.h, dm.h, dv.h, x.h, self.affine and self.weight.h or nil,
+    self.affine and self.bias.h or nil, 0, self.momentum, self.eps))
+  -- the running statistics take the global ones (unbiased variance)
+  local mo = self.momentum
+  local rm, rv = host(self, "rm", self.running_mean), host(self, "rv", self.running_var)
+  local prm, prv = rm:data_ptr(), rv:data_ptr()
+  for c = 0, n - 1 do
+    prm[c] = (1 - mo) * prm[c] + mo * pgm[c]
+    prv[c] = (1 - mo) * prv[c] + mo * pgv[c] * total / (total - 1)
+  end
+  if rm ~= self.running_mean then self.running_mean:copy(rm); self.running_var:copy(rv) end
+  self.sync_total = total
+end
+
+-- training backward over every rank's batch (see sync_forward)
+local function sync_backward(self, x, grad_out, gi)
+  local n, g = self.n, self.sync
+  local sdy, sdx = self:buffer("sync_sum_dy", { n }), self:buffer("sync_sum_dyx", { n })
+  sdy:zero_()
+  sdx:zero_()
+  local w = self.affine and self.weight.h or nil
+  local sm, si = self.buffers.save_mean, self.buffers.save_invstd
+  -- gi = w invstd dy; sdx = sum(dy xhat), sdy = sum(dy) over this rank
+  check(C.facet_batchnorm_backward(gi.h, sdx.h, sdy.h, grad_out.h, x.h, w, sm.h, si.h, 0))
+  if self.affine then
+    self.grad_weight:add_(sdx)
+    self.grad_bias:add_(sdy)
+  end
+  local hy, hx = host(self, "sdy", sdy), host(self, "sdx", sdx)
+  local s = host_buffer(self, "s", 2 * n)
+  local ps, py, px = s:data_ptr(), hy:data_ptr(), hx:data_ptr()
+  for c = 0, n - 1 do ps[c], ps[n + c] = py[c], px[c] end
+  g:allreduce(s, "sum")
+  -- dx = gi - w invstd (sum(dy) / N + xhat sum(dy xhat) / N), over the global N
+  local hi = host(self, "si", si)
+  local hw = self.affine and host(self, "w", self.weight) or nil
+  local pi, pw = hi:data_ptr(), hw and hw:data_ptr()
+  local ca, cb = host_buffer(self, "ca", n), host_buffer(self, "cb", n)
+  local pa, pb = ca:data_ptr(), cb:data_ptr()
+  local total = self.sync_total
+  for c = 0, n - 1 do
+    local wc = pw and pw[c] or 1
+    pa[c] = -wc * pi[c] * ps[c] / total
+    pb[c] = -wc * pi[c] * pi[c] * ps[n + c] / total
+  end
+  if x:device() ~= "cpu" then
+    local da, db = self:buffer("sync_a", { n }), self:buffer("sync_b", { n })
+    da:copy(ca); db:copy(cb)
+    ca, cb = da, db
+  end
+  local nd = x:dim()
+  local tmp = self:buffer("sync_tmp", x:shape())
+  check(C.facet_tensor_binary(tmp.h, x.h, channel_view(self, "sync_mv", sm, nd).h, C.FACET_BINARY_SUB))
+  check(C.facet_tensor_binary(tmp.h, tmp.h, channel_view(self, "sync_bv", cb, nd).h, C.FACET_BINARY_MUL))
+  check(C.facet_tensor_binary(tmp.h, tmp.h, channel_view(self, "sync_av", ca, nd).h, C.FACET_BINARY_ADD))
+  check(C.facet_tensor_binary(gi.h, gi.h, tmp.h, C.FACET_BINARY_ADD))
+end
+
+local function synced(self) return self.training and self.sync ~= nil and self.sync:size() > 1 end
 
 local function make(name, dims)
   local cls = Module:extend(name)
@@ -39,6 +172,10 @@ local function make(name, dims)
     local out = self:buffer("output", s)
     local mean = self:buffer("save_mean", { self.n })
     local invstd = self:buffer("save_invstd", { self.n })
+    if synced(self) then
+      sync_forward(self, x, out, mean, invstd)
+      return out
+    end
     check(C.facet_batchnorm_forward(out.h, mean.h, invstd.h, self.running_mean.h, self.running_var.h, x.h,
       self.affine and self.weight.h or nil, self.affine and self.bias.h or nil, self.training and 1 or 0,
       self.momentum, self.eps))
@@ -48,6 +185,11 @@ local function make(name, dims)
     self:check_alive("backward")
     if not self.buffers.save_mean then core.raise(name .. ":backward: no forward to go back through", 2) end
     local gi = self:buffer("grad_input", x:shape())
+    if synced(self) then
+      sync_backward(self, x, grad_out, gi)
+      self.grad_input = gi
+      return gi
+    end
     check(C.facet_batchnorm_backward(gi.h, self.affine and self.grad_weight.h or nil,
       self.affine and self.grad_bias.h or nil, grad_out.h, x.h, self.affine and self.weight.h or nil,
       self.buffers.save_mean.h, self.buffers.save_invstd.h, self.training and 1 or 0))

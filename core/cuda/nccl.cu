@@ -1,0 +1,232 @@
+/*
+ * nccl.cu - the NCCL collectives behind facet_dist_* for CUDA tensors
+ * (cuda_backend.h). Each collective is queued on the legacy default stream,
+ * ordered with every other facet kernel, and an event is recorded after it;
+ * facet_cuda_nccl_wait polls that event and ncclCommGetAsyncError until the
+ * deadline, and aborts the communicator (ncclCommAbort) when it passes or
+ * NCCL reports an error, so a dead peer never hangs the caller. An allgather
+ * of unequal parts is one ncclBroadcast per rank inside a group.
+ * Built with NCCL when the Makefile finds nccl.h (FACET_NCCL=1); otherwise
+ * every entry point fails saying facet was built without NCCL.
+ */
+#include "cuda_common.cuh"
+#include <time.h>
+
+#if FACET_NCCL
+#include <nccl.h>
+
+static_assert(sizeof(ncclUniqueId) == FACET_NCCL_ID_BYTES, "the NCCL id size facet passes over MPI");
+
+struct nccl_comm {
+    ncclComm_t comm;
+    cudaEvent_t done;
+    int aborted;
+};
+
+static int check_nccl(ncclResult_t r, const char *fn)
+{
+    if (r == ncclSuccess) return 0;
+    return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: NCCL: %s", fn, ncclGetErrorString(r));
+}
+
+static int nccl_type(int dtype, ncclDataType_t *out)
+{
+    switch (dtype) {
+    case FACET_DTYPE_FLOAT32: *out = ncclFloat32; return 0;
+    case FACET_DTYPE_INT32: *out = ncclInt32; return 0;
+    case FACET_DTYPE_INT64: *out = ncclInt64; return 0;
+    case FACET_DTYPE_UINT8: *out = ncclUint8; return 0;
+    default: return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_nccl: dtype %d has no NCCL type", dtype);
+    }
+}
+
+static ncclRedOp_t nccl_op(int op)
+{
+    switch (op) {
+    case FACET_DIST_OP_AVG: return ncclAvg;
+    case FACET_DIST_OP_MAX: return ncclMax;
+    case FACET_DIST_OP_MIN: return ncclMin;
+    default: return ncclSum;
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int live(void *comm, const char *fn)
+{
+    struct nccl_comm *c = (struct nccl_comm *)comm;
+    if (!c) return facet_fail(FACET_STATUS_ERR_ARG, "%s: no NCCL communicator", fn);
+    if (c->aborted) return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: the NCCL communicator was aborted after a failure", fn);
+    return 0;
+}
+
+/* The checks every collective starts with: a live communicator, an NCCL type. */
+static int begin(void *comm, int dtype, const char *fn, ncclDataType_t *ty)
+{
+    int rc = live(comm, fn);
+    return rc ? rc : nccl_type(dtype, ty);
+}
+
+/* After a collective was queued (rc: how that went): the event to wait on. */
+static int queued(void *comm, int rc, const char *fn)
+{
+    return rc ? rc : check_cuda(cudaEventRecord(((struct nccl_comm *)comm)->done, 0), fn);
+}
+
+extern "C" int facet_cuda_nccl_is_built(void) { return 1; }
+
+extern "C" int facet_cuda_nccl_unique_id(void *id)
+{
+    ncclUniqueId u;
+    int rc = check_nccl(ncclGetUniqueId(&u), "facet_cuda_nccl_unique_id");
+    if (!rc) memcpy(id, &u, sizeof u);
+    return rc;
+}
+
+extern "C" int facet_cuda_nccl_init(void **comm, const void *id, int rank, int size)
+{
+    static const char *fn = "facet_cuda_nccl_init";
+    *comm = NULL;
+    struct nccl_comm *c = (struct nccl_comm *)calloc(1, sizeof *c);
+    if (!c) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
+    ncclUniqueId u;
+    memcpy(&u, id, sizeof u);
+    int rc = check_cuda(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming), fn);
+    if (!rc) rc = check_nccl(ncclCommInitRank(&c->comm, size, u, rank), fn);
+    if (rc) {
+        if (c->done) cudaEventDestroy(c->done);
+        free(c);
+        return rc;
+    }
+    *comm = c;
+    return 0;
+}
+
+extern "C" int facet_cuda_nccl_free(void *comm, int abort)
+{
+    struct nccl_comm *c = (struct nccl_comm *)comm;
+    if (!c) return 0;
+    if (!c->aborted) {
+        if (abort) ncclCommAbort(c->comm);
+        else ncclCommDestroy(c->comm);
+    }
+    cudaEventDestroy(c->done);
+    free(c);
+    return 0;
+}
+
+extern "C" int facet_cuda_nccl_allreduce(void *comm, void *data, int64_t count, int dtype, int op)
+{
+    static const char *fn = "facet_cuda_nccl_allreduce";
+    ncclDataType_t ty;
+    int rc = begin(comm, dtype, fn, &ty);
+    if (rc) return rc;
+    struct nccl_comm *c = (struct nccl_comm *)comm;
+    return queued(c, check_nccl(ncclAllReduce(data, data, (size_t)count, ty, nccl_op(op), c->comm, 0), fn), fn);
+}
+
+extern "C" int facet_cuda_nccl_allgather(void *comm, void *out, const void *x, const int64_t *counts, int dtype)
+{
+    static const char *fn = "facet_cuda_nccl_allgather";
+    ncclDataType_t ty;
+    int rc = begin(comm, dtype, fn, &ty);
+    if (rc) return rc;
+    struct nccl_comm *c = (struct nccl_comm *)comm;
+    int size = 0, rank = 0;
+    rc = check_nccl(ncclCommCount(c->comm, &size), fn);
+    if (!rc) rc = check_nccl(ncclCommUserRank(c->comm, &rank), fn);
+    if (rc) return rc;
+    size_t el = facet_elsize(dtype), at = 0;
+    rc = check_nccl(ncclGroupStart(), fn);
+    for (int r = 0; r < size && !rc; r++) {
+        rc = check_nccl(ncclBroadcast(r == rank ? x : NULL, (char *)out + at * el, (size_t)counts[r], ty, r, c->comm, 0), fn);
+        at += (size_t)counts[r];
+    }
+    int end = check_nccl(ncclGroupEnd(), fn);
+    return queued(c, rc ? rc : end, fn);
+}
+
+extern "C" int facet_cuda_nccl_reduce_scatter(void *comm, void *out, const void *x, int64_t count, int dtype, int op)
+{
+    static const char *fn = "facet_cuda_nccl_reduce_scatter";
+    ncclDataType_t ty;
+    int rc = begin(comm, dtype, fn, &ty);
+    if (rc) return rc;
+    struct nccl_comm *c = (struct nccl_comm *)comm;
+    return queued(c, check_nccl(ncclReduceScatter(x, out, (size_t)count, ty, nccl_op(op), c->comm, 0), fn), fn);
+}
+
+extern "C" int facet_cuda_nccl_broadcast(void *comm, void *data, int64_t count, int dtype, int root)
+{
+    static const char *fn = "facet_cuda_nccl_broadcast";
+    ncclDataType_t ty;
+    int rc = begin(comm, dtype, fn, &ty);
+    if (rc) return rc;
+    struct nccl_comm *c = (struct nccl_comm *)comm;
+    return queued(c, check_nccl(ncclBroadcast(data, data, (size_t)count, ty, root, c->comm, 0), fn), fn);
+}
+
+extern "C" int facet_cuda_nccl_wait(void *comm, double timeout, const char *what)
+{
+    static const char *fn = "facet_cuda_nccl_wait";
+    int rc = live(comm, fn);
+    if (rc) return rc;
+    struct nccl_comm *c = (struct nccl_comm *)comm;
+    double deadline = now_s() + timeout;
+    for (;;) {
+        cudaError_t e = cudaEventQuery(c->done);
+        if (e == cudaSuccess) return 0;
+        if (e != cudaErrorNotReady) return check_cuda(e, fn);
+        ncclResult_t async = ncclSuccess;
+        ncclCommGetAsyncError(c->comm, &async);
+        if (async != ncclSuccess && async != ncclInProgress) {
+            ncclCommAbort(c->comm);
+            c->aborted = 1;
+            return facet_fail(FACET_STATUS_ERR_DEVICE, "NCCL %s failed: %s (communicator aborted)", what,
+                              ncclGetErrorString(async));
+        }
+        if (now_s() > deadline) {
+            ncclCommAbort(c->comm);
+            c->aborted = 1;
+            return facet_fail(FACET_STATUS_ERR_DEVICE, "NCCL %s did not complete within %g s (a peer exited or hangs; "
+                              "communicator aborted; FACET_DIST_TIMEOUT sets the limit)", what, timeout);
+        }
+        struct timespec ts = { 0, 50000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+#else /* FACET_NCCL */
+
+static int absent(const char *fn)
+{
+    return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built without NCCL (no nccl.h under NCCL_HOME or the "
+                      "CUDA toolkit)", fn);
+}
+
+extern "C" int facet_cuda_nccl_is_built(void) { return 0; }
+extern "C" int facet_cuda_nccl_unique_id(void *) { return absent("facet_cuda_nccl_unique_id"); }
+extern "C" int facet_cuda_nccl_init(void **comm, const void *, int, int)
+{
+    *comm = NULL;
+    return absent("facet_cuda_nccl_init");
+}
+extern "C" int facet_cuda_nccl_free(void *, int) { return 0; }
+extern "C" int facet_cuda_nccl_allreduce(void *, void *, int64_t, int, int) { return absent("facet_cuda_nccl_allreduce"); }
+extern "C" int facet_cuda_nccl_allgather(void *, void *, const void *, const int64_t *, int)
+{
+    return absent("facet_cuda_nccl_allgather");
+}
+extern "C" int facet_cuda_nccl_reduce_scatter(void *, void *, const void *, int64_t, int, int)
+{
+    return absent("facet_cuda_nccl_reduce_scatter");
+}
+extern "C" int facet_cuda_nccl_broadcast(void *, void *, int64_t, int, int) { return absent("facet_cuda_nccl_broadcast"); }
+extern "C" int facet_cuda_nccl_wait(void *, double, const char *) { return absent("facet_cuda_nccl_wait"); }
+
+#endif /* FACET_NCCL */

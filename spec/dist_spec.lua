@@ -1,0 +1,297 @@
+-- spec/dist_spec.lua: facet.dist and data-parallel training (docs/distributed.md).
+-- World size 1 runs in this process; the rest runs spec/support/dist_worker.lua
+-- on 2 ranks under mpirun (spec/support/mpi.lua, no shell), skipped with the
+-- reason where mpirun is not installed.
+local facet = require "facet"
+local json = require "facet.json"
+local safetensors = require "facet.safetensors"
+local F = require "support.files"
+local mpi = require "support.mpi"
+
+local WORKER = "spec/support/dist_worker.lua"
+
+local function read_json(path) return json.decode(F.read_file(path)) end
+
+local function close(a, b, rel)
+  return math.abs(a - b) <= rel * math.max(math.abs(a), math.abs(b), 1e-3)
+end
+
+local function losses_match(got, want, rel, from)
+  from = from or 1
+  assert.are.equal(#want - from + 1, #got)
+  for i = 1, #got do
+    assert(close(got[i], want[from + i - 1], rel), ("step %d: loss %.9g, want %.9g"):format(from + i - 1, got[i],
+      want[from + i - 1]))
+  end
+end
+
+describe("facet.dist at world size 1 (no launcher)", function()
+  it("is rank 0 of 1 without MPI; collectives are identities, new tensors where promised", function()
+    local d = facet.dist.init()
+    assert.is_true(d.initialized())
+    assert.are.equal(0, d.rank()); assert.are.equal(1, d.size()); assert.are.equal(0, d.local_rank())
+    local g = d.world()
+    local t = facet.tensor({ 1, -2, 3 })
+    assert.are.equal(t, g:allreduce(t, "avg"))
+    assert.are.same({ 1, -2, 3 }, t:totable())
+    local a = g:allgather(t)
+    assert.are_not.equal(t, a)
+    assert.are.same({ 1, -2, 3 }, a:totable())
+    local rs = g:reduce_scatter(facet.tensor({ { 1 }, { 2 } }), "sum")
+    assert.are.same({ { 1 }, { 2 } }, rs:totable())
+    assert.are.same({ 1, -2, 3 }, facet.dist.broadcast(t, 0):totable())
+    g:barrier()
+  end)
+
+  it("refuses hostile arguments with messages naming the function and argument", function()
+    local g = facet.dist.world()
+    local function fails(pat, f) local ok, e = pcall(f); assert.is_false(ok); assert.matches(pat, tostring(e)) end
+    fails("allreduce: op must be one of sum, avg, max, min, got \"mean\"", function() g:allreduce(facet.tensor({ 1 }), "mean") end)
+    fails("allreduce: op \"avg\" needs a float32 tensor, got int64", function()
+      g:allreduce(facet.tensor({ 1 }, { dtype = "int64" }), "avg") end)
+    fails("allreduce: t must be a tensor, got nil", function() g:allreduce(nil, "sum") end)
+    fails("must be contiguous", function() g:allreduce(facet.zeros({ 3, 2 }):narrow(2, 1, 1), "sum") end)
+    fails("broadcast: root must be a rank, an integer in 0..0, got 1", function() g:broadcast(facet.tensor({ 1 }), 1) end)
+    fails("broadcast: root must be a rank, an integer in 0..0, got nan", function() g:broadcast(facet.tensor({ 1 }), 0 / 0) end)
+    fails("allgather: counts must be a list of 1 row counts", function() g:allgather(facet.tensor({ 1 }), { 1, 1 }) end)
+    fails("allgather: counts%[1%] must be an integer >= 0, got %-1", function() g:allgather(facet.tensor({ 1 }), { -1 }) end)
+    fails("allgather: t must have a first dim", function() g:allgather(facet.tensor(3)) end)
+    fails("call allreduce with ':' on a group", function() g.allreduce(facet.tensor({ 1 }), "sum") end)
+    fails("facet.dist.init: unknown option", function() facet.dist.init { timout = 1 } end)
+    fails("facet.dist.init: timeout must be", function() facet.dist.init { timeout = -1 } end)
+    fails("sync_bn = true needs dist = true", function()
+      facet.train { model = facet.nn.Sequential(facet.nn.Linear(2, 2)), head = facet.heads.new("softmax", { classes = 2, dim = 2 }),
+        data = facet.data.tensors { x = facet.zeros({ 4, 2 }), y = facet.tensor({ 0, 1, 0, 1 }, { dtype = "int64" }), batch_size = 2 },
+        optimizer = {}, sync_bn = true }
+    end)
+  end)
+
+  it("the C API refuses NULL handles and bad settings before touching MPI", function()
+    local ffi = require "ffi"
+    local core = require "facet.core"
+    local C = core.C
+    local function fails(pat, rc)
+      assert.are_not.equal(0, rc)
+      assert.matches(pat, core.last_error())
+    end
+    local built = facet.dist.built()
+    if not built.mpi then
+      fails("built without MPI", C.facet_dist_init(ffi.new("facet_dist *[1]"), ffi.new("facet_dist_params", { timeout = 1 })))
+      return
+    end
+    local pp = ffi.new("facet_dist *[1]")
+    fails("facet_dist_init: out is NULL", C.facet_dist_init(nil, ffi.new("facet_dist_params", { timeout = 1 })))
+    fails("facet_dist_init: params is NULL", C.facet_dist_init(pp, nil))
+    for _, bad in ipairs { 0, -1, 0 / 0, 1 / 0, 1e8 } do
+      fails("facet_dist_init: timeout must be seconds in %(0, 1e7%]", C.facet_dist_init(pp, ffi.new("facet_dist_params",
+        { timeout = bad })))
+    end
+    local t = facet.tensor({ 1 })
+    fails("facet_dist_allreduce: the communicator is NULL", C.facet_dist_allreduce(nil, t.h, C.FACET_DIST_OP_SUM))
+    fails("facet_dist_allreduce_start: the communicator is NULL", C.facet_dist_allreduce_start(nil, t.h, 0))
+    fails("facet_dist_broadcast: the communicator is NULL", C.facet_dist_broadcast(nil, t.h, 0))
+    fails("facet_dist_allgather: the communicator is NULL", C.facet_dist_allgather(nil, t.h, t.h, nil, 0))
+    fails("facet_dist_reduce_scatter: the communicator is NULL", C.facet_dist_reduce_scatter(nil, t.h, t.h, 0))
+    fails("facet_dist_barrier: the communicator is NULL", C.facet_dist_barrier(nil))
+    fails("facet_dist_wait_all: the communicator is NULL", C.facet_dist_wait_all(nil))
+    fails("facet_dist_progress: the communicator is NULL", C.facet_dist_progress(nil))
+    fails("facet_dist_query: the communicator is NULL", C.facet_dist_query(nil, nil, nil, nil, nil))
+    fails("facet_dist_abort: the communicator is NULL", C.facet_dist_abort(nil, 1))
+    fails("facet_dist_is_built: mpi and nccl must not be NULL", C.facet_dist_is_built(nil, nil))
+    assert.are.equal(0, C.facet_dist_free(nil))
+  end)
+
+  it("tensors:shard splits every global batch into the ranks' parts", function()
+    local x = facet.arange(0, 12):reshape { 12, 1 }
+    local y = facet.arange(0, 12):long()
+    local src = facet.data.tensors { x = x, y = y, batch_size = 4, seed = 3 }
+    local whole = src:batch(1, 2):reshape { 4 }:totable()
+    local a = src:shard(0, 2):batch(1, 2):reshape { 2 }:totable()
+    local b = src:shard(1, 2):batch(1, 2):reshape { 2 }:totable()
+    assert.are.same(whole, { a[1], a[2], b[1], b[2] })
+    assert.are.equal(3, src:shard(1, 2):num_batches())
+    assert.has_error(function() src:shard(0, 3) end, "facet.data.tensors:shard: the batch size 4 does not divide among 3 ranks")
+    assert.has_error(function() src:shard(2, 2) end)
+  end)
+
+  it("loader:shard gives each rank a contiguous run of the epoch's batches of batch / world images", function()
+    local imgs, labels = {}, {}
+    for i = 1, 13 do
+      imgs[i], labels[i] = facet.data.encode_png(facet.full({ 4, 4, 3 }, i * 10, { dtype = "uint8" })), i - 1
+    end
+    local function loader(bs)
+      return facet.data.loader { source = { images = imgs, labels = labels }, size = { 4, 4 }, batch_size = bs,
+        threads = 1, seed = 1, flip = 0 }
+    end
+    local L, small = loader(4), loader(2)      -- 13 images: 6 batches of 2, a run of 3 for each of 2 ranks
+    local shards = { L:shard(0, 2), L:shard(1, 2) }
+    for e = 0, 1 do
+      local seen = {}
+      for r = 0, 1 do
+        assert.are.equal(3, shards[r + 1]:num_batches())
+        for i = 1, 3 do
+          local _, got = shards[r + 1]:batch(e, i)
+          local _, want = small:batch(e, r * 3 + i)
+          assert.are.same(want:totable(), got:totable())
+          for _, v in ipairs(got:totable()) do
+            assert.is_nil(seen[v], "image " .. v .. " twice in epoch " .. e)
+            seen[v] = true
+          end
+        end
+      end
+    end
+    assert.has_error(function() L:shard(0, 3) end, "loader:shard: the batch size 4 does not divide among 3 ranks")
+    assert.has_error(function() L:shard(-1, 2) end)
+    L:close(); small:close()
+    for _, s in ipairs(shards) do s:close() end
+  end)
+end)
+
+local have, why = mpi.available()
+if have and not facet.dist.built().mpi then have, why = false, "this build of facet has no MPI (FACET_MPI=0 or no mpicc)" end
+describe("facet.dist on 2 ranks (mpirun)", function()
+  if not have then
+    it("is skipped: " .. why, function() print("dist_spec: 2-rank cases skipped: " .. why) end)
+    return
+  end
+  local path = F.scratch()
+
+  it("collectives give the hand-computed values, and hostile arguments leave the communicator working", function()
+    local out, rc = mpi.run(2, { WORKER, "collectives", path() })
+    assert.are.equal(0, rc, out)
+    for r = 0, 1 do
+      local v = read_json(("%s/rank-%d.json"):format(path(), r))
+      assert.are.equal(r, v.rank); assert.are.equal(2, v.size)
+      -- rank 0 holds {1, 10, -1}, rank 1 {2, 20, -2}
+      assert.are.same({ 3, 30, -3 }, v.sum)
+      assert.are.same({ 1.5, 15, -1.5 }, v.avg)
+      assert.are.same({ 2, 20, -1 }, v.max)
+      assert.are.same({ 1, 10, -2 }, v.min)
+      assert.are.same({ 3, 2 * 2 ^ 40 }, v.int_sum)
+      assert.are.same({ { 0, 0.5 }, { 1, 1.5 } }, v.gather)
+      assert.are.same({ { 0, 0 }, { 1, 1 }, { 1, 1 } }, v.gather_uneven)
+      -- rows k = 1..4 hold 100 r + k: sums 100 + 2k; rank r gets rows 2r+1, 2r+2
+      assert.are.same(r == 0 and { { 102 }, { 104 } } or { { 106 }, { 108 } }, v.reduce_scatter)
+      assert.are.same(r == 0 and { { 51 }, { 52 } } or { { 53 }, { 54 } }, v.reduce_scatter_avg)
+      assert.are.same({ 8, 3 }, v.broadcast)                 -- rank 1's {1 + 7, 1 * 3}
+      assert.are.same({ 2 }, v.module_allreduce)
+      assert.are.same({ 4 }, v.after)
+      -- gradients 1, 2 (weight) and 10, 20 (bias) on ranks 0, 1
+      assert.are.same({ { { 3, 3 } }, { 30 } }, v.dp_sum)
+      assert.are.same({ { { 1.5, 1.5 } }, { 15 } }, v.dp_avg)
+      assert.are.same({ { 5, 5 } }, v.dp_broadcast)
+      for name, msg in pairs(v.errors) do assert.matches("facet%.dist%.", msg, 1, false, name .. ": " .. msg) end
+      assert.matches("counts%[" .. (r + 1) .. "%] %(this rank, " .. r .. "%) is 5 but t has 1 rows", v.errors.counts_mine)
+    end
+  end)
+
+  -- the 1-process run's result.json and weights, as tables
+  local function compare_weights(dir_a, dir_b)
+    local wa, wb = safetensors.load(dir_a .. "/weights.safetensors"), safetensors.load(dir_b .. "/weights.safetensors")
+    local n = 0
+    for name, t in pairs(wa) do
+      local a, b = t:reshape { -1 }:totable(), wb[name]:reshape { -1 }:totable()
+      local scale = 0
+      for i = 1, #a do scale = math.max(scale, math.abs(a[i])) end
+      for i = 1, #a do
+        assert(math.abs(a[i] - b[i]) <= 1e-5 * scale, ("%s[%d]: %.9g vs %.9g"):format(name, i, a[i], b[i]))
+      end
+      n = n + 1
+    end
+    assert.is_true(n >= 10)
+  end
+
+  local full
+  it("2 ranks with sync BN at batch B/2 each give the losses and weights of 1 process at batch B (20 steps)", function()
+    local one, two = path("one"), path("two")
+    assert(F.sh("mkdir -p " .. one .. " " .. two))
+    local out, rc = mpi.run(0, { WORKER, "train", one, "sync_bn=1" })
+    assert.are.equal(0, rc, out)
+    out, rc = mpi.run(2, { WORKER, "train", two, "sync_bn=1", "bucket_mb=0.0005" })
+    assert.are.equal(0, rc, out)
+    local a, b = read_json(one .. "/result.json"), read_json(two .. "/result.json")
+    assert.are.equal(1, a.size); assert.are.equal(2, b.size)
+    assert.are.equal(20, #a.losses)
+    losses_match(b.losses, a.losses, 1e-5)
+    compare_weights(one, two)
+    full = a.losses
+  end)
+
+  it("with a class-sharded head (K = 5 over 2 ranks: blocks 3 and 2) as well; gradients summed, not averaged", function()
+    assert.is_not_nil(full, "needs the previous case")
+    local dir = path("sharded")
+    assert(F.sh("mkdir -p " .. dir))
+    local out, rc = mpi.run(2, { WORKER, "train", dir, "sync_bn=1", "shard=1" })
+    assert.are.equal(0, rc, out)
+    losses_match(read_json(dir .. "/result.json").losses, full, 1e-5)
+    compare_weights(path("one"), dir)
+  end)
+
+  it("a checkpoint saved by 2 ranks resumes on 1 and on 2 ranks with the uninterrupted losses", function()
+    assert.is_not_nil(full, "needs the previous case")
+    -- { ranks of the resumed run, head sharded when saved, head sharded when resumed }
+    for _, c in ipairs { { 0, "0", "0" }, { 2, "0", "0" }, { 0, "1", "0" }, { 2, "1", "1" } } do
+      local np, saved, resumed = c[1], c[2], c[3]
+      local dir = path(("resume-%d-%s-%s"):format(np, saved, resumed))
+      assert(F.sh("mkdir -p " .. dir))
+      local out, rc = mpi.run(2, { WORKER, "train", dir, "sync_bn=1", "ckpt=" .. dir .. "/ckpt", "checkpoint_every=10",
+        "stop=10", "shard=" .. saved })
+      assert.are.equal(0, rc, out)
+      assert.are.equal("step-00000010", (F.read_file(dir .. "/ckpt/latest"):gsub("%s+$", "")))
+      out, rc = mpi.run(np, { WORKER, "train", dir, "sync_bn=1", "ckpt=" .. dir .. "/ckpt", "resume=1",
+        "shard=" .. resumed })
+      assert.are.equal(0, rc, out)
+      local v = read_json(dir .. "/result.json")
+      assert.are.equal(np == 0 and 1 or 2, v.size)
+      losses_match(v.losses, full, 1e-5, 11)
+    end
+  end)
+
+  it("recipes/ms1m.lua --dist --sample runs on 2 ranks: loader shards, a class-sharded head, rank 0 logs", function()
+    local data, out_dir = path("syn"), path("ms1m")
+    assert(F.sh("mkdir -p " .. data))
+    facet.data.synthetic { out = data .. "/train", identities = 10, images = 4, size = 16, pairs = 20, seed = 1 }
+    local out, rc = mpi.run(2, { "recipes/ms1m.lua", "--data", data, "--model", "mobilefacenet", "--size", "16", "--emb",
+      "32", "--batch", "8", "--steps", "3", "--bins", "train_verify", "--out", out_dir, "--dist", "--sample", "0.5" })
+    assert.are.equal(0, rc, out)
+    local _, n = out:gsub("10 identities", "")
+    assert.are.equal(1, n, out)                          -- rank 0 alone prints
+    local lines = {}
+    for line in F.read_file(out_dir .. "/train.jsonl"):gmatch("[^\n]+") do lines[#lines + 1] = json.decode(line) end
+    assert.are.equal(3, #lines)
+    for _, e in ipairs(lines) do assert.is_true(e.loss > 0 and e.loss < 1e3) end
+    assert.is_true(F.exists(out_dir .. "/report.html"))
+  end)
+
+  -- rank 1 misbehaves at step 3 (mode die / leave / hang); the job's output, exit status and seconds
+  local function misbehave(mode, timeout)
+    local dir = path(mode)
+    assert(F.sh("mkdir -p " .. dir))
+    local out, rc, secs = mpi.run(2, { WORKER, "train", dir, mode .. "=3" }, { env = { FACET_DIST_TIMEOUT = timeout },
+      limit = 90 })
+    assert.are_not.equal(0, rc, out)
+    return out, secs
+  end
+  local TIMED_OUT = "did not complete within 2 s on rank 0 of 2: no answer from rank(s) 1"
+
+  it("a rank that dies mid-run (no MPI_Finalize) ends the job at once; the other says so, naming its collective", function()
+    local out, secs = misbehave("die", "30")
+    assert.matches("worker: rank 1 leaves now", out, 1, true)
+    assert.matches("facet.dist: rank 0 of 2 was stopped by the launcher (SIGTERM; last collective: allreduce #", out, 1, true)
+    assert.is_true(secs < 25, "took " .. secs .. " s")        -- the launcher's teardown, not the 30 s timeout
+  end)
+
+  it("a rank that exits through Lua mid-run makes the other fail at the timeout, naming the rank", function()
+    local out, secs = misbehave("leave", "2")
+    assert.matches("worker: rank 1 leaves now", out, 1, true)
+    assert.matches("facet.dist: rank 0 of 2 failed: facet_dist_allreduce: allreduce (collective #", out, 1, true)
+    assert.matches(TIMED_OUT, out, 1, true)
+    assert.is_true(secs < 60, "took " .. secs .. " s")
+  end)
+
+  it("a rank that hangs makes the other fail within the timeout (FACET_DIST_TIMEOUT), naming it", function()
+    local out, secs = misbehave("hang", "2")
+    assert.matches(TIMED_OUT, out, 1, true)
+    assert.is_true(secs < 60, "took " .. secs .. " s")
+  end)
+end)
