@@ -227,6 +227,14 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     compare_weights(path("one"), dir)
   end)
 
+  it("every head of the catalogue, class-sharded over the 2 real ranks, gives the unsharded loss, dx and dW", function()
+    local out, rc = mpi.run(2, { "spec/support/sharded_worker.lua" })
+    assert.are.equal(0, rc, out)
+    local n = #facet.heads.names()
+    assert.truthy(out:find(("rank 0: %d heads match"):format(n), 1, true), out)
+    assert.truthy(out:find(("rank 1: %d heads match"):format(n), 1, true), out)
+  end)
+
   it("a checkpoint saved by 2 ranks resumes on 1 and on 2 ranks with the uninterrupted losses", function()
     assert.is_not_nil(full, "needs the previous case")
     -- { ranks of the resumed run, head sharded when saved, head sharded when resumed }
