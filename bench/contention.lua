@@ -43,7 +43,7 @@ local p = common.parser("bench/contention.lua", "How much a training step slows 
   "facet against PyTorch: images/s of the small convnet (batch 128) per variant, median of --reps runs.")
 common.integer(p, "--reps", "runs of every variant per level (the median counts)", 5, 1)
 common.number(p, "--seconds", "seconds of steps per run", 2, { gt = 0 })
-common.integers(p, "--busy", "busy processes beside the runs, one level each, comma-separated", "0,1,2", 0)
+common.integers(p, "--busy", "levels: busy processes beside the runs", "0,1,2", 0)
 common.integer(p, "--threads", "threads of every run", 2, 1)
 common.switch(p, "--torch", "the pytorch variant (bench/contention_torch.py)", 1)
 common.switch(p, "--before", "the gomp-default variant (GOMP_SPINCOUNT=300000)", 1)

@@ -25,7 +25,8 @@ io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it p
 local NAME = "bench/data.lua"
 local p = common.parser(NAME, "images/s through the data pipeline (.rec -> decode a 112x112 JPEG -> flip -> " ..
   "normalise -> batch) by loader threads, and the share of a training run spent waiting for data.")
-common.integer(p, "--images", "images to make and read (default: 2048; 4096 with --device cuda)", nil, 1)
+common.integer(p, "--images", "images to make and read, two batches of 128 at least (default: 2048; 4096 with " ..
+  "--device cuda)", nil, 256)
 common.device(p)
 common.integers(p, "--threads", "loader threads to time, comma-separated (default: 1,2; with --device cuda 1, 4 " ..
   "and the cores)", nil, 1)
