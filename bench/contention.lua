@@ -39,16 +39,17 @@ local core = require "facet.core"
 
 local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local p = common.parser("bench/contention.lua", "How much a training step slows down beside busy processes, " ..
+local parser = common.parser("bench/contention.lua", "How much a training step slows down beside busy processes, " ..
   "facet against PyTorch: images/s of the small convnet (batch 128) per variant, median of --reps runs.")
-common.integer(p, "--reps", "runs of every variant per level (the median counts)", 5, 1)
-common.number(p, "--seconds", "seconds of steps per run", 2, { gt = 0 })
-common.integers(p, "--busy", "levels: busy processes beside the runs", "0,1,2", 0)
-common.integer(p, "--threads", "threads of every run", 2, 1)
-common.switch(p, "--torch", "the pytorch variant (bench/contention_torch.py)", 1)
-common.switch(p, "--before", "the gomp-default variant (GOMP_SPINCOUNT=300000)", 1)
+common.integer(parser, "--reps", "runs of every variant per level (the median counts)", 5, 1)
+common.number(parser, "--seconds", "seconds of steps per run", 2, { gt = 0 })
+common.integers(parser, "--busy", "levels: busy processes beside the runs", "0,1,2", 0)
+common.integer(parser, "--threads", "threads of every run", 2, 1)
+common.switch(parser, "--torch", "the pytorch variant (bench/contention_torch.py)", 1)
+common.switch(parser, "--before", "the gomp-default variant (GOMP_SPINCOUNT=300000)", 1)
 -- "LABEL=VAR=VALUE ...;..." -> { { label =, env = "'VAR=VALUE' ..." }, ... }
-p:option("--facet", "more variants of facet, 'LABEL=VAR=VALUE VAR=VALUE;LABEL=...' (default: none)"):convert(function(text)
+local variants_help = "more variants of facet, 'LABEL=VAR=VALUE VAR=VALUE;LABEL=...' (default: none)"
+parser:option("--facet", variants_help):argname("<variants>"):convert(function(text)
   local list = {}
   for item in text:gmatch("[^;]+") do
     local label, env = item:match("^%s*([%w%-_%.]+)=(.*)$")
@@ -62,10 +63,10 @@ p:option("--facet", "more variants of facet, 'LABEL=VAR=VALUE VAR=VALUE;LABEL=..
   end
   return list
 end)
-p:option("--worker", "grain: time a parallel region against FACET_PARALLEL_GRAIN (see the file); facet: " ..
+parser:option("--worker", "grain: time a parallel region against FACET_PARALLEL_GRAIN (see the file); facet: " ..
   "one run (the driver starts these)"):choices { "facet", "grain" }
-common.integer(p, "--batch", "batch size", 128, 1)
-local o = p:parse(arg)
+common.integer(parser, "--batch", "batch size", 128, 1)
+local o = parser:parse(arg)
 
 -- ---- worker: one measurement in this process --------------------------------------
 if o.worker == "facet" then

@@ -13,14 +13,15 @@ local C = core.C
 package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
 local common = require "common"
 
-local p = common.parser("bench/conv.lua", "GFLOP/s of facet's conv2d forward and backward for IResNet- and " ..
+local parser = common.parser("bench/conv.lua", "GFLOP/s of facet's conv2d forward and backward for IResNet- and " ..
   "MobileFaceNet-like layers, next to the GEMM rate (2048^3) of the same run.")
-common.integer(p, "--batch", "batch size", 32, 1)
-common.integer(p, "--reps", "timed runs per layer (the best counts)", 3, 1)
-common.integer(p, "--threads", "CPU threads (default: facet's, FACET_THREADS or the cores)", nil, 1)
-common.device(p)
-common.integer(p, "--slots", "CPU: a workspace of this many column slots instead of the recommended size", nil, 1)
-local opts = p:parse(arg)
+common.integer(parser, "--batch", "batch size", 32, 1)
+common.integer(parser, "--reps", "timed runs per layer (the best counts)", 3, 1)
+common.integer(parser, "--threads", "CPU threads (default: facet's, FACET_THREADS or the cores)", nil, 1)
+common.device(parser)
+common.integer(parser, "--slots", "CPU: a workspace of this many column slots instead of the recommended " ..
+  "size", nil, 1)
+local opts = parser:parse(arg)
 common.check_device("bench/conv.lua", opts.device)
 if opts.threads then facet.set_threads(opts.threads) end
 local dev = opts.device

@@ -23,16 +23,17 @@ local common = require "common"
 io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
 local NAME = "bench/data.lua"
-local p = common.parser(NAME, "images/s through the data pipeline (.rec -> decode a 112x112 JPEG -> flip -> " ..
+local parser = common.parser(NAME, "images/s through the data pipeline (.rec -> decode a 112x112 JPEG -> flip -> " ..
   "normalise -> batch) by loader threads, and the share of a training run spent waiting for data.")
-common.integer(p, "--images", "images to make and read, two batches of 128 at least (default: 2048; 4096 with " ..
-  "--device cuda)", nil, 256)
-common.device(p)
-common.integers(p, "--threads", "loader threads to time, comma-separated (default: 1,2; with --device cuda 1, 4 " ..
-  "and the cores)", nil, 1)
-common.integer(p, "--steps", "training steps (default: CPU 12 steps of facet.train; CUDA 10 timed steps)", nil, 1)
-common.integer(p, "--warmup", "CUDA: untimed training steps first", 3, 0)
-local o = p:parse(arg)
+common.integer(parser, "--images", "images to make and read, two batches of 128 at least (default: 2048; " ..
+  "4096 with --device cuda)", nil, 256)
+common.device(parser)
+common.integers(parser, "--threads", "loader threads to time, comma-separated (default: 1,2; with " ..
+  "--device cuda 1, 4 and the cores)", nil, 1)
+common.integer(parser, "--steps", "training steps (default: CPU 12 steps of facet.train; CUDA 10 timed " ..
+  "steps)", nil, 1)
+common.integer(parser, "--warmup", "CUDA: untimed training steps first", 3, 0)
+local o = parser:parse(arg)
 local gpu = common.check_device(NAME, o.device)
 local n = o.images or (gpu and 4096 or 2048)
 local cores = facet.get_threads()

@@ -8,12 +8,12 @@ local facet = require "facet"
 package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
 local common = require "common"
 
-local p = common.parser("bench/gemm.lua", "GFLOP/s of facet's matmul against OpenBLAS's cblas_sgemm on the same " ..
-  "buffers, then with OpenBLAS forced to its generic Prescott kernels.")
-common.integers(p, "--sizes", "square sizes n (n x n times n x n, float32)", "1024,4096", 1)
-common.integer(p, "--reps", "timed runs per size, at least (the best counts)", 3, 1)
-p:flag("--child", "print 'n GFLOP/s' of facet per size only (the Prescott rerun)"):hidden(true)
-local opts = p:parse(arg)
+local parser = common.parser("bench/gemm.lua", "GFLOP/s of facet's matmul against OpenBLAS's cblas_sgemm on " ..
+  "the same buffers, then with OpenBLAS forced to its generic Prescott kernels.")
+common.integers(parser, "--sizes", "square sizes n (n x n times n x n, float32)", "1024,4096", 1)
+common.integer(parser, "--reps", "timed runs per size, at least (the best counts)", 3, 1)
+parser:flag("--child", "print 'n GFLOP/s' of facet per size only (the Prescott rerun)"):hidden(true)
+local opts = parser:parse(arg)
 
 ffi.cdef [[
   void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,

@@ -34,17 +34,17 @@ local common = require "common"
 io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
 local NAME = "bench/heads.lua"
-local p = common.parser(NAME, "forward+backward of every head against its three GEMMs alone, a training step " ..
+local parser = common.parser(NAME, "forward+backward of every head against its three GEMMs alone, a training step " ..
   "of each cosine head (unfused and fused), and optionally PyTorch's heads.")
-common.integer(p, "--B", "batch size", 128, 1)
-common.integer(p, "--dim", "embedding size", 512, 1)
-common.integer(p, "--K", "classes", 72690, 1)
-common.integer(p, "--reps", "timed runs (the best counts)", 5, 1)
-common.names(p, "--heads", "heads to time, comma-separated (default: all)", nil, facet.heads.names())
-common.device(p)
-common.switch(p, "--train", "the training-step table", 1)
-common.switch(p, "--torch", "PyTorch's heads too (bench/heads_torch.py)", 0)
-local o = p:parse(arg)
+common.integer(parser, "--B", "batch size", 128, 1)
+common.integer(parser, "--dim", "embedding size", 512, 1)
+common.integer(parser, "--K", "classes", 72690, 1)
+common.integer(parser, "--reps", "timed runs (the best counts)", 5, 1)
+common.names(parser, "--heads", "heads to time, comma-separated (default: all)", nil, facet.heads.names())
+common.device(parser)
+common.switch(parser, "--train", "the training-step table", 1)
+common.switch(parser, "--torch", "PyTorch's heads too (bench/heads_torch.py)", 0)
+local o = parser:parse(arg)
 local gpu = common.check_device(NAME, o.device)
 
 local function peak_rss_mb()

@@ -32,18 +32,18 @@ io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it p
 
 local NAME = "bench/train_step.lua"
 local MODEL_NAMES = { "mobilefacenet", "iresnet18", "iresnet50", "convnet" }
-local p = common.parser(NAME, "images/s and GFLOP/s of a whole training step (forward, backward, SGD; an am " ..
+local parser = common.parser(NAME, "images/s and GFLOP/s of a whole training step (forward, backward, SGD; an am " ..
   "head over 1000 classes) next to the GEMM rate, and the same models in PyTorch.")
-common.device(p)
-common.names(p, "--models", "models, comma-separated (default: mobilefacenet,iresnet18,convnet; with --device " ..
-  "cuda iresnet50,mobilefacenet)", nil, MODEL_NAMES)
-common.integer(p, "--batch", "batch size (default: 32, convnet 128; 128 with --device cuda)", nil, 1)
-common.integer(p, "--size", "image size (default: 112; the convnet's is always 28)", nil, 1)
-common.integer(p, "--steps", "timed steps (default: 5; 10 with --device cuda)", nil, 1)
-common.integer(p, "--warmup", "untimed steps first (default: 1; 3 with --device cuda)", nil, 0)
-common.switch(p, "--profile", "then where a step's time goes, by layer type", 0)
-common.switch(p, "--torch", "the same models in PyTorch (bench/torch_compare.py)", 1)
-local o = p:parse(arg)
+common.device(parser)
+common.names(parser, "--models", "models, comma-separated (default: mobilefacenet,iresnet18,convnet; " ..
+  "with --device cuda iresnet50,mobilefacenet)", nil, MODEL_NAMES)
+common.integer(parser, "--batch", "batch size (default: 32, convnet 128; 128 with --device cuda)", nil, 1)
+common.integer(parser, "--size", "image size (default: 112; the convnet's is always 28)", nil, 1)
+common.integer(parser, "--steps", "timed steps (default: 5; 10 with --device cuda)", nil, 1)
+common.integer(parser, "--warmup", "untimed steps first (default: 1; 3 with --device cuda)", nil, 0)
+common.switch(parser, "--profile", "then where a step's time goes, by layer type", 0)
+common.switch(parser, "--torch", "the same models in PyTorch (bench/torch_compare.py)", 1)
+local o = parser:parse(arg)
 
 local dev = o.device
 local gpu = common.check_device(NAME, dev)
