@@ -27,6 +27,7 @@
 --          [--threads 2] [--torch 1] [--before 1] [--facet "LABEL=VAR=V ...;..."]
 --        bin/facet run bench/contention.lua --worker grain [--threads 2]
 --          (the cost of a parallel region against FACET_PARALLEL_GRAIN, below)
+--        bin/facet run bench/contention.lua --help   (the options and their defaults)
 -- The busy processes are `sh` loops that also exit by themselves within a
 -- fraction of a second once this script's process is gone, and are killed on
 -- the way out, an error included.
@@ -36,15 +37,36 @@ package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
 local common = require "common"
 local core = require "facet.core"
 
-local o = { reps = 5, seconds = 2, busy = "0,1,2", threads = 2, torch = 1, before = 1, facet = "", worker = "",
-            batch = 128 }
-local i = 1
-while arg and arg[i] do
-  local k = arg[i]:match("^%-%-(.+)$")
-  if not k or o[k] == nil or arg[i + 1] == nil then error("unknown argument " .. tostring(arg[i])) end
-  o[k] = type(o[k]) == "number" and assert(tonumber(arg[i + 1]), "--" .. k .. " wants a number") or arg[i + 1]
-  i = i + 2
-end
+local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local parser = common.parser("bench/contention.lua", "How much a training step slows down beside busy processes, " ..
+  "facet against PyTorch: images/s of the small convnet (batch 128) per variant, median of --reps runs.")
+common.integer(parser, "--reps", "runs of every variant per level (the median counts)", 5, 1)
+common.number(parser, "--seconds", "seconds of steps per run", 2, { gt = 0 })
+common.integers(parser, "--busy", "levels: busy processes beside the runs", "0,1,2", 0)
+common.integer(parser, "--threads", "threads of every run", 2, 1)
+common.switch(parser, "--torch", "the pytorch variant (bench/contention_torch.py)", 1)
+common.switch(parser, "--before", "the gomp-default variant (GOMP_SPINCOUNT=300000)", 1)
+-- "LABEL=VAR=VALUE ...;..." -> { { label =, env = "'VAR=VALUE' ..." }, ... }
+local variants_help = "more variants of facet, 'LABEL=VAR=VALUE VAR=VALUE;LABEL=...' (default: none)"
+parser:option("--facet", variants_help):argname("<variants>"):convert(function(text)
+  local list = {}
+  for item in text:gmatch("[^;]+") do
+    local label, env = item:match("^%s*([%w%-_%.]+)=(.*)$")
+    if not label then return nil, "--facet: want LABEL=VAR=VALUE ..., got '" .. item .. "'" end
+    local quoted = {}
+    for a in env:gmatch("%S+") do
+      if not a:match("^[%w_]+=") then return nil, "--facet: want VAR=VALUE, got '" .. a .. "'" end
+      quoted[#quoted + 1] = sh_quote(a)
+    end
+    list[#list + 1] = { label = label, env = table.concat(quoted, " ") }
+  end
+  return list
+end)
+parser:option("--worker", "grain: time a parallel region against FACET_PARALLEL_GRAIN (see the file); facet: " ..
+  "one run (the driver starts these)"):choices { "facet", "grain" }
+common.integer(parser, "--batch", "batch size", 128, 1)
+local o = parser:parse(arg)
 
 -- ---- worker: one measurement in this process --------------------------------------
 if o.worker == "facet" then
@@ -134,8 +156,6 @@ end
 ffi.cdef [[ int getpid(void); ]]
 local pid = ffi.C.getpid()
 
-local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
 -- what facet.core put into this process's environment comes out of every child's
 local unset = {}
 for var in pairs(core.omp_env_set or {}) do unset[#unset + 1] = "-u " .. var end
@@ -147,15 +167,8 @@ if o.before ~= 0 then
   -- exactly what libgomp does when neither variable is set: facet before its wait policy
   variants[2] = { label = "gomp-default", env = sh_quote("GOMP_SPINCOUNT=300000"), kind = "facet" }
 end
-for item in o.facet:gmatch("[^;]+") do
-  local label, env = item:match("^%s*([%w%-_%.]+)=(.*)$")
-  if not label then error("--facet: want LABEL=VAR=VALUE ..., got " .. item) end
-  local quoted = {}
-  for a in env:gmatch("%S+") do
-    if not a:match("^[%w_]+=") then error("--facet: want VAR=VALUE, got " .. a) end
-    quoted[#quoted + 1] = sh_quote(a)
-  end
-  variants[#variants + 1] = { label = label, env = table.concat(quoted, " "), kind = "facet" }
+for _, v in ipairs(o.facet or {}) do
+  variants[#variants + 1] = { label = v.label, env = v.env, kind = "facet" }
 end
 if o.torch ~= 0 then variants[#variants + 1] = { label = "pytorch", env = "", kind = "torch" } end
 
@@ -211,8 +224,7 @@ local function median(t)
   return n % 2 == 1 and s[(n + 1) / 2] or (s[n / 2] + s[n / 2 + 1]) / 2
 end
 
-local levels = {}
-for n in o.busy:gmatch("[^,]+") do levels[#levels + 1] = assert(tonumber(n), "--busy: numbers") end
+local levels = o.busy
 
 local function nproc()
   local p = io.popen("nproc 2>/dev/null")

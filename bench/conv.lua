@@ -5,23 +5,24 @@
 -- for backward), whatever path computes them.
 -- Usage: bin/facet run bench/conv.lua [--batch 32] [--reps 3] [--threads N] [--device cpu|cuda]
 --        [--slots N]   (CPU: force a workspace of N column slots instead of the recommended size)
+-- (--help: the options)
 local ffi = require "ffi"
 local facet = require "facet"
 local core = require "facet.core"
 local C = core.C
+package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
+local common = require "common"
 
-local opts = { batch = 32, reps = 3, device = "cpu" }
-local i = 1
-while arg and arg[i] do
-  local a, v = arg[i], arg[i + 1]
-  if a == "--batch" then opts.batch = tonumber(v)
-  elseif a == "--reps" then opts.reps = tonumber(v)
-  elseif a == "--threads" then opts.threads = tonumber(v)
-  elseif a == "--device" then opts.device = v
-  elseif a == "--slots" then opts.slots = tonumber(v)
-  else error("unknown option " .. a) end
-  i = i + 2
-end
+local parser = common.parser("bench/conv.lua", "GFLOP/s of facet's conv2d forward and backward for IResNet- and " ..
+  "MobileFaceNet-like layers, next to the GEMM rate (2048^3) of the same run.")
+common.integer(parser, "--batch", "batch size", 32, 1)
+common.integer(parser, "--reps", "timed runs per layer (the best counts)", 3, 1)
+common.integer(parser, "--threads", "CPU threads (default: facet's, FACET_THREADS or the cores)", nil, 1)
+common.device(parser)
+common.integer(parser, "--slots", "CPU: a workspace of this many column slots instead of the recommended " ..
+  "size", nil, 1)
+local opts = parser:parse(arg)
+common.check_device("bench/conv.lua", opts.device)
 if opts.threads then facet.set_threads(opts.threads) end
 local dev = opts.device
 local sync = dev == "cuda" and facet.cuda.synchronize or function() end

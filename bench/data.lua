@@ -15,7 +15,7 @@
 -- at batch 128 fed by the fastest loader, with the share of time it waited.
 -- Lines starting with "summary:" are the key figures (tools/gpu_check.sh copies them).
 -- Usage: bin/facet run bench/data.lua [--images 2048] [--device cpu|cuda] [--threads 1,4,16]
---          [--steps N (CPU: 12 training steps; CUDA: 10 timed steps)] [--warmup 3]
+--          [--steps N (CPU: 12 training steps; CUDA: 10 timed steps)] [--warmup 3]  (--help: the options)
 local ffi = require "ffi"
 local facet = require "facet"
 package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
@@ -23,28 +23,30 @@ local common = require "common"
 io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
 local NAME = "bench/data.lua"
-local o = { device = "cpu" }
-local i = 1
-while arg and arg[i] do
-  local k, v = arg[i]:match("^%-%-(.+)$"), arg[i + 1]
-  if k == "device" or k == "threads" then o[k] = v
-  elseif (k == "images" or k == "steps" or k == "warmup") and tonumber(v) and tonumber(v) >= 0 then o[k] = tonumber(v)
-  else common.bad_argument(NAME, arg[i], v)
-  end
-  i = i + 2
-end
+local parser = common.parser(NAME, "images/s through the data pipeline (.rec -> decode a 112x112 JPEG -> flip -> " ..
+  "normalise -> batch) by loader threads, and the share of a training run spent waiting for data.")
+common.integer(parser, "--images", "images to make and read, two batches of 128 at least (default: 2048; " ..
+  "4096 with --device cuda)", nil, 256)
+common.device(parser)
+common.integers(parser, "--threads", "loader threads to time, comma-separated (default: 1,2; with " ..
+  "--device cuda 1, 4 and the cores)", nil, 1)
+common.integer(parser, "--steps", "training steps (default: CPU 12 steps of facet.train; CUDA 10 timed " ..
+  "steps)", nil, 1)
+common.integer(parser, "--warmup", "CUDA: untimed training steps first", 3, 0)
+local o = parser:parse(arg)
 local gpu = common.check_device(NAME, o.device)
 local n = o.images or (gpu and 4096 or 2048)
 local cores = facet.get_threads()
-local thread_counts = {}
-if o.threads then
-  for t in o.threads:gmatch("[^,]+") do thread_counts[#thread_counts + 1] = assert(tonumber(t), "--threads: numbers") end
-elseif gpu then
-  for _, t in ipairs { 1, 4, cores } do
-    if t <= cores and t ~= thread_counts[#thread_counts] then thread_counts[#thread_counts + 1] = t end
+local thread_counts = o.threads
+if not thread_counts then
+  thread_counts = {}
+  if gpu then
+    for _, t in ipairs { 1, 4, cores } do
+      if t <= cores and t ~= thread_counts[#thread_counts] then thread_counts[#thread_counts + 1] = t end
+    end
+  else
+    thread_counts = { 1, 2 }
   end
-else
-  thread_counts = { 1, 2 }
 end
 local steps, warmup = o.steps or 10, o.warmup or 3
 local clock = facet.clock

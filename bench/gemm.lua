@@ -2,21 +2,18 @@
 -- called directly through the FFI, in the same process on the same buffers,
 -- for 1024^3 and 4096^3 float32. Also reruns itself with OpenBLAS forced to
 -- its generic Prescott kernels, to show what the cpuid core choice buys.
--- Usage: bin/facet run bench/gemm.lua [--sizes 1024,4096] [--reps 3]
+-- Usage: bin/facet run bench/gemm.lua [--sizes 1024,4096] [--reps 3] (--help: the options)
 local ffi = require "ffi"
 local facet = require "facet"
+package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
+local common = require "common"
 
-local opts = { sizes = { 1024, 4096 }, reps = 3, child = false }
-local i = 1
-while arg and arg[i] do
-  if arg[i] == "--sizes" then
-    opts.sizes = {}
-    for s in arg[i + 1]:gmatch("%d+") do opts.sizes[#opts.sizes + 1] = tonumber(s) end
-    i = i + 1
-  elseif arg[i] == "--reps" then opts.reps = tonumber(arg[i + 1]); i = i + 1
-  elseif arg[i] == "--child" then opts.child = true end
-  i = i + 1
-end
+local parser = common.parser("bench/gemm.lua", "GFLOP/s of facet's matmul against OpenBLAS's cblas_sgemm on " ..
+  "the same buffers, then with OpenBLAS forced to its generic Prescott kernels.")
+common.integers(parser, "--sizes", "square sizes n (n x n times n x n, float32)", "1024,4096", 1)
+common.integer(parser, "--reps", "timed runs per size, at least (the best counts)", 3, 1)
+parser:flag("--child", "print 'n GFLOP/s' of facet per size only (the Prescott rerun)"):hidden(true)
+local opts = parser:parse(arg)
 
 ffi.cdef [[
   void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,

@@ -27,26 +27,24 @@
 -- --train 0 leaves out the training-step table. Lines starting with
 -- "summary:" are the key figures (tools/gpu_check.sh copies them).
 -- Usage: bin/facet run bench/heads.lua [--B 128] [--dim 512] [--K 72690] [--reps 5] [--heads am,mv-am]
---          [--device cpu|cuda] [--train 0|1] [--torch 0|1]
+--          [--device cpu|cuda] [--train 0|1] [--torch 0|1]  (--help: the options)
 local facet = require "facet"
 package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
 local common = require "common"
 io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
 local NAME = "bench/heads.lua"
-local o = { B = 128, dim = 512, K = 72690, reps = 5, heads = nil, device = "cpu", torch = 0, train = 1 }
-local i = 1
-while arg and arg[i] do
-  local k = arg[i]:match("^%-%-(.+)$")
-  if k == "heads" and arg[i + 1] then
-    o.heads = {}
-    for h in arg[i + 1]:gmatch("[^,]+") do o.heads[#o.heads + 1] = h end
-  elseif k == "device" then o.device = arg[i + 1]
-  elseif k and k ~= "heads" and k ~= "device" and o[k] ~= nil and tonumber(arg[i + 1]) then o[k] = tonumber(arg[i + 1])
-  else common.bad_argument(NAME, arg[i], arg[i + 1])
-  end
-  i = i + 2
-end
+local parser = common.parser(NAME, "forward+backward of every head against its three GEMMs alone, a training step " ..
+  "of each cosine head (unfused and fused), and optionally PyTorch's heads.")
+common.integer(parser, "--B", "batch size", 128, 1)
+common.integer(parser, "--dim", "embedding size", 512, 1)
+common.integer(parser, "--K", "classes", 72690, 1)
+common.integer(parser, "--reps", "timed runs (the best counts)", 5, 1)
+common.names(parser, "--heads", "heads to time, comma-separated (default: all)", nil, facet.heads.names())
+common.device(parser)
+common.switch(parser, "--train", "the training-step table", 1)
+common.switch(parser, "--torch", "PyTorch's heads too (bench/heads_torch.py)", 0)
+local o = parser:parse(arg)
 local gpu = common.check_device(NAME, o.device)
 
 local function peak_rss_mb()

@@ -22,7 +22,7 @@
 -- plain one (one synchronisation per layer call).
 -- Lines starting with "summary:" are the key figures (tools/gpu_check.sh copies them).
 -- Usage: bin/facet run bench/train_step.lua [--device cpu|cuda] [--models mobilefacenet,iresnet18,iresnet50,convnet]
---          [--batch N] [--size N] [--steps N] [--warmup N] [--profile 0|1] [--torch 0|1]
+--          [--batch N] [--size N] [--steps N] [--warmup N] [--profile 0|1] [--torch 0|1]  (--help: the options)
 -- FACET_TORCH_PYTHON names the Python with PyTorch (default: /usr/bin/python3 on
 -- the CPU, python3 from the PATH with --device cuda).
 local facet = require "facet"
@@ -31,32 +31,25 @@ local common = require "common"
 io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
 local NAME = "bench/train_step.lua"
-local o = { device = "cpu", torch = 1, profile = 0 }
-local NUMERIC = { steps = true, warmup = true, batch = true, size = true, torch = true, profile = true }
-local i = 1
-while arg and arg[i] do
-  local k, v = arg[i]:match("^%-%-(.+)$"), arg[i + 1]
-  if k == "models" or k == "device" then
-    o[k] = v
-  elseif k and NUMERIC[k] then
-    o[k] = tonumber(v)
-    if not o[k] or o[k] < 0 or o[k] ~= math.floor(o[k]) then
-      io.stderr:write(("%s: --%s wants a non-negative integer, got %s\n"):format(NAME, k, tostring(v)))
-      os.exit(1)
-    end
-  else
-    io.stderr:write(("%s: unknown argument %s\n"):format(NAME, tostring(arg[i])))
-    os.exit(1)
-  end
-  i = i + 2
-end
+local MODEL_NAMES = { "mobilefacenet", "iresnet18", "iresnet50", "convnet" }
+local parser = common.parser(NAME, "images/s and GFLOP/s of a whole training step (forward, backward, SGD; an am " ..
+  "head over 1000 classes) next to the GEMM rate, and the same models in PyTorch.")
+common.device(parser)
+common.names(parser, "--models", "models, comma-separated (default: mobilefacenet,iresnet18,convnet; " ..
+  "with --device cuda iresnet50,mobilefacenet)", nil, MODEL_NAMES)
+common.integer(parser, "--batch", "batch size (default: 32, convnet 128; 128 with --device cuda)", nil, 1)
+common.integer(parser, "--size", "image size (default: 112; the convnet's is always 28)", nil, 1)
+common.integer(parser, "--steps", "timed steps (default: 5; 10 with --device cuda)", nil, 1)
+common.integer(parser, "--warmup", "untimed steps first (default: 1; 3 with --device cuda)", nil, 0)
+common.switch(parser, "--profile", "then where a step's time goes, by layer type", 0)
+common.switch(parser, "--torch", "the same models in PyTorch (bench/torch_compare.py)", 1)
+local o = parser:parse(arg)
 
 local dev = o.device
 local gpu = common.check_device(NAME, dev)
 o.steps = o.steps or (gpu and 10 or 5)
 o.warmup = o.warmup or (gpu and 3 or 1)
-o.models = o.models or (gpu and "iresnet50,mobilefacenet" or "mobilefacenet,iresnet18,convnet")
-if o.steps < 1 then io.stderr:write(NAME .. ": --steps must be at least 1\n"); os.exit(1) end
+o.models = o.models or (gpu and { "iresnet50", "mobilefacenet" } or { "mobilefacenet", "iresnet18", "convnet" })
 
 local clock = facet.clock
 local sync = gpu and facet.cuda.synchronize or function() end
@@ -148,12 +141,8 @@ end
 print(("%-14s %6s %5s %10s %9s %12s %12s %10s"):format("model", "batch", "size", "img/s", "ms/step", "step GFLOP",
   "GFLOP/s", "of GEMM"))
 local results, profiles, order = {}, {}, {}
-for name in o.models:gmatch("[^,]+") do
+for _, name in ipairs(o.models) do
   local spec = MODELS[name]
-  if not spec then
-    io.stderr:write(("%s: unknown model %s (mobilefacenet, iresnet18, iresnet50, convnet)\n"):format(NAME, name))
-    os.exit(1)
-  end
   local batch = o.batch or (gpu and 128 or spec.batch)
   local size = spec.fixed_size and spec.size or (o.size or spec.size)
   facet.manual_seed(1)
