@@ -84,7 +84,6 @@ local function evaluate()
   return out, results
 end
 
-local t0 = facet.clock()
 local r = facet.train {
   model = net, head = head, data = data, optimizer = opt, epochs = a.epochs, log = a.out,
   checkpoint = a.out .. "/ckpt", checkpoint_every = a.checkpoint_every, resume = a.resume and (a.out .. "/ckpt") or nil,
@@ -93,11 +92,12 @@ local r = facet.train {
   stop_after = a.steps, print_every = 10, dist = dist.dist, sync_bn = dist.sync_bn,
 }
 if not root then return end
-local elapsed = facet.clock() - t0
+
 if a.steps then
-  local per = elapsed / r.steps
+  -- the steps of this process only: a resumed run's earlier steps took no time here
+  local per = r.seconds / math.max(r.steps_run, 1)
   print(("%d steps of batch %d in %.1f s: %.2f s a step, %.1f images/s; one epoch (%d steps) projects to %.1f hours"):format(
-    r.steps, a.batch, elapsed, per, a.batch / per, data:num_batches(), per * data:num_batches() / 3600))
+    r.steps_run, a.batch, r.seconds, per, a.batch / per, data:num_batches(), per * data:num_batches() / 3600))
 end
 if #sets > 0 then
   local _, results = evaluate()

@@ -231,7 +231,8 @@ local r = facet.train {
   eval = #sets > 0 and function(st) return (evaluate(st)) end or nil, eval_every = a.eval_every,
   stop_after = a.steps, print_every = a.print_every,
 }
-print(("trained %d steps%s"):format(r.steps, r.skipped and r.skipped > 0 and (", skipped " .. r.skipped) or ""))
+print(("trained to step %d (%d steps here, %.1f s, %.1f images/s)%s"):format(r.steps, r.steps_run, r.seconds,
+  r.steps_run * a.batch / r.seconds, r.skipped and r.skipped > 0 and (", skipped " .. r.skipped) or ""))
 if #sets > 0 then
   local _, results = evaluate()
   facet.report.save_verify(a.out, results)

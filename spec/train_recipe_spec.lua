@@ -58,17 +58,27 @@ describe("recipes/train.lua", function()
   it("reads a .rec by path and a config file, the command line winning over the file", function()
     local out = tmp("run-rec")
     local cfg = tmp("cfg.lua")
-    F.write_file(cfg, 'return { model = "convnet", epochs = 1, batch = 6, ["print-every"] = 1, emb = 8,' ..
+    F.write_file(cfg, 'return { model = "convnet", epochs = 1, batch = 6, ["print-every"] = 50, emb = 8,' ..
       ' head_opt = { m = 0.25 } }\n')
     local text, rc = run(("--data %s --config %s --batch 4 --size 24 --steps 2 --head am --out %s")
       :format(q(syn .. ".rec"), q(cfg), q(out)))
     assert.are.equal(0, rc, text)
     assert.truthy(text:find("24 images, 6 identities", 1, true), text)
-    assert.truthy(text:find("trained 2 steps", 1, true), text)
+    assert.truthy(text:find("trained to step 2 (2 steps here", 1, true), text)
+    -- off a terminal, a run shorter than --print-every still prints its first and last step
+    assert.truthy(text:find("\nstep 1 ", 1, true) and text:find("\nstep 2 ", 1, true), text)
+    -- --steps 2 is no multiple of --checkpoint-every (2000): the end still writes a checkpoint
+    assert.truthy(F.exists(out .. "/ckpt/latest"), "no checkpoint after --steps 2")
+    -- resuming says from where, and counts only its own steps
+    local text2, rc2 = run(("--data %s --config %s --batch 4 --size 24 --steps 3 --head am --out %s --resume")
+      :format(q(syn .. ".rec"), q(cfg), q(out)))
+    assert.are.equal(0, rc2, text2)
+    assert.truthy(text2:find("facet.train: resumed from step 2 (epoch 1, batch 2 of 6)", 1, true), text2)
+    assert.truthy(text2:find("trained to step 3 (1 steps here", 1, true), text2)
     local s = settings(out)
     assert.are.equal(4, s.batch)          -- the flag
     assert.are.equal(8, s.emb)            -- the file
-    assert.are.equal(1, s.print_every)    -- the file, dash spelling
+    assert.are.equal(50, s.print_every)   -- the file, dash spelling
     assert.are.equal(0.1, s.lr)           -- the default
     assert.are.same({ m = 0.25 }, s.head_opt)
     -- the recorded settings run again as a config file

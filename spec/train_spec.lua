@@ -58,14 +58,21 @@ describe("facet.train", function()
   it("resume reproduces the uninterrupted run's losses exactly", function()
     local full = facet.train(setup_run())
     local dir = tmpdir .. "/ck"
-    -- interrupted after step 8; the newest checkpoint is step 6 (mid-epoch 2)
+    -- interrupted after step 8 (mid-epoch 2): checkpoints at 3 and 6, and step 8, where it stopped
     facet.train(with(setup_run(), { checkpoint = dir, checkpoint_every = 3, stop_after = 8 }))
     local latest = io.open(dir .. "/latest"):read("*l")
-    assert.are.equal("step-00000006", latest)
+    assert.are.equal("step-00000008", latest)
+    assert.truthy(io.open(dir .. "/step-00000006/trainer.json"), "step 6 kept")
     local resumed = facet.train(with(setup_run(), { resume = dir }))
     assert.are.equal(12, resumed.steps)
-    assert.are.equal(6, #resumed.losses)
-    for i = 1, 6 do assert.are.equal(full.losses[6 + i], resumed.losses[i]) end
+    assert.are.equal(4, resumed.steps_run)
+    assert.are.equal(4, #resumed.losses)
+    for i = 1, 4 do assert.are.equal(full.losses[8 + i], resumed.losses[i]) end
+    -- from an older checkpoint too: step 6
+    local f = assert(io.open(dir .. "/latest", "w")); f:write("step-00000006\n"); f:close()
+    local from6 = facet.train(with(setup_run(), { resume = dir }))
+    assert.are.equal(6, #from6.losses)
+    for i = 1, 6 do assert.are.equal(full.losses[6 + i], from6.losses[i]) end
   end)
 
   it("dropout draws from the model's own stream, saved with each checkpoint", function()
@@ -129,8 +136,11 @@ describe("facet.train", function()
     local ok, err = pcall(facet.train, with(setup_run(), { quiet = false, print_every = 6 }))
     _G.print = old
     assert.is_true(ok, tostring(err))
-    assert.are.equal(2, #out)
-    assert.truthy(out[1]:find("^step 6  epoch 1/2  loss [%d%.]+  lr 0.05  [%d%.]+ img/s  ETA"), out[1])
+    -- the first step, every 6th, and the last (12)
+    assert.are.equal(3, #out)
+    assert.truthy(out[1]:find("^step 1  epoch 1/2  loss [%d%.]+  lr 0.05  [%d%.]+ img/s  ETA"), out[1])
+    assert.truthy(out[2]:find("^step 6  epoch 1/2  loss [%d%.]+  lr 0.05  [%d%.]+ img/s  ETA"), out[2])
+    assert.truthy(out[3]:find("^step 12  epoch 2/2"), out[3])
   end)
 
   it("evaluates every N steps, in evaluation mode, and logs the metrics", function()

@@ -56,6 +56,9 @@ local TRAIN_OPTIONS = { "model", "head", "data", "optimizer", "schedule", "epoch
 
 local clock = sys.clock
 
+-- off a terminal, a progress line at least this often (seconds)
+local PRINT_SECONDS = 30
+
 local function is_finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
 
 -- the model's state tensors (BatchNorm running statistics), each with a copy
@@ -171,6 +174,7 @@ end
 -- every rank calls it (a class-sharded head gathers its blocks); rank 0 writes
 local function save(st)
   checkpoint.save(st.cfg.checkpoint, st)
+  st.saved_step = st.step
 end
 
 -- the metrics of cfg.eval, computed in evaluation mode
@@ -233,8 +237,11 @@ local function report(st, loss, gnorm, progress, batch_size)
   if st.tty then
     io.write("\r", line, "   ")
     io.flush()
-  elseif not st.quiet and (st.step % st.print_every == 0 or st.step >= st.total_steps) then
+  elseif not st.quiet and (st.step % st.print_every == 0 or st.step >= st.total_steps or
+      st.step == st.start_step + 1 or st.step == cfg.stop_after or now - st.t_print >= PRINT_SECONDS) then
+    -- off a terminal: the first step, every print_every, the last, and at least every PRINT_SECONDS
     print(line)
+    st.t_print = now
   end
   if st.step % st.print_every == 0 then st.t_last, st.imgs_since = now, 0 end
 end
@@ -272,8 +279,9 @@ end
 
 local function result(st, stopped)
   close_log(st)
-  return { steps = st.step, losses = st.losses, skipped = st.skipped, stopped = stopped or nil,
-    data_wait = st.data_wait / math.max(clock() - st.t_start, 1e-9) }
+  local secs = math.max(clock() - st.t_start, 1e-9)
+  return { steps = st.step, steps_run = st.step - st.start_step, seconds = secs, losses = st.losses,
+    skipped = st.skipped, stopped = stopped or nil, data_wait = st.data_wait / secs }
 end
 
 -- the loop of M.train; returns result(st), or nil and why training stopped
@@ -288,7 +296,11 @@ local function run(st)
         return nil, err
       end
       if cfg.checkpoint and cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 then save(st) end
-      if cfg.stop_after and st.step >= cfg.stop_after then return result(st, true) end
+      if cfg.stop_after and st.step >= cfg.stop_after then
+        -- a run stopped early still leaves its last step behind
+        if cfg.checkpoint and st.saved_step ~= st.step then save(st) end
+        return result(st, true)
+      end
     end
     st.epoch, st.batch = st.epoch + 1, 0
     if st.tty then io.write("\n") end
@@ -299,7 +311,14 @@ end
 
 function M.train(cfg)
   local st = setup(cfg)
-  if cfg.resume then resume(st, cfg.resume) end
+  if cfg.resume then
+    resume(st, cfg.resume)
+    st.saved_step = st.step
+    if not st.quiet then
+      print(("facet.train: resumed from step %d (epoch %d, batch %d of %d) of %s"):format(st.step, st.epoch + 1,
+        st.batch, st.nb, cfg.resume))
+    end
+  end
   if cfg.log then open_log(st, cfg.log) end
   if cfg.checkpoint and st.root then
     local ok, err = sys.mkdir_p(cfg.checkpoint)
@@ -312,7 +331,7 @@ function M.train(cfg)
   end
   st.start_step = st.step
   st.t_start = clock()
-  st.t_last, st.imgs_since = st.t_start, 0
+  st.t_last, st.imgs_since, st.t_print = st.t_start, 0, st.t_start
   if st.reducer then
     local ok, res, stop = pcall(run, st)
     st.reducer:unhook()
