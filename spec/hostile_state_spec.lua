@@ -54,7 +54,8 @@ describe("a head's forward that fails", function()
       for k, t in pairs(h.buf) do
         if facet.is_tensor(t) then
           local c = t:contiguous()
-          s["buf." .. k] = require("ffi").string(c:data_ptr(), c:numel() * require("ffi").sizeof(c:data_ptr()[0]))
+          local size = ({ float32 = 4, int32 = 4, int64 = 8, uint8 = 1 })[c:dtype()]
+          s["buf." .. k] = require("ffi").string(c:data_ptr(), c:numel() * size)
         end
       end
     end
