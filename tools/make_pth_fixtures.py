@@ -12,7 +12,12 @@ Our own PyTorch modules with arcface_torch's module names and layer order
       hostile files: hostile_system.pth (a posix.system global),
       hostile_short.pth (a storage shorter than its tensor), hostile_huge.pth
       (a 2^40 x 2^40 tensor), hostile_truncated.pth (half a valid file); and
-      wrapped.pth ({"state_dict": {"module." + name: ...}, "epoch": 3} of mbf).
+      wrapped.pth ({"state_dict": {"module." + name: ...}, "epoch": 3} of mbf);
+      dtypes.pth (a plain dict of float64, float16, bfloat16, int32, bool,
+      int64 scalar, transposed, sliced and storage-sharing tensors) and
+      legacy.pth (the pre-1.6 format, which facet refuses).
+  make_pth_fixtures.py keys OUTDIR
+      only OUTDIR/M_keys.txt, without building the weights' files.
   make_pth_fixtures.py run M FILE INPUT OUT
       loads FILE (.pth with torch.load, .safetensors parsed here) into M with
       load_state_dict(strict=True) and writes its eval-mode embeddings of INPUT.
@@ -182,6 +187,17 @@ class System:
         return (os.system, ("true",))
 
 
+def write_keys(path, sd):
+    with open(path, "w") as f:
+        for k, t in sd.items():
+            f.write("%s %s %s\n" % (k, str(t.dtype).replace("torch.", ""), "x".join(map(str, t.shape)) or "scalar"))
+
+
+def keys(out):
+    for name in ("iresnet18", "mbf"):
+        write_keys(os.path.join(out, name + "_keys.txt"), build(name).state_dict())
+
+
 def make(out):
     os.makedirs(out, exist_ok=True)
     x = np.random.RandomState(5).randn(2, 3, 112, 112).astype(np.float32)
@@ -193,12 +209,23 @@ def make(out):
         sd = m.state_dict()
         torch.save(sd, os.path.join(out, name + ".pth"))
         np.save(os.path.join(out, name + "_out.npy"), embed(m, x))
-        with open(os.path.join(out, name + "_keys.txt"), "w") as f:
-            for k, t in sd.items():
-                f.write("%s %s %s\n" % (k, str(t.dtype).replace("torch.", ""), "x".join(map(str, t.shape)) or "scalar"))
+        write_keys(os.path.join(out, name + "_keys.txt"), sd)
         if name == "mbf":
             wrapped = {"state_dict": OrderedDict(("module." + k, v) for k, v in sd.items()), "epoch": 3}
             torch.save(wrapped, os.path.join(out, "wrapped.pth"))
+    base = torch.arange(4.0)
+    torch.save({
+        "d64": torch.arange(6, dtype=torch.float64).reshape(2, 3) * 0.5,
+        "h16": torch.tensor([1.0, -2.5, 65504.0, 2.0 ** -24], dtype=torch.float16),
+        "bf16": torch.tensor([1.0, -3.0, 0.15625], dtype=torch.bfloat16),
+        "i32": torch.tensor([1, -2, 3], dtype=torch.int32),
+        "flags": torch.tensor([True, False, True]),
+        "count": torch.tensor(7),
+        "t": torch.arange(6.0).reshape(2, 3).t(),
+        "slice": torch.arange(10.0)[4:7],
+        "a": base, "a2": base.view(2, 2),
+    }, os.path.join(out, "dtypes.pth"))
+    torch.save(OrderedDict(w=torch.ones(2)), os.path.join(out, "legacy.pth"), _use_new_zipfile_serialization=False)
     small = os.path.join(out, "small.pth")
     torch.save(OrderedDict(w=torch.arange(6, dtype=torch.float32).reshape(2, 3)), small)
     torch.save({"w": System()}, os.path.join(out, "hostile_system.pth"))
@@ -241,8 +268,8 @@ def run(name, path, inp, out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "make":
-        make(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] in ("make", "keys"):
+        (make if sys.argv[1] == "make" else keys)(sys.argv[2])
     elif len(sys.argv) == 6 and sys.argv[1] == "run":
         run(*sys.argv[2:])
     else:

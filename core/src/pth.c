@@ -103,8 +103,10 @@ static int find_directory(int fd, const char *fn, const char *path, int64_t fsiz
             at = i;
             break;
         }
+    uint8_t first[2] = { 0, 0 };
+    if (!rc && at < 0 && fsize >= 2) rc = facet_pread_full(fd, fn, path, first, 2, 0);
     if (!rc && at < 0) {
-        if (tail >= 2 && buf[0] == 0x80 && fsize == tail)
+        if (first[0] == 0x80 && first[1] >= 2 && first[1] <= 5)
             rc = ZFAIL("%s: %s: a legacy PyTorch file (a pickle, PyTorch < 1.6) is not supported: save it again with "
                        "torch.save in PyTorch >= 1.6 (the zip format)", fn, path);
         else
