@@ -60,7 +60,9 @@ describe("state_dict names", function()
   end)
 
   it("mobilefacenet{arch = 'mbf'}: get_mbf's names and shapes", function()
-    local d = facet.models.mobilefacenet { arch = "mbf" }:state_dict()
+    local m = facet.models.mobilefacenet { arch = "mbf" }
+    assert.are.equal(2059520, m:count_parameters())             -- PyTorch's count of get_mbf(False, 512)
+    local d = m:state_dict()
     local want = {
       ["layers.0.layers.0.weight"] = "128x3x3x3", ["layers.0.layers.2.weight"] = "128",
       ["layers.1.layers.0.weight"] = "128x2x3x3",                    -- 64 groups

@@ -11,7 +11,6 @@
 -- torch._utils._rebuild_tensor_v2, which torch.load reads and
 -- load_state_dict(strict = true) accepts. Saving is atomic (sys.write_atomic).
 local ffi = require "ffi"
-local bit = require "bit"
 local core = require "facet.core"
 local tensor = require "facet.tensor"
 local safetensors = require "facet.safetensors"
@@ -62,20 +61,18 @@ end
 local function u16(v) return string.char(v % 256, math.floor(v / 256) % 256) end
 local function u32(v) return u16(v % 65536) .. u16(math.floor(v / 65536)) end
 
--- zlib's CRC-32 (polynomial 0xedb88320), a byte at a time through a table
-local CRC = ffi.new("uint32_t[256]")
-for i = 0, 255 do
-  local c = i
-  for _ = 1, 8 do c = bit.band(c, 1) == 1 and bit.bxor(bit.rshift(c, 1), 0xedb88320) or bit.rshift(c, 1) end
-  CRC[i] = bit.tobit(c) % 2 ^ 32
+-- zlib's CRC-32 of n bytes at ptr (zip entries carry it; torch.load checks it)
+local function crc32(ptr, n)
+  local z, err = sys.zlib()
+  if not z then core.raise("facet.save_pth: " .. err, 3) end
+  local p, crc = ffi.cast("const unsigned char *", ptr), 0
+  while n > 0 do
+    local k = math.min(n, 2 ^ 30)
+    crc = z.crc32(crc, p, k)
+    p, n = p + k, n - k
+  end
+  return tonumber(crc)
 end
-local function crc32(ptr, n, crc)
-  local p = ffi.cast("const uint8_t *", ptr)
-  local c = bit.bnot(crc or 0)
-  for i = 0, n - 1 do c = bit.bxor(CRC[bit.band(bit.bxor(c, p[i]), 255)], bit.rshift(c, 8)) end
-  return bit.bnot(c) % 2 ^ 32
-end
-M.crc32 = crc32
 
 -- pickle opcodes (protocol 2)
 local function text(s) return "X" .. u32(#s) .. s end
