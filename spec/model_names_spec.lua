@@ -117,14 +117,23 @@ describe("state_dict names", function()
     H.assert_error(function() nn.Add(nn.ReLU()):name_children "x" end, "want a list of strings")
   end)
 
-  it("num_batches_tracked counts training forwards, not evaluation ones", function()
+  it("num_batches_tracked counts training forwards, not evaluation ones; a checkpoint may lack it", function()
     local bn = nn.BatchNorm1d(3)
     local x = facet.randn({ 4, 3 }, { seed = 1 })
     bn:forward(x)
     bn:forward(x)
     bn:evaluate()
     bn:forward(x)
-    assert.are.equal(2, tonumber(bn:state_dict().num_batches_tracked:data_ptr()[0]))
+    local d = bn:state_dict()
+    assert.are.equal(2, tonumber(d.num_batches_tracked:data_ptr()[0]))
+    local other = nn.BatchNorm1d(3)
+    local without = { weight = d.weight, bias = d.bias, running_mean = d.running_mean,
+      running_var = facet.full({ 3 }, 2) }
+    other:load_state(without)
+    assert.are.same({ 2, 2, 2 }, H.values(other.running_var))
+    assert.are.equal(0, tonumber(other:state_dict().num_batches_tracked:data_ptr()[0]))
+    H.assert_error(function() other:load_state({ weight = d.weight, bias = d.bias, running_mean = d.running_mean }) end,
+      "running_var is missing")
   end)
 
   -- the names an older facet gave iresnet{depth = 18}: one flat Sequential

@@ -187,6 +187,7 @@ describe("PyTorch .pth", function()
     assert.are.same(flat(m.modules[1].weight), flat(n.modules[1].weight))
     assert.are.same(flat(m.modules[1].bias), flat(facet.load(tmp("m.pth"))["fc.bias"]))
     H.assert_error(function() facet.save(m, tmp("m.onnx")) end, "facet.save", "the extension names no format")
+    H.assert_error(function() facet.save(m, tmp("ck")) end, "already holds a checkpoint")
     H.assert_error(function() facet.load(tmp("nothing.pth")) end, "facet.load", "cannot open")
     H.assert_error(function() facet.load(a .. "x") end, "cannot open")
     out, rc = F.sh(("FACET_BUILD=%s %s/bin/facet convert %s %s"):format(os.getenv("FACET_BUILD") or "build", ROOT, a,

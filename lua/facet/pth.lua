@@ -203,6 +203,9 @@ function M.save_any(obj, path, fn)
     return "safetensors"
   end
   if path:match("/$") or sys.is_dir(path) then
+    if sys.exists(path:gsub("/+$", "") .. "/latest") then
+      core.raise(("%s: %s already holds a checkpoint (a 'latest' file): give a new directory"):format(fn, path), 3)
+    end
     local dict = type(obj.state_dict) == "function" and obj:state_dict() or obj
     require("facet.checkpoint").save(path, { model = { state_dict = function() return dict end }, step = 0, epoch = 0,
       batch = 0 })

@@ -329,14 +329,25 @@ local function state_problem(self, dict)
   return bad, mine, dict
 end
 
--- nil, or the first difference between dict and the model's state mine
+-- the names of the tree's counters
+local function counter_names(self)
+  local set = {}
+  for _, e in ipairs(self:state_modules()) do
+    for _, k in ipairs(e.module._counters or {}) do set[e.prefix .. key_of(e.module, k)] = true end
+  end
+  return set
+end
+
+-- nil, or the first difference between dict and the model's state mine; a
+-- counter the checkpoint lacks keeps the model's value (as PyTorch does)
 function check_names(self, dict, mine)
-  local names = {}
+  local names, counters = {}, counter_names(self)
   for name in pairs(mine) do names[#names + 1] = name end
   table.sort(names)
   for _, name in ipairs(names) do
     local t, src = mine[name], dict[name]
     if not tensor.is_tensor(t) or t:is_freed() then return ("load_state: the model's %s was freed"):format(name) end
+    if src == nil and counters[name] then src = t end
     if src == nil then return ("load_state: %s is missing from the checkpoint"):format(name) end
     if not tensor.is_tensor(src) then return ("load_state: %s is a %s in the checkpoint, not a tensor"):format(name, type(src)) end
     if src:is_freed() then return ("load_state: %s of the checkpoint was freed"):format(name) end
@@ -363,7 +374,8 @@ function Module:check_state(dict)
 end
 
 --- Copies a state_dict (e.g. from facet.load_safetensors) into the model;
--- every name must match in both directions, with the same shape and dtype.
+-- every name must match in both directions, with the same shape and dtype
+-- (counters such as num_batches_tracked may be missing: they keep their value).
 -- All or nothing: everything is checked before the first copy.
 -- An older facet checkpoint with positional names is mapped to the model's
 -- names (a note on stderr says so). A path (.pth, .safetensors, a checkpoint
@@ -377,7 +389,7 @@ function Module:load_state(dict)
       "the model's names\n")
   end
   for name, t in pairs(mine) do
-    if not rawequal(t, src[name]) then t:copy(src[name]) end
+    if src[name] ~= nil and not rawequal(t, src[name]) then t:copy(src[name]) end
   end
   return self
 end
