@@ -9,7 +9,8 @@ local Fresh = require "support.fresh"
 local facet = H.facet
 local nn = facet.nn
 
-local PY = "/usr/bin/python3"
+-- Python runs uninstrumented under `make sanitize` (no sanitizer runtimes preloaded)
+local PY = "env -u LD_PRELOAD /usr/bin/python3"
 local HAVE_TORCH = select(2, F.sh(PY .. " -c 'import torch'")) == 0
 
 -- "name dtype shape" of every entry, sorted
