@@ -135,6 +135,11 @@ describe("state_dict names", function()
     assert.are.equal(0, tonumber(other:state_dict().num_batches_tracked:data_ptr()[0]))
     H.assert_error(function() other:load_state({ weight = d.weight, bias = d.bias, running_mean = d.running_mean }) end,
       "running_var is missing")
+    -- past 2^32: the count is an int64
+    bn:train()
+    bn.num_batches_tracked:data_ptr()[0] = 4294967295LL
+    bn:forward(x)
+    assert.are.equal(4294967296, tonumber(bn.num_batches_tracked:data_ptr()[0]))
   end)
 
   -- the names an older facet gave iresnet{depth = 18}: one flat Sequential

@@ -19,6 +19,7 @@
 -- (self._keys: PReLU's slope is "weight"), and keep counters (self._counters:
 -- int64 scalars that stay on the CPU and that a training forward increments,
 -- BatchNorm's num_batches_tracked), saved with the state.
+local ffi = require "ffi"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
 local valid = require "facet.check"
@@ -115,10 +116,12 @@ function Module:forward(x)
     for _, k in ipairs(self._counters) do
       local t, c = self[k], ptrs[k]
       if not c or not rawequal(c.t, t) then
-        c = { t = t, p = t:data_ptr() }
+        -- the int64 as two little-endian uint32 words: Lua numbers, nothing boxed per step
+        c = { t = t, p = ffi.cast("uint32_t *", t:data_ptr()) }
         ptrs[k] = c
       end
-      c.p[0] = c.p[0] + 1
+      local p = c.p
+      if p[0] == 0xffffffff then p[0], p[1] = 0, p[1] + 1 else p[0] = p[0] + 1 end
     end
   end
   return self.output
@@ -281,7 +284,7 @@ end
 -- order as the model's: the i-th module of the checkpoint (by its path of
 -- positions, which orders the tree) is the model's i-th module that holds
 -- state. Returns the dict under the model's names, or nil if dict is not one.
-local function from_positional(self, dict, mine)
+local function from_positional(self, dict)
   local groups, order = {}, {}
   for name in pairs(dict) do
     if type(name) ~= "string" then return nil end
@@ -323,7 +326,7 @@ local function state_problem(self, dict)
   local mine = self:state_dict()
   local bad = check_names(self, dict, mine)
   if bad then
-    local mapped = from_positional(self, dict, mine)
+    local mapped = from_positional(self, dict)
     if mapped and not check_names(self, mapped, mine) then return nil, mine, mapped end
   end
   return bad, mine, dict
