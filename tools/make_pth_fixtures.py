@@ -15,7 +15,7 @@ Our own PyTorch modules with arcface_torch's module names and layer order
       wrapped.pth ({"state_dict": {"module." + name: ...}, "epoch": 3} of mbf);
       dtypes.pth (a plain dict of float64, float16, bfloat16, int32, bool,
       int64 scalar, transposed, sliced and storage-sharing tensors) and
-      legacy.pth (the pre-1.6 format, which facet refuses).
+      legacy.pth (the same in the format of PyTorch < 1.6).
   make_pth_fixtures.py keys OUTDIR
       only OUTDIR/M_keys.txt, without building the weights' files.
   make_pth_fixtures.py run M FILE INPUT OUT
@@ -214,7 +214,7 @@ def make(out):
             wrapped = {"state_dict": OrderedDict(("module." + k, v) for k, v in sd.items()), "epoch": 3}
             torch.save(wrapped, os.path.join(out, "wrapped.pth"))
     base = torch.arange(4.0)
-    torch.save({
+    mixed = {
         "d64": torch.arange(6, dtype=torch.float64).reshape(2, 3) * 0.5,
         "h16": torch.tensor([1.0, -2.5, 65504.0, 2.0 ** -24], dtype=torch.float16),
         "bf16": torch.tensor([1.0, -3.0, 0.15625], dtype=torch.bfloat16),
@@ -224,8 +224,9 @@ def make(out):
         "t": torch.arange(6.0).reshape(2, 3).t(),
         "slice": torch.arange(10.0)[4:7],
         "a": base, "a2": base.view(2, 2),
-    }, os.path.join(out, "dtypes.pth"))
-    torch.save(OrderedDict(w=torch.ones(2)), os.path.join(out, "legacy.pth"), _use_new_zipfile_serialization=False)
+    }
+    torch.save(mixed, os.path.join(out, "dtypes.pth"))
+    torch.save(mixed, os.path.join(out, "legacy.pth"), _use_new_zipfile_serialization=False)
     small = os.path.join(out, "small.pth")
     torch.save(OrderedDict(w=torch.arange(6, dtype=torch.float32).reshape(2, 3)), small)
     torch.save({"w": System()}, os.path.join(out, "hostile_system.pth"))

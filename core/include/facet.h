@@ -653,7 +653,8 @@ FACET_API int facet_binfile_read_image(const facet_binfile *b, int64_t index, vo
  * is. Every size, offset and stride is checked against the file. Float,
  * double, half and bfloat16 tensors read as FACET_DTYPE_FLOAT32, long as
  * INT64, int, short and char as INT32, byte and bool as UINT8. The legacy
- * format (PyTorch < 1.6) and compressed entries are refused. */
+ * format of PyTorch < 1.6 (a sequence of pickles, then the storages) is read
+ * too; compressed zip entries and the older tar format are refused. */
 typedef struct facet_pth facet_pth;
 
 FACET_API int facet_pth_init(facet_pth **out, const char *path);

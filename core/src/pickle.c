@@ -565,6 +565,7 @@ int facet_pickle_parse(struct facet_pickle **out, struct facet_pickle_value *top
 }
 
 void *facet_pickle_user(const struct facet_pickle *p) { return p->extras.user; }
+int64_t facet_pickle_end(const struct facet_pickle *p) { return p->pos; }
 
 int facet_pickle_parse_range(struct facet_pickle **out, struct facet_pickle_value *top,
                              const struct facet_pickle_format *f, const struct facet_pickle_extras *x, int fd,

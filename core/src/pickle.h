@@ -90,6 +90,8 @@ int facet_pickle_parse_range(struct facet_pickle **out, struct facet_pickle_valu
                              int64_t base, int64_t size, const char *fn, const char *path);
 /* The extras' user pointer. */
 void *facet_pickle_user(const struct facet_pickle *p);
+/* After a parse: where the pickle ended (the byte after STOP, from base). */
+int64_t facet_pickle_end(const struct facet_pickle *p);
 void facet_pickle_free(struct facet_pickle *p);
 
 /* For hooks and for reading the tree. */

@@ -9,9 +9,12 @@
  * tensor of the state dict, its name, dtype, sizes, strides and where its
  * storage lies. Every size, offset and stride is checked against the file
  * before anything is allocated; nothing in the file is ever executed. The
- * tensors' bytes are read on request with pread(). The legacy format
- * (PyTorch < 1.6, a pickle with no zip) and compressed entries are refused
- * with a message that says so.
+ * tensors' bytes are read on request with pread(). The legacy format of
+ * PyTorch < 1.6 (torch.save(..., _use_new_zipfile_serialization=False)) is
+ * read too: four pickles (magic number, protocol 1001, system info, the
+ * state dict), the list of storage keys, then each storage as an 8-byte
+ * element count and its bytes. Compressed zip entries and the older tar
+ * format are refused with a message that says so.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
@@ -55,6 +58,7 @@ struct tensor_rec {           /* one tensor of the state dict */
     int64_t numel;
     int64_t first, last;      /* the elements of the storage it spans (last < first when empty) */
     int64_t data_off;         /* the storage's first byte in the file */
+    const struct storage *src;   /* while parsing: its storage (a legacy file places it last) */
 };
 
 struct facet_pth {
@@ -107,8 +111,7 @@ static int find_directory(int fd, const char *fn, const char *path, int64_t fsiz
     if (!rc && at < 0 && fsize >= 2) rc = facet_pread_full(fd, fn, path, first, 2, 0);
     if (!rc && at < 0) {
         if (first[0] == 0x80 && first[1] >= 2 && first[1] <= 5)
-            rc = ZFAIL("%s: %s: a legacy PyTorch file (a pickle, PyTorch < 1.6) is not supported: save it again with "
-                       "torch.save in PyTorch >= 1.6 (the zip format)", fn, path);
+            rc = ZFAIL("%s: %s: a pickle without PyTorch's legacy magic number: not a file of torch.save", fn, path);
         else
             rc = ZFAIL("%s: %s: not a PyTorch .pth zip (no end of central directory record: truncated or not a zip)",
                        fn, path);
@@ -291,55 +294,93 @@ static const char *const pth_kinds[] = { "a tensor", "a storage" };
 
 struct storage {
     int stype;
-    int64_t numel, data_off;
+    int64_t numel, data_off;  /* data_off -1: not placed yet (legacy) */
+    char key[64];
 };
 
 struct ptensor {
     struct tensor_rec r;
 };
 
-/* BINPERSID: ('storage', <type>, key, location, numel) names <dir>/data/<key>. */
-static int pth_persistent(struct facet_pickle *p, const struct facet_pickle_value *pid, struct facet_pickle_value *out)
+/* A storage record ('storage', <type>, key, location, numel) (a legacy file
+ * adds view metadata, None) as a new storage of the tree, not placed yet. */
+static int storage_record(struct facet_pickle *p, const struct facet_pickle_value *pid, int64_t want_n,
+                          struct facet_pickle_value *out)
 {
-    const struct zip *z = facet_pickle_user(p);
-    if (pid->kind != FACET_PICKLE_TUPLE || pid->obj->n != 5)
+    if (pid->kind != FACET_PICKLE_TUPLE || pid->obj->n != want_n)
         return facet_pickle_fail(p, "a persistent id is %s, want the storage record ('storage', type, key, location, "
-                                 "numel)", facet_pickle_kind_name(p, pid->kind));
+                                 "numel%s)", pid->kind == FACET_PICKLE_TUPLE ? "a tuple of another length" :
+                                 facet_pickle_kind_name(p, pid->kind), want_n == 6 ? ", view" : "");
     const struct facet_pickle_value *a = pid->obj->items;
-    char tag[16], key[NAME_CAP];
+    char tag[16];
     int rc;
     if (a[0].kind != FACET_PICKLE_TEXT || (rc = facet_pickle_text(p, &a[0], tag, sizeof tag)) || strcmp(tag, "storage"))
         return facet_pickle_fail(p, "a persistent id that is not a storage record");
     if (a[1].kind != FACET_PICKLE_GLOBAL || a[1].num < G_STORAGE || a[1].num >= G_STORAGE + S_COUNT)
         return facet_pickle_fail(p, "a storage record whose type is %s, not a storage type",
                                  facet_pickle_kind_name(p, a[1].kind));
-    if (a[2].kind != FACET_PICKLE_TEXT || a[2].len >= NAME_CAP - 64)
+    if (a[2].kind != FACET_PICKLE_TEXT || a[2].len >= (int64_t)sizeof ((struct storage *)0)->key)
         return facet_pickle_fail(p, "a storage record whose key is not a short str");
-    if ((rc = facet_pickle_text(p, &a[2], key, sizeof key))) return rc;
-    if (a[4].kind != FACET_PICKLE_INT || a[4].num < 0)
-        return facet_pickle_fail(p, "storage %s: its element count is not an int >= 0", key);
-    int st = (int)(a[1].num - G_STORAGE);
-    char want[2 * NAME_CAP + 8];
-    snprintf(want, sizeof want, "%sdata/%s", z->prefix, key);
-    const struct entry *e = NULL;
-    for (int64_t i = 0; i < z->n && !e; i++)
-        if (!strcmp(z->e[i].name, want)) e = &z->e[i];
-    if (!e) return facet_pickle_fail(p, "storage %s: the zip has no entry %s", key, want);
-    if (e->method != 0)
-        return facet_pickle_fail(p, "storage %s: %s is compressed (zip method %d); only stored entries are read", key,
-                                 want, e->method);
-    int64_t n = a[4].num, es = STYPES[st].size;
-    if (n > e->size / es)
-        return facet_pickle_fail(p, "storage %s: %lld elements of %s (%lld bytes each) do not fit its %lld bytes", key,
-                                 (long long)n, STYPES[st].name, (long long)es, (long long)e->size);
+    if (want_n == 6 && a[5].kind != FACET_PICKLE_NONE)
+        return facet_pickle_fail(p, "a storage view (legacy view metadata) is not supported");
     struct facet_pickle_obj *o = NULL;
     if ((rc = facet_pickle_new_object(p, sizeof(struct storage), &o))) return rc;
     struct storage *s = o->ext;
-    s->stype = st;
-    s->numel = n;
-    s->data_off = e->data_off;
+    if ((rc = facet_pickle_text(p, &a[2], s->key, sizeof s->key))) return rc;
+    if (a[4].kind != FACET_PICKLE_INT || a[4].num < 0)
+        return facet_pickle_fail(p, "storage %s: its element count is not an int >= 0", s->key);
+    s->stype = (int)(a[1].num - G_STORAGE);
+    s->numel = a[4].num;
+    s->data_off = -1;
     struct facet_pickle_value v = { K_STORAGE, 0, 0, 0, o };
     *out = v;
+    return 0;
+}
+
+/* BINPERSID in a zip: the record names <dir>/data/<key>, which must hold it. */
+static int pth_persistent(struct facet_pickle *p, const struct facet_pickle_value *pid, struct facet_pickle_value *out)
+{
+    const struct zip *z = facet_pickle_user(p);
+    int rc = storage_record(p, pid, 5, out);
+    if (rc) return rc;
+    struct storage *s = out->obj->ext;
+    char want[NAME_CAP + 80];
+    snprintf(want, sizeof want, "%sdata/%s", z->prefix, s->key);
+    const struct entry *e = NULL;
+    for (int64_t i = 0; i < z->n && !e; i++)
+        if (!strcmp(z->e[i].name, want)) e = &z->e[i];
+    if (!e) return facet_pickle_fail(p, "storage %s: the zip has no entry %s", s->key, want);
+    if (e->method != 0)
+        return facet_pickle_fail(p, "storage %s: %s is compressed (zip method %d); only stored entries are read", s->key,
+                                 want, e->method);
+    int64_t es = STYPES[s->stype].size;
+    if (s->numel > e->size / es)
+        return facet_pickle_fail(p, "storage %s: %lld elements of %s (%lld bytes each) do not fit its %lld bytes",
+                                 s->key, (long long)s->numel, STYPES[s->stype].name, (long long)es, (long long)e->size);
+    s->data_off = e->data_off;
+    return 0;
+}
+
+/* The storages of a legacy file, in the order of their records. */
+struct legacy {
+    struct storage **s;
+    int64_t n, cap;
+};
+
+static int legacy_persistent(struct facet_pickle *p, const struct facet_pickle_value *pid, struct facet_pickle_value *out)
+{
+    struct legacy *l = facet_pickle_user(p);
+    int rc = storage_record(p, pid, 6, out);
+    if (rc) return rc;
+    if (l->n == l->cap) {
+        int64_t cap = l->cap ? 2 * l->cap : 64;
+        if (cap > MAX_ENTRIES) return facet_pickle_fail(p, "more than %d storage records", MAX_ENTRIES);
+        struct storage **ns = realloc(l->s, (size_t)cap * sizeof *ns);
+        if (!ns) return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_pth_init: out of memory");
+        l->s = ns;
+        l->cap = cap;
+    }
+    l->s[l->n++] = out->obj->ext;
     return 0;
 }
 
@@ -380,7 +421,7 @@ static int rebuild_tensor(struct facet_pickle *p, const struct facet_pickle_obj 
         return rc;
     if (ns != r->ndim) return facet_pickle_fail(p, "a tensor of %d sizes and %d strides", r->ndim, ns);
     r->stype = s->stype;
-    r->data_off = s->data_off;
+    r->src = s;
     r->first = a->items[1].num;
     /* numel and the last element it reaches, without overflow: both must stay within the storage */
     int64_t numel = 1, last = r->first;
@@ -497,6 +538,9 @@ static int collect(struct facet_pickle *p, const struct facet_pickle_value *top,
         if (v->kind != K_TENSOR)
             return facet_pickle_fail(p, "the state dict's '%s' is %s, not a tensor", name, facet_pickle_kind_name(p, v->kind));
         h->t[i] = ((const struct ptensor *)v->obj->ext)->r;
+        h->t[i].data_off = h->t[i].src->data_off;
+        h->t[i].src = NULL;
+        if (h->t[i].data_off < 0) return facet_pickle_fail(p, "the storage of '%s' is not in the file", name);
         if (!(h->t[i].name = malloc((size_t)k->len + 1)))
             return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_pth_init: out of memory reading %s", h->path);
         memcpy(h->t[i].name, name, (size_t)k->len + 1);
@@ -519,6 +563,107 @@ int facet_pth_free(facet_pth *h)
     return 0;
 }
 
+static int read_zipped(facet_pth *h, const char *fn, int64_t size)
+{
+    struct zip z = { 0 };
+    int rc = read_zip(h->fd, fn, h->path, size, &z);
+    if (!rc) {
+        struct facet_pickle *p = NULL;
+        struct facet_pickle_value top = { 0 };
+        struct facet_pickle_extras x = { 1, pth_persistent, &z };
+        const struct entry *e = &z.e[z.pkl];
+        rc = facet_pickle_parse_range(&p, &top, &pth_format, &x, h->fd, e->data_off, e->size, fn, h->path);
+        if (!rc) rc = collect(p, &top, h);
+        facet_pickle_free(p);
+    }
+    zip_free(&z);
+    return rc;
+}
+
+/* The first pickle of a legacy file: the magic number 0x1950a86a20f9469cfc6c as LONG1. */
+static const uint8_t LEGACY_MAGIC[15] = { 0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50,
+                                          0x19, 0x2e };
+
+/* One pickle of a legacy file from *at; *at moves past it. */
+static int legacy_pickle(facet_pth *h, const char *fn, int64_t size, int64_t *at, const struct facet_pickle_extras *x,
+                         struct facet_pickle **p, struct facet_pickle_value *top)
+{
+    int rc = facet_pickle_parse_range(p, top, &pth_format, x, h->fd, *at, size - *at, fn, h->path);
+    if (!rc) *at += facet_pickle_end(*p);
+    return rc;
+}
+
+static int read_legacy(facet_pth *h, const char *fn, int64_t size)
+{
+    struct legacy l = { 0 };
+    struct facet_pickle_extras plain = { 1, NULL, NULL }, main_x = { 1, legacy_persistent, &l };
+    struct facet_pickle *p = NULL, *keys = NULL;
+    struct facet_pickle_value top = { 0 }, list = { 0 };
+    int64_t at = 15;
+    /* the protocol version (1001) and the system info (little-endian) */
+    int rc = legacy_pickle(h, fn, size, &at, &plain, &p, &top);
+    if (!rc && (top.kind != FACET_PICKLE_INT || top.num != 1001))
+        rc = facet_pickle_fail(p, "a legacy file of protocol version %lld (facet reads 1001)",
+                               top.kind == FACET_PICKLE_INT ? (long long)top.num : -1LL);
+    facet_pickle_free(p);
+    p = NULL;
+    if (!rc) rc = legacy_pickle(h, fn, size, &at, &plain, &p, &top);
+    if (!rc) {
+        const struct facet_pickle_value *little =
+            top.kind == FACET_PICKLE_DICT ? dict_get(p, &top, "little_endian") : NULL;
+        if (little && (little->kind != FACET_PICKLE_BOOL || !little->num))
+            rc = facet_pickle_fail(p, "a legacy file written on a big-endian machine is not supported");
+    }
+    facet_pickle_free(p);
+    p = NULL;
+    /* the state dict, then the storage keys in the order their bytes follow */
+    if (!rc) rc = legacy_pickle(h, fn, size, &at, &main_x, &p, &top);
+    if (!rc) rc = legacy_pickle(h, fn, size, &at, &plain, &keys, &list);
+    if (!rc && list.kind != FACET_PICKLE_LIST)
+        rc = facet_pickle_fail(keys, "the storage keys are %s, not a list", facet_pickle_kind_name(keys, list.kind));
+    for (int64_t i = 0; !rc && i < list.obj->n; i++) {
+        char key[64];
+        const struct facet_pickle_value *k = &list.obj->items[i];
+        if (k->kind != FACET_PICKLE_TEXT || k->len >= (int64_t)sizeof key) {
+            rc = facet_pickle_fail(keys, "storage key %lld is not a short str", (long long)i);
+            break;
+        }
+        if ((rc = facet_pickle_text(keys, k, key, sizeof key))) break;
+        struct storage *s = NULL;
+        for (int64_t j = 0; j < l.n; j++)
+            if (!strcmp(l.s[j]->key, key)) {
+                if (!s) s = l.s[j];
+                else if (l.s[j]->stype != s->stype || l.s[j]->numel != s->numel) s = NULL;
+                if (!s) break;
+            }
+        if (!s) {
+            rc = facet_pickle_fail(keys, "storage %s is listed but has no one record of the state dict", key);
+            break;
+        }
+        uint8_t nb[8];
+        int64_t es = STYPES[s->stype].size;
+        if (at > size - 8) {
+            rc = ZFAIL("%s: %s: the file is truncated: it ends before storage %s", fn, h->path, key);
+            break;
+        }
+        if ((rc = facet_pread_full(h->fd, fn, h->path, nb, 8, at))) break;
+        uint64_t n = le(nb, 8);
+        if (n != (uint64_t)s->numel || s->numel > (size - at - 8) / es) {
+            rc = ZFAIL("%s: %s: storage %s holds %llu elements in the file, %lld in its record, and %lld bytes remain",
+                       fn, h->path, key, (unsigned long long)n, (long long)s->numel, (long long)(size - at - 8));
+            break;
+        }
+        for (int64_t j = 0; j < l.n; j++)
+            if (!strcmp(l.s[j]->key, key)) l.s[j]->data_off = at + 8;
+        at += 8 + s->numel * es;
+    }
+    if (!rc) rc = collect(p, &top, h);
+    facet_pickle_free(keys);
+    facet_pickle_free(p);
+    free(l.s);
+    return rc;
+}
+
 int facet_pth_init(facet_pth **out, const char *path)
 {
     static const char *fn = "facet_pth_init";
@@ -538,18 +683,10 @@ int facet_pth_init(facet_pth **out, const char *path)
     h->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (h->fd < 0) rc = facet_fail(FACET_STATUS_ERR_IO, "%s: %s: cannot open: %s", fn, path, strerror(errno));
     else if (fstat(h->fd, &st) != 0 || !S_ISREG(st.st_mode)) rc = facet_fail(FACET_STATUS_ERR_IO, "%s: %s: not a regular file", fn, path);
-    struct zip z = { 0 };
-    if (!rc) rc = read_zip(h->fd, fn, h->path, (int64_t)st.st_size, &z);
-    if (!rc) {
-        struct facet_pickle *p = NULL;
-        struct facet_pickle_value top = { 0 };
-        struct facet_pickle_extras x = { 1, pth_persistent, &z };
-        const struct entry *e = &z.e[z.pkl];
-        rc = facet_pickle_parse_range(&p, &top, &pth_format, &x, h->fd, e->data_off, e->size, fn, h->path);
-        if (!rc) rc = collect(p, &top, h);
-        facet_pickle_free(p);
-    }
-    zip_free(&z);
+    int64_t size = rc ? 0 : (int64_t)st.st_size;
+    uint8_t head[15] = { 0 };
+    if (!rc && size >= 15) rc = facet_pread_full(h->fd, fn, h->path, head, 15, 0);
+    if (!rc) rc = memcmp(head, LEGACY_MAGIC, 15) ? read_zipped(h, fn, size) : read_legacy(h, fn, size);
     if (rc) {
         facet_pth_free(h);
         return rc;

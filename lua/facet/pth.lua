@@ -3,8 +3,8 @@
 --   pth.save(obj, path)                        a .pth that torch.load reads
 --   pth.load_any(path [, fn]) -> { name = tensor }, kind
 --   pth.save_any(obj, path [, fn]) -> kind     by extension (facet.load / facet.save)
--- Reading is core/src/pth.c (the zip, and the pickle through an allow-list:
--- nothing in a file runs); a bare state dict, one under "state_dict" or
+-- Reading is core/src/pth.c (the zip, or the legacy format of PyTorch < 1.6,
+-- and the pickle through an allow-list: nothing in a file runs); a bare state dict, one under "state_dict" or
 -- "model", and DDP's "module." prefix are accepted. Writing makes a zip of
 -- stored entries (<stem>/data.pkl, <stem>/data/<i>, <stem>/version) with a
 -- protocol-2 pickle of an OrderedDict of tensors rebuilt by
@@ -181,7 +181,7 @@ function M.load_any(path, fn)
   end
   local head = magic(path)
   if not head then core.raise(("%s: cannot open %s"):format(fn, path), 3) end
-  if head == "PK\3\4" or path:match("%.pth?$") then return M.load(path), "pth" end
+  if head == "PK\3\4" or head == "\128\2\138\10" or path:match("%.pth?$") then return M.load(path), "pth" end
   if path:match("%.safetensors$") then return safetensors.load(path), "safetensors" end
   core.raise(("%s: %s: not a .pth (zip), a .safetensors file or a checkpoint directory"):format(fn, path), 3)
 end
