@@ -2,23 +2,19 @@
 -- through the tensor API on a toy face-recognition problem: random identity
 -- centres, noisy "embeddings" of them, cosine similarities through GEMM, and
 -- nearest-centre identification, then times a GEMM against the BLAS peak.
--- Usage: bin/facet run recipes/demo.lua [identities] [images_per_identity] [dim]
+-- Usage: bin/facet run recipes/demo.lua [identities] [images_per_identity] [dim]   (--help)
 local facet = require "facet"
 
--- each positional argument, when given, must be a whole number in [1, max]
-local function count(i, what, default, max)
-  local s = arg and arg[i]
-  if s == nil then return default end
-  local v = tonumber(s)
-  if not v or v ~= v or v < 1 or v > max or v ~= math.floor(v) then
-    io.stderr:write(("demo: %s (argument %d) must be an integer in [1, %d], got '%s'\n"):format(what, i, max, s))
-    os.exit(2)
-  end
-  return v
-end
-local K = count(1, "identities", 1000, 1000000)         -- identities
-local M = count(2, "images per identity", 8, 100000)   -- images per identity
-local D = count(3, "dim", 512, 65536)                  -- embedding size
+local recipe = require "facet.recipe"
+
+local parser = require("argparse")("demo", "The tensor API on a toy face-recognition problem, then a GEMM " ..
+  "timed against the BLAS peak.")
+parser:argument("identities", "Identities."):args("?"):default("1000")
+  :convert(recipe.integer("identities", 1, 1000000))
+parser:argument("images", "Images per identity."):args("?"):default("8"):convert(recipe.integer("images", 1, 100000))
+parser:argument("dim", "Embedding size."):args("?"):default("512"):convert(recipe.integer("dim", 1, 65536))
+local a = parser:parse(arg)
+local K, M, D = a.identities, a.images, a.dim
 
 print(("facet %s | OpenBLAS core %s | %d threads | CUDA %s"):format(facet.version, facet.blas_core(),
   facet.get_threads(), facet.cuda.available() and "available" or "not available"))

@@ -19,7 +19,10 @@ evaluation - is scripted from LuaJIT through the FFI.
 }
 supported_platforms = { "linux" }
 dependencies = {
-  "lua == 5.1",   -- LuaJIT: the binding uses the FFI
+  "lua == 5.1",     -- LuaJIT: the binding uses the FFI
+  "argparse",       -- the command line and the recipes' options
+  "lua-cjson",      -- JSON logs, reports and safetensors headers
+  "luafilesystem",  -- directories without a shell (facet.sys)
 }
 external_dependencies = {
   OPENBLAS = { library = "openblas" },

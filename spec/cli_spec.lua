@@ -190,10 +190,30 @@ describe("facet command line", function()
     if build:sub(1, 1) ~= "/" then build = ROOT .. "/" .. build end
     package.path = ("%s/lua/?.lua;%s/lua/?/init.lua;%s/lua/?.lua;"):format(ROOT, ROOT, build) .. package.path
     package.cpath = build .. "/?.so;" .. package.cpath
-    local version = require("facet").version
+    local f = require("facet")
     local out, _, rc = facet("--version")
-    assert.are.equal(version .. "\n", out)
     assert.are.equal(0, rc)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal("facet " .. f.version, lines[1])
+    -- the checkout's commit, as git itself names it
+    local p = io.popen("git -C '" .. ROOT .. "' rev-parse HEAD 2>/dev/null")
+    local head = p:read("*l")
+    p:close()
+    if head then assert.truthy(out:find("\ncommit: " .. head .. "\n", 1, true), out) end
+    assert.truthy(out:find("\nCUDA: " .. (f.cuda.built() and "built in" or "not built in"), 1, true), out)
+    assert.truthy(out:find("\nBLAS: OpenBLAS, core " .. f.blas_core() .. "\n", 1, true), out)
+    assert.truthy(out:find("\nthreads: " .. f.get_threads() .. "\n", 1, true), out)
+    local model = F.read_file("/proc/cpuinfo"):match("model name%s*:%s*([^\n]+)")
+    if model then assert.truthy(out:find("\ncpu: " .. model .. ", ", 1, true), out) end
+  end)
+
+  it("a script given without `run` gets a hint to use run", function()
+    local _, err, rc = facet("myscript.lua a b")
+    assert.are.equal(2, rc)
+    assert.truthy(err:find("To run a script: facet run myscript.lua ...", 1, true), err)
+    local _, err2 = facet("frobnicate")
+    assert.falsy(err2:find("To run a script", 1, true), err2)
   end)
 
   it("--help and help list the commands", function()

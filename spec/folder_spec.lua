@@ -38,10 +38,60 @@ describe("folders, lists, pack and unpack", function()
     assert.are.same({ 1, 2 }, { rec:identity(1) })
     assert.are.same({ 4, 4 }, { rec:identity(3) })
     assert.are.equal(read(dir .. "/root/alice/a.jpg"), rec:image_bytes(1))
+    -- the .lst beside it keeps the names: unpack restores the folder as it was
+    assert.are.equal("1\t0\talice/a.jpg\n2\t0\talice/b.png\n3\t1\tbob/x.png\n4\t2\tcarol/1.jpeg\n",
+      read(dir .. "/train.lst"))
     out = io.popen(("luajit bin/facet unpack %s/train %s/back 2>&1"):format(dir, dir)):read("*a")
-    assert.truthy(out:find("4 images", 1, true), out)
-    assert.are.equal(read(dir .. "/root/alice/a.jpg"), read(dir .. "/back/0/00000001.jpg"))
-    assert.are.equal(read(dir .. "/root/bob/x.png"), read(dir .. "/back/1/00000003.png"))
+    assert.truthy(out:find("4 images, named as packed", 1, true), out)
+    for _, f in ipairs { "alice/a.jpg", "alice/b.png", "bob/x.png", "carol/1.jpeg" } do
+      assert.are.equal(read(dir .. "/root/" .. f), read(dir .. "/back/" .. f), f)
+    end
+    out = io.popen(("luajit bin/facet info %s/train.rec 2>&1"):format(dir)):read("*a")
+    assert.truthy(out:find("identity names (" .. dir .. "/train.lst): alice, bob, carol\n", 1, true), out)
+    -- without a .lst: one folder per label, files by key
+    os.remove(dir .. "/train.lst")
+    out = io.popen(("luajit bin/facet unpack %s/train %s/back2 2>&1"):format(dir, dir)):read("*a")
+    assert.truthy(out:find("in label folders", 1, true), out)
+    assert.are.equal(read(dir .. "/root/alice/a.jpg"), read(dir .. "/back2/0/00000001.jpg"))
+    assert.are.equal(read(dir .. "/root/bob/x.png"), read(dir .. "/back2/1/00000003.png"))
+  end)
+
+  it("makes the output directory, and leaves out truncated images, naming them", function()
+    local png, jpg = read("spec/fixtures/images/rgb_3x4.png"), read("spec/fixtures/images/smooth_16x24.jpg")
+    os.execute(("mkdir -p %s/cut/ann %s/cut/ben"):format(dir, dir))
+    write(dir .. "/cut/ann/good.png", png)
+    write(dir .. "/cut/ann/short.png", png:sub(1, #png - 20))     -- cut inside its last chunks
+    write(dir .. "/cut/ben/good.jpg", jpg)
+    write(dir .. "/cut/ben/short.jpg", jpg:sub(1, math.floor(#jpg * 0.6)))
+    write(dir .. "/cut/ben/text.png", "not an image at all")
+    local r = facet.data.pack(dir .. "/cut", dir .. "/new/deeper/cut")
+    assert.are.equal(2, r.images)
+    assert.are.equal(2, r.identities)
+    local why = {}
+    for _, s in ipairs(r.skipped) do why[s[1]:match("[^/]+/[^/]+$")] = s[2] end
+    assert.truthy(why["ann/short.png"]:find("^truncated PNG"), why["ann/short.png"])
+    assert.truthy(why["ben/short.jpg"]:find("Premature end of JPEG", 1, true), why["ben/short.jpg"])
+    assert.are.equal("19 bytes are neither JPEG nor PNG", why["ben/text.png"])
+    -- a header that parses is not enough: the end of the file must be there too
+    assert.truthy(facet.data.incomplete_image((png:gsub("IEND\174\066\096\130$", ""))):find("truncated PNG", 1, true))
+    assert.is_nil(facet.data.incomplete_image(png))
+    assert.is_nil(facet.data.incomplete_image(jpg .. "\0\0"))          -- padding after the end marker
+    assert.are.equal(png, facet.data.recordio(dir .. "/new/deeper/cut"):image_bytes(1))
+    local out = io.popen(("luajit bin/facet pack %s/cut %s/cut2 2>&1"):format(dir, dir)):read("*a")
+    assert.truthy(out:find("skipped " .. dir .. "/cut/ann/short.png: truncated PNG", 1, true), out)
+    assert.is_nil(out:find("facet_image_info", 1, true), out)
+    assert.truthy(out:find("2 images, 2 identities, 3 incomplete images skipped", 1, true), out)
+  end)
+
+  it("names the empty identity folders and the list whose labels do not start at 0", function()
+    os.execute(("mkdir -p %s/holes/a %s/holes/b %s/holes/c"):format(dir, dir, dir))
+    write(dir .. "/holes/a/1.png", read("spec/fixtures/images/rgb_3x4.png"))
+    H.assert_error(function() facet.data.pack(dir .. "/holes", dir .. "/holes_out") end,
+      "2 identity folder(s) hold no .jpg, .jpeg or .png image: " .. dir .. "/holes/b, " .. dir .. "/holes/c")
+    write(dir .. "/from1.txt", "root/bob/x.png 1\nroot/alice/a.jpg 2\n")
+    H.assert_error(function() facet.data.pack(dir .. "/from1.txt", dir .. "/from1") end,
+      "in " .. dir .. "/from1.txt label 0 has no image (labels start at 1: renumber them from 0)")
+    assert.is_false(F.exists(dir .. "/from1.rec"))
   end)
 
   it("an image folder feeds the loader", function()
@@ -57,7 +107,7 @@ describe("folders, lists, pack and unpack", function()
     local l = facet.data.read_list(dir .. "/list.txt")
     assert.are.same({ 1, 0 }, l.labels)
     local r = facet.data.pack(dir .. "/list.txt", dir .. "/fromlist")
-    assert.are.same({ images = 2, identities = 2 }, r)
+    assert.are.same({ images = 2, identities = 2, skipped = {} }, r)
     assert.are.equal(0, facet.data.recordio(dir .. "/fromlist"):label(1))    -- sorted by label
     write(dir .. "/bad.txt", "root/bob/x.png one\n")
     H.assert_error(function() facet.data.read_list(dir .. "/bad.txt") end, "bad.txt:1", "want 'path label'")

@@ -420,7 +420,8 @@ describe("numbers of the command line and the recipes", function()
     { "run recipes/quickstart.lua --head cosface", "--head" },
     { "run recipes/ms1m.lua --data x --lr inf", "--lr must be a number > 0, got 'inf'" },
     { "run recipes/ms1m.lua --data x --steps 0", "--steps must be an integer >= 1" },
-    { "run recipes/demo.lua abc", "identities (argument 1) must be an integer" },
+    { "run recipes/demo.lua abc", "identities must be an integer in [1, 1000000], got 'abc'" },
+    { "run recipes/demo.lua 10 2 8 9", "too many arguments" },
     { "eval x --bin y --emb abc", "--emb must be an integer >= 1, got 'abc'" },
     { "eval x --bin y --protocol skp", "--protocol" },
   }

@@ -75,3 +75,32 @@ describe("runtime discovery", function()
     H.assert_error(function() H.facet.set_threads(0) end, "facet_threads_set")
   end)
 end)
+
+describe("the rockspec", function()
+  it("declares a dependency for every Lua module facet requires from outside itself", function()
+    local env = {}
+    local chunk = assert(loadfile("rockspec/facet-scm-1.rockspec"))
+    setfenv(chunk, env)()
+    local declared = {}
+    for _, d in ipairs(env.dependencies) do declared[d:match("^[%w_%-]+")] = true end
+    -- the rock that provides each module name, and what LuaJIT has built in
+    local rock = { argparse = "argparse", cjson = "lua-cjson", lfs = "luafilesystem" }
+    local builtin = { ffi = true, jit = true, bit = true, string = true, table = true, math = true, io = true,
+                      os = true, debug = true, coroutine = true, package = true }
+    local missing = {}
+    local p = io.popen("find lua/facet -name '*.lua'")
+    for path in p:lines() do
+      local src = assert(io.open(path)):read("*a"):gsub("%-%-[^\n]*", "")
+      for m in src:gmatch("require%s*%(?%s*[\"']([%w_%.]+)[\"']") do
+        local top = m:match("^[^.]+")
+        if top ~= "facet" and top ~= "support" and not builtin[top] then
+          local r = rock[top]
+          if not r or not declared[r] then missing[#missing + 1] = path .. ": " .. m end
+        end
+      end
+    end
+    p:close()
+    assert.are.same({}, missing)
+    assert.truthy(declared.lua)
+  end)
+end)

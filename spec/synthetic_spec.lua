@@ -45,4 +45,14 @@ describe("synthetic identities", function()
     assert.are.same({ 20, 3, 24, 24 }, d.images:shape())
     F.remove_dir(dir)
   end)
+
+  it("makes the output's directory when it is missing", function()
+    local dir = F.temp_dir()
+    local r = facet.data.synthetic { out = dir .. "/data/nested/syn", identities = 2, images = 2, size = 16,
+      pairs = 4, seed = 1 }
+    assert.are.equal(4, r.images)
+    assert.are.equal(4, facet.data.recordio(dir .. "/data/nested/syn"):num_images())
+    assert.is_true(F.exists(dir .. "/data/nested/syn_verify.bin"))
+    F.remove_dir(dir)
+  end)
 end)

@@ -203,3 +203,19 @@ describe("hostile paths through facet.train and the report", function()
     no_canary()
   end)
 end)
+
+describe("sys.read_file", function()
+  it("returns the bytes of a file, and nil with a message naming the path when it cannot", function()
+    local sys = require "facet.sys"
+    local F = require "support.files"
+    local dir = F.temp_dir()
+    local bytes = "a\0b\r\n\255"
+    F.write_file(dir .. "/x", bytes)
+    assert.are.equal(bytes, sys.read_file(dir .. "/x"))
+    assert.are.equal("", (function() F.write_file(dir .. "/e", ""); return sys.read_file(dir .. "/e") end)())
+    local s, err = sys.read_file(dir .. "/missing")
+    assert.is_nil(s)
+    assert.truthy(err:find("cannot read " .. dir .. "/missing", 1, true), err)
+    F.remove_dir(dir)
+  end)
+end)

@@ -6,7 +6,7 @@
 # bundle of tools/bundle.sh sourced (FACET_BUNDLE), without apt, or when the
 # installation fails (no network); there it says so and lets make go on.
 set -e
-PKGS="gcc clang libclang-rt-14-dev make libc6-dev luajit libluajit-5.1-dev lua-busted luarocks libopenblas-dev libopenblas0-openmp lua-cjson lua-argparse lua-filesystem python3-numpy zlib1g libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist"
+PKGS="gcc clang libclang-rt-14-dev make libc6-dev luajit libluajit-5.1-dev lua-busted luarocks libopenblas-dev libopenblas0-openmp lua-cjson lua-argparse lua-filesystem python3-numpy python3-onnx libedit2 chromium zlib1g libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist"
 
 # what the build and `make test` need, wherever it comes from
 tools_found() {
@@ -27,6 +27,9 @@ missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# npm installs onnxruntime-node for the ONNX spec; a Node.js from elsewhere
+# (NodeSource's package bundles npm) is fine
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 [ -z "$missing" ] && exit 0
 echo "facet: installing missing packages:$missing"
 SUDO=""

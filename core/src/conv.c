@@ -22,9 +22,11 @@
  * (bench/conv.lua --slots 1 shows the other mode), so the recommended
  * workspace has one slot per thread (up to the batch size) while that fits
  * in CPU_SLOTS_BUDGET. Per-image work is independent except grad_weight,
- * which every image adds to: the columns of up to S images are unrolled in
- * parallel, then their GEMMs run in turn on all threads, so no per-thread
- * copies of the gradient are needed. S is read off the workspace at each
+ * which every image adds to: backward runs as one parallel region in which
+ * each thread sums its images into its own copy of grad_weight (kept for the
+ * process), added up in thread order at the end; one region instead of a few
+ * per image is what keeps it fast beside other busy processes
+ * (docs/threads.md). S is read off the workspace at each
  * call (never more than the thread count or the batch), so any workspace of
  * at least one slot works; facet_conv2d_workspace_size says how many slots
  * are worth having.
@@ -34,6 +36,8 @@
 #include "conv_direct.h"
 #include <limits.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CONV_FMT "stride %dx%d, pad %dx%d, dilation %dx%d, groups %d"
@@ -337,6 +341,99 @@ static int forward_cpu(const struct facet_conv_geom *g, float *out, const float 
     return failed ? facet_fail(FACET_STATUS_ERR_IO, "facet_conv2d_forward: the BLAS call failed") : 0;
 }
 
+/* Per-thread partial sums of grad_weight for the one-region backward
+ * (threads 1..S-1; thread 0 adds straight into grad_weight). Grown on
+ * demand and kept for the process, so a training step allocates nothing
+ * after its first; the lock serialises the rare concurrent callers. */
+static pthread_mutex_t partial_lock = PTHREAD_MUTEX_INITIALIZER;
+static float *partial_buf;
+static int64_t partial_elems;
+
+static float *partials(int64_t elems)
+{
+    if (elems <= partial_elems) return partial_buf;
+    float *p = malloc((size_t)elems * sizeof(float));
+    if (!p) return NULL;
+    free(partial_buf);
+    partial_buf = p;
+    partial_elems = elems;
+    return p;
+}
+
+/* One image's backward on one thread: grad_weight_g += grad_out_g col^T into
+ * gw (this thread's sum), then grad_x through the same slot. */
+static int backward_image(const struct facet_conv_geom *g, int path, float *gx, float *gw, const float *go,
+                          const float *x, const float *w, float *col)
+{
+    const int64_t HW = g->h * g->w;
+    int rc = 0;
+    for (int64_t gi = 0; gi < g->groups; gi++) {
+        const float *xg = x + gi * g->cg * HW, *gog = go + gi * g->og * g->p, *wg = w + gi * g->og * g->k;
+        if (gw) {
+            const float *cm = xg;
+            if (path == FACET_CONV_IM2COL) {
+                im2col(g, xg, col);
+                cm = col;
+            }
+            rc |= facet_blas_sgemm(0, 1, g->og, g->k, g->p, 1.0f, gog, g->p, cm, g->p, 1.0f, gw + gi * g->og * g->k,
+                                   g->k);
+        }
+        if (!gx) continue;
+        float *gxg = gx + gi * g->cg * HW;
+        if (path == FACET_CONV_POINTWISE) {
+            rc |= facet_blas_sgemm(1, 0, g->cg, g->p, g->og, 1.0f, wg, g->k, gog, g->p, 0.0f, gxg, g->p);
+        } else {
+            rc |= facet_blas_sgemm(1, 0, g->k, g->p, g->og, 1.0f, wg, g->k, gog, g->p, 0.0f, col, g->p);
+            col2im(g, col, gxg);
+        }
+    }
+    return rc;
+}
+
+/* Images in parallel, one per thread and slot, each GEMM on one thread.
+ * Every image adds into grad_weight, so each thread sums its images into its
+ * own copy and the copies are added at the end, in thread order (the result
+ * does not depend on timing). The whole backward is one parallel region:
+ * beside other busy processes every region waits for its slowest thread, and
+ * the former scheme (per pair of images an im2col region, then GEMMs threaded
+ * by OpenBLAS) had ~200 regions per step in a small convnet's second layer
+ * (docs/threads.md). Returns -1 when the partial sums cannot be allocated. */
+static int backward_one_region(const struct facet_conv_geom *g, int path, float *gx, float *gw, const float *gout,
+                               const float *x, const float *w, float *ws, int64_t slots, int64_t slot)
+{
+    const int64_t xs = g->c * g->h * g->w, os = g->o * g->p, wsz = g->o * g->k;
+    pthread_mutex_lock(&partial_lock);
+    float *part = gw ? partials((slots - 1) * wsz) : NULL;
+    if (gw && !part) {
+        pthread_mutex_unlock(&partial_lock);
+        return -1;
+    }
+    int failed = 0;
+    #pragma omp parallel num_threads(slots) reduction(| : failed)
+    {
+        const int t = omp_get_thread_num();
+        float *col = slot ? ws + t * slot : NULL, *acc = NULL;
+        if (gw) {
+            acc = t ? part + (t - 1) * wsz : gw;
+            if (t) memset(acc, 0, (size_t)wsz * sizeof(float));
+        }
+        #pragma omp for schedule(static)
+        for (int64_t n = 0; n < g->n; n++)
+            failed |= backward_image(g, path, gx ? gx + n * xs : NULL, acc, gout + n * os, x + n * xs, w, col);
+        if (gw) {
+            const int nt = omp_get_num_threads();
+            #pragma omp for schedule(static)
+            for (int64_t e = 0; e < wsz; e++) {
+                float s = gw[e];
+                for (int u = 1; u < nt; u++) s += part[(u - 1) * wsz + e];
+                gw[e] = s;
+            }
+        }
+    }
+    pthread_mutex_unlock(&partial_lock);
+    return failed;
+}
+
 static int backward_cpu(const struct facet_conv_geom *g, float *gx, float *gw, float *gb, const float *gout,
                         const float *x, const float *w, float *ws, int64_t ws_elems)
 {
@@ -350,44 +447,14 @@ static int backward_cpu(const struct facet_conv_geom *g, float *gx, float *gw, f
     int rc = blas_ready();
     if (rc) return rc;
     const int64_t slots = cpu_slots(g, ws_elems), slot = min_workspace(g, FACET_DEVICE_CPU);
-    const int64_t HW = g->h * g->w, xs = g->c * HW, os = g->o * g->p;
-    int failed = 0;
-    if (gw) {
-        /* grad_weight_g += grad_out_g col^T for every image: the columns of
-         * `slots` images are unrolled side by side, then their GEMMs run in
-         * turn on all threads (they all add into the same gradient) */
-        for (int64_t n0 = 0; n0 < g->n; n0 += slots) {
-            int64_t nb = g->n - n0 < slots ? g->n - n0 : slots;
-            for (int64_t gi = 0; gi < g->groups; gi++) {
-                if (path == FACET_CONV_IM2COL) {
-                    #pragma omp parallel for schedule(static) num_threads(nb) if (nb > 1)
-                    for (int64_t s = 0; s < nb; s++) im2col(g, x + (n0 + s) * xs + gi * g->cg * HW, ws + s * slot);
-                }
-                for (int64_t s = 0; s < nb; s++) {
-                    const float *cm = path == FACET_CONV_IM2COL ? ws + s * slot : x + (n0 + s) * xs + gi * g->cg * HW;
-                    failed |= facet_blas_sgemm(0, 1, g->og, g->k, g->p, 1.0f, gout + (n0 + s) * os + gi * g->og * g->p,
-                                               g->p, cm, g->p, 1.0f, gw + gi * g->og * g->k, g->k);
-                }
-            }
-        }
-    }
-    if (gx) {
-        /* grad_x: weight_g^T grad_out_g, straight into grad_x for pointwise
-         * layers, else into the slot and back through col2im */
-        #pragma omp parallel for schedule(static) num_threads(slots) if (slots > 1) reduction(| : failed)
-        for (int64_t n = 0; n < g->n; n++) {
-            float *col = slot ? ws + omp_get_thread_num() * slot : NULL;
-            for (int64_t gi = 0; gi < g->groups; gi++) {
-                float *gxg = gx + n * xs + gi * g->cg * HW;
-                const float *wg = w + gi * g->og * g->k, *go = gout + n * os + gi * g->og * g->p;
-                if (path == FACET_CONV_POINTWISE) {
-                    failed |= facet_blas_sgemm(1, 0, g->cg, g->p, g->og, 1.0f, wg, g->k, go, g->p, 0.0f, gxg, g->p);
-                } else {
-                    failed |= facet_blas_sgemm(1, 0, g->k, g->p, g->og, 1.0f, wg, g->k, go, g->p, 0.0f, col, g->p);
-                    col2im(g, col, gxg);
-                }
-            }
-        }
+    int failed = slots > 1 ? backward_one_region(g, path, gx, gw, gout, x, w, ws, slots, slot) : -1;
+    if (failed == -1) {
+        /* one slot (or no memory for the partial sums): images in turn, each
+         * GEMM threaded by OpenBLAS */
+        failed = 0;
+        for (int64_t n = 0; n < g->n; n++)
+            failed |= backward_image(g, path, gx ? gx + n * g->c * g->h * g->w : NULL, gw, gout + n * g->o * g->p,
+                                     x + n * g->c * g->h * g->w, w, ws);
     }
     return failed ? facet_fail(FACET_STATUS_ERR_IO, "facet_conv2d_backward: the BLAS call failed") : 0;
 }

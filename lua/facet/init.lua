@@ -74,4 +74,8 @@ local npy = require "facet.npy"
 facet.load_npy = npy.load
 facet.save_npy = npy.save
 
+--- facet.export_onnx(model, path [, opts]): the model as an ONNX inference graph (facet.onnx).
+facet.onnx = require "facet.onnx"
+facet.export_onnx = facet.onnx.export
+
 return facet

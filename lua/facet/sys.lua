@@ -11,6 +11,7 @@
 --   sys.list_dir(path)          the sorted names in a directory, '.' and '..' left out (or nil, err)
 --   sys.mkdir_p(path)           makes path and its missing parents (true, or nil, err)
 --   sys.rm_rf(path)             removes path and everything below it, links not followed (true, or nil, err)
+--   sys.read_file(path)         the whole file as bytes (or nil, err)
 --   sys.rename(from, to)        (true, or nil, err)
 --   sys.fsync(file)             flushes a Lua file and fsyncs it (true, or nil, err)
 --   sys.write_atomic(path, data) writes path.tmp (a string, or a function(file) that writes),
@@ -144,6 +145,15 @@ function M.rm_rf(path)
 end
 
 --- Renames from to to (replacing a file, or an empty directory, at to); true, or nil and a message.
+--- The whole file at path, as bytes; nil and "cannot read PATH: reason" when it cannot be opened.
+function M.read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, ("cannot read %s"):format(tostring(err)) end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 function M.rename(from, to)
   if C.rename(from, to) ~= 0 then return failure("cannot rename " .. from .. " to", to) end
   return true

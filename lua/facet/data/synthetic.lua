@@ -147,6 +147,13 @@ function M.generate(o)
   local N, K, size, seed = o.identities or 1000, o.images or 10, o.size or 112, o.seed or 1
   local V, P, hard = o.verify_identities or math.max(2, math.floor(N / 10)), o.pairs or 1000, o.hard or 0.1
   if N < 1 or K < 1 or V < 2 or P < 2 then error("synthetic: identities, images >= 1; verify_identities, pairs >= 2", 2) end
+  -- out's directory is made when missing, as pack makes its prefix's
+  local dir = o.out:match("^(.*)/[^/]*$")
+  if dir and dir ~= "" then
+    local sys = require "facet.sys"
+    local made, why = sys.mkdir_p(dir)
+    if not made then error(("synthetic: cannot make the directory %s: %s"):format(dir, tostring(why)), 2) end
+  end
   local w = require("facet.data.recordio").writer(o.out)
   local total = N * K
   w:write(0, { total + 1, total + 1 + N }, "")

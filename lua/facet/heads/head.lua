@@ -88,7 +88,11 @@ local function set_program(handle, slot, node, what)
   check(C.facet_head_set_program(handle, slot, p.n, code, #p.consts, consts), 3)
 end
 
-function Head.new(cfg, opts)
+--- cfg: a catalogue configuration; opts: the user's options; block (optional,
+-- for facet.heads.sharded): { offset, rows } makes the head hold only rows
+-- [offset, offset + rows) of the K x dim weight, initialised as those rows of
+-- the full head with the same seed (the generator is counter-based).
+function Head.new(cfg, opts, block)
   local name = "facet.heads.new('" .. cfg.name .. "')"
   local ok_keys = accepted(cfg)
   for k in pairs(opts) do
@@ -189,16 +193,19 @@ function Head.new(cfg, opts)
     set(C.FACET_HEAD_PARAM_KEEP, self.keep)
   end
 
-  -- parameters
-  local seed = opts.seed or 0
+  -- parameters (a block: its rows of the full head's initial weight)
+  local seed, offset = opts.seed or 0, block and block.offset * D or 0
+  local rows = block and block.rows or K
   if cfg.kind == "cosine" then
-    self.weight = tensor.randn({ K, D }, { seed = seed, std = 0.01 })
+    self.weight = tensor.randn({ rows, D }, { seed = seed, offset = offset, std = 0.01 })
   else
     local bound = math.sqrt(6 / (K + D))   -- Xavier/Glorot uniform
-    self.weight = tensor.rand({ K, D }, { seed = seed, low = -bound, high = bound })
-    self.bias = tensor.zeros({ K })
-    self.grad_bias = tensor.zeros({ K })
+    self.weight = tensor.rand({ rows, D }, { seed = seed, offset = offset, low = -bound, high = bound })
+    self.bias = tensor.zeros({ rows })
+    self.grad_bias = tensor.zeros({ rows })
   end
+  if block then self.classes, self.class_offset, self.total_classes = rows, block.offset, K end
+  K = rows
   self.grad_weight = tensor.zeros({ K, D })
   if self.fused then
     self.pending = tensor.zeros({ K })      -- deferred radial coefficients (row_coef)
@@ -216,6 +223,19 @@ end
 
 -- ---- buffers ---------------------------------------------------------------------------
 
+-- the buffers of the B local rows of x (normalised x, norms, gradients) into b
+function Head:_input_buffers(b, B)
+  local D, o = self.dim, { device = self.device }
+  b.dinput = tensor.empty({ B, D }, o)
+  if self.kind ~= "raw" then
+    b.xhat = tensor.empty({ B, D }, o)
+    b.xnorm = tensor.empty({ B }, o)
+    b.dx = tensor.empty({ B, D }, o)
+  end
+  if self.kind == "l2" then b.xs = tensor.empty({ B, D }, o) end
+  return b
+end
+
 function Head:_buffers(B)
   local b = self.buf
   if b and b.B == B and b.device == self.device then return b end
@@ -224,13 +244,7 @@ function Head:_buffers(B)
   local o = { device = dev }
   b.z = tensor.empty({ B, K }, o)
   b.rows = tensor.empty({ B, tonumber(C.FACET_HEAD_ROW_COUNT) }, o)
-  b.dinput = tensor.empty({ B, D }, o)
-  if self.kind ~= "raw" then
-    b.xhat = tensor.empty({ B, D }, o)
-    b.xnorm = tensor.empty({ B }, o)
-    b.dx = tensor.empty({ B, D }, o)
-  end
-  if self.kind == "l2" then b.xs = tensor.empty({ B, D }, o) end
+  self:_input_buffers(b, B)
   if self.kind == "cosine" then
     b.wnorm = tensor.empty({ K }, o)
     b.colsum_cos = tensor.empty({ K }, o)
@@ -292,7 +306,7 @@ local function check_range(y, B, K, name)
     for i = 0, B - 1 do
       local v = p[i]
       if v < 0 or v >= K then
-        error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i + 1, K), 4)
+        error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i + 1, K), 5)
       end
     end
   elseif le then
@@ -301,40 +315,40 @@ local function check_range(y, B, K, name)
     for i = 0, B - 1 do
       local lo, hi = q[2 * i], q[2 * i + 1]
       if hi ~= 0 or lo < 0 or lo >= K then
-        error(("%s: label %s of row %d outside [0, %d)"):format(name, (tostring(p[i]):gsub("U?LL$", "")), i + 1, K), 4)
+        error(("%s: label %s of row %d outside [0, %d)"):format(name, (tostring(p[i]):gsub("U?LL$", "")), i + 1, K), 5)
       end
     end
   else
     for i = 0, B - 1 do
       local v = tonumber(p[i])
-      if v < 0 or v >= K then error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i + 1, K), 4) end
+      if v < 0 or v >= K then error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i + 1, K), 5) end
     end
   end
 end
 
 -- the labels as a contiguous tensor on the head's device, every one checked
 -- (dtype, shape, device, range) before the forward writes anything
-local function labels_of(self, y, B, name)
-  local device, K = self.device, self.classes
+local function labels_of(self, y, B, name, K)
+  local device = self.device
   if type(y) == "table" then
-    if #y ~= B then error(("%s: want %d labels (one per row of x), got %d"):format(name, B, #y), 3) end
+    if #y ~= B then error(("%s: want %d labels (one per row of x), got %d"):format(name, B, #y), 4) end
     for i = 1, B do
       local v = y[i]
       if type(v) ~= "number" or v ~= math.floor(v) then
-        error(("%s: labels must be integers, label %d is %s"):format(name, i, tostring(v)), 3)
+        error(("%s: labels must be integers, label %d is %s"):format(name, i, tostring(v)), 4)
       end
-      if v < 0 or v >= K then error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i, K), 3) end
+      if v < 0 or v >= K then error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i, K), 4) end
     end
     return tensor.tensor(y, { dtype = "int64", device = device })
   end
-  if not tensor.is_tensor(y) then error(name .. ": y must be a tensor (or table) of labels", 3) end
-  if y:is_freed() then error(name .. ": the labels tensor was freed", 3) end
+  if not tensor.is_tensor(y) then error(name .. ": y must be a tensor (or table) of labels", 4) end
+  if y:is_freed() then error(name .. ": the labels tensor was freed", 4) end
   local dt = y:dtype()
-  if dt ~= "int32" and dt ~= "int64" then error(("%s: labels must be int32 or int64, got %s"):format(name, dt), 3) end
+  if dt ~= "int32" and dt ~= "int64" then error(("%s: labels must be int32 or int64, got %s"):format(name, dt), 4) end
   if y:dim() ~= 1 or y:numel() ~= B then
-    error(("%s: want %d labels (one per row of x), got shape %s"):format(name, B, table.concat(y:shape(), "x")), 3)
+    error(("%s: want %d labels (one per row of x), got shape %s"):format(name, B, table.concat(y:shape(), "x")), 4)
   end
-  if y:device() ~= device then error(("%s: labels on %s, head on %s"):format(name, y:device(), device), 3) end
+  if y:device() ~= device then error(("%s: labels on %s, head on %s"):format(name, y:device(), device), 4) end
   y = y:contiguous()
   local host = y
   if device ~= "cpu" then
@@ -350,49 +364,67 @@ local function labels_of(self, y, B, name)
   return y
 end
 
+-- x and y checked (x: B x dim float32 on the head's device; y: B labels in
+-- [0, K)); returns x, the labels tensor, B. Shared with facet.heads.sharded.
+function Head:_check_input(x, y, name, K)
+  if not tensor.is_tensor(x) then error(name .. ": x must be a tensor", 3) end
+  if x:is_freed() then error(name .. ": x was freed", 3) end
+  local shape = x:shape()
+  if #shape ~= 2 or shape[2] ~= self.dim or x:dtype() ~= "float32" then
+    error(("%s: x must be B x %d float32, got %s %s"):format(name, self.dim, table.concat(shape, "x"), x:dtype()), 3)
+  end
+  if x:device() ~= self.device then error(("%s: x on %s, head on %s"):format(name, x:device(), self.device), 3) end
+  local B = shape[1]
+  if B == 0 then error(name .. ": empty batch", 3) end
+  return x, labels_of(self, y, B, name, K), B
+end
+
+-- SphereFace's schedule: lambda = max(5, 1000 (1 + 0.0001 iter)^-2), set before each forward
+function Head:_schedule()
+  if self.m1 and self.name == "a-softmax" and not self.lambda then
+    self.current_lambda = math.max(5, 1000 * (1 + 0.0001 * self.iter) ^ -2)
+    check(C.facet_head_set(self.handle, C.FACET_HEAD_PARAM_LAMBDA, self.current_lambda))
+  end
+end
+
+-- what the GEMM multiplies: x (raw), x/||x|| (cosine) or alpha x/||x|| (l2),
+-- into the buffers b.xhat, b.xnorm, b.xs
+function Head:_input(x, b)
+  if self.kind == "raw" then return x end
+  check(C.facet_tensor_l2_normalize(b.xhat.h, b.xnorm.h, x.h, EPS))
+  if self.kind ~= "l2" then return b.xhat end
+  check(C.facet_tensor_unary(b.xs.h, b.xhat.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
+  return b.xs
+end
+
+-- the clamped ||w_k|| of a cosine head into wnorm (measured unless a fused
+-- update wrote them), or nil for raw and l2 heads
+function Head:_wnorm(wnorm)
+  if self.kind ~= "cosine" then return nil end
+  if not (self.fused and self.norms_valid) then
+    check(C.facet_tensor_row_norms(wnorm.h, self.weight.h))
+    self.norms_valid = self.fused
+  end
+  check(C.facet_tensor_unary(wnorm.h, wnorm.h, C.FACET_UNARY_CLAMP, EPS, math.huge))
+  return wnorm
+end
+
 --- The loss (a number) of embeddings x (B x dim float32) with labels y (B int32/int64, 0-based).
 function Head:forward(x, y)
   local name = self.name .. ":forward"
   local h = live(self, "forward")
   params_alive(self, "forward")
-  if not tensor.is_tensor(x) then error(name .. ": x must be a tensor", 2) end
-  if x:is_freed() then error(name .. ": x was freed", 2) end
-  local shape = x:shape()
-  if #shape ~= 2 or shape[2] ~= self.dim or x:dtype() ~= "float32" then
-    error(("%s: x must be B x %d float32, got %s %s"):format(name, self.dim, table.concat(shape, "x"), x:dtype()), 2)
-  end
-  if x:device() ~= self.device then error(("%s: x on %s, head on %s"):format(name, x:device(), self.device), 2) end
-  local B = shape[1]
-  if B == 0 then error(name .. ": empty batch", 2) end
-  y = labels_of(self, y, B, name)
+  local B
+  x, y, B = self:_check_input(x, y, name, self.classes)
   -- every argument is checked: from here on the buffers change, and a failure
   -- leaves no forward for backward to use
   self.ready = false
   x = x:contiguous()
   local b = self:_buffers(B)
-  if self.m1 and self.name == "a-softmax" and not self.lambda then
-    -- SphereFace's schedule: lambda = max(5, 1000 (1 + 0.0001 iter)^-2)
-    self.current_lambda = math.max(5, 1000 * (1 + 0.0001 * self.iter) ^ -2)
-    check(C.facet_head_set(h, C.FACET_HEAD_PARAM_LAMBDA, self.current_lambda))
-  end
-  local input = x
-  if self.kind ~= "raw" then
-    check(C.facet_tensor_l2_normalize(b.xhat.h, b.xnorm.h, x.h, EPS))
-    input = b.xhat
-    if self.kind == "l2" then
-      check(C.facet_tensor_unary(b.xs.h, b.xhat.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
-      input = b.xs
-    end
-  end
-  local wnorm = nil
-  if self.kind == "cosine" then
-    if not (self.fused and self.norms_valid) then
-      check(C.facet_tensor_row_norms(b.wnorm.h, self.weight.h))
-      self.norms_valid = self.fused
-    end
-    check(C.facet_tensor_unary(b.wnorm.h, b.wnorm.h, C.FACET_UNARY_CLAMP, EPS, math.huge))
-    wnorm = b.wnorm.h
-  end
+  self:_schedule()
+  local input = self:_input(x, b)
+  local wnorm = self:_wnorm(b.wnorm)
+  wnorm = wnorm and wnorm.h or nil
   check(C.facet_tensor_matmul(b.z.h, input.h, self.weight.h, 0, 1, 1, 0))
   local bias = self.bias and self.bias.h or nil
   check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
@@ -423,29 +455,42 @@ function Head:backward()
   check(C.facet_head_backward(self.handle, b.z.h, b.rows.h, wnorm, bias, self.labels.h, 0, colsum, colsum_cos))
   check(C.facet_tensor_matmul(b.dinput.h, b.z.h, self.weight.h, 0, 0, 1, 0))
   check(C.facet_tensor_matmul(self.grad_weight.h, b.z.h, self.input.h, 1, 0, 1, 1))
-  if self.kind == "cosine" then
-    -- take out the radial part: grad_w_k -= (sum_i G'_ik c_ik / ||w_k||) w_k
-    check(C.facet_tensor_binary(b.colsum_cos.h, b.colsum_cos.h, b.wnorm.h, C.FACET_BINARY_DIV))
-    check(C.facet_tensor_unary(b.colsum_cos.h, b.colsum_cos.h, C.FACET_UNARY_NEG, 0, 0))
-    if self.fused then
-      -- deferred to the optimizer's update (or finish_grad); W is unchanged
-      -- until then, so the coefficients of several backward calls add up
-      check(C.facet_tensor_axpy(self.pending.h, self.pending.h, 1, b.colsum_cos.h))
-    else
-      check(C.facet_tensor_rows_axpy(self.grad_weight.h, b.colsum_cos.h, self.weight.h))
-    end
-  end
+  self:_radial(self.grad_weight, self.weight, b.colsum_cos, b.wnorm, self.pending)
   if self.bias then check(C.facet_tensor_axpy(self.grad_bias.h, self.grad_bias.h, 1, b.colsum.h)) end
-  if self.kind == "raw" then return b.dinput end
+  return self:_input_grad(b, b.dinput)
+end
+
+-- cosine heads: takes the radial part out of the rows of grad (of weight):
+-- grad_k -= (colsum_cos_k / ||w_k||) w_k, or adds that coefficient to pending
+-- (fused: the optimizer applies it). colsum_cos is overwritten.
+function Head:_radial(grad, weight, colsum_cos, wnorm, pending)
+  if self.kind ~= "cosine" then return end
+  check(C.facet_tensor_binary(colsum_cos.h, colsum_cos.h, wnorm.h, C.FACET_BINARY_DIV))
+  check(C.facet_tensor_unary(colsum_cos.h, colsum_cos.h, C.FACET_UNARY_NEG, 0, 0))
+  if self.fused then
+    -- deferred to the optimizer's update (or finish_grad); W is unchanged
+    -- until then, so the coefficients of several backward calls add up
+    check(C.facet_tensor_axpy(pending.h, pending.h, 1, colsum_cos.h))
+  else
+    check(C.facet_tensor_rows_axpy(grad.h, colsum_cos.h, weight.h))
+  end
+end
+
+-- dL/dx from dinput = dL/d(input of the GEMM) (overwritten): the l2 head's
+-- alpha gradient (its increment passed through reduce when given, e.g. a sum
+-- over ranks) and scaling, then the backward of the normalisation
+function Head:_input_grad(b, dinput, reduce)
+  if self.kind == "raw" then return dinput end
   if self.kind == "l2" then
     if self.learn_alpha then
       -- dL/dalpha = sum_ij dinput_ij * xhat_ij (b.xs is free after the GEMMs)
-      check(C.facet_tensor_binary(b.xs.h, b.dinput.h, b.xhat.h, C.FACET_BINARY_MUL))
-      self.grad_alpha:add_(b.xs:sum())
+      check(C.facet_tensor_binary(b.xs.h, dinput.h, b.xhat.h, C.FACET_BINARY_MUL))
+      local inc = b.xs:sum()
+      self.grad_alpha:add_(reduce and reduce(inc) or inc)
     end
-    check(C.facet_tensor_unary(b.dinput.h, b.dinput.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
+    check(C.facet_tensor_unary(dinput.h, dinput.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
   end
-  check(C.facet_tensor_l2_normalize_backward(b.dx.h, b.dinput.h, b.xhat.h, b.xnorm.h, EPS))
+  check(C.facet_tensor_l2_normalize_backward(b.dx.h, dinput.h, b.xhat.h, b.xnorm.h, EPS))
   return b.dx
 end
 

@@ -5,8 +5,9 @@
 -- configuration of the fused C head (margin, re-weighting, per-sample
 -- reduction); the Head class in facet.heads.head runs it. See docs/heads.md.
 local Head = require "facet.heads.head"
+local sharded = require "facet.heads.sharded"
 
-local M = { Head = Head }
+local M = { Head = Head, Sharded = sharded.Sharded, block = sharded.block }
 
 -- MV-Softmax's default t, by base margin and h (paper, Table 2 discussion)
 local MV_T = { am = { fixed = 0.25, adaptive = 0.2 }, arc = { fixed = 0.2, adaptive = 0.3 } }
@@ -65,6 +66,11 @@ end
 --- A head by name; opts: classes, dim (required), s, the head's own options
 -- (m, m1, m2, m3, t, h, gamma, keep, alpha, learn_alpha, lambda, easy_margin,
 -- margin), device, seed (weight initialisation).
+-- Sharded heads and Partial FC (facet.heads.sharded, docs/heads.md):
+--   shard = true   split the classes over the ranks of `group` (default:
+--                  facet.dist.world() when facet.dist is there)
+--   sample = r     keep every positive class and a uniform share r in (0, 1]
+--                  of the others each step (with or without shard)
 function M.new(name, opts)
   if type(name) ~= "string" then error("facet.heads.new: the first argument is the head's name", 2) end
   local make = CATALOGUE[name]
@@ -74,7 +80,9 @@ function M.new(name, opts)
   if type(opts) ~= "table" then error("facet.heads.new: opts with classes and dim are required", 2) end
   local cfg = make(opts)
   cfg.name = name
-  local ok, head = pcall(Head.new, cfg, opts)
+  local ctor = Head.new
+  if opts.shard ~= nil or opts.sample ~= nil or opts.group ~= nil then ctor = sharded.new end
+  local ok, head = pcall(ctor, cfg, opts)
   if not ok then error(head, 2) end
   return head
 end

@@ -13,7 +13,18 @@
 --   on_update(norms_written)  called after every update of param, with true
 --                when row_norms holds the new norms
 --   grad_sumsq() (optional) ||complete gradient||^2 without completing it
--- The optimizer reads nothing else of its sources.
+-- and a class-sharded head's block (facet.heads.sharded) carries
+--   shard        { shape, gather(t), slice(full), sum(x) }: param holds rows
+--                of a larger tensor of that shape; state() gathers each state
+--                buffer to the full shape (a collective: call it on every
+--                rank) and load_state() takes this rank's rows of it, so a
+--                state saved on W ranks loads on any other number; grad_norm()
+--                (and clipping) sums the entry's square sums over the ranks
+--   reduced      the gradient is already summed over ranks (a data-parallel
+--                trainer must not average it again)
+-- The optimizer reads nothing else of its sources. Rows a sampled head
+-- (Partial FC) left out have a zero gradient and are updated like the others:
+-- momentum and weight decay keep acting on them (docs/heads.md).
 --
 -- All or nothing: step() checks every parameter (tensors alive, float32,
 -- contiguous, one device, the gradient and the state buffers shaped like the
@@ -41,7 +52,8 @@ local function collect(sources, fn)
     if type(src) == "table" and src.named_parameters then
       for _, e in ipairs(src:named_parameters()) do
         list[#list + 1] = { name = e.name, param = e.param, grad = e.grad, kind = e.kind or "weight",
-          row_coef = e.row_coef, row_norms = e.row_norms, on_update = e.on_update, grad_sumsq = e.grad_sumsq }
+          row_coef = e.row_coef, row_norms = e.row_norms, on_update = e.on_update, grad_sumsq = e.grad_sumsq,
+          shard = e.shard, reduced = e.reduced }
       end
     elseif type(src) == "table" and src.params and src.grads then
       for i, p in ipairs(src.params) do list[#list + 1] = { param = p, grad = src.grads[i], kind = src.kind or "weight" } end
@@ -245,12 +257,16 @@ end
 function Optimizer:grad_norm()
   local total = 0
   for _, p in ipairs(self.list) do
+    local sq
     if p.row_coef and p.grad_sumsq then
-      total = total + p.grad_sumsq()
+      sq = p.grad_sumsq()
     else
       Optimizer.complete(p)
-      total = total + sumsq(p.grad)
+      sq = sumsq(p.grad)
     end
+    -- a sharded entry's rows are spread over the ranks: its square sum is theirs summed
+    if p.shard and p.shard.sum then sq = p.shard.sum(sq) end
+    total = total + sq
   end
   return math.sqrt(total)
 end
@@ -279,16 +295,22 @@ function Optimizer:gradients()
 end
 
 --- Settings and per-parameter state, for checkpoints: tensors are named
--- "<index>.<key>" (index in parameter order, as the sources list them).
+-- "<index>.<key>" (index in parameter order, as the sources list them). The
+-- state of a sharded entry is gathered to its full shape (every rank calls it).
 function Optimizer:state()
   local s = { name = self.name, step_count = self.step_count, settings = {}, tensors = {} }
   for k in pairs(self.defaults) do s.settings[k] = self[k] end
   for i, p in ipairs(self.list) do
     for _, key in ipairs(self.state_keys) do
-      if p[key] then s.tensors[i .. "." .. key] = p[key] end
+      if p[key] then s.tensors[i .. "." .. key] = p.shard and p.shard.gather(p[key]) or p[key] end
     end
   end
   return s
+end
+
+-- the shape a state tensor of entry p has in a saved state: the full shape of a sharded entry
+local function saved_shape(p)
+  return p.shard and table.concat(p.shard.shape, "x") or shape_text(p.param)
 end
 
 -- the settings of a state, checked against the optimizer's: known names, values of the same kind
@@ -343,8 +365,8 @@ local function state_problem(self, s)
     if t:is_freed() then return ("load_state: %s was freed"):format(name) end
     if t:dtype() ~= "float32" then return ("load_state: %s is %s, want float32"):format(name, t:dtype()) end
     if p.param:is_freed() then return ("load_state: %s was freed"):format(label(p, i)) end
-    if shape_text(t) ~= shape_text(p.param) then
-      return ("load_state: %s has shape %s, %s has %s"):format(name, shape_text(t), label(p, i), shape_text(p.param))
+    if shape_text(t) ~= saved_shape(p) then
+      return ("load_state: %s has shape %s, %s has %s"):format(name, shape_text(t), label(p, i), saved_shape(p))
     end
     if p[key] ~= nil and (not tensor.is_tensor(p[key]) or p[key]:is_freed()) then
       return ("load_state: the %s of %s was freed"):format(key, label(p, i))
@@ -381,7 +403,7 @@ function Optimizer:load_state(s)
   for i, p in ipairs(self.list) do
     for _, key in ipairs(self.state_keys) do
       local t = tensors[i .. "." .. key]
-      if t then p[key]:copy(t) end
+      if t then p[key]:copy(p.shard and p.shard.slice(t) or t) end
     end
   end
   self.step_count = s.step_count

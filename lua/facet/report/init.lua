@@ -1,9 +1,15 @@
 --- facet.report.write(run_dirs, out_dir): a self-contained HTML report (and
 -- SVG files) of one or more training runs, overlaid to compare heads:
--- training loss and learning rate against step (from RUN/train.jsonl),
--- ROC curves on log-scale FAR and the verification metrics (from
--- RUN/verify.json when the run wrote one), CMC curves and rank-1 (from
--- RUN/identify.json), and a table of the numbers.
+-- training loss (raw, faint, and smoothed) and learning rate against step,
+-- and every evaluation logged during training against step (from
+-- RUN/train.jsonl), ROC curves on log-scale FAR and the verification
+-- metrics (from RUN/verify.json when the run wrote one; sets or protocols
+-- with the same ROC are drawn once, under all their names), CMC curves and
+-- rank-1 (from RUN/identify.json), and a table of the numbers. It records
+-- where it was made (facet's version and commit, the CPU, GPUs, threads, the
+-- date: facet.about), each run's wall time, and its settings when the run
+-- left them (RUN/config.lua, as recipes/train.lua writes). Runs whose
+-- directories share a name are told apart by their parent directories.
 -- `bin/facet report RUN_DIR [RUN_DIR ...] [--out DIR]` calls it.
 -- What the files hold is checked: a train.jsonl line that is not a JSON
 -- object with numbers step and loss is skipped (a killed run leaves half a
@@ -23,18 +29,73 @@ local function num(v) return type(v) == "number" and v == v and v > -math.huge a
 local function read_log(dir)
   local f = io.open(dir .. "/train.jsonl")
   if not f then check.fail(WRITE, ("%s has no train.jsonl (not a run directory)"):format(dir)) end
-  local steps, loss, lr, last = {}, {}, {}, nil
+  local steps, loss, lr, last, evals, names = {}, {}, {}, nil, {}, {}
   for line in f:lines() do
     local ok, e = pcall(cjson.decode, line)
     if ok and type(e) == "table" and type(e.loss) == "number" and type(e.step) == "number" then
       -- NaN marks a missing lr: the plot leaves the point out
       steps[#steps + 1], loss[#loss + 1], lr[#lr + 1] = e.step, e.loss, type(e.lr) == "number" and e.lr or NAN
       last = e
+      -- the evaluations of that step: { name = number } (others are left out)
+      if type(e.eval) == "table" then
+        for k, v in pairs(e.eval) do
+          if type(v) == "number" and (type(k) == "string" or type(k) == "number") then
+            k = tostring(k)
+            if not evals[k] then evals[k] = { x = {}, y = {} }; names[#names + 1] = k end
+            local t = evals[k]
+            t.x[#t.x + 1], t.y[#t.y + 1] = e.step, v
+          end
+        end
+      end
     end
   end
   f:close()
-  return { steps = steps, loss = loss, lr = lr, last = last }
+  table.sort(names)
+  return { steps = steps, loss = loss, lr = lr, last = last, evals = evals, eval_names = names }
 end
+
+-- An exponential moving average of y with the span of about a twentieth of
+-- the points (nil when there are too few points to smooth); NaN points are
+-- carried over without entering the average.
+local function smoothed(y)
+  if #y < 20 then return nil end
+  local a, out, m = 2 / (#y / 20 + 1), {}, nil
+  for i, v in ipairs(y) do
+    if num(v) then m = m and m + a * (v - m) or v end
+    out[i] = m or NAN
+  end
+  return out
+end
+M.smoothed = smoothed
+
+-- Display names: the directory's last part, with as many parent parts as
+-- it takes to tell runs of one name apart ("a/run", "b/run").
+local function run_names(dirs)
+  local parts = {}
+  for i, d in ipairs(dirs) do
+    parts[i] = {}
+    for p in d:gmatch("[^/]+") do table.insert(parts[i], 1, p) end
+    if #parts[i] == 0 then parts[i] = { d } end
+  end
+  local names, depth = {}, 1
+  while true do
+    local seen, clash = {}, false
+    for i = 1, #dirs do
+      local n = math.min(depth, #parts[i])
+      local segs = {}
+      for k = n, 1, -1 do segs[#segs + 1] = parts[i][k] end
+      names[i] = table.concat(segs, "/")
+      if seen[names[i]] then clash = true end
+      seen[names[i]] = true
+    end
+    local deeper = false
+    for i = 1, #dirs do if #parts[i] > depth then deeper = true end end
+    if not clash or not deeper then break end
+    depth = depth + 1
+  end
+  return names
+end
+M.run_names = run_names
 
 -- the decoded JSON of path, nil when there is no such file
 local function read_json(path)
@@ -93,6 +154,18 @@ local function f4(v, fallback, pattern)
   return v and (pattern or "%.4f"):format(v) or fallback
 end
 
+-- "1 h 02 min", "3 min 05 s", "12.3 s" of seconds ("" when not a number)
+local function duration(t)
+  t = num(t)
+  if not t then return "" end
+  if t >= 3600 then return ("%d h %02d min"):format(math.floor(t / 3600), math.floor(t % 3600 / 60)) end
+  if t >= 60 then return ("%d min %02d s"):format(math.floor(t / 60), math.floor(t % 60)) end
+  return ("%.1f s"):format(t)
+end
+
+-- whether a verify.json entry marks metric undefined (no impostor or genuine pairs)
+local function undefined(v, metric) return type(v.undefined) == "table" and v.undefined[metric] == true end
+
 local function name_of(v) return (type(v) == "string" or type(v) == "number") and tostring(v) or nil end
 
 function M.write(dirs, out)
@@ -110,10 +183,10 @@ function M.write(dirs, out)
     check.fail(WRITE, ("out must be a directory name, got %s"):format(check.describe(out)))
   end
   out = out or dirs[1]
-  local runs = {}
+  local runs, names = {}, run_names(dirs)
   for i, d in ipairs(dirs) do
-    runs[i] = { dir = d, name = d:match("([^/]+)/*$") or d, log = read_log(d), verify = read_verify(d),
-      identify = read_identify(d) }
+    runs[i] = { dir = d, name = names[i], log = read_log(d), verify = read_verify(d),
+      identify = read_identify(d), config = sys.read_file(d .. "/config.lua") }
   end
   local ok, err = sys.mkdir_p(out)                        -- only once every run has been read
   if not ok then check.fail(WRITE, ("cannot make the output directory %s: %s"):format(out, tostring(err))) end
@@ -123,17 +196,54 @@ function M.write(dirs, out)
     for _, r in ipairs(runs) do s[#s + 1] = { name = r.name, x = r.log.steps, y = r.log[field] } end
     return s
   end
-  plots.loss = svg.plot { title = "training loss", xlabel = "step", ylabel = "loss", series = series("loss") }
+  -- the raw loss faint, its smoothed curve over it in the same colour
+  local losses = {}
+  for k, r in ipairs(runs) do
+    local sm = smoothed(r.log.loss)
+    losses[#losses + 1] = { name = r.name .. (sm and " (raw)" or ""), x = r.log.steps, y = r.log.loss, color = k,
+      faint = sm ~= nil }
+    if sm then losses[#losses + 1] = { name = r.name .. " (smoothed)", x = r.log.steps, y = sm, color = k } end
+  end
+  plots.loss = svg.plot { title = "training loss", xlabel = "step", ylabel = "loss", series = losses }
   plots.lr = svg.plot { title = "learning rate", xlabel = "step", ylabel = "lr", series = series("lr") }
+  local evals = {}
+  for _, r in ipairs(runs) do
+    for _, name in ipairs(r.log.eval_names) do
+      local e = r.log.evals[name]
+      evals[#evals + 1] = { name = r.name .. " " .. name, x = e.x, y = e.y }
+    end
+  end
+  if #evals > 0 then
+    plots.eval = svg.plot { title = "evaluations during training", xlabel = "step", ylabel = "metric", series = evals }
+  end
+  -- one curve per distinct ROC of a run: its sets or protocols that give the same one share it
   local roc = {}
   for _, r in ipairs(runs) do
+    local by_curve = {}
     for _, v in ipairs(r.verify or {}) do
-      if v.roc then roc[#roc + 1] = { name = r.name .. " " .. (name_of(v.name) or ""), x = v.roc.fpr, y = v.roc.tpr } end
+      if v.roc and not undefined(v, "roc") then
+        local key = table.concat(v.roc.fpr, ",") .. ";" .. table.concat(v.roc.tpr, ",")
+        local label = r.name .. " " .. (name_of(v.name) or "")
+        if by_curve[key] then
+          by_curve[key].name = by_curve[key].name .. ", " .. (name_of(v.name) or "")
+        else
+          by_curve[key] = { name = label, x = v.roc.fpr, y = v.roc.tpr }
+          roc[#roc + 1] = by_curve[key]
+        end
+      end
     end
   end
   if #roc > 0 then
+    -- the FAR axis reaches down to the lowest decade a curve has a point in (IJB, MegaFace: 1e-6), 1e-9 at most
+    local low = 1e-4
+    for _, sr in ipairs(roc) do
+      for _, f in ipairs(sr.x) do
+        if type(f) == "number" and f > 0 and f < low then low = f end
+      end
+    end
+    low = math.max(1e-9, 10 ^ math.floor(math.log10(low) + 1e-9))
     plots.roc = svg.plot { title = "ROC", xlabel = "false accept rate", ylabel = "true accept rate", series = roc,
-      logx = true, ylim = { 0, 1 }, xlim = { 1e-4, 1 } }
+      logx = true, ylim = { 0, 1 }, xlim = { low, 1 } }
   end
   local cmc = {}
   for _, r in ipairs(runs) do
@@ -158,23 +268,37 @@ function M.write(dirs, out)
   table.sort(files)
   -- the HTML carries the SVGs inline, so it is one self-contained file
   local h = { "<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\"><title>facet report</title>",
-    "<style>body{font-family:sans-serif;margin:24px} table{border-collapse:collapse} td,th{border:1px solid #999;padding:4px 8px;text-align:right}</style>",
+    "<style>body{font-family:sans-serif;margin:24px} table{border-collapse:collapse} td,th{border:1px solid #999;padding:4px 8px;text-align:right} pre{background:#f4f4f4;padding:8px}</style>",
     "</head><body>", "<h1>facet report</h1>" }
-  h[#h + 1] = "<h2>Runs</h2><table><tr><th>run</th><th>steps</th><th>final loss</th><th>final lr</th><th>images/s</th><th>set</th><th>accuracy</th><th>std</th><th>TAR@FAR=1e-3</th></tr>"
+  -- where and with what it was made
+  local okabout, about = pcall(function() return require("facet.about").lines() end)
+  if okabout then h[#h + 1] = ('<p class="about">%s</p>'):format(esc(table.concat(about, "; "))) end
+  h[#h + 1] = "<h2>Runs</h2><table><tr><th>run</th><th>steps</th><th>final loss</th><th>final lr</th><th>images/s</th><th>wall time</th><th>set</th><th>accuracy</th><th>std</th><th>TAR@FAR=1e-3</th></tr>"
   for _, r in ipairs(runs) do
     local last = r.log.last or {}
     local sets = r.verify or { {} }
     if #sets == 0 then sets = { {} } end
     for k, v in ipairs(sets) do
       local tar = v.tar_at_far and v.tar_at_far["0.001"]
-      h[#h + 1] = ("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"):format(
+      h[#h + 1] = ("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"):format(
         esc(k == 1 and r.name or ""), k == 1 and f4(last.step, "", "%.0f") or "",
         k == 1 and f4(last.loss, "") or "", k == 1 and f4(last.lr, "", "%.4g") or "",
-        k == 1 and f4(last.images_per_s, "", "%.0f") or "", esc(name_of(v.name) or "-"),
-        f4(v.accuracy, "-"), f4(v.std, "-"), f4(tar, "-"))
+        k == 1 and f4(last.images_per_s, "", "%.0f") or "", k == 1 and duration(last.time) or "",
+        esc(name_of(v.name) or "-"), undefined(v, "accuracy") and "undefined" or f4(v.accuracy, "-"),
+        undefined(v, "accuracy") and "-" or f4(v.std, "-"), f4(tar, "-"))
     end
   end
   h[#h + 1] = "</table>"
+  for _, r in ipairs(runs) do
+    for _, v in ipairs(r.verify or {}) do
+      if type(v.warnings) == "table" then
+        for _, w in ipairs(v.warnings) do
+          h[#h + 1] = ('<p class="warning">warning: %s %s: %s</p>'):format(esc(r.name), esc(name_of(v.name) or ""),
+            esc(tostring(w)))
+        end
+      end
+    end
+  end
   local idrows = {}
   for _, r in ipairs(runs) do
     for _, v in ipairs(r.identify or {}) do
@@ -187,8 +311,11 @@ function M.write(dirs, out)
     for _, row in ipairs(idrows) do h[#h + 1] = row end
     h[#h + 1] = "</table>"
   end
-  for _, name in ipairs { "loss", "lr", "roc", "cmc" } do
+  for _, name in ipairs { "loss", "lr", "eval", "roc", "cmc" } do
     if plots[name] then h[#h + 1] = ("<h2>%s</h2>\n<div>%s</div>"):format(name, plots[name]) end
+  end
+  for _, r in ipairs(runs) do
+    if r.config then h[#h + 1] = ("<h2>settings of %s</h2>\n<pre>%s</pre>"):format(esc(r.name), esc(r.config)) end
   end
   h[#h + 1] = ("<p>SVG files: %s</p></body></html>"):format(table.concat(files, ", "))
   local f, ferr = io.open(out .. "/report.html", "w")
@@ -263,8 +390,9 @@ function M.save_verify(dir, results)
     local fpr, tpr, n = {}, {}, #r.result.roc.fpr
     local step = math.max(1, math.floor(n / 400))
     for i = 1, n, step do fpr[#fpr + 1], tpr[#tpr + 1] = r.result.roc.fpr[i], r.result.roc.tpr[i] end
+    local warnings = r.result.warnings and setmetatable({ unpack(r.result.warnings) }, cjson.array_mt) or nil
     list[#list + 1] = { name = r.name, accuracy = r.result.accuracy, std = r.result.std, tar_at_far = tar,
-      roc = { fpr = fpr, tpr = tpr } }
+      roc = { fpr = fpr, tpr = tpr }, undefined = r.result.undefined, warnings = warnings }
   end
   write_json(fn, dir .. "/verify.json", setmetatable(list, cjson.array_mt))
 end

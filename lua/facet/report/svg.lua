@@ -1,5 +1,9 @@
 --- facet.report.svg: line plots as standalone SVG text (no plotting
--- dependency): axes with ticks, several named series, optional log-scale x.
+-- dependency): axes with ticks, several named series, optional log-scale x,
+-- and the legend below the plot area (in a <g class="legend">), so it never
+-- covers a curve. A series may be dashed (dash = true), faint (faint = true:
+-- the raw curve under its smoothed one) and take another series' colour
+-- (color = k, the k-th colour of the palette).
 -- Any data plots: NaN and infinite points (and x <= 0 on a log axis) are left
 -- out, a constant series gets a range around its value, and the tick loop is
 -- bounded (an axis whose step vanishes next to its values, such as
@@ -17,10 +21,15 @@ local COLORS = { "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b
 
 local function esc(s) return (tostring(s):gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;")) end
 
--- a range [lo, hi] with hi > lo around a constant value (lo + 1 where that is
--- a different number, else a step its magnitude can hold)
+-- a range [lo, hi] with hi > lo around a constant value: half its magnitude
+-- either side (a constant learning rate of 0.1 gets 0.05 - 0.15), else lo + 1
+-- where that is a different number, else a step its magnitude can hold
 local function widen(lo, hi)
   if hi > lo then return lo, hi end
+  if lo ~= 0 then
+    local h = math.abs(lo) * 0.5
+    if finite(lo - h) and finite(lo + h) and lo - h < lo and lo + h > lo then return lo - h, lo + h end
+  end
   local d = math.max(1, math.abs(lo) * 2 ^ -40)
   if finite(lo + d) and lo + d > lo then return lo, lo + d end
   return lo - d, lo                                      -- lo + d overflowed: near the largest double
@@ -56,8 +65,9 @@ local function fmt(v)
   return (("%.4g"):format(v))
 end
 
---- plot{ title, xlabel, ylabel, series = { { name, x = {...}, y = {...} } }, logx = false,
---        ylim = {lo, hi}, width = 640, height = 400 } -> SVG text
+--- plot{ title, xlabel, ylabel, series = { { name, x = {...}, y = {...}, dash, faint, color } },
+--        logx = false, xlim = {lo, hi}, ylim = {lo, hi}, width = 640, height = 400 } -> SVG text
+-- (height is the plot's; the legend's rows are added below it)
 local function check_options(o)
   check.table(NAME, "the options", o)
   check.options(NAME, o, OPTIONS)
@@ -90,10 +100,17 @@ local function check_options(o)
   end
 end
 
+-- legend entries per row and rows below the plot
+local LEGEND_ENTRY, LEGEND_ROW = 200, 16
+
 function M.plot(o)
   check_options(o)
-  local W, Hh = o.width or 640, o.height or 400
-  local L, R, T, B = 70, 20, 36, 50
+  local W = o.width or 640
+  local per_row = math.max(1, math.floor((W - 40) / LEGEND_ENTRY))
+  local rows = math.ceil(#o.series / per_row)
+  local legend_h = rows > 0 and rows * LEGEND_ROW + 8 or 0
+  local Hh = (o.height or 400) + legend_h
+  local L, R, T, B = 70, 20, 36, 50 + legend_h
   local function tx(v) return o.logx and math.log10(math.max(v, 1e-300)) or v end
   -- a point is drawn when both coordinates are finite (and x > 0 on a log axis)
   local function drawn(x, y) return finite(x) and finite(y) and (not o.logx or x > 0) end
@@ -143,7 +160,8 @@ function M.plot(o)
     add(('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ccc"/>'):format(L, y, W - R, y))
     add(('<text x="%d" y="%.1f" text-anchor="end">%s</text>'):format(L - 6, y + 4, fmt(v)))
   end
-  add(('<text x="%d" y="%d" text-anchor="middle">%s</text>'):format((L + W - R) / 2, Hh - 12, esc(o.xlabel or "")))
+  add(('<rect class="plotarea" x="%d" y="%d" width="%d" height="%d" fill="none"/>'):format(L, T, W - L - R, Hh - T - B))
+  add(('<text x="%d" y="%d" text-anchor="middle">%s</text>'):format((L + W - R) / 2, Hh - B + 38, esc(o.xlabel or "")))
   add(('<text x="16" y="%d" text-anchor="middle" transform="rotate(-90 16 %d)">%s</text>'):format((T + Hh - B) / 2,
     (T + Hh - B) / 2, esc(o.ylabel or "")))
   for k, s in ipairs(o.series) do
@@ -155,11 +173,23 @@ function M.plot(o)
         if finite(a) and finite(b) then pts[#pts + 1] = ("%.1f,%.1f"):format(a, b) end
       end
     end
-    local color = COLORS[(k - 1) % #COLORS + 1]
-    add(('<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>'):format(color, table.concat(pts, " ")))
-    add(('<text x="%d" y="%d" fill="%s" text-anchor="end">%s</text>'):format(W - R - 6, T + 14 * k, color,
-      esc(s.name or ("series " .. k))))
+    local color = COLORS[((tonumber(s.color) or k) - 1) % #COLORS + 1]
+    local style = (s.dash and ' stroke-dasharray="6,3"' or "") .. (s.faint and ' stroke-opacity="0.35"' or "")
+    add(('<polyline fill="none" stroke="%s" stroke-width="1.5"%s points="%s"/>'):format(color, style,
+      table.concat(pts, " ")))
   end
+  -- the legend, below the axis label: a line sample and the name per entry
+  add('<g class="legend">')
+  for k, s in ipairs(o.series) do
+    local color = COLORS[((tonumber(s.color) or k) - 1) % #COLORS + 1]
+    local col, row = (k - 1) % per_row, math.floor((k - 1) / per_row)
+    local x, y = 20 + col * LEGEND_ENTRY, Hh - legend_h + row * LEGEND_ROW + 12
+    local style = (s.dash and ' stroke-dasharray="6,3"' or "") .. (s.faint and ' stroke-opacity="0.35"' or "")
+    add(('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>'):format(x, y - 4, x + 18, y - 4,
+      color, style))
+    add(('<text x="%d" y="%d" fill="%s">%s</text>'):format(x + 24, y, color, esc(s.name or ("series " .. k))))
+  end
+  add("</g>")
   add("</svg>")
   return table.concat(out, "\n")
 end

@@ -1,0 +1,186 @@
+--- facet.export_onnx: the exported graph runs in onnxruntime (installed by
+-- tools/onnxruntime.sh into build/onnxruntime) and gives the model's own
+-- outputs on random inputs; Debian's onnx checker accepts every file; the
+-- protobuf writer's bytes against hand-computed encodings; errors.
+local ffi = require "ffi"
+local F = require "support.files"
+local facet = require "facet"
+local proto = require "facet.onnx.proto"
+local nn = facet.nn
+
+local PY = "env -u LD_PRELOAD /usr/bin/python3"
+
+-- random BN statistics and affine parameters and PReLU slopes, so that
+-- folding and every per-channel constant are exercised (found by module type)
+local function randomize(m)
+  if m.running_mean then
+    m.running_mean:copy(facet.randn(m.running_mean:shape(), { std = 0.1 }))
+    m.running_var:copy(facet.rand(m.running_var:shape(), { low = 0.5, high = 1.5 }))
+    if m.affine then
+      m.weight:copy(facet.rand(m.weight:shape(), { low = 0.5, high = 1.5 }))
+      m.bias:copy(facet.randn(m.bias:shape(), { std = 0.1 }))
+    end
+  end
+  if m.slope then m.slope:copy(facet.rand(m.slope:shape(), { low = 0, high = 0.5 })) end
+  for _, c in ipairs(m:children()) do randomize(c) end
+end
+
+local function floats(s)
+  local n = #s / 4
+  local p = ffi.cast("const float *", s)
+  local t = {}
+  for i = 0, n - 1 do t[i + 1] = p[i] end
+  return t
+end
+
+describe("facet.export_onnx", function()
+  local path = F.scratch()
+  local ort                                           -- the node_modules onnxruntime-node lies in
+  local count = 0
+
+  setup(function()
+    local out, rc = F.sh("sh tools/onnxruntime.sh")
+    assert(rc == 0, "tools/onnxruntime.sh failed (it installs onnxruntime-node from the npm registry):\n" .. out)
+    ort = out:match("([^\n]+)\n*$") .. "/node_modules"
+  end)
+
+  -- exports model, checks the file with onnx.checker, runs it on a random
+  -- batch of 2 in onnxruntime; returns the largest difference from facet's
+  -- forward relative to facet's largest output, and the export's summary
+  local function roundtrip(model, opts, shape)
+    randomize(model)
+    model:evaluate()
+    local x = facet.randn(shape)
+    local ref = model:forward(x):contiguous():totable()
+    count = count + 1
+    local file = path(("m%d.onnx"):format(count))
+    local info = facet.export_onnx(model, file, opts)
+    local out, rc = F.sh(("%s -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' %s")
+      :format(PY, file))
+    assert.are.equal(0, rc, out)
+    F.write_file(path("x.f32"), ffi.string(x:data_ptr(), x:numel() * 4))
+    out, rc = F.sh(("NODE_PATH=%s node spec/support/onnxruntime.js %s %s %d %d %d %d %s"):format(ort, file,
+      path("x.f32"), shape[1], shape[2], shape[3], shape[4], path("y.f32")))
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("data -> embedding " .. #ref .. "x" .. #ref[1], 1, true), out)
+    local y = floats(F.read_file(path("y.f32")))
+    local diff, big = 0, 0
+    for i = 1, #ref do
+      for j = 1, #ref[1] do
+        diff = math.max(diff, math.abs(ref[i][j] - y[(i - 1) * #ref[1] + j]))
+        big = math.max(big, math.abs(ref[i][j]))
+      end
+    end
+    os.remove(file)
+    assert.is_true(big > 0)
+    if os.getenv("FACET_ONNX_VERBOSE") then print(("max |diff| %.3g, max |out| %.3g"):format(diff, big)) end
+    return diff / big, info
+  end
+
+  it("iresnet18: onnxruntime gives facet's embeddings, BN folded into the convolutions", function()
+    facet.manual_seed(1)
+    local err, info = roundtrip(facet.models.iresnet { depth = 18 }, nil, { 2, 3, 112, 112 })
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    -- the stem conv, 2 convs a unit (8 units), 4 shortcut convs (every stage starts with stride 2), and the FC
+    assert.are.equal(1 + 16 + 4 + 1, info.folded)
+    assert.are.same({ "N", 3, 112, 112 }, info.input)
+    assert.are.same({ "N", 512 }, info.output)
+  end)
+
+  it("mobilefacenet: onnxruntime gives facet's embeddings", function()
+    facet.manual_seed(2)
+    local err, info = roundtrip(facet.models.mobilefacenet {}, nil, { 2, 3, 112, 112 })
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    assert.are.same({ "N", 512 }, info.output)
+  end)
+
+  it("convnet: onnxruntime gives facet's embeddings (1 channel, 28 x 28)", function()
+    facet.manual_seed(3)
+    local err, info = roundtrip(facet.models.convnet {}, { size = 28 }, { 2, 1, 28, 28 })
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    assert.are.same({ "N", 1, 28, 28 }, info.input)
+  end)
+
+  it("attentionnet_irse (attention, SE, bilinear upsampling): onnxruntime gives facet's outputs", function()
+    facet.manual_seed(4)
+    local model = facet.models.attentionnet_irse { size = 32, emb = 64 }
+    local err = roundtrip(model, { size = 32 }, { 2, 3, 32, 32 })
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+  end)
+
+  it("the other layers: pools, nearest upsampling, Concat, Mul, Tanh, BN kept, Linear without bias", function()
+    facet.manual_seed(5)
+    local model = nn.Sequential(
+      nn.Conv2d(3, 8, 3, { padding = 1, groups = 1 }), nn.Tanh(),
+      nn.BatchNorm2d(8, { affine = false }),                 -- after Tanh: kept as a node
+      nn.AvgPool2d(3, { stride = 2, padding = 1, count_include_pad = false }),
+      nn.Concat(2, nn.Identity(), nn.Sequential(nn.Conv2d(8, 4, 1, { bias = false }), nn.BatchNorm2d(4), nn.Sigmoid())),
+      nn.Mul(nn.Identity(), nn.Sequential(nn.Upsample { scale = 2 }, nn.MaxPool2d(2))),
+      nn.SE(12, 4),
+      nn.Add(nn.Identity(), nn.Upsample { size = { 8, 8 }, mode = "bilinear" }),
+      nn.PReLU(12), nn.Dropout(0.3), nn.Flatten(), nn.Linear(12 * 64, 10, false), nn.PReLU(10), nn.BatchNorm1d(10))
+    local err, info = roundtrip(model, { size = 16 }, { 2, 3, 16, 16 })
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    assert.are.same({ "N", 10 }, info.output)
+    assert.are.equal(1, info.folded)                          -- only the 1x1 conv's BN follows a layer it folds into
+  end)
+
+  it("names a module without an export, and where it sits; nothing is written", function()
+    local Odd = nn.Module:extend("Odd")
+    function Odd.new() return nn.Module.init(Odd) end
+    function Odd:update_output(x) return x end
+    local model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), Odd.new()))
+    local ok, err = pcall(facet.export_onnx, model, path("odd.onnx"))
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("facet.export_onnx: Odd (module model.2.2) has no ONNX export", 1, true), err)
+    assert.is_false(F.exists(path("odd.onnx")))
+  end)
+
+  it("rejects bad arguments and an input size the model does not fit", function()
+    local model = facet.models.convnet {}
+    local ok, err = pcall(facet.export_onnx, model, path("a.onnx"), { sise = 28 })
+    assert.truthy(tostring(err):find("unknown option 'sise' (did you mean 'size'?)", 1, true), err)
+    ok, err = pcall(facet.export_onnx, model, path("a.onnx"))       -- 112 x 112 by default: the FC does not fit
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("wants 3136 features, the graph gives Nx50176", 1, true), err)
+    ok, err = pcall(facet.export_onnx, model, path("a.onnx"), { size = 28, channels = 3 })
+    assert.truthy(tostring(err):find("wants 1 channels, the graph gives Nx3x28x28", 1, true), err)
+    ok, err = pcall(facet.export_onnx, model, 7)
+    assert.truthy(tostring(err):find("facet.export_onnx: path must be a string, got 7", 1, true), err)
+    ok, err = pcall(facet.export_onnx, {}, path("a.onnx"))
+    assert.truthy(tostring(err):find("model must be a facet.nn module", 1, true), err)
+    ok, err = pcall(facet.export_onnx, model, path("a.onnx"), { size = 28, input = "x", output = "x" })
+    assert.truthy(tostring(err):find("input and output different", 1, true), err)
+    ok, err = pcall(facet.export_onnx, model, path("no/such/dir/a.onnx"), { size = 28 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("facet.export_onnx: cannot write " .. path("no/such/dir/a.onnx.tmp"), 1, true), err)
+    assert.is_false(F.exists(path("a.onnx")))
+  end)
+end)
+
+describe("facet.onnx.proto", function()
+  it("encodes varints as the wire format wants", function()
+    assert.are.equal("\0", proto.varint(0))
+    assert.are.equal("\1", proto.varint(1))
+    assert.are.equal("\127", proto.varint(127))
+    assert.are.equal("\172\2", proto.varint(300))
+    assert.are.equal("\128\128\128\128\16", proto.varint(2 ^ 32))
+    assert.are.equal(("\255"):rep(9) .. "\1", proto.varint(-1))           -- int64 -1: ten bytes
+    assert.are.equal("\254" .. ("\255"):rep(8) .. "\1", proto.varint(-2))
+  end)
+
+  it("encodes fields, nested messages and attributes byte for byte", function()
+    -- field 1 varint 150: 08 96 01 (the protobuf documentation's example)
+    assert.are.equal("\8\150\1", proto.encode(proto.message():int(1, 150)))
+    -- field 2 string "testing": 12 07 74 65 73 74 69 6e 67
+    assert.are.equal("\18\7testing", proto.encode(proto.message():bytes(2, "testing")))
+    -- field 3 holding the first message: 1a 03 08 96 01
+    assert.are.equal("\26\3\8\150\1", proto.encode(proto.message():message(3, proto.message():int(1, 150))))
+    -- AttributeProto{ name = "axis", i = 1, type = INT(2) }: 0a 04 "axis" 18 01 a0 01 02
+    assert.are.equal("\10\4axis\24\1\160\1\2", proto.encode(proto.attribute("axis", 1)))
+    -- a float attribute: field 2, fixed32 little-endian 1.0f = 00 00 80 3f, type FLOAT(1)
+    assert.are.equal("\10\1f\21\0\0\128\63\160\1\1", proto.encode(proto.attribute("f", { kind = "float", value = 1 })))
+    local m = proto.message():int(1, 5):bytes(2, "ab")
+    assert.are.equal(#proto.encode(m), m.size)
+  end)
+end)

@@ -1,0 +1,124 @@
+--- recipes/train.lua, run as a user would (bin/facet run ...), on a tiny
+-- synthetic set unpacked into a folder of identity subfolders, a list file
+-- and the RecordIO itself: each trains, writes its settings (which --config
+-- reads back), its checkpoints and report; the command line overrides the
+-- config file; mistakes are usage errors with a clear message.
+local F = require "support.files"
+local facet = require "facet"
+
+local tmp = F.scratch()
+local build = os.getenv("FACET_BUILD") or "build"
+
+local function q(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" end
+
+local function run(args)
+  return F.sh(("FACET_BUILD=%s luajit bin/facet run recipes/train.lua %s"):format(q(build), args))
+end
+
+-- the settings file a run wrote, as a table
+local function settings(dir)
+  local chunk = assert(loadfile(dir .. "/config.lua"))
+  return setfenv(chunk, {})()
+end
+
+describe("recipes/train.lua", function()
+  local syn, faces, list
+  setup(function()
+    syn = tmp("syn")
+    facet.data.synthetic { out = syn, identities = 6, images = 4, size = 24, pairs = 20, seed = 3 }
+    faces = tmp("faces")
+    facet.data.unpack(syn, faces)
+    -- a list file over the same images, labels from 1 (a common mistake)
+    local src = facet.data.scan_folder(faces)
+    local lines = {}
+    for i, path in ipairs(src.paths) do lines[i] = ("%s %d"):format(path, src.labels[i] + 1) end
+    list = tmp("list.txt")
+    F.write_file(list, table.concat(lines, "\n") .. "\n")
+  end)
+
+  it("trains from a folder with two verification sets and records what it ran with", function()
+    local out = tmp("run-folder")
+    local text, rc = run(("--data %s --model convnet --size 24 --emb 16 --batch 8 --epochs 1 --head mv-am " ..
+      "--head-opt m=0.3 --head-opt h=fixed --eval a=%s --eval b=%s --eval-every 2 --print-every 1 --out %s")
+      :format(q(faces), q(syn .. "_verify.bin"), q(syn .. "_verify.bin"), q(out)))
+    assert.are.equal(0, rc, text)
+    assert.truthy(text:find("(6 identity folders): 24 images, 6 identities", 1, true), text)
+    assert.truthy(text:find("eval a%s+accuracy %d%.%d+ ± %d%.%d+ %(step 2%)"), text)
+    assert.truthy(text:find("eval b%s+accuracy"), text)
+    local s = settings(out)
+    assert.are.equal("convnet", s.model)
+    assert.are.equal(8, s.batch)
+    assert.are.same({ m = 0.3, h = "fixed" }, s.head_opt)
+    assert.are.same({ a = syn .. "_verify.bin", b = syn .. "_verify.bin" }, s.eval)
+    assert.is_true(F.exists(out .. "/ckpt/latest"))
+    assert.is_true(F.exists(out .. "/report.html"))
+    assert.is_true(F.exists(out .. "/train.jsonl"))
+  end)
+
+  it("reads a .rec by path and a config file, the command line winning over the file", function()
+    local out = tmp("run-rec")
+    local cfg = tmp("cfg.lua")
+    F.write_file(cfg, 'return { model = "convnet", epochs = 1, batch = 6, ["print-every"] = 1, emb = 8,' ..
+      ' head_opt = { m = 0.25 } }\n')
+    local text, rc = run(("--data %s --config %s --batch 4 --size 24 --steps 2 --head am --out %s")
+      :format(q(syn .. ".rec"), q(cfg), q(out)))
+    assert.are.equal(0, rc, text)
+    assert.truthy(text:find("24 images, 6 identities", 1, true), text)
+    assert.truthy(text:find("trained 2 steps", 1, true), text)
+    local s = settings(out)
+    assert.are.equal(4, s.batch)          -- the flag
+    assert.are.equal(8, s.emb)            -- the file
+    assert.are.equal(1, s.print_every)    -- the file, dash spelling
+    assert.are.equal(0.1, s.lr)           -- the default
+    assert.are.same({ m = 0.25 }, s.head_opt)
+    -- the recorded settings run again as a config file
+    local again = tmp("run-again")
+    local text2, rc2 = run(("--config %s --steps 1 --out %s"):format(q(out .. "/config.lua"), q(again)))
+    assert.are.equal(0, rc2, text2)
+    local s2 = settings(again)
+    for _, k in ipairs { "model", "batch", "emb", "head", "size", "data" } do assert.are.equal(s[k], s2[k], k) end
+  end)
+
+  it("warns when a list's labels start above 0", function()
+    local out = tmp("run-list")
+    local text, rc = run(("--data %s --model convnet --size 24 --emb 8 --batch 8 --steps 1 --head am --out %s")
+      :format(q(list), q(out)))
+    assert.are.equal(0, rc, text)
+    assert.truthy(text:find("labels of .* start at 1, not 0: classes 0%-0 get no images"), text)
+    assert.truthy(text:find("24 images, 7 identities", 1, true), text)
+  end)
+
+  local mistakes = {
+    { "--data /nonexistent/faces", "--data /nonexistent/faces is neither a folder, a list file nor a .rec" },
+    { "", "--data is required" },
+    { "--data . --model resnet", "--model must be one of" },
+    { "--data . --head cosface", "--head must be one of" },
+    { "--data . --batch 0", "--batch must be an integer" },
+    { "--data . --head-opt m", "--head-opt wants NAME=VALUE, got 'm'" },
+    { "--data . --model mobilefacenet --depth 50", "--depth is for --model iresnet" },
+  }
+  for _, m in ipairs(mistakes) do
+    it(("'%s' is a usage error"):format(m[1]), function()
+      local text, rc = run(m[1] .. " --out " .. q(tmp("never")))
+      assert.are.equal(1, rc, text)   -- argparse's usage error
+      assert.truthy(text:find(m[2], 1, true), text)
+      assert.falsy(text:find("traceback", 1, true), text)
+    end)
+  end
+
+  it("rejects an unknown or ill-typed setting in the config file", function()
+    local bad = tmp("bad.lua")
+    F.write_file(bad, "return { epochz = 3 }\n")
+    local text, rc = run("--data . --config " .. q(bad))
+    assert.are.equal(1, rc, text)   -- argparse's usage error
+    assert.truthy(text:find("unknown setting 'epochz'", 1, true), text)
+    F.write_file(bad, "return { lr = -1 }\n")
+    text, rc = run("--data . --config " .. q(bad))
+    assert.are.equal(1, rc, text)   -- argparse's usage error
+    assert.truthy(text:find("--lr must be a number > 0, got '-1'", 1, true), text)
+    F.write_file(bad, "os.exit(7)\n")   -- a config is data: no os, io or require
+    text, rc = run("--data . --config " .. q(bad))
+    assert.are.equal(1, rc, text)   -- argparse's usage error
+    assert.truthy(text:find("must return a table of settings", 1, true), text)
+  end)
+end)
