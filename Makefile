@@ -121,7 +121,7 @@ sanitize: deps
 # libFuzzer targets (clang) for the RecordIO, .bin and image parsers, with
 # ASan + UBSan; each runs FUZZ_SECONDS (20) from the committed seed corpus.
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := recordio binfile image
+FUZZ_TARGETS := recordio binfile image pth
 FUZZ_SRC := $(filter-out core/src/cuda_absent.c,$(wildcard core/src/*.c)) core/src/cuda_absent.c
 fuzz: deps
 	@mkdir -p build-fuzz

@@ -92,7 +92,7 @@ describe("backbones", function()
     H.assert_error(function() facet.models.build("resnet", {}) end, "unknown backbone resnet",
       "attentionnet_irse, convnet, iresnet, mobilefacenet")
     H.assert_error(function() facet.models.build("mobilefacenet", { depth = 50 }) end,
-      "mobilefacenet takes no option depth (it takes emb, size)")
+      "mobilefacenet takes no option depth (it takes arch, emb, size)")
     H.assert_error(function() facet.models.build("iresnet", { depth = 19 }) end, "depth must be 18, 34, 50 or 100")
   end)
 end)

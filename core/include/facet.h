@@ -720,6 +720,36 @@ FACET_API int facet_binfile_issame(const facet_binfile *b, int64_t pair, int *sa
 FACET_API int facet_binfile_image_size(const facet_binfile *b, int64_t index, int64_t *nbytes);
 FACET_API int facet_binfile_read_image(const facet_binfile *b, int64_t index, void *dst, size_t capacity, int64_t *nbytes);
 
+/* ---- PyTorch checkpoints -----------------------------------------------------------
+ * .pth files of torch.save (PyTorch >= 1.6: a zip holding <dir>/data.pkl and
+ * <dir>/data/<key>, stored entries) that hold a state dict: a dict of
+ * tensors, bare or under "state_dict", "model", "state_dict_backbone" or
+ * "backbone" of a wrapping dict; a "module." on every name (DDP) is dropped.
+ * The pickle is read with an allow-list (collections.OrderedDict,
+ * torch._utils._rebuild_tensor_v2, torch._utils._rebuild_parameter, the
+ * torch.*Storage types): nothing is ever executed, and any other global
+ * (posix.system ...) or opcode is an error naming it and the byte where it
+ * is. Every size, offset and stride is checked against the file. Float,
+ * double, half and bfloat16 tensors read as FACET_DTYPE_FLOAT32, long as
+ * INT64, int, short and char as INT32, byte and bool as UINT8. The legacy
+ * format of PyTorch < 1.6 (a sequence of pickles, then the storages) is read
+ * too; compressed zip entries and the older tar format are refused. */
+typedef struct facet_pth facet_pth;
+
+FACET_API int facet_pth_init(facet_pth **out, const char *path);
+/* NULL is a no-op. */
+FACET_API int facet_pth_free(facet_pth *h);
+/* Tensors in the state dict, in the file's order. */
+FACET_API int facet_pth_count(const facet_pth *h, int64_t *count);
+/* The name of tensor `index`, NUL-ended, into dst (capacity bytes). */
+FACET_API int facet_pth_name(const facet_pth *h, int64_t index, char *dst, size_t capacity);
+/* The dtype facet reads it as, its number of dims and its sizes (up to
+ * FACET_MAX_DIMS); each output may be NULL. */
+FACET_API int facet_pth_info(const facet_pth *h, int64_t index, int *dtype, int *ndim, int64_t *sizes);
+/* Its elements, row-major and contiguous, into dst (capacity bytes, at least
+ * numel times the dtype's size). */
+FACET_API int facet_pth_read(const facet_pth *h, int64_t index, void *dst, size_t capacity);
+
 /* ---- images ------------------------------------------------------------------------
  * JPEG (libjpeg-turbo) and PNG (libpng) from memory; corrupt data is an error
  * carrying the decoder's message. Truncated data is corrupt: a JPEG whose

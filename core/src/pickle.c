@@ -3,7 +3,7 @@
  * the opcodes of plain data (None, bools, ints, byte and text strings,
  * lists, tuples, the memo; protocols 2 to 5) plus GLOBAL, REDUCE and BUILD,
  * which only look names up in the format's allow-list and hand the rest to
- * its hooks. The stream is read through a buffer with pread(); strings are
+ * its hooks; dicts, floats and persistent ids for the formats that take them. The stream is read through a buffer with pread(); strings are
  * skipped and remembered by their place in the file.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -20,8 +20,10 @@ enum { MAX_VALUES = 1 << 24, NAME_MAX_LEN = 128, BUF_BYTES = 1 << 16 };
 
 struct facet_pickle {
     const struct facet_pickle_format *format;
+    struct facet_pickle_extras extras;
     const char *fn, *path;
     int fd;
+    int64_t base;             /* where the pickle starts in the file */
     int64_t size, pos;
     int64_t op_at;            /* the opcode being run, for messages; -1 after STOP */
     uint8_t buf[BUF_BYTES];
@@ -56,7 +58,7 @@ static int get(struct facet_pickle *p, void *dst, int64_t n)
         if (p->pos < p->buf_at || p->pos >= p->buf_at + p->buf_len) {
             p->buf_at = p->pos;
             p->buf_len = p->size - p->pos < BUF_BYTES ? p->size - p->pos : BUF_BYTES;
-            int rc = facet_pread_full(p->fd, p->fn, p->path, p->buf, p->buf_len, p->buf_at);
+            int rc = facet_pread_full(p->fd, p->fn, p->path, p->buf, p->buf_len, p->base + p->buf_at);
             if (rc) return rc;
         }
         int64_t k = p->buf_at + p->buf_len - p->pos;
@@ -98,7 +100,7 @@ int facet_pickle_text(struct facet_pickle *p, const struct facet_pickle_value *v
 {
     if (v->len >= (int64_t)cap)
         return facet_pickle_fail(p, "a name of %lld bytes is longer than expected", (long long)v->len);
-    int rc = facet_pread_full(p->fd, p->fn, p->path, dst, v->len, v->off);
+    int rc = facet_pread_full(p->fd, p->fn, p->path, dst, v->len, p->base + v->off);
     dst[rc ? 0 : v->len] = '\0';
     return rc;
 }
@@ -106,7 +108,7 @@ int facet_pickle_text(struct facet_pickle *p, const struct facet_pickle_value *v
 const char *facet_pickle_kind_name(const struct facet_pickle *p, int kind)
 {
     static const char *names[] = { "a MARK", "None", "a bool", "an int", "bytes", "a str (text)", "a global",
-                                   "a list", "a tuple" };
+                                   "a list", "a tuple", "a dict", "a float" };
     _Static_assert(sizeof names / sizeof names[0] == FACET_PICKLE_USER, "a name for every kind");
     if (kind >= FACET_PICKLE_USER && kind - FACET_PICKLE_USER < p->format->nkinds)
         return p->format->kind_names[kind - FACET_PICKLE_USER];
@@ -186,6 +188,20 @@ static int make_seq(struct facet_pickle *p, int kind, int64_t first, int64_t n, 
     o->n = n;
     struct facet_pickle_value v = { kind, 0, 0, 0, o };
     *out = v;
+    return 0;
+}
+
+/* SETITEM(S): the n values from stack[first] (key, value, key, value ...) go into the dict */
+static int set_items(struct facet_pickle *p, struct facet_pickle_value *dict, int64_t first, int64_t n)
+{
+    if (dict->kind != FACET_PICKLE_DICT)
+        return facet_pickle_fail(p, "SETITEM on %s, not a dict", facet_pickle_kind_name(p, dict->kind));
+    if (n % 2) return facet_pickle_fail(p, "SETITEMS with a key and no value");
+    struct facet_pickle_obj *o = dict->obj;
+    int rc = grow(p, &o->items, &o->cap, o->n + n, "dict");
+    if (rc) return rc;
+    if (n) memcpy(o->items + o->n, p->stack + first, (size_t)n * sizeof *o->items);
+    o->n += n;
     return 0;
 }
 
@@ -303,7 +319,7 @@ static int op_build(struct facet_pickle *p)
     if (p->sp == 0 || p->stack[p->sp - 1].kind == FACET_PICKLE_MARK)
         return facet_pickle_fail(p, "BUILD with no object on the stack");
     struct facet_pickle_value *target = &p->stack[p->sp - 1];
-    if (target->kind < FACET_PICKLE_USER)
+    if (target->kind < FACET_PICKLE_USER && target->kind != FACET_PICKLE_DICT)
         return facet_pickle_fail(p, "BUILD on %s", facet_pickle_kind_name(p, target->kind));
     return p->format->build(p, target, &state);
 }
@@ -470,7 +486,54 @@ static int run(struct facet_pickle *p, struct facet_pickle_value *result)
         case 0x93: rc = op_stack_global(p); break;
         case 'R': rc = op_reduce(p); break;
         case 'b': rc = op_build(p); break;
+        case '}': /* EMPTY_DICT */
+            if (!p->extras.dicts) goto refused;
+            if (!(rc = make_seq(p, FACET_PICKLE_DICT, 0, 0, &v))) rc = push(p, v);
+            break;
+        case 'd': /* DICT: the keys and values above the mark */
+            if (!p->extras.dicts) goto refused;
+            if ((rc = find_mark(p, &first))) return rc;
+            if ((p->sp - first) % 2) return facet_pickle_fail(p, "DICT with a key and no value");
+            if ((rc = make_seq(p, FACET_PICKLE_DICT, first, p->sp - first, &v))) return rc;
+            p->sp = first - 1;
+            rc = push(p, v);
+            break;
+        case 's': /* SETITEM */
+            if (!p->extras.dicts) goto refused;
+            if (p->sp < 3) return facet_pickle_fail(p, "SETITEM with %lld values on the stack", (long long)p->sp);
+            for (int64_t k = p->sp - 2; k < p->sp; k++)
+                if (p->stack[k].kind == FACET_PICKLE_MARK) return facet_pickle_fail(p, "a MARK inside SETITEM");
+            if ((rc = set_items(p, &p->stack[p->sp - 3], p->sp - 2, 2))) return rc;
+            p->sp -= 2;
+            break;
+        case 'u': /* SETITEMS: the pairs above the mark go to the dict below it */
+            if (!p->extras.dicts) goto refused;
+            if ((rc = find_mark(p, &first))) return rc;
+            if (first < 2) return facet_pickle_fail(p, "SETITEMS with no dict below the MARK");
+            if ((rc = set_items(p, &p->stack[first - 2], first, p->sp - first))) return rc;
+            p->sp = first - 1;
+            break;
+        case 'G': { /* BINFLOAT: big-endian double */
+            if (!p->extras.dicts) goto refused;
+            uint8_t b[8];
+            if ((rc = get(p, b, 8))) return rc;
+            uint64_t bits = 0;
+            for (int i = 0; i < 8; i++) bits = bits << 8 | b[i];
+            v.num = (int64_t)bits;   /* the double's bits */
+            v.kind = FACET_PICKLE_FLOAT;
+            rc = push(p, v);
+            break;
+        }
+        case 'Q': { /* BINPERSID */
+            if (!p->extras.persistent) goto refused;
+            struct facet_pickle_value pid = { 0 };
+            if ((rc = pop(p, &pid))) return rc;
+            if ((rc = p->extras.persistent(p, &pid, &v))) return rc;
+            rc = push(p, v);
+            break;
+        }
         default:
+        refused:
             if (op >= 32 && op < 127)
                 return facet_pickle_fail(p, "unsupported pickle opcode '%c' (%s): %s holds %s", op, opcode_name(op),
                                          p->format->what, p->format->holds);
@@ -498,13 +561,25 @@ void facet_pickle_free(struct facet_pickle *p)
 int facet_pickle_parse(struct facet_pickle **out, struct facet_pickle_value *top, const struct facet_pickle_format *f,
                        int fd, int64_t size, const char *fn, const char *path)
 {
+    return facet_pickle_parse_range(out, top, f, NULL, fd, 0, size, fn, path);
+}
+
+void *facet_pickle_user(const struct facet_pickle *p) { return p->extras.user; }
+int64_t facet_pickle_end(const struct facet_pickle *p) { return p->pos; }
+
+int facet_pickle_parse_range(struct facet_pickle **out, struct facet_pickle_value *top,
+                             const struct facet_pickle_format *f, const struct facet_pickle_extras *x, int fd,
+                             int64_t base, int64_t size, const char *fn, const char *path)
+{
     *out = NULL;
     struct facet_pickle *p = calloc(1, sizeof *p);
     if (!p) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory reading %s", fn, path);
     p->format = f;
+    if (x) p->extras = *x;
     p->fn = fn;
     p->path = path;
     p->fd = fd;
+    p->base = base;
     p->size = size;
     int rc = run(p, top);
     if (rc) {

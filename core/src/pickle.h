@@ -8,7 +8,10 @@
  * allow-list, and REDUCE and BUILD on them only through the caller's hooks,
  * which describe the object in the tree: nothing in a file is ever imported,
  * called or executed. Every other opcode or global is an error naming the
- * byte where it occurs.
+ * byte where it occurs. A format may also take dicts and floats (EMPTY_DICT,
+ * DICT, SETITEM(S), BINFLOAT: PyTorch's state dicts) and persistent ids
+ * (BINPERSID, through its hook: PyTorch's storage records), and may read a
+ * pickle that lies inside a larger file (a .pth zip's data.pkl).
  */
 #ifndef FACET_PICKLE_H
 #define FACET_PICKLE_H
@@ -19,7 +22,8 @@
  * from FACET_PICKLE_USER on. */
 enum facet_pickle_kind {
     FACET_PICKLE_MARK, FACET_PICKLE_NONE, FACET_PICKLE_BOOL, FACET_PICKLE_INT, FACET_PICKLE_BYTES,
-    FACET_PICKLE_TEXT, FACET_PICKLE_GLOBAL, FACET_PICKLE_LIST, FACET_PICKLE_TUPLE, FACET_PICKLE_USER
+    FACET_PICKLE_TEXT, FACET_PICKLE_GLOBAL, FACET_PICKLE_LIST, FACET_PICKLE_TUPLE, FACET_PICKLE_DICT,
+    FACET_PICKLE_FLOAT, FACET_PICKLE_USER
 };
 
 struct facet_pickle_obj;
@@ -27,14 +31,14 @@ struct facet_pickle_obj;
  * tuples and a format's objects are shared (the memo refers to them). */
 struct facet_pickle_value {
     int kind;
-    int64_t num;                       /* bool, int, a global's id */
+    int64_t num;                       /* bool, int, a global's id; a float's bits (memcpy) */
     int64_t off, len;                  /* bytes, text */
-    struct facet_pickle_obj *obj;      /* list, tuple, a format's object */
+    struct facet_pickle_obj *obj;      /* list, tuple, dict, a format's object */
 };
 
 struct facet_pickle_obj {
     struct facet_pickle_obj *next;     /* every object of the tree, for freeing */
-    struct facet_pickle_value *items;  /* list, tuple */
+    struct facet_pickle_value *items;  /* list, tuple; a dict's keys and values, alternating */
     int64_t n, cap;
     void *ext;                         /* a format's object: its fields, zeroed */
 };
@@ -61,8 +65,16 @@ struct facet_pickle_format {
      * once the allow-list is not empty. */
     int (*reduce)(struct facet_pickle *p, const struct facet_pickle_value *callable,
                   const struct facet_pickle_obj *args, struct facet_pickle_value *out);
-    /* BUILD: gives target (a format's object, still on the stack) its state. */
+    /* BUILD: gives target (a format's object or a dict, still on the stack) its state. */
     int (*build)(struct facet_pickle *p, struct facet_pickle_value *target, const struct facet_pickle_value *state);
+};
+
+/* What a format takes beyond plain data (facet_pickle_parse_range). */
+struct facet_pickle_extras {
+    int dicts;                         /* 1: dicts and floats are data too */
+    /* BINPERSID: the object persistent id pid stands for (NULL: refused). */
+    int (*persistent)(struct facet_pickle *p, const struct facet_pickle_value *pid, struct facet_pickle_value *out);
+    void *user;                        /* for the hooks: facet_pickle_user() */
 };
 
 /* Parses the pickle in bytes [0, size) of fd. On success *top is its value
@@ -70,6 +82,16 @@ struct facet_pickle_format {
  * On failure the error names fn and path and *out is NULL. */
 int facet_pickle_parse(struct facet_pickle **out, struct facet_pickle_value *top, const struct facet_pickle_format *f,
                        int fd, int64_t size, const char *fn, const char *path);
+/* The same for a pickle in bytes [base, base + size) of fd, with the extras
+ * x (may be NULL); values' offsets are then relative to base
+ * (facet_pickle_text reads them). */
+int facet_pickle_parse_range(struct facet_pickle **out, struct facet_pickle_value *top,
+                             const struct facet_pickle_format *f, const struct facet_pickle_extras *x, int fd,
+                             int64_t base, int64_t size, const char *fn, const char *path);
+/* The extras' user pointer. */
+void *facet_pickle_user(const struct facet_pickle *p);
+/* After a parse: where the pickle ended (the byte after STOP, from base). */
+int64_t facet_pickle_end(const struct facet_pickle *p);
 void facet_pickle_free(struct facet_pickle *p);
 
 /* For hooks and for reading the tree. */

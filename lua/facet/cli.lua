@@ -224,6 +224,24 @@ local commands = {
     end,
   },
   {
+    name = "convert",
+    summary = "Convert weights between .pth (PyTorch), .safetensors and facet checkpoint directories.",
+    configure = function(cmd)
+      cmd:argument("input", "A .pth, a .safetensors file or a checkpoint directory.")
+      cmd:argument("output", "A .pth/.pt, a .safetensors file, or a directory ending in '/' (a checkpoint).")
+    end,
+    run = function(parsed)
+      load_facet()
+      local pth = require "facet.pth"
+      local w, from = pth.load_any(parsed.input, "convert")
+      local n = 0
+      for _ in pairs(w) do n = n + 1 end
+      local to = pth.save_any(w, parsed.output, "convert")
+      io.stdout:write(("%s (%s) -> %s (%s): %d tensors\n"):format(parsed.input, from, parsed.output, to, n))
+      return 0
+    end,
+  },
+  {
     name = "info",
     summary = "Describe a data or weights file: .rec (with its .idx), .bin, .npy, .safetensors, IDX.",
     configure = function(cmd)

@@ -61,6 +61,16 @@ local safetensors = require "facet.safetensors"
 facet.save_safetensors = safetensors.save
 facet.load_safetensors = safetensors.load
 
+--- facet.load(path) -> { name = tensor }: a .pth (PyTorch), a .safetensors
+-- file or a facet checkpoint directory; facet.save(model_or_state, path)
+-- writes the format the extension names (.pth, .pt, .safetensors, a
+-- directory). facet.load_pth / save_pth: PyTorch's format alone.
+local pth = require "facet.pth"
+facet.load = function(path) return (pth.load_any(path, "facet.load")) end
+facet.save = function(obj, path) return pth.save_any(obj, path, "facet.save") end
+facet.load_pth = pth.load
+facet.save_pth = pth.save
+
 local npy = require "facet.npy"
 facet.load_npy = npy.load
 facet.save_npy = npy.save

@@ -55,7 +55,8 @@ function M.save(obj, path, metadata)
     for k, v in pairs(metadata) do md[tostring(k)] = tostring(v) end
     header.__metadata__ = md
   end
-  local json = cjson.encode(header)
+  -- lua-cjson 2.1.0 encodes an empty table as {}: a scalar's shape must be []
+  local json = cjson.encode(header):gsub('"shape":{}', '"shape":[]')
   json = json .. (" "):rep((8 - #json % 8) % 8)     -- data starts 8-byte aligned
   local ok, err = sys.write_atomic(path, function(f)
     local len = ffi.new("uint64_t[1]", #json)

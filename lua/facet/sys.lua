@@ -16,7 +16,7 @@
 --   sys.fsync(file)             flushes a Lua file and fsyncs it (true, or nil, err)
 --   sys.write_atomic(path, data) writes path.tmp (a string, or a function(file) that writes),
 --                               fsyncs it and renames it over path (true, or nil, err)
---   sys.zlib()                  the zlib library (gzopen / gzread / gzwrite / gzclose)
+--   sys.zlib()                  the zlib library (gzopen / gzread / gzwrite / gzclose, crc32)
 -- Errors come back as nil and a message naming the path, as io.open's do.
 local ffi = require "ffi"
 local lfs = require "lfs"
@@ -41,6 +41,7 @@ ffi.cdef [[
   gzFile gzopen(const char *path, const char *mode);
   int gzread(gzFile file, void *buf, unsigned int len);
   int gzclose(gzFile file);
+  unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len);
 ]]
 local C = ffi.C
 

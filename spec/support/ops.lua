@@ -1140,8 +1140,9 @@ reg {
 O.excluded = {
   -- facet_eval_: CPU-only evaluation routines (core/src/eval.c, no CUDA path to compare), checked
   -- against NumPy in spec/eval_scale_spec.lua; facet_dist_: communication between processes,
-  -- specified by spec/dist_spec.lua under mpirun
-  prefixes = { "facet_recordio_", "facet_binfile_", "facet_image_", "facet_cuda_", "facet_eval_", "facet_dist_" },
+  -- specified by spec/dist_spec.lua under mpirun; facet_pth_: reading PyTorch checkpoints (IO)
+  prefixes = { "facet_recordio_", "facet_binfile_", "facet_image_", "facet_cuda_", "facet_eval_", "facet_dist_",
+    "facet_pth_" },
   names = {
     "facet_version", "facet_last_error", "facet_threads_set", "facet_threads_get", "facet_blas_info",
     "facet_blas_library",

@@ -1,6 +1,6 @@
 --- facet.models: face-recognition backbones built from facet.nn.
---   facet.models.iresnet{ depth = 50, se = false, emb = 512, size = 112, dropout = 0 }
---   facet.models.mobilefacenet{ emb = 512, size = 112 }
+--   facet.models.iresnet{ depth = 50 (18|34|50|100|200), se = false, emb = 512, size = 112, dropout = 0 }
+--   facet.models.mobilefacenet{ arch = "2018"|"mbf", emb = 512, size = 112 }
 --   facet.models.convnet{ in_channels = 1, size = 28, emb = 128 }
 --   facet.models.attentionnet_irse{ stages = { 1, 1, 1 }, se = true, emb = 512, size = 112, dropout = 0.4 }
 --   facet.models.build(name, opts): one of them by name (the command line's and
@@ -19,7 +19,7 @@ M.attentionnet_irse = require "facet.models.attentionnet"
 -- the options each backbone takes
 local OPTIONS = {
   iresnet = { "depth", "se", "emb", "size", "dropout" },
-  mobilefacenet = { "emb", "size" },
+  mobilefacenet = { "arch", "emb", "size" },
   convnet = { "in_channels", "size", "emb" },
   attentionnet_irse = { "stages", "se", "emb", "size", "dropout" },
 }

@@ -17,6 +17,7 @@ local function make(name, act)
       channels = channels or 1
       self.channels = channels
       self:register("slope", tensor.full({ channels }, init or 0.25), "norm")
+      self._keys = { slope = "weight" }      -- PyTorch's name in state_dict
     end
     return self
   end

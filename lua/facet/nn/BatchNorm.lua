@@ -159,6 +159,7 @@ local function make(name, dims)
     end
     self.running_mean, self.running_var = tensor.zeros({ n }), tensor.ones({ n })
     self._state = { "running_mean", "running_var" }
+    self.num_batches_tracked, self._counters = tensor.zeros({}, { dtype = "int64" }), { "num_batches_tracked" }
     return self
   end
   function cls:describe()

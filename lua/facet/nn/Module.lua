@@ -11,6 +11,15 @@
 -- freed by hand (m.weight:free()) makes forward and backward refuse with
 -- "Linear:forward: weight was freed" (never a crash). load_state is all or
 -- nothing: it checks every name, shape and dtype before it copies anything.
+-- Names: a container names its children (Sequential:add(m, "conv1"),
+-- m:name_children{...}), as PyTorch modules do, so state_dict keys read
+-- "layer1.0.bn1.running_mean"; a child named "" is transparent (its entries sit
+-- in the parent's namespace), and unnamed children keep their 1-based position
+-- ("3.weight"). A module may give a parameter a state name other than its field
+-- (self._keys: PReLU's slope is "weight"), and keep counters (self._counters:
+-- int64 scalars that stay on the CPU and that a training forward increments,
+-- BatchNorm's num_batches_tracked), saved with the state.
+local ffi = require "ffi"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
 local valid = require "facet.check"
@@ -101,6 +110,20 @@ function Module:forward(x)
   self:check_alive("forward")
   check_input(self, "forward", x, "the input")
   self.output = self:update_output(x)
+  if self.training and self._counters then
+    local ptrs = self._counter_ptrs or {}
+    self._counter_ptrs = ptrs
+    for _, k in ipairs(self._counters) do
+      local t, c = self[k], ptrs[k]
+      if not c or not rawequal(c.t, t) then
+        -- the int64 as two little-endian uint32 words: Lua numbers, nothing boxed per step
+        c = { t = t, p = ffi.cast("uint32_t *", t:data_ptr()) }
+        ptrs[k] = c
+      end
+      local p = c.p
+      if p[0] == 0xffffffff then p[0], p[1] = 0, p[1] + 1 else p[0] = p[0] + 1 end
+    end
+  end
   return self.output
 end
 
@@ -120,6 +143,45 @@ function Module:acc_grad_parameters() end
 --- Children (containers override).
 function Module:children() return self.modules or {} end
 
+--- The name of child i: the one it was given, or its 1-based position.
+function Module:child_name(i)
+  local n = self.names and self.names[i]
+  if n == nil then return tostring(i) end
+  return n
+end
+
+-- the prefix of child i's entries ("" names a transparent child)
+local function child_prefix(self, prefix, i)
+  local n = self:child_name(i)
+  if n == "" then return prefix end
+  return prefix .. n .. "."
+end
+
+--- Names the children in order (a string each; "" for a transparent child);
+-- returns self. Names must be unique among the children.
+function Module:name_children(list)
+  if type(list) ~= "table" then core.raise(("%s:name_children: want a list of strings, got %s"):format(self.__name,
+    valid.describe(list)), 2) end
+  local kids, seen = self:children(), {}
+  if #list > #kids then
+    core.raise(("%s:name_children: %d names for %d children"):format(self.__name, #list, #kids), 2)
+  end
+  for i, n in ipairs(list) do
+    if type(n) ~= "string" or n:find("%.") then
+      core.raise(("%s:name_children: name %d must be a string without '.', got %s"):format(self.__name, i,
+        valid.describe(n)), 2)
+    end
+    if n ~= "" and seen[n] then core.raise(("%s:name_children: the name %q is given twice"):format(self.__name, n), 2) end
+    seen[n] = true
+  end
+  self.names = {}
+  for i, n in ipairs(list) do self.names[i] = n end
+  return self
+end
+
+-- the state name of field `name` of module m
+local function key_of(m, name) return m._keys and m._keys[name] or name end
+
 --- Named parameters of the whole tree: { { name = "3.weight", param, grad, kind, module } ... }.
 -- This is the one parameter interface optimizers read; heads (facet.heads)
 -- implement it too, and an entry may add the deferred-gradient fields
@@ -128,10 +190,10 @@ function Module:named_parameters(prefix, out)
   out = out or {}
   prefix = prefix or ""
   for _, p in ipairs(self._params) do
-    out[#out + 1] = { name = prefix .. p.name, param = self[p.name], grad = self["grad_" .. p.name], kind = p.kind,
-      module = self }
+    out[#out + 1] = { name = prefix .. key_of(self, p.name), param = self[p.name], grad = self["grad_" .. p.name],
+      kind = p.kind, module = self }
   end
-  for i, m in ipairs(self:children()) do m:named_parameters(prefix .. i .. ".", out) end
+  for i, m in ipairs(self:children()) do m:named_parameters(child_prefix(self, prefix, i), out) end
   return out
 end
 
@@ -180,8 +242,9 @@ function Module:float() return self:to("cpu") end
 function Module:state_tensors(prefix, out)
   out = out or {}
   prefix = prefix or ""
-  for _, k in ipairs(self._state or {}) do out[prefix .. k] = self[k] end
-  for i, m in ipairs(self:children()) do m:state_tensors(prefix .. i .. ".", out) end
+  for _, k in ipairs(self._state or {}) do out[prefix .. key_of(self, k)] = self[k] end
+  for _, k in ipairs(self._counters or {}) do out[prefix .. key_of(self, k)] = self[k] end
+  for i, m in ipairs(self:children()) do m:state_tensors(child_prefix(self, prefix, i), out) end
   return out
 end
 
@@ -192,16 +255,102 @@ function Module:state_dict()
   return d
 end
 
+--- The leaf modules that hold parameters, state or counters, in the order
+-- of the tree (pre-order), each as { module =, prefix = } (prefix ends in "."
+-- unless empty).
+function Module:state_modules(prefix, out)
+  out = out or {}
+  prefix = prefix or ""
+  if #self._params > 0 or #(self._state or {}) > 0 or #(self._counters or {}) > 0 then
+    out[#out + 1] = { module = self, prefix = prefix }
+  end
+  for i, m in ipairs(self:children()) do m:state_modules(child_prefix(self, prefix, i), out) end
+  return out
+end
+
+-- a path of positions ("4.1.2") as a list of numbers, or nil
+local function positions(prefix)
+  local list = {}
+  for part in (prefix .. "."):gmatch("([^.]*)%.") do
+    local n = tonumber(part)
+    if not n or part ~= tostring(n) then return nil end
+    list[#list + 1] = n
+  end
+  return list
+end
+
+-- Old facet checkpoints named everything by position ("4.1.2.running_mean"),
+-- PReLU's slope "slope", and had no counters. Their modules come in the same
+-- order as the model's: the i-th module of the checkpoint (by its path of
+-- positions, which orders the tree) is the model's i-th module that holds
+-- state. Returns the dict under the model's names, or nil if dict is not one.
+local function from_positional(self, dict)
+  local groups, order = {}, {}
+  for name in pairs(dict) do
+    if type(name) ~= "string" then return nil end
+    local prefix, field = name:match("^(.-)%.?([^.]+)$")
+    local path = positions(prefix)
+    if not path or prefix == "" then return nil end
+    if not groups[prefix] then
+      groups[prefix] = { path = path, fields = {} }
+      order[#order + 1] = prefix
+    end
+    groups[prefix].fields[field] = dict[name]
+  end
+  table.sort(order, function(a, b)
+    local x, y = groups[a].path, groups[b].path
+    for i = 1, math.min(#x, #y) do if x[i] ~= y[i] then return x[i] < y[i] end end
+    return #x < #y
+  end)
+  local mods = self:state_modules()
+  if #mods ~= #order then return nil end
+  local out = {}
+  for i, e in ipairs(mods) do
+    local m, fields = e.module, groups[order[i]].fields
+    local own = {}
+    for _, p in ipairs(m._params) do own[#own + 1] = p.name end
+    for _, k in ipairs(m._state or {}) do own[#own + 1] = k end
+    for _, k in ipairs(own) do out[e.prefix .. key_of(m, k)] = fields[k] end
+    for _, k in ipairs(m._counters or {}) do out[e.prefix .. key_of(m, k)] = m[k] end
+    local n = 0
+    for _ in pairs(fields) do n = n + 1 end
+    if n ~= #own then return nil end
+  end
+  return out
+end
+
 -- nil, or what is wrong with dict as a state_dict of this model
+local check_names
 local function state_problem(self, dict)
   if type(dict) ~= "table" then return "load_state: want a table of tensors" end
   local mine = self:state_dict()
-  local names = {}
+  local bad = check_names(self, dict, mine)
+  if bad then
+    local mapped = from_positional(self, dict)
+    if mapped and not check_names(self, mapped, mine) then return nil, mine, mapped end
+  end
+  return bad, mine, dict
+end
+
+-- the names of the tree's counters
+local function counter_names(self)
+  local set = {}
+  for _, e in ipairs(self:state_modules()) do
+    for _, k in ipairs(e.module._counters or {}) do set[e.prefix .. key_of(e.module, k)] = true end
+  end
+  return set
+end
+
+-- nil, or the first difference between dict and the model's state mine; a
+-- counter the checkpoint lacks keeps the model's value (as PyTorch does)
+function check_names(self, dict, mine)
+  local names, counters = {}, counter_names(self)
   for name in pairs(mine) do names[#names + 1] = name end
   table.sort(names)
   for _, name in ipairs(names) do
     local t, src = mine[name], dict[name]
     if not tensor.is_tensor(t) or t:is_freed() then return ("load_state: the model's %s was freed"):format(name) end
+    if src == nil and counters[name] then src = t end
     if src == nil then return ("load_state: %s is missing from the checkpoint"):format(name) end
     if not tensor.is_tensor(src) then return ("load_state: %s is a %s in the checkpoint, not a tensor"):format(name, type(src)) end
     if src:is_freed() then return ("load_state: %s of the checkpoint was freed"):format(name) end
@@ -217,7 +366,7 @@ local function state_problem(self, dict)
   for name in pairs(dict) do
     if mine[name] == nil then return ("load_state: the checkpoint has %s, which the model does not"):format(tostring(name)) end
   end
-  return nil, mine
+  return nil
 end
 
 --- Checks a state_dict against the model without changing anything: every
@@ -228,12 +377,23 @@ function Module:check_state(dict)
 end
 
 --- Copies a state_dict (e.g. from facet.load_safetensors) into the model;
--- every name must match in both directions, with the same shape and dtype.
+-- every name must match in both directions, with the same shape and dtype
+-- (counters such as num_batches_tracked may be missing: they keep their value).
 -- All or nothing: everything is checked before the first copy.
+-- An older facet checkpoint with positional names is mapped to the model's
+-- names (a note on stderr says so). A path (.pth, .safetensors, a checkpoint
+-- directory) is read with facet.load first.
 function Module:load_state(dict)
-  local bad, mine = state_problem(self, dict)
+  if type(dict) == "string" then dict = require("facet.pth").load_any(dict, "load_state") end
+  local bad, mine, src = state_problem(self, dict)
   if bad then core.raise(bad, 2) end
-  for name, t in pairs(mine) do t:copy(dict[name]) end
+  if src ~= dict then
+    io.stderr:write("facet: load_state: the checkpoint names its tensors by position (an older facet); mapped to ",
+      "the model's names\n")
+  end
+  for name, t in pairs(mine) do
+    if src[name] ~= nil and not rawequal(t, src[name]) then t:copy(src[name]) end
+  end
   return self
 end
 
@@ -281,7 +441,7 @@ function Module:__tostring()
     local line = indent .. (label and ("(" .. label .. ") ") or "") .. m:describe()
     if own > 0 then line = line .. ("  [%d params]"):format(own) end
     lines[#lines + 1] = line
-    for i, c in ipairs(m:children()) do walk(c, indent .. "  ", tostring(i)) end
+    for i, c in ipairs(m:children()) do walk(c, indent .. "  ", m:child_name(i)) end
   end
   walk(self, "", nil)
   if #self:children() > 0 then lines[#lines + 1] = ("total: %d parameters"):format(self:count_parameters()) end

@@ -1,5 +1,7 @@
 --- facet.nn.Sequential: modules applied one after another. An error inside
 -- names the failing child: "In Sequential (3) Conv2d(64->128, 3x3, s2): ...".
+-- seq:add(m, name) names the child (its state_dict keys read "name.weight");
+-- unnamed children are named by their 1-based position.
 local Module = require "facet.nn.Module"
 local core = require "facet.core"
 local valid = require "facet.check"
@@ -22,9 +24,21 @@ function Sequential.new(...)
   return self
 end
 
-function Sequential:add(m)
+function Sequential:add(m, name)
   if type(m) ~= "table" or type(m.forward) ~= "function" then
     core.raise("Sequential:add: not a module, got " .. valid.describe(m), 2)
+  end
+  if name ~= nil then
+    if type(name) ~= "string" or name:find("%.") then
+      core.raise("Sequential:add: name must be a string without '.', got " .. valid.describe(name), 2)
+    end
+    for i = 1, #self.modules do
+      if name ~= "" and self:child_name(i) == name then
+        core.raise(("Sequential:add: a child is already named %q"):format(name), 2)
+      end
+    end
+    self.names = self.names or {}
+    self.names[#self.modules + 1] = name
   end
   self.modules[#self.modules + 1] = m
   return self
