@@ -22,11 +22,11 @@
  * (bench/conv.lua --slots 1 shows the other mode), so the recommended
  * workspace has one slot per thread (up to the batch size) while that fits
  * in CPU_SLOTS_BUDGET. Per-image work is independent except grad_weight,
- * which every image adds to: backward runs as one parallel region in which
- * each thread sums its images into its own copy of grad_weight (kept for the
- * process), added up in thread order at the end; one region instead of a few
- * per image is what keeps it fast beside other busy processes
- * (docs/threads.md). S is read off the workspace at each
+ * which every image adds to: backward runs as one parallel region over fixed
+ * chunks of images, each chunk summed into its own copy of grad_weight (kept
+ * for the process), added up in chunk order at the end; one region instead of
+ * a few per image, and chunks and images taken dynamically, are what keep it
+ * fast beside other busy processes (docs/threads.md). S is read off the workspace at each
  * call (never more than the thread count or the batch), so any workspace of
  * at least one slot works; facet_conv2d_workspace_size says how many slots
  * are worth having.
@@ -333,7 +333,8 @@ static int forward_cpu(const struct facet_conv_geom *g, float *out, const float 
     const int64_t slots = cpu_slots(g, ws_elems), slot = min_workspace(g, FACET_DEVICE_CPU);
     const int64_t xs = g->c * g->h * g->w, os = g->o * g->p;
     int failed = 0;
-    #pragma omp parallel for schedule(static) num_threads(slots) if (slots > 1) reduction(| : failed)
+    /* dynamic: a thread that runs takes the images of one waiting for a time slice */
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1) reduction(| : failed)
     for (int64_t n = 0; n < g->n; n++) {
         float *col = slot ? ws + omp_get_thread_num() * slot : NULL;
         failed |= forward_image(g, path, out + n * os, x + n * xs, w, b, col);
@@ -390,42 +391,51 @@ static int backward_image(const struct facet_conv_geom *g, int path, float *gx, 
     return rc;
 }
 
-/* Images in parallel, one per thread and slot, each GEMM on one thread.
- * Every image adds into grad_weight, so each thread sums its images into its
- * own copy and the copies are added at the end, in thread order (the result
- * does not depend on timing). The whole backward is one parallel region:
- * beside other busy processes every region waits for its slowest thread, and
- * the former scheme (per pair of images an im2col region, then GEMMs threaded
- * by OpenBLAS) had ~200 regions per step in a small convnet's second layer
- * (docs/threads.md). Returns -1 when the partial sums cannot be allocated. */
+/* Chunks of images per thread in the backward region: a thread that runs
+ * takes the chunks of one waiting for a time slice beside other busy
+ * processes, instead of waiting for it at the region's end. */
+enum { CHUNKS_PER_THREAD = 2 };
+
+/* Images in parallel, each GEMM on one thread. Every image adds into
+ * grad_weight, so the images are cut into fixed chunks, each summed into its
+ * own copy (chunk 0 straight into grad_weight), and the copies are added at
+ * the end in chunk order: threads take chunks as they come free, and the
+ * result does not depend on which thread took which. The whole backward is
+ * one parallel region: beside other busy processes every region waits for
+ * its slowest thread, and the former scheme (per pair of images an im2col
+ * region, then GEMMs threaded by OpenBLAS) had ~200 regions per step in a
+ * small convnet's second layer (docs/threads.md). Returns -1 when the
+ * partial sums cannot be allocated. */
 static int backward_one_region(const struct facet_conv_geom *g, int path, float *gx, float *gw, const float *gout,
                                const float *x, const float *w, float *ws, int64_t slots, int64_t slot)
 {
     const int64_t xs = g->c * g->h * g->w, os = g->o * g->p, wsz = g->o * g->k;
+    const int64_t chunks = slots * CHUNKS_PER_THREAD < g->n ? slots * CHUNKS_PER_THREAD : g->n;
     pthread_mutex_lock(&partial_lock);
-    float *part = gw ? partials((slots - 1) * wsz) : NULL;
-    if (gw && !part) {
+    float *part = gw && chunks > 1 ? partials((chunks - 1) * wsz) : NULL;
+    if (gw && chunks > 1 && !part) {
         pthread_mutex_unlock(&partial_lock);
         return -1;
     }
     int failed = 0;
     #pragma omp parallel num_threads(slots) reduction(| : failed)
     {
-        const int t = omp_get_thread_num();
-        float *col = slot ? ws + t * slot : NULL, *acc = NULL;
-        if (gw) {
-            acc = t ? part + (t - 1) * wsz : gw;
-            if (t) memset(acc, 0, (size_t)wsz * sizeof(float));
+        float *col = slot ? ws + omp_get_thread_num() * slot : NULL;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < chunks; c++) {
+            float *acc = NULL;
+            if (gw) {
+                acc = c ? part + (c - 1) * wsz : gw;
+                if (c) memset(acc, 0, (size_t)wsz * sizeof(float));
+            }
+            for (int64_t n = c * g->n / chunks; n < (c + 1) * g->n / chunks; n++)
+                failed |= backward_image(g, path, gx ? gx + n * xs : NULL, acc, gout + n * os, x + n * xs, w, col);
         }
-        #pragma omp for schedule(static)
-        for (int64_t n = 0; n < g->n; n++)
-            failed |= backward_image(g, path, gx ? gx + n * xs : NULL, acc, gout + n * os, x + n * xs, w, col);
-        if (gw) {
-            const int nt = omp_get_num_threads();
+        if (gw && chunks > 1) {
             #pragma omp for schedule(static)
             for (int64_t e = 0; e < wsz; e++) {
                 float s = gw[e];
-                for (int u = 1; u < nt; u++) s += part[(u - 1) * wsz + e];
+                for (int64_t u = 1; u < chunks; u++) s += part[(u - 1) * wsz + e];
                 gw[e] = s;
             }
         }
