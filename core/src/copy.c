@@ -21,6 +21,16 @@ static void copy_row(void *p, int64_t n, const int64_t off[3], const int64_t st[
         else for (int64_t i = 0; i < n; i++) d[i * st[0]] = s[i * st[1]];
         return;
     }
+    if (c->sdt == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(c->ddt)) {
+        const float *s = (const float *)c->src + off[1];
+        for (int64_t i = 0; i < n; i++) facet_store_half(c->dst, c->ddt, off[0] + i * st[0], s[i * st[1]]);
+        return;
+    }
+    if (c->ddt == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(c->sdt)) {
+        float *d = (float *)c->dst + off[0];
+        for (int64_t i = 0; i < n; i++) d[i * st[0]] = facet_load_half(c->src, c->sdt, off[1] + i * st[1]);
+        return;
+    }
     if (c->ddt == c->sdt) {
         /* raw element moves: going through double would round int64 > 2^53 */
         size_t es = facet_elsize(c->ddt);

@@ -114,10 +114,20 @@ end
 
 -- ---- options and shapes --------------------------------------------------------
 
+-- other names a dtype may be given by
+local DTYPE_ALIAS = { half = "float16", bf16 = "bfloat16" }
+local DTYPE_LIST = "float32, float16 (half), bfloat16 (bf16), int32, int64, uint8"
+-- the 16-bit floats: no Lua element type, read and written through float32
+local HALF = { float16 = true, bfloat16 = true }
+
+local function dtype_name(name)
+  return DTYPE_ALIAS[name] or name
+end
+
 local function dtype_code(name, level)
-  local v = DTYPES[name or "float32"]
+  local v = DTYPES[dtype_name(name or "float32")]
   if not v then
-    fail(("unknown dtype '%s' (float32, int32, int64, uint8)"):format(tostring(name)))
+    fail(("unknown dtype '%s' (%s)"):format(tostring(name), DTYPE_LIST))
   end
   return v
 end
@@ -364,9 +374,8 @@ function Tensor.to(t, a, b)
   local device, dtype = Tensor.device(t), Tensor.dtype(t)
   for _, v in ipairs { a, b } do
     if DEVICES[v] then device = v
-    elseif DTYPES[v] then dtype = v
-    elseif v ~= nil then fail(("unknown device or dtype '%s' (cpu, cuda; float32, int32, int64, uint8)"):format(
-      tostring(v))) end
+    elseif DTYPES[dtype_name(v)] then dtype = dtype_name(v)
+    elseif v ~= nil then fail(("unknown device or dtype '%s' (cpu, cuda; %s)"):format(tostring(v), DTYPE_LIST)) end
   end
   if device == Tensor.device(t) and dtype == Tensor.dtype(t) then return t end
   local out = new_empty(Tensor.shape(t), dtype, device, 2)
@@ -377,6 +386,8 @@ end
 function Tensor.cuda(t) return Tensor.to(t, "cuda") end
 function Tensor.cpu(t) return Tensor.to(t, "cpu") end
 function Tensor.float(t) return Tensor.to(t, "float32") end
+function Tensor.half(t) return Tensor.to(t, "float16") end
+function Tensor.bfloat16(t) return Tensor.to(t, "bfloat16") end
 function Tensor.int(t) return Tensor.to(t, "int32") end
 function Tensor.long(t) return Tensor.to(t, "int64") end
 function Tensor.byte(t) return Tensor.to(t, "uint8") end
@@ -437,6 +448,7 @@ end
 --- Nested Lua tables of the values.
 function Tensor.totable(t)
   local c = Tensor.to(Tensor.contiguous(t), "cpu")
+  if HALF[Tensor.dtype(c)] then c = Tensor.to(c, "float32") end     -- exact
   local shape, n = Tensor.shape(c), Tensor.numel(c)
   local p = Tensor.data_ptr(c)
   if #shape == 0 then return tonumber(p[0]) end
@@ -886,8 +898,10 @@ function M.tensor(data, opts)
   end
   if type(data) ~= "table" then core.raise("facet.tensor: want a (nested) table of numbers", 2) end
   local shape, flat = flatten_table(data, 1)
-  local dtype = opts.dtype or "float32"
-  local t = new_empty(shape, dtype, "cpu", 2)
+  local dtype = dtype_name(opts.dtype or "float32")
+  dtype_code(dtype, 2)
+  -- 16-bit floats: written as float32, then rounded (to nearest even) by the core
+  local t = new_empty(shape, HALF[dtype] and "float32" or dtype, "cpu", 2)
   -- integer dtypes take integers, in range (the rule of the C conversions,
   -- stricter only in that a fraction is an error rather than truncated)
   local range = INT_RANGE[dtype]
@@ -909,7 +923,7 @@ function M.tensor(data, opts)
   end
   local p = Tensor.data_ptr(t)
   for i = 1, #flat do p[i - 1] = flat[i] end
-  return Tensor.to(t, opts.device or "cpu")
+  return Tensor.to(t, opts.device or "cpu", dtype)
 end
 
 -- the global generator: a seed and a counter that advances with each draw
