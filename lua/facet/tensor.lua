@@ -289,8 +289,22 @@ end
 function Tensor.data_ptr(t)
   check(C.facet_tensor_data(handle(t), voidp_1))
   local ct = core.CTYPES[Tensor.dtype(t)]
-  if not ct then core.raise(("data_ptr: dtype %s has no Lua element type"):format(Tensor.dtype(t)), 2) end
+  if not ct then
+    core.raise(("data_ptr: dtype %s has no Lua element type (t:float() converts exactly; t:bits_ptr() gives the "
+      .. "raw 16-bit patterns)"):format(Tensor.dtype(t)), 2)
+  end
   return ffi.cast(ct .. " *", voidp_1[0])
+end
+
+--- For float16/bfloat16 tensors: a uint16_t pointer to the raw bit patterns
+-- (Lua has no 16-bit float type; data_ptr refuses them so that no caller
+-- writes numbers into bits by mistake). CPU tensors only.
+function Tensor.bits_ptr(t)
+  local dt = Tensor.dtype(t)
+  if not HALF[dt] then core.raise(("bits_ptr: wants a float16 or bfloat16 tensor, got %s"):format(dt), 2) end
+  if Tensor.device(t) ~= "cpu" then core.raise("bits_ptr: wants a CPU tensor (copy it with t:cpu())", 2) end
+  check(C.facet_tensor_data(handle(t), voidp_1))
+  return ffi.cast("uint16_t *", voidp_1[0])
 end
 
 function Tensor.free(t)
@@ -609,6 +623,9 @@ local function reduce(t, op, dim, keepdim, dtype, level)
       elseif keepdim then out_shape[#out_shape + 1] = 1 end
     end
   end
+  -- a reduction to one number keeps float32 precision (16-bit inputs
+  -- included); along a dim the result has the input's dtype
+  if dim == nil and dtype == nil then dtype = DTYPES.float32 end
   local out = empty_like(t, dtype, out_shape)
   check(C.facet_tensor_reduce(out.h, t.h, op, cdim, 1), level)
   return out
