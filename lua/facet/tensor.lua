@@ -916,9 +916,16 @@ function M.tensor(data, opts)
   if type(data) ~= "table" then core.raise("facet.tensor: want a (nested) table of numbers", 2) end
   local shape, flat = flatten_table(data, 1)
   local dtype = dtype_name(opts.dtype or "float32")
-  dtype_code(dtype, 2)
-  -- 16-bit floats: written as float32, then rounded (to nearest even) by the core
-  local t = new_empty(shape, HALF[dtype] and "float32" or dtype, "cpu", 2)
+  if HALF[dtype] then
+    -- 16-bit floats: each Lua number (a double) rounded once by the core
+    local t = new_empty({ #flat }, dtype, "cpu", 2)
+    for i = 1, #flat do
+      sizes_buf[0] = i - 1
+      check(C.facet_tensor_set(t.h, sizes_buf, flat[i]), 2)
+    end
+    return Tensor.to(Tensor.reshape(t, shape), opts.device or "cpu")
+  end
+  local t = new_empty(shape, dtype, "cpu", 2)
   -- integer dtypes take integers, in range (the rule of the C conversions,
   -- stricter only in that a fraction is an error rather than truncated)
   local range = INT_RANGE[dtype]
@@ -940,7 +947,7 @@ function M.tensor(data, opts)
   end
   local p = Tensor.data_ptr(t)
   for i = 1, #flat do p[i - 1] = flat[i] end
-  return Tensor.to(t, opts.device or "cpu", dtype)
+  return Tensor.to(t, opts.device or "cpu")
 end
 
 -- the global generator: a seed and a counter that advances with each draw
