@@ -280,3 +280,10 @@ int facet_cuda_event_wait(void *event)
 }
 
 void facet_cuda_event_free(void *event) { (void)event; }
+
+int facet_cuda_amp_unscale(void *const *ptrs, const int *dtypes, const int64_t *counts, int n, float inv_scale,
+                           int *found)
+{
+    (void)ptrs; (void)dtypes; (void)counts; (void)n; (void)inv_scale; (void)found;
+    return absent("facet_cuda_amp_unscale");
+}

@@ -229,6 +229,13 @@ FACET_HD void facet_store_half(void *p, int dtype, int64_t i, float v)
     ((uint16_t *)p)[i] = dtype == FACET_DTYPE_FLOAT16 ? facet_float_to_half(v) : facet_float_to_bf16(v);
 }
 
+/* NaN or +-inf: the exponent bits all set (exact whatever the compiler's
+ * floating-point flags; facet_amp_unscale's test). */
+FACET_HD int facet_nonfinite(float v)
+{
+    return ((uint32_t)facet_float_bits(v) & 0x7f800000u) == 0x7f800000u;
+}
+
 /* Row L2 normalisation: the scale applied to a row with squared norm ss. */
 FACET_HD float facet_l2_scale(float ss, float eps)
 {

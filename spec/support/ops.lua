@@ -360,6 +360,43 @@ reg {
   end,
 }
 
+reg {
+  name = "amp_unscale",
+  covers = { "facet_amp_unscale" },
+  strided = false,
+  alt = "one tensor at a time, the flags combined",
+  cases = {
+    { dtypes = { "float32", "float16", "bfloat16" }, scale = 65536 },
+    { dtypes = { "float32", "float32" }, scale = 1024, poison = { 2, 77, 1 / 0 } },
+    { dtypes = { "float16", "bfloat16", "float16" }, scale = 2 ^ 20, poison = { 3, 1000, 0 / 0 } },
+    { dtypes = { "bfloat16" }, scale = 0.5, poison = { 1, 5, -1 / 0 } },
+  },
+  run = function(c, ctx)
+    local grads = {}
+    for i, dt in ipairs(c.dtypes) do
+      grads[i] = ctx:randn({ 129, 30 + 7 * i }, 0, c.scale):to(dt)
+    end
+    if c.poison then grads[c.poison[1]]:view(-1)[c.poison[2]] = c.poison[3] end
+    local list = ffi.new("facet_tensor *[?]", #grads)
+    local found = ffi.new("int[1]")
+    local any = 0
+    if ctx.alt then
+      for _, g in ipairs(grads) do
+        list[0] = g.h
+        check(C.facet_amp_unscale(list, 1, 1 / c.scale, found))
+        any = math.max(any, found[0])
+      end
+    else
+      for i, g in ipairs(grads) do list[i - 1] = g.h end
+      check(C.facet_amp_unscale(list, #grads, 1 / c.scale, found))
+      any = found[0]
+    end
+    local r = { found = any }
+    for i, g in ipairs(grads) do r["grad" .. i] = g end
+    return r
+  end,
+}
+
 -- ---- reductions --------------------------------------------------------------------------
 
 local reduce_cases = {}
