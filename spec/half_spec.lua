@@ -162,6 +162,30 @@ describe("float16 and bfloat16 conversions", function()
   end)
 end)
 
+describe("float16 and bfloat16 creation", function()
+  H.it("rand and randn draw in float32 and round once; other dtypes are refused", function()
+    for _, dt in ipairs { "float16", "bfloat16" } do
+      local a = facet.randn({ 300 }, { seed = 5, dtype = dt, device = H.device })
+      local b = facet.randn({ 300 }, { seed = 5, device = H.device }):to(dt)
+      assert.are.equal(dt, a:dtype())
+      assert.are.same(values(b), values(a))
+      local u = facet.rand({ 50 }, { seed = 9, dtype = dt, low = -2, high = 2, device = H.device })
+      assert.are.same(values(facet.rand({ 50 }, { seed = 9, low = -2, high = 2, device = H.device }):to(dt)), values(u))
+    end
+    H.assert_error(function() facet.rand({ 2 }, { dtype = "int32" }) end, "rand", "float32, float16 or bfloat16")
+  end)
+
+  H.it("zeros, ones, full, arange, empty_like in 16-bit dtypes", function()
+    assert.are.same({ 0, 0 }, values(facet.zeros({ 2 }, { dtype = "half", device = H.device })))
+    assert.are.same({ 1, 1 }, values(facet.ones({ 2 }, { dtype = "bf16", device = H.device })))
+    assert.are.same({ 0, 0.5, 1, 1.5 }, values(facet.arange(0, 2, 0.5, { dtype = "float16", device = H.device })))
+    -- 257 is not a bfloat16 (8 significant bits): the tie rounds to even, 256
+    assert.are.same({ 256, 258 }, values(facet.arange(257, 259, 1, { dtype = "bfloat16", device = H.device })))
+    local e = facet.empty_like(facet.zeros({ 3 }, { dtype = "float16" }))
+    assert.are.equal("float16", e:dtype())
+  end)
+end)
+
 describe("float16 and bfloat16 compute", function()
   local exact = { "add", "sub", "mul", "div", "max", "min", "neg", "abs", "relu", "scale" }
   local near = { "exp", "sqrt", "tanh", "sigmoid" }

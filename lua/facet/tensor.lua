@@ -983,6 +983,11 @@ local function draw(sizes, opts, normal)
   for _, k in ipairs(normal and { "mean", "std" } or { "low", "high" }) do
     if opts[k] ~= nil and type(opts[k]) ~= "number" then fail(("%s must be a number, got %s"):format(k, describe(opts[k]))) end
   end
+  -- 16-bit floats: drawn in float32, then rounded once
+  local dtype = dtype_name(opts.dtype or "float32")
+  if dtype ~= "float32" and not HALF[dtype] then
+    fail(("dtype must be float32, float16 or bfloat16, got %s"):format(describe(opts.dtype)))
+  end
   local t = new_empty(sizes_of(sizes, 3), "float32", opts.device, 3)
   local seed, offset = opts.seed, opts.offset or 0
   if seed == nil then
@@ -994,6 +999,7 @@ local function draw(sizes, opts, normal)
   else
     check(C.facet_tensor_rand_uniform(t.h, seed, offset, opts.low or 0, opts.high or 1), 3)
   end
+  if HALF[dtype] then t = Tensor.to(t, dtype) end
   return t
 end
 
