@@ -87,6 +87,28 @@ static __global__ void copy_convert_kernel(void *dst, int dst_dtype, const void 
     }
 }
 
+/* the casts of mixed precision (weights to 16 bits, gradients back), without
+ * going through double: the same bits as the generic path */
+static __global__ void copy_f32_to_half_kernel(uint16_t *dst, int dst_dtype, const float *src, facet_nd nd,
+                                               int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[2];
+        nd_offsets<2>(nd, i, off);
+        facet_store_half(dst, dst_dtype, off[0], src[off[1]]);
+    }
+}
+
+static __global__ void copy_half_to_f32_kernel(float *dst, const uint16_t *src, int src_dtype, facet_nd nd,
+                                               int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[2];
+        nd_offsets<2>(nd, i, off);
+        dst[off[0]] = facet_load_half(src, src_dtype, off[1]);
+    }
+}
+
 extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int src_dtype,
                                   const struct facet_nd *nd)
 {
@@ -105,8 +127,15 @@ extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int
         if (!dtype_numeric(dst_dtype) || !dtype_numeric(src_dtype))
             return facet_fail(FACET_STATUS_ERR_ARG, "%s: no conversion from dtype %d to dtype %d", fn,
                               src_dtype, dst_dtype);
-        copy_convert_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd,
-                                                                         total);
+        if (src_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(dst_dtype))
+            copy_f32_to_half_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>((uint16_t *)dst, dst_dtype,
+                                                                                 (const float *)src, *nd, total);
+        else if (dst_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(src_dtype))
+            copy_half_to_f32_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>((float *)dst, (const uint16_t *)src,
+                                                                                 src_dtype, *nd, total);
+        else
+            copy_convert_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd,
+                                                                             total);
     }
     return check_launch(fn);
 }
