@@ -98,35 +98,31 @@ describe("float16 and bfloat16 conversions", function()
     assert_bits(got, want, n, inp, "float32 -> bfloat16")
   end)
 
-  H.it("every float16 widens to NumPy's float32 and rounds back to its own bits (NaN payloads included)", function()
-    local _, want = raw("f16_all_f32.u32", "uint32_t")
-    local h = facet.empty({ 65536 }, { dtype = "float16" })
-    local p = h:bits_ptr()
+  -- every pattern of dtype widened (checked by widened_ok(bits, float32 bits))
+  -- and rounded back to itself
+  local function every_pattern(dtype, widened_ok)
+    local t = facet.empty({ 65536 }, { dtype = dtype })
+    local p = t:bits_ptr()
     for i = 0, 65535 do p[i] = i end
-    local f = H.on(h):float():cpu()
+    local f = H.on(t):float():cpu()
     local fp = ffi.cast("const uint32_t *", f:data_ptr())
     for i = 0, 65535 do
-      if fp[i] ~= want[i] then error(("float16 %s: got %s, want %s"):format(hex(i), hex(fp[i], 8), hex(want[i], 8))) end
+      local ok, want = widened_ok(i, fp[i])
+      if not ok then error(("%s %s: widened to %s, want %s"):format(dtype, hex(i), hex(fp[i], 8), hex(want, 8))) end
     end
-    local back = bits_of(H.on(f):half())
+    local back = bits_of(H.on(f):to(dtype))
     for i = 0, 65535 do
-      if back[i] ~= i then error(("round trip of float16 %s gave %s"):format(hex(i), hex(back[i]))) end
+      if back[i] ~= i then error(("round trip of %s %s gave %s"):format(dtype, hex(i), hex(back[i]))) end
     end
+  end
+
+  H.it("every float16 widens to NumPy's float32 and rounds back to its own bits (NaN payloads included)", function()
+    local _, want = raw("f16_all_f32.u32", "uint32_t")
+    every_pattern("float16", function(i, got) return got == want[i], want[i] end)
   end)
 
   H.it("every bfloat16 widens exactly (its bits shifted up 16) and rounds back to itself", function()
-    local b = facet.empty({ 65536 }, { dtype = "bfloat16" })
-    local p = b:bits_ptr()
-    for i = 0, 65535 do p[i] = i end
-    local f = H.on(b):float():cpu()
-    local fp = ffi.cast("const uint32_t *", f:data_ptr())
-    for i = 0, 65535 do
-      assert(fp[i] == i * 65536, ("bfloat16 %s widened to %s"):format(hex(i), hex(fp[i], 8)))
-    end
-    local back = bits_of(H.on(f):bfloat16())
-    for i = 0, 65535 do
-      if back[i] ~= i then error(("round trip of bfloat16 %s gave %s"):format(hex(i), hex(back[i]))) end
-    end
+    every_pattern("bfloat16", function(i, got) return got == i * 65536, i * 65536 end)
   end)
 
   H.it("a double is rounded once, not through float32 (fill, facet.tensor, set)", function()

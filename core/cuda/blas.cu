@@ -49,12 +49,10 @@ static bool fits_int(int64_t v)
     return v >= 0 && v <= INT_MAX;
 }
 
-extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                                const float *a, int64_t lda, int64_t stride_a,
-                                const float *b, int64_t ldb, int64_t stride_b, float beta,
-                                float *c, int64_t ldc, int64_t stride_c, int64_t batch)
+/* every size and leading dimension as cuBLAS's int */
+static int check_ranges(const char *fn, int64_t m, int64_t n, int64_t k, int64_t batch, int64_t lda, int64_t ldb,
+                        int64_t ldc)
 {
-    const char *fn = "facet_cuda_sgemm";
     if (!fits_int(m) || !fits_int(n) || !fits_int(k) || !fits_int(batch) || !fits_int(lda) ||
         !fits_int(ldb) || !fits_int(ldc))
         return facet_fail(FACET_STATUS_ERR_ARG,
@@ -62,6 +60,17 @@ extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, 
                           "out of cuBLAS int range",
                           fn, (long long)m, (long long)n, (long long)k, (long long)batch, (long long)lda,
                           (long long)ldb, (long long)ldc);
+    return FACET_STATUS_OK;
+}
+
+extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                                const float *a, int64_t lda, int64_t stride_a,
+                                const float *b, int64_t ldb, int64_t stride_b, float beta,
+                                float *c, int64_t ldc, int64_t stride_c, int64_t batch)
+{
+    const char *fn = "facet_cuda_sgemm";
+    int rc = check_ranges(fn, m, n, k, batch, lda, ldb, ldc);
+    if (rc) return rc;
     if (m == 0 || n == 0 || batch == 0) return FACET_STATUS_OK;
 
     if (k == 0) {
@@ -71,7 +80,7 @@ extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, 
     }
 
     cublasHandle_t h;
-    int rc = get_handle(&h, fn);
+    rc = get_handle(&h, fn);
     if (rc) return rc;
     cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -107,19 +116,14 @@ extern "C" int facet_cuda_gemm_ex(int trans_a, int trans_b, int64_t m, int64_t n
     if (c_dtype != ab_dtype && c_dtype != FACET_DTYPE_FLOAT32)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: C must be %s or float32, got %s", fn,
                           facet_dtype_name(ab_dtype), facet_dtype_name(c_dtype));
-    if (!fits_int(m) || !fits_int(n) || !fits_int(k) || !fits_int(batch) || !fits_int(lda) ||
-        !fits_int(ldb) || !fits_int(ldc))
-        return facet_fail(FACET_STATUS_ERR_ARG,
-                          "%s: m=%lld n=%lld k=%lld batch=%lld lda=%lld ldb=%lld ldc=%lld "
-                          "out of cuBLAS int range",
-                          fn, (long long)m, (long long)n, (long long)k, (long long)batch, (long long)lda,
-                          (long long)ldb, (long long)ldc);
+    int rc = check_ranges(fn, m, n, k, batch, lda, ldb, ldc);
+    if (rc) return rc;
     if (m == 0 || n == 0 || batch == 0) return FACET_STATUS_OK;
     if (k == 0)     /* facet_tensor_matmul does C = beta C itself */
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: k is 0 (an empty product is the caller's case)", fn);
 
     cublasHandle_t h;
-    int rc = get_handle(&h, fn);
+    rc = get_handle(&h, fn);
     if (rc) return rc;
     cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;

@@ -88,24 +88,16 @@ static __global__ void copy_convert_kernel(void *dst, int dst_dtype, const void 
 }
 
 /* the casts of mixed precision (weights to 16 bits, gradients back), without
- * going through double: the same bits as the generic path */
-static __global__ void copy_f32_to_half_kernel(uint16_t *dst, int dst_dtype, const float *src, facet_nd nd,
-                                               int64_t total)
+ * going through double: the same bits as the generic path. One of the two
+ * dtypes is float32, the other float16 or bfloat16. */
+static __global__ void copy_half_kernel(void *dst, int dst_dtype, const void *src, int src_dtype, facet_nd nd,
+                                        int64_t total)
 {
     FACET_CUDA_FOR(i, total) {
         int64_t off[2];
         nd_offsets<2>(nd, i, off);
-        facet_store_half(dst, dst_dtype, off[0], src[off[1]]);
-    }
-}
-
-static __global__ void copy_half_to_f32_kernel(float *dst, const uint16_t *src, int src_dtype, facet_nd nd,
-                                               int64_t total)
-{
-    FACET_CUDA_FOR(i, total) {
-        int64_t off[2];
-        nd_offsets<2>(nd, i, off);
-        dst[off[0]] = facet_load_half(src, src_dtype, off[1]);
+        if (dst_dtype == FACET_DTYPE_FLOAT32) ((float *)dst)[off[0]] = facet_load_half(src, src_dtype, off[1]);
+        else facet_store_half(dst, dst_dtype, off[0], ((const float *)src)[off[1]]);
     }
 }
 
@@ -127,12 +119,9 @@ extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int
         if (!dtype_numeric(dst_dtype) || !dtype_numeric(src_dtype))
             return facet_fail(FACET_STATUS_ERR_ARG, "%s: no conversion from dtype %d to dtype %d", fn,
                               src_dtype, dst_dtype);
-        if (src_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(dst_dtype))
-            copy_f32_to_half_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>((uint16_t *)dst, dst_dtype,
-                                                                                 (const float *)src, *nd, total);
-        else if (dst_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(src_dtype))
-            copy_half_to_f32_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>((float *)dst, (const uint16_t *)src,
-                                                                                 src_dtype, *nd, total);
+        if ((src_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(dst_dtype)) ||
+            (dst_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(src_dtype)))
+            copy_half_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd, total);
         else
             copy_convert_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd,
                                                                              total);
@@ -189,23 +178,20 @@ static __global__ void unary_f32_kernel(float *out, const float *x, int op, floa
     }
 }
 
-static __global__ void unary_half_kernel(uint16_t *out, const uint16_t *x, int dtype, int op, float a, float b,
-                                         facet_nd nd, int64_t total)
+/* the dtypes other than float32: 16-bit floats through float32 (HALF), the
+ * integers through double */
+template <bool HALF>
+static __global__ void unary_other_kernel(void *out, const void *x, int dtype, int op, double a, double b,
+                                          facet_nd nd, int64_t total)
 {
     FACET_CUDA_FOR(i, total) {
         int64_t off[2];
         nd_offsets<2>(nd, i, off);
-        facet_store_half(out, dtype, off[0], facet_unary_f32(op, facet_load_half(x, dtype, off[1]), a, b));
-    }
-}
-
-static __global__ void unary_any_kernel(void *out, const void *x, int dtype, int op, double a, double b,
-                                        facet_nd nd, int64_t total)
-{
-    FACET_CUDA_FOR(i, total) {
-        int64_t off[2];
-        nd_offsets<2>(nd, i, off);
-        facet_store(out, dtype, off[0], facet_unary_f64(op, facet_load(x, dtype, off[1]), a, b));
+        if (HALF)
+            facet_store_half(out, dtype, off[0], facet_unary_f32(op, facet_load_half(x, dtype, off[1]), (float)a,
+                                                                 (float)b));
+        else
+            facet_store(out, dtype, off[0], facet_unary_f64(op, facet_load(x, dtype, off[1]), a, b));
     }
 }
 
@@ -221,10 +207,9 @@ extern "C" int facet_cuda_unary_nd(void *out, const void *x, int dtype, int op, 
         unary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x, op, (float)a,
                                                          (float)b, *nd, total);
     else if (facet_dtype_is_half(dtype))
-        unary_half_kernel<<<blocks, FACET_CUDA_THREADS>>>((uint16_t *)out, (const uint16_t *)x, dtype, op,
-                                                          (float)a, (float)b, *nd, total);
+        unary_other_kernel<true><<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, *nd, total);
     else
-        unary_any_kernel<<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, *nd, total);
+        unary_other_kernel<false><<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, *nd, total);
     return check_launch(fn);
 }
 
@@ -240,25 +225,19 @@ static __global__ void binary_f32_kernel(float *out, const float *x, const float
     }
 }
 
-static __global__ void binary_half_kernel(uint16_t *out, const uint16_t *x, const uint16_t *y, int dtype, int op,
-                                          facet_nd nd, int64_t total)
+template <bool HALF>
+static __global__ void binary_other_kernel(void *out, const void *x, const void *y, int dtype, int op,
+                                           facet_nd nd, int64_t total)
 {
     FACET_CUDA_FOR(i, total) {
         int64_t off[3];
         nd_offsets<3>(nd, i, off);
-        float v = facet_binary_f32(op, facet_load_half(x, dtype, off[1]), facet_load_half(y, dtype, off[2]));
-        facet_store_half(out, dtype, off[0], v);
-    }
-}
-
-static __global__ void binary_any_kernel(void *out, const void *x, const void *y, int dtype, int op,
-                                         facet_nd nd, int64_t total)
-{
-    FACET_CUDA_FOR(i, total) {
-        int64_t off[3];
-        nd_offsets<3>(nd, i, off);
-        double v = facet_binary_f64(op, facet_load(x, dtype, off[1]), facet_load(y, dtype, off[2]));
-        facet_store(out, dtype, off[0], v);
+        if (HALF)
+            facet_store_half(out, dtype, off[0], facet_binary_f32(op, facet_load_half(x, dtype, off[1]),
+                                                                  facet_load_half(y, dtype, off[2])));
+        else
+            facet_store(out, dtype, off[0], facet_binary_f64(op, facet_load(x, dtype, off[1]),
+                                                             facet_load(y, dtype, off[2])));
     }
 }
 
@@ -274,10 +253,9 @@ extern "C" int facet_cuda_binary_nd(void *out, const void *x, const void *y, int
         binary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x,
                                                           (const float *)y, op, *nd, total);
     else if (facet_dtype_is_half(dtype))
-        binary_half_kernel<<<blocks, FACET_CUDA_THREADS>>>((uint16_t *)out, (const uint16_t *)x,
-                                                           (const uint16_t *)y, dtype, op, *nd, total);
+        binary_other_kernel<true><<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, *nd, total);
     else
-        binary_any_kernel<<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, *nd, total);
+        binary_other_kernel<false><<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, *nd, total);
     return check_launch(fn);
 }
 

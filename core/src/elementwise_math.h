@@ -61,29 +61,7 @@ FACET_HD double facet_dadd_rn(double a, double b)
 /* a * b + c, rounded twice (never an FMA) */
 FACET_HD float facet_madd_rn(float a, float b, float c) { return facet_add_rn(facet_mul_rn(a, b), c); }
 
-/* The bits of a float and back, on either side. A union, not memcpy: the
- * vectoriser keeps it in registers. */
-FACET_HD int32_t facet_float_bits(float f)
-{
-#ifdef __CUDA_ARCH__
-    return __float_as_int(f);
-#else
-    union { float f; int32_t i; } u;
-    u.f = f;
-    return u.i;
-#endif
-}
-
-FACET_HD float facet_bits_float(int32_t i)
-{
-#ifdef __CUDA_ARCH__
-    return __int_as_float(i);
-#else
-    union { int32_t i; float f; } u;
-    u.i = i;
-    return u.f;
-#endif
-}
+/* facet_float_bits / facet_bits_float: half_math.h */
 
 FACET_HD float facet_unary_f32(int op, float x, float a, float b)
 {

@@ -29,27 +29,32 @@
 #endif
 #endif
 
-FACET_HD uint32_t facet_f32_bits_u(float f)
+/* The bits of a float and back, on either side. A union, not memcpy: the
+ * vectoriser keeps it in registers. */
+FACET_HD int32_t facet_float_bits(float f)
 {
 #ifdef __CUDA_ARCH__
-    return (uint32_t)__float_as_uint(f);
+    return __float_as_int(f);
 #else
-    union { float f; uint32_t u; } v;
-    v.f = f;
-    return v.u;
+    union { float f; int32_t i; } u;
+    u.f = f;
+    return u.i;
 #endif
 }
 
-FACET_HD float facet_u_bits_f32(uint32_t u)
+FACET_HD float facet_bits_float(int32_t i)
 {
 #ifdef __CUDA_ARCH__
-    return __uint_as_float(u);
+    return __int_as_float(i);
 #else
-    union { uint32_t u; float f; } v;
-    v.u = u;
-    return v.f;
+    union { int32_t i; float f; } u;
+    u.i = i;
+    return u.f;
 #endif
 }
+
+FACET_HD uint32_t facet_f32_bits_u(float f) { return (uint32_t)facet_float_bits(f); }
+FACET_HD float facet_u_bits_f32(uint32_t u) { return facet_bits_float((int32_t)u); }
 
 /* ---- float16 ------------------------------------------------------------------ */
 
