@@ -283,16 +283,11 @@ describe("float16 and bfloat16 compute", function()
     H.assert_error(function() return h + f end, "facet_tensor_binary", "dtypes differ", "float16", "float32")
     H.assert_error(function() h:matmul(f) end, "facet_tensor_matmul", "float16")
     H.assert_error(function() h:data_ptr() end, "data_ptr", "float16", "t:float()")
-    local ok, err = pcall(function() facet.nn.normalize(h) end)
-    if facet.nn.normalize then
-      assert.is_false(ok)
-      assert.is_truthy(tostring(err):find("float16", 1, true), tostring(err))
-    end
-    local conv = facet.nn.SpatialConvolution and H.module(facet.nn.SpatialConvolution(1, 1, 1, 1))
-    if conv then
-      local x = H.tensor({ { { { 1 } } } }, { dtype = "bfloat16" })
-      H.assert_error(function() conv:forward(x) end, "bfloat16")
-    end
+    H.assert_error(function() h:l2_normalize() end, "facet_tensor_l2_normalize", "float32", "float16")
+    local x = H.tensor({ { { { 1, 2 }, { 3, 4 } } } }):bfloat16()          -- 1 x 1 x 2 x 2
+    H.assert_error(function() H.module(facet.nn.Conv2d(1, 1, 1)):forward(x) end, "facet_conv2d", "must be float32", "bfloat16")
+    H.assert_error(function() H.module(facet.nn.PReLU(1)):forward(x) end, "facet_activation_forward", "bfloat16")
+    H.assert_error(function() H.module(facet.nn.ReLU()):forward(x) end, "facet_activation_forward", "bfloat16")
   end)
 end)
 
