@@ -219,6 +219,7 @@ local function evaluate(st)
     results[#results + 1] = { name = s.name, result = r }
     print(("  eval %-10s accuracy %.4f ± %.4f%s"):format(s.name, r.accuracy, r.std,
       st and (" (step %d)"):format(st.step) or ""))
+    for _, w in ipairs(r.warnings or {}) do io.stderr:write(("  warning: %s: %s\n"):format(s.name, w)) end
   end
   return out, results
 end

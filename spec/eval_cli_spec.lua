@@ -43,6 +43,27 @@ pickle.dump((bins, issame), open(sys.argv[1], "wb"), protocol=3)
     assert.are.equal(2, n)
   end)
 
+  it("says when a set's metrics are undefined (only same-identity pairs, as the shared small_lfw.bin)", function()
+    local ok = os.execute("env -u LD_PRELOAD /usr/bin/python3 -c 'import pickle' >/dev/null 2>&1")
+    if not (ok == 0 or ok == true) then pending("no /usr/bin/python3") return end
+    local py = [[
+import pickle, sys
+png = open("spec/fixtures/images/rgb_3x4.png", "rb").read()
+jpg = open("spec/fixtures/images/smooth_16x24.jpg", "rb").read()
+pickle.dump(([png, jpg] * 6, [True] * 6), open(sys.argv[1], "wb"), protocol=3)
+]]
+    F.write_file(dir .. "/same.py", py)
+    assert.truthy(sh(("env -u LD_PRELOAD /usr/bin/python3 %s/same.py %s/same.bin"):format(dir, dir)):find("rc=0", 1, true))
+    facet.manual_seed(3)
+    facet.save_safetensors(facet.models.convnet { in_channels = 3, size = 16, emb = 8 }, dir .. "/s.safetensors")
+    local out = sh(("luajit bin/facet eval %s/s.safetensors --model convnet --emb 8 --size 16 --bin %s/same.bin")
+      :format(dir, dir))
+    assert.truthy(out:find("rc=0", 1, true), out)
+    assert.truthy(out:find("same%.bin%s+6%s+undefined%s+%-%s+%-%s+%-"), out)
+    assert.truthy(out:find("warning: " .. dir .. "/same.bin: no different-identity pairs among the 6", 1, true), out)
+    assert.truthy(out:find("evaluating " .. dir .. "/same.bin: 6 pairs", 1, true), out)
+  end)
+
   it("fails clearly", function()
     local out = sh("luajit bin/facet eval /nonexistent --bin x.bin")
     assert.truthy(out:find("facet eval:", 1, true) and out:find("rc=1", 1, true), out)

@@ -15,6 +15,19 @@ local function pairs_of(cosines)
 end
 
 describe("facet.eval.verify", function()
+  it("marks the metrics undefined, with a warning, when a set has no different (or no same) pairs", function()
+    local a, b = pairs_of({ 0.9, 0.8, 0.7, 0.95 })
+    local r = facet.eval.verify(a, b, { true, true, true, true }, { folds = 2 })
+    assert.are.same({ roc = true, tar_at_far = true, accuracy = true }, r.undefined)
+    assert.are.equal(1, #r.warnings)
+    assert.truthy(r.warnings[1]:find("no different-identity pairs among the 4", 1, true), r.warnings[1])
+    local d = facet.eval.verify(a, b, { false, false, false, false }, { folds = 2 })
+    assert.truthy(d.warnings[1]:find("no same-identity pairs among the 4", 1, true), d.warnings[1])
+    local ok = facet.eval.verify(a, b, { true, false, true, false }, { folds = 2 })
+    assert.is_nil(ok.undefined)
+    assert.is_nil(ok.warnings)
+  end)
+
   -- squared distances 0.205 (same), 1.755 (diff), 0.405 (same), 0.605 (diff): off the 0.01 grid
   local cos = { 1 - 0.205 / 2, 1 - 1.755 / 2, 1 - 0.405 / 2, 1 - 0.605 / 2 }
   local same = { true, false, true, false }

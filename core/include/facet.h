@@ -571,6 +571,85 @@ FACET_API int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_ten
                     double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
                     int flags);
 
+/* ---- evaluation ---------------------------------------------------------------------
+ * Face identification and verification at benchmark scale (docs/eval.md).
+ * Embeddings are contiguous float32 CPU matrices, one row per image, already
+ * L2-normalised by the caller (a score is a dot product); labels are int64
+ * vectors (one per row; -1 never equals a probe's label: a distractor). Scores
+ * of a gallery or of all pairs come from blocked GEMMs into one buffer of at
+ * most `block` x `block` (all pairs) or probes x `block` (top-k) floats,
+ * allocated and freed inside the call. A NaN or infinite embedding or score is
+ * FACET_STATUS_ERR_NUMERIC naming its row. */
+
+/* Per probe i (P x d), the k highest scores probe_i . gallery_j over the
+ * gallery rows j (G x d) whose label differs from probe_labels[i] (every row
+ * when the labels are NULL), in one pass over the gallery:
+ *   top (P x k float32): those scores, highest first; -inf where fewer than k
+ *     rows qualify;
+ *   top_index (P x k int64, may be NULL): their rows, counted from 0 (-1 past
+ *     the end); equal scores come in row order;
+ *   genuine (P float32, may be NULL; needs labels): the highest score over the
+ *     rows of the probe's own label, -inf where it has none.
+ * A probe's rank (the number of other-label rows scoring strictly above its
+ * genuine score) is the count of its top entries above it, exact below k. */
+FACET_API int facet_eval_topk(facet_tensor *top, facet_tensor *top_index, facet_tensor *genuine, const facet_tensor *probe,
+                    const facet_tensor *gallery, const facet_tensor *probe_labels, const facet_tensor *gallery_labels,
+                    int64_t block);
+
+/* Scores of P pairs without forming them: out[p] = a[ia[p]] . b[ib[p]] (the
+ * products rounded to float32, summed in double, stored as float32). ia and
+ * ib are int32/int64 vectors counted from index_base, or NULL for p itself. */
+FACET_API int facet_eval_pair_scores(facet_tensor *out, const facet_tensor *a, const facet_tensor *b, const facet_tensor *ia,
+                           const facet_tensor *ib, int index_base);
+
+/* An exact ROC over n_genuine + n_impostor scores announced up front, fed in
+ * any order and any number of calls: it keeps every genuine score and the
+ * keep = min(n_impostor, floor(max_far * n_impostor) + 1) highest impostor
+ * scores (a running top-k; memory 2 * keep floats), which is what every
+ * TAR at FAR <= max_far needs. max_far in (0, 1]. */
+typedef struct facet_eval_roc facet_eval_roc;
+FACET_API int facet_eval_roc_init(facet_eval_roc **out, int64_t n_genuine, int64_t n_impostor, double max_far);
+/* NULL is a no-op. */
+FACET_API int facet_eval_roc_free(facet_eval_roc *roc);
+/* n scores (float32 vector) with same (uint8 vector, nonzero: genuine). More
+ * scores of a kind than announced is an error, and nothing is added. */
+FACET_API int facet_eval_roc_add(facet_eval_roc *roc, const facet_tensor *scores, const facet_tensor *same);
+/* Every pair of rows (i < j) of a (N x d, labels la) when b is NULL, else
+ * every pair (row of a, row of b) (labels lb); a pair is genuine when its
+ * labels are equal (la, lb NULL: all impostors). Tiles of block x block. */
+FACET_API int facet_eval_roc_add_all(facet_eval_roc *roc, const facet_tensor *a, const facet_tensor *la,
+                           const facet_tensor *b, const facet_tensor *lb, int64_t block);
+/* Scores added so far, of each kind. */
+FACET_API int facet_eval_roc_counts(const facet_eval_roc *roc, int64_t *genuine, int64_t *impostor);
+/* Once every announced score is in: for each far[i] (in (0, max_far]) the
+ * largest TAR at an ROC point (every distinct score a threshold, accepting
+ * scores >= it) whose FAR = FP / n_impostor is <= far[i]. threshold[i] (may
+ * be NULL) receives the impostor score t the accepted ones lie strictly above
+ * (+inf when no impostor may be accepted). */
+FACET_API int facet_eval_roc_tar(facet_eval_roc *roc, int64_t n, const double *far, double *tar, double *threshold);
+/* The ROC's points (0, 0) first, then one per distinct score, highest first,
+ * down to FAR = max_far (all of them when max_far is 1): every point when
+ * there are at most capacity of them, else those where FP has grown by 2%
+ * (and the last); *n receives the count. fpr, tpr, threshold: capacity
+ * doubles each (threshold may be NULL); capacity >= 2. */
+FACET_API int facet_eval_roc_curve(facet_eval_roc *roc, int64_t capacity, double *fpr, double *tpr, double *threshold,
+                         int64_t *n);
+
+/* k-fold verification accuracy of P pairs from their cosines (float32) and
+ * same (uint8): contiguous folds, the first P mod folds one pair larger; per
+ * fold the threshold is chosen on the other folds and applied to it.
+ * INSIGHTFACE: distance max(0, 2 - 2 cos) < t, t in 0, 0.01, ..., 3.99, best
+ * accuracy. FACEXZOO: cos > t, t = min + (max - min) i / 1000 (i = 1..1000)
+ * over the other folds' cosines, best TPR - FPR. Ties go to the smallest t.
+ * accuracy, threshold: folds doubles each; 2 <= folds <= P. */
+enum facet_eval_protocol {
+    FACET_EVAL_PROTOCOL_INSIGHTFACE = 0,
+    FACET_EVAL_PROTOCOL_FACEXZOO = 1,
+    FACET_EVAL_PROTOCOL_COUNT = 2
+};
+FACET_API int facet_eval_kfold(double *accuracy, double *threshold, const facet_tensor *cosines, const facet_tensor *same,
+                     int folds, int protocol);
+
 /* ---- data formats ----------------------------------------------------------------
  * Face datasets in the files InsightFace publishes. Readers keep the file open
  * and read with pread(): a handle does not change after open, so reads from

@@ -232,6 +232,96 @@ static void hostile_checks(void)
     facet_tensor_free(t);
 }
 
+/* eval.c: argument checks, and small cases by hand (the specs check the
+ * large ones against NumPy) */
+static facet_tensor *make_values(int dtype, int64_t n, const double *v)
+{
+    facet_tensor *t = make(dtype, 1, n, 1);
+    for (int64_t i = 0; t && i < n; i++) facet_tensor_set(t, &i, v[i]);
+    return t;
+}
+
+static void test_eval(void)
+{
+    /* the ROC: 2 genuine, 4 impostor scores, max FAR 0.5 keeps 3 impostors */
+    facet_eval_roc *r = NULL;
+    check_error(facet_eval_roc_init(&r, 2, 4, 0.0), "facet_eval_roc_init", "max_far", "eval: max_far 0");
+    check_error(facet_eval_roc_init(&r, -1, 4, 0.5), "facet_eval_roc_init", ">= 0", "eval: negative count");
+    check(facet_eval_roc_init(&r, 2, 4, 0.5) == 0 && r != NULL, "eval: roc_init");
+    const double sv[6] = { 0.9, 0.8, 0.1, 0.5, 0.6, 0.3 }, mv[6] = { 1, 0, 0, 1, 0, 0 };
+    facet_tensor *s = make_values(FACET_DTYPE_FLOAT32, 6, sv), *m = make_values(FACET_DTYPE_UINT8, 6, mv);
+    double far[2] = { 0.25, 0.5 }, tar[2] = { -1, -1 }, thr[2];
+    check_error(facet_eval_roc_tar(r, 2, far, tar, thr), "facet_eval_roc_tar", "0 of 2 genuine",
+                "eval: tar before every score is in");
+    check(facet_eval_roc_add(r, s, m) == 0, "eval: roc_add");
+    check_error(facet_eval_roc_add(r, s, m), "facet_eval_roc_add", "announced", "eval: more scores than announced");
+    int64_t ng = -1, ni = -1;
+    check(facet_eval_roc_counts(r, &ng, &ni) == 0 && ng == 2 && ni == 4, "eval: counts unchanged by the failed add");
+    /* FAR 0.25: one false accept, above the 2nd impostor 0.6: 0.9 only; FAR 0.5: above 0.3: both */
+    check(facet_eval_roc_tar(r, 2, far, tar, thr) == 0 && tar[0] == 0.5 && tar[1] == 1.0 && thr[0] == (float)0.6,
+          "eval: TAR at FAR by hand");
+    double big = 0.75;
+    check_error(facet_eval_roc_tar(r, 1, &big, tar, NULL), "facet_eval_roc_tar", "max_far", "eval: far above max_far");
+    double fpr[8], tpr[8];
+    int64_t n = 0;
+    /* (0,0) at +inf, then 0.9 (genuine), 0.8, 0.6 (impostors), 0.5 (genuine); 0.3, the lowest kept
+     * impostor, and below: FP unknown past max_far */
+    const double wf[5] = { 0, 0, 0.25, 0.5, 0.5 }, wt[5] = { 0, 0.5, 0.5, 0.5, 1 };
+    int same_curve = facet_eval_roc_curve(r, 8, fpr, tpr, NULL, &n) == 0 && n == 5;
+    for (int k = 0; same_curve && k < 5; k++) same_curve = fpr[k] == wf[k] && tpr[k] == wt[k];
+    check(same_curve, "eval: ROC points by hand");
+    check_error(facet_eval_roc_curve(r, 1, fpr, tpr, NULL, &n), "facet_eval_roc_curve", "capacity", "eval: capacity 1");
+    facet_eval_roc_free(r);
+    facet_tensor_free(s);
+    facet_tensor_free(m);
+    check(facet_eval_roc_free(NULL) == 0, "eval: roc_free(NULL)");
+
+    /* a running top-k that compacts: 100 impostors i/100 in a scrambled order, max FAR 0.05
+     * keeps 6; FAR 0.05 accepts above the 6th highest (0.94) */
+    check(facet_eval_roc_init(&r, 3, 100, 0.05) == 0, "eval: roc_init 100");
+    double v[103], f[103];
+    for (int i = 0; i < 100; i++) { v[i] = ((i * 37) % 100) / 100.0; f[i] = 0; }
+    v[100] = 0.95; v[101] = 0.945; v[102] = 0.5;
+    f[100] = f[101] = f[102] = 1;
+    s = make_values(FACET_DTYPE_FLOAT32, 103, v);
+    m = make_values(FACET_DTYPE_UINT8, 103, f);
+    double f5 = 0.05, t5 = 0;
+    check(facet_eval_roc_add(r, s, m) == 0 && facet_eval_roc_tar(r, 1, &f5, &t5, NULL) == 0 && t5 == 2.0 / 3.0,
+          "eval: the running top-k keeps what FAR 0.05 needs");
+    facet_eval_roc_free(r);
+    facet_tensor_free(s);
+    facet_tensor_free(m);
+
+    /* top-k: probe (1, 0) of label 1 against rows (0.6, 0.8) [1], (1, 0) [2], (0, 1) [1] */
+    const double pv[2] = { 1, 0 }, gv[6] = { 0.6, 0.8, 1, 0, 0, 1 }, pl[1] = { 1 }, gl[3] = { 1, 2, 1 };
+    facet_tensor *p = make(FACET_DTYPE_FLOAT32, 2, 1, 2), *g = make(FACET_DTYPE_FLOAT32, 2, 3, 2);
+    for (int64_t i = 0; i < 2; i++) { int64_t ix[2] = { 0, i }; facet_tensor_set(p, ix, pv[i]); }
+    for (int64_t i = 0; i < 6; i++) { int64_t ix[2] = { i / 2, i % 2 }; facet_tensor_set(g, ix, gv[i]); }
+    facet_tensor *ptl = make_values(FACET_DTYPE_INT64, 1, pl), *gtl = make_values(FACET_DTYPE_INT64, 3, gl);
+    facet_tensor *top = make(FACET_DTYPE_FLOAT32, 2, 1, 2), *idx = make(FACET_DTYPE_INT64, 2, 1, 2);
+    facet_tensor *gen = make(FACET_DTYPE_FLOAT32, 1, 1, 1);
+    check_error(facet_eval_topk(top, idx, gen, p, g, ptl, gtl, 0), "facet_eval_topk", "block", "eval: block 0");
+    check_error(facet_eval_topk(top, idx, gen, p, g, ptl, NULL, 2), "facet_eval_topk", "both", "eval: one label list");
+    check_error(facet_eval_topk(top, idx, gen, p, p, NULL, NULL, 2), "facet_eval_topk", "genuine", "eval: genuine without labels");
+    check(facet_eval_topk(top, idx, gen, p, g, ptl, gtl, 2) == 0, "eval: topk");
+    const float *tp = NULL, *gp = NULL;
+    const int64_t *ip = NULL;
+    facet_tensor_data(top, (void **)&tp);
+    facet_tensor_data(idx, (void **)&ip);
+    facet_tensor_data(gen, (void **)&gp);
+    check(tp[0] == 1.0f && isinf(tp[1]) && ip[0] == 1 && ip[1] == -1 && fabsf(gp[0] - 0.6f) < 1e-7f,
+          "eval: topk by hand (one impostor, then -inf; the best genuine)");
+    facet_tensor *out = make(FACET_DTYPE_FLOAT32, 1, 2, 1);
+    const double bad[2] = { 0, 3 };
+    facet_tensor *ib = make_values(FACET_DTYPE_INT64, 2, bad);
+    check_error(facet_eval_pair_scores(out, g, g, ib, ib, 0), "facet_eval_pair_scores", "ia[1] = 3",
+                "eval: pair index out of range");
+    double acc[2], th[2];
+    check_error(facet_eval_kfold(acc, th, out, ib, 2, 0), "facet_eval_kfold", "uint8", "eval: kfold same dtype");
+    facet_tensor *tensors[] = { p, g, ptl, gtl, top, idx, gen, out, ib };
+    for (size_t i = 0; i < sizeof tensors / sizeof *tensors; i++) facet_tensor_free(tensors[i]);
+}
+
 int main(int argc, char **argv)
 {
     const char *counts = argc == 3 && !strcmp(argv[1], "--counts") ? argv[2] : NULL;
@@ -344,6 +434,7 @@ int main(int argc, char **argv)
     test_upsample_gather();
     test_pool_outputs_holding();
     test_random_math();
+    test_eval();
 
     /* threads and versions */
     check_error(facet_threads_set(0), "facet_threads_set", "0 threads", "threads: zero");

@@ -188,10 +188,14 @@ local commands = {
   },
   {
     name = "eval",
-    summary = "Verification accuracy of a checkpoint on InsightFace .bin sets (lfw.bin, cfp_fp.bin, ...).",
+    summary = "Verification accuracy of a checkpoint on InsightFace .bin sets (lfw.bin, cfp_fp.bin, ...), IJB-B/C, MegaFace.",
     configure = function(cmd)
-      cmd:argument("checkpoint", "Checkpoint directory (holds 'latest') or a model .safetensors file.")
+      cmd:argument("checkpoint", "Checkpoint directory (holds 'latest') or a model .safetensors file."):args("?")
       cmd:option("--bin", "A verification .bin file (repeat for several)."):count("*"):args(1)
+      cmd:option("--ijb", "IJB-B or IJB-C folder holding meta/: 1:1 template verification (docs/eval.md).")
+      cmd:option("--features", "For --ijb: per-image features .npy (N x d, or N x 2d [image | mirror]) in the face list's order.")
+      cmd:option("--images", "For --ijb with a checkpoint: folder of aligned crops named as in the face list.")
+      cmd:option("--megaface", "Folder holding probes.npy, probe_labels.npy, distractors.npy: MegaFace identification and TAR@FAR=1e-6.")
       cmd:option("--model", "Backbone: iresnet, mobilefacenet, convnet or attentionnet_irse.", "iresnet")
       cmd:option("--depth", "IResNet depth (default 50)."):convert(check.flag("--depth", { integer = true, min = 1 }))
       cmd:option("--se", "IR-SE units."):args(0)
@@ -256,12 +260,13 @@ local commands = {
 }
 M.commands = commands
 
---- The `eval` command: builds the backbone, loads the weights, prints one table.
-function M.evaluate(facet, o)
-  if #o.bin == 0 then error("give at least one --bin FILE", 0) end
+--- The backbone of o.model (o.emb, o.size, o.depth, o.se) with the weights of
+-- o.checkpoint (a checkpoint directory or a model .safetensors; a head's
+-- tensors are left out). Returns the model and the build options.
+function M.load_model(facet, o)
   local opts = { emb = tonumber(o.emb), size = tonumber(o.size), depth = o.depth and tonumber(o.depth),
     se = o.se ~= nil or nil }
-  if o.model == "convnet" then opts.in_channels = 3 end      -- .bin sets hold colour images
+  if o.model == "convnet" then opts.in_channels = 3 end      -- face sets hold colour images
   local model = facet.models.build(o.model, opts)
   if o.checkpoint:match("%.safetensors$") then
     local w = facet.load_safetensors(o.checkpoint)
@@ -270,15 +275,80 @@ function M.evaluate(facet, o)
   else
     facet.load_checkpoint(o.checkpoint, model)
   end
+  return model, opts
+end
+
+--- The `eval` command: builds the backbone, loads the weights, prints one table.
+function M.evaluate(facet, o)
+  if o.megaface then return M.evaluate_megaface(facet, o.megaface) end
+  if o.ijb and o.features then
+    -- InsightFace's img_feats: [image | mirror]; --no-flip keeps the image's half (ijb_11.py's use_flip_test off)
+    local f = facet.load_npy(o.features)
+    if f:dim() ~= 2 or f:size(2) % 2 ~= 0 then
+      error(("--features: want N x 2d features [image | mirror], got shape %s"):format(table.concat(f:shape(), "x")), 0)
+    end
+    if o.no_flip then return M.evaluate_ijb(facet, o, f:narrow(2, 1, f:size(2) / 2):contiguous(), false) end
+    return M.evaluate_ijb(facet, o, f, true)
+  end
+  if #o.bin == 0 and not o.ijb then error("give at least one --bin FILE, --ijb DIR or --megaface DIR", 0) end
+  if not o.checkpoint then error("give a checkpoint (or --ijb DIR --features FILE.npy, or --megaface DIR)", 0) end
+  local model, opts = M.load_model(facet, o)
+  if o.ijb then
+    if not o.images then error("--ijb with a checkpoint needs --images DIR (aligned crops) or use --features FILE.npy", 0) end
+    local meta = facet.eval.ijb.read(o.ijb)
+    local paths = {}
+    for i, name in ipairs(meta.names) do paths[i] = o.images .. "/" .. name end
+    return M.evaluate_ijb(facet, o, facet.eval.features(model, paths, { size = { opts.size, opts.size },
+      flip = not o.no_flip }), false)
+  end
   io.stdout:write(("%-24s %8s %10s %8s %12s %12s\n"):format("set", "pairs", "accuracy", "std", "TAR@FAR=1e-3",
     "TAR@FAR=1e-4"))
   for _, path in ipairs(o.bin) do
     local set = facet.data.load_bin(path, { size = { opts.size, opts.size } })
+    io.stderr:write(("evaluating %s: %d pairs ...\n"):format(path, set.pairs))
     local r = facet.eval.verify_set(model, set, { flip = not o.no_flip, protocol = o.protocol })
     local function tar(f) return r.tar_at_far[f] and ("%.4f"):format(r.tar_at_far[f]) or "-" end
-    io.stdout:write(("%-24s %8d %10.4f %8.4f %12s %12s\n"):format(path:match("[^/]*$"), set.pairs, r.accuracy, r.std,
+    local undef = r.undefined or {}
+    io.stdout:write(("%-24s %8d %10s %8s %12s %12s\n"):format(path:match("[^/]*$"), set.pairs,
+      undef.accuracy and "undefined" or ("%.4f"):format(r.accuracy), undef.accuracy and "-" or ("%.4f"):format(r.std),
       tar(1e-3), tar(1e-4)))
+    for _, w in ipairs(r.warnings or {}) do io.stderr:write(("warning: %s: %s\n"):format(path, w)) end
   end
+end
+
+--- `eval --ijb DIR`: TAR at FAR 1e-6 ... 1e-1 over the template pairs.
+function M.evaluate_ijb(facet, o, features, flip)
+  local r = facet.eval.ijb.evaluate(o.ijb, features, { flip = flip })
+  io.stdout:write(("%s: %d images, %d templates, %d pairs (%d genuine)\n"):format(r.target, r.images, r.templates,
+    r.pairs, r.genuine))
+  io.stdout:write("FAR      TAR\n")
+  for _, far in ipairs(facet.eval.ijb.FARS) do
+    io.stdout:write(("%-8g %s\n"):format(far, r.tar_at_far[far] and ("%.4f"):format(r.tar_at_far[far]) or "-"))
+  end
+  -- 1:N when the gallery and probe lists are there
+  if facet.sys.exists(("%s/meta/%s_1N_probe_mixed.csv"):format(o.ijb, r.target)) then
+    local n = facet.eval.ijb.identify(o.ijb, features, { flip = flip })
+    local c = n.closed.cmc
+    io.stdout:write(("1:N, %d probes, galleries of %d and %d: rank-1 %.4f rank-5 %s rank-10 %s\n"):format(n.probes,
+      n.gallery[1], n.gallery[2], c[1], c[5] and ("%.4f"):format(c[5]) or "-", c[10] and ("%.4f"):format(c[10]) or "-"))
+    for k = 1, 2 do
+      local t = n.open[k].tpir_at_fpir
+      io.stdout:write(("gallery %d: TPIR@FPIR=0.01 %s  TPIR@FPIR=0.1 %s\n"):format(k,
+        t[1e-2] and ("%.4f"):format(t[1e-2]) or "-", t[1e-1] and ("%.4f"):format(t[1e-1]) or "-"))
+    end
+  end
+end
+
+--- `eval --megaface DIR`: rank-1 / CMC and TAR at FAR 1e-6 from embedding files.
+function M.evaluate_megaface(facet, dir)
+  local probes = facet.load_npy(dir .. "/probes.npy")
+  local labels = facet.load_npy(dir .. "/probe_labels.npy")
+  local distractors = facet.load_npy(dir .. "/distractors.npy")
+  local id = facet.eval.identify(probes, labels, distractors, nil, { positives = probes })
+  local v = facet.eval.verify_all(probes, labels, { distractors = distractors, fars = { 1e-6 } })
+  io.stdout:write(("megaface: %d probes, %d distractors, %d trials\n"):format(probes:size(1), distractors:size(1), id.trials))
+  io.stdout:write(("rank-1 %.4f  rank-10 %.4f  TAR@FAR=1e-6 %s\n"):format(id.rank1, id.cmc[10] or id.cmc[#id.cmc],
+    v.tar_at_far[1e-6] and ("%.4f"):format(v.tar_at_far[1e-6]) or "- (fewer than 10^6 impostor pairs)"))
 end
 
 --- Prints what a file holds (the `info` command).

@@ -1229,7 +1229,9 @@ reg {
 -- handles and metadata, file formats and image codecs (IO). Everything else
 -- in facet.h must be in one entry's covers.
 O.excluded = {
-  prefixes = { "facet_recordio_", "facet_binfile_", "facet_image_", "facet_cuda_" },
+  -- facet_eval_: CPU-only evaluation routines (core/src/eval.c, no CUDA path to compare), checked
+  -- against NumPy in spec/eval_scale_spec.lua
+  prefixes = { "facet_recordio_", "facet_binfile_", "facet_image_", "facet_cuda_", "facet_eval_" },
   names = {
     "facet_version", "facet_last_error", "facet_threads_set", "facet_threads_get", "facet_blas_info",
     "facet_blas_library",

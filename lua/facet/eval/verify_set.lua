@@ -2,12 +2,17 @@
 -- Verifies a model on a set from facet.data.load_bin (images 2P x C x H x W,
 -- pair p = images 2p-1 and 2p): embeds the images, then runs the protocol.
 -- opts: flip (true), batch_size, device ("cpu"), and verify's protocol / folds
--- (folds default to min(10, P)). The set's images and pair indices are moved
--- to the device once per set and device, so evaluating every N steps copies nothing.
+-- (folds default to min(10, P)). The set's images are moved to the device
+-- once per set and device, so evaluating every N steps copies nothing; the
+-- pair cosines come from the embeddings and index lists in C (no per-pair
+-- embedding tensors), then facet.eval.verify's protocol runs on them.
 local tensor = require "facet.tensor"
 local check = require "facet.check"
 local embed = require "facet.eval.embed"
-local verify = require "facet.eval.verify"
+local roc = require "facet.eval.roc"
+local C = require("facet.core").C
+
+local DEFAULT_FARS = { 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6 }
 
 local cache = setmetatable({}, { __mode = "k" }) -- set -> device -> { images, i1, i2 }
 
@@ -19,8 +24,8 @@ local function on_device(set, device)
     for p = 1, set.pairs do i1[p], i2[p] = 2 * p - 1, 2 * p end
     per[device] = {
       images = set.images:to(device),
-      i1 = tensor.tensor(i1, { dtype = "int32", device = device }),
-      i2 = tensor.tensor(i2, { dtype = "int32", device = device }),
+      i1 = tensor.tensor(i1, { dtype = "int32" }),      -- on the CPU: the pair scores are computed there
+      i2 = tensor.tensor(i2, { dtype = "int32" }),
     }
   end
   return per[device]
@@ -49,6 +54,15 @@ return function(model, set, opts)
   check.list(NAME, "fars", opts.fars, { gt = 0, max = 1, min_len = 1, optional = true })
   local d = on_device(set, device)
   local e = embed(model, d.images, { flip = flip, batch_size = opts.batch_size })
-  return verify(e:index_select(d.i1), e:index_select(d.i2), set.issame,
-    { protocol = opts.protocol, folds = opts.folds or math.min(10, set.pairs), fars = opts.fars })
+  -- pair cosines from the index lists (no per-pair embedding tensors)
+  local u = e:to("cpu"):contiguous()
+  local cos = tensor.empty { set.pairs }
+  roc.ccheck(NAME, C.facet_eval_pair_scores(cos.h, u.h, u.h, d.i1.h, d.i2.h, 1))
+  local same, n_same = roc.flags(NAME, "set.issame", set.issame, set.pairs)
+  local folds = check.integer(NAME, "folds", opts.folds or math.min(10, set.pairs), { min = 2, max = set.pairs })
+  local res = roc.verify_cosines(NAME, cos, same, n_same, opts.protocol or "insightface", folds,
+    opts.fars or DEFAULT_FARS, 20001)
+  cos:free()
+  same:free()
+  return res
 end

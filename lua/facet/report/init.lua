@@ -163,6 +163,9 @@ local function duration(t)
   return ("%.1f s"):format(t)
 end
 
+-- whether a verify.json entry marks metric undefined (no impostor or genuine pairs)
+local function undefined(v, metric) return type(v.undefined) == "table" and v.undefined[metric] == true end
+
 local function name_of(v) return (type(v) == "string" or type(v) == "number") and tostring(v) or nil end
 
 function M.write(dirs, out)
@@ -218,7 +221,7 @@ function M.write(dirs, out)
   for _, r in ipairs(runs) do
     local by_curve = {}
     for _, v in ipairs(r.verify or {}) do
-      if v.roc then
+      if v.roc and not undefined(v, "roc") then
         local key = table.concat(v.roc.fpr, ",") .. ";" .. table.concat(v.roc.tpr, ",")
         local label = r.name .. " " .. (name_of(v.name) or "")
         if by_curve[key] then
@@ -231,8 +234,16 @@ function M.write(dirs, out)
     end
   end
   if #roc > 0 then
+    -- the FAR axis reaches down to the lowest decade a curve has a point in (IJB, MegaFace: 1e-6), 1e-9 at most
+    local low = 1e-4
+    for _, sr in ipairs(roc) do
+      for _, f in ipairs(sr.x) do
+        if type(f) == "number" and f > 0 and f < low then low = f end
+      end
+    end
+    low = math.max(1e-9, 10 ^ math.floor(math.log10(low) + 1e-9))
     plots.roc = svg.plot { title = "ROC", xlabel = "false accept rate", ylabel = "true accept rate", series = roc,
-      logx = true, ylim = { 0, 1 }, xlim = { 1e-4, 1 } }
+      logx = true, ylim = { 0, 1 }, xlim = { low, 1 } }
   end
   local cmc = {}
   for _, r in ipairs(runs) do
@@ -273,10 +284,21 @@ function M.write(dirs, out)
         esc(k == 1 and r.name or ""), k == 1 and f4(last.step, "", "%.0f") or "",
         k == 1 and f4(last.loss, "") or "", k == 1 and f4(last.lr, "", "%.4g") or "",
         k == 1 and f4(last.images_per_s, "", "%.0f") or "", k == 1 and duration(last.time) or "",
-        esc(name_of(v.name) or "-"), f4(v.accuracy, "-"), f4(v.std, "-"), f4(tar, "-"))
+        esc(name_of(v.name) or "-"), undefined(v, "accuracy") and "undefined" or f4(v.accuracy, "-"),
+        undefined(v, "accuracy") and "-" or f4(v.std, "-"), f4(tar, "-"))
     end
   end
   h[#h + 1] = "</table>"
+  for _, r in ipairs(runs) do
+    for _, v in ipairs(r.verify or {}) do
+      if type(v.warnings) == "table" then
+        for _, w in ipairs(v.warnings) do
+          h[#h + 1] = ('<p class="warning">warning: %s %s: %s</p>'):format(esc(r.name), esc(name_of(v.name) or ""),
+            esc(tostring(w)))
+        end
+      end
+    end
+  end
   local idrows = {}
   for _, r in ipairs(runs) do
     for _, v in ipairs(r.identify or {}) do
@@ -368,8 +390,9 @@ function M.save_verify(dir, results)
     local fpr, tpr, n = {}, {}, #r.result.roc.fpr
     local step = math.max(1, math.floor(n / 400))
     for i = 1, n, step do fpr[#fpr + 1], tpr[#tpr + 1] = r.result.roc.fpr[i], r.result.roc.tpr[i] end
+    local warnings = r.result.warnings and setmetatable({ unpack(r.result.warnings) }, cjson.array_mt) or nil
     list[#list + 1] = { name = r.name, accuracy = r.result.accuracy, std = r.result.std, tar_at_far = tar,
-      roc = { fpr = fpr, tpr = tpr } }
+      roc = { fpr = fpr, tpr = tpr }, undefined = r.result.undefined, warnings = warnings }
   end
   write_json(fn, dir .. "/verify.json", setmetatable(list, cjson.array_mt))
 end
