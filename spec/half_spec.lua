@@ -87,6 +87,19 @@ describe("float16 and bfloat16 conversions", function()
     local got, keep = bits_of(H.on(x):half())
     assert.are.equal("float16", keep:dtype())
     assert_bits(got, want, n, inp, "float32 -> float16")
+    -- a strided view (the CPU's scalar path; the contiguous one may use F16C)
+    local half_n = math.floor(n / 2)
+    local even = H.on(x):narrow(1, 1, 2 * half_n):view(half_n, 2):select(2, 1)
+    assert.is_false(even:is_contiguous())
+    local dst = H.on(facet.empty({ half_n, 2 }, { dtype = "float16" })):select(2, 1)
+    dst:copy(even)
+    local g2 = bits_of(dst)
+    for i = 0, half_n - 1 do
+      if g2[i] ~= want[2 * i] then
+        error(("strided float32 -> float16: input %s gave %s, want %s"):format(hex(inp[2 * i], 8), hex(g2[i]),
+          hex(want[2 * i])))
+      end
+    end
   end)
 
   H.it("float32 -> bfloat16 equals the round-to-nearest-even reference (2.36M patterns)", function()
@@ -106,9 +119,15 @@ describe("float16 and bfloat16 conversions", function()
     for i = 0, 65535 do p[i] = i end
     local f = H.on(t):float():cpu()
     local fp = ffi.cast("const uint32_t *", f:data_ptr())
+    -- and into a strided float32 view (the CPU's scalar path; the contiguous one may use F16C)
+    local strided = H.on(facet.empty({ 65536, 2 })):select(2, 2)
+    strided:copy(H.on(t))
+    local sc = strided:cpu():contiguous()
+    local sp = ffi.cast("const uint32_t *", sc:data_ptr())
     for i = 0, 65535 do
       local ok, want = widened_ok(i, fp[i])
       if not ok then error(("%s %s: widened to %s, want %s"):format(dtype, hex(i), hex(fp[i], 8), hex(want, 8))) end
+      assert(sp[i] == fp[i], ("%s %s: strided widening gave %s"):format(dtype, hex(i), hex(sp[i], 8)))
     end
     local back = bits_of(H.on(f):to(dtype))
     for i = 0, 65535 do
