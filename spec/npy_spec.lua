@@ -401,7 +401,7 @@ describe("load_npy refuses", function()
     { "nine dims", "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1, 1, 1, 1, 1, 1, 1)}",
       "9 dims, at most 8" },
     { "a unicode string dtype", "{'descr': '<U5', 'fortran_order': False, 'shape': (1,)}", "'<U5'" },
-    { "a float16 dtype", "{'descr': '<f2', 'fortran_order': False, 'shape': (1,)}", "float16" },
+    { "a big-endian float16", "{'descr': '>f2', 'fortran_order': False, 'shape': (1,)}", "big%-endian dtype '>f2'" },
     { "a bool dtype", "{'descr': '|b1', 'fortran_order': False, 'shape': (1,)}", "bool" },
     { "a big-endian int64", "{'descr': '>i8', 'fortran_order': False, 'shape': (1,)}", "big%-endian dtype '>i8'" },
     { "a structured dtype", "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,)}", "structured" },

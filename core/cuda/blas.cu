@@ -5,7 +5,9 @@
  * the operands swap places, m and n swap, and the transpose flags and
  * leading dimensions pass through unchanged. One cuBLAS handle serves the
  * process; it is created on first use under a mutex and bound to the
- * default stream, like every other kernel of the backend. k == 0 is done
+ * default stream, like every other kernel of the backend. facet_cuda_gemm_ex
+ * does the same for float16/bfloat16 operands with float32 accumulation
+ * (cublasGemmStridedBatchedEx, CUBLAS_COMPUTE_32F). k == 0 is done
  * here (C = beta C), since cuBLAS would reject the degenerate leading
  * dimensions callers may pass for an empty inner dimension.
  */
@@ -47,12 +49,10 @@ static bool fits_int(int64_t v)
     return v >= 0 && v <= INT_MAX;
 }
 
-extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                                const float *a, int64_t lda, int64_t stride_a,
-                                const float *b, int64_t ldb, int64_t stride_b, float beta,
-                                float *c, int64_t ldc, int64_t stride_c, int64_t batch)
+/* every size and leading dimension as cuBLAS's int */
+static int check_ranges(const char *fn, int64_t m, int64_t n, int64_t k, int64_t batch, int64_t lda, int64_t ldb,
+                        int64_t ldc)
 {
-    const char *fn = "facet_cuda_sgemm";
     if (!fits_int(m) || !fits_int(n) || !fits_int(k) || !fits_int(batch) || !fits_int(lda) ||
         !fits_int(ldb) || !fits_int(ldc))
         return facet_fail(FACET_STATUS_ERR_ARG,
@@ -60,6 +60,17 @@ extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, 
                           "out of cuBLAS int range",
                           fn, (long long)m, (long long)n, (long long)k, (long long)batch, (long long)lda,
                           (long long)ldb, (long long)ldc);
+    return FACET_STATUS_OK;
+}
+
+extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                                const float *a, int64_t lda, int64_t stride_a,
+                                const float *b, int64_t ldb, int64_t stride_b, float beta,
+                                float *c, int64_t ldc, int64_t stride_c, int64_t batch)
+{
+    const char *fn = "facet_cuda_sgemm";
+    int rc = check_ranges(fn, m, n, k, batch, lda, ldb, ldc);
+    if (rc) return rc;
     if (m == 0 || n == 0 || batch == 0) return FACET_STATUS_OK;
 
     if (k == 0) {
@@ -69,7 +80,7 @@ extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, 
     }
 
     cublasHandle_t h;
-    int rc = get_handle(&h, fn);
+    rc = get_handle(&h, fn);
     if (rc) return rc;
     cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -77,6 +88,51 @@ extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, 
                                                  b, (int)ldb, (long long)stride_b,
                                                  a, (int)lda, (long long)stride_a, &beta,
                                                  c, (int)ldc, (long long)stride_c, (int)batch);
+    rc = check_cublas(s, fn);
+    if (rc) return rc;
+    return check_launch(fn);
+}
+
+static cudaDataType_t cuda_type(int dtype)
+{
+    switch (dtype) {
+    case FACET_DTYPE_FLOAT16: return CUDA_R_16F;
+    case FACET_DTYPE_BFLOAT16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+    }
+}
+
+/* float16/bfloat16 A and B, C of their dtype or float32, float32 accumulation
+ * (CUBLAS_COMPUTE_32F: tensor cores, no reduced-precision sums). */
+extern "C" int facet_cuda_gemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                                  int ab_dtype, const void *a, int64_t lda, int64_t stride_a, const void *b,
+                                  int64_t ldb, int64_t stride_b, float beta, int c_dtype, void *c, int64_t ldc,
+                                  int64_t stride_c, int64_t batch)
+{
+    const char *fn = "facet_cuda_gemm_ex";
+    if (ab_dtype != FACET_DTYPE_FLOAT16 && ab_dtype != FACET_DTYPE_BFLOAT16)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: A and B must be float16 or bfloat16, got %s", fn,
+                          facet_dtype_name(ab_dtype));
+    if (c_dtype != ab_dtype && c_dtype != FACET_DTYPE_FLOAT32)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: C must be %s or float32, got %s", fn,
+                          facet_dtype_name(ab_dtype), facet_dtype_name(c_dtype));
+    int rc = check_ranges(fn, m, n, k, batch, lda, ldb, ldc);
+    if (rc) return rc;
+    if (m == 0 || n == 0 || batch == 0) return FACET_STATUS_OK;
+    if (k == 0)     /* facet_tensor_matmul does C = beta C itself */
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: k is 0 (an empty product is the caller's case)", fn);
+
+    cublasHandle_t h;
+    rc = get_handle(&h, fn);
+    if (rc) return rc;
+    cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cudaDataType_t tab = cuda_type(ab_dtype), tc = cuda_type(c_dtype);
+    cublasStatus_t s = cublasGemmStridedBatchedEx(h, op_b, op_a, (int)n, (int)m, (int)k, &alpha,
+                                                  b, tab, (int)ldb, (long long)stride_b,
+                                                  a, tab, (int)lda, (long long)stride_a, &beta,
+                                                  c, tc, (int)ldc, (long long)stride_c, (int)batch,
+                                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     rc = check_cublas(s, fn);
     if (rc) return rc;
     return check_launch(fn);

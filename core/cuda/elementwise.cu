@@ -4,8 +4,10 @@
  * arange and axpy. The walk descriptor is passed by value; each thread turns
  * its linear index (row-major over nd.sizes) into one element offset per
  * operand, with stride 0 where an operand is broadcast. float32 work uses the
- * float formulas of elementwise_math.h; the other dtypes go through double
- * with facet_load/facet_store, exactly as the CPU loops do. Copies between
+ * float formulas of elementwise_math.h, and so do float16/bfloat16 (widened,
+ * computed in float, rounded once by half_math.h's integer code, the CPU's);
+ * the integer dtypes go through double with facet_load/facet_store, exactly
+ * as the CPU loops do. Copies between
  * equal dtypes move raw bits, so int64 values beyond 2^53 survive.
  */
 #include "cuda_common.cuh"
@@ -51,11 +53,10 @@ static size_t dtype_bytes(int dtype)
     }
 }
 
-/* Plain numeric dtypes, the ones facet_load/facet_store understand. */
+/* The dtypes facet_load/facet_store understand: all of them. */
 static bool dtype_numeric(int dtype)
 {
-    return dtype == FACET_DTYPE_FLOAT32 || dtype == FACET_DTYPE_INT32 ||
-           dtype == FACET_DTYPE_INT64 || dtype == FACET_DTYPE_UINT8;
+    return dtype >= 0 && dtype < FACET_DTYPE_COUNT && dtype_bytes(dtype) > 0;
 }
 
 /* ---- copy ------------------------------------------------------------------ */
@@ -86,6 +87,20 @@ static __global__ void copy_convert_kernel(void *dst, int dst_dtype, const void 
     }
 }
 
+/* the casts of mixed precision (weights to 16 bits, gradients back), without
+ * going through double: the same bits as the generic path. One of the two
+ * dtypes is float32, the other float16 or bfloat16. */
+static __global__ void copy_half_kernel(void *dst, int dst_dtype, const void *src, int src_dtype, facet_nd nd,
+                                        int64_t total)
+{
+    FACET_CUDA_FOR(i, total) {
+        int64_t off[2];
+        nd_offsets<2>(nd, i, off);
+        if (dst_dtype == FACET_DTYPE_FLOAT32) ((float *)dst)[off[0]] = facet_load_half(src, src_dtype, off[1]);
+        else facet_store_half(dst, dst_dtype, off[0], ((const float *)src)[off[1]]);
+    }
+}
+
 extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int src_dtype,
                                   const struct facet_nd *nd)
 {
@@ -104,8 +119,12 @@ extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int
         if (!dtype_numeric(dst_dtype) || !dtype_numeric(src_dtype))
             return facet_fail(FACET_STATUS_ERR_ARG, "%s: no conversion from dtype %d to dtype %d", fn,
                               src_dtype, dst_dtype);
-        copy_convert_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd,
-                                                                         total);
+        if ((src_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(dst_dtype)) ||
+            (dst_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(src_dtype)))
+            copy_half_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd, total);
+        else
+            copy_convert_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd,
+                                                                             total);
     }
     return check_launch(fn);
 }
@@ -135,11 +154,12 @@ extern "C" int facet_cuda_fill_nd(void *dst, int dtype, double value, const stru
     int64_t total = nd_total(nd);
     if (total <= 0) return FACET_STATUS_OK;
     /* convert once on the host with the shared store rule, then write bits */
-    union { uint8_t u8; uint32_t u32; uint64_t u64; } bits;
+    union { uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64; } bits;
     bits.u64 = 0;
     facet_store(&bits, dtype, 0, value);
     switch (dtype_bytes(dtype)) {
     case 1: launch_fill<uint8_t>(dst, bits.u8, nd, total); break;
+    case 2: launch_fill<uint16_t>(dst, bits.u16, nd, total); break;
     case 4: launch_fill<uint32_t>(dst, bits.u32, nd, total); break;
     default: launch_fill<uint64_t>(dst, bits.u64, nd, total); break;
     }
@@ -158,13 +178,20 @@ static __global__ void unary_f32_kernel(float *out, const float *x, int op, floa
     }
 }
 
-static __global__ void unary_any_kernel(void *out, const void *x, int dtype, int op, double a, double b,
-                                        facet_nd nd, int64_t total)
+/* the dtypes other than float32: 16-bit floats through float32 (HALF), the
+ * integers through double */
+template <bool HALF>
+static __global__ void unary_other_kernel(void *out, const void *x, int dtype, int op, double a, double b,
+                                          facet_nd nd, int64_t total)
 {
     FACET_CUDA_FOR(i, total) {
         int64_t off[2];
         nd_offsets<2>(nd, i, off);
-        facet_store(out, dtype, off[0], facet_unary_f64(op, facet_load(x, dtype, off[1]), a, b));
+        if (HALF)
+            facet_store_half(out, dtype, off[0], facet_unary_f32(op, facet_load_half(x, dtype, off[1]), (float)a,
+                                                                 (float)b));
+        else
+            facet_store(out, dtype, off[0], facet_unary_f64(op, facet_load(x, dtype, off[1]), a, b));
     }
 }
 
@@ -179,8 +206,10 @@ extern "C" int facet_cuda_unary_nd(void *out, const void *x, int dtype, int op, 
     if (dtype == FACET_DTYPE_FLOAT32)
         unary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x, op, (float)a,
                                                          (float)b, *nd, total);
+    else if (facet_dtype_is_half(dtype))
+        unary_other_kernel<true><<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, *nd, total);
     else
-        unary_any_kernel<<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, *nd, total);
+        unary_other_kernel<false><<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, *nd, total);
     return check_launch(fn);
 }
 
@@ -196,14 +225,19 @@ static __global__ void binary_f32_kernel(float *out, const float *x, const float
     }
 }
 
-static __global__ void binary_any_kernel(void *out, const void *x, const void *y, int dtype, int op,
-                                         facet_nd nd, int64_t total)
+template <bool HALF>
+static __global__ void binary_other_kernel(void *out, const void *x, const void *y, int dtype, int op,
+                                           facet_nd nd, int64_t total)
 {
     FACET_CUDA_FOR(i, total) {
         int64_t off[3];
         nd_offsets<3>(nd, i, off);
-        double v = facet_binary_f64(op, facet_load(x, dtype, off[1]), facet_load(y, dtype, off[2]));
-        facet_store(out, dtype, off[0], v);
+        if (HALF)
+            facet_store_half(out, dtype, off[0], facet_binary_f32(op, facet_load_half(x, dtype, off[1]),
+                                                                  facet_load_half(y, dtype, off[2])));
+        else
+            facet_store(out, dtype, off[0], facet_binary_f64(op, facet_load(x, dtype, off[1]),
+                                                             facet_load(y, dtype, off[2])));
     }
 }
 
@@ -218,8 +252,10 @@ extern "C" int facet_cuda_binary_nd(void *out, const void *x, const void *y, int
     if (dtype == FACET_DTYPE_FLOAT32)
         binary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x,
                                                           (const float *)y, op, *nd, total);
+    else if (facet_dtype_is_half(dtype))
+        binary_other_kernel<true><<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, *nd, total);
     else
-        binary_any_kernel<<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, *nd, total);
+        binary_other_kernel<false><<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, *nd, total);
     return check_launch(fn);
 }
 

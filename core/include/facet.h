@@ -129,8 +129,8 @@ enum facet_dtype {
     FACET_DTYPE_INT32 = 1,
     FACET_DTYPE_INT64 = 2,
     FACET_DTYPE_UINT8 = 3,
-    FACET_DTYPE_FLOAT16 = 4,    /* reserved: no operation accepts it yet */
-    FACET_DTYPE_BFLOAT16 = 5,   /* reserved: no operation accepts it yet */
+    FACET_DTYPE_FLOAT16 = 4,    /* IEEE binary16; the ops that take it: docs/mixed-precision.md */
+    FACET_DTYPE_BFLOAT16 = 5,   /* bfloat16 (float32's top 16 bits), likewise */
     FACET_DTYPE_COUNT = 6
 };
 
@@ -218,8 +218,9 @@ FACET_API int facet_tensor_rand_uniform(facet_tensor *t, uint64_t seed, uint64_t
 FACET_API int facet_tensor_rand_normal(facet_tensor *t, uint64_t seed, uint64_t offset, float mean, float std);
 
 /* ---- elementwise ------------------------------------------------------------
- * Any strides; float32, int32, int64, uint8 (integer results truncate toward
- * zero and saturate). out may be the very same view as an input (in place:
+ * Any strides; float32, float16, bfloat16, int32, int64, uint8 (integer
+ * results truncate toward zero and saturate; the 16-bit floats compute in
+ * float32 and round once to nearest even). out may be the very same view as an input (in place:
  * same storage, offset, sizes and strides); an input that otherwise overlaps
  * out (a shifted or broadcast view of it) is read through a temporary copy,
  * so every op sees its inputs as they were before the call. */
@@ -275,7 +276,9 @@ FACET_API int facet_tensor_axpy(facet_tensor *out, const facet_tensor *x, double
  * dim -1 reduces everything into a 1-element out; otherwise out has x's
  * shape with that dim removed (keepdim 0) or set to 1 (keepdim 1); the
  * element count is what is checked. ARGMAX/ARGMIN write int64 indices
- * counted from index_base. float32 input; sums accumulate in double on CPU. */
+ * counted from index_base. float32 input; sums accumulate in double on CPU.
+ * A float16/bfloat16 x is widened to float32 first; out (not for the arg ops)
+ * may then be float32 or x's dtype (the result rounded once). */
 
 enum facet_reduce {
     FACET_REDUCE_SUM = 0,
@@ -291,7 +294,9 @@ enum facet_reduce {
 FACET_API int facet_tensor_reduce(facet_tensor *out, const facet_tensor *x, int op, int dim, int index_base);
 
 /* ---- linear algebra and row normalisation -----------------------------------
- * out = alpha * op(a) @ op(b) + beta * out, float32.
+ * out = alpha * op(a) @ op(b) + beta * out, float32; or float16/bfloat16 a
+ * and b (one dtype) with out of that dtype or float32, accumulated in float32
+ * (CUDA: cublasGemmEx on tensor cores; CPU: widened to float32 for SGEMM).
  * 2-D: a (M x K or K x M), b (K x N or N x K), out M x N.
  * 3-D batched: a and out have a batch dim; b has the same batch dim or is
  * 2-D (shared). Inputs may be transposed views; other layouts are copied. */
@@ -308,6 +313,15 @@ FACET_API int facet_tensor_l2_normalize_backward(facet_tensor *dx, const facet_t
                                 const facet_tensor *norms, float eps);
 /* out_k += coef_k * x_k for the rows of 2-D tensors. */
 FACET_API int facet_tensor_rows_axpy(facet_tensor *out, const facet_tensor *coef, const facet_tensor *x);
+
+/* ---- mixed precision: dynamic loss scaling (docs/mixed-precision.md) ---------
+ * Multiplies each of the n gradients in place by inv_scale (finite, > 0) and
+ * sets *found_nonfinite to 1 when any element was NaN or +-inf before, else 0:
+ * one pass per tensor and one flag for the whole list (on CUDA one read back).
+ * The tensors: contiguous float32, float16 or bfloat16, all on one device;
+ * every one is checked before any is written. Every tensor is scaled even
+ * when a non-finite value is found (the caller then skips the step). */
+FACET_API int facet_amp_unscale(facet_tensor *const *grads, int n, float inv_scale, int *found_nonfinite);
 
 /* ---- indexing ---------------------------------------------------------------
  * index: 1-D int32 or int64 with values counted from index_base, all checked

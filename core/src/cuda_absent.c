@@ -98,6 +98,16 @@ int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
     return absent("facet_cuda_sgemm");
 }
 
+int facet_cuda_gemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, int ab_dtype,
+                       const void *a, int64_t lda, int64_t stride_a, const void *b, int64_t ldb, int64_t stride_b,
+                       float beta, int c_dtype, void *c, int64_t ldc, int64_t stride_c, int64_t batch)
+{
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)ab_dtype; (void)a; (void)lda;
+    (void)stride_a; (void)b; (void)ldb; (void)stride_b; (void)beta; (void)c_dtype; (void)c; (void)ldc;
+    (void)stride_c; (void)batch;
+    return absent("facet_cuda_gemm_ex");
+}
+
 int facet_cuda_l2_normalize_rows(float *out, float *norms, const float *x, int64_t rows, int64_t cols, float eps)
 {
     (void)out; (void)norms; (void)x; (void)rows; (void)cols; (void)eps;
@@ -310,4 +320,11 @@ int facet_cuda_nccl_wait(void *comm, double timeout, const char *what)
 {
     (void)comm; (void)timeout; (void)what;
     return absent("facet_cuda_nccl_wait");
+}
+
+int facet_cuda_amp_unscale(void *const *ptrs, const int *dtypes, const int64_t *counts, int n, float inv_scale,
+                           int *found)
+{
+    (void)ptrs; (void)dtypes; (void)counts; (void)n; (void)inv_scale; (void)found;
+    return absent("facet_cuda_amp_unscale");
 }

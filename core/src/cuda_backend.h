@@ -72,6 +72,17 @@ int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
                      const float *a, int64_t lda, int64_t stride_a,
                      const float *b, int64_t ldb, int64_t stride_b, float beta,
                      float *c, int64_t ldc, int64_t stride_c, int64_t batch);
+/* The same with float16/bfloat16 A and B (ab_dtype) and C of ab_dtype or
+ * float32 (c_dtype), accumulating in float32 on tensor cores (cublasGemmEx). */
+int facet_cuda_gemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, int ab_dtype,
+                       const void *a, int64_t lda, int64_t stride_a, const void *b, int64_t ldb, int64_t stride_b,
+                       float beta, int c_dtype, void *c, int64_t ldc, int64_t stride_c, int64_t batch);
+
+/* ---- loss scaling (amp.cu): x_k *= inv_scale for n contiguous tensors (float32,
+ * float16 or bfloat16); *found = 1 when an element was NaN or +-inf, else 0, read
+ * back once for the whole list ----------------------------------------------------------------- */
+int facet_cuda_amp_unscale(void *const *ptrs, const int *dtypes, const int64_t *counts, int n, float inv_scale,
+                           int *found);
 
 /* ---- rows of a matrix (normalize.cu) -------------------------------------------------------- */
 int facet_cuda_l2_normalize_rows(float *out, float *norms, const float *x, int64_t rows, int64_t cols, float eps);

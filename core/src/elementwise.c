@@ -1,19 +1,14 @@
 /*
  * elementwise.c - unary ops with scalar arguments, binary ops with NumPy
- * broadcasting, and axpy. float32 runs in float; the integer dtypes go through
- * double and are stored back truncated (elementwise_math.h).
+ * broadcasting, and axpy. float32 runs in float; float16 and bfloat16 are
+ * widened to float, computed with the float32 formulas and rounded once on
+ * store; the integer dtypes go through double and are stored back truncated
+ * (elementwise_math.h).
  */
 #include "internal.h"
 #include "guard.h"
 #include "elementwise_math.h"
 #include "nd.h"
-
-static int check_dtype_supported(const char *fn, const facet_tensor *t)
-{
-    if (t->dtype == FACET_DTYPE_FLOAT16 || t->dtype == FACET_DTYPE_BFLOAT16)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s: dtype not supported", fn, facet_desc(t));
-    return 0;
-}
 
 struct unary_ctx { void *out; const void *x; int dt, op; double a, b; };
 
@@ -31,6 +26,13 @@ static void unary_row(void *p, int64_t n, const int64_t off[3], const int64_t st
             for (int64_t i = 0; i < n; i++) o[i * st[0]] = facet_unary_f32(op, x[i * st[1]], a, b);
         return;
     }
+    if (facet_dtype_is_half(c->dt)) {
+        float a = (float)c->a, b = (float)c->b;
+        for (int64_t i = 0; i < n; i++)
+            facet_store_half(c->out, c->dt, off[0] + i * st[0],
+                             facet_unary_f32(c->op, facet_load_half(c->x, c->dt, off[1] + i * st[1]), a, b));
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         facet_store(c->out, c->dt, off[0] + i * st[0],
                     facet_unary_f64(c->op, facet_load(c->x, c->dt, off[1] + i * st[1]), c->a, c->b));
@@ -42,7 +44,6 @@ int facet_tensor_unary(facet_tensor *out, const facet_tensor *x, int op, double 
     int rc = facet_check_tensor(fn, "out", out);
     if (!rc) rc = facet_check_tensor(fn, "x", x);
     if (!rc) rc = facet_check_same_device(fn, out, x);
-    if (!rc) rc = check_dtype_supported(fn, x);
     if (rc) return rc;
     if (op < 0 || op >= FACET_UNARY_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown op %d", fn, op);
     if (!facet_same_shape(out, x) || out->dtype != x->dtype)
@@ -80,6 +81,13 @@ static void binary_row(void *p, int64_t n, const int64_t off[3], const int64_t s
             for (int64_t i = 0; i < n; i++) o[i * st[0]] = facet_binary_f32(op, x[i * st[1]], y[i * st[2]]);
         return;
     }
+    if (facet_dtype_is_half(c->dt)) {
+        for (int64_t i = 0; i < n; i++)
+            facet_store_half(c->out, c->dt, off[0] + i * st[0],
+                             facet_binary_f32(c->op, facet_load_half(c->x, c->dt, off[1] + i * st[1]),
+                                              facet_load_half(c->y, c->dt, off[2] + i * st[2])));
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         facet_store(c->out, c->dt, off[0] + i * st[0],
                     facet_binary_f64(c->op, facet_load(c->x, c->dt, off[1] + i * st[1]),
@@ -94,7 +102,6 @@ int facet_tensor_binary(facet_tensor *out, const facet_tensor *x, const facet_te
     if (!rc) rc = facet_check_tensor(fn, "y", y);
     if (!rc) rc = facet_check_same_device(fn, out, x);
     if (!rc) rc = facet_check_same_device(fn, out, y);
-    if (!rc) rc = check_dtype_supported(fn, x);
     if (rc) return rc;
     if (op < 0 || op >= FACET_BINARY_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown op %d", fn, op);
     if (x->dtype != y->dtype || out->dtype != x->dtype)

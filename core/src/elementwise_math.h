@@ -14,6 +14,7 @@
 #else
 #define FACET_HD static inline
 #endif
+#include "half_math.h"
 
 /* Products and sums rounded one at a time. nvcc contracts a * b + c into one
  * FMA in device code (--fmad=true, its default), GCC does not in ISO C mode
@@ -60,29 +61,7 @@ FACET_HD double facet_dadd_rn(double a, double b)
 /* a * b + c, rounded twice (never an FMA) */
 FACET_HD float facet_madd_rn(float a, float b, float c) { return facet_add_rn(facet_mul_rn(a, b), c); }
 
-/* The bits of a float and back, on either side. A union, not memcpy: the
- * vectoriser keeps it in registers. */
-FACET_HD int32_t facet_float_bits(float f)
-{
-#ifdef __CUDA_ARCH__
-    return __float_as_int(f);
-#else
-    union { float f; int32_t i; } u;
-    u.f = f;
-    return u.i;
-#endif
-}
-
-FACET_HD float facet_bits_float(int32_t i)
-{
-#ifdef __CUDA_ARCH__
-    return __int_as_float(i);
-#else
-    union { int32_t i; float f; } u;
-    u.i = i;
-    return u.f;
-#endif
-}
+/* facet_float_bits / facet_bits_float: half_math.h */
 
 FACET_HD float facet_unary_f32(int op, float x, float a, float b)
 {
@@ -175,8 +154,9 @@ FACET_HD double facet_binary_f64(int op, double x, double y)
     }
 }
 
-/* Loads and stores through a dtype tag, for the integer paths. Integer stores
- * truncate toward zero and saturate, so a NaN or huge value never becomes UB. */
+/* Loads and stores through a dtype tag, for the integer and conversion paths.
+ * Integer stores truncate toward zero and saturate, so a NaN or huge value
+ * never becomes UB; float16/bfloat16 stores round the double once. */
 FACET_HD double facet_load(const void *p, int dtype, int64_t i)
 {
     switch (dtype) {
@@ -184,6 +164,8 @@ FACET_HD double facet_load(const void *p, int dtype, int64_t i)
     case FACET_DTYPE_INT32: return (double)((const int32_t *)p)[i];
     case FACET_DTYPE_INT64: return (double)((const int64_t *)p)[i];
     case FACET_DTYPE_UINT8: return (double)((const uint8_t *)p)[i];
+    case FACET_DTYPE_FLOAT16: return (double)facet_half_to_float(((const uint16_t *)p)[i]);
+    case FACET_DTYPE_BFLOAT16: return (double)facet_bf16_to_float(((const uint16_t *)p)[i]);
     default: return 0.0;
     }
 }
@@ -201,8 +183,35 @@ FACET_HD void facet_store(void *p, int dtype, int64_t i, double v)
     case FACET_DTYPE_INT32: ((int32_t *)p)[i] = (int32_t)facet_saturate(v, -2147483648.0, 2147483647.0); break;
     case FACET_DTYPE_INT64: ((int64_t *)p)[i] = (int64_t)facet_saturate(v, -9223372036854775808.0, 9223372036854774784.0); break;
     case FACET_DTYPE_UINT8: ((uint8_t *)p)[i] = (uint8_t)facet_saturate(v, 0.0, 255.0); break;
+    case FACET_DTYPE_FLOAT16: ((uint16_t *)p)[i] = facet_half_from_double(v); break;
+    case FACET_DTYPE_BFLOAT16: ((uint16_t *)p)[i] = facet_bf16_from_double(v); break;
     default: break;
     }
+}
+
+/* The 16-bit float dtypes compute in float32: load widens exactly, store
+ * rounds once to nearest even (half_math.h). */
+FACET_HD int facet_dtype_is_half(int dtype)
+{
+    return dtype == FACET_DTYPE_FLOAT16 || dtype == FACET_DTYPE_BFLOAT16;
+}
+
+FACET_HD float facet_load_half(const void *p, int dtype, int64_t i)
+{
+    uint16_t h = ((const uint16_t *)p)[i];
+    return dtype == FACET_DTYPE_FLOAT16 ? facet_half_to_float(h) : facet_bf16_to_float(h);
+}
+
+FACET_HD void facet_store_half(void *p, int dtype, int64_t i, float v)
+{
+    ((uint16_t *)p)[i] = dtype == FACET_DTYPE_FLOAT16 ? facet_float_to_half(v) : facet_float_to_bf16(v);
+}
+
+/* NaN or +-inf: the exponent bits all set (exact whatever the compiler's
+ * floating-point flags; facet_amp_unscale's test). */
+FACET_HD int facet_nonfinite(float v)
+{
+    return ((uint32_t)facet_float_bits(v) & 0x7f800000u) == 0x7f800000u;
 }
 
 /* Row L2 normalisation: the scale applied to a row with squared norm ss. */

@@ -1,5 +1,7 @@
 /*
  * matmul.c - GEMM and batched GEMM through OpenBLAS (CPU) or cuBLAS (CUDA).
+ * float16/bfloat16 operands run on cublasGemmEx with float32 accumulation
+ * (tensor cores) on CUDA, and on the CPU are widened to float32 for SGEMM.
  * A transposed view is fed to BLAS as a transposed operand instead of being
  * copied; only layouts BLAS cannot express are packed first.
  */
@@ -26,14 +28,49 @@ static int blas_layout(const facet_tensor *t, int *trans, int64_t *ld)
     return -1;
 }
 
+static bool is_half(int dtype) { return dtype == FACET_DTYPE_FLOAT16 || dtype == FACET_DTYPE_BFLOAT16; }
+
+/* a new contiguous float32 tensor with t's values (exact for 16-bit floats) */
+static int widened(facet_tensor **out, const facet_tensor *t)
+{
+    int rc = facet_tensor_init(out, FACET_DTYPE_FLOAT32, t->device, t->ndim, t->sizes);
+    if (!rc) rc = facet_tensor_copy(*out, t);
+    return rc;
+}
+
+/* The CPU path of 16-bit operands: widen to float32, SGEMM, round the result
+ * once into out (correctness, not speed). */
+static int matmul_widened(facet_tensor *out, const facet_tensor *a, const facet_tensor *b, int ta, int tb, float alpha,
+                          float beta)
+{
+    facet_tensor *wa = NULL, *wb = NULL, *wo = NULL;
+    int rc = widened(&wa, a);
+    if (!rc) rc = widened(&wb, b);
+    if (!rc) rc = beta != 0.0f ? widened(&wo, out)
+                               : facet_tensor_init(&wo, FACET_DTYPE_FLOAT32, out->device, out->ndim, out->sizes);
+    if (!rc) rc = facet_tensor_matmul(wo, wa, wb, ta, tb, alpha, beta);
+    if (!rc) rc = facet_tensor_copy(out, wo);
+    facet_tensor_free(wa);
+    facet_tensor_free(wb);
+    facet_tensor_free(wo);
+    return rc;
+}
+
 int facet_tensor_matmul(facet_tensor *out, const facet_tensor *a, const facet_tensor *b, int transpose_a,
                  int transpose_b, float alpha, float beta)
 {
     static const char *fn = "facet_tensor_matmul";
-    int rc = facet_check_dtype(fn, "out", out, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_dtype(fn, "a", a, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_dtype(fn, "b", b, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_same_device(fn, out, a);
+    int rc = facet_check_tensor(fn, "out", out);
+    if (!rc) rc = facet_check_tensor(fn, "a", a);
+    if (!rc) rc = facet_check_tensor(fn, "b", b);
+    if (rc) return rc;
+    /* float32, or float16/bfloat16 a and b (one dtype) into out of their dtype or float32 */
+    if ((a->dtype != FACET_DTYPE_FLOAT32 && !is_half(a->dtype)) || b->dtype != a->dtype ||
+        (out->dtype != a->dtype && out->dtype != FACET_DTYPE_FLOAT32))
+        return facet_fail(FACET_STATUS_ERR_ARG,
+                          "%s: want float32 a, b, out, or float16/bfloat16 a and b of one dtype with out of that "
+                          "dtype or float32; got a %s, b %s, out %s", fn, facet_desc(a), facet_desc(b), facet_desc(out));
+    rc = facet_check_same_device(fn, out, a);
     if (!rc) rc = facet_check_same_device(fn, out, b);
     if (rc) return rc;
     if (a->ndim < 2 || a->ndim > 3 || b->ndim < 2 || b->ndim > 3 || out->ndim != a->ndim ||
@@ -60,6 +97,8 @@ int facet_tensor_matmul(facet_tensor *out, const facet_tensor *a, const facet_te
      * leading dimension BLAS would accept); beta 0 overwrites, as BLAS does */
     if (k == 0)
         return beta == 0.0f ? facet_tensor_fill(out, 0.0) : facet_tensor_unary(out, out, FACET_UNARY_MUL, beta, 0.0);
+    bool half = is_half(a->dtype);
+    if (half && out->device == FACET_DEVICE_CPU) return matmul_widened(out, a, b, transpose_a, transpose_b, alpha, beta);
 
     /* pack operands BLAS cannot take as they are */
     facet_tensor *pa = NULL, *pb = NULL;
@@ -85,7 +124,10 @@ int facet_tensor_matmul(facet_tensor *out, const facet_tensor *a, const facet_te
     int64_t sa = batched ? A->strides[0] : 0, sb = B->ndim == 3 ? B->strides[0] : 0;
     int64_t sc = batched ? out->strides[0] : 0;
     if (!rc) {
-        if (out->device == FACET_DEVICE_CUDA) {
+        if (half) {     /* CUDA: tensor cores, float32 accumulation */
+            rc = facet_cuda_gemm_ex(ta, tb, m, n, k, alpha, a->dtype, facet_ptr(A), lda, sa, facet_ptr(B), ldb, sb,
+                                    beta, out->dtype, facet_ptr(out), ldc, sc, batch);
+        } else if (out->device == FACET_DEVICE_CUDA) {
             rc = facet_cuda_sgemm(ta, tb, m, n, k, alpha, ap, lda, sa, bp, ldb, sb, beta, cp, ldc, sc, batch);
         } else {
             for (int64_t i = 0; i < batch && !rc; i++)

@@ -1,7 +1,8 @@
 /*
  * reduce.c - sum, mean, max, min, argmax, argmin and sum of squares over
  * all elements or one dim. The input is viewed as [outer, n, inner]; sums
- * accumulate in double. NaN wins max/min (the first NaN for the arg ops),
+ * accumulate in double. float16/bfloat16 inputs are widened to float32
+ * first; their out may be float32 or their own dtype. NaN wins max/min (the first NaN for the arg ops),
  * and ties go to the first index, as in NumPy (reduce_math.h).
  */
 #include "internal.h"
@@ -51,17 +52,36 @@ static void reduce_cpu(void *out, const float *x, int op, int64_t outer, int64_t
     }
 }
 
+static bool is_half(int dtype) { return dtype == FACET_DTYPE_FLOAT16 || dtype == FACET_DTYPE_BFLOAT16; }
+
+/* a new contiguous float32 tensor holding t's values (exact for 16-bit floats) */
+static int widened(facet_tensor **out, const facet_tensor *t)
+{
+    int rc = facet_tensor_init(out, FACET_DTYPE_FLOAT32, t->device, t->ndim, t->sizes);
+    if (!rc) rc = facet_tensor_copy(*out, t);
+    if (rc) {
+        facet_tensor_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 int facet_tensor_reduce(facet_tensor *out, const facet_tensor *x, int op, int dim, int index_base)
 {
     static const char *fn = "facet_tensor_reduce";
     int rc = facet_check_tensor(fn, "out", out);
-    if (!rc) rc = facet_check_dtype(fn, "x", x, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_same_device(fn, out, x);
+    if (!rc) rc = facet_check_tensor(fn, "x", x);
+    if (rc) return rc;
+    if (x->dtype != FACET_DTYPE_FLOAT32 && !is_half(x->dtype))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: x must be float32, float16 or bfloat16, got %s", fn,
+                          facet_desc(x));
+    rc = facet_check_same_device(fn, out, x);
     if (rc) return rc;
     if (op < 0 || op >= FACET_REDUCE_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown op %d", fn, op);
     int arg = op == FACET_REDUCE_ARGMAX || op == FACET_REDUCE_ARGMIN;
-    if (out->dtype != (arg ? FACET_DTYPE_INT64 : FACET_DTYPE_FLOAT32))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must be %s", fn, facet_desc(out), arg ? "int64" : "float32");
+    if (arg ? out->dtype != FACET_DTYPE_INT64 : (out->dtype != FACET_DTYPE_FLOAT32 && out->dtype != x->dtype))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: out %s must be %s", fn, facet_desc(out),
+                          arg ? "int64" : (x->dtype == FACET_DTYPE_FLOAT32 ? "float32" : "float32 or x's dtype"));
     if (dim < -1 || dim >= (x->ndim > 0 ? x->ndim : 1))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: dim %d out of range for %s: want -1 (all) or 0 to %d (0-based here)",
                           fn, dim, facet_desc(x), (x->ndim > 0 ? x->ndim : 1) - 1);
@@ -80,13 +100,20 @@ int facet_tensor_reduce(facet_tensor *out, const facet_tensor *x, int op, int di
     if (n == 0 && op != FACET_REDUCE_SUM && op != FACET_REDUCE_SUMSQ)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: reducing an empty dim of %s has no value", fn, facet_desc(x));
     if (outer * inner == 0) return 0;
-    facet_tensor *xc = NULL;
-    rc = facet_contiguous_copy(&xc, x);
-    if (rc) return rc;
-    if (x->device == FACET_DEVICE_CUDA)
-        rc = facet_cuda_reduce(facet_ptr(out), facet_ptr(xc), op, outer, n, inner, index_base);
-    else
-        reduce_cpu(facet_ptr(out), facet_ptr(xc), op, outer, n, inner, index_base);
+    /* 16-bit floats: reduced from a float32 copy (exact), accumulating as
+     * float32 does; a 16-bit out gets the float32 result rounded once */
+    facet_tensor *xc = NULL, *oc = NULL;
+    rc = is_half(x->dtype) ? widened(&xc, x) : facet_contiguous_copy(&xc, x);
+    if (!rc && is_half(out->dtype)) rc = facet_tensor_init(&oc, FACET_DTYPE_FLOAT32, out->device, out->ndim, out->sizes);
+    facet_tensor *dst = oc ? oc : out;
+    if (!rc) {
+        if (x->device == FACET_DEVICE_CUDA)
+            rc = facet_cuda_reduce(facet_ptr(dst), facet_ptr(xc), op, outer, n, inner, index_base);
+        else
+            reduce_cpu(facet_ptr(dst), facet_ptr(xc), op, outer, n, inner, index_base);
+    }
+    if (!rc && oc) rc = facet_tensor_copy(out, oc);
     facet_tensor_free(xc);
+    facet_tensor_free(oc);
     return rc;
 }

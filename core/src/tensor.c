@@ -99,9 +99,6 @@ int facet_tensor_init(facet_tensor **out, int dtype, int device, int ndim, const
     *out = NULL;
     if (dtype < 0 || dtype >= FACET_DTYPE_COUNT)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown dtype %d", fn, dtype);
-    if (dtype == FACET_DTYPE_FLOAT16 || dtype == FACET_DTYPE_BFLOAT16)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dtype %s is reserved and not supported yet", fn,
-                          facet_dtype_name(dtype));
     if (device != FACET_DEVICE_CPU && device != FACET_DEVICE_CUDA)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown device %d", fn, device);
     if (ndim < 0 || ndim > FACET_MAX_DIMS)

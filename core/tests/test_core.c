@@ -333,8 +333,8 @@ int main(int argc, char **argv)
                 "out is NULL", "empty: NULL out");
     check_error(facet_tensor_init(&t, 99, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_init", "dtype 99",
                 "empty: unknown dtype");
-    check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT16, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_init",
-                "reserved", "empty: reserved dtype");
+    check_error(facet_tensor_init(&t, FACET_DTYPE_COUNT, FACET_DEVICE_CPU, 2, sizes), "facet_tensor_init",
+                "unknown dtype", "empty: dtype past the last");
     check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT32, 7, 2, sizes), "facet_tensor_init", "device 7",
                 "empty: unknown device");
     check_error(facet_tensor_init(&t, FACET_DTYPE_FLOAT32, FACET_DEVICE_CPU, 9, sizes), "facet_tensor_init",

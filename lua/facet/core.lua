@@ -132,11 +132,10 @@ function M.get_threads()
 end
 
 M.DTYPES = { float32 = C.FACET_DTYPE_FLOAT32, int32 = C.FACET_DTYPE_INT32,
-             int64 = C.FACET_DTYPE_INT64, uint8 = C.FACET_DTYPE_UINT8 }
+             int64 = C.FACET_DTYPE_INT64, uint8 = C.FACET_DTYPE_UINT8,
+             float16 = C.FACET_DTYPE_FLOAT16, bfloat16 = C.FACET_DTYPE_BFLOAT16 }
 M.DTYPE_NAMES = {}
 for k, v in pairs(M.DTYPES) do M.DTYPE_NAMES[tonumber(v)] = k end
-M.DTYPE_NAMES[tonumber(C.FACET_DTYPE_FLOAT16)] = "float16"
-M.DTYPE_NAMES[tonumber(C.FACET_DTYPE_BFLOAT16)] = "bfloat16"
 M.CTYPES = { float32 = "float", int32 = "int32_t", int64 = "int64_t", uint8 = "uint8_t" }
 M.DEVICES = { cpu = C.FACET_DEVICE_CPU, cuda = C.FACET_DEVICE_CUDA }
 M.DEVICE_NAMES = { [tonumber(C.FACET_DEVICE_CPU)] = "cpu", [tonumber(C.FACET_DEVICE_CUDA)] = "cuda" }

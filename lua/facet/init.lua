@@ -75,6 +75,9 @@ local npy = require "facet.npy"
 facet.load_npy = npy.load
 facet.save_npy = npy.save
 
+--- facet.amp.scaler{...}: dynamic loss scaling for float16 training (docs/mixed-precision.md).
+facet.amp = require "facet.amp"
+
 --- facet.export_onnx(model, path [, opts]): the model as an ONNX inference graph (facet.onnx).
 facet.onnx = require "facet.onnx"
 facet.export_onnx = facet.onnx.export

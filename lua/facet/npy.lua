@@ -1,14 +1,14 @@
 --- facet.npy: NumPy .npy files in pure Lua + FFI.
 -- `load(path [, opts])` reads a file into a new tensor (opts.device: "cpu" by
 -- default, or "cuda"); `save(t, path)` writes a tensor. Supported: float32
--- ('<f4'), int32 ('<i4'), int64 ('<i8') and uint8 ('|u1'), little-endian,
+-- ('<f4'), float16 ('<f2'), int32 ('<i4'), int64 ('<i8') and uint8 ('|u1'), little-endian,
 -- C order, 0 to 8 dims, format versions 1.0, 2.0 and 3.0 for reading. Every
 -- other file is refused with a Lua error that names the file and the problem;
 -- nothing in the header is ever evaluated, so object arrays are harmless.
 -- The writer produces the same bytes as NumPy's np.save (version 1.0 unless
--- the header needs more than 64 KiB, then 2.0).
+-- the header needs more than 64 KiB, then 2.0). NumPy has no bfloat16: saving
+-- one is refused with advice (t:float() is exact), see docs/mixed-precision.md.
 local ffi = require "ffi"
-local core = require "facet.core"
 local tensor = require "facet.tensor"
 
 local M = {}
@@ -24,11 +24,20 @@ local MAX_EXACT = 2 ^ 53     -- integers beyond this do not survive as Lua numbe
 -- descr -> dtype, for reading. Byte order means nothing for one byte, so
 -- every spelling of uint8 is taken.
 local DTYPE_OF = {
-  ["<f4"] = "float32", ["<i4"] = "int32", ["<i8"] = "int64",
+  ["<f4"] = "float32", ["<f2"] = "float16", ["<i4"] = "int32", ["<i8"] = "int64",
   ["|u1"] = "uint8", ["<u1"] = "uint8", [">u1"] = "uint8",
 }
 -- dtype -> descr, for writing (NumPy's spellings)
-local DESCR_OF = { float32 = "<f4", int32 = "<i4", int64 = "<i8", uint8 = "|u1" }
+local DESCR_OF = { float32 = "<f4", float16 = "<f2", int32 = "<i4", int64 = "<i8", uint8 = "|u1" }
+-- bytes per element
+local ISIZE = { float32 = 4, float16 = 2, bfloat16 = 2, int32 = 4, int64 = 8, uint8 = 1 }
+local SUPPORTED = "float32 '<f4', float16 '<f2', int32 '<i4', int64 '<i8', uint8 '|u1'"
+
+-- the first byte of a CPU tensor's data
+local function bytes_of(t)
+  local dt = t:dtype()
+  return ffi.cast("uint8_t *", (dt == "float16" or dt == "bfloat16") and t:bits_ptr() or t:data_ptr())
+end
 
 -- names and advice for the dtypes we refuse, by type character
 local KIND_ADVICE = {
@@ -201,7 +210,7 @@ local function refuse_descr(descr)
   local order, kind, size, rest = descr:match("^([<>|=]?)(%a)(%d*)(.*)$")
   local advice = kind and KIND_ADVICE[kind]
   if not advice or (rest ~= "" and rest:sub(1, 1) ~= "[") then
-    fail("unsupported dtype '%s' (facet reads float32 '<f4', int32 '<i4', int64 '<i8', uint8 '|u1')", descr)
+    fail("unsupported dtype '%s' (facet reads %s)", descr, SUPPORTED)
   end
   if order == ">" and DTYPE_OF["<" .. kind .. size] then
     fail("big-endian dtype '%s' is not supported; convert with arr.astype('<%s%s') before saving",
@@ -211,8 +220,7 @@ local function refuse_descr(descr)
   if (kind == "f" or kind == "i" or kind == "u" or kind == "c") and tonumber(size) then
     name = name .. tonumber(size) * 8
   end
-  fail("dtype '%s' (%s) is not supported (float32, int32, int64, uint8 are); %s",
-    descr, name, advice[2])
+  fail("dtype '%s' (%s) is not supported (%s are); %s", descr, name, SUPPORTED, advice[2])
 end
 
 -- checks the header dict; returns dtype and shape
@@ -306,7 +314,7 @@ local function read_file(f)
 
   local dtype, shape, shape_text = check_header(parse_dict(header))
 
-  local isize = ffi.sizeof(core.CTYPES[dtype])
+  local isize = ISIZE[dtype]
   local numel = 1
   for k = 1, #shape do numel = numel * shape[k] end
   local need, have = numel * isize, size - data_at
@@ -319,7 +327,7 @@ local function read_file(f)
 
   local t = tensor.empty(shape, { dtype = dtype })
   if need > 0 then
-    local dst = ffi.cast("uint8_t *", t:data_ptr())
+    local dst = bytes_of(t)
     local done = 0
     while done < need do
       local n = math.min(CHUNK, need - done)
@@ -380,9 +388,9 @@ end
 local function write_file(f, t, header)
   local ok, err = f:write(header)
   if not ok then fail("cannot write: %s", tostring(err)) end
-  local total = t:numel() * ffi.sizeof(core.CTYPES[t:dtype()])
+  local total = t:numel() * ISIZE[t:dtype()]
   if total > 0 then
-    local src = ffi.cast("const uint8_t *", t:data_ptr())
+    local src = bytes_of(t)
     local done = 0
     while done < total do
       local n = math.min(CHUNK, total - done)
@@ -401,8 +409,11 @@ function M.save(t, path)
   if t:is_freed() then error("save_npy: tensor was freed", 2) end
   local dtype = t:dtype()
   local descr = DESCR_OF[dtype]
+  if dtype == "bfloat16" then
+    error(("save_npy: %s: NumPy has no bfloat16 dtype; save t:float() (exact) instead"):format(path), 2)
+  end
   if not descr then
-    error(("save_npy: %s: dtype %s cannot be saved (float32, int32, int64, uint8 can)"):format(path, dtype), 2)
+    error(("save_npy: %s: dtype %s cannot be saved (float32, float16, int32, int64, uint8 can)"):format(path, dtype), 2)
   end
   local c = t
   if c:device() ~= "cpu" then c = c:to("cpu") end

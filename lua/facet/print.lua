@@ -71,9 +71,11 @@ function M.format(t)
   local n = t:numel()
   if n == 0 then return footer end
   local c = t:to("cpu"):contiguous()
+  local is_float = dtype == "float32" or dtype == "float16" or dtype == "bfloat16"
+  if is_float and dtype ~= "float32" then c = c:float() end   -- exact: 16-bit floats print as their values
   local p = c:data_ptr()
   local strides = c:stride()
-  local integer_dtype = dtype ~= "float32"
+  local integer_dtype = not is_float
   if #shape == 0 then
     local v = tonumber(p[0])
     return chooser({ v }, integer_dtype)(v) .. "\n" .. footer

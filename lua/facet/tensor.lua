@@ -114,10 +114,20 @@ end
 
 -- ---- options and shapes --------------------------------------------------------
 
+-- other names a dtype may be given by
+local DTYPE_ALIAS = { half = "float16", bf16 = "bfloat16" }
+local DTYPE_LIST = "float32, float16 (half), bfloat16 (bf16), int32, int64, uint8"
+-- the 16-bit floats: no Lua element type, read and written through float32
+local HALF = { float16 = true, bfloat16 = true }
+
+local function dtype_name(name)
+  return DTYPE_ALIAS[name] or name
+end
+
 local function dtype_code(name, level)
-  local v = DTYPES[name or "float32"]
+  local v = DTYPES[dtype_name(name or "float32")]
   if not v then
-    fail(("unknown dtype '%s' (float32, int32, int64, uint8)"):format(tostring(name)))
+    fail(("unknown dtype '%s' (%s)"):format(tostring(name), DTYPE_LIST))
   end
   return v
 end
@@ -279,8 +289,22 @@ end
 function Tensor.data_ptr(t)
   check(C.facet_tensor_data(handle(t), voidp_1))
   local ct = core.CTYPES[Tensor.dtype(t)]
-  if not ct then core.raise(("data_ptr: dtype %s has no Lua element type"):format(Tensor.dtype(t)), 2) end
+  if not ct then
+    core.raise(("data_ptr: dtype %s has no Lua element type (t:float() converts exactly; t:bits_ptr() gives the "
+      .. "raw 16-bit patterns)"):format(Tensor.dtype(t)), 2)
+  end
   return ffi.cast(ct .. " *", voidp_1[0])
+end
+
+--- For float16/bfloat16 tensors: a uint16_t pointer to the raw bit patterns
+-- (Lua has no 16-bit float type; data_ptr refuses them so that no caller
+-- writes numbers into bits by mistake). CPU tensors only.
+function Tensor.bits_ptr(t)
+  local dt = Tensor.dtype(t)
+  if not HALF[dt] then core.raise(("bits_ptr: wants a float16 or bfloat16 tensor, got %s"):format(dt), 2) end
+  if Tensor.device(t) ~= "cpu" then core.raise("bits_ptr: wants a CPU tensor (copy it with t:cpu())", 2) end
+  check(C.facet_tensor_data(handle(t), voidp_1))
+  return ffi.cast("uint16_t *", voidp_1[0])
 end
 
 function Tensor.free(t)
@@ -364,9 +388,8 @@ function Tensor.to(t, a, b)
   local device, dtype = Tensor.device(t), Tensor.dtype(t)
   for _, v in ipairs { a, b } do
     if DEVICES[v] then device = v
-    elseif DTYPES[v] then dtype = v
-    elseif v ~= nil then fail(("unknown device or dtype '%s' (cpu, cuda; float32, int32, int64, uint8)"):format(
-      tostring(v))) end
+    elseif DTYPES[dtype_name(v)] then dtype = dtype_name(v)
+    elseif v ~= nil then fail(("unknown device or dtype '%s' (cpu, cuda; %s)"):format(tostring(v), DTYPE_LIST)) end
   end
   if device == Tensor.device(t) and dtype == Tensor.dtype(t) then return t end
   local out = new_empty(Tensor.shape(t), dtype, device, 2)
@@ -377,6 +400,8 @@ end
 function Tensor.cuda(t) return Tensor.to(t, "cuda") end
 function Tensor.cpu(t) return Tensor.to(t, "cpu") end
 function Tensor.float(t) return Tensor.to(t, "float32") end
+function Tensor.half(t) return Tensor.to(t, "float16") end
+function Tensor.bfloat16(t) return Tensor.to(t, "bfloat16") end
 function Tensor.int(t) return Tensor.to(t, "int32") end
 function Tensor.long(t) return Tensor.to(t, "int64") end
 function Tensor.byte(t) return Tensor.to(t, "uint8") end
@@ -437,6 +462,7 @@ end
 --- Nested Lua tables of the values.
 function Tensor.totable(t)
   local c = Tensor.to(Tensor.contiguous(t), "cpu")
+  if HALF[Tensor.dtype(c)] then c = Tensor.to(c, "float32") end     -- exact
   local shape, n = Tensor.shape(c), Tensor.numel(c)
   local p = Tensor.data_ptr(c)
   if #shape == 0 then return tonumber(p[0]) end
@@ -597,6 +623,9 @@ local function reduce(t, op, dim, keepdim, dtype, level)
       elseif keepdim then out_shape[#out_shape + 1] = 1 end
     end
   end
+  -- a reduction to one number keeps float32 precision (16-bit inputs
+  -- included); along a dim the result has the input's dtype
+  if dim == nil and dtype == nil then dtype = DTYPES.float32 end
   local out = empty_like(t, dtype, out_shape)
   check(C.facet_tensor_reduce(out.h, t.h, op, cdim, 1), level)
   return out
@@ -886,7 +915,16 @@ function M.tensor(data, opts)
   end
   if type(data) ~= "table" then core.raise("facet.tensor: want a (nested) table of numbers", 2) end
   local shape, flat = flatten_table(data, 1)
-  local dtype = opts.dtype or "float32"
+  local dtype = dtype_name(opts.dtype or "float32")
+  if HALF[dtype] then
+    -- 16-bit floats: each Lua number (a double) rounded once by the core
+    local t = new_empty({ #flat }, dtype, "cpu", 2)
+    for i = 1, #flat do
+      sizes_buf[0] = i - 1
+      check(C.facet_tensor_set(t.h, sizes_buf, flat[i]), 2)
+    end
+    return Tensor.to(Tensor.reshape(t, shape), opts.device or "cpu")
+  end
   local t = new_empty(shape, dtype, "cpu", 2)
   -- integer dtypes take integers, in range (the rule of the C conversions,
   -- stricter only in that a fraction is an error rather than truncated)
@@ -945,6 +983,11 @@ local function draw(sizes, opts, normal)
   for _, k in ipairs(normal and { "mean", "std" } or { "low", "high" }) do
     if opts[k] ~= nil and type(opts[k]) ~= "number" then fail(("%s must be a number, got %s"):format(k, describe(opts[k]))) end
   end
+  -- 16-bit floats: drawn in float32, then rounded once
+  local dtype = dtype_name(opts.dtype or "float32")
+  if dtype ~= "float32" and not HALF[dtype] then
+    fail(("dtype must be float32, float16 or bfloat16, got %s"):format(describe(opts.dtype)))
+  end
   local t = new_empty(sizes_of(sizes, 3), "float32", opts.device, 3)
   local seed, offset = opts.seed, opts.offset or 0
   if seed == nil then
@@ -956,6 +999,7 @@ local function draw(sizes, opts, normal)
   else
     check(C.facet_tensor_rand_uniform(t.h, seed, offset, opts.low or 0, opts.high or 1), 3)
   end
+  if HALF[dtype] then t = Tensor.to(t, dtype) end
   return t
 end
 

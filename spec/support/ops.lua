@@ -34,8 +34,20 @@ local nn = facet.nn
 
 local O = { backend = B, entries = {}, by_name = {} }
 
+-- float16/bfloat16 outputs are compared as their (exact) float32 values
+local HALF = { float16 = true, bfloat16 = true }
+local function widen_outputs(r)
+  if type(r) ~= "table" then return r end
+  for k, v in pairs(r) do
+    if facet.is_tensor(v) and not v:is_freed() and HALF[v:dtype()] then r[k] = v:float() end
+  end
+  return r
+end
+
 local function reg(entry)
   assert(not O.by_name[entry.name], "duplicate entry " .. entry.name)
+  local run = entry.run
+  entry.run = function(c, ctx) return widen_outputs(run(c, ctx)) end
   O.entries[#O.entries + 1] = entry
   O.by_name[entry.name] = entry
 end
@@ -53,6 +65,7 @@ end
 -- values of a dtype in [lo, hi) (floats) or [lo, hi] (integers), on the device
 local function values(ctx, shape, dtype, lo, hi)
   if dtype == nil or dtype == "float32" then return ctx:rand(shape, lo, hi) end
+  if HALF[dtype] then return ctx:rand(shape, lo, hi):to(dtype) end
   return ctx:ints(prod(shape), lo, hi, dtype):reshape(shape)
 end
 
@@ -90,6 +103,13 @@ reg {
     { from = "int32", to = "int32", shape = { 6, 7 }, lo = -5, hi = 5, dst_strided = true },
     { from = "float32", to = "float32", shape = { 9, 8 }, dst_strided = true },
     { from = "float32", to = "float32", shape = { 13, 6 }, host_source = true, label = "host -> device -> host" },
+    { from = "float32", to = "float16", shape = { 129, 300 }, lo = -70000, hi = 70000 },
+    { from = "float32", to = "bfloat16", shape = { 7, 9, 5 }, lo = -1e-3, hi = 1e-3 },
+    { from = "float16", to = "bfloat16", shape = { 40, 3 }, lo = -100, hi = 100 },
+    { from = "bfloat16", to = "float16", shape = { 40, 3 }, lo = -1e5, hi = 1e5 },
+    { from = "float16", to = "int32", shape = { 5, 11 }, lo = -300, hi = 300 },
+    { from = "int64", to = "bfloat16", shape = { 5, 11 }, lo = -100000, hi = 100000 },
+    { from = "float16", to = "float16", shape = { 9, 8 }, dst_strided = true },
   },
   run = function(c, ctx)
     local src = values(ctx, c.shape, c.from, c.lo or -2, c.hi or 2)
@@ -142,6 +162,8 @@ reg {
     { dtype = "int32", shape = { 5, 7 }, value = -7, start = 5, step = -3, n = 100 },
     { dtype = "int64", shape = { 17 }, value = 2 ^ 40 + 3, start = -2 ^ 35, step = 7, n = 50 },
     { dtype = "uint8", shape = { 3, 4, 5 }, value = 200, start = 0, step = 1, n = 200 },
+    { dtype = "float16", shape = { 129, 30 }, value = 1 + 2 ^ -11 + 2 ^ -40, start = -3, step = 0.125, n = 400 },
+    { dtype = "bfloat16", shape = { 17 }, value = -3.3e38, start = 1000, step = -0.375, n = 5000 },
   },
   run = function(c, ctx)
     local t = ctx:input(facet.empty(c.shape, { dtype = c.dtype, device = ctx.device }))
@@ -257,6 +279,12 @@ for _, extra in ipairs {
   { op = "abs", lo = -50, hi = 50, shape = { 5, 9 }, dtype = "int64" },
   { op = "mul", lo = -50, hi = 50, shape = { 33 }, dtype = "int32", label = "op=mul (-2.5, truncated) dtype=int32" },
   { op = "add", lo = 0, hi = 200, shape = { 33 }, dtype = "uint8", label = "op=add (1.5, truncated) dtype=uint8" },
+  -- 16-bit floats: computed in float32, rounded once; the device's expf/tanhf
+  -- may move a result across a rounding boundary: one unit in the last place
+  { op = "exp", lo = -3, hi = 3, shape = { 129, 300 }, dtype = "float16", tol = { rtol = 1e-3, atol = 1e-6 } },
+  { op = "tanh", lo = -3, hi = 3, shape = { 33, 7 }, dtype = "bfloat16", tol = { rtol = 8e-3, atol = 1e-6 } },
+  { op = "relu", lo = -3, hi = 3, shape = { 33, 7 }, dtype = "float16", inplace = true },
+  { op = "mul", lo = -3, hi = 3, shape = { 129, 300 }, dtype = "bfloat16" },
 } do unary_cases[#unary_cases + 1] = extra end
 
 reg {
@@ -287,6 +315,10 @@ for _, extra in ipairs {
   { op = "div", a = { 9, 11 }, b = { 9, 1 }, dtype = "int32" },
   { op = "mul", a = { 9, 11 }, b = { 11 }, dtype = "int64" },
   { op = "maximum", a = { 4, 6 }, b = { 4, 6 }, dtype = "uint8" },
+  { op = "add", a = { 37, 1 }, b = { 1, 65 }, dtype = "float16" },
+  { op = "div", a = { 9, 11 }, b = { 9, 1 }, dtype = "float16" },
+  { op = "mul", a = { 3, 5, 7 }, b = { 7 }, dtype = "bfloat16" },
+  { op = "sub", a = { 129, 300 }, b = { 129, 300 }, dtype = "bfloat16", inplace = true },
 } do binary_cases[#binary_cases + 1] = extra end
 
 reg {
@@ -328,6 +360,43 @@ reg {
   end,
 }
 
+reg {
+  name = "amp_unscale",
+  covers = { "facet_amp_unscale" },
+  strided = false,
+  alt = "one tensor at a time, the flags combined",
+  cases = {
+    { dtypes = { "float32", "float16", "bfloat16" }, scale = 65536 },
+    { dtypes = { "float32", "float32" }, scale = 1024, poison = { 2, 77, 1 / 0 } },
+    { dtypes = { "float16", "bfloat16", "float16" }, scale = 2 ^ 20, poison = { 3, 1000, 0 / 0 } },
+    { dtypes = { "bfloat16" }, scale = 0.5, poison = { 1, 5, -1 / 0 } },
+  },
+  run = function(c, ctx)
+    local grads = {}
+    for i, dt in ipairs(c.dtypes) do
+      grads[i] = ctx:randn({ 129, 30 + 7 * i }, 0, c.scale):to(dt)
+    end
+    if c.poison then grads[c.poison[1]]:view(-1)[c.poison[2]] = c.poison[3] end
+    local list = ffi.new("facet_tensor *[?]", #grads)
+    local found = ffi.new("int[1]")
+    local any = 0
+    if ctx.alt then
+      for _, g in ipairs(grads) do
+        list[0] = g.h
+        check(C.facet_amp_unscale(list, 1, 1 / c.scale, found))
+        any = math.max(any, found[0])
+      end
+    else
+      for i, g in ipairs(grads) do list[i - 1] = g.h end
+      check(C.facet_amp_unscale(list, #grads, 1 / c.scale, found))
+      any = found[0]
+    end
+    local r = { found = any }
+    for i, g in ipairs(grads) do r["grad" .. i] = g end
+    return r
+  end,
+}
+
 -- ---- reductions --------------------------------------------------------------------------
 
 local reduce_cases = {}
@@ -346,6 +415,16 @@ for _, op in ipairs { "sum", "mean", "sumsq", "max", "min", "argmax", "argmin" }
   end
 end
 reduce_cases[#reduce_cases + 1] = { op = "sum", shape = { 4, 0 }, dim = 2, label = "op=sum over an empty dim" }
+-- 16-bit inputs (widened, reduced in float32 or better); along a dim the result
+-- is rounded to the input's dtype, where CPU and device may differ by one unit
+for _, extra in ipairs {
+  { op = "sum", shape = { 129, 300 }, dtype = "float16" },
+  { op = "sum", shape = { 129, 300 }, dim = 1, dtype = "float16", tol = { rtol = 1e-3, atol = 1e-3 } },
+  { op = "mean", shape = { 2048, 16 }, dim = 1, dtype = "bfloat16", tol = { rtol = 8e-3, atol = 1e-3 } },
+  { op = "max", shape = { 40, 50 }, dim = 2, dtype = "bfloat16" },
+  { op = "argmin", shape = { 129, 300 }, dim = 2, dtype = "float16" },
+  { op = "sumsq", shape = { 5, 7, 9 }, dim = 2, keepdim = true, dtype = "float16", tol = { rtol = 1e-3, atol = 1e-3 } },
+} do reduce_cases[#reduce_cases + 1] = extra end
 
 reg {
   name = "reduce",
@@ -356,6 +435,7 @@ reg {
   cases = reduce_cases,
   run = function(c, ctx)
     local x = c.ties and ctx:randn(c.shape, 0, 2):floor_() or ctx:randn(c.shape)
+    if c.dtype then x = x:to(c.dtype) end
     x = ctx:input(x)
     local op = c.op
     if c.dim == nil then
@@ -386,6 +466,13 @@ for _, extra in ipairs {
   { batch = 3, m = 9, n = 7, k = 5, shared_b = true },
   { batch = 3, m = 9, n = 7, k = 5, tb = true },
   { batch = 4, m = 6, n = 8, k = 3, ta = true, shared_b = true, beta = 1 },
+  -- 16-bit operands: float32 accumulation (CPU: widened SGEMM; CUDA: tensor
+  -- cores); a 16-bit out is rounded once, so CPU and device may differ by a unit
+  { m = 37, n = 29, k = 16, dtype = "float16", tol = { rtol = 1e-3, atol = 1e-3, mtol = 1e-3 } },
+  { m = 300, n = 256, k = 64, tb = true, dtype = "bfloat16", tol = { rtol = 8e-3, atol = 8e-3, mtol = 8e-3 } },
+  { m = 17, n = 9, k = 23, ta = true, alpha = 0.5, beta = 2, dtype = "float16", out_dtype = "float32" },
+  { batch = 3, m = 9, n = 7, k = 5, shared_b = true, dtype = "bfloat16", out_dtype = "float32" },
+  { m = 5, n = 6, k = 0, beta = 0.5, dtype = "float16", tol = { rtol = 1e-3, atol = 1e-3 } },
 } do matmul_cases[#matmul_cases + 1] = extra end
 
 reg {
@@ -395,9 +482,10 @@ reg {
   tol = { rtol = 1e-5, atol = 1e-5, mtol = 1e-5 },
   label = function(c)
     if c.label then return c.label end
-    return ("%sm=%d n=%d k=%d%s%s%s%s%s"):format(c.batch and ("batch=" .. c.batch .. " ") or "", c.m, c.n, c.k,
+    return ("%sm=%d n=%d k=%d%s%s%s%s%s%s"):format(c.batch and ("batch=" .. c.batch .. " ") or "", c.m, c.n, c.k,
       c.ta and " ta" or "", c.tb and " tb" or "", c.shared_b and " shared b" or "",
-      c.alpha and (" alpha=" .. c.alpha) or "", c.beta and (" beta=" .. c.beta) or "")
+      c.alpha and (" alpha=" .. c.alpha) or "", c.beta and (" beta=" .. c.beta) or "",
+      c.dtype and (" " .. c.dtype .. " -> " .. (c.out_dtype or c.dtype)) or "")
   end,
   cases = matmul_cases,
   run = function(c, ctx)
@@ -409,6 +497,9 @@ reg {
     local b = ctx:randn(shape(c.tb and c.n or c.k, c.tb and c.k or c.n, c.batch and not c.shared_b))
     local out = c.label == "k=0 beta=0 over NaN" and facet.full(shape(c.m, c.n, c.batch), 0 / 0, { device = ctx.device })
       or ctx:randn(shape(c.m, c.n, c.batch))
+    if c.dtype then
+      a, b, out = a:to(c.dtype), b:to(c.dtype), out:to(c.out_dtype or c.dtype)
+    end
     if ctx.alt then
       if c.k > 0 then a, b = B.transposed_view(a), B.transposed_view(b) end
     end
