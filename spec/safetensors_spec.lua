@@ -79,6 +79,45 @@ open(sys.argv[2], "wb").write(struct.pack("<Q", len(hdr)) + hdr + struct.pack("<
     assert.are.equal("pt", meta.format)
   end)
 
+  it("float16 and bfloat16 as F16 and BF16: NumPy reads facet's bits, facet reads Python's", function()
+    local ok = os.execute(PY .. " -c 'import numpy' >/dev/null 2>&1")
+    if not (ok == 0 or ok == true) then pending("no /usr/bin/python3 with numpy") return end
+    local vals = { 1.5, -2, 65504, 1e-7, 0.1, 3 }
+    facet.save_safetensors({ h = facet.tensor(vals, { dtype = "float16" }), b = facet.tensor(vals, { dtype = "bfloat16" }) },
+      tmp("half.safetensors"))
+    local script = [[
+import json, struct, sys
+import numpy as np
+d = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", d[:8])[0]
+h = json.loads(d[8:8 + n])
+def raw(k):
+    b, e = h[k]["data_offsets"]
+    return d[8 + n + b:8 + n + e]
+v = np.array([1.5, -2, 65504, 1e-7, 0.1, 3])
+hb = np.frombuffer(raw("h"), np.uint16)
+# bfloat16 by hand: round to nearest even from float32's top half
+f = v.astype(np.float32).view(np.uint32).astype(np.uint64)
+bf = ((f + 0x7fff + ((f >> 16) & 1)) >> 16).astype(np.uint16)
+print(h["h"]["dtype"], h["b"]["dtype"], h["h"]["shape"],
+      bool((hb == v.astype(np.float16).view(np.uint16)).all()), bool((np.frombuffer(raw("b"), np.uint16) == bf).all()))
+hdr = json.dumps({"x": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]},
+                  "y": {"dtype": "BF16", "shape": [2], "data_offsets": [4, 8]}}).encode()
+y = (np.array([0.25, -8], np.float32).view(np.uint32) >> 16).astype(np.uint16)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hdr)) + hdr + np.array([0.25, -8], np.float16).tobytes() + y.tobytes())
+]]
+    write_raw(tmp("half.py"), script)
+    local p = io.popen(("%s %s %s %s 2>&1"):format(PY, tmp("half.py"), tmp("half.safetensors"), tmp("pyhalf.safetensors")))
+    local out = p:read("*a")
+    p:close()
+    assert.are.equal("F16 BF16 [6] True True\n", out)
+    local t = facet.load_safetensors(tmp("pyhalf.safetensors"))
+    assert.are.equal("float16", t.x:dtype())
+    assert.are.equal("bfloat16", t.y:dtype())
+    assert.are.same({ 0.25, -8 }, H.values(t.x:float()))
+    assert.are.same({ 0.25, -8 }, H.values(t.y:float()))
+  end)
+
   it("a crash during a save leaves the previous checkpoint loadable", function()
     local path = tmp("ck.safetensors")
     facet.save_safetensors({ w = facet.ones({ 3 }) }, path)

@@ -12,9 +12,14 @@ local valid = require "facet.check"
 
 local M = {}
 
-local DTYPES = { float32 = "F32", int32 = "I32", int64 = "I64", uint8 = "U8" }
-local FROM = { F32 = "float32", I32 = "int32", I64 = "int64", U8 = "uint8" }
-local SIZE = { float32 = 4, int32 = 4, int64 = 8, uint8 = 1 }
+local DTYPES = { float32 = "F32", float16 = "F16", bfloat16 = "BF16", int32 = "I32", int64 = "I64", uint8 = "U8" }
+local FROM = { F32 = "float32", F16 = "float16", BF16 = "bfloat16", I32 = "int32", I64 = "int64", U8 = "uint8" }
+local SIZE = { float32 = 4, float16 = 2, bfloat16 = 2, int32 = 4, int64 = 8, uint8 = 1 }
+
+-- the first byte of a CPU tensor (16-bit floats have no Lua element type: their bits)
+local function bytes_of(t)
+  return ffi.cast("char *", SIZE[t:dtype()] == 2 and t:bits_ptr() or t:data_ptr())
+end
 
 --- name -> tensor table of a module (state_dict), a head, or a table.
 local function tensors_of(obj)
@@ -62,7 +67,7 @@ function M.save(obj, path, metadata)
     local len = ffi.new("uint64_t[1]", #json)
     assert(f:write(ffi.string(len, 8), json))
     for _, b in ipairs(blobs) do
-      if b.nbytes > 0 then assert(f:write(ffi.string(b.v:data_ptr(), b.nbytes))) end
+      if b.nbytes > 0 then assert(f:write(ffi.string(bytes_of(b.v), b.nbytes))) end
     end
   end)
   if not ok then error("save_safetensors: " .. err, 2) end
@@ -91,7 +96,7 @@ function M.load(path, opts)
         bad(("entry %s is malformed"):format(name))
       end
       local dtype = FROM[info.dtype]
-      if not dtype then bad(("%s has dtype %s (facet reads F32, I32, I64, U8)"):format(name, tostring(info.dtype))) end
+      if not dtype then bad(("%s has dtype %s (facet reads F32, F16, BF16, I32, I64, U8)"):format(name, tostring(info.dtype))) end
       local count = 1
       for _, s in ipairs(info.shape) do
         if type(s) ~= "number" or s < 0 or s ~= math.floor(s) then bad(("%s has a bad shape"):format(name)) end
@@ -108,7 +113,7 @@ function M.load(path, opts)
       local shape = {}
       for i, s in ipairs(info.shape) do shape[i] = s end
       local t = tensor.empty(shape, { dtype = dtype })
-      if e > b then ffi.copy(t:data_ptr(), ffi.cast("const char *", data) + base + b, e - b) end
+      if e > b then ffi.copy(bytes_of(t), ffi.cast("const char *", data) + base + b, e - b) end
       out[name] = opts.device and t:to(opts.device) or t
     end
   end
