@@ -98,6 +98,47 @@ describe("recipes/train.lua", function()
     assert.truthy(text:find("24 images, 7 identities", 1, true), text)
   end)
 
+  it("walks a new user's path: pack a folder, train mobilefacenet + mv-am with 2 eval sets, eval by path, report", function()
+    local prefix, out = tmp("packed/train"), tmp("run-path")
+    local text, rc = F.sh(("FACET_BUILD=%s luajit bin/facet pack %s %s"):format(q(build), q(faces), q(prefix)))
+    assert.are.equal(0, rc, text)
+    assert.truthy(text:find("24 images, 6 identities", 1, true), text)
+    text, rc = run(("--data %s --model mobilefacenet --size 32 --emb 16 --batch 8 --steps 3 --head mv-am " ..
+      "--eval lfw=%s --eval other=%s --eval-every 3 --out %s"):format(q(prefix .. ".rec"), q(syn .. "_verify.bin"),
+      q(syn .. "_verify.bin"), q(out)))
+    assert.are.equal(0, rc, text)
+    -- the checkpoint knows its model: eval needs only its path (the run's directory or one step)
+    for _, ck in ipairs { out .. "/ckpt", out .. "/ckpt/step-00000003" } do
+      local ev, erc = F.sh(("FACET_BUILD=%s luajit bin/facet eval %s --bin %s"):format(q(build), q(ck),
+        q(syn .. "_verify.bin")))
+      assert.are.equal(0, erc, ev)
+      assert.truthy(ev:find("model: mobilefacenet{ emb = 16, size = 32 }, as the checkpoint", 1, true), ev)
+      assert.truthy(ev:find("syn_verify%.bin%s+20%s+%d%.%d+"), ev)
+    end
+    -- a flag still overrides what the checkpoint says
+    local ev = F.sh(("FACET_BUILD=%s luajit bin/facet eval %s --emb 32 --bin %s"):format(q(build), q(out .. "/ckpt"),
+      q(syn .. "_verify.bin")))
+    -- (the shapes then disagree: a clear refusal naming both)
+    assert.truthy(ev:find("32x512x1x1 in the model, 16x512x1x1 in the checkpoint", 1, true), ev)
+    local rep, rrc = F.sh(("FACET_BUILD=%s luajit bin/facet report %s"):format(q(build), q(out)))
+    assert.are.equal(0, rrc, rep)
+    local html = F.read_file(out .. "/report.html")
+    assert.truthy(html:find("settings of run-path", 1, true), "the settings are in the report")
+    assert.truthy(html:find(">run-path lfw<", 1, true) or html:find("run-path lfw", 1, true), "the eval sets plotted")
+  end)
+
+  it("a model saved with facet.save carries its build in the .safetensors metadata", function()
+    facet.manual_seed(5)
+    local net = facet.models.mobilefacenet { emb = 8, size = 32, arch = "mbf" }
+    facet.save(net, tmp("m.safetensors"))
+    local spec = require("facet.backbone").described(tmp("m.safetensors"))
+    assert.are.same({ name = "mobilefacenet", opts = { emb = 8, size = 32, arch = "mbf" } }, spec)
+    local model = require("facet.backbone").load(facet, { checkpoint = tmp("m.safetensors") })
+    local x = facet.randn({ 2, 3, 32, 32 }, { seed = 1 })
+    net:evaluate()
+    assert.are.same(net:forward(x):totable(), model:forward(x):totable())
+  end)
+
   local mistakes = {
     { "--data /nonexistent/faces", "--data /nonexistent/faces is neither a folder, a list file nor a .rec" },
     { "", "--data is required" },

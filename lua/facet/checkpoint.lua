@@ -2,6 +2,9 @@
 --   checkpoint.save(dir, state) -> name        dir/step-NNNNNNNN/, then dir/latest names it
 --   checkpoint.latest(dir) -> path | nil       the checkpoint dir/latest names
 --   checkpoint.load(dir, model [, head [, optimizer]]) -> info   (trainer.json's table)
+--   checkpoint.info(dir) -> info | nil, why   trainer.json alone (with model/head = { name, opts })
+-- dir is a run's checkpoint directory (its 'latest' names the newest) or one
+-- step-NNNNNNNN directory of it.
 --   checkpoint.prune(dir [, keep = 2])         removes all but the keep newest
 -- state: model, head, optimizer, rng (the model's random stream), step,
 -- epoch, batch (the position in the epoch), skipped.
@@ -78,6 +81,30 @@ function M.latest(dir)
   return name and (dir .. "/" .. name) or nil
 end
 
+-- The checkpoint a path names: dir/latest's, or dir itself when it is one
+-- (a step-NNNNNNNN directory holding trainer.json).
+local function resolve(dir)
+  local path = M.latest(dir)
+  if path then return path end
+  if sys.exists(dir .. "/trainer.json") then return dir end
+  return nil
+end
+
+--- trainer.json of the checkpoint dir names (dir with 'latest', or a
+-- step-NNNNNNNN directory): step, epoch, model = { name, opts }, head = ...;
+-- nil and why when there is none.
+function M.info(dir)
+  valid.string("facet.checkpoint.info", "dir", dir)
+  local path = resolve(dir)
+  if not path then return nil, ("no checkpoint in %s (no 'latest' file, no trainer.json)"):format(dir) end
+  local text = read_file(path .. "/trainer.json")
+  if not text then return nil, ("%s has no trainer.json"):format(path) end
+  local ok, info = pcall(json.decode, text)
+  if not ok or type(info) ~= "table" then return nil, ("%s/trainer.json does not parse"):format(path) end
+  info.path = path
+  return info
+end
+
 --- Removes the checkpoints of dir but the keep newest (the one latest names
 -- always stays), and what a save cut short left behind (.step-*.tmp).
 function M.prune(dir, keep)
@@ -123,6 +150,10 @@ function M.save(dir, st)
     settings = ostate.settings, rng_offset = gen.offset, rng_seed = gen.seed,
     dropout_seed = st.rng and st.rng.seed, dropout_offset = st.rng and st.rng.offset, head_iter = st.head and st.head.iter or 0,
     skipped = st.skipped,
+    -- how the model and head were built (facet.models / facet.heads record it), so that
+    -- evaluation, export and embedding need only the checkpoint (facet.backbone)
+    model = type(st.model) == "table" and st.model.spec or nil,
+    head = type(st.head) == "table" and st.head.spec or nil,
   }
   must(sys.write_atomic(tmpdir .. "/trainer.json", json.encode(info)))
   must(sys.rm_rf(dir .. "/" .. name))
@@ -137,8 +168,10 @@ end
 function M.load(dir, model, head, optimizer)
   valid.string("facet.load_checkpoint", "dir", dir)
   valid.module("facet.load_checkpoint", "model", model)
-  local path = M.latest(dir)
-  if not path then error(("facet.checkpoint: no checkpoint in %s (no 'latest' file)"):format(dir), 2) end
+  local path = resolve(dir)
+  if not path then
+    error(("facet.checkpoint: no checkpoint in %s (no 'latest' file, no trainer.json)"):format(dir), 2)
+  end
   local info_text = read_file(path .. "/trainer.json")
   if not info_text then error(("facet.checkpoint: %s has no trainer.json"):format(path), 2) end
   local ok, info = pcall(json.decode, info_text)

@@ -190,17 +190,12 @@ local commands = {
     name = "eval",
     summary = "Verification accuracy of a checkpoint on InsightFace .bin sets (lfw.bin, cfp_fp.bin, ...), IJB-B/C, MegaFace.",
     configure = function(cmd)
-      cmd:argument("checkpoint", "Checkpoint directory (holds 'latest') or a model .safetensors file."):args("?")
+      require("facet.backbone").options(cmd, true)
       cmd:option("--bin", "A verification .bin file (repeat for several)."):count("*"):args(1)
       cmd:option("--ijb", "IJB-B or IJB-C folder holding meta/: 1:1 template verification (docs/eval.md).")
       cmd:option("--features", "For --ijb: per-image features .npy (N x d, or N x 2d [image | mirror]) in the face list's order.")
       cmd:option("--images", "For --ijb with a checkpoint: folder of aligned crops named as in the face list.")
       cmd:option("--megaface", "Folder holding probes.npy, probe_labels.npy, distractors.npy: MegaFace identification and TAR@FAR=1e-6.")
-      cmd:option("--model", "Backbone: iresnet, mobilefacenet, convnet or attentionnet_irse.", "iresnet")
-      cmd:option("--depth", "IResNet depth (default 50)."):convert(check.flag("--depth", { integer = true, min = 1 }))
-      cmd:option("--se", "IR-SE units."):args(0)
-      cmd:option("--emb", "Embedding size.", "512"):convert(check.flag("--emb", { integer = true, min = 1 }))
-      cmd:option("--size", "Input size (square).", "112"):convert(check.flag("--size", { integer = true, min = 1 }))
       cmd:option("--protocol", "insightface or facexzoo.", "insightface"):choices { "insightface", "facexzoo" }
       cmd:flag("--no-flip", "Skip the flip test.")
     end,
@@ -278,23 +273,10 @@ local commands = {
 }
 M.commands = commands
 
---- The backbone of o.model (o.emb, o.size, o.depth, o.se) with the weights of
--- o.checkpoint (a checkpoint directory or a model .safetensors; a head's
--- tensors are left out). Returns the model and the build options.
-function M.load_model(facet, o)
-  local opts = { emb = tonumber(o.emb), size = tonumber(o.size), depth = o.depth and tonumber(o.depth),
-    se = o.se ~= nil or nil }
-  if o.model == "convnet" then opts.in_channels = 3 end      -- face sets hold colour images
-  local model = facet.models.build(o.model, opts)
-  if o.checkpoint:match("%.safetensors$") then
-    local w = facet.load_safetensors(o.checkpoint)
-    for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end
-    model:load_state(w)
-  else
-    facet.load_checkpoint(o.checkpoint, model)
-  end
-  return model, opts
-end
+--- The backbone of o.checkpoint as the file describes it, flags over it
+-- (facet.backbone, as `facet embed` and `export` load it); returns the model
+-- and its build options.
+function M.load_model(facet, o) return require("facet.embed").load_model(facet, o) end
 
 --- The `eval` command: builds the backbone, loads the weights, prints one table.
 function M.evaluate(facet, o)

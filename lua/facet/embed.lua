@@ -218,39 +218,21 @@ end
 -- ---- the command line's model ----------------------------------------------------------
 
 --- Declares the backbone options of `facet embed` and `facet export` on an argparse command.
-function M.model_options(cmd)
-  cmd:argument("checkpoint", "Checkpoint directory (holds 'latest') or a model .safetensors file.")
-  cmd:option("--model", "Backbone: iresnet, mobilefacenet, convnet or attentionnet_irse.", "iresnet")
-  cmd:option("--depth", "IResNet depth (default 50)."):convert(check.flag("--depth", { integer = true, min = 1 }))
-  cmd:option("--se", "IR-SE units."):args(0)
-  cmd:option("--emb", "Embedding size.", "512"):convert(check.flag("--emb", { integer = true, min = 1 }))
-  cmd:option("--size", "Input size (square).", "112"):convert(check.flag("--size", { integer = true, min = 1 }))
-  cmd:option("--in-channels", "Input channels (convnet; default 3)."):convert(check.flag("--in-channels",
-    { integer = true, min = 1 }))
-end
+function M.model_options(cmd) require("facet.backbone").options(cmd) end
 
---- The backbone the parsed options describe, with the checkpoint's weights (a
--- checkpoint directory, or a .safetensors file whose head.* tensors are ignored).
+--- The backbone the file describes (flags over it), with its weights, in
+-- evaluation mode, and its build options (facet.backbone).
 function M.load_model(facet, o)
-  local opts = { emb = tonumber(o.emb), size = tonumber(o.size), depth = o.depth and tonumber(o.depth),
-    se = o.se ~= nil or nil }
-  if o.model == "convnet" then opts.in_channels = tonumber(o.in_channels) or 3 end
-  local model = facet.models.build(o.model, opts)
-  local path = o.checkpoint
-  if path:match("%.safetensors$") then
-    local w = facet.load_safetensors(path)
-    for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end
-    model:load_state(w)
-  else
-    facet.load_checkpoint(path, model)
-  end
-  return model:evaluate()
+  local backbone = require "facet.backbone"
+  local model, spec, from = backbone.load(facet, o)
+  io.stderr:write(("model: %s%s\n"):format(backbone.describe(spec), from and (", as " .. from .. " says") or ""))
+  return model, spec.opts
 end
 
 --- `facet export`: the backbone of the parsed options to parsed.output; prints a summary.
 function M.export_command(facet, o)
-  local model = M.load_model(facet, o)
-  local r = facet.export_onnx(model, o.output, { size = tonumber(o.size) })
+  local model, opts = M.load_model(facet, o)
+  local r = facet.export_onnx(model, o.output, { size = opts.size })
   io.stdout:write(("%s: %d nodes, %d parameters, input data %s, output embedding %s, %d BN folded\n"):format(
     o.output, r.nodes, r.parameters, table.concat(r.input, "x"), table.concat(r.output, "x"), r.folded))
   return 0
@@ -258,9 +240,9 @@ end
 
 --- `facet embed`: the embeddings of o.images to o.output and its keys file.
 function M.embed_command(facet, o)
-  local model = M.load_model(facet, o)
+  local model, opts = M.load_model(facet, o)
   local r = M.run(model, o.images, { batch_size = tonumber(o.batch_size), flip = not o.no_flip,
-    size = tonumber(o.size), threads = o.threads and tonumber(o.threads), progress = io.stderr })
+    size = opts.size, threads = o.threads and tonumber(o.threads), progress = io.stderr })
   local keys = M.save(r, o.output)
   for _, k in ipairs(r.skipped) do io.stderr:write("facet embed: skipped ", k, " (does not decode)\n") end
   io.stdout:write(("%s: %d x %d embeddings; keys in %s\n"):format(o.output, r.embeddings:size(1),

@@ -15,6 +15,7 @@ local core = require "facet.core"
 local tensor = require "facet.tensor"
 local safetensors = require "facet.safetensors"
 local sys = require "facet.sys"
+local json = require "facet.json"
 local valid = require "facet.check"
 
 local C = core.C
@@ -199,7 +200,9 @@ function M.save_any(obj, path, fn)
     return "pth"
   end
   if path:match("%.safetensors$") then
-    safetensors.save(obj, path)
+    -- a backbone's spec rides along in the metadata (facet.backbone reads it)
+    local meta = type(obj.spec) == "table" and { ["facet.model"] = json.encode(obj.spec) } or nil
+    safetensors.save(obj, path, meta)
     return "safetensors"
   end
   if path:match("/$") or sys.is_dir(path) then
@@ -207,8 +210,8 @@ function M.save_any(obj, path, fn)
       core.raise(("%s: %s already holds a checkpoint (a 'latest' file): give a new directory"):format(fn, path), 3)
     end
     local dict = type(obj.state_dict) == "function" and obj:state_dict() or obj
-    require("facet.checkpoint").save(path, { model = { state_dict = function() return dict end }, step = 0, epoch = 0,
-      batch = 0 })
+    require("facet.checkpoint").save(path, { model = { state_dict = function() return dict end, spec = obj.spec },
+      step = 0, epoch = 0, batch = 0 })
     return "checkpoint"
   end
   core.raise(("%s: %s: the extension names no format (.pth, .pt, .safetensors, or a directory ending in '/')"):format(

@@ -84,6 +84,17 @@ function M.new(name, opts)
   if opts.shard ~= nil or opts.sample ~= nil or opts.group ~= nil then ctor = sharded.new end
   local ok, head = pcall(ctor, cfg, opts)
   if not ok then error(head, 2) end
+  -- how it was built, for checkpoints: plain options only (a scripted h or
+  -- margin is a function: recorded as scripted, to be given again)
+  local rec, scripted = {}, {}
+  for k, v in pairs(opts) do
+    local tv = type(v)
+    if tv == "number" or tv == "string" or tv == "boolean" then rec[k] = v
+    elseif tv == "function" then scripted[#scripted + 1] = k end
+  end
+  rec.device, rec.group = nil, nil
+  table.sort(scripted)
+  head.spec = { name = name, opts = rec, scripted = #scripted > 0 and scripted or nil }
   return head
 end
 

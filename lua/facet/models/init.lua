@@ -5,16 +5,42 @@
 --   facet.models.attentionnet_irse{ stages = { 1, 1, 1 }, se = true, emb = 512, size = 112, dropout = 0.4 }
 --   facet.models.build(name, opts): one of them by name (the command line's and
 --   the recipes' --model); an unknown name or option is an error that lists the choices.
--- Each backbone checks its own options too (names and values: facet.check).
+-- Each backbone checks its own options too (names and values: facet.check),
+-- and records them in model.spec = { name =, opts = } (checkpoints keep it).
 -- Parameter counts are checked in spec/models_spec.lua and listed in docs/models.md.
 local check = require "facet.check"
 
 local M = {}
 
-M.iresnet = require "facet.models.iresnet"
-M.mobilefacenet = require "facet.models.mobilefacenet"
-M.convnet = require "facet.models.convnet"
-M.attentionnet_irse = require "facet.models.attentionnet"
+-- Every backbone records how it was built: model.spec = { name =, opts = }
+-- (plain values only), which checkpoints store so that evaluation, export,
+-- embedding and resume need only the file (facet.backbone).
+local function plain(v, depth)
+  if type(v) == "table" then
+    if depth > 4 then return nil end
+    local out = {}
+    for k, x in pairs(v) do
+      if type(k) == "string" or type(k) == "number" then out[k] = plain(x, depth + 1) end
+    end
+    return out
+  end
+  if type(v) == "number" or type(v) == "string" or type(v) == "boolean" then return v end
+  return nil
+end
+M.plain = function(v) return plain(v, 0) end
+
+local function described(name, build)
+  return function(opts)
+    local model = build(opts)
+    model.spec = { name = name, opts = plain(opts or {}, 0) or {} }
+    return model
+  end
+end
+
+M.iresnet = described("iresnet", require "facet.models.iresnet")
+M.mobilefacenet = described("mobilefacenet", require "facet.models.mobilefacenet")
+M.convnet = described("convnet", require "facet.models.convnet")
+M.attentionnet_irse = described("attentionnet_irse", require "facet.models.attentionnet")
 
 -- the options each backbone takes
 local OPTIONS = {
