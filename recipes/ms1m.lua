@@ -12,7 +12,7 @@
 -- head is class-sharded over them (each holds K / ranks classes); --sample is
 -- its Partial FC fraction (docs/heads.md).
 -- Usage: bin/facet run recipes/ms1m.lua --data /data/ms1m-retinaface [--head mv-am] [--model iresnet --depth 100]
---          [--batch 128] [--threads 8] [--bins lfw,cfp_fp,agedb_30] [--out run/ms1m] [--resume] [--steps N]
+--          [--batch 128] [--loader-threads 2] [--bins lfw,cfp_fp,agedb_30] [--out run/ms1m] [--resume] [--steps N]
 local facet = require "facet"
 local argparse = require "argparse"
 local recipe = require "facet.recipe"

@@ -102,6 +102,22 @@ describe("folders, lists, pack and unpack", function()
     assert.are.same({ 0, 0, 1, 2 }, H.values(y))
   end)
 
+  it("the loader takes a folder, a list file or a .rec by its path", function()
+    local by_path = facet.data.loader { source = dir .. "/root", size = { 8, 8 }, batch_size = 4, shuffle = false,
+      flip = 0 }
+    local by_scan = facet.data.loader { source = facet.data.scan_folder(dir .. "/root"), size = { 8, 8 },
+      batch_size = 4, shuffle = false, flip = 0 }
+    local x1, y1 = by_path:batch(0, 1)
+    local x2, y2 = by_scan:batch(0, 1)
+    assert.are.same(H.values(x2), H.values(x1))
+    assert.are.same(H.values(y2), H.values(y1))
+    facet.data.pack(dir .. "/root", dir .. "/bypath")
+    local rec = facet.data.loader { source = dir .. "/bypath.rec", size = { 8, 8 }, batch_size = 2, shuffle = false }
+    assert.are.equal(2, rec:num_batches())
+    H.assert_error(function() facet.data.loader { source = dir .. "/nothing-here" } end,
+      "source " .. dir .. "/nothing-here is neither a folder, a list file nor a .rec")
+  end)
+
   it("reads list files and rejects malformed ones", function()
     write(dir .. "/list.txt", "root/bob/x.png 1\nroot/alice/a.jpg 0\n\n")
     local l = facet.data.read_list(dir .. "/list.txt")

@@ -70,13 +70,18 @@ function M.info()
   else
     out.blas = "unavailable (" .. ffi.string(C.facet_last_error()) .. ")"
   end
+  local okd, built = pcall(function() return require("facet.dist").built() end)
+  if okd and type(built) == "table" then
+    out.dist = ("MPI %s, NCCL %s"):format(built.mpi and "built in" or "not built in",
+      built.nccl and "built in" or "not built in")
+  end
   local okt, threads = pcall(core.get_threads)
   out.threads = okt and tostring(threads) or nil
   return out
 end
 
 -- the order lines() prints them in
-M.FIELDS = { "version", "commit", "cuda", "blas", "threads", "cpu", "host", "date", "luajit" }
+M.FIELDS = { "version", "commit", "cuda", "dist", "blas", "threads", "cpu", "host", "date", "luajit" }
 
 --- "key: value" lines of info() (or of a given table), in FIELDS order; the
 -- version line reads "facet X".

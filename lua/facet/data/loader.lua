@@ -6,7 +6,8 @@
 -- position (a resumed run) restarts the workers there.
 -- source: a facet.data.recordio reader, { images = { encoded bytes ... },
 -- labels = { ... } }, or what facet.data.scan_folder / read_list return
--- ({ paths, labels }: the files are read into memory once). Options: size = {112, 112}, batch_size = 128,
+-- ({ paths, labels }: the files are read into memory once), or a path to
+-- any of them (a folder, a list file, a .rec or its prefix). Options: size = {112, 112}, batch_size = 128,
 -- threads = facet threads, queue = 4, flip = 0.5, seed = 0 (a number, or a
 -- uint64_t cdata, passed on whole, for seeds above 2^53), shuffle = true,
 -- drop_last = true, mean = 127.5, std = 128 (numbers or 3 per channel),
@@ -45,10 +46,27 @@ local function triple(v, name)
   error(("facet.data.loader: %s must be a number or 3 numbers"):format(name), 3)
 end
 
+-- A source given as a path: a folder of identity subfolders, a list file
+-- ("path label" lines) or a RecordIO (.rec, .idx or their prefix).
+local function source_of_path(path)
+  local sys = require "facet.sys"
+  if sys.is_dir(path) then return require("facet.data.folder").scan_folder(path) end
+  local prefix = path:gsub("%.rec$", ""):gsub("%.idx$", "")
+  if sys.exists(prefix .. ".rec") then return require("facet.data.recordio").open(prefix) end
+  if sys.exists(path) then return require("facet.data.folder").read_list(path) end
+  error(("facet.data.loader: source %s is neither a folder, a list file nor a .rec"):format(path), 3)
+end
+
 local function new(opts)
+  if type(opts) == "table" and type(opts.source) == "string" then
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy.source = source_of_path(opts.source)
+    opts = copy
+  end
   if type(opts) == "table" then require("facet.check").loader_options(opts) end
   if type(opts) ~= "table" or type(opts.source) ~= "table" then
-    error("facet.data.loader{ source = recordio reader or { images =, labels = } }", 2)
+    error("facet.data.loader{ source = a path, a recordio reader or { images =, labels = } }", 2)
   end
   local size = opts.size or { 112, 112 }
   local mean, std = triple(opts.mean or 127.5, "mean"), triple(opts.std or 128, "std")
