@@ -217,8 +217,8 @@ local function evaluate(st)
     local r = facet.eval.verify_set(net, s.set, { device = device })
     out[s.name] = r.accuracy
     results[#results + 1] = { name = s.name, result = r }
-    print(("  eval %-10s accuracy %.4f ± %.4f%s"):format(s.name, r.accuracy, r.std,
-      st and (" (step %d)"):format(st.step) or ""))
+    -- during training facet.train prints the accuracies; the final evaluation prints them with their std
+    if not st then print(("  eval %-10s accuracy %.4f ± %.4f"):format(s.name, r.accuracy, r.std)) end
     for _, w in ipairs(r.warnings or {}) do io.stderr:write(("  warning: %s: %s\n"):format(s.name, w)) end
   end
   return out, results

@@ -43,7 +43,8 @@ describe("recipes/train.lua", function()
       :format(q(faces), q(syn .. "_verify.bin"), q(syn .. "_verify.bin"), q(out)))
     assert.are.equal(0, rc, text)
     assert.truthy(text:find("(6 identity folders): 24 images, 6 identities", 1, true), text)
-    assert.truthy(text:find("eval a%s+accuracy %d%.%d+ ± %d%.%d+ %(step 2%)"), text)
+    assert.truthy(text:find("eval step 2: a %d%.%d+  b %d%.%d+"), text)            -- during training
+    assert.truthy(text:find("eval a%s+accuracy %d%.%d+ ± %d%.%d+"), text)             -- at the end
     assert.truthy(text:find("eval b%s+accuracy"), text)
     local s = settings(out)
     assert.are.equal("convnet", s.model)

@@ -159,6 +159,17 @@ describe("facet.train", function()
       if e.eval then found[#found + 1] = e.step .. ":" .. e.eval.acc end
     end
     assert.are.same({ "4:0.04", "8:0.08", "12:0.12" }, found)
+    -- and printed, not only logged, when not quiet
+    local out = {}
+    local old = _G.print
+    _G.print = function(s) out[#out + 1] = s end
+    local ok, err = pcall(facet.train, with(setup_run(), { quiet = false, print_every = 100, eval_every = 6,
+      eval = function(state) return { acc = state.step / 100, lfw = 0.5 } end }))
+    _G.print = old
+    assert.is_true(ok, tostring(err))
+    local evals = {}
+    for _, l in ipairs(out) do if l:find("^eval ") then evals[#evals + 1] = l end end
+    assert.are.same({ "eval step 6: acc 0.0600  lfw 0.5000", "eval step 12: acc 0.1200  lfw 0.5000" }, evals)
   end)
 
   it("checks its arguments", function()

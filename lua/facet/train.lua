@@ -229,7 +229,20 @@ local function report(st, loss, gnorm, progress, batch_size)
   local entry = { step = st.step, epoch = progress + 1 / st.nb, loss = loss, lr = opt.lr, images_per_s = ips,
     time = now - st.t_start, data_wait = st.data_wait / math.max(now - st.t_start, 1e-9) }
   if gnorm then entry.grad_norm = gnorm end
-  if cfg.eval and cfg.eval_every and st.step % cfg.eval_every == 0 then entry.eval = evaluate(st) end
+  if cfg.eval and cfg.eval_every and st.step % cfg.eval_every == 0 then
+    entry.eval = evaluate(st)
+    -- printed as well as logged: "eval step 2000: agedb_30 0.9512  lfw 0.9950"
+    if not st.quiet and type(entry.eval) == "table" then
+      local names, parts = {}, {}
+      for k, v in pairs(entry.eval) do if type(v) == "number" then names[#names + 1] = tostring(k) end end
+      table.sort(names)
+      for _, k in ipairs(names) do parts[#parts + 1] = ("%s %.4f"):format(k, entry.eval[k]) end
+      if #parts > 0 then
+        if st.tty then io.write("\n") end
+        print(("eval step %d: %s"):format(st.step, table.concat(parts, "  ")))
+      end
+    end
+  end
   log(st, entry)
   local eta = (now - st.t_start) / math.max(st.step - st.start_step, 1) * (st.total_steps - st.step)
   local line = ("step %d  epoch %d/%d  loss %.4f  lr %.4g  %.1f img/s  ETA %s"):format(st.step, st.epoch + 1,
