@@ -31,13 +31,7 @@ local function must(ok, err)
   return ok
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function read_file(path) return (sys.read_file(path)) end
 
 -- the weights of model and head as one name -> tensor table; a class-sharded
 -- head (facet.heads.sharded) gives its full tensors (gathered: a collective)

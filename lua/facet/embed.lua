@@ -29,11 +29,9 @@ local CHUNK = 16                                       -- batches a loader is ma
 -- ---- sources: { n, key(i), bytes(i), close() } -------------------------------------
 
 local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then check.fail(NAME, ("cannot read %s: %s"):format(path, tostring(err))) end
-  local s = f:read("*a")
-  f:close()
-  return s
+  local bytes, err = sys.read_file(path)
+  if not bytes then check.fail(NAME, err) end
+  return bytes
 end
 
 local function folder_source(root)

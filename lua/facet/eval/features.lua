@@ -7,16 +7,15 @@
 -- A file that cannot be read or decoded is an error naming it.
 local tensor = require "facet.tensor"
 local check = require "facet.check"
+local sys = require "facet.sys"
 local image = require "facet.data.image"
 
 local NAME = "facet.eval.features"
 
 local function read(path)
-  local f, err = io.open(path, "rb")
-  if not f then check.fail(NAME, ("cannot read %s: %s"):format(path, tostring(err))) end
-  local s = f:read("*a")
-  f:close()
-  return s
+  local bytes, err = sys.read_file(path)
+  if not bytes then check.fail(NAME, err) end
+  return bytes
 end
 
 return function(model, paths, opts)
