@@ -12,6 +12,7 @@
 struct copy_ctx { void *dst; const void *src; int ddt, sdt; };
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define FACET_HAVE_F16C_PATH 1
 /* Contiguous float32 <-> float16 with F16C, 8 values at a time: the hardware
@@ -48,10 +49,21 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(float *d, const 
     for (; i < n; i++) d[i] = facet_half_to_float(s[i]);
 }
 
+/* CPUID and XGETBV rather than __builtin_cpu_supports("f16c"), which clang 14
+ * (the fuzz and sanitizer builds) does not know */
 static bool have_f16c(void)
 {
     static int known = -1;     /* racing first calls all store the same answer */
-    if (known < 0) known = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    if (known < 0) {
+        unsigned a, b, c, d;
+        int ok = 0;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE) && (c & bit_AVX) && (c & bit_F16C)) {
+            unsigned lo, hi;
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            ok = (lo & 6) == 6;    /* the OS saves the XMM and YMM registers */
+        }
+        known = ok;
+    }
     return known;
 }
 #endif
