@@ -65,6 +65,12 @@ pickle.dump(([png, jpg] * 6, [True] * 6), open(sys.argv[1], "wb"), protocol=3)
   end)
 
   it("fails clearly", function()
+    -- a 1-channel model (recipes/quickstart.lua's) on a face set: said before any table
+    facet.save(facet.models.convnet { emb = 8 }, dir .. "/gray/")
+    local gray = sh(("luajit bin/facet eval %s/gray --bin ../shared/data/small_lfw.bin"):format(dir))
+    assert.truthy(gray:find("model: convnet{ emb = 8, in_channels = 1, size = 28 }", 1, true), gray)
+    assert.truthy(gray:find("the model takes 1-channel images; verification .bin sets hold colour", 1, true), gray)
+    assert.truthy(gray:find("rc=1", 1, true), gray)
     local out = sh("luajit bin/facet eval /nonexistent --bin x.bin")
     assert.truthy(out:find("facet eval:", 1, true) and out:find("rc=1", 1, true), out)
     out = sh("luajit bin/facet eval /nonexistent")

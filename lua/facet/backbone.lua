@@ -88,6 +88,7 @@ function M.load(facet, o)
   if name ~= "iresnet" and name ~= "attentionnet_irse" then opts.se = nil end
   local model = facet.models.build(name, opts)
   opts.size = opts.size or (name == "convnet" and 28 or 112)   -- the builders' defaults
+  if name == "convnet" then opts.in_channels = opts.in_channels or 1 end
   local w = facet.load(path)
   for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end
   model:load_state(w)

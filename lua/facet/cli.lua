@@ -301,6 +301,11 @@ function M.evaluate(facet, o)
     return M.evaluate_ijb(facet, o, facet.eval.features(model, paths, { size = { opts.size, opts.size },
       flip = not o.no_flip }), false)
   end
+  if opts.in_channels and opts.in_channels ~= 3 then
+    -- recipes/quickstart.lua's convnet reads 1-channel Fashion-MNIST images
+    error(("the model takes %d-channel images; verification .bin sets hold colour (3-channel) faces"):format(
+      opts.in_channels), 0)
+  end
   io.stdout:write(("%-24s %8s %10s %8s %12s %12s\n"):format("set", "pairs", "accuracy", "std", "TAR@FAR=1e-3",
     "TAR@FAR=1e-4"))
   for _, path in ipairs(o.bin) do
