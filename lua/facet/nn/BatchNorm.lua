@@ -184,6 +184,7 @@ local function make(name, dims)
   end
   function cls:backward(x, grad_out)
     self:check_alive("backward")
+    if tensor.is_tensor(x) and Module.HALF[x:dtype()] then return self:half_backward(x, grad_out, cls.backward) end
     if not self.buffers.save_mean then core.raise(name .. ":backward: no forward to go back through", 2) end
     local gi = self:buffer("grad_input", x:shape())
     if synced(self) then

@@ -18,7 +18,7 @@ local function branches(self, list)
 end
 
 local function sum_into(self, name, list)
-  local out = self:buffer(name, list[1]:shape())
+  local out = self:buffer(name, list[1]:shape(), list[1]:dtype())
   out:copy(list[1])
   for i = 2, #list do check(C.facet_tensor_binary(out.h, out.h, list[i].h, C.FACET_BINARY_ADD)) end
   return out
@@ -27,6 +27,7 @@ end
 -- Add and Residual: every branch sees x, outputs and input gradients add up
 local function additive(name)
   local cls = Module:extend(name)
+  cls.any_dtype = true
   function cls:update_output(x)
     local outs = {}
     for i, m in ipairs(self.modules) do outs[i] = Module.in_child(self, i, m, m.forward, m, x) end
@@ -59,6 +60,7 @@ end
 function M.Residual:describe() return "Residual" end
 
 M.Mul = Module:extend("Mul")
+M.Mul.any_dtype = true
 function M.Mul.new(a, b)
   local self = Module.init(M.Mul)
   branches(self, { a, b })
@@ -68,14 +70,14 @@ function M.Mul:describe() return "Mul" end
 function M.Mul:update_output(x)
   local a = Module.in_child(self, 1, self.modules[1], self.modules[1].forward, self.modules[1], x)
   local b = Module.in_child(self, 2, self.modules[2], self.modules[2].forward, self.modules[2], x)
-  local out = self:buffer("output", a:shape())
+  local out = self:buffer("output", a:shape(), a:dtype())
   check(C.facet_tensor_binary(out.h, a.h, b.h, C.FACET_BINARY_MUL))
   return out
 end
 function M.Mul:backward(x, grad_out)
   local ma, mb = self.modules[1], self.modules[2]
-  local ga = self:buffer("grad_a", grad_out:shape())
-  local gb = self:buffer("grad_b", grad_out:shape())
+  local ga = self:buffer("grad_a", grad_out:shape(), grad_out:dtype())
+  local gb = self:buffer("grad_b", grad_out:shape(), grad_out:dtype())
   check(C.facet_tensor_binary(ga.h, grad_out.h, mb.output.h, C.FACET_BINARY_MUL))
   check(C.facet_tensor_binary(gb.h, grad_out.h, ma.output.h, C.FACET_BINARY_MUL))
   local gxa = Module.in_child(self, 1, ma, ma.backward, ma, x, ga)
@@ -85,6 +87,7 @@ function M.Mul:backward(x, grad_out)
 end
 
 M.Concat = Module:extend("Concat")
+M.Concat.any_dtype = true
 function M.Concat.new(dim, ...)
   if type(dim) ~= "number" then error("Concat(dim, branches...): dim first", 2) end
   local self = Module.init(M.Concat)
@@ -101,7 +104,7 @@ function M.Concat:update_output(x)
   end
   local shape = outs[1]:shape()
   shape[self.dim] = total
-  local out = self:buffer("output", shape)
+  local out = self:buffer("output", shape, outs[1]:dtype())
   local at = 1
   self.offsets = {}
   for i, o in ipairs(outs) do
@@ -116,7 +119,7 @@ function M.Concat:backward(x, grad_out)
   local grads = {}
   for i, m in ipairs(self.modules) do
     local n = m.output:size(self.dim)
-    local g = self:buffer("grad_" .. i, m.output:shape())
+    local g = self:buffer("grad_" .. i, m.output:shape(), grad_out:dtype())
     g:copy(grad_out:narrow(self.dim, self.offsets[i], n))
     grads[i] = Module.in_child(self, i, m, m.backward, m, x, g)
   end

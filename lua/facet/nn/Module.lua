@@ -106,10 +106,69 @@ local function check_input(self, method, x, name)
   if x:is_freed() then core.raise(("%s:%s: %s was freed"):format(self.__name, method, name), 3) end
 end
 
+-- 16-bit activations (docs/mixed-precision.md): a leaf module whose kernels
+-- are float32 only widens its float16/bfloat16 input into a float32 buffer it
+-- keeps, runs the float32 kernels with its float32 parameters, and rounds the
+-- output (in backward: grad_input) once into a buffer of the input's dtype;
+-- parameter gradients stay float32. Modules that take any dtype themselves
+-- (containers, views) set any_dtype = true and are passed through.
+local HALF = { float16 = true, bfloat16 = true }
+Module.HALF = HALF
+
+local function half_forward(self, x)
+  local xf = self:buffer("amp_x", x:shape())
+  xf:copy(x)
+  self._amp_src = x
+  local y = self:update_output(xf)
+  self._amp_out32 = y
+  local out = self:buffer("amp_output", y:shape(), x:dtype())
+  out:copy(y)
+  return out
+end
+
+-- the float32 backward of a leaf module with update_grad_input
+local function backward32(self, x, grad_out)
+  self.grad_input = self:update_grad_input(x, grad_out)
+  self:acc_grad_parameters(x, grad_out)
+  return self.grad_input
+end
+
+--- The backward of a leaf module for a float16/bfloat16 x: fn(self, x32,
+-- grad_out32) is its float32 backward, run on float32 copies (the forward's
+-- copy of x when x is the same tensor) with self.output the float32 output it
+-- computed; returns grad_input in x's dtype (nil when fn gives none).
+function Module:half_backward(x, grad_out, fn)
+  local xf = self.buffers.amp_x
+  if not xf or not rawequal(self._amp_src, x) then
+    xf = self:buffer("amp_x", x:shape())
+    xf:copy(x)
+    self._amp_src = x
+  end
+  local gf = self:buffer("amp_grad_out", grad_out:shape())
+  gf:copy(grad_out)
+  local out16 = self.output
+  self.output = self._amp_out32
+  local ok, gi32 = pcall(fn, self, xf, gf)
+  self.output = out16
+  if not ok then error(gi32, 0) end
+  if gi32 == nil then
+    self.grad_input = nil
+    return nil
+  end
+  local gi = self:buffer("amp_grad_input", gi32:shape(), x:dtype())
+  gi:copy(gi32)
+  self.grad_input = gi
+  return gi
+end
+
 function Module:forward(x)
   self:check_alive("forward")
   check_input(self, "forward", x, "the input")
-  self.output = self:update_output(x)
+  if not self.any_dtype and HALF[x:dtype()] then
+    self.output = half_forward(self, x)
+  else
+    self.output = self:update_output(x)
+  end
   if self.training and self._counters then
     local ptrs = self._counter_ptrs or {}
     self._counter_ptrs = ptrs
@@ -131,9 +190,8 @@ function Module:backward(x, grad_out)
   self:check_alive("backward")
   check_input(self, "backward", x, "the input")
   check_input(self, "backward", grad_out, "grad_out")
-  self.grad_input = self:update_grad_input(x, grad_out)
-  self:acc_grad_parameters(x, grad_out)
-  return self.grad_input
+  if not self.any_dtype and HALF[x:dtype()] then return self:half_backward(x, grad_out, backward32) end
+  return backward32(self, x, grad_out)
 end
 
 function Module:update_output(x) core.raise(self.__name .. ": update_output is not implemented", 2) end

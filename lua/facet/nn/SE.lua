@@ -10,6 +10,7 @@ local core = require "facet.core"
 
 local C, check = core.C, core.check
 local SE = Module:extend("SE")
+SE.any_dtype = true      -- its products and sum take 16-bit tensors; the layers inside cast
 
 function SE.new(channels, reduction)
   reduction = reduction or 16
@@ -25,7 +26,7 @@ function SE:describe() return ("SE(%d, /%d)"):format(self.channels, self.reducti
 
 function SE:update_output(x)
   local gate = Module.in_child(self, 1, self.modules[1], self.modules[1].forward, self.modules[1], x)
-  local out = self:buffer("output", x:shape())
+  local out = self:buffer("output", x:shape(), x:dtype())
   check(C.facet_tensor_binary(out.h, x.h, gate.h, C.FACET_BINARY_MUL))
   return out
 end
@@ -34,13 +35,13 @@ function SE:backward(x, grad_out)
   local s = x:shape()
   local branch = self.modules[1]
   -- through the gate: sum over the plane of grad_out * x
-  local prod = self:buffer("prod", s)
+  local prod = self:buffer("prod", s, x:dtype())
   check(C.facet_tensor_binary(prod.h, grad_out.h, x.h, C.FACET_BINARY_MUL))
-  local gg = self:buffer("grad_gate", { s[1], s[2], 1, 1 })
+  local gg = self:buffer("grad_gate", { s[1], s[2], 1, 1 }, x:dtype())
   check(C.facet_tensor_reduce(gg.h, self:_view("prod", prod, { s[1] * s[2], s[3] * s[4] }).h, C.FACET_REDUCE_SUM, 1, 0))
   local gx_branch = Module.in_child(self, 1, branch, branch.backward, branch, x, gg)
   -- direct path: grad_out * gate, plus the branch's input gradient
-  local gi = self:buffer("grad_input", s)
+  local gi = self:buffer("grad_input", s, x:dtype())
   check(C.facet_tensor_binary(gi.h, grad_out.h, branch.output.h, C.FACET_BINARY_MUL))
   check(C.facet_tensor_binary(gi.h, gi.h, gx_branch.h, C.FACET_BINARY_ADD))
   self.grad_input = gi

@@ -7,6 +7,7 @@ local core = require "facet.core"
 local valid = require "facet.check"
 
 local Sequential = Module:extend("Sequential")
+Sequential.any_dtype = true
 
 function Sequential.new(...)
   local self = Module.init(Sequential)
