@@ -144,6 +144,7 @@ function M.save(dir, st)
     settings = ostate.settings, rng_offset = gen.offset, rng_seed = gen.seed,
     dropout_seed = st.rng and st.rng.seed, dropout_offset = st.rng and st.rng.offset, head_iter = st.head and st.head.iter or 0,
     skipped = st.skipped,
+    amp = st.scaler and st.scaler:state_dict() or nil,   -- fp16 training's loss scaler (facet.train)
     -- how the model and head were built (facet.models / facet.heads record it), so that
     -- evaluation, export and embedding need only the checkpoint (facet.backbone)
     model = type(st.model) == "table" and st.model.spec or nil,

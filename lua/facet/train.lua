@@ -39,6 +39,19 @@
 -- broadcast, not averaged), computes the global batch's loss on every rank and
 -- returns, for the rank's samples, the exact dx of that loss; the model's
 -- gradients are then summed over the ranks instead of averaged.
+-- Mixed precision (docs/mixed-precision.md): precision = "bf16" or "fp16"
+-- keeps the parameters float32 (master weights, updated by the optimizer in
+-- float32), casts each batch to bfloat16/float16 before the model, the
+-- embedding back to float32 before the head (the head and the loss stay
+-- float32, as arcface_torch) and the embedding's gradient to the low precision
+-- for the model's backward. fp16 scales that gradient with a facet.amp scaler
+-- (options: loss_scale = { init_scale =, growth_interval =, ... }), unscales
+-- the model's gradients before clipping and the guard, and skips a step whose
+-- gradients overflowed (the expected fp16 overflow: logged with reason
+-- "fp16 overflow", counted in result.overflow_skipped, the scale halved); an
+-- overflow at the scaler's min_scale is a real divergence and goes to the
+-- NaN guard (nan = "stop" | "skip"). The scale and the overflow count are
+-- logged with every step and kept in the checkpoints.
 local tensor = require "facet.tensor"
 local device_data = require("facet.data.device").to_device
 local checkpoint = require "facet.checkpoint"
@@ -46,13 +59,18 @@ local json = require "facet.json"
 local sys = require "facet.sys"
 local valid = require "facet.check"
 local dist = require "facet.dist"
+local amp = require "facet.amp"
+local Module = require "facet.nn.Module"
 
 local M = {}
 
 -- every option facet.train takes; any other name is an error
 local TRAIN_OPTIONS = { "model", "head", "data", "optimizer", "schedule", "epochs", "checkpoint", "log", "resume",
   "nan", "clip", "check_grads", "eval", "eval_every", "print_every", "checkpoint_every", "quiet", "stop_after",
-  "dist", "sync_bn", "bucket_mb" }
+  "dist", "sync_bn", "bucket_mb", "precision", "loss_scale" }
+
+-- precision = ... -> the dtype the model runs in (nil: float32 throughout)
+local LOW = { fp32 = false, bf16 = "bfloat16", fp16 = "float16" }
 
 local clock = sys.clock
 
@@ -92,6 +110,22 @@ local function setup(cfg)
   valid.boolean("facet.train", "sync_bn", cfg.sync_bn, false)
   valid.number("facet.train", "bucket_mb", cfg.bucket_mb, { gt = 0, optional = true })
   if cfg.sync_bn and not cfg.dist then error("facet.train: sync_bn = true needs dist = true", 3) end
+  local precision = valid.enum("facet.train", "precision", cfg.precision, { "fp32", "bf16", "fp16" }, "fp32")
+  if cfg.loss_scale ~= nil and precision ~= "fp16" then
+    error(("facet.train: loss_scale applies to precision = \"fp16\" only, not %q"):format(precision), 3)
+  end
+  local scaler
+  if precision == "fp16" then
+    if cfg.loss_scale ~= nil and type(cfg.loss_scale) ~= "table" then
+      error("facet.train: loss_scale must be a table of facet.amp.scaler options, got " .. valid.describe(cfg.loss_scale), 3)
+    end
+    local sopts = {}
+    for k, v in pairs(cfg.loss_scale or {}) do sopts[k] = v end
+    if sopts.enabled ~= nil then error("facet.train: loss_scale.enabled is not an option of facet.train", 3) end
+    local ok, s = pcall(amp.scaler, sopts)
+    if not ok then error("facet.train: loss_scale: " .. tostring(s):gsub("^[^\n]-%.lua:%d+: ", ""), 3) end
+    scaler = s
+  end
   local rank, world = 0, 1
   if cfg.dist then
     if not dist.initialized() then dist.init() end
@@ -120,7 +154,15 @@ local function setup(cfg)
     tty = sys.isatty(1) and not cfg.quiet and rank == 0,
     quiet = cfg.quiet or rank ~= 0,
     rank = rank, world = world, root = rank == 0, writer = rank == 0,
+    precision = precision, low = LOW[precision] or nil, scaler = scaler,
+    -- the casts' buffers (reused while the shapes stay), kept as a module's
+    casts = { buffers = {}, device = first and first:device() or "cpu" },
   }
+  if scaler then
+    -- the model's gradients carry the scale (the head's do not)
+    local _, grads = model:parameters()
+    st.scaled_grads = grads
+  end
   if world > 1 then
     -- a class-sharded head's loss is the global batch's: the ranks' gradients add up
     st.reducer = dist.data_parallel({ model, cfg.head }, { bucket_mb = cfg.bucket_mb,
@@ -148,6 +190,7 @@ end
 local function resume(st, dir)
   local info = checkpoint.load(dir, st.model, st.head, st.optimizer)
   st.step, st.epoch, st.batch, st.skipped = info.step, info.epoch, info.batch, info.skipped or 0
+  if st.scaler and type(info.amp) == "table" then st.scaler:load_state(info.amp) end
   tensor.generator_state { seed = info.rng_seed, offset = info.rng_offset }
   if st.rng and info.dropout_offset then st.rng.seed, st.rng.offset = info.dropout_seed or st.rng.seed, info.dropout_offset end
 end
@@ -187,11 +230,30 @@ end
 
 -- forward, backward and the guards of one batch; returns the loss, the gradient
 -- norm (when computed) and what went wrong (nil when nothing did)
+-- t copied into the run's buffer `key` of the given dtype
+local function cast(st, key, t, dtype)
+  local b = Module.buffer(st.casts, key, t:shape(), dtype)
+  b:copy(t)
+  return b
+end
+
+-- the embedding's gradient g (float32, from the head) for the model's
+-- backward: times the loss scale (fp16, in place: g is the head's), in the
+-- model's dtype
+local function low_grad(st, g)
+  if not st.low then return g end
+  if st.scaler then st.scaler:scale_grad(g) end
+  return cast(st, "grad", g, st.low)
+end
+
 local function forward_backward(st, x, y)
   local cfg, model, head = st.cfg, st.model, st.head
   st.optimizer:zero_grad()
   save_state(st.state_guard)
+  local low = st.low
+  if low then x = cast(st, "x", x, low) end
   local emb = model:forward(x)
+  if low then emb = cast(st, "emb", emb, "float32") end
   local loss = head:forward(emb, y)
   local r = st.reducer
   if r then
@@ -205,10 +267,20 @@ local function forward_backward(st, x, y)
     r:begin()
     local g = head:backward()
     r:ready(head)
-    model:backward(x, g)
+    model:backward(x, low_grad(st, g))
     r:finish()
   else
-    model:backward(x, head:backward())
+    model:backward(x, low_grad(st, head:backward()))
+  end
+  if st.scaler then
+    -- fp16: back to true gradients before clipping and the guard
+    local finite = st.scaler:unscale(st.scaled_grads)
+    local what = st.scaler:update()
+    if what == "skipped" then return loss, nil, nil, true end
+    if what == "diverged" then
+      return loss, nil, ("gradients are not finite at the smallest loss scale (%g)"):format(st.scaler.scale)
+    end
+    assert(finite)
   end
   local gnorm
   if cfg.clip then gnorm = st.optimizer:clip_grad_norm(cfg.clip)
@@ -229,6 +301,7 @@ local function report(st, loss, gnorm, progress, batch_size)
   local entry = { step = st.step, epoch = progress + 1 / st.nb, loss = loss, lr = opt.lr, images_per_s = ips,
     time = now - st.t_start, data_wait = st.data_wait / math.max(now - st.t_start, 1e-9) }
   if gnorm then entry.grad_norm = gnorm end
+  if st.scaler then entry.loss_scale, entry.overflow_skipped = st.scaler.scale, st.scaler.skipped end
   if cfg.eval and cfg.eval_every and st.step % cfg.eval_every == 0 then
     entry.eval = evaluate(st)
     -- printed as well as logged: "eval step 2000: agedb_30 0.9512  lfw 0.9950"
@@ -267,15 +340,20 @@ local function train_step(st, i)
   st.data_wait = st.data_wait + (clock() - t_data)
   local progress = st.epoch + (i - 1) / st.nb
   if cfg.schedule then opt.lr = cfg.schedule(progress) end
-  local ok, loss, gnorm, bad = pcall(forward_backward, st, x, y)
+  local ok, loss, gnorm, bad, overflow = pcall(forward_backward, st, x, y)
   if not ok then
     -- an error inside the model or the head: the state goes back, the error on
     restore_state(st.state_guard)
     error(loss, 0)
   end
   st.step, st.batch = st.step + 1, i
-  if bad then restore_state(st.state_guard) end
-  if not bad then
+  if bad or overflow then restore_state(st.state_guard) end
+  if overflow then
+    -- the expected fp16 overflow: the scaler halved the scale; nothing moves
+    opt:zero_grad()
+    log(st, { step = st.step, epoch = progress, skipped = true, reason = "fp16 overflow",
+      loss_scale = st.scaler.scale, overflow_skipped = st.scaler.skipped })
+  elseif not bad then
     opt:step()
     st.losses[#st.losses + 1] = loss
     report(st, loss, gnorm, progress, x:size(1))
@@ -294,7 +372,8 @@ local function result(st, stopped)
   close_log(st)
   local secs = math.max(clock() - st.t_start, 1e-9)
   return { steps = st.step, steps_run = st.step - st.start_step, seconds = secs, losses = st.losses,
-    skipped = st.skipped, stopped = stopped or nil, data_wait = st.data_wait / secs }
+    skipped = st.skipped, stopped = stopped or nil, data_wait = st.data_wait / secs,
+    loss_scale = st.scaler and st.scaler.scale or nil, overflow_skipped = st.scaler and st.scaler.skipped or nil }
 end
 
 -- the loop of M.train; returns result(st), or nil and why training stopped
