@@ -228,8 +228,6 @@ local function evaluate(st)
   return metrics
 end
 
--- forward, backward and the guards of one batch; returns the loss, the gradient
--- norm (when computed) and what went wrong (nil when nothing did)
 -- t copied into the run's buffer `key` of the given dtype
 local function cast(st, key, t, dtype)
   local b = Module.buffer(st.casts, key, t:shape(), dtype)
@@ -246,6 +244,9 @@ local function low_grad(st, g)
   return cast(st, "grad", g, st.low)
 end
 
+-- forward, backward and the guards of one batch; returns the loss, the gradient
+-- norm (when computed), what went wrong (nil when nothing did) and, for fp16,
+-- true when the gradients overflowed (the step is to be skipped)
 local function forward_backward(st, x, y)
   local cfg, model, head = st.cfg, st.model, st.head
   st.optimizer:zero_grad()
