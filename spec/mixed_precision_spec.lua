@@ -96,6 +96,25 @@ describe("16-bit activations through the layers", function()
     end
   end)
 
+  H.it("the casts' buffers are made on the first step and reused after", function()
+    local m = facet.nn.Sequential(facet.nn.Conv2d(3, 4, 3), facet.nn.BatchNorm2d(4), facet.nn.ReLU()):to(H.device)
+    local x = facet.randn({ 2, 3, 6, 6 }):to(H.device):bfloat16()
+    local function step()
+      local y = m:forward(x)
+      m:backward(x, y)
+      local list = {}
+      for i, c in ipairs(m.modules) do
+        for _, k in ipairs { "amp_x", "amp_output", "amp_grad_out", "amp_grad_input" } do
+          list[#list + 1] = c.buffers[k] or false
+        end
+        assert.is_truthy(c.buffers.amp_x, "module " .. i)
+      end
+      return list
+    end
+    local a, b = step(), step()
+    for i = 1, #a do assert.is_true(rawequal(a[i], b[i]), "buffer " .. i) end
+  end)
+
   H.it("a mixed model's input gradient is skipped for the first layer as in float32", function()
     local m = facet.nn.Sequential(facet.nn.Conv2d(3, 4, 3), facet.nn.ReLU()):to(H.device)
     m:first_leaf().no_input_grad = true
