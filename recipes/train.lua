@@ -46,6 +46,11 @@ local SETTINGS = {
   { "print_every", "steps between progress lines", "50", int("--print-every", 1) },
   { "steps", "stop after this many steps", nil, int("--steps", 1) },
   { "seed", "seed of the weights and the data order", "1", int("--seed", 0, 2 ^ 53) },
+  { "precision", "fp32, bf16 or fp16: the backbone's activations (docs/mixed-precision.md)", "fp32",
+    function(v)
+      if v == "fp32" or v == "bf16" or v == "fp16" then return v end
+      return nil, ("--precision must be fp32, bf16 or fp16, got '%s'"):format(v)
+    end },
   { "out", "output directory", "run/train" },
 }
 local BY_NAME = {}
@@ -229,7 +234,7 @@ local r = facet.train {
   checkpoint = a.out .. "/ckpt", checkpoint_every = a.checkpoint_every,
   resume = cli.resume and (a.out .. "/ckpt") or nil,
   eval = #sets > 0 and function(st) return (evaluate(st)) end or nil, eval_every = a.eval_every,
-  stop_after = a.steps, print_every = a.print_every,
+  stop_after = a.steps, print_every = a.print_every, precision = a.precision,
 }
 print(("trained to step %d (%d steps here, %.1f s, %.1f images/s)%s"):format(r.steps, r.steps_run, r.seconds,
   r.steps_run * a.batch / r.seconds, r.skipped and r.skipped > 0 and (", skipped " .. r.skipped) or ""))

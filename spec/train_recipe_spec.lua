@@ -90,6 +90,17 @@ describe("recipes/train.lua", function()
     for _, k in ipairs { "model", "batch", "emb", "head", "size", "data" } do assert.are.equal(s[k], s2[k], k) end
   end)
 
+  it("trains in bf16 and fp16 (--precision)", function()
+    for _, prec in ipairs { "bf16", "fp16" } do
+      local out = tmp("run-" .. prec)
+      local text, rc = run(("--data %s --model convnet --size 24 --emb 8 --batch 8 --steps 2 --head am " ..
+        "--precision %s --out %s"):format(q(faces), prec, q(out)))
+      assert.are.equal(0, rc, text)
+      assert.are.equal(prec, settings(out).precision)
+      assert.truthy(text:find("trained to step 2", 1, true), text)
+    end
+  end)
+
   it("warns when a list's labels start above 0", function()
     local out = tmp("run-list")
     local text, rc = run(("--data %s --model convnet --size 24 --emb 8 --batch 8 --steps 1 --head am --out %s")
@@ -148,6 +159,7 @@ describe("recipes/train.lua", function()
     { "--data . --batch 0", "--batch must be an integer" },
     { "--data . --head-opt m", "--head-opt wants NAME=VALUE, got 'm'" },
     { "--data . --model mobilefacenet --depth 50", "--depth is for --model iresnet" },
+    { "--data . --precision fp8", "--precision must be fp32, bf16 or fp16, got 'fp8'" },
   }
   for _, m in ipairs(mistakes) do
     it(("'%s' is a usage error"):format(m[1]), function()
