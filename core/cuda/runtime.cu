@@ -8,6 +8,7 @@
  * the runtime's message.
  */
 #include "cuda_common.cuh"
+#include <cstdio>
 
 extern "C" int facet_cuda_count(int *count)
 {
@@ -20,6 +21,18 @@ extern "C" int facet_cuda_count(int *count)
         n = 0;
     }
     *count = n;
+    return FACET_STATUS_OK;
+}
+
+extern "C" int facet_cuda_name(int device, char *name, size_t size, int64_t *memory)
+{
+    cudaDeviceProp prop;
+    cudaError_t e = cudaGetDeviceProperties(&prop, device);
+    if (e != cudaSuccess)
+        return facet_fail(FACET_STATUS_ERR_DEVICE, "facet_cuda_device_name: device %d: %s", device,
+                          cudaGetErrorString(e));
+    snprintf(name, size, "%s", prop.name);
+    *memory = (int64_t)prop.totalGlobalMem;
     return FACET_STATUS_OK;
 }
 

@@ -94,6 +94,9 @@ FACET_API int facet_blas_library(char *path, size_t path_size);
 
 /* CUDA: *count is 0 where facet was built without CUDA or there is no GPU. */
 FACET_API int facet_cuda_device_count(int *count);
+/* The name of CUDA device `device` (0-based, < the count) and its memory in
+ * bytes, for reports; an error where there is no such device. */
+FACET_API int facet_cuda_device_name(int device, char *name, size_t name_size, int64_t *memory);
 FACET_API int facet_cuda_built(int *built);
 FACET_API int facet_cuda_synchronize(void);
 

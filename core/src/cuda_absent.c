@@ -17,6 +17,12 @@ int facet_cuda_count(int *count)
     if (count) *count = 0;
     return 0;
 }
+
+int facet_cuda_name(int device, char *name, size_t size, int64_t *memory)
+{
+    (void)device; (void)name; (void)size; (void)memory;
+    return absent("facet_cuda_device_name");
+}
 int facet_cuda_is_built(void) { return 0; }
 int facet_cuda_sync(void) { return 0; }
 int facet_cuda_free(void *ptr) { (void)ptr; return 0; }

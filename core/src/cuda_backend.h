@@ -38,6 +38,7 @@ struct facet_index_plan;
 
 /* ---- runtime (runtime.cu) ---------------------------------------------------------------- */
 int facet_cuda_count(int *count);       /* 0, not an error, without a driver or a GPU */
+int facet_cuda_name(int device, char *name, size_t size, int64_t *memory);   /* device checked by the caller */
 int facet_cuda_is_built(void);
 int facet_cuda_sync(void);
 int facet_cuda_malloc(void **ptr, size_t nbytes);

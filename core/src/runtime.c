@@ -27,6 +27,22 @@ int facet_cuda_device_count(int *count)
     return facet_cuda_count(count);
 }
 
+int facet_cuda_device_name(int device, char *name, size_t name_size, int64_t *memory)
+{
+    static const char *fn = "facet_cuda_device_name";
+    if (!name || name_size == 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: name is NULL or name_size is 0", fn);
+    if (!memory) return facet_fail(FACET_STATUS_ERR_ARG, "%s: memory is NULL", fn);
+    name[0] = '\0';
+    *memory = 0;
+    int n = 0;
+    int rc = facet_cuda_count(&n);
+    if (rc) return rc;
+    if (device < 0 || device >= n)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: device %d outside [0, %d) (%d CUDA device%s visible)", fn, device,
+                          n, n, n == 1 ? "" : "s");
+    return facet_cuda_name(device, name, name_size, memory);
+}
+
 int facet_cuda_built(int *built)
 {
     if (!built) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_built: built is NULL");

@@ -442,6 +442,21 @@ int main(int argc, char **argv)
     int built = -1, count = -1;
     check(facet_cuda_built(&built) == 0 && (built == 0 || built == 1), "cuda_built answers");
     check(facet_cuda_device_count(&count) == 0 && count >= 0, "cuda device count answers without a GPU");
+    char gpu[64] = "x";
+    int64_t gpu_mem = -1;
+    check_error(facet_cuda_device_name(0, NULL, 64, &gpu_mem), "facet_cuda_device_name", "name is NULL",
+                "device name: NULL buffer");
+    check_error(facet_cuda_device_name(0, gpu, 64, NULL), "facet_cuda_device_name", "memory is NULL",
+                "device name: NULL memory");
+    check_error(facet_cuda_device_name(-1, gpu, 64, &gpu_mem), "facet_cuda_device_name", "device -1 outside",
+                "device name: negative device");
+    check_error(facet_cuda_device_name(count, gpu, 64, &gpu_mem), "facet_cuda_device_name", "outside [0,",
+                "device name: one past the last device");
+    check(gpu[0] == '\0' && gpu_mem == 0, "device name: a refused call leaves an empty name and 0 bytes");
+    if (count > 0) {
+        check(facet_cuda_device_name(0, gpu, 64, &gpu_mem) == 0 && gpu[0] != '\0' && gpu_mem > 0,
+              "device name: device 0 has a name and memory");
+    }
 
     /* freeing a view after its base keeps the storage alive */
     facet_tensor *view = NULL;

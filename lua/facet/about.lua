@@ -59,7 +59,14 @@ function M.info()
   local ok, built = pcall(cuda.built)
   if ok and built then
     local okc, n = pcall(cuda.device_count)
-    out.cuda = ("built in; %d device(s) visible"):format(okc and n or 0)
+    n = okc and n or 0
+    local gpus = {}
+    for i = 0, n - 1 do
+      local okn, name, mem = pcall(cuda.device_name, i)
+      if okn then gpus[#gpus + 1] = ("%d: %s, %.1f GiB"):format(i, name, mem / 2 ^ 30) end
+    end
+    out.cuda = ("built in; %d device(s) visible%s"):format(n, #gpus > 0 and (" (" .. table.concat(gpus, "; ") .. ")")
+      or "")
   else
     out.cuda = "not built in"
   end

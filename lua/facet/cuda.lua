@@ -23,6 +23,13 @@ function M.available()
 end
 
 --- True when the CUDA backend was compiled in (nvcc was found at build time).
+--- The name of CUDA device i (0-based) and its memory in bytes.
+function M.device_name(i)
+  local buf, mem = ffi.new("char[256]"), ffi.new("int64_t[1]")
+  check(C.facet_cuda_device_name(i, buf, 256, mem))
+  return ffi.string(buf), tonumber(mem[0])
+end
+
 function M.built()
   local b = ffi.new("int[1]")
   check(C.facet_cuda_built(b))
