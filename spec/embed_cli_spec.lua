@@ -7,7 +7,7 @@ local F = require "support.files"
 local facet = require "facet"
 
 local RUN = "luajit bin/facet "
-local PY = "env -u LD_PRELOAD /usr/bin/python3"
+local PY = F.PY
 local SIZE, EMB = 16, 8
 
 local function lines(path)

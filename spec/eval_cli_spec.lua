@@ -17,7 +17,7 @@ describe("facet eval", function()
   teardown(function() F.remove_dir(dir) end)
 
   it("prints accuracy for each .bin of a checkpoint", function()
-    local ok = os.execute("env -u LD_PRELOAD /usr/bin/python3 -c 'import pickle' >/dev/null 2>&1")
+    local ok = os.execute(F.PY .. " -c 'import pickle' >/dev/null 2>&1")
     if not (ok == 0 or ok == true) then pending("no /usr/bin/python3") return end
     local py = [[
 import pickle, sys
@@ -28,7 +28,7 @@ issame = [True, False, True, False] * 3
 pickle.dump((bins, issame), open(sys.argv[1], "wb"), protocol=3)
 ]]
     F.write_file(dir .. "/make.py", py)
-    assert.truthy(sh(("env -u LD_PRELOAD /usr/bin/python3 %s/make.py %s/set.bin"):format(dir, dir)):find("rc=0", 1, true))
+    assert.truthy(sh(("%s %s/make.py %s/set.bin"):format(F.PY, dir, dir)):find("rc=0", 1, true))
     facet.manual_seed(3)
     facet.save_safetensors(facet.models.convnet { in_channels = 3, size = 16, emb = 8 }, dir .. "/m.safetensors")
     local out = sh(("luajit bin/facet eval %s/m.safetensors --model convnet --emb 8 --size 16 --bin %s/set.bin --bin %s/set.bin")
@@ -44,7 +44,7 @@ pickle.dump((bins, issame), open(sys.argv[1], "wb"), protocol=3)
   end)
 
   it("says when a set's metrics are undefined (only same-identity pairs, as the shared small_lfw.bin)", function()
-    local ok = os.execute("env -u LD_PRELOAD /usr/bin/python3 -c 'import pickle' >/dev/null 2>&1")
+    local ok = os.execute(F.PY .. " -c 'import pickle' >/dev/null 2>&1")
     if not (ok == 0 or ok == true) then pending("no /usr/bin/python3") return end
     local py = [[
 import pickle, sys
@@ -53,7 +53,7 @@ jpg = open("spec/fixtures/images/smooth_16x24.jpg", "rb").read()
 pickle.dump(([png, jpg] * 6, [True] * 6), open(sys.argv[1], "wb"), protocol=3)
 ]]
     F.write_file(dir .. "/same.py", py)
-    assert.truthy(sh(("env -u LD_PRELOAD /usr/bin/python3 %s/same.py %s/same.bin"):format(dir, dir)):find("rc=0", 1, true))
+    assert.truthy(sh(("%s %s/same.py %s/same.bin"):format(F.PY, dir, dir)):find("rc=0", 1, true))
     facet.manual_seed(3)
     facet.save_safetensors(facet.models.convnet { in_channels = 3, size = 16, emb = 8 }, dir .. "/s.safetensors")
     local out = sh(("luajit bin/facet eval %s/s.safetensors --model convnet --emb 8 --size 16 --bin %s/same.bin")

@@ -7,7 +7,7 @@ local H = require "support.device"
 local F = require "support.files"
 local facet = H.facet
 
-local PY = "env -u LD_PRELOAD /usr/bin/python3"
+local PY = F.PY
 local REFERENCE = [==[
 # Independent NumPy reference for spec/eval_scale_spec.lua: random unit
 # embeddings (float32 .npy) and the expected results, computed in float64

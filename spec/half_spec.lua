@@ -10,7 +10,7 @@ local facet = require "facet"
 local H = require "support.device"
 local F = require "support.files"
 
-local PY = "env -u LD_PRELOAD /usr/bin/python3"
+local PY = F.PY
 local ref = F.scratch()
 local made
 

@@ -10,7 +10,7 @@ local facet = H.facet
 local nn = facet.nn
 
 -- Python runs uninstrumented under `make sanitize` (no sanitizer runtimes preloaded)
-local PY = "env -u LD_PRELOAD /usr/bin/python3"
+local PY = F.PY
 local HAVE_TORCH = select(2, F.sh(PY .. " -c 'import torch'")) == 0
 
 -- "name dtype shape" of every entry, sorted

@@ -11,7 +11,7 @@ local F = require "support.files"
 
 local FIX = "spec/fixtures/"
 -- without the sanitizer runtimes `make sanitize` preloads into everything it starts
-local PY = "env -u LD_PRELOAD /usr/bin/python3"
+local PY = F.PY
 
 local function fixture(name) return FIX .. name end
 

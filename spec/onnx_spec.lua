@@ -8,7 +8,7 @@ local facet = require "facet"
 local proto = require "facet.onnx.proto"
 local nn = facet.nn
 
-local PY = "env -u LD_PRELOAD /usr/bin/python3"
+local PY = F.PY
 
 -- random BN statistics and affine parameters and PReLU slopes, so that
 -- folding and every per-channel constant are exercised (found by module type)

@@ -12,7 +12,7 @@ local Fresh = require "support.fresh"
 local facet = H.facet
 
 -- Python runs uninstrumented under `make sanitize` (no sanitizer runtimes preloaded)
-local PY = "env -u LD_PRELOAD /usr/bin/python3"
+local PY = F.PY
 local HAVE_TORCH = select(2, F.sh(PY .. " -c 'import torch'")) == 0
 local ROOT = "."
 

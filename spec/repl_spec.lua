@@ -141,7 +141,7 @@ end)
 
 describe("facet REPL on a terminal", function()
   local tmp = F.scratch()
-  local python = "/usr/bin/python3"
+  local python = F.PYTHON
   local driver = "spec/support/pty_session.py"
 
   -- A launcher that runs bin/facet with this build and a private history.
@@ -168,7 +168,7 @@ describe("facet REPL on a terminal", function()
   end
 
   local function usable()
-    if not F.exists(python) then return false, python .. " is missing" end
+    if select(2, F.sh("command -v " .. python)) ~= 0 then return false, python .. " is missing" end
     local ok, why = pcall(require("ffi").load, "libedit.so.2")
     if not ok then return false, "libedit2 is missing: " .. tostring(why) end
     return true

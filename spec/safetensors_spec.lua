@@ -6,7 +6,7 @@ local F = require "support.files"
 local facet = H.facet
 local ffi = require "ffi"
 
-local PY = "env -u LD_PRELOAD /usr/bin/python3"
+local PY = F.PY
 local tmp = F.scratch()
 local write_raw = F.write_file
 

@@ -175,6 +175,12 @@ fi
 built=$rc   # 0: built, loads, and (unless dry) sees the GPU: the tests can run
 
 export CUDA_LAUNCH_BLOCKING=1
+# the specs' Python references (NumPy, torch, onnx): the host's python3 when
+# Debian's /usr/bin/python3 is not there (spec/support/files.lua, F.PY)
+if [ -z "${FACET_PYTHON:-}" ] && [ ! -x /usr/bin/python3 ] && command -v python3 >/dev/null 2>&1; then
+    FACET_PYTHON=$(command -v python3)
+    export FACET_PYTHON
+fi
 
 # 3a. the C unit tests
 if [ $built = 0 ]; then

@@ -4,6 +4,12 @@
 -- needs nothing from facet, so the specs of the command line use it too.
 local F = {}
 
+--- The Python the reference scripts run under: $FACET_PYTHON, else Debian's
+-- /usr/bin/python3 (torch, NumPy, onnx); F.PY runs it without the sanitizer
+-- runtimes that `make sanitize` preloads for luajit.
+F.PYTHON = os.getenv("FACET_PYTHON") or "/usr/bin/python3"
+F.PY = "env -u LD_PRELOAD " .. F.PYTHON
+
 --- The whole file, as bytes (an error when it cannot be opened).
 function F.read_file(path)
   local f = assert(io.open(path, "rb"))
