@@ -196,5 +196,10 @@ describe("PyTorch .pth", function()
       tmp("m.txt")))
     assert.are.equal(1, rc, out)
     assert.truthy(out:find("the extension names no format", 1, true), out)
+    -- the command's name once, not "facet convert: convert: ..."
+    out, rc = F.sh(("FACET_BUILD=%s %s/bin/facet convert %s %s"):format(os.getenv("FACET_BUILD") or "build", ROOT,
+      tmp("nothing.pth"), tmp("m2.safetensors")))
+    assert.are.equal(1, rc, out)
+    assert.truthy(out:find("facet convert: cannot open " .. tmp("nothing.pth"), 1, true), out)
   end)
 end)

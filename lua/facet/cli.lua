@@ -476,7 +476,10 @@ function M.main(argv)
   -- a command's error is reported here, once, as "facet NAME: message"
   local ok, rc = xpcall(c.run, command_error, parsed, argv)
   if not ok then
-    io.stderr:write("facet ", c.name, ": ", rc, "\n")
+    -- helpers called with the command's name as their prefix say it already
+    local msg = tostring(rc)
+    if msg:sub(1, #c.name + 2) == c.name .. ": " then msg = msg:sub(#c.name + 3) end
+    io.stderr:write("facet ", c.name, ": ", msg, "\n")
     return M.EXIT_FAILURE
   end
   return rc or 0
