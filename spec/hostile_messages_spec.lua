@@ -47,6 +47,8 @@ local DATA = "lifetimes/atomicity (data/loader.lua, data/folder.lua) or data/* (
 local CASES = {
   -- facet.* and tensors
   { "facet.tensor(nil)", function() return facet.tensor(nil) end, "facet.tensor" },
+  { "facet.tensor{{1, 2}, {3}}", function() return facet.tensor { { 1, 2 }, { 3 } } end, "facet.tensor" },
+  { "facet.tensor{{{1}}, {{'a'}}}", function() return facet.tensor { { { 1 } }, { { "a" } } } end, "facet.tensor" },
   { "facet.zeros('a')", function() return facet.zeros("a") end, "zeros" },
   { "facet.zeros({-1})", function() return facet.zeros({ -1 }) end, "zeros" },
   { "facet.full({2}, 'x')", function() return facet.full({ 2 }, "x") end, "full" },

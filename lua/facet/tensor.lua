@@ -869,13 +869,12 @@ end
 -- nested Lua table -> shape and flat values. The shape comes from the first
 -- entry at each depth, at most 8 deep (so a table that holds itself is an
 -- error, not an endless loop); every other entry must match it.
-local function flatten_table(data, level)
+local function flatten_table(data)
   local shape, flat = {}, {}
   local d = data
   while type(d) == "table" do
     if #shape == 8 then
-      error("facet.tensor: the table is nested more than 8 deep (at most 8 dims; does it contain itself?)",
-        level + 2)
+      core.raise("facet.tensor: the table is nested more than 8 deep (at most 8 dims; does it contain itself?)")
     end
     shape[#shape + 1] = #d
     d = d[1]
@@ -883,14 +882,14 @@ local function flatten_table(data, level)
   local function walk(x, dim, where)
     if dim > #shape then
       if type(x) ~= "number" then
-        error(("facet.tensor: tensor data must be numbers, found %s at %s"):format(type(x), where), level + 3)
+        core.raise(("facet.tensor: tensor data must be numbers, found %s at %s"):format(type(x), where))
       end
       flat[#flat + 1] = x
       return
     end
     if type(x) ~= "table" or #x ~= shape[dim] then
-      error(("facet.tensor: ragged table: %s should be a table of %d entries, found %s"):format(where, shape[dim],
-        type(x) == "table" and (#x .. " entries") or type(x)), level + 3)
+      core.raise(("facet.tensor: ragged table: %s should be a table of %d entries, found %s"):format(where, shape[dim],
+        type(x) == "table" and (#x .. " entries") or type(x)))
     end
     for i = 1, #x do walk(x[i], dim + 1, where .. "[" .. i .. "]") end
   end
@@ -914,7 +913,7 @@ function M.tensor(data, opts)
     return Tensor.to(t, opts.device or "cpu")
   end
   if type(data) ~= "table" then core.raise("facet.tensor: want a (nested) table of numbers", 2) end
-  local shape, flat = flatten_table(data, 1)
+  local shape, flat = flatten_table(data)
   local dtype = dtype_name(opts.dtype or "float32")
   if HALF[dtype] then
     -- 16-bit floats: each Lua number (a double) rounded once by the core
