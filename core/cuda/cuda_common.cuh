@@ -36,6 +36,37 @@ enum {
     FACET_CUDA_MAX_BLOCKS = 65536
 };
 
+/* ---- storage types of the layer kernels ------------------------------------------------------
+ * Activations are float32, float16 or bfloat16 (the 16-bit ones as their bit
+ * patterns); kernels templated over the storage type T load with ld(), store
+ * with st() through half_math.h's conversions, and do their math in float32,
+ * so a 16-bit result is the float32 formula rounded once, as on the CPU. */
+struct act_f16 { uint16_t bits; };
+struct act_bf16 { uint16_t bits; };
+
+static __device__ __forceinline__ float ld(float v) { return v; }
+static __device__ __forceinline__ float ld(act_f16 v) { return facet_half_to_float(v.bits); }
+static __device__ __forceinline__ float ld(act_bf16 v) { return facet_bf16_to_float(v.bits); }
+static __device__ __forceinline__ void st(float *p, int64_t i, float v) { p[i] = v; }
+static __device__ __forceinline__ void st(act_f16 *p, int64_t i, float v) { p[i].bits = facet_float_to_half(v); }
+static __device__ __forceinline__ void st(act_bf16 *p, int64_t i, float v) { p[i].bits = facet_float_to_bf16(v); }
+
+/* Runs the statement with T the storage type of dtype (float32, float16 or
+ * bfloat16; the C side has checked it). */
+#define FACET_ACT_DISPATCH(dtype, T, ...)                                  \
+    do {                                                                   \
+        if ((dtype) == FACET_DTYPE_FLOAT16) {                              \
+            typedef act_f16 T;                                             \
+            __VA_ARGS__;                                                   \
+        } else if ((dtype) == FACET_DTYPE_BFLOAT16) {                      \
+            typedef act_bf16 T;                                            \
+            __VA_ARGS__;                                                   \
+        } else {                                                           \
+            typedef float T;                                               \
+            __VA_ARGS__;                                                   \
+        }                                                                  \
+    } while (0)
+
 /* ---- launch shapes ----------------------------------------------------------------------- */
 
 /* Grid-stride loop over [0, n) with 64-bit indices. */

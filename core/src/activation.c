@@ -1,9 +1,13 @@
 /*
  * activation.c - ReLU, sigmoid, tanh and per-channel PReLU with their
- * gradients. The per-element math is activation_math.h.
+ * gradients. The per-element math is activation_math.h. x, out and the
+ * gradients are float32, float16 or bfloat16 (one dtype), the slope and its
+ * gradient float32; a 16-bit call runs the float32 loops on widened copies
+ * and rounds once (half_layers.h).
  */
 #include "internal.h"
 #include "activation_math.h"
+#include "half_layers.h"
 #include <stdlib.h>
 
 /* channel count and inner size for per-channel slopes: N x C [x H x W] */
@@ -117,7 +121,7 @@ FACET_CLONES static int act_backward_cpu(float *gx, float *gs, const float *g, c
 int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, const facet_tensor *slope)
 {
     static const char *fn = "facet_activation_forward";
-    int rc = facet_check_float_pair(fn, "out", out, "x", x);
+    int rc = facet_check_act_pair(fn, "out", out, "x", x);
     if (rc) return rc;
     if (act < 0 || act >= FACET_ACTIVATION_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown activation %d", fn, act);
     int64_t channels, inner, n = facet_numel(x);
@@ -131,11 +135,18 @@ int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, 
         sp = facet_ptr(slope);
         ns = facet_numel(slope);
     }
-    float *o = facet_ptr(out);
-    const float *xp = facet_ptr(x);
-    if (x->device == FACET_DEVICE_CUDA) return facet_cuda_activation_forward(o, xp, n, act, sp, ns, channels, inner);
-    act_forward_cpu(o, xp, n, act, sp, ns, channels, inner);
-    return 0;
+    if (x->device == FACET_DEVICE_CUDA)
+        return facet_cuda_activation_forward(x->dtype, facet_ptr(out), facet_ptr(x), n, act, sp, ns, channels, inner);
+    int ok = 1;
+    facet_half_begin(x->dtype);
+    const float *xp = facet_half_in(fn, x, 0, &ok);
+    float *o = ok ? facet_half_out(fn, out, 1, &ok) : NULL;
+    if (ok) {
+        act_forward_cpu(o, xp, n, act, sp, ns, channels, inner);
+        facet_half_store(out, o);
+    }
+    facet_half_end(x->dtype);
+    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
 }
 
 int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, const facet_tensor *grad_out,
@@ -143,11 +154,11 @@ int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, co
 {
     static const char *fn = "facet_activation_backward";
     if (act < 0 || act >= FACET_ACTIVATION_COUNT) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown activation %d", fn, act);
-    int rc = facet_check_float_pair(fn, "grad_out", grad_out, "x", x);
-    if (!rc && grad_x) rc = facet_check_float_pair(fn, "grad_x", grad_x, "x", x);
+    int rc = facet_check_act_pair(fn, "grad_out", grad_out, "x", x);
+    if (!rc && grad_x) rc = facet_check_act_pair(fn, "grad_x", grad_x, "x", x);
     if (!rc && (act == FACET_ACTIVATION_SIGMOID || act == FACET_ACTIVATION_TANH)) {
         if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "%s: sigmoid and tanh need out", fn);
-        rc = facet_check_float_pair(fn, "out", out, "x", x);
+        rc = facet_check_act_pair(fn, "out", out, "x", x);
     }
     if (rc) return rc;
     int64_t channels, inner, n = facet_numel(x);
@@ -167,9 +178,22 @@ int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, co
         ns = facet_numel(slope);
         gs = grad_slope ? facet_ptr(grad_slope) : NULL;
     }
-    float *gx = grad_x ? facet_ptr(grad_x) : NULL;
-    const float *g = facet_ptr(grad_out), *xp = facet_ptr(x), *yp = out ? facet_ptr(out) : NULL;
+    /* only sigmoid and tanh read out, only PReLU's slope gradient and the
+     * other activations' grad_x read x */
+    const facet_tensor *yt = act == FACET_ACTIVATION_SIGMOID || act == FACET_ACTIVATION_TANH ? out : NULL;
     if (x->device == FACET_DEVICE_CUDA)
-        return facet_cuda_activation_backward(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
-    return act_backward_cpu(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
+        return facet_cuda_activation_backward(x->dtype, grad_x ? facet_ptr(grad_x) : NULL, gs, facet_ptr(grad_out),
+                                              facet_ptr(x), yt ? facet_ptr(yt) : NULL, n, act, sp, ns, channels, inner);
+    int ok = 1;
+    facet_half_begin(x->dtype);
+    const float *g = facet_half_in(fn, grad_out, 0, &ok);
+    const float *xp = ok ? facet_half_in(fn, x, 1, &ok) : NULL;
+    const float *yp = ok ? facet_half_in(fn, yt, 2, &ok) : NULL;
+    float *gx = ok ? facet_half_out(fn, grad_x, 3, &ok) : NULL;
+    if (ok) {
+        rc = act_backward_cpu(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
+        if (!rc) facet_half_store(grad_x, gx);
+    }
+    facet_half_end(x->dtype);
+    return ok ? rc : FACET_STATUS_ERR_MEMORY;
 }

@@ -186,15 +186,15 @@ int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, 
     return absent("facet_cuda_adam_step");
 }
 
-int facet_cuda_activation_forward(float *out, const float *x, int64_t n, int act, const float *slope, int64_t nslope, int64_t channels, int64_t inner)
+int facet_cuda_activation_forward(int dtype, void *out, const void *x, int64_t n, int act, const float *slope, int64_t nslope, int64_t channels, int64_t inner)
 {
-    (void)out; (void)x; (void)n; (void)act; (void)slope; (void)nslope; (void)channels; (void)inner;
+    (void)dtype; (void)out; (void)x; (void)n; (void)act; (void)slope; (void)nslope; (void)channels; (void)inner;
     return absent("facet_cuda_activation_forward");
 }
 
-int facet_cuda_activation_backward(float *grad_x, float *grad_slope, const float *grad_out, const float *x, const float *out, int64_t n, int act, const float *slope, int64_t nslope, int64_t channels, int64_t inner)
+int facet_cuda_activation_backward(int dtype, void *grad_x, float *grad_slope, const void *grad_out, const void *x, const void *out, int64_t n, int act, const float *slope, int64_t nslope, int64_t channels, int64_t inner)
 {
-    (void)grad_x; (void)grad_slope; (void)grad_out; (void)x; (void)out; (void)n; (void)act; (void)slope; (void)nslope; (void)channels; (void)inner;
+    (void)dtype; (void)grad_x; (void)grad_slope; (void)grad_out; (void)x; (void)out; (void)n; (void)act; (void)slope; (void)nslope; (void)channels; (void)inner;
     return absent("facet_cuda_activation_backward");
 }
 
@@ -234,15 +234,15 @@ int facet_cuda_batchnorm_backward(float *grad_x, float *grad_weight, float *grad
     return absent("facet_cuda_batchnorm_backward");
 }
 
-int facet_cuda_pool2d_forward(float *out, int32_t *argmax, const float *x, int kind, const struct facet_pool_geom *g)
+int facet_cuda_pool2d_forward(int dtype, void *out, int32_t *argmax, const void *x, int kind, const struct facet_pool_geom *g)
 {
-    (void)out; (void)argmax; (void)x; (void)kind; (void)g;
+    (void)dtype; (void)out; (void)argmax; (void)x; (void)kind; (void)g;
     return absent("facet_cuda_pool2d_forward");
 }
 
-int facet_cuda_pool2d_backward(float *grad_x, const float *grad_out, const int32_t *argmax, int kind, const struct facet_pool_geom *g)
+int facet_cuda_pool2d_backward(int dtype, void *grad_x, const void *grad_out, const int32_t *argmax, int kind, const struct facet_pool_geom *g)
 {
-    (void)grad_x; (void)grad_out; (void)argmax; (void)kind; (void)g;
+    (void)dtype; (void)grad_x; (void)grad_out; (void)argmax; (void)kind; (void)g;
     return absent("facet_cuda_pool2d_backward");
 }
 

@@ -127,11 +127,12 @@ int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, fl
 int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, float *m, float *v, int64_t n);
 
 /* ---- activations (activation.cu) and dropout (dropout.cu) ---------------------------------------
- * x is [outer, channels, inner]; slope has nslope values (1 or channels) or is NULL. */
-int facet_cuda_activation_forward(float *out, const float *x, int64_t n, int act, const float *slope, int64_t nslope,
-                                  int64_t channels, int64_t inner);
-int facet_cuda_activation_backward(float *grad_x, float *grad_slope, const float *grad_out, const float *x,
-                                   const float *out, int64_t n, int act, const float *slope, int64_t nslope,
+ * x is [outer, channels, inner]; slope has nslope values (1 or channels) or is NULL. dtype
+ * (float32, float16 or bfloat16) is the type of x, out and their gradients; slopes are float32. */
+int facet_cuda_activation_forward(int dtype, void *out, const void *x, int64_t n, int act, const float *slope,
+                                  int64_t nslope, int64_t channels, int64_t inner);
+int facet_cuda_activation_backward(int dtype, void *grad_x, float *grad_slope, const void *grad_out, const void *x,
+                                   const void *out, int64_t n, int act, const float *slope, int64_t nslope,
                                    int64_t channels, int64_t inner);
 int facet_cuda_dropout_forward(float *out, unsigned char *mask, const float *x, int64_t n, float p, float scale,
                                uint64_t seed, uint64_t offset);
@@ -154,9 +155,10 @@ int facet_cuda_batchnorm_backward(float *grad_x, float *grad_weight, float *grad
                                   const float *save_invstd, int64_t n, int64_t c, int64_t hw, int training);
 
 /* ---- pooling (pool.cu): the geometry of pool_math.h; argmax may be NULL (max
- * pooling without backward, or average pooling) ---------------------------------------------- */
-int facet_cuda_pool2d_forward(float *out, int32_t *argmax, const float *x, int kind, const struct facet_pool_geom *g);
-int facet_cuda_pool2d_backward(float *grad_x, const float *grad_out, const int32_t *argmax, int kind,
+ * pooling without backward, or average pooling); dtype is x's (float32, float16, bfloat16) ---------------------------------------------- */
+int facet_cuda_pool2d_forward(int dtype, void *out, int32_t *argmax, const void *x, int kind,
+                              const struct facet_pool_geom *g);
+int facet_cuda_pool2d_backward(int dtype, void *grad_x, const void *grad_out, const int32_t *argmax, int kind,
                                const struct facet_pool_geom *g);
 
 /* ---- upsampling (upsample.cu): [planes, h, w] <-> [planes, ho, wo] ------------------------------- */

@@ -1,7 +1,9 @@
 /*
- * pool.c - 2-D max and average pooling of contiguous float32 N x C x H x W
- * tensors, forward and backward (PyTorch's MaxPool2d / AvgPool2d without
- * ceil mode or dilation).
+ * pool.c - 2-D max and average pooling of contiguous float32, float16 or
+ * bfloat16 N x C x H x W tensors (x, out and the gradients of one dtype),
+ * forward and backward (PyTorch's MaxPool2d / AvgPool2d without ceil mode or
+ * dilation). A 16-bit call runs the float32 loops on widened copies and
+ * rounds once (half_layers.h); CUDA templates its kernels over the dtype.
  *
  * Settings (facet_pool2d_params): kernel >= 1, stride >= 1, 0 <= pad <=
  * kernel / 2 (PyTorch's bound: every window then holds an image pixel), and
@@ -23,6 +25,7 @@
  */
 #include "internal.h"
 #include "pool_math.h"
+#include "half_layers.h"
 #include <math.h>
 #include <string.h>
 
@@ -53,7 +56,7 @@ static int read_settings(const char *fn, const facet_pool2d_params *pool, int ki
  * non-empty plane; fills planes, h, w, ho, wo of g. */
 static int check_input(const char *fn, const char *name, const facet_tensor *t, struct facet_pool_geom *g)
 {
-    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    int rc = facet_check_act_dtype(fn, name, t);
     if (rc) return rc;
     if (t->ndim != 4 || !facet_contiguous(t) || t->sizes[2] < 1 || t->sizes[3] < 1)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be a contiguous N x C x H x W tensor with H, W >= 1, got %s", fn,
@@ -77,7 +80,7 @@ static int check_input(const char *fn, const char *name, const facet_tensor *t, 
 static int check_output(const char *fn, const char *name, const facet_tensor *t, int dtype, const facet_tensor *x,
                         const struct facet_pool_geom *g)
 {
-    int rc = facet_check_dtype(fn, name, t, dtype);
+    int rc = dtype == FACET_DTYPE_INT32 ? facet_check_dtype(fn, name, t, dtype) : facet_check_dtype_of(fn, name, t, "x", x);
     if (!rc) rc = facet_check_same_device(fn, t, x);
     if (rc) return rc;
     if (t->ndim != 4 || t->sizes[0] != x->sizes[0] || t->sizes[1] != x->sizes[1] || t->sizes[2] != g->ho ||
@@ -176,6 +179,35 @@ FACET_CLONES static void avg_plane_backward(float *gx, const float *go, const st
     }
 }
 
+/* all planes, on float32 data */
+static void forward_cpu(float *o, int32_t *am, const float *xp, int kind, const struct facet_pool_geom *gp)
+{
+    const struct facet_pool_geom g = *gp;
+    const int64_t in_plane = g.h * g.w, out_plane = g.ho * g.wo;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) \
+        if (g.planes * (in_plane + out_plane) >= FACET_PARALLEL_GRAIN)
+    for (int64_t p = 0; p < g.planes; p++) {
+        if (kind == FACET_POOL_KIND_MAX)
+            max_plane(o + p * out_plane, am ? am + p * out_plane : NULL, xp + p * in_plane, &g);
+        else
+            avg_plane(o + p * out_plane, xp + p * in_plane, &g);
+    }
+}
+
+static void backward_cpu(float *gx, const float *go, const int32_t *am, int kind, const struct facet_pool_geom *gp)
+{
+    const struct facet_pool_geom g = *gp;
+    const int64_t in_plane = g.h * g.w, out_plane = g.ho * g.wo;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) \
+        if (g.planes * (in_plane + out_plane) >= FACET_PARALLEL_GRAIN)
+    for (int64_t p = 0; p < g.planes; p++) {
+        if (kind == FACET_POOL_KIND_MAX)
+            max_plane_backward(gx + p * in_plane, go + p * out_plane, am + p * out_plane, &g);
+        else
+            avg_plane_backward(gx + p * in_plane, go + p * out_plane, &g);
+    }
+}
+
 /* ---- API ---------------------------------------------------------------------------- */
 
 int facet_pool2d_forward(facet_tensor *out, facet_tensor *argmax, const facet_tensor *x, int kind,
@@ -189,20 +221,16 @@ int facet_pool2d_forward(facet_tensor *out, facet_tensor *argmax, const facet_te
     if (kind != FACET_POOL_KIND_MAX) argmax = NULL;
     if (!rc && argmax) rc = check_output(fn, "argmax", argmax, FACET_DTYPE_INT32, x, &g);
     if (rc) return rc;
-    float *o = facet_ptr(out);
     int32_t *am = argmax ? facet_ptr(argmax) : NULL;
-    const float *xp = facet_ptr(x);
-    if (x->device == FACET_DEVICE_CUDA) return facet_cuda_pool2d_forward(o, am, xp, kind, &g);
-    const int64_t in_plane = g.h * g.w, out_plane = g.ho * g.wo;
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) \
-        if (g.planes * (in_plane + out_plane) >= FACET_PARALLEL_GRAIN)
-    for (int64_t p = 0; p < g.planes; p++) {
-        if (kind == FACET_POOL_KIND_MAX)
-            max_plane(o + p * out_plane, am ? am + p * out_plane : NULL, xp + p * in_plane, &g);
-        else
-            avg_plane(o + p * out_plane, xp + p * in_plane, &g);
-    }
-    return 0;
+    if (x->device == FACET_DEVICE_CUDA) return facet_cuda_pool2d_forward(x->dtype, facet_ptr(out), am, facet_ptr(x), kind, &g);
+    int ok = 1;
+    facet_half_begin(x->dtype);
+    const float *xp = facet_half_in(fn, x, 0, &ok);
+    float *o = ok ? facet_half_out(fn, out, 1, &ok) : NULL;
+    if (ok) forward_cpu(o, am, xp, kind, &g);
+    if (ok) facet_half_store(out, o);
+    facet_half_end(x->dtype);
+    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
 }
 
 int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *argmax, int kind,
@@ -221,18 +249,16 @@ int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, co
     } else {
         argmax = NULL;
     }
-    float *gx = facet_ptr(grad_x);
-    const float *go = facet_ptr(grad_out);
     const int32_t *am = argmax ? facet_ptr(argmax) : NULL;
-    if (grad_x->device == FACET_DEVICE_CUDA) return facet_cuda_pool2d_backward(gx, go, am, kind, &g);
-    const int64_t in_plane = g.h * g.w, out_plane = g.ho * g.wo;
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) \
-        if (g.planes * (in_plane + out_plane) >= FACET_PARALLEL_GRAIN)
-    for (int64_t p = 0; p < g.planes; p++) {
-        if (kind == FACET_POOL_KIND_MAX)
-            max_plane_backward(gx + p * in_plane, go + p * out_plane, am + p * out_plane, &g);
-        else
-            avg_plane_backward(gx + p * in_plane, go + p * out_plane, &g);
-    }
-    return 0;
+    if (grad_x->device == FACET_DEVICE_CUDA)
+        return facet_cuda_pool2d_backward(grad_x->dtype, facet_ptr(grad_x), facet_ptr(grad_out), am, kind, &g);
+    int ok = 1;
+    facet_half_begin(grad_x->dtype);
+    const float *go = facet_half_in(fn, grad_out, 0, &ok);
+    float *gx = ok ? facet_half_out(fn, grad_x, 1, &ok) : NULL;
+    if (ok) backward_cpu(gx, go, am, kind, &g);
+    if (ok) facet_half_store(grad_x, gx);
+    facet_half_end(grad_x->dtype);
+    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
 }
+
