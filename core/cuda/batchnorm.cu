@@ -13,7 +13,10 @@
  * writes the per-channel outputs. As one block owns a channel, grad_weight /
  * grad_bias accumulate without atomics. The sums run in another order than
  * the CPU's, so statistics agree to double rounding; the rest is computed as
- * on the CPU, operation for operation.
+ * on the CPU, operation for operation. x, out, grad_out and grad_x are
+ * float32, float16 or bfloat16 (kernels templated over the storage type,
+ * loads widened, results rounded once); weights, statistics and parameter
+ * gradients are float32.
  */
 #include "cuda_common.cuh"
 #include "batchnorm_math.h"
@@ -39,8 +42,9 @@ struct sum2_op {
     }
 };
 
-static __global__ void bn_forward_kernel(float *out, float *save_mean, float *save_invstd, float *running_mean,
-                                         float *running_var, const float *x, const float *weight, const float *bias,
+template <typename T>
+static __global__ void bn_forward_kernel(T *out, float *save_mean, float *save_invstd, float *running_mean,
+                                         float *running_var, const T *x, const float *weight, const float *bias,
                                          int64_t n, int64_t c, int64_t hw, int kt, int training, double momentum,
                                          double eps)
 {
@@ -49,12 +53,12 @@ static __global__ void bn_forward_kernel(float *out, float *save_mean, float *sa
     FACET_CUDA_FOR_BLOCK(ch, c) {
         double mean, var;
         if (training) {
-            const float shift = x[ch * hw];
+            const float shift = ld(x[ch * hw]);
             sum2 s = { 0.0, 0.0 };
             for (int64_t i = tn; i < n; i += nt) {
-                const float *p = x + (i * c + ch) * hw;
+                const T *p = x + (i * c + ch) * hw;
                 for (int64_t k = tk; k < hw; k += kt) {
-                    const double d = (double)p[k] - shift;
+                    const double d = (double)ld(p[k]) - shift;
                     s.a += d;
                     s.b = facet_dadd_rn(s.b, facet_dmul_rn(d, d));
                 }
@@ -77,25 +81,29 @@ static __global__ void bn_forward_kernel(float *out, float *save_mean, float *sa
         const float d = bias ? bias[ch] : 0.0f;
         for (int64_t i = tn; i < n; i += nt) {
             const int64_t off = (i * c + ch) * hw;
-            for (int64_t q = tk; q < hw; q += kt) out[off + q] = facet_bn_forward_at(x[off + q], m, k, d);
+            for (int64_t q = tk; q < hw; q += kt) st(out, off + q, facet_bn_forward_at(ld(x[off + q]), m, k, d));
         }
     }
 }
 
-extern "C" int facet_cuda_batchnorm_forward(float *out, float *save_mean, float *save_invstd, float *running_mean,
-                                            float *running_var, const float *x, const float *weight,
-                                            const float *bias, int64_t n, int64_t c, int64_t hw, int training,
-                                            double momentum, double eps)
+extern "C" int facet_cuda_batchnorm_forward(int dtype, void *out, float *save_mean, float *save_invstd,
+                                            float *running_mean, float *running_var, const void *x,
+                                            const float *weight, const float *bias, int64_t n, int64_t c, int64_t hw,
+                                            int training, double momentum, double eps)
 {
-    return launch_items("facet_cuda_batchnorm_forward", c, FACET_CUDA_THREADS, bn_forward_kernel, out, save_mean,
-                        save_invstd, running_mean, running_var, x, weight, bias, n, c, hw, plane_threads(hw), training,
-                        momentum, eps);
+    int rc = 0;
+    FACET_ACT_DISPATCH(dtype, T,
+        rc = launch_items("facet_cuda_batchnorm_forward", c, FACET_CUDA_THREADS, bn_forward_kernel<T>, (T *)out,
+                          save_mean, save_invstd, running_mean, running_var, (const T *)x, weight, bias, n, c, hw,
+                          plane_threads(hw), training, momentum, eps));
+    return rc;
 }
 
 /* need_sums: training, or a parameter gradient wanted (evaluation's grad_x
  * alone needs no reduction). */
-static __global__ void bn_backward_kernel(float *grad_x, float *grad_weight, float *grad_bias, const float *grad_out,
-                                          const float *x, const float *weight, const float *save_mean,
+template <typename T>
+static __global__ void bn_backward_kernel(T *grad_x, float *grad_weight, float *grad_bias, const T *grad_out,
+                                          const T *x, const float *weight, const float *save_mean,
                                           const float *save_invstd, int64_t n, int64_t c, int64_t hw, int kt,
                                           int training, int need_sums)
 {
@@ -109,9 +117,9 @@ static __global__ void bn_backward_kernel(float *grad_x, float *grad_weight, flo
             for (int64_t i = tn; i < n; i += nt) {
                 const int64_t off = (i * c + ch) * hw;
                 for (int64_t q = tk; q < hw; q += kt) {
-                    const double g = grad_out[off + q];
+                    const double g = ld(grad_out[off + q]);
                     s.a += g;
-                    s.b = facet_dadd_rn(s.b, facet_dmul_rn(g, (double)x[off + q] - m));
+                    s.b = facet_dadd_rn(s.b, facet_dmul_rn(g, (double)ld(x[off + q]) - m));
                 }
             }
             const sum2 zero = { 0.0, 0.0 };
@@ -127,20 +135,24 @@ static __global__ void bn_backward_kernel(float *grad_x, float *grad_weight, flo
             const int64_t off = (i * c + ch) * hw;
             if (training)
                 for (int64_t q = tk; q < hw; q += kt)
-                    grad_x[off + q] = facet_bn_backward_at(k, grad_out[off + q], x[off + q], m);
+                    st(grad_x, off + q, facet_bn_backward_at(k, ld(grad_out[off + q]), ld(x[off + q]), m));
             else
-                for (int64_t q = tk; q < hw; q += kt) grad_x[off + q] = facet_bn_backward_eval_at(k, grad_out[off + q]);
+                for (int64_t q = tk; q < hw; q += kt)
+                    st(grad_x, off + q, facet_bn_backward_eval_at(k, ld(grad_out[off + q])));
         }
     }
 }
 
-extern "C" int facet_cuda_batchnorm_backward(float *grad_x, float *grad_weight, float *grad_bias,
-                                             const float *grad_out, const float *x, const float *weight,
+extern "C" int facet_cuda_batchnorm_backward(int dtype, void *grad_x, float *grad_weight, float *grad_bias,
+                                             const void *grad_out, const void *x, const float *weight,
                                              const float *save_mean, const float *save_invstd, int64_t n, int64_t c,
                                              int64_t hw, int training)
 {
     const int need_sums = training || grad_weight || grad_bias;
-    return launch_items("facet_cuda_batchnorm_backward", c, FACET_CUDA_THREADS, bn_backward_kernel, grad_x,
-                        grad_weight, grad_bias, grad_out, x, weight, save_mean, save_invstd, n, c, hw,
-                        plane_threads(hw), training, need_sums);
+    int rc = 0;
+    FACET_ACT_DISPATCH(dtype, T,
+        rc = launch_items("facet_cuda_batchnorm_backward", c, FACET_CUDA_THREADS, bn_backward_kernel<T>, (T *)grad_x,
+                          grad_weight, grad_bias, (const T *)grad_out, (const T *)x, weight, save_mean, save_invstd,
+                          n, c, hw, plane_threads(hw), training, need_sums));
+    return rc;
 }

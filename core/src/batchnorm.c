@@ -1,6 +1,7 @@
 /*
- * batchnorm.c - batch normalisation over dim 1 of float32 N x C, N x C x L or
- * N x C x H x W tensors (contiguous), with PyTorch's semantics:
+ * batchnorm.c - batch normalisation over dim 1 of float32, float16 or
+ * bfloat16 N x C, N x C x L or N x C x H x W tensors (contiguous; x, out and
+ * the gradients of one dtype), with PyTorch's semantics:
  *
  *   training    mean and biased variance of each channel over N*H*W values
  *               normalise it; running = (1 - momentum) running + momentum
@@ -26,9 +27,15 @@
  * inner loops run along the plane), and 2-D inputs (H*W == 1), where blocks
  * of COL_BLOCK adjacent channels are walked row by row so the inner loops run
  * across channels and stay contiguous.
+ *
+ * Mixed precision: the weight, bias, statistics (save_*, running_*) and
+ * parameter gradients are float32 whatever x's dtype. A 16-bit call runs the
+ * float32 loops on widened copies of x and grad_out and rounds out / grad_x
+ * once (half_layers.h); batchnorm.cu templates its kernels over the dtype.
  */
 #include "internal.h"
 #include "batchnorm_math.h"
+#include "half_layers.h"
 #include <math.h>
 
 enum {
@@ -44,7 +51,7 @@ struct bn_shape {
 
 static int check_input(const char *fn, const char *name, const facet_tensor *t)
 {
-    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    int rc = facet_check_act_dtype(fn, name, t);
     if (rc) return rc;
     if (t->ndim < 2 || t->ndim > 4 || !facet_contiguous(t))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be a contiguous N x C, N x C x L or N x C x H x W tensor, got %s",
@@ -55,7 +62,7 @@ static int check_input(const char *fn, const char *name, const facet_tensor *t)
 static int check_like(const char *fn, const char *name, const facet_tensor *t, const char *xname,
                       const facet_tensor *x)
 {
-    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    int rc = facet_check_dtype_of(fn, name, t, xname, x);
     if (!rc) rc = facet_check_same_device(fn, t, x);
     if (rc) return rc;
     if (!facet_same_shape(t, x) || !facet_contiguous(t))
@@ -207,6 +214,18 @@ FACET_CLONES static void forward_block(const struct bn_forward *a, int64_t c0, i
     }
 }
 
+static void forward_cpu(const struct bn_forward *ap)
+{
+    const struct bn_forward a = *ap;
+    const struct bn_shape s = a.s;
+    const int64_t cb = s.hw == 1 ? COL_BLOCK : 1, blocks = (s.c + cb - 1) / cb;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (s.n * s.c * s.hw >= FACET_PARALLEL_GRAIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t c0 = b * cb;
+        forward_block(&a, c0, s.c - c0 < cb ? s.c - c0 : cb);
+    }
+}
+
 int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_tensor *save_invstd,
                             facet_tensor *running_mean, facet_tensor *running_var, const facet_tensor *x,
                             const facet_tensor *weight, const facet_tensor *bias, int training, double momentum,
@@ -237,23 +256,25 @@ int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_te
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: training needs more than one value per channel, got x %s", fn,
                           facet_desc(x));
 
-    struct bn_forward a = {
-        facet_ptr(out), save_mean ? facet_ptr(save_mean) : NULL, save_invstd ? facet_ptr(save_invstd) : NULL,
-        running_mean ? facet_ptr(running_mean) : NULL, running_var ? facet_ptr(running_var) : NULL,
-        facet_ptr(x), weight ? facet_ptr(weight) : NULL, bias ? facet_ptr(bias) : NULL,
-        s, training, momentum, eps
-    };
+    float *sm = save_mean ? facet_ptr(save_mean) : NULL, *si = save_invstd ? facet_ptr(save_invstd) : NULL;
+    float *rm = running_mean ? facet_ptr(running_mean) : NULL, *rv = running_var ? facet_ptr(running_var) : NULL;
+    const float *wp = weight ? facet_ptr(weight) : NULL, *bp = bias ? facet_ptr(bias) : NULL;
     if (x->device == FACET_DEVICE_CUDA)
-        return facet_cuda_batchnorm_forward(a.out, a.save_mean, a.save_invstd, a.running_mean, a.running_var, a.x,
-                                            a.weight, a.bias, s.n, s.c, s.hw, training, momentum, eps);
-    const int64_t cb = s.hw == 1 ? COL_BLOCK : 1, blocks = (s.c + cb - 1) / cb;
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (facet_numel(x) >= FACET_PARALLEL_GRAIN)
-    for (int64_t b = 0; b < blocks; b++) {
-        const int64_t c0 = b * cb;
-        forward_block(&a, c0, s.c - c0 < cb ? s.c - c0 : cb);
+        return facet_cuda_batchnorm_forward(x->dtype, facet_ptr(out), sm, si, rm, rv, facet_ptr(x), wp, bp, s.n, s.c,
+                                            s.hw, training, momentum, eps);
+    int ok = 1;
+    facet_half_begin(x->dtype);
+    const float *xp = facet_half_in(fn, x, 0, &ok);
+    float *o = ok ? facet_half_out(fn, out, 1, &ok) : NULL;
+    if (ok) {
+        struct bn_forward a = { o, sm, si, rm, rv, xp, wp, bp, s, training, momentum, eps };
+        forward_cpu(&a);
+        facet_half_store(out, o);
     }
-    return 0;
+    facet_half_end(x->dtype);
+    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
 }
+
 
 /* ---- backward ------------------------------------------------------------------------ */
 
@@ -317,6 +338,18 @@ FACET_CLONES static void backward_block(const struct bn_backward *a, int64_t c0,
     }
 }
 
+static void backward_cpu(const struct bn_backward *ap)
+{
+    const struct bn_backward a = *ap;
+    const struct bn_shape s = a.s;
+    const int64_t cb = s.hw == 1 ? COL_BLOCK : 1, blocks = (s.c + cb - 1) / cb;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (s.n * s.c * s.hw >= FACET_PARALLEL_GRAIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t c0 = b * cb;
+        backward_block(&a, c0, s.c - c0 < cb ? s.c - c0 : cb);
+    }
+}
+
 int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
                              const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
                              const facet_tensor *save_mean, const facet_tensor *save_invstd, int training)
@@ -338,19 +371,22 @@ int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, fa
                           facet_desc(x));
     if (!grad_x && !grad_weight && !grad_bias) return 0;
 
-    struct bn_backward a = {
-        grad_x ? facet_ptr(grad_x) : NULL, grad_weight ? facet_ptr(grad_weight) : NULL,
-        grad_bias ? facet_ptr(grad_bias) : NULL, facet_ptr(grad_out), facet_ptr(x),
-        weight ? facet_ptr(weight) : NULL, facet_ptr(save_mean), facet_ptr(save_invstd), s, training
-    };
+    float *gw = grad_weight ? facet_ptr(grad_weight) : NULL, *gb = grad_bias ? facet_ptr(grad_bias) : NULL;
+    const float *wp = weight ? facet_ptr(weight) : NULL, *sm = facet_ptr(save_mean), *si = facet_ptr(save_invstd);
     if (x->device == FACET_DEVICE_CUDA)
-        return facet_cuda_batchnorm_backward(a.grad_x, a.grad_weight, a.grad_bias, a.grad_out, a.x, a.weight, a.mean,
-                                             a.invstd, s.n, s.c, s.hw, training);
-    const int64_t cb = s.hw == 1 ? COL_BLOCK : 1, blocks = (s.c + cb - 1) / cb;
-    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (facet_numel(x) >= FACET_PARALLEL_GRAIN)
-    for (int64_t b = 0; b < blocks; b++) {
-        const int64_t c0 = b * cb;
-        backward_block(&a, c0, s.c - c0 < cb ? s.c - c0 : cb);
+        return facet_cuda_batchnorm_backward(x->dtype, grad_x ? facet_ptr(grad_x) : NULL, gw, gb, facet_ptr(grad_out),
+                                             facet_ptr(x), wp, sm, si, s.n, s.c, s.hw, training);
+    int ok = 1;
+    facet_half_begin(x->dtype);
+    const float *go = facet_half_in(fn, grad_out, 0, &ok);
+    const float *xp = ok ? facet_half_in(fn, x, 1, &ok) : NULL;
+    float *gx = ok ? facet_half_out(fn, grad_x, 2, &ok) : NULL;
+    if (ok) {
+        struct bn_backward a = { gx, gw, gb, go, xp, wp, sm, si, s, training };
+        backward_cpu(&a);
+        facet_half_store(grad_x, gx);
     }
-    return 0;
+    facet_half_end(x->dtype);
+    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
 }
+

@@ -222,15 +222,15 @@ int facet_cuda_conv2d_backward(const struct facet_conv_geom *g, float *grad_x, f
     return absent("facet_cuda_conv2d_backward");
 }
 
-int facet_cuda_batchnorm_forward(float *out, float *save_mean, float *save_invstd, float *running_mean, float *running_var, const float *x, const float *weight, const float *bias, int64_t n, int64_t c, int64_t hw, int training, double momentum, double eps)
+int facet_cuda_batchnorm_forward(int dtype, void *out, float *save_mean, float *save_invstd, float *running_mean, float *running_var, const void *x, const float *weight, const float *bias, int64_t n, int64_t c, int64_t hw, int training, double momentum, double eps)
 {
-    (void)out; (void)save_mean; (void)save_invstd; (void)running_mean; (void)running_var; (void)x; (void)weight; (void)bias; (void)n; (void)c; (void)hw; (void)training; (void)momentum; (void)eps;
+    (void)dtype; (void)out; (void)save_mean; (void)save_invstd; (void)running_mean; (void)running_var; (void)x; (void)weight; (void)bias; (void)n; (void)c; (void)hw; (void)training; (void)momentum; (void)eps;
     return absent("facet_cuda_batchnorm_forward");
 }
 
-int facet_cuda_batchnorm_backward(float *grad_x, float *grad_weight, float *grad_bias, const float *grad_out, const float *x, const float *weight, const float *save_mean, const float *save_invstd, int64_t n, int64_t c, int64_t hw, int training)
+int facet_cuda_batchnorm_backward(int dtype, void *grad_x, float *grad_weight, float *grad_bias, const void *grad_out, const void *x, const float *weight, const float *save_mean, const float *save_invstd, int64_t n, int64_t c, int64_t hw, int training)
 {
-    (void)grad_x; (void)grad_weight; (void)grad_bias; (void)grad_out; (void)x; (void)weight; (void)save_mean; (void)save_invstd; (void)n; (void)c; (void)hw; (void)training;
+    (void)dtype; (void)grad_x; (void)grad_weight; (void)grad_bias; (void)grad_out; (void)x; (void)weight; (void)save_mean; (void)save_invstd; (void)n; (void)c; (void)hw; (void)training;
     return absent("facet_cuda_batchnorm_backward");
 }
 

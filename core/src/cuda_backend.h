@@ -146,12 +146,13 @@ int facet_cuda_conv2d_backward(const struct facet_conv_geom *g, float *grad_x, f
                                const float *grad_out, const float *x, const float *w, float *ws, int64_t ws_elems);
 
 /* ---- batch normalisation (batchnorm.cu): x is [n, c, hw]; save_*, running_*,
- * weight, bias may be NULL as the API allows --------------------------------------------------- */
-int facet_cuda_batchnorm_forward(float *out, float *save_mean, float *save_invstd, float *running_mean,
-                                 float *running_var, const float *x, const float *weight, const float *bias,
+ * weight, bias may be NULL as the API allows; dtype is that of x, out and the gradients of x
+ * (float32, float16, bfloat16), the rest is float32 --------------------------------------------------- */
+int facet_cuda_batchnorm_forward(int dtype, void *out, float *save_mean, float *save_invstd, float *running_mean,
+                                 float *running_var, const void *x, const float *weight, const float *bias,
                                  int64_t n, int64_t c, int64_t hw, int training, double momentum, double eps);
-int facet_cuda_batchnorm_backward(float *grad_x, float *grad_weight, float *grad_bias, const float *grad_out,
-                                  const float *x, const float *weight, const float *save_mean,
+int facet_cuda_batchnorm_backward(int dtype, void *grad_x, float *grad_weight, float *grad_bias, const void *grad_out,
+                                  const void *x, const float *weight, const float *save_mean,
                                   const float *save_invstd, int64_t n, int64_t c, int64_t hw, int training);
 
 /* ---- pooling (pool.cu): the geometry of pool_math.h; argmax may be NULL (max
