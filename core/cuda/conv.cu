@@ -1,6 +1,9 @@
 /*
- * conv.cu - 2-D convolution (NCHW float32) on CUDA, behind the checks of
- * core/src/conv.c; the paths are those of conv_math.h.
+ * conv.cu - 2-D convolution (NCHW) on CUDA, behind the checks of
+ * core/src/conv.c; the paths are those of conv_math.h. x, out, grad_out and
+ * grad_x are float32, float16 or bfloat16 (one dtype T; the kernels are
+ * templated over it); weight, bias, their gradients and the workspace are
+ * float32.
  *
  * IM2COL: the columns of a chunk of images go to the workspace as
  * [image][C kh kw][Ho Wo] (group g's K rows are rows g K .. g K + K - 1 of
@@ -19,6 +22,16 @@
  *
  * GEMMs go through facet_cuda_sgemm (blas.cu), which owns the cuBLAS handle
  * and turns row-major calls into cuBLAS's column-major ones.
+ *
+ * 16-bit T: the weight is rounded once per call into a T copy (scratch), the
+ * columns are T (in the workspace, which holds twice as many of them as
+ * floats), and the GEMMs are facet_cuda_gemm_ex (cublasGemmEx, tensor cores,
+ * float32 accumulation): forward writes out as T (rounded once from the
+ * float32 sums) or, with a bias, float32 scratch that one kernel adds the
+ * bias to and rounds; grad_weight is C = float32 (beta 1: the weight
+ * gradient accumulates in float32); grad_x's columns are float32 in the
+ * workspace as for float32, and col2im rounds each sum once. The depthwise
+ * kernels and the bias gradient load T and sum in float32.
  */
 #include "cuda_common.cuh"
 #include "conv_math.h"
@@ -26,8 +39,8 @@
 /* ---- kernels ------------------------------------------------------------------------ */
 
 /* col [nb][C kh kw][P]: one thread per entry, so stores coalesce along P. */
-static __global__ void im2col_kernel(struct facet_conv_geom g, const float *__restrict__ x, float *__restrict__ col,
-                                     int64_t nb)
+template <typename T>
+static __global__ void im2col_kernel(struct facet_conv_geom g, const T *__restrict__ x, T *__restrict__ col, int64_t nb)
 {
     const int64_t taps = g.kh * g.kw, rows = g.c * taps;
     FACET_CUDA_FOR(e, nb * rows * g.p) {
@@ -35,14 +48,16 @@ static __global__ void im2col_kernel(struct facet_conv_geom g, const float *__re
         int64_t c = r / taps, t = r % taps, i = t / g.kw, j = t % g.kw;
         int64_t h = (q / g.wo) * g.sh - g.ph + i * g.dh, w = (q % g.wo) * g.sw - g.pw + j * g.dw;
         bool inside = h >= 0 && h < g.h && w >= 0 && w < g.w;
-        col[e] = inside ? x[((b * g.c + c) * g.h + h) * g.w + w] : 0.0f;
+        if (inside) col[e] = x[((b * g.c + c) * g.h + h) * g.w + w];
+        else st(col, e, 0.0f);
     }
 }
 
 /* x [nb][C][H][W] = the sum of the column entries that sampled each
  * element: output row ho sees input row h through tap i when
  * h + pad - i dil = ho stride. Overwrites x. */
-static __global__ void col2im_kernel(struct facet_conv_geom g, const float *__restrict__ col, float *__restrict__ x,
+template <typename T>
+static __global__ void col2im_kernel(struct facet_conv_geom g, const float *__restrict__ col, T *__restrict__ x,
                                      int64_t nb)
 {
     const int64_t taps = g.kh * g.kw;
@@ -61,8 +76,24 @@ static __global__ void col2im_kernel(struct facet_conv_geom g, const float *__re
                 s += rows[(i * g.kw + j) * g.p + (hh / g.sh) * g.wo + ww / g.sw];
             }
         }
-        x[e] = s;
+        st(x, e, s);
     }
+}
+
+/* dst = src rounded once to T (the weight's 16-bit copy) */
+template <typename T>
+static __global__ void narrow_kernel(T *__restrict__ dst, const float *__restrict__ src, int64_t n)
+{
+    FACET_CUDA_FOR(e, n) st(dst, e, src[e]);
+}
+
+/* out = (acc + bias[o]) rounded once to T: the forward epilogue of a 16-bit
+ * GEMM with a bias */
+template <typename T>
+static __global__ void bias_round_kernel(T *__restrict__ out, const float *__restrict__ acc,
+                                         const float *__restrict__ bias, int64_t total, int64_t o, int64_t p)
+{
+    FACET_CUDA_FOR(e, total) st(out, e, acc[e] + bias[(e / p) % o]);
 }
 
 /* out[n][o][:] = bias[o], so the GEMMs can add onto it (beta 1) */
@@ -73,26 +104,28 @@ static __global__ void bias_fill_kernel(float *__restrict__ out, const float *__
 }
 
 /* grad_bias[o] += sum over images and positions of grad_out[n][o]: one block per channel */
-static __global__ void bias_grad_kernel(float *__restrict__ gb, const float *__restrict__ gout, int64_t n, int64_t o,
+template <typename T>
+static __global__ void bias_grad_kernel(float *__restrict__ gb, const T *__restrict__ gout, int64_t n, int64_t o,
                                         int64_t p)
 {
     for (int64_t ch = blockIdx.x; ch < o; ch += gridDim.x) {
         float s = 0.0f;
-        for (int64_t e = threadIdx.x; e < n * p; e += blockDim.x) s += gout[((e / p) * o + ch) * p + e % p];
+        for (int64_t e = threadIdx.x; e < n * p; e += blockDim.x) s += ld(gout[((e / p) * o + ch) * p + e % p]);
         s = block_sum(s);
         if (threadIdx.x == 0) gb[ch] += s;
     }
 }
 
 /* Depthwise forward: one thread per output; channel o reads input o / og. */
-static __global__ void direct_forward_kernel(struct facet_conv_geom g, float *__restrict__ out,
-                                             const float *__restrict__ x, const float *__restrict__ w,
-                                             const float *__restrict__ bias)
+template <typename T>
+static __global__ void direct_forward_kernel(struct facet_conv_geom g, T *__restrict__ out, const T *__restrict__ x,
+                                             const float *__restrict__ w, const float *__restrict__ bias)
 {
     const int64_t taps = g.kh * g.kw;
     FACET_CUDA_FOR(e, g.n * g.o * g.p) {
         int64_t q = e % g.p, no = e / g.p, o = no % g.o, n = no / g.o;
-        const float *xp = x + (n * g.c + o / g.og) * g.h * g.w, *wp = w + o * taps;
+        const T *xp = x + (n * g.c + o / g.og) * g.h * g.w;
+        const float *wp = w + o * taps;
         int64_t h0 = (q / g.wo) * g.sh - g.ph, w0 = (q % g.wo) * g.sw - g.pw;
         float s = bias ? bias[o] : 0.0f;
         for (int64_t i = 0; i < g.kh; i++) {
@@ -100,17 +133,18 @@ static __global__ void direct_forward_kernel(struct facet_conv_geom g, float *__
             if (h < 0 || h >= g.h) continue;
             for (int64_t j = 0; j < g.kw; j++) {
                 int64_t ww = w0 + j * g.dw;
-                if (ww >= 0 && ww < g.w) s += wp[i * g.kw + j] * xp[h * g.w + ww];
+                if (ww >= 0 && ww < g.w) s += wp[i * g.kw + j] * ld(xp[h * g.w + ww]);
             }
         }
-        out[e] = s;
+        st(out, e, s);
     }
 }
 
 /* Depthwise grad_x: one thread per input element, gathering from the og
  * output channels of its channel as col2im does. Overwrites. */
-static __global__ void direct_grad_x_kernel(struct facet_conv_geom g, float *__restrict__ gx,
-                                            const float *__restrict__ gout, const float *__restrict__ w)
+template <typename T>
+static __global__ void direct_grad_x_kernel(struct facet_conv_geom g, T *__restrict__ gx, const T *__restrict__ gout,
+                                            const float *__restrict__ w)
 {
     const int64_t taps = g.kh * g.kw;
     FACET_CUDA_FOR(e, g.n * g.c * g.h * g.w) {
@@ -118,7 +152,8 @@ static __global__ void direct_grad_x_kernel(struct facet_conv_geom g, float *__r
         float s = 0.0f;
         for (int64_t m = 0; m < g.og; m++) {
             int64_t o = c * g.og + m;
-            const float *gp = gout + (n * g.o + o) * g.p, *wp = w + o * taps;
+            const T *gp = gout + (n * g.o + o) * g.p;
+            const float *wp = w + o * taps;
             for (int64_t i = 0; i < g.kh; i++) {
                 int64_t hh = h + g.ph - i * g.dh;
                 if (hh < 0) break;
@@ -127,18 +162,19 @@ static __global__ void direct_grad_x_kernel(struct facet_conv_geom g, float *__r
                     int64_t ww = ww0 + g.pw - j * g.dw;
                     if (ww < 0) break;
                     if (ww % g.sw || ww / g.sw >= g.wo) continue;
-                    s += wp[i * g.kw + j] * gp[(hh / g.sh) * g.wo + ww / g.sw];
+                    s += wp[i * g.kw + j] * ld(gp[(hh / g.sh) * g.wo + ww / g.sw]);
                 }
             }
         }
-        gx[e] = s;
+        st(gx, e, s);
     }
 }
 
 /* Depthwise grad_weight: one block per (channel, tap) reduces grad_out
  * times the tap-shifted input over images and positions, then adds once. */
+template <typename T>
 static __global__ void direct_grad_w_kernel(struct facet_conv_geom g, float *__restrict__ gw,
-                                            const float *__restrict__ gout, const float *__restrict__ x)
+                                            const T *__restrict__ gout, const T *__restrict__ x)
 {
     const int64_t taps = g.kh * g.kw;
     for (int64_t item = blockIdx.x; item < g.o * taps; item += gridDim.x) {
@@ -148,7 +184,7 @@ static __global__ void direct_grad_w_kernel(struct facet_conv_geom g, float *__r
             int64_t n = e / g.p, q = e % g.p;
             int64_t h = (q / g.wo) * g.sh - g.ph + i * g.dh, ww = (q % g.wo) * g.sw - g.pw + j * g.dw;
             if (h >= 0 && h < g.h && ww >= 0 && ww < g.w)
-                s += gout[(n * g.o + o) * g.p + q] * x[((n * g.c + c) * g.h + h) * g.w + ww];
+                s += ld(gout[(n * g.o + o) * g.p + q]) * ld(x[((n * g.c + c) * g.h + h) * g.w + ww]);
         }
         s = block_sum(s);
         if (threadIdx.x == 0) gw[item] += s;
@@ -165,97 +201,153 @@ static int64_t chunk_images(const struct facet_conv_geom *g, int64_t ws_elems)
     return nb < 1 ? 1 : nb;
 }
 
-extern "C" int facet_cuda_conv2d_forward(const struct facet_conv_geom *gp, float *out, const float *x, const float *w,
-                                         const float *bias, float *ws, int64_t ws_elems)
+/* The storage type's dtype. */
+template <typename T> struct dtype_of { enum { v = FACET_DTYPE_FLOAT32 }; };
+template <> struct dtype_of<act_f16> { enum { v = FACET_DTYPE_FLOAT16 }; };
+template <> struct dtype_of<act_bf16> { enum { v = FACET_DTYPE_BFLOAT16 }; };
+
+/* Row-major C = alpha op(A) op(B) + beta C, batched: SGEMM for float32 T,
+ * else cublasGemmEx with A and B of T, C of T or float32 (c32). */
+template <typename T>
+static int gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int64_t sa, const T *b,
+                int64_t ldb, int64_t sb, float beta, bool c32, void *c, int64_t ldc, int64_t sc, int64_t batch)
 {
-    const char *fn = "facet_conv2d_forward";
-    const struct facet_conv_geom g = *gp;
-    const int64_t total = g.n * g.o * g.p, xs = g.c * g.h * g.w, os = g.o * g.p;
-    int path = facet_conv_path(&g);
-    if (path == FACET_CONV_DIRECT) {
-        direct_forward_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(g, out, x, w, bias);
-        return check_launch(fn);
+    const int dt = dtype_of<T>::v;
+    if (dt == FACET_DTYPE_FLOAT32)
+        return facet_cuda_sgemm(ta, tb, m, n, k, 1.0f, (const float *)a, lda, sa, (const float *)b, ldb, sb, beta,
+                                (float *)c, ldc, sc, batch);
+    return facet_cuda_gemm_ex(ta, tb, m, n, k, 1.0f, dt, a, lda, sa, b, ldb, sb, beta,
+                              c32 ? FACET_DTYPE_FLOAT32 : dt, c, ldc, sc, batch);
+}
+
+/* The weight as T: w itself for float32, else a copy rounded once into
+ * scratch (freed by the caller). */
+template <typename T>
+static int weight_as(const T **wt, scratch *buf, const float *w, int64_t n, const char *fn)
+{
+    buf->p = NULL;
+    if (dtype_of<T>::v == FACET_DTYPE_FLOAT32) {
+        *wt = (const T *)w;
+        return FACET_STATUS_OK;
     }
-    int rc = FACET_STATUS_OK;
-    float beta = 0.0f;
-    if (bias) {
-        bias_fill_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(out, bias, total, g.o, g.p);
-        rc = check_launch(fn);
-        beta = 1.0f;
-    }
-    if (path == FACET_CONV_POINTWISE) {
-        for (int64_t gi = 0; gi < g.groups && !rc; gi++)
-            rc = facet_cuda_sgemm(0, 0, g.og, g.p, g.cg, 1.0f, w + gi * g.og * g.cg, g.cg, 0, x + gi * g.cg * g.p,
-                                  g.p, xs, beta, out + gi * g.og * g.p, g.p, os, g.n);
-        return rc;
-    }
-    const int64_t cs = facet_conv_cuda_min_workspace(&g), chunk = chunk_images(&g, ws_elems);
-    for (int64_t n0 = 0; n0 < g.n && !rc; n0 += chunk) {
-        int64_t nb = g.n - n0 < chunk ? g.n - n0 : chunk;
-        im2col_kernel<<<grid_blocks(nb * cs), FACET_CUDA_THREADS>>>(g, x + n0 * xs, ws, nb);
-        rc = check_launch(fn);
-        for (int64_t gi = 0; gi < g.groups && !rc; gi++)
-            rc = facet_cuda_sgemm(0, 0, g.og, g.p, g.k, 1.0f, w + gi * g.og * g.k, g.k, 0, ws + gi * g.k * g.p, g.p,
-                                  cs, beta, out + n0 * os + gi * g.og * g.p, g.p, os, nb);
-    }
+    FACET_CUDA_TRY(scratch_alloc(buf, (size_t)n * sizeof(T), fn));
+    int rc = launch_flat(fn, n, narrow_kernel<T>, (T *)buf->p, w, n);
+    *wt = (const T *)buf->p;
     return rc;
 }
 
-extern "C" int facet_cuda_conv2d_backward(const struct facet_conv_geom *gp, float *gx, float *gw, float *gb,
-                                          const float *gout, const float *x, const float *w, float *ws,
-                                          int64_t ws_elems)
+template <typename T>
+static int conv_forward(const struct facet_conv_geom &g, T *out, const T *x, const float *w, const float *bias,
+                        float *ws, int64_t ws_elems)
+{
+    const char *fn = "facet_conv2d_forward";
+    const bool half = dtype_of<T>::v != FACET_DTYPE_FLOAT32;
+    const int64_t total = g.n * g.o * g.p, xs = g.c * g.h * g.w, os = g.o * g.p;
+    int path = facet_conv_path(&g);
+    if (path == FACET_CONV_DIRECT)
+        return launch_flat(fn, total, direct_forward_kernel<T>, g, out, x, w, bias);
+    const T *wt;
+    scratch wbuf, acc;
+    acc.p = NULL;
+    int rc = weight_as<T>(&wt, &wbuf, w, g.o * g.k, fn);
+    /* where the GEMMs write: out, or (16-bit with a bias) float32 sums that
+     * bias_round_kernel finishes */
+    void *dst = out;
+    size_t dst_el = sizeof(T);
+    float beta = 0.0f;
+    if (!rc && bias && half) {
+        rc = scratch_alloc(&acc, (size_t)total * sizeof(float), fn);
+        dst = acc.p;
+        dst_el = sizeof(float);
+    } else if (!rc && bias) {
+        rc = launch_flat(fn, total, bias_fill_kernel, (float *)out, bias, total, g.o, g.p);
+        beta = 1.0f;
+    }
+    char *d = (char *)dst;
+    if (!rc && path == FACET_CONV_POINTWISE) {
+        for (int64_t gi = 0; gi < g.groups && !rc; gi++)
+            rc = gemm<T>(0, 0, g.og, g.p, g.cg, wt + gi * g.og * g.cg, g.cg, 0, x + gi * g.cg * g.p, g.p, xs, beta,
+                         dst != out, d + gi * g.og * g.p * dst_el, g.p, os, g.n);
+    } else if (!rc) {
+        const int64_t cs = facet_conv_cuda_min_workspace(&g), chunk = chunk_images(&g, ws_elems);
+        T *col = (T *)ws;
+        for (int64_t n0 = 0; n0 < g.n && !rc; n0 += chunk) {
+            int64_t nb = g.n - n0 < chunk ? g.n - n0 : chunk;
+            rc = launch_flat(fn, nb * cs, im2col_kernel<T>, g, x + n0 * xs, col, nb);
+            for (int64_t gi = 0; gi < g.groups && !rc; gi++)
+                rc = gemm<T>(0, 0, g.og, g.p, g.k, wt + gi * g.og * g.k, g.k, 0, col + gi * g.k * g.p, g.p, cs, beta,
+                             dst != out, d + (n0 * os + gi * g.og * g.p) * dst_el, g.p, os, nb);
+        }
+    }
+    if (!rc && acc.p) rc = launch_flat(fn, total, bias_round_kernel<T>, out, (const float *)acc.p, bias, total, g.o, g.p);
+    int rc_acc = scratch_free(&acc, fn), rc_w = scratch_free(&wbuf, fn);
+    return rc ? rc : rc_acc ? rc_acc : rc_w;
+}
+
+extern "C" int facet_cuda_conv2d_forward(int dtype, const struct facet_conv_geom *g, void *out, const void *x,
+                                         const float *w, const float *bias, float *ws, int64_t ws_elems)
+{
+    int rc = 0;
+    FACET_ACT_DISPATCH(dtype, T, rc = conv_forward<T>(*g, (T *)out, (const T *)x, w, bias, ws, ws_elems));
+    return rc;
+}
+
+template <typename T>
+static int conv_backward(const struct facet_conv_geom &g, T *gx, float *gw, float *gb, const T *gout, const T *x,
+                         const float *w, float *ws, int64_t ws_elems)
 {
     const char *fn = "facet_conv2d_backward";
-    const struct facet_conv_geom g = *gp;
     const int64_t xs = g.c * g.h * g.w, os = g.o * g.p, taps = g.kh * g.kw;
     int rc = FACET_STATUS_OK;
-    if (gb) {
-        bias_grad_kernel<<<item_blocks(g.o), FACET_CUDA_THREADS>>>(gb, gout, g.n, g.o, g.p);
-        rc = check_launch(fn);
-        if (rc) return rc;
-    }
+    if (gb) FACET_CUDA_TRY(launch_items(fn, g.o, FACET_CUDA_THREADS, bias_grad_kernel<T>, gb, gout, g.n, g.o, g.p));
     int path = facet_conv_path(&g);
     if (path == FACET_CONV_DIRECT) {
-        if (gx) {
-            direct_grad_x_kernel<<<grid_blocks(g.n * xs), FACET_CUDA_THREADS>>>(g, gx, gout, w);
-            rc = check_launch(fn);
-        }
-        if (gw && !rc) {
-            direct_grad_w_kernel<<<item_blocks(g.o * taps), FACET_CUDA_THREADS>>>(g, gw, gout, x);
-            rc = check_launch(fn);
-        }
+        if (gx) rc = launch_flat(fn, g.n * xs, direct_grad_x_kernel<T>, g, gx, gout, w);
+        if (gw && !rc) rc = launch_items(fn, g.o * taps, FACET_CUDA_THREADS, direct_grad_w_kernel<T>, g, gw, gout, x);
         return rc;
     }
-    if (path == FACET_CONV_POINTWISE) {
-        /* grad_weight_g += grad_out_g x_g^T per image, batched over groups */
+    const T *wt = NULL;
+    scratch wbuf;
+    wbuf.p = NULL;
+    if (gx) rc = weight_as<T>(&wt, &wbuf, w, g.o * g.k, fn);
+    if (!rc && path == FACET_CONV_POINTWISE) {
+        /* grad_weight_g += grad_out_g x_g^T per image, batched over groups (C float32) */
         for (int64_t n = 0; gw && n < g.n && !rc; n++)
-            rc = facet_cuda_sgemm(0, 1, g.og, g.cg, g.p, 1.0f, gout + n * os, g.p, g.og * g.p, x + n * xs, g.p,
-                                  g.cg * g.p, 1.0f, gw, g.cg, g.og * g.cg, g.groups);
+            rc = gemm<T>(0, 1, g.og, g.cg, g.p, gout + n * os, g.p, g.og * g.p, x + n * xs, g.p, g.cg * g.p, 1.0f,
+                         true, gw, g.cg, g.og * g.cg, g.groups);
         /* grad_x_g = weight_g^T grad_out_g, batched over images */
         for (int64_t gi = 0; gx && gi < g.groups && !rc; gi++)
-            rc = facet_cuda_sgemm(1, 0, g.cg, g.p, g.og, 1.0f, w + gi * g.og * g.cg, g.cg, 0, gout + gi * g.og * g.p,
-                                  g.p, os, 0.0f, gx + gi * g.cg * g.p, g.p, xs, g.n);
-        return rc;
-    }
-    const int64_t cs = facet_conv_cuda_min_workspace(&g), chunk = chunk_images(&g, ws_elems);
-    for (int64_t n0 = 0; n0 < g.n && !rc; n0 += chunk) {
-        int64_t nb = g.n - n0 < chunk ? g.n - n0 : chunk;
-        if (gw) {
-            im2col_kernel<<<grid_blocks(nb * cs), FACET_CUDA_THREADS>>>(g, x + n0 * xs, ws, nb);
-            rc = check_launch(fn);
-            for (int64_t s = 0; s < nb && !rc; s++)
-                rc = facet_cuda_sgemm(0, 1, g.og, g.k, g.p, 1.0f, gout + (n0 + s) * os, g.p, g.og * g.p, ws + s * cs,
-                                      g.p, g.k * g.p, 1.0f, gw, g.k, g.og * g.k, g.groups);
-        }
-        if (gx && !rc) {
-            for (int64_t gi = 0; gi < g.groups && !rc; gi++)
-                rc = facet_cuda_sgemm(1, 0, g.k, g.p, g.og, 1.0f, w + gi * g.og * g.k, g.k, 0,
-                                      gout + n0 * os + gi * g.og * g.p, g.p, os, 0.0f, ws + gi * g.k * g.p, g.p, cs, nb);
-            if (!rc) {
-                col2im_kernel<<<grid_blocks(nb * xs), FACET_CUDA_THREADS>>>(g, ws, gx + n0 * xs, nb);
-                rc = check_launch(fn);
+            rc = gemm<T>(1, 0, g.cg, g.p, g.og, wt + gi * g.og * g.cg, g.cg, 0, gout + gi * g.og * g.p, g.p, os, 0.0f,
+                         false, gx + gi * g.cg * g.p, g.p, xs, g.n);
+    } else if (!rc) {
+        const int64_t cs = facet_conv_cuda_min_workspace(&g), chunk = chunk_images(&g, ws_elems);
+        for (int64_t n0 = 0; n0 < g.n && !rc; n0 += chunk) {
+            int64_t nb = g.n - n0 < chunk ? g.n - n0 : chunk;
+            if (gw) {
+                T *col = (T *)ws;
+                rc = launch_flat(fn, nb * cs, im2col_kernel<T>, g, x + n0 * xs, col, nb);
+                for (int64_t s = 0; s < nb && !rc; s++)
+                    rc = gemm<T>(0, 1, g.og, g.k, g.p, gout + (n0 + s) * os, g.p, g.og * g.p, col + s * cs, g.p,
+                                 g.k * g.p, 1.0f, true, gw, g.k, g.og * g.k, g.groups);
+            }
+            if (gx && !rc) {
+                /* float32 columns (C float32 for 16-bit T), summed and rounded once by col2im */
+                for (int64_t gi = 0; gi < g.groups && !rc; gi++)
+                    rc = gemm<T>(1, 0, g.k, g.p, g.og, wt + gi * g.og * g.k, g.k, 0, gout + n0 * os + gi * g.og * g.p,
+                                 g.p, os, 0.0f, true, ws + gi * g.k * g.p, g.p, cs, nb);
+                if (!rc) rc = launch_flat(fn, nb * xs, col2im_kernel<T>, g, (const float *)ws, gx + n0 * xs, nb);
             }
         }
     }
+    int rc_w = scratch_free(&wbuf, fn);
+    return rc ? rc : rc_w;
+}
+
+extern "C" int facet_cuda_conv2d_backward(int dtype, const struct facet_conv_geom *g, void *gx, float *gw, float *gb,
+                                          const void *gout, const void *x, const float *w, float *ws, int64_t ws_elems)
+{
+    int rc = 0;
+    FACET_ACT_DISPATCH(dtype, T,
+        rc = conv_backward<T>(*g, (T *)gx, gw, gb, (const T *)gout, (const T *)x, w, ws, ws_elems));
     return rc;
 }

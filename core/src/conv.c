@@ -1,7 +1,12 @@
 /*
- * conv.c - 2-D convolution (NCHW float32): the argument checks, the
- * workspace policy and the CPU GEMM paths; the CPU direct kernels are
- * conv_direct.c, and CUDA tensors go to core/cuda/conv.cu.
+ * conv.c - 2-D convolution (NCHW): the argument checks, the workspace
+ * policy and the CPU GEMM paths; the CPU direct kernels are conv_direct.c,
+ * and CUDA tensors go to core/cuda/conv.cu. x, out, grad_out and grad_x are
+ * float32, float16 or bfloat16 (one dtype); weight, bias, their gradients and
+ * the workspace are float32. A 16-bit CPU call runs the float32 paths on
+ * widened copies of x and grad_out and rounds out / grad_x once
+ * (half_layers.h: conversion to float32 and OpenBLAS, for correctness, not
+ * speed); conv.cu runs 16-bit GEMMs with float32 accumulation.
  *
  * Three paths, chosen by facet_conv_path (conv_math.h):
  *   IM2COL     per image and group, the input is unrolled into the workspace
@@ -34,6 +39,7 @@
 #include "internal.h"
 #include "conv_math.h"
 #include "conv_direct.h"
+#include "half_layers.h"
 #include <limits.h>
 #include <omp.h>
 #include <pthread.h>
@@ -52,7 +58,7 @@ enum { CPU_SLOTS_BUDGET = 1 << 24 };
 static int conv_geometry(const char *fn, struct facet_conv_geom *g, const facet_tensor *x,
                          const facet_tensor *weight, const facet_conv2d_params *s)
 {
-    int rc = facet_check_dtype(fn, "x", x, FACET_DTYPE_FLOAT32);
+    int rc = facet_check_act_dtype(fn, "x", x);
     if (!rc) rc = facet_check_dtype(fn, "weight", weight, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, x, weight);
     if (rc) return rc;
@@ -109,11 +115,13 @@ static int conv_geometry(const char *fn, struct facet_conv_geom *g, const facet_
     return 0;
 }
 
-/* t: a contiguous float32 N x C x H x W (or a vector when d1 < 0) on x's device. */
+/* t: a contiguous N x C x H x W of x's dtype (or a float32 vector when
+ * d1 < 0, or float32 weight-shaped when f32) on x's device. */
 static int check_operand(const char *fn, const char *name, const facet_tensor *t, const facet_tensor *x,
-                         const facet_tensor *weight, const facet_conv2d_params *s, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+                         const facet_tensor *weight, const facet_conv2d_params *s, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                         int f32)
 {
-    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    int rc = f32 || d1 < 0 ? facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32) : facet_check_dtype_of(fn, name, t, "x", x);
     if (!rc) rc = facet_check_same_device(fn, t, x);
     if (rc) return rc;
     int vec = d1 < 0;
@@ -478,8 +486,8 @@ int facet_conv2d_forward(facet_tensor *out, const facet_tensor *x, const facet_t
     struct facet_conv_geom g;
     int64_t ws_elems = 0;
     int rc = conv_geometry(fn, &g, x, weight, conv);
-    if (!rc) rc = check_operand(fn, "out", out, x, weight, conv, g.n, g.o, g.ho, g.wo);
-    if (!rc && bias) rc = check_operand(fn, "bias", bias, x, weight, conv, g.o, -1, 0, 0);
+    if (!rc) rc = check_operand(fn, "out", out, x, weight, conv, g.n, g.o, g.ho, g.wo, 0);
+    if (!rc && bias) rc = check_operand(fn, "bias", bias, x, weight, conv, g.o, -1, 0, 0, 1);
     if (!rc) rc = check_workspace(fn, workspace, x, weight, &g, &ws_elems);
     if (rc) return rc;
     static const char *const names[] = { "out", "workspace", "x", "weight", "bias" };
@@ -487,10 +495,20 @@ int facet_conv2d_forward(facet_tensor *out, const facet_tensor *x, const facet_t
     rc = check_written(fn, names, ops, 5, 0);
     if (!rc) rc = check_written(fn, names, ops, 5, 1);
     if (rc || g.n == 0) return rc;
-    float *o = facet_ptr(out), *ws = workspace ? facet_ptr(workspace) : NULL;
-    const float *xp = facet_ptr(x), *wp = facet_ptr(weight), *bp = bias ? facet_ptr(bias) : NULL;
-    if (x->device == FACET_DEVICE_CUDA) return facet_cuda_conv2d_forward(&g, o, xp, wp, bp, ws, ws_elems);
-    return forward_cpu(&g, o, xp, wp, bp, ws, ws_elems);
+    float *ws = workspace ? facet_ptr(workspace) : NULL;
+    const float *wp = facet_ptr(weight), *bp = bias ? facet_ptr(bias) : NULL;
+    if (x->device == FACET_DEVICE_CUDA)
+        return facet_cuda_conv2d_forward(x->dtype, &g, facet_ptr(out), facet_ptr(x), wp, bp, ws, ws_elems);
+    int ok = 1;
+    facet_half_begin(x->dtype);
+    const float *xp = facet_half_in(fn, x, 0, &ok);
+    float *o = ok ? facet_half_out(fn, out, 1, &ok) : NULL;
+    if (ok) {
+        rc = forward_cpu(&g, o, xp, wp, bp, ws, ws_elems);
+        if (!rc) facet_half_store(out, o);
+    }
+    facet_half_end(x->dtype);
+    return ok ? rc : FACET_STATUS_ERR_MEMORY;
 }
 
 int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
@@ -501,11 +519,11 @@ int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet
     struct facet_conv_geom g;
     int64_t ws_elems = 0;
     int rc = conv_geometry(fn, &g, x, weight, conv);
-    if (!rc) rc = check_operand(fn, "grad_out", grad_out, x, weight, conv, g.n, g.o, g.ho, g.wo);
-    if (!rc && grad_x) rc = check_operand(fn, "grad_x", grad_x, x, weight, conv, g.n, g.c, g.h, g.w);
+    if (!rc) rc = check_operand(fn, "grad_out", grad_out, x, weight, conv, g.n, g.o, g.ho, g.wo, 0);
+    if (!rc && grad_x) rc = check_operand(fn, "grad_x", grad_x, x, weight, conv, g.n, g.c, g.h, g.w, 0);
     if (!rc && grad_weight)
-        rc = check_operand(fn, "grad_weight", grad_weight, x, weight, conv, g.o, g.cg, g.kh, g.kw);
-    if (!rc && grad_bias) rc = check_operand(fn, "grad_bias", grad_bias, x, weight, conv, g.o, -1, 0, 0);
+        rc = check_operand(fn, "grad_weight", grad_weight, x, weight, conv, g.o, g.cg, g.kh, g.kw, 1);
+    if (!rc && grad_bias) rc = check_operand(fn, "grad_bias", grad_bias, x, weight, conv, g.o, -1, 0, 0, 1);
     /* the workspace only matters when a GEMM path has something to compute */
     if (!rc && (grad_x || grad_weight || workspace)) rc = check_workspace(fn, workspace, x, weight, &g, &ws_elems);
     if (rc) return rc;
@@ -514,10 +532,21 @@ int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet
     const facet_tensor *ops[] = { grad_x, grad_weight, grad_bias, workspace, grad_out, x, weight };
     for (int i = 0; i < 4 && !rc; i++) rc = check_written(fn, names, ops, 7, i);
     if (rc || g.n == 0) return rc;
-    float *gx = grad_x ? facet_ptr(grad_x) : NULL, *gw = grad_weight ? facet_ptr(grad_weight) : NULL;
+    float *gw = grad_weight ? facet_ptr(grad_weight) : NULL;
     float *gb = grad_bias ? facet_ptr(grad_bias) : NULL, *ws = workspace ? facet_ptr(workspace) : NULL;
-    const float *go = facet_ptr(grad_out), *xp = facet_ptr(x), *wp = facet_ptr(weight);
+    const float *wp = facet_ptr(weight);
     if (x->device == FACET_DEVICE_CUDA)
-        return facet_cuda_conv2d_backward(&g, gx, gw, gb, go, xp, wp, ws, ws_elems);
-    return backward_cpu(&g, gx, gw, gb, go, xp, wp, ws, ws_elems);
+        return facet_cuda_conv2d_backward(x->dtype, &g, grad_x ? facet_ptr(grad_x) : NULL, gw, gb, facet_ptr(grad_out),
+                                          facet_ptr(x), wp, ws, ws_elems);
+    int ok = 1;
+    facet_half_begin(x->dtype);
+    const float *go = facet_half_in(fn, grad_out, 0, &ok);
+    const float *xp = ok ? facet_half_in(fn, x, 1, &ok) : NULL;
+    float *gx = ok ? facet_half_out(fn, grad_x, 2, &ok) : NULL;
+    if (ok) {
+        rc = backward_cpu(&g, gx, gw, gb, go, xp, wp, ws, ws_elems);
+        if (!rc) facet_half_store(grad_x, gx);
+    }
+    facet_half_end(x->dtype);
+    return ok ? rc : FACET_STATUS_ERR_MEMORY;
 }

@@ -210,15 +210,15 @@ int facet_cuda_dropout_backward(float *grad_x, const float *grad_out, const unsi
     return absent("facet_cuda_dropout_backward");
 }
 
-int facet_cuda_conv2d_forward(const struct facet_conv_geom *g, float *out, const float *x, const float *w, const float *bias, float *ws, int64_t ws_elems)
+int facet_cuda_conv2d_forward(int dtype, const struct facet_conv_geom *g, void *out, const void *x, const float *w, const float *bias, float *ws, int64_t ws_elems)
 {
-    (void)g; (void)out; (void)x; (void)w; (void)bias; (void)ws; (void)ws_elems;
+    (void)dtype; (void)g; (void)out; (void)x; (void)w; (void)bias; (void)ws; (void)ws_elems;
     return absent("facet_cuda_conv2d_forward");
 }
 
-int facet_cuda_conv2d_backward(const struct facet_conv_geom *g, float *grad_x, float *grad_w, float *grad_b, const float *grad_out, const float *x, const float *w, float *ws, int64_t ws_elems)
+int facet_cuda_conv2d_backward(int dtype, const struct facet_conv_geom *g, void *grad_x, float *grad_w, float *grad_b, const void *grad_out, const void *x, const float *w, float *ws, int64_t ws_elems)
 {
-    (void)g; (void)grad_x; (void)grad_w; (void)grad_b; (void)grad_out; (void)x; (void)w; (void)ws; (void)ws_elems;
+    (void)dtype; (void)g; (void)grad_x; (void)grad_w; (void)grad_b; (void)grad_out; (void)x; (void)w; (void)ws; (void)ws_elems;
     return absent("facet_cuda_conv2d_backward");
 }
 

@@ -139,11 +139,12 @@ int facet_cuda_dropout_forward(float *out, unsigned char *mask, const float *x, 
 int facet_cuda_dropout_backward(float *grad_x, const float *grad_out, const unsigned char *mask, int64_t n, float scale);
 
 /* ---- convolution (conv.cu): the checked geometry of conv_math.h; ws holds
- * ws_elems floats, at least facet_conv_cuda_min_workspace ----------------------------------- */
-int facet_cuda_conv2d_forward(const struct facet_conv_geom *g, float *out, const float *x, const float *w,
+ * ws_elems floats, at least facet_conv_cuda_min_workspace; dtype (float32, float16,
+ * bfloat16) is that of x, out and their gradients, the weights are float32 ----------------------------------- */
+int facet_cuda_conv2d_forward(int dtype, const struct facet_conv_geom *g, void *out, const void *x, const float *w,
                               const float *bias, float *ws, int64_t ws_elems);
-int facet_cuda_conv2d_backward(const struct facet_conv_geom *g, float *grad_x, float *grad_w, float *grad_b,
-                               const float *grad_out, const float *x, const float *w, float *ws, int64_t ws_elems);
+int facet_cuda_conv2d_backward(int dtype, const struct facet_conv_geom *g, void *grad_x, float *grad_w, float *grad_b,
+                               const void *grad_out, const void *x, const float *w, float *ws, int64_t ws_elems);
 
 /* ---- batch normalisation (batchnorm.cu): x is [n, c, hw]; save_*, running_*,
  * weight, bias may be NULL as the API allows; dtype is that of x, out and the gradients of x
