@@ -1,7 +1,9 @@
 --- facet.nn.ReLU, Sigmoid, Tanh and PReLU(channels [, init = 0.25]): the
 -- activations of facet_activation_forward/backward (PReLU's slope is per
 -- channel, dim 2 of the input, and is a parameter that optimizers may leave
--- out of weight decay).
+-- out of weight decay). The input may be float32, float16 or bfloat16: the
+-- kernels take it natively (float32 math, outputs rounded once; the slope and
+-- its gradient stay float32).
 local Module = require "facet.nn.Module"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
@@ -11,6 +13,7 @@ local M = {}
 
 local function make(name, act)
   local cls = Module:extend(name)
+  cls.native_half = true
   function cls.new(channels, init)
     local self = Module.init(cls)
     if act == C.FACET_ACTIVATION_PRELU then
@@ -26,12 +29,12 @@ local function make(name, act)
     return name
   end
   function cls:update_output(x)
-    local out = self:buffer("output", x:shape())
+    local out = self:buffer("output", x:shape(), x:dtype())
     check(C.facet_activation_forward(out.h, x.h, act, self.slope and self.slope.h or nil))
     return out
   end
   function cls:update_grad_input(x, grad_out)
-    local gi = self:buffer("grad_input", x:shape())
+    local gi = self:buffer("grad_input", x:shape(), x:dtype())
     check(C.facet_activation_backward(gi.h, nil, grad_out.h, x.h, self.output and self.output.h or nil, act,
       self.slope and self.slope.h or nil))
     return gi

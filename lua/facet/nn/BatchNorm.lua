@@ -13,6 +13,9 @@
 -- 1-process dx of its samples (times the world size, which facet.train's
 -- gradient average divides out). The weight and bias gradients stay local
 -- sums, averaged with every other gradient.
+-- The input may be float32, float16 or bfloat16: the kernels take it
+-- natively; weight, bias, their gradients and the running statistics stay
+-- float32 (synchronised BN widens a 16-bit input to float32).
 local Module = require "facet.nn.Module"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
@@ -147,6 +150,7 @@ local function synced(self) return self.training and self.sync ~= nil and self.s
 
 local function make(name, dims)
   local cls = Module:extend(name)
+  cls.native_half = true      -- 16-bit x natively (float32 statistics); the synchronised path widens
   function cls.new(n, opts)
     opts = opts or {}
     if type(n) ~= "number" or n < 1 then error(name .. "(features): want a positive count", 2) end
@@ -170,7 +174,8 @@ local function make(name, dims)
     if (#s ~= dims[1] and #s ~= dims[2]) or s[2] ~= self.n then
       self:fail(("want N x %d%s input, got %s"):format(self.n, dims[1] == 4 and " x H x W" or "", table.concat(s, "x")))
     end
-    local out = self:buffer("output", s)
+    if synced(self) and Module.HALF[x:dtype()] then return self:half_forward(x) end
+    local out = self:buffer("output", s, x:dtype())
     local mean = self:buffer("save_mean", { self.n })
     local invstd = self:buffer("save_invstd", { self.n })
     if synced(self) then
@@ -184,9 +189,11 @@ local function make(name, dims)
   end
   function cls:backward(x, grad_out)
     self:check_alive("backward")
-    if tensor.is_tensor(x) and Module.HALF[x:dtype()] then return self:half_backward(x, grad_out, cls.backward) end
+    if tensor.is_tensor(x) and Module.HALF[x:dtype()] and synced(self) then
+      return self:half_backward(x, grad_out, cls.backward)
+    end
     if not self.buffers.save_mean then core.raise(name .. ":backward: no forward to go back through", 2) end
-    local gi = self:buffer("grad_input", x:shape())
+    local gi = self:buffer("grad_input", x:shape(), x:dtype())
     if synced(self) then
       sync_backward(self, x, grad_out, gi)
       self.grad_input = gi

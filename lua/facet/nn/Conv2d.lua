@@ -2,7 +2,10 @@
 -- opts: stride (1), padding (0), dilation (1), groups (1; groups = in = out is
 -- depthwise), bias (true). kernel, stride, padding and dilation are a number or
 -- {h, w}. Weights start as PyTorch's (uniform in +-1/sqrt(fan_in)). The im2col
--- scratch is shared by all convolutions on a device and grows as needed.
+-- scratch is shared by all convolutions on a device and grows as needed. The
+-- input may be float32, float16 or bfloat16 (the kernels take it natively:
+-- float32 weights, accumulation and weight gradients; out and grad_input in
+-- the input's dtype).
 local ffi = require "ffi"
 local Module = require "facet.nn.Module"
 local tensor = require "facet.tensor"
@@ -10,6 +13,7 @@ local core = require "facet.core"
 
 local C, check = core.C, core.check
 local Conv2d = Module:extend("Conv2d")
+Conv2d.native_half = true
 
 local scratch = {}                 -- device -> tensor
 local ws_count = ffi.new("int64_t[1]")
@@ -84,7 +88,7 @@ function Conv2d:update_output(x)
   if #s ~= 4 or s[2] ~= self.n_in then
     self:fail(("want N x %d x H x W input, got %s"):format(self.n_in, table.concat(s, "x")))
   end
-  local out = self:buffer("output", self:output_shape(s))
+  local out = self:buffer("output", self:output_shape(s), x:dtype())
   local ws = workspace(self, x)
   check(C.facet_conv2d_forward(out.h, x.h, self.weight.h, self.bias and self.bias.h or nil, ws.h, self.settings))
   return out
@@ -93,8 +97,7 @@ end
 -- grad_x and the parameter gradients come out of one call; a first layer
 -- (no_input_grad = true, set by facet.train) skips grad_x
 function Conv2d:backward(x, grad_out)
-  if tensor.is_tensor(x) and Module.HALF[x:dtype()] then return self:half_backward(x, grad_out, Conv2d.backward) end
-  local gi = not self.no_input_grad and self:buffer("grad_input", x:shape()) or nil
+  local gi = not self.no_input_grad and self:buffer("grad_input", x:shape(), x:dtype()) or nil
   local ws = workspace(self, x)
   check(C.facet_conv2d_backward(gi and gi.h or nil, self.grad_weight.h, self.bias and self.grad_bias.h or nil, grad_out.h, x.h,
     self.weight.h, ws.h, self.settings))

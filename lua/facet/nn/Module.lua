@@ -111,11 +111,16 @@ end
 -- keeps, runs the float32 kernels with its float32 parameters, and rounds the
 -- output (in backward: grad_input) once into a buffer of the input's dtype;
 -- parameter gradients stay float32. Modules that take any dtype themselves
--- (containers, views) set any_dtype = true and are passed through.
+-- (containers, views) set any_dtype = true and are passed through; leaf
+-- modules whose kernels take 16-bit tensors natively (Conv2d, BatchNorm,
+-- the activations, the pools: float32 parameters, 16-bit activations) set
+-- native_half = true and are passed through too.
 local HALF = { float16 = true, bfloat16 = true }
 Module.HALF = HALF
 
-local function half_forward(self, x)
+--- The widening forward for a float16/bfloat16 x (also for a native_half
+-- module's case its kernels do not cover, such as synchronised BatchNorm).
+function Module:half_forward(x)
   local xf = self:buffer("amp_x", x:shape())
   xf:copy(x)
   self._amp_src = x
@@ -164,8 +169,8 @@ end
 function Module:forward(x)
   self:check_alive("forward")
   check_input(self, "forward", x, "the input")
-  if not self.any_dtype and HALF[x:dtype()] then
-    self.output = half_forward(self, x)
+  if not self.any_dtype and not self.native_half and HALF[x:dtype()] then
+    self.output = self:half_forward(x)
   else
     self.output = self:update_output(x)
   end
@@ -190,7 +195,9 @@ function Module:backward(x, grad_out)
   self:check_alive("backward")
   check_input(self, "backward", x, "the input")
   check_input(self, "backward", grad_out, "grad_out")
-  if not self.any_dtype and HALF[x:dtype()] then return self:half_backward(x, grad_out, backward32) end
+  if not self.any_dtype and not self.native_half and HALF[x:dtype()] then
+    return self:half_backward(x, grad_out, backward32)
+  end
   return backward32(self, x, grad_out)
 end
 
