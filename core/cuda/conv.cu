@@ -202,9 +202,9 @@ static int64_t chunk_images(const struct facet_conv_geom *g, int64_t ws_elems)
 }
 
 /* The storage type's dtype. */
-template <typename T> struct dtype_of { enum { v = FACET_DTYPE_FLOAT32 }; };
-template <> struct dtype_of<act_f16> { enum { v = FACET_DTYPE_FLOAT16 }; };
-template <> struct dtype_of<act_bf16> { enum { v = FACET_DTYPE_BFLOAT16 }; };
+template <typename T> struct dtype_of { static constexpr int v = FACET_DTYPE_FLOAT32; };
+template <> struct dtype_of<act_f16> { static constexpr int v = FACET_DTYPE_FLOAT16; };
+template <> struct dtype_of<act_bf16> { static constexpr int v = FACET_DTYPE_BFLOAT16; };
 
 /* Row-major C = alpha op(A) op(B) + beta C, batched: SGEMM for float32 T,
  * else cublasGemmEx with A and B of T, C of T or float32 (c32). */
@@ -212,12 +212,13 @@ template <typename T>
 static int gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int64_t sa, const T *b,
                 int64_t ldb, int64_t sb, float beta, bool c32, void *c, int64_t ldc, int64_t sc, int64_t batch)
 {
-    const int dt = dtype_of<T>::v;
-    if (dt == FACET_DTYPE_FLOAT32)
+    constexpr int dt = dtype_of<T>::v;
+    if constexpr (dt == FACET_DTYPE_FLOAT32)
         return facet_cuda_sgemm(ta, tb, m, n, k, 1.0f, (const float *)a, lda, sa, (const float *)b, ldb, sb, beta,
                                 (float *)c, ldc, sc, batch);
-    return facet_cuda_gemm_ex(ta, tb, m, n, k, 1.0f, dt, a, lda, sa, b, ldb, sb, beta,
-                              c32 ? FACET_DTYPE_FLOAT32 : dt, c, ldc, sc, batch);
+    else
+        return facet_cuda_gemm_ex(ta, tb, m, n, k, 1.0f, dt, a, lda, sa, b, ldb, sb, beta,
+                                  c32 ? FACET_DTYPE_FLOAT32 : dt, c, ldc, sc, batch);
 }
 
 /* The weight as T: w itself for float32, else a copy rounded once into
@@ -226,14 +227,15 @@ template <typename T>
 static int weight_as(const T **wt, scratch *buf, const float *w, int64_t n, const char *fn)
 {
     buf->p = NULL;
-    if (dtype_of<T>::v == FACET_DTYPE_FLOAT32) {
+    if constexpr (dtype_of<T>::v == FACET_DTYPE_FLOAT32) {
         *wt = (const T *)w;
         return FACET_STATUS_OK;
+    } else {
+        int rc = scratch_alloc(buf, (size_t)n * sizeof(T), fn);
+        if (!rc) rc = launch_flat(fn, n, narrow_kernel<T>, (T *)buf->p, w, n);
+        *wt = (const T *)buf->p;
+        return rc;
     }
-    FACET_CUDA_TRY(scratch_alloc(buf, (size_t)n * sizeof(T), fn));
-    int rc = launch_flat(fn, n, narrow_kernel<T>, (T *)buf->p, w, n);
-    *wt = (const T *)buf->p;
-    return rc;
 }
 
 template <typename T>
@@ -241,7 +243,7 @@ static int conv_forward(const struct facet_conv_geom &g, T *out, const T *x, con
                         float *ws, int64_t ws_elems)
 {
     const char *fn = "facet_conv2d_forward";
-    const bool half = dtype_of<T>::v != FACET_DTYPE_FLOAT32;
+    constexpr bool half = dtype_of<T>::v != FACET_DTYPE_FLOAT32;
     const int64_t total = g.n * g.o * g.p, xs = g.c * g.h * g.w, os = g.o * g.p;
     int path = facet_conv_path(&g);
     if (path == FACET_CONV_DIRECT)
