@@ -1,0 +1,239 @@
+--- The layers whose kernels take float16 / bfloat16 natively (Conv2d,
+-- BatchNorm1d/2d, ReLU, Sigmoid, Tanh, PReLU, MaxPool2d, AvgPool2d,
+-- AdaptiveAvgPool2d; docs/mixed-precision.md), and the heads with a 16-bit
+-- embedding. The spec of a native 16-bit layer: its output and input gradient
+-- are "widen the 16-bit input (exactly) to float32, run the float32 layer,
+-- round once" (backward: grad_out, x and the 16-bit output widened), and
+-- its parameter gradients and BatchNorm's statistics are the
+-- float32 layer's, bit for bit where the float32 operations are the same
+-- (every layer on the CPU, and every CUDA kernel but the convolutions' GEMMs),
+-- else (CUDA convolutions: cublasGemmEx sums in another order than SGEMM)
+-- within a relative norm error of a few roundings. The cases run on
+-- FACET_DEVICE (cpu, or cuda on a GPU host).
+local ffi = require "ffi"
+local H = require "support.device"
+local facet = H.facet
+local core = require "facet.core"
+local C = core.C
+
+local DTYPES = { "float16", "bfloat16" }
+-- relative rounding of one result: 2^-11 (float16), 2^-8 (bfloat16)
+local EPS = { float16 = 2 ^ -11, bfloat16 = 2 ^ -8 }
+
+local function norm(t) return math.sqrt((t * t):sum()) end
+
+-- the 16-bit patterns of a tensor, as a Lua list
+local function bits(t)
+  local c = t:to("cpu"):contiguous()
+  local p, r = c:bits_ptr(), {}
+  for i = 0, c:numel() - 1 do r[i + 1] = p[i] end
+  return r
+end
+
+-- a 16-bit result against a float32 reference rounded once: the same bits,
+-- or (exact = false) a relative norm error below `ulps` roundings
+local function same16(got, ref32, what, exact, ulps)
+  local dtype = got:dtype()
+  assert.are.same(ref32:shape(), got:shape(), what)
+  local ref = ref32:to(dtype)
+  if exact then
+    local a, b = bits(got), bits(ref)
+    for i = 1, #b do
+      if a[i] ~= b[i] then
+        error(("%s %s element %d: bits 0x%04x, the rounded float32 result is 0x%04x (%g vs %g)"):format(what, dtype,
+          i, a[i], b[i], got:to("cpu"):float():contiguous():data_ptr()[i - 1], ref32:to("cpu"):contiguous():data_ptr()[i - 1]), 2)
+      end
+    end
+  else
+    local d = got:float():to("cpu") - ref32:to("cpu")
+    local e = norm(d) / math.max(norm(ref32:to("cpu")), 1e-30)
+    assert.is_true(e <= (ulps or 4) * EPS[dtype], ("%s %s: relative error %g"):format(what, dtype, e))
+  end
+end
+
+-- float32 tensors: the same values bit for bit, or within relative norm tol
+local function same32(got, ref, what, exact, tol)
+  assert.are.equal("float32", got:dtype(), what)
+  local a, b = H.values(got), H.values(ref)
+  assert.are.equal(#b, #a, what)
+  if exact then
+    for i = 1, #b do
+      if a[i] ~= b[i] then error(("%s element %d: %.9g, float32 path %.9g"):format(what, i, a[i], b[i]), 2) end
+    end
+  else
+    local e = norm(got:to("cpu") - ref:to("cpu")) / math.max(norm(ref:to("cpu")), 1e-30)
+    assert.is_true(e <= tol, ("%s: relative error %g, tolerance %g"):format(what, e, tol))
+  end
+end
+
+-- One layer, forward and backward, 16-bit against widen -> float32 -> round.
+-- o: exact (default true), ulps (for exact = false), train (default true),
+-- grad_tol (parameter gradients when not exact)
+local function check_layer(build, shape, dtype, o)
+  o = o or {}
+  local exact = o.exact ~= false
+  facet.manual_seed(3)
+  local m16 = H.module(build())
+  facet.manual_seed(3)
+  local m32 = H.module(build())
+  if o.train == false then
+    m16:evaluate()
+    m32:evaluate()
+  end
+  local x = facet.randn(shape, { seed = 11 }):to(dtype):to(H.device)
+  local x32 = x:float()
+  local y = m16:forward(x)
+  local y32 = m32:forward(x32)
+  assert.are.equal(dtype, y:dtype())
+  same16(y, y32, m16:describe() .. " output", exact, o.ulps)
+  local g = facet.randn(y:shape(), { seed = 12 }):to(dtype):to(H.device)
+  m16:zero_grad()
+  m32:zero_grad()
+  -- backward's inputs widened too: Sigmoid and Tanh differentiate through
+  -- their (16-bit) output
+  m32.output = y:float()
+  local gi = m16:backward(x, g)
+  local gi32 = m32:backward(x32, g:float())
+  assert.are.equal(dtype, gi:dtype())
+  same16(gi, gi32, m16:describe() .. " grad_input", exact, o.ulps)
+  local p16, p32 = m16:named_parameters(), m32:named_parameters()
+  assert.are.equal(#p32, #p16)
+  for i, p in ipairs(p16) do
+    assert.are.equal("float32", p.param:dtype(), p.name)
+    same32(p.grad, p32[i].grad, m16:describe() .. " grad " .. p.name, exact, o.grad_tol or 1e-2)
+  end
+  for _, k in ipairs { "running_mean", "running_var" } do
+    if m16[k] then same32(m16[k], m32[k], m16:describe() .. " " .. k, exact, 1e-3) end
+  end
+  for name in pairs(m16.buffers) do assert.is_nil(name:match("^amp_"), "no widening buffer: " .. name) end
+end
+
+describe("native 16-bit layers: widen -> float32 -> round once", function()
+  local nn = facet.nn
+  for _, dtype in ipairs(DTYPES) do
+    H.it(dtype .. " activations: ReLU, Sigmoid, Tanh, PReLU (per channel, shared, 2-D)", function()
+      check_layer(function() return nn.ReLU() end, { 2, 3, 5, 7 }, dtype)
+      check_layer(function() return nn.Sigmoid() end, { 2, 3, 5, 7 }, dtype)
+      check_layer(function() return nn.Tanh() end, { 3, 5, 3 }, dtype)
+      check_layer(function() return nn.PReLU(3, 0.2) end, { 2, 3, 5, 7 }, dtype)
+      check_layer(function() return nn.PReLU(1, 0.3) end, { 2, 3, 4, 3 }, dtype)
+      check_layer(function() return nn.PReLU(5) end, { 7, 5 }, dtype)
+    end)
+
+    H.it(dtype .. " pools: max and average with strides, padding, odd shapes; the global average", function()
+      check_layer(function() return nn.MaxPool2d(3, { stride = 2, padding = 1 }) end, { 2, 3, 9, 7 }, dtype)
+      check_layer(function() return nn.MaxPool2d(2) end, { 2, 3, 6, 8 }, dtype)
+      check_layer(function() return nn.AvgPool2d(2) end, { 2, 3, 7, 5 }, dtype)
+      check_layer(function() return nn.AvgPool2d(3, { stride = 2, padding = 1, count_include_pad = false }) end,
+        { 1, 4, 9, 6 }, dtype)
+      -- the global average reduces in double and rounds once to 16 bits, where
+      -- the float32 path rounds to float32 first: at most one rounding apart
+      check_layer(function() return nn.AdaptiveAvgPool2d(1) end, { 3, 4, 5, 3 }, dtype, { exact = false, ulps = 1 })
+    end)
+
+    H.it(dtype .. " BatchNorm2d / BatchNorm1d: training and evaluation, float32 statistics", function()
+      check_layer(function() return nn.BatchNorm2d(3) end, { 4, 3, 5, 3 }, dtype)
+      check_layer(function() return nn.BatchNorm2d(3) end, { 2, 3, 4, 5 }, dtype, { train = false })
+      check_layer(function() return nn.BatchNorm1d(5) end, { 6, 5 }, dtype)
+      check_layer(function() return nn.BatchNorm1d(20, { affine = false }) end, { 3, 20 }, dtype)
+      check_layer(function() return nn.BatchNorm1d(5) end, { 6, 5 }, dtype, { train = false })
+    end)
+
+    H.it(dtype .. " Conv2d: im2col with stride and padding, pointwise, depthwise, grouped and dilated", function()
+      -- CUDA's 16-bit GEMMs (tensor cores) sum in another order than SGEMM
+      local o = { exact = H.device == "cpu", ulps = 6, grad_tol = 16 * EPS[dtype] }
+      check_layer(function() return nn.Conv2d(3, 4, 3, { stride = 2, padding = 1 }) end, { 3, 3, 9, 7 }, dtype, o)
+      check_layer(function() return nn.Conv2d(4, 6, 1, { bias = false }) end, { 2, 4, 5, 5 }, dtype, o)
+      check_layer(function() return nn.Conv2d(4, 4, 3, { groups = 4, padding = 1 }) end, { 2, 4, 6, 5 }, dtype, o)
+      check_layer(function() return nn.Conv2d(4, 6, { 3, 2 }, { groups = 2, dilation = 2, stride = { 1, 2 } }) end,
+        { 2, 4, 8, 9 }, dtype, o)
+    end)
+
+    H.it(dtype .. " a stack of native layers keeps the dtype end to end and allocates its buffers once", function()
+      local m = H.module(nn.Sequential(nn.Conv2d(3, 4, 3, { padding = 1 }), nn.BatchNorm2d(4), nn.PReLU(4),
+        nn.MaxPool2d(2), nn.AvgPool2d(2)))
+      local x = facet.randn({ 2, 3, 8, 8 }, { seed = 5 }):to(dtype):to(H.device)
+      local function step()
+        local y = m:forward(x)
+        local gi = m:backward(x, y)
+        assert.are.equal(dtype, gi:dtype())
+        local list = {}
+        for _, c in ipairs(m.modules) do list[#list + 1] = c.buffers.output; list[#list + 1] = c.buffers.grad_input end
+        return list, y
+      end
+      local a, y = step()
+      assert.are.equal(dtype, y:dtype())
+      local b = step()
+      for i = 1, #a do assert.is_true(rawequal(a[i], b[i]), "buffer " .. i) end
+    end)
+  end
+end)
+
+describe("native 16-bit layers: bad dtype mixes are clear errors", function()
+  local function t(shape, dtype) return facet.zeros(shape, { dtype = dtype }):to(H.device) end
+  local function h(x) return x and x.h or nil end
+
+  H.it("conv2d: out / grad of another dtype than x, 16-bit weight, bias or grad_weight", function()
+    local s = ffi.new("facet_conv2d_params", { 1, 1, 0, 0, 1, 1, 1 })
+    local x, w = t({ 1, 2, 4, 4 }, "float16"), t({ 3, 2, 3, 3 })
+    local ws = t({ 2 * 9 * 4 })
+    H.assert_error(function() core.check(C.facet_conv2d_forward(t({ 1, 3, 2, 2 }, "bfloat16").h, x.h, w.h, nil, ws.h, s)) end,
+      "facet_conv2d_forward", "out must be float16", "[1x3x2x2 bfloat16")
+    H.assert_error(function() core.check(C.facet_conv2d_forward(t({ 1, 3, 2, 2 }).h, x.h, w.h, nil, ws.h, s)) end,
+      "facet_conv2d_forward", "out must be float16")
+    H.assert_error(function()
+      core.check(C.facet_conv2d_forward(t({ 1, 3, 2, 2 }, "float16").h, x.h, t({ 3, 2, 3, 3 }, "float16").h, nil, ws.h, s))
+    end, "facet_conv2d_forward", "weight must be float32")
+    H.assert_error(function()
+      core.check(C.facet_conv2d_forward(t({ 1, 3, 2, 2 }, "float16").h, x.h, w.h, t({ 3 }, "float16").h, ws.h, s))
+    end, "facet_conv2d_forward", "bias", "float32")
+    H.assert_error(function()
+      core.check(C.facet_conv2d_backward(nil, t({ 3, 2, 3, 3 }, "float16").h, nil, t({ 1, 3, 2, 2 }, "float16").h, x.h,
+        w.h, ws.h, s))
+    end, "facet_conv2d_backward", "grad_weight must be float32")
+    H.assert_error(function()
+      core.check(C.facet_conv2d_forward(t({ 1, 3, 2, 2 }).h, t({ 1, 2, 4, 4 }, "int32").h, w.h, nil, ws.h, s))
+    end, "facet_conv2d_forward", "x must be float32, float16 or bfloat16")
+  end)
+
+  H.it("batchnorm: out of another dtype, 16-bit weight or running statistics", function()
+    local x = t({ 4, 3 }, "bfloat16")
+    local v = function(dtype) return t({ 3 }, dtype) end
+    H.assert_error(function()
+      core.check(C.facet_batchnorm_forward(t({ 4, 3 }, "float16").h, v().h, v().h, nil, nil, x.h, nil, nil, 1, 0.1, 1e-5))
+    end, "facet_batchnorm_forward", "out must be bfloat16")
+    H.assert_error(function()
+      core.check(C.facet_batchnorm_forward(t({ 4, 3 }, "bfloat16").h, v().h, v().h, nil, nil, x.h, v("bfloat16").h, nil,
+        1, 0.1, 1e-5))
+    end, "facet_batchnorm_forward", "weight must be float32")
+    H.assert_error(function()
+      core.check(C.facet_batchnorm_forward(t({ 4, 3 }, "bfloat16").h, v().h, v().h, v("bfloat16").h, v().h, x.h, nil,
+        nil, 1, 0.1, 1e-5))
+    end, "facet_batchnorm_forward", "running_mean must be float32")
+    H.assert_error(function()
+      core.check(C.facet_batchnorm_backward(t({ 4, 3 }).h, nil, nil, t({ 4, 3 }, "bfloat16").h, x.h, nil, v().h, v().h, 1))
+    end, "facet_batchnorm_backward", "grad_x must be bfloat16")
+  end)
+
+  H.it("activation and pool: mixed dtypes, a 16-bit slope, an integer input", function()
+    local x = t({ 2, 3, 4, 4 }, "float16")
+    H.assert_error(function() core.check(C.facet_activation_forward(t({ 2, 3, 4, 4 }, "bfloat16").h, x.h, C.FACET_ACTIVATION_RELU, nil)) end,
+      "facet_activation_forward", "out must be float16")
+    H.assert_error(function()
+      core.check(C.facet_activation_forward(t({ 2, 3, 4, 4 }, "float16").h, x.h, C.FACET_ACTIVATION_PRELU, t({ 3 }, "float16").h))
+    end, "facet_activation_forward", "slope must be float32")
+    H.assert_error(function()
+      core.check(C.facet_activation_backward(t({ 2, 3, 4, 4 }, "float16").h, nil, t({ 2, 3, 4, 4 }).h, x.h, nil,
+        C.FACET_ACTIVATION_RELU, nil))
+    end, "facet_activation_backward", "grad_out must be float16")
+    local p = ffi.new("facet_pool2d_params", { 2, 2, 2, 2, 0, 0, 1 })
+    H.assert_error(function() core.check(C.facet_pool2d_forward(t({ 2, 3, 2, 2 }).h, nil, x.h, C.FACET_POOL_KIND_AVG, p)) end,
+      "facet_pool2d_forward", "out must be float16")
+    H.assert_error(function()
+      core.check(C.facet_pool2d_forward(t({ 2, 3, 2, 2 }).h, nil, t({ 2, 3, 4, 4 }, "int32").h, C.FACET_POOL_KIND_AVG, p))
+    end, "facet_pool2d_forward", "x must be float32, float16 or bfloat16")
+    H.assert_error(function()
+      core.check(C.facet_pool2d_backward(x.h, t({ 2, 3, 2, 2 }, "bfloat16").h, nil, C.FACET_POOL_KIND_AVG, p))
+    end, "facet_pool2d_backward", "grad_out must be float16")
+  end)
+end)
