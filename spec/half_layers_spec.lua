@@ -169,6 +169,42 @@ describe("native 16-bit layers: widen -> float32 -> round once", function()
   end
 end)
 
+describe("heads with a 16-bit embedding", function()
+  -- the head widens x (exactly), runs in float32 and rounds dL/dx once: the
+  -- loss and the parameter gradients are those of x:float(), bit for bit
+  for _, name in ipairs { "softmax", "arc", "mv-arc", "l2-softmax" } do
+    for _, dtype in ipairs(DTYPES) do
+      H.it(("%s with a %s embedding: the float32 head's loss and gradients, dL/dx rounded once"):format(name, dtype),
+        function()
+          local function make()
+            facet.manual_seed(9)
+            return facet.heads.new(name, { classes = 10, dim = 8 }):to(H.device)
+          end
+          local h16, h32 = make(), make()
+          local y = facet.tensor({ 0, 3, 9, 3, 5, 1, 7 }, { dtype = "int64" }):to(H.device)
+          local x = facet.randn({ 7, 8 }, { seed = 4 }):to(dtype):to(H.device)
+          for step = 1, 2 do      -- the second step reuses the buffers
+            local l16, l32 = h16:forward(x, y), h32:forward(x:float(), y)
+            assert.are.equal(l32, l16)
+            local d16, d32 = h16:backward(), h32:backward()
+            assert.are.equal(dtype, d16:dtype())
+            same16(d16, d32, name .. " dL/dx step " .. step, true)
+          end
+          h16:finish_grad()
+          h32:finish_grad()
+          same32(h16.grad_weight, h32.grad_weight, name .. " grad_weight", true)
+        end)
+    end
+  end
+
+  H.it("an integer embedding is refused naming the dtypes the head takes", function()
+    local h = facet.heads.new("arc", { classes = 4, dim = 3 }):to(H.device)
+    local y = facet.tensor({ 0, 1 }, { dtype = "int64" }):to(H.device)
+    H.assert_error(function() h:forward(facet.zeros({ 2, 3 }, { dtype = "int32" }):to(H.device), y) end,
+      "arc:forward", "x must be B x 3 float32, float16 or bfloat16", "int32")
+  end)
+end)
+
 describe("native 16-bit layers: bad dtype mixes are clear errors", function()
   local function t(shape, dtype) return facet.zeros(shape, { dtype = dtype }):to(H.device) end
   local function h(x) return x and x.h or nil end

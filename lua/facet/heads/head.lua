@@ -3,7 +3,9 @@
 -- rows, so W is never copied), runs the fused C row passes and returns the
 -- loss; backward() turns the B x K buffer into the gradient in place, runs the
 -- two backward GEMMs, takes the radial part out of W's gradient row by row and
--- returns dL/dx. Buffers are kept between steps (reallocated only when the
+-- returns dL/dx. x may be float16 or bfloat16 (a mixed-precision backbone's
+-- embedding): it is widened into a float32 buffer, the head runs in float32,
+-- and dL/dx comes back rounded once into x's dtype. Buffers are kept between steps (reallocated only when the
 -- batch size changes), so a training step allocates nothing.
 -- named_parameters() is the parameter interface optimizers use (the same as
 -- facet.nn.Module's); a fused cosine head's weight entry carries the deferred
@@ -364,19 +366,51 @@ local function labels_of(self, y, B, name, K)
   return y
 end
 
--- x and y checked (x: B x dim float32 on the head's device; y: B labels in
+local X_DTYPES = { float32 = true, float16 = true, bfloat16 = true }
+
+-- x and y checked (x: B x dim float32, float16 or bfloat16 on the head's device; y: B labels in
 -- [0, K)); returns x, the labels tensor, B. Shared with facet.heads.sharded.
 function Head:_check_input(x, y, name, K)
   if not tensor.is_tensor(x) then error(name .. ": x must be a tensor", 3) end
   if x:is_freed() then error(name .. ": x was freed", 3) end
   local shape = x:shape()
-  if #shape ~= 2 or shape[2] ~= self.dim or x:dtype() ~= "float32" then
-    error(("%s: x must be B x %d float32, got %s %s"):format(name, self.dim, table.concat(shape, "x"), x:dtype()), 3)
+  if #shape ~= 2 or shape[2] ~= self.dim or not X_DTYPES[x:dtype()] then
+    error(("%s: x must be B x %d float32, float16 or bfloat16, got %s %s"):format(name, self.dim,
+      table.concat(shape, "x"), x:dtype()), 3)
   end
   if x:device() ~= self.device then error(("%s: x on %s, head on %s"):format(name, x:device(), self.device), 3) end
   local B = shape[1]
   if B == 0 then error(name .. ": empty batch", 3) end
   return x, labels_of(self, y, B, name, K), B
+end
+
+-- A 16-bit embedding (mixed precision: the backbone's float16/bfloat16
+-- output) is widened into a float32 buffer of b (B x dim: small), so the
+-- head, its parameters and the B x K work stay float32; backward rounds dL/dx
+-- once into x's dtype (_narrow). Records x's dtype for backward.
+function Head:_widen(x, b)
+  self.x_dtype = x:dtype()
+  if x:dtype() == "float32" then return x end
+  local w = b.x32
+  if not (w and w:device() == self.device and w:numel() == x:numel()) then
+    w = tensor.empty(x:shape(), { device = self.device })
+    b.x32 = w
+  end
+  w:copy(x)
+  return w
+end
+
+-- dL/dx in the dtype of the forward's x (a buffer of b reused by the next call)
+function Head:_narrow(b, dx)
+  local dt = self.x_dtype
+  if dt == nil or dt == "float32" then return dx end
+  local d = b.dx16
+  if not (d and d:dtype() == dt and d:device() == self.device and d:numel() == dx:numel()) then
+    d = tensor.empty(dx:shape(), { dtype = dt, device = self.device })
+    b.dx16 = d
+  end
+  d:copy(dx)
+  return d
 end
 
 -- SphereFace's schedule: lambda = max(5, 1000 (1 + 0.0001 iter)^-2), set before each forward
@@ -409,7 +443,8 @@ function Head:_wnorm(wnorm)
   return wnorm
 end
 
---- The loss (a number) of embeddings x (B x dim float32) with labels y (B int32/int64, 0-based).
+--- The loss (a number) of embeddings x (B x dim float32, or float16/bfloat16:
+-- widened, see _widen) with labels y (B int32/int64, 0-based).
 function Head:forward(x, y)
   local name = self.name .. ":forward"
   local h = live(self, "forward")
@@ -421,6 +456,7 @@ function Head:forward(x, y)
   self.ready = false
   x = x:contiguous()
   local b = self:_buffers(B)
+  x = self:_widen(x, b)
   self:_schedule()
   local input = self:_input(x, b)
   local wnorm = self:_wnorm(b.wnorm)
@@ -436,7 +472,7 @@ function Head:forward(x, y)
   return self.loss
 end
 
---- dL/dx of the last forward (a buffer reused by the next call); accumulates
+--- dL/dx of the last forward, in its x's dtype (a buffer reused by the next call); accumulates
 -- the parameter gradients (grad_weight, grad_bias, grad_alpha).
 function Head:backward()
   live(self, "backward")
@@ -457,7 +493,7 @@ function Head:backward()
   check(C.facet_tensor_matmul(self.grad_weight.h, b.z.h, self.input.h, 1, 0, 1, 1))
   self:_radial(self.grad_weight, self.weight, b.colsum_cos, b.wnorm, self.pending)
   if self.bias then check(C.facet_tensor_axpy(self.grad_bias.h, self.grad_bias.h, 1, b.colsum.h)) end
-  return self:_input_grad(b, b.dinput)
+  return self:_narrow(b, self:_input_grad(b, b.dinput))
 end
 
 -- cosine heads: takes the radial part out of the rows of grad (of weight):

@@ -291,6 +291,7 @@ function Sharded:forward(x, y)
     n = self:_draw(yg_host, Bg)
   end
   local b = self:_buffers(B, Bg, n)
+  x = inner:_widen(x, b)
   local h = inner.handle
   inner.iter = self.iter
   inner:_schedule()
@@ -388,7 +389,7 @@ function Sharded:backward()
     for q = 1, self.rank do start = start + f.counts[q] end
     b.dinput:copy(b.dinput_g:narrow(1, start, f.B))
   end
-  return inner:_input_grad(b, b.dinput, b.sum_over_ranks)
+  return inner:_narrow(b, inner:_input_grad(b, b.dinput, b.sum_over_ranks))
 end
 
 -- ---- parameters and state -----------------------------------------------------------------
