@@ -874,6 +874,27 @@ local conv_cases = {
     k = 3, pad = 1 },
 }
 
+-- 16-bit activations (float32 weights and accumulation): the CPU rounds its
+-- float32 result once, CUDA's cublasGemmEx sums in another order, so results
+-- may differ by a rounding of the 16-bit format (2^-11 float16, 2^-8 bfloat16)
+local HALF_TOL = { float16 = { rtol = 2e-3, atol = 2e-3, mtol = 2e-3 }, bfloat16 = { rtol = 1e-2, atol = 1e-2, mtol = 1e-2 } }
+local function half_case(c, dtype)
+  c.dtype, c.tol = dtype, HALF_TOL[dtype]
+  c.label = c.label and (dtype .. " " .. c.label) or nil
+  return c
+end
+local function to_dtype(t, c) if c.dtype then return t:to(c.dtype) end return t end
+for _, c in ipairs {
+  half_case({ label = "3x3 stride 2 pad 1", N = 2, C = 3, H = 9, W = 7, O = 4, k = 3, stride = 2, pad = 1 }, "float16"),
+  half_case({ label = "3x3 stride 2 pad 1", N = 2, C = 3, H = 9, W = 7, O = 4, k = 3, stride = 2, pad = 1 }, "bfloat16"),
+  half_case({ label = "pointwise, no bias", N = 2, C = 8, H = 6, W = 6, O = 12, k = 1, bias = false }, "float16"),
+  half_case({ label = "grouped, dilation 2", N = 2, C = 8, H = 10, W = 9, O = 6, k = 3, pad = 2, dilation = 2, groups = 2 },
+    "bfloat16"),
+  half_case({ label = "depthwise 3x3", N = 2, C = 6, H = 9, W = 9, O = 6, k = 3, pad = 1, groups = 6 }, "float16"),
+  half_case({ label = "workspace of 1 image: 3 chunks", N = 3, C = 3, H = 8, W = 8, O = 4, k = 3, pad = 1, ws = 1 },
+    "bfloat16"),
+} do conv_cases[#conv_cases + 1] = c end
+
 reg {
   name = "conv2d",
   covers = { "facet_conv2d_workspace_size", "facet_conv2d_forward", "facet_conv2d_backward" },
@@ -887,9 +908,9 @@ reg {
     m:to(ctx.device)
     m.weight:copy(ctx:randn(m.weight:shape(), 0, 0.3))
     if m.bias then m.bias:copy(ctx:randn(m.bias:shape(), 0, 0.3)) end
-    local x = ctx:randn({ c.N, c.C, c.H, c.W })
+    local x = to_dtype(ctx:randn({ c.N, c.C, c.H, c.W }), c)
     local oshape = m:output_shape(x:shape())
-    local gout = ctx:randn(oshape)
+    local gout = to_dtype(ctx:randn(oshape), c)
     m:zero_grad()
     local out, gx
     if c.ws then
@@ -897,9 +918,9 @@ reg {
       local k = pair(c.k)
       local cin = ctx.device == "cuda" and c.C or c.C / (c.groups or 1)
       local ws = facet.empty({ c.ws * cin * k[1] * k[2] * oshape[3] * oshape[4] }, { device = ctx.device })
-      out = facet.empty(oshape, { device = ctx.device })
+      out = facet.empty(oshape, { dtype = c.dtype, device = ctx.device })
       check(C.facet_conv2d_forward(out.h, x.h, m.weight.h, h_of(m.bias), ws.h, m.settings))
-      gx = facet.empty(x:shape(), { device = ctx.device })
+      gx = facet.empty(x:shape(), { dtype = c.dtype, device = ctx.device })
       check(C.facet_conv2d_backward(gx.h, m.grad_weight.h, h_of(m.grad_bias), gout.h, x.h, m.weight.h, ws.h,
         m.settings))
     else
@@ -923,6 +944,9 @@ reg {
     { label = "1d train", dims = 2, N = 64, C = 16 },
     { label = "1d eval", dims = 2, N = 64, C = 16, eval = true },
     { label = "1d train, batch 2048", dims = 2, N = 2048, C = 16 },
+    half_case({ label = "2d train", dims = 4, N = 4, C = 5, H = 6, W = 7 }, "float16"),
+    half_case({ label = "2d eval", dims = 4, N = 4, C = 5, H = 6, W = 7, eval = true }, "bfloat16"),
+    half_case({ label = "1d train", dims = 2, N = 64, C = 16 }, "bfloat16"),
   },
   run = function(c, ctx)
     local m = (c.dims == 4 and nn.BatchNorm2d or nn.BatchNorm1d)(c.C, { affine = c.affine })
@@ -935,7 +959,7 @@ reg {
     m.running_var:copy(ctx:rand({ c.C }, 0.5, 2))
     if c.eval then m:evaluate() end
     local shape = c.dims == 4 and { c.N, c.C, c.H, c.W } or { c.N, c.C }
-    local x, gout = ctx:randn(shape, 0.5, 2), ctx:randn(shape)
+    local x, gout = to_dtype(ctx:randn(shape, 0.5, 2), c), to_dtype(ctx:randn(shape), c)
     m:zero_grad()
     local out = m:forward(x)
     local gx = m:backward(x, gout)
@@ -958,6 +982,9 @@ reg {
     { kind = "avg", k = 3, stride = 2, pad = 1, N = 2, C = 3, H = 9, W = 8, exclude_pad = true },
     { kind = "max", k = 2, N = 8, C = 16, H = 40, W = 40 },
     { kind = "global avg", N = 3, C = 5, H = 7, W = 6 },
+    half_case({ kind = "max", k = 3, stride = 2, pad = 1, N = 2, C = 3, H = 9, W = 7 }, "float16"),
+    half_case({ kind = "avg", k = 3, stride = 2, pad = 1, N = 2, C = 3, H = 9, W = 8, exclude_pad = true }, "bfloat16"),
+    half_case({ kind = "global avg", N = 3, C = 5, H = 7, W = 6 }, "float16"),
   },
   run = function(c, ctx)
     local m
@@ -968,8 +995,9 @@ reg {
     end
     m:to(ctx.device)
     local x = c.ties and ctx:randn({ c.N, c.C, c.H, c.W }, 0, 1.5):floor_() or ctx:randn({ c.N, c.C, c.H, c.W })
+    x = to_dtype(x, c)
     local out = m:forward(x)
-    local gx = m:backward(x, ctx:randn(out:shape()))
+    local gx = m:backward(x, to_dtype(ctx:randn(out:shape()), c))
     return { out = out, grad_x = gx }
   end,
 }
@@ -1010,15 +1038,19 @@ reg {
     { act = "PReLU", channels = 5, shape = { 4, 5, 6, 7 }, label = "PReLU per channel, 4-D" },
     { act = "PReLU", channels = 16, shape = { 2048, 16 }, label = "PReLU per channel, 2-D" },
     { act = "PReLU", shape = { 3, 8, 5, 5 }, label = "PReLU one slope" },
+    half_case({ act = "Sigmoid", shape = { 37, 65 }, label = "Sigmoid" }, "bfloat16"),
+    half_case({ act = "Tanh", shape = { 37, 65 }, label = "Tanh" }, "float16"),
+    half_case({ act = "PReLU", channels = 5, shape = { 4, 5, 6, 7 }, label = "PReLU per channel" }, "float16"),
+    half_case({ act = "PReLU", shape = { 3, 8, 5, 5 }, label = "PReLU one slope" }, "bfloat16"),
   },
   run = function(c, ctx)
     local m = nn[c.act](c.channels)
     m:to(ctx.device)
     if m.slope then m.slope:copy(ctx:rand(m.slope:shape(), 0.05, 0.5)) end
-    local x = ctx:randn(c.shape)
+    local x = to_dtype(ctx:randn(c.shape), c)
     m:zero_grad()
     local out = m:forward(x)
-    local gx = m:backward(x, ctx:randn(c.shape))
+    local gx = m:backward(x, to_dtype(ctx:randn(c.shape), c))
     return { out = out, grad_x = gx, grad_slope = m.grad_slope }
   end,
 }
