@@ -141,12 +141,8 @@ int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, 
     facet_half_begin(x->dtype);
     const float *xp = facet_half_in(fn, x, 0, &ok);
     float *o = ok ? facet_half_out(fn, out, 1, &ok) : NULL;
-    if (ok) {
-        act_forward_cpu(o, xp, n, act, sp, ns, channels, inner);
-        facet_half_store(out, o);
-    }
-    facet_half_end(x->dtype);
-    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
+    if (ok) act_forward_cpu(o, xp, n, act, sp, ns, channels, inner);
+    return facet_half_finish(x->dtype, out, o, ok, 0);
 }
 
 int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, const facet_tensor *grad_out,
@@ -190,10 +186,6 @@ int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, co
     const float *xp = ok ? facet_half_in(fn, x, 1, &ok) : NULL;
     const float *yp = ok ? facet_half_in(fn, yt, 2, &ok) : NULL;
     float *gx = ok ? facet_half_out(fn, grad_x, 3, &ok) : NULL;
-    if (ok) {
-        rc = act_backward_cpu(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
-        if (!rc) facet_half_store(grad_x, gx);
-    }
-    facet_half_end(x->dtype);
-    return ok ? rc : FACET_STATUS_ERR_MEMORY;
+    if (ok) rc = act_backward_cpu(gx, gs, g, xp, yp, n, act, sp, ns, channels, inner);
+    return facet_half_finish(x->dtype, grad_x, gx, ok, rc);
 }

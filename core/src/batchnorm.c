@@ -269,10 +269,8 @@ int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_te
     if (ok) {
         struct bn_forward a = { o, sm, si, rm, rv, xp, wp, bp, s, training, momentum, eps };
         forward_cpu(&a);
-        facet_half_store(out, o);
     }
-    facet_half_end(x->dtype);
-    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
+    return facet_half_finish(x->dtype, out, o, ok, 0);
 }
 
 
@@ -384,9 +382,7 @@ int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, fa
     if (ok) {
         struct bn_backward a = { gx, gw, gb, go, xp, wp, sm, si, s, training };
         backward_cpu(&a);
-        facet_half_store(grad_x, gx);
     }
-    facet_half_end(x->dtype);
-    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
+    return facet_half_finish(x->dtype, grad_x, gx, ok, 0);
 }
 

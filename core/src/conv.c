@@ -503,12 +503,8 @@ int facet_conv2d_forward(facet_tensor *out, const facet_tensor *x, const facet_t
     facet_half_begin(x->dtype);
     const float *xp = facet_half_in(fn, x, 0, &ok);
     float *o = ok ? facet_half_out(fn, out, 1, &ok) : NULL;
-    if (ok) {
-        rc = forward_cpu(&g, o, xp, wp, bp, ws, ws_elems);
-        if (!rc) facet_half_store(out, o);
-    }
-    facet_half_end(x->dtype);
-    return ok ? rc : FACET_STATUS_ERR_MEMORY;
+    if (ok) rc = forward_cpu(&g, o, xp, wp, bp, ws, ws_elems);
+    return facet_half_finish(x->dtype, out, o, ok, rc);
 }
 
 int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
@@ -543,10 +539,6 @@ int facet_conv2d_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet
     const float *go = facet_half_in(fn, grad_out, 0, &ok);
     const float *xp = ok ? facet_half_in(fn, x, 1, &ok) : NULL;
     float *gx = ok ? facet_half_out(fn, grad_x, 2, &ok) : NULL;
-    if (ok) {
-        rc = backward_cpu(&g, gx, gw, gb, go, xp, wp, ws, ws_elems);
-        if (!rc) facet_half_store(grad_x, gx);
-    }
-    facet_half_end(x->dtype);
-    return ok ? rc : FACET_STATUS_ERR_MEMORY;
+    if (ok) rc = backward_cpu(&g, gx, gw, gb, go, xp, wp, ws, ws_elems);
+    return facet_half_finish(x->dtype, grad_x, gx, ok, rc);
 }

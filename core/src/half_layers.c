@@ -110,3 +110,10 @@ void facet_half_store(facet_tensor *t, const float *src)
         for (int64_t i = 0; i < n; i++) d[i] = facet_float_to_bf16(src[i]);
     }
 }
+
+int facet_half_finish(int dtype, facet_tensor *t, const float *buf, int ok, int rc)
+{
+    if (ok && !rc) facet_half_store(t, buf);
+    facet_half_end(dtype);
+    return ok ? rc : FACET_STATUS_ERR_MEMORY;
+}

@@ -39,5 +39,9 @@ const float *facet_half_in(const char *fn, const facet_tensor *t, int slot, int 
 float *facet_half_out(const char *fn, const facet_tensor *t, int slot, int *ok);
 /* Rounds the float32 result buf into t once when t is 16-bit. */
 void facet_half_store(facet_tensor *t, const float *buf);
+/* Ends a call begun with facet_half_begin(dtype): stores buf into t when ok
+ * and rc is 0, releases the lock, and returns rc (or the memory error when
+ * a scratch buffer could not grow). */
+int facet_half_finish(int dtype, facet_tensor *t, const float *buf, int ok, int rc);
 
 #endif

@@ -228,9 +228,7 @@ int facet_pool2d_forward(facet_tensor *out, facet_tensor *argmax, const facet_te
     const float *xp = facet_half_in(fn, x, 0, &ok);
     float *o = ok ? facet_half_out(fn, out, 1, &ok) : NULL;
     if (ok) forward_cpu(o, am, xp, kind, &g);
-    if (ok) facet_half_store(out, o);
-    facet_half_end(x->dtype);
-    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
+    return facet_half_finish(x->dtype, out, o, ok, 0);
 }
 
 int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *argmax, int kind,
@@ -257,8 +255,6 @@ int facet_pool2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, co
     const float *go = facet_half_in(fn, grad_out, 0, &ok);
     float *gx = ok ? facet_half_out(fn, grad_x, 1, &ok) : NULL;
     if (ok) backward_cpu(gx, go, am, kind, &g);
-    if (ok) facet_half_store(grad_x, gx);
-    facet_half_end(grad_x->dtype);
-    return ok ? 0 : FACET_STATUS_ERR_MEMORY;
+    return facet_half_finish(grad_x->dtype, grad_x, gx, ok, 0);
 }
 
