@@ -27,7 +27,8 @@
  * columns are T (in the workspace, which holds twice as many of them as
  * floats), and the GEMMs are facet_cuda_gemm_ex (cublasGemmEx, tensor cores,
  * float32 accumulation): forward writes out as T (rounded once from the
- * float32 sums) or, with a bias, float32 scratch that one kernel adds the
+ * float32 sums by cuBLAS's epilogue, to nearest even as half_math.h; no
+ * float32 copy of the output) or, with a bias, float32 scratch that one kernel adds the
  * bias to and rounds; grad_weight is C = float32 (beta 1: the weight
  * gradient accumulates in float32); grad_x's columns are float32 in the
  * workspace as for float32, and col2im rounds each sum once. The depthwise
