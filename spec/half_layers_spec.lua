@@ -105,8 +105,14 @@ local function check_layer(build, shape, dtype, o)
   for _, k in ipairs { "running_mean", "running_var" } do
     if m16[k] then same32(m16[k], m32[k], m16:describe() .. " " .. k, exact, 1e-3) end
   end
-  for name in pairs(m16.buffers) do assert.is_nil(name:match("^amp_"), "no widening buffer: " .. name) end
+  if o.widened then assert.is_truthy(m16.buffers.amp_x, "the widening path")
+  else
+    for name in pairs(m16.buffers) do assert.is_nil(name:match("^amp_"), "no widening buffer: " .. name) end
+  end
 end
+
+-- a process group of two ranks holding the same batch: allreduce doubles
+local twin = { size = function() return 2 end, allreduce = function(_, t) t:mul_(2) return t end }
 
 describe("native 16-bit layers: widen -> float32 -> round once", function()
   local nn = facet.nn
@@ -137,6 +143,15 @@ describe("native 16-bit layers: widen -> float32 -> round once", function()
       check_layer(function() return nn.BatchNorm1d(5) end, { 6, 5 }, dtype)
       check_layer(function() return nn.BatchNorm1d(20, { affine = false }) end, { 3, 20 }, dtype)
       check_layer(function() return nn.BatchNorm1d(5) end, { 6, 5 }, dtype, { train = false })
+    end)
+
+    H.it(dtype .. " synchronised BatchNorm2d widens (two ranks with the same batch)", function()
+      local function build()
+        local m = nn.BatchNorm2d(3)
+        m.sync = twin
+        return m
+      end
+      check_layer(build, { 4, 3, 5, 3 }, dtype, { widened = true })
     end)
 
     H.it(dtype .. " Conv2d: im2col with stride and padding, pointwise, depthwise, grouped and dilated", function()
