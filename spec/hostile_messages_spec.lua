@@ -212,6 +212,82 @@ describe("hostile calls raise clean messages that name the function", function()
   end
 end)
 
+-- obj.method(...) for obj:method(...): every method of these classes, called
+-- with nil, a number, a tensor and an object of another class as self, raises
+-- "<prefix>:<method>: call it with ':' on <noun>; self is ..." (facet.check.methods)
+describe("a method called with '.' instead of ':'", function()
+  local lin = facet.nn.Linear(2, 2)
+  local CLASSES = {
+    { "facet.nn.Module", facet.nn.Module, "a module" },
+    { "facet.nn.Linear", facet.nn.Linear, "a module" },
+    { "facet.nn.Conv2d", facet.nn.Conv2d, "a module" },
+    { "facet.nn.BatchNorm2d", facet.nn.BatchNorm2d, "a module" },
+    { "facet.nn.Sequential", facet.nn.Sequential, "a module" },
+    { "optimizer", facet.optim.Optimizer, "an optimizer" },
+    { "scaler", facet.amp.Scaler, "a facet.amp scaler" },
+    { "head", facet.heads.Head, "a head" },
+  }
+  for _, c in ipairs(CLASSES) do
+    it(c[1] .. ": every method", function()
+      local n = 0
+      for k, f in pairs(c[2]) do
+        if type(k) == "string" and k:sub(1, 2) ~= "__" and type(f) == "function" and
+            debug.getlocal(require("facet.check").unwrap(f), 1) == "self" then
+          local selves = { n = 4, nil, 5, t, { 1 } }
+          for i = 1, selves.n do
+            local ok, err = pcall(f, selves[i], t)
+            assert.is_false(ok, k)
+            local want = ("%s:%s: call it with ':' on %s; self is "):format(c[1], k, c[3])
+            assert.truthy(type(err) == "string" and err:find(want, 1, true), tostring(err))
+            for _, b in ipairs(BAD) do assert.falsy(err:find(b, 1, true), err) end
+          end
+          n = n + 1
+        end
+      end
+      assert.truthy(n >= 3, c[1] .. " has methods")
+    end)
+  end
+
+  it("an instance of a subclass passes its parent's check; the class itself too", function()
+    assert.are.equal(6, lin:count_parameters())
+    assert.are.equal(lin, facet.nn.Module.float(lin))
+    local ok, err = pcall(lin.forward, facet.optim.sgd(lin, { lr = 1 }), t)
+    assert.is_false(ok)
+    assert.truthy(err:find("facet.nn.Module:forward: call it with ':' on a module; self is a table", 1, true), err)
+  end)
+
+  it("the forms a user writes by mistake", function()
+    local x = facet.zeros({ 1, 2 })
+    local o = facet.optim.sgd(lin, { lr = 1 })
+    local h = facet.heads.new("am", { classes = 3, dim = 2 })
+    local function msg(f) local ok, err = pcall(f); assert.is_false(ok); return err end
+    assert.truthy(msg(function() return lin.forward(x) end):find("forward: call it with ':' on a module; self is a tensor", 1, true))
+    assert.truthy(msg(function() return o.step() end):find("sgd:step: call it with ':' on an optimizer; self is nil", 1, true))
+    assert.truthy(msg(function() return h.forward(x, { 1 }) end):find("head:forward: call it with ':' on a head", 1, true))
+    assert.truthy(msg(function() return x.free() end):find("free: expected a facet tensor, got nil", 1, true))
+    assert.truthy(msg(function() return x.is_freed() end):find("is_freed: expected a facet tensor", 1, true))
+    -- facet.help still finds a wrapped method's own comment
+    assert.truthy(require("facet.help").text(lin.forward):find("^function Module:forward", 1), "help")
+  end)
+
+  it("other public functions that took a wrong argument into a bare Lua error", function()
+    for _, c in ipairs {
+      { function() return facet.cuda.device_name("x") end, "facet.cuda.device_name: i must be an integer" },
+      { function() return facet.optim.grad_norm(nil) end, "facet.optim.grad_norm: grads must be a list of tensors" },
+      { function() return facet.optim.grad_norm({ 1 }) end, "facet.optim.grad_norm: grads[1] must be a tensor" },
+      { function() return facet.data.fashion_mnist(5) end, "facet.data.fashion_mnist" },
+      { function() return facet.data.fashion_mnist({ splt = "test" }) end, "unknown option" },
+      { function() return facet.data.render_synthetic() end, "facet.data.render_synthetic: seed" },
+      { function() return facet.data.render_synthetic(1, 2, 3, 2) end, "facet.data.render_synthetic: size" },
+    } do
+      local ok, err = pcall(c[1])
+      assert.is_false(ok)
+      assert.truthy(err:find(c[2], 1, true), err)
+      for _, b in ipairs(BAD) do assert.falsy(err:find(b, 1, true), err) end
+    end
+  end)
+end)
+
 describe("error positions", function()
   -- (a tail call `return f()` leaves no frame of its own: the cases keep a frame)
   it("a facet error points at the caller's line, not inside facet", function()

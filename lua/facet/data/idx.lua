@@ -118,7 +118,7 @@ end
 M.FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 function M.fashion_mnist(opts)
-  opts = opts or {}
+  opts = require("facet.check").options("facet.data.fashion_mnist", opts, { "split", "dir", "classes", "normalize" })
   local split = opts.split or "train"
   if split ~= "train" and split ~= "test" then error("fashion_mnist: split is train or test", 2) end
   local dir = opts.dir or M.FASHION_MNIST_DIR

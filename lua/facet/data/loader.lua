@@ -227,4 +227,8 @@ function Loader:close()
   end
 end
 
+local valid = require "facet.check"
+valid.methods(Loader, "loader", "a loader")
+valid.methods(Shard, "loader", "a loader")
+
 return new

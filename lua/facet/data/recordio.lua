@@ -259,4 +259,8 @@ function Writer:close()
   check(C.facet_recordio_writer_free(h), 2)
 end
 
+local valid = require "facet.check"
+valid.methods(Reader, "recordio", "a reader")
+valid.methods(Writer, "recordio_writer", "a writer")
+
 return M

@@ -110,4 +110,6 @@ function Source:batch(epoch, i)
   return self.xb, self.yb
 end
 
+valid.methods(Source, "source", "a facet.data.tensors source")
+
 return new
