@@ -47,6 +47,10 @@ local DATA = "lifetimes/atomicity (data/loader.lua, data/folder.lua) or data/* (
 local CASES = {
   -- facet.* and tensors
   { "facet.tensor(nil)", function() return facet.tensor(nil) end, "facet.tensor" },
+  { "Dropout:backward before any forward", function()
+    local d = facet.nn.Dropout(0.5)
+    return d:backward(facet.zeros({ 3 }), facet.zeros({ 3 }))
+  end, "Dropout(0.5): backward: no forward in training mode came before it" },
   { "facet.tensor{{1, 2}, {3}}", function() return facet.tensor { { 1, 2 }, { 3 } } end, "facet.tensor" },
   { "facet.tensor{{{1}}, {{'a'}}}", function() return facet.tensor { { { 1 } }, { { "a" } } } end, "facet.tensor" },
   { "facet.zeros('a')", function() return facet.zeros("a") end, "zeros" },
