@@ -283,6 +283,14 @@ describe("a method called with '.' instead of ':'", function()
       { function() return facet.data.fashion_mnist({ splt = "test" }) end, "unknown option" },
       { function() return facet.data.render_synthetic() end, "facet.data.render_synthetic: seed" },
       { function() return facet.data.render_synthetic(1, 2, 3, 2) end, "facet.data.render_synthetic: size" },
+      { function()
+        local src = facet.data.tensors { x = facet.zeros({ 4, 2 }), y = facet.zeros({ 4 }, { dtype = "int64" }), batch_size = 2 }
+        return src:batch(nil, 1)
+      end, "facet.data.tensors:batch: epoch must be an integer" },
+      { function()
+        local src = facet.data.tensors { x = facet.zeros({ 4, 2 }), y = facet.zeros({ 4 }, { dtype = "int64" }), batch_size = 2 }
+        return src:batch(0, 3)
+      end, "facet.data.tensors:batch: i must be an integer in [1, 2], got 3" },
     } do
       local ok, err = pcall(c[1])
       assert.is_false(ok)
