@@ -283,6 +283,19 @@ describe("a method called with '.' instead of ':'", function()
       { function() return facet.data.fashion_mnist({ splt = "test" }) end, "unknown option" },
       { function() return facet.data.render_synthetic() end, "facet.data.render_synthetic: seed" },
       { function() return facet.data.render_synthetic(1, 2, 3, 2) end, "facet.data.render_synthetic: size" },
+      { function() return facet.checkpoint.save(F.temp_dir(), { step = 1 }) end, "facet.checkpoint.save: state.model" },
+      { function() return facet.eval.ijb.verify(facet.zeros({ 2, 2 }), "x") end, "facet.eval.ijb.verify: tids must be a 1-D tensor" },
+      -- a directory where a file is wanted: io.open opens one; the first read failed far from the path
+      { function() return facet.data.read_list(F.temp_dir()) end, "Is a directory" },
+      { function() return facet.load_safetensors(F.temp_dir()) end, "Is a directory" },
+      { function() return facet.load_npy(F.temp_dir()) end, "Is a directory" },
+      { function() return facet.data.load_idx(F.temp_dir()) end, "is a directory, not an IDX file" },
+      -- pack over a folder without images: scan_folder's message, blamed on this line
+      { function()
+        local d = F.temp_dir()
+        assert(require("facet.sys").mkdir_p(d .. "/0"))
+        return facet.data.pack(d, d .. "/out")
+      end, "scan_folder: no images under" },
       { function()
         local src = facet.data.tensors { x = facet.zeros({ 4, 2 }), y = facet.zeros({ 4 }, { dtype = "int64" }), batch_size = 2 }
         return src:batch(nil, 1)

@@ -146,8 +146,16 @@ end
 
 --- Renames from to to (replacing a file, or an empty directory, at to); true, or nil and a message.
 --- The whole file at path, as bytes; nil and "cannot read PATH: reason" when it cannot be opened.
+--- io.open(path, "rb") for reading, except that a directory is refused with
+-- "path: Is a directory" (io.open opens one on Linux, and the first read then
+-- fails with a bare message far from the path): file, or nil and the message.
+function M.open_read(path)
+  if mode(path) == "directory" then return nil, tostring(path) .. ": Is a directory" end
+  return io.open(path, "rb")
+end
+
 function M.read_file(path)
-  local f, err = io.open(path, "rb")
+  local f, err = M.open_read(path)
   if not f then return nil, ("cannot read %s"):format(tostring(err)) end
   local s = f:read("*a")
   f:close()
