@@ -7,11 +7,11 @@
 --   CPU (default): MobileFaceNet and IResNet-18 at 112 x 112, batch 32, the
 --   small convnet at 28 x 28, batch 128; best of --steps after one warm-up
 --   step; OpenBLAS GEMM (2048^3); Debian's python3-torch.
---   --device cuda: IResNet-50 and MobileFaceNet at 112 x 112, batch 128, fp32;
+--   --device cuda: IResNet-50 and MobileFaceNet at 112 x 112, batch 128;
 --   each step starts by copying the batch from host memory into device buffers
 --   (facet.data.to_device, as facet.train does); --warmup steps, then --steps
 --   steps timed as one region between facet.cuda.synchronize() calls (mean
---   time per step); cuBLAS SGEMM rate (4096^3); PyTorch with CUDA on the same
+--   time per step); cuBLAS GEMM rate (4096^3) of each precision; PyTorch with CUDA on the same
 --   card (cudnn.benchmark = True, TF32 off, the same copy per step).
 -- --profile 1 then runs --steps more steps with every layer's forward and
 -- backward wrapped in synchronize + clock, and prints where a step's time goes
@@ -28,6 +28,8 @@
 -- model, the head's loss in float32 outside it, a GradScaler for fp16, none
 -- for bf16). Printed: each precision's facet / PyTorch ratio and, with fp32
 -- in the list, each 16-bit precision's img/s over facet's own fp32 in the run.
+-- A model and precision that fails prints why and the bench goes on with the
+-- others (PyTorch included), then exits with status 1.
 -- Lines starting with "summary:" are the key figures (tools/gpu_check.sh copies them).
 -- Usage: bin/facet run bench/train_step.lua [--device cpu|cuda] [--models mobilefacenet,iresnet18,iresnet50,convnet]
 --          [--precision fp32,fp16,bf16] [--batch N] [--size N] [--steps N] [--warmup N] [--profile 0|1]
@@ -62,6 +64,13 @@ o.steps = o.steps or (gpu and 10 or 5)
 o.warmup = o.warmup or (gpu and 3 or 1)
 o.models = o.models or (gpu and { "iresnet50", "mobilefacenet" } or { "mobilefacenet", "iresnet18", "convnet" })
 o.precision = o.precision or { "fp32" }
+do   -- each precision once, in the order given
+  local seen, list = {}, {}
+  for _, p in ipairs(o.precision) do
+    if not seen[p] then seen[p], list[#list + 1] = true, p end
+  end
+  o.precision = list
+end
 local DTYPE = { fp32 = "float32", fp16 = "float16", bf16 = "bfloat16" }
 
 local clock = facet.clock
@@ -71,19 +80,28 @@ local sync = gpu and facet.cuda.synchronize or function() end
 -- CPU widens them to float32, docs/mixed-precision.md)
 local n = gpu and 4096 or 2048
 local gemm = {}
-for _, prec in ipairs(o.precision) do
+local function gemm_rate(prec)
+  local opts = { device = dev, dtype = DTYPE[prec] }
+  local a = facet.randn({ n, n }, { seed = 1, device = dev, dtype = opts.dtype })
+  local b = facet.randn({ n, n }, { seed = 2, device = dev, dtype = opts.dtype })
+  local c = facet.empty({ n, n }, opts)
+  a:matmul(b, { out = c })
+  sync()
+  local reps = gpu and 10 or 5
+  local t0 = clock()
+  for _ = 1, reps do a:matmul(b, { out = c }) end
+  sync()
+  return 2 * n ^ 3 * reps / (clock() - t0) / 1e9
+end
+local failures = {}
+for _, prec in ipairs { "fp32", unpack(o.precision) } do
   if not gemm[prec] and (prec == "fp32" or gpu) then
-    local opts = { device = dev, dtype = DTYPE[prec] }
-    local a = facet.randn({ n, n }, { seed = 1, device = dev, dtype = opts.dtype })
-    local b = facet.randn({ n, n }, { seed = 2, device = dev, dtype = opts.dtype })
-    local c = facet.empty({ n, n }, opts)
-    a:matmul(b, { out = c })
-    sync()
-    local reps = gpu and 10 or 5
-    local t0 = clock()
-    for _ = 1, reps do a:matmul(b, { out = c }) end
-    sync()
-    gemm[prec] = 2 * n ^ 3 * reps / (clock() - t0) / 1e9
+    local ok, rate = pcall(gemm_rate, prec)
+    if ok then gemm[prec] = rate
+    else
+      print(("summary: GEMM %s %d^3 on %s: FAILED: %s"):format(prec, n, dev, tostring(rate)))
+      failures[#failures + 1] = "GEMM " .. prec
+    end
   end
 end
 collectgarbage()
@@ -100,7 +118,7 @@ local MODELS = {
 }
 
 local rates = {}
-for _, prec in ipairs(o.precision) do
+for _, prec in ipairs { "fp32", unpack(o.precision) } do
   if gemm[prec] and not rates[prec] then
     rates[prec] = true
     rates[#rates + 1] = ("%s %.1f GFLOP/s"):format(prec, gemm[prec])
@@ -112,7 +130,7 @@ if gpu then
     table.concat(rates, ", "), o.warmup, o.steps))
 else
   print(("%d threads, OpenBLAS %s; GEMM %d^3: %.1f GFLOP/s; %s"):format(facet.get_threads(), facet.blas_core(), n,
-    gemm.fp32, table.concat(o.precision, ", ")))
+    gemm.fp32 or 0, table.concat(o.precision, ", ")))
 end
 
 -- ---- the profile: layer types ------------------------------------------------------
@@ -172,93 +190,103 @@ local function key(name, prec) return name .. " " .. prec end
 print(("%-14s %5s %6s %5s %10s %9s %12s %12s %8s"):format("model", "prec", "batch", "size", "img/s", "ms/step",
   "step GFLOP", "GFLOP/s", "of GEMM"))
 local results, profiles, order, names = {}, {}, {}, {}
+
+-- one model in one precision: the timed steps, then (--profile 1) the profiled ones
+local function run(name, spec, batch, size, prec)
+  facet.manual_seed(1)
+  local net = spec.build(size)
+  -- FLOPs are linear in the batch: count them on one image, on the CPU
+  local fwd = facet.nn.summary(net, { 1, spec.ch, size, size }, { print = false }).flops * batch
+  if gpu then net:to(dev) end
+  local head = facet.heads.new("am", { classes = 1000, dim = spec.emb, seed = 1, device = dev })
+  local opt = facet.optim.sgd({ net, head }, { lr = 0.01, momentum = 0.9, weight_decay = 5e-4 })
+  local x_host = facet.randn({ batch, spec.ch, size, size }, { seed = 3 })
+  local labels = {}
+  for k = 1, batch do labels[k] = (k - 1) % 1000 end
+  local y_host = facet.tensor(labels, { dtype = "int64" })
+  -- on the GPU each step copies the batch in, as facet.train does (facet.data.to_device)
+  local fetch
+  if gpu then
+    local data = facet.data.to_device({ num_batches = function() return 1 end,
+      batch = function() return x_host, y_host end }, dev)
+    fetch = function() return data:batch(0, 1) end
+  else
+    fetch = function() return x_host, y_host end
+  end
+  local step, scaler = common.train_step(net, head, opt, fetch, { precision = prec })
+  for _ = 1, o.warmup do step() end
+  local per_step
+  if gpu then
+    sync()
+    local s = clock()
+    for _ = 1, o.steps do step() end
+    sync()
+    per_step = (clock() - s) / o.steps
+  else
+    per_step = math.huge
+    for _ = 1, o.steps do
+      local s = clock()
+      step()
+      per_step = math.min(per_step, clock() - s)
+    end
+  end
+  local ips = batch / per_step
+  local rate = 3 * fwd / per_step / 1e9
+  local k = key(name, prec)
+  results[k] = { ips = ips, ms = per_step * 1e3, batch = batch, size = size, name = name, prec = prec,
+    skipped = scaler and scaler.skipped, scale = scaler and scaler.scale }
+  order[#order + 1] = k
+  print(("%-14s %5s %6d %5d %10.1f %9.2f %12.2f %12.1f %8s"):format(name, prec, batch, size, ips, per_step * 1e3,
+    3 * fwd / 1e9, rate, gemm[prec] and ("%.0f%%"):format(100 * rate / gemm[prec]) or "-"))
+  if scaler then
+    print(("%-14s %5s loss scale %g after %d steps, %d skipped for an fp16 overflow"):format("", prec, scaler.scale,
+      scaler.steps, scaler.skipped))
+  end
+
+  if o.profile ~= 0 then
+    local acc = {}
+    for _, c in ipairs(CATS) do acc[c] = 0 end
+    local function timed(cat, fn, ...)
+      sync()
+      local t = clock()
+      local r1, r2 = fn(...)
+      sync()
+      acc[cat] = acc[cat] + (clock() - t)
+      return r1, r2
+    end
+    local undo = instrument(net, acc)
+    local profiled_step = common.train_step(net, head, opt, fetch, { precision = prec, timed = timed })
+    local ok, err = pcall(function()
+      profiled_step()                         -- one warm-up step through the wrappers
+      for _, c in ipairs(CATS) do acc[c] = 0 end
+      sync()
+      local s = clock()
+      for _ = 1, o.steps do profiled_step() end
+      sync()
+      return clock() - s
+    end)
+    undo()
+    if not ok then error(err, 0) end
+    local total = err
+    local known = 0
+    for _, c in ipairs(CATS) do known = known + acc[c] end
+    acc[CATS[#CATS]] = math.max(0, total - known)
+    profiles[k] = { acc = acc, total = total / o.steps }
+  end
+end
+
 for _, name in ipairs(o.models) do
   names[#names + 1] = name
   local spec = MODELS[name]
   local batch = o.batch or (gpu and 128 or spec.batch)
   local size = spec.fixed_size and spec.size or (o.size or spec.size)
   for _, prec in ipairs(o.precision) do
-    facet.manual_seed(1)
-    local net = spec.build(size)
-    -- FLOPs are linear in the batch: count them on one image, on the CPU
-    local fwd = facet.nn.summary(net, { 1, spec.ch, size, size }, { print = false }).flops * batch
-    if gpu then net:to(dev) end
-    local head = facet.heads.new("am", { classes = 1000, dim = spec.emb, seed = 1, device = dev })
-    local opt = facet.optim.sgd({ net, head }, { lr = 0.01, momentum = 0.9, weight_decay = 5e-4 })
-    local x_host = facet.randn({ batch, spec.ch, size, size }, { seed = 3 })
-    local labels = {}
-    for k = 1, batch do labels[k] = (k - 1) % 1000 end
-    local y_host = facet.tensor(labels, { dtype = "int64" })
-    -- on the GPU each step copies the batch in, as facet.train does (facet.data.to_device)
-    local fetch
-    if gpu then
-      local data = facet.data.to_device({ num_batches = function() return 1 end,
-        batch = function() return x_host, y_host end }, dev)
-      fetch = function() return data:batch(0, 1) end
-    else
-      fetch = function() return x_host, y_host end
+    local ok, err = pcall(run, name, spec, batch, size, prec)
+    if not ok then
+      -- the other models and precisions (and PyTorch) still run; the exit status says it
+      print(("summary: %s %s %s: FAILED: %s"):format(name, dev, prec, tostring(err)))
+      failures[#failures + 1] = name .. " " .. prec
     end
-    local step, scaler = common.train_step(net, head, opt, fetch, { precision = prec })
-    for _ = 1, o.warmup do step() end
-    local per_step
-    if gpu then
-      sync()
-      local s = clock()
-      for _ = 1, o.steps do step() end
-      sync()
-      per_step = (clock() - s) / o.steps
-    else
-      per_step = math.huge
-      for _ = 1, o.steps do
-        local s = clock()
-        step()
-        per_step = math.min(per_step, clock() - s)
-      end
-    end
-    local ips = batch / per_step
-    local rate = 3 * fwd / per_step / 1e9
-    local k = key(name, prec)
-    results[k] = { ips = ips, ms = per_step * 1e3, batch = batch, size = size, name = name, prec = prec,
-      skipped = scaler and scaler.skipped, scale = scaler and scaler.scale }
-    order[#order + 1] = k
-    print(("%-14s %5s %6d %5d %10.1f %9.2f %12.2f %12.1f %8s"):format(name, prec, batch, size, ips, per_step * 1e3,
-      3 * fwd / 1e9, rate, gemm[prec] and ("%.0f%%"):format(100 * rate / gemm[prec]) or "-"))
-    if scaler then
-      print(("%-14s %5s loss scale %g after %d steps, %d skipped for an fp16 overflow"):format("", prec, scaler.scale,
-        scaler.steps, scaler.skipped))
-    end
-
-    if o.profile ~= 0 then
-      local acc = {}
-      for _, c in ipairs(CATS) do acc[c] = 0 end
-      local function timed(cat, fn, ...)
-        sync()
-        local t = clock()
-        local r1, r2 = fn(...)
-        sync()
-        acc[cat] = acc[cat] + (clock() - t)
-        return r1, r2
-      end
-      local undo = instrument(net, acc)
-      local profiled_step = common.train_step(net, head, opt, fetch, { precision = prec, timed = timed })
-      local ok, err = pcall(function()
-        profiled_step()                         -- one warm-up step through the wrappers
-        for _, c in ipairs(CATS) do acc[c] = 0 end
-        sync()
-        local s = clock()
-        for _ = 1, o.steps do profiled_step() end
-        sync()
-        return clock() - s
-      end)
-      undo()
-      if not ok then error(err, 0) end
-      local total = err
-      local known = 0
-      for _, c in ipairs(CATS) do known = known + acc[c] end
-      acc[CATS[#CATS]] = math.max(0, total - known)
-      profiles[k] = { acc = acc, total = total / o.steps }
-    end
-    net, head, opt, x_host, y_host, fetch, step = nil, nil, nil, nil, nil, nil, nil
     collectgarbage()
     collectgarbage()
     if gpu then facet.cuda.empty_cache() end
@@ -351,4 +379,9 @@ for _, k in ipairs(order) do
     r.skipped and (", %d fp16 overflow steps skipped"):format(r.skipped) or "",
     t and (", PyTorch %s %.1f img/s, facet/PyTorch = %.2f"):format(TORCH_KIND[r.prec], t, r.ips / t) or
     (o.torch ~= 0 and ", no PyTorch figure" or "")))
+end
+
+if #failures > 0 then
+  io.stderr:write(("%s: failed: %s\n"):format(NAME, table.concat(failures, ", ")))
+  os.exit(1)
 end
