@@ -193,12 +193,14 @@ f:close()
 print(("rank %d of %d: %s"):format(dist.rank(), dist.size(), tostring(lib)))
 dist.finalize()
 ]])
-    -- the host's Open MPI and PMIx made unusable, where a mount namespace can be made
+    -- the host's Open MPI and PMIx made unusable, and ssh and rsh (as on the GPU host: env.sh
+    -- then picks Open MPI's isolated launcher), where a mount namespace can be made
     -- (bash: from the checkout's root, sh's env.sh would find build/bundle, not the copy)
     local L = "/usr/lib/x86_64-linux-gnu"
     local hide = ("for d in %s/openmpi %s/pmix2 /usr/share/openmpi /etc/openmpi; do [ -d $d ] && mount -t tmpfs none $d; done; " ..
       "for f in /usr/bin/orterun /usr/bin/orted /usr/bin/opal_wrapper %s/libmpi.so.40.* %s/libopen-rte.so.40.* " ..
-      "%s/libopen-pal.so.40.* %s/libpmix.so.2.*; do [ -f $f ] && mount --bind /dev/null $f; done; "):format(L, L, L, L, L, L)
+      "%s/libopen-pal.so.40.* %s/libpmix.so.2.* /usr/bin/ssh /usr/bin/rsh; do [ -f $f ] && mount --bind /dev/null $f; " ..
+      "done; "):format(L, L, L, L, L, L)
     local hidden = os.execute("unshare -m true 2>/dev/null") == 0
     local mpirun = "mpirun --allow-run-as-root --oversubscribe -np 2 "
     local script = (". %s/copy/env.sh && command -v mpirun && command -v mpicc && ompi_info --path all | grep 'Prefix:' && " ..

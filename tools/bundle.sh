@@ -247,11 +247,21 @@ LIBRARY_PATH="\$_fl\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
 LUAROCKS_SYSCONFDIR="\$_fr/etc/luarocks"
 export FACET_BUNDLE PATH LUA_PATH LUA_CPATH LUA_INIT LD_LIBRARY_PATH FACET_BLAS_LIB C_INCLUDE_PATH LIBRARY_PATH LUAROCKS_SYSCONFDIR
 export OPAL_PREFIX OPAL_SYSCONFDIR PMIX_PREFIX PMIX_LIBDIR PMIX_DATADIR
+# without ssh or rsh (the GPU host) Open MPI's rsh launcher refuses to start
+# even ranks on this machine; the isolated launcher starts them here only
+_fa=""
+for _fx in ssh rsh; do
+    _fp=\$(command -v \$_fx 2>/dev/null) && [ -f "\$_fp" ] && [ -x "\$_fp" ] && _fa=\$_fp
+done
+if [ -z "\$_fa" ]; then
+    OMPI_MCA_plm=isolated
+    export OMPI_MCA_plm
+fi
 _fg=\$(getconf GNU_LIBC_VERSION 2>/dev/null | sed -n 's/^glibc 2\.\([0-9]*\).*/\1/p')
 if [ -n "\$_fg" ] && [ "\$_fg" -lt ${glibc_minor} ]; then
     echo "env.sh: warning: this host has glibc 2.\$_fg, the bundle needs $glibc" >&2
 fi
-unset _fb _fr _fl _fg
+unset _fb _fr _fl _fg _fa _fx _fp
 EOF
 
 # every ELF file in the bundle must resolve against the bundle plus the host's
