@@ -230,6 +230,13 @@ if [ $rc = 0 ]; then
 fi
 built=$rc   # 0: built, loads, and (unless dry) sees the GPU: the tests can run
 
+# Open MPI on a lent VM (spec/dist_spec.lua's ranks, step 3c): no binding to
+# cores (hwloc may not see a VM's topology) and no single-copy shared memory
+# (process_vm_readv can be refused in containers); both only cost speed
+OMPI_MCA_hwloc_base_binding_policy=${OMPI_MCA_hwloc_base_binding_policy:-none}
+OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+export OMPI_MCA_hwloc_base_binding_policy OMPI_MCA_btl_vader_single_copy_mechanism
+
 export CUDA_LAUNCH_BLOCKING=1
 # the specs' Python references (NumPy, torch, onnx): the host's python3 when
 # Debian's /usr/bin/python3 is not there (spec/support/files.lua, F.PY)
