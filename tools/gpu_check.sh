@@ -34,7 +34,7 @@ out=""
 for a in "$@"; do
     case $a in
         --no-device|--dry-run) dry=1 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         -*) echo "gpu_check: unknown option $a" >&2; exit 1 ;;
         *) out=$a ;;
     esac
