@@ -9,6 +9,8 @@ local argparse = require "argparse"
 local facet = require "facet"
 local check = require "facet.check"
 local Module = require "facet.nn.Module"
+-- Module:buffer on a plain table of buffers (the casts below), past its self check
+local buffer_of = check.unwrap(Module.buffer)
 
 local M = {}
 
@@ -146,7 +148,7 @@ function M.train_step(net, head, opt, fetch, opts)
   -- the casts' buffers, kept as a module's (facet.train's layout)
   local casts = { buffers = {}, device = params[1] and params[1]:device() or "cpu" }
   local function cast(key, t, dtype)
-    local b = Module.buffer(casts, key, t:shape(), dtype)
+    local b = buffer_of(casts, key, t:shape(), dtype)
     b:copy(t)
     return b
   end
