@@ -356,6 +356,56 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     full = a.losses
   end)
 
+  -- allreduce_dtype: the 2-rank run of the previous case (sync BN, 20 steps) with its gradient buckets
+  -- in 16 bits. Tolerance: the 2-rank float32 run differs from the 1-process run only by the order of
+  -- float32 additions (relative rounding 2^-24 = 6e-8, some elements) and its losses differ by at most
+  -- 1.4e-6: this small am-softmax model amplifies a relative gradient perturbation by A ~ 25 by step 20.
+  -- A 16-bit bucket rounds every element twice (the cast, the sum) by up to u = 2^-11 (fp16) or 2^-8
+  -- (bf16), so each loss must lie within 4 A u = 100 u of the float32 run's (fp16 0.049, bf16 0.39;
+  -- measured: 0.016 and 0.13) and their mean within A u (fp16 0.012, bf16 0.098; measured 0.006, 0.04).
+  -- The first loss (before any update) is the same, and later ones differ: the 16-bit path ran.
+  it("allreduce_dtype fp16 and bf16 track the float32-allreduce run (tolerances in the comment above)", function()
+    assert.is_not_nil(full, "needs the previous case")
+    local want = read_json(path("two") .. "/result.json").losses      -- its 2-rank float32-allreduce run
+    local dev = {}
+    for _, c in ipairs { { "fp16", 2 ^ -11 }, { "bf16", 2 ^ -8 } } do
+      local dir = path("wire-" .. c[1])
+      assert(F.sh("mkdir -p " .. dir))
+      local out, rc = mpi.run(2, { WORKER, "train", dir, "sync_bn=1", "bucket_mb=0.0005", "allreduce_dtype=" .. c[1] })
+      assert.are.equal(0, rc, out)
+      local got = read_json(dir .. "/result.json").losses
+      assert.are.equal(#want, #got)
+      assert.are.equal(want[1], got[1])
+      local sum, differs = 0, false
+      for i = 1, #want do
+        local d = math.abs(got[i] - want[i]) / math.max(math.abs(got[i]), math.abs(want[i]))
+        assert(d <= 100 * c[2], ("%s step %d: loss %.9g, float32 allreduce %.9g"):format(c[1], i, got[i], want[i]))
+        sum, differs = sum + d, differs or d > 0
+      end
+      assert.is_true(differs, c[1] .. ": the losses are those of the float32 allreduce")
+      dev[c[1]] = sum / #want
+      assert(dev[c[1]] <= 25 * c[2], ("%s: mean relative deviation %.3g"):format(c[1], dev[c[1]]))
+    end
+    -- 8 times the rounding: bf16 strays further than fp16
+    assert(dev.fp16 < dev.bf16, ("mean deviation fp16 %.3g, bf16 %.3g"):format(dev.fp16, dev.bf16))
+  end)
+
+  it("allreduce_dtype fp16 with precision fp16: the loss-scaled gradients travel; a 16-bit overflow skips the step", function()
+    local res = {}
+    for _, w in ipairs { "fp32", "fp16" } do
+      local dir = path("amp-" .. w)
+      assert(F.sh("mkdir -p " .. dir))
+      local out, rc = mpi.run(2, { WORKER, "train", dir, "precision=fp16", "allreduce_dtype=" .. w })
+      assert.are.equal(0, rc, out)
+      res[w] = read_json(dir .. "/result.json")
+      assert.are.equal(20, #res[w].losses + res[w].overflow_skipped)
+      for _, l in ipairs(res[w].losses) do assert.is_true(l == l and l < 1e3) end
+    end
+    -- the same first step; the 16-bit sum of scaled gradients overflows at least as often as the float32 one
+    assert.are.equal(res.fp32.losses[1], res.fp16.losses[1])
+    assert.is_true(res.fp16.overflow_skipped >= res.fp32.overflow_skipped)
+  end)
+
   it("with a class-sharded head (K = 5 over 2 ranks: blocks 3 and 2) as well; gradients summed, not averaged", function()
     assert.is_not_nil(full, "needs the previous case")
     local dir = path("sharded")

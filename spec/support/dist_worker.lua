@@ -144,7 +144,7 @@ local net = nn.Sequential(nn.Conv2d(1, 4, 3, { padding = 1 }), nn.BatchNorm2d(4)
   nn.Conv2d(4, 4, 3, { stride = 2, padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 8),
   nn.BatchNorm1d(8))
 local head = facet.heads.new("am", { classes = 5, dim = 8, seed = 5, shard = kv.shard == "1" or nil })
-local opt = facet.optim.sgd({ net, head }, { lr = 0.05, momentum = 0.9, weight_decay = 5e-4 })
+local opt = facet.optim.sgd({ net, head }, { lr = num("lr", 0.05), momentum = 0.9, weight_decay = 5e-4 })
 local data = facet.data.tensors { x = x, y = y, batch_size = B, seed = 2 }
 if kv.die or kv.hang or kv.leave then
   local at, inner = tonumber(kv.die or kv.hang or kv.leave), data
