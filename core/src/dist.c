@@ -28,6 +28,9 @@
  * rank count, so a 16-bit sum over more than two ranks is not bit-stable
  * across rank counts (nor is NCCL's). avg is that sum, then on each rank
  * every element widened, multiplied by 1/W in float32 and rounded once.
+ * The float16 sum runs 8 values at a time with F16C where the CPU has it
+ * (same bits: its conversions round as half_math.h does; lanes holding an
+ * inf or NaN go through half_math.h for its NaN rule).
  *
  * Without MPI every function exists and fails with "built without MPI"; the
  * Lua layer (facet.dist) then runs as world size 1 without calling here.

@@ -12,7 +12,8 @@
 --   synchronised BN); rank 0 writes OUT/result.json (losses) and OUT/weights.safetensors.
 --   ckpt=DIR checkpoint_every=K stop=S resume=1 pass on to facet.train; shard=1
 --   makes the head class-sharded over the ranks (facet.heads.sharded).
---   allreduce_dtype=fp16|bf16 and precision=bf16|fp16 pass on to facet.train.
+--   allreduce_dtype=fp16|bf16 and precision=bf16|fp16 pass on to facet.train; lr=X
+--   sets SGD's learning rate (default 0.05).
 --   At step S on rank 1: die=S exits at once (_exit: no MPI_Finalize, as a crash does);
 --   leave=S exits through Lua (os.exit closing the state: the communicator's
 --   finalizer calls MPI_Finalize, which waits for the peers); hang=S sleeps 600 s.
