@@ -7,6 +7,7 @@ local json = require "facet.json"
 local safetensors = require "facet.safetensors"
 local F = require "support.files"
 local mpi = require "support.mpi"
+local half_bits = require "support.half_bits"
 
 local WORKER = "spec/support/dist_worker.lua"
 
@@ -86,18 +87,7 @@ local function bits_match(got, want, what)
   end
 end
 
-local function tensor_of_bits(dtype, bits)
-  local t = facet.empty({ #bits }, { dtype = dtype })
-  local p = t:bits_ptr()
-  for i, b in ipairs(bits) do p[i - 1] = b end
-  return t
-end
-
-local function bits_of(t)
-  local p, o = t:bits_ptr(), {}
-  for i = 1, t:numel() do o[i] = p[i - 1] end
-  return o
-end
+local tensor_of_bits, bits_of = half_bits.tensor, half_bits.of
 
 describe("facet.dist at world size 1 (no launcher)", function()
   it("is rank 0 of 1 without MPI; collectives are identities, new tensors where promised", function()

@@ -92,17 +92,9 @@ end
 
 if mode == "half" then
   local cases = json.decode(assert(io.open(out .. "/cases.json", "rb")):read("*a"))
-  local function from_bits(dtype, bits)
-    local t = facet.empty({ #bits }, { dtype = dtype })
-    local p = t:bits_ptr()
-    for i, b in ipairs(bits) do p[i - 1] = b end
-    return t
-  end
-  local function bits_of(t)
-    local p, o = t:bits_ptr(), {}
-    for i = 1, t:numel() do o[i] = p[i - 1] end
-    return o
-  end
+  package.path = "./spec/?.lua;" .. package.path
+  local half_bits = require "support.half_bits"
+  local from_bits, bits_of = half_bits.tensor, half_bits.of
   local res = { rank = r }
   for _, c in ipairs(cases) do
     local t = from_bits(c.dtype, c.bits[r + 1])
