@@ -7,10 +7,11 @@
 -- cuda (default): the tensors are on the GPU, so every collective goes
 -- through NCCL (its communicator made from rank 0's id, sent over MPI); cpu:
 -- the same checks through MPI (spec/gpu_check_spec.lua runs them, on 1 and 2
--- ranks). The checks: allreduce (sum, avg, max, min; float32, int32, int64,
--- uint8), allreduce_start + wait_all, allgather (equal and uneven row
+-- ranks). The checks: allreduce (sum, avg, max, min; float32, float16,
+-- bfloat16, int32, int64, uint8), allreduce_start + wait_all, allgather (equal and uneven row
 -- counts), reduce_scatter, broadcast, and, on one rank, facet.train with
--- dist = true and with dist = true, sync_bn = true against the same run
+-- dist = true (float32 and float16 gradient buckets) and with dist = true,
+-- sync_bn = true against the same run
 -- without dist (the same losses bit for bit: at world size 1 an average over
 -- one rank is exact and BatchNorm keeps its local statistics).
 -- Prints "ok NAME" or "FAIL NAME: why" per check, then "N passed, M failed";
@@ -88,6 +89,16 @@ check("allreduce of int32, int64 and uint8", function()
   same("int64 max", g:allreduce(on({ r, -r }, "int64"), "max"), { W - 1, 0 })
   same("uint8 max", g:allreduce(on({ r + 3, 200 }, "uint8"), "max"), { W + 2, 200 })
   same("uint8 min", g:allreduce(on({ r + 3, 200 }, "uint8"), "min"), { 3, 200 })
+end)
+
+check("allreduce of float16 and bfloat16 (sum, avg, max, min; exact for these values)", function()
+  for _, dt in ipairs { "float16", "bfloat16" } do
+    local m = mine(r)
+    same(dt .. " sum", g:allreduce(on(m, dt), "sum"), { S, 10 * S, -S, 0.5 * S })
+    same(dt .. " avg", g:allreduce(on(m, dt), "avg"), { S / W, 10 * S / W, -S / W, 0.5 * S / W })
+    same(dt .. " max", g:allreduce(on(m, dt), "max"), { W, 10 * W, -1, 0.5 * W })
+    same(dt .. " min", g:allreduce(on(m, dt), "min"), { 1, 10, -W, 0.5 })
+  end
 end)
 
 check("a 7 x 14287 tensor (100,009 values: not a multiple of any block size)", function()
@@ -171,6 +182,17 @@ if W == 1 then
     ref = run({})
     assert(#ref == 4, "steps: " .. #ref)
     for i, l in ipairs(ref) do assert(l == l and l > 0, ("loss %d is %s"):format(i, tostring(l))) end
+  end)
+  check("facet.train dist = true, allreduce_dtype = fp16: the first loss bit for bit, then close", function()
+    assert(ref, "no reference run")
+    local got = run({ dist = true, allreduce_dtype = "fp16" })
+    assert(#got == #ref, ("%d steps, want %d"):format(#got, #ref))
+    assert(got[1] == ref[1], ("loss 1 is %.17g, the reference's %.17g"):format(got[1], ref[1]))
+    -- the gradients rounded to float16 once a step: a relative 2^-11 per step
+    for i = 2, #ref do
+      assert(math.abs(got[i] - ref[i]) <= 0.01 * math.abs(ref[i]),
+        ("loss %d is %.17g, the reference's %.17g"):format(i, got[i], ref[i]))
+    end
   end)
   for _, extra in ipairs { { dist = true }, { dist = true, sync_bn = true } } do
     local name = extra.sync_bn and "dist = true, sync_bn = true" or "dist = true"
