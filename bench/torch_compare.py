@@ -10,12 +10,21 @@ backward + SGD with momentum. Optional; never used by tests.
   (pageable) host memory to the card, as bench/train_step.lua does; --warmup
   steps, then the mean of --steps steps timed between torch.cuda.synchronize()
   calls; batch 128 unless --batch says otherwise.
+  --precision fp32,fp16,bf16 (default fp32): each model in each precision in
+  turn; fp16 and bf16 are PyTorch AMP as arcface_torch uses it: the model's
+  forward under torch.autocast(dtype=float16 / bfloat16), the embedding back
+  to float32 and the head's loss outside autocast (float32, as facet.train),
+  float32 parameters; fp16 with a GradScaler (scale, step, update), bf16 with
+  none. A precision this PyTorch cannot run on the device (float16 autocast or
+  GradScaler on an old PyTorch's CPU) prints a '#' line saying so, no figure.
 Prints a few lines starting with '#' (versions, device), then one line per
-model: name and images/s. Exits 3 when --device cuda finds no CUDA in PyTorch.
+model and precision: name, precision and images/s. Exits 3 when --device cuda
+finds no CUDA in PyTorch.
 """
 import argparse
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn as nn
@@ -29,7 +38,13 @@ p.add_argument("--warmup", type=int, default=1)
 p.add_argument("--batch", type=int, default=None)
 p.add_argument("--size", type=int, default=None)
 p.add_argument("--models", default="mobilefacenet,iresnet18,convnet")
+p.add_argument("--precision", default="fp32")
 a = p.parse_args()
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+precisions = a.precision.split(",")
+for prec in precisions:
+    if prec not in DTYPES:
+        p.error(f"--precision: unknown '{prec}' (known: fp32, fp16, bf16)")
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 gpu = a.device == "cuda"
@@ -42,10 +57,10 @@ if gpu:
     torch.backends.cuda.matmul.allow_tf32 = False
     dev = torch.device("cuda")
     print(f"# torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
-          f"{torch.cuda.get_device_name(0)}; fp32 (TF32 off), cudnn.benchmark")
+          f"{torch.cuda.get_device_name(0)}; fp32 (TF32 off), cudnn.benchmark; {a.precision}")
 else:
     dev = torch.device("cpu")
-    print(f"# torch {torch.__version__}, CPU, {a.threads} threads")
+    print(f"# torch {torch.__version__}, CPU, {a.threads} threads; {a.precision}")
 sys.stdout.flush()
 
 
@@ -137,40 +152,89 @@ def sync():
         torch.cuda.synchronize()
 
 
+def grad_scaler():
+    """PyTorch's GradScaler for the device, or None where this PyTorch has none."""
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(dev.type)
+    if gpu:
+        return torch.cuda.amp.GradScaler()
+    return None
+
+
+def why_not(prec):
+    """None when AMP in prec runs on the device here, else why not."""
+    dtype = DTYPES[prec]
+    if dtype is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w = torch.randn(4, 4, device=dev)
+        try:
+            with torch.autocast(dev.type, dtype=dtype):
+                got = F.linear(w, w).dtype
+        except RuntimeError as e:
+            return f"torch.autocast({dev.type!r}, dtype={dtype}): {str(e).splitlines()[0]}"
+        if got != dtype:
+            return f"torch.autocast({dev.type!r}, dtype={dtype}) does not run in {dtype} here (got {got})"
+        if prec == "fp16" and grad_scaler() is None:
+            return f"no GradScaler for {dev.type} in torch {torch.__version__}"
+    return None
+
+
 for name in a.models.split(","):
     build, emb, batch, size, ch, fixed = SPECS[name]
     batch = a.batch or (128 if gpu else batch)
     if a.size and not fixed:
         size = a.size
-    net = build(emb, size).to(dev)
-    W = nn.Parameter(torch.randn(1000, emb, device=dev) * 0.01)
-    opt = torch.optim.SGD(list(net.parameters()) + [W], lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x_host = torch.randn(batch, ch, size, size)
-    y_host = torch.arange(batch) % 1000
+    for prec in precisions:
+        reason = why_not(prec)
+        if reason:
+            print(f"# {name} {prec}: no figure: {reason}")
+            continue
+        torch.manual_seed(0)
+        net = build(emb, size).to(dev)
+        W = nn.Parameter(torch.randn(1000, emb, device=dev) * 0.01)
+        opt = torch.optim.SGD(list(net.parameters()) + [W], lr=0.01, momentum=0.9, weight_decay=5e-4)
+        x_host = torch.randn(batch, ch, size, size)
+        y_host = torch.arange(batch) % 1000
+        dtype = DTYPES[prec]
+        scaler = grad_scaler() if prec == "fp16" else None
 
-    def step():
-        x, y = x_host.to(dev), y_host.to(dev)
-        opt.zero_grad()
-        am_loss(net(x), W, y).backward()
-        opt.step()
+        def step():
+            x, y = x_host.to(dev), y_host.to(dev)
+            opt.zero_grad()
+            if dtype is None:
+                am_loss(net(x), W, y).backward()
+                opt.step()
+                return
+            with torch.autocast(dev.type, dtype=dtype):
+                e = net(x)
+            loss = am_loss(e.float(), W, y)      # the head in float32, outside autocast
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
 
-    for _ in range(a.warmup):
-        step()
-    if gpu:
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
+        for _ in range(a.warmup):
             step()
-        sync()
-        per_step = (time.perf_counter() - t0) / a.steps
-    else:
-        per_step = float("inf")
-        for _ in range(a.steps):
+        if gpu:
+            sync()
             t0 = time.perf_counter()
-            step()
-            per_step = min(per_step, time.perf_counter() - t0)
-    print(f"{name} {batch / per_step:.1f}")
-    sys.stdout.flush()
-    del net, W, opt
-    if gpu:
-        torch.cuda.empty_cache()
+            for _ in range(a.steps):
+                step()
+            sync()
+            per_step = (time.perf_counter() - t0) / a.steps
+        else:
+            per_step = float("inf")
+            for _ in range(a.steps):
+                t0 = time.perf_counter()
+                step()
+                per_step = min(per_step, time.perf_counter() - t0)
+        print(f"{name} {prec} {batch / per_step:.1f}")
+        sys.stdout.flush()
+        del net, W, opt, scaler
+        if gpu:
+            torch.cuda.empty_cache()

@@ -7,11 +7,11 @@
 --   CPU (default): MobileFaceNet and IResNet-18 at 112 x 112, batch 32, the
 --   small convnet at 28 x 28, batch 128; best of --steps after one warm-up
 --   step; OpenBLAS GEMM (2048^3); Debian's python3-torch.
---   --device cuda: IResNet-50 and MobileFaceNet at 112 x 112, batch 128, fp32;
+--   --device cuda: IResNet-50 and MobileFaceNet at 112 x 112, batch 128;
 --   each step starts by copying the batch from host memory into device buffers
 --   (facet.data.to_device, as facet.train does); --warmup steps, then --steps
 --   steps timed as one region between facet.cuda.synchronize() calls (mean
---   time per step); cuBLAS SGEMM rate (4096^3); PyTorch with CUDA on the same
+--   time per step); cuBLAS GEMM rate (4096^3) of each precision; PyTorch with CUDA on the same
 --   card (cudnn.benchmark = True, TF32 off, the same copy per step).
 -- --profile 1 then runs --steps more steps with every layer's forward and
 -- backward wrapped in synchronize + clock, and prints where a step's time goes
@@ -20,9 +20,20 @@
 -- optimizer (zero_grad + step), the data copy, and the rest (residual adds,
 -- containers, Lua) as shares of the profiled step, which is slower than the
 -- plain one (one synchronisation per layer call).
+-- --precision fp32|fp16|bf16 (a comma list runs each in turn): the step as
+-- facet.train{ precision = } runs it (bench/lib/common.lua's train_step:
+-- float32 master weights, the model's activations in float16 / bfloat16, the
+-- head in float32, a dynamic loss scaler for fp16); PyTorch's figure is then
+-- PyTorch AMP with the same model, batch and head (torch.autocast around the
+-- model, the head's loss in float32 outside it, a GradScaler for fp16, none
+-- for bf16). Printed: each precision's facet / PyTorch ratio and, with fp32
+-- in the list, each 16-bit precision's img/s over facet's own fp32 in the run.
+-- A model and precision that fails prints why and the bench goes on with the
+-- others (PyTorch included), then exits with status 1.
 -- Lines starting with "summary:" are the key figures (tools/gpu_check.sh copies them).
 -- Usage: bin/facet run bench/train_step.lua [--device cpu|cuda] [--models mobilefacenet,iresnet18,iresnet50,convnet]
---          [--batch N] [--size N] [--steps N] [--warmup N] [--profile 0|1] [--torch 0|1]  (--help: the options)
+--          [--precision fp32,fp16,bf16] [--batch N] [--size N] [--steps N] [--warmup N] [--profile 0|1]
+--          [--torch 0|1]  (--help: the options)
 -- FACET_TORCH_PYTHON names the Python with PyTorch (default: /usr/bin/python3 on
 -- the CPU, python3 from the PATH with --device cuda).
 local facet = require "facet"
@@ -37,6 +48,8 @@ local parser = common.parser(NAME, "images/s and GFLOP/s of a whole training ste
 common.device(parser)
 common.names(parser, "--models", "models, comma-separated (default: mobilefacenet,iresnet18,convnet; " ..
   "with --device cuda iresnet50,mobilefacenet)", nil, MODEL_NAMES)
+common.names(parser, "--precision", "fp32, fp16 or bf16 as facet.train{ precision = } runs them, " ..
+  "comma-separated (default: fp32)", nil, common.PRECISIONS)
 common.integer(parser, "--batch", "batch size (default: 32, convnet 128; 128 with --device cuda)", nil, 1)
 common.integer(parser, "--size", "image size (default: 112; the convnet's is always 28)", nil, 1)
 common.integer(parser, "--steps", "timed steps (default: 5; 10 with --device cuda)", nil, 1)
@@ -50,22 +63,47 @@ local gpu = common.check_device(NAME, dev)
 o.steps = o.steps or (gpu and 10 or 5)
 o.warmup = o.warmup or (gpu and 3 or 1)
 o.models = o.models or (gpu and { "iresnet50", "mobilefacenet" } or { "mobilefacenet", "iresnet18", "convnet" })
+o.precision = o.precision or { "fp32" }
+do   -- each precision once, in the order given
+  local seen, list = {}, {}
+  for _, p in ipairs(o.precision) do
+    if not seen[p] then seen[p], list[#list + 1] = true, p end
+  end
+  o.precision = list
+end
+local DTYPE = { fp32 = "float32", fp16 = "float16", bf16 = "bfloat16" }
 
 local clock = facet.clock
 local sync = gpu and facet.cuda.synchronize or function() end
 
--- the device's GEMM rate
+-- the device's GEMM rate, per precision (the 16-bit ones on the GPU only: the
+-- CPU widens them to float32, docs/mixed-precision.md)
 local n = gpu and 4096 or 2048
-local a, b = facet.randn({ n, n }, { seed = 1, device = dev }), facet.randn({ n, n }, { seed = 2, device = dev })
-local c = facet.empty({ n, n }, { device = dev })
-a:matmul(b, { out = c })
-sync()
-local reps = gpu and 10 or 5
-local t0 = clock()
-for _ = 1, reps do a:matmul(b, { out = c }) end
-sync()
-local gemm = 2 * n ^ 3 * reps / (clock() - t0) / 1e9
-a, b, c = nil, nil, nil
+local gemm = {}
+local function gemm_rate(prec)
+  local opts = { device = dev, dtype = DTYPE[prec] }
+  local a = facet.randn({ n, n }, { seed = 1, device = dev, dtype = opts.dtype })
+  local b = facet.randn({ n, n }, { seed = 2, device = dev, dtype = opts.dtype })
+  local c = facet.empty({ n, n }, opts)
+  a:matmul(b, { out = c })
+  sync()
+  local reps = gpu and 10 or 5
+  local t0 = clock()
+  for _ = 1, reps do a:matmul(b, { out = c }) end
+  sync()
+  return 2 * n ^ 3 * reps / (clock() - t0) / 1e9
+end
+local failures = {}
+for _, prec in ipairs { "fp32", unpack(o.precision) } do
+  if not gemm[prec] and (prec == "fp32" or gpu) then
+    local ok, rate = pcall(gemm_rate, prec)
+    if ok then gemm[prec] = rate
+    else
+      print(("summary: GEMM %s %d^3 on %s: FAILED: %s"):format(prec, n, dev, tostring(rate)))
+      failures[#failures + 1] = "GEMM " .. prec
+    end
+  end
+end
 collectgarbage()
 
 local MODELS = {
@@ -79,17 +117,26 @@ local MODELS = {
     emb = 128, fixed_size = true },
 }
 
+local rates = {}
+for _, prec in ipairs { "fp32", unpack(o.precision) } do
+  if gemm[prec] and not rates[prec] then
+    rates[prec] = true
+    rates[#rates + 1] = ("%s %.1f GFLOP/s"):format(prec, gemm[prec])
+  end
+end
 if gpu then
-  print(("CUDA device (1 of %d), fp32; cuBLAS SGEMM %d^3: %.1f GFLOP/s; %d warm-up steps, then the mean of %d " ..
-    "steps timed between synchronize() calls"):format(facet.cuda.device_count(), n, gemm, o.warmup, o.steps))
+  print(("CUDA device (1 of %d), %s; cuBLAS GEMM %d^3: %s; %d warm-up steps, then the mean of %d " ..
+    "steps timed between synchronize() calls"):format(facet.cuda.device_count(), table.concat(o.precision, ", "), n,
+    table.concat(rates, ", "), o.warmup, o.steps))
 else
-  print(("%d threads, OpenBLAS %s; GEMM %d^3: %.1f GFLOP/s"):format(facet.get_threads(), facet.blas_core(), n, gemm))
+  print(("%d threads, OpenBLAS %s; GEMM %d^3: %.1f GFLOP/s; %s"):format(facet.get_threads(), facet.blas_core(), n,
+    gemm.fp32 or 0, table.concat(o.precision, ", ")))
 end
 
 -- ---- the profile: layer types ------------------------------------------------------
 
-local CATS = { "data copy", "conv", "conv depthwise", "BN", "act/PReLU", "pool", "linear/FC", "other layers",
-  "head forward", "head backward", "optimizer", "residual adds/containers/Lua" }
+local CATS = { "data copy", "casts", "conv", "conv depthwise", "BN", "act/PReLU", "pool", "linear/FC",
+  "other layers", "head forward", "head backward", "loss scaler", "optimizer", "residual adds/containers/Lua" }
 
 local function category(m)
   local name = m.__name or "?"
@@ -138,13 +185,14 @@ end
 
 -- ---- the models ------------------------------------------------------------------------
 
-print(("%-14s %6s %5s %10s %9s %12s %12s %10s"):format("model", "batch", "size", "img/s", "ms/step", "step GFLOP",
-  "GFLOP/s", "of GEMM"))
-local results, profiles, order = {}, {}, {}
-for _, name in ipairs(o.models) do
-  local spec = MODELS[name]
-  local batch = o.batch or (gpu and 128 or spec.batch)
-  local size = spec.fixed_size and spec.size or (o.size or spec.size)
+local function key(name, prec) return name .. " " .. prec end
+
+print(("%-14s %5s %6s %5s %10s %9s %12s %12s %8s"):format("model", "prec", "batch", "size", "img/s", "ms/step",
+  "step GFLOP", "GFLOP/s", "of GEMM"))
+local results, profiles, order, names = {}, {}, {}, {}
+
+-- one model in one precision: the timed steps, then (--profile 1) the profiled ones
+local function run(name, spec, batch, size, prec)
   facet.manual_seed(1)
   local net = spec.build(size)
   -- FLOPs are linear in the batch: count them on one image, on the CPU
@@ -165,7 +213,7 @@ for _, name in ipairs(o.models) do
   else
     fetch = function() return x_host, y_host end
   end
-  local step = common.train_step(net, head, opt, fetch)
+  local step, scaler = common.train_step(net, head, opt, fetch, { precision = prec })
   for _ = 1, o.warmup do step() end
   local per_step
   if gpu then
@@ -184,14 +232,20 @@ for _, name in ipairs(o.models) do
   end
   local ips = batch / per_step
   local rate = 3 * fwd / per_step / 1e9
-  results[name] = { ips = ips, ms = per_step * 1e3, batch = batch, size = size }
-  order[#order + 1] = name
-  print(("%-14s %6d %5d %10.1f %9.2f %12.2f %12.1f %9.0f%%"):format(name, batch, size, ips, per_step * 1e3,
-    3 * fwd / 1e9, rate, 100 * rate / gemm))
+  local k = key(name, prec)
+  results[k] = { ips = ips, ms = per_step * 1e3, batch = batch, size = size, name = name, prec = prec,
+    skipped = scaler and scaler.skipped, scale = scaler and scaler.scale }
+  order[#order + 1] = k
+  print(("%-14s %5s %6d %5d %10.1f %9.2f %12.2f %12.1f %8s"):format(name, prec, batch, size, ips, per_step * 1e3,
+    3 * fwd / 1e9, rate, gemm[prec] and ("%.0f%%"):format(100 * rate / gemm[prec]) or "-"))
+  if scaler then
+    print(("%-14s %5s loss scale %g after %d steps, %d skipped for an fp16 overflow"):format("", prec, scaler.scale,
+      scaler.steps, scaler.skipped))
+  end
 
   if o.profile ~= 0 then
     local acc = {}
-    for _, k in ipairs(CATS) do acc[k] = 0 end
+    for _, c in ipairs(CATS) do acc[c] = 0 end
     local function timed(cat, fn, ...)
       sync()
       local t = clock()
@@ -201,18 +255,10 @@ for _, name in ipairs(o.models) do
       return r1, r2
     end
     local undo = instrument(net, acc)
-    local function profiled_step()
-      local x, y = timed("data copy", fetch)
-      timed("optimizer", opt.zero_grad, opt)
-      local e = net:forward(x)
-      timed("head forward", head.forward, head, e, y)
-      local g = timed("head backward", head.backward, head)
-      net:backward(x, g)
-      timed("optimizer", opt.step, opt)
-    end
+    local profiled_step = common.train_step(net, head, opt, fetch, { precision = prec, timed = timed })
     local ok, err = pcall(function()
       profiled_step()                         -- one warm-up step through the wrappers
-      for _, k in ipairs(CATS) do acc[k] = 0 end
+      for _, c in ipairs(CATS) do acc[c] = 0 end
       sync()
       local s = clock()
       for _ = 1, o.steps do profiled_step() end
@@ -223,37 +269,54 @@ for _, name in ipairs(o.models) do
     if not ok then error(err, 0) end
     local total = err
     local known = 0
-    for _, k in ipairs(CATS) do known = known + acc[k] end
+    for _, c in ipairs(CATS) do known = known + acc[c] end
     acc[CATS[#CATS]] = math.max(0, total - known)
-    profiles[name] = { acc = acc, total = total / o.steps }
+    profiles[k] = { acc = acc, total = total / o.steps }
   end
-  net, head, opt, x_host, y_host, fetch, step = nil, nil, nil, nil, nil, nil, nil
-  collectgarbage()
-  collectgarbage()
 end
 
-for _, name in ipairs(order) do
-  local p = profiles[name]
+for _, name in ipairs(o.models) do
+  names[#names + 1] = name
+  local spec = MODELS[name]
+  local batch = o.batch or (gpu and 128 or spec.batch)
+  local size = spec.fixed_size and spec.size or (o.size or spec.size)
+  for _, prec in ipairs(o.precision) do
+    local ok, err = pcall(run, name, spec, batch, size, prec)
+    if not ok then
+      -- the other models and precisions (and PyTorch) still run; the exit status says it
+      print(("summary: %s %s %s: FAILED: %s"):format(name, dev, prec, tostring(err)))
+      failures[#failures + 1] = name .. " " .. prec
+    end
+    collectgarbage()
+    collectgarbage()
+    if gpu then facet.cuda.empty_cache() end
+  end
+end
+
+for _, k in ipairs(order) do
+  local p, r = profiles[k], results[k]
   if p then
-    print(("\n%s, profiled (%s): %.2f ms/step with a synchronisation around every layer call (plain: %.2f ms/step)")
-      :format(name, gpu and "cuda" or "cpu", p.total * 1e3, results[name].ms))
+    print(("\n%s %s, profiled (%s): %.2f ms/step with a synchronisation around every layer call (plain: %.2f ms/step)")
+      :format(r.name, r.prec, gpu and "cuda" or "cpu", p.total * 1e3, r.ms))
     print(("%-32s %10s %7s"):format("where the time goes", "ms/step", "share"))
     local parts = {}
-    for _, k in ipairs(CATS) do
-      local ms = p.acc[k] / o.steps * 1e3
+    for _, c in ipairs(CATS) do
+      local ms = p.acc[c] / o.steps * 1e3
       if ms > 0 then
-        local share = 100 * p.acc[k] / o.steps / p.total
-        print(("%-32s %10.2f %6.1f%%"):format(k, ms, share))
-        if share >= 0.5 then parts[#parts + 1] = ("%s %.0f%%"):format(k, share) end
+        local share = 100 * p.acc[c] / o.steps / p.total
+        print(("%-32s %10.2f %6.1f%%"):format(c, ms, share))
+        if share >= 0.5 then parts[#parts + 1] = ("%s %.0f%%"):format(c, share) end
       end
     end
-    print(("summary: %s %s profile (shares of a %.1f ms profiled step): %s"):format(name, dev, p.total * 1e3,
-      table.concat(parts, ", ")))
+    print(("summary: %s %s %s profile (shares of a %.1f ms profiled step): %s"):format(r.name, dev, r.prec,
+      p.total * 1e3, table.concat(parts, ", ")))
   end
 end
 
 -- ---- PyTorch ---------------------------------------------------------------------------
 
+-- what PyTorch's figure of a precision is
+local TORCH_KIND = { fp32 = "fp32", fp16 = "AMP fp16", bf16 = "AMP bf16" }
 local torch_ips = {}
 if o.torch ~= 0 then
   if gpu then facet.cuda.empty_cache() end      -- the card's memory to the PyTorch process
@@ -261,31 +324,64 @@ if o.torch ~= 0 then
   local extra = ""
   if o.batch then extra = extra .. " --batch " .. o.batch end
   if o.size then extra = extra .. " --size " .. o.size end
-  local cmd = ("env -u LD_PRELOAD %s bench/torch_compare.py --device %s --threads %d --steps %d --warmup %d --models %s%s")
-    :format(python, dev, facet.get_threads(), o.steps, o.warmup, table.concat(order, ","), extra)
+  local cmd = ("env -u LD_PRELOAD %s bench/torch_compare.py --device %s --threads %d --steps %d --warmup %d " ..
+    "--models %s --precision %s%s"):format(python, dev, facet.get_threads(), o.steps, o.warmup,
+    table.concat(names, ","), table.concat(o.precision, ","), extra)
   local p = io.popen(cmd .. " 2>&1")
   local out = p:read("*a")
   p:close()
-  print(("\nPyTorch (bench/torch_compare.py), same models, batch, %s:"):format(gpu and "card" or "threads"))
+  print(("\nPyTorch (bench/torch_compare.py), same models, batch, head, %s:"):format(gpu and "card" or "threads"))
+  local other = {}
   for line in out:gmatch("[^\n]+") do
-    if line:match("^#") then print(line) end
-    local m, ips = line:match("^(%w+) ([%d%.]+)$")
-    if m and results[m] then torch_ips[m] = tonumber(ips) end
+    local m, prec, ips = line:match("^(%w+) (%w+) ([%d%.]+)$")
+    if line:match("^#") then print(line)
+    elseif m and results[key(m, prec)] then torch_ips[key(m, prec)] = tonumber(ips)
+    else other[#other + 1] = line end
   end
+  -- an error of the Python side (its last lines)
+  for i = math.max(1, #other - 2), #other do print("  " .. other[i]) end
   local any = false
-  for _, name in ipairs(order) do
-    local t = torch_ips[name]
+  for _, k in ipairs(order) do
+    local t, r = torch_ips[k], results[k]
     if t then
       any = true
-      print(("%-14s %10.1f img/s   facet / PyTorch = %.2f"):format(name, t, results[name].ips / t))
+      print(("%-14s %-8s %10.1f img/s   facet / PyTorch = %.2f"):format(r.name, TORCH_KIND[r.prec], t, r.ips / t))
     end
   end
   if not any then print("(no PyTorch figures: " .. out:gsub("\n", " "):sub(1, 300) .. ")") end
 end
 
-for _, name in ipairs(order) do
-  local r, t = results[name], torch_ips[name]
-  print(("summary: %s %s batch %d %dx%d: facet %.1f img/s (%.2f ms/step)%s"):format(name, dev, r.batch, r.size,
-    r.size, r.ips, r.ms, t and (", PyTorch %.1f img/s, facet/PyTorch = %.2f"):format(t, r.ips / t) or
+-- each 16-bit precision against facet's own fp32 of the same model in this run
+local function over_fp32(r)
+  local base = r.prec ~= "fp32" and results[key(r.name, "fp32")]
+  return base and r.ips / base.ips
+end
+local header = false
+for _, k in ipairs(order) do
+  local r = results[k]
+  local x = over_fp32(r)
+  if x then
+    if not header then
+      print("\nfacet's 16-bit steps against its own fp32 (img/s over fp32 img/s, this run):")
+      header = true
+    end
+    local t, t32 = torch_ips[k], torch_ips[key(r.name, "fp32")]
+    print(("%-14s %5s %6.2fx%s"):format(r.name, r.prec, x,
+      (t and t32) and ("   (PyTorch %s over fp32: %.2fx)"):format(TORCH_KIND[r.prec], t / t32) or ""))
+  end
+end
+
+for _, k in ipairs(order) do
+  local r, t = results[k], torch_ips[k]
+  local x = over_fp32(r)
+  print(("summary: %s %s %s batch %d %dx%d: facet %.1f img/s (%.2f ms/step)%s%s%s"):format(r.name, dev, r.prec,
+    r.batch, r.size, r.size, r.ips, r.ms, x and (", %.2fx facet fp32"):format(x) or "",
+    r.skipped and (", %d fp16 overflow steps skipped"):format(r.skipped) or "",
+    t and (", PyTorch %s %.1f img/s, facet/PyTorch = %.2f"):format(TORCH_KIND[r.prec], t, r.ips / t) or
     (o.torch ~= 0 and ", no PyTorch figure" or "")))
+end
+
+if #failures > 0 then
+  io.stderr:write(("%s: failed: %s\n"):format(NAME, table.concat(failures, ", ")))
+  os.exit(1)
 end

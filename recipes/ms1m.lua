@@ -90,6 +90,7 @@ local r = facet.train {
   schedule = facet.optim.schedule.multistep { lr = a.lr, milestones = { 4, 8, 10 } },
   eval = #sets > 0 and function() return (evaluate()) end or nil, eval_every = a.eval_every,
   stop_after = a.steps, print_every = 10, dist = dist.dist, sync_bn = dist.sync_bn,
+  allreduce_dtype = dist.allreduce_dtype,
 }
 if not root then return end
 

@@ -37,6 +37,7 @@ facet.train {
   model = net, head = head, data = data, optimizer = opt, epochs = args.epochs,
   schedule = facet.optim.schedule.cosine { lr = 0.1, epochs = args.epochs, min_lr = 0.001 },
   log = args.out, checkpoint = args.out .. "/ckpt", print_every = 100, dist = dist.dist, sync_bn = dist.sync_bn,
+  allreduce_dtype = dist.allreduce_dtype,
 }
 if not root then return end
 

@@ -10,6 +10,10 @@
 -- --config reads back. Checkpoints go to OUT/ckpt, the log and the report to OUT.
 -- Usage: bin/facet run recipes/train.lua --data faces/ [--model mobilefacenet] [--head mv-am]
 --          [--head-opt m=0.35 ...] [--eval lfw=lfw.bin ...] [--epochs 12] [--batch 128] [--out run/train]
+-- Data parallel (docs/distributed.md): mpirun -np 4 bin/facet run recipes/train.lua --dist ...
+--   [--sync-bn] [--allreduce-dtype fp16]; --batch is the global batch; on several ranks the head
+--   is sharded by class (each rank holds its block), --sample 0.1 makes it Partial FC; rank 0
+--   alone prints and writes.
 local facet = require "facet"
 local argparse = require "argparse"
 local recipe = require "facet.recipe"
@@ -46,6 +50,8 @@ local SETTINGS = {
   { "print_every", "steps between progress lines", "50", int("--print-every", 1) },
   { "steps", "stop after this many steps", nil, int("--steps", 1) },
   { "seed", "seed of the weights and the data order", "1", int("--seed", 0, 2 ^ 53) },
+  { "sample", "Partial FC: the fraction of each class shard's negatives sampled a step (1: all)", "1",
+    num("--sample", { gt = 0, max = 1 }) },
   { "precision", "fp32, bf16 or fp16: the backbone's activations (docs/mixed-precision.md)", "fp32",
     function(v)
       if v == "fp32" or v == "bf16" or v == "fp16" then return v end
@@ -67,6 +73,7 @@ p:option("--eval", "a verification set NAME=PATH.bin; repeat for more"):count("*
 p:option("--config", "a Lua file returning a table of settings (the command line overrides it)")
 p:flag("--resume", "continue from OUT/ckpt")
 p:flag("--cuda", "train on the GPU")
+recipe.dist_options(p)
 local cli = p:parse(arg)
 
 -- "0.35" -> 0.35, "true" -> true, anything else stays a string
@@ -128,6 +135,13 @@ for _, kv in ipairs(pairs_of(cli.eval, "--eval")) do a.eval[kv[1]] = kv[2] end
 if not a.data then p:error("--data is required (on the command line or in --config)") end
 if a.depth and a.model ~= "iresnet" then p:error("--depth is for --model iresnet") end
 
+local ok_dist, dist = pcall(recipe.dist, cli)
+if not ok_dist then p:error(dist) end
+local root = facet.dist.rank() == 0
+-- progress and warnings from rank 0 only
+local function say(...) if root then print(...) end end
+local function warn(text) if root then io.stderr:write(text) end end
+
 -- the data: a .rec, a folder or a list
 local function open_data(path)
   local rec = path:gsub("%.rec$", ""):gsub("%.idx$", "")
@@ -148,7 +162,7 @@ local function open_data(path)
     local lo, hi = math.huge, -1
     for _, l in ipairs(src.labels) do lo, hi = math.min(lo, l), math.max(hi, l) end
     if lo > 0 then
-      io.stderr:write(("train: the labels of %s start at %d, not 0: classes 0-%d get no images\n"):format(path, lo,
+      warn(("train: the labels of %s start at %d, not 0: classes 0-%d get no images\n"):format(path, lo,
         lo - 1))
     end
     return src, hi + 1, #src.paths, path
@@ -163,7 +177,7 @@ if source.paths then
   local info = facet.data.image_info(f:read("*a"))
   f:close()
   if info.width ~= a.size or info.height ~= a.size then
-    io.stderr:write(("train: %s is %dx%d, resized to %dx%d; faces must be detected and aligned first " ..
+    warn(("train: %s is %dx%d, resized to %dx%d; faces must be detected and aligned first " ..
       "(InsightFace's five-point alignment, docs/train-your-own.md)\n"):format(source.paths[1], info.width,
       info.height, a.size, a.size))
   end
@@ -189,13 +203,15 @@ for k in pairs(a) do names[#names + 1] = k end
 table.sort(names)
 for _, k in ipairs(names) do lines[#lines + 1] = ("  %s = %s,"):format(k, lua_value(a[k])) end
 lines[#lines + 1] = "}"
-assert(sys.write_atomic(a.out .. "/config.lua", table.concat(lines, "\n") .. "\n"))
+if root then assert(sys.write_atomic(a.out .. "/config.lua", table.concat(lines, "\n") .. "\n")) end
 
 facet.manual_seed(a.seed)
 local device = cli.cuda and "cuda" or "cpu"
 local net = facet.models.build(a.model, { emb = a.emb, size = a.size, depth = a.depth,
   in_channels = a.model == "convnet" and 3 or nil })   -- the loader gives RGB
 local head_opts = { classes = classes, dim = a.emb, device = device, seed = a.seed }
+if facet.dist.size() > 1 then head_opts.shard = true end   -- each rank holds its block of the classes
+if a.sample < 1 then head_opts.sample = a.sample end     -- Partial FC
 for k, v in pairs(a.head_opt) do head_opts[k] = v end
 local head = facet.heads.new(a.head, head_opts)
 if cli.cuda then net:cuda() end
@@ -205,8 +221,9 @@ local opt = facet.optim.sgd({ net, head }, { lr = a.lr, momentum = a.momentum, w
   decay_bias_norm = false })
 local e = a.epochs
 local schedule = facet.optim.schedule.multistep { lr = a.lr, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } }
-print(("%s: %d images, %d identities; %s (%d parameters) + %s; %d batches of %d an epoch, %d epochs"):format(what,
-  images, classes, a.model, net:count_parameters(), a.head, data:num_batches(), a.batch, a.epochs))
+say(("%s: %d images, %d identities; %s (%d parameters) + %s; %d batches of %d an epoch, %d epochs%s"):format(what,
+  images, classes, a.model, net:count_parameters(), a.head, data:num_batches(), a.batch, a.epochs,
+  dist.dist and (", %d ranks"):format(facet.dist.size()) or ""))
 
 -- the verification sets, decoded once
 local sets = {}
@@ -235,7 +252,9 @@ local r = facet.train {
   resume = cli.resume and (a.out .. "/ckpt") or nil,
   eval = #sets > 0 and function(st) return (evaluate(st)) end or nil, eval_every = a.eval_every,
   stop_after = a.steps, print_every = a.print_every, precision = a.precision,
+  dist = dist.dist, sync_bn = dist.sync_bn, allreduce_dtype = dist.allreduce_dtype,
 }
+if not root then return end
 print(("trained to step %d (%d steps here, %.1f s, %.1f images/s)%s"):format(r.steps, r.steps_run, r.seconds,
   r.steps_run * a.batch / r.seconds, r.skipped and r.skipped > 0 and (", skipped " .. r.skipped) or ""))
 if #sets > 0 then

@@ -1,7 +1,9 @@
 --- The benchmarks' command lines (bench/*.lua through bench/lib/common.lua):
 -- `--help` prints the usage with every option and exits 0 before the bench
 -- runs; a bad value or an unknown option is a usage error naming the option
--- (exit status 1, no traceback). Nothing here times anything.
+-- (exit status 1, no traceback). And the training step the benches time
+-- (bench/lib/common.lua's train_step) is facet.train's, in fp32, fp16 and
+-- bf16: the same weights after the same batches. Nothing here times anything.
 local F = require "support.files"
 
 local RUN = "luajit bin/facet run bench/"
@@ -38,11 +40,14 @@ local BENCHES = {
             { "--torch 2", "--torch must be an integer in [0, 1], got '2'" } },
   },
   train_step = {
-    options = { "--device", "--models", "--batch", "--size", "--steps", "--warmup", "--profile", "--torch" },
-    defaults = { "(default: 0)", "(default: 1)" },
+    options = { "--device", "--models", "--precision", "--batch", "--size", "--steps", "--warmup", "--profile",
+      "--torch" },
+    defaults = { "(default: 0)", "(default: 1)", "(default: fp32)" },
     runs = "GEMM 2048^3",
     bad = { { "--models convnet,resnet", "--models: unknown 'resnet' (known: mobilefacenet, iresnet18, iresnet50, " ..
       "convnet)" },
+            { "--precision fp32,fp8", "--precision: unknown 'fp8' (known: fp32, fp16, bf16)" },
+            { "--precision ,", "--precision must name at least one of fp32, fp16, bf16" },
             { "--steps 0", "--steps must be an integer >= 1, got '0'" } },
   },
   contention = {
@@ -101,5 +106,66 @@ describe("bench command lines", function()
   it("gemm.lua keeps --child (its own rerun) out of the help", function()
     local out = F.sh(RUN .. "gemm.lua --help")
     assert.falsy(out:find("--child", 1, true), out)
+  end)
+end)
+
+describe("bench/lib/common.lua train_step", function()
+  local facet = require "facet"
+  local saved = package.path
+  package.path = "bench/lib/?.lua;" .. package.path
+  local common = require "common"
+  package.path = saved
+
+  -- a fresh, identically seeded model, head, optimizer and data source
+  local function setup()
+    facet.manual_seed(11)
+    local net = facet.models.convnet { emb = 16, size = 12 }
+    local head = facet.heads.new("am", { classes = 6, dim = 16, seed = 3 })
+    local labels = {}
+    for i = 1, 48 do labels[i] = (i * 5) % 6 end
+    local data = facet.data.tensors { x = facet.randn({ 48, 1, 12, 12 }, { seed = 4 }),
+      y = facet.tensor(labels, { dtype = "int64" }), batch_size = 8, seed = 9 }
+    return net, head, facet.optim.sgd({ net, head }, { lr = 0.05, momentum = 0.9, weight_decay = 5e-4 }), data
+  end
+
+  local function weights(net, head)
+    local out = {}
+    for _, p in ipairs(net:named_parameters()) do out[p.name] = p.param:totable() end
+    out.head = head:parameters()[1]:totable()
+    return out
+  end
+
+  it("gives facet.train's weights bit for bit in fp32, fp16 and bf16", function()
+    local got = {}
+    for _, prec in ipairs(common.PRECISIONS) do
+      local net, head, opt, data = setup()
+      local r = facet.train { model = net, head = head, data = data, optimizer = opt, epochs = 1, quiet = true,
+        precision = prec }
+      local want = weights(net, head)
+      net, head, opt, data = setup()
+      local i = 0
+      local step, scaler = common.train_step(net, head, opt, function()
+        i = i + 1
+        return data:batch(0, i)
+      end, { precision = prec })
+      for _ = 1, data:num_batches() do step() end
+      assert.are.equal(6, i)
+      assert.are.same(want, weights(net, head), prec)
+      -- fp16 at the default initial scale (2^16) overflows on some of these batches
+      assert.are.equal(r.overflow_skipped, scaler and scaler.skipped, prec)
+      assert.are.equal(r.loss_scale, scaler and scaler.scale, prec)
+      got[prec] = want
+    end
+    assert.is_true(got.fp16.head ~= nil)
+    assert.are_not.same(got.fp32, got.fp16)
+    assert.are_not.same(got.fp32, got.bf16)
+    assert.are_not.same(got.fp16, got.bf16)
+  end)
+
+  it("refuses an unknown precision before the first step", function()
+    local net, head, opt = setup()
+    local ok, err = pcall(common.train_step, net, head, opt, {}, { precision = "fp8" })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("train_step: precision must be fp32, fp16 or bf16, got fp8", 1, true), err)
   end)
 end)

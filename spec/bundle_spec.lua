@@ -3,7 +3,10 @@
 -- the JPEG/PNG headers and OpenBLAS to processes started with `env -i` and only
 -- what build/bundle/env.sh sets (plus HOME=/tmp and PATH=/usr/bin:/bin for cc),
 -- run the C tests and a real spec file there, and keep working when the tree is
--- copied elsewhere. Pending when apt-get download cannot reach the network.
+-- copied elsewhere; its Open MPI runs relocated (mpirun, mpicc, help files, a
+-- 2-rank facet collective with the bundle's libmpi loaded), with the host's
+-- Open MPI hidden where a mount namespace can be made (root, unshare).
+-- Pending when apt-get download cannot reach the network.
 local H = require "support.device"
 local sh = require("support.files").sh
 
@@ -56,16 +59,30 @@ describe("GPU host bundle", function()
     assert.are.equal(0, rc, out)
     for _, f in ipairs { "env.sh", "MANIFEST", "root/usr/bin/luajit", "root/usr/bin/busted", "root/usr/bin/luarocks",
                          "root/usr/include/jpeglib.h", "root/usr/include/png.h",
-                         "root/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0" } do
+                         "root/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0",
+                         "root/usr/bin/mpirun", "root/usr/bin/mpicc", "root/usr/bin/orted",
+                         "root/usr/lib/x86_64-linux-gnu/libmpi.so.40",
+                         "root/usr/lib/x86_64-linux-gnu/openmpi/lib/libmpi.so",
+                         "root/usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h",
+                         "root/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3/mca_btl_vader.so",
+                         "root/usr/lib/x86_64-linux-gnu/libpmix.so.2",
+                         "root/usr/share/openmpi/help-orterun.txt",
+                         "root/usr/share/openmpi/mpicc-wrapper-data.txt",
+                         "root/etc/openmpi/openmpi-mca-params.conf" } do
       assert.is_true(os.execute("test -e build/bundle/" .. f) == 0, "missing build/bundle/" .. f)
     end
     local manifest = H.read_file("build/bundle/MANIFEST")
     for _, p in ipairs { "luajit", "lua-busted", "lua-luassert", "lua-penlight", "lua-cjson", "lua-argparse",
-                         "libopenblas0-openmp", "libgfortran5", "libjpeg62-turbo-dev", "libpng-dev" } do
+                         "libopenblas0-openmp", "libgfortran5", "libjpeg62-turbo-dev", "libpng-dev",
+                         "openmpi-bin", "libopenmpi3", "libopenmpi-dev", "libpmix2", "libhwloc15" } do
       assert.truthy(manifest:find("\n" .. p:gsub("%-", "%%-") .. " "), p .. " not in the MANIFEST:\n" .. manifest)
     end
     -- what every host with gcc has is not carried
     local extra = sh("find build/bundle/root -name 'libgomp*' -o -name 'libz.*' -o -name 'libstdc++*' -o -name 'libgcc_s*'")
+    assert.are.equal("", extra)
+    -- nor the fabrics' Open MPI plugins, whose libraries (UCX, libfabric, verbs, PSM) are not carried
+    extra = sh("find build/bundle/root -name 'mca_pml_ucx.so' -o -name 'mca_mtl_ofi.so' -o -name 'mca_btl_openib.so' " ..
+      "-o -name 'mca_mtl_psm2.so' -o -name 'libucp*' -o -name 'libfabric*'")
     assert.are.equal("", extra)
     ready = true
   end)
@@ -156,5 +173,75 @@ describe("GPU host bundle", function()
     end
     assert.are_not.equal(0, lost_rc)
     assert.truthy(lost_out:find("cannot find the bundle", 1, true), lost_out)
+  end)
+
+  it("runs Open MPI relocated: mpirun, mpicc, its help files and a 2-rank facet collective on the bundle's libmpi", function()
+    if not need_bundle() then return end
+    if not require("facet").dist.built().mpi then
+      pending("this build of facet has no MPI (FACET_MPI=0 or no mpicc when it was built)")
+      return
+    end
+    local dir = H.temp_dir()
+    assert.is_true(os.execute(("mkdir -p %s/copy && cp -a build/bundle/root build/bundle/env.sh %s/copy/"):format(dir, dir)) == 0)
+    local copy = dir .. "/copy/root/"
+    H.write_file(dir .. "/maps.lua", [[
+local facet = require "facet"
+local dist = facet.dist.init()
+local f = assert(io.open("/proc/self/maps"))
+local lib = f:read("*a"):match("(/%S+/libmpi%.so[%.%d]*)\n")
+f:close()
+print(("rank %d of %d: %s"):format(dist.rank(), dist.size(), tostring(lib)))
+dist.finalize()
+]])
+    -- the host's Open MPI and PMIx made unusable, and ssh and rsh (as on the GPU host: env.sh
+    -- then picks Open MPI's isolated launcher), where a mount namespace can be made
+    -- (bash: from the checkout's root, sh's env.sh would find build/bundle, not the copy)
+    local L = "/usr/lib/x86_64-linux-gnu"
+    local hide = ("for d in %s/openmpi %s/pmix2 /usr/share/openmpi /etc/openmpi; do [ -d $d ] && mount -t tmpfs none $d; done; " ..
+      "for f in /usr/bin/orterun /usr/bin/orted /usr/bin/opal_wrapper %s/libmpi.so.40.* %s/libopen-rte.so.40.* " ..
+      "%s/libopen-pal.so.40.* %s/libpmix.so.2.* /usr/bin/ssh /usr/bin/rsh; do [ -f $f ] && mount --bind /dev/null $f; " ..
+      "done; "):format(L, L, L, L, L, L)
+    local hidden = os.execute("unshare -m true 2>/dev/null") == 0
+    local mpirun = "mpirun --allow-run-as-root --oversubscribe -np 2 "
+    local script = (". %s/copy/env.sh && command -v mpirun && command -v mpicc && ompi_info --path all | grep 'Prefix:' && " ..
+      "mpicc --showme:compile && %s hostname && echo == && (%s /nonexistent/program; true) && echo == && " ..
+      "FACET_BUILD=%s %s luajit bin/facet run %s/maps.lua && echo == && " ..
+      "FACET_BUILD=%s %s luajit bin/facet run spec/support/nccl_check.lua cpu; echo \"rc $?\""):format(dir, mpirun,
+      mpirun, build, mpirun, dir, build, mpirun)
+    local out, rc
+    if hidden then
+      out, rc = sh(("unshare -m sh -c %s"):format(q(hide .. "env -i HOME=/tmp PATH=/usr/bin:/bin bash -c " .. q(script))))
+    else
+      out, rc = bare(script, "bash")
+    end
+    H.remove_dir(dir)
+    assert.are.equal(0, rc, out)
+    local parts = {}
+    for part in (out .. "\n"):gmatch("(.-)\n==\n") do parts[#parts + 1] = part end
+    parts[#parts + 1] = out:match(".*\n==\n(.*)$")
+    assert.are.equal(4, #parts, out)
+    -- the bundle's mpirun and mpicc, with every directory under the copy, then one hostname per rank
+    local lines = {}
+    for line in parts[1]:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal(6, #lines, parts[1])
+    assert.are.equal(copy .. "usr/bin/mpirun", lines[1])
+    assert.are.equal(copy .. "usr/bin/mpicc", lines[2])
+    assert.are.equal("Prefix: " .. copy .. "usr", lines[3]:match("Prefix: %S+"))
+    assert.is_true(starts(lines[4], "-I" .. copy .. "usr/lib/x86_64-linux-gnu/openmpi/include "), lines[4])
+    local host = (sh("uname -n")):gsub("%s+$", "")
+    assert.are.same({ host, host }, { lines[5], lines[6] })
+    -- an error message read from the relocated help files
+    assert.truthy(parts[2]:find("/nonexistent/program", 1, true), parts[2])
+    assert.falsy(parts[2]:find("help file", 1, true), parts[2])
+    -- both ranks of facet loaded the bundle's libmpi (LD_LIBRARY_PATH before the build's runpath)
+    for rank = 0, 1 do
+      local lib = parts[3]:match("rank " .. rank .. " of 2: (%S+)")
+      assert.truthy(lib, parts[3])
+      assert.is_true(starts(lib, copy), lib .. " is not the bundle's libmpi")
+    end
+    -- the collectives through MPI, on both ranks
+    local _, n = parts[4]:gsub("\n7 passed, 0 failed", "")
+    assert.are.equal(2, n, parts[4])
+    assert.truthy(parts[4]:find("rc 0", 1, true), parts[4])
   end)
 end)

@@ -7,6 +7,7 @@ local json = require "facet.json"
 local safetensors = require "facet.safetensors"
 local F = require "support.files"
 local mpi = require "support.mpi"
+local half_bits = require "support.half_bits"
 
 local WORKER = "spec/support/dist_worker.lua"
 
@@ -24,6 +25,69 @@ local function losses_match(got, want, rel, from)
       want[from + i - 1]))
   end
 end
+
+-- 16-bit collectives over 2 ranks, as raw bit patterns (values in the comments).
+-- want: the result's bits; NAN: any NaN. Hand-computed, and confirmed against
+-- NumPy's float16 and PyTorch's bfloat16 additions, which also widen to
+-- float32 and round once.
+local NAN = -1
+local HALF_CASES = {
+  -- 1 + 2^-11 is a tie: to even, 1; 1 + 3 2^-11 a tie: to even, 1 + 2^-9; 65504 + 16 = 65520 rounds
+  -- to inf; inf + 1 = inf; inf + -inf, NaN + 1 = NaN; -2 + 0.5 = -1.5; 2^-24 + 2^-24 = 2^-23 (subnormals)
+  { name = "f16_sum", dtype = "float16", op = "sum",
+    bits = { { 0x3C00, 0x3C00, 0x7BFF, 0x7C00, 0x7C00, 0x7E00, 0xC000, 0x0001 },
+             { 0x1000, 0x1600, 0x4C00, 0x3C00, 0xFC00, 0x3C00, 0x3800, 0x0001 } },
+    want = { 0x3C00, 0x3C02, 0x7C00, 0x7C00, NAN, NAN, 0xBE00, 0x0002 } },
+  -- 27 values: the lanes the F16C path sums 8 at a time (x86), the 8 holding an inf that it leaves to
+  -- the scalar path, and a tail of 3. Besides the ties above: 65504 + 16 -> inf from finite operands;
+  -- 1 + -1 = +0; -0 + -0 = -0; 65504 + 1 -> 65504; largest subnormal + smallest -> smallest normal;
+  -- -65504 - 16 -> -inf; 1 + 2^-12 -> 1 (under half an ulp)
+  { name = "f16_sum_wide", dtype = "float16", op = "sum",
+    bits = { { 0x3C00, 0x3C00, 0x7BFF, 0xC000, 0x0001, 0x3C00, 0x4000, 0x8000, 0x3C00, 0x7BFF, 0x03FF, 0xFBFF, 0x5640,
+               0x3555, 0x2E66, 0x3C00, 0x7C00, 0x3C00, 0x3C00, 0x0001, 0xC000, 0x0001, 0x4000, 0x7BFF, 0x3C00, 0x0001,
+               0x7BFF },
+             { 0x1000, 0x1600, 0x4C00, 0x3800, 0x0001, 0xBC00, 0x4000, 0x8000, 0x1400, 0x3C00, 0x0001, 0xCC00, 0x5640,
+               0x3555, 0x2E66, 0x0C00, 0x3C00, 0x1000, 0x1600, 0x8001, 0x3800, 0x0001, 0x4000, 0x4C00, 0x1600, 0x0001,
+               0x4C00 } },
+    want = { 0x3C00, 0x3C02, 0x7C00, 0xBE00, 0x0002, 0x0000, 0x4400, 0x8000, 0x3C01, 0x7BFF, 0x0400, 0xFC00, 0x5A40,
+             0x3955, 0x3266, 0x3C00, 0x7C00, 0x3C00, 0x3C02, 0x0000, 0xBE00, 0x0002, 0x4400, 0x7C00, 0x3C02, 0x0002,
+             0x7C00 } },
+  -- the sum, then / 2: (2^-24 + 2^-24) / 2 = 2^-24 (halving first would give 0 + 0);
+  -- (1 + 2) / 2 = 1.5; (1 + 3 2^-11 -> 1 + 2^-9) / 2 = 0.5 + 2^-10
+  { name = "f16_avg", dtype = "float16", op = "avg",
+    bits = { { 0x0001, 0x3C00, 0x3C00 }, { 0x0001, 0x4000, 0x1600 } }, want = { 0x0001, 0x3E00, 0x3802 } },
+  -- max/min as facet's maximum_/minimum_ (fmaxf): a NaN loses to a number; max(-inf, 3) = 3
+  { name = "f16_max", dtype = "float16", op = "max", bits = { { 0x3C00, 0xFC00 }, { 0x7E00, 0x4200 } },
+    want = { 0x3C00, 0x4200 } },
+  { name = "f16_min", dtype = "float16", op = "min", bits = { { 0x3C00, 0xFC00 }, { 0x7E00, 0x4200 } },
+    want = { 0x3C00, 0xFC00 } },
+  -- bfloat16: 1 + 2^-8 a tie: 1; 1 + 3 2^-8 a tie: 1 + 2^-6; 256 + 1 a tie: 256; 3.39e38 (largest
+  -- finite) twice: inf; inf + -inf, NaN + 1: NaN
+  { name = "bf16_sum", dtype = "bfloat16", op = "sum",
+    bits = { { 0x3F80, 0x3F80, 0x4380, 0x7F7F, 0x7F80, 0x7FC0 }, { 0x3B80, 0x3C40, 0x3F80, 0x7F7F, 0xFF80, 0x3F80 } },
+    want = { 0x3F80, 0x3F82, 0x4380, 0x7F80, NAN, NAN } },
+  { name = "bf16_avg", dtype = "bfloat16", op = "avg", bits = { { 0x3F80 }, { 0x4000 } }, want = { 0x3FC0 } },  -- 1.5
+  { name = "bf16_max", dtype = "bfloat16", op = "max", bits = { { 0x3F80, 0xFF80 }, { 0x7FC0, 0x4040 } },
+    want = { 0x3F80, 0x4040 } },
+  { name = "bf16_min", dtype = "bfloat16", op = "min", bits = { { 0x3F80, 0xFF80 }, { 0x7FC0, 0x4040 } },
+    want = { 0x3F80, 0xFF80 } },
+}
+
+local function bits_match(got, want, what)
+  assert.are.equal(#want, #got, what)
+  for i, w in ipairs(want) do
+    local g = got[i]
+    if w == NAN then
+      -- all-ones exponent and a non-zero fraction, in either format
+      local nan16 = (g % 0x8000 > 0x7C00) and (g % 0x8000 >= 0x7F81 or g % 0x8000 < 0x7F80)
+      assert(nan16, ("%s[%d]: 0x%04X is not a NaN"):format(what, i, g))
+    else
+      assert(g == w, ("%s[%d]: 0x%04X, want 0x%04X"):format(what, i, g, w))
+    end
+  end
+end
+
+local tensor_of_bits, bits_of = half_bits.tensor, half_bits.of
 
 describe("facet.dist at world size 1 (no launcher)", function()
   it("is rank 0 of 1 without MPI; collectives are identities, new tensors where promised", function()
@@ -47,7 +111,7 @@ describe("facet.dist at world size 1 (no launcher)", function()
     local g = facet.dist.world()
     local function fails(pat, f) local ok, e = pcall(f); assert.is_false(ok); assert.matches(pat, tostring(e)) end
     fails("allreduce: op must be one of sum, avg, max, min, got \"mean\"", function() g:allreduce(facet.tensor({ 1 }), "mean") end)
-    fails("allreduce: op \"avg\" needs a float32 tensor, got int64", function()
+    fails("allreduce: op \"avg\" needs a float32, float16 or bfloat16 tensor, got int64", function()
       g:allreduce(facet.tensor({ 1 }, { dtype = "int64" }), "avg") end)
     fails("allreduce: t must be a tensor, got nil", function() g:allreduce(nil, "sum") end)
     fails("must be contiguous", function() g:allreduce(facet.zeros({ 3, 2 }):narrow(2, 1, 1), "sum") end)
@@ -145,6 +209,54 @@ describe("facet.dist at world size 1 (no launcher)", function()
     L:close(); small:close()
     for _, s in ipairs(shards) do s:close() end
   end)
+
+  it("the simulated group (spec/support/local_group.lua) reduces 16-bit tensors as the MPI path does", function()
+    local LG = require "support.local_group"
+    local res = LG.run(2, function(g)
+      local out = {}
+      for _, c in ipairs(HALF_CASES) do out[c.name] = bits_of(g:allreduce(tensor_of_bits(c.dtype, c.bits[g:rank() + 1]), c.op)) end
+      return out
+    end)
+    for r = 1, 2 do
+      for _, c in ipairs(HALF_CASES) do bits_match(res[r][c.name], c.want, c.name .. " rank " .. (r - 1)) end
+    end
+    -- three ranks, summed in rank order with one rounding per combine: 1 + 2^-11 + 2^-11 is 1 when 1 comes
+    -- first (each tie goes to even) and 1 + 2^-10 when the two 2^-11 meet first: why a 16-bit sum is not
+    -- bit-stable across rank counts or reduction orders
+    local function sum3(order)
+      local got = LG.run(3, function(g)
+        return bits_of(g:allreduce(tensor_of_bits("float16", { order[g:rank() + 1] }), "sum"))
+      end)
+      return got[1][1]
+    end
+    assert.are.equal(0x3C00, sum3 { 0x3C00, 0x1000, 0x1000 })
+    assert.are.equal(0x3C01, sum3 { 0x1000, 0x1000, 0x3C00 })
+  end)
+
+  it("allreduce takes float16 and bfloat16 at world size 1; allreduce_dtype is validated", function()
+    local g = facet.dist.world()
+    for _, dt in ipairs { "float16", "bfloat16" } do
+      local t = tensor_of_bits(dt, { 0x3C00, 0x0001 })
+      assert.are.same({ 0x3C00, 0x0001 }, bits_of(g:allreduce(t, "avg")))
+    end
+    local function train(extra)
+      local net, head = facet.nn.Sequential(facet.nn.Linear(2, 2)), facet.heads.new("softmax", { classes = 2, dim = 2 })
+      local cfg = { model = net, head = head, optimizer = facet.optim.sgd({ net, head }, { lr = 0.1 }), quiet = true,
+        data = facet.data.tensors { x = facet.zeros({ 4, 2 }), y = facet.tensor({ 0, 1, 0, 1 }, { dtype = "int64" }), batch_size = 2 } }
+      for k, v in pairs(extra) do cfg[k] = v end
+      return facet.train(cfg)
+    end
+    local function fails(pat, f) local ok, e = pcall(f); assert.is_false(ok); assert.matches(pat, tostring(e), 1, true) end
+    fails('facet.train: allreduce_dtype must be one of "fp32", "fp16", "bf16", got "fp8"', function()
+      train { dist = true, allreduce_dtype = "fp8" } end)
+    fails('facet.train: allreduce_dtype must be one of "fp32", "fp16", "bf16", got 16', function()
+      train { dist = true, allreduce_dtype = 16 } end)
+    fails('facet.train: allreduce_dtype = "bf16" needs dist = true', function() train { allreduce_dtype = "bf16" } end)
+    fails('facet.dist.data_parallel: dtype must be one of "fp32", "fp16", "bf16", got "float16"', function()
+      facet.dist.data_parallel({ facet.nn.Linear(2, 1) }, { dtype = "float16" }) end)
+    -- at world size 1 the 16-bit setting trains as fp32 (nothing to reduce)
+    assert.are.equal(2, train({ dist = true, allreduce_dtype = "fp16" }).steps)
+  end)
 end)
 
 local have, why = mpi.available()
@@ -185,6 +297,37 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     end
   end)
 
+  it("16-bit collectives round once per combine, as hand-computed; data_parallel in fp16 and bf16", function()
+    local dir = path("half")
+    assert(F.sh("mkdir -p " .. dir))
+    local cases = {}
+    for _, c in ipairs(HALF_CASES) do cases[#cases + 1] = c end
+    -- rank 0 {1, 1}, rank 1 {2^-11, 3 2^-11}: rank 0 gets 1 (a tie to even), rank 1 1 + 2^-9
+    cases[#cases + 1] = { name = "f16_reduce_scatter", kind = "reduce_scatter", dtype = "float16", op = "sum",
+      bits = { { 0x3C00, 0x3C00 }, { 0x1000, 0x1600 } } }
+    cases[#cases + 1] = { name = "bf16_allgather", kind = "allgather", dtype = "bfloat16",
+      bits = { { 0x3F80 }, { 0x4000 } } }
+    cases[#cases + 1] = { name = "f16_broadcast", kind = "broadcast", dtype = "float16", bits = { { 0x3C00 }, { 0x1600 } } }
+    F.write_file(dir .. "/cases.json", json.encode(cases))
+    local out, rc = mpi.run(2, { WORKER, "half", dir })
+    assert.are.equal(0, rc, out)
+    for r = 0, 1 do
+      local v = read_json(("%s/half-%d.json"):format(dir, r))
+      for _, c in ipairs(HALF_CASES) do bits_match(v[c.name], c.want, c.name .. " rank " .. r) end
+      bits_match(v.f16_reduce_scatter, { r == 0 and 0x3C00 or 0x3C02 }, "reduce_scatter rank " .. r)
+      bits_match(v.bf16_allgather, { 0x3F80, 0x4000 }, "allgather rank " .. r)      -- 1, 2
+      bits_match(v.f16_broadcast, { 0x1600 }, "broadcast rank " .. r)               -- rank 1's 3 2^-11
+      -- gradients: weight rank 0 {1, 1 + 2^-12}, rank 1 {3 2^-11, 0}; bias 131008 on both. Halved in
+      -- float32, cast, summed in 16 bits. fp16: 0.5 + 3 2^-12 is a tie -> 0.5 + 2^-10 (float32: 0.50073);
+      -- 0.5 + 2^-13 casts to 0.5; 65504 + 65504 overflows to inf. bf16: 0.5 + 3 2^-12 -> 0.5 (ulp 2^-8);
+      -- 65504 casts to 65536, twice 131072. The same on the second step: buffers reused.
+      for step = 1, 2 do
+        assert.are.same({ "0.5009765625", "0.5", "inf" }, v["dp_fp16_" .. step])
+        assert.are.same({ "0.5", "0.5", "131072" }, v["dp_bf16_" .. step])
+      end
+    end
+  end)
+
   -- the 1-process run's result.json and weights, as tables
   local function compare_weights(dir_a, dir_b)
     local wa, wb = safetensors.load(dir_a .. "/weights.safetensors"), safetensors.load(dir_b .. "/weights.safetensors")
@@ -215,6 +358,56 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     losses_match(b.losses, a.losses, 1e-5)
     compare_weights(one, two)
     full = a.losses
+  end)
+
+  -- allreduce_dtype: the 2-rank run of the previous case (sync BN, 20 steps) with its gradient buckets
+  -- in 16 bits. Tolerance: the 2-rank float32 run differs from the 1-process run only by the order of
+  -- float32 additions (relative rounding 2^-24 = 6e-8, some elements) and its losses differ by at most
+  -- 1.4e-6: this small am-softmax model amplifies a relative gradient perturbation by A ~ 25 by step 20.
+  -- A 16-bit bucket rounds every element twice (the cast, the sum) by up to u = 2^-11 (fp16) or 2^-8
+  -- (bf16), so each loss must lie within 4 A u = 100 u of the float32 run's (fp16 0.049, bf16 0.39;
+  -- measured: 0.016 and 0.13) and their mean within A u (fp16 0.012, bf16 0.098; measured 0.006, 0.04).
+  -- The first loss (before any update) is the same, and later ones differ: the 16-bit path ran.
+  it("allreduce_dtype fp16 and bf16 track the float32-allreduce run (tolerances in the comment above)", function()
+    assert.is_not_nil(full, "needs the previous case")
+    local want = read_json(path("two") .. "/result.json").losses      -- its 2-rank float32-allreduce run
+    local dev = {}
+    for _, c in ipairs { { "fp16", 2 ^ -11 }, { "bf16", 2 ^ -8 } } do
+      local dir = path("wire-" .. c[1])
+      assert(F.sh("mkdir -p " .. dir))
+      local out, rc = mpi.run(2, { WORKER, "train", dir, "sync_bn=1", "bucket_mb=0.0005", "allreduce_dtype=" .. c[1] })
+      assert.are.equal(0, rc, out)
+      local got = read_json(dir .. "/result.json").losses
+      assert.are.equal(#want, #got)
+      assert.are.equal(want[1], got[1])
+      local sum, differs = 0, false
+      for i = 1, #want do
+        local d = math.abs(got[i] - want[i]) / math.max(math.abs(got[i]), math.abs(want[i]))
+        assert(d <= 100 * c[2], ("%s step %d: loss %.9g, float32 allreduce %.9g"):format(c[1], i, got[i], want[i]))
+        sum, differs = sum + d, differs or d > 0
+      end
+      assert.is_true(differs, c[1] .. ": the losses are those of the float32 allreduce")
+      dev[c[1]] = sum / #want
+      assert(dev[c[1]] <= 25 * c[2], ("%s: mean relative deviation %.3g"):format(c[1], dev[c[1]]))
+    end
+    -- 8 times the rounding: bf16 strays further than fp16
+    assert(dev.fp16 < dev.bf16, ("mean deviation fp16 %.3g, bf16 %.3g"):format(dev.fp16, dev.bf16))
+  end)
+
+  it("allreduce_dtype fp16 with precision fp16: the loss-scaled gradients travel; a 16-bit overflow skips the step", function()
+    local res = {}
+    for _, w in ipairs { "fp32", "fp16" } do
+      local dir = path("amp-" .. w)
+      assert(F.sh("mkdir -p " .. dir))
+      local out, rc = mpi.run(2, { WORKER, "train", dir, "precision=fp16", "allreduce_dtype=" .. w })
+      assert.are.equal(0, rc, out)
+      res[w] = read_json(dir .. "/result.json")
+      assert.are.equal(20, #res[w].losses + res[w].overflow_skipped)
+      for _, l in ipairs(res[w].losses) do assert.is_true(l == l and l < 1e3) end
+    end
+    -- the same first step; the 16-bit sum of scaled gradients overflows at least as often as the float32 one
+    assert.are.equal(res.fp32.losses[1], res.fp16.losses[1])
+    assert.is_true(res.fp16.overflow_skipped >= res.fp32.overflow_skipped)
   end)
 
   it("with a class-sharded head (K = 5 over 2 ranks: blocks 3 and 2) as well; gradients summed, not averaged", function()

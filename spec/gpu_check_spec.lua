@@ -1,8 +1,13 @@
 --- tools/gpu_check.sh: on a machine without a GPU it says so in one line and
 -- exits 2 before doing any work. (Its dry run, --no-device, runs every spec and
--- is too slow for the suite; the GPU run itself is for a GPU host.)
+-- is too slow for the suite; the GPU run itself is for a GPU host.) Its
+-- collectives step, spec/support/nccl_check.lua, runs here on CPU tensors
+-- through MPI on 1 and 2 ranks (the same checks the GPU host runs on one rank
+-- through NCCL), and says why it cannot run on CUDA here.
 local H = require "support.device"
 local sh = require("support.files").sh
+local mpi = require "support.mpi"
+local facet = require "facet"
 
 describe("tools/gpu_check.sh", function()
   it("without a GPU prints one line and exits 2", function()
@@ -26,5 +31,45 @@ describe("tools/gpu_check.sh", function()
     local out, rc = sh("env -u FACET_GPU_CHECK_DRY sh tools/gpu_check.sh")
     assert.are.equal(1, rc, out)
     assert.truthy(out:find("usage: tools/gpu_check.sh", 1, true), out)
+  end)
+
+  describe("spec/support/nccl_check.lua", function()
+    local function runnable()
+      local ok, why = mpi.available()
+      if not ok then pending(why); return false end
+      if not facet.dist.built().mpi then pending("facet was built without MPI"); return false end
+      return true
+    end
+
+    it("passes its checks on CPU tensors on one rank (the training runs too) and on two", function()
+      if not runnable() then return end
+      local out, rc = mpi.run(1, { "spec/support/nccl_check.lua", "cpu" }, { limit = 120 })
+      assert.are.equal(0, rc, out)
+      assert.truthy(out:find("nccl_check: rank 0 of 1, cpu tensors (MPI)", 1, true), out)
+      assert.truthy(out:find("ok facet.train dist = true, sync_bn = true: the reference's losses bit for bit", 1, true), out)
+      assert.truthy(out:find("\n12 passed, 0 failed\n", 1, true), out)
+      assert.falsy(out:find("FAIL", 1, true), out)
+      out, rc = mpi.run(2, { "spec/support/nccl_check.lua", "cpu" }, { limit = 120 })
+      assert.are.equal(0, rc, out)
+      -- one line per rank; two ranks printing at once may share a newline
+      local _, n = out:gsub("%f[%d]8 passed, 0 failed", "")
+      assert.are.equal(2, n, out)
+    end)
+
+    it("says why it cannot run: no launcher, no NCCL or no GPU, a bad device", function()
+      if not runnable() then return end
+      local out, rc = mpi.run(0, { "spec/support/nccl_check.lua", "cpu" })
+      assert.are.equal(2, rc, out)
+      assert.truthy(out:find("cannot run: not started by a launcher", 1, true), out)
+      if not facet.cuda.available() then
+        out, rc = mpi.run(1, { "spec/support/nccl_check.lua", "cuda" })
+        assert.are_not.equal(0, rc, out)
+        assert.truthy(out:find("cannot run: facet was built without NCCL", 1, true) or
+          out:find("cannot run: no CUDA device", 1, true), out)
+      end
+      out, rc = mpi.run(0, { "spec/support/nccl_check.lua", "tpu" })
+      assert.are.equal(3, rc, out)
+      assert.truthy(out:find("nccl_check: the device must be cuda or cpu, got tpu", 1, true), out)
+    end)
   end)
 end)

@@ -213,7 +213,7 @@ describe("a closed loader", function()
       "loader:stats: the loader is closed",
       "loader:num_batches: the loader is closed",
       "true 4,5,6,7",
-      "loader:batch: call it with ':' on a loader" })
+      "loader:batch: call it with ':' on a loader; self is 5" })
   end)
 
   it("refuses an epoch that is not an integer >= 0 before starting workers", function()

@@ -47,6 +47,10 @@ local DATA = "lifetimes/atomicity (data/loader.lua, data/folder.lua) or data/* (
 local CASES = {
   -- facet.* and tensors
   { "facet.tensor(nil)", function() return facet.tensor(nil) end, "facet.tensor" },
+  { "Dropout:backward before any forward", function()
+    local d = facet.nn.Dropout(0.5)
+    return d:backward(facet.zeros({ 3 }), facet.zeros({ 3 }))
+  end, "Dropout(0.5): backward: no forward in training mode came before it" },
   { "facet.tensor{{1, 2}, {3}}", function() return facet.tensor { { 1, 2 }, { 3 } } end, "facet.tensor" },
   { "facet.tensor{{{1}}, {{'a'}}}", function() return facet.tensor { { { 1 } }, { { "a" } } } end, "facet.tensor" },
   { "facet.zeros('a')", function() return facet.zeros("a") end, "zeros" },
@@ -210,6 +214,103 @@ describe("hostile calls raise clean messages that name the function", function()
       it(c[1], function() check_case(c) end)
     end
   end
+end)
+
+-- obj.method(...) for obj:method(...): every method of these classes, called
+-- with nil, a number, a tensor and an object of another class as self, raises
+-- "<prefix>:<method>: call it with ':' on <noun>; self is ..." (facet.check.methods)
+describe("a method called with '.' instead of ':'", function()
+  local lin = facet.nn.Linear(2, 2)
+  local CLASSES = {
+    { "facet.nn.Module", facet.nn.Module, "a module" },
+    { "facet.nn.Linear", facet.nn.Linear, "a module" },
+    { "facet.nn.Conv2d", facet.nn.Conv2d, "a module" },
+    { "facet.nn.BatchNorm2d", facet.nn.BatchNorm2d, "a module" },
+    { "facet.nn.Sequential", facet.nn.Sequential, "a module" },
+    { "optimizer", facet.optim.Optimizer, "an optimizer" },
+    { "scaler", facet.amp.Scaler, "a facet.amp scaler" },
+    { "head", facet.heads.Head, "a head" },
+  }
+  for _, c in ipairs(CLASSES) do
+    it(c[1] .. ": every method", function()
+      local n = 0
+      for k, f in pairs(c[2]) do
+        if type(k) == "string" and k:sub(1, 2) ~= "__" and type(f) == "function" and
+            debug.getlocal(require("facet.check").unwrap(f), 1) == "self" then
+          local selves = { n = 4, nil, 5, t, { 1 } }
+          for i = 1, selves.n do
+            local ok, err = pcall(f, selves[i], t)
+            assert.is_false(ok, k)
+            local want = ("%s:%s: call it with ':' on %s; self is "):format(c[1], k, c[3])
+            assert.truthy(type(err) == "string" and err:find(want, 1, true), tostring(err))
+            for _, b in ipairs(BAD) do assert.falsy(err:find(b, 1, true), err) end
+          end
+          n = n + 1
+        end
+      end
+      assert.truthy(n >= 3, c[1] .. " has methods")
+    end)
+  end
+
+  it("an instance of a subclass passes its parent's check; the class itself too", function()
+    assert.are.equal(6, lin:count_parameters())
+    assert.are.equal(lin, facet.nn.Module.float(lin))
+    local ok, err = pcall(lin.forward, facet.optim.sgd(lin, { lr = 1 }), t)
+    assert.is_false(ok)
+    assert.truthy(err:find("facet.nn.Module:forward: call it with ':' on a module; self is a table", 1, true), err)
+  end)
+
+  it("the forms a user writes by mistake", function()
+    local x = facet.zeros({ 1, 2 })
+    local o = facet.optim.sgd(lin, { lr = 1 })
+    local h = facet.heads.new("am", { classes = 3, dim = 2 })
+    local function msg(f) local ok, err = pcall(f); assert.is_false(ok); return err end
+    assert.truthy(msg(function() return lin.forward(x) end):find("forward: call it with ':' on a module; self is a tensor", 1, true))
+    assert.truthy(msg(function() return o.step() end):find("sgd:step: call it with ':' on an optimizer; self is nil", 1, true))
+    assert.truthy(msg(function() return h.forward(x, { 1 }) end):find("head:forward: call it with ':' on a head", 1, true))
+    assert.truthy(msg(function() return x.free() end):find("free: expected a facet tensor, got nil", 1, true))
+    assert.truthy(msg(function() return x.is_freed() end):find("is_freed: expected a facet tensor", 1, true))
+    -- facet.help still finds a wrapped method's own comment
+    assert.truthy(require("facet.help").text(lin.forward):find("^function Module:forward", 1), "help")
+  end)
+
+  it("other public functions that took a wrong argument into a bare Lua error", function()
+    for _, c in ipairs {
+      { function() return facet.cuda.device_name("x") end, "facet.cuda.device_name: i must be an integer" },
+      { function() return facet.optim.grad_norm(nil) end, "facet.optim.grad_norm: grads must be a list of tensors" },
+      { function() return facet.optim.grad_norm({ 1 }) end, "facet.optim.grad_norm: grads[1] must be a tensor" },
+      { function() return facet.data.fashion_mnist(5) end, "facet.data.fashion_mnist" },
+      { function() return facet.data.fashion_mnist({ splt = "test" }) end, "unknown option" },
+      { function() return facet.data.render_synthetic() end, "facet.data.render_synthetic: seed" },
+      { function() return facet.data.render_synthetic(1, 2, 3, 2) end, "facet.data.render_synthetic: size" },
+      { function() return facet.checkpoint.save(F.temp_dir(), { step = 1 }) end, "facet.checkpoint.save: state.model" },
+      { function() return facet.eval.ijb.verify(facet.zeros({ 2, 2 }), "x") end, "facet.eval.ijb.verify: tids must be a 1-D tensor" },
+      -- a directory where a file is wanted: io.open opens one; the first read failed far from the path
+      { function() return facet.data.read_list(F.temp_dir()) end, "Is a directory" },
+      { function() return facet.load_safetensors(F.temp_dir()) end, "Is a directory" },
+      { function() return facet.load_npy(F.temp_dir()) end, "Is a directory" },
+      { function() return facet.data.load_idx(F.temp_dir()) end, "is a directory, not an IDX file" },
+      -- pack over a folder without images: scan_folder's message, blamed on this line
+      { function()
+        local d = F.temp_dir()
+        assert(require("facet.sys").mkdir_p(d .. "/0"))
+        return facet.data.pack(d, d .. "/out")
+      end, "scan_folder: no images under" },
+      { function()
+        local src = facet.data.tensors { x = facet.zeros({ 4, 2 }), y = facet.zeros({ 4 }, { dtype = "int64" }), batch_size = 2 }
+        return src:batch(nil, 1)
+      end, "facet.data.tensors:batch: epoch must be an integer" },
+      { function()
+        local src = facet.data.tensors { x = facet.zeros({ 4, 2 }), y = facet.zeros({ 4 }, { dtype = "int64" }), batch_size = 2 }
+        return src:batch(0, 3)
+      end, "facet.data.tensors:batch: i must be an integer in [1, 2], got 3" },
+    } do
+      local ok, err = pcall(c[1])
+      assert.is_false(ok)
+      assert.truthy(err:find(c[2], 1, true), err)
+      for _, b in ipairs(BAD) do assert.falsy(err:find(b, 1, true), err) end
+    end
+  end)
 end)
 
 describe("error positions", function()

@@ -106,6 +106,9 @@ describe("recordio round trips", function()
       seen = seen + 1
     end
     assert.are.equal(3, seen)
+    H.assert_error(function() r:images("x") end, "recordio:images: first must be a record number in 1..5, got a string")
+    H.assert_error(function() r:images(1, 2.5) end, "recordio:images: last must be a record number in 1..5, got 2.5")
+    H.assert_error(function() r:images(0) end, "recordio:images: first")
     r:close()
     r:close()
     H.assert_error(function() r:label(1) end, "recordio:label", "closed")

@@ -101,6 +101,30 @@ describe("recipes/train.lua", function()
     end
   end)
 
+  it("trains data parallel on 2 ranks (--dist --sample --allreduce-dtype): a sharded head, rank 0 alone prints", function()
+    local mpi = require "support.mpi"
+    if not mpi.available() then return pending("no mpirun (Open MPI) here") end
+    local out = tmp("run-dist")
+    local text, rc = mpi.run(2, { "recipes/train.lua", "--data", faces, "--model", "convnet", "--size", "24",
+      "--emb", "8", "--batch", "8", "--steps", "3", "--head", "am", "--dist", "--sync-bn", "--sample", "0.5",
+      "--allreduce-dtype", "fp16", "--eval", "v=" .. syn .. "_verify.bin", "--eval-every", "3", "--out", out },
+      { limit = 180 })
+    assert.are.equal(0, rc, text)
+    local _, summaries = text:gsub("24 images, 6 identities; convnet %(%d+ parameters%) %+ am; 3 batches of 8 an epoch, 12 epochs, 2 ranks", "")
+    assert.are.equal(1, summaries, text)
+    local _, ends = text:gsub("trained to step 3", "")
+    assert.are.equal(1, ends, text)
+    assert.truthy(text:find("eval v%s+accuracy %d%.%d+"), text)
+    assert.is_true(F.exists(out .. "/ckpt/latest"))
+    assert.is_true(F.exists(out .. "/report.html"))
+    assert.are.equal(0.5, settings(out).sample)
+    -- the 16-bit wire needs --dist
+    local t2, rc2 = run(("--data %s --model convnet --size 24 --steps 1 --allreduce-dtype bf16 --out %s")
+      :format(q(faces), q(tmp("run-nodist"))))
+    assert.are_not.equal(0, rc2)
+    assert.truthy(t2:find("--allreduce-dtype bf16 needs --dist", 1, true), t2)
+  end)
+
   it("warns when a list's labels start above 0", function()
     local out = tmp("run-list")
     local text, rc = run(("--data %s --model convnet --size 24 --emb 8 --batch 8 --steps 1 --head am --out %s")

@@ -7,10 +7,14 @@
 #   build/bundle/root/   all of them unpacked with dpkg-deb -x
 #   build/bundle/env.sh  `. build/bundle/env.sh` puts the prefix on PATH,
 #                        LUA_PATH/LUA_CPATH (and LUA_INIT), LD_LIBRARY_PATH,
-#                        C_INCLUDE_PATH/LIBRARY_PATH and FACET_BLAS_LIB
+#                        C_INCLUDE_PATH/LIBRARY_PATH and FACET_BLAS_LIB, and
+#                        relocates Open MPI (OPAL_PREFIX, OPAL_SYSCONFDIR,
+#                        PMIX_PREFIX): mpirun, mpicc (the build's FACET_MPI)
+#                        and libmpi come from the bundle
 #   build/bundle/MANIFEST  the packages with their versions and sizes
 # After sourcing env.sh, `make test` and tools/gpu_check.sh work there.
-# Not carried (every host with gcc has them): glibc, libgomp, libgcc, libstdc++, zlib.
+# Not carried (every host with gcc has them): glibc, libgomp, libgcc, libstdc++,
+# zlib; every ELF file of the bundle is checked to need nothing else from the host.
 # Options: --refresh downloads every package again. BUNDLE_DIR (build/bundle).
 # Exit status: 0 built, 3 the packages cannot be downloaded (no network or no
 # apt), 1 anything else.
@@ -26,7 +30,14 @@ PKGS="luajit libluajit-5.1-common libluajit-5.1-dev
 lua-busted lua-cliargs lua-dkjson lua-filesystem lua-luassert lua-mediator lua-penlight lua-say lua-system lua-term
 lua-cjson lua-argparse luarocks
 libopenblas0-openmp libgfortran5 libquadmath0
-libjpeg62-turbo libjpeg62-turbo-dev libpng16-16 libpng-dev"
+libjpeg62-turbo libjpeg62-turbo-dev libpng16-16 libpng-dev
+openmpi-bin openmpi-common libopenmpi3 libopenmpi-dev libpmix2 libevent-core-2.1-7 libevent-pthreads-2.1-7
+libhwloc15 libudev1 libmunge2 libnl-3-200"
+# Open MPI 4.1 (mpirun for facet.dist's ranks, mpicc and mpi.h for the build):
+# libopenmpi3's other dependencies are the network fabrics' libraries
+# (libfabric, UCX, InfiniBand verbs, PSM); their plugins are removed below
+# instead (Debian's openmpi-mca-params.conf disables most of them anyway), so a
+# single host runs over shared memory and TCP. libhwloc-plugins is optional.
 # lua-cliargs also depends on lua-inifile and lua-yaml: it loads them only for
 # .ini/.yaml configuration files, which busted never asks for.
 
@@ -95,12 +106,49 @@ for p in $PKGS; do
         >>"$BUNDLE_DIR/MANIFEST.tmp"
 done
 
+# packages that still install into /lib (libnl): into usr/lib, where LD_LIBRARY_PATH points
+if [ -d "$root/lib" ]; then
+    cp -a "$root/lib/." "$root/usr/lib/"
+    rm -rf "${root:?}/lib"
+fi
+
 # what a test host never reads: documentation, static libraries, other Lua versions
 rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/lintian" "$root/usr/share/zsh" \
        "$root/usr/share/lua/5.2" "$root/usr/share/lua/5.3" "$root/usr/share/lua/5.4" \
        "$root/usr/lib/$ARCH/lua/5.2" "$root/usr/lib/$ARCH/lua/5.3" "$root/usr/lib/$ARCH/lua/5.4" \
        "$root/usr/lib/$ARCH/pkgconfig" "$root/usr/bin/libpng-config" "$root/usr/bin/libpng16-config"
 rm -f "$root/usr/lib/$ARCH"/*.a "$root/usr/lib/$ARCH"/liblua5.[234]-* "$root/usr/lib/$ARCH/libluajit-5.1.so"
+# facet loads OpenBLAS by path: the reference BLAS / LAPACK names beside it are not needed
+rm -f "$root/usr/lib/$ARCH/openblas-openmp/libblas.so.3" "$root/usr/lib/$ARCH/openblas-openmp/liblapack.so.3"
+
+# Open MPI: the plugins of the fabrics whose libraries are not carried, and the
+# Fortran, Java, C++ and OpenSHMEM parts (facet uses MPI from C)
+ompi=$root/usr/lib/$ARCH/openmpi
+rm -f "$ompi"/lib/openmpi3/mca_*_ofi.so "$ompi"/lib/openmpi3/mca_*_ucx.so "$ompi"/lib/openmpi3/mca_btl_uct.so \
+      "$ompi"/lib/openmpi3/mca_btl_openib.so "$ompi"/lib/openmpi3/mca_mtl_psm*.so \
+      "$ompi"/lib/openmpi3/mca_spml_*.so "$ompi"/lib/openmpi3/mca_sshmem_*.so "$ompi"/lib/openmpi3/mca_memheap_*.so \
+      "$ompi"/lib/openmpi3/mca_scoll_*.so "$ompi"/lib/openmpi3/mca_atomic_*.so \
+      "$root/usr/lib/$ARCH"/libmca_common_ofi.so* "$root/usr/lib/$ARCH"/libmca_common_ucx.so* \
+      "$root/usr/lib/$ARCH"/libmca_common_verbs.so* "$ompi"/lib/libmca_common_ofi.so \
+      "$ompi"/lib/libmca_common_ucx.so "$ompi"/lib/libmca_common_verbs.so \
+      "$root/usr/lib/$ARCH"/libmpi_mpifh* "$root/usr/lib/$ARCH"/libmpi_usempi* "$root/usr/lib/$ARCH"/libmpi_java* \
+      "$root/usr/lib/$ARCH"/libmpi_cxx* "$root/usr/lib/$ARCH"/liboshmem* \
+      "$ompi"/lib/libmpi_mpifh* "$ompi"/lib/libmpi_usempi* "$ompi"/lib/libmpi_java* "$ompi"/lib/libmpi_cxx* \
+      "$ompi"/lib/liboshmem* "$ompi"/lib/*.mod \
+      "$ompi"/include/*.mod "$ompi"/include/mpif*.h "$ompi"/include/shmem* "$ompi"/include/pshmem*
+# mpi.h needs none of the internal headers (for plugins) under include/openmpi
+rm -rf "$ompi"/include/openshmem "$ompi"/include/mpp "$root/usr/lib/$ARCH/fortran" "$ompi"/include/openmpi/*
+for b in "$root"/usr/bin/mpif* "$root"/usr/bin/mpijavac* "$root"/usr/bin/osh* "$root"/usr/bin/shmem* \
+         "$root"/usr/bin/mpic++* "$root"/usr/bin/mpicxx* "$root"/usr/bin/mpiCC* "$root"/usr/bin/opalc++ \
+         "$root"/usr/bin/ortecc; do
+    rm -f "$b"
+done
+# the names update-alternatives would make (openmpi-bin's postinst)
+ln -sfn orterun "$root/usr/bin/mpirun"
+ln -sfn orterun "$root/usr/bin/mpiexec"
+ln -sfn opal_wrapper "$root/usr/bin/mpicc"
+[ -x "$root/usr/bin/orterun" ] && [ -e "$root/usr/share/openmpi/mpicc-wrapper-data.txt" ] ||
+    { echo "bundle.sh: Open MPI's orterun or mpicc-wrapper-data.txt is missing" >&2; exit 1; }
 
 # absolute symlinks would point at the host's /usr: make them relative
 find "$root" -type l | while read -r link; do
@@ -182,27 +230,57 @@ if not p.cpath:find(r, 1, true) then p.cpath = p.cpath .. ';' .. r .. '/usr/lib/
 # directory also holds libblas.so.3 and liblapack.so.3, which would shadow the host's)
 LD_LIBRARY_PATH="\$_fl\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 FACET_BLAS_LIB="\$_fl/openblas-openmp/libopenblas.so.0"
+# Open MPI 4.1 relocated: OPAL_PREFIX moves its plugins, help files and the
+# wrapper compiler's data; its configuration directory (/etc/openmpi) and
+# PMIx's directories are absolute in Debian's build and are named one by one.
+# libmpi itself comes from LD_LIBRARY_PATH, which the runpath that mpicc's -L
+# gives facet_core.so (DT_RUNPATH, not DT_RPATH) comes after.
+OPAL_PREFIX="\$_fr/usr"
+OPAL_SYSCONFDIR="\$_fr/etc/openmpi"
+PMIX_PREFIX="\$_fl/pmix2"
+PMIX_LIBDIR="\$_fl/pmix2/lib"
+PMIX_DATADIR="\$_fl/pmix2/share"
 # jpeglib.h, png.h and the libjpeg.so / libpng.so link names for the build
 C_INCLUDE_PATH="\$_fr/usr/include:\$_fr/usr/include/$ARCH\${C_INCLUDE_PATH:+:\$C_INCLUDE_PATH}"
 LIBRARY_PATH="\$_fl\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
 # luarocks' configuration, which finds the rockspec's external dependencies in the bundle
 LUAROCKS_SYSCONFDIR="\$_fr/etc/luarocks"
 export FACET_BUNDLE PATH LUA_PATH LUA_CPATH LUA_INIT LD_LIBRARY_PATH FACET_BLAS_LIB C_INCLUDE_PATH LIBRARY_PATH LUAROCKS_SYSCONFDIR
+export OPAL_PREFIX OPAL_SYSCONFDIR PMIX_PREFIX PMIX_LIBDIR PMIX_DATADIR
+# without ssh or rsh (the GPU host) Open MPI's rsh launcher refuses to start
+# even ranks on this machine; the isolated launcher starts them here only
+_fa=""
+for _fx in ssh rsh; do
+    _fp=\$(command -v \$_fx 2>/dev/null) && [ -f "\$_fp" ] && [ -x "\$_fp" ] && _fa=\$_fp
+done
+if [ -z "\$_fa" ]; then
+    OMPI_MCA_plm=isolated
+    export OMPI_MCA_plm
+fi
 _fg=\$(getconf GNU_LIBC_VERSION 2>/dev/null | sed -n 's/^glibc 2\.\([0-9]*\).*/\1/p')
 if [ -n "\$_fg" ] && [ "\$_fg" -lt ${glibc_minor} ]; then
     echo "env.sh: warning: this host has glibc 2.\$_fg, the bundle needs $glibc" >&2
 fi
-unset _fb _fr _fl _fg
+unset _fb _fr _fl _fg _fa _fx _fp
 EOF
 
 # every ELF file in the bundle must resolve against the bundle plus the host's
-# glibc/libgomp/libgcc/zlib
+# glibc/libgomp/libgcc/libstdc++/zlib (this machine may have more installed: a
+# library found outside the bundle and not one of those counts as missing)
 missing=$(
     LD_LIBRARY_PATH="$root/usr/lib/$ARCH:$root/usr/lib/$ARCH/openblas-openmp"
     export LD_LIBRARY_PATH
     find "$root" -type f \( -name '*.so*' -o -path '*/bin/*' \) | while read -r f; do
         head -c 4 "$f" | grep -q ELF || continue
-        ldd "$f" 2>/dev/null | grep "not found" | sed "s|^|$f: |"
+        ldd "$f" 2>/dev/null | while read -r lib arrow path _; do
+            [ "$arrow" = "=>" ] || continue
+            case $path in
+                "$root"/*) ;;
+                */libc.so.*|*/libm.so.*|*/libdl.so.*|*/libpthread.so.*|*/librt.so.*|*/libutil.so.*|\
+                */libresolv.so.*|*/libgomp.so.*|*/libgcc_s.so.*|*/libstdc++.so.*|*/libz.so.*) ;;
+                *) echo "$f: $lib => $path (not in the bundle)" ;;
+            esac
+        done
     done
 )
 if [ -n "$missing" ]; then

@@ -1,14 +1,21 @@
 #!/bin/sh
 # tools/gpu_check.sh [--no-device] OUTDIR   (`make gpu-check OUT=OUTDIR`)
-# The GPU check of a host with an NVIDIA GPU, in one run of at most ~8 minutes:
+# The GPU check of a host with an NVIDIA GPU, in one run of at most 9 minutes:
 #   1. builds the core into build-gpu/ for the GPU's architecture only
-#      (NVCCFLAGS="-O3 -arch=sm_XY", XY from nvidia-smi's compute_cap),
+#      (NVCCFLAGS="-O3 -arch=sm_XY", XY from nvidia-smi's compute_cap), with
+#      MPI when mpicc is on the PATH (the bundle's Open MPI) and NCCL from the
+#      CUDA toolkit or, failing that, from the Python wheel nvidia-nccl
+#      (NCCL_HOME set to a folder of links in build-gpu/nccl),
 #   2. checks that facet sees the device (facet.cuda.device_count() > 0),
 #   3. runs the C unit tests, then every spec file with FACET_DEVICE=cuda,
 #      one busted process per file (spec/backend_ops_spec.lua first when it
 #      exists), with CUDA_LAUNCH_BLOCKING=1 so a bad kernel fails where it is,
-#   4. runs the benchmarks (heads at K = 72,690 and 1,000,000, train_step for IResNet-50
-#      and MobileFaceNet, data, then conv and any other taking --device; see step 4),
+#      then facet.dist's collectives on GPU tensors through NCCL at world size
+#      1 (mpirun -np 1 spec/support/nccl_check.lua cuda: NCCL refuses two ranks
+#      on one GPU; the dry run runs the same checks on 2 CPU ranks over MPI),
+#   4. runs the benchmarks (heads at K = 72,690 and 1,000,000, data, train_step for
+#      MobileFaceNet and IResNet-50 in fp32, fp16 and bf16, then conv and any
+#      other taking --device; see step 4),
 # each step under `timeout`, and writes OUTDIR/summary.txt (per spec file
 # passed/failed/skipped, totals, the benchmarks' figures) and OUTDIR/logs/*.log.
 # Exit status: 0 all passed, 1 anything failed, 2 no GPU here (one line, no work).
@@ -16,7 +23,7 @@
 # needed): the CUDA cases of the specs are reported as skipped and the benchmarks
 # are listed, not run. Where no GPU tells the architecture, the dry run builds
 # for sm_90 when nvcc is there (FACET_GPU_ARCH=sm_XY picks another, in both modes).
-# FACET_GPU_CHECK_BUDGET (460 s) bounds the whole run; steps past it are not run
+# FACET_GPU_CHECK_BUDGET (540 s) bounds the whole run; steps past it are not run
 # and count as failures. On a host without LuaJIT and busted, source the bundle
 # first (make bundle on a Debian 12 machine; see README, "GPU host").
 set -u
@@ -27,7 +34,7 @@ out=""
 for a in "$@"; do
     case $a in
         --no-device|--dry-run) dry=1 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         -*) echo "gpu_check: unknown option $a" >&2; exit 1 ;;
         *) out=$a ;;
     esac
@@ -64,7 +71,7 @@ body=$out/.summary.body
 note() { printf '%s\n' "$*" | tee -a "$body"; }
 
 start=$(date +%s)
-budget=${FACET_GPU_CHECK_BUDGET:-460}
+budget=${FACET_GPU_CHECK_BUDGET:-540}
 elapsed() { echo $(( $(date +%s) - start )); }
 # the timeout of a step: its own limit, or what is left of the budget
 limit() {
@@ -112,6 +119,42 @@ else
     makevars="FACET_CUDA=1"
 fi
 
+# NCCL: the CUDA toolkit's when it has nccl.h, else the Python wheel's
+# (nvidia-nccl-cu*: include/nccl.h and lib/libnccl.so.2 but no libnccl.so to
+# link with -lnccl, hence the folder of links, made after the stamp check below)
+nccl_py=""
+nccl_note="none (CUDA tensors' collectives will fail: built without NCCL)"
+if [ "$makevars" = FACET_CUDA=1 ]; then
+    cuda_home=$(dirname "$(dirname "$(command -v nvcc)")")
+    if [ -n "${NCCL_HOME:-}" ]; then
+        nccl_note="$NCCL_HOME (NCCL_HOME)"
+    elif [ -f "$cuda_home/include/nccl.h" ]; then
+        nccl_note="$cuda_home (the CUDA toolkit)"
+    else
+        # the folder holding include/nccl.h and lib/libnccl.so.2 under the wheels' nvidia/ package
+        nccl_py=$(${FACET_PYTHON:-python3} -c '
+import os, nvidia
+for base in nvidia.__path__:
+    for top, dirs, files in os.walk(base):
+        if os.path.isfile(os.path.join(top, "include", "nccl.h")) and \
+           os.path.isfile(os.path.join(top, "lib", "libnccl.so.2")):
+            print(top)
+            raise SystemExit
+' 2>/dev/null)
+        if [ -n "$nccl_py" ] && [ -f "$nccl_py/include/nccl.h" ] && [ -f "$nccl_py/lib/libnccl.so.2" ]; then
+            nccl_note="$nccl_py (the Python wheel, through $BUILD/nccl)"
+        else
+            nccl_py=""
+        fi
+    fi
+fi
+mpi_note="none (mpicc not on the PATH: built without MPI)"
+if command -v mpicc >/dev/null 2>&1; then
+    mpi_note="$(command -v mpicc), mpirun $(command -v mpirun 2>/dev/null || echo 'not found')"
+    ver=$(mpirun --version 2>/dev/null | head -n 1)
+    [ -n "$ver" ] && mpi_note="$mpi_note ($ver)"
+fi
+
 {
     echo "facet GPU check, $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n)"
     if [ $dry = 1 ]; then
@@ -122,6 +165,8 @@ fi
     fi
     command -v nvcc >/dev/null 2>&1 && echo "nvcc: $(nvcc --version | sed -n 's/.*release \([^,]*\),.*/\1/p')"
     echo "luajit: $(command -v luajit)${FACET_BUNDLE:+ (bundle $FACET_BUNDLE)}"
+    echo "MPI: $mpi_note"
+    [ "$makevars" = FACET_CUDA=1 ] && echo "NCCL: $nccl_note"
 } >"$out/.summary.head"
 cat "$out/.summary.head"
 
@@ -131,6 +176,15 @@ t0=$(date +%s)
 stamp="$makevars${flags:+ NVCCFLAGS=$flags}"
 [ "$(cat "$BUILD/.gpu_check_flags" 2>/dev/null)" = "$stamp" ] || rm -rf "$BUILD"
 mkdir -p "$BUILD" && echo "$stamp" >"$BUILD/.gpu_check_flags"
+if [ -n "$nccl_py" ]; then
+    rm -rf "$BUILD/nccl"
+    mkdir -p "$BUILD/nccl/lib"
+    ln -s "$nccl_py/include" "$BUILD/nccl/include"
+    ln -s "$nccl_py/lib/libnccl.so.2" "$BUILD/nccl/lib/libnccl.so.2"
+    ln -s "$nccl_py/lib/libnccl.so.2" "$BUILD/nccl/lib/libnccl.so"
+    NCCL_HOME=$(pwd)/$BUILD/nccl
+    export NCCL_HOME
+fi
 if [ "$makevars" = FACET_CUDA=1 ]; then
     timeout -k 10 "$(limit 400)" make -j"$jobs" BUILD=$BUILD FACET_CUDA=1 NVCCFLAGS="$flags" build $BUILD/test_core \
         >"$logs/build.log" 2>&1
@@ -155,15 +209,17 @@ if [ $rc = 0 ]; then
         package.path = './lua/?.lua;./lua/?/init.lua;./$BUILD/lua/?.lua;' .. package.path
         package.cpath = './$BUILD/?.so;' .. package.cpath
         local facet = require 'facet'
-        io.write(tostring(facet.cuda.built()), ' ', facet.cuda.device_count(), ' ', facet.blas_core(), '\n')" 2>&1)
+        local d = facet.dist.built()
+        io.write(tostring(facet.cuda.built()), ' ', facet.cuda.device_count(), ' ', facet.blas_core(), ' ',
+          tostring(d.mpi), ' ', tostring(d.nccl), '\n')" 2>&1)
     echo "$probe" >"$logs/device.log"
     set -- $probe
-    if [ $# -ne 3 ]; then
+    if [ $# -ne 5 ]; then
         note "facet: cannot load the build: $(echo "$probe" | head -n 1)"
         fail "facet does not load (logs/device.log)"
         rc=1
     else
-        note "facet: CUDA built: $1, CUDA devices: $2, OpenBLAS core: $3"
+        note "facet: CUDA built: $1, CUDA devices: $2, OpenBLAS core: $3, MPI built: $4, NCCL built: $5"
         if [ $dry = 0 ] && ! [ "$2" -ge 1 ] 2>/dev/null; then
             note "facet sees no CUDA device although nvidia-smi lists one: nothing else is run"
             fail "nvidia-smi lists a GPU but facet.cuda.device_count() is $2 (logs/device.log)"
@@ -173,6 +229,13 @@ if [ $rc = 0 ]; then
     [ $dry = 0 ] && nvidia-smi >"$logs/nvidia-smi.log" 2>&1
 fi
 built=$rc   # 0: built, loads, and (unless dry) sees the GPU: the tests can run
+
+# Open MPI on a lent VM (spec/dist_spec.lua's ranks, step 3c): no binding to
+# cores (hwloc may not see a VM's topology) and no single-copy shared memory
+# (process_vm_readv can be refused in containers); both only cost speed
+OMPI_MCA_hwloc_base_binding_policy=${OMPI_MCA_hwloc_base_binding_policy:-none}
+OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+export OMPI_MCA_hwloc_base_binding_policy OMPI_MCA_btl_vader_single_copy_mechanism
 
 export CUDA_LAUNCH_BLOCKING=1
 # the specs' Python references (NumPy, torch, onnx): the host's python3 when
@@ -253,15 +316,50 @@ if [ $built = 0 ]; then
 fi
 unset CUDA_LAUNCH_BLOCKING
 
+# 3c. facet.dist's collectives through NCCL: one rank (NCCL refuses two ranks
+# on one GPU), GPU tensors, hand-computed values (spec/support/nccl_check.lua);
+# the dry run runs the same checks on 2 CPU ranks through MPI
+if [ $built = 0 ]; then
+    if [ $dry = 1 ]; then np=2; ndev=cpu; else np=1; ndev=cuda; fi
+    cmd="mpirun -np $np luajit bin/facet run spec/support/nccl_check.lua $ndev"
+    t=$(limit 120)
+    note ""
+    if ! command -v mpirun >/dev/null 2>&1; then
+        note "collectives ($cmd): NOT RUN: mpirun is not on the PATH (the bundle carries Open MPI: . build/bundle/env.sh)"
+        fail "collectives not run: no mpirun"
+    elif [ "$t" -le 5 ]; then
+        note "collectives ($cmd): NOT RUN (time budget)"
+        fail "collectives not run: time budget"
+    else
+        t0=$(date +%s)
+        FACET_BUILD=$BUILD timeout -k 10 "$t" mpirun --allow-run-as-root --oversubscribe -np $np \
+            luajit bin/facet run spec/support/nccl_check.lua $ndev </dev/null >"$logs/collectives.log" 2>&1
+        rc=$?
+        secs=$(( $(date +%s) - t0 ))
+        res=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$logs/collectives.log" | head -n 1)
+        why=$(grep '^cannot run: ' "$logs/collectives.log" | head -n 1)
+        if [ $rc = 0 ] && [ -n "$res" ]; then
+            note "collectives ($cmd): $res ($secs s)"
+        else
+            case $rc in 124|137) res="TIMEOUT after $t s" ;; esac
+            note "collectives ($cmd): FAILED (rc $rc, $secs s${res:+: $res}${why:+: $why}; logs/collectives.log)"
+            grep '^FAIL ' "$logs/collectives.log" | head -n 5 | sed 's/^/  /' | tee -a "$body"
+            fail "collectives: rc $rc (logs/collectives.log)"
+        fi
+    fi
+fi
+
 # 4. benchmarks (figures, not pass/fail; a crash or timeout is a failure), in
 # this order (the quick ones first), each "log name, time limit in seconds (less
 # when the budget has less left), command under bench/"; then the other
 # bench/*.lua files that take --device, with "--device cuda" and 60 s. The
 # lines a bench starts with "summary:" go into the summary (all its output when
 # it prints none; those printed before a failure too); the whole output is in
-# logs/bench_NAME.log. The training-step benches time 10 steps after 3 warm-up
-# steps; --profile 1 adds 11 profiled steps. Expected on one H100: about 2 to
-# 2.5 minutes for all of them (docs/results.md, "GPU").
+# logs/bench_NAME.log. The training-step benches run fp32, fp16 and bf16 in
+# turn (facet.train's mixed precision; the PyTorch figure is PyTorch AMP) and
+# print each 16-bit precision over facet's own fp32; each precision times 10
+# steps after 3 warm-up steps, and --profile 1 adds 11 profiled steps.
+# Expected on one H100: about 3 to 4 minutes for all of them (docs/gpu.md).
 benches=""
 add_bench() {
     [ -f "bench/${3%% *}" ] && benches="${benches:+$benches|}$1 $2 $3"
@@ -269,8 +367,8 @@ add_bench() {
 add_bench heads_K72690 60 "heads.lua --device cuda --K 72690 --torch 1"
 add_bench heads_K1000000 90 "heads.lua --device cuda --K 1000000 --torch 1"
 add_bench data 60 "data.lua --device cuda --warmup 3 --steps 10"
-add_bench train_step_mobilefacenet 90 "train_step.lua --device cuda --models mobilefacenet --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
-add_bench train_step_iresnet50 150 "train_step.lua --device cuda --models iresnet50 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
+add_bench train_step_mobilefacenet 120 "train_step.lua --device cuda --models mobilefacenet --precision fp32,fp16,bf16 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
+add_bench train_step_iresnet50 200 "train_step.lua --device cuda --models iresnet50 --precision fp32,fp16,bf16 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
 for b in bench/*.lua; do
     n=$(basename "$b")
     case $n in heads.lua|train_step.lua|data.lua) continue ;; esac

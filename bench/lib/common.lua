@@ -1,6 +1,6 @@
 --- bench/lib/common.lua: what the bench scripts share (the command-line
--- parser and its option kinds, the --device check, a training step). A bench
--- loads it with
+-- parser and its option kinds, the --device check, a training step in fp32,
+-- fp16 or bf16). A bench loads it with
 --   package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
 --   local common = require "common"
 -- It sits in bench/lib/ so that tools/gpu_check.sh's loop over bench/*.lua
@@ -8,6 +8,9 @@
 local argparse = require "argparse"
 local facet = require "facet"
 local check = require "facet.check"
+local Module = require "facet.nn.Module"
+-- Module:buffer on a plain table of buffers (the casts below), past its self check
+local buffer_of = check.unwrap(Module.buffer)
 
 local M = {}
 
@@ -105,22 +108,75 @@ function M.check_device(name, device)
   return device == "cuda"
 end
 
+-- precision -> the dtype of the model's activations (false: float32 throughout)
+local LOW = { fp32 = false, fp16 = "float16", bf16 = "bfloat16" }
+M.PRECISIONS = { "fp32", "fp16", "bf16" }
+
+local function direct(_, fn, ...) return fn(...) end
+
 --- One training step of net + head with opt on the batch fetch() returns
 -- (forward, backward, update), as facet.train runs it: the input needs no
--- gradient. fetch may be a function or a pair { x, y }.
-function M.train_step(net, head, opt, fetch)
+-- gradient. fetch may be a function or a pair { x, y }. opts (optional):
+--   precision = "fp32" (default) | "fp16" | "bf16": as facet.train{ precision = }
+--     (docs/mixed-precision.md): the parameters stay float32 (master weights),
+--     the batch is cast to the 16-bit dtype before the model, the embedding
+--     back to float32 for the head (the head and its loss stay float32), the
+--     embedding's gradient to the 16-bit dtype for the model's backward; fp16
+--     scales that gradient with a facet.amp scaler, unscales the model's
+--     gradients and skips the update of a step whose gradients overflowed.
+--     The casts go into buffers made on the first step and reused after.
+--   timed = function(category, fn, ...): called instead of fn(...) for each
+--     phase ("data copy", "optimizer", "casts", "head forward", "head backward",
+--     "loss scaler"), for a profile.
+-- Returns the step function and the scaler (fp16; nil otherwise), whose
+-- .skipped counts the steps skipped for an overflow.
+function M.train_step(net, head, opt, fetch, opts)
+  opts = opts or {}
+  local precision = opts.precision or "fp32"
+  local low = LOW[precision]
+  if low == nil then
+    error(("train_step: precision must be fp32, fp16 or bf16, got %s"):format(tostring(precision)), 2)
+  end
   net:first_leaf().no_input_grad = true
   if type(fetch) == "table" then
     local pair = fetch
     fetch = function() return pair[1], pair[2] end
   end
-  return function()
-    local x, y = fetch()
-    opt:zero_grad()
-    head:forward(net:forward(x), y)
-    net:backward(x, head:backward())
-    opt:step()
+  local call = opts.timed or direct
+  local params, grads = net:parameters()
+  local scaler = low == "float16" and facet.amp.scaler() or nil
+  -- the casts' buffers, kept as a module's (facet.train's layout)
+  local casts = { buffers = {}, device = params[1] and params[1]:device() or "cpu" }
+  local function cast(key, t, dtype)
+    local b = buffer_of(casts, key, t:shape(), dtype)
+    b:copy(t)
+    return b
   end
+  return function()
+    local x, y = call("data copy", fetch)
+    call("optimizer", opt.zero_grad, opt)
+    if low then x = call("casts", cast, "x", x, low) end
+    local e = net:forward(x)
+    if low then e = call("casts", cast, "emb", e, "float32") end
+    call("head forward", head.forward, head, e, y)
+    local g = call("head backward", head.backward, head)
+    if scaler then call("loss scaler", scaler.scale_grad, scaler, g) end
+    if low then g = call("casts", cast, "grad", g, low) end
+    net:backward(x, g)
+    if scaler then
+      call("loss scaler", scaler.unscale, scaler, grads)
+      local what = scaler:update()
+      if what == "diverged" then
+        error(("train_step: fp16 gradients are not finite at the smallest loss scale (%g)"):format(scaler.scale), 0)
+      end
+      if what == "skipped" then
+        -- the expected fp16 overflow: nothing moves, as in facet.train
+        call("optimizer", opt.zero_grad, opt)
+        return
+      end
+    end
+    call("optimizer", opt.step, opt)
+  end, scaler
 end
 
 return M

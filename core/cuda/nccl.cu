@@ -5,7 +5,12 @@
  * facet_cuda_nccl_wait polls that event and ncclCommGetAsyncError until the
  * deadline, and aborts the communicator (ncclCommAbort) when it passes or
  * NCCL reports an error, so a dead peer never hangs the caller. An allgather
- * of unequal parts is one ncclBroadcast per rank inside a group.
+ * of unequal parts is one ncclBroadcast per rank inside a group. float16 is
+ * ncclFloat16; bfloat16 is ncclBfloat16, which NCCL has from 2.10 (an older
+ * nccl.h makes bfloat16 collectives fail naming the version). NCCL reduces
+ * 16-bit values in its own order (not bit-stable across rank counts), and
+ * its avg (ncclAvg) is its own: for floating types NCCL scales by 1/W inside
+ * the reduction, not after the sum as the MPI path does.
  * Built with NCCL when the Makefile finds nccl.h (FACET_NCCL=1); otherwise
  * every entry point fails saying facet was built without NCCL.
  */
@@ -36,6 +41,16 @@ static int nccl_type(int dtype, ncclDataType_t *out)
     case FACET_DTYPE_INT32: *out = ncclInt32; return 0;
     case FACET_DTYPE_INT64: *out = ncclInt64; return 0;
     case FACET_DTYPE_UINT8: *out = ncclUint8; return 0;
+    case FACET_DTYPE_FLOAT16: *out = ncclFloat16; return 0;
+    case FACET_DTYPE_BFLOAT16:
+#if defined(NCCL_VERSION_CODE) && NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
+        *out = ncclBfloat16;
+        return 0;
+#else
+        return facet_fail(FACET_STATUS_ERR_DEVICE, "facet_cuda_nccl: bfloat16 collectives need NCCL 2.10 or newer; facet "
+                          "was built against NCCL %d.%d (use float16 or float32, or rebuild with a newer NCCL_HOME)",
+                          NCCL_MAJOR, NCCL_MINOR);
+#endif
     default: return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_nccl: dtype %d has no NCCL type", dtype);
     }
 }

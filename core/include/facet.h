@@ -835,8 +835,8 @@ FACET_API int facet_loader_free(facet_loader *loader);
  * started. facet_dist_init calls MPI_Init_thread when MPI is not initialised
  * yet (facet_dist_free then finalises it); a build without MPI (FACET_MPI=0,
  * or no mpicc) keeps every function, and each fails saying so. Collectives
- * take contiguous tensors of one dtype (float32, int32, int64, uint8; AVG only
- * float32) on one device: CPU tensors go through MPI, CUDA tensors through
+ * take contiguous tensors of one dtype (float32, float16, bfloat16, int32,
+ * int64, uint8; AVG only the float types) on one device: CPU tensors go through MPI, CUDA tensors through
  * NCCL, whose communicator is made on first use from rank 0's unique id,
  * broadcast over MPI. Every collective is started non-blocking and polled
  * against a deadline (params.timeout seconds): a peer that never joins makes
@@ -845,10 +845,12 @@ FACET_API int facet_loader_free(facet_loader *loader);
  * MPI or NCCL error fails it at once. After a failure the communicator is
  * broken: every later call fails naming the first failure, and free skips
  * MPI_Finalize (which would wait for the dead peer). All ranks must call the
- * same collectives in the same order with agreeing shapes. */
+ * same collectives in the same order with agreeing shapes. float16 and
+ * bfloat16 reduce in float32 per pairwise combine, rounded once each
+ * (docs/distributed.md, "16-bit gradient allreduce"). */
 enum facet_dist_op {
     FACET_DIST_OP_SUM = 0,
-    FACET_DIST_OP_AVG = 1,         /* the sum divided by the world size (float32 only) */
+    FACET_DIST_OP_AVG = 1,         /* the sum divided by the world size (float types only) */
     FACET_DIST_OP_MAX = 2,
     FACET_DIST_OP_MIN = 3,
     FACET_DIST_OP_COUNT = 4

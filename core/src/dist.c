@@ -18,6 +18,20 @@
  * sends SIGTERM to the others), a SIGTERM handler says so on stderr, naming
  * this rank and its last collective, then lets the signal kill the process.
  *
+ * 16-bit tensors (float16, bfloat16) travel as MPI_UINT16_T with user-defined
+ * ops: each pairwise combine widens both operands to float32 (half_math.h),
+ * adds (or takes fmaxf/fminf, as facet's maximum_/minimum_: a NaN loses to a
+ * number) and rounds the result once back to 16 bits. float32 has at least
+ * 2p + 2 bits for p = 11 (float16) and 8 (bfloat16), so each combine is the
+ * correctly rounded 16-bit sum of its operands; inf and NaN propagate as in
+ * float32. Which partial sums MPI forms depends on its algorithm and the
+ * rank count, so a 16-bit sum over more than two ranks is not bit-stable
+ * across rank counts (nor is NCCL's). avg is that sum, then on each rank
+ * every element widened, multiplied by 1/W in float32 and rounded once.
+ * The float16 sum runs 8 values at a time with F16C where the CPU has it
+ * (same bits: its conversions round as half_math.h does; lanes holding an
+ * inf or NaN go through half_math.h for its NaN rule).
+ *
  * Without MPI every function exists and fails with "built without MPI"; the
  * Lua layer (facet.dist) then runs as world size 1 without calling here.
  */
@@ -37,7 +51,9 @@
 #endif
 #if FACET_MPI
 #include <dlfcn.h>
+#include <math.h>
 #include <mpi.h>
+#include "half_math.h"
 #endif
 
 static const char *op_names[] = { "sum", "avg", "max", "min" };
@@ -311,12 +327,116 @@ static MPI_Datatype mpi_type(int dtype)
     case FACET_DTYPE_INT32: return MPI_INT32_T;
     case FACET_DTYPE_INT64: return MPI_INT64_T;
     case FACET_DTYPE_UINT8: return MPI_UINT8_T;
+    case FACET_DTYPE_FLOAT16:
+    case FACET_DTYPE_BFLOAT16: return MPI_UINT16_T;     /* reduced by the ops below */
     default: return MPI_DATATYPE_NULL;
     }
 }
 
-static MPI_Op mpi_op(int op)
+static int is_half(int dtype) { return dtype == FACET_DTYPE_FLOAT16 || dtype == FACET_DTYPE_BFLOAT16; }
+
+/* ---- 16-bit reductions: a user op per format and op (sum, max, min) ---- */
+
+enum { HALF_SUM, HALF_MAX, HALF_MIN, HALF_OPS };
+
+static MPI_Op half_ops[2][HALF_OPS];   /* [bfloat16][op], made once after MPI_Init */
+static int half_ops_made;
+
+static inline float widen16(uint16_t v, int bf) { return bf ? facet_bf16_to_float(v) : facet_half_to_float(v); }
+static inline uint16_t round16(float f, int bf) { return bf ? facet_float_to_bf16(f) : facet_float_to_half(f); }
+
+/* inout[i] = in[i] op inout[i] for i in [from, n), in float32, rounded once to 16 bits */
+static void combine16_from(const uint16_t *a, uint16_t *b, int from, int n, int bf, int op)
 {
+    for (int i = from; i < n; i++) {
+        float x = widen16(a[i], bf), y = widen16(b[i], bf);
+        float r = op == HALF_SUM ? x + y : op == HALF_MAX ? fmaxf(x, y) : fminf(x, y);
+        b[i] = round16(r, bf);
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+/* float16 sums 8 at a time with F16C: the hardware's conversions round to
+ * nearest even with subnormals and overflow to inf as half_math.h does; only
+ * NaN payloads differ, so 8 lanes holding an inf or NaN operand (all-ones
+ * exponent) take the scalar path. Returns how many it summed. */
+__attribute__((target("avx,f16c"))) static int f16_sum_f16c(const uint16_t *a, uint16_t *b, int n)
+{
+    const __m128i ones = _mm_set1_epi16(0x7c00);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(a + i)), y = _mm_loadu_si128((const __m128i *)(b + i));
+        __m128i special = _mm_or_si128(_mm_cmpeq_epi16(_mm_and_si128(x, ones), ones),
+                                       _mm_cmpeq_epi16(_mm_and_si128(y, ones), ones));
+        if (_mm_movemask_epi8(special)) {
+            combine16_from(a, b, i, i + 8, 0, HALF_SUM);
+            continue;
+        }
+        __m256 r = _mm256_add_ps(_mm256_cvtph_ps(x), _mm256_cvtph_ps(y));
+        _mm_storeu_si128((__m128i *)(b + i), _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    return i;
+}
+
+/* AVX through the compiler's check (it includes the OS's XSAVE support), F16C by CPUID */
+static int f16c_usable(void)
+{
+    static int known = -1;     /* racing first calls store the same answer */
+    unsigned ea, eb, ec, ed;
+    if (known < 0) known = __builtin_cpu_supports("avx") && __get_cpuid(1, &ea, &eb, &ec, &ed) && (ec & bit_F16C);
+    return known;
+}
+#endif
+
+static void combine16(const void *in, void *inout, int n, int bf, int op)
+{
+    int from = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!bf && op == HALF_SUM && f16c_usable()) from = f16_sum_f16c(in, inout, n);
+#endif
+    combine16_from(in, inout, from, n, bf, op);
+}
+
+static void f16_sum(void *in, void *io, int *n, MPI_Datatype *t) { (void)t; combine16(in, io, *n, 0, HALF_SUM); }
+static void f16_max(void *in, void *io, int *n, MPI_Datatype *t) { (void)t; combine16(in, io, *n, 0, HALF_MAX); }
+static void f16_min(void *in, void *io, int *n, MPI_Datatype *t) { (void)t; combine16(in, io, *n, 0, HALF_MIN); }
+static void bf16_sum(void *in, void *io, int *n, MPI_Datatype *t) { (void)t; combine16(in, io, *n, 1, HALF_SUM); }
+static void bf16_max(void *in, void *io, int *n, MPI_Datatype *t) { (void)t; combine16(in, io, *n, 1, HALF_MAX); }
+static void bf16_min(void *in, void *io, int *n, MPI_Datatype *t) { (void)t; combine16(in, io, *n, 1, HALF_MIN); }
+
+static int make_half_ops(void)
+{
+    if (half_ops_made) return MPI_SUCCESS;
+    MPI_User_function *fns[2][HALF_OPS] = { { f16_sum, f16_max, f16_min }, { bf16_sum, bf16_max, bf16_min } };
+    for (int f = 0; f < 2; f++)
+        for (int o = 0; o < HALF_OPS; o++) {
+            int rc = MPI_Op_create(fns[f][o], 1, &half_ops[f][o]);
+            if (rc != MPI_SUCCESS) {
+                /* the ones made so far go back: a later init tries again */
+                for (int k = 0; k < f * HALF_OPS + o; k++) MPI_Op_free(&half_ops[k / HALF_OPS][k % HALF_OPS]);
+                return rc;
+            }
+        }
+    half_ops_made = 1;
+    return MPI_SUCCESS;
+}
+
+static void free_half_ops(void)
+{
+    if (!half_ops_made) return;
+    for (int f = 0; f < 2; f++)
+        for (int o = 0; o < HALF_OPS; o++) MPI_Op_free(&half_ops[f][o]);
+    half_ops_made = 0;
+}
+
+static MPI_Op mpi_op(int op, int dtype)
+{
+    if (is_half(dtype)) {
+        int o = op == FACET_DIST_OP_MAX ? HALF_MAX : op == FACET_DIST_OP_MIN ? HALF_MIN : HALF_SUM;
+        return half_ops[dtype == FACET_DTYPE_BFLOAT16][o];
+    }
     return op == FACET_DIST_OP_MAX ? MPI_MAX : op == FACET_DIST_OP_MIN ? MPI_MIN : MPI_SUM;
 }
 
@@ -327,7 +447,8 @@ static int check_buffer(const char *fn, const char *name, const facet_tensor *t)
     int rc = facet_check_tensor(fn, name, t);
     if (rc) return rc;
     if (mpi_type(t->dtype) == MPI_DATATYPE_NULL)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s must be float32, int32, int64 or uint8", fn, name, facet_desc(t));
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s must be float32, float16, bfloat16, int32, int64 or uint8", fn, name,
+                          facet_desc(t));
     if (!facet_contiguous(t))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s must be contiguous", fn, name, facet_desc(t));
     if (t->device == FACET_DEVICE_CUDA && !facet_cuda_nccl_is_built())
@@ -340,8 +461,9 @@ static int check_op(const char *fn, int op, const facet_tensor *t)
 {
     if (op < 0 || op >= FACET_DIST_OP_COUNT)
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: op %d is not a FACET_DIST_OP_* (0..%d)", fn, op, FACET_DIST_OP_COUNT - 1);
-    if (op == FACET_DIST_OP_AVG && t->dtype != FACET_DTYPE_FLOAT32)
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: op avg needs a float32 tensor, got %s", fn, facet_desc(t));
+    if (op == FACET_DIST_OP_AVG && t->dtype != FACET_DTYPE_FLOAT32 && !is_half(t->dtype))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: op avg needs a float32, float16 or bfloat16 tensor, got %s", fn,
+                          facet_desc(t));
     return 0;
 }
 
@@ -353,11 +475,19 @@ static int check_count(const char *fn, const facet_tensor *t, int64_t n)
     return 0;
 }
 
+/* avg's division: times 1/W in float32 (16-bit: widened, rounded once) */
 static void scale(facet_tensor *t, double by)
 {
-    float *p = facet_ptr(t);
     const float f = (float)by;
-    for (int64_t i = 0, n = facet_numel(t); i < n; i++) p[i] *= f;
+    int64_t n = facet_numel(t);
+    if (is_half(t->dtype)) {
+        uint16_t *p = facet_ptr(t);
+        int bf = t->dtype == FACET_DTYPE_BFLOAT16;
+        for (int64_t i = 0; i < n; i++) p[i] = round16(widen16(p[i], bf) * f, bf);
+        return;
+    }
+    float *p = facet_ptr(t);
+    for (int64_t i = 0; i < n; i++) p[i] *= f;
 }
 
 /* The NCCL communicator, made on first use: rank 0's id goes out over MPI. */
@@ -433,6 +563,7 @@ int facet_dist_init(facet_dist **out, const facet_dist_params *params)
     if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(node, &d->local_rank);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_size(node, &d->local_size);
     if (node != MPI_COMM_NULL) MPI_Comm_free(&node);
+    if (rc == MPI_SUCCESS) rc = make_half_ops();
     if (rc != MPI_SUCCESS) {
         free(d);
         return facet_fail(FACET_STATUS_ERR_IO, "%s: setting up the communicator failed: %s", fn, mpi_text(rc, err));
@@ -464,6 +595,7 @@ int facet_dist_free(facet_dist *d)
                 sigaction(SIGTERM, &term_old, NULL);
                 term_installed = 0;
             }
+            free_half_ops();
             MPI_Finalize();
         }
         free(d);
@@ -521,7 +653,7 @@ static int allreduce_post(facet_dist *d, const char *fn, facet_tensor *t, int op
         return 0;
     }
     MPI_Datatype ty = mpi_type(t->dtype);
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, facet_ptr(t), (int)n, ty, mpi_op(op), d->comm, req);
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, facet_ptr(t), (int)n, ty, mpi_op(op, t->dtype), d->comm, req);
     if (rc != MPI_SUCCESS)
         return breaks(d, FACET_STATUS_ERR_IO, "%s: allreduce (collective #%llu) failed to start on rank %d: %s", fn, seq,
                       d->rank, mpi_text(rc, err));
@@ -721,7 +853,7 @@ int facet_dist_reduce_scatter(facet_dist *d, facet_tensor *out, const facet_tens
     MPI_Datatype ty = mpi_type(x->dtype);
     MPI_Request req;
     char err[MPI_MAX_ERROR_STRING];
-    int m = MPI_Ireduce_scatter_block(facet_ptr(x), facet_ptr(out), (int)n, ty, mpi_op(op), d->comm, &req);
+    int m = MPI_Ireduce_scatter_block(facet_ptr(x), facet_ptr(out), (int)n, ty, mpi_op(op, x->dtype), d->comm, &req);
     if (m != MPI_SUCCESS) return breaks(d, FACET_STATUS_ERR_IO, "%s: rank %d: %s", fn, d->rank, mpi_text(m, err));
     rc = wait_req(d, &req, fn, "reduce_scatter", seq, now() + d->timeout);
     if (!rc && op == FACET_DIST_OP_AVG) scale(out, 1.0 / d->size);

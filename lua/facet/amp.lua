@@ -172,5 +172,6 @@ function Scaler:load_state(st)
   return self
 end
 
+valid.methods(Scaler, "scaler", "a facet.amp scaler")
 M.Scaler = Scaler
 return M

@@ -14,6 +14,7 @@
 --   check.options(fn, opts, allowed)    opts (nil: {}) has only allowed names -> opts
 --   check.loader_options(opts)          every option of facet.data.loader (see there)
 --   check.flag(name, spec)              an argparse converter for a numeric command-line option
+--   check.methods(cls, prefix, noun)    every method of a class checks its self (obj.m() for obj:m())
 -- Finite is the default: NaN is never a valid number, and an infinity only
 -- with finite = false. This module loads the C core only to raise an error,
 -- so the command line's parser can use check.flag before facet loads.
@@ -286,6 +287,63 @@ function M.loader_options(opts)
     end
   end
   return opts
+end
+
+-- whether v is cls, an instance of it or of a subclass: the chain of
+-- metatables' __index tables, as the classes of facet build it
+local function is_a(v, cls)
+  local c = v
+  for _ = 1, 32 do
+    if c == cls then return true end
+    if type(c) ~= "table" then return false end
+    local mt = getmetatable(c)
+    local up = mt and rawget(mt, "__index")
+    if type(up) ~= "table" or up == c then
+      -- an instance's metatable is its class (class.__index = class)
+      if mt == cls then return true end
+      if type(mt) ~= "table" or mt == c then return false end
+      c = mt
+    else
+      c = up
+    end
+  end
+  return false
+end
+
+local wrapped = setmetatable({}, { __mode = "k" })   -- the wrapper -> the method it wraps
+
+--- The method a wrapper of check.methods calls (f itself when it is none),
+-- for code that reads a function's source (facet.help).
+function M.unwrap(f)
+  return wrapped[f] or f
+end
+
+--- Makes every method of the class table cls (each function field whose
+-- first parameter is named self, metamethods aside) check that it was called
+-- on an instance: `obj.method(x)` for `obj:method(x)`, or a method called with
+-- another object, raises "<prefix>:method: call it with ':' on <noun>; self
+-- is <what it was>" (check.methods(Loader, "loader", "a loader")) at the
+-- user's line, instead of a bare "attempt to index" inside facet. Fields
+-- added to cls later are not wrapped; instances are tables whose metatable
+-- chain (class.__index = class, subclasses' metatables' __index = parent)
+-- reaches cls.
+function M.methods(cls, prefix, noun)
+  for k, f in pairs(cls) do
+    if type(k) == "string" and k:sub(1, 2) ~= "__" and type(f) == "function" and not wrapped[f]
+        and debug.getlocal(f, 1) == "self" then
+      local function method(self, ...)
+        if not is_a(self, cls) then
+          local got = type(self) == "table" and rawget(getmetatable(self) or {}, "__name")
+          raise(("%s:%s: call it with ':' on %s; self is %s"):format(prefix, k, noun,
+            got and ("a " .. got) or describe(self)))
+        end
+        return f(self, ...)
+      end
+      wrapped[method] = f
+      cls[k] = method
+    end
+  end
+  return cls
 end
 
 return M

@@ -128,6 +128,11 @@ end
 function M.save(dir, st)
   valid.string("facet.checkpoint.save", "dir", dir)
   valid.table("facet.checkpoint.save", "state", st)
+  if type(st.model) ~= "table" or type(st.model.state_dict) ~= "function" then
+    valid.fail("facet.checkpoint.save", "state.model must be a model (a table with state_dict()), got " ..
+      valid.describe(st.model))
+  end
+  if type(st.step) ~= "number" then valid.integer("facet.checkpoint.save", "state.step", st.step, { min = 0 }) end
   local w = weights(st.model, st.head)
   local ostate = st.optimizer and st.optimizer:state() or {}
   if st.writer == false then return nil end

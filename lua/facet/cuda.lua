@@ -25,6 +25,10 @@ end
 --- True when the CUDA backend was compiled in (nvcc was found at build time).
 --- The name of CUDA device i (0-based) and its memory in bytes.
 function M.device_name(i)
+  if type(i) ~= "number" or i ~= math.floor(i) or i < 0 or i > 2 ^ 31 - 1 then
+    core.raise(("facet.cuda.device_name: i must be an integer >= 0 (a device index), got %s"):format(
+      type(i) == "number" and tostring(i) or "a " .. type(i)), 2)
+  end
   local buf, mem = ffi.new("char[256]"), ffi.new("int64_t[1]")
   check(C.facet_cuda_device_name(i, buf, 256, mem))
   return ffi.string(buf), tonumber(mem[0])

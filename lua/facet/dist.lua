@@ -5,6 +5,7 @@
 --   facet.dist.world() -> g     the group of every rank:
 --     g:rank(), g:size(), g:barrier()
 --     g:allreduce(t, op)        in place, op "sum" | "avg" | "max" | "min"; returns t
+--                               (float16/bfloat16: reduced in float32, rounded once per combine)
 --     g:allgather(t [, counts]) a NEW tensor: the ranks' t concatenated along dim 1;
 --                               counts: each rank's t:size(1) (default: all equal)
 --     g:reduce_scatter(t, op)   a NEW tensor of t:size(1) / W rows: rank r gets rows
@@ -13,8 +14,9 @@
 --     g:allreduce_start(t, op), g:progress(), g:wait_all()   a started allreduce, a poke that
 --                               lets MPI move it on, its completion (facet.train's buckets)
 --   facet.dist.allreduce / allgather / reduce_scatter / broadcast: world()'s.
---   facet.dist.data_parallel(sources [, { bucket_mb = 1, op = "avg" }]) -> r   gradient
---                               averaging for facet.train{ dist = true } (see there)
+--   facet.dist.data_parallel(sources [, { bucket_mb = 1, op = "avg", dtype = "fp32" }]) -> r
+--                               gradient averaging for facet.train{ dist = true } (see there);
+--                               dtype "fp16" | "bf16": the buckets travel in 16 bits
 -- CPU tensors go through MPI, CUDA tensors through NCCL (facet_dist_* in facet.h).
 -- At world size 1 without MPI the collectives are identities (a copy where a
 -- new tensor is promised). A collective that does not complete within the
@@ -35,6 +37,12 @@ local M = {}
 
 local OPS = { sum = C.FACET_DIST_OP_SUM, avg = C.FACET_DIST_OP_AVG, max = C.FACET_DIST_OP_MAX, min = C.FACET_DIST_OP_MIN }
 local OP_NAMES = { "sum", "avg", "max", "min" }
+-- the dtypes collectives take; avg takes the float ones
+local FLOATS = { float32 = true, float16 = true, bfloat16 = true }
+local DTYPES = { float32 = true, float16 = true, bfloat16 = true, int32 = true, int64 = true, uint8 = true }
+-- data_parallel's dtype = ... -> the buckets' wire dtype (false: the gradients' float32)
+local WIRE = { fp32 = false, fp16 = "float16", bf16 = "bfloat16" }
+M.ALLREDUCE_DTYPES = { "fp32", "fp16", "bf16" }
 M.DEFAULT_TIMEOUT = 300
 
 -- the process's one communicator (nil: world size 1 without MPI)
@@ -165,9 +173,9 @@ local function tensor_arg(method, t, name)
   if not t:is_contiguous() then
     core.raise(("facet.dist.%s: %s must be contiguous (call :contiguous() first)"):format(method, name), 3)
   end
-  local dt = t:dtype()
-  if dt ~= "float32" and dt ~= "int32" and dt ~= "int64" and dt ~= "uint8" then
-    core.raise(("facet.dist.%s: %s must be float32, int32, int64 or uint8, got %s"):format(method, name, dt), 3)
+  if not DTYPES[t:dtype()] then
+    core.raise(("facet.dist.%s: %s must be float32, float16, bfloat16, int32, int64 or uint8, got %s"):format(method,
+      name, t:dtype()), 3)
   end
 end
 
@@ -177,8 +185,9 @@ local function op_arg(method, op, t)
     core.raise(("facet.dist.%s: op must be one of %s, got %s"):format(method, table.concat(OP_NAMES, ", "),
       valid.describe(op)), 3)
   end
-  if op == "avg" and t:dtype() ~= "float32" then
-    core.raise(("facet.dist.%s: op \"avg\" needs a float32 tensor, got %s"):format(method, t:dtype()), 3)
+  if op == "avg" and not FLOATS[t:dtype()] then
+    core.raise(("facet.dist.%s: op \"avg\" needs a float32, float16 or bfloat16 tensor, got %s"):format(method,
+      t:dtype()), 3)
   end
   return code
 end
@@ -299,6 +308,11 @@ end
 -- is averaged with the rest. op "sum" instead of "avg" is for a class-sharded
 -- head, whose loss is the global batch's on every rank, so that each rank's
 -- gradients are its samples' part of the global gradient.
+-- dtype "fp16" | "bf16" (arcface_torch's fp16_compress_hook): each bucket,
+-- packed in float32, is divided by the world size there (avg), cast into a
+-- 16-bit buffer made once with the bucket, all-reduced (sum) in 16 bits and
+-- cast back into the float32 gradients. The buckets keep the float32 element
+-- counts of bucket_mb, so their boundaries are those of the float32 run.
 local Reducer = {}
 Reducer.__index = Reducer
 
@@ -321,12 +335,13 @@ function M.is_sharded(src)
 end
 
 function M.data_parallel(sources, opts)
-  opts = valid.options("facet.dist.data_parallel", opts, { "bucket_mb", "op" })
+  opts = valid.options("facet.dist.data_parallel", opts, { "bucket_mb", "op", "dtype" })
   valid.number("facet.dist.data_parallel", "bucket_mb", opts.bucket_mb, { gt = 0, optional = true })
   valid.enum("facet.dist.data_parallel", "op", opts.op, { "avg", "sum" }, "avg")
+  local dtype = valid.enum("facet.dist.data_parallel", "dtype", opts.dtype, M.ALLREDUCE_DTYPES, "fp32")
   local cap = math.floor((opts.bucket_mb or 1) * 2 ^ 20 / 4)
   local r = setmetatable({ buckets = {}, slots = {}, hooked = {}, params = {}, state = {}, sources = sources,
-    op = opts.op or "avg" }, Reducer)
+    op = opts.op or "avg", wire = WIRE[dtype] or nil, dtype = dtype }, Reducer)
   -- backward's order: the sources from last to first (the head runs backward
   -- first), each one's parameters from last to first
   local order = {}
@@ -361,6 +376,8 @@ function M.data_parallel(sources, opts)
   end
   for _, bk in ipairs(r.buckets) do
     bk.flat = tensor.empty({ math.max(bk.numel, 1) }, { device = bk.device })
+    -- the 16-bit copy that travels: made here, reused every step
+    if r.wire then bk.wire = tensor.empty({ math.max(bk.numel, 1) }, { dtype = r.wire, device = bk.device }) end
     for _, x in ipairs(bk.tensors) do x.view = bk.flat:narrow(1, x.at + 1, x.t:numel()):reshape(x.t:shape()) end
   end
   r:begin()
@@ -397,7 +414,14 @@ end
 
 local function start(bk, op)
   for _, x in ipairs(bk.tensors) do x.view:copy(x.t) end
-  world:allreduce_start(bk.flat, op)
+  if bk.wire then
+    -- divided in float32 before the cast (as fp16_compress_hook): the 16-bit sum is then the average
+    if op == "avg" and st.size > 1 then bk.flat:mul_(1 / st.size) end
+    bk.wire:copy(bk.flat)
+    world:allreduce_start(bk.wire, "sum")
+  else
+    world:allreduce_start(bk.flat, op)
+  end
   bk.started = true
 end
 
@@ -428,6 +452,7 @@ function Reducer:finish()
   self.next = #self.buckets + 1
   world:wait_all()
   for _, bk in ipairs(self.buckets) do
+    if bk.wire then bk.flat:copy(bk.wire) end
     for _, x in ipairs(bk.tensors) do x.t:copy(x.view) end
   end
 end

@@ -57,7 +57,7 @@ local function folder_source(root)
 end
 
 local function list_source(path)
-  local f, err = io.open(path, "rb")
+  local f, err = sys.open_read(path)
   if not f then check.fail(NAME, ("cannot open %s: %s"):format(path, tostring(err))) end
   local dir = path:match("^(.*)/[^/]*$") or "."
   local keys = {}

@@ -22,6 +22,7 @@ local function comment(line)
 end
 
 local function source_of(fn)
+  fn = require("facet.check").unwrap(fn)   -- a method behind its self check: its own source
   local info = debug.getinfo(fn, "S")
   if info.what ~= "Lua" or info.source:sub(1, 1) ~= "@" then return nil, info end
   return info.source:sub(2), info

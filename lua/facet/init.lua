@@ -46,6 +46,9 @@ facet.cuda = require "facet.cuda"
 facet.sys = require "facet.sys"
 facet.expr = require "facet.expr"
 facet.heads = require "facet.heads"
+-- h.forward(x, y) for h:forward(x, y) is a clear error (facet.check.methods)
+require("facet.check").methods(facet.heads.Head, "head", "a head")
+require("facet.check").methods(facet.heads.Sharded, "head", "a head")
 facet.nn = require "facet.nn"
 facet.optim = require "facet.optim"
 facet.models = require "facet.models"

@@ -348,7 +348,7 @@ function M.load(path, opts)
   if device ~= "cpu" and device ~= "cuda" then
     error(("load_npy: unknown device '%s' (cpu, cuda)"):format(tostring(device)), 2)
   end
-  local f, err = io.open(path, "rb")
+  local f, err = require("facet.sys").open_read(path)
   if not f then
     -- io.open's message starts with the path already; keep only the reason
     local why = tostring(err)

@@ -155,7 +155,7 @@ end
 -- ---- by path ------------------------------------------------------------------------------
 
 local function magic(path)
-  local f = io.open(path, "rb")
+  local f = sys.open_read(path)
   if not f then return nil end
   local head = f:read(4)
   f:close()

@@ -68,21 +68,26 @@ function M.sgd(sources, epochs)
   return opt, optim.schedule.multistep { lr = 0.1, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } }
 end
 
---- Adds --dist and --sync-bn to an argparse parser p (docs/distributed.md).
+--- Adds --dist, --sync-bn and --allreduce-dtype to an argparse parser p
+-- (docs/distributed.md).
 function M.dist_options(p)
   p:flag("--dist", "data parallel over the ranks mpirun/srun started: --batch is the global batch, split among them")
   p:flag("--sync-bn", "synchronise BatchNorm statistics across the ranks (with --dist)")
+  p:option("--allreduce-dtype", "fp32, fp16 or bf16: the dtype the gradient buckets travel in (with --dist)", "fp32")
+    :choices { "fp32", "fp16", "bf16" }
   return p
 end
 
 --- facet.train's dist options for the parsed arguments a: joins facet.dist
 -- when --dist is given (world size 1 without a launcher) and returns
--- { dist =, sync_bn = } to merge into facet.train's table.
+-- { dist =, sync_bn =, allreduce_dtype = } to merge into facet.train's table.
 function M.dist(a)
   if a.sync_bn and not a.dist then error("--sync-bn needs --dist", 0) end
+  local wire = a.allreduce_dtype or "fp32"
+  if wire ~= "fp32" and not a.dist then error("--allreduce-dtype " .. wire .. " needs --dist", 0) end
   if not a.dist then return { dist = false, sync_bn = false } end
   require("facet.dist").init()
-  return { dist = true, sync_bn = a.sync_bn or false }
+  return { dist = true, sync_bn = a.sync_bn or false, allreduce_dtype = wire }
 end
 
 --- The mean and half the range of a list of numbers (nil for an empty list).

@@ -78,7 +78,7 @@ function M.load(path, opts)
   valid.string("load_safetensors", "path", path)
   if opts ~= nil then valid.table("load_safetensors", "opts", opts) end
   opts = opts or {}
-  local f, err = io.open(path, "rb")
+  local f, err = sys.open_read(path)
   if not f then error(("load_safetensors: cannot open %s: %s"):format(tostring(path), tostring(err)), 2) end
   local data = f:read("*a")
   f:close()

@@ -146,9 +146,24 @@ end
 
 --- Renames from to to (replacing a file, or an empty directory, at to); true, or nil and a message.
 --- The whole file at path, as bytes; nil and "cannot read PATH: reason" when it cannot be opened.
-function M.read_file(path)
+--- io.open(path, "rb") for reading, except that a directory is refused
+-- (io.open opens one on Linux, and the first read then fails with a bare
+-- message far from the path): the file, or nil and the reason without the
+-- path ("No such file or directory", "Is a directory"), for a message that
+-- names the path once.
+function M.open_read(path)
+  if mode(path) == "directory" then return nil, "Is a directory" end
   local f, err = io.open(path, "rb")
-  if not f then return nil, ("cannot read %s"):format(tostring(err)) end
+  if f then return f end
+  err = tostring(err)
+  local p = tostring(path) .. ": "
+  if err:sub(1, #p) == p then err = err:sub(#p + 1) end
+  return nil, err
+end
+
+function M.read_file(path)
+  local f, err = M.open_read(path)
+  if not f then return nil, ("cannot read %s: %s"):format(tostring(path), err) end
   local s = f:read("*a")
   f:close()
   return s

@@ -308,6 +308,7 @@ function Tensor.bits_ptr(t)
 end
 
 function Tensor.free(t)
+  if not is_tensor(t) then fail("expected a facet tensor, got " .. describe(t)) end
   if t.h ~= nil then
     ffi.gc(t, nil)
     C.facet_tensor_free(t.h)
@@ -315,7 +316,10 @@ function Tensor.free(t)
   end
 end
 
-function Tensor.is_freed(t) return t.h == nil end
+function Tensor.is_freed(t)
+  if not is_tensor(t) then fail("expected a facet tensor, got " .. describe(t)) end
+  return t.h == nil
+end
 
 -- ---- views -------------------------------------------------------------------------
 

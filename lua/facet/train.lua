@@ -39,6 +39,13 @@
 -- broadcast, not averaged), computes the global batch's loss on every rank and
 -- returns, for the rank's samples, the exact dx of that loss; the model's
 -- gradients are then summed over the ranks instead of averaged.
+-- allreduce_dtype = "fp16" | "bf16" (default "fp32"; needs dist = true) sends
+-- the gradient buckets in 16 bits, as arcface_torch's fp16_compress_hook:
+-- each bucket is divided by the world size in float32, cast into a 16-bit
+-- buffer made once, summed over the ranks and cast back into the float32
+-- gradients (half the bytes on the wire; rounding: docs/distributed.md).
+-- Any precision: with fp16 the loss-scaled gradients travel, and a 16-bit
+-- overflow reads as an fp16 overflow (the step skipped, the scale halved).
 -- Mixed precision (docs/mixed-precision.md): precision = "bf16" or "fp16"
 -- keeps the parameters float32 (master weights, updated by the optimizer in
 -- float32), casts each batch to bfloat16/float16 before the model, the
@@ -67,7 +74,7 @@ local M = {}
 -- every option facet.train takes; any other name is an error
 local TRAIN_OPTIONS = { "model", "head", "data", "optimizer", "schedule", "epochs", "checkpoint", "log", "resume",
   "nan", "clip", "check_grads", "eval", "eval_every", "print_every", "checkpoint_every", "quiet", "stop_after",
-  "dist", "sync_bn", "bucket_mb", "precision", "loss_scale" }
+  "dist", "sync_bn", "bucket_mb", "allreduce_dtype", "precision", "loss_scale" }
 
 -- precision = ... -> the dtype the model runs in (nil: float32 throughout)
 local LOW = { fp32 = false, bf16 = "bfloat16", fp16 = "float16" }
@@ -110,6 +117,10 @@ local function setup(cfg)
   valid.boolean("facet.train", "sync_bn", cfg.sync_bn, false)
   valid.number("facet.train", "bucket_mb", cfg.bucket_mb, { gt = 0, optional = true })
   if cfg.sync_bn and not cfg.dist then error("facet.train: sync_bn = true needs dist = true", 3) end
+  local wire = valid.enum("facet.train", "allreduce_dtype", cfg.allreduce_dtype, dist.ALLREDUCE_DTYPES, "fp32")
+  if wire ~= "fp32" and not cfg.dist then
+    error(("facet.train: allreduce_dtype = %q needs dist = true"):format(wire), 3)
+  end
   local precision = valid.enum("facet.train", "precision", cfg.precision, { "fp32", "bf16", "fp16" }, "fp32")
   if cfg.loss_scale ~= nil and precision ~= "fp16" then
     error(("facet.train: loss_scale applies to precision = \"fp16\" only, not %q"):format(precision), 3)
@@ -166,7 +177,7 @@ local function setup(cfg)
   if world > 1 then
     -- a class-sharded head's loss is the global batch's: the ranks' gradients add up
     st.reducer = dist.data_parallel({ model, cfg.head }, { bucket_mb = cfg.bucket_mb,
-      op = dist.is_sharded(cfg.head) and "sum" or "avg" })
+      op = dist.is_sharded(cfg.head) and "sum" or "avg", dtype = wire })
     st.loss_buf = tensor.zeros({ 1 })
     if cfg.sync_bn then
       local BN = require "facet.nn.BatchNorm"
@@ -228,9 +239,12 @@ local function evaluate(st)
   return metrics
 end
 
+-- Module:buffer on the run's own table of buffers (st.casts), past the self check
+local buffer_of = valid.unwrap(Module.buffer)
+
 -- t copied into the run's buffer `key` of the given dtype
 local function cast(st, key, t, dtype)
-  local b = Module.buffer(st.casts, key, t:shape(), dtype)
+  local b = buffer_of(st.casts, key, t:shape(), dtype)
   b:copy(t)
   return b
 end

@@ -2,11 +2,18 @@
 -- (started by spec/support/mpi.lua, or alone as the 1-process reference).
 --   bin/facet run spec/support/dist_worker.lua MODE OUT [key=value ...]
 -- MODE collectives: every collective on values each rank can compute, into OUT/rank-R.json.
+-- MODE half: the 16-bit collectives of the cases in OUT/cases.json ({ name, dtype,
+--   op, bits = { rank 0's, rank 1's } } as raw 16-bit patterns) into
+--   OUT/half-R.json (the result's bit patterns, by name), and data_parallel with
+--   dtype fp16 / bf16 on a Linear(2, 1) whose gradients the spec names (values
+--   as "%.17g" strings, so that inf survives JSON).
 -- MODE train: a small convnet with BatchNorm and an am-softmax head, trained
 --   for steps=N steps at a global batch=B with dist = true (sync_bn=1 for
 --   synchronised BN); rank 0 writes OUT/result.json (losses) and OUT/weights.safetensors.
 --   ckpt=DIR checkpoint_every=K stop=S resume=1 pass on to facet.train; shard=1
 --   makes the head class-sharded over the ranks (facet.heads.sharded).
+--   allreduce_dtype=fp16|bf16 and precision=bf16|fp16 pass on to facet.train; lr=X
+--   sets SGD's learning rate (default 0.05).
 --   At step S on rank 1: die=S exits at once (_exit: no MPI_Finalize, as a crash does);
 --   leave=S exits through Lua (os.exit closing the state: the communicator's
 --   finalizer calls MPI_Finalize, which waits for the peers); hang=S sleeps 600 s.
@@ -83,6 +90,40 @@ if mode == "collectives" then
   return
 end
 
+if mode == "half" then
+  local cases = json.decode(assert(io.open(out .. "/cases.json", "rb")):read("*a"))
+  package.path = "./spec/?.lua;" .. package.path
+  local half_bits = require "support.half_bits"
+  local from_bits, bits_of = half_bits.tensor, half_bits.of
+  local res = { rank = r }
+  for _, c in ipairs(cases) do
+    local t = from_bits(c.dtype, c.bits[r + 1])
+    if c.kind == "reduce_scatter" then res[c.name] = bits_of(g:reduce_scatter(t, c.op))
+    elseif c.kind == "allgather" then res[c.name] = bits_of(g:allgather(t))
+    elseif c.kind == "broadcast" then res[c.name] = bits_of(g:broadcast(t, 1))
+    else res[c.name] = bits_of(g:allreduce(t, c.op)) end
+  end
+  -- data_parallel in 16 bits: weight rank 0 {1, 1 + 2^-12}, rank 1 {3 2^-11, 0}; bias 131008 on both
+  local lin = facet.nn.Linear(2, 1)
+  for _, dt in ipairs { "fp16", "bf16" } do
+    local dp = facet.dist.data_parallel({ lin }, { dtype = dt })
+    for step = 1, 2 do      -- twice: the buffers are reused
+      lin.grad_weight:copy(facet.tensor({ { r == 0 and 1 or 3 * 2 ^ -11, r == 0 and 1 + 2 ^ -12 or 0 } }))
+      lin.grad_bias:fill_(131008)
+      dp:begin()
+      dp:finish()
+      local v = {}
+      local w, b = lin.grad_weight:totable(), lin.grad_bias:totable()
+      for _, x in ipairs { w[1][1], w[1][2], b[1] } do
+        v[#v + 1] = ("%.17g"):format(x)
+      end
+      res[("dp_%s_%d"):format(dt, step)] = v
+    end
+  end
+  write(("%s/half-%d.json"):format(out, r), res)
+  return
+end
+
 -- ---- training ---------------------------------------------------------------------------
 local nn = facet.nn
 local B, steps = num("batch", 8), num("steps", 20)
@@ -96,7 +137,7 @@ local net = nn.Sequential(nn.Conv2d(1, 4, 3, { padding = 1 }), nn.BatchNorm2d(4)
   nn.Conv2d(4, 4, 3, { stride = 2, padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 8),
   nn.BatchNorm1d(8))
 local head = facet.heads.new("am", { classes = 5, dim = 8, seed = 5, shard = kv.shard == "1" or nil })
-local opt = facet.optim.sgd({ net, head }, { lr = 0.05, momentum = 0.9, weight_decay = 5e-4 })
+local opt = facet.optim.sgd({ net, head }, { lr = num("lr", 0.05), momentum = 0.9, weight_decay = 5e-4 })
 local data = facet.data.tensors { x = x, y = y, batch_size = B, seed = 2 }
 if kv.die or kv.hang or kv.leave then
   local at, inner = tonumber(kv.die or kv.hang or kv.leave), data
@@ -121,6 +162,7 @@ local res = facet.train {
   model = net, head = head, data = data, optimizer = opt, epochs = 1, quiet = true, dist = true,
   sync_bn = kv.sync_bn == "1", checkpoint = kv.ckpt, checkpoint_every = num("checkpoint_every"),
   resume = kv.resume == "1" and kv.ckpt or nil, stop_after = num("stop"), bucket_mb = num("bucket_mb"),
+  allreduce_dtype = kv.allreduce_dtype, precision = kv.precision,
 }
 -- a sharded head's full weight is gathered on every rank
 local head_weight = head.state_dict and head:state_dict().weight or head.weight
@@ -128,5 +170,6 @@ if r == 0 then
   local w = net:state_dict()
   w["head.weight"] = head_weight
   facet.save_safetensors(w, out .. "/weights.safetensors")
-  write(out .. "/result.json", { losses = res.losses, steps = res.steps, size = W })
+  write(out .. "/result.json", { losses = res.losses, steps = res.steps, size = W,
+    overflow_skipped = res.overflow_skipped })
 end

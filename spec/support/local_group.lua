@@ -12,6 +12,10 @@
 -- to the scheduler; once every rank waits in one, the scheduler checks that
 -- they match (the same collective, op, root, dtype, and shapes that fit) and
 -- computes the result, summing in rank order, so runs are deterministic.
+-- float16/bfloat16 tensors reduce as facet.dist's MPI path does: facet's
+-- 16-bit add_/maximum_/minimum_ widen each pair to float32 and round once
+-- (max/min: a NaN loses to a number), and avg multiplies the sum by 1/W
+-- (spec/dist_spec.lua checks both against the same hand-computed bits).
 -- A mismatch, a rank that returns while others wait, or an error in a rank
 -- raises an error naming the rank. Returns the ranks' return values, by rank
 -- (index 1 is rank 0).

@@ -133,4 +133,6 @@ function M.load(path, opts)
   return out
 end
 
+require("facet.check").methods(File, "binfile", "a .bin file")
+
 return M

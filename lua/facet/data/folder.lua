@@ -24,6 +24,9 @@ local lfs = require "lfs"
 local sys = require "facet.sys"
 local valid = require "facet.check"
 
+-- an error at the user's line, also when pack calls scan_folder/read_list
+local function raise(msg) require("facet.core").raise(msg, 2) end
+
 local M = {}
 
 local IMAGE = { jpg = true, jpeg = true, png = true }
@@ -36,7 +39,7 @@ end
 
 function M.scan_folder(root)
   valid.string("facet.data.scan_folder", "root", root)
-  if lfs.attributes(root, "mode") ~= "directory" then error(("scan_folder: %s is not a directory"):format(tostring(root)), 2) end
+  if lfs.attributes(root, "mode") ~= "directory" then raise(("scan_folder: %s is not a directory"):format(tostring(root))) end
   local ids = {}
   for name in lfs.dir(root) do
     if name ~= "." and name ~= ".." and lfs.attributes(root .. "/" .. name, "mode") == "directory" then
@@ -58,19 +61,19 @@ function M.scan_folder(root)
       labels[#labels + 1] = label - 1
     end
   end
-  if #paths == 0 then error(("scan_folder: no images under %s/<identity>/"):format(root), 2) end
+  if #paths == 0 then raise(("scan_folder: no images under %s/<identity>/"):format(root)) end
   if #empty > 0 then
     -- an identity without images would leave its label without a class
-    error(("scan_folder: %d identity folder(s) hold no .jpg, .jpeg or .png image: %s%s; add images or remove them")
-      :format(#empty, table.concat(empty, ", ", 1, math.min(#empty, 5)), #empty > 5 and ", ..." or ""), 2)
+    raise(("scan_folder: %d identity folder(s) hold no .jpg, .jpeg or .png image: %s%s; add images or remove them")
+      :format(#empty, table.concat(empty, ", ", 1, math.min(#empty, 5)), #empty > 5 and ", ..." or ""))
   end
   return { paths = paths, labels = labels, identities = ids, root = root }
 end
 
 function M.read_list(path)
   valid.string("facet.data.read_list", "path", path)
-  local f, err = io.open(path)
-  if not f then error(("read_list: cannot open %s: %s"):format(path, tostring(err)), 2) end
+  local f, err = sys.open_read(path)
+  if not f then raise(("read_list: cannot open %s: %s"):format(path, tostring(err))) end
   local dir = path:match("^(.*)/[^/]*$") or "."
   local paths, labels, n = {}, {}, 0
   for line in f:lines() do
@@ -79,14 +82,14 @@ function M.read_list(path)
       local p, l = line:match("^%s*(%S+)%s+(%d+)%s*$")
       if not p then
         f:close()
-        error(("read_list: %s:%d: want 'path label', got %q"):format(path, n, line), 2)
+        raise(("read_list: %s:%d: want 'path label', got %q"):format(path, n, line))
       end
       paths[#paths + 1] = p:sub(1, 1) == "/" and p or (dir .. "/" .. p)
       labels[#labels + 1] = tonumber(l)
     end
   end
   f:close()
-  if #paths == 0 then error(("read_list: %s lists no images"):format(path), 2) end
+  if #paths == 0 then raise(("read_list: %s lists no images"):format(path)) end
   return { paths = paths, labels = labels, list = path }
 end
 
@@ -130,7 +133,7 @@ function M.pack(src, prefix)
   local kept, skipped = {}, {}
   for i = 1, #list.paths do
     local ok, bytes = pcall(read_all, list.paths[i])
-    if not ok then error("pack: " .. tostring(bytes):gsub("^[^\n]-%.lua:%d+: ", ""), 2) end
+    if not ok then raise("pack: " .. tostring(bytes):gsub("^[^\n]-%.lua:%d+: ", "")) end
     local why = incomplete(bytes)
     if why then skipped[#skipped + 1] = { list.paths[i], why } else kept[#kept + 1] = i end
   end
@@ -145,18 +148,18 @@ function M.pack(src, prefix)
     local l = list.labels[i]
     if not ranges[l] then ranges[l] = { k, k }; ids[#ids + 1] = l else ranges[l][2] = k end
   end
-  if n == 0 then error(("pack: none of the %d images of %s is a complete JPEG or PNG"):format(#list.paths, src), 2) end
+  if n == 0 then raise(("pack: none of the %d images of %s is a complete JPEG or PNG"):format(#list.paths, src)) end
   check_labels(ids, src)
   local recordio = require "facet.data.recordio"
   local rec, idx = recordio.paths(prefix, "pack")
   local lst = rec:gsub("%.rec$", "") .. ".lst"
   for _, p in ipairs { rec, idx, lst } do
-    if lfs.attributes(p, "mode") == "directory" then error(("pack: %s is a directory"):format(p), 2) end
+    if lfs.attributes(p, "mode") == "directory" then raise(("pack: %s is a directory"):format(p)) end
   end
   local dir = rec:match("^(.*)/[^/]*$")
   if dir and not sys.is_dir(dir) then
     local made, why = sys.mkdir_p(dir)
-    if not made then error(("pack: cannot make the output directory %s: %s"):format(dir, tostring(why)), 2) end
+    if not made then raise(("pack: cannot make the output directory %s: %s"):format(dir, tostring(why))) end
   end
   local tmp_rec, tmp_idx, tmp_lst = rec .. ".tmp", idx .. ".tmp", lst .. ".tmp"
   local w
@@ -188,7 +191,7 @@ function M.pack(src, prefix)
     os.remove(tmp_rec)
     os.remove(tmp_idx)
     os.remove(tmp_lst)
-    error("pack: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""), 2)
+    raise("pack: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""))
   end
   sys.fsync_dir(dir or ".")
   return { images = n, identities = #ids, skipped = skipped }
@@ -225,7 +228,7 @@ function M.unpack(prefix, root)
   local image = require "facet.data.image"
   local names = M.read_lst(prefix)
   local made, why = sys.mkdir_p(root)
-  if not made then error(("unpack: cannot make %s: %s"):format(root, tostring(why)), 2) end
+  if not made then raise(("unpack: cannot make %s: %s"):format(root, tostring(why))) end
   for i = 1, rec:num_images() do
     local bytes, label = rec:image_bytes(i), rec:label(i)
     -- identity/file from the .lst (its last two path parts), else label/key

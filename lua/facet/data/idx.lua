@@ -45,7 +45,7 @@ end
 -- found and what it is (raw: the file's size; gzip: the ISIZE trailer of a
 -- single-member file, the size mod 2^32)
 local function expected_size(path, total)
-  local f = io.open(path, "rb")
+  local f = sys.open_read(path)
   if not f then return nil end
   local magic = f:read(2)
   local size = f:seek("end")
@@ -66,6 +66,7 @@ end
 
 function M.load_idx(path)
   if type(path) ~= "string" then error("load_idx: path must be a string", 2) end
+  if sys.is_dir(path) then error(("load_idx: %s is a directory, not an IDX file"):format(path), 2) end
   local lib = z()
   local f = lib.gzopen(path, "rb")
   if f == nil then error(("load_idx: cannot open %s"):format(path), 2) end
@@ -118,7 +119,7 @@ end
 M.FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 function M.fashion_mnist(opts)
-  opts = opts or {}
+  opts = require("facet.check").options("facet.data.fashion_mnist", opts, { "split", "dir", "classes", "normalize" })
   local split = opts.split or "train"
   if split ~= "train" and split ~= "test" then error("fashion_mnist: split is train or test", 2) end
   local dir = opts.dir or M.FASHION_MNIST_DIR

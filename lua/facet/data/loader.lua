@@ -102,7 +102,7 @@ local function new(opts)
     if src.paths then                                   -- scan_folder / read_list: read the files once
       imgs = {}
       for i, p in ipairs(src.paths) do
-        local f, err = io.open(p, "rb")
+        local f, err = require("facet.sys").open_read(p)
         if not f then error(("facet.data.loader: cannot read %s: %s"):format(p, tostring(err)), 2) end
         imgs[i] = f:read("*a")
         f:close()
@@ -226,5 +226,9 @@ function Loader:close()
     recordio.release(r)
   end
 end
+
+local valid = require "facet.check"
+valid.methods(Loader, "loader", "a loader")
+valid.methods(Shard, "loader", "a loader")
 
 return new

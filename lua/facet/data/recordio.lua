@@ -141,8 +141,15 @@ end
 --- for i, bytes, label in rec:images([first [, last]]) do ... end
 function Reader:images(first, last)
   handle(self, "images")
+  for _, a in ipairs { { "first", first }, { "last", last } } do
+    local v = a[2]
+    if v ~= nil and (type(v) ~= "number" or v ~= math.floor(v) or v < 1 or v > self.n + 1) then
+      error(("recordio:images: %s must be a record number in 1..%d, got %s"):format(a[1], self.n,
+        type(v) == "number" and tostring(v) or "a " .. type(v)), 2)
+    end
+  end
   local i = (first or 1) - 1
-  last = last or self.n
+  last = math.min(last or self.n, self.n)
   return function()
     i = i + 1
     if i > last then return nil end
@@ -258,5 +265,9 @@ function Writer:close()
   ffi.gc(h, nil)
   check(C.facet_recordio_writer_free(h), 2)
 end
+
+local valid = require "facet.check"
+valid.methods(Reader, "recordio", "a reader")
+valid.methods(Writer, "recordio_writer", "a writer")
 
 return M

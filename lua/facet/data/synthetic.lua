@@ -16,6 +16,7 @@
 local ffi = require "ffi"
 local tensor = require "facet.tensor"
 local image = require "facet.data.image"
+local valid = require "facet.check"
 
 local M = {}
 
@@ -76,6 +77,12 @@ end
 
 --- One rendered image (H x W x 3 uint8) of identity `id`, sample `k`.
 function M.render(seed, id, k, size, hard_fraction)
+  local FN = "facet.data.render_synthetic"
+  valid.integer(FN, "seed", seed, { min = 0, max = 2 ^ 31 - 1 })
+  valid.integer(FN, "identity", id, { min = 0, max = 2 ^ 31 - 1 })
+  valid.integer(FN, "sample", k, { min = 0, max = 2 ^ 31 - 1 })
+  valid.integer(FN, "size", size, { min = 8, max = 4096 })
+  valid.number(FN, "hard", hard_fraction, { min = 0, max = 1, optional = true })
   local p = prototype(seed, id)
   local r = rng(seed, id, 1000 + k)
   local hard = r() < (hard_fraction or 0.1)

@@ -65,6 +65,7 @@ end
 
 -- the order of an epoch: Fisher-Yates driven by one Philox draw of (seed, epoch)
 function Source:order(epoch)
+  valid.integer("facet.data.tensors:order", "epoch", epoch, { min = 0, max = 2 ^ 31 - 1 })
   if self._order_epoch == epoch then return self._order end
   local perm = {}
   for i = 1, self.n do perm[i] = i end
@@ -81,7 +82,8 @@ end
 
 function Source:batch(epoch, i)
   local nb = self:num_batches()
-  if i < 1 or i > nb then error(("batch %d outside 1..%d"):format(i, nb), 2) end
+  valid.integer("facet.data.tensors:batch", "epoch", epoch, { min = 0, max = 2 ^ 31 - 1 })
+  valid.integer("facet.data.tensors:batch", "i", i, { min = 1, max = nb })
   local first = (i - 1) * self.batch_size
   local b = math.min(self.batch_size, self.n - first)
   if self.shard_world then
@@ -109,5 +111,7 @@ function Source:batch(epoch, i)
   check(C.facet_tensor_index_select(self.xb_flat.h, self.flat.h, self.idx.h, 1))
   return self.xb, self.yb
 end
+
+valid.methods(Source, "source", "a facet.data.tensors source")
 
 return new

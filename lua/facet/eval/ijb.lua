@@ -68,7 +68,7 @@ end
 
 -- calls fn(fields, line_number) for each non-empty line of path
 local function each_line(fn_name, path, fn)
-  local f, err = io.open(path, "r")
+  local f, err = sys.open_read(path)
   if not f then check.fail(fn_name, ("cannot read %s: %s"):format(path, tostring(err))) end
   local k = 0
   for line in f:lines() do
@@ -247,6 +247,7 @@ function M.verify(tfeats, tids, t1, t2, label, opts)
   local fn = "facet.eval.ijb.verify"
   opts = check.options(fn, opts, { "fars", "roc_points" })
   check.tensor(fn, "tfeats", tfeats, { dim = 2 })
+  check.tensor(fn, "tids", tids, { dim = 1 })
   local o = roc.options(fn, { fars = opts.fars or M.FARS, roc_points = opts.roc_points })
   local r1, r2 = rows_of(fn, tids, t1, "t1"), rows_of(fn, tids, t2, "t2")
   local n = r1:numel()
@@ -296,7 +297,7 @@ end
 
 -- (template id -> subject id) of a 1:N CSV, in the order of first appearance
 local function read_subjects(fn, path)
-  local f, err = io.open(path, "r")
+  local f, err = sys.open_read(path)
   if not f then check.fail(fn, ("cannot read %s: %s"):format(path, tostring(err))) end
   local ids, subject, k = {}, {}, 0
   for line in f:lines() do

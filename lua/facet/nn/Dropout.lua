@@ -36,8 +36,10 @@ end
 
 function Dropout:update_grad_input(x, grad_out)
   if not self.training or self.p == 0 then return grad_out end
+  local mask = self.buffers.mask
+  if not mask then self:fail("backward: no forward in training mode came before it (no dropout mask)") end
   local gi = self:buffer("grad_input", x:shape())
-  check(C.facet_dropout_backward(gi.h, grad_out.h, self.buffers.mask.h, self.p))
+  check(C.facet_dropout_backward(gi.h, grad_out.h, mask.h, self.p))
   return gi
 end
 

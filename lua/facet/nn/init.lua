@@ -18,4 +18,13 @@ nn.SE = require "facet.nn.SE"
 nn.Attention = require "facet.nn.Attention"
 nn.summary = require "facet.nn.summary"
 
+-- m.forward(x) for m:forward(x) is a clear error (facet.check.methods)
+do
+  local methods = require("facet.check").methods
+  methods(nn.Module, "facet.nn.Module", "a module")
+  for name, cls in pairs(nn) do
+    if type(cls) == "table" and rawget(cls, "__index") == cls then methods(cls, "facet.nn." .. name, "a module") end
+  end
+end
+
 return nn

@@ -40,6 +40,7 @@ local function class(name, decoupled, wd)
     end
     self.step_count = step
   end
+  valid.methods(cls, name, "an optimizer")
   return function(sources, cfg)
     local self = Optimizer.new(cls, sources, cfg, cls.defaults)
     local fn = "facet.optim." .. name

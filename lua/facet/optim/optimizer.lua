@@ -234,6 +234,9 @@ end
 
 --- The global L2 norm of a list of gradient tensors.
 function Optimizer.grad_norm_of(grads)
+  if type(grads) ~= "table" then valid.fail("facet.optim.grad_norm", "grads must be a list of tensors, got " ..
+    valid.describe(grads)) end
+  for i, g in ipairs(grads) do valid.tensor("facet.optim.grad_norm", ("grads[%d]"):format(i), g) end
   local total = 0
   for _, g in ipairs(grads) do total = total + sumsq(g) end
   return math.sqrt(total)
@@ -417,5 +420,7 @@ function Optimizer:load_state(s)
   end
   for _, p in ipairs(self.list) do Optimizer.updated(p, false) end
 end
+
+valid.methods(Optimizer, "optimizer", "an optimizer")
 
 return Optimizer

@@ -53,4 +53,6 @@ function SGD:step()
   self.step_count = self.step_count + 1
 end
 
+valid.methods(SGD, "sgd", "an optimizer")
+
 return new

@@ -27,7 +27,7 @@ local NAN = 0 / 0
 local function num(v) return type(v) == "number" and v == v and v > -math.huge and v < math.huge and v or nil end
 
 local function read_log(dir)
-  local f = io.open(dir .. "/train.jsonl")
+  local f = sys.open_read(dir .. "/train.jsonl")
   if not f then check.fail(WRITE, ("%s has no train.jsonl (not a run directory)"):format(dir)) end
   local steps, loss, lr, last, evals, names = {}, {}, {}, nil, {}, {}
   for line in f:lines() do
@@ -99,7 +99,7 @@ M.run_names = run_names
 
 -- the decoded JSON of path, nil when there is no such file
 local function read_json(path)
-  local f = io.open(path)
+  local f = sys.open_read(path)
   if not f then return nil end
   local text = f:read("*a")
   f:close()
