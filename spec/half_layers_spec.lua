@@ -212,6 +212,29 @@ describe("heads with a 16-bit embedding", function()
     end
   end
 
+  it("a class-sharded head (2 simulated ranks) with a bfloat16 embedding: the float32 run's loss, dL/dx rounded once",
+    function()
+      local LG = require "support.local_group"
+      local x = facet.randn({ 6, 8 }, { seed = 21 }):bfloat16()
+      local y = facet.tensor({ 0, 4, 9, 2, 2, 7 }, { dtype = "int64" })
+      local results = LG.run(2, function(g)
+        local rows = { x:narrow(1, 1 + 3 * g:rank(), 3):contiguous(), y:narrow(1, 1 + 3 * g:rank(), 3):contiguous() }
+        local function run(xr)
+          local head = facet.heads.new("mv-arc", { classes = 10, dim = 8, seed = 5, shard = true, group = g })
+          local loss = head:forward(xr, rows[2])
+          return loss, head:backward():clone()
+        end
+        local l16, d16 = run(rows[1])
+        local l32, d32 = run(rows[1]:float())
+        return { l16 = l16, l32 = l32, d16 = d16, d32 = d32 }
+      end)
+      for r, res in ipairs(results) do
+        assert.are.equal(res.l32, res.l16, "rank " .. r)
+        assert.are.equal("bfloat16", res.d16:dtype())
+        same16(res.d16, res.d32, "sharded dL/dx rank " .. r, true)
+      end
+    end)
+
   H.it("an integer embedding is refused naming the dtypes the head takes", function()
     local h = facet.heads.new("arc", { classes = 4, dim = 3 }):to(H.device)
     local y = facet.tensor({ 0, 1 }, { dtype = "int64" }):to(H.device)
