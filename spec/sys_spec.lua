@@ -204,6 +204,19 @@ describe("hostile paths through facet.train and the report", function()
   end)
 end)
 
+describe("sys.cpu_time", function()
+  it("counts this process's CPU seconds: a busy loop adds about its wall time, a sleep almost nothing", function()
+    local sys = require "facet.sys"
+    local c0, t0 = sys.cpu_time(), sys.clock()
+    repeat until sys.clock() - t0 >= 0.2
+    local busy = sys.cpu_time() - c0
+    assert.truthy(busy > 0.1 and busy < 0.4, busy)   -- one thread spinning: about 0.2 s (a loaded machine takes some)
+    c0 = sys.cpu_time()
+    os.execute("sleep 0.2")
+    assert.truthy(sys.cpu_time() - c0 < 0.05, sys.cpu_time() - c0)
+  end)
+end)
+
 describe("sys.read_file", function()
   it("returns the bytes of a file, and nil with a message naming the path when it cannot", function()
     local sys = require "facet.sys"
