@@ -8,7 +8,10 @@
 -- level of contention runs every variant --reps times, interleaved (the order
 -- rotates per repetition) so that a change in the machine's background load
 -- falls on all of them alike, and the median is printed with the slowdown
--- against the same variant beside nothing. Figures only: never pass/fail.
+-- against the same variant beside nothing, and the cores the run kept busy
+-- (its CPU time over its wall time: 2 threads get about 1 core beside one
+-- busy process on 2 cores, see docs/threads.md "The ceiling"). Figures only:
+-- never pass/fail.
 --
 -- Variants: "facet" is the library as it is, with the OpenMP wait policy that
 -- facet.core sets (docs/threads.md); "gomp-default" the same with
@@ -80,13 +83,15 @@ if o.worker == "facet" then
   local step = common.train_step(net, head, opt, { x, y })
   step()
   step()
-  local t0, n = facet.clock(), 0
+  local sys = require "facet.sys"
+  local t0, c0, n = facet.clock(), sys.cpu_time(), 0
   repeat
     step()
     n = n + 1
   until n >= 3 and facet.clock() - t0 >= o.seconds
-  print(("img/s %.2f threads %d policy %s"):format(o.batch * n / (facet.clock() - t0), facet.get_threads(),
-    core.wait_policy or "?"))
+  local wall = facet.clock() - t0
+  print(("img/s %.2f threads %d policy %s cores %.2f"):format(o.batch * n / wall, facet.get_threads(),
+    core.wait_policy or "?", (sys.cpu_time() - c0) / wall))
   return
 end
 
@@ -189,8 +194,8 @@ local function measure(v)
   p:close()
   local ips = tonumber(out:match("img/s ([%d%.]+)"))
   if not ips then error(("%s: no figure from `%s`:\n%s"):format(v.label, cmd, out:sub(1, 600)), 0) end
-  v.seen = v.seen or out:match("img/s [%d%.]+ (threads %d+ policy [^\n]*)")
-  return ips
+  v.seen = v.seen or out:match("img/s [%d%.]+ (threads %d+ policy %S+)")
+  return ips, tonumber(out:match("cores ([%d%.]+)"))
 end
 
 -- busy-loop processes: each checks every ~0.1 s that this process still lives
@@ -242,17 +247,19 @@ local function run()
     print(("  %-12s %s"):format(v.label, v.kind == "torch" and "bench/contention_torch.py" or
       (v.env == "" and "(facet's own policy)" or v.env)))
   end
-  local res = {}
+  local res, cores = {}, {}
   for _, level in ipairs(levels) do
     for _ = 1, level do start_busy() end
     local la0 = loadavg()
-    res[level] = {}
-    for _, v in ipairs(variants) do res[level][v.label] = {} end
+    res[level], cores[level] = {}, {}
+    for _, v in ipairs(variants) do res[level][v.label], cores[level][v.label] = {}, {} end
     for r = 1, o.reps do
       for k = 0, #variants - 1 do
         local v = variants[(r - 1 + k) % #variants + 1]
-        local t = res[level][v.label]
-        t[#t + 1] = measure(v)
+        local t, c = res[level][v.label], cores[level][v.label]
+        local ips, used = measure(v)
+        t[#t + 1] = ips
+        if used then c[#c + 1] = used end
       end
     end
     stop_busy()
@@ -273,7 +280,7 @@ local function run()
   local hdr = ("%-22s"):format("beside")
   for _, v in ipairs(variants) do
     v.width = math.max(12, #v.label + 6)
-    hdr = hdr .. (" %" .. v.width .. "s %7s"):format(v.label .. " img/s", "slower")
+    hdr = hdr .. (" %" .. v.width .. "s %7s %6s"):format(v.label .. " img/s", "slower", "cores")
   end
   print(hdr)
   local base = levels[1]
@@ -281,7 +288,7 @@ local function run()
     local line = ("%-22s"):format(level == 0 and "nothing" or ("%d busy process%s"):format(level, level > 1 and "es" or ""))
     for _, v in ipairs(variants) do
       local m, b = median(res[level][v.label]), median(res[base][v.label])
-      line = line .. (" %" .. v.width .. ".0f %6.2fx"):format(m, b / m)
+      line = line .. (" %" .. v.width .. ".0f %6.2fx %6.2f"):format(m, b / m, median(cores[level][v.label]))
     end
     print(line)
   end

@@ -50,6 +50,13 @@ local BENCHES = {
             { "--precision ,", "--precision must name at least one of fp32, fp16, bf16" },
             { "--steps 0", "--steps must be an integer >= 1, got '0'" } },
   },
+  convert = {
+    options = { "--n", "--reps", "--threads" },
+    defaults = { "(default: 16777216)", "(default: 5)", "(default: 1)" },
+    runs = "float32 -> float32 copy",
+    bad = { { "--n 4", "--n must be an integer >= 16, got '4'" },
+            { "--threads 0", "--threads must be an integer >= 1, got '0'" } },
+  },
   contention = {
     options = { "--reps", "--seconds", "--busy", "--threads", "--torch", "--before", "--facet", "--worker",
       "--batch" },

@@ -109,6 +109,19 @@ describe("float16 and bfloat16 conversions", function()
     ffi.copy(x:data_ptr(), s, #s)
     local got = bits_of(H.on(x):bfloat16())
     assert_bits(got, want, n, inp, "float32 -> bfloat16")
+    -- a strided view (the CPU's scalar path; the contiguous one may use AVX-512 BF16)
+    local half_n = math.floor(n / 2)
+    local odd = H.on(x):narrow(1, 1, 2 * half_n):view(half_n, 2):select(2, 2)
+    assert.is_false(odd:is_contiguous())
+    local dst = H.on(facet.empty({ half_n, 2 }, { dtype = "bfloat16" })):select(2, 1)
+    dst:copy(odd)
+    local g2 = bits_of(dst)
+    for i = 0, half_n - 1 do
+      if g2[i] ~= want[2 * i + 1] then
+        error(("strided float32 -> bfloat16: input %s gave %s, want %s"):format(hex(inp[2 * i + 1], 8), hex(g2[i]),
+          hex(want[2 * i + 1])))
+      end
+    end
   end)
 
   -- every pattern of dtype widened (checked by widened_ok(bits, float32 bits))

@@ -204,6 +204,20 @@ describe("hostile paths through facet.train and the report", function()
   end)
 end)
 
+describe("sys.cpu_time", function()
+  it("counts this process's CPU seconds: a busy loop adds about its wall time, a sleep almost nothing", function()
+    local sys = require "facet.sys"
+    -- one thread spinning gains CPU time, never more than the wall time that passed
+    local c0, t0 = sys.cpu_time(), sys.clock()
+    repeat until sys.cpu_time() - c0 >= 0.1 or sys.clock() - t0 > 10
+    local cpu, wall = sys.cpu_time() - c0, sys.clock() - t0
+    assert.truthy(cpu >= 0.1 and cpu <= wall + 0.01, ("cpu %g s in %g s"):format(cpu, wall))
+    c0 = sys.cpu_time()
+    os.execute("sleep 0.2")
+    assert.truthy(sys.cpu_time() - c0 < 0.05, sys.cpu_time() - c0)
+  end)
+end)
+
 describe("sys.read_file", function()
   it("returns the bytes of a file, and nil with a message naming the path when it cannot", function()
     local sys = require "facet.sys"

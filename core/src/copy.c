@@ -66,6 +66,62 @@ static bool have_f16c(void)
     }
     return known;
 }
+
+/* Contiguous float32 -> bfloat16 with AVX-512 BF16 (vcvtneps2bf16), 16 values
+ * at a time. The instruction rounds to nearest even as half_math.h does, but
+ * reads subnormal inputs as zero and makes every NaN the same quiet NaN, so a
+ * block of 16 that holds a NaN or a subnormal goes through half_math.h. */
+#define FACET_HAVE_BF16_PATH 1
+__attribute__((target("avx512f,avx512bf16"))) static void f32_to_bf16_avx512(uint16_t *d, const float *s, int64_t n)
+{
+    const __m512i exp_mask = _mm512_set1_epi32(0x7f800000), man_mask = _mm512_set1_epi32(0x007fffff);
+    const __m512i zero = _mm512_setzero_si512();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i b = _mm512_loadu_si512((const void *)(s + i));
+        __m512i e = _mm512_and_si512(b, exp_mask), m = _mm512_and_si512(b, man_mask);
+        __mmask16 odd = (__mmask16)((_mm512_cmpeq_epi32_mask(e, exp_mask) | _mm512_cmpeq_epi32_mask(e, zero)) &
+                                    _mm512_cmpneq_epi32_mask(m, zero));
+        if (odd) {
+            for (int k = 0; k < 16; k++) d[i + k] = facet_float_to_bf16(s[i + k]);
+            continue;
+        }
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_castsi512_ps(b));
+        _mm256_storeu_si256((__m256i *)(void *)(d + i), (__m256i)h);
+    }
+    for (; i < n; i++) d[i] = facet_float_to_bf16(s[i]);
+}
+
+/* bfloat16 -> float32 is exact: the bits moved up by 16 (a loop the compiler
+ * vectorises, where the generic path decides the dtype per element). */
+static void bf16_to_f32(float *d, const uint16_t *s, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        memcpy(d + i, &v, sizeof v);
+    }
+}
+
+/* AVX-512F and AVX512_BF16 in the CPU, ZMM state saved by the OS. */
+static bool have_avx512_bf16(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        int ok = 0;
+        unsigned a, b, c, d;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE)) {
+            unsigned lo, hi;
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            unsigned b7 = 0, a71 = 0, x;
+            if ((lo & 0xe6) == 0xe6 && __get_cpuid_count(7, 0, &x, &b7, &c, &d) && (b7 & (1u << 16)) &&
+                __get_cpuid_count(7, 1, &a71, &x, &c, &d))
+                ok = (a71 >> 5) & 1;
+        }
+        known = ok;
+    }
+    return known;
+}
+
 #endif
 
 static void copy_row(void *p, int64_t n, const int64_t off[3], const int64_t st[3])
@@ -86,6 +142,18 @@ static void copy_row(void *p, int64_t n, const int64_t off[3], const int64_t st[
         }
         if (c->sdt == FACET_DTYPE_FLOAT16 && c->ddt == FACET_DTYPE_FLOAT32) {
             f16_to_f32_f16c((float *)c->dst + off[0], (const uint16_t *)c->src + off[1], n);
+            return;
+        }
+    }
+#endif
+#ifdef FACET_HAVE_BF16_PATH
+    if (st[0] == 1 && st[1] == 1) {
+        if (c->sdt == FACET_DTYPE_FLOAT32 && c->ddt == FACET_DTYPE_BFLOAT16 && have_avx512_bf16()) {
+            f32_to_bf16_avx512((uint16_t *)c->dst + off[0], (const float *)c->src + off[1], n);
+            return;
+        }
+        if (c->sdt == FACET_DTYPE_BFLOAT16 && c->ddt == FACET_DTYPE_FLOAT32) {
+            bf16_to_f32((float *)c->dst + off[0], (const uint16_t *)c->src + off[1], n);
             return;
         }
     }

@@ -5,6 +5,7 @@
 -- through lua-filesystem (lfs), so a path may hold quotes, `$(...)`, spaces,
 -- newlines or a leading '-' and still names exactly one file.
 --   sys.clock()                 monotonic seconds
+--   sys.cpu_time()              CPU seconds of this process (all threads)
 --   sys.isatty(fd)              true when fd (default 0) is a terminal
 --   sys.realpath(path)          the path with links, '.' and '..' resolved (or nil, err)
 --   sys.exists(path)  sys.is_dir(path)
@@ -54,6 +55,13 @@ local function failure(what, path)
 end
 
 local ts = ffi.new("struct facet_sys_timespec")
+
+--- CPU seconds this process has used, all its threads together (so
+-- (cpu_time() delta) / (clock() delta) is the number of cores it kept busy).
+function M.cpu_time()
+  C.clock_gettime(2, ts)                                -- CLOCK_PROCESS_CPUTIME_ID
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
 
 --- Wall-clock seconds from a monotonic clock (for timing steps and images/s).
 function M.clock()
