@@ -12,8 +12,9 @@ backward + SGD with momentum. Optional; never used by tests.
   calls; batch 128 unless --batch says otherwise.
   --precision fp32,fp16,bf16 (default fp32): each model in each precision in
   turn; fp16 and bf16 are PyTorch AMP as arcface_torch uses it: the model's
-  forward under torch.autocast(dtype=float16 / bfloat16), the embedding back
-  to float32 and the head's loss outside autocast (float32, as facet.train),
+  forward under torch.autocast(dtype=float16 / bfloat16) but for its last
+  layers (FP32_TAIL: fc and features, conv_sep and GDC, as arcface_torch and
+  facet's models), which run in float32 with the head's loss outside autocast,
   float32 parameters; fp16 with a GradScaler (scale, step, update), bf16 with
   none. A precision this PyTorch cannot run on the device (float16 autocast or
   GradScaler on an old PyTorch's CPU) prints a '#' line saying so, no figure.
@@ -145,6 +146,10 @@ SPECS = {"mobilefacenet": (mobilefacenet, 512, 32, 112, 3, False),
          "iresnet18": (lambda e, s: iresnet([2, 2, 2, 2], e, s), 512, 32, 112, 3, False),
          "iresnet50": (lambda e, s: iresnet([3, 4, 14, 3], e, s), 512, 32, 112, 3, False),
          "convnet": (convnet, 128, 128, 28, 1, True)}
+# the last modules of each model that run in float32 outside autocast under AMP,
+# as arcface_torch runs fc and features (iresnet) and conv_sep and the GDC
+# (mobilefacenet), and as facet's models mark them (Module:set_fp32)
+FP32_TAIL = {"mobilefacenet": 4, "iresnet18": 2, "iresnet50": 2, "convnet": 2}
 
 
 def sync():
@@ -193,6 +198,7 @@ for name in a.models.split(","):
             continue
         torch.manual_seed(0)
         net = build(emb, size).to(dev)
+        body, tail = net[:-FP32_TAIL[name]], net[-FP32_TAIL[name]:]
         W = nn.Parameter(torch.randn(1000, emb, device=dev) * 0.01)
         opt = torch.optim.SGD(list(net.parameters()) + [W], lr=0.01, momentum=0.9, weight_decay=5e-4)
         x_host = torch.randn(batch, ch, size, size)
@@ -208,8 +214,9 @@ for name in a.models.split(","):
                 opt.step()
                 return
             with torch.autocast(dev.type, dtype=dtype):
-                e = net(x)
-            loss = am_loss(e.float(), W, y)      # the head in float32, outside autocast
+                h = body(x)
+            e = tail(h.float())                  # the embedding's last layers in float32
+            loss = am_loss(e, W, y)              # the head in float32, outside autocast
             if scaler is None:
                 loss.backward()
                 opt.step()

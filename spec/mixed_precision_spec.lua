@@ -35,10 +35,12 @@ local function run(build, shape, dtype)
   local x = facet.randn(shape, { seed = 7 }):to(H.device)
   local xin = dtype == "float32" and x or x:to(dtype)
   local y = m:forward(xin)
-  assert.are.equal(dtype, y:dtype())
+  -- a model's last FC and BatchNorm1d run in float32 (Module:set_fp32): a float32 embedding
+  local tail32 = m.modules and m.modules[#m.modules].fp32
+  assert.are.equal(tail32 and "float32" or dtype, y:dtype())
   local g = facet.randn(y:shape(), { seed = 8 }):to(H.device)
   m:zero_grad()
-  local gi = m:backward(xin, dtype == "float32" and g or g:to(dtype))
+  local gi = m:backward(xin, g:to(y:dtype()))
   if gi then assert.are.equal(dtype, gi:dtype()) end
   local grads = {}
   for i, p in ipairs(m:named_parameters()) do
@@ -141,6 +143,70 @@ describe("convnet and iresnet18 in 16 bits", function()
   end)
 end)
 
+describe("float32 layers inside a 16-bit model (Module:set_fp32)", function()
+  local nn = facet.nn
+  -- body (16-bit), then a Linear and a BatchNorm1d; the same weights for every seed
+  local function parts()
+    facet.manual_seed(3)
+    local body = nn.Sequential(nn.Conv2d(2, 3, 3, { padding = 1 }), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten())
+    return body, nn.Linear(3 * 4 * 4, 5), nn.BatchNorm1d(5)
+  end
+  local function bits(t) return t:to("cpu"):float():totable() end
+
+  H.it("a marked child gets a float32 copy of its input; its input gradient goes back once rounded", function()
+    for _, dt in ipairs { "bfloat16", "float16" } do
+      local body, fc, bn = parts()
+      local net = nn.Sequential(body, fc:set_fp32(), bn:set_fp32()):to(H.device)
+      local x = facet.randn({ 4, 2, 4, 4 }, { seed = 1 }):to(H.device):to(dt)
+      local g = facet.randn({ 4, 5 }, { seed = 2 }):to(H.device)
+      local y = net:forward(x)
+      assert.are.equal("float32", y:dtype())
+      net:zero_grad()
+      local gi = net:backward(x, g)
+      assert.are.equal(dt, gi:dtype())
+      -- by hand: the body in 16 bits, its output widened, the tail in float32, the tail's
+      -- input gradient rounded to 16 bits for the body's backward
+      local body2, fc2, bn2 = parts()
+      body2:to(H.device); fc2:to(H.device); bn2:to(H.device)
+      local h = body2:forward(x)
+      assert.are.equal(dt, h:dtype())
+      local h32 = h:float()
+      local want = bn2:forward(fc2:forward(h32))
+      assert.are.same(bits(want), bits(y))
+      body2:zero_grad(); fc2:zero_grad(); bn2:zero_grad()
+      local gh = fc2:backward(h32, bn2:backward(fc2.output, g)):to(dt)
+      local gi2 = body2:backward(x, gh)
+      assert.are.same(bits(gi2), bits(gi))
+      local _, g1 = net:parameters()
+      local g2 = {}
+      for _, m in ipairs { body2, fc2, bn2 } do
+        local _, gs = m:parameters()
+        for _, q in ipairs(gs) do g2[#g2 + 1] = q end
+      end
+      assert.are.equal(#g1, #g2)
+      for i = 1, #g1 do assert.are.same(bits(g2[i]), bits(g1[i]), "gradient " .. i) end
+      -- a float32 input is untouched by the marks
+      local y32 = net:forward(x:float())
+      assert.are.equal("float32", y32:dtype())
+    end
+  end)
+
+  it("the models mark the embedding's last layers as arcface_torch runs them", function()
+    local ir = facet.models.iresnet { depth = 18, emb = 8, size = 32 }
+    local marked = {}
+    for i, m in ipairs(ir.modules) do if m.fp32 then marked[#marked + 1] = ir:child_name(i) end end
+    assert.are.same({ "fc", "features" }, marked)
+    local mbf = facet.models.mobilefacenet { arch = "mbf", emb = 8, size = 32 }
+    marked = {}
+    for i, m in ipairs(mbf.modules) do if m.fp32 then marked[#marked + 1] = mbf:child_name(i) end end
+    assert.are.same({ "conv_sep", "features" }, marked)
+    local ok, err = pcall(function() return nn.ReLU():set_fp32("yes") end)
+    assert.is_false(ok)
+    assert.truthy(err:find("set_fp32: flag must be true or false", 1, true), err)
+    assert.is_false(nn.ReLU():set_fp32(false).fp32)
+  end)
+end)
+
 -- a fresh, identically seeded training setup
 local function setup_run(extra)
   facet.manual_seed(11)
@@ -199,13 +265,13 @@ describe("facet.train{ precision = }", function()
   end)
 
   it("an fp16 overflow halves the scale and skips exactly that step; resume restores the scaler", function()
-    -- at 2^14 one batch of the run overflows (2^13: none; the default 2^16: three)
-    local opts = { precision = "fp16", loss_scale = { init_scale = 2 ^ 14 } }
+    -- at the default 2^16 one batch of the run overflows (2^15: none; 2^17: two)
+    local opts = { precision = "fp16", loss_scale = { init_scale = 2 ^ 16 } }
     local one = facet.train(setup_run(cfg_with({ log = tmpdir .. "/log16" }, opts)))
     assert.are.equal(1, one.overflow_skipped)
     assert.are.equal(0, one.skipped)
     assert.are.equal(11, #one.losses)
-    assert.are.equal(2 ^ 13, one.loss_scale)
+    assert.are.equal(2 ^ 15, one.loss_scale)
     -- the log: 2^14 up to the overflow, the skipped step with the halved scale, then 2^13
     local k
     local f = io.open(tmpdir .. "/log16/train.jsonl")
@@ -217,7 +283,7 @@ describe("facet.train{ precision = }", function()
         assert.are.equal("fp16 overflow", e.reason)
         assert.are.equal(1, e.overflow_skipped)
       end
-      assert.are.equal(k and 2 ^ 13 or 2 ^ 14, e.loss_scale)
+      assert.are.equal(k and 2 ^ 15 or 2 ^ 16, e.loss_scale)
     end
     f:close()
     assert.is_number(k)
@@ -231,12 +297,12 @@ describe("facet.train{ precision = }", function()
     local s0, s1 = snapshot(before.model), snapshot(at.model)
     for name, t in pairs(s1) do assert.are.same(s0[name]:float():totable(), t:float():totable(), name) end
     local info = facet.checkpoint.info(dir)
-    assert.are.equal(2 ^ 13, info.amp.scale)
+    assert.are.equal(2 ^ 15, info.amp.scale)
     assert.are.equal(1, info.amp.skipped)
     -- resume: the scaler's state comes back, the losses are the uninterrupted run's
     local resumed = facet.train(setup_run(cfg_with({ resume = dir }, opts)))
     assert.are.equal(1, resumed.overflow_skipped)
-    assert.are.equal(2 ^ 13, resumed.loss_scale)
+    assert.are.equal(2 ^ 15, resumed.loss_scale)
     assert.are.equal(12 - k, #resumed.losses)
     for i = 1, 12 - k do assert.are.equal(one.losses[k - 1 + i], resumed.losses[i]) end
   end)

@@ -157,11 +157,13 @@ function M.train_step(net, head, opt, fetch, opts)
     call("optimizer", opt.zero_grad, opt)
     if low then x = call("casts", cast, "x", x, low) end
     local e = net:forward(x)
-    if low then e = call("casts", cast, "emb", e, "float32") end
+    -- the models' last layers run in float32 (Module:set_fp32): the embedding may be float32 already
+    local edt = e:dtype()
+    if edt ~= "float32" then e = call("casts", cast, "emb", e, "float32") end
     call("head forward", head.forward, head, e, y)
     local g = call("head backward", head.backward, head)
     if scaler then call("loss scaler", scaler.scale_grad, scaler, g) end
-    if low then g = call("casts", cast, "grad", g, low) end
+    if edt ~= "float32" then g = call("casts", cast, "grad", g, edt) end
     net:backward(x, g)
     if scaler then
       call("loss scaler", scaler.unscale, scaler, grads)

@@ -48,10 +48,11 @@
 -- overflow reads as an fp16 overflow (the step skipped, the scale halved).
 -- Mixed precision (docs/mixed-precision.md): precision = "bf16" or "fp16"
 -- keeps the parameters float32 (master weights, updated by the optimizer in
--- float32), casts each batch to bfloat16/float16 before the model, the
--- embedding back to float32 before the head (the head and the loss stay
--- float32, as arcface_torch) and the embedding's gradient to the low precision
--- for the model's backward. fp16 scales that gradient with a facet.amp scaler
+-- float32), casts each batch to bfloat16/float16 before the model, whose
+-- layers marked fp32 (the embedding's last FC and BatchNorm1d in facet's
+-- models, as arcface_torch) run in float32; the embedding, float32 then, goes
+-- to the head (the head and the loss stay float32) and its gradient back to
+-- the model in the embedding's dtype. fp16 scales that gradient with a facet.amp scaler
 -- (options: loss_scale = { init_scale =, growth_interval =, ... }), unscales
 -- the model's gradients before clipping and the guard, and skips a step whose
 -- gradients overflowed (the expected fp16 overflow: logged with reason
@@ -255,7 +256,9 @@ end
 local function low_grad(st, g)
   if not st.low then return g end
   if st.scaler then st.scaler:scale_grad(g) end
-  return cast(st, "grad", g, st.low)
+  -- a model whose last layers run in float32 (Module:set_fp32) wants it as it is
+  if st.emb_dtype == "float32" then return g end
+  return cast(st, "grad", g, st.emb_dtype)
 end
 
 -- forward, backward and the guards of one batch; returns the loss, the gradient
@@ -268,7 +271,10 @@ local function forward_backward(st, x, y)
   local low = st.low
   if low then x = cast(st, "x", x, low) end
   local emb = model:forward(x)
-  if low then emb = cast(st, "emb", emb, "float32") end
+  if low then
+    st.emb_dtype = emb:dtype()
+    if st.emb_dtype ~= "float32" then emb = cast(st, "emb", emb, "float32") end
+  end
   local loss = head:forward(emb, y)
   local r = st.reducer
   if r then

@@ -75,7 +75,7 @@ return function(opts)
   net:add(nn.BatchNorm2d(2048))
   if dropout > 0 then net:add(nn.Dropout(dropout)) end
   net:add(nn.Flatten())
-  net:add(nn.Linear(2048 * (size / 16) ^ 2, emb))
-  net:add(nn.BatchNorm1d(emb))
+  net:add(nn.Linear(2048 * (size / 16) ^ 2, emb):set_fp32())   -- float32 under mixed precision
+  net:add(nn.BatchNorm1d(emb):set_fp32())
   return net
 end

@@ -17,5 +17,5 @@ return function(opts)
   return nn.Sequential(
     nn.Conv2d(c, 32, 3, { padding = 1, bias = false }), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
     nn.Conv2d(32, 64, 3, { padding = 1, bias = false }), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Flatten(), nn.Linear(64 * s * s, emb), nn.BatchNorm1d(emb))
+    nn.Flatten(), nn.Linear(64 * s * s, emb):set_fp32(), nn.BatchNorm1d(emb):set_fp32())
 end

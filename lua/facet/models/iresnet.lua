@@ -64,7 +64,9 @@ return function(opts)
   net:add(nn.BatchNorm2d(512), "bn2")
   if dropout > 0 then net:add(nn.Dropout(dropout), "dropout") end
   net:add(nn.Flatten(), "flatten")
-  net:add(nn.Linear(512 * s * s, emb), "fc")
-  net:add(nn.BatchNorm1d(emb), "features")
+  -- fc and features run in float32 under mixed precision, as arcface_torch's
+  -- (x.float() after autocast; nn.Sequential, docs/mixed-precision.md)
+  net:add(nn.Linear(512 * s * s, emb):set_fp32(), "fc")
+  net:add(nn.BatchNorm1d(emb):set_fp32(), "features")
   return net
 end

@@ -44,9 +44,11 @@ local function mobilefacenet_2018(emb, size)
     end
   end
   local g = size / 16
-  net:add(conv_bn(128, 512, 1, 1, 0, 1, true))
-  net:add(conv_bn(512, 512, g, 1, 0, 512, false))       -- global depthwise conv
-  net:add(conv_bn(512, emb, 1, 1, 0, 1, false))         -- linear embedding
+  -- the last three run in float32 under mixed precision, as arcface_torch's
+  -- conv_sep and GDC (docs/mixed-precision.md)
+  net:add(conv_bn(128, 512, 1, 1, 0, 1, true):set_fp32())
+  net:add(conv_bn(512, 512, g, 1, 0, 512, false):set_fp32())       -- global depthwise conv
+  net:add(conv_bn(512, emb, 1, 1, 0, 1, false):set_fp32())         -- linear embedding
   net:add(nn.Flatten())
   return net
 end
@@ -99,7 +101,10 @@ local function mbf(emb, size, blocks, scale)
   local g = size / 16
   local gdc = holder(seq0 { block(512, 512, g, 1, 0, 512, false), nn.Flatten(), nn.Linear(512, emb, false),
     nn.BatchNorm1d(emb) })
-  return nn.Sequential():add(layers, "layers"):add(block(c2, 512, 1, 1, 0, 1, true), "conv_sep"):add(gdc, "features")
+  -- conv_sep and features run in float32 under mixed precision, as arcface_torch's
+  -- (x.float() after autocast; docs/mixed-precision.md)
+  return nn.Sequential():add(layers, "layers"):add(block(c2, 512, 1, 1, 0, 1, true):set_fp32(), "conv_sep")
+    :add(gdc:set_fp32(), "features")
 end
 
 return function(opts)

@@ -166,6 +166,20 @@ function Module:half_backward(x, grad_out, fn)
   return gi
 end
 
+--- Marks the module to run in float32 under mixed precision (flag: true by
+-- default; false unmarks): inside an nn.Sequential, a float16/bfloat16 input
+-- reaches it as a float32 copy, so it and the children after it run in
+-- float32, and its input gradient goes back in the 16-bit dtype. The models
+-- mark the embedding's last layers (arcface_torch's fc and features, conv_sep
+-- and GDC). Returns the module.
+function Module:set_fp32(flag)
+  if flag ~= nil and type(flag) ~= "boolean" then
+    self:fail("set_fp32: flag must be true or false, got " .. valid.describe(flag))
+  end
+  self.fp32 = flag ~= false
+  return self
+end
+
 function Module:forward(x)
   self:check_alive("forward")
   check_input(self, "forward", x, "the input")

@@ -45,17 +45,50 @@ function Sequential:add(m, name)
   return self
 end
 
+-- Mixed precision (docs/mixed-precision.md): a child with fp32 = true (the
+-- models set it on the embedding's last layers, which arcface_torch runs
+-- outside autocast) that gets a float16/bfloat16 input is given a float32 copy
+-- of it instead, so it and what follows run in float32; in backward its
+-- float32 grad_input is rounded once back into the 16-bit dtype for the
+-- children before it. The copies are buffers of this Sequential, named once.
+local HALF = Module.HALF
+local names = setmetatable({}, { __index = function(t, i)
+  local v = { "fp32_input_" .. i, "fp32_grad_" .. i }
+  rawset(t, i, v)
+  return v
+end })
+
 function Sequential:update_output(x)
-  for i, m in ipairs(self.modules) do x = Module.in_child(self, i, m, m.forward, m, x) end
+  local low = self._fp32_low                 -- child i -> the 16-bit dtype it was widened from
+  for i, m in ipairs(self.modules) do
+    if m.fp32 and HALF[x:dtype()] then
+      local xf = self:buffer(names[i][1], x:shape())
+      xf:copy(x)
+      low = low or {}
+      self._fp32_low = low
+      low[i] = x:dtype()
+      x = xf
+    elseif low then
+      low[i] = nil
+    end
+    x = Module.in_child(self, i, m, m.forward, m, x)
+  end
   return x
 end
 
 function Sequential:backward(x, grad_out)
-  local n = #self.modules
+  local n, low = #self.modules, self._fp32_low
   for i = n, 1, -1 do
     local m = self.modules[i]
     local input = i > 1 and self.modules[i - 1].output or x
+    local dt = low and low[i]
+    if dt then input = self.buffers[names[i][1]] end   -- the float32 copy the child ran on
     grad_out = Module.in_child(self, i, m, m.backward, m, input, grad_out)
+    if dt and grad_out then
+      local g = self:buffer(names[i][2], grad_out:shape(), dt)
+      g:copy(grad_out)
+      grad_out = g
+    end
   end
   self.grad_input = grad_out
   return grad_out
