@@ -47,6 +47,18 @@ local DATA = "lifetimes/atomicity (data/loader.lua, data/folder.lua) or data/* (
 local CASES = {
   -- facet.* and tensors
   { "facet.tensor(nil)", function() return facet.tensor(nil) end, "facet.tensor" },
+  { "nn.MaxPool2d(2, 5)", function() return facet.nn.MaxPool2d(2, 5) end, "nn.MaxPool2d: the options must be a table" },
+  { "nn.AvgPool2d(2, {stirde = 1})", function() return facet.nn.AvgPool2d(2, { stirde = 1 }) end, "unknown option 'stirde'" },
+  { "nn.MaxPool2d(0)", function() return facet.nn.MaxPool2d(0) end, "nn.MaxPool2d: kernel[1] must be an integer" },
+  { "Conv2d:output_shape(nil)", function() return facet.nn.Conv2d(3, 4, 3):output_shape(nil) end,
+    "output_shape: want an input shape of 4 integers >= 0" },
+  { "Conv2d:flops({1, 2})", function() return facet.nn.Conv2d(3, 4, 3):flops({ 1, 2 }) end, "output_shape: want" },
+  { "Conv2d:backward(nil, nil)", function() return facet.nn.Conv2d(3, 4, 3):backward(nil, nil) end,
+    "Conv2d:backward: the input must be a tensor, got nil" },
+  { "Sequential:backward(t, 'x')", function() return facet.nn.Sequential(facet.nn.ReLU()):backward(t, "x") end,
+    "Sequential:backward: grad_out must be a tensor" },
+  { "Linear:named_parameters({})", function() return facet.nn.Linear(2, 2):named_parameters({}) end,
+    "named_parameters: prefix must be a string" },
   { "Dropout:backward before any forward", function()
     local d = facet.nn.Dropout(0.5)
     return d:backward(facet.zeros({ 3 }), facet.zeros({ 3 }))

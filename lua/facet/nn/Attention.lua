@@ -45,6 +45,7 @@ function Attention:update_output(x)
 end
 
 function Attention:backward(x, g)
+  self:check_backward(x, g)
   local b = self.buffers
   local g_pre = run(self, 6, "backward", b.gated, g)
   local g_t = self:buffer("grad_trunk", self.t:shape(), g:dtype())

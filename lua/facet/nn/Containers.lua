@@ -35,6 +35,7 @@ local function additive(name)
     return sum_into(self, "output", outs)
   end
   function cls:backward(x, grad_out)
+    self:check_backward(x, grad_out)
     local grads = {}
     for i, m in ipairs(self.modules) do grads[i] = Module.in_child(self, i, m, m.backward, m, x, grad_out) end
     self.grad_input = #grads == 1 and grads[1] or sum_into(self, "grad_input", grads)
@@ -75,6 +76,7 @@ function M.Mul:update_output(x)
   return out
 end
 function M.Mul:backward(x, grad_out)
+  self:check_backward(x, grad_out)
   local ma, mb = self.modules[1], self.modules[2]
   local ga = self:buffer("grad_a", grad_out:shape(), grad_out:dtype())
   local gb = self:buffer("grad_b", grad_out:shape(), grad_out:dtype())
@@ -116,6 +118,7 @@ function M.Concat:update_output(x)
   return out
 end
 function M.Concat:backward(x, grad_out)
+  self:check_backward(x, grad_out)
   local grads = {}
   for i, m in ipairs(self.modules) do
     local n = m.output:size(self.dim)

@@ -65,6 +65,7 @@ end
 
 --- Output shape for an input shape.
 function Conv2d:output_shape(s)
+  self:check_shape("output_shape", s, 4)
   local function dim(n, i)
     return math.floor((n + 2 * self.padding[i] - self.dilation[i] * (self.kernel[i] - 1) - 1) / self.stride[i]) + 1
   end
@@ -97,6 +98,7 @@ end
 -- grad_x and the parameter gradients come out of one call; a first layer
 -- (no_input_grad = true, set by facet.train) skips grad_x
 function Conv2d:backward(x, grad_out)
+  self:check_backward(x, grad_out)
   local gi = not self.no_input_grad and self:buffer("grad_input", x:shape(), x:dtype()) or nil
   local ws = workspace(self, x)
   check(C.facet_conv2d_backward(gi and gi.h or nil, self.grad_weight.h, self.bias and self.grad_bias.h or nil, grad_out.h, x.h,

@@ -205,10 +205,36 @@ function Module:forward(x)
   return self.output
 end
 
-function Module:backward(x, grad_out)
+--- Checks that s is a shape of `dims` integers >= 0 (an input shape given
+-- to output_shape / flops): raises "<module>: method: ..." otherwise.
+function Module:check_shape(method, s, dims)
+  local ok = type(s) == "table" and #s == dims
+  if ok then
+    for i = 1, dims do
+      local v = s[i]
+      if type(v) ~= "number" or v ~= math.floor(v) or v < 0 or v > 2 ^ 53 then ok = false end
+    end
+  end
+  if not ok then
+    self:fail(("%s: want an input shape of %d integers >= 0 (N x C x H x W), got %s"):format(method, dims,
+      type(s) == "table" and ("{" .. table.concat((function()
+        local t = {}
+        for i = 1, math.min(#s, 8) do t[i] = valid.describe(s[i]) end
+        return t
+      end)(), ", ") .. "}") or valid.describe(s)))
+  end
+end
+
+--- The checks every backward makes first (classes that define their own
+-- backward call it): a live module, x and grad_out live tensors.
+function Module:check_backward(x, grad_out)
   self:check_alive("backward")
   check_input(self, "backward", x, "the input")
   check_input(self, "backward", grad_out, "grad_out")
+end
+
+function Module:backward(x, grad_out)
+  self:check_backward(x, grad_out)
   if not self.any_dtype and not self.native_half and HALF[x:dtype()] then
     return self:half_backward(x, grad_out, backward32)
   end
@@ -266,6 +292,12 @@ local function key_of(m, name) return m._keys and m._keys[name] or name end
 -- implement it too, and an entry may add the deferred-gradient fields
 -- (row_coef, row_norms, on_update, grad_sumsq) described in facet.optim.optimizer.
 function Module:named_parameters(prefix, out)
+  if prefix ~= nil and type(prefix) ~= "string" then
+    self:fail("named_parameters: prefix must be a string, got " .. valid.describe(prefix))
+  end
+  if out ~= nil and type(out) ~= "table" then
+    self:fail("named_parameters: out must be a table, got " .. valid.describe(out))
+  end
   out = out or {}
   prefix = prefix or ""
   for _, p in ipairs(self._params) do

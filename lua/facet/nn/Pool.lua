@@ -6,22 +6,32 @@
 local ffi = require "ffi"
 local Module = require "facet.nn.Module"
 local core = require "facet.core"
+local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local M = {}
 
-local function pair(v) if type(v) == "number" then return { v, v } end return v end
+-- an integer or a pair of integers >= min -> { h, w }
+local function pair(fn, what, v, min)
+  if type(v) == "number" then v = { v, v } end
+  if type(v) ~= "table" or #v ~= 2 then
+    valid.fail(fn, ("%s must be an integer or a pair of integers, got %s"):format(what, valid.describe(v)))
+  end
+  for i = 1, 2 do valid.integer(fn, ("%s[%d]"):format(what, i), v[i], { min = min, max = 2 ^ 31 - 1 }) end
+  return { v[1], v[2] }
+end
 
 local function make(name, kind)
   local cls = Module:extend(name)
   cls.native_half = true
   function cls.new(kernel, opts)
-    opts = opts or {}
+    local fn = "nn." .. name
+    opts = valid.options(fn, opts, { "stride", "padding", "count_include_pad" })
+    local k = pair(fn, "kernel", kernel, 1)
+    local s = pair(fn, "stride", opts.stride or kernel, 1)
+    local p = pair(fn, "padding", opts.padding or 0, 0)
+    valid.boolean(fn, "count_include_pad", opts.count_include_pad, true)
     local self = Module.init(cls)
-    local k = pair(kernel)
-    local s = pair(opts.stride or kernel)
-    local p = pair(opts.padding or 0)
-    if type(k) ~= "table" or type(s) ~= "table" or type(p) ~= "table" then error(name .. ": bad kernel/stride/padding", 2) end
     self.k, self.s, self.p = k, s, p
     self.settings = ffi.new("facet_pool2d_params", { kernel_h = k[1], kernel_w = k[2], stride_h = s[1],
       stride_w = s[2], pad_h = p[1], pad_w = p[2], count_include_pad = opts.count_include_pad == false and 0 or 1 })
@@ -31,6 +41,7 @@ local function make(name, kind)
     return ("%s(%dx%d, s%d%s)"):format(name, self.k[1], self.k[2], self.s[1], self.p[1] > 0 and (", p" .. self.p[1]) or "")
   end
   function cls:output_shape(s)
+    self:check_shape("output_shape", s, 4)
     local function d(n, i) return math.floor((n + 2 * self.p[i] - self.k[i]) / self.s[i]) + 1 end
     return { s[1], s[2], d(s[3], 1), d(s[4], 2) }
   end

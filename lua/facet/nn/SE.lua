@@ -32,6 +32,7 @@ function SE:update_output(x)
 end
 
 function SE:backward(x, grad_out)
+  self:check_backward(x, grad_out)
   local s = x:shape()
   local branch = self.modules[1]
   -- through the gate: sum over the plane of grad_out * x

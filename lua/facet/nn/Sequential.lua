@@ -77,6 +77,7 @@ function Sequential:update_output(x)
 end
 
 function Sequential:backward(x, grad_out)
+  self:check_backward(x, grad_out)
   local n, low = #self.modules, self._fp32_low
   for i = n, 1, -1 do
     local m = self.modules[i]
