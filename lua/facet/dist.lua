@@ -466,4 +466,8 @@ function Reducer:broadcast(root)
   end
 end
 
+-- g.allreduce(t) for g:allreduce(t) is a clear error (facet.check.methods)
+valid.methods(Group, "group", "a facet.dist group")
+valid.methods(Reducer, "reducer", "a facet.dist.data_parallel reducer")
+
 return M

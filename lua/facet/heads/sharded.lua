@@ -511,4 +511,6 @@ function Sharded:__tostring()
     self.class_offset + self.block_rows, self.sample < 1 and (", sample=%g"):format(self.sample) or "")))
 end
 
+valid.methods(Solo, "group", "a facet.dist group")
+
 return M
