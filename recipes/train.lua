@@ -35,6 +35,7 @@ local SETTINGS = {
   { "head", "loss head: " .. table.concat(facet.heads.names(), ", "), "mv-am",
     function(v)
       for _, n in ipairs(facet.heads.names()) do if n == v then return v end end
+      if facet.heads.ALIASES[v] then return facet.heads.ALIASES[v] end   -- arcface, cosface ...
       return nil, ("--head must be one of %s, got '%s'"):format(table.concat(facet.heads.names(), ", "), v)
     end },
   { "epochs", "epochs", "12", int("--epochs", 1, 100000) },

@@ -340,7 +340,15 @@ end)
 
 describe("head errors", function()
   it("names, options, labels and shapes", function()
-    H.assert_error(function() facet.heads.new("cosface", { classes = 2, dim = 2 }) end, "unknown head 'cosface'", "mv-am")
+    H.assert_error(function() facet.heads.new("cosfce", { classes = 2, dim = 2 }) end, "unknown head 'cosfce'", "mv-am",
+      "cosface = am")
+    -- InsightFace's and the papers' names are the catalogue's heads, recorded by their catalogue name
+    for alias, name in pairs { arcface = "arc", cosface = "am", sphereface = "a-softmax", ["am-softmax"] = "am" } do
+      local a, b = facet.heads.new(alias, { classes = 3, dim = 4, seed = 1 }), facet.heads.new(name, { classes = 3, dim = 4, seed = 1 })
+      assert.are.equal(name, a.name)
+      local x, y = facet.randn({ 2, 4 }, { seed = 2 }), facet.tensor({ 0, 2 }, { dtype = "int64" })
+      assert.are.equal(b:forward(x, y), a:forward(x, y))
+    end
     H.assert_error(function() facet.heads.new("mv-am", { classes = 2, dim = 2, t = -0.1 }) end, "option t must be a number >= 0", "got -0.1")
     H.assert_error(function() facet.heads.new("f-am", { classes = 2, dim = 2, gama = 2 }) end, "unknown option 'gama'")
     H.assert_error(function() facet.heads.new("am", { classes = 0, dim = 2 }) end, "classes")

@@ -179,7 +179,7 @@ describe("recipes/train.lua", function()
     { "--data /nonexistent/faces", "--data /nonexistent/faces is neither a folder, a list file nor a .rec" },
     { "", "--data is required" },
     { "--data . --model resnet", "--model must be one of" },
-    { "--data . --head cosface", "--head must be one of" },
+    { "--data . --head cosfce", "--head must be one of" },
     { "--data . --batch 0", "--batch must be an integer" },
     { "--data . --head-opt m", "--head-opt wants NAME=VALUE, got 'm'" },
     { "--data . --model mobilefacenet --depth 50", "--depth is for --model iresnet" },

@@ -56,6 +56,12 @@ for _, base in ipairs { "am", "arc" } do
 end
 
 --- The names new() accepts.
+--- Other names of heads of the catalogue: InsightFace's (ArcFace, CosFace)
+-- and the papers' (SphereFace's A-Softmax, AM-Softmax, Arc-Softmax);
+-- facet.heads.new takes them and records the catalogue's name.
+M.ALIASES = { arcface = "arc", ["arc-softmax"] = "arc", cosface = "am", ["am-softmax"] = "am",
+  sphereface = "a-softmax" }
+
 function M.names()
   local r = {}
   for k in pairs(CATALOGUE) do r[#r + 1] = k end
@@ -73,9 +79,14 @@ end
 --                  of the others each step (with or without shard)
 function M.new(name, opts)
   if type(name) ~= "string" then error("facet.heads.new: the first argument is the head's name", 2) end
+  name = M.ALIASES[name] or name
   local make = CATALOGUE[name]
   if not make then
-    error(("facet.heads.new: unknown head '%s' (known: %s)"):format(name, table.concat(M.names(), ", ")), 2)
+    local aliases = {}
+    for k, v in pairs(M.ALIASES) do aliases[#aliases + 1] = k .. " = " .. v end
+    table.sort(aliases)
+    error(("facet.heads.new: unknown head '%s' (known: %s; also %s)"):format(name, table.concat(M.names(), ", "),
+      table.concat(aliases, ", ")), 2)
   end
   if type(opts) ~= "table" then error("facet.heads.new: opts with classes and dim are required", 2) end
   local cfg = make(opts)
