@@ -74,15 +74,21 @@ int facet_check_same_device(const char *fn, const facet_tensor *a, const facet_t
     return 0;
 }
 
-int facet_check_float_pair(const char *fn, const char *an, const facet_tensor *a, const char *bn,
-                           const facet_tensor *b)
+int facet_check_same_contiguous(const char *fn, const char *an, const facet_tensor *a, const char *bn,
+                                 const facet_tensor *b)
 {
-    int rc = facet_check_dtype(fn, an, a, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_dtype(fn, bn, b, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_same_device(fn, a, b);
+    int rc = facet_check_same_device(fn, a, b);
     if (rc) return rc;
     if (!facet_same_shape(a, b) || !facet_contiguous(a) || !facet_contiguous(b))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s and %s %s must be contiguous with one shape", fn, an,
                           facet_desc(a), bn, facet_desc(b));
     return 0;
+}
+
+int facet_check_float_pair(const char *fn, const char *an, const facet_tensor *a, const char *bn,
+                           const facet_tensor *b)
+{
+    int rc = facet_check_dtype(fn, an, a, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_dtype(fn, bn, b, FACET_DTYPE_FLOAT32);
+    return rc ? rc : facet_check_same_contiguous(fn, an, a, bn, b);
 }

@@ -32,12 +32,7 @@ int facet_check_act_pair(const char *fn, const char *an, const facet_tensor *a, 
 {
     int rc = facet_check_act_dtype(fn, bn, b);
     if (!rc) rc = facet_check_dtype_of(fn, an, a, bn, b);
-    if (!rc) rc = facet_check_same_device(fn, a, b);
-    if (rc) return rc;
-    if (!facet_same_shape(a, b) || !facet_contiguous(a) || !facet_contiguous(b))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s and %s %s must be contiguous with one shape", fn, an,
-                          facet_desc(a), bn, facet_desc(b));
-    return 0;
+    return rc ? rc : facet_check_same_contiguous(fn, an, a, bn, b);
 }
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;

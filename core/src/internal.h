@@ -110,6 +110,9 @@ int facet_storage_wait_copies(struct facet_storage *s);
 /* ==== shared by the CPU sources (error.c, fileio.c) ====================================== */
 
 /* Two contiguous float32 tensors of one shape on one device (error.c). */
+/* same device, same shape, both contiguous ("fn: an ... and bn ... must be contiguous with one shape") */
+int facet_check_same_contiguous(const char *fn, const char *an, const facet_tensor *a, const char *bn,
+                                const facet_tensor *b);
 int facet_check_float_pair(const char *fn, const char *an, const facet_tensor *a, const char *bn,
                            const facet_tensor *b);
 
