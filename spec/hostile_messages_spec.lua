@@ -47,6 +47,8 @@ local DATA = "lifetimes/atomicity (data/loader.lua, data/folder.lua) or data/* (
 local CASES = {
   -- facet.* and tensors
   { "facet.tensor(nil)", function() return facet.tensor(nil) end, "facet.tensor" },
+  { "nn.Upsample(2)", function() return facet.nn.Upsample(2) end, "nn.Upsample: the options must be a table" },
+  { "nn.Upsample{ size = {4} }", function() return facet.nn.Upsample { size = { 4 } } end, "nn.Upsample: size must be a list of 2" },
   { "nn.MaxPool2d(2, 5)", function() return facet.nn.MaxPool2d(2, 5) end, "nn.MaxPool2d: the options must be a table" },
   { "nn.AvgPool2d(2, {stirde = 1})", function() return facet.nn.AvgPool2d(2, { stirde = 1 }) end, "unknown option 'stirde'" },
   { "nn.MaxPool2d(0)", function() return facet.nn.MaxPool2d(0) end, "nn.MaxPool2d: kernel[1] must be an integer" },

@@ -3,17 +3,24 @@
 -- residual attention network's soft masks).
 local Module = require "facet.nn.Module"
 local core = require "facet.core"
+local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local Upsample = Module:extend("Upsample")
 
 function Upsample.new(opts)
-  opts = opts or {}
+  local fn = "nn.Upsample"
+  opts = valid.options(fn, opts, { "scale", "size", "mode", "align_corners" })
+  if opts.scale ~= nil and opts.size ~= nil then valid.fail(fn, "give scale or size, not both") end
+  local scale = valid.number(fn, "scale", opts.scale, { gt = 0, max = 4096, optional = true })
+  local size = opts.size ~= nil and valid.list(fn, "size", opts.size, { len = 2, integer = true, min = 1, max = 2 ^ 31 - 1 })
+    or nil
+  local mode = valid.enum(fn, "mode", opts.mode, { "nearest", "bilinear" }, "nearest")
+  valid.boolean(fn, "align_corners", opts.align_corners, false)
   local self = Module.init(Upsample)
-  self.scale, self.size = opts.scale, opts.size
+  self.scale, self.size = scale, size
   if not self.scale and not self.size then self.scale = 2 end
-  self.mode = opts.mode or "nearest"
-  if self.mode ~= "nearest" and self.mode ~= "bilinear" then error("Upsample: mode is nearest or bilinear", 2) end
+  self.mode = mode
   self.code = self.mode == "nearest" and C.FACET_UPSAMPLE_MODE_NEAREST or C.FACET_UPSAMPLE_MODE_BILINEAR
   self.align = opts.align_corners and 1 or 0
   return self
