@@ -47,6 +47,13 @@ local DATA = "lifetimes/atomicity (data/loader.lua, data/folder.lua) or data/* (
 local CASES = {
   -- facet.* and tensors
   { "facet.tensor(nil)", function() return facet.tensor(nil) end, "facet.tensor" },
+  { "nn.BatchNorm2d(3, 5)", function() return facet.nn.BatchNorm2d(3, 5) end, "nn.BatchNorm2d: the options must be a table" },
+  { "nn.BatchNorm1d(3, {momentum = 2})", function() return facet.nn.BatchNorm1d(3, { momentum = 2 }) end,
+    "nn.BatchNorm1d: momentum must be a number in [0, 1], got 2" },
+  { "nn.Conv2d(3, 4, 3, 5)", function() return facet.nn.Conv2d(3, 4, 3, 5) end, "nn.Conv2d: the options must be a table" },
+  { "nn.Conv2d(2.5, 4, 3)", function() return facet.nn.Conv2d(2.5, 4, 3) end, "nn.Conv2d: in must be an integer" },
+  { "nn.SE()", function() return facet.nn.SE() end, "nn.SE: channels must be an integer" },
+  { "nn.Attention()", function() return facet.nn.Attention() end, "Attention: parts must be a table of modules" },
   { "nn.Upsample(2)", function() return facet.nn.Upsample(2) end, "nn.Upsample: the options must be a table" },
   { "nn.Upsample{ size = {4} }", function() return facet.nn.Upsample { size = { 4 } } end, "nn.Upsample: size must be a list of 2" },
   { "nn.MaxPool2d(2, 5)", function() return facet.nn.MaxPool2d(2, 5) end, "nn.MaxPool2d: the options must be a table" },

@@ -13,6 +13,9 @@ Attention.any_dtype = true      -- its sums and products take 16-bit tensors; th
 local PARTS = { "first", "trunk", "mask", "up", "head", "last" }
 
 function Attention.new(parts)
+  if type(parts) ~= "table" then
+    error("Attention: parts must be a table of modules (first, trunk, mask, up, head, last), got a " .. type(parts), 2)
+  end
   local self = Module.init(Attention)
   self.modules = {}
   for i, k in ipairs(PARTS) do

@@ -19,6 +19,7 @@
 local Module = require "facet.nn.Module"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
+local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local M = {}
@@ -152,11 +153,16 @@ local function make(name, dims)
   local cls = Module:extend(name)
   cls.native_half = true      -- 16-bit x natively (float32 statistics); the synchronised path widens
   function cls.new(n, opts)
-    opts = opts or {}
+    local fn = "nn." .. name
     if type(n) ~= "number" or n < 1 then error(name .. "(features): want a positive count", 2) end
+    valid.integer(fn, "features", n, { min = 1, max = 2 ^ 31 - 1 })
+    opts = valid.options(fn, opts, { "eps", "momentum", "affine" })
+    local eps = valid.number(fn, "eps", opts.eps, { gt = 0, default = 1e-5 })
+    local momentum = valid.number(fn, "momentum", opts.momentum, { min = 0, max = 1, default = 0.1 })
+    local affine = valid.boolean(fn, "affine", opts.affine, true)
     local self = Module.init(cls)
-    self.n, self.eps, self.momentum = n, opts.eps or 1e-5, opts.momentum or 0.1
-    self.affine = opts.affine ~= false
+    self.n, self.eps, self.momentum = n, eps, momentum
+    self.affine = affine
     if self.affine then
       self:register("weight", tensor.ones({ n }), "norm")
       self:register("bias", tensor.zeros({ n }), "norm")

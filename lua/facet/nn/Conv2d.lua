@@ -10,6 +10,7 @@ local ffi = require "ffi"
 local Module = require "facet.nn.Module"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
+local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local Conv2d = Module:extend("Conv2d")
@@ -27,10 +28,14 @@ local function pair(v, name, lo)
 end
 
 function Conv2d.new(n_in, n_out, kernel, opts)
-  opts = opts or {}
   if type(n_in) ~= "number" or type(n_out) ~= "number" or n_in < 1 or n_out < 1 then
     error("Conv2d(in, out, kernel): want positive channel counts", 2)
   end
+  valid.integer("nn.Conv2d", "in", n_in, { min = 1, max = 2 ^ 31 - 1 })
+  valid.integer("nn.Conv2d", "out", n_out, { min = 1, max = 2 ^ 31 - 1 })
+  opts = valid.options("nn.Conv2d", opts, { "stride", "padding", "dilation", "groups", "bias" })
+  valid.integer("nn.Conv2d", "groups", opts.groups, { min = 1, max = 2 ^ 31 - 1, optional = true })
+  valid.boolean("nn.Conv2d", "bias", opts.bias, true)
   local self = Module.init(Conv2d)
   self.n_in, self.n_out = n_in, n_out
   self.kernel = pair(kernel, "kernel", 1)

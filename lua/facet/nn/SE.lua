@@ -7,13 +7,15 @@ local Conv2d = require "facet.nn.Conv2d"
 local Activation = require "facet.nn.Activation"
 local Pool = require "facet.nn.Pool"
 local core = require "facet.core"
+local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local SE = Module:extend("SE")
 SE.any_dtype = true      -- its products and sum take 16-bit tensors; the layers inside cast
 
 function SE.new(channels, reduction)
-  reduction = reduction or 16
+  valid.integer("nn.SE", "channels", channels, { min = 1, max = 2 ^ 31 - 1 })
+  reduction = valid.integer("nn.SE", "reduction", reduction, { min = 1, max = 2 ^ 31 - 1, default = 16 })
   local self = Module.init(SE)
   self.channels, self.reduction = channels, reduction
   local mid = math.max(1, math.floor(channels / reduction))
