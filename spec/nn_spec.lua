@@ -143,3 +143,41 @@ describe("convolution, normalisation and pooling modules", function()
     H.assert_error(function() net:forward(facet.ones({ 1, 3, 9, 9 })) end, "In Sequential (3) Conv2d(4->8, 3x3)")
   end)
 end)
+
+describe("views that are not contiguous", function()
+  local nn = facet.nn
+  -- every element of t, through float32
+  local function values(t) return t:to("cpu"):float():contiguous():reshape({ t:numel() }):totable() end
+  H.it("reach a layer's kernels as a contiguous copy: the same forward and backward as a contiguous input", function()
+    local makers = {
+      function() return nn.Conv2d(3, 4, 3, { padding = 1 }) end,
+      function() return nn.BatchNorm2d(3) end,
+      function() return nn.PReLU(3) end,
+      function() return nn.MaxPool2d(2) end,
+      function() return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AvgPool2d(2)) end,
+    }
+    for _, dt in ipairs { "float32", "bfloat16" } do
+      for i, make in ipairs(makers) do
+        local wide = H.on(facet.randn({ 2, 3, 8, 16 }, { seed = i })):to(dt)
+        local view = wide:narrow(4, 3, 8)                   -- 2 x 3 x 8 x 8, not contiguous
+        assert.is_false(view:is_contiguous())
+        local dense = view:contiguous()
+        facet.manual_seed(1)
+        local a = make():to(H.device)
+        facet.manual_seed(1)
+        local b = make():to(H.device)
+        local ya, yb = a:forward(view), b:forward(dense)
+        assert.are.same(values(yb), values(ya), ("%s %d forward"):format(dt, i))
+        local g = H.on(facet.randn(ya:shape(), { seed = 9 })):to(ya:dtype())
+        local gview = H.on(facet.randn({ ya:size(1), ya:size(2), ya:size(3), 2 * ya:size(4) }, { seed = 9 }))
+          :to(ya:dtype()):narrow(4, 1, ya:size(4))          -- a grad_out that is a view too
+        g:copy(gview)
+        local ga, gb = a:backward(view, gview), b:backward(dense, g)
+        assert.are.same(values(gb), values(ga), ("%s %d backward"):format(dt, i))
+        local _, pa = a:parameters()
+        local _, pb = b:parameters()
+        for k = 1, #pa do assert.are.same(values(pb[k]), values(pa[k]), ("%s %d grad %d"):format(dt, i, k)) end
+      end
+    end
+  end)
+end)

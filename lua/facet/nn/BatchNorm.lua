@@ -194,7 +194,7 @@ local function make(name, dims)
     return out
   end
   function cls:backward(x, grad_out)
-    self:check_backward(x, grad_out)
+    x, grad_out = self:check_backward(x, grad_out)
     if tensor.is_tensor(x) and Module.HALF[x:dtype()] and synced(self) then
       return self:half_backward(x, grad_out, cls.backward)
     end

@@ -103,7 +103,7 @@ end
 -- grad_x and the parameter gradients come out of one call; a first layer
 -- (no_input_grad = true, set by facet.train) skips grad_x
 function Conv2d:backward(x, grad_out)
-  self:check_backward(x, grad_out)
+  x, grad_out = self:check_backward(x, grad_out)
   local gi = not self.no_input_grad and self:buffer("grad_input", x:shape(), x:dtype()) or nil
   local ws = workspace(self, x)
   check(C.facet_conv2d_backward(gi and gi.h or nil, self.grad_weight.h, self.bias and self.grad_bias.h or nil, grad_out.h, x.h,

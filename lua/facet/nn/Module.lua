@@ -180,9 +180,21 @@ function Module:set_fp32(flag)
   return self
 end
 
+-- A view that is not contiguous (narrow, select, transpose ...) reaches a
+-- leaf module's kernels, which want contiguous tensors, as a contiguous copy
+-- in a buffer the module keeps (the same buffer again in backward); containers
+-- and views (any_dtype) pass it on as it is.
+local function contiguous(self, name, t)
+  if self.any_dtype or t:is_contiguous() then return t end
+  local b = self:buffer(name, t:shape(), t:dtype())
+  b:copy(t)
+  return b
+end
+
 function Module:forward(x)
   self:check_alive("forward")
   check_input(self, "forward", x, "the input")
+  x = contiguous(self, "contiguous_input", x)
   if not self.any_dtype and not self.native_half and HALF[x:dtype()] then
     self.output = self:half_forward(x)
   else
@@ -226,15 +238,18 @@ function Module:check_shape(method, s, dims)
 end
 
 --- The checks every backward makes first (classes that define their own
--- backward call it): a live module, x and grad_out live tensors.
+-- backward call it): a live module, x and grad_out live tensors; returns x
+-- and grad_out, each as a contiguous copy when it is a view that is not
+-- (for a leaf module: as forward, the same buffer for x).
 function Module:check_backward(x, grad_out)
   self:check_alive("backward")
   check_input(self, "backward", x, "the input")
   check_input(self, "backward", grad_out, "grad_out")
+  return contiguous(self, "contiguous_input", x), contiguous(self, "contiguous_grad_out", grad_out)
 end
 
 function Module:backward(x, grad_out)
-  self:check_backward(x, grad_out)
+  x, grad_out = self:check_backward(x, grad_out)
   if not self.any_dtype and not self.native_half and HALF[x:dtype()] then
     return self:half_backward(x, grad_out, backward32)
   end
