@@ -116,6 +116,9 @@ function M.load(path, opts)
   if opts.decode ~= false then
     local image = require "facet.data.image"
     local size = opts.size
+    if size ~= nil then
+      require("facet.check").list("load_bin", "size", size, { len = 2, integer = true, min = 1, max = 65536 })
+    end
     if not size and #out.images > 0 then
       local ok, info = pcall(image.image_info, out.images[1])
       if not ok then error(("load_bin: %s: image 1: %s"):format(path, tostring(info)), 2) end

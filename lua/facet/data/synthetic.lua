@@ -151,8 +151,16 @@ end
 
 function M.generate(o)
   if type(o) ~= "table" or type(o.out) ~= "string" then error("facet.data.synthetic{ out = prefix, ... }", 2) end
-  local N, K, size, seed = o.identities or 1000, o.images or 10, o.size or 112, o.seed or 1
-  local V, P, hard = o.verify_identities or math.max(2, math.floor(N / 10)), o.pairs or 1000, o.hard or 0.1
+  local FN = "facet.data.synthetic"
+  valid.options(FN, o, { "out", "identities", "images", "size", "seed", "verify_identities", "pairs", "hard" })
+  local N = valid.integer(FN, "identities", o.identities, { min = 1, max = 2 ^ 31 - 1, default = 1000 })
+  local K = valid.integer(FN, "images", o.images, { min = 1, max = 2 ^ 31 - 1, default = 10 })
+  local size = valid.integer(FN, "size", o.size, { min = 8, max = 4096, default = 112 })
+  local seed = valid.integer(FN, "seed", o.seed, { min = 0, max = 2 ^ 31 - 1, default = 1 })
+  local V = valid.integer(FN, "verify_identities", o.verify_identities, { min = 2, max = 2 ^ 31 - 1,
+    default = math.max(2, math.floor(N / 10)) })
+  local P = valid.integer(FN, "pairs", o.pairs, { min = 2, max = 2 ^ 31 - 1, default = 1000 })
+  local hard = valid.number(FN, "hard", o.hard, { min = 0, max = 1, default = 0.1 })
   if N < 1 or K < 1 or V < 2 or P < 2 then error("synthetic: identities, images >= 1; verify_identities, pairs >= 2", 2) end
   -- out's directory is made when missing, as pack makes its prefix's
   local dir = o.out:match("^(.*)/[^/]*$")
