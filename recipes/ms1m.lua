@@ -20,7 +20,7 @@ local recipe = require "facet.recipe"
 local int = recipe.integer
 local p = argparse("ms1m", "full-scale training on InsightFace-format data")
 p:option("--data", "directory with train.rec, train.idx and the .bin sets"):count(1)
-p:option("--head", "loss head", "mv-am"):choices(facet.heads.names())
+p:option("--head", "loss head", "mv-am"):choices(recipe.head_names())
 p:option("--model", "backbone: iresnet, attentionnet_irse or mobilefacenet", "iresnet")
   :choices { "iresnet", "attentionnet_irse", "mobilefacenet" }
 p:option("--depth", "iresnet depth (default 100)"):convert(int("--depth", 18, 100))

@@ -12,7 +12,7 @@ local recipe = require "facet.recipe"
 
 local parser = argparse("quickstart", "Fashion-MNIST open-set training and verification")
 parser:option("--epochs", "training epochs", "3"):convert(recipe.integer("--epochs", 1, 100000))
-parser:option("--head", "loss head (facet.heads.names())", "mv-am"):choices(facet.heads.names())
+parser:option("--head", "loss head (facet.heads.names() and its aliases)", "mv-am"):choices(recipe.head_names())
 parser:option("--batch", "batch size", "128"):convert(recipe.integer("--batch", 1, 1000000))
 parser:option("--pairs", "verification pairs (half same, half different)", "3000")
   :convert(recipe.integer("--pairs", 2, 100000000))

@@ -349,6 +349,11 @@ describe("head errors", function()
       local x, y = facet.randn({ 2, 4 }, { seed = 2 }), facet.tensor({ 0, 2 }, { dtype = "int64" })
       assert.are.equal(b:forward(x, y), a:forward(x, y))
     end
+    -- the recipes' --head takes them too
+    local names = require("facet.recipe").head_names()
+    local set = {}
+    for _, n in ipairs(names) do set[n] = true end
+    for _, n in ipairs { "arcface", "cosface", "sphereface", "mv-am", "arc" } do assert.is_true(set[n], n) end
     H.assert_error(function() facet.heads.new("mv-am", { classes = 2, dim = 2, t = -0.1 }) end, "option t must be a number >= 0", "got -0.1")
     H.assert_error(function() facet.heads.new("f-am", { classes = 2, dim = 2, gama = 2 }) end, "unknown option 'gama'")
     H.assert_error(function() facet.heads.new("am", { classes = 0, dim = 2 }) end, "classes")

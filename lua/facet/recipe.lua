@@ -68,6 +68,15 @@ function M.sgd(sources, epochs)
   return opt, optim.schedule.multistep { lr = 0.1, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } }
 end
 
+--- The names --head takes: the catalogue's and their aliases (arcface, cosface ...).
+function M.head_names()
+  local heads = require "facet.heads"
+  local t = heads.names()
+  for k in pairs(heads.ALIASES) do t[#t + 1] = k end
+  table.sort(t)
+  return t
+end
+
 --- Adds --dist, --sync-bn and --allreduce-dtype to an argparse parser p
 -- (docs/distributed.md).
 function M.dist_options(p)
