@@ -417,7 +417,7 @@ describe("numbers of the command line and the recipes", function()
     { "run recipes/l2softmax_alpha.lua --alphas 1,abc", "--alphas must be a number > 0, got 'abc'" },
     { "run recipes/l2softmax_alpha.lua --identities inf", "--identities must be an integer" },
     { "run recipes/quickstart.lua --epochs=-1", "--epochs must be an integer" },
-    { "run recipes/quickstart.lua --head cosface", "--head" },
+    { "run recipes/quickstart.lua --head cosfce", "--head" },
     { "run recipes/ms1m.lua --data x --lr inf", "--lr must be a number > 0, got 'inf'" },
     { "run recipes/ms1m.lua --data x --steps 0", "--steps must be an integer >= 1" },
     { "run recipes/demo.lua abc", "identities must be an integer in [1, 1000000], got 'abc'" },
