@@ -6,11 +6,11 @@
  * deadline, and aborts the communicator (ncclCommAbort) when it passes or
  * NCCL reports an error, so a dead peer never hangs the caller. An allgather
  * of unequal parts is one ncclBroadcast per rank inside a group. float16 is
- * ncclFloat16; bfloat16 is ncclBfloat16, which NCCL has from 2.10 (an older
- * nccl.h makes bfloat16 collectives fail naming the version). NCCL reduces
- * 16-bit values in its own order (not bit-stable across rank counts), and
- * its avg (ncclAvg) is its own: for floating types NCCL scales by 1/W inside
- * the reduction, not after the sum as the MPI path does.
+ * ncclFloat16; bfloat16 is ncclBfloat16 (NCCL 2.10 or newer is required, for
+ * it and ncclAvg). NCCL reduces 16-bit values in its own order (not
+ * bit-stable across rank counts). float32 avg is ncclAvg; 16-bit avg is a sum
+ * and then times 1/W in float32, rounded once, as the MPI path does (ncclAvg
+ * would scale by 1/W rounded to the 16-bit type first).
  * Built with NCCL when the Makefile finds nccl.h (FACET_NCCL=1); otherwise
  * every entry point fails saying facet was built without NCCL.
  */
@@ -19,6 +19,16 @@
 
 #if FACET_NCCL
 #include <nccl.h>
+/* ncclAvg and ncclBfloat16 are from 2.10: an older NCCL builds as no NCCL,
+ * and the collectives say why */
+#if !defined(NCCL_VERSION_CODE) || NCCL_VERSION_CODE < NCCL_VERSION(2, 10, 0)
+#define FACET_NCCL_TOO_OLD 1
+#undef FACET_NCCL
+#define FACET_NCCL 0
+#endif
+#endif
+
+#if FACET_NCCL
 
 static_assert(sizeof(ncclUniqueId) == FACET_NCCL_ID_BYTES, "the NCCL id size facet passes over MPI");
 
@@ -42,15 +52,7 @@ static int nccl_type(int dtype, ncclDataType_t *out)
     case FACET_DTYPE_INT64: *out = ncclInt64; return 0;
     case FACET_DTYPE_UINT8: *out = ncclUint8; return 0;
     case FACET_DTYPE_FLOAT16: *out = ncclFloat16; return 0;
-    case FACET_DTYPE_BFLOAT16:
-#if defined(NCCL_VERSION_CODE) && NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
-        *out = ncclBfloat16;
-        return 0;
-#else
-        return facet_fail(FACET_STATUS_ERR_DEVICE, "facet_cuda_nccl: bfloat16 collectives need NCCL 2.10 or newer; facet "
-                          "was built against NCCL %d.%d (use float16 or float32, or rebuild with a newer NCCL_HOME)",
-                          NCCL_MAJOR, NCCL_MINOR);
-#endif
+    case FACET_DTYPE_BFLOAT16: *out = ncclBfloat16; return 0;
     default: return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_nccl: dtype %d has no NCCL type", dtype);
     }
 }
@@ -63,6 +65,31 @@ static ncclRedOp_t nccl_op(int op)
     case FACET_DIST_OP_MIN: return ncclMin;
     default: return ncclSum;
     }
+}
+
+/* avg of 16-bit values as the MPI path does it (dist.c): the sum, then times
+ * 1/W in float32, rounded once. ncclAvg would scale each input by 1/W stored
+ * in the 16-bit type, which is biased when W is not a power of two (1/3 is
+ * 0.333984 in bfloat16). */
+static bool avg16(int dtype, int op)
+{
+    return op == FACET_DIST_OP_AVG && (dtype == FACET_DTYPE_FLOAT16 || dtype == FACET_DTYPE_BFLOAT16);
+}
+
+template <typename T> __global__ void scale16_kernel(T *p, int64_t n, float f)
+{
+    FACET_CUDA_FOR(i, n) st(p, i, ld(p[i]) * f);
+}
+
+/* after a 16-bit sum on the same stream: times 1/W */
+static int scale16(struct nccl_comm *c, void *data, int64_t count, int dtype, const char *fn)
+{
+    int size = 0;
+    int rc = check_nccl(ncclCommCount(c->comm, &size), fn);
+    if (rc) return rc;
+    const float f = (float)(1.0 / size);
+    if (dtype == FACET_DTYPE_FLOAT16) return launch_flat(fn, count, scale16_kernel<act_f16>, (act_f16 *)data, count, f);
+    return launch_flat(fn, count, scale16_kernel<act_bf16>, (act_bf16 *)data, count, f);
 }
 
 static double now_s(void)
@@ -142,7 +169,10 @@ extern "C" int facet_cuda_nccl_allreduce(void *comm, void *data, int64_t count, 
     int rc = begin(comm, dtype, fn, &ty);
     if (rc) return rc;
     struct nccl_comm *c = (struct nccl_comm *)comm;
-    return queued(c, check_nccl(ncclAllReduce(data, data, (size_t)count, ty, nccl_op(op), c->comm, 0), fn), fn);
+    const bool a16 = avg16(dtype, op);
+    rc = check_nccl(ncclAllReduce(data, data, (size_t)count, ty, a16 ? ncclSum : nccl_op(op), c->comm, 0), fn);
+    if (!rc && a16) rc = scale16(c, data, count, dtype, fn);
+    return queued(c, rc, fn);
 }
 
 extern "C" int facet_cuda_nccl_allgather(void *comm, void *out, const void *x, const int64_t *counts, int dtype)
@@ -173,7 +203,10 @@ extern "C" int facet_cuda_nccl_reduce_scatter(void *comm, void *out, const void 
     int rc = begin(comm, dtype, fn, &ty);
     if (rc) return rc;
     struct nccl_comm *c = (struct nccl_comm *)comm;
-    return queued(c, check_nccl(ncclReduceScatter(x, out, (size_t)count, ty, nccl_op(op), c->comm, 0), fn), fn);
+    const bool a16 = avg16(dtype, op);
+    rc = check_nccl(ncclReduceScatter(x, out, (size_t)count, ty, a16 ? ncclSum : nccl_op(op), c->comm, 0), fn);
+    if (!rc && a16) rc = scale16(c, out, count, dtype, fn);
+    return queued(c, rc, fn);
 }
 
 extern "C" int facet_cuda_nccl_broadcast(void *comm, void *data, int64_t count, int dtype, int root)
@@ -220,8 +253,13 @@ extern "C" int facet_cuda_nccl_wait(void *comm, double timeout, const char *what
 
 static int absent(const char *fn)
 {
+#ifdef FACET_NCCL_TOO_OLD
+    return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built against NCCL %d.%d, older than the 2.10 it needs "
+                      "(point NCCL_HOME at a newer NCCL and rebuild)", fn, NCCL_MAJOR, NCCL_MINOR);
+#else
     return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: facet was built without NCCL (no nccl.h under NCCL_HOME or the "
                       "CUDA toolkit)", fn);
+#endif
 }
 
 extern "C" int facet_cuda_nccl_is_built(void) { return 0; }
