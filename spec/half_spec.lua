@@ -78,6 +78,25 @@ local function ordered(b)
   return b
 end
 
+-- float32 x rounded to dtype through a strided view (every other element,
+-- starting at element `first`: the CPU's scalar path, where a contiguous copy
+-- may take F16C or AVX-512 BF16) matches the reference bits want
+local function strided_matches(x, dtype, inp, want, n, first)
+  local half_n = math.floor(n / 2)
+  local src = H.on(x):narrow(1, 1, 2 * half_n):view(half_n, 2):select(2, first)
+  assert.is_false(src:is_contiguous())
+  local dst = H.on(facet.empty({ half_n, 2 }, { dtype = dtype })):select(2, 1)
+  dst:copy(src)
+  local got = bits_of(dst)
+  for i = 0, half_n - 1 do
+    local k = 2 * i + first - 1
+    if got[i] ~= want[k] then
+      error(("strided float32 -> %s: input %s gave %s, want %s"):format(dtype, hex(inp[k], 8), hex(got[i]),
+        hex(want[k])))
+    end
+  end
+end
+
 describe("float16 and bfloat16 conversions", function()
   H.it("float32 -> float16 equals NumPy's astype(float16) for every pattern class (2.36M patterns)", function()
     local s, inp, n = raw("f32_in.u32", "uint32_t")
@@ -87,19 +106,7 @@ describe("float16 and bfloat16 conversions", function()
     local got, keep = bits_of(H.on(x):half())
     assert.are.equal("float16", keep:dtype())
     assert_bits(got, want, n, inp, "float32 -> float16")
-    -- a strided view (the CPU's scalar path; the contiguous one may use F16C)
-    local half_n = math.floor(n / 2)
-    local even = H.on(x):narrow(1, 1, 2 * half_n):view(half_n, 2):select(2, 1)
-    assert.is_false(even:is_contiguous())
-    local dst = H.on(facet.empty({ half_n, 2 }, { dtype = "float16" })):select(2, 1)
-    dst:copy(even)
-    local g2 = bits_of(dst)
-    for i = 0, half_n - 1 do
-      if g2[i] ~= want[2 * i] then
-        error(("strided float32 -> float16: input %s gave %s, want %s"):format(hex(inp[2 * i], 8), hex(g2[i]),
-          hex(want[2 * i])))
-      end
-    end
+    strided_matches(x, "float16", inp, want, n, 1)
   end)
 
   H.it("float32 -> bfloat16 equals the round-to-nearest-even reference (2.36M patterns)", function()
@@ -109,19 +116,7 @@ describe("float16 and bfloat16 conversions", function()
     ffi.copy(x:data_ptr(), s, #s)
     local got = bits_of(H.on(x):bfloat16())
     assert_bits(got, want, n, inp, "float32 -> bfloat16")
-    -- a strided view (the CPU's scalar path; the contiguous one may use AVX-512 BF16)
-    local half_n = math.floor(n / 2)
-    local odd = H.on(x):narrow(1, 1, 2 * half_n):view(half_n, 2):select(2, 2)
-    assert.is_false(odd:is_contiguous())
-    local dst = H.on(facet.empty({ half_n, 2 }, { dtype = "bfloat16" })):select(2, 1)
-    dst:copy(odd)
-    local g2 = bits_of(dst)
-    for i = 0, half_n - 1 do
-      if g2[i] ~= want[2 * i + 1] then
-        error(("strided float32 -> bfloat16: input %s gave %s, want %s"):format(hex(inp[2 * i + 1], 8), hex(g2[i]),
-          hex(want[2 * i + 1])))
-      end
-    end
+    strided_matches(x, "bfloat16", inp, want, n, 2)
   end)
 
   -- every pattern of dtype widened (checked by widened_ok(bits, float32 bits))

@@ -124,6 +124,42 @@ static bool have_avx512_bf16(void)
 
 #endif
 
+void facet_half_widen(float *d, const uint16_t *s, int64_t n, int dtype)
+{
+#ifdef FACET_HAVE_F16C_PATH
+    if (dtype == FACET_DTYPE_FLOAT16 && have_f16c()) {
+        f16_to_f32_f16c(d, s, n);
+        return;
+    }
+#endif
+#ifdef FACET_HAVE_BF16_PATH
+    if (dtype == FACET_DTYPE_BFLOAT16) {
+        bf16_to_f32(d, s, n);
+        return;
+    }
+#endif
+    if (dtype == FACET_DTYPE_FLOAT16) for (int64_t i = 0; i < n; i++) d[i] = facet_half_to_float(s[i]);
+    else for (int64_t i = 0; i < n; i++) d[i] = facet_bf16_to_float(s[i]);
+}
+
+void facet_half_narrow(uint16_t *d, const float *s, int64_t n, int dtype)
+{
+#ifdef FACET_HAVE_F16C_PATH
+    if (dtype == FACET_DTYPE_FLOAT16 && have_f16c()) {
+        f32_to_f16_f16c(d, s, n);
+        return;
+    }
+#endif
+#ifdef FACET_HAVE_BF16_PATH
+    if (dtype == FACET_DTYPE_BFLOAT16 && have_avx512_bf16()) {
+        f32_to_bf16_avx512(d, s, n);
+        return;
+    }
+#endif
+    if (dtype == FACET_DTYPE_FLOAT16) for (int64_t i = 0; i < n; i++) d[i] = facet_float_to_half(s[i]);
+    else for (int64_t i = 0; i < n; i++) d[i] = facet_float_to_bf16(s[i]);
+}
+
 static void copy_row(void *p, int64_t n, const int64_t off[3], const int64_t st[3])
 {
     struct copy_ctx *c = p;
@@ -134,30 +170,16 @@ static void copy_row(void *p, int64_t n, const int64_t off[3], const int64_t st[
         else for (int64_t i = 0; i < n; i++) d[i * st[0]] = s[i * st[1]];
         return;
     }
-#ifdef FACET_HAVE_F16C_PATH
-    if (st[0] == 1 && st[1] == 1 && have_f16c()) {
-        if (c->sdt == FACET_DTYPE_FLOAT32 && c->ddt == FACET_DTYPE_FLOAT16) {
-            f32_to_f16_f16c((uint16_t *)c->dst + off[0], (const float *)c->src + off[1], n);
-            return;
-        }
-        if (c->sdt == FACET_DTYPE_FLOAT16 && c->ddt == FACET_DTYPE_FLOAT32) {
-            f16_to_f32_f16c((float *)c->dst + off[0], (const uint16_t *)c->src + off[1], n);
-            return;
-        }
-    }
-#endif
-#ifdef FACET_HAVE_BF16_PATH
     if (st[0] == 1 && st[1] == 1) {
-        if (c->sdt == FACET_DTYPE_FLOAT32 && c->ddt == FACET_DTYPE_BFLOAT16 && have_avx512_bf16()) {
-            f32_to_bf16_avx512((uint16_t *)c->dst + off[0], (const float *)c->src + off[1], n);
+        if (c->sdt == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(c->ddt)) {
+            facet_half_narrow((uint16_t *)c->dst + off[0], (const float *)c->src + off[1], n, c->ddt);
             return;
         }
-        if (c->sdt == FACET_DTYPE_BFLOAT16 && c->ddt == FACET_DTYPE_FLOAT32) {
-            bf16_to_f32((float *)c->dst + off[0], (const uint16_t *)c->src + off[1], n);
+        if (c->ddt == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(c->sdt)) {
+            facet_half_widen((float *)c->dst + off[0], (const uint16_t *)c->src + off[1], n, c->sdt);
             return;
         }
     }
-#endif
     if (c->sdt == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(c->ddt)) {
         const float *s = (const float *)c->src + off[1];
         for (int64_t i = 0; i < n; i++) facet_store_half(c->dst, c->ddt, off[0] + i * st[0], s[i * st[1]]);

@@ -67,6 +67,9 @@ static float *slot_of(const char *fn, int slot, int64_t n, int *ok)
     return buf[slot];
 }
 
+/* the unit of a parallel conversion (copy.c's vector paths run inside each) */
+enum { CONVERT_CHUNK = 16384 };
+
 const float *facet_half_in(const char *fn, const facet_tensor *t, int slot, int *ok)
 {
     if (!t) return NULL;
@@ -75,12 +78,11 @@ const float *facet_half_in(const char *fn, const facet_tensor *t, int slot, int 
     float *d = slot_of(fn, slot, n, ok);
     if (!d) return NULL;
     const uint16_t *s = facet_ptr(t);
-    if (t->dtype == FACET_DTYPE_FLOAT16) {
-        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-        for (int64_t i = 0; i < n; i++) d[i] = facet_half_to_float(s[i]);
-    } else {
-        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-        for (int64_t i = 0; i < n; i++) d[i] = facet_bf16_to_float(s[i]);
+    const int64_t chunks = (n + CONVERT_CHUNK - 1) / CONVERT_CHUNK;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t lo = c * CONVERT_CHUNK;
+        facet_half_widen(d + lo, s + lo, n - lo < CONVERT_CHUNK ? n - lo : CONVERT_CHUNK, t->dtype);
     }
     return d;
 }
@@ -97,12 +99,11 @@ void facet_half_store(facet_tensor *t, const float *src)
     if (!t || t->dtype == FACET_DTYPE_FLOAT32) return;
     int64_t n = facet_numel(t);
     uint16_t *d = facet_ptr(t);
-    if (t->dtype == FACET_DTYPE_FLOAT16) {
-        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-        for (int64_t i = 0; i < n; i++) d[i] = facet_float_to_half(src[i]);
-    } else {
-        #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
-        for (int64_t i = 0; i < n; i++) d[i] = facet_float_to_bf16(src[i]);
+    const int64_t chunks = (n + CONVERT_CHUNK - 1) / CONVERT_CHUNK;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t lo = c * CONVERT_CHUNK;
+        facet_half_narrow(d + lo, src + lo, n - lo < CONVERT_CHUNK ? n - lo : CONVERT_CHUNK, t->dtype);
     }
 }
 

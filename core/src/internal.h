@@ -110,6 +110,10 @@ int facet_storage_wait_copies(struct facet_storage *s);
 /* ==== shared by the CPU sources (error.c, fileio.c) ====================================== */
 
 /* Two contiguous float32 tensors of one shape on one device (error.c). */
+/* copy.c: contiguous float16/bfloat16 (dtype) <-> float32 on the CPU, with
+ * F16C / AVX-512 BF16 where the CPU has them; the bits of half_math.h */
+void facet_half_widen(float *d, const uint16_t *s, int64_t n, int dtype);
+void facet_half_narrow(uint16_t *d, const float *s, int64_t n, int dtype);
 /* same device, same shape, both contiguous ("fn: an ... and bn ... must be contiguous with one shape") */
 int facet_check_same_contiguous(const char *fn, const char *an, const facet_tensor *a, const char *bn,
                                 const facet_tensor *b);

@@ -10,6 +10,7 @@
 --   check.list(fn, name, v, spec)       a list of numbers (spec: number's, plus len, min_len,
 --                                       max_len, increasing, optional, default)
 --   check.tensor(fn, name, v [, { dim =, dtype = }])                 -> v
+--   check.pair(fn, name, v, min)        an integer or {h, w} of integers >= min -> { h, w }
 --   check.module(fn, name, v)           a facet.nn module (anything with :forward)
 --   check.options(fn, opts, allowed)    opts (nil: {}) has only allowed names -> opts
 --   check.loader_options(opts)          every option of facet.data.loader (see there)
@@ -158,6 +159,17 @@ function M.list(fn, name, v, spec)
 end
 
 --- A facet tensor (optionally of spec.dim dims and spec.dtype); spec.optional allows nil.
+--- A kernel, stride, padding ... : an integer or a pair {h, w} of integers
+-- >= min (and < 2^31) -> a new { h, w }.
+function M.pair(fn, name, v, min)
+  if type(v) == "number" then v = { v, v } end
+  if type(v) ~= "table" or #v ~= 2 then
+    M.fail(fn, ("%s must be an integer or a pair of integers, got %s"):format(name, describe(v)))
+  end
+  for i = 1, 2 do M.integer(fn, ("%s[%d]"):format(name, i), v[i], { min = min, max = 2 ^ 31 - 1 }) end
+  return { v[1], v[2] }
+end
+
 function M.tensor(fn, name, v, spec)
   spec = spec or {}
   if v == nil and spec.optional then return nil end

@@ -19,14 +19,6 @@ Conv2d.native_half = true
 local scratch = {}                 -- device -> tensor
 local ws_count = ffi.new("int64_t[1]")
 
-local function pair(v, name, lo)
-  if type(v) == "number" then v = { v, v } end
-  if type(v) ~= "table" or type(v[1]) ~= "number" or type(v[2]) ~= "number" or v[1] < lo or v[2] < lo then
-    error(("Conv2d: %s must be a number >= %d or {h, w}"):format(name, lo), 4)
-  end
-  return v
-end
-
 function Conv2d.new(n_in, n_out, kernel, opts)
   if type(n_in) ~= "number" or type(n_out) ~= "number" or n_in < 1 or n_out < 1 then
     error("Conv2d(in, out, kernel): want positive channel counts", 2)
@@ -38,10 +30,10 @@ function Conv2d.new(n_in, n_out, kernel, opts)
   valid.boolean("nn.Conv2d", "bias", opts.bias, true)
   local self = Module.init(Conv2d)
   self.n_in, self.n_out = n_in, n_out
-  self.kernel = pair(kernel, "kernel", 1)
-  self.stride = pair(opts.stride or 1, "stride", 1)
-  self.padding = pair(opts.padding or 0, "padding", 0)
-  self.dilation = pair(opts.dilation or 1, "dilation", 1)
+  self.kernel = valid.pair("nn.Conv2d", "kernel", kernel, 1)
+  self.stride = valid.pair("nn.Conv2d", "stride", opts.stride or 1, 1)
+  self.padding = valid.pair("nn.Conv2d", "padding", opts.padding or 0, 0)
+  self.dilation = valid.pair("nn.Conv2d", "dilation", opts.dilation or 1, 1)
   self.groups = opts.groups or 1
   if n_in % self.groups ~= 0 or n_out % self.groups ~= 0 then
     error(("Conv2d: in (%d) and out (%d) must be divisible by groups (%d)"):format(n_in, n_out, self.groups), 2)

@@ -11,25 +11,15 @@ local valid = require "facet.check"
 local C, check = core.C, core.check
 local M = {}
 
--- an integer or a pair of integers >= min -> { h, w }
-local function pair(fn, what, v, min)
-  if type(v) == "number" then v = { v, v } end
-  if type(v) ~= "table" or #v ~= 2 then
-    valid.fail(fn, ("%s must be an integer or a pair of integers, got %s"):format(what, valid.describe(v)))
-  end
-  for i = 1, 2 do valid.integer(fn, ("%s[%d]"):format(what, i), v[i], { min = min, max = 2 ^ 31 - 1 }) end
-  return { v[1], v[2] }
-end
-
 local function make(name, kind)
   local cls = Module:extend(name)
   cls.native_half = true
   function cls.new(kernel, opts)
     local fn = "nn." .. name
     opts = valid.options(fn, opts, { "stride", "padding", "count_include_pad" })
-    local k = pair(fn, "kernel", kernel, 1)
-    local s = pair(fn, "stride", opts.stride or kernel, 1)
-    local p = pair(fn, "padding", opts.padding or 0, 0)
+    local k = valid.pair(fn, "kernel", kernel, 1)
+    local s = valid.pair(fn, "stride", opts.stride or kernel, 1)
+    local p = valid.pair(fn, "padding", opts.padding or 0, 0)
     valid.boolean(fn, "count_include_pad", opts.count_include_pad, true)
     local self = Module.init(cls)
     self.k, self.s, self.p = k, s, p
