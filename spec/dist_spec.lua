@@ -329,7 +329,11 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     end
   end)
 
-  -- the 1-process run's result.json and weights, as tables
+  -- the 1-process run's result.json and weights, as tables. Tolerance 5e-5 of each tensor's largest
+  -- element: a synchronised step rounds its statistics and sums in float32 where the 1-process step keeps
+  -- double (the weights differ by ~1e-6 after one step), and this model amplifies a perturbation by A ~ 25
+  -- by step 20 (see below); measured 6.8e-6 and, after one float32 rounding of the variances changed
+  -- (facet_batchnorm_stats), 1.4e-5: rounding noise moves it across that range.
   local function compare_weights(dir_a, dir_b)
     local wa, wb = safetensors.load(dir_a .. "/weights.safetensors"), safetensors.load(dir_b .. "/weights.safetensors")
     local n = 0
@@ -338,7 +342,7 @@ describe("facet.dist on 2 ranks (mpirun)", function()
       local scale = 0
       for i = 1, #a do scale = math.max(scale, math.abs(a[i])) end
       for i = 1, #a do
-        assert(math.abs(a[i] - b[i]) <= 1e-5 * scale, ("%s[%d]: %.9g vs %.9g"):format(name, i, a[i], b[i]))
+        assert(math.abs(a[i] - b[i]) <= 5e-5 * scale, ("%s[%d]: %.9g vs %.9g"):format(name, i, a[i], b[i]))
       end
       n = n + 1
     end
@@ -495,5 +499,111 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     local out, secs = misbehave("hang", "2")
     assert.matches(TIMED_OUT, out, 1, true)
     assert.is_true(secs < 60, "took " .. secs .. " s")
+  end)
+end)
+
+-- Synchronised BatchNorm's kernels over 2 real ranks (spec/support/sync_bn_case.lua:
+-- BatchNorm2d and BatchNorm1d without affine on uneven parts, and a rank with no rows),
+-- on FACET_DEVICE, in float32, float16 and bfloat16.
+describe("synchronised BatchNorm on 2 ranks (mpirun)", function()
+  if not have then
+    it("is skipped: " .. why, function() print("dist_spec: synchronised BatchNorm skipped: " .. why) end)
+    return
+  end
+  local S = require "support.sync_bn_case"
+  local path = F.scratch()
+  local HALF_U = { float32 = 0, float16 = 2 ^ -11, bfloat16 = 2 ^ -8 }   -- unit roundoff of the output dtype
+
+  local res
+  local function results()
+    if res then return res end
+    local dir = path("syncbn")
+    assert(F.sh("mkdir -p " .. dir))
+    local out, rc = mpi.run(2, { WORKER, "syncbn", dir })
+    assert.are.equal(0, rc, out)
+    res = { read_json(dir .. "/syncbn-0.json"), read_json(dir .. "/syncbn-1.json") }
+    local want = os.getenv("FACET_DEVICE") == "cuda" and facet.cuda.available() and "cuda" or "cpu"
+    assert.are.equal(want, res[1].device)
+    return res
+  end
+
+  it("16 bits: the float32 path on the widened input, output and grad_input rounded once, bit for bit", function()
+    local r = results()
+    for rank = 1, 2 do
+      for _, c in ipairs(S.CASES) do
+        for _, dtype in ipairs { "float16", "bfloat16" } do
+          local what = ("rank %d %s %s"):format(rank - 1, c.name, dtype)
+          local o = r[rank][c.name .. "/" .. dtype]
+          for _, k in ipairs { "out", "grad_input", "running_mean", "running_var", "save_mean", "save_invstd",
+            "grad_weight", "grad_bias" } do
+            assert.are.same(o.wide[k], o[k], what .. " " .. k)
+          end
+        end
+      end
+    end
+  end)
+
+  -- Tolerance: the ranks combine float32 means and variances, and float32 sums, where the 1-process
+  -- kernel keeps double: each output within 1e-5 of its largest element (measured in float32 on the CPU:
+  -- under 1.2e-7),
+  -- plus the one rounding of a 16-bit output (its unit roundoff times the value).
+  it("each rank's rows of the 1-process BatchNorm of the whole (widened) batch", function()
+    local r = results()
+    local function num(list, dtype)
+      if dtype == "float32" or type(list[1]) == "string" then
+        local v = {}
+        for i, s in ipairs(list) do v[i] = tonumber(s) end
+        return v
+      end
+      if #list == 0 then return {} end
+      local t = half_bits.tensor(dtype, list):float()
+      local p, v = t:data_ptr(), {}
+      for i = 1, #list do v[i] = p[i - 1] end
+      return v
+    end
+    local function near(got, want, u, what)
+      assert.are.equal(#want, #got, what)
+      local big = 0
+      for i = 1, #want do big = math.max(big, math.abs(want[i])) end
+      for i = 1, #want do
+        assert(math.abs(got[i] - want[i]) <= u * math.abs(want[i]) + 1e-5 * big,
+          ("%s[%d]: %.9g, the 1-process value %.9g"):format(what, i, got[i], want[i]))
+      end
+    end
+    local function values(t)
+      local c, v = t:contiguous(), {}
+      local p = c:data_ptr()
+      for i = 1, c:numel() do v[i] = p[i - 1] end
+      return v
+    end
+    for _, c in ipairs(S.CASES) do
+      for _, dtype in ipairs(S.DTYPES) do
+        local what = c.name .. " " .. dtype
+        local xa, ga = S.batch(c, dtype)
+        local m = S.module(c, "cpu")
+        local x, g = xa:float(), ga:float()
+        local ref = { out = values(m:forward(x)), grad_input = values(m:backward(x, g)) }
+        local o0, o1 = r[1][c.name .. "/" .. dtype], r[2][c.name .. "/" .. dtype]
+        for _, k in ipairs { "out", "grad_input" } do
+          local got = num(o0[k], dtype)
+          for _, v in ipairs(num(o1[k], dtype)) do got[#got + 1] = v end
+          near(got, ref[k], HALF_U[dtype], what .. " " .. k)
+        end
+        for _, k in ipairs { "running_mean", "running_var" } do
+          near(num(o0[k]), values(m[k]), 0, what .. " rank 0 " .. k)
+          near(num(o1[k]), values(m[k]), 0, what .. " rank 1 " .. k)
+        end
+        near(num(o0.save_mean), values(m.buffers.save_mean), 0, what .. " save_mean")
+        near(num(o0.save_invstd), values(m.buffers.save_invstd), 0, what .. " save_invstd")
+        if m.weight then
+          -- the ranks' local sums add up to the whole batch's
+          for _, k in ipairs { "grad_weight", "grad_bias" } do
+            local a, b, sum = num(o0[k]), num(o1[k]), {}
+            for i = 1, #a do sum[i] = a[i] + b[i] end
+            near(sum, values(m[k]), 0, what .. " " .. k)
+          end
+        end
+      end
+    end
   end)
 end)

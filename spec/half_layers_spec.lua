@@ -145,13 +145,18 @@ describe("native 16-bit layers: widen -> float32 -> round once", function()
       check_layer(function() return nn.BatchNorm1d(5) end, { 6, 5 }, dtype, { train = false })
     end)
 
-    H.it(dtype .. " synchronised BatchNorm2d widens (two ranks with the same batch)", function()
-      local function build()
-        local m = nn.BatchNorm2d(3)
-        m.sync = twin
-        return m
+    -- synchronised BN's kernels (facet_batchnorm_stats, the evaluation forward with the
+    -- global statistics, the local sums, facet_batchnorm_backward_elemt) take 16 bits too
+    H.it(dtype .. " synchronised BatchNorm2d / BatchNorm1d natively (two ranks with the same batch)", function()
+      local function build(cls, n, opts)
+        return function()
+          local m = cls(n, opts)
+          m.sync = twin
+          return m
+        end
       end
-      check_layer(build, { 4, 3, 5, 3 }, dtype, { widened = true })
+      check_layer(build(nn.BatchNorm2d, 3), { 4, 3, 5, 3 }, dtype)
+      check_layer(build(nn.BatchNorm1d, 5, { affine = false }), { 6, 5 }, dtype)
     end)
 
     H.it(dtype .. " Conv2d: im2col with stride and padding, pointwise, depthwise, grouped and dilated", function()

@@ -507,6 +507,23 @@ FACET_API int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean
 FACET_API int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
                              const facet_tensor *grad_out, const facet_tensor *x, const facet_tensor *weight,
                              const facet_tensor *save_mean, const facet_tensor *save_invstd, int training);
+/* Synchronised batch normalisation over several processes (PyTorch's
+ * SyncBatchNorm split): facet_batchnorm_stats gives one process's per-channel
+ * mean and biased variance (C each, float32) of x (at least one value per
+ * channel); the caller combines every process's into the global ones and
+ * normalises with facet_batchnorm_forward in evaluation mode (training 0,
+ * the global mean and variance as running_mean / running_var). Backward:
+ * facet_batchnorm_backward in evaluation mode with grad_x NULL gives this
+ * process's sum(dy xhat) and sum(dy) (as grad_weight / grad_bias); summed
+ * over every process into sum_dy_xhat and sum_dy (C each, float32), with
+ * count the values per channel over every process (>= 2 and >= x's N*H*W),
+ * facet_batchnorm_backward_elemt writes grad_x (shaped and typed like x):
+ * the training backward of the whole batch, restricted to x's samples. */
+FACET_API int facet_batchnorm_stats(facet_tensor *mean, facet_tensor *var, const facet_tensor *x);
+FACET_API int facet_batchnorm_backward_elemt(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *x,
+                                   const facet_tensor *weight, const facet_tensor *save_mean,
+                                   const facet_tensor *save_invstd, const facet_tensor *sum_dy,
+                                   const facet_tensor *sum_dy_xhat, int64_t count);
 
 /* Pooling. Max pooling records the flat input index (within the image plane)
  * of each maximum in an int32 argmax tensor shaped like out; padding never

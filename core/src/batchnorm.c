@@ -21,6 +21,15 @@
  * weight means scale 1 and a NULL bias shift 0 (they are independent);
  * grad_weight / grad_bias stay meaningful with them off.
  *
+ * Synchronised BN (several processes, one batch) adds two entries:
+ * facet_batchnorm_stats, this process's mean and biased variance (the
+ * training forward's statistics, nothing else written), and
+ * facet_batchnorm_backward_elemt, the training dx of the whole batch from the
+ * sums of every process, sum(dy) and sum(dy xhat) over `count` values, with
+ * training's per-element formula:
+ *
+ *   dx = w invstd dy - w invstd^2 sum(dy xhat) / count (x - mean) - w invstd sum(dy) / count
+ *
  * The CPU work is split over channels (OpenMP). Statistics accumulate in
  * double, shifted by the channel's first value so a large mean costs no
  * precision in a single pass. Two layouts: planes of H*W > 1 values (the
@@ -35,6 +44,7 @@
  */
 #include "internal.h"
 #include "batchnorm_math.h"
+#include "guard.h"
 #include "half_layers.h"
 #include <math.h>
 
@@ -146,8 +156,9 @@ static inline void cols_grad_sums(const float *g, const float *x, int64_t cnt, c
 
 /* ---- forward ------------------------------------------------------------------------ */
 
+/* out NULL: the statistics alone (save_mean and batch_var, facet_batchnorm_stats) */
 struct bn_forward {
-    float *out, *save_mean, *save_invstd, *running_mean, *running_var;
+    float *out, *save_mean, *save_invstd, *running_mean, *running_var, *batch_var;
     const float *x, *weight, *bias;
     struct bn_shape s;
     int training;
@@ -193,11 +204,13 @@ FACET_CLONES static void forward_block(const struct bn_forward *a, int64_t c0, i
         m[j] = (float)mean[j];
         k[j] = facet_bn_scale(a->weight, c, invstd);
         d[j] = a->bias ? a->bias[c] : 0.0f;
+        if (a->batch_var) a->batch_var[c] = (float)var[j];
         if (a->save_mean) a->save_mean[c] = (float)mean[j];
         if (a->save_invstd) a->save_invstd[c] = (float)invstd;
         if (a->training && a->running_mean)
             facet_bn_running(&a->running_mean[c], &a->running_var[c], mean[j], var[j], count, a->momentum);
     }
+    if (!a->out) return;
     if (s.hw == 1) {
         for (int64_t i = 0; i < s.n; i++) {
             const float *xr = a->x + i * s.c + c0;
@@ -267,28 +280,66 @@ int facet_batchnorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_te
     const float *xp = facet_half_in(fn, x, 0, &ok);
     float *o = ok ? facet_half_out(fn, out, 1, &ok) : NULL;
     if (ok) {
-        struct bn_forward a = { o, sm, si, rm, rv, xp, wp, bp, s, training, momentum, eps };
+        struct bn_forward a = { o, sm, si, rm, rv, NULL, xp, wp, bp, s, training, momentum, eps };
         forward_cpu(&a);
     }
     return facet_half_finish(x->dtype, out, o, ok, 0);
 }
 
+/* a and b (outputs, or an output and an input) share no memory, but for the
+ * very same view where same_ok (an element-wise pass reads before it writes) */
+static int check_apart(const char *fn, const char *an, const facet_tensor *a, const char *bn, const facet_tensor *b,
+                       bool same_ok)
+{
+    if (!facet_overlap(a, b) || (same_ok && facet_same_view(a, b))) return 0;
+    return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s overlaps %s %s%s", fn, an, facet_desc(a), bn, facet_desc(b),
+                      same_ok ? " (only the very same view may be shared)" : "");
+}
+
+int facet_batchnorm_stats(facet_tensor *mean, facet_tensor *var, const facet_tensor *x)
+{
+    static const char *fn = "facet_batchnorm_stats";
+    int rc = check_input(fn, "x", x);
+    if (!rc) rc = check_channels(fn, "mean", mean, x);
+    if (!rc) rc = check_channels(fn, "var", var, x);
+    if (!rc) rc = check_apart(fn, "mean", mean, "var", var, false);
+    if (rc) return rc;
+    struct bn_shape s = shape_of(x);
+    if (s.n * s.hw < 1)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: x must hold at least one value per channel, got %s", fn,
+                          facet_desc(x));
+    if (x->device == FACET_DEVICE_CUDA)
+        return facet_cuda_batchnorm_stats(x->dtype, facet_ptr(mean), facet_ptr(var), facet_ptr(x), s.n, s.c, s.hw);
+    int ok = 1;
+    facet_half_begin(x->dtype);
+    const float *xp = facet_half_in(fn, x, 0, &ok);
+    if (ok) {
+        /* eps 1: the invstd it gives is not kept */
+        struct bn_forward a = { NULL, facet_ptr(mean), NULL, NULL, NULL, facet_ptr(var), xp, NULL, NULL, s, 1, 0.0, 1.0 };
+        forward_cpu(&a);
+    }
+    return facet_half_finish(x->dtype, NULL, NULL, ok, 0);
+}
+
 
 /* ---- backward ------------------------------------------------------------------------ */
 
+/* sum_dy non-NULL: synchronised BN's grad_x from the sums of every rank,
+ * sum_dy and sum_dy_xhat over `count` values (training, no local sums) */
 struct bn_backward {
     float *grad_x, *grad_weight, *grad_bias;
-    const float *grad_out, *x, *weight, *mean, *invstd;
+    const float *grad_out, *x, *weight, *mean, *invstd, *sum_dy, *sum_dy_xhat;
     struct bn_shape s;
     int training;
+    double count;
 };
 
 FACET_CLONES static void backward_block(const struct bn_backward *a, int64_t c0, int64_t cnt)
 {
     const struct bn_shape s = a->s;
     double sg[COL_BLOCK] = { 0 }, sgx[COL_BLOCK] = { 0 };
-    /* evaluation's grad_x needs no sums */
-    if (a->training || a->grad_weight || a->grad_bias) {
+    /* evaluation's grad_x needs no sums, synchronised BN brings its own */
+    if (!a->sum_dy && (a->training || a->grad_weight || a->grad_bias)) {
         if (s.hw == 1) {
             for (int64_t i = 0; i < s.n; i++)
                 cols_grad_sums(a->grad_out + i * s.c + c0, a->x + i * s.c + c0, cnt, a->mean + c0, sg, sgx);
@@ -309,7 +360,8 @@ FACET_CLONES static void backward_block(const struct bn_backward *a, int64_t c0,
         if (a->grad_weight) a->grad_weight[c] += (float)(sgx[j] * invstd);
         if (a->grad_bias) a->grad_bias[c] += (float)sg[j];
         m[j] = a->mean[c];
-        k[j] = facet_bn_backward_coef(w, invstd, sg[j], sgx[j], count, a->training);
+        k[j] = a->sum_dy ? facet_bn_sync_coef(w, invstd, a->sum_dy[c], a->sum_dy_xhat[c], a->count)
+                         : facet_bn_backward_coef(w, invstd, sg[j], sgx[j], count, a->training);
     }
     if (!a->grad_x) return;
     if (s.hw == 1) {
@@ -380,9 +432,48 @@ int facet_batchnorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, fa
     const float *xp = ok ? facet_half_in(fn, x, 1, &ok) : NULL;
     float *gx = ok ? facet_half_out(fn, grad_x, 2, &ok) : NULL;
     if (ok) {
-        struct bn_backward a = { gx, gw, gb, go, xp, wp, sm, si, s, training };
+        struct bn_backward a = { gx, gw, gb, go, xp, wp, sm, si, NULL, NULL, s, training, 0.0 };
         backward_cpu(&a);
     }
     return facet_half_finish(x->dtype, grad_x, gx, ok, 0);
 }
 
+int facet_batchnorm_backward_elemt(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *x,
+                                   const facet_tensor *weight, const facet_tensor *save_mean,
+                                   const facet_tensor *save_invstd, const facet_tensor *sum_dy,
+                                   const facet_tensor *sum_dy_xhat, int64_t count)
+{
+    static const char *fn = "facet_batchnorm_backward_elemt";
+    int rc = check_input(fn, "x", x);
+    if (!rc) rc = check_like(fn, "grad_out", grad_out, "x", x);
+    if (!rc) rc = check_like(fn, "grad_x", grad_x, "x", x);
+    if (!rc && weight) rc = check_channels(fn, "weight", weight, x);
+    if (!rc) rc = check_channels(fn, "save_mean", save_mean, x);
+    if (!rc) rc = check_channels(fn, "save_invstd", save_invstd, x);
+    if (!rc) rc = check_channels(fn, "sum_dy", sum_dy, x);
+    if (!rc) rc = check_channels(fn, "sum_dy_xhat", sum_dy_xhat, x);
+    if (!rc) rc = check_apart(fn, "grad_x", grad_x, "grad_out", grad_out, true);
+    if (!rc) rc = check_apart(fn, "grad_x", grad_x, "x", x, true);
+    if (rc) return rc;
+    struct bn_shape s = shape_of(x);
+    if (count < 2 || count < s.n * s.hw)
+        return facet_fail(FACET_STATUS_ERR_ARG,
+                          "%s: count must be the values per channel over every process, at least 2 and at least the "
+                          "%lld of x %s, got %lld", fn, (long long)(s.n * s.hw), facet_desc(x), (long long)count);
+
+    const float *wp = weight ? facet_ptr(weight) : NULL, *sm = facet_ptr(save_mean), *si = facet_ptr(save_invstd);
+    const float *sg = facet_ptr(sum_dy), *sgh = facet_ptr(sum_dy_xhat);
+    if (x->device == FACET_DEVICE_CUDA)
+        return facet_cuda_batchnorm_backward_elemt(x->dtype, facet_ptr(grad_x), facet_ptr(grad_out), facet_ptr(x), wp,
+                                                   sm, si, sg, sgh, (double)count, s.n, s.c, s.hw);
+    int ok = 1;
+    facet_half_begin(x->dtype);
+    const float *go = facet_half_in(fn, grad_out, 0, &ok);
+    const float *xp = ok ? facet_half_in(fn, x, 1, &ok) : NULL;
+    float *gx = ok ? facet_half_out(fn, grad_x, 2, &ok) : NULL;
+    if (ok) {
+        struct bn_backward a = { gx, NULL, NULL, go, xp, wp, sm, si, sg, sgh, s, 1, (double)count };
+        backward_cpu(&a);
+    }
+    return facet_half_finish(x->dtype, grad_x, gx, ok, 0);
+}

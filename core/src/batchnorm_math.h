@@ -73,6 +73,19 @@ FACET_HD float facet_bn_backward_at(struct facet_bn_coef k, float g, float x, fl
     return facet_add_rn(facet_add_rn(facet_mul_rn(k.ka, g), -facet_mul_rn(k.kb, x - mean)), -k.kd);
 }
 
+/* Synchronised BN's training backward over the batches of every rank, from
+ * the global sg = sum(dy) and sgh = sum(dy xhat) = invstd sgx over count
+ * values: the training coefficients, kb = w invstd^2 sgh / M written with sgh. */
+FACET_HD struct facet_bn_coef facet_bn_sync_coef(double w, double invstd, double sg, double sgh, double count)
+{
+    struct facet_bn_coef k;
+    const double wi = facet_dmul_rn(w, invstd);
+    k.ka = (float)wi;
+    k.kb = (float)(facet_dmul_rn(facet_dmul_rn(wi, invstd), sgh) / count);
+    k.kd = (float)(facet_dmul_rn(wi, sg) / count);
+    return k;
+}
+
 /* evaluation's dx = ka dy */
 FACET_HD float facet_bn_backward_eval_at(struct facet_bn_coef k, float g) { return facet_mul_rn(k.ka, g); }
 

@@ -234,6 +234,18 @@ int facet_cuda_batchnorm_backward(int dtype, void *grad_x, float *grad_weight, f
     return absent("facet_cuda_batchnorm_backward");
 }
 
+int facet_cuda_batchnorm_stats(int dtype, float *mean, float *var, const void *x, int64_t n, int64_t c, int64_t hw)
+{
+    (void)dtype; (void)mean; (void)var; (void)x; (void)n; (void)c; (void)hw;
+    return absent("facet_cuda_batchnorm_stats");
+}
+
+int facet_cuda_batchnorm_backward_elemt(int dtype, void *grad_x, const void *grad_out, const void *x, const float *weight, const float *save_mean, const float *save_invstd, const float *sum_dy, const float *sum_dy_xhat, double count, int64_t n, int64_t c, int64_t hw)
+{
+    (void)dtype; (void)grad_x; (void)grad_out; (void)x; (void)weight; (void)save_mean; (void)save_invstd; (void)sum_dy; (void)sum_dy_xhat; (void)count; (void)n; (void)c; (void)hw;
+    return absent("facet_cuda_batchnorm_backward_elemt");
+}
+
 int facet_cuda_pool2d_forward(int dtype, void *out, int32_t *argmax, const void *x, int kind, const struct facet_pool_geom *g)
 {
     (void)dtype; (void)out; (void)argmax; (void)x; (void)kind; (void)g;

@@ -155,6 +155,13 @@ int facet_cuda_batchnorm_forward(int dtype, void *out, float *save_mean, float *
 int facet_cuda_batchnorm_backward(int dtype, void *grad_x, float *grad_weight, float *grad_bias, const void *grad_out,
                                   const void *x, const float *weight, const float *save_mean,
                                   const float *save_invstd, int64_t n, int64_t c, int64_t hw, int training);
+/* synchronised BN: this rank's mean and biased variance (n * hw >= 1), and
+ * grad_x from the channel sums of every rank over count values */
+int facet_cuda_batchnorm_stats(int dtype, float *mean, float *var, const void *x, int64_t n, int64_t c, int64_t hw);
+int facet_cuda_batchnorm_backward_elemt(int dtype, void *grad_x, const void *grad_out, const void *x,
+                                        const float *weight, const float *save_mean, const float *save_invstd,
+                                        const float *sum_dy, const float *sum_dy_xhat, double count, int64_t n,
+                                        int64_t c, int64_t hw);
 
 /* ---- pooling (pool.cu): the geometry of pool_math.h; argmax may be NULL (max
  * pooling without backward, or average pooling); dtype is x's (float32, float16, bfloat16) ---------------------------------------------- */

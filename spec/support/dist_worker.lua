@@ -7,6 +7,11 @@
 --   OUT/half-R.json (the result's bit patterns, by name), and data_parallel with
 --   dtype fp16 / bf16 on a Linear(2, 1) whose gradients the spec names (values
 --   as "%.17g" strings, so that inf survives JSON).
+-- MODE syncbn: the synchronised BatchNorm cases of spec/support/sync_bn_case.lua,
+--   forward and backward over this rank's rows in float32, float16 and bfloat16
+--   (and, for 16 bits, the float32 path on the widened rows, its output and
+--   input gradient rounded once), on FACET_DEVICE, into OUT/syncbn-R.json
+--   (16-bit tensors as bit patterns, float32 ones as "%.17g" strings).
 -- MODE train: a small convnet with BatchNorm and an am-softmax head, trained
 --   for steps=N steps at a global batch=B with dist = true (sync_bn=1 for
 --   synchronised BN); rank 0 writes OUT/result.json (losses) and OUT/weights.safetensors.
@@ -121,6 +126,51 @@ if mode == "half" then
     end
   end
   write(("%s/half-%d.json"):format(out, r), res)
+  return
+end
+
+if mode == "syncbn" then
+  package.path = "./spec/?.lua;" .. package.path
+  local S = require "support.sync_bn_case"
+  local bits_of = require("support.half_bits").of
+  local dev = os.getenv("FACET_DEVICE") == "cuda" and facet.cuda.available() and "cuda" or "cpu"
+  local function strings(t)
+    local c, o = t:to("cpu"):contiguous(), {}
+    local p = c:data_ptr()
+    for i = 0, c:numel() - 1 do o[i + 1] = ("%.17g"):format(p[i]) end
+    return o
+  end
+  local function dump(t)
+    if t:dtype() == "float32" then return strings(t) end
+    return bits_of(t:to("cpu"):contiguous())
+  end
+  local function run(c, x, gy)
+    local m = S.module(c, dev)
+    m.sync = g
+    local y = m:forward(x)
+    local gi = m:backward(x, gy)
+    local o = { out = dump(y), grad_input = dump(gi), running_mean = strings(m.running_mean),
+      running_var = strings(m.running_var), save_mean = strings(m.buffers.save_mean),
+      save_invstd = strings(m.buffers.save_invstd) }
+    if m.weight then o.grad_weight, o.grad_bias = strings(m.grad_weight), strings(m.grad_bias) end
+    return o, y, gi
+  end
+  local res = { rank = r, device = dev }
+  for _, c in ipairs(S.CASES) do
+    local first, rows = S.rows(c, r)
+    for _, dtype in ipairs(S.DTYPES) do
+      local xa, ga = S.batch(c, dtype)
+      local x, gy = xa:narrow(1, first, rows):contiguous():to(dev), ga:narrow(1, first, rows):contiguous():to(dev)
+      local o = run(c, x, gy)
+      if dtype ~= "float32" then
+        local w, y32, gi32 = run(c, x:float(), gy:float())
+        w.out, w.grad_input = bits_of(y32:to("cpu"):to(dtype)), bits_of(gi32:to("cpu"):to(dtype))
+        o.wide = w
+      end
+      res[c.name .. "/" .. dtype] = o
+    end
+  end
+  write(("%s/syncbn-%d.json"):format(out, r), res)
   return
 end
 

@@ -12,10 +12,15 @@
 -- backward all-reduces sum(dy) and sum(dy xhat), so each rank's dx is the
 -- 1-process dx of its samples (times the world size, which facet.train's
 -- gradient average divides out). The weight and bias gradients stay local
--- sums, averaged with every other gradient.
+-- sums, averaged with every other gradient. The kernels are PyTorch's
+-- SyncBatchNorm split: facet_batchnorm_stats (this rank's statistics),
+-- facet_batchnorm_forward in evaluation mode with the global ones,
+-- facet_batchnorm_backward without grad_x (this rank's sums) and
+-- facet_batchnorm_backward_elemt (dx from the global sums, one pass).
 -- The input may be float32, float16 or bfloat16: the kernels take it
--- natively; weight, bias, their gradients and the running statistics stay
--- float32 (synchronised BN widens a 16-bit input to float32).
+-- natively, synchronised or not (a 16-bit result is the float32 path's on
+-- the widened input, rounded once); weight, bias, their gradients and the
+-- running statistics stay float32.
 local Module = require "facet.nn.Module"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
@@ -41,24 +46,21 @@ local function host(self, name, t)
   return h
 end
 
--- the per-channel vector v (C values) shaped to broadcast over x
-local function channel_view(self, key, v, ndim)
-  local shape = { self.n }
-  for i = 3, ndim do shape[#shape + 1] = 1 end
-  return self:_view(key, v, shape)
-end
-
 -- training forward over every rank's batch: out, save_mean, save_invstd as
 -- the 1-process forward of the concatenated batches would give them
 local function sync_forward(self, x, out, mean, invstd)
   local n, g, s = self.n, self.sync, x:shape()
   local count = s[1]
   for d = 3, #s do count = count * s[d] end
-  -- this rank's mean and 1/sqrt(var + eps), from the kernel (running statistics untouched)
-  local lm, li = self:buffer("sync_local_mean", { n }), self:buffer("sync_local_invstd", { n })
-  check(C.facet_batchnorm_forward(out.h, lm.h, li.h, nil, nil, x.h, nil, nil, 1, 0, self.eps))
-  local hm, hi = host(self, "lm", lm), host(self, "li", li)
-  local pm, pi = hm:data_ptr(), hi:data_ptr()
+  -- this rank's mean and biased variance (an empty batch adds nothing)
+  local lm, lv = self:buffer("sync_local_mean", { n }), self:buffer("sync_local_var", { n })
+  if count > 0 then
+    check(C.facet_batchnorm_stats(lm.h, lv.h, x.h))
+  else
+    lm:zero_(); lv:zero_()
+  end
+  local hm, hv = host(self, "lm", lm), host(self, "lv", lv)
+  local pm, pv = hm:data_ptr(), hv:data_ptr()
   -- round 1: the global count and mean
   local a = host_buffer(self, "a", n + 1)
   local pa = a:data_ptr()
@@ -74,10 +76,8 @@ local function sync_forward(self, x, out, mean, invstd)
   local b = host_buffer(self, "b", n)
   local pb = b:data_ptr()
   for c = 0, n - 1 do
-    local lv = 1 / (pi[c] * pi[c]) - self.eps
-    if lv < 0 then lv = 0 end
     local dm = pm[c] - pgm[c]
-    pb[c] = count * (lv + dm * dm)
+    pb[c] = count * (pv[c] + dm * dm)
   end
   g:allreduce(b, "sum")
   local gv = host_buffer(self, "gv", n)
@@ -100,7 +100,8 @@ local function sync_forward(self, x, out, mean, invstd)
     prv[c] = (1 - mo) * prv[c] + mo * pgv[c] * total / (total - 1)
   end
   if rm ~= self.running_mean then self.running_mean:copy(rm); self.running_var:copy(rv) end
-  self.sync_total = total
+  -- (a float32 sum: past 2^24 values a count may round, never below this rank's)
+  self.sync_total = math.max(total, count)
 end
 
 -- training backward over every rank's batch (see sync_forward)
@@ -111,8 +112,8 @@ local function sync_backward(self, x, grad_out, gi)
   sdx:zero_()
   local w = self.affine and self.weight.h or nil
   local sm, si = self.buffers.save_mean, self.buffers.save_invstd
-  -- gi = w invstd dy; sdx = sum(dy xhat), sdy = sum(dy) over this rank
-  check(C.facet_batchnorm_backward(gi.h, sdx.h, sdy.h, grad_out.h, x.h, w, sm.h, si.h, 0))
+  -- sdx = sum(dy xhat), sdy = sum(dy) over this rank (no grad_x)
+  check(C.facet_batchnorm_backward(nil, sdx.h, sdy.h, grad_out.h, x.h, w, sm.h, si.h, 0))
   if self.affine then
     self.grad_weight:add_(sdx)
     self.grad_bias:add_(sdy)
@@ -122,36 +123,25 @@ local function sync_backward(self, x, grad_out, gi)
   local ps, py, px = s:data_ptr(), hy:data_ptr(), hx:data_ptr()
   for c = 0, n - 1 do ps[c], ps[n + c] = py[c], px[c] end
   g:allreduce(s, "sum")
-  -- dx = gi - w invstd (sum(dy) / N + xhat sum(dy xhat) / N), over the global N
-  local hi = host(self, "si", si)
-  local hw = self.affine and host(self, "w", self.weight) or nil
-  local pi, pw = hi:data_ptr(), hw and hw:data_ptr()
-  local ca, cb = host_buffer(self, "ca", n), host_buffer(self, "cb", n)
-  local pa, pb = ca:data_ptr(), cb:data_ptr()
-  local total = self.sync_total
-  for c = 0, n - 1 do
-    local wc = pw and pw[c] or 1
-    pa[c] = -wc * pi[c] * ps[c] / total
-    pb[c] = -wc * pi[c] * pi[c] * ps[n + c] / total
+  -- the global sums on x's device, then dx in one pass
+  local h = self.sync_halves
+  if not h or not rawequal(h.src, s) then
+    h = { src = s, dy = s:narrow(1, 1, n), dyx = s:narrow(1, n + 1, n) }
+    self.sync_halves = h
   end
+  local gy, gx = h.dy, h.dyx
   if x:device() ~= "cpu" then
-    local da, db = self:buffer("sync_a", { n }), self:buffer("sync_b", { n })
-    da:copy(ca); db:copy(cb)
-    ca, cb = da, db
+    gy, gx = self:buffer("sync_global_dy", { n }), self:buffer("sync_global_dyx", { n })
+    gy:copy(h.dy); gx:copy(h.dyx)
   end
-  local nd = x:dim()
-  local tmp = self:buffer("sync_tmp", x:shape())
-  check(C.facet_tensor_binary(tmp.h, x.h, channel_view(self, "sync_mv", sm, nd).h, C.FACET_BINARY_SUB))
-  check(C.facet_tensor_binary(tmp.h, tmp.h, channel_view(self, "sync_bv", cb, nd).h, C.FACET_BINARY_MUL))
-  check(C.facet_tensor_binary(tmp.h, tmp.h, channel_view(self, "sync_av", ca, nd).h, C.FACET_BINARY_ADD))
-  check(C.facet_tensor_binary(gi.h, gi.h, tmp.h, C.FACET_BINARY_ADD))
+  check(C.facet_batchnorm_backward_elemt(gi.h, grad_out.h, x.h, w, sm.h, si.h, gy.h, gx.h, self.sync_total))
 end
 
 local function synced(self) return self.training and self.sync ~= nil and self.sync:size() > 1 end
 
 local function make(name, dims)
   local cls = Module:extend(name)
-  cls.native_half = true      -- 16-bit x natively (float32 statistics); the synchronised path widens
+  cls.native_half = true      -- 16-bit x natively (float32 statistics), synchronised or not
   function cls.new(n, opts)
     local fn = "nn." .. name
     if type(n) ~= "number" or n < 1 then error(name .. "(features): want a positive count", 2) end
@@ -180,7 +170,6 @@ local function make(name, dims)
     if (#s ~= dims[1] and #s ~= dims[2]) or s[2] ~= self.n then
       self:fail(("want N x %d%s input, got %s"):format(self.n, dims[1] == 4 and " x H x W" or "", table.concat(s, "x")))
     end
-    if synced(self) and Module.HALF[x:dtype()] then return self:half_forward(x) end
     local out = self:buffer("output", s, x:dtype())
     local mean = self:buffer("save_mean", { self.n })
     local invstd = self:buffer("save_invstd", { self.n })
@@ -195,9 +184,6 @@ local function make(name, dims)
   end
   function cls:backward(x, grad_out)
     x, grad_out = self:check_backward(x, grad_out)
-    if tensor.is_tensor(x) and Module.HALF[x:dtype()] and synced(self) then
-      return self:half_backward(x, grad_out, cls.backward)
-    end
     if not self.buffers.save_mean then core.raise(name .. ":backward: no forward to go back through", 2) end
     local gi = self:buffer("grad_input", x:shape(), x:dtype())
     if synced(self) then
