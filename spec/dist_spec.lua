@@ -544,9 +544,8 @@ describe("synchronised BatchNorm on 2 ranks (mpirun)", function()
   end)
 
   -- Tolerance: the ranks combine float32 means and variances, and float32 sums, where the 1-process
-  -- kernel keeps double: each output within 1e-5 of its largest element (measured in float32 on the CPU:
-  -- under 1.2e-7),
-  -- plus the one rounding of a 16-bit output (its unit roundoff times the value).
+  -- kernel keeps double: each output within 1e-5 of its largest element (measured in float32 on the
+  -- CPU: under 1.2e-7), plus the one rounding of a 16-bit output (its unit roundoff times the value).
   it("each rank's rows of the 1-process BatchNorm of the whole (widened) batch", function()
     local r = results()
     local function num(list, dtype)
