@@ -238,6 +238,9 @@ describe("facet_batchnorm_forward", function()
     { shape = { 3, 4, 2, 5 }, name = "4-D" },
     { shape = { 1024, 40 }, name = "2-D large enough for threads" },
     { shape = { 8, 16, 16, 16 }, name = "4-D large enough for threads" },
+    -- 15,360 and 12,288 values a channel: a GPU splits each channel over 3 blocks
+    { shape = { 16, 3, 24, 40 }, name = "4-D with channels split over blocks" },
+    { shape = { 12288, 3 }, name = "2-D with channels split over blocks" },
   } do
     H.it("matches the reference, " .. case.name .. " " .. table.concat(case.shape, "x"), function()
       local shape = case.shape
@@ -325,40 +328,43 @@ describe("facet_batchnorm_backward", function()
       end)
   end
 
-  H.it("training gradients against the closed form on a larger 4-D case (threads)", function()
-    local shape = { 8, 16, 16, 16 }
-    local n, c, hw = layout(shape)
-    local xv, R, wv = rand(numel(shape), 41, 1, 3), rand(numel(shape), 42), rand(c, 43, 1, 0.2)
-    local x, w, sm, si = T(xv, shape), T(wv, { c }), zeros({ c }), zeros({ c })
-    forward { out = zeros(shape), save_mean = sm, save_invstd = si, x = x, weight = w, training = true, eps = 1e-5 }
-    local gx, gw, gb = zeros(shape), zeros({ c }), zeros({ c })
-    backward { grad_x = gx, grad_weight = gw, grad_bias = gb, grad_out = T(R, shape), x = x, weight = w,
-               save_mean = sm, save_invstd = si, training = true }
-    local _, mean, var = ref_forward(xv, shape, nil, nil, 1e-5)
-    local egx, egw, egb = {}, {}, {}
-    for ch = 1, c do
-      local is, M = 1 / math.sqrt(var[ch] + 1e-5), n * hw
-      local sg, sgx = 0, 0
-      for i = 0, n - 1 do
-        for k = 1, hw do
-          local j = (i * c + ch - 1) * hw + k
-          sg = sg + R[j]
-          sgx = sgx + R[j] * (xv[j] - mean[ch]) * is
+  -- { 8, 16, 16, 16 }: threads; 18,612 and 9,000 values a channel: a GPU splits each
+  -- channel over 4 and 2 blocks, whose runs start and end inside planes of 1551 values
+  for _, shape in ipairs { { 8, 16, 16, 16 }, { 12, 2, 33, 47 }, { 9000, 2 } } do
+    H.it("training gradients against the closed form on a larger case, " .. table.concat(shape, "x"), function()
+      local n, c, hw = layout(shape)
+      local xv, R, wv = rand(numel(shape), 41, 1, 3), rand(numel(shape), 42), rand(c, 43, 1, 0.2)
+      local x, w, sm, si = T(xv, shape), T(wv, { c }), zeros({ c }), zeros({ c })
+      forward { out = zeros(shape), save_mean = sm, save_invstd = si, x = x, weight = w, training = true, eps = 1e-5 }
+      local gx, gw, gb = zeros(shape), zeros({ c }), zeros({ c })
+      backward { grad_x = gx, grad_weight = gw, grad_bias = gb, grad_out = T(R, shape), x = x, weight = w,
+                 save_mean = sm, save_invstd = si, training = true }
+      local _, mean, var = ref_forward(xv, shape, nil, nil, 1e-5)
+      local egx, egw, egb = {}, {}, {}
+      for ch = 1, c do
+        local is, M = 1 / math.sqrt(var[ch] + 1e-5), n * hw
+        local sg, sgx = 0, 0
+        for i = 0, n - 1 do
+          for k = 1, hw do
+            local j = (i * c + ch - 1) * hw + k
+            sg = sg + R[j]
+            sgx = sgx + R[j] * (xv[j] - mean[ch]) * is
+          end
+        end
+        egw[ch], egb[ch] = sgx, sg
+        for i = 0, n - 1 do
+          for k = 1, hw do
+            local j = (i * c + ch - 1) * hw + k
+            local xhat = (xv[j] - mean[ch]) * is
+            egx[j] = wv[ch] * is * (R[j] - sg / M - xhat * sgx / M)
+          end
         end
       end
-      egw[ch], egb[ch] = sgx, sg
-      for i = 0, n - 1 do
-        for k = 1, hw do
-          local j = (i * c + ch - 1) * hw + k
-          local xhat = (xv[j] - mean[ch]) * is
-          egx[j] = wv[ch] * is * (R[j] - sg / M - xhat * sgx / M)
-        end
-      end
-    end
-    H.assert_close(H.values(gx), egx, 1e-3, 1e-4)
-    H.assert_close(H.values(gw), egw, 1e-4, 1e-3)
-    H.assert_close(H.values(gb), egb, 1e-4, 1e-3)
-  end)
+      H.assert_close(H.values(gx), egx, 1e-3, 1e-4)
+      H.assert_close(H.values(gw), egw, 1e-4, 1e-3)
+      H.assert_close(H.values(gb), egb, 1e-4, 1e-3)
+    end)
+  end
 
   H.it("accumulates into grad_weight and grad_bias, overwrites grad_x, skips NULL outputs", function()
     local shape = { 4, 3, 2, 2 }
@@ -387,6 +393,169 @@ describe("facet_batchnorm_backward", function()
     backward { grad_x = gx4, grad_out = go, x = x, weight = w, save_mean = sm, save_invstd = si, training = true }
     assert.are.same(H.values(gx1), H.values(gx4))
     backward { grad_out = go, x = x, weight = w, save_mean = sm, save_invstd = si, training = true }
+  end)
+end)
+
+describe("synchronised batch norm's entries", function()
+  local function stats(mean, var, x) check(C.facet_batchnorm_stats(h(mean), h(var), h(x)), 2) end
+  local function elemt(a)
+    check(C.facet_batchnorm_backward_elemt(h(a.grad_x), h(a.grad_out), h(a.x), h(a.weight), h(a.save_mean),
+      h(a.save_invstd), h(a.sum_dy), h(a.sum_dy_xhat), a.count), 2)
+  end
+  local function bits(t)
+    local c, r = t:to("cpu"):contiguous(), {}
+    local p = c:bits_ptr()
+    for i = 0, c:numel() - 1 do r[i + 1] = p[i] end
+    return r
+  end
+
+  H.it("facet_batchnorm_stats: the batch mean and biased variance, as the training forward computes them", function()
+    for _, shape in ipairs { { 6, 5 }, { 200, 37 }, { 4, 3, 7 }, { 3, 4, 2, 5 }, { 8, 16, 16, 16 }, { 1, 3, 1, 1 } } do
+      local c = shape[2]
+      local xv = rand(numel(shape), 61, 2, 100)    -- a large mean: the shifted sums
+      local x = T(xv, shape)
+      local mean, var = full({ c }, 9), full({ c }, 9)
+      stats(mean, var, x)
+      local _, em, ev = ref_forward(xv, shape, nil, nil, 1e-5)
+      H.assert_close(H.values(mean), em, 1e-6)
+      H.assert_close(H.values(var), ev, 1e-5, 1e-6)
+      -- the training forward's mean, bit for bit (the same sums; one value per channel: var 0)
+      if numel(shape) > c then
+        local sm = zeros({ c })
+        forward { out = zeros(shape), save_mean = sm, x = x, training = true }
+        assert.are.same(H.values(sm), H.values(mean))
+      else
+        assert.are.same({ 0, 0, 0 }, H.values(var))
+      end
+      -- 16 bits: the float32 call on the widened x, bit for bit
+      for _, dtype in ipairs { "float16", "bfloat16" } do
+        local x16 = x:to(dtype)
+        local m16, v16, m32, v32 = zeros({ c }), zeros({ c }), zeros({ c }), zeros({ c })
+        stats(m16, v16, x16)
+        stats(m32, v32, x16:float())
+        assert.are.same(H.values(m32), H.values(m16))
+        assert.are.same(H.values(v32), H.values(v16))
+      end
+    end
+  end)
+
+  -- two "ranks" holding rows [1, k] and [k + 1, N] of one batch: each one's sums from
+  -- facet_batchnorm_backward (evaluation, no grad_x) with the whole batch's statistics, added,
+  -- then facet_batchnorm_backward_elemt on each part: the 1-process training grad_x, whose
+  -- own spec is the finite differences above
+  for _, case in ipairs {
+    { shape = { 7, 3, 4, 5 }, k = 3 },
+    { shape = { 9, 6 }, k = 4, affine = false },
+    { shape = { 5, 2, 6 }, k = 5 },                      -- the second part is empty
+    { shape = { 16, 4, 32, 33 }, k = 9 },                -- several blocks per channel on a GPU
+  } do
+    H.it("facet_batchnorm_backward_elemt over two parts gives the whole batch's training grad_x, "
+        .. table.concat(case.shape, "x"), function()
+      local shape, c, N = case.shape, case.shape[2], case.shape[1]
+      local xv, R = rand(numel(shape), 71, 2, 3), rand(numel(shape), 72)
+      local x, go = T(xv, shape), T(R, shape)
+      local w = case.affine ~= false and T(rand(c, 73, 0.5, 1), { c }) or nil
+      local sm, si = zeros({ c }), zeros({ c })
+      forward { out = zeros(shape), save_mean = sm, save_invstd = si, x = x, weight = w, training = true }
+      local gref = zeros(shape)
+      backward { grad_x = gref, grad_out = go, x = x, weight = w, save_mean = sm, save_invstd = si, training = true }
+      local _, n_, hw = layout(shape)
+      local parts = { { 1, case.k }, { case.k + 1, N - case.k } }
+      for _, dtype in ipairs { "float32", "float16", "bfloat16" } do
+        local xd, gd = x:to(dtype), go:to(dtype)
+        local sdy, sdx = zeros({ c }), zeros({ c })
+        for _, p in ipairs(parts) do
+          backward { grad_weight = sdx, grad_bias = sdy, grad_out = gd:narrow(1, p[1], p[2]),
+                     x = xd:narrow(1, p[1], p[2]), weight = w, save_mean = sm, save_invstd = si, training = false }
+        end
+        local got, wide = {}, {}
+        for _, p in ipairs(parts) do
+          local xp, gp = xd:narrow(1, p[1], p[2]), gd:narrow(1, p[1], p[2])
+          local gx = full(xp:shape(), 7):to(dtype)
+          elemt { grad_x = gx, grad_out = gp, x = xp, weight = w, save_mean = sm, save_invstd = si, sum_dy = sdy,
+                  sum_dy_xhat = sdx, count = N * hw }
+          for _, v in ipairs(H.values(gx:float())) do got[#got + 1] = v end
+          if dtype ~= "float32" then
+            -- the float32 call on the widened operands, rounded once: bit for bit
+            local g32 = zeros(xp:shape())
+            elemt { grad_x = g32, grad_out = gp:float(), x = xp:float(), weight = w, save_mean = sm, save_invstd = si,
+                    sum_dy = sdy, sum_dy_xhat = sdx, count = N * hw }
+            assert.are.same(bits(g32:to(dtype)), bits(gx))
+          end
+        end
+        if dtype == "float32" then
+          -- sums rounded to float32 and kb written with sum(dy xhat): a few float32 roundings
+          local ref, big = H.values(gref), 0
+          for i = 1, #ref do big = math.max(big, math.abs(ref[i])) end
+          H.assert_close(got, ref, 1e-5, 1e-6 * big)
+        end
+      end
+    end)
+  end
+
+  it("refuse hostile arguments before writing anything, naming the function and the argument", function()
+    local x = facet.randn({ 4, 3, 2 }, { seed = 3 })
+    -- stats
+    local mean, var = facet.full({ 3 }, 7), facet.full({ 3 }, 7)
+    local function st(over)
+      local a = { mean = mean, var = var, x = x }
+      for k, v in pairs(over) do a[k] = v end
+      if over.null then a[over.null] = nil end
+      return function() stats(a.mean, a.var, a.x) end
+    end
+    H.assert_error(st { null = "x" }, "facet_batchnorm_stats", "x is NULL")
+    H.assert_error(st { null = "mean" }, "facet_batchnorm_stats", "mean is NULL")
+    H.assert_error(st { null = "var" }, "var is NULL")
+    H.assert_error(st { x = facet.zeros({ 4, 3 }, { dtype = "int32" }) }, "x must be float32, float16 or bfloat16")
+    H.assert_error(st { x = facet.zeros({ 12 }) }, "N x C", "[12 float32 cpu]")
+    H.assert_error(st { var = facet.zeros({ 4 }) }, "var", "[4 float32 cpu]", "one value per channel (3)")
+    H.assert_error(st { mean = facet.zeros({ 3 }, { dtype = "float16" }) }, "mean must be float32")
+    H.assert_error(st { var = mean }, "mean [3 float32 cpu] overlaps var")
+    H.assert_error(st { x = facet.zeros({ 0, 3 }) }, "at least one value per channel", "[0x3 float32 cpu]")
+    H.assert_error(st { x = facet.zeros({ 2, 3, 0 }) }, "at least one value per channel")
+    assert.are.same({ 7, 7, 7 }, H.values(mean))
+    assert.are.same({ 7, 7, 7 }, H.values(var))
+    -- backward_elemt
+    local c = 3
+    local gx = facet.full({ 4, 3, 2 }, 7)
+    local ok_args = { grad_x = gx, grad_out = facet.ones({ 4, 3, 2 }), x = x, save_mean = facet.zeros({ c }),
+                      save_invstd = facet.ones({ c }), sum_dy = facet.ones({ c }), sum_dy_xhat = facet.ones({ c }),
+                      count = 8 }
+    local function el(over)
+      local a = {}
+      for k, v in pairs(ok_args) do a[k] = v end
+      for k, v in pairs(over) do a[k] = v end
+      if over.null then a[over.null] = nil end
+      return function() elemt(a) end
+    end
+    local fn = "facet_batchnorm_backward_elemt"
+    for _, k in ipairs { "grad_x", "grad_out", "x", "save_mean", "save_invstd", "sum_dy", "sum_dy_xhat" } do
+      H.assert_error(el { null = k }, fn, k .. " is NULL")
+    end
+    H.assert_error(el { grad_out = facet.ones({ 4, 3, 2 }, { dtype = "float16" }) }, fn,
+      "grad_out must be float32 like x [4x3x2 float32 cpu], got [4x3x2 float16 cpu]")
+    H.assert_error(el { x = x:to("bfloat16") }, "grad_out must be bfloat16 like x")
+    H.assert_error(el { grad_x = facet.zeros({ 4, 3, 2 }, { dtype = "float16" }) }, "grad_x must be float32 like x")
+    H.assert_error(el { grad_x = facet.zeros({ 4, 3, 3 }) }, "grad_x [4x3x3 float32 cpu] must be contiguous and shaped like x")
+    H.assert_error(el { grad_out = facet.zeros({ 4, 6, 2 }):narrow(2, 1, 3) }, "grad_out", "contiguous")
+    H.assert_error(el { weight = facet.ones({ 2 }) }, "weight [2 float32 cpu] must be 1-D with one value per channel (3)")
+    H.assert_error(el { sum_dy = facet.ones({ 4 }) }, "sum_dy [4 float32 cpu]")
+    H.assert_error(el { sum_dy_xhat = facet.ones({ c }, { dtype = "int32" }) }, "sum_dy_xhat must be float32")
+    H.assert_error(el { save_invstd = facet.ones({ 1, c }) }, "save_invstd", "1-D")
+    H.assert_error(el { count = 1 }, "count must be the values per channel over every process", "got 1")
+    H.assert_error(el { count = 7 }, "at least the 8 of x [4x3x2 float32 cpu], got 7")
+    H.assert_error(el { count = -5 }, "count must be", "got -5")
+    -- grad_x partly over x: refused; the very same view: an in-place pass
+    local base = facet.randn({ 5, 3, 2 }, { seed = 4 })
+    H.assert_error(el { x = base:narrow(1, 1, 4), grad_x = base:narrow(1, 2, 4) },
+      "grad_x [4x3x2 float32 cpu] overlaps x [4x3x2 float32 cpu] (only the very same view may be shared)")
+    H.assert_error(el { grad_out = base:narrow(1, 2, 4), grad_x = base:narrow(1, 1, 4) }, "grad_x", "overlaps grad_out")
+    for i, v in ipairs(H.values(gx)) do assert.are.equal(7, v, "grad_x[" .. i .. "] untouched") end
+    local want = facet.zeros({ 4, 3, 2 })
+    el { grad_x = want } ()
+    local same = ok_args.grad_out:clone()
+    el { grad_x = same, grad_out = same } ()
+    assert.are.same(H.values(want), H.values(same))
   end)
 end)
 
