@@ -968,6 +968,52 @@ reg {
   end,
 }
 
+-- synchronised BatchNorm: two simulated ranks (support/local_group.lua) hold parts of
+-- one batch; each rank's outputs, input gradient and local parameter gradients
+reg {
+  name = "batchnorm_sync",
+  covers = { "facet_batchnorm_stats", "facet_batchnorm_backward_elemt" },
+  strided = false,
+  tol = { rtol = 1e-4, atol = 1e-5, mtol = 1e-5 },
+  cases = {
+    { label = "2d, parts of 3 and 4 images", dims = 4, N = 7, C = 5, H = 6, W = 7, split = 3 },
+    { label = "1d, no affine, parts of 40 and 24", dims = 2, N = 64, C = 16, split = 40, affine = false },
+    { label = "2d, large planes", dims = 4, N = 8, C = 3, H = 40, W = 40, split = 4 },
+    { label = "2d, rank 1 holds no images", dims = 4, N = 3, C = 2, H = 5, W = 5, split = 3 },
+    half_case({ label = "2d, parts of 3 and 4 images", dims = 4, N = 7, C = 5, H = 6, W = 7, split = 3 }, "float16"),
+    half_case({ label = "1d, parts of 40 and 24", dims = 2, N = 64, C = 16, split = 40 }, "bfloat16"),
+  },
+  run = function(c, ctx)
+    local shape = c.dims == 4 and { c.N, c.C, c.H, c.W } or { c.N, c.C }
+    local x, gout = to_dtype(ctx:randn(shape, 0.5, 2), c), to_dtype(ctx:randn(shape), c)
+    local w, b = ctx:randn({ c.C }, 1, 0.3), ctx:randn({ c.C }, 0, 0.3)
+    local rm, rv = ctx:randn({ c.C }, 0, 0.5), ctx:rand({ c.C }, 0.5, 2)
+    local ranks = require("support.local_group").run(2, function(g)
+      local m = (c.dims == 4 and nn.BatchNorm2d or nn.BatchNorm1d)(c.C, { affine = c.affine })
+      m:to(ctx.device)
+      if m.weight then
+        m.weight:copy(w)
+        m.bias:copy(b)
+      end
+      m.running_mean:copy(rm)
+      m.running_var:copy(rv)
+      m.sync = g
+      m:zero_grad()
+      local first, rows = 1, c.split
+      if g:rank() == 1 then first, rows = c.split + 1, c.N - c.split end
+      local xr, gr = x:narrow(1, first, rows):contiguous(), gout:narrow(1, first, rows):contiguous()
+      local out = m:forward(xr)
+      return { out = out, grad_x = m:backward(xr, gr), grad_weight = m.grad_weight, grad_bias = m.grad_bias,
+        running_mean = m.running_mean, running_var = m.running_var }
+    end)
+    local r = {}
+    for i, o in ipairs(ranks) do
+      for k, v in pairs(o) do r[k .. "_rank" .. (i - 1)] = v end
+    end
+    return r
+  end,
+}
+
 reg {
   name = "pool2d",
   covers = { "facet_pool2d_forward", "facet_pool2d_backward" },

@@ -119,7 +119,7 @@ local HALF = { float16 = true, bfloat16 = true }
 Module.HALF = HALF
 
 --- The widening forward for a float16/bfloat16 x (also for a native_half
--- module's case its kernels do not cover, such as synchronised BatchNorm).
+-- module's case its kernels do not cover).
 function Module:half_forward(x)
   local xf = self:buffer("amp_x", x:shape())
   xf:copy(x)
