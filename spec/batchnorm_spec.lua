@@ -402,12 +402,7 @@ describe("synchronised batch norm's entries", function()
     check(C.facet_batchnorm_backward_elemt(h(a.grad_x), h(a.grad_out), h(a.x), h(a.weight), h(a.save_mean),
       h(a.save_invstd), h(a.sum_dy), h(a.sum_dy_xhat), a.count), 2)
   end
-  local function bits(t)
-    local c, r = t:to("cpu"):contiguous(), {}
-    local p = c:bits_ptr()
-    for i = 0, c:numel() - 1 do r[i + 1] = p[i] end
-    return r
-  end
+  local function bits(t) return require("support.half_bits").of(t:to("cpu"):contiguous()) end
 
   H.it("facet_batchnorm_stats: the batch mean and biased variance, as the training forward computes them", function()
     for _, shape in ipairs { { 6, 5 }, { 200, 37 }, { 4, 3, 7 }, { 3, 4, 2, 5 }, { 8, 16, 16, 16 }, { 1, 3, 1, 1 } } do
