@@ -2,11 +2,12 @@
  * batchnorm_math.h - batch normalisation's per-channel and per-element
  * formulas, shared by core/src/batchnorm.c and core/cuda/batchnorm.cu: the
  * statistics from shifted sums, the saved and running values, the forward
- * affine map and backward's coefficients. The sums themselves run in a
- * different order on each device (CPU: sequential vector lanes; GPU: a block
- * tree), so statistics agree to double rounding, not bit for bit; everything
- * computed from them is rounded one operation at a time (no FMA on the GPU),
- * as the host compiles it.
+ * affine map and backward's coefficients (from a batch's own sums, or from
+ * the sums of every rank for synchronised BN). The sums themselves run in a
+ * different order on each device (CPU: sequential vector lanes; GPU: block
+ * trees folded in a fixed order), so statistics agree to double rounding, not
+ * bit for bit; everything computed from them is rounded one operation at a
+ * time (no FMA on the GPU), as the host compiles it.
  */
 #ifndef FACET_BATCHNORM_MATH_H
 #define FACET_BATCHNORM_MATH_H
