@@ -11,6 +11,13 @@ local RUN = "luajit bin/facet run bench/"
 -- per bench: its options as --help lists them, the line it prints first when
 -- it runs (so absent from the help), and bad arguments with the error they give
 local BENCHES = {
+  batchnorm = {
+    options = { "--batch", "--reps", "--device", "--dtypes" },
+    defaults = { "(default: 32)", "(default: 5)", "(default: cpu)", "(default: fp32,fp16,bf16)" },
+    runs = "best of",
+    bad = { { "--dtypes fp32,fp8", "--dtypes: unknown 'fp8' (known: fp32, fp16, bf16)" },
+            { "--batch 0", "--batch must be an integer >= 1, got '0'" } },
+  },
   gemm = {
     options = { "--sizes", "--reps" },
     defaults = { "(default: 1024,4096)", "(default: 3)" },
