@@ -868,10 +868,17 @@ local conv_cases = {
   { label = "workspace of 2 images, 5 images: chunks 2, 2, 1", N = 5, C = 3, H = 8, W = 8, O = 4, k = 3, pad = 1, ws = 2 },
   { label = "grouped, workspace of 1 image", N = 3, C = 4, H = 7, W = 7, O = 6, k = 3, pad = 1, groups = 2, ws = 1 },
   { label = "large: 16->32, 3x3, 40x40, 8 images", N = 8, C = 16, H = 40, W = 40, O = 32, k = 3, pad = 1 },
-  -- the recommended CUDA workspace holds 14 of these images' columns (2^24
-  -- floats): chunks of 14, 14, 1
-  { label = "large: 32->4, 3x3, 64x64, 29 images (CUDA: 3 workspace chunks)", N = 29, C = 32, H = 64, W = 64, O = 4,
-    k = 3, pad = 1 },
+  -- the recommended CUDA workspace (2^26 floats) holds all 29 images' columns
+  -- and grad_out side by side: one chunk, one weight-gradient GEMM
+  { label = "large: 32->4, 3x3, 64x64, 29 images", N = 29, C = 32, H = 64, W = 64, O = 4, k = 3, pad = 1 },
+  -- CUDA's weight gradient takes the images whose columns and grad_out fit,
+  -- [40 rows][images x 36, padded to 8]: 2 images of 72 in 3 images' columns
+  -- (chunks 2, 2, 1; the forward's 3, 2)
+  { label = "workspace of 3 images, 5 images: weight gradient in chunks 2, 2, 1", N = 5, C = 4, H = 6, W = 6, O = 4,
+    k = 3, pad = 1, ws = 3 },
+  -- pointwise: x's 8 planes and grad_out's 12, 2 images of 56 in 6 images' planes
+  { label = "pointwise, workspace of 6 images: weight gradient in chunks 2, 2, 1", N = 5, C = 8, H = 5, W = 5, O = 12,
+    k = 1, ws = 6 },
 }
 
 -- 16-bit activations (float32 weights and accumulation): the CPU rounds its
@@ -893,6 +900,9 @@ for _, c in ipairs {
   half_case({ label = "depthwise 3x3", N = 2, C = 6, H = 9, W = 9, O = 6, k = 3, pad = 1, groups = 6 }, "float16"),
   half_case({ label = "workspace of 1 image: 3 chunks", N = 3, C = 3, H = 8, W = 8, O = 4, k = 3, pad = 1, ws = 1 },
     "bfloat16"),
+  -- 16-bit columns take half the bytes: 3 images of 112 in 2 images' float32 columns
+  half_case({ label = "workspace of 2 images, 5 images: weight gradient in chunks 3, 2", N = 5, C = 4, H = 6, W = 6,
+    O = 4, k = 3, pad = 1, ws = 2 }, "float16"),
 } do conv_cases[#conv_cases + 1] = c end
 
 reg {
