@@ -369,6 +369,8 @@ add_bench heads_K1000000 90 "heads.lua --device cuda --K 1000000 --torch 1"
 add_bench data 60 "data.lua --device cuda --warmup 3 --steps 10"
 add_bench train_step_mobilefacenet 120 "train_step.lua --device cuda --models mobilefacenet --precision fp32,fp16,bf16 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
 add_bench train_step_iresnet50 200 "train_step.lua --device cuda --models iresnet50 --precision fp32,fp16,bf16 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
+# PyTorch's own default runs cuDNN convolutions in TF32: both sides with TF32 on
+add_bench train_step_iresnet50_tf32 90 "train_step.lua --device cuda --models iresnet50 --precision fp32 --tf32 1 --batch 128 --size 112 --warmup 3 --steps 10"
 for b in bench/*.lua; do
     n=$(basename "$b")
     case $n in heads.lua|train_step.lua|data.lua) continue ;; esac
