@@ -1036,11 +1036,18 @@ reg {
   end,
 }
 
+-- PReLU's slope gradient is a float sum over the channel's planes, added in
+-- another order on a GPU (docs/gpu.md): atol and mtol 1e-5 cover the
+-- cancellation of sums near 0 (a NumPy emulation of both orders on these
+-- shapes stays under 0.15 of that bound).
+local SLOPE_SUM_TOL = { rtol = 1e-5, atol = 1e-5, mtol = 1e-5 }
+
 reg {
   name = "activation",
   covers = { "facet_activation_forward", "facet_activation_backward" },
   strided = false,
   tol = { rtol = 1e-5, atol = 1e-6, mtol = 1e-6 },
+  tols = { grad_slope = SLOPE_SUM_TOL },
   cases = {
     { act = "ReLU", shape = { 4, 5, 6, 7 } },
     { act = "Sigmoid", shape = { 129, 300 } },
@@ -1052,6 +1059,27 @@ reg {
     half_case({ act = "Tanh", shape = { 37, 65 }, label = "Tanh" }, "float16"),
     half_case({ act = "PReLU", channels = 5, shape = { 4, 5, 6, 7 }, label = "PReLU per channel" }, "float16"),
     half_case({ act = "PReLU", shape = { 3, 8, 5, 5 }, label = "PReLU one slope" }, "bfloat16"),
+    -- the CUDA kernels' launch shapes (core/cuda/activation.cu: threads along a
+    -- plane = the power of two covering it, at most 256; planes split into
+    -- chunks while the grid is small; partial channel groups and chunks)
+    { act = "PReLU", channels = 5, shape = { 3, 5, 7, 7 }, label = "PReLU 7x7 planes: 64 x 4 threads, 3 of 8 rows idle" },
+    { act = "PReLU", channels = 17, shape = { 2, 17, 13, 11 }, label = "PReLU 13x11 planes: a partial last warp" },
+    { act = "PReLU", channels = 6, shape = { 2, 6, 9, 11 }, label = "PReLU 9x11 planes: 128 x 2 threads" },
+    { act = "PReLU", channels = 3, shape = { 4, 3, 5, 3 }, label = "PReLU 5x3 planes: 16 threads a row" },
+    { act = "PReLU", channels = 13, shape = { 37, 13 }, label = "PReLU after a Linear: planes of 1" },
+    { act = "PReLU", channels = 13, shape = { 1, 13 }, label = "PReLU after a Linear, batch 1" },
+    { act = "PReLU", channels = 3, shape = { 1, 3, 67, 61 }, label = "PReLU batch 1: 4 chunks a plane, the last partial" },
+    { act = "PReLU", shape = { 2, 3, 50, 50 }, label = "PReLU one slope, 3 chunks a plane" },
+    { act = "PReLU", channels = 4, shape = { 7, 4, 5 }, label = "PReLU 3-D input" },
+    { act = "PReLU", channels = 1, shape = { 1, 1, 1, 1 }, label = "PReLU one element" },
+    half_case({ act = "PReLU", channels = 5, shape = { 3, 5, 7, 7 }, label = "PReLU 7x7 planes" }, "bfloat16"),
+    half_case({ act = "PReLU", channels = 3, shape = { 1, 3, 67, 61 }, label = "PReLU batch 1, 4 chunks" }, "float16"),
+    -- more samples than a grid's z dimension (65535): the kernels loop over
+    -- them; each slope gradient is a sum of 66,000 float terms in two orders
+    { act = "PReLU", channels = 2, shape = { 66000, 2 }, label = "PReLU 66000 samples: more than one z grid",
+      tols = { grad_slope = { rtol = 1e-4, atol = 5e-3, mtol = 1e-4 } } },
+    -- more channels than a grid's y dimension (planes of 129: one channel a block row)
+    { act = "PReLU", channels = 65600, shape = { 1, 65600, 129 }, label = "PReLU 65600 channels: more than one y grid" },
   },
   run = function(c, ctx)
     local m = nn[c.act](c.channels)
