@@ -5,7 +5,8 @@ backward + SGD with momentum. Optional; never used by tests.
   --device cpu (default): Debian's python3-torch; best of --steps after
   --warmup steps, on --threads threads; batch and size per model as in
   train_step.lua unless --batch / --size say otherwise.
-  --device cuda: a PyTorch with CUDA; fp32 (TF32 off for matmuls and cuDNN),
+  --device cuda: a PyTorch with CUDA; fp32 (TF32 off for matmuls and cuDNN
+  unless --tf32 1),
   torch.backends.cudnn.benchmark = True; each step copies the batch from
   (pageable) host memory to the card, as bench/train_step.lua does; --warmup
   steps, then the mean of --steps steps timed between torch.cuda.synchronize()
@@ -40,6 +41,7 @@ p.add_argument("--batch", type=int, default=None)
 p.add_argument("--size", type=int, default=None)
 p.add_argument("--models", default="mobilefacenet,iresnet18,convnet")
 p.add_argument("--precision", default="fp32")
+p.add_argument("--tf32", type=int, default=0, choices=[0, 1])
 a = p.parse_args()
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 precisions = a.precision.split(",")
@@ -54,11 +56,12 @@ if gpu:
         print(f"# torch {torch.__version__}: no CUDA device (torch.cuda.is_available() is False)")
         sys.exit(3)
     torch.backends.cudnn.benchmark = True
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = bool(a.tf32)
+    torch.backends.cuda.matmul.allow_tf32 = bool(a.tf32)
     dev = torch.device("cuda")
     print(f"# torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
-          f"{torch.cuda.get_device_name(0)}; fp32 (TF32 off), cudnn.benchmark; {a.precision}")
+          f"{torch.cuda.get_device_name(0)}; fp32 (TF32 {'on' if a.tf32 else 'off'}), cudnn.benchmark; "
+          f"{a.precision}")
 else:
     dev = torch.device("cpu")
     print(f"# torch {torch.__version__}, CPU, {a.threads} threads; {a.precision}")

@@ -13,6 +13,9 @@
 --   steps timed as one region between facet.cuda.synchronize() calls (mean
 --   time per step); cuBLAS GEMM rate (4096^3) of each precision; PyTorch with CUDA on the same
 --   card (cudnn.benchmark = True, TF32 off, the same copy per step).
+--   --tf32 1: facet.cuda.set_tf32(true) for facet's float32 GEMMs and
+--   allow_tf32 for PyTorch's matmuls and cuDNN (PyTorch's own default for
+--   cuDNN convolutions), the GEMM rate included.
 -- --profile 1 then runs --steps more steps with every layer's forward and
 -- backward wrapped in synchronize + clock, and prints where a step's time goes
 -- by layer type (convolutions, depthwise convolutions, BN, activations/PReLU,
@@ -33,7 +36,7 @@
 -- Lines starting with "summary:" are the key figures (tools/gpu_check.sh copies them).
 -- Usage: bin/facet run bench/train_step.lua [--device cpu|cuda] [--models mobilefacenet,iresnet18,iresnet50,convnet]
 --          [--precision fp32,fp16,bf16] [--batch N] [--size N] [--steps N] [--warmup N] [--profile 0|1]
---          [--torch 0|1]  (--help: the options)
+--          [--torch 0|1] [--tf32 0|1]  (--help: the options)
 -- FACET_TORCH_PYTHON names the Python with PyTorch (default: /usr/bin/python3 on
 -- the CPU, python3 from the PATH with --device cuda).
 local facet = require "facet"
@@ -56,7 +59,11 @@ common.integer(parser, "--steps", "timed steps (default: 5; 10 with --device cud
 common.integer(parser, "--warmup", "untimed steps first (default: 1; 3 with --device cuda)", nil, 0)
 common.switch(parser, "--profile", "then where a step's time goes, by layer type", 0)
 common.switch(parser, "--torch", "the same models in PyTorch (bench/torch_compare.py)", 1)
+common.switch(parser, "--tf32", "TF32 tensor cores for float32 GEMMs, facet's and PyTorch's (CUDA)", 0)
 local o = parser:parse(arg)
+facet.cuda.set_tf32(o.tf32 ~= 0)
+-- a precision as printed: fp32 with TF32 on is "fp32-tf32"
+local function label(prec) return prec == "fp32" and o.tf32 ~= 0 and "fp32-tf32" or prec end
 
 local dev = o.device
 local gpu = common.check_device(NAME, dev)
@@ -121,7 +128,7 @@ local rates = {}
 for _, prec in ipairs { "fp32", unpack(o.precision) } do
   if gemm[prec] and not rates[prec] then
     rates[prec] = true
-    rates[#rates + 1] = ("%s %.1f GFLOP/s"):format(prec, gemm[prec])
+    rates[#rates + 1] = ("%s %.1f GFLOP/s"):format(label(prec), gemm[prec])
   end
 end
 if gpu then
@@ -284,7 +291,7 @@ for _, name in ipairs(o.models) do
     local ok, err = pcall(run, name, spec, batch, size, prec)
     if not ok then
       -- the other models and precisions (and PyTorch) still run; the exit status says it
-      print(("summary: %s %s %s: FAILED: %s"):format(name, dev, prec, tostring(err)))
+      print(("summary: %s %s %s: FAILED: %s"):format(name, dev, label(prec), tostring(err)))
       failures[#failures + 1] = name .. " " .. prec
     end
     collectgarbage()
@@ -308,7 +315,7 @@ for _, k in ipairs(order) do
         if share >= 0.5 then parts[#parts + 1] = ("%s %.0f%%"):format(c, share) end
       end
     end
-    print(("summary: %s %s %s profile (shares of a %.1f ms profiled step): %s"):format(r.name, dev, r.prec,
+    print(("summary: %s %s %s profile (shares of a %.1f ms profiled step): %s"):format(r.name, dev, label(r.prec),
       p.total * 1e3, table.concat(parts, ", ")))
   end
 end
@@ -316,7 +323,7 @@ end
 -- ---- PyTorch ---------------------------------------------------------------------------
 
 -- what PyTorch's figure of a precision is
-local TORCH_KIND = { fp32 = "fp32", fp16 = "AMP fp16", bf16 = "AMP bf16" }
+local TORCH_KIND = { fp32 = label("fp32"), fp16 = "AMP fp16", bf16 = "AMP bf16" }
 local torch_ips = {}
 if o.torch ~= 0 then
   if gpu then facet.cuda.empty_cache() end      -- the card's memory to the PyTorch process
@@ -325,8 +332,8 @@ if o.torch ~= 0 then
   if o.batch then extra = extra .. " --batch " .. o.batch end
   if o.size then extra = extra .. " --size " .. o.size end
   local cmd = ("env -u LD_PRELOAD %s bench/torch_compare.py --device %s --threads %d --steps %d --warmup %d " ..
-    "--models %s --precision %s%s"):format(python, dev, facet.get_threads(), o.steps, o.warmup,
-    table.concat(names, ","), table.concat(o.precision, ","), extra)
+    "--models %s --precision %s --tf32 %d%s"):format(python, dev, facet.get_threads(), o.steps, o.warmup,
+    table.concat(names, ","), table.concat(o.precision, ","), o.tf32, extra)
   local p = io.popen(cmd .. " 2>&1")
   local out = p:read("*a")
   p:close()
@@ -374,7 +381,7 @@ end
 for _, k in ipairs(order) do
   local r, t = results[k], torch_ips[k]
   local x = over_fp32(r)
-  print(("summary: %s %s %s batch %d %dx%d: facet %.1f img/s (%.2f ms/step)%s%s%s"):format(r.name, dev, r.prec,
+  print(("summary: %s %s %s batch %d %dx%d: facet %.1f img/s (%.2f ms/step)%s%s%s"):format(r.name, dev, label(r.prec),
     r.batch, r.size, r.size, r.ips, r.ms, x and (", %.2fx facet fp32"):format(x) or "",
     r.skipped and (", %d fp16 overflow steps skipped"):format(r.skipped) or "",
     t and (", PyTorch %s %.1f img/s, facet/PyTorch = %.2f"):format(TORCH_KIND[r.prec], t, r.ips / t) or

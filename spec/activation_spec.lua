@@ -1,6 +1,8 @@
 --- Activations: the ReLU, Sigmoid, Tanh and PReLU modules
 -- (facet_activation_forward/backward) by value and against finite-difference
--- Jacobians, PReLU's slope per channel on 2-D and 4-D inputs and shared, and
+-- Jacobians, PReLU's slope per channel on 2-D and 4-D inputs and shared (its
+-- backward on odd plane sizes, planes of 1 and a batch of 1 against a
+-- double-precision reference, and equal to its two Torch7 halves), and
 -- Dropout's mask (facet_dropout_forward/backward): the fraction dropped, the
 -- scaling of what is kept, gradients through the mask, reproducibility.
 -- (The elementwise tensor ops x:relu(), x:sigmoid(), x:tanh() are in
@@ -45,6 +47,72 @@ describe("activations", function()
     z:add_(z:sign():mul_(0.2))
     J.check(on(nn.PReLU(3)), z)
     J.check(on(nn.PReLU()), H.on(facet.randn({ 4, 3 }, { seed = 6 })):add_(0.05))
+  end)
+
+  -- odd plane sizes, planes of 1 (after a Linear), a batch of 1, a shared
+  -- slope: the shapes that change the CUDA kernels' launch (activation.cu)
+  H.it("PReLU's backward on odd shapes: both gradients from one call, the slope's added to what is there", function()
+    local cases = {
+      { shape = { 3, 5, 7, 7 }, channels = 5 },
+      { shape = { 2, 17, 13, 11 }, channels = 17 },
+      { shape = { 4, 3, 5, 3 }, channels = 3 },
+      { shape = { 37, 13 }, channels = 13 },
+      { shape = { 1, 13 }, channels = 13 },
+      { shape = { 1, 3, 67, 61 }, channels = 3 },
+      { shape = { 2, 3, 50, 50 } },
+      { shape = { 7, 4, 5 }, channels = 4 },
+    }
+    for i, c in ipairs(cases) do
+      local what = table.concat(c.shape, "x")
+      local ns = c.channels or 1
+      local slope = facet.rand({ ns }, { seed = 100 + i, low = 0.05, high = 0.5 })
+      local init = facet.tensor(H.range(ns, function(k) return 0.5 + k end))
+      local x = H.on(facet.randn(c.shape, { seed = 200 + i }))
+      local g = H.on(facet.randn(c.shape, { seed = 300 + i }))
+      local m = on(nn.PReLU(c.channels))
+      m.slope:copy(slope)
+      m.grad_slope:copy(init)
+      local out = H.values(m:forward(x))
+      local gx = H.values(m:backward(x, g))
+      -- the reference in doubles: channel = dim 2, planes of `inner` elements
+      local xs, gs, sv = H.values(x), H.values(g), H.values(slope)
+      local inner = 1
+      for d = 3, #c.shape do inner = inner * c.shape[d] end
+      local channels = #c.shape >= 2 and c.shape[2] or 1
+      local sum, mag = {}, {}
+      for k = 1, ns do sum[k], mag[k] = 0.5 + (k - 1), 0.5 + (k - 1) end
+      for j = 1, #xs do
+        local ch = math.floor((j - 1) / inner) % channels + 1
+        local s, xv, gv = sv[ns == 1 and 1 or ch], xs[j], gs[j]
+        local k = ns == 1 and 1 or ch
+        H.assert_close(out[j], xv > 0 and xv or s * xv, 1e-6, 1e-7)
+        H.assert_close(gx[j], xv > 0 and gv or s * gv, 1e-6, 1e-7)
+        if xv <= 0 then
+          sum[k], mag[k] = sum[k] + gv * xv, mag[k] + math.abs(gv * xv)
+        end
+      end
+      local got = H.values(m.grad_slope)
+      assert.are.equal(ns, #got, what)
+      for k = 1, ns do
+        -- float sums: to a few roundings of the sum of the terms' magnitudes
+        assert.is_true(math.abs(got[k] - sum[k]) <= 2e-5 * mag[k],
+          ("%s slope %d: got %.9g, want %.9g"):format(what, k, got[k], sum[k]))
+      end
+      -- the Torch7 halves, update_grad_input then acc_grad_parameters, give the same bits
+      local m2 = on(nn.PReLU(c.channels))
+      m2.slope:copy(slope)
+      m2.grad_slope:copy(init)
+      m2:forward(x)
+      assert.are.same(gx, H.values(m2:update_grad_input(x, g)), what)
+      m2:acc_grad_parameters(x, g)
+      assert.are.same(got, H.values(m2.grad_slope), what)
+      -- a second backward adds again
+      m:backward(x, g)
+      local twice = H.values(m.grad_slope)
+      for k = 1, ns do
+        H.assert_close(twice[k], got[k] + (got[k] - (0.5 + (k - 1))), 1e-5, 1e-5 * mag[k])
+      end
+    end
   end)
 end)
 

@@ -2,6 +2,7 @@
 -- transposed views, alpha/beta, and shape errors.
 local H = require "support.device"
 local facet = H.facet
+local core = require "facet.core"
 
 local function naive(A, B, ta, tb)
   local function at(M, i, j, t) if t then return M[j][i] end return M[i][j] end
@@ -91,6 +92,39 @@ describe("matmul", function()
   H.it("larger sizes that use OpenBLAS's threaded kernels", function()
     local m, k, n = 130, 257, 65
     local A, B = H.random_matrix(m, k, 31), H.random_matrix(k, n, 32)
+    H.assert_close(H.values(H.tensor(A):matmul(H.tensor(B))), naive(A, B), 1e-4, 1e-4)
+  end)
+
+  it("facet.cuda.set_tf32 switches TF32 and checks its argument; the CPU's products stay exact", function()
+    assert.is_false(facet.cuda.tf32())
+    local A, B = H.random_matrix(19, 23, 41), H.random_matrix(23, 17, 42)
+    local exact = H.values(facet.tensor(A):matmul(facet.tensor(B)))
+    facet.cuda.set_tf32(true)
+    local ok, err = pcall(function()
+      assert.is_true(facet.cuda.tf32())
+      assert.are.same(exact, H.values(facet.tensor(A):matmul(facet.tensor(B))))
+    end)
+    facet.cuda.set_tf32(false)
+    assert(ok, err)
+    assert.is_false(facet.cuda.tf32())
+    H.assert_error(function() facet.cuda.set_tf32(1) end, "facet.cuda.set_tf32", "true or false, got a number")
+    H.assert_error(function() facet.cuda.set_tf32() end, "facet.cuda.set_tf32", "got nothing")
+    H.assert_error(function() core.check(core.C.facet_cuda_tf32_set(2)) end, "facet_cuda_tf32_set",
+      "enabled is 2")
+    H.assert_error(function() core.check(core.C.facet_cuda_tf32_get(nil)) end, "facet_cuda_tf32_get",
+      "NULL")
+  end)
+
+  H.it("TF32 on: float32 GEMMs within TF32's rounding of the exact product (on CUDA, tensor cores)", function()
+    -- inputs rounded to a 10-bit significand (relative 2^-11 each), float32
+    -- sums: over 257 terms of size < 1 the error stays far below 2e-2
+    local m, k, n = 130, 257, 65
+    local A, B = H.random_matrix(m, k, 43), H.random_matrix(k, n, 44)
+    facet.cuda.set_tf32(true)
+    local ok, got = pcall(function() return H.values(H.tensor(A):matmul(H.tensor(B))) end)
+    facet.cuda.set_tf32(false)
+    assert(ok, got)
+    H.assert_close(got, naive(A, B), 2e-2, 2e-2)
     H.assert_close(H.values(H.tensor(A):matmul(H.tensor(B))), naive(A, B), 1e-4, 1e-4)
   end)
 

@@ -26,6 +26,17 @@
 # FACET_GPU_CHECK_BUDGET (540 s) bounds the whole run; steps past it are not run
 # and count as failures. On a host without LuaJIT and busted, source the bundle
 # first (make bundle on a Debian 12 machine; see README, "GPU host").
+# For a rerun that targets what failed (the build in build-gpu/ is kept when
+# the flags are the same):
+#   FACET_GPU_CHECK_STEPS   which steps of 3-5 run, comma-separated, from
+#                           specs,collectives,benches,sanitize
+#                           (default specs,collectives,benches)
+#   FACET_GPU_CHECK_SPECS   the spec files of step 3b (default: every one)
+#   FACET_GPU_CHECK_BENCHES the benchmarks of step 4, by log name (e.g.
+#                           "train_step_iresnet50 heads_K72690"; default: all)
+#   sanitize (step 5)       spec/backend_ops_spec.lua (or FACET_GPU_CHECK_SPECS)
+#                           under compute-sanitizer's memcheck: out-of-bounds
+#                           and misaligned accesses, leaks, in every CUDA op
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
@@ -34,7 +45,7 @@ out=""
 for a in "$@"; do
     case $a in
         --no-device|--dry-run) dry=1 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         -*) echo "gpu_check: unknown option $a" >&2; exit 1 ;;
         *) out=$a ;;
     esac
@@ -44,6 +55,22 @@ if [ -z "$out" ]; then
     echo "usage: tools/gpu_check.sh [--no-device] OUTDIR" >&2
     exit 1
 fi
+
+steps=${FACET_GPU_CHECK_STEPS:-specs,collectives,benches}
+for st in $(echo "$steps" | tr ',' ' '); do
+    case $st in
+        specs|collectives|benches|sanitize) ;;
+        *) echo "gpu_check: FACET_GPU_CHECK_STEPS: unknown step '$st' (known: specs, collectives, benches, sanitize)" >&2
+           exit 1 ;;
+    esac
+done
+want() { case ",$steps," in *",$1,"*) return 0 ;; esac; return 1; }
+for f in ${FACET_GPU_CHECK_SPECS:-}; do
+    if [ ! -f "$f" ]; then
+        echo "gpu_check: FACET_GPU_CHECK_SPECS: no spec file $f" >&2
+        exit 1
+    fi
+done
 
 # 0. is there a GPU? (before any work: one line and exit 2 when there is none)
 caps=""
@@ -270,8 +297,12 @@ specs=""
 for f in spec/*_spec.lua; do
     [ "$f" = spec/backend_ops_spec.lua ] || specs="$specs $f"
 done
+[ -n "${FACET_GPU_CHECK_SPECS:-}" ] && specs=$FACET_GPU_CHECK_SPECS
 tp=0; tf=0; ts=0; nfiles=0; badfiles=0
-if [ $built = 0 ]; then
+if [ $built = 0 ] && ! want specs; then
+    note ""
+    note "specs: not run (FACET_GPU_CHECK_STEPS=$steps)"
+elif [ $built = 0 ]; then
     note ""
     note "specs: FACET_DEVICE=cuda CUDA_LAUNCH_BLOCKING=1 FACET_BUILD=$BUILD busted -o spec/support/summary.lua FILE"
     [ -f spec/backend_ops_spec.lua ] || note "(spec/backend_ops_spec.lua does not exist yet)"
@@ -319,7 +350,10 @@ unset CUDA_LAUNCH_BLOCKING
 # 3c. facet.dist's collectives through NCCL: one rank (NCCL refuses two ranks
 # on one GPU), GPU tensors, hand-computed values (spec/support/nccl_check.lua);
 # the dry run runs the same checks on 2 CPU ranks through MPI
-if [ $built = 0 ]; then
+if [ $built = 0 ] && ! want collectives; then
+    note ""
+    note "collectives: not run (FACET_GPU_CHECK_STEPS=$steps)"
+elif [ $built = 0 ]; then
     if [ $dry = 1 ]; then np=2; ndev=cpu; else np=1; ndev=cuda; fi
     cmd="mpirun -np $np luajit bin/facet run spec/support/nccl_check.lua $ndev"
     t=$(limit 120)
@@ -362,22 +396,30 @@ fi
 # Expected on one H100: about 3 to 4 minutes for all of them (docs/gpu.md).
 benches=""
 add_bench() {
-    [ -f "bench/${3%% *}" ] && benches="${benches:+$benches|}$1 $2 $3"
+    [ -f "bench/${3%% *}" ] || return 0
+    if [ -n "${FACET_GPU_CHECK_BENCHES:-}" ]; then
+        case " $FACET_GPU_CHECK_BENCHES " in *" $1 "*) ;; *) return 0 ;; esac
+    fi
+    benches="${benches:+$benches|}$1 $2 $3"
 }
 add_bench heads_K72690 60 "heads.lua --device cuda --K 72690 --torch 1"
 add_bench heads_K1000000 90 "heads.lua --device cuda --K 1000000 --torch 1"
 add_bench data 60 "data.lua --device cuda --warmup 3 --steps 10"
 add_bench train_step_mobilefacenet 120 "train_step.lua --device cuda --models mobilefacenet --precision fp32,fp16,bf16 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
 add_bench train_step_iresnet50 200 "train_step.lua --device cuda --models iresnet50 --precision fp32,fp16,bf16 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
+# PyTorch's own default runs cuDNN convolutions in TF32: both sides with TF32 on
+add_bench train_step_iresnet50_tf32 90 "train_step.lua --device cuda --models iresnet50 --precision fp32 --tf32 1 --batch 128 --size 112 --warmup 3 --steps 10"
 for b in bench/*.lua; do
     n=$(basename "$b")
     case $n in heads.lua|train_step.lua|data.lua) continue ;; esac
     grep -q device "$b" || continue
-    benches="${benches:+$benches|}${n%.lua} 60 $n --device cuda"
+    add_bench "${n%.lua}" 60 "$n --device cuda"
 done
 note ""
 note "benchmarks:"
-if [ -z "$benches" ]; then
+if ! want benches; then
+    note "  not run (FACET_GPU_CHECK_STEPS=$steps)"
+elif [ -z "$benches" ]; then
     note "  (none of bench/*.lua takes --device)"
 elif [ $built != 0 ]; then
     note "  not run (see above)"
@@ -424,6 +466,49 @@ else
             fail "bench/$cmd: rc $rc (logs/bench_$name.err.log)"
         fi
     done
+fi
+
+# 5. (FACET_GPU_CHECK_STEPS with sanitize) the CUDA ops under compute-sanitizer's
+# memcheck: every access of every kernel checked (slow: small shapes only)
+if want sanitize; then
+    note ""
+    san_specs=${FACET_GPU_CHECK_SPECS:-spec/backend_ops_spec.lua}
+    if [ $built != 0 ]; then
+        note "sanitize: not run (see above)"
+    elif [ $dry = 1 ]; then
+        note "sanitize: SKIPPED (dry run, no GPU): compute-sanitizer --tool memcheck busted $san_specs"
+    elif ! command -v compute-sanitizer >/dev/null 2>&1; then
+        note "sanitize: NOT RUN: compute-sanitizer is not on the PATH"
+        fail "sanitize not run: no compute-sanitizer"
+    else
+        for f in $san_specs; do
+            name=$(basename "$f" .lua)
+            log=$logs/sanitize_$name.log
+            t=$(limit 300)
+            if [ "$t" -le 5 ]; then
+                note "sanitize $f: NOT RUN (time budget)"
+                fail "sanitize $f not run: time budget"
+                continue
+            fi
+            t0=$(date +%s)
+            FACET_DEVICE=cuda FACET_BUILD=$BUILD timeout -k 10 "$t" compute-sanitizer --tool memcheck \
+                --target-processes all --error-exitcode 9 --print-limit 50 \
+                busted -o spec/support/summary.lua "$f" >"$log" 2>&1
+            rc=$?
+            secs=$(( $(date +%s) - t0 ))
+            errs=$(grep -E 'ERROR SUMMARY: [0-9]+ error' "$log" | tail -n 1)
+            res=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+            case $rc in
+                0) note "sanitize $f: clean ($secs s; ${res:-no summary}; ${errs:-no error summary})" ;;
+                124|137) note "sanitize $f: TIMEOUT after $t s (logs/sanitize_$name.log)"
+                         fail "sanitize $f: timeout" ;;
+                *) note "sanitize $f: rc $rc ($secs s; ${errs:-no error summary}; logs/sanitize_$name.log)"
+                   grep -E '^========= (Invalid|Misaligned|Address|Program hit|  at )' "$log" | head -n 12 \
+                       | sed 's/^/  /' | tee -a "$body"
+                   fail "sanitize $f: rc $rc (logs/sanitize_$name.log)" ;;
+            esac
+        done
+    fi
 fi
 
 total=$(elapsed)

@@ -7,7 +7,9 @@
  * process; it is created on first use under a mutex and bound to the
  * default stream, like every other kernel of the backend. facet_cuda_gemm_ex
  * does the same for float16/bfloat16 operands with float32 accumulation
- * (cublasGemmStridedBatchedEx, CUBLAS_COMPUTE_32F). k == 0 is done
+ * (cublasGemmStridedBatchedEx, CUBLAS_COMPUTE_32F). With TF32 on
+ * (facet_cuda_tf32_set) float32 GEMMs run as CUBLAS_COMPUTE_32F_FAST_TF32.
+ * k == 0 is done
  * here (C = beta C), since cuBLAS would reject the degenerate leading
  * dimensions callers may pass for an empty inner dimension.
  */
@@ -84,10 +86,18 @@ extern "C" int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, 
     if (rc) return rc;
     cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasStatus_t s = cublasSgemmStridedBatched(h, op_b, op_a, (int)n, (int)m, (int)k, &alpha,
-                                                 b, (int)ldb, (long long)stride_b,
-                                                 a, (int)lda, (long long)stride_a, &beta,
-                                                 c, (int)ldc, (long long)stride_c, (int)batch);
+    cublasStatus_t s;
+    if (facet_tf32_enabled())    /* inputs rounded to TF32 on the tensor cores, float32 sums */
+        s = cublasGemmStridedBatchedEx(h, op_b, op_a, (int)n, (int)m, (int)k, &alpha,
+                                       b, CUDA_R_32F, (int)ldb, (long long)stride_b,
+                                       a, CUDA_R_32F, (int)lda, (long long)stride_a, &beta,
+                                       c, CUDA_R_32F, (int)ldc, (long long)stride_c, (int)batch,
+                                       CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
+    else
+        s = cublasSgemmStridedBatched(h, op_b, op_a, (int)n, (int)m, (int)k, &alpha,
+                                      b, (int)ldb, (long long)stride_b,
+                                      a, (int)lda, (long long)stride_a, &beta,
+                                      c, (int)ldc, (long long)stride_c, (int)batch);
     rc = check_cublas(s, fn);
     if (rc) return rc;
     return check_launch(fn);

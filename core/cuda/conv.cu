@@ -8,12 +8,14 @@
  * IM2COL: the columns of a chunk of images go to the workspace as
  * [image][C kh kw][Ho Wo] (group g's K rows are rows g K .. g K + K - 1 of
  * an image), and one strided-batched GEMM per group covers the chunk: the
- * weight has batch stride 0. Backward: grad_weight adds one GEMM per image
- * (batched over groups; images cannot batch since they add into the same
- * gradient), and grad_x is weight_g^T grad_out_g into the workspace, then
- * col2im, which gathers (one thread per input element) instead of
- * scattering, so it overwrites grad_x without atomics or a zeroing pass.
- * POINTWISE: the same GEMMs on x itself. DIRECT (depthwise): one thread per
+ * weight has batch stride 0. Backward: grad_weight lays a chunk of images'
+ * columns and grad_out out as [rows][images x Ho Wo] and adds one GEMM per
+ * group that reduces over images and positions together (image by image only
+ * when the workspace is too small for two images of that layout), and grad_x
+ * is weight_g^T grad_out_g into the workspace, then col2im, which gathers
+ * (one thread per input element) instead of scattering, so it overwrites
+ * grad_x without atomics or a zeroing pass. POINTWISE: the same GEMMs on x
+ * itself (x's planes take the columns' place in the weight gradient's layout). DIRECT (depthwise): one thread per
  * output or input element; grad_weight and grad_bias are block reductions
  * (block_sum, a fixed order), one block per weight tap or channel, adding
  * into the gradient once: no atomics anywhere, so the result is the same on
@@ -39,18 +41,50 @@
 
 /* ---- kernels ------------------------------------------------------------------------ */
 
+/* Column entry (image b, row r = c kh kw + tap, position q) into dst[i]:
+ * the input value the tap samples, or 0 in the padding. */
+template <typename T>
+static __device__ __forceinline__ void im2col_entry(const struct facet_conv_geom &g, const T *__restrict__ x,
+                                                    T *__restrict__ dst, int64_t i, int64_t b, int64_t r, int64_t q)
+{
+    const int64_t taps = g.kh * g.kw, c = r / taps, t = r % taps, ki = t / g.kw, kj = t % g.kw;
+    const int64_t h = (q / g.wo) * g.sh - g.ph + ki * g.dh, w = (q % g.wo) * g.sw - g.pw + kj * g.dw;
+    if (h >= 0 && h < g.h && w >= 0 && w < g.w) dst[i] = x[((b * g.c + c) * g.h + h) * g.w + w];
+    else st(dst, i, 0.0f);
+}
+
 /* col [nb][C kh kw][P]: one thread per entry, so stores coalesce along P. */
 template <typename T>
 static __global__ void im2col_kernel(struct facet_conv_geom g, const T *__restrict__ x, T *__restrict__ col, int64_t nb)
 {
-    const int64_t taps = g.kh * g.kw, rows = g.c * taps;
-    FACET_CUDA_FOR(e, nb * rows * g.p) {
-        int64_t q = e % g.p, r = (e / g.p) % rows, b = e / (g.p * rows);
-        int64_t c = r / taps, t = r % taps, i = t / g.kw, j = t % g.kw;
-        int64_t h = (q / g.wo) * g.sh - g.ph + i * g.dh, w = (q % g.wo) * g.sw - g.pw + j * g.dw;
-        bool inside = h >= 0 && h < g.h && w >= 0 && w < g.w;
-        if (inside) col[e] = x[((b * g.c + c) * g.h + h) * g.w + w];
-        else st(col, e, 0.0f);
+    const int64_t rows = g.c * g.kh * g.kw;
+    FACET_CUDA_FOR(e, nb * rows * g.p) im2col_entry(g, x, col, e, e / (g.p * rows), (e / g.p) % rows, e % g.p);
+}
+
+/* The weight gradient's layout, col [C kh kw][ld] with row r holding the nb
+ * images' P entries back to back (the images run along the GEMM's
+ * reduction); the ld - nb P padding is never read. */
+template <typename T>
+static __global__ void im2col_rows_kernel(struct facet_conv_geom g, const T *__restrict__ x, T *__restrict__ col,
+                                          int64_t nb, int64_t ld)
+{
+    const int64_t rows = g.c * g.kh * g.kw, span = nb * g.p;
+    FACET_CUDA_FOR(e, rows * span) {
+        const int64_t r = e / span, bq = e % span;
+        im2col_entry(g, x, col, r * ld + bq, bq / g.p, r, bq % g.p);
+    }
+}
+
+/* dst [rows][ld] from src [nb][rows][P] (image stride src_stride): the same
+ * layout for grad_out (and for x on the pointwise path). */
+template <typename T>
+static __global__ void rows_outer_kernel(T *__restrict__ dst, const T *__restrict__ src, int64_t nb, int64_t rows,
+                                         int64_t p, int64_t src_stride, int64_t ld)
+{
+    const int64_t span = nb * p;
+    FACET_CUDA_FOR(e, rows * span) {
+        const int64_t r = e / span, bq = e % span, b = bq / p, q = bq % p;
+        dst[r * ld + bq] = src[b * src_stride + r * p + q];
     }
 }
 
@@ -295,6 +329,54 @@ extern "C" int facet_cuda_conv2d_forward(int dtype, const struct facet_conv_geom
     return rc;
 }
 
+/* grad_weight += sum over images of grad_out_n cols_n^T (C float32: the
+ * weight gradient accumulates in float32). Batched: a chunk of images laid
+ * out [rows][images x P] (im2col_rows_kernel, rows_outer_kernel), so one GEMM
+ * per group reduces over images and positions at once, K = nb P; that keeps
+ * late layers (P = 49) from running one GEMM with K = 49 and a full weight
+ * read-modify-write per image. Image by image when the workspace holds less
+ * than two images of that layout (the pointwise path without a workspace, or
+ * the minimum workspace of the im2col path). */
+template <typename T>
+static int weight_grad(const struct facet_conv_geom &g, float *gw, const T *gout, const T *x, float *ws,
+                       int64_t ws_elems)
+{
+    const char *fn = "facet_conv2d_backward";
+    const bool pointwise = facet_conv_path(&g) == FACET_CONV_POINTWISE;
+    const int64_t xs = g.c * g.h * g.w, os = g.o * g.p, xrows = g.c * g.kh * g.kw;
+    const int64_t kg = pointwise ? g.cg : g.k;   /* a group's column rows */
+    int64_t chunk = ws ? facet_conv_cuda_gw_images(&g, ws_elems * (int64_t)sizeof(float), (int64_t)sizeof(T)) : 0;
+    int rc = FACET_STATUS_OK;
+    if (chunk >= 2) {
+        for (int64_t n0 = 0; n0 < g.n && !rc; n0 += chunk) {
+            const int64_t nb = g.n - n0 < chunk ? g.n - n0 : chunk, ld = facet_conv_cuda_gw_ld(&g, nb);
+            T *cols = (T *)ws, *gouts = cols + xrows * ld;
+            if (pointwise) rc = launch_flat(fn, xrows * nb * g.p, rows_outer_kernel<T>, cols, x + n0 * xs, nb, xrows, g.p, xs, ld);
+            else rc = launch_flat(fn, xrows * nb * g.p, im2col_rows_kernel<T>, g, x + n0 * xs, cols, nb, ld);
+            if (!rc) rc = launch_flat(fn, g.o * nb * g.p, rows_outer_kernel<T>, gouts, gout + n0 * os, nb, g.o, g.p, os, ld);
+            if (!rc) rc = gemm<T>(0, 1, g.og, kg, nb * g.p, gouts, ld, g.og * ld, cols, ld, kg * ld, 1.0f, true, gw, kg,
+                                  g.og * kg, g.groups);
+        }
+        return rc;
+    }
+    if (pointwise) {
+        for (int64_t n = 0; n < g.n && !rc; n++)
+            rc = gemm<T>(0, 1, g.og, g.cg, g.p, gout + n * os, g.p, g.og * g.p, x + n * xs, g.p, g.cg * g.p, 1.0f,
+                         true, gw, g.cg, g.og * g.cg, g.groups);
+        return rc;
+    }
+    const int64_t cs = facet_conv_cuda_min_workspace(&g), per = chunk_images(&g, ws_elems);
+    T *col = (T *)ws;
+    for (int64_t n0 = 0; n0 < g.n && !rc; n0 += per) {
+        int64_t nb = g.n - n0 < per ? g.n - n0 : per;
+        rc = launch_flat(fn, nb * cs, im2col_kernel<T>, g, x + n0 * xs, col, nb);
+        for (int64_t s = 0; s < nb && !rc; s++)
+            rc = gemm<T>(0, 1, g.og, g.k, g.p, gout + (n0 + s) * os, g.p, g.og * g.p, col + s * cs, g.p, g.k * g.p,
+                         1.0f, true, gw, g.k, g.og * g.k, g.groups);
+    }
+    return rc;
+}
+
 template <typename T>
 static int conv_backward(const struct facet_conv_geom &g, T *gx, float *gw, float *gb, const T *gout, const T *x,
                          const float *w, float *ws, int64_t ws_elems)
@@ -313,33 +395,21 @@ static int conv_backward(const struct facet_conv_geom &g, T *gx, float *gw, floa
     scratch wbuf;
     wbuf.p = NULL;
     if (gx) rc = weight_as<T>(&wt, &wbuf, w, g.o * g.k, fn);
+    if (gw && !rc) rc = weight_grad<T>(g, gw, gout, x, ws, ws_elems);
     if (!rc && path == FACET_CONV_POINTWISE) {
-        /* grad_weight_g += grad_out_g x_g^T per image, batched over groups (C float32) */
-        for (int64_t n = 0; gw && n < g.n && !rc; n++)
-            rc = gemm<T>(0, 1, g.og, g.cg, g.p, gout + n * os, g.p, g.og * g.p, x + n * xs, g.p, g.cg * g.p, 1.0f,
-                         true, gw, g.cg, g.og * g.cg, g.groups);
         /* grad_x_g = weight_g^T grad_out_g, batched over images */
         for (int64_t gi = 0; gx && gi < g.groups && !rc; gi++)
             rc = gemm<T>(1, 0, g.cg, g.p, g.og, wt + gi * g.og * g.cg, g.cg, 0, gout + gi * g.og * g.p, g.p, os, 0.0f,
                          false, gx + gi * g.cg * g.p, g.p, xs, g.n);
-    } else if (!rc) {
+    } else if (!rc && gx) {
         const int64_t cs = facet_conv_cuda_min_workspace(&g), chunk = chunk_images(&g, ws_elems);
         for (int64_t n0 = 0; n0 < g.n && !rc; n0 += chunk) {
             int64_t nb = g.n - n0 < chunk ? g.n - n0 : chunk;
-            if (gw) {
-                T *col = (T *)ws;
-                rc = launch_flat(fn, nb * cs, im2col_kernel<T>, g, x + n0 * xs, col, nb);
-                for (int64_t s = 0; s < nb && !rc; s++)
-                    rc = gemm<T>(0, 1, g.og, g.k, g.p, gout + (n0 + s) * os, g.p, g.og * g.p, col + s * cs, g.p,
-                                 g.k * g.p, 1.0f, true, gw, g.k, g.og * g.k, g.groups);
-            }
-            if (gx && !rc) {
-                /* float32 columns (C float32 for 16-bit T), summed and rounded once by col2im */
-                for (int64_t gi = 0; gi < g.groups && !rc; gi++)
-                    rc = gemm<T>(1, 0, g.k, g.p, g.og, wt + gi * g.og * g.k, g.k, 0, gout + n0 * os + gi * g.og * g.p,
-                                 g.p, os, 0.0f, true, ws + gi * g.k * g.p, g.p, cs, nb);
-                if (!rc) rc = launch_flat(fn, nb * xs, col2im_kernel<T>, g, (const float *)ws, gx + n0 * xs, nb);
-            }
+            /* float32 columns (C float32 for 16-bit T), summed and rounded once by col2im */
+            for (int64_t gi = 0; gi < g.groups && !rc; gi++)
+                rc = gemm<T>(1, 0, g.k, g.p, g.og, wt + gi * g.og * g.k, g.k, 0, gout + n0 * os + gi * g.og * g.p,
+                             g.p, os, 0.0f, true, ws + gi * g.k * g.p, g.p, cs, nb);
+            if (!rc) rc = launch_flat(fn, nb * xs, col2im_kernel<T>, g, (const float *)ws, gx + n0 * xs, nb);
         }
     }
     int rc_w = scratch_free(&wbuf, fn);

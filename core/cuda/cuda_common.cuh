@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 /* internal.h has no extern "C" guard of its own; without this, facet_fail
@@ -225,34 +226,39 @@ template <typename T>
 static __device__ __forceinline__ T block_sum(T v) { return block_reduce(v, op_sum(), T(0)); }
 
 /* ---- scratch memory --------------------------------------------------------------------------------
- * Temporary device buffers for one call, stream-ordered where the device has
- * memory pools (the free waits for the kernels queued before it on the
- * default stream; no host synchronisation), cudaMalloc / cudaFree otherwise. */
+ * Temporary device buffers for one call, from the caching allocator of the
+ * tensors (alloc.cu): a block freed at the end of a call can be handed out at
+ * once because every kernel, cuBLAS call and copy of facet runs on the legacy
+ * default stream, in order, so nothing queued can still touch it. No driver
+ * call or synchronisation after the first step (the driver's own
+ * stream-ordered pool gives its memory back at every synchronisation unless
+ * told not to), and scratch shows in facet.cuda.memory_stats and its peaks. */
 struct scratch {
     void *p;
-    bool pooled;
 };
 
 static inline int scratch_alloc(scratch *s, size_t nbytes, const char *fn)
 {
     s->p = NULL;
-    s->pooled = true;
-    cudaError_t e = cudaMallocAsync(&s->p, nbytes ? nbytes : 1, 0);
-    if (e == cudaErrorNotSupported) {
-        (void)cudaGetLastError();
-        s->pooled = false;
-        e = cudaMalloc(&s->p, nbytes ? nbytes : 1);
+    int rc = facet_cuda_malloc(&s->p, nbytes);
+    if (rc) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", facet_last_error());   /* facet_fail rewrites that buffer */
+        s->p = NULL;
+        return facet_fail(rc, "%s: scratch of %zu bytes: %s", fn, nbytes, why);
     }
-    if (e != cudaSuccess) s->p = NULL;
-    return check_cuda(e, fn);
+    return FACET_STATUS_OK;
 }
 
 static inline int scratch_free(scratch *s, const char *fn)
 {
     if (!s->p) return FACET_STATUS_OK;
-    cudaError_t e = s->pooled ? cudaFreeAsync(s->p, 0) : cudaFree(s->p);
+    int rc = facet_cuda_free(s->p);
     s->p = NULL;
-    return check_cuda(e, fn);
+    if (!rc) return FACET_STATUS_OK;
+    char why[1024];
+    snprintf(why, sizeof why, "%s", facet_last_error());
+    return facet_fail(rc, "%s: %s", fn, why);
 }
 
 #endif

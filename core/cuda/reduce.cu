@@ -138,7 +138,7 @@ extern "C" int facet_cuda_reduce(void *out, const float *x, int op, int64_t oute
     int64_t chunk = (n + nchunks - 1) / nchunks;
     nchunks = (n + chunk - 1) / chunk;
 
-    scratch part = { NULL, false };
+    scratch part = { NULL };
     if (nchunks > 1) FACET_CUDA_TRY(scratch_alloc(&part, (size_t)(nout * nchunks) * sizeof(racc), fn));
     racc *partial = (racc *)part.p;
 

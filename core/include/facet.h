@@ -99,6 +99,14 @@ FACET_API int facet_cuda_device_count(int *count);
 FACET_API int facet_cuda_device_name(int device, char *name, size_t name_size, int64_t *memory);
 FACET_API int facet_cuda_built(int *built);
 FACET_API int facet_cuda_synchronize(void);
+/* TF32 for CUDA's float32 GEMMs (matmul, the heads' products, the
+ * convolutions' GEMMs): on, cuBLAS may round the inputs to TF32 (a 10-bit
+ * significand) for the tensor cores and sum in float32, as PyTorch's
+ * allow_tf32; off (the default), products are exact float32 as on the CPU.
+ * A process-wide setting, read at each GEMM; the CPU and 16-bit GEMMs ignore
+ * it. */
+FACET_API int facet_cuda_tf32_set(int enabled);
+FACET_API int facet_cuda_tf32_get(int *enabled);
 
 /* CUDA tensors get their memory from a caching allocator (docs/gpu-memory.md):
  * memory a tensor frees stays reserved and goes to the next tensor that fits,
@@ -106,7 +114,7 @@ FACET_API int facet_cuda_synchronize(void);
  * driver is out of memory the cache is emptied and the allocation tried once
  * more before FACET_STATUS_ERR_MEMORY. Without CUDA every count is 0. */
 struct facet_cuda_memory_stats {
-    int64_t allocated_bytes;        /* in blocks held by tensors now (sizes rounded up to 512) */
+    int64_t allocated_bytes;        /* in blocks held by tensors (and kernels' scratch) now, sizes rounded up to 512 */
     int64_t requested_bytes;        /* what those tensors asked for */
     int64_t reserved_bytes;         /* held from the driver: allocated plus cached */
     int64_t peak_allocated_bytes;

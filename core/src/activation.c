@@ -103,7 +103,7 @@ FACET_CLONES static int act_backward_cpu(float *gx, float *gs, const float *g, c
             for (int64_t o = 0; o < outer; o++) {
                 const float *gr = g + (o * channels + c) * inner, *xr = xp + (o * channels + c) * inner;
                 #pragma omp simd reduction(+:acc)
-                for (int64_t k = 0; k < inner; k++) acc += xr[k] <= 0.0f ? gr[k] * xr[k] : 0.0f;
+                for (int64_t k = 0; k < inner; k++) acc += facet_prelu_slope_term(gr[k], xr[k]);
             }
             if (ns == 1) part[c] = acc;
             else gs[c] += acc;

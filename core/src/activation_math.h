@@ -34,6 +34,13 @@ FACET_HD float facet_act_backward(int act, float g, float x, float y, float slop
     }
 }
 
+/* element i's term of PReLU's slope gradient dL/dslope = sum of g * x over
+ * the inputs x <= 0 (NaN adds nothing): both operands loaded, then selected */
+FACET_HD float facet_prelu_slope_term(float g, float x)
+{
+    return x <= 0.0f ? g * x : 0.0f;
+}
+
 /* element i of a dropout mask: kept (1) with probability 1 - p */
 FACET_HD unsigned char facet_dropout_keep(uint64_t seed, uint64_t counter, float p)
 {

@@ -34,24 +34,58 @@ FACET_HD int facet_conv_path(const struct facet_conv_geom *g)
     return FACET_CONV_IM2COL;
 }
 
-/* Floats of workspace the CUDA path needs at least, and prefers: the columns
- * of one image (all groups: C kh kw x Ho Wo), or of a chunk of images that
- * share one batched GEMM per group. 0 for the direct and pointwise paths. */
+/* Floats of workspace the CUDA path needs at least: the columns of one image
+ * (all groups: C kh kw x Ho Wo) for the im2col path, 0 for the direct and
+ * pointwise paths (which then run their weight gradient image by image). */
 FACET_HD int64_t facet_conv_cuda_min_workspace(const struct facet_conv_geom *g)
 {
     return facet_conv_path(g) == FACET_CONV_IM2COL ? g->c * g->kh * g->kw * g->p : 0;
 }
 
-enum { FACET_CONV_CUDA_BUDGET = 1 << 24 };   /* 64 MB of columns is enough to batch */
+/* What the CUDA path prefers: room for a chunk of images whose weight
+ * gradient is one GEMM per group with the images along the reduction (the
+ * columns and grad_out, both laid out [rows][images x Ho Wo], each row
+ * padded to FACET_CONV_CUDA_ALIGN values), which also covers the forward's
+ * and grad_x's chunk of columns. One workspace serves every layer of a
+ * device (nn.Conv2d keeps one), so the budget can be generous. */
+enum { FACET_CONV_CUDA_BUDGET = 1 << 26 };   /* floats: 256 MB */
+enum { FACET_CONV_CUDA_ALIGN = 8 };          /* values: 16 bytes of 16-bit, 32 of float32 */
+
+/* Rows of the batched weight-gradient layout: the column rows, then grad_out's. */
+FACET_HD int64_t facet_conv_cuda_gw_rows(const struct facet_conv_geom *g)
+{
+    return g->c * g->kh * g->kw + g->o;
+}
+
+/* A row of nb images, padded. */
+FACET_HD int64_t facet_conv_cuda_gw_ld(const struct facet_conv_geom *g, int64_t nb)
+{
+    int64_t a = FACET_CONV_CUDA_ALIGN;
+    return (nb * g->p + a - 1) / a * a;
+}
+
+/* Images whose batched weight-gradient layout fits in bytes (0 or 1: none
+ * worth batching). */
+FACET_HD int64_t facet_conv_cuda_gw_images(const struct facet_conv_geom *g, int64_t bytes, int64_t elem)
+{
+    int64_t rows = facet_conv_cuda_gw_rows(g);
+    if (facet_conv_path(g) == FACET_CONV_DIRECT || rows <= 0 || g->p <= 0) return 0;
+    int64_t nb = bytes / (rows * g->p * elem);
+    if (nb > g->n) nb = g->n;
+    while (nb > 1 && rows * facet_conv_cuda_gw_ld(g, nb) * elem > bytes) nb--;
+    return nb;
+}
 
 FACET_HD int64_t facet_conv_cuda_workspace(const struct facet_conv_geom *g)
 {
-    int64_t unit = facet_conv_cuda_min_workspace(g);
-    if (unit == 0) return 0;
-    int64_t images = FACET_CONV_CUDA_BUDGET / unit;
+    int path = facet_conv_path(g);
+    if (path == FACET_CONV_DIRECT) return 0;
+    int64_t rows = facet_conv_cuda_gw_rows(g), images = FACET_CONV_CUDA_BUDGET / (rows * g->p);
     if (images > g->n) images = g->n;
     if (images < 1) images = 1;
-    return images * unit;
+    if (path == FACET_CONV_POINTWISE && images < 2) return 0;   /* nothing to batch */
+    int64_t gw = rows * facet_conv_cuda_gw_ld(g, images), cols = images * facet_conv_cuda_min_workspace(g);
+    return gw > cols ? gw : cols;
 }
 
 /* Output positions q in [0, nout) whose input coordinate q*stride + off lies

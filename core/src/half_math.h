@@ -20,6 +20,9 @@
 #define FACET_HALF_MATH_H
 
 #include <stdint.h>
+#ifdef __CUDACC__
+#include <cuda_fp16.h>
+#endif
 
 #ifndef FACET_HD
 #ifdef __CUDACC__
@@ -102,8 +105,26 @@ FACET_HD uint32_t facet_f16_to_f32_bits(uint16_t h)
     return sign | ((113u - sh) << 23) | ((m & 0x03ffu) << 13);
 }
 
-FACET_HD uint16_t facet_float_to_half(float f) { return facet_f32_to_f16_bits(facet_f32_bits_u(f)); }
-FACET_HD float facet_half_to_float(uint16_t h) { return facet_u_bits_f32(facet_f16_to_f32_bits(h)); }
+/* On the GPU the conversion instructions (cvt.rn.f16.f32, cvt.f32.f16) give
+ * these same bits for every value but NaN (IEEE round to nearest even,
+ * subnormals, overflow to inf; widening is exact) in one instruction instead
+ * of a branchy integer sequence on every 16-bit load and store; a NaN, whose
+ * payload the instructions do not keep as NumPy does, takes the integer path. */
+FACET_HD uint16_t facet_float_to_half(float f)
+{
+#ifdef __CUDA_ARCH__
+    if ((facet_f32_bits_u(f) & 0x7fffffffu) <= 0x7f800000u) return __half_as_ushort(__float2half_rn(f));   /* not NaN */
+#endif
+    return facet_f32_to_f16_bits(facet_f32_bits_u(f));
+}
+
+FACET_HD float facet_half_to_float(uint16_t h)
+{
+#ifdef __CUDA_ARCH__
+    if ((h & 0x7c00u) != 0x7c00u || !(h & 0x03ffu)) return __half2float(__ushort_as_half(h));   /* not NaN */
+#endif
+    return facet_u_bits_f32(facet_f16_to_f32_bits(h));
+}
 
 /* ---- bfloat16 ----------------------------------------------------------------- */
 

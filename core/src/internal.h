@@ -88,6 +88,8 @@ void facet_blas_set_threads(int n);
 /* ---- OpenMP ---------------------------------------------------------------- */
 int facet_threads(void);
 void facet_threads_store(int n);
+/* The TF32 switch of facet_cuda_tf32_set (0 or 1), for the CUDA GEMMs. */
+int facet_tf32_enabled(void);
 /* Work below this many elements runs on one thread. A compile-time knob for
  * measuring (CFLAGS="-O3 -DFACET_PARALLEL_GRAIN=8192"); docs/threads.md. */
 #ifndef FACET_PARALLEL_GRAIN

@@ -1,7 +1,8 @@
 /*
  * runtime.c - the API of the thread count (kept in threads.c; OpenBLAS is told
- * here, so threads.c and blas.c need not know each other) and the CUDA
- * queries that are safe to call with or without a GPU.
+ * here, so threads.c and blas.c need not know each other), the CUDA
+ * queries that are safe to call with or without a GPU, and the TF32 switch
+ * (kept here, read by blas.cu at each float32 GEMM).
  */
 #include "internal.h"
 
@@ -51,6 +52,25 @@ int facet_cuda_built(int *built)
 }
 
 int facet_cuda_synchronize(void) { return facet_cuda_sync(); }
+
+static _Atomic int tf32_on;
+
+int facet_cuda_tf32_set(int enabled)
+{
+    if (enabled != 0 && enabled != 1)
+        return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_tf32_set: enabled is %d (want 0 or 1)", enabled);
+    tf32_on = enabled;
+    return 0;
+}
+
+int facet_cuda_tf32_get(int *enabled)
+{
+    if (!enabled) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_tf32_get: enabled is NULL");
+    *enabled = tf32_on;
+    return 0;
+}
+
+int facet_tf32_enabled(void) { return tf32_on; }
 
 int facet_cuda_memory_stats(struct facet_cuda_memory_stats *stats)
 {

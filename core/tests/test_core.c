@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 /* core/src: the formulas the CPU and CUDA backends share, tested directly */
+#include "conv_math.h"
 #include "head_math.h"
 #include "pool_math.h"
 #include "random_math.h"
@@ -41,6 +42,49 @@ static facet_tensor *make(int dtype, int ndim, int64_t a, int64_t b)
     facet_tensor *t = NULL;
     if (facet_tensor_init(&t, dtype, FACET_DEVICE_CPU, ndim, sizes) != 0) return NULL;
     return t;
+}
+
+/* conv_math.h: the CUDA convolution's workspace, which nn.Conv2d allocates
+ * as facet_conv2d_workspace_size says, and the images its batched weight
+ * gradient takes from a given workspace (hand-computed; the CUDA kernels read
+ * the same layout) */
+static struct facet_conv_geom conv_geom(int64_t n, int64_t c, int64_t hw, int64_t o, int64_t k, int64_t pad,
+                                        int64_t groups)
+{
+    struct facet_conv_geom g = { 0 };
+    g.n = n, g.c = c, g.h = g.w = hw, g.o = o, g.kh = g.kw = k;
+    g.sh = g.sw = g.dh = g.dw = 1, g.ph = g.pw = pad, g.groups = groups;
+    g.ho = g.wo = hw + 2 * pad - k + 1;
+    g.cg = c / groups, g.og = o / groups, g.k = g.cg * k * k, g.p = g.ho * g.wo;
+    return g;
+}
+
+static void test_conv_cuda_workspace(void)
+{
+    /* 3 images, 4 -> 6 channels in 2 groups, 3x3 pad 1 on 9x9: 36 column rows
+     * and 6 grad_out rows, each of 3 x 81 values padded to 248 */
+    struct facet_conv_geom g = conv_geom(3, 4, 9, 6, 3, 1, 2);
+    check(facet_conv_path(&g) == FACET_CONV_IM2COL && facet_conv_cuda_min_workspace(&g) == 36 * 81,
+          "conv workspace: im2col path, one image's columns at least");
+    check(facet_conv_cuda_gw_ld(&g, 3) == 248 && facet_conv_cuda_gw_ld(&g, 2) == 168,
+          "conv workspace: rows padded to 8 values");
+    check(facet_conv_cuda_workspace(&g) == 42 * 248, "conv workspace: all 3 images batched");
+    check(facet_conv_cuda_gw_images(&g, 42 * 248 * 4, 4) == 3, "conv workspace: 3 images fit exactly");
+    check(facet_conv_cuda_gw_images(&g, 42 * 248 * 4 - 1, 4) == 2, "conv workspace: a byte less holds 2");
+    check(facet_conv_cuda_gw_images(&g, 42 * 168 * 4 - 1, 4) == 1, "conv workspace: then 1 (image by image)");
+    check(facet_conv_cuda_gw_images(&g, 42 * 248 * 2, 2) == 3, "conv workspace: 16-bit values take half");
+    /* iresnet's widest layer at batch 128: 8 images of 576 + 64 rows of 12544 fit in 256 MB */
+    struct facet_conv_geom big = conv_geom(128, 64, 112, 64, 3, 1, 1);
+    check(facet_conv_cuda_workspace(&big) == INT64_C(640) * 100352, "conv workspace: 112x112x64 batches 8 images");
+    check(facet_conv_cuda_gw_images(&big, INT64_C(640) * 100352 * 4, 4) == 8, "conv workspace: and takes 8 back");
+    /* pointwise: x's 4 planes and grad_out's 6; none for 1 image or depthwise */
+    struct facet_conv_geom pw = conv_geom(3, 4, 9, 6, 1, 0, 1);
+    check(facet_conv_path(&pw) == FACET_CONV_POINTWISE && facet_conv_cuda_workspace(&pw) == 10 * 248,
+          "conv workspace: pointwise batches x's planes");
+    struct facet_conv_geom pw1 = conv_geom(1, 4, 9, 6, 1, 0, 1), dw = conv_geom(3, 4, 9, 4, 3, 1, 4);
+    check(facet_conv_cuda_workspace(&pw1) == 0 && facet_conv_cuda_workspace(&dw) == 0 &&
+          facet_conv_cuda_gw_images(&dw, 1 << 20, 4) == 0,
+          "conv workspace: none for a single image or a depthwise layer");
 }
 
 /* head_math.h: merging (max, sum of exp(z - max)) pairs of log-sum-exp
@@ -431,6 +475,7 @@ int main(int argc, char **argv)
 
     /* formulas shared with the CUDA backend */
     test_lse_merge();
+    test_conv_cuda_workspace();
     test_upsample_gather();
     test_pool_outputs_holding();
     test_random_math();

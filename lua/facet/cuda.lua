@@ -3,6 +3,8 @@
 --   facet.cuda.available(), device_count(), built(), synchronize()
 --   facet.cuda.memory_stats() -> { allocated_bytes, reserved_bytes, ... }
 --   facet.cuda.empty_cache()
+--   facet.cuda.set_tf32(on), facet.cuda.tf32(): TF32 tensor cores for float32
+--     GEMMs (PyTorch's allow_tf32; off by default)
 -- Without CUDA (or without a GPU) the statistics are zeros and empty_cache
 -- does nothing.
 local ffi = require "ffi"
@@ -41,6 +43,25 @@ function M.built()
 end
 
 function M.synchronize() check(C.facet_cuda_synchronize()) end
+
+--- Lets CUDA's float32 GEMMs (matmul, heads, convolutions) round their inputs
+-- to TF32 on the tensor cores, summing in float32, as PyTorch's
+-- torch.backends.cuda.matmul.allow_tf32 / cudnn.allow_tf32; false (the
+-- default) keeps exact float32 products. Process-wide; the CPU ignores it.
+function M.set_tf32(on)
+  if type(on) ~= "boolean" then
+    core.raise(("facet.cuda.set_tf32: on must be true or false, got %s"):format(
+      type(on) == "nil" and "nothing" or "a " .. type(on)), 2)
+  end
+  check(C.facet_cuda_tf32_set(on and 1 or 0))
+end
+
+--- Whether TF32 is on (facet.cuda.set_tf32).
+function M.tf32()
+  local b = ffi.new("int[1]")
+  check(C.facet_cuda_tf32_get(b))
+  return b[0] ~= 0
+end
 
 -- the fields of struct facet_cuda_memory_stats (facet.h), in its order
 M.STATS = { "allocated_bytes", "requested_bytes", "reserved_bytes", "peak_allocated_bytes", "peak_reserved_bytes",

@@ -868,10 +868,17 @@ local conv_cases = {
   { label = "workspace of 2 images, 5 images: chunks 2, 2, 1", N = 5, C = 3, H = 8, W = 8, O = 4, k = 3, pad = 1, ws = 2 },
   { label = "grouped, workspace of 1 image", N = 3, C = 4, H = 7, W = 7, O = 6, k = 3, pad = 1, groups = 2, ws = 1 },
   { label = "large: 16->32, 3x3, 40x40, 8 images", N = 8, C = 16, H = 40, W = 40, O = 32, k = 3, pad = 1 },
-  -- the recommended CUDA workspace holds 14 of these images' columns (2^24
-  -- floats): chunks of 14, 14, 1
-  { label = "large: 32->4, 3x3, 64x64, 29 images (CUDA: 3 workspace chunks)", N = 29, C = 32, H = 64, W = 64, O = 4,
-    k = 3, pad = 1 },
+  -- the recommended CUDA workspace (2^26 floats) holds all 29 images' columns
+  -- and grad_out side by side: one chunk, one weight-gradient GEMM
+  { label = "large: 32->4, 3x3, 64x64, 29 images", N = 29, C = 32, H = 64, W = 64, O = 4, k = 3, pad = 1 },
+  -- CUDA's weight gradient takes the images whose columns and grad_out fit,
+  -- [40 rows][images x 36, padded to 8]: 2 images of 72 in 3 images' columns
+  -- (chunks 2, 2, 1; the forward's 3, 2)
+  { label = "workspace of 3 images, 5 images: weight gradient in chunks 2, 2, 1", N = 5, C = 4, H = 6, W = 6, O = 4,
+    k = 3, pad = 1, ws = 3 },
+  -- pointwise: x's 8 planes and grad_out's 12, 2 images of 56 in 6 images' planes
+  { label = "pointwise, workspace of 6 images: weight gradient in chunks 2, 2, 1", N = 5, C = 8, H = 5, W = 5, O = 12,
+    k = 1, ws = 6 },
 }
 
 -- 16-bit activations (float32 weights and accumulation): the CPU rounds its
@@ -893,6 +900,9 @@ for _, c in ipairs {
   half_case({ label = "depthwise 3x3", N = 2, C = 6, H = 9, W = 9, O = 6, k = 3, pad = 1, groups = 6 }, "float16"),
   half_case({ label = "workspace of 1 image: 3 chunks", N = 3, C = 3, H = 8, W = 8, O = 4, k = 3, pad = 1, ws = 1 },
     "bfloat16"),
+  -- 16-bit columns take half the bytes: 3 images of 112 in 2 images' float32 columns
+  half_case({ label = "workspace of 2 images, 5 images: weight gradient in chunks 3, 2", N = 5, C = 4, H = 6, W = 6,
+    O = 4, k = 3, pad = 1, ws = 2 }, "float16"),
 } do conv_cases[#conv_cases + 1] = c end
 
 reg {
@@ -1072,11 +1082,18 @@ reg {
   end,
 }
 
+-- PReLU's slope gradient is a float sum over the channel's planes, added in
+-- another order on a GPU (docs/gpu.md): atol and mtol 1e-5 cover the
+-- cancellation of sums near 0 (a NumPy emulation of both orders on these
+-- shapes stays under 0.15 of that bound).
+local SLOPE_SUM_TOL = { rtol = 1e-5, atol = 1e-5, mtol = 1e-5 }
+
 reg {
   name = "activation",
   covers = { "facet_activation_forward", "facet_activation_backward" },
   strided = false,
   tol = { rtol = 1e-5, atol = 1e-6, mtol = 1e-6 },
+  tols = { grad_slope = SLOPE_SUM_TOL },
   cases = {
     { act = "ReLU", shape = { 4, 5, 6, 7 } },
     { act = "Sigmoid", shape = { 129, 300 } },
@@ -1088,6 +1105,27 @@ reg {
     half_case({ act = "Tanh", shape = { 37, 65 }, label = "Tanh" }, "float16"),
     half_case({ act = "PReLU", channels = 5, shape = { 4, 5, 6, 7 }, label = "PReLU per channel" }, "float16"),
     half_case({ act = "PReLU", shape = { 3, 8, 5, 5 }, label = "PReLU one slope" }, "bfloat16"),
+    -- the CUDA kernels' launch shapes (core/cuda/activation.cu: threads along a
+    -- plane = the power of two covering it, at most 256; planes split into
+    -- chunks while the grid is small; partial channel groups and chunks)
+    { act = "PReLU", channels = 5, shape = { 3, 5, 7, 7 }, label = "PReLU 7x7 planes: 64 x 4 threads, 3 of 8 rows idle" },
+    { act = "PReLU", channels = 17, shape = { 2, 17, 13, 11 }, label = "PReLU 13x11 planes: a partial last warp" },
+    { act = "PReLU", channels = 6, shape = { 2, 6, 9, 11 }, label = "PReLU 9x11 planes: 128 x 2 threads" },
+    { act = "PReLU", channels = 3, shape = { 4, 3, 5, 3 }, label = "PReLU 5x3 planes: 16 threads a row" },
+    { act = "PReLU", channels = 13, shape = { 37, 13 }, label = "PReLU after a Linear: planes of 1" },
+    { act = "PReLU", channels = 13, shape = { 1, 13 }, label = "PReLU after a Linear, batch 1" },
+    { act = "PReLU", channels = 3, shape = { 1, 3, 67, 61 }, label = "PReLU batch 1: 4 chunks a plane, the last partial" },
+    { act = "PReLU", shape = { 2, 3, 50, 50 }, label = "PReLU one slope, 3 chunks a plane" },
+    { act = "PReLU", channels = 4, shape = { 7, 4, 5 }, label = "PReLU 3-D input" },
+    { act = "PReLU", channels = 1, shape = { 1, 1, 1, 1 }, label = "PReLU one element" },
+    half_case({ act = "PReLU", channels = 5, shape = { 3, 5, 7, 7 }, label = "PReLU 7x7 planes" }, "bfloat16"),
+    half_case({ act = "PReLU", channels = 3, shape = { 1, 3, 67, 61 }, label = "PReLU batch 1, 4 chunks" }, "float16"),
+    -- more samples than a grid's z dimension (65535): the kernels loop over
+    -- them; each slope gradient is a sum of 66,000 float terms in two orders
+    { act = "PReLU", channels = 2, shape = { 66000, 2 }, label = "PReLU 66000 samples: more than one z grid",
+      tols = { grad_slope = { rtol = 1e-4, atol = 5e-3, mtol = 1e-4 } } },
+    -- more channels than a grid's y dimension (planes of 129: one channel a block row)
+    { act = "PReLU", channels = 65600, shape = { 1, 65600, 129 }, label = "PReLU 65600 channels: more than one y grid" },
   },
   run = function(c, ctx)
     local m = nn[c.act](c.channels)

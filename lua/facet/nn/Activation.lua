@@ -3,7 +3,8 @@
 -- channel, dim 2 of the input, and is a parameter that optimizers may leave
 -- out of weight decay). The input may be float32, float16 or bfloat16: the
 -- kernels take it natively (float32 math, outputs rounded once; the slope and
--- its gradient stay float32).
+-- its gradient stay float32). PReLU's backward takes both gradients from one
+-- facet_activation_backward call.
 local Module = require "facet.nn.Module"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
@@ -42,6 +43,17 @@ local function make(name, act)
   function cls:acc_grad_parameters(x, grad_out)
     if self.slope then
       check(C.facet_activation_backward(nil, self.grad_slope.h, grad_out.h, x.h, nil, act, self.slope.h))
+    end
+  end
+  if act == C.FACET_ACTIVATION_PRELU then
+    -- update_grad_input and acc_grad_parameters in one call: grad_out and x
+    -- are read once for both gradients
+    function cls:backward(x, grad_out)
+      x, grad_out = self:check_backward(x, grad_out)
+      local gi = self:buffer("grad_input", x:shape(), x:dtype())
+      check(C.facet_activation_backward(gi.h, self.grad_slope.h, grad_out.h, x.h, nil, act, self.slope.h))
+      self.grad_input = gi
+      return gi
     end
   end
   M[name] = cls
