@@ -5,8 +5,13 @@
 -- make: forward reads x for the statistics, then reads x and writes out (3
 -- passes); backward reads grad_out and x for the sums, then reads them again
 -- and writes grad_x (5 passes); per-channel vectors are not counted.
+-- --sync 1 times synchronised BatchNorm instead (facet_batchnorm_stats, the
+-- evaluation forward, the local sums, facet_batchnorm_backward_elemt: the
+-- same passes) with a simulated group of two ranks holding the same batch
+-- (its allreduce doubles the host buffer in place: no communication timed).
 -- Lines starting with "summary:" are the key figures (tools/gpu_check.sh copies them).
 -- Usage: bin/facet run bench/batchnorm.lua [--batch 32] [--reps 5] [--device cpu|cuda] [--dtypes fp32,fp16,bf16]
+--        [--sync 0|1]
 -- (--help: the options)
 local facet = require "facet"
 package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
@@ -18,12 +23,15 @@ common.integer(parser, "--batch", "batch size", 32, 1)
 common.integer(parser, "--reps", "timed runs per layer (the best counts)", 5, 1)
 common.device(parser)
 common.names(parser, "--dtypes", "activation dtypes", "fp32,fp16,bf16", common.PRECISIONS)
+common.switch(parser, "--sync", "synchronised BatchNorm over a simulated group of two ranks", 0)
 local opts = parser:parse(arg)
 common.check_device("bench/batchnorm.lua", opts.device)
 local dev = opts.device
 local sync = dev == "cuda" and facet.cuda.synchronize or function() end
 local DTYPE = { fp32 = "float32", fp16 = "float16", bf16 = "bfloat16" }
 local SIZE = { fp32 = 4, fp16 = 2, bf16 = 2 }
+local twin = { size = function() return 2 end, allreduce = function(_, t) return t:mul_(2) end }
+local kind = opts.sync == 1 and "synchronised batchnorm" or "batchnorm"
 
 -- name, channels, plane side (0: BatchNorm1d)
 local layers = {
@@ -46,7 +54,7 @@ local function best(f)
   return b
 end
 
-print(("device %s, batch %d, best of %d"):format(dev, opts.batch, opts.reps))
+print(("%s, device %s, batch %d, best of %d"):format(kind, dev, opts.batch, opts.reps))
 print(("%-26s %5s %10s %8s %10s %8s"):format("layer", "dtype", "fwd ms", "GB/s", "bwd ms", "GB/s"))
 local summary = {}
 for _, p in ipairs(opts.dtypes) do
@@ -54,6 +62,7 @@ for _, p in ipairs(opts.dtypes) do
     local name, c, side = l[1], l[2], l[3]
     local shape = side > 0 and { opts.batch, c, side, side } or { opts.batch, c }
     local m = (side > 0 and facet.nn.BatchNorm2d or facet.nn.BatchNorm1d)(c):to(dev)
+    if opts.sync == 1 then m.sync = twin end
     local x = facet.randn(shape, { seed = 1, mean = 0.5, std = 2 }):to(DTYPE[p]):to(dev)
     local g = facet.randn(shape, { seed = 2 }):to(DTYPE[p]):to(dev)
     local bytes = x:numel() * SIZE[p]
@@ -62,8 +71,8 @@ for _, p in ipairs(opts.dtypes) do
     print(("%-26s %5s %10.3f %8.1f %10.3f %8.1f"):format(name, p, fwd * 1e3, 3 * bytes / fwd / 1e9, bwd * 1e3,
       5 * bytes / bwd / 1e9))
     if l == layers[1] then
-      summary[#summary + 1] = ("summary: batchnorm %s %s %s (batch %d): fwd %.3f ms %.0f GB/s, bwd %.3f ms %.0f GB/s")
-        :format(dev, p, name, opts.batch, fwd * 1e3, 3 * bytes / fwd / 1e9, bwd * 1e3, 5 * bytes / bwd / 1e9)
+      summary[#summary + 1] = ("summary: %s %s %s %s (batch %d): fwd %.3f ms %.0f GB/s, bwd %.3f ms %.0f GB/s")
+        :format(kind, dev, p, name, opts.batch, fwd * 1e3, 3 * bytes / fwd / 1e9, bwd * 1e3, 5 * bytes / bwd / 1e9)
     end
     m, x, g = nil, nil, nil
     collectgarbage()

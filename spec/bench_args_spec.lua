@@ -12,11 +12,12 @@ local RUN = "luajit bin/facet run bench/"
 -- it runs (so absent from the help), and bad arguments with the error they give
 local BENCHES = {
   batchnorm = {
-    options = { "--batch", "--reps", "--device", "--dtypes" },
-    defaults = { "(default: 32)", "(default: 5)", "(default: cpu)", "(default: fp32,fp16,bf16)" },
+    options = { "--batch", "--reps", "--device", "--dtypes", "--sync" },
+    defaults = { "(default: 32)", "(default: 5)", "(default: cpu)", "(default: fp32,fp16,bf16)", "(default: 0)" },
     runs = "best of",
     bad = { { "--dtypes fp32,fp8", "--dtypes: unknown 'fp8' (known: fp32, fp16, bf16)" },
-            { "--batch 0", "--batch must be an integer >= 1, got '0'" } },
+            { "--batch 0", "--batch must be an integer >= 1, got '0'" },
+            { "--sync 2", "--sync must be an integer in [0, 1], got '2'" } },
   },
   gemm = {
     options = { "--sizes", "--reps" },
