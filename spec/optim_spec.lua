@@ -240,8 +240,9 @@ describe("the parameter interface", function()
     for _, v in ipairs(complete) do n = n + v * v end
     n = math.sqrt(n)
     H.assert_close(opt:grad_norm(), n, 1e-6)
-    -- without grad_sumsq the norm is taken of the completed gradient
-    H.assert_close(H.values(src.grad), complete, 1e-6)
+    -- the norm of grad + row_coef_r * param_r, summed on the device: nothing is completed or zeroed
+    assert.are.same({ 1, 1, 2, 2 }, H.values(src.grad))
+    assert.are.same({ 0.5, -1 }, H.values(src.coef))
     src = deferred_source()
     opt = optim.sgd(src, { lr = 1 })
     H.assert_close(opt:clip_grad_norm(1), n, 1e-6)
@@ -311,6 +312,64 @@ describe("schedules", function()
     H.assert_close(w(4), 0.01, 1e-12)
     H.assert_error(function() c(-1) end, "progress")
     H.assert_error(function() optim.schedule.multistep { lr = 1, milestones = { 4, 2 } } end, "increase")
+  end)
+end)
+
+describe("the global gradient norm", function()
+  -- an IResNet-18 and a fused cosine head after one backward: 60 entries, one deferred
+  local function model_grads(device)
+    facet.manual_seed(5)
+    local net = facet.models.iresnet { depth = 18, emb = 32, size = 32 }
+    local head = facet.heads.new("am", { classes = 10, dim = 32, fused = true, seed = 2 })
+    if device == "cuda" then net, head = net:cuda(), head:cuda() end
+    local x = facet.randn({ 4, 3, 32, 32 }, { seed = 3 }):to(device)
+    local y = facet.tensor({ 1, 4, 7, 9 }, { dtype = "int64" }):to(device)
+    net:train()
+    local opt = optim.sgd({ net, head }, { lr = 0.1, momentum = 0.9 })
+    opt:zero_grad()
+    head:forward(net:forward(x), y)
+    net:backward(x, head:backward())
+    return opt, head
+  end
+
+  H.it("one pass over a real model's gradients: Lua's sum, and the old per-parameter sum", function()
+    local opt, head = model_grads(H.device)
+    assert.is_true(#opt.list > 50)
+    -- the reference: every gradient's squares added in Lua (double), the deferred rows completed in Lua
+    local want, old = 0, 0
+    for _, p in ipairs(opt.list) do
+      local g = H.values(p.grad)
+      if p.row_coef then
+        local w, c, cols = H.values(p.param), H.values(p.row_coef), p.param:size(2)
+        for e = 1, #g do g[e] = g[e] + c[math.floor((e - 1) / cols) + 1] * w[e] end
+        old = old + p.grad_sumsq()           -- what grad_norm called before: the head's own identity
+      else
+        old = old + p.grad:sumsq()           -- one reduction and one read per parameter
+      end
+      for _, v in ipairs(g) do want = want + v * v end
+    end
+    local pending = H.values(head.pending)
+    local n = opt:grad_norm()
+    H.assert_close(n, math.sqrt(want), 1e-6)
+    H.assert_close(n, math.sqrt(old), 1e-6)
+    assert.are.same(pending, H.values(head.pending))   -- the deferred part stays deferred
+    -- without the deferred entry, the CPU's sum is the old per-parameter one, bit for bit
+    local grads, sum = {}, 0
+    for _, p in ipairs(opt.list) do
+      if not p.row_coef then
+        grads[#grads + 1] = p.grad
+        sum = sum + p.grad:sumsq()
+      end
+    end
+    if H.device == "cpu" then assert.are.equal(math.sqrt(sum), optim.grad_norm(grads)) end
+    H.assert_close(optim.grad_norm(grads), math.sqrt(sum), 1e-6)
+  end)
+
+  H.it("grad_norm of a list takes 16-bit and strided tensors one at a time", function()
+    local a = H.tensor({ 3, 0 }):to("float16")
+    local b = H.tensor({ { 0, 4, 9 }, { 1, 1, 1 } }):narrow(2, 2, 1)   -- { 4, 1 }, strided
+    H.assert_close(optim.grad_norm({ a, b }), math.sqrt(9 + 16 + 1), 1e-6)
+    assert.are.equal(0, optim.grad_norm({}))
   end)
 end)
 
