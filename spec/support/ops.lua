@@ -449,6 +449,47 @@ reg {
   end,
 }
 
+-- the square sums of a list of gradients (an optimizer's norm), with a deferred per-row part
+reg {
+  name = "sumsq_list",
+  covers = { "facet_tensor_sumsq_list" },
+  strided = false,
+  alt = "one tensor at a time",
+  -- CPU sums in double in its order, a device in double in another
+  tol = { rtol = 1e-6, atol = 1e-6 },
+  cases = {
+    { shapes = { { 129, 300 }, { 64 }, { 0 }, { 3, 5, 7 } }, label = "129x300, 64, 0, 3x5x7" },
+    { shapes = { { 37, 16 }, { 300 }, { 1 } }, deferred = 1, label = "37x16 deferred, 300, 1" },
+    { shapes = { { 100003 }, { 2, 9 } }, deferred = 2, count = 60, label = "60 tensors (two launches on a device), 100003 and 2x9 deferred" },
+  },
+  run = function(c, ctx)
+    local shapes = {}
+    for i = 1, c.count or #c.shapes do shapes[i] = c.shapes[(i - 1) % #c.shapes + 1] end
+    local n = #shapes
+    local xs, coefs, params = ffi.new("facet_tensor *[?]", n), ffi.new("facet_tensor *[?]", n),
+      ffi.new("facet_tensor *[?]", n)
+    local keep = {}
+    for i, sh in ipairs(shapes) do
+      local x = ctx:randn(sh)
+      keep[#keep + 1], xs[i - 1] = x, x.h
+      if c.deferred and (i - 1) % #c.shapes + 1 == c.deferred then
+        local w, k = ctx:randn(sh), ctx:randn({ #sh == 2 and sh[1] or 1 })
+        keep[#keep + 1], keep[#keep + 2] = w, k
+        coefs[i - 1], params[i - 1] = k.h, w.h
+      end
+    end
+    local out = tensor.zeros({ n }, { device = ctx.device })
+    if not ctx.alt then
+      check(C.facet_tensor_sumsq_list(out.h, xs, coefs, params, n))
+      return { out = out }
+    end
+    for i = 0, n - 1 do
+      check(C.facet_tensor_sumsq_list(out:narrow(1, i + 1, 1).h, xs + i, coefs + i, params + i, 1))
+    end
+    return { out = out }
+  end,
+}
+
 -- ---- linear algebra --------------------------------------------------------------------------
 
 local matmul_cases = {}
