@@ -271,6 +271,51 @@ describe("the parameter interface", function()
     H.assert_close(H.values(src.coef), { 0.5 * s, -s }, 1e-6)
   end)
 
+  H.it("step_zero_grad is step() then zero_grad(), in one pass; step() leaves the gradients", function()
+    local grads = { { 0.5, -1, 2, 0.25 }, { -0.75, 0.125, 1, -2 }, { 3, 1, -1, 0.5 } }
+    local function run(make, zero_in_step)
+      local src = deferred_source()
+      local opt = make(src)
+      for _, g in ipairs(grads) do
+        src.grad:copy(H.tensor(g):reshape(2, 2))
+        src.coef:copy(H.tensor { 0.5, -1 })
+        if zero_in_step then
+          opt:step_zero_grad()
+        else
+          opt:step()
+          -- the update took the gradient and left it (deferred part applied) for the caller to read
+          assert.are_not.same({ 0, 0, 0, 0 }, H.values(src.grad))
+          opt:zero_grad()
+        end
+        assert.are.same({ 0, 0, 0, 0 }, H.values(src.grad))
+        assert.are.same({ 0, 0 }, H.values(src.coef))
+      end
+      return src, opt
+    end
+    for _, make in ipairs {
+      function(src) return optim.sgd(src, { lr = 0.1, momentum = 0.9, weight_decay = 0.01 }) end,
+      function(src) return optim.sgd(src, { lr = 0.05, momentum = 0.9, nesterov = true }) end,
+      function(src) return optim.adamw(src, { lr = 0.01 }) end,
+    } do
+      local a, oa = run(make, false)
+      local b, ob = run(make, true)
+      assert.are.same(H.values(a.param), H.values(b.param))       -- the same bits
+      assert.are.same(H.values(a.norms), H.values(b.norms))
+      assert.are.equal(oa.step_count, ob.step_count)
+      local key = oa.state_keys[1]
+      assert.are.same(H.values(oa.list[1][key]), H.values(ob.list[1][key]))
+    end
+    -- a derived class with a step of its own gets that step, then zero_grad
+    local src = deferred_source()
+    local opt = optim.sgd(src, { lr = 0.1 })
+    local calls = 0
+    opt.step = function(self) calls = calls + 1 end
+    opt:step_zero_grad()
+    assert.are.equal(1, calls)
+    assert.are.same({ 0, 0, 0, 0 }, H.values(src.grad))
+    assert.are.same({ 3, 4, 1, 0 }, H.values(src.param))
+  end)
+
   it("modules and heads list { name, param, grad, kind } entries", function()
     local m = facet.nn.Sequential(facet.nn.Linear(2, 3), facet.nn.BatchNorm1d(3))
     local names = {}

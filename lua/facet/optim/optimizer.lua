@@ -136,7 +136,7 @@ end
 -- raises "<optimizer>:<method>: parameter i (name): <text>"; the message is
 -- only built on failure, so a step that passes its checks formats nothing
 local function bad(self, method, p, i, text)
-  error(("%s:%s: %s: %s"):format(self.name, method, label(p, i), text), 5)
+  core.raise(("%s:%s: %s: %s"):format(self.name, method, label(p, i), text), 5)
 end
 
 local function check_tensor(self, method, p, i, what, t, rows)
@@ -162,7 +162,7 @@ end
 local function check_number(self, method, key, lo, hi)
   local v = self[key]
   if type(v) ~= "number" or v ~= v or v < lo or (hi and v > hi) or v == math.huge then
-    error(("%s:%s: %s must be a finite number in [%g, %s], got %s"):format(self.name, method, key, lo,
+    core.raise(("%s:%s: %s must be a finite number in [%g, %s], got %s"):format(self.name, method, key, lo,
       hi and ("%g"):format(hi) or "inf", tostring(v)), 3)
   end
 end
@@ -206,6 +206,17 @@ function Optimizer:zero_grad()
     p.grad:zero_()
     if p.row_coef then p.row_coef:zero_() end
   end
+end
+
+--- step(), then zero_grad(): what facet.train does after a good step. SGD
+-- and Adam zero each gradient inside its update pass (no launch of its own
+-- per parameter); this fallback, for optimizers built on this class without
+-- that, runs the two. step() alone never touches the gradients (Torch7's
+-- updateParameters, PyTorch's step): code that reads them after the update,
+-- or accumulates over several backwards, calls step() and zero_grad() itself.
+function Optimizer:step_zero_grad()
+  self:step()
+  self:zero_grad()
 end
 
 --- Applies the deferred part of an entry's gradient (grad_r += row_coef_r * param_r).

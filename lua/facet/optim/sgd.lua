@@ -33,15 +33,14 @@ local function new(sources, cfg)
   return self
 end
 
---- One update of every parameter; checks them all first (see
--- facet.optim.optimizer), so a step that fails has changed nothing.
-function SGD:step()
-  self:check_entries("step")
+-- one update of every parameter (zero: each gradient zeroed in the same pass)
+local function update(self, method, zero)
+  self:check_entries(method)
   if type(self.momentum) ~= "number" or self.momentum < 0 or type(self.dampening) ~= "number" then
-    error("sgd:step: momentum must be a number >= 0 and dampening a number", 2)
+    core.raise(("sgd:%s: momentum must be a number >= 0 and dampening a number"):format(method), 3)
   end
   local flags = (self.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) +
-    (self.step_count == 0 and C.FACET_SGD_FLAG_FIRST_STEP or 0)
+    (self.step_count == 0 and C.FACET_SGD_FLAG_FIRST_STEP or 0) + (zero and C.FACET_SGD_FLAG_ZERO_GRAD or 0)
   if self.momentum ~= 0 then self:ensure_state(SGD.state_keys) end
   for _, p in ipairs(self.list) do
     check(C.facet_sgd_step(p.param.h, p.grad.h, p.momentum_buffer and p.momentum_buffer.h or nil,
@@ -51,6 +50,19 @@ function SGD:step()
     Optimizer.updated(p, p.row_norms ~= nil)
   end
   self.step_count = self.step_count + 1
+end
+
+--- One update of every parameter; checks them all first (see
+-- facet.optim.optimizer), so a step that fails has changed nothing. The
+-- gradients are left as they are.
+function SGD:step() update(self, "step", false) end
+
+--- step() and zero_grad() in one pass: each update zeroes its gradient
+-- (FACET_SGD_FLAG_ZERO_GRAD), the deferred row_coef too; facet.train's step.
+function SGD:step_zero_grad()
+  -- a class derived from this one with a step of its own gets that step, then zero_grad
+  if self.step ~= SGD.step then return Optimizer.step_zero_grad(self) end
+  update(self, "step_zero_grad", true)
 end
 
 valid.methods(SGD, "sgd", "an optimizer")
