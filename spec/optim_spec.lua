@@ -90,6 +90,78 @@ describe("facet_sgd_step", function()
   end)
 end)
 
+describe("facet_sgd_step_list", function()
+  local ffi = require "ffi"
+  local check = require("facet.core").check
+  -- 60 parameters of assorted shapes (two launches on a device), one large
+  local SHAPES = { { 3, 4 }, { 7 }, { 2, 3, 5 }, { 1 }, { 0 }, { 129, 300 } }
+  local function handles(list, n)
+    local a = ffi.new("facet_tensor *[?]", n)
+    for i = 1, n do a[i - 1] = list[i] and list[i].h or nil end
+    return a
+  end
+  for _, cfg in ipairs(CONFIGS) do
+    H.it("the bits of facet_sgd_step per parameter, over 3 steps " .. config_name(cfg), function()
+      local n, mom = 60, (cfg.momentum or 0) ~= 0
+      local a, b, ga, gb, ba, bb, wd = {}, {}, {}, {}, {}, {}, ffi.new("double[?]", n)
+      for i = 1, n do
+        local sh = SHAPES[(i - 1) % #SHAPES + 1]
+        a[i] = facet.randn(sh, { seed = i }):to(H.device)
+        b[i] = a[i]:clone()
+        ga[i], gb[i] = facet.zeros(sh, { device = H.device }), facet.zeros(sh, { device = H.device })
+        if mom then ba[i], bb[i] = facet.zeros(sh, { device = H.device }), facet.zeros(sh, { device = H.device }) end
+        wd[i - 1] = i % 3 == 0 and 0 or (cfg.weight_decay or 0) * i   -- per parameter, some exempt
+      end
+      for s = 1, 3 do
+        local flags = (cfg.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + (s == 1 and C.FACET_SGD_FLAG_FIRST_STEP or 0)
+        -- the list zeroes its gradients in the pass on the last step
+        if s == 3 then flags = flags + C.FACET_SGD_FLAG_ZERO_GRAD end
+        for i = 1, n do
+          local g = facet.randn(a[i]:shape(), { seed = 100 * s + i }):to(H.device)
+          ga[i]:copy(g); gb[i]:copy(g)
+          check(C.facet_sgd_step(b[i].h, gb[i].h, mom and bb[i].h or nil, nil, nil, cfg.lr, cfg.momentum or 0,
+            cfg.dampening or 0, wd[i - 1], flags))
+        end
+        check(C.facet_sgd_step_list(handles(a, n), handles(ga, n), mom and handles(ba, n) or nil, wd, n, cfg.lr,
+          cfg.momentum or 0, cfg.dampening or 0, flags))
+      end
+      for i = 1, n do
+        assert.are.same(H.values(b[i]), H.values(a[i]))
+        if mom then assert.are.same(H.values(bb[i]), H.values(ba[i])) end
+        assert.are.same(H.values(facet.zeros(a[i]:shape())), H.values(ga[i]))
+      end
+      -- against torch.optim.SGD written out, for the first parameter
+      local w0 = H.values(facet.randn({ 3, 4 }, { seed = 1 }))
+      local grads = {}
+      for s = 1, 3 do grads[s] = H.values(facet.randn({ 3, 4 }, { seed = 100 * s + 1 })) end
+      H.assert_close(H.values(a[1]), ref_sgd(w0, grads, { lr = cfg.lr, momentum = cfg.momentum,
+        dampening = cfg.dampening, nesterov = cfg.nesterov, weight_decay = wd[0] }), 1e-5, 1e-6)
+    end)
+  end
+
+  it("checks every parameter before it writes any", function()
+    local p = { facet.ones({ 2 }), facet.ones({ 3 }), facet.ones({ 4 }) }
+    local g = { facet.ones({ 2 }), facet.ones({ 3 }), facet.ones({ 4 }) }
+    local wd = ffi.new("double[3]")
+    local function refused(msg, params, grads, bufs, momentum, decays)
+      H.assert_error(function()
+        check(C.facet_sgd_step_list(handles(params, 3), handles(grads, 3), bufs and handles(bufs, 3) or nil,
+          decays or wd, 3, 0.1, momentum or 0, 0, 0))
+      end, "facet_sgd_step_list", msg)
+      for i = 1, 3 do assert.are.same(H.values(facet.ones({ i + 1 })), H.values(p[i])) end
+    end
+    refused("parameter 2", p, { g[1], g[2], facet.ones({ 5 }) })
+    refused("parameter 1", p, { g[1], g[2]:to("float16"), g[3] })
+    refused("parameter 2", p, g, { facet.zeros({ 2 }), facet.zeros({ 3 }), facet.zeros({ 3 }) }, 0.9)
+    refused("momentum 0.9 needs bufs", p, g, nil, 0.9)
+    local bad = ffi.new("double[3]", { 0, 0, -1 })
+    refused("weight_decay", p, g, nil, 0, bad)
+    refused("parameter 0", { nil, p[2], p[3], n = 3 }, g)
+    H.assert_error(function() check(C.facet_sgd_step_list(nil, nil, nil, nil, 1, 0.1, 0, 0, 0)) end, "must not be NULL")
+    assert.are.equal(0, C.facet_sgd_step_list(nil, nil, nil, nil, 0, 0.1, 0, 0, 0))
+  end)
+end)
+
 describe("sgd", function()
   H.it("plain, momentum and weight decay steps by hand", function()
     local src = param({ 1, -2 }, { 0.5, 0.25 })

@@ -3,12 +3,12 @@
  * TLIST_MAX tensors (an optimizer's gradients: 238 of them for an
  * IResNet-50), each cut into chunks of TLIST_CHUNK elements with one block a
  * chunk. The tensors' addresses and sizes travel by value in the kernel's
- * parameters (a struct of about 2.7 KB, under the 4 KB every CUDA version
+ * parameters (a struct of 2.7 KB, under the 4 KB every CUDA version
  * takes), so nothing is copied to the device, no table is kept between calls
  * and the host never waits; a longer list takes ceil(n / TLIST_MAX) launches.
  * A block finds its tensor by a binary search over the first chunk of each.
  * Users: the gradient sums of squares (reduce.cu), the loss-scale unscale
- * (amp.cu).
+ * (amp.cu), the SGD update of a parameter list (sgd.cu).
  */
 #ifndef FACET_TENSOR_LIST_CUH
 #define FACET_TENSOR_LIST_CUH
@@ -20,7 +20,7 @@ enum {
     TLIST_CHUNK = 8192       /* elements a block: 32 for each of 256 threads */
 };
 
-/* One launch's tensors; what p[], cols[] and kind[] hold is the kernel's. */
+/* One launch's tensors; what p[], cols[], kind[] and f[] hold is the kernel's. */
 struct tlist {
     int n;                              /* tensors in this launch */
     int64_t first[TLIST_MAX + 1];       /* each tensor's first block; first[n] = blocks of the launch */
@@ -28,6 +28,7 @@ struct tlist {
     int64_t cols[TLIST_MAX];
     void *p[3][TLIST_MAX];
     int kind[TLIST_MAX];
+    float f[TLIST_MAX];
 };
 
 static inline void tlist_reset(tlist *l)
@@ -46,6 +47,7 @@ static inline int tlist_add(tlist *l, int64_t numel)
     l->cols[j] = 1;
     l->p[0][j] = l->p[1][j] = l->p[2][j] = NULL;
     l->kind[j] = 0;
+    l->f[j] = 0.0f;
     l->first[j + 1] = l->first[j] + (numel + TLIST_CHUNK - 1) / TLIST_CHUNK;
     return j;
 }

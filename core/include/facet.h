@@ -586,6 +586,15 @@ enum facet_sgd_flag {
 FACET_API int facet_sgd_step(facet_tensor *param, facet_tensor *grad, facet_tensor *buf, const facet_tensor *row_coef,
                    facet_tensor *row_norms, double lr, double momentum, double dampening, double weight_decay,
                    int flags);
+/* facet_sgd_step of n parameters at once, without row_coef and row_norms:
+ * params[k] with grads[k], bufs[k] (bufs may be NULL when momentum is 0) and
+ * weight_decays[k]; lr, momentum, dampening and flags shared. Every tensor
+ * float32, contiguous, on one device, shaped like its param; every argument
+ * checked before any parameter is written. The same bits as n calls of
+ * facet_sgd_step; on CUDA one launch per 48 parameters instead of n. */
+FACET_API int facet_sgd_step_list(facet_tensor *const *params, facet_tensor *const *grads, facet_tensor *const *bufs,
+                                  const double *weight_decays, int n, double lr, double momentum, double dampening,
+                                  int flags);
 
 /* Adam / AdamW (decoupled weight decay) in one pass; step counts from 1. */
 enum facet_adam_flag {

@@ -187,6 +187,13 @@ int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, fl
     return absent("facet_cuda_sgd_step");
 }
 
+int facet_cuda_sgd_step_list(const struct facet_sgd_params *p, float *const *w, float *const *g, float *const *buf,
+                             const float *weight_decays, const int64_t *numel, int n)
+{
+    (void)p; (void)w; (void)g; (void)buf; (void)weight_decays; (void)numel; (void)n;
+    return absent("facet_cuda_sgd_step_list");
+}
+
 int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, float *m, float *v, int64_t n)
 {
     (void)p; (void)w; (void)g; (void)m; (void)v; (void)n;

@@ -129,6 +129,10 @@ int facet_cuda_head_backward(const struct facet_head *head, float *logits, const
  * row, may be NULL. */
 int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef,
                         float *norms, int64_t rows, int64_t cols);
+/* the update of n parameters (numel[k] elements, weight_decays[k] instead of
+ * p->weight_decay; buf[k] may be NULL) by multi-tensor launches (tensor_list.cuh) */
+int facet_cuda_sgd_step_list(const struct facet_sgd_params *p, float *const *w, float *const *g, float *const *buf,
+                             const float *weight_decays, const int64_t *numel, int n);
 int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, float *m, float *v, int64_t n);
 
 /* ---- activations (activation.cu) and dropout (dropout.cu) ---------------------------------------

@@ -1217,6 +1217,53 @@ reg {
 }
 
 reg {
+  name = "sgd_list",
+  covers = { "facet_sgd_step_list" },
+  strided = false,
+  alt = "one facet_sgd_step per parameter",
+  tol = { rtol = 1e-5, atol = 1e-6, mtol = 1e-6 },
+  cases = {
+    { label = "60 parameters, momentum, weight decay per parameter, zero_grad", lr = 0.1, momentum = 0.9, n = 60,
+      weight_decay = 5e-4 },
+    { label = "7 parameters, nesterov", lr = 0.05, momentum = 0.9, nesterov = true, n = 7 },
+    { label = "3 parameters, plain", lr = 0.1, n = 3 },
+  },
+  run = function(c, ctx)
+    local shapes = { { 37, 16 }, { 300 }, { 5, 7, 3 }, { 1 }, { 129, 300 } }
+    local n, mom = c.n, (c.momentum or 0) ~= 0
+    local keep, ps, gs, bs = {}, ffi.new("facet_tensor *[?]", n), ffi.new("facet_tensor *[?]", n),
+      ffi.new("facet_tensor *[?]", n)
+    local wd = ffi.new("double[?]", n)
+    for i = 1, n do
+      local sh = shapes[(i - 1) % #shapes + 1]
+      local p, g = ctx:randn(sh), tensor.zeros(sh, { device = ctx.device })
+      local b = mom and tensor.zeros(sh, { device = ctx.device }) or nil
+      keep[i] = { p = p, g = g, b = b }
+      ps[i - 1], gs[i - 1], bs[i - 1] = p.h, g.h, b and b.h or nil
+      wd[i - 1] = i % 2 == 0 and (c.weight_decay or 0) or 0
+    end
+    for s = 1, 3 do
+      for i = 1, n do keep[i].g:copy(ctx:randn(keep[i].p:shape())) end
+      local flags = (c.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + (s == 1 and C.FACET_SGD_FLAG_FIRST_STEP or 0) +
+        C.FACET_SGD_FLAG_ZERO_GRAD
+      if ctx.alt then
+        for i = 1, n do
+          check(C.facet_sgd_step(ps[i - 1], gs[i - 1], bs[i - 1], nil, nil, c.lr, c.momentum or 0, 0, wd[i - 1], flags))
+        end
+      else
+        check(C.facet_sgd_step_list(ps, gs, bs, wd, n, c.lr, c.momentum or 0, 0, flags))
+      end
+    end
+    local r = {}
+    for _, i in ipairs { 1, 2, 3, n } do
+      r["param" .. i], r["grad" .. i] = keep[i].p, keep[i].g
+      if mom then r["buf" .. i] = keep[i].b end
+    end
+    return r
+  end,
+}
+
+reg {
   name = "adam",
   covers = { "facet_adam_step" },
   strided = false,
