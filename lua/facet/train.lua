@@ -15,7 +15,8 @@
 -- docs/gpu.md): the gradient norm of the guard is one read for all the
 -- parameters (facet_tensor_sumsq_list), none with check_grads = false; the
 -- loss is the head's (its forward reads it back); fp16 adds the overflow
--- flag of the unscale; dist adds the averaged loss.
+-- flag of the unscale. dist averages the loss in a host tensor (an MPI
+-- collective between the ranks, no read from the device).
 -- A step the guard rejects (a non-finite loss or gradient norm) leaves the
 -- model as it was before the step: no weight moves, and the model's state
 -- tensors (BatchNorm running statistics, which the forward already updated)
