@@ -23,6 +23,29 @@ describe("facet.amp.scaler", function()
     assert.are.same({ 1024, 1, 0, 0 }, { s.scale, s.steps, s.skipped, s.found == nil and 0 or 1 })
   end)
 
+  H.it("unscale and update allocate nothing per step", function()
+    local s = amp.scaler { init_scale = 1, max_scale = 1 }   -- values that stay put over 600 steps
+    local grads = {}
+    for i = 1, 40 do grads[i] = H.tensor({ i, -i }) end
+    local function steps(k)
+      for _ = 1, k do
+        assert(s:unscale(grads))
+        s:update()
+      end
+    end
+    steps(100)                                 -- the handle array, and compiled traces
+    collectgarbage()
+    collectgarbage("stop")
+    local before = collectgarbage("count")
+    steps(500)
+    local kb = collectgarbage("count") - before
+    collectgarbage("restart")
+    -- a list or a "grads[i]" name per call would be 500 x 40 strings and 500 arrays (> 500 KB)
+    assert.is_true(kb < 16, ("%.1f KB allocated by 500 steps"):format(kb))
+    assert.are.same({ 40, -40 }, H.values(grads[40]))
+    assert.are.same({ 600, 0 }, { s.steps, s.skipped })
+  end)
+
   H.it("finds a NaN or inf in any tensor of the list, in any dtype", function()
     for _, case in ipairs {
       { dtype = "float32", bad = 1 / 0 }, { dtype = "float16", bad = 0 / 0 }, { dtype = "bfloat16", bad = -1 / 0 },

@@ -90,6 +90,78 @@ describe("facet_sgd_step", function()
   end)
 end)
 
+describe("facet_sgd_step_list", function()
+  local ffi = require "ffi"
+  local check = require("facet.core").check
+  -- 60 parameters of assorted shapes (two launches on a device), one large
+  local SHAPES = { { 3, 4 }, { 7 }, { 2, 3, 5 }, { 1 }, { 0 }, { 129, 300 } }
+  local function handles(list, n)
+    local a = ffi.new("facet_tensor *[?]", n)
+    for i = 1, n do a[i - 1] = list[i] and list[i].h or nil end
+    return a
+  end
+  for _, cfg in ipairs(CONFIGS) do
+    H.it("the bits of facet_sgd_step per parameter, over 3 steps " .. config_name(cfg), function()
+      local n, mom = 60, (cfg.momentum or 0) ~= 0
+      local a, b, ga, gb, ba, bb, wd = {}, {}, {}, {}, {}, {}, ffi.new("double[?]", n)
+      for i = 1, n do
+        local sh = SHAPES[(i - 1) % #SHAPES + 1]
+        a[i] = facet.randn(sh, { seed = i }):to(H.device)
+        b[i] = a[i]:clone()
+        ga[i], gb[i] = facet.zeros(sh, { device = H.device }), facet.zeros(sh, { device = H.device })
+        if mom then ba[i], bb[i] = facet.zeros(sh, { device = H.device }), facet.zeros(sh, { device = H.device }) end
+        wd[i - 1] = i % 3 == 0 and 0 or (cfg.weight_decay or 0) * i   -- per parameter, some exempt
+      end
+      for s = 1, 3 do
+        local flags = (cfg.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + (s == 1 and C.FACET_SGD_FLAG_FIRST_STEP or 0)
+        -- the list zeroes its gradients in the pass on the last step
+        if s == 3 then flags = flags + C.FACET_SGD_FLAG_ZERO_GRAD end
+        for i = 1, n do
+          local g = facet.randn(a[i]:shape(), { seed = 100 * s + i }):to(H.device)
+          ga[i]:copy(g); gb[i]:copy(g)
+          check(C.facet_sgd_step(b[i].h, gb[i].h, mom and bb[i].h or nil, nil, nil, cfg.lr, cfg.momentum or 0,
+            cfg.dampening or 0, wd[i - 1], flags))
+        end
+        check(C.facet_sgd_step_list(handles(a, n), handles(ga, n), mom and handles(ba, n) or nil, wd, n, cfg.lr,
+          cfg.momentum or 0, cfg.dampening or 0, flags))
+      end
+      for i = 1, n do
+        assert.are.same(H.values(b[i]), H.values(a[i]))
+        if mom then assert.are.same(H.values(bb[i]), H.values(ba[i])) end
+        assert.are.same(H.values(facet.zeros(a[i]:shape())), H.values(ga[i]))
+      end
+      -- against torch.optim.SGD written out, for the first parameter
+      local w0 = H.values(facet.randn({ 3, 4 }, { seed = 1 }))
+      local grads = {}
+      for s = 1, 3 do grads[s] = H.values(facet.randn({ 3, 4 }, { seed = 100 * s + 1 })) end
+      H.assert_close(H.values(a[1]), ref_sgd(w0, grads, { lr = cfg.lr, momentum = cfg.momentum,
+        dampening = cfg.dampening, nesterov = cfg.nesterov, weight_decay = wd[0] }), 1e-5, 1e-6)
+    end)
+  end
+
+  it("checks every parameter before it writes any", function()
+    local p = { facet.ones({ 2 }), facet.ones({ 3 }), facet.ones({ 4 }) }
+    local g = { facet.ones({ 2 }), facet.ones({ 3 }), facet.ones({ 4 }) }
+    local wd = ffi.new("double[3]")
+    local function refused(msg, params, grads, bufs, momentum, decays)
+      H.assert_error(function()
+        check(C.facet_sgd_step_list(handles(params, 3), handles(grads, 3), bufs and handles(bufs, 3) or nil,
+          decays or wd, 3, 0.1, momentum or 0, 0, 0))
+      end, "facet_sgd_step_list", msg)
+      for i = 1, 3 do assert.are.same(H.values(facet.ones({ i + 1 })), H.values(p[i])) end
+    end
+    refused("parameter 2", p, { g[1], g[2], facet.ones({ 5 }) })
+    refused("parameter 1", p, { g[1], g[2]:to("float16"), g[3] })
+    refused("parameter 2", p, g, { facet.zeros({ 2 }), facet.zeros({ 3 }), facet.zeros({ 3 }) }, 0.9)
+    refused("momentum 0.9 needs bufs", p, g, nil, 0.9)
+    local bad = ffi.new("double[3]", { 0, 0, -1 })
+    refused("weight_decay", p, g, nil, 0, bad)
+    refused("parameter 0", { nil, p[2], p[3], n = 3 }, g)
+    H.assert_error(function() check(C.facet_sgd_step_list(nil, nil, nil, nil, 1, 0.1, 0, 0, 0)) end, "must not be NULL")
+    assert.are.equal(0, C.facet_sgd_step_list(nil, nil, nil, nil, 0, 0.1, 0, 0, 0))
+  end)
+end)
+
 describe("sgd", function()
   H.it("plain, momentum and weight decay steps by hand", function()
     local src = param({ 1, -2 }, { 0.5, 0.25 })
@@ -240,8 +312,9 @@ describe("the parameter interface", function()
     for _, v in ipairs(complete) do n = n + v * v end
     n = math.sqrt(n)
     H.assert_close(opt:grad_norm(), n, 1e-6)
-    -- without grad_sumsq the norm is taken of the completed gradient
-    H.assert_close(H.values(src.grad), complete, 1e-6)
+    -- the norm of grad + row_coef_r * param_r, summed on the device: nothing is completed or zeroed
+    assert.are.same({ 1, 1, 2, 2 }, H.values(src.grad))
+    assert.are.same({ 0.5, -1 }, H.values(src.coef))
     src = deferred_source()
     opt = optim.sgd(src, { lr = 1 })
     H.assert_close(opt:clip_grad_norm(1), n, 1e-6)
@@ -268,6 +341,51 @@ describe("the parameter interface", function()
     local s = 1 / (math.sqrt(n2) + 1e-6)
     H.assert_close(H.values(src.grad), { s, s, 2 * s, 2 * s }, 1e-6)
     H.assert_close(H.values(src.coef), { 0.5 * s, -s }, 1e-6)
+  end)
+
+  H.it("step_zero_grad is step() then zero_grad(), in one pass; step() leaves the gradients", function()
+    local grads = { { 0.5, -1, 2, 0.25 }, { -0.75, 0.125, 1, -2 }, { 3, 1, -1, 0.5 } }
+    local function run(make, zero_in_step)
+      local src = deferred_source()
+      local opt = make(src)
+      for _, g in ipairs(grads) do
+        src.grad:copy(H.tensor(g):reshape(2, 2))
+        src.coef:copy(H.tensor { 0.5, -1 })
+        if zero_in_step then
+          opt:step_zero_grad()
+        else
+          opt:step()
+          -- the update took the gradient and left it (deferred part applied) for the caller to read
+          assert.are_not.same({ 0, 0, 0, 0 }, H.values(src.grad))
+          opt:zero_grad()
+        end
+        assert.are.same({ 0, 0, 0, 0 }, H.values(src.grad))
+        assert.are.same({ 0, 0 }, H.values(src.coef))
+      end
+      return src, opt
+    end
+    for _, make in ipairs {
+      function(src) return optim.sgd(src, { lr = 0.1, momentum = 0.9, weight_decay = 0.01 }) end,
+      function(src) return optim.sgd(src, { lr = 0.05, momentum = 0.9, nesterov = true }) end,
+      function(src) return optim.adamw(src, { lr = 0.01 }) end,
+    } do
+      local a, oa = run(make, false)
+      local b, ob = run(make, true)
+      assert.are.same(H.values(a.param), H.values(b.param))       -- the same bits
+      assert.are.same(H.values(a.norms), H.values(b.norms))
+      assert.are.equal(oa.step_count, ob.step_count)
+      local key = oa.state_keys[1]
+      assert.are.same(H.values(oa.list[1][key]), H.values(ob.list[1][key]))
+    end
+    -- a derived class with a step of its own gets that step, then zero_grad
+    local src = deferred_source()
+    local opt = optim.sgd(src, { lr = 0.1 })
+    local calls = 0
+    opt.step = function(self) calls = calls + 1 end
+    opt:step_zero_grad()
+    assert.are.equal(1, calls)
+    assert.are.same({ 0, 0, 0, 0 }, H.values(src.grad))
+    assert.are.same({ 3, 4, 1, 0 }, H.values(src.param))
   end)
 
   it("modules and heads list { name, param, grad, kind } entries", function()
@@ -311,6 +429,64 @@ describe("schedules", function()
     H.assert_close(w(4), 0.01, 1e-12)
     H.assert_error(function() c(-1) end, "progress")
     H.assert_error(function() optim.schedule.multistep { lr = 1, milestones = { 4, 2 } } end, "increase")
+  end)
+end)
+
+describe("the global gradient norm", function()
+  -- an IResNet-18 and a fused cosine head after one backward: 60 entries, one deferred
+  local function model_grads(device)
+    facet.manual_seed(5)
+    local net = facet.models.iresnet { depth = 18, emb = 32, size = 32 }
+    local head = facet.heads.new("am", { classes = 10, dim = 32, fused = true, seed = 2 })
+    if device == "cuda" then net, head = net:cuda(), head:cuda() end
+    local x = facet.randn({ 4, 3, 32, 32 }, { seed = 3 }):to(device)
+    local y = facet.tensor({ 1, 4, 7, 9 }, { dtype = "int64" }):to(device)
+    net:train()
+    local opt = optim.sgd({ net, head }, { lr = 0.1, momentum = 0.9 })
+    opt:zero_grad()
+    head:forward(net:forward(x), y)
+    net:backward(x, head:backward())
+    return opt, head
+  end
+
+  H.it("one pass over a real model's gradients: Lua's sum, and the old per-parameter sum", function()
+    local opt, head = model_grads(H.device)
+    assert.is_true(#opt.list > 50)
+    -- the reference: every gradient's squares added in Lua (double), the deferred rows completed in Lua
+    local want, old = 0, 0
+    for _, p in ipairs(opt.list) do
+      local g = H.values(p.grad)
+      if p.row_coef then
+        local w, c, cols = H.values(p.param), H.values(p.row_coef), p.param:size(2)
+        for e = 1, #g do g[e] = g[e] + c[math.floor((e - 1) / cols) + 1] * w[e] end
+        old = old + p.grad_sumsq()           -- what grad_norm called before: the head's own identity
+      else
+        old = old + p.grad:sumsq()           -- one reduction and one read per parameter
+      end
+      for _, v in ipairs(g) do want = want + v * v end
+    end
+    local pending = H.values(head.pending)
+    local n = opt:grad_norm()
+    H.assert_close(n, math.sqrt(want), 1e-6)
+    H.assert_close(n, math.sqrt(old), 1e-6)
+    assert.are.same(pending, H.values(head.pending))   -- the deferred part stays deferred
+    -- without the deferred entry, the CPU's sum is the old per-parameter one, bit for bit
+    local grads, sum = {}, 0
+    for _, p in ipairs(opt.list) do
+      if not p.row_coef then
+        grads[#grads + 1] = p.grad
+        sum = sum + p.grad:sumsq()
+      end
+    end
+    if H.device == "cpu" then assert.are.equal(math.sqrt(sum), optim.grad_norm(grads)) end
+    H.assert_close(optim.grad_norm(grads), math.sqrt(sum), 1e-6)
+  end)
+
+  H.it("grad_norm of a list takes 16-bit and strided tensors one at a time", function()
+    local a = H.tensor({ 3, 0 }):to("float16")
+    local b = H.tensor({ { 0, 4, 9 }, { 1, 1, 1 } }):narrow(2, 2, 1)   -- { 4, 1 }, strided
+    H.assert_close(optim.grad_norm({ a, b }), math.sqrt(9 + 16 + 1), 1e-6)
+    assert.are.equal(0, optim.grad_norm({}))
   end)
 end)
 

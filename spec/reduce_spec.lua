@@ -1,6 +1,11 @@
---- Reductions over everything or one dim, against sums computed in Lua.
+--- Reductions over everything or one dim, against sums computed in Lua; the
+-- square sums of a list of tensors (facet_tensor_sumsq_list, an optimizer's
+-- gradient norm) against Lua double sums and facet_tensor_reduce's bits.
 local H = require "support.device"
 local facet = H.facet
+local ffi = require "ffi"
+local core = require "facet.core"
+local C = core.C
 
 -- reference reduction of a 3-D nested table along dim d (1-based)
 local function ref_reduce(m, shape, d, f, init)
@@ -121,5 +126,83 @@ describe("reductions", function()
     H.assert_error(function() facet.zeros({ 0 }):max() end, "empty")
     H.assert_error(function() facet.ones({ 2 }, { dtype = "int32" }):sum() end, "float32")
     assert.are.equal(0, facet.zeros({ 0 }):sum())
+  end)
+end)
+
+describe("facet_tensor_sumsq_list", function()
+  -- the handles of a list of tensors (nil entries stay NULL)
+  local function handles(list, n)
+    local a = ffi.new("facet_tensor *[?]", n)
+    for i = 1, n do a[i - 1] = list[i] and list[i].h or nil end
+    return a
+  end
+  local function sumsq_list(out, xs, coefs, params)
+    local n = xs.n or #xs
+    return C.facet_tensor_sumsq_list(out.h, handles(xs, n), coefs and handles(coefs, n) or nil,
+      params and handles(params, n) or nil, n)
+  end
+  local function lua_sumsq(t)
+    local s = 0
+    for _, v in ipairs(H.values(t)) do s = s + v * v end
+    return s
+  end
+
+  H.it("one square sum per tensor, each as facet_tensor_reduce gives it; a deferred per-row part", function()
+    -- 129 x 300 passes FACET_PARALLEL_GRAIN (split over threads); 2 tensors without elements
+    local shapes = { { 129, 300 }, { 64 }, { 0 }, { 37, 16 }, { 3, 5, 7 }, { 1 }, { 2, 0 }, { 100003 } }
+    local xs = {}
+    for i, sh in ipairs(shapes) do xs[i] = facet.randn(sh, { seed = 40 + i }):to(H.device) end
+    local out = facet.full({ #xs }, -1, { device = H.device })
+    core.check(sumsq_list(out, xs))
+    local got = H.values(out)
+    for i, x in ipairs(xs) do
+      H.assert_close({ got[i] }, { lua_sumsq(x) }, 1e-6)
+      -- the CPU adds in facet_tensor_reduce's order: the same bits
+      if H.device == "cpu" then assert.are.equal(x:sumsq(), got[i]) end
+    end
+    assert.are.same({ 0, 0 }, { got[3], got[7] })
+    -- entry 4 with a deferred part: the complete rows x_r + c_r w_r, written nowhere
+    local w = facet.randn({ 37, 16 }, { seed = 9 }):to(H.device)
+    local c = facet.randn({ 37 }, { seed = 10 }):to(H.device)
+    local coefs, params = {}, {}
+    coefs[4], params[4] = c, w
+    local before = H.values(xs[4])
+    core.check(sumsq_list(out, xs, coefs, params))
+    local xv, wv, cv, want = H.values(xs[4]), H.values(w), H.values(c), 0
+    for r = 1, 37 do
+      for k = 1, 16 do
+        local e = (r - 1) * 16 + k
+        want = want + (xv[e] + cv[r] * wv[e]) ^ 2
+      end
+    end
+    local again = H.values(out)
+    H.assert_close({ again[4] }, { want }, 1e-6)
+    for i = 1, #xs do if i ~= 4 then assert.are.equal(got[i], again[i]) end end
+    assert.are.same(before, H.values(xs[4]))
+    -- a 1-D param with a deferred part is one row
+    local v, cw, one = facet.tensor { 1, 2 }:to(H.device), facet.tensor { 3, 4 }:to(H.device), H.tensor { 0.5 }
+    local o1 = facet.zeros({ 1 }, { device = H.device })
+    core.check(sumsq_list(o1, { v }, { one }, { cw }))
+    H.assert_close(H.values(o1), { 2.5 ^ 2 + 4 ^ 2 }, 1e-7)
+  end)
+
+  it("refuses bad lists before writing anything", function()
+    local a, b = facet.ones({ 2, 3 }), facet.ones({ 4 })
+    local out = facet.full({ 2 }, -1)
+    local function refused(msg, o, xs, coefs, params)
+      H.assert_error(function() core.check(sumsq_list(o, xs, coefs, params)) end, "facet_tensor_sumsq_list", msg)
+      assert.are.same({ -1, -1 }, H.values(out))
+    end
+    refused("n = 2 elements", facet.zeros({ 3 }), { a, b })
+    refused("xs[1]", out, { a, facet.ones({ 4 }, { dtype = "float16" }) })
+    refused("xs[1]", out, { a, facet.ones({ 4, 2 }):narrow(2, 1, 1) })
+    refused("xs[1]", out, { a, nil, n = 2 })
+    refused("row_coefs[0]", out, { a, b }, { facet.ones({ 3 }) }, { facet.ones({ 2, 3 }) })
+    refused("params[0]", out, { a, b }, { facet.ones({ 2 }) }, { facet.ones({ 3, 2 }) })
+    refused("shares memory with xs[1]", out, { a, out })
+    H.assert_error(function() core.check(C.facet_tensor_sumsq_list(out.h, nil, nil, nil, 2)) end, "xs is NULL")
+    H.assert_error(function() core.check(C.facet_tensor_sumsq_list(out.h, handles({ a, b }, 2), handles({}, 2), nil, 2)) end,
+      "row_coefs without params")
+    assert.are.equal(0, C.facet_tensor_sumsq_list(facet.zeros({ 0 }).h, nil, nil, nil, 0))
   end)
 end)

@@ -20,6 +20,7 @@ local function setup_run(opts)
   local labels = {}
   for i = 1, 48 do labels[i] = (i * 5) % 6 end
   local data = facet.data.tensors { x = X, y = facet.tensor(labels, { dtype = "int64" }), batch_size = 8, seed = 9 }
+  if opts.device and opts.device ~= "cpu" then net, head = net:to(opts.device), head:to(opts.device) end
   local opt = facet.optim.sgd({ net, head }, { lr = 0.05, momentum = 0.9, weight_decay = 5e-4 })
   return { model = net, head = head, data = data, optimizer = opt, epochs = 2, quiet = true,
     schedule = facet.optim.schedule.multistep { lr = 0.05, milestones = { 1 } } }
@@ -170,6 +171,67 @@ describe("facet.train", function()
     local evals = {}
     for _, l in ipairs(out) do if l:find("^eval ") then evals[#evals + 1] = l end end
     assert.are.same({ "eval step 6: acc 0.0600  lfw 0.5000", "eval step 12: acc 0.1200  lfw 0.5000" }, evals)
+  end)
+
+  -- counts, over a run of `steps` steps, what reads device values back to the
+  -- host from Lua (item, get, copies and :to() onto the CPU from another
+  -- device), the fills (zero_), and zero_grad calls
+  local function count_run(steps)
+    local Tensor = require("facet.tensor").Tensor
+    local n = { reads = 0, to_host = 0, fills = 0, zero_grad = 0 }
+    local saved = {}
+    local function wrap(name, count)
+      local f = Tensor[name]
+      saved[name] = f
+      Tensor[name] = function(t, ...)
+        count(t, ...)
+        return f(t, ...)
+      end
+    end
+    local function read() n.reads = n.reads + 1 end
+    local function copied(t, src)
+      if t:device() == "cpu" and facet.is_tensor(src) and src:device() ~= "cpu" then n.to_host = n.to_host + 1 end
+    end
+    wrap("item", read)
+    wrap("get", read)
+    wrap("copy", copied)
+    wrap("copy_", copied)
+    wrap("to", function(t, a, b)
+      if (a == "cpu" or b == "cpu") and t:device() ~= "cpu" then n.to_host = n.to_host + 1 end
+    end)
+    wrap("fill_", function() n.fills = n.fills + 1 end)
+    local ok, err = pcall(function()
+      local cfg = setup_run { device = H.device }
+      local zero_grad = cfg.optimizer.zero_grad
+      cfg.optimizer.zero_grad = function(self)
+        n.zero_grad = n.zero_grad + 1
+        return zero_grad(self)
+      end
+      for k in pairs(n) do n[k] = 0 end
+      facet.train(with(cfg, { stop_after = steps }))
+    end)
+    for k, f in pairs(saved) do Tensor[k] = f end
+    assert(ok, err)
+    return n
+  end
+
+  H.it("a step reads the device once (the gradient norm) and zeroes the gradients inside its update", function()
+    local a, b = count_run(2), count_run(6)
+    local per_step = {}
+    for k in pairs(a) do per_step[k] = (b[k] - a[k]) / 4 end
+    -- no :item() per parameter: the norm comes back in one copy (none on the CPU, where it is read in place)
+    assert.are.same({ reads = 0, to_host = H.device == "cpu" and 0 or 1, fills = 0, zero_grad = 0 }, per_step)
+    -- the first step zeroes what was there before, once
+    assert.are.equal(1, a.zero_grad)
+  end)
+
+  it("gradients a user's eval callback leaves behind are zeroed before the next step", function()
+    local clean = facet.train(with(setup_run(), { eval_every = 4, eval = function() return {} end }))
+    local dirty = facet.train(with(setup_run(), { eval_every = 4, eval = function(state)
+      for _, p in ipairs(state.optimizer.list) do p.grad:fill_(1000) end
+      return {}
+    end }))
+    assert.are.same(clean.losses, dirty.losses)
   end)
 
   it("checks its arguments", function()

@@ -10,8 +10,14 @@
  * 32 inner positions otherwise (reads stay coalesced). When there are too
  * few outputs to fill the GPU, n is cut into chunks whose partial
  * accumulators a second kernel merges in order.
+ * facet_cuda_sumsq_list: the square sums of a list of tensors (an
+ * optimizer's gradients) by multi-tensor launches (tensor_list.cuh): one
+ * block per chunk of a tensor sums it in double, then one thread per tensor
+ * adds its chunks' sums in order: two launches per 48 tensors, whatever
+ * their sizes, and the same bits on every run.
  */
 #include "cuda_common.cuh"
+#include "tensor_list.cuh"
 #include "reduce_math.h"
 
 typedef struct facet_racc racc;
@@ -159,6 +165,71 @@ extern "C" int facet_cuda_reduce(void *out, const float *x, int op, int64_t oute
         }
         int rc_free = scratch_free(&part, fn);
         if (rc == FACET_STATUS_OK) rc = rc_free;
+    }
+    return rc;
+}
+
+/* ---- square sums of a list ------------------------------------------------------------------- */
+
+/* Block b: the double square sum of its chunk of tensor j (p[0] the values,
+ * p[1] the per-row coefficients or NULL, p[2] the rows they scale). */
+static __global__ void sumsq_list_kernel(tlist l, double *partial)
+{
+    const int64_t b = blockIdx.x;
+    const int j = tlist_find(l, b);
+    int64_t lo, hi;
+    tlist_chunk(l, j, b, &lo, &hi);
+    const float *x = (const float *)l.p[0][j], *coef = (const float *)l.p[1][j], *w = (const float *)l.p[2][j];
+    const int64_t cols = l.cols[j];
+    double s = 0.0;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        const float v = coef ? facet_madd_rn(coef[i / cols], w[i], x[i]) : x[i];
+        s = facet_dadd_rn(s, facet_dmul_rn((double)v, (double)v));
+    }
+    s = block_sum(s);
+    if (threadIdx.x == 0) partial[b] = s;
+}
+
+/* One thread per tensor: its chunks' sums in order, rounded to float once. */
+static __global__ void sumsq_merge_kernel(tlist l, const double *partial, float *out)
+{
+    FACET_CUDA_FOR(j, l.n) {
+        double s = 0.0;
+        for (int64_t b = l.first[j]; b < l.first[j + 1]; b++) s = facet_dadd_rn(s, partial[b]);
+        out[j] = (float)s;
+    }
+}
+
+/* the square sums of tensors [0, l->n) of a list into out */
+static int sumsq_launch(const char *fn, const tlist *l, float *out)
+{
+    scratch part = { NULL };
+    const int64_t blocks = tlist_blocks(l);
+    if (blocks > 0) FACET_CUDA_TRY(scratch_alloc(&part, (size_t)blocks * sizeof(double), fn));
+    int rc = tlist_launch(fn, l, sumsq_list_kernel, *l, (double *)part.p);
+    if (!rc) rc = launch_flat(fn, l->n, sumsq_merge_kernel, *l, (const double *)part.p, out);
+    int rc_free = scratch_free(&part, fn);
+    return rc ? rc : rc_free;
+}
+
+extern "C" int facet_cuda_sumsq_list(float *out, const float *const *xs, const float *const *coefs,
+                                     const float *const *params, const int64_t *numel, const int64_t *cols, int n)
+{
+    const char *fn = "facet_cuda_sumsq_list";
+    tlist l;
+    tlist_reset(&l);
+    int first = 0, rc = FACET_STATUS_OK;
+    for (int k = 0; k < n && !rc; k++) {
+        const int j = tlist_add(&l, numel[k]);
+        l.p[0][j] = (void *)xs[k];
+        l.p[1][j] = (void *)(coefs ? coefs[k] : NULL);
+        l.p[2][j] = (void *)(params ? params[k] : NULL);
+        l.cols[j] = cols[k] > 0 ? cols[k] : 1;
+        if (tlist_full(&l) || k == n - 1) {
+            rc = sumsq_launch(fn, &l, out + first);
+            first = k + 1;
+            tlist_reset(&l);
+        }
     }
     return rc;
 }

@@ -6,9 +6,12 @@
  * coefficient is looked up per element). With row norms, one block per row:
  * each thread updates a stride of the row and the block sums the squares of
  * the new values (block_sum, a fixed order; the CPU sums in vector lanes, so
- * the norms agree to float rounding, not bit for bit).
+ * the norms agree to float rounding, not bit for bit). A list of parameters
+ * without row parts (facet_sgd_step_list): multi-tensor launches
+ * (tensor_list.cuh), one block per chunk of a parameter, the same update.
  */
 #include "cuda_common.cuh"
+#include "tensor_list.cuh"
 #include "sgd_math.h"
 
 static __global__ void sgd_flat_kernel(facet_sgd_params p, float *w, float *g, float *buf, const float *coef,
@@ -46,4 +49,41 @@ extern "C" int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, f
     if (rows <= 0 || cols <= 0) return FACET_STATUS_OK;
     if (!norms) return launch_flat(fn, rows * cols, sgd_flat_kernel, *p, w, g, buf, coef, rows, cols);
     return launch_items(fn, rows, FACET_CUDA_THREADS, sgd_rows_kernel, *p, w, g, buf, coef, norms, rows, cols);
+}
+
+/* Block b updates its chunk of parameter j: p[0] the values, p[1] the
+ * gradient, p[2] the momentum buffer (or NULL), f[j] its weight decay. */
+static __global__ void sgd_list_kernel(facet_sgd_params p, tlist l)
+{
+    const int64_t b = blockIdx.x;
+    const int j = tlist_find(l, b);
+    int64_t lo, hi;
+    tlist_chunk(l, j, b, &lo, &hi);
+    float *w = (float *)l.p[0][j], *g = (float *)l.p[1][j], *buf = (float *)l.p[2][j];
+    p.weight_decay = l.f[j];
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        w[i] = facet_sgd_update_row(&p, w[i], g[i], 0.0f, buf ? &buf[i] : NULL);
+        if (p.zero_grad) g[i] = 0.0f;
+    }
+}
+
+extern "C" int facet_cuda_sgd_step_list(const struct facet_sgd_params *p, float *const *w, float *const *g,
+                                        float *const *buf, const float *weight_decays, const int64_t *numel, int n)
+{
+    const char *fn = "facet_cuda_sgd_step_list";
+    tlist l;
+    tlist_reset(&l);
+    int rc = FACET_STATUS_OK;
+    for (int k = 0; k < n && !rc; k++) {
+        const int j = tlist_add(&l, numel[k]);
+        l.p[0][j] = w[k];
+        l.p[1][j] = g[k];
+        l.p[2][j] = buf ? buf[k] : NULL;
+        l.f[j] = weight_decays[k];
+        if (tlist_full(&l) || k == n - 1) {
+            rc = tlist_launch(fn, &l, sgd_list_kernel, *p, l);
+            tlist_reset(&l);
+        }
+    }
+    return rc;
 }

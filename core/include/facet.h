@@ -304,6 +304,20 @@ enum facet_reduce {
 
 FACET_API int facet_tensor_reduce(facet_tensor *out, const facet_tensor *x, int op, int dim, int index_base);
 
+/* The sums of squares of n tensors at once (an optimizer's global gradient
+ * norm): out[k] = the sum of xs[k]'s squared elements, accumulated in double
+ * and rounded to float once, as FACET_REDUCE_SUMSQ gives it (the same bits
+ * on the CPU). out: float32, contiguous, n elements, on the tensors' device.
+ * row_coefs and params may be NULL, or hold a deferred per-row part where
+ * row_coefs[k] is not NULL: then the values squared are those of the complete
+ * gradient xs[k] + row_coefs[k]_r * params[k]_r (row r of params[k], 2-D, or
+ * its one row; row_coefs[k] one value per row, params[k] shaped like
+ * xs[k]), computed as the SGD update does and written nowhere. Every tensor
+ * float32, contiguous, on one device, all checked before anything is
+ * written. On CUDA: two launches per 48 tensors, nothing read back. */
+FACET_API int facet_tensor_sumsq_list(facet_tensor *out, facet_tensor *const *xs, facet_tensor *const *row_coefs,
+                                      facet_tensor *const *params, int n);
+
 /* ---- linear algebra and row normalisation -----------------------------------
  * out = alpha * op(a) @ op(b) + beta * out, float32; or float16/bfloat16 a
  * and b (one dtype) with out of that dtype or float32, accumulated in float32
@@ -589,6 +603,15 @@ enum facet_sgd_flag {
 FACET_API int facet_sgd_step(facet_tensor *param, facet_tensor *grad, facet_tensor *buf, const facet_tensor *row_coef,
                    facet_tensor *row_norms, double lr, double momentum, double dampening, double weight_decay,
                    int flags);
+/* facet_sgd_step of n parameters at once, without row_coef and row_norms:
+ * params[k] with grads[k], bufs[k] (bufs may be NULL when momentum is 0) and
+ * weight_decays[k]; lr, momentum, dampening and flags shared. Every tensor
+ * float32, contiguous, on one device, shaped like its param; every argument
+ * checked before any parameter is written. The same bits as n calls of
+ * facet_sgd_step; on CUDA one launch per 48 parameters instead of n. */
+FACET_API int facet_sgd_step_list(facet_tensor *const *params, facet_tensor *const *grads, facet_tensor *const *bufs,
+                                  const double *weight_decays, int n, double lr, double momentum, double dampening,
+                                  int flags);
 
 /* Adam / AdamW (decoupled weight decay) in one pass; step counts from 1. */
 enum facet_adam_flag {

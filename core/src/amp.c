@@ -3,7 +3,8 @@
  * multiplied by 1/scale in place while one flag records whether any element
  * was NaN or +-inf. One pass over each tensor, and on CUDA one read of the
  * flag for the whole list (amp.cu), instead of a reduction and a host
- * synchronisation per tensor. lua/facet/amp.lua builds the loss scaler on it.
+ * synchronisation per tensor; on CUDA one launch per 48 tensors as well.
+ * lua/facet/amp.lua builds the loss scaler on it.
  */
 #include "internal.h"
 #include "elementwise_math.h"
@@ -43,10 +44,17 @@ int facet_amp_unscale(facet_tensor *const *grads, int n, float inv_scale, int *f
     /* everything checked before anything is written */
     for (int k = 0; k < n; k++) {
         const facet_tensor *g = grads[k];
-        char name[32];
-        snprintf(name, sizeof name, "grads[%d]", k);
+        char name[32] = "grads";
         int rc = facet_check_tensor(fn, name, g);
-        if (rc) return rc;
+        if (rc) {
+            /* the name with its index, formatted only for the message */
+            snprintf(name, sizeof name, "grads[%d]", k);
+            return facet_check_tensor(fn, name, g);
+        }
+        bool ok = (g->dtype == FACET_DTYPE_FLOAT32 || facet_dtype_is_half(g->dtype)) && facet_contiguous(g) &&
+                  g->device == grads[0]->device;
+        if (ok) continue;
+        snprintf(name, sizeof name, "grads[%d]", k);
         if (g->dtype != FACET_DTYPE_FLOAT32 && !facet_dtype_is_half(g->dtype))
             return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be float32, float16 or bfloat16, got %s", fn, name,
                               facet_desc(g));

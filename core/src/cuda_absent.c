@@ -98,6 +98,13 @@ int facet_cuda_reduce(void *out, const float *x, int op, int64_t outer, int64_t 
     return absent("facet_cuda_reduce");
 }
 
+int facet_cuda_sumsq_list(float *out, const float *const *xs, const float *const *coefs, const float *const *params,
+                          const int64_t *numel, const int64_t *cols, int n)
+{
+    (void)out; (void)xs; (void)coefs; (void)params; (void)numel; (void)cols; (void)n;
+    return absent("facet_cuda_sumsq_list");
+}
+
 int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b, float beta, float *c, int64_t ldc, int64_t stride_c, int64_t batch)
 {
     (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)stride_a; (void)b; (void)ldb; (void)stride_b; (void)beta; (void)c; (void)ldc; (void)stride_c; (void)batch;
@@ -178,6 +185,13 @@ int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, fl
 {
     (void)p; (void)w; (void)g; (void)buf; (void)coef; (void)norms; (void)rows; (void)cols;
     return absent("facet_cuda_sgd_step");
+}
+
+int facet_cuda_sgd_step_list(const struct facet_sgd_params *p, float *const *w, float *const *g, float *const *buf,
+                             const float *weight_decays, const int64_t *numel, int n)
+{
+    (void)p; (void)w; (void)g; (void)buf; (void)weight_decays; (void)numel; (void)n;
+    return absent("facet_cuda_sgd_step_list");
 }
 
 int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, float *m, float *v, int64_t n)

@@ -66,6 +66,11 @@ int facet_cuda_rand(float *dst, int64_t n, uint64_t seed, uint64_t offset, int n
 /* ---- reduce (reduce.cu): x contiguous float32 viewed as [outer, n, inner]; out
  * has outer*inner elements (float32, or int64 for ARGMAX/ARGMIN) ---------------------------- */
 int facet_cuda_reduce(void *out, const float *x, int op, int64_t outer, int64_t n, int64_t inner, int index_base);
+/* out[k] = sum of squares of the n tensors xs[k] (numel[k] elements), or of
+ * xs[k] + coefs[k]_r * params[k]_r over rows of cols[k] where coefs[k] is not
+ * NULL; few launches for the whole list (tensor_list.cuh), nothing read back */
+int facet_cuda_sumsq_list(float *out, const float *const *xs, const float *const *coefs, const float *const *params,
+                          const int64_t *numel, const int64_t *cols, int n);
 
 /* ---- GEMM (blas.cu): row-major C = alpha op(A) op(B) + beta C, batched with
  * element strides (stride 0 shares an operand) ------------------------------------------------ */
@@ -124,6 +129,10 @@ int facet_cuda_head_backward(const struct facet_head *head, float *logits, const
  * row, may be NULL. */
 int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef,
                         float *norms, int64_t rows, int64_t cols);
+/* the update of n parameters (numel[k] elements, weight_decays[k] instead of
+ * p->weight_decay; buf[k] may be NULL) by multi-tensor launches (tensor_list.cuh) */
+int facet_cuda_sgd_step_list(const struct facet_sgd_params *p, float *const *w, float *const *g, float *const *buf,
+                             const float *weight_decays, const int64_t *numel, int n);
 int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, float *m, float *v, int64_t n);
 
 /* ---- activations (activation.cu) and dropout (dropout.cu) ---------------------------------------

@@ -18,7 +18,8 @@
 --   scaler:update()                              -- skip or count, adapt the scale
 -- unscale() takes every gradient tensor at once and finds non-finite values
 -- in one fused pass (facet_amp_unscale: on CUDA one flag read back for the
--- whole list, not one synchronisation per tensor). A scaler made with
+-- whole list, not one synchronisation per tensor; one launch per 48
+-- tensors; nothing allocated per call). A scaler made with
 -- enabled = false (bfloat16 or float32 training) keeps the scale at 1 and
 -- still reports non-finite gradients, which are then a real divergence.
 -- state_dict() / load_state() carry the scale and the counters through
@@ -96,10 +97,17 @@ function Scaler:unscale(grads)
       or valid.describe(grads)))
   end
   local n = #grads
-  local list = ffi.new("facet_tensor *[?]", math.max(n, 1))
+  -- the handle array is kept and grown, never made per step; a name is only formatted for a message
+  local list = self.handles
+  if not list or self.capacity < n then
+    self.capacity = math.max(n, 1)
+    list = ffi.new("facet_tensor *[?]", self.capacity)
+    self.handles = list
+  end
   for i = 1, n do
-    valid.tensor(fn, ("grads[%d]"):format(i), grads[i])
-    list[i - 1] = grads[i].h
+    local g = grads[i]
+    if not tensor.is_tensor(g) or g:is_freed() then valid.tensor(fn, ("grads[%d]"):format(i), g) end
+    list[i - 1] = g.h
   end
   core.check(C.facet_amp_unscale(list, n, 1 / self.scale, found_1))
   self.found = found_1[0] ~= 0

@@ -7,7 +7,16 @@
 -- Batches go to the device of the model's parameters (facet.data.to_device).
 -- One step: zero_grad, head:forward(model:forward(x), y), backward through both,
 -- the guard on the loss and the gradient norm, optional clipping, optimizer
--- step; the learning rate follows schedule(progress in epochs).
+-- step; the learning rate follows schedule(progress in epochs). The step
+-- zeroes the gradients inside its update (optimizer:step_zero_grad(): SGD
+-- and Adam do it in the same pass), so the next step's zero_grad has nothing
+-- left to do and is skipped.
+-- Host round trips per step (each a blocking device-to-host read on CUDA;
+-- docs/gpu.md): the gradient norm of the guard is one read for all the
+-- parameters (facet_tensor_sumsq_list), none with check_grads = false; the
+-- loss is the head's (its forward reads it back); fp16 adds the overflow
+-- flag of the unscale. dist averages the loss in a host tensor (an MPI
+-- collective between the ranks, no read from the device).
 -- A step the guard rejects (a non-finite loss or gradient norm) leaves the
 -- model as it was before the step: no weight moves, and the model's state
 -- tensors (BatchNorm running statistics, which the forward already updated)
@@ -266,7 +275,9 @@ end
 -- true when the gradients overflowed (the step is to be skipped)
 local function forward_backward(st, x, y)
   local cfg, model, head = st.cfg, st.model, st.head
-  st.optimizer:zero_grad()
+  -- the last step's update zeroed the gradients already (step_zero_grad)
+  if not st.grads_zero then st.optimizer:zero_grad() end
+  st.grads_zero = false
   save_state(st.state_guard)
   local low = st.low
   if low then x = cast(st, "x", x, low) end
@@ -325,6 +336,7 @@ local function report(st, loss, gnorm, progress, batch_size)
   if st.scaler then entry.loss_scale, entry.overflow_skipped = st.scaler.scale, st.scaler.skipped end
   if cfg.eval and cfg.eval_every and st.step % cfg.eval_every == 0 then
     entry.eval = evaluate(st)
+    st.grads_zero = false   -- the user's evaluation may have run a backward
     -- printed as well as logged: "eval step 2000: agedb_30 0.9512  lfw 0.9950"
     if not st.quiet and type(entry.eval) == "table" then
       local names, parts = {}, {}
@@ -372,15 +384,23 @@ local function train_step(st, i)
   if overflow then
     -- the expected fp16 overflow: the scaler halved the scale; nothing moves
     opt:zero_grad()
+    st.grads_zero = true
     log(st, { step = st.step, epoch = progress, skipped = true, reason = "fp16 overflow",
       loss_scale = st.scaler.scale, overflow_skipped = st.scaler.skipped })
   elseif not bad then
-    opt:step()
+    -- nothing reads the gradients after the update: it zeroes them in the same pass
+    if opt.step_zero_grad then
+      opt:step_zero_grad()
+      st.grads_zero = true
+    else
+      opt:step()
+    end
     st.losses[#st.losses + 1] = loss
     report(st, loss, gnorm, progress, x:size(1))
   elseif cfg.nan == "skip" then
     st.skipped = st.skipped + 1
     opt:zero_grad()
+    st.grads_zero = true
     log(st, { step = st.step, epoch = progress, skipped = true, reason = bad })
     if not st.quiet then io.stderr:write(("facet.train: step %d skipped: %s\n"):format(st.step, bad)) end
   else

@@ -449,6 +449,47 @@ reg {
   end,
 }
 
+-- the square sums of a list of gradients (an optimizer's norm), with a deferred per-row part
+reg {
+  name = "sumsq_list",
+  covers = { "facet_tensor_sumsq_list" },
+  strided = false,
+  alt = "one tensor at a time",
+  -- CPU sums in double in its order, a device in double in another
+  tol = { rtol = 1e-6, atol = 1e-6 },
+  cases = {
+    { shapes = { { 129, 300 }, { 64 }, { 0 }, { 3, 5, 7 } }, label = "129x300, 64, 0, 3x5x7" },
+    { shapes = { { 37, 16 }, { 300 }, { 1 } }, deferred = 1, label = "37x16 deferred, 300, 1" },
+    { shapes = { { 100003 }, { 2, 9 } }, deferred = 2, count = 60, label = "60 tensors (two launches on a device), 100003 and 2x9 deferred" },
+  },
+  run = function(c, ctx)
+    local shapes = {}
+    for i = 1, c.count or #c.shapes do shapes[i] = c.shapes[(i - 1) % #c.shapes + 1] end
+    local n = #shapes
+    local xs, coefs, params = ffi.new("facet_tensor *[?]", n), ffi.new("facet_tensor *[?]", n),
+      ffi.new("facet_tensor *[?]", n)
+    local keep = {}
+    for i, sh in ipairs(shapes) do
+      local x = ctx:randn(sh)
+      keep[#keep + 1], xs[i - 1] = x, x.h
+      if c.deferred and (i - 1) % #c.shapes + 1 == c.deferred then
+        local w, k = ctx:randn(sh), ctx:randn({ #sh == 2 and sh[1] or 1 })
+        keep[#keep + 1], keep[#keep + 2] = w, k
+        coefs[i - 1], params[i - 1] = k.h, w.h
+      end
+    end
+    local out = tensor.zeros({ n }, { device = ctx.device })
+    if not ctx.alt then
+      check(C.facet_tensor_sumsq_list(out.h, xs, coefs, params, n))
+      return { out = out }
+    end
+    for i = 0, n - 1 do
+      check(C.facet_tensor_sumsq_list(out:narrow(1, i + 1, 1).h, xs + i, coefs + i, params + i, 1))
+    end
+    return { out = out }
+  end,
+}
+
 -- ---- linear algebra --------------------------------------------------------------------------
 
 local matmul_cases = {}
@@ -1218,6 +1259,53 @@ reg {
       opt:step()
     end
     return { param = p, momentum_buffer = opt.list[1].momentum_buffer }
+  end,
+}
+
+reg {
+  name = "sgd_list",
+  covers = { "facet_sgd_step_list" },
+  strided = false,
+  alt = "one facet_sgd_step per parameter",
+  tol = { rtol = 1e-5, atol = 1e-6, mtol = 1e-6 },
+  cases = {
+    { label = "60 parameters, momentum, weight decay per parameter, zero_grad", lr = 0.1, momentum = 0.9, n = 60,
+      weight_decay = 5e-4 },
+    { label = "7 parameters, nesterov", lr = 0.05, momentum = 0.9, nesterov = true, n = 7 },
+    { label = "3 parameters, plain", lr = 0.1, n = 3 },
+  },
+  run = function(c, ctx)
+    local shapes = { { 37, 16 }, { 300 }, { 5, 7, 3 }, { 1 }, { 129, 300 } }
+    local n, mom = c.n, (c.momentum or 0) ~= 0
+    local keep, ps, gs, bs = {}, ffi.new("facet_tensor *[?]", n), ffi.new("facet_tensor *[?]", n),
+      ffi.new("facet_tensor *[?]", n)
+    local wd = ffi.new("double[?]", n)
+    for i = 1, n do
+      local sh = shapes[(i - 1) % #shapes + 1]
+      local p, g = ctx:randn(sh), tensor.zeros(sh, { device = ctx.device })
+      local b = mom and tensor.zeros(sh, { device = ctx.device }) or nil
+      keep[i] = { p = p, g = g, b = b }
+      ps[i - 1], gs[i - 1], bs[i - 1] = p.h, g.h, b and b.h or nil
+      wd[i - 1] = i % 2 == 0 and (c.weight_decay or 0) or 0
+    end
+    for s = 1, 3 do
+      for i = 1, n do keep[i].g:copy(ctx:randn(keep[i].p:shape())) end
+      local flags = (c.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) + (s == 1 and C.FACET_SGD_FLAG_FIRST_STEP or 0) +
+        C.FACET_SGD_FLAG_ZERO_GRAD
+      if ctx.alt then
+        for i = 1, n do
+          check(C.facet_sgd_step(ps[i - 1], gs[i - 1], bs[i - 1], nil, nil, c.lr, c.momentum or 0, 0, wd[i - 1], flags))
+        end
+      else
+        check(C.facet_sgd_step_list(ps, gs, bs, wd, n, c.lr, c.momentum or 0, 0, flags))
+      end
+    end
+    local r = {}
+    for _, i in ipairs { 1, 2, 3, n } do
+      r["param" .. i], r["grad" .. i] = keep[i].p, keep[i].g
+      if mom then r["buf" .. i] = keep[i].b end
+    end
+    return r
   end,
 }
 

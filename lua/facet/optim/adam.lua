@@ -19,26 +19,37 @@ local function class(name, decoupled, wd)
   cls.__index = cls
   cls.defaults = { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-8, weight_decay = wd, decay_bias_norm = true }
   cls.state_keys = { "exp_avg", "exp_avg_sq" }
-  --- One update of every parameter; checks them all first (see
-  -- facet.optim.optimizer): a step that fails changes no parameter, moment
-  -- or step count.
-  function cls:step()
-    self:check_entries("step")
+  -- one update of every parameter (zero: each gradient zeroed in the same pass)
+  local function update(self, method, zero)
+    self:check_entries(method)
     local b = self.betas
     if type(b) ~= "table" or type(b[1]) ~= "number" or type(b[2]) ~= "number" or not (b[1] >= 0 and b[1] < 1) or
       not (b[2] >= 0 and b[2] < 1) then
-      error(name .. ":step: betas must be two numbers in [0, 1)", 2)
+      core.raise(("%s:%s: betas must be two numbers in [0, 1)"):format(name, method), 3)
     end
-    if type(self.eps) ~= "number" or not (self.eps > 0) then error(name .. ":step: eps must be a number > 0", 2) end
+    if type(self.eps) ~= "number" or not (self.eps > 0) then
+      core.raise(("%s:%s: eps must be a number > 0"):format(name, method), 3)
+    end
     self:ensure_state(cls.state_keys)
     local step = self.step_count + 1
+    local flags = (decoupled and C.FACET_ADAM_FLAG_DECOUPLED or 0) + (zero and C.FACET_ADAM_FLAG_ZERO_GRAD or 0)
     for _, p in ipairs(self.list) do
       Optimizer.complete(p)
       check(C.facet_adam_step(p.param.h, p.grad.h, p.exp_avg.h, p.exp_avg_sq.h, self.lr, b[1], b[2],
-        self.eps, self:decay_of(p), step, decoupled and C.FACET_ADAM_FLAG_DECOUPLED or 0))
+        self.eps, self:decay_of(p), step, flags))
       Optimizer.updated(p, false)
     end
     self.step_count = step
+  end
+  --- One update of every parameter; checks them all first (see
+  -- facet.optim.optimizer): a step that fails changes no parameter, moment
+  -- or step count. The gradients are left complete.
+  function cls:step() update(self, "step", false) end
+  --- step() and zero_grad() in one pass (FACET_ADAM_FLAG_ZERO_GRAD); facet.train's step.
+  function cls:step_zero_grad()
+    -- a class derived from this one with a step of its own gets that step, then zero_grad
+    if self.step ~= cls.step then return Optimizer.step_zero_grad(self) end
+    update(self, "step_zero_grad", true)
   end
   valid.methods(cls, name, "an optimizer")
   return function(sources, cfg)

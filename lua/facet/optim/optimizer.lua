@@ -12,7 +12,10 @@
 --   row_norms    an update may write ||param_r|| of the updated param here
 --   on_update(norms_written)  called after every update of param, with true
 --                when row_norms holds the new norms
---   grad_sumsq() (optional) ||complete gradient||^2 without completing it
+--   grad_sumsq() (optional) ||complete gradient||^2 without completing it;
+--                grad_norm() no longer calls it: it sums the squares of
+--                grad + row_coef_r * param_r on the device, with every other
+--                entry's, in one pass and one read to the host
 -- and a class-sharded head's block (facet.heads.sharded) carries
 --   shard        { shape, gather(t), slice(full), sum(x) }: param holds rows
 --                of a larger tensor of that shape; state() gathers each state
@@ -133,7 +136,7 @@ end
 -- raises "<optimizer>:<method>: parameter i (name): <text>"; the message is
 -- only built on failure, so a step that passes its checks formats nothing
 local function bad(self, method, p, i, text)
-  error(("%s:%s: %s: %s"):format(self.name, method, label(p, i), text), 5)
+  core.raise(("%s:%s: %s: %s"):format(self.name, method, label(p, i), text), 5)
 end
 
 local function check_tensor(self, method, p, i, what, t, rows)
@@ -159,7 +162,7 @@ end
 local function check_number(self, method, key, lo, hi)
   local v = self[key]
   if type(v) ~= "number" or v ~= v or v < lo or (hi and v > hi) or v == math.huge then
-    error(("%s:%s: %s must be a finite number in [%g, %s], got %s"):format(self.name, method, key, lo,
+    core.raise(("%s:%s: %s must be a finite number in [%g, %s], got %s"):format(self.name, method, key, lo,
       hi and ("%g"):format(hi) or "inf", tostring(v)), 3)
   end
 end
@@ -205,6 +208,17 @@ function Optimizer:zero_grad()
   end
 end
 
+--- step(), then zero_grad(): what facet.train does after a good step. SGD
+-- and Adam zero each gradient inside its update pass (no launch of its own
+-- per parameter); this fallback, for optimizers built on this class without
+-- that, runs the two. step() alone never touches the gradients (Torch7's
+-- updateParameters, PyTorch's step): code that reads them after the update,
+-- or accumulates over several backwards, calls step() and zero_grad() itself.
+function Optimizer:step_zero_grad()
+  self:step()
+  self:zero_grad()
+end
+
 --- Applies the deferred part of an entry's gradient (grad_r += row_coef_r * param_r).
 function Optimizer.complete(p)
   if p.row_coef then
@@ -225,20 +239,75 @@ function Optimizer.updated(p, norms_written)
   if p.on_update then p.on_update(norms_written and true or false) end
 end
 
-local one = nil
-local function sumsq(t)
-  if not one or one:device() ~= t:device() then one = tensor.empty({ 1 }, { device = t:device() }) end
-  check(C.facet_tensor_reduce(one.h, t.h, C.FACET_REDUCE_SUMSQ, -1, 0))
-  return one:item()
+-- ---- square sums of gradient lists ----------------------------------------------------
+-- facet_tensor_sumsq_list writes every gradient's square sum into one device
+-- vector (on CUDA: two launches per 48 tensors); the vector comes back to the
+-- host in one copy and is added up here in double, in parameter order, so
+-- the norm costs one blocking read per call, not one per parameter. The
+-- pointer arrays, the vector and its host copy are made once (per
+-- optimizer, or per device and length for lists), so a step allocates nothing.
+
+-- buffers for n square sums on device dev: { n, xs, coefs, params, slots, copied, host, ptr }
+local function sumsq_buffers(n, dev)
+  local b = { n = n, device = dev, xs = ffi.new("facet_tensor *[?]", math.max(n, 1)),
+    coefs = ffi.new("facet_tensor *[?]", math.max(n, 1)), params = ffi.new("facet_tensor *[?]", math.max(n, 1)),
+    slots = tensor.empty({ n }, { device = dev }) }
+  -- the host copy the slots are read from (the slots themselves on the CPU)
+  b.copied = dev ~= "cpu"
+  b.host = b.copied and tensor.empty({ n }) or b.slots
+  b.ptr = b.host:data_ptr()
+  return b
 end
 
---- The global L2 norm of a list of gradient tensors.
+-- the square sums of b.xs[0..n) (b.coefs / b.params set when with_coef) into
+-- b.ptr[0..n): one call, one copy to the host; returns the status
+local function run_sumsq(b, with_coef)
+  local rc = C.facet_tensor_sumsq_list(b.slots.h, b.xs, with_coef and b.coefs or nil, with_coef and b.params or nil,
+    b.n)
+  if rc == 0 and b.copied then b.host:copy(b.slots) end
+  return rc
+end
+
+local list_buffers = {}   -- device -> n -> buffers, for grad_norm_of
+
+-- a square sum through facet_tensor_reduce, for what the list cannot take
+-- (16-bit, strided, or spread over devices): one read per tensor
+local one = {}
+local function reduce_sumsq(t)
+  local dev = t:device()
+  one[dev] = one[dev] or tensor.empty({ 1 }, { device = dev })
+  check(C.facet_tensor_reduce(one[dev].h, t.h, C.FACET_REDUCE_SUMSQ, -1, 0), 3)
+  return one[dev]:item()
+end
+
+--- The global L2 norm of a list of gradient tensors (float32 contiguous
+-- tensors on one device in one pass and one read; others one at a time).
 function Optimizer.grad_norm_of(grads)
   if type(grads) ~= "table" then valid.fail("facet.optim.grad_norm", "grads must be a list of tensors, got " ..
     valid.describe(grads)) end
-  for i, g in ipairs(grads) do valid.tensor("facet.optim.grad_norm", ("grads[%d]"):format(i), g) end
+  local n = #grads
+  for i = 1, n do
+    local g = grads[i]
+    if not tensor.is_tensor(g) or g:is_freed() then valid.tensor("facet.optim.grad_norm", ("grads[%d]"):format(i), g) end
+  end
+  if n == 0 then return 0 end
+  local dev, listed = grads[1]:device(), true
+  for i = 1, n do
+    local g = grads[i]
+    if g:dtype() ~= "float32" or not g:is_contiguous() or g:device() ~= dev then listed = false end
+  end
   local total = 0
-  for _, g in ipairs(grads) do total = total + sumsq(g) end
+  if not listed then
+    for i = 1, n do total = total + reduce_sumsq(grads[i]) end
+    return math.sqrt(total)
+  end
+  local by_n = list_buffers[dev] or {}
+  list_buffers[dev] = by_n
+  local b = by_n[n] or sumsq_buffers(n, dev)
+  by_n[n] = b
+  for i = 1, n do b.xs[i - 1] = grads[i].h end
+  check(run_sumsq(b, false), 2)
+  for i = 0, n - 1 do total = total + b.ptr[i] end
   return math.sqrt(total)
 end
 
@@ -254,19 +323,47 @@ function Optimizer.clip_grad_norm_of(grads, max_norm)
   return n
 end
 
---- The global L2 norm of the complete gradients of the optimizer's parameters
--- (deferred parts included, through grad_sumsq where an entry has it, else by
--- completing the gradient).
+-- the error naming the entry whose tensors facet_tensor_sumsq_list refused
+-- (one call level, as check_entries, so messages blame the caller)
+local function check_norm_entries(self, method)
+  for i, p in ipairs(self.list) do
+    check_tensor(self, method, p, i, "param", p.param)
+    check_tensor(self, method, p, i, "grad", p.grad)
+    if p.row_coef ~= nil then check_tensor(self, method, p, i, "row_coef", p.row_coef, true) end
+  end
+end
+
+--- The global L2 norm of the complete gradients of the optimizer's parameters,
+-- deferred parts included (grad + row_coef_r * param_r, summed on the device
+-- without completing the gradient), in one pass and one read to the host. A
+-- sharded entry's square sum is summed over the ranks (shard.sum).
 function Optimizer:grad_norm()
-  local total = 0
-  for _, p in ipairs(self.list) do
-    local sq
-    if p.row_coef and p.grad_sumsq then
-      sq = p.grad_sumsq()
+  local list, n = self.list, #self.list
+  if list[1].param:is_freed() then check_norm_entries(self, "grad_norm") end
+  local dev = list[1].param:device()
+  local b = self._sumsq
+  if not b or b.device ~= dev then
+    b = sumsq_buffers(n, dev)
+    self._sumsq = b
+  end
+  local xs, coefs, params, with_coef = b.xs, b.coefs, b.params, false
+  for i = 1, n do
+    local p = list[i]
+    xs[i - 1] = p.grad.h
+    if p.row_coef then
+      coefs[i - 1], params[i - 1], with_coef = p.row_coef.h, p.param.h, true
     else
-      Optimizer.complete(p)
-      sq = sumsq(p.grad)
+      coefs[i - 1], params[i - 1] = nil, nil
     end
+  end
+  local rc = run_sumsq(b, with_coef)
+  if rc ~= 0 then
+    check_norm_entries(self, "grad_norm")
+    check(rc, 2)
+  end
+  local total, ptr = 0, b.ptr
+  for i = 1, n do
+    local p, sq = list[i], ptr[i - 1]
     -- a sharded entry's rows are spread over the ranks: its square sum is theirs summed
     if p.shard and p.shard.sum then sq = p.shard.sum(sq) end
     total = total + sq
