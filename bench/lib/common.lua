@@ -152,9 +152,11 @@ function M.train_step(net, head, opt, fetch, opts)
     b:copy(t)
     return b
   end
+  -- the gradients start at zero, and each update zeroes them in its own pass
+  -- (opt:step_zero_grad, as facet.train): no zeroing launches per step
+  opt:zero_grad()
   return function()
     local x, y = call("data copy", fetch)
-    call("optimizer", opt.zero_grad, opt)
     if low then x = call("casts", cast, "x", x, low) end
     local e = net:forward(x)
     -- the models' last layers run in float32 (Module:set_fp32): the embedding may be float32 already
@@ -177,7 +179,7 @@ function M.train_step(net, head, opt, fetch, opts)
         return
       end
     end
-    call("optimizer", opt.step, opt)
+    call("optimizer", opt.step_zero_grad, opt)
   end, scaler
 end
 
