@@ -20,8 +20,8 @@
 -- backward wrapped in synchronize + clock, and prints where a step's time goes
 -- by layer type (convolutions, depthwise convolutions, BN, activations/PReLU,
 -- pools, linear/FC, other layers), the head's forward and backward, the
--- optimizer (step_zero_grad: the update, zeroing each gradient in the same pass), the data copy, and the rest (residual adds,
--- containers, Lua) as shares of the profiled step, which is slower than the
+-- optimizer (step_zero_grad: the update, zeroing each gradient in the same
+-- pass), the data copy, and the rest (residual adds, containers, Lua) as shares of the profiled step, which is slower than the
 -- plain one (one synchronisation per layer call).
 -- --precision fp32|fp16|bf16 (a comma list runs each in turn): the step as
 -- facet.train{ precision = } runs it (bench/lib/common.lua's train_step:
