@@ -486,7 +486,8 @@ static __global__ void __launch_bounds__(FIN_THREADS) hard_rank_kernel(float *ro
         int64_t rank = 0;
         for (int64_t j0 = 0; j0 < B; j0 += FIN_THREADS) {
             __syncthreads();    /* the previous tile has been read */
-            if (j0 + threadIdx.x < B) tile[threadIdx.x] = rows[(j0 + threadIdx.x) * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_LOSS];
+            const int64_t j = j0 + threadIdx.x;
+            if (j < B) tile[threadIdx.x] = rows[j * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_LOSS];
             __syncthreads();
             const int n = B - j0 < FIN_THREADS ? (int)(B - j0) : FIN_THREADS;
             if (i < B)

@@ -271,7 +271,8 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
     if (head->p.reweight == FACET_HEAD_REWEIGHT_PROGRAM &&
         (!head->has_prog[FACET_HEAD_PROGRAM_LOGH] || !head->has_prog[FACET_HEAD_PROGRAM_LOGH_GRAD]))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: scripted h without its programs", fn);
-    if (classes < 1) return facet_fail(FACET_STATUS_ERR_ARG, "%s: classes must be >= 1, got %lld", fn, (long long)classes);
+    if (classes < 1)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: classes must be >= 1, got %lld", fn, (long long)classes);
     /* labels are checked against the full class count, once per batch. On
      * CUDA the target kernel checks them where they are (no copy to the host,
      * no wait) and the next facet_head_finish reports a bad one; the kernels
@@ -458,7 +459,8 @@ int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
     double total = 0.0;
     for (int64_t i = 0; i < B; i++) {
         float *r = host + i * FACET_HEAD_ROW_COUNT;
-        r[FACET_HEAD_ROW_LOSS] = facet_head_row_loss(r[FACET_HEAD_ROW_MAX], r[FACET_HEAD_ROW_SUMEXP], r[FACET_HEAD_ROW_TARGET]);
+        r[FACET_HEAD_ROW_LOSS] =
+            facet_head_row_loss(r[FACET_HEAD_ROW_MAX], r[FACET_HEAD_ROW_SUMEXP], r[FACET_HEAD_ROW_TARGET]);
     }
     if (p->sample == FACET_HEAD_SAMPLE_HARD) {
         int64_t keep = facet_hard_keep(p->keep, B);

@@ -19,9 +19,10 @@
 -- buffers were reused, with no parameter, gradient, counter or loss changed
 -- and no forward left. A forward that fails past its checks leaves no forward,
 -- and backward then errors "no forward". On the GPU a forward waits for the
--- device once (the loss) and a backward never. head:free() releases the C head and the buffers at once;
--- a freed head refuses forward, backward and the rest naming the method, as a
--- head whose parameter was freed (head.weight:free()) refuses forward.
+-- device once (the loss) and a backward never. head:free() releases the C
+-- head and the buffers at once; a freed head refuses forward, backward and the
+-- rest naming the method, as a head whose parameter was freed
+-- (head.weight:free()) refuses forward.
 local ffi = require "ffi"
 local core = require "facet.core"
 local valid = require "facet.check"
@@ -312,7 +313,8 @@ local function int_text(v) return (tostring(v):gsub("U?LL$", "")) end
 
 -- the error for a label outside [0, K); row: 1-based, or text
 local function label_error(name, v, row, K, level)
-  core.raise(("%s: label %s of row %s outside [0, %s)"):format(name, int_text(v), tostring(row), int_text(K)), level + 1)
+  local msg = ("%s: label %s of row %s outside [0, %s)"):format(name, int_text(v), tostring(row), int_text(K))
+  core.raise(msg, level + 1)
 end
 
 -- an error unless every label of the contiguous CPU tensor y lies in [0, K);
