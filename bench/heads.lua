@@ -1,9 +1,15 @@
 --- bench/heads.lua: forward+backward of every head at the paper's scale
 -- (B = 128, dim = 512, K = 72,690 classes) against the head's three GEMMs
 -- (logits, dL/dx, dL/dW) timed alone in the same run on the same buffers.
--- Prints ms per step, GFLOP/s (the GEMMs' flops over the step time), the
--- head's memory (parameters, gradients and buffers) and the process's peak
--- RSS, and the ratio step / GEMMs. Then a whole training step of each cosine
+-- Each cosine head is timed twice: unfused (each forward measures the norms
+-- of W's rows and each backward takes the radial part out of dL/dW: two
+-- passes over W) and fused (fused = true: those passes belong to the
+-- optimizer's update, so forward+backward is the GEMMs and the head's row
+-- passes). Prints ms per step both ways, the head's own time (the fused step,
+-- or the unfused one for heads without fusion, minus the three GEMMs: norms of
+-- x, the row passes, finish, the small vectors), and for that same step
+-- GFLOP/s (the GEMMs' flops over the step time), the ratio step / GEMMs, the head's memory (parameters,
+-- gradients and buffers) and the process's peak RSS. Then a whole training step of each cosine
 -- head through facet.optim.sgd, as facet.train runs it (zero_grad, forward,
 -- backward, step), unfused and fused (fused = true: the radial correction and
 -- the W norms in the optimizer's single pass over W), against the GEMMs plus
@@ -21,7 +27,7 @@
 -- made; the cache is emptied between heads), next to W + dL/dW + one B x K
 -- buffer; PyTorch runs on the same card (FACET_TORCH_PYTHON names a Python
 -- with CUDA PyTorch; default python3 from the PATH, /usr/bin/python3 on the
--- CPU). Targets on the GPU: step <= 1.3x the GEMMs, >= 3x PyTorch's speed.
+-- CPU). Targets on the GPU: step <= 1.3x the GEMMs (fused), >= 3x PyTorch's speed.
 -- The heads' weights are drawn on the device there (their values do not
 -- matter here; a million-class W drawn on the CPU takes seconds).
 -- --train 0 leaves out the training-step table. Lines starting with
@@ -133,13 +139,20 @@ if gpu then
   print(("three cuBLAS GEMMs alone: %.2f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.2f ms; " ..
     "zeroing dL/dW: %.2f ms; W + dL/dW + one BxK buffer: %.0f MB"):format(t_gemm * 1e3, gflop / t_gemm,
     t_sgd * 1e3, t_zero * 1e3, ref_mb))
-  print(("%-24s %9s %9s %8s %10s %12s"):format("head", "ms/step", "GFLOP/s", "x GEMM", "device MB", "x (W+dW+BxK)"))
 else
   print(("B = %d, dim = %d, K = %d on %s, %d threads, OpenBLAS core %s"):format(B, D, K, o.device,
     facet.get_threads(), facet.blas_core()))
   print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.1f ms; zeroing dL/dW: %.1f ms"):format(
     t_gemm * 1e3, gflop / t_gemm, t_sgd * 1e3, t_zero * 1e3))
-  print(("%-24s %9s %9s %8s %10s %10s"):format("head", "ms/step", "GFLOP/s", "x GEMM", "head MB", "peak RSS MB"))
+end
+print(("forward + backward, ms: unfused, fused (cosine heads); own = the fused step (unfused without fusion) " ..
+  "minus the GEMMs (%.2f ms): the head's own passes; x GEMM and GFLOP/s for that step"):format(t_gemm * 1e3))
+if gpu then
+  print(("%-24s %9s %9s %8s %8s %9s %10s %12s"):format("head", "unfused", "fused", "own", "x GEMM", "GFLOP/s",
+    "device MB", "x (W+dW+BxK)"))
+else
+  print(("%-24s %9s %9s %8s %8s %9s %10s %10s"):format("head", "unfused", "fused", "own", "x GEMM", "GFLOP/s",
+    "head MB", "peak RSS MB"))
 end
 
 local function head_mb(h)
@@ -153,7 +166,8 @@ end
 local stats = facet.cuda.memory_stats
 local mems = {}
 
-local function run(name, opts, label)
+-- the best forward+backward of a head; on the GPU also the device bytes it holds
+local function time_head(name, opts)
   opts.classes, opts.dim, opts.seed, opts.device = K, D, 3, o.device
   local base, peak0 = 0, 0
   if gpu then
@@ -173,25 +187,41 @@ local function run(name, opts, label)
     h:forward(x, y)
     h:backward()
   end, o.reps)
+  local mb = head_mb(h)
   if gpu then
     local peak = stats().peak_allocated_bytes
     if peak > peak0 then held = math.max(held, peak) end
-    local mb = (held - base) / 2 ^ 20
-    mems[label or name] = mb
-    print(("%-24s %9.2f %9.1f %8.2f %10.0f %12.2f"):format(label or name, t * 1e3, gflop / t, t / t_gemm, mb,
-      mb / ref_mb))
-  else
-    print(("%-24s %9.1f %9.1f %8.2f %10.0f %10.0f"):format(label or name, t * 1e3, gflop / t, t / t_gemm,
-      head_mb(h), peak_rss_mb()))
+    mb = (held - base) / 2 ^ 20
   end
+  local fusable = h.kind == "cosine"
   h = nil
   collect()
-  return t
+  return t, mb, fusable
+end
+
+-- one line of the table: unfused, and fused where the head has it; returns
+-- the unfused time and the fused one (nil without fusion)
+local function run(name, opts, label)
+  label = label or name
+  local t, mb, fusable = time_head(name, opts)
+  local tf
+  if fusable then
+    local fo = { fused = true }
+    for k, v in pairs(opts) do fo[k] = v end
+    tf = time_head(name, fo)
+  end
+  local tb = tf or t
+  mems[label] = mb
+  local head = ("%-24s %9.2f %9s %8.2f %8.2f %9.1f"):format(label, t * 1e3, tf and ("%.2f"):format(tf * 1e3) or "-",
+    (tb - t_gemm) * 1e3, tb / t_gemm, gflop / tb)
+  if gpu then print(("%s %10.0f %12.2f"):format(head, mb, mb / ref_mb))
+  else print(("%s %10.0f %10.0f"):format(head, mb, peak_rss_mb())) end
+  return t, tf
 end
 
 local names = o.heads or facet.heads.names()
-local times = {}
-for _, name in ipairs(names) do times[name] = run(name, {}) end
+local times, fused_times = {}, {}
+for _, name in ipairs(names) do times[name], fused_times[name] = run(name, {}) end
 
 -- a training step through facet.optim.sgd; fused: the W norms and the radial
 -- correction in the optimizer's single pass over W
@@ -260,9 +290,15 @@ end
 
 -- the key figures, one line per head
 for _, name in ipairs(names) do
-  local t = times[name]
+  local t, tf = times[name], fused_times[name]
   local parts = { ("summary: heads %s K=%d %s: %.2f ms fwd+bwd = %.2fx the GEMMs (%.2f ms)"):format(o.device, K, name,
     t * 1e3, t / t_gemm, t_gemm * 1e3) }
+  if tf then
+    parts[#parts + 1] = ("fused %.2f ms = %.2fx, the head's own %.2f ms"):format(tf * 1e3, tf / t_gemm,
+      (tf - t_gemm) * 1e3)
+  else
+    parts[#parts + 1] = ("the head's own %.2f ms"):format((t - t_gemm) * 1e3)
+  end
   if gpu then
     parts[#parts + 1] = ("device %.0f MB = %.2fx W+dW+BxK"):format(mems[name], mems[name] / ref_mb)
   end
@@ -271,4 +307,4 @@ for _, name in ipairs(names) do
   end
   print(table.concat(parts, "; "))
 end
-if gpu then print("summary: heads targets on the GPU: fwd+bwd <= 1.3x the GEMMs, >= 3x faster than PyTorch") end
+if gpu then print("summary: heads targets on the GPU: fwd+bwd <= 1.3x the GEMMs (fused), >= 3x faster than PyTorch") end

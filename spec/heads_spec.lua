@@ -28,9 +28,13 @@ end
 
 local function tbl(t) return t:to("cpu"):totable() end
 
--- compares facet's loss and gradients with the reference's
-local function check_head(name, opts, B, D, K, seed, tol)
+-- compares facet's loss and gradients with the reference's; more (optional):
+-- labels (0-based, a Lua list of B), wrows (the rows of W whose gradient is
+-- checked, 1-based: central differences of every row are slow at large K),
+-- loss_only (no gradients: the reference is slow at large K)
+local function check_head(name, opts, B, D, K, seed, tol, more)
   tol = tol or 2e-3
+  more = more or {}
   opts.classes, opts.dim, opts.seed = K, D, seed
   local head = facet.heads.new(name, opts)
   if head.kind == "raw" or head.kind == "l2" then
@@ -39,8 +43,8 @@ local function check_head(name, opts, B, D, K, seed, tol)
   head.weight:copy(facet.randn({ K, D }, { seed = seed + 1 }))
   head = head:to(H.device)
   local x = facet.randn({ B, D }, { seed = seed + 2 })
-  local ylist = {}
-  for i = 1, B do ylist[i] = (i * 7 + seed) % K end
+  local ylist = more.labels or {}
+  if not more.labels then for i = 1, B do ylist[i] = (i * 7 + seed) % K end end
   local y = facet.tensor(ylist, { dtype = "int64" })
   local loss = head:forward(H.on(x), H.on(y))
   local dx = head:backward()
@@ -49,6 +53,7 @@ local function check_head(name, opts, B, D, K, seed, tol)
   local b = head.bias and tbl(head.bias) or nil
   local ref = R.loss(cfg, X, W, b, ylist)
   H.assert_close(loss, ref, tol, 1e-5)
+  if more.loss_only then return head, loss end
   local f = function() return (R.loss(cfg, X, W, b, ylist)) end
   local function flat(t)
     local r = {}
@@ -67,7 +72,12 @@ local function check_head(name, opts, B, D, K, seed, tol)
     end
   end
   close_grad(tbl(dx), R.numeric_grad(f, X), "dL/dx")
-  close_grad(tbl(head.grad_weight), R.numeric_grad(f, W), "dL/dW")
+  if more.wrows then
+    local gw = tbl(head.grad_weight)
+    for _, k in ipairs(more.wrows) do close_grad(gw[k], R.numeric_grad(f, W[k]), "dL/dW row " .. k) end
+  else
+    close_grad(tbl(head.grad_weight), R.numeric_grad(f, W), "dL/dW")
+  end
   if b then close_grad(tbl(head.grad_bias), R.numeric_grad(f, b), "dL/db") end
   if head.learn_alpha then
     local a = { cfg.alpha }
@@ -115,6 +125,23 @@ describe("heads against the reference, with finite-difference gradients", functi
   H.it("the default s = 32 still matches (am, mv-arc)", function()
     check_head("am", {}, 5, 4, 6, 3, 5e-3)
     check_head("mv-arc", {}, 5, 4, 6, 4, 5e-3)
+  end)
+
+  -- the GPU cuts a row into segments of 2048 classes, 4 rows a block, and
+  -- merges the segments' (max, sum) pairs: K = 4099 is two segments and 3
+  -- classes (a multiple of nothing it uses), B = 5 leaves a block of one row,
+  -- and the labels fall in every segment, the last class included
+  H.it("rows over several GPU segments: K = 4099, B = 5 (mv-arc with gradients; hm-am, f-arc, softmax)", function()
+    local labels = { 4098, 2047, 0, 2048, 3001 }
+    check_head("mv-arc", { s = 8 }, 5, 4, 4099, 50, 2e-3, { labels = labels, wrows = { 2049, 4099 } })
+    check_head("hm-am", { s = 8, keep = 0.6 }, 5, 4, 4099, 51, 2e-3, { labels = labels, loss_only = true })
+    check_head("f-arc", { s = 8 }, 5, 4, 4099, 52, 2e-3, { labels = labels, loss_only = true })
+    check_head("softmax", {}, 5, 4, 4099, 53, 2e-3, { labels = labels, loss_only = true })
+  end)
+
+  H.it("one row, a class count under one GPU segment and one past it (B = 1; K = 3, 2049)", function()
+    check_head("mv-am", { s = 8 }, 1, 5, 3, 60)
+    check_head("arc", { s = 8 }, 1, 5, 2049, 61, 2e-3, { labels = { 2048 }, wrows = { 1, 2048, 2049 } })
   end)
 end)
 
@@ -209,6 +236,40 @@ describe("identities", function()
 end)
 
 describe("mining on crafted batches", function()
+  local I4 = { { 1, 0, 0, 0 }, { 0, 1, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 0, 1 } }
+  local function rows_norms(t)
+    local r = {}
+    for i = 1, t:size(1) do r[i] = t:select(1, i):norm() end
+    return r
+  end
+
+  H.it("hard mining: equal losses go to the lower row", function()
+    local head = facet.heads.new("hm-softmax", { classes = 4, dim = 4, s = 4, keep = 0.25 })
+    head.weight:copy(facet.tensor(I4))
+    head = head:to(H.device)
+    -- rows 1 and 2 are the same hard sample; rows 3 and 4 are easy
+    local X = { { 0, 0, 1, 0 }, { 0, 0, 1, 0 }, { 0, 0, 1, 0.1 }, { 1, 0, 0, 0 } }
+    local loss = head:forward(H.tensor(X), H.tensor({ 1, 1, 2, 0 }, { dtype = "int64" }))
+    local _, ce = R.loss({ kind = "cosine", margin = "none", s = 4, sample = "mean" }, X, I4, nil, { 1, 1, 2, 0 })
+    H.assert_close(loss, ce[1], 1e-5)
+    local n = rows_norms(head:backward():to("cpu"))
+    assert.is_true(n[1] > 0)
+    assert.are.same({ 0, 0, 0 }, { n[2], n[3], n[4] })
+  end)
+
+  H.it("hard mining: a NaN loss counts as the largest (kept, so the loss is NaN)", function()
+    local head = facet.heads.new("hm-softmax", { classes = 4, dim = 4, s = 4, keep = 0.5 })
+    head.weight:copy(facet.tensor(I4))
+    head = head:to(H.device)
+    local X = { { 0, 0, 1, 0 }, { 0, 0, 1, 0.1 }, { 0 / 0, 0, 0, 0 }, { 1, 0, 0, 0 } }
+    local loss = head:forward(H.tensor(X), H.tensor({ 1, 2, 3, 0 }, { dtype = "int32" }))
+    assert.is_true(loss ~= loss, "loss " .. tostring(loss))
+    local n = rows_norms(head:backward():to("cpu"))
+    assert.is_true(n[1] > 0 and n[1] < math.huge, "the hardest real row is kept")
+    assert.is_true(n[3] ~= n[3], "the NaN row is kept")
+    assert.are.same({ 0, 0 }, { n[2], n[4] })
+  end)
+
   H.it("hard mining keeps the floor(keep*B) highest losses, the rest get no gradient", function()
     local K, D = 4, 4
     local head = facet.heads.new("hm-softmax", { classes = K, dim = D, s = 4, keep = 0.5 })
@@ -320,6 +381,44 @@ describe("scripted h and margins", function()
       "comparisons")
     H.assert_error(function() facet.heads.new("am", { classes = 3, dim = 2, margin = function(c) return E.log(c - 2) end }) end,
       "not finite")
+  end)
+end)
+
+describe("labels outside [0, classes) as tensors on the device under test", function()
+  H.it("are an error naming the first such row; nothing changes, and the next forward is clean", function()
+    local x = H.on(facet.randn({ 3, 4 }, { seed = 1 }))
+    local good = H.tensor({ 0, 4, 2 }, { dtype = "int64" })
+    for _, name in ipairs { "mv-am", "hm-arc", "softmax", "l2-softmax", "a-softmax" } do
+      -- b is a's twin that sees only the good batches
+      local a = facet.heads.new(name, { classes = 5, dim = 4, seed = 3 }):to(H.device)
+      local b = facet.heads.new(name, { classes = 5, dim = 4, seed = 3 }):to(H.device)
+      local l1 = a:forward(x, good)
+      assert.are.equal(l1, b:forward(x, good))
+      local w0, g0, lambda = H.values(a.weight), H.values(a.grad_weight), a.current_lambda
+      local cases = {
+        { H.tensor({ 0, 5, 1 }, { dtype = "int64" }), "label 5 of row 2 outside [0, 5)" },
+        { H.tensor({ 0, 1, -1 }, { dtype = "int32" }), "label -1 of row 3 outside [0, 5)" },
+        { H.tensor({ 7, 0, -3 }, { dtype = "int32" }), "label 7 of row 1 outside [0, 5)" },
+      }
+      for _, c in ipairs(cases) do
+        H.assert_error(function() a:forward(x, c[1]) end, name .. ":forward: " .. c[2])
+        assert.are.equal(1, a.iter)
+        assert.are.equal(l1, a.loss)
+        assert.are.equal(lambda, a.current_lambda)
+        assert.are.same(w0, H.values(a.weight))
+        assert.are.same(g0, H.values(a.grad_weight))
+      end
+      local db = H.values(b:backward())
+      if H.device == "cpu" then
+        -- checked before anything runs: the pending forward is still there
+        assert.are.same(db, H.values(a:backward()))
+      else
+        -- checked with the loss: the buffers were reused, no forward is left
+        H.assert_error(function() a:backward() end, "no forward")
+      end
+      assert.are.equal(b:forward(x, good), a:forward(x, good))
+      assert.are.same(H.values(b:backward()), H.values(a:backward()))
+    end
   end)
 end)
 

@@ -11,6 +11,7 @@
 -- loaded outside busted (dofile), this file returns them without running.
 local LG = require "support.local_group"
 local F = require "support.files"
+local H = require "support.device"
 local facet = require "facet"
 local safetensors = require "facet.safetensors"
 
@@ -294,6 +295,35 @@ describe("sharded heads", function()
       assert.matches("label 4 of row 2 outside %[0, 4%)", res[r][4])
       assert.is_false(res[r][5])
       assert.matches("no forward", res[r][6], 1, true)
+    end
+  end)
+
+  -- the same bad labels on both ranks, as tensors on the device under test: on
+  -- the CPU each rank refuses its own before any collective; on the GPU every
+  -- rank refuses the gathered labels once the loss is read (naming the rank),
+  -- so no rank is left waiting in a collective; then a good batch runs as the
+  -- unsharded head
+  H.it("refuse labels outside [0, classes) on every rank, then run the next batch as the unsharded head", function()
+    local K, name = 5, "mv-arc"
+    local x, y = batch(4, K, 9)
+    local ref = reference(name, {}, K, 9, x, y)
+    local res = LG.run(2, function(g)
+      local h = facet.heads.new(name, { classes = K, dim = D, seed = 9, shard = true, group = g, device = H.device })
+      local r = g:rank()
+      local xl = H.on(x:narrow(1, 2 * r + 1, 2):contiguous())
+      local ok, e = pcall(h.forward, h, xl, H.tensor({ 1, 7 }, { dtype = "int64" }))
+      local ok2, e2 = pcall(h.backward, h)
+      local loss = h:forward(xl, H.on(y:narrow(1, 2 * r + 1, 2):contiguous()))
+      return { ok, e, ok2, e2, loss, h.iter }
+    end)
+    for r = 1, 2 do
+      assert.is_false(res[r][1])
+      local want = name .. ":forward: label 7 of row 2 " .. (H.device == "cpu" and "" or "of rank 0 ") .. "outside [0, 5)"
+      assert.truthy(tostring(res[r][2]):find(want, 1, true), tostring(res[r][2]))
+      assert.is_false(res[r][3])
+      assert.matches("no forward", res[r][4], 1, true)
+      H.assert_close(res[r][5], ref.loss, 1e-5)
+      assert.are.equal(1, res[r][6])
     end
   end)
 end)

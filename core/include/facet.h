@@ -477,7 +477,12 @@ FACET_API int facet_head_eval_program(const facet_head *head, int slot, int64_t 
 
 /* Target logits for the rows whose label lies in this block. logits: B x Kb
  * GEMM output (unchanged); wnorm: Kb (NULL for raw heads); bias: Kb or NULL;
- * labels: B int32/int64 class ids (0-based, all < classes). */
+ * labels: B int32/int64 class ids (0-based, all < classes). A label outside
+ * [0, classes) is an error: on the CPU at once; on CUDA tensors the kernel
+ * checks the labels where they are (the host does not wait), and the next
+ * facet_head_finish of the head fails instead, before it writes *loss
+ * (facet_head_bad_label gives the row and label). The kernels never read
+ * outside the block with a bad label. */
 FACET_API int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *logits, const facet_tensor *wnorm,
                       const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset, int64_t classes);
 /* Writes the block's row max and sum of exponentials into rows; the block
@@ -485,8 +490,17 @@ FACET_API int facet_head_target(facet_head *head, facet_tensor *rows, const face
 FACET_API int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,
                        const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset);
 /* Batch level: per-row loss and weight (focal, hard mining) from the merged
- * max/sumexp; *loss receives the head's loss. */
+ * max/sumexp; *loss receives the head's loss. On CUDA it runs on the device
+ * and reads back only the loss, with the verdict on the labels of the
+ * head's facet_head_target calls since the last finish (above). Hard mining
+ * keeps the floor(keep B) largest losses, ties to the lower row, a NaN loss
+ * counting as the largest. */
 FACET_API int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss);
+/* After a facet_head_finish on CUDA that failed on a label: the first such
+ * row (0-based) of the facet_head_target call that saw it, the label and that
+ * call's classes; *row = -1 when the last finish found none (or ran on the CPU,
+ * where facet_head_target itself fails). */
+FACET_API int facet_head_bad_label(const facet_head *head, int64_t *row, int64_t *label, int64_t *classes);
 /* Overwrites the block (still the GEMM output) with G'_ik = dLoss/dcos_ik /
  * wnorm_k (raw heads: dLoss/dlogit_ik). colsum (Kb, may be NULL) receives sum_i G'_ik (the bias
  * gradient of raw heads); colsum_cos (Kb, may be NULL) receives

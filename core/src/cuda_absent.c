@@ -163,9 +163,9 @@ int facet_cuda_cols(float *mat, float *vec, const void *index, int index_dtype, 
     return absent("facet_cuda_cols");
 }
 
-int facet_cuda_head_target(const struct facet_head *head, float *rows, const float *logits, const float *wnorm, const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb, int64_t class_offset)
+int facet_cuda_head_target(struct facet_head *head, float *rows, const float *logits, const float *wnorm, const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb, int64_t class_offset, int64_t classes)
 {
-    (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)label_dtype; (void)B; (void)Kb; (void)class_offset;
+    (void)head; (void)rows; (void)logits; (void)wnorm; (void)bias; (void)labels; (void)label_dtype; (void)B; (void)Kb; (void)class_offset; (void)classes;
     return absent("facet_cuda_head_target");
 }
 
@@ -180,6 +180,19 @@ int facet_cuda_head_backward(const struct facet_head *head, float *logits, const
     (void)head; (void)logits; (void)rows; (void)wnorm; (void)bias; (void)labels; (void)label_dtype; (void)B; (void)Kb; (void)class_offset; (void)colsum; (void)colsum_cos;
     return absent("facet_cuda_head_backward");
 }
+
+int facet_cuda_head_finish(struct facet_head *head, float *rows, int64_t B, double *loss)
+{
+    (void)head; (void)rows; (void)B; (void)loss;
+    return absent("facet_cuda_head_finish");
+}
+
+void facet_cuda_head_bad_label(const struct facet_head *head, int64_t *row, int64_t *label, int64_t *classes)
+{
+    (void)head; (void)row; (void)label; (void)classes;
+}
+
+void facet_cuda_head_release(struct facet_head *head) { (void)head; }
 
 int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, float *buf, const float *coef, float *norms, int64_t rows, int64_t cols)
 {

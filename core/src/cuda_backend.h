@@ -113,16 +113,23 @@ int facet_cuda_cols(float *mat, float *vec, const void *index, int index_dtype, 
                     int scatter, int index_base);
 
 /* ---- loss heads (head.cu): the contracts of head.c; the head's parameters
- * and programs are copied to the device per call ------------------------------------------- */
-int facet_cuda_head_target(const struct facet_head *head, float *rows, const float *logits, const float *wnorm,
+ * go by value, its programs to the device when they changed; target records
+ * labels outside [0, classes) on the device and finish reports them ------------------------- */
+int facet_cuda_head_target(struct facet_head *head, float *rows, const float *logits, const float *wnorm,
                            const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
-                           int64_t class_offset);
+                           int64_t class_offset, int64_t classes);
 int facet_cuda_head_partial(const struct facet_head *head, float *rows, float *logits, const float *wnorm,
                             const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
                             int64_t class_offset);
 int facet_cuda_head_backward(const struct facet_head *head, float *logits, const float *rows, const float *wnorm,
                              const float *bias, const void *labels, int label_dtype, int64_t B, int64_t Kb,
                              int64_t class_offset, float *colsum, float *colsum_cos);
+/* rows: B x FACET_HEAD_ROW_COUNT on the device; *loss (host) the loss. */
+int facet_cuda_head_finish(struct facet_head *head, float *rows, int64_t B, double *loss);
+/* the last finish's bad label (*row untouched when there was none) */
+void facet_cuda_head_bad_label(const struct facet_head *head, int64_t *row, int64_t *label, int64_t *classes);
+/* frees head->cuda (facet_head_free) */
+void facet_cuda_head_release(struct facet_head *head);
 
 /* ---- optimisers (sgd.cu, adam.cu) ------------------------------------------------------------
  * SGD over rows x cols (non-2-D parameters: 1 x numel); coef and norms, per

@@ -47,6 +47,7 @@ int facet_head_init(facet_head **out, int margin, int reweight, int sample)
 
 int facet_head_free(facet_head *head)
 {
+    if (head && head->cuda) facet_cuda_head_release(head);   /* never fails: the head goes regardless */
     free(head);
     return 0;
 }
@@ -119,6 +120,8 @@ int facet_head_set_program(facet_head *head, int slot, int n_instr, const int32_
     memcpy(p->code, code, sizeof(int32_t) * 5 * (size_t)n_instr);
     for (int i = 0; i < n_consts; i++) p->consts[i] = (float)consts[i];
     head->has_prog[slot] = 1;
+    static uint64_t next_id;    /* ids are never reused, so a freed head's id cannot alias a new one */
+    head->prog_id[slot] = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -239,7 +242,7 @@ static void target_row(const facet_head *head, const struct block *b, int64_t i)
         f = v;
         df = 1.0f;
     } else {
-        v = facet_clamp_cos(v / fmaxf(b->wn[k], 1e-12f));
+        v = facet_head_cos(v, facet_head_inv_norm(b->wn[k]));
         if (p->margin == FACET_HEAD_MARGIN_PROGRAM) {
             f = facet_expr_eval1(&head->prog[FACET_HEAD_PROGRAM_MARGIN], v);
             df = facet_expr_eval1(&head->prog[FACET_HEAD_PROGRAM_MARGIN_GRAD], v);
@@ -268,28 +271,20 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
     if (head->p.reweight == FACET_HEAD_REWEIGHT_PROGRAM &&
         (!head->has_prog[FACET_HEAD_PROGRAM_LOGH] || !head->has_prog[FACET_HEAD_PROGRAM_LOGH_GRAD]))
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: scripted h without its programs", fn);
-    /* labels are checked against the full class count here, once per batch */
-    struct block host = b;
-    void *staged = NULL;
-    if (logits->device == FACET_DEVICE_CUDA) {
-        size_t nb = (size_t)b.B * facet_elsize(b.ldt);
-        staged = malloc(nb ? nb : 1);
-        if (!staged) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
-        rc = facet_cuda_memcpy(staged, b.labels, nb, FACET_COPY_D2H);
-        if (rc) { free(staged); return rc; }
-        host.labels = staged;
-    }
+    if (classes < 1)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: classes must be >= 1, got %lld", fn, (long long)classes);
+    /* labels are checked against the full class count, once per batch. On
+     * CUDA the target kernel checks them where they are (no copy to the host,
+     * no wait) and the next facet_head_finish reports a bad one; the kernels
+     * never index with a label outside the block. */
+    if (logits->device == FACET_DEVICE_CUDA)
+        return facet_cuda_head_target(head, b.rows, b.z, b.wn, b.bias, b.labels, b.ldt, b.B, b.Kb, b.off, classes);
     for (int64_t i = 0; i < b.B; i++) {
-        int64_t y = label_at(&host, i);
-        if (y < 0 || y >= classes) {
-            free(staged);
+        int64_t y = label_at(&b, i);
+        if (y < 0 || y >= classes)
             return facet_fail(FACET_STATUS_ERR_ARG, "%s: label %lld of row %lld outside [0, %lld)", fn, (long long)y,
                               (long long)i, (long long)classes);
-        }
     }
-    free(staged);
-    if (logits->device == FACET_DEVICE_CUDA)
-        return facet_cuda_head_target(head, b.rows, b.z, b.wn, b.bias, b.labels, b.ldt, b.B, b.Kb, b.off);
     for (int64_t i = 0; i < b.B; i++) target_row(head, &b, i);
     return 0;
 }
@@ -320,9 +315,18 @@ static inline void chunk_logits(const facet_head *head, const float *row, int n,
     }
 }
 
+/* 1 / max(||w_k||, floor) of a chunk of classes, into inv[] (cosine heads) */
+static inline void chunk_inv_norms(const struct block *b, int64_t k0, int n, float *inv)
+{
+    const float *wn = b->wn + k0;
+    #pragma omp simd
+    for (int j = 0; j < n; j++) inv[j] = facet_head_inv_norm(wn[j]);
+}
+
 /* cosines (or raw logits plus bias) of a chunk of the GEMM output, into c[];
- * the block itself stays untouched until backward overwrites it */
-static inline void chunk_cos(const struct block *b, const float *zr, int64_t k0, int n, float *c)
+ * inv: the chunk's reciprocal norms (cosine heads). The block itself stays
+ * untouched until backward overwrites it. */
+static inline void chunk_cos(const struct block *b, const float *zr, int64_t k0, int n, const float *inv, float *c)
 {
     if (!b->wn) {
         if (b->bias) {
@@ -333,9 +337,8 @@ static inline void chunk_cos(const struct block *b, const float *zr, int64_t k0,
             for (int j = 0; j < n; j++) c[j] = zr[j];
         }
     } else {
-        const float *wn = b->wn + k0;
         #pragma omp simd
-        for (int j = 0; j < n; j++) c[j] = facet_clamp_cos(zr[j] / facet_maxf(wn[j], 1e-12f));
+        for (int j = 0; j < n; j++) c[j] = facet_head_cos(zr[j], inv[j]);
     }
 }
 
@@ -381,10 +384,11 @@ FACET_CLONES static void partial_row(const facet_head *head, const struct block 
     float *row = b->rows + i * FACET_HEAD_ROW_COUNT;
     int64_t ty = label_at(b, i) - b->off;
     float m = -INFINITY, sum = 0.0f;     /* the empty pair */
-    float z[CHUNK], c[CHUNK];
+    float z[CHUNK], c[CHUNK], inv[CHUNK];
     for (int64_t k0 = 0; k0 < b->Kb; k0 += CHUNK) {
         int n = (int)(b->Kb - k0 < CHUNK ? b->Kb - k0 : CHUNK);
-        chunk_cos(b, zr + k0, k0, n, c);
+        if (b->wn) chunk_inv_norms(b, k0, n, inv);
+        chunk_cos(b, zr + k0, k0, n, inv, c);
         chunk_logits(head, row, n, c, z);
         if (ty >= k0 && ty < k0 + n) z[ty - k0] = row[FACET_HEAD_ROW_TARGET];
         /* the chunk's own pair, merged as the GPU merges its threads' pairs */
@@ -414,12 +418,12 @@ int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logit
 
 /* ---- batch level --------------------------------------------------------------------- */
 
-static int cmp_desc(const void *x, const void *y)
+/* pairs (loss, row) in hard mining's order (facet_hard_before) */
+static int cmp_hard(const void *x, const void *y)
 {
-    const float *a = x, *b = y;   /* pairs (loss, index) */
-    if (a[0] > b[0]) return -1;
-    if (a[0] < b[0]) return 1;
-    return a[1] < b[1] ? -1 : (a[1] > b[1]);
+    const float *a = x, *b = y;
+    if (facet_hard_before(a[0], (int64_t)a[1], b[0], (int64_t)b[1])) return -1;
+    return facet_hard_before(b[0], (int64_t)b[1], a[0], (int64_t)a[1]) ? 1 : 0;
 }
 
 int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
@@ -434,37 +438,37 @@ int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
                           facet_desc(rows));
     int64_t B = rows->sizes[0];
     if (B == 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: empty batch", fn);
-    float *host = facet_ptr(rows);
-    float *staged = NULL;
     if (rows->device == FACET_DEVICE_CUDA) {
-        /* B x 8 values: the batch-level step runs on the host */
-        staged = malloc(sizeof(float) * (size_t)B * FACET_HEAD_ROW_COUNT);
-        if (!staged) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
-        rc = facet_cuda_memcpy(staged, host, sizeof(float) * (size_t)B * FACET_HEAD_ROW_COUNT, FACET_COPY_D2H);
-        if (rc) { free(staged); return rc; }
-        host = staged;
+        /* the whole batch level runs on the device; the loss (and the verdict
+         * on the labels of the target calls since the last finish) is the one
+         * value read back */
+        double total = 0.0;
+        rc = facet_cuda_head_finish(head, facet_ptr(rows), B, &total);
+        if (rc) return rc;
+        *loss = total;
+        return 0;
     }
+    float *host = facet_ptr(rows);
     const struct facet_head_params *p = &head->p;
     /* every allocation before the first write to rows */
     float *pairs = NULL;
     if (p->sample == FACET_HEAD_SAMPLE_HARD) {
         pairs = malloc(sizeof(float) * 2 * (size_t)B);
-        if (!pairs) { free(staged); return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn); }
+        if (!pairs) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
     }
     double total = 0.0;
     for (int64_t i = 0; i < B; i++) {
         float *r = host + i * FACET_HEAD_ROW_COUNT;
-        float L = r[FACET_HEAD_ROW_MAX] + logf(r[FACET_HEAD_ROW_SUMEXP]) - r[FACET_HEAD_ROW_TARGET];
-        r[FACET_HEAD_ROW_LOSS] = L < 0.0f ? 0.0f : L;   /* rounding can dip below 0; NaN stays NaN */
+        r[FACET_HEAD_ROW_LOSS] =
+            facet_head_row_loss(r[FACET_HEAD_ROW_MAX], r[FACET_HEAD_ROW_SUMEXP], r[FACET_HEAD_ROW_TARGET]);
     }
     if (p->sample == FACET_HEAD_SAMPLE_HARD) {
-        int64_t keep = (int64_t)floor((double)p->keep * (double)B);
-        if (keep < 1) keep = 1;
+        int64_t keep = facet_hard_keep(p->keep, B);
         for (int64_t i = 0; i < B; i++) {
             pairs[2 * i] = host[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_LOSS];
             pairs[2 * i + 1] = (float)i;
         }
-        qsort(pairs, (size_t)B, 2 * sizeof(float), cmp_desc);
+        qsort(pairs, (size_t)B, 2 * sizeof(float), cmp_hard);
         for (int64_t i = 0; i < B; i++) host[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_WEIGHT] = 0.0f;
         for (int64_t j = 0; j < keep; j++) {
             int64_t i = (int64_t)pairs[2 * j + 1];
@@ -478,8 +482,7 @@ int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
             float *r = host + i * FACET_HEAD_ROW_COUNT;
             float L = r[FACET_HEAD_ROW_LOSS];
             if (p->sample == FACET_HEAD_SAMPLE_FOCAL) {
-                float q = -expm1f(-L);
-                total += (double)powf(q, p->gamma) * L;
+                total += facet_focal_loss(L, p->gamma);
                 r[FACET_HEAD_ROW_WEIGHT] = facet_focal_weight(L, p->gamma) / (float)B;
             } else {
                 total += L;
@@ -488,12 +491,19 @@ int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
         }
         total /= (double)B;
     }
-    if (staged) {
-        rc = facet_cuda_memcpy(facet_ptr(rows), staged, sizeof(float) * (size_t)B * FACET_HEAD_ROW_COUNT, FACET_COPY_H2D);
-        free(staged);
-        if (rc) return rc;
-    }
     *loss = total;      /* NaN passes through: the training loop's guard decides */
+    return 0;
+}
+
+int facet_head_bad_label(const facet_head *head, int64_t *row, int64_t *label, int64_t *classes)
+{
+    static const char *fn = "facet_head_bad_label";
+    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
+    if (!row || !label || !classes) return facet_fail(FACET_STATUS_ERR_ARG, "%s: NULL output", fn);
+    *row = -1;
+    *label = 0;
+    *classes = 0;
+    if (head->cuda) facet_cuda_head_bad_label(head, row, label, classes);
     return 0;
 }
 
@@ -505,8 +515,11 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
     const struct facet_head_params *p = &head->p;
     float s = facet_head_scale(p);
     int64_t n = k1 - k0;
-    float cs[CHUNK], cc[CHUNK], z[CHUNK], dz[CHUNK], c[CHUNK];
+    float cs[CHUNK], cc[CHUNK], z[CHUNK], dz[CHUNK], c[CHUNK], inv[CHUNK];
     for (int64_t j = 0; j < n; j++) { cs[j] = 0.0f; cc[j] = 0.0f; }
+    /* the chunk's reciprocal norms, once for every row (raw heads: 1) */
+    if (b->wn) chunk_inv_norms(b, k0, (int)n, inv);
+    else for (int64_t j = 0; j < n; j++) inv[j] = 1.0f;
     for (int64_t i = 0; i < b->B; i++) {
         const float *row = b->rows + i * FACET_HEAD_ROW_COUNT;
         float *g = b->z + i * b->Kb + k0;
@@ -515,7 +528,7 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
             for (int64_t j = 0; j < n; j++) g[j] = 0.0f;
             continue;
         }
-        chunk_cos(b, g, k0, (int)n, c);
+        chunk_cos(b, g, k0, (int)n, inv, c);
         float m = row[FACET_HEAD_ROW_MAX], inv_sum = 1.0f / row[FACET_HEAD_ROW_SUMEXP], fy = row[FACET_HEAD_ROW_MARGIN];
         chunk_logits(head, row, (int)n, c, z);
         /* dz/dc for the non-target classes (facet_head_logit_grad, as on the GPU) */
@@ -538,28 +551,16 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
             dz[ty] = s * row[FACET_HEAD_ROW_MARGIN_GRAD];
             cy = c[ty];
         }
-        if (b->wn) {
-            const float *wn = b->wn + k0;
-            #pragma omp simd
-            for (int64_t j = 0; j < n; j++) {
-                float v = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j] / facet_maxf(wn[j], 1e-12f);
-                cc[j] += v * c[j];
-                cs[j] += v;
-                g[j] = v;
-            }
-        } else {
-            #pragma omp simd
-            for (int64_t j = 0; j < n; j++) {
-                float v = w * facet_fast_exp(z[j] - m) * inv_sum * dz[j];
-                cc[j] += v * c[j];
-                cs[j] += v;
-                g[j] = v;
-            }
+        #pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+            float v = facet_head_grad(w, facet_fast_exp(z[j] - m), inv_sum, dz[j], inv[j]);
+            cc[j] += v * c[j];
+            cs[j] += v;
+            g[j] = v;
         }
-        const float *wn = b->wn ? b->wn + k0 : NULL;
         if (ty >= 0 && ty < n) {
             /* the -1 of (p - onehot) */
-            float g1 = w * dz[ty] / (wn ? fmaxf(wn[ty], 1e-12f) : 1.0f);
+            float g1 = facet_head_grad_onehot(w, dz[ty], inv[ty]);
             g[ty] -= g1;
             cs[ty] -= g1;
             cc[ty] -= g1 * cy;

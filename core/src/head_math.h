@@ -30,11 +30,17 @@ struct facet_program {
     float consts[FACET_EXPR_MAX_CONSTS];
 };
 
+struct facet_head_cuda;     /* head.cu's per-head device state (NULL until a CUDA call) */
+
 /* The opaque facet_head of the public API. */
 struct facet_head {
     struct facet_head_params p;
     struct facet_program prog[FACET_HEAD_PROGRAM_COUNT];
     int has_prog[FACET_HEAD_PROGRAM_COUNT];
+    /* a process-wide unique id per facet_head_set_program (0: never set, all
+     * zeros), so head.cu copies a program to the device only when it changed */
+    uint64_t prog_id[FACET_HEAD_PROGRAM_COUNT];
+    struct facet_head_cuda *cuda;
 };
 
 /* min/max as plain comparisons: they vectorise (fminf/fmaxf become libm
@@ -64,6 +70,30 @@ FACET_HD float facet_fast_exp(float x)
 }
 
 FACET_HD float facet_clamp_cos(float c) { return facet_minf(facet_maxf(c, -1.0f), 1.0f); }
+
+/* ---- cosines and the per-element gradient ---------------------------------------------
+ * Cosine heads divide the GEMM output by max(||w_k||, floor); both backends
+ * take the reciprocal once per class and multiply (a NaN norm stays NaN), so
+ * the cosines are the same bits on the CPU and the GPU for the same GEMM
+ * output. Raw heads use 1 (multiplying by it is exact). */
+#define FACET_HEAD_WNORM_FLOOR 1e-12f
+
+FACET_HD float facet_head_inv_norm(float wn) { return 1.0f / facet_maxf(wn, FACET_HEAD_WNORM_FLOOR); }
+
+FACET_HD float facet_head_cos(float z, float inv_wn) { return facet_clamp_cos(facet_mul_rn(z, inv_wn)); }
+
+/* G'_ik = w_i p_ik dz_ik / ||w_k|| without the one-hot term, with
+ * p_ik = e * inv_sum (e = exp(z_ik - max_i)); rounded one operation at a time. */
+FACET_HD float facet_head_grad(float w, float e, float inv_sum, float dz, float inv_wn)
+{
+    return facet_mul_rn(facet_mul_rn(facet_mul_rn(w, facet_mul_rn(e, inv_sum)), dz), inv_wn);
+}
+
+/* The one-hot term of the target column: w_i dz_iy / ||w_y||. */
+FACET_HD float facet_head_grad_onehot(float w, float dz, float inv_wn)
+{
+    return facet_mul_rn(facet_mul_rn(w, dz), inv_wn);
+}
 
 FACET_HD float facet_sin_of_cos(float c)
 {
@@ -245,6 +275,39 @@ FACET_HD void facet_lse_merge(float *m, float *s, float m2, float s2)
     } else {
         *s = facet_madd_rn(s2, facet_fast_exp(m2 - *m), *s);
     }
+}
+
+/* ---- the batch level (facet_head_finish) ----------------------------------------------- */
+
+/* A row's cross-entropy from its merged pair and target logit: rounding can
+ * dip below 0 (then 0); NaN stays NaN. */
+FACET_HD float facet_head_row_loss(float m, float s, float target)
+{
+    const float L = facet_add_rn(facet_add_rn(m, logf(s)), -target);
+    return L < 0.0f ? 0.0f : L;
+}
+
+/* Hard mining's order: row a (loss la) comes before row b when its loss is
+ * larger, ties to the lower row; a NaN loss counts as +inf, so the order is
+ * total and a NaN loss is kept (it reaches the loss, and the guard). The CPU
+ * sorts by it, the GPU ranks every row by it: the same rows are kept. */
+FACET_HD int facet_hard_before(float la, int64_t a, float lb, int64_t b)
+{
+    const float ka = la == la ? la : INFINITY, kb = lb == lb ? lb : INFINITY;
+    return ka > kb || (ka == kb && a < b);
+}
+
+/* How many rows hard mining keeps out of B: floor(keep B), at least 1. */
+FACET_HD int64_t facet_hard_keep(float keep, int64_t B)
+{
+    int64_t n = (int64_t)floor((double)keep * (double)B);
+    return n < 1 ? 1 : n;
+}
+
+/* A focal row's term of the loss, (1 - p_y)^gamma L, in double as summed. */
+FACET_HD double facet_focal_loss(float L, float gamma)
+{
+    return (double)powf(-expm1f(-L), gamma) * (double)L;
 }
 
 /* Per-row weight dLoss/dCE for the mean and focal reductions, over B rows;

@@ -774,6 +774,13 @@ local function head_blocked(head, x, y, bounds)
 end
 O.head_blocked = head_blocked
 
+-- facet_head_bad_label after a good forward: row -1 (no label outside [0, classes))
+local function head_bad_row(head)
+  local v = ffi.new("int64_t[3]")
+  check(C.facet_head_bad_label(head.handle, v, v + 1, v + 2))
+  return tonumber(v[0])
+end
+
 local function head_opts(c)
   local o = type(c.opts) == "function" and c.opts() or copy_table(c.opts)
   o.classes, o.dim = c.K, c.D
@@ -798,7 +805,7 @@ local function stable_keep(c, x, W, bias, y)
     if gap > best_gap then best, best_gap = j, gap end
   end
   best = best or n
-  return (best + 0.5) / n
+  return math.min(1, (best + 0.5) / n)    -- one row: keep 1 (the row is kept whatever keep is)
 end
 
 local HEAD_VARIANTS = {
@@ -810,11 +817,16 @@ local HEAD_VARIANTS = {
   { head = "arc", tag = "easy_margin", opts = { easy_margin = true } },
 }
 -- K: small, >= 32, and past the 256-class chunk (not a multiple of it); the
--- batch up to 2048; class blocks [0,13), [13,270), [270,300): offsets > 0
+-- batch up to 2048; class blocks [0,13), [13,270), [270,300): offsets > 0.
+-- The GPU cuts rows into segments of 2048 classes, 4 rows a block: K = 4099
+-- (two segments and 3 classes) with B = 5, and one row over blocks of 2049 and
+-- 451 classes (a segment and one class, then a block under one segment)
 local HEAD_SIZES = {
   { K = 7, B = 5, D = 16 },
   { K = 37, B = 2048, D = 16 },
   { K = 300, B = 64, D = 16, blocks = { 0, 13, 270, 300 } },
+  { K = 4099, B = 5, D = 8 },
+  { K = 2500, B = 1, D = 8, blocks = { 0, 2049, 2500 } },
 }
 
 local head_cases = {}
@@ -832,7 +844,7 @@ O.HEAD_SIZES = HEAD_SIZES
 reg {
   name = "head",
   covers = { "facet_head_init", "facet_head_free", "facet_head_set", "facet_head_set_program", "facet_head_target",
-    "facet_head_partial", "facet_head_finish", "facet_head_backward" },
+    "facet_head_partial", "facet_head_finish", "facet_head_backward", "facet_head_bad_label" },
   strided = false,
   alt = "the other of Head:forward/backward (one block) and the block API over class blocks with offsets > 0",
   -- the loss is a mean; gradients are compared relative to their largest element
@@ -851,9 +863,11 @@ reg {
     local blocked = c.blocks ~= nil
     if ctx.alt then blocked = not blocked end
     if blocked then
-      return (head_blocked(head, x, y, c.blocks or { 0, math.floor(c.K / 3), c.K }))
+      local r = head_blocked(head, x, y, c.blocks or { 0, math.floor(c.K / 3), c.K })
+      r.bad_row = head_bad_row(head)
+      return r
     end
-    local r = { loss = head:forward(x, y) }
+    local r = { loss = head:forward(x, y), bad_row = head_bad_row(head) }
     r.dx = head:backward()
     r.grad_weight = head.grad_weight
     r.grad_bias = head.grad_bias

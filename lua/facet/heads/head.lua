@@ -10,13 +10,19 @@
 -- named_parameters() is the parameter interface optimizers use (the same as
 -- facet.nn.Module's); a fused cosine head's weight entry carries the deferred
 -- radial correction and the W norms for the optimizer's single pass over W.
--- Failed calls: forward checks x and the labels (dtype, shape, device, every
--- label in [0, classes)) before it writes anything, so a rejected forward
--- leaves the head as it was (a pending forward can still be backpropagated);
--- a forward that fails past its checks leaves no forward, and backward then
--- errors "no forward". head:free() releases the C head and the buffers at once;
--- a freed head refuses forward, backward and the rest naming the method, as a
--- head whose parameter was freed (head.weight:free()) refuses forward.
+-- Failed calls: forward checks x and the labels (dtype, shape, device; the
+-- range of labels given as a table or a CPU tensor) before it writes anything,
+-- so a rejected forward leaves the head as it was (a pending forward can still
+-- be backpropagated). Labels already on the GPU are range-checked by the
+-- target kernel and the verdict is read back with the loss, so the host never
+-- waits for them: a bad one is the same error, raised once the forward's
+-- buffers were reused, with no parameter, gradient, counter or loss changed
+-- and no forward left. A forward that fails past its checks leaves no forward,
+-- and backward then errors "no forward". On the GPU a forward waits for the
+-- device once (the loss) and a backward never. head:free() releases the C
+-- head and the buffers at once; a freed head refuses forward, backward and the
+-- rest naming the method, as a head whose parameter was freed
+-- (head.weight:free()) refuses forward.
 local ffi = require "ffi"
 local core = require "facet.core"
 local valid = require "facet.check"
@@ -29,6 +35,7 @@ Head.__index = Head
 
 local EPS = 1e-12          -- floor of ||x|| and ||w_k|| (docs/heads.md)
 local loss_p = ffi.new("double[1]")
+local bad_p = ffi.new("int64_t[3]")
 
 local MARGINS = {
   none = C.FACET_HEAD_MARGIN_NONE, am = C.FACET_HEAD_MARGIN_COMBINED, combined = C.FACET_HEAD_MARGIN_COMBINED,
@@ -288,7 +295,7 @@ function Head:free()
   if getmetatable(self) ~= Head then error("head:free: call it with ':' on a head", 2) end
   if self.handle == nil then return end
   local h = self.handle
-  self.handle, self.buf, self.ready, self.input, self.labels, self._yhost = nil, nil, false, nil, nil, nil
+  self.handle, self.buf, self.ready, self.input, self.labels = nil, nil, false, nil, nil
   self.norms_valid = false
   ffi.gc(h, nil)
   C.facet_head_free(h)
@@ -301,32 +308,40 @@ function Head:is_freed() return self.handle == nil end
 
 local le = ffi.abi("le")
 
--- an error unless every label of the contiguous CPU tensor y lies in [0, K)
-local function check_range(y, B, K, name)
+-- the text of an int64 cdata or a number, without LL
+local function int_text(v) return (tostring(v):gsub("U?LL$", "")) end
+
+-- the error for a label outside [0, K); row: 1-based, or text
+local function label_error(name, v, row, K, level)
+  local msg = ("%s: label %s of row %s outside [0, %s)"):format(name, int_text(v), tostring(row), int_text(K))
+  core.raise(msg, level + 1)
+end
+
+-- an error unless every label of the contiguous CPU tensor y lies in [0, K);
+-- where(i) names 0-based row i (default: "row i + 1")
+local function check_range(y, B, K, name, where)
   local p = y:data_ptr()
+  local function bad(v, i) label_error(name, v, where and where(i) or i + 1, K, 3) end
   if y:dtype() == "int32" then
     for i = 0, B - 1 do
       local v = p[i]
-      if v < 0 or v >= K then
-        error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i + 1, K), 5)
-      end
+      if v < 0 or v >= K then bad(v, i) end
     end
   elseif le then
     -- int64 read as (low, high) int32 pairs: no boxed 64-bit numbers per label
     local q = ffi.cast("int32_t *", p)
     for i = 0, B - 1 do
       local lo, hi = q[2 * i], q[2 * i + 1]
-      if hi ~= 0 or lo < 0 or lo >= K then
-        error(("%s: label %s of row %d outside [0, %d)"):format(name, (tostring(p[i]):gsub("U?LL$", "")), i + 1, K), 5)
-      end
+      if hi ~= 0 or lo < 0 or lo >= K then bad(p[i], i) end
     end
   else
     for i = 0, B - 1 do
-      local v = tonumber(p[i])
-      if v < 0 or v >= K then error(("%s: label %d of row %d outside [0, %d)"):format(name, v, i + 1, K), 5) end
+      local v = p[i]
+      if v < 0 or v >= K then bad(v, i) end
     end
   end
 end
+Head._check_range = check_range
 
 -- the labels as a contiguous tensor on the head's device, every one checked
 -- (dtype, shape, device, range) before the forward writes anything
@@ -352,17 +367,9 @@ local function labels_of(self, y, B, name, K)
   end
   if y:device() ~= device then error(("%s: labels on %s, head on %s"):format(name, y:device(), device), 4) end
   y = y:contiguous()
-  local host = y
-  if device ~= "cpu" then
-    -- B labels to the host, into a buffer kept from step to step
-    host = self._yhost
-    if not (host and host:numel() == B and host:dtype() == dt) then
-      host = tensor.empty({ B }, { dtype = dt })
-      self._yhost = host
-    end
-    host:copy(y)
-  end
-  check_range(host, B, K, name)
+  -- labels on the GPU are checked there by the target kernel (Head:_finish
+  -- reports them): copying them here would make the host wait for the device
+  if device == "cpu" then check_range(y, B, K, name) end
   return y
 end
 
@@ -421,13 +428,21 @@ function Head:_schedule()
   end
 end
 
+-- puts back the lambda of before _schedule (a forward that failed)
+function Head:_unschedule(lambda)
+  if self.current_lambda == lambda then return end
+  self.current_lambda = lambda
+  if lambda then C.facet_head_set(self.handle, C.FACET_HEAD_PARAM_LAMBDA, lambda) end
+end
+
 -- what the GEMM multiplies: x (raw), x/||x|| (cosine) or alpha x/||x|| (l2),
 -- into the buffers b.xhat, b.xnorm, b.xs
 function Head:_input(x, b)
   if self.kind == "raw" then return x end
   check(C.facet_tensor_l2_normalize(b.xhat.h, b.xnorm.h, x.h, EPS))
   if self.kind ~= "l2" then return b.xhat end
-  check(C.facet_tensor_unary(b.xs.h, b.xhat.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
+  -- times alpha where alpha lives (no read of it on the host)
+  check(C.facet_tensor_binary(b.xs.h, b.xhat.h, self.alpha.h, C.FACET_BINARY_MUL))
   return b.xs
 end
 
@@ -457,6 +472,7 @@ function Head:forward(x, y)
   x = x:contiguous()
   local b = self:_buffers(B)
   x = self:_widen(x, b)
+  local lambda = self.current_lambda
   self:_schedule()
   local input = self:_input(x, b)
   local wnorm = self:_wnorm(b.wnorm)
@@ -465,11 +481,31 @@ function Head:forward(x, y)
   local bias = self.bias and self.bias.h or nil
   check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0))
-  check(C.facet_head_finish(h, b.rows.h, loss_p))
+  local loss = self:_finish(b.rows, name, nil, function() self:_unschedule(lambda) end)
   self.iter = self.iter + 1
   self.input, self.labels, self.ready = input, y, true
-  self.loss = loss_p[0]
-  return self.loss
+  self.loss = loss
+  return loss
+end
+
+--- Runs facet_head_finish on rows and returns the loss. A label outside
+-- [0, classes) that the target kernel found on the GPU (read back with the
+-- loss) becomes labels_of's error; where(row) names a 0-based row of rows (by
+-- default "row <row + 1>"); undo() runs first. Shared with facet.heads.sharded.
+function Head:_finish(rows, name, where, undo)
+  local h = self.handle
+  local rc = C.facet_head_finish(h, rows.h, loss_p)
+  if rc ~= 0 then
+    local msg = core.last_error()
+    if undo then undo() end
+    check(C.facet_head_bad_label(h, bad_p, bad_p + 1, bad_p + 2))
+    if bad_p[0] >= 0 then
+      local row = tonumber(bad_p[0])
+      label_error(name, bad_p[1], where and where(row) or row + 1, bad_p[2], 2)
+    end
+    core.raise(msg, 2)
+  end
+  return loss_p[0]
 end
 
 --- dL/dx of the last forward, in its x's dtype (a buffer reused by the next call); accumulates
@@ -502,12 +538,12 @@ end
 function Head:_radial(grad, weight, colsum_cos, wnorm, pending)
   if self.kind ~= "cosine" then return end
   check(C.facet_tensor_binary(colsum_cos.h, colsum_cos.h, wnorm.h, C.FACET_BINARY_DIV))
-  check(C.facet_tensor_unary(colsum_cos.h, colsum_cos.h, C.FACET_UNARY_NEG, 0, 0))
   if self.fused then
     -- deferred to the optimizer's update (or finish_grad); W is unchanged
     -- until then, so the coefficients of several backward calls add up
-    check(C.facet_tensor_axpy(pending.h, pending.h, 1, colsum_cos.h))
+    check(C.facet_tensor_axpy(pending.h, pending.h, -1, colsum_cos.h))
   else
+    check(C.facet_tensor_unary(colsum_cos.h, colsum_cos.h, C.FACET_UNARY_NEG, 0, 0))
     check(C.facet_tensor_rows_axpy(grad.h, colsum_cos.h, weight.h))
   end
 end
@@ -519,12 +555,19 @@ function Head:_input_grad(b, dinput, reduce)
   if self.kind == "raw" then return dinput end
   if self.kind == "l2" then
     if self.learn_alpha then
-      -- dL/dalpha = sum_ij dinput_ij * xhat_ij (b.xs is free after the GEMMs)
+      -- dL/dalpha = sum_ij dinput_ij * xhat_ij (b.xs is free after the GEMMs),
+      -- summed and added where alpha lives
       check(C.facet_tensor_binary(b.xs.h, dinput.h, b.xhat.h, C.FACET_BINARY_MUL))
-      local inc = b.xs:sum()
-      self.grad_alpha:add_(reduce and reduce(inc) or inc)
+      local inc = b.alpha_inc
+      if not (inc and inc:device() == self.device) then
+        inc = tensor.empty({ 1 }, { device = self.device })
+        b.alpha_inc = inc
+      end
+      check(C.facet_tensor_reduce(inc.h, b.xs.h, C.FACET_REDUCE_SUM, -1, 0))
+      if reduce then reduce(inc) end
+      check(C.facet_tensor_axpy(self.grad_alpha.h, self.grad_alpha.h, 1, inc.h))
     end
-    check(C.facet_tensor_unary(dinput.h, dinput.h, C.FACET_UNARY_MUL, self.alpha:item(), 0))
+    check(C.facet_tensor_binary(dinput.h, dinput.h, self.alpha.h, C.FACET_BINARY_MUL))
   end
   check(C.facet_tensor_l2_normalize_backward(b.dx.h, dinput.h, b.xhat.h, b.xnorm.h, EPS))
   return b.dx
@@ -618,7 +661,7 @@ function Head:_to(device)
     if self[k] then self[k] = self[k]:to(device) end
   end
   self.device = device
-  self.buf, self.ready, self.norms_valid, self._yhost = nil, false, false, nil
+  self.buf, self.ready, self.norms_valid = nil, false, false
   return self
 end
 

@@ -43,7 +43,6 @@ M.Sharded = Sharded
 
 local NROW = tonumber(C.FACET_HEAD_ROW_COUNT)
 local MAXC, SUMC = tonumber(C.FACET_HEAD_ROW_MAX) + 1, tonumber(C.FACET_HEAD_ROW_SUMEXP) + 1
-local loss_p = ffi.new("double[1]")
 
 --- The class block of rank r (0-based) of W over K classes: offset (0-based), rows.
 function M.block(K, W, r)
@@ -148,7 +147,7 @@ function Sharded:_buffers(B, Bg, n)
   b.m, b.M, b.s = tensor.empty({ Bg, 1 }, o), tensor.empty({ Bg, 1 }, o), tensor.empty({ Bg, 1 }, o)
   b.mcol, b.scol = b.rows:narrow(2, MAXC, 1), b.rows:narrow(2, SUMC, 1)   -- views, made once
   b.dinput_g = tensor.empty({ Bg, D }, o)
-  b.sum_over_ranks = function(v) return self:_sum(v) end   -- a learned alpha's gradient
+  b.sum_over_ranks = function(t) self.group:allreduce(t, "sum") end   -- a learned alpha's gradient (in place)
   if self.kind == "cosine" then
     b.wnorm = tensor.empty({ rows }, o)
     b.colsum_cos = tensor.empty({ n }, o)
@@ -263,8 +262,19 @@ function Sharded:_counts(B)
   return counts, equal
 end
 
+-- the name of 0-based row i of the global batch: "<local row> of rank <q>"
+-- (the local row alone on one rank)
+local function global_row(counts, i)
+  if #counts == 1 then return i + 1 end
+  local q = 1
+  while q < #counts and i >= counts[q] do i, q = i - counts[q], q + 1 end
+  return ("%d of rank %d"):format(i + 1, q - 1)
+end
+
 --- The loss of the global batch (every rank returns the same number); x: this
--- rank's B x dim embeddings, y: their B labels in [0, classes).
+-- rank's B x dim embeddings, y: their B labels in [0, classes). Labels on the
+-- GPU are checked once gathered (with the loss, see Head:_finish): every rank
+-- then raises the same error, naming the rank of the row.
 function Sharded:forward(x, y)
   local name = self.name .. ":forward"
   local inner = live(self, "forward")
@@ -288,12 +298,15 @@ function Sharded:forward(x, y)
     yl:copy(y)
     local yg = g:allgather(yl, counts)
     yg_host = yg:device() == "cpu" and yg or yg:to("cpu")
+    -- the labels are on the host here anyway: checked before the draw uses them
+    Head._check_range(yg_host, Bg, self.classes, name, function(i) return global_row(counts, i) end)
     n = self:_draw(yg_host, Bg)
   end
   local b = self:_buffers(B, Bg, n)
   x = inner:_widen(x, b)
   local h = inner.handle
   inner.iter = self.iter
+  local lambda = inner.current_lambda
   inner:_schedule()
   local input = inner:_input(x, b)
   local xg = g:allgather(input, counts)
@@ -342,14 +355,15 @@ function Sharded:forward(x, y)
   g:allreduce(b.s, "sum")
   mcol:copy(b.M)
   scol:copy(b.s)
-  check(C.facet_head_finish(h, b.rows.h, loss_p))
+  local loss = inner:_finish(b.rows, name, function(i) return global_row(counts, i) end,
+    function() inner:_unschedule(lambda) end)
   self.iter = self.iter + 1
   inner.iter = self.iter
   self.fw = { xg = xg, W = W, wnorm = wnorm, bias = bias, labels = labels, off = off, counts = counts,
     equal = equal, B = B }
   self.ready = true
-  self.loss = loss_p[0]
-  return self.loss
+  self.loss = loss
+  return loss
 end
 
 --- dL/dx of this rank's rows (a buffer reused by the next call); accumulates
