@@ -72,6 +72,7 @@ FACET_HD int64_t facet_conv_cuda_gw_images(const struct facet_conv_geom *g, int6
     if (facet_conv_path(g) == FACET_CONV_DIRECT || rows <= 0 || g->p <= 0) return 0;
     int64_t nb = bytes / (rows * g->p * elem);
     if (nb > g->n) nb = g->n;
+    if (nb > (INT32_MAX - FACET_CONV_CUDA_ALIGN) / g->p) nb = (INT32_MAX - FACET_CONV_CUDA_ALIGN) / g->p;   /* cuBLAS's int K */
     while (nb > 1 && rows * facet_conv_cuda_gw_ld(g, nb) * elem > bytes) nb--;
     return nb;
 }

@@ -120,7 +120,9 @@ int facet_tensor_reduce(facet_tensor *out, const facet_tensor *x, int op, int di
 
 /* ---- sums of squares of a list (facet_tensor_sumsq_list) ---------------------------- */
 
-enum { LIST_BATCH = 64 };   /* tensors handed to the CUDA backend per call (arrays on the stack) */
+/* tensors handed to the CUDA backend per call (arrays on the stack): a
+ * multiple of tensor_list.cuh's 48 tensors a launch, so no launch runs short */
+enum { LIST_BATCH = 240 };
 
 /* The square sum of the complete gradient x + coef_r * w_r over rows x cols,
  * in parts over the threads merged in order, as reduce_cpu's long rows. */

@@ -112,7 +112,9 @@ int facet_sgd_step(facet_tensor *param, facet_tensor *grad, facet_tensor *buf, c
     return 0;
 }
 
-enum { LIST_BATCH = 64 };   /* parameters handed to the CUDA backend per call (arrays on the stack) */
+/* parameters handed to the CUDA backend per call (arrays on the stack): a
+ * multiple of tensor_list.cuh's 48 tensors a launch, so no launch runs short */
+enum { LIST_BATCH = 240 };
 
 int facet_sgd_step_list(facet_tensor *const *params, facet_tensor *const *grads, facet_tensor *const *bufs,
                         const double *weight_decays, int n, double lr, double momentum, double dampening, int flags)

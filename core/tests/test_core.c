@@ -77,6 +77,11 @@ static void test_conv_cuda_workspace(void)
     struct facet_conv_geom big = conv_geom(128, 64, 112, 64, 3, 1, 1);
     check(facet_conv_cuda_workspace(&big) == INT64_C(640) * 100352, "conv workspace: 112x112x64 batches 8 images");
     check(facet_conv_cuda_gw_images(&big, INT64_C(640) * 100352 * 4, 4) == 8, "conv workspace: and takes 8 back");
+    /* a workspace far past the size asked for: chunks stay within cuBLAS's int K */
+    struct facet_conv_geom huge = conv_geom(200000, 4, 112, 4, 3, 1, 1);
+    int64_t nbig = facet_conv_cuda_gw_images(&huge, INT64_C(1) << 45, 4);
+    check(nbig > 1 && nbig * huge.p <= INT32_MAX && (nbig + 1) * huge.p + 8 > INT32_MAX,
+          "conv workspace: a chunk's K fits cuBLAS's int");
     /* pointwise: x's 4 planes and grad_out's 6; none for 1 image or depthwise */
     struct facet_conv_geom pw = conv_geom(3, 4, 9, 6, 1, 0, 1);
     check(facet_conv_path(&pw) == FACET_CONV_POINTWISE && facet_conv_cuda_workspace(&pw) == 10 * 248,
