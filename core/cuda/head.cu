@@ -530,6 +530,9 @@ extern "C" int facet_cuda_head_finish(struct facet_head *head, float *rows, int6
     const char *fn = "facet_cuda_head_finish";
     facet_head_cuda *st;
     FACET_CUDA_TRY(head_state(head, &st, fn));
+    /* no verdict until this call's copy lands: a launch or device error below
+     * must not read as the label error of an earlier finish */
+    st->host->row = -1;
     const facet_head_params p = head->p;
     const int64_t keep = p.sample == FACET_HEAD_SAMPLE_HARD ? facet_hard_keep(p.keep, B) : B;
     finish_rows_kernel<<<grid_blocks(B), FACET_CUDA_THREADS>>>(p, rows, B);

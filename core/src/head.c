@@ -438,6 +438,7 @@ int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
                           facet_desc(rows));
     int64_t B = rows->sizes[0];
     if (B == 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: empty batch", fn);
+    head->finish_on_cuda = rows->device == FACET_DEVICE_CUDA;
     if (rows->device == FACET_DEVICE_CUDA) {
         /* the whole batch level runs on the device; the loss (and the verdict
          * on the labels of the target calls since the last finish) is the one
@@ -503,7 +504,7 @@ int facet_head_bad_label(const facet_head *head, int64_t *row, int64_t *label, i
     *row = -1;
     *label = 0;
     *classes = 0;
-    if (head->cuda) facet_cuda_head_bad_label(head, row, label, classes);
+    if (head->cuda && head->finish_on_cuda) facet_cuda_head_bad_label(head, row, label, classes);
     return 0;
 }
 

@@ -41,6 +41,9 @@ struct facet_head {
      * zeros), so head.cu copies a program to the device only when it changed */
     uint64_t prog_id[FACET_HEAD_PROGRAM_COUNT];
     struct facet_head_cuda *cuda;
+    /* the last finish ran on the GPU: only then does facet_head_bad_label
+     * report the device's verdict (a later CPU finish must not see it) */
+    int finish_on_cuda;
 };
 
 /* min/max as plain comparisons: they vectorise (fminf/fmaxf become libm

@@ -499,7 +499,8 @@ function Head:_finish(rows, name, where, undo)
     local msg = core.last_error()
     if undo then undo() end
     check(C.facet_head_bad_label(h, bad_p, bad_p + 1, bad_p + 2))
-    if bad_p[0] >= 0 then
+    -- a label verdict only for an argument error (a device fault keeps its own message)
+    if rc == C.FACET_STATUS_ERR_ARG and bad_p[0] >= 0 then
       local row = tonumber(bad_p[0])
       label_error(name, bad_p[1], where and where(row) or row + 1, bad_p[2], 2)
     end
