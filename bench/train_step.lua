@@ -17,7 +17,9 @@
 --   allow_tf32 for PyTorch's matmuls and cuDNN (PyTorch's own default for
 --   cuDNN convolutions), the GEMM rate included.
 -- --profile 1 then runs --steps more steps with every layer's forward and
--- backward wrapped in synchronize + clock, and prints where a step's time goes
+-- backward timed (on the GPU by CUDA event marks around each call, read after
+-- the step, with no synchronisation per call: facet.cuda.mark; on the CPU by
+-- the clock), and prints where a step's time goes
 -- by layer type (convolutions, depthwise convolutions, BN, activations/PReLU,
 -- pools, linear/FC, other layers), the head's forward and backward, the
 -- optimizer (step_zero_grad: the update, zeroing each gradient in the same
@@ -155,9 +157,51 @@ local function category(m)
   return "other layers"
 end
 
--- wraps the forward and backward of every leaf module of net in synchronize +
--- clock, adding the seconds to acc[category]; returns the function that undoes it
-local function instrument(net, acc)
+-- P.time(cat, fn, ...) runs fn(...) and adds its time to acc[cat]; P.flush()
+-- after each step. On the GPU the time is the GPU's, between two timing marks
+-- recorded around the call (no synchronisation per call: the marks are read
+-- after the step, from a pool reused every step); on the CPU, the clock.
+local function profiler(acc)
+  local P = {}
+  if not gpu then
+    function P.time(cat, fn, ...)
+      local t = clock()
+      local r1, r2 = fn(...)
+      acc[cat] = acc[cat] + (clock() - t)
+      return r1, r2
+    end
+    function P.flush() end
+    return P
+  end
+  local pool, used, cats = {}, 0, {}
+  local function mark()
+    used = used + 1
+    local m = pool[used]
+    if not m then
+      m = facet.cuda.mark()
+      pool[used] = m
+    end
+    return m:record()
+  end
+  function P.time(cat, fn, ...)
+    mark()
+    local r1, r2 = fn(...)
+    mark()
+    cats[used / 2] = cat
+    return r1, r2
+  end
+  function P.flush()
+    for i = 1, used / 2 do
+      acc[cats[i]] = acc[cats[i]] + facet.cuda.elapsed(pool[2 * i - 1], pool[2 * i]) / 1e3
+    end
+    used = 0
+  end
+  return P
+end
+
+-- times the forward and backward of every leaf module of net through P,
+-- adding to their category; returns the function that undoes it
+local function instrument(net, P)
   local undo = {}
   local function visit(m)
     local kids = m:children()
@@ -168,22 +212,8 @@ local function instrument(net, acc)
     local cat = category(m)
     local own_f, own_b = rawget(m, "forward"), rawget(m, "backward")
     local f, bw = m.forward, m.backward
-    m.forward = function(self, ...)
-      sync()
-      local t = clock()
-      local r = f(self, ...)
-      sync()
-      acc[cat] = acc[cat] + (clock() - t)
-      return r
-    end
-    m.backward = function(self, ...)
-      sync()
-      local t = clock()
-      local r = bw(self, ...)
-      sync()
-      acc[cat] = acc[cat] + (clock() - t)
-      return r
-    end
+    m.forward = function(self, ...) return P.time(cat, f, self, ...) end
+    m.backward = function(self, ...) return P.time(cat, bw, self, ...) end
     undo[#undo + 1] = function() m.forward, m.backward = own_f, own_b end
   end
   visit(net)
@@ -253,22 +283,19 @@ local function run(name, spec, batch, size, prec)
   if o.profile ~= 0 then
     local acc = {}
     for _, c in ipairs(CATS) do acc[c] = 0 end
-    local function timed(cat, fn, ...)
-      sync()
-      local t = clock()
-      local r1, r2 = fn(...)
-      sync()
-      acc[cat] = acc[cat] + (clock() - t)
-      return r1, r2
-    end
-    local undo = instrument(net, acc)
-    local profiled_step = common.train_step(net, head, opt, fetch, { precision = prec, timed = timed })
+    local P = profiler(acc)
+    local undo = instrument(net, P)
+    local profiled_step = common.train_step(net, head, opt, fetch, { precision = prec, timed = P.time })
     local ok, err = pcall(function()
       profiled_step()                         -- one warm-up step through the wrappers
+      P.flush()
       for _, c in ipairs(CATS) do acc[c] = 0 end
       sync()
       local s = clock()
-      for _ = 1, o.steps do profiled_step() end
+      for _ = 1, o.steps do
+        profiled_step()
+        P.flush()
+      end
       sync()
       return clock() - s
     end)
@@ -303,8 +330,9 @@ end
 for _, k in ipairs(order) do
   local p, r = profiles[k], results[k]
   if p then
-    print(("\n%s %s, profiled (%s): %.2f ms/step with a synchronisation around every layer call (plain: %.2f ms/step)")
-      :format(r.name, r.prec, gpu and "cuda" or "cpu", p.total * 1e3, r.ms))
+    print(("\n%s %s, profiled (%s): %.2f ms/step with %s (plain: %.2f ms/step)")
+      :format(r.name, r.prec, gpu and "cuda" or "cpu", p.total * 1e3,
+        gpu and "GPU timing marks around every layer call" or "the clock around every layer call", r.ms))
     print(("%-32s %10s %7s"):format("where the time goes", "ms/step", "share"))
     local parts = {}
     for _, c in ipairs(CATS) do

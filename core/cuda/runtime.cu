@@ -118,3 +118,21 @@ extern "C" void facet_cuda_event_free(void *event)
 {
     if (event) (void)cudaEventDestroy((cudaEvent_t)event);
 }
+
+extern "C" int facet_cuda_timing_event(void **event)
+{
+    cudaEvent_t e = NULL;
+    *event = NULL;
+    int rc = check_cuda(cudaEventCreate(&e), "facet_cuda_mark_init");
+    if (!rc) *event = (void *)e;
+    return rc;
+}
+
+extern "C" int facet_cuda_event_elapsed(void *start, void *end, float *ms)
+{
+    const char *fn = "facet_cuda_mark_elapsed";
+    *ms = 0.0f;
+    int rc = check_cuda(cudaEventSynchronize((cudaEvent_t)end), fn);
+    if (!rc) rc = check_cuda(cudaEventElapsedTime(ms, (cudaEvent_t)start, (cudaEvent_t)end), fn);
+    return rc;
+}

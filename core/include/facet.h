@@ -107,6 +107,17 @@ FACET_API int facet_cuda_synchronize(void);
  * it. */
 FACET_API int facet_cuda_tf32_set(int enabled);
 FACET_API int facet_cuda_tf32_get(int *enabled);
+/* Timing marks on the GPU (CUDA events with timing): facet_cuda_mark_record
+ * notes the point the default stream has reached, without waiting; the time
+ * between two recorded marks is the GPU's time for the work queued between
+ * them (idle gaps included), read by facet_cuda_mark_elapsed, which waits for
+ * the later mark only. A mark can be recorded again. Errors where there is no
+ * CUDA or no GPU. */
+typedef struct facet_cuda_mark facet_cuda_mark;
+FACET_API int facet_cuda_mark_init(facet_cuda_mark **out);
+FACET_API int facet_cuda_mark_record(facet_cuda_mark *mark);
+FACET_API int facet_cuda_mark_elapsed(const facet_cuda_mark *start, const facet_cuda_mark *end, double *ms);
+FACET_API int facet_cuda_mark_free(facet_cuda_mark *mark);
 
 /* CUDA tensors get their memory from a caching allocator (docs/gpu-memory.md):
  * memory a tensor frees stays reserved and goes to the next tensor that fits,

@@ -326,6 +326,19 @@ int facet_cuda_event_wait(void *event)
 
 void facet_cuda_event_free(void *event) { (void)event; }
 
+int facet_cuda_timing_event(void **event)
+{
+    *event = NULL;
+    return absent("facet_cuda_mark_init");
+}
+
+int facet_cuda_event_elapsed(void *start, void *end, float *ms)
+{
+    (void)start; (void)end;
+    *ms = 0.0f;
+    return absent("facet_cuda_mark_elapsed");
+}
+
 /* NCCL needs CUDA: the dist layer asks facet_cuda_nccl_is_built first, and
  * no CUDA tensor exists here to reach the rest. */
 int facet_cuda_nccl_is_built(void) { return 0; }

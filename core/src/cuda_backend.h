@@ -206,6 +206,10 @@ int facet_cuda_event_record(void **event);
 /* waits for the work queued before the event's last record; NULL: at once */
 int facet_cuda_event_wait(void *event);
 void facet_cuda_event_free(void *event);
+/* an event that keeps time (facet_cuda_mark); recorded with facet_cuda_event_record */
+int facet_cuda_timing_event(void **event);
+/* milliseconds between two recorded timing events; waits for end */
+int facet_cuda_event_elapsed(void *start, void *end, float *ms);
 
 /* ---- NCCL collectives (nccl.cu; built with NCCL when the Makefile finds nccl.h,
  * else each call fails saying facet was built without NCCL). comm is the

@@ -5,6 +5,7 @@
  * (kept here, read by blas.cu at each float32 GEMM).
  */
 #include "internal.h"
+#include <stdlib.h>
 
 int facet_threads_set(int n)
 {
@@ -71,6 +72,55 @@ int facet_cuda_tf32_get(int *enabled)
 }
 
 int facet_tf32_enabled(void) { return tf32_on; }
+
+struct facet_cuda_mark {
+    void *event;
+    int recorded;
+};
+
+int facet_cuda_mark_init(facet_cuda_mark **out)
+{
+    if (!out) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_mark_init: out is NULL");
+    *out = NULL;
+    facet_cuda_mark *m = calloc(1, sizeof *m);
+    if (!m) return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_cuda_mark_init: out of host memory");
+    int rc = facet_cuda_timing_event(&m->event);
+    if (rc) {
+        free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+int facet_cuda_mark_record(facet_cuda_mark *mark)
+{
+    if (!mark) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_mark_record: mark is NULL");
+    int rc = facet_cuda_event_record(&mark->event);
+    if (!rc) mark->recorded = 1;
+    return rc;
+}
+
+int facet_cuda_mark_elapsed(const facet_cuda_mark *start, const facet_cuda_mark *end, double *ms)
+{
+    static const char *fn = "facet_cuda_mark_elapsed";
+    if (!ms) return facet_fail(FACET_STATUS_ERR_ARG, "%s: ms is NULL", fn);
+    if (!start || !end) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s is NULL", fn, start ? "end" : "start");
+    if (!start->recorded || !end->recorded)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s mark was never recorded", fn, start->recorded ? "the end" : "the start");
+    float f = 0.0f;
+    int rc = facet_cuda_event_elapsed(start->event, end->event, &f);
+    if (!rc) *ms = f;
+    return rc;
+}
+
+int facet_cuda_mark_free(facet_cuda_mark *mark)
+{
+    if (!mark) return 0;
+    facet_cuda_event_free(mark->event);
+    free(mark);
+    return 0;
+}
 
 int facet_cuda_memory_stats(struct facet_cuda_memory_stats *stats)
 {

@@ -5,6 +5,8 @@
 --   facet.cuda.empty_cache()
 --   facet.cuda.set_tf32(on), facet.cuda.tf32(): TF32 tensor cores for float32
 --     GEMMs (PyTorch's allow_tf32; off by default)
+--   facet.cuda.mark(), m:record(), facet.cuda.elapsed(a, b): GPU time between
+--     two points of the stream, without synchronising at each
 -- Without CUDA (or without a GPU) the statistics are zeros and empty_cache
 -- does nothing.
 local ffi = require "ffi"
@@ -55,6 +57,44 @@ function M.set_tf32(on)
   end
   check(C.facet_cuda_tf32_set(on and 1 or 0))
 end
+
+-- ---- timing marks ----------------------------------------------------------
+local Mark = { __name = "facet.cuda.Mark" }
+Mark.__index = Mark
+
+--- A timing mark on the GPU (a CUDA event that keeps time): m:record() notes
+-- the point the default stream has reached without waiting, and
+-- facet.cuda.elapsed(a, b) gives the milliseconds of GPU time between two
+-- recorded marks (waiting for b only), so layers can be timed without a
+-- synchronisation each. Errors without CUDA or a GPU.
+function M.mark()
+  local p = ffi.new("facet_cuda_mark*[1]")
+  check(C.facet_cuda_mark_init(p), 2)
+  return setmetatable({ h = ffi.gc(p[0], C.facet_cuda_mark_free) }, Mark)
+end
+
+--- Records the mark on the default stream (again, if it was before); returns it.
+function Mark:record()
+  check(C.facet_cuda_mark_record(self.h), 2)
+  return self
+end
+
+local ms_buf = ffi.new("double[1]")
+
+--- Milliseconds of GPU time from mark a to mark b (both recorded).
+function M.elapsed(a, b)
+  for i = 1, 2 do
+    local m = i == 1 and a or b
+    if getmetatable(m) ~= Mark then
+      core.raise(("facet.cuda.elapsed: %s must be a facet.cuda.mark(), got %s"):format(i == 1 and "a" or "b",
+        type(m) == "nil" and "nothing" or "a " .. type(m)), 2)
+    end
+  end
+  check(C.facet_cuda_mark_elapsed(a.h, b.h, ms_buf), 2)
+  return ms_buf[0]
+end
+
+require("facet.check").methods(Mark, "facet.cuda.Mark", "a mark")
 
 --- Whether TF32 is on (facet.cuda.set_tf32).
 function M.tf32()
