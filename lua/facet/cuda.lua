@@ -75,6 +75,11 @@ end
 
 --- Records the mark on the default stream (again, if it was before); returns it.
 function Mark:record()
+  -- (facet.check.methods would make facet.tensor -> facet.cuda -> facet.check -> facet.tensor a cycle)
+  if getmetatable(self) ~= Mark then
+    core.raise(("facet.cuda.Mark:record: call it with ':' on a mark; self is %s"):format(
+      type(self) == "nil" and "nothing" or "a " .. type(self)), 2)
+  end
   check(C.facet_cuda_mark_record(self.h), 2)
   return self
 end
@@ -93,8 +98,6 @@ function M.elapsed(a, b)
   check(C.facet_cuda_mark_elapsed(a.h, b.h, ms_buf), 2)
   return ms_buf[0]
 end
-
-require("facet.check").methods(Mark, "facet.cuda.Mark", "a mark")
 
 --- Whether TF32 is on (facet.cuda.set_tf32).
 function M.tf32()
