@@ -9,6 +9,14 @@ local H = require "support.device"
 local facet = H.facet
 local optim = facet.optim
 local C = require("facet.core").C
+local ffi = require "ffi"
+
+-- a C array of the handles of list[1..n] (nil entries stay NULL)
+local function handles(list, n)
+  local a = ffi.new("facet_tensor *[?]", n)
+  for i = 1, n do a[i - 1] = list[i] and list[i].h or nil end
+  return a
+end
 
 local function param(values, grads)
   return { params = { H.tensor(values) }, grads = { H.tensor(grads) } }
@@ -90,16 +98,11 @@ describe("facet_sgd_step", function()
   end)
 end)
 
+-- 60 parameters of assorted shapes (two launches on a device), one large
+local SHAPES = { { 3, 4 }, { 7 }, { 2, 3, 5 }, { 1 }, { 0 }, { 129, 300 } }
+
 describe("facet_sgd_step_list", function()
-  local ffi = require "ffi"
   local check = require("facet.core").check
-  -- 60 parameters of assorted shapes (two launches on a device), one large
-  local SHAPES = { { 3, 4 }, { 7 }, { 2, 3, 5 }, { 1 }, { 0 }, { 129, 300 } }
-  local function handles(list, n)
-    local a = ffi.new("facet_tensor *[?]", n)
-    for i = 1, n do a[i - 1] = list[i] and list[i].h or nil end
-    return a
-  end
   for _, cfg in ipairs(CONFIGS) do
     H.it("the bits of facet_sgd_step per parameter, over 3 steps " .. config_name(cfg), function()
       local n, mom = 60, (cfg.momentum or 0) ~= 0
@@ -235,11 +238,12 @@ describe("sgd", function()
 end)
 
 describe("adam and adamw", function()
-  -- torch.optim.Adam written out for one parameter
-  local function ref(w, grads, lr, b1, b2, eps, wd, decoupled)
+  -- torch.optim.Adam written out for one parameter (from step t0 + 1, zero moments)
+  local function ref(w, grads, lr, b1, b2, eps, wd, decoupled, t0)
     local m, v = {}, {}
     for i = 1, #w do m[i], v[i] = 0, 0 end
-    for t, g in ipairs(grads) do
+    for s, g in ipairs(grads) do
+      local t = (t0 or 0) + s
       for i = 1, #w do
         local gi = g[i]
         if decoupled then w[i] = w[i] * (1 - lr * wd) else gi = gi + wd * w[i] end
@@ -263,6 +267,82 @@ describe("adam and adamw", function()
       H.assert_close(H.values(src.params[1]), ref({ 0.5, -1, 2 }, gs, 0.01, 0.9, 0.999, 1e-8, case[3], case[2]), 1e-5, 1e-7)
     end)
   end
+
+  local check = require("facet.core").check
+  -- no amsgrad: facet's Adam has none
+  local LIST_CONFIGS = {
+    { lr = 1e-2 },
+    { lr = 1e-2, weight_decay = 0.1, beta1 = 0.8, beta2 = 0.99 },
+    { lr = 1e-3, weight_decay = 0.05, decoupled = true },
+    { lr = 1e-2, weight_decay = 0.01, decoupled = true, eps = 1e-6, t0 = 999 },
+  }
+  for _, cfg in ipairs(LIST_CONFIGS) do
+    H.it("facet_adam_step_list: the bits of facet_adam_step per parameter, over 3 steps " .. config_name(cfg), function()
+      local n, b1, b2, eps = 60, cfg.beta1 or 0.9, cfg.beta2 or 0.999, cfg.eps or 1e-8
+      local t = {}
+      for _, k in ipairs { "a", "b", "ga", "gb", "ma", "mb", "va", "vb" } do t[k] = {} end
+      local wd = ffi.new("double[?]", n)
+      local function zeros(sh) return facet.zeros(sh, { device = H.device }) end
+      for i = 1, n do
+        local sh = SHAPES[(i - 1) % #SHAPES + 1]
+        t.a[i] = facet.randn(sh, { seed = i }):to(H.device)
+        t.b[i] = t.a[i]:clone()
+        for _, k in ipairs { "ga", "gb", "ma", "mb", "va", "vb" } do t[k][i] = zeros(sh) end
+        wd[i - 1] = i % 3 == 0 and 0 or (cfg.weight_decay or 0) * i   -- per parameter, some exempt
+      end
+      for s = 1, 3 do
+        local flags = (cfg.decoupled and C.FACET_ADAM_FLAG_DECOUPLED or 0) +
+          (s == 3 and C.FACET_ADAM_FLAG_ZERO_GRAD or 0)   -- the gradients zeroed in the pass on the last step
+        local step = (cfg.t0 or 0) + s
+        for i = 1, n do
+          local g = facet.randn(t.a[i]:shape(), { seed = 100 * s + i }):to(H.device)
+          t.ga[i]:copy(g); t.gb[i]:copy(g)
+          check(C.facet_adam_step(t.b[i].h, t.gb[i].h, t.mb[i].h, t.vb[i].h, cfg.lr, b1, b2, eps, wd[i - 1], step,
+            flags))
+        end
+        check(C.facet_adam_step_list(handles(t.a, n), handles(t.ga, n), handles(t.ma, n), handles(t.va, n), wd, n,
+          cfg.lr, b1, b2, eps, step, flags))
+      end
+      for i = 1, n do
+        assert.are.same(H.values(t.b[i]), H.values(t.a[i]))
+        assert.are.same(H.values(t.mb[i]), H.values(t.ma[i]))
+        assert.are.same(H.values(t.vb[i]), H.values(t.va[i]))
+        assert.are.same(H.values(zeros(t.a[i]:shape())), H.values(t.ga[i]))
+      end
+      -- against torch.optim.Adam written out, for the first parameter
+      local grads = {}
+      for s = 1, 3 do grads[s] = H.values(facet.randn({ 3, 4 }, { seed = 100 * s + 1 })) end
+      H.assert_close(H.values(t.a[1]), ref(H.values(facet.randn({ 3, 4 }, { seed = 1 })), grads, cfg.lr, b1, b2, eps,
+        wd[0], cfg.decoupled, cfg.t0), 1e-5, 1e-7)
+    end)
+  end
+
+  it("facet_adam_step_list checks every parameter before it writes any", function()
+    local function ones(k) return facet.ones({ k + 1 }) end
+    local function list(f) return { f(1), f(2), f(3) } end
+    local p, g, m, v = list(ones), list(ones), list(ones), list(ones)
+    local wd = ffi.new("double[3]")
+    local function refused(msg, params, grads, ms, vs, decays, b1, step)
+      H.assert_error(function()
+        check(C.facet_adam_step_list(handles(params, 3), handles(grads, 3), handles(ms, 3), handles(vs, 3),
+          decays or wd, 3, 0.1, b1 or 0.9, 0.999, 1e-8, step or 1, 0))
+      end, "facet_adam_step_list", msg)
+      for i = 1, 3 do
+        for _, t in ipairs { p[i], g[i], m[i], v[i] } do assert.are.same(H.values(ones(i)), H.values(t)) end
+      end
+    end
+    refused("parameter 2", p, { g[1], g[2], facet.ones({ 5 }) }, m, v)
+    refused("parameter 1", p, { g[1], g[2]:to("float16"), g[3] }, m, v)
+    refused("parameter 2", p, g, m, { v[1], v[2], facet.ones({ 3 }) })
+    refused("parameter 0", p, g, { nil, m[2], m[3], n = 3 }, v)
+    refused("parameter 1", p, g, m, { v[1], facet.ones({ 2, 1 }), v[3] })
+    refused("weight_decay", p, g, m, v, ffi.new("double[3]", { 0, 0, -1 }))
+    refused("betas", p, g, m, v, nil, 1)
+    refused("step counts from 1", p, g, m, v, nil, nil, 0)
+    H.assert_error(function() check(C.facet_adam_step_list(nil, nil, nil, nil, nil, 1, 0.1, 0.9, 0.999, 1e-8, 1, 0)) end,
+      "must not be NULL")
+    assert.are.equal(0, C.facet_adam_step_list(nil, nil, nil, nil, nil, 0, 0.1, 0.9, 0.999, 1e-8, 1, 0))
+  end)
 end)
 
 describe("the parameter interface", function()

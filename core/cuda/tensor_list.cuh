@@ -8,7 +8,7 @@
  * and the host never waits; a longer list takes ceil(n / TLIST_MAX) launches.
  * A block finds its tensor by a binary search over the first chunk of each.
  * Users: the gradient sums of squares (reduce.cu), the loss-scale unscale
- * (amp.cu), the SGD update of a parameter list (sgd.cu).
+ * (amp.cu), the SGD and Adam updates of a parameter list (sgd.cu, adam.cu).
  */
 #ifndef FACET_TENSOR_LIST_CUH
 #define FACET_TENSOR_LIST_CUH
@@ -29,6 +29,13 @@ struct tlist {
     void *p[3][TLIST_MAX];
     int kind[TLIST_MAX];
     float f[TLIST_MAX];
+};
+
+/* A fourth pointer per tensor, beside a tlist in a kernel's parameters, for
+ * the kernels that need one more than p[] (Adam's second moment): 384 bytes,
+ * so the two together stay under the 4 KB of parameters. */
+struct tlist_ptrs {
+    void *p[TLIST_MAX];
 };
 
 static inline void tlist_reset(tlist *l)

@@ -646,6 +646,15 @@ enum facet_adam_flag {
 FACET_API int facet_adam_step(facet_tensor *param, facet_tensor *grad, facet_tensor *exp_avg, facet_tensor *exp_avg_sq,
                     double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
                     int flags);
+/* facet_adam_step of n parameters at once: params[k] with grads[k],
+ * exp_avgs[k], exp_avg_sqs[k] and weight_decays[k]; lr, betas, eps, step and
+ * flags shared. Every tensor float32, contiguous, on one device, shaped like
+ * its param; every argument checked before any parameter is written. The same
+ * bits as n calls of facet_adam_step; on CUDA one launch per 48 parameters. */
+FACET_API int facet_adam_step_list(facet_tensor *const *params, facet_tensor *const *grads,
+                                   facet_tensor *const *exp_avgs, facet_tensor *const *exp_avg_sqs,
+                                   const double *weight_decays, int n, double lr, double beta1, double beta2,
+                                   double eps, int64_t step, int flags);
 
 /* ---- evaluation ---------------------------------------------------------------------
  * Face identification and verification at benchmark scale (docs/eval.md).

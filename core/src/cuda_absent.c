@@ -213,6 +213,13 @@ int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, 
     return absent("facet_cuda_adam_step");
 }
 
+int facet_cuda_adam_step_list(const struct facet_adam_params *p, float *const *w, float *const *g, float *const *m,
+                              float *const *v, const float *weight_decays, const int64_t *numel, int n)
+{
+    (void)p; (void)w; (void)g; (void)m; (void)v; (void)weight_decays; (void)numel; (void)n;
+    return absent("facet_cuda_adam_step_list");
+}
+
 int facet_cuda_activation_forward(int dtype, void *out, const void *x, int64_t n, int act, const float *slope, int64_t nslope, int64_t channels, int64_t inner)
 {
     (void)dtype; (void)out; (void)x; (void)n; (void)act; (void)slope; (void)nslope; (void)channels; (void)inner;

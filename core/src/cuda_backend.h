@@ -141,6 +141,10 @@ int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, float *g, fl
 int facet_cuda_sgd_step_list(const struct facet_sgd_params *p, float *const *w, float *const *g, float *const *buf,
                              const float *weight_decays, const int64_t *numel, int n);
 int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, float *m, float *v, int64_t n);
+/* the Adam step of n parameters (numel[k] elements, weight_decays[k] instead
+ * of p->weight_decay) by multi-tensor launches (tensor_list.cuh) */
+int facet_cuda_adam_step_list(const struct facet_adam_params *p, float *const *w, float *const *g, float *const *m,
+                              float *const *v, const float *weight_decays, const int64_t *numel, int n);
 
 /* ---- activations (activation.cu) and dropout (dropout.cu) ---------------------------------------
  * x is [outer, channels, inner]; slope has nslope values (1 or channels) or is NULL. dtype

@@ -1325,7 +1325,7 @@ reg {
 
 reg {
   name = "adam",
-  covers = { "facet_adam_step" },
+  covers = { "facet_adam_step_list" },   -- facet.optim.adam updates its parameters in one list call
   strided = false,
   tol = { rtol = 1e-5, atol = 1e-6, mtol = 1e-6 },
   cases = {
@@ -1343,6 +1343,55 @@ reg {
       opt:step()
     end
     return { param = p, exp_avg = opt.list[1].exp_avg, exp_avg_sq = opt.list[1].exp_avg_sq }
+  end,
+}
+
+-- the per-parameter call (facet.optim.adam makes it only for a parameter off
+-- the first one's device), against the list on the second CPU path
+reg {
+  name = "adam_step",
+  covers = { "facet_adam_step" },
+  strided = false,
+  alt = "one facet_adam_step_list call for all parameters",
+  tol = { rtol = 1e-5, atol = 1e-6, mtol = 1e-6 },
+  cases = {
+    { label = "60 parameters, L2 weight decay per parameter, zero_grad", lr = 1e-2, n = 60, weight_decay = 1e-2 },
+    { label = "7 parameters, decoupled weight decay, from step 1000", lr = 1e-3, n = 7, weight_decay = 5e-2,
+      decoupled = true, t0 = 999 },
+    { label = "3 parameters, plain", lr = 1e-2, n = 3 },
+  },
+  run = function(c, ctx)
+    local shapes = { { 37, 16 }, { 300 }, { 5, 7, 3 }, { 1 }, { 129, 300 } }
+    local n = c.n
+    local keep, arrays = {}, {}
+    for _, k in ipairs { "p", "g", "m", "v" } do arrays[k] = ffi.new("facet_tensor *[?]", n) end
+    local wd = ffi.new("double[?]", n)
+    for i = 1, n do
+      local sh = shapes[(i - 1) % #shapes + 1]
+      keep[i] = { p = ctx:randn(sh) }
+      for _, k in ipairs { "g", "m", "v" } do keep[i][k] = tensor.zeros(sh, { device = ctx.device }) end
+      for _, k in ipairs { "p", "g", "m", "v" } do arrays[k][i - 1] = keep[i][k].h end
+      wd[i - 1] = i % 2 == 0 and (c.weight_decay or 0) or 0
+    end
+    local flags = (c.decoupled and C.FACET_ADAM_FLAG_DECOUPLED or 0) + C.FACET_ADAM_FLAG_ZERO_GRAD
+    for s = 1, 3 do
+      for i = 1, n do keep[i].g:copy(ctx:randn(keep[i].p:shape())) end
+      local step = (c.t0 or 0) + s
+      if ctx.alt then
+        check(C.facet_adam_step_list(arrays.p, arrays.g, arrays.m, arrays.v, wd, n, c.lr, 0.9, 0.999, 1e-8, step, flags))
+      else
+        for i = 1, n do
+          check(C.facet_adam_step(arrays.p[i - 1], arrays.g[i - 1], arrays.m[i - 1], arrays.v[i - 1], c.lr, 0.9, 0.999,
+            1e-8, wd[i - 1], step, flags))
+        end
+      end
+    end
+    local r = {}
+    for _, i in ipairs { 1, 2, 3, n } do
+      r["param" .. i], r["grad" .. i], r["exp_avg" .. i], r["exp_avg_sq" .. i] = keep[i].p, keep[i].g, keep[i].m,
+        keep[i].v
+    end
+    return r
   end,
 }
 
