@@ -165,6 +165,93 @@ describe("copies and conversion", function()
   end)
 end)
 
+describe("facet_tensor_copy_list", function()
+  local ffi = require "ffi"
+  local core = require "facet.core"
+  local C, check = core.C, core.check
+  local function handles(list, n)
+    local a = ffi.new("facet_tensor *[?]", n)
+    for i = 1, n do a[i - 1] = list[i] and list[i].h or nil end
+    return a
+  end
+  -- the values of t, or the 16-bit patterns of a half tensor
+  local function bits(t)
+    if t:dtype() ~= "float16" and t:dtype() ~= "bfloat16" then return H.values(t) end
+    local c = t:to("cpu"):contiguous()
+    local p, r = c:bits_ptr(), {}
+    for i = 1, c:numel() do r[i] = p[i - 1] end
+    return r
+  end
+  -- dtypes and shapes whose byte counts take every word size on a GPU (16, 4, 1)
+  local DTYPES = { "float32", "float16", "int64", "uint8", "bfloat16", "int32" }
+  local SHAPES = { { 3, 4 }, { 7 }, { 2, 3, 5 }, { 1 }, { 0 }, { 129, 300 }, { 13 } }
+  local function source(i)
+    local dt, sh = DTYPES[(i - 1) % #DTYPES + 1], SHAPES[(i - 1) % #SHAPES + 1]
+    local x = facet.randn(sh, { seed = i })
+    if dt == "uint8" then x = (x * 50):abs():to(dt)
+    elseif dt:find "int" then x = (x * 50):to(dt) else x = x:to(dt) end
+    return x:to(H.device)
+  end
+
+  H.it("copies 60 pairs of assorted dtypes and shapes as facet_tensor_copy does", function()
+    local n = 60
+    local src, dst, ref = {}, {}, {}
+    for i = 1, n do
+      src[i] = source(i)
+      local like = { dtype = src[i]:dtype(), device = H.device }
+      ref[i] = facet.zeros(src[i]:shape(), like)
+      check(C.facet_tensor_copy(ref[i].h, src[i].h))
+      if i % 5 == 0 then
+        -- a contiguous view at an odd offset: its address fits no wide word
+        local flat = facet.zeros({ src[i]:numel() + 3 }, like)
+        dst[i] = flat:narrow(1, 2, src[i]:numel()):reshape(src[i]:shape())
+      else
+        dst[i] = facet.zeros(src[i]:shape(), like)
+      end
+    end
+    check(C.facet_tensor_copy_list(handles(dst, n), handles(src, n), n))
+    for i = 1, n do
+      assert.are.equal(src[i]:dtype(), dst[i]:dtype())
+      assert.are.same(bits(ref[i]), bits(dst[i]))
+      assert.are.same(bits(src[i]), bits(dst[i]))
+    end
+    assert.are.equal(0, C.facet_tensor_copy_list(nil, nil, 0))
+  end)
+
+  H.it("checks every pair before it writes any", function()
+    local src = { source(1), source(2), source(3) }
+    local function fresh()
+      local d = {}
+      for i = 1, 3 do d[i] = facet.full(src[i]:shape(), 9, { dtype = src[i]:dtype(), device = H.device }) end
+      return d
+    end
+    local function refused(msg, dst, from)
+      H.assert_error(function() check(C.facet_tensor_copy_list(handles(dst, 3), handles(from or src, 3), 3)) end,
+        "facet_tensor_copy_list", msg)
+      for i = 1, 3 do
+        if dst[i] then
+          for _, v in ipairs(H.values(dst[i]:to("float32"))) do assert.are.equal(9, v) end
+        end
+      end
+    end
+    local d = fresh()
+    refused("(pair 2)", { d[1], d[2], facet.full({ 5 }, 9, { device = H.device }) })   -- shape
+    d = fresh()
+    refused("one shape and dtype (pair 1)", { d[1], d[2]:to("float32"), d[3] })   -- dtype
+    local wide = facet.full({ 4, 6 }, 9, { device = H.device })
+    d = fresh()
+    refused("contiguous", { wide:narrow(2, 1, 3):t(), d[2], d[3] })
+    d = fresh()
+    refused("overlaps src[1]", { d[1], d[2], d[3] }, { src[1], d[1]:reshape({ 12 }):narrow(1, 1, 7), src[3] })   -- a dst that is read
+    d = fresh()
+    local twin = d[2]:reshape { 7 }
+    refused("overlaps dst[1]", { d[1], d[2], twin }, { src[1], src[2], src[2]:reshape { 7 } })
+    d = fresh()
+    refused("dst[0] is NULL", { nil, d[2], d[3], n = 3 })
+    H.assert_error(function() check(C.facet_tensor_copy_list(nil, nil, 1)) end, "must not be NULL")
+  end)
+end)
+
 describe("freeing", function()
   it("free() releases at once and later use is an error", function()
     local a = facet.ones({ 4, 4 })

@@ -8,7 +8,8 @@
  * and the host never waits; a longer list takes ceil(n / TLIST_MAX) launches.
  * A block finds its tensor by a binary search over the first chunk of each.
  * Users: the gradient sums of squares (reduce.cu), the loss-scale unscale
- * (amp.cu), the SGD and Adam updates of a parameter list (sgd.cu, adam.cu).
+ * (amp.cu), the SGD and Adam updates of a parameter list (sgd.cu, adam.cu),
+ * the copies of a list of pairs (copy.cu).
  */
 #ifndef FACET_TENSOR_LIST_CUH
 #define FACET_TENSOR_LIST_CUH

@@ -221,6 +221,12 @@ FACET_API int facet_tensor_share(facet_tensor **out, const facet_tensor *t);
  * temporary copy first (as PyTorch's copy_), so dst gets src's values from
  * before the call. */
 FACET_API int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src);
+/* dst[k] <- src[k] for n pairs at once (a model's state saved or put back):
+ * each pair of one shape and dtype, both contiguous, every tensor on dst[0]'s
+ * device; no dst may overlap another dst or any src. Every pair is checked
+ * before anything is written. The bits of n facet_tensor_copy calls; on CUDA
+ * one launch per 48 pairs instead of n. */
+FACET_API int facet_tensor_copy_list(facet_tensor *const *dst, facet_tensor *const *src, int n);
 FACET_API int facet_tensor_fill(facet_tensor *t, double value);
 /* t[i] = start + i*step over the flattened tensor (the two ends are checked
  * against an integer dtype's range). */

@@ -1,6 +1,7 @@
 /*
  * copy.c - moving data: copy (any strides, dtypes and devices), fill,
- * arange, contiguous copies and permutes.
+ * arange, contiguous copies and permutes; the copy of a list of same-shaped
+ * pairs in one call (facet_tensor_copy_list: on CUDA one launch per 48).
  */
 #include "internal.h"
 #include "guard.h"
@@ -283,6 +284,71 @@ int facet_tensor_copy(facet_tensor *dst, const facet_tensor *src)
     facet_tensor_free(packed);
     facet_tensor_free(moved);
     return rc;
+}
+
+/* pairs handed to the CUDA backend per call (arrays on the stack): a
+ * multiple of tensor_list.cuh's 48 tensors a launch, so no launch runs short */
+enum { LIST_BATCH = 240 };
+
+/* pair k of a list copy: same shape and dtype, contiguous, on dev, overlapping
+ * no dst before it and no src */
+static int check_copy_pair(const char *fn, facet_tensor *const *dst, facet_tensor *const *src, int n, int k, int dev)
+{
+    int rc = facet_check_tensor(fn, "dst", dst[k]);
+    if (!rc) rc = facet_check_tensor(fn, "src", src[k]);
+    if (rc) return rc;
+    if (dst[k]->dtype != src[k]->dtype || !facet_same_shape(dst[k], src[k]) || !facet_contiguous(dst[k]) ||
+        !facet_contiguous(src[k]))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dst %s and src %s must be contiguous with one shape and dtype", fn,
+                          facet_desc(dst[k]), facet_desc(src[k]));
+    if (dst[k]->device != dev || src[k]->device != dev)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: dst %s and src %s must be on the device of dst[0] %s", fn,
+                          facet_desc(dst[k]), facet_desc(src[k]), facet_desc(dst[0]));
+    for (int j = 0; j < n; j++) {
+        if (facet_overlap(dst[k], src[j]) || (j < k && facet_overlap(dst[k], dst[j])))
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: dst %s overlaps %s[%d] %s", fn, facet_desc(dst[k]),
+                              facet_overlap(dst[k], src[j]) ? "src" : "dst", j,
+                              facet_desc(facet_overlap(dst[k], src[j]) ? src[j] : dst[j]));
+    }
+    return 0;
+}
+
+int facet_tensor_copy_list(facet_tensor *const *dst, facet_tensor *const *src, int n)
+{
+    static const char *fn = "facet_tensor_copy_list";
+    if (n < 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: n is %d, want >= 0", fn, n);
+    if (n > 0 && (!dst || !src)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: dst and src must not be NULL", fn);
+    int rc = n > 0 ? facet_check_tensor(fn, "dst[0]", dst[0]) : 0;
+    if (rc) return rc;
+    /* everything checked before anything is written */
+    for (int k = 0; k < n; k++) {
+        rc = check_copy_pair(fn, dst, src, n, k, dst[0]->device);
+        if (rc) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", facet_last_error());   /* facet_fail rewrites that buffer */
+            return facet_fail(rc, "%s (pair %d)", why, k);
+        }
+    }
+    if (n > 0 && dst[0]->device == FACET_DEVICE_CUDA) {
+        void *d[LIST_BATCH];
+        const void *s[LIST_BATCH];
+        int64_t nbytes[LIST_BATCH];
+        for (int k0 = 0; k0 < n && !rc; k0 += LIST_BATCH) {
+            int m = n - k0 < LIST_BATCH ? n - k0 : LIST_BATCH;
+            for (int j = 0; j < m; j++) {
+                d[j] = facet_ptr(dst[k0 + j]);
+                s[j] = facet_ptr(src[k0 + j]);
+                nbytes[j] = facet_numel(src[k0 + j]) * (int64_t)facet_elsize(src[k0 + j]->dtype);
+            }
+            rc = facet_cuda_copy_list(d, s, nbytes, m);
+        }
+        return rc;
+    }
+    for (int k = 0; k < n; k++) {
+        size_t nbytes = (size_t)facet_numel(src[k]) * facet_elsize(src[k]->dtype);
+        if (nbytes) memcpy(facet_ptr(dst[k]), facet_ptr(src[k]), nbytes);
+    }
+    return 0;
 }
 
 int facet_contiguous_copy(facet_tensor **out, const facet_tensor *t)

@@ -213,6 +213,12 @@ int facet_cuda_adam_step(const struct facet_adam_params *p, float *w, float *g, 
     return absent("facet_cuda_adam_step");
 }
 
+int facet_cuda_copy_list(void *const *dst, const void *const *src, const int64_t *nbytes, int n)
+{
+    (void)dst; (void)src; (void)nbytes; (void)n;
+    return absent("facet_cuda_copy_list");
+}
+
 int facet_cuda_adam_step_list(const struct facet_adam_params *p, float *const *w, float *const *g, float *const *m,
                               float *const *v, const float *weight_decays, const int64_t *numel, int n)
 {

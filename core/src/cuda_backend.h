@@ -60,6 +60,10 @@ int facet_cuda_binary_nd(void *out, const void *x, const void *y, int dtype, int
 int facet_cuda_arange(void *dst, int dtype, int64_t n, double start, double step);
 int facet_cuda_axpy(float *out, const float *x, double alpha, const float *y, int64_t n);
 
+/* ---- list copies (copy.cu): dst[k] <- src[k], nbytes[k] bytes each, by
+ * multi-tensor launches (tensor_list.cuh) */
+int facet_cuda_copy_list(void *const *dst, const void *const *src, const int64_t *nbytes, int n);
+
 /* ---- random (random.cu): element i of a draw is random_math.h's function of (seed, offset + i) */
 int facet_cuda_rand(float *dst, int64_t n, uint64_t seed, uint64_t offset, int normal, float a, float b);
 

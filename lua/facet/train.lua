@@ -69,6 +69,8 @@
 -- overflow at the scaler's min_scale is a real divergence and goes to the
 -- NaN guard (nan = "stop" | "skip"). The scale and the overflow count are
 -- logged with every step and kept in the checkpoints.
+local ffi = require "ffi"
+local core = require "facet.core"
 local tensor = require "facet.tensor"
 local device_data = require("facet.data.device").to_device
 local checkpoint = require "facet.checkpoint"
@@ -98,17 +100,46 @@ local function is_finite(v) return v == v and v ~= math.huge and v ~= -math.huge
 
 -- the model's state tensors (BatchNorm running statistics), each with a copy
 -- made once per run: saved before each forward, put back when the guard
--- rejects the step
+-- rejects the step. The contiguous ones of a device go in one
+-- facet_tensor_copy_list call (on CUDA one launch per 48 tensors, not one
+-- each); any other tensor is copied alone.
 local function state_guard(model)
-  local d, names, g = model:state_tensors(), {}, {}
+  local d, names = model:state_tensors(), {}
   for name in pairs(d) do names[#names + 1] = name end
   table.sort(names)
-  for i, name in ipairs(names) do g[i] = { t = d[name], copy = d[name]:clone() } end
-  return g
+  local lists, by_device, single = {}, {}, {}
+  for _, name in ipairs(names) do
+    local t = d[name]
+    local pair = { t = t, copy = t:clone() }
+    if t:is_contiguous() then
+      local dev = t:device()
+      local l = by_device[dev]
+      if not l then
+        l = { pairs = {} }
+        by_device[dev] = l
+        lists[#lists + 1] = l
+      end
+      l.pairs[#l.pairs + 1] = pair
+    else
+      single[#single + 1] = pair
+    end
+  end
+  for _, l in ipairs(lists) do
+    local n = #l.pairs
+    l.n, l.t, l.copy = n, ffi.new("facet_tensor *[?]", n), ffi.new("facet_tensor *[?]", n)
+    for i, pair in ipairs(l.pairs) do l.t[i - 1], l.copy[i - 1] = pair.t.h, pair.copy.h end
+  end
+  return { lists = lists, single = single }
 end
 
-local function save_state(g) for i = 1, #g do g[i].copy:copy(g[i].t) end end
-local function restore_state(g) for i = 1, #g do g[i].t:copy(g[i].copy) end end
+local function save_state(g)
+  for _, l in ipairs(g.lists) do core.check(core.C.facet_tensor_copy_list(l.copy, l.t, l.n)) end
+  for _, pair in ipairs(g.single) do pair.copy:copy(pair.t) end
+end
+local function restore_state(g)
+  for _, l in ipairs(g.lists) do core.check(core.C.facet_tensor_copy_list(l.t, l.copy, l.n)) end
+  for _, pair in ipairs(g.single) do pair.t:copy(pair.copy) end
+end
 
 -- the run's state from cfg (errors blame the caller of facet.train)
 local function setup(cfg)

@@ -129,6 +129,33 @@ reg {
 }
 
 reg {
+  name = "copy_list",
+  covers = { "facet_tensor_copy_list" },
+  strided = false,
+  alt = "one facet_tensor_copy per pair",
+  cases = {
+    { label = "60 pairs, assorted dtypes and shapes", n = 60 },
+    { label = "3 pairs at an odd offset", n = 3, offset = 1 },
+  },
+  run = function(c, ctx)
+    local dtypes = { "float32", "float16", "int64", "uint8", "bfloat16", "int32" }
+    local shapes = { { 37, 16 }, { 300 }, { 5, 7, 3 }, { 1 }, { 129, 300 }, { 13 }, { 0 } }
+    local ds, ss, r = ffi.new("facet_tensor *[?]", c.n), ffi.new("facet_tensor *[?]", c.n), {}
+    for i = 1, c.n do
+      local dt, sh = dtypes[(i - 1) % #dtypes + 1], shapes[(i - 1) % #shapes + 1]
+      local src = values(ctx, sh, dt, 0, 200)
+      local n = src:numel()
+      local dst = facet.zeros({ n + (c.offset or 0) }, { dtype = dt, device = ctx.device })
+      dst = dst:narrow(1, 1 + (c.offset or 0), n):reshape(sh)
+      if ctx.alt then dst:copy(src) end
+      ds[i - 1], ss[i - 1], r["out" .. i] = dst.h, src.h, dst
+    end
+    if not ctx.alt then check(C.facet_tensor_copy_list(ds, ss, c.n)) end
+    return r
+  end,
+}
+
+reg {
   name = "views",
   covers = { "facet_tensor_narrow", "facet_tensor_select", "facet_tensor_reshape", "facet_tensor_permute_view",
     "facet_tensor_share" },
