@@ -242,7 +242,8 @@ describe("facet_tensor_copy_list", function()
     d = fresh()
     refused("contiguous", { wide:narrow(2, 1, 3):t(), d[2], d[3] })
     d = fresh()
-    refused("overlaps src[1]", { d[1], d[2], d[3] }, { src[1], d[1]:reshape({ 12 }):narrow(1, 1, 7), src[3] })   -- a dst that is read
+    -- a dst that another pair reads
+    refused("overlaps src[1]", { d[1], d[2], d[3] }, { src[1], d[1]:reshape({ 12 }):narrow(1, 1, 7), src[3] })
     d = fresh()
     local twin = d[2]:reshape { 7 }
     refused("overlaps dst[1]", { d[1], d[2], twin }, { src[1], src[2], src[2]:reshape { 7 } })
