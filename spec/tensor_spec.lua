@@ -238,9 +238,9 @@ describe("facet_tensor_copy_list", function()
     refused("(pair 2)", { d[1], d[2], facet.full({ 5 }, 9, { device = H.device }) })   -- shape
     d = fresh()
     refused("one shape and dtype (pair 1)", { d[1], d[2]:to("float32"), d[3] })   -- dtype
-    local wide = facet.full({ 4, 6 }, 9, { device = H.device })
+    local wide = facet.full({ 3, 6 }, 9, { device = H.device })
     d = fresh()
-    refused("contiguous", { wide:narrow(2, 1, 3):t(), d[2], d[3] })
+    refused("contiguous", { wide:narrow(2, 1, 4), d[2], d[3] })   -- rows 6 apart
     d = fresh()
     -- a dst that another pair reads
     refused("overlaps src[1]", { d[1], d[2], d[3] }, { src[1], d[1]:reshape({ 12 }):narrow(1, 1, 7), src[3] })

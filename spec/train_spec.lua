@@ -130,6 +130,33 @@ describe("facet.train", function()
     assert.is_true(cjson.decode(line).skipped)
   end)
 
+  it("nan = 'skip' puts back every state tensor, a non-contiguous one too", function()
+    -- a module whose training forward writes its state: one contiguous
+    -- tensor (saved in the guard's list copy) and a column block of a matrix (saved alone)
+    local nn = facet.nn
+    local Marks = nn.Module:extend("Marks")
+    function Marks.new()
+      local m = nn.Module.init(Marks)
+      m.flat, m.cols, m._state = facet.zeros({ 5 }), facet.zeros({ 3, 6 }):narrow(2, 2, 4), { "flat", "cols" }
+      return m
+    end
+    function Marks:update_output(x)
+      if self.training then self.flat:fill_(7); self.cols:fill_(8) end
+      return x
+    end
+    local cfg = with(setup_run { poison = true }, { nan = "skip", epochs = 1 })
+    local marks = Marks.new()
+    cfg.model:add(marks)
+    local before = {}
+    for name, t in pairs(cfg.model:state_tensors()) do before[name] = H.values(t) end
+    assert.is_false(marks.cols:is_contiguous())
+    local r = facet.train(cfg)
+    assert.are.equal(6, r.skipped)
+    for name, t in pairs(cfg.model:state_tensors()) do assert.are.same(before[name], H.values(t), name) end
+    assert.are.same(H.values(facet.zeros({ 3, 4 })), H.values(marks.cols))
+    assert.are.same(H.values(facet.zeros({ 5 })), H.values(marks.flat))
+  end)
+
   it("prints plain progress lines when not on a terminal", function()
     local out = {}
     local old = _G.print
