@@ -79,17 +79,9 @@ int facet_adam_step_list(facet_tensor *const *params, facet_tensor *const *grads
     if (rc) return rc;
     /* everything checked before any parameter is written */
     for (int k = 0; k < n; k++) {
-        rc = check_param(fn, params[k], grads[k], exp_avgs[k], exp_avg_sqs[k]);
-        if (!rc && params[k]->device != params[0]->device)
-            rc = facet_fail(FACET_STATUS_ERR_ARG, "%s: param %s is not on the device of params[0] %s", fn,
-                            facet_desc(params[k]), facet_desc(params[0]));
-        if (!rc && !(weight_decays[k] >= 0))
-            rc = facet_fail(FACET_STATUS_ERR_ARG, "%s: want weight_decay >= 0, got %g", fn, weight_decays[k]);
-        if (rc) {
-            char why[1024];
-            snprintf(why, sizeof why, "%s", facet_last_error());   /* facet_fail rewrites that buffer */
-            return facet_fail(rc, "%s (parameter %d)", why, k);
-        }
+        rc = facet_check_list_param(fn, check_param(fn, params[k], grads[k], exp_avgs[k], exp_avg_sqs[k]), params[k],
+                                    params[0], weight_decays[k], k);
+        if (rc) return rc;
     }
     struct facet_adam_params p = params_of(lr, beta1, beta2, eps, 0.0, step, flags);
     if (n > 0 && params[0]->device == FACET_DEVICE_CUDA) {

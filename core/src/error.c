@@ -92,3 +92,17 @@ int facet_check_float_pair(const char *fn, const char *an, const facet_tensor *a
     if (!rc) rc = facet_check_dtype(fn, bn, b, FACET_DTYPE_FLOAT32);
     return rc ? rc : facet_check_same_contiguous(fn, an, a, bn, b);
 }
+
+int facet_check_list_param(const char *fn, int rc, const facet_tensor *p, const facet_tensor *p0, double weight_decay,
+                           int k)
+{
+    if (!rc && p->device != p0->device)
+        rc = facet_fail(FACET_STATUS_ERR_ARG, "%s: param %s is not on the device of params[0] %s", fn, facet_desc(p),
+                        facet_desc(p0));
+    if (!rc && !(weight_decay >= 0))
+        rc = facet_fail(FACET_STATUS_ERR_ARG, "%s: want weight_decay >= 0, got %g", fn, weight_decay);
+    if (!rc) return 0;
+    char why[1024];
+    snprintf(why, sizeof why, "%s", facet_last_error());   /* facet_fail rewrites that buffer */
+    return facet_fail(rc, "%s (parameter %d)", why, k);
+}

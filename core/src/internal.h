@@ -58,6 +58,11 @@ int facet_check_dtype(const char *fn, const char *name, const facet_tensor *t, i
 int facet_check_same_device(const char *fn, const facet_tensor *a, const facet_tensor *b);
 /* a contiguous 2-D float32 tensor */
 int facet_check_matrix(const char *fn, const char *name, const facet_tensor *t);
+/* The rest of the checks of parameter k of an optimizer's list call, after
+ * its own (rc): on params[0]'s device (p0), weight decay >= 0; a failure's
+ * message names the parameter. */
+int facet_check_list_param(const char *fn, int rc, const facet_tensor *p, const facet_tensor *p0, double weight_decay,
+                           int k);
 
 /* ---- strided loops ------------------------------------------------------------
  * Up to three operands (0 = output) walked over one shape with per-operand
