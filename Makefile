@@ -2,6 +2,7 @@
 #   make run        install missing packages, build, run the main job
 #   make test       install missing packages, build, run C tests and all specs
 #   make sanitize   specs against a core built with ASan + UBSan (CPU only)
+#   make test-emu   every spec on CUDA, the CUDA backend run by the CPU emulator (core/emu)
 #   make bench      benchmarks (bench/*.lua)
 #   make install    used by luarocks (PREFIX, LUADIR, LIBDIR, BINDIR)
 #   make bundle     Debian packages for a GPU host without them (build/bundle, see README)
@@ -49,6 +50,20 @@ ifeq ($(FACET_CUDA),1)
     LDLIBS_ALL += -L$(dir $(NCCL_LIBDIR)) -Wl,-rpath,$(dir $(NCCL_LIBDIR)) -lnccl
   endif
 endif
+# FACET_CUDA=emu: core/cuda/*.cu as C++ for the CPU, run by the CUDA emulator
+# (core/emu, docs/cuda-emulator.md); each <<<>>> launch is rewritten into a call.
+ifeq ($(FACET_CUDA),emu)
+  C_SRC  := $(filter-out core/src/cuda_absent.c,$(C_SRC))
+  EMU_CU := $(patsubst core/cuda/%,$(BUILD)/emu/%,$(wildcard core/cuda/*.cu core/cuda/*.cuh))
+  CU_OBJ := $(patsubst core/cuda/%.cu,$(BUILD)/obj/emu-cuda/%.o,$(CU_SRC)) \
+            $(patsubst core/emu/%.cpp,$(BUILD)/obj/emu/%.o,$(wildcard core/emu/*.cpp))
+  LDLIBS_ALL += -lstdc++
+endif
+CXX      ?= g++
+EMU_CXXFLAGS ?= -O2 -g
+EMU_FLAGS = $(EMU_CXXFLAGS) -std=c++17 -fPIC -fvisibility=hidden -fno-trapping-math -fno-math-errno -Wall -Wextra \
+            -Wno-unused-parameter -Wno-unused-function -Wno-unknown-pragmas -DFACET_NCCL=0 \
+            -Icore/emu -Icore/include -Icore/src
 C_OBJ  := $(patsubst core/src/%.c,$(BUILD)/obj/%.o,$(C_SRC))
 LIB    := $(BUILD)/facet_core.so
 CDEF   := $(BUILD)/lua/facet/cdef.lua
@@ -56,7 +71,7 @@ CTEST  := $(BUILD)/test_core
 # the caching device allocator's bookkeeping, built from its source alone over malloc
 CATEST := $(BUILD)/test_cache_alloc
 
-.PHONY: all deps build run test test-c test-lua sanitize fuzz bench install clean bundle gpu-check
+.PHONY: all deps build run test test-c test-lua test-emu sanitize fuzz bench install clean bundle gpu-check
 
 all: build
 build: $(LIB) $(CDEF)
@@ -92,6 +107,30 @@ $(BUILD)/obj/cuda/%.o: core/cuda/%.cu core/include/facet.h $(wildcard core/src/*
 	@mkdir -p $(dir $@)
 	$(NVCC) -std=c++17 $(NVCCFLAGS) -Xcompiler -fPIC,-fvisibility=hidden -Icore/include -Icore/src -c $< -o $@
 
+# kernel<T><<<grid, block>>>(args) -> facet_emu::launch(kernel<T>, "kernel<T>", grid, block)(args)
+EMU_REWRITE = sed -E 's/([A-Za-z_][A-Za-z0-9_]*(<[^<>()]*>)?)<<<(.*)>>>\(/facet_emu::launch(\1, "\1", \3)(/' $< > $@.tmp && \
+	if grep -n '[A-Za-z0-9_>]<<<' $@.tmp; then echo "$<: a launch the emulator rewrite missed" >&2; exit 1; fi && \
+	mv $@.tmp $@
+
+$(BUILD)/emu/%: core/cuda/%
+	@mkdir -p $(dir $@)
+	$(EMU_REWRITE)
+
+$(BUILD)/emu-tests/%.cu: core/tests/%.cu
+	@mkdir -p $(dir $@)
+	$(EMU_REWRITE)
+
+$(BUILD)/test_emu: $(BUILD)/emu-tests/test_emu.cu $(EMU_CU) $(C_OBJ) $(CU_OBJ)
+	$(CXX) $(EMU_FLAGS) -I$(BUILD)/emu -x c++ $< -x none $(C_OBJ) $(CU_OBJ) -o $@ $(LDFLAGS) $(LDLIBS_ALL)
+
+$(BUILD)/obj/emu-cuda/%.o: $(BUILD)/emu/%.cu $(EMU_CU) core/include/facet.h $(wildcard core/src/*.h core/emu/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -x c++ -c $< -o $@
+
+$(BUILD)/obj/emu/%.o: core/emu/%.cpp core/include/facet.h $(wildcard core/src/*.h core/emu/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -c $< -o $@
+
 $(LIB): $(C_OBJ) $(CU_OBJ)
 	$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS_ALL)
 
@@ -112,6 +151,13 @@ run: deps build
 
 test: deps build $(CTEST) $(CATEST)
 	@FACET_BUILD=$(BUILD) sh spec/run.sh
+
+# every spec with its tensors on CUDA, the CUDA backend run on the CPU by the
+# CUDA emulator (core/emu, docs/cuda-emulator.md), and the emulator's own tests
+test-emu: deps
+	$(MAKE) BUILD=build-emu FACET_CUDA=emu build build-emu/test_core build-emu/test_cache_alloc build-emu/test_emu
+	build-emu/test_emu
+	FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh
 
 sanitize: deps
 	$(MAKE) BUILD=build-asan FACET_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \

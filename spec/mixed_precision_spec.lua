@@ -9,7 +9,10 @@
 -- roundings of every layer's output and input gradient add up through a deep
 -- net, more so through the cancellations of BatchNorm's backward in training
 -- mode: measured on this machine, convnet and iresnet18 outputs differ by
--- 1.4% (bf16) and 0.18% (fp16), parameter gradients by up to 16% and 2%.
+-- 1.4% (bf16) and 0.18% (fp16), parameter gradients by up to 16% and 3.3%
+-- on the CPU, and by up to 4.9% in fp16 through the CUDA kernels (run by the
+-- CUDA emulator, docs/cuda-emulator.md: their float32 results equal the
+-- CPU's, their fp16 GEMMs sum in another order, so other values round).
 local H = require "support.device"
 local facet = H.facet
 local cjson = require "cjson"
@@ -135,7 +138,7 @@ describe("convnet and iresnet18 in 16 bits", function()
   local iresnet18 = function() return facet.models.iresnet { depth = 18, emb = 64, size = 32 } end
   H.it("convnet bf16 and fp16 match float32", function()
     compare(convnet, { 8, 1, 32, 32 }, "bfloat16", 0.04, 0.3, 0.2)
-    compare(convnet, { 8, 1, 32, 32 }, "float16", 0.005, 0.04, 0.025)
+    compare(convnet, { 8, 1, 32, 32 }, "float16", 0.005, 0.06, 0.035)
   end)
   H.it("iresnet18 bf16 and fp16 match float32", function()
     compare(iresnet18, { 8, 3, 32, 32 }, "bfloat16", 0.04, 0.3, 0.2)

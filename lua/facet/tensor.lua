@@ -834,7 +834,9 @@ function M.empty(sizes, opts)
   opts = opts_of(opts, 2)
   sizes = sizes_of(sizes, 2)
   read_sizes(sizes, sizes_buf, 2)                       -- here, so that a message names empty
-  return new_empty(sizes, opts.dtype, opts.device, 2)
+  -- not a tail call: new_empty's levels count this frame
+  local t = new_empty(sizes, opts.dtype, opts.device, 2)
+  return t
 end
 
 function M.full(sizes, value, opts)

@@ -1,0 +1,341 @@
+/*
+ * test_emu.cu - tests of the CUDA emulator itself (core/emu,
+ * docs/cuda-emulator.md), built by `make test-emu` through the same launch
+ * rewrite as core/cuda: that the built-in indices, barriers, shuffles and
+ * the backend's block reduction give what a GPU gives, and that what a GPU
+ * rejects or leaves undefined (a deadlocked barrier, a partial-warp shuffle,
+ * a host pointer handed to a kernel, a bad launch shape, a copy in the wrong
+ * direction, a GEMM operand past its allocation) is reported as an error.
+ */
+#include "cuda_common.cuh"
+#include <stdio.h>
+#include <stdlib.h>
+#include <vector>
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                     \
+    do {                                                     \
+        if (cond) {                                          \
+            passed++;                                        \
+        } else {                                             \
+            failed++;                                        \
+            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            printf(__VA_ARGS__);                             \
+            printf("\n");                                    \
+        }                                                    \
+    } while (0)
+
+template <typename T>
+static T *dev_alloc(size_t n)
+{
+    void *p = NULL;
+    if (cudaMalloc(&p, n * sizeof(T)) != cudaSuccess) return NULL;
+    return (T *)p;
+}
+
+template <typename T>
+static std::vector<T> to_host(const T *d, size_t n)
+{
+    std::vector<T> h(n);
+    cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
+    return h;
+}
+
+/* ---- kernels ---- */
+
+static __global__ void index_kernel(int *out)
+{
+    int tid = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+    int bid = (int)(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
+    int per = (int)(blockDim.x * blockDim.y * blockDim.z);
+    out[bid * per + tid] = bid * 100000 + (int)threadIdx.z * 10000 + (int)threadIdx.y * 100 + (int)threadIdx.x;
+}
+
+static __global__ void block_sum_kernel(float *out, const float *x, int64_t n)
+{
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += x[blockIdx.x * n + i];
+    s = block_sum(s);
+    if (threadIdx.x == 0) out[blockIdx.x] = s;
+}
+
+/* thread t reads its neighbour's value: right only after a barrier */
+static __global__ void rotate_kernel(int *out)
+{
+    __shared__ int vals[1024];
+    int t = (int)threadIdx.x, n = (int)blockDim.x;
+    vals[t] = t * 3 + (int)blockIdx.x;
+    __syncthreads();
+    int v = vals[(t + 1) % n];
+    __syncthreads();
+    vals[t] = -1;
+    out[blockIdx.x * blockDim.x + t] = v;
+}
+
+static __global__ void shuffle_kernel(int *down, int *idx, int delta, int src)
+{
+    int t = (int)threadIdx.x;
+    down[t] = __shfl_down_sync(0xffffffffu, t * 7, delta);
+    idx[t] = __shfl_sync(0xffffffffu, t * 5, src);
+}
+
+/* lanes 0-15 wait at __syncthreads, lanes 16-31 at a shuffle: never meet */
+static __global__ void deadlock_kernel(int *out)
+{
+    int t = (int)threadIdx.x;
+    if (t < 16)
+        __syncthreads();
+    else
+        out[t] = __shfl_down_sync(0xffffffffu, t, 1);
+}
+
+static __global__ void partial_warp_kernel(int *out)
+{
+    out[threadIdx.x] = __shfl_down_sync(0xffffffffu, (int)threadIdx.x, 1);
+}
+
+/* threads that return before a barrier do not hold the others (as on Volta and later) */
+static __global__ void early_exit_kernel(int *out)
+{
+    int t = (int)threadIdx.x;
+    if (t >= 40) return;
+    __shared__ int vals[64];
+    vals[t] = t;
+    __syncthreads();
+    out[t] = vals[39 - t];
+}
+
+static __global__ void fill_kernel(float *out, float v, int64_t n)
+{
+    FACET_CUDA_FOR(i, n) out[i] = v;
+}
+
+/* ---- tests ---- */
+
+static void test_indices(void)
+{
+    dim3 grid(3, 2, 2), block(8, 4, 2);
+    const int per = 64, blocks = 12;
+    int *d = dev_alloc<int>(per * blocks);
+    index_kernel<<<grid, block>>>(d);
+    CHECK(cudaGetLastError() == cudaSuccess, "launch");
+    std::vector<int> h = to_host(d, per * blocks);
+    int bad = 0;
+    for (int bz = 0; bz < 2; bz++)
+        for (int by = 0; by < 2; by++)
+            for (int bx = 0; bx < 3; bx++)
+                for (int z = 0; z < 2; z++)
+                    for (int y = 0; y < 4; y++)
+                        for (int x = 0; x < 8; x++) {
+                            int bid = bx + 3 * (by + 2 * bz), tid = x + 8 * (y + 4 * z);
+                            bad += h[(size_t)(bid * per + tid)] != bid * 100000 + z * 10000 + y * 100 + x;
+                        }
+    CHECK(bad == 0, "%d threads saw wrong indices", bad);
+    cudaFree(d);
+}
+
+static void test_block_sum(void)
+{
+    const int rows = 5, n = 1000;
+    std::vector<float> h((size_t)rows * n);
+    for (size_t i = 0; i < h.size(); i++) h[i] = (float)((i * 37) % 101) - 50.0f;   /* integers: sums exact */
+    float *x = dev_alloc<float>(h.size()), *out = dev_alloc<float>(rows);
+    cudaMemcpy(x, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
+    for (unsigned threads : {32u, 96u, 256u, 1024u}) {
+        block_sum_kernel<<<rows, threads>>>(out, x, n);
+        CHECK(cudaGetLastError() == cudaSuccess, "block_sum with %u threads", threads);
+        std::vector<float> r = to_host(out, rows);
+        for (int b = 0; b < rows; b++) {
+            double want = 0;
+            for (int i = 0; i < n; i++) want += h[(size_t)(b * n + i)];
+            CHECK(r[(size_t)b] == (float)want, "%u threads, row %d: %g, want %g", threads, b, r[(size_t)b], want);
+        }
+    }
+    cudaFree(x);
+    cudaFree(out);
+}
+
+static void test_barrier(void)
+{
+    const int n = 256, blocks = 3;
+    int *d = dev_alloc<int>(n * blocks);
+    rotate_kernel<<<blocks, n>>>(d);
+    CHECK(cudaGetLastError() == cudaSuccess, "launch");
+    std::vector<int> h = to_host(d, n * blocks);
+    int bad = 0;
+    for (int b = 0; b < blocks; b++)
+        for (int t = 0; t < n; t++) bad += h[(size_t)(b * n + t)] != ((t + 1) % n) * 3 + b;
+    CHECK(bad == 0, "%d threads read before their neighbour wrote", bad);
+
+    int *e = dev_alloc<int>(64);
+    early_exit_kernel<<<1, 64>>>(e);
+    CHECK(cudaGetLastError() == cudaSuccess, "early exit");
+    std::vector<int> he = to_host(e, 40);
+    bad = 0;
+    for (int t = 0; t < 40; t++) bad += he[(size_t)t] != 39 - t;
+    CHECK(bad == 0, "early exit: %d wrong", bad);
+    cudaFree(d);
+    cudaFree(e);
+}
+
+static void test_shuffles(void)
+{
+    int *down = dev_alloc<int>(64), *idx = dev_alloc<int>(64);
+    for (int delta : {1, 5, 16}) {
+        shuffle_kernel<<<1, 64>>>(down, idx, delta, 9);
+        CHECK(cudaGetLastError() == cudaSuccess, "launch");
+        std::vector<int> hd = to_host(down, 64), hi = to_host(idx, 64);
+        int bad = 0;
+        for (int t = 0; t < 64; t++) {
+            int lane = t & 31, w = t >> 5;
+            int src = lane + delta < 32 ? lane + delta : lane;
+            bad += hd[(size_t)t] != (32 * w + src) * 7;
+            bad += hi[(size_t)t] != (32 * w + 9) * 5;
+        }
+        CHECK(bad == 0, "delta %d: %d wrong", delta, bad);
+    }
+    cudaFree(down);
+    cudaFree(idx);
+}
+
+static void test_faults(void)
+{
+    int *d = dev_alloc<int>(64);
+    (void)cudaGetLastError();
+    deadlock_kernel<<<1, 32>>>(d);
+    cudaError_t e = cudaGetLastError();
+    CHECK(e == cudaErrorLaunchFailure, "deadlock: %s", cudaGetErrorString(e));
+
+    partial_warp_kernel<<<1, 40>>>(d);
+    e = cudaGetLastError();
+    CHECK(e == cudaErrorLaunchFailure, "partial warp shuffle: %s", cudaGetErrorString(e));
+
+    /* a host pointer: nothing runs */
+    std::vector<float> host(16, 5.0f);
+    fill_kernel<<<1, 32>>>(host.data(), 1.0f, 16);
+    e = cudaGetLastError();
+    CHECK(e == cudaErrorLaunchFailure && host[0] == 5.0f, "host pointer: %s", cudaGetErrorString(e));
+
+    fill_kernel<<<1, 2048>>>((float *)d, 1.0f, 16);
+    e = cudaGetLastError();
+    CHECK(e == cudaErrorInvalidConfiguration, "2048 threads: %s", cudaGetErrorString(e));
+    fill_kernel<<<dim3(1, 70000), 32>>>((float *)d, 1.0f, 16);
+    e = cudaGetLastError();
+    CHECK(e == cudaErrorInvalidConfiguration, "grid.y 70000: %s", cudaGetErrorString(e));
+
+    /* after the faults, launches work again */
+    test_barrier();
+    cudaFree(d);
+}
+
+static void test_memory(void)
+{
+    float *d = dev_alloc<float>(8);
+    std::vector<float> h = to_host(d, 8);
+    CHECK(h[0] != h[0] && h[7] != h[7], "fresh device memory reads as NaN");
+    std::vector<float> src(8, 2.0f);
+    CHECK(cudaMemcpy(d, src.data(), 32, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue, "reversed copy");
+    CHECK(cudaMemcpy(d, src.data(), 36, cudaMemcpyHostToDevice) == cudaErrorInvalidValue, "copy past the block");
+    CHECK(cudaMemcpy(d, src.data(), 32, cudaMemcpyHostToDevice) == cudaSuccess, "copy");
+    CHECK(cudaFree(d + 1) == cudaErrorInvalidValue, "free inside a block");
+    CHECK(cudaFree(d) == cudaSuccess, "free");
+    (void)cudaGetLastError();
+
+    void *big = NULL;
+    size_t free_b, total_b;
+    cudaMemGetInfo(&free_b, &total_b);
+    CHECK(cudaMalloc(&big, total_b + 1) == cudaErrorMemoryAllocation && big == NULL, "past the device's memory");
+    (void)cudaGetLastError();
+
+    cudaEvent_t a, b;
+    cudaEventCreateWithFlags(&a, cudaEventDisableTiming);
+    cudaEventCreate(&b);
+    cudaEventRecord(a);
+    cudaEventRecord(b);
+    float ms = -1;
+    CHECK(cudaEventElapsedTime(&ms, a, b) == cudaErrorInvalidResourceHandle, "timing a DisableTiming event");
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    (void)cudaGetLastError();
+}
+
+static void test_gemm(void)
+{
+    cublasHandle_t h;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS, "create");
+    /* column-major C (3x2) = A^T (3x4) B (4x2), A stored 4x3 with lda 5 */
+    const int m = 3, n = 2, k = 4, lda = 5, ldb = 4, ldc = 3;
+    std::vector<float> ha((size_t)lda * m), hb((size_t)ldb * n), hc((size_t)ldc * n, NAN);
+    for (size_t i = 0; i < ha.size(); i++) ha[i] = (float)(i % 7) - 3.0f;
+    for (size_t i = 0; i < hb.size(); i++) hb[i] = (float)(i % 5) - 2.0f;
+    float *a = dev_alloc<float>(ha.size()), *b = dev_alloc<float>(hb.size()), *c = dev_alloc<float>(hc.size());
+    cudaMemcpy(a, ha.data(), ha.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(b, hb.data(), hb.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(c, hc.data(), hc.size() * 4, cudaMemcpyHostToDevice);
+    float alpha = 2.0f, beta = 0.0f;
+    cublasStatus_t s = cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, lda, 0, b, ldb, 0,
+                                                 &beta, c, ldc, 0, 1);
+    CHECK(s == CUBLAS_STATUS_SUCCESS, "sgemm: %s", cublasGetStatusString(s));
+    std::vector<float> r = to_host(c, hc.size());
+    int bad = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float want = 0;
+            for (int p = 0; p < k; p++) want += ha[(size_t)(p + i * lda)] * hb[(size_t)(p + j * ldb)];
+            bad += r[(size_t)(i + j * ldc)] != 2.0f * want;   /* small integers: exact; beta 0 drops C's NaN */
+        }
+    CHECK(bad == 0, "sgemm: %d wrong", bad);
+
+    s = cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, 3, 0, b, ldb, 0, &beta, c, ldc, 0, 1);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "lda 3 < k 4");
+    s = cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, lda, 0, b, ldb, 0, &beta, c, ldc,
+                                  (long long)ldc * n, 2);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "a second C past the allocation");
+
+    /* TF32: 1 + 2^-11 is a tie between 1 and 1 + 2^-10, rounded away */
+    float one = 1.0f, x = 1.0f + 1.0f / 2048.0f;
+    cudaMemcpy(a, &x, 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(b, &one, 4, cudaMemcpyHostToDevice);
+    alpha = 1.0f;
+    s = cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &alpha, a, CUDA_R_32F, 1, 0, b, CUDA_R_32F, 1,
+                                   0, &beta, c, CUDA_R_32F, 1, 0, 1, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
+    float got;
+    cudaMemcpy(&got, c, 4, cudaMemcpyDeviceToHost);
+    CHECK(s == CUBLAS_STATUS_SUCCESS && got == 1.0f + 1.0f / 1024.0f, "tf32: %.9g", got);
+    s = cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &alpha, a, CUDA_R_32F, 1, 0, b, CUDA_R_32F, 1,
+                                   0, &beta, c, CUDA_R_32F, 1, 0, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    cudaMemcpy(&got, c, 4, cudaMemcpyDeviceToHost);
+    CHECK(s == CUBLAS_STATUS_SUCCESS && got == x, "fp32: %.9g", got);
+
+    /* float16 operands, float16 C: one rounding of the float32 sum */
+    uint16_t h3[2] = {facet_float_to_half(1.0f), facet_float_to_half(1.0f / 1024.0f)};
+    uint16_t *ha16 = dev_alloc<uint16_t>(2), *hc16 = dev_alloc<uint16_t>(1);
+    cudaMemcpy(ha16, h3, 4, cudaMemcpyHostToDevice);
+    /* [1, 2^-10] . [1, 2^-10]^T = 1 + 2^-20, which float16 rounds to 1 */
+    s = cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 2, &alpha, ha16, CUDA_R_16F, 1, 0, ha16,
+                                   CUDA_R_16F, 2, 0, &beta, hc16, CUDA_R_16F, 1, 0, 1, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT);
+    uint16_t r16;
+    cudaMemcpy(&r16, hc16, 2, cudaMemcpyDeviceToHost);
+    CHECK(s == CUBLAS_STATUS_SUCCESS && r16 == facet_float_to_half(1.0f), "fp16: %#x", r16);
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+    cudaFree(ha16);
+    cudaFree(hc16);
+    cublasDestroy(h);
+}
+
+int main(void)
+{
+    test_indices();
+    test_block_sum();
+    test_barrier();
+    test_shuffles();
+    test_faults();
+    test_memory();
+    test_gemm();
+    printf("test_emu: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
