@@ -161,7 +161,10 @@ describe("facet.cuda.out_of_memory", function()
     local before = facet.cuda.memory_stats()
     -- called from a Lua function: the message names that line (a pcall made
     -- directly on facet.empty has no Lua caller to name)
-    local ok, err = pcall(function() return facet.empty({ 2 ^ 37 }, { device = "cuda" }) end)    -- 512 GiB
+    local ok, err = pcall(function()
+      local t = facet.empty({ 2 ^ 37 }, { device = "cuda" })    -- 512 GiB
+      return t
+    end)
     assert.is_false(ok)
     assert.matches("out of GPU memory: a [137438953472] float32 tensor needs 524288.0 MiB", err, 1, true)
     assert.matches("alloc_spec.lua", err, 1, true)

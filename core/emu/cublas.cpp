@@ -1,10 +1,10 @@
 /*
  * cublas.cpp - the emulator's cuBLAS GEMMs (docs/cuda-emulator.md). Each
- * call is checked as cuBLAS checks it (sizes >= 0, leading dimensions at
+ * call is checked when it is made, as cuBLAS checks it (sizes >= 0, leading dimensions at
  * least the stored rows, known operations and types), and every operand's
  * whole strided extent must lie inside one device allocation, which cuBLAS
  * itself never checks (a GPU would read or write past it). The product is
- * computed in float32 through the core's BLAS: op(A) and op(B) are widened
+ * computed in stream order (queued like a kernel), in float32 through the core's BLAS: op(A) and op(B) are widened
  * into row-major scratch (TF32 compute rounds their mantissas to 10 bits, to
  * nearest with ties away, as the tensor cores take them), then
  * C = alpha AB + beta C is stored in C's type, rounded once; beta = 0 does
@@ -90,6 +90,10 @@ bool operand_ok(const char *fn, const char *name, const void *p, cudaDataType_t 
     return false;
 }
 
+int compute_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const void *a,
+                 cudaDataType_t at, int lda, long long sa, const void *b, cudaDataType_t bt, int ldb, long long sb,
+                 float beta, void *c, cudaDataType_t ct, int ldc, long long sc, int batch, bool round_tf32);
+
 cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                     int k, float alpha, const void *a, cudaDataType_t at, int lda, long long sa, const void *b,
                     cudaDataType_t bt, int ldb, long long sb, float beta, void *c, cudaDataType_t ct, int ldc,
@@ -113,7 +117,18 @@ cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cubl
         !operand_ok(fn, "C", c, ct, m, n, ldc, sc, batch))
         return CUBLAS_STATUS_INVALID_VALUE;
 
-    const bool round_tf32 = compute == CUBLAS_COMPUTE_32F_FAST_TF32 && at == CUDA_R_32F;
+    /* computed in stream order, with alpha and beta as they are now (host pointer mode) */
+    facet_emu::enqueue([=]() {
+        return compute_gemm(ta, tb, m, n, k, alpha, a, at, lda, sa, b, bt, ldb, sb, beta, c, ct, ldc, sc, batch,
+                            compute == CUBLAS_COMPUTE_32F_FAST_TF32 && at == CUDA_R_32F);
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+int compute_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const void *a,
+                 cudaDataType_t at, int lda, long long sa, const void *b, cudaDataType_t bt, int ldb, long long sb,
+                 float beta, void *c, cudaDataType_t ct, int ldc, long long sc, int batch, bool round_tf32)
+{
     std::vector<float> ra((size_t)m * k), rb((size_t)k * n), rc((size_t)m * n);
     for (int64_t q = 0; q < batch; q++) {
         const void *aq = (const char *)a + q * sa * (long long)type_bytes(at);
@@ -131,8 +146,10 @@ cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cubl
                 rb[(size_t)(p * n + j)] = round_tf32 ? tf32(v) : v;
             }
         if (k > 0) {
-            if (facet_blas_sgemm(0, 0, m, n, k, 1.0f, ra.data(), k, rb.data(), n, 0.0f, rc.data(), n))
-                return CUBLAS_STATUS_EXECUTION_FAILED;
+            if (facet_blas_sgemm(0, 0, m, n, k, 1.0f, ra.data(), k, rb.data(), n, 0.0f, rc.data(), n)) {
+                facet_emu::fault("a cuBLAS GEMM: the host BLAS failed: %s", facet_last_error());
+                return 1;
+            }
         } else {
             std::fill(rc.begin(), rc.end(), 0.0f);
         }
@@ -144,7 +161,7 @@ cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cubl
                 store(cq, ct, e, v);
             }
     }
-    return CUBLAS_STATUS_SUCCESS;
+    return 0;
 }
 
 float scalar(const void *p) { return *(const float *)p; }

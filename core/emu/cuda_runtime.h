@@ -6,9 +6,11 @@
  * static: blocks run one after another), and gives kernels their built-in
  * indices (threadIdx, blockIdx, blockDim, gridDim) from the emulator's
  * current thread. The build rewrites each `kernel<<<grid, block>>>(args)`
- * into `facet_emu::launch(kernel, "kernel", grid, block)(args)`; launch.cpp
- * runs every thread of a block as a fiber, so __syncthreads and warp
- * shuffles wait for the threads they name, as on a GPU. Device memory is
+ * into `facet_emu::launch(kernel, "kernel", grid, block)(args)`, which
+ * checks the shape and arguments and queues the launch on the emulated
+ * default stream (runtime.cpp); launch.cpp runs every thread of a block as a
+ * fiber, so __syncthreads and warp shuffles wait for the threads they name,
+ * as on a GPU. Device memory is
  * host memory the emulator keeps a registry of: kernel pointer arguments,
  * copies and GEMM operands are checked against it.
  */
@@ -19,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <functional>
 #include <type_traits>
 
 /* ---- keywords ----------------------------------------------------------------------------- */
@@ -114,7 +117,12 @@ cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
 
-/* A __constant__ symbol is an ordinary object here. */
+namespace facet_emu {
+/* a host-to-device copy into a __constant__ symbol (an ordinary object here):
+ * the source is read now, the symbol written in stream order */
+cudaError_t symbol_copy(void *symbol, const void *src, size_t n);
+}
+
 template <typename S>
 static inline cudaError_t cudaMemcpyToSymbolAsync(S &symbol, const void *src, size_t n, size_t offset = 0,
                                                    cudaMemcpyKind kind = cudaMemcpyHostToDevice,
@@ -122,8 +130,7 @@ static inline cudaError_t cudaMemcpyToSymbolAsync(S &symbol, const void *src, si
 {
     (void)s;
     if (kind != cudaMemcpyHostToDevice || offset > sizeof(S) || n > sizeof(S) - offset) return cudaErrorInvalidValue;
-    memcpy((char *)&symbol + offset, src, n);
-    return cudaSuccess;
+    return facet_emu::symbol_copy((char *)&symbol + offset, src, n);
 }
 
 /* ---- the emulator ------------------------------------------------------------------------- */
@@ -148,9 +155,15 @@ int is_device_pointer(const void *p);
 void fault(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 typedef void (*body_fn)(void *ctx);
-/* Runs body(ctx) for every thread of grid x block; an invalid shape sets
- * cudaErrorInvalidConfiguration and runs nothing. */
-void run(const char *name, dim3 grid, dim3 block, size_t shared_bytes, body_fn body, void *ctx);
+/* 1 when the launch shape is valid; otherwise sets cudaErrorInvalidConfiguration */
+int shape_ok(const char *name, dim3 grid, dim3 block, size_t shared_bytes);
+/* Runs body(ctx) for every thread of grid x block; 0, or 1 after a fault
+ * (fault_message() says what). */
+int run(const char *name, dim3 grid, dim3 block, size_t shared_bytes, body_fn body, void *ctx);
+const char *fault_message(void);
+/* Queues work on the emulated default stream (runtime.cpp): it runs at the
+ * next synchronising call, or at once with FACET_EMU_SYNC=1. */
+void enqueue(std::function<int(void)> op);
 
 template <typename A>
 static inline int check_arg(const char *name, int index, const A &a)
@@ -176,10 +189,16 @@ struct launcher {
     {
         int index = 0, bad = 0;
         ((bad |= check_arg(name, index++, args)), ...);
-        if (bad) return;
+        if (bad || !shape_ok(name, grid, block, shared_bytes)) return;
+        /* the arguments are copied now, as a launch copies them */
         F *k = kernel;
-        auto body = [&]() { k(args...); };
-        run(name, grid, block, shared_bytes, [](void *c) { (*(decltype(body) *)c)(); }, &body);
+        const char *nm = name;
+        dim3 g = grid, b = block;
+        size_t sb = shared_bytes;
+        enqueue([=]() mutable {
+            auto body = [&]() { k(args...); };
+            return run(nm, g, b, sb, [](void *c) { (*(decltype(body) *)c)(); }, &body);
+        });
     }
 };
 

@@ -315,7 +315,9 @@ void run_block(void)
     }
 }
 
-bool shape_ok(const char *name, dim3 grid, dim3 block, size_t shared_bytes)
+}   /* namespace */
+
+int shape_ok(const char *name, dim3 grid, dim3 block, size_t shared_bytes)
 {
     unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
     const char *why = NULL;
@@ -327,16 +329,17 @@ bool shape_ok(const char *name, dim3 grid, dim3 block, size_t shared_bytes)
         why = "a grid dimension past 2^31-1/65535/65535";
     else if (shared_bytes > 48 * 1024)
         why = "more than 48 KiB of dynamic shared memory";
-    if (!why) return true;
+    if (!why) return 1;
     char detail[512];
     snprintf(detail, sizeof detail, "kernel %s, grid (%u,%u,%u), block (%u,%u,%u): %s", name, grid.x, grid.y,
              grid.z, block.x, block.y, block.z, why);
     fprintf(stderr, "facet-emu: %s\n", detail);
     set_error(cudaErrorInvalidConfiguration, detail);
-    return false;
+    return 0;
 }
 
-}   /* namespace */
+
+const char *fault_message(void) { return fault_msg; }
 
 void fault(const char *fmt, ...)
 {
@@ -347,7 +350,8 @@ void fault(const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "facet-emu: fault: %s\n", msg);
     if (!cur_fiber && !R.running) {
-        /* before a launch (its arguments): the launch's error, nothing runs */
+        /* outside a kernel (a launch's arguments, queued work): the caller's error */
+        snprintf(fault_msg, sizeof fault_msg, "%s", msg);
         set_error(cudaErrorLaunchFailure, msg);
         return;
     }
@@ -357,10 +361,9 @@ void fault(const char *fmt, ...)
     if (cur_fiber) to_scheduler(cur_fiber);
 }
 
-void run(const char *name, dim3 grid, dim3 block, size_t shared_bytes, body_fn body, void *ctx)
+int run(const char *name, dim3 grid, dim3 block, size_t shared_bytes, body_fn body, void *ctx)
 {
     std::lock_guard<std::mutex> hold(launch_lock);
-    if (!shape_ok(name, grid, block, shared_bytes)) return;
     R.name = name;
     R.body = body;
     R.ctx = ctx;
@@ -378,7 +381,7 @@ void run(const char *name, dim3 grid, dim3 block, size_t shared_bytes, body_fn b
                 run_block();
             }
     R.running = false;
-    if (R.faulted) set_error(cudaErrorLaunchFailure, fault_msg);
+    return R.faulted ? 1 : 0;
 }
 
 void sync_block(void)

@@ -5,11 +5,14 @@
  * the backend's block reduction give what a GPU gives, and that what a GPU
  * rejects or leaves undefined (a deadlocked barrier, a partial-warp shuffle,
  * a host pointer handed to a kernel, a bad launch shape, a copy in the wrong
- * direction, a GEMM operand past its allocation) is reported as an error.
+ * direction, a GEMM operand past its allocation) is reported as an error,
+ * and that the default stream runs when the host waits, as a GPU's does.
  */
 #include "cuda_common.cuh"
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 
 static int passed, failed;
@@ -203,13 +206,19 @@ static void test_faults(void)
 {
     int *d = dev_alloc<int>(64);
     (void)cudaGetLastError();
+    /* a fault inside a kernel is the error of the next waiting call, as on a GPU */
     deadlock_kernel<<<1, 32>>>(d);
     cudaError_t e = cudaGetLastError();
+    CHECK(e == cudaSuccess, "deadlock, at launch: %s", cudaGetErrorString(e));
+    e = cudaDeviceSynchronize();
     CHECK(e == cudaErrorLaunchFailure, "deadlock: %s", cudaGetErrorString(e));
+    CHECK(cudaGetLastError() == cudaErrorLaunchFailure, "deadlock: the last error");
 
     partial_warp_kernel<<<1, 40>>>(d);
-    e = cudaGetLastError();
+    std::vector<int> sink(1);
+    e = cudaMemcpy(sink.data(), d, 4, cudaMemcpyDeviceToHost);
     CHECK(e == cudaErrorLaunchFailure, "partial warp shuffle: %s", cudaGetErrorString(e));
+    (void)cudaGetLastError();
 
     /* a host pointer: nothing runs */
     std::vector<float> host(16, 5.0f);
@@ -258,6 +267,70 @@ static void test_memory(void)
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     (void)cudaGetLastError();
+}
+
+/* The stream runs when the host waits: page-locked memory filled by an
+ * asynchronous copy holds its old bytes until then, and a page-locked source
+ * is read when its copy runs. */
+static void test_stream(void)
+{
+    float *x = dev_alloc<float>(16), *y = dev_alloc<float>(16);
+    float *px = NULL, *py = NULL;
+    cudaMallocHost((void **)&px, 16 * sizeof(float));
+    cudaMallocHost((void **)&py, 16 * sizeof(float));
+    for (int i = 0; i < 16; i++) px[i] = py[i] = -7.0f;
+    cudaEvent_t ev;
+    cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    fill_kernel<<<1, 32>>>(x, 1.0f, 16);
+    cudaMemcpyAsync(px, x, 16 * sizeof(float), cudaMemcpyDeviceToHost, 0);
+    cudaEventRecord(ev, 0);
+    fill_kernel<<<1, 32>>>(y, 2.0f, 16);
+    cudaMemcpyAsync(py, y, 16 * sizeof(float), cudaMemcpyDeviceToHost, 0);
+    CHECK(px[0] == -7.0f && py[0] == -7.0f, "before any wait: %g %g", px[0], py[0]);
+    CHECK(cudaEventSynchronize(ev) == cudaSuccess, "event");
+    CHECK(px[15] == 1.0f && py[0] == -7.0f, "up to the event: %g %g", px[15], py[0]);
+    cudaDeviceSynchronize();
+    CHECK(py[15] == 2.0f, "after a device sync: %g", py[15]);
+
+    /* a page-locked source rewritten before the copy ran: the new bytes arrive */
+    for (int i = 0; i < 16; i++) px[i] = 3.0f;
+    cudaMemcpyAsync(x, px, 16 * sizeof(float), cudaMemcpyHostToDevice, 0);
+    px[0] = 4.0f;
+    std::vector<float> h = to_host(x, 16);
+    CHECK(h[0] == 4.0f && h[1] == 3.0f, "pinned source: %g %g", h[0], h[1]);
+    /* a pageable source is read by the call itself */
+    std::vector<float> pageable(16, 5.0f);
+    cudaMemcpyAsync(x, pageable.data(), 16 * sizeof(float), cudaMemcpyHostToDevice, 0);
+    pageable[0] = 6.0f;
+    h = to_host(x, 16);
+    CHECK(h[0] == 5.0f, "pageable source: %g", h[0]);
+    cudaEventDestroy(ev);
+    cudaFreeHost(px);
+    cudaFreeHost(py);
+    cudaFree(x);
+    cudaFree(y);
+}
+
+/* Host code that reads device memory stops with SIGSEGV, as on a GPU host. */
+static void test_guard(void)
+{
+    float *d = dev_alloc<float>(4);
+    fill_kernel<<<1, 32>>>(d, 1.0f, 4);
+    cudaDeviceSynchronize();
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        volatile float v = d[1];
+        (void)v;
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "a host read of device memory: status %#x", status);
+    /* the emulator's own copies still work */
+    std::vector<float> h = to_host(d, 4);
+    CHECK(h[1] == 1.0f, "copy after the guard: %g", h[1]);
+    cudaFree(d);
 }
 
 static void test_gemm(void)
@@ -335,6 +408,8 @@ int main(void)
     test_shuffles();
     test_faults();
     test_memory();
+    test_stream();
+    test_guard();
     test_gemm();
     printf("test_emu: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
