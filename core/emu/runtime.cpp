@@ -24,7 +24,9 @@
  *   (and while the emulator itself copies), so a host read or write of a
  *   device pointer (a CUDA tensor's data read as if it were on the CPU)
  *   stops the process with a SIGSEGV whose message names the address, as a
- *   GPU's process would crash; FACET_EMU_PROTECT=0 leaves it open.
+ *   GPU's process would crash. Opening and closing costs two mprotect calls
+ *   over every page in use at each wait, seconds per spec file once
+ *   gigabytes are cached, so the guard is on with FACET_EMU_PROTECT=1 only.
  * FACET_EMU_SMS (default 132, an H100's) is the multiprocessor count the
  * backend sizes its grids by.
  */
@@ -123,7 +125,7 @@ bool arena_ready(void)
     if (m == MAP_FAILED) return false;
     arena = (char *)m;
     const char *v = getenv("FACET_EMU_PROTECT");
-    protect_on = !(v && strcmp(v, "0") == 0);
+    protect_on = v && *v && strcmp(v, "0") != 0;
     if (!protect_on) {
         mprotect(arena, ARENA_BYTES, PROT_READ | PROT_WRITE);
         return true;

@@ -402,6 +402,7 @@ static void test_gemm(void)
 
 int main(void)
 {
+    setenv("FACET_EMU_PROTECT", "1", 1);    /* before the first allocation: test_guard needs it */
     test_indices();
     test_block_sum();
     test_barrier();

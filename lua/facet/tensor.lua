@@ -184,8 +184,10 @@ local function device_oom(rc, dtype, device, nd, sizes, level)
   local es = ffi.new("size_t[1]")
   C.facet_dtype_size(dtype, es)
   local what = ("a [%s] %s tensor"):format(table.concat(dims, "x"), DTYPE_NAMES[tonumber(dtype)])
-  return cuda.out_of_memory(rc, function() return C.facet_tensor_init(out_p, dtype, device, nd, keep) end,
+  -- not a tail call: level + 1 counts this frame
+  local status = cuda.out_of_memory(rc, function() return C.facet_tensor_init(out_p, dtype, device, nd, keep) end,
     numel * tonumber(es[0]), what, level + 1)
+  return status
 end
 
 local function new_empty(sizes, dtype, device, level)
