@@ -22,18 +22,41 @@ local function param(values, grads)
   return { params = { H.tensor(values) }, grads = { H.tensor(grads) } }
 end
 
--- torch.optim.SGD, written out
+-- torch.optim.SGD, written out; cfg.at[step] (optional) holds settings
+-- changed before that step, kept from then on (the buffer starts as the
+-- first gradient with momentum, as torch's momentum_buffer None does)
 local function ref_sgd(w, grads, cfg)
   local buf
+  local c = {}
+  for k, v in pairs(cfg) do c[k] = v end
   for step, g in ipairs(grads) do
+    for k, v in pairs(cfg.at and cfg.at[step] or {}) do c[k] = v end
     local d = {}
-    for i = 1, #w do d[i] = g[i] + (cfg.weight_decay or 0) * w[i] end
-    if (cfg.momentum or 0) ~= 0 then
-      if step == 1 then buf = { unpack(d) }
-      else for i = 1, #w do buf[i] = cfg.momentum * buf[i] + (1 - (cfg.dampening or 0)) * d[i] end end
-      for i = 1, #w do d[i] = cfg.nesterov and d[i] + cfg.momentum * buf[i] or buf[i] end
+    for i = 1, #w do d[i] = g[i] + (c.weight_decay or 0) * w[i] end
+    if (c.momentum or 0) ~= 0 then
+      if not buf then buf = { unpack(d) }
+      else for i = 1, #w do buf[i] = c.momentum * buf[i] + (1 - (c.dampening or 0)) * d[i] end end
+      for i = 1, #w do d[i] = c.nesterov and d[i] + c.momentum * buf[i] or buf[i] end
     end
-    for i = 1, #w do w[i] = w[i] - cfg.lr * d[i] end
+    for i = 1, #w do w[i] = w[i] - c.lr * d[i] end
+  end
+  return w
+end
+
+-- torch.optim.Adam / AdamW written out for one parameter (from step t0 + 1, zero moments)
+local function ref_adam(w, grads, lr, b1, b2, eps, wd, decoupled, t0)
+  local m, v = {}, {}
+  for i = 1, #w do m[i], v[i] = 0, 0 end
+  for s, g in ipairs(grads) do
+    local t = (t0 or 0) + s
+    for i = 1, #w do
+      local gi = g[i]
+      if decoupled then w[i] = w[i] * (1 - lr * wd) else gi = gi + wd * w[i] end
+      m[i] = b1 * m[i] + (1 - b1) * gi
+      v[i] = b2 * v[i] + (1 - b2) * gi * gi
+      local mh, vh = m[i] / (1 - b1 ^ t), v[i] / (1 - b2 ^ t)
+      w[i] = w[i] - lr * mh / (math.sqrt(vh) + eps)
+    end
   end
   return w
 end
@@ -238,23 +261,7 @@ describe("sgd", function()
 end)
 
 describe("adam and adamw", function()
-  -- torch.optim.Adam written out for one parameter (from step t0 + 1, zero moments)
-  local function ref(w, grads, lr, b1, b2, eps, wd, decoupled, t0)
-    local m, v = {}, {}
-    for i = 1, #w do m[i], v[i] = 0, 0 end
-    for s, g in ipairs(grads) do
-      local t = (t0 or 0) + s
-      for i = 1, #w do
-        local gi = g[i]
-        if decoupled then w[i] = w[i] * (1 - lr * wd) else gi = gi + wd * w[i] end
-        m[i] = b1 * m[i] + (1 - b1) * gi
-        v[i] = b2 * v[i] + (1 - b2) * gi * gi
-        local mh, vh = m[i] / (1 - b1 ^ t), v[i] / (1 - b2 ^ t)
-        w[i] = w[i] - lr * mh / (math.sqrt(vh) + eps)
-      end
-    end
-    return w
-  end
+  local ref = ref_adam
   for _, case in ipairs { { "adam", false, 0 }, { "adam", false, 0.1 }, { "adamw", true, 0.05 } } do
     H.it(("%s, weight decay %g, over 3 steps"):format(case[1], case[3]), function()
       local src = param({ 0.5, -1, 2 }, { 0, 0, 0 })
@@ -479,6 +486,180 @@ describe("the parameter interface", function()
     assert.are.same({ "head.weight:weight", "head.bias:bias", "head.alpha:norm" }, names)
     H.assert_error(function() optim.sgd({ { named_parameters = function() return { { param = 1, grad = 2 } } end } },
       { lr = 1 }) end, "not a tensor")
+  end)
+end)
+
+describe("the update plan kept between steps", function()
+  -- the handle arrays and checks of a step are kept while the entries stay as
+  -- they were (facet.optim.optimizer); every change below must reach the next step
+  local function randn(shape, seed) return H.on(facet.randn(shape, { seed = seed })) end
+  local function set(t, values) t:copy(H.tensor(values):reshape(t:shape())) end
+  local function draws(shape, seed, n)
+    local g = {}
+    for s = 1, n do g[s] = H.values(facet.randn(shape, { seed = seed + s })) end
+    return g
+  end
+
+  H.it("sgd: a parameter, gradient or buffer replaced between steps is the one the next step updates", function()
+    local cfg = { lr = 0.1, momentum = 0.9, weight_decay = 0.01, nesterov = true }
+    local a, b = randn({ 3, 4 }, 1), randn({ 5 }, 2)
+    local a0, b0 = H.values(a), H.values(b)
+    local src = { params = { a, b }, grads = { randn({ 3, 4 }, 3):zero_(), randn({ 5 }, 4):zero_() } }
+    local settings = {}
+    for k, v in pairs(cfg) do settings[k] = v end
+    local opt = optim.sgd(src, settings)
+    local ga, gb = draws({ 3, 4 }, 10, 6), draws({ 5 }, 20, 6)
+    for s = 1, 2 do
+      set(opt.list[1].grad, ga[s]); set(opt.list[2].grad, gb[s])
+      opt:step()
+    end
+    local plan = opt._plan
+    set(opt.list[1].grad, ga[3]); set(opt.list[2].grad, gb[3])
+    opt:step_zero_grad()
+    assert.are.equal(plan, opt._plan, "nothing changed: the plan is kept")
+    assert.are.same({ 0, 0, 0, 0, 0 }, H.values(opt.list[2].grad))
+    -- parameter 2 replaced, with a fresh gradient and no buffer: a new plan
+    local b_new = randn({ 5 }, 5)
+    local b_new0 = H.values(b_new)
+    local b_then = H.values(b)
+    opt.list[2].param, opt.list[2].grad, opt.list[2].momentum_buffer = b_new, randn({ 5 }, 6), nil
+    for s = 4, 5 do
+      set(opt.list[1].grad, ga[s]); set(opt.list[2].grad, gb[s])
+      opt:step()
+    end
+    assert.are_not.equal(plan, opt._plan)
+    assert.are.same(b_then, H.values(b), "the replaced tensor is left alone")
+    H.assert_close(H.values(b_new), ref_sgd(b_new0, { gb[4], gb[5] }, cfg), 1e-5, 1e-6)
+    -- parameter 1's gradient replaced (the old one holds other values), its
+    -- buffer replaced by a copy and freed: the step reads the new ones
+    local old_grad, old_buf = opt.list[1].grad, opt.list[1].momentum_buffer
+    opt.list[1].grad = randn({ 3, 4 }, 7)
+    set(opt.list[1].grad, ga[6])
+    old_grad:fill_(100)
+    opt.list[1].momentum_buffer = old_buf:clone()
+    old_buf:free()
+    opt:step()
+    H.assert_close(H.values(a), ref_sgd(a0, ga, cfg), 1e-5, 1e-6)
+    assert.is_false(opt.list[1].momentum_buffer:is_freed())
+    -- b followed its own run since its replacement; the first b none after it
+    H.assert_close(b_then, ref_sgd(b0, { gb[1], gb[2], gb[3] }, cfg), 1e-5, 1e-6)
+  end)
+
+  H.it("sgd: lr, weight decay and momentum changed, an entry added, decay_bias_norm set", function()
+    local a, c = randn({ 2, 3 }, 1), randn({ 4 }, 2)
+    local a0, c0 = H.values(a), H.values(c)
+    local opt = optim.sgd({ params = { a }, grads = { randn({ 2, 3 }, 3) } }, { lr = 0.1 })
+    local ga, gc = draws({ 2, 3 }, 10, 6), draws({ 4 }, 20, 6)
+    local function step(s)
+      set(opt.list[1].grad, ga[s])
+      if opt.list[2] then set(opt.list[2].grad, gc[s]) end
+      opt:step()
+    end
+    step(1); step(2)
+    opt.lr, opt.weight_decay = 0.05, 0.01
+    step(3)
+    opt.momentum = 0.9                                    -- buffers made at this step
+    step(4)
+    assert.is_truthy(opt.list[1].momentum_buffer)
+    -- a parameter group added (a bias), then exempted from decay
+    opt.list[2] = { param = c, grad = randn({ 4 }, 4), kind = "bias" }
+    step(5)
+    opt.decay_bias_norm = false
+    step(6)
+    H.assert_close(H.values(a), ref_sgd(a0, ga, { lr = 0.1, at = { [3] = { lr = 0.05, weight_decay = 0.01 },
+      [4] = { momentum = 0.9 } } }), 1e-5, 1e-6)
+    H.assert_close(H.values(c), ref_sgd(c0, { gc[5], gc[6] }, { lr = 0.05, momentum = 0.9, weight_decay = 0.01,
+      at = { [2] = { weight_decay = 0 } } }), 1e-5, 1e-6)
+    -- decay_bias_norm back on: the bias decays at the next step
+    local c6 = H.values(c)
+    opt.decay_bias_norm, opt.momentum = true, 0
+    opt.list[2].grad:zero_()
+    step(6)
+    local want = {}
+    for i = 1, 4 do want[i] = c6[i] - 0.05 * (gc[6][i] + 0.01 * c6[i]) end
+    H.assert_close(H.values(c), want, 1e-5, 1e-6)
+  end)
+
+  for _, case in ipairs { { "adam", false, 0.1 }, { "adamw", true, 0.05 } } do
+    H.it(case[1] .. ": a parameter replaced and one added between steps", function()
+      local name, decoupled, wd = case[1], case[2], case[3]
+      local a, b, c = randn({ 3, 2 }, 1), randn({ 4 }, 2), randn({ 2, 2 }, 3)
+      local a0, c0 = H.values(a), H.values(c)
+      local opt = optim[name]({ params = { a, b }, grads = { randn({ 3, 2 }, 4), randn({ 4 }, 5) } },
+        { lr = 0.01, weight_decay = wd })
+      local ga, gb, gc = draws({ 3, 2 }, 10, 4), draws({ 4 }, 20, 4), draws({ 2, 2 }, 30, 4)
+      for s = 1, 4 do
+        if s == 3 then
+          -- parameter 2 replaced by c (fresh moments, the step count goes on); a new entry b again
+          local e = opt.list[2]
+          e.param, e.grad, e.exp_avg, e.exp_avg_sq = c, randn({ 2, 2 }, 6), nil, nil
+          opt.list[3] = { param = b, grad = randn({ 4 }, 7), kind = "weight" }
+        end
+        set(opt.list[1].grad, ga[s])
+        set(opt.list[2].grad, s < 3 and gb[s] or gc[s])
+        if opt.list[3] then set(opt.list[3].grad, gb[s]) end
+        opt:step()
+      end
+      H.assert_close(H.values(a), ref_adam(a0, ga, 0.01, 0.9, 0.999, 1e-8, wd, decoupled), 1e-5, 1e-7)
+      H.assert_close(H.values(c), ref_adam(c0, { gc[3], gc[4] }, 0.01, 0.9, 0.999, 1e-8, wd, decoupled, 2), 1e-5, 1e-7)
+      -- b: two steps in its first entry (t = 1, 2), then fresh moments in the new one (t = 3, 4)
+      local b_want = ref_adam(H.values(randn({ 4 }, 2)), { gb[1], gb[2] }, 0.01, 0.9, 0.999, 1e-8, wd, decoupled)
+      H.assert_close(H.values(b), ref_adam(b_want, { gb[3], gb[4] }, 0.01, 0.9, 0.999, 1e-8, wd, decoupled, 2), 1e-5,
+        1e-7)
+    end)
+  end
+
+  H.it("a parameter made float16 is refused without a trace; its float32 replacement is updated", function()
+    local a, b = randn({ 3 }, 1), randn({ 2, 2 }, 2)
+    local a0, b0 = H.values(a), H.values(b)
+    local opt = optim.sgd({ params = { a, b }, grads = { randn({ 3 }, 3), randn({ 2, 2 }, 4) } },
+      { lr = 0.1, momentum = 0.9 })
+    local ga, gb = draws({ 3 }, 10, 2), draws({ 2, 2 }, 20, 2)
+    set(opt.list[1].grad, ga[1]); set(opt.list[2].grad, gb[1])
+    opt:step()
+    local a1, b1 = H.values(a), H.values(b)
+    opt.list[2].param = b:to("float16")
+    H.assert_error(function() opt:step() end, "sgd:step: parameter 2: param is float16, want float32")
+    assert.are.same(a1, H.values(a))
+    assert.are.equal(1, opt.step_count)
+    local b32 = b:clone()
+    opt.list[2].param = b32
+    set(opt.list[1].grad, ga[2]); set(opt.list[2].grad, gb[2])
+    opt:step()
+    H.assert_close(H.values(a), ref_sgd(a0, ga, { lr = 0.1, momentum = 0.9 }), 1e-5, 1e-6)
+    H.assert_close(H.values(b32), ref_sgd(b0, gb, { lr = 0.1, momentum = 0.9 }), 1e-5, 1e-6)
+    assert.are.same(b1, H.values(b), "the tensor replaced is left alone")
+  end)
+
+  H.it("zero_grad, grad_norm and clipping follow a replaced gradient", function()
+    local a = randn({ 2, 2 }, 1)
+    local opt = optim.sgd({ params = { a }, grads = { H.tensor { { 3, 0 }, { 0, 4 } } } }, { lr = 1 })
+    H.assert_close(opt:grad_norm(), 5, 1e-6)
+    opt:zero_grad()
+    assert.are.same({ 0, 0, 0, 0 }, H.values(opt.list[1].grad))
+    local old = opt.list[1].grad
+    opt.list[1].grad = H.tensor { { 6, 0 }, { 0, 8 } }
+    old:fill_(1)
+    H.assert_close(opt:grad_norm(), 10, 1e-6)
+    H.assert_close(opt:clip_grad_norm(5), 10, 1e-6)
+    H.assert_close(H.values(opt.list[1].grad), { 3, 0, 0, 4 }, 1e-5)
+    opt:zero_grad()
+    assert.are.same({ 0, 0, 0, 0 }, H.values(opt.list[1].grad))
+    assert.are.same({ 1, 1, 1, 1 }, H.values(old), "the gradient replaced is left alone")
+  end)
+
+  H.gpu_it("a parameter on another device than the first goes to a call of its own", function()
+    local a, b = facet.randn({ 3 }, { seed = 1 }), facet.randn({ 4 }, { seed = 2 }):cuda()
+    local a0, b0 = H.values(a), H.values(b)
+    local opt = optim.sgd({ params = { a, b }, grads = { facet.zeros({ 3 }), facet.zeros({ 4 }, { device = "cuda" }) } },
+      { lr = 0.1, momentum = 0.9 })
+    local ga, gb = draws({ 3 }, 10, 3), draws({ 4 }, 20, 3)
+    for s = 1, 3 do
+      opt.list[1].grad:copy(facet.tensor(ga[s])); opt.list[2].grad:copy(facet.tensor(gb[s]))
+      opt:step()
+    end
+    H.assert_close(H.values(a), ref_sgd(a0, ga, { lr = 0.1, momentum = 0.9 }), 1e-5, 1e-6)
+    H.assert_close(H.values(b), ref_sgd(b0, gb, { lr = 0.1, momentum = 0.9 }), 1e-5, 1e-6)
   end)
 end)
 

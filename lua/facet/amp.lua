@@ -40,6 +40,16 @@ local OPTIONS = { "init_scale", "growth_factor", "backoff_factor", "growth_inter
 
 local found_1 = ffi.new("int[1]")
 
+-- whether grads holds the tensors of last (the list unscale() filled its
+-- handle array from), all still alive: compares and numbers, nothing allocated
+local function same_tensors(last, grads)
+  local words = last.words
+  for i = 1, last.n do
+    if not rawequal(grads[i], last[i]) or tensor.freed_words(words[i]) then return false end
+  end
+  return true
+end
+
 --- facet.amp.scaler{ init_scale = 2^16, growth_factor = 2, backoff_factor = 0.5,
 -- growth_interval = 100, max_scale = 2^24, min_scale = 2^-14, enabled = true }.
 -- min_scale: an overflow at this scale is not an fp16 overflow any more but a
@@ -97,17 +107,26 @@ function Scaler:unscale(grads)
       or valid.describe(grads)))
   end
   local n = #grads
-  -- the handle array is kept and grown, never made per step; a name is only formatted for a message
-  local list = self.handles
-  if not list or self.capacity < n then
-    self.capacity = math.max(n, 1)
-    list = ffi.new("facet_tensor *[?]", self.capacity)
-    self.handles = list
-  end
-  for i = 1, n do
-    local g = grads[i]
-    if not tensor.is_tensor(g) or g:is_freed() then valid.tensor(fn, ("grads[%d]"):format(i), g) end
-    list[i - 1] = g.h
+  -- the handle array is kept and grown, never made per step, and filled only
+  -- when the list differs from the last one (another table, length or
+  -- tensor, or a tensor freed since): reading a handle boxes it in the
+  -- interpreter. A name is only formatted for a message.
+  local list, last = self.handles, self.last
+  if not (last and rawequal(last.grads, grads) and last.n == n and same_tensors(last, grads)) then
+    if not list or self.capacity < n then
+      self.capacity = math.max(n, 1)
+      list = ffi.new("facet_tensor *[?]", self.capacity)
+      self.handles = list
+    end
+    self.last = nil
+    last = { grads = grads, n = n, words = {} }
+    for i = 1, n do
+      local g = grads[i]
+      if not tensor.is_tensor(g) or g:is_freed() then valid.tensor(fn, ("grads[%d]"):format(i), g) end
+      list[i - 1] = g.h
+      last[i], last.words[i] = g, tensor.handle_words(g)
+    end
+    self.last = last
   end
   core.check(C.facet_amp_unscale(list, n, 1 / self.scale, found_1))
   self.found = found_1[0] ~= 0

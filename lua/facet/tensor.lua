@@ -323,6 +323,19 @@ function Tensor.is_freed(t)
   return t.h == nil
 end
 
+-- For loops that must allocate nothing even where LuaJIT interprets them
+-- (reading t.h there boxes the pointer: a new cdata each time):
+-- M.handle_words(t) views t's handle field as 32-bit words, made once per
+-- tensor; M.freed_words(w) reads them as numbers, true once t was freed. The
+-- view does not keep t alive: hold t while it is used.
+local HANDLE_OFFSET = ffi.offsetof("struct facet_lua_tensor", "h")
+local HANDLE_LAST = ffi.sizeof("facet_tensor *") / 4 - 1
+function M.handle_words(t)
+  if not is_tensor(t) then fail("expected a facet tensor, got " .. describe(t)) end
+  return ffi.cast("const uint32_t *", ffi.cast("const uint8_t *", t) + HANDLE_OFFSET)
+end
+function M.freed_words(w) return w[0] == 0 and w[HANDLE_LAST] == 0 end
+
 -- ---- views -------------------------------------------------------------------------
 
 function Tensor.narrow(t, dim, start, length)

@@ -7,27 +7,15 @@
 -- A parameter that defers part of its gradient (a fused head) gets it applied
 -- first: Adam's update is not linear in the gradient, so the pass needs the
 -- complete one; the head then measures W again in its next forward.
-local ffi = require "ffi"
 local core = require "facet.core"
-local tensor = require "facet.tensor"
 local Optimizer = require "facet.optim.optimizer"
 local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local M = {}
 
--- the handle arrays of the list update, made once per optimizer
-local function list_arrays(self)
-  local a = self.list_arrays
-  if not a then
-    local n = #self.list
-    a = { params = ffi.new("facet_tensor *[?]", n), grads = ffi.new("facet_tensor *[?]", n),
-      exp_avgs = ffi.new("facet_tensor *[?]", n), exp_avg_sqs = ffi.new("facet_tensor *[?]", n),
-      decays = ffi.new("double[?]", n), device = ffi.new("int[1]") }
-    self.list_arrays = a
-  end
-  return a
-end
+-- every entry goes in the list call (a deferred gradient is completed first)
+local function listable() return true end
 
 local function class(name, decoupled, wd)
   local cls = setmetatable({ name = name }, { __index = Optimizer })
@@ -36,7 +24,6 @@ local function class(name, decoupled, wd)
   cls.state_keys = { "exp_avg", "exp_avg_sq" }
   -- one update of every parameter (zero: each gradient zeroed in the same pass)
   local function update(self, method, zero)
-    self:check_entries(method)
     local b = self.betas
     if type(b) ~= "table" or type(b[1]) ~= "number" or type(b[2]) ~= "number" or not (b[1] >= 0 and b[1] < 1) or
       not (b[2] >= 0 and b[2] < 1) then
@@ -45,31 +32,24 @@ local function class(name, decoupled, wd)
     if type(self.eps) ~= "number" or not (self.eps > 0) then
       core.raise(("%s:%s: eps must be a number > 0"):format(name, method), 3)
     end
-    self:ensure_state(cls.state_keys)
+    -- the handle arrays and the checks of the tensors: the optimizer's plan, kept between steps
+    local plan = self:plan(method, true, listable)
     local step = self.step_count + 1
     local flags = (decoupled and C.FACET_ADAM_FLAG_DECOUPLED or 0) + (zero and C.FACET_ADAM_FLAG_ZERO_GRAD or 0)
     -- every gradient completed first; then the parameters on the first one's
     -- device in one facet_adam_step_list call, any others one call each
-    local a, list, m = list_arrays(self), self.list, 0
-    check(C.facet_tensor_device(list[1].param.h, a.device))
-    local dev = a.device[0]
-    for _, p in ipairs(list) do
-      Optimizer.complete(p)
-      p.listed = C.facet_tensor_device(p.param.h, a.device) == 0 and a.device[0] == dev
-      if p.listed then
-        a.params[m], a.grads[m], a.decays[m] = p.param.h, p.grad.h, self:decay_of(p)
-        a.exp_avgs[m], a.exp_avg_sqs[m] = p.exp_avg.h, p.exp_avg_sq.h
-        m = m + 1
+    Optimizer.complete_plan(plan)
+    check(C.facet_adam_step_list(plan.params, plan.grads, plan.state[1], plan.state[2], plan.decays, plan.m, self.lr,
+      b[1], b[2], self.eps, step, flags))
+    local after = plan.after
+    for k = 1, plan.n_after do
+      local a = after[k]
+      if a.single then
+        local h = a.h
+        check(C.facet_adam_step(h.param, h.grad, h.exp_avg, h.exp_avg_sq, self.lr, b[1], b[2], self.eps, a.decay,
+          step, flags))
       end
-    end
-    check(C.facet_adam_step_list(a.params, a.grads, a.exp_avgs, a.exp_avg_sqs, a.decays, m, self.lr, b[1], b[2],
-      self.eps, step, flags))
-    for _, p in ipairs(list) do
-      if not p.listed then
-        check(C.facet_adam_step(p.param.h, p.grad.h, p.exp_avg.h, p.exp_avg_sq.h, self.lr, b[1], b[2],
-          self.eps, self:decay_of(p), step, flags))
-      end
-      Optimizer.updated(p, false)
+      Optimizer.updated(a.p, false)
     end
     self.step_count = step
   end

@@ -36,6 +36,9 @@
 -- buffer or step count. load_state() checks the whole state (name, step
 -- count, settings, every tensor's name, dtype and shape) before it copies
 -- anything, so a state it refuses leaves the optimizer exactly as it was.
+-- A step allocates nothing: the checks and the handle arrays are made once
+-- into a plan kept between steps, made again when the entries change (see
+-- "the update plan" below; docs/nn.md).
 local ffi = require "ffi"
 local core = require "facet.core"
 local valid = require "facet.check"
@@ -167,12 +170,17 @@ local function check_number(self, method, key, lo, hi)
   end
 end
 
+-- lr and weight_decay: finite numbers >= 0 (every step: they may change between steps)
+local function check_settings(self, method)
+  check_number(self, method, "lr", 0)
+  check_number(self, method, "weight_decay", 0)
+end
+
 --- Checks every parameter entry and the settings before step() writes
 -- anything (errors name the optimizer, the method and the parameter).
 function Optimizer:check_entries(method)
   method = method or "step"
-  check_number(self, method, "lr", 0)
-  check_number(self, method, "weight_decay", 0)
+  check_settings(self, method)
   for i, p in ipairs(self.list) do
     check_tensor(self, method, p, i, "param", p.param)
     check_tensor(self, method, p, i, "grad", p.grad)
@@ -200,14 +208,6 @@ function Optimizer:decay_of(p)
   return self.weight_decay
 end
 
---- Zeroes the gradients, deferred parts included.
-function Optimizer:zero_grad()
-  for _, p in ipairs(self.list) do
-    p.grad:zero_()
-    if p.row_coef then p.row_coef:zero_() end
-  end
-end
-
 --- step(), then zero_grad(): what facet.train does after a good step. SGD
 -- and Adam zero each gradient inside its update pass (no launch of its own
 -- per parameter); this fallback, for optimizers built on this class without
@@ -219,12 +219,16 @@ function Optimizer:step_zero_grad()
   self:zero_grad()
 end
 
+-- the deferred part of a gradient applied (grad_r += row_coef_r * param_r),
+-- then row_coef zeroed; the arguments are handles
+local function complete_handles(grad, row_coef, param)
+  check(C.facet_tensor_rows_axpy(grad, row_coef, param))
+  check(C.facet_tensor_fill(row_coef, 0))
+end
+
 --- Applies the deferred part of an entry's gradient (grad_r += row_coef_r * param_r).
 function Optimizer.complete(p)
-  if p.row_coef then
-    check(C.facet_tensor_rows_axpy(p.grad.h, p.row_coef.h, p.param.h))
-    p.row_coef:zero_()
-  end
+  if p.row_coef then complete_handles(p.grad.h, p.row_coef.h, p.param.h) end
 end
 
 --- Makes every gradient complete (what an update that cannot take the
@@ -239,6 +243,185 @@ function Optimizer.updated(p, norms_written)
   if p.on_update then p.on_update(norms_written and true or false) end
 end
 
+-- ---- the update plan, kept between steps ----------------------------------------------
+-- A step hands the parameters to one facet_*_step_list call through C arrays
+-- of handles. Filling those arrays reads every handle into Lua, and LuaJIT's
+-- interpreter boxes each pointer it reads (24 bytes); the full checks above
+-- call C a few times per tensor. So both happen once, when a plan is built:
+-- the arrays, the handles of the entries that take calls of their own (kept
+-- boxed, so passing them allocates nothing), and a snapshot of what the plan
+-- was made from. A tensor's handle, shape, dtype, device and contiguity never
+-- change (only t:free() clears the handle), so a plan holds while the list,
+-- its entries, their tensors (the same objects, compared by identity, still
+-- alive), their kinds and on_update functions, and the settings the decays
+-- come from are what they were. A step then checks its numeric settings,
+-- compares the snapshot and runs, allocating nothing, compiled or not. Any
+-- change (a tensor replaced or freed, an entry added or replaced, state
+-- buffers made by load_state, weight_decay or decay_bias_norm set) makes that
+-- step check every entry again and build a new plan first.
+
+local handle_words, freed_words = tensor.handle_words, tensor.freed_words
+
+-- the tensor fields of an entry a plan depends on, besides the state keys
+local TENSOR_FIELDS = { "param", "grad", "row_coef", "row_norms" }
+
+-- list as a plan sees it (k1, k2: state keys or nil): per entry { p, param,
+-- grad, row_coef, row_norms, kind, on_update, p[k1], p[k2] } (holding them
+-- alive); words: the handle words (facet.tensor.handle_words) of its tensors
+local function snapshot(list, k1, k2)
+  local s = { list = list, n = #list, words = {} }
+  for i = 1, s.n do
+    local p = list[i]
+    s[i] = { p, p.param, p.grad, p.row_coef, p.row_norms, p.kind, p.on_update, k1 and p[k1], k2 and p[k2] }
+    for j = 2, 9 do
+      local t = s[i][j]
+      if tensor.is_tensor(t) then s.words[#s.words + 1] = handle_words(t) end
+    end
+  end
+  s.n_words = #s.words
+  return s
+end
+
+-- whether snapshot s still describes list: table reads and compares, no C
+-- call, no boxed pointer (nothing allocated, in the interpreter too)
+local function unchanged(s, list, k1, k2)
+  local n = s.n
+  if not rawequal(list, s.list) or #list ~= n then return false end
+  for i = 1, n do
+    local p, r = list[i], s[i]
+    if not rawequal(p, r[1]) then return false end
+    if not (rawequal(p.param, r[2]) and rawequal(p.grad, r[3]) and rawequal(p.row_coef, r[4]) and
+        rawequal(p.row_norms, r[5]) and rawequal(p.kind, r[6]) and rawequal(p.on_update, r[7]) and
+        rawequal(k1 and p[k1], r[8]) and rawequal(k2 and p[k2], r[9])) then
+      return false
+    end
+  end
+  local words = s.words
+  for k = 1, s.n_words do
+    if freed_words(words[k]) then return false end
+  end
+  return true
+end
+
+-- the handles of entry p's tensors (TENSOR_FIELDS and keys), boxed once
+local function boxed_handles(p, keys)
+  local h = {}
+  for _, f in ipairs(TENSOR_FIELDS) do h[f] = p[f] and p[f].h end
+  for _, f in ipairs(keys) do h[f] = p[f] and p[f].h end
+  return h
+end
+
+-- a new plan for the entries (checked by check_entries, state made): the
+-- entries on the first parameter's device that listable(p) accepts go in the arrays
+local function build_plan(self, with_state, listable)
+  local list, keys = self.list, self.state_keys
+  local n = #list
+  local plan = { with_state = with_state, weight_decay = self.weight_decay, decay_bias_norm = self.decay_bias_norm,
+    snap = snapshot(list, keys[1], keys[2]), params = ffi.new("facet_tensor *[?]", n),
+    grads = ffi.new("facet_tensor *[?]", n), decays = ffi.new("double[?]", n), state = {}, coefs = {}, after = {} }
+  for j = 1, #keys do plan.state[j] = ffi.new("facet_tensor *[?]", n) end
+  check(C.facet_tensor_device(list[1].param.h, int1))
+  local dev, m = int1[0], 0
+  for _, p in ipairs(list) do
+    check(C.facet_tensor_device(p.param.h, int1))
+    local listed = listable(p) and int1[0] == dev
+    if listed then
+      plan.params[m], plan.grads[m], plan.decays[m] = p.param.h, p.grad.h, self:decay_of(p)
+      for j, key in ipairs(keys) do plan.state[j][m] = p[key] and p[key].h or nil end
+      m = m + 1
+    end
+    if p.row_coef then plan.coefs[#plan.coefs + 1] = boxed_handles(p, keys) end
+    if not listed or p.on_update then
+      local k = #plan.after + 1
+      plan.after[k] = { p = p, single = not listed, h = boxed_handles(p, keys),
+        decay = self:decay_of(p), norms = p.row_norms ~= nil }
+    end
+  end
+  plan.m, plan.n_coefs, plan.n_after = m, #plan.coefs, #plan.after
+  return plan
+end
+
+--- The update plan of a step (see above), built again only when what it was
+-- made from changed: checks the settings lr and weight_decay, and on a
+-- rebuild every entry (check_entries) and makes the state buffers an entry
+-- lacks when with_state. Fields:
+--   m, params, grads, decays, state[j]   the handle arrays of the m listed
+--       entries (listable(p) true, on the first parameter's device); state[j]
+--       holds state key j's tensors (NULL where an entry has none)
+--   coefs[1..n_coefs]    the boxed handles ({ param, grad, row_coef, <state
+--       key> = ... }) of the entries with a deferred gradient (row_coef)
+--   after[1..n_after]    in list order, { p, h (its boxed handles), single
+--       (true: updated by a call of its own), decay, norms (it has row_norms) }
+--       for the entries updated alone or told of the update (on_update)
+-- An optimizer uses at most two state keys here (SGD one, Adam two).
+function Optimizer:plan(method, with_state, listable)
+  check_settings(self, method)
+  local keys, plan, list = self.state_keys, self._plan, self.list
+  if plan and plan.with_state == with_state and plan.weight_decay == self.weight_decay and
+      plan.decay_bias_norm == self.decay_bias_norm and unchanged(plan.snap, list, keys[1], keys[2]) then
+    return plan
+  end
+  if type(list) ~= "table" or #list == 0 then core.raise(("%s:%s: no parameters"):format(self.name, method), 2) end
+  if #keys > 2 then core.raise(("%s:%s: an update plan takes at most two state keys"):format(self.name, method), 2) end
+  self:check_entries(method)
+  if with_state then self:ensure_state(keys) end
+  plan = build_plan(self, with_state, listable)
+  self._plan = plan
+  return plan
+end
+
+--- complete() of every entry in a plan with a deferred gradient, from its boxed handles.
+function Optimizer.complete_plan(plan)
+  local coefs = plan.coefs
+  for k = 1, plan.n_coefs do
+    local h = coefs[k]
+    complete_handles(h.grad, h.row_coef, h.param)
+  end
+end
+
+-- The gradients' plan, for zero_grad, grad_norm and clip_grad_norm: a
+-- snapshot as above (no state keys); parts, the boxed handles of every grad
+-- and row_coef, once a zero_grad or a clipping went through; sumsq, the
+-- square sums' arrays, once a grad_norm did.
+local function grads_plan(self)
+  local c = self._grads
+  if c and unchanged(c.snap, self.list) then return c end
+  c = { snap = snapshot(self.list) }
+  self._grads = c
+  return c
+end
+
+-- the boxed handles of every gradient part of plan c (the tensors alive: checked by the caller)
+local function grad_parts(c, list)
+  local h = c.parts
+  if not h then
+    h = {}
+    for _, p in ipairs(list) do
+      h[#h + 1] = p.grad.h
+      if p.row_coef then h[#h + 1] = p.row_coef.h end
+    end
+    h.n = #h
+    c.parts = h
+  end
+  return h
+end
+
+--- Zeroes the gradients, deferred parts included (from the gradients' plan:
+-- nothing allocated while the entries stay as they were).
+function Optimizer:zero_grad()
+  local c = grads_plan(self)
+  local h = c.parts
+  if h then
+    for k = 1, h.n do check(C.facet_tensor_fill(h[k], 0)) end
+    return
+  end
+  for _, p in ipairs(self.list) do
+    p.grad:zero_()
+    if p.row_coef then p.row_coef:zero_() end
+  end
+  grad_parts(c, self.list)
+end
+
 -- ---- square sums of gradient lists ----------------------------------------------------
 -- facet_tensor_sumsq_list writes every gradient's square sum into one device
 -- vector (on CUDA: two launches per 48 tensors); the vector comes back to the
@@ -247,7 +430,7 @@ end
 -- pointer arrays, the vector and its host copy are made once (per
 -- optimizer, or per device and length for lists), so a step allocates nothing.
 
--- buffers for n square sums on device dev: { n, xs, coefs, params, slots, copied, host, ptr }
+-- buffers for n square sums on device dev: { n, xs, coefs, params, slots, copied, host, ptr, slots_h }
 local function sumsq_buffers(n, dev)
   local b = { n = n, device = dev, xs = ffi.new("facet_tensor *[?]", math.max(n, 1)),
     coefs = ffi.new("facet_tensor *[?]", math.max(n, 1)), params = ffi.new("facet_tensor *[?]", math.max(n, 1)),
@@ -256,14 +439,17 @@ local function sumsq_buffers(n, dev)
   b.copied = dev ~= "cpu"
   b.host = b.copied and tensor.empty({ n }) or b.slots
   b.ptr = b.host:data_ptr()
+  b.slots_h = b.slots.h   -- the handle the list call takes, boxed once
   return b
 end
 
 -- the square sums of b.xs[0..n) (b.coefs / b.params set when with_coef) into
 -- b.ptr[0..n): one call, one copy to the host; returns the status
 local function run_sumsq(b, with_coef)
-  local rc = C.facet_tensor_sumsq_list(b.slots.h, b.xs, with_coef and b.coefs or nil, with_coef and b.params or nil,
+  local rc = C.facet_tensor_sumsq_list(b.slots_h, b.xs, with_coef and b.coefs or nil, with_coef and b.params or nil,
     b.n)
+  -- the one read back goes through tensor:copy, where a count of the host reads sees it
+  -- (interpreted, it boxes the two handles: 48 bytes; compiled, nothing)
   if rc == 0 and b.copied then b.host:copy(b.slots) end
   return rc
 end
@@ -339,24 +525,31 @@ end
 -- sharded entry's square sum is summed over the ranks (shard.sum).
 function Optimizer:grad_norm()
   local list, n = self.list, #self.list
-  if list[1].param:is_freed() then check_norm_entries(self, "grad_norm") end
-  local dev = list[1].param:device()
-  local b = self._sumsq
-  if not b or b.device ~= dev then
-    b = sumsq_buffers(n, dev)
-    self._sumsq = b
-  end
-  local xs, coefs, params, with_coef = b.xs, b.coefs, b.params, false
-  for i = 1, n do
-    local p = list[i]
-    xs[i - 1] = p.grad.h
-    if p.row_coef then
-      coefs[i - 1], params[i - 1], with_coef = p.row_coef.h, p.param.h, true
-    else
-      coefs[i - 1], params[i - 1] = nil, nil
+  -- the arrays of the list call: made once per gradients' plan
+  local c = grads_plan(self)
+  local b = c.sumsq
+  if not b then
+    if list[1].param:is_freed() then check_norm_entries(self, "grad_norm") end
+    local dev = list[1].param:device()
+    b = self._sumsq
+    if not b or b.n ~= n or b.device ~= dev then
+      b = sumsq_buffers(n, dev)
+      self._sumsq = b
     end
+    local xs, coefs, params, with_coef = b.xs, b.coefs, b.params, false
+    for i = 1, n do
+      local p = list[i]
+      xs[i - 1] = p.grad.h
+      if p.row_coef then
+        coefs[i - 1], params[i - 1], with_coef = p.row_coef.h, p.param.h, true
+      else
+        coefs[i - 1], params[i - 1] = nil, nil
+      end
+    end
+    b.with_coef = with_coef
+    c.sumsq = b
   end
-  local rc = run_sumsq(b, with_coef)
+  local rc = run_sumsq(b, b.with_coef)
   if rc ~= 0 then
     check_norm_entries(self, "grad_norm")
     check(rc, 2)
@@ -371,17 +564,18 @@ function Optimizer:grad_norm()
   return math.sqrt(total)
 end
 
+local POSITIVE = { gt = 0 }   -- the check of max_norm (made once: a step allocates nothing)
+
 --- clip_grad_norm over the optimizer's parameters: the complete gradient is
 -- linear in (grad, row_coef), so both are scaled and nothing is completed.
 function Optimizer:clip_grad_norm(max_norm)
-  valid.number("clip_grad_norm", "max_norm", max_norm, { gt = 0 })
+  valid.number("clip_grad_norm", "max_norm", max_norm, POSITIVE)
   local n = self:grad_norm()
   if n > max_norm then
     local scale = max_norm / (n + 1e-6)
-    for _, p in ipairs(self.list) do
-      p.grad:mul_(scale)
-      if p.row_coef then p.row_coef:mul_(scale) end
-    end
+    -- grad_norm checked every part: scale them through the handles of the gradients' plan
+    local h = grad_parts(grads_plan(self), self.list)
+    for k = 1, h.n do check(C.facet_tensor_unary(h[k], h[k], C.FACET_UNARY_MUL, scale, 0)) end
   end
   return n
 end

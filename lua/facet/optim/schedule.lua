@@ -13,11 +13,13 @@ local check = require "facet.check"
 
 local M = {}
 
+local PROGRESS = { min = 0 }   -- the check of a call's progress, made once (called every step)
+
 local function callable(fn, info)
   info = info or {}
   local name = "facet.optim.schedule." .. info.kind
   return setmetatable(info, { __call = function(_, e)
-    check.number(name, "progress (epochs)", e, { min = 0 })
+    check.number(name, "progress (epochs)", e, PROGRESS)
     return fn(e)
   end })
 end

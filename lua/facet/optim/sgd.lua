@@ -9,9 +9,7 @@
 -- row_coef_r * param_r to the gradient, writes ||param_r|| of the result into
 -- row_norms (the W norms the cosine head's next forward needs), and the
 -- optimizer then zeroes row_coef and calls on_update(true).
-local ffi = require "ffi"
 local core = require "facet.core"
-local tensor = require "facet.tensor"
 local Optimizer = require "facet.optim.optimizer"
 local valid = require "facet.check"
 
@@ -35,51 +33,34 @@ local function new(sources, cfg)
   return self
 end
 
--- the handle arrays of the list update, made once per optimizer
-local function list_arrays(self)
-  local a = self.list_arrays
-  if not a then
-    local n = #self.list
-    a = { params = ffi.new("facet_tensor *[?]", n), grads = ffi.new("facet_tensor *[?]", n),
-      bufs = ffi.new("facet_tensor *[?]", n), decays = ffi.new("double[?]", n), device = ffi.new("int[1]") }
-    self.list_arrays = a
-  end
-  return a
-end
+-- the entries the list call takes: a deferred gradient needs a call of its own
+local function listable(p) return p.row_coef == nil and p.row_norms == nil end
 
 -- one update of every parameter (zero: each gradient zeroed in the same pass):
 -- the plain parameters on the first one's device in one facet_sgd_step_list
 -- call (on CUDA one launch per 48), the others (a fused head's weight, with
--- its row parts) one facet_sgd_step each
+-- its row parts) one facet_sgd_step each. The handle arrays and the checks of
+-- the tensors come from the optimizer's plan, kept between steps: a step
+-- allocates nothing (facet.optim.optimizer)
 local function update(self, method, zero)
-  self:check_entries(method)
   if type(self.momentum) ~= "number" or self.momentum < 0 or type(self.dampening) ~= "number" then
     core.raise(("sgd:%s: momentum must be a number >= 0 and dampening a number"):format(method), 3)
   end
+  local plan = self:plan(method, self.momentum ~= 0, listable)
   local flags = (self.nesterov and C.FACET_SGD_FLAG_NESTEROV or 0) +
     (self.step_count == 0 and C.FACET_SGD_FLAG_FIRST_STEP or 0) + (zero and C.FACET_SGD_FLAG_ZERO_GRAD or 0)
-  if self.momentum ~= 0 then self:ensure_state(SGD.state_keys) end
-  local a, list, m = list_arrays(self), self.list, 0
-  check(C.facet_tensor_device(list[1].param.h, a.device))
-  local dev = a.device[0]
-  for _, p in ipairs(list) do
-    p.listed = not p.row_coef and not p.row_norms and C.facet_tensor_device(p.param.h, a.device) == 0 and
-      a.device[0] == dev
-    if p.listed then
-      a.params[m], a.grads[m], a.decays[m] = p.param.h, p.grad.h, self:decay_of(p)
-      a.bufs[m] = p.momentum_buffer and p.momentum_buffer.h or nil
-      m = m + 1
+  check(C.facet_sgd_step_list(plan.params, plan.grads, plan.state[1], plan.decays, plan.m, self.lr, self.momentum,
+    self.dampening, flags))
+  local after = plan.after
+  for k = 1, plan.n_after do
+    local a = after[k]
+    if a.single then
+      local h = a.h
+      check(C.facet_sgd_step(h.param, h.grad, h.momentum_buffer, h.row_coef, h.row_norms, self.lr, self.momentum,
+        self.dampening, a.decay, flags))
+      if h.row_coef then check(C.facet_tensor_fill(h.row_coef, 0)) end
     end
-  end
-  check(C.facet_sgd_step_list(a.params, a.grads, a.bufs, a.decays, m, self.lr, self.momentum, self.dampening, flags))
-  for _, p in ipairs(list) do
-    if not p.listed then
-      check(C.facet_sgd_step(p.param.h, p.grad.h, p.momentum_buffer and p.momentum_buffer.h or nil,
-        p.row_coef and p.row_coef.h or nil, p.row_norms and p.row_norms.h or nil,
-        self.lr, self.momentum, self.dampening, self:decay_of(p), flags))
-      if p.row_coef then p.row_coef:zero_() end
-    end
-    Optimizer.updated(p, p.row_norms ~= nil)
+    Optimizer.updated(a.p, a.norms)
   end
   self.step_count = self.step_count + 1
 end
