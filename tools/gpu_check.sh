@@ -386,7 +386,8 @@ fi
 # 4. benchmarks (figures, not pass/fail; a crash or timeout is a failure), in
 # this order (the quick ones first), each "log name, time limit in seconds (less
 # when the budget has less left), command under bench/"; then the other
-# bench/*.lua files that take --device, with "--device cuda" and 60 s. The
+# bench/*.lua files that take --device (common.device(parser)), with
+# "--device cuda" and 60 s. The
 # lines a bench starts with "summary:" go into the summary (all its output when
 # it prints none; those printed before a failure too); the whole output is in
 # logs/bench_NAME.log. The training-step benches run fp32, fp16 and bf16 in
@@ -412,7 +413,9 @@ add_bench train_step_iresnet50_tf32 90 "train_step.lua --device cuda --models ir
 for b in bench/*.lua; do
     n=$(basename "$b")
     case $n in heads.lua|train_step.lua|data.lua) continue ;; esac
-    grep -q device "$b" || continue
+    # a bench takes --device when it declares it through bench/lib/common.lua
+    # (the word alone also appears in benches without the option)
+    grep -q 'common.device(' "$b" || continue
     add_bench "${n%.lua}" 60 "$n --device cuda"
 done
 note ""
