@@ -37,13 +37,21 @@ local function window(f)
   return (after - before) * 1024 / STEPS
 end
 
--- bytes per call of f in the interpreter alone, after WARM calls
+-- bytes per call of f in the interpreter alone, after WARM calls: the least
+-- over up to 5 windows, so that a one-off allocation (about 550 bytes, seen
+-- in 1 run of several in CI: not a per-step cost, which every window shows)
+-- does not count
 local function interpreted(f)
   jit.flush()
   jit.off()
   local ok, bytes = pcall(function()
     for _ = 1, WARM do f() end
-    return window(f)
+    local least = math.huge
+    for _ = 1, 5 do
+      least = math.min(least, window(f))
+      if least < 1 then break end
+    end
+    return least
   end)
   jit.on()
   if not ok then error(bytes, 0) end
