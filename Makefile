@@ -62,7 +62,7 @@ endif
 CXX      ?= g++
 EMU_CXXFLAGS ?= -O2 -g
 EMU_FLAGS = $(EMU_CXXFLAGS) -std=c++17 -fPIC -fvisibility=hidden -fno-trapping-math -fno-math-errno -Wall -Wextra \
-            -Wno-unused-parameter -Wno-unused-function -Wno-unknown-pragmas -DFACET_NCCL=0 \
+            -Wno-unused-parameter -Wno-unused-function -Wno-unknown-pragmas -DFACET_NCCL=1 \
             -Icore/emu -Icore/include -Icore/src
 C_OBJ  := $(patsubst core/src/%.c,$(BUILD)/obj/%.o,$(C_SRC))
 LIB    := $(BUILD)/facet_core.so
@@ -123,6 +123,10 @@ $(BUILD)/emu-tests/%.cu: core/tests/%.cu
 $(BUILD)/test_emu: $(BUILD)/emu-tests/test_emu.cu $(EMU_CU) $(C_OBJ) $(CU_OBJ)
 	$(CXX) $(EMU_FLAGS) -I$(BUILD)/emu -x c++ $< -x none $(C_OBJ) $(CU_OBJ) -o $@ $(LDFLAGS) $(LDLIBS_ALL)
 
+# the emulator's NCCL between forked ranks (no kernels: no rewrite)
+$(BUILD)/test_emu_nccl: core/tests/test_emu_nccl.cpp $(C_OBJ) $(CU_OBJ)
+	$(CXX) $(EMU_FLAGS) $< $(C_OBJ) $(CU_OBJ) -o $@ $(LDFLAGS) $(LDLIBS_ALL)
+
 $(BUILD)/obj/emu-cuda/%.o: $(BUILD)/emu/%.cu $(EMU_CU) core/include/facet.h $(wildcard core/src/*.h core/emu/*.h)
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -x c++ -c $< -o $@
@@ -155,8 +159,10 @@ test: deps build $(CTEST) $(CATEST)
 # every spec with its tensors on CUDA, the CUDA backend run on the CPU by the
 # CUDA emulator (core/emu, docs/cuda-emulator.md), and the emulator's own tests
 test-emu: deps
-	$(MAKE) BUILD=build-emu FACET_CUDA=emu build build-emu/test_core build-emu/test_cache_alloc build-emu/test_emu
+	$(MAKE) BUILD=build-emu FACET_CUDA=emu build build-emu/test_core build-emu/test_cache_alloc build-emu/test_emu \
+	        build-emu/test_emu_nccl
 	build-emu/test_emu
+	build-emu/test_emu_nccl
 	FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh
 
 sanitize: deps

@@ -8,6 +8,7 @@ local safetensors = require "facet.safetensors"
 local F = require "support.files"
 local mpi = require "support.mpi"
 local half_bits = require "support.half_bits"
+local D = require "support.device"
 
 local WORKER = "spec/support/dist_worker.lua"
 
@@ -275,6 +276,7 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     for r = 0, 1 do
       local v = read_json(("%s/rank-%d.json"):format(path(), r))
       assert.are.equal(r, v.rank); assert.are.equal(2, v.size)
+      assert.are.equal(D.ranks_device(), v.device)
       -- rank 0 holds {1, 10, -1}, rank 1 {2, 20, -2}
       assert.are.same({ 3, 30, -3 }, v.sum)
       assert.are.same({ 1.5, 15, -1.5 }, v.avg)
@@ -314,6 +316,7 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     assert.are.equal(0, rc, out)
     for r = 0, 1 do
       local v = read_json(("%s/half-%d.json"):format(dir, r))
+      assert.are.equal(D.ranks_device(), v.device)
       for _, c in ipairs(HALF_CASES) do bits_match(v[c.name], c.want, c.name .. " rank " .. r) end
       bits_match(v.f16_reduce_scatter, { r == 0 and 0x3C00 or 0x3C02 }, "reduce_scatter rank " .. r)
       bits_match(v.bf16_allgather, { 0x3F80, 0x4000 }, "allgather rank " .. r)      -- 1, 2
@@ -359,6 +362,7 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     assert.are.equal(0, rc, out)
     local a, b = read_json(one .. "/result.json"), read_json(two .. "/result.json")
     assert.are.equal(1, a.size); assert.are.equal(2, b.size)
+    assert.are.equal(D.ranks_device(), b.device)
     assert.are.equal(20, #a.losses)
     losses_match(b.losses, a.losses, 1e-5)
     compare_weights(one, two)
@@ -429,8 +433,9 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     local out, rc = mpi.run(2, { "spec/support/sharded_worker.lua" })
     assert.are.equal(0, rc, out)
     local n = #facet.heads.names()
-    assert.truthy(out:find(("rank 0: %d heads match"):format(n), 1, true), out)
-    assert.truthy(out:find(("rank 1: %d heads match"):format(n), 1, true), out)
+    for r = 0, 1 do
+      assert.truthy(out:find(("rank %d: %d heads match on %s"):format(r, n, D.ranks_device()), 1, true), out)
+    end
   end)
 
   it("a checkpoint saved by 2 ranks resumes on 1 and on 2 ranks with the uninterrupted losses", function()

@@ -3,7 +3,9 @@
 -- is too slow for the suite; the GPU run itself is for a GPU host.) Its
 -- collectives step, spec/support/nccl_check.lua, runs here on CPU tensors
 -- through MPI on 1 and 2 ranks (the same checks the GPU host runs on one rank
--- through NCCL), and says why it cannot run on CUDA here.
+-- through NCCL), on CUDA tensors through NCCL on 1, 2 and 3 ranks where each
+-- rank can have a GPU (the CUDA emulator), and says why it cannot run on CUDA
+-- where it cannot.
 local H = require "support.device"
 local sh = require("support.files").sh
 local mpi = require "support.mpi"
@@ -54,6 +56,27 @@ describe("tools/gpu_check.sh", function()
       -- one line per rank; two ranks printing at once may share a newline
       local _, n = out:gsub("%f[%d]8 passed, 0 failed", "")
       assert.are.equal(2, n, out)
+    end)
+
+    -- where every rank can have a GPU of its own (the CUDA emulator, whose NCCL runs between the
+    -- processes; or two GPUs): the GPU check's NCCL step on 1, 2 and 3 ranks. FACET_EMU_NCCL_SLOT_KB=1
+    -- makes the emulator move every collective of more than 256 values in several chunks.
+    it("passes its checks on CUDA tensors through NCCL on 1, 2 and 3 ranks", function()
+      if not runnable() then return end
+      if H.ranks_device() ~= "cuda" then pending("needs FACET_DEVICE=cuda and a GPU for each rank"); return end
+      local env = { FACET_EMU_NCCL_SLOT_KB = "1" }
+      local out, rc = mpi.run(1, { "spec/support/nccl_check.lua", "cuda" }, { limit = 300, env = env })
+      assert.are.equal(0, rc, out)
+      assert.truthy(out:find("nccl_check: rank 0 of 1, cuda tensors (NCCL)", 1, true), out)
+      assert.truthy(out:find("\n12 passed, 0 failed\n", 1, true), out)
+      for _, np in ipairs { 2, 3 } do
+        out, rc = mpi.run(np, { "spec/support/nccl_check.lua", "cuda" }, { limit = 300, env = env })
+        assert.are.equal(0, rc, out)
+        assert.truthy(out:find(("rank %d of %d, cuda tensors (NCCL)"):format(np - 1, np), 1, true), out)
+        local _, n = out:gsub("%f[%d]8 passed, 0 failed", "")
+        assert.are.equal(np, n, out)
+        assert.falsy(out:find("FAIL", 1, true), out)
+      end
     end)
 
     it("says why it cannot run: no launcher, no NCCL or no GPU, a bad device", function()

@@ -47,8 +47,8 @@ end
 -- (counts: each rank's number of rows), one forward and backward; returns
 -- what the rank computed.
 function M.rank_body(g, name, opts, K, seed, x, y, counts)
-  local o = make_opts(opts, K, seed)
-  o.shard, o.group = true, g
+  local o, dev = make_opts(opts, K, seed), M.device or "cpu"
+  o.shard, o.group, o.device = true, g, dev
   local head = facet.heads.new(name, o)
   if head.bias then
     -- the same bias as the reference's, sliced
@@ -57,11 +57,11 @@ function M.rank_body(g, name, opts, K, seed, x, y, counts)
   local start = 1
   for q = 1, g:rank() do start = start + counts[q] end
   local n = counts[g:rank() + 1]
-  local loss = head:forward(x:narrow(1, start, n):contiguous(), y:narrow(1, start, n):contiguous())
-  local dx = head:backward():clone()
-  return { loss = loss, dx = dx, dW = head:finish_grad():clone(), db = head.grad_bias and head.grad_bias:clone(),
+  local loss = head:forward(x:narrow(1, start, n):contiguous():to(dev), y:narrow(1, start, n):contiguous():to(dev))
+  local function host(t) return t and t:to("cpu"):clone() end
+  return { loss = loss, dx = host(head:backward()), dW = host(head:finish_grad()), db = host(head.grad_bias),
     dalpha = head.grad_alpha and head.grad_alpha:item(), offset = head.class_offset, rows = head.block_rows,
-    weight = head.weight:clone(), start = start, n = n }
+    weight = host(head.weight), start = start, n = n }
 end
 
 -- step s's global batch of 6 rows

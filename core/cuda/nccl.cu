@@ -228,8 +228,9 @@ extern "C" int facet_cuda_nccl_wait(void *comm, double timeout, const char *what
     double deadline = now_s() + timeout;
     for (;;) {
         cudaError_t e = cudaEventQuery(c->done);
-        if (e == cudaSuccess) return 0;
-        if (e != cudaErrorNotReady) return check_cuda(e, fn);
+        if (e != cudaSuccess && e != cudaErrorNotReady) return check_cuda(e, fn);
+        /* also once the event is done: a collective that NCCL failed may
+         * still have completed on the stream, with garbage in its buffers */
         ncclResult_t async = ncclSuccess;
         ncclCommGetAsyncError(c->comm, &async);
         if (async != ncclSuccess && async != ncclInProgress) {
@@ -238,6 +239,7 @@ extern "C" int facet_cuda_nccl_wait(void *comm, double timeout, const char *what
             return facet_fail(FACET_STATUS_ERR_DEVICE, "NCCL %s failed: %s (communicator aborted)", what,
                               ncclGetErrorString(async));
         }
+        if (e == cudaSuccess) return 0;
         if (now_s() > deadline) {
             ncclCommAbort(c->comm);
             c->aborted = 1;

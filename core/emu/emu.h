@@ -1,7 +1,8 @@
 /*
  * emu.h - what the CUDA emulator's files share (docs/cuda-emulator.md):
- * the registry of device memory (runtime.cpp) that launches, copies and
- * GEMMs check pointers against, and the per-host-thread last error.
+ * the registry of device memory (runtime.cpp) that launches, copies,
+ * GEMMs and NCCL collectives check pointers against, the default stream's
+ * queue, and the per-host-thread last error.
  */
 #ifndef FACET_EMU_EMU_H
 #define FACET_EMU_EMU_H
@@ -12,6 +13,8 @@ namespace facet_emu {
 
 /* 1 when [p, p + n) lies inside one cudaMalloc block (n = 0: p inside or at its end) */
 int device_range(const void *p, size_t n);
+/* queues work on the emulated default stream (run: 0, or 1 after a fault) */
+void enqueue(std::function<int(void)> run);
 /* sets the calling thread's last error, with a detail that cudaGetErrorString adds */
 void set_error(cudaError_t e, const char *detail);
 

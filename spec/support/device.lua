@@ -9,6 +9,16 @@ local H = { facet = facet }
 H.device = os.getenv("FACET_DEVICE") or "cpu"
 H.cuda_missing = H.device == "cuda" and not facet.cuda.available()
 
+--- The device a multi-rank worker (support/dist_worker.lua) puts its tensors
+-- on: cuda when FACET_DEVICE=cuda and every rank can have a CUDA device of its
+-- own (two GPUs or more, or the emulator, whose every process emulates one;
+-- NCCL refuses two ranks on one GPU), else cpu.
+function H.ranks_device()
+  if H.device ~= "cuda" or not facet.cuda.available() then return "cpu" end
+  local emulated = facet.cuda.device_name(0):find("emulator", 1, true) ~= nil
+  return (emulated or facet.cuda.device_count() >= 2) and "cuda" or "cpu"
+end
+
 --- `it` for a case that runs on H.device: skipped with the reason when the
 -- device is cuda and there is no GPU.
 function H.it(name, fn)

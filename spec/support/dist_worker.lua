@@ -38,6 +38,11 @@ local dist = facet.dist.init()
 local g = dist.world()
 local r, W = g:rank(), g:size()
 
+-- the device of this run's tensors (collectives, half, train; written as res.device)
+package.path = "./spec/?.lua;" .. package.path
+local dev = require "support.rank_device"(g)
+local function T(v, opts) return facet.tensor(v, opts):to(dev) end
+
 local function write(path, v)
   local f = assert(io.open(path, "wb"))
   f:write(json.encode(v))
@@ -45,26 +50,26 @@ local function write(path, v)
 end
 
 if mode == "collectives" then
-  local res = { rank = r, size = W, local_rank = dist.local_rank() }
+  local res = { rank = r, size = W, local_rank = dist.local_rank(), device = dev }
   -- rank r holds { r + 1, 10 (r + 1), -(r + 1) }
-  local function mine() return facet.tensor({ r + 1, 10 * (r + 1), -(r + 1) }) end
+  local function mine() return T({ r + 1, 10 * (r + 1), -(r + 1) }) end
   for _, op in ipairs { "sum", "avg", "max", "min" } do res[op] = g:allreduce(mine(), op):totable() end
-  res.int_sum = g:allreduce(facet.tensor({ r + 1, 2 ^ 40 }, { dtype = "int64" }), "sum"):totable()
-  res.gather = g:allgather(facet.tensor({ { r, r + 0.5 } })):totable()
+  res.int_sum = g:allreduce(T({ r + 1, 2 ^ 40 }, { dtype = "int64" }), "sum"):totable()
+  res.gather = g:allgather(T({ { r, r + 0.5 } })):totable()
   -- uneven: rank r sends r + 1 rows of value r
-  local uneven = facet.full({ r + 1, 2 }, r)
+  local uneven = facet.full({ r + 1, 2 }, r):to(dev)
   local counts = {}
   for i = 1, W do counts[i] = i end
   res.gather_uneven = g:allgather(uneven, counts):totable()
   -- rank r holds rows k = 1..2W with value 100 r + k
   local rows = {}
   for k = 1, 2 * W do rows[k] = { 100 * r + k } end
-  res.reduce_scatter = g:reduce_scatter(facet.tensor(rows), "sum"):totable()
-  res.reduce_scatter_avg = g:reduce_scatter(facet.tensor(rows), "avg"):totable()
-  res.broadcast = g:broadcast(facet.tensor({ r + 7, r * 3 }), W - 1):totable()
-  res.module_allreduce = facet.dist.allreduce(facet.tensor({ 1 }), "sum"):totable()
+  res.reduce_scatter = g:reduce_scatter(T(rows), "sum"):totable()
+  res.reduce_scatter_avg = g:reduce_scatter(T(rows), "avg"):totable()
+  res.broadcast = g:broadcast(T({ r + 7, r * 3 }), W - 1):totable()
+  res.module_allreduce = facet.dist.allreduce(T({ 1 }), "sum"):totable()
   -- data_parallel: gradients summed or averaged, parameters from rank 0
-  local lin = facet.nn.Linear(2, 1)
+  local lin = facet.nn.Linear(2, 1):to(dev)
   for _, op in ipairs { "sum", "avg" } do
     local dp = facet.dist.data_parallel({ lin }, { op = op })
     lin.grad_weight:fill_(r + 1)
@@ -80,17 +85,17 @@ if mode == "collectives" then
   -- hostile arguments on a live communicator: clear errors, the communicator still works after them
   local errs = {}
   local function try(name, f) local ok, e = pcall(f); errs[name] = ok and "no error" or tostring(e) end
-  try("op", function() g:allreduce(facet.tensor({ 1 }), "prod") end)
-  try("avg_int", function() g:allreduce(facet.tensor({ 1 }, { dtype = "int32" }), "avg") end)
+  try("op", function() g:allreduce(T({ 1 }), "prod") end)
+  try("avg_int", function() g:allreduce(T({ 1 }, { dtype = "int32" }), "avg") end)
   try("not_tensor", function() g:allreduce({ 1, 2 }, "sum") end)
-  try("noncontiguous", function() g:allreduce(facet.zeros({ 3, 2 }):narrow(2, 1, 1), "sum") end)
-  try("root", function() g:broadcast(facet.tensor({ 1 }), W) end)
-  try("counts", function() g:allgather(facet.tensor({ { 1 } }), { 1 }) end)
-  try("counts_mine", function() local c = {}; for i = 1, W do c[i] = 5 end; g:allgather(facet.tensor({ { 1 } }), c) end)
-  try("rs_rows", function() g:reduce_scatter(facet.zeros({ 2 * W + 1 }), "sum") end)
-  try("freed", function() local t = facet.tensor({ 1 }); t:free(); g:allreduce(t, "sum") end)
+  try("noncontiguous", function() g:allreduce(facet.zeros({ 3, 2 }):to(dev):narrow(2, 1, 1), "sum") end)
+  try("root", function() g:broadcast(T({ 1 }), W) end)
+  try("counts", function() g:allgather(T({ { 1 } }), { 1 }) end)
+  try("counts_mine", function() local c = {}; for i = 1, W do c[i] = 5 end; g:allgather(T({ { 1 } }), c) end)
+  try("rs_rows", function() g:reduce_scatter(facet.zeros({ 2 * W + 1 }):to(dev), "sum") end)
+  try("freed", function() local t = T({ 1 }); t:free(); g:allreduce(t, "sum") end)
   res.errors = errs
-  res.after = g:allreduce(facet.tensor({ 2 }), "sum"):totable()
+  res.after = g:allreduce(T({ 2 }), "sum"):totable()
   write(("%s/rank-%d.json"):format(out, r), res)
   return
 end
@@ -99,21 +104,22 @@ if mode == "half" then
   local cases = json.decode(assert(io.open(out .. "/cases.json", "rb")):read("*a"))
   package.path = "./spec/?.lua;" .. package.path
   local half_bits = require "support.half_bits"
-  local from_bits, bits_of = half_bits.tensor, half_bits.of
-  local res = { rank = r }
+  local from_bits = half_bits.tensor
+  local function bits_of(t) return half_bits.of(t:to("cpu")) end
+  local res = { rank = r, device = dev }
   for _, c in ipairs(cases) do
-    local t = from_bits(c.dtype, c.bits[r + 1])
+    local t = from_bits(c.dtype, c.bits[r + 1]):to(dev)
     if c.kind == "reduce_scatter" then res[c.name] = bits_of(g:reduce_scatter(t, c.op))
     elseif c.kind == "allgather" then res[c.name] = bits_of(g:allgather(t))
     elseif c.kind == "broadcast" then res[c.name] = bits_of(g:broadcast(t, 1))
     else res[c.name] = bits_of(g:allreduce(t, c.op)) end
   end
   -- data_parallel in 16 bits: weight rank 0 {1, 1 + 2^-12}, rank 1 {3 2^-11, 0}; bias 131008 on both
-  local lin = facet.nn.Linear(2, 1)
+  local lin = facet.nn.Linear(2, 1):to(dev)
   for _, dt in ipairs { "fp16", "bf16" } do
     local dp = facet.dist.data_parallel({ lin }, { dtype = dt })
     for step = 1, 2 do      -- twice: the buffers are reused
-      lin.grad_weight:copy(facet.tensor({ { r == 0 and 1 or 3 * 2 ^ -11, r == 0 and 1 + 2 ^ -12 or 0 } }))
+      lin.grad_weight:copy(T({ { r == 0 and 1 or 3 * 2 ^ -11, r == 0 and 1 + 2 ^ -12 or 0 } }))
       lin.grad_bias:fill_(131008)
       dp:begin()
       dp:finish()
@@ -185,8 +191,8 @@ for i = 1, n do yl[i] = (i * 7) % 5 end
 local y = facet.tensor(yl, { dtype = "int64" })
 local net = nn.Sequential(nn.Conv2d(1, 4, 3, { padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(),
   nn.Conv2d(4, 4, 3, { stride = 2, padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 8),
-  nn.BatchNorm1d(8))
-local head = facet.heads.new("am", { classes = 5, dim = 8, seed = 5, shard = kv.shard == "1" or nil })
+  nn.BatchNorm1d(8)):to(dev)
+local head = facet.heads.new("am", { classes = 5, dim = 8, seed = 5, shard = kv.shard == "1" or nil, device = dev })
 local opt = facet.optim.sgd({ net, head }, { lr = num("lr", 0.05), momentum = 0.9, weight_decay = 5e-4 })
 local data = facet.data.tensors { x = x, y = y, batch_size = B, seed = 2 }
 if kv.die or kv.hang or kv.leave then
@@ -220,6 +226,6 @@ if r == 0 then
   local w = net:state_dict()
   w["head.weight"] = head_weight
   facet.save_safetensors(w, out .. "/weights.safetensors")
-  write(out .. "/result.json", { losses = res.losses, steps = res.steps, size = W,
+  write(out .. "/result.json", { losses = res.losses, steps = res.steps, size = W, device = dev,
     overflow_skipped = res.overflow_skipped })
 end

@@ -1,0 +1,268 @@
+/*
+ * test_emu_nccl.cpp - tests of the CUDA emulator's NCCL (core/emu/nccl.cpp,
+ * docs/cuda-emulator.md), built and run by `make test-emu`. Each case forks
+ * its ranks, which make a communicator from one id and check what every
+ * collective gives against values computed by hand: several chunks per
+ * collective (a 1 KB staging slot), the rank-order rounding of 16-bit sums,
+ * fmaxf's NaN rule, wrapping integer sums, groups; and that what NCCL would
+ * hang on or corrupt fails the communicator on every rank instead: a host
+ * buffer, ranks in different collectives, a peer that exits, aborts or never
+ * comes (FACET_DIST_TIMEOUT).
+ * Prints one line per failed check, then "N passed, M failed".
+ */
+#include <nccl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <vector>
+
+#include "half_math.h"
+
+static int failures;   /* in a rank's process */
+
+#define EXPECT(cond, ...)                                              \
+    do {                                                               \
+        if (!(cond)) {                                                 \
+            failures++;                                                \
+            printf("FAIL rank %d, %s:%d: %s: ", me, __FILE__, __LINE__, #cond); \
+            printf(__VA_ARGS__);                                       \
+            printf("\n");                                              \
+            fflush(stdout);                                            \
+        }                                                              \
+    } while (0)
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+template <typename T> static T *dev(const std::vector<T> &h)
+{
+    void *p = NULL;
+    if (cudaMalloc(&p, h.size() * sizeof(T)) != cudaSuccess) return NULL;
+    cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return (T *)p;
+}
+
+template <typename T> static std::vector<T> host(const T *d, size_t n)
+{
+    std::vector<T> h(n);
+    cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
+    return h;
+}
+
+static ncclResult_t async_of(ncclComm_t c)
+{
+    ncclResult_t r = ncclInternalError;
+    ncclCommGetAsyncError(c, &r);
+    return r;
+}
+
+typedef void (*rank_fn)(int me, int n, const ncclUniqueId &id);
+
+/* forks n ranks running f; 0 when every one exited 0 with no failed check */
+static int ranks(int n, rank_fn f)
+{
+    ncclUniqueId id;
+    if (ncclGetUniqueId(&id) != ncclSuccess) return 1;
+    fflush(stdout);
+    std::vector<pid_t> kids;
+    for (int r = 0; r < n; r++) {
+        pid_t p = fork();
+        if (p == 0) {
+            failures = 0;
+            f(r, n, id);
+            fflush(stdout);
+            _exit(failures ? 1 : 0);
+        }
+        kids.push_back(p);
+    }
+    int bad = 0;
+    for (pid_t p : kids) {
+        int st = 0;
+        if (waitpid(p, &st, 0) != p || !WIFEXITED(st) || WEXITSTATUS(st) != 0) bad++;
+    }
+    return bad;
+}
+
+static ncclComm_t join(int me, int n, const ncclUniqueId &id)
+{
+    ncclComm_t c = NULL;
+    ncclResult_t r = ncclCommInitRank(&c, n, id, me);
+    EXPECT(r == ncclSuccess, "ncclCommInitRank: %s", ncclGetErrorString(r));
+    return r == ncclSuccess ? c : NULL;
+}
+
+/* ---- every collective on 3 ranks, each in several chunks ---- */
+
+static void collectives(int me, int n, const ncclUniqueId &id)
+{
+    ncclComm_t c = join(me, n, id);
+    if (!c) return;
+    int count = 0, rank = -1;
+    ncclCommCount(c, &count);
+    ncclCommUserRank(c, &rank);
+    EXPECT(count == n && rank == me, "count %d rank %d", count, rank);
+
+    /* float32 sum of 1000 values (4 KB: four chunks of the 1 KB slot) */
+    const size_t N = 1000;
+    std::vector<float> x(N);
+    for (size_t i = 0; i < N; i++) x[i] = (float)(me * 1000 + (int)i);
+    float *dx = dev(x);
+    EXPECT(ncclAllReduce(dx, dx, N, ncclFloat32, ncclSum, c, 0) == ncclSuccess, "allreduce");
+    std::vector<float> got = host(dx, N);
+    int wrong = 0;
+    for (size_t i = 0; i < N; i++) wrong += got[i] != (float)(3000 + 3 * (int)i);
+    EXPECT(wrong == 0, "float32 sum: %d of %zu values wrong (got[999] %g)", wrong, N, got[N - 1]);
+
+    /* float16 sums round after every step, in rank order: 1 + 2^-11 + 2^-11 is 1 (two ties to even), not 1 + 2^-10 */
+    std::vector<uint16_t> h = { facet_float_to_half(me == 0 ? 1.0f : ldexpf(1.0f, -11)) };
+    uint16_t *dh = dev(h);
+    ncclAllReduce(dh, dh, 1, ncclFloat16, ncclSum, c, 0);
+    EXPECT(host(dh, 1)[0] == 0x3C00, "float16 sum 0x%04X, want 0x3C00", host(dh, 1)[0]);
+
+    /* max / min as fmaxf / fminf: the NaN of rank 0 loses */
+    std::vector<float> m = { me == 0 ? NAN : (float)me };
+    float *dm = dev(m), *dn = dev(m);
+    ncclAllReduce(dm, dm, 1, ncclFloat32, ncclMax, c, 0);
+    ncclAllReduce(dn, dn, 1, ncclFloat32, ncclMin, c, 0);
+    EXPECT(host(dm, 1)[0] == 2.0f && host(dn, 1)[0] == 1.0f, "max %g min %g", host(dm, 1)[0], host(dn, 1)[0]);
+
+    /* integers: uint8 sums wrap, int64 keeps 2^40, int32 avg is the sum divided */
+    std::vector<uint8_t> u = { (uint8_t)(100 + me) };
+    std::vector<int64_t> l = { ((int64_t)1 << 40) * (me + 1) };
+    std::vector<int32_t> a = { me == 2 ? 4 : me + 1 };
+    uint8_t *du = dev(u);
+    int64_t *dl = dev(l);
+    int32_t *da = dev(a);
+    ncclAllReduce(du, du, 1, ncclUint8, ncclSum, c, 0);
+    ncclAllReduce(dl, dl, 1, ncclInt64, ncclSum, c, 0);
+    ncclAllReduce(da, da, 1, ncclInt32, ncclAvg, c, 0);
+    EXPECT(host(du, 1)[0] == (uint8_t)(303 - 256), "uint8 %d", host(du, 1)[0]);
+    EXPECT(host(dl, 1)[0] == ((int64_t)6 << 40), "int64 %lld", (long long)host(dl, 1)[0]);
+    EXPECT(host(da, 1)[0] == 2, "int32 avg of 1, 2, 4: %d", host(da, 1)[0]);
+
+    /* reduce-scatter of 700 values per rank: rank q's piece of rank r holds 7 r + 1000 q + i */
+    const size_t P = 700;
+    std::vector<float> s(P * n);
+    for (int q = 0; q < n; q++)
+        for (size_t i = 0; i < P; i++) s[q * P + i] = (float)(7 * me + 1000 * q + (int)i);
+    float *ds = dev(s), *dr = dev(std::vector<float>(P, -1.0f));
+    ncclReduceScatter(ds, dr, P, ncclFloat32, ncclSum, c, 0);
+    got = host(dr, P);
+    wrong = 0;
+    for (size_t i = 0; i < P; i++) wrong += got[i] != (float)(21 + 3000 * me + 3 * (int)i);
+    EXPECT(wrong == 0, "reduce-scatter: %d of %zu wrong (got[0] %g)", wrong, P, got[0]);
+
+    /* allgather of 500 values a rank */
+    const size_t G = 500;
+    std::vector<int32_t> gs(G);
+    for (size_t i = 0; i < G; i++) gs[i] = me * 10000 + (int)i;
+    int32_t *dgs = dev(gs), *dgr = dev(std::vector<int32_t>(G * n, -1));
+    ncclAllGather(dgs, dgr, G, ncclInt32, c, 0);
+    std::vector<int32_t> gg = host(dgr, G * n);
+    wrong = 0;
+    for (int q = 0; q < n; q++)
+        for (size_t i = 0; i < G; i++) wrong += gg[q * G + i] != q * 10000 + (int)i;
+    EXPECT(wrong == 0, "allgather: %d wrong", wrong);
+
+    /* in-place broadcasts from ranks 2 and 0 in one group (as facet's uneven allgather) */
+    std::vector<float> b(600), b0(3);
+    for (size_t i = 0; i < b.size(); i++) b[i] = me == 2 ? (float)(5 + i) : -7.0f;
+    for (size_t i = 0; i < b0.size(); i++) b0[i] = me == 0 ? 0.5f * (float)i : -7.0f;
+    float *db = dev(b), *db0 = dev(b0);
+    EXPECT(ncclGroupStart() == ncclSuccess, "group start");
+    ncclBroadcast(db, db, b.size(), ncclFloat32, 2, c, 0);
+    ncclBroadcast(db0, db0, b0.size(), ncclFloat32, 0, c, 0);
+    EXPECT(ncclGroupEnd() == ncclSuccess, "group end");
+    got = host(db, b.size());
+    wrong = 0;
+    for (size_t i = 0; i < b.size(); i++) wrong += got[i] != (float)(5 + i);
+    std::vector<float> g0 = host(db0, b0.size());
+    EXPECT(wrong == 0 && g0[2] == 1.0f, "broadcast: %d wrong, from rank 0: %g", wrong, g0[2]);
+
+    /* NCCL's usage errors leave the communicator working */
+    EXPECT(ncclGroupEnd() == ncclInvalidUsage, "ncclGroupEnd without ncclGroupStart");
+    float on_host[4] = { 1, 2, 3, 4 };
+    EXPECT(ncclAllReduce(on_host, on_host, 4, ncclFloat32, ncclSum, c, 0) == ncclInvalidArgument, "a host buffer");
+    EXPECT(ncclAllReduce(dx, dx, N + 1, ncclFloat32, ncclSum, c, 0) == ncclInvalidArgument, "past the allocation");
+    EXPECT(ncclBroadcast(db, db, 1, ncclFloat32, n, c, 0) == ncclInvalidArgument, "root n");
+    EXPECT(async_of(c) == ncclSuccess, "the communicator failed on a refused call");
+    ncclAllReduce(dm, dm, 1, ncclFloat32, ncclSum, c, 0);
+    EXPECT(host(dm, 1)[0] == 6.0f && async_of(c) == ncclSuccess, "after the refused calls: %g", host(dm, 1)[0]);
+    EXPECT(ncclCommDestroy(c) == ncclSuccess, "destroy");
+}
+
+/* ---- what NCCL would hang on fails the communicator ---- */
+
+static void mismatch(int me, int n, const ncclUniqueId &id)
+{
+    ncclComm_t c = join(me, n, id);
+    if (!c) return;
+    float *d = dev(std::vector<float>(8, 1.0f));
+    ncclAllReduce(d, d, me == 0 ? 4 : 5, ncclFloat32, ncclSum, c, 0);
+    EXPECT(async_of(c) == ncclInvalidUsage, "ranks with different counts: %d", (int)async_of(c));
+    EXPECT(ncclAllReduce(d, d, 4, ncclFloat32, ncclSum, c, 0) == ncclInvalidUsage, "a failed communicator is refused");
+    ncclCommAbort(c);
+}
+
+/* rank 1 goes away after joining: exits, aborts, or sleeps past the timeout */
+static void leaving(int me, int n, const ncclUniqueId &id, int how)
+{
+    if (how == 2) setenv("FACET_DIST_TIMEOUT", "1", 1);
+    ncclComm_t c = join(me, n, id);
+    if (!c) return;
+    if (me == 1) {
+        if (how == 0) _exit(0);
+        if (how == 1) {
+            ncclCommAbort(c);
+            return;
+        }
+        sleep(4);
+        return;
+    }
+    float *d = dev(std::vector<float>(4, 1.0f));
+    double t0 = now_s();
+    ncclAllReduce(d, d, 4, ncclFloat32, ncclSum, c, 0);
+    double took = now_s() - t0;
+    EXPECT(async_of(c) == ncclRemoteError, "rank 0 after rank 1 left (%d): %d", how, (int)async_of(c));
+    EXPECT(took < (how == 2 ? 3.0 : 2.0), "noticed after %.2f s", took);
+    ncclCommAbort(c);
+}
+
+static void exits(int me, int n, const ncclUniqueId &id) { leaving(me, n, id, 0); }
+static void aborts(int me, int n, const ncclUniqueId &id) { leaving(me, n, id, 1); }
+static void hangs(int me, int n, const ncclUniqueId &id) { leaving(me, n, id, 2); }
+
+int main(void)
+{
+    setenv("FACET_EMU_NCCL_SLOT_KB", "1", 1);
+    struct {
+        const char *name;
+        int n;
+        rank_fn f;
+    } cases[] = {
+        { "every collective on 3 ranks in 1 KB chunks", 3, collectives },
+        { "ranks in different collectives: invalid usage on both", 2, mismatch },
+        { "a peer that exits: a remote error within 2 s", 2, exits },
+        { "a peer that aborts: a remote error within 2 s", 2, aborts },
+        { "a peer that never comes: a remote error at FACET_DIST_TIMEOUT", 2, hangs },
+    };
+    int passed = 0, failed = 0;
+    for (auto &k : cases) {
+        if (ranks(k.n, k.f) == 0) {
+            passed++;
+        } else {
+            failed++;
+            printf("FAIL %s\n", k.name);
+        }
+    }
+    printf("test_emu_nccl: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
