@@ -11,8 +11,11 @@
 -- (--batch is the global batch; docs/distributed.md). On several ranks the
 -- head is class-sharded over them (each holds K / ranks classes); --sample is
 -- its Partial FC fraction (docs/heads.md).
+-- Mixed precision as arcface_torch trains: --precision fp16 (or bf16); --tf32
+-- lets float32 GEMMs use TF32 tensor cores.
 -- Usage: bin/facet run recipes/ms1m.lua --data /data/ms1m-retinaface [--head mv-am] [--model iresnet --depth 100]
 --          [--batch 128] [--loader-threads 2] [--bins lfw,cfp_fp,agedb_30] [--out run/ms1m] [--resume] [--steps N]
+--          [--cuda] [--precision fp32|bf16|fp16] [--tf32]
 local facet = require "facet"
 local argparse = require "argparse"
 local recipe = require "facet.recipe"
@@ -37,6 +40,9 @@ p:option("--steps", "stop after this many steps (timing runs)"):convert(int("--s
 p:option("--out", "output directory", "run/ms1m")
 p:flag("--resume", "continue from OUT/ckpt")
 p:flag("--cuda", "train on the GPU")
+p:option("--precision", "fp32, bf16 or fp16: the backbone's activations (fp16 with dynamic loss scaling; "
+  .. "docs/mixed-precision.md)", "fp32"):convert(recipe.precision)
+p:flag("--tf32", "TF32 tensor cores for float32 GEMMs on the GPU (docs/gpu.md)")
 p:option("--sample", "Partial FC: the fraction of each class shard sampled a step (1: all)", "1")
   :convert(recipe.number("--sample", { gt = 0, max = 1 }))
 recipe.dist_options(p)
@@ -48,6 +54,7 @@ local rec = facet.data.recordio(a.data .. "/train")
 local classes = rec:num_identities()
 if classes == 0 then error("ms1m: train.rec has no identity records (not the InsightFace layout)") end
 local device = a.cuda and "cuda" or "cpu"
+if a.tf32 then facet.cuda.set_tf32(true) end
 local net = facet.models.build(a.model, { emb = a.emb, size = a.size,
   depth = a.depth or (a.model == "iresnet" and 100 or nil) })
 local hopts = { classes = classes, dim = a.emb, device = device }
@@ -59,8 +66,9 @@ local data = facet.data.loader { source = rec, size = { a.size, a.size }, batch_
   flip = 0.5, seed = 1 }
 local opt = facet.optim.sgd({ net, head }, { lr = a.lr, momentum = 0.9, weight_decay = 5e-4, decay_bias_norm = false })
 if root then
-  print(("%s: %d images, %d identities; %s (%d parameters) + %s over %d classes; %d batches an epoch"):format(a.data,
-    rec:num_images(), classes, a.model, net:count_parameters(), a.head, classes, data:num_batches()))
+  print(("%s: %d images, %d identities; %s (%d parameters) + %s over %d classes; %d batches an epoch; %s"):format(a.data,
+    rec:num_images(), classes, a.model, net:count_parameters(), a.head, classes, data:num_batches(),
+    a.precision .. (a.tf32 and " (TF32 GEMMs)" or "")))
 end
 
 -- the verification sets, decoded once
@@ -90,7 +98,7 @@ local r = facet.train {
   schedule = facet.optim.schedule.multistep { lr = a.lr, milestones = { 4, 8, 10 } },
   eval = #sets > 0 and function() return (evaluate()) end or nil, eval_every = a.eval_every,
   stop_after = a.steps, print_every = 10, dist = dist.dist, sync_bn = dist.sync_bn,
-  allreduce_dtype = dist.allreduce_dtype,
+  allreduce_dtype = dist.allreduce_dtype, precision = a.precision,
 }
 if not root then return end
 

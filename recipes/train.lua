@@ -54,10 +54,7 @@ local SETTINGS = {
   { "sample", "Partial FC: the fraction of each class shard's negatives sampled a step (1: all)", "1",
     num("--sample", { gt = 0, max = 1 }) },
   { "precision", "fp32, bf16 or fp16: the backbone's activations (docs/mixed-precision.md)", "fp32",
-    function(v)
-      if v == "fp32" or v == "bf16" or v == "fp16" then return v end
-      return nil, ("--precision must be fp32, bf16 or fp16, got '%s'"):format(v)
-    end },
+    recipe.precision },
   { "out", "output directory", "run/train" },
 }
 local BY_NAME = {}

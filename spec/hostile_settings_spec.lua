@@ -420,6 +420,7 @@ describe("numbers of the command line and the recipes", function()
     { "run recipes/quickstart.lua --head cosfce", "--head" },
     { "run recipes/ms1m.lua --data x --lr inf", "--lr must be a number > 0, got 'inf'" },
     { "run recipes/ms1m.lua --data x --steps 0", "--steps must be an integer >= 1" },
+    { "run recipes/ms1m.lua --data x --precision fp8", "--precision must be fp32, bf16 or fp16, got 'fp8'" },
     { "run recipes/demo.lua abc", "identities must be an integer in [1, 1000000], got 'abc'" },
     { "run recipes/demo.lua 10 2 8 9", "too many arguments" },
     { "eval x --bin y --emb abc", "--emb must be an integer >= 1, got 'abc'" },

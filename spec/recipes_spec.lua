@@ -60,13 +60,24 @@ describe("recipes", function()
     gen:close()
     assert.is_true(os.execute(("luajit bin/facet run %s/ms/gen.lua && mv %s/ms/train_verify.bin %s/ms/lfw.bin")
       :format(dir, dir, dir)) == 0, "synthetic data generation failed")
+    -- in fp16: the run logs its loss scale (2^16 at the start, halved on an overflow)
     local p = io.popen(("luajit bin/facet run recipes/ms1m.lua --data %s/ms --depth 18 --size 32 --batch 8 --steps 2 " ..
-      "--bins lfw --out %s/ms/run 2>&1; echo rc=$?"):format(dir, dir))
+      "--bins lfw --out %s/ms/run --precision fp16 2>&1; echo rc=$?"):format(dir, dir))
     local out = p:read("*a")
     p:close()
     assert.truthy(out:find("rc=0", 1, true), out)
     assert.truthy(out:find("2 steps of batch 8", 1, true), out)
+    assert.truthy(out:find("batches an epoch; fp16\n", 1, true), out)
     assert.truthy(out:find("lfw%s+accuracy [%d%.]+"), out)
+    local n = 0
+    for line in io.lines(dir .. "/ms/run/train.jsonl") do
+      local e = require("facet.json").decode(line)
+      local sc = e.loss_scale
+      assert.is_true(type(sc) == "number" and sc <= 65536 and sc >= 1024 and math.frexp(sc) == 0.5, line)
+      assert.is_true(e.loss > 0 and e.loss < 1e3, line)
+      n = n + 1
+    end
+    assert.are.equal(2, n)
   end)
 
   it("facet.recipe: the studies' shared options, optimizer and statistics", function()

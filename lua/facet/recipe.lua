@@ -77,6 +77,13 @@ function M.head_names()
   return t
 end
 
+--- argparse converter of --precision (facet.train's precision: the backbone's
+-- activations in fp32, bf16 or fp16; docs/mixed-precision.md).
+function M.precision(v)
+  if v == "fp32" or v == "bf16" or v == "fp16" then return v end
+  return nil, ("--precision must be fp32, bf16 or fp16, got '%s'"):format(v)
+end
+
 --- Adds --dist, --sync-bn and --allreduce-dtype to an argparse parser p
 -- (docs/distributed.md).
 function M.dist_options(p)
