@@ -177,10 +177,10 @@ static __global__ void col2im_kernel(conv_ix<I> g, const float *__restrict__ col
 {
     typedef signed_of<I> S;
     FACET_CUDA_FOR_T(I, e, total) {
-        const I ew = g.by_w.div(e);
-        const float *rows = col + g.by_h.div(ew) * g.taps * g.p;   /* image b, channel c: b C + c */
+        const plane_pos<I> at = plane_pos_of(e, g.by_h, g.by_w);   /* plane b C + c */
+        const float *rows = col + at.plane * g.taps * g.p;
         float s = 0.0f;
-        for_taps_sampling(g, (S)g.by_h.mod(ew), (S)g.by_w.mod(e), [&](S t, S q) { s += rows[t * g.p + q]; });
+        for_taps_sampling(g, (S)at.row, (S)at.col, [&](S t, S q) { s += rows[t * g.p + q]; });
         st(x, e, s);
     }
 }
@@ -262,14 +262,14 @@ static __global__ void direct_grad_x_kernel(conv_ix<I> g, T *__restrict__ gx, co
 {
     typedef signed_of<I> S;
     FACET_CUDA_FOR_T(I, e, g.n * g.c * g.h * g.w) {
-        const I ew = g.by_w.div(e), nc = g.by_h.div(ew), c = g.by_c.mod(nc), n = g.by_c.div(nc);
-        const S h = (S)g.by_h.mod(ew), ww = (S)g.by_w.mod(e);
+        const plane_pos<I> at = plane_pos_of(e, g.by_h, g.by_w);   /* plane n C + c */
+        const I c = g.by_c.mod(at.plane), n = g.by_c.div(at.plane);
         float s = 0.0f;
         for (S m = 0; m < g.og; m++) {
             const S o = (S)c * g.og + m;
             const T *gp = gout + (n * g.o + o) * g.p;
             const float *wp = w + o * g.taps;
-            for_taps_sampling(g, h, ww, [&](S t, S q) { s += wp[t] * ld(gp[q]); });
+            for_taps_sampling(g, (S)at.row, (S)at.col, [&](S t, S q) { s += wp[t] * ld(gp[q]); });
         }
         st(gx, e, s);
     }

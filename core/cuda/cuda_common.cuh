@@ -144,6 +144,20 @@ static inline bool fits_int32(V... v)
         }                                                                  \
     } while (0)
 
+/* Element i of [planes][rows][cols] as its plane, row and column. */
+template <typename I>
+struct plane_pos {
+    I plane, row, col;
+};
+
+template <typename I>
+static __device__ __forceinline__ plane_pos<I> plane_pos_of(I i, const div_by<I> &rows, const div_by<I> &cols)
+{
+    const I pr = cols.div(i);
+    const plane_pos<I> r = { rows.div(pr), rows.mod(pr), cols.mod(i) };
+    return r;
+}
+
 /* ---- errors ------------------------------------------------------------------------------- */
 
 static inline int check_cuda(cudaError_t e, const char *fn)

@@ -57,6 +57,7 @@ struct div_by<uint32_t> {
     div_by() = default;
     explicit div_by(int64_t divisor) : d((uint32_t)divisor), m(0), s(0)
     {
+        if (d == 0) return;     /* a divisor of an empty launch: never used */
         while (s < 31 && (1ull << s) < d) s++;
         m = (uint32_t)((((1ull << s) - d) << 32) / d + 1);
     }
