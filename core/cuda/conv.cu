@@ -25,6 +25,11 @@
  * GEMMs go through facet_cuda_sgemm (blas.cu), which owns the cuBLAS handle
  * and turns row-major calls into cuBLAS's column-major ones.
  *
+ * Index math: a call whose tensors and workspace hold fewer than 2^31
+ * entries (every face-model layer) runs its kernels with 32-bit indices and
+ * multiply-shift divisors (conv_ix<uint32_t>), the others with 64-bit ones;
+ * cuda_common.cuh, "index math".
+ *
  * 16-bit T: the weight is rounded once per call into a T copy (scratch), the
  * columns are T (in the workspace, which holds twice as many of them as
  * floats), and the GEMMs are facet_cuda_gemm_ex (cublasGemmEx, tensor cores,
