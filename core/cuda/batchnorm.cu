@@ -258,13 +258,15 @@ static __global__ void bn_sync_channels_kernel(float *coef, const float *weight,
 
 /* The channel (e / hw) % c of e along a loop whose e grows by `stride`:
  * with stride = sr hw + sq and sc = sr % c, each step adds sq to the place
- * in the plane and sc (plus the carry) to the channel, both wrapped once. */
+ * in the plane and sc (plus the carry) to the channel, both wrapped once.
+ * Its four divisions per thread are in the index type I (cuda_common.cuh). */
+template <typename I>
 struct chan_walk {
-    int64_t q, ch, sq, sc, hw, c;
+    I q, ch, sq, sc, hw, c;
 
-    __device__ chan_walk(int64_t e, int64_t stride, int64_t c_, int64_t hw_) : hw(hw_), c(c_)
+    __device__ chan_walk(I e, I stride, I c_, I hw_) : hw(hw_), c(c_)
     {
-        const int64_t r = e / hw, sr = stride / hw;
+        const I r = e / hw, sr = stride / hw;
         q = e - r * hw;
         ch = r % c;
         sq = stride - sr * hw;
@@ -285,12 +287,12 @@ struct chan_walk {
 
 /* Op::load(e, ch) reads element e and its channel's coefficients, Op::store(e,
  * v) writes the result; BN_UNROLL loads are issued before the first store. */
-template <typename Op>
+template <typename Op, typename I>
 static __global__ void bn_elements_kernel(Op op, int64_t total, int64_t c, int64_t hw)
 {
     const int64_t G = (int64_t)gridDim.x * blockDim.x;
     int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    chan_walk w(e, G, c, hw);
+    chan_walk<I> w((I)e, (I)G, (I)c, (I)hw);
     for (; e < total; e += BN_UNROLL * G) {
         typename Op::in v[BN_UNROLL] = {};
 #pragma unroll
@@ -308,7 +310,9 @@ template <typename Op>
 static int launch_elements(const char *fn, Op op, int64_t total, int64_t c, int64_t hw)
 {
     if (total <= 0) return FACET_STATUS_OK;
-    bn_elements_kernel<Op><<<grid_blocks((total + BN_UNROLL - 1) / BN_UNROLL), FACET_CUDA_THREADS>>>(op, total, c, hw);
+    const unsigned blocks = grid_blocks((total + BN_UNROLL - 1) / BN_UNROLL);
+    FACET_INDEX_DISPATCH(fits_int32(total), I,
+        bn_elements_kernel<Op, I><<<blocks, FACET_CUDA_THREADS>>>(op, total, c, hw));
     return check_launch(fn);
 }
 

@@ -25,6 +25,11 @@
  * GEMMs go through facet_cuda_sgemm (blas.cu), which owns the cuBLAS handle
  * and turns row-major calls into cuBLAS's column-major ones.
  *
+ * Index math: a call whose tensors and workspace hold fewer than 2^31
+ * entries (every face-model layer) runs its kernels with 32-bit indices and
+ * multiply-shift divisors (conv_ix<uint32_t>), the others with 64-bit ones;
+ * cuda_common.cuh, "index math".
+ *
  * 16-bit T: the weight is rounded once per call into a T copy (scratch), the
  * columns are T (in the workspace, which holds twice as many of them as
  * floats), and the GEMMs are facet_cuda_gemm_ex (cublasGemmEx, tensor cores,
@@ -39,78 +44,148 @@
 #include "cuda_common.cuh"
 #include "conv_math.h"
 
+/* ---- index math --------------------------------------------------------------------
+ * The geometry in the kernels' index type I (cuda_common.cuh, "index math"):
+ * extents and settings as S = signed_of<I> (a tap's input coordinate falls
+ * below 0 in the padding), the divisors of the per-element coordinates as
+ * div_by<I>. */
+template <typename I>
+struct conv_ix {
+    typedef signed_of<I> S;
+    S n, c, h, w, o, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw, og, p, taps;
+    div_by<I> by_p, by_wo, by_w, by_h, by_c, by_o, by_og, by_kw, by_taps, by_rows, by_sh, by_sw;
+};
+
+template <typename I>
+static conv_ix<I> conv_ix_of(const struct facet_conv_geom &g)
+{
+    typedef signed_of<I> S;
+    typedef div_by<I> D;
+    const int64_t taps = g.kh * g.kw;
+    const conv_ix<I> x = { (S)g.n, (S)g.c, (S)g.h, (S)g.w, (S)g.o, (S)g.ho, (S)g.wo, (S)g.kh, (S)g.kw, (S)g.sh,
+                           (S)g.sw, (S)g.ph, (S)g.pw, (S)g.dh, (S)g.dw, (S)g.og, (S)g.p, (S)taps,
+                           D(g.p), D(g.wo), D(g.w), D(g.h), D(g.c), D(g.o), D(g.og), D(g.kw), D(taps), D(g.c * taps),
+                           D(g.sh), D(g.sw) };
+    return x;
+}
+
+/* Whether a call's index math fits 32 bits: x, the output, the weight, the
+ * workspace as entries of T, the divisors, and the padded extents that
+ * bound every tap coordinate. A workspace of 2^31 entries or more (the
+ * default one is 2^26 floats) sends the call to the 64-bit path. */
+template <typename T>
+static bool conv_fits32(const struct facet_conv_geom &g, int64_t ws_elems)
+{
+    return fits_int32(g.n * g.c * g.h * g.w, g.n * g.o * g.p, g.o * g.k, ws_elems * (int64_t)(sizeof(float) / sizeof(T)),
+                      g.p, g.c * g.kh * g.kw, g.h + 2 * g.ph, g.w + 2 * g.pw, g.ho * g.sh + g.kh * g.dh,
+                      g.wo * g.sw + g.kw * g.dw);
+}
+
+/* The input row and column that tap (i, j) of output position q samples
+ * (outside [0, h) x [0, w) in the padding). */
+template <typename I>
+static __device__ __forceinline__ void tap_input(const conv_ix<I> &g, I q, signed_of<I> i, signed_of<I> j,
+                                                 signed_of<I> *h, signed_of<I> *w)
+{
+    typedef signed_of<I> S;
+    *h = (S)g.by_wo.div(q) * g.sh - g.ph + i * g.dh;
+    *w = (S)g.by_wo.mod(q) * g.sw - g.pw + j * g.dw;
+}
+
+/* The output coordinate whose tap lands on input coordinate v >= 0 along an
+ * axis of `out` outputs: v / stride when the stride divides v and that is an
+ * output, else -1. */
+template <typename I>
+static __device__ __forceinline__ signed_of<I> tap_output(signed_of<I> v, const div_by<I> &stride, signed_of<I> out)
+{
+    const signed_of<I> q = (signed_of<I>)stride.div((I)v);
+    return stride.mod((I)v) == 0 && q < out ? q : -1;
+}
+
+/* Calls f(tap, output position) for each tap that samples input (h, w), in
+ * tap order: output row ho sees input row h through tap i when
+ * h + pad - i dil = ho stride. The gather of col2im and depthwise grad_x. */
+template <typename I, typename F>
+static __device__ __forceinline__ void for_taps_sampling(const conv_ix<I> &g, signed_of<I> h, signed_of<I> w, F f)
+{
+    typedef signed_of<I> S;
+    for (S i = 0; i < g.kh; i++) {
+        const S oh = h + g.ph - i * g.dh;
+        if (oh < 0) break;
+        const S qh = tap_output<I>(oh, g.by_sh, g.ho);
+        if (qh < 0) continue;
+        for (S j = 0; j < g.kw; j++) {
+            const S ow = w + g.pw - j * g.dw;
+            if (ow < 0) break;
+            const S qw = tap_output<I>(ow, g.by_sw, g.wo);
+            if (qw >= 0) f(i * g.kw + j, qh * g.wo + qw);
+        }
+    }
+}
+
 /* ---- kernels ------------------------------------------------------------------------ */
 
 /* Column entry (image b, row r = c kh kw + tap, position q) into dst[i]:
  * the input value the tap samples, or 0 in the padding. */
-template <typename T>
-static __device__ __forceinline__ void im2col_entry(const struct facet_conv_geom &g, const T *__restrict__ x,
-                                                    T *__restrict__ dst, int64_t i, int64_t b, int64_t r, int64_t q)
+template <typename T, typename I>
+static __device__ __forceinline__ void im2col_entry(const conv_ix<I> &g, const T *__restrict__ x, T *__restrict__ dst,
+                                                    I i, I b, I r, I q)
 {
-    const int64_t taps = g.kh * g.kw, c = r / taps, t = r % taps, ki = t / g.kw, kj = t % g.kw;
-    const int64_t h = (q / g.wo) * g.sh - g.ph + ki * g.dh, w = (q % g.wo) * g.sw - g.pw + kj * g.dw;
+    typedef signed_of<I> S;
+    const I c = g.by_taps.div(r), t = g.by_taps.mod(r);
+    S h, w;
+    tap_input(g, q, (S)g.by_kw.div(t), (S)g.by_kw.mod(t), &h, &w);
     if (h >= 0 && h < g.h && w >= 0 && w < g.w) dst[i] = x[((b * g.c + c) * g.h + h) * g.w + w];
     else st(dst, i, 0.0f);
 }
 
-/* col [nb][C kh kw][P]: one thread per entry, so stores coalesce along P. */
-template <typename T>
-static __global__ void im2col_kernel(struct facet_conv_geom g, const T *__restrict__ x, T *__restrict__ col, int64_t nb)
+/* col [nb][C kh kw][P] (total entries): one thread per entry, so stores
+ * coalesce along P. */
+template <typename T, typename I>
+static __global__ void im2col_kernel(conv_ix<I> g, const T *__restrict__ x, T *__restrict__ col, int64_t total)
 {
-    const int64_t rows = g.c * g.kh * g.kw;
-    FACET_CUDA_FOR(e, nb * rows * g.p) im2col_entry(g, x, col, e, e / (g.p * rows), (e / g.p) % rows, e % g.p);
-}
-
-/* The weight gradient's layout, col [C kh kw][ld] with row r holding the nb
- * images' P entries back to back (the images run along the GEMM's
- * reduction); the ld - nb P padding is never read. */
-template <typename T>
-static __global__ void im2col_rows_kernel(struct facet_conv_geom g, const T *__restrict__ x, T *__restrict__ col,
-                                          int64_t nb, int64_t ld)
-{
-    const int64_t rows = g.c * g.kh * g.kw, span = nb * g.p;
-    FACET_CUDA_FOR(e, rows * span) {
-        const int64_t r = e / span, bq = e % span;
-        im2col_entry(g, x, col, r * ld + bq, bq / g.p, r, bq % g.p);
+    FACET_CUDA_FOR_T(I, e, total) {
+        const I bq = g.by_p.div(e);   /* b rows + r */
+        im2col_entry(g, x, col, e, g.by_rows.div(bq), g.by_rows.mod(bq), g.by_p.mod(e));
     }
 }
 
-/* dst [rows][ld] from src [nb][rows][P] (image stride src_stride): the same
- * layout for grad_out (and for x on the pointwise path). */
-template <typename T>
-static __global__ void rows_outer_kernel(T *__restrict__ dst, const T *__restrict__ src, int64_t nb, int64_t rows,
-                                         int64_t p, int64_t src_stride, int64_t ld)
+/* The weight gradient's layout, col [C kh kw][ld] with row r holding the nb
+ * images' P entries back to back (span = nb P; the images run along the
+ * GEMM's reduction); the ld - span padding is never read. */
+template <typename T, typename I>
+static __global__ void im2col_rows_kernel(conv_ix<I> g, const T *__restrict__ x, T *__restrict__ col, int64_t total,
+                                          div_by<I> by_span, I ld)
 {
-    const int64_t span = nb * p;
-    FACET_CUDA_FOR(e, rows * span) {
-        const int64_t r = e / span, bq = e % span, b = bq / p, q = bq % p;
-        dst[r * ld + bq] = src[b * src_stride + r * p + q];
+    FACET_CUDA_FOR_T(I, e, total) {
+        const I r = by_span.div(e), bq = by_span.mod(e);
+        im2col_entry(g, x, col, r * ld + bq, g.by_p.div(bq), r, g.by_p.mod(bq));
+    }
+}
+
+/* dst [rows][ld] from src [nb][rows][P] (image stride src_stride, span = nb
+ * P): the same layout for grad_out (and for x on the pointwise path). */
+template <typename T, typename I>
+static __global__ void rows_outer_kernel(T *__restrict__ dst, const T *__restrict__ src, int64_t total,
+                                         div_by<I> by_span, div_by<I> by_p, I src_stride, I ld)
+{
+    FACET_CUDA_FOR_T(I, e, total) {
+        const I r = by_span.div(e), bq = by_span.mod(e);
+        dst[r * ld + bq] = src[by_p.div(bq) * src_stride + r * by_p.d + by_p.mod(bq)];
     }
 }
 
 /* x [nb][C][H][W] = the sum of the column entries that sampled each
- * element: output row ho sees input row h through tap i when
- * h + pad - i dil = ho stride. Overwrites x. */
-template <typename T>
-static __global__ void col2im_kernel(struct facet_conv_geom g, const float *__restrict__ col, T *__restrict__ x,
-                                     int64_t nb)
+ * element. Overwrites x. */
+template <typename T, typename I>
+static __global__ void col2im_kernel(conv_ix<I> g, const float *__restrict__ col, T *__restrict__ x, int64_t total)
 {
-    const int64_t taps = g.kh * g.kw;
-    FACET_CUDA_FOR(e, nb * g.c * g.h * g.w) {
-        int64_t w = e % g.w, h = (e / g.w) % g.h, bc = e / (g.w * g.h);   /* bc = b C + c */
-        const float *rows = col + bc * taps * g.p;
+    typedef signed_of<I> S;
+    FACET_CUDA_FOR_T(I, e, total) {
+        const plane_pos<I> at = plane_pos_of(e, g.by_h, g.by_w);   /* plane b C + c */
+        const float *rows = col + at.plane * g.taps * g.p;
         float s = 0.0f;
-        for (int64_t i = 0; i < g.kh; i++) {
-            int64_t hh = h + g.ph - i * g.dh;
-            if (hh < 0) break;
-            if (hh % g.sh || hh / g.sh >= g.ho) continue;
-            for (int64_t j = 0; j < g.kw; j++) {
-                int64_t ww = w + g.pw - j * g.dw;
-                if (ww < 0) break;
-                if (ww % g.sw || ww / g.sw >= g.wo) continue;
-                s += rows[(i * g.kw + j) * g.p + (hh / g.sh) * g.wo + ww / g.sw];
-            }
-        }
+        for_taps_sampling(g, (S)at.row, (S)at.col, [&](S t, S q) { s += rows[t * g.p + q]; });
         st(x, e, s);
     }
 }
@@ -122,52 +197,61 @@ static __global__ void narrow_kernel(T *__restrict__ dst, const float *__restric
     FACET_CUDA_FOR(e, n) st(dst, e, src[e]);
 }
 
+/* The output channel of element e of out [n][o][P]. */
+template <typename I>
+static __device__ __forceinline__ I out_channel(const conv_ix<I> &g, I e)
+{
+    return g.by_o.mod(g.by_p.div(e));
+}
+
 /* out = (acc + bias[o]) rounded once to T: the forward epilogue of a 16-bit
  * GEMM with a bias */
-template <typename T>
-static __global__ void bias_round_kernel(T *__restrict__ out, const float *__restrict__ acc,
-                                         const float *__restrict__ bias, int64_t total, int64_t o, int64_t p)
+template <typename T, typename I>
+static __global__ void bias_round_kernel(conv_ix<I> g, T *__restrict__ out, const float *__restrict__ acc,
+                                         const float *__restrict__ bias, int64_t total)
 {
-    FACET_CUDA_FOR(e, total) st(out, e, acc[e] + bias[(e / p) % o]);
+    FACET_CUDA_FOR_T(I, e, total) st(out, e, acc[e] + bias[out_channel(g, e)]);
 }
 
 /* out[n][o][:] = bias[o], so the GEMMs can add onto it (beta 1) */
-static __global__ void bias_fill_kernel(float *__restrict__ out, const float *__restrict__ bias, int64_t total,
-                                        int64_t o, int64_t p)
+template <typename I>
+static __global__ void bias_fill_kernel(conv_ix<I> g, float *__restrict__ out, const float *__restrict__ bias,
+                                        int64_t total)
 {
-    FACET_CUDA_FOR(e, total) out[e] = bias[(e / p) % o];
+    FACET_CUDA_FOR_T(I, e, total) out[e] = bias[out_channel(g, e)];
 }
 
 /* grad_bias[o] += sum over images and positions of grad_out[n][o]: one block per channel */
-template <typename T>
-static __global__ void bias_grad_kernel(float *__restrict__ gb, const T *__restrict__ gout, int64_t n, int64_t o,
-                                        int64_t p)
+template <typename T, typename I>
+static __global__ void bias_grad_kernel(conv_ix<I> g, float *__restrict__ gb, const T *__restrict__ gout)
 {
-    for (int64_t ch = blockIdx.x; ch < o; ch += gridDim.x) {
+    for (I ch = blockIdx.x; ch < (I)g.o; ch += gridDim.x) {
         float s = 0.0f;
-        for (int64_t e = threadIdx.x; e < n * p; e += blockDim.x) s += ld(gout[((e / p) * o + ch) * p + e % p]);
+        for (I e = threadIdx.x; e < (I)(g.n * g.p); e += blockDim.x)
+            s += ld(gout[(g.by_p.div(e) * g.o + ch) * g.p + g.by_p.mod(e)]);
         s = block_sum(s);
         if (threadIdx.x == 0) gb[ch] += s;
     }
 }
 
 /* Depthwise forward: one thread per output; channel o reads input o / og. */
-template <typename T>
-static __global__ void direct_forward_kernel(struct facet_conv_geom g, T *__restrict__ out, const T *__restrict__ x,
+template <typename T, typename I>
+static __global__ void direct_forward_kernel(conv_ix<I> g, T *__restrict__ out, const T *__restrict__ x,
                                              const float *__restrict__ w, const float *__restrict__ bias)
 {
-    const int64_t taps = g.kh * g.kw;
-    FACET_CUDA_FOR(e, g.n * g.o * g.p) {
-        int64_t q = e % g.p, no = e / g.p, o = no % g.o, n = no / g.o;
-        const T *xp = x + (n * g.c + o / g.og) * g.h * g.w;
-        const float *wp = w + o * taps;
-        int64_t h0 = (q / g.wo) * g.sh - g.ph, w0 = (q % g.wo) * g.sw - g.pw;
+    typedef signed_of<I> S;
+    FACET_CUDA_FOR_T(I, e, g.n * g.o * g.p) {
+        const I q = g.by_p.mod(e), no = g.by_p.div(e), o = g.by_o.mod(no), n = g.by_o.div(no);
+        const T *xp = x + (n * g.c + g.by_og.div(o)) * g.h * g.w;
+        const float *wp = w + o * g.taps;
+        S h0, w0;
+        tap_input(g, q, 0, 0, &h0, &w0);
         float s = bias ? bias[o] : 0.0f;
-        for (int64_t i = 0; i < g.kh; i++) {
-            int64_t h = h0 + i * g.dh;
+        for (S i = 0; i < g.kh; i++) {
+            const S h = h0 + i * g.dh;
             if (h < 0 || h >= g.h) continue;
-            for (int64_t j = 0; j < g.kw; j++) {
-                int64_t ww = w0 + j * g.dw;
+            for (S j = 0; j < g.kw; j++) {
+                const S ww = w0 + j * g.dw;
                 if (ww >= 0 && ww < g.w) s += wp[i * g.kw + j] * ld(xp[h * g.w + ww]);
             }
         }
@@ -177,29 +261,20 @@ static __global__ void direct_forward_kernel(struct facet_conv_geom g, T *__rest
 
 /* Depthwise grad_x: one thread per input element, gathering from the og
  * output channels of its channel as col2im does. Overwrites. */
-template <typename T>
-static __global__ void direct_grad_x_kernel(struct facet_conv_geom g, T *__restrict__ gx, const T *__restrict__ gout,
+template <typename T, typename I>
+static __global__ void direct_grad_x_kernel(conv_ix<I> g, T *__restrict__ gx, const T *__restrict__ gout,
                                             const float *__restrict__ w)
 {
-    const int64_t taps = g.kh * g.kw;
-    FACET_CUDA_FOR(e, g.n * g.c * g.h * g.w) {
-        int64_t ww0 = e % g.w, h = (e / g.w) % g.h, c = (e / (g.w * g.h)) % g.c, n = e / (g.w * g.h * g.c);
+    typedef signed_of<I> S;
+    FACET_CUDA_FOR_T(I, e, g.n * g.c * g.h * g.w) {
+        const plane_pos<I> at = plane_pos_of(e, g.by_h, g.by_w);   /* plane n C + c */
+        const I c = g.by_c.mod(at.plane), n = g.by_c.div(at.plane);
         float s = 0.0f;
-        for (int64_t m = 0; m < g.og; m++) {
-            int64_t o = c * g.og + m;
+        for (S m = 0; m < g.og; m++) {
+            const S o = (S)c * g.og + m;
             const T *gp = gout + (n * g.o + o) * g.p;
-            const float *wp = w + o * taps;
-            for (int64_t i = 0; i < g.kh; i++) {
-                int64_t hh = h + g.ph - i * g.dh;
-                if (hh < 0) break;
-                if (hh % g.sh || hh / g.sh >= g.ho) continue;
-                for (int64_t j = 0; j < g.kw; j++) {
-                    int64_t ww = ww0 + g.pw - j * g.dw;
-                    if (ww < 0) break;
-                    if (ww % g.sw || ww / g.sw >= g.wo) continue;
-                    s += wp[i * g.kw + j] * ld(gp[(hh / g.sh) * g.wo + ww / g.sw]);
-                }
-            }
+            const float *wp = w + o * g.taps;
+            for_taps_sampling(g, (S)at.row, (S)at.col, [&](S t, S q) { s += wp[t] * ld(gp[q]); });
         }
         st(gx, e, s);
     }
@@ -207,17 +282,19 @@ static __global__ void direct_grad_x_kernel(struct facet_conv_geom g, T *__restr
 
 /* Depthwise grad_weight: one block per (channel, tap) reduces grad_out
  * times the tap-shifted input over images and positions, then adds once. */
-template <typename T>
-static __global__ void direct_grad_w_kernel(struct facet_conv_geom g, float *__restrict__ gw,
-                                            const T *__restrict__ gout, const T *__restrict__ x)
+template <typename T, typename I>
+static __global__ void direct_grad_w_kernel(conv_ix<I> g, float *__restrict__ gw, const T *__restrict__ gout,
+                                            const T *__restrict__ x)
 {
-    const int64_t taps = g.kh * g.kw;
-    for (int64_t item = blockIdx.x; item < g.o * taps; item += gridDim.x) {
-        int64_t o = item / taps, t = item % taps, i = t / g.kw, j = t % g.kw, c = o / g.og;
+    typedef signed_of<I> S;
+    for (I item = blockIdx.x; item < (I)(g.o * g.taps); item += gridDim.x) {
+        const I o = g.by_taps.div(item), t = g.by_taps.mod(item), c = g.by_og.div(o);
+        const S i = (S)g.by_kw.div(t), j = (S)g.by_kw.mod(t);
         float s = 0.0f;
-        for (int64_t e = threadIdx.x; e < g.n * g.p; e += blockDim.x) {
-            int64_t n = e / g.p, q = e % g.p;
-            int64_t h = (q / g.wo) * g.sh - g.ph + i * g.dh, ww = (q % g.wo) * g.sw - g.pw + j * g.dw;
+        for (I e = threadIdx.x; e < (I)(g.n * g.p); e += blockDim.x) {
+            const I n = g.by_p.div(e), q = g.by_p.mod(e);
+            S h, ww;
+            tap_input(g, q, i, j, &h, &ww);
             if (h >= 0 && h < g.h && ww >= 0 && ww < g.w)
                 s += ld(gout[(n * g.o + o) * g.p + q]) * ld(x[((n * g.c + c) * g.h + h) * g.w + ww]);
         }
@@ -273,16 +350,17 @@ static int weight_as(const T **wt, scratch *buf, const float *w, int64_t n, cons
     }
 }
 
-template <typename T>
+template <typename T, typename I>
 static int conv_forward(const struct facet_conv_geom &g, T *out, const T *x, const float *w, const float *bias,
                         float *ws, int64_t ws_elems)
 {
     const char *fn = "facet_conv2d_forward";
     constexpr bool half = dtype_of<T>::v != FACET_DTYPE_FLOAT32;
     const int64_t total = g.n * g.o * g.p, xs = g.c * g.h * g.w, os = g.o * g.p;
+    const conv_ix<I> ix = conv_ix_of<I>(g);
     int path = facet_conv_path(&g);
     if (path == FACET_CONV_DIRECT)
-        return launch_flat(fn, total, direct_forward_kernel<T>, g, out, x, w, bias);
+        return launch_flat(fn, total, direct_forward_kernel<T, I>, ix, out, x, w, bias);
     const T *wt;
     scratch wbuf, acc;
     acc.p = NULL;
@@ -297,7 +375,7 @@ static int conv_forward(const struct facet_conv_geom &g, T *out, const T *x, con
         dst = acc.p;
         dst_el = sizeof(float);
     } else if (!rc && bias) {
-        rc = launch_flat(fn, total, bias_fill_kernel, (float *)out, bias, total, g.o, g.p);
+        rc = launch_flat(fn, total, bias_fill_kernel<I>, ix, (float *)out, bias, total);
         beta = 1.0f;
     }
     char *d = (char *)dst;
@@ -310,13 +388,13 @@ static int conv_forward(const struct facet_conv_geom &g, T *out, const T *x, con
         T *col = (T *)ws;
         for (int64_t n0 = 0; n0 < g.n && !rc; n0 += chunk) {
             int64_t nb = g.n - n0 < chunk ? g.n - n0 : chunk;
-            rc = launch_flat(fn, nb * cs, im2col_kernel<T>, g, x + n0 * xs, col, nb);
+            rc = launch_flat(fn, nb * cs, im2col_kernel<T, I>, ix, x + n0 * xs, col, nb * cs);
             for (int64_t gi = 0; gi < g.groups && !rc; gi++)
                 rc = gemm<T>(0, 0, g.og, g.p, g.k, wt + gi * g.og * g.k, g.k, 0, col + gi * g.k * g.p, g.p, cs, beta,
                              dst != out, d + (n0 * os + gi * g.og * g.p) * dst_el, g.p, os, nb);
         }
     }
-    if (!rc && acc.p) rc = launch_flat(fn, total, bias_round_kernel<T>, out, (const float *)acc.p, bias, total, g.o, g.p);
+    if (!rc && acc.p) rc = launch_flat(fn, total, bias_round_kernel<T, I>, ix, out, (const float *)acc.p, bias, total);
     int rc_acc = scratch_free(&acc, fn), rc_w = scratch_free(&wbuf, fn);
     return rc ? rc : rc_acc ? rc_acc : rc_w;
 }
@@ -325,7 +403,8 @@ extern "C" int facet_cuda_conv2d_forward(int dtype, const struct facet_conv_geom
                                          const float *w, const float *bias, float *ws, int64_t ws_elems)
 {
     int rc = 0;
-    FACET_ACT_DISPATCH(dtype, T, rc = conv_forward<T>(*g, (T *)out, (const T *)x, w, bias, ws, ws_elems));
+    FACET_ACT_DISPATCH(dtype, T, FACET_INDEX_DISPATCH(conv_fits32<T>(*g, ws_elems), I,
+        rc = conv_forward<T, I>(*g, (T *)out, (const T *)x, w, bias, ws, ws_elems)));
     return rc;
 }
 
@@ -337,9 +416,9 @@ extern "C" int facet_cuda_conv2d_forward(int dtype, const struct facet_conv_geom
  * read-modify-write per image. Image by image when the workspace holds less
  * than two images of that layout (the pointwise path without a workspace, or
  * the minimum workspace of the im2col path). */
-template <typename T>
-static int weight_grad(const struct facet_conv_geom &g, float *gw, const T *gout, const T *x, float *ws,
-                       int64_t ws_elems)
+template <typename T, typename I>
+static int weight_grad(const struct facet_conv_geom &g, const conv_ix<I> &ix, float *gw, const T *gout, const T *x,
+                       float *ws, int64_t ws_elems)
 {
     const char *fn = "facet_conv2d_backward";
     const bool pointwise = facet_conv_path(&g) == FACET_CONV_POINTWISE;
@@ -350,10 +429,17 @@ static int weight_grad(const struct facet_conv_geom &g, float *gw, const T *gout
     if (chunk >= 2) {
         for (int64_t n0 = 0; n0 < g.n && !rc; n0 += chunk) {
             const int64_t nb = g.n - n0 < chunk ? g.n - n0 : chunk, ld = facet_conv_cuda_gw_ld(&g, nb);
+            const div_by<I> by_span(nb * g.p);
             T *cols = (T *)ws, *gouts = cols + xrows * ld;
-            if (pointwise) rc = launch_flat(fn, xrows * nb * g.p, rows_outer_kernel<T>, cols, x + n0 * xs, nb, xrows, g.p, xs, ld);
-            else rc = launch_flat(fn, xrows * nb * g.p, im2col_rows_kernel<T>, g, x + n0 * xs, cols, nb, ld);
-            if (!rc) rc = launch_flat(fn, g.o * nb * g.p, rows_outer_kernel<T>, gouts, gout + n0 * os, nb, g.o, g.p, os, ld);
+            if (pointwise)
+                rc = launch_flat(fn, xrows * nb * g.p, rows_outer_kernel<T, I>, cols, x + n0 * xs, xrows * nb * g.p,
+                                 by_span, ix.by_p, xs, ld);
+            else
+                rc = launch_flat(fn, xrows * nb * g.p, im2col_rows_kernel<T, I>, ix, x + n0 * xs, cols,
+                                 xrows * nb * g.p, by_span, ld);
+            if (!rc)
+                rc = launch_flat(fn, g.o * nb * g.p, rows_outer_kernel<T, I>, gouts, gout + n0 * os, g.o * nb * g.p,
+                                 by_span, ix.by_p, os, ld);
             if (!rc) rc = gemm<T>(0, 1, g.og, kg, nb * g.p, gouts, ld, g.og * ld, cols, ld, kg * ld, 1.0f, true, gw, kg,
                                   g.og * kg, g.groups);
         }
@@ -369,7 +455,7 @@ static int weight_grad(const struct facet_conv_geom &g, float *gw, const T *gout
     T *col = (T *)ws;
     for (int64_t n0 = 0; n0 < g.n && !rc; n0 += per) {
         int64_t nb = g.n - n0 < per ? g.n - n0 : per;
-        rc = launch_flat(fn, nb * cs, im2col_kernel<T>, g, x + n0 * xs, col, nb);
+        rc = launch_flat(fn, nb * cs, im2col_kernel<T, I>, ix, x + n0 * xs, col, nb * cs);
         for (int64_t s = 0; s < nb && !rc; s++)
             rc = gemm<T>(0, 1, g.og, g.k, g.p, gout + (n0 + s) * os, g.p, g.og * g.p, col + s * cs, g.p, g.k * g.p,
                          1.0f, true, gw, g.k, g.og * g.k, g.groups);
@@ -377,25 +463,26 @@ static int weight_grad(const struct facet_conv_geom &g, float *gw, const T *gout
     return rc;
 }
 
-template <typename T>
+template <typename T, typename I>
 static int conv_backward(const struct facet_conv_geom &g, T *gx, float *gw, float *gb, const T *gout, const T *x,
                          const float *w, float *ws, int64_t ws_elems)
 {
     const char *fn = "facet_conv2d_backward";
     const int64_t xs = g.c * g.h * g.w, os = g.o * g.p, taps = g.kh * g.kw;
+    const conv_ix<I> ix = conv_ix_of<I>(g);
     int rc = FACET_STATUS_OK;
-    if (gb) FACET_CUDA_TRY(launch_items(fn, g.o, FACET_CUDA_THREADS, bias_grad_kernel<T>, gb, gout, g.n, g.o, g.p));
+    if (gb) FACET_CUDA_TRY(launch_items(fn, g.o, FACET_CUDA_THREADS, bias_grad_kernel<T, I>, ix, gb, gout));
     int path = facet_conv_path(&g);
     if (path == FACET_CONV_DIRECT) {
-        if (gx) rc = launch_flat(fn, g.n * xs, direct_grad_x_kernel<T>, g, gx, gout, w);
-        if (gw && !rc) rc = launch_items(fn, g.o * taps, FACET_CUDA_THREADS, direct_grad_w_kernel<T>, g, gw, gout, x);
+        if (gx) rc = launch_flat(fn, g.n * xs, direct_grad_x_kernel<T, I>, ix, gx, gout, w);
+        if (gw && !rc) rc = launch_items(fn, g.o * taps, FACET_CUDA_THREADS, direct_grad_w_kernel<T, I>, ix, gw, gout, x);
         return rc;
     }
     const T *wt = NULL;
     scratch wbuf;
     wbuf.p = NULL;
     if (gx) rc = weight_as<T>(&wt, &wbuf, w, g.o * g.k, fn);
-    if (gw && !rc) rc = weight_grad<T>(g, gw, gout, x, ws, ws_elems);
+    if (gw && !rc) rc = weight_grad<T, I>(g, ix, gw, gout, x, ws, ws_elems);
     if (!rc && path == FACET_CONV_POINTWISE) {
         /* grad_x_g = weight_g^T grad_out_g, batched over images */
         for (int64_t gi = 0; gx && gi < g.groups && !rc; gi++)
@@ -409,7 +496,7 @@ static int conv_backward(const struct facet_conv_geom &g, T *gx, float *gw, floa
             for (int64_t gi = 0; gi < g.groups && !rc; gi++)
                 rc = gemm<T>(1, 0, g.k, g.p, g.og, wt + gi * g.og * g.k, g.k, 0, gout + n0 * os + gi * g.og * g.p,
                              g.p, os, 0.0f, true, ws + gi * g.k * g.p, g.p, cs, nb);
-            if (!rc) rc = launch_flat(fn, nb * xs, col2im_kernel<T>, g, (const float *)ws, gx + n0 * xs, nb);
+            if (!rc) rc = launch_flat(fn, nb * xs, col2im_kernel<T, I>, ix, (const float *)ws, gx + n0 * xs, nb * xs);
         }
     }
     int rc_w = scratch_free(&wbuf, fn);
@@ -420,7 +507,7 @@ extern "C" int facet_cuda_conv2d_backward(int dtype, const struct facet_conv_geo
                                           const void *gout, const void *x, const float *w, float *ws, int64_t ws_elems)
 {
     int rc = 0;
-    FACET_ACT_DISPATCH(dtype, T,
-        rc = conv_backward<T>(*g, (T *)gx, gw, gb, (const T *)gout, (const T *)x, w, ws, ws_elems));
+    FACET_ACT_DISPATCH(dtype, T, FACET_INDEX_DISPATCH(conv_fits32<T>(*g, ws_elems), I,
+        rc = conv_backward<T, I>(*g, (T *)gx, gw, gb, (const T *)gout, (const T *)x, w, ws, ws_elems)));
     return rc;
 }

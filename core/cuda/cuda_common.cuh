@@ -4,10 +4,11 @@
  * entry points) under C linkage, the per-element formulas, error checks that
  * turn a cudaError_t or cublasStatus_t into facet's error (FACET_STATUS_ERR_DEVICE
  * with a message naming the entry point), the launch shapes (grid-stride
- * loops, 256 threads a block, 64-bit indices, launch_flat / launch_items),
- * warp and block reductions in a fixed order, and stream-ordered scratch
- * memory. Every kernel runs on the legacy default stream, so work is ordered
- * without explicit events, and facet_cuda_sync() is the only host-side wait.
+ * loops, 256 threads a block, launch_flat / launch_items), the choice of
+ * 32- or 64-bit index math, warp and block reductions in a fixed order, and
+ * stream-ordered scratch memory. Every kernel runs on the legacy default
+ * stream, so work is ordered without explicit events, and facet_cuda_sync()
+ * is the only host-side wait.
  *
  * Determinism: the reductions here combine values in an order fixed by the
  * launch shape (lanes by a shuffle tree, then warps by the same tree), never
@@ -22,6 +23,7 @@
 #include <cublas_v2.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* internal.h has no extern "C" guard of its own; without this, facet_fail
@@ -30,6 +32,7 @@ extern "C" {
 #include "internal.h"
 }
 #include "elementwise_math.h"
+#include "fast_div.cuh"
 
 enum {
     FACET_CUDA_THREADS = 256,
@@ -70,10 +73,13 @@ static __device__ __forceinline__ void st(act_bf16 *p, int64_t i, float v) { p[i
 
 /* ---- launch shapes ----------------------------------------------------------------------- */
 
+/* Grid-stride loop over [0, n) with indices of type I (n below 2^31 for
+ * uint32_t: a thread's last step then stays below 2^32). */
+#define FACET_CUDA_FOR_T(I, i, n) \
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (I)(n); i += (I)gridDim.x * blockDim.x)
+
 /* Grid-stride loop over [0, n) with 64-bit indices. */
-#define FACET_CUDA_FOR(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (int64_t)gridDim.x * blockDim.x)
+#define FACET_CUDA_FOR(i, n) FACET_CUDA_FOR_T(int64_t, i, n)
 
 /* Grid-stride loop over items with one block each. */
 #define FACET_CUDA_FOR_BLOCK(i, n) for (int64_t i = blockIdx.x; i < (n); i += gridDim.x)
@@ -92,6 +98,64 @@ static inline unsigned item_blocks(int64_t items)
 {
     if (items > FACET_CUDA_MAX_BLOCKS) return FACET_CUDA_MAX_BLOCKS;
     return items < 1 ? 1u : (unsigned)items;
+}
+
+/* ---- index math ------------------------------------------------------------------------------
+ * A GPU has no 64-bit integer division: each int64 / or % is a software
+ * routine of dozens of instructions, enough to make a memory-bound kernel
+ * that derives several coordinates per element (conv.cu's im2col) run at a
+ * fraction of its bandwidth. So the kernels that divide per element are
+ * templated on their index type I: uint32_t when every element count and
+ * extent they touch is below 2^31 (fits_int32), which is every layer of a
+ * face model, else int64_t, the general path; their divisors are
+ * fast_div.cuh's div_by<I> (a multiply-high and a shift for uint32_t).
+ * Only the index arithmetic differs, so both paths give the same bits.
+ * FACET_CUDA_INDEX64=1 in the environment (read once per process) forces
+ * the 64-bit path: a debugging switch, and how the specs reach that path
+ * without tensors of 2^31 elements (docs/gpu.md, "Index math"). */
+
+static inline bool index64_forced(void)
+{
+    static const bool forced = [] {
+        const char *v = getenv("FACET_CUDA_INDEX64");
+        return v && *v && strcmp(v, "0") != 0;
+    }();
+    return forced;
+}
+
+/* Whether 32-bit index math serves: every value in [0, 2^31) and the 64-bit
+ * path not forced. */
+template <typename... V>
+static inline bool fits_int32(V... v)
+{
+    return !index64_forced() && ((v >= 0 && v <= (int64_t)INT32_MAX) && ...);
+}
+
+/* Runs the statement with I = uint32_t when `small` (a fits_int32), else
+ * with I = int64_t. */
+#define FACET_INDEX_DISPATCH(small, I, ...)                                \
+    do {                                                                   \
+        if (small) {                                                       \
+            typedef uint32_t I;                                            \
+            __VA_ARGS__;                                                   \
+        } else {                                                           \
+            typedef int64_t I;                                             \
+            __VA_ARGS__;                                                   \
+        }                                                                  \
+    } while (0)
+
+/* Element i of [planes][rows][cols] as its plane, row and column. */
+template <typename I>
+struct plane_pos {
+    I plane, row, col;
+};
+
+template <typename I>
+static __device__ __forceinline__ plane_pos<I> plane_pos_of(I i, const div_by<I> &rows, const div_by<I> &cols)
+{
+    const I pr = cols.div(i);
+    const plane_pos<I> r = { rows.div(pr), rows.mod(pr), cols.mod(i) };
+    return r;
 }
 
 /* ---- errors ------------------------------------------------------------------------------- */

@@ -8,28 +8,47 @@
  * computed in float, rounded once by half_math.h's integer code, the CPU's);
  * the integer dtypes go through double with facet_load/facet_store, exactly
  * as the CPU loops do. Copies between
- * equal dtypes move raw bits, so int64 values beyond 2^53 survive.
+ * equal dtypes move raw bits, so int64 values beyond 2^53 survive. The
+ * linear index and its coordinates are 32-bit when the walk has fewer than
+ * 2^31 elements (cuda_common.cuh, "index math"); the offsets stay 64-bit
+ * (strides may be negative or large).
  */
 #include "cuda_common.cuh"
 
+/* A walk with its index type I: the dims' sizes as divisors. */
+template <typename I>
+struct nd_walk {
+    facet_nd nd;
+    div_by<I> size[FACET_MAX_DIMS];
+};
+
+template <typename I>
+static nd_walk<I> nd_walk_of(const struct facet_nd *nd)
+{
+    nd_walk<I> w;
+    w.nd = *nd;
+    for (int d = 0; d < FACET_MAX_DIMS; d++) w.size[d] = div_by<I>(d < nd->ndim ? nd->sizes[d] : 1);
+    return w;
+}
+
 /* Offsets of the first NOPS operands for linear index i. The outermost dim
  * takes the remainder directly, so a collapsed 1-D walk costs no division. */
-template <int NOPS>
-__device__ __forceinline__ void nd_offsets(const facet_nd &nd, int64_t i, int64_t *off)
+template <int NOPS, typename I>
+__device__ __forceinline__ void nd_offsets(const nd_walk<I> &w, I i, int64_t *off)
 {
+    const facet_nd &nd = w.nd;
 #pragma unroll
     for (int k = 0; k < NOPS; k++) off[k] = 0;
-    int64_t rem = i;
+    I rem = i;
     for (int d = nd.ndim - 1; d > 0; d--) {
-        int64_t size = nd.sizes[d];
-        int64_t c = rem % size;
-        rem /= size;
+        const int64_t c = w.size[d].mod(rem);
+        rem = w.size[d].div(rem);
 #pragma unroll
         for (int k = 0; k < NOPS; k++) off[k] += c * nd.strides[k][d];
     }
     if (nd.ndim > 0) {
 #pragma unroll
-        for (int k = 0; k < NOPS; k++) off[k] += rem * nd.strides[k][0];
+        for (int k = 0; k < NOPS; k++) off[k] += (int64_t)rem * nd.strides[k][0];
     }
 }
 
@@ -61,28 +80,29 @@ static bool dtype_numeric(int dtype)
 
 /* ---- copy ------------------------------------------------------------------ */
 
-template <typename T>
-static __global__ void copy_same_kernel(T *dst, const T *src, facet_nd nd, int64_t total)
+template <typename T, typename I>
+static __global__ void copy_same_kernel(T *dst, const T *src, nd_walk<I> w, int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
+    FACET_CUDA_FOR_T(I, i, total) {
         int64_t off[2];
-        nd_offsets<2>(nd, i, off);
+        nd_offsets<2>(w, i, off);
         dst[off[0]] = src[off[1]];
     }
 }
 
-template <typename T>
-static void launch_copy_same(void *dst, const void *src, const struct facet_nd *nd, int64_t total)
+template <typename T, typename I>
+static void launch_copy_same(void *dst, const void *src, const nd_walk<I> &w, int64_t total)
 {
-    copy_same_kernel<T><<<grid_blocks(total), FACET_CUDA_THREADS>>>((T *)dst, (const T *)src, *nd, total);
+    copy_same_kernel<T, I><<<grid_blocks(total), FACET_CUDA_THREADS>>>((T *)dst, (const T *)src, w, total);
 }
 
-static __global__ void copy_convert_kernel(void *dst, int dst_dtype, const void *src, int src_dtype,
-                                           facet_nd nd, int64_t total)
+template <typename I>
+static __global__ void copy_convert_kernel(void *dst, int dst_dtype, const void *src, int src_dtype, nd_walk<I> w,
+                                           int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
+    FACET_CUDA_FOR_T(I, i, total) {
         int64_t off[2];
-        nd_offsets<2>(nd, i, off);
+        nd_offsets<2>(w, i, off);
         facet_store(dst, dst_dtype, off[0], facet_load(src, src_dtype, off[1]));
     }
 }
@@ -90,29 +110,28 @@ static __global__ void copy_convert_kernel(void *dst, int dst_dtype, const void 
 /* the casts of mixed precision (weights to 16 bits, gradients back), without
  * going through double: the same bits as the generic path. One of the two
  * dtypes is float32, the other float16 or bfloat16. */
-static __global__ void copy_half_kernel(void *dst, int dst_dtype, const void *src, int src_dtype, facet_nd nd,
+template <typename I>
+static __global__ void copy_half_kernel(void *dst, int dst_dtype, const void *src, int src_dtype, nd_walk<I> w,
                                         int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
+    FACET_CUDA_FOR_T(I, i, total) {
         int64_t off[2];
-        nd_offsets<2>(nd, i, off);
+        nd_offsets<2>(w, i, off);
         if (dst_dtype == FACET_DTYPE_FLOAT32) ((float *)dst)[off[0]] = facet_load_half(src, src_dtype, off[1]);
         else facet_store_half(dst, dst_dtype, off[0], ((const float *)src)[off[1]]);
     }
 }
 
-extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int src_dtype,
-                                  const struct facet_nd *nd)
+template <typename I>
+static int copy_nd(void *dst, int dst_dtype, const void *src, int src_dtype, const nd_walk<I> &w, int64_t total)
 {
     const char *fn = "facet_cuda_copy_nd";
-    int64_t total = nd_total(nd);
-    if (total <= 0) return FACET_STATUS_OK;
     if (dst_dtype == src_dtype) {
         switch (dtype_bytes(dst_dtype)) {
-        case 1: launch_copy_same<uint8_t>(dst, src, nd, total); break;
-        case 2: launch_copy_same<uint16_t>(dst, src, nd, total); break;
-        case 4: launch_copy_same<uint32_t>(dst, src, nd, total); break;
-        case 8: launch_copy_same<uint64_t>(dst, src, nd, total); break;
+        case 1: launch_copy_same<uint8_t>(dst, src, w, total); break;
+        case 2: launch_copy_same<uint16_t>(dst, src, w, total); break;
+        case 4: launch_copy_same<uint32_t>(dst, src, w, total); break;
+        case 8: launch_copy_same<uint64_t>(dst, src, w, total); break;
         default: return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown dtype %d", fn, dst_dtype);
         }
     } else {
@@ -121,72 +140,98 @@ extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int
                               src_dtype, dst_dtype);
         if ((src_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(dst_dtype)) ||
             (dst_dtype == FACET_DTYPE_FLOAT32 && facet_dtype_is_half(src_dtype)))
-            copy_half_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd, total);
+            copy_half_kernel<I><<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, w, total);
         else
-            copy_convert_kernel<<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, *nd,
-                                                                             total);
+            copy_convert_kernel<I><<<grid_blocks(total), FACET_CUDA_THREADS>>>(dst, dst_dtype, src, src_dtype, w,
+                                                                                total);
     }
     return check_launch(fn);
 }
 
+/* Runs op<I>(..., nd_walk<I>, total) for the walk nd, I its index type, unless
+ * the walk is empty. */
+#define ND_DISPATCH(rc, nd, op, ...)                                                       \
+    do {                                                                                   \
+        const int64_t total_ = nd_total(nd);                                               \
+        if (total_ > 0)                                                                    \
+            FACET_INDEX_DISPATCH(fits_int32(total_), I,                                    \
+                                 rc = op<I>(__VA_ARGS__, nd_walk_of<I>(nd), total_));      \
+    } while (0)
+
+extern "C" int facet_cuda_copy_nd(void *dst, int dst_dtype, const void *src, int src_dtype,
+                                  const struct facet_nd *nd)
+{
+    int rc = FACET_STATUS_OK;
+    ND_DISPATCH(rc, nd, copy_nd, dst, dst_dtype, src, src_dtype);
+    return rc;
+}
+
 /* ---- fill ------------------------------------------------------------------ */
 
-template <typename T>
-static __global__ void fill_kernel(T *dst, T value, facet_nd nd, int64_t total)
+template <typename T, typename I>
+static __global__ void fill_kernel(T *dst, T value, nd_walk<I> w, int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
+    FACET_CUDA_FOR_T(I, i, total) {
         int64_t off[1];
-        nd_offsets<1>(nd, i, off);
+        nd_offsets<1>(w, i, off);
         dst[off[0]] = value;
     }
 }
 
-template <typename T>
-static void launch_fill(void *dst, T value, const struct facet_nd *nd, int64_t total)
+template <typename T, typename I>
+static void launch_fill(void *dst, T value, const nd_walk<I> &w, int64_t total)
 {
-    fill_kernel<T><<<grid_blocks(total), FACET_CUDA_THREADS>>>((T *)dst, value, *nd, total);
+    fill_kernel<T, I><<<grid_blocks(total), FACET_CUDA_THREADS>>>((T *)dst, value, w, total);
+}
+
+/* the value as the dtype's bits (converted once on the host with the shared
+ * store rule) */
+template <typename I>
+static int fill_nd(void *dst, int dtype, double value, const nd_walk<I> &w, int64_t total)
+{
+    union { uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64; } bits;
+    bits.u64 = 0;
+    facet_store(&bits, dtype, 0, value);
+    switch (dtype_bytes(dtype)) {
+    case 1: launch_fill<uint8_t>(dst, bits.u8, w, total); break;
+    case 2: launch_fill<uint16_t>(dst, bits.u16, w, total); break;
+    case 4: launch_fill<uint32_t>(dst, bits.u32, w, total); break;
+    default: launch_fill<uint64_t>(dst, bits.u64, w, total); break;
+    }
+    return check_launch("facet_cuda_fill_nd");
 }
 
 extern "C" int facet_cuda_fill_nd(void *dst, int dtype, double value, const struct facet_nd *nd)
 {
     const char *fn = "facet_cuda_fill_nd";
     if (!dtype_numeric(dtype)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
-    int64_t total = nd_total(nd);
-    if (total <= 0) return FACET_STATUS_OK;
-    /* convert once on the host with the shared store rule, then write bits */
-    union { uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64; } bits;
-    bits.u64 = 0;
-    facet_store(&bits, dtype, 0, value);
-    switch (dtype_bytes(dtype)) {
-    case 1: launch_fill<uint8_t>(dst, bits.u8, nd, total); break;
-    case 2: launch_fill<uint16_t>(dst, bits.u16, nd, total); break;
-    case 4: launch_fill<uint32_t>(dst, bits.u32, nd, total); break;
-    default: launch_fill<uint64_t>(dst, bits.u64, nd, total); break;
-    }
-    return check_launch(fn);
+    int rc = FACET_STATUS_OK;
+    ND_DISPATCH(rc, nd, fill_nd, dst, dtype, value);
+    return rc;
 }
 
 /* ---- unary ----------------------------------------------------------------- */
 
-static __global__ void unary_f32_kernel(float *out, const float *x, int op, float a, float b, facet_nd nd,
+template <typename I>
+static __global__ void unary_f32_kernel(float *out, const float *x, int op, float a, float b, nd_walk<I> w,
                                         int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
+    FACET_CUDA_FOR_T(I, i, total) {
         int64_t off[2];
-        nd_offsets<2>(nd, i, off);
+        nd_offsets<2>(w, i, off);
         out[off[0]] = facet_unary_f32(op, x[off[1]], a, b);
     }
 }
 
 /* the dtypes other than float32: 16-bit floats through float32 (HALF), the
  * integers through double */
-template <bool HALF>
+template <bool HALF, typename I>
 static __global__ void unary_other_kernel(void *out, const void *x, int dtype, int op, double a, double b,
-                                          facet_nd nd, int64_t total)
+                                          nd_walk<I> w, int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
+    FACET_CUDA_FOR_T(I, i, total) {
         int64_t off[2];
-        nd_offsets<2>(nd, i, off);
+        nd_offsets<2>(w, i, off);
         if (HALF)
             facet_store_half(out, dtype, off[0], facet_unary_f32(op, facet_load_half(x, dtype, off[1]), (float)a,
                                                                  (float)b));
@@ -195,43 +240,51 @@ static __global__ void unary_other_kernel(void *out, const void *x, int dtype, i
     }
 }
 
+template <typename I>
+static int unary_nd(void *out, const void *x, int dtype, int op, double a, double b, const nd_walk<I> &w,
+                    int64_t total)
+{
+    unsigned blocks = grid_blocks(total);
+    if (dtype == FACET_DTYPE_FLOAT32)
+        unary_f32_kernel<I><<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x, op, (float)a, (float)b, w,
+                                                            total);
+    else if (facet_dtype_is_half(dtype))
+        unary_other_kernel<true, I><<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, w, total);
+    else
+        unary_other_kernel<false, I><<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, w, total);
+    return check_launch("facet_cuda_unary_nd");
+}
+
 extern "C" int facet_cuda_unary_nd(void *out, const void *x, int dtype, int op, double a, double b,
                                    const struct facet_nd *nd)
 {
     const char *fn = "facet_cuda_unary_nd";
     if (!dtype_numeric(dtype)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
-    int64_t total = nd_total(nd);
-    if (total <= 0) return FACET_STATUS_OK;
-    unsigned blocks = grid_blocks(total);
-    if (dtype == FACET_DTYPE_FLOAT32)
-        unary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x, op, (float)a,
-                                                         (float)b, *nd, total);
-    else if (facet_dtype_is_half(dtype))
-        unary_other_kernel<true><<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, *nd, total);
-    else
-        unary_other_kernel<false><<<blocks, FACET_CUDA_THREADS>>>(out, x, dtype, op, a, b, *nd, total);
-    return check_launch(fn);
+    int rc = FACET_STATUS_OK;
+    ND_DISPATCH(rc, nd, unary_nd, out, x, dtype, op, a, b);
+    return rc;
 }
 
 /* ---- binary ---------------------------------------------------------------- */
 
-static __global__ void binary_f32_kernel(float *out, const float *x, const float *y, int op, facet_nd nd,
+template <typename I>
+static __global__ void binary_f32_kernel(float *out, const float *x, const float *y, int op, nd_walk<I> w,
                                          int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
+    FACET_CUDA_FOR_T(I, i, total) {
         int64_t off[3];
-        nd_offsets<3>(nd, i, off);
+        nd_offsets<3>(w, i, off);
         out[off[0]] = facet_binary_f32(op, x[off[1]], y[off[2]]);
     }
 }
 
-template <bool HALF>
+template <bool HALF, typename I>
 static __global__ void binary_other_kernel(void *out, const void *x, const void *y, int dtype, int op,
-                                           facet_nd nd, int64_t total)
+                                           nd_walk<I> w, int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
+    FACET_CUDA_FOR_T(I, i, total) {
         int64_t off[3];
-        nd_offsets<3>(nd, i, off);
+        nd_offsets<3>(w, i, off);
         if (HALF)
             facet_store_half(out, dtype, off[0], facet_binary_f32(op, facet_load_half(x, dtype, off[1]),
                                                                   facet_load_half(y, dtype, off[2])));
@@ -241,22 +294,28 @@ static __global__ void binary_other_kernel(void *out, const void *x, const void 
     }
 }
 
+template <typename I>
+static int binary_nd(void *out, const void *x, const void *y, int dtype, int op, const nd_walk<I> &w, int64_t total)
+{
+    unsigned blocks = grid_blocks(total);
+    if (dtype == FACET_DTYPE_FLOAT32)
+        binary_f32_kernel<I><<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x, (const float *)y, op, w,
+                                                             total);
+    else if (facet_dtype_is_half(dtype))
+        binary_other_kernel<true, I><<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, w, total);
+    else
+        binary_other_kernel<false, I><<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, w, total);
+    return check_launch("facet_cuda_binary_nd");
+}
+
 extern "C" int facet_cuda_binary_nd(void *out, const void *x, const void *y, int dtype, int op,
                                     const struct facet_nd *nd)
 {
     const char *fn = "facet_cuda_binary_nd";
     if (!dtype_numeric(dtype)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: unsupported dtype %d", fn, dtype);
-    int64_t total = nd_total(nd);
-    if (total <= 0) return FACET_STATUS_OK;
-    unsigned blocks = grid_blocks(total);
-    if (dtype == FACET_DTYPE_FLOAT32)
-        binary_f32_kernel<<<blocks, FACET_CUDA_THREADS>>>((float *)out, (const float *)x,
-                                                          (const float *)y, op, *nd, total);
-    else if (facet_dtype_is_half(dtype))
-        binary_other_kernel<true><<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, *nd, total);
-    else
-        binary_other_kernel<false><<<blocks, FACET_CUDA_THREADS>>>(out, x, y, dtype, op, *nd, total);
-    return check_launch(fn);
+    int rc = FACET_STATUS_OK;
+    ND_DISPATCH(rc, nd, binary_nd, out, x, y, dtype, op);
+    return rc;
 }
 
 /* ---- arange, axpy ---------------------------------------------------------- */

@@ -12,29 +12,32 @@
  *             order, the same bits on every run and as on the CPU.
  * columns     one index per row picks the element gathered from or scattered
  *             into that row; one thread per row.
+ * The (row, column) of a thread comes from a 32-bit division when the
+ * output has fewer than 2^31 elements (cuda_common.cuh, "index math"); the
+ * table's offsets stay 64-bit.
  */
 #include "cuda_common.cuh"
 #include "index_math.h"
 
-template <typename I>
-static __global__ void index_select_kernel(float *out, const float *table, const I *index, int64_t n, int64_t cols,
-                                           int64_t base)
+/* X: the index's dtype; I: the index math's type */
+template <typename X, typename I>
+static __global__ void index_select_kernel(float *out, const float *table, const X *index, int64_t total,
+                                           div_by<I> cols, int64_t base)
 {
-    FACET_CUDA_FOR(e, n * cols) {
-        const int64_t i = e / cols, j = e - i * cols;
-        out[e] = table[((int64_t)index[i] - base) * cols + j];
+    FACET_CUDA_FOR_T(I, e, total) {
+        const I i = cols.div(e), j = cols.mod(e);
+        out[e] = table[((int64_t)index[i] - base) * (int64_t)cols.d + j];
     }
 }
 
 /* plan: order (n), start (groups + 1), row (groups), one device buffer */
+template <typename I>
 static __global__ void index_scatter_kernel(float *table, const float *src, const int64_t *plan, int64_t n,
-                                            int64_t groups, int64_t cols, int add, float alpha)
+                                            int64_t groups, div_by<I> cols, int add, float alpha)
 {
     const int64_t *order = plan, *start = plan + n, *row = plan + n + groups + 1;
-    FACET_CUDA_FOR(e, groups * cols) {
-        const int64_t g = e / cols, c = e - g * cols;
-        facet_index_scatter_at(table, src, order, start, row, g, cols, c, add, alpha);
-    }
+    FACET_CUDA_FOR_T(I, e, groups * (int64_t)cols.d)
+        facet_index_scatter_at(table, src, order, start, row, cols.div(e), cols.d, cols.mod(e), add, alpha);
 }
 
 template <typename I>
@@ -57,13 +60,19 @@ extern "C" int facet_cuda_index_select(float *out, const float *table, const voi
                                        int64_t cols, int index_base)
 {
     const char *fn = "facet_cuda_index_select";
-    if (index_dtype == FACET_DTYPE_INT32)
-        return launch_flat(fn, n * cols, index_select_kernel<int32_t>, out, table, (const int32_t *)index, n, cols,
-                           (int64_t)index_base);
-    if (index_dtype == FACET_DTYPE_INT64)
-        return launch_flat(fn, n * cols, index_select_kernel<int64_t>, out, table, (const int64_t *)index, n, cols,
-                           (int64_t)index_base);
-    return bad_index_dtype(fn, index_dtype);
+    if (index_dtype != FACET_DTYPE_INT32 && index_dtype != FACET_DTYPE_INT64) return bad_index_dtype(fn, index_dtype);
+    const int64_t total = n * cols;
+    int rc = FACET_STATUS_OK;
+    FACET_INDEX_DISPATCH(fits_int32(total), I, {
+        const div_by<I> by_cols(cols);
+        if (index_dtype == FACET_DTYPE_INT32)
+            rc = launch_flat(fn, total, index_select_kernel<int32_t, I>, out, table, (const int32_t *)index, total,
+                             by_cols, (int64_t)index_base);
+        else
+            rc = launch_flat(fn, total, index_select_kernel<int64_t, I>, out, table, (const int64_t *)index, total,
+                             by_cols, (int64_t)index_base);
+    });
+    return rc;
 }
 
 extern "C" int facet_cuda_index_scatter(float *table, const float *src, const struct facet_index_plan *plan,
@@ -81,8 +90,9 @@ extern "C" int facet_cuda_index_scatter(float *table, const float *src, const st
      * ordered on the default stream before the kernel */
     int rc = check_cuda(cudaMemcpy(dev.p, plan->order, nbytes, cudaMemcpyHostToDevice), fn);
     if (!rc)
-        rc = launch_flat(fn, plan->ngroups * cols, index_scatter_kernel, table, src, (const int64_t *)dev.p, plan->n,
-                         plan->ngroups, cols, add, alpha);
+        FACET_INDEX_DISPATCH(fits_int32(plan->ngroups * cols), I,
+            rc = launch_flat(fn, plan->ngroups * cols, index_scatter_kernel<I>, table, src, (const int64_t *)dev.p,
+                             plan->n, plan->ngroups, div_by<I>(cols), add, alpha));
     int rc_free = scratch_free(&dev, fn);
     return rc ? rc : rc_free;
 }

@@ -10,18 +10,29 @@
  * deterministic result, and the same summation order as the CPU's scatter.
  * Max pooling takes the outputs whose argmax names the pixel. x, out and
  * the gradients are float32, float16 or bfloat16 (kernels templated over the
- * storage type, float32 sums, results rounded once).
+ * storage type, float32 sums, results rounded once). A thread's plane, row
+ * and column come from 32-bit divisions when the tensors have fewer than
+ * 2^31 elements (cuda_common.cuh, "index math").
  */
 #include "cuda_common.cuh"
 #include "pool_math.h"
 
-template <typename T>
-static __global__ void max_forward_kernel(T *out, int32_t *argmax, const T *x, facet_pool_geom g, int64_t total)
+/* The launch's geometry and its index type I: the divisors of the planes
+ * it walks (out's for the forward, x's for the backward). */
+template <typename I>
+struct pool_ix {
+    facet_pool_geom g;
+    div_by<I> by_rows, by_cols;
+};
+
+template <typename T, typename I>
+static __global__ void max_forward_kernel(T *out, int32_t *argmax, const T *x, pool_ix<I> ix, int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
-        const int64_t ow = i % g.wo, t = i / g.wo, oh = t % g.ho, p = t / g.ho;
-        const facet_pool_window r = facet_pool_window_of(&g, oh, ow);
-        const T *xp = x + p * g.h * g.w;
+    const facet_pool_geom &g = ix.g;
+    FACET_CUDA_FOR_T(I, i, total) {
+        const plane_pos<I> o = plane_pos_of(i, ix.by_rows, ix.by_cols);
+        const facet_pool_window r = facet_pool_window_of(&g, o.row, o.col);
+        const T *xp = x + o.plane * g.h * g.w;
         float best = -INFINITY;
         int64_t bi = r.hs * g.w + r.ws;
         for (int64_t h = r.hs; h < r.he; h++)
@@ -37,13 +48,14 @@ static __global__ void max_forward_kernel(T *out, int32_t *argmax, const T *x, f
     }
 }
 
-template <typename T>
-static __global__ void avg_forward_kernel(T *out, const T *x, facet_pool_geom g, int64_t total)
+template <typename T, typename I>
+static __global__ void avg_forward_kernel(T *out, const T *x, pool_ix<I> ix, int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
-        const int64_t ow = i % g.wo, t = i / g.wo, oh = t % g.ho, p = t / g.ho;
-        const facet_pool_window r = facet_pool_window_of(&g, oh, ow);
-        const T *xp = x + p * g.h * g.w;
+    const facet_pool_geom &g = ix.g;
+    FACET_CUDA_FOR_T(I, i, total) {
+        const plane_pos<I> o = plane_pos_of(i, ix.by_rows, ix.by_cols);
+        const facet_pool_window r = facet_pool_window_of(&g, o.row, o.col);
+        const T *xp = x + o.plane * g.h * g.w;
         float sum = 0.0f;
         for (int64_t h = r.hs; h < r.he; h++)
             for (int64_t w = r.ws; w < r.we; w++) sum += ld(xp[h * g.w + w]);
@@ -51,30 +63,43 @@ static __global__ void avg_forward_kernel(T *out, const T *x, facet_pool_geom g,
     }
 }
 
-extern "C" int facet_cuda_pool2d_forward(int dtype, void *out, int32_t *argmax, const void *x, int kind,
-                                         const struct facet_pool_geom *g)
+/* Whether x and out have fewer than 2^31 elements. */
+static bool pool_fits32(const struct facet_pool_geom *g)
+{
+    return fits_int32(g->planes * g->h * g->w, g->planes * g->ho * g->wo);
+}
+
+template <typename T, typename I>
+static int pool_forward(T *out, int32_t *argmax, const T *x, int kind, const struct facet_pool_geom *g)
 {
     const char *fn = "facet_cuda_pool2d_forward";
     const int64_t total = g->planes * g->ho * g->wo;
+    const pool_ix<I> ix = { *g, div_by<I>(g->ho), div_by<I>(g->wo) };
+    if (kind == FACET_POOL_KIND_MAX) return launch_flat(fn, total, max_forward_kernel<T, I>, out, argmax, x, ix, total);
+    return launch_flat(fn, total, avg_forward_kernel<T, I>, out, x, ix, total);
+}
+
+extern "C" int facet_cuda_pool2d_forward(int dtype, void *out, int32_t *argmax, const void *x, int kind,
+                                         const struct facet_pool_geom *g)
+{
     int rc = 0;
-    if (kind == FACET_POOL_KIND_MAX)
-        FACET_ACT_DISPATCH(dtype, T,
-            rc = launch_flat(fn, total, max_forward_kernel<T>, (T *)out, argmax, (const T *)x, *g, total));
-    else
-        FACET_ACT_DISPATCH(dtype, T, rc = launch_flat(fn, total, avg_forward_kernel<T>, (T *)out, (const T *)x, *g, total));
+    FACET_ACT_DISPATCH(dtype, T, FACET_INDEX_DISPATCH(pool_fits32(g), I,
+        rc = pool_forward<T, I>((T *)out, argmax, (const T *)x, kind, g)));
     return rc;
 }
 
-template <typename T>
+template <typename T, typename I>
 static __global__ void pool_backward_kernel(T *grad_x, const T *grad_out, const int32_t *argmax, int kind,
-                                            facet_pool_geom g, int64_t total)
+                                            pool_ix<I> ix, int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
-        const int64_t w = i % g.w, t = i / g.w, h = t % g.h, p = t / g.h;
+    const facet_pool_geom &g = ix.g;
+    FACET_CUDA_FOR_T(I, i, total) {
+        const plane_pos<I> at = plane_pos_of(i, ix.by_rows, ix.by_cols);
+        const int64_t h = at.row, w = at.col;
         int64_t oh0, oh1, ow0, ow1;
         facet_pool_outputs_holding(h, g.kh, g.sh, g.ph, g.ho, &oh0, &oh1);
         facet_pool_outputs_holding(w, g.kw, g.sw, g.pw, g.wo, &ow0, &ow1);
-        const int64_t base = p * g.ho * g.wo;
+        const int64_t base = at.plane * g.ho * g.wo;
         const int32_t self = (int32_t)(h * g.w + w);
         float acc = 0.0f;
         for (int64_t oh = oh0; oh <= oh1; oh++)
@@ -96,8 +121,9 @@ extern "C" int facet_cuda_pool2d_backward(int dtype, void *grad_x, const void *g
 {
     const int64_t total = g->planes * g->h * g->w;
     int rc = 0;
-    FACET_ACT_DISPATCH(dtype, T,
-        rc = launch_flat("facet_cuda_pool2d_backward", total, pool_backward_kernel<T>, (T *)grad_x,
-                         (const T *)grad_out, argmax, kind, *g, total));
+    FACET_ACT_DISPATCH(dtype, T, FACET_INDEX_DISPATCH(pool_fits32(g), I,
+        const pool_ix<I> ix = { *g, div_by<I>(g->h), div_by<I>(g->w) };
+        rc = launch_flat("facet_cuda_pool2d_backward", total, pool_backward_kernel<T, I>, (T *)grad_x,
+                         (const T *)grad_out, argmax, kind, ix, total)));
     return rc;
 }

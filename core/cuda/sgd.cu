@@ -14,11 +14,13 @@
 #include "tensor_list.cuh"
 #include "sgd_math.h"
 
+/* the row of element e in the index type I (cuda_common.cuh, "index math") */
+template <typename I>
 static __global__ void sgd_flat_kernel(facet_sgd_params p, float *w, float *g, float *buf, const float *coef,
-                                       int64_t rows, int64_t cols)
+                                       int64_t total, div_by<I> cols)
 {
-    FACET_CUDA_FOR(e, rows * cols) {
-        const float a = coef ? coef[e / cols] : 0.0f;
+    FACET_CUDA_FOR_T(I, e, total) {
+        const float a = coef ? coef[cols.div(e)] : 0.0f;
         w[e] = facet_sgd_update_row(&p, w[e], g[e], a, buf ? &buf[e] : NULL);
         if (p.zero_grad) g[e] = 0.0f;
     }
@@ -47,7 +49,12 @@ extern "C" int facet_cuda_sgd_step(const struct facet_sgd_params *p, float *w, f
 {
     const char *fn = "facet_cuda_sgd_step";
     if (rows <= 0 || cols <= 0) return FACET_STATUS_OK;
-    if (!norms) return launch_flat(fn, rows * cols, sgd_flat_kernel, *p, w, g, buf, coef, rows, cols);
+    if (!norms) {
+        int rc = FACET_STATUS_OK;
+        FACET_INDEX_DISPATCH(fits_int32(rows * cols), I,
+            rc = launch_flat(fn, rows * cols, sgd_flat_kernel<I>, *p, w, g, buf, coef, rows * cols, div_by<I>(cols)));
+        return rc;
+    }
     return launch_items(fn, rows, FACET_CUDA_THREADS, sgd_rows_kernel, *p, w, g, buf, coef, norms, rows, cols);
 }
 

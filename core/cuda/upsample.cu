@@ -6,20 +6,23 @@
  * thread per input pixel gathers from the outputs that read it
  * (facet_ups_backward_at), adding the same terms in the same order as the
  * CPU's scatter: no atomics, no zeroing pass, and the same bits as the CPU.
+ * A thread's plane, row and column come from 32-bit divisions when the
+ * tensors have fewer than 2^31 elements (cuda_common.cuh, "index math").
  */
 #include "cuda_common.cuh"
 #include "upsample_math.h"
 
-static __global__ void upsample_forward_kernel(float *out, const float *x, int64_t h, int64_t w, int64_t ho,
-                                               int64_t wo, int mode, int align_corners, int64_t total)
+template <typename I>
+static __global__ void upsample_forward_kernel(float *out, const float *x, int64_t h, int64_t w, div_by<I> ho,
+                                               div_by<I> wo, int mode, int align_corners, int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
-        const int64_t ow = i % wo, r = i / wo, oh = r % ho, p = r / ho;
+    FACET_CUDA_FOR_T(I, i, total) {
+        const plane_pos<I> o = plane_pos_of(i, ho, wo);
         int64_t h0, h1, w0, w1;
         float lh, lw;
-        facet_ups_taps(oh, h, ho, mode, align_corners, &h0, &h1, &lh);
-        facet_ups_taps(ow, w, wo, mode, align_corners, &w0, &w1, &lw);
-        const float *xp = x + p * h * w;
+        facet_ups_taps(o.row, h, ho.d, mode, align_corners, &h0, &h1, &lh);
+        facet_ups_taps(o.col, w, wo.d, mode, align_corners, &w0, &w1, &lw);
+        const float *xp = x + o.plane * h * w;
         if (mode == FACET_UPSAMPLE_MODE_NEAREST) {
             out[i] = xp[h0 * w + w0];
         } else {
@@ -29,27 +32,41 @@ static __global__ void upsample_forward_kernel(float *out, const float *x, int64
     }
 }
 
-static __global__ void upsample_backward_kernel(float *grad_x, const float *grad_out, int64_t h, int64_t w,
+template <typename I>
+static __global__ void upsample_backward_kernel(float *grad_x, const float *grad_out, div_by<I> h, div_by<I> w,
                                                 int64_t ho, int64_t wo, int mode, int align_corners, int64_t total)
 {
-    FACET_CUDA_FOR(i, total) {
-        const int64_t x = i % w, r = i / w, y = r % h, p = r / h;
-        grad_x[i] = facet_ups_backward_at(grad_out + p * ho * wo, h, w, ho, wo, mode, align_corners, y, x);
+    FACET_CUDA_FOR_T(I, i, total) {
+        const plane_pos<I> at = plane_pos_of(i, h, w);
+        grad_x[i] = facet_ups_backward_at(grad_out + at.plane * ho * wo, h.d, w.d, ho, wo, mode, align_corners, at.row,
+                                          at.col);
     }
+}
+
+/* Whether x and out have fewer than 2^31 elements. */
+static bool upsample_fits32(int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo)
+{
+    return fits_int32(planes * h * w, planes * ho * wo);
 }
 
 extern "C" int facet_cuda_upsample2d_forward(float *out, const float *x, int64_t planes, int64_t h, int64_t w,
                                              int64_t ho, int64_t wo, int mode, int align_corners)
 {
     const int64_t total = planes * ho * wo;
-    return launch_flat("facet_cuda_upsample2d_forward", total, upsample_forward_kernel, out, x, h, w, ho, wo, mode,
-                       align_corners, total);
+    int rc = 0;
+    FACET_INDEX_DISPATCH(upsample_fits32(planes, h, w, ho, wo), I,
+        rc = launch_flat("facet_cuda_upsample2d_forward", total, upsample_forward_kernel<I>, out, x, h, w,
+                         div_by<I>(ho), div_by<I>(wo), mode, align_corners, total));
+    return rc;
 }
 
 extern "C" int facet_cuda_upsample2d_backward(float *grad_x, const float *grad_out, int64_t planes, int64_t h,
                                               int64_t w, int64_t ho, int64_t wo, int mode, int align_corners)
 {
     const int64_t total = planes * h * w;
-    return launch_flat("facet_cuda_upsample2d_backward", total, upsample_backward_kernel, grad_x, grad_out, h, w, ho,
-                       wo, mode, align_corners, total);
+    int rc = 0;
+    FACET_INDEX_DISPATCH(upsample_fits32(planes, h, w, ho, wo), I,
+        rc = launch_flat("facet_cuda_upsample2d_backward", total, upsample_backward_kernel<I>, grad_x, grad_out,
+                         div_by<I>(h), div_by<I>(w), ho, wo, mode, align_corners, total));
+    return rc;
 }
