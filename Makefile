@@ -70,6 +70,8 @@ CDEF   := $(BUILD)/lua/facet/cdef.lua
 CTEST  := $(BUILD)/test_core
 # the caching device allocator's bookkeeping, built from its source alone over malloc
 CATEST := $(BUILD)/test_cache_alloc
+# the kernels' fast 32-bit divisor (core/cuda/fast_div.cuh) against / and %, on the host
+FDTEST := $(BUILD)/test_fast_div
 
 .PHONY: all deps build run test test-c test-lua test-emu sanitize fuzz bench install clean bundle gpu-check
 
@@ -146,6 +148,10 @@ $(CDEF): core/include/facet.h tools/gen_cdef.lua
 $(CTEST): core/tests/test_core.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< -L$(BUILD) -l:facet_core.so -Wl,-rpath,'$$ORIGIN' $(LDLIBS_ALL)
 
+$(FDTEST): core/tests/test_fast_div.cpp core/cuda/fast_div.cuh
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -O2 -Wall -Wextra -Icore/cuda -o $@ $<
+
 $(CATEST): core/tests/test_cache_alloc.c core/src/cache_alloc.c core/src/cache_alloc.h core/include/facet.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ core/tests/test_cache_alloc.c core/src/cache_alloc.c $(LDFLAGS) -lpthread
@@ -153,21 +159,28 @@ $(CATEST): core/tests/test_cache_alloc.c core/src/cache_alloc.c core/src/cache_a
 run: deps build
 	$(LUAJIT) bin/facet run recipes/quickstart.lua
 
-test: deps build $(CTEST) $(CATEST)
+test: deps build $(CTEST) $(CATEST) $(FDTEST)
 	@FACET_BUILD=$(BUILD) sh spec/run.sh
+
+# the specs of the kernels with a 32-bit and a 64-bit index path
+INDEX64_SPECS = spec/conv_spec.lua spec/batchnorm_spec.lua spec/pool_spec.lua spec/upsample_spec.lua \
+                spec/elementwise_spec.lua spec/index_spec.lua spec/backend_ops_spec.lua spec/half_layers_spec.lua
 
 # every spec with its tensors on CUDA, the CUDA backend run on the CPU by the
 # CUDA emulator (core/emu, docs/cuda-emulator.md), and the emulator's own tests
 test-emu: deps
-	$(MAKE) BUILD=build-emu FACET_CUDA=emu build build-emu/test_core build-emu/test_cache_alloc build-emu/test_emu \
-	        build-emu/test_emu_nccl
+	$(MAKE) BUILD=build-emu FACET_CUDA=emu build build-emu/test_core build-emu/test_cache_alloc build-emu/test_fast_div \
+	        build-emu/test_emu build-emu/test_emu_nccl
 	build-emu/test_emu
 	build-emu/test_emu_nccl
 	FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh
+	@echo "the kernels' 64-bit index path (FACET_CUDA_INDEX64=1, docs/gpu.md 'Index math'):"
+	FACET_CUDA_INDEX64=1 FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(INDEX64_SPECS)
 
 sanitize: deps
 	$(MAKE) BUILD=build-asan FACET_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	        LDFLAGS="-fsanitize=address,undefined" build build-asan/test_core build-asan/test_cache_alloc
+	        LDFLAGS="-fsanitize=address,undefined" build build-asan/test_core build-asan/test_cache_alloc \
+	        build-asan/test_fast_div
 	FACET_BUILD=build-asan FACET_SANITIZE=1 sh spec/run.sh
 
 # libFuzzer targets (clang) for the RecordIO, .bin and image parsers, with

@@ -15,11 +15,12 @@ if [ "${FACET_SANITIZE:-0}" = 1 ]; then
     export LSAN_OPTIONS=suppressions=$(pwd)/spec/support/lsan.supp:print_suppressions=0
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 fi
-# the C programs: test_core (the API) and test_cache_alloc (the caching device
-# allocator over malloc); their counts are summed, a program that stops early
-# counts as one failure
+# the C programs: test_core (the API), test_cache_alloc (the caching device
+# allocator over malloc) and test_fast_div (the CUDA kernels' 32-bit divisor,
+# on the host); their counts are summed, a program that stops early counts as
+# one failure
 : > "$counts"
-for prog in test_core test_cache_alloc; do
+for prog in test_core test_cache_alloc test_fast_div; do
     one=$(mktemp)
     "$BUILD/$prog" --counts "$one" | grep -v "^ok " || true
     read -r p f < "$one" || { echo "# $prog did not finish"; p=0; f=1; }
