@@ -14,6 +14,9 @@ namespace facet_emu {
 int device_range(const void *p, size_t n);
 /* sets the calling thread's last error, with a detail that cudaGetErrorString adds */
 void set_error(cudaError_t e, const char *detail);
+/* how many OS threads run the blocks of a launch, the launching one included
+ * (launch.cpp); n <= 0: FACET_EMU_THREADS again (default: the online CPUs) */
+void set_threads(int n);
 
 }   /* namespace facet_emu */
 
