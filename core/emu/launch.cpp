@@ -32,12 +32,14 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 #define EMU_ASAN 1
-#include <sanitizer/common_interface_defs.h>
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define EMU_ASAN 1
-#include <sanitizer/common_interface_defs.h>
 #endif
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
 #endif
 
 #if !defined(__x86_64__)
@@ -129,9 +131,12 @@ struct block_run {
 /* What each OS thread that runs blocks (a launching host thread, a helper)
  * has of its own. A fiber is made, run and resumed by one OS thread only:
  * code compiled for it may keep the address of thread-local data (cur, a
- * __shared__ variable) across a switch. */
+ * __shared__ variable) across a switch. The scheduler finds its worker once
+ * per entry and passes it on: a thread-local lookup costs a call in a
+ * shared library. */
 struct worker {
     block_run R;
+    thread_state *cur;  /* this OS thread's facet_emu::cur */
     launch_run *L;      /* the launch whose blocks it runs; NULL between launches */
     void *sched_sp;
     fiber *cur_fiber;
@@ -150,11 +155,32 @@ struct worker {
 };
 
 std::mutex launch_lock;
-thread_local worker W;
+__thread worker *self;               /* this OS thread's worker, once it has run blocks */
 thread_local char fault_msg[1024];   /* the last fault of work this thread ran */
 
+/* frees the worker of a host thread that ends */
+struct worker_owner {
+    worker *w = NULL;
+    ~worker_owner()
+    {
+        delete w;
+        self = NULL;
+    }
+};
+thread_local worker_owner owner;
+
+worker &me(void)
+{
+    if (!self) {
+        owner.w = new worker();
+        owner.w->cur = &cur;
+        self = owner.w;
+    }
+    return *self;
+}
+
 /* Switches from the current stack to `to`, whose stack spans [bottom, bottom + size). */
-void switch_stack(void **save, void *to, const void *bottom, size_t size)
+void switch_stack(worker &w, void **save, void *to, const void *bottom, size_t size)
 {
 #ifdef EMU_ASAN
     void *fake = NULL;
@@ -163,50 +189,49 @@ void switch_stack(void **save, void *to, const void *bottom, size_t size)
     const void *from_bottom;
     size_t from_size;
     __sanitizer_finish_switch_fiber(fake, &from_bottom, &from_size);
-    worker &w = W;
     if (w.cur_fiber == NULL) return;
     /* resumed on a fiber: the scheduler switched here from its own stack */
     w.sched_bottom = from_bottom;
     w.sched_size = from_size;
 #else
+    (void)w;
     (void)bottom;
     (void)size;
     facet_emu_switch(save, to);
 #endif
 }
 
-void to_scheduler(fiber *f)
+void to_scheduler(worker &w, fiber *f)
 {
 #ifdef EMU_ASAN
-    worker &w = W;
-    switch_stack(&f->sp, w.sched_sp, w.sched_bottom, w.sched_size);
+    switch_stack(w, &f->sp, w.sched_sp, w.sched_bottom, w.sched_size);
 #else
-    switch_stack(&f->sp, W.sched_sp, NULL, 0);
+    switch_stack(w, &f->sp, w.sched_sp, NULL, 0);
 #endif
 }
 
-void to_fiber(fiber *f)
+void to_fiber(worker &w, fiber *f)
 {
-    worker &w = W;
     w.cur_fiber = f;
-    switch_stack(&w.sched_sp, f->sp, f->stack, STACK_BYTES);
+    switch_stack(w, &w.sched_sp, f->sp, f->stack, STACK_BYTES);
     w.cur_fiber = NULL;
 }
 
-void set_thread(int t)
+void set_thread(worker &w, int t)
 {
-    const dim3 &b = cur.block_dim;
+    thread_state &c = *w.cur;
+    const dim3 &b = c.block_dim;
     unsigned u = (unsigned)t;
-    cur.thread.x = u % b.x;
-    cur.thread.y = (u / b.x) % b.y;
-    cur.thread.z = u / (b.x * b.y);
+    c.thread.x = u % b.x;
+    c.thread.y = (u / b.x) % b.y;
+    c.thread.z = u / (b.x * b.y);
 }
 
 /* The body of every fiber: runs threads of the current block until none is
  * left to start, then goes back to the pool and the scheduler. */
 extern "C" void fiber_main(void)
 {
-    worker &w = W;      /* the fiber's OS thread, for all its life */
+    worker &w = *self;      /* the fiber's OS thread's, for all its life */
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(NULL, &w.sched_bottom, &w.sched_size);
 #endif
@@ -218,7 +243,7 @@ extern "C" void fiber_main(void)
             f->thread = t;
             R.fiber_of[(size_t)t] = f;
             R.state[(size_t)t] = T_RUNNING;
-            set_thread(t);
+            set_thread(w, t);
             R.body(R.ctx);
             R.state[(size_t)t] = T_DONE;
             R.live--;
@@ -226,7 +251,7 @@ extern "C" void fiber_main(void)
         }
         f->thread = -1;
         w.free_fibers.push_back(f);
-        to_scheduler(f);
+        to_scheduler(w, f);
     }
 }
 
@@ -251,9 +276,8 @@ void fiber_init(fiber *f)
     f->thread = -1;
 }
 
-fiber *fiber_get(void)
+fiber *fiber_get(worker &w)
 {
-    worker &w = W;
     if (!w.free_fibers.empty()) {
         fiber *f = w.free_fibers.back();
         w.free_fibers.pop_back();
@@ -272,9 +296,8 @@ fiber *fiber_get(void)
 }
 
 
-void wait_here(uint8_t kind)
+void wait_here(worker &w, uint8_t kind)
 {
-    worker &w = W;
     fiber *f = w.cur_fiber;
     int t = f->thread;
     w.R.state[(size_t)t] = kind;
@@ -282,7 +305,7 @@ void wait_here(uint8_t kind)
         w.R.wait_block++;
     else
         w.R.warp_wait[(size_t)(t >> 5)]++;
-    to_scheduler(f);
+    to_scheduler(w, f);
 }
 
 void release(block_run &R, int t)
@@ -292,9 +315,8 @@ void release(block_run &R, int t)
 }
 
 /* Every thread of the block, to the end or to a fault. */
-void run_block(void)
+void run_block(worker &w)
 {
-    worker &w = W;
     block_run &R = w.R;
     const int n = R.n;
     R.next = 0;
@@ -313,19 +335,19 @@ void run_block(void)
         if (R.runnable_head < R.runnable.size()) {
             int t = R.runnable[R.runnable_head++];
             R.state[(size_t)t] = T_RUNNING;
-            set_thread(t);
-            to_fiber(R.fiber_of[(size_t)t]);
+            set_thread(w, t);
+            to_fiber(w, R.fiber_of[(size_t)t]);
             continue;
         }
         R.runnable.clear();
         R.runnable_head = 0;
         if (R.next < n) {
-            fiber *f = fiber_get();
+            fiber *f = fiber_get(w);
             if (!f) {
                 fault("kernel %s: no memory for the emulator's thread stacks", R.name);
                 break;
             }
-            to_fiber(f);
+            to_fiber(w, f);
             continue;
         }
         if (R.live == 0) return;
@@ -351,11 +373,15 @@ void run_block(void)
         }
         fault("kernel %s, block (%u,%u,%u): deadlock: %d of %d threads finished, %d wait at __syncthreads, "
               "%d at a warp shuffle whose warp has finished or diverged lanes",
-              R.name, cur.block.x, cur.block.y, cur.block.z, n - R.live, n, in_block, in_warp);
+              R.name, w.cur->block.x, w.cur->block.y, w.cur->block.z, n - R.live, n, in_block, in_warp);
     }
     /* a fault leaves fibers in the middle of a thread: start them afresh */
     for (fiber *f : w.all_fibers) {
         if (f->thread < 0) continue;
+#ifdef EMU_ASAN
+        /* the frames left there keep their redzones */
+        __asan_unpoison_memory_region(f->stack, STACK_BYTES);
+#endif
         fiber_init(f);
         w.free_fibers.push_back(f);
     }
@@ -365,7 +391,8 @@ void run_block(void)
  * faulted. */
 void run_blocks(launch_run &L)
 {
-    worker &w = W;
+    worker &w = me();
+    thread_state &c = *w.cur;
     block_run &R = w.R;
     R.name = L.name;
     R.body = L.body;
@@ -374,16 +401,16 @@ void run_blocks(launch_run &L)
     R.faulted = false;
     R.running = true;
     w.L = &L;
-    cur.block_dim = L.block;
-    cur.grid_dim = L.grid;
+    c.block_dim = L.block;
+    c.grid_dim = L.grid;
     const uint64_t gx = L.grid.x, gxy = gx * L.grid.y;
     while (!L.faulted.load(std::memory_order_relaxed)) {
         const uint64_t b = L.next.fetch_add(1, std::memory_order_relaxed);
         if (b >= L.blocks) break;
-        cur.block.x = (unsigned)(b % gx);
-        cur.block.y = (unsigned)(b % gxy / gx);
-        cur.block.z = (unsigned)(b / gxy);
-        run_block();
+        c.block.x = (unsigned)(b % gx);
+        c.block.y = (unsigned)(b % gxy / gx);
+        c.block.z = (unsigned)(b / gxy);
+        run_block(w);
         if (R.faulted) break;
     }
     R.running = false;
@@ -521,8 +548,8 @@ void fault(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    worker &w = W;
-    if (!w.cur_fiber && !w.R.running) {
+    worker *w = self;
+    if (!w || (!w->cur_fiber && !w->R.running)) {
         /* outside a kernel (a launch's arguments, queued work): the caller's error */
         fprintf(stderr, "facet-emu: fault: %s\n", msg);
         snprintf(fault_msg, sizeof fault_msg, "%s", msg);
@@ -530,13 +557,13 @@ void fault(const char *fmt, ...)
         return;
     }
     /* the launch's first fault is its error; the workers start no block after it */
-    if (!w.L->faulted.exchange(true)) {
+    if (!w->L->faulted.exchange(true)) {
         fprintf(stderr, "facet-emu: fault: %s\n", msg);
-        snprintf(w.L->msg, sizeof w.L->msg, "%s", msg);
+        snprintf(w->L->msg, sizeof w->L->msg, "%s", msg);
     }
-    w.R.faulted = true;
+    w->R.faulted = true;
     /* inside a thread: abandon the block here; the scheduler stops */
-    if (w.cur_fiber) to_scheduler(w.cur_fiber);
+    if (w->cur_fiber) to_scheduler(*w, w->cur_fiber);
 }
 
 int run(const char *name, dim3 grid, dim3 block, size_t shared_bytes, body_fn body, void *ctx)
@@ -570,20 +597,22 @@ void set_threads(int n)
 
 void sync_block(void)
 {
-    if (!W.cur_fiber) {
+    worker *w = self;
+    if (!w || !w->cur_fiber) {
         fault("__syncthreads outside a kernel");
         return;
     }
-    wait_here(T_WAIT_BLOCK);
+    wait_here(*w, T_WAIT_BLOCK);
 }
 
 uint64_t warp_exchange(uint64_t v, unsigned mask, int arg, int mode)
 {
-    worker &w = W;
-    if (!w.cur_fiber) {
+    worker *wk = self;
+    if (!wk || !wk->cur_fiber) {
         fault("a warp shuffle outside a kernel");
         return v;
     }
+    worker &w = *wk;
     block_run &R = w.R;
     const int t = w.cur_fiber->thread, wp = t >> 5, lane = t & 31;
     if (mask != 0xffffffffu) fault("kernel %s: shuffle mask %#x (the emulator models full warps)", R.name, mask);
@@ -591,10 +620,10 @@ uint64_t warp_exchange(uint64_t v, unsigned mask, int arg, int mode)
         fault("kernel %s: a full-mask shuffle in warp %d, which has %d threads (the block has %d)", R.name, wp,
               R.n - 32 * wp, R.n);
     R.slot[(size_t)t] = v;
-    wait_here(T_WAIT_WARP);
+    wait_here(w, T_WAIT_WARP);
     int src = mode == SHFL_DOWN ? (lane + arg < 32 ? lane + arg : lane) : (arg & 31);
     uint64_t r = R.slot[(size_t)(32 * wp + src)];
-    wait_here(T_WAIT_WARP);    /* every lane has read before any puts again */
+    wait_here(w, T_WAIT_WARP);    /* every lane has read before any puts again */
     return r;
 }
 
