@@ -121,6 +121,7 @@ struct block_run {
     bool faulted;
     bool running;       /* inside run_blocks() */
     std::vector<uint8_t> state;
+    std::vector<uint3> coord;     /* threadIdx of each thread, set once a launch */
     std::vector<fiber *> fiber_of;
     std::vector<int> warp_live, warp_wait;
     std::vector<uint64_t> slot;   /* a shuffle's values, one per thread */
@@ -217,15 +218,7 @@ void to_fiber(worker &w, fiber *f)
     w.cur_fiber = NULL;
 }
 
-void set_thread(worker &w, int t)
-{
-    thread_state &c = *w.cur;
-    const dim3 &b = c.block_dim;
-    unsigned u = (unsigned)t;
-    c.thread.x = u % b.x;
-    c.thread.y = (u / b.x) % b.y;
-    c.thread.z = u / (b.x * b.y);
-}
+void set_thread(worker &w, int t) { w.cur->thread = w.R.coord[(size_t)t]; }
 
 /* The body of every fiber: runs threads of the current block until none is
  * left to start, then goes back to the pool and the scheduler. */
@@ -398,6 +391,9 @@ void run_blocks(launch_run &L)
     R.body = L.body;
     R.ctx = L.ctx;
     R.n = (int)(L.block.x * L.block.y * L.block.z);
+    R.coord.resize((size_t)R.n);
+    for (unsigned u = 0; u < (unsigned)R.n; u++)
+        R.coord[u] = uint3{u % L.block.x, u / L.block.x % L.block.y, u / (L.block.x * L.block.y)};
     R.faulted = false;
     R.running = true;
     w.L = &L;
