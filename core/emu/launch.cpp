@@ -1,16 +1,23 @@
 /*
  * launch.cpp - kernel launches of the CUDA emulator (docs/cuda-emulator.md).
- * The blocks of a grid run one after another on the calling host thread
- * (under one lock: a GPU stream is in order too). The threads of a block
- * are fibers, started in thread order; a thread runs until it finishes or
- * waits at __syncthreads or a warp shuffle, and the waiting ones resume
- * together when every live thread of the block (or lane of the warp) has
- * arrived. A fiber whose thread finishes takes the next thread of the block,
- * so a kernel without barriers costs one switch a block, not one a thread.
+ * Launches run one at a time (under one lock: a GPU stream is in order
+ * too). The blocks of a launch run in parallel on FACET_EMU_THREADS OS
+ * threads (default: the online CPUs), the calling host thread and helpers:
+ * each takes the next block (in x, y, z order) until none is left, and the
+ * launch returns when every block has finished; a one-block launch runs on
+ * the calling thread alone. A block runs whole on one OS thread, which has
+ * its own __shared__ variables (thread-local statics, cuda_runtime.h), block
+ * state and fibers. The threads of a block are fibers, started in thread
+ * order; a thread runs until it finishes or waits at __syncthreads or a warp
+ * shuffle, and the waiting ones resume together when every live thread of
+ * the block (or lane of the warp) has arrived. A fiber whose thread
+ * finishes takes the next thread of the block, so a kernel without barriers
+ * costs one switch a block, not one a thread.
  * What a GPU would reject or leave undefined is a fault, reported as the
  * launch's error (cudaErrorLaunchFailure, with the reason): a bad launch
  * shape, a barrier some threads never reach, a full-mask shuffle in a warp
  * with missing or exited lanes, a pointer argument outside device memory.
+ * The first fault of any block is the launch's; no block starts after it.
  * Fibers switch with a few lines of x86-64 assembly, with the
  * AddressSanitizer fiber annotations when that is on.
  */
