@@ -6,7 +6,8 @@
  * thread-local function static: the blocks of a launch run in parallel, one
  * at a time on each of the emulator's OS threads, so each block has its own
  * copy), and gives kernels their built-in indices (threadIdx, blockIdx,
- * blockDim, gridDim) from the emulator's current thread. The build rewrites each `kernel<<<grid, block>>>(args)`
+ * blockDim, gridDim) from the emulator's current thread. The build rewrites
+ * each `kernel<<<grid, block>>>(args)`
  * into `facet_emu::launch(kernel, "kernel", grid, block)(args)`, which
  * checks the shape and arguments and queues the launch on the emulated
  * default stream (runtime.cpp); launch.cpp runs every thread of a block as a
@@ -48,6 +49,7 @@ struct __attribute__((aligned(8))) uint2 {
     unsigned x, y;
 };
 
+/* constexpr: a thread_state (below) is then initialised at compile time, as __thread needs */
 struct dim3 {
     unsigned x, y, z;
     constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
