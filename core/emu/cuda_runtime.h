@@ -2,10 +2,12 @@
  * cuda_runtime.h (emulator) - stands in for the CUDA runtime header when
  * the sources of core/cuda are built as plain C++ for the CPU (make FACET_CUDA=emu,
  * docs/cuda-emulator.md). It declares the part of the runtime facet uses,
- * maps the CUDA keywords onto C++ (a __shared__ variable becomes a function
- * static: blocks run one after another), and gives kernels their built-in
- * indices (threadIdx, blockIdx, blockDim, gridDim) from the emulator's
- * current thread. The build rewrites each `kernel<<<grid, block>>>(args)`
+ * maps the CUDA keywords onto C++ (a __shared__ variable becomes a
+ * thread-local function static: the blocks of a launch run in parallel, one
+ * at a time on each of the emulator's OS threads, so each block has its own
+ * copy), and gives kernels their built-in indices (threadIdx, blockIdx,
+ * blockDim, gridDim) from the emulator's current thread. The build rewrites
+ * each `kernel<<<grid, block>>>(args)`
  * into `facet_emu::launch(kernel, "kernel", grid, block)(args)`, which
  * checks the shape and arguments and queues the launch on the emulated
  * default stream (runtime.cpp); launch.cpp runs every thread of a block as a
@@ -31,7 +33,7 @@
 #define __constant__
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
-#define __shared__ static
+#define __shared__ static thread_local
 #define __launch_bounds__(...)
 
 /* ---- types -------------------------------------------------------------------------------- */
@@ -47,9 +49,10 @@ struct __attribute__((aligned(8))) uint2 {
     unsigned x, y;
 };
 
+/* constexpr: a thread_state (below) is then initialised at compile time, as __thread needs */
 struct dim3 {
     unsigned x, y, z;
-    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+    constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
 /* the runtime's numbers, so a message reads as it would on a GPU */
@@ -136,12 +139,14 @@ static inline cudaError_t cudaMemcpyToSymbolAsync(S &symbol, const void *src, si
 /* ---- the emulator ------------------------------------------------------------------------- */
 namespace facet_emu {
 
-/* the running thread's indices, set by the scheduler before it resumes a thread */
+/* the running thread's indices, set by the scheduler before it resumes a
+ * thread: one copy per OS thread that runs blocks (__thread, not
+ * thread_local: a use costs no call to a C++ TLS wrapper) */
 struct thread_state {
     uint3 thread, block;
     dim3 block_dim, grid_dim;
 };
-extern thread_state cur;
+extern __thread thread_state cur;
 
 void sync_block(void);
 /* value exchange among the 32 lanes of the calling warp: every lane puts v,

@@ -17,6 +17,9 @@ int device_range(const void *p, size_t n);
 void enqueue(std::function<int(void)> run);
 /* sets the calling thread's last error, with a detail that cudaGetErrorString adds */
 void set_error(cudaError_t e, const char *detail);
+/* how many OS threads run the blocks of a launch, the launching one included
+ * (launch.cpp); n <= 0: FACET_EMU_THREADS again (default: the online CPUs) */
+void set_threads(int n);
 
 }   /* namespace facet_emu */
 

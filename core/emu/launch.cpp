@@ -1,35 +1,52 @@
 /*
  * launch.cpp - kernel launches of the CUDA emulator (docs/cuda-emulator.md).
- * The blocks of a grid run one after another on the calling host thread
- * (under one lock: a GPU stream is in order too). The threads of a block
- * are fibers, started in thread order; a thread runs until it finishes or
- * waits at __syncthreads or a warp shuffle, and the waiting ones resume
- * together when every live thread of the block (or lane of the warp) has
- * arrived. A fiber whose thread finishes takes the next thread of the block,
- * so a kernel without barriers costs one switch a block, not one a thread.
+ * Launches run one at a time (under one lock: a GPU stream is in order
+ * too). The blocks of a launch run in parallel on FACET_EMU_THREADS OS
+ * threads (default: the online CPUs), the calling host thread and helpers:
+ * each takes the next block (in x, y, z order) until none is left, and the
+ * launch returns when every block has finished; a one-block launch runs on
+ * the calling thread alone. A block runs whole on one OS thread, which has
+ * its own __shared__ variables (thread-local statics, cuda_runtime.h), block
+ * state and fibers. The threads of a block are fibers, started in thread
+ * order; a thread runs until it finishes or waits at __syncthreads or a warp
+ * shuffle, and the waiting ones resume together when every live thread of
+ * the block (or lane of the warp) has arrived. A fiber whose thread
+ * finishes takes the next thread of the block, so a kernel without barriers
+ * costs one switch a block, not one a thread.
  * What a GPU would reject or leave undefined is a fault, reported as the
  * launch's error (cudaErrorLaunchFailure, with the reason): a bad launch
  * shape, a barrier some threads never reach, a full-mask shuffle in a warp
  * with missing or exited lanes, a pointer argument outside device memory.
+ * The first fault of any block is the launch's; no block starts after it.
  * Fibers switch with a few lines of x86-64 assembly, with the
  * AddressSanitizer fiber annotations when that is on.
  */
-#include "emu.h"
-
+/* the standard headers first: cuda_runtime.h defines __noinline__, which
+ * <condition_variable> (through shared_ptr_base.h) uses as an attribute name */
+#include <atomic>
+#include <condition_variable>
 #include <mutex>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <vector>
+
+#include "emu.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define EMU_ASAN 1
-#include <sanitizer/common_interface_defs.h>
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define EMU_ASAN 1
-#include <sanitizer/common_interface_defs.h>
 #endif
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
 #endif
 
 #if !defined(__x86_64__)
@@ -70,7 +87,7 @@ asm(".text\n"
 
 namespace facet_emu {
 
-thread_state cur;
+__thread thread_state cur = {};
 
 namespace {
 
@@ -79,6 +96,7 @@ enum : uint8_t { T_UNSTARTED, T_RUNNING, T_RUNNABLE, T_WAIT_BLOCK, T_WAIT_WARP, 
 const size_t STACK_BYTES = (size_t)1 << 20;   /* address space; only the pages touched are memory */
 const size_t GUARD_BYTES = 4096;
 const unsigned MAX_FIBERS = 1100;             /* a block has at most 1024 threads */
+const int MAX_WORKERS = 256;
 
 struct fiber {
     void *sp;
@@ -86,7 +104,19 @@ struct fiber {
     int thread;         /* the thread it runs, -1 between threads */
 };
 
-/* the block being run */
+/* the launch being run, shared by the workers that run its blocks */
+struct launch_run {
+    const char *name;
+    body_fn body;
+    void *ctx;
+    dim3 grid, block;
+    uint64_t blocks;                      /* grid.x * grid.y * grid.z */
+    std::atomic<uint64_t> next{0};        /* the next block to take, in x, y, z order */
+    std::atomic<bool> faulted{false};     /* set by the first fault; no block starts after it */
+    char msg[1024];                       /* that fault, written by the worker that set faulted */
+};
+
+/* the block a worker is running */
 struct block_run {
     const char *name;
     body_fn body;
@@ -96,8 +126,9 @@ struct block_run {
     int live;           /* threads not finished */
     int wait_block;     /* threads waiting at __syncthreads */
     bool faulted;
-    bool running;       /* inside run() */
+    bool running;       /* inside run_blocks() */
     std::vector<uint8_t> state;
+    std::vector<uint3> coord;     /* threadIdx of each thread, set once a launch */
     std::vector<fiber *> fiber_of;
     std::vector<int> warp_live, warp_wait;
     std::vector<uint64_t> slot;   /* a shuffle's values, one per thread */
@@ -105,19 +136,59 @@ struct block_run {
     size_t runnable_head;
 };
 
-std::mutex launch_lock;
-block_run R;
-void *sched_sp;
-fiber *cur_fiber;
-std::vector<fiber *> all_fibers, free_fibers;
-char fault_msg[1024];
+/* What each OS thread that runs blocks (a launching host thread, a helper)
+ * has of its own. A fiber is made, run and resumed by one OS thread only:
+ * code compiled for it may keep the address of thread-local data (cur, a
+ * __shared__ variable) across a switch. The scheduler finds its worker once
+ * per entry and passes it on: a thread-local lookup costs a call in a
+ * shared library. */
+struct worker {
+    block_run R;
+    thread_state *cur;  /* this OS thread's facet_emu::cur */
+    launch_run *L;      /* the launch whose blocks it runs; NULL between launches */
+    void *sched_sp;
+    fiber *cur_fiber;
+    std::vector<fiber *> all_fibers, free_fibers;
 #ifdef EMU_ASAN
-const void *sched_bottom;
-size_t sched_size;
+    const void *sched_bottom;
+    size_t sched_size;
 #endif
+    ~worker()
+    {
+        for (fiber *f : all_fibers) {
+            munmap(f->stack - GUARD_BYTES, STACK_BYTES + GUARD_BYTES);
+            delete f;
+        }
+    }
+};
+
+std::mutex launch_lock;
+__thread worker *self;               /* this OS thread's worker, once it has run blocks */
+thread_local char fault_msg[1024];   /* the last fault of work this thread ran */
+
+/* frees the worker of a host thread that ends */
+struct worker_owner {
+    worker *w = NULL;
+    ~worker_owner()
+    {
+        delete w;
+        self = NULL;
+    }
+};
+thread_local worker_owner owner;
+
+worker &me(void)
+{
+    if (!self) {
+        owner.w = new worker();
+        owner.w->cur = &cur;
+        self = owner.w;
+    }
+    return *self;
+}
 
 /* Switches from the current stack to `to`, whose stack spans [bottom, bottom + size). */
-void switch_stack(void **save, void *to, const void *bottom, size_t size)
+void switch_stack(worker &w, void **save, void *to, const void *bottom, size_t size)
 {
 #ifdef EMU_ASAN
     void *fake = NULL;
@@ -126,65 +197,61 @@ void switch_stack(void **save, void *to, const void *bottom, size_t size)
     const void *from_bottom;
     size_t from_size;
     __sanitizer_finish_switch_fiber(fake, &from_bottom, &from_size);
-    if (cur_fiber == NULL) return;
+    if (w.cur_fiber == NULL) return;
     /* resumed on a fiber: the scheduler switched here from its own stack */
-    sched_bottom = from_bottom;
-    sched_size = from_size;
+    w.sched_bottom = from_bottom;
+    w.sched_size = from_size;
 #else
+    (void)w;
     (void)bottom;
     (void)size;
     facet_emu_switch(save, to);
 #endif
 }
 
-void to_scheduler(fiber *f)
+void to_scheduler(worker &w, fiber *f)
 {
 #ifdef EMU_ASAN
-    switch_stack(&f->sp, sched_sp, sched_bottom, sched_size);
+    switch_stack(w, &f->sp, w.sched_sp, w.sched_bottom, w.sched_size);
 #else
-    switch_stack(&f->sp, sched_sp, NULL, 0);
+    switch_stack(w, &f->sp, w.sched_sp, NULL, 0);
 #endif
 }
 
-void to_fiber(fiber *f)
+void to_fiber(worker &w, fiber *f)
 {
-    cur_fiber = f;
-    switch_stack(&sched_sp, f->sp, f->stack, STACK_BYTES);
-    cur_fiber = NULL;
+    w.cur_fiber = f;
+    switch_stack(w, &w.sched_sp, f->sp, f->stack, STACK_BYTES);
+    w.cur_fiber = NULL;
 }
 
-void set_thread(int t)
-{
-    const dim3 &b = cur.block_dim;
-    unsigned u = (unsigned)t;
-    cur.thread.x = u % b.x;
-    cur.thread.y = (u / b.x) % b.y;
-    cur.thread.z = u / (b.x * b.y);
-}
+void set_thread(worker &w, int t) { w.cur->thread = w.R.coord[(size_t)t]; }
 
 /* The body of every fiber: runs threads of the current block until none is
  * left to start, then goes back to the pool and the scheduler. */
 extern "C" void fiber_main(void)
 {
+    worker &w = *self;      /* the fiber's OS thread's, for all its life */
 #ifdef EMU_ASAN
-    __sanitizer_finish_switch_fiber(NULL, &sched_bottom, &sched_size);
+    __sanitizer_finish_switch_fiber(NULL, &w.sched_bottom, &w.sched_size);
 #endif
+    block_run &R = w.R;
     for (;;) {
-        fiber *f = cur_fiber;
+        fiber *f = w.cur_fiber;
         while (!R.faulted && R.next < R.n) {
             int t = R.next++;
             f->thread = t;
             R.fiber_of[(size_t)t] = f;
             R.state[(size_t)t] = T_RUNNING;
-            set_thread(t);
+            set_thread(w, t);
             R.body(R.ctx);
             R.state[(size_t)t] = T_DONE;
             R.live--;
             R.warp_live[(size_t)(t >> 5)]--;
         }
         f->thread = -1;
-        free_fibers.push_back(f);
-        to_scheduler(f);
+        w.free_fibers.push_back(f);
+        to_scheduler(w, f);
     }
 }
 
@@ -209,14 +276,14 @@ void fiber_init(fiber *f)
     f->thread = -1;
 }
 
-fiber *fiber_get(void)
+fiber *fiber_get(worker &w)
 {
-    if (!free_fibers.empty()) {
-        fiber *f = free_fibers.back();
-        free_fibers.pop_back();
+    if (!w.free_fibers.empty()) {
+        fiber *f = w.free_fibers.back();
+        w.free_fibers.pop_back();
         return f;
     }
-    if (all_fibers.size() >= MAX_FIBERS) return NULL;
+    if (w.all_fibers.size() >= MAX_FIBERS) return NULL;
     char *m = (char *)mmap(NULL, STACK_BYTES + GUARD_BYTES, PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) return NULL;
@@ -224,32 +291,33 @@ fiber *fiber_get(void)
     fiber *f = new fiber;
     f->stack = m + GUARD_BYTES;
     fiber_init(f);
-    all_fibers.push_back(f);
+    w.all_fibers.push_back(f);
     return f;
 }
 
 
-void wait_here(uint8_t kind)
+void wait_here(worker &w, uint8_t kind)
 {
-    fiber *f = cur_fiber;
+    fiber *f = w.cur_fiber;
     int t = f->thread;
-    R.state[(size_t)t] = kind;
+    w.R.state[(size_t)t] = kind;
     if (kind == T_WAIT_BLOCK)
-        R.wait_block++;
+        w.R.wait_block++;
     else
-        R.warp_wait[(size_t)(t >> 5)]++;
-    to_scheduler(f);
+        w.R.warp_wait[(size_t)(t >> 5)]++;
+    to_scheduler(w, f);
 }
 
-void release(int t)
+void release(block_run &R, int t)
 {
     R.state[(size_t)t] = T_RUNNABLE;
     R.runnable.push_back(t);
 }
 
 /* Every thread of the block, to the end or to a fault. */
-void run_block(void)
+void run_block(worker &w)
 {
+    block_run &R = w.R;
     const int n = R.n;
     R.next = 0;
     R.live = n;
@@ -267,34 +335,34 @@ void run_block(void)
         if (R.runnable_head < R.runnable.size()) {
             int t = R.runnable[R.runnable_head++];
             R.state[(size_t)t] = T_RUNNING;
-            set_thread(t);
-            to_fiber(R.fiber_of[(size_t)t]);
+            set_thread(w, t);
+            to_fiber(w, R.fiber_of[(size_t)t]);
             continue;
         }
         R.runnable.clear();
         R.runnable_head = 0;
         if (R.next < n) {
-            fiber *f = fiber_get();
+            fiber *f = fiber_get(w);
             if (!f) {
                 fault("kernel %s: no memory for the emulator's thread stacks", R.name);
                 break;
             }
-            to_fiber(f);
+            to_fiber(w, f);
             continue;
         }
         if (R.live == 0) return;
         if (R.wait_block > 0 && R.wait_block == R.live) {
             for (int t = 0; t < n; t++)
-                if (R.state[(size_t)t] == T_WAIT_BLOCK) release(t);
+                if (R.state[(size_t)t] == T_WAIT_BLOCK) release(R, t);
             R.wait_block = 0;
             continue;
         }
         bool any = false;
-        for (int w = 0; w < warps; w++) {
-            if (R.warp_wait[(size_t)w] == 0 || R.warp_wait[(size_t)w] != R.warp_live[(size_t)w]) continue;
-            for (int t = 32 * w; t < n && t < 32 * (w + 1); t++)
-                if (R.state[(size_t)t] == T_WAIT_WARP) release(t);
-            R.warp_wait[(size_t)w] = 0;
+        for (int wp = 0; wp < warps; wp++) {
+            if (R.warp_wait[(size_t)wp] == 0 || R.warp_wait[(size_t)wp] != R.warp_live[(size_t)wp]) continue;
+            for (int t = 32 * wp; t < n && t < 32 * (wp + 1); t++)
+                if (R.state[(size_t)t] == T_WAIT_WARP) release(R, t);
+            R.warp_wait[(size_t)wp] = 0;
             any = true;
         }
         if (any) continue;
@@ -305,14 +373,149 @@ void run_block(void)
         }
         fault("kernel %s, block (%u,%u,%u): deadlock: %d of %d threads finished, %d wait at __syncthreads, "
               "%d at a warp shuffle whose warp has finished or diverged lanes",
-              R.name, cur.block.x, cur.block.y, cur.block.z, n - R.live, n, in_block, in_warp);
+              R.name, w.cur->block.x, w.cur->block.y, w.cur->block.z, n - R.live, n, in_block, in_warp);
     }
     /* a fault leaves fibers in the middle of a thread: start them afresh */
-    for (fiber *f : all_fibers) {
+    for (fiber *f : w.all_fibers) {
         if (f->thread < 0) continue;
+#ifdef EMU_ASAN
+        /* the frames left there keep their redzones */
+        __asan_unpoison_memory_region(f->stack, STACK_BYTES);
+#endif
         fiber_init(f);
-        free_fibers.push_back(f);
+        w.free_fibers.push_back(f);
     }
+}
+
+/* Takes blocks of the launch, in order, until none is left or a block has
+ * faulted. */
+void run_blocks(launch_run &L)
+{
+    worker &w = me();
+    thread_state &c = *w.cur;
+    block_run &R = w.R;
+    R.name = L.name;
+    R.body = L.body;
+    R.ctx = L.ctx;
+    R.n = (int)(L.block.x * L.block.y * L.block.z);
+    R.coord.resize((size_t)R.n);
+    for (unsigned u = 0; u < (unsigned)R.n; u++)
+        R.coord[u] = uint3{u % L.block.x, u / L.block.x % L.block.y, u / (L.block.x * L.block.y)};
+    R.faulted = false;
+    R.running = true;
+    w.L = &L;
+    c.block_dim = L.block;
+    c.grid_dim = L.grid;
+    const uint64_t gx = L.grid.x, gxy = gx * L.grid.y;
+    while (!L.faulted.load(std::memory_order_relaxed)) {
+        const uint64_t b = L.next.fetch_add(1, std::memory_order_relaxed);
+        if (b >= L.blocks) break;
+        c.block.x = (unsigned)(b % gx);
+        c.block.y = (unsigned)(b % gxy / gx);
+        c.block.z = (unsigned)(b / gxy);
+        run_block(w);
+        if (R.faulted) break;
+    }
+    R.running = false;
+    w.L = NULL;
+}
+
+/* ---- the helpers: OS threads that run blocks beside the launching thread ----
+ * A launch is opened to the first `engaged` helpers; each that wakes while
+ * it is open joins (active), takes blocks, and leaves. The launching thread
+ * takes blocks too, then closes the launch and waits only for the helpers
+ * that joined: one that wakes late finds it closed and goes back to sleep.
+ * So a launch never waits for a helper that has not started (none exists in
+ * a forked child: it runs its blocks alone). */
+struct pool {
+    std::mutex lock;
+    std::condition_variable start, done;
+    uint64_t gen = 0;               /* launches opened */
+    launch_run *L = NULL;           /* the open launch, NULL once closed */
+    int engaged = 0;                /* helpers 0 .. engaged - 1 may join it */
+    int active = 0;                 /* helpers inside it */
+    int helpers = 0;                /* helper threads started */
+};
+
+pool *P;            /* made on first use, never freed: helpers wait on it to the end of the process */
+int threads_set;    /* OS threads a launch may use, its caller included; 0: not read yet (launch_lock) */
+
+int workers(void)
+{
+    if (threads_set == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        const char *v = getenv("FACET_EMU_THREADS");
+        if (v && *v) {
+            char *end;
+            long x = strtol(v, &end, 10);
+            if (!*end && x > 0) n = x;
+        }
+        threads_set = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;
+    }
+    return threads_set;
+}
+
+void *helper_main(void *arg)
+{
+    const int index = (int)(intptr_t)arg;
+    pool &p = *P;
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> hold(p.lock);
+    for (;;) {
+        p.start.wait(hold, [&] { return p.gen != seen; });
+        seen = p.gen;
+        launch_run *L = p.L;
+        if (!L || index >= p.engaged) continue;
+        p.active++;
+        hold.unlock();
+        run_blocks(*L);
+        hold.lock();
+        if (--p.active == 0 && !p.L) p.done.notify_all();
+    }
+    return NULL;
+}
+
+/* A detached helper. Asynchronous signals stay with the host's threads; the
+ * ones a fault raises stay unblocked. */
+bool start_helper(int index)
+{
+    sigset_t mask, old;
+    sigfillset(&mask);
+    for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP}) sigdelset(&mask, s);
+    pthread_sigmask(SIG_SETMASK, &mask, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, helper_main, (void *)(intptr_t)index);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc == 0;
+}
+
+/* Opens L to up to `want` helpers (started if need be); how many may join. */
+int open_launch(launch_run *L, int want)
+{
+    if (!P) P = new pool;
+    pool &p = *P;
+    std::lock_guard<std::mutex> hold(p.lock);
+    while (p.helpers < want && start_helper(p.helpers)) p.helpers++;
+    if (want > p.helpers) want = p.helpers;
+    if (want == 0) return 0;
+    p.L = L;
+    p.engaged = want;
+    p.gen++;
+    p.start.notify_all();
+    return want;
+}
+
+/* No helper joins from now on; returns when those that joined have left. */
+void close_launch(void)
+{
+    pool &p = *P;
+    std::unique_lock<std::mutex> hold(p.lock);
+    p.L = NULL;
+    p.done.wait(hold, [&] { return p.active == 0; });
 }
 
 }   /* namespace */
@@ -348,67 +551,82 @@ void fault(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "facet-emu: fault: %s\n", msg);
-    if (!cur_fiber && !R.running) {
+    worker *w = self;
+    if (!w || (!w->cur_fiber && !w->R.running)) {
         /* outside a kernel (a launch's arguments, queued work): the caller's error */
+        fprintf(stderr, "facet-emu: fault: %s\n", msg);
         snprintf(fault_msg, sizeof fault_msg, "%s", msg);
         set_error(cudaErrorLaunchFailure, msg);
         return;
     }
-    if (!R.faulted) snprintf(fault_msg, sizeof fault_msg, "%s", msg);
-    R.faulted = true;
-    /* inside a thread: abandon the launch here; the scheduler stops */
-    if (cur_fiber) to_scheduler(cur_fiber);
+    /* the launch's first fault is its error; the workers start no block after it */
+    if (!w->L->faulted.exchange(true)) {
+        fprintf(stderr, "facet-emu: fault: %s\n", msg);
+        snprintf(w->L->msg, sizeof w->L->msg, "%s", msg);
+    }
+    w->R.faulted = true;
+    /* inside a thread: abandon the block here; the scheduler stops */
+    if (w->cur_fiber) to_scheduler(*w, w->cur_fiber);
 }
 
 int run(const char *name, dim3 grid, dim3 block, size_t shared_bytes, body_fn body, void *ctx)
 {
+    (void)shared_bytes;
     std::lock_guard<std::mutex> hold(launch_lock);
-    R.name = name;
-    R.body = body;
-    R.ctx = ctx;
-    R.n = (int)(block.x * block.y * block.z);
-    R.faulted = false;
-    R.running = true;
-    cur.block_dim = block;
-    cur.grid_dim = grid;
-    for (unsigned z = 0; z < grid.z && !R.faulted; z++)
-        for (unsigned y = 0; y < grid.y && !R.faulted; y++)
-            for (unsigned x = 0; x < grid.x && !R.faulted; x++) {
-                cur.block.x = x;
-                cur.block.y = y;
-                cur.block.z = z;
-                run_block();
-            }
-    R.running = false;
-    return R.faulted ? 1 : 0;
+    launch_run L;
+    L.name = name;
+    L.body = body;
+    L.ctx = ctx;
+    L.grid = grid;
+    L.block = block;
+    L.blocks = (uint64_t)grid.x * grid.y * grid.z;
+    L.msg[0] = 0;
+    /* a one-block launch runs here, without waking anyone */
+    uint64_t helpers = (uint64_t)workers() - 1;
+    if (helpers > L.blocks - 1) helpers = L.blocks - 1;
+    const bool opened = helpers > 0 && open_launch(&L, (int)helpers) > 0;
+    run_blocks(L);
+    if (opened) close_launch();
+    if (!L.faulted.load()) return 0;
+    snprintf(fault_msg, sizeof fault_msg, "%s", L.msg);
+    return 1;
+}
+
+void set_threads(int n)
+{
+    std::lock_guard<std::mutex> hold(launch_lock);
+    threads_set = n <= 0 ? 0 : n > MAX_WORKERS ? MAX_WORKERS : n;
 }
 
 void sync_block(void)
 {
-    if (!cur_fiber) {
+    worker *w = self;
+    if (!w || !w->cur_fiber) {
         fault("__syncthreads outside a kernel");
         return;
     }
-    wait_here(T_WAIT_BLOCK);
+    wait_here(*w, T_WAIT_BLOCK);
 }
 
 uint64_t warp_exchange(uint64_t v, unsigned mask, int arg, int mode)
 {
-    if (!cur_fiber) {
+    worker *wk = self;
+    if (!wk || !wk->cur_fiber) {
         fault("a warp shuffle outside a kernel");
         return v;
     }
-    const int t = cur_fiber->thread, w = t >> 5, lane = t & 31;
+    worker &w = *wk;
+    block_run &R = w.R;
+    const int t = w.cur_fiber->thread, wp = t >> 5, lane = t & 31;
     if (mask != 0xffffffffu) fault("kernel %s: shuffle mask %#x (the emulator models full warps)", R.name, mask);
-    if (R.n - 32 * w < 32)
-        fault("kernel %s: a full-mask shuffle in warp %d, which has %d threads (the block has %d)", R.name, w,
-              R.n - 32 * w, R.n);
+    if (R.n - 32 * wp < 32)
+        fault("kernel %s: a full-mask shuffle in warp %d, which has %d threads (the block has %d)", R.name, wp,
+              R.n - 32 * wp, R.n);
     R.slot[(size_t)t] = v;
-    wait_here(T_WAIT_WARP);
+    wait_here(w, T_WAIT_WARP);
     int src = mode == SHFL_DOWN ? (lane + arg < 32 ? lane + arg : lane) : (arg & 31);
-    uint64_t r = R.slot[(size_t)(32 * w + src)];
-    wait_here(T_WAIT_WARP);    /* every lane has read before any puts again */
+    uint64_t r = R.slot[(size_t)(32 * wp + src)];
+    wait_here(w, T_WAIT_WARP);    /* every lane has read before any puts again */
     return r;
 }
 

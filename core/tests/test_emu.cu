@@ -7,10 +7,17 @@
  * a host pointer handed to a kernel, a bad launch shape, a copy in the wrong
  * direction, a GEMM operand past its allocation) is reported as an error,
  * and that the default stream runs when the host waits, as a GPU's does.
+ * The last section runs the blocks of a launch on several OS threads: each
+ * block has its own __shared__ memory, a fault in any block is the launch's,
+ * and the results do not depend on the number of threads.
  */
 #include "cuda_common.cuh"
+#include "emu.h"
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -400,6 +407,178 @@ static void test_gemm(void)
     cublasDestroy(h);
 }
 
+/* ---- blocks on several OS threads ---- */
+
+/* every block puts its own index into shared memory, and each thread reads
+ * the whole block's copy after a barrier, round after round */
+static __global__ void shared_id_kernel(int *wrong, int rounds)
+{
+    __shared__ int ids[256];
+    const int t = (int)threadIdx.x, n = (int)blockDim.x;
+    const int id = (int)(blockIdx.x + gridDim.x * blockIdx.y);
+    int bad = 0;
+    for (int r = 0; r < rounds; r++) {
+        ids[t] = id * 100 + r;
+        __syncthreads();
+        for (int k = 0; k < n; k++) bad += ids[(t + k) % n] != id * 100 + r;
+        __syncthreads();
+    }
+    wrong[id * n + t] = bad;
+}
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Thread 0 of block b raises flags[b], then waits (up to 10 s) for the
+ * other block's flag: with two OS threads both blocks are then in flight at
+ * once, between their shared-memory write and read. */
+static __device__ int meet(int *flags)
+{
+    const int b = (int)blockIdx.x;
+    __atomic_store_n(&flags[b], 1, __ATOMIC_SEQ_CST);
+    const double end = seconds() + 10.0;
+    while (!__atomic_load_n(&flags[1 - b], __ATOMIC_SEQ_CST))
+        if (seconds() > end) return 0;
+        else sched_yield();
+    return 1;
+}
+
+/* out[b] = what block b reads back of its shared value, out[2 + b] = 1 if the blocks met */
+static __global__ void overlap_kernel(int *flags, int *out)
+{
+    __shared__ int id;
+    const int b = (int)blockIdx.x;
+    if (threadIdx.x == 0) id = 10 + b;
+    __syncthreads();
+    if (threadIdx.x == 0) out[2 + b] = meet(flags);
+    __syncthreads();
+    if (threadIdx.x == 0) out[b] = id;
+}
+
+/* the deadlock of deadlock_kernel, in a warp of 32 threads */
+static __device__ void deadlock_here(int *out)
+{
+    const int t = (int)threadIdx.x;
+    if (t < 16)
+        __syncthreads();
+    else
+        out[t] = __shfl_down_sync(0xffffffffu, t, 1);
+}
+
+/* block bad (every block if bad < 0) deadlocks; the others write 1 */
+static __global__ void fault_one_kernel(int *out, int bad)
+{
+    if ((int)blockIdx.x == bad || bad < 0)
+        deadlock_here(out);
+    else
+        out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
+}
+
+/* block 1 faults while block 0, which waits for it to start, is in flight on another OS thread */
+static __global__ void fault_beside_kernel(int *flags, int *out)
+{
+    if (threadIdx.x == 0) out[blockIdx.x] = meet(flags);
+    if (blockIdx.x == 1) deadlock_here(out + 2);
+}
+
+static void test_parallel(void)
+{
+    facet_emu::set_threads(4);
+
+    /* per-block shared memory, certain overlap */
+    int *flags = dev_alloc<int>(2), *out = dev_alloc<int>(34);
+    cudaMemsetAsync(flags, 0, 2 * sizeof(int));
+    overlap_kernel<<<2, 64>>>(flags, out);
+    std::vector<int> o = to_host(out, 4);
+    CHECK(o[2] == 1 && o[3] == 1, "the two blocks never ran at once: %d %d", o[2], o[3]);
+    CHECK(o[0] == 10 && o[1] == 11, "blocks ran at once and read %d %d of their shared values, want 10 11", o[0], o[1]);
+
+    /* per-block shared memory, many blocks */
+    const int nb = 400, nt = 128;
+    int *wrong = dev_alloc<int>(nb * nt);
+    shared_id_kernel<<<dim3(20, 20), nt>>>(wrong, 8);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "shared ids");
+    std::vector<int> w = to_host(wrong, nb * nt);
+    long bad = 0;
+    for (int v : w) bad += v;
+    CHECK(bad == 0, "%ld reads of shared memory saw another block's value", bad);
+
+    /* the built-in indices of a 3-D grid, whichever thread runs a block */
+    dim3 grid(7, 5, 3), block(8, 4, 2);
+    const int per = 64, blocks = 105;
+    int *idx = dev_alloc<int>(per * blocks);
+    index_kernel<<<grid, block>>>(idx);
+    std::vector<int> hi = to_host(idx, per * blocks);
+    int badi = 0;
+    for (int b = 0; b < blocks; b++)
+        for (int z = 0; z < 2; z++)
+            for (int y = 0; y < 4; y++)
+                for (int x = 0; x < 8; x++)
+                    badi += hi[(size_t)(b * per + x + 8 * (y + 4 * z))] != b * 100000 + z * 10000 + y * 100 + x;
+    CHECK(badi == 0, "%d threads saw wrong indices", badi);
+
+    /* the same bits with 1 and with 4 threads: block sums of floats in many blocks */
+    const int rows = 300, n = 777;
+    std::vector<float> h((size_t)rows * n);
+    for (size_t i = 0; i < h.size(); i++) h[i] = sinf((float)i * 0.37f) * 1e3f + 1.0f / (float)(i % 13 + 1);
+    float *x = dev_alloc<float>(h.size()), *sum = dev_alloc<float>(rows);
+    cudaMemcpy(x, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
+    std::vector<float> r[2];
+    for (int k = 0; k < 2; k++) {
+        facet_emu::set_threads(k == 0 ? 1 : 4);
+        block_sum_kernel<<<rows, 96>>>(sum, x, n);
+        r[k] = to_host(sum, rows);
+    }
+    double err = 0;
+    for (int b = 0; b < rows; b++) {
+        double want = 0, mag = 0;
+        for (int i = 0; i < n; i++) {
+            want += h[(size_t)(b * n + i)];
+            mag += fabs(h[(size_t)(b * n + i)]);
+        }
+        err = fmax(err, fabs(r[0][(size_t)b] - want) / mag);
+    }
+    CHECK(err < 1e-5, "1 thread: block sums off by %g of the sum of magnitudes", err);
+    CHECK(memcmp(r[0].data(), r[1].data(), rows * sizeof(float)) == 0, "4 threads: other bits than 1 thread");
+
+    /* a fault in one block of many is the launch's error; then launches work again */
+    int *d = dev_alloc<int>(nb * 32);
+    (void)cudaGetLastError();
+    fault_one_kernel<<<nb, 32>>>(d, 137);
+    cudaError_t e = cudaDeviceSynchronize();
+    const char *msg = cudaGetErrorString(e);
+    CHECK(e == cudaErrorLaunchFailure && strstr(msg, "fault_one_kernel, block (137,0,0): deadlock"),
+          "one block of %d: %s", nb, msg);
+    /* every block faults: one error */
+    fault_one_kernel<<<nb, 32>>>(d, -1);
+    e = cudaDeviceSynchronize();
+    msg = cudaGetErrorString(e);
+    CHECK(e == cudaErrorLaunchFailure && strstr(msg, "fault_one_kernel, block (") && strstr(msg, "deadlock"),
+          "every block: %s", msg);
+    cudaMemsetAsync(flags, 0, 2 * sizeof(int));
+    fault_beside_kernel<<<2, 32>>>(flags, out);
+    e = cudaDeviceSynchronize();
+    msg = cudaGetErrorString(e);
+    o = to_host(out, 2);
+    CHECK(e == cudaErrorLaunchFailure && strstr(msg, "fault_beside_kernel, block (1,0,0): deadlock") && o[0] == 1,
+          "a fault beside a running block: %s (met %d)", msg, o[0]);
+    (void)cudaGetLastError();
+    shared_id_kernel<<<dim3(20, 20), nt>>>(wrong, 2);
+    w = to_host(wrong, nb * nt);
+    bad = 0;
+    for (int v : w) bad += v;
+    CHECK(cudaGetLastError() == cudaSuccess && bad == 0, "after the faults: %ld wrong", bad);
+
+    facet_emu::set_threads(0);
+    for (int *p : {flags, out, wrong, idx, d}) cudaFree(p);
+    cudaFree(x);
+    cudaFree(sum);
+}
+
 int main(void)
 {
     setenv("FACET_EMU_PROTECT", "1", 1);    /* before the first allocation: test_guard needs it */
@@ -412,6 +591,7 @@ int main(void)
     test_stream();
     test_guard();
     test_gemm();
+    test_parallel();
     printf("test_emu: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
