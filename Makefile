@@ -166,6 +166,12 @@ test: deps build $(CTEST) $(CATEST) $(FDTEST)
 INDEX64_SPECS = spec/conv_spec.lua spec/batchnorm_spec.lua spec/pool_spec.lua spec/upsample_spec.lua \
                 spec/elementwise_spec.lua spec/index_spec.lua spec/backend_ops_spec.lua spec/half_layers_spec.lua
 
+# the specs of the kernels with shared memory and warp shuffles, rerun with the
+# threads of a block in reverse order (a missing __syncthreads shows in one order)
+REVERSE_SPECS = spec/backend_ops_spec.lua spec/batchnorm_spec.lua spec/conv_spec.lua spec/heads_spec.lua \
+                spec/reduce_spec.lua spec/normalize_spec.lua spec/half_layers_spec.lua spec/activation_spec.lua \
+                spec/optim_fused_spec.lua spec/partial_fc_spec.lua
+
 # every spec with its tensors on CUDA, the CUDA backend run on the CPU by the
 # CUDA emulator (core/emu, docs/cuda-emulator.md), and the emulator's own tests
 test-emu: deps
@@ -176,6 +182,8 @@ test-emu: deps
 	FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh
 	@echo "the kernels' 64-bit index path (FACET_CUDA_INDEX64=1, docs/gpu.md 'Index math'):"
 	FACET_CUDA_INDEX64=1 FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(INDEX64_SPECS)
+	@echo "the threads of every block in reverse order (FACET_EMU_ORDER=reverse, docs/cuda-emulator.md):"
+	FACET_EMU_ORDER=reverse FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(REVERSE_SPECS)
 
 sanitize: deps
 	$(MAKE) BUILD=build-asan FACET_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \

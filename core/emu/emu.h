@@ -20,6 +20,9 @@ void set_error(cudaError_t e, const char *detail);
 /* how many OS threads run the blocks of a launch, the launching one included
  * (launch.cpp); n <= 0: FACET_EMU_THREADS again (default: the online CPUs) */
 void set_threads(int n);
+/* the order the threads of a block start and resume in (launch.cpp): 0 thread
+ * order, 1 reverse, -1 FACET_EMU_ORDER again (reverse, or else thread order) */
+void set_order(int rev);
 
 }   /* namespace facet_emu */
 

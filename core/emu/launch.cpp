@@ -8,7 +8,8 @@
  * the calling thread alone. A block runs whole on one OS thread, which has
  * its own __shared__ variables (thread-local statics, cuda_runtime.h), block
  * state and fibers. The threads of a block are fibers, started in thread
- * order; a thread runs until it finishes or waits at __syncthreads or a warp
+ * order (FACET_EMU_ORDER=reverse: from the last; a missing barrier shows in
+ * one order or the other); a thread runs until it finishes or waits at __syncthreads or a warp
  * shuffle, and the waiting ones resume together when every live thread of
  * the block (or lane of the warp) has arrived. A fiber whose thread
  * finishes takes the next thread of the block, so a kernel without barriers
@@ -227,6 +228,28 @@ void to_fiber(worker &w, fiber *f)
 
 void set_thread(worker &w, int t) { w.cur->thread = w.R.coord[(size_t)t]; }
 
+/* FACET_EMU_ORDER=reverse: the threads of a block start, and resume after a
+ * barrier, from the last to the first. A GPU guarantees no order, so a
+ * kernel whose result depends on it reads shared memory that another thread
+ * of the same barrier interval writes (a missing __syncthreads): the
+ * forward order shows a read of a later thread's write, the reverse order a
+ * read of an earlier one's. 0 forward, 1 reverse, -1 not read yet. */
+std::atomic<int> order{-1};
+
+bool reverse_order(void)
+{
+    int o = order.load(std::memory_order_relaxed);
+    if (o < 0) {
+        const char *v = getenv("FACET_EMU_ORDER");
+        o = v && strcmp(v, "reverse") == 0;
+        order.store(o, std::memory_order_relaxed);
+    }
+    return o == 1;
+}
+
+/* the k-th thread of n to start or resume */
+int nth(int k, int n, bool rev) { return rev ? n - 1 - k : k; }
+
 /* The body of every fiber: runs threads of the current block until none is
  * left to start, then goes back to the pool and the scheduler. */
 extern "C" void fiber_main(void)
@@ -238,8 +261,9 @@ extern "C" void fiber_main(void)
     block_run &R = w.R;
     for (;;) {
         fiber *f = w.cur_fiber;
+        const bool rev = reverse_order();
         while (!R.faulted && R.next < R.n) {
-            int t = R.next++;
+            int t = nth(R.next++, R.n, rev);
             f->thread = t;
             R.fiber_of[(size_t)t] = f;
             R.state[(size_t)t] = T_RUNNING;
@@ -351,17 +375,20 @@ void run_block(worker &w)
             continue;
         }
         if (R.live == 0) return;
+        const bool rev = reverse_order();
         if (R.wait_block > 0 && R.wait_block == R.live) {
-            for (int t = 0; t < n; t++)
-                if (R.state[(size_t)t] == T_WAIT_BLOCK) release(R, t);
+            for (int k = 0; k < n; k++)
+                if (R.state[(size_t)nth(k, n, rev)] == T_WAIT_BLOCK) release(R, nth(k, n, rev));
             R.wait_block = 0;
             continue;
         }
         bool any = false;
-        for (int wp = 0; wp < warps; wp++) {
+        for (int kw = 0; kw < warps; kw++) {
+            const int wp = nth(kw, warps, rev);
             if (R.warp_wait[(size_t)wp] == 0 || R.warp_wait[(size_t)wp] != R.warp_live[(size_t)wp]) continue;
-            for (int t = 32 * wp; t < n && t < 32 * (wp + 1); t++)
-                if (R.state[(size_t)t] == T_WAIT_WARP) release(R, t);
+            const int lo = 32 * wp, lanes = (n < lo + 32 ? n : lo + 32) - lo;
+            for (int k = 0; k < lanes; k++)
+                if (R.state[(size_t)(lo + nth(k, lanes, rev))] == T_WAIT_WARP) release(R, lo + nth(k, lanes, rev));
             R.warp_wait[(size_t)wp] = 0;
             any = true;
         }
@@ -591,6 +618,8 @@ int run(const char *name, dim3 grid, dim3 block, size_t shared_bytes, body_fn bo
     snprintf(fault_msg, sizeof fault_msg, "%s", L.msg);
     return 1;
 }
+
+void set_order(int rev) { order.store(rev < 0 ? -1 : rev > 0, std::memory_order_relaxed); }
 
 void set_threads(int n)
 {

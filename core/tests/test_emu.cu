@@ -6,7 +6,8 @@
  * rejects or leaves undefined (a deadlocked barrier, a partial-warp shuffle,
  * a host pointer handed to a kernel, a bad launch shape, a copy in the wrong
  * direction, a GEMM operand past its allocation) is reported as an error,
- * and that the default stream runs when the host waits, as a GPU's does.
+ * that the default stream runs when the host waits, as a GPU's does, and
+ * that the two thread orders (FACET_EMU_ORDER) expose a missing barrier.
  * The last section runs the blocks of a launch on several OS threads: each
  * block has its own __shared__ memory, a fault in any block is the launch's,
  * and the results do not depend on the number of threads.
@@ -119,6 +120,17 @@ static __global__ void early_exit_kernel(int *out)
 static __global__ void fill_kernel(float *out, float v, int64_t n)
 {
     FACET_CUDA_FOR(i, n) out[i] = v;
+}
+
+/* A missing barrier: thread t reads what thread t + step (mod n) writes in the
+ * same barrier interval. On a GPU a race; in the emulator right in one thread
+ * order and stale in the other (salt tells this launch's writes from older ones). */
+static __global__ void racy_kernel(int *out, int step, int salt)
+{
+    __shared__ int s[256];
+    const int t = (int)threadIdx.x, n = (int)blockDim.x;
+    s[t] = t * 3 + salt;
+    out[t] = s[(t + step + n) % n];
 }
 
 /* ---- tests ---- */
@@ -579,6 +591,35 @@ static void test_parallel(void)
     cudaFree(sum);
 }
 
+/* FACET_EMU_ORDER: each thread order exposes the missing barrier the other hides;
+ * kernels with their barriers give the same results in both orders */
+static void test_order(void)
+{
+    const int n = 256;
+    int *d = dev_alloc<int>(n);
+    int salt = 1000;
+    for (int rev = 0; rev <= 1; rev++) {
+        facet_emu::set_order(rev);
+        for (int step : {-1, 1}) {
+            racy_kernel<<<1, n>>>(d, step, salt);
+            CHECK(cudaGetLastError() == cudaSuccess, "launch");
+            std::vector<int> h = to_host(d, n);
+            int stale = 0;
+            for (int t = 0; t < n; t++) stale += h[(size_t)t] != ((t + step + n) % n) * 3 + salt;
+            /* the reads of a thread that runs before the writer are stale: all but the wrap-around one */
+            const bool writer_first = (step < 0) == (rev == 0);
+            CHECK(stale == (writer_first ? 1 : n - 1), "order %d, step %d: %d stale reads", rev, step, stale);
+            salt += 1000;
+        }
+    }
+    facet_emu::set_order(1);
+    test_barrier();
+    test_block_sum();
+    test_shuffles();
+    facet_emu::set_order(-1);
+    cudaFree(d);
+}
+
 int main(void)
 {
     setenv("FACET_EMU_PROTECT", "1", 1);    /* before the first allocation: test_guard needs it */
@@ -592,6 +633,7 @@ int main(void)
     test_guard();
     test_gemm();
     test_parallel();
+    test_order();
     printf("test_emu: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
