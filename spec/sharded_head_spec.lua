@@ -16,6 +16,7 @@ local facet = require "facet"
 local safetensors = require "facet.safetensors"
 
 local M = {}
+-- M.device: where rank_body puts its head and batch (support/sharded_worker.lua sets it; default cpu)
 
 local D = 6
 

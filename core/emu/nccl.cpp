@@ -89,22 +89,26 @@ namespace {
 thread_local char detail[512];
 thread_local int group_depth;
 
+void set_detail(const char *fmt, va_list ap) { vsnprintf(detail, sizeof detail, fmt, ap); }
+
+/* the detail, also on stderr (a failure the communicator reports later) */
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warn(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    set_detail(fmt, ap);
     va_end(ap);
     fprintf(stderr, "facet-emu NCCL WARN %s\n", detail);
 }
 
+/* a call's own failure: r, with the detail ncclGetErrorString adds */
 ncclResult_t fail(ncclResult_t r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 ncclResult_t fail(ncclResult_t r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    set_detail(fmt, ap);
     va_end(ap);
     return r;
 }
