@@ -1,7 +1,7 @@
 --- The layers whose kernels take float16 / bfloat16 natively (Conv2d,
 -- BatchNorm1d/2d, ReLU, Sigmoid, Tanh, PReLU, MaxPool2d, AvgPool2d,
--- AdaptiveAvgPool2d; docs/mixed-precision.md), and the heads with a 16-bit
--- embedding. The spec of a native 16-bit layer: its output and input gradient
+-- AdaptiveAvgPool2d, Upsample, Dropout, Linear; docs/mixed-precision.md), and
+-- the heads with a 16-bit embedding. The spec of a native 16-bit layer: its output and input gradient
 -- are "widen the 16-bit input (exactly) to float32, run the float32 layer,
 -- round once" (backward: grad_out, x and the 16-bit output widened), and
 -- its parameter gradients and BatchNorm's statistics are the
@@ -68,7 +68,8 @@ end
 
 -- One layer, forward and backward, 16-bit against widen -> float32 -> round.
 -- o: exact (default true), ulps (for exact = false), train (default true),
--- grad_tol (parameter gradients when not exact)
+-- grad_tol (parameter gradients when not exact), round_weight (the float32
+-- reference gets the weight rounded to 16 bits: a 16-bit GEMM's operand)
 local function check_layer(build, shape, dtype, o)
   o = o or {}
   local exact = o.exact ~= false
@@ -76,6 +77,7 @@ local function check_layer(build, shape, dtype, o)
   local m16 = H.module(build())
   facet.manual_seed(3)
   local m32 = H.module(build())
+  if o.round_weight then m32.weight:copy(m32.weight:to(dtype)) end
   if o.train == false then
     m16:evaluate()
     m32:evaluate()
@@ -167,6 +169,31 @@ describe("native 16-bit layers: widen -> float32 -> round once", function()
       check_layer(function() return nn.Conv2d(4, 4, 3, { groups = 4, padding = 1 }) end, { 2, 4, 6, 5 }, dtype, o)
       check_layer(function() return nn.Conv2d(4, 6, { 3, 2 }, { groups = 2, dilation = 2, stride = { 1, 2 } }) end,
         { 2, 4, 8, 9 }, dtype, o)
+    end)
+
+    H.it(dtype .. " Upsample (nearest, bilinear, align_corners, shrinking) and Dropout", function()
+      check_layer(function() return nn.Upsample { scale = 2 } end, { 2, 3, 4, 5 }, dtype)
+      check_layer(function() return nn.Upsample { size = { 7, 9 }, mode = "bilinear" } end, { 2, 3, 4, 5 }, dtype)
+      check_layer(function() return nn.Upsample { size = { 6, 3 }, mode = "bilinear", align_corners = true } end,
+        { 1, 2, 4, 5 }, dtype)
+      check_layer(function() return nn.Upsample { size = { 3, 2 } } end, { 2, 2, 7, 5 }, dtype)
+      -- the two modules draw the same mask (one seed, one offset)
+      check_layer(function() return nn.Dropout(0.3) end, { 4, 3, 5, 5 }, dtype)
+      check_layer(function() return nn.Dropout(0.5) end, { 6, 7 }, dtype)
+    end)
+
+    H.it(dtype .. " Linear: 16-bit GEMMs with the weight rounded to 16 bits, float32 sums, bias and gradients", function()
+      -- CUDA's 16-bit GEMMs (tensor cores) sum in another order than SGEMM
+      local o = { exact = H.device == "cpu", ulps = 6, grad_tol = 16 * EPS[dtype], round_weight = true }
+      check_layer(function() return nn.Linear(12, 7) end, { 5, 12 }, dtype, o)
+      check_layer(function() return nn.Linear(9, 4, false) end, { 3, 9 }, dtype, o)
+      -- the 16-bit weight follows the float32 master weight from call to call
+      local m = H.module(nn.Linear(6, 3))
+      local x = facet.randn({ 2, 6 }, { seed = 9 }):to(dtype):to(H.device)
+      m:forward(x)
+      m.weight:mul_(-2)
+      local y, y32 = m:forward(x), x:float():matmul(m.weight:to(dtype):float(), { transpose_b = true }) + m.bias
+      same16(y, y32, "Linear after a weight update", H.device == "cpu", 6)
     end)
 
     H.it(dtype .. " a stack of native layers keeps the dtype end to end and allocates its buffers once", function()
@@ -314,5 +341,28 @@ describe("native 16-bit layers: bad dtype mixes are clear errors", function()
     H.assert_error(function()
       core.check(C.facet_pool2d_backward(x.h, t({ 2, 3, 2, 2 }, "bfloat16").h, nil, C.FACET_POOL_KIND_AVG, p))
     end, "facet_pool2d_backward", "grad_out must be float16")
+  end)
+
+  H.it("upsample and dropout: mixed dtypes, an integer input", function()
+    local x = t({ 2, 3, 4, 4 }, "bfloat16")
+    H.assert_error(function()
+      core.check(C.facet_upsample2d_forward(t({ 2, 3, 8, 8 }, "float16").h, x.h, C.FACET_UPSAMPLE_MODE_NEAREST, 0))
+    end, "facet_upsample2d_forward", "out must be bfloat16")
+    H.assert_error(function()
+      core.check(C.facet_upsample2d_backward(x.h, t({ 2, 3, 8, 8 }).h, C.FACET_UPSAMPLE_MODE_BILINEAR, 0))
+    end, "facet_upsample2d_backward", "grad_out must be bfloat16")
+    H.assert_error(function()
+      core.check(C.facet_upsample2d_forward(t({ 2, 3, 8, 8 }, "int32").h, t({ 2, 3, 4, 4 }, "int32").h,
+        C.FACET_UPSAMPLE_MODE_NEAREST, 0))
+    end, "facet_upsample2d_forward", "x must be float32, float16 or bfloat16")
+    local mask = t({ 2, 3, 4, 4 }, "uint8")
+    H.assert_error(function() core.check(C.facet_dropout_forward(t({ 2, 3, 4, 4 }).h, mask.h, x.h, 0.5, 1, 0)) end,
+      "facet_dropout_forward", "out must be bfloat16")
+    H.assert_error(function()
+      core.check(C.facet_dropout_backward(t({ 2, 3, 4, 4 }, "float16").h, x.h, mask.h, 0.5))
+    end, "facet_dropout_backward", "grad_x must be bfloat16")
+    H.assert_error(function()
+      core.check(C.facet_dropout_forward(t({ 2, 3, 4, 4 }, "bfloat16").h, t({ 2, 3, 4, 4 }, "float16").h, x.h, 0.5, 1, 0))
+    end, "facet_dropout_forward", "mask must be uint8")
   end)
 end)

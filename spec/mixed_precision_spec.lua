@@ -102,9 +102,25 @@ describe("16-bit activations through the layers", function()
   end)
 
   H.it("the casts' buffers are made on the first step and reused after", function()
-    -- Upsample widens; Conv2d, BatchNorm2d and ReLU take 16-bit natively (no cast buffers)
+    -- a user's layer that only knows float32 widens; Conv2d, BatchNorm2d and
+    -- ReLU take 16-bit natively (no cast buffers)
+    local Twice = facet.nn.Module:extend("Twice")
+    function Twice:update_output(x)
+      assert.are.equal("float32", x:dtype())
+      local out = self:buffer("output", x:shape())
+      out:copy(x)
+      out:mul_(2)
+      return out
+    end
+    function Twice:update_grad_input(x, g)
+      assert.are.equal("float32", g:dtype())
+      local gi = self:buffer("grad_input", g:shape())
+      gi:copy(g)
+      gi:mul_(2)
+      return gi
+    end
     local m = facet.nn.Sequential(facet.nn.Conv2d(3, 4, 3), facet.nn.BatchNorm2d(4), facet.nn.ReLU(),
-      facet.nn.Upsample { scale = 2 }):to(H.device)
+      facet.nn.Module.init(Twice)):to(H.device)
     local x = facet.randn({ 2, 3, 6, 6 }):to(H.device):bfloat16()
     local function step()
       local y = m:forward(x)

@@ -238,15 +238,15 @@ int facet_cuda_activation_backward(int dtype, void *grad_x, float *grad_slope, c
     return absent("facet_cuda_activation_backward");
 }
 
-int facet_cuda_dropout_forward(float *out, unsigned char *mask, const float *x, int64_t n, float p, float scale, uint64_t seed, uint64_t offset)
+int facet_cuda_dropout_forward(int dtype, void *out, unsigned char *mask, const void *x, int64_t n, float p, float scale, uint64_t seed, uint64_t offset)
 {
-    (void)out; (void)mask; (void)x; (void)n; (void)p; (void)scale; (void)seed; (void)offset;
+    (void)dtype; (void)out; (void)mask; (void)x; (void)n; (void)p; (void)scale; (void)seed; (void)offset;
     return absent("facet_cuda_dropout_forward");
 }
 
-int facet_cuda_dropout_backward(float *grad_x, const float *grad_out, const unsigned char *mask, int64_t n, float scale)
+int facet_cuda_dropout_backward(int dtype, void *grad_x, const void *grad_out, const unsigned char *mask, int64_t n, float scale)
 {
-    (void)grad_x; (void)grad_out; (void)mask; (void)n; (void)scale;
+    (void)dtype; (void)grad_x; (void)grad_out; (void)mask; (void)n; (void)scale;
     return absent("facet_cuda_dropout_backward");
 }
 
@@ -298,15 +298,15 @@ int facet_cuda_pool2d_backward(int dtype, void *grad_x, const void *grad_out, co
     return absent("facet_cuda_pool2d_backward");
 }
 
-int facet_cuda_upsample2d_forward(float *out, const float *x, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo, int mode, int align_corners)
+int facet_cuda_upsample2d_forward(int dtype, void *out, const void *x, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo, int mode, int align_corners)
 {
-    (void)out; (void)x; (void)planes; (void)h; (void)w; (void)ho; (void)wo; (void)mode; (void)align_corners;
+    (void)dtype; (void)out; (void)x; (void)planes; (void)h; (void)w; (void)ho; (void)wo; (void)mode; (void)align_corners;
     return absent("facet_cuda_upsample2d_forward");
 }
 
-int facet_cuda_upsample2d_backward(float *grad_x, const float *grad_out, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo, int mode, int align_corners)
+int facet_cuda_upsample2d_backward(int dtype, void *grad_x, const void *grad_out, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo, int mode, int align_corners)
 {
-    (void)grad_x; (void)grad_out; (void)planes; (void)h; (void)w; (void)ho; (void)wo; (void)mode; (void)align_corners;
+    (void)dtype; (void)grad_x; (void)grad_out; (void)planes; (void)h; (void)w; (void)ho; (void)wo; (void)mode; (void)align_corners;
     return absent("facet_cuda_upsample2d_backward");
 }
 

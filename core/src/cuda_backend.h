@@ -158,9 +158,10 @@ int facet_cuda_activation_forward(int dtype, void *out, const void *x, int64_t n
 int facet_cuda_activation_backward(int dtype, void *grad_x, float *grad_slope, const void *grad_out, const void *x,
                                    const void *out, int64_t n, int act, const float *slope, int64_t nslope,
                                    int64_t channels, int64_t inner);
-int facet_cuda_dropout_forward(float *out, unsigned char *mask, const float *x, int64_t n, float p, float scale,
+int facet_cuda_dropout_forward(int dtype, void *out, unsigned char *mask, const void *x, int64_t n, float p, float scale,
                                uint64_t seed, uint64_t offset);
-int facet_cuda_dropout_backward(float *grad_x, const float *grad_out, const unsigned char *mask, int64_t n, float scale);
+int facet_cuda_dropout_backward(int dtype, void *grad_x, const void *grad_out, const unsigned char *mask, int64_t n,
+                                float scale);
 
 /* ---- convolution (conv.cu): the checked geometry of conv_math.h; ws holds
  * ws_elems floats, at least facet_conv_cuda_min_workspace; dtype (float32, float16,
@@ -194,11 +195,12 @@ int facet_cuda_pool2d_forward(int dtype, void *out, int32_t *argmax, const void 
 int facet_cuda_pool2d_backward(int dtype, void *grad_x, const void *grad_out, const int32_t *argmax, int kind,
                                const struct facet_pool_geom *g);
 
-/* ---- upsampling (upsample.cu): [planes, h, w] <-> [planes, ho, wo] ------------------------------- */
-int facet_cuda_upsample2d_forward(float *out, const float *x, int64_t planes, int64_t h, int64_t w, int64_t ho,
-                                  int64_t wo, int mode, int align_corners);
-int facet_cuda_upsample2d_backward(float *grad_x, const float *grad_out, int64_t planes, int64_t h, int64_t w,
-                                   int64_t ho, int64_t wo, int mode, int align_corners);
+/* ---- upsampling (upsample.cu): [planes, h, w] <-> [planes, ho, wo] -------------------------------
+ * dtype (float32, float16 or bfloat16) is the type of both tensors. */
+int facet_cuda_upsample2d_forward(int dtype, void *out, const void *x, int64_t planes, int64_t h, int64_t w,
+                                  int64_t ho, int64_t wo, int mode, int align_corners);
+int facet_cuda_upsample2d_backward(int dtype, void *grad_x, const void *grad_out, int64_t planes, int64_t h,
+                                   int64_t w, int64_t ho, int64_t wo, int mode, int align_corners);
 
 /* ---- device memory and asynchronous host-to-device copies ------------------------
  * facet_cuda_malloc/facet_cuda_free go through the caching allocator of

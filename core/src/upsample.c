@@ -16,9 +16,13 @@
  * adjoint: grad_x (overwritten) receives each output gradient times the
  * weight its source pixel had; the CPU scatters, the GPU gathers per input
  * pixel (facet_ups_backward_at) in the scatter's order, so both give the
- * same bits.
+ * same bits. x / out and grad_x / grad_out are float32, float16 or bfloat16
+ * (one dtype per call): a 16-bit call widens its input, runs the float32
+ * loops and rounds the result once (half_layers.h), so it gives the float32
+ * result rounded once, on the CPU and the GPU alike.
  */
 #include "internal.h"
+#include "half_layers.h"
 #include "upsample_math.h"
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +77,7 @@ static int check_mode(const char *fn, int mode, int align_corners)
 
 static int check_planes(const char *fn, const char *name, const facet_tensor *t)
 {
-    int rc = facet_check_dtype(fn, name, t, FACET_DTYPE_FLOAT32);
+    int rc = facet_check_act_dtype(fn, name, t);
     if (rc) return rc;
     if (t->ndim != 4 || !facet_contiguous(t) || t->sizes[2] < 1 || t->sizes[3] < 1 || t->sizes[2] > INT32_MAX ||
         t->sizes[3] > INT32_MAX)
@@ -89,6 +93,7 @@ static int check_pair(const char *fn, const char *sname, const facet_tensor *sma
     int rc = check_planes(fn, sname, small);
     if (!rc) rc = check_planes(fn, bname, big);
     if (!rc) rc = facet_check_same_device(fn, small, big);
+    if (!rc) rc = facet_check_dtype_of(fn, bname, big, sname, small);
     if (rc) return rc;
     if (small->sizes[0] != big->sizes[0] || small->sizes[1] != big->sizes[1])
         return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s %s and %s %s must have the same N and C", fn, sname,
@@ -147,15 +152,12 @@ FACET_CLONES static void backward_plane(float *gx, const float *go, int64_t h, i
 
 /* ---- API ------------------------------------------------------------------------------ */
 
-/* Shared by both directions: `small` is x / grad_x, `big` out / grad_out. */
-static int upsample(const char *fn, float *dst, const float *src, const facet_tensor *small, const facet_tensor *big,
-                    int mode, int align_corners, int backward)
+/* The float32 CPU loops: `small` is x / grad_x, `big` out / grad_out. */
+static int upsample_cpu(const char *fn, float *dst, const float *src, const facet_tensor *small,
+                        const facet_tensor *big, int mode, int align_corners, int backward)
 {
     const int64_t planes = small->sizes[0] * small->sizes[1], h = small->sizes[2], w = small->sizes[3];
     const int64_t ho = big->sizes[2], wo = big->sizes[3];
-    if (small->device == FACET_DEVICE_CUDA)
-        return backward ? facet_cuda_upsample2d_backward(dst, src, planes, h, w, ho, wo, mode, align_corners)
-                        : facet_cuda_upsample2d_forward(dst, src, planes, h, w, ho, wo, mode, align_corners);
     if (planes == 0) return 0;
     struct axis ah, aw;
     int rc = axis_init(&ah, h, ho, mode, align_corners, fn);
@@ -178,13 +180,33 @@ static int upsample(const char *fn, float *dst, const float *src, const facet_te
     return 0;
 }
 
+/* Either direction: writes dst from src (one dtype), through float32 on the CPU. */
+static int upsample(const char *fn, facet_tensor *dst, const facet_tensor *src, const facet_tensor *small,
+                    const facet_tensor *big, int mode, int align_corners, int backward)
+{
+    if (small->device == FACET_DEVICE_CUDA) {
+        const int64_t planes = small->sizes[0] * small->sizes[1], h = small->sizes[2], w = small->sizes[3];
+        const int64_t ho = big->sizes[2], wo = big->sizes[3];
+        return backward ? facet_cuda_upsample2d_backward(src->dtype, facet_ptr(dst), facet_ptr(src), planes, h, w, ho,
+                                                         wo, mode, align_corners)
+                        : facet_cuda_upsample2d_forward(src->dtype, facet_ptr(dst), facet_ptr(src), planes, h, w, ho,
+                                                        wo, mode, align_corners);
+    }
+    int ok = 1, rc = 0;
+    facet_half_begin(src->dtype);
+    const float *s = facet_half_in(fn, src, 0, &ok);
+    float *d = ok ? facet_half_out(fn, dst, 1, &ok) : NULL;
+    if (ok) rc = upsample_cpu(fn, d, s, small, big, mode, align_corners, backward);
+    return facet_half_finish(src->dtype, dst, d, ok, rc);
+}
+
 int facet_upsample2d_forward(facet_tensor *out, const facet_tensor *x, int mode, int align_corners)
 {
     static const char *fn = "facet_upsample2d_forward";
     int rc = check_mode(fn, mode, align_corners);
     if (!rc) rc = check_pair(fn, "x", x, "out", out);
     if (rc) return rc;
-    return upsample(fn, facet_ptr(out), facet_ptr(x), x, out, mode, align_corners, 0);
+    return upsample(fn, out, x, x, out, mode, align_corners, 0);
 }
 
 int facet_upsample2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, int mode, int align_corners)
@@ -193,5 +215,5 @@ int facet_upsample2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out
     int rc = check_mode(fn, mode, align_corners);
     if (!rc) rc = check_pair(fn, "grad_x", grad_x, "grad_out", grad_out);
     if (rc) return rc;
-    return upsample(fn, facet_ptr(grad_x), facet_ptr(grad_out), grad_x, grad_out, mode, align_corners, 1);
+    return upsample(fn, grad_x, grad_out, grad_x, grad_out, mode, align_corners, 1);
 }

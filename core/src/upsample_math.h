@@ -13,6 +13,8 @@
 #include <math.h>
 #include <stdint.h>
 #include "elementwise_math.h"
+#include "half_math.h"
+#include "facet.h"
 
 /* Nearest: src = min(floor(dst * (in / out)), in - 1), with PyTorch's exact
  * shortcuts for equal size and for doubling. */
@@ -105,14 +107,23 @@ FACET_HD void facet_ups_readers(int64_t v, int64_t in, int64_t out, int mode, in
     *hi = a - 1;
 }
 
+/* Value i of a float32, float16 or bfloat16 array (dtype), widened exactly. */
+FACET_HD float facet_ups_load(const void *p, int64_t i, int dtype)
+{
+    if (dtype == FACET_DTYPE_FLOAT16) return facet_half_to_float(((const uint16_t *)p)[i]);
+    if (dtype == FACET_DTYPE_BFLOAT16) return facet_bf16_to_float(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
 /* dL/dx at source pixel (y, x) of one plane, from the plane's output
- * gradient go (ho x wo): the sum of every output gradient times the weight
- * its tap on (y, x) had. The terms are added in the order upsample.c's
- * scatter adds them (outputs row-major, then the taps (i0, j0), (i0, j1),
- * (i1, j0), (i1, j1)), each weight computed as there, so the gather and the
- * scatter give the same bits. */
-FACET_HD float facet_ups_backward_at(const float *go, int64_t h, int64_t w, int64_t ho, int64_t wo, int mode,
-                                     int align_corners, int64_t y, int64_t x)
+ * gradient (ho x wo, starting at element `base` of go, of dtype): the sum
+ * of every output gradient times the weight its tap on (y, x) had, in
+ * float32. The terms are added in the order upsample.c's scatter adds them
+ * (outputs row-major, then the taps (i0, j0), (i0, j1), (i1, j0), (i1, j1)),
+ * each weight computed as there, so the gather and the scatter give the
+ * same bits. */
+FACET_HD float facet_ups_backward_at(const void *go, int dtype, int64_t base, int64_t h, int64_t w, int64_t ho,
+                                     int64_t wo, int mode, int align_corners, int64_t y, int64_t x)
 {
     int64_t oh0, oh1, ow0, ow1;
     facet_ups_readers(y, h, ho, mode, align_corners, &oh0, &oh1);
@@ -127,7 +138,7 @@ FACET_HD float facet_ups_backward_at(const float *go, int64_t h, int64_t w, int6
             int64_t j0, j1;
             float lw;
             facet_ups_taps(ow, w, wo, mode, align_corners, &j0, &j1, &lw);
-            const float g = go[oh * wo + ow];
+            const float g = facet_ups_load(go, base + oh * wo + ow, dtype);
             if (mode == FACET_UPSAMPLE_MODE_NEAREST) {
                 acc = facet_add_rn(acc, g);
                 continue;

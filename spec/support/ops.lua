@@ -1153,13 +1153,17 @@ reg {
     { mode = "bilinear", size = { 7, 9 } },
     { mode = "bilinear", size = { 7, 9 }, align_corners = true },
     { mode = "bilinear", size = { 3, 2 }, label = "mode=bilinear size={3,2} (down)" },
+    half_case({ mode = "nearest", scale = 2, label = "nearest x2" }, "float16"),
+    half_case({ mode = "bilinear", size = { 7, 9 }, label = "bilinear 7x9" }, "bfloat16"),
+    half_case({ mode = "bilinear", size = { 7, 9 }, align_corners = true, label = "bilinear 7x9 align_corners" },
+      "float16"),
   },
   run = function(c, ctx)
     local m = nn.Upsample { scale = c.scale, size = c.size, mode = c.mode, align_corners = c.align_corners }
     m:to(ctx.device)
-    local x = ctx:randn({ 2, 3, 4, 5 })
+    local x = to_dtype(ctx:randn({ 2, 3, 4, 5 }), c)
     local out = m:forward(x)
-    local gx = m:backward(x, ctx:randn(out:shape()))
+    local gx = m:backward(x, to_dtype(ctx:randn(out:shape()), c))
     return { out = out, grad_x = gx }
   end,
 }
@@ -1229,22 +1233,17 @@ reg {
     { p = 0.3, shape = { 1000 }, seed = 7, offset = 0 },
     { p = 0.5, shape = { 4, 5, 6, 7 }, seed = 0xd209, offset = 12345 },
     { p = 0.1, shape = { 129, 300 }, seed = 3, offset = 2 ^ 32 + 1 },
+    half_case({ p = 0.3, shape = { 4, 5, 6, 7 }, seed = 11, offset = 99 }, "float16"),
+    half_case({ p = 0.5, shape = { 129, 30 }, seed = 5, offset = 2 ^ 33 }, "bfloat16"),
   },
   run = function(c, ctx)
-    local D = nn.Dropout
-    local seed, offset = D.seed, D.offset
-    D.seed, D.offset = c.seed, c.offset                 -- one Philox stream on every backend
     local m = nn.Dropout(c.p)
+    m.rng = { seed = c.seed, offset = c.offset }    -- one Philox stream on every backend
     m:to(ctx.device)
-    local x = ctx:randn(c.shape)
-    local ok, r = pcall(function()
-      local out = m:forward(x)
-      local gx = m:backward(x, ctx:randn(c.shape))
-      return { out = out, grad_x = gx, mask = m.buffers.mask }
-    end)
-    D.seed, D.offset = seed, offset
-    if not ok then error(r, 0) end
-    return r
+    local x = to_dtype(ctx:randn(c.shape), c)
+    local out = m:forward(x)
+    local gx = m:backward(x, to_dtype(ctx:randn(c.shape), c))
+    return { out = out, grad_x = gx, mask = m.buffers.mask }
   end,
 }
 

@@ -37,7 +37,9 @@ return function(options)
   local function describe_failure(t)
     local msg = t.message
     if type(msg) ~= "string" then msg = require("pl.pretty").write(msg) end
-    local where = t.element and t.element.trace and (t.element.trace.short_src .. ":" .. t.element.trace.currentline) or "?"
+    -- a file that fails to load (missing, a syntax error) has a trace without a line
+    local tr = t.element and t.element.trace
+    local where = tr and (tostring(tr.short_src) .. ":" .. tostring(tr.currentline or "?")) or "?"
     return ("FAILED %s\n  at %s\n  %s\n"):format(t.name or "?", where, (msg or "nil"):gsub("\n", "\n  "))
   end
 

@@ -112,9 +112,9 @@ end
 -- output (in backward: grad_input) once into a buffer of the input's dtype;
 -- parameter gradients stay float32. Modules that take any dtype themselves
 -- (containers, views) set any_dtype = true and are passed through; leaf
--- modules whose kernels take 16-bit tensors natively (Conv2d, BatchNorm,
--- the activations, the pools: float32 parameters, 16-bit activations) set
--- native_half = true and are passed through too.
+-- modules whose kernels take 16-bit tensors natively (every leaf layer of
+-- facet.nn: float32 parameters, 16-bit activations) set native_half = true
+-- and are passed through too; a user's float32-only module widens.
 local HALF = { float16 = true, bfloat16 = true }
 Module.HALF = HALF
 

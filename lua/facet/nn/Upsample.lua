@@ -1,12 +1,14 @@
 --- facet.nn.Upsample{ scale = 2 | size = {h, w}, mode = "nearest" | "bilinear",
 -- align_corners = false }: PyTorch's F.interpolate for N x C x H x W (the
--- residual attention network's soft masks).
+-- residual attention network's soft masks). float16 and bfloat16 inputs go
+-- straight to the kernels (float32 blends and sums, rounded once).
 local Module = require "facet.nn.Module"
 local core = require "facet.core"
 local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local Upsample = Module:extend("Upsample")
+Upsample.native_half = true
 
 function Upsample.new(opts)
   local fn = "nn.Upsample"
@@ -35,13 +37,13 @@ function Upsample:update_output(x)
   if #s ~= 4 then self:fail(("want N x C x H x W input, got %s"):format(table.concat(s, "x"))) end
   local h = self.size and self.size[1] or math.floor(s[3] * self.scale)
   local w = self.size and self.size[2] or math.floor(s[4] * self.scale)
-  local out = self:buffer("output", { s[1], s[2], h, w })
+  local out = self:buffer("output", { s[1], s[2], h, w }, x:dtype())
   check(C.facet_upsample2d_forward(out.h, x.h, self.code, self.align))
   return out
 end
 
 function Upsample:update_grad_input(x, grad_out)
-  local gi = self:buffer("grad_input", x:shape())
+  local gi = self:buffer("grad_input", x:shape(), x:dtype())
   check(C.facet_upsample2d_backward(gi.h, grad_out.h, self.code, self.align))
   return gi
 end
