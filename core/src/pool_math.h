@@ -55,7 +55,8 @@ FACET_HD int facet_pool_max_wins(float v, float best)
  * by a divisor fixed for the call: pool.cu's div_by, 32-bit where the call
  * fits. The window of o holds v when v + p - k < o s <= v + p; the last
  * such o is q; the first is the least o with o s >= v + p - k + 1 =
- * (q - kq) s + (r - kr), and |r - kr| < s: q - kq, plus 1 when r > kr. */
+ * (q - kq) s + (r - kr), and |r - kr| < s: q - kq, plus 1 when r > kr;
+ * both clamped to the outputs [0, n - 1]. */
 FACET_HD void facet_pool_outputs_from_qr(int64_t q, int64_t r, int64_t kq, int64_t kr, int64_t n, int64_t *lo,
                                          int64_t *hi)
 {
