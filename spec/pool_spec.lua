@@ -1,7 +1,8 @@
 --- 2-D max and average pooling through the C API: a naive Lua pooling over
 -- several kernel / stride / padding combinations (count_include_pad both
 -- ways), argmax values, ties, padding that never wins, NaN, backward against
--- the naive scatter and against central differences, and the argument checks.
+-- the naive scatter and against central differences, on CUDA the backward
+-- bit for bit against the CPU's, and the argument checks.
 local ffi = require "ffi"
 local H = require "support.device"
 local facet = H.facet
@@ -104,6 +105,8 @@ local combos = {
   { kh = 5, kw = 4, sh = 3, sw = 2, ph = 2, pw = 2 },
   { kh = 1, kw = 1, sh = 2, sw = 3, ph = 0, pw = 0 },
   { kh = 7, kw = 9, sh = 1, sw = 1, ph = 0, pw = 0 },   -- one window covers the image
+  { kh = 2, kw = 3, sh = 3, sw = 4, ph = 1, pw = 1 },   -- kernel < stride: pixels no window holds
+  { kh = 7, kw = 5, sh = 3, sw = 2, ph = 3, pw = 2 },   -- k - 1 a multiple of the stride
 }
 
 local function name_of(p)
@@ -266,6 +269,46 @@ describe("facet_pool2d_backward", function()
       end
     end)
   end
+end)
+
+describe("facet_pool2d_backward on CUDA", function()
+  -- the GPU gathers per pixel (outputs found by a division by the stride, 32
+  -- or 64 bits: FACET_CUDA_INDEX64) what the CPU scatters, in the same order:
+  -- the same bits, with gradients from 1e-3 to 1e3 so that any other order
+  -- of the sums, or a missed or extra output, would show
+  H.it("equals the CPU's backward bit for bit", function()
+    if H.device ~= "cuda" then
+      pending("compares FACET_DEVICE=cuda with the CPU")
+      return
+    end
+    local n, c, hh, ww = 2, 3, 23, 19
+    local planes = n * c
+    local x = rand(planes * hh * ww, 11)
+    local xt = T(x, { n, c, hh, ww })
+    for _, p in ipairs(combos) do
+      local ho, wo = out_size(p, hh, ww)
+      local g, lcg = {}, H.lcg(5)
+      for i = 1, planes * ho * wo do g[i] = tonumber(ffi.new("float", lcg() * 10 ^ (i % 7 - 3))) end
+      for _, kind in ipairs { MAX, AVG } do
+        for _, cp in ipairs(kind == MAX and { 0 } or { 0, 1 }) do
+          local q = { kh = p.kh, kw = p.kw, sh = p.sh, sw = p.sw, ph = p.ph, pw = p.pw, count_pad = cp }
+          local out, am = zeros({ n, c, ho, wo }), zeros({ n, c, ho, wo }, "int32")
+          forward(out, am, xt, kind, q)
+          local gx = zeros({ n, c, hh, ww })
+          backward(gx, T(g, { n, c, ho, wo }), am, kind, q)
+          local cgx = facet.full({ n, c, hh, ww }, 5)
+          backward(cgx, facet.tensor(g):reshape { n, c, ho, wo }, am:to("cpu"), kind, q)
+          local got, want = H.values(gx), H.values(cgx)
+          for i = 1, #want do
+            if got[i] ~= want[i] then
+              error(("%s, kind %d, count_pad %d: element %d is %.9g on cuda, %.9g on the CPU"):format(name_of(p),
+                kind, cp, i, got[i], want[i]))
+            end
+          end
+        end
+      end
+    end
+  end)
 end)
 
 describe("pooling argument checks", function()

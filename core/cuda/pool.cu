@@ -11,8 +11,9 @@
  * Max pooling takes the outputs whose argmax names the pixel. x, out and
  * the gradients are float32, float16 or bfloat16 (kernels templated over the
  * storage type, float32 sums, results rounded once). A thread's plane, row
- * and column come from 32-bit divisions when the tensors have fewer than
- * 2^31 elements (cuda_common.cuh, "index math").
+ * and column, and the backward's outputs holding a pixel (one division by
+ * the stride an axis), come from 32-bit multiply-shift divisions when the
+ * tensors have fewer than 2^31 elements (cuda_common.cuh, "index math").
  */
 #include "cuda_common.cuh"
 #include "pool_math.h"
@@ -63,10 +64,11 @@ static __global__ void avg_forward_kernel(T *out, const T *x, pool_ix<I> ix, int
     }
 }
 
-/* Whether x and out have fewer than 2^31 elements. */
+/* Whether x and out have fewer than 2^31 elements, and the backward's
+ * dividends (a pixel's coordinate plus the padding) stay below 2^31. */
 static bool pool_fits32(const struct facet_pool_geom *g)
 {
-    return fits_int32(g->planes * g->h * g->w, g->planes * g->ho * g->wo);
+    return fits_int32(g->planes * g->h * g->w, g->planes * g->ho * g->wo, g->h + g->ph, g->w + g->pw);
 }
 
 template <typename T, typename I>
@@ -88,19 +90,36 @@ extern "C" int facet_cuda_pool2d_forward(int dtype, void *out, int32_t *argmax, 
     return rc;
 }
 
+/* The backward's launch: x's plane divisors, each axis's stride as a
+ * divisor, and k - 1 split by the stride (facet_pool_outputs_from_qr). */
+template <typename I>
+struct pool_back_ix {
+    pool_ix<I> at;
+    div_by<I> by_sh, by_sw;
+    int64_t kqh, krh, kqw, krw;
+};
+
+template <typename I>
+static pool_back_ix<I> pool_back_ix_of(const struct facet_pool_geom *g)
+{
+    const pool_back_ix<I> ix = { { *g, div_by<I>(g->h), div_by<I>(g->w) }, div_by<I>(g->sh), div_by<I>(g->sw),
+                                 (g->kh - 1) / g->sh, (g->kh - 1) % g->sh, (g->kw - 1) / g->sw, (g->kw - 1) % g->sw };
+    return ix;
+}
+
 template <typename T, typename I>
 static __global__ void pool_backward_kernel(T *grad_x, const T *grad_out, const int32_t *argmax, int kind,
-                                            pool_ix<I> ix, int64_t total)
+                                            pool_back_ix<I> ix, int64_t total)
 {
-    const facet_pool_geom &g = ix.g;
+    const facet_pool_geom &g = ix.at.g;
     FACET_CUDA_FOR_T(I, i, total) {
-        const plane_pos<I> at = plane_pos_of(i, ix.by_rows, ix.by_cols);
-        const int64_t h = at.row, w = at.col;
+        const plane_pos<I> at = plane_pos_of(i, ix.at.by_rows, ix.at.by_cols);
+        const I ah = at.row + (I)g.ph, aw = at.col + (I)g.pw;
         int64_t oh0, oh1, ow0, ow1;
-        facet_pool_outputs_holding(h, g.kh, g.sh, g.ph, g.ho, &oh0, &oh1);
-        facet_pool_outputs_holding(w, g.kw, g.sw, g.pw, g.wo, &ow0, &ow1);
+        facet_pool_outputs_from_qr(ix.by_sh.div(ah), ix.by_sh.mod(ah), ix.kqh, ix.krh, g.ho, &oh0, &oh1);
+        facet_pool_outputs_from_qr(ix.by_sw.div(aw), ix.by_sw.mod(aw), ix.kqw, ix.krw, g.wo, &ow0, &ow1);
         const int64_t base = at.plane * g.ho * g.wo;
-        const int32_t self = (int32_t)(h * g.w + w);
+        const int32_t self = (int32_t)(at.row * g.w + at.col);
         float acc = 0.0f;
         for (int64_t oh = oh0; oh <= oh1; oh++)
             for (int64_t ow = ow0; ow <= ow1; ow++) {
@@ -122,8 +141,7 @@ extern "C" int facet_cuda_pool2d_backward(int dtype, void *grad_x, const void *g
     const int64_t total = g->planes * g->h * g->w;
     int rc = 0;
     FACET_ACT_DISPATCH(dtype, T, FACET_INDEX_DISPATCH(pool_fits32(g), I,
-        const pool_ix<I> ix = { *g, div_by<I>(g->h), div_by<I>(g->w) };
         rc = launch_flat("facet_cuda_pool2d_backward", total, pool_backward_kernel<T, I>, (T *)grad_x,
-                         (const T *)grad_out, argmax, kind, ix, total)));
+                         (const T *)grad_out, argmax, kind, pool_back_ix_of<I>(g), total)));
     return rc;
 }

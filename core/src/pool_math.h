@@ -49,14 +49,27 @@ FACET_HD int facet_pool_max_wins(float v, float best)
 }
 
 /* Outputs along one axis whose window [o s - p, o s - p + k) holds pixel v,
- * for n outputs: [*lo, *hi] (empty when *lo > *hi). */
+ * for n outputs: [*lo, *hi] (empty when *lo > *hi), from q and r, the
+ * quotient and remainder of v + p by s, and kq and kr, those of k - 1 (the
+ * same for every pixel of a call). So a pixel costs one division an axis,
+ * by a divisor fixed for the call: pool.cu's div_by, 32-bit where the call
+ * fits. The window of o holds v when v + p - k < o s <= v + p; the last
+ * such o is q; the first is the least o with o s >= v + p - k + 1 =
+ * (q - kq) s + (r - kr), and |r - kr| < s: q - kq, plus 1 when r > kr;
+ * both clamped to the outputs [0, n - 1]. */
+FACET_HD void facet_pool_outputs_from_qr(int64_t q, int64_t r, int64_t kq, int64_t kr, int64_t n, int64_t *lo,
+                                         int64_t *hi)
+{
+    const int64_t first = q - kq + (r > kr);
+    *lo = first > 0 ? first : 0;
+    *hi = q < n - 1 ? q : n - 1;
+}
+
+/* The same from the pixel and the settings, by plain division. */
 FACET_HD void facet_pool_outputs_holding(int64_t v, int64_t k, int64_t s, int64_t p, int64_t n, int64_t *lo,
                                          int64_t *hi)
 {
-    const int64_t t = v + p - k;        /* o s > t */
-    *lo = t < 0 ? 0 : t / s + 1;
-    const int64_t h = (v + p) / s;      /* o s <= v + p */
-    *hi = h < n - 1 ? h : n - 1;
+    facet_pool_outputs_from_qr((v + p) / s, (v + p) % s, (k - 1) / s, (k - 1) % s, n, lo, hi);
 }
 
 #endif
