@@ -22,12 +22,24 @@
  * on the CPU and the GPU spells its multiply-adds with these. Lone +, -, /
  * and sqrtf are IEEE-rounded on both sides already (nvcc's defaults
  * -prec-div=true, -prec-sqrt=true). */
+/* The CUDA emulator's nvcc-like build (FACET_EMU_FMAD: kernels compiled with
+ * -mfma -ffp-contract=fast, docs/cuda-emulator.md) contracts as nvcc does;
+ * an empty asm on a product and on a sum's operands keeps these roundings
+ * there, as __fmul_rn / __fadd_rn do on the GPU. */
+#if !defined(__CUDA_ARCH__) && defined(FACET_EMU_FMAD)
+#define FACET_RN_KEEP(v) __asm__("" : "+x"(v))
+#else
+#define FACET_RN_KEEP(v) ((void)0)
+#endif
+
 FACET_HD float facet_mul_rn(float a, float b)
 {
 #ifdef __CUDA_ARCH__
     return __fmul_rn(a, b);
 #else
-    return a * b;
+    float r = a * b;
+    FACET_RN_KEEP(r);
+    return r;
 #endif
 }
 
@@ -36,6 +48,8 @@ FACET_HD float facet_add_rn(float a, float b)
 #ifdef __CUDA_ARCH__
     return __fadd_rn(a, b);
 #else
+    FACET_RN_KEEP(a);
+    FACET_RN_KEEP(b);
     return a + b;
 #endif
 }
@@ -45,7 +59,9 @@ FACET_HD double facet_dmul_rn(double a, double b)
 #ifdef __CUDA_ARCH__
     return __dmul_rn(a, b);
 #else
-    return a * b;
+    double r = a * b;
+    FACET_RN_KEEP(r);
+    return r;
 #endif
 }
 
@@ -54,6 +70,8 @@ FACET_HD double facet_dadd_rn(double a, double b)
 #ifdef __CUDA_ARCH__
     return __dadd_rn(a, b);
 #else
+    FACET_RN_KEEP(a);
+    FACET_RN_KEEP(b);
     return a + b;
 #endif
 }
