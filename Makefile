@@ -61,6 +61,14 @@ ifeq ($(FACET_CUDA),emu)
 endif
 CXX      ?= g++
 EMU_CXXFLAGS ?= -O2 -g
+# The emulator contracts a * b + c into fused multiply-adds as nvcc does
+# (its default --fmad=true), so a formula that must give the CPU's bits but
+# leaves a multiply-add to the compiler fails here, not first on a GPU
+# (docs/cuda-emulator.md, "Rounding"); on a CPU without FMA it cannot.
+EMU_FMAD ?= $(shell grep -qw fma /proc/cpuinfo 2>/dev/null && echo 1 || echo 0)
+ifeq ($(EMU_FMAD),1)
+  EMU_CXXFLAGS += -mfma -ffp-contract=fast -DFACET_EMU_FMAD
+endif
 EMU_FLAGS = $(EMU_CXXFLAGS) -std=c++17 -fPIC -fvisibility=hidden -fno-trapping-math -fno-math-errno -Wall -Wextra \
             -Wno-unused-parameter -Wno-unused-function -Wno-unknown-pragmas -DFACET_NCCL=1 \
             -Icore/emu -Icore/include -Icore/src

@@ -332,11 +332,15 @@ describe("facet.dist on 2 ranks (mpirun)", function()
     end
   end)
 
-  -- the 1-process run's result.json and weights, as tables. Tolerance 5e-5 of each tensor's largest
+  -- the 1-process run's result.json and weights, as tables. Tolerance 1e-3 of each tensor's largest
   -- element: a synchronised step rounds its statistics and sums in float32 where the 1-process step keeps
-  -- double (the weights differ by ~1e-6 after one step), and this model amplifies a perturbation by A ~ 25
-  -- by step 20 (see below); measured 6.8e-6 and, after one float32 rounding of the variances changed
-  -- (facet_batchnorm_stats), 1.4e-5: rounding noise moves it across that range.
+  -- double (the weights differ by ~1e-6 after one step), and this model amplifies such a perturbation
+  -- chaotically: on the CPU's rounding 6.8e-6 to 1.4e-5 at step 20; on the CUDA emulator, 1.2e-6 after 1
+  -- step, 4e-6 after 3 and 1.1e-5 after 10 without contracted multiply-adds, and with them (as nvcc
+  -- compiles, docs/gpu.md "Rounding") 1.1e-6, 4.5e-6, 1.9e-5 and then 1.8e-4 at step 20. A synchronised
+  -- BatchNorm that gets a statistic wrong moves them far more (a global variance without the ranks' mean
+  -- offsets: 0.55 after one step, and the losses by 0.28); the losses (within 1e-5, every step) are the
+  -- finer check.
   local function compare_weights(dir_a, dir_b)
     local wa, wb = safetensors.load(dir_a .. "/weights.safetensors"), safetensors.load(dir_b .. "/weights.safetensors")
     local n = 0
@@ -345,7 +349,7 @@ describe("facet.dist on 2 ranks (mpirun)", function()
       local scale = 0
       for i = 1, #a do scale = math.max(scale, math.abs(a[i])) end
       for i = 1, #a do
-        assert(math.abs(a[i] - b[i]) <= 5e-5 * scale, ("%s[%d]: %.9g vs %.9g"):format(name, i, a[i], b[i]))
+        assert(math.abs(a[i] - b[i]) <= 1e-3 * scale, ("%s[%d]: %.9g vs %.9g"):format(name, i, a[i], b[i]))
       end
       n = n + 1
     end

@@ -26,8 +26,10 @@
  * -mfma -ffp-contract=fast, docs/cuda-emulator.md) contracts as nvcc does;
  * an empty asm on a product and on a sum's operands keeps these roundings
  * there, as __fmul_rn / __fadd_rn do on the GPU. */
-#if !defined(__CUDA_ARCH__) && defined(FACET_EMU_FMAD)
+#if !defined(__CUDA_ARCH__) && defined(FACET_EMU_FMAD) && defined(__x86_64__)
 #define FACET_RN_KEEP(v) __asm__("" : "+x"(v))
+#elif !defined(__CUDA_ARCH__) && defined(FACET_EMU_FMAD)
+#define FACET_RN_KEEP(v) __asm__("" : "+m"(v))
 #else
 #define FACET_RN_KEEP(v) ((void)0)
 #endif

@@ -155,7 +155,8 @@ static void test_upsample_gather(void)
             for (int64_t p = 0; p < 2 && !rc; p++)
                 for (int64_t y = 0; y < h; y++)
                     for (int64_t x = 0; x < w; x++) {
-                        float g = facet_ups_backward_at(go + p * ho * wo, h, w, ho, wo, modes[mi][0], modes[mi][1], y, x);
+                        float g = facet_ups_backward_at(go, FACET_DTYPE_FLOAT32, p * ho * wo, h, w, ho, wo, modes[mi][0],
+                                                        modes[mi][1], y, x);
                         if (memcmp(&g, &gx[(p * h + y) * w + x], sizeof g) != 0) {
                             if (same) printf("# %lldx%lld -> %lldx%lld mode %d/%d at (%lld, %lld): %.9g vs %.9g\n",
                                              (long long)h, (long long)w, (long long)ho, (long long)wo, modes[mi][0],
