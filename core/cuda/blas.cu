@@ -4,11 +4,17 @@
  * C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T:
  * the operands swap places, m and n swap, and the transpose flags and
  * leading dimensions pass through unchanged. One cuBLAS handle serves the
- * process; it is created on first use under a mutex and bound to the
- * default stream, like every other kernel of the backend. facet_cuda_gemm_ex
- * does the same for float16/bfloat16 operands with float32 accumulation
- * (cublasGemmStridedBatchedEx, CUBLAS_COMPUTE_32F). With TF32 on
- * (facet_cuda_tf32_set) float32 GEMMs run as CUBLAS_COMPUTE_32F_FAST_TF32.
+ * process (cuBLAS allows one handle on several host threads while its
+ * settings stay fixed); it is created on first use under a mutex and bound
+ * to the default stream, like every other kernel of the backend, with host
+ * pointers for alpha and beta. facet_cuda_gemm_ex does the same for
+ * float16/bfloat16 operands with float32 accumulation
+ * (cublasGemmStridedBatchedEx, CUBLAS_COMPUTE_32F). Its handle's math mode
+ * carries CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION: without it
+ * cuBLAS may add split-K partial sums in a 16-bit C's type, and a 16-bit
+ * result would no longer be the float32 sum rounded once. With TF32 on
+ * (facet_cuda_tf32_set) float32 GEMMs run as CUBLAS_COMPUTE_32F_FAST_TF32;
+ * the math mode is otherwise the default, so SGEMM stays float32.
  * k == 0 is done
  * here (C = beta C), since cuBLAS would reject the degenerate leading
  * dimensions callers may pass for an empty inner dimension.
@@ -27,7 +33,14 @@ static int get_handle(cublasHandle_t *out, const char *fn)
     if (!handle_shared) {
         cublasHandle_t h = NULL;
         rc = check_cublas(cublasCreate(&h), fn);
-        if (rc == FACET_STATUS_OK) handle_shared = h;  /* on failure the next call tries again */
+        if (rc == FACET_STATUS_OK) {
+            /* set once, before any thread sees the handle, and never changed */
+            rc = check_cublas(cublasSetMathMode(h, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                                                   CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+                              fn);
+            if (rc == FACET_STATUS_OK) handle_shared = h;  /* on failure the next call tries again */
+            else cublasDestroy(h);
+        }
     }
     *out = handle_shared;
     pthread_mutex_unlock(&handle_lock);

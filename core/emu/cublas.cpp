@@ -1,19 +1,29 @@
 /*
- * cublas.cpp - the emulator's cuBLAS GEMMs (docs/cuda-emulator.md). Each
- * call is checked when it is made, as cuBLAS checks it (sizes >= 0, leading dimensions at
- * least the stored rows, known operations and types), and every operand's
- * whole strided extent must lie inside one device allocation, which cuBLAS
- * itself never checks (a GPU would read or write past it). The product is
- * computed in stream order (queued like a kernel), in float32 through the core's BLAS: op(A) and op(B) are widened
- * into row-major scratch (TF32 compute rounds their mantissas to 10 bits, to
- * nearest with ties away, as the tensor cores take them), then
- * C = alpha AB + beta C is stored in C's type, rounded once; beta = 0 does
- * not read C.
+ * cublas.cpp - the emulator's cuBLAS (docs/cuda-emulator.md). Each call is
+ * checked when it is made, as strictly as cuBLAS checks it and with the
+ * status cuBLAS returns: a handle that is not live (NOT_INITIALIZED); NULL
+ * alpha or beta, an unknown operation, sizes < 0, leading dimensions below
+ * the stored rows (INVALID_VALUE); a type, compute type or algorithm
+ * combination cuBLAS does not support (NOT_SUPPORTED). Then what cuBLAS never
+ * checks and a GPU turns into a fault or silently wrong numbers is
+ * INVALID_VALUE too: an operand whose whole strided extent is not inside one
+ * device allocation or whose address is not a multiple of its element size,
+ * a host-mode scalar in device memory, and C overlapping A, B or another
+ * matrix of its own batch. The product is computed in stream order (queued
+ * like a kernel), in float32 through the core's BLAS: op(A) and op(B) are
+ * widened into row-major scratch (TF32 rounds their mantissas to 10 bits, to
+ * nearest with ties away), then C = alpha AB + beta C is stored in C's type,
+ * rounded once; beta = 0 does not read C, and k = 0 gives C = beta C. A
+ * 16-bit C on a handle that allows reduced-precision reductions (the
+ * default math mode) gets what a split-K GPU kernel may give: the two halves
+ * of the k sum rounded to C's type before they are added.
  */
 #include "cublas_v2.h"
 #include "emu.h"
 
 #include <algorithm>
+#include <mutex>
+#include <set>
 #include <stdarg.h>
 #include <stdio.h>
 #include <vector>
@@ -24,12 +34,27 @@ extern "C" {
 #include "half_math.h"
 
 struct cublasContext {
-    int magic;
+    cublasMath_t math;
 };
 
 namespace {
 
-const int MAGIC = 0x6375626c;
+/* live handles: a destroyed or never-created handle is NOT_INITIALIZED,
+ * without reading freed memory */
+std::mutex handles_lock;
+std::set<cublasHandle_t> handles;
+
+bool live(cublasHandle_t h)
+{
+    std::lock_guard<std::mutex> g(handles_lock);
+    return h && handles.count(h);
+}
+
+cublasMath_t math_of(cublasHandle_t h)
+{
+    std::lock_guard<std::mutex> g(handles_lock);
+    return h->math;
+}
 
 size_t type_bytes(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
 
@@ -51,6 +76,16 @@ void store(void *p, cudaDataType_t t, int64_t i, float v)
     }
 }
 
+/* v rounded to C's type and back (what a reduction in C's type keeps) */
+float narrow(float v, cudaDataType_t t)
+{
+    switch (t) {
+    case CUDA_R_16F: return facet_half_to_float(facet_float_to_half(v));
+    case CUDA_R_16BF: return facet_bf16_to_float(facet_float_to_bf16(v));
+    default: return v;
+    }
+}
+
 /* float32 -> TF32 (10 mantissa bits), to nearest, ties away from zero */
 float tf32(float v)
 {
@@ -62,8 +97,18 @@ float tf32(float v)
 
 bool known_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16F || t == CUDA_R_16BF; }
 
-cublasStatus_t invalid(const char *fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-cublasStatus_t invalid(const char *fn, const char *fmt, ...)
+const char *type_name(cudaDataType_t t)
+{
+    switch (t) {
+    case CUDA_R_32F: return "CUDA_R_32F";
+    case CUDA_R_16F: return "CUDA_R_16F";
+    case CUDA_R_16BF: return "CUDA_R_16BF";
+    }
+    return "an unknown cudaDataType";
+}
+
+cublasStatus_t refuse(cublasStatus_t s, const char *fn, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+cublasStatus_t refuse(cublasStatus_t s, const char *fn, const char *fmt, ...)
 {
     char msg[600];
     va_list ap;
@@ -71,114 +116,262 @@ cublasStatus_t invalid(const char *fn, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     fprintf(stderr, "facet-emu: %s: %s\n", fn, msg);
-    return CUBLAS_STATUS_INVALID_VALUE;
+    return s;
 }
 
-/* The stored rows x cols matrices (leading dimension ld, batch stride) all
- * inside one device block. */
-bool operand_ok(const char *fn, const char *name, const void *p, cudaDataType_t t, int64_t rows, int64_t cols,
-                int64_t ld, long long stride, int64_t batch)
+/* One operand: batch column-major rows x cols matrices (leading dimension
+ * ld >= rows, checked first), matrix q at p + q * stride elements. */
+struct operand {
+    const char *name;
+    const char *p;
+    size_t el;
+    int64_t rows, cols, ld;
+    long long stride;
+    int64_t batch;
+
+    bool empty() const { return rows == 0 || cols == 0 || batch == 0; }
+    /* the element offsets it touches, [lo, hi], without overflow (__int128) */
+    __int128 lo() const { return stride < 0 ? (__int128)(batch - 1) * stride : 0; }
+    __int128 hi() const
+    {
+        return (__int128)(cols - 1) * ld + rows - 1 + (stride > 0 ? (__int128)(batch - 1) * stride : 0);
+    }
+    /* f(element offset) for every element, batch by batch, column by column */
+    template <class F>
+    void each(F f) const
+    {
+        for (int64_t q = 0; q < batch; q++)
+            for (int64_t j = 0; j < cols; j++)
+                for (int64_t i = 0; i < rows; i++) f((int64_t)(q * stride + j * ld + i));
+    }
+};
+
+/* inside one device block, aligned to its element size */
+bool operand_ok(const char *fn, const operand &o)
 {
-    if (rows == 0 || cols == 0) return true;
-    int64_t last = (cols - 1) * ld + rows - 1 + (batch - 1) * (stride > 0 ? stride : 0);
-    int64_t first = stride < 0 ? (batch - 1) * stride : 0;
-    const char *base = (const char *)p + first * (int64_t)type_bytes(t);
-    size_t bytes = (size_t)(last - first + 1) * type_bytes(t);
-    if (facet_emu::device_range(base, bytes)) return true;
-    invalid(fn, "%s (%p, %lld x %lld, ld %lld, stride %lld, batch %lld) is not inside one device allocation", name,
-            p, (long long)rows, (long long)cols, (long long)ld, stride, (long long)batch);
+    if (o.empty()) return true;
+    if ((uintptr_t)o.p % o.el != 0) {
+        refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "%s (%p) is not aligned to its %zu-byte elements", o.name, o.p, o.el);
+        return false;
+    }
+    __int128 bytes = (o.hi() - o.lo() + 1) * (__int128)o.el;
+    if (bytes <= (__int128)(SIZE_MAX / 2) &&
+        facet_emu::device_range(o.p + (int64_t)o.lo() * (int64_t)o.el, (size_t)bytes))
+        return true;
+    refuse(CUBLAS_STATUS_INVALID_VALUE, fn,
+           "%s (%p, %lld x %lld, ld %lld, stride %lld, batch %lld) is not inside one device allocation", o.name,
+           o.p, (long long)o.rows, (long long)o.cols, (long long)o.ld, o.stride, (long long)o.batch);
     return false;
 }
 
-int compute_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const void *a,
-                 cudaDataType_t at, int lda, long long sa, const void *b, cudaDataType_t bt, int ldb, long long sb,
-                 float beta, void *c, cudaDataType_t ct, int ldc, long long sc, int batch, bool round_tf32);
+/* Two matrices of C's batch share an element: the GPU's writes race. Within
+ * one matrix ld >= rows keeps the columns apart. */
+bool self_overlap(const operand &c)
+{
+    if (c.empty() || c.batch < 2) return false;
+    __int128 span = (__int128)(c.cols - 1) * c.ld + c.rows, s = c.stride < 0 ? -(__int128)c.stride : c.stride;
+    if (s >= span) return false;
+    const int64_t lo = (int64_t)c.lo();
+    std::vector<bool> seen((size_t)(c.hi() - c.lo() + 1));
+    bool hit = false;
+    c.each([&](int64_t e) {
+        std::vector<bool>::reference r = seen[(size_t)(e - lo)];
+        hit = hit || r;
+        r = true;
+    });
+    return hit;
+}
+
+/* a byte that C writes is a byte of x that the GEMM reads */
+bool overlaps(const operand &c, const operand &x)
+{
+    if (c.empty() || x.empty()) return false;
+    const char *c0 = c.p + (int64_t)c.lo() * (int64_t)c.el, *c1 = c.p + ((int64_t)c.hi() + 1) * (int64_t)c.el;
+    const char *x0 = x.p + (int64_t)x.lo() * (int64_t)x.el, *x1 = x.p + ((int64_t)x.hi() + 1) * (int64_t)x.el;
+    if (c1 <= x0 || x1 <= c0) return false;
+    std::vector<bool> mine((size_t)(c1 - c0));
+    c.each([&](int64_t e) {
+        for (size_t b = 0; b < c.el; b++) mine[(size_t)(e * (int64_t)c.el) + b + (size_t)(c.p - c0)] = true;
+    });
+    bool hit = false;
+    x.each([&](int64_t e) {
+        const char *q = x.p + e * (int64_t)x.el;
+        for (size_t b = 0; b < x.el && !hit; b++)
+            hit = q + b >= c0 && q + b < c1 && mine[(size_t)(q + b - c0)];
+    });
+    return hit;
+}
+
+struct gemm_args {
+    cublasOperation_t ta, tb;
+    int m, n, k;
+    float alpha, beta;
+    const void *a, *b;
+    void *c;
+    cudaDataType_t at, bt, ct;
+    int lda, ldb, ldc;
+    long long sa, sb, sc;
+    int batch;
+    bool round_tf32, split_narrow;
+};
+
+int compute_gemm(const gemm_args &g);
+
+/* scalars in host pointer mode (the default): read by the call itself */
+bool scalar_ok(const char *fn, const char *name, const void *p)
+{
+    if (!p) {
+        refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "%s is NULL", name);
+        return false;
+    }
+    if (facet_emu::device_range(p, 0)) {
+        refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "%s (%p) is device memory, but the pointer mode is host", name, p);
+        return false;
+    }
+    return true;
+}
 
 cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                    int k, float alpha, const void *a, cudaDataType_t at, int lda, long long sa, const void *b,
-                    cudaDataType_t bt, int ldb, long long sb, float beta, void *c, cudaDataType_t ct, int ldc,
-                    long long sc, int batch, cublasComputeType_t compute)
+                    int k, const void *alpha, const void *a, cudaDataType_t at, int lda, long long sa, const void *b,
+                    cudaDataType_t bt, int ldb, long long sb, const void *beta, void *c, cudaDataType_t ct, int ldc,
+                    long long sc, int batch, cublasComputeType_t compute, cublasGemmAlgo_t algo)
 {
-    if (!h || h->magic != MAGIC) return CUBLAS_STATUS_NOT_INITIALIZED;
-    if (ta > CUBLAS_OP_C || tb > CUBLAS_OP_C || ta < 0 || tb < 0) return invalid(fn, "unknown operation");
+    if (!live(h)) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!scalar_ok(fn, "alpha", alpha) || !scalar_ok(fn, "beta", beta)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (ta > CUBLAS_OP_C || tb > CUBLAS_OP_C || ta < 0 || tb < 0)
+        return refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "unknown operation (transa %d, transb %d)", (int)ta, (int)tb);
     if (m < 0 || n < 0 || k < 0 || batch < 0)
-        return invalid(fn, "m=%d n=%d k=%d batch=%d", m, n, k, batch);
-    int64_t a_rows = ta == CUBLAS_OP_N ? m : k, b_rows = tb == CUBLAS_OP_N ? k : n;
-    if (lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1))
-        return invalid(fn, "lda=%d ldb=%d ldc=%d for m=%d n=%d k=%d, op(A) %s, op(B) %s", lda, ldb, ldc, m, n, k,
-                       ta == CUBLAS_OP_N ? "N" : "T", tb == CUBLAS_OP_N ? "N" : "T");
-    if (!known_type(at) || !known_type(bt) || !known_type(ct) || at != bt || (ct != at && ct != CUDA_R_32F))
-        return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32) return CUBLAS_STATUS_NOT_SUPPORTED;
+        return refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "m=%d n=%d k=%d batch=%d", m, n, k, batch);
+    const int64_t a_rows = ta == CUBLAS_OP_N ? m : k, b_rows = tb == CUBLAS_OP_N ? k : n;
+    if (lda < std::max<int64_t>(a_rows, 1) || ldb < std::max<int64_t>(b_rows, 1) || ldc < std::max(m, 1))
+        return refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "lda=%d ldb=%d ldc=%d for m=%d n=%d k=%d, op(A) %s, op(B) %s",
+                      lda, ldb, ldc, m, n, k, ta == CUBLAS_OP_N ? "N" : "T", tb == CUBLAS_OP_N ? "N" : "T");
+    /* cuBLAS's table: CUBLAS_COMPUTE_32F takes 32F/32F/32F and 16F or 16BF
+     * A and B with C of their type or 32F; _FAST_TF32 only 32F/32F/32F */
+    const bool types_ok = known_type(at) && at == bt && known_type(ct) && (ct == at || ct == CUDA_R_32F);
+    if (!types_ok || (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32) ||
+        (compute == CUBLAS_COMPUTE_32F_FAST_TF32 && at != CUDA_R_32F))
+        return refuse(CUBLAS_STATUS_NOT_SUPPORTED, fn, "A %s, B %s, C %s with compute type %d", type_name(at),
+                      type_name(bt), type_name(ct), (int)compute);
+    if (algo != CUBLAS_GEMM_DEFAULT)
+        return refuse(CUBLAS_STATUS_NOT_SUPPORTED, fn, "algo %d (the emulator has CUBLAS_GEMM_DEFAULT only)",
+                      (int)algo);
     if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
-    int64_t a_cols = ta == CUBLAS_OP_N ? k : m, b_cols = tb == CUBLAS_OP_N ? n : k;
-    if ((k > 0 && (!operand_ok(fn, "A", a, at, a_rows, a_cols, lda, sa, batch) ||
-                   !operand_ok(fn, "B", b, bt, b_rows, b_cols, ldb, sb, batch))) ||
-        !operand_ok(fn, "C", c, ct, m, n, ldc, sc, batch))
-        return CUBLAS_STATUS_INVALID_VALUE;
 
-    /* computed in stream order, with alpha and beta as they are now (host pointer mode) */
-    facet_emu::enqueue([=]() {
-        return compute_gemm(ta, tb, m, n, k, alpha, a, at, lda, sa, b, bt, ldb, sb, beta, c, ct, ldc, sc, batch,
-                            compute == CUBLAS_COMPUTE_32F_FAST_TF32 && at == CUDA_R_32F);
-    });
+    const int64_t a_cols = ta == CUBLAS_OP_N ? k : m, b_cols = tb == CUBLAS_OP_N ? n : k;
+    /* A and B are not read when k = 0 */
+    const int64_t read = k > 0 ? batch : 0;
+    const operand oa{"A", (const char *)a, type_bytes(at), a_rows, a_cols, lda, sa, read};
+    const operand ob{"B", (const char *)b, type_bytes(bt), b_rows, b_cols, ldb, sb, read};
+    const operand oc{"C", (const char *)c, type_bytes(ct), m, n, ldc, sc, batch};
+    if (!operand_ok(fn, oa) || !operand_ok(fn, ob) || !operand_ok(fn, oc)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (self_overlap(oc))
+        return refuse(CUBLAS_STATUS_INVALID_VALUE, fn,
+                      "C's matrices overlap (%d x %d, ldc %d, stride %lld, batch %d): their writes race on a GPU",
+                      m, n, ldc, sc, batch);
+    if (overlaps(oc, oa) || overlaps(oc, ob))
+        return refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "C (%p) overlaps %s (%p): cuBLAS leaves that undefined", c,
+                      overlaps(oc, oa) ? "A" : "B", overlaps(oc, oa) ? a : b);
+
+    const cublasMath_t math = math_of(h);
+    gemm_args g{ta, tb, m, n, k, *(const float *)alpha, *(const float *)beta, a, b, c, at, bt, ct,
+                lda, ldb, ldc, sa, sb, sc, batch, false, false};
+    /* TF32 math mode: cublasSgemm* may use TF32, and so (the emulator
+     * assumes) may cublasGemmEx's CUBLAS_COMPUTE_32F on float32 */
+    g.round_tf32 = compute == CUBLAS_COMPUTE_32F_FAST_TF32 ||
+                   (at == CUDA_R_32F && (math & 0xf) == CUBLAS_TF32_TENSOR_OP_MATH);
+    g.split_narrow = ct != CUDA_R_32F && !(math & CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION) && k >= 2;
+    /* computed in stream order, with alpha and beta as they are now */
+    facet_emu::enqueue([=]() { return compute_gemm(g); });
     return CUBLAS_STATUS_SUCCESS;
 }
 
-int compute_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const void *a,
-                 cudaDataType_t at, int lda, long long sa, const void *b, cudaDataType_t bt, int ldb, long long sb,
-                 float beta, void *c, cudaDataType_t ct, int ldc, long long sc, int batch, bool round_tf32)
+/* row-major rc (m x n) = ra (m x kk, row length k) rb (kk x n) */
+bool host_gemm(int m, int n, int kk, int k, const float *ra, const float *rb, float *rc)
 {
-    std::vector<float> ra((size_t)m * k), rb((size_t)k * n), rc((size_t)m * n);
-    for (int64_t q = 0; q < batch; q++) {
-        const void *aq = (const char *)a + q * sa * (long long)type_bytes(at);
-        const void *bq = (const char *)b + q * sb * (long long)type_bytes(bt);
-        void *cq = (char *)c + q * sc * (long long)type_bytes(ct);
+    if (facet_blas_sgemm(0, 0, m, n, kk, 1.0f, ra, k, rb, n, 0.0f, rc, n) == 0) return true;
+    facet_emu::fault("a cuBLAS GEMM: the host BLAS failed: %s", facet_last_error());
+    return false;
+}
+
+int compute_gemm(const gemm_args &g)
+{
+    const int64_t m = g.m, n = g.n, k = g.k;
+    std::vector<float> ra((size_t)(m * k)), rb((size_t)(k * n)), rc((size_t)(m * n)), r2;
+    /* split: the first k1 terms and the rest, each rounded to C's type */
+    const int64_t k1 = g.split_narrow ? k / 2 : k;
+    if (k1 < k) r2.resize((size_t)(m * n));
+    for (int64_t q = 0; q < g.batch; q++) {
+        const void *aq = (const char *)g.a + q * g.sa * (long long)type_bytes(g.at);
+        const void *bq = (const char *)g.b + q * g.sb * (long long)type_bytes(g.bt);
+        void *cq = (char *)g.c + q * g.sc * (long long)type_bytes(g.ct);
         /* column-major op(A)(i, p) into row-major ra[i][p], op(B)(p, j) into rb[p][j] */
         for (int64_t i = 0; i < m; i++)
             for (int64_t p = 0; p < k; p++) {
-                float v = load(aq, at, ta == CUBLAS_OP_N ? i + p * lda : p + i * lda);
-                ra[(size_t)(i * k + p)] = round_tf32 ? tf32(v) : v;
+                float v = load(aq, g.at, g.ta == CUBLAS_OP_N ? i + p * g.lda : p + i * g.lda);
+                ra[(size_t)(i * k + p)] = g.round_tf32 ? tf32(v) : v;
             }
         for (int64_t p = 0; p < k; p++)
             for (int64_t j = 0; j < n; j++) {
-                float v = load(bq, bt, tb == CUBLAS_OP_N ? p + j * ldb : j + p * ldb);
-                rb[(size_t)(p * n + j)] = round_tf32 ? tf32(v) : v;
+                float v = load(bq, g.bt, g.tb == CUBLAS_OP_N ? p + j * g.ldb : j + p * g.ldb);
+                rb[(size_t)(p * n + j)] = g.round_tf32 ? tf32(v) : v;
             }
-        if (k > 0) {
-            if (facet_blas_sgemm(0, 0, m, n, k, 1.0f, ra.data(), k, rb.data(), n, 0.0f, rc.data(), n)) {
-                facet_emu::fault("a cuBLAS GEMM: the host BLAS failed: %s", facet_last_error());
-                return 1;
-            }
-        } else {
-            std::fill(rc.begin(), rc.end(), 0.0f);
-        }
+        if (k > 0 && !host_gemm((int)m, (int)n, (int)k1, (int)k, ra.data(), rb.data(), rc.data())) return 1;
+        if (k1 < k && !host_gemm((int)m, (int)n, (int)(k - k1), (int)k, ra.data() + k1, rb.data() + k1 * n, r2.data()))
+            return 1;
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) {
-                int64_t e = i + j * ldc;
-                float v = alpha * rc[(size_t)(i * n + j)];
-                if (beta != 0.0f) v += beta * load(cq, ct, e);
-                store(cq, ct, e, v);
+                const int64_t e = i + j * g.ldc;
+                const size_t r = (size_t)(i * n + j);
+                /* k = 0: C = beta C, alpha unused */
+                float v = k == 0 ? 0.0f
+                          : k1 < k ? narrow(g.alpha * rc[r], g.ct) + narrow(g.alpha * r2[r], g.ct)
+                                   : g.alpha * rc[r];
+                if (g.beta != 0.0f) v += g.beta * load(cq, g.ct, e);
+                store(cq, g.ct, e, v);
             }
     }
     return 0;
 }
 
-float scalar(const void *p) { return *(const float *)p; }
-
 }   /* namespace */
 
 cublasStatus_t cublasCreate(cublasHandle_t *handle)
 {
-    *handle = new cublasContext{MAGIC};
+    if (!handle) return refuse(CUBLAS_STATUS_INVALID_VALUE, "cublasCreate", "handle is NULL");
+    cublasHandle_t h = new cublasContext{CUBLAS_DEFAULT_MATH};
+    std::lock_guard<std::mutex> g(handles_lock);
+    handles.insert(h);
+    *handle = h;
     return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasDestroy(cublasHandle_t handle)
 {
-    if (!handle || handle->magic != MAGIC) return CUBLAS_STATUS_NOT_INITIALIZED;
-    handle->magic = 0;
+    std::lock_guard<std::mutex> g(handles_lock);
+    if (!handle || !handles.erase(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
     delete handle;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode)
+{
+    const int base = (int)mode & ~(int)CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+    if (!live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (base != CUBLAS_DEFAULT_MATH && base != CUBLAS_TF32_TENSOR_OP_MATH)
+        return refuse(CUBLAS_STATUS_INVALID_VALUE, "cublasSetMathMode",
+                      "mode %d (the emulator has CUBLAS_DEFAULT_MATH and CUBLAS_TF32_TENSOR_OP_MATH, either with "
+                      "CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)", (int)mode);
+    std::lock_guard<std::mutex> g(handles_lock);
+    handle->math = mode;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasGetMathMode(cublasHandle_t handle, cublasMath_t *mode)
+{
+    if (!live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!mode) return refuse(CUBLAS_STATUS_INVALID_VALUE, "cublasGetMathMode", "mode is NULL");
+    *mode = math_of(handle);
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -200,9 +393,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             cudaDataType_t btype, int ldb, const void *beta, void *c, cudaDataType_t ctype, int ldc,
                             cublasComputeType_t compute, cublasGemmAlgo_t algo)
 {
-    (void)algo;
-    return gemm("cublasGemmEx", h, ta, tb, m, n, k, scalar(alpha), a, atype, lda, 0, b, btype, ldb, 0, scalar(beta),
-                c, ctype, ldc, 0, 1, compute);
+    return gemm("cublasGemmEx", h, ta, tb, m, n, k, alpha, a, atype, lda, 0, b, btype, ldb, 0, beta, c, ctype, ldc,
+                0, 1, compute, algo);
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
@@ -212,9 +404,8 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           int ldc, long long stride_c, int batch, cublasComputeType_t compute,
                                           cublasGemmAlgo_t algo)
 {
-    (void)algo;
-    return gemm("cublasGemmStridedBatchedEx", h, ta, tb, m, n, k, scalar(alpha), a, atype, lda, stride_a, b, btype,
-                ldb, stride_b, scalar(beta), c, ctype, ldc, stride_c, batch, compute);
+    return gemm("cublasGemmStridedBatchedEx", h, ta, tb, m, n, k, alpha, a, atype, lda, stride_a, b, btype, ldb,
+                stride_b, beta, c, ctype, ldc, stride_c, batch, compute, algo);
 }
 
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
@@ -222,6 +413,6 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          const float *b, int ldb, long long stride_b, const float *beta, float *c,
                                          int ldc, long long stride_c, int batch)
 {
-    return gemm("cublasSgemmStridedBatched", h, ta, tb, m, n, k, *alpha, a, CUDA_R_32F, lda, stride_a, b, CUDA_R_32F,
-                ldb, stride_b, *beta, c, CUDA_R_32F, ldc, stride_c, batch, CUBLAS_COMPUTE_32F);
+    return gemm("cublasSgemmStridedBatched", h, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, stride_a, b, CUDA_R_32F,
+                ldb, stride_b, beta, c, CUDA_R_32F, ldc, stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }

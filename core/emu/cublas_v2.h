@@ -1,8 +1,11 @@
 /*
  * cublas_v2.h (emulator) - the part of cuBLAS facet calls, for the CPU
- * build of core/cuda (make FACET_CUDA=emu, docs/cuda-emulator.md).
- * cublas.cpp checks the arguments as cuBLAS documents them (sizes, leading
- * dimensions, that every operand lies inside device memory) and computes in
+ * build of core/cuda (make FACET_CUDA=emu, docs/cuda-emulator.md). The
+ * names, numbers and signatures are those of CUDA's cublas_api.h and
+ * library_types.h. cublas.cpp checks the arguments as cuBLAS documents them
+ * (sizes, leading dimensions, the type combinations cuBLAS supports, NULL
+ * scalars), and what cuBLAS leaves undefined (an operand outside device
+ * memory or misaligned, C overlapping A, B or itself), and computes in
  * float32 through the core's BLAS, with TF32 inputs rounded as the tensor
  * cores round them.
  */
@@ -30,11 +33,25 @@ typedef enum { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14 } cudaDataType_t
 
 typedef enum { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77 } cublasComputeType_t;
 
+/* only the default algorithm: the numbered and *_TENSOR_OP ones are
+ * deprecated (CUDA 11 on, they run as the default) */
 typedef enum { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
+
+/* The handle's math mode. The default lets single-precision routines
+ * (cublasSgemm*) use no TF32, and lets a GEMM whose C is narrower than its
+ * compute type (16-bit C, CUBLAS_COMPUTE_32F) reduce split-K partial sums in
+ * C's type; the flag forbids that. */
+typedef enum {
+    CUBLAS_DEFAULT_MATH = 0,
+    CUBLAS_TF32_TENSOR_OP_MATH = 3,
+    CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION = 16
+} cublasMath_t;
 
 cublasStatus_t cublasCreate(cublasHandle_t *handle);
 cublasStatus_t cublasDestroy(cublasHandle_t handle);
 const char *cublasGetStatusString(cublasStatus_t s);
+cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode);
+cublasStatus_t cublasGetMathMode(cublasHandle_t handle, cublasMath_t *mode);
 
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void *alpha, const void *a, cudaDataType_t atype, int lda, const void *b,

@@ -620,6 +620,254 @@ static void test_order(void)
     cudaFree(d);
 }
 
+/* ---- cuBLAS fidelity: what real cuBLAS rejects, the emulator rejects with
+ * the same status; what cuBLAS leaves undefined (misaligned operands, C
+ * overlapping A, B or its own batch) fails here; beta = 0 never reads C;
+ * the math mode; and blas.cu's calls (row-major swap, k = 0, the handle's
+ * math mode that keeps 16-bit results rounded once). ---- */
+
+/* a cuBLAS call's status, for the checks below */
+#define CUBLAS_IS(call, want) \
+    do { cublasStatus_t s_ = (call); CHECK(s_ == (want), "%s: got %s", #call, cublasGetStatusString(s_)); } while (0)
+
+template <typename T>
+static T *cb_upload(const std::vector<T> &h)
+{
+    T *d = dev_alloc<T>(h.size());
+    cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return d;
+}
+
+/* the statuses of bad arguments, as cuBLAS's documentation gives them */
+static void test_cublas_statuses(void)
+{
+    cublasHandle_t h;
+    CUBLAS_IS(cublasCreate(NULL), CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+    float *a = cb_upload(std::vector<float>(16, 1.0f)), *b = cb_upload(std::vector<float>(16, 1.0f));
+    float *c = cb_upload(std::vector<float>(16, 0.0f));
+    uint16_t *a16 = cb_upload(std::vector<uint16_t>(16, 0x3c00)), *c16 = cb_upload(std::vector<uint16_t>(16, 0));
+    const float one = 1.0f, zero = 0.0f;
+    const cublasOperation_t N = CUBLAS_OP_N;
+    /* CUBLAS_COMPUTE_32F_FAST_TF32 takes float32 A, B and C only */
+    CUBLAS_IS(cublasGemmStridedBatchedEx(h, N, N, 2, 2, 2, &one, a16, CUDA_R_16F, 2, 0, a16, CUDA_R_16F, 2, 0, &zero,
+                                         c, CUDA_R_32F, 2, 0, 1, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    CUBLAS_IS(cublasGemmEx(h, N, N, 2, 2, 2, &one, a, CUDA_R_32F, 2, b, CUDA_R_32F, 2, &zero, c16, CUDA_R_16F, 2,
+                           CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    /* CUBLAS_COMPUTE_32F: A and B of one type; C of theirs or float32 */
+    CUBLAS_IS(cublasGemmEx(h, N, N, 2, 2, 2, &one, a16, CUDA_R_16F, 2, a16, CUDA_R_16BF, 2, &zero, c, CUDA_R_32F, 2,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    CUBLAS_IS(cublasGemmEx(h, N, N, 2, 2, 2, &one, a, CUDA_R_32F, 2, b, CUDA_R_32F, 2, &zero, c16, CUDA_R_16F, 2,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    CUBLAS_IS(cublasGemmEx(h, N, N, 2, 2, 2, &one, a16, CUDA_R_16F, 2, a16, CUDA_R_16F, 2, &zero, c16, CUDA_R_16BF, 2,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    CUBLAS_IS(cublasGemmEx(h, N, N, 2, 2, 2, &one, a, CUDA_R_32F, 2, b, CUDA_R_32F, 2, &zero, c, CUDA_R_32F, 2,
+                           (cublasComputeType_t)64, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    CUBLAS_IS(cublasGemmEx(h, N, N, 2, 2, 2, &one, a, CUDA_R_32F, 2, b, CUDA_R_32F, 2, &zero, c, CUDA_R_32F, 2,
+                           CUBLAS_COMPUTE_32F, (cublasGemmAlgo_t)99),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    /* NULL scalars, and (host pointer mode) a scalar in device memory */
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, NULL, a, 2, 0, b, 2, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, b, 2, 0, NULL, c, 2, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, a, a, 2, 0, b, 2, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    /* operations, sizes, leading dimensions (k = 0 does not waive lda >= m for op N) */
+    CUBLAS_IS(cublasSgemmStridedBatched(h, (cublasOperation_t)3, N, 2, 2, 2, &one, a, 2, 0, b, 2, 0, &zero, c, 2, 0,
+                                        1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, -1, 2, 2, &one, a, 2, 0, b, 2, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, b, 2, 0, &zero, c, 2, 0, -1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, b, 2, 0, &zero, c, 1, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 0, &one, a, 1, 0, b, 1, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, CUBLAS_OP_T, N, 2, 2, 3, &one, a, 2, 0, b, 3, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    /* empty problems succeed without touching anything (NULL operands included) */
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 0, 2, 2, &one, NULL, 1, 0, NULL, 2, 0, &zero, NULL, 1, 0, 1),
+              CUBLAS_STATUS_SUCCESS);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, NULL, 2, 0, NULL, 2, 0, &zero, NULL, 2, 0, 0),
+              CUBLAS_STATUS_SUCCESS);
+    /* what cuBLAS leaves undefined: a misaligned operand, C overlapping A or
+     * B, two matrices of C's batch sharing elements */
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, b, 2, 0, &zero,
+                                        (float *)((char *)c + 2), 2, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, b, 2, 0, &zero, a + 3, 2, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, c + 8, 2, 0, &zero, c, 2, 4, 3),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, b, 2, 0, &zero, c, 2, 0, 2),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, b, 2, 0, &zero, c, 2, 3, 2),
+              CUBLAS_STATUS_INVALID_VALUE);
+    /* the handle: math modes the emulator has, a destroyed handle */
+    cublasMath_t mode;
+    CUBLAS_IS(cublasGetMathMode(h, &mode), CUBLAS_STATUS_SUCCESS);
+    CHECK(mode == CUBLAS_DEFAULT_MATH, "a new handle's math mode: %d", (int)mode);
+    CUBLAS_IS(cublasSetMathMode(h, (cublasMath_t)2), CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasGetMathMode(h, NULL), CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasDestroy(h), CUBLAS_STATUS_SUCCESS);
+    CUBLAS_IS(cublasDestroy(h), CUBLAS_STATUS_NOT_INITIALIZED);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, b, 2, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_NOT_INITIALIZED);
+    CUBLAS_IS(cublasSetMathMode(NULL, CUBLAS_DEFAULT_MATH), CUBLAS_STATUS_NOT_INITIALIZED);
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+    cudaFree(a16);
+    cudaFree(c16);
+}
+
+/* values: beta = 0 and k = 0, a shared B (stride 0) and an interleaved C,
+ * TF32 math mode, and reduced-precision reductions by math mode */
+static void test_cublas_values(void)
+{
+    cublasHandle_t h;
+    cublasCreate(&h);
+    const cublasOperation_t N = CUBLAS_OP_N;
+    const float one = 1.0f, zero = 0.0f, two = 2.0f, inf = INFINITY;
+    /* beta 0: C's NaN (fresh device memory) is not read, for a 16-bit C too */
+    std::vector<uint16_t> h16 = {facet_float_to_half(1.0f), facet_float_to_half(2.0f)};
+    uint16_t *a16 = cb_upload(h16), *c16 = cb_upload(std::vector<uint16_t>(1, 0x7e00));
+    CUBLAS_IS(cublasGemmEx(h, N, N, 1, 1, 2, &one, a16, CUDA_R_16F, 1, a16, CUDA_R_16F, 2, &zero, c16, CUDA_R_16F, 1,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_SUCCESS);
+    CHECK(to_host(c16, 1)[0] == facet_float_to_half(5.0f), "beta 0 over NaN, float16: %#x", to_host(c16, 1)[0]);
+    /* k = 0: C = beta C whatever alpha is; beta 0 writes zeros over NaN */
+    float *c = cb_upload(std::vector<float>{NAN, NAN, 3.0f, -1.0f});
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 1, 0, &inf, NULL, 2, 0, NULL, 1, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_SUCCESS);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 1, 0, &inf, NULL, 2, 0, NULL, 1, 0, &two, c + 2, 2, 0, 1),
+              CUBLAS_STATUS_SUCCESS);
+    std::vector<float> r = to_host(c, 4);
+    CHECK(r[0] == 0.0f && r[1] == 0.0f && r[2] == 6.0f && r[3] == -2.0f, "k = 0: %g %g %g %g", r[0], r[1], r[2], r[3]);
+    cudaFree(c);
+    /* a shared B (stride 0) into two interleaved C matrices (ldc 4, stride 2):
+     * column-major 2x2 A_q = [q+1 0; 0 q+1], B = [1 2; 3 4] */
+    float *a = cb_upload(std::vector<float>{1, 0, 0, 1, 2, 0, 0, 2}), *b = cb_upload(std::vector<float>{1, 3, 2, 4});
+    c = cb_upload(std::vector<float>(8, NAN));
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 4, b, 2, 0, &zero, c, 4, 2, 2),
+              CUBLAS_STATUS_SUCCESS);
+    r = to_host(c, 8);
+    const float want[8] = {1, 3, 2, 6, 2, 4, 4, 8};
+    int bad = 0;
+    for (int i = 0; i < 8; i++) bad += r[(size_t)i] != want[i];
+    CHECK(bad == 0, "shared B, interleaved C: %d wrong", bad);
+    /* TF32 math mode: SGEMM takes its inputs as TF32 (1 + 2^-11 rounds to 1 + 2^-10) */
+    const float x = 1.0f + 1.0f / 2048.0f;
+    cudaMemcpy(a, &x, 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(b, &one, 4, cudaMemcpyHostToDevice);
+    CUBLAS_IS(cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH), CUBLAS_STATUS_SUCCESS);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 1, 1, 1, &one, a, 1, 0, b, 1, 0, &zero, c, 1, 0, 1),
+              CUBLAS_STATUS_SUCCESS);
+    CHECK(to_host(c, 1)[0] == 1.0f + 1.0f / 1024.0f, "TF32 math mode: %.9g", to_host(c, 1)[0]);
+    CUBLAS_IS(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), CUBLAS_STATUS_SUCCESS);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 1, 1, 1, &one, a, 1, 0, b, 1, 0, &zero, c, 1, 0, 1),
+              CUBLAS_STATUS_SUCCESS);
+    CHECK(to_host(c, 1)[0] == x, "default math mode: %.9g", to_host(c, 1)[0]);
+    /* [1, y, y, 0] . [1, 1, 1, 1] with y = 3/8 of float16's spacing s at 1:
+     * 1 + 2y rounded once is 1 + s; the halves rounded to float16 first are
+     * 1 and y, 1 in all */
+    const float y = 3.0f / 8192.0f;
+    std::vector<uint16_t> hy = {0x3c00, facet_float_to_half(y), facet_float_to_half(y), 0};
+    uint16_t *ay = cb_upload(hy), *ones = cb_upload(std::vector<uint16_t>(4, 0x3c00));
+    CUBLAS_IS(cublasGemmEx(h, N, N, 1, 1, 4, &one, ay, CUDA_R_16F, 1, ones, CUDA_R_16F, 4, &zero, c16, CUDA_R_16F, 1,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_SUCCESS);
+    CHECK(to_host(c16, 1)[0] == 0x3c00, "reduced-precision reduction: %.9g",
+          facet_half_to_float(to_host(c16, 1)[0]));
+    CUBLAS_IS(cublasSetMathMode(h, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION), CUBLAS_STATUS_SUCCESS);
+    CUBLAS_IS(cublasGemmEx(h, N, N, 1, 1, 4, &one, ay, CUDA_R_16F, 1, ones, CUDA_R_16F, 4, &zero, c16, CUDA_R_16F, 1,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_SUCCESS);
+    CHECK(to_host(c16, 1)[0] == 0x3c01, "reductions in float32: %.9g", facet_half_to_float(to_host(c16, 1)[0]));
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+    cudaFree(a16);
+    cudaFree(c16);
+    cudaFree(ay);
+    cudaFree(ones);
+    cublasDestroy(h);
+}
+
+/* blas.cu: row-major C = op(A) op(B) through cuBLAS's column-major calls,
+ * k = 0, the int range, and 16-bit results rounded once */
+static void test_cublas_call_sites(void)
+{
+    /* every transpose pair, lda/ldb/ldc past the minimum, a batch of 2 */
+    const int64_t m = 3, n = 2, k = 4, ld = 6, bs = 30;
+    std::vector<float> ha((size_t)(2 * bs)), hb((size_t)(2 * bs));
+    for (size_t i = 0; i < ha.size(); i++) ha[i] = (float)((i * 7) % 11) - 5.0f;
+    for (size_t i = 0; i < hb.size(); i++) hb[i] = (float)((i * 5) % 9) - 4.0f;
+    float *a = cb_upload(ha), *b = cb_upload(hb), *c = dev_alloc<float>((size_t)(2 * bs));
+    for (int ta = 0; ta <= 1; ta++)
+        for (int tb = 0; tb <= 1; tb++) {
+            int rc = facet_cuda_sgemm(ta, tb, m, n, k, 0.5f, a, ld, bs, b, ld, bs, 0.0f, c, ld, bs, 2);
+            std::vector<float> r = to_host(c, (size_t)(2 * bs));
+            int bad = 0;
+            for (int64_t q = 0; q < 2; q++)
+                for (int64_t i = 0; i < m; i++)
+                    for (int64_t j = 0; j < n; j++) {
+                        float want = 0;
+                        for (int64_t p = 0; p < k; p++)
+                            want += ha[(size_t)(q * bs + (ta ? p * ld + i : i * ld + p))] *
+                                    hb[(size_t)(q * bs + (tb ? j * ld + p : p * ld + j))];
+                        bad += r[(size_t)(q * bs + i * ld + j)] != 0.5f * want;   /* small integers: exact */
+                    }
+            CHECK(rc == 0 && bad == 0, "facet_cuda_sgemm ta %d tb %d: rc %d, %d wrong", ta, tb, rc, bad);
+        }
+    /* k = 0: C = beta C; beta 0 overwrites NaN */
+    cudaMemcpy(c, std::vector<float>(6, NAN).data(), 24, cudaMemcpyHostToDevice);
+    CHECK(facet_cuda_sgemm(0, 0, 2, 3, 0, 1.0f, NULL, 1, 0, NULL, 3, 0, 0.0f, c, 3, 0, 1) == 0, "k = 0");
+    std::vector<float> r = to_host(c, 6);
+    CHECK(r[0] == 0.0f && r[5] == 0.0f, "k = 0, beta 0: %g %g", r[0], r[5]);
+    CHECK(facet_cuda_gemm_ex(0, 0, 2, 3, 0, 1.0f, FACET_DTYPE_FLOAT16, NULL, 1, 0, NULL, 3, 0, 0.0f,
+                             FACET_DTYPE_FLOAT16, c, 3, 0, 1) == FACET_STATUS_ERR_ARG, "gemm_ex k = 0");
+    CHECK(facet_cuda_sgemm(0, 0, (int64_t)1 << 31, 1, 1, 1.0f, a, 1, 0, b, 1, 0, 0.0f, c, 1, 0, 1) ==
+              FACET_STATUS_ERR_ARG, "m = 2^31");
+    /* 16-bit C rounded once from the float32 sum, whatever split-K cuBLAS
+     * picks (the handle disallows reduced-precision reductions): [1, y, y, 0]
+     * . [1, 1, 1, 1] with y 3/8 of the spacing s at 1 is 1 + s, not 1 */
+    for (int dt : {FACET_DTYPE_FLOAT16, FACET_DTYPE_BFLOAT16}) {
+        const bool f16 = dt == FACET_DTYPE_FLOAT16;
+        const float s = f16 ? 1.0f / 1024.0f : 1.0f / 128.0f, y = 0.375f * s;
+        uint16_t one = f16 ? facet_float_to_half(1.0f) : facet_float_to_bf16(1.0f);
+        uint16_t yy = f16 ? facet_float_to_half(y) : facet_float_to_bf16(y);
+        uint16_t *a16 = cb_upload(std::vector<uint16_t>{one, yy, yy, 0});
+        uint16_t *b16 = cb_upload(std::vector<uint16_t>(4, one)), *c16 = dev_alloc<uint16_t>(1);
+        int rc = facet_cuda_gemm_ex(0, 0, 1, 1, 4, 1.0f, dt, a16, 4, 0, b16, 1, 0, 0.0f, dt, c16, 1, 0, 1);
+        uint16_t got = to_host(c16, 1)[0];
+        float v = f16 ? facet_half_to_float(got) : facet_bf16_to_float(got);
+        CHECK(rc == 0 && v == 1.0f + s, "facet_cuda_gemm_ex %s: rc %d, %.9g (1 + 3s/4 rounded once)",
+              f16 ? "float16" : "bfloat16", rc, v);
+        cudaFree(a16);
+        cudaFree(b16);
+        cudaFree(c16);
+    }
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+}
+
+static void test_cublas_fidelity(void)
+{
+    test_cublas_statuses();
+    test_cublas_values();
+    test_cublas_call_sites();
+}
+
 int main(void)
 {
     setenv("FACET_EMU_PROTECT", "1", 1);    /* before the first allocation: test_guard needs it */
@@ -634,6 +882,7 @@ int main(void)
     test_gemm();
     test_parallel();
     test_order();
+    test_cublas_fidelity();
     printf("test_emu: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
