@@ -32,7 +32,7 @@
  *
  * 16-bit T: the weight is rounded once per call into a T copy (scratch), the
  * columns are T (in the workspace, which holds twice as many of them as
- * floats), and the GEMMs are facet_cuda_gemm_ex (cublasGemmEx, tensor cores,
+ * floats), and the GEMMs are facet_cuda_gemm_ex (cublasGemmStridedBatchedEx, tensor cores,
  * float32 accumulation): forward writes out as T (rounded once from the
  * float32 sums by cuBLAS's epilogue, to nearest even as half_math.h; no
  * float32 copy of the output) or, with a bias, float32 scratch that one kernel adds the

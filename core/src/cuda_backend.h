@@ -83,7 +83,7 @@ int facet_cuda_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
                      const float *b, int64_t ldb, int64_t stride_b, float beta,
                      float *c, int64_t ldc, int64_t stride_c, int64_t batch);
 /* The same with float16/bfloat16 A and B (ab_dtype) and C of ab_dtype or
- * float32 (c_dtype), accumulating in float32 on tensor cores (cublasGemmEx). */
+ * float32 (c_dtype), accumulating in float32 on tensor cores (cublasGemmStridedBatchedEx). */
 int facet_cuda_gemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, int ab_dtype,
                        const void *a, int64_t lda, int64_t stride_a, const void *b, int64_t ldb, int64_t stride_b,
                        float beta, int c_dtype, void *c, int64_t ldc, int64_t stride_c, int64_t batch);

@@ -1,6 +1,6 @@
 /*
  * matmul.c - GEMM and batched GEMM through OpenBLAS (CPU) or cuBLAS (CUDA).
- * float16/bfloat16 operands run on cublasGemmEx with float32 accumulation
+ * float16/bfloat16 operands run on cublasGemmStridedBatchedEx with float32 accumulation
  * (tensor cores) on CUDA, and on the CPU are widened to float32 for SGEMM.
  * A transposed view is fed to BLAS as a transposed operand instead of being
  * copied; only layouts BLAS cannot express are packed first.
