@@ -137,9 +137,10 @@ $(BUILD)/test_emu: $(BUILD)/emu-tests/test_emu.cu $(EMU_CU) $(C_OBJ) $(CU_OBJ)
 $(BUILD)/test_emu_nccl: core/tests/test_emu_nccl.cpp $(C_OBJ) $(CU_OBJ)
 	$(CXX) $(EMU_FLAGS) $< $(C_OBJ) $(CU_OBJ) -o $@ $(LDFLAGS) $(LDLIBS_ALL)
 
+# the kernels' math functions with CUDA's documented errors (core/emu/libm.h)
 $(BUILD)/obj/emu-cuda/%.o: $(BUILD)/emu/%.cu $(EMU_CU) core/include/facet.h $(wildcard core/src/*.h core/emu/*.h)
 	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_FLAGS) -x c++ -c $< -o $@
+	$(CXX) $(EMU_FLAGS) -include core/emu/libm.h -x c++ -c $< -o $@
 
 $(BUILD)/obj/emu/%.o: core/emu/%.cpp core/include/facet.h $(wildcard core/src/*.h core/emu/*.h)
 	@mkdir -p $(dir $@)
@@ -180,6 +181,11 @@ REVERSE_SPECS = spec/backend_ops_spec.lua spec/batchnorm_spec.lua spec/conv_spec
                 spec/reduce_spec.lua spec/normalize_spec.lua spec/half_layers_spec.lua spec/activation_spec.lua \
                 spec/optim_fused_spec.lua spec/partial_fc_spec.lua
 
+# the specs of the kernels that call the math library, rerun with CUDA's
+# documented errors for expf, logf, powf, ... (FACET_EMU_LIBM=cuda, core/emu/libm.h)
+LIBM_SPECS = spec/backend_ops_spec.lua spec/elementwise_spec.lua spec/activation_spec.lua spec/heads_spec.lua \
+             spec/sharded_head_spec.lua spec/half_spec.lua spec/half_layers_spec.lua spec/mixed_precision_spec.lua
+
 # every spec with its tensors on CUDA, the CUDA backend run on the CPU by the
 # CUDA emulator (core/emu, docs/cuda-emulator.md), and the emulator's own tests
 test-emu: deps
@@ -192,6 +198,8 @@ test-emu: deps
 	FACET_CUDA_INDEX64=1 FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(INDEX64_SPECS)
 	@echo "the threads of every block in reverse order (FACET_EMU_ORDER=reverse, docs/cuda-emulator.md):"
 	FACET_EMU_ORDER=reverse FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(REVERSE_SPECS)
+	@echo "the math library with CUDA's documented errors (FACET_EMU_LIBM=cuda, docs/cuda-emulator.md):"
+	FACET_EMU_LIBM=cuda FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(LIBM_SPECS)
 
 sanitize: deps
 	$(MAKE) BUILD=build-asan FACET_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
