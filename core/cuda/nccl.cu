@@ -189,7 +189,10 @@ extern "C" int facet_cuda_nccl_allgather(void *comm, void *out, const void *x, c
     size_t el = facet_elsize(dtype), at = 0;
     rc = check_nccl(ncclGroupStart(), fn);
     for (int r = 0; r < size && !rc; r++) {
-        rc = check_nccl(ncclBroadcast(r == rank ? x : NULL, (char *)out + at * el, (size_t)counts[r], ty, r, c->comm, 0), fn);
+        /* sendbuff is read on the root alone; the others pass their part of out (never NULL,
+         * which some NCCL versions' argument checks refuse) */
+        void *part = (char *)out + at * el;
+        rc = check_nccl(ncclBroadcast(r == rank ? x : part, part, (size_t)counts[r], ty, r, c->comm, 0), fn);
         at += (size_t)counts[r];
     }
     int end = check_nccl(ncclGroupEnd(), fn);
