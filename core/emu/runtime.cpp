@@ -10,7 +10,13 @@
  * without waiting, sees the old bytes, as on a GPU that has not got there;
  * and a page-locked source rewritten before its copy ran is read new. A
  * fault inside queued work is the error of that waiting call, as a GPU's
- * kernel faults are. FACET_EMU_SYNC=1 runs everything when it is queued.
+ * kernel faults are, and it loses the context: every later call that needs
+ * the device fails with it (a GPU's illegal address is sticky too).
+ * FACET_EMU_SYNC=1 runs everything when it is queued. The calls follow the
+ * runtime API's rules where facet could come to depend on a difference
+ * (docs/cuda-emulator.md, "The runtime API, call by call"): cudaEventQuery
+ * can say cudaErrorNotReady, a device-to-device cudaMemcpy does not wait,
+ * cudaMalloc(0) is NULL, the default stream is the only one.
  * What a GPU would reject, or what would read garbage there, is checked:
  * - cudaMalloc memory starts as 0xff bytes (a float32 NaN, an integer -1),
  *   so a kernel that reads what nothing wrote gives NaN, not a lucky zero;
@@ -34,6 +40,7 @@
 
 #include <deque>
 #include <map>
+#include <string>
 #include <mutex>
 #include <vector>
 #include <stdarg.h>
@@ -286,6 +293,32 @@ bool sync_mode(void)
     return mode == 1;
 }
 
+/* CUDA_VISIBLE_DEVICES is read once, when the driver starts (a process's
+ * first runtime call); a later change has no effect on a GPU host, so a rank
+ * that sets it after touching CUDA keeps every GPU and uses the first. The
+ * emulator notes the value at its first call and says so, once, when it
+ * differs later (facet.dist.init sets it for each local rank). */
+void visible_devices_check(void)
+{
+    static std::mutex lock;
+    static bool started, had, warned;
+    static std::string first;
+    std::lock_guard<std::mutex> hold(lock);
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    if (!started) {
+        started = true;
+        had = v != NULL;
+        if (v) first = v;
+        return;
+    }
+    if (warned || (had == (v != NULL) && (!v || first == v))) return;
+    warned = true;
+    fprintf(stderr,
+            "facet-emu: CUDA_VISIBLE_DEVICES is now \"%s\", but was %s%s%s when CUDA started (the first runtime call): "
+            "a GPU process keeps the devices it saw then, so the change has no effect there\n",
+            v ? v : "(unset)", had ? "\"" : "", had ? first.c_str() : "unset", had ? "\"" : "");
+}
+
 /* the context is lost (locked: queue_lock): the queued work is dropped */
 void lose(cudaError_t e, const char *why)
 {
@@ -313,6 +346,7 @@ void drain(uint64_t seq)
 /* the error of a call that needs the device once the context is lost (also its last error), else cudaSuccess */
 cudaError_t lost(void)
 {
+    visible_devices_check();
     std::lock_guard<std::recursive_mutex> hold(queue_lock);
     if (lost_error) set_error(lost_error, lost_msg);
     return lost_error;
@@ -409,18 +443,21 @@ using namespace facet_emu;
 
 cudaError_t cudaGetDeviceCount(int *count)
 {
+    visible_devices_check();
     *count = 1;
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int *device)
 {
+    visible_devices_check();
     *device = 0;
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
 {
+    visible_devices_check();
     if (device != 0) return fail(cudaErrorInvalidDevice, "cudaGetDeviceProperties: device %d (the emulator has 1)", device);
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "facet CUDA emulator (CPU)");
@@ -746,9 +783,12 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 
 /* The emulated device makes progress only when the host waits. A query of
  * an event whose work is still queued runs that work but answers
- * cudaErrorNotReady (not an error: the last error is unchanged), as a GPU
- * answers a query made while the work runs; the next query finds it done.
- * So code that polls must handle cudaErrorNotReady. */
+ * cudaErrorNotReady, as a GPU answers a query made while the work runs; the
+ * next query finds it done. So code that polls must handle
+ * cudaErrorNotReady. It is no fault, but whether the runtime also records
+ * it as the last error has varied (PyTorch clears it after every query): the
+ * emulator records it, so a poll that does not clear it fails the next
+ * launch check here, and cannot fail on a GPU. */
 cudaError_t cudaEventQuery(cudaEvent_t e)
 {
     if (cudaError_t err = check_event("cudaEventQuery", e)) return err;
@@ -756,6 +796,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e)
     if (cudaError_t err = lost()) return err;
     if (e->seq <= done_seq) return cudaSuccess;
     if (cudaError_t err = wait_for(e->seq)) return err;
+    set_error(cudaErrorNotReady, "cudaEventQuery: the work before the event is still running");
     return cudaErrorNotReady;
 }
 
@@ -776,7 +817,11 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
     if (!start->seq || !end->seq)
         return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: an event never recorded");
     std::lock_guard<std::mutex> hold(event_lock);
-    if (!start->recorded || !end->recorded) return cudaErrorNotReady;   /* as a GPU: not waited for */
+    if (!start->recorded || !end->recorded) {
+        /* as a GPU: not waited for (recorded as the last error, as cudaEventQuery's) */
+        set_error(cudaErrorNotReady, "cudaEventElapsedTime: an event has not completed");
+        return cudaErrorNotReady;
+    }
     *ms = (float)(end->ms - start->ms);
     return cudaSuccess;
 }
