@@ -200,7 +200,6 @@ struct launcher {
     const char *name;
     dim3 grid, block;
     size_t shared_bytes;
-
     cudaStream_t stream;
 
     template <typename... A>
