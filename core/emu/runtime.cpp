@@ -68,6 +68,7 @@ namespace {
 struct block_info {
     size_t size;
     bool pinned;
+    int uses;           /* page-locked: queued copies that read or write it */
 };
 
 std::mutex mem_lock;
@@ -232,6 +233,15 @@ int range_in(const void *p, size_t n, bool pinned)
     return (uintptr_t)p + n <= it->first + it->second.size;
 }
 
+/* counts a queued copy in or out of the page-locked block holding p (none: nothing) */
+void pinned_uses(const void *p, int delta)
+{
+    if (!p) return;
+    std::lock_guard<std::mutex> hold(mem_lock);
+    auto it = find_block(p);
+    if (it != blocks.end() && it->second.pinned) it->second.uses += delta;
+}
+
 cudaError_t fail(cudaError_t e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 cudaError_t fail(cudaError_t e, const char *fmt, ...)
 {
@@ -393,6 +403,11 @@ void reset_context(void)
 {
     std::lock_guard<std::recursive_mutex> hold(queue_lock);
     queue.clear();
+    {
+        /* the dropped copies count no more */
+        std::lock_guard<std::mutex> mem(mem_lock);
+        for (auto &b : blocks) b.second.uses = 0;
+    }
     lost_error = cudaSuccess;
     lost_msg[0] = 0;
     set_error(cudaSuccess, "");
@@ -412,11 +427,13 @@ cudaError_t symbol_copy(void *symbol, const void *src, size_t n, cudaStream_t s)
     if (cudaError_t e = check_stream("cudaMemcpyToSymbolAsync", s)) return e;
     if (range_in(src, n, true)) {
         /* page-locked: read when the copy runs, as a GPU's DMA reads it */
+        pinned_uses(src, 1);
         enqueue([=]() {
             memcpy(symbol, src, n);
+            pinned_uses(src, -1);
             return 0;
         });
-        return cudaSuccess;
+        return lost();
     }
     /* pageable: staged by the call */
     std::vector<char> bytes((const char *)src, (const char *)src + n);
@@ -546,7 +563,7 @@ cudaError_t cudaMalloc(void **p, size_t n)
         arena_scope open;
         memset(m, 0xff, size);
     }
-    blocks[(uintptr_t)m] = block_info{size, false};
+    blocks[(uintptr_t)m] = block_info{size, false, 0};
     *p = m;
     return cudaSuccess;
 }
@@ -582,26 +599,32 @@ cudaError_t cudaMallocHost(void **p, size_t n)
         return cudaErrorMemoryAllocation;
     }
     std::lock_guard<std::mutex> hold(mem_lock);
-    blocks[(uintptr_t)m] = block_info{size, true};
+    blocks[(uintptr_t)m] = block_info{size, true, 0};
     *p = m;
     return cudaSuccess;
 }
 
+/* Does not wait for the device (the reference promises no wait), and
+ * refuses a block that a queued copy still reads or writes: on a GPU the copy
+ * would use freed memory. The caller waits for its copies first (facet: the
+ * storage's copy event, tensor.c). */
 cudaError_t cudaFreeHost(void *p)
 {
     if (cudaError_t e = lost()) return e;
     if (!p) return cudaSuccess;
-    /* it waits for the device, as cudaFree */
-    if (cudaError_t e = wait_all()) return e;
+    int uses = 0;
     {
         std::lock_guard<std::mutex> hold(mem_lock);
         auto it = blocks.find((uintptr_t)p);
-        if (it != blocks.end() && it->second.pinned) {
+        if (it != blocks.end() && it->second.pinned && it->second.uses == 0) {
             blocks.erase(it);
             free(p);
             return cudaSuccess;
         }
+        if (it != blocks.end() && it->second.pinned) uses = it->second.uses;
     }
+    if (uses)
+        return fail(cudaErrorInvalidValue, "cudaFreeHost(%p): %d queued copies still use it (wait for them first)", p, uses);
     return fail(cudaErrorInvalidValue, "cudaFreeHost(%p): not a block from cudaMallocHost", p);
 }
 
@@ -705,8 +728,11 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
         return lost();
     }
     /* page-locked host memory and device memory are read and written when the copy runs */
+    const void *host = kind == cudaMemcpyHostToDevice ? src : kind == cudaMemcpyDeviceToHost ? dst : NULL;
+    pinned_uses(host, 1);
     enqueue([=]() {
         memmove(dst, src, n);
+        pinned_uses(host, -1);
         return 0;
     });
     return lost();

@@ -504,7 +504,11 @@ static void test_copy_sync(void)
           "a device-to-device copy does not wait: %g", px[0]);
     std::vector<float> h = to_host(y, 16);
     CHECK(px[0] == 4.0f && h[15] == 4.0f, "a copy to the host waits: %g %g", px[0], h[15]);
-    cudaFreeHost(px);
+    /* cudaFreeHost does not wait: a block a queued copy still reads is refused */
+    cudaMemcpyAsync(x, px, 16 * sizeof(float), cudaMemcpyHostToDevice);
+    CHECK(cudaFreeHost(px) == cudaErrorInvalidValue, "cudaFreeHost under a queued copy");
+    (void)cudaGetLastError();
+    CHECK(cudaDeviceSynchronize() == cudaSuccess && cudaFreeHost(px) == cudaSuccess, "cudaFreeHost after the wait");
     cudaFree(x);
     cudaFree(y);
 }
