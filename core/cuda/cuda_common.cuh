@@ -192,21 +192,40 @@ static inline int check_launch(const char *fn)
     } while (0)
 
 /* One thread per item of [0, n) (kernels loop with FACET_CUDA_FOR), checked;
- * nothing is launched for n <= 0. A template kernel is passed as kernel<T>. */
+ * nothing is launched for n <= 0. A template kernel is passed as kernel<T>:
+ * launch_flat(fn, n, kernel, args...). The macro passes the kernel's text
+ * on, so the CUDA emulator's fault messages name it (its launch rewrite
+ * would name every launch here "kernel"); a GPU build ignores it. */
+#define launch_flat(fn, n, ...) launch_flat_named(fn, #__VA_ARGS__, n, __VA_ARGS__)
+
+/* One block of `threads` per item of [0, items) (FACET_CUDA_FOR_BLOCK), checked:
+ * launch_items(fn, items, threads, kernel, args...). */
+#define launch_items(fn, items, threads, ...) launch_items_named(fn, #__VA_ARGS__, items, threads, __VA_ARGS__)
+
 template <typename... P, typename... A>
-static inline int launch_flat(const char *fn, int64_t n, void (*kernel)(P...), A... args)
+static inline int launch_flat_named(const char *fn, const char *text, int64_t n, void (*kernel)(P...), A... args)
 {
     if (n <= 0) return FACET_STATUS_OK;
+#ifdef FACET_CUDA_EMULATOR
+    facet_emu::launch(kernel, facet_emu::kernel_name(text), grid_blocks(n), FACET_CUDA_THREADS)(args...);
+#else
+    (void)text;
     kernel<<<grid_blocks(n), FACET_CUDA_THREADS>>>(args...);
+#endif
     return check_launch(fn);
 }
 
-/* One block of `threads` per item of [0, items) (FACET_CUDA_FOR_BLOCK), checked. */
 template <typename... P, typename... A>
-static inline int launch_items(const char *fn, int64_t items, unsigned threads, void (*kernel)(P...), A... args)
+static inline int launch_items_named(const char *fn, const char *text, int64_t items, unsigned threads,
+                                     void (*kernel)(P...), A... args)
 {
     if (items <= 0) return FACET_STATUS_OK;
+#ifdef FACET_CUDA_EMULATOR
+    facet_emu::launch(kernel, facet_emu::kernel_name(text), item_blocks(items), threads)(args...);
+#else
+    (void)text;
     kernel<<<item_blocks(items), threads>>>(args...);
+#endif
     return check_launch(fn);
 }
 

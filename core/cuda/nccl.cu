@@ -232,6 +232,7 @@ extern "C" int facet_cuda_nccl_wait(void *comm, double timeout, const char *what
     for (;;) {
         cudaError_t e = cudaEventQuery(c->done);
         if (e != cudaSuccess && e != cudaErrorNotReady) return check_cuda(e, fn);
+        if (e == cudaErrorNotReady) (void)cudaGetLastError();   /* not a fault: the next launch check must not see it */
         /* also once the event is done: a collective that NCCL failed may
          * still have completed on the stream, with garbage in its buffers */
         ncclResult_t async = ncclSuccess;

@@ -19,6 +19,9 @@
 #ifndef FACET_EMU_CUDA_RUNTIME_H
 #define FACET_EMU_CUDA_RUNTIME_H
 
+/* the emulator's build (cuda_common.cuh passes kernel names through with it) */
+#define FACET_CUDA_EMULATOR 1
+
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -103,6 +106,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
 cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device);
 cudaError_t cudaDeviceSynchronize(void);
 cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaMalloc(void **p, size_t n);
 cudaError_t cudaFree(void *p);
@@ -122,8 +126,9 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
 
 namespace facet_emu {
 /* a host-to-device copy into a __constant__ symbol (an ordinary object here):
- * the source is read now, the symbol written in stream order */
-cudaError_t symbol_copy(void *symbol, const void *src, size_t n);
+ * a pageable source is read now, a page-locked one when the copy runs; the
+ * symbol is written in stream order */
+cudaError_t symbol_copy(void *symbol, const void *src, size_t n, cudaStream_t s);
 }
 
 template <typename S>
@@ -131,9 +136,8 @@ static inline cudaError_t cudaMemcpyToSymbolAsync(S &symbol, const void *src, si
                                                    cudaMemcpyKind kind = cudaMemcpyHostToDevice,
                                                    cudaStream_t s = 0)
 {
-    (void)s;
     if (kind != cudaMemcpyHostToDevice || offset > sizeof(S) || n > sizeof(S) - offset) return cudaErrorInvalidValue;
-    return facet_emu::symbol_copy((char *)&symbol + offset, src, n);
+    return facet_emu::symbol_copy((char *)&symbol + offset, src, n, s);
 }
 
 /* ---- the emulator ------------------------------------------------------------------------- */
@@ -156,8 +160,16 @@ enum { SHFL_DOWN = 0, SHFL_IDX = 1 };
 
 /* Where a pointer handed to a kernel points: 1 device memory (or NULL), 0 not. */
 int is_device_pointer(const void *p);
-/* Records a launch fault (set as the launch's error, printed once). */
+/* Records a launch fault (set as the launch's error, printed once). Outside
+ * a kernel (a launch's pointer argument) it loses the context at once. */
 void fault(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* 1 when a launch may be queued: the context is not lost (a fault has not
+ * happened) and the stream is the default one; otherwise 0, with the error set */
+int launch_allowed(const char *name, cudaStream_t stream);
+/* The kernel's name from the text of a launch helper's arguments
+ * ("kernel<T>, a, b": up to the first comma outside <>), kept for the
+ * process (launch.cpp). */
+const char *kernel_name(const char *args_text);
 
 typedef void (*body_fn)(void *ctx);
 /* 1 when the launch shape is valid; otherwise sets cudaErrorInvalidConfiguration */
@@ -188,10 +200,12 @@ struct launcher {
     const char *name;
     dim3 grid, block;
     size_t shared_bytes;
+    cudaStream_t stream;
 
     template <typename... A>
     void operator()(A... args) const
     {
+        if (!launch_allowed(name, stream)) return;
         int index = 0, bad = 0;
         ((bad |= check_arg(name, index++, args)), ...);
         if (bad || !shape_ok(name, grid, block, shared_bytes)) return;
@@ -211,8 +225,7 @@ template <typename F>
 static inline launcher<F> launch(F *kernel, const char *name, dim3 grid, dim3 block, size_t shared_bytes = 0,
                                  cudaStream_t stream = 0)
 {
-    (void)stream;
-    return launcher<F>{kernel, name, grid, block, shared_bytes};
+    return launcher<F>{kernel, name, grid, block, shared_bytes, stream};
 }
 
 }   /* namespace facet_emu */

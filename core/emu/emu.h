@@ -17,6 +17,14 @@ int device_range(const void *p, size_t n);
 void enqueue(std::function<int(void)> run);
 /* sets the calling thread's last error, with a detail that cudaGetErrorString adds */
 void set_error(cudaError_t e, const char *detail);
+/* A fault in device work: the context is lost, as a GPU's after an illegal
+ * address or a launch failure. Every later call that needs the device
+ * returns e (and cudaGetLastError keeps returning it); queued work is
+ * dropped. Also the calling thread's last error. */
+void lose_context(cudaError_t e, const char *why);
+/* For the emulator's own tests only: a fresh context, as a new process has
+ * (a GPU's lost context never comes back). Device memory stays allocated. */
+void reset_context(void);
 /* how many OS threads run the blocks of a launch, the launching one included
  * (launch.cpp); n <= 0: FACET_EMU_THREADS again (default: the online CPUs) */
 void set_threads(int n);

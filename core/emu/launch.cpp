@@ -28,6 +28,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <pthread.h>
+#include <set>
+#include <string>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -571,6 +573,23 @@ int shape_ok(const char *name, dim3 grid, dim3 block, size_t shared_bytes)
 
 const char *fault_message(void) { return fault_msg; }
 
+const char *kernel_name(const char *args_text)
+{
+    static std::mutex lock;
+    static std::set<std::string> *names = new std::set<std::string>;   /* never freed: names outlive every launch */
+    int depth = 0;
+    size_t n = 0;
+    for (; args_text[n]; n++) {
+        const char c = args_text[n];
+        if (c == '<' || c == '(') depth++;
+        else if ((c == '>' || c == ')') && depth > 0) depth--;
+        else if (c == ',' && depth == 0) break;
+    }
+    while (n > 0 && args_text[n - 1] == ' ') n--;
+    std::lock_guard<std::mutex> hold(lock);
+    return names->insert(std::string(args_text, n)).first->c_str();
+}
+
 void fault(const char *fmt, ...)
 {
     char msg[900];
@@ -580,10 +599,11 @@ void fault(const char *fmt, ...)
     va_end(ap);
     worker *w = self;
     if (!w || (!w->cur_fiber && !w->R.running)) {
-        /* outside a kernel (a launch's arguments, queued work): the caller's error */
+        /* outside a kernel (a launch's arguments, queued work): the caller's
+         * error, and the context is lost as at a GPU's fault */
         fprintf(stderr, "facet-emu: fault: %s\n", msg);
         snprintf(fault_msg, sizeof fault_msg, "%s", msg);
-        set_error(cudaErrorLaunchFailure, msg);
+        lose_context(cudaErrorLaunchFailure, msg);
         return;
     }
     /* the launch's first fault is its error; the workers start no block after it */

@@ -225,26 +225,31 @@ static void test_faults(void)
 {
     int *d = dev_alloc<int>(64);
     (void)cudaGetLastError();
-    /* a fault inside a kernel is the error of the next waiting call, as on a GPU */
+    /* a fault inside a kernel is the error of the next waiting call, as on a
+     * GPU; it loses the context (test_lost_context), so each fault here is
+     * followed by reset_context, the emulator's stand-in for a new process */
     deadlock_kernel<<<1, 32>>>(d);
     cudaError_t e = cudaGetLastError();
     CHECK(e == cudaSuccess, "deadlock, at launch: %s", cudaGetErrorString(e));
     e = cudaDeviceSynchronize();
     CHECK(e == cudaErrorLaunchFailure, "deadlock: %s", cudaGetErrorString(e));
     CHECK(cudaGetLastError() == cudaErrorLaunchFailure, "deadlock: the last error");
+    facet_emu::reset_context();
 
     partial_warp_kernel<<<1, 40>>>(d);
     std::vector<int> sink(1);
     e = cudaMemcpy(sink.data(), d, 4, cudaMemcpyDeviceToHost);
     CHECK(e == cudaErrorLaunchFailure, "partial warp shuffle: %s", cudaGetErrorString(e));
-    (void)cudaGetLastError();
+    facet_emu::reset_context();
 
     /* a host pointer: nothing runs */
     std::vector<float> host(16, 5.0f);
     fill_kernel<<<1, 32>>>(host.data(), 1.0f, 16);
     e = cudaGetLastError();
     CHECK(e == cudaErrorLaunchFailure && host[0] == 5.0f, "host pointer: %s", cudaGetErrorString(e));
+    facet_emu::reset_context();
 
+    /* a bad launch shape is the launch's error alone: the context stays */
     fill_kernel<<<1, 2048>>>((float *)d, 1.0f, 16);
     e = cudaGetLastError();
     CHECK(e == cudaErrorInvalidConfiguration, "2048 threads: %s", cudaGetErrorString(e));
@@ -350,6 +355,271 @@ static void test_guard(void)
     std::vector<float> h = to_host(d, 4);
     CHECK(h[1] == 1.0f, "copy after the guard: %g", h[1]);
     cudaFree(d);
+}
+
+/* ---- the runtime's rules, as strict as a GPU's (docs/cuda-emulator.md, "The runtime API") ---- */
+
+/* A fault loses the context: every later call that needs the device fails with
+ * the same error, cudaGetLastError does not clear it, work queued after the
+ * fault never runs; calls that need no context still work. */
+static void test_lost_context(void)
+{
+    float *a = dev_alloc<float>(16), *b = dev_alloc<float>(16);
+    int *d = dev_alloc<int>(32);
+    cudaMemsetAsync(b, 0, 16 * sizeof(float));
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "before the fault");
+    fill_kernel<<<1, 32>>>(a, 1.0f, 16);
+    deadlock_kernel<<<1, 32>>>(d);
+    fill_kernel<<<1, 32>>>(b, 2.0f, 16);
+    CHECK(cudaGetLastError() == cudaSuccess, "the launches are accepted");
+    cudaError_t e = cudaDeviceSynchronize();
+    CHECK(e == cudaErrorLaunchFailure, "the fault, at the wait: %s", cudaGetErrorString(e));
+    e = cudaGetLastError();
+    cudaError_t e2 = cudaGetLastError();
+    CHECK(e == cudaErrorLaunchFailure && e2 == cudaErrorLaunchFailure, "cudaGetLastError keeps it: %d %d", e, e2);
+    CHECK(cudaPeekAtLastError() == cudaErrorLaunchFailure, "cudaPeekAtLastError");
+    void *p = (void *)1;
+    CHECK(cudaMalloc(&p, 64) == cudaErrorLaunchFailure && p == NULL, "cudaMalloc after the fault");
+    float h[16] = {0};
+    CHECK(cudaMemcpy(h, a, sizeof h, cudaMemcpyDeviceToHost) == cudaErrorLaunchFailure, "cudaMemcpy after the fault");
+    CHECK(cudaMemsetAsync(a, 0, 4) == cudaErrorLaunchFailure, "cudaMemsetAsync after the fault");
+    cudaEvent_t ev = NULL;
+    CHECK(cudaEventCreate(&ev) == cudaErrorLaunchFailure && ev == NULL, "cudaEventCreate after the fault");
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "a second sync");
+    fill_kernel<<<1, 32>>>(a, 3.0f, 16);
+    CHECK(cudaGetLastError() == cudaErrorLaunchFailure, "a launch after the fault");
+    int count = 0;
+    CHECK(cudaGetDeviceCount(&count) == cudaSuccess && count == 1, "cudaGetDeviceCount needs no context");
+    /* facet's own check: a device error, with the emulator's reason */
+    int rc = check_cuda(cudaDeviceSynchronize(), "test_lost_context");
+    CHECK(rc == FACET_STATUS_ERR_DEVICE && strstr(facet_last_error(), "deadlock_kernel"), "check_cuda: %d %s", rc,
+          facet_last_error());
+
+    facet_emu::reset_context();
+    CHECK(cudaGetLastError() == cudaSuccess, "a new context");
+    std::vector<float> ha = to_host(a, 16), hb = to_host(b, 16);
+    CHECK(ha[15] == 1.0f, "the work before the fault ran: %g", ha[15]);
+    CHECK(hb[0] == 0.0f && hb[15] == 0.0f, "the work after the fault never ran: %g", hb[0]);
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(d);
+}
+
+/* cudaGetLastError reads and resets; cudaPeekAtLastError only reads; an error
+ * that does not lose the context is the call's alone. */
+static void test_last_error(void)
+{
+    float *x = dev_alloc<float>(16);
+    (void)cudaGetLastError();
+    fill_kernel<<<1, 2048>>>(x, 1.0f, 16);
+    CHECK(cudaPeekAtLastError() == cudaErrorInvalidConfiguration, "peek");
+    CHECK(cudaPeekAtLastError() == cudaErrorInvalidConfiguration, "peek again");
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "get");
+    CHECK(cudaGetLastError() == cudaSuccess, "get resets it");
+    CHECK(cudaMemcpy(x, x, 4, cudaMemcpyHostToDevice) == cudaErrorInvalidValue, "a wrong kind");
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue && cudaGetLastError() == cudaSuccess, "a wrong kind: last error");
+    float h[4] = {0};
+    CHECK(cudaMemcpy(x, h, sizeof h, cudaMemcpyDefault) == cudaErrorInvalidValue, "cudaMemcpyDefault is refused");
+    (void)cudaGetLastError();
+    /* the emulator has the default stream only: another handle is invalid, and not sticky */
+    cudaStream_t other = (cudaStream_t)(uintptr_t)0x1000;
+    CHECK(cudaMemcpyAsync(x, h, sizeof h, cudaMemcpyHostToDevice, other) == cudaErrorInvalidResourceHandle,
+          "cudaMemcpyAsync on another stream");
+    CHECK(cudaMemsetAsync(x, 0, 4, other) == cudaErrorInvalidResourceHandle, "cudaMemsetAsync on another stream");
+    fill_kernel<<<1, 32, 0, other>>>(x, 1.0f, 16);
+    CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle, "a launch on another stream");
+    /* cudaMalloc(0) gives NULL, not a distinct address */
+    void *z = (void *)1;
+    CHECK(cudaMalloc(&z, 0) == cudaSuccess && z == NULL, "cudaMalloc of 0 bytes: %p", z);
+    CHECK(cudaFree(NULL) == cudaSuccess, "cudaFree(NULL)");
+    CHECK(cudaDeviceSynchronize() == cudaSuccess && cudaGetLastError() == cudaSuccess, "none of it was sticky");
+    cudaFree(x);
+}
+
+/* Events: a query while the work before the event is queued says
+ * cudaErrorNotReady (and leaves the last error), then cudaSuccess; timing
+ * needs timing events that have completed; a destroyed event is no handle;
+ * destroying an event whose record is queued returns at once. */
+static void test_events(void)
+{
+    float *x = dev_alloc<float>(16);
+    float *px = NULL;
+    cudaMallocHost((void **)&px, 16 * sizeof(float));
+    px[0] = -1.0f;
+    cudaEvent_t sync_ev, t0, t1, never;
+    CHECK(cudaEventCreateWithFlags(&sync_ev, cudaEventDisableTiming) == cudaSuccess, "create");
+    CHECK(cudaEventCreateWithFlags(&never, 0x40) == cudaErrorInvalidValue, "unknown flags");
+    (void)cudaGetLastError();
+    cudaEventCreate(&t0);
+    cudaEventCreate(&t1);
+    cudaEventCreate(&never);
+    CHECK(cudaEventQuery(never) == cudaSuccess, "a query of an event never recorded");
+    float ms = -1.0f;
+    CHECK(cudaEventElapsedTime(&ms, never, never) == cudaErrorInvalidResourceHandle, "timing an event never recorded");
+    (void)cudaGetLastError();
+
+    cudaEventRecord(t0);
+    fill_kernel<<<1, 32>>>(x, 1.0f, 16);
+    cudaMemcpyAsync(px, x, 16 * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaEventRecord(sync_ev);
+    cudaEventRecord(t1);
+    CHECK(cudaEventElapsedTime(&ms, t0, t1) == cudaErrorNotReady, "timing events not completed");
+    /* recorded as the last error (strict: a poll must clear it), and no lost context */
+    CHECK(cudaGetLastError() == cudaErrorNotReady && cudaGetLastError() == cudaSuccess, "the last error: not ready");
+    cudaError_t q = cudaEventQuery(sync_ev);
+    CHECK(q == cudaErrorNotReady, "a query while the work is queued: %d", q);
+    CHECK(cudaGetLastError() == cudaErrorNotReady, "a query that is not ready: the last error");
+    q = cudaEventQuery(sync_ev);
+    CHECK(q == cudaSuccess && px[0] == 1.0f, "a second query: %d, %g", q, px[0]);
+    CHECK(cudaEventSynchronize(t1) == cudaSuccess && cudaEventElapsedTime(&ms, t0, t1) == cudaSuccess && ms >= 0.0f,
+          "timing completed events: %g ms", ms);
+    CHECK(cudaEventElapsedTime(&ms, t0, sync_ev) == cudaErrorInvalidResourceHandle, "timing a DisableTiming event");
+    (void)cudaGetLastError();
+
+    /* destroyed with its record queued: returns at once, the record completes later */
+    fill_kernel<<<1, 32>>>(x, 2.0f, 16);
+    cudaMemcpyAsync(px, x, 16 * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaEventRecord(t0);
+    CHECK(cudaEventDestroy(t0) == cudaSuccess && px[0] == 1.0f, "destroy does not wait: %g", px[0]);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess && px[0] == 2.0f, "the work ran: %g", px[0]);
+    CHECK(cudaEventQuery(t0) == cudaErrorInvalidResourceHandle, "a destroyed event");
+    CHECK(cudaEventRecord(t0) == cudaErrorInvalidResourceHandle, "recording a destroyed event");
+    (void)cudaGetLastError();
+    for (cudaEvent_t e : {sync_ev, t1, never}) cudaEventDestroy(e);
+    cudaFreeHost(px);
+    cudaFree(x);
+}
+
+/* The API's sync rules: a device-to-device cudaMemcpy does not wait for the
+ * host; one to the host does. */
+static void test_copy_sync(void)
+{
+    float *x = dev_alloc<float>(16), *y = dev_alloc<float>(16);
+    float *px = NULL;
+    cudaMallocHost((void **)&px, 16 * sizeof(float));
+    px[0] = -1.0f;
+    fill_kernel<<<1, 32>>>(x, 4.0f, 16);
+    cudaMemcpyAsync(px, x, 16 * sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(cudaMemcpy(y, x, 16 * sizeof(float), cudaMemcpyDeviceToDevice) == cudaSuccess && px[0] == -1.0f,
+          "a device-to-device copy does not wait: %g", px[0]);
+    std::vector<float> h = to_host(y, 16);
+    CHECK(px[0] == 4.0f && h[15] == 4.0f, "a copy to the host waits: %g %g", px[0], h[15]);
+    /* cudaFreeHost does not wait: a block a queued copy still reads is refused */
+    cudaMemcpyAsync(x, px, 16 * sizeof(float), cudaMemcpyHostToDevice);
+    CHECK(cudaFreeHost(px) == cudaErrorInvalidValue, "cudaFreeHost under a queued copy");
+    (void)cudaGetLastError();
+    CHECK(cudaDeviceSynchronize() == cudaSuccess && cudaFreeHost(px) == cudaSuccess, "cudaFreeHost after the wait");
+    cudaFree(x);
+    cudaFree(y);
+}
+
+/* launch_flat and launch_items (cuda_common.cuh) name the kernel they launch
+ * in the emulator's fault messages, template arguments and all. */
+template <typename T, int K>
+static __global__ void scale_kernel(T *out, int64_t n)
+{
+    FACET_CUDA_FOR(i, n) out[i] = (T)K;
+}
+
+/* half a warp waits at a barrier, the rest at a shuffle that needs the whole warp: a deadlock */
+static __global__ void items_deadlock_kernel(int *out, int64_t items)
+{
+    FACET_CUDA_FOR_BLOCK(i, items) {
+        if (threadIdx.x < 16)
+            __syncthreads();
+        else
+            out[i] = __shfl_down_sync(0xffffffffu, (int)threadIdx.x, 1);
+    }
+}
+
+static void test_launch_names(void)
+{
+    float *x = dev_alloc<float>(16);
+    int rc = launch_flat("test_launch_names", 16, scale_kernel<float, 3>, x, (int64_t)16);
+    std::vector<float> h = to_host(x, 16);
+    CHECK(rc == FACET_STATUS_OK && h[15] == 3.0f, "launch_flat: %d %g", rc, h[15]);
+    std::vector<float> host(16);
+    rc = launch_flat("test_launch_names", 16, scale_kernel<float, 3>, host.data(), (int64_t)16);
+    CHECK(rc == FACET_STATUS_ERR_DEVICE && strstr(facet_last_error(), "test_launch_names") &&
+              strstr(facet_last_error(), "kernel scale_kernel<float, 3>: argument 0"),
+          "launch_flat names the kernel: %s", facet_last_error());
+    facet_emu::reset_context();
+    int *d = dev_alloc<int>(4);
+    rc = launch_items("test_launch_names", 3, 64, items_deadlock_kernel, d, (int64_t)3);
+    CHECK(rc == FACET_STATUS_OK, "launch_items: %d", rc);
+    cudaError_t e = cudaDeviceSynchronize();
+    CHECK(e == cudaErrorLaunchFailure && strstr(cudaGetErrorString(e), "kernel items_deadlock_kernel, block (0,0,0)"),
+          "launch_items names the kernel: %s", cudaGetErrorString(e));
+    facet_emu::reset_context();
+    CHECK(strcmp(facet_emu::kernel_name("k<a, b<c, d>>(x), y, z"), "k<a, b<c, d>>(x)") == 0 &&
+              strcmp(facet_emu::kernel_name("plain"), "plain") == 0,
+          "kernel_name: %s", facet_emu::kernel_name("k<a, b<c, d>>(x), y, z"));
+    cudaFree(x);
+    cudaFree(d);
+}
+
+/* CUDA_VISIBLE_DEVICES set after CUDA started (as facet.dist.init would, too
+ * late) is reported once on stderr: on a GPU host it would have no effect. */
+static void test_visible_devices(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0) {
+        CHECK(0, "pipe");
+        return;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        const char *v = getenv("CUDA_VISIBLE_DEVICES");
+        setenv("CUDA_VISIBLE_DEVICES", v && strcmp(v, "7") == 0 ? "6" : "7", 1);
+        int n = 0;
+        cudaGetDeviceCount(&n);
+        cudaDeviceSynchronize();
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[2048];
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof buf - 1 && (r = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)r;
+    buf[got] = 0;
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    const char *at = strstr(buf, "CUDA_VISIBLE_DEVICES is now");
+    CHECK(at && !strstr(at + 1, "CUDA_VISIBLE_DEVICES is now") && strstr(buf, "has no effect"),
+          "one warning for a late CUDA_VISIBLE_DEVICES: [%s]", buf);
+}
+
+/* A SIGSEGV that is not a host access to device memory goes to the action
+ * before the emulator's: the default one kills the process by SIGSEGV; a
+ * sanitizer's reports it and exits with its own status. Either way the
+ * process ends, and a signal sent by kill() does too. */
+static void test_other_segv(void)
+{
+    for (int sent = 0; sent <= 1; sent++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (sent) {
+                kill(getpid(), SIGSEGV);
+            } else {
+                static volatile uintptr_t bad = 64;     /* volatile: no address the compiler can see through */
+                (void)*(volatile int *)bad;
+            }
+            _exit(0);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+#if defined(__SANITIZE_ADDRESS__)
+        const bool ok = (WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+#else
+        const bool ok = WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
+#endif
+        CHECK(ok, "a SIGSEGV outside device memory (%s): status %#x", sent ? "sent" : "an access", status);
+    }
 }
 
 static void test_gemm(void)
@@ -565,20 +835,22 @@ static void test_parallel(void)
     const char *msg = cudaGetErrorString(e);
     CHECK(e == cudaErrorLaunchFailure && strstr(msg, "fault_one_kernel, block (137,0,0): deadlock"),
           "one block of %d: %s", nb, msg);
+    facet_emu::reset_context();
     /* every block faults: one error */
     fault_one_kernel<<<nb, 32>>>(d, -1);
     e = cudaDeviceSynchronize();
     msg = cudaGetErrorString(e);
     CHECK(e == cudaErrorLaunchFailure && strstr(msg, "fault_one_kernel, block (") && strstr(msg, "deadlock"),
           "every block: %s", msg);
+    facet_emu::reset_context();
     cudaMemsetAsync(flags, 0, 2 * sizeof(int));
     fault_beside_kernel<<<2, 32>>>(flags, out);
     e = cudaDeviceSynchronize();
     msg = cudaGetErrorString(e);
+    facet_emu::reset_context();
     o = to_host(out, 2);
     CHECK(e == cudaErrorLaunchFailure && strstr(msg, "fault_beside_kernel, block (1,0,0): deadlock") && o[0] == 1,
           "a fault beside a running block: %s (met %d)", msg, o[0]);
-    (void)cudaGetLastError();
     shared_id_kernel<<<dim3(20, 20), nt>>>(wrong, 2);
     w = to_host(wrong, nb * nt);
     bad = 0;
@@ -879,6 +1151,13 @@ int main(void)
     test_memory();
     test_stream();
     test_guard();
+    test_other_segv();
+    test_visible_devices();
+    test_lost_context();
+    test_last_error();
+    test_events();
+    test_copy_sync();
+    test_launch_names();
     test_gemm();
     test_parallel();
     test_order();
