@@ -270,6 +270,28 @@ describe("facet.dist on 2 ranks (mpirun)", function()
   end
   local path = F.scratch()
 
+  -- CUDA reads CUDA_VISIBLE_DEVICES once: a rank that used CUDA before init cannot be given its GPU
+  it("a rank that used CUDA before facet.dist.init is told so where the ranks share a node with GPUs", function()
+    for _, gpu in ipairs { "gpu=1", "gpu=0" } do
+      local dir = path("cuda-first-" .. gpu)
+      assert(F.sh("mkdir -p " .. dir))
+      local out, rc = mpi.run(2, { "spec/support/cuda_first_worker.lua", dir, gpu })
+      assert.are.equal(0, rc, out)
+      for r = 0, 1 do
+        local v = read_json(("%s/cuda-first-%d.json"):format(dir, r))
+        assert.is_false(v.before)
+        assert.are.equal(v.count > 0, v.after)
+        if v.count > 0 and gpu == "gpu=1" and not v.visible then
+          assert.is_false(v.ok)
+          assert.matches("facet.dist.init: 2 ranks share this node, but this process used CUDA before facet.dist.init",
+            v.err, 1, true)
+        else
+          assert.is_true(v.ok, v.err)
+        end
+      end
+    end
+  end)
+
   it("collectives give the hand-computed values, and hostile arguments leave the communicator working", function()
     local out, rc = mpi.run(2, { WORKER, "collectives", path() })
     assert.are.equal(0, rc, out)

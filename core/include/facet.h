@@ -94,6 +94,10 @@ FACET_API int facet_blas_library(char *path, size_t path_size);
 
 /* CUDA: *count is 0 where facet was built without CUDA or there is no GPU. */
 FACET_API int facet_cuda_device_count(int *count);
+/* *started is 1 once this process has seen a GPU through facet (a device
+ * count above 0, a CUDA tensor): the CUDA driver has then read
+ * CUDA_VISIBLE_DEVICES, so setting it no longer picks the GPU. */
+FACET_API int facet_cuda_started(int *started);
 /* The name of CUDA device `device` (0-based, < the count) and its memory in
  * bytes, for reports; an error where there is no such device. */
 FACET_API int facet_cuda_device_name(int device, char *name, size_t name_size, int64_t *memory);

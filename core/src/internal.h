@@ -132,4 +132,7 @@ int facet_check_float_pair(const char *fn, const char *an, const facet_tensor *a
  * was open, since callers only ask for bytes they know are there. */
 int facet_pread_full(int fd, const char *fn, const char *path, void *dst, int64_t n, int64_t offset);
 
+/* runtime.c: records that CUDA has seen a GPU (facet_cuda_started) */
+void facet_cuda_note_started(void);
+
 #endif

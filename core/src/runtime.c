@@ -22,11 +22,26 @@ int facet_threads_get(int *n)
     return 0;
 }
 
+/* Set once CUDA has seen a GPU in this process: the driver has then read
+ * CUDA_VISIBLE_DEVICES, and changing it has no effect any more. */
+static _Atomic int cuda_started;
+
+void facet_cuda_note_started(void) { cuda_started = 1; }
+
+int facet_cuda_started(int *started)
+{
+    if (!started) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_started: started is NULL");
+    *started = cuda_started;
+    return 0;
+}
+
 int facet_cuda_device_count(int *count)
 {
     if (!count) return facet_fail(FACET_STATUS_ERR_ARG, "facet_cuda_device_count: count is NULL");
     *count = 0;
-    return facet_cuda_count(count);
+    int rc = facet_cuda_count(count);
+    if (!rc && *count > 0) facet_cuda_note_started();
+    return rc;
 }
 
 int facet_cuda_device_name(int device, char *name, size_t name_size, int64_t *memory)

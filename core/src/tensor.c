@@ -126,6 +126,7 @@ int facet_tensor_init(facet_tensor **out, int dtype, int device, int ndim, const
     if (device == FACET_DEVICE_CUDA) {
         int rc = facet_cuda_malloc(&s->data, nbytes ? nbytes : 4);
         if (rc) { free(s); return rc; }
+        facet_cuda_note_started();
     } else {
         /* 64-byte alignment for AVX-512 loads and BLAS */
         size_t padded = (nbytes + 63) & ~(size_t)63;

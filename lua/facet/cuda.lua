@@ -1,6 +1,8 @@
 --- facet.cuda: the CUDA runtime from Lua: devices, synchronisation and the
 -- caching allocator behind CUDA tensors (docs/gpu-memory.md).
 --   facet.cuda.available(), device_count(), built(), synchronize()
+--   facet.cuda.started(): whether this process has seen a GPU yet (then
+--     CUDA_VISIBLE_DEVICES no longer applies; facet.dist.init checks it)
 --   facet.cuda.memory_stats() -> { allocated_bytes, reserved_bytes, ... }
 --   facet.cuda.empty_cache()
 --   facet.cuda.set_tf32(on), facet.cuda.tf32(): TF32 tensor cores for float32
@@ -19,6 +21,14 @@ function M.device_count()
   local n = ffi.new("int[1]")
   check(C.facet_cuda_device_count(n))
   return n[0]
+end
+
+--- True once this process has seen a GPU through facet (a device count
+-- above 0, a CUDA tensor): CUDA_VISIBLE_DEVICES no longer picks the GPU then.
+function M.started()
+  local v = ffi.new("int[1]")
+  check(C.facet_cuda_started(v))
+  return v[0] == 1
 end
 
 --- True when facet was built with CUDA and a GPU is present.

@@ -116,6 +116,14 @@ function M.init(opts)
   st.initialized = true
   local visible = os.getenv("CUDA_VISIBLE_DEVICES")
   if opts.gpu ~= false and st.local_size > 1 and (visible == nil or visible == "") then
+    -- the driver reads the variable once, at its first use: too late, every
+    -- local rank would take GPU 0 (and NCCL refuse the duplicates)
+    if require("facet.cuda").started() then
+      valid.fail("facet.dist.init", ("%d ranks share this node, but this process used CUDA before "
+        .. "facet.dist.init, so its GPU can no longer be picked by CUDA_VISIBLE_DEVICES; call facet.dist.init() "
+        .. "(or facet.train{ dist = true }) before any CUDA tensor or facet.cuda query, set CUDA_VISIBLE_DEVICES "
+        .. "per rank in the launcher, or pass gpu = false"):format(st.local_size))
+    end
     C.setenv("CUDA_VISIBLE_DEVICES", tostring(st.local_rank), 1)
   end
   set_threads(opts)

@@ -40,7 +40,7 @@ function facet.blas_library()
   return ffi.string(buf)
 end
 
---- available(), device_count(), built(), synchronize(), memory_stats(), empty_cache()
+--- available(), device_count(), started(), built(), synchronize(), memory_stats(), empty_cache()
 facet.cuda = require "facet.cuda"
 
 facet.sys = require "facet.sys"

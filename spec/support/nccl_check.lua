@@ -34,13 +34,14 @@ end
 local built = facet.dist.built()
 if not facet.dist.launcher() then cannot("not started by a launcher (mpirun -np N ... nccl_check.lua)") end
 if not built.mpi then cannot("facet was built without MPI (no mpicc at build time)") end
-if device == "cuda" then
-  if not built.nccl then cannot("facet was built without NCCL (no nccl.h under NCCL_HOME or CUDA_HOME)") end
-  if not facet.cuda.available() then cannot("no CUDA device") end
+if device == "cuda" and not built.nccl then
+  cannot("facet was built without NCCL (no nccl.h under NCCL_HOME or CUDA_HOME)")
 end
 
 facet.set_threads(1)
+-- before any CUDA query: init gives each rank of a node its GPU (CUDA_VISIBLE_DEVICES)
 local dist = facet.dist.init()
+if device == "cuda" and not facet.cuda.available() then cannot("no CUDA device") end
 local g = dist.world()
 local r, W = g:rank(), g:size()
 print(("nccl_check: rank %d of %d, %s tensors (%s)"):format(r, W, device,

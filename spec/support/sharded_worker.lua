@@ -8,10 +8,11 @@
 -- Prints "rank R: N heads match on DEVICE" on success; an assertion names head, W, K and rank.
 package.path = "./spec/?.lua;" .. package.path
 local facet = require "facet"
+facet.set_threads(1)
+-- before anything asks for CUDA: init gives each rank of a node its GPU
+local g = facet.dist.init().world()
 local M = dofile("spec/sharded_head_spec.lua")
 
-facet.set_threads(1)
-local g = facet.dist.init().world()
 local W, n = g:size(), 0
 M.device = require "support.rank_device"(g)
 for _, name in ipairs(facet.heads.names()) do
