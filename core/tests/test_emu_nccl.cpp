@@ -4,7 +4,9 @@
  * its ranks, which make a communicator from one id and check what every
  * collective gives against values computed by hand: several chunks per
  * collective (a 1 KB staging slot), the rank-order rounding of 16-bit sums,
- * fmaxf's NaN rule, wrapping integer sums, groups; and that what NCCL would
+ * fmaxf's NaN rule, wrapping integer sums, groups; NCCL's rules: one rank
+ * per GPU, a failed call failing its group, empty collectives discarded,
+ * the in-place layouts (and other overlaps refused); and that what NCCL would
  * hang on or corrupt fails the communicator on every rank instead: a host
  * buffer, ranks in different collectives, a peer that exits, aborts or never
  * comes (FACET_DIST_TIMEOUT).
@@ -66,8 +68,10 @@ static ncclResult_t async_of(ncclComm_t c)
 
 typedef void (*rank_fn)(int me, int n, const ncclUniqueId &id);
 
-/* forks n ranks running f; 0 when every one exited 0 with no failed check */
-static int ranks(int n, rank_fn f)
+/* forks n ranks running f, each on a GPU of its own (CUDA_VISIBLE_DEVICES =
+ * its rank, as facet.dist.init sets it) unless devices says which every rank
+ * sees; 0 when every one exited 0 with no failed check */
+static int ranks(int n, rank_fn f, const char *devices = NULL)
 {
     ncclUniqueId id;
     if (ncclGetUniqueId(&id) != ncclSuccess) return 1;
@@ -77,6 +81,9 @@ static int ranks(int n, rank_fn f)
         pid_t p = fork();
         if (p == 0) {
             failures = 0;
+            char own[16];
+            snprintf(own, sizeof own, "%d", r);
+            setenv("CUDA_VISIBLE_DEVICES", devices ? devices : own, 1);
             f(r, n, id);
             fflush(stdout);
             _exit(failures ? 1 : 0);
@@ -199,6 +206,111 @@ static void collectives(int me, int n, const ncclUniqueId &id)
     EXPECT(ncclCommDestroy(c) == ncclSuccess, "destroy");
 }
 
+/* ---- NCCL's rules the emulator enforces ---- */
+
+/* two ranks on one GPU: NCCL's init refuses them on every rank */
+static void one_gpu(int me, int n, const ncclUniqueId &id)
+{
+    ncclComm_t c = (ncclComm_t)&c;
+    ncclResult_t r = ncclCommInitRank(&c, n, id, me);
+    EXPECT(r == ncclInvalidUsage && c == NULL, "two ranks on GPU 3: %d", (int)r);
+}
+
+/* a failed call inside a group fails the group: ncclGroupEnd returns the
+ * error and none of the group's operations starts, on any rank */
+static void group_error(int me, int n, const ncclUniqueId &id)
+{
+    ncclComm_t c = join(me, n, id);
+    if (!c) return;
+    float *d = dev(std::vector<float>(4, (float)(me + 1)));
+    EXPECT(ncclGroupStart() == ncclSuccess, "group start");
+    EXPECT(ncclBroadcast(d, d, 4, ncclFloat32, 0, c, 0) == ncclSuccess, "the valid broadcast");
+    EXPECT(ncclBroadcast(d, d, 4, ncclFloat32, n, c, 0) == ncclInvalidArgument, "root n in a group");
+    EXPECT(ncclGroupEnd() == ncclInvalidArgument, "ncclGroupEnd after a failed call");
+    EXPECT(host(d, 4)[3] == (float)(me + 1), "the group's first broadcast ran: %g", host(d, 4)[3]);
+    EXPECT(async_of(c) == ncclSuccess, "a failed group fails the communicator: %d", (int)async_of(c));
+    /* calls inside a group wait for ncclGroupEnd; the next group starts clean */
+    float *e = dev(std::vector<float>(2, (float)(me + 1)));
+    EXPECT(ncclGroupStart() == ncclSuccess && ncclGroupStart() == ncclSuccess, "nested group start");
+    EXPECT(ncclAllReduce(e, e, 2, ncclFloat32, ncclSum, c, 0) == ncclSuccess, "allreduce in a group");
+    EXPECT(host(e, 2)[0] == (float)(me + 1), "started before ncclGroupEnd: %g", host(e, 2)[0]);
+    EXPECT(ncclGroupEnd() == ncclSuccess, "inner group end");
+    EXPECT(host(e, 2)[0] == (float)(me + 1), "started at the inner ncclGroupEnd: %g", host(e, 2)[0]);
+    EXPECT(ncclGroupEnd() == ncclSuccess, "outer group end");
+    EXPECT(host(e, 2)[1] == (float)(n * (n + 1) / 2), "the group's allreduce: %g", host(e, 2)[1]);
+    ncclCommDestroy(c);
+}
+
+/* NCCL discards an empty collective: nobody waits for it, its buffers are
+ * not read, and its arguments are still checked */
+static void empty(int me, int n, const ncclUniqueId &id)
+{
+    ncclComm_t c = join(me, n, id);
+    if (!c) return;
+    if (me == 0) {
+        EXPECT(ncclAllReduce(NULL, NULL, 0, ncclFloat32, ncclSum, c, 0) == ncclSuccess, "an empty allreduce");
+        EXPECT(ncclAllGather(NULL, NULL, 0, ncclInt32, c, 0) == ncclSuccess, "an empty allgather");
+        EXPECT(ncclBroadcast(NULL, NULL, 0, ncclFloat32, n, c, 0) == ncclInvalidArgument, "an empty broadcast from root n");
+        EXPECT(ncclAllReduce(NULL, NULL, 0, (ncclDataType_t)ncclNumTypes, ncclSum, c, 0) == ncclInvalidArgument,
+               "an empty allreduce of no type");
+    }
+    float *d = dev(std::vector<float>(4, (float)(me + 1)));
+    ncclAllReduce(d, d, 4, ncclFloat32, ncclSum, c, 0);
+    EXPECT(async_of(c) == ncclSuccess && host(d, 4)[0] == 3.0f, "after rank 0's empty calls: %d, %g", (int)async_of(c),
+           host(d, 4)[0]);
+    ncclCommDestroy(c);
+}
+
+/* NCCL's in-place layouts give the right values; buffers that overlap any
+ * other way are refused (undefined in NCCL) and leave the communicator working */
+static void layouts(int me, int n, const ncclUniqueId &id)
+{
+    ncclComm_t c = join(me, n, id);
+    if (!c) return;
+    const size_t P = 5;
+    /* allgather in place: sendbuff == recvbuff + rank * sendcount */
+    std::vector<int32_t> g(P * n, -1);
+    for (size_t i = 0; i < P; i++) g[me * P + i] = 100 * me + (int)i;
+    int32_t *dg = dev(g);
+    EXPECT(ncclAllGather(dg + me * P, dg, P, ncclInt32, c, 0) == ncclSuccess, "allgather in place");
+    std::vector<int32_t> gg = host(dg, P * n);
+    int wrong = 0;
+    for (int q = 0; q < n; q++)
+        for (size_t i = 0; i < P; i++) wrong += gg[q * P + i] != 100 * q + (int)i;
+    EXPECT(wrong == 0, "allgather in place: %d wrong", wrong);
+    /* reduce-scatter in place: recvbuff == sendbuff + rank * recvcount */
+    std::vector<float> s(P * n);
+    for (int q = 0; q < n; q++)
+        for (size_t i = 0; i < P; i++) s[q * P + i] = (float)(10 * q + me + (int)i);
+    float *ds = dev(s);
+    EXPECT(ncclReduceScatter(ds, ds + me * P, P, ncclFloat32, ncclSum, c, 0) == ncclSuccess, "reduce-scatter in place");
+    std::vector<float> rs = host(ds + me * P, P);
+    wrong = 0;
+    for (size_t i = 0; i < P; i++) wrong += rs[i] != (float)(n * (10 * me + (int)i) + n * (n - 1) / 2);
+    EXPECT(wrong == 0, "reduce-scatter in place: %d wrong (got[0] %g)", wrong, rs[0]);
+    /* overlaps NCCL leaves undefined */
+    float *big = dev(std::vector<float>(P * n + 8, 1.0f));
+    EXPECT(ncclAllGather(big + 1, big, P, ncclFloat32, c, 0) == ncclInvalidArgument, "allgather off the in-place slot");
+    EXPECT(ncclAllGather(big + me * P, big + 1, P, ncclFloat32, c, 0) == ncclInvalidArgument, "allgather, recvbuff shifted");
+    EXPECT(ncclReduceScatter(big, big + me * P + 1, P, ncclFloat32, ncclSum, c, 0) == ncclInvalidArgument,
+           "reduce-scatter off the in-place slot");
+    EXPECT(ncclAllReduce(big, big + 2, P, ncclFloat32, ncclSum, c, 0) == ncclInvalidArgument, "allreduce, shifted by 2");
+    if (me == 1) {
+        /* the root's buffers alone count: sendbuff is not read elsewhere */
+        EXPECT(ncclBroadcast(big, big + 1, P, ncclFloat32, 1, c, 0) == ncclInvalidArgument, "broadcast on the root");
+    }
+    EXPECT(async_of(c) == ncclSuccess, "a refused layout failed the communicator");
+    /* the same pointers off the root are a valid broadcast (sendbuff ignored) */
+    std::vector<float> b(P, me == 0 ? 7.0f : -1.0f);
+    float *db = dev(b);
+    EXPECT(ncclBroadcast(me == 0 ? db : db + 1, db, P, ncclFloat32, 0, c, 0) == ncclSuccess, "broadcast");
+    EXPECT(host(db, P)[P - 1] == 7.0f, "broadcast: %g", host(db, P)[P - 1]);
+    /* disjoint buffers in one allocation are fine */
+    EXPECT(ncclAllReduce(big, big + P, P, ncclFloat32, ncclSum, c, 0) == ncclSuccess, "disjoint parts of one buffer");
+    EXPECT(host(big + P, P)[0] == (float)n, "allreduce of disjoint parts: %g", host(big + P, P)[0]);
+    ncclCommDestroy(c);
+}
+
 /* ---- what NCCL would hang on fails the communicator ---- */
 
 static void mismatch(int me, int n, const ncclUniqueId &id)
@@ -247,16 +359,21 @@ int main(void)
         const char *name;
         int n;
         rank_fn f;
+        const char *devices;
     } cases[] = {
-        { "every collective on 3 ranks in 1 KB chunks", 3, collectives },
-        { "ranks in different collectives: invalid usage on both", 2, mismatch },
-        { "a peer that exits: a remote error within 2 s", 2, exits },
-        { "a peer that aborts: a remote error within 2 s", 2, aborts },
-        { "a peer that never comes: a remote error at FACET_DIST_TIMEOUT", 2, hangs },
+        { "every collective on 3 ranks in 1 KB chunks", 3, collectives, NULL },
+        { "two ranks on one GPU: invalid usage at init on both", 2, one_gpu, "3,4" },
+        { "a failed call fails its group; calls in a group start at its end", 2, group_error, NULL },
+        { "an empty collective is discarded, its arguments checked", 2, empty, NULL },
+        { "in-place layouts on 3 ranks; other overlaps refused", 3, layouts, NULL },
+        { "ranks in different collectives: invalid usage on both", 2, mismatch, NULL },
+        { "a peer that exits: a remote error within 2 s", 2, exits, NULL },
+        { "a peer that aborts: a remote error within 2 s", 2, aborts, NULL },
+        { "a peer that never comes: a remote error at FACET_DIST_TIMEOUT", 2, hangs, NULL },
     };
     int passed = 0, failed = 0;
     for (auto &k : cases) {
-        if (ranks(k.n, k.f) == 0) {
+        if (ranks(k.n, k.f, k.devices) == 0) {
             passed++;
         } else {
             failed++;
