@@ -573,6 +573,15 @@ const char *ncclGetErrorString(ncclResult_t r)
     return msg;
 }
 
+ncclResult_t ncclGetVersion(int *version)
+{
+    if (!version) return fail(ncclInvalidArgument, "ncclGetVersion: version is NULL");
+    const char *v = getenv("FACET_EMU_NCCL_VERSION");
+    long n = v && *v ? strtol(v, NULL, 10) : 0;
+    *version = n > 0 && n < 1000000 ? (int)n : NCCL_VERSION_CODE;
+    return ncclSuccess;
+}
+
 ncclResult_t ncclGetUniqueId(ncclUniqueId *id)
 {
     if (!id) return fail(ncclInvalidArgument, "ncclGetUniqueId: uniqueId is NULL");
@@ -635,13 +644,22 @@ ncclResult_t ncclCommInitRank(ncclComm_t *out, int nranks, ncclUniqueId id, int 
     return ncclSuccess;
 }
 
+/* NCCL's destroy waits for the communicator's queued work; after an error
+ * that may never complete, and NCCL says to abort instead: flagged here
+ * (after freeing, as ncclCommAbort would) */
 ncclResult_t ncclCommDestroy(ncclComm_t c)
 {
+    detail[0] = 0;
     if (!c) return fail(ncclInvalidArgument, "ncclCommDestroy: comm is NULL");
     cudaDeviceSynchronize();   /* its queued collectives finish first */
+    const ncclResult_t async = c->async;
+    const int rank = c->rank;
     unmap(c);
     delete c;
-    return ncclSuccess;
+    if (async == ncclSuccess) return ncclSuccess;
+    warn("ncclCommDestroy on rank %d: the communicator failed earlier (%s): NCCL's destroy may wait forever for its "
+         "work; a failed communicator is freed with ncclCommAbort", rank, ncclGetErrorString(async));
+    return ncclInvalidUsage;
 }
 
 ncclResult_t ncclCommAbort(ncclComm_t c)

@@ -17,11 +17,14 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <vector>
 
+#include "cuda_backend.h"
+#include "facet.h"
 #include "half_math.h"
 
 static int failures;   /* in a rank's process */
@@ -321,7 +324,7 @@ static void mismatch(int me, int n, const ncclUniqueId &id)
     ncclAllReduce(d, d, me == 0 ? 4 : 5, ncclFloat32, ncclSum, c, 0);
     EXPECT(async_of(c) == ncclInvalidUsage, "ranks with different counts: %d", (int)async_of(c));
     EXPECT(ncclAllReduce(d, d, 4, ncclFloat32, ncclSum, c, 0) == ncclInvalidUsage, "a failed communicator is refused");
-    ncclCommAbort(c);
+    EXPECT(ncclCommDestroy(c) == ncclInvalidUsage, "ncclCommDestroy of a failed communicator (not ncclCommAbort)");
 }
 
 /* rank 1 goes away after joining: exits, aborts, or sleeps past the timeout */
@@ -352,6 +355,79 @@ static void exits(int me, int n, const ncclUniqueId &id) { leaving(me, n, id, 0)
 static void aborts(int me, int n, const ncclUniqueId &id) { leaving(me, n, id, 1); }
 static void hangs(int me, int n, const ncclUniqueId &id) { leaving(me, n, id, 2); }
 
+/* ---- core/cuda/nccl.cu over the emulated NCCL ---- */
+
+/* the NCCL library loaded at run time is checked, not only the header */
+static void old_library(int me, int n, const ncclUniqueId &id)
+{
+    void *comm = &comm;
+    setenv("FACET_EMU_NCCL_VERSION", "20903", 1);
+    int rc = facet_cuda_nccl_init(&comm, &id, me, n);
+    EXPECT(rc == FACET_STATUS_ERR_DEVICE && comm == NULL && strstr(facet_last_error(), "older than the 2.10"),
+           "NCCL 2.9.3 at run time: %d, %s", rc, facet_last_error());
+    unsetenv("FACET_EMU_NCCL_VERSION");
+    rc = facet_cuda_nccl_init(&comm, &id, me, n);
+    EXPECT(rc == 0 && comm != NULL, "NCCL 2.18: %s", facet_last_error());
+    facet_cuda_nccl_free(comm, 0);
+}
+
+static void *facet_comm(int me, int n, const ncclUniqueId &id)
+{
+    void *comm = NULL;
+    int rc = facet_cuda_nccl_init(&comm, &id, me, n);
+    EXPECT(rc == 0, "facet_cuda_nccl_init: %s", facet_last_error());
+    return rc ? NULL : comm;
+}
+
+/* an allgather whose group fails (the last part does not fit out) says why
+ * and starts no broadcast; the communicator goes on working */
+static void allgather_group(int me, int n, const ncclUniqueId &id)
+{
+    void *comm = facet_comm(me, n, id);
+    if (!comm) return;
+    float *x = dev(std::vector<float>(4, (float)(me + 1)));
+    float *out = dev(std::vector<float>(7, -1.0f));
+    const int64_t counts[2] = { 4, 4 };
+    int rc = facet_cuda_nccl_allgather(comm, out, x, counts, FACET_DTYPE_FLOAT32);
+    EXPECT(rc == FACET_STATUS_ERR_DEVICE && strstr(facet_last_error(), "(facet-emu: ncclBroadcast: recvbuff"),
+           "the first failure's message: %s", facet_last_error());
+    EXPECT(host(out, 7)[0] == -1.0f && host(out, 7)[6] == -1.0f, "a broadcast of the failed group ran");
+    float *out2 = dev(std::vector<float>(6, -1.0f));
+    const int64_t uneven[2] = { 2, 4 };
+    rc = facet_cuda_nccl_allgather(comm, out2, x, uneven, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_cuda_nccl_wait(comm, 10, "allgather");
+    std::vector<float> got = host(out2, 6);
+    EXPECT(rc == 0 && got[0] == 1.0f && got[1] == 1.0f && got[2] == 2.0f && got[5] == 2.0f,
+           "the next allgather: %d %s, %g %g %g %g", rc, facet_last_error(), got[0], got[1], got[2], got[5]);
+    facet_cuda_nccl_free(comm, 0);
+}
+
+/* a communicator whose error nobody waited for is freed with ncclCommAbort:
+ * ncclCommDestroy could wait forever for its work */
+static void free_failed(int me, int n, const ncclUniqueId &id)
+{
+    void *comm = facet_comm(me, n, id);
+    if (!comm) return;
+    float *d = dev(std::vector<float>(8, 1.0f));
+    EXPECT(facet_cuda_nccl_allreduce(comm, d, me == 0 ? 4 : 5, FACET_DTYPE_FLOAT32, FACET_DIST_OP_SUM) == 0,
+           "queueing the mismatched allreduce");
+    fflush(stderr);
+    FILE *t = tmpfile();
+    int saved = dup(2);
+    if (!t || saved < 0) return;
+    dup2(fileno(t), 2);
+    facet_cuda_nccl_free(comm, 0);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char said[1024] = "";
+    rewind(t);
+    size_t got = fread(said, 1, sizeof said - 1, t);
+    said[got] = 0;
+    fclose(t);
+    EXPECT(!strstr(said, "ncclCommDestroy"), "the failed communicator went to ncclCommDestroy: %s", said);
+}
+
 int main(void)
 {
     setenv("FACET_EMU_NCCL_SLOT_KB", "1", 1);
@@ -370,6 +446,9 @@ int main(void)
         { "a peer that exits: a remote error within 2 s", 2, exits, NULL },
         { "a peer that aborts: a remote error within 2 s", 2, aborts, NULL },
         { "a peer that never comes: a remote error at FACET_DIST_TIMEOUT", 2, hangs, NULL },
+        { "nccl.cu: an NCCL library older than 2.10 at run time is refused", 1, old_library, NULL },
+        { "nccl.cu: a failed allgather group keeps its first error; the communicator works on", 2, allgather_group, NULL },
+        { "nccl.cu: a communicator with an error is freed by ncclCommAbort", 2, free_failed, NULL },
     };
     int passed = 0, failed = 0;
     for (auto &k : cases) {
