@@ -5,9 +5,12 @@
  * facet_cuda_nccl_wait polls that event and ncclCommGetAsyncError until the
  * deadline, and aborts the communicator (ncclCommAbort) when it passes or
  * NCCL reports an error, so a dead peer never hangs the caller. An allgather
- * of unequal parts is one ncclBroadcast per rank inside a group. float16 is
- * ncclFloat16; bfloat16 is ncclBfloat16 (NCCL 2.10 or newer is required, for
- * it and ncclAvg). NCCL reduces 16-bit values in its own order (not
+ * of unequal parts is one ncclBroadcast per rank inside a group (NCCL fails
+ * the whole group when one call in it fails). A communicator is freed with
+ * ncclCommDestroy only while NCCL reports no asynchronous error; otherwise,
+ * as NCCL says, with ncclCommAbort. float16 is ncclFloat16; bfloat16 is
+ * ncclBfloat16 (NCCL 2.10 or newer is required, for it and ncclAvg, in the
+ * header built against and in the library loaded at run time). NCCL reduces 16-bit values in its own order (not
  * bit-stable across rank counts). float32 avg is ncclAvg; 16-bit avg is a sum
  * and then times 1/W in float32, rounded once, as the MPI path does (ncclAvg
  * would scale by 1/W rounded to the 16-bit type first).
@@ -138,7 +141,17 @@ extern "C" int facet_cuda_nccl_init(void **comm, const void *id, int rank, int s
     if (!c) return facet_fail(FACET_STATUS_ERR_MEMORY, "%s: out of memory", fn);
     ncclUniqueId u;
     memcpy(&u, id, sizeof u);
-    int rc = check_cuda(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming), fn);
+    /* the library loaded at run time, not the header built against: ncclAvg and ncclBfloat16 need 2.10 */
+    int version = 0;
+    int rc = check_nccl(ncclGetVersion(&version), fn);
+    if (!rc && version < NCCL_VERSION(2, 10, 0))
+        rc = facet_fail(FACET_STATUS_ERR_DEVICE, "%s: the NCCL library loaded is version %d, older than the 2.10 facet "
+                        "was built for (LD_LIBRARY_PATH or the rpath picks an older libnccl.so)", fn, version);
+    if (rc) {
+        free(c);
+        return rc;
+    }
+    rc = check_cuda(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming), fn);
     if (!rc) rc = check_nccl(ncclCommInitRank(&c->comm, size, u, rank), fn);
     if (rc) {
         if (c->done) cudaEventDestroy(c->done);
@@ -154,7 +167,11 @@ extern "C" int facet_cuda_nccl_free(void *comm, int abort)
     struct nccl_comm *c = (struct nccl_comm *)comm;
     if (!c) return 0;
     if (!c->aborted) {
-        if (abort) ncclCommAbort(c->comm);
+        /* a communicator with an asynchronous error may never finish its queued work, which
+         * ncclCommDestroy waits for: NCCL says to abort it */
+        ncclResult_t async = ncclSuccess;
+        if (!abort) ncclCommGetAsyncError(c->comm, &async);
+        if (abort || (async != ncclSuccess && async != ncclInProgress)) ncclCommAbort(c->comm);
         else ncclCommDestroy(c->comm);
     }
     cudaEventDestroy(c->done);
@@ -195,8 +212,11 @@ extern "C" int facet_cuda_nccl_allgather(void *comm, void *out, const void *x, c
         rc = check_nccl(ncclBroadcast(r == rank ? x : part, part, (size_t)counts[r], ty, r, c->comm, 0), fn);
         at += (size_t)counts[r];
     }
-    int end = check_nccl(ncclGroupEnd(), fn);
-    return queued(c, rc ? rc : end, fn);
+    /* NCCL fails the whole group when one call in it failed (ncclGroupEnd returns that error and starts
+     * none of its broadcasts): the first failure's message is the one to keep */
+    ncclResult_t end = ncclGroupEnd();
+    if (!rc) rc = check_nccl(end, fn);
+    return queued(c, rc, fn);
 }
 
 extern "C" int facet_cuda_nccl_reduce_scatter(void *comm, void *out, const void *x, int64_t count, int dtype, int op)

@@ -27,8 +27,19 @@
  * - ranks that called different collectives (kind, count, type, operation
  *   or root differ): ncclInvalidUsage;
  * - no progress for FACET_DIST_TIMEOUT seconds (default 300): ncclRemoteError.
- * A buffer that is not device memory (all of it, for its count and type) is
- * ncclInvalidArgument at the call, as NCCL's pointer check.
+ * NCCL's own rules, as NCCL applies them:
+ * - two ranks of a communicator on one GPU (the first entry of
+ *   CUDA_VISIBLE_DEVICES, 0 when unset) fail ncclCommInitRank on every rank
+ *   with ncclInvalidUsage ("Duplicate GPU detected");
+ * - root, type and operation are checked at the call (ncclInvalidArgument);
+ *   a collective of count 0 is then discarded: no rank waits for it;
+ * - a call that fails inside a group fails the group: ncclGroupEnd returns
+ *   its error and none of the group's operations starts.
+ * Where NCCL's behaviour is undefined the call fails with
+ * ncclInvalidArgument instead: a buffer that is not device memory (all of it,
+ * for its count and type; NCCL checks only with NCCL_CHECK_POINTERS=1, and a
+ * GPU then faults), and buffers that overlap other than in NCCL's in-place
+ * layouts (layout_check).
  */
 #include "nccl.h"
 #include "emu.h"
@@ -45,6 +56,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <vector>
 
 #include "half_math.h"
 
@@ -53,6 +65,7 @@ namespace {
 const int MAX_RANKS = 256;
 const uint32_t MAGIC = 0x66656e63;   /* "fenc" */
 const char ID_PREFIX[] = "facet-emu-nccl-";
+const int DEVICE_CHARS = 48;
 
 enum kind { K_ALLREDUCE = 1, K_BROADCAST, K_REDUCE_SCATTER, K_ALLGATHER };
 
@@ -71,6 +84,7 @@ struct header {
     std::atomic<int32_t> failed;        /* 0, or 1 + the rank that failed the communicator */
     std::atomic<int32_t> pid[MAX_RANKS];
     desc what[MAX_RANKS];
+    char device[MAX_RANKS][DEVICE_CHARS];   /* the GPU each rank runs on (its CUDA_VISIBLE_DEVICES' first entry) */
 };
 
 }   /* namespace */
@@ -88,6 +102,8 @@ namespace {
 
 thread_local char detail[512];
 thread_local int group_depth;
+thread_local ncclResult_t group_error;      /* the first call that failed inside the open group */
+thread_local char group_detail[512];        /* and what it said */
 
 void set_detail(const char *fmt, va_list ap) { vsnprintf(detail, sizeof detail, fmt, ap); }
 
@@ -402,33 +418,99 @@ ncclResult_t flush(void)
 
 bool device_buffer(const void *p, size_t bytes) { return p && facet_emu::device_range(p, bytes); }
 
-ncclResult_t submit(ncclComm *c, desc d, const void *send, void *recv, cudaStream_t s, const char *fn)
+bool overlap(const char *a, size_t an, const char *b, size_t bn) { return an && bn && a < b + bn && b < a + an; }
+
+/* NCCL's in-place rules (nccl.h; "In-place Operations" in its guide):
+ * allreduce and broadcast (on the root) in place when sendbuff == recvbuff;
+ * reduce-scatter when recvbuff == sendbuff + rank * recvcount; allgather when
+ * sendbuff == recvbuff + rank * sendcount. Buffers that overlap any other way
+ * are undefined (NCCL reads and writes them in its own chunk order, and
+ * returns success): refused here. */
+ncclResult_t layout_check(ncclComm *c, const desc &d, const char *s, const char *r, const char *fn)
 {
-    detail[0] = 0;
+    const size_t bytes = d.count * type_size((ncclDataType_t)d.dtype), W = (size_t)c->nranks, me = (size_t)c->rank;
+    size_t sn = bytes, rn = bytes;
+    bool in_place = s == r;
+    const char *rule = "sendbuff == recvbuff";
+    switch (d.kind) {
+    case K_BROADCAST:
+        if (c->rank != d.root) return ncclSuccess;   /* sendbuff is not read off the root */
+        break;
+    case K_REDUCE_SCATTER:
+        sn = bytes * W;
+        in_place = r == s + me * bytes;
+        rule = "recvbuff == sendbuff + rank * recvcount";
+        break;
+    case K_ALLGATHER:
+        rn = bytes * W;
+        in_place = s == r + me * bytes;
+        rule = "sendbuff == recvbuff + rank * sendcount";
+        break;
+    }
+    if (in_place || !overlap(s, sn, r, rn)) return ncclSuccess;
+    warn("%s on rank %d: sendbuff [%p, +%zu) and recvbuff [%p, +%zu) overlap, but not in NCCL's in-place layout (%s): "
+         "undefined in NCCL", fn, c->rank, (const void *)s, sn, (const void *)r, rn, rule);
+    return ncclInvalidArgument;
+}
+
+/* NCCL's checks at the call (ArgsCheck: root, type, operation), then the
+ * emulator's: device memory for the whole count (NCCL checks pointers only
+ * with NCCL_CHECK_POINTERS=1; a GPU faults on a host pointer) and NCCL's
+ * in-place layouts. */
+ncclResult_t args_check(ncclComm *c, const desc &d, const void *send, const void *recv, cudaStream_t s, const char *fn)
+{
     if (!c) return fail(ncclInvalidArgument, "%s: comm is NULL", fn);
     if (c->async) return fail(c->async, "%s: the communicator failed earlier", fn);
     if (s != 0) return fail(ncclInvalidArgument, "%s: the emulator has only the default stream", fn);
+    if (d.root < 0 || d.root >= c->nranks) return fail(ncclInvalidArgument, "%s: root %d of %d ranks", fn, d.root, c->nranks);
     const size_t el = type_size((ncclDataType_t)d.dtype);
     if (!el) return fail(ncclInvalidArgument, "%s: datatype %d", fn, d.dtype);
     if (d.op < 0 || d.op >= ncclNumOps) return fail(ncclInvalidArgument, "%s: op %d", fn, d.op);
-    if (d.kind == K_BROADCAST && (d.root < 0 || d.root >= c->nranks))
-        return fail(ncclInvalidArgument, "%s: root %d of %d ranks", fn, d.root, c->nranks);
     if (d.count > ((size_t)1 << 40) / el) return fail(ncclInvalidArgument, "%s: count %llu", fn, (unsigned long long)d.count);
+    if (d.count == 0) return ncclSuccess;
     const size_t W = (size_t)c->nranks, bytes = d.count * el;
     const size_t send_bytes = d.kind == K_REDUCE_SCATTER ? bytes * W : bytes;
     const size_t recv_bytes = d.kind == K_ALLGATHER ? bytes * W : bytes;
     const bool needs_send = d.kind != K_BROADCAST || d.root == c->rank;
-    if (d.count && needs_send && !device_buffer(send, send_bytes))
+    if (needs_send && !device_buffer(send, send_bytes))
         return fail(ncclInvalidArgument, "%s: sendbuff %p is not device memory of %zu bytes", fn, send, send_bytes);
-    if (d.count && !device_buffer(recv, recv_bytes))
+    if (!device_buffer(recv, recv_bytes))
         return fail(ncclInvalidArgument, "%s: recvbuff %p is not device memory of %zu bytes", fn, recv, recv_bytes);
-    job j{ c, d, (const char *)send, (char *)recv };
+    return layout_check(c, d, (const char *)send, (const char *)recv, fn);
+}
+
+void enqueue_job(const job &j)
+{
     facet_emu::enqueue([j]() {
         ncclResult_t r = run_job(j);
         if (r && j.c->async == ncclSuccess) j.c->async = r;
         return 0;   /* a failed collective fails the communicator, not the stream */
     });
-    return group_depth > 0 ? ncclSuccess : flush();
+}
+
+thread_local std::vector<job> group_jobs;   /* the open group's collectives, started at ncclGroupEnd */
+
+ncclResult_t submit(ncclComm *c, desc d, const void *send, void *recv, cudaStream_t s, const char *fn)
+{
+    detail[0] = 0;
+    ncclResult_t r = args_check(c, d, send, recv, s, fn);
+    if (r) {
+        /* as NCCL: inside a group the failure also fails the group (ncclGroupEnd returns it, and none of the
+         * group's operations start) */
+        if (group_depth > 0 && group_error == ncclSuccess) {
+            group_error = r;
+            snprintf(group_detail, sizeof group_detail, "%s", detail);
+        }
+        return r;
+    }
+    if (d.count == 0) return ncclSuccess;   /* NCCL discards an empty collective: no rank waits for it */
+    job j{ c, d, (const char *)send, (char *)recv };
+    if (group_depth > 0) {
+        group_jobs.push_back(j);
+        return ncclSuccess;
+    }
+    enqueue_job(j);
+    return flush();
 }
 
 desc make(int kind, size_t count, ncclDataType_t t, int op, int root)
@@ -441,6 +523,34 @@ desc make(int kind, size_t count, ncclDataType_t t, int op, int root)
     d.op = op;
     d.root = root;
     return d;
+}
+
+/* The GPU this process runs on: CUDA's device 0 (facet never changes the
+ * device), the first entry of CUDA_VISIBLE_DEVICES, or GPU 0 when it is unset
+ * (on one machine; the emulator has no other). */
+void device_of_process(char *out)
+{
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    if (!v) v = "0";
+    size_t n = strcspn(v, ",");
+    if (n >= (size_t)DEVICE_CHARS) n = DEVICE_CHARS - 1;
+    memcpy(out, v, n);
+    out[n] = 0;
+}
+
+/* NCCL's init refuses two ranks of a communicator on one GPU of one host
+ * ("Duplicate GPU detected", ncclInvalidUsage), on every rank */
+ncclResult_t duplicate_device(ncclComm *c)
+{
+    const char *mine = c->h->device[c->rank];
+    for (int q = 0; q < c->nranks; q++) {
+        if (q != c->rank && strcmp(c->h->device[q], mine) == 0) {
+            warn("ncclCommInitRank: duplicate GPU: rank %d and rank %d both on CUDA device \"%s\" (CUDA_VISIBLE_DEVICES' "
+                 "first entry, or 0 when unset); NCCL takes one rank per GPU", c->rank, q, mine);
+            return ncclInvalidUsage;
+        }
+    }
+    return ncclSuccess;
 }
 
 void unmap(ncclComm *c)
@@ -463,6 +573,15 @@ const char *ncclGetErrorString(ncclResult_t r)
     return msg;
 }
 
+ncclResult_t ncclGetVersion(int *version)
+{
+    if (!version) return fail(ncclInvalidArgument, "ncclGetVersion: version is NULL");
+    const char *v = getenv("FACET_EMU_NCCL_VERSION");
+    long n = v && *v ? strtol(v, NULL, 10) : 0;
+    *version = n > 0 && n < 1000000 ? (int)n : NCCL_VERSION_CODE;
+    return ncclSuccess;
+}
+
 ncclResult_t ncclGetUniqueId(ncclUniqueId *id)
 {
     if (!id) return fail(ncclInvalidArgument, "ncclGetUniqueId: uniqueId is NULL");
@@ -480,6 +599,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t *out, int nranks, ncclUniqueId id, int 
     detail[0] = 0;
     if (!out) return fail(ncclInvalidArgument, "ncclCommInitRank: comm is NULL");
     *out = NULL;
+    if (group_depth > 0) return fail(ncclInvalidUsage, "ncclCommInitRank: the emulator does not take it inside a group");
     if (nranks < 1 || nranks > MAX_RANKS)
         return fail(ncclInvalidArgument, "ncclCommInitRank: nranks %d (the emulator takes 1 to %d)", nranks, MAX_RANKS);
     if (rank < 0 || rank >= nranks) return fail(ncclInvalidArgument, "ncclCommInitRank: rank %d of %d", rank, nranks);
@@ -509,9 +629,11 @@ ncclResult_t ncclCommInitRank(ncclComm_t *out, int nranks, ncclUniqueId id, int 
     if (!why && !h->pid[rank].compare_exchange_strong(none, (int32_t)getpid())) why = "two processes took one rank";
     ncclResult_t r = why ? fail(ncclInvalidUsage, "ncclCommInitRank: rank %d of %d: %s", rank, nranks, why) : ncclSuccess;
     if (why) broken(c, r);
+    if (!r) device_of_process(h->device[rank]);
     /* the last rank in has every rank mapped: the name can go */
     if (h->joined.fetch_add(1) + 1 == (uint32_t)nranks) shm_unlink(name);
     if (!r) r = barrier(c, "ncclCommInitRank");
+    if (!r) r = duplicate_device(c);
     if (r) {
         shm_unlink(name);
         unmap(c);
@@ -522,13 +644,22 @@ ncclResult_t ncclCommInitRank(ncclComm_t *out, int nranks, ncclUniqueId id, int 
     return ncclSuccess;
 }
 
+/* NCCL's destroy waits for the communicator's queued work; after an error
+ * that may never complete, and NCCL says to abort instead: flagged here
+ * (after freeing, as ncclCommAbort would) */
 ncclResult_t ncclCommDestroy(ncclComm_t c)
 {
+    detail[0] = 0;
     if (!c) return fail(ncclInvalidArgument, "ncclCommDestroy: comm is NULL");
     cudaDeviceSynchronize();   /* its queued collectives finish first */
+    const ncclResult_t async = c->async;
+    const int rank = c->rank;
     unmap(c);
     delete c;
-    return ncclSuccess;
+    if (async == ncclSuccess) return ncclSuccess;
+    warn("ncclCommDestroy on rank %d: the communicator failed earlier (%s): NCCL's destroy may wait forever for its "
+         "work; a failed communicator is freed with ncclCommAbort", rank, ncclGetErrorString(async));
+    return ncclInvalidUsage;
 }
 
 ncclResult_t ncclCommAbort(ncclComm_t c)
@@ -586,12 +717,24 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t count, ncclDataT
 
 ncclResult_t ncclGroupStart(void)
 {
+    if (group_depth == 0) {
+        group_error = ncclSuccess;
+        group_jobs.clear();
+    }
     group_depth++;
     return ncclSuccess;
 }
 
 ncclResult_t ncclGroupEnd(void)
 {
+    detail[0] = 0;
     if (group_depth == 0) return fail(ncclInvalidUsage, "ncclGroupEnd without ncclGroupStart");
-    return --group_depth > 0 ? ncclSuccess : flush();
+    if (--group_depth > 0) return ncclSuccess;
+    std::vector<job> jobs;
+    jobs.swap(group_jobs);
+    const ncclResult_t e = group_error;
+    group_error = ncclSuccess;
+    if (e) return fail(e, "a call in the group failed (%s): none of the group's operations started", group_detail);
+    for (const job &j : jobs) enqueue_job(j);
+    return flush();
 }
