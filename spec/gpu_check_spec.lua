@@ -77,6 +77,13 @@ describe("tools/gpu_check.sh", function()
         assert.are.equal(np, n, out)
         assert.falsy(out:find("FAIL", 1, true), out)
       end
+      -- a launcher that shows each rank every GPU of the node (srun --gpus-per-node): facet.dist.init
+      -- gives rank r the r-th entry (without it both take GPU 0, which NCCL refuses: "duplicate GPU")
+      env.CUDA_VISIBLE_DEVICES = "0,1"
+      out, rc = mpi.run(2, { "spec/support/nccl_check.lua", "cuda" }, { limit = 300, env = env })
+      assert.are.equal(0, rc, out)
+      local _, n = out:gsub("%f[%d]8 passed, 0 failed", "")
+      assert.are.equal(2, n, out)
     end)
 
     it("says why it cannot run: no launcher, no NCCL or no GPU, a bad device", function()

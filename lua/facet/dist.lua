@@ -25,8 +25,9 @@
 -- init options: timeout (seconds), threads (facet threads per rank; default:
 -- the cores divided among the ranks of the node unless FACET_THREADS or
 -- OMP_NUM_THREADS is set), gpu (true: each rank of a node sees the GPU of its
--- local rank through CUDA_VISIBLE_DEVICES, set when unset; default true; call
--- init before the first CUDA tensor). docs/distributed.md.
+-- local rank through CUDA_VISIBLE_DEVICES: the local rank when unset, the
+-- local rank's entry when it lists a GPU per local rank or more; default true;
+-- call init before the first CUDA tensor). docs/distributed.md.
 local ffi = require "ffi"
 local core = require "facet.core"
 local tensor = require "facet.tensor"
@@ -115,7 +116,13 @@ function M.init(opts)
   st.timeout = timeout or M.DEFAULT_TIMEOUT
   st.initialized = true
   local visible = os.getenv("CUDA_VISIBLE_DEVICES")
-  if opts.gpu ~= false and st.local_size > 1 and (visible == nil or visible == "") then
+  -- a launcher that shows every rank all the node's GPUs (srun --gpus-per-node):
+  -- each rank takes the entry of its local rank, as it would take that device
+  local list = {}
+  for e in (visible or ""):gmatch("[^,]+") do list[#list + 1] = e end
+  local pick = (visible == nil or visible == "") and tostring(st.local_rank)
+    or (#list >= st.local_size and #list > 1) and list[st.local_rank + 1] or nil
+  if opts.gpu ~= false and st.local_size > 1 and pick then
     -- the driver reads the variable once, at its first use: too late, every
     -- local rank would take GPU 0 (and NCCL refuse the duplicates)
     if require("facet.cuda").started() then
@@ -124,7 +131,7 @@ function M.init(opts)
         .. "(or facet.train{ dist = true }) before any CUDA tensor or facet.cuda query, set CUDA_VISIBLE_DEVICES "
         .. "per rank in the launcher, or pass gpu = false"):format(st.local_size))
     end
-    C.setenv("CUDA_VISIBLE_DEVICES", tostring(st.local_rank), 1)
+    C.setenv("CUDA_VISIBLE_DEVICES", pick, 1)
   end
   set_threads(opts)
   return M
