@@ -8,6 +8,7 @@
 #define FACET_EMU_EMU_H
 
 #include "cuda_runtime.h"
+#include <string>
 
 namespace facet_emu {
 
@@ -31,6 +32,9 @@ void set_threads(int n);
 /* the order the threads of a block start and resume in (launch.cpp): 0 thread
  * order, 1 reverse, -1 FACET_EMU_ORDER again (reverse, or else thread order) */
 void set_order(int rev);
+/* the GPU of this process (runtime.cpp): the first entry of
+ * CUDA_VISIBLE_DEVICES when CUDA started (then fixed, as on a GPU), "0" unset */
+std::string process_device(void);
 
 }   /* namespace facet_emu */
 

@@ -530,11 +530,9 @@ desc make(int kind, size_t count, ncclDataType_t t, int op, int root)
  * (on one machine; the emulator has no other). */
 void device_of_process(char *out)
 {
-    const char *v = getenv("CUDA_VISIBLE_DEVICES");
-    if (!v) v = "0";
-    size_t n = strcspn(v, ",");
-    if (n >= (size_t)DEVICE_CHARS) n = DEVICE_CHARS - 1;
-    memcpy(out, v, n);
+    const std::string d = facet_emu::process_device();   /* as CUDA saw it at its start */
+    size_t n = d.size() < (size_t)DEVICE_CHARS ? d.size() : (size_t)DEVICE_CHARS - 1;
+    memcpy(out, d.data(), n);
     out[n] = 0;
 }
 

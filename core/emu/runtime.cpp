@@ -308,12 +308,16 @@ bool sync_mode(void)
  * that sets it after touching CUDA keeps every GPU and uses the first. The
  * emulator notes the value at its first call and says so, once, when it
  * differs later (facet.dist.init sets it for each local rank). */
+static std::mutex visible_lock;
+static bool visible_started, visible_had;
+static std::string visible_first;
+
 void visible_devices_check(void)
 {
-    static std::mutex lock;
-    static bool started, had, warned;
-    static std::string first;
-    std::lock_guard<std::mutex> hold(lock);
+    static bool warned;
+    std::lock_guard<std::mutex> hold(visible_lock);
+    bool &started = visible_started, &had = visible_had;
+    std::string &first = visible_first;
     const char *v = getenv("CUDA_VISIBLE_DEVICES");
     if (!started) {
         started = true;
@@ -328,6 +332,20 @@ void visible_devices_check(void)
             "a GPU process keeps the devices it saw then, so the change has no effect there\n",
             v ? v : "(unset)", had ? "\"" : "", had ? first.c_str() : "unset", had ? "\"" : "");
 }
+
+}   /* namespace */
+
+/* the GPU this process uses: the first entry of CUDA_VISIBLE_DEVICES as it was
+ * when CUDA started (a GPU process keeps what it saw then), "0" when unset */
+std::string process_device(void)
+{
+    visible_devices_check();
+    std::lock_guard<std::mutex> hold(visible_lock);
+    std::string v = visible_had ? visible_first : "0";
+    return v.substr(0, v.find(','));
+}
+
+namespace {
 
 /* the context is lost (locked: queue_lock): the queued work is dropped */
 void lose(cudaError_t e, const char *why)

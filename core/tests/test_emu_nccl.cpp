@@ -216,7 +216,19 @@ static void one_gpu(int me, int n, const ncclUniqueId &id)
 {
     ncclComm_t c = (ncclComm_t)&c;
     ncclResult_t r = ncclCommInitRank(&c, n, id, me);
-    EXPECT(r == ncclInvalidUsage && c == NULL, "two ranks on GPU 3: %d", (int)r);
+    EXPECT(r == ncclInvalidUsage && c == NULL, "two ranks on one GPU: %d", (int)r);
+}
+
+/* CUDA reads CUDA_VISIBLE_DEVICES once, at its start: ranks that both
+ * started on GPU 7 and then set it to their rank are still both on GPU 7 */
+static void late_visible(int me, int n, const ncclUniqueId &id)
+{
+    float *d = dev(std::vector<float>(1, 1.0f));   /* CUDA starts here */
+    EXPECT(d != NULL, "cudaMalloc");
+    char own[16];
+    snprintf(own, sizeof own, "%d", me);
+    setenv("CUDA_VISIBLE_DEVICES", own, 1);
+    one_gpu(me, n, id);
 }
 
 /* a failed call inside a group fails the group: ncclGroupEnd returns the
@@ -439,6 +451,7 @@ int main(void)
     } cases[] = {
         { "every collective on 3 ranks in 1 KB chunks", 3, collectives, NULL },
         { "two ranks on one GPU: invalid usage at init on both", 2, one_gpu, "3,4" },
+        { "CUDA_VISIBLE_DEVICES set after CUDA started changes no rank's GPU", 2, late_visible, "7" },
         { "a failed call fails its group; calls in a group start at its end", 2, group_error, NULL },
         { "an empty collective is discarded, its arguments checked", 2, empty, NULL },
         { "in-place layouts on 3 ranks; other overlaps refused", 3, layouts, NULL },
