@@ -3,6 +3,7 @@
  * documented errors (libm.h).
  */
 #include <math.h>
+#include <cmath>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,26 +29,20 @@ static bool upward(uint64_t a, uint64_t b)
     return h & 1;
 }
 
-float libm_f(float r, int ulps, float x, float y)
+/* r moved by ulps steps toward +inf or -inf (U: the unsigned integer of F's bits) */
+template <typename F, typename U>
+static F moved(F r, int ulps, F x, F y)
 {
-    if (!cuda_errors() || !isfinite(r) || r == 0.0f) return r;
-    uint32_t bx, by;
-    memcpy(&bx, &x, 4);
-    memcpy(&by, &y, 4);
-    const float to = upward(bx, by) ? INFINITY : -INFINITY;
-    for (int i = 0; i < ulps; i++) r = nextafterf(r, to);
+    if (!cuda_errors() || !std::isfinite(r) || r == (F)0) return r;
+    U bx, by;
+    memcpy(&bx, &x, sizeof bx);
+    memcpy(&by, &y, sizeof by);
+    const F to = upward(bx, by) ? (F)INFINITY : -(F)INFINITY;
+    for (int i = 0; i < ulps; i++) r = std::nextafter(r, to);
     return r;
 }
 
-double libm_d(double r, int ulps, double x, double y)
-{
-    if (!cuda_errors() || !isfinite(r) || r == 0.0) return r;
-    uint64_t bx, by;
-    memcpy(&bx, &x, 8);
-    memcpy(&by, &y, 8);
-    const double to = upward(bx, by) ? INFINITY : -INFINITY;
-    for (int i = 0; i < ulps; i++) r = nextafter(r, to);
-    return r;
-}
+float libm_f(float r, int ulps, float x, float y) { return moved<float, uint32_t>(r, ulps, x, y); }
+double libm_d(double r, int ulps, double x, double y) { return moved<double, uint64_t>(r, ulps, x, y); }
 
 }
