@@ -16,7 +16,14 @@
  * rounded once; beta = 0 does not read C, and k = 0 gives C = beta C. A
  * 16-bit C on a handle that allows reduced-precision reductions (the
  * default math mode) gets what a split-K GPU kernel may give: the two halves
- * of the k sum rounded to C's type before they are added.
+ * of the k sum rounded to C's type before they are added. With
+ * FACET_EMU_GEMM=scramble the k sum is not the BLAS's but one a GPU kernel
+ * may do instead (compute_scrambled): fused multiply-add chains over chunks
+ * of 8..64 terms, the chunks' partials in one chain, a pairwise tree or last
+ * to first, split-K slices added last, all picked by a hash of the shape and
+ * types, so a tolerance that holds only for one order fails here. A call on
+ * a lost context (an earlier fault) runs nothing and returns
+ * CUBLAS_STATUS_EXECUTION_FAILED.
  */
 #include "cublas_v2.h"
 #include "emu.h"
