@@ -37,6 +37,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <vector>
+#ifdef __FMA__
+#include <immintrin.h>
+#endif
 
 extern "C" {
 #include "internal.h"
@@ -409,7 +412,14 @@ void fma_chain(const float *ra, int64_t k, const float *rb, int64_t n, int64_t i
         for (int r = 0; r < rows; r++) {
             const float a = ra[(i0 + r) * k + p];
             float *xr = x + r * cols;
-            for (int jj = 0; jj < cols; jj++) xr[jj] = fmaf(a, b[jj], xr[jj]);
+            int jj = 0;
+#ifdef __FMA__
+            /* 8 fmaf at once, each rounded once as fmaf is (GCC -O2 does not vectorise the loop below) */
+            const __m256 va = _mm256_set1_ps(a);
+            for (; jj + 8 <= cols; jj += 8)
+                _mm256_storeu_ps(xr + jj, _mm256_fmadd_ps(va, _mm256_loadu_ps(b + jj), _mm256_loadu_ps(xr + jj)));
+#endif
+            for (; jj < cols; jj++) xr[jj] = fmaf(a, b[jj], xr[jj]);
         }
     }
 }
