@@ -10,7 +10,9 @@
  * that the two thread orders (FACET_EMU_ORDER) expose a missing barrier.
  * The last section runs the blocks of a launch on several OS threads: each
  * block has its own __shared__ memory, a fault in any block is the launch's,
- * and the results do not depend on the number of threads.
+ * and the results do not depend on the number of threads. Then cuBLAS: the
+ * statuses and values of real cuBLAS, the GPU-like k order of
+ * FACET_EMU_GEMM=scramble, and GEMMs on a lost context.
  */
 #include "cuda_common.cuh"
 #include "emu.h"
