@@ -286,10 +286,6 @@ cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cubl
         return refuse(CUBLAS_STATUS_NOT_SUPPORTED, fn, "algo %d (the emulator has CUBLAS_GEMM_DEFAULT only)",
                       (int)algo);
     if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
-    /* a lost context (an earlier fault) runs nothing: cuBLAS's kernel launch
-     * fails, and it says so (the runtime's last error stays the fault's) */
-    if (!facet_emu::launch_allowed(fn, 0))
-        return refuse(CUBLAS_STATUS_EXECUTION_FAILED, fn, "the device context is lost (an earlier fault)");
 
     const int64_t a_cols = ta == CUBLAS_OP_N ? k : m, b_cols = tb == CUBLAS_OP_N ? n : k;
     /* A and B are not read when k = 0 */
@@ -305,6 +301,11 @@ cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cubl
     if (overlaps(oc, oa) || overlaps(oc, ob))
         return refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "C (%p) overlaps %s (%p): cuBLAS leaves that undefined", c,
                       overlaps(oc, oa) ? "A" : "B", overlaps(oc, oa) ? a : b);
+
+    /* a lost context (an earlier fault) runs nothing: cuBLAS's kernel launch
+     * fails, and it says so (the runtime's last error stays the fault's) */
+    if (!facet_emu::launch_allowed(fn, 0))
+        return refuse(CUBLAS_STATUS_EXECUTION_FAILED, fn, "the device context is lost (an earlier fault)");
 
     const cublasMath_t math = math_of(h);
     gemm_args g{ta, tb, m, n, k, *(const float *)alpha, *(const float *)beta, a, b, c, at, bt, ct,

@@ -1344,6 +1344,8 @@ static void test_gemm_lost_context(void)
               CUBLAS_STATUS_EXECUTION_FAILED);
     CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &three, a, 1, 0, a, 2, 0, &zero, c, 2, 0, 1),
               CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &three, a, 2, 0, a, 2, 0, &zero, c, 2, 4, 2),
+              CUBLAS_STATUS_INVALID_VALUE);     /* the second C is past its allocation */
     CHECK(cudaGetLastError() == cudaErrorLaunchFailure, "the last error stays the fault's");
     int rc = facet_cuda_sgemm(0, 0, 2, 2, 2, 3.0f, a, 2, 0, a, 2, 0, 0.0f, c, 2, 0, 1);
     CHECK(rc == FACET_STATUS_ERR_DEVICE, "facet_cuda_sgemm on a lost context: %d %s", rc, facet_last_error());
