@@ -158,7 +158,14 @@ describe("convnet and iresnet18 in 16 bits", function()
   end)
   H.it("iresnet18 bf16 and fp16 match float32", function()
     compare(iresnet18, { 8, 3, 32, 32 }, "bfloat16", 0.04, 0.3, 0.2)
-    compare(iresnet18, { 8, 3, 32, 32 }, "float16", 0.005, 0.06, 0.025)
+    -- float16 gradients against float32 depend on the GEMMs' summation order as well as on the
+    -- roundings to float16: on a GPU the 16-bit and the float32 GEMMs run different kernels, each
+    -- summing k in its own order, which moves which values round up. With one order for both
+    -- (OpenBLAS's: the emulator's default) the total is 0.020 and the worst parameter 0.050;
+    -- in 9 GPU-like orders (FACET_EMU_GEMM=scramble, its hash reseeded) 0.022..0.026 and
+    -- 0.051..0.059, so 0.025 and 0.06 failed for some. 0.035 and 0.08 leave a third above the
+    -- worst measured; a wrong cast or gradient is off by far more.
+    compare(iresnet18, { 8, 3, 32, 32 }, "float16", 0.005, 0.08, 0.035)
   end)
 end)
 

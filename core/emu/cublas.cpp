@@ -16,17 +16,30 @@
  * rounded once; beta = 0 does not read C, and k = 0 gives C = beta C. A
  * 16-bit C on a handle that allows reduced-precision reductions (the
  * default math mode) gets what a split-K GPU kernel may give: the two halves
- * of the k sum rounded to C's type before they are added.
+ * of the k sum rounded to C's type before they are added. With
+ * FACET_EMU_GEMM=scramble the k sum is not the BLAS's but one a GPU kernel
+ * may do instead (compute_scrambled): fused multiply-add chains over chunks
+ * of 8..64 terms, the chunks' partials in one chain, a pairwise tree or last
+ * to first, split-K slices added last, all picked by a hash of the shape and
+ * types, so a tolerance that holds only for one order fails here. A call on
+ * a lost context (an earlier fault) runs nothing and returns
+ * CUBLAS_STATUS_EXECUTION_FAILED.
  */
 #include "cublas_v2.h"
 #include "emu.h"
 
 #include <algorithm>
+#include <math.h>
 #include <mutex>
 #include <set>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <vector>
+#ifdef __FMA__
+#include <immintrin.h>
+#endif
 
 extern "C" {
 #include "internal.h"
@@ -213,6 +226,7 @@ struct gemm_args {
     long long sa, sb, sc;
     int batch;
     bool round_tf32, split_narrow;
+    bool scramble;      /* FACET_EMU_GEMM=scramble when the call was made */
 };
 
 int compute_gemm(const gemm_args &g);
@@ -229,6 +243,21 @@ bool scalar_ok(const char *fn, const char *name, const void *p)
         return false;
     }
     return true;
+}
+
+/* FACET_EMU_GEMM=scramble: the k sums in a GPU kernel's order (read at
+ * each call, so the emulator's tests can switch it; a GEMM costs far more
+ * than a getenv) */
+bool scramble_mode(void)
+{
+    const char *v = getenv("FACET_EMU_GEMM");
+    if (!v || !*v) return false;
+    if (strcmp(v, "scramble") == 0) return true;
+    static std::once_flag warned;
+    std::call_once(warned, [v] {
+        fprintf(stderr, "facet-emu: FACET_EMU_GEMM=%s is not a mode (scramble, or unset): the default order\n", v);
+    });
+    return false;
 }
 
 cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
@@ -273,9 +302,14 @@ cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cubl
         return refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "C (%p) overlaps %s (%p): cuBLAS leaves that undefined", c,
                       overlaps(oc, oa) ? "A" : "B", overlaps(oc, oa) ? a : b);
 
+    /* a lost context (an earlier fault) runs nothing: cuBLAS's kernel launch
+     * fails, and it says so (the runtime's last error stays the fault's) */
+    if (!facet_emu::launch_allowed(fn, 0))
+        return refuse(CUBLAS_STATUS_EXECUTION_FAILED, fn, "the device context is lost (an earlier fault)");
+
     const cublasMath_t math = math_of(h);
     gemm_args g{ta, tb, m, n, k, *(const float *)alpha, *(const float *)beta, a, b, c, at, bt, ct,
-                lda, ldb, ldc, sa, sb, sc, batch, false, false};
+                lda, ldb, ldc, sa, sb, sc, batch, false, false, scramble_mode()};
     /* TF32 math mode: cublasSgemm* may use TF32, and so (the emulator
      * assumes) may cublasGemmEx's CUBLAS_COMPUTE_32F on float32 */
     g.round_tf32 = compute == CUBLAS_COMPUTE_32F_FAST_TF32 ||
@@ -294,28 +328,198 @@ bool host_gemm(int m, int n, int kk, int k, const float *ra, const float *rb, fl
     return false;
 }
 
+/* matrix q of the batch: column-major op(A)(i, p) into row-major ra[i][p],
+ * op(B)(p, j) into rb[p][j], widened to float32 (TF32: rounded) */
+void widen(const gemm_args &g, int64_t q, float *ra, float *rb)
+{
+    const int64_t m = g.m, n = g.n, k = g.k;
+    const void *aq = (const char *)g.a + q * g.sa * (long long)type_bytes(g.at);
+    const void *bq = (const char *)g.b + q * g.sb * (long long)type_bytes(g.bt);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t p = 0; p < k; p++) {
+            float v = load(aq, g.at, g.ta == CUBLAS_OP_N ? i + p * g.lda : p + i * g.lda);
+            ra[i * k + p] = g.round_tf32 ? tf32(v) : v;
+        }
+    for (int64_t p = 0; p < k; p++)
+        for (int64_t j = 0; j < n; j++) {
+            float v = load(bq, g.bt, g.tb == CUBLAS_OP_N ? p + j * g.ldb : j + p * g.ldb);
+            rb[p * n + j] = g.round_tf32 ? tf32(v) : v;
+        }
+}
+
+/* ---- FACET_EMU_GEMM=scramble: the k sum in a GPU kernel's order ----------------------------
+ * A GPU GEMM does not sum k from first to last: each thread runs fused
+ * multiply-add chains over k tiles (an MMA's k, a pipeline stage), tiles'
+ * partials may be added in another order, and split-K kernels give slices
+ * of k to different blocks and add their partials last. Which of these, and
+ * the tile sizes, depend on the shape, the types and the GPU. Here one
+ * k_order per GEMM, from a hash of its shape and types, applies to every
+ * element of C alike (as one kernel's does: equal rows of A still give
+ * equal rows of C). */
+
+uint64_t mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 29;
+    return h;
+}
+
+struct k_order {
+    std::vector<int64_t> cut;   /* chunk c is k terms [cut[c], cut[c + 1]): one FMA chain */
+    std::vector<size_t> split;  /* split-K slice s is chunks [split[s], split[s + 1]) */
+    int within;                 /* a slice's chunks: 0 one chain through them, 1 pairwise tree, 2 last to first */
+    bool split_tree;            /* slices added pairwise ((s0 + s1) + (s2 + s3)), not in order */
+    bool fused_epilogue;        /* C = fmaf(alpha, sum, beta C), not alpha sum + beta C */
+};
+
+k_order order_of(const gemm_args &g)
+{
+    uint64_t h = 0x243f6a8885a308d3ull;
+    for (int64_t v : {(int64_t)g.m, (int64_t)g.n, (int64_t)g.k, (int64_t)g.batch, (int64_t)g.ta, (int64_t)g.tb,
+                      (int64_t)g.at, (int64_t)g.ct, (int64_t)g.round_tf32})
+        h = mix(h, (uint64_t)v);
+    const int64_t k = g.k;
+    k_order o;
+    /* chunks of 8..64 terms; the k % chunk left over is the first or the last */
+    const int64_t c = 8 * (int64_t)(1 + (h & 7)), rest = k % c;
+    const bool ragged_first = (h >> 3) & 1;
+    o.cut.push_back(0);
+    if (ragged_first && rest) o.cut.push_back(rest);
+    for (int64_t p = ragged_first ? rest : 0; p + c <= k; p += c) o.cut.push_back(p + c);
+    if (o.cut.back() != k) o.cut.push_back(k);
+    /* 16-bit C with reduced-precision reductions: always a split, to round
+     * its partials (k >= 2; a chunk of k terms is then cut in two) */
+    if (g.split_narrow && o.cut.size() == 2) o.cut = {0, k / 2, k};
+    const size_t chunks = o.cut.size() - 1;
+    size_t slices = 1 + (size_t)((h >> 4) % 4);
+    if (g.split_narrow) slices = std::max<size_t>(slices, 2);
+    slices = std::min(slices, chunks);
+    for (size_t s = 0; s <= slices; s++) o.split.push_back(chunks * s / slices);
+    o.within = (int)((h >> 6) % 3);
+    o.split_tree = (h >> 8) & 1;
+    o.fused_epilogue = (h >> 9) & 1;
+    return o;
+}
+
+/* the rows*cols block's sums, each x[r][jj] += over p in [p0, p1) by fmaf:
+ * ra row-major with rows of k, rb row-major with rows of n, from (i0, j0) */
+void fma_chain(const float *ra, int64_t k, const float *rb, int64_t n, int64_t i0, int rows, int64_t j0, int cols,
+               int64_t p0, int64_t p1, float *x)
+{
+    for (int64_t p = p0; p < p1; p++) {
+        const float *b = rb + p * n + j0;
+        for (int r = 0; r < rows; r++) {
+            const float a = ra[(i0 + r) * k + p];
+            float *xr = x + r * cols;
+            int jj = 0;
+#ifdef __FMA__
+            /* 8 fmaf at once, each rounded once as fmaf is (GCC -O2 does not vectorise the loop below) */
+            const __m256 va = _mm256_set1_ps(a);
+            for (; jj + 8 <= cols; jj += 8)
+                _mm256_storeu_ps(xr + jj, _mm256_fmadd_ps(va, _mm256_loadu_ps(b + jj), _mm256_loadu_ps(xr + jj)));
+#endif
+            for (; jj < cols; jj++) xr[jj] = fmaf(a, b[jj], xr[jj]);
+        }
+    }
+}
+
+/* x += y over a block */
+void add_to(float *x, const float *y, size_t len)
+{
+    for (size_t e = 0; e < len; e++) x[e] += y[e];
+}
+
+int compute_scrambled(const gemm_args &g)
+{
+    const int64_t m = g.m, n = g.n, k = g.k;
+    const k_order o = order_of(g);
+    /* a block of C: ROWS rows by COLS columns at a time (B's rows stay in cache) */
+    enum { ROWS = 4, COLS = 256, BLOCK = ROWS * COLS };
+    const size_t slices = o.split.size() - 1;
+    size_t depth = 2;   /* the pairwise tree's stack: one level per doubling */
+    for (size_t c = 1; c < o.cut.size(); c *= 2) depth++;
+    std::vector<float> ra((size_t)(m * k)), rb((size_t)(k * n)), part(BLOCK), stack(depth * BLOCK),
+        slice((size_t)slices * BLOCK);
+    std::vector<int> level(depth);
+    for (int64_t q = 0; q < g.batch; q++) {
+        widen(g, q, ra.data(), rb.data());
+        void *cq = (char *)g.c + q * g.sc * (long long)type_bytes(g.ct);
+        for (int64_t i0 = 0; i0 < m; i0 += ROWS)
+            for (int64_t j0 = 0; j0 < n; j0 += COLS) {
+                const int rows = (int)std::min<int64_t>(ROWS, m - i0), cols = (int)std::min<int64_t>(COLS, n - j0);
+                const size_t len = (size_t)(rows * cols);
+                for (size_t s = 0; s < slices; s++) {
+                    float *out = slice.data() + s * BLOCK;
+                    std::fill(out, out + len, 0.0f);
+                    const size_t c0 = o.split[s], c1 = o.split[s + 1];
+                    if (o.within == 0) {         /* one chain through the slice */
+                        fma_chain(ra.data(), k, rb.data(), n, i0, rows, j0, cols, o.cut[c0], o.cut[c1], out);
+                    } else if (o.within == 2) {  /* chunks' partials added from the last */
+                        for (size_t c = c1; c-- > c0;) {
+                            std::fill(part.begin(), part.begin() + (long)len, 0.0f);
+                            fma_chain(ra.data(), k, rb.data(), n, i0, rows, j0, cols, o.cut[c], o.cut[c + 1],
+                                      part.data());
+                            add_to(out, part.data(), len);
+                        }
+                    } else {                     /* pairwise: merge equal levels as they come */
+                        size_t top = 0;
+                        for (size_t c = c0; c < c1; c++) {
+                            float *x = stack.data() + top * BLOCK;
+                            std::fill(x, x + len, 0.0f);
+                            fma_chain(ra.data(), k, rb.data(), n, i0, rows, j0, cols, o.cut[c], o.cut[c + 1], x);
+                            level[top++] = 0;
+                            while (top >= 2 && level[top - 1] == level[top - 2]) {
+                                add_to(stack.data() + (top - 2) * BLOCK, stack.data() + (top - 1) * BLOCK, len);
+                                level[top - 2]++;
+                                top--;
+                            }
+                        }
+                        for (; top >= 2; top--)
+                            add_to(stack.data() + (top - 2) * BLOCK, stack.data() + (top - 1) * BLOCK, len);
+                        std::copy(stack.begin(), stack.begin() + (long)len, out);
+                    }
+                }
+                for (int r = 0; r < rows; r++)
+                    for (int jj = 0; jj < cols; jj++) {
+                        const size_t x = (size_t)(r * cols + jj);
+                        float t[4] = {0, 0, 0, 0};
+                        /* a 16-bit C that allows it: each slice rounded to C's type, alpha applied */
+                        for (size_t s = 0; s < slices; s++)
+                            t[s] = g.split_narrow ? narrow(g.alpha * slice[s * BLOCK + x], g.ct)
+                                                  : slice[s * BLOCK + x];
+                        float sum;
+                        if (o.split_tree && slices > 2)
+                            sum = (t[0] + t[1]) + (slices == 4 ? t[2] + t[3] : t[2]);
+                        else {
+                            sum = t[0];
+                            for (size_t s = 1; s < slices; s++) sum += t[s];
+                        }
+                        const int64_t e = i0 + r + (j0 + jj) * g.ldc;
+                        float v;
+                        if (g.split_narrow) v = g.beta != 0.0f ? sum + g.beta * load(cq, g.ct, e) : sum;
+                        else if (g.beta == 0.0f) v = g.alpha * sum;
+                        else if (o.fused_epilogue) v = fmaf(g.alpha, sum, g.beta * load(cq, g.ct, e));
+                        else v = g.alpha * sum + g.beta * load(cq, g.ct, e);
+                        store(cq, g.ct, e, v);
+                    }
+            }
+    }
+    return 0;
+}
+
 int compute_gemm(const gemm_args &g)
 {
+    if (g.scramble && g.k > 0) return compute_scrambled(g);
     const int64_t m = g.m, n = g.n, k = g.k;
     std::vector<float> ra((size_t)(m * k)), rb((size_t)(k * n)), rc((size_t)(m * n)), r2;
     /* split: the first k1 terms and the rest, each rounded to C's type */
     const int64_t k1 = g.split_narrow ? k / 2 : k;
     if (k1 < k) r2.resize((size_t)(m * n));
     for (int64_t q = 0; q < g.batch; q++) {
-        const void *aq = (const char *)g.a + q * g.sa * (long long)type_bytes(g.at);
-        const void *bq = (const char *)g.b + q * g.sb * (long long)type_bytes(g.bt);
         void *cq = (char *)g.c + q * g.sc * (long long)type_bytes(g.ct);
-        /* column-major op(A)(i, p) into row-major ra[i][p], op(B)(p, j) into rb[p][j] */
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t p = 0; p < k; p++) {
-                float v = load(aq, g.at, g.ta == CUBLAS_OP_N ? i + p * g.lda : p + i * g.lda);
-                ra[(size_t)(i * k + p)] = g.round_tf32 ? tf32(v) : v;
-            }
-        for (int64_t p = 0; p < k; p++)
-            for (int64_t j = 0; j < n; j++) {
-                float v = load(bq, g.bt, g.tb == CUBLAS_OP_N ? p + j * g.ldb : j + p * g.ldb);
-                rb[(size_t)(p * n + j)] = g.round_tf32 ? tf32(v) : v;
-            }
+        widen(g, q, ra.data(), rb.data());
         if (k > 0 && !host_gemm((int)m, (int)n, (int)k1, (int)k, ra.data(), rb.data(), rc.data())) return 1;
         if (k1 < k && !host_gemm((int)m, (int)n, (int)(k - k1), (int)k, ra.data() + k1, rb.data() + k1 * n, r2.data()))
             return 1;

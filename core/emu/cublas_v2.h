@@ -7,7 +7,8 @@
  * scalars), and what cuBLAS leaves undefined (an operand outside device
  * memory or misaligned, C overlapping A, B or itself), and computes in
  * float32 through the core's BLAS, with TF32 inputs rounded as the tensor
- * cores round them.
+ * cores round them (FACET_EMU_GEMM=scramble: in a GPU kernel's k order
+ * instead). On a lost context a GEMM returns CUBLAS_STATUS_EXECUTION_FAILED.
  */
 #ifndef FACET_EMU_CUBLAS_V2_H
 #define FACET_EMU_CUBLAS_V2_H

@@ -10,7 +10,9 @@
  * that the two thread orders (FACET_EMU_ORDER) expose a missing barrier.
  * The last section runs the blocks of a launch on several OS threads: each
  * block has its own __shared__ memory, a fault in any block is the launch's,
- * and the results do not depend on the number of threads.
+ * and the results do not depend on the number of threads. Then cuBLAS: the
+ * statuses and values of real cuBLAS, the GPU-like k order of
+ * FACET_EMU_GEMM=scramble, and GEMMs on a lost context.
  */
 #include "cuda_common.cuh"
 #include "emu.h"
@@ -21,6 +23,7 @@
 #include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <set>
 #include <vector>
 
 static int passed, failed;
@@ -1140,6 +1143,222 @@ static void test_cublas_fidelity(void)
     test_cublas_call_sites();
 }
 
+/* ---- FACET_EMU_GEMM=scramble: a GPU kernel's k order (docs/cuda-emulator.md, cuBLAS) ---- */
+
+/* column-major C (m x n, batch) = A (m x k) B (k x n) in float32, scrambled or not */
+static std::vector<float> scramble_sgemm(bool scramble, int m, int n, int k, int batch, const std::vector<float> &ha,
+                                         const std::vector<float> &hb)
+{
+    if (scramble) setenv("FACET_EMU_GEMM", "scramble", 1);
+    else unsetenv("FACET_EMU_GEMM");
+    cublasHandle_t h;
+    cublasCreate(&h);
+    float *a = cb_upload(ha), *b = cb_upload(hb), *c = dev_alloc<float>((size_t)m * n * batch);
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_IS(cublasSgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, a, m, (long long)m * k, b, k,
+                                        (long long)k * n, &zero, c, m, (long long)m * n, batch),
+              CUBLAS_STATUS_SUCCESS);
+    std::vector<float> r = to_host(c, (size_t)m * n * batch);
+    unsetenv("FACET_EMU_GEMM");
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+    cublasDestroy(h);
+    return r;
+}
+
+/* Every element within the bound of any summation order with float32
+ * roundings (|error| <= gamma_k sum |a_p b_p|, gamma_k = k u / (1 - k u),
+ * u = 2^-24) of a double reference; the same bits on a second run; other
+ * bits than the default order's for some elements; the same order for every
+ * element of one GEMM (equal rows of A, equal rows of C) but not for every
+ * shape. */
+static void test_gemm_scramble(void)
+{
+    /* k = 2, one chunk: a fused chain from the first term. With
+     * x = 1 + 2^-12: fl(x x) = 1 + 2^-11 (a tie to even), then
+     * fma(-x, x, 1 + 2^-11) = -2^-24. Last to first gives +2^-24, and
+     * unfused products 0. */
+    const float x = 1.0f + 1.0f / 4096.0f;
+    std::vector<float> r = scramble_sgemm(true, 1, 1, 2, 1, {x, -x}, {x, x});
+    CHECK(r[0] == -1.0f / 16777216.0f, "k = 2, a fused chain first to last: %.9g, want -2^-24", r[0]);
+
+    const int shapes[][4] = {{3, 5, 100, 2}, {7, 2, 1000, 1}, {1, 1, 4097, 1}, {5, 3, 77, 3}, {2, 300, 513, 1}};
+    uint32_t seed = 12345;
+    auto next = [&seed]() {
+        seed = seed * 1664525u + 1013904223u;
+        return (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
+    };
+    int outside = 0, unstable = 0, moved = 0;
+    size_t elements = 0;
+    for (const auto &s : shapes) {
+        const int m = s[0], n = s[1], k = s[2], batch = s[3];
+        std::vector<float> ha((size_t)m * k * batch), hb((size_t)k * n * batch);
+        /* magnitudes over 2^-8..2^8 and both signs: cancellation */
+        for (float &v : ha) v = ldexpf(next(), (int)(next() * 8.0f));
+        for (float &v : hb) v = next();
+        std::vector<float> c1 = scramble_sgemm(true, m, n, k, batch, ha, hb);
+        std::vector<float> c2 = scramble_sgemm(true, m, n, k, batch, ha, hb);
+        std::vector<float> c0 = scramble_sgemm(false, m, n, k, batch, ha, hb);
+        const double u = 1.0 / 16777216.0, gamma = k * u / (1.0 - k * u);
+        for (int q = 0; q < batch; q++)
+            for (int j = 0; j < n; j++)
+                for (int i = 0; i < m; i++) {
+                    double ref = 0, mag = 0;
+                    for (int p = 0; p < k; p++) {
+                        const double t = (double)ha[(size_t)(q * m * k + i + p * m)] * hb[(size_t)(q * k * n + p + j * k)];
+                        ref += t;
+                        mag += fabs(t);
+                    }
+                    const size_t e = (size_t)(q * m * n + i + j * m);
+                    outside += fabs(c1[e] - ref) > gamma * mag;
+                    unstable += memcmp(&c1[e], &c2[e], 4) != 0;
+                    moved += c1[e] != c0[e];
+                    elements++;
+                }
+    }
+    CHECK(outside == 0, "scramble: %d of %zu elements outside gamma_k sum |a b|", outside, elements);
+    CHECK(unstable == 0, "scramble: %d of %zu elements changed bits on a second run", unstable, elements);
+    CHECK(moved > 0, "scramble: no element of %zu differs from the default order's", elements);
+
+    /* one row of A repeated m times against one column: all m results
+     * equal (one order per GEMM), and some m (a shape) give other bits */
+    const int k = 1000;
+    std::vector<float> row((size_t)k), col((size_t)k);
+    for (int p = 0; p < k; p++) {
+        row[(size_t)p] = ldexpf(next(), (int)(next() * 8.0f));
+        col[(size_t)p] = next();
+    }
+    std::set<uint32_t> seen;
+    int unequal = 0;
+    for (int m = 1; m <= 12; m++) {
+        std::vector<float> ha((size_t)m * k);
+        for (int i = 0; i < m; i++)
+            for (int p = 0; p < k; p++) ha[(size_t)(i + p * m)] = row[(size_t)p];
+        std::vector<float> c = scramble_sgemm(true, m, 1, k, 1, ha, col);
+        for (int i = 1; i < m; i++) unequal += memcmp(&c[0], &c[(size_t)i], 4) != 0;
+        uint32_t bits;
+        memcpy(&bits, &c[0], 4);
+        seen.insert(bits);
+    }
+    CHECK(unequal == 0, "scramble: %d equal rows of A gave other bits", unequal);
+    CHECK(seen.size() >= 2, "scramble: one result for 12 shapes (%zu distinct)", seen.size());
+}
+
+/* Scrambled 16-bit GEMMs: with CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION
+ * a float16/bfloat16 C is the float32 C of the same GEMM rounded once; without
+ * it the split-K partials are rounded to C's type first ([1, y, y, 0] .
+ * [1, 1, 1, 1] with y 3/8 of the spacing s at 1: 1 + s rounded once, 1 in halves). */
+static void test_gemm_scramble_16bit(void)
+{
+    setenv("FACET_EMU_GEMM", "scramble", 1);
+    cublasHandle_t h;
+    cublasCreate(&h);
+    const cublasOperation_t N = CUBLAS_OP_N;
+    const float one = 1.0f, zero = 0.0f;
+    const int m = 4, n = 3, k = 300;
+    uint32_t seed = 777;
+    for (cudaDataType_t t : {CUDA_R_16F, CUDA_R_16BF}) {
+        const bool f16 = t == CUDA_R_16F;
+        std::vector<uint16_t> ha((size_t)m * k), hb((size_t)k * n);
+        for (uint16_t &v : ha) {
+            seed = seed * 1664525u + 1013904223u;
+            const float f = (float)(seed >> 8) / 16777216.0f * 4.0f - 2.0f;
+            v = f16 ? facet_float_to_half(f) : facet_float_to_bf16(f);
+        }
+        for (uint16_t &v : hb) {
+            seed = seed * 1664525u + 1013904223u;
+            const float f = (float)(seed >> 8) / 16777216.0f - 0.5f;
+            v = f16 ? facet_float_to_half(f) : facet_float_to_bf16(f);
+        }
+        uint16_t *a = cb_upload(ha), *b = cb_upload(hb), *c16 = dev_alloc<uint16_t>((size_t)m * n);
+        float *c32 = dev_alloc<float>((size_t)m * n);
+        CUBLAS_IS(cublasSetMathMode(h, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION), CUBLAS_STATUS_SUCCESS);
+        CUBLAS_IS(cublasGemmEx(h, N, N, m, n, k, &one, a, t, m, b, t, k, &zero, c32, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT),
+                  CUBLAS_STATUS_SUCCESS);
+        CUBLAS_IS(cublasGemmEx(h, N, N, m, n, k, &one, a, t, m, b, t, k, &zero, c16, t, m, CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT),
+                  CUBLAS_STATUS_SUCCESS);
+        std::vector<float> r32 = to_host(c32, (size_t)m * n);
+        std::vector<uint16_t> r16 = to_host(c16, (size_t)m * n);
+        int bad = 0;
+        for (size_t e = 0; e < r16.size(); e++)
+            bad += r16[e] != (f16 ? facet_float_to_half(r32[e]) : facet_float_to_bf16(r32[e]));
+        CHECK(bad == 0, "scramble, %s C: %d elements not the float32 C rounded once", f16 ? "float16" : "bfloat16",
+              bad);
+        /* the split partials in C's type */
+        const float s = f16 ? 1.0f / 1024.0f : 1.0f / 128.0f, y = 0.375f * s;
+        const uint16_t o = f16 ? facet_float_to_half(1.0f) : facet_float_to_bf16(1.0f);
+        const uint16_t yy = f16 ? facet_float_to_half(y) : facet_float_to_bf16(y);
+        uint16_t *ay = cb_upload(std::vector<uint16_t>{o, yy, yy, 0}), *ones = cb_upload(std::vector<uint16_t>(4, o));
+        for (int allow = 0; allow <= 1; allow++) {
+            CUBLAS_IS(cublasSetMathMode(h, allow ? CUBLAS_DEFAULT_MATH
+                                                 : CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION),
+                      CUBLAS_STATUS_SUCCESS);
+            CUBLAS_IS(cublasGemmEx(h, N, N, 1, 1, 4, &one, ay, t, 1, ones, t, 4, &zero, c16, t, 1, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT),
+                      CUBLAS_STATUS_SUCCESS);
+            const uint16_t got = to_host(c16, 1)[0];
+            const float v = f16 ? facet_half_to_float(got) : facet_bf16_to_float(got);
+            CHECK(v == (allow ? 1.0f : 1.0f + s), "scramble, %s, reduced-precision reductions %s: %.9g",
+                  f16 ? "float16" : "bfloat16", allow ? "allowed" : "disallowed", v);
+        }
+        cudaFree(a);
+        cudaFree(b);
+        cudaFree(c16);
+        cudaFree(c32);
+        cudaFree(ay);
+        cudaFree(ones);
+    }
+    cublasDestroy(h);
+    unsetenv("FACET_EMU_GEMM");
+}
+
+/* After a fault the context is lost: a GEMM runs nothing and says so
+ * (CUBLAS_STATUS_EXECUTION_FAILED), the runtime's last error stays the
+ * fault's, bad arguments are still INVALID_VALUE, and blas.cu's callers get
+ * a device error. */
+static void test_gemm_lost_context(void)
+{
+    cublasHandle_t h;
+    cublasCreate(&h);
+    const cublasOperation_t N = CUBLAS_OP_N;
+    const float one = 1.0f, zero = 0.0f;
+    float *a = cb_upload(std::vector<float>(4, 1.0f)), *c = cb_upload(std::vector<float>(4, -1.0f));
+    uint16_t *a16 = cb_upload(std::vector<uint16_t>(4, 0x3c00));
+    int *d = dev_alloc<int>(32);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, a, 2, 0, a, 2, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_SUCCESS);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess && to_host(c, 4)[3] == 2.0f, "a GEMM before the fault");
+    deadlock_kernel<<<1, 32>>>(d);
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "the fault");
+    const float three = 3.0f;
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &three, a, 2, 0, a, 2, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_EXECUTION_FAILED);
+    CUBLAS_IS(cublasGemmEx(h, N, N, 2, 2, 2, &three, a16, CUDA_R_16F, 2, a16, CUDA_R_16F, 2, &zero, c, CUDA_R_32F, 2,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_EXECUTION_FAILED);
+    CUBLAS_IS(cublasGemmStridedBatchedEx(h, N, N, 2, 2, 2, &three, a, CUDA_R_32F, 2, 0, a, CUDA_R_32F, 2, 0, &zero, c,
+                                         CUDA_R_32F, 2, 0, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_EXECUTION_FAILED);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &three, a, 1, 0, a, 2, 0, &zero, c, 2, 0, 1),
+              CUBLAS_STATUS_INVALID_VALUE);
+    CUBLAS_IS(cublasSgemmStridedBatched(h, N, N, 2, 2, 2, &three, a, 2, 0, a, 2, 0, &zero, c, 2, 4, 2),
+              CUBLAS_STATUS_INVALID_VALUE);     /* the second C is past its allocation */
+    CHECK(cudaGetLastError() == cudaErrorLaunchFailure, "the last error stays the fault's");
+    int rc = facet_cuda_sgemm(0, 0, 2, 2, 2, 3.0f, a, 2, 0, a, 2, 0, 0.0f, c, 2, 0, 1);
+    CHECK(rc == FACET_STATUS_ERR_DEVICE, "facet_cuda_sgemm on a lost context: %d %s", rc, facet_last_error());
+    facet_emu::reset_context();
+    std::vector<float> r = to_host(c, 4);
+    CHECK(r[0] == 2.0f && r[3] == 2.0f, "the GEMMs after the fault never ran: %g %g", r[0], r[3]);
+    cudaFree(a);
+    cudaFree(c);
+    cudaFree(a16);
+    cudaFree(d);
+    cublasDestroy(h);
+}
+
 int main(void)
 {
     setenv("FACET_EMU_PROTECT", "1", 1);    /* before the first allocation: test_guard needs it */
@@ -1162,6 +1381,9 @@ int main(void)
     test_parallel();
     test_order();
     test_cublas_fidelity();
+    test_gemm_scramble();
+    test_gemm_scramble_16bit();
+    test_gemm_lost_context();
     printf("test_emu: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
