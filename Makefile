@@ -186,6 +186,12 @@ REVERSE_SPECS = spec/backend_ops_spec.lua spec/batchnorm_spec.lua spec/conv_spec
 LIBM_SPECS = spec/backend_ops_spec.lua spec/elementwise_spec.lua spec/activation_spec.lua spec/heads_spec.lua \
              spec/sharded_head_spec.lua spec/half_spec.lua spec/half_layers_spec.lua spec/mixed_precision_spec.lua
 
+# the specs whose results come from cuBLAS GEMMs, rerun with every GEMM summing
+# k in a GPU kernel's order (FACET_EMU_GEMM=scramble, core/emu/cublas.cpp)
+GEMM_SPECS = spec/backend_ops_spec.lua spec/matmul_spec.lua spec/conv_spec.lua spec/heads_spec.lua \
+             spec/half_layers_spec.lua spec/mixed_precision_spec.lua spec/sharded_head_spec.lua \
+             spec/partial_fc_spec.lua spec/train_spec.lua spec/models_spec.lua
+
 # every spec with its tensors on CUDA, the CUDA backend run on the CPU by the
 # CUDA emulator (core/emu, docs/cuda-emulator.md), and the emulator's own tests
 test-emu: deps
@@ -200,6 +206,8 @@ test-emu: deps
 	FACET_EMU_ORDER=reverse FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(REVERSE_SPECS)
 	@echo "the math library with CUDA's documented errors (FACET_EMU_LIBM=cuda, docs/cuda-emulator.md):"
 	FACET_EMU_LIBM=cuda FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(LIBM_SPECS)
+	@echo "every cuBLAS GEMM summing k in a GPU kernel's order (FACET_EMU_GEMM=scramble, docs/cuda-emulator.md):"
+	FACET_EMU_GEMM=scramble FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(GEMM_SPECS)
 
 sanitize: deps
 	$(MAKE) BUILD=build-asan FACET_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \

@@ -174,6 +174,9 @@ static inline int check_cuda(cudaError_t e, const char *fn)
 static inline int check_cublas(cublasStatus_t s, const char *fn)
 {
     if (s == CUBLAS_STATUS_SUCCESS) return FACET_STATUS_OK;
+    if (s == CUBLAS_STATUS_EXECUTION_FAILED)   /* the reason is the runtime's (a lost context) */
+        return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: %s (%s)", fn, cublasGetStatusString(s),
+                          cudaGetErrorString(cudaPeekAtLastError()));
     return facet_fail(FACET_STATUS_ERR_DEVICE, "%s: %s", fn, cublasGetStatusString(s));
 }
 
