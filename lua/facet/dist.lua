@@ -84,6 +84,18 @@ end
 
 --- Joins the run: MPI when a launcher started this process, world size 1
 -- otherwise. Calling it again returns at once.
+-- What CUDA_VISIBLE_DEVICES a local rank should see, or nil to leave it: its
+-- local rank when unset; its entry when the list holds a GPU per local rank
+-- or more (a launcher that shows every rank all the node's GPUs, as srun
+-- --gpus-per-node does); else the launcher already chose.
+local function gpu_of_rank(visible, local_rank, local_size)
+  if visible == nil or visible == "" then return tostring(local_rank) end
+  local list = {}
+  for e in visible:gmatch("[^,]+") do list[#list + 1] = e end
+  if #list > 1 and #list >= local_size then return list[local_rank + 1] end
+  return nil
+end
+
 function M.init(opts)
   opts = valid.options("facet.dist.init", opts, { "timeout", "threads", "gpu" })
   local timeout = opts.timeout
@@ -115,13 +127,7 @@ function M.init(opts)
   end
   st.timeout = timeout or M.DEFAULT_TIMEOUT
   st.initialized = true
-  local visible = os.getenv("CUDA_VISIBLE_DEVICES")
-  -- a launcher that shows every rank all the node's GPUs (srun --gpus-per-node):
-  -- each rank takes the entry of its local rank, as it would take that device
-  local list = {}
-  for e in (visible or ""):gmatch("[^,]+") do list[#list + 1] = e end
-  local pick = (visible == nil or visible == "") and tostring(st.local_rank)
-    or (#list >= st.local_size and #list > 1) and list[st.local_rank + 1] or nil
+  local pick = gpu_of_rank(os.getenv("CUDA_VISIBLE_DEVICES"), st.local_rank, st.local_size)
   if opts.gpu ~= false and st.local_size > 1 and pick then
     -- the driver reads the variable once, at its first use: too late, every
     -- local rank would take GPU 0 (and NCCL refuse the duplicates)

@@ -37,12 +37,22 @@ local function check_input(self, x)
 end
 
 -- The weight as a GEMM operand for activations of dtype: itself for
--- float32, else rounded into a kept buffer of that dtype (again at every
--- call, since the optimizer moves the float32 weight).
+-- float32, else rounded into a kept buffer of that dtype, again at every
+-- forward (the optimizer moves the float32 weight).
 local function weight_for(self, dtype)
   if dtype == "float32" then return self.weight end
   local w = self:buffer("weight_16", { self.n_out, self.n_in }, dtype)
   w:copy(self.weight)
+  return w
+end
+
+-- backward's operand: the rounded weight the forward used (the output's own
+-- derivative; no second rounding per step), rounded here only without one
+local function forward_weight(self, dtype)
+  local w = self.buffers.weight_16
+  if dtype == "float32" or not (w and w:dtype() == dtype and w:device() == self.device) then
+    return weight_for(self, dtype)
+  end
   return w
 end
 
@@ -61,7 +71,7 @@ end
 function Linear:update_grad_input(x, grad_out)
   local B, dtype = check_input(self, x), x:dtype()
   local gi = self:buffer("grad_input", { B, self.n_in }, dtype)
-  check(C.facet_tensor_matmul(gi.h, grad_out.h, weight_for(self, dtype).h, 0, 0, 1, 0))
+  check(C.facet_tensor_matmul(gi.h, grad_out.h, forward_weight(self, dtype).h, 0, 0, 1, 0))
   return gi
 end
 
