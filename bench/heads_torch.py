@@ -26,7 +26,7 @@ p.add_argument("--K", type=int, default=72690)
 p.add_argument("--reps", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-p.add_argument("--heads", default="norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am")
+p.add_argument("--heads", default="norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am,curricular")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -44,6 +44,9 @@ else:
 dev = torch.device(a.device)
 
 
+curricular_t = 0.0
+
+
 def sync():
     if gpu:
         torch.cuda.synchronize()
@@ -54,7 +57,7 @@ def logits(x, W, y, name):
     cy = cos.gather(1, y[:, None])
     if name.endswith("am"):
         fy = cy - 0.35
-    elif name.endswith("arc"):
+    elif name.endswith("arc") or name == "curricular":
         m = 0.5
         th = torch.acos(cy)
         fy = torch.where(th + m > math.pi, cy - m * math.sin(m), torch.cos(th + m))
@@ -64,6 +67,12 @@ def logits(x, W, y, name):
         t = 0.2 if name == "mv-am" else 0.3
         mask = cos > fy
         cos = torch.where(mask, (t + 1.0) * cos + t, cos)    # adaptive h: s cos + s t (cos + 1)
+    if name == "curricular":
+        # the running t (no gradient), then hard logits c (t + c), as its authors' code
+        global curricular_t
+        with torch.no_grad():
+            curricular_t = 0.01 * cy.mean() + 0.99 * curricular_t
+        cos = torch.where(cos > fy, cos * (curricular_t + cos), cos)
     return cos.scatter(1, y[:, None], fy) * s
 
 

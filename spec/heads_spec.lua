@@ -9,6 +9,7 @@ local R = require "support.head_reference"
 local facet = H.facet
 
 local function margin_of(name)
+  if name == "curricular" then return "arc" end
   if name:find("am$") then return "am" end
   if name:find("arc$") then return "arc" end
   if name == "combined" or name == "a-softmax" then return name end
@@ -19,7 +20,7 @@ end
 local function ref_cfg(head)
   local name = head.name
   local cfg = { kind = head.kind, margin = margin_of(name), s = head.s, m = head.m, m1 = head.m1, m2 = head.m2,
-    m3 = head.m3, t = head.t, h = head.h, gamma = head.gamma, keep = head.keep, sample = head.sample,
+    m3 = head.m3, t = facet.is_tensor(head.t) and head.t:item() or head.t, h = head.h, gamma = head.gamma, keep = head.keep, sample = head.sample,
     lambda = head.current_lambda or head.lambda, easy_margin = head.easy_margin }
   if head.kind == "raw" or head.kind == "l2" then cfg.margin = "none" end
   if head.alpha then cfg.alpha = head.alpha:item() end
@@ -112,6 +113,9 @@ describe("heads against the reference, with finite-difference gradients", functi
     { "mv-am", { s = 8, h = "fixed" } },
     { "mv-arc", { s = 8 } },
     { "mv-arc", { s = 8, h = "fixed", t = 0.4 } },
+    -- the reference reads the t the forward moved to (t is not differentiated)
+    { "curricular", { s = 8 } },
+    { "curricular", { s = 8, t = 0.6, momentum = 0.5 } },
   }
   for n, case in ipairs(cases) do
     local desc = {}
@@ -206,6 +210,116 @@ describe("hand-computed cases", function()
     lse = math.log(lse)
     H.assert_close(l, ((lse - b[y[1] + 1]) + (lse - b[y[2] + 1])) / 2, 1e-5)
     for _, v in ipairs(H.values(head:backward())) do assert.is_true(v == v, "dL/dx is not NaN") end
+  end)
+end)
+
+describe("CurricularFace", function()
+  local F = require "support.files"
+  local HAVE_TORCH = select(2, F.sh(F.PY .. " -c 'import torch'")) == 0
+
+  H.it("hand-computed: a hard class's logit is s c (t + c), with t moved first", function()
+    -- x = (0.6, 0.8), w_1 = (1, 0), w_2 = (0, 1), label 0: c_y = 0.6, f = cos(acos 0.6 + 0.5) < 0.8, so
+    -- class 1 is hard; t goes from 0 to 0.01 * 0.6 before the logits
+    local head = facet.heads.new("curricular", { classes = 2, dim = 2, s = 2 })
+    head.weight:copy(facet.tensor { { 1, 0 }, { 0, 1 } })
+    head = head:to(H.device)
+    local x, y = H.tensor { { 0.6, 0.8 } }, H.tensor({ 0 }, { dtype = "int32" })
+    local f = math.cos(math.acos(0.6) + 0.5)
+    local function ce(zy, zk) return math.log(math.exp(zy) + math.exp(zk)) - zy end
+    H.assert_close(head:forward(x, y), ce(2 * f, 2 * 0.8 * (0.006 + 0.8)), 1e-5)
+    H.assert_close(head.t:item(), 0.006, 1e-6)
+    -- again: t = 0.99 * 0.006 + 0.01 * 0.6
+    local t2 = 0.99 * 0.006 + 0.006
+    H.assert_close(head:forward(x, y), ce(2 * f, 2 * 0.8 * (t2 + 0.8)), 1e-5)
+    H.assert_close(head.t:item(), t2, 1e-6)
+    -- a class below f(c_y) keeps s c: x = (0.8, 0.6) with w_2 = (-1, 0) gives c_y = 0.8 and
+    -- c_1 = -0.8 < f(0.8) = cos(acos 0.8 + 0.5)
+    local f2 = math.cos(math.acos(0.8) + 0.5)
+    head.weight:copy(H.tensor { { 1, 0 }, { -1, 0 } })
+    local t3 = 0.99 * t2 + 0.01 * 0.8
+    H.assert_close(head:forward(H.tensor { { 0.8, 0.6 } }, y), ce(2 * f2, 2 * -0.8), 1e-5)
+    H.assert_close(head.t:item(), t3, 1e-6)
+  end)
+
+  H.it("t follows the running mean of c_y over forwards; a failed forward leaves it as it was", function()
+    local K, D, B = 11, 6, 9
+    local head = facet.heads.new("curricular", { classes = K, dim = D, seed = 4, t = 0.1, momentum = 0.2 })
+    head.weight:copy(facet.randn({ K, D }, { seed = 5 }))
+    head = head:to(H.device)
+    local W = head.weight:to("cpu"):totable()
+    local t = 0.1
+    for step = 1, 3 do
+      local x = facet.randn({ B, D }, { seed = 20 + step })
+      local y = {}
+      for i = 1, B do y[i] = (i * 3 + step) % K end
+      local loss = head:forward(H.on(x), H.on(facet.tensor(y, { dtype = "int64" })))
+      head:backward()
+      t = R.curricular_t(t, 0.2, x:totable(), W, y)
+      H.assert_close(head.t:item(), t, 1e-6)
+      local cfg = { kind = "cosine", margin = "arc", m = 0.5, s = head.s, h = "curricular", t = t, sample = "mean" }
+      H.assert_close(loss, (R.loss(cfg, x:totable(), W, nil, y)), 2e-5)
+    end
+    -- a label outside [0, K): on the CPU refused before anything moves; on the GPU found by the
+    -- target kernel, and t is put back
+    local before = head.t:item()
+    H.assert_error(function()
+      head:forward(H.on(facet.randn({ 2, D })), H.on(facet.tensor({ 1, K }, { dtype = "int64" })))
+    end, "label " .. K .. " of row 2 outside")
+    assert.are.equal(before, head.t:item())
+    assert.are.same({ "t" }, (function() local r = {} for k in pairs(head:state_tensors()) do r[#r + 1] = k end return r end)())
+  end)
+
+  H.it("matches the authors' formulation in PyTorch (spec/support/curricular_torch.py): loss, t, dL/dx, dL/dW", function()
+    if not HAVE_TORCH then return pending("needs torch in " .. F.PYTHON) end
+    local K, D, B, steps = 13, 8, 10, 3
+    local dir = H.temp_dir()
+    local W = facet.randn({ K, D }, { seed = 31 })
+    facet.save_npy(W, dir .. "/w.npy")
+    local head = facet.heads.new("curricular", { classes = K, dim = D, s = 16, m = 0.4, momentum = 0.3, t = 0.2 })
+    head.weight:copy(W)
+    head = head:to(H.device)
+    local xs, ys = {}, {}
+    for step = 1, steps do
+      -- rows close to their class centre, and some far: easy and hard classes both
+      local yl = {}
+      for i = 1, B do yl[i] = (i * 5 + step * 3) % K end
+      local y = facet.tensor(yl, { dtype = "int64" })
+      local x = facet.randn({ B, D }, { seed = 50 + step }):mul(0.8)
+      x = x:add(W:index_select(y:add(1)):mul(step / 2))
+      xs[step], ys[step] = x, y
+      facet.save_npy(x, ("%s/x%d.npy"):format(dir, step))
+      facet.save_npy(y, ("%s/y%d.npy"):format(dir, step))
+    end
+    local out, rc = F.sh(("%s spec/support/curricular_torch.py %s %d 16 0.4 0.3 0.2"):format(F.PY, dir, steps))
+    assert.are.equal(0, rc, out)
+    for step = 1, steps do
+      head:zero_grad()
+      local loss = head:forward(H.on(xs[step]), H.on(ys[step]))
+      local dx = head:backward()
+      local ref = facet.load_npy(("%s/out%d.npy"):format(dir, step)):totable()
+      H.assert_close(loss, ref[1], 1e-5)
+      H.assert_close(head.t:item(), ref[2], 1e-6)
+      local rdx = facet.load_npy(("%s/dx%d.npy"):format(dir, step)):float()
+      local rdw = facet.load_npy(("%s/dw%d.npy"):format(dir, step)):float()
+      local function rel(a, b) return (a:to("cpu") - b):abs():max() / b:abs():max() end
+      assert.is_true(rel(dx, rdx) < 1e-4, "dL/dx off by " .. rel(dx, rdx))
+      assert.is_true(rel(head.grad_weight, rdw) < 1e-4, "dL/dW off by " .. rel(head.grad_weight, rdw))
+    end
+    H.remove_dir(dir)
+  end)
+
+  it("checks its options: t in [-1, 1], momentum in [0, 1], no h", function()
+    local o = function(extra)
+      local r = { classes = 3, dim = 2 }
+      for k, v in pairs(extra) do r[k] = v end
+      return r
+    end
+    H.assert_error(function() facet.heads.new("curricular", o { momentum = 1.5 }) end, "momentum")
+    H.assert_error(function() facet.heads.new("curricular", o { momentum = 0 / 0 }) end, "momentum")
+    H.assert_error(function() facet.heads.new("curricular", o { t = 2 }) end, "option t")
+    H.assert_error(function() facet.heads.new("curricular", o { h = "fixed" }) end, "unknown option 'h'")
+    assert.are.equal("curricular", facet.heads.new("curricularface", o {}).name)
+    assert.matches("momentum=0.01", tostring(facet.heads.new("curricular", o {})))
   end)
 end)
 

@@ -157,6 +157,26 @@ describe("facet.train", function()
     assert.are.same(H.values(facet.zeros({ 5 })), H.values(marks.flat))
   end)
 
+  it("CurricularFace: resume continues t exactly; a skipped step puts t back", function()
+    local function curr(o) o = o or {}; o.head = "curricular"; return setup_run(o) end
+    local a = curr()
+    local full = facet.train(a)
+    local dir = tmpdir .. "/ck_curricular"
+    local b = with(curr(), { checkpoint = dir, checkpoint_every = 5, stop_after = 5 })
+    facet.train(b)
+    assert.is_true(b.head.t:item() ~= 0, "t moved")
+    local c = with(curr(), { resume = dir })
+    local resumed = facet.train(c)
+    assert.are.equal(7, #resumed.losses)
+    for i = 1, 7 do assert.are.equal(full.losses[5 + i], resumed.losses[i]) end
+    assert.are.equal(a.head.t:item(), c.head.t:item())
+    -- every batch holds a NaN sample: each forward makes t NaN, each skip must undo it
+    local cfg = with(curr { poison = true }, { nan = "skip", epochs = 1 })
+    local r = facet.train(cfg)
+    assert.are.equal(6, r.skipped)
+    assert.are.equal(0, cfg.head.t:item())
+  end)
+
   it("prints plain progress lines when not on a terminal", function()
     local out = {}
     local old = _G.print

@@ -21,6 +21,8 @@
  *                   fixed tree, and a merge kernel folds a row's segments in
  *                   a fixed order (a warp per row: lane j takes segments j,
  *                   j + 32, ... in turn, then the warp's tree). No atomics.
+ *   update_t        one block: CurricularFace's t from the rows' c_y (lanes
+ *                   summed in double, folded in head.c's order: the same bits).
  *   finish          per row: the loss and the weight (mean, focal); hard
  *                   mining ranks every row against all the others by
  *                   facet_hard_before (B^2 comparisons, B is small) and keeps
@@ -159,7 +161,7 @@ static __device__ __noinline__ float run_program(int slot, float c)
  * scripted log h is evaluated only under the mask: the CPU computes it
  * everywhere and then drops the unmasked values. */
 template <bool GRAD>
-static __device__ __forceinline__ float class_logit(const facet_head_params &p, float c, float fy, float *dz)
+static __device__ __forceinline__ float class_logit(const facet_head_params &p, float c, float fy, float rt, float *dz)
 {
     float lh = 0.0f, dlh = 0.0f;
     if (facet_head_reweights(&p)) {
@@ -169,7 +171,7 @@ static __device__ __forceinline__ float class_logit(const facet_head_params &p, 
                 if (GRAD) dlh = run_program(FACET_HEAD_PROGRAM_LOGH_GRAD, c);
             }
         } else {
-            facet_logh(&p, c, &lh, &dlh);   /* FIXED: dlh = 0, so dz = s as on the CPU */
+            facet_logh(&p, c, rt, &lh, &dlh);   /* FIXED: dlh = 0, so dz = s as on the CPU */
         }
     }
     if (GRAD) *dz = facet_head_logit_grad(&p, c, fy, dlh);
@@ -361,6 +363,7 @@ partial_kernel(facet_head_params p, float *rows, const float *__restrict__ z, co
                 const float *zr = z + i * Kb;
                 const float *row = rows + i * FACET_HEAD_ROW_COUNT;
                 const float fy = row[FACET_HEAD_ROW_MARGIN], target = row[FACET_HEAD_ROW_TARGET];
+                const float rt = row[FACET_HEAD_ROW_T];
                 const int64_t ty = (int64_t)labels[i] - off;
                 float v[P_UNROLL];
 #pragma unroll
@@ -374,7 +377,7 @@ partial_kernel(facet_head_params p, float *rows, const float *__restrict__ z, co
                 for (int j = 0; j < P_UNROLL; j++) {
                     const int64_t k = k0 + (int64_t)j * P_THREADS;
                     const float c = p.raw ? v[j] + add[j] : facet_head_cos(v[j], inv[j]);
-                    l[j] = k == ty ? target : class_logit<false>(p, c, fy, NULL);
+                    l[j] = k == ty ? target : class_logit<false>(p, c, fy, rt, NULL);
                     if (k < Kb) cm = l[j] > cm ? l[j] : cm;
                 }
                 float cs = 0.0f;
@@ -457,6 +460,37 @@ extern "C" int facet_cuda_head_partial(const struct facet_head *head, float *row
     }
     int rc2 = scratch_free(&parts, fn);    /* stream-ordered: the merge still reads it safely */
     return rc ? rc : rc2;
+}
+
+/* ---- CurricularFace's t ------------------------------------------------------------------ */
+
+/* One block of FACET_CURRICULAR_LANES threads: thread j sums its lane, the
+ * tree folds them as head.c does, and thread 0 writes t, which every thread
+ * then writes into its rows' FACET_HEAD_ROW_T. */
+static __global__ void __launch_bounds__(FACET_CURRICULAR_LANES)
+update_t_kernel(float *rows, int64_t B, float *t, double momentum)
+{
+    __shared__ double part[FACET_CURRICULAR_LANES];
+    __shared__ float nt;
+    const int j = threadIdx.x;
+    part[j] = facet_curricular_lane(rows, B, j);
+    __syncthreads();
+    for (int half = FACET_CURRICULAR_LANES / 2; half > 0; half /= 2) {
+        facet_curricular_fold(part, j, half);
+        __syncthreads();
+    }
+    if (j == 0) {
+        nt = facet_curricular_t(*t, part[0], B, momentum);
+        *t = nt;
+    }
+    __syncthreads();
+    for (int64_t i = j; i < B; i += FACET_CURRICULAR_LANES) rows[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_T] = nt;
+}
+
+extern "C" int facet_cuda_head_update_t(float *rows, int64_t B, float *t, double momentum)
+{
+    update_t_kernel<<<1, FACET_CURRICULAR_LANES>>>(rows, B, t, momentum);
+    return check_launch("facet_cuda_head_update_t");
 }
 
 /* ---- the batch level ------------------------------------------------------------------- */
@@ -562,6 +596,7 @@ struct row_state {
     float inv_sum[BW_TILE]; /* 1 / sumexp, as backward_cols computes it */
     float w[BW_TILE];       /* dLoss/dCE_i; 0 for rows dropped by hard mining */
     float fy[BW_TILE];      /* f(c_y): the re-weighting mask */
+    float t[BW_TILE];       /* the row's t (CURRICULAR) */
     float target[BW_TILE];  /* the target logit */
     float dzy[BW_TILE];     /* s * df/dc at c_y */
     int64_t col[BW_TILE];   /* label - class_offset: the target column, maybe outside the block */
@@ -592,6 +627,7 @@ backward_kernel(facet_head_params p, float *z, const float *rows, const float *w
                 st.inv_sum[tid] = 1.0f / row[FACET_HEAD_ROW_SUMEXP];
                 st.w[tid] = row[FACET_HEAD_ROW_WEIGHT];
                 st.fy[tid] = row[FACET_HEAD_ROW_MARGIN];
+                st.t[tid] = row[FACET_HEAD_ROW_T];
                 st.target[tid] = row[FACET_HEAD_ROW_TARGET];
                 st.dzy[tid] = s * row[FACET_HEAD_ROW_MARGIN_GRAD];
                 st.col[tid] = (int64_t)labels[i0 + tid] - off;
@@ -619,7 +655,7 @@ backward_kernel(facet_head_params p, float *z, const float *rows, const float *w
                     /* cosines (raw: logits) as in partial; the operations are backward_cols' */
                     const float c = p.raw ? v[u] + bk : facet_head_cos(v[u], inv);
                     float dz;
-                    float l = class_logit<true>(p, c, st.fy[r], &dz);
+                    float l = class_logit<true>(p, c, st.fy[r], st.t[r], &dz);
                     const bool is_target = st.col[r] == k;
                     if (is_target) {
                         l = st.target[r];

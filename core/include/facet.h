@@ -421,7 +421,10 @@ enum facet_head_reweight {
     FACET_HEAD_REWEIGHT_FIXED = 1,     /* log h = s t I          (MV-Softmax Eq. 7) */
     FACET_HEAD_REWEIGHT_ADAPTIVE = 2,  /* log h = s t (c + 1) I  (Eq. 8) */
     FACET_HEAD_REWEIGHT_PROGRAM = 3,   /* log h (at I = 1) and its derivative compiled */
-    FACET_HEAD_REWEIGHT_COUNT = 4
+    FACET_HEAD_REWEIGHT_CURRICULAR = 4,/* log h = s c (t_i + c - 1) I, so a hard class's logit is
+                                        * s c (t_i + c) (CurricularFace); t_i = rows[i, FACET_HEAD_ROW_T],
+                                        * written by facet_head_update_t */
+    FACET_HEAD_REWEIGHT_COUNT = 5
 };
 
 enum facet_head_sample {
@@ -455,7 +458,8 @@ enum facet_head_row {
     FACET_HEAD_ROW_SUMEXP = 5,         /* sum of exp(logit - max) (of the block) */
     FACET_HEAD_ROW_LOSS = 6,           /* cross-entropy of the row */
     FACET_HEAD_ROW_WEIGHT = 7,         /* dLoss/dCE_i: 1/B, focal factor / B, or 0 / 1/n_keep */
-    FACET_HEAD_ROW_COUNT = 8
+    FACET_HEAD_ROW_T = 8,              /* CURRICULAR's t for this row (facet_head_update_t) */
+    FACET_HEAD_ROW_COUNT = 9
 };
 
 /* Compiled expressions: instructions of 5 int32 (op, dst, a, b, c) over
@@ -506,6 +510,13 @@ FACET_API int facet_head_eval_program(const facet_head *head, int slot, int64_t 
  * outside the block with a bad label. */
 FACET_API int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *logits, const facet_tensor *wnorm,
                       const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset, int64_t classes);
+/* CurricularFace's adaptive t, between the target calls (every row's c_y in
+ * rows, merged across shards) and the first partial: t (a 1-element float32
+ * tensor on the rows' device, the head's state) becomes
+ * (1 - momentum) t + momentum mean_i c_y,i (the mean summed in double), and
+ * every row's FACET_HEAD_ROW_T receives it. momentum in [0, 1] (0: t stays).
+ * On CUDA one kernel; the host does not wait. */
+FACET_API int facet_head_update_t(facet_head *head, facet_tensor *rows, facet_tensor *t, double momentum);
 /* Writes the block's row max and sum of exponentials into rows; the block
  * (the GEMM output) is read, not changed. */
 FACET_API int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,

@@ -187,6 +187,12 @@ int facet_cuda_head_finish(struct facet_head *head, float *rows, int64_t B, doub
     return absent("facet_cuda_head_finish");
 }
 
+int facet_cuda_head_update_t(float *rows, int64_t B, float *t, double momentum)
+{
+    (void)rows; (void)B; (void)t; (void)momentum;
+    return absent("facet_cuda_head_update_t");
+}
+
 void facet_cuda_head_bad_label(const struct facet_head *head, int64_t *row, int64_t *label, int64_t *classes)
 {
     (void)head; (void)row; (void)label; (void)classes;

@@ -130,6 +130,9 @@ int facet_cuda_head_backward(const struct facet_head *head, float *logits, const
                              int64_t class_offset, float *colsum, float *colsum_cos);
 /* rows: B x FACET_HEAD_ROW_COUNT on the device; *loss (host) the loss. */
 int facet_cuda_head_finish(struct facet_head *head, float *rows, int64_t B, double *loss);
+/* CurricularFace's t (facet_head_update_t): rows B x FACET_HEAD_ROW_COUNT and
+ * t (1 value) on the device */
+int facet_cuda_head_update_t(float *rows, int64_t B, float *t, double momentum);
 /* the last finish's bad label (*row untouched when there was none) */
 void facet_cuda_head_bad_label(const struct facet_head *head, int64_t *row, int64_t *label, int64_t *classes);
 /* frees head->cuda (facet_head_free) */

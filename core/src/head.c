@@ -289,6 +289,36 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
     return 0;
 }
 
+/* ---- CurricularFace's t ---------------------------------------------------------------- */
+
+int facet_head_update_t(facet_head *head, facet_tensor *rows, facet_tensor *t, double momentum)
+{
+    static const char *fn = "facet_head_update_t";
+    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
+    int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_dtype(fn, "t", t, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, t, rows);
+    if (rc) return rc;
+    if (rows->ndim != 2 || rows->sizes[1] != FACET_HEAD_ROW_COUNT || rows->sizes[0] < 1 || !facet_contiguous(rows))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: rows must be contiguous Bx%d with B >= 1, got %s", fn,
+                          FACET_HEAD_ROW_COUNT, facet_desc(rows));
+    if (facet_numel(t) != 1 || !facet_contiguous(t))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: t must hold one value, got %s", fn, facet_desc(t));
+    if (!(momentum >= 0.0 && momentum <= 1.0))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: momentum must be in [0, 1], got %g", fn, momentum);
+    int64_t B = rows->sizes[0];
+    float *r = facet_ptr(rows), *tp = facet_ptr(t);
+    if (rows->device == FACET_DEVICE_CUDA) return facet_cuda_head_update_t(r, B, tp, momentum);
+    double part[FACET_CURRICULAR_LANES];
+    for (int j = 0; j < FACET_CURRICULAR_LANES; j++) part[j] = facet_curricular_lane(r, B, j);
+    for (int half = FACET_CURRICULAR_LANES / 2; half > 0; half /= 2)
+        for (int j = 0; j < half; j++) facet_curricular_fold(part, j, half);
+    float nt = facet_curricular_t(*tp, part[0], B, momentum);
+    *tp = nt;
+    for (int64_t i = 0; i < B; i++) r[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_T] = nt;
+    return 0;
+}
+
 /* ---- the forward row pass ----------------------------------------------------------- */
 
 /* logits of one chunk of row i, from cosines (or raw logits) in c[]; the
@@ -296,7 +326,7 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
 static inline void chunk_logits(const facet_head *head, const float *row, int n, const float *c, float *z)
 {
     const struct facet_head_params *p = &head->p;
-    float fy = row[FACET_HEAD_ROW_MARGIN];
+    float fy = row[FACET_HEAD_ROW_MARGIN], rt = row[FACET_HEAD_ROW_T];
     if (!facet_head_reweights(p)) {
         #pragma omp simd
         for (int j = 0; j < n; j++) z[j] = facet_head_logit(p, c[j], fy, 0.0f);
@@ -309,7 +339,7 @@ static inline void chunk_logits(const facet_head *head, const float *row, int n,
         #pragma omp simd
         for (int j = 0; j < n; j++) {
             float lh, dlh;
-            facet_logh(p, c[j], &lh, &dlh);
+            facet_logh(p, c[j], rt, &lh, &dlh);
             z[j] = facet_head_logit(p, c[j], fy, lh);
         }
     }
@@ -538,10 +568,11 @@ FACET_CLONES static void backward_cols(const facet_head *head, const struct bloc
             #pragma omp simd
             for (int64_t j = 0; j < n; j++) dz[j] = facet_head_logit_grad(p, c[j], fy, dz[j]);
         } else {
+            const float rt = row[FACET_HEAD_ROW_T];
             #pragma omp simd
             for (int64_t j = 0; j < n; j++) {
                 float lh, dlh;
-                facet_logh(p, c[j], &lh, &dlh);
+                facet_logh(p, c[j], rt, &lh, &dlh);
                 dz[j] = facet_head_logit_grad(p, c[j], fy, dlh);
             }
         }

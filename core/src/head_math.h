@@ -215,13 +215,44 @@ FACET_HD void facet_margin(const struct facet_head_params *p, float c, float *f,
     }
 }
 
-/* log h and its derivative at I = 1 for the built-in re-weightings. */
-FACET_HD void facet_logh(const struct facet_head_params *p, float c, float *lh, float *dlh)
+/* log h and its derivative at I = 1 for the built-in re-weightings; rt is
+ * the row's t (rows[i, FACET_HEAD_ROW_T]), which only CURRICULAR reads:
+ * its hard logit s c (t + c) is s c + log h with log h = s c (t + c - 1).
+ * Rounded one operation at a time (no contraction), as on the GPU. */
+FACET_HD void facet_logh(const struct facet_head_params *p, float c, float rt, float *lh, float *dlh)
 {
     float st = p->s * p->t;
     if (p->reweight == FACET_HEAD_REWEIGHT_FIXED) { *lh = st; *dlh = 0.0f; }
     else if (p->reweight == FACET_HEAD_REWEIGHT_ADAPTIVE) { *lh = st * (c + 1.0f); *dlh = st; }
+    else if (p->reweight == FACET_HEAD_REWEIGHT_CURRICULAR) {
+        *lh = facet_mul_rn(p->s, facet_mul_rn(c, facet_add_rn(facet_add_rn(rt, c), -1.0f)));
+        *dlh = facet_mul_rn(p->s, facet_add_rn(facet_add_rn(rt, -1.0f), facet_add_rn(c, c)));
+    }
     else { *lh = 0.0f; *dlh = 0.0f; }
+}
+
+/* CurricularFace's t after a batch: (1 - momentum) t + momentum mean, the
+ * mean of the B rows' c_y from FACET_CURRICULAR_LANES partial sums in double
+ * (lane j: rows j, j + LANES, ... in order) folded by a fixed tree
+ * (facet_curricular_fold): the CPU and a GPU block add in the same order. */
+#define FACET_CURRICULAR_LANES 256
+
+FACET_HD double facet_curricular_lane(const float *rows, int64_t B, int j)
+{
+    double acc = 0.0;
+    for (int64_t i = j; i < B; i += FACET_CURRICULAR_LANES) acc += (double)rows[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_COS];
+    return acc;
+}
+
+/* one level of the tree: lanes [0, half) take lanes [half, 2 half) */
+FACET_HD void facet_curricular_fold(double *part, int j, int half)
+{
+    if (j < half) part[j] += part[j + half];
+}
+
+FACET_HD float facet_curricular_t(float t, double sum, int64_t B, double momentum)
+{
+    return (float)((1.0 - momentum) * (double)t + momentum * (sum / (double)B));
 }
 
 /* ---- composing a class's logit ------------------------------------------------------

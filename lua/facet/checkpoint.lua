@@ -9,7 +9,8 @@
 -- state: model, head, optimizer, rng (the model's random stream), step,
 -- epoch, batch (the position in the epoch), skipped.
 -- A checkpoint holds model.safetensors (model and head weights, BatchNorm
--- statistics: "head.weight" ... beside the model's names), optim.safetensors
+-- statistics: "head.weight" ... beside the model's names; CurricularFace's
+-- running t as "head.t"), optim.safetensors
 -- (optimizer buffers) and trainer.json (step, epoch and batch position, the
 -- generator and dropout positions, optimizer settings). It is written under a
 -- temporary name (.step-NNNNNNNN.tmp), fsync'ed and renamed, then latest is
@@ -39,6 +40,10 @@ local function weights(model, head)
   local t = model:state_dict()
   if head then
     local h = head.state_dict and head:state_dict() or { weight = head.weight, bias = head.bias, alpha = head.alpha }
+    -- and its state (CurricularFace's t) when it has any
+    if not head.state_dict and head.state_tensors then
+      for k, v in pairs(head:state_tensors()) do h[k] = v end
+    end
     for k, v in pairs(h) do t["head." .. k] = v end
   end
   return t
@@ -57,6 +62,7 @@ local function head_layout(head)
   add("weight", head.weight, rows)
   add("bias", head.bias, rows)
   add("alpha", head.alpha)
+  if tensor.is_tensor(head.t) then add("t", head.t) end     -- CurricularFace's running t
   return out
 end
 

@@ -98,13 +98,16 @@ local PRINT_SECONDS = 30
 
 local function is_finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
 
--- the model's state tensors (BatchNorm running statistics), each with a copy
--- made once per run: saved before each forward, put back when the guard
--- rejects the step. The contiguous ones of a device go in one
+-- the model's state tensors (BatchNorm running statistics) and the head's
+-- (CurricularFace's t), each with a copy made once per run: saved before each
+-- forward, put back when the guard rejects the step. The contiguous ones of a device go in one
 -- facet_tensor_copy_list call (on CUDA one launch per 48 tensors, not one
 -- each); any other tensor is copied alone.
-local function state_guard(model)
+local function state_guard(model, head)
   local d, names = model:state_tensors(), {}
+  if head and head.state_tensors then
+    for k, v in pairs(head:state_tensors()) do d["head." .. k] = v end
+  end
   for name in pairs(d) do names[#names + 1] = name end
   table.sort(names)
   local lists, by_device, single = {}, {}, {}
@@ -231,7 +234,7 @@ local function setup(cfg)
     end
   end
   st.total_steps = st.epochs * nb
-  st.state_guard = state_guard(model)
+  st.state_guard = state_guard(model, st.head)
   -- the input is data: its gradient is never used
   model:first_leaf().no_input_grad = true
   return st

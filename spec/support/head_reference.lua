@@ -69,7 +69,10 @@ function R.loss(cfg, x, W, b, y)
         if k == yi then z[k] = cfg.s * f
         else
           z[k] = cfg.s * c[k]
-          if cfg.h and c[k] > f then z[k] = z[k] + logh(cfg, c[k]) end
+          if cfg.h == "curricular" then
+            -- CurricularFace: a hard class's logit is s c (t + c)
+            if c[k] > f then z[k] = cfg.s * c[k] * (cfg.t + c[k]) end
+          elseif cfg.h and c[k] > f then z[k] = z[k] + logh(cfg, c[k]) end
         end
       end
     end
@@ -95,6 +98,17 @@ function R.loss(cfg, x, W, b, y)
     total = total / B
   end
   return total, ce
+end
+
+--- CurricularFace's t after a batch: (1 - momentum) t + momentum * the mean
+-- over the rows of the clamped cosine of x_i and W[y_i + 1].
+function R.curricular_t(t, momentum, x, W, y)
+  local sum = 0
+  for i = 1, #x do
+    local w = W[y[i] + 1]
+    sum = sum + clamp(dot(x[i], w) / (math.max(norm(x[i]), 1e-12) * math.max(norm(w), 1e-12)))
+  end
+  return (1 - momentum) * t + momentum * sum / #x
 end
 
 --- Central-difference gradient of fn() with respect to every entry of the

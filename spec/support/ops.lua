@@ -754,6 +754,8 @@ local function head_blocked(head, x, y, bounds)
     check(C.facet_head_target(h, rows.h, blk.z.h, h_of(blk.wn), h_of(blk.bias), y.h, off, K))
     blocks[b] = blk
   end
+  -- CurricularFace's t, once every row's c_y is in (Head:forward does the same)
+  if head.h == "curricular" then check(C.facet_head_update_t(h, rows.h, head.t.h, head.momentum)) end
   local M, S
   for _, blk in ipairs(blocks) do
     check(C.facet_head_partial(h, rows.h, blk.z.h, h_of(blk.wn), h_of(blk.bias), y.h, blk.off))
@@ -871,7 +873,7 @@ O.HEAD_SIZES = HEAD_SIZES
 reg {
   name = "head",
   covers = { "facet_head_init", "facet_head_free", "facet_head_set", "facet_head_set_program", "facet_head_target",
-    "facet_head_partial", "facet_head_finish", "facet_head_backward", "facet_head_bad_label" },
+    "facet_head_partial", "facet_head_finish", "facet_head_backward", "facet_head_bad_label", "facet_head_update_t" },
   strided = false,
   alt = "the other of Head:forward/backward (one block) and the block API over class blocks with offsets > 0",
   -- the loss is a mean; gradients are compared relative to their largest element

@@ -55,7 +55,8 @@ local function accepted(cfg)
   if cfg.margin == "a-softmax" then a.m1, a.lambda = true, true end
   if cfg.sample == "focal" then a.gamma = true end
   if cfg.sample == "hard" then a.keep = true end
-  if cfg.h ~= nil then a.t, a.h = true, true end
+  if cfg.h == "curricular" then a.t, a.momentum = true, true
+  elseif cfg.h ~= nil then a.t, a.h = true, true end
   return a
 end
 
@@ -134,6 +135,7 @@ function Head.new(cfg, opts, block)
   if cfg.h == "fixed" then reweight = C.FACET_HEAD_REWEIGHT_FIXED
   elseif cfg.h == "adaptive" then reweight = C.FACET_HEAD_REWEIGHT_ADAPTIVE
   elseif type(cfg.h) == "function" then reweight = C.FACET_HEAD_REWEIGHT_PROGRAM
+  elseif cfg.h == "curricular" then reweight = C.FACET_HEAD_REWEIGHT_CURRICULAR
   elseif cfg.h ~= nil then error(name .. ": h must be \"fixed\", \"adaptive\" or a function", 0) end
 
   local pp = ffi.new("facet_head *[1]")
@@ -170,8 +172,15 @@ function Head.new(cfg, opts, block)
     self.margin_expr = f
   end
 
+  -- CurricularFace: t is state (a 1-element tensor, the reference code's
+  -- buffer), the running mean of c_y updated by every forward
+  if cfg.h == "curricular" then
+    self.h = "curricular"
+    self.t = tensor.full({ 1 }, valid.number(name, "option t", opts.t, { min = -1, max = 1, default = cfg.t }))
+    self.t_prev = tensor.zeros({ 1 })
+    self.momentum = valid.number(name, "option momentum", opts.momentum, { min = 0, max = 1, default = 0.01 })
   -- MV re-weighting
-  if cfg.h ~= nil then
+  elseif cfg.h ~= nil then
     self.t = number_opt(opts, "t", cfg.t, 0, name)
     self.h = cfg.h
     set(C.FACET_HEAD_PARAM_T, self.t)
@@ -285,6 +294,10 @@ local function params_alive(self, method)
     if t ~= nil and (not tensor.is_tensor(t) or t:is_freed()) then
       error(("%s:%s: head.%s was freed"):format(self.name, method, k), 3)
     end
+  end
+  -- CurricularFace's t is a tensor (an MV head's t is a number)
+  if self.h == "curricular" and (not tensor.is_tensor(self.t) or self.t:is_freed()) then
+    error(("%s:%s: head.t was freed"):format(self.name, method), 3)
   end
 end
 
@@ -480,12 +493,36 @@ function Head:forward(x, y)
   check(C.facet_tensor_matmul(b.z.h, input.h, self.weight.h, 0, 1, 1, 0))
   local bias = self.bias and self.bias.h or nil
   check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
+  self:_update_t(b.rows)
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0))
-  local loss = self:_finish(b.rows, name, nil, function() self:_unschedule(lambda) end)
+  local loss = self:_finish(b.rows, name, nil, function() self:_unschedule(lambda); self:_restore_t() end)
   self.iter = self.iter + 1
   self.input, self.labels, self.ready = input, y, true
   self.loss = loss
   return loss
+end
+
+-- CurricularFace: t moves towards the batch's mean c_y (rows after every
+-- target call), and every row of rows gets it; the old t is kept until the
+-- forward succeeds (_restore_t). No read on the host. Other heads: nothing.
+-- Shared with facet.heads.sharded.
+function Head:_update_t(rows)
+  if self.h ~= "curricular" then return end
+  self.t_prev:copy(self.t)
+  check(C.facet_head_update_t(self.handle, rows.h, self.t.h, self.momentum), 2)
+end
+
+-- puts back the t of before the forward that failed
+function Head:_restore_t()
+  if self.h == "curricular" then self.t:copy(self.t_prev) end
+end
+
+--- The head's state that is not a parameter (CurricularFace's t), by name:
+-- what facet.train saves before a step and puts back when its guard rejects it.
+function Head:state_tensors()
+  live(self, "state_tensors")
+  if self.h == "curricular" then return { t = self.t } end
+  return {}
 end
 
 --- Runs facet_head_finish on rows and returns the loss. A label outside
@@ -658,8 +695,9 @@ function Head:zero_grad()
 end
 
 function Head:_to(device)
-  for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha", "pending", "norms" } do
-    if self[k] then self[k] = self[k]:to(device) end
+  for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha", "pending", "norms",
+    "t", "t_prev" } do
+    if tensor.is_tensor(self[k]) then self[k] = self[k]:to(device) end
   end
   self.device = device
   self.buf, self.ready, self.norms_valid = nil, false, false
@@ -681,10 +719,14 @@ Head.cpu = Head.float
 
 function Head:__tostring()
   local parts = { ("%s(classes=%d, dim=%d"):format(self.name, self.classes, self.dim) }
-  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "gamma", "keep" } do
-    if self[k] ~= nil and not (k == "s" and self.kind ~= "cosine") then parts[#parts + 1] = ("%s=%g"):format(k, self[k]) end
+  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "momentum", "gamma", "keep" } do
+    local v = self[k]
+    if tensor.is_tensor(v) then v = v:item() end
+    if v ~= nil and not (k == "s" and self.kind ~= "cosine") then parts[#parts + 1] = ("%s=%g"):format(k, v) end
   end
-  if self.h ~= nil then parts[#parts + 1] = "h=" .. (type(self.h) == "function" and "scripted" or self.h) end
+  if self.h ~= nil and self.h ~= "curricular" then
+    parts[#parts + 1] = "h=" .. (type(self.h) == "function" and "scripted" or self.h)
+  end
   if self.alpha then parts[#parts + 1] = ("alpha=%g%s"):format(self.alpha:item(), self.learn_alpha and " (learned)" or "") end
   return table.concat(parts, ", ") .. ", " .. self.device .. ")"
 end

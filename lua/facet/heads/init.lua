@@ -1,8 +1,8 @@
 --- facet.heads: the classification heads of face recognition, by name.
 --   local head = facet.heads.new("mv-am", { classes = K, dim = 512 })
 --   local loss = head:forward(x, y); local dx = head:backward()
--- The catalogue maps each name of the MV-Softmax and L2-softmax papers to one
--- configuration of the fused C head (margin, re-weighting, per-sample
+-- The catalogue maps each name of the MV-Softmax and L2-softmax papers (and
+-- CurricularFace, MV-Softmax's sibling with an adaptive t) to one configuration of the fused C head (margin, re-weighting, per-sample
 -- reduction); the Head class in facet.heads.head runs it. See docs/heads.md.
 local Head = require "facet.heads.head"
 local sharded = require "facet.heads.sharded"
@@ -45,6 +45,14 @@ for _, base in ipairs { "softmax", "am", "arc" } do
     return cfg
   end
 end
+-- CurricularFace (Huang et al., CVPR 2020): the arc margin on the target, and
+-- a hard class's logit s c (t + c) with t the running mean of c_y
+CATALOGUE["curricular"] = function(o)
+  local cfg = cosine("arc")(o)
+  cfg.h = "curricular"
+  cfg.t = o.t or 0
+  return cfg
+end
 for _, base in ipairs { "am", "arc" } do
   CATALOGUE["mv-" .. base] = function(o)
     local cfg = cosine(base)(o)
@@ -60,7 +68,7 @@ end
 -- and the papers' (SphereFace's A-Softmax, AM-Softmax, Arc-Softmax);
 -- facet.heads.new takes them and records the catalogue's name.
 M.ALIASES = { arcface = "arc", ["arc-softmax"] = "arc", cosface = "am", ["am-softmax"] = "am",
-  sphereface = "a-softmax" }
+  sphereface = "a-softmax", curricularface = "curricular" }
 
 function M.names()
   local r = {}
@@ -70,8 +78,8 @@ function M.names()
 end
 
 --- A head by name; opts: classes, dim (required), s, the head's own options
--- (m, m1, m2, m3, t, h, gamma, keep, alpha, learn_alpha, lambda, easy_margin,
--- margin), device, seed (weight initialisation).
+-- (m, m1, m2, m3, t, h, momentum, gamma, keep, alpha, learn_alpha, lambda,
+-- easy_margin, margin), device, seed (weight initialisation).
 -- Sharded heads and Partial FC (facet.heads.sharded, docs/heads.md):
 --   shard = true   split the classes over the ranks of `group` (default:
 --                  facet.dist.world() when facet.dist is there)

@@ -117,8 +117,8 @@ function Sharded:_alias()
   for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha", "pending", "norms" } do
     self[k] = self.inner[k]
   end
-  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "h", "gamma", "keep", "lambda", "easy_margin", "learn_alpha",
-    "fused" } do
+  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "h", "momentum", "gamma", "keep", "lambda", "easy_margin",
+    "learn_alpha", "fused" } do
     self[k] = self.inner[k]
   end
 end
@@ -342,6 +342,7 @@ function Sharded:forward(x, y)
   b.rows:zero_()
   check(C.facet_head_target(h, b.rows.h, b.z.h, wn_h, bias_h, labels.h, off, ncls))
   g:allreduce(b.rows, "sum")
+  inner:_update_t(b.rows)     -- CurricularFace: every rank sees the same c_y, so the same t
   -- this block's max and sum of exponentials, merged: M = max_r m_r, S = sum_r s_r exp(m_r - M)
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wn_h, bias_h, labels.h, off))
   local mcol, scol = b.mcol, b.scol
@@ -356,7 +357,7 @@ function Sharded:forward(x, y)
   mcol:copy(b.M)
   scol:copy(b.s)
   local loss = inner:_finish(b.rows, name, function(i) return global_row(counts, i) end,
-    function() inner:_unschedule(lambda) end)
+    function() inner:_unschedule(lambda); inner:_restore_t() end)
   self.iter = self.iter + 1
   inner.iter = self.iter
   self.fw = { xg = xg, W = W, wnorm = wnorm, bias = bias, labels = labels, off = off, counts = counts,
@@ -460,14 +461,20 @@ function Sharded:weight_changed(norms_written)
   if self.inner then self.inner:weight_changed(norms_written) end
 end
 
---- The full head's tensors { weight, bias, alpha } under the unsharded head's
+--- The full head's tensors { weight, bias, alpha, t } under the unsharded head's
 -- names and shapes (a collective: every rank calls it, each gets the full head).
 function Sharded:state_dict()
   local inner = live(self, "state_dict")
   local t = { weight = self:_gather(inner.weight) }
   if inner.bias then t.bias = self:_gather(inner.bias) end
   if inner.alpha then t.alpha = inner.alpha end
+  if inner.h == "curricular" then t.t = inner.t end
   return t
+end
+
+--- CurricularFace's t (the same on every rank), as Head:state_tensors.
+function Sharded:state_tensors()
+  return live(self, "state_tensors"):state_tensors()
 end
 
 --- Loads this rank's rows of a full head's tensors (what state_dict() or an
@@ -475,13 +482,15 @@ end
 function Sharded:load_state_dict(t)
   local inner = live(self, "load_state_dict")
   local fn = self.name .. ":load_state_dict"
-  if type(t) ~= "table" then valid.fail(fn, "want a table of tensors (weight, bias, alpha)") end
-  local want = { weight = { self.classes, self.dim } }
-  if inner.bias then want.bias = { self.classes } end
-  if inner.alpha then want.alpha = { 1 } end
+  if type(t) ~= "table" then valid.fail(fn, "want a table of tensors (weight, bias, alpha, t)") end
+  local want, names = { weight = { self.classes, self.dim } }, { "weight" }
+  if inner.bias then want.bias = { self.classes }; names[#names + 1] = "bias" end
+  if inner.alpha then want.alpha = { 1 }; names[#names + 1] = "alpha" end
+  if inner.h == "curricular" then want.t = { 1 }; names[#names + 1] = "t" end
   for k, v in pairs(t) do
-    if not want[k] then valid.fail(fn, ("unknown tensor '%s' (the head has %s)"):format(tostring(k),
-      inner.bias and "weight, bias" or (inner.alpha and "weight, alpha" or "weight"))) end
+    if not want[k] then
+      valid.fail(fn, ("unknown tensor '%s' (the head has %s)"):format(tostring(k), table.concat(names, ", ")))
+    end
     if not tensor.is_tensor(v) or v:is_freed() then valid.fail(fn, k .. " is not a live tensor") end
     if table.concat(v:shape(), "x") ~= table.concat(want[k], "x") then
       valid.fail(fn, ("%s has shape %s, want %s"):format(k, table.concat(v:shape(), "x"), table.concat(want[k], "x")))
@@ -493,6 +502,7 @@ function Sharded:load_state_dict(t)
   inner.weight:copy(self:_slice(t.weight))
   if inner.bias then inner.bias:copy(self:_slice(t.bias)) end
   if inner.alpha then inner.alpha:copy(t.alpha) end
+  if want.t then inner.t:copy(t.t) end
   inner:weight_changed(false)
 end
 
