@@ -26,7 +26,7 @@ p.add_argument("--K", type=int, default=72690)
 p.add_argument("--reps", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-p.add_argument("--heads", default="norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am,curricular")
+p.add_argument("--heads", default="norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am,curricular,adaface")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -45,6 +45,7 @@ dev = torch.device(a.device)
 
 
 curricular_t = 0.0
+ada_mean, ada_std = 20.0, 100.0
 
 
 def sync():
@@ -52,7 +53,25 @@ def sync():
         torch.cuda.synchronize()
 
 
+def adaface_logits(x, W, y):
+    # the authors' formulation: norm statistics (no gradient), per-row margins on the target angle and cosine
+    global ada_mean, ada_std
+    eps, m, h = 1e-3, 0.4, 0.333
+    norms = x.norm(dim=1, keepdim=True)
+    cos = F.linear(x / norms, F.normalize(W)).clamp(-1 + eps, 1 - eps)
+    safe = norms.clamp(0.001, 100).detach()
+    with torch.no_grad():
+        ada_mean = 0.01 * safe.mean() + 0.99 * ada_mean
+        ada_std = 0.01 * safe.std() + 0.99 * ada_std
+    z = ((safe - ada_mean) / (ada_std + eps) * h).clamp(-1, 1)
+    onehot = torch.zeros_like(cos).scatter_(1, y[:, None], 1.0)
+    theta = (cos.acos() - onehot * m * z).clamp(eps, math.pi - eps)
+    return (theta.cos() - onehot * (m + m * z)) * s
+
+
 def logits(x, W, y, name):
+    if name == "adaface":
+        return adaface_logits(x, W, y)
     cos = F.linear(F.normalize(x), F.normalize(W)).clamp(-1, 1)
     cy = cos.gather(1, y[:, None])
     if name.endswith("am"):

@@ -10,6 +10,7 @@ local facet = H.facet
 
 local function margin_of(name)
   if name == "curricular" then return "arc" end
+  if name == "adaface" then return "adaface" end
   if name:find("am$") then return "am" end
   if name:find("arc$") then return "arc" end
   if name == "combined" or name == "a-softmax" then return name end
@@ -51,6 +52,11 @@ local function check_head(name, opts, B, D, K, seed, tol, more)
   local dx = head:backward()
   local cfg = ref_cfg(head)
   local X, W = tbl(x), tbl(head.weight)
+  if head.norm_h then
+    -- AdaFace: each row's z from the norms and the statistics of before the forward (not differentiated)
+    local _, _, z = R.adaface_stats(20, 100, head.momentum, head.norm_h, X)
+    cfg.z = z
+  end
   local b = head.bias and tbl(head.bias) or nil
   local ref = R.loss(cfg, X, W, b, ylist)
   H.assert_close(loss, ref, tol, 1e-5)
@@ -116,6 +122,10 @@ describe("heads against the reference, with finite-difference gradients", functi
     -- the reference reads the t the forward moved to (t is not differentiated)
     { "curricular", { s = 8 } },
     { "curricular", { s = 8, t = 0.6, momentum = 0.5 } },
+    -- momentum 1: the batch's own statistics, so z spreads over [-1, 1] (h = 1 reaches the clamp)
+    { "adaface", { s = 8 } },
+    { "adaface", { s = 8, momentum = 1 } },
+    { "adaface", { s = 8, momentum = 1, h = 1, m = 0.6 } },
   }
   for n, case in ipairs(cases) do
     local desc = {}
@@ -320,6 +330,118 @@ describe("CurricularFace", function()
     H.assert_error(function() facet.heads.new("curricular", o { h = "fixed" }) end, "unknown option 'h'")
     assert.are.equal("curricular", facet.heads.new("curricularface", o {}).name)
     assert.matches("momentum=0.01", tostring(facet.heads.new("curricular", o {})))
+  end)
+end)
+
+describe("AdaFace", function()
+  local F = require "support.files"
+  local HAVE_TORCH = select(2, F.sh(F.PY .. " -c 'import torch'")) == 0
+
+  H.it("statistics by hand: two rows of norms 3 and 1 at momentum 1; the margins follow", function()
+    local head = facet.heads.new("adaface", { classes = 2, dim = 2, s = 2, momentum = 1, h = 1 })
+    head.weight:copy(facet.tensor { { 1, 0 }, { 0, 1 } })
+    head = head:to(H.device)
+    local x = H.tensor { { 1.8, 2.4 }, { 0.8, 0.6 } }     -- norms 3 and 1, cosines to class 0: 0.6 and 0.8
+    local loss = head:forward(x, H.tensor({ 0, 0 }, { dtype = "int64" }))
+    -- mean 2, unbiased std sqrt(2): z = +-1 / (sqrt(2) + 1e-3)
+    H.assert_close(head.batch_mean:item(), 2, 1e-6)
+    H.assert_close(head.batch_std:item(), math.sqrt(2), 1e-6)
+    local z = 1 / (math.sqrt(2) + 1e-3)
+    local function f(c, zi) return math.cos(math.acos(c) - 0.4 * zi) - 0.4 * (1 + zi) end
+    local function ce(zy, zk) return math.log(math.exp(zy) + math.exp(zk)) - zy end
+    H.assert_close(loss, (ce(2 * f(0.6, z), 2 * 0.8) + ce(2 * f(0.8, -z), 2 * 0.6)) / 2, 1e-5)
+  end)
+
+  H.it("at the clamps (a cosine past 1 - 1e-3, an angle pushed below 1e-3) loss and dL/dx follow the reference", function()
+    -- row 1: c_y = cos(0.02) > 1 - 1e-3 (the cosine is clamped); row 2: c_y = cos(0.1), z = 1 moves the
+    -- angle to 0.1 - 0.4 < 1e-3 (the angle is clamped); row 3 is plain. Norms 9, 9, 1 at momentum 1, h = 5.
+    local function at(a, n) return { n * math.cos(a), n * math.sin(a) } end
+    local X = { at(0.02, 9), at(0.1, 9), at(1.2, 1) }
+    local y = { 0, 0, 1 }
+    local head = facet.heads.new("adaface", { classes = 2, dim = 2, s = 4, momentum = 1, h = 5 })
+    head.weight:copy(facet.tensor { { 1, 0 }, { 0, 1 } })
+    head = head:to(H.device)
+    local loss = head:forward(H.tensor(X), H.tensor(y, { dtype = "int64" }))
+    local dx = H.values(head:backward())
+    local _, _, z = R.adaface_stats(20, 100, 1, 5, X)
+    assert.are.same({ 1, 1, -1 }, z)
+    local cfg = { kind = "cosine", margin = "adaface", m = 0.4, s = 4, sample = "mean", z = z }
+    H.assert_close(loss, (R.loss(cfg, X, { { 1, 0 }, { 0, 1 } }, nil, y)), 1e-5)
+    local g = R.numeric_grad(function() return (R.loss(cfg, X, { { 1, 0 }, { 0, 1 } }, nil, y)) end, X)
+    H.assert_close(dx, { g[1][1], g[1][2], g[2][1], g[2][2], g[3][1], g[3][2] }, 1e-3, 1e-5)
+  end)
+
+  H.it("a batch of one row is refused; a failed forward leaves the statistics as they were", function()
+    local head = facet.heads.new("adaface", { classes = 5, dim = 3 }):to(H.device)
+    H.assert_error(function() head:forward(H.on(facet.randn({ 1, 3 })), H.on(facet.tensor({ 1 }, { dtype = "int64" })))
+    end, "adaface needs at least 2 rows")
+    head:forward(H.on(facet.randn({ 4, 3 }, { seed = 1 })), H.on(facet.tensor({ 0, 1, 2, 3 }, { dtype = "int64" })))
+    local mean, std = head.batch_mean:item(), head.batch_std:item()
+    assert.is_true(mean ~= 20 and std ~= 100)
+    H.assert_error(function()
+      head:forward(H.on(facet.randn({ 2, 3 })), H.on(facet.tensor({ 1, 5 }, { dtype = "int64" })))
+    end, "label 5 of row 2 outside")
+    assert.are.same({ mean, std }, { head.batch_mean:item(), head.batch_std:item() })
+    local names = {}
+    for k in pairs(head:state_tensors()) do names[#names + 1] = k end
+    table.sort(names)
+    assert.are.same({ "batch_mean", "batch_std" }, names)
+  end)
+
+  H.it("matches the authors' formulation in PyTorch (spec/support/adaface_torch.py): loss, statistics, dL/dx, dL/dW",
+    function()
+    if not HAVE_TORCH then return pending("needs torch in " .. F.PYTHON) end
+    local K, D, B, steps = 13, 8, 10, 3
+    local dir = H.temp_dir()
+    local W = facet.randn({ K, D }, { seed = 61 })
+    facet.save_npy(W, dir .. "/w.npy")
+    local head = facet.heads.new("adaface", { classes = K, dim = D, s = 16, m = 0.4, h = 0.5, momentum = 0.6 })
+    head.weight:copy(W)
+    head = head:to(H.device)
+    local xs, ys = {}, {}
+    for step = 1, steps do
+      -- norms from about 1 to 40 (z over its whole range), rows near their class centre or not
+      local yl, scale = {}, {}
+      for i = 1, B do yl[i] = (i * 5 + step * 3) % K; scale[i] = { 1 + 4 * ((i * 3 + step) % 10) } end
+      local y = facet.tensor(yl, { dtype = "int64" })
+      local x = facet.randn({ B, D }, { seed = 70 + step }):mul(0.8):add(W:index_select(y:add(1)):mul(step / 2))
+      x = x:l2_normalize(1e-12):mul(facet.tensor(scale))
+      local c = x:l2_normalize(1e-12):matmul(W:l2_normalize(1e-12), { transpose_b = true })
+      assert.is_true(c:abs():max() < 0.999, "the data keeps every cosine inside the authors' clamp")
+      xs[step], ys[step] = x, y
+      facet.save_npy(x, ("%s/x%d.npy"):format(dir, step))
+      facet.save_npy(y, ("%s/y%d.npy"):format(dir, step))
+    end
+    local out, rc = F.sh(("%s spec/support/adaface_torch.py %s %d 16 0.4 0.5 0.6"):format(F.PY, dir, steps))
+    assert.are.equal(0, rc, out)
+    for step = 1, steps do
+      head:zero_grad()
+      local loss = head:forward(H.on(xs[step]), H.on(ys[step]))
+      local dx = head:backward()
+      local ref = facet.load_npy(("%s/out%d.npy"):format(dir, step)):totable()
+      H.assert_close(loss, ref[1], 1e-5)
+      H.assert_close(head.batch_mean:item(), ref[2], 1e-6)
+      H.assert_close(head.batch_std:item(), ref[3], 1e-6)
+      local rdx = facet.load_npy(("%s/dx%d.npy"):format(dir, step))
+      local rdw = facet.load_npy(("%s/dw%d.npy"):format(dir, step))
+      local function rel(a, b) return (a:to("cpu") - b):abs():max() / b:abs():max() end
+      assert.is_true(rel(dx, rdx) < 1e-4, "dL/dx off by " .. rel(dx, rdx))
+      assert.is_true(rel(head.grad_weight, rdw) < 1e-4, "dL/dW off by " .. rel(head.grad_weight, rdw))
+    end
+    H.remove_dir(dir)
+  end)
+
+  it("checks its options: h > 0, momentum in [0, 1], no scripted margin", function()
+    local o = function(extra)
+      local r = { classes = 3, dim = 2 }
+      for k, v in pairs(extra) do r[k] = v end
+      return r
+    end
+    H.assert_error(function() facet.heads.new("adaface", o { h = 0 }) end, "option h")
+    H.assert_error(function() facet.heads.new("adaface", o { momentum = -0.1 }) end, "momentum")
+    H.assert_error(function() facet.heads.new("adaface", o { margin = function(c) return c end }) end,
+      "unknown option 'margin'")
+    assert.matches("h=0.333, momentum=0.01", tostring(facet.heads.new("adaface", o {})))
   end)
 end)
 

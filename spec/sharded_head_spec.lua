@@ -20,6 +20,13 @@ local M = {}
 
 local D = 6
 
+-- the head's state tensors (CurricularFace's t, AdaFace's statistics) as numbers by name
+local function state_values(head)
+  local r = {}
+  for k, v in pairs(head:state_tensors()) do r[k] = v:item() end
+  return r
+end
+
 -- the batch of the whole world: x (Bg x D), labels (Lua list), as facet tensors
 local function batch(Bg, K, seed, label_of)
   local ys = {}
@@ -41,8 +48,7 @@ local function reference(name, opts, K, seed, x, y)
   local loss = head:forward(x, y)
   local dx = head:backward():clone()
   return { loss = loss, dx = dx, dW = head:finish_grad():clone(), db = head.grad_bias and head.grad_bias:clone(),
-    dalpha = head.grad_alpha and head.grad_alpha:item(), weight = head.weight:clone(),
-    t = head.h == "curricular" and head.t:item() or nil }
+    dalpha = head.grad_alpha and head.grad_alpha:item(), weight = head.weight:clone(), state = state_values(head) }
 end
 
 --- The per-rank body: a sharded head on group g, this rank's rows of (x, y)
@@ -63,7 +69,7 @@ function M.rank_body(g, name, opts, K, seed, x, y, counts)
   local function host(t) return t and t:to("cpu"):clone() end
   return { loss = loss, dx = host(head:backward()), dW = host(head:finish_grad()), db = host(head.grad_bias),
     dalpha = head.grad_alpha and head.grad_alpha:item(), offset = head.class_offset, rows = head.block_rows,
-    weight = host(head.weight), start = start, n = n, t = head.h == "curricular" and head.t:item() or nil }
+    weight = host(head.weight), start = start, n = n, state = state_values(head) }
 end
 
 -- step s's global batch of 6 rows
@@ -104,7 +110,8 @@ function M.resume_body(g, name, opts, K, dir, from, to, save)
     head:backward()
     opt:step()
     if s == save then
-      local st = g and head:state_dict() or { weight = head.weight, bias = head.bias, t = head:state_tensors().t }
+      local st = g and head:state_dict() or { weight = head.weight, bias = head.bias }
+      if not g then for k, v in pairs(head:state_tensors()) do st[k] = v end end
       local ostate = opt:state()
       if r == 0 then
         local named = {}
@@ -143,8 +150,10 @@ function M.check_rank(g, name, opts, K, counts, label_of)
   close(tag .. " dx", o.dx, ref.dx:narrow(1, o.start, o.n), 1e-5)
   close(tag .. " dW", o.dW, ref.dW:narrow(1, o.offset + 1, o.rows), 1e-5)
   if ref.db then close(tag .. " db", o.db, ref.db:narrow(1, o.offset + 1, o.rows), 1e-5) end
-  -- CurricularFace: every rank moves t by the global batch's c_y, as the unsharded head
-  if ref.t then assert(math.abs(o.t - ref.t) <= 1e-7, ("%s: t %.9g, unsharded %.9g"):format(tag, o.t, ref.t)) end
+  -- CurricularFace's t, AdaFace's statistics: every rank moves them by the global batch, as the unsharded head
+  for k, v in pairs(ref.state) do
+    assert(o.state[k] == v, ("%s: %s %.9g, unsharded %.9g"):format(tag, k, o.state[k], v))
+  end
   if opts.learn_alpha then
     assert(math.abs(o.dalpha - ref.dalpha) <= 1e-5 * math.abs(ref.dalpha) + 1e-7,
       ("%s: dalpha %.9g, unsharded %.9g"):format(tag, o.dalpha, ref.dalpha))
@@ -225,7 +234,7 @@ describe("sharded heads", function()
 
   it("save a checkpoint on 2 ranks that resumes on 1 (unsharded) and 3 ranks with the uninterrupted losses", function()
     for _, case in ipairs { { "mv-am", { fused = true } }, { "softmax", {} }, { "a-softmax", {} },
-      { "arc", { adam = true } }, { "curricular", { momentum = 0.3 } } } do
+      { "arc", { adam = true } }, { "curricular", { momentum = 0.3 } }, { "adaface", { momentum = 0.5 } } } do
       local name, opts, K = case[1], case[2], 11
       local dir = F.temp_dir()
       local base = LG.run(2, function(g) return M.resume_body(g, name, opts, K, dir, 1, 4, 2) end)

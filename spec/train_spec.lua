@@ -157,25 +157,33 @@ describe("facet.train", function()
     assert.are.same(H.values(facet.zeros({ 5 })), H.values(marks.flat))
   end)
 
-  it("CurricularFace: resume continues t exactly; a skipped step puts t back", function()
-    local function curr(o) o = o or {}; o.head = "curricular"; return setup_run(o) end
-    local a = curr()
-    local full = facet.train(a)
-    local dir = tmpdir .. "/ck_curricular"
-    local b = with(curr(), { checkpoint = dir, checkpoint_every = 5, stop_after = 5 })
-    facet.train(b)
-    assert.is_true(b.head.t:item() ~= 0, "t moved")
-    local c = with(curr(), { resume = dir })
-    local resumed = facet.train(c)
-    assert.are.equal(7, #resumed.losses)
-    for i = 1, 7 do assert.are.equal(full.losses[5 + i], resumed.losses[i]) end
-    assert.are.equal(a.head.t:item(), c.head.t:item())
-    -- every batch holds a NaN sample: each forward makes t NaN, each skip must undo it
-    local cfg = with(curr { poison = true }, { nan = "skip", epochs = 1 })
-    local r = facet.train(cfg)
-    assert.are.equal(6, r.skipped)
-    assert.are.equal(0, cfg.head.t:item())
-  end)
+  for _, name in ipairs { "curricular", "adaface" } do
+    it(name .. ": resume continues the head's state exactly; a skipped step puts it back", function()
+      local function run(o) o = o or {}; o.head = name; return setup_run(o) end
+      local function state(head)
+        local r = {}
+        for k, v in pairs(head:state_tensors()) do r[k] = v:item() end
+        return r
+      end
+      local a = run()
+      local start = state(a.head)
+      local full = facet.train(a)
+      local dir = tmpdir .. "/ck_" .. name
+      local b = with(run(), { checkpoint = dir, checkpoint_every = 5, stop_after = 5 })
+      facet.train(b)
+      assert.are_not.same(start, state(b.head))
+      local c = with(run(), { resume = dir })
+      local resumed = facet.train(c)
+      assert.are.equal(7, #resumed.losses)
+      for i = 1, 7 do assert.are.equal(full.losses[5 + i], resumed.losses[i]) end
+      assert.are.same(state(a.head), state(c.head))
+      -- every batch holds a NaN sample: each forward spoils the state, each skip must undo it
+      local cfg = with(run { poison = true }, { nan = "skip", epochs = 1 })
+      local r = facet.train(cfg)
+      assert.are.equal(6, r.skipped)
+      assert.are.same(start, state(cfg.head))
+    end)
+  end
 
   it("prints plain progress lines when not on a terminal", function()
     local out = {}

@@ -21,8 +21,9 @@
  *                   fixed tree, and a merge kernel folds a row's segments in
  *                   a fixed order (a warp per row: lane j takes segments j,
  *                   j + 32, ... in turn, then the warp's tree). No atomics.
- *   update_t        one block: CurricularFace's t from the rows' c_y (lanes
- *                   summed in double, folded in head.c's order: the same bits).
+ *   update_t,       one block each: CurricularFace's t from the rows' c_y,
+ *   update_norms    AdaFace's norm statistics (lanes summed in double, folded
+ *                   in head.c's order: the same bits).
  *   finish          per row: the loss and the weight (mean, focal); hard
  *                   mining ranks every row against all the others by
  *                   facet_hard_before (B^2 comparisons, B is small) and keeps
@@ -255,7 +256,7 @@ target_kernel(facet_head_params p, float *rows, const float *z, const float *wn,
                 f = run_program(FACET_HEAD_PROGRAM_MARGIN, v);
                 df = run_program(FACET_HEAD_PROGRAM_MARGIN_GRAD, v);
             } else {
-                facet_margin(&p, v, &f, &df);
+                facet_margin(&p, v, row[FACET_HEAD_ROW_NORM], &f, &df);
             }
         }
         row[FACET_HEAD_ROW_COS] = v;
@@ -462,35 +463,68 @@ extern "C" int facet_cuda_head_partial(const struct facet_head *head, float *row
     return rc ? rc : rc2;
 }
 
-/* ---- CurricularFace's t ------------------------------------------------------------------ */
+/* ---- the adaptive heads' batch statistics ----------------------------------------------- */
 
-/* One block of FACET_CURRICULAR_LANES threads: thread j sums its lane, the
- * tree folds them as head.c does, and thread 0 writes t, which every thread
- * then writes into its rows' FACET_HEAD_ROW_T. */
-static __global__ void __launch_bounds__(FACET_CURRICULAR_LANES)
-update_t_kernel(float *rows, int64_t B, float *t, double momentum)
+/* head.c's lanes_total in one block of FACET_HEAD_LANES threads (thread j
+ * sums lane j, the tree folds them): the same additions in the same order.
+ * Every thread gets the total. */
+static __device__ double block_lanes_total(double *part, const float *v, int64_t stride, int64_t n, float lo,
+                                           float hi, double center, int square)
 {
-    __shared__ double part[FACET_CURRICULAR_LANES];
-    __shared__ float nt;
     const int j = threadIdx.x;
-    part[j] = facet_curricular_lane(rows, B, j);
+    __syncthreads();    /* part may still be read by an earlier call */
+    part[j] = facet_head_lane(v, stride, n, j, lo, hi, center, square);
     __syncthreads();
-    for (int half = FACET_CURRICULAR_LANES / 2; half > 0; half /= 2) {
-        facet_curricular_fold(part, j, half);
+    for (int half = FACET_HEAD_LANES / 2; half > 0; half /= 2) {
+        facet_head_lane_fold(part, j, half);
         __syncthreads();
     }
-    if (j == 0) {
-        nt = facet_curricular_t(*t, part[0], B, momentum);
-        *t = nt;
-    }
-    __syncthreads();
-    for (int64_t i = j; i < B; i += FACET_CURRICULAR_LANES) rows[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_T] = nt;
+    return part[0];
+}
+
+/* CurricularFace: t from the rows' c_y, then into every row */
+static __global__ void __launch_bounds__(FACET_HEAD_LANES)
+update_t_kernel(float *rows, int64_t B, float *t, double momentum)
+{
+    __shared__ double part[FACET_HEAD_LANES];
+    const double sum = block_lanes_total(part, rows + FACET_HEAD_ROW_COS, FACET_HEAD_ROW_COUNT, B, -INFINITY, INFINITY,
+                                         0.0, 0);
+    const float nt = facet_head_ema(*t, sum / (double)B, momentum);
+    __syncthreads();    /* every thread has read the old t */
+    if (threadIdx.x == 0) *t = nt;
+    for (int64_t i = threadIdx.x; i < B; i += FACET_HEAD_LANES) rows[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_T] = nt;
 }
 
 extern "C" int facet_cuda_head_update_t(float *rows, int64_t B, float *t, double momentum)
 {
-    update_t_kernel<<<1, FACET_CURRICULAR_LANES>>>(rows, B, t, momentum);
+    update_t_kernel<<<1, FACET_HEAD_LANES>>>(rows, B, t, momentum);
     return check_launch("facet_cuda_head_update_t");
+}
+
+/* AdaFace: the batch's mean and unbiased std of the clamped norms, the
+ * running statistics, then every row's z */
+static __global__ void __launch_bounds__(FACET_HEAD_LANES)
+update_norms_kernel(float *rows, int64_t B, const float *norms, float *mean, float *std, double momentum, double h)
+{
+    __shared__ double part[FACET_HEAD_LANES];
+    const float lo = FACET_ADAFACE_NORM_MIN, hi = FACET_ADAFACE_NORM_MAX;
+    const double bmean = block_lanes_total(part, norms, 1, B, lo, hi, 0.0, 0) / (double)B;
+    const double bstd = sqrt(block_lanes_total(part, norms, 1, B, lo, hi, bmean, 1) / (double)(B - 1));
+    const float nm = facet_head_ema(*mean, bmean, momentum), ns = facet_head_ema(*std, bstd, momentum);
+    __syncthreads();    /* every thread has read the old statistics */
+    if (threadIdx.x == 0) {
+        *mean = nm;
+        *std = ns;
+    }
+    for (int64_t i = threadIdx.x; i < B; i += FACET_HEAD_LANES)
+        rows[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_NORM] = facet_adaface_z(norms[i], nm, ns, h);
+}
+
+extern "C" int facet_cuda_head_update_norms(float *rows, int64_t B, const float *norms, float *mean, float *std,
+                                            double momentum, double h)
+{
+    update_norms_kernel<<<1, FACET_HEAD_LANES>>>(rows, B, norms, mean, std, momentum, h);
+    return check_launch("facet_cuda_head_update_norms");
 }
 
 /* ---- the batch level ------------------------------------------------------------------- */

@@ -413,7 +413,10 @@ enum facet_head_margin {
     FACET_HEAD_MARGIN_ARC = 2,         /* f = cos(theta + m3); c - m3*sin(m3) once theta + m3 > pi */
     FACET_HEAD_MARGIN_ASOFTMAX = 3,    /* f = (lambda*c + psi(theta)) / (1 + lambda) */
     FACET_HEAD_MARGIN_PROGRAM = 4,     /* f and df/dc from compiled expressions */
-    FACET_HEAD_MARGIN_COUNT = 5
+    FACET_HEAD_MARGIN_ADAFACE = 5,     /* per row, with z_i = rows[i, FACET_HEAD_ROW_NORM] (AdaFace):
+                                        * f = cos(clip(acos(c') - m3 z_i, e, pi - e)) - m3 (1 + z_i),
+                                        * c' = clamp(c, -1 + e, 1 - e), e = 1e-3 */
+    FACET_HEAD_MARGIN_COUNT = 6
 };
 
 enum facet_head_reweight {
@@ -459,7 +462,9 @@ enum facet_head_row {
     FACET_HEAD_ROW_LOSS = 6,           /* cross-entropy of the row */
     FACET_HEAD_ROW_WEIGHT = 7,         /* dLoss/dCE_i: 1/B, focal factor / B, or 0 / 1/n_keep */
     FACET_HEAD_ROW_T = 8,              /* CURRICULAR's t for this row (facet_head_update_t) */
-    FACET_HEAD_ROW_COUNT = 9
+    FACET_HEAD_ROW_NORM = 9,           /* ADAFACE's normalised feature norm z_i in [-1, 1]
+                                        * (facet_head_update_norms); read by facet_head_target only */
+    FACET_HEAD_ROW_COUNT = 10
 };
 
 /* Compiled expressions: instructions of 5 int32 (op, dst, a, b, c) over
@@ -517,6 +522,16 @@ FACET_API int facet_head_target(facet_head *head, facet_tensor *rows, const face
  * every row's FACET_HEAD_ROW_T receives it. momentum in [0, 1] (0: t stays).
  * On CUDA one kernel; the host does not wait. */
 FACET_API int facet_head_update_t(facet_head *head, facet_tensor *rows, facet_tensor *t, double momentum);
+/* AdaFace's feature-norm statistics, before the target calls: with
+ * n_i = clamp(norms_i, 0.001, 100) over the B rows (norms: the ||x_i|| of
+ * the batch, float32 on the rows' device; B >= 2), mean and std (1-element
+ * float32 tensors, the head's state) become (1 - momentum) old + momentum
+ * batch (the batch's mean, and its unbiased standard deviation, summed in
+ * double), and then every row gets
+ * rows[i, FACET_HEAD_ROW_NORM] = clamp(h (n_i - mean) / (std + 1e-3), -1, 1).
+ * momentum in [0, 1], h > 0. On CUDA one kernel; the host does not wait. */
+FACET_API int facet_head_update_norms(facet_head *head, facet_tensor *rows, const facet_tensor *norms,
+                                      facet_tensor *mean, facet_tensor *std, double momentum, double h);
 /* Writes the block's row max and sum of exponentials into rows; the block
  * (the GEMM output) is read, not changed. */
 FACET_API int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,

@@ -193,6 +193,13 @@ int facet_cuda_head_update_t(float *rows, int64_t B, float *t, double momentum)
     return absent("facet_cuda_head_update_t");
 }
 
+int facet_cuda_head_update_norms(float *rows, int64_t B, const float *norms, float *mean, float *std,
+                                 double momentum, double h)
+{
+    (void)rows; (void)B; (void)norms; (void)mean; (void)std; (void)momentum; (void)h;
+    return absent("facet_cuda_head_update_norms");
+}
+
 void facet_cuda_head_bad_label(const struct facet_head *head, int64_t *row, int64_t *label, int64_t *classes)
 {
     (void)head; (void)row; (void)label; (void)classes;

@@ -133,6 +133,10 @@ int facet_cuda_head_finish(struct facet_head *head, float *rows, int64_t B, doub
 /* CurricularFace's t (facet_head_update_t): rows B x FACET_HEAD_ROW_COUNT and
  * t (1 value) on the device */
 int facet_cuda_head_update_t(float *rows, int64_t B, float *t, double momentum);
+/* AdaFace's norm statistics (facet_head_update_norms): rows, norms (B),
+ * mean and std (1 value each) on the device */
+int facet_cuda_head_update_norms(float *rows, int64_t B, const float *norms, float *mean, float *std,
+                                 double momentum, double h);
 /* the last finish's bad label (*row untouched when there was none) */
 void facet_cuda_head_bad_label(const struct facet_head *head, int64_t *row, int64_t *label, int64_t *classes);
 /* frees head->cuda (facet_head_free) */

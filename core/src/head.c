@@ -247,7 +247,7 @@ static void target_row(const facet_head *head, const struct block *b, int64_t i)
             f = facet_expr_eval1(&head->prog[FACET_HEAD_PROGRAM_MARGIN], v);
             df = facet_expr_eval1(&head->prog[FACET_HEAD_PROGRAM_MARGIN_GRAD], v);
         } else {
-            facet_margin(p, v, &f, &df);
+            facet_margin(p, v, row[FACET_HEAD_ROW_NORM], &f, &df);
         }
     }
     row[FACET_HEAD_ROW_COS] = v;
@@ -289,33 +289,85 @@ int facet_head_target(facet_head *head, facet_tensor *rows, const facet_tensor *
     return 0;
 }
 
-/* ---- CurricularFace's t ---------------------------------------------------------------- */
+/* ---- the adaptive heads' batch statistics ------------------------------------------------ */
+
+/* the lanes of facet_head_lane folded by the tree, as a GPU block does */
+static double lanes_total(const float *v, int64_t stride, int64_t n, float lo, float hi, double center, int square)
+{
+    double part[FACET_HEAD_LANES];
+    for (int j = 0; j < FACET_HEAD_LANES; j++) part[j] = facet_head_lane(v, stride, n, j, lo, hi, center, square);
+    for (int half = FACET_HEAD_LANES / 2; half > 0; half /= 2)
+        for (int j = 0; j < half; j++) facet_head_lane_fold(part, j, half);
+    return part[0];
+}
+
+/* rows: contiguous B x FACET_HEAD_ROW_COUNT float32 with B >= min_rows;
+ * each state tensor: one float32 value on the rows' device */
+static int check_stats_args(const char *fn, const facet_head *head, const facet_tensor *rows, int64_t min_rows,
+                            const facet_tensor *const *state, const char *const *names, int nstate, double momentum)
+{
+    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
+    int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
+    if (rc) return rc;
+    if (rows->ndim != 2 || rows->sizes[1] != FACET_HEAD_ROW_COUNT || rows->sizes[0] < min_rows || !facet_contiguous(rows))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: rows must be contiguous Bx%d with B >= %lld, got %s", fn,
+                          FACET_HEAD_ROW_COUNT, (long long)min_rows, facet_desc(rows));
+    for (int k = 0; k < nstate; k++) {
+        rc = facet_check_dtype(fn, names[k], state[k], FACET_DTYPE_FLOAT32);
+        if (!rc) rc = facet_check_same_device(fn, state[k], rows);
+        if (rc) return rc;
+        if (facet_numel(state[k]) != 1 || !facet_contiguous(state[k]))
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must hold one value, got %s", fn, names[k],
+                              facet_desc(state[k]));
+    }
+    if (!(momentum >= 0.0 && momentum <= 1.0))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: momentum must be in [0, 1], got %g", fn, momentum);
+    return 0;
+}
 
 int facet_head_update_t(facet_head *head, facet_tensor *rows, facet_tensor *t, double momentum)
 {
     static const char *fn = "facet_head_update_t";
-    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
-    int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_dtype(fn, "t", t, FACET_DTYPE_FLOAT32);
-    if (!rc) rc = facet_check_same_device(fn, t, rows);
+    const facet_tensor *state[1] = { t };
+    const char *names[1] = { "t" };
+    int rc = check_stats_args(fn, head, rows, 1, state, names, 1, momentum);
     if (rc) return rc;
-    if (rows->ndim != 2 || rows->sizes[1] != FACET_HEAD_ROW_COUNT || rows->sizes[0] < 1 || !facet_contiguous(rows))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: rows must be contiguous Bx%d with B >= 1, got %s", fn,
-                          FACET_HEAD_ROW_COUNT, facet_desc(rows));
-    if (facet_numel(t) != 1 || !facet_contiguous(t))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: t must hold one value, got %s", fn, facet_desc(t));
-    if (!(momentum >= 0.0 && momentum <= 1.0))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: momentum must be in [0, 1], got %g", fn, momentum);
     int64_t B = rows->sizes[0];
     float *r = facet_ptr(rows), *tp = facet_ptr(t);
     if (rows->device == FACET_DEVICE_CUDA) return facet_cuda_head_update_t(r, B, tp, momentum);
-    double part[FACET_CURRICULAR_LANES];
-    for (int j = 0; j < FACET_CURRICULAR_LANES; j++) part[j] = facet_curricular_lane(r, B, j);
-    for (int half = FACET_CURRICULAR_LANES / 2; half > 0; half /= 2)
-        for (int j = 0; j < half; j++) facet_curricular_fold(part, j, half);
-    float nt = facet_curricular_t(*tp, part[0], B, momentum);
+    const double sum = lanes_total(r + FACET_HEAD_ROW_COS, FACET_HEAD_ROW_COUNT, B, -INFINITY, INFINITY, 0.0, 0);
+    const float nt = facet_head_ema(*tp, sum / (double)B, momentum);
     *tp = nt;
     for (int64_t i = 0; i < B; i++) r[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_T] = nt;
+    return 0;
+}
+
+int facet_head_update_norms(facet_head *head, facet_tensor *rows, const facet_tensor *norms, facet_tensor *mean,
+                            facet_tensor *std, double momentum, double h)
+{
+    static const char *fn = "facet_head_update_norms";
+    const facet_tensor *state[2] = { mean, std };
+    const char *names[2] = { "mean", "std" };
+    /* the unbiased standard deviation needs two rows */
+    int rc = check_stats_args(fn, head, rows, 2, state, names, 2, momentum);
+    if (!rc) rc = facet_check_dtype(fn, "norms", norms, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, norms, rows);
+    if (rc) return rc;
+    int64_t B = rows->sizes[0];
+    if (facet_numel(norms) != B || !facet_contiguous(norms))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: norms must be %lld contiguous values, got %s", fn, (long long)B,
+                          facet_desc(norms));
+    if (!(h > 0.0 && h <= 1e30)) return facet_fail(FACET_STATUS_ERR_ARG, "%s: h must be > 0, got %g", fn, h);
+    float *r = facet_ptr(rows), *mp = facet_ptr(mean), *sp = facet_ptr(std);
+    const float *n = facet_ptr((facet_tensor *)norms);
+    if (rows->device == FACET_DEVICE_CUDA) return facet_cuda_head_update_norms(r, B, n, mp, sp, momentum, h);
+    const float lo = FACET_ADAFACE_NORM_MIN, hi = FACET_ADAFACE_NORM_MAX;
+    const double bmean = lanes_total(n, 1, B, lo, hi, 0.0, 0) / (double)B;
+    const double bstd = sqrt(lanes_total(n, 1, B, lo, hi, bmean, 1) / (double)(B - 1));
+    const float nm = facet_head_ema(*mp, bmean, momentum), ns = facet_head_ema(*sp, bstd, momentum);
+    *mp = nm;
+    *sp = ns;
+    for (int64_t i = 0; i < B; i++) r[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_NORM] = facet_adaface_z(n[i], nm, ns, h);
     return 0;
 }
 

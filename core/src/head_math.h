@@ -17,6 +17,12 @@
  * divides, so gradients stay finite at c = +-1 (documented in docs/heads.md). */
 #define FACET_SIN_FLOOR 1e-3f
 
+/* AdaFace (docs/heads.md): the margin keeps cosines and angles e = 1e-3
+ * inside their ranges; feature norms are clamped to [0.001, 100] */
+#define FACET_ADAFACE_EPS 1e-3f
+#define FACET_ADAFACE_NORM_MIN 0.001f
+#define FACET_ADAFACE_NORM_MAX 100.0f
+
 struct facet_head_params {
     float s, m1, m2, m3, lambda, t, gamma, keep;
     int easy_margin, raw;
@@ -162,10 +168,24 @@ FACET_HD float facet_expr_eval1(const struct facet_program *p, float x)
     return r[dst];
 }
 
-/* f(c) and df/dc for the built-in margins (c already clamped). */
-FACET_HD void facet_margin(const struct facet_head_params *p, float c, float *f, float *df)
+/* f(c) and df/dc for the built-in margins (c already clamped); rz is the
+ * row's normalised feature norm (rows[i, FACET_HEAD_ROW_NORM]), which only
+ * ADAFACE reads. */
+FACET_HD void facet_margin(const struct facet_head_params *p, float c, float rz, float *f, float *df)
 {
     switch (p->margin) {
+    case FACET_HEAD_MARGIN_ADAFACE: {
+        /* the angle moves by -m z, clipped inside (e, pi - e); the cosine
+         * then drops by m (1 + z). The clamps have no gradient outside. */
+        const float e = FACET_ADAFACE_EPS, lo = -1.0f + e, hi = 1.0f - e;
+        const float cc = facet_minf(facet_maxf(c, lo), hi);
+        const float a = acosf(cc) - p->m3 * rz;
+        const float pi_e = 3.14159265358979f - e;
+        const float ac = facet_minf(facet_maxf(a, e), pi_e);
+        *f = cosf(ac) - (p->m3 + p->m3 * rz);
+        *df = (c >= lo && c <= hi && a >= e && a <= pi_e) ? sinf(ac) / facet_sin_of_cos(cc) : 0.0f;
+        break;
+    }
     case FACET_HEAD_MARGIN_COMBINED:
         if (p->m1 == 1.0f && p->m3 == 0.0f) {
             *f = c - p->m2;
@@ -231,28 +251,45 @@ FACET_HD void facet_logh(const struct facet_head_params *p, float c, float rt, f
     else { *lh = 0.0f; *dlh = 0.0f; }
 }
 
-/* CurricularFace's t after a batch: (1 - momentum) t + momentum mean, the
- * mean of the B rows' c_y from FACET_CURRICULAR_LANES partial sums in double
- * (lane j: rows j, j + LANES, ... in order) folded by a fixed tree
- * (facet_curricular_fold): the CPU and a GPU block add in the same order. */
-#define FACET_CURRICULAR_LANES 256
+/* ---- batch statistics of the adaptive heads -----------------------------------------
+ * CurricularFace's t (the mean of c_y) and AdaFace's norm statistics are
+ * sums over the B rows, in double, in one order on both backends: lane j
+ * (of FACET_HEAD_LANES) sums values j, j + LANES, ... in turn, and a fixed
+ * tree folds the lanes (a GPU block of LANES threads runs the same steps).
+ * Products and sums go through the _rn helpers: nvcc would contract them. */
+#define FACET_HEAD_LANES 256
 
-FACET_HD double facet_curricular_lane(const float *rows, int64_t B, int j)
+/* lane j over v[i * stride], i < n: the sum of clamp(v, lo, hi) - center,
+ * or with square its square */
+FACET_HD double facet_head_lane(const float *v, int64_t stride, int64_t n, int j, float lo, float hi, double center,
+                                int square)
 {
     double acc = 0.0;
-    for (int64_t i = j; i < B; i += FACET_CURRICULAR_LANES) acc += (double)rows[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_COS];
+    for (int64_t i = j; i < n; i += FACET_HEAD_LANES) {
+        const double d = facet_dadd_rn((double)facet_minf(facet_maxf(v[i * stride], lo), hi), -center);
+        acc = facet_dadd_rn(acc, square ? facet_dmul_rn(d, d) : d);
+    }
     return acc;
 }
 
 /* one level of the tree: lanes [0, half) take lanes [half, 2 half) */
-FACET_HD void facet_curricular_fold(double *part, int j, int half)
+FACET_HD void facet_head_lane_fold(double *part, int j, int half)
 {
-    if (j < half) part[j] += part[j + half];
+    if (j < half) part[j] = facet_dadd_rn(part[j], part[j + half]);
 }
 
-FACET_HD float facet_curricular_t(float t, double sum, int64_t B, double momentum)
+/* (1 - momentum) old + momentum batch, as the state keeps it (float) */
+FACET_HD float facet_head_ema(float old, double batch, double momentum)
 {
-    return (float)((1.0 - momentum) * (double)t + momentum * (sum / (double)B));
+    return (float)facet_dadd_rn(facet_dmul_rn(1.0 - momentum, (double)old), facet_dmul_rn(momentum, batch));
+}
+
+/* AdaFace: the clamped norm n and its normalised form z in [-1, 1] */
+FACET_HD float facet_adaface_z(float norm, float mean, float std, double h)
+{
+    const double n = (double)facet_minf(facet_maxf(norm, FACET_ADAFACE_NORM_MIN), FACET_ADAFACE_NORM_MAX);
+    const double z = facet_dmul_rn((n - (double)mean) / ((double)std + (double)FACET_ADAFACE_EPS), h);
+    return (float)(z < -1.0 ? -1.0 : z > 1.0 ? 1.0 : z);
 }
 
 /* ---- composing a class's logit ------------------------------------------------------

@@ -9,8 +9,8 @@
 -- state: model, head, optimizer, rng (the model's random stream), step,
 -- epoch, batch (the position in the epoch), skipped.
 -- A checkpoint holds model.safetensors (model and head weights, BatchNorm
--- statistics: "head.weight" ... beside the model's names; CurricularFace's
--- running t as "head.t"), optim.safetensors
+-- statistics: "head.weight" ... beside the model's names; the adaptive heads'
+-- state: CurricularFace's "head.t", AdaFace's "head.batch_mean" and "head.batch_std"), optim.safetensors
 -- (optimizer buffers) and trainer.json (step, epoch and batch position, the
 -- generator and dropout positions, optimizer settings). It is written under a
 -- temporary name (.step-NNNNNNNN.tmp), fsync'ed and renamed, then latest is
@@ -62,7 +62,8 @@ local function head_layout(head)
   add("weight", head.weight, rows)
   add("bias", head.bias, rows)
   add("alpha", head.alpha)
-  if tensor.is_tensor(head.t) then add("t", head.t) end     -- CurricularFace's running t
+  -- the adaptive heads' state (CurricularFace's t, AdaFace's norm statistics)
+  if head.state_tensors then for k, v in pairs(head:state_tensors()) do add(k, v) end end
   return out
 end
 

@@ -64,7 +64,7 @@ function R.loss(cfg, x, W, b, y)
       local nx = math.max(norm(xi), 1e-12)
       local c = {}
       for k = 1, K do c[k] = clamp(dot(xi, W[k]) / (nx * math.max(norm(W[k]), 1e-12))) end
-      local f = R.margin(cfg, c[yi])
+      local f = cfg.margin == "adaface" and R.adaface_margin(cfg, c[yi], cfg.z[i]) or R.margin(cfg, c[yi])
       for k = 1, K do
         if k == yi then z[k] = cfg.s * f
         else
@@ -98,6 +98,34 @@ function R.loss(cfg, x, W, b, y)
     total = total / B
   end
   return total, ce
+end
+
+--- AdaFace's target: the angle moves by -m z, kept inside (e, pi - e), and
+-- the cosine drops by m (1 + z); cosines kept inside [-1 + e, 1 - e], e = 1e-3.
+function R.adaface_margin(cfg, c, z)
+  local e = 1e-3
+  c = math.max(-1 + e, math.min(1 - e, c))
+  local a = math.max(e, math.min(math.pi - e, math.acos(c) - cfg.m * z))
+  return math.cos(a) - cfg.m * (1 + z)
+end
+
+--- AdaFace's statistics after a batch x (a Lua list of rows): the running
+-- mean and std of the norms clamped to [0.001, 100] (the batch's std
+-- unbiased), and each row's z = clamp(h (n - mean) / (std + 1e-3), -1, 1).
+-- Returns mean, std, z (a list).
+function R.adaface_stats(mean, std, momentum, h, x)
+  local n, B = {}, #x
+  for i = 1, B do n[i] = math.max(0.001, math.min(100, math.max(norm(x[i]), 1e-12))) end
+  local m = 0
+  for i = 1, B do m = m + n[i] end
+  m = m / B
+  local v = 0
+  for i = 1, B do v = v + (n[i] - m) ^ 2 end
+  mean = (1 - momentum) * mean + momentum * m
+  std = (1 - momentum) * std + momentum * math.sqrt(v / (B - 1))
+  local z = {}
+  for i = 1, B do z[i] = math.max(-1, math.min(1, h * (n[i] - mean) / (std + 1e-3))) end
+  return mean, std, z
 end
 
 --- CurricularFace's t after a batch: (1 - momentum) t + momentum * the mean

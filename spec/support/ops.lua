@@ -744,6 +744,10 @@ local function head_blocked(head, x, y, bounds)
     head.iter = head.iter + 1
   end
   local wnorm = head.kind == "cosine" and head.weight:norm(2):clamp_(1e-12, math.huge) or nil
+  -- AdaFace's per-row margins, before the target calls (Head:forward does the same)
+  if head.norm_h then
+    check(C.facet_head_update_norms(h, rows.h, xnorm.h, head.batch_mean.h, head.batch_std.h, head.momentum, head.norm_h))
+  end
   local blocks = {}
   for b = 1, #bounds - 1 do
     local off, kb = bounds[b], bounds[b + 1] - bounds[b]
@@ -861,8 +865,10 @@ local HEAD_SIZES = {
 local head_cases = {}
 local function add_head_cases(name, tag, opts)
   for _, s in ipairs(HEAD_SIZES) do
-    head_cases[#head_cases + 1] = { head = name, opts = opts or {}, K = s.K, B = s.B, D = s.D, blocks = s.blocks,
-      label = ("%s%s K=%d B=%d%s"):format(name, tag and (" (" .. tag .. ")") or "", s.K, s.B,
+    -- AdaFace needs two rows (the std of their norms)
+    local B = name == "adaface" and math.max(s.B, 2) or s.B
+    head_cases[#head_cases + 1] = { head = name, opts = opts or {}, K = s.K, B = B, D = s.D, blocks = s.blocks,
+      label = ("%s%s K=%d B=%d%s"):format(name, tag and (" (" .. tag .. ")") or "", s.K, B,
         s.blocks and (" blocks {" .. table.concat(s.blocks, ",") .. "}") or "") }
   end
 end
@@ -873,7 +879,8 @@ O.HEAD_SIZES = HEAD_SIZES
 reg {
   name = "head",
   covers = { "facet_head_init", "facet_head_free", "facet_head_set", "facet_head_set_program", "facet_head_target",
-    "facet_head_partial", "facet_head_finish", "facet_head_backward", "facet_head_bad_label", "facet_head_update_t" },
+    "facet_head_partial", "facet_head_finish", "facet_head_backward", "facet_head_bad_label", "facet_head_update_t",
+    "facet_head_update_norms" },
   strided = false,
   alt = "the other of Head:forward/backward (one block) and the block API over class blocks with offsets > 0",
   -- the loss is a mean; gradients are compared relative to their largest element

@@ -39,7 +39,7 @@ local bad_p = ffi.new("int64_t[3]")
 
 local MARGINS = {
   none = C.FACET_HEAD_MARGIN_NONE, am = C.FACET_HEAD_MARGIN_COMBINED, combined = C.FACET_HEAD_MARGIN_COMBINED,
-  arc = C.FACET_HEAD_MARGIN_ARC, ["a-softmax"] = C.FACET_HEAD_MARGIN_ASOFTMAX,
+  arc = C.FACET_HEAD_MARGIN_ARC, ["a-softmax"] = C.FACET_HEAD_MARGIN_ASOFTMAX, adaface = C.FACET_HEAD_MARGIN_ADAFACE,
 }
 local SAMPLES = { mean = C.FACET_HEAD_SAMPLE_MEAN, focal = C.FACET_HEAD_SAMPLE_FOCAL, hard = C.FACET_HEAD_SAMPLE_HARD }
 
@@ -47,7 +47,8 @@ local SAMPLES = { mean = C.FACET_HEAD_SAMPLE_MEAN, focal = C.FACET_HEAD_SAMPLE_F
 local function accepted(cfg)
   local a = { classes = true, dim = true, device = true, seed = true, fused = true }
   if cfg.kind ~= "raw" then a.s = true end
-  if cfg.kind == "cosine" then a.margin = true end
+  if cfg.kind == "cosine" and cfg.margin ~= "adaface" then a.margin = true end
+  if cfg.margin == "adaface" then a.m, a.h, a.momentum = true, true, true end
   if cfg.kind == "l2" then a.alpha, a.learn_alpha = true, true end
   if cfg.margin == "am" or cfg.margin == "arc" then a.m = true end
   if cfg.margin == "arc" then a.easy_margin = true end
@@ -157,6 +158,15 @@ function Head.new(cfg, opts, block)
   elseif cfg.margin == "combined" then
     self.m1, self.m2, self.m3 = cfg.m1, cfg.m2, cfg.m3
     set(C.FACET_HEAD_PARAM_M1, self.m1); set(C.FACET_HEAD_PARAM_M2, self.m2); set(C.FACET_HEAD_PARAM_M3, self.m3)
+  elseif cfg.margin == "adaface" then
+    -- the norm statistics are state (the authors' batch_mean and batch_std
+    -- buffers, starting at 20 and 100), moved by every forward
+    self.m = number_opt(opts, "m", cfg.m, 0, name)
+    set(C.FACET_HEAD_PARAM_M3, self.m)
+    self.norm_h = valid.number(name, "option h", opts.h, { gt = 0, max = 1e6, default = 0.333 })
+    self.momentum = valid.number(name, "option momentum", opts.momentum, { min = 0, max = 1, default = 0.01 })
+    self.batch_mean, self.batch_std = tensor.full({ 1 }, 20), tensor.full({ 1 }, 100)
+    self.prev_mean, self.prev_std = tensor.zeros({ 1 }), tensor.zeros({ 1 })
   elseif cfg.margin == "a-softmax" then
     self.m1 = number_opt(opts, "m1", cfg.m1, 1, name)
     set(C.FACET_HEAD_PARAM_M1, self.m1)
@@ -295,9 +305,9 @@ local function params_alive(self, method)
       error(("%s:%s: head.%s was freed"):format(self.name, method, k), 3)
     end
   end
-  -- CurricularFace's t is a tensor (an MV head's t is a number)
-  if self.h == "curricular" and (not tensor.is_tensor(self.t) or self.t:is_freed()) then
-    error(("%s:%s: head.t was freed"):format(self.name, method), 3)
+  -- the state tensors of the adaptive heads (an MV head's t is a number)
+  for k, t in pairs(self:_state()) do
+    if not tensor.is_tensor(t) or t:is_freed() then error(("%s:%s: head.%s was freed"):format(self.name, method, k), 3) end
   end
 end
 
@@ -479,6 +489,7 @@ function Head:forward(x, y)
   params_alive(self, "forward")
   local B
   x, y, B = self:_check_input(x, y, name, self.classes)
+  self:_check_rows(B, name)
   -- every argument is checked: from here on the buffers change, and a failure
   -- leaves no forward for backward to use
   self.ready = false
@@ -492,10 +503,11 @@ function Head:forward(x, y)
   wnorm = wnorm and wnorm.h or nil
   check(C.facet_tensor_matmul(b.z.h, input.h, self.weight.h, 0, 1, 1, 0))
   local bias = self.bias and self.bias.h or nil
+  self:_update_norms(b.rows, b.xnorm)
   check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
   self:_update_t(b.rows)
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0))
-  local loss = self:_finish(b.rows, name, nil, function() self:_unschedule(lambda); self:_restore_t() end)
+  local loss = self:_finish(b.rows, name, nil, function() self:_unschedule(lambda); self:_restore_state() end)
   self.iter = self.iter + 1
   self.input, self.labels, self.ready = input, y, true
   self.loss = loss
@@ -504,7 +516,7 @@ end
 
 -- CurricularFace: t moves towards the batch's mean c_y (rows after every
 -- target call), and every row of rows gets it; the old t is kept until the
--- forward succeeds (_restore_t). No read on the host. Other heads: nothing.
+-- forward succeeds (_restore_state). No read on the host. Other heads: nothing.
 -- Shared with facet.heads.sharded.
 function Head:_update_t(rows)
   if self.h ~= "curricular" then return end
@@ -512,17 +524,49 @@ function Head:_update_t(rows)
   check(C.facet_head_update_t(self.handle, rows.h, self.t.h, self.momentum), 2)
 end
 
--- puts back the t of before the forward that failed
-function Head:_restore_t()
-  if self.h == "curricular" then self.t:copy(self.t_prev) end
+-- AdaFace: the running mean and std of the feature norms move by the
+-- batch's (norms: B values, every row of the batch, on the head's device),
+-- and every row of rows gets its normalised norm; the old statistics are kept
+-- until the forward succeeds. Other heads: nothing. Shared with facet.heads.sharded.
+function Head:_update_norms(rows, norms)
+  if self.norm_h == nil then return end
+  self.prev_mean:copy(self.batch_mean)
+  self.prev_std:copy(self.batch_std)
+  check(C.facet_head_update_norms(self.handle, rows.h, norms.h, self.batch_mean.h, self.batch_std.h, self.momentum,
+    self.norm_h), 2)
 end
 
---- The head's state that is not a parameter (CurricularFace's t), by name:
--- what facet.train saves before a step and puts back when its guard rejects it.
+-- AdaFace needs two rows (the std of their norms): checked before a forward writes anything
+function Head:_check_rows(B, name)
+  if self.norm_h ~= nil and B < 2 then
+    error(("%s: adaface needs at least 2 rows in a batch (the standard deviation of their norms), got %d")
+      :format(name, B), 3)
+  end
+end
+
+-- puts back the state of before the forward that failed
+function Head:_restore_state()
+  if self.h == "curricular" then self.t:copy(self.t_prev) end
+  if self.norm_h ~= nil then
+    self.batch_mean:copy(self.prev_mean)
+    self.batch_std:copy(self.prev_std)
+  end
+end
+
+-- the state tensors by name (no check)
+function Head:_state()
+  if self.h == "curricular" then return { t = self.t } end
+  if self.norm_h ~= nil then return { batch_mean = self.batch_mean, batch_std = self.batch_std } end
+  return {}
+end
+
+--- The head's state that is not a parameter, by name: CurricularFace's t,
+-- AdaFace's batch_mean and batch_std (1-element tensors, the authors' buffer
+-- names). What checkpoints hold beside the weights, and what facet.train saves
+-- before a step and puts back when its guard rejects it.
 function Head:state_tensors()
   live(self, "state_tensors")
-  if self.h == "curricular" then return { t = self.t } end
-  return {}
+  return self:_state()
 end
 
 --- Runs facet_head_finish on rows and returns the loss. A label outside
@@ -696,7 +740,7 @@ end
 
 function Head:_to(device)
   for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha", "pending", "norms",
-    "t", "t_prev" } do
+    "t", "t_prev", "batch_mean", "batch_std", "prev_mean", "prev_std" } do
     if tensor.is_tensor(self[k]) then self[k] = self[k]:to(device) end
   end
   self.device = device
@@ -719,8 +763,9 @@ Head.cpu = Head.float
 
 function Head:__tostring()
   local parts = { ("%s(classes=%d, dim=%d"):format(self.name, self.classes, self.dim) }
-  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "momentum", "gamma", "keep" } do
+  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "norm_h", "momentum", "gamma", "keep" } do
     local v = self[k]
+    if k == "norm_h" then k = "h" end
     if tensor.is_tensor(v) then v = v:item() end
     if v ~= nil and not (k == "s" and self.kind ~= "cosine") then parts[#parts + 1] = ("%s=%g"):format(k, v) end
   end

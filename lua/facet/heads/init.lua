@@ -2,7 +2,8 @@
 --   local head = facet.heads.new("mv-am", { classes = K, dim = 512 })
 --   local loss = head:forward(x, y); local dx = head:backward()
 -- The catalogue maps each name of the MV-Softmax and L2-softmax papers (and
--- CurricularFace, MV-Softmax's sibling with an adaptive t) to one configuration of the fused C head (margin, re-weighting, per-sample
+-- CurricularFace, MV-Softmax's sibling with an adaptive t, and AdaFace's
+-- norm-adaptive margin) to one configuration of the fused C head (margin, re-weighting, per-sample
 -- reduction); the Head class in facet.heads.head runs it. See docs/heads.md.
 local Head = require "facet.heads.head"
 local sharded = require "facet.heads.sharded"
@@ -45,6 +46,9 @@ for _, base in ipairs { "softmax", "am", "arc" } do
     return cfg
   end
 end
+-- AdaFace (Kim et al., CVPR 2022): a per-sample margin driven by the
+-- feature norm (its h and momentum are options of the head)
+CATALOGUE["adaface"] = function(o) return { kind = "cosine", margin = "adaface", m = o.m or 0.4 } end
 -- CurricularFace (Huang et al., CVPR 2020): the arc margin on the target, and
 -- a hard class's logit s c (t + c) with t the running mean of c_y
 CATALOGUE["curricular"] = function(o)

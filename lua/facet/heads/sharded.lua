@@ -117,8 +117,8 @@ function Sharded:_alias()
   for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha", "pending", "norms" } do
     self[k] = self.inner[k]
   end
-  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "h", "momentum", "gamma", "keep", "lambda", "easy_margin",
-    "learn_alpha", "fused" } do
+  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "h", "norm_h", "momentum", "gamma", "keep", "lambda",
+    "easy_margin", "learn_alpha", "fused", "batch_mean", "batch_std" } do
     self[k] = self.inner[k]
   end
 end
@@ -286,6 +286,7 @@ function Sharded:forward(x, y)
   local counts, equal = self:_counts(B)
   local Bg = 0
   for q = 1, self.world do Bg = Bg + counts[q] end
+  inner:_check_rows(Bg, name)
   local n = self.block_rows
   local yg_host
   if self.sample < 1 then
@@ -340,6 +341,9 @@ function Sharded:forward(x, y)
   check(C.facet_tensor_matmul(b.z.h, xg.h, W.h, 0, 1, 1, 0))
   -- the target fields of every row, from the rank that owns its label
   b.rows:zero_()
+  -- AdaFace: every rank sees every row's norm, so every rank moves the
+  -- statistics alike (the rows' z field is read by target alone, so the sum below may scale it)
+  if inner.norm_h ~= nil then inner:_update_norms(b.rows, g:allgather(b.xnorm, counts)) end
   check(C.facet_head_target(h, b.rows.h, b.z.h, wn_h, bias_h, labels.h, off, ncls))
   g:allreduce(b.rows, "sum")
   inner:_update_t(b.rows)     -- CurricularFace: every rank sees the same c_y, so the same t
@@ -357,7 +361,7 @@ function Sharded:forward(x, y)
   mcol:copy(b.M)
   scol:copy(b.s)
   local loss = inner:_finish(b.rows, name, function(i) return global_row(counts, i) end,
-    function() inner:_unschedule(lambda); inner:_restore_t() end)
+    function() inner:_unschedule(lambda); inner:_restore_state() end)
   self.iter = self.iter + 1
   inner.iter = self.iter
   self.fw = { xg = xg, W = W, wnorm = wnorm, bias = bias, labels = labels, off = off, counts = counts,
@@ -468,7 +472,7 @@ function Sharded:state_dict()
   local t = { weight = self:_gather(inner.weight) }
   if inner.bias then t.bias = self:_gather(inner.bias) end
   if inner.alpha then t.alpha = inner.alpha end
-  if inner.h == "curricular" then t.t = inner.t end
+  for k, v in pairs(inner:_state()) do t[k] = v end     -- CurricularFace's t, AdaFace's statistics
   return t
 end
 
@@ -486,7 +490,10 @@ function Sharded:load_state_dict(t)
   local want, names = { weight = { self.classes, self.dim } }, { "weight" }
   if inner.bias then want.bias = { self.classes }; names[#names + 1] = "bias" end
   if inner.alpha then want.alpha = { 1 }; names[#names + 1] = "alpha" end
-  if inner.h == "curricular" then want.t = { 1 }; names[#names + 1] = "t" end
+  local state = inner:_state()
+  for _, k in ipairs { "t", "batch_mean", "batch_std" } do
+    if state[k] then want[k] = { 1 }; names[#names + 1] = k end
+  end
   for k, v in pairs(t) do
     if not want[k] then
       valid.fail(fn, ("unknown tensor '%s' (the head has %s)"):format(tostring(k), table.concat(names, ", ")))
@@ -502,7 +509,7 @@ function Sharded:load_state_dict(t)
   inner.weight:copy(self:_slice(t.weight))
   if inner.bias then inner.bias:copy(self:_slice(t.bias)) end
   if inner.alpha then inner.alpha:copy(t.alpha) end
-  if want.t then inner.t:copy(t.t) end
+  for k, v in pairs(state) do v:copy(t[k]) end
   inner:weight_changed(false)
 end
 
