@@ -223,9 +223,60 @@ describe("hand-computed cases", function()
   end)
 end)
 
+-- ---- the adaptive heads (CurricularFace, AdaFace) ----------------------------------------
+
+local F = require "support.files"
+local HAVE_TORCH = select(2, F.sh(F.PY .. " -c 'import torch'")) == 0
+
+local function small(extra)
+  local r = { classes = 3, dim = 2 }
+  for k, v in pairs(extra) do r[k] = v end
+  return r
+end
+
+-- B labels in [0, K) for step `step`, as an int64 tensor
+local function labels_of(B, K, step)
+  local yl = {}
+  for i = 1, B do yl[i] = (i * 5 + step * 3) % K end
+  return facet.tensor(yl, { dtype = "int64" })
+end
+
+-- The head (its weight set to W, on the device under test) against a PyTorch
+-- script of spec/support over three steps: batch(step) gives x, y; `command`
+-- is the script and its arguments after DIR STEPS; each step compares the
+-- loss, dL/dx and dL/dW (W does not change) and calls check_state(out) with
+-- the script's out<step>.npy (loss first, then its state).
+local function against_torch(head, W, batch, command, check_state)
+  local dir, steps = H.temp_dir(), 3
+  facet.save_npy(W, dir .. "/w.npy")
+  head.weight:copy(W)
+  head = head:to(H.device)
+  local xs, ys = {}, {}
+  for step = 1, steps do
+    xs[step], ys[step] = batch(step)
+    facet.save_npy(xs[step], ("%s/x%d.npy"):format(dir, step))
+    facet.save_npy(ys[step], ("%s/y%d.npy"):format(dir, step))
+  end
+  local script, args = command:match("^(%S+)%s+(.*)$")
+  local out, rc = F.sh(("%s spec/support/%s %s %d %s"):format(F.PY, script, dir, steps, args))
+  assert.are.equal(0, rc, out)
+  local function rel(a, b) return (a:to("cpu") - b):abs():max() / b:abs():max() end
+  for step = 1, steps do
+    head:zero_grad()
+    local loss = head:forward(H.on(xs[step]), H.on(ys[step]))
+    local dx = head:backward()
+    local ref = facet.load_npy(("%s/out%d.npy"):format(dir, step)):totable()
+    H.assert_close(loss, ref[1], 1e-5)
+    check_state(ref)
+    local rdx = facet.load_npy(("%s/dx%d.npy"):format(dir, step))
+    local rdw = facet.load_npy(("%s/dw%d.npy"):format(dir, step))
+    assert.is_true(rel(dx, rdx) < 1e-4, "dL/dx off by " .. rel(dx, rdx))
+    assert.is_true(rel(head.grad_weight, rdw) < 1e-4, "dL/dW off by " .. rel(head.grad_weight, rdw))
+  end
+  H.remove_dir(dir)
+end
+
 describe("CurricularFace", function()
-  local F = require "support.files"
-  local HAVE_TORCH = select(2, F.sh(F.PY .. " -c 'import torch'")) == 0
 
   H.it("hand-computed: a hard class's logit is s c (t + c), with t moved first", function()
     -- x = (0.6, 0.8), w_1 = (1, 0), w_2 = (0, 1), label 0: c_y = 0.6, f = cos(acos 0.6 + 0.5) < 0.8, so
@@ -281,61 +332,27 @@ describe("CurricularFace", function()
 
   H.it("matches the authors' formulation in PyTorch (spec/support/curricular_torch.py): loss, t, dL/dx, dL/dW", function()
     if not HAVE_TORCH then return pending("needs torch in " .. F.PYTHON) end
-    local K, D, B, steps = 13, 8, 10, 3
-    local dir = H.temp_dir()
+    local K, D, B = 13, 8, 10
     local W = facet.randn({ K, D }, { seed = 31 })
-    facet.save_npy(W, dir .. "/w.npy")
     local head = facet.heads.new("curricular", { classes = K, dim = D, s = 16, m = 0.4, momentum = 0.3, t = 0.2 })
-    head.weight:copy(W)
-    head = head:to(H.device)
-    local xs, ys = {}, {}
-    for step = 1, steps do
+    against_torch(head, W, function(step)
       -- rows close to their class centre, and some far: easy and hard classes both
-      local yl = {}
-      for i = 1, B do yl[i] = (i * 5 + step * 3) % K end
-      local y = facet.tensor(yl, { dtype = "int64" })
-      local x = facet.randn({ B, D }, { seed = 50 + step }):mul(0.8)
-      x = x:add(W:index_select(y:add(1)):mul(step / 2))
-      xs[step], ys[step] = x, y
-      facet.save_npy(x, ("%s/x%d.npy"):format(dir, step))
-      facet.save_npy(y, ("%s/y%d.npy"):format(dir, step))
-    end
-    local out, rc = F.sh(("%s spec/support/curricular_torch.py %s %d 16 0.4 0.3 0.2"):format(F.PY, dir, steps))
-    assert.are.equal(0, rc, out)
-    for step = 1, steps do
-      head:zero_grad()
-      local loss = head:forward(H.on(xs[step]), H.on(ys[step]))
-      local dx = head:backward()
-      local ref = facet.load_npy(("%s/out%d.npy"):format(dir, step)):totable()
-      H.assert_close(loss, ref[1], 1e-5)
-      H.assert_close(head.t:item(), ref[2], 1e-6)
-      local rdx = facet.load_npy(("%s/dx%d.npy"):format(dir, step)):float()
-      local rdw = facet.load_npy(("%s/dw%d.npy"):format(dir, step)):float()
-      local function rel(a, b) return (a:to("cpu") - b):abs():max() / b:abs():max() end
-      assert.is_true(rel(dx, rdx) < 1e-4, "dL/dx off by " .. rel(dx, rdx))
-      assert.is_true(rel(head.grad_weight, rdw) < 1e-4, "dL/dW off by " .. rel(head.grad_weight, rdw))
-    end
-    H.remove_dir(dir)
+      local y = labels_of(B, K, step)
+      return facet.randn({ B, D }, { seed = 50 + step }):mul(0.8):add(W:index_select(y:add(1)):mul(step / 2)), y
+    end, "curricular_torch.py 16 0.4 0.3 0.2", function(ref) H.assert_close(head.t:item(), ref[2], 1e-6) end)
   end)
 
   it("checks its options: t in [-1, 1], momentum in [0, 1], no h", function()
-    local o = function(extra)
-      local r = { classes = 3, dim = 2 }
-      for k, v in pairs(extra) do r[k] = v end
-      return r
-    end
-    H.assert_error(function() facet.heads.new("curricular", o { momentum = 1.5 }) end, "momentum")
-    H.assert_error(function() facet.heads.new("curricular", o { momentum = 0 / 0 }) end, "momentum")
-    H.assert_error(function() facet.heads.new("curricular", o { t = 2 }) end, "option t")
-    H.assert_error(function() facet.heads.new("curricular", o { h = "fixed" }) end, "unknown option 'h'")
-    assert.are.equal("curricular", facet.heads.new("curricularface", o {}).name)
-    assert.matches("momentum=0.01", tostring(facet.heads.new("curricular", o {})))
+    H.assert_error(function() facet.heads.new("curricular", small { momentum = 1.5 }) end, "momentum")
+    H.assert_error(function() facet.heads.new("curricular", small { momentum = 0 / 0 }) end, "momentum")
+    H.assert_error(function() facet.heads.new("curricular", small { t = 2 }) end, "option t")
+    H.assert_error(function() facet.heads.new("curricular", small { h = "fixed" }) end, "unknown option 'h'")
+    assert.are.equal("curricular", facet.heads.new("curricularface", small {}).name)
+    assert.matches("momentum=0.01", tostring(facet.heads.new("curricular", small {})))
   end)
 end)
 
 describe("AdaFace", function()
-  local F = require "support.files"
-  local HAVE_TORCH = select(2, F.sh(F.PY .. " -c 'import torch'")) == 0
 
   H.it("statistics by hand: two rows of norms 3 and 1 at momentum 1; the margins follow", function()
     local head = facet.heads.new("adaface", { classes = 2, dim = 2, s = 2, momentum = 1, h = 1 })
@@ -391,57 +408,30 @@ describe("AdaFace", function()
   H.it("matches the authors' formulation in PyTorch (spec/support/adaface_torch.py): loss, statistics, dL/dx, dL/dW",
     function()
     if not HAVE_TORCH then return pending("needs torch in " .. F.PYTHON) end
-    local K, D, B, steps = 13, 8, 10, 3
-    local dir = H.temp_dir()
+    local K, D, B = 13, 8, 10
     local W = facet.randn({ K, D }, { seed = 61 })
-    facet.save_npy(W, dir .. "/w.npy")
     local head = facet.heads.new("adaface", { classes = K, dim = D, s = 16, m = 0.4, h = 0.5, momentum = 0.6 })
-    head.weight:copy(W)
-    head = head:to(H.device)
-    local xs, ys = {}, {}
-    for step = 1, steps do
+    against_torch(head, W, function(step)
       -- norms from about 1 to 40 (z over its whole range), rows near their class centre or not
-      local yl, scale = {}, {}
-      for i = 1, B do yl[i] = (i * 5 + step * 3) % K; scale[i] = { 1 + 4 * ((i * 3 + step) % 10) } end
-      local y = facet.tensor(yl, { dtype = "int64" })
+      local y, scale = labels_of(B, K, step), {}
+      for i = 1, B do scale[i] = { 1 + 4 * ((i * 3 + step) % 10) } end
       local x = facet.randn({ B, D }, { seed = 70 + step }):mul(0.8):add(W:index_select(y:add(1)):mul(step / 2))
       x = x:l2_normalize(1e-12):mul(facet.tensor(scale))
       local c = x:l2_normalize(1e-12):matmul(W:l2_normalize(1e-12), { transpose_b = true })
       assert.is_true(c:abs():max() < 0.999, "the data keeps every cosine inside the authors' clamp")
-      xs[step], ys[step] = x, y
-      facet.save_npy(x, ("%s/x%d.npy"):format(dir, step))
-      facet.save_npy(y, ("%s/y%d.npy"):format(dir, step))
-    end
-    local out, rc = F.sh(("%s spec/support/adaface_torch.py %s %d 16 0.4 0.5 0.6"):format(F.PY, dir, steps))
-    assert.are.equal(0, rc, out)
-    for step = 1, steps do
-      head:zero_grad()
-      local loss = head:forward(H.on(xs[step]), H.on(ys[step]))
-      local dx = head:backward()
-      local ref = facet.load_npy(("%s/out%d.npy"):format(dir, step)):totable()
-      H.assert_close(loss, ref[1], 1e-5)
+      return x, y
+    end, "adaface_torch.py 16 0.4 0.5 0.6", function(ref)
       H.assert_close(head.batch_mean:item(), ref[2], 1e-6)
       H.assert_close(head.batch_std:item(), ref[3], 1e-6)
-      local rdx = facet.load_npy(("%s/dx%d.npy"):format(dir, step))
-      local rdw = facet.load_npy(("%s/dw%d.npy"):format(dir, step))
-      local function rel(a, b) return (a:to("cpu") - b):abs():max() / b:abs():max() end
-      assert.is_true(rel(dx, rdx) < 1e-4, "dL/dx off by " .. rel(dx, rdx))
-      assert.is_true(rel(head.grad_weight, rdw) < 1e-4, "dL/dW off by " .. rel(head.grad_weight, rdw))
-    end
-    H.remove_dir(dir)
+    end)
   end)
 
   it("checks its options: h > 0, momentum in [0, 1], no scripted margin", function()
-    local o = function(extra)
-      local r = { classes = 3, dim = 2 }
-      for k, v in pairs(extra) do r[k] = v end
-      return r
-    end
-    H.assert_error(function() facet.heads.new("adaface", o { h = 0 }) end, "option h")
-    H.assert_error(function() facet.heads.new("adaface", o { momentum = -0.1 }) end, "momentum")
-    H.assert_error(function() facet.heads.new("adaface", o { margin = function(c) return c end }) end,
+    H.assert_error(function() facet.heads.new("adaface", small { h = 0 }) end, "option h")
+    H.assert_error(function() facet.heads.new("adaface", small { momentum = -0.1 }) end, "momentum")
+    H.assert_error(function() facet.heads.new("adaface", small { margin = function(c) return c end }) end,
       "unknown option 'margin'")
-    assert.matches("h=0.333, momentum=0.01", tostring(facet.heads.new("adaface", o {})))
+    assert.matches("h=0.333, momentum=0.01", tostring(facet.heads.new("adaface", small {})))
   end)
 end)
 
