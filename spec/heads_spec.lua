@@ -347,6 +347,11 @@ describe("CurricularFace", function()
     H.assert_error(function() facet.heads.new("curricular", small { momentum = 0 / 0 }) end, "momentum")
     H.assert_error(function() facet.heads.new("curricular", small { t = 2 }) end, "option t")
     H.assert_error(function() facet.heads.new("curricular", small { h = "fixed" }) end, "unknown option 'h'")
+    -- the authors' head has neither
+    H.assert_error(function() facet.heads.new("curricular", small { easy_margin = true }) end,
+      "unknown option 'easy_margin'")
+    H.assert_error(function() facet.heads.new("curricular", small { margin = function(c) return c end }) end,
+      "unknown option 'margin'")
     assert.are.equal("curricular", facet.heads.new("curricularface", small {}).name)
     assert.matches("momentum=0.01", tostring(facet.heads.new("curricular", small {})))
   end)
@@ -388,10 +393,18 @@ describe("AdaFace", function()
     H.assert_close(dx, { g[1][1], g[1][2], g[2][1], g[2][2], g[3][1], g[3][2] }, 1e-3, 1e-5)
   end)
 
-  H.it("a batch of one row is refused; a failed forward leaves the statistics as they were", function()
-    local head = facet.heads.new("adaface", { classes = 5, dim = 3 }):to(H.device)
-    H.assert_error(function() head:forward(H.on(facet.randn({ 1, 3 })), H.on(facet.tensor({ 1 }, { dtype = "int64" })))
-    end, "adaface needs at least 2 rows")
+  H.it("a batch of one row leaves the statistics (z from them); a failed forward leaves them as they were", function()
+    local head = facet.heads.new("adaface", { classes = 5, dim = 3, s = 4, h = 1 })
+    head.weight:copy(facet.randn({ 5, 3 }, { seed = 2 }))
+    head = head:to(H.device)
+    local W = head.weight:to("cpu"):totable()
+    local x1 = facet.randn({ 1, 3 }, { seed = 3 }):mul(40)
+    local loss = head:forward(H.on(x1), H.on(facet.tensor({ 1 }, { dtype = "int64" })))
+    assert.are.same({ 20, 100 }, { head.batch_mean:item(), head.batch_std:item() })
+    local X = x1:totable()
+    local z = { math.max(-1, math.min(1, (math.sqrt(X[1][1] ^ 2 + X[1][2] ^ 2 + X[1][3] ^ 2) - 20) / (100 + 1e-3))) }
+    local cfg = { kind = "cosine", margin = "adaface", m = 0.4, s = 4, sample = "mean", z = z }
+    H.assert_close(loss, (R.loss(cfg, X, W, nil, { 1 })), 1e-5)
     head:forward(H.on(facet.randn({ 4, 3 }, { seed = 1 })), H.on(facet.tensor({ 0, 1, 2, 3 }, { dtype = "int64" })))
     local mean, std = head.batch_mean:item(), head.batch_std:item()
     assert.is_true(mean ~= 20 and std ~= 100)
@@ -432,6 +445,57 @@ describe("AdaFace", function()
     H.assert_error(function() facet.heads.new("adaface", small { margin = function(c) return c end }) end,
       "unknown option 'margin'")
     assert.matches("h=0.333, momentum=0.01", tostring(facet.heads.new("adaface", small {})))
+  end)
+end)
+
+describe("the adaptive heads' state", function()
+  H.it("momentum = 0 keeps it exactly, even through a batch with a NaN row", function()
+    for _, name in ipairs { "curricular", "adaface" } do
+      local head = facet.heads.new(name, { classes = 5, dim = 3, momentum = 0, seed = 1 }):to(H.device)
+      local before = {}
+      for k, v in pairs(head:state_tensors()) do before[k] = v:item() end
+      local x = facet.randn({ 3, 3 }, { seed = 4 })
+      x:narrow(1, 2, 1):fill_(0 / 0)
+      local y = H.on(facet.tensor({ 0, 1, 2 }, { dtype = "int64" }))
+      local bad = head:forward(H.on(x), y)
+      assert.is_true(bad ~= bad, name .. ": the NaN row makes the loss NaN")
+      for k, v in pairs(head:state_tensors()) do assert.are.equal(before[k], v:item(), name .. " " .. k) end
+      local good = head:forward(H.on(facet.randn({ 3, 3 }, { seed = 5 })), y)
+      assert.is_true(good == good, name .. ": the next clean batch has a finite loss")
+    end
+  end)
+
+  H.it("facet_head_update_t and facet_head_update_norms refuse bad arguments and write nothing", function()
+    local C, ffi = require("facet.core").C, require("ffi")
+    local head = facet.heads.new("adaface", { classes = 3, dim = 2 })
+    local dev = { device = H.device }
+    local NROW = tonumber(C.FACET_HEAD_ROW_COUNT)
+    local rows = facet.full({ 4, NROW }, 7, dev)
+    local t, mean, std = facet.full({ 1 }, 0.5, dev), facet.full({ 1 }, 20, dev), facet.full({ 1 }, 100, dev)
+    local norms = facet.full({ 4 }, 3, dev)
+    local function refused(rc, want)
+      assert.are_not.equal(0, rc)
+      local msg = ffi.string(C.facet_last_error())
+      assert.truthy(msg:find(want, 1, true), msg)
+    end
+    local T = function(a, b, c) return C.facet_head_update_t(a, b, c, 0.5) end
+    refused(T(nil, rows.h, t.h), "head is NULL")
+    refused(T(head.handle, nil, t.h), "rows")
+    refused(T(head.handle, rows.h, nil), "t")
+    refused(T(head.handle, facet.full({ 4, NROW - 1 }, 7, dev).h, t.h), "rows must be contiguous")
+    refused(T(head.handle, rows.h, facet.zeros({ 2 }, dev).h), "t must hold one value")
+    refused(C.facet_head_update_t(head.handle, rows.h, t.h, 2), "momentum must be in [0, 1]")
+    refused(C.facet_head_update_t(head.handle, rows.h, t.h, 0 / 0), "momentum must be in [0, 1]")
+    local N = function(n, m, h) return C.facet_head_update_norms(head.handle, rows.h, n, mean.h, std.h, m, h) end
+    refused(N(facet.full({ 3 }, 3, dev).h, 0.5, 1), "norms must be 4 contiguous values")
+    refused(N(facet.zeros({ 4 }, { dtype = "int32", device = H.device }).h, 0.5, 1), "norms")
+    refused(N(norms.h, 0.5, 0), "h must be > 0")
+    refused(N(norms.h, -1, 1), "momentum must be in [0, 1]")
+    refused(C.facet_head_update_norms(head.handle, rows.h, norms.h, nil, std.h, 0.5, 1), "mean")
+    refused(C.facet_head_update_norms(head.handle, rows.h, norms.h, mean.h, facet.zeros({ 1, 2 }, dev).h, 0.5, 1),
+      "std must hold one value")
+    assert.are.same(H.values(facet.full({ 4, NROW }, 7)), H.values(rows))
+    assert.are.same({ 0.5, 20, 100 }, { t:item(), mean:item(), std:item() })
   end)
 end)
 

@@ -508,9 +508,11 @@ update_norms_kernel(float *rows, int64_t B, const float *norms, float *mean, flo
 {
     __shared__ double part[FACET_HEAD_LANES];
     const float lo = FACET_ADAFACE_NORM_MIN, hi = FACET_ADAFACE_NORM_MAX;
+    /* one row has no standard deviation: the statistics stay, as head.c */
+    const double mom = B < 2 ? 0.0 : momentum;
     const double bmean = block_lanes_total(part, norms, 1, B, lo, hi, 0.0, 0) / (double)B;
-    const double bstd = sqrt(block_lanes_total(part, norms, 1, B, lo, hi, bmean, 1) / (double)(B - 1));
-    const float nm = facet_head_ema(*mean, bmean, momentum), ns = facet_head_ema(*std, bstd, momentum);
+    const double bstd = B < 2 ? 0.0 : sqrt(block_lanes_total(part, norms, 1, B, lo, hi, bmean, 1) / (double)(B - 1));
+    const float nm = facet_head_ema(*mean, bmean, mom), ns = facet_head_ema(*std, bstd, mom);
     __syncthreads();    /* every thread has read the old statistics */
     if (threadIdx.x == 0) {
         *mean = nm;

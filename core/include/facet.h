@@ -463,7 +463,8 @@ enum facet_head_row {
     FACET_HEAD_ROW_WEIGHT = 7,         /* dLoss/dCE_i: 1/B, focal factor / B, or 0 / 1/n_keep */
     FACET_HEAD_ROW_T = 8,              /* CURRICULAR's t for this row (facet_head_update_t) */
     FACET_HEAD_ROW_NORM = 9,           /* ADAFACE's normalised feature norm z_i in [-1, 1]
-                                        * (facet_head_update_norms); read by facet_head_target only */
+                                        * (facet_head_update_norms); read by facet_head_target only
+                                        * (a sharded head's sum of rows over its ranks scales it after) */
     FACET_HEAD_ROW_COUNT = 10
 };
 
@@ -519,15 +520,15 @@ FACET_API int facet_head_target(facet_head *head, facet_tensor *rows, const face
  * rows, merged across shards) and the first partial: t (a 1-element float32
  * tensor on the rows' device, the head's state) becomes
  * (1 - momentum) t + momentum mean_i c_y,i (the mean summed in double), and
- * every row's FACET_HEAD_ROW_T receives it. momentum in [0, 1] (0: t stays).
+ * every row's FACET_HEAD_ROW_T receives it. momentum in [0, 1] (0: t stays, exactly).
  * On CUDA one kernel; the host does not wait. */
 FACET_API int facet_head_update_t(facet_head *head, facet_tensor *rows, facet_tensor *t, double momentum);
 /* AdaFace's feature-norm statistics, before the target calls: with
  * n_i = clamp(norms_i, 0.001, 100) over the B rows (norms: the ||x_i|| of
- * the batch, float32 on the rows' device; B >= 2), mean and std (1-element
- * float32 tensors, the head's state) become (1 - momentum) old + momentum
- * batch (the batch's mean, and its unbiased standard deviation, summed in
- * double), and then every row gets
+ * the batch, float32 on the rows' device), mean and std (1-element float32
+ * tensors, the head's state) become (1 - momentum) old + momentum batch (the
+ * batch's mean, and its unbiased standard deviation, summed in double;
+ * momentum 0 or B = 1: they stay), and then every row gets
  * rows[i, FACET_HEAD_ROW_NORM] = clamp(h (n_i - mean) / (std + 1e-3), -1, 1).
  * momentum in [0, 1], h > 0. On CUDA one kernel; the host does not wait. */
 FACET_API int facet_head_update_norms(facet_head *head, facet_tensor *rows, const facet_tensor *norms,

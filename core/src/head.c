@@ -348,8 +348,7 @@ int facet_head_update_norms(facet_head *head, facet_tensor *rows, const facet_te
     static const char *fn = "facet_head_update_norms";
     const facet_tensor *state[2] = { mean, std };
     const char *names[2] = { "mean", "std" };
-    /* the unbiased standard deviation needs two rows */
-    int rc = check_stats_args(fn, head, rows, 2, state, names, 2, momentum);
+    int rc = check_stats_args(fn, head, rows, 1, state, names, 2, momentum);
     if (!rc) rc = facet_check_dtype(fn, "norms", norms, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, norms, rows);
     if (rc) return rc;
@@ -362,9 +361,11 @@ int facet_head_update_norms(facet_head *head, facet_tensor *rows, const facet_te
     const float *n = facet_ptr((facet_tensor *)norms);
     if (rows->device == FACET_DEVICE_CUDA) return facet_cuda_head_update_norms(r, B, n, mp, sp, momentum, h);
     const float lo = FACET_ADAFACE_NORM_MIN, hi = FACET_ADAFACE_NORM_MAX;
+    /* one row has no standard deviation: the statistics stay (momentum 0) */
+    const double mom = B < 2 ? 0.0 : momentum;
     const double bmean = lanes_total(n, 1, B, lo, hi, 0.0, 0) / (double)B;
-    const double bstd = sqrt(lanes_total(n, 1, B, lo, hi, bmean, 1) / (double)(B - 1));
-    const float nm = facet_head_ema(*mp, bmean, momentum), ns = facet_head_ema(*sp, bstd, momentum);
+    const double bstd = B < 2 ? 0.0 : sqrt(lanes_total(n, 1, B, lo, hi, bmean, 1) / (double)(B - 1));
+    const float nm = facet_head_ema(*mp, bmean, mom), ns = facet_head_ema(*sp, bstd, mom);
     *mp = nm;
     *sp = ns;
     for (int64_t i = 0; i < B; i++) r[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_NORM] = facet_adaface_z(n[i], nm, ns, h);

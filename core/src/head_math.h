@@ -278,9 +278,13 @@ FACET_HD void facet_head_lane_fold(double *part, int j, int half)
     if (j < half) part[j] = facet_dadd_rn(part[j], part[j + half]);
 }
 
-/* (1 - momentum) old + momentum batch, as the state keeps it (float) */
+/* (1 - momentum) old + momentum batch, as the state keeps it (float); the
+ * ends exactly: momentum 0 keeps old (a NaN batch cannot reach it through
+ * 0 * NaN) and momentum 1 takes the batch (a NaN old is forgotten) */
 FACET_HD float facet_head_ema(float old, double batch, double momentum)
 {
+    if (momentum == 0.0) return old;
+    if (momentum == 1.0) return (float)batch;
     return (float)facet_dadd_rn(facet_dmul_rn(1.0 - momentum, (double)old), facet_dmul_rn(momentum, batch));
 }
 

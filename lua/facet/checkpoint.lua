@@ -40,7 +40,7 @@ local function weights(model, head)
   local t = model:state_dict()
   if head then
     local h = head.state_dict and head:state_dict() or { weight = head.weight, bias = head.bias, alpha = head.alpha }
-    -- and its state (CurricularFace's t) when it has any
+    -- and its state (CurricularFace's t, AdaFace's statistics) when it has any
     if not head.state_dict and head.state_tensors then
       for k, v in pairs(head:state_tensors()) do h[k] = v end
     end

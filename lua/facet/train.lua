@@ -99,7 +99,7 @@ local PRINT_SECONDS = 30
 local function is_finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
 
 -- the model's state tensors (BatchNorm running statistics) and the head's
--- (CurricularFace's t), each with a copy made once per run: saved before each
+-- (CurricularFace's t, AdaFace's statistics), each with a copy made once per run: saved before each
 -- forward, put back when the guard rejects the step. The contiguous ones of a device go in one
 -- facet_tensor_copy_list call (on CUDA one launch per 48 tensors, not one
 -- each); any other tensor is copied alone.

@@ -865,10 +865,8 @@ local HEAD_SIZES = {
 local head_cases = {}
 local function add_head_cases(name, tag, opts)
   for _, s in ipairs(HEAD_SIZES) do
-    -- AdaFace needs two rows (the std of their norms)
-    local B = name == "adaface" and math.max(s.B, 2) or s.B
-    head_cases[#head_cases + 1] = { head = name, opts = opts or {}, K = s.K, B = B, D = s.D, blocks = s.blocks,
-      label = ("%s%s K=%d B=%d%s"):format(name, tag and (" (" .. tag .. ")") or "", s.K, B,
+    head_cases[#head_cases + 1] = { head = name, opts = opts or {}, K = s.K, B = s.B, D = s.D, blocks = s.blocks,
+      label = ("%s%s K=%d B=%d%s"):format(name, tag and (" (" .. tag .. ")") or "", s.K, s.B,
         s.blocks and (" blocks {" .. table.concat(s.blocks, ",") .. "}") or "") }
   end
 end

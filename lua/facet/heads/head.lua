@@ -47,11 +47,12 @@ local SAMPLES = { mean = C.FACET_HEAD_SAMPLE_MEAN, focal = C.FACET_HEAD_SAMPLE_F
 local function accepted(cfg)
   local a = { classes = true, dim = true, device = true, seed = true, fused = true }
   if cfg.kind ~= "raw" then a.s = true end
-  if cfg.kind == "cosine" and cfg.margin ~= "adaface" then a.margin = true end
+  -- the adaptive heads take their authors' margins only
+  if cfg.kind == "cosine" and cfg.margin ~= "adaface" and cfg.h ~= "curricular" then a.margin = true end
   if cfg.margin == "adaface" then a.m, a.h, a.momentum = true, true, true end
   if cfg.kind == "l2" then a.alpha, a.learn_alpha = true, true end
   if cfg.margin == "am" or cfg.margin == "arc" then a.m = true end
-  if cfg.margin == "arc" then a.easy_margin = true end
+  if cfg.margin == "arc" and cfg.h ~= "curricular" then a.easy_margin = true end
   if cfg.margin == "combined" then a.m1, a.m2, a.m3 = true, true, true end
   if cfg.margin == "a-softmax" then a.m1, a.lambda = true, true end
   if cfg.sample == "focal" then a.gamma = true end
@@ -489,7 +490,6 @@ function Head:forward(x, y)
   params_alive(self, "forward")
   local B
   x, y, B = self:_check_input(x, y, name, self.classes)
-  self:_check_rows(B, name)
   -- every argument is checked: from here on the buffers change, and a failure
   -- leaves no forward for backward to use
   self.ready = false
@@ -534,14 +534,6 @@ function Head:_update_norms(rows, norms)
   self.prev_std:copy(self.batch_std)
   check(C.facet_head_update_norms(self.handle, rows.h, norms.h, self.batch_mean.h, self.batch_std.h, self.momentum,
     self.norm_h), 2)
-end
-
--- AdaFace needs two rows (the std of their norms): checked before a forward writes anything
-function Head:_check_rows(B, name)
-  if self.norm_h ~= nil and B < 2 then
-    error(("%s: adaface needs at least 2 rows in a batch (the standard deviation of their norms), got %d")
-      :format(name, B), 3)
-  end
 end
 
 -- puts back the state of before the forward that failed

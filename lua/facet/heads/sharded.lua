@@ -286,7 +286,6 @@ function Sharded:forward(x, y)
   local counts, equal = self:_counts(B)
   local Bg = 0
   for q = 1, self.world do Bg = Bg + counts[q] end
-  inner:_check_rows(Bg, name)
   local n = self.block_rows
   local yg_host
   if self.sample < 1 then
@@ -465,7 +464,7 @@ function Sharded:weight_changed(norms_written)
   if self.inner then self.inner:weight_changed(norms_written) end
 end
 
---- The full head's tensors { weight, bias, alpha, t } under the unsharded head's
+--- The full head's tensors { weight, bias, alpha } and its state (Head:state_tensors) under the unsharded head's
 -- names and shapes (a collective: every rank calls it, each gets the full head).
 function Sharded:state_dict()
   local inner = live(self, "state_dict")
@@ -476,7 +475,7 @@ function Sharded:state_dict()
   return t
 end
 
---- CurricularFace's t (the same on every rank), as Head:state_tensors.
+--- The adaptive heads' state (the same on every rank), as Head:state_tensors.
 function Sharded:state_tensors()
   return live(self, "state_tensors"):state_tensors()
 end
@@ -486,7 +485,7 @@ end
 function Sharded:load_state_dict(t)
   local inner = live(self, "load_state_dict")
   local fn = self.name .. ":load_state_dict"
-  if type(t) ~= "table" then valid.fail(fn, "want a table of tensors (weight, bias, alpha, t)") end
+  if type(t) ~= "table" then valid.fail(fn, "want a table of tensors (weight, bias, alpha, the head's state)") end
   local want, names = { weight = { self.classes, self.dim } }, { "weight" }
   if inner.bias then want.bias = { self.classes }; names[#names + 1] = "bias" end
   if inner.alpha then want.alpha = { 1 }; names[#names + 1] = "alpha" end
