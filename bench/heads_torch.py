@@ -26,7 +26,7 @@ p.add_argument("--K", type=int, default=72690)
 p.add_argument("--reps", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-p.add_argument("--heads", default="norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am,curricular,adaface")
+p.add_argument("--heads", default="norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am,curricular,adaface,magface")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -69,6 +69,19 @@ def adaface_logits(x, W, y):
     return (theta.cos() - onehot * (m + m * z)) * s
 
 
+def magface_loss(x, W, y):
+    # the authors' formulation: the margin from the clamped norm (differentiated), plus the norm regulariser
+    l_a, u_a, l_m, u_m, lambda_g = 10.0, 110.0, 0.45, 0.8, 35.0
+    a = x.norm(dim=1, keepdim=True).clamp(l_a, u_a)
+    m = (u_m - l_m) / (u_a - l_a) * (a - l_a) + l_m
+    cos = F.linear(F.normalize(x), F.normalize(W)).clamp(-1, 1)
+    cos_m = cos * torch.cos(m) - torch.sqrt(1.0 - cos * cos) * torch.sin(m)
+    cos_m = torch.where(cos > torch.cos(math.pi - m), cos_m, cos - torch.sin(math.pi - m) * m)
+    onehot = torch.zeros_like(cos).scatter_(1, y[:, None], 1.0)
+    z = s * (onehot * cos_m + (1.0 - onehot) * cos)
+    return F.cross_entropy(z, y) + lambda_g * (a / u_a ** 2 + 1.0 / a).mean()
+
+
 def logits(x, W, y, name):
     if name == "adaface":
         return adaface_logits(x, W, y)
@@ -96,6 +109,8 @@ def logits(x, W, y, name):
 
 
 def loss_of(x, W, y, name):
+    if name == "magface":
+        return magface_loss(x, W, y)
     z = logits(x, W, y, name)
     ce = F.cross_entropy(z, y, reduction="none")
     if name.startswith("f-"):

@@ -10,7 +10,7 @@ local facet = H.facet
 
 local function margin_of(name)
   if name == "curricular" then return "arc" end
-  if name == "adaface" then return "adaface" end
+  if name == "adaface" or name == "magface" then return name end
   if name:find("am$") then return "am" end
   if name:find("arc$") then return "arc" end
   if name == "combined" or name == "a-softmax" then return name end
@@ -22,7 +22,8 @@ local function ref_cfg(head)
   local name = head.name
   local cfg = { kind = head.kind, margin = margin_of(name), s = head.s, m = head.m, m1 = head.m1, m2 = head.m2,
     m3 = head.m3, t = facet.is_tensor(head.t) and head.t:item() or head.t, h = head.h, gamma = head.gamma, keep = head.keep, sample = head.sample,
-    lambda = head.current_lambda or head.lambda, easy_margin = head.easy_margin }
+    lambda = head.current_lambda or head.lambda, easy_margin = head.easy_margin, l_a = head.l_a, u_a = head.u_a,
+    l_m = head.l_m, u_m = head.u_m, lambda_g = head.lambda_g }
   if head.kind == "raw" or head.kind == "l2" then cfg.margin = "none" end
   if head.alpha then cfg.alpha = head.alpha:item() end
   return cfg
@@ -126,6 +127,9 @@ describe("heads against the reference, with finite-difference gradients", functi
     { "adaface", { s = 8 } },
     { "adaface", { s = 8, momentum = 1 } },
     { "adaface", { s = 8, momentum = 1, h = 1, m = 0.6 } },
+    -- the norms of these rows (about 1.5 to 3.5) inside [l_a, u_a], then partly outside (no gradient there)
+    { "magface", { s = 8, l_a = 1, u_a = 4 } },
+    { "magface", { s = 8, l_a = 2, u_a = 3, l_m = 0.2, u_m = 0.9, lambda_g = 5 } },
   }
   for n, case in ipairs(cases) do
     local desc = {}
@@ -445,6 +449,33 @@ describe("AdaFace", function()
     H.assert_error(function() facet.heads.new("adaface", small { margin = function(c) return c end }) end,
       "unknown option 'margin'")
     assert.matches("h=0.333, momentum=0.01", tostring(facet.heads.new("adaface", small {})))
+  end)
+end)
+
+describe("MagFace", function()
+  H.it("matches the authors' formulation in PyTorch (spec/support/magface_torch.py): loss, dL/dx, dL/dW", function()
+    if not HAVE_TORCH then return pending("needs torch in " .. F.PYTHON) end
+    local K, D, B = 13, 8, 10
+    local W = facet.randn({ K, D }, { seed = 81 })
+    local head = facet.heads.new("magface", { classes = K, dim = D, s = 16 })
+    against_torch(head, W, function(step)
+      -- norms from 6 to 141: below l_a = 10, inside, and above u_a = 110 (none on a bound, where float32
+      -- and float64 may fall on different sides of the clamp)
+      local y, scale = labels_of(B, K, step), {}
+      for i = 1, B do scale[i] = { 6 + 15 * ((i * 3 + step) % 10) } end
+      local x = facet.randn({ B, D }, { seed = 90 + step }):mul(0.8):add(W:index_select(y:add(1)):mul(step / 2))
+      return x:l2_normalize(1e-12):mul(facet.tensor(scale)), y
+    end, "magface_torch.py 16 10 110 0.45 0.8 35", function() end)
+  end)
+
+  it("checks its options: 0 < l_a < u_a, 0 <= l_m <= u_m, lambda_g >= 0, no scripted margin", function()
+    H.assert_error(function() facet.heads.new("magface", small { l_a = 0 }) end, "option l_a")
+    H.assert_error(function() facet.heads.new("magface", small { l_a = 5, u_a = 5 }) end, "option u_a")
+    H.assert_error(function() facet.heads.new("magface", small { l_a = 200 }) end, "u_a (110) must be above l_a (200)")
+    H.assert_error(function() facet.heads.new("magface", small { l_m = 0.9 }) end, "u_m (0.8) must be at least l_m")
+    H.assert_error(function() facet.heads.new("magface", small { lambda_g = -1 }) end, "option lambda_g")
+    H.assert_error(function() facet.heads.new("magface", small { m = 0.5 }) end, "unknown option 'm'")
+    assert.matches("l_a=10, u_a=110, l_m=0.45, u_m=0.8, lambda_g=35", tostring(facet.heads.new("magface", small {})))
   end)
 end)
 

@@ -245,7 +245,7 @@ target_kernel(facet_head_params p, float *rows, const float *z, const float *wn,
         const int64_t k = y - off;
         if (k < 0 || k >= Kb) continue;     /* the label lies in another block */
         float *row = rows + i * FACET_HEAD_ROW_COUNT;
-        float v = z[i * Kb + k], f, df;
+        float v = z[i * Kb + k], f, df, dm = 0.0f;
         if (p.raw) {
             if (bias) v += bias[k];
             f = v;
@@ -256,9 +256,10 @@ target_kernel(facet_head_params p, float *rows, const float *z, const float *wn,
                 f = run_program(FACET_HEAD_PROGRAM_MARGIN, v);
                 df = run_program(FACET_HEAD_PROGRAM_MARGIN_GRAD, v);
             } else {
-                facet_margin(&p, v, row[FACET_HEAD_ROW_NORM], &f, &df);
+                facet_margin(&p, v, row[FACET_HEAD_ROW_NORM], &f, &df, &dm);
             }
         }
+        if (p.margin == FACET_HEAD_MARGIN_MAGFACE) row[FACET_HEAD_ROW_MARGIN_DM] = dm;
         row[FACET_HEAD_ROW_COS] = v;
         row[FACET_HEAD_ROW_MARGIN] = f;
         row[FACET_HEAD_ROW_MARGIN_GRAD] = df;
@@ -529,6 +530,33 @@ extern "C" int facet_cuda_head_update_norms(float *rows, int64_t B, const float 
     return check_launch("facet_cuda_head_update_norms");
 }
 
+/* MagFace: each row's margin and regulariser term from its norm */
+static __global__ void magface_rows_kernel(facet_head_params p, float *rows, int64_t B, const float *norms)
+{
+    FACET_CUDA_FOR(i, B) facet_magface_row(&p, rows + i * FACET_HEAD_ROW_COUNT, norms[i]);
+}
+
+extern "C" int facet_cuda_head_update_margins(const struct facet_head_params *p, float *rows, int64_t B,
+                                              const float *norms)
+{
+    magface_rows_kernel<<<grid_blocks(B), FACET_CUDA_THREADS>>>(*p, rows, B, norms);
+    return check_launch("facet_cuda_head_update_margins");
+}
+
+/* MagFace: dLoss/d||x_i|| of each row */
+static __global__ void magface_coef_kernel(facet_head_params p, const float *rows, int64_t B, const float *norms,
+                                           float *coef)
+{
+    FACET_CUDA_FOR(i, B) coef[i] = facet_magface_coef(&p, rows + i * FACET_HEAD_ROW_COUNT, norms[i], B);
+}
+
+extern "C" int facet_cuda_head_norm_grad(const struct facet_head_params *p, const float *rows, int64_t B,
+                                         const float *norms, float *coef)
+{
+    magface_coef_kernel<<<grid_blocks(B), FACET_CUDA_THREADS>>>(*p, rows, B, norms, coef);
+    return check_launch("facet_cuda_head_norm_grad");
+}
+
 /* ---- the batch level ------------------------------------------------------------------- */
 
 /* Per row: the cross-entropy, and the weight of the mean and focal reductions. */
@@ -586,8 +614,14 @@ finish_total_kernel(facet_head_params p, const float *rows, int64_t B, int64_t k
         }
     }
     acc = block_sum(acc);
+    /* MagFace's regulariser, a mean over the batch beside the cross-entropy (head.c) */
+    double extra = 0.0;
+    if (p.margin == FACET_HEAD_MARGIN_MAGFACE) {
+        for (int64_t i = threadIdx.x; i < B; i += blockDim.x) extra += (double)rows[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_EXTRA];
+        extra = block_sum(extra);
+    }
     if (threadIdx.x == 0) {
-        d->result.loss = acc / (double)(p.sample == FACET_HEAD_SAMPLE_HARD ? keep : B);
+        d->result.loss = acc / (double)(p.sample == FACET_HEAD_SAMPLE_HARD ? keep : B) + extra / (double)B;
         d->result.row = d->status.row;
         d->result.label = d->status.label;
         d->result.classes = d->status.classes;

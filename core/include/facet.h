@@ -416,7 +416,9 @@ enum facet_head_margin {
     FACET_HEAD_MARGIN_ADAFACE = 5,     /* per row, with z_i = rows[i, FACET_HEAD_ROW_NORM] (AdaFace):
                                         * f = cos(clip(acos(c') - m3 z_i, e, pi - e)) - m3 (1 + z_i),
                                         * c' = clamp(c, -1 + e, 1 - e), e = 1e-3 */
-    FACET_HEAD_MARGIN_COUNT = 6
+    FACET_HEAD_MARGIN_MAGFACE = 6,     /* per row, with m_i = rows[i, FACET_HEAD_ROW_NORM] (MagFace):
+                                        * f = cos(theta + m_i); c - m_i sin(m_i) once c <= cos(pi - m_i) */
+    FACET_HEAD_MARGIN_COUNT = 7
 };
 
 enum facet_head_reweight {
@@ -448,7 +450,12 @@ enum facet_head_param {
     FACET_HEAD_PARAM_KEEP = 7,          /* hard-mining fraction */
     FACET_HEAD_PARAM_EASY_MARGIN = 8,   /* 1: the margin only where c_y > 0 */
     FACET_HEAD_PARAM_RAW = 9,           /* 1: logits are the GEMM output (+ bias), not cosines */
-    FACET_HEAD_PARAM_COUNT = 10
+    FACET_HEAD_PARAM_L_A = 10,          /* MagFace: the feature norms' range [l_a, u_a], */
+    FACET_HEAD_PARAM_U_A = 11,
+    FACET_HEAD_PARAM_L_M = 12,          /* the margins' [l_m, u_m] it maps onto, */
+    FACET_HEAD_PARAM_U_M = 13,
+    FACET_HEAD_PARAM_LAMBDA_G = 14,     /* and the weight of the norm regulariser g */
+    FACET_HEAD_PARAM_COUNT = 15
 };
 
 /* Fields of a row of `rows`. */
@@ -464,8 +471,11 @@ enum facet_head_row {
     FACET_HEAD_ROW_T = 8,              /* CURRICULAR's t for this row (facet_head_update_t) */
     FACET_HEAD_ROW_NORM = 9,           /* ADAFACE's normalised feature norm z_i in [-1, 1]
                                         * (facet_head_update_norms); read by facet_head_target only
-                                        * (a sharded head's sum of rows over its ranks scales it after) */
-    FACET_HEAD_ROW_COUNT = 10
+                                        * (a sharded head's sum of rows over its ranks scales it after);
+                                        * MAGFACE's margin m_i (facet_head_update_margins) */
+    FACET_HEAD_ROW_MARGIN_DM = 10,     /* df/dm at c_y (MAGFACE; written by facet_head_target) */
+    FACET_HEAD_ROW_EXTRA = 11,         /* MAGFACE: lambda_g g(a_i), added to the loss as is (no weighting) */
+    FACET_HEAD_ROW_COUNT = 12
 };
 
 /* Compiled expressions: instructions of 5 int32 (op, dst, a, b, c) over
@@ -533,6 +543,19 @@ FACET_API int facet_head_update_t(facet_head *head, facet_tensor *rows, facet_te
  * momentum in [0, 1], h > 0. On CUDA one kernel; the host does not wait. */
 FACET_API int facet_head_update_norms(facet_head *head, facet_tensor *rows, const facet_tensor *norms,
                                       facet_tensor *mean, facet_tensor *std, double momentum, double h);
+/* MagFace's per-row margins, before the target calls: with
+ * a_i = clamp(norms_i, l_a, u_a) (norms: the ||x_i|| of the B rows, float32
+ * on the rows' device; the head's FACET_HEAD_PARAM_L_A ... LAMBDA_G, with
+ * 0 < l_a < u_a), rows[i, FACET_HEAD_ROW_NORM] = l_m + (u_m - l_m) (a_i - l_a) / (u_a - l_a)
+ * and rows[i, FACET_HEAD_ROW_EXTRA] = lambda_g (1 / a_i + a_i / u_a^2);
+ * facet_head_finish then adds the mean of EXTRA to the loss. */
+FACET_API int facet_head_update_margins(facet_head *head, facet_tensor *rows, const facet_tensor *norms);
+/* After facet_head_finish of a MagFace head: coef_i = dLoss/d||x_i|| of
+ * each row through its margin and its regulariser (0 where norms_i lies
+ * outside [l_a, u_a]: the clamp), from rows and the forward's norms; the
+ * caller adds coef_i x_i / ||x_i|| to dL/dx_i. coef: B float32. */
+FACET_API int facet_head_norm_grad(const facet_head *head, const facet_tensor *rows, const facet_tensor *norms,
+                                   facet_tensor *coef);
 /* Writes the block's row max and sum of exponentials into rows; the block
  * (the GEMM output) is read, not changed. */
 FACET_API int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,

@@ -200,6 +200,19 @@ int facet_cuda_head_update_norms(float *rows, int64_t B, const float *norms, flo
     return absent("facet_cuda_head_update_norms");
 }
 
+int facet_cuda_head_update_margins(const struct facet_head_params *p, float *rows, int64_t B, const float *norms)
+{
+    (void)p; (void)rows; (void)B; (void)norms;
+    return absent("facet_cuda_head_update_margins");
+}
+
+int facet_cuda_head_norm_grad(const struct facet_head_params *p, const float *rows, int64_t B, const float *norms,
+                              float *coef)
+{
+    (void)p; (void)rows; (void)B; (void)norms; (void)coef;
+    return absent("facet_cuda_head_norm_grad");
+}
+
 void facet_cuda_head_bad_label(const struct facet_head *head, int64_t *row, int64_t *label, int64_t *classes)
 {
     (void)head; (void)row; (void)label; (void)classes;

@@ -30,6 +30,7 @@ extern "C" {
 
 struct facet_nd;
 struct facet_head;
+struct facet_head_params;
 struct facet_sgd_params;
 struct facet_adam_params;
 struct facet_conv_geom;
@@ -137,6 +138,11 @@ int facet_cuda_head_update_t(float *rows, int64_t B, float *t, double momentum);
  * mean and std (1 value each) on the device */
 int facet_cuda_head_update_norms(float *rows, int64_t B, const float *norms, float *mean, float *std,
                                  double momentum, double h);
+/* MagFace (facet_head_update_margins, facet_head_norm_grad): rows, norms and
+ * coef on the device, the head's parameters by value */
+int facet_cuda_head_update_margins(const struct facet_head_params *p, float *rows, int64_t B, const float *norms);
+int facet_cuda_head_norm_grad(const struct facet_head_params *p, const float *rows, int64_t B, const float *norms,
+                              float *coef);
 /* the last finish's bad label (*row untouched when there was none) */
 void facet_cuda_head_bad_label(const struct facet_head *head, int64_t *row, int64_t *label, int64_t *classes);
 /* frees head->cuda (facet_head_free) */

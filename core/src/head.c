@@ -37,6 +37,11 @@ int facet_head_init(facet_head **out, int margin, int reweight, int sample)
     h->p.lambda = 5.0f;
     h->p.gamma = 2.0f;
     h->p.keep = 0.9f;
+    h->p.l_a = 10.0f;           /* MagFace's defaults */
+    h->p.u_a = 110.0f;
+    h->p.l_m = 0.45f;
+    h->p.u_m = 0.8f;
+    h->p.lambda_g = 35.0f;
     h->p.margin = margin;
     h->p.reweight = reweight;
     h->p.sample = sample;
@@ -83,6 +88,17 @@ int facet_head_set(facet_head *head, int param, double value)
         p->keep = v; break;
     case FACET_HEAD_PARAM_EASY_MARGIN: p->easy_margin = value != 0; break;
     case FACET_HEAD_PARAM_RAW: p->raw = value != 0; break;
+    case FACET_HEAD_PARAM_L_A:
+    case FACET_HEAD_PARAM_U_A:
+        if (v <= 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be > 0, got %g", fn,
+                                      param == FACET_HEAD_PARAM_L_A ? "l_a" : "u_a", value);
+        if (param == FACET_HEAD_PARAM_L_A) p->l_a = v; else p->u_a = v;
+        break;
+    case FACET_HEAD_PARAM_L_M: p->l_m = v; break;
+    case FACET_HEAD_PARAM_U_M: p->u_m = v; break;
+    case FACET_HEAD_PARAM_LAMBDA_G:
+        if (v < 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: lambda_g must be >= 0, got %g", fn, value);
+        p->lambda_g = v; break;
     default: return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown parameter %d", fn, param);
     }
     derive(p);
@@ -236,7 +252,7 @@ static void target_row(const facet_head *head, const struct block *b, int64_t i)
     if (k < 0 || k >= b->Kb) return;
     float *row = b->rows + i * FACET_HEAD_ROW_COUNT;
     float v = b->z[i * b->Kb + k];
-    float f, df;
+    float f, df, dm = 0.0f;
     if (p->raw) {
         if (b->bias) v += b->bias[k];
         f = v;
@@ -247,9 +263,10 @@ static void target_row(const facet_head *head, const struct block *b, int64_t i)
             f = facet_expr_eval1(&head->prog[FACET_HEAD_PROGRAM_MARGIN], v);
             df = facet_expr_eval1(&head->prog[FACET_HEAD_PROGRAM_MARGIN_GRAD], v);
         } else {
-            facet_margin(p, v, row[FACET_HEAD_ROW_NORM], &f, &df);
+            facet_margin(p, v, row[FACET_HEAD_ROW_NORM], &f, &df, &dm);
         }
     }
+    if (p->margin == FACET_HEAD_MARGIN_MAGFACE) row[FACET_HEAD_ROW_MARGIN_DM] = dm;
     row[FACET_HEAD_ROW_COS] = v;
     row[FACET_HEAD_ROW_MARGIN] = f;
     row[FACET_HEAD_ROW_MARGIN_GRAD] = df;
@@ -369,6 +386,66 @@ int facet_head_update_norms(facet_head *head, facet_tensor *rows, const facet_te
     *mp = nm;
     *sp = ns;
     for (int64_t i = 0; i < B; i++) r[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_NORM] = facet_adaface_z(n[i], nm, ns, h);
+    return 0;
+}
+
+/* ---- MagFace's per-row margins -------------------------------------------------------- */
+
+/* rows (B x FACET_HEAD_ROW_COUNT), norms (B) and, when given, coef (B):
+ * float32, contiguous, on one device; the head's norm range usable */
+static int check_magface_args(const char *fn, const facet_head *head, const facet_tensor *rows,
+                              const facet_tensor *norms, const facet_tensor *coef)
+{
+    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
+    int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_dtype(fn, "norms", norms, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, norms, rows);
+    if (!rc && coef) rc = facet_check_dtype(fn, "coef", coef, FACET_DTYPE_FLOAT32);
+    if (!rc && coef) rc = facet_check_same_device(fn, coef, rows);
+    if (rc) return rc;
+    if (rows->ndim != 2 || rows->sizes[1] != FACET_HEAD_ROW_COUNT || rows->sizes[0] < 1 || !facet_contiguous(rows))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: rows must be contiguous Bx%d with B >= 1, got %s", fn,
+                          FACET_HEAD_ROW_COUNT, facet_desc(rows));
+    int64_t B = rows->sizes[0];
+    const facet_tensor *vecs[2] = { norms, coef };
+    const char *names[2] = { "norms", "coef" };
+    for (int k = 0; k < 2; k++)
+        if (vecs[k] && (facet_numel(vecs[k]) != B || !facet_contiguous(vecs[k])))
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be %lld contiguous values, got %s", fn, names[k],
+                              (long long)B, facet_desc(vecs[k]));
+    const struct facet_head_params *p = &head->p;
+    if (p->margin != FACET_HEAD_MARGIN_MAGFACE)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: the head's margin is not MagFace's", fn);
+    if (!(p->l_a < p->u_a))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: l_a (%g) must be below u_a (%g)", fn, p->l_a, p->u_a);
+    return 0;
+}
+
+int facet_head_update_margins(facet_head *head, facet_tensor *rows, const facet_tensor *norms)
+{
+    static const char *fn = "facet_head_update_margins";
+    int rc = check_magface_args(fn, head, rows, norms, NULL);
+    if (rc) return rc;
+    int64_t B = rows->sizes[0];
+    float *r = facet_ptr(rows);
+    const float *n = facet_ptr((facet_tensor *)norms);
+    if (rows->device == FACET_DEVICE_CUDA) return facet_cuda_head_update_margins(&head->p, r, B, n);
+    for (int64_t i = 0; i < B; i++) facet_magface_row(&head->p, r + i * FACET_HEAD_ROW_COUNT, n[i]);
+    return 0;
+}
+
+int facet_head_norm_grad(const facet_head *head, const facet_tensor *rows, const facet_tensor *norms,
+                         facet_tensor *coef)
+{
+    static const char *fn = "facet_head_norm_grad";
+    if (!coef) return facet_fail(FACET_STATUS_ERR_ARG, "%s: coef is NULL", fn);
+    int rc = check_magface_args(fn, head, rows, norms, coef);
+    if (rc) return rc;
+    int64_t B = rows->sizes[0];
+    const float *r = facet_ptr((facet_tensor *)rows), *n = facet_ptr((facet_tensor *)norms);
+    float *out = facet_ptr(coef);
+    if (rows->device == FACET_DEVICE_CUDA) return facet_cuda_head_norm_grad(&head->p, r, B, n, out);
+    for (int64_t i = 0; i < B; i++) out[i] = facet_magface_coef(&head->p, r + i * FACET_HEAD_ROW_COUNT, n[i], B);
     return 0;
 }
 
@@ -574,6 +651,12 @@ int facet_head_finish(facet_head *head, facet_tensor *rows, double *loss)
             }
         }
         total /= (double)B;
+    }
+    if (p->margin == FACET_HEAD_MARGIN_MAGFACE) {
+        /* MagFace's regulariser, a mean over the batch beside the cross-entropy */
+        double extra = 0.0;
+        for (int64_t i = 0; i < B; i++) extra += host[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_EXTRA];
+        total += extra / (double)B;
     }
     *loss = total;      /* NaN passes through: the training loop's guard decides */
     return 0;

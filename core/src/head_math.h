@@ -25,6 +25,7 @@
 
 struct facet_head_params {
     float s, m1, m2, m3, lambda, t, gamma, keep;
+    float l_a, u_a, l_m, u_m, lambda_g;                 /* MagFace */
     int easy_margin, raw;
     int margin, reweight, sample;
     float cos_m3, sin_m3, arc_threshold, arc_fallback;  /* derived for ARC */
@@ -169,11 +170,27 @@ FACET_HD float facet_expr_eval1(const struct facet_program *p, float x)
 }
 
 /* f(c) and df/dc for the built-in margins (c already clamped); rz is the
- * row's normalised feature norm (rows[i, FACET_HEAD_ROW_NORM]), which only
- * ADAFACE reads. */
-FACET_HD void facet_margin(const struct facet_head_params *p, float c, float rz, float *f, float *df)
+ * row's rows[i, FACET_HEAD_ROW_NORM] (ADAFACE's normalised feature norm,
+ * MAGFACE's margin), *dm df/dm (MAGFACE; 0 otherwise). */
+FACET_HD void facet_margin(const struct facet_head_params *p, float c, float rz, float *f, float *df, float *dm)
 {
+    *dm = 0.0f;
     switch (p->margin) {
+    case FACET_HEAD_MARGIN_MAGFACE: {
+        /* arc with the row's margin; the fallback past theta + m = pi as MagFace's code */
+        const float m = rz, cm = cosf(m), sm = sinf(m);
+        if (c > -cm) {
+            const float sn = sqrtf(fmaxf(1.0f - c * c, 0.0f));
+            *f = c * cm - sn * sm;
+            *df = cm + c * sm / facet_sin_of_cos(c);
+            *dm = -(c * sm + sn * cm);
+        } else {
+            *f = c - m * sm;
+            *df = 1.0f;
+            *dm = -(sm + m * cm);
+        }
+        break;
+    }
     case FACET_HEAD_MARGIN_ADAFACE: {
         /* the angle moves by -m z, clipped inside (e, pi - e); the cosine
          * then drops by m (1 + z). The clamps have no gradient outside. */
@@ -286,6 +303,42 @@ FACET_HD float facet_head_ema(float old, double batch, double momentum)
     if (momentum == 0.0) return old;
     if (momentum == 1.0) return (float)batch;
     return (float)facet_dadd_rn(facet_dmul_rn(1.0 - momentum, (double)old), facet_dmul_rn(momentum, batch));
+}
+
+/* MagFace: a row's clamped norm a, its margin, its regulariser term
+ * lambda_g g(a), and dLoss/d||x|| through both (0 outside the clamp, as
+ * torch's clamp): w (p_y - 1) s df/dm dm/da + lambda_g g'(a) / B, with w the
+ * row's weight and p_y its target probability */
+FACET_HD float facet_magface_a(const struct facet_head_params *p, float n)
+{
+    return facet_minf(facet_maxf(n, p->l_a), p->u_a);
+}
+
+FACET_HD float facet_magface_margin(const struct facet_head_params *p, float a)
+{
+    return p->l_m + (p->u_m - p->l_m) * ((a - p->l_a) / (p->u_a - p->l_a));
+}
+
+FACET_HD float facet_magface_extra(const struct facet_head_params *p, float a)
+{
+    return p->lambda_g * (1.0f / a + a / (p->u_a * p->u_a));
+}
+
+/* a row's margin and regulariser term from its norm n */
+FACET_HD void facet_magface_row(const struct facet_head_params *p, float *row, float n)
+{
+    const float a = facet_magface_a(p, n);
+    row[FACET_HEAD_ROW_NORM] = facet_magface_margin(p, a);
+    row[FACET_HEAD_ROW_EXTRA] = facet_magface_extra(p, a);
+}
+
+FACET_HD float facet_magface_coef(const struct facet_head_params *p, const float *row, float n, int64_t B)
+{
+    if (!(n >= p->l_a && n <= p->u_a)) return n == n ? 0.0f : n;    /* a NaN norm stays NaN */
+    const float py = facet_fast_exp(row[FACET_HEAD_ROW_TARGET] - row[FACET_HEAD_ROW_MAX]) / row[FACET_HEAD_ROW_SUMEXP];
+    const float dmda = (p->u_m - p->l_m) / (p->u_a - p->l_a);
+    const float margin = row[FACET_HEAD_ROW_WEIGHT] * (py - 1.0f) * p->s * row[FACET_HEAD_ROW_MARGIN_DM] * dmda;
+    return margin + p->lambda_g * (1.0f / (p->u_a * p->u_a) - 1.0f / (n * n)) / (float)B;
 }
 
 /* AdaFace: the clamped norm n and its normalised form z in [-1, 1] */

@@ -64,7 +64,10 @@ function R.loss(cfg, x, W, b, y)
       local nx = math.max(norm(xi), 1e-12)
       local c = {}
       for k = 1, K do c[k] = clamp(dot(xi, W[k]) / (nx * math.max(norm(W[k]), 1e-12))) end
-      local f = cfg.margin == "adaface" and R.adaface_margin(cfg, c[yi], cfg.z[i]) or R.margin(cfg, c[yi])
+      local f
+      if cfg.margin == "adaface" then f = R.adaface_margin(cfg, c[yi], cfg.z[i])
+      elseif cfg.margin == "magface" then f = R.magface_margin(cfg, c[yi], nx)
+      else f = R.margin(cfg, c[yi]) end
       for k = 1, K do
         if k == yi then z[k] = cfg.s * f
         else
@@ -97,6 +100,15 @@ function R.loss(cfg, x, W, b, y)
     for i = 1, B do total = total + ce[i] end
     total = total / B
   end
+  if cfg.margin == "magface" then
+    -- the norm regulariser lambda_g g(a), a mean beside the cross-entropy
+    local g = 0
+    for i = 1, B do
+      local a = math.max(cfg.l_a, math.min(cfg.u_a, norm(x[i])))
+      g = g + 1 / a + a / cfg.u_a ^ 2
+    end
+    total = total + cfg.lambda_g * g / B
+  end
   return total, ce
 end
 
@@ -107,6 +119,16 @@ function R.adaface_margin(cfg, c, z)
   c = math.max(-1 + e, math.min(1 - e, c))
   local a = math.max(e, math.min(math.pi - e, math.acos(c) - cfg.m * z))
   return math.cos(a) - cfg.m * (1 + z)
+end
+
+--- MagFace's target: arc with the margin of the row's norm n clamped to
+-- [l_a, u_a], mapped linearly onto [l_m, u_m]; past theta + m = pi the
+-- fallback c - m sin m of its authors' code.
+function R.magface_margin(cfg, c, n)
+  local a = math.max(cfg.l_a, math.min(cfg.u_a, n))
+  local m = cfg.l_m + (cfg.u_m - cfg.l_m) * (a - cfg.l_a) / (cfg.u_a - cfg.l_a)
+  if c > math.cos(math.pi - m) then return math.cos(math.acos(c) + m) end
+  return c - m * math.sin(m)
 end
 
 --- AdaFace's statistics after a batch x (a Lua list of rows): the running

@@ -748,6 +748,7 @@ local function head_blocked(head, x, y, bounds)
   if head.norm_h then
     check(C.facet_head_update_norms(h, rows.h, xnorm.h, head.batch_mean.h, head.batch_std.h, head.momentum, head.norm_h))
   end
+  if head.l_a then check(C.facet_head_update_margins(h, rows.h, xnorm.h)) end     -- MagFace's per-row margins
   local blocks = {}
   for b = 1, #bounds - 1 do
     local off, kb = bounds[b], bounds[b + 1] - bounds[b]
@@ -801,6 +802,12 @@ local function head_blocked(head, x, y, bounds)
     end
     local dx = facet.empty({ Bn, D }, { device = dev })
     check(C.facet_tensor_l2_normalize_backward(dx.h, dinput.h, xhat.h, xnorm.h, 1e-12))
+    if head.l_a then
+      -- MagFace: the gradient through the norms
+      local coef = facet.empty({ Bn }, { device = dev })
+      check(C.facet_head_norm_grad(h, rows.h, xnorm.h, coef.h))
+      check(C.facet_tensor_rows_axpy(dx.h, coef.h, xhat.h))
+    end
     r.dx = dx
   end
   return r, rows
@@ -878,7 +885,7 @@ reg {
   name = "head",
   covers = { "facet_head_init", "facet_head_free", "facet_head_set", "facet_head_set_program", "facet_head_target",
     "facet_head_partial", "facet_head_finish", "facet_head_backward", "facet_head_bad_label", "facet_head_update_t",
-    "facet_head_update_norms" },
+    "facet_head_update_norms", "facet_head_update_margins", "facet_head_norm_grad" },
   strided = false,
   alt = "the other of Head:forward/backward (one block) and the block API over class blocks with offsets > 0",
   -- the loss is a mean; gradients are compared relative to their largest element

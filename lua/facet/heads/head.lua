@@ -40,7 +40,12 @@ local bad_p = ffi.new("int64_t[3]")
 local MARGINS = {
   none = C.FACET_HEAD_MARGIN_NONE, am = C.FACET_HEAD_MARGIN_COMBINED, combined = C.FACET_HEAD_MARGIN_COMBINED,
   arc = C.FACET_HEAD_MARGIN_ARC, ["a-softmax"] = C.FACET_HEAD_MARGIN_ASOFTMAX, adaface = C.FACET_HEAD_MARGIN_ADAFACE,
+  magface = C.FACET_HEAD_MARGIN_MAGFACE,
 }
+-- MagFace's options and defaults (its authors'), in the order they are checked
+local MAGFACE = { { "l_a", 10, C.FACET_HEAD_PARAM_L_A }, { "u_a", 110, C.FACET_HEAD_PARAM_U_A },
+  { "l_m", 0.45, C.FACET_HEAD_PARAM_L_M }, { "u_m", 0.8, C.FACET_HEAD_PARAM_U_M },
+  { "lambda_g", 35, C.FACET_HEAD_PARAM_LAMBDA_G } }
 local SAMPLES = { mean = C.FACET_HEAD_SAMPLE_MEAN, focal = C.FACET_HEAD_SAMPLE_FOCAL, hard = C.FACET_HEAD_SAMPLE_HARD }
 
 -- options each configuration accepts, beyond classes, dim, device, seed
@@ -48,7 +53,10 @@ local function accepted(cfg)
   local a = { classes = true, dim = true, device = true, seed = true, fused = true }
   if cfg.kind ~= "raw" then a.s = true end
   -- the adaptive heads take their authors' margins only
-  if cfg.kind == "cosine" and cfg.margin ~= "adaface" and cfg.h ~= "curricular" then a.margin = true end
+  if cfg.kind == "cosine" and cfg.margin ~= "adaface" and cfg.margin ~= "magface" and cfg.h ~= "curricular" then
+    a.margin = true
+  end
+  if cfg.margin == "magface" then for _, e in ipairs(MAGFACE) do a[e[1]] = true end end
   if cfg.margin == "adaface" then a.m, a.h, a.momentum = true, true, true end
   if cfg.kind == "l2" then a.alpha, a.learn_alpha = true, true end
   if cfg.margin == "am" or cfg.margin == "arc" then a.m = true end
@@ -168,6 +176,21 @@ function Head.new(cfg, opts, block)
     self.momentum = valid.number(name, "option momentum", opts.momentum, { min = 0, max = 1, default = 0.01 })
     self.batch_mean, self.batch_std = tensor.full({ 1 }, 20), tensor.full({ 1 }, 100)
     self.prev_mean, self.prev_std = tensor.zeros({ 1 }), tensor.zeros({ 1 })
+  elseif cfg.margin == "magface" then
+    -- 0 < l_a < u_a, 0 <= l_m <= u_m, lambda_g >= 0
+    for _, e in ipairs(MAGFACE) do
+      local k = e[1]
+      local spec = ({ l_a = { gt = 0 }, u_a = { gt = self.l_a }, l_m = { min = 0 }, u_m = { min = self.l_m },
+        lambda_g = { min = 0 } })[k]
+      spec.default = e[2]
+      self[k] = valid.number(name, "option " .. k, opts[k], spec)
+      set(e[3], self[k])
+    end
+    -- a default may fall on the wrong side of a given bound
+    if not (self.u_a > self.l_a) then valid.fail(name, ("u_a (%g) must be above l_a (%g)"):format(self.u_a, self.l_a)) end
+    if not (self.u_m >= self.l_m) then
+      valid.fail(name, ("u_m (%g) must be at least l_m (%g)"):format(self.u_m, self.l_m))
+    end
   elseif cfg.margin == "a-softmax" then
     self.m1 = number_opt(opts, "m1", cfg.m1, 1, name)
     set(C.FACET_HEAD_PARAM_M1, self.m1)
@@ -504,6 +527,7 @@ function Head:forward(x, y)
   check(C.facet_tensor_matmul(b.z.h, input.h, self.weight.h, 0, 1, 1, 0))
   local bias = self.bias and self.bias.h or nil
   self:_update_norms(b.rows, b.xnorm)
+  self:_update_margins(b.rows, b.xnorm)
   check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
   self:_update_t(b.rows)
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0))
@@ -534,6 +558,30 @@ function Head:_update_norms(rows, norms)
   self.prev_std:copy(self.batch_std)
   check(C.facet_head_update_norms(self.handle, rows.h, norms.h, self.batch_mean.h, self.batch_std.h, self.momentum,
     self.norm_h), 2)
+end
+
+-- MagFace: each row's margin and regulariser from its norm (norms: B values,
+-- every row of rows). Other heads: nothing. Shared with facet.heads.sharded.
+function Head:_update_margins(rows, norms)
+  if self.l_a == nil then return end
+  check(C.facet_head_update_margins(self.handle, rows.h, norms.h), 2)
+end
+
+-- MagFace: adds to dx (n rows) the gradient through the norms: coef_i x_hat_i,
+-- coef from rows and norms (all the forward's rows, start: the 1-based first
+-- of dx's among them), into the buffer b.mag_coef. Other heads: nothing.
+function Head:_norm_grad(b, rows, norms, dx, xhat, start)
+  if self.l_a == nil then return end
+  local B = rows:size(1)
+  local coef = b.mag_coef
+  if not (coef and coef:numel() == B and coef:device() == self.device) then
+    coef = tensor.empty({ B }, { device = self.device })
+    b.mag_coef = coef
+  end
+  check(C.facet_head_norm_grad(self.handle, rows.h, norms.h, coef.h), 2)
+  local n = dx:size(1)
+  if n ~= B then coef = coef:narrow(1, start, n) end
+  check(C.facet_tensor_rows_axpy(dx.h, coef.h, xhat.h), 2)
 end
 
 -- puts back the state of before the forward that failed
@@ -603,7 +651,9 @@ function Head:backward()
   check(C.facet_tensor_matmul(self.grad_weight.h, b.z.h, self.input.h, 1, 0, 1, 1))
   self:_radial(self.grad_weight, self.weight, b.colsum_cos, b.wnorm, self.pending)
   if self.bias then check(C.facet_tensor_axpy(self.grad_bias.h, self.grad_bias.h, 1, b.colsum.h)) end
-  return self:_narrow(b, self:_input_grad(b, b.dinput))
+  local dx = self:_input_grad(b, b.dinput)
+  self:_norm_grad(b, b.rows, b.xnorm, dx, b.xhat)
+  return self:_narrow(b, dx)
 end
 
 -- cosine heads: takes the radial part out of the rows of grad (of weight):
@@ -755,7 +805,8 @@ Head.cpu = Head.float
 
 function Head:__tostring()
   local parts = { ("%s(classes=%d, dim=%d"):format(self.name, self.classes, self.dim) }
-  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "norm_h", "momentum", "gamma", "keep" } do
+  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "norm_h", "momentum", "l_a", "u_a", "l_m", "u_m", "lambda_g",
+    "gamma", "keep" } do
     local v = self[k]
     if k == "norm_h" then k = "h" end
     if tensor.is_tensor(v) then v = v:item() end

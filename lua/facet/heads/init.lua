@@ -2,8 +2,8 @@
 --   local head = facet.heads.new("mv-am", { classes = K, dim = 512 })
 --   local loss = head:forward(x, y); local dx = head:backward()
 -- The catalogue maps each name of the MV-Softmax and L2-softmax papers (and
--- CurricularFace, MV-Softmax's sibling with an adaptive t, and AdaFace's
--- norm-adaptive margin) to one configuration of the fused C head (margin, re-weighting, per-sample
+-- CurricularFace, MV-Softmax's sibling with an adaptive t, and the
+-- norm-adaptive margins of AdaFace and MagFace) to one configuration of the fused C head (margin, re-weighting, per-sample
 -- reduction); the Head class in facet.heads.head runs it. See docs/heads.md.
 local Head = require "facet.heads.head"
 local sharded = require "facet.heads.sharded"
@@ -46,6 +46,9 @@ for _, base in ipairs { "softmax", "am", "arc" } do
     return cfg
   end
 end
+-- MagFace (Meng et al., CVPR 2021): an arc margin growing with the feature
+-- norm, and a regulariser of the norm (its ranges and weight are options)
+CATALOGUE["magface"] = function() return { kind = "cosine", margin = "magface" } end
 -- AdaFace (Kim et al., CVPR 2022): a per-sample margin driven by the
 -- feature norm (its h and momentum are options of the head)
 CATALOGUE["adaface"] = function(o) return { kind = "cosine", margin = "adaface", m = o.m or 0.4 } end

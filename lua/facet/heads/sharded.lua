@@ -117,7 +117,8 @@ function Sharded:_alias()
   for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha", "pending", "norms" } do
     self[k] = self.inner[k]
   end
-  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "h", "norm_h", "momentum", "gamma", "keep", "lambda",
+  for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "h", "norm_h", "momentum", "l_a", "u_a", "l_m", "u_m",
+    "lambda_g", "gamma", "keep", "lambda",
     "easy_margin", "learn_alpha", "fused", "batch_mean", "batch_std" } do
     self[k] = self.inner[k]
   end
@@ -342,10 +343,13 @@ function Sharded:forward(x, y)
   b.rows:zero_()
   -- AdaFace: every rank sees every row's norm, so every rank moves the
   -- statistics alike (the rows' z field is read by target alone, so the sum below may scale it)
-  if inner.norm_h ~= nil then inner:_update_norms(b.rows, g:allgather(b.xnorm, counts)) end
+  local norms = (inner.norm_h ~= nil or inner.l_a ~= nil) and g:allgather(b.xnorm, counts) or nil
+  if inner.norm_h ~= nil then inner:_update_norms(b.rows, norms) end
+  inner:_update_margins(b.rows, norms)
   check(C.facet_head_target(h, b.rows.h, b.z.h, wn_h, bias_h, labels.h, off, ncls))
   g:allreduce(b.rows, "sum")
   inner:_update_t(b.rows)     -- CurricularFace: every rank sees the same c_y, so the same t
+  inner:_update_margins(b.rows, norms)    -- MagFace: the sum scaled the margin and regulariser fields
   -- this block's max and sum of exponentials, merged: M = max_r m_r, S = sum_r s_r exp(m_r - M)
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wn_h, bias_h, labels.h, off))
   local mcol, scol = b.mcol, b.scol
@@ -364,7 +368,7 @@ function Sharded:forward(x, y)
   self.iter = self.iter + 1
   inner.iter = self.iter
   self.fw = { xg = xg, W = W, wnorm = wnorm, bias = bias, labels = labels, off = off, counts = counts,
-    equal = equal, B = B }
+    equal = equal, B = B, norms = norms }
   self.ready = true
   self.loss = loss
   return loss
@@ -407,7 +411,14 @@ function Sharded:backward()
     for q = 1, self.rank do start = start + f.counts[q] end
     b.dinput:copy(b.dinput_g:narrow(1, start, f.B))
   end
-  return inner:_narrow(b, inner:_input_grad(b, b.dinput, b.sum_over_ranks))
+  local dx = inner:_input_grad(b, b.dinput, b.sum_over_ranks)
+  if f.norms then
+    -- MagFace: the gradient through this rank's rows' norms
+    local start = 1
+    for q = 1, self.rank do start = start + f.counts[q] end
+    inner:_norm_grad(b, b.rows, f.norms, dx, b.xhat, start)
+  end
+  return inner:_narrow(b, dx)
 end
 
 -- ---- parameters and state -----------------------------------------------------------------
