@@ -1,5 +1,5 @@
 /*
- * activation.c - ReLU, sigmoid, tanh and per-channel PReLU with their
+ * activation.c - ReLU, ReLU6, sigmoid, tanh and per-channel PReLU with their
  * gradients. The per-element math is activation_math.h. x, out and the
  * gradients are float32, float16 or bfloat16 (one dtype), the slope and its
  * gradient float32; a 16-bit call runs the float32 loops on widened copies
@@ -51,6 +51,10 @@ FACET_CLONES static void act_forward_cpu(float *o, const float *xp, int64_t n, i
             #pragma omp simd
             for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACTIVATION_PRELU, xr[k], s);
             break;
+        case FACET_ACTIVATION_RELU6:
+            #pragma omp simd
+            for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACTIVATION_RELU6, xr[k], s);
+            break;
         default:
             for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(act, xr[k], s);
             break;
@@ -77,6 +81,10 @@ FACET_CLONES static int act_backward_cpu(float *gx, float *gs, const float *g, c
             case FACET_ACTIVATION_PRELU:
                 #pragma omp simd
                 for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACTIVATION_PRELU, gr[k], xr[k], 0.0f, s);
+                break;
+            case FACET_ACTIVATION_RELU6:
+                #pragma omp simd
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACTIVATION_RELU6, gr[k], xr[k], 0.0f, s);
                 break;
             case FACET_ACTIVATION_SIGMOID:
                 #pragma omp simd
