@@ -372,7 +372,7 @@ if o.torch ~= 0 then
   print(("\nPyTorch (bench/torch_compare.py), same models, batch, head, %s:"):format(gpu and "card" or "threads"))
   local other = {}
   for line in out:gmatch("[^\n]+") do
-    local m, prec, ips = line:match("^(%w+) (%w+) ([%d%.]+)$")
+    local m, prec, ips = line:match("^([%w_]+) (%w+) ([%d%.]+)$")
     if line:match("^#") then print(line)
     elseif m and results[key(m, prec)] then torch_ips[key(m, prec)] = tonumber(ips)
     else other[#other + 1] = line end

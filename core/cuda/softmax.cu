@@ -28,10 +28,11 @@ static __global__ void softmax_kernel(float *out, const float *x, int64_t rows, 
         for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) mx = op_max()(mx, xr[c]);
         mx = block_reduce(mx, op_max(), -INFINITY);
         double s = 0.0;
-        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += expf(xr[c] - mx);
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += facet_softmax_exp(xr[c], mx);
         const float inv = (float)(1.0 / block_sum(s));
         float *o = out + r * cols;
-        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) o[c] = facet_softmax_out(xr[c], mx, inv);
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+            o[c] = facet_softmax_out(facet_softmax_exp(xr[c], mx), inv);
     }
 }
 

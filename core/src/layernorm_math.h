@@ -29,10 +29,16 @@ FACET_HD float facet_ln_grad_x(float gw, float xhat, float invstd, float m1, flo
     return invstd * (gw - m1 - xhat * m2);
 }
 
-/* one softmax output from the row's maximum and 1 / sum exp(x - max) */
-FACET_HD float facet_softmax_out(float x, float row_max, float inv_sum)
+/* exp(x - max): a softmax numerator, summed for the row's denominator */
+FACET_HD float facet_softmax_exp(float x, float row_max)
 {
-    return expf(x - row_max) * inv_sum;
+    return expf(x - row_max);
+}
+
+/* one softmax output from its numerator and 1 / sum exp(x - max) */
+FACET_HD float facet_softmax_out(float e, float inv_sum)
+{
+    return e * inv_sum;
 }
 
 /* softmax's dL/dx of one element from its output y, grad_out g and the

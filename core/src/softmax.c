@@ -1,8 +1,9 @@
 /*
  * softmax.c - softmax over the last dim (multi-head attention's scores) and
- * its backward, float32. Per row the maximum and the sum of exp(x - max)
- * (in double, rounded once) are taken first, then layernorm_math.h's
- * per-element formulas, which core/cuda/softmax.cu shares.
+ * its backward, float32. Per row the maximum, then the numerators
+ * exp(x - max) and their sum (in double, rounded once), then each numerator
+ * times 1 / sum: layernorm_math.h's per-element formulas, which
+ * core/cuda/softmax.cu shares.
  */
 #include "internal.h"
 #include "layernorm_math.h"
@@ -19,6 +20,8 @@ static int pair_rows(const char *fn, const char *an, const facet_tensor *a, cons
     return 0;
 }
 
+/* each numerator is computed once, stored, and scaled when the sum is known
+ * (out may be x: a row is read before its first store) */
 FACET_CLONES static void softmax_cpu(float *o, const float *xp, int64_t rows, int64_t cols)
 {
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (rows * cols >= FACET_PARALLEL_GRAIN)
@@ -28,9 +31,15 @@ FACET_CLONES static void softmax_cpu(float *o, const float *xp, int64_t rows, in
         float mx = xr[0];
         for (int64_t c = 1; c < cols; c++) mx = xr[c] > mx ? xr[c] : mx;
         double s = 0.0;
-        for (int64_t c = 0; c < cols; c++) s += expf(xr[c] - mx);
+        #pragma omp simd reduction(+:s)
+        for (int64_t c = 0; c < cols; c++) {
+            float e = facet_softmax_exp(xr[c], mx);
+            orow[c] = e;
+            s += e;
+        }
         float inv = (float)(1.0 / s);
-        for (int64_t c = 0; c < cols; c++) orow[c] = facet_softmax_out(xr[c], mx, inv);
+        #pragma omp simd
+        for (int64_t c = 0; c < cols; c++) orow[c] = facet_softmax_out(orow[c], inv);
     }
 }
 
@@ -40,9 +49,11 @@ FACET_CLONES static void softmax_backward_cpu(float *gx, const float *g, const f
     for (int64_t r = 0; r < rows; r++) {
         const float *gr = g + r * cols, *yr = y + r * cols;
         double dot = 0.0;
+        #pragma omp simd reduction(+:dot)
         for (int64_t c = 0; c < cols; c++) dot += (double)gr[c] * yr[c];
         float d = (float)dot;
         float *o = gx + r * cols;
+        #pragma omp simd
         for (int64_t c = 0; c < cols; c++) o[c] = facet_softmax_grad_x(gr[c], yr[c], d);
     }
 }
