@@ -77,24 +77,26 @@ describe("ViT layers", function()
     H.assert_error(function() m:forward(H.tensor({ { 1, 2, 3 } })) end, "LayerNorm(4, no affine)", "want ... x 4 input")
   end)
 
+  -- an elementwise or row layer m against the reference `prefix`_y and _dx of input prefix_x and gradient prefix_g
+  local function against_torch(m, prefix, tol)
+    local r = reference()
+    local x = H.on(inputs[prefix .. "_x"])
+    close(prefix .. " y", m:forward(x), r[prefix .. "_y"], tol)
+    close(prefix .. " dx", m:backward(x, H.on(inputs[prefix .. "_g"])), r[prefix .. "_dx"], tol)
+  end
+
   H.it("Softmax: output and input gradient as PyTorch's", function()
     if not HAVE_TORCH then return pending("needs torch in " .. F.PYTHON) end
-    local r = reference()
     local m = H.module(nn.Softmax())
-    local x = H.on(inputs.sm_x)
-    close("y", m:forward(x), r.sm_y)
-    close("dx", m:backward(x, H.on(inputs.sm_g)), r.sm_dx, 1e-5)
+    against_torch(m, "sm", 1e-5)
     -- huge inputs stay finite: the row's maximum is taken out first
     H.assert_close(H.values(m:forward(H.tensor({ { 1000, 1000 } }))), { 0.5, 0.5 }, 1e-7)
   end)
 
   H.it("ReLU6: output and input gradient as PyTorch's; 16-bit inputs natively", function()
     if not HAVE_TORCH then return pending("needs torch in " .. F.PYTHON) end
-    local r = reference()
     local m = H.module(nn.ReLU6())
-    local x = H.on(inputs.r6_x)
-    close("y", m:forward(x), r.r6_y, 1e-7)
-    close("dx", m:backward(x, H.on(inputs.r6_g)), r.r6_dx, 1e-7)
+    against_torch(m, "r6", 1e-7)
     H.assert_close(H.values(m:forward(H.tensor({ -2, 0, 3.5, 6, 9 }))), { 0, 0, 3.5, 6, 6 }, 0)
     local xb = H.tensor({ -2, 0.5, 3.5, 7 }):to("bfloat16")
     local yb = m:forward(xb)

@@ -60,14 +60,4 @@ function DropPath:update_grad_input(x, grad_out)
   return gi
 end
 
-function DropPath:clear_state()
-  self._ones_ready = nil
-  return Module.clear_state(self)
-end
-
-function DropPath:to(device)
-  self._ones_ready = nil
-  return Module.to(self, device)
-end
-
 return DropPath

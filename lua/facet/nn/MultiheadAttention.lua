@@ -107,14 +107,4 @@ function MHA:update_grad_input(x, grad_out)
   return self:_view("grad", gx, { B, N, D })
 end
 
-function MHA:clear_state()
-  self._parts = nil
-  return Module.clear_state(self)
-end
-
-function MHA:to(device)
-  self._parts = nil
-  return Module.to(self, device)
-end
-
 return MHA

@@ -20,8 +20,6 @@ nn.LayerNorm = require "facet.nn.LayerNorm"
 nn.Softmax = require "facet.nn.Softmax"
 nn.MultiheadAttention = require "facet.nn.MultiheadAttention"
 nn.DropPath = require "facet.nn.DropPath"
-nn.PosEmbed = require "facet.nn.PosEmbed"
-nn.TokenMask = require "facet.nn.TokenMask"
 for k, v in pairs(require "facet.nn.Tokens") do nn[k] = v end
 nn.summary = require "facet.nn.summary"
 
