@@ -111,7 +111,9 @@ describe("facet.models.vit", function()
     local m = H.module(small { depth = 1, heads = 2, size = 18 })
     m:evaluate()
     local x = H.on(facet.randn({ 3, 3, 18, 18 }, { seed = 5 }))
-    J.check(m, x, { max = 6, h = 2e-3, tol = 2e-2 })
+    -- h small enough that no ReLU6 input crosses 0 or 6 (5e-3 crosses one in fc1), the tolerance wide
+    -- enough for float32's rounding in differences of gradients near 1e-5
+    J.check(m, x, { max = 6, h = 2e-3, tol = 5e-2 })
   end)
 
   H.it("bfloat16 and float16 runs follow float32; the final norm and feature head run in float32", function()
