@@ -1,6 +1,7 @@
 """bench/torch_compare.py: the models of bench/train_step.lua in PyTorch
 (MobileFaceNet, IResNet-18 and IResNet-50 in arcface_torch's layout, the small
-convnet, with an AM-Softmax head over 1000 classes), timed for forward +
+convnet, arcface_torch's ViT-T (vit_t: patch 9, dim 256, depth 12, 8 heads,
+token masking 0.1, drop path 0.1), with an AM-Softmax head over 1000 classes), timed for forward +
 backward + SGD with momentum. Optional; never used by tests.
   --device cpu (default): Debian's python3-torch; best of --steps after
   --warmup steps, on --threads threads; batch and size per model as in
@@ -18,7 +19,9 @@ backward + SGD with momentum. Optional; never used by tests.
   facet's models), which run in float32 with the head's loss outside autocast,
   float32 parameters; fp16 with a GradScaler (scale, step, update), bf16 with
   none. A precision this PyTorch cannot run on the device (float16 autocast or
-  GradScaler on an old PyTorch's CPU) prints a '#' line saying so, no figure.
+  GradScaler on an old PyTorch's CPU), or a model whose first step fails in
+  it (PyTorch 1.13 has no bfloat16 ReLU6 backward on the CPU: vit_t bf16),
+  prints a '#' line saying so, no figure.
 Prints a few lines starting with '#' (versions, device), then one line per
 model and precision: name, precision and images/s. Exits 3 when --device cuda
 finds no CUDA in PyTorch.
@@ -138,6 +141,83 @@ def convnet(emb=128, size=28):
                          nn.Flatten(), nn.Linear(64 * 7 * 7, emb), nn.BatchNorm1d(emb))
 
 
+class VitBlock(nn.Module):
+    """A pre-norm ViT block (arcface_torch's vit.py: ReLU6 MLP, qkv without bias, drop path)."""
+    def __init__(self, dim, heads, drop_path):
+        super().__init__()
+        self.heads, self.dp = heads, drop_path
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU6(), nn.Linear(4 * dim, dim))
+
+    def drop(self, x):
+        if not self.training or self.dp == 0:
+            return x
+        keep = (torch.rand(x.shape[0], 1, 1, device=x.device) >= self.dp).to(x.dtype)
+        return x * keep / (1 - self.dp)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        with torch.autocast(x.device.type, enabled=False):   # the attention in float32, as arcface_torch
+            a = (q.float() @ k.float().transpose(-2, -1) * (d // self.heads) ** -0.5).softmax(-1)
+            h = (a @ v.float()).transpose(1, 2).reshape(b, n, d)
+        x = x + self.drop(self.proj(h))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class VitTokens(nn.Module):
+    """Patch embedding, position embedding and the random token masking (kept tokens, restore indices)."""
+    def __init__(self, dim, size, mask_ratio):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, 9, 9)
+        self.n = (size // 9) ** 2
+        self.pos = nn.Parameter(torch.zeros(1, self.n, dim))
+        self.keep = int(self.n * (1 - mask_ratio))
+
+    def forward(self, x):
+        x = self.proj(x).flatten(2).transpose(1, 2) + self.pos
+        if not self.training or self.keep == self.n:
+            return x, None
+        order = torch.rand(x.shape[0], self.n, device=x.device).argsort(1)
+        kept = x.gather(1, order[:, :self.keep, None].expand(-1, -1, x.shape[2]))
+        return kept, order.argsort(1)
+
+
+class VitBody(nn.Module):
+    def __init__(self, dim, depth, size, mask_ratio, drop_path):
+        super().__init__()
+        self.tokens = VitTokens(dim, size, mask_ratio)
+        self.blocks = nn.Sequential(*[VitBlock(dim, 8, drop_path * i / (depth - 1)) for i in range(depth)])
+
+    def forward(self, x):
+        x, restore = self.tokens(x)
+        return self.blocks(x), restore
+
+
+class VitNorm(nn.Module):
+    """The final norm in float32, mask tokens back in place, flattened."""
+    def __init__(self, dim, n):
+        super().__init__()
+        self.norm, self.n = nn.LayerNorm(dim), n
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, xr):
+        x, restore = xr
+        x = self.norm(x.float())
+        if restore is not None:
+            fill = self.mask_token.expand(x.shape[0], self.n - x.shape[1], -1)
+            x = torch.cat([x, fill], 1).gather(1, restore[:, :, None].expand(-1, -1, x.shape[2]))
+        return x.flatten(1)
+
+
+def vit_t(emb=512, size=112, dim=256, depth=12):
+    n = (size // 9) ** 2
+    return nn.Sequential(VitBody(dim, depth, size, 0.1, 0.1), VitNorm(dim, n), nn.Linear(n * dim, dim, bias=False),
+                         nn.BatchNorm1d(dim, eps=2e-5), nn.Linear(dim, emb, bias=False),
+                         nn.BatchNorm1d(emb, eps=2e-5))
+
+
 def am_loss(x, W, y, s=32.0, m=0.35):
     cos = F.linear(F.normalize(x), F.normalize(W)).clamp(-1, 1)
     logits = cos.scatter(1, y[:, None], cos.gather(1, y[:, None]) - m) * s
@@ -148,11 +228,12 @@ def am_loss(x, W, y, s=32.0, m=0.35):
 SPECS = {"mobilefacenet": (mobilefacenet, 512, 32, 112, 3, False),
          "iresnet18": (lambda e, s: iresnet([2, 2, 2, 2], e, s), 512, 32, 112, 3, False),
          "iresnet50": (lambda e, s: iresnet([3, 4, 14, 3], e, s), 512, 32, 112, 3, False),
-         "convnet": (convnet, 128, 128, 28, 1, True)}
+         "convnet": (convnet, 128, 128, 28, 1, True),
+         "vit_t": (vit_t, 512, 8, 112, 3, False)}
 # the last modules of each model that run in float32 outside autocast under AMP,
 # as arcface_torch runs fc and features (iresnet) and conv_sep and the GDC
 # (mobilefacenet), and as facet's models mark them (Module:set_fp32)
-FP32_TAIL = {"mobilefacenet": 4, "iresnet18": 2, "iresnet50": 2, "convnet": 2}
+FP32_TAIL = {"mobilefacenet": 4, "iresnet18": 2, "iresnet50": 2, "convnet": 2, "vit_t": 5}
 
 
 def sync():
@@ -218,7 +299,7 @@ for name in a.models.split(","):
                 return
             with torch.autocast(dev.type, dtype=dtype):
                 h = body(x)
-            e = tail(h.float())                  # the embedding's last layers in float32
+            e = tail(h if isinstance(h, tuple) else h.float())   # the embedding's last layers in float32
             loss = am_loss(e, W, y)              # the head in float32, outside autocast
             if scaler is None:
                 loss.backward()
@@ -228,6 +309,11 @@ for name in a.models.split(","):
                 scaler.step(opt)
                 scaler.update()
 
+        try:
+            step()   # a first step: an op this PyTorch lacks in the dtype (CPU bf16 ReLU6 backward) stops here
+        except RuntimeError as err:
+            print(f"# {name} {prec}: no figure: {str(err).splitlines()[0]}")
+            continue
         for _ in range(a.warmup):
             step()
         if gpu:

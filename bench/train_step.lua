@@ -5,7 +5,9 @@
 -- run; and the same models in PyTorch (bench/torch_compare.py) with the ratio
 -- facet / PyTorch.
 --   CPU (default): MobileFaceNet and IResNet-18 at 112 x 112, batch 32, the
---   small convnet at 28 x 28, batch 128; best of --steps after one warm-up
+--   small convnet at 28 x 28, batch 128 (vit_t, arcface_torch's ViT-T: batch
+--   8 on the CPU, with its token masking and drop path; its step GFLOP count
+--   the convolution and linear layers, not the attention's batched GEMMs); best of --steps after one warm-up
 --   step; OpenBLAS GEMM (2048^3); Debian's python3-torch.
 --   --device cuda: IResNet-50 and MobileFaceNet at 112 x 112, batch 128;
 --   each step starts by copying the batch from host memory into device buffers
@@ -36,7 +38,7 @@
 -- A model and precision that fails prints why and the bench goes on with the
 -- others (PyTorch included), then exits with status 1.
 -- Lines starting with "summary:" are the key figures (tools/gpu_check.sh copies them).
--- Usage: bin/facet run bench/train_step.lua [--device cpu|cuda] [--models mobilefacenet,iresnet18,iresnet50,convnet]
+-- Usage: bin/facet run bench/train_step.lua [--device cpu|cuda] [--models mobilefacenet,iresnet18,iresnet50,convnet,vit_t]
 --          [--precision fp32,fp16,bf16] [--batch N] [--size N] [--steps N] [--warmup N] [--profile 0|1]
 --          [--torch 0|1] [--tf32 0|1]  (--help: the options)
 -- FACET_TORCH_PYTHON names the Python with PyTorch (default: /usr/bin/python3 on
@@ -47,7 +49,7 @@ local common = require "common"
 io.stdout:setvbuf("line")   -- a bench stopped by a timeout keeps the lines it printed
 
 local NAME = "bench/train_step.lua"
-local MODEL_NAMES = { "mobilefacenet", "iresnet18", "iresnet50", "convnet" }
+local MODEL_NAMES = { "mobilefacenet", "iresnet18", "iresnet50", "convnet", "vit_t" }
 local parser = common.parser(NAME, "images/s and GFLOP/s of a whole training step (forward, backward, SGD; an am " ..
   "head over 1000 classes) next to the GEMM rate, and the same models in PyTorch.")
 common.device(parser)
@@ -124,6 +126,8 @@ local MODELS = {
     size = 112, ch = 3, emb = 512 },
   convnet = { build = function() return facet.models.convnet { emb = 128 } end, batch = 128, size = 28, ch = 1,
     emb = 128, fixed_size = true },
+  vit_t = { build = function(s) return facet.models.vit { variant = "t", emb = 512, size = s } end, batch = 8,
+    size = 112, ch = 3, emb = 512 },
 }
 
 local rates = {}
@@ -368,7 +372,7 @@ if o.torch ~= 0 then
   print(("\nPyTorch (bench/torch_compare.py), same models, batch, head, %s:"):format(gpu and "card" or "threads"))
   local other = {}
   for line in out:gmatch("[^\n]+") do
-    local m, prec, ips = line:match("^(%w+) (%w+) ([%d%.]+)$")
+    local m, prec, ips = line:match("^([%w_]+) (%w+) ([%d%.]+)$")
     if line:match("^#") then print(line)
     elseif m and results[key(m, prec)] then torch_ips[key(m, prec)] = tonumber(ips)
     else other[#other + 1] = line end

@@ -53,7 +53,7 @@ local BENCHES = {
     defaults = { "(default: 0)", "(default: 1)", "(default: fp32)" },
     runs = "GEMM 2048^3",
     bad = { { "--models convnet,resnet", "--models: unknown 'resnet' (known: mobilefacenet, iresnet18, iresnet50, " ..
-      "convnet)" },
+      "convnet, vit_t)" },
             { "--precision fp32,fp8", "--precision: unknown 'fp8' (known: fp32, fp16, bf16)" },
             { "--precision ,", "--precision must name at least one of fp32, fp16, bf16" },
             { "--steps 0", "--steps must be an integer >= 1, got '0'" } },

@@ -82,7 +82,7 @@ describe("backbones", function()
   end)
 
   it("build makes a backbone by name and names the choices on a bad name or option", function()
-    assert.are.same({ "attentionnet_irse", "convnet", "iresnet", "mobilefacenet" }, facet.models.names)
+    assert.are.same({ "attentionnet_irse", "convnet", "iresnet", "mobilefacenet", "vit" }, facet.models.names)
     local m = facet.models.build("convnet", { in_channels = 3, size = 16, emb = 8 })
     assert.are.equal(facet.models.convnet({ in_channels = 3, size = 16, emb = 8 }):count_parameters(), m:count_parameters())
     local r = facet.models.build("iresnet", { depth = 18, se = true, emb = 8, size = 16 })
@@ -90,7 +90,7 @@ describe("backbones", function()
     assert.are.equal(facet.models.mobilefacenet({ emb = 128 }):count_parameters(),
       facet.models.build("mobilefacenet", { emb = 128 }):count_parameters())
     H.assert_error(function() facet.models.build("resnet", {}) end, "unknown backbone resnet",
-      "attentionnet_irse, convnet, iresnet, mobilefacenet")
+      "attentionnet_irse, convnet, iresnet, mobilefacenet, vit")
     H.assert_error(function() facet.models.build("mobilefacenet", { depth = 50 }) end,
       "mobilefacenet takes no option depth (it takes arch, emb, size)")
     H.assert_error(function() facet.models.build("iresnet", { depth = 19 }) end, "depth must be 18, 34, 50 or 100")

@@ -1,7 +1,7 @@
 --- PyTorch checkpoints in and out (facet.pth, core/src/pth.c): .pth files
 -- written by PyTorch (tools/make_pth_fixtures.py, run here with Debian's torch
--- into a temporary directory) load into facet's iresnet18 and
--- mobilefacenet{arch = "mbf"} and give PyTorch's embeddings; facet's .pth and
+-- into a temporary directory) load into facet's iresnet18,
+-- mobilefacenet{arch = "mbf"} and a small vit and give PyTorch's embeddings; facet's .pth and
 -- safetensors load strictly into the PyTorch modules and give facet's; the
 -- storage types, strides and offsets read right; hostile files are errors,
 -- never crashes (each in a child process); facet.load / facet.save and
@@ -55,7 +55,8 @@ describe("PyTorch .pth", function()
   end
 
   local BUILD = { iresnet18 = function() return facet.models.iresnet { depth = 18 } end,
-    mbf = function() return facet.models.mobilefacenet { arch = "mbf" } end }
+    mbf = function() return facet.models.mobilefacenet { arch = "mbf" } end,
+    vit = function() return facet.models.vit { dim = 64, depth = 2 } end }
 
   for _, name in ipairs { "mbf", "iresnet18" } do
     it(name .. ": PyTorch's .pth loads and gives its embeddings; facet's .pth and safetensors go back", function()
@@ -79,6 +80,24 @@ describe("PyTorch .pth", function()
       end
     end)
   end
+
+  -- arcface_torch's VisionTransformer (the fixture's port: dim 64, depth 2, 8 heads, 144 tokens)
+  it("vit: PyTorch's .pth loads by arcface_torch's names and gives its embeddings; facet's .pth goes back", function()
+    if not fixtures() then return pending("needs torch") end
+    local m = BUILD.vit()
+    m:load_state(fx("vit.pth"))
+    m:evaluate()
+    local x = facet.load_npy(fx("input.npy"))
+    local y = m:forward(x)
+    local ref = facet.load_npy(fx("vit_out.npy"))
+    assert.are.same({ 2, 512 }, y:shape())
+    assert.is_true(rel_diff(y, ref) < 1e-4, ("vit: relative difference %g"):format(rel_diff(y, ref)))
+    assert.are.equal(7, tonumber(m:state_dict()["feature.3.num_batches_tracked"]:data_ptr()[0]))
+    local path = tmp("vit_facet.pth")
+    facet.save(m, path)
+    local back = torch_embed("vit", path)
+    assert.is_true(rel_diff(back, y) < 1e-4, ("vit pth: relative difference %g"):format(rel_diff(back, y)))
+  end)
 
   it("a wrapped state dict ({state_dict = ...} with DDP's module. prefix) loads", function()
     if not fixtures() then return pending("needs torch") end

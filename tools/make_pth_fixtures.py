@@ -2,13 +2,16 @@
 """make_pth_fixtures.py: PyTorch fixtures for facet's .pth reader and writer.
 
 Our own PyTorch modules with arcface_torch's module names and layer order
-(iresnet18 and get_mbf's MobileFaceNet), written independently of facet.
+(iresnet18, get_mbf's MobileFaceNet and backbones/vit.py's VisionTransformer:
+"vit" is a small one, dim 64, depth 2, 8 heads, on 112 x 112), written
+independently of facet.
 
   make_pth_fixtures.py make OUTDIR
       OUTDIR/input.npy (2 x 3 x 112 x 112), and for each model M (iresnet18,
       mbf): M.pth (torch.save of the state_dict, random weights and BN
       statistics from a fixed seed), M_out.npy (its eval-mode embeddings of
-      the input), M_keys.txt ("name dtype shape" lines in state_dict order);
+      the input), M_keys.txt ("name dtype shape" lines in state_dict order)
+      (M: iresnet18, mbf, vit);
       hostile files: hostile_system.pth (a posix.system global),
       hostile_short.pth (a storage shorter than its tensor), hostile_huge.pth
       (a 2^40 x 2^40 tensor), hostile_truncated.pth (half a valid file); and
@@ -18,6 +21,9 @@ Our own PyTorch modules with arcface_torch's module names and layer order
       legacy.pth (the same in the format of PyTorch < 1.6).
   make_pth_fixtures.py keys OUTDIR
       only OUTDIR/M_keys.txt, without building the weights' files.
+  make_pth_fixtures.py count VARIANT
+      prints the parameter count of arcface_torch's VARIANT (vit_t, vit_s,
+      vit_b, vit_l_dp005_mask_005) built by the port here, at emb 512.
   make_pth_fixtures.py run M FILE INPUT OUT
       loads FILE (.pth with torch.load, .safetensors parsed here) into M with
       load_state_dict(strict=True) and writes its eval-mode embeddings of INPUT.
@@ -137,7 +143,83 @@ class MBF(nn.Module):
         return self.features(self.conv_sep(x))
 
 
+class VitAttention(nn.Module):
+    """arcface_torch's Attention: qkv without bias, softmax(q k^T / sqrt(d)) v, proj."""
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        h = self.heads
+        q, k, v = self.qkv(x).view(b, n, 3, h, d // h).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        a = torch.softmax(q @ k.transpose(2, 3) / (d // h) ** 0.5, dim=-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class VitMlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.ReLU6()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VitBlock(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = VitAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = VitMlp(dim, dim * 4)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VitPatches(nn.Module):
+    def __init__(self, dim, patch):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, patch, patch)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ViT(nn.Module):
+    """The evaluation path of arcface_torch's VisionTransformer (no masking, no drop path)."""
+    def __init__(self, dim, depth, heads=8, emb=512, size=112, patch=9):
+        super().__init__()
+        tokens = (size // patch) ** 2
+        self.patch_embed = VitPatches(dim, patch)
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens, dim))
+        self.blocks = nn.ModuleList([VitBlock(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.feature = nn.Sequential(nn.Linear(dim * tokens, dim, bias=False), nn.BatchNorm1d(dim, eps=2e-5),
+                                     nn.Linear(dim, emb, bias=False), nn.BatchNorm1d(emb, eps=2e-5))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x):
+        x = self.patch_embed(x) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.feature(self.norm(x).flatten(1))
+
+
+VIT_SIZES = {"vit": (64, 2), "vit_t": (256, 12), "vit_s": (512, 12), "vit_b": (512, 24),
+             "vit_l_dp005_mask_005": (768, 24)}
+
+
 def build(name):
+    if name in VIT_SIZES:
+        return ViT(*VIT_SIZES[name])
     return IResNet((2, 2, 2, 2)) if name == "iresnet18" else MBF()
 
 
@@ -194,7 +276,7 @@ def write_keys(path, sd):
 
 
 def keys(out):
-    for name in ("iresnet18", "mbf"):
+    for name in ("iresnet18", "mbf", "vit"):
         write_keys(os.path.join(out, name + "_keys.txt"), build(name).state_dict())
 
 
@@ -202,7 +284,7 @@ def make(out):
     os.makedirs(out, exist_ok=True)
     x = np.random.RandomState(5).randn(2, 3, 112, 112).astype(np.float32)
     np.save(os.path.join(out, "input.npy"), x)
-    for seed, name in enumerate(("iresnet18", "mbf")):
+    for seed, name in enumerate(("iresnet18", "mbf", "vit")):
         torch.manual_seed(seed)
         m = build(name)
         randomize(m, seed + 1)
@@ -271,6 +353,8 @@ def run(name, path, inp, out):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] in ("make", "keys"):
         (make if sys.argv[1] == "make" else keys)(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "count" and sys.argv[2] in VIT_SIZES:
+        print(sum(p.numel() for p in build(sys.argv[2]).parameters()))
     elif len(sys.argv) == 6 and sys.argv[1] == "run":
         run(*sys.argv[2:])
     else:

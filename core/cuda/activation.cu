@@ -1,8 +1,8 @@
 /*
- * activation.cu - ReLU, sigmoid, tanh and PReLU on CUDA (the CPU versions are
+ * activation.cu - ReLU, ReLU6, sigmoid, tanh and PReLU on CUDA (the CPU versions are
  * core/src/activation.c), with the per-element math of activation_math.h.
  *
- * ReLU, sigmoid and tanh need no channel: one thread per element. PReLU
+ * ReLU, ReLU6, sigmoid and tanh need no channel: one thread per element. PReLU
  * reads x as [outer, channels, inner] planes (plane = one channel of one
  * sample) on a 3-D grid: z walks the samples, y groups of blockDim.y channels
  * (one channel per thread row), x chunks of the plane along which a row's
@@ -45,7 +45,7 @@ static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static __device__ __forceinline__ int64_t dmin64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* ---- ReLU, sigmoid, tanh: one thread per element -------------------------------------------- */
+/* ---- ReLU, ReLU6, sigmoid, tanh: one thread per element -------------------------------------------- */
 
 template <typename T>
 static __global__ void act_forward_kernel(T *out, const T *x, int64_t n, int act)
@@ -269,8 +269,8 @@ extern "C" int facet_cuda_activation_backward(int dtype, void *grad_x, float *gr
     if (n <= 0) return FACET_STATUS_OK;
     int rc = 0;
     if (act != FACET_ACTIVATION_PRELU) {
-        /* ReLU reads x, sigmoid and tanh their output (out is NULL otherwise) */
-        const void *xr = act == FACET_ACTIVATION_RELU ? x : NULL;
+        /* ReLU and ReLU6 read x, sigmoid and tanh their output (out is NULL otherwise) */
+        const void *xr = act == FACET_ACTIVATION_RELU || act == FACET_ACTIVATION_RELU6 ? x : NULL;
         if (grad_x)
             FACET_ACT_DISPATCH(dtype, T,
                 rc = launch_flat(fn, n, act_backward_kernel<T>, (T *)grad_x, (const T *)grad_out, (const T *)xr,

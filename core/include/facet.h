@@ -656,9 +656,11 @@ FACET_API int facet_upsample2d_forward(facet_tensor *out, const facet_tensor *x,
 FACET_API int facet_upsample2d_backward(facet_tensor *grad_x, const facet_tensor *grad_out, int mode, int align_corners);
 
 /* Activations. PReLU has one slope per channel (dim 1; a single slope when
- * slope has one element). Backward reads x (ReLU, PReLU) or out (sigmoid, tanh). */
+ * slope has one element). ReLU6 is min(max(x, 0), 6) (arcface_torch's ViT
+ * MLP). Backward reads x (ReLU, PReLU, ReLU6) or out (sigmoid, tanh). */
 enum facet_activation {
-    FACET_ACTIVATION_RELU = 0, FACET_ACTIVATION_SIGMOID = 1, FACET_ACTIVATION_TANH = 2, FACET_ACTIVATION_PRELU = 3, FACET_ACTIVATION_COUNT = 4
+    FACET_ACTIVATION_RELU = 0, FACET_ACTIVATION_SIGMOID = 1, FACET_ACTIVATION_TANH = 2, FACET_ACTIVATION_PRELU = 3,
+    FACET_ACTIVATION_RELU6 = 4, FACET_ACTIVATION_COUNT = 5
 };
 FACET_API int facet_activation_forward(facet_tensor *out, const facet_tensor *x, int act, const facet_tensor *slope);
 FACET_API int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad_slope, const facet_tensor *grad_out,
@@ -669,6 +671,31 @@ FACET_API int facet_activation_backward(facet_tensor *grad_x, facet_tensor *grad
 FACET_API int facet_dropout_forward(facet_tensor *out, facet_tensor *mask, const facet_tensor *x, double p, uint64_t seed,
                           uint64_t offset);
 FACET_API int facet_dropout_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *mask, double p);
+
+/* ---- transformer layers (Vision Transformer backbones) ------------------------------
+ * LayerNorm over the last dim: x (float32, contiguous, any ndim >= 1) is read
+ * as rows x cols with cols its last size; per row
+ *   out = (x - mean) * invstd * weight + bias,  invstd = 1 / sqrt(var + eps)
+ * with the biased variance (PyTorch's nn.LayerNorm). weight and bias: float32
+ * with cols values, both given or both NULL (no affine). save_mean and
+ * save_invstd (rows values each, float32) receive the statistics backward
+ * needs; either may be NULL. eps >= 0 and finite. */
+FACET_API int facet_layernorm_forward(facet_tensor *out, facet_tensor *save_mean, facet_tensor *save_invstd,
+                                      const facet_tensor *x, const facet_tensor *weight, const facet_tensor *bias,
+                                      double eps);
+/* grad_x = dL/dx (may be NULL); grad_weight and grad_bias (each may be NULL;
+ * affine only) ACCUMULATE: += the sums over rows of grad_out * xhat and of
+ * grad_out. save_mean and save_invstd are forward's. */
+FACET_API int facet_layernorm_backward(facet_tensor *grad_x, facet_tensor *grad_weight, facet_tensor *grad_bias,
+                                       const facet_tensor *grad_out, const facet_tensor *x,
+                                       const facet_tensor *save_mean, const facet_tensor *save_invstd,
+                                       const facet_tensor *weight);
+/* Softmax over the last dim of a contiguous float32 x (any ndim >= 1), per
+ * row: out = exp(x - max) / sum exp(x - max) (attention's scores). out may be x. */
+FACET_API int facet_softmax_forward(facet_tensor *out, const facet_tensor *x);
+/* grad_x = out * (grad_out - sum(grad_out * out)) per row, from forward's out;
+ * grad_x may be grad_out. */
+FACET_API int facet_softmax_backward(facet_tensor *grad_x, const facet_tensor *grad_out, const facet_tensor *out);
 
 /* ---- optimizer updates ----------------------------------------------------------
  * One fused pass of SGD (PyTorch's semantics) over a parameter viewed as rows:

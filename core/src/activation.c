@@ -1,5 +1,5 @@
 /*
- * activation.c - ReLU, sigmoid, tanh and per-channel PReLU with their
+ * activation.c - ReLU, ReLU6, sigmoid, tanh and per-channel PReLU with their
  * gradients. The per-element math is activation_math.h. x, out and the
  * gradients are float32, float16 or bfloat16 (one dtype), the slope and its
  * gradient float32; a 16-bit call runs the float32 loops on widened copies
@@ -32,9 +32,53 @@ static int check_slope(const char *fn, const facet_tensor *slope, const facet_te
 
 /* Plane by plane (one channel of one sample): the slope is constant along the
  * contiguous inner loop, which vectorises with no index arithmetic. */
+/* The activations without a slope, over the flat tensor: planes of one
+ * element (a B x C matrix after a Linear) would not vectorise. One loop per
+ * activation, as below; sigmoid's and tanh's forward stay scalar (each
+ * element through the C library's expf / tanhf, as before). */
+#define FACET_ACT_FLAT(act_id, body)                                                                     \
+    case act_id: {                                                                                       \
+        _Pragma("omp parallel for simd schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)") \
+        for (int64_t i = 0; i < n; i++) body;                                                            \
+        break;                                                                                           \
+    }
+#define FACET_ACT_FLAT_SCALAR(act_id, body)                                                              \
+    case act_id: {                                                                                       \
+        _Pragma("omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)") \
+        for (int64_t i = 0; i < n; i++) body;                                                            \
+        break;                                                                                           \
+    }
+
+FACET_CLONES static void act_forward_flat(float *o, const float *xp, int64_t n, int act)
+{
+    switch (act) {
+    FACET_ACT_FLAT(FACET_ACTIVATION_RELU, o[i] = facet_act_forward(FACET_ACTIVATION_RELU, xp[i], 0.0f))
+    FACET_ACT_FLAT(FACET_ACTIVATION_RELU6, o[i] = facet_act_forward(FACET_ACTIVATION_RELU6, xp[i], 0.0f))
+    FACET_ACT_FLAT_SCALAR(FACET_ACTIVATION_SIGMOID, o[i] = facet_act_forward(FACET_ACTIVATION_SIGMOID, xp[i], 0.0f))
+    FACET_ACT_FLAT_SCALAR(FACET_ACTIVATION_TANH, o[i] = facet_act_forward(FACET_ACTIVATION_TANH, xp[i], 0.0f))
+    default: break;
+    }
+}
+
+FACET_CLONES static void act_backward_flat(float *gx, const float *g, const float *xp, const float *yp, int64_t n,
+                                           int act)
+{
+    switch (act) {
+    FACET_ACT_FLAT(FACET_ACTIVATION_RELU, gx[i] = facet_act_backward(FACET_ACTIVATION_RELU, g[i], xp[i], 0.0f, 0.0f))
+    FACET_ACT_FLAT(FACET_ACTIVATION_RELU6, gx[i] = facet_act_backward(FACET_ACTIVATION_RELU6, g[i], xp[i], 0.0f, 0.0f))
+    FACET_ACT_FLAT(FACET_ACTIVATION_SIGMOID, gx[i] = facet_act_backward(FACET_ACTIVATION_SIGMOID, g[i], 0.0f, yp[i], 0.0f))
+    FACET_ACT_FLAT(FACET_ACTIVATION_TANH, gx[i] = facet_act_backward(FACET_ACTIVATION_TANH, g[i], 0.0f, yp[i], 0.0f))
+    default: break;
+    }
+}
+
 FACET_CLONES static void act_forward_cpu(float *o, const float *xp, int64_t n, int act, const float *sp, int64_t ns,
                                          int64_t channels, int64_t inner)
 {
+    if (!sp) {
+        act_forward_flat(o, xp, n, act);
+        return;
+    }
     int64_t planes = n / inner;
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
     for (int64_t pl = 0; pl < planes; pl++) {
@@ -51,6 +95,10 @@ FACET_CLONES static void act_forward_cpu(float *o, const float *xp, int64_t n, i
             #pragma omp simd
             for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACTIVATION_PRELU, xr[k], s);
             break;
+        case FACET_ACTIVATION_RELU6:
+            #pragma omp simd
+            for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(FACET_ACTIVATION_RELU6, xr[k], s);
+            break;
         default:
             for (int64_t k = 0; k < inner; k++) orow[k] = facet_act_forward(act, xr[k], s);
             break;
@@ -63,7 +111,8 @@ FACET_CLONES static int act_backward_cpu(float *gx, float *gs, const float *g, c
                                          int64_t inner)
 {
     int64_t planes = n / inner;
-    if (gx) {
+    if (gx && !sp) act_backward_flat(gx, g, xp, yp, n, act);
+    else if (gx) {
         #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (n >= FACET_PARALLEL_GRAIN)
         for (int64_t pl = 0; pl < planes; pl++) {
             float s = sp ? sp[ns == 1 ? 0 : pl % channels] : 0.0f;
@@ -77,6 +126,10 @@ FACET_CLONES static int act_backward_cpu(float *gx, float *gs, const float *g, c
             case FACET_ACTIVATION_PRELU:
                 #pragma omp simd
                 for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACTIVATION_PRELU, gr[k], xr[k], 0.0f, s);
+                break;
+            case FACET_ACTIVATION_RELU6:
+                #pragma omp simd
+                for (int64_t k = 0; k < inner; k++) d[k] = facet_act_backward(FACET_ACTIVATION_RELU6, gr[k], xr[k], 0.0f, s);
                 break;
             case FACET_ACTIVATION_SIGMOID:
                 #pragma omp simd

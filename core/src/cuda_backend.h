@@ -251,6 +251,15 @@ int facet_cuda_nccl_reduce_scatter(void *comm, void *out, const void *x, int64_t
 int facet_cuda_nccl_broadcast(void *comm, void *data, int64_t count, int dtype, int root);
 int facet_cuda_nccl_wait(void *comm, double timeout, const char *what);
 
+/* ---- transformer layers (layernorm.cu, softmax.cu): contiguous float32 rows x cols ---------- */
+int facet_cuda_layernorm_forward(float *out, float *save_mean, float *save_invstd, const float *x, const float *weight,
+                                 const float *bias, int64_t rows, int64_t cols, double eps);
+int facet_cuda_layernorm_backward(float *grad_x, float *grad_weight, float *grad_bias, const float *grad_out,
+                                  const float *x, const float *save_mean, const float *save_invstd,
+                                  const float *weight, int64_t rows, int64_t cols);
+int facet_cuda_softmax_forward(float *out, const float *x, int64_t rows, int64_t cols);
+int facet_cuda_softmax_backward(float *grad_x, const float *grad_out, const float *out, int64_t rows, int64_t cols);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1261,6 +1261,115 @@ reg {
   end,
 }
 
+-- ---- transformer layers (the ViT backbones) ---------------------------------------------------
+
+-- the launch shapes of core/cuda/layernorm.cu: rows of fewer than 32, of 32..256
+-- and of more than 256 columns (a block loops); fewer and more rows than the 64
+-- row chunks of the parameter gradients, and a last partial chunk
+reg {
+  name = "layernorm",
+  covers = { "facet_layernorm_forward", "facet_layernorm_backward" },
+  strided = false,
+  tol = { rtol = 1e-4, atol = 1e-5, mtol = 1e-5 },
+  cases = {
+    { label = "ViT tokens", shape = { 2, 12, 64 } },
+    { label = "rows of 5", shape = { 37, 5 } },
+    { label = "rows of 300", shape = { 3, 300 } },
+    { label = "1000 rows of 40: 64 chunks, the last partial", shape = { 1000, 40 } },
+    { label = "no affine", shape = { 4, 9, 33 }, affine = false },
+    { label = "one row", shape = { 1, 17 } },
+    half_case({ label = "ViT tokens (widened)", shape = { 2, 12, 64 } }, "bfloat16"),
+    half_case({ label = "rows of 40 (widened)", shape = { 50, 40 } }, "float16"),
+  },
+  run = function(c, ctx)
+    local D = c.shape[#c.shape]
+    local m = nn.LayerNorm(D, { affine = c.affine }):to(ctx.device)
+    -- weight near 1, bias near 0
+    for i, p in ipairs(m.weight and { m.weight, m.bias } or {}) do p:copy(ctx:randn({ D }, 2 - i, 0.3)) end
+    m:zero_grad()
+    local x = to_dtype(ctx:randn(c.shape, 0.5, 2), c)
+    local r = { out = m:forward(x) }
+    r.grad_x = m:backward(x, to_dtype(ctx:randn(c.shape), c))
+    r.grad_weight, r.grad_bias = m.grad_weight, m.grad_bias
+    return r
+  end,
+}
+
+reg {
+  name = "softmax",
+  covers = { "facet_softmax_forward", "facet_softmax_backward" },
+  strided = false,
+  tol = { rtol = 1e-5, atol = 1e-6, mtol = 1e-6 },
+  cases = {
+    { label = "attention scores", shape = { 2, 4, 12, 12 } },
+    { label = "rows of 3", shape = { 100, 3 } },
+    { label = "rows of 700: a block loops", shape = { 3, 700 }, scale = 10 },
+    half_case({ label = "attention scores (widened)", shape = { 2, 4, 12, 12 } }, "bfloat16"),
+  },
+  run = function(c, ctx)
+    local m = nn.Softmax()
+    m:to(ctx.device)
+    local x = to_dtype(ctx:randn(c.shape, 0, c.scale or 3), c)
+    local out = m:forward(x)
+    local gx = m:backward(x, to_dtype(ctx:randn(c.shape), c))
+    return { out = out, grad_x = gx }
+  end,
+}
+
+-- ReLU6 is one more activation of facet_activation_forward/backward (covered
+-- by "activation"); its cases, natively in 16 bits too
+reg {
+  name = "relu6",
+  covers = {},
+  strided = false,
+  tol = { rtol = 1e-6, atol = 1e-7, mtol = 0 },
+  cases = {
+    { shape = { 4, 5, 6, 7 } },
+    { shape = { 129, 300 } },
+    half_case({ shape = { 37, 65 } }, "bfloat16"),
+    half_case({ shape = { 4, 5, 6, 7 } }, "float16"),
+  },
+  run = function(c, ctx)
+    local m = nn.ReLU6()
+    m:to(ctx.device)
+    local x = to_dtype(ctx:randn(c.shape, 2, 5), c)
+    local out = m:forward(x)
+    return { out = out, grad_x = m:backward(x, to_dtype(ctx:randn(c.shape), c)) }
+  end,
+}
+
+-- the ViT's multi-head self-attention as one module: qkv GEMM, the head split
+-- (facet_tensor_permute), batched GEMMs over B * heads, the softmax, the head
+-- merge and the projection, forward and backward (its C functions are covered
+-- by their own entries)
+reg {
+  name = "multihead_attention",
+  covers = {},
+  strided = false,
+  tol = { rtol = 1e-4, atol = 1e-5, mtol = 1e-5 },
+  cases = {
+    { label = "B 2, N 9, dim 16, 4 heads", B = 2, N = 9, D = 16, heads = 4 },
+    { label = "B 3, N 20, dim 24, 8 heads, qkv bias", B = 3, N = 20, D = 24, heads = 8, bias = true },
+    half_case({ label = "B 2, N 9, dim 16, 2 heads (widened)", B = 2, N = 9, D = 16, heads = 2 }, "bfloat16"),
+  },
+  run = function(c, ctx)
+    local m = nn.MultiheadAttention(c.D, c.heads, { qkv_bias = c.bias })
+    m:to(ctx.device)
+    local qkv, proj = m.modules[1], m.modules[2]
+    qkv.weight:copy(ctx:randn({ 3 * c.D, c.D }, 0, 0.3))
+    proj.weight:copy(ctx:randn({ c.D, c.D }, 0, 0.3))
+    proj.bias:copy(ctx:randn({ c.D }, 0, 0.1))
+    if qkv.bias then qkv.bias:copy(ctx:randn({ 3 * c.D }, 0, 0.1)) end
+    local shape = { c.B, c.N, c.D }
+    local x = to_dtype(ctx:randn(shape), c)
+    m:zero_grad()
+    local out = m:forward(x)
+    local gx = m:backward(x, to_dtype(ctx:randn(shape), c))
+    return { out = out, grad_x = gx, grad_qkv = qkv.grad_weight, grad_proj = proj.grad_weight,
+      grad_proj_bias = proj.grad_bias }
+  end,
+}
+
 -- ---- optimizer updates ------------------------------------------------------------------------------
 
 -- a fused head's update: Head:sgd_step at this commit; facet.optim.sgd where

@@ -3,6 +3,8 @@
 --   facet.models.mobilefacenet{ arch = "2018"|"mbf", emb = 512, size = 112 }
 --   facet.models.convnet{ in_channels = 1, size = 28, emb = 128 }
 --   facet.models.attentionnet_irse{ stages = { 1, 1, 1 }, se = true, emb = 512, size = 112, dropout = 0.4 }
+--   facet.models.vit{ variant = "t"|"s"|"b"|"l" (or arcface_torch's vit_* names), emb = 512, size = 112,
+--                     drop_path, mask_ratio, dropout = 0, dim, depth, heads }
 --   facet.models.build(name, opts): one of them by name (the command line's and
 --   the recipes' --model); an unknown name or option is an error that lists the choices.
 -- Each backbone checks its own options too (names and values: facet.check),
@@ -41,6 +43,7 @@ M.iresnet = described("iresnet", require "facet.models.iresnet")
 M.mobilefacenet = described("mobilefacenet", require "facet.models.mobilefacenet")
 M.convnet = described("convnet", require "facet.models.convnet")
 M.attentionnet_irse = described("attentionnet_irse", require "facet.models.attentionnet")
+M.vit = described("vit", require "facet.models.vit")
 
 -- the options each backbone takes
 local OPTIONS = {
@@ -48,6 +51,7 @@ local OPTIONS = {
   mobilefacenet = { "arch", "emb", "size" },
   convnet = { "in_channels", "size", "emb" },
   attentionnet_irse = { "stages", "se", "emb", "size", "dropout" },
+  vit = { "variant", "emb", "size", "drop_path", "mask_ratio", "dropout", "dim", "depth", "heads" },
 }
 
 --- The names build knows, sorted.

@@ -1,4 +1,4 @@
---- facet.nn.ReLU, Sigmoid, Tanh and PReLU(channels [, init = 0.25]): the
+--- facet.nn.ReLU, ReLU6, Sigmoid, Tanh and PReLU(channels [, init = 0.25]): the
 -- activations of facet_activation_forward/backward (PReLU's slope is per
 -- channel, dim 2 of the input, and is a parameter that optimizers may leave
 -- out of weight decay). The input may be float32, float16 or bfloat16: the
@@ -60,6 +60,7 @@ local function make(name, act)
 end
 
 make("ReLU", C.FACET_ACTIVATION_RELU)
+make("ReLU6", C.FACET_ACTIVATION_RELU6)
 make("Sigmoid", C.FACET_ACTIVATION_SIGMOID)
 make("Tanh", C.FACET_ACTIVATION_TANH)
 make("PReLU", C.FACET_ACTIVATION_PRELU)

@@ -16,6 +16,11 @@ for k, v in pairs(require "facet.nn.Pool") do nn[k] = v end
 nn.Upsample = require "facet.nn.Upsample"
 nn.SE = require "facet.nn.SE"
 nn.Attention = require "facet.nn.Attention"
+nn.LayerNorm = require "facet.nn.LayerNorm"
+nn.Softmax = require "facet.nn.Softmax"
+nn.MultiheadAttention = require "facet.nn.MultiheadAttention"
+nn.DropPath = require "facet.nn.DropPath"
+for k, v in pairs(require "facet.nn.Tokens") do nn[k] = v end
 nn.summary = require "facet.nn.summary"
 
 -- m.forward(x) for m:forward(x) is a clear error (facet.check.methods)
