@@ -76,7 +76,7 @@ def magface_loss(x, W, y):
     m = (u_m - l_m) / (u_a - l_a) * (a - l_a) + l_m
     cos = F.linear(F.normalize(x), F.normalize(W)).clamp(-1, 1)
     cos_m = cos * torch.cos(m) - torch.sqrt(1.0 - cos * cos) * torch.sin(m)
-    cos_m = torch.where(cos > torch.cos(math.pi - m), cos_m, cos - torch.sin(math.pi - m) * m)
+    cos_m = torch.where(cos > 0, cos_m, cos)     # easy_margin, as its authors train (facet's default)
     onehot = torch.zeros_like(cos).scatter_(1, y[:, None], 1.0)
     z = s * (onehot * cos_m + (1.0 - onehot) * cos)
     return F.cross_entropy(z, y) + lambda_g * (a / u_a ** 2 + 1.0 / a).mean()

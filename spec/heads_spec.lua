@@ -129,7 +129,7 @@ describe("heads against the reference, with finite-difference gradients", functi
     { "adaface", { s = 8, momentum = 1, h = 1, m = 0.6 } },
     -- the norms of these rows (about 1.5 to 3.5) inside [l_a, u_a], then partly outside (no gradient there)
     { "magface", { s = 8, l_a = 1, u_a = 4 } },
-    { "magface", { s = 8, l_a = 2, u_a = 3, l_m = 0.2, u_m = 0.9, lambda_g = 5 } },
+    { "magface", { s = 8, l_a = 2, u_a = 3, l_m = 0.2, u_m = 0.9, lambda_g = 5, easy_margin = false } },
   }
   for n, case in ipairs(cases) do
     local desc = {}
@@ -453,19 +453,22 @@ describe("AdaFace", function()
 end)
 
 describe("MagFace", function()
-  H.it("matches the authors' formulation in PyTorch (spec/support/magface_torch.py): loss, dL/dx, dL/dW", function()
+  H.it("matches the authors' formulation in PyTorch (spec/support/magface_torch.py): loss, dL/dx, dL/dW, " ..
+    "with easy_margin (the default, as they train) and without", function()
     if not HAVE_TORCH then return pending("needs torch in " .. F.PYTHON) end
     local K, D, B = 13, 8, 10
     local W = facet.randn({ K, D }, { seed = 81 })
-    local head = facet.heads.new("magface", { classes = K, dim = D, s = 16 })
-    against_torch(head, W, function(step)
-      -- norms from 6 to 141: below l_a = 10, inside, and above u_a = 110 (none on a bound, where float32
-      -- and float64 may fall on different sides of the clamp)
-      local y, scale = labels_of(B, K, step), {}
-      for i = 1, B do scale[i] = { 6 + 15 * ((i * 3 + step) % 10) } end
-      local x = facet.randn({ B, D }, { seed = 90 + step }):mul(0.8):add(W:index_select(y:add(1)):mul(step / 2))
-      return x:l2_normalize(1e-12):mul(facet.tensor(scale)), y
-    end, "magface_torch.py 16 10 110 0.45 0.8 35", function() end)
+    for _, easy in ipairs { true, false } do
+      local head = facet.heads.new("magface", { classes = K, dim = D, s = 16, easy_margin = easy })
+      against_torch(head, W, function(step)
+        -- norms from 6 to 141: below l_a = 10, inside, and above u_a = 110 (none on a bound, where float32
+        -- and float64 may fall on different sides of the clamp)
+        local y, scale = labels_of(B, K, step), {}
+        for i = 1, B do scale[i] = { 6 + 15 * ((i * 3 + step) % 10) } end
+        local x = facet.randn({ B, D }, { seed = 90 + step }):mul(0.8):add(W:index_select(y:add(1)):mul(step / 2))
+        return x:l2_normalize(1e-12):mul(facet.tensor(scale)), y
+      end, "magface_torch.py 16 10 110 0.45 0.8 35 " .. (easy and 1 or 0), function() end)
+    end
   end)
 
   it("checks its options: 0 < l_a < u_a, 0 <= l_m <= u_m, lambda_g >= 0, no scripted margin", function()

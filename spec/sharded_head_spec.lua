@@ -209,6 +209,15 @@ describe("sharded heads", function()
     compare("a-softmax", { lambda = 2 }, 9, 2, { 3, 3 })
   end)
 
+  it("do so for MagFace with its norms inside [l_a, u_a]: the gradient through each rank's rows' norms", function()
+    -- the rows' norms (about 1 to 4) inside the range, so every part of dL/d||x|| is live
+    compare("magface", { l_a = 1, u_a = 4 }, 11, 2, { 3, 3 })
+    compare("magface", { l_a = 1, u_a = 4, easy_margin = false }, 11, 3, { 3, 1, 2 })
+    compare("magface", { l_a = 1, u_a = 4, l_m = 0.1, u_m = 1.2, lambda_g = 5 }, 11, 3, { 2, 2, 2 },
+      function(i) return (i * 3) % 8 end)
+    compare("magface", { l_a = 1, u_a = 4, fused = true }, 11, 3, { 1, 4, 2 })
+  end)
+
   it("take ranks with different batch sizes (dL/dx goes back by allreduce)", function()
     compare("hm-am", { keep = 0.5 }, 11, 3, { 3, 1, 2 })
     compare("mv-am", {}, 11, 2, { 1, 4 })

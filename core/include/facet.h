@@ -417,7 +417,8 @@ enum facet_head_margin {
                                         * f = cos(clip(acos(c') - m3 z_i, e, pi - e)) - m3 (1 + z_i),
                                         * c' = clamp(c, -1 + e, 1 - e), e = 1e-3 */
     FACET_HEAD_MARGIN_MAGFACE = 6,     /* per row, with m_i = rows[i, FACET_HEAD_ROW_NORM] (MagFace):
-                                        * f = cos(theta + m_i); c - m_i sin(m_i) once c <= cos(pi - m_i) */
+                                        * f = cos(theta + m_i); c - m_i sin(m_i) once c <= cos(pi - m_i);
+                                        * with EASY_MARGIN f = c where c <= 0 */
     FACET_HEAD_MARGIN_COUNT = 7
 };
 

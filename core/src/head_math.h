@@ -177,9 +177,13 @@ FACET_HD void facet_margin(const struct facet_head_params *p, float c, float rz,
     *dm = 0.0f;
     switch (p->margin) {
     case FACET_HEAD_MARGIN_MAGFACE: {
-        /* arc with the row's margin; the fallback past theta + m = pi as MagFace's code */
+        /* arc with the row's margin; with easy_margin (its authors' runs)
+         * none where c <= 0, else the fallback past theta + m = pi */
         const float m = rz, cm = cosf(m), sm = sinf(m);
-        if (c > -cm) {
+        if (p->easy_margin && c <= 0.0f) {
+            *f = c;
+            *df = 1.0f;
+        } else if (c > -cm) {
             const float sn = sqrtf(fmaxf(1.0f - c * c, 0.0f));
             *f = c * cm - sn * sm;
             *df = cm + c * sm / facet_sin_of_cos(c);
@@ -316,7 +320,7 @@ FACET_HD float facet_magface_a(const struct facet_head_params *p, float n)
 
 FACET_HD float facet_magface_margin(const struct facet_head_params *p, float a)
 {
-    return p->l_m + (p->u_m - p->l_m) * ((a - p->l_a) / (p->u_a - p->l_a));
+    return facet_add_rn(p->l_m, facet_mul_rn(p->u_m - p->l_m, (a - p->l_a) / (p->u_a - p->l_a)));
 }
 
 FACET_HD float facet_magface_extra(const struct facet_head_params *p, float a)

@@ -122,11 +122,12 @@ function R.adaface_margin(cfg, c, z)
 end
 
 --- MagFace's target: arc with the margin of the row's norm n clamped to
--- [l_a, u_a], mapped linearly onto [l_m, u_m]; past theta + m = pi the
--- fallback c - m sin m of its authors' code.
+-- [l_a, u_a], mapped linearly onto [l_m, u_m]; with easy_margin none where
+-- c <= 0, else past theta + m = pi the fallback c - m sin m of its authors' code.
 function R.magface_margin(cfg, c, n)
   local a = math.max(cfg.l_a, math.min(cfg.u_a, n))
   local m = cfg.l_m + (cfg.u_m - cfg.l_m) * (a - cfg.l_a) / (cfg.u_a - cfg.l_a)
+  if cfg.easy_margin and c <= 0 then return c end
   if c > math.cos(math.pi - m) then return math.cos(math.acos(c) + m) end
   return c - m * math.sin(m)
 end

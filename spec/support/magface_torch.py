@@ -4,9 +4,10 @@ formulates it, for spec/heads_spec.lua: the embedding's norm a, clamped to
 m = l_m + (u_m - l_m) (a - l_a) / (u_a - l_a); the target's cosine becomes
 cos(theta + m), or c - m sin(m) once c <= cos(pi - m); logits times s; the
 loss is the mean cross-entropy plus lambda_g times the mean of
-g(a) = 1 / a + a / u_a^2; autograd for the gradients.
+g(a) = 1 / a + a / u_a^2; autograd for the gradients. EASY 1: easy_margin,
+as the authors train (no margin where c <= 0); 0: the threshold fallback.
 
-usage: magface_torch.py DIR STEPS S L_A U_A L_M U_M LAMBDA_G
+usage: magface_torch.py DIR STEPS S L_A U_A L_M U_M LAMBDA_G EASY
 DIR holds w.npy (K x D) and x1.npy, y1.npy, ... (B x D float32, B int64);
 writes out1.npy = [loss], dx1.npy, dw1.npy (float32, computed in float64)
 for each step (W does not change between steps).
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 
-def step(x, w, y, s, l_a, u_a, l_m, u_m, lambda_g):
+def step(x, w, y, s, l_a, u_a, l_m, u_m, lambda_g, easy):
     x = x.clone().requires_grad_(True)
     w = w.clone().requires_grad_(True)
     a = torch.norm(x, dim=1, keepdim=True).clamp(l_a, u_a)
@@ -26,7 +27,10 @@ def step(x, w, y, s, l_a, u_a, l_m, u_m, lambda_g):
     cos = (torch.nn.functional.normalize(x) @ torch.nn.functional.normalize(w, dim=1).t()).clamp(-1, 1)
     sin = torch.sqrt(1.0 - cos * cos)
     cos_m = cos * torch.cos(m) - sin * torch.sin(m)
-    cos_m = torch.where(cos > torch.cos(math.pi - m), cos_m, cos - torch.sin(math.pi - m) * m)
+    if easy:
+        cos_m = torch.where(cos > 0, cos_m, cos)
+    else:
+        cos_m = torch.where(cos > torch.cos(math.pi - m), cos_m, cos - torch.sin(math.pi - m) * m)
     onehot = torch.zeros_like(cos).scatter_(1, y.view(-1, 1), 1.0)
     logits = s * (onehot * cos_m + (1.0 - onehot) * cos)
     g = 1.0 / (u_a ** 2) * a + 1.0 / a
@@ -38,12 +42,13 @@ def step(x, w, y, s, l_a, u_a, l_m, u_m, lambda_g):
 def main():
     d, steps = sys.argv[1], int(sys.argv[2])
     s, l_a, u_a, l_m, u_m, lambda_g = (float(v) for v in sys.argv[3:9])
+    easy = sys.argv[9] == "1"
     torch.set_default_dtype(torch.float64)
     w = torch.from_numpy(np.load(f"{d}/w.npy").astype(np.float64))
     for i in range(1, steps + 1):
         x = torch.from_numpy(np.load(f"{d}/x{i}.npy").astype(np.float64))
         y = torch.from_numpy(np.load(f"{d}/y{i}.npy").astype(np.int64))
-        loss, dx, dw = step(x, w, y, s, l_a, u_a, l_m, u_m, lambda_g)
+        loss, dx, dw = step(x, w, y, s, l_a, u_a, l_m, u_m, lambda_g, easy)
         np.save(f"{d}/out{i}.npy", np.array([loss], dtype=np.float32))
         np.save(f"{d}/dx{i}.npy", dx.numpy().astype(np.float32))
         np.save(f"{d}/dw{i}.npy", dw.numpy().astype(np.float32))

@@ -56,7 +56,10 @@ local function accepted(cfg)
   if cfg.kind == "cosine" and cfg.margin ~= "adaface" and cfg.margin ~= "magface" and cfg.h ~= "curricular" then
     a.margin = true
   end
-  if cfg.margin == "magface" then for _, e in ipairs(MAGFACE) do a[e[1]] = true end end
+  if cfg.margin == "magface" then
+    for _, e in ipairs(MAGFACE) do a[e[1]] = true end
+    a.easy_margin = true
+  end
   if cfg.margin == "adaface" then a.m, a.h, a.momentum = true, true, true end
   if cfg.kind == "l2" then a.alpha, a.learn_alpha = true, true end
   if cfg.margin == "am" or cfg.margin == "arc" then a.m = true end
@@ -186,8 +189,14 @@ function Head.new(cfg, opts, block)
       self[k] = valid.number(name, "option " .. k, opts[k], spec)
       set(e[3], self[k])
     end
-    -- a default may fall on the wrong side of a given bound
-    if not (self.u_a > self.l_a) then valid.fail(name, ("u_a (%g) must be above l_a (%g)"):format(self.u_a, self.l_a)) end
+    -- its authors train with easy_margin (no margin where cos theta_y <= 0)
+    self.easy_margin = valid.boolean(name, "easy_margin", opts.easy_margin, true)
+    set(C.FACET_HEAD_PARAM_EASY_MARGIN, self.easy_margin and 1 or 0)
+    -- a default may fall on the wrong side of a given bound, and the C head keeps float32
+    local function f32(v) return tonumber(ffi.new("float", v)) end
+    if not (f32(self.u_a) > f32(self.l_a)) then
+      valid.fail(name, ("u_a (%.9g) must be above l_a (%.9g) in float32"):format(self.u_a, self.l_a))
+    end
     if not (self.u_m >= self.l_m) then
       valid.fail(name, ("u_m (%g) must be at least l_m (%g)"):format(self.u_m, self.l_m))
     end
