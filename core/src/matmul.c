@@ -7,6 +7,9 @@
  */
 #include "internal.h"
 
+/* a batched CPU product under this many flops runs one product a thread (matmul below) */
+#define SMALL_GEMM_FLOPS 16777216.0
+
 /* The last two dims of t as a BLAS operand: *trans flips when the matrix is
  * stored column-major; *ld is the leading dimension. 0 if expressible. */
 static int blas_layout(const facet_tensor *t, int *trans, int64_t *ld)
@@ -130,9 +133,23 @@ int facet_tensor_matmul(facet_tensor *out, const facet_tensor *a, const facet_te
         } else if (out->device == FACET_DEVICE_CUDA) {
             rc = facet_cuda_sgemm(ta, tb, m, n, k, alpha, ap, lda, sa, bp, ldb, sb, beta, cp, ldc, sc, batch);
         } else {
-            for (int64_t i = 0; i < batch && !rc; i++)
-                rc = facet_blas_sgemm(ta, tb, m, n, k, alpha, ap + i * sa, lda, bp + i * sb, ldb, beta,
-                                      cp + i * sc, ldc);
+            /* the first product alone: it checks what every one of them would */
+            rc = facet_blas_sgemm(ta, tb, m, n, k, alpha, ap, lda, bp, ldb, beta, cp, ldc);
+            /* many small products (a transformer's per-head attention): one
+             * thread each; OpenBLAS's OpenMP build runs single-threaded inside
+             * the region, and each product is the same whole-k sum as alone.
+             * Large ones take OpenBLAS's own threads one at a time. */
+            const int nt = facet_threads();
+            if (!rc && batch > 1 && nt > 1 && 2.0 * (double)m * (double)n * (double)k < SMALL_GEMM_FLOPS) {
+                #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+                for (int64_t i = 1; i < batch; i++)
+                    (void)facet_blas_sgemm(ta, tb, m, n, k, alpha, ap + i * sa, lda, bp + i * sb, ldb, beta,
+                                           cp + i * sc, ldc);
+            } else {
+                for (int64_t i = 1; i < batch && !rc; i++)
+                    rc = facet_blas_sgemm(ta, tb, m, n, k, alpha, ap + i * sa, lda, bp + i * sb, ldb, beta,
+                                          cp + i * sc, ldc);
+            }
         }
     }
     facet_tensor_free(pa);
