@@ -30,6 +30,7 @@ local SETTINGS = {
       return nil, ("--model must be one of %s, got '%s'"):format(table.concat(facet.models.names, ", "), v)
     end },
   { "depth", "iresnet depth (18, 34, 50, 100)", nil, int("--depth", 18, 200) },
+  { "variant", "vit variant: t, s, b, l or arcface_torch's name (vit_t, vit_b_dp005_mask_005 ...; default t)" },
   { "emb", "embedding size", "512", int("--emb", 1, 65536) },
   { "size", "input size (aligned crops are 112 x 112)", "112", int("--size", 16, 4096) },
   { "head", "loss head: " .. table.concat(facet.heads.names(), ", "), "mv-am",
@@ -132,6 +133,7 @@ for k, v in pairs(type(config.eval) == "table" and config.eval or {}) do a.eval[
 for _, kv in ipairs(pairs_of(cli.eval, "--eval")) do a.eval[kv[1]] = kv[2] end
 if not a.data then p:error("--data is required (on the command line or in --config)") end
 if a.depth and a.model ~= "iresnet" then p:error("--depth is for --model iresnet") end
+if a.variant and a.model ~= "vit" then p:error("--variant is for --model vit") end
 
 local ok_dist, dist = pcall(recipe.dist, cli)
 if not ok_dist then p:error(dist) end
@@ -205,7 +207,7 @@ if root then assert(sys.write_atomic(a.out .. "/config.lua", table.concat(lines,
 
 facet.manual_seed(a.seed)
 local device = cli.cuda and "cuda" or "cpu"
-local net = facet.models.build(a.model, { emb = a.emb, size = a.size, depth = a.depth,
+local net = facet.models.build(a.model, { emb = a.emb, size = a.size, depth = a.depth, variant = a.variant,
   in_channels = a.model == "convnet" and 3 or nil })   -- the loader gives RGB
 local head_opts = { classes = classes, dim = a.emb, device = device, seed = a.seed }
 if facet.dist.size() > 1 then head_opts.shard = true end   -- each rank holds its block of the classes

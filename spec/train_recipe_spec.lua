@@ -175,6 +175,25 @@ describe("recipes/train.lua", function()
     assert.are.same(net:forward(x):totable(), model:forward(x):totable())
   end)
 
+  it("a ViT saved with facet.save comes back with its variant and depth; --variant and --depth override them", function()
+    facet.manual_seed(6)
+    local net = facet.models.vit { variant = "s", depth = 1, emb = 16 }
+    facet.save(net, tmp("vit.safetensors"))
+    local backbone = require "facet.backbone"
+    local model, spec = backbone.load(facet, { checkpoint = tmp("vit.safetensors") })
+    assert.are.same({ name = "vit", opts = { variant = "s", depth = 1, emb = 16, size = 112 } }, spec)
+    local x = facet.randn({ 2, 3, 112, 112 }, { seed = 1 })
+    net:evaluate()
+    assert.are.same(net:forward(x):totable(), model:forward(x):totable())
+    -- another variant's shapes disagree with the file: a clear refusal
+    for _, o in ipairs { { variant = "t", want = "shape" }, { depth = 2, want = "blocks.1" } } do
+      local ok, err = pcall(backbone.load, facet, { checkpoint = tmp("vit.safetensors"), variant = o.variant,
+        depth = o.depth })
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(o.want, 1, true), tostring(err))
+    end
+  end)
+
   local mistakes = {
     { "--data /nonexistent/faces", "--data /nonexistent/faces is neither a folder, a list file nor a .rec" },
     { "", "--data is required" },
@@ -183,6 +202,7 @@ describe("recipes/train.lua", function()
     { "--data . --batch 0", "--batch must be an integer" },
     { "--data . --head-opt m", "--head-opt wants NAME=VALUE, got 'm'" },
     { "--data . --model mobilefacenet --depth 50", "--depth is for --model iresnet" },
+    { "--data . --model iresnet --variant b", "--variant is for --model vit" },
     { "--data . --precision fp8", "--precision must be fp32, bf16 or fp16, got 'fp8'" },
   }
   for _, m in ipairs(mistakes) do

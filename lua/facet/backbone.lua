@@ -17,7 +17,7 @@ local M = {}
 
 -- the flags and the build option each sets
 local FLAGS = { { "depth", "depth" }, { "se", "se" }, { "emb", "emb" }, { "size", "size" },
-  { "in_channels", "in_channels" }, { "arch", "arch" } }
+  { "in_channels", "in_channels" }, { "arch", "arch" }, { "variant", "variant" } }
 
 --- Declares the checkpoint argument and the backbone options on an argparse
 -- command (no defaults: what is not given comes from the file); optional:
@@ -26,7 +26,7 @@ function M.options(cmd, optional)
   local arg = cmd:argument("checkpoint", "A facet checkpoint (a run's checkpoint directory or one step-NNNNNNNN " ..
     "directory), a .safetensors or a PyTorch .pth of the backbone.")
   if optional then arg:args("?") end
-  cmd:option("--model", "Backbone: iresnet, mobilefacenet, convnet or attentionnet_irse (default: the " ..
+  cmd:option("--model", "Backbone: iresnet, mobilefacenet, convnet, attentionnet_irse or vit (default: the " ..
     "checkpoint's, else iresnet).")
   cmd:option("--depth", "IResNet depth (default: the checkpoint's, else 50)."):convert(check.flag("--depth",
     { integer = true, min = 1 }))
@@ -38,6 +38,7 @@ function M.options(cmd, optional)
   cmd:option("--in-channels", "Input channels of convnet (default: the checkpoint's, else 3)."):convert(
     check.flag("--in-channels", { integer = true, min = 1 }))
   cmd:option("--arch", "mobilefacenet's design: 2018 or mbf (arcface_torch's)."):choices { "2018", "mbf" }
+  cmd:option("--variant", "vit's variant: t, s, b, l or arcface_torch's name (default: the checkpoint's, else t).")
 end
 
 --- How the file at path says its backbone was built ({ name, opts }), and
@@ -82,7 +83,8 @@ function M.load(facet, o)
     local v = o[f[1]]
     if v ~= nil then opts[f[2]] = f[1] == "se" and true or tonumber(v) or v end
   end
-  if name ~= "iresnet" then opts.depth = nil end
+  if name ~= "iresnet" and name ~= "vit" then opts.depth = nil end     -- a ViT's depth: its blocks
+  if name ~= "vit" then opts.variant = nil end
   if name ~= "convnet" then opts.in_channels = nil end
   if name ~= "mobilefacenet" then opts.arch = nil end
   if name ~= "iresnet" and name ~= "attentionnet_irse" then opts.se = nil end
