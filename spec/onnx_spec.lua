@@ -1,7 +1,8 @@
 --- facet.export_onnx: the exported graph runs in onnxruntime (installed by
 -- tools/onnxruntime.sh into build/onnxruntime) and gives the model's own
 -- outputs on random inputs; Debian's onnx checker accepts every file; the
--- protobuf writer's bytes against hand-computed encodings; errors.
+-- protobuf writer's bytes against hand-computed encodings; errors. The ViT
+-- layers too, and `facet export` on a saved ViT.
 local ffi = require "ffi"
 local F = require "support.files"
 local facet = require "facet"
@@ -9,9 +10,11 @@ local proto = require "facet.onnx.proto"
 local nn = facet.nn
 
 local PY = F.PY
+local RUN = "luajit bin/facet "
 
--- random BN statistics and affine parameters and PReLU slopes, so that
--- folding and every per-channel constant are exercised (found by module type)
+-- random BN statistics and affine parameters, PReLU slopes, LayerNorm weights and
+-- biases and Linear biases, so that folding and every per-channel constant are
+-- exercised (found by module type)
 local function randomize(m)
   if m.running_mean then
     m.running_mean:copy(facet.randn(m.running_mean:shape(), { std = 0.1 }))
@@ -22,6 +25,11 @@ local function randomize(m)
     end
   end
   if m.slope then m.slope:copy(facet.rand(m.slope:shape(), { low = 0, high = 0.5 })) end
+  if m.__name == "LayerNorm" and m.affine then
+    m.weight:copy(facet.rand(m.weight:shape(), { low = 0.5, high = 1.5 }))
+    m.bias:copy(facet.randn(m.bias:shape(), { std = 0.1 }))
+  end
+  if m.__name == "Linear" and m.bias then m.bias:copy(facet.randn(m.bias:shape(), { std = 0.1 })) end
   for _, c in ipairs(m:children()) do randomize(c) end
 end
 
@@ -55,17 +63,18 @@ describe("facet.export_onnx", function()
     ort = out:match("([^\n]+)\n*$") .. "/node_modules"
   end)
 
-  -- exports model, checks the file with onnx.checker, runs it on a random
-  -- batch of 2 in onnxruntime; returns the largest difference from facet's
-  -- forward relative to facet's largest output, and the export's summary
-  local function roundtrip(model, opts, shape)
+  -- exports model (with export(model, file) when given, facet.export_onnx by
+  -- default), checks the file with onnx.checker, runs it on a random batch of 2
+  -- in onnxruntime; returns the largest difference from facet's forward (in
+  -- evaluation mode) relative to facet's largest output, and the export's summary
+  local function roundtrip(model, opts, shape, export)
     randomize(model)
     model:evaluate()
     local x = facet.randn(shape)
     local ref = model:forward(x):contiguous():totable()
     count = count + 1
     local file = path(("m%d.onnx"):format(count))
-    local info = facet.export_onnx(model, file, opts)
+    local info = (export or facet.export_onnx)(model, file, opts)
     local out, rc = F.sh(("%s -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' %s")
       :format(PY, file))
     assert.are.equal(0, rc, out)
@@ -139,6 +148,71 @@ describe("facet.export_onnx", function()
     assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
     assert.are.same({ "N", 10 }, info.output)
     assert.are.equal(1, info.folded)                          -- only the 1x1 conv's BN follows a layer it folds into
+  end)
+
+  it("vit t (depth 2, dim 32): onnxruntime gives facet's embeddings, the feature BNs folded", function()
+    if not ort then return pending(why) end
+    facet.manual_seed(6)
+    local model = facet.models.vit { variant = "t", depth = 2, dim = 32, emb = 24 }
+    local err, info = roundtrip(model, nil, { 2, 3, 112, 112 })
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    assert.are.same({ "N", 3, 112, 112 }, info.input)
+    assert.are.same({ "N", 24 }, info.output)
+    assert.are.equal(2, info.folded)                          -- feature.1 into feature.0, feature.3 into feature.2
+    assert.are.equal(model:count_parameters() - 32 - 2 * (32 + 24), info.parameters)   -- less mask_token and the BNs
+  end)
+
+  it("vit with vit_s's dims (512, 8 heads; depth 2, 27 x 27): onnxruntime gives facet's embeddings", function()
+    if not ort then return pending(why) end
+    facet.manual_seed(7)
+    local model = facet.models.vit { variant = "s", depth = 2, size = 27, emb = 64 }
+    local err, info = roundtrip(model, { size = 27 }, { 2, 3, 27, 27 })
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    assert.are.same({ "N", 64 }, info.output)
+    -- an inference graph whatever the mode: TokenMask and DropPath leave no trace in training mode either
+    local a, b = path("eval.onnx"), path("train.onnx")
+    facet.export_onnx(model:evaluate(), a, { size = 27 })
+    facet.export_onnx(model:train(), b, { size = 27 })
+    assert.is_true(F.read_file(a) == F.read_file(b))
+  end)
+
+  it("the ViT layers alone: Tokens, LayerNorm (affine or not), Rows, ReLU6, Softmax, attention with qkv bias",
+    function()
+    if not ort then return pending(why) end
+    facet.manual_seed(8)
+    local conv = nn.Conv2d(3, 8, 3, { stride = 2 })
+    conv.weight:copy(conv.weight * 20)                       -- outputs past 6 and below 0: ReLU6 clips both ends
+    local pos = nn.PosEmbed(16, 8)
+    pos.pos_embed:copy(facet.randn({ 1, 16, 8 }))
+    local model = nn.Sequential(conv, nn.ReLU6(), nn.Tokens(), nn.LayerNorm(8, { affine = false }),
+      nn.Rows(nn.Sequential(nn.Linear(8, 16), nn.ReLU6(), nn.Linear(16, 8))), nn.Softmax(),
+      nn.MultiheadAttention(8, 2, { qkv_bias = true, scale = 0.7 }), nn.LayerNorm(8, { eps = 1e-3 }),
+      pos, nn.DropPath(0.5), nn.Flatten(), nn.Linear(16 * 8, 6))
+    local pre = conv:forward(facet.randn({ 2, 3, 9, 9 })):totable()      -- on inputs drawn as roundtrip's
+    local lo, hi = 0, 0
+    for _, a in ipairs(pre) do for _, b in ipairs(a) do for _, c in ipairs(b) do for _, v in ipairs(c) do
+      lo, hi = math.min(lo, v), math.max(hi, v)
+    end end end end
+    assert.is_true(lo < 0 and hi > 6, ("conv outputs in [%g, %g]"):format(lo, hi))
+    local err, info = roundtrip(model, { size = 9 }, { 2, 3, 9, 9 })
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    assert.are.same({ "N", 6 }, info.output)
+  end)
+
+  it("facet export writes a saved ViT (the build from its metadata, or --model vit --variant t)", function()
+    if not ort then return pending(why) end
+    facet.manual_seed(9)
+    local model = facet.models.vit { variant = "t", depth = 2, dim = 16, emb = 8, size = 36 }
+    for _, flags in ipairs { "", " --model vit --variant t" } do
+      local err = roundtrip(model, nil, { 2, 3, 36, 36 }, function(m, file)
+        facet.save(m, path("vit.safetensors"))
+        local out, rc = F.sh(RUN .. ("export %s%s -o %s"):format(path("vit.safetensors"), flags, file))
+        assert.are.equal(0, rc, out)
+        assert.truthy(out:find("model: vit{ depth = 2, dim = 16, emb = 8, size = 36, variant = t }", 1, true), out)
+        assert.truthy(out:find("input data Nx3x36x36, output embedding Nx8, 2 BN folded", 1, true), out)
+      end)
+      assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    end
   end)
 
   it("names a module without an export, and where it sits; nothing is written", function()
