@@ -97,11 +97,17 @@ describe("facet.export_onnx", function()
     return diff / big, info
   end
 
+  -- roundtrip, whose relative difference must be under 1e-4; returns the summary
+  local function matches(model, opts, shape, export)
+    local err, info = roundtrip(model, opts, shape, export)
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    return info
+  end
+
   it("iresnet18: onnxruntime gives facet's embeddings, BN folded into the convolutions", function()
     if not ort then return pending(why) end
     facet.manual_seed(1)
-    local err, info = roundtrip(facet.models.iresnet { depth = 18 }, nil, { 2, 3, 112, 112 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(facet.models.iresnet { depth = 18 }, nil, { 2, 3, 112, 112 })
     -- the stem conv, 2 convs a unit (8 units), 4 shortcut convs (every stage starts with stride 2), and the FC
     assert.are.equal(1 + 16 + 4 + 1, info.folded)
     assert.are.same({ "N", 3, 112, 112 }, info.input)
@@ -111,16 +117,14 @@ describe("facet.export_onnx", function()
   it("mobilefacenet: onnxruntime gives facet's embeddings", function()
     if not ort then return pending(why) end
     facet.manual_seed(2)
-    local err, info = roundtrip(facet.models.mobilefacenet {}, nil, { 2, 3, 112, 112 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(facet.models.mobilefacenet {}, nil, { 2, 3, 112, 112 })
     assert.are.same({ "N", 512 }, info.output)
   end)
 
   it("convnet: onnxruntime gives facet's embeddings (1 channel, 28 x 28)", function()
     if not ort then return pending(why) end
     facet.manual_seed(3)
-    local err, info = roundtrip(facet.models.convnet {}, { size = 28 }, { 2, 1, 28, 28 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(facet.models.convnet {}, { size = 28 }, { 2, 1, 28, 28 })
     assert.are.same({ "N", 1, 28, 28 }, info.input)
   end)
 
@@ -128,8 +132,7 @@ describe("facet.export_onnx", function()
     if not ort then return pending(why) end
     facet.manual_seed(4)
     local model = facet.models.attentionnet_irse { size = 32, emb = 64 }
-    local err = roundtrip(model, { size = 32 }, { 2, 3, 32, 32 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    matches(model, { size = 32 }, { 2, 3, 32, 32 })
   end)
 
   it("the other layers: pools, nearest upsampling, Concat, Mul, Tanh, BN kept, Linear without bias", function()
@@ -144,8 +147,7 @@ describe("facet.export_onnx", function()
       nn.SE(12, 4),
       nn.Add(nn.Identity(), nn.Upsample { size = { 8, 8 }, mode = "bilinear" }),
       nn.PReLU(12), nn.Dropout(0.3), nn.Flatten(), nn.Linear(12 * 64, 10, false), nn.PReLU(10), nn.BatchNorm1d(10))
-    local err, info = roundtrip(model, { size = 16 }, { 2, 3, 16, 16 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(model, { size = 16 }, { 2, 3, 16, 16 })
     assert.are.same({ "N", 10 }, info.output)
     assert.are.equal(1, info.folded)                          -- only the 1x1 conv's BN follows a layer it folds into
   end)
@@ -154,8 +156,7 @@ describe("facet.export_onnx", function()
     if not ort then return pending(why) end
     facet.manual_seed(6)
     local model = facet.models.vit { variant = "t", depth = 2, dim = 32, emb = 24 }
-    local err, info = roundtrip(model, nil, { 2, 3, 112, 112 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(model, nil, { 2, 3, 112, 112 })
     assert.are.same({ "N", 3, 112, 112 }, info.input)
     assert.are.same({ "N", 24 }, info.output)
     assert.are.equal(2, info.folded)                          -- feature.1 into feature.0, feature.3 into feature.2
@@ -166,8 +167,7 @@ describe("facet.export_onnx", function()
     if not ort then return pending(why) end
     facet.manual_seed(7)
     local model = facet.models.vit { variant = "s", depth = 2, size = 27, emb = 64 }
-    local err, info = roundtrip(model, { size = 27 }, { 2, 3, 27, 27 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(model, { size = 27 }, { 2, 3, 27, 27 })
     assert.are.same({ "N", 64 }, info.output)
     -- an inference graph whatever the mode: TokenMask and DropPath leave no trace in training mode either
     local a, b = path("eval.onnx"), path("train.onnx")
@@ -194,8 +194,7 @@ describe("facet.export_onnx", function()
       lo, hi = math.min(lo, v), math.max(hi, v)
     end end end end
     assert.is_true(lo < 0 and hi > 6, ("conv outputs in [%g, %g]"):format(lo, hi))
-    local err, info = roundtrip(model, { size = 9 }, { 2, 3, 9, 9 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(model, { size = 9 }, { 2, 3, 9, 9 })
     assert.are.same({ "N", 6 }, info.output)
   end)
 
@@ -204,14 +203,13 @@ describe("facet.export_onnx", function()
     facet.manual_seed(9)
     local model = facet.models.vit { variant = "t", depth = 2, dim = 16, emb = 8, size = 36 }
     for _, flags in ipairs { "", " --model vit --variant t" } do
-      local err = roundtrip(model, nil, { 2, 3, 36, 36 }, function(m, file)
+      matches(model, nil, { 2, 3, 36, 36 }, function(m, file)
         facet.save(m, path("vit.safetensors"))
         local out, rc = F.sh(RUN .. ("export %s%s -o %s"):format(path("vit.safetensors"), flags, file))
         assert.are.equal(0, rc, out)
         assert.truthy(out:find("model: vit{ depth = 2, dim = 16, emb = 8, size = 36, variant = t }", 1, true), out)
         assert.truthy(out:find("input data Nx3x36x36, output embedding Nx8, 2 BN folded", 1, true), out)
       end)
-      assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
     end
   end)
 

@@ -375,11 +375,10 @@ end
 
 -- ---- the Vision Transformer's layers -----------------------------------------------------
 
--- x's shape with its last size replaced by n
+-- shape s with its last size replaced by n
 local function with_last(s, n)
-  local r = {}
-  for i = 1, #s - 1 do r[i] = s[i] end
-  r[#s] = n
+  local r = { unpack(s) }
+  r[#r] = n
   return r
 end
 
