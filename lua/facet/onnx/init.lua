@@ -17,7 +17,12 @@
 --   Flatten -> Flatten(axis 1); Linear -> Gemm (transB); Upsample -> Resize (sizes
 --   from the input's shape: Shape, Slice, Concat); Dropout, Identity -> nothing
 --   (inference); Sequential, Residual, Add, Mul, Concat, SE, Attention -> their
---   nodes wired as their forward.
+--   nodes wired as their forward. The ViT's layers: Tokens -> Reshape, Transpose;
+--   PosEmbed -> Add; TokenMask -> its inner blocks on every token and DropPath ->
+--   nothing (inference); Rows -> Reshape around its child; ReLU6 -> Clip(0, 6);
+--   Softmax -> Softmax (last dim); LayerNorm -> ReduceMean, Sub, Mul, Add, Sqrt,
+--   Div (LayerNormalization is opset 17); MultiheadAttention -> Gemm (its qkv
+--   and proj Linears), Reshape, Transpose, Gather, MatMul, Mul (the scale), Softmax.
 -- A module of another class is an error naming it and where it sits; add a
 -- converter to facet.onnx.converters to export one. Everything is checked and the
 -- whole graph built before the file is written (atomically).
