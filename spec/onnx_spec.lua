@@ -233,6 +233,11 @@ describe("facet.export_onnx", function()
     assert.truthy(tostring(err):find("wants 3136 features, the graph gives Nx50176", 1, true), err)
     ok, err = pcall(facet.export_onnx, model, path("a.onnx"), { size = 28, channels = 3 })
     assert.truthy(tostring(err):find("wants 1 channels, the graph gives Nx3x28x28", 1, true), err)
+    -- a ViT's position embedding fixes its token count: 27 x 27 gives 9 tokens, not 144
+    ok, err = pcall(facet.export_onnx, facet.models.vit { depth = 1, dim = 16 }, path("a.onnx"), { size = 27 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("PosEmbed(144 x 16) (module model.2) wants 144 tokens, the graph gives Nx9x16", 1,
+      true), err)
     ok, err = pcall(facet.export_onnx, model, 7)
     assert.truthy(tostring(err):find("facet.export_onnx: path must be a string, got 7", 1, true), err)
     ok, err = pcall(facet.export_onnx, {}, path("a.onnx"))
