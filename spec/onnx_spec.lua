@@ -1,7 +1,8 @@
 --- facet.export_onnx: the exported graph runs in onnxruntime (installed by
 -- tools/onnxruntime.sh into build/onnxruntime) and gives the model's own
 -- outputs on random inputs; Debian's onnx checker accepts every file; the
--- protobuf writer's bytes against hand-computed encodings; errors.
+-- protobuf writer's bytes against hand-computed encodings; errors. The ViT
+-- layers too, and `facet export` on a saved ViT.
 local ffi = require "ffi"
 local F = require "support.files"
 local facet = require "facet"
@@ -9,9 +10,11 @@ local proto = require "facet.onnx.proto"
 local nn = facet.nn
 
 local PY = F.PY
+local RUN = "luajit bin/facet "
 
--- random BN statistics and affine parameters and PReLU slopes, so that
--- folding and every per-channel constant are exercised (found by module type)
+-- random BN statistics and affine parameters, PReLU slopes, LayerNorm weights and
+-- biases and Linear biases, so that folding and every per-channel constant are
+-- exercised (found by module type)
 local function randomize(m)
   if m.running_mean then
     m.running_mean:copy(facet.randn(m.running_mean:shape(), { std = 0.1 }))
@@ -22,6 +25,11 @@ local function randomize(m)
     end
   end
   if m.slope then m.slope:copy(facet.rand(m.slope:shape(), { low = 0, high = 0.5 })) end
+  if m.__name == "LayerNorm" and m.affine then
+    m.weight:copy(facet.rand(m.weight:shape(), { low = 0.5, high = 1.5 }))
+    m.bias:copy(facet.randn(m.bias:shape(), { std = 0.1 }))
+  end
+  if m.__name == "Linear" and m.bias then m.bias:copy(facet.randn(m.bias:shape(), { std = 0.1 })) end
   for _, c in ipairs(m:children()) do randomize(c) end
 end
 
@@ -55,17 +63,18 @@ describe("facet.export_onnx", function()
     ort = out:match("([^\n]+)\n*$") .. "/node_modules"
   end)
 
-  -- exports model, checks the file with onnx.checker, runs it on a random
-  -- batch of 2 in onnxruntime; returns the largest difference from facet's
-  -- forward relative to facet's largest output, and the export's summary
-  local function roundtrip(model, opts, shape)
+  -- exports model (with export(model, file) when given, facet.export_onnx by
+  -- default), checks the file with onnx.checker, runs it on a random batch of 2
+  -- in onnxruntime; returns the largest difference from facet's forward (in
+  -- evaluation mode) relative to facet's largest output, and the export's summary
+  local function roundtrip(model, opts, shape, export)
     randomize(model)
     model:evaluate()
     local x = facet.randn(shape)
     local ref = model:forward(x):contiguous():totable()
     count = count + 1
     local file = path(("m%d.onnx"):format(count))
-    local info = facet.export_onnx(model, file, opts)
+    local info = (export or facet.export_onnx)(model, file, opts)
     local out, rc = F.sh(("%s -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' %s")
       :format(PY, file))
     assert.are.equal(0, rc, out)
@@ -88,11 +97,17 @@ describe("facet.export_onnx", function()
     return diff / big, info
   end
 
+  -- roundtrip, whose relative difference must be under 1e-4; returns the summary
+  local function matches(model, opts, shape, export)
+    local err, info = roundtrip(model, opts, shape, export)
+    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    return info
+  end
+
   it("iresnet18: onnxruntime gives facet's embeddings, BN folded into the convolutions", function()
     if not ort then return pending(why) end
     facet.manual_seed(1)
-    local err, info = roundtrip(facet.models.iresnet { depth = 18 }, nil, { 2, 3, 112, 112 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(facet.models.iresnet { depth = 18 }, nil, { 2, 3, 112, 112 })
     -- the stem conv, 2 convs a unit (8 units), 4 shortcut convs (every stage starts with stride 2), and the FC
     assert.are.equal(1 + 16 + 4 + 1, info.folded)
     assert.are.same({ "N", 3, 112, 112 }, info.input)
@@ -102,16 +117,14 @@ describe("facet.export_onnx", function()
   it("mobilefacenet: onnxruntime gives facet's embeddings", function()
     if not ort then return pending(why) end
     facet.manual_seed(2)
-    local err, info = roundtrip(facet.models.mobilefacenet {}, nil, { 2, 3, 112, 112 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(facet.models.mobilefacenet {}, nil, { 2, 3, 112, 112 })
     assert.are.same({ "N", 512 }, info.output)
   end)
 
   it("convnet: onnxruntime gives facet's embeddings (1 channel, 28 x 28)", function()
     if not ort then return pending(why) end
     facet.manual_seed(3)
-    local err, info = roundtrip(facet.models.convnet {}, { size = 28 }, { 2, 1, 28, 28 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(facet.models.convnet {}, { size = 28 }, { 2, 1, 28, 28 })
     assert.are.same({ "N", 1, 28, 28 }, info.input)
   end)
 
@@ -119,8 +132,7 @@ describe("facet.export_onnx", function()
     if not ort then return pending(why) end
     facet.manual_seed(4)
     local model = facet.models.attentionnet_irse { size = 32, emb = 64 }
-    local err = roundtrip(model, { size = 32 }, { 2, 3, 32, 32 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    matches(model, { size = 32 }, { 2, 3, 32, 32 })
   end)
 
   it("the other layers: pools, nearest upsampling, Concat, Mul, Tanh, BN kept, Linear without bias", function()
@@ -135,10 +147,70 @@ describe("facet.export_onnx", function()
       nn.SE(12, 4),
       nn.Add(nn.Identity(), nn.Upsample { size = { 8, 8 }, mode = "bilinear" }),
       nn.PReLU(12), nn.Dropout(0.3), nn.Flatten(), nn.Linear(12 * 64, 10, false), nn.PReLU(10), nn.BatchNorm1d(10))
-    local err, info = roundtrip(model, { size = 16 }, { 2, 3, 16, 16 })
-    assert.is_true(err < 1e-4, ("relative difference %g"):format(err))
+    local info = matches(model, { size = 16 }, { 2, 3, 16, 16 })
     assert.are.same({ "N", 10 }, info.output)
     assert.are.equal(1, info.folded)                          -- only the 1x1 conv's BN follows a layer it folds into
+  end)
+
+  it("vit t (depth 2, dim 32): onnxruntime gives facet's embeddings, the feature BNs folded", function()
+    if not ort then return pending(why) end
+    facet.manual_seed(6)
+    local model = facet.models.vit { variant = "t", depth = 2, dim = 32, emb = 24 }
+    local info = matches(model, nil, { 2, 3, 112, 112 })
+    assert.are.same({ "N", 3, 112, 112 }, info.input)
+    assert.are.same({ "N", 24 }, info.output)
+    assert.are.equal(2, info.folded)                          -- feature.1 into feature.0, feature.3 into feature.2
+    assert.are.equal(model:count_parameters() - 32 - 2 * (32 + 24), info.parameters)   -- less mask_token and the BNs
+  end)
+
+  it("vit with vit_s's dims (512, 8 heads; depth 2, 27 x 27): onnxruntime gives facet's embeddings", function()
+    if not ort then return pending(why) end
+    facet.manual_seed(7)
+    local model = facet.models.vit { variant = "s", depth = 2, size = 27, emb = 64 }
+    local info = matches(model, { size = 27 }, { 2, 3, 27, 27 })
+    assert.are.same({ "N", 64 }, info.output)
+    -- an inference graph whatever the mode: TokenMask and DropPath leave no trace in training mode either
+    local a, b = path("eval.onnx"), path("train.onnx")
+    facet.export_onnx(model:evaluate(), a, { size = 27 })
+    facet.export_onnx(model:train(), b, { size = 27 })
+    assert.is_true(F.read_file(a) == F.read_file(b))
+  end)
+
+  it("the ViT layers alone: Tokens, LayerNorm (affine or not), Rows, ReLU6, Softmax, attention with qkv bias",
+    function()
+    if not ort then return pending(why) end
+    facet.manual_seed(8)
+    local conv = nn.Conv2d(3, 8, 3, { stride = 2 })
+    conv.weight:copy(conv.weight * 20)                       -- outputs past 6 and below 0: ReLU6 clips both ends
+    local pos = nn.PosEmbed(16, 8)
+    pos.pos_embed:copy(facet.randn({ 1, 16, 8 }))
+    local model = nn.Sequential(conv, nn.ReLU6(), nn.Tokens(), nn.LayerNorm(8, { affine = false }),
+      nn.Rows(nn.Sequential(nn.Linear(8, 16), nn.ReLU6(), nn.Linear(16, 8))), nn.Softmax(),
+      nn.MultiheadAttention(8, 2, { qkv_bias = true, scale = 0.7 }), nn.LayerNorm(8, { eps = 1e-3 }),
+      pos, nn.DropPath(0.5), nn.Flatten(), nn.Linear(16 * 8, 6))
+    local pre = conv:forward(facet.randn({ 2, 3, 9, 9 })):totable()      -- on inputs drawn as roundtrip's
+    local lo, hi = 0, 0
+    for _, a in ipairs(pre) do for _, b in ipairs(a) do for _, c in ipairs(b) do for _, v in ipairs(c) do
+      lo, hi = math.min(lo, v), math.max(hi, v)
+    end end end end
+    assert.is_true(lo < 0 and hi > 6, ("conv outputs in [%g, %g]"):format(lo, hi))
+    local info = matches(model, { size = 9 }, { 2, 3, 9, 9 })
+    assert.are.same({ "N", 6 }, info.output)
+  end)
+
+  it("facet export writes a saved ViT (the build from its metadata, or --model vit --variant t)", function()
+    if not ort then return pending(why) end
+    facet.manual_seed(9)
+    local model = facet.models.vit { variant = "t", depth = 2, dim = 16, emb = 8, size = 36 }
+    for _, flags in ipairs { "", " --model vit --variant t" } do
+      matches(model, nil, { 2, 3, 36, 36 }, function(m, file)
+        facet.save(m, path("vit.safetensors"))
+        local out, rc = F.sh(RUN .. ("export %s%s -o %s"):format(path("vit.safetensors"), flags, file))
+        assert.are.equal(0, rc, out)
+        assert.truthy(out:find("model: vit{ depth = 2, dim = 16, emb = 8, size = 36, variant = t }", 1, true), out)
+        assert.truthy(out:find("input data Nx3x36x36, output embedding Nx8, 2 BN folded", 1, true), out)
+      end)
+    end
   end)
 
   it("names a module without an export, and where it sits; nothing is written", function()
@@ -161,6 +233,11 @@ describe("facet.export_onnx", function()
     assert.truthy(tostring(err):find("wants 3136 features, the graph gives Nx50176", 1, true), err)
     ok, err = pcall(facet.export_onnx, model, path("a.onnx"), { size = 28, channels = 3 })
     assert.truthy(tostring(err):find("wants 1 channels, the graph gives Nx3x28x28", 1, true), err)
+    -- a ViT's position embedding fixes its token count: 27 x 27 gives 9 tokens, not 144
+    ok, err = pcall(facet.export_onnx, facet.models.vit { depth = 1, dim = 16 }, path("a.onnx"), { size = 27 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("PosEmbed(144 x 16) (module model.2) wants 144 tokens, the graph gives Nx9x16", 1,
+      true), err)
     ok, err = pcall(facet.export_onnx, model, 7)
     assert.truthy(tostring(err):find("facet.export_onnx: path must be a string, got 7", 1, true), err)
     ok, err = pcall(facet.export_onnx, {}, path("a.onnx"))

@@ -17,7 +17,12 @@
 --   Flatten -> Flatten(axis 1); Linear -> Gemm (transB); Upsample -> Resize (sizes
 --   from the input's shape: Shape, Slice, Concat); Dropout, Identity -> nothing
 --   (inference); Sequential, Residual, Add, Mul, Concat, SE, Attention -> their
---   nodes wired as their forward.
+--   nodes wired as their forward. The ViT's layers: Tokens -> Reshape, Transpose;
+--   PosEmbed -> Add; TokenMask -> its inner blocks on every token and DropPath ->
+--   nothing (inference); Rows -> Reshape around its child; ReLU6 -> Clip(0, 6);
+--   Softmax -> Softmax (last dim); LayerNorm -> ReduceMean, Sub, Mul, Add, Sqrt,
+--   Div (LayerNormalization is opset 17); MultiheadAttention -> Gemm (its qkv
+--   and proj Linears), Reshape, Transpose, Gather, MatMul, Mul (the scale), Softmax.
 -- A module of another class is an error naming it and where it sits; add a
 -- converter to facet.onnx.converters to export one. Everything is checked and the
 -- whole graph built before the file is written (atomically).
@@ -371,6 +376,134 @@ C.Attention = function(G, m, x, where)
   local mk = convert(G, k[5], G:op("Add", { u, t }, nil, t.shape), where .. ".5")
   local gated = G:op("Mul", { G:op("Add", { mk, G:constant("one", {}, { 1 }) }, nil, mk.shape), t }, nil, t.shape)
   return convert(G, k[6], gated, where .. ".6")
+end
+
+-- ---- the Vision Transformer's layers -----------------------------------------------------
+
+-- shape s with its last size replaced by n
+local function with_last(s, n)
+  local r = { unpack(s) }
+  r[#r] = n
+  return r
+end
+
+-- the product of dims, a string ("N*144") when one is symbolic (for shapes and messages)
+local function product(dims)
+  local n, sym = 1, {}
+  for _, v in ipairs(dims) do
+    if type(v) == "number" then n = n * v else sym[#sym + 1] = v end
+  end
+  if #sym == 0 then return n end
+  sym[#sym + 1] = n
+  return table.concat(sym, "*")
+end
+
+-- x reshaped to shape; its one symbolic dim (the batch, or rows holding it) is -1
+-- in the target, so the graph takes any batch
+local function reshape(G, x, shape)
+  local target = {}
+  for i, v in ipairs(shape) do target[i] = type(v) == "number" and v or -1 end
+  return G:op("Reshape", { x, G:constant("shape", { #target }, target, true) }, nil, shape)
+end
+
+-- x's dims permuted (perm 0-based, as ONNX's)
+local function transpose(G, x, perm)
+  local s = {}
+  for i, p in ipairs(perm) do s[i] = x.shape[p + 1] end
+  return G:op("Transpose", { x }, { { "perm", perm } }, s)
+end
+
+-- x must be rank-D (nil: any rank >= 1) with `last` as its last size
+local function want_last(m, x, rank, last, where)
+  if rank then want_rank(m, x, rank, where) end
+  if #x.shape < 1 or x.shape[#x.shape] ~= last then
+    fail(("%s (module %s) wants ... x %d input, the graph gives %s"):format(m:describe(), where, last,
+      dims_text(x.shape)))
+  end
+end
+
+-- B x tokens x dim input of PosEmbed and TokenMask
+local function want_tokens(m, x, where)
+  want_last(m, x, 3, m.dim, where)
+  if x.shape[2] ~= m.tokens then
+    fail(("%s (module %s) wants %d tokens, the graph gives %s (is opts.size right?)"):format(m:describe(), where,
+      m.tokens, dims_text(x.shape)))
+  end
+end
+
+-- N x C x H x W -> N x (H W) x C
+C.Tokens = function(G, m, x, where)
+  want_rank(m, x, 4, where)
+  local s = x.shape
+  return transpose(G, reshape(G, x, { s[1], s[2], s[3] * s[4] }), { 0, 2, 1 })
+end
+
+C.PosEmbed = function(G, m, x, where)
+  want_tokens(m, x, where)
+  return G:op("Add", { x, G:tensor("pos_embed", m.pos_embed) }, nil, x.shape)
+end
+
+-- inference: every token goes through inner, mask_token is unused
+C.TokenMask = function(G, m, x, where)
+  want_tokens(m, x, where)
+  return convert(G, m:children()[1], x, where .. ".1")
+end
+C.DropPath = C.Identity                                  -- inference: the identity
+
+-- the child on x read as rows of its last dim, its output read back
+C.Rows = function(G, m, x, where)
+  if #x.shape < 2 then want_rank(m, x, 2, where) end
+  local s = x.shape
+  local lead = {}
+  for i = 1, #s - 1 do lead[i] = s[i] end
+  local y = convert(G, m:children()[1], reshape(G, x, { product(lead), s[#s] }), where .. ".1")
+  return reshape(G, y, with_last(s, y.shape[#y.shape]))
+end
+
+C.ReLU6 = function(G, _, x)
+  return G:op("Clip", { x, G:constant("min", {}, { 0 }), G:constant("max", {}, { 6 }) }, nil, x.shape)
+end
+
+-- over the last dim (opset 11's Softmax flattens the dims before `axis`, which is that)
+C.Softmax = function(G, m, x, where)
+  if #x.shape < 1 then want_rank(m, x, 1, where) end
+  return G:op("Softmax", { x }, { { "axis", #x.shape - 1 } }, x.shape)
+end
+
+-- opset 11 has no LayerNormalization (opset 17): (x - mean) / sqrt(var + eps)
+-- with the biased variance, then * weight + bias, as the kernel computes it
+C.LayerNorm = function(G, m, x, where)
+  want_last(m, x, nil, m.dim, where)
+  local reduce, s1 = { { "axes", { -1 } }, { "keepdims", 1 } }, with_last(x.shape, 1)
+  local d = G:op("Sub", { x, G:op("ReduceMean", { x }, reduce, s1, "ln_mean") }, nil, x.shape, "ln_centred")
+  local var = G:op("ReduceMean", { G:op("Mul", { d, d }, nil, x.shape, "ln_square") }, reduce, s1, "ln_var")
+  local std = G:op("Sqrt", { G:op("Add", { var, G:constant("ln_eps", {}, { m.eps }) }, nil, s1) }, nil, s1, "ln_std")
+  local y = G:op("Div", { d, std }, nil, x.shape, "ln_norm")
+  if not m.affine then return y end
+  y = G:op("Mul", { y, G:tensor("ln_weight", m.weight) }, nil, x.shape)
+  return G:op("Add", { y, G:tensor("ln_bias", m.bias) }, nil, x.shape, "ln_out")
+end
+
+-- B x N x dim: qkv on the token rows, split into q, k, v of B x h x N x d,
+-- softmax(q k^T * scale) v, heads joined, proj on the rows (the layer's order)
+C.MultiheadAttention = function(G, m, x, where)
+  want_last(m, x, 3, m.dim, where)
+  local B, N, D, h, d = x.shape[1], x.shape[2], m.dim, m.heads, m.head_dim
+  local kids = m:children()
+  local rows = product { B, N }
+  local qkv = convert(G, kids[1], reshape(G, x, { rows, D }), where .. ".1")
+  local split = transpose(G, reshape(G, qkv, { B, N, 3, h, d }), { 2, 0, 3, 1, 4 })     -- 3 x B x h x N x d
+  local part = {}
+  for i = 1, 3 do
+    part[i] = G:op("Gather", { split, G:constant("part", {}, { i - 1 }, true) }, { { "axis", 0 } }, { B, h, N, d },
+      ({ "q", "k", "v" })[i])
+  end
+  local scores = G:op("MatMul", { part[1], transpose(G, part[2], { 0, 1, 3, 2 }) }, nil, { B, h, N, N }, "scores")
+  scores = G:op("Mul", { scores, G:constant("scale", {}, { m.scale }) }, nil, scores.shape, "scaled")
+  local probs = G:op("Softmax", { scores }, { { "axis", 3 } }, scores.shape, "probs")
+  local ctx = transpose(G, G:op("MatMul", { probs, part[3] }, nil, { B, h, N, d }, "ctx"), { 0, 2, 1, 3 })
+  local y = convert(G, kids[2], reshape(G, ctx, { rows, D }), where .. ".2")
+  return reshape(G, y, { B, N, D })
 end
 
 -- ---- export ------------------------------------------------------------------------
