@@ -103,6 +103,10 @@ describe("ViT layers", function()
     assert.are.equal("bfloat16", yb:dtype())
     H.assert_close(H.values(yb:float()), { 0, 0.5, 3.5, 6 }, 0)
     H.assert_close(H.values(m:backward(xb, H.tensor({ 1, 1, 1, 1 }):to("bfloat16")):float()), { 0, 1, 1, 0 }, 0)
+    -- a NaN input passes its gradient on, as PyTorch's hardtanh_backward
+    local xn = H.tensor({ 0 / 0, 3 })
+    m:forward(xn)
+    assert.are.same({ 2, 2 }, H.values(m:backward(xn, H.tensor({ 2, 2 }))))
   end)
 
   H.it("MultiheadAttention: output, input and parameter gradients as arcface_torch's Attention", function()

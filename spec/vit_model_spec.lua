@@ -46,9 +46,33 @@ describe("facet.models.vit", function()
     assert.are.equal(19137792, m:count_parameters())
   end)
 
+  it("its random layers draw their own numbers: two drop paths of a block, and the blocks, differ", function()
+    local net = facet.models.vit { dim = 16, depth = 4, heads = 2, size = 27, emb = 8, drop_path = 0.5, mask_ratio = 0 }
+    net:train()
+    net:forward(facet.randn({ 16, 3, 27, 27 }, { seed = 2 }))
+    local masks = {}
+    local function visit(m)
+      if getmetatable(m) == facet.nn.DropPath and m.p > 0 then
+        local v = H.values(m.buffers.scale)
+        for i = 1, #v do v[i] = v[i] ~= 0 and 1 or 0 end
+        masks[#masks + 1] = table.concat(v)
+      end
+      for _, c in ipairs(m:children()) do visit(c) end
+    end
+    visit(net)
+    assert.are.equal(6, #masks)       -- blocks 1 to 3, two drop paths each (block 0's rate is 0)
+    local seen = {}
+    for _, s in ipairs(masks) do
+      assert.is_nil(seen[s], "two drop paths drew the same mask " .. s)
+      seen[s] = true
+    end
+    H.assert_error(function() facet.nn.DropPath(0 / 0) end, "nn.DropPath")
+  end)
+
   it("takes arcface_torch's variant names and checks its options", function()
     local m = facet.models.vit { variant = "vit_b_dp005_mask_005", dim = 16, depth = 2, heads = 2, size = 18 }
-    assert.are.equal(0.05, m.modules[3].ratio)      -- the variant's mask ratio
+    -- arcface_torch builds it with 0.05 but masks at random_masking's default 0.1: what it runs
+    assert.are.equal(0.1, m.modules[3].ratio)
     local t = facet.models.vit { variant = "vit_t_dp005_mask0", dim = 16, depth = 3, heads = 2, emb = 4, size = 27 }
     assert.are.equal(9, t.modules[3].tokens)
     assert.are.equal(0, t.modules[3].ratio)

@@ -31,7 +31,7 @@ FACET_HD float facet_act_backward(int act, float g, float x, float y, float slop
     case FACET_ACTIVATION_SIGMOID: return g * y * (1.0f - y);
     case FACET_ACTIVATION_TANH: return g * (1.0f - y * y);
     case FACET_ACTIVATION_PRELU: return x > 0.0f ? g : slope * g;
-    case FACET_ACTIVATION_RELU6: return x > 0.0f && x < 6.0f ? g : 0.0f;    /* PyTorch's hardtanh_backward */
+    case FACET_ACTIVATION_RELU6: return x <= 0.0f || x >= 6.0f ? 0.0f : g;  /* PyTorch's hardtanh_backward: NaN passes g */
     default: return g;
     }
 }

@@ -20,12 +20,14 @@ typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float a
                          const float *b, int ldb, float beta, float *c, int ldc);
 typedef void (*set_threads_fn)(int);
 typedef char *(*corename_fn)(void);
+typedef int (*parallel_fn)(void);
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static sgemm_fn blas_sgemm;
 static set_threads_fn blas_set_threads;
 static corename_fn blas_corename;
+static int blas_openmp;          /* OpenBLAS's OpenMP build: single-threaded inside a parallel region */
 static char blas_error[768];
 static char blas_path[512];
 
@@ -81,6 +83,8 @@ static void blas_load(void)
         snprintf(blas_path, sizeof blas_path, "%s", candidates[i]);
         blas_set_threads = (set_threads_fn)dlsym(h, "openblas_set_num_threads");
         blas_corename = (corename_fn)dlsym(h, "openblas_get_corename");
+        parallel_fn parallel = (parallel_fn)dlsym(h, "openblas_get_parallel");
+        blas_openmp = parallel && parallel() == 2;    /* 0 sequential, 1 pthreads, 2 OpenMP */
         if (blas_set_threads) blas_set_threads(facet_threads());
         return;
     }
@@ -94,6 +98,11 @@ static int blas_ready(const char *fn)
     pthread_once(&blas_once, blas_load);
     if (!blas_sgemm) return facet_fail(FACET_STATUS_ERR_IO, "%s: %s", fn, blas_error);
     return 0;
+}
+
+int facet_blas_nests(void)
+{
+    return blas_ready("facet_blas_nests") == 0 && blas_openmp;
 }
 
 void facet_blas_set_threads(int n)

@@ -81,6 +81,10 @@ int facet_blas_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                      float *c, int64_t ldc);
 void facet_blas_set_threads(int n);
+/* 1 when the loaded BLAS runs each call on the calling thread alone inside
+ * an OpenMP parallel region (OpenBLAS's OpenMP build), so several can run at
+ * once from facet's threads without oversubscribing */
+int facet_blas_nests(void);
 
 /* Hot loops are compiled for AVX-512 and AVX2 too, picked at load time (the
  * baseline build targets plain x86-64 so the library runs anywhere). */

@@ -136,11 +136,13 @@ int facet_tensor_matmul(facet_tensor *out, const facet_tensor *a, const facet_te
             /* the first product alone: it checks what every one of them would */
             rc = facet_blas_sgemm(ta, tb, m, n, k, alpha, ap, lda, bp, ldb, beta, cp, ldc);
             /* many small products (a transformer's per-head attention): one
-             * thread each; OpenBLAS's OpenMP build runs single-threaded inside
-             * the region, and each product is the same whole-k sum as alone.
-             * Large ones take OpenBLAS's own threads one at a time. */
+             * thread each, where OpenBLAS (its OpenMP build) runs
+             * single-threaded inside the region; each product is the same
+             * whole-k sum as alone. Large ones, or a BLAS that would start its
+             * own threads in each, take the BLAS's threads one at a time. */
             const int nt = facet_threads();
-            if (!rc && batch > 1 && nt > 1 && 2.0 * (double)m * (double)n * (double)k < SMALL_GEMM_FLOPS) {
+            if (!rc && batch > 1 && nt > 1 && 2.0 * (double)m * (double)n * (double)k < SMALL_GEMM_FLOPS &&
+                facet_blas_nests()) {
                 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
                 for (int64_t i = 1; i < batch; i++)
                     (void)facet_blas_sgemm(ta, tb, m, n, k, alpha, ap + i * sa, lda, bp + i * sb, ldb, beta,

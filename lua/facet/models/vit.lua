@@ -14,8 +14,11 @@
 --   s = vit_s                 dim 512, depth 12, drop_path 0.1, mask_ratio 0.1
 --   vit_s_dp005_mask_0        dim 512, depth 12, drop_path 0.05, mask_ratio 0
 --   b = vit_b                 dim 512, depth 24, drop_path 0.1, mask_ratio 0.1
---   vit_b_dp005_mask_005      dim 512, depth 24, drop_path 0.05, mask_ratio 0.05
---   l = vit_l_dp005_mask_005  dim 768, depth 24, drop_path 0.05, mask_ratio 0.05
+--   vit_b_dp005_mask_005      dim 512, depth 24, drop_path 0.05, mask_ratio 0.1 *
+--   l = vit_l_dp005_mask_005  dim 768, depth 24, drop_path 0.05, mask_ratio 0.1 *
+-- (* arcface_torch builds these with mask_ratio 0.05, but its forward only
+-- tests that ratio for > 0 and masks at random_masking's default, 0.1: facet
+-- masks what arcface_torch runs. An explicit mask_ratio is the ratio used.)
 -- drop_path is the last block's rate (block i gets drop_path * i / (depth - 1),
 -- as arcface_torch's linspace); dim, depth and heads override the variant's
 -- (small models for tests). Children carry arcface_torch's state_dict names
@@ -24,8 +27,10 @@
 -- are. Under mixed precision the final norm and the feature head run in
 -- float32, as arcface_torch's forward_features (self.norm(x.float())).
 -- Weights start as arcface_torch's: Linear weights, pos_embed and mask_token
--- normal with std 0.02 (the Linears' and pos_embed's clamped at 2 std, where
--- timm's trunc_normal_ redraws), biases 0, LayerNorm 1 and 0.
+-- normal with std 0.02 (its trunc_normal_ cuts at +-2 absolute, 100 std:
+-- never), biases 0, LayerNorm 1 and 0. The model's random layers (every
+-- DropPath and the token masking) share the model's random stream
+-- (Module:random_stream), so each draws its own numbers.
 local nn = require "facet.nn"
 local tensor = require "facet.tensor"
 local check = require "facet.check"
@@ -40,21 +45,19 @@ local VARIANTS = {
   vit_s = { dim = 512, depth = 12, drop_path = 0.1, mask_ratio = 0.1 },
   vit_s_dp005_mask_0 = { dim = 512, depth = 12, drop_path = 0.05, mask_ratio = 0 },
   vit_b = { dim = 512, depth = 24, drop_path = 0.1, mask_ratio = 0.1 },
-  vit_b_dp005_mask_005 = { dim = 512, depth = 24, drop_path = 0.05, mask_ratio = 0.05 },
-  vit_l_dp005_mask_005 = { dim = 768, depth = 24, drop_path = 0.05, mask_ratio = 0.05 },
+  vit_b_dp005_mask_005 = { dim = 512, depth = 24, drop_path = 0.05, mask_ratio = 0.1 },    -- as run (above)
+  vit_l_dp005_mask_005 = { dim = 768, depth = 24, drop_path = 0.05, mask_ratio = 0.1 },
 }
 local SHORT = { t = "vit_t", s = "vit_s", b = "vit_b", l = "vit_l_dp005_mask_005" }
 
--- weights drawn as arcface_torch's _init_weights: normal(0, std) within +-2 std
-local function init_normal(t, std, clamp)
-  local r = tensor.randn(t:shape()):mul(std)
-  if clamp then r = r:clamp(-2 * std, 2 * std) end
-  t:copy(r)
+-- weights drawn as arcface_torch's _init_weights: normal(0, std)
+local function init_normal(t, std)
+  t:copy(tensor.randn(t:shape()):mul(std))
 end
 
 local function linear(n_in, n_out, bias)
   local m = nn.Linear(n_in, n_out, bias)
-  init_normal(m.weight, 0.02, true)
+  init_normal(m.weight, 0.02)
   if m.bias then m.bias:zero_() end
   return m
 end
@@ -63,8 +66,8 @@ end
 -- layers sit in the block's namespace (norm1, attn, norm2, mlp)
 local function block(dim, heads, drop_path)
   local attn = nn.MultiheadAttention(dim, heads)
-  init_normal(attn.modules[1].weight, 0.02, true)
-  init_normal(attn.modules[2].weight, 0.02, true)
+  init_normal(attn.modules[1].weight, 0.02)
+  init_normal(attn.modules[2].weight, 0.02)
   attn.modules[2].bias:zero_()
   local first = nn.Sequential():add(nn.LayerNorm(dim), "norm1"):add(attn, "attn")
   local mlp = nn.Sequential():add(linear(dim, dim * MLP_RATIO), "fc1"):add(nn.ReLU6(), "act")
@@ -102,10 +105,14 @@ return function(opts)
   local dropout = check.number(NAME, "dropout", opts.dropout, { min = 0, lt = 1, default = 0 })
   local side = math.floor(size / PATCH)
   local tokens = side * side
+  if math.floor(tokens * (1 - mask_ratio)) < 1 then
+    check.fail(NAME, ("mask_ratio %g keeps no token of the %d a %d x %d input makes"):format(mask_ratio, tokens,
+      size, size))
+  end
 
   local patch = nn.Sequential():add(nn.Conv2d(3, dim, PATCH, { stride = PATCH }), "proj"):add(nn.Tokens(), "tokens")
   local pos = nn.PosEmbed(tokens, dim)
-  init_normal(pos.pos_embed, 0.02, true)
+  init_normal(pos.pos_embed, 0.02)
   local blocks = nn.Sequential()
   for i = 1, depth do
     blocks:add(block(dim, heads, depth > 1 and drop_path * (i - 1) / (depth - 1) or 0), tostring(i - 1))
@@ -113,7 +120,7 @@ return function(opts)
   -- the final norm and what follows run in float32 under mixed precision
   local trunk = nn.Sequential():add(blocks, "blocks"):add(nn.LayerNorm(dim):set_fp32(), "norm")
   local masked = nn.TokenMask(trunk, tokens, dim, mask_ratio)
-  init_normal(masked.mask_token, 0.02, false)
+  init_normal(masked.mask_token, 0.02)
   local feature = nn.Sequential()
     :add(linear(tokens * dim, dim, false), "0")
     :add(nn.BatchNorm1d(dim, { eps = 2e-5 }), "1")
@@ -122,5 +129,6 @@ return function(opts)
   local net = nn.Sequential():add(patch, "patch_embed"):add(pos, "")
   if dropout > 0 then net:add(nn.Dropout(dropout), "pos_drop") end
   net:add(masked, ""):add(nn.Flatten(), "flatten"):add(feature:set_fp32(), "feature")
+  net:random_stream()     -- the random layers draw from one stream, not each the same numbers
   return net
 end

@@ -10,13 +10,13 @@ local Module = require "facet.nn.Module"
 local Dropout = require "facet.nn.Dropout"
 local tensor = require "facet.tensor"
 local core = require "facet.core"
+local valid = require "facet.check"
 
 local C, check = core.C, core.check
 local DropPath = Module:extend("DropPath")
 
 function DropPath.new(p)
-  p = p or 0
-  if type(p) ~= "number" or p < 0 or p >= 1 then core.raise("nn.DropPath(p): p must be in [0, 1)", 2) end
+  p = valid.number("nn.DropPath", "p", p, { min = 0, lt = 1, default = 0 })
   local self = Module.init(DropPath)
   self.p = p
   self.rng = { seed = Dropout.SEED, offset = 0 }

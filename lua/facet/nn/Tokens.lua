@@ -156,8 +156,12 @@ end
 
 local function masking(self) return self.training and self.keep < self.tokens end
 
+-- the noise by_noise compares (set before each sort: no closure per step)
+local sort_noise
+local function by_noise(a, b) return sort_noise[a] < sort_noise[b] or (sort_noise[a] == sort_noise[b] and a < b) end
+
 -- the rows (of the B * tokens token rows) each sample keeps, in order, as an
--- int64 index on the module's device (buffers reused)
+-- int64 index on the module's device (buffers and tables reused)
 local function draw_kept(self, B)
   local N, K = self.tokens, self.keep
   local noise = self.buffers.noise
@@ -174,15 +178,15 @@ local function draw_kept(self, B)
     self.buffers.kept_host = host
   end
   local np, hp = noise:data_ptr(), host:data_ptr()
-  local order = self._order or {}
-  self._order = order
-  local function by_noise(a, b) return np[a] < np[b] or (np[a] == np[b] and a < b) end
+  local order, keep = self._order or {}, self._keep or {}
+  self._order, self._keep = order, keep
+  sort_noise = np
   for b = 0, B - 1 do
     for t = 1, N do order[t] = b * N + t - 1 end
     for t = #order, N + 1, -1 do order[t] = nil end
     table.sort(order, by_noise)
-    local keep = {}
     for t = 1, K do keep[t] = order[t] end
+    for t = #keep, K + 1, -1 do keep[t] = nil end
     table.sort(keep)
     for t = 1, K do hp[b * K + t - 1] = keep[t] end
   end
