@@ -117,6 +117,27 @@ describe("facet embed", function()
     assert_close(reference(files(order), true), e)
   end)
 
+  it("--norms: each image's embedding norm before normalisation (the image's, not its mirror's), rows aligned", function()
+    F.write_file(path("g/id1/2b.png"), "not a png at all")      -- left out, and its norm with it
+    local _, keys, out = embed(path("g"), "--norms")
+    os.remove(path("g/id1/2b.png"))
+    assert.are.same(KEYS, keys)
+    assert.truthy(out:find("norms in " .. path("e_norms.npy"), 1, true), out)
+    local norms = facet.load_npy(path("e_norms.npy")):totable()
+    assert.are.equal(#KEYS, #norms)
+    for i, f in ipairs(files(KEYS)) do
+      local x = facet.data.decode_image(F.read_file(f), { size = { SIZE, SIZE } }):reshape { 1, 3, SIZE, SIZE }
+      local want = model:forward(x):norm()
+      assert.is_true(math.abs(norms[i] - want) <= 1e-5 * want, ("row %d: %g vs %g"):format(i, norms[i], want))
+    end
+    -- facet.eval.embed gives the same, beside the normalised vectors
+    local x = facet.empty { 1, 3, SIZE, SIZE }
+    x:select(1, 1):copy(facet.data.decode_image(F.read_file(files(KEYS)[1]), { size = { SIZE, SIZE } }))
+    local e, n = facet.eval.embed(model, x, { flip = true, norms = true })
+    assert.is_true(math.abs(n:item() - norms[1]) <= 1e-6 * norms[1])
+    assert.is_true(math.abs(e:norm() - 1) < 1e-5)
+  end)
+
   it("leaves out an image that does not decode, names it, keeps the others aligned", function()
     F.write_file(path("g/id1/2b.png"), "not a png at all")
     local e, keys, out = embed(path("g"))

@@ -267,6 +267,8 @@ local commands = {
       cmd:option("--threads", "Loader threads (default: facet's)."):convert(check.flag("--threads",
         { integer = true, min = 1 }))
       cmd:flag("--no-flip", "Skip the flip test.")
+      cmd:flag("--norms", "Also write each image's embedding norm before normalisation (a quality score for " ..
+        "MagFace- and AdaFace-trained models) to OUTPUT's name with _norms.npy.")
     end,
     run = function(parsed) return require("facet.embed").embed_command(load_facet(), parsed) end,
   },

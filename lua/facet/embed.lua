@@ -1,8 +1,9 @@
 --- facet.embed: embeddings of a whole image collection, for galleries (the
 -- `facet embed` command; `facet export` shares its model loading).
 --   local r = facet.embed.run(model, "gallery/", { batch_size = 64, flip = true, size = { 112, 112 } })
---   r.embeddings (n x dim, L2-normalised), r.keys ({ "alice/1.jpg", ... }), r.skipped ({ keys })
---   facet.embed.save(r, "emb.npy")  -- emb.npy and emb.txt (one key a line, row order)
+--   r.embeddings (n x dim, L2-normalised), r.keys ({ "alice/1.jpg", ... }), r.skipped ({ keys }),
+--   r.norms (n; with norms = true: each image's embedding norm, facet.eval.embed's)
+--   facet.embed.save(r, "emb.npy")  -- emb.npy and emb.txt (one key a line, row order), emb_norms.npy
 -- IMAGES is one of:
 --   a folder: every .jpg/.jpeg/.png under it, any depth, in sorted order of
 --     their paths relative to it (the keys);
@@ -124,17 +125,19 @@ local function progress(out, n)
   end
 end
 
-local OPTIONS = { "batch_size", "flip", "size", "threads", "progress", "mean", "std" }
+local OPTIONS = { "batch_size", "flip", "size", "threads", "progress", "mean", "std", "norms" }
 
 --- Embeddings of every image of IMAGES (a path, see the header) through model.
 -- opts: batch_size (64), flip (true), size ({112, 112} or a number), threads
 -- (facet's), mean / std (the loader's normalisation, 127.5 / 128), progress
--- (a file such as io.stderr to print to, or false: the default).
+-- (a file such as io.stderr to print to, or false: the default), norms
+-- (false: true adds r.norms, each image's embedding norm as a quality score).
 function M.run(model, images, opts)
   check.module(NAME, "model", model)
   opts = check.options(NAME, opts, OPTIONS)
   local bs = check.integer(NAME, "batch_size", opts.batch_size, { min = 1, max = 65536, default = 64 })
   local flip = check.boolean(NAME, "flip", opts.flip, true)
+  local want_norms = check.boolean(NAME, "norms", opts.norms, false)
   local size = opts.size or 112
   if type(size) == "number" then size = { size, size } end
   check.list(NAME, "size", size, { len = 2, integer = true, min = 1, max = 4096 })
@@ -148,7 +151,7 @@ function M.run(model, images, opts)
     local tensor = require "facet.tensor"
     local embed = require "facet.eval.embed"
     local loader = require "facet.data.loader"
-    local out, keys, skipped, rows = nil, {}, {}, 0
+    local out, norms, keys, skipped, rows = nil, nil, {}, {}, 0
     local show = progress(opts.progress, src.n)
     for first = 1, src.n, bs * CHUNK do
       local last = math.min(src.n, first + bs * CHUNK - 1)
@@ -162,13 +165,15 @@ function M.run(model, images, opts)
       local got = {}
       for b = 1, L:num_batches() do
         local x, y = L:batch(0, b)
-        local e = embed(model, x, { batch_size = x:size(1), flip = flip })
+        local e, nb = embed(model, x, { batch_size = x:size(1), flip = flip, norms = want_norms })
         if not out then out = tensor.empty({ src.n, e:size(2) }) end
+        if want_norms and not norms then norms = tensor.empty({ src.n }) end
         local pos = y:totable()
         for j, p in ipairs(pos) do
           if not got[p] then
             got[p] = true
             out:narrow(1, first + p, 1):copy(e:narrow(1, j, 1))
+            if nb then norms:narrow(1, first + p, 1):copy(nb:narrow(1, j, 1)) end
           end
         end
         show(first - 1 + math.min(#bytes, b * bs))
@@ -179,19 +184,21 @@ function M.run(model, images, opts)
     end
     show(rows, true)
     -- drop the rows of images that did not decode
-    local keep, kept = {}, nil
+    local keep, kept, kept_norms = {}, nil, norms
     local bad = {}
     for _, i in ipairs(skipped) do bad[i] = true end
     for i = 1, src.n do if not bad[i] then keep[#keep + 1] = i; keys[#keys + 1] = src.key(i) end end
     if not out then check.fail(NAME, ("no image of %s decodes"):format(images)) end
     if #skipped > 0 then
-      kept = out:index_select(tensor.tensor(keep, { dtype = "int32" }))
+      local index = tensor.tensor(keep, { dtype = "int32" })
+      kept = out:index_select(index)
+      if norms then kept_norms = norms:reshape({ src.n, 1 }):index_select(index):reshape({ #keep }) end
     else
       kept = out
     end
     local skipped_keys = {}
     for k, i in ipairs(skipped) do skipped_keys[k] = src.key(i) end
-    return { embeddings = kept, keys = keys, skipped = skipped_keys }
+    return { embeddings = kept, keys = keys, skipped = skipped_keys, norms = kept_norms }
   end)
   if src.close then src.close() end
   if not ok then error(r, 0) end
@@ -204,12 +211,19 @@ function M.keys_path(npy_path)
   return npy_path .. ".txt"
 end
 
---- Writes r.embeddings to path (.npy, float32 n x dim) and r.keys beside it (keys_path).
+--- The norms file written beside an .npy: emb.npy -> emb_norms.npy (other names: + "_norms.npy").
+function M.norms_path(npy_path)
+  return (npy_path:gsub("%.npy$", "")) .. "_norms.npy"
+end
+
+--- Writes r.embeddings to path (.npy, float32 n x dim), r.keys beside it
+-- (keys_path) and, when r has them, r.norms (norms_path, float32 n).
 function M.save(r, path)
   check.string("facet.embed.save", "path", path)
   require("facet.npy").save(r.embeddings, path)
   local ok, err = sys.write_atomic(M.keys_path(path), table.concat(r.keys, "\n") .. "\n")
   if not ok then check.fail("facet.embed.save", err) end
+  if r.norms then require("facet.npy").save(r.norms, M.norms_path(path)) end
   return M.keys_path(path)
 end
 
@@ -240,11 +254,11 @@ end
 function M.embed_command(facet, o)
   local model, opts = M.load_model(facet, o)
   local r = M.run(model, o.images, { batch_size = tonumber(o.batch_size), flip = not o.no_flip,
-    size = opts.size, threads = o.threads and tonumber(o.threads), progress = io.stderr })
+    size = opts.size, threads = o.threads and tonumber(o.threads), progress = io.stderr, norms = o.norms })
   local keys = M.save(r, o.output)
   for _, k in ipairs(r.skipped) do io.stderr:write("facet embed: skipped ", k, " (does not decode)\n") end
-  io.stdout:write(("%s: %d x %d embeddings; keys in %s\n"):format(o.output, r.embeddings:size(1),
-    r.embeddings:size(2), keys))
+  io.stdout:write(("%s: %d x %d embeddings; keys in %s%s\n"):format(o.output, r.embeddings:size(1),
+    r.embeddings:size(2), keys, r.norms and ("; norms in " .. M.norms_path(o.output)) or ""))
   return 0
 end
 
