@@ -318,17 +318,24 @@ static double lanes_total(const float *v, int64_t stride, int64_t n, float lo, f
     return part[0];
 }
 
-/* rows: contiguous B x FACET_HEAD_ROW_COUNT float32 with B >= min_rows;
- * each state tensor: one float32 value on the rows' device */
-static int check_stats_args(const char *fn, const facet_head *head, const facet_tensor *rows, int64_t min_rows,
-                            const facet_tensor *const *state, const char *const *names, int nstate, double momentum)
+/* the head, and rows: contiguous B x FACET_HEAD_ROW_COUNT float32, B >= 1 */
+static int check_batch_rows(const char *fn, const facet_head *head, const facet_tensor *rows)
 {
     if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
     int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
     if (rc) return rc;
-    if (rows->ndim != 2 || rows->sizes[1] != FACET_HEAD_ROW_COUNT || rows->sizes[0] < min_rows || !facet_contiguous(rows))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: rows must be contiguous Bx%d with B >= %lld, got %s", fn,
-                          FACET_HEAD_ROW_COUNT, (long long)min_rows, facet_desc(rows));
+    if (rows->ndim != 2 || rows->sizes[1] != FACET_HEAD_ROW_COUNT || rows->sizes[0] < 1 || !facet_contiguous(rows))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: rows must be contiguous Bx%d with B >= 1, got %s", fn,
+                          FACET_HEAD_ROW_COUNT, facet_desc(rows));
+    return 0;
+}
+
+/* check_batch_rows; each state tensor: one float32 value on the rows' device */
+static int check_stats_args(const char *fn, const facet_head *head, const facet_tensor *rows,
+                            const facet_tensor *const *state, const char *const *names, int nstate, double momentum)
+{
+    int rc = check_batch_rows(fn, head, rows);
+    if (rc) return rc;
     for (int k = 0; k < nstate; k++) {
         rc = facet_check_dtype(fn, names[k], state[k], FACET_DTYPE_FLOAT32);
         if (!rc) rc = facet_check_same_device(fn, state[k], rows);
@@ -347,7 +354,7 @@ int facet_head_update_t(facet_head *head, facet_tensor *rows, facet_tensor *t, d
     static const char *fn = "facet_head_update_t";
     const facet_tensor *state[1] = { t };
     const char *names[1] = { "t" };
-    int rc = check_stats_args(fn, head, rows, 1, state, names, 1, momentum);
+    int rc = check_stats_args(fn, head, rows, state, names, 1, momentum);
     if (rc) return rc;
     int64_t B = rows->sizes[0];
     float *r = facet_ptr(rows), *tp = facet_ptr(t);
@@ -365,7 +372,7 @@ int facet_head_update_norms(facet_head *head, facet_tensor *rows, const facet_te
     static const char *fn = "facet_head_update_norms";
     const facet_tensor *state[2] = { mean, std };
     const char *names[2] = { "mean", "std" };
-    int rc = check_stats_args(fn, head, rows, 1, state, names, 2, momentum);
+    int rc = check_stats_args(fn, head, rows, state, names, 2, momentum);
     if (!rc) rc = facet_check_dtype(fn, "norms", norms, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, norms, rows);
     if (rc) return rc;
@@ -396,16 +403,12 @@ int facet_head_update_norms(facet_head *head, facet_tensor *rows, const facet_te
 static int check_magface_args(const char *fn, const facet_head *head, const facet_tensor *rows,
                               const facet_tensor *norms, const facet_tensor *coef)
 {
-    if (!head) return facet_fail(FACET_STATUS_ERR_ARG, "%s: head is NULL", fn);
-    int rc = facet_check_dtype(fn, "rows", rows, FACET_DTYPE_FLOAT32);
+    int rc = check_batch_rows(fn, head, rows);
     if (!rc) rc = facet_check_dtype(fn, "norms", norms, FACET_DTYPE_FLOAT32);
     if (!rc) rc = facet_check_same_device(fn, norms, rows);
     if (!rc && coef) rc = facet_check_dtype(fn, "coef", coef, FACET_DTYPE_FLOAT32);
     if (!rc && coef) rc = facet_check_same_device(fn, coef, rows);
     if (rc) return rc;
-    if (rows->ndim != 2 || rows->sizes[1] != FACET_HEAD_ROW_COUNT || rows->sizes[0] < 1 || !facet_contiguous(rows))
-        return facet_fail(FACET_STATUS_ERR_ARG, "%s: rows must be contiguous Bx%d with B >= 1, got %s", fn,
-                          FACET_HEAD_ROW_COUNT, facet_desc(rows));
     int64_t B = rows->sizes[0];
     const facet_tensor *vecs[2] = { norms, coef };
     const char *names[2] = { "norms", "coef" };

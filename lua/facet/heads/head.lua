@@ -178,7 +178,6 @@ function Head.new(cfg, opts, block)
     self.norm_h = valid.number(name, "option h", opts.h, { gt = 0, max = 1e6, default = 0.333 })
     self.momentum = valid.number(name, "option momentum", opts.momentum, { min = 0, max = 1, default = 0.01 })
     self.batch_mean, self.batch_std = tensor.full({ 1 }, 20), tensor.full({ 1 }, 100)
-    self.prev_mean, self.prev_std = tensor.zeros({ 1 }), tensor.zeros({ 1 })
   elseif cfg.margin == "magface" then
     -- 0 < l_a < u_a, 0 <= l_m <= u_m, lambda_g >= 0
     for _, e in ipairs(MAGFACE) do
@@ -220,7 +219,6 @@ function Head.new(cfg, opts, block)
   if cfg.h == "curricular" then
     self.h = "curricular"
     self.t = tensor.full({ 1 }, valid.number(name, "option t", opts.t, { min = -1, max = 1, default = cfg.t }))
-    self.t_prev = tensor.zeros({ 1 })
     self.momentum = valid.number(name, "option momentum", opts.momentum, { min = 0, max = 1, default = 0.01 })
   -- MV re-weighting
   elseif cfg.h ~= nil then
@@ -278,6 +276,7 @@ function Head.new(cfg, opts, block)
     self.alpha = tensor.full({ 1 }, number_opt(opts, "alpha", 16, 0, name))
     self.grad_alpha = tensor.zeros({ 1 })
   end
+  self:_bind_state()
   if self.device ~= "cpu" then self:_to(self.device) end
   return self
 end
@@ -339,7 +338,7 @@ local function params_alive(self, method)
     end
   end
   -- the state tensors of the adaptive heads (an MV head's t is a number)
-  for k, t in pairs(self:_state()) do
+  for k, t in pairs(self.state) do
     if not tensor.is_tensor(t) or t:is_freed() then error(("%s:%s: head.%s was freed"):format(self.name, method, k), 3) end
   end
 end
@@ -535,6 +534,7 @@ function Head:forward(x, y)
   wnorm = wnorm and wnorm.h or nil
   check(C.facet_tensor_matmul(b.z.h, input.h, self.weight.h, 0, 1, 1, 0))
   local bias = self.bias and self.bias.h or nil
+  self:_save_state()
   self:_update_norms(b.rows, b.xnorm)
   self:_update_margins(b.rows, b.xnorm)
   check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
@@ -547,24 +547,55 @@ function Head:forward(x, y)
   return loss
 end
 
+-- ---- the adaptive heads' state ------------------------------------------------------------
+-- self.state names the tensors (CurricularFace's t, AdaFace's batch_mean and
+-- batch_std: the authors' buffer names) and self.state_saved holds a copy of
+-- each, taken before a forward moves them (_save_state) and put back when it
+-- fails (_restore_state). Both are made with the head and on every move to a
+-- device (_bind_state), so a step allocates nothing for them.
+
+function Head:_bind_state()
+  local state, saved = {}, {}
+  if self.h == "curricular" then state.t = self.t end
+  if self.norm_h ~= nil then state.batch_mean, state.batch_std = self.batch_mean, self.batch_std end
+  for k, v in pairs(state) do saved[k] = tensor.empty(v:shape(), { device = v:device() }) end
+  self.state, self.state_saved = state, saved
+end
+
+function Head:_save_state()
+  for k, v in pairs(self.state) do self.state_saved[k]:copy(v) end
+end
+
+-- puts back the state of before the forward that failed
+function Head:_restore_state()
+  for k, v in pairs(self.state) do v:copy(self.state_saved[k]) end
+end
+
+--- The head's state that is not a parameter, by name (CurricularFace's t,
+-- AdaFace's batch_mean and batch_std, 1-element tensors): what checkpoints
+-- hold beside the weights, and what facet.train saves before a step and puts
+-- back when its guard rejects it.
+function Head:state_tensors()
+  live(self, "state_tensors")
+  local r = {}
+  for k, v in pairs(self.state) do r[k] = v end
+  return r
+end
+
 -- CurricularFace: t moves towards the batch's mean c_y (rows after every
--- target call), and every row of rows gets it; the old t is kept until the
--- forward succeeds (_restore_state). No read on the host. Other heads: nothing.
--- Shared with facet.heads.sharded.
+-- target call), and every row of rows gets it. No read on the host. Other
+-- heads: nothing. Shared with facet.heads.sharded.
 function Head:_update_t(rows)
   if self.h ~= "curricular" then return end
-  self.t_prev:copy(self.t)
   check(C.facet_head_update_t(self.handle, rows.h, self.t.h, self.momentum), 2)
 end
 
 -- AdaFace: the running mean and std of the feature norms move by the
 -- batch's (norms: B values, every row of the batch, on the head's device),
--- and every row of rows gets its normalised norm; the old statistics are kept
--- until the forward succeeds. Other heads: nothing. Shared with facet.heads.sharded.
+-- and every row of rows gets its normalised norm. Other heads: nothing.
+-- Shared with facet.heads.sharded.
 function Head:_update_norms(rows, norms)
   if self.norm_h == nil then return end
-  self.prev_mean:copy(self.batch_mean)
-  self.prev_std:copy(self.batch_std)
   check(C.facet_head_update_norms(self.handle, rows.h, norms.h, self.batch_mean.h, self.batch_std.h, self.momentum,
     self.norm_h), 2)
 end
@@ -591,31 +622,6 @@ function Head:_norm_grad(b, rows, norms, dx, xhat, start)
   local n = dx:size(1)
   if n ~= B then coef = coef:narrow(1, start, n) end
   check(C.facet_tensor_rows_axpy(dx.h, coef.h, xhat.h), 2)
-end
-
--- puts back the state of before the forward that failed
-function Head:_restore_state()
-  if self.h == "curricular" then self.t:copy(self.t_prev) end
-  if self.norm_h ~= nil then
-    self.batch_mean:copy(self.prev_mean)
-    self.batch_std:copy(self.prev_std)
-  end
-end
-
--- the state tensors by name (no check)
-function Head:_state()
-  if self.h == "curricular" then return { t = self.t } end
-  if self.norm_h ~= nil then return { batch_mean = self.batch_mean, batch_std = self.batch_std } end
-  return {}
-end
-
---- The head's state that is not a parameter, by name: CurricularFace's t,
--- AdaFace's batch_mean and batch_std (1-element tensors, the authors' buffer
--- names). What checkpoints hold beside the weights, and what facet.train saves
--- before a step and puts back when its guard rejects it.
-function Head:state_tensors()
-  live(self, "state_tensors")
-  return self:_state()
 end
 
 --- Runs facet_head_finish on rows and returns the loss. A label outside
@@ -791,9 +797,10 @@ end
 
 function Head:_to(device)
   for _, k in ipairs { "weight", "grad_weight", "bias", "grad_bias", "alpha", "grad_alpha", "pending", "norms",
-    "t", "t_prev", "batch_mean", "batch_std", "prev_mean", "prev_std" } do
+    "t", "batch_mean", "batch_std" } do
     if tensor.is_tensor(self[k]) then self[k] = self[k]:to(device) end
   end
+  self:_bind_state()
   self.device = device
   self.buf, self.ready, self.norms_valid = nil, false, false
   return self

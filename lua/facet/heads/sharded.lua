@@ -344,7 +344,8 @@ function Sharded:forward(x, y)
   -- AdaFace: every rank sees every row's norm, so every rank moves the
   -- statistics alike (the rows' z field is read by target alone, so the sum below may scale it)
   local norms = (inner.norm_h ~= nil or inner.l_a ~= nil) and g:allgather(b.xnorm, counts) or nil
-  if inner.norm_h ~= nil then inner:_update_norms(b.rows, norms) end
+  inner:_save_state()
+  inner:_update_norms(b.rows, norms)
   inner:_update_margins(b.rows, norms)
   check(C.facet_head_target(h, b.rows.h, b.z.h, wn_h, bias_h, labels.h, off, ncls))
   g:allreduce(b.rows, "sum")
@@ -482,7 +483,7 @@ function Sharded:state_dict()
   local t = { weight = self:_gather(inner.weight) }
   if inner.bias then t.bias = self:_gather(inner.bias) end
   if inner.alpha then t.alpha = inner.alpha end
-  for k, v in pairs(inner:_state()) do t[k] = v end     -- CurricularFace's t, AdaFace's statistics
+  for k, v in pairs(inner.state) do t[k] = v end     -- CurricularFace's t, AdaFace's statistics
   return t
 end
 
@@ -500,7 +501,7 @@ function Sharded:load_state_dict(t)
   local want, names = { weight = { self.classes, self.dim } }, { "weight" }
   if inner.bias then want.bias = { self.classes }; names[#names + 1] = "bias" end
   if inner.alpha then want.alpha = { 1 }; names[#names + 1] = "alpha" end
-  local state = inner:_state()
+  local state = inner.state
   for _, k in ipairs { "t", "batch_mean", "batch_std" } do
     if state[k] then want[k] = { 1 }; names[#names + 1] = k end
   end
