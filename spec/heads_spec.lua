@@ -23,7 +23,7 @@ local function ref_cfg(head)
   local cfg = { kind = head.kind, margin = margin_of(name), s = head.s, m = head.m, m1 = head.m1, m2 = head.m2,
     m3 = head.m3, t = facet.is_tensor(head.t) and head.t:item() or head.t, h = head.h, gamma = head.gamma, keep = head.keep, sample = head.sample,
     lambda = head.current_lambda or head.lambda, easy_margin = head.easy_margin, l_a = head.l_a, u_a = head.u_a,
-    l_m = head.l_m, u_m = head.u_m, lambda_g = head.lambda_g }
+    l_m = head.l_m, u_m = head.u_m, lambda_g = head.lambda_g, subcenters = head.subcenters }
   if head.kind == "raw" or head.kind == "l2" then cfg.margin = "none" end
   if head.alpha then cfg.alpha = head.alpha:item() end
   return cfg
@@ -43,7 +43,7 @@ local function check_head(name, opts, B, D, K, seed, tol, more)
   if head.kind == "raw" or head.kind == "l2" then
     head.bias:copy(facet.randn({ K }, { seed = seed + 7, std = 0.3 }))
   end
-  head.weight:copy(facet.randn({ K, D }, { seed = seed + 1 }))
+  head.weight:copy(facet.randn(head.weight:shape(), { seed = seed + 1 }))   -- K k x D with sub-centres
   head = head:to(H.device)
   local x = facet.randn({ B, D }, { seed = seed + 2 })
   local ylist = more.labels or {}
@@ -130,6 +130,15 @@ describe("heads against the reference, with finite-difference gradients", functi
     -- the norms of these rows (about 1.5 to 3.5) inside [l_a, u_a], then partly outside (no gradient there)
     { "magface", { s = 8, l_a = 1, u_a = 4 } },
     { "magface", { s = 8, l_a = 2, u_a = 3, l_m = 0.2, u_m = 0.9, lambda_g = 5, easy_margin = false } },
+    -- sub-centres (Sub-center ArcFace, and the option on other cosine heads): a class's cosine is its
+    -- best sub-centre's; the gradient reaches that one alone
+    { "arc", { s = 8, subcenters = 3 } },
+    { "am", { s = 8, subcenters = 2 } },
+    { "mv-arc", { s = 8, subcenters = 3 } },
+    { "hm-arc", { s = 4, subcenters = 2 } },
+    { "curricular", { s = 8, subcenters = 3 } },
+    { "adaface", { s = 8, momentum = 1, subcenters = 2 } },
+    { "magface", { s = 8, l_a = 1, u_a = 4, subcenters = 3 } },
   }
   for n, case in ipairs(cases) do
     local desc = {}

@@ -15,9 +15,14 @@ teardown(function() H.remove_dir(tmpdir) end)
 local K, D = 13, 8
 local LABELS = { 0, 3, 5, 7, 11, 12 }
 
-local function pair(name, opts)
-  local a = facet.heads.new(name, { classes = K, dim = D, seed = 3 }):to(H.device)
-  local b = facet.heads.new(name, { classes = K, dim = D, seed = 3, fused = true }):to(H.device)
+-- an unfused and a fused head alike; hopts: more options of both (sub-centres)
+local function pair(name, opts, hopts)
+  local function new(fused)
+    local o = { classes = K, dim = D, seed = 3, fused = fused }
+    for k, v in pairs(hopts or {}) do o[k] = v end
+    return facet.heads.new(name, o):to(H.device)
+  end
+  local a, b = new(false), new(true)
   for k, v in pairs(opts or {}) do a[k], b[k] = v, v end
   return a, b
 end
@@ -43,10 +48,13 @@ describe("a fused head through facet.optim", function()
     { "am", { lr = 0.3, momentum = 0.9, nesterov = true, weight_decay = 1e-3 } },
     { "a-softmax", { lr = 0.2, momentum = 0.8, dampening = 0.5, weight_decay = 5e-4 } },
     { "norm-softmax", { lr = 0.5 } },
+    -- sub-centres: the radial part and the norms of every sub-centre row
+    { "arc", { lr = 0.5, momentum = 0.9, weight_decay = 5e-4 }, { subcenters = 3 } },
   } do
     local name, cfg = case[1], case[2]
-    H.it(("%s: sgd gives the unfused head's losses, weights and momentum over 5 steps"):format(name), function()
-      local a, b = pair(name)
+    local what = case[3] and name .. " with 3 sub-centres" or name
+    H.it(("%s: sgd gives the unfused head's losses, weights and momentum over 5 steps"):format(what), function()
+      local a, b = pair(name, nil, case[3])
       local oa, ob = facet.optim.sgd(a, cfg), facet.optim.sgd(b, cfg)
       for it = 1, 5 do
         oa:zero_grad(); ob:zero_grad()

@@ -783,3 +783,74 @@ extern "C" int facet_cuda_head_backward(const struct facet_head *head, float *lo
                                                     class_offset, colsum, colsum_cos);
     return check_launch(fn);
 }
+
+/* ---- sub-centres ------------------------------------------------------------------------ */
+
+/* a thread per (row, class): the best of the class's k sub-centres
+ * (row i, class c starts at column e k of sub, e = i Kb + c) */
+static __global__ void subcenter_max_kernel(float *cos, uint8_t *index, const float *sub, const float *wn, int64_t B,
+                                            int64_t Kb, int k)
+{
+    FACET_CUDA_FOR(e, B * Kb) {
+        const int64_t c = e % Kb;
+        index[e] = (uint8_t)facet_subcenter_best(sub + e * k, wn + c * k, k, &cos[e]);
+    }
+}
+
+extern "C" int facet_cuda_head_subcenter_max(float *cos, uint8_t *index, const float *sub, const float *wnorm,
+                                             int64_t B, int64_t Kb, int k)
+{
+    if (B * Kb == 0) return FACET_STATUS_OK;
+    subcenter_max_kernel<<<grid_blocks(B * Kb), FACET_CUDA_THREADS>>>(cos, index, sub, wnorm, B, Kb, k);
+    return check_launch("facet_cuda_head_subcenter_max");
+}
+
+/* backward's layout: threadIdx.x owns a sub-centre column (reads of a row
+ * stay coalesced), threadIdx.y takes every BW_ROWS-th row, and the column
+ * sums are reduced in shared memory in a fixed order (no atomics). Each
+ * thread reads and writes only its own elements of sub. */
+static __global__ void __launch_bounds__(BW_TILE)
+subcenter_scatter_kernel(float *sub, float *colsum_cos, const float *grad, const uint8_t *index, const float *wn,
+                         int64_t B, int64_t Kb, int k)
+{
+    __shared__ float red[BW_ROWS][BW_COLS];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int64_t N = Kb * k;
+    for (int64_t n0 = (int64_t)blockIdx.x * BW_COLS; n0 < N; n0 += (int64_t)gridDim.x * BW_COLS) {
+        const int64_t n = n0 + tx;
+        float cc = 0.0f;
+        if (n < N) {
+            const int64_t c = n / k;
+            const int j = (int)(n - c * k);
+            const float inv = facet_head_inv_norm(wn[n]);
+            for (int64_t i = ty; i < B; i += BW_ROWS) {
+                float *zp = sub + i * N + n;
+                const int arg = index[i * Kb + c];
+                const float v = facet_subcenter_grad(grad[i * Kb + c], j, arg, inv);
+                if (j == arg) cc += v * facet_head_cos(*zp, inv);
+                *zp = v;
+            }
+        }
+        red[ty][tx] = cc;
+        __syncthreads();
+        if (ty == 0 && n < N && colsum_cos) {
+            float a = 0.0f;
+            for (int r = 0; r < BW_ROWS; r++) a += red[r][tx];
+            colsum_cos[n] = a;
+        }
+        __syncthreads();    /* red is reused by the next column tile */
+    }
+}
+
+extern "C" int facet_cuda_head_subcenter_scatter(float *sub, float *colsum_cos, const float *grad,
+                                                 const uint8_t *index, const float *wnorm, int64_t B, int64_t Kb,
+                                                 int k)
+{
+    const int64_t N = Kb * k;
+    if (N == 0) return FACET_STATUS_OK;
+    int64_t tiles = (N + BW_COLS - 1) / BW_COLS;
+    unsigned blocks = tiles > FACET_CUDA_MAX_BLOCKS ? (unsigned)FACET_CUDA_MAX_BLOCKS : (unsigned)tiles;
+    dim3 block(BW_COLS, BW_ROWS);
+    subcenter_scatter_kernel<<<blocks, block>>>(sub, colsum_cos, grad, index, wnorm, B, Kb, k);
+    return check_launch("facet_cuda_head_subcenter_scatter");
+}

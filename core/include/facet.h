@@ -580,6 +580,24 @@ FACET_API int facet_head_bad_label(const facet_head *head, int64_t *row, int64_t
 FACET_API int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tensor *rows, const facet_tensor *wnorm,
                         const facet_tensor *bias, const facet_tensor *labels, int64_t class_offset,
                         facet_tensor *colsum, facet_tensor *colsum_cos);
+/* Sub-centres (Sub-center ArcFace, Deng et al., ECCV 2020): a class c of the
+ * block has k sub-centres, rows c k ... c k + k - 1 of W, so the GEMM output
+ * sub is B x (Kb k) and wnorm holds its Kb k norms (k = sub's columns / Kb,
+ * 1 to 255). Before the target calls, cos (B x Kb float32) receives each
+ * class's best cosine, max_j facet_head_cos(sub[i, c k + j]) (the first of
+ * equal ones; a NaN wins), and index (B x Kb uint8) that j. The head's row
+ * passes then run on cos with unit norms (a Kb vector of ones). sub is read,
+ * not changed. */
+FACET_API int facet_head_subcenter_max(facet_tensor *cos, facet_tensor *index, const facet_tensor *sub,
+                                       const facet_tensor *wnorm);
+/* After facet_head_backward over cos (unit norms; grad: its output, dLoss/dcos
+ * B x Kb), overwrites sub (still the GEMM output) with dLoss/d(GEMM output):
+ * grad[i, c] / ||w_{c k + j}|| at the j that index names, 0 at the class's
+ * other sub-centres. colsum_cos (Kb k, may be NULL) receives
+ * sum_i sub'[i, n] * cos[i, n] per sub-centre n (facet_head_backward's radial
+ * sums, for W's gradient). */
+FACET_API int facet_head_subcenter_scatter(facet_tensor *sub, facet_tensor *colsum_cos, const facet_tensor *grad,
+                                           const facet_tensor *index, const facet_tensor *wnorm);
 
 /* ---- layers ----------------------------------------------------------------------
  * float32, NCHW, contiguous. Backward functions ACCUMULATE into parameter

@@ -187,6 +187,20 @@ int facet_cuda_head_finish(struct facet_head *head, float *rows, int64_t B, doub
     return absent("facet_cuda_head_finish");
 }
 
+int facet_cuda_head_subcenter_max(float *cos, uint8_t *index, const float *sub, const float *wnorm, int64_t B,
+                                  int64_t Kb, int k)
+{
+    (void)cos; (void)index; (void)sub; (void)wnorm; (void)B; (void)Kb; (void)k;
+    return absent("facet_cuda_head_subcenter_max");
+}
+
+int facet_cuda_head_subcenter_scatter(float *sub, float *colsum_cos, const float *grad, const uint8_t *index,
+                                      const float *wnorm, int64_t B, int64_t Kb, int k)
+{
+    (void)sub; (void)colsum_cos; (void)grad; (void)index; (void)wnorm; (void)B; (void)Kb; (void)k;
+    return absent("facet_cuda_head_subcenter_scatter");
+}
+
 int facet_cuda_head_update_t(float *rows, int64_t B, float *t, double momentum)
 {
     (void)rows; (void)B; (void)t; (void)momentum;

@@ -131,6 +131,12 @@ int facet_cuda_head_backward(const struct facet_head *head, float *logits, const
                              int64_t class_offset, float *colsum, float *colsum_cos);
 /* rows: B x FACET_HEAD_ROW_COUNT on the device; *loss (host) the loss. */
 int facet_cuda_head_finish(struct facet_head *head, float *rows, int64_t B, double *loss);
+/* Sub-centres (facet_head_subcenter_max, _scatter): cos and index B x Kb,
+ * sub B x Kb k, wnorm Kb k, colsum_cos Kb k or NULL */
+int facet_cuda_head_subcenter_max(float *cos, uint8_t *index, const float *sub, const float *wnorm, int64_t B,
+                                  int64_t Kb, int k);
+int facet_cuda_head_subcenter_scatter(float *sub, float *colsum_cos, const float *grad, const uint8_t *index,
+                                      const float *wnorm, int64_t B, int64_t Kb, int k);
 /* CurricularFace's t (facet_head_update_t): rows B x FACET_HEAD_ROW_COUNT and
  * t (1 value) on the device */
 int facet_cuda_head_update_t(float *rows, int64_t B, float *t, double momentum);

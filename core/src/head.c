@@ -772,3 +772,109 @@ int facet_head_backward(facet_head *head, facet_tensor *logits, const facet_tens
     }
     return 0;
 }
+
+/* ---- sub-centres --------------------------------------------------------------------------- */
+
+/* cos (or grad) and index (B x Kb float32 / uint8), sub (B x Kb k float32) and wnorm
+ * (Kb k float32): contiguous, on one device, 1 <= k <= 255; B, Kb and k out */
+static int check_subcenter(const char *fn, const char *cos_name, const facet_tensor *cos, const facet_tensor *index,
+                           const facet_tensor *sub, const facet_tensor *wnorm, int64_t *B, int64_t *Kb, int *k)
+{
+    int rc = facet_check_dtype(fn, cos_name, cos, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_dtype(fn, "index", index, FACET_DTYPE_UINT8);
+    if (!rc) rc = facet_check_dtype(fn, "sub", sub, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_dtype(fn, "wnorm", wnorm, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, index, cos);
+    if (!rc) rc = facet_check_same_device(fn, sub, cos);
+    if (!rc) rc = facet_check_same_device(fn, wnorm, cos);
+    if (rc) return rc;
+    if (cos->ndim != 2 || !facet_contiguous(cos) || cos->sizes[1] < 1)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: %s must be a contiguous B x Kb tensor (Kb >= 1), got %s", fn,
+                          cos_name, facet_desc(cos));
+    int64_t b = cos->sizes[0], kb = cos->sizes[1];
+    if (index->ndim != 2 || index->sizes[0] != b || index->sizes[1] != kb || !facet_contiguous(index))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: index must be contiguous %lldx%lld, got %s", fn, (long long)b,
+                          (long long)kb, facet_desc(index));
+    if (sub->ndim != 2 || sub->sizes[0] != b || !facet_contiguous(sub) || sub->sizes[1] % kb != 0 ||
+        sub->sizes[1] / kb < 1 || sub->sizes[1] / kb > 255)
+        return facet_fail(FACET_STATUS_ERR_ARG,
+                          "%s: sub must be contiguous %lld x (%lld k) with 1 <= k <= 255 sub-centres, got %s", fn,
+                          (long long)b, (long long)kb, facet_desc(sub));
+    if (facet_numel(wnorm) != sub->sizes[1] || !facet_contiguous(wnorm))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: wnorm must be contiguous with %lld values, got %s", fn,
+                          (long long)sub->sizes[1], facet_desc(wnorm));
+    *B = b;
+    *Kb = kb;
+    *k = (int)(sub->sizes[1] / kb);
+    return 0;
+}
+
+int facet_head_subcenter_max(facet_tensor *cos, facet_tensor *index, const facet_tensor *sub,
+                             const facet_tensor *wnorm)
+{
+    static const char *fn = "facet_head_subcenter_max";
+    int64_t B, Kb;
+    int k;
+    int rc = check_subcenter(fn, "cos", cos, index, sub, wnorm, &B, &Kb, &k);
+    if (rc) return rc;
+    float *c = facet_ptr(cos);
+    uint8_t *idx = facet_ptr(index);
+    const float *z = facet_ptr((facet_tensor *)sub), *wn = facet_ptr((facet_tensor *)wnorm);
+    if (cos->device == FACET_DEVICE_CUDA) return facet_cuda_head_subcenter_max(c, idx, z, wn, B, Kb, k);
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (B * Kb * k >= FACET_PARALLEL_GRAIN)
+    for (int64_t i = 0; i < B; i++) {
+        const float *zr = z + i * Kb * k;
+        for (int64_t j = 0; j < Kb; j++)
+            idx[i * Kb + j] = (uint8_t)facet_subcenter_best(zr + j * k, wn + j * k, k, &c[i * Kb + j]);
+    }
+    return 0;
+}
+
+int facet_head_subcenter_scatter(facet_tensor *sub, facet_tensor *colsum_cos, const facet_tensor *grad,
+                                 const facet_tensor *index, const facet_tensor *wnorm)
+{
+    static const char *fn = "facet_head_subcenter_scatter";
+    int64_t B, Kb;
+    int k;
+    int rc = check_subcenter(fn, "grad", grad, index, sub, wnorm, &B, &Kb, &k);
+    if (rc) return rc;
+    int64_t n = Kb * k;
+    if (colsum_cos) {
+        rc = facet_check_dtype(fn, "colsum_cos", colsum_cos, FACET_DTYPE_FLOAT32);
+        if (!rc) rc = facet_check_same_device(fn, colsum_cos, sub);
+        if (rc) return rc;
+        if (facet_numel(colsum_cos) != n || !facet_contiguous(colsum_cos))
+            return facet_fail(FACET_STATUS_ERR_ARG, "%s: colsum_cos must be contiguous with %lld values, got %s", fn,
+                              (long long)n, facet_desc(colsum_cos));
+    }
+    float *z = facet_ptr(sub), *cc = colsum_cos ? facet_ptr(colsum_cos) : NULL;
+    const float *g = facet_ptr((facet_tensor *)grad), *wn = facet_ptr((facet_tensor *)wnorm);
+    const uint8_t *idx = facet_ptr((facet_tensor *)index);
+    if (sub->device == FACET_DEVICE_CUDA) return facet_cuda_head_subcenter_scatter(z, cc, g, idx, wn, B, Kb, k);
+    /* by blocks of whole classes, each column's sum over the rows in order */
+    int64_t per = CHUNK / k, blocks = (Kb + per - 1) / per;
+    #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (B * n >= FACET_PARALLEL_GRAIN)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        int64_t c0 = blk * per, c1 = c0 + per < Kb ? c0 + per : Kb, m = (c1 - c0) * k;
+        float inv[CHUNK], acc[CHUNK];
+        for (int64_t u = 0; u < m; u++) {
+            inv[u] = facet_head_inv_norm(wn[c0 * k + u]);
+            acc[u] = 0.0f;
+        }
+        for (int64_t i = 0; i < B; i++) {
+            float *zr = z + i * n + c0 * k;
+            for (int64_t c = c0; c < c1; c++) {
+                int arg = idx[i * Kb + c];
+                float gc = g[i * Kb + c];
+                for (int j = 0; j < k; j++) {
+                    int64_t u = (c - c0) * k + j;
+                    float v = facet_subcenter_grad(gc, j, arg, inv[u]);
+                    if (j == arg) acc[u] += v * facet_head_cos(zr[u], inv[u]);
+                    zr[u] = v;
+                }
+            }
+        }
+        if (cc) for (int64_t u = 0; u < m; u++) cc[c0 * k + u] = acc[u];
+    }
+    return 0;
+}

@@ -454,4 +454,32 @@ FACET_HD float facet_focal_weight(float L, float gamma)
     return qg + gamma * p * (qg / q) * L;
 }
 
+/* ---- sub-centres (Sub-center ArcFace) ------------------------------------------------------
+ * A class with k sub-centres has k consecutive columns of the GEMM output
+ * (z, their norms wn). Its cosine is the best of theirs: the first of equal
+ * ones, and a NaN wins so that it reaches the loss (and the training loop's
+ * guard). Returns the sub-centre's index, *best its (clamped) cosine. */
+FACET_HD int facet_subcenter_best(const float *z, const float *wn, int k, float *best)
+{
+    int arg = 0;
+    float b = facet_head_cos(z[0], facet_head_inv_norm(wn[0]));
+    for (int j = 1; j < k; j++) {
+        float c = facet_head_cos(z[j], facet_head_inv_norm(wn[j]));
+        if (b == b && (c > b || c != c)) {
+            b = c;
+            arg = j;
+        }
+    }
+    *best = b;
+    return arg;
+}
+
+/* dLoss/d(GEMM output) of sub-centre column j of a class whose best
+ * sub-centre is arg: the class's dLoss/dcos g over that column's norm, 0 at
+ * the others (a max passes its gradient to the one it took). */
+FACET_HD float facet_subcenter_grad(float g, int j, int arg, float inv_wn)
+{
+    return j == arg ? facet_mul_rn(g, inv_wn) : 0.0f;
+}
+
 #endif

@@ -50,7 +50,9 @@ end
 -- cfg: kind (raw | l2 | cosine), margin, m..., s, h, t, sample, gamma, keep, alpha
 -- x: B x D table, W: K x D table, b: K table or nil, y: 0-based labels
 function R.loss(cfg, x, W, b, y)
-  local B, K = #x, #W
+  -- sub-centres: W holds k rows a class (c k + 1 ... c k + k, 1-based)
+  local sc = cfg.subcenters or 1
+  local B, K = #x, #W / sc
   local ce = {}
   for i = 1, B do
     local xi = x[i]
@@ -63,7 +65,13 @@ function R.loss(cfg, x, W, b, y)
     else
       local nx = math.max(norm(xi), 1e-12)
       local c = {}
-      for k = 1, K do c[k] = clamp(dot(xi, W[k]) / (nx * math.max(norm(W[k]), 1e-12))) end
+      for k = 1, K do
+        -- a class's cosine: the best of its sub-centres'
+        c[k] = -math.huge
+        for j = (k - 1) * sc + 1, k * sc do
+          c[k] = math.max(c[k], clamp(dot(xi, W[j]) / (nx * math.max(norm(W[j]), 1e-12))))
+        end
+      end
       local f
       if cfg.margin == "adaface" then f = R.adaface_margin(cfg, c[yi], cfg.z[i])
       elseif cfg.margin == "magface" then f = R.magface_margin(cfg, c[yi], nx)

@@ -52,6 +52,7 @@ local SAMPLES = { mean = C.FACET_HEAD_SAMPLE_MEAN, focal = C.FACET_HEAD_SAMPLE_F
 local function accepted(cfg)
   local a = { classes = true, dim = true, device = true, seed = true, fused = true }
   if cfg.kind ~= "raw" then a.s = true end
+  if cfg.kind == "cosine" then a.subcenters = true end
   -- the adaptive heads take their authors' margins only
   if cfg.kind == "cosine" and cfg.margin ~= "adaface" and cfg.margin ~= "magface" and cfg.h ~= "curricular" then
     a.margin = true
@@ -132,6 +133,9 @@ function Head.new(cfg, opts, block)
   for _, k in ipairs { "fused", "learn_alpha", "easy_margin" } do valid.boolean(name, k, opts[k], false) end
   valid.integer(name, "seed", opts.seed, { min = 0, default = 0 })
   local self = setmetatable({ name = cfg.name, kind = cfg.kind, classes = K, dim = D, iter = 0 }, Head)
+  -- Sub-center ArcFace: k sub-centres a class, rows c k ... c k + k - 1 of
+  -- the weight (InsightFace's layout); every cosine head takes them
+  self.subcenters = valid.integer(name, "subcenters", opts.subcenters, { min = 1, max = 255, default = 1 })
   self.device = opts.device or "cpu"
   -- fused: the radial correction of grad_weight and the W norms move into the
   -- optimizer's update (one pass over W); see named_parameters and docs/heads.md
@@ -253,10 +257,11 @@ function Head.new(cfg, opts, block)
   end
 
   -- parameters (a block: its rows of the full head's initial weight)
-  local seed, offset = opts.seed or 0, block and block.offset * D or 0
+  local sc = self.subcenters
+  local seed, offset = opts.seed or 0, block and block.offset * sc * D or 0
   local rows = block and block.rows or K
   if cfg.kind == "cosine" then
-    self.weight = tensor.randn({ rows, D }, { seed = seed, offset = offset, std = 0.01 })
+    self.weight = tensor.randn({ rows * sc, D }, { seed = seed, offset = offset, std = 0.01 })
   else
     local bound = math.sqrt(6 / (K + D))   -- Xavier/Glorot uniform
     self.weight = tensor.rand({ rows, D }, { seed = seed, offset = offset, low = -bound, high = bound })
@@ -264,7 +269,7 @@ function Head.new(cfg, opts, block)
     self.grad_bias = tensor.zeros({ rows })
   end
   if block then self.classes, self.class_offset, self.total_classes = rows, block.offset, K end
-  K = rows
+  K = rows * sc
   self.grad_weight = tensor.zeros({ K, D })
   if self.fused then
     self.pending = tensor.zeros({ K })      -- deferred radial coefficients (row_coef)
@@ -305,15 +310,29 @@ function Head:_buffers(B)
   b.z = tensor.empty({ B, K }, o)
   b.rows = tensor.empty({ B, tonumber(C.FACET_HEAD_ROW_COUNT) }, o)
   self:_input_buffers(b, B)
+  self:_subcenter_buffers(b, B, K)
   if self.kind == "cosine" then
-    b.wnorm = tensor.empty({ K }, o)
-    b.colsum_cos = tensor.empty({ K }, o)
+    local n = K * self.subcenters
+    b.wnorm = tensor.empty({ n }, o)
+    b.colsum_cos = tensor.empty({ n }, o)
     self.norms_valid = false                -- the next forward measures W into the new b.wnorm
   else
     b.colsum = tensor.empty({ K }, o)
   end
   self.buf = b
   return b
+end
+
+-- Sub-centres: the GEMM output of the Kb k sub-centres (b.sub), the best
+-- one's index per class (b.index) and unit norms for the row passes, which
+-- then run on b.z holding each class's best cosine. Shared with
+-- facet.heads.sharded (Kb: the classes of a block).
+function Head:_subcenter_buffers(b, B, Kb)
+  if self.subcenters == 1 then return end
+  local o = { device = self.device }
+  b.sub = tensor.empty({ B, Kb * self.subcenters }, o)
+  b.index = tensor.empty({ B, Kb }, { dtype = "uint8", device = self.device })
+  b.ones = tensor.full({ Kb }, 1, o)
 end
 
 -- ---- lifetime ---------------------------------------------------------------------------
@@ -531,8 +550,9 @@ function Head:forward(x, y)
   self:_schedule()
   local input = self:_input(x, b)
   local wnorm = self:_wnorm(b.wnorm)
+  check(C.facet_tensor_matmul((b.sub or b.z).h, input.h, self.weight.h, 0, 1, 1, 0))
+  wnorm = self:_subcenter_max(b, b.z, b.sub, wnorm)
   wnorm = wnorm and wnorm.h or nil
-  check(C.facet_tensor_matmul(b.z.h, input.h, self.weight.h, 0, 1, 1, 0))
   local bias = self.bias and self.bias.h or nil
   self:_save_state()
   self:_update_norms(b.rows, b.xnorm)
@@ -545,6 +565,25 @@ function Head:forward(x, y)
   self.input, self.labels, self.ready = input, y, true
   self.loss = loss
   return loss
+end
+
+-- Sub-centres: each class's best cosine into z (and its index into
+-- b.index) from sub, the GEMM output; returns the norms the row passes then
+-- take (ones; without sub-centres wnorm itself). Shared with facet.heads.sharded.
+function Head:_subcenter_max(b, z, sub, wnorm)
+  if self.subcenters == 1 then return wnorm end
+  check(C.facet_head_subcenter_max(z.h, b.index.h, sub.h, wnorm.h), 2)
+  return b.ones
+end
+
+-- Sub-centres, after facet_head_backward over z (dLoss/dcos per class):
+-- sub becomes the gradient of the GEMM output and colsum_cos the radial
+-- sums per sub-centre; returns the B x (K k) gradient the backward GEMMs
+-- take (without sub-centres z itself). Shared with facet.heads.sharded.
+function Head:_subcenter_scatter(b, z, sub, wnorm, colsum_cos)
+  if self.subcenters == 1 then return z end
+  check(C.facet_head_subcenter_scatter(sub.h, colsum_cos.h, z.h, b.index.h, wnorm.h), 2)
+  return sub
 end
 
 -- ---- the adaptive heads' state ------------------------------------------------------------
@@ -657,13 +696,15 @@ function Head:backward()
   if self.input:is_freed() then error(self.name .. ":backward: the x of the forward was freed", 2) end
   self.ready = false
   local b = self.buf
-  local wnorm = self.kind == "cosine" and b.wnorm.h or nil
+  local sc = self.subcenters > 1
+  local wnorm = self.kind == "cosine" and (sc and b.ones or b.wnorm).h or nil
   local bias = self.bias and self.bias.h or nil
   local colsum = b.colsum and b.colsum.h or nil
-  local colsum_cos = b.colsum_cos and b.colsum_cos.h or nil
+  local colsum_cos = b.colsum_cos and not sc and b.colsum_cos.h or nil
   check(C.facet_head_backward(self.handle, b.z.h, b.rows.h, wnorm, bias, self.labels.h, 0, colsum, colsum_cos))
-  check(C.facet_tensor_matmul(b.dinput.h, b.z.h, self.weight.h, 0, 0, 1, 0))
-  check(C.facet_tensor_matmul(self.grad_weight.h, b.z.h, self.input.h, 1, 0, 1, 1))
+  local g = self:_subcenter_scatter(b, b.z, b.sub, b.wnorm, b.colsum_cos)
+  check(C.facet_tensor_matmul(b.dinput.h, g.h, self.weight.h, 0, 0, 1, 0))
+  check(C.facet_tensor_matmul(self.grad_weight.h, g.h, self.input.h, 1, 0, 1, 1))
   self:_radial(self.grad_weight, self.weight, b.colsum_cos, b.wnorm, self.pending)
   if self.bias then check(C.facet_tensor_axpy(self.grad_bias.h, self.grad_bias.h, 1, b.colsum.h)) end
   local dx = self:_input_grad(b, b.dinput)
@@ -821,6 +862,7 @@ Head.cpu = Head.float
 
 function Head:__tostring()
   local parts = { ("%s(classes=%d, dim=%d"):format(self.name, self.classes, self.dim) }
+  if self.subcenters > 1 then parts[#parts + 1] = ("subcenters=%d"):format(self.subcenters) end
   for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "norm_h", "momentum", "l_a", "u_a", "l_m", "u_m", "lambda_g",
     "gamma", "keep" } do
     local v = self[k]
