@@ -19,9 +19,10 @@ end
 
 -- one sampled step on W ranks (Bl rows each): per rank the sampled classes,
 -- the loss, dx and the block's gradient
-local function sampled_step(name, K, W, Bl, sample, ys, x, steps)
+local function sampled_step(name, K, W, Bl, sample, ys, x, steps, subcenters)
   return LG.run(W, function(g)
-    local h = facet.heads.new(name, { classes = K, dim = D, seed = 2, shard = true, group = g, sample = sample })
+    local h = facet.heads.new(name, { classes = K, dim = D, seed = 2, shard = true, group = g, sample = sample,
+      subcenters = subcenters })
     local r = g:rank()
     local xl = x:narrow(1, r * Bl + 1, Bl):contiguous()
     local yl = ys:narrow(1, r * Bl + 1, Bl):contiguous()
@@ -129,6 +130,48 @@ describe("Partial FC", function()
               name .. ": dW of sampled class " .. c)
           else
             assert.equal(0, row:abs():max(), name .. ": dW of unsampled class " .. c)
+          end
+        end
+      end
+    end
+  end)
+
+  it("with sub-centres keeps the sampled classes' k rows: the unsharded head over them, zero elsewhere", function()
+    local K, W, Bl, k = 30, 2, 3, 3
+    local ylist = { 1, 17, 29, 4, 4, 12 }
+    local ys = facet.tensor(ylist, { dtype = "int64" })
+    local x = facet.randn({ W * Bl, D }, { seed = 6 })
+    local res = sampled_step("arc", K, W, Bl, 0.3, ys, x, 1, k)
+    local union, at, rows = {}, {}, {}
+    for r = 1, W do
+      for _, c in ipairs(res[r][1].cls) do
+        union[#union + 1] = c
+        at[c] = #union
+        for j = 1, k do rows[#rows + 1] = c * k + j end   -- 1-based rows of the full weight
+      end
+    end
+    local full = facet.heads.new("arc", { classes = K, dim = D, seed = 2, subcenters = k })
+    local ref = facet.heads.new("arc", { classes = #union, dim = D, subcenters = k })
+    ref.weight:copy(full.weight:index_select(facet.tensor(rows, { dtype = "int64" })))
+    local mapped = {}
+    for i, y in ipairs(ylist) do mapped[i] = at[y] - 1 end
+    local loss = ref:forward(x, facet.tensor(mapped, { dtype = "int64" }))
+    local dx = ref:backward()
+    local scale = ref.grad_weight:abs():max()
+    for r = 1, W do
+      local o = res[r][1]
+      assert.is_true(math.abs(o.loss - loss) <= 1e-5 * math.abs(loss), "loss")
+      assert.is_true((o.dx - dx:narrow(1, (r - 1) * Bl + 1, Bl)):abs():max() <= 1e-5 * dx:abs():max(), "dx")
+      assert.equal(o.rows * k, o.dW:size(1))
+      local kept = set_of(o.cls)
+      for c = o.off, o.off + o.rows - 1 do
+        for j = 1, k do
+          local row = o.dW:select(1, (c - o.off) * k + j)
+          if kept[c] then
+            local want = ref.grad_weight:select(1, (at[c] - 1) * k + j)
+            assert.is_true((row - want):abs():max() <= 1e-5 * scale + 1e-7, "dW of class " .. c .. " sub-centre " .. j)
+          else
+            assert.equal(0, row:abs():max(), "dW of unsampled class " .. c)
           end
         end
       end

@@ -146,9 +146,10 @@ function M.check_rank(g, name, opts, K, counts, label_of)
   local tag = ("%s W=%d K=%d rank %d"):format(name, g:size(), K, g:rank())
   assert(math.abs(o.loss - ref.loss) <= 1e-5 * math.abs(ref.loss) + 1e-7,
     ("%s: loss %.9g, unsharded %.9g"):format(tag, o.loss, ref.loss))
-  close(tag .. " weight block", o.weight, ref.weight:narrow(1, o.offset + 1, o.rows), 0)
+  local k = opts.subcenters or 1     -- W rows a class
+  close(tag .. " weight block", o.weight, ref.weight:narrow(1, o.offset * k + 1, o.rows * k), 0)
   close(tag .. " dx", o.dx, ref.dx:narrow(1, o.start, o.n), 1e-5)
-  close(tag .. " dW", o.dW, ref.dW:narrow(1, o.offset + 1, o.rows), 1e-5)
+  close(tag .. " dW", o.dW, ref.dW:narrow(1, o.offset * k + 1, o.rows * k), 1e-5)
   if ref.db then close(tag .. " db", o.db, ref.db:narrow(1, o.offset + 1, o.rows), 1e-5) end
   -- CurricularFace's t, AdaFace's statistics: every rank moves them by the global batch, as the unsharded head
   for k, v in pairs(ref.state) do
@@ -218,6 +219,14 @@ describe("sharded heads", function()
     compare("magface", { l_a = 1, u_a = 4, fused = true }, 11, 3, { 1, 4, 2 })
   end)
 
+  it("do so with sub-centres: each rank's block holds its classes' k rows", function()
+    compare("arc", { subcenters = 3 }, 11, 2, { 3, 3 })
+    compare("mv-arc", { subcenters = 2, fused = true }, 11, 3, { 2, 2, 2 }, function(i) return (i * 3) % 8 end)
+    compare("curricular", { subcenters = 3 }, 10, 3, { 3, 1, 2 })
+    compare("adaface", { subcenters = 2, momentum = 1 }, 11, 2, { 3, 3 })
+    compare("magface", { subcenters = 3, l_a = 1, u_a = 4 }, 11, 3, { 2, 2, 2 })
+  end)
+
   it("take ranks with different batch sizes (dL/dx goes back by allreduce)", function()
     compare("hm-am", { keep = 0.5 }, 11, 3, { 3, 1, 2 })
     compare("mv-am", {}, 11, 2, { 1, 4 })
@@ -243,7 +252,8 @@ describe("sharded heads", function()
 
   it("save a checkpoint on 2 ranks that resumes on 1 (unsharded) and 3 ranks with the uninterrupted losses", function()
     for _, case in ipairs { { "mv-am", { fused = true } }, { "softmax", {} }, { "a-softmax", {} },
-      { "arc", { adam = true } }, { "curricular", { momentum = 0.3 } }, { "adaface", { momentum = 0.5 } } } do
+      { "arc", { adam = true } }, { "curricular", { momentum = 0.3 } }, { "adaface", { momentum = 0.5 } },
+      { "arc", { subcenters = 3, fused = true } } } do
       local name, opts, K = case[1], case[2], 11
       local dir = F.temp_dir()
       local base = LG.run(2, function(g) return M.resume_body(g, name, opts, K, dir, 1, 4, 2) end)

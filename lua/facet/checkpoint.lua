@@ -59,7 +59,7 @@ local function head_layout(head)
     if full then s[1] = full end
     out["head." .. k] = { table.concat(s, "x"), t:dtype() }
   end
-  add("weight", head.weight, rows)
+  add("weight", head.weight, rows and rows * (head.subcenters or 1))   -- K k rows with sub-centres
   add("bias", head.bias, rows)
   add("alpha", head.alpha)
   -- the adaptive heads' state (CurricularFace's t, AdaFace's norm statistics)

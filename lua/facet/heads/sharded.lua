@@ -103,11 +103,12 @@ function M.new(cfg, opts)
     inner = inner, device = inner.device, ready = false }, Sharded)
   self.sample_seed = (opts.seed or 0)
   self:_alias()
-  -- the per-rank block sizes (for gathering the full head)
-  self.block_counts = {}
+  -- the per-rank block sizes (for gathering the full head), in classes and
+  -- in rows of W (k a class with sub-centres)
+  self.block_counts, self.row_counts = {}, {}
   for q = 0, W - 1 do
     local _, n = M.block(K, W, q)
-    self.block_counts[q + 1] = n
+    self.block_counts[q + 1], self.row_counts[q + 1] = n, n * inner.subcenters
   end
   return self
 end
@@ -119,7 +120,7 @@ function Sharded:_alias()
   end
   for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "h", "norm_h", "momentum", "l_a", "u_a", "l_m", "u_m",
     "lambda_g", "gamma", "keep", "lambda",
-    "easy_margin", "learn_alpha", "fused", "batch_mean", "batch_std" } do
+    "easy_margin", "learn_alpha", "fused", "batch_mean", "batch_std", "subcenters" } do
     self[k] = self.inner[k]
   end
 end
@@ -134,16 +135,20 @@ end
 
 -- ---- buffers ----------------------------------------------------------------------------
 
--- buffers for B local rows, Bg global rows and n sampled classes (kept while those stay)
+-- buffers for B local rows, Bg global rows and n sampled classes (kept while
+-- those stay); with k sub-centres the rows of W are k times the classes
 function Sharded:_buffers(B, Bg, n)
   local b = self.buf
   if b and b.B == B and b.Bg == Bg and b.n == n and b.device == self.device then return b end
-  local inner, D, rows, dev = self.inner, self.dim, self.block_rows, self.device
+  local inner, D, dev, sc = self.inner, self.dim, self.device, self.inner.subcenters
+  local rows = self.block_rows * sc
   local o = { device = dev }
   b = { B = B, Bg = Bg, n = n, device = dev }
   inner:_input_buffers(b, B)
   b.ylocal = tensor.empty({ B }, { dtype = "int64", device = dev })
   b.z = tensor.empty({ Bg, n }, o)
+  inner:_subcenter_buffers(b, Bg, n)
+  n = n * sc                                  -- from here: rows of W
   b.rows = tensor.empty({ Bg, NROW }, o)
   b.m, b.M, b.s = tensor.empty({ Bg, 1 }, o), tensor.empty({ Bg, 1 }, o), tensor.empty({ Bg, 1 }, o)
   b.mcol, b.scol = b.rows:narrow(2, MAXC, 1), b.rows:narrow(2, SUMC, 1)   -- views, made once
@@ -187,6 +192,8 @@ function Sharded:_sampler()
   local rows = self.block_rows
   s = { mark = ffi.new("uint8_t[?]", rows), pos = ffi.new("int32_t[?]", rows),
     u = tensor.empty({ rows }), idx = tensor.empty({ rows }, { dtype = "int64" }) }
+  -- with sub-centres, the W rows of the drawn classes
+  if self.inner.subcenters > 1 then s.ridx = tensor.empty({ rows * self.inner.subcenters }, { dtype = "int64" }) end
   self.sampler = s
   return s
 end
@@ -317,6 +324,16 @@ function Sharded:forward(x, y)
     -- the sampled rows as their own block at offset 1; labels of other blocks map to 0
     local s = self.sampler
     local idx = s.idx:narrow(1, 1, n)
+    local sc = inner.subcenters
+    if sc > 1 then
+      -- class c (1-based) is W rows (c - 1) k + 1 ... c k
+      local cp, rp = ffi.cast("int64_t *", s.idx:data_ptr()), ffi.cast("int64_t *", s.ridx:data_ptr())
+      for j = 0, n - 1 do
+        local base = (tonumber(cp[j]) - 1) * sc
+        for u = 0, sc - 1 do rp[j * sc + u] = base + u + 1 end
+      end
+      idx = s.ridx:narrow(1, 1, n * sc)
+    end
     b.idx:copy(idx)
     check(C.facet_tensor_index_select(b.ws.h, W.h, b.idx.h, 1))
     if wnorm then check(C.facet_tensor_index_select(b.wn_s.h, b.wnorm_rows.h, b.idx.h, 1)) end
@@ -337,8 +354,10 @@ function Sharded:forward(x, y)
     b.ylocal:copy(y)
     labels = g:allgather(b.ylocal, counts)
   end
+  check(C.facet_tensor_matmul((b.sub or b.z).h, xg.h, W.h, 0, 1, 1, 0))
+  local wnorm_w = wnorm                       -- the norms of W's rows (sub-centres: the row passes take ones)
+  wnorm = inner:_subcenter_max(b, b.z, b.sub, wnorm)
   local wn_h, bias_h = wnorm and wnorm.h or nil, bias and bias.h or nil
-  check(C.facet_tensor_matmul(b.z.h, xg.h, W.h, 0, 1, 1, 0))
   -- the target fields of every row, from the rank that owns its label
   b.rows:zero_()
   -- AdaFace: every rank sees every row's norm, so every rank moves the
@@ -368,8 +387,8 @@ function Sharded:forward(x, y)
     function() inner:_unschedule(lambda); inner:_restore_state() end)
   self.iter = self.iter + 1
   inner.iter = self.iter
-  self.fw = { xg = xg, W = W, wnorm = wnorm, bias = bias, labels = labels, off = off, counts = counts,
-    equal = equal, B = B, norms = norms }
+  self.fw = { xg = xg, W = W, wnorm = wnorm, wnorm_w = wnorm_w, bias = bias, labels = labels, off = off,
+    counts = counts, equal = equal, B = B, norms = norms }
   self.ready = true
   self.loss = loss
   return loss
@@ -386,21 +405,24 @@ function Sharded:backward()
   self.ready = false
   local b, f, g = self.buf, self.fw, self.group
   local colsum = inner.bias and b.colsum or nil
+  local sc = inner.subcenters > 1
   check(C.facet_head_backward(inner.handle, b.z.h, b.rows.h, f.wnorm and f.wnorm.h or nil, f.bias and f.bias.h or nil,
-    f.labels.h, f.off, colsum and colsum.h or nil, b.colsum_cos.h))
+    f.labels.h, f.off, colsum and colsum.h or nil, not sc and b.colsum_cos.h or nil))
+  -- sub-centres: the gradient of the GEMM output over the K k rows
+  local gz = inner:_subcenter_scatter(b, b.z, b.sub, f.wnorm_w, b.colsum_cos)
   -- this block's share of dL/d(input) for every row of the global batch
-  check(C.facet_tensor_matmul(b.dinput_g.h, b.z.h, f.W.h, 0, 0, 1, 0))
+  check(C.facet_tensor_matmul(b.dinput_g.h, gz.h, f.W.h, 0, 0, 1, 0))
   if self.sample < 1 then
-    check(C.facet_tensor_matmul(b.gs.h, b.z.h, f.xg.h, 1, 0, 1, 0))
+    check(C.facet_tensor_matmul(b.gs.h, gz.h, f.xg.h, 1, 0, 1, 0))
     local pend = nil
     if self.fused then b.pend_s:zero_(); pend = b.pend_s end
-    inner:_radial(b.gs, b.ws, b.colsum_cos, f.wnorm, pend)
+    inner:_radial(b.gs, b.ws, b.colsum_cos, f.wnorm_w, pend)
     check(C.facet_tensor_index_add(inner.grad_weight.h, b.gs.h, b.idx.h, 1, 1))
     if pend then check(C.facet_tensor_index_add(b.pending_rows.h, b.pend_s_rows.h, b.idx.h, 1, 1)) end
     if colsum then check(C.facet_tensor_index_add(b.grad_bias_rows.h, b.colsum_rows.h, b.idx.h, 1, 1)) end
   else
-    check(C.facet_tensor_matmul(inner.grad_weight.h, b.z.h, f.xg.h, 1, 0, 1, 1))
-    inner:_radial(inner.grad_weight, inner.weight, b.colsum_cos, f.wnorm, inner.pending)
+    check(C.facet_tensor_matmul(inner.grad_weight.h, gz.h, f.xg.h, 1, 0, 1, 1))
+    inner:_radial(inner.grad_weight, inner.weight, b.colsum_cos, f.wnorm_w, inner.pending)
     if colsum then check(C.facet_tensor_axpy(inner.grad_bias.h, inner.grad_bias.h, 1, colsum.h)) end
   end
   -- the rows' gradients summed over the blocks, back to the ranks that own the rows
@@ -424,9 +446,10 @@ end
 
 -- ---- parameters and state -----------------------------------------------------------------
 
--- the full K-row tensor of the ranks' blocks t (a collective)
+-- the full tensor of the ranks' blocks t: K rows, K k for the weight with
+-- sub-centres (a collective)
 function Sharded:_gather(t)
-  return self.group:allgather(t, self.block_counts)
+  return self.group:allgather(t, t:size(1) == self.block_rows and self.block_counts or self.row_counts)
 end
 
 -- a number summed over the ranks (a collective)
@@ -438,9 +461,11 @@ function Sharded:_sum(v)
   return one:item()
 end
 
--- this rank's rows of a full K-row tensor (a view)
+-- this rank's rows of a full K-row tensor, or of the K k rows of a weight
+-- with sub-centres (a view)
 function Sharded:_slice(full)
-  return full:narrow(1, self.class_offset + 1, self.block_rows)
+  local k = full:size(1) == self.classes and 1 or self.inner.subcenters
+  return full:narrow(1, self.class_offset * k + 1, self.block_rows * k)
 end
 
 --- named_parameters() as facet.heads.head's, for this rank's block; the
@@ -457,7 +482,7 @@ function Sharded:named_parameters(prefix, out)
     local e = out[i]
     if e.param == inner.weight or e.param == inner.bias then
       local shape = e.param:shape()
-      shape[1] = self.classes
+      shape[1] = self.classes * (e.param == inner.weight and inner.subcenters or 1)
       e.shard = { shape = shape, gather = function(t) return self:_gather(t) end,
         slice = function(full) return self:_slice(full) end, sum = function(v) return self:_sum(v) end }
     else
@@ -498,7 +523,7 @@ function Sharded:load_state_dict(t)
   local inner = live(self, "load_state_dict")
   local fn = self.name .. ":load_state_dict"
   if type(t) ~= "table" then valid.fail(fn, "want a table of tensors (weight, bias, alpha, the head's state)") end
-  local want, names = { weight = { self.classes, self.dim } }, { "weight" }
+  local want, names = { weight = { self.classes * inner.subcenters, self.dim } }, { "weight" }
   if inner.bias then want.bias = { self.classes }; names[#names + 1] = "bias" end
   if inner.alpha then want.alpha = { 1 }; names[#names + 1] = "alpha" end
   local state = inner.state
