@@ -272,6 +272,30 @@ local commands = {
     end,
     run = function(parsed) return require("facet.embed").embed_command(load_facet(), parsed) end,
   },
+  {
+    name = "clean",
+    summary = "Clean a training .rec with a head trained with sub-centres (Sub-center ArcFace): drop the images " ..
+      "far from their class's dominant sub-centre.",
+    configure = function(cmd)
+      require("facet.embed").model_options(cmd)
+      cmd:argument("data", "The InsightFace training set (.rec with its .idx) the head was trained on.")
+      cmd:option("-o --output", "Prefix of what it writes: OUTPUT.rec/.idx (the kept images), OUTPUT_head.safetensors " ..
+        "(the dominant sub-centres), OUTPUT_dropped.txt, OUTPUT_clean.json."):count(1)
+      cmd:option("--threshold", "Drop images farther than this many degrees from their class's dominant sub-centre.",
+        "75"):convert(check.flag("--threshold", { min = 0, max = 180 }))
+      cmd:option("--subcenters", "Sub-centres a class (default: what the checkpoint's trainer.json says)."):convert(
+        check.flag("--subcenters", { integer = true, min = 1, max = 255 }))
+      cmd:option("--embeddings", "Embeddings of the training set from 'facet embed' (keys beside it) instead of " ..
+        "embedding it here.")
+      cmd:option("--batch-size", "Images a batch.", "64"):convert(check.flag("--batch-size", { integer = true, min = 1 }))
+      cmd:option("--threads", "Loader threads (default: facet's)."):convert(check.flag("--threads",
+        { integer = true, min = 1 }))
+    end,
+    run = function(parsed)
+      require("facet.clean").run(load_facet(), parsed)
+      return 0
+    end,
+  },
 }
 M.commands = commands
 

@@ -8,7 +8,8 @@
 local Head = require "facet.heads.head"
 local sharded = require "facet.heads.sharded"
 
-local M = { Head = Head, Sharded = sharded.Sharded, block = sharded.block }
+local M = { Head = Head, Sharded = sharded.Sharded, block = sharded.block,
+  subcenter = require "facet.heads.subcenter" }      -- Sub-center ArcFace's cleaning step
 
 -- MV-Softmax's default t, by base margin and h (paper, Table 2 discussion)
 local MV_T = { am = { fixed = 0.25, adaptive = 0.2 }, arc = { fixed = 0.2, adaptive = 0.3 } }
