@@ -56,6 +56,8 @@ local SETTINGS = {
     num("--sample", { gt = 0, max = 1 }) },
   { "precision", "fp32, bf16 or fp16: the backbone's activations (docs/mixed-precision.md)", "fp32",
     recipe.precision },
+  { "init", "start from these weights (a checkpoint directory, .safetensors or .pth): the backbone's, and the " ..
+    "head's when they hold head.weight (facet clean's OUT_init.safetensors)" },
   { "out", "output directory", "run/train" },
 }
 local BY_NAME = {}
@@ -215,6 +217,36 @@ if a.sample < 1 then head_opts.sample = a.sample end     -- Partial FC
 for k, v in pairs(a.head_opt) do head_opts[k] = v end
 local head = facet.heads.new(a.head, head_opts)
 if cli.cuda then net:cuda() end
+if a.init then
+  -- the backbone's tensors, then the head's (head.*) when there are any
+  local w = facet.load(a.init)
+  local mine, theirs = {}, {}
+  for k, v in pairs(w) do
+    local hk = k:match("^head%.(.+)$")
+    if hk then theirs[hk] = v else mine[k] = v end
+  end
+  net:load_state(mine)
+  if theirs.weight then
+    local want = head.state_dict and head:state_dict() or { weight = head.weight, bias = head.bias }
+    if not head.state_dict then for k, v in pairs(head:state_tensors()) do want[k] = v end end
+    local pick = {}
+    for k, v in pairs(want) do
+      local t = theirs[k]
+      if t == nil then p:error(("--init %s: no head.%s for the %s head"):format(a.init, k, a.head)) end
+      if table.concat(t:shape(), "x") ~= table.concat(v:shape(), "x") then
+        p:error(("--init %s: head.%s is %s, the head's %s (classes, sub-centres and --emb must match)"):format(a.init,
+          k, table.concat(t:shape(), "x"), table.concat(v:shape(), "x")))
+      end
+      pick[k] = t
+    end
+    if head.load_state_dict then head:load_state_dict(pick)      -- a sharded head takes its rows
+    else
+      for k, t in pairs(pick) do want[k]:copy(t) end
+    end
+    if head.weight_changed then head:weight_changed(false) end
+  end
+  say(("initialised from %s (%s)"):format(a.init, theirs.weight and "backbone and head" or "backbone"))
+end
 local data = facet.data.loader { source = source, size = { a.size, a.size }, batch_size = a.batch,
   threads = a.loader_threads, flip = a.flip, seed = a.seed }
 local opt = facet.optim.sgd({ net, head }, { lr = a.lr, momentum = a.momentum, weight_decay = a.weight_decay,

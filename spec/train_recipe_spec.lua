@@ -90,6 +90,42 @@ describe("recipes/train.lua", function()
     for _, k in ipairs { "model", "batch", "emb", "head", "size", "data" } do assert.are.equal(s[k], s2[k], k) end
   end)
 
+  it("runs Sub-center ArcFace's pipeline: sub-centres, facet clean, then on from its weights (--init)", function()
+    local out = tmp("run-sub")
+    local text, rc = run(("--data %s --model convnet --size 24 --emb 8 --batch 6 --steps 3 --head arc " ..
+      "--head-opt subcenters=2 --out %s"):format(q(syn .. ".rec"), q(out)))
+    assert.are.equal(0, rc, text)
+    -- the sub-centre count comes from the checkpoint's trainer.json
+    text, rc = F.sh(("FACET_BUILD=%s luajit bin/facet clean %s %s -o %s --threshold 80"):format(q(build),
+      q(out .. "/ckpt"), q(syn .. ".rec"), q(out .. "/clean")))
+    assert.are.equal(0, rc, text)
+    local kept = tonumber(text:match("kept (%d+) of 24 images"))
+    assert.is_truthy(kept, text)
+    assert.are.equal(kept, facet.data.recordio(out .. "/clean"):num_images())
+    -- one step at a vanishing rate: the checkpoint holds the weights it started from
+    local out2 = tmp("run-sub2")
+    text, rc = run(("--data %s --init %s --model convnet --size 24 --emb 8 --batch 6 --steps 1 --lr 1e-30 " ..
+      "--head arc --out %s"):format(q(out .. "/clean.rec"), q(out .. "/clean_init.safetensors"), q(out2)))
+    assert.are.equal(0, rc, text)
+    assert.truthy(text:find("initialised from " .. out .. "/clean_init.safetensors (backbone and head)", 1, true), text)
+    local init = facet.load_safetensors(out .. "/clean_init.safetensors")
+    local ckpt = facet.checkpoint.latest(out2 .. "/ckpt")
+    local got = facet.load_safetensors(ckpt .. "/model.safetensors")
+    assert.are.same({ 6, 8 }, got["head.weight"]:shape())
+    for name, t in pairs(init) do
+      -- BatchNorm's running statistics move in training mode
+      if not name:find("running_") and not name:find("num_batches") then
+        assert.are.same(t:totable(), got[name]:totable(), name)
+      end
+    end
+    -- a head of another shape is a usage error naming both shapes
+    text, rc = run(("--data %s --init %s --model convnet --size 24 --emb 8 --batch 6 --steps 1 --head arc " ..
+      "--head-opt subcenters=3 --out %s"):format(q(out .. "/clean.rec"), q(out .. "/clean_init.safetensors"),
+      q(tmp("run-sub3"))))
+    assert.are_not.equal(0, rc)
+    assert.truthy(text:find("head.weight is 6x8, the head's 18x8", 1, true), text)
+  end)
+
   it("trains in bf16 and fp16 (--precision)", function()
     for _, prec in ipairs { "bf16", "fp16" } do
       local out = tmp("run-" .. prec)

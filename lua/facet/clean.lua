@@ -8,35 +8,47 @@
 --      (75) from their class's,
 --   3. writes OUT.rec / OUT.idx: the kept images, labels unchanged, every
 --      identity kept (a class that lost all its images has an empty range),
---      so the same head goes on training on it; OUT_head.safetensors: the
---      dominant sub-centres as head.weight (K x dim, one centre a class);
+--      so the same head goes on training on it; OUT_init.safetensors: the
+--      checkpoint's weights with head.weight the dominant sub-centres (K x
+--      dim, one centre a class), to go on training from (recipes/train.lua
+--      --init);
 --      OUT_dropped.txt: the dropped images (key, label, angle in degrees, or
 --      "undecodable"); OUT_clean.json: the counts.
 -- The record files are written under temporary names, synced and renamed, so
 -- an interrupted run leaves the old ones.
 local ffi = require "ffi"
-local check = require "facet.check"
 local sys = require "facet.sys"
 
 local M = {}
 local NAME = "facet clean"
 
+-- the command line prints "facet clean: " before the message
+local function fail(msg) error(msg, 0) end
+
 -- the head's weight and its sub-centres a class from the checkpoint (k: the
--- --subcenters flag, else what trainer.json recorded)
+-- --subcenters flag, else what trainer.json recorded), and all its tensors
 local function head_weight(facet, path, k)
-  local w = facet.load(path)
+  -- a checkpoint directory: its model.safetensors, head included (facet.load leaves the head out)
+  local w
+  if sys.is_dir(path) then
+    local dir = require("facet.checkpoint").latest(path) or path
+    if not sys.exists(dir .. "/model.safetensors") then fail(("%s holds no facet checkpoint"):format(path)) end
+    w = facet.load_safetensors(dir .. "/model.safetensors")
+  else
+    w = facet.load(path)
+  end
   local weight = w["head.weight"]
-  if not weight then check.fail(NAME, ("%s holds no head.weight (save the head with the model)"):format(path)) end
+  if not weight then fail(("%s holds no head.weight (save the head with the model)"):format(path)) end
   if not k and sys.is_dir(path) then
     local info = require("facet.checkpoint").info(path)
     local spec = info and info.head
     k = type(spec) == "table" and type(spec.opts) == "table" and spec.opts.subcenters or nil
   end
   if not k then
-    check.fail(NAME, ("%s does not say how many sub-centres a class its head has: give --subcenters"):format(path))
+    fail(("%s does not say how many sub-centres a class its head has: give --subcenters"):format(path))
   end
-  if k < 2 then check.fail(NAME, "the head has one centre a class: there is nothing to clean (train with subcenters = 3)") end
-  return weight:float():contiguous(), k
+  if k < 2 then fail("the head has one centre a class: there is nothing to clean (train with subcenters = 3)") end
+  return weight:float():contiguous(), k, w
 end
 
 -- the embeddings of every image of the reader: a row per decodable image,
@@ -49,7 +61,7 @@ local function embeddings(facet, o, rec, data, model, opts)
     emb = facet.load_npy(o.embeddings)
     local kp = require("facet.embed").keys_path(o.embeddings)
     local f = io.open(kp, "rb")
-    if not f then check.fail(NAME, ("cannot open %s (the keys facet embed writes beside the .npy)"):format(kp)) end
+    if not f then fail(("cannot open %s (the keys facet embed writes beside the .npy)"):format(kp)) end
     keys = {}
     for line in f:lines() do if line ~= "" then keys[#keys + 1] = line end end
     f:close()
@@ -59,13 +71,13 @@ local function embeddings(facet, o, rec, data, model, opts)
     emb, keys = r.embeddings, r.keys
   end
   if emb:dim() ~= 2 or emb:size(1) ~= #keys then
-    check.fail(NAME, ("%d embeddings (%s) but %d keys"):format(emb:dim() == 2 and emb:size(1) or 0,
+    fail(("%d embeddings (%s) but %d keys"):format(emb:dim() == 2 and emb:size(1) or 0,
       table.concat(emb:shape(), "x"), #keys))
   end
   local index = {}
   for j, key in ipairs(keys) do
     local i = keys_at[key]
-    if not i then check.fail(NAME, ("embedding %d has the key %s, which %s does not hold"):format(j, key, data)) end
+    if not i then fail(("embedding %d has the key %s, which %s does not hold"):format(j, key, data)) end
     index[j] = i
   end
   return emb, index
@@ -79,7 +91,7 @@ local function write_rec(rec, kept, labels, K, prefix)
   local dir = rpath:match("^(.*)/[^/]*$")
   if dir and not sys.is_dir(dir) then
     local made, why = sys.mkdir_p(dir)
-    if not made then check.fail(NAME, ("cannot make %s: %s"):format(dir, tostring(why))) end
+    if not made then fail(("cannot make %s: %s"):format(dir, tostring(why))) end
   end
   local n = #kept
   local first, last = {}, {}
@@ -115,7 +127,7 @@ local function write_rec(rec, kept, labels, K, prefix)
     pcall(w.close, w)
     os.remove(tmp_rec)
     os.remove(tmp_idx)
-    check.fail(NAME, ("writing %s: %s"):format(rpath, tostring(err)))
+    fail(("writing %s: %s"):format(rpath, tostring(err)))
   end
   return rpath, ipath
 end
@@ -124,22 +136,22 @@ end
 -- summary table written to OUT_clean.json.
 function M.run(facet, o)
   local k = o.subcenters and tonumber(o.subcenters)
-  local weight, sc = head_weight(facet, o.checkpoint, k)
+  local weight, sc, all = head_weight(facet, o.checkpoint, k)
   local data = o.data
   if not (type(data) == "string" and data:match("%.rec$")) then
-    check.fail(NAME, ("the training set must be an InsightFace .rec (with its .idx), got %s"):format(tostring(data)))
+    fail(("the training set must be an InsightFace .rec (with its .idx), got %s"):format(tostring(data)))
   end
   local rec = facet.data.recordio(data:gsub("%.rec$", ""))
   if rec:layout() ~= "insightface" then
-    check.fail(NAME, ("%s has no identity records (a plain RecordIO file): its labels cannot be the head's classes")
+    fail(("%s has no identity records (a plain RecordIO file): its labels cannot be the head's classes")
       :format(data))
   end
   local K = weight:size(1) / sc
   if weight:size(1) % sc ~= 0 then
-    check.fail(NAME, ("head.weight has %d rows, not a multiple of %d sub-centres"):format(weight:size(1), sc))
+    fail(("head.weight has %d rows, not a multiple of %d sub-centres"):format(weight:size(1), sc))
   end
   if rec:num_identities() ~= K then
-    check.fail(NAME, ("%s has %d identities but the head %d classes"):format(data, rec:num_identities(), K))
+    fail(("%s has %d identities but the head %d classes"):format(data, rec:num_identities(), K))
   end
   local model, opts
   if not o.embeddings then model, opts = require("facet.embed").load_model(facet, o) end
@@ -174,10 +186,10 @@ function M.run(facet, o)
   end)
   local prefix = o.output:gsub("%.rec$", "")
   local rpath = write_rec(rec, kept, labels, K, prefix)
-  facet.save_safetensors({ ["head.weight"] = facet.heads.subcenter.collapse(weight, sc, r.dominant) },
-    prefix .. "_head.safetensors")
+  all["head.weight"] = facet.heads.subcenter.collapse(weight, sc, r.dominant)
+  facet.save_safetensors(all, prefix .. "_init.safetensors")
   local okw, why = sys.write_atomic(prefix .. "_dropped.txt", #lines > 0 and (table.concat(lines, "\n") .. "\n") or "")
-  if not okw then check.fail(NAME, why) end
+  if not okw then fail(why) end
   -- how much of each class its dominant sub-centre holds
   local cp = ffi.cast("int64_t *", r.counts:data_ptr())
   local dp = ffi.cast("int64_t *", r.dominant:data_ptr())
@@ -193,12 +205,12 @@ function M.run(facet, o)
     classes = K, subcenters = sc, emptied_classes = emptied, threshold = r.threshold,
     dominant_share = all > 0 and dom / all or 0 }
   okw, why = sys.write_atomic(prefix .. "_clean.json", require("facet.json").encode(summary) .. "\n")
-  if not okw then check.fail(NAME, why) end
+  if not okw then fail(why) end
   rec:close()
   io.stdout:write(("%s: kept %d of %d images (%d farther than %g degrees from their class's dominant sub-centre, " ..
     "%d undecodable); %d of %d classes emptied; %.1f%% of the images were nearest to their class's dominant " ..
-    "sub-centre; head in %s\n"):format(rpath, #kept, summary.images, r.dropped, r.threshold, undecodable,
-    emptied, K, 100 * summary.dominant_share, prefix .. "_head.safetensors"))
+    "sub-centre; weights to go on from in %s\n"):format(rpath, #kept, summary.images, r.dropped, r.threshold, undecodable,
+    emptied, K, 100 * summary.dominant_share, prefix .. "_init.safetensors"))
   return summary
 end
 

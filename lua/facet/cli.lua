@@ -279,8 +279,8 @@ local commands = {
     configure = function(cmd)
       require("facet.embed").model_options(cmd)
       cmd:argument("data", "The InsightFace training set (.rec with its .idx) the head was trained on.")
-      cmd:option("-o --output", "Prefix of what it writes: OUTPUT.rec/.idx (the kept images), OUTPUT_head.safetensors " ..
-        "(the dominant sub-centres), OUTPUT_dropped.txt, OUTPUT_clean.json."):count(1)
+      cmd:option("-o --output", "Prefix of what it writes: OUTPUT.rec/.idx (the kept images), OUTPUT_init.safetensors " ..
+        "(the checkpoint's weights, the head's its dominant sub-centres), OUTPUT_dropped.txt, OUTPUT_clean.json."):count(1)
       cmd:option("--threshold", "Drop images farther than this many degrees from their class's dominant sub-centre.",
         "75"):convert(check.flag("--threshold", { min = 0, max = 180 }))
       cmd:option("--subcenters", "Sub-centres a class (default: what the checkpoint's trainer.json says)."):convert(
