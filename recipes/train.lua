@@ -10,6 +10,9 @@
 -- --config reads back. Checkpoints go to OUT/ckpt, the log and the report to OUT.
 -- Usage: bin/facet run recipes/train.lua --data faces/ [--model mobilefacenet] [--head mv-am]
 --          [--head-opt m=0.35 ...] [--eval lfw=lfw.bin ...] [--epochs 12] [--batch 128] [--out run/train]
+--          [--optimizer sgd|adamw] [--schedule multistep|poly|cosine] [--warmup EPOCHS] [--clip NORM]
+--          [--init weights] (arcface_torch's ViT settings: --optimizer adamw --lr 1e-3 --weight-decay 0.1
+--          --schedule poly --warmup 1 --clip 5)
 -- Data parallel (docs/distributed.md): mpirun -np 4 bin/facet run recipes/train.lua --dist ...
 --   [--sync-bn] [--allreduce-dtype fp16]; --batch is the global batch; on several ranks the head
 --   is sharded by class (each rank holds its block), --sample 0.1 makes it Partial FC; rank 0
@@ -20,6 +23,14 @@ local recipe = require "facet.recipe"
 local sys = require "facet.sys"
 
 local int, num = recipe.integer, recipe.number
+
+-- an argparse converter for one of a list of words
+local function choice(flag, words)
+  return function(v)
+    for _, w in ipairs(words) do if w == v then return v end end
+    return nil, ("%s must be one of %s, got '%s'"):format(flag, table.concat(words, ", "), v)
+  end
+end
 
 -- Every setting once: name, help, default (nil: none), converter of a text value.
 local SETTINGS = {
@@ -41,8 +52,16 @@ local SETTINGS = {
     end },
   { "epochs", "epochs", "12", int("--epochs", 1, 100000) },
   { "batch", "batch size", "128", int("--batch", 1, 1000000) },
-  { "lr", "base learning rate (divided by 10 at 4/12, 8/12 and 10/12 of the epochs)", "0.1",
-    num("--lr", { gt = 0 }) },
+  { "lr", "base learning rate", "0.1", num("--lr", { gt = 0 }) },
+  { "optimizer", "sgd (with momentum: the paper's) or adamw (arcface_torch's for ViTs, with --lr 1e-3 " ..
+    "--weight-decay 0.1)", "sgd", choice("--optimizer", { "sgd", "adamw" }) },
+  { "schedule", "multistep (the rate divided by 10 at 4/12, 8/12 and 10/12 of the epochs), poly ((1 - " ..
+    "progress)^2 down to 0: arcface_torch's) or cosine", "multistep",
+    choice("--schedule", { "multistep", "poly", "cosine" }) },
+  { "warmup", "epochs of linear warm-up from 0 before the schedule (arcface_torch: 0 to 2)", "0",
+    num("--warmup", { min = 0 }) },
+  { "clip", "clip the global gradient norm to this (0: no clipping; arcface_torch clips at 5)", "0",
+    num("--clip", { min = 0 }) },
   { "momentum", "SGD momentum", "0.9", num("--momentum", { min = 0, lt = 1 }) },
   { "weight_decay", "weight decay (not on biases and norms)", "5e-4", num("--weight-decay", { min = 0 }) },
   { "flip", "probability of a horizontal flip", "0.5", num("--flip", { min = 0, max = 1 }) },
@@ -249,10 +268,23 @@ if a.init then
 end
 local data = facet.data.loader { source = source, size = { a.size, a.size }, batch_size = a.batch,
   threads = a.loader_threads, flip = a.flip, seed = a.seed }
-local opt = facet.optim.sgd({ net, head }, { lr = a.lr, momentum = a.momentum, weight_decay = a.weight_decay,
-  decay_bias_norm = false })
+local opt
+if a.optimizer == "adamw" then
+  opt = facet.optim.adamw({ net, head }, { lr = a.lr, weight_decay = a.weight_decay, decay_bias_norm = false })
+else
+  opt = facet.optim.sgd({ net, head }, { lr = a.lr, momentum = a.momentum, weight_decay = a.weight_decay,
+    decay_bias_norm = false })
+end
 local e = a.epochs
-local schedule = facet.optim.schedule.multistep { lr = a.lr, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } }
+local S = facet.optim.schedule
+local schedule
+if a.schedule == "poly" then schedule = S.poly { lr = a.lr, epochs = e, power = 2 }
+elseif a.schedule == "cosine" then schedule = S.cosine { lr = a.lr, epochs = e }
+else schedule = S.multistep { lr = a.lr, milestones = { e * 4 / 12, e * 8 / 12, e * 10 / 12 } } end
+if a.warmup > 0 then
+  if a.warmup >= e then p:error(("--warmup %g must be shorter than --epochs %d"):format(a.warmup, e)) end
+  schedule = S.warmup(schedule, { epochs = a.warmup })
+end
 say(("%s: %d images, %d identities; %s (%d parameters) + %s; %d batches of %d an epoch, %d epochs%s"):format(what,
   images, classes, a.model, net:count_parameters(), a.head, data:num_batches(), a.batch, a.epochs,
   dist.dist and (", %d ranks"):format(facet.dist.size()) or ""))
@@ -283,7 +315,7 @@ local r = facet.train {
   checkpoint = a.out .. "/ckpt", checkpoint_every = a.checkpoint_every,
   resume = cli.resume and (a.out .. "/ckpt") or nil,
   eval = #sets > 0 and function(st) return (evaluate(st)) end or nil, eval_every = a.eval_every,
-  stop_after = a.steps, print_every = a.print_every, precision = a.precision,
+  stop_after = a.steps, print_every = a.print_every, precision = a.precision, clip = a.clip > 0 and a.clip or nil,
   dist = dist.dist, sync_bn = dist.sync_bn, allreduce_dtype = dist.allreduce_dtype,
 }
 if not root then return end

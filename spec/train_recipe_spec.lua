@@ -126,6 +126,41 @@ describe("recipes/train.lua", function()
     assert.truthy(text:find("head.weight is 6x8, the head's 18x8", 1, true), text)
   end)
 
+  it("takes arcface_torch's settings: --optimizer adamw, --schedule poly with --warmup, --clip", function()
+    local out = tmp("run-adamw")
+    local text, rc = run(("--data %s --model convnet --size 24 --emb 8 --batch 6 --epochs 2 --head arc " ..
+      "--optimizer adamw --lr 1e-3 --weight-decay 0.1 --schedule poly --warmup 0.5 --clip 5 --out %s")
+      :format(q(syn .. ".rec"), q(out)))
+    assert.are.equal(0, rc, text)
+    local s = settings(out)
+    assert.are.same({ "adamw", "poly", 0.5, 5 }, { s.optimizer, s.schedule, s.warmup, s.clip })
+    -- 24 images, 4 batches an epoch: step n runs at progress (n - 1) / 4 epochs, the rate
+    -- 1e-3 (1 - e / 2)^2, times e / 0.5 during the warm-up
+    local n = 0
+    for line in io.lines(out .. "/train.jsonl") do
+      local r = require("facet.json").decode(line)
+      if r.step then
+        n = n + 1
+        local e = (r.step - 1) / 4
+        local want = 1e-3 * (1 - e / 2) ^ 2 * math.min(1, e / 0.5)
+        assert.is_true(math.abs(r.lr - want) <= 1e-12, ("step %d: lr %.9g, want %.9g"):format(r.step, r.lr, want))
+      end
+    end
+    assert.are.equal(8, n)
+    -- cosine, and the mistakes
+    text, rc = run(("--data %s --model convnet --size 24 --emb 8 --batch 6 --epochs 2 --steps 1 --schedule cosine " ..
+      "--out %s"):format(q(syn .. ".rec"), q(tmp("run-cos"))))
+    assert.are.equal(0, rc, text)
+    for _, bad in ipairs { { "--optimizer adam", "--optimizer must be one of sgd, adamw" },
+      { "--schedule step", "--schedule must be one of multistep, poly, cosine" },
+      { "--warmup 2", "--warmup 2 must be shorter than --epochs 2" }, { "--clip -1", "--clip" } } do
+      text, rc = run(("--data %s --model convnet --size 24 --emb 8 --batch 6 --epochs 2 %s --out %s"):format(q(syn .. ".rec"),
+        bad[1], q(tmp("run-bad"))))
+      assert.are_not.equal(0, rc)
+      assert.truthy(text:find(bad[2], 1, true), text)
+    end
+  end)
+
   it("trains in bf16 and fp16 (--precision)", function()
     for _, prec in ipairs { "bf16", "fp16" } do
       local out = tmp("run-" .. prec)
