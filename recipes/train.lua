@@ -238,7 +238,8 @@ local head = facet.heads.new(a.head, head_opts)
 if cli.cuda then net:cuda() end
 if a.init then
   -- the backbone's tensors, then the head's (head.*) when there are any
-  local w = facet.load(a.init)
+  local ok_w, w = pcall(facet.checkpoint.tensors, a.init)
+  if not ok_w then p:error(("--init %s: %s"):format(a.init, tostring(w))) end
   local mine, theirs = {}, {}
   for k, v in pairs(w) do
     local hk = k:match("^head%.(.+)$")
@@ -246,23 +247,38 @@ if a.init then
   end
   net:load_state(mine)
   if theirs.weight then
-    local want = head.state_dict and head:state_dict() or { weight = head.weight, bias = head.bias }
-    if not head.state_dict then for k, v in pairs(head:state_tensors()) do want[k] = v end end
-    local pick = {}
-    for k, v in pairs(want) do
+    -- the full head's shapes (a sharded head's too, without gathering it); the
+    -- weight and bias must be there, a learned alpha and the adaptive heads'
+    -- state (CurricularFace's t ...) are taken when they are
+    local state = head:state_tensors()
+    local want = { weight = { { head.classes * (head.subcenters or 1), head.dim }, true } }
+    if head.bias then want.bias = { { head.classes }, true } end
+    if head.alpha then want.alpha = { { 1 }, false, head.alpha } end
+    for k, v in pairs(state) do want[k] = { v:shape(), false, v } end
+    local pick, kept = {}, {}
+    for k, e in pairs(want) do
       local t = theirs[k]
-      if t == nil then p:error(("--init %s: no head.%s for the %s head"):format(a.init, k, a.head)) end
-      if table.concat(t:shape(), "x") ~= table.concat(v:shape(), "x") then
+      if t == nil then
+        if e[2] then p:error(("--init %s: no head.%s for the %s head"):format(a.init, k, a.head)) end
+        pick[k] = e[3]               -- the head's own (a sharded head's load takes every entry)
+        kept[#kept + 1] = k
+      elseif table.concat(t:shape(), "x") ~= table.concat(e[1], "x") then
         p:error(("--init %s: head.%s is %s, the head's %s (classes, sub-centres and --emb must match)"):format(a.init,
-          k, table.concat(t:shape(), "x"), table.concat(v:shape(), "x")))
+          k, table.concat(t:shape(), "x"), table.concat(e[1], "x")))
+      else
+        pick[k] = t
       end
-      pick[k] = t
     end
     if head.load_state_dict then head:load_state_dict(pick)      -- a sharded head takes its rows
     else
-      for k, t in pairs(pick) do want[k]:copy(t) end
+      for k, t in pairs(pick) do
+        local dst = k == "weight" and head.weight or k == "bias" and head.bias or k == "alpha" and head.alpha or state[k]
+        if not rawequal(dst, t) then dst:copy(t) end
+      end
     end
     if head.weight_changed then head:weight_changed(false) end
+    table.sort(kept)
+    if #kept > 0 then say(("--init: %s has no head.%s; the head keeps its own"):format(a.init, table.concat(kept, ", head."))) end
   end
   say(("initialised from %s (%s)"):format(a.init, theirs.weight and "backbone and head" or "backbone"))
 end

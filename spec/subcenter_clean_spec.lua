@@ -73,11 +73,20 @@ describe("facet.heads.subcenter", function()
     assert.are.same({ 1, 0, 1, 1, 1 }, r2.keep:totable())
   end)
 
-  H.it("a NaN embedding is dropped, and counted", function()
+  H.it("a NaN embedding is dropped, and counted, and votes for no sub-centre (also in compiled loops)", function()
     local W = H.tensor { { 1, 0 }, { 0, 1 } }
     local r = S.clean(W, 2, facet.tensor { { 1, 0.1 }, { 0 / 0, 1 } }, { 0, 0 })
     assert.are.same({ 1, 0 }, r.keep:totable())
     assert.are.equal(1, r.dropped)
+    assert.are.same({ { 1, 0 } }, r.counts:totable())
+    -- thousands of rows, so LuaJIT compiles the loops: every fifth row NaN, the others near sub-centre 1
+    local N, rows, y = 3000, {}, {}
+    for i = 1, N do rows[i], y[i] = i % 5 == 0 and { 0 / 0, 0 / 0 } or { 0.2, 1 }, 0 end
+    local big = S.clean(W, 2, facet.tensor(rows), y)
+    assert.are.equal(N / 5, big.dropped)
+    assert.are.same({ { 0, N - N / 5 } }, big.counts:totable())
+    local keep = big.keep:totable()
+    for i = 1, N do assert.are.equal(i % 5 == 0 and 0 or 1, keep[i], "row " .. i) end
   end)
 
   H.it("collapse keeps each class's dominant row", function()
@@ -196,7 +205,7 @@ describe("facet clean", function()
     return th
   end
 
-  local function check_outputs(th, out)
+  local function check_outputs(th, out, missing)
     local keep, dom = expected(th)
     local rec = facet.data.recordio(path("out/clean"))
     assert.are.equal("insightface", rec:layout())
@@ -229,7 +238,8 @@ describe("facet clean", function()
     local dropped = {}
     for line in F.read_file(path("out/clean_dropped.txt")):gmatch("[^\n]+") do dropped[#dropped + 1] = line end
     assert.are.equal(#images - #want, #dropped)
-    assert.truthy(F.read_file(path("out/clean_dropped.txt")):find("7\t1\tundecodable", 1, true))
+    -- the record that does not decode: facet clean's embedding skips it, facet embed's left it out
+    assert.truthy(F.read_file(path("out/clean_dropped.txt")):find("7\t1\t" .. (missing or "undecodable"), 1, true))
     local summary = require("facet.json").decode(F.read_file(path("out/clean_clean.json")))
     assert.are.equal(#images, summary.images)
     assert.are.equal(#want, summary.kept)
@@ -256,7 +266,7 @@ describe("facet clean", function()
     assert.are.equal(0, rc, out)
     out, rc = clean(("--threshold %.6f --embeddings %s"):format(th, path("e.npy")))
     assert.are.equal(0, rc, out)
-    check_outputs(th, out)
+    check_outputs(th, out, "not embedded")
   end)
 
   it("refuses what it cannot clean, naming the reason", function()
@@ -279,5 +289,10 @@ describe("facet clean", function()
     assert.are_not.equal(0, rc)
     assert.truthy(out:find("no identity records", 1, true), out)
     assert.is_false(F.exists(path("out/x.rec")))
+    -- the cleaned set may not replace the training set
+    out, rc = F.sh(RUN .. ("clean %s --model convnet --emb %d --size %d %s -o %s --subcenters 2"):format(
+      path("ckpt.safetensors"), EMB, SIZE, path("train.rec"), path("train")))
+    assert.are_not.equal(0, rc)
+    assert.truthy(out:find("would overwrite the training set", 1, true), out)
   end)
 end)

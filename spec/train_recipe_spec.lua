@@ -118,6 +118,16 @@ describe("recipes/train.lua", function()
         assert.are.same(t:totable(), got[name]:totable(), name)
       end
     end
+    -- a checkpoint directory gives its head too; a curricular head keeps its own t (the file has none)
+    local out3 = tmp("run-sub4")
+    text, rc = run(("--data %s --init %s --model convnet --size 24 --emb 8 --batch 6 --steps 1 --lr 1e-30 " ..
+      "--head curricular --head-opt subcenters=2 --out %s"):format(q(syn .. ".rec"), q(out .. "/ckpt"), q(out3)))
+    assert.are.equal(0, rc, text)
+    assert.truthy(text:find("(backbone and head)", 1, true), text)
+    assert.truthy(text:find("has no head.t; the head keeps its own", 1, true), text)
+    local first = facet.load_safetensors(facet.checkpoint.latest(out .. "/ckpt") .. "/model.safetensors")
+    local after = facet.load_safetensors(facet.checkpoint.latest(out3 .. "/ckpt") .. "/model.safetensors")
+    assert.are.same(first["head.weight"]:totable(), after["head.weight"]:totable())
     -- a head of another shape is a usage error naming both shapes
     text, rc = run(("--data %s --init %s --model convnet --size 24 --emb 8 --batch 6 --steps 1 --head arc " ..
       "--head-opt subcenters=3 --out %s"):format(q(out .. "/clean.rec"), q(out .. "/clean_init.safetensors"),

@@ -12,10 +12,12 @@
 --      checkpoint's weights with head.weight the dominant sub-centres (K x
 --      dim, one centre a class), to go on training from (recipes/train.lua
 --      --init);
---      OUT_dropped.txt: the dropped images (key, label, angle in degrees, or
---      "undecodable"); OUT_clean.json: the counts.
--- The record files are written under temporary names, synced and renamed, so
--- an interrupted run leaves the old ones.
+--      OUT_dropped.txt: the dropped images (key, label, angle in degrees,
+--      "undecodable", or with --embeddings "not embedded"); OUT_clean.json:
+--      the counts.
+-- The record files are written under temporary names, synced and renamed
+-- (the index first, as facet.data.pack does), so no partly written file ever
+-- has the final name; OUT may not be the training set itself.
 local ffi = require "ffi"
 local sys = require "facet.sys"
 
@@ -28,15 +30,7 @@ local function fail(msg) error(msg, 0) end
 -- the head's weight and its sub-centres a class from the checkpoint (k: the
 -- --subcenters flag, else what trainer.json recorded), and all its tensors
 local function head_weight(facet, path, k)
-  -- a checkpoint directory: its model.safetensors, head included (facet.load leaves the head out)
-  local w
-  if sys.is_dir(path) then
-    local dir = require("facet.checkpoint").latest(path) or path
-    if not sys.exists(dir .. "/model.safetensors") then fail(("%s holds no facet checkpoint"):format(path)) end
-    w = facet.load_safetensors(dir .. "/model.safetensors")
-  else
-    w = facet.load(path)
-  end
+  local w = require("facet.checkpoint").tensors(path)    -- the head's tensors included
   local weight = w["head.weight"]
   if not weight then fail(("%s holds no head.weight (save the head with the model)"):format(path)) end
   if not k and sys.is_dir(path) then
@@ -141,6 +135,11 @@ function M.run(facet, o)
   if not (type(data) == "string" and data:match("%.rec$")) then
     fail(("the training set must be an InsightFace .rec (with its .idx), got %s"):format(tostring(data)))
   end
+  local prefix = o.output:gsub("%.rec$", "")
+  local out_real = sys.realpath(prefix .. ".rec")
+  if prefix .. ".rec" == data or (out_real and out_real == sys.realpath(data)) then
+    fail(("-o %s would overwrite the training set %s: write the cleaned set elsewhere"):format(o.output, data))
+  end
   local rec = facet.data.recordio(data:gsub("%.rec$", ""))
   if rec:layout() ~= "insightface" then
     fail(("%s has no identity records (a plain RecordIO file): its labels cannot be the head's classes")
@@ -170,6 +169,7 @@ function M.run(facet, o)
     if keep8[j - 1] == 1 then kept_at[i] = true end
   end
   local kept, lines, undecodable = {}, {}, 0
+  local missing = o.embeddings and "not embedded" or "undecodable"
   for i = 1, rec:num_images() do
     if kept_at[i] then
       kept[#kept + 1] = i
@@ -177,14 +177,13 @@ function M.run(facet, o)
       lines[#lines + 1] = ("%s\t%d\t%.2f"):format(tostring(rec:key(i)), labels[i], angle[row_of[i] - 1])
     else
       undecodable = undecodable + 1
-      lines[#lines + 1] = ("%s\t%d\tundecodable"):format(tostring(rec:key(i)), labels[i])
+      lines[#lines + 1] = ("%s\t%d\t%s"):format(tostring(rec:key(i)), labels[i], missing)
     end
   end
   table.sort(kept, function(a, b)
     if labels[a] ~= labels[b] then return labels[a] < labels[b] end
     return a < b
   end)
-  local prefix = o.output:gsub("%.rec$", "")
   local rpath = write_rec(rec, kept, labels, K, prefix)
   all["head.weight"] = facet.heads.subcenter.collapse(weight, sc, r.dominant)
   facet.save_safetensors(all, prefix .. "_init.safetensors")

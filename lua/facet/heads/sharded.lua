@@ -221,8 +221,8 @@ function Sharded:_draw(yg, Bg)
     if k >= 0 and k < rows and mark[k] == 0 then mark[k], npos = 1, npos + 1 end
   end
   local want = math.max(npos, M.sample_size(self.sample, rows))
-  -- the weight initialisation used [0, K * dim) of this seed's stream
-  local start = self.classes * self.dim + self.iter * self.classes + off
+  -- the weight initialisation used [0, K * k * dim) of this seed's stream (k sub-centres a class)
+  local start = self.classes * self.inner.subcenters * self.dim + self.iter * self.classes + off
   check(C.facet_tensor_rand_uniform(s.u.h, self.sample_seed, start, 0, 1))
   local u, idx = ffi.cast("float *", s.u:data_ptr()), ffi.cast("int64_t *", s.idx:data_ptr())
   -- Knuth's algorithm S over the negatives: each is kept with probability need / left

@@ -81,7 +81,9 @@ function M.cosines(weight, k, embeddings, labels, opts)
   end
   local N = es[1]
   local _, yp = host_labels(fn, labels, N, K)
-  local batch = valid.integer(fn, "batch", opts.batch, { min = 1, max = 2 ^ 24, default = 4096 })
+  -- two batch x k x dim intermediates: 4096 samples at k = 3, fewer for more sub-centres
+  local batch = valid.integer(fn, "batch", opts.batch, { min = 1, max = 2 ^ 24,
+    default = math.max(64, math.floor(12288 / k)) })
   local dev = weight:device()
   local out = tensor.empty({ N, k })
   local idx = tensor.empty({ math.min(batch, math.max(N, 1)) * k }, { dtype = "int64" })
@@ -101,7 +103,8 @@ function M.cosines(weight, k, embeddings, labels, opts)
   return out
 end
 
---- The cleaning (see the header). opts: threshold (degrees, 75), batch (4096).
+--- The cleaning (see the header). opts: threshold (degrees, 75), batch
+-- (samples a chunk: 12288 / k, 4096 at k = 3).
 function M.clean(weight, k, embeddings, labels, opts)
   local fn = NAME .. ".clean"
   opts = valid.options(fn, opts, { "threshold", "batch" })
@@ -117,15 +120,18 @@ function M.clean(weight, k, embeddings, labels, opts)
   local np, bp = ffi.cast("uint8_t *", nearest:data_ptr()), ffi.cast("float *", best:data_ptr())
   local kp = ffi.cast("int64_t *", counts:data_ptr())
   for i = 0, N - 1 do
-    -- the nearest sub-centre: the largest cosine, the first of equal ones (a NaN loses)
+    -- the nearest sub-centre: the largest cosine, the first of equal ones (a NaN loses);
+    -- a sample whose cosines are all NaN (a NaN embedding) votes for none
     local a, v = 0, cp[i * k]
     for j = 1, k - 1 do
       local c = cp[i * k + j]
       if c > v or v ~= v then a, v = j, c end
     end
     np[i], bp[i] = a, v
-    local y = yp[i]
-    kp[y * k + a] = kp[y * k + a] + 1
+    if v == v then
+      local y = yp[i]
+      kp[y * k + a] = kp[y * k + a] + 1
+    end
   end
   local dominant = tensor.empty({ K }, { dtype = "int64" })
   local dp = ffi.cast("int64_t *", dominant:data_ptr())
@@ -138,11 +144,15 @@ function M.clean(weight, k, embeddings, labels, opts)
   local kp8, ap = ffi.cast("uint8_t *", keep:data_ptr()), ffi.cast("float *", angle:data_ptr())
   local kept = 0
   for i = 0, N - 1 do
-    local c = math.max(-1, math.min(1, cp[i * k + dp[yp[i]]]))
-    local deg = math.deg(math.acos(c))
+    -- a NaN cosine (a NaN embedding) is dropped: tested before the clamp, as
+    -- compiled code's min/max need not pass a NaN on
+    local c = cp[i * k + dp[yp[i]]]
+    local ok, deg = false, 0 / 0
+    if c == c then
+      deg = math.deg(math.acos(c < -1 and -1 or c > 1 and 1 or c))
+      ok = deg <= threshold
+    end
     ap[i] = deg
-    -- a NaN angle (a NaN embedding) is dropped
-    local ok = deg <= threshold
     kp8[i] = ok and 1 or 0
     if ok then kept = kept + 1 end
   end
