@@ -10,7 +10,7 @@ local facet = H.facet
 
 local function margin_of(name)
   if name == "curricular" then return "arc" end
-  if name == "adaface" or name == "magface" then return name end
+  if name == "adaface" or name == "magface" or name == "elastic-arc" or name == "elastic-cos" then return name end
   if name:find("am$") then return "am" end
   if name:find("arc$") then return "arc" end
   if name == "combined" or name == "a-softmax" then return name end
@@ -23,7 +23,9 @@ local function ref_cfg(head)
   local cfg = { kind = head.kind, margin = margin_of(name), s = head.s, m = head.m, m1 = head.m1, m2 = head.m2,
     m3 = head.m3, t = facet.is_tensor(head.t) and head.t:item() or head.t, h = head.h, gamma = head.gamma, keep = head.keep, sample = head.sample,
     lambda = head.current_lambda or head.lambda, easy_margin = head.easy_margin, l_a = head.l_a, u_a = head.u_a,
-    l_m = head.l_m, u_m = head.u_m, lambda_g = head.lambda_g, subcenters = head.subcenters }
+    l_m = head.l_m, u_m = head.u_m, lambda_g = head.lambda_g, subcenters = head.subcenters,
+    -- ElasticFace: the margins the forward drew (not differentiated)
+    mi = head.margins and head:margins() and head:margins():to("cpu"):totable() }
   if head.kind == "raw" or head.kind == "l2" then cfg.margin = "none" end
   if head.alpha then cfg.alpha = head.alpha:item() end
   return cfg
@@ -139,6 +141,12 @@ describe("heads against the reference, with finite-difference gradients", functi
     { "curricular", { s = 8, subcenters = 3 } },
     { "adaface", { s = 8, momentum = 1, subcenters = 2 } },
     { "magface", { s = 8, l_a = 1, u_a = 4, subcenters = 3 } },
+    -- ElasticFace: the margins drawn for the step, read back (head:margins()); plus sorts them against c_y
+    { "elastic-arc", { s = 8 } },
+    { "elastic-arc", { s = 8, plus = true, std = 0.2 } },
+    { "elastic-arc", { s = 8, easy_margin = true, std = 0.3 } },
+    { "elastic-cos", { s = 8 } },
+    { "elastic-cos", { s = 8, plus = true, std = 0.1, subcenters = 2 } },
   }
   for n, case in ipairs(cases) do
     local desc = {}

@@ -227,6 +227,11 @@ describe("sharded heads", function()
     compare("magface", { subcenters = 3, l_a = 1, u_a = 4 }, 11, 3, { 2, 2, 2 })
   end)
 
+  it("do so for ElasticFace: every rank draws the global batch's margins (plus: sorted against the global c_y)", function()
+    compare("elastic-arc", { plus = true, std = 0.2 }, 11, 3, { 3, 1, 2 })
+    compare("elastic-cos", { plus = true, std = 0.1, subcenters = 2 }, 11, 2, { 3, 3 })
+  end)
+
   it("take ranks with different batch sizes (dL/dx goes back by allreduce)", function()
     compare("hm-am", { keep = 0.5 }, 11, 3, { 3, 1, 2 })
     compare("mv-am", {}, 11, 2, { 1, 4 })
@@ -253,7 +258,7 @@ describe("sharded heads", function()
   it("save a checkpoint on 2 ranks that resumes on 1 (unsharded) and 3 ranks with the uninterrupted losses", function()
     for _, case in ipairs { { "mv-am", { fused = true } }, { "softmax", {} }, { "a-softmax", {} },
       { "arc", { adam = true } }, { "curricular", { momentum = 0.3 } }, { "adaface", { momentum = 0.5 } },
-      { "arc", { subcenters = 3, fused = true } } } do
+      { "arc", { subcenters = 3, fused = true } }, { "elastic-arc", { plus = true } } } do
       local name, opts, K = case[1], case[2], 11
       local dir = F.temp_dir()
       local base = LG.run(2, function(g) return M.resume_body(g, name, opts, K, dir, 1, 4, 2) end)

@@ -543,6 +543,54 @@ extern "C" int facet_cuda_head_update_margins(const struct facet_head_params *p,
     return check_launch("facet_cuda_head_update_margins");
 }
 
+/* ElasticFace: each row's margin m + std draw_i and its target fields */
+static __global__ void elastic_rows_kernel(facet_head_params p, float *rows, int64_t B, const float *draws)
+{
+    FACET_CUDA_FOR(i, B) facet_elastic_row(&p, rows + i * FACET_HEAD_ROW_COUNT, fmaf(p.std, draws[i], p.m3));
+}
+
+/* ElasticFace+, as head.c: each draw to its place in ascending order
+ * (MARGIN_DM of that row) and each row's rank by c_y descending (EXTRA);
+ * B^2 comparisons (B is the batch) */
+static __global__ void elastic_rank_kernel(float *rows, int64_t B, const float *draws)
+{
+    FACET_CUDA_FOR(i, B) {
+        int64_t q = 0, rank = 0;
+        const float di = draws[i], ci = rows[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_COS];
+        for (int64_t j = 0; j < B; j++) {
+            q += facet_elastic_draw_before(draws[j], j, di, i);
+            rank += facet_elastic_row_before(rows[j * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_COS], j, ci, i);
+        }
+        rows[q * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_MARGIN_DM] = di;
+        rows[i * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_EXTRA] = (float)rank;
+    }
+}
+
+/* the sorted draw of each row's rank (a thread reads another row's
+ * MARGIN_DM and writes only its own row's other fields) */
+static __global__ void elastic_plus_kernel(facet_head_params p, float *rows, int64_t B)
+{
+    FACET_CUDA_FOR(i, B) {
+        float *row = rows + i * FACET_HEAD_ROW_COUNT;
+        const int64_t rank = (int64_t)row[FACET_HEAD_ROW_EXTRA];
+        row[FACET_HEAD_ROW_EXTRA] = 0.0f;
+        facet_elastic_row(&p, row, fmaf(p.std, rows[rank * FACET_HEAD_ROW_COUNT + FACET_HEAD_ROW_MARGIN_DM], p.m3));
+    }
+}
+
+extern "C" int facet_cuda_head_elastic(const struct facet_head_params *p, float *rows, int64_t B, const float *draws)
+{
+    const char *fn = "facet_cuda_head_elastic";
+    if (!p->plus) {
+        elastic_rows_kernel<<<grid_blocks(B), FACET_CUDA_THREADS>>>(*p, rows, B, draws);
+        return check_launch(fn);
+    }
+    elastic_rank_kernel<<<grid_blocks(B), FACET_CUDA_THREADS>>>(rows, B, draws);
+    FACET_CUDA_TRY(check_launch(fn));
+    elastic_plus_kernel<<<grid_blocks(B), FACET_CUDA_THREADS>>>(*p, rows, B);
+    return check_launch(fn);
+}
+
 /* MagFace: dLoss/d||x_i|| of each row */
 static __global__ void magface_coef_kernel(facet_head_params p, const float *rows, int64_t B, const float *norms,
                                            float *coef)

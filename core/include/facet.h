@@ -419,7 +419,10 @@ enum facet_head_margin {
     FACET_HEAD_MARGIN_MAGFACE = 6,     /* per row, with m_i = rows[i, FACET_HEAD_ROW_NORM] (MagFace):
                                         * f = cos(theta + m_i); c - m_i sin(m_i) once c <= cos(pi - m_i);
                                         * with EASY_MARGIN f = c where c <= 0 */
-    FACET_HEAD_MARGIN_COUNT = 7
+    FACET_HEAD_MARGIN_ELASTIC_ARC = 7, /* per row, m_i = rows[i, FACET_HEAD_ROW_NORM] drawn by
+                                        * facet_head_elastic (ElasticFace-Arc): MAGFACE's formula */
+    FACET_HEAD_MARGIN_ELASTIC_COS = 8, /* per row (ElasticFace-Cos): f = c - m_i */
+    FACET_HEAD_MARGIN_COUNT = 9
 };
 
 enum facet_head_reweight {
@@ -456,7 +459,9 @@ enum facet_head_param {
     FACET_HEAD_PARAM_L_M = 12,          /* the margins' [l_m, u_m] it maps onto, */
     FACET_HEAD_PARAM_U_M = 13,
     FACET_HEAD_PARAM_LAMBDA_G = 14,     /* and the weight of the norm regulariser g */
-    FACET_HEAD_PARAM_COUNT = 15
+    FACET_HEAD_PARAM_STD = 15,          /* ElasticFace: the margins' standard deviation (their mean: M3) */
+    FACET_HEAD_PARAM_PLUS = 16,         /* ElasticFace+: 1 sorts the margins against c_y */
+    FACET_HEAD_PARAM_COUNT = 17
 };
 
 /* Fields of a row of `rows`. */
@@ -557,6 +562,18 @@ FACET_API int facet_head_update_margins(facet_head *head, facet_tensor *rows, co
  * caller adds coef_i x_i / ||x_i|| to dL/dx_i. coef: B float32. */
 FACET_API int facet_head_norm_grad(const facet_head *head, const facet_tensor *rows, const facet_tensor *norms,
                                    facet_tensor *coef);
+/* ElasticFace's per-row margins, after the target calls (every row's c_y in
+ * rows, merged across shards) and before the first partial: draws (B
+ * float32 on the rows' device, standard normal samples, e.g. from
+ * facet_tensor_rand_normal) become m_i = m + std draw_i (fmaf; m: the head's
+ * FACET_HEAD_PARAM_M3, std: FACET_HEAD_PARAM_STD). With FACET_HEAD_PARAM_PLUS
+ * (ElasticFace+) the draws are sorted first and the smallest goes to the row
+ * with the largest c_y (ties to the lower row, a NaN c_y last): harder
+ * samples get larger margins. rows[i, FACET_HEAD_ROW_NORM] receives m_i and
+ * the row's MARGIN, MARGIN_GRAD and TARGET are recomputed from its c_y
+ * (MARGIN_DM and EXTRA are used as scratch). The head's margin must be
+ * ELASTIC_ARC or ELASTIC_COS. On CUDA the host does not wait. */
+FACET_API int facet_head_elastic(facet_head *head, facet_tensor *rows, const facet_tensor *draws);
 /* Writes the block's row max and sum of exponentials into rows; the block
  * (the GEMM output) is read, not changed. */
 FACET_API int facet_head_partial(facet_head *head, facet_tensor *rows, facet_tensor *logits, const facet_tensor *wnorm,

@@ -187,6 +187,12 @@ int facet_cuda_head_finish(struct facet_head *head, float *rows, int64_t B, doub
     return absent("facet_cuda_head_finish");
 }
 
+int facet_cuda_head_elastic(const struct facet_head_params *p, float *rows, int64_t B, const float *draws)
+{
+    (void)p; (void)rows; (void)B; (void)draws;
+    return absent("facet_cuda_head_elastic");
+}
+
 int facet_cuda_head_subcenter_max(float *cos, uint8_t *index, const float *sub, const float *wnorm, int64_t B,
                                   int64_t Kb, int k)
 {

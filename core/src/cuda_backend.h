@@ -147,6 +147,8 @@ int facet_cuda_head_update_norms(float *rows, int64_t B, const float *norms, flo
 /* MagFace (facet_head_update_margins, facet_head_norm_grad): rows, norms and
  * coef on the device, the head's parameters by value */
 int facet_cuda_head_update_margins(const struct facet_head_params *p, float *rows, int64_t B, const float *norms);
+/* ElasticFace (facet_head_elastic): rows and draws (B) on the device */
+int facet_cuda_head_elastic(const struct facet_head_params *p, float *rows, int64_t B, const float *draws);
 int facet_cuda_head_norm_grad(const struct facet_head_params *p, const float *rows, int64_t B, const float *norms,
                               float *coef);
 /* the last finish's bad label (*row untouched when there was none) */

@@ -99,6 +99,10 @@ int facet_head_set(facet_head *head, int param, double value)
     case FACET_HEAD_PARAM_LAMBDA_G:
         if (v < 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: lambda_g must be >= 0, got %g", fn, value);
         p->lambda_g = v; break;
+    case FACET_HEAD_PARAM_STD:
+        if (v < 0) return facet_fail(FACET_STATUS_ERR_ARG, "%s: std must be >= 0, got %g", fn, value);
+        p->std = v; break;
+    case FACET_HEAD_PARAM_PLUS: p->plus = value != 0; break;
     default: return facet_fail(FACET_STATUS_ERR_ARG, "%s: unknown parameter %d", fn, param);
     }
     derive(p);
@@ -449,6 +453,50 @@ int facet_head_norm_grad(const facet_head *head, const facet_tensor *rows, const
     float *out = facet_ptr(coef);
     if (rows->device == FACET_DEVICE_CUDA) return facet_cuda_head_norm_grad(&head->p, r, B, n, out);
     for (int64_t i = 0; i < B; i++) out[i] = facet_magface_coef(&head->p, r + i * FACET_HEAD_ROW_COUNT, n[i], B);
+    return 0;
+}
+
+/* ---- ElasticFace's margins ------------------------------------------------------------- */
+
+int facet_head_elastic(facet_head *head, facet_tensor *rows, const facet_tensor *draws)
+{
+    static const char *fn = "facet_head_elastic";
+    int rc = check_batch_rows(fn, head, rows);
+    if (!rc) rc = facet_check_dtype(fn, "draws", draws, FACET_DTYPE_FLOAT32);
+    if (!rc) rc = facet_check_same_device(fn, draws, rows);
+    if (rc) return rc;
+    int64_t B = rows->sizes[0];
+    if (facet_numel(draws) != B || !facet_contiguous(draws))
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: draws must be %lld contiguous values, got %s", fn, (long long)B,
+                          facet_desc(draws));
+    const struct facet_head_params *p = &head->p;
+    if (p->margin != FACET_HEAD_MARGIN_ELASTIC_ARC && p->margin != FACET_HEAD_MARGIN_ELASTIC_COS)
+        return facet_fail(FACET_STATUS_ERR_ARG, "%s: the head's margin is not ElasticFace's", fn);
+    float *r = facet_ptr(rows);
+    const float *d = facet_ptr((facet_tensor *)draws);
+    if (rows->device == FACET_DEVICE_CUDA) return facet_cuda_head_elastic(p, r, B, d);
+    if (!p->plus) {
+        for (int64_t i = 0; i < B; i++) facet_elastic_row(p, r + i * FACET_HEAD_ROW_COUNT, fmaf(p->std, d[i], p->m3));
+        return 0;
+    }
+    /* as on the GPU: each draw to its place in ascending order (MARGIN_DM of
+     * that row), each row's rank by c_y (EXTRA), then the margins */
+    enum { N = FACET_HEAD_ROW_COUNT };
+    for (int64_t i = 0; i < B; i++) {
+        int64_t q = 0, rank = 0;
+        float ci = r[i * N + FACET_HEAD_ROW_COS];
+        for (int64_t j = 0; j < B; j++) {
+            q += facet_elastic_draw_before(d[j], j, d[i], i);
+            rank += facet_elastic_row_before(r[j * N + FACET_HEAD_ROW_COS], j, ci, i);
+        }
+        r[q * N + FACET_HEAD_ROW_MARGIN_DM] = d[i];
+        r[i * N + FACET_HEAD_ROW_EXTRA] = (float)rank;
+    }
+    for (int64_t i = 0; i < B; i++) {
+        int64_t rank = (int64_t)r[i * N + FACET_HEAD_ROW_EXTRA];
+        r[i * N + FACET_HEAD_ROW_EXTRA] = 0.0f;
+        facet_elastic_row(p, r + i * N, fmaf(p->std, r[rank * N + FACET_HEAD_ROW_MARGIN_DM], p->m3));
+    }
     return 0;
 }
 

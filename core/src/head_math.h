@@ -26,6 +26,8 @@
 struct facet_head_params {
     float s, m1, m2, m3, lambda, t, gamma, keep;
     float l_a, u_a, l_m, u_m, lambda_g;                 /* MagFace */
+    float std;                                          /* ElasticFace */
+    int plus;
     int easy_margin, raw;
     int margin, reweight, sample;
     float cos_m3, sin_m3, arc_threshold, arc_fallback;  /* derived for ARC */
@@ -176,6 +178,12 @@ FACET_HD void facet_margin(const struct facet_head_params *p, float c, float rz,
 {
     *dm = 0.0f;
     switch (p->margin) {
+    case FACET_HEAD_MARGIN_ELASTIC_COS:
+        *f = c - rz;
+        *df = 1.0f;
+        *dm = -1.0f;
+        break;
+    case FACET_HEAD_MARGIN_ELASTIC_ARC:
     case FACET_HEAD_MARGIN_MAGFACE: {
         /* arc with the row's margin; with easy_margin (its authors' runs)
          * none where c <= 0, else the fallback past theta + m = pi */
@@ -452,6 +460,33 @@ FACET_HD float facet_focal_weight(float L, float gamma)
     if (q <= 0.0f) return 0.0f;
     float qg = powf(q, gamma);
     return qg + gamma * p * (qg / q) * L;
+}
+
+/* ---- ElasticFace ------------------------------------------------------------------------
+ * ElasticFace+ gives the smallest margin to the row with the largest c_y:
+ * rows in the order of c_y descending (ties to the lower row, a NaN c_y
+ * last), draws in ascending order (ties to the lower index). */
+FACET_HD int facet_elastic_row_before(float ca, int64_t a, float cb, int64_t b)
+{
+    if (ca != ca) return cb != cb && a < b;
+    if (cb != cb) return 1;
+    return ca > cb || (ca == cb && a < b);
+}
+
+FACET_HD int facet_elastic_draw_before(float da, int64_t a, float db, int64_t b)
+{
+    return da < db || (da == db && a < b);
+}
+
+/* A row's margin m (rows[NORM]) and its target fields from its c_y */
+FACET_HD void facet_elastic_row(const struct facet_head_params *p, float *row, float m)
+{
+    float f, df, dm;
+    row[FACET_HEAD_ROW_NORM] = m;
+    facet_margin(p, row[FACET_HEAD_ROW_COS], m, &f, &df, &dm);
+    row[FACET_HEAD_ROW_MARGIN] = f;
+    row[FACET_HEAD_ROW_MARGIN_GRAD] = df;
+    row[FACET_HEAD_ROW_TARGET] = p->s * f;
 }
 
 /* ---- sub-centres (Sub-center ArcFace) ------------------------------------------------------

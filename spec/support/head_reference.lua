@@ -75,6 +75,7 @@ function R.loss(cfg, x, W, b, y)
       local f
       if cfg.margin == "adaface" then f = R.adaface_margin(cfg, c[yi], cfg.z[i])
       elseif cfg.margin == "magface" then f = R.magface_margin(cfg, c[yi], nx)
+      elseif cfg.margin == "elastic-arc" or cfg.margin == "elastic-cos" then f = R.elastic_margin(cfg, c[yi], cfg.mi[i])
       else f = R.margin(cfg, c[yi]) end
       for k = 1, K do
         if k == yi then z[k] = cfg.s * f
@@ -135,6 +136,15 @@ end
 function R.magface_margin(cfg, c, n)
   local a = math.max(cfg.l_a, math.min(cfg.u_a, n))
   local m = cfg.l_m + (cfg.u_m - cfg.l_m) * (a - cfg.l_a) / (cfg.u_a - cfg.l_a)
+  if cfg.easy_margin and c <= 0 then return c end
+  if c > math.cos(math.pi - m) then return math.cos(math.acos(c) + m) end
+  return c - m * math.sin(m)
+end
+
+--- ElasticFace's target with the row's margin m: the arc margin as arc's and
+-- MagFace's (easy_margin, the fallback past pi), or the cosine margin c - m.
+function R.elastic_margin(cfg, c, m)
+  if cfg.margin == "elastic-cos" then return c - m end
   if cfg.easy_margin and c <= 0 then return c end
   if c > math.cos(math.pi - m) then return math.cos(math.acos(c) + m) end
   return c - m * math.sin(m)

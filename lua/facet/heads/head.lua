@@ -40,8 +40,12 @@ local bad_p = ffi.new("int64_t[3]")
 local MARGINS = {
   none = C.FACET_HEAD_MARGIN_NONE, am = C.FACET_HEAD_MARGIN_COMBINED, combined = C.FACET_HEAD_MARGIN_COMBINED,
   arc = C.FACET_HEAD_MARGIN_ARC, ["a-softmax"] = C.FACET_HEAD_MARGIN_ASOFTMAX, adaface = C.FACET_HEAD_MARGIN_ADAFACE,
-  magface = C.FACET_HEAD_MARGIN_MAGFACE,
+  magface = C.FACET_HEAD_MARGIN_MAGFACE, ["elastic-arc"] = C.FACET_HEAD_MARGIN_ELASTIC_ARC,
+  ["elastic-cos"] = C.FACET_HEAD_MARGIN_ELASTIC_COS,
 }
+-- ElasticFace's draws: their own Philox key (the seed's stream holds the
+-- weights and Partial FC's draws) and 2^24 numbers a step
+local ELASTIC_KEY, ELASTIC_STRIDE = 0x454C * 2 ^ 32, 2 ^ 24
 -- MagFace's options and defaults (its authors'), in the order they are checked
 local MAGFACE = { { "l_a", 10, C.FACET_HEAD_PARAM_L_A }, { "u_a", 110, C.FACET_HEAD_PARAM_U_A },
   { "l_m", 0.45, C.FACET_HEAD_PARAM_L_M }, { "u_m", 0.8, C.FACET_HEAD_PARAM_U_M },
@@ -54,9 +58,13 @@ local function accepted(cfg)
   if cfg.kind ~= "raw" then a.s = true end
   if cfg.kind == "cosine" then a.subcenters = true end
   -- the adaptive heads take their authors' margins only
-  if cfg.kind == "cosine" and cfg.margin ~= "adaface" and cfg.margin ~= "magface" and cfg.h ~= "curricular" then
+  local elastic = cfg.margin == "elastic-arc" or cfg.margin == "elastic-cos"
+  if cfg.kind == "cosine" and cfg.margin ~= "adaface" and cfg.margin ~= "magface" and cfg.h ~= "curricular"
+    and not elastic then
     a.margin = true
   end
+  if elastic then a.m, a.std, a.plus = true, true, true end
+  if cfg.margin == "elastic-arc" then a.easy_margin = true end
   if cfg.margin == "magface" then
     for _, e in ipairs(MAGFACE) do a[e[1]] = true end
     a.easy_margin = true
@@ -130,7 +138,7 @@ function Head.new(cfg, opts, block)
   local K = valid.integer(name, "classes", opts.classes, { min = 1, max = 2 ^ 31 - 1 })
   local D = valid.integer(name, "dim", opts.dim, { min = 1, max = 2 ^ 31 - 1 })
   valid.enum(name, "device", opts.device, { "cpu", "cuda" }, "cpu")
-  for _, k in ipairs { "fused", "learn_alpha", "easy_margin" } do valid.boolean(name, k, opts[k], false) end
+  for _, k in ipairs { "fused", "learn_alpha", "easy_margin", "plus" } do valid.boolean(name, k, opts[k], false) end
   valid.integer(name, "seed", opts.seed, { min = 0, default = 0 })
   local self = setmetatable({ name = cfg.name, kind = cfg.kind, classes = K, dim = D, iter = 0 }, Head)
   -- Sub-center ArcFace: k sub-centres a class, rows c k ... c k + k - 1 of
@@ -203,6 +211,21 @@ function Head.new(cfg, opts, block)
     if not (self.u_m >= self.l_m) then
       valid.fail(name, ("u_m (%g) must be at least l_m (%g)"):format(self.u_m, self.l_m))
     end
+  elseif cfg.margin == "elastic-arc" or cfg.margin == "elastic-cos" then
+    -- the mean and spread of the margins, drawn per sample each forward; the
+    -- authors' spreads: 0.05, with plus 0.0175 (arc) and 0.02 (cos)
+    self.m = number_opt(opts, "m", cfg.m, 0, name)
+    self.plus = opts.plus and true or false
+    local arc = cfg.margin == "elastic-arc"
+    self.std = valid.number(name, "option std", opts.std,
+      { min = 0, max = 10, default = self.plus and (arc and 0.0175 or 0.02) or 0.05 })
+    set(C.FACET_HEAD_PARAM_M3, self.m)
+    set(C.FACET_HEAD_PARAM_STD, self.std)
+    set(C.FACET_HEAD_PARAM_PLUS, self.plus and 1 or 0)
+    self.easy_margin = opts.easy_margin and true or false
+    set(C.FACET_HEAD_PARAM_EASY_MARGIN, self.easy_margin and 1 or 0)
+    self.elastic = true
+    self.draw_seed = ELASTIC_KEY + (opts.seed or 0)
   elseif cfg.margin == "a-softmax" then
     self.m1 = number_opt(opts, "m1", cfg.m1, 1, name)
     set(C.FACET_HEAD_PARAM_M1, self.m1)
@@ -558,6 +581,7 @@ function Head:forward(x, y)
   self:_update_norms(b.rows, b.xnorm)
   self:_update_margins(b.rows, b.xnorm)
   check(C.facet_head_target(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0, self.classes))
+  self:_elastic(b, b.rows)
   self:_update_t(b.rows)
   check(C.facet_head_partial(h, b.rows.h, b.z.h, wnorm, bias, y.h, 0))
   local loss = self:_finish(b.rows, name, nil, function() self:_unschedule(lambda); self:_restore_state() end)
@@ -637,6 +661,32 @@ function Head:_update_norms(rows, norms)
   if self.norm_h == nil then return end
   check(C.facet_head_update_norms(self.handle, rows.h, norms.h, self.batch_mean.h, self.batch_std.h, self.momentum,
     self.norm_h), 2)
+end
+
+-- ElasticFace: each row's margin drawn for this step (the same draws on
+-- every rank of a sharded head: the key and the step are the same), its
+-- target fields recomputed (rows: every row of the batch, after the target
+-- calls). Other heads: nothing. Shared with facet.heads.sharded.
+function Head:_elastic(b, rows)
+  if not self.elastic then return end
+  local B = rows:size(1)
+  local d = b.draws
+  if not (d and d:numel() == B and d:device() == self.device) then
+    d = tensor.empty({ B }, { device = self.device })
+    b.draws = d
+  end
+  check(C.facet_tensor_rand_normal(d.h, self.draw_seed, self.iter * ELASTIC_STRIDE, 0, 1), 2)
+  check(C.facet_head_elastic(self.handle, rows.h, d.h), 2)
+end
+
+--- The per-sample margins of the last forward (ElasticFace's draws,
+-- MagFace's margins from the norms), a new B-element tensor on the head's
+-- device; nil for the other heads or before a forward.
+function Head:margins()
+  live(self, "margins")
+  if not (self.elastic or self.l_a) or not self.buf then return nil end
+  local rows = self.buf.rows
+  return rows:narrow(2, tonumber(C.FACET_HEAD_ROW_NORM) + 1, 1):contiguous():reshape(rows:size(1))
 end
 
 -- MagFace: each row's margin and regulariser from its norm (norms: B values,
@@ -864,7 +914,7 @@ function Head:__tostring()
   local parts = { ("%s(classes=%d, dim=%d"):format(self.name, self.classes, self.dim) }
   if self.subcenters > 1 then parts[#parts + 1] = ("subcenters=%d"):format(self.subcenters) end
   for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "norm_h", "momentum", "l_a", "u_a", "l_m", "u_m", "lambda_g",
-    "gamma", "keep" } do
+    "std", "gamma", "keep" } do
     local v = self[k]
     if k == "norm_h" then k = "h" end
     if tensor.is_tensor(v) then v = v:item() end
@@ -873,6 +923,7 @@ function Head:__tostring()
   if self.h ~= nil and self.h ~= "curricular" then
     parts[#parts + 1] = "h=" .. (type(self.h) == "function" and "scripted" or self.h)
   end
+  if self.plus then parts[#parts + 1] = "plus" end
   if self.alpha then parts[#parts + 1] = ("alpha=%g%s"):format(self.alpha:item(), self.learn_alpha and " (learned)" or "") end
   return table.concat(parts, ", ") .. ", " .. self.device .. ")"
 end

@@ -53,6 +53,10 @@ CATALOGUE["magface"] = function() return { kind = "cosine", margin = "magface" }
 -- AdaFace (Kim et al., CVPR 2022): a per-sample margin driven by the
 -- feature norm (its h and momentum are options of the head)
 CATALOGUE["adaface"] = function(o) return { kind = "cosine", margin = "adaface", m = o.m or 0.4 } end
+-- ElasticFace (Boutros et al., CVPR workshops 2022): arc or cosine margins
+-- drawn per sample from N(m, std) each step (ElasticFace+: sorted against c_y)
+CATALOGUE["elastic-arc"] = function(o) return { kind = "cosine", margin = "elastic-arc", m = o.m or 0.5 } end
+CATALOGUE["elastic-cos"] = function(o) return { kind = "cosine", margin = "elastic-cos", m = o.m or 0.35 } end
 -- CurricularFace (Huang et al., CVPR 2020): the arc margin on the target, and
 -- a hard class's logit s c (t + c) with t the running mean of c_y
 CATALOGUE["curricular"] = function(o)
@@ -76,7 +80,8 @@ end
 -- and the papers' (SphereFace's A-Softmax, AM-Softmax, Arc-Softmax);
 -- facet.heads.new takes them and records the catalogue's name.
 M.ALIASES = { arcface = "arc", ["arc-softmax"] = "arc", cosface = "am", ["am-softmax"] = "am",
-  sphereface = "a-softmax", curricularface = "curricular" }
+  sphereface = "a-softmax", curricularface = "curricular", ["elasticface-arc"] = "elastic-arc",
+  ["elasticface-cos"] = "elastic-cos" }
 
 function M.names()
   local r = {}

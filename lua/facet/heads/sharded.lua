@@ -120,7 +120,7 @@ function Sharded:_alias()
   end
   for _, k in ipairs { "s", "m", "m1", "m2", "m3", "t", "h", "norm_h", "momentum", "l_a", "u_a", "l_m", "u_m",
     "lambda_g", "gamma", "keep", "lambda",
-    "easy_margin", "learn_alpha", "fused", "batch_mean", "batch_std", "subcenters" } do
+    "easy_margin", "learn_alpha", "fused", "batch_mean", "batch_std", "subcenters", "std", "plus", "elastic" } do
     self[k] = self.inner[k]
   end
 end
@@ -368,6 +368,7 @@ function Sharded:forward(x, y)
   inner:_update_margins(b.rows, norms)
   check(C.facet_head_target(h, b.rows.h, b.z.h, wn_h, bias_h, labels.h, off, ncls))
   g:allreduce(b.rows, "sum")
+  inner:_elastic(b, b.rows)   -- ElasticFace: every rank draws the same margins for the global batch
   inner:_update_t(b.rows)     -- CurricularFace: every rank sees the same c_y, so the same t
   inner:_update_margins(b.rows, norms)    -- MagFace: the sum scaled the margin and regulariser fields
   -- this block's max and sum of exponentials, merged: M = max_r m_r, S = sum_r s_r exp(m_r - M)
@@ -547,6 +548,14 @@ function Sharded:load_state_dict(t)
   if inner.alpha then inner.alpha:copy(t.alpha) end
   for k, v in pairs(state) do v:copy(t[k]) end
   inner:weight_changed(false)
+end
+
+--- The per-sample margins of the last forward over the global batch (as Head:margins).
+function Sharded:margins()
+  local inner = live(self, "margins")
+  if not (inner.elastic or inner.l_a) or not self.buf then return nil end
+  local rows = self.buf.rows
+  return rows:narrow(2, tonumber(C.FACET_HEAD_ROW_NORM) + 1, 1):contiguous():reshape(rows:size(1))
 end
 
 --- Releases the block head and the buffers (as head:free()).
