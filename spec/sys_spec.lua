@@ -129,6 +129,24 @@ describe("facet.sys", function()
     no_canary()
   end)
 
+  it("sync_rename puts every file in place in order, and renames none when one is missing", function()
+    local d = fresh()
+    H.write_file(d .. "/a.tmp", "A")
+    H.write_file(d .. "/" .. HOSTILE[2] .. ".tmp", "B")
+    H.write_file(d .. "/" .. HOSTILE[2], "old")
+    assert.is_true(sys.sync_rename { { d .. "/a.tmp", d .. "/a" }, { d .. "/" .. HOSTILE[2] .. ".tmp", d .. "/" .. HOSTILE[2] } })
+    assert.are.equal("A", H.read_file(d .. "/a"))
+    assert.are.equal("B", H.read_file(d .. "/" .. HOSTILE[2]))
+    assert.are.same({ HOSTILE[2], "a" }, sys.list_dir(d))
+    H.write_file(d .. "/c.tmp", "C")
+    local ok, err = sys.sync_rename { { d .. "/c.tmp", d .. "/c" }, { d .. "/gone.tmp", d .. "/gone" } }
+    assert.is_nil(ok)
+    assert.truthy(err:find("gone.tmp", 1, true), err)
+    assert.is_true(sys.exists(d .. "/c.tmp"))       -- nothing renamed before every file was synced
+    assert.is_false(sys.exists(d .. "/c"))
+    no_canary()
+  end)
+
   it("list_dir, exists and is_dir", function()
     local d = fresh()
     for _, n in ipairs { "b", "a", "c" } do H.write_file(d .. "/" .. n, n) end

@@ -108,14 +108,7 @@ local function write_rec(rec, kept, labels, K, prefix)
       at = e
     end
     w:close()
-    for _, p in ipairs { tmp_rec, tmp_idx } do
-      local f = assert(io.open(p, "rb"))
-      local synced, why = sys.fsync(f)
-      f:close()
-      assert(synced, why)
-    end
-    assert(sys.rename(tmp_idx, ipath))
-    assert(sys.rename(tmp_rec, rpath))
+    assert(sys.sync_rename { { tmp_idx, ipath }, { tmp_rec, rpath } })
   end)
   if not ok then
     pcall(w.close, w)

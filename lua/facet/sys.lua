@@ -15,6 +15,7 @@
 --   sys.read_file(path)         the whole file as bytes (or nil, err)
 --   sys.rename(from, to)        (true, or nil, err)
 --   sys.fsync(file)             flushes a Lua file and fsyncs it (true, or nil, err)
+--   sys.sync_rename(moves)      fsyncs each { tmp, final } file, then renames them in order (true, or nil, err)
 --   sys.write_atomic(path, data) writes path.tmp (a string, or a function(file) that writes),
 --                               fsyncs it and renames it over path (true, or nil, err)
 --   sys.zlib()                  the zlib library (gzopen / gzread / gzwrite / gzclose, crc32)
@@ -188,6 +189,24 @@ function M.fsync(f)
   if not ok then return nil, err end
   -- LuaJIT passes an io file to a void * parameter as its FILE *
   if C.fsync(C.fileno(f)) ~= 0 then return failure("cannot fsync", "file") end
+  return true
+end
+
+--- Files written under temporary names, put in place: fsyncs every
+-- moves[i][1] (so none is renamed before all are on the disk), then renames
+-- each over moves[i][2] in order; true, or nil and a message.
+function M.sync_rename(moves)
+  for _, m in ipairs(moves) do
+    local f, err = io.open(m[1], "rb")
+    if not f then return nil, ("cannot open %s"):format(err) end
+    local synced, why = M.fsync(f)
+    f:close()
+    if not synced then return nil, why end
+  end
+  for _, m in ipairs(moves) do
+    local ok, err = M.rename(m[1], m[2])
+    if not ok then return nil, err end
+  end
   return true
 end
 

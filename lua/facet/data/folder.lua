@@ -176,15 +176,8 @@ function M.pack(src, prefix)
     local lf = assert(io.open(tmp_lst, "wb"))
     assert(lf:write(table.concat(lines, "\n"), "\n"))
     lf:close()
-    for _, p in ipairs { tmp_rec, tmp_idx, tmp_lst } do   -- on the disk before they replace the old ones
-      local f = assert(io.open(p, "rb"))
-      local synced, why = sys.fsync(f)
-      f:close()
-      assert(synced, why)
-    end
-    assert(sys.rename(tmp_lst, lst))
-    assert(sys.rename(tmp_idx, idx))
-    assert(sys.rename(tmp_rec, rec))
+    -- on the disk before they replace the old ones
+    assert(sys.sync_rename { { tmp_lst, lst }, { tmp_idx, idx }, { tmp_rec, rec } })
   end)
   if not ok then
     if w then pcall(w.close, w) end

@@ -684,8 +684,13 @@ end
 -- device; nil for the other heads or before a forward.
 function Head:margins()
   live(self, "margins")
-  if not (self.elastic or self.l_a) or not self.buf then return nil end
-  local rows = self.buf.rows
+  return self:_margins(self.buf)
+end
+
+-- the margins in the rows of buffers b (shared with facet.heads.sharded)
+function Head:_margins(b)
+  if not (self.elastic or self.l_a) or not (b and b.rows) then return nil end
+  local rows = b.rows
   return rows:narrow(2, tonumber(C.FACET_HEAD_ROW_NORM) + 1, 1):contiguous():reshape(rows:size(1))
 end
 

@@ -552,10 +552,7 @@ end
 
 --- The per-sample margins of the last forward over the global batch (as Head:margins).
 function Sharded:margins()
-  local inner = live(self, "margins")
-  if not (inner.elastic or inner.l_a) or not self.buf then return nil end
-  local rows = self.buf.rows
-  return rows:narrow(2, tonumber(C.FACET_HEAD_ROW_NORM) + 1, 1):contiguous():reshape(rows:size(1))
+  return live(self, "margins"):_margins(self.buf)
 end
 
 --- Releases the block head and the buffers (as head:free()).
