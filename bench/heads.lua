@@ -30,10 +30,17 @@
 -- CPU). Targets on the GPU: step <= 1.3x the GEMMs (fused), >= 3x PyTorch's speed.
 -- The heads' weights are drawn on the device there (their values do not
 -- matter here; a million-class W drawn on the CPU takes seconds).
+-- --subcenters k (k > 1): every cosine head with k sub-centres a class
+-- (Sub-center ArcFace: a (K k) x dim weight, each class's cosine the best of
+-- its k); the raw heads (softmax, l2-softmax) take none and are left out with
+-- a note. The GEMMs, the SGD pass, the zeroing and W + dL/dW + the buffer it
+-- is compared with are then those of the K k rows (the real work), PyTorch
+-- runs its sub-centre heads (max over each class's k cosines, as InsightFace),
+-- and the heads are shown as NAME/kK (e.g. arc/k3), in the summary lines too.
 -- --train 0 leaves out the training-step table. Lines starting with
 -- "summary:" are the key figures (tools/gpu_check.sh copies them).
 -- Usage: bin/facet run bench/heads.lua [--B 128] [--dim 512] [--K 72690] [--reps 5] [--heads am,mv-am]
---          [--device cpu|cuda] [--train 0|1] [--torch 0|1]  (--help: the options)
+--          [--device cpu|cuda] [--train 0|1] [--torch 0|1] [--subcenters 1]  (--help: the options)
 local facet = require "facet"
 package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
 local common = require "common"
@@ -50,6 +57,8 @@ common.names(parser, "--heads", "heads to time, comma-separated (default: all)",
 common.device(parser)
 common.switch(parser, "--train", "the training-step table", 1)
 common.switch(parser, "--torch", "PyTorch's heads too (bench/heads_torch.py)", 0)
+common.integer(parser, "--subcenters", "sub-centres a class of the cosine heads (Sub-center ArcFace; 1: none)", 1, 1,
+  255)
 local o = parser:parse(arg)
 local gpu = common.check_device(NAME, o.device)
 
@@ -104,24 +113,27 @@ local function new_head(name, opts)
 end
 
 local B, D, K = o.B, o.dim, o.K
+-- sub-centres: the cosine heads' weight has K k rows, and so do the GEMMs it is compared with
+local SC = o.subcenters
+local KR = K * SC
 local dev = { device = o.device }
 local x = facet.randn({ B, D }, { seed = 1, device = o.device })
 local y = facet.arange(B, { dtype = "int64" }):mul_(K / B):floor_():to(o.device)
 
 -- the three GEMMs of a head step, alone
-local W = facet.randn({ K, D }, { seed = 2, device = o.device })
-local gW = facet.zeros({ K, D }, dev)
-local Z = facet.empty({ B, K }, dev)
+local W = facet.randn({ KR, D }, { seed = 2, device = o.device })
+local gW = facet.zeros({ KR, D }, dev)
+local Z = facet.empty({ B, KR }, dev)
 local dX = facet.empty({ B, D }, dev)
 local t_gemm = best(function()
   x:matmul(W, { transpose_b = true, out = Z })
   Z:matmul(W, { out = dX })
   Z:matmul(x, { transpose_a = true, out = gW, beta = 1 })
 end, o.reps)
-local gflop = 3 * 2 * B * D * K / 1e9
+local gflop = 3 * 2 * B * D * KR / 1e9
 -- one plain SGD pass with momentum over W (what any optimizer step costs)
 local C = require("facet.core").C
-local mom = facet.zeros({ K, D }, dev)
+local mom = facet.zeros({ KR, D }, dev)
 local first = C.FACET_SGD_FLAG_FIRST_STEP
 local t_sgd = best(function()
   require("facet.core").check(C.facet_sgd_step(W.h, gW.h, mom.h, nil, nil, 1e-9, 0.9, 0, 5e-4, first))
@@ -131,16 +143,19 @@ local t_zero = best(function() gW:zero_() end, o.reps)
 W, gW, Z, dX, mom = nil, nil, nil, nil, nil
 collect()
 
--- W + dL/dW + one B x K buffer: the least a head step can hold
-local ref_mb = (2 * K * D + B * K) * 4 / 2 ^ 20
+-- W + dL/dW + one B x K buffer: the least a head step can hold (K k rows with sub-centres)
+local ref_mb = (2 * KR * D + B * KR) * 4 / 2 ^ 20
+-- a head as the tables show it: NAME/kK with sub-centres
+local function label_of(name) return SC > 1 and ("%s/k%d"):format(name, SC) or name end
+local rows_text = SC > 1 and (" x %d sub-centres (%d rows)"):format(SC, KR) or ""
 if gpu then
-  print(("B = %d, dim = %d, K = %d on cuda (device 1 of %d), fp32; best of %d runs between synchronize() calls"):format(
-    B, D, K, facet.cuda.device_count(), o.reps))
+  print(("B = %d, dim = %d, K = %d%s on cuda (device 1 of %d), fp32; best of %d runs between synchronize() calls")
+    :format(B, D, K, rows_text, facet.cuda.device_count(), o.reps))
   print(("three cuBLAS GEMMs alone: %.2f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.2f ms; " ..
     "zeroing dL/dW: %.2f ms; W + dL/dW + one BxK buffer: %.0f MB"):format(t_gemm * 1e3, gflop / t_gemm,
     t_sgd * 1e3, t_zero * 1e3, ref_mb))
 else
-  print(("B = %d, dim = %d, K = %d on %s, %d threads, OpenBLAS core %s"):format(B, D, K, o.device,
+  print(("B = %d, dim = %d, K = %d%s on %s, %d threads, OpenBLAS core %s"):format(B, D, K, rows_text, o.device,
     facet.get_threads(), facet.blas_core()))
   print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.1f ms; zeroing dL/dW: %.1f ms"):format(
     t_gemm * 1e3, gflop / t_gemm, t_sgd * 1e3, t_zero * 1e3))
@@ -169,6 +184,7 @@ local mems = {}
 -- the best forward+backward of a head; on the GPU also the device bytes it holds
 local function time_head(name, opts)
   opts.classes, opts.dim, opts.seed, opts.device = K, D, 3, o.device
+  if SC > 1 then opts.subcenters = SC end
   local base, peak0 = 0, 0
   if gpu then
     local s = stats()
@@ -202,7 +218,7 @@ end
 -- one line of the table: unfused, and fused where the head has it; returns
 -- the unfused time and the fused one (nil without fusion)
 local function run(name, opts, label)
-  label = label or name
+  label = label or label_of(name)
   local t, mb, fusable = time_head(name, opts)
   local tf
   if fusable then
@@ -219,8 +235,20 @@ local function run(name, opts, label)
   return t, tf
 end
 
+-- a head's kind, from a small one
+local function kind_of(name) return facet.heads.new(name, { classes = 2, dim = 2 }).kind end
+
 local names = o.heads or facet.heads.names()
 local times, fused_times = {}, {}
+if SC > 1 then
+  -- sub-centres are for the cosine heads only
+  local kept = {}
+  for _, name in ipairs(names) do
+    if kind_of(name) == "cosine" then kept[#kept + 1] = name
+    else print(("%-24s skipped: not a cosine head (%s), no sub-centres"):format(name, kind_of(name))) end
+  end
+  names = kept
+end
 for _, name in ipairs(names) do times[name], fused_times[name] = run(name, {}) end
 
 -- a training step through facet.optim.sgd; fused: the W norms and the radial
@@ -231,11 +259,11 @@ if o.train ~= 0 then
     "+ zeroing (%.1f ms)"):format(t_base * 1e3))
   print(("%-24s %12s %12s %8s"):format("head", "unfused ms", "fused ms", "x (GEMM+SGD+zero)"))
   for _, name in ipairs(names) do
-    local probe = facet.heads.new(name, { classes = 2, dim = 2 })
-    if probe.kind == "cosine" then
+    if kind_of(name) == "cosine" then
       local res = {}
       for _, fused in ipairs { false, true } do
-        local h = new_head(name, { classes = K, dim = D, seed = 3, device = o.device, fused = fused })
+        local h = new_head(name, { classes = K, dim = D, seed = 3, device = o.device, fused = fused,
+          subcenters = SC > 1 and SC or nil })
         local opt = facet.optim.sgd(h, { lr = 1e-9, momentum = 0.9, weight_decay = 5e-4 })
         res[#res + 1] = best(function()
           opt:zero_grad()
@@ -246,7 +274,7 @@ if o.train ~= 0 then
         h, opt = nil, nil
         collect()
       end
-      print(("%-24s %12.1f %12.1f %8.2f"):format(name, res[1] * 1e3, res[2] * 1e3, res[2] / t_base))
+      print(("%-24s %12.1f %12.1f %8.2f"):format(label_of(name), res[1] * 1e3, res[2] * 1e3, res[2] / t_base))
     end
   end
 end
@@ -255,7 +283,7 @@ print()
 if not o.heads or times["mv-am"] then
   local E = facet.expr
   local t_script = run("mv-am", { h = function(t, cos, I, s) return E.exp(s * t * (cos + 1) * I) end },
-    "mv-am (scripted h)")
+    label_of("mv-am") .. " (scripted h)")
   local t_built = times["mv-am"] or run("mv-am", {})
   print(("scripted h / built-in h: %.3f"):format(t_script / t_built))
 end
@@ -263,8 +291,10 @@ end
 local torch_ms, torch_mb = {}, {}
 if o.torch ~= 0 then
   local python = os.getenv("FACET_TORCH_PYTHON") or (gpu and "python3" or "/usr/bin/python3")
-  local cmd = ("env -u LD_PRELOAD %s bench/heads_torch.py --device %s --B %d --dim %d --K %d --reps %d --threads %d")
-    :format(python, o.device, B, D, K, math.max(2, o.reps - 2), facet.get_threads())
+  -- the heads of this run (bench/heads_torch.py leaves out those it does not have)
+  local cmd = ("env -u LD_PRELOAD %s bench/heads_torch.py --device %s --B %d --dim %d --K %d --reps %d --threads %d " ..
+    "--subcenters %d --heads %s"):format(python, o.device, B, D, K, math.max(2, o.reps - 2), facet.get_threads(), SC,
+    table.concat(names, ","))
   local p = io.popen(cmd .. " 2>&1")
   local out = p:read("*a")
   p:close()
@@ -281,7 +311,7 @@ if o.torch ~= 0 then
     local ms = torch_ms[name]
     if ms and times[name] then
       any = true
-      print(("%-24s %12.2f %12.2f %9.1fx%s"):format(name, ms, times[name] * 1e3, ms / (times[name] * 1e3),
+      print(("%-24s %12.2f %12.2f %9.1fx%s"):format(label_of(name), ms, times[name] * 1e3, ms / (times[name] * 1e3),
         torch_mb[name] and ("   %10.0f"):format(torch_mb[name]) or ""))
     end
   end
@@ -291,8 +321,8 @@ end
 -- the key figures, one line per head
 for _, name in ipairs(names) do
   local t, tf = times[name], fused_times[name]
-  local parts = { ("summary: heads %s K=%d %s: %.2f ms fwd+bwd = %.2fx the GEMMs (%.2f ms)"):format(o.device, K, name,
-    t * 1e3, t / t_gemm, t_gemm * 1e3) }
+  local parts = { ("summary: heads %s K=%d %s: %.2f ms fwd+bwd = %.2fx the GEMMs (%.2f ms)"):format(o.device, K,
+    label_of(name), t * 1e3, t / t_gemm, t_gemm * 1e3) }
   if tf then
     parts[#parts + 1] = ("fused %.2f ms = %.2fx, the head's own %.2f ms"):format(tf * 1e3, tf / t_gemm,
       (tf - t_gemm) * 1e3)
@@ -300,7 +330,8 @@ for _, name in ipairs(names) do
     parts[#parts + 1] = ("the head's own %.2f ms"):format((t - t_gemm) * 1e3)
   end
   if gpu then
-    parts[#parts + 1] = ("device %.0f MB = %.2fx W+dW+BxK"):format(mems[name], mems[name] / ref_mb)
+    local mb = mems[label_of(name)]
+    parts[#parts + 1] = ("device %.0f MB = %.2fx W+dW+BxK"):format(mb, mb / ref_mb)
   end
   if torch_ms[name] then
     parts[#parts + 1] = ("PyTorch %.2f ms = %.1fx faster"):format(torch_ms[name], torch_ms[name] / (t * 1e3))

@@ -8,8 +8,13 @@ torch.cuda.synchronize() calls, and the peak memory PyTorch's allocator held
 during the step (torch.cuda.max_memory_allocated after a reset, less what was
 held before). Prints a few lines starting with '#', then one line per head:
 name, best ms of --reps steps after one warm-up step (and, on CUDA, peak MB).
+--subcenters k (k > 1): Sub-center ArcFace as InsightFace writes it: W has
+K k rows, the cosines (B, K k) are reshaped to (B, K, k) and each class takes
+the max over its k, then the head as before. --heads names the heads to time;
+names it does not have are left out.
 Exits 3 when --device cuda finds no CUDA in PyTorch.
 Usage: python3 bench/heads_torch.py [--device cpu|cuda] [--B 128] [--dim 512] [--K 72690] [--reps 3] [--threads 2]
+         [--subcenters 1] [--heads am,arc]
 """
 import argparse
 import math
@@ -26,8 +31,12 @@ p.add_argument("--K", type=int, default=72690)
 p.add_argument("--reps", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-p.add_argument("--heads", default="norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am,curricular,adaface,magface")
+HEADS = "norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am,curricular,adaface,magface"
+p.add_argument("--heads", default=HEADS)
+p.add_argument("--subcenters", type=int, default=1)
 a = p.parse_args()
+if a.subcenters < 1:
+    p.error("--subcenters must be >= 1")
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 s = 32.0
@@ -41,6 +50,8 @@ if gpu:
     print(f"# torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}; fp32 (TF32 off)")
 else:
     print(f"# torch {torch.__version__}, CPU, {a.threads} threads")
+if a.subcenters > 1:
+    print(f"# {a.subcenters} sub-centres a class: W is {a.K * a.subcenters} x {a.dim}, each class the max of its cosines")
 dev = torch.device(a.device)
 
 
@@ -53,12 +64,20 @@ def sync():
         torch.cuda.synchronize()
 
 
+def cosine(xn, W):
+    # xn: unit rows; with sub-centres each class's best of its k cosines (InsightFace's reshape and max)
+    cos = F.linear(xn, F.normalize(W))
+    if a.subcenters > 1:
+        cos, _ = torch.max(cos.view(cos.shape[0], -1, a.subcenters), dim=2)
+    return cos
+
+
 def adaface_logits(x, W, y):
     # the authors' formulation: norm statistics (no gradient), per-row margins on the target angle and cosine
     global ada_mean, ada_std
     eps, m, h = 1e-3, 0.4, 0.333
     norms = x.norm(dim=1, keepdim=True)
-    cos = F.linear(x / norms, F.normalize(W)).clamp(-1 + eps, 1 - eps)
+    cos = cosine(x / norms, W).clamp(-1 + eps, 1 - eps)
     safe = norms.clamp(0.001, 100).detach()
     with torch.no_grad():
         ada_mean = 0.01 * safe.mean() + 0.99 * ada_mean
@@ -74,7 +93,7 @@ def magface_loss(x, W, y):
     l_a, u_a, l_m, u_m, lambda_g = 10.0, 110.0, 0.45, 0.8, 35.0
     a = x.norm(dim=1, keepdim=True).clamp(l_a, u_a)
     m = (u_m - l_m) / (u_a - l_a) * (a - l_a) + l_m
-    cos = F.linear(F.normalize(x), F.normalize(W)).clamp(-1, 1)
+    cos = cosine(F.normalize(x), W).clamp(-1, 1)
     cos_m = cos * torch.cos(m) - torch.sqrt(1.0 - cos * cos) * torch.sin(m)
     cos_m = torch.where(cos > 0, cos_m, cos)     # easy_margin, as its authors train (facet's default)
     onehot = torch.zeros_like(cos).scatter_(1, y[:, None], 1.0)
@@ -85,7 +104,7 @@ def magface_loss(x, W, y):
 def logits(x, W, y, name):
     if name == "adaface":
         return adaface_logits(x, W, y)
-    cos = F.linear(F.normalize(x), F.normalize(W)).clamp(-1, 1)
+    cos = cosine(F.normalize(x), W).clamp(-1, 1)
     cy = cos.gather(1, y[:, None])
     if name.endswith("am"):
         fy = cy - 0.35
@@ -123,9 +142,10 @@ def loss_of(x, W, y, name):
 
 
 x = torch.randn(a.B, a.dim, device=dev, requires_grad=True)
-W = torch.nn.Parameter(torch.randn(a.K, a.dim, device=dev) * 0.01)
+W = torch.nn.Parameter(torch.randn(a.K * a.subcenters, a.dim, device=dev) * 0.01)
 y = (torch.arange(a.B, device=dev) * (a.K // a.B)).long()
-for name in a.heads.split(","):
+known = HEADS.split(",")
+for name in [n for n in a.heads.split(",") if n in known]:
     best = float("inf")
     peak_mb = None
     for r in range(a.reps + 1):
