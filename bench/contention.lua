@@ -186,7 +186,7 @@ local function measure(v)
     cmd = ("%sFACET_THREADS=%d %s luajit %s run %s --worker facet --threads %d --seconds %s --batch %d 2>&1")
       :format(env_unset, o.threads, v.env, sh_quote(facet_bin), sh_quote(script), o.threads, o.seconds, o.batch)
   else
-    cmd = ("%s-u LD_PRELOAD /usr/bin/python3 bench/contention_torch.py --threads %d --seconds %s --batch %d 2>&1")
+    cmd = ("%s" .. common.TORCH_ENV:gsub("^env ", "") .. " /usr/bin/python3 bench/contention_torch.py --threads %d --seconds %s --batch %d 2>&1")
       :format(env_unset, o.threads, o.seconds, o.batch)
   end
   local p = assert(io.popen(cmd))

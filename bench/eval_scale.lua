@@ -137,7 +137,7 @@ for spec in o.cases:gmatch("[^,]+") do
   n = tonumber(n) or 0
   local before = load()
   local f = child(("luajit bin/facet run bench/eval_scale.lua --case %s --n %d --threads %d"):format(case, n, o.threads))
-  local t = o.torch == 1 and child(("env -u LD_PRELOAD /usr/bin/python3 bench/eval_scale_torch.py --case %s --n %d --threads %d")
+  local t = o.torch == 1 and child((common.TORCH_ENV .. " /usr/bin/python3 bench/eval_scale_torch.py --case %s --n %d --threads %d")
     :format(case, n, o.threads)) or nil
   local ft, tt = field(f, "time_s"), field(t, "time_s")
   local fm, tm = field(f, "peak_mb"), field(t, "peak_mb")

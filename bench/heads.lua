@@ -292,7 +292,7 @@ local torch_ms, torch_mb = {}, {}
 if o.torch ~= 0 then
   local python = os.getenv("FACET_TORCH_PYTHON") or (gpu and "python3" or "/usr/bin/python3")
   -- the heads of this run (bench/heads_torch.py leaves out those it does not have)
-  local cmd = ("env -u LD_PRELOAD %s bench/heads_torch.py --device %s --B %d --dim %d --K %d --reps %d --threads %d " ..
+  local cmd = (common.TORCH_ENV .. " %s bench/heads_torch.py --device %s --B %d --dim %d --K %d --reps %d --threads %d " ..
     "--subcenters %d --heads %s"):format(python, o.device, B, D, K, math.max(2, o.reps - 2), facet.get_threads(), SC,
     table.concat(names, ","))
   local p = io.popen(cmd .. " 2>&1")

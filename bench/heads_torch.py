@@ -31,7 +31,7 @@ p.add_argument("--K", type=int, default=72690)
 p.add_argument("--reps", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-HEADS = "norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am,curricular,adaface,magface"
+HEADS = "norm-softmax,am,arc,mv-am,mv-arc,f-am,hm-am,curricular,adaface,magface,elastic-arc,elastic-cos"
 p.add_argument("--heads", default=HEADS)
 p.add_argument("--subcenters", type=int, default=1)
 a = p.parse_args()
@@ -106,7 +106,12 @@ def logits(x, W, y, name):
         return adaface_logits(x, W, y)
     cos = cosine(F.normalize(x), W).clamp(-1, 1)
     cy = cos.gather(1, y[:, None])
-    if name.endswith("am"):
+    if name.startswith("elastic-"):
+        # the authors' formulation: a margin a row drawn from N(m, 0.05) each step (no fallback past pi)
+        arc = name == "elastic-arc"
+        margin = torch.normal(0.5 if arc else 0.35, 0.05, size=cy.shape, device=cy.device)
+        fy = torch.cos(torch.acos(cy) + margin) if arc else cy - margin
+    elif name.endswith("am"):
         fy = cy - 0.35
     elif name.endswith("arc") or name == "curricular":
         m = 0.5

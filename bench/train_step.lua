@@ -363,7 +363,7 @@ if o.torch ~= 0 then
   local extra = ""
   if o.batch then extra = extra .. " --batch " .. o.batch end
   if o.size then extra = extra .. " --size " .. o.size end
-  local cmd = ("env -u LD_PRELOAD %s bench/torch_compare.py --device %s --threads %d --steps %d --warmup %d " ..
+  local cmd = (common.TORCH_ENV .. " %s bench/torch_compare.py --device %s --threads %d --steps %d --warmup %d " ..
     "--models %s --precision %s --tf32 %d%s"):format(python, dev, facet.get_threads(), o.steps, o.warmup,
     table.concat(names, ","), table.concat(o.precision, ","), o.tf32, extra)
   local p = io.popen(cmd .. " 2>&1")

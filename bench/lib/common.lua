@@ -14,6 +14,18 @@ local buffer_of = check.unwrap(Module.buffer)
 
 local M = {}
 
+-- ---- the PyTorch baselines ----------------------------------------------------------
+-- glibc gives every freed block above its mmap threshold back to the kernel,
+-- and the next tensor of that size page-faults its memory in again, zeroed.
+-- PyTorch's CPU allocator frees and allocates its B x K logits and gradients
+-- every step, so on some kernels those faults cost it several times its
+-- arithmetic (bench/heads_torch.py's arc: 3.7 s a step against 0.39 s on
+-- our 2-core machine). facet allocates nothing per step. So the baselines run
+-- with glibc keeping freed memory (what a caching allocator would do): the
+-- figures compare with PyTorch at its best, not with its allocator's worst.
+M.TORCH_ENV = "env -u LD_PRELOAD MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 " ..
+  "MALLOC_TOP_PAD_=268435456"
+
 -- ---- the command line ---------------------------------------------------------------
 -- A bench declares its options on M.parser(...) with the kinds below and calls
 -- p:parse(arg): --help prints the usage with every option and its default and

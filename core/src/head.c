@@ -869,11 +869,37 @@ int facet_head_subcenter_max(facet_tensor *cos, facet_tensor *index, const facet
     uint8_t *idx = facet_ptr(index);
     const float *z = facet_ptr((facet_tensor *)sub), *wn = facet_ptr((facet_tensor *)wnorm);
     if (cos->device == FACET_DEVICE_CUDA) return facet_cuda_head_subcenter_max(c, idx, z, wn, B, Kb, k);
+    /* by blocks of whole classes (the reciprocal norms once a block), each
+     * row's classes a sub-centre at a time so the loops vectorise; the
+     * choice is facet_subcenter_best's, as on the GPU */
+    int64_t per = CHUNK / k, blocks = (Kb + per - 1) / per;
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (B * Kb * k >= FACET_PARALLEL_GRAIN)
-    for (int64_t i = 0; i < B; i++) {
-        const float *zr = z + i * Kb * k;
-        for (int64_t j = 0; j < Kb; j++)
-            idx[i * Kb + j] = (uint8_t)facet_subcenter_best(zr + j * k, wn + j * k, k, &c[i * Kb + j]);
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        int64_t c0 = blk * per, n = (c0 + per < Kb ? c0 + per : Kb) - c0;
+        float inv[CHUNK], best[CHUNK];
+        int arg[CHUNK];
+        for (int64_t u = 0; u < n * k; u++) inv[u] = facet_head_inv_norm(wn[c0 * k + u]);
+        for (int64_t i = 0; i < B; i++) {
+            const float *zr = z + (i * Kb + c0) * k;
+            #pragma omp simd
+            for (int64_t q = 0; q < n; q++) {
+                best[q] = facet_head_cos(zr[q * k], inv[q * k]);
+                arg[q] = 0;
+            }
+            for (int j = 1; j < k; j++) {
+                #pragma omp simd
+                for (int64_t q = 0; q < n; q++) {
+                    float v = facet_head_cos(zr[q * k + j], inv[q * k + j]);
+                    int t = facet_subcenter_takes(best[q], v);
+                    best[q] = t ? v : best[q];
+                    arg[q] = t ? j : arg[q];
+                }
+            }
+            for (int64_t q = 0; q < n; q++) {
+                c[i * Kb + c0 + q] = best[q];
+                idx[i * Kb + c0 + q] = (uint8_t)arg[q];
+            }
+        }
     }
     return 0;
 }
@@ -911,13 +937,15 @@ int facet_head_subcenter_scatter(facet_tensor *sub, facet_tensor *colsum_cos, co
         }
         for (int64_t i = 0; i < B; i++) {
             float *zr = z + i * n + c0 * k;
-            for (int64_t c = c0; c < c1; c++) {
-                int arg = idx[i * Kb + c];
-                float gc = g[i * Kb + c];
-                for (int j = 0; j < k; j++) {
-                    int64_t u = (c - c0) * k + j;
-                    float v = facet_subcenter_grad(gc, j, arg, inv[u]);
-                    if (j == arg) acc[u] += v * facet_head_cos(zr[u], inv[u]);
+            const float *gr = g + i * Kb + c0;
+            const uint8_t *ir = idx + i * Kb + c0;
+            /* a sub-centre at a time over the block's classes, so the loops vectorise */
+            for (int j = 0; j < k; j++) {
+                #pragma omp simd
+                for (int64_t q = 0; q < m / k; q++) {
+                    int64_t u = q * k + j;
+                    float v = facet_subcenter_grad(gr[q], j, ir[q], inv[u]);
+                    acc[u] += j == ir[q] ? v * facet_head_cos(zr[u], inv[u]) : 0.0f;
                     zr[u] = v;
                 }
             }

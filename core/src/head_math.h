@@ -494,13 +494,16 @@ FACET_HD void facet_elastic_row(const struct facet_head_params *p, float *row, f
  * (z, their norms wn). Its cosine is the best of theirs: the first of equal
  * ones, and a NaN wins so that it reaches the loss (and the training loop's
  * guard). Returns the sub-centre's index, *best its (clamped) cosine. */
+/* whether a later sub-centre's cosine c replaces the best so far b */
+FACET_HD int facet_subcenter_takes(float b, float c) { return b == b && (c > b || c != c); }
+
 FACET_HD int facet_subcenter_best(const float *z, const float *wn, int k, float *best)
 {
     int arg = 0;
     float b = facet_head_cos(z[0], facet_head_inv_norm(wn[0]));
     for (int j = 1; j < k; j++) {
         float c = facet_head_cos(z[j], facet_head_inv_norm(wn[j]));
-        if (b == b && (c > b || c != c)) {
+        if (facet_subcenter_takes(b, c)) {
             b = c;
             arg = j;
         }
