@@ -405,6 +405,7 @@ add_bench() {
 }
 add_bench heads_K72690 60 "heads.lua --device cuda --K 72690 --torch 1"
 add_bench heads_K1000000 90 "heads.lua --device cuda --K 1000000 --torch 1"
+add_bench heads_subcenters3 45 "heads.lua --device cuda --K 72690 --subcenters 3 --heads arc,am --train 0 --torch 1"
 add_bench data 60 "data.lua --device cuda --warmup 3 --steps 10"
 add_bench train_step_mobilefacenet 120 "train_step.lua --device cuda --models mobilefacenet --precision fp32,fp16,bf16 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
 add_bench train_step_iresnet50 200 "train_step.lua --device cuda --models iresnet50 --precision fp32,fp16,bf16 --batch 128 --size 112 --warmup 3 --steps 10 --profile 1"
