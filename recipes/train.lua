@@ -238,7 +238,7 @@ local head = facet.heads.new(a.head, head_opts)
 if cli.cuda then net:cuda() end
 if a.init then
   -- the backbone's tensors, then the head's (head.*) when there are any
-  local ok_w, w = pcall(facet.checkpoint.tensors, a.init)
+  local ok_w, w = pcall(require("facet.pth").load_any, a.init, "--init", true)     -- the head's tensors too
   if not ok_w then p:error(("--init %s: %s"):format(a.init, tostring(w))) end
   local mine, theirs = {}, {}
   for k, v in pairs(w) do

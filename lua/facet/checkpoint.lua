@@ -75,22 +75,6 @@ local function latest_name(dir)
   return text and text:gsub("%s+$", "") or nil
 end
 
---- Every tensor a weights file or checkpoint holds, the head's (head.*)
--- included: a checkpoint directory's model.safetensors (facet.load leaves the
--- head out of a directory), or facet.load's table of a .safetensors or .pth.
-function M.tensors(path)
-  valid.string("facet.checkpoint.tensors", "path", path)
-  if sys.is_dir(path) then
-    local dir = M.latest(path) or path
-    if not sys.exists(dir .. "/model.safetensors") then
-      valid.fail("facet.checkpoint.tensors", ("%s holds no facet checkpoint (no 'latest', no model.safetensors)")
-        :format(path))
-    end
-    return require("facet.safetensors").load(dir .. "/model.safetensors")
-  end
-  return require("facet.pth").load_any(path, "facet.checkpoint.tensors")
-end
-
 --- The directory of the checkpoint dir/latest names, or nil when there is none.
 function M.latest(dir)
   valid.string("facet.checkpoint.latest", "dir", dir)

@@ -30,7 +30,7 @@ local function fail(msg) error(msg, 0) end
 -- the head's weight and its sub-centres a class from the checkpoint (k: the
 -- --subcenters flag, else what trainer.json recorded), and all its tensors
 local function head_weight(facet, path, k)
-  local w = require("facet.checkpoint").tensors(path)    -- the head's tensors included
+  local w = require("facet.pth").load_any(path, NAME, true)    -- the head's tensors included
   local weight = w["head.weight"]
   if not weight then fail(("%s holds no head.weight (save the head with the model)"):format(path)) end
   if not k and sys.is_dir(path) then

@@ -165,8 +165,9 @@ end
 --- The weights at path: a .pth (a zip, whatever its extension), a
 -- .safetensors file, or a facet checkpoint directory (the checkpoint its
 -- `latest` names, or a step-NNNNNNNN directory; the model's weights without
--- the head's). Returns the table and the kind ("pth", "safetensors", "checkpoint").
-function M.load_any(path, fn)
+-- the head's, unless with_head: then its head.* tensors too). Returns the
+-- table and the kind ("pth", "safetensors", "checkpoint").
+function M.load_any(path, fn, with_head)
   fn = fn or "facet.load"
   valid.string(fn, "path", path)
   if sys.is_dir(path) then
@@ -177,7 +178,7 @@ function M.load_any(path, fn)
       core.raise(("%s: %s is a directory without a facet checkpoint (no 'latest', no model.safetensors)"):format(fn, path), 3)
     end
     local w = safetensors.load(file)
-    for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end
+    if not with_head then for k in pairs(w) do if k:sub(1, 5) == "head." then w[k] = nil end end end
     return w, "checkpoint"
   end
   local head = magic(path)

@@ -732,6 +732,7 @@ local ROW = {
 local function head_blocked(head, x, y, bounds)
   local dev, h = head.device, head.handle
   local Bn, D, K = x:size(1), head.dim, head.classes
+  local sc = head.subcenters or 1      -- sub-centres: k rows of W a class
   local rows = facet.zeros({ Bn, ROW.COUNT }, { device = dev })
   local input, xhat, xnorm = x, nil, nil
   if head.kind ~= "raw" then
@@ -752,13 +753,23 @@ local function head_blocked(head, x, y, bounds)
   local blocks = {}
   for b = 1, #bounds - 1 do
     local off, kb = bounds[b], bounds[b + 1] - bounds[b]
-    local blk = { off = off, kb = kb, w = head.weight:narrow(1, off + 1, kb) }
-    blk.wn = wnorm and wnorm:narrow(1, off + 1, kb) or nil
+    local blk = { off = off, kb = kb, w = head.weight:narrow(1, off * sc + 1, kb * sc) }
+    blk.wn = wnorm and wnorm:narrow(1, off * sc + 1, kb * sc) or nil
     blk.bias = head.bias and head.bias:narrow(1, off + 1, kb) or nil
     blk.z = input:matmul(blk.w, { transpose_b = true })
+    if sc > 1 then
+      -- each class's best sub-centre; the row passes then take unit norms
+      blk.sub, blk.wn_sub = blk.z, blk.wn
+      blk.z = facet.empty({ Bn, kb }, { device = dev })
+      blk.index = facet.empty({ Bn, kb }, { dtype = "uint8", device = dev })
+      check(C.facet_head_subcenter_max(blk.z.h, blk.index.h, blk.sub.h, blk.wn_sub.h))
+      blk.wn = facet.ones({ kb }, { device = dev })
+    end
     check(C.facet_head_target(h, rows.h, blk.z.h, h_of(blk.wn), h_of(blk.bias), y.h, off, K))
     blocks[b] = blk
   end
+  -- ElasticFace's margins for this step, once every row's c_y is in (Head:forward's own call)
+  if head.elastic then head:_elastic({}, rows) end
   -- CurricularFace's t, once every row's c_y is in (Head:forward does the same)
   if head.h == "curricular" then check(C.facet_head_update_t(h, rows.h, head.t.h, head.momentum)) end
   local M, S
@@ -778,17 +789,24 @@ local function head_blocked(head, x, y, bounds)
   local loss = ffi.new("double[1]")
   check(C.facet_head_finish(h, rows.h, loss))
   local dinput = facet.zeros({ Bn, D }, { device = dev })
-  local gw = facet.zeros({ K, D }, { device = dev })
+  local gw = facet.zeros({ K * sc, D }, { device = dev })
   local gb = head.bias and facet.zeros({ K }, { device = dev }) or nil
   for b, blk in ipairs(blocks) do
     local colsum = facet.empty({ blk.kb }, { device = dev })
     local colsum_cos = facet.empty({ blk.kb }, { device = dev })
     check(C.facet_head_backward(h, blk.z.h, rows.h, h_of(blk.wn), h_of(blk.bias), y.h, blk.off, colsum.h, colsum_cos.h))
-    blk.z:matmul(blk.w, { out = dinput, beta = b > 1 and 1 or 0 })
-    local gwb = gw:narrow(1, blk.off + 1, blk.kb)
-    blk.z:matmul(input, { transpose_a = true, out = gwb })
-    if blk.wn then
-      local coef = colsum_cos:div(blk.wn):neg()          -- the radial part of the normalisation
+    local g, wn = blk.z, blk.wn
+    if sc > 1 then
+      -- back to the sub-centre rows: the gradient of the GEMM output and the radial sums per row
+      colsum_cos = facet.empty({ blk.kb * sc }, { device = dev })
+      check(C.facet_head_subcenter_scatter(blk.sub.h, colsum_cos.h, blk.z.h, blk.index.h, blk.wn_sub.h))
+      g, wn = blk.sub, blk.wn_sub
+    end
+    g:matmul(blk.w, { out = dinput, beta = b > 1 and 1 or 0 })
+    local gwb = gw:narrow(1, blk.off * sc + 1, blk.kb * sc)
+    g:matmul(input, { transpose_a = true, out = gwb })
+    if wn then
+      local coef = colsum_cos:div(wn):neg()          -- the radial part of the normalisation
       check(C.facet_tensor_rows_axpy(gwb.h, coef.h, blk.w.h))
     end
     if gb then gb:narrow(1, blk.off + 1, blk.kb):copy(colsum) end
@@ -855,6 +873,8 @@ local HEAD_VARIANTS = {
     opts = function() return { margin = function(cos, m) return E.cos(E.acos(cos) + m) - 0.1 end } end },
   { head = "l2-softmax", tag = "learn_alpha", opts = { learn_alpha = true } },
   { head = "arc", tag = "easy_margin", opts = { easy_margin = true } },
+  { head = "arc", tag = "3 sub-centres", opts = { subcenters = 3 } },
+  { head = "elastic-cos", tag = "plus, 2 sub-centres", opts = { plus = true, std = 0.1, subcenters = 2 } },
 }
 -- K: small, >= 32, and past the 256-class chunk (not a multiple of it); the
 -- batch up to 2048; class blocks [0,13), [13,270), [270,300): offsets > 0.
@@ -885,7 +905,8 @@ reg {
   name = "head",
   covers = { "facet_head_init", "facet_head_free", "facet_head_set", "facet_head_set_program", "facet_head_target",
     "facet_head_partial", "facet_head_finish", "facet_head_backward", "facet_head_bad_label", "facet_head_update_t",
-    "facet_head_update_norms", "facet_head_update_margins", "facet_head_norm_grad" },
+    "facet_head_update_norms", "facet_head_update_margins", "facet_head_norm_grad", "facet_head_elastic",
+    "facet_head_subcenter_max", "facet_head_subcenter_scatter" },
   strided = false,
   alt = "the other of Head:forward/backward (one block) and the block API over class blocks with offsets > 0",
   -- the loss is a mean; gradients are compared relative to their largest element
@@ -893,7 +914,7 @@ reg {
   cases = head_cases,
   run = function(c, ctx)
     local x = ctx:randn({ c.B, c.D })
-    local W = ctx:randn({ c.K, c.D })
+    local W = ctx:randn({ c.K * (type(c.opts) == "table" and c.opts.subcenters or 1), c.D })   -- K k rows: sub-centres
     local bias = ctx:randn({ c.K }, 0, 0.3)
     local y = ctx:ints(c.B, 0, c.K - 1)
     local opts = head_opts(c)
