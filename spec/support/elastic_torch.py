@@ -5,8 +5,9 @@ fallback) or its cosine minus it (elastic-cos: c - m_i); logits times s; mean
 cross-entropy; autograd for the gradients. The margins are facet's draws for
 the step (mg<i>.npy), so the check is of everything but the drawing.
 
-usage: elastic_torch.py DIR STEPS KIND S
-KIND is arc or cos; DIR holds w.npy (K x D) and x1.npy, y1.npy, mg1.npy, ...
+usage: elastic_torch.py STEPS S DIR:KIND [DIR:KIND ...]
+(several cases in one process: torch is imported once). KIND is arc or cos;
+each DIR holds w.npy (K x D) and x1.npy, y1.npy, mg1.npy, ...
 (B x D float32, B int64, B float32); writes out1.npy = [loss], dx1.npy, dw1.npy
 (float32, computed in float64) for each step.
 """
@@ -33,8 +34,14 @@ def step(x, w, y, margins, kind, s):
 
 
 def main():
-    d, steps, kind, s = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+    steps, s = int(sys.argv[1]), float(sys.argv[2])
     torch.set_default_dtype(torch.float64)
+    for case in sys.argv[3:]:
+        d, kind = case.rsplit(":", 1)
+        run(d, kind, steps, s)
+
+
+def run(d, kind, steps, s):
     w = torch.from_numpy(np.load(f"{d}/w.npy").astype(np.float64))
     for i in range(1, steps + 1):
         x = torch.from_numpy(np.load(f"{d}/x{i}.npy").astype(np.float64))
