@@ -220,11 +220,18 @@ sanitize: deps
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := recordio binfile image pth
 FUZZ_SRC := $(filter-out core/src/cuda_absent.c,$(wildcard core/src/*.c)) core/src/cuda_absent.c
+# the core compiled once for every target (instrumented, not linked with
+# libFuzzer's main), on two jobs: the build was most of CI's fuzz stage
+FUZZ_CFLAGS := -O1 -g -std=c11 -fsanitize=address,undefined -fno-sanitize-recover=all -fopenmp -Icore/include -Icore/src
+FUZZ_OBJS := $(patsubst core/src/%.c,build-fuzz/obj/%.o,$(FUZZ_SRC))
+build-fuzz/obj/%.o: core/src/%.c $(wildcard core/include/*.h core/src/*.h)
+	@mkdir -p build-fuzz/obj
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 fuzz: deps
 	@mkdir -p build-fuzz
+	$(MAKE) -j2 $(FUZZ_OBJS)
 	@for t in $(FUZZ_TARGETS); do \
-	  clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fopenmp \
-	    -Icore/include -Icore/src -o build-fuzz/fuzz_$$t core/fuzz/fuzz_$$t.c $(FUZZ_SRC) \
+	  clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o build-fuzz/fuzz_$$t core/fuzz/fuzz_$$t.c $(FUZZ_OBJS) \
 	    -ljpeg -lpng -ldl -lpthread -lm || exit 1; \
 	done
 	@for t in $(FUZZ_TARGETS); do \
