@@ -67,12 +67,9 @@ local function host_labels(fn, labels, N, K)
   return y, p
 end
 
---- cos (N x k float32, on the host): the cosine of each sample to each
--- sub-centre of its own class. weight: (K k) x dim; embeddings: N x dim
--- (float32/16-bit, any device); labels: N class ids (0-based).
-function M.cosines(weight, k, embeddings, labels, opts)
-  local fn = NAME .. ".cosines"
-  opts = valid.options(fn, opts, { "batch" })
+-- M.cosines for fn, every argument checked; also returns the host labels
+-- (an int64 tensor) and a pointer to them
+local function cosines(fn, weight, k, embeddings, labels, batch)
   local K, D = check_weight(fn, weight, k)
   if not tensor.is_tensor(embeddings) or embeddings:is_freed() then valid.fail(fn, "embeddings must be a live tensor") end
   local es = embeddings:shape()
@@ -80,10 +77,9 @@ function M.cosines(weight, k, embeddings, labels, opts)
     valid.fail(fn, ("embeddings must be N x %d (the weight's dim), got %s"):format(D, table.concat(es, "x")))
   end
   local N = es[1]
-  local _, yp = host_labels(fn, labels, N, K)
+  local y, yp = host_labels(fn, labels, N, K)
   -- two batch x k x dim intermediates: 4096 samples at k = 3, fewer for more sub-centres
-  local batch = valid.integer(fn, "batch", opts.batch, { min = 1, max = 2 ^ 24,
-    default = math.max(64, math.floor(12288 / k)) })
+  batch = valid.integer(fn, "batch", batch, { min = 1, max = 2 ^ 24, default = math.max(64, math.floor(12288 / k)) })
   local dev = weight:device()
   local out = tensor.empty({ N, k })
   local idx = tensor.empty({ math.min(batch, math.max(N, 1)) * k }, { dtype = "int64" })
@@ -100,7 +96,16 @@ function M.cosines(weight, k, embeddings, labels, opts)
     local c = (w:reshape(n, k, D) * x:reshape(n, 1, D)):sum(3)
     out:narrow(1, i0 + 1, n):copy(c:reshape(n, k))
   end
-  return out
+  return out, y, yp
+end
+
+--- cos (N x k float32, on the host): the cosine of each sample to each
+-- sub-centre of its own class. weight: (K k) x dim; embeddings: N x dim
+-- (float32/16-bit, any device); labels: N class ids (0-based).
+function M.cosines(weight, k, embeddings, labels, opts)
+  local fn = NAME .. ".cosines"
+  opts = valid.options(fn, opts, { "batch" })
+  return (cosines(fn, weight, k, embeddings, labels, opts.batch))
 end
 
 --- The cleaning (see the header). opts: threshold (degrees, 75), batch
@@ -110,9 +115,9 @@ function M.clean(weight, k, embeddings, labels, opts)
   opts = valid.options(fn, opts, { "threshold", "batch" })
   local threshold = valid.number(fn, "threshold", opts.threshold, { min = 0, max = 180, default = 75 })
   local K = check_weight(fn, weight, k)
-  local cos = M.cosines(weight, k, embeddings, labels, { batch = opts.batch })
+  -- y holds the labels yp points into: it lives as long as this call
+  local cos, y, yp = cosines(fn, weight, k, embeddings, labels, opts.batch)
   local N = cos:size(1)
-  local _, yp = host_labels(fn, labels, N, K)
   local cp = ffi.cast("float *", cos:data_ptr())
   local nearest = tensor.empty({ N }, { dtype = "uint8" })
   local best = tensor.empty({ N })
@@ -129,8 +134,8 @@ function M.clean(weight, k, embeddings, labels, opts)
     end
     np[i], bp[i] = a, v
     if v == v then
-      local y = yp[i]
-      kp[y * k + a] = kp[y * k + a] + 1
+      local cls = yp[i]
+      kp[cls * k + a] = kp[cls * k + a] + 1
     end
   end
   local dominant = tensor.empty({ K }, { dtype = "int64" })
@@ -156,6 +161,7 @@ function M.clean(weight, k, embeddings, labels, opts)
     kp8[i] = ok and 1 or 0
     if ok then kept = kept + 1 end
   end
+  assert(y:numel() == N)
   return { keep = keep, kept = kept, dropped = N - kept, nearest = nearest, cos = best, dominant = dominant,
     angle = angle, counts = counts, threshold = threshold }
 end
