@@ -1,17 +1,23 @@
 --- summary.lua: busted output handler for `make test`. Prints one line per
--- spec file, every failure with its message, the skipped cases with their
--- reason, and closes with exactly `N passed, N failed` (C unit tests included,
+-- spec file (with its wall time, so a CI run that grows shows where), every
+-- failure with its message, the skipped cases with their reason, and closes with exactly `N passed, N failed` (C unit tests included,
 -- read from the file named by FACET_CTEST_COUNTS).
 return function(options)
   local busted = require "busted"
   local handler = require("busted.outputHandlers.base")()
   local out = io.stdout
   local current_file, file_counts = nil, nil
+  -- a monotonic clock when facet.sys loads (it always does in the checkout)
+  local ok_sys, sys = pcall(require, "facet.sys")
+  local clock = ok_sys and sys.clock or os.time
+  local file_start = clock()
 
   local function flush_file()
     if current_file then
-      out:write(("%-40s %3d passed  %d failed  %d skipped\n"):format(current_file, file_counts.ok,
-        file_counts.bad, file_counts.skip))
+      local now = clock()
+      out:write(("%-40s %3d passed  %d failed  %d skipped  %6.1f s\n"):format(current_file, file_counts.ok,
+        file_counts.bad, file_counts.skip, now - file_start))
+      file_start = now
     end
   end
 
