@@ -23,6 +23,8 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 NVCCFLAGS ?= -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90
 LUAJIT   ?= luajit
+# parallel jobs of the builds that `make test`, `sanitize` and `test-emu` start
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 
 # MPI (core/src/dist.c) when mpicc is found (FACET_MPI=0 turns it off); NCCL
 # (core/cuda/nccl.cu) when CUDA is built and nccl.h is under NCCL_HOME
@@ -44,7 +46,9 @@ CU_SRC := $(wildcard core/cuda/*.cu)
 ifeq ($(FACET_CUDA),1)
   C_SRC  := $(filter-out core/src/cuda_absent.c,$(C_SRC))
   CU_OBJ := $(patsubst core/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CU_SRC))
-  LDLIBS_ALL += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  # cuBLAS is not linked: core/cuda/cublas_load.cu opens it on first use
+  LDLIBS_ALL += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+  CLTEST := $(BUILD)/test_cublas_load $(BUILD)/test_cublas_load_missing
   ifeq ($(FACET_NCCL),1)
     NCCL_LIBDIR := $(firstword $(wildcard $(NCCL_HOME)/lib64/libnccl.so* $(NCCL_HOME)/lib/libnccl.so*))
     LDLIBS_ALL += -L$(dir $(NCCL_LIBDIR)) -Wl,-rpath,$(dir $(NCCL_LIBDIR)) -lnccl
@@ -54,7 +58,9 @@ endif
 # (core/emu, docs/cuda-emulator.md); each <<<>>> launch is rewritten into a call.
 ifeq ($(FACET_CUDA),emu)
   C_SRC  := $(filter-out core/src/cuda_absent.c,$(C_SRC))
-  EMU_CU := $(patsubst core/cuda/%,$(BUILD)/emu/%,$(wildcard core/cuda/*.cu core/cuda/*.cuh))
+  # the emulator is cuBLAS itself (core/emu/cublas.cpp): no loader
+  CU_SRC := $(filter-out core/cuda/cublas_load.cu,$(CU_SRC))
+  EMU_CU := $(patsubst core/cuda/%,$(BUILD)/emu/%,$(filter-out core/cuda/cublas_load.cu,$(wildcard core/cuda/*.cu core/cuda/*.cuh)))
   CU_OBJ := $(patsubst core/cuda/%.cu,$(BUILD)/obj/emu-cuda/%.o,$(CU_SRC)) \
             $(patsubst core/emu/%.cpp,$(BUILD)/obj/emu/%.o,$(wildcard core/emu/*.cpp))
   LDLIBS_ALL += -lstdc++
@@ -157,6 +163,18 @@ $(CDEF): core/include/facet.h tools/gen_cdef.lua
 $(CTEST): core/tests/test_core.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< -L$(BUILD) -l:facet_core.so -Wl,-rpath,'$$ORIGIN' $(LDLIBS_ALL)
 
+# cuBLAS's loader alone, against the toolkit's library and a missing one
+$(BUILD)/obj/cuda/cublas_load_missing.o: core/cuda/cublas_load.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -std=c++17 $(NVCCFLAGS) -DFACET_CUBLAS_LIBRARY='"libfacet_no_such_cublas.so.0"' \
+	  -Xcompiler -fPIC,-fvisibility=hidden -c $< -o $@
+
+$(BUILD)/test_cublas_load: core/tests/test_cublas_load.c $(BUILD)/obj/cuda/cublas_load.o
+	$(CC) -std=c11 -O2 -Wall -Wextra -I$(CUDA_HOME)/include -o $@ $^ -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -ldl -lpthread -lstdc++
+
+$(BUILD)/test_cublas_load_missing: core/tests/test_cublas_load.c $(BUILD)/obj/cuda/cublas_load_missing.o
+	$(CC) -std=c11 -O2 -Wall -Wextra -DFACET_EXPECT_MISSING -I$(CUDA_HOME)/include -o $@ $^ -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -ldl -lpthread -lstdc++
+
 $(FDTEST): core/tests/test_fast_div.cpp core/cuda/fast_div.cuh
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++17 -O2 -Wall -Wextra -Icore/cuda -o $@ $<
@@ -168,49 +186,44 @@ $(CATEST): core/tests/test_cache_alloc.c core/src/cache_alloc.c core/src/cache_a
 run: deps build
 	$(LUAJIT) bin/facet run recipes/quickstart.lua
 
-test: deps build $(CTEST) $(CATEST) $(FDTEST)
+test: deps
+	$(MAKE) -j$(JOBS) build $(CTEST) $(CATEST) $(FDTEST) $(CLTEST)
 	@FACET_BUILD=$(BUILD) sh spec/run.sh
 
-# the specs of the kernels with a 32-bit and a 64-bit index path
-INDEX64_SPECS = spec/conv_spec.lua spec/batchnorm_spec.lua spec/pool_spec.lua spec/upsample_spec.lua \
-                spec/elementwise_spec.lua spec/index_spec.lua spec/backend_ops_spec.lua spec/half_layers_spec.lua
-
-# the specs of the kernels with shared memory and warp shuffles, rerun with the
-# threads of a block in reverse order (a missing __syncthreads shows in one order)
-REVERSE_SPECS = spec/backend_ops_spec.lua spec/batchnorm_spec.lua spec/conv_spec.lua spec/heads_spec.lua \
-                spec/reduce_spec.lua spec/normalize_spec.lua spec/half_layers_spec.lua spec/activation_spec.lua \
-                spec/optim_fused_spec.lua spec/partial_fc_spec.lua
-
-# the specs of the kernels that call the math library, rerun with CUDA's
-# documented errors for expf, logf, powf, ... (FACET_EMU_LIBM=cuda, core/emu/libm.h)
-LIBM_SPECS = spec/backend_ops_spec.lua spec/elementwise_spec.lua spec/activation_spec.lua spec/heads_spec.lua \
-             spec/sharded_head_spec.lua spec/half_spec.lua spec/half_layers_spec.lua spec/mixed_precision_spec.lua
-
-# the specs whose results come from cuBLAS GEMMs, rerun with every GEMM summing
-# k in a GPU kernel's order (FACET_EMU_GEMM=scramble, core/emu/cublas.cpp)
-GEMM_SPECS = spec/backend_ops_spec.lua spec/matmul_spec.lua spec/conv_spec.lua spec/heads_spec.lua \
-             spec/half_layers_spec.lua spec/mixed_precision_spec.lua spec/sharded_head_spec.lua \
-             spec/partial_fc_spec.lua spec/train_spec.lua spec/models_spec.lua
+# The stress run reruns the spec files of the kernels that can go wrong in
+# ways one ordinary run cannot show, with every stress mode of the emulator
+# at once (each would alone; together they cost one run, not four):
+#   FACET_CUDA_INDEX64=1      the kernels' 64-bit index path (docs/gpu.md 'Index math')
+#   FACET_EMU_ORDER=reverse   the threads of every block in reverse order: a missing
+#                             __syncthreads shows in one order (shared memory, warp shuffles)
+#   FACET_EMU_LIBM=cuda       expf, logf, powf, ... with CUDA's documented errors
+#                             (core/emu/libm.h)
+#   FACET_EMU_GEMM=scramble   every cuBLAS GEMM summing k in a GPU kernel's order
+#                             (core/emu/cublas.cpp)
+# A failure here names no mode: rerun the file with one mode at a time
+# (docs/cuda-emulator.md).
+STRESS_SPECS = spec/backend_ops_spec.lua spec/conv_spec.lua spec/batchnorm_spec.lua spec/pool_spec.lua \
+               spec/upsample_spec.lua spec/elementwise_spec.lua spec/index_spec.lua spec/half_layers_spec.lua \
+               spec/heads_spec.lua spec/reduce_spec.lua spec/normalize_spec.lua spec/activation_spec.lua \
+               spec/optim_fused_spec.lua spec/partial_fc_spec.lua spec/sharded_head_spec.lua spec/half_spec.lua \
+               spec/mixed_precision_spec.lua spec/matmul_spec.lua spec/train_spec.lua spec/subcenter_spec.lua \
+               spec/elastic_spec.lua
+STRESS_ENV = FACET_CUDA_INDEX64=1 FACET_EMU_ORDER=reverse FACET_EMU_LIBM=cuda FACET_EMU_GEMM=scramble
 
 # every spec with its tensors on CUDA, the CUDA backend run on the CPU by the
-# CUDA emulator (core/emu, docs/cuda-emulator.md), and the emulator's own tests
+# CUDA emulator (core/emu, docs/cuda-emulator.md), the emulator's own tests,
+# and the stress run
 test-emu: deps
-	$(MAKE) BUILD=build-emu FACET_CUDA=emu build build-emu/test_core build-emu/test_cache_alloc build-emu/test_fast_div \
-	        build-emu/test_emu build-emu/test_emu_nccl
+	$(MAKE) -j$(JOBS) BUILD=build-emu FACET_CUDA=emu build build-emu/test_core build-emu/test_cache_alloc \
+	        build-emu/test_fast_div build-emu/test_emu build-emu/test_emu_nccl
 	build-emu/test_emu
 	build-emu/test_emu_nccl
 	FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh
-	@echo "the kernels' 64-bit index path (FACET_CUDA_INDEX64=1, docs/gpu.md 'Index math'):"
-	FACET_CUDA_INDEX64=1 FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(INDEX64_SPECS)
-	@echo "the threads of every block in reverse order (FACET_EMU_ORDER=reverse, docs/cuda-emulator.md):"
-	FACET_EMU_ORDER=reverse FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(REVERSE_SPECS)
-	@echo "the math library with CUDA's documented errors (FACET_EMU_LIBM=cuda, docs/cuda-emulator.md):"
-	FACET_EMU_LIBM=cuda FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(LIBM_SPECS)
-	@echo "every cuBLAS GEMM summing k in a GPU kernel's order (FACET_EMU_GEMM=scramble, docs/cuda-emulator.md):"
-	FACET_EMU_GEMM=scramble FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(GEMM_SPECS)
+	@echo "the stress run: the 64-bit index path, threads in reverse order, CUDA's libm errors, GEMMs in a GPU's order:"
+	$(STRESS_ENV) FACET_BUILD=build-emu FACET_DEVICE=cuda sh spec/run.sh $(STRESS_SPECS)
 
 sanitize: deps
-	$(MAKE) BUILD=build-asan FACET_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	$(MAKE) -j$(JOBS) BUILD=build-asan FACET_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	        LDFLAGS="-fsanitize=address,undefined" build build-asan/test_core build-asan/test_cache_alloc \
 	        build-asan/test_fast_div
 	FACET_BUILD=build-asan FACET_SANITIZE=1 sh spec/run.sh
@@ -229,7 +242,7 @@ build-fuzz/obj/%.o: core/src/%.c $(wildcard core/include/*.h core/src/*.h)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 fuzz: deps
 	@mkdir -p build-fuzz
-	$(MAKE) -j2 $(FUZZ_OBJS)
+	$(MAKE) -j$(JOBS) $(FUZZ_OBJS)
 	@for t in $(FUZZ_TARGETS); do \
 	  clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o build-fuzz/fuzz_$$t core/fuzz/fuzz_$$t.c $(FUZZ_OBJS) \
 	    -ljpeg -lpng -ldl -lpthread -lm || exit 1; \

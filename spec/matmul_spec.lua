@@ -3,6 +3,7 @@
 local H = require "support.device"
 local facet = H.facet
 local core = require "facet.core"
+local F = require "support.files"
 
 local function naive(A, B, ta, tb)
   local function at(M, i, j, t) if t then return M[j][i] end return M[i][j] end
@@ -148,5 +149,23 @@ describe("matmul", function()
     local out = H.tensor { { 0 / 0, 1 } }
     H.on(facet.empty({ 1, 0 })):matmul(H.on(facet.empty({ 0, 2 })), { out = out, beta = 0 })
     assert.are.same({ 0, 0 }, H.values(out))
+  end)
+
+  it("a CUDA build opens cuBLAS on first use: a run on the CPU never loads it", function()
+    -- linked, libcublas + libcublasLt cost every process about 0.4 s and 200 MB
+    -- (core/cuda/cublas_load.cu); the C test checks the loading itself
+    local script = os.tmpname()
+    F.write_file(script, [[
+local a = facet.randn({ 64, 64 }, { seed = 1 })
+assert(a:matmul(a):shape()[1] == 64)
+local f = assert(io.open("/proc/self/maps"))
+local maps = f:read("*a")
+f:close()
+print(facet.cuda.built(), maps:find("facet_core", 1, true) ~= nil, maps:find("libcublas", 1, true) ~= nil)
+]])
+    local out, rc = F.sh("luajit bin/facet run " .. script)
+    os.remove(script)
+    assert.are.equal(0, rc, out)
+    assert.are.same({ tostring(facet.cuda.built()), "true", "false" }, { out:match("(%S+)\t(%S+)\t(%S+)%s*$") })
   end)
 end)

@@ -17,10 +17,15 @@ if [ "${FACET_SANITIZE:-0}" = 1 ]; then
 fi
 # the C programs: test_core (the API), test_cache_alloc (the caching device
 # allocator over malloc) and test_fast_div (the CUDA kernels' 32-bit divisor,
-# on the host); their counts are summed, a program that stops early counts as
-# one failure
+# on the host), and in CUDA builds test_cublas_load and test_cublas_load_missing
+# (cuBLAS opened on first use); their counts are summed, a program that stops
+# early counts as one failure
 : > "$counts"
-for prog in test_core test_cache_alloc test_fast_div; do
+progs="test_core test_cache_alloc test_fast_div"
+for prog in test_cublas_load test_cublas_load_missing; do
+    [ -x "$BUILD/$prog" ] && progs="$progs $prog"
+done
+for prog in $progs; do
     one=$(mktemp)
     "$BUILD/$prog" --counts "$one" | grep -v "^ok " || true
     read -r p f < "$one" || { echo "# $prog did not finish"; p=0; f=1; }

@@ -214,7 +214,7 @@ if [ -n "$nccl_py" ]; then
 fi
 if [ "$makevars" = FACET_CUDA=1 ]; then
     timeout -k 10 "$(limit 400)" make -j"$jobs" BUILD=$BUILD FACET_CUDA=1 NVCCFLAGS="$flags" build $BUILD/test_core \
-        >"$logs/build.log" 2>&1
+        $BUILD/test_cublas_load $BUILD/test_cublas_load_missing >"$logs/build.log" 2>&1
     rc=$?
     what="make BUILD=$BUILD NVCCFLAGS=\"$flags\" ($arch)"
 else
@@ -289,6 +289,17 @@ if [ $built = 0 ]; then
         note "C unit tests: did not finish (rc $rc, $secs s)"
         fail "C unit tests did not finish, rc $rc (logs/test_core.log)"
     fi
+    # cuBLAS opened on first use (core/cuda/cublas_load.cu): here with a GPU, a handle is made
+    for prog in test_cublas_load test_cublas_load_missing; do
+        [ -x "$BUILD/$prog" ] || continue
+        rm -f "$counts"
+        timeout -k 10 "$(limit 60)" "$BUILD/$prog" --counts "$counts" >"$logs/$prog.log" 2>&1
+        rc=$?
+        cp=$(awk '{print $1}' "$counts" 2>/dev/null)
+        cf=$(awk '{print $2}' "$counts" 2>/dev/null)
+        note "$prog: ${cp:-?} passed, ${cf:-?} failed"
+        [ "$cf" = 0 ] && [ $rc = 0 ] || fail "$prog (logs/$prog.log)"
+    done
 fi
 
 # 3b. every spec file with FACET_DEVICE=cuda, one process each
