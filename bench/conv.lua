@@ -29,6 +29,8 @@ local sync = dev == "cuda" and facet.cuda.synchronize or function() end
 
 -- name, C, H(=W), O, k, stride, pad, groups
 local layers = {
+  { "IResNet 64->64 3x3 @112", 64, 112, 64, 3, 1, 1, 1 },    -- stage 1's first unit, at the input's size
+  { "IResNet 64->64 3x3 s2 @112", 64, 112, 64, 3, 2, 1, 1 },
   { "IResNet 64->64 3x3 @56", 64, 56, 64, 3, 1, 1, 1 },
   { "IResNet 128->128 3x3 @28", 128, 28, 128, 3, 1, 1, 1 },
   { "IResNet 256->256 3x3 @14", 256, 14, 256, 3, 1, 1, 1 },
@@ -65,6 +67,7 @@ collectgarbage()
 print(("device %s, threads %d, BLAS %s, batch %d"):format(dev, facet.get_threads(),
   dev == "cpu" and facet.blas_core() or "cuBLAS", opts.batch))
 print(("GEMM 2048^3 (a:matmul(b)): %.1f GFLOP/s"):format(gemm))
+if dev == "cpu" and common.blas_note() then print(common.blas_note()) end
 print(("%-28s %10s %9s %6s %10s %9s %6s %9s"):format("layer", "fwd ms", "GFLOP/s", "%GEMM", "bwd ms", "GFLOP/s",
   "%GEMM", "ws MB"))
 for _, l in ipairs(layers) do

@@ -157,6 +157,7 @@ if gpu then
 else
   print(("B = %d, dim = %d, K = %d%s on %s, %d threads, OpenBLAS core %s"):format(B, D, K, rows_text, o.device,
     facet.get_threads(), facet.blas_core()))
+  if common.blas_note() then print(common.blas_note()) end
   print(("three GEMMs alone: %.1f ms (%.1f GFLOP/s); one plain SGD pass (momentum) over W: %.1f ms; zeroing dL/dW: %.1f ms"):format(
     t_gemm * 1e3, gflop / t_gemm, t_sgd * 1e3, t_zero * 1e3))
 end

@@ -144,6 +144,7 @@ if gpu then
 else
   print(("%d threads, OpenBLAS %s; GEMM %d^3: %.1f GFLOP/s; %s"):format(facet.get_threads(), facet.blas_core(), n,
     gemm.fp32 or 0, table.concat(o.precision, ", ")))
+  if common.blas_note() then print(common.blas_note()) end
 end
 
 -- ---- the profile: layer types ------------------------------------------------------

@@ -26,6 +26,20 @@ local M = {}
 M.TORCH_ENV = "env -u LD_PRELOAD MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 " ..
   "MALLOC_TOP_PAD_=268435456"
 
+--- A line to print under a CPU bench's header when OPENBLAS_CORETYPE was set
+-- before facet started (nil otherwise): OpenBLAS then runs that core's
+-- kernels, not the ones facet picks from cpuid (SkylakeX on an AVX-512 CPU),
+-- while PyTorch's oneDNN convolutions use the CPU's widest vectors whatever
+-- it says; GEMM-bound figures and their ratios to PyTorch then read low.
+-- read when this module loads, before any GEMM loads OpenBLAS (facet then sets it itself)
+M.USER_CORETYPE = os.getenv("OPENBLAS_CORETYPE")
+function M.blas_note()
+  local forced = M.USER_CORETYPE
+  if not forced or forced == "" then return nil end
+  return ("note: OPENBLAS_CORETYPE=%s was set before facet started: OpenBLAS runs %s kernels, not facet's pick " ..
+    "for this CPU (unset it for that)"):format(forced, facet.blas_core())
+end
+
 -- ---- the command line ---------------------------------------------------------------
 -- A bench declares its options on M.parser(...) with the kinds below and calls
 -- p:parse(arg): --help prints the usage with every option and its default and
