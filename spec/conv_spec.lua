@@ -375,6 +375,49 @@ describe("conv2d", function()
     if not ok then error(err, 0) end
   end)
 
+  it("CPU: an image with more columns than a band (1 MB) makes and uses them a band of output rows at a time", function()
+    -- conv.c: over 2^20 floats of columns an image, bands of floor(2^18 / (K Wo)) output rows, the
+    -- last one shorter; the workspace then holds one band a slot, and the results are the layer's
+    local threads = facet.get_threads()
+    local ok, err = pcall(function()
+      for i, L in ipairs {
+        layer { n = 2, c = 16, h = 96, o = 4, k = 3, p = 1 },                          -- 18-row bands, then 6
+        layer { n = 2, c = 40, h = 130, w = 190, o = 4, k = 3, s = 2, p = 2, d = 2, g = 2 },  -- strided, dilated
+      } do
+        local d = inputs(L, 700 + i, "cpu")
+        local K = L.cg * L.kh * L.kw
+        assert.is_true(K * L.ho * L.wo > 2 ^ 20, describe_layer(L))
+        local band = K * math.floor(2 ^ 18 / (K * L.wo)) * L.wo
+        local ref_out, ref_gx, ref_gw, ref_gb = naive(L, d.X, d.W, d.B, d.R)
+        for _, t in ipairs { 1, 2 } do
+          facet.set_threads(t)
+          local e = ffi.new("int64_t[1]")
+          core.check(C.facet_conv2d_workspace_size(e, d.x.h, d.w.h, d.s))
+          assert.are.equal(band * t, tonumber(e[0]), describe_layer(L))
+          for _, slots in ipairs { 1, t } do
+            local ws = facet.empty({ band * slots })
+            local out = facet.empty({ L.n, L.o, L.ho, L.wo })
+            core.check(C.facet_conv2d_forward(out.h, d.x.h, d.w.h, d.b.h, ws.h, d.s))
+            H.assert_close(H.values(out), ref_out, 1e-4, 1e-4)
+            local gx = facet.full({ L.n, L.c, L.h, L.w }, 0 / 0)
+            local gw, gb = facet.full({ L.o, L.cg, L.kh, L.kw }, 1), facet.zeros({ L.o })
+            core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, d.r.h, d.x.h, d.w.h, ws.h, d.s))
+            H.assert_close(H.values(gx), ref_gx, 1e-4, 1e-4)
+            local want = {}
+            for j, v in ipairs(ref_gw) do want[j] = v + 1 end   -- grad_weight accumulates
+            H.assert_close(H.values(gw), want, 1e-4, 1e-3)
+          end
+          H.assert_error(function()
+            core.check(C.facet_conv2d_forward(facet.empty({ L.n, L.o, L.ho, L.wo }).h, d.x.h, d.w.h, d.b.h,
+              facet.empty({ band - 1 }).h, d.s))
+          end, "needs at least " .. band)
+        end
+      end
+    end)
+    facet.set_threads(threads)
+    if not ok then error(err, 0) end
+  end)
+
   H.it("errors name the function and the shapes", function()
     local L = layer { n = 2, c = 4, h = 6, o = 6, k = 3, p = 1, g = 2 }
     local d = inputs(L, 42)

@@ -36,8 +36,8 @@ M.USER_CORETYPE = os.getenv("OPENBLAS_CORETYPE")
 function M.blas_note()
   local forced = M.USER_CORETYPE
   if not forced or forced == "" then return nil end
-  return ("note: OPENBLAS_CORETYPE=%s was set before facet started: OpenBLAS runs %s kernels, not facet's pick " ..
-    "for this CPU (unset it for that)"):format(forced, facet.blas_core())
+  return ("note: OPENBLAS_CORETYPE=%s was set before facet started, so OpenBLAS runs %s kernels and facet did " ..
+    "not pick them from cpuid (SkylakeX where AVX-512 is; unset it to let facet pick)"):format(forced, facet.blas_core())
 end
 
 -- ---- the command line ---------------------------------------------------------------

@@ -13,13 +13,14 @@
  *              as col [K x P] (K = C/groups kh kw, P = Ho Wo), then one SGEMM
  *              out_g [O/groups x P] = weight_g [O/groups x K] col. Backward
  *              recomputes col for grad_weight_g += grad_out_g col^T, and puts
- *              weight_g^T grad_out_g [K x P] through col2im for grad_x.
+ *              weight_g^T grad_out_g [K x P] through col2im for grad_x. Large
+ *              images do this a band of output rows at a time (band_rows).
  *   POINTWISE  1x1, stride 1, no padding: x's group planes are col already.
  *   DIRECT     one input channel per output channel (depthwise, C/groups
  *              == 1): plain loops over the taps, since a GEMM with M = 1
  *              runs at a small fraction of its peak (conv_direct.c).
  *
- * Threads. The workspace holds S "slots" of K x P floats. With S > 1, images
+ * Threads. The workspace holds S "slots" of one band's K x (rows Wo) floats. With S > 1, images
  * run in parallel, one per thread and slot, each GEMM on one thread (OpenMP
  * OpenBLAS does not nest inside a parallel region); with S = 1, images run
  * in turn and OpenBLAS threads each GEMM. Image-parallel measured 1.3-1.5x
@@ -52,6 +53,24 @@
 /* Slots beyond the first only while all of them fit in this many floats
  * (64 MB): a layer's workspace is allocated for the whole run. */
 enum { CPU_SLOTS_BUDGET = 1 << 24 };
+
+/* Columns in bands of output rows. An image whose columns pass CPU_BAND_OVER
+ * floats (4 MB) makes and uses them about CPU_BAND_FLOATS (1 MB, a core's L2)
+ * at a time: IResNet's first 3x3 layer at 112 x 112 has 29 MB of columns an
+ * image, which left the caches between im2col and the GEMM (56% of the GEMM
+ * rate with AVX-512 kernels; banded 72%, forward and backward 1.2-1.3x
+ * faster - bench/conv.lua). Smaller images keep one band, so their results
+ * and workspace are what they were. */
+enum { CPU_BAND_FLOATS = 1 << 18, CPU_BAND_OVER = 1 << 20 };
+
+/* Output rows per band of the CPU im2col path (all of them, or a band). */
+static int64_t band_rows(const struct facet_conv_geom *g)
+{
+    if (g->k * g->p <= CPU_BAND_OVER || g->wo == 0) return g->ho;
+    int64_t r = CPU_BAND_FLOATS / (g->k * g->wo);
+    if (r < 1) r = 1;
+    return r < g->ho ? r : g->ho;
+}
 
 /* ---- argument checks ------------------------------------------------------------ */
 
@@ -140,7 +159,7 @@ static int check_operand(const char *fn, const char *name, const facet_tensor *t
 static int64_t min_workspace(const struct facet_conv_geom *g, int device)
 {
     if (device == FACET_DEVICE_CUDA) return facet_conv_cuda_min_workspace(g);
-    return facet_conv_path(g) == FACET_CONV_IM2COL ? g->k * g->p : 0;
+    return facet_conv_path(g) == FACET_CONV_IM2COL ? g->k * band_rows(g) * g->wo : 0;
 }
 
 static int check_workspace(const char *fn, const facet_tensor *ws, const facet_tensor *x, const facet_tensor *weight,
@@ -194,7 +213,7 @@ static int64_t cpu_image_threads(const struct facet_conv_geom *g)
     int64_t t = facet_threads();
     if (t > g->n) t = g->n;
     if (facet_conv_path(g) == FACET_CONV_IM2COL) {
-        int64_t fit = CPU_SLOTS_BUDGET / (g->k * g->p);
+        int64_t fit = CPU_SLOTS_BUDGET / (g->k * band_rows(g) * g->wo);
         if (t > fit) t = fit;
     }
     return t < 1 ? 1 : t;
@@ -224,11 +243,12 @@ int facet_conv2d_workspace_size(int64_t *elements, const facet_tensor *x, const 
 
 /* ---- CPU: im2col and col2im ------------------------------------------------------- */
 
-/* Columns of one image's group: row (c kh + i) kw + j of col [K x P] is
- * channel c seen through tap (i, j); taps that land in the padding read 0. */
-static void im2col(const struct facet_conv_geom *g, const float *x, float *col)
+/* Columns of one image's group for output rows [r0, r1): row (c kh + i) kw + j
+ * of col [K x (r1 - r0) Wo] is channel c seen through tap (i, j); taps that
+ * land in the padding read 0. */
+static void im2col(const struct facet_conv_geom *g, const float *x, float *col, int64_t r0, int64_t r1)
 {
-    const int64_t H = g->h, W = g->w, Wo = g->wo, P = g->p, taps = g->kh * g->kw;
+    const int64_t H = g->h, W = g->w, Wo = g->wo, P = (r1 - r0) * Wo, taps = g->kh * g->kw;
     for (int64_t c = 0; c < g->cg; c++) {
         const float *xc = x + c * H * W;
         for (int64_t t = 0; t < taps; t++) {
@@ -236,10 +256,12 @@ static void im2col(const struct facet_conv_geom *g, const float *x, float *col)
             int64_t hlo, hhi, wlo, whi;
             facet_conv_range(i * g->dh - g->ph, g->sh, H, g->ho, &hlo, &hhi);
             facet_conv_range(offw, g->sw, W, Wo, &wlo, &whi);
-            float *row = col + (c * taps + t) * P;
-            memset(row, 0, (size_t)(hlo * Wo) * sizeof(float));
+            hlo = hlo < r0 ? r0 : hlo > r1 ? r1 : hlo;
+            hhi = hhi > r1 ? r1 : hhi < hlo ? hlo : hhi;
+            float *row = col + (c * taps + t) * P;   /* output row ho at (ho - r0) Wo */
+            memset(row, 0, (size_t)((hlo - r0) * Wo) * sizeof(float));
             for (int64_t ho = hlo; ho < hhi; ho++) {
-                float *r = row + ho * Wo;
+                float *r = row + (ho - r0) * Wo;
                 const float *xr = xc + (ho * g->sh + i * g->dh - g->ph) * W;
                 for (int64_t q = 0; q < wlo; q++) r[q] = 0.0f;
                 if (g->sw == 1) {
@@ -249,27 +271,29 @@ static void im2col(const struct facet_conv_geom *g, const float *x, float *col)
                 }
                 for (int64_t q = whi; q < Wo; q++) r[q] = 0.0f;
             }
-            memset(row + hhi * Wo, 0, (size_t)((g->ho - hhi) * Wo) * sizeof(float));
+            memset(row + (hhi - r0) * Wo, 0, (size_t)((r1 - hhi) * Wo) * sizeof(float));
         }
     }
 }
 
-/* The adjoint of im2col: each input element of the group gets the sum of the
- * column entries that sampled it (overlapping taps add up). Overwrites x. */
-FACET_CLONES static void col2im(const struct facet_conv_geom *g, const float *col, float *x)
+/* The adjoint of im2col for output rows [r0, r1): each input element of the
+ * group gets the column entries that sampled it added (overlapping taps add
+ * up). The caller zeroes x before an image's first band. */
+FACET_CLONES static void col2im(const struct facet_conv_geom *g, const float *col, float *x, int64_t r0, int64_t r1)
 {
-    const int64_t H = g->h, W = g->w, Wo = g->wo, P = g->p, taps = g->kh * g->kw;
+    const int64_t H = g->h, W = g->w, Wo = g->wo, P = (r1 - r0) * Wo, taps = g->kh * g->kw;
     for (int64_t c = 0; c < g->cg; c++) {
         float *xc = x + c * H * W;
-        memset(xc, 0, (size_t)(H * W) * sizeof(float));
         for (int64_t t = 0; t < taps; t++) {
             int64_t i = t / g->kw, j = t % g->kw, offw = j * g->dw - g->pw;
             int64_t hlo, hhi, wlo, whi;
             facet_conv_range(i * g->dh - g->ph, g->sh, H, g->ho, &hlo, &hhi);
             facet_conv_range(offw, g->sw, W, Wo, &wlo, &whi);
+            hlo = hlo < r0 ? r0 : hlo > r1 ? r1 : hlo;
+            hhi = hhi > r1 ? r1 : hhi < hlo ? hlo : hhi;
             const float *row = col + (c * taps + t) * P;
             for (int64_t ho = hlo; ho < hhi; ho++) {
-                const float *r = row + ho * Wo;
+                const float *r = row + (ho - r0) * Wo;
                 float *xr = xc + (ho * g->sh + i * g->dh - g->ph) * W;
                 if (g->sw == 1) {
                     #pragma omp simd
@@ -310,14 +334,19 @@ static int forward_image(const struct facet_conv_geom *g, int path, float *out, 
 {
     const int64_t HW = g->h * g->w;
     int rc = 0;
+    const int64_t rows = band_rows(g);
     for (int64_t gi = 0; gi < g->groups; gi++) {
-        const float *xg = x + gi * g->cg * HW, *cm = xg;
-        if (path == FACET_CONV_IM2COL) {
-            im2col(g, xg, col);
-            cm = col;
+        const float *xg = x + gi * g->cg * HW, *wg = w + gi * g->og * g->k;
+        float *og = out + gi * g->og * g->p;
+        if (path != FACET_CONV_IM2COL) {
+            rc |= facet_blas_sgemm(0, 0, g->og, g->p, g->k, 1.0f, wg, g->k, xg, g->p, 0.0f, og, g->p);
+            continue;
         }
-        rc |= facet_blas_sgemm(0, 0, g->og, g->p, g->k, 1.0f, w + gi * g->og * g->k, g->k, cm, g->p, 0.0f,
-                               out + gi * g->og * g->p, g->p);
+        for (int64_t r0 = 0; r0 < g->ho; r0 += rows) {
+            const int64_t r1 = r0 + rows < g->ho ? r0 + rows : g->ho, pb = (r1 - r0) * g->wo;
+            im2col(g, xg, col, r0, r1);
+            rc |= facet_blas_sgemm(0, 0, g->og, pb, g->k, 1.0f, wg, g->k, col, pb, 0.0f, og + r0 * g->wo, g->p);
+        }
     }
     if (b) {
         for (int64_t o = 0; o < g->o; o++) {
@@ -374,26 +403,29 @@ static float *partials(int64_t elems)
 static int backward_image(const struct facet_conv_geom *g, int path, float *gx, float *gw, const float *go,
                           const float *x, const float *w, float *col)
 {
-    const int64_t HW = g->h * g->w;
+    const int64_t HW = g->h * g->w, rows = band_rows(g);
     int rc = 0;
     for (int64_t gi = 0; gi < g->groups; gi++) {
         const float *xg = x + gi * g->cg * HW, *gog = go + gi * g->og * g->p, *wg = w + gi * g->og * g->k;
-        if (gw) {
-            const float *cm = xg;
-            if (path == FACET_CONV_IM2COL) {
-                im2col(g, xg, col);
-                cm = col;
-            }
-            rc |= facet_blas_sgemm(0, 1, g->og, g->k, g->p, 1.0f, gog, g->p, cm, g->p, 1.0f, gw + gi * g->og * g->k,
-                                   g->k);
-        }
-        if (!gx) continue;
-        float *gxg = gx + gi * g->cg * HW;
+        float *gwg = gw ? gw + gi * g->og * g->k : NULL, *gxg = gx ? gx + gi * g->cg * HW : NULL;
         if (path == FACET_CONV_POINTWISE) {
-            rc |= facet_blas_sgemm(1, 0, g->cg, g->p, g->og, 1.0f, wg, g->k, gog, g->p, 0.0f, gxg, g->p);
-        } else {
-            rc |= facet_blas_sgemm(1, 0, g->k, g->p, g->og, 1.0f, wg, g->k, gog, g->p, 0.0f, col, g->p);
-            col2im(g, col, gxg);
+            if (gwg) rc |= facet_blas_sgemm(0, 1, g->og, g->k, g->p, 1.0f, gog, g->p, xg, g->p, 1.0f, gwg, g->k);
+            if (gxg) rc |= facet_blas_sgemm(1, 0, g->cg, g->p, g->og, 1.0f, wg, g->k, gog, g->p, 0.0f, gxg, g->p);
+            continue;
+        }
+        if (gxg) memset(gxg, 0, (size_t)(g->cg * HW) * sizeof(float));
+        /* a band at a time: its columns for grad_weight, then the same slot for grad_x's */
+        for (int64_t r0 = 0; r0 < g->ho; r0 += rows) {
+            const int64_t r1 = r0 + rows < g->ho ? r0 + rows : g->ho, pb = (r1 - r0) * g->wo;
+            const float *gob = gog + r0 * g->wo;
+            if (gwg) {
+                im2col(g, xg, col, r0, r1);
+                rc |= facet_blas_sgemm(0, 1, g->og, g->k, pb, 1.0f, gob, g->p, col, pb, 1.0f, gwg, g->k);
+            }
+            if (gxg) {
+                rc |= facet_blas_sgemm(1, 0, g->k, pb, g->og, 1.0f, wg, g->k, gob, g->p, 0.0f, col, pb);
+                col2im(g, col, gxg, r0, r1);
+            }
         }
     }
     return rc;
