@@ -340,9 +340,34 @@ describe("conv2d", function()
     assert.are.equal(0, size(layer { n = 3, c = 4, h = 9, o = 4, k = 3, p = 1, g = 4 }))
   end)
 
-  it("CPU: any workspace of at least one slot and any thread count give the same result", function()
+  -- runs fn, then restores facet's thread count (fn sets its own)
+  local function keeping_threads(fn)
     local threads = facet.get_threads()
-    local ok, err = pcall(function()
+    local ok, err = pcall(fn)
+    facet.set_threads(threads)
+    if not ok then error(err, 0) end
+  end
+
+  -- a CPU layer's forward and backward on workspace ws (nil: none) against ref = { naive(...) };
+  -- grad_x starts as NaN (overwritten), grad_weight and grad_bias at 1 (accumulated)
+  local function check_cpu(d, ws, ref)
+    local L = d.L
+    local out = facet.empty({ L.n, L.o, L.ho, L.wo })
+    core.check(C.facet_conv2d_forward(out.h, d.x.h, d.w.h, d.b.h, ptr(ws), d.s))
+    H.assert_close(H.values(out), ref[1], 1e-4, 1e-4)
+    local gx = facet.full({ L.n, L.c, L.h, L.w }, 0 / 0)
+    local gw, gb = facet.ones({ L.o, L.cg, L.kh, L.kw }), facet.ones({ L.o })
+    core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, d.r.h, d.x.h, d.w.h, ptr(ws), d.s))
+    H.assert_close(H.values(gx), ref[2], 1e-4, 1e-4)
+    for k, t in ipairs { gw, gb } do
+      local want = {}
+      for j, v in ipairs(ref[k + 2]) do want[j] = v + 1 end
+      H.assert_close(H.values(t), want, 1e-4, 1e-3)
+    end
+  end
+
+  it("CPU: any workspace of at least one slot and any thread count give the same result", function()
+    keeping_threads(function()
       for i, L in ipairs {
         layer { n = 3, c = 4, h = 9, w = 8, o = 6, k = 3, s = 2, p = 1, g = 2 },
         layer { n = 5, c = 6, h = 8, o = 4, k = 1 },
@@ -352,34 +377,22 @@ describe("conv2d", function()
         layer { n = 3, c = 3, h = 9, o = 6, k = 3, s = 2, p = 1, g = 3 },
       } do
         local d = inputs(L, 500 + i, "cpu")
-        local ref_out, ref_gx, ref_gw, ref_gb = naive(L, d.X, d.W, d.B, d.R)
+        local ref = { naive(L, d.X, d.W, d.B, d.R) }
         local slot = (L.cg == 1 or (L.kh == 1 and L.sh == 1 and L.ph == 0)) and 0 or L.cg * L.kh * L.kw * L.ho * L.wo
         for _, t in ipairs { 1, 2, 3, 4 } do
           facet.set_threads(t)
           for _, slots in ipairs { 1, 2, 3, 7 } do
-            local ws = slot > 0 and facet.empty({ slot * slots }) or false
-            local out = facet.empty({ L.n, L.o, L.ho, L.wo })
-            core.check(C.facet_conv2d_forward(out.h, d.x.h, d.w.h, d.b.h, ptr(ws or nil), d.s))
-            H.assert_close(H.values(out), ref_out, 1e-4, 1e-4)
-            local gx = facet.full({ L.n, L.c, L.h, L.w }, 0 / 0)
-            local gw, gb = facet.zeros({ L.o, L.cg, L.kh, L.kw }), facet.zeros({ L.o })
-            core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, d.r.h, d.x.h, d.w.h, ptr(ws or nil), d.s))
-            H.assert_close(H.values(gx), ref_gx, 1e-4, 1e-4)
-            H.assert_close(H.values(gw), ref_gw, 1e-4, 1e-3)
-            H.assert_close(H.values(gb), ref_gb, 1e-4, 1e-3)
+            check_cpu(d, slot > 0 and facet.empty({ slot * slots }) or nil, ref)
           end
         end
       end
     end)
-    facet.set_threads(threads)
-    if not ok then error(err, 0) end
   end)
 
   it("CPU: an image with more columns than a band (1 MB) makes and uses them a band of output rows at a time", function()
     -- conv.c: over 2^20 floats of columns an image, bands of floor(2^18 / (K Wo)) output rows, the
     -- last one shorter; the workspace then holds one band a slot, and the results are the layer's
-    local threads = facet.get_threads()
-    local ok, err = pcall(function()
+    keeping_threads(function()
       for i, L in ipairs {
         layer { n = 2, c = 16, h = 96, o = 4, k = 3, p = 1 },                          -- 18-row bands, then 6
         layer { n = 2, c = 40, h = 130, w = 190, o = 4, k = 3, s = 2, p = 2, d = 2, g = 2 },  -- strided, dilated
@@ -388,24 +401,14 @@ describe("conv2d", function()
         local K = L.cg * L.kh * L.kw
         assert.is_true(K * L.ho * L.wo > 2 ^ 20, describe_layer(L))
         local band = K * math.floor(2 ^ 18 / (K * L.wo)) * L.wo
-        local ref_out, ref_gx, ref_gw, ref_gb = naive(L, d.X, d.W, d.B, d.R)
+        local ref = { naive(L, d.X, d.W, d.B, d.R) }
         for _, t in ipairs { 1, 2 } do
           facet.set_threads(t)
           local e = ffi.new("int64_t[1]")
           core.check(C.facet_conv2d_workspace_size(e, d.x.h, d.w.h, d.s))
           assert.are.equal(band * t, tonumber(e[0]), describe_layer(L))
           for _, slots in ipairs { 1, t } do
-            local ws = facet.empty({ band * slots })
-            local out = facet.empty({ L.n, L.o, L.ho, L.wo })
-            core.check(C.facet_conv2d_forward(out.h, d.x.h, d.w.h, d.b.h, ws.h, d.s))
-            H.assert_close(H.values(out), ref_out, 1e-4, 1e-4)
-            local gx = facet.full({ L.n, L.c, L.h, L.w }, 0 / 0)
-            local gw, gb = facet.full({ L.o, L.cg, L.kh, L.kw }, 1), facet.zeros({ L.o })
-            core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, d.r.h, d.x.h, d.w.h, ws.h, d.s))
-            H.assert_close(H.values(gx), ref_gx, 1e-4, 1e-4)
-            local want = {}
-            for j, v in ipairs(ref_gw) do want[j] = v + 1 end   -- grad_weight accumulates
-            H.assert_close(H.values(gw), want, 1e-4, 1e-3)
+            check_cpu(d, facet.empty({ band * slots }), ref)
           end
           H.assert_error(function()
             core.check(C.facet_conv2d_forward(facet.empty({ L.n, L.o, L.ho, L.wo }).h, d.x.h, d.w.h, d.b.h,
@@ -414,8 +417,6 @@ describe("conv2d", function()
         end
       end
     end)
-    facet.set_threads(threads)
-    if not ok then error(err, 0) end
   end)
 
   H.it("errors name the function and the shapes", function()
