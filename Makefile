@@ -9,6 +9,7 @@
 #   make gpu-check OUT=dir   build for this GPU, every spec on CUDA, benchmarks (tools/gpu_check.sh)
 # CUDA is built when nvcc is found (FACET_CUDA=0 turns it off): core/cuda/*.cu, or
 # else core/src/cuda_absent.c, implement core/src/cuda_backend.h (docs/gpu.md).
+# test, sanitize, test-emu and fuzz build with JOBS parallel jobs (default: the cores).
 
 CC       ?= cc
 NVCC     ?= nvcc
