@@ -26,13 +26,15 @@ local M = {}
 M.TORCH_ENV = "env -u LD_PRELOAD MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 " ..
   "MALLOC_TOP_PAD_=268435456"
 
+-- the user's OPENBLAS_CORETYPE, read when this module loads, before a GEMM
+-- loads OpenBLAS (facet then sets the variable itself)
+M.USER_CORETYPE = os.getenv("OPENBLAS_CORETYPE")
+
 --- A line to print under a CPU bench's header when OPENBLAS_CORETYPE was set
 -- before facet started (nil otherwise): OpenBLAS then runs that core's
 -- kernels, not the ones facet picks from cpuid (SkylakeX on an AVX-512 CPU),
 -- while PyTorch's oneDNN convolutions use the CPU's widest vectors whatever
 -- it says; GEMM-bound figures and their ratios to PyTorch then read low.
--- read when this module loads, before any GEMM loads OpenBLAS (facet then sets it itself)
-M.USER_CORETYPE = os.getenv("OPENBLAS_CORETYPE")
 function M.blas_note()
   local forced = M.USER_CORETYPE
   if not forced or forced == "" then return nil end

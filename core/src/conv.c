@@ -243,6 +243,16 @@ int facet_conv2d_workspace_size(int64_t *elements, const facet_tensor *x, const 
 
 /* ---- CPU: im2col and col2im ------------------------------------------------------- */
 
+/* The output rows [lo, hi) of band [r0, r1) whose tap row i reads inside x
+ * (the others read the padding). */
+static void band_tap_rows(const struct facet_conv_geom *g, int64_t i, int64_t r0, int64_t r1, int64_t *lo,
+                          int64_t *hi)
+{
+    facet_conv_range(i * g->dh - g->ph, g->sh, g->h, g->ho, lo, hi);
+    *lo = *lo < r0 ? r0 : *lo > r1 ? r1 : *lo;
+    *hi = *hi > r1 ? r1 : *hi < *lo ? *lo : *hi;
+}
+
 /* Columns of one image's group for output rows [r0, r1): row (c kh + i) kw + j
  * of col [K x (r1 - r0) Wo] is channel c seen through tap (i, j); taps that
  * land in the padding read 0. */
@@ -254,10 +264,8 @@ static void im2col(const struct facet_conv_geom *g, const float *x, float *col, 
         for (int64_t t = 0; t < taps; t++) {
             int64_t i = t / g->kw, j = t % g->kw, offw = j * g->dw - g->pw;
             int64_t hlo, hhi, wlo, whi;
-            facet_conv_range(i * g->dh - g->ph, g->sh, H, g->ho, &hlo, &hhi);
+            band_tap_rows(g, i, r0, r1, &hlo, &hhi);
             facet_conv_range(offw, g->sw, W, Wo, &wlo, &whi);
-            hlo = hlo < r0 ? r0 : hlo > r1 ? r1 : hlo;
-            hhi = hhi > r1 ? r1 : hhi < hlo ? hlo : hhi;
             float *row = col + (c * taps + t) * P;   /* output row ho at (ho - r0) Wo */
             memset(row, 0, (size_t)((hlo - r0) * Wo) * sizeof(float));
             for (int64_t ho = hlo; ho < hhi; ho++) {
@@ -287,10 +295,8 @@ FACET_CLONES static void col2im(const struct facet_conv_geom *g, const float *co
         for (int64_t t = 0; t < taps; t++) {
             int64_t i = t / g->kw, j = t % g->kw, offw = j * g->dw - g->pw;
             int64_t hlo, hhi, wlo, whi;
-            facet_conv_range(i * g->dh - g->ph, g->sh, H, g->ho, &hlo, &hhi);
+            band_tap_rows(g, i, r0, r1, &hlo, &hhi);
             facet_conv_range(offw, g->sw, W, Wo, &wlo, &whi);
-            hlo = hlo < r0 ? r0 : hlo > r1 ? r1 : hlo;
-            hhi = hhi > r1 ? r1 : hhi < hlo ? hlo : hhi;
             const float *row = col + (c * taps + t) * P;
             for (int64_t ho = hlo; ho < hhi; ho++) {
                 const float *r = row + (ho - r0) * Wo;
