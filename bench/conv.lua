@@ -2,9 +2,12 @@
 -- (grad_x + grad_weight + grad_bias) for IResNet- and MobileFaceNet-like
 -- layers at batch 32, next to the machine's GEMM rate (a 2048^3 matmul timed
 -- in the same run). FLOPs are the convolution's multiply-adds x 2 (x 2 again
--- for backward), whatever path computes them.
+-- for backward), whatever path computes them. On the CPU, layers that run as
+-- Winograd F(2x2, 3x3) (3x3, stride 1, >= 16 channels) are timed again with
+-- FACET_CONV_WINOGRAD=0 (im2col) in the same run: the "x im2col" columns.
 -- Usage: bin/facet run bench/conv.lua [--batch 32] [--reps 3] [--threads N] [--device cpu|cuda]
---        [--slots N]   (CPU: force a workspace of N column slots instead of the recommended size)
+--        [--slots N]   (CPU: force a workspace of N column slots instead of the recommended size;
+--                       im2col layers only)
 -- (--help: the options)
 local ffi = require "ffi"
 local facet = require "facet"
@@ -20,12 +23,14 @@ common.integer(parser, "--reps", "timed runs per layer (the best counts)", 3, 1)
 common.integer(parser, "--threads", "CPU threads (default: facet's, FACET_THREADS or the cores)", nil, 1)
 common.device(parser)
 common.integer(parser, "--slots", "CPU: a workspace of this many column slots instead of the recommended " ..
-  "size", nil, 1)
+  "size (im2col layers)", nil, 1)
 local opts = parser:parse(arg)
 common.check_device("bench/conv.lua", opts.device)
 if opts.threads then facet.set_threads(opts.threads) end
 local dev = opts.device
 local sync = dev == "cuda" and facet.cuda.synchronize or function() end
+pcall(ffi.cdef, "int unsetenv(const char *name);")
+local user_winograd = os.getenv("FACET_CONV_WINOGRAD")
 
 -- name, C, H(=W), O, k, stride, pad, groups
 local layers = {
@@ -68,8 +73,14 @@ print(("device %s, threads %d, BLAS %s, batch %d"):format(dev, facet.get_threads
   dev == "cpu" and facet.blas_core() or "cuBLAS", opts.batch))
 print(("GEMM 2048^3 (a:matmul(b)): %.1f GFLOP/s"):format(gemm))
 if dev == "cpu" and common.blas_note() then print(common.blas_note()) end
-print(("%-28s %10s %9s %6s %10s %9s %6s %9s"):format("layer", "fwd ms", "GFLOP/s", "%GEMM", "bwd ms", "GFLOP/s",
-  "%GEMM", "ws MB"))
+print(("%-28s %10s %9s %6s %10s %9s %6s %9s %s"):format("layer", "fwd ms", "GFLOP/s", "%GEMM", "bwd ms", "GFLOP/s",
+  "%GEMM", "ws MB", dev == "cpu" and "  x im2col fwd  bwd" or ""))
+
+-- sets FACET_CONV_WINOGRAD (conv_winograd.c reads it at each call); nil restores the user's
+local function winograd(v)
+  v = v or user_winograd
+  if v then ffi.C.setenv("FACET_CONV_WINOGRAD", v, 1) else ffi.C.unsetenv("FACET_CONV_WINOGRAD") end
+end
 for _, l in ipairs(layers) do
   local name, ch, hw, o, k, s, p, g = unpack(l)
   local N = opts.batch
@@ -84,22 +95,39 @@ for _, l in ipairs(layers) do
   local gx = facet.empty({ N, ch, hw, hw }, { device = dev })
   local gw = facet.zeros({ o, ch / g, k, k }, { device = dev })
   local gb = facet.zeros({ o }, { device = dev })
-  local e = ffi.new("int64_t[1]")
-  core.check(C.facet_conv2d_workspace_size(e, x.h, w.h, set))
-  local elems = tonumber(e[0])
-  if opts.slots and dev == "cpu" and elems > 0 then
+  local function ws_size()
+    local e = ffi.new("int64_t[1]")
+    core.check(C.facet_conv2d_workspace_size(e, x.h, w.h, set))
+    return tonumber(e[0])
+  end
+  local elems = ws_size()
+  -- a CPU layer on the Winograd path asks for another workspace than with it off
+  winograd("0")
+  local cols = ws_size()
+  winograd()
+  local wino = dev == "cpu" and cols ~= elems
+  if opts.slots and dev == "cpu" and elems > 0 and not wino then
     local slot = (ch / g) * k * k * ho * ho
     elems = slot * opts.slots
   end
-  local ws = elems > 0 and facet.empty({ elems }, { device = dev }) or nil
-  local wsh = ws and ws.h or nil
-  local t_f = best(function() core.check(C.facet_conv2d_forward(out.h, x.h, w.h, bias.h, wsh, set)) end, opts.reps)
-  local t_b = best(function() core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, gout.h, x.h, w.h, wsh, set)) end,
-    opts.reps)
+  local function time(n)
+    local ws = n > 0 and facet.empty({ n }, { device = dev }) or nil
+    local wsh = ws and ws.h or nil
+    return best(function() core.check(C.facet_conv2d_forward(out.h, x.h, w.h, bias.h, wsh, set)) end, opts.reps),
+      best(function() core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, gout.h, x.h, w.h, wsh, set)) end, opts.reps)
+  end
+  local t_f, t_b = time(elems)
+  local vs = ""
+  if wino then
+    winograd("0")
+    local c_f, c_b = time(cols)
+    winograd()
+    vs = ("  %12.2f %4.2f"):format(c_f / t_f, c_b / t_b)
+  end
   local flops = 2 * N * o * ho * ho * (ch / g) * k * k
   local gf, gb_ = flops / t_f / 1e9, 2 * flops / t_b / 1e9
-  print(("%-28s %10.2f %9.1f %5.0f%% %10.2f %9.1f %5.0f%% %9.1f"):format(name, t_f * 1e3, gf, 100 * gf / gemm,
-    t_b * 1e3, gb_, 100 * gb_ / gemm, elems * 4 / 2 ^ 20))
-  x, w, bias, out, gout, gx, gw, gb, ws = nil, nil, nil, nil, nil, nil, nil, nil, nil
+  print(("%-28s %10.2f %9.1f %5.0f%% %10.2f %9.1f %5.0f%% %9.1f%s"):format(name, t_f * 1e3, gf, 100 * gf / gemm,
+    t_b * 1e3, gb_, 100 * gb_ / gemm, elems * 4 / 2 ^ 20, vs))
+  x, w, bias, out, gout, gx, gw, gb = nil, nil, nil, nil, nil, nil, nil, nil
   collectgarbage()
 end

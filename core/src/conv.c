@@ -8,7 +8,7 @@
  * (half_layers.h: conversion to float32 and OpenBLAS, for correctness, not
  * speed); conv.cu runs 16-bit GEMMs with float32 accumulation.
  *
- * Three paths, chosen by facet_conv_path (conv_math.h):
+ * Four paths, chosen by facet_conv_path (conv_math.h) and, for the CPU, cpu_path:
  *   IM2COL     per image and group, the input is unrolled into the workspace
  *              as col [K x P] (K = C/groups kh kw, P = Ho Wo), then one SGEMM
  *              out_g [O/groups x P] = weight_g [O/groups x K] col. Backward
@@ -19,6 +19,12 @@
  *   DIRECT     one input channel per output channel (depthwise, C/groups
  *              == 1): plain loops over the taps, since a GEMM with M = 1
  *              runs at a small fraction of its peak (conv_direct.c).
+ *   WINOGRAD   CPU only: 3x3, stride 1, one group, >= 16 channels each way,
+ *              outputs >= 8 x 8 (an IResNet's layers but its stem, strided
+ *              ones and 7 x 7 stage):
+ *              Winograd F(2x2, 3x3), 16 GEMMs over transformed tiles with
+ *              2.25x fewer multiplications (conv_winograd.c). The workspace
+ *              holds the transformed filters, then the slots.
  *
  * Threads. The workspace holds S "slots" of one band's K x (rows Wo) floats. With S > 1, images
  * run in parallel, one per thread and slot, each GEMM on one thread (OpenMP
@@ -40,6 +46,7 @@
 #include "internal.h"
 #include "conv_math.h"
 #include "conv_direct.h"
+#include "conv_winograd.h"
 #include "half_layers.h"
 #include <limits.h>
 #include <omp.h>
@@ -155,11 +162,35 @@ static int check_operand(const char *fn, const char *name, const facet_tensor *t
                       facet_desc(x), facet_desc(weight), CONV_ARGS(s));
 }
 
+/* The CPU's path: conv_math.h's, with the 3x3 stride-1 layers of
+ * facet_conv_winograd_fits as Winograd F(2x2, 3x3) (conv_winograd.c). */
+enum { CPU_WINOGRAD = 3 };
+
+static int cpu_path(const struct facet_conv_geom *g)
+{
+    int p = facet_conv_path(g);
+    return p == FACET_CONV_IM2COL && facet_conv_winograd_fits(g) ? CPU_WINOGRAD : p;
+}
+
+/* CPU workspace: `shared` floats every thread reads (Winograd's transformed
+ * filters), then slots of `slot` floats, one per thread. */
+static int64_t cpu_shared(const struct facet_conv_geom *g, int path)
+{
+    return path == CPU_WINOGRAD ? facet_conv_winograd_shared(g) : 0;
+}
+
+static int64_t cpu_slot(const struct facet_conv_geom *g, int path)
+{
+    if (path == CPU_WINOGRAD) return facet_conv_winograd_slot(g);
+    return path == FACET_CONV_IM2COL ? g->k * band_rows(g) * g->wo : 0;
+}
+
 /* Floats the device's path cannot run with less than: one slot. */
 static int64_t min_workspace(const struct facet_conv_geom *g, int device)
 {
     if (device == FACET_DEVICE_CUDA) return facet_conv_cuda_min_workspace(g);
-    return facet_conv_path(g) == FACET_CONV_IM2COL ? g->k * band_rows(g) * g->wo : 0;
+    int path = cpu_path(g);
+    return cpu_shared(g, path) + cpu_slot(g, path);
 }
 
 static int check_workspace(const char *fn, const facet_tensor *ws, const facet_tensor *x, const facet_tensor *weight,
@@ -212,8 +243,10 @@ static int64_t cpu_image_threads(const struct facet_conv_geom *g)
 {
     int64_t t = facet_threads();
     if (t > g->n) t = g->n;
-    if (facet_conv_path(g) == FACET_CONV_IM2COL) {
-        int64_t fit = CPU_SLOTS_BUDGET / (g->k * band_rows(g) * g->wo);
+    int path = cpu_path(g);
+    int64_t slot = cpu_slot(g, path), shared = cpu_shared(g, path);
+    if (slot > 0) {
+        int64_t fit = (CPU_SLOTS_BUDGET - shared) / slot;
         if (t > fit) t = fit;
     }
     return t < 1 ? 1 : t;
@@ -222,8 +255,9 @@ static int64_t cpu_image_threads(const struct facet_conv_geom *g)
 /* Slots this call can use: what the workspace holds, at most the above. */
 static int64_t cpu_slots(const struct facet_conv_geom *g, int64_t ws_elems)
 {
-    int64_t t = cpu_image_threads(g), slot = min_workspace(g, FACET_DEVICE_CPU);
-    if (slot > 0 && t > ws_elems / slot) t = ws_elems / slot;
+    int path = cpu_path(g);
+    int64_t t = cpu_image_threads(g), slot = cpu_slot(g, path), fit = ws_elems - cpu_shared(g, path);
+    if (slot > 0 && t > fit / slot) t = fit / slot;
     return t < 1 ? 1 : t;
 }
 
@@ -237,7 +271,10 @@ int facet_conv2d_workspace_size(int64_t *elements, const facet_tensor *x, const 
     int rc = conv_geometry(fn, &g, x, weight, conv);
     if (rc) return rc;
     if (x->device == FACET_DEVICE_CUDA) *elements = facet_conv_cuda_workspace(&g);
-    else *elements = cpu_image_threads(&g) * min_workspace(&g, FACET_DEVICE_CPU);
+    else {
+        int path = cpu_path(&g);
+        *elements = cpu_shared(&g, path) + cpu_image_threads(&g) * cpu_slot(&g, path);
+    }
     return 0;
 }
 
@@ -363,17 +400,36 @@ static int forward_image(const struct facet_conv_geom *g, int path, float *out, 
     return rc;
 }
 
+/* Winograd: the filters transformed once into the workspace's shared part,
+ * then runs of a GEMM's worth of tiles (which may span images) taken by the
+ * threads as they come free, one slot each. */
+static int forward_winograd(const struct facet_conv_geom *g, float *out, const float *x, const float *w,
+                            const float *b, float *ws, int64_t ws_elems)
+{
+    const int64_t slots = cpu_slots(g, ws_elems), slot = cpu_slot(g, CPU_WINOGRAD);
+    const int64_t tiles = g->n * facet_conv_winograd_image_tiles(g), nb = facet_conv_winograd_tiles(g, 0);
+    float *u = ws, *s0 = ws + cpu_shared(g, CPU_WINOGRAD);
+    facet_conv_winograd_filters(g, u, w);
+    int failed = 0;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(slots) if (slots > 1) reduction(| : failed)
+    for (int64_t t = 0; t < tiles; t += nb)
+        failed |= facet_conv_winograd_forward(g, out, x, u, b, t, t + nb < tiles ? t + nb : tiles,
+                                              s0 + omp_get_thread_num() * slot);
+    return failed ? facet_fail(FACET_STATUS_ERR_IO, "facet_conv2d_forward: the BLAS call failed") : 0;
+}
+
 static int forward_cpu(const struct facet_conv_geom *g, float *out, const float *x, const float *w,
                        const float *b, float *ws, int64_t ws_elems)
 {
-    int path = facet_conv_path(g);
+    int path = cpu_path(g);
     if (path == FACET_CONV_DIRECT) {
         facet_conv_direct_forward(g, out, x, w, b);
         return 0;
     }
     int rc = blas_ready();
     if (rc) return rc;
-    const int64_t slots = cpu_slots(g, ws_elems), slot = min_workspace(g, FACET_DEVICE_CPU);
+    if (path == CPU_WINOGRAD) return forward_winograd(g, out, x, w, b, ws, ws_elems);
+    const int64_t slots = cpu_slots(g, ws_elems), slot = cpu_slot(g, path);
     const int64_t xs = g->c * g->h * g->w, os = g->o * g->p;
     int failed = 0;
     /* dynamic: a thread that runs takes the images of one waiting for a time slice */
@@ -490,10 +546,55 @@ static int backward_one_region(const struct facet_conv_geom *g, int path, float 
     return failed;
 }
 
+/* Winograd: chunks of whole images (neighbouring tiles overlap in grad_x),
+ * each summing its share of grad_weight, transformed, into its own copy
+ * (added up in chunk order, as backward_one_region), then G^T dU G once. */
+static int backward_winograd(const struct facet_conv_geom *g, float *gx, float *gw, const float *gout,
+                             const float *x, const float *w, float *ws, int64_t ws_elems)
+{
+    const int64_t slots = cpu_slots(g, ws_elems), slot = cpu_slot(g, CPU_WINOGRAD);
+    const int64_t per = facet_conv_winograd_image_tiles(g), xs = g->c * g->h * g->w;
+    const int64_t dsz = facet_conv_winograd_shared(g);
+    const int64_t chunks = slots * CHUNKS_PER_THREAD < g->n ? slots * CHUNKS_PER_THREAD : g->n;
+    float *u = ws, *s0 = ws + cpu_shared(g, CPU_WINOGRAD);
+    if (gx) facet_conv_winograd_filters(g, u, w);
+    pthread_mutex_lock(&partial_lock);
+    float *part = gw ? partials(chunks * dsz) : NULL;
+    if (gw && !part) {
+        pthread_mutex_unlock(&partial_lock);
+        return facet_fail(FACET_STATUS_ERR_MEMORY, "facet_conv2d_backward: no memory for %lld floats of grad_weight "
+                          "partial sums", (long long)(chunks * dsz));
+    }
+    int failed = 0;
+    #pragma omp parallel num_threads(slots) if (slots > 1) reduction(| : failed)
+    {
+        float *slot_p = s0 + omp_get_thread_num() * slot;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < chunks; c++) {
+            const int64_t n0 = c * g->n / chunks, n1 = (c + 1) * g->n / chunks;
+            float *acc = gw ? part + c * dsz : NULL;
+            if (acc) memset(acc, 0, (size_t)dsz * sizeof(float));
+            if (gx) memset(gx + n0 * xs, 0, (size_t)((n1 - n0) * xs) * sizeof(float));
+            failed |= facet_conv_winograd_backward(g, gx, acc, gout, x, u, n0 * per, n1 * per, slot_p);
+        }
+        if (gw && chunks > 1) {
+            #pragma omp for schedule(static)
+            for (int64_t e = 0; e < dsz; e++) {
+                float s = part[e];
+                for (int64_t k = 1; k < chunks; k++) s += part[k * dsz + e];
+                part[e] = s;
+            }
+        }
+    }
+    if (gw) facet_conv_winograd_filter_grads(g, gw, part);
+    pthread_mutex_unlock(&partial_lock);
+    return failed ? facet_fail(FACET_STATUS_ERR_IO, "facet_conv2d_backward: the BLAS call failed") : 0;
+}
+
 static int backward_cpu(const struct facet_conv_geom *g, float *gx, float *gw, float *gb, const float *gout,
                         const float *x, const float *w, float *ws, int64_t ws_elems)
 {
-    int path = facet_conv_path(g);
+    int path = cpu_path(g);
     if (path == FACET_CONV_DIRECT) {
         facet_conv_direct_backward(g, gx, gw, gb, gout, x, w);
         return 0;
@@ -502,7 +603,8 @@ static int backward_cpu(const struct facet_conv_geom *g, float *gx, float *gw, f
     if (!gx && !gw) return 0;
     int rc = blas_ready();
     if (rc) return rc;
-    const int64_t slots = cpu_slots(g, ws_elems), slot = min_workspace(g, FACET_DEVICE_CPU);
+    if (path == CPU_WINOGRAD) return backward_winograd(g, gx, gw, gout, x, w, ws, ws_elems);
+    const int64_t slots = cpu_slots(g, ws_elems), slot = cpu_slot(g, path);
     int failed = slots > 1 ? backward_one_region(g, path, gx, gw, gout, x, w, ws, slots, slot) : -1;
     if (failed == -1) {
         /* one slot (or no memory for the partial sums): images in turn, each

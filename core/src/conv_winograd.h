@@ -1,0 +1,50 @@
+/*
+ * conv_winograd.h - the CPU's Winograd F(2x2, 3x3) convolution path
+ * (conv_winograd.c), for conv.c, which checks every argument, owns the
+ * workspace policy and the threads, and calls these for the layers
+ * facet_conv_winograd_fits accepts.
+ *
+ * Tiles. The output is cut into 2x2 tiles, ceil(Ho/2) x ceil(Wo/2) an image,
+ * numbered across the batch (image, tile row, tile column); a call handles a
+ * range [t0, t1) of them, a GEMM's worth (facet_conv_winograd_tiles) at a
+ * time; a run of tiles may span images. The workspace holds the transformed filters U [16][O][C] once, then
+ * one slot per thread (facet_conv_winograd_slot floats).
+ */
+#ifndef FACET_CONV_WINOGRAD_H
+#define FACET_CONV_WINOGRAD_H
+
+#include "internal.h"
+#include "conv_math.h"
+
+/* Whether the CPU runs this layer as Winograd F(2x2, 3x3): 3x3, stride 1,
+ * no dilation, one group, at least 16 input and output channels (below
+ * that the GEMMs are too thin to gain) and outputs of at least 8 x 8 (below
+ * that the transforms cost more than they save); FACET_CONV_WINOGRAD=0 in the
+ * environment turns the path off (im2col instead). */
+int facet_conv_winograd_fits(const struct facet_conv_geom *g);
+
+/* Tiles a GEMM of the forward (backward = 0) or backward takes; 2x2 tiles an image. */
+int64_t facet_conv_winograd_tiles(const struct facet_conv_geom *g, int backward);
+int64_t facet_conv_winograd_image_tiles(const struct facet_conv_geom *g);
+/* Floats of the shared transformed filters, and of one thread's slot. */
+int64_t facet_conv_winograd_shared(const struct facet_conv_geom *g);
+int64_t facet_conv_winograd_slot(const struct facet_conv_geom *g);
+
+/* u [16][O][C] = G w G^T for every filter (threaded). */
+void facet_conv_winograd_filters(const struct facet_conv_geom *g, float *u, const float *w);
+/* gw += G^T du G for every filter (threaded). */
+void facet_conv_winograd_filter_grads(const struct facet_conv_geom *g, float *gw, const float *du);
+
+/* out's tiles [t0, t1) = conv(x, w) + b (b may be NULL), on one slot.
+ * Returns the BLAS status (0: fine). */
+int facet_conv_winograd_forward(const struct facet_conv_geom *g, float *out, const float *x, const float *u,
+                                const float *b, int64_t t0, int64_t t1, float *slot);
+/* Tiles [t0, t1) of the backward: du [16][O][C] += their share of grad_weight
+ * in the transformed domain (du may be NULL), and their share of grad_x
+ * added into gx (may be NULL; the caller zeroes it first, and tiles of one
+ * image must not be split between concurrent calls, as neighbours overlap
+ * in x). Returns the BLAS status. */
+int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, float *du, const float *gout,
+                                 const float *x, const float *u, int64_t t0, int64_t t1, float *slot);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * conv_winograd_math.h - the transforms of Winograd's minimal filtering
+ * F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+ * Networks", 2016), one 4-vector at a time, shared by the CPU path
+ * (conv_winograd.c) and any device kernel. A 2x2 output tile of a 3x3
+ * correlation over a 4x4 input tile d is
+ *     Y = A^T [ (G g G^T) (.) (B^T d B) ] A
+ * with (.) the elementwise product over 16 "transform elements"; applying a
+ * 4-point transform along the rows and then the columns of a tile gives the
+ * 2-D one. The backward uses the same three matrices transposed, which is
+ * exact algebra of the bilinear map above:
+ *     grad_d = B [ U (.) (A grad_Y A^T) ] B^T,  grad_g = G^T [ sum over tiles
+ *     (A grad_Y A^T) (.) (B^T d B) ] G.
+ * Every coefficient is 0, +-1 or +-1/2, so the transforms add rounding of a
+ * few ulps and never overflow where the direct sum would not.
+ */
+#ifndef FACET_CONV_WINOGRAD_MATH_H
+#define FACET_CONV_WINOGRAD_MATH_H
+
+#include "elementwise_math.h"   /* FACET_HD */
+
+/* Outputs go through scalar pointers, not arrays: a loop over tiles keeps
+ * them in registers and vectorises (GCC gives up on a per-lane array). */
+
+/* B^T d: the input tile's transform (rows 1 0 -1 0 / 0 1 1 0 / 0 -1 1 0 / 0 1 0 -1). */
+FACET_HD void facet_wino_bt(float d0, float d1, float d2, float d3, float *v0, float *v1, float *v2, float *v3)
+{
+    *v0 = d0 - d2;
+    *v1 = d1 + d2;
+    *v2 = d2 - d1;
+    *v3 = d1 - d3;
+}
+
+/* B x: the adjoint of facet_wino_bt, for grad_x. */
+FACET_HD void facet_wino_b(float x0, float x1, float x2, float x3, float *z0, float *z1, float *z2, float *z3)
+{
+    *z0 = x0;
+    *z1 = x1 - x2 + x3;
+    *z2 = x1 + x2 - x0;
+    *z3 = -x3;
+}
+
+/* G g: the filter's transform (rows 1 0 0 / .5 .5 .5 / .5 -.5 .5 / 0 0 1). */
+FACET_HD void facet_wino_g(float g0, float g1, float g2, float u[4])
+{
+    float h = 0.5f * (g0 + g2);
+    u[0] = g0;
+    u[1] = h + 0.5f * g1;
+    u[2] = h - 0.5f * g1;
+    u[3] = g2;
+}
+
+/* G^T u: the adjoint of facet_wino_g, for grad_weight. */
+FACET_HD void facet_wino_gt(float u0, float u1, float u2, float u3, float g[3])
+{
+    float s = 0.5f * (u1 + u2);
+    g[0] = u0 + s;
+    g[1] = 0.5f * (u1 - u2);
+    g[2] = s + u3;
+}
+
+/* A^T m: the product's transform back to two outputs (rows 1 1 1 0 / 0 1 -1 -1). */
+FACET_HD void facet_wino_at(float m0, float m1, float m2, float m3, float *y0, float *y1)
+{
+    *y0 = m0 + m1 + m2;
+    *y1 = m1 - m2 - m3;
+}
+
+/* A y: the adjoint of facet_wino_at, for grad_out. */
+FACET_HD void facet_wino_a(float y0, float y1, float *m0, float *m1, float *m2, float *m3)
+{
+    *m0 = y0;
+    *m1 = y0 + y1;
+    *m2 = y0 - y1;
+    *m3 = -y1;
+}
+
+/* U = G g G^T for one 3x3 filter (row-major), element (i, j) at u[4 i + j]. */
+FACET_HD void facet_wino_filter(const float g[9], float u[16])
+{
+    float t[4][3];
+    for (int j = 0; j < 3; j++) {
+        float c[4];
+        facet_wino_g(g[j], g[3 + j], g[6 + j], c);
+        for (int i = 0; i < 4; i++) t[i][j] = c[i];
+    }
+    for (int i = 0; i < 4; i++) facet_wino_g(t[i][0], t[i][1], t[i][2], u + 4 * i);
+}
+
+/* g = G^T U G for one filter's gradient, the adjoint of facet_wino_filter. */
+FACET_HD void facet_wino_filter_grad(const float u[16], float g[9])
+{
+    float t[3][4];
+    for (int j = 0; j < 4; j++) {
+        float c[3];
+        facet_wino_gt(u[j], u[4 + j], u[8 + j], u[12 + j], c);
+        for (int i = 0; i < 3; i++) t[i][j] = c[i];
+    }
+    for (int i = 0; i < 3; i++) facet_wino_gt(t[i][0], t[i][1], t[i][2], t[i][3], g + 3 * i);
+}
+
+#endif
