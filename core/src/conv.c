@@ -573,9 +573,8 @@ static int backward_winograd(const struct facet_conv_geom *g, float *gx, float *
         for (int64_t c = 0; c < chunks; c++) {
             const int64_t n0 = c * g->n / chunks, n1 = (c + 1) * g->n / chunks;
             float *acc = gw ? part + c * dsz : NULL;
-            if (acc) memset(acc, 0, (size_t)dsz * sizeof(float));
             if (gx) memset(gx + n0 * xs, 0, (size_t)((n1 - n0) * xs) * sizeof(float));
-            failed |= facet_conv_winograd_backward(g, gx, acc, gout, x, u, n0 * per, n1 * per, slot_p);
+            failed |= facet_conv_winograd_backward(g, gx, acc, 1, gout, x, u, n0 * per, n1 * per, slot_p);
         }
         if (gw && chunks > 1) {
             #pragma omp for schedule(static)

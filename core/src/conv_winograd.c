@@ -69,11 +69,11 @@ int64_t facet_conv_winograd_shared(const struct facet_conv_geom *g)
 }
 
 /* V [16][C][nb], M [16][O][nb] (nb: the larger of forward's and backward's),
- * then row buffers for the transforms */
+ * then five rows for the transforms (four and a row of zeros) */
 int64_t facet_conv_winograd_slot(const struct facet_conv_geom *g)
 {
     int64_t f = facet_conv_winograd_tiles(g, 0), b = facet_conv_winograd_tiles(g, 1);
-    return 16 * (g->c + g->o) * (f > b ? f : b) + 4 * row_floats(g);
+    return 16 * (g->c + g->o) * (f > b ? f : b) + 5 * row_floats(g);
 }
 
 /* ---- filters ------------------------------------------------------------------ */
@@ -144,32 +144,26 @@ FACET_CLONES static void input_tiles(const struct facet_conv_geom *g, const floa
                                      int64_t t1, float *rows)
 {
     const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = C * ld;
+    /* a row of zeros for the tile rows above and below x (W <= 2 ceil(Wo/2) + 2 floats) */
+    float *zero = rows + 4 * rl;
+    memset(zero, 0, (size_t)W * sizeof(float));
     struct span s;
     for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
         int64_t x0, klo, khi, len = span_cols(g, &s, &x0, &klo, &khi), nt = s.txb - s.txa;
         for (int64_t c = 0; c < C; c++) {
-            const float *xc = x + (s.n * C + c) * H * W;
-            float *r0 = rows, *r1 = rows + rl, *r2 = rows + 2 * rl, *r3 = rows + 3 * rl;
+            const float *xc = x + (s.n * C + c) * H * W, *xr[4];
             for (int i = 0; i < 4; i++) {
-                float *r = rows + i * rl;
                 int64_t y = 2 * s.ty - g->ph + i;
-                if (y < 0 || y >= H) {
-                    memset(r, 0, (size_t)len * sizeof(float));
-                    continue;
-                }
-                memset(r, 0, (size_t)klo * sizeof(float));
-                memcpy(r + klo, xc + y * W + x0 + klo, (size_t)(khi - klo) * sizeof(float));
-                memset(r + khi, 0, (size_t)(len - khi) * sizeof(float));
+                xr[i] = y >= 0 && y < H ? xc + y * W : zero;
             }
-            /* B^T down the columns, in place */
+            const float *a0 = xr[0], *a1 = xr[1], *a2 = xr[2], *a3 = xr[3];
+            float *r0 = rows, *r1 = rows + rl, *r2 = rows + 2 * rl, *r3 = rows + 3 * rl;
+            /* B^T down the columns of the four input rows, zero outside x */
+            for (int64_t k = 0; k < klo; k++) r0[k] = r1[k] = r2[k] = r3[k] = 0.0f;
             #pragma omp simd
-            for (int64_t k = 0; k < len; k++) {
-                float a0 = r0[k], a1 = r1[k], a2 = r2[k], a3 = r3[k];
-                r0[k] = a0 - a2;
-                r1[k] = a1 + a2;
-                r2[k] = a2 - a1;
-                r3[k] = a1 - a3;
-            }
+            for (int64_t k = klo; k < khi; k++)
+                facet_wino_bt(a0[x0 + k], a1[x0 + k], a2[x0 + k], a3[x0 + k], r0 + k, r1 + k, r2 + k, r3 + k);
+            for (int64_t k = khi; k < len; k++) r0[k] = r1[k] = r2[k] = r3[k] = 0.0f;
             /* then B along each tile's rows */
             float *vc = v + c * ld + s.col;
             for (int i = 0; i < 4; i++) {
@@ -326,8 +320,8 @@ int facet_conv_winograd_forward(const struct facet_conv_geom *g, float *out, con
     return rc;
 }
 
-int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, float *du, const float *gout,
-                                 const float *x, const float *u, int64_t t0, int64_t t1, float *slot)
+int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, float *du, int du_fresh,
+                                 const float *gout, const float *x, const float *u, int64_t t0, int64_t t1, float *slot)
 {
     const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g, 1);
     float *v = slot, *m = v + 16 * C * nb, *rows = m + 16 * O * nb;
@@ -337,8 +331,10 @@ int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, flo
         grad_out_tiles(g, gout, m, nb, a, z, rows);
         if (du) {
             input_tiles(g, x, v, nb, a, z, rows);
+            /* the first GEMM of a fresh du overwrites it: no memset of 16 O C floats */
+            const float beta = du_fresh && a == t0 ? 0.0f : 1.0f;
             for (int e = 0; e < 16; e++)
-                rc |= facet_blas_sgemm(0, 1, O, C, n, 1.0f, m + e * O * nb, nb, v + e * C * nb, nb, 1.0f,
+                rc |= facet_blas_sgemm(0, 1, O, C, n, 1.0f, m + e * O * nb, nb, v + e * C * nb, nb, beta,
                                        du + e * O * C, C);
         }
         if (gx) {

@@ -40,11 +40,12 @@ void facet_conv_winograd_filter_grads(const struct facet_conv_geom *g, float *gw
 int facet_conv_winograd_forward(const struct facet_conv_geom *g, float *out, const float *x, const float *u,
                                 const float *b, int64_t t0, int64_t t1, float *slot);
 /* Tiles [t0, t1) of the backward: du [16][O][C] += their share of grad_weight
- * in the transformed domain (du may be NULL), and their share of grad_x
+ * in the transformed domain (du may be NULL; du_fresh: = instead of +=, so
+ * the caller need not zero it), and their share of grad_x
  * added into gx (may be NULL; the caller zeroes it first, and tiles of one
  * image must not be split between concurrent calls, as neighbours overlap
  * in x). Returns the BLAS status. */
-int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, float *du, const float *gout,
-                                 const float *x, const float *u, int64_t t0, int64_t t1, float *slot);
+int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, float *du, int du_fresh,
+                                 const float *gout, const float *x, const float *u, int64_t t0, int64_t t1, float *slot);
 
 #endif
