@@ -78,32 +78,31 @@ int64_t facet_conv_winograd_slot(const struct facet_conv_geom *g)
 
 /* ---- filters ------------------------------------------------------------------ */
 
+/* One output channel's filters (static: GCC exports the dispatcher of an
+ * extern FACET_CLONES function). */
+FACET_CLONES static void filter_row(int64_t C, int64_t OC, float *u, const float *w)
+{
+    #pragma omp simd
+    for (int64_t c = 0; c < C; c++) facet_wino_filter(w + c * 9, u + c, OC);
+}
+
+FACET_CLONES static void filter_grad_row(int64_t C, int64_t OC, float *gw, const float *du)
+{
+    for (int64_t c = 0; c < C; c++) facet_wino_filter_grad_add(du + c, OC, gw + c * 9);
+}
+
 void facet_conv_winograd_filters(const struct facet_conv_geom *g, float *u, const float *w)
 {
     const int64_t O = g->o, C = g->c;
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (O * C >= 4096)
-    for (int64_t o = 0; o < O; o++) {
-        for (int64_t c = 0; c < C; c++) {
-            float t[16];
-            facet_wino_filter(w + (o * C + c) * 9, t);
-            for (int e = 0; e < 16; e++) u[(e * O + o) * C + c] = t[e];
-        }
-    }
+    for (int64_t o = 0; o < O; o++) filter_row(C, O * C, u + o * C, w + o * C * 9);
 }
 
 void facet_conv_winograd_filter_grads(const struct facet_conv_geom *g, float *gw, const float *du)
 {
     const int64_t O = g->o, C = g->c;
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (O * C >= 4096)
-    for (int64_t o = 0; o < O; o++) {
-        for (int64_t c = 0; c < C; c++) {
-            float t[16], r[9];
-            for (int e = 0; e < 16; e++) t[e] = du[(e * O + o) * C + c];
-            facet_wino_filter_grad(t, r);
-            float *gp = gw + (o * C + c) * 9;
-            for (int k = 0; k < 9; k++) gp[k] += r[k];
-        }
-    }
+    for (int64_t o = 0; o < O; o++) filter_grad_row(C, O * C, gw + o * C * 9, du + o * C);
 }
 
 /* ---- tiles -------------------------------------------------------------------- */

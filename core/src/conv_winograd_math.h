@@ -41,22 +41,22 @@ FACET_HD void facet_wino_b(float x0, float x1, float x2, float x3, float *z0, fl
 }
 
 /* G g: the filter's transform (rows 1 0 0 / .5 .5 .5 / .5 -.5 .5 / 0 0 1). */
-FACET_HD void facet_wino_g(float g0, float g1, float g2, float u[4])
+FACET_HD void facet_wino_g(float g0, float g1, float g2, float *u0, float *u1, float *u2, float *u3)
 {
     float h = 0.5f * (g0 + g2);
-    u[0] = g0;
-    u[1] = h + 0.5f * g1;
-    u[2] = h - 0.5f * g1;
-    u[3] = g2;
+    *u0 = g0;
+    *u1 = h + 0.5f * g1;
+    *u2 = h - 0.5f * g1;
+    *u3 = g2;
 }
 
 /* G^T u: the adjoint of facet_wino_g, for grad_weight. */
-FACET_HD void facet_wino_gt(float u0, float u1, float u2, float u3, float g[3])
+FACET_HD void facet_wino_gt(float u0, float u1, float u2, float u3, float *g0, float *g1, float *g2)
 {
     float s = 0.5f * (u1 + u2);
-    g[0] = u0 + s;
-    g[1] = 0.5f * (u1 - u2);
-    g[2] = s + u3;
+    *g0 = u0 + s;
+    *g1 = 0.5f * (u1 - u2);
+    *g2 = s + u3;
 }
 
 /* A^T m: the product's transform back to two outputs (rows 1 1 1 0 / 0 1 -1 -1). */
@@ -75,28 +75,31 @@ FACET_HD void facet_wino_a(float y0, float y1, float *m0, float *m1, float *m2, 
     *m3 = -y1;
 }
 
-/* U = G g G^T for one 3x3 filter (row-major), element (i, j) at u[4 i + j]. */
-FACET_HD void facet_wino_filter(const float g[9], float u[16])
+/* U = G g G^T for one 3x3 filter g (row-major): element (i, j) at u[(4 i + j) us]. */
+FACET_HD void facet_wino_filter(const float *g, float *u, int64_t us)
 {
-    float t[4][3];
-    for (int j = 0; j < 3; j++) {
-        float c[4];
-        facet_wino_g(g[j], g[3 + j], g[6 + j], c);
-        for (int i = 0; i < 4; i++) t[i][j] = c[i];
-    }
-    for (int i = 0; i < 4; i++) facet_wino_g(t[i][0], t[i][1], t[i][2], u + 4 * i);
+    float a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3;   /* G g, by columns */
+    facet_wino_g(g[0], g[3], g[6], &a0, &a1, &a2, &a3);
+    facet_wino_g(g[1], g[4], g[7], &b0, &b1, &b2, &b3);
+    facet_wino_g(g[2], g[5], g[8], &c0, &c1, &c2, &c3);
+    facet_wino_g(a0, b0, c0, u, u + us, u + 2 * us, u + 3 * us);
+    facet_wino_g(a1, b1, c1, u + 4 * us, u + 5 * us, u + 6 * us, u + 7 * us);
+    facet_wino_g(a2, b2, c2, u + 8 * us, u + 9 * us, u + 10 * us, u + 11 * us);
+    facet_wino_g(a3, b3, c3, u + 12 * us, u + 13 * us, u + 14 * us, u + 15 * us);
 }
 
-/* g = G^T U G for one filter's gradient, the adjoint of facet_wino_filter. */
-FACET_HD void facet_wino_filter_grad(const float u[16], float g[9])
+/* g += G^T U G for one filter's gradient (U's element (i, j) at u[(4 i + j) us]),
+ * the adjoint of facet_wino_filter. */
+FACET_HD void facet_wino_filter_grad_add(const float *u, int64_t us, float *g)
 {
-    float t[3][4];
-    for (int j = 0; j < 4; j++) {
-        float c[3];
-        facet_wino_gt(u[j], u[4 + j], u[8 + j], u[12 + j], c);
-        for (int i = 0; i < 3; i++) t[i][j] = c[i];
+    float t[3][4];   /* G^T U, by columns */
+    for (int j = 0; j < 4; j++)
+        facet_wino_gt(u[j * us], u[(4 + j) * us], u[(8 + j) * us], u[(12 + j) * us], &t[0][j], &t[1][j], &t[2][j]);
+    for (int i = 0; i < 3; i++) {
+        float r0, r1, r2;
+        facet_wino_gt(t[i][0], t[i][1], t[i][2], t[i][3], &r0, &r1, &r2);
+        g[3 * i] += r0, g[3 * i + 1] += r1, g[3 * i + 2] += r2;
     }
-    for (int i = 0; i < 3; i++) facet_wino_gt(t[i][0], t[i][1], t[i][2], t[i][3], g + 3 * i);
 }
 
 #endif
