@@ -25,12 +25,13 @@
  * IResNet's 64-channel layers and the GEMMs are still wide enough for
  * 512 channels. Backward: about 2 MB of V and dM (256 tiles at 64 channels,
  * 32 at 512), since grad_weight's GEMMs reduce over the tiles and want them
- * long. Measured on 2 Zen 5 cores (bench/conv.lua). Below 16 channels
- * im2col's GEMMs (K = 9 C) beat Winograd's (K = C); below 8 x 8 outputs
+ * long. Measured on 2 Zen 5 cores (bench/conv.lua). Below 64 channels
+ * the backward's GEMMs are too small to gain (16 -> 32 at 28 x 28, 32 -> 64
+ * at 14 x 14: 0.7x im2col's backward, forward even); below 8 x 8 outputs
  * (IResNet's 7 x 7 stage) rows of 4 tiles leave the transforms scalar and
  * half-empty tiles waste a quarter of the work: 0.86x im2col's forward. */
 enum { WINO_FORWARD_TILES = 64, WINO_BACKWARD_FLOATS = 1 << 19, WINO_MIN_TILES = 32, WINO_MAX_TILES = 256,
-       WINO_MIN_CHANNELS = 16, WINO_MIN_SIDE = 8 };
+       WINO_MIN_CHANNELS = 64, WINO_MIN_SIDE = 8 };
 
 int facet_conv_winograd_fits(const struct facet_conv_geom *g)
 {
