@@ -228,14 +228,15 @@ FACET_CLONES static void grad_out_tiles(const struct facet_conv_geom *g, const f
         /* grad_out's columns in the span; an odd Wo leaves the last tile half */
         const int64_t cols = 2 * nt < Wo - 2 * s.txa ? 2 * nt : Wo - 2 * s.txa;
         for (int64_t o = 0; o < O; o++) {
-            const float *r0 = gout + ((s.n * O + o) * Ho + y0) * Wo + 2 * s.txa, *r1 = r0 + Wo;
+            const float *r0 = gout + ((s.n * O + o) * Ho + y0) * Wo + 2 * s.txa;
             /* A down the columns of the two rows (the second zero past the bottom) */
             if (y0 + 1 < Ho) {
+                const float *r1 = r0 + Wo;
                 #pragma omp simd
                 for (int64_t k = 0; k < cols; k++) facet_wino_a(r0[k], r1[k], p0 + k, p1 + k, p2 + k, p3 + k);
             } else {
                 #pragma omp simd
-                for (int64_t k = 0; k < cols; k++) p0[k] = p1[k] = p2[k] = r0[k], p3[k] = 0.0f;
+                for (int64_t k = 0; k < cols; k++) facet_wino_a(r0[k], 0.0f, p0 + k, p1 + k, p2 + k, p3 + k);
             }
             for (int64_t k = cols; k < 2 * nt; k++) p0[k] = p1[k] = p2[k] = p3[k] = 0.0f;
             /* then A along each tile's row */
