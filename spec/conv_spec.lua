@@ -427,6 +427,8 @@ describe("conv2d", function()
     layer { n = 1, c = 64, h = 10, w = 13, o = 72, k = 3, bias = false },
     layer { n = 2, c = 65, h = 7, w = 8, o = 64, k = 3, p = 2 },
     layer { n = 1, c = 64, h = 8, w = 10, o = 66, k = 3, ph = 1, pw = 0 },
+    layer { n = 1, c = 64, h = 6, w = 7, o = 64, k = 3, p = 3 },   -- padding beyond the kernel's reach
+    layer { n = 2, c = 64, h = 2, o = 64, k = 3, p = 4 },          -- whole tiles in the padding
   }
   for i, L in ipairs(winograd_layers) do
     H.it("3x3 stride-1 layers (Winograd on the CPU) match the naive loop: " .. describe_layer(L), function()
