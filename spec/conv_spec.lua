@@ -455,10 +455,9 @@ describe("conv2d", function()
       local L = layer { n = 2, c = 64, h = 13, w = 18, o = 72, k = 3, p = 1 }
       local d = inputs(L, 950, "cpu")
       local ref = { naive(L, d.X, d.W, d.B, d.R) }
-      -- conv_winograd.c: 16 O C transformed filters, then per thread 16 (C + O) x tiles
-      -- (forward 64; backward 2^19 / (16 (C + O)) = 240, at most all 126 of the batch)
+      -- conv_winograd.c: 16 O C transformed filters, then per thread 16 (C + O) x 64 tiles
       -- and 5 rows of 2 x 9 + 2 floats
-      local shared, slot = 16 * 72 * 64, 16 * (64 + 72) * 126 + 5 * 20
+      local shared, slot = 16 * 72 * 64, 16 * (64 + 72) * 64 + 5 * 20
       for _, t in ipairs { 1, 2, 3 } do
         facet.set_threads(t)
         local e = ffi.new("int64_t[1]")

@@ -407,7 +407,7 @@ static int forward_winograd(const struct facet_conv_geom *g, float *out, const f
                             const float *b, float *ws, int64_t ws_elems)
 {
     const int64_t slots = cpu_slots(g, ws_elems), slot = cpu_slot(g, CPU_WINOGRAD);
-    const int64_t tiles = g->n * facet_conv_winograd_image_tiles(g), nb = facet_conv_winograd_tiles(g, 0);
+    const int64_t tiles = g->n * facet_conv_winograd_image_tiles(g), nb = facet_conv_winograd_tiles(g);
     float *u = ws, *s0 = ws + cpu_shared(g, CPU_WINOGRAD);
     facet_conv_winograd_filters(g, u, w);
     int failed = 0;

@@ -21,17 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Tiles a GEMM takes. Forward: 64, where V and M stay in a core's L2 for
- * IResNet's 64-channel layers and the GEMMs are still wide enough for
- * 512 channels. Backward: about 2 MB of V and dM (256 tiles at 64 channels,
- * 32 at 512), since grad_weight's GEMMs reduce over the tiles and want them
- * long. Measured on 2 Zen 5 cores (bench/conv.lua). Below 64 channels
+/* Tiles a GEMM takes: 64, where V and M stay in a core's L2 for IResNet's
+ * 64-channel layers and the GEMMs are still wide enough for 256 channels
+ * (32 to 512 tiles measured about even in the backward, 64 best in the
+ * forward). Measured on 2 Zen 5 cores (bench/conv.lua). Below 64 channels
  * the backward's GEMMs are too small to gain (16 -> 32 at 28 x 28, 32 -> 64
  * at 14 x 14: 0.7x im2col's backward, forward even); below 8 x 8 outputs
  * (IResNet's 7 x 7 stage) rows of 4 tiles leave the transforms scalar and
  * half-empty tiles waste a quarter of the work: 0.86x im2col's forward. */
-enum { WINO_FORWARD_TILES = 64, WINO_BACKWARD_FLOATS = 1 << 19, WINO_MIN_TILES = 32, WINO_MAX_TILES = 256,
-       WINO_MIN_CHANNELS = 64, WINO_MIN_SIDE = 8 };
+enum { WINO_TILES = 64, WINO_MIN_CHANNELS = 64, WINO_MIN_SIDE = 8 };
 
 int facet_conv_winograd_fits(const struct facet_conv_geom *g)
 {
@@ -47,15 +45,10 @@ int64_t facet_conv_winograd_image_tiles(const struct facet_conv_geom *g)
     return ((g->ho + 1) / 2) * ((g->wo + 1) / 2);
 }
 
-int64_t facet_conv_winograd_tiles(const struct facet_conv_geom *g, int backward)
+int64_t facet_conv_winograd_tiles(const struct facet_conv_geom *g)
 {
-    int64_t nb = WINO_FORWARD_TILES;
-    if (backward) {
-        nb = WINO_BACKWARD_FLOATS / (16 * (g->c + g->o));
-        nb = nb < WINO_MIN_TILES ? WINO_MIN_TILES : nb > WINO_MAX_TILES ? WINO_MAX_TILES : nb;
-    }
     int64_t all = g->n * facet_conv_winograd_image_tiles(g);
-    return nb < all ? nb : all < 1 ? 1 : all;
+    return WINO_TILES < all ? WINO_TILES : all < 1 ? 1 : all;
 }
 
 /* Floats of a padded row of tiles: 2 per tile and 2 more. */
@@ -69,12 +62,11 @@ int64_t facet_conv_winograd_shared(const struct facet_conv_geom *g)
     return 16 * g->o * g->c;
 }
 
-/* V [16][C][nb], M [16][O][nb] (nb: the larger of forward's and backward's),
- * then five rows for the transforms (four and a row of zeros) */
+/* V [16][C][nb], M [16][O][nb], then five rows for the transforms (four and
+ * a row of zeros) */
 int64_t facet_conv_winograd_slot(const struct facet_conv_geom *g)
 {
-    int64_t f = facet_conv_winograd_tiles(g, 0), b = facet_conv_winograd_tiles(g, 1);
-    return 16 * (g->c + g->o) * (f > b ? f : b) + 5 * row_floats(g);
+    return 16 * (g->c + g->o) * facet_conv_winograd_tiles(g) + 5 * row_floats(g);
 }
 
 /* ---- filters ------------------------------------------------------------------ */
@@ -308,7 +300,7 @@ FACET_CLONES static void grad_input_tiles(const struct facet_conv_geom *g, float
 int facet_conv_winograd_forward(const struct facet_conv_geom *g, float *out, const float *x, const float *u,
                                 const float *b, int64_t t0, int64_t t1, float *slot)
 {
-    const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g, 0);
+    const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g);
     float *v = slot, *m = v + 16 * C * nb, *rows = m + 16 * O * nb;
     int rc = 0;
     for (int64_t a = t0; a < t1; a += nb) {
@@ -324,7 +316,7 @@ int facet_conv_winograd_forward(const struct facet_conv_geom *g, float *out, con
 int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, float *du, int du_fresh,
                                  const float *gout, const float *x, const float *u, int64_t t0, int64_t t1, float *slot)
 {
-    const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g, 1);
+    const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g);
     float *v = slot, *m = v + 16 * C * nb, *rows = m + 16 * O * nb;
     int rc = 0;
     for (int64_t a = t0; a < t1; a += nb) {

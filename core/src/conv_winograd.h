@@ -23,8 +23,8 @@
  * environment turns the path off (im2col instead). */
 int facet_conv_winograd_fits(const struct facet_conv_geom *g);
 
-/* Tiles a GEMM of the forward (backward = 0) or backward takes; 2x2 tiles an image. */
-int64_t facet_conv_winograd_tiles(const struct facet_conv_geom *g, int backward);
+/* Tiles a GEMM takes; 2x2 tiles an image. */
+int64_t facet_conv_winograd_tiles(const struct facet_conv_geom *g);
 int64_t facet_conv_winograd_image_tiles(const struct facet_conv_geom *g);
 /* Floats of the shared transformed filters, and of one thread's slot. */
 int64_t facet_conv_winograd_shared(const struct facet_conv_geom *g);
