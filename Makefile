@@ -161,7 +161,7 @@ $(CDEF): core/include/facet.h tools/gen_cdef.lua
 	@mkdir -p $(dir $@)
 	$(CC) -E -P -DFACET_CDEF core/include/facet.h | $(LUAJIT) tools/gen_cdef.lua > $@.tmp && mv $@.tmp $@
 
-$(CTEST): core/tests/test_core.c $(LIB)
+$(CTEST): core/tests/test_core.c core/tests/test_counts.h $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< -L$(BUILD) -l:facet_core.so -Wl,-rpath,'$$ORIGIN' $(LDLIBS_ALL)
 
 # cuBLAS's loader alone, against the toolkit's library and a missing one
@@ -170,17 +170,17 @@ $(BUILD)/obj/cuda/cublas_load_missing.o: core/cuda/cublas_load.cu
 	$(NVCC) -std=c++17 $(NVCCFLAGS) -DFACET_CUBLAS_LIBRARY='"libfacet_no_such_cublas.so.0"' \
 	  -Xcompiler -fPIC,-fvisibility=hidden -c $< -o $@
 
-$(BUILD)/test_cublas_load: core/tests/test_cublas_load.c $(BUILD)/obj/cuda/cublas_load.o
-	$(CC) -std=c11 -O2 -Wall -Wextra -I$(CUDA_HOME)/include -o $@ $^ -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -ldl -lpthread -lstdc++
+$(BUILD)/test_cublas_load: core/tests/test_cublas_load.c core/tests/test_counts.h $(BUILD)/obj/cuda/cublas_load.o
+	$(CC) -std=c11 -O2 -Wall -Wextra -I$(CUDA_HOME)/include -o $@ $(filter-out %.h,$^) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -ldl -lpthread -lstdc++
 
-$(BUILD)/test_cublas_load_missing: core/tests/test_cublas_load.c $(BUILD)/obj/cuda/cublas_load_missing.o
-	$(CC) -std=c11 -O2 -Wall -Wextra -DFACET_EXPECT_MISSING -I$(CUDA_HOME)/include -o $@ $^ -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -ldl -lpthread -lstdc++
+$(BUILD)/test_cublas_load_missing: core/tests/test_cublas_load.c core/tests/test_counts.h $(BUILD)/obj/cuda/cublas_load_missing.o
+	$(CC) -std=c11 -O2 -Wall -Wextra -DFACET_EXPECT_MISSING -I$(CUDA_HOME)/include -o $@ $(filter-out %.h,$^) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -ldl -lpthread -lstdc++
 
-$(FDTEST): core/tests/test_fast_div.cpp core/cuda/fast_div.cuh
+$(FDTEST): core/tests/test_fast_div.cpp core/tests/test_counts.h core/cuda/fast_div.cuh
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++17 -O2 -Wall -Wextra -Icore/cuda -o $@ $<
 
-$(CATEST): core/tests/test_cache_alloc.c core/src/cache_alloc.c core/src/cache_alloc.h core/include/facet.h
+$(CATEST): core/tests/test_cache_alloc.c core/tests/test_counts.h core/src/cache_alloc.c core/src/cache_alloc.h core/include/facet.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ core/tests/test_cache_alloc.c core/src/cache_alloc.c $(LDFLAGS) -lpthread
 

@@ -460,6 +460,19 @@ static float *partials(int64_t elems)
     return p;
 }
 
+/* dst[e] += the `copies` partial sums src[k sz + e], in k order (the
+ * chunks' order, so the result does not depend on which thread took which).
+ * Called inside a parallel region: the loop is shared among its threads. */
+static void add_partials(float *dst, const float *src, int64_t copies, int64_t sz)
+{
+    #pragma omp for schedule(static)
+    for (int64_t e = 0; e < sz; e++) {
+        float s = dst[e];
+        for (int64_t k = 0; k < copies; k++) s += src[k * sz + e];
+        dst[e] = s;
+    }
+}
+
 /* One image's backward on one thread: grad_weight_g += grad_out_g col^T into
  * gw (this thread's sum), then grad_x through the same slot. */
 static int backward_image(const struct facet_conv_geom *g, int path, float *gx, float *gw, const float *go,
@@ -533,14 +546,7 @@ static int backward_one_region(const struct facet_conv_geom *g, int path, float 
             for (int64_t n = c * g->n / chunks; n < (c + 1) * g->n / chunks; n++)
                 failed |= backward_image(g, path, gx ? gx + n * xs : NULL, acc, gout + n * os, x + n * xs, w, col);
         }
-        if (gw && chunks > 1) {
-            #pragma omp for schedule(static)
-            for (int64_t e = 0; e < wsz; e++) {
-                float s = gw[e];
-                for (int64_t u = 1; u < chunks; u++) s += part[(u - 1) * wsz + e];
-                gw[e] = s;
-            }
-        }
+        if (gw && chunks > 1) add_partials(gw, part, chunks - 1, wsz);
     }
     pthread_mutex_unlock(&partial_lock);
     return failed;
@@ -576,14 +582,7 @@ static int backward_winograd(const struct facet_conv_geom *g, float *gx, float *
             if (gx) memset(gx + n0 * xs, 0, (size_t)((n1 - n0) * xs) * sizeof(float));
             failed |= facet_conv_winograd_backward(g, gx, acc, 1, gout, x, u, n0 * per, n1 * per, slot_p);
         }
-        if (gw && chunks > 1) {
-            #pragma omp for schedule(static)
-            for (int64_t e = 0; e < dsz; e++) {
-                float s = part[e];
-                for (int64_t k = 1; k < chunks; k++) s += part[k * dsz + e];
-                part[e] = s;
-            }
-        }
+        if (gw && chunks > 1) add_partials(part, part + dsz, chunks - 1, dsz);
     }
     if (gw) facet_conv_winograd_filter_grads(g, gw, part);
     pthread_mutex_unlock(&partial_lock);

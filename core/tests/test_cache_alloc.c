@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "test_counts.h"
 
 static int passed, failed;
 
@@ -405,7 +406,7 @@ static void test_threads(void)
 
 int main(int argc, char **argv)
 {
-    const char *counts = argc == 3 && !strcmp(argv[1], "--counts") ? argv[2] : NULL;
+    const char *counts = test_counts_path(argc, argv);
     test_sizes();
     test_reuse();
     test_pools();
@@ -413,9 +414,6 @@ int main(int argc, char **argv)
     test_random();
     test_threads();
     printf("1..%d\n", passed + failed);
-    if (counts) {
-        FILE *f = fopen(counts, "w");
-        if (f) { fprintf(f, "%d %d\n", passed, failed); fclose(f); }
-    }
+    test_counts_write(counts, passed, failed);
     return failed ? 1 : 0;
 }

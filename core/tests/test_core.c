@@ -17,6 +17,7 @@
 #include "upsample_math.h"
 #include <stdint.h>
 #include <stdlib.h>
+#include "test_counts.h"
 
 static int passed, failed;
 
@@ -374,7 +375,7 @@ static void test_eval(void)
 
 int main(int argc, char **argv)
 {
-    const char *counts = argc == 3 && !strcmp(argv[1], "--counts") ? argv[2] : NULL;
+    const char *counts = test_counts_path(argc, argv);
     facet_tensor *t = NULL, *v = NULL;
     int64_t sizes[9] = { 2, 3, 1, 1, 1, 1, 1, 1, 1 };
 
@@ -525,9 +526,6 @@ int main(int argc, char **argv)
     hostile_checks();
 
     printf("1..%d\n", passed + failed);
-    if (counts) {
-        FILE *f = fopen(counts, "w");
-        if (f) { fprintf(f, "%d %d\n", passed, failed); fclose(f); }
-    }
+    test_counts_write(counts, passed, failed);
     return failed ? 1 : 0;
 }

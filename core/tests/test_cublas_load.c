@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
+#include "test_counts.h"
 
 #define STR2(x) #x
 #define STR(x) STR2(x)
@@ -44,7 +45,7 @@ static int cublas_in_process(void)
 
 int main(int argc, char **argv)
 {
-    const char *counts = argc == 3 && !strcmp(argv[1], "--counts") ? argv[2] : NULL;
+    const char *counts = test_counts_path(argc, argv);
     check(!cublas_in_process(), "libcublas is not loaded before the first cuBLAS call");
     cublasHandle_t h = NULL;
     cublasStatus_t s = cublasCreate_v2(&h);
@@ -85,12 +86,6 @@ int main(int argc, char **argv)
     }
 #endif
     printf("test_cublas_load: %d passed, %d failed\n", passed, failed);
-    if (counts) {
-        FILE *f = fopen(counts, "w");
-        if (f) {
-            fprintf(f, "%d %d\n", passed, failed);
-            fclose(f);
-        }
-    }
+    test_counts_write(counts, passed, failed);
     return failed ? 1 : 0;
 }

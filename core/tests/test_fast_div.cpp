@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <initializer_list>
+#include "test_counts.h"
 
 static const uint32_t TOP = 0x7fffffffu;    /* the largest dividend and divisor: 2^31 - 1 */
 static long long checked, mismatches;
@@ -82,7 +83,7 @@ static void check_divisor(uint32_t d)
 
 int main(int argc, char **argv)
 {
-    const char *counts = argc == 3 && !strcmp(argv[1], "--counts") ? argv[2] : NULL;
+    const char *counts = test_counts_path(argc, argv);
     long long before = mismatches;
     for (uint32_t d = 1; d <= 65536; d++) check_divisor(d);
     group("every divisor up to 2^16", before);
@@ -109,12 +110,6 @@ int main(int argc, char **argv)
     group("every dividend below 2^20 for divisors up to 64", before);
     printf("test_fast_div: %lld quotients and remainders checked, %lld wrong; %d passed, %d failed\n", checked,
            mismatches, passed, failed);
-    if (counts) {
-        FILE *f = fopen(counts, "w");
-        if (f) {
-            fprintf(f, "%d %d\n", passed, failed);
-            fclose(f);
-        }
-    }
+    test_counts_write(counts, passed, failed);
     return failed ? 1 : 0;
 }
