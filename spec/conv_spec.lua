@@ -429,6 +429,10 @@ describe("conv2d", function()
     layer { n = 1, c = 64, h = 8, w = 10, o = 66, k = 3, ph = 1, pw = 0 },
     layer { n = 1, c = 64, h = 6, w = 7, o = 64, k = 3, p = 3 },   -- padding beyond the kernel's reach
     layer { n = 2, c = 64, h = 2, o = 64, k = 3, p = 4 },          -- whole tiles in the padding
+    -- rows of 19 tiles (three vectors of 8, the last partial) that runs of 64 tiles cut
+    layer { n = 2, c = 64, h = 9, w = 37, o = 64, k = 3, p = 1 },
+    -- rows of 16 tiles: whole vectors, 32 output columns
+    layer { n = 1, c = 64, h = 8, w = 34, o = 64, k = 3, ph = 1, pw = 0 },
   }
   for i, L in ipairs(winograd_layers) do
     H.it("3x3 stride-1 layers (Winograd on the CPU) match the naive loop: " .. describe_layer(L), function()
@@ -455,9 +459,10 @@ describe("conv2d", function()
       local L = layer { n = 2, c = 64, h = 13, w = 18, o = 72, k = 3, p = 1 }
       local d = inputs(L, 950, "cpu")
       local ref = { naive(L, d.X, d.W, d.B, d.R) }
-      -- conv_winograd.c: 16 O C transformed filters, then per thread 16 (C + O) x 64 tiles
-      -- and 5 rows of 2 x 9 + 2 floats
-      local shared, slot = 16 * 72 * 64, 16 * (64 + 72) * 64 + 5 * 20
+      -- conv_winograd.c: 16 O C transformed filters, then per thread 16 planes of V (C rows)
+      -- and 16 of M (O rows) of 64 tiles and 8 spare columns, each plane 32 floats more,
+      -- and 16 row buffers of 2 x 9 + 2 floats rounded up to 16, and 16 more
+      local shared, slot = 16 * 72 * 64, 16 * ((64 * 72 + 32) + (72 * 72 + 32)) + 16 * 48
       for _, t in ipairs { 1, 2, 3 } do
         facet.set_threads(t)
         local e = ffi.new("int64_t[1]")

@@ -19,25 +19,28 @@
 
 #include "elementwise_math.h"   /* FACET_HD */
 
-/* Outputs go through scalar pointers, not arrays: a loop over tiles keeps
- * them in registers and vectorises (GCC gives up on a per-lane array). */
+/* Each transform is a macro over any type with + - and * by a float (float
+ * here and on a device, GCC's vector types in conv_winograd.c, so the
+ * vector loops run these same formulas), then a function over floats. The
+ * macros' arguments must be plain values: some are read more than once.
+ * The functions' outputs go through scalar pointers, not arrays: a loop over
+ * tiles keeps them in registers and vectorises (GCC gives up on a per-lane
+ * array). */
 
 /* B^T d: the input tile's transform (rows 1 0 -1 0 / 0 1 1 0 / 0 -1 1 0 / 0 1 0 -1). */
+#define FACET_WINO_BT(d0, d1, d2, d3, v0, v1, v2, v3) \
+    ((v0) = (d0) - (d2), (v1) = (d1) + (d2), (v2) = (d2) - (d1), (v3) = (d1) - (d3))
 FACET_HD void facet_wino_bt(float d0, float d1, float d2, float d3, float *v0, float *v1, float *v2, float *v3)
 {
-    *v0 = d0 - d2;
-    *v1 = d1 + d2;
-    *v2 = d2 - d1;
-    *v3 = d1 - d3;
+    FACET_WINO_BT(d0, d1, d2, d3, *v0, *v1, *v2, *v3);
 }
 
-/* B x: the adjoint of facet_wino_bt, for grad_x. */
+/* B x: the adjoint of B^T, for grad_x. */
+#define FACET_WINO_B(x0, x1, x2, x3, z0, z1, z2, z3) \
+    ((z0) = (x0), (z1) = (x1) - (x2) + (x3), (z2) = (x1) + (x2) - (x0), (z3) = -(x3))
 FACET_HD void facet_wino_b(float x0, float x1, float x2, float x3, float *z0, float *z1, float *z2, float *z3)
 {
-    *z0 = x0;
-    *z1 = x1 - x2 + x3;
-    *z2 = x1 + x2 - x0;
-    *z3 = -x3;
+    FACET_WINO_B(x0, x1, x2, x3, *z0, *z1, *z2, *z3);
 }
 
 /* G g: the filter's transform (rows 1 0 0 / .5 .5 .5 / .5 -.5 .5 / 0 0 1). */
@@ -60,19 +63,17 @@ FACET_HD void facet_wino_gt(float u0, float u1, float u2, float u3, float *g0, f
 }
 
 /* A^T m: the product's transform back to two outputs (rows 1 1 1 0 / 0 1 -1 -1). */
+#define FACET_WINO_AT(m0, m1, m2, m3, y0, y1) ((y0) = (m0) + (m1) + (m2), (y1) = (m1) - (m2) - (m3))
 FACET_HD void facet_wino_at(float m0, float m1, float m2, float m3, float *y0, float *y1)
 {
-    *y0 = m0 + m1 + m2;
-    *y1 = m1 - m2 - m3;
+    FACET_WINO_AT(m0, m1, m2, m3, *y0, *y1);
 }
 
-/* A y: the adjoint of facet_wino_at, for grad_out. */
+/* A y: the adjoint of A^T, for grad_out. */
+#define FACET_WINO_A(y0, y1, m0, m1, m2, m3) ((m0) = (y0), (m1) = (y0) + (y1), (m2) = (y0) - (y1), (m3) = -(y1))
 FACET_HD void facet_wino_a(float y0, float y1, float *m0, float *m1, float *m2, float *m3)
 {
-    *m0 = y0;
-    *m1 = y0 + y1;
-    *m2 = y0 - y1;
-    *m3 = -y1;
+    FACET_WINO_A(y0, y1, *m0, *m1, *m2, *m3);
 }
 
 /* U = G g G^T for one 3x3 filter g (row-major): element (i, j) at u[(4 i + j) us]. */
