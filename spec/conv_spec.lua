@@ -419,8 +419,8 @@ describe("conv2d", function()
     end)
   end)
 
-  -- conv_winograd.c: 3x3, stride 1, one group, >= 64 channels in and out, outputs of at
-  -- least 8 x 8 run as Winograd F(2x2, 3x3) on the CPU (CUDA runs them as im2col); odd
+  -- conv_winograd.c: 3x3, stride 1, one group, >= 16 channels in and out, outputs of at
+  -- least 4 x 4 run as Winograd F(2x2, 3x3) on the CPU (CUDA runs them as im2col); odd
   -- outputs leave half tiles
   local winograd_layers = {
     layer { n = 2, c = 64, h = 9, w = 11, o = 64, k = 3, p = 1 },
@@ -433,6 +433,9 @@ describe("conv2d", function()
     layer { n = 2, c = 64, h = 9, w = 37, o = 64, k = 3, p = 1 },
     -- rows of 16 tiles: whole vectors, 32 output columns
     layer { n = 1, c = 64, h = 8, w = 34, o = 64, k = 3, ph = 1, pw = 0 },
+    -- the smallest: 16 channels each way, 4 x 5 outputs (rows of 3 tiles, the last half)
+    layer { n = 3, c = 16, h = 4, w = 5, o = 16, k = 3, p = 1 },
+    layer { n = 1, c = 17, h = 9, w = 4, o = 24, k = 3, p = 1 },
   }
   for i, L in ipairs(winograd_layers) do
     H.it("3x3 stride-1 layers (Winograd on the CPU) match the naive loop: " .. describe_layer(L), function()
@@ -485,11 +488,13 @@ describe("conv2d", function()
         H.assert_close(wino, cols, 1e-4, 1e-4)
         check_cpu(d, facet.empty({ tonumber(e[0]) }), ref)
       end)
-      -- thin layers and small outputs stay on im2col: 63 input or output channels, 7 output rows
+      -- thin layers and small outputs stay on im2col: 15 input or output channels, 3 output
+      -- rows or columns
       facet.set_threads(1)
-      for _, T in ipairs { layer { n = 1, c = 63, h = 8, o = 64, k = 3, p = 1 },
-                           layer { n = 1, c = 64, h = 8, o = 63, k = 3, p = 1 },
-                           layer { n = 1, c = 64, h = 7, w = 9, o = 64, k = 3, p = 1 } } do
+      for _, T in ipairs { layer { n = 1, c = 15, h = 8, o = 16, k = 3, p = 1 },
+                           layer { n = 1, c = 16, h = 8, o = 15, k = 3, p = 1 },
+                           layer { n = 1, c = 16, h = 3, w = 9, o = 16, k = 3, p = 1 },
+                           layer { n = 1, c = 16, h = 9, w = 3, o = 16, k = 3, p = 1 } } do
         local dt = inputs(T, 960, "cpu")
         local e = ffi.new("int64_t[1]")
         core.check(C.facet_conv2d_workspace_size(e, dt.x.h, dt.w.h, dt.s))

@@ -19,9 +19,9 @@
  *   DIRECT     one input channel per output channel (depthwise, C/groups
  *              == 1): plain loops over the taps, since a GEMM with M = 1
  *              runs at a small fraction of its peak (conv_direct.c).
- *   WINOGRAD   CPU only: 3x3, stride 1, one group, >= 64 channels each way,
- *              outputs >= 8 x 8 (an IResNet's layers but its stem, strided
- *              ones and 7 x 7 stage):
+ *   WINOGRAD   CPU only: 3x3, stride 1, one group, >= 16 channels each way,
+ *              outputs >= 4 x 4 (an IResNet's layers but its stem and
+ *              strided ones):
  *              Winograd F(2x2, 3x3), 16 GEMMs over transformed tiles with
  *              2.25x fewer multiplications (conv_winograd.c). The workspace
  *              holds the transformed filters, then the slots.

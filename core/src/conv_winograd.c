@@ -24,12 +24,11 @@
 /* Tiles a GEMM takes: 64, where V and M stay in a core's L2 for IResNet's
  * 64-channel layers and the GEMMs are still wide enough for 256 channels
  * (32 to 512 tiles measured about even in the backward, 64 best in the
- * forward). Measured on 2 Zen 5 cores (bench/conv.lua). Below 64 channels
- * the backward's GEMMs are too small to gain (16 -> 32 at 28 x 28, 32 -> 64
- * at 14 x 14: 0.7x im2col's backward, forward even); below 8 x 8 outputs
- * (IResNet's 7 x 7 stage) rows of 4 tiles leave the transforms scalar and
- * half-empty tiles waste a quarter of the work: 0.86x im2col's forward. */
-enum { WINO_TILES = 64, WINO_MIN_CHANNELS = 64, WINO_MIN_SIDE = 8 };
+ * forward). Measured on 2 Zen 5 cores (bench/conv.lua). With the vector
+ * transforms, layers of 16 channels each way gain 1.3-1.5x over im2col and
+ * outputs of 4 x 4 to 7 x 7 1.0-1.4x; 8 channels (0.9-1.0x) and 3-channel
+ * stems do not. */
+enum { WINO_TILES = 64, WINO_MIN_CHANNELS = 16, WINO_MIN_SIDE = 4 };
 
 int facet_conv_winograd_fits(const struct facet_conv_geom *g)
 {

@@ -17,8 +17,8 @@
 #include "conv_math.h"
 
 /* Whether the CPU runs this layer as Winograd F(2x2, 3x3): 3x3, stride 1,
- * no dilation, one group, at least 64 input and output channels (below
- * that the GEMMs are too thin to gain) and outputs of at least 8 x 8 (below
+ * no dilation, one group, at least 16 input and output channels (below
+ * that the GEMMs are too thin to gain) and outputs of at least 4 x 4 (below
  * that the transforms cost more than they save); FACET_CONV_WINOGRAD=0 in the
  * environment turns the path off (im2col instead). */
 int facet_conv_winograd_fits(const struct facet_conv_geom *g);
