@@ -462,10 +462,11 @@ describe("conv2d", function()
       local L = layer { n = 2, c = 64, h = 13, w = 18, o = 72, k = 3, p = 1 }
       local d = inputs(L, 950, "cpu")
       local ref = { naive(L, d.X, d.W, d.B, d.R) }
-      -- conv_winograd.c: 16 O C transformed filters, then per thread 16 planes of V (C rows)
+      -- conv_winograd.c: 16 planes of O C transformed filters and 32 floats, then per thread
+      -- 16 planes of V (C rows)
       -- and 16 of M (O rows) of 64 tiles and 8 spare columns, each plane 32 floats more,
       -- and 16 row buffers of 2 x 9 + 2 floats rounded up to 16, and 16 more
-      local shared, slot = 16 * 72 * 64, 16 * ((64 * 72 + 32) + (72 * 72 + 32)) + 16 * 48
+      local shared, slot = 16 * (72 * 64 + 32), 16 * ((64 * 72 + 32) + (72 * 72 + 32)) + 16 * 48
       for _, t in ipairs { 1, 2, 3 } do
         facet.set_threads(t)
         local e = ffi.new("int64_t[1]")

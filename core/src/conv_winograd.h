@@ -7,8 +7,9 @@
  * Tiles. The output is cut into 2x2 tiles, ceil(Ho/2) x ceil(Wo/2) an image,
  * numbered across the batch (image, tile row, tile column); a call handles a
  * range [t0, t1) of them, a GEMM's worth (facet_conv_winograd_tiles) at a
- * time; a run of tiles may span images. The workspace holds the transformed filters U [16][O][C] once, then
- * one slot per thread (facet_conv_winograd_slot floats).
+ * time; a run of tiles may span images. The workspace holds the transformed
+ * filters U [16][O][C] once (their planes 32 floats more than O C apart),
+ * then one slot per thread (facet_conv_winograd_slot floats).
  */
 #ifndef FACET_CONV_WINOGRAD_H
 #define FACET_CONV_WINOGRAD_H
@@ -30,7 +31,8 @@ int64_t facet_conv_winograd_image_tiles(const struct facet_conv_geom *g);
 int64_t facet_conv_winograd_shared(const struct facet_conv_geom *g);
 int64_t facet_conv_winograd_slot(const struct facet_conv_geom *g);
 
-/* u [16][O][C] = G w G^T for every filter (threaded). */
+/* u [16][O][C] (planes facet_conv_winograd_shared / 16 apart) = G w G^T for
+ * every filter (threaded). */
 void facet_conv_winograd_filters(const struct facet_conv_geom *g, float *u, const float *w);
 /* gw += G^T du G for every filter (threaded). */
 void facet_conv_winograd_filter_grads(const struct facet_conv_geom *g, float *gw, const float *du);
