@@ -138,6 +138,16 @@ local function grads(d)
          facet.zeros({ L.o }, { device = H.device })
 end
 
+-- F(4x4, 3x3), the CPU's default Winograd, rounds its transforms' products with
+-- coefficients up to 8 and 1/24: errors of about 1e-5 of a tensor's largest value
+-- (measured up to 1.1e-5 on 256 channels; F(2x2, 3x3) and im2col 3e-7 to 7e-7),
+-- checked within 4e-5 of it
+local function close_scaled(got, want)
+  local big = 0
+  for k = 1, #want do big = math.max(big, math.abs(want[k])) end
+  H.assert_close(got, want, 0, 4e-5 * big)
+end
+
 local function check_layer(L, seed)
   local d = inputs(L, seed)
   local out = forward(d)
@@ -350,19 +360,23 @@ describe("conv2d", function()
 
   -- a CPU layer's forward and backward on workspace ws (nil: none) against ref = { naive(...) };
   -- grad_x starts as NaN (overwritten), grad_weight and grad_bias at 1 (accumulated)
-  local function check_cpu(d, ws, ref)
+  -- scaled: F(4x4, 3x3)'s tolerance (close_scaled) instead of the elementwise one
+  local function check_cpu(d, ws, ref, scaled)
     local L = d.L
+    local function close(got, want, tol, atol)
+      if scaled then close_scaled(got, want) else H.assert_close(got, want, tol, atol) end
+    end
     local out = facet.empty({ L.n, L.o, L.ho, L.wo })
     core.check(C.facet_conv2d_forward(out.h, d.x.h, d.w.h, d.b.h, ptr(ws), d.s))
-    H.assert_close(H.values(out), ref[1], 1e-4, 1e-4)
+    close(H.values(out), ref[1], 1e-4, 1e-4)
     local gx = facet.full({ L.n, L.c, L.h, L.w }, 0 / 0)
     local gw, gb = facet.ones({ L.o, L.cg, L.kh, L.kw }), facet.ones({ L.o })
     core.check(C.facet_conv2d_backward(gx.h, gw.h, gb.h, d.r.h, d.x.h, d.w.h, ptr(ws), d.s))
-    H.assert_close(H.values(gx), ref[2], 1e-4, 1e-4)
+    close(H.values(gx), ref[2], 1e-4, 1e-4)
     for k, t in ipairs { gw, gb } do
       local want = {}
       for j, v in ipairs(ref[k + 2]) do want[j] = v + 1 end
-      H.assert_close(H.values(t), want, 1e-4, 1e-3)
+      close(H.values(t), want, 1e-4, 1e-3)
     end
   end
 
@@ -419,9 +433,35 @@ describe("conv2d", function()
     end)
   end)
 
+  -- sets FACET_CONV_WINOGRAD (nil: unset) around fn
+  pcall(ffi.cdef, "int unsetenv(const char *name);")
+  local function winograd_env(v, fn)
+    local old = os.getenv("FACET_CONV_WINOGRAD")
+    local function set(x)
+      if x then ffi.C.setenv("FACET_CONV_WINOGRAD", x, 1) else ffi.C.unsetenv("FACET_CONV_WINOGRAD") end
+    end
+    set(v)
+    local ok, err = pcall(fn)
+    set(old)
+    if not ok then error(err, 0) end
+  end
+
   -- conv_winograd.c: 3x3, stride 1, one group, >= 16 channels in and out, outputs of at
-  -- least 4 x 4 run as Winograd F(2x2, 3x3) on the CPU (CUDA runs them as im2col); odd
-  -- outputs leave half tiles
+  -- least 4 x 4 run as Winograd F(4x4, 3x3) on the CPU, or F(2x2, 3x3) with
+  -- FACET_CONV_WINOGRAD=2 (CUDA runs them as im2col); outputs that are not a multiple of
+  -- the tile leave part-empty tiles
+  local function check_winograd(L, seed)
+    if H.device ~= "cpu" then return check_layer(L, seed) end
+    local d = inputs(L, seed)
+    local ref_out, ref_gx, ref_gw, ref_gb = naive(L, d.X, d.W, d.B, d.R)
+    close_scaled(H.values(forward(d)), ref_out)
+    local gx, gw, gb = grads(d)
+    backward(d, gx, gw, L.bias and gb or nil)
+    close_scaled(H.values(gx), ref_gx)
+    close_scaled(H.values(gw), ref_gw)
+    if L.bias then H.assert_close(H.values(gb), ref_gb, 1e-4, 1e-3) end
+    winograd_env("2", function() check_layer(L, seed) end)   -- with the direct sum's accuracy
+  end
   local winograd_layers = {
     layer { n = 2, c = 64, h = 9, w = 11, o = 64, k = 3, p = 1 },
     layer { n = 1, c = 64, h = 10, w = 13, o = 72, k = 3, bias = false },
@@ -436,50 +476,51 @@ describe("conv2d", function()
     -- the smallest: 16 channels each way, 4 x 5 outputs (rows of 3 tiles, the last half)
     layer { n = 3, c = 16, h = 4, w = 5, o = 16, k = 3, p = 1 },
     layer { n = 1, c = 17, h = 9, w = 4, o = 24, k = 3, p = 1 },
+    -- F(4x4, 3x3): rows of 18 tiles (three vectors of 8), 2 rows an image, runs across images
+    layer { n = 2, c = 32, h = 6, w = 70, o = 32, k = 3, p = 1 },
   }
   for i, L in ipairs(winograd_layers) do
     H.it("3x3 stride-1 layers (Winograd on the CPU) match the naive loop: " .. describe_layer(L), function()
-      check_layer(L, 900 + 10 * i)
+      check_winograd(L, 900 + 10 * i)
     end)
-  end
-
-  -- sets FACET_CONV_WINOGRAD (nil: unset) around fn
-  pcall(ffi.cdef, "int unsetenv(const char *name);")
-  local function winograd_env(v, fn)
-    local old = os.getenv("FACET_CONV_WINOGRAD")
-    local function set(x)
-      if x then ffi.C.setenv("FACET_CONV_WINOGRAD", x, 1) else ffi.C.unsetenv("FACET_CONV_WINOGRAD") end
-    end
-    set(v)
-    local ok, err = pcall(fn)
-    set(old)
-    if not ok then error(err, 0) end
   end
 
   it("CPU: Winograd's workspace, its results beside im2col's, and FACET_CONV_WINOGRAD=0", function()
     keeping_threads(function()
-      -- 2 x 7 x 9 tiles: runs of 64 tiles span the images and end inside a row of tiles
-      local L = layer { n = 2, c = 64, h = 13, w = 18, o = 72, k = 3, p = 1 }
-      local d = inputs(L, 950, "cpu")
-      local ref = { naive(L, d.X, d.W, d.B, d.R) }
-      -- conv_winograd.c: 16 planes of O C transformed filters and 32 floats, then per thread
-      -- 16 planes of V (C rows)
-      -- and 16 of M (O rows) of 64 tiles and 8 spare columns, each plane 32 floats more,
-      -- and 16 row buffers of 2 x 9 + 2 floats rounded up to 16, and 16 more
-      local shared, slot = 16 * (72 * 64 + 32), 16 * ((64 * 72 + 32) + (72 * 72 + 32)) + 16 * 48
-      for _, t in ipairs { 1, 2, 3 } do
-        facet.set_threads(t)
-        local e = ffi.new("int64_t[1]")
-        core.check(C.facet_conv2d_workspace_size(e, d.x.h, d.w.h, d.s))
-        assert.are.equal(shared + math.min(t, L.n) * slot, tonumber(e[0]))   -- a slot an image at most
-        for _, slots in ipairs { 1, t, 5 } do check_cpu(d, facet.empty({ shared + slots * slot }), ref) end
-        H.assert_error(function()
-          core.check(C.facet_conv2d_forward(facet.empty({ L.n, L.o, L.ho, L.wo }).h, d.x.h, d.w.h, d.b.h,
-            facet.empty({ shared + slot - 1 }).h, d.s))
-        end, "needs at least " .. (shared + slot))
+      -- conv_winograd.c: P planes (36 or 16 transform elements) of O C transformed filters
+      -- and 32 floats, then per thread P planes of V (C rows) and P of M (O rows) of 64 tiles
+      -- and 8 spare columns, each plane 32 floats more, and 24 (or 16) row buffers of
+      -- m ceil(Wo / m) + 2 floats rounded up to 32, and 64 more
+      local cases = {
+        -- F(4x4, 3x3): 2 x 4 x 9 tiles, runs of 64 tiles span the images and end inside a row
+        { env = nil, L = layer { n = 2, c = 64, h = 13, w = 34, o = 72, k = 3, p = 1 },
+          shared = 36 * (72 * 64 + 32), slot = 36 * ((64 * 72 + 32) + (72 * 72 + 32)) + 24 * 128 },
+        -- F(2x2, 3x3): 2 x 7 x 9 tiles, the same
+        { env = "2", L = layer { n = 2, c = 64, h = 13, w = 18, o = 72, k = 3, p = 1 },
+          shared = 16 * (72 * 64 + 32), slot = 16 * ((64 * 72 + 32) + (72 * 72 + 32)) + 16 * 96 },
+      }
+      local L, d, ref, shared, slot
+      for _, case in ipairs(cases) do
+        L, shared, slot = case.L, case.shared, case.slot
+        d = inputs(L, 950, "cpu")
+        ref = { naive(L, d.X, d.W, d.B, d.R) }
+        winograd_env(case.env, function()
+          for _, t in ipairs { 1, 2, 3 } do
+            facet.set_threads(t)
+            local e = ffi.new("int64_t[1]")
+            core.check(C.facet_conv2d_workspace_size(e, d.x.h, d.w.h, d.s))
+            assert.are.equal(shared + math.min(t, L.n) * slot, tonumber(e[0]))   -- a slot an image at most
+            for _, slots in ipairs { 1, t, 5 } do check_cpu(d, facet.empty({ shared + slots * slot }), ref, not case.env) end
+            H.assert_error(function()
+              core.check(C.facet_conv2d_forward(facet.empty({ L.n, L.o, L.ho, L.wo }).h, d.x.h, d.w.h, d.b.h,
+                facet.empty({ shared + slot - 1 }).h, d.s))
+            end, "needs at least " .. (shared + slot))
+          end
+        end)
       end
       -- the same layer through im2col: its workspace is the columns, and the results agree
-      local wino = H.values(forward(d, facet.empty({ shared + slot }), "cpu"))
+      local wino
+      winograd_env("2", function() wino = H.values(forward(d, facet.empty({ shared + slot }), "cpu")) end)
       winograd_env("0", function()
         facet.set_threads(1)
         local e = ffi.new("int64_t[1]")
@@ -505,9 +546,10 @@ describe("conv2d", function()
   end)
 
   it("CPU: a Winograd layer's large values keep the direct sum's relative accuracy", function()
-    -- inputs of magnitude 1e3, filter taps of magnitudes 1 and 1e-3 side by side: the
-    -- transforms only add and halve, so the error stays within the rounding of a 64-channel
-    -- sum of the largest terms (64 x 2e-6 of the largest output), as the direct sum's
+    -- inputs of magnitude 1e3, filter taps of magnitudes 1 and 1e-3 side by side: F(2x2, 3x3)'s
+    -- transforms only add and halve, F(4x4, 3x3)'s scale by at most 8 and 1/24, so the error
+    -- stays within the rounding of a 64-channel sum of the largest terms (64 x 2e-6 of the
+    -- largest output), as the direct sum's
     local L = layer { n = 2, c = 64, h = 10, o = 64, k = 3, p = 1 }
     local d = inputs(L, 970, "cpu")
     d.x = d.x * 1000
@@ -516,12 +558,16 @@ describe("conv2d", function()
     d.w = from_flat({ L.o, L.cg, L.kh, L.kw }, wv):to("cpu")
     d.X, d.W = H.values(d.x), H.values(d.w)
     local ref = { naive(L, d.X, d.W, d.B, d.R) }
-    local e = ffi.new("int64_t[1]")
-    core.check(C.facet_conv2d_workspace_size(e, d.x.h, d.w.h, d.s))
-    local out = H.values(forward(d, facet.empty({ tonumber(e[0]) }), "cpu"))
     local big = 0
     for k = 1, #ref[1] do big = math.max(big, math.abs(ref[1][k])) end
-    for k = 1, #ref[1] do assert.is_true(math.abs(out[k] - ref[1][k]) <= 2e-6 * big * 64, tostring(k)) end
+    for _, env in ipairs { false, "2" } do
+      winograd_env(env or nil, function()
+        local e = ffi.new("int64_t[1]")
+        core.check(C.facet_conv2d_workspace_size(e, d.x.h, d.w.h, d.s))
+        local out = H.values(forward(d, facet.empty({ tonumber(e[0]) }), "cpu"))
+        for k = 1, #ref[1] do assert.is_true(math.abs(out[k] - ref[1][k]) <= 2e-6 * big * 64, tostring(k)) end
+      end)
+    end
   end)
 
   H.it("errors name the function and the shapes", function()

@@ -39,9 +39,25 @@ int facet_conv_winograd_fits(const struct facet_conv_geom *g)
     return !(env && env[0] == '0' && env[1] == '\0');
 }
 
+/* The output tile's side: 4 (F(4x4, 3x3)) unless FACET_CONV_WINOGRAD=2 asks
+ * for F(2x2, 3x3). */
+static int64_t tile_m(const struct facet_conv_geom *g)
+{
+    const char *env = getenv("FACET_CONV_WINOGRAD");
+    return env && env[0] == '2' && env[1] == '\0' ? 2 : 4;
+}
+
+/* Transform elements: (m + 2)^2, 16 or 36. */
+static int64_t planes_of(const struct facet_conv_geom *g)
+{
+    const int64_t a = tile_m(g) + 2;
+    return a * a;
+}
+
 int64_t facet_conv_winograd_image_tiles(const struct facet_conv_geom *g)
 {
-    return ((g->ho + 1) / 2) * ((g->wo + 1) / 2);
+    const int64_t m = tile_m(g);
+    return ((g->ho + m - 1) / m) * ((g->wo + m - 1) / m);
 }
 
 int64_t facet_conv_winograd_tiles(const struct facet_conv_geom *g)
@@ -50,13 +66,14 @@ int64_t facet_conv_winograd_tiles(const struct facet_conv_geom *g)
     return WINO_TILES < all ? WINO_TILES : all < 1 ? 1 : all;
 }
 
-/* Floats of a row buffer: a row of input columns (2 ceil(Wo/2) + 2) rounded
- * up to whole pairs of vectors (8 floats), and a pair more, so that the
- * vector loops may run past a row's end inside the buffer. */
+/* Floats of a row buffer: a row of input columns (m ceil(Wo/m) + 2) rounded
+ * up to whole vectors of 32, and 64 more, so that the vector loops may run
+ * past a row's end inside the buffer and a quarter row holds a phase of it
+ * (F(4x4, 3x3)'s columns 4 q + r) with a vector to spare. */
 static int64_t row_floats(const struct facet_conv_geom *g)
 {
-    const int64_t cols = 2 * ((g->wo + 1) / 2) + 2;
-    return (cols + 15) / 16 * 16 + 16;
+    const int64_t m = tile_m(g), cols = m * ((g->wo + m - 1) / m) + 2;
+    return (cols + 31) / 32 * 32 + 64;
 }
 
 /* Columns of V and M: the tiles and one vector (8 floats) more, where the
@@ -86,42 +103,53 @@ static int64_t uplane(const struct facet_conv_geom *g)
 
 int64_t facet_conv_winograd_shared(const struct facet_conv_geom *g)
 {
-    return 16 * uplane(g);
+    return planes_of(g) * uplane(g);
 }
 
-/* V [16][C][ld], M [16][O][ld], then 16 row buffers for the transforms */
+/* V [P][C][ld], M [P][O][ld] (P transform elements), then the row buffers
+ * of the transforms: 16 for F(2x2, 3x3), 24 for F(4x4, 3x3) */
 int64_t facet_conv_winograd_slot(const struct facet_conv_geom *g)
 {
-    return 16 * (plane_of(g->c, ld_of(g)) + plane_of(g->o, ld_of(g))) + 16 * row_floats(g);
+    const int64_t rows = tile_m(g) == 4 ? 24 : 16;
+    return planes_of(g) * (plane_of(g->c, ld_of(g)) + plane_of(g->o, ld_of(g))) + rows * row_floats(g);
 }
 
 /* ---- filters ------------------------------------------------------------------ */
 
 /* One output channel's filters (static: GCC exports the dispatcher of an
- * extern FACET_CLONES function). */
-FACET_CLONES static void filter_row(int64_t C, int64_t plane, float *u, const float *w)
+ * extern FACET_CLONES function); m: the output tile's side. */
+FACET_CLONES static void filter_row(int64_t m, int64_t C, int64_t plane, float *u, const float *w)
 {
+    if (m == 4) {
+        #pragma omp simd
+        for (int64_t c = 0; c < C; c++) FACET_WINO4_FILTER(w + c * 9, u + c, plane);
+        return;
+    }
     #pragma omp simd
     for (int64_t c = 0; c < C; c++) facet_wino_filter(w + c * 9, u + c, plane);
 }
 
-FACET_CLONES static void filter_grad_row(int64_t C, int64_t plane, float *gw, const float *du)
+FACET_CLONES static void filter_grad_row(int64_t m, int64_t C, int64_t plane, float *gw, const float *du)
 {
+    if (m == 4) {
+        for (int64_t c = 0; c < C; c++) facet_wino4_filter_grad_add(du + c, plane, gw + c * 9);
+        return;
+    }
     for (int64_t c = 0; c < C; c++) facet_wino_filter_grad_add(du + c, plane, gw + c * 9);
 }
 
 void facet_conv_winograd_filters(const struct facet_conv_geom *g, float *u, const float *w)
 {
-    const int64_t O = g->o, C = g->c;
+    const int64_t O = g->o, C = g->c, m = tile_m(g), up = uplane(g);
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (O * C >= 4096)
-    for (int64_t o = 0; o < O; o++) filter_row(C, uplane(g), u + o * C, w + o * C * 9);
+    for (int64_t o = 0; o < O; o++) filter_row(m, C, up, u + o * C, w + o * C * 9);
 }
 
 void facet_conv_winograd_filter_grads(const struct facet_conv_geom *g, float *gw, const float *du)
 {
-    const int64_t O = g->o, C = g->c;
+    const int64_t O = g->o, C = g->c, m = tile_m(g), up = uplane(g);
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (O * C >= 4096)
-    for (int64_t o = 0; o < O; o++) filter_grad_row(C, uplane(g), gw + o * C * 9, du + o * C);
+    for (int64_t o = 0; o < O; o++) filter_grad_row(m, C, up, gw + o * C * 9, du + o * C);
 }
 
 /* ---- vectors ------------------------------------------------------------------ */
@@ -169,15 +197,16 @@ enum { PREFETCH = 2 };
         __builtin_prefetch((row) + (b) - 1, rw);                                       \
     } while (0)
 
-/* d [0, w) = s [0, w): two overlapping vectors for VL <= w <= 2 VL (callers
- * pass w <= 2 VL), floats one by one below that. */
-static inline void put_short(float *d, const float *s, int64_t w)
+/* d [0, w) = s [0, w) for w <= 4 VL: whole vectors, then one that overlaps
+ * the last (a copy, so harmless) where w >= VL, floats one by one below. */
+static inline void put_part(float *d, const float *s, int64_t w)
 {
-    if (w >= VL) {
-        VSTORE(d, VLOAD(s));
-        VSTORE(d + w - VL, VLOAD(s + w - VL));
-    } else {
-        for (int64_t k = 0; k < w; k++) d[k] = s[k];
+    int64_t k = 0;
+    for (; k + VL <= w; k += VL) VSTORE(d + k, VLOAD(s + k));
+    if (k < w) {
+        if (w >= VL) VSTORE(d + w - VL, VLOAD(s + w - VL));
+        else
+            for (; k < w; k++) d[k] = s[k];
     }
 }
 
@@ -211,7 +240,7 @@ struct span { int64_t n, ty, txa, txb, col; };
 static int next_span(const struct facet_conv_geom *g, int64_t t0, int64_t *t, int64_t t1, struct span *s)
 {
     if (*t >= t1) return 0;
-    const int64_t tw = (g->wo + 1) / 2, per = facet_conv_winograd_image_tiles(g);
+    const int64_t m = tile_m(g), tw = (g->wo + m - 1) / m, per = facet_conv_winograd_image_tiles(g);
     s->n = *t / per;
     int64_t r = *t % per;
     s->ty = r / tw, s->txa = r % tw;
@@ -222,11 +251,12 @@ static int next_span(const struct facet_conv_geom *g, int64_t t0, int64_t *t, in
 }
 
 /* The input columns of a span (x's column of its k = 0, and the k range
- * [*klo, *khi) that lies inside x) and its length 2 (txb - txa) + 2. */
+ * [*klo, *khi) that lies inside x) and its length m (txb - txa) + 2. */
 static int64_t span_cols(const struct facet_conv_geom *g, const struct span *s, int64_t *x0, int64_t *klo, int64_t *khi)
 {
-    int64_t len = 2 * (s->txb - s->txa) + 2;
-    *x0 = 2 * s->txa - g->pw;
+    const int64_t m = tile_m(g);
+    int64_t len = m * (s->txb - s->txa) + 2;
+    *x0 = m * s->txa - g->pw;
     *klo = *x0 < 0 ? -*x0 : 0;
     *khi = g->w - *x0 < len ? g->w - *x0 : len;
     if (*klo > len) *klo = len;
@@ -334,10 +364,10 @@ FACET_CLONES static void output_tiles(const struct facet_conv_geom *g, float *ou
                     if (second) VSTORE(r1 + 2 * q, b0), VSTORE(r1 + 2 * q + VL, b1);
                 } else {   /* the row's last tiles: through the buffers, cut to the row */
                     VSTORE(tb0, a0), VSTORE(tb0 + VL, a1);
-                    put_short(r0 + 2 * q, tb0, w);
+                    put_part(r0 + 2 * q, tb0, w);
                     if (second) {
                         VSTORE(tb1, b0), VSTORE(tb1 + VL, b1);
-                        put_short(r1 + 2 * q, tb1, w);
+                        put_part(r1 + 2 * q, tb1, w);
                     }
                 }
             }
@@ -371,11 +401,11 @@ FACET_CLONES static void grad_out_tiles(const struct facet_conv_geom *g, const f
                 const int64_t w = cols - 2 * q;
                 if (w < 2 * VL) {   /* the row's last tiles: zero past its end */
                     VSTORE(tb0, zero), VSTORE(tb0 + VL, zero);
-                    put_short(tb0, s0, w);
+                    put_part(tb0, s0, w);
                     s0 = tb0;
                     if (second) {
                         VSTORE(tb1, zero), VSTORE(tb1 + VL, zero);
-                        put_short(tb1, s1, w);
+                        put_part(tb1, s1, w);
                         s1 = tb1;
                     }
                 }
@@ -476,19 +506,274 @@ FACET_CLONES static void grad_input_tiles(const struct facet_conv_geom *g, float
     }
 }
 
+/* ---- F(4x4, 3x3) tiles -------------------------------------------------------- */
+
+/* A tile's six input columns are 4q .. 4q + 5: columns 4k + r, phase r, of
+ * vector k. The 32 floats at s split into their four phases p[0..3] (two
+ * rounds of even and odd), and back into 32 floats at d. */
+#define PHASES(s, p)                                                                            \
+    do {                                                                                        \
+        const vf a_ = VLOAD(s), b_ = VLOAD((s) + VL), c_ = VLOAD((s) + 2 * VL), d_ = VLOAD((s) + 3 * VL); \
+        const vf e1_ = VEVEN(a_, b_), o1_ = VODD(a_, b_), e2_ = VEVEN(c_, d_), o2_ = VODD(c_, d_); \
+        (p)[0] = VEVEN(e1_, e2_), (p)[1] = VEVEN(o1_, o2_), (p)[2] = VODD(e1_, e2_), (p)[3] = VODD(o1_, o2_); \
+    } while (0)
+#define UNPHASES(p, d)                                                                            \
+    do {                                                                                          \
+        const vf e1_ = VLO((p)[0], (p)[2]), e2_ = VHI((p)[0], (p)[2]), o1_ = VLO((p)[1], (p)[3]), \
+                 o2_ = VHI((p)[1], (p)[3]);                                                       \
+        VSTORE(d, VLO(e1_, o1_)), VSTORE((d) + VL, VHI(e1_, o1_));                                \
+        VSTORE((d) + 2 * VL, VLO(e2_, o2_)), VSTORE((d) + 3 * VL, VHI(e2_, o2_));                 \
+    } while (0)
+
+/* v [36][C][ld] of tiles [t0, t1) from x, as input_tiles: six padded input
+ * rows, B^T down the columns of each phase, B^T along each tile's row (its
+ * columns: phases 0-3 of vector q, phases 0-1 of q + 1), one channel apart.
+ * rows: two sets of six padded rows, then two sets of six rows of four
+ * phases (a quarter row each). */
+FACET_CLONES static void input_tiles4(const struct facet_conv_geom *g, const float *x, float *v, int64_t ld,
+                                      int64_t t0, int64_t t1, float *rows)
+{
+    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), q4 = rl / 4;
+    struct span s;
+    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+        int64_t x0, klo, khi, len = span_cols(g, &s, &x0, &klo, &khi), nt = s.txb - s.txa;
+        for (int64_t c = 0; c < C + 2; c++) {
+            if (c < C) {
+                const float *xc = x + (s.n * C + c) * H * W;
+                float *pr = rows + (c & 1) * 6 * rl;
+                for (int i = 0; i < 6; i++) {
+                    int64_t y = 4 * s.ty - g->ph + i;
+                    padded_row(pr + i * rl, y >= 0 && y < H ? xc + y * W : NULL, x0, klo, khi, len);
+                    if (c + PREFETCH < C && y >= 0 && y < H && klo < khi)
+                        PREFETCH_ROW(xc + PREFETCH * H * W + y * W, x0 + klo, x0 + khi, 0);
+                }
+            }
+            if (c >= 1 && c <= C) {
+                const float *pr = rows + ((c - 1) & 1) * 6 * rl;
+                float *ph = rows + (12 + ((c - 1) & 1) * 6) * rl;
+                for (int64_t p = 0; p <= nt; p += VL) {
+                    vf d[6][4], t;
+                    for (int i = 0; i < 6; i++) PHASES(pr + i * rl + 4 * p, d[i]);
+                    for (int r = 0; r < 4; r++) {
+                        vf o0, o1, o2, o3, o4, o5;
+                        FACET_WINO4_BT(d[0][r], d[1][r], d[2][r], d[3][r], d[4][r], d[5][r], o0, o1, o2, o3, o4, o5, t);
+                        float *o = ph + r * q4 + p;
+                        VSTORE(o, o0), VSTORE(o + rl, o1), VSTORE(o + 2 * rl, o2);
+                        VSTORE(o + 3 * rl, o3), VSTORE(o + 4 * rl, o4), VSTORE(o + 5 * rl, o5);
+                    }
+                }
+            }
+            if (c >= 2) {
+                const float *ph = rows + (12 + (c & 1) * 6) * rl;
+                float *vc = v + (c - 2) * ld + s.col;
+                for (int i = 0; i < 6; i++) {
+                    const float *e = ph + i * rl;
+                    float *vr = vc + (6 * i) * plane;
+                    for (int64_t q = 0; q < nt; q += VL) {
+                        const vf d0 = VLOAD(e + q), d1 = VLOAD(e + q4 + q), d2 = VLOAD(e + 2 * q4 + q),
+                                 d3 = VLOAD(e + 3 * q4 + q), d4 = VLOAD(e + q + 1), d5 = VLOAD(e + q4 + q + 1);
+                        vf r0, r1, r2, r3, r4, r5, t;
+                        FACET_WINO4_BT(d0, d1, d2, d3, d4, d5, r0, r1, r2, r3, r4, r5, t);
+                        VSTORE(vr + q, r0), VSTORE(vr + plane + q, r1), VSTORE(vr + 2 * plane + q, r2);
+                        VSTORE(vr + 3 * plane + q, r3), VSTORE(vr + 4 * plane + q, r4), VSTORE(vr + 5 * plane + q, r5);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* out's tiles [t0, t1) = A^T M A (+ b) from m [36][O][ld]. rows: a row of
+ * 32 floats for a row's last, partial vectors. */
+FACET_CLONES static void output_tiles4(const struct facet_conv_geom *g, float *out, const float *m, int64_t ld,
+                                       int64_t t0, int64_t t1, const float *b, float *rows)
+{
+    const int64_t O = g->o, Ho = g->ho, Wo = g->wo, plane = plane_of(O, ld);
+    float *tb = rows;
+    struct span s;
+    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+        const int64_t nt = s.txb - s.txa, oy = 4 * s.ty, nrow = Ho - oy < 4 ? Ho - oy : 4;
+        /* out's columns in the span; a Wo not a multiple of 4 leaves the last tile part empty */
+        const int64_t cols = 4 * nt < Wo - 4 * s.txa ? 4 * nt : Wo - 4 * s.txa;
+        for (int64_t o = 0; o < O; o++) {
+            const float *mo = m + o * ld + s.col;
+            const float bias = b ? b[o] : 0.0f;
+            float *r0 = out + ((s.n * O + o) * Ho + oy) * Wo + 4 * s.txa;
+            if (o + PREFETCH < O)
+                for (int64_t k = 0; k < nrow; k++) PREFETCH_ROW(r0 + PREFETCH * Ho * Wo + k * Wo, 0, cols, 1);
+            for (int64_t q = 0; q < nt; q += VL) {
+                vf p[4][6], a, bb, cc, d;
+                /* A^T down each tile's columns, then along its rows */
+                for (int j = 0; j < 6; j++) {
+                    const vf m0 = VLOAD(mo + j * plane + q), m1 = VLOAD(mo + (6 + j) * plane + q),
+                             m2 = VLOAD(mo + (12 + j) * plane + q), m3 = VLOAD(mo + (18 + j) * plane + q),
+                             m4 = VLOAD(mo + (24 + j) * plane + q), m5 = VLOAD(mo + (30 + j) * plane + q);
+                    FACET_WINO4_AT(m0, m1, m2, m3, m4, m5, p[0][j], p[1][j], p[2][j], p[3][j], a, bb, cc, d);
+                }
+                const int64_t w = cols - 4 * q;
+                for (int64_t k = 0; k < nrow; k++) {
+                    vf y[4];
+                    FACET_WINO4_AT(p[k][0], p[k][1], p[k][2], p[k][3], p[k][4], p[k][5], y[0], y[1], y[2], y[3], a, bb,
+                                   cc, d);
+                    for (int r = 0; r < 4; r++) y[r] += bias;
+                    float *rk = r0 + k * Wo + 4 * q;
+                    if (w >= 4 * VL) {
+                        UNPHASES(y, rk);
+                    } else {   /* the row's last tiles: through the buffer, cut to the row */
+                        UNPHASES(y, tb);
+                        put_part(rk, tb, w);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dm [36][O][ld] = A dY A^T of grad_out's tiles [t0, t1) (zero past the
+ * edges). rows: four rows of 32 floats for a row's last, partial vectors. */
+FACET_CLONES static void grad_out_tiles4(const struct facet_conv_geom *g, const float *gout, float *dm, int64_t ld,
+                                         int64_t t0, int64_t t1, float *rows)
+{
+    const int64_t O = g->o, Ho = g->ho, Wo = g->wo, rl = row_floats(g), plane = plane_of(O, ld);
+    const vf zero = { 0 };
+    struct span s;
+    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+        const int64_t nt = s.txb - s.txa, y0 = 4 * s.ty, nrow = Ho - y0 < 4 ? Ho - y0 : 4;
+        const int64_t cols = 4 * nt < Wo - 4 * s.txa ? 4 * nt : Wo - 4 * s.txa;
+        for (int64_t o = 0; o < O; o++) {
+            const float *r0 = gout + ((s.n * O + o) * Ho + y0) * Wo + 4 * s.txa;
+            float *mo = dm + o * ld + s.col;
+            if (o + PREFETCH < O)
+                for (int64_t k = 0; k < nrow; k++) PREFETCH_ROW(r0 + PREFETCH * Ho * Wo + k * Wo, 0, cols, 0);
+            for (int64_t q = 0; q < nt; q += VL) {
+                const int64_t w = cols - 4 * q;
+                vf y[4][4], p[6][4], a, b, c, d;
+                for (int k = 0; k < 4; k++) {
+                    if (k >= nrow) {
+                        y[k][0] = y[k][1] = y[k][2] = y[k][3] = zero;
+                        continue;
+                    }
+                    const float *sk = r0 + k * Wo + 4 * q;
+                    if (w < 4 * VL) {   /* the row's last tiles: zero past its end */
+                        float *tb = rows + k * rl;
+                        VSTORE(tb, zero), VSTORE(tb + VL, zero), VSTORE(tb + 2 * VL, zero), VSTORE(tb + 3 * VL, zero);
+                        put_part(tb, sk, w);
+                        sk = tb;
+                    }
+                    PHASES(sk, y[k]);
+                }
+                /* A down the columns of the four rows, then along each tile's rows */
+                for (int r = 0; r < 4; r++)
+                    FACET_WINO4_A(y[0][r], y[1][r], y[2][r], y[3][r], p[0][r], p[1][r], p[2][r], p[3][r], p[4][r],
+                                  p[5][r], a, b, c, d);
+                for (int i = 0; i < 6; i++) {
+                    vf m0, m1, m2, m3, m4, m5;
+                    FACET_WINO4_A(p[i][0], p[i][1], p[i][2], p[i][3], m0, m1, m2, m3, m4, m5, a, b, c, d);
+                    float *mi = mo + (6 * i) * plane + q;
+                    VSTORE(mi, m0), VSTORE(mi + plane, m1), VSTORE(mi + 2 * plane, m2);
+                    VSTORE(mi + 3 * plane, m3), VSTORE(mi + 4 * plane, m4), VSTORE(mi + 5 * plane, m5);
+                }
+            }
+        }
+    }
+}
+
+/* gx += B V B^T of the tiles [t0, t1) in v [36][C][ld], as grad_input_tiles:
+ * a tile's last two columns are its right neighbour's first two. rows: two
+ * sets of six rows of grad_x's columns. */
+FACET_CLONES static void grad_input_tiles4(const struct facet_conv_geom *g, float *gx, const float *v, int64_t ld,
+                                           int64_t t0, int64_t t1, float *rows)
+{
+    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld);
+    const vf zero = { 0 };
+    struct span s;
+    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+        int64_t x0, klo, khi, nt = s.txb - s.txa;
+        span_cols(g, &s, &x0, &klo, &khi);
+        for (int64_t c = 0; c <= C; c++) {
+            if (c < C) {
+                /* B along each tile's rows: columns 4q and 4q + 1 add tile q-1's z4 and z5 */
+                const float *vc = v + c * ld + s.col;
+                float *rs = rows + (c & 1) * 6 * rl;
+                for (int i = 0; i < 6; i++) {
+                    const float *vr = vc + (6 * i) * plane;
+                    float *r = rs + i * rl;
+                    vf prev4 = zero, prev5 = zero;
+                    for (int64_t q = 0; q < nt; q += VL) {
+                        const vf a0 = VLOAD(vr + q), a1 = VLOAD(vr + plane + q), a2 = VLOAD(vr + 2 * plane + q),
+                                 a3 = VLOAD(vr + 3 * plane + q), a4 = VLOAD(vr + 4 * plane + q),
+                                 a5 = VLOAD(vr + 5 * plane + q);
+                        vf z0, z1, z2, z3, z4, z5, ph[4];
+                        FACET_WINO4_B(a0, a1, a2, a3, a4, a5, z0, z1, z2, z3, z4, z5);
+                        ph[0] = z0 + VPREV(prev4, z4), ph[1] = z1 + VPREV(prev5, z5), ph[2] = z2, ph[3] = z3;
+                        UNPHASES(ph, r + 4 * q);
+                        prev4 = z4, prev5 = z5;
+                    }
+                    /* the last tile's right columns (over what the last vector's spare lanes wrote) */
+                    const float *vl = vr + nt - 1;
+                    float z0, z1, z2, z3, z4, z5;
+                    FACET_WINO4_B(vl[0], vl[plane], vl[2 * plane], vl[3 * plane], vl[4 * plane], vl[5 * plane], z0, z1, z2,
+                                  z3, z4, z5);
+                    (void)z0, (void)z1, (void)z2, (void)z3;
+                    r[4 * nt] = z4, r[4 * nt + 1] = z5;
+                }
+            }
+            if (c == 0) continue;
+            /* then B down the previous channel's columns, added into grad_x's rows inside x */
+            const float *r[6];
+            float *gc = gx + (s.n * C + c - 1) * H * W, *gr[6];
+            for (int i = 0; i < 6; i++) {
+                int64_t y = 4 * s.ty - g->ph + i;
+                r[i] = rows + (((c - 1) & 1) * 6 + i) * rl;
+                gr[i] = y >= 0 && y < H ? gc + y * W : NULL;   /* the span's k at x0 + k */
+                if (gr[i] && c - 1 + PREFETCH < C && klo < khi) PREFETCH_ROW(gr[i] + PREFETCH * H * W, x0 + klo, x0 + khi, 1);
+            }
+            int64_t k = klo;
+            for (; k + VL <= khi; k += VL) {
+                vf z[6];
+                FACET_WINO4_B(VLOAD(r[0] + k), VLOAD(r[1] + k), VLOAD(r[2] + k), VLOAD(r[3] + k), VLOAD(r[4] + k),
+                              VLOAD(r[5] + k), z[0], z[1], z[2], z[3], z[4], z[5]);
+                for (int i = 0; i < 6; i++)
+                    if (gr[i]) VSTORE(gr[i] + (x0 + k), VLOAD(gr[i] + (x0 + k)) + z[i]);
+            }
+            if (k < khi && khi - klo >= VL) {
+                /* the last vector ends at khi and overlaps the one before: its lanes below k add zero */
+                const int64_t kb = khi - VL;
+                const vi keep = *(const viu *)(keep_from + VL - (k - kb));
+                vf z[6];
+                FACET_WINO4_B(VLOAD(r[0] + kb), VLOAD(r[1] + kb), VLOAD(r[2] + kb), VLOAD(r[3] + kb), VLOAD(r[4] + kb),
+                              VLOAD(r[5] + kb), z[0], z[1], z[2], z[3], z[4], z[5]);
+                for (int i = 0; i < 6; i++)
+                    if (gr[i]) VSTORE(gr[i] + (x0 + kb), VLOAD(gr[i] + (x0 + kb)) + (vf)((vi)z[i] & keep));
+            } else {
+                for (; k < khi; k++) {
+                    float z[6];
+                    FACET_WINO4_B(r[0][k], r[1][k], r[2][k], r[3][k], r[4][k], r[5][k], z[0], z[1], z[2], z[3], z[4],
+                                  z[5]);
+                    for (int i = 0; i < 6; i++)
+                        if (gr[i]) gr[i][x0 + k] += z[i];
+                }
+            }
+        }
+    }
+}
+
 int facet_conv_winograd_forward(const struct facet_conv_geom *g, float *out, const float *x, const float *u,
                                 const float *b, int64_t t0, int64_t t1, float *slot)
 {
-    const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g), ld = ld_of(g);
+    const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g), ld = ld_of(g), P = planes_of(g);
     const int64_t pc = plane_of(C, ld), po = plane_of(O, ld), up = uplane(g);
-    float *v = slot, *m = v + 16 * pc, *rows = m + 16 * po;
+    const int four = tile_m(g) == 4;
+    float *v = slot, *m = v + P * pc, *rows = m + P * po;
     int rc = 0;
     for (int64_t a = t0; a < t1; a += nb) {
         const int64_t z = a + nb < t1 ? a + nb : t1;
-        input_tiles(g, x, v, ld, a, z, rows);
-        for (int e = 0; e < 16; e++)
+        if (four) input_tiles4(g, x, v, ld, a, z, rows);
+        else input_tiles(g, x, v, ld, a, z, rows);
+        for (int64_t e = 0; e < P; e++)
             rc |= facet_blas_sgemm(0, 0, O, z - a, C, 1.0f, u + e * up, C, v + e * pc, ld, 0.0f, m + e * po, ld);
-        output_tiles(g, out, m, ld, a, z, b, rows);
+        if (four) output_tiles4(g, out, m, ld, a, z, b, rows);
+        else output_tiles(g, out, m, ld, a, z, b, rows);
     }
     return rc;
 }
@@ -496,25 +781,28 @@ int facet_conv_winograd_forward(const struct facet_conv_geom *g, float *out, con
 int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, float *du, int du_fresh,
                                  const float *gout, const float *x, const float *u, int64_t t0, int64_t t1, float *slot)
 {
-    const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g), ld = ld_of(g);
+    const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g), ld = ld_of(g), P = planes_of(g);
     const int64_t pc = plane_of(C, ld), po = plane_of(O, ld), up = uplane(g);
-    float *v = slot, *m = v + 16 * pc, *rows = m + 16 * po;
+    const int four = tile_m(g) == 4;
+    float *v = slot, *m = v + P * pc, *rows = m + P * po;
     int rc = 0;
     for (int64_t a = t0; a < t1; a += nb) {
         const int64_t z = a + nb < t1 ? a + nb : t1, n = z - a;
-        grad_out_tiles(g, gout, m, ld, a, z, rows);
+        if (four) grad_out_tiles4(g, gout, m, ld, a, z, rows);
+        else grad_out_tiles(g, gout, m, ld, a, z, rows);
         if (du) {
-            input_tiles(g, x, v, ld, a, z, rows);
-            /* the first GEMM of a fresh du overwrites it: no memset of 16 O C floats */
+            if (four) input_tiles4(g, x, v, ld, a, z, rows);
+            else input_tiles(g, x, v, ld, a, z, rows);
+            /* the first GEMM of a fresh du overwrites it: no memset of P O C floats */
             const float beta = du_fresh && a == t0 ? 0.0f : 1.0f;
-            for (int e = 0; e < 16; e++)
-                rc |= facet_blas_sgemm(0, 1, O, C, n, 1.0f, m + e * po, ld, v + e * pc, ld, beta,
-                                       du + e * up, C);
+            for (int64_t e = 0; e < P; e++)
+                rc |= facet_blas_sgemm(0, 1, O, C, n, 1.0f, m + e * po, ld, v + e * pc, ld, beta, du + e * up, C);
         }
         if (gx) {
-            for (int e = 0; e < 16; e++)
+            for (int64_t e = 0; e < P; e++)
                 rc |= facet_blas_sgemm(1, 0, C, n, O, 1.0f, u + e * up, C, m + e * po, ld, 0.0f, v + e * pc, ld);
-            grad_input_tiles(g, gx, v, ld, a, z, rows);
+            if (four) grad_input_tiles4(g, gx, v, ld, a, z, rows);
+            else grad_input_tiles(g, gx, v, ld, a, z, rows);
         }
     }
     return rc;

@@ -13,6 +13,12 @@
  *     (A grad_Y A^T) (.) (B^T d B) ] G.
  * Every coefficient is 0, +-1 or +-1/2, so the transforms add rounding of a
  * few ulps and never overflow where the direct sum would not.
+ *
+ * F(4x4, 3x3) (the second half of this file) works the same way on 6x6 input
+ * tiles and 4x4 output tiles, with 36 transform elements: 4x fewer
+ * multiplications than the direct sum where F(2x2, 3x3) has 2.25x. Its
+ * coefficients reach 8 and 1/24 (interpolation points 0, +-1, +-2), so its
+ * results carry rounding of about ten times F(2x2, 3x3)'s.
  */
 #ifndef FACET_CONV_WINOGRAD_MATH_H
 #define FACET_CONV_WINOGRAD_MATH_H
@@ -99,6 +105,85 @@ FACET_HD void facet_wino_filter_grad_add(const float *u, int64_t us, float *g)
     for (int i = 0; i < 3; i++) {
         float r0, r1, r2;
         facet_wino_gt(t[i][0], t[i][1], t[i][2], t[i][3], &r0, &r1, &r2);
+        g[3 * i] += r0, g[3 * i + 1] += r1, g[3 * i + 2] += r2;
+    }
+}
+
+/* ---- F(4x4, 3x3) ------------------------------------------------------------------ */
+
+/* B^T d: the 6x6 input tile's transform, rows 4 0 -5 0 1 0 / 0 -4 -4 1 1 0 /
+ * 0 4 -4 -1 1 0 / 0 -2 -1 2 1 0 / 0 2 -1 -2 1 0 / 0 4 0 -5 0 1 (t: a scratch
+ * of the same type). */
+#define FACET_WINO4_BT(d0, d1, d2, d3, d4, d5, v0, v1, v2, v3, v4, v5, t)        \
+    ((v0) = 4.0f * (d0) - 5.0f * (d2) + (d4), (v5) = 4.0f * (d1) - 5.0f * (d3) + (d5), \
+     (t) = (d4) - 4.0f * (d2), (v1) = (t) - (4.0f * (d1) - (d3)), (v2) = (t) + (4.0f * (d1) - (d3)), \
+     (t) = (d4) - (d2), (v3) = (t) - 2.0f * ((d1) - (d3)), (v4) = (t) + 2.0f * ((d1) - (d3)))
+
+/* B x: the adjoint of B^T, for grad_x. */
+#define FACET_WINO4_B(x0, x1, x2, x3, x4, x5, z0, z1, z2, z3, z4, z5)                        \
+    ((z0) = 4.0f * (x0), (z1) = 4.0f * ((x2) - (x1)) + 2.0f * ((x4) - (x3)) + 4.0f * (x5),   \
+     (z2) = -5.0f * (x0) - 4.0f * ((x1) + (x2)) - ((x3) + (x4)),                            \
+     (z3) = ((x1) - (x2)) + 2.0f * ((x3) - (x4)) - 5.0f * (x5), (z4) = (x0) + ((x1) + (x2)) + ((x3) + (x4)), \
+     (z5) = (x5))
+
+/* A^T m: six products back to four outputs, rows 1 1 1 1 1 0 / 0 1 -1 2 -2 0 /
+ * 0 1 1 4 4 0 / 0 1 -1 8 -8 1 (a, b, c, d: scratch). */
+#define FACET_WINO4_AT(m0, m1, m2, m3, m4, m5, y0, y1, y2, y3, a, b, c, d)                          \
+    ((a) = (m1) + (m2), (b) = (m1) - (m2), (c) = (m3) + (m4), (d) = (m3) - (m4), (y0) = (m0) + (a) + (c), \
+     (y1) = (b) + 2.0f * (d), (y2) = (a) + 4.0f * (c), (y3) = (b) + 8.0f * (d) + (m5))
+
+/* A y: the adjoint of A^T, for grad_out (p, q, r, s: scratch). */
+#define FACET_WINO4_A(y0, y1, y2, y3, m0, m1, m2, m3, m4, m5, p, q, r, s)                              \
+    ((p) = (y0) + (y2), (q) = (y1) + (y3), (r) = (y0) + 4.0f * (y2), (s) = 2.0f * (y1) + 8.0f * (y3), \
+     (m0) = (y0), (m1) = (p) + (q), (m2) = (p) - (q), (m3) = (r) + (s), (m4) = (r) - (s), (m5) = (y3))
+
+/* G g: the filter's transform, rows 1/4 0 0 / -1/6 -1/6 -1/6 / -1/6 1/6 -1/6 /
+ * 1/24 1/12 1/6 / 1/24 -1/12 1/6 / 0 0 1 (h, k: scratch). */
+#define FACET_WINO4_G(g0, g1, g2, u0, u1, u2, u3, u4, u5, h, k)                                     \
+    ((h) = (g0) + (g2), (k) = 0.25f * (g0) + (g2), (u0) = 0.25f * (g0), (u1) = -((h) + (g1)) * (1.0f / 6.0f), \
+     (u2) = -((h) - (g1)) * (1.0f / 6.0f), (u3) = ((k) + 0.5f * (g1)) * (1.0f / 6.0f),               \
+     (u4) = ((k) - 0.5f * (g1)) * (1.0f / 6.0f), (u5) = (g2))
+
+/* G^T u: the adjoint of G (a, b, c, d: scratch). */
+#define FACET_WINO4_GT(u0, u1, u2, u3, u4, u5, g0, g1, g2, a, b, c, d)                                        \
+    ((a) = (u1) + (u2), (b) = (u2) - (u1), (c) = (u3) + (u4), (d) = (u3) - (u4),                               \
+     (g0) = 0.25f * (u0) + (0.25f * (c) - (a)) * (1.0f / 6.0f), (g1) = ((b) + 0.5f * (d)) * (1.0f / 6.0f), \
+     (g2) = ((c) - (a)) * (1.0f / 6.0f) + (u5))
+
+/* U = G g G^T for one 3x3 filter g (row-major): element (i, j) at u[(6 i + j) us].
+ * A macro of scalars, so that a loop over filters inlines and vectorises it
+ * (GCC calls the function instead). */
+#define FACET_WINO4_ROW_(u, us, i, x, y, z, h, k)                                                       \
+    FACET_WINO4_G(x, y, z, (u)[(6 * i) * (us)], (u)[(6 * i + 1) * (us)], (u)[(6 * i + 2) * (us)],       \
+                  (u)[(6 * i + 3) * (us)], (u)[(6 * i + 4) * (us)], (u)[(6 * i + 5) * (us)], h, k)
+#define FACET_WINO4_FILTER(g, u, us)                                                                   \
+    do {                                                                                               \
+        float h_, k_, a0_, a1_, a2_, a3_, a4_, a5_, b0_, b1_, b2_, b3_, b4_, b5_, c0_, c1_, c2_, c3_, c4_, c5_; \
+        FACET_WINO4_G((g)[0], (g)[3], (g)[6], a0_, a1_, a2_, a3_, a4_, a5_, h_, k_);                   \
+        FACET_WINO4_G((g)[1], (g)[4], (g)[7], b0_, b1_, b2_, b3_, b4_, b5_, h_, k_);                   \
+        FACET_WINO4_G((g)[2], (g)[5], (g)[8], c0_, c1_, c2_, c3_, c4_, c5_, h_, k_);                   \
+        FACET_WINO4_ROW_(u, us, 0, a0_, b0_, c0_, h_, k_);                                             \
+        FACET_WINO4_ROW_(u, us, 1, a1_, b1_, c1_, h_, k_);                                             \
+        FACET_WINO4_ROW_(u, us, 2, a2_, b2_, c2_, h_, k_);                                             \
+        FACET_WINO4_ROW_(u, us, 3, a3_, b3_, c3_, h_, k_);                                             \
+        FACET_WINO4_ROW_(u, us, 4, a4_, b4_, c4_, h_, k_);                                             \
+        FACET_WINO4_ROW_(u, us, 5, a5_, b5_, c5_, h_, k_);                                             \
+    } while (0)
+FACET_HD void facet_wino4_filter(const float *g, float *u, int64_t us)
+{
+    FACET_WINO4_FILTER(g, u, us);
+}
+
+/* g += G^T U G for one filter's gradient (U's element (i, j) at u[(6 i + j) us]). */
+FACET_HD void facet_wino4_filter_grad_add(const float *u, int64_t us, float *g)
+{
+    float a, b, c, d, t[3][6];   /* G^T U, by columns of U */
+    for (int j = 0; j < 6; j++)
+        FACET_WINO4_GT(u[j * us], u[(6 + j) * us], u[(12 + j) * us], u[(18 + j) * us], u[(24 + j) * us],
+                       u[(30 + j) * us], t[0][j], t[1][j], t[2][j], a, b, c, d);
+    for (int i = 0; i < 3; i++) {
+        float r0, r1, r2;
+        FACET_WINO4_GT(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], r0, r1, r2, a, b, c, d);
         g[3 * i] += r0, g[3 * i + 1] += r1, g[3 * i + 2] += r2;
     }
 }
