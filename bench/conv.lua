@@ -3,8 +3,9 @@
 -- layers at batch 32, next to the machine's GEMM rate (a 2048^3 matmul timed
 -- in the same run). FLOPs are the convolution's multiply-adds x 2 (x 2 again
 -- for backward), whatever path computes them. On the CPU, layers that run as
--- Winograd F(2x2, 3x3) (3x3, stride 1, >= 16 channels) are timed again with
--- FACET_CONV_WINOGRAD=0 (im2col) in the same run: the "x im2col" columns.
+-- Winograd (3x3, stride 1, >= 16 channels, F(4x4, 3x3) by default) are timed
+-- again with FACET_CONV_WINOGRAD=0 (im2col) and =2 (F(2x2, 3x3)) in the same
+-- run: the "x im2col" and "x F2x2" columns (>1: the default is faster).
 -- Usage: bin/facet run bench/conv.lua [--batch 32] [--reps 3] [--threads N] [--device cpu|cuda]
 --        [--slots N]   (CPU: force a workspace of N column slots instead of the recommended size;
 --                       im2col layers only)
@@ -74,7 +75,7 @@ print(("device %s, threads %d, BLAS %s, batch %d"):format(dev, facet.get_threads
 print(("GEMM 2048^3 (a:matmul(b)): %.1f GFLOP/s"):format(gemm))
 if dev == "cpu" and common.blas_note() then print(common.blas_note()) end
 print(("%-28s %10s %9s %6s %10s %9s %6s %9s %s"):format("layer", "fwd ms", "GFLOP/s", "%GEMM", "bwd ms", "GFLOP/s",
-  "%GEMM", "ws MB", dev == "cpu" and "  x im2col fwd  bwd" or ""))
+  "%GEMM", "ws MB", dev == "cpu" and "  x im2col fwd  bwd    x F2x2 fwd  bwd" or ""))
 
 -- sets FACET_CONV_WINOGRAD (conv_winograd.c reads it at each call); nil restores the user's
 local function winograd(v)
@@ -121,8 +122,10 @@ for _, l in ipairs(layers) do
   if wino then
     winograd("0")
     local c_f, c_b = time(cols)
+    winograd("2")
+    local w_f, w_b = time(ws_size())
     winograd()
-    vs = ("  %12.2f %4.2f"):format(c_f / t_f, c_b / t_b)
+    vs = ("  %12.2f %4.2f  %12.2f %4.2f"):format(c_f / t_f, c_b / t_b, w_f / t_f, w_b / t_b)
   end
   local flops = 2 * N * o * ho * ho * (ch / g) * k * k
   local gf, gb_ = flops / t_f / 1e9, 2 * flops / t_b / 1e9

@@ -22,9 +22,10 @@
  *   WINOGRAD   CPU only: 3x3, stride 1, one group, >= 16 channels each way,
  *              outputs >= 4 x 4 (an IResNet's layers but its stem and
  *              strided ones):
- *              Winograd F(2x2, 3x3), 16 GEMMs over transformed tiles with
- *              2.25x fewer multiplications (conv_winograd.c). The workspace
- *              holds the transformed filters, then the slots.
+ *              Winograd F(4x4, 3x3) (or F(2x2, 3x3)), 36 (16) GEMMs over
+ *              transformed tiles with 4x (2.25x) fewer multiplications
+ *              (conv_winograd.c). The workspace holds the transformed
+ *              filters, then the slots.
  *
  * Threads. The workspace holds S "slots" of one band's K x (rows Wo) floats. With S > 1, images
  * run in parallel, one per thread and slot, each GEMM on one thread (OpenMP

@@ -1,9 +1,11 @@
 /*
- * conv_winograd.c - the CPU's Winograd F(2x2, 3x3) convolution: stride 1,
- * 3x3 layers (most of an IResNet's work) with 2.25x fewer multiplications
- * than im2col's GEMM. The transforms are conv_winograd_math.h; this file
- * moves tiles between the NCHW tensors and the transformed domain and runs
- * 16 GEMMs, one per transform element e, over a range of tiles:
+ * conv_winograd.c - the CPU's Winograd convolutions: stride 1, 3x3 layers
+ * (most of an IResNet's work) as F(4x4, 3x3), with 4x fewer multiplications
+ * than im2col's GEMM, or F(2x2, 3x3) (2.25x fewer, the direct sum's
+ * accuracy) with FACET_CONV_WINOGRAD=2. The transforms are
+ * conv_winograd_math.h; this file moves tiles between the NCHW tensors and
+ * the transformed domain and runs P GEMMs (P = 36 or 16), one per transform
+ * element e, over a range of tiles:
  *
  *   forward      V_e [C x n] = (B^T d B)_e of n input tiles
  *                M_e [O x n] = U_e [O x C] V_e          (U_e: the filters)
@@ -12,9 +14,9 @@
  *                dU_e [O x C] += dM_e V_e^T             (grad_weight, later G^T dU G)
  *                V_e [C x n] = U_e^T dM_e; grad_x tiles += B V B^T
  *
- * Each 2-D transform runs as a 4-point transform down the columns of a whole
- * row of tiles (vectorised, one pass over x) and then one along each tile's
- * rows. conv.c owns the threads and the workspace (conv_winograd.h).
+ * Each 2-D transform runs as a 1-D one down the columns of a whole row of
+ * tiles and then one along each tile's rows, 8 tiles at a time in vector
+ * registers. conv.c owns the threads and the workspace (conv_winograd.h).
  */
 #include "conv_winograd.h"
 #include "conv_winograd_math.h"
@@ -26,8 +28,8 @@
  * (32 to 512 tiles measured about even in the backward, 64 best in the
  * forward). Measured on 2 Zen 5 cores (bench/conv.lua). With the vector
  * transforms, layers of 16 channels each way gain 1.3-1.5x over im2col and
- * outputs of 4 x 4 to 7 x 7 1.0-1.4x; 8 channels (0.9-1.0x) and 3-channel
- * stems do not. */
+ * outputs of 4 x 4 to 7 x 7 1.0-1.4x (F(2x2, 3x3)); 8 channels (0.9-1.0x)
+ * and 3-channel stems do not. */
 enum { WINO_TILES = 64, WINO_MIN_CHANNELS = 16, WINO_MIN_SIDE = 4 };
 
 int facet_conv_winograd_fits(const struct facet_conv_geom *g)
