@@ -545,6 +545,27 @@ describe("conv2d", function()
     end)
   end)
 
+  it("CPU: Winograd F(4x4, 3x3) up to 32 MiB of transformed filters, F(2x2, 3x3) beyond", function()
+    keeping_threads(function()
+      facet.set_threads(1)
+      local function ws_of(L)
+        local d = inputs(L, 980, "cpu")
+        local e = ffi.new("int64_t[1]")
+        core.check(C.facet_conv2d_workspace_size(e, d.x.h, d.w.h, d.s))
+        return tonumber(e[0])
+      end
+      -- 256 -> 512: 36 x 131,072 floats (18 MiB); 4 x 6 outputs, 2 tiles of 4 x 4, ld 2 + 8,
+      -- row buffers of 4 x 2 + 2 floats
+      local shared4 = 36 * (512 * 256 + 32)
+      assert.are.equal(shared4 + 36 * ((256 * 10 + 32) + (512 * 10 + 32)) + 24 * 96,
+        ws_of(layer { n = 1, c = 256, h = 4, w = 6, o = 512, k = 3, p = 1 }))
+      -- 512 -> 512 would be 36 x 262,144 floats (36 MiB): 16 planes, 2 x 3 tiles of 2 x 2
+      local shared2 = 16 * (512 * 512 + 32)
+      assert.are.equal(shared2 + 16 * ((512 * 14 + 32) + (512 * 14 + 32)) + 16 * 96,
+        ws_of(layer { n = 1, c = 512, h = 4, w = 6, o = 512, k = 3, p = 1 }))
+    end)
+  end)
+
   it("CPU: a Winograd layer's large values keep the direct sum's relative accuracy", function()
     -- inputs of magnitude 1e3, filter taps of magnitudes 1 and 1e-3 side by side: F(2x2, 3x3)'s
     -- transforms only add and halve, F(4x4, 3x3)'s scale by at most 8 and 1/24, so the error

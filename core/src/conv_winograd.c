@@ -42,11 +42,17 @@ int facet_conv_winograd_fits(const struct facet_conv_geom *g)
 }
 
 /* The output tile's side: 4 (F(4x4, 3x3)) unless FACET_CONV_WINOGRAD=2 asks
- * for F(2x2, 3x3). */
+ * for F(2x2, 3x3), or the layer's 36 O C transformed filters would pass
+ * WINO4_MAX_FILTERS floats (32 MiB: 512 -> 512 channels). The backward keeps
+ * a copy of them per chunk of images for grad_weight (conv.c, 2 chunks a
+ * thread): F(2x2, 3x3)'s 16 O C there keeps that memory where it was, at a
+ * cost of 1.1x in that layer's backward and 1.5x in its forward. */
+enum { WINO4_MAX_FILTERS = 1 << 23 };
 static int64_t tile_m(const struct facet_conv_geom *g)
 {
     const char *env = getenv("FACET_CONV_WINOGRAD");
-    return env && env[0] == '2' && env[1] == '\0' ? 2 : 4;
+    if (env && env[0] == '2' && env[1] == '\0') return 2;
+    return 36 * g->o * g->c > WINO4_MAX_FILTERS ? 2 : 4;
 }
 
 /* Transform elements: (m + 2)^2, 16 or 36. */
