@@ -173,6 +173,9 @@ void facet_conv_winograd_filter_grads(const struct facet_conv_geom *g, float *gw
  * ones: the even and odd split (and the interleave back) are the only
  * shuffles. */
 enum { VL = 8 };
+/* Helpers of the FACET_CLONES loops: inlined into each clone, so that they
+ * get its instruction set (a call would run the baseline's code). */
+#define WINO_INLINE static inline __attribute__((always_inline))
 typedef float vf __attribute__((vector_size(32)));
 typedef int32_t vi __attribute__((vector_size(32)));
 typedef float vfu __attribute__((vector_size(32), aligned(4), may_alias));   /* unaligned loads and stores */
@@ -207,7 +210,7 @@ enum { PREFETCH = 2 };
 
 /* d [0, w) = s [0, w) for w <= 4 VL: whole vectors, then one that overlaps
  * the last (a copy, so harmless) where w >= VL, floats one by one below. */
-static inline void put_part(float *d, const float *s, int64_t w)
+WINO_INLINE void put_part(float *d, const float *s, int64_t w)
 {
     int64_t k = 0;
     for (; k + VL <= w; k += VL) VSTORE(d + k, VLOAD(s + k));
@@ -220,7 +223,7 @@ static inline void put_part(float *d, const float *s, int64_t w)
 
 /* d [0, len) = row r's floats [k0 + klo, k0 + khi) at [klo, khi), zeros around
  * them (all zeros for r == NULL); d has room for len rounded up to a vector. */
-static inline void padded_row(float *d, const float *r, int64_t k0, int64_t klo, int64_t khi, int64_t len)
+WINO_INLINE void padded_row(float *d, const float *r, int64_t k0, int64_t klo, int64_t khi, int64_t len)
 {
     const vf zero = { 0 };
     if (!r || khi <= klo) {
@@ -236,6 +239,38 @@ static inline void padded_row(float *d, const float *r, int64_t k0, int64_t klo,
             for (; k < khi; k++) d[k] = r[k0 + k];
     }
     for (k = khi; k < len; k++) d[k] = 0.0f;
+}
+
+/* grad_x's rows gr[0, n) (NULL: a row outside x; the span's column k at
+ * x0 + k) += B down the columns [klo, khi) of the n rows r: F(2x2, 3x3)'s B
+ * for n = 4, F(4x4, 3x3)'s for n = 6. Whole vectors, then one that ends at
+ * khi and overlaps the one before, its lanes below the overlap adding zero;
+ * rows shorter than a vector one column at a time. */
+WINO_INLINE void add_columns(int n, float *const *gr, const float *const *r, int64_t x0, int64_t klo, int64_t khi)
+{
+    int64_t k = klo;
+    while (k < khi && khi - klo >= VL) {
+        const int64_t at = k + VL <= khi ? k : khi - VL;
+        const vi keep = *(const viu *)(keep_from + VL - (k - at));   /* all lanes but for the last vector */
+        vf z[6];
+        if (n == 4) {
+            const vf a0 = VLOAD(r[0] + at), a1 = VLOAD(r[1] + at), a2 = VLOAD(r[2] + at), a3 = VLOAD(r[3] + at);
+            FACET_WINO_B(a0, a1, a2, a3, z[0], z[1], z[2], z[3]);
+        } else {
+            FACET_WINO4_B(VLOAD(r[0] + at), VLOAD(r[1] + at), VLOAD(r[2] + at), VLOAD(r[3] + at), VLOAD(r[4] + at),
+                          VLOAD(r[5] + at), z[0], z[1], z[2], z[3], z[4], z[5]);
+        }
+        for (int i = 0; i < n; i++)
+            if (gr[i]) VSTORE(gr[i] + (x0 + at), VLOAD(gr[i] + (x0 + at)) + (vf)((vi)z[i] & keep));
+        k = at + VL;
+    }
+    for (; k < khi; k++) {
+        float z[6];
+        if (n == 4) facet_wino_b(r[0][k], r[1][k], r[2][k], r[3][k], &z[0], &z[1], &z[2], &z[3]);
+        else FACET_WINO4_B(r[0][k], r[1][k], r[2][k], r[3][k], r[4][k], r[5][k], z[0], z[1], z[2], z[3], z[4], z[5]);
+        for (int i = 0; i < n; i++)
+            if (gr[i]) gr[i][x0 + k] += z[i];
+    }
 }
 
 /* ---- tiles -------------------------------------------------------------------- */
@@ -258,6 +293,14 @@ static int next_span(const struct facet_conv_geom *g, int64_t t0, int64_t *t, in
     return 1;
 }
 
+/* The output columns of a span: m (txb - txa), fewer where Wo is not a
+ * multiple of m and the row's last tile is part empty. */
+static int64_t span_out_cols(const struct facet_conv_geom *g, const struct span *s)
+{
+    const int64_t m = tile_m(g), cols = m * (s->txb - s->txa), left = g->wo - m * s->txa;
+    return cols < left ? cols : left;
+}
+
 /* The input columns of a span (x's column of its k = 0, and the k range
  * [*klo, *khi) that lies inside x) and its length m (txb - txa) + 2. */
 static int64_t span_cols(const struct facet_conv_geom *g, const struct span *s, int64_t *x0, int64_t *klo, int64_t *khi)
@@ -272,67 +315,6 @@ static int64_t span_cols(const struct facet_conv_geom *g, const struct span *s, 
     return len;
 }
 
-/* v [16][C][ld] of tiles [t0, t1) from x. A channel goes through three
- * steps: its four input rows copied with their zero padding, B^T down the
- * columns (the even and the odd ones apart), B^T along each tile's row.
- * They run one channel apart (a loop turn copies channel c, transforms
- * channel c - 1's columns and channel c - 2's rows), so that no load reads
- * a buffer that stores wrote moments before at another offset, which would
- * wait for the stores to reach the cache. rows: two sets of four padded
- * rows, then two sets of four rows of even and odd columns. */
-FACET_CLONES static void input_tiles(const struct facet_conv_geom *g, const float *x, float *v, int64_t ld, int64_t t0,
-                                     int64_t t1, float *rows)
-{
-    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld);
-    struct span s;
-    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
-        int64_t x0, klo, khi, len = span_cols(g, &s, &x0, &klo, &khi), nt = s.txb - s.txa;
-        for (int64_t c = 0; c < C + 2; c++) {
-            if (c < C) {
-                const float *xc = x + (s.n * C + c) * H * W;
-                float *pr = rows + (c & 1) * 4 * rl;
-                for (int i = 0; i < 4; i++) {
-                    int64_t y = 2 * s.ty - g->ph + i;
-                    padded_row(pr + i * rl, y >= 0 && y < H ? xc + y * W : NULL, x0, klo, khi, len);
-                    if (c + PREFETCH < C && y >= 0 && y < H && klo < khi)
-                        PREFETCH_ROW(xc + PREFETCH * H * W + y * W, x0 + klo, x0 + khi, 0);
-                }
-            }
-            if (c >= 1 && c <= C) {
-                /* column pair p is tile p's first two columns and tile p - 1's last two */
-                const float *pr = rows + ((c - 1) & 1) * 4 * rl;
-                float *ev = rows + (8 + ((c - 1) & 1) * 4) * rl, *od = ev + rl / 2;
-                for (int64_t p = 0; p <= nt; p += VL) {
-                    vf e[4], o[4], r0, r1, r2, r3;
-                    for (int i = 0; i < 4; i++) {
-                        vf a = VLOAD(pr + i * rl + 2 * p), b = VLOAD(pr + i * rl + 2 * p + VL);
-                        e[i] = VEVEN(a, b), o[i] = VODD(a, b);
-                    }
-                    FACET_WINO_BT(e[0], e[1], e[2], e[3], r0, r1, r2, r3);
-                    VSTORE(ev + p, r0), VSTORE(ev + rl + p, r1), VSTORE(ev + 2 * rl + p, r2), VSTORE(ev + 3 * rl + p, r3);
-                    FACET_WINO_BT(o[0], o[1], o[2], o[3], r0, r1, r2, r3);
-                    VSTORE(od + p, r0), VSTORE(od + rl + p, r1), VSTORE(od + 2 * rl + p, r2), VSTORE(od + 3 * rl + p, r3);
-                }
-            }
-            if (c >= 2) {
-                /* a tile's columns are pairs q and q + 1 */
-                const float *ev = rows + (8 + (c & 1) * 4) * rl, *od = ev + rl / 2;
-                float *vc = v + (c - 2) * ld + s.col;
-                for (int i = 0; i < 4; i++) {
-                    const float *e = ev + i * rl, *o = od + i * rl;
-                    float *v0 = vc + (4 * i) * plane, *v1 = v0 + plane, *v2 = v1 + plane, *v3 = v2 + plane;
-                    for (int64_t q = 0; q < nt; q += VL) {
-                        vf d0 = VLOAD(e + q), d1 = VLOAD(o + q), d2 = VLOAD(e + q + 1), d3 = VLOAD(o + q + 1);
-                        vf r0, r1, r2, r3;
-                        FACET_WINO_BT(d0, d1, d2, d3, r0, r1, r2, r3);
-                        VSTORE(v0 + q, r0), VSTORE(v1 + q, r1), VSTORE(v2 + q, r2), VSTORE(v3 + q, r3);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /* out's tiles [t0, t1) = A^T M A (+ b) from m [16][O][ld]. rows: two rows of
  * 32 floats for a row's last, partial vectors. */
 FACET_CLONES static void output_tiles(const struct facet_conv_geom *g, float *out, const float *m, int64_t ld,
@@ -343,8 +325,7 @@ FACET_CLONES static void output_tiles(const struct facet_conv_geom *g, float *ou
     struct span s;
     for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
         const int64_t nt = s.txb - s.txa, oy = 2 * s.ty;
-        /* out's columns in the span; an odd Wo leaves the last tile half */
-        const int64_t cols = 2 * nt < Wo - 2 * s.txa ? 2 * nt : Wo - 2 * s.txa;
+        const int64_t cols = span_out_cols(g, &s);
         const int second = oy + 1 < Ho;
         for (int64_t o = 0; o < O; o++) {
             const float *mo = m + o * ld + s.col;
@@ -394,8 +375,7 @@ FACET_CLONES static void grad_out_tiles(const struct facet_conv_geom *g, const f
     struct span s;
     for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
         const int64_t nt = s.txb - s.txa, y0 = 2 * s.ty;
-        /* grad_out's columns in the span; an odd Wo leaves the last tile half */
-        const int64_t cols = 2 * nt < Wo - 2 * s.txa ? 2 * nt : Wo - 2 * s.txa;
+        const int64_t cols = span_out_cols(g, &s);
         const int second = y0 + 1 < Ho;
         for (int64_t o = 0; o < O; o++) {
             const float *r0 = gout + ((s.n * O + o) * Ho + y0) * Wo + 2 * s.txa, *r1 = r0 + Wo;
@@ -437,83 +417,6 @@ FACET_CLONES static void grad_out_tiles(const struct facet_conv_geom *g, const f
     }
 }
 
-/* gx += B V B^T of the tiles [t0, t1) in v [16][C][ld]. B along the tiles'
- * rows runs a channel ahead of B down the columns (as in input_tiles: no
- * load right after stores at another offset). rows: two sets of four rows of
- * grad_x's columns. */
-FACET_CLONES static void grad_input_tiles(const struct facet_conv_geom *g, float *gx, const float *v, int64_t ld,
-                                          int64_t t0, int64_t t1, float *rows)
-{
-    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld);
-    const vf zero = { 0 };
-    struct span s;
-    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
-        int64_t x0, klo, khi, nt = s.txb - s.txa;
-        span_cols(g, &s, &x0, &klo, &khi);
-        for (int64_t c = 0; c <= C; c++) {
-            if (c < C) {
-                /* B along each tile's rows; a tile's last two columns are its right
-                 * neighbour's first two, so column 2q sums tile q's z0 and tile q-1's z2 */
-                const float *vc = v + c * ld + s.col;
-                float *rs = rows + (c & 1) * 4 * rl;
-                for (int i = 0; i < 4; i++) {
-                    const float *v0 = vc + (4 * i) * plane, *v1 = v0 + plane, *v2 = v1 + plane, *v3 = v2 + plane;
-                    float *r = rs + i * rl;
-                    vf prev2 = zero, prev3 = zero;
-                    for (int64_t q = 0; q < nt; q += VL) {
-                        const vf a0 = VLOAD(v0 + q), a1 = VLOAD(v1 + q), a2 = VLOAD(v2 + q), a3 = VLOAD(v3 + q);
-                        vf z0, z1, z2, z3;
-                        FACET_WINO_B(a0, a1, a2, a3, z0, z1, z2, z3);
-                        const vf e = z0 + VPREV(prev2, z2), od = z1 + VPREV(prev3, z3);
-                        VSTORE(r + 2 * q, VLO(e, od)), VSTORE(r + 2 * q + VL, VHI(e, od));
-                        prev2 = z2, prev3 = z3;
-                    }
-                    /* the last tile's right columns (over what the last vector's spare lanes wrote) */
-                    float z0, z1, z2, z3;
-                    facet_wino_b(v0[nt - 1], v1[nt - 1], v2[nt - 1], v3[nt - 1], &z0, &z1, &z2, &z3);
-                    r[2 * nt] = z2, r[2 * nt + 1] = z3;
-                }
-            }
-            if (c == 0) continue;
-            /* then B down the previous channel's columns, added into grad_x's rows inside x */
-            const float *r[4];
-            float *gc = gx + (s.n * C + c - 1) * H * W, *gr[4];
-            for (int i = 0; i < 4; i++) {
-                int64_t y = 2 * s.ty - g->ph + i;
-                r[i] = rows + (((c - 1) & 1) * 4 + i) * rl;
-                gr[i] = y >= 0 && y < H ? gc + y * W : NULL;   /* the span's k at x0 + k */
-                if (gr[i] && c - 1 + PREFETCH < C && klo < khi) PREFETCH_ROW(gr[i] + PREFETCH * H * W, x0 + klo, x0 + khi, 1);
-            }
-            int64_t k = klo;
-            for (; k + VL <= khi; k += VL) {
-                const vf a0 = VLOAD(r[0] + k), a1 = VLOAD(r[1] + k), a2 = VLOAD(r[2] + k), a3 = VLOAD(r[3] + k);
-                vf z[4];
-                FACET_WINO_B(a0, a1, a2, a3, z[0], z[1], z[2], z[3]);
-                for (int i = 0; i < 4; i++)
-                    if (gr[i]) VSTORE(gr[i] + (x0 + k), VLOAD(gr[i] + (x0 + k)) + z[i]);
-            }
-            if (k < khi && khi - klo >= VL) {
-                /* the last vector ends at khi and overlaps the one before: its
-                 * lanes below k add zero */
-                const int64_t kb = khi - VL;
-                const vi keep = *(const viu *)(keep_from + VL - (k - kb));
-                const vf a0 = VLOAD(r[0] + kb), a1 = VLOAD(r[1] + kb), a2 = VLOAD(r[2] + kb), a3 = VLOAD(r[3] + kb);
-                vf z[4];
-                FACET_WINO_B(a0, a1, a2, a3, z[0], z[1], z[2], z[3]);
-                for (int i = 0; i < 4; i++)
-                    if (gr[i]) VSTORE(gr[i] + (x0 + kb), VLOAD(gr[i] + (x0 + kb)) + (vf)((vi)z[i] & keep));
-            } else {
-                for (; k < khi; k++) {
-                    float z[4];
-                    facet_wino_b(r[0][k], r[1][k], r[2][k], r[3][k], &z[0], &z[1], &z[2], &z[3]);
-                    for (int i = 0; i < 4; i++)
-                        if (gr[i]) gr[i][x0 + k] += z[i];
-                }
-            }
-        }
-    }
-}
-
 /* ---- F(4x4, 3x3) tiles -------------------------------------------------------- */
 
 /* A tile's six input columns are 4q .. 4q + 5: columns 4k + r, phase r, of
@@ -533,59 +436,103 @@ FACET_CLONES static void grad_input_tiles(const struct facet_conv_geom *g, float
         VSTORE((d) + 2 * VL, VLO(e2_, o2_)), VSTORE((d) + 3 * VL, VHI(e2_, o2_));                 \
     } while (0)
 
-/* v [36][C][ld] of tiles [t0, t1) from x, as input_tiles: six padded input
- * rows, B^T down the columns of each phase, B^T along each tile's row (its
- * columns: phases 0-3 of vector q, phases 0-1 of q + 1), one channel apart.
- * rows: two sets of six padded rows, then two sets of six rows of four
- * phases (a quarter row each). */
-FACET_CLONES static void input_tiles4(const struct facet_conv_geom *g, const float *x, float *v, int64_t ld,
-                                      int64_t t0, int64_t t1, float *rows)
+/* B^T down the columns of one channel's n padded input rows pr (n = m + 2,
+ * a row buffer apart), split into the row's m phases (columns m k + r): phase
+ * r of output row i at ph + i rl + r rl / m. F(2x2, 3x3): column pair p is
+ * tile p's first two columns and tile p - 1's last two. */
+WINO_INLINE void tile_cols_bt(int n, const float *pr, float *ph, int64_t rl, int64_t nt)
 {
-    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), q4 = rl / 4;
+    for (int64_t p = 0; p <= nt; p += VL) {
+        if (n == 4) {
+            float *ev = ph, *od = ph + rl / 2;
+            vf e[4], o[4], r0, r1, r2, r3;
+            for (int i = 0; i < 4; i++) {
+                vf a = VLOAD(pr + i * rl + 2 * p), b = VLOAD(pr + i * rl + 2 * p + VL);
+                e[i] = VEVEN(a, b), o[i] = VODD(a, b);
+            }
+            FACET_WINO_BT(e[0], e[1], e[2], e[3], r0, r1, r2, r3);
+            VSTORE(ev + p, r0), VSTORE(ev + rl + p, r1), VSTORE(ev + 2 * rl + p, r2), VSTORE(ev + 3 * rl + p, r3);
+            FACET_WINO_BT(o[0], o[1], o[2], o[3], r0, r1, r2, r3);
+            VSTORE(od + p, r0), VSTORE(od + rl + p, r1), VSTORE(od + 2 * rl + p, r2), VSTORE(od + 3 * rl + p, r3);
+        } else {
+            vf d[6][4], t;
+            for (int i = 0; i < 6; i++) PHASES(pr + i * rl + 4 * p, d[i]);
+            for (int r = 0; r < 4; r++) {
+                vf o0, o1, o2, o3, o4, o5;
+                FACET_WINO4_BT(d[0][r], d[1][r], d[2][r], d[3][r], d[4][r], d[5][r], o0, o1, o2, o3, o4, o5, t);
+                float *o = ph + r * (rl / 4) + p;
+                VSTORE(o, o0), VSTORE(o + rl, o1), VSTORE(o + 2 * rl, o2);
+                VSTORE(o + 3 * rl, o3), VSTORE(o + 4 * rl, o4), VSTORE(o + 5 * rl, o5);
+            }
+        }
+    }
+}
+
+/* B^T along each tile's row, from tile_cols_bt's phases ph into the n x n
+ * planes (a plane apart) of one channel's V columns at vc. A tile's columns:
+ * F(2x2, 3x3) phases 0-1 of vector q and of q + 1; F(4x4, 3x3) phases 0-3 of
+ * q and 0-1 of q + 1. */
+WINO_INLINE void tile_rows_bt(int n, const float *ph, int64_t rl, int64_t nt, float *vc, int64_t plane)
+{
+    for (int i = 0; i < n; i++) {
+        const float *e = ph + i * rl;
+        float *vr = vc + (n * i) * plane;
+        for (int64_t q = 0; q < nt; q += VL) {
+            if (n == 4) {
+                const float *o = e + rl / 2;
+                vf d0 = VLOAD(e + q), d1 = VLOAD(o + q), d2 = VLOAD(e + q + 1), d3 = VLOAD(o + q + 1), r0, r1, r2, r3;
+                FACET_WINO_BT(d0, d1, d2, d3, r0, r1, r2, r3);
+                VSTORE(vr + q, r0), VSTORE(vr + plane + q, r1), VSTORE(vr + 2 * plane + q, r2), VSTORE(vr + 3 * plane + q, r3);
+            } else {
+                const int64_t q4 = rl / 4;
+                const vf d0 = VLOAD(e + q), d1 = VLOAD(e + q4 + q), d2 = VLOAD(e + 2 * q4 + q), d3 = VLOAD(e + 3 * q4 + q),
+                         d4 = VLOAD(e + q + 1), d5 = VLOAD(e + q4 + q + 1);
+                vf r0, r1, r2, r3, r4, r5, t;
+                FACET_WINO4_BT(d0, d1, d2, d3, d4, d5, r0, r1, r2, r3, r4, r5, t);
+                VSTORE(vr + q, r0), VSTORE(vr + plane + q, r1), VSTORE(vr + 2 * plane + q, r2);
+                VSTORE(vr + 3 * plane + q, r3), VSTORE(vr + 4 * plane + q, r4), VSTORE(vr + 5 * plane + q, r5);
+            }
+        }
+    }
+}
+
+/* v [P][C][ld] of tiles [t0, t1) from x. A channel goes through three
+ * steps: its m + 2 input rows copied with their zero padding, B^T down the
+ * columns (tile_cols_bt), B^T along each tile's row (tile_rows_bt). They run
+ * one channel apart (a loop turn copies channel c, transforms channel c - 1's
+ * columns and channel c - 2's rows), so that no load reads a buffer that
+ * stores wrote moments before at another offset, which would wait for the
+ * stores to reach the cache. rows: two sets of m + 2 padded rows, then two
+ * sets of m + 2 rows of phases. */
+FACET_CLONES static void input_tiles(const struct facet_conv_geom *g, const float *x, float *v, int64_t ld, int64_t t0,
+                                     int64_t t1, float *rows)
+{
+    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), m = tile_m(g);
+    const int n = (int)m + 2;
     struct span s;
     for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
         int64_t x0, klo, khi, len = span_cols(g, &s, &x0, &klo, &khi), nt = s.txb - s.txa;
         for (int64_t c = 0; c < C + 2; c++) {
             if (c < C) {
                 const float *xc = x + (s.n * C + c) * H * W;
-                float *pr = rows + (c & 1) * 6 * rl;
-                for (int i = 0; i < 6; i++) {
-                    int64_t y = 4 * s.ty - g->ph + i;
+                float *pr = rows + (c & 1) * n * rl;
+                for (int i = 0; i < n; i++) {
+                    int64_t y = m * s.ty - g->ph + i;
                     padded_row(pr + i * rl, y >= 0 && y < H ? xc + y * W : NULL, x0, klo, khi, len);
                     if (c + PREFETCH < C && y >= 0 && y < H && klo < khi)
                         PREFETCH_ROW(xc + PREFETCH * H * W + y * W, x0 + klo, x0 + khi, 0);
                 }
             }
             if (c >= 1 && c <= C) {
-                const float *pr = rows + ((c - 1) & 1) * 6 * rl;
-                float *ph = rows + (12 + ((c - 1) & 1) * 6) * rl;
-                for (int64_t p = 0; p <= nt; p += VL) {
-                    vf d[6][4], t;
-                    for (int i = 0; i < 6; i++) PHASES(pr + i * rl + 4 * p, d[i]);
-                    for (int r = 0; r < 4; r++) {
-                        vf o0, o1, o2, o3, o4, o5;
-                        FACET_WINO4_BT(d[0][r], d[1][r], d[2][r], d[3][r], d[4][r], d[5][r], o0, o1, o2, o3, o4, o5, t);
-                        float *o = ph + r * q4 + p;
-                        VSTORE(o, o0), VSTORE(o + rl, o1), VSTORE(o + 2 * rl, o2);
-                        VSTORE(o + 3 * rl, o3), VSTORE(o + 4 * rl, o4), VSTORE(o + 5 * rl, o5);
-                    }
-                }
+                const float *pr = rows + ((c - 1) & 1) * n * rl;
+                float *ph = rows + (2 * n + ((c - 1) & 1) * n) * rl;
+                if (n == 4) tile_cols_bt(4, pr, ph, rl, nt);
+                else tile_cols_bt(6, pr, ph, rl, nt);
             }
             if (c >= 2) {
-                const float *ph = rows + (12 + (c & 1) * 6) * rl;
-                float *vc = v + (c - 2) * ld + s.col;
-                for (int i = 0; i < 6; i++) {
-                    const float *e = ph + i * rl;
-                    float *vr = vc + (6 * i) * plane;
-                    for (int64_t q = 0; q < nt; q += VL) {
-                        const vf d0 = VLOAD(e + q), d1 = VLOAD(e + q4 + q), d2 = VLOAD(e + 2 * q4 + q),
-                                 d3 = VLOAD(e + 3 * q4 + q), d4 = VLOAD(e + q + 1), d5 = VLOAD(e + q4 + q + 1);
-                        vf r0, r1, r2, r3, r4, r5, t;
-                        FACET_WINO4_BT(d0, d1, d2, d3, d4, d5, r0, r1, r2, r3, r4, r5, t);
-                        VSTORE(vr + q, r0), VSTORE(vr + plane + q, r1), VSTORE(vr + 2 * plane + q, r2);
-                        VSTORE(vr + 3 * plane + q, r3), VSTORE(vr + 4 * plane + q, r4), VSTORE(vr + 5 * plane + q, r5);
-                    }
-                }
+                const float *ph = rows + (2 * n + (c & 1) * n) * rl;
+                if (n == 4) tile_rows_bt(4, ph, rl, nt, v + (c - 2) * ld + s.col, plane);
+                else tile_rows_bt(6, ph, rl, nt, v + (c - 2) * ld + s.col, plane);
             }
         }
     }
@@ -601,8 +548,7 @@ FACET_CLONES static void output_tiles4(const struct facet_conv_geom *g, float *o
     struct span s;
     for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
         const int64_t nt = s.txb - s.txa, oy = 4 * s.ty, nrow = Ho - oy < 4 ? Ho - oy : 4;
-        /* out's columns in the span; a Wo not a multiple of 4 leaves the last tile part empty */
-        const int64_t cols = 4 * nt < Wo - 4 * s.txa ? 4 * nt : Wo - 4 * s.txa;
+        const int64_t cols = span_out_cols(g, &s);
         for (int64_t o = 0; o < O; o++) {
             const float *mo = m + o * ld + s.col;
             const float bias = b ? b[o] : 0.0f;
@@ -647,7 +593,7 @@ FACET_CLONES static void grad_out_tiles4(const struct facet_conv_geom *g, const 
     struct span s;
     for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
         const int64_t nt = s.txb - s.txa, y0 = 4 * s.ty, nrow = Ho - y0 < 4 ? Ho - y0 : 4;
-        const int64_t cols = 4 * nt < Wo - 4 * s.txa ? 4 * nt : Wo - 4 * s.txa;
+        const int64_t cols = span_out_cols(g, &s);
         for (int64_t o = 0; o < O; o++) {
             const float *r0 = gout + ((s.n * O + o) * Ho + y0) * Wo + 4 * s.txa;
             float *mo = dm + o * ld + s.col;
@@ -686,82 +632,78 @@ FACET_CLONES static void grad_out_tiles4(const struct facet_conv_geom *g, const 
     }
 }
 
-/* gx += B V B^T of the tiles [t0, t1) in v [36][C][ld], as grad_input_tiles:
- * a tile's last two columns are its right neighbour's first two. rows: two
- * sets of six rows of grad_x's columns. */
-FACET_CLONES static void grad_input_tiles4(const struct facet_conv_geom *g, float *gx, const float *v, int64_t ld,
-                                           int64_t t0, int64_t t1, float *rows)
+/* B along the rows of one channel's tiles into r's n rows (n = 4 or 6, a
+ * row buffer apart) from vc, its V planes a plane apart; a tile's last two
+ * columns are its right neighbour's first two. F(2x2, 3x3): column 2q sums
+ * tile q's z0 and tile q-1's z2, columns split even and odd. F(4x4, 3x3):
+ * columns 4q and 4q + 1 add tile q-1's z4 and z5, columns in four phases. */
+WINO_INLINE void tile_rows_b(int n, const float *vc, int64_t plane, int64_t nt, float *r, int64_t rl)
 {
-    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld);
     const vf zero = { 0 };
+    for (int i = 0; i < n; i++, r += rl) {
+        const float *vr = vc + (n * i) * plane;
+        vf prev0 = zero, prev1 = zero;   /* the last tile's z2, z3 (z4, z5) */
+        for (int64_t q = 0; q < nt; q += VL) {
+            vf z[6];
+            if (n == 4) {
+                const vf a0 = VLOAD(vr + q), a1 = VLOAD(vr + plane + q), a2 = VLOAD(vr + 2 * plane + q),
+                         a3 = VLOAD(vr + 3 * plane + q);
+                FACET_WINO_B(a0, a1, a2, a3, z[0], z[1], z[2], z[3]);
+                const vf e = z[0] + VPREV(prev0, z[2]), od = z[1] + VPREV(prev1, z[3]);
+                VSTORE(r + 2 * q, VLO(e, od)), VSTORE(r + 2 * q + VL, VHI(e, od));
+                prev0 = z[2], prev1 = z[3];
+            } else {
+                FACET_WINO4_B(VLOAD(vr + q), VLOAD(vr + plane + q), VLOAD(vr + 2 * plane + q), VLOAD(vr + 3 * plane + q),
+                              VLOAD(vr + 4 * plane + q), VLOAD(vr + 5 * plane + q), z[0], z[1], z[2], z[3], z[4], z[5]);
+                vf ph[4] = { z[0] + VPREV(prev0, z[4]), z[1] + VPREV(prev1, z[5]), z[2], z[3] };
+                UNPHASES(ph, r + 4 * q);
+                prev0 = z[4], prev1 = z[5];
+            }
+        }
+        /* the last tile's right columns (over what the last vector's spare lanes wrote) */
+        const float *vl = vr + nt - 1;
+        float z[6];
+        if (n == 4) {
+            facet_wino_b(vl[0], vl[plane], vl[2 * plane], vl[3 * plane], &z[0], &z[1], &z[2], &z[3]);
+            r[2 * nt] = z[2], r[2 * nt + 1] = z[3];
+        } else {
+            FACET_WINO4_B(vl[0], vl[plane], vl[2 * plane], vl[3 * plane], vl[4 * plane], vl[5 * plane], z[0], z[1], z[2],
+                          z[3], z[4], z[5]);
+            r[4 * nt] = z[4], r[4 * nt + 1] = z[5];
+        }
+    }
+}
+
+/* gx += B V B^T of the tiles [t0, t1) in v [P][C][ld]. B along the tiles'
+ * rows (tile_rows_b) runs a channel ahead of B down the columns
+ * (add_columns), as in input_tiles: no load right after stores at another
+ * offset. rows: two sets of m + 2 rows of grad_x's columns. */
+FACET_CLONES static void grad_input_tiles(const struct facet_conv_geom *g, float *gx, const float *v, int64_t ld,
+                                          int64_t t0, int64_t t1, float *rows)
+{
+    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), m = tile_m(g);
+    const int n = (int)m + 2;
     struct span s;
     for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
         int64_t x0, klo, khi, nt = s.txb - s.txa;
         span_cols(g, &s, &x0, &klo, &khi);
         for (int64_t c = 0; c <= C; c++) {
             if (c < C) {
-                /* B along each tile's rows: columns 4q and 4q + 1 add tile q-1's z4 and z5 */
-                const float *vc = v + c * ld + s.col;
-                float *rs = rows + (c & 1) * 6 * rl;
-                for (int i = 0; i < 6; i++) {
-                    const float *vr = vc + (6 * i) * plane;
-                    float *r = rs + i * rl;
-                    vf prev4 = zero, prev5 = zero;
-                    for (int64_t q = 0; q < nt; q += VL) {
-                        const vf a0 = VLOAD(vr + q), a1 = VLOAD(vr + plane + q), a2 = VLOAD(vr + 2 * plane + q),
-                                 a3 = VLOAD(vr + 3 * plane + q), a4 = VLOAD(vr + 4 * plane + q),
-                                 a5 = VLOAD(vr + 5 * plane + q);
-                        vf z0, z1, z2, z3, z4, z5, ph[4];
-                        FACET_WINO4_B(a0, a1, a2, a3, a4, a5, z0, z1, z2, z3, z4, z5);
-                        ph[0] = z0 + VPREV(prev4, z4), ph[1] = z1 + VPREV(prev5, z5), ph[2] = z2, ph[3] = z3;
-                        UNPHASES(ph, r + 4 * q);
-                        prev4 = z4, prev5 = z5;
-                    }
-                    /* the last tile's right columns (over what the last vector's spare lanes wrote) */
-                    const float *vl = vr + nt - 1;
-                    float z0, z1, z2, z3, z4, z5;
-                    FACET_WINO4_B(vl[0], vl[plane], vl[2 * plane], vl[3 * plane], vl[4 * plane], vl[5 * plane], z0, z1, z2,
-                                  z3, z4, z5);
-                    (void)z0, (void)z1, (void)z2, (void)z3;
-                    r[4 * nt] = z4, r[4 * nt + 1] = z5;
-                }
+                if (n == 4) tile_rows_b(4, v + c * ld + s.col, plane, nt, rows + (c & 1) * 4 * rl, rl);
+                else tile_rows_b(6, v + c * ld + s.col, plane, nt, rows + (c & 1) * 6 * rl, rl);
             }
             if (c == 0) continue;
             /* then B down the previous channel's columns, added into grad_x's rows inside x */
             const float *r[6];
             float *gc = gx + (s.n * C + c - 1) * H * W, *gr[6];
-            for (int i = 0; i < 6; i++) {
-                int64_t y = 4 * s.ty - g->ph + i;
-                r[i] = rows + (((c - 1) & 1) * 6 + i) * rl;
+            for (int i = 0; i < n; i++) {
+                int64_t y = m * s.ty - g->ph + i;
+                r[i] = rows + (((c - 1) & 1) * n + i) * rl;
                 gr[i] = y >= 0 && y < H ? gc + y * W : NULL;   /* the span's k at x0 + k */
                 if (gr[i] && c - 1 + PREFETCH < C && klo < khi) PREFETCH_ROW(gr[i] + PREFETCH * H * W, x0 + klo, x0 + khi, 1);
             }
-            int64_t k = klo;
-            for (; k + VL <= khi; k += VL) {
-                vf z[6];
-                FACET_WINO4_B(VLOAD(r[0] + k), VLOAD(r[1] + k), VLOAD(r[2] + k), VLOAD(r[3] + k), VLOAD(r[4] + k),
-                              VLOAD(r[5] + k), z[0], z[1], z[2], z[3], z[4], z[5]);
-                for (int i = 0; i < 6; i++)
-                    if (gr[i]) VSTORE(gr[i] + (x0 + k), VLOAD(gr[i] + (x0 + k)) + z[i]);
-            }
-            if (k < khi && khi - klo >= VL) {
-                /* the last vector ends at khi and overlaps the one before: its lanes below k add zero */
-                const int64_t kb = khi - VL;
-                const vi keep = *(const viu *)(keep_from + VL - (k - kb));
-                vf z[6];
-                FACET_WINO4_B(VLOAD(r[0] + kb), VLOAD(r[1] + kb), VLOAD(r[2] + kb), VLOAD(r[3] + kb), VLOAD(r[4] + kb),
-                              VLOAD(r[5] + kb), z[0], z[1], z[2], z[3], z[4], z[5]);
-                for (int i = 0; i < 6; i++)
-                    if (gr[i]) VSTORE(gr[i] + (x0 + kb), VLOAD(gr[i] + (x0 + kb)) + (vf)((vi)z[i] & keep));
-            } else {
-                for (; k < khi; k++) {
-                    float z[6];
-                    FACET_WINO4_B(r[0][k], r[1][k], r[2][k], r[3][k], r[4][k], r[5][k], z[0], z[1], z[2], z[3], z[4],
-                                  z[5]);
-                    for (int i = 0; i < 6; i++)
-                        if (gr[i]) gr[i][x0 + k] += z[i];
-                }
-            }
+            if (n == 4) add_columns(4, gr, r, x0, klo, khi);
+            else add_columns(6, gr, r, x0, klo, khi);
         }
     }
 }
@@ -776,8 +718,7 @@ int facet_conv_winograd_forward(const struct facet_conv_geom *g, float *out, con
     int rc = 0;
     for (int64_t a = t0; a < t1; a += nb) {
         const int64_t z = a + nb < t1 ? a + nb : t1;
-        if (four) input_tiles4(g, x, v, ld, a, z, rows);
-        else input_tiles(g, x, v, ld, a, z, rows);
+        input_tiles(g, x, v, ld, a, z, rows);
         for (int64_t e = 0; e < P; e++)
             rc |= facet_blas_sgemm(0, 0, O, z - a, C, 1.0f, u + e * up, C, v + e * pc, ld, 0.0f, m + e * po, ld);
         if (four) output_tiles4(g, out, m, ld, a, z, b, rows);
@@ -799,8 +740,7 @@ int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, flo
         if (four) grad_out_tiles4(g, gout, m, ld, a, z, rows);
         else grad_out_tiles(g, gout, m, ld, a, z, rows);
         if (du) {
-            if (four) input_tiles4(g, x, v, ld, a, z, rows);
-            else input_tiles(g, x, v, ld, a, z, rows);
+            input_tiles(g, x, v, ld, a, z, rows);
             /* the first GEMM of a fresh du overwrites it: no memset of P O C floats */
             const float beta = du_fresh && a == t0 ? 0.0f : 1.0f;
             for (int64_t e = 0; e < P; e++)
@@ -809,8 +749,7 @@ int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, flo
         if (gx) {
             for (int64_t e = 0; e < P; e++)
                 rc |= facet_blas_sgemm(1, 0, C, n, O, 1.0f, u + e * up, C, m + e * po, ld, 0.0f, v + e * pc, ld);
-            if (four) grad_input_tiles4(g, gx, v, ld, a, z, rows);
-            else grad_input_tiles(g, gx, v, ld, a, z, rows);
+            grad_input_tiles(g, gx, v, ld, a, z, rows);
         }
     }
     return rc;
