@@ -93,16 +93,16 @@ static int64_t ld_of(const struct facet_conv_geom *g)
 
 /* Floats from one transform element's plane of V or M (rows channels x ld)
  * to the next: PLANE_PAD more than the rows, because with a multiple of 4 KiB
- * the 16 planes' stores of a tile all fall in one set of the L1 cache. */
+ * the P planes' stores of a tile all fall in one set of the L1 cache. */
 #define PLANE_PAD 32
 static int64_t plane_of(int64_t rows, int64_t ld)
 {
     return rows * ld + PLANE_PAD;
 }
 
-/* Floats from one plane of the transformed filters U [16][O][C] to the next
+/* Floats from one plane of the transformed filters U [P][O][C] to the next
  * (the same for their gradient dU), padded as V's and M's: the filter
- * transform's 16 stores then miss one another's L1 set (6% of a 256-channel
+ * transform's P stores then miss one another's L1 set (6% of a 256-channel
  * layer's step before). */
 static int64_t uplane(const struct facet_conv_geom *g)
 {
@@ -169,9 +169,10 @@ void facet_conv_winograd_filter_grads(const struct facet_conv_geom *g, float *gw
  * end: its extra lanes compute from the buffers' slack and land in V's and
  * M's spare columns (ld_of), or in a later run of the same GEMM, which
  * overwrites them; what reaches x, out and grad_x is cut to the row. Tiles
- * overlap by two columns, so a tile's four columns are two even and two odd
- * ones: the even and odd split (and the interleave back) are the only
- * shuffles. */
+ * overlap by two columns, so F(2x2, 3x3)'s tile has two even and two odd
+ * columns, F(4x4, 3x3)'s the four phases of a row (columns 4k + r) and two
+ * more: the even and odd split (twice for four phases) and the interleave
+ * back are the only shuffles. */
 enum { VL = 8 };
 /* Helpers of the FACET_CLONES loops: inlined into each clone, so that they
  * get its instruction set (a call would run the baseline's code). */
