@@ -184,14 +184,21 @@ typedef int32_t viu __attribute__((vector_size(32), aligned(4), may_alias));
 
 #define VLOAD(p) (*(const vfu *)(p))
 #define VSTORE(p, v) (*(vfu *)(p) = (v))
+/* lanes of a followed by b, by index (GCC's and clang's builtins, for the
+ * fuzzing build's clang) */
+#if defined(__clang__)
+#define VSHUF(a, b, ...) __builtin_shufflevector((a), (b), __VA_ARGS__)
+#else
+#define VSHUF(a, b, ...) __builtin_shuffle((a), (b), (vi){ __VA_ARGS__ })
+#endif
 /* the even and the odd floats of a followed by b */
-#define VEVEN(a, b) __builtin_shuffle((a), (b), (vi){ 0, 2, 4, 6, 8, 10, 12, 14 })
-#define VODD(a, b) __builtin_shuffle((a), (b), (vi){ 1, 3, 5, 7, 9, 11, 13, 15 })
+#define VEVEN(a, b) VSHUF(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
+#define VODD(a, b) VSHUF(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
 /* e and o interleaved (e0 o0 e1 o1 ...): the first VL floats, then the next */
-#define VLO(e, o) __builtin_shuffle((e), (o), (vi){ 0, 8, 1, 9, 2, 10, 3, 11 })
-#define VHI(e, o) __builtin_shuffle((e), (o), (vi){ 4, 12, 5, 13, 6, 14, 7, 15 })
+#define VLO(e, o) VSHUF(e, o, 0, 8, 1, 9, 2, 10, 3, 11)
+#define VHI(e, o) VSHUF(e, o, 4, 12, 5, 13, 6, 14, 7, 15)
 /* p's last lane, then a's lanes but the last: each lane gets its left neighbour's value */
-#define VPREV(p, a) __builtin_shuffle((p), (a), (vi){ 7, 8, 9, 10, 11, 12, 13, 14 })
+#define VPREV(p, a) VSHUF(p, a, 7, 8, 9, 10, 11, 12, 13, 14)
 /* VL zeros, then VL ones: the VL from keep_from + VL - d keep lanes d and above */
 static const int32_t keep_from[2 * VL] = { 0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1 };
 
