@@ -284,18 +284,26 @@ WINO_INLINE void add_columns(int n, float *const *gr, const float *const *r, int
 /* ---- tiles -------------------------------------------------------------------- */
 
 /* A run of tiles in one row of one image: tile columns [txa, txb) of tile
- * row ty of image n, the first at column `col` of the GEMM's n. */
-struct span { int64_t n, ty, txa, txb, col; };
+ * row ty of image n, the first at column `col` of the GEMM's n; m, tw and
+ * per (the tile's side, tiles a row and an image) are the call's tiling,
+ * set once by span_start. */
+struct span { int64_t m, tw, per, n, ty, txa, txb, col; };
+
+static struct span span_start(const struct facet_conv_geom *g)
+{
+    struct span s = { 0 };
+    s.m = tile_m(g), s.tw = (g->wo + s.m - 1) / s.m, s.per = (g->ho + s.m - 1) / s.m * s.tw;
+    return s;
+}
 
 /* The next span of [t, t1), or 0 when t == t1. */
-static int next_span(const struct facet_conv_geom *g, int64_t t0, int64_t *t, int64_t t1, struct span *s)
+static int next_span(int64_t t0, int64_t *t, int64_t t1, struct span *s)
 {
     if (*t >= t1) return 0;
-    const int64_t m = tile_m(g), tw = (g->wo + m - 1) / m, per = facet_conv_winograd_image_tiles(g);
-    s->n = *t / per;
-    int64_t r = *t % per;
-    s->ty = r / tw, s->txa = r % tw;
-    s->txb = s->txa + (t1 - *t) < tw ? s->txa + (t1 - *t) : tw;
+    s->n = *t / s->per;
+    int64_t r = *t % s->per;
+    s->ty = r / s->tw, s->txa = r % s->tw;
+    s->txb = s->txa + (t1 - *t) < s->tw ? s->txa + (t1 - *t) : s->tw;
     s->col = *t - t0;
     *t += s->txb - s->txa;
     return 1;
@@ -305,7 +313,7 @@ static int next_span(const struct facet_conv_geom *g, int64_t t0, int64_t *t, in
  * multiple of m and the row's last tile is part empty. */
 static int64_t span_out_cols(const struct facet_conv_geom *g, const struct span *s)
 {
-    const int64_t m = tile_m(g), cols = m * (s->txb - s->txa), left = g->wo - m * s->txa;
+    const int64_t cols = s->m * (s->txb - s->txa), left = g->wo - s->m * s->txa;
     return cols < left ? cols : left;
 }
 
@@ -313,7 +321,7 @@ static int64_t span_out_cols(const struct facet_conv_geom *g, const struct span 
  * [*klo, *khi) that lies inside x) and its length m (txb - txa) + 2. */
 static int64_t span_cols(const struct facet_conv_geom *g, const struct span *s, int64_t *x0, int64_t *klo, int64_t *khi)
 {
-    const int64_t m = tile_m(g);
+    const int64_t m = s->m;
     int64_t len = m * (s->txb - s->txa) + 2;
     *x0 = m * s->txa - g->pw;
     *klo = *x0 < 0 ? -*x0 : 0;
@@ -330,8 +338,8 @@ FACET_CLONES static void output_tiles(const struct facet_conv_geom *g, float *ou
 {
     const int64_t O = g->o, Ho = g->ho, Wo = g->wo, rl = row_floats(g), plane = plane_of(O, ld);
     float *tb0 = rows, *tb1 = rows + rl;
-    struct span s;
-    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+    struct span s = span_start(g);
+    for (int64_t t = t0; next_span(t0, &t, t1, &s);) {
         const int64_t nt = s.txb - s.txa, oy = 2 * s.ty;
         const int64_t cols = span_out_cols(g, &s);
         const int second = oy + 1 < Ho;
@@ -380,8 +388,8 @@ FACET_CLONES static void grad_out_tiles(const struct facet_conv_geom *g, const f
     const int64_t O = g->o, Ho = g->ho, Wo = g->wo, rl = row_floats(g), plane = plane_of(O, ld);
     float *tb0 = rows, *tb1 = rows + rl;
     const vf zero = { 0 };
-    struct span s;
-    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+    struct span s = span_start(g);
+    for (int64_t t = t0; next_span(t0, &t, t1, &s);) {
         const int64_t nt = s.txb - s.txa, y0 = 2 * s.ty;
         const int64_t cols = span_out_cols(g, &s);
         const int second = y0 + 1 < Ho;
@@ -517,8 +525,8 @@ FACET_CLONES static void input_tiles(const struct facet_conv_geom *g, const floa
 {
     const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), m = tile_m(g);
     const int n = (int)m + 2;
-    struct span s;
-    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+    struct span s = span_start(g);
+    for (int64_t t = t0; next_span(t0, &t, t1, &s);) {
         int64_t x0, klo, khi, len = span_cols(g, &s, &x0, &klo, &khi), nt = s.txb - s.txa;
         for (int64_t c = 0; c < C + 2; c++) {
             if (c < C) {
@@ -553,8 +561,8 @@ FACET_CLONES static void output_tiles4(const struct facet_conv_geom *g, float *o
 {
     const int64_t O = g->o, Ho = g->ho, Wo = g->wo, plane = plane_of(O, ld);
     float *tb = rows;
-    struct span s;
-    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+    struct span s = span_start(g);
+    for (int64_t t = t0; next_span(t0, &t, t1, &s);) {
         const int64_t nt = s.txb - s.txa, oy = 4 * s.ty, nrow = Ho - oy < 4 ? Ho - oy : 4;
         const int64_t cols = span_out_cols(g, &s);
         for (int64_t o = 0; o < O; o++) {
@@ -598,8 +606,8 @@ FACET_CLONES static void grad_out_tiles4(const struct facet_conv_geom *g, const 
 {
     const int64_t O = g->o, Ho = g->ho, Wo = g->wo, rl = row_floats(g), plane = plane_of(O, ld);
     const vf zero = { 0 };
-    struct span s;
-    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+    struct span s = span_start(g);
+    for (int64_t t = t0; next_span(t0, &t, t1, &s);) {
         const int64_t nt = s.txb - s.txa, y0 = 4 * s.ty, nrow = Ho - y0 < 4 ? Ho - y0 : 4;
         const int64_t cols = span_out_cols(g, &s);
         for (int64_t o = 0; o < O; o++) {
@@ -691,8 +699,8 @@ FACET_CLONES static void grad_input_tiles(const struct facet_conv_geom *g, float
 {
     const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), m = tile_m(g);
     const int n = (int)m + 2;
-    struct span s;
-    for (int64_t t = t0; next_span(g, t0, &t, t1, &s);) {
+    struct span s = span_start(g);
+    for (int64_t t = t0; next_span(t0, &t, t1, &s);) {
         int64_t x0, klo, khi, nt = s.txb - s.txa;
         span_cols(g, &s, &x0, &klo, &khi);
         for (int64_t c = 0; c <= C; c++) {
