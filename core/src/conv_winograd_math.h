@@ -152,7 +152,7 @@ FACET_HD void facet_wino_filter_grad_add(const float *u, int64_t us, float *g)
 
 /* U = G g G^T for one 3x3 filter g (row-major): element (i, j) at u[(6 i + j) us].
  * A macro of scalars, so that a loop over filters inlines and vectorises it
- * (GCC calls the function instead). */
+ * (GCC called a function of it instead). */
 #define FACET_WINO4_ROW_(u, us, i, x, y, z, h, k)                                                       \
     FACET_WINO4_G(x, y, z, (u)[(6 * i) * (us)], (u)[(6 * i + 1) * (us)], (u)[(6 * i + 2) * (us)],       \
                   (u)[(6 * i + 3) * (us)], (u)[(6 * i + 4) * (us)], (u)[(6 * i + 5) * (us)], h, k)
@@ -169,10 +169,6 @@ FACET_HD void facet_wino_filter_grad_add(const float *u, int64_t us, float *g)
         FACET_WINO4_ROW_(u, us, 4, a4_, b4_, c4_, h_, k_);                                             \
         FACET_WINO4_ROW_(u, us, 5, a5_, b5_, c5_, h_, k_);                                             \
     } while (0)
-FACET_HD void facet_wino4_filter(const float *g, float *u, int64_t us)
-{
-    FACET_WINO4_FILTER(g, u, us);
-}
 
 /* g += G^T U G for one filter's gradient (U's element (i, j) at u[(6 i + j) us]). */
 FACET_HD void facet_wino4_filter_grad_add(const float *u, int64_t us, float *g)
