@@ -2,10 +2,11 @@
 -- (grad_x + grad_weight + grad_bias) for IResNet- and MobileFaceNet-like
 -- layers at batch 32, next to the machine's GEMM rate (a 2048^3 matmul timed
 -- in the same run). FLOPs are the convolution's multiply-adds x 2 (x 2 again
--- for backward), whatever path computes them. On the CPU, layers that run as
--- Winograd (3x3, stride 1, >= 16 channels, F(4x4, 3x3) by default) are timed
--- again with FACET_CONV_WINOGRAD=0 (im2col) and =2 (F(2x2, 3x3)) in the same
--- run: the "x im2col" and "x F2x2" columns (>1: the default is faster).
+-- for backward), whatever path computes them. Layers that run as Winograd
+-- (3x3, stride 1, >= 16 channels, F(4x4, 3x3) by default, on the CPU and on
+-- CUDA) are timed again with FACET_CONV_WINOGRAD=0 (im2col) and =2
+-- (F(2x2, 3x3)) in the same run: the "x im2col" and "x F2x2" columns (>1:
+-- the default is faster).
 -- Usage: bin/facet run bench/conv.lua [--batch 32] [--reps 3] [--threads N] [--device cpu|cuda]
 --        [--slots N]   (CPU: force a workspace of N column slots instead of the recommended size;
 --                       im2col layers only)
@@ -75,7 +76,7 @@ print(("device %s, threads %d, BLAS %s, batch %d"):format(dev, facet.get_threads
 print(("GEMM 2048^3 (a:matmul(b)): %.1f GFLOP/s"):format(gemm))
 if dev == "cpu" and common.blas_note() then print(common.blas_note()) end
 print(("%-28s %10s %9s %6s %10s %9s %6s %9s %s"):format("layer", "fwd ms", "GFLOP/s", "%GEMM", "bwd ms", "GFLOP/s",
-  "%GEMM", "ws MB", dev == "cpu" and "  x im2col fwd  bwd    x F2x2 fwd  bwd" or ""))
+  "%GEMM", "ws MB", "  x im2col fwd  bwd    x F2x2 fwd  bwd"))
 
 -- sets FACET_CONV_WINOGRAD (conv_winograd.c reads it at each call); nil restores the user's
 local function winograd(v)
@@ -102,11 +103,13 @@ for _, l in ipairs(layers) do
     return tonumber(e[0])
   end
   local elems = ws_size()
-  -- a CPU layer on the Winograd path asks for another workspace than with it off
+  -- a CPU layer on the Winograd path asks for another workspace than with it off;
+  -- CUDA's takes conv_winograd.c's rule (facet_conv_winograd_fits) in the same workspace
   winograd("0")
   local cols = ws_size()
   winograd()
-  local wino = dev == "cpu" and cols ~= elems
+  local wino = dev == "cpu" and cols ~= elems or
+    dev == "cuda" and k == 3 and s == 1 and g == 1 and ch >= 16 and o >= 16 and ho >= 4 and user_winograd ~= "0"
   if opts.slots and dev == "cpu" and elems > 0 and not wino then
     local slot = (ch / g) * k * k * ho * ho
     elems = slot * opts.slots

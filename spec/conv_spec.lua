@@ -446,12 +446,11 @@ describe("conv2d", function()
     if not ok then error(err, 0) end
   end
 
-  -- conv_winograd.c: 3x3, stride 1, one group, >= 16 channels in and out, outputs of at
-  -- least 4 x 4 run as Winograd F(4x4, 3x3) on the CPU, or F(2x2, 3x3) with
-  -- FACET_CONV_WINOGRAD=2 (CUDA runs them as im2col); outputs that are not a multiple of
-  -- the tile leave part-empty tiles
+  -- conv_winograd.c and core/cuda/conv_winograd.cu: 3x3, stride 1, one group, >= 16
+  -- channels in and out, outputs of at least 4 x 4 run as Winograd F(4x4, 3x3), or
+  -- F(2x2, 3x3) with FACET_CONV_WINOGRAD=2; outputs that are not a multiple of the tile
+  -- leave part-empty tiles
   local function check_winograd(L, seed)
-    if H.device ~= "cpu" then return check_layer(L, seed) end
     local d = inputs(L, seed)
     local ref_out, ref_gx, ref_gw, ref_gb = naive(L, d.X, d.W, d.B, d.R)
     close_scaled(H.values(forward(d)), ref_out)
@@ -480,7 +479,7 @@ describe("conv2d", function()
     layer { n = 2, c = 32, h = 6, w = 70, o = 32, k = 3, p = 1 },
   }
   for i, L in ipairs(winograd_layers) do
-    H.it("3x3 stride-1 layers (Winograd on the CPU) match the naive loop: " .. describe_layer(L), function()
+    H.it("3x3 stride-1 layers (Winograd) match the naive loop: " .. describe_layer(L), function()
       check_winograd(L, 900 + 10 * i)
     end)
   end
@@ -564,6 +563,66 @@ describe("conv2d", function()
       assert.are.equal(shared2 + 16 * ((512 * 14 + 32) + (512 * 14 + 32)) + 16 * 96,
         ws_of(layer { n = 1, c = 512, h = 4, w = 6, o = 512, k = 3, p = 1 }))
     end)
+  end)
+
+  H.gpu_it("CUDA: Winograd F(4x4, 3x3) by default, F(2x2, 3x3) with FACET_CONV_WINOGRAD=2 or TF32, " ..
+    "im2col with =0 or a workspace without room for one image's tiles", function()
+    -- core/cuda/conv_winograd.cu: chunks of the images whose P (C + O) x tiles (a row of
+    -- tiles rounded up to 8) fit in the workspace; the paths' results differ in their
+    -- rounding, which tells them apart
+    local function run(L, d, elems, env)
+      local ws = facet.empty({ elems }, { device = "cuda" })
+      local out, gx, gw, gb
+      winograd_env(env, function()
+        out = H.values(forward(d, ws, "cuda"))
+        gx, gw, gb = facet.zeros({ L.n, L.c, L.h, L.w }, { device = "cuda" }),
+          facet.zeros({ L.o, L.c, 3, 3 }, { device = "cuda" }), facet.zeros({ L.o }, { device = "cuda" })
+        backward(d, gx, gw, gb, ws)
+      end)
+      return { out, H.values(gx), H.values(gw) }
+    end
+    local function check(got, ref)
+      for k = 1, 3 do close_scaled(got[k], ref[k]) end
+    end
+    local function same(a, b)
+      for k = 1, 3 do
+        for i = 1, #a[k] do if a[k][i] ~= b[k][i] then return false end end
+      end
+      return true
+    end
+    -- 3 images of 3 x 3 tiles of 4 x 4 (rows of 16 floats): 36 x 72 x 16 floats an image
+    local L = layer { n = 3, c = 32, h = 9, w = 10, o = 40, k = 3, p = 1 }
+    local d = inputs(L, 990, "cuda")
+    local ref = { naive(L, d.X, d.W, d.B, d.R) }
+    ref[4] = nil
+    local _, big = workspace(d.x, d.w, d.s)
+    local f4, f4_chunked = run(L, d, big), run(L, d, 36 * 72 * 16)
+    local f2, cols = run(L, d, big, "2"), run(L, d, big, "0")
+    for _, r in ipairs { f4, f4_chunked, f2, cols } do check(r, ref) end
+    assert.is_false(same(f4, cols))
+    assert.is_false(same(f2, cols))
+    assert.is_false(same(f4, f2))
+    -- a workspace an image short of F(4x4, 3x3)'s tiles is im2col's minimum: im2col
+    assert.is_true(same(run(L, d, 36 * 72 * 16 - 1), run(L, d, 36 * 72 * 16 - 1, "0")))
+    -- TF32 takes F(2x2, 3x3)
+    facet.cuda.set_tf32(true)
+    local ok, err = pcall(function()
+      local t_default, t_f2 = run(L, d, big), run(L, d, big, "2")
+      assert.is_true(same(t_default, t_f2))
+      assert.is_false(same(t_default, run(L, d, big, "0")))
+    end)
+    facet.cuda.set_tf32(false)
+    if not ok then error(err, 0) end
+    -- 16 -> 128 channels on 8 x 8: im2col's minimum workspace (16 x 9 x 64 floats) holds
+    -- no image of Winograd's tiles (36 x 144 x 8): im2col, and right
+    local T = layer { n = 2, c = 16, h = 8, o = 128, k = 3, p = 1 }
+    local dt = inputs(T, 995, "cuda")
+    local tref = { naive(T, dt.X, dt.W, dt.B, dt.R) }
+    tref[4] = nil
+    local small = run(T, dt, 16 * 9 * 64)
+    check(small, tref)
+    assert.is_true(same(small, run(T, dt, 16 * 9 * 64, "0")))
+    check(run(T, dt, 36 * 144 * 8), tref)
   end)
 
   it("CPU: a Winograd layer's large values keep the direct sum's relative accuracy", function()

@@ -5,6 +5,10 @@
  * templated over it); weight, bias, their gradients and the workspace are
  * float32.
  *
+ * WINOGRAD: float32 3x3 stride-1 layers that the CPU also runs as Winograd
+ * go to conv_winograd.cu when the workspace holds one image's transformed
+ * tiles (wino_images); the rest of the im2col path below is for the others.
+ *
  * IM2COL: the columns of a chunk of images go to the workspace as
  * [image][C kh kw][Ho Wo] (group g's K rows are rows g K .. g K + K - 1 of
  * an image), and one strided-batched GEMM per group covers the chunk: the
@@ -43,6 +47,7 @@
  */
 #include "cuda_common.cuh"
 #include "conv_math.h"
+#include "conv_winograd.cuh"
 
 /* ---- index math --------------------------------------------------------------------
  * The geometry in the kernels' index type I (cuda_common.cuh, "index math"):
@@ -361,6 +366,9 @@ static int conv_forward(const struct facet_conv_geom &g, T *out, const T *x, con
     int path = facet_conv_path(&g);
     if (path == FACET_CONV_DIRECT)
         return launch_flat(fn, total, direct_forward_kernel<T, I>, ix, out, x, w, bias);
+    if constexpr (!half)
+        if (path == FACET_CONV_IM2COL && wino_images(g, ws_elems) > 0)
+            return wino_forward(g, out, x, w, bias, ws, ws_elems);
     const T *wt;
     scratch wbuf, acc;
     acc.p = NULL;
@@ -478,6 +486,9 @@ static int conv_backward(const struct facet_conv_geom &g, T *gx, float *gw, floa
         if (gw && !rc) rc = launch_items(fn, g.o * taps, FACET_CUDA_THREADS, direct_grad_w_kernel<T, I>, ix, gw, gout, x);
         return rc;
     }
+    if constexpr (dtype_of<T>::v == FACET_DTYPE_FLOAT32)
+        if (path == FACET_CONV_IM2COL && wino_images(g, ws_elems) > 0)
+            return wino_backward(g, gx, gw, gout, x, w, ws, ws_elems);
     const T *wt = NULL;
     scratch wbuf;
     wbuf.p = NULL;

@@ -48,7 +48,7 @@ int facet_conv_winograd_fits(const struct facet_conv_geom *g)
  * thread): F(2x2, 3x3)'s 16 O C there keeps that memory where it was, at a
  * cost of 1.1x in that layer's backward and 1.5x in its forward. */
 enum { WINO4_MAX_FILTERS = 1 << 23 };
-static int64_t tile_m(const struct facet_conv_geom *g)
+int64_t facet_conv_winograd_tile(const struct facet_conv_geom *g)
 {
     const char *env = getenv("FACET_CONV_WINOGRAD");
     if (env && env[0] == '2' && env[1] == '\0') return 2;
@@ -58,13 +58,13 @@ static int64_t tile_m(const struct facet_conv_geom *g)
 /* Transform elements: (m + 2)^2, 16 or 36. */
 static int64_t planes_of(const struct facet_conv_geom *g)
 {
-    const int64_t a = tile_m(g) + 2;
+    const int64_t a = facet_conv_winograd_tile(g) + 2;
     return a * a;
 }
 
 int64_t facet_conv_winograd_image_tiles(const struct facet_conv_geom *g)
 {
-    const int64_t m = tile_m(g);
+    const int64_t m = facet_conv_winograd_tile(g);
     return ((g->ho + m - 1) / m) * ((g->wo + m - 1) / m);
 }
 
@@ -80,7 +80,7 @@ int64_t facet_conv_winograd_tiles(const struct facet_conv_geom *g)
  * (F(4x4, 3x3)'s columns 4 q + r) with a vector to spare. */
 static int64_t row_floats(const struct facet_conv_geom *g)
 {
-    const int64_t m = tile_m(g), cols = m * ((g->wo + m - 1) / m) + 2;
+    const int64_t m = facet_conv_winograd_tile(g), cols = m * ((g->wo + m - 1) / m) + 2;
     return (cols + 31) / 32 * 32 + 64;
 }
 
@@ -118,7 +118,7 @@ int64_t facet_conv_winograd_shared(const struct facet_conv_geom *g)
  * of the transforms: 16 for F(2x2, 3x3), 24 for F(4x4, 3x3) */
 int64_t facet_conv_winograd_slot(const struct facet_conv_geom *g)
 {
-    const int64_t rows = tile_m(g) == 4 ? 24 : 16;
+    const int64_t rows = facet_conv_winograd_tile(g) == 4 ? 24 : 16;
     return planes_of(g) * (plane_of(g->c, ld_of(g)) + plane_of(g->o, ld_of(g))) + rows * row_floats(g);
 }
 
@@ -148,14 +148,14 @@ FACET_CLONES static void filter_grad_row(int64_t m, int64_t C, int64_t plane, fl
 
 void facet_conv_winograd_filters(const struct facet_conv_geom *g, float *u, const float *w)
 {
-    const int64_t O = g->o, C = g->c, m = tile_m(g), up = uplane(g);
+    const int64_t O = g->o, C = g->c, m = facet_conv_winograd_tile(g), up = uplane(g);
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (O * C >= 4096)
     for (int64_t o = 0; o < O; o++) filter_row(m, C, up, u + o * C, w + o * C * 9);
 }
 
 void facet_conv_winograd_filter_grads(const struct facet_conv_geom *g, float *gw, const float *du)
 {
-    const int64_t O = g->o, C = g->c, m = tile_m(g), up = uplane(g);
+    const int64_t O = g->o, C = g->c, m = facet_conv_winograd_tile(g), up = uplane(g);
     #pragma omp parallel for schedule(static) num_threads(facet_threads()) if (O * C >= 4096)
     for (int64_t o = 0; o < O; o++) filter_grad_row(m, C, up, gw + o * C * 9, du + o * C);
 }
@@ -292,7 +292,7 @@ struct span { int64_t m, tw, per, n, ty, txa, txb, col; };
 static struct span span_start(const struct facet_conv_geom *g)
 {
     struct span s = { 0 };
-    s.m = tile_m(g), s.tw = (g->wo + s.m - 1) / s.m, s.per = (g->ho + s.m - 1) / s.m * s.tw;
+    s.m = facet_conv_winograd_tile(g), s.tw = (g->wo + s.m - 1) / s.m, s.per = (g->ho + s.m - 1) / s.m * s.tw;
     return s;
 }
 
@@ -523,7 +523,7 @@ WINO_INLINE void tile_rows_bt(int n, const float *ph, int64_t rl, int64_t nt, fl
 FACET_CLONES static void input_tiles(const struct facet_conv_geom *g, const float *x, float *v, int64_t ld, int64_t t0,
                                      int64_t t1, float *rows)
 {
-    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), m = tile_m(g);
+    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), m = facet_conv_winograd_tile(g);
     const int n = (int)m + 2;
     struct span s = span_start(g);
     for (int64_t t = t0; next_span(t0, &t, t1, &s);) {
@@ -697,7 +697,7 @@ WINO_INLINE void tile_rows_b(int n, const float *vc, int64_t plane, int64_t nt, 
 FACET_CLONES static void grad_input_tiles(const struct facet_conv_geom *g, float *gx, const float *v, int64_t ld,
                                           int64_t t0, int64_t t1, float *rows)
 {
-    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), m = tile_m(g);
+    const int64_t C = g->c, H = g->h, W = g->w, rl = row_floats(g), plane = plane_of(C, ld), m = facet_conv_winograd_tile(g);
     const int n = (int)m + 2;
     struct span s = span_start(g);
     for (int64_t t = t0; next_span(t0, &t, t1, &s);) {
@@ -729,7 +729,7 @@ int facet_conv_winograd_forward(const struct facet_conv_geom *g, float *out, con
 {
     const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g), ld = ld_of(g), P = planes_of(g);
     const int64_t pc = plane_of(C, ld), po = plane_of(O, ld), up = uplane(g);
-    const int four = tile_m(g) == 4;
+    const int four = facet_conv_winograd_tile(g) == 4;
     float *v = slot, *m = v + P * pc, *rows = m + P * po;
     int rc = 0;
     for (int64_t a = t0; a < t1; a += nb) {
@@ -748,7 +748,7 @@ int facet_conv_winograd_backward(const struct facet_conv_geom *g, float *gx, flo
 {
     const int64_t O = g->o, C = g->c, nb = facet_conv_winograd_tiles(g), ld = ld_of(g), P = planes_of(g);
     const int64_t pc = plane_of(C, ld), po = plane_of(O, ld), up = uplane(g);
-    const int four = tile_m(g) == 4;
+    const int four = facet_conv_winograd_tile(g) == 4;
     float *v = slot, *m = v + P * pc, *rows = m + P * po;
     int rc = 0;
     for (int64_t a = t0; a < t1; a += nb) {

@@ -27,6 +27,11 @@
  * environment turns the path off (im2col instead). */
 int facet_conv_winograd_fits(const struct facet_conv_geom *g);
 
+/* The output tile's side m: 4 (F(4x4, 3x3)), or 2 (F(2x2, 3x3)) with
+ * FACET_CONV_WINOGRAD=2 or where the layer's 36 O C transformed filters
+ * would pass 32 MiB. core/cuda/conv_winograd.cu follows the same rule. */
+int64_t facet_conv_winograd_tile(const struct facet_conv_geom *g);
+
 /* Tiles a GEMM takes; m x m tiles an image. */
 int64_t facet_conv_winograd_tiles(const struct facet_conv_geom *g);
 int64_t facet_conv_winograd_image_tiles(const struct facet_conv_geom *g);

@@ -996,6 +996,14 @@ local conv_cases = {
   -- pointwise: x's 8 planes and grad_out's 12, 2 images of 56 in 6 images' planes
   { label = "pointwise, workspace of 6 images: weight gradient in chunks 2, 2, 1", N = 5, C = 8, H = 5, W = 5, O = 12,
     k = 1, ws = 6 },
+  -- Winograd F(4x4, 3x3) on both devices (conv_winograd.c, core/cuda/conv_winograd.cu):
+  -- each within about 1e-5 of the largest value of the exact result, in its own order
+  { label = "Winograd: 32->48, 3x3 on 13x11, 3 images", N = 3, C = 32, H = 13, W = 11, O = 48, k = 3, pad = 1,
+    tol = { rtol = 1e-4, atol = 1e-5, mtol = 4e-5 } },
+  -- the CPU's least workspace for this layer (shared filters and one slot); CUDA's
+  -- transformed tiles take 36 x 64 x 72 floats for 2 images, so chunks of 2 and 1
+  { label = "Winograd, workspace of 208,512 floats: CUDA's chunks of 2 and 1 images", N = 3, C = 32, H = 24, W = 24,
+    O = 32, k = 3, pad = 1, ws_floats = 208512, tol = { rtol = 1e-4, atol = 1e-5, mtol = 4e-5 } },
 }
 
 -- 16-bit activations (float32 weights and accumulation): the CPU rounds its
@@ -1040,11 +1048,13 @@ reg {
     local gout = to_dtype(ctx:randn(oshape), c)
     m:zero_grad()
     local out, gx
-    if c.ws then
-      -- a workspace of c.ws images' columns (facet_conv2d_workspace_size would give more)
+    if c.ws or c.ws_floats then
+      -- a workspace of c.ws images' columns, or of c.ws_floats floats
+      -- (facet_conv2d_workspace_size would give more)
       local k = pair(c.k)
       local cin = ctx.device == "cuda" and c.C or c.C / (c.groups or 1)
-      local ws = facet.empty({ c.ws * cin * k[1] * k[2] * oshape[3] * oshape[4] }, { device = ctx.device })
+      local ws = facet.empty({ c.ws_floats or c.ws * cin * k[1] * k[2] * oshape[3] * oshape[4] },
+        { device = ctx.device })
       out = facet.empty(oshape, { dtype = c.dtype, device = ctx.device })
       check(C.facet_conv2d_forward(out.h, x.h, m.weight.h, h_of(m.bias), ws.h, m.settings))
       gx = facet.empty(x:shape(), { dtype = c.dtype, device = ctx.device })
