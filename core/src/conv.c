@@ -294,7 +294,7 @@ static void band_tap_rows(const struct facet_conv_geom *g, int64_t i, int64_t r0
 /* Columns of one image's group for output rows [r0, r1): row (c kh + i) kw + j
  * of col [K x (r1 - r0) Wo] is channel c seen through tap (i, j); taps that
  * land in the padding read 0. */
-static void im2col(const struct facet_conv_geom *g, const float *x, float *col, int64_t r0, int64_t r1)
+FACET_CLONES static void im2col(const struct facet_conv_geom *g, const float *x, float *col, int64_t r0, int64_t r1)
 {
     const int64_t H = g->h, W = g->w, Wo = g->wo, P = (r1 - r0) * Wo, taps = g->kh * g->kw;
     for (int64_t c = 0; c < g->cg; c++) {
@@ -312,6 +312,10 @@ static void im2col(const struct facet_conv_geom *g, const float *x, float *col, 
                 for (int64_t q = 0; q < wlo; q++) r[q] = 0.0f;
                 if (g->sw == 1) {
                     if (whi > wlo) memcpy(r + wlo, xr + wlo + offw, (size_t)(whi - wlo) * sizeof(float));
+                } else if (g->sw == 2) {
+                    /* a constant stride vectorises (even lanes of two loads) */
+                    #pragma omp simd
+                    for (int64_t q = wlo; q < whi; q++) r[q] = xr[2 * q + offw];
                 } else {
                     for (int64_t q = wlo; q < whi; q++) r[q] = xr[q * g->sw + offw];
                 }
@@ -342,6 +346,8 @@ FACET_CLONES static void col2im(const struct facet_conv_geom *g, const float *co
                 if (g->sw == 1) {
                     #pragma omp simd
                     for (int64_t q = wlo; q < whi; q++) xr[q + offw] += r[q];
+                } else if (g->sw == 2) {
+                    for (int64_t q = wlo; q < whi; q++) xr[2 * q + offw] += r[q];
                 } else {
                     for (int64_t q = wlo; q < whi; q++) xr[q * g->sw + offw] += r[q];
                 }
