@@ -7,6 +7,8 @@
 -- CUDA) are timed again with FACET_CONV_WINOGRAD=0 (im2col) and =2
 -- (F(2x2, 3x3)) in the same run: the "x im2col" and "x F2x2" columns (>1:
 -- the default is faster).
+-- Lines starting with "summary:" are the key figures (tools/gpu_check.sh copies them):
+-- each layer's times, GEMM share and, for Winograd layers, the ratios.
 -- Usage: bin/facet run bench/conv.lua [--batch 32] [--reps 3] [--threads N] [--device cpu|cuda]
 --        [--slots N]   (CPU: force a workspace of N column slots instead of the recommended size;
 --                       im2col layers only)
@@ -83,6 +85,7 @@ local function winograd(v)
   v = v or user_winograd
   if v then ffi.C.setenv("FACET_CONV_WINOGRAD", v, 1) else ffi.C.unsetenv("FACET_CONV_WINOGRAD") end
 end
+local summary = {}
 for _, l in ipairs(layers) do
   local name, ch, hw, o, k, s, p, g = unpack(l)
   local N = opts.batch
@@ -134,6 +137,11 @@ for _, l in ipairs(layers) do
   local gf, gb_ = flops / t_f / 1e9, 2 * flops / t_b / 1e9
   print(("%-28s %10.2f %9.1f %5.0f%% %10.2f %9.1f %5.0f%% %9.1f%s"):format(name, t_f * 1e3, gf, 100 * gf / gemm,
     t_b * 1e3, gb_, 100 * gb_ / gemm, elems * 4 / 2 ^ 20, vs))
+  summary[#summary + 1] = ("summary: conv %s %s (batch %d): fwd %.3f ms %.0f%% of GEMM, bwd %.3f ms %.0f%%%s"):format(dev,
+    name, N, t_f * 1e3, 100 * gf / gemm, t_b * 1e3, 100 * gb_ / gemm,
+    wino and (", Winograd x im2col fwd %s bwd %s, x F2x2 fwd %s bwd %s"):format(vs:match(
+      "^%s*(%S+)%s+(%S+)%s+(%S+)%s+(%S+)")) or "")
   x, w, bias, out, gout, gx, gw, gb = nil, nil, nil, nil, nil, nil, nil, nil
   collectgarbage()
 end
+for _, line in ipairs(summary) do print(line) end
