@@ -568,8 +568,8 @@ describe("conv2d", function()
   H.gpu_it("CUDA: Winograd F(4x4, 3x3) by default, F(2x2, 3x3) with FACET_CONV_WINOGRAD=2 or TF32, " ..
     "im2col with =0 or a workspace without room for one image's tiles", function()
     -- core/cuda/conv_winograd.cu: chunks of the images whose P (C + O) x tiles (a row of
-    -- tiles rounded up to 8) fit in the workspace; the paths' results differ in their
-    -- rounding, which tells them apart
+    -- tiles rounded up to 8 where that fits) fit in the workspace; the paths' results
+    -- differ in their rounding, which tells them apart
     local function run(L, d, elems, env)
       local ws = facet.empty({ elems }, { device = "cuda" })
       local out, gx, gw, gb
@@ -602,8 +602,11 @@ describe("conv2d", function()
     assert.is_false(same(f4, cols))
     assert.is_false(same(f2, cols))
     assert.is_false(same(f4, f2))
-    -- a workspace an image short of F(4x4, 3x3)'s tiles is im2col's minimum: im2col
-    assert.is_true(same(run(L, d, 36 * 72 * 16 - 1), run(L, d, 36 * 72 * 16 - 1, "0")))
+    -- im2col's minimum workspace (32 x 9 x 90 floats) holds one image's 9 tiles, not 16:
+    -- Winograd with rows of 9
+    local tight = run(L, d, 32 * 9 * 90)
+    check(tight, ref)
+    assert.is_false(same(tight, run(L, d, 32 * 9 * 90, "0")))
     -- TF32 takes F(2x2, 3x3)
     facet.cuda.set_tf32(true)
     local ok, err = pcall(function()
@@ -614,7 +617,7 @@ describe("conv2d", function()
     facet.cuda.set_tf32(false)
     if not ok then error(err, 0) end
     -- 16 -> 128 channels on 8 x 8: im2col's minimum workspace (16 x 9 x 64 floats) holds
-    -- no image of Winograd's tiles (36 x 144 x 8): im2col, and right
+    -- no image of Winograd's tiles (36 x 144 x 4): im2col, and right
     local T = layer { n = 2, c = 16, h = 8, o = 128, k = 3, p = 1 }
     local dt = inputs(T, 995, "cuda")
     local tref = { naive(T, dt.X, dt.W, dt.B, dt.R) }
@@ -622,7 +625,10 @@ describe("conv2d", function()
     local small = run(T, dt, 16 * 9 * 64)
     check(small, tref)
     assert.is_true(same(small, run(T, dt, 16 * 9 * 64, "0")))
-    check(run(T, dt, 36 * 144 * 8), tref)
+    -- and with room for one image's 4 tiles, Winograd (rows of 4: not rounded up to 8)
+    local wt = run(T, dt, 36 * 144 * 4)
+    check(wt, tref)
+    assert.is_false(same(wt, run(T, dt, 36 * 144 * 4, "0")))
   end)
 
   it("CPU: a Winograd layer's large values keep the direct sum's relative accuracy", function()

@@ -18,8 +18,8 @@
  *             cover it, overwriting grad_x
  *
  * The tiles of a chunk of images are numbered (image, tile row, tile
- * column) and V, M and dM hold them as [P][rows][ld] (ld: T rounded up to 8
- * floats); a transform is one thread per (channel, tile), whose P values are
+ * column) and V, M and dM hold them as [P][rows][ld] (ld: T, rounded up to
+ * 8 floats where the workspace allows); a transform is one thread per (channel, tile), whose P values are
  * P planes apart, so a warp's loads and stores of one plane are contiguous.
  * No atomics: every sum has a fixed order, and the result is the same on
  * every run.
@@ -284,10 +284,9 @@ int64_t wino_images(const struct facet_conv_geom &g, int64_t ws_elems)
     if (!facet_conv_winograd_fits(&g) || g.n < 1) return 0;
     const int64_t m = tile_side(g), a = m + 2, tpi = ((g.ho + m - 1) / m) * ((g.wo + m - 1) / m);
     const int64_t per = a * a * (g.c + g.o);   /* floats a column of tiles takes in V and M */
-    if (ws_elems / per < round8(tpi)) return 0;
+    if (ws_elems / per < tpi) return 0;
     int64_t nb = ws_elems / per / tpi;
     if (nb > g.n) nb = g.n;
-    while (nb > 1 && per * round8(nb * tpi) > ws_elems) nb--;
     /* cuBLAS's int sizes: T columns a GEMM */
     while (nb > 1 && nb * tpi > INT32_MAX - 8) nb /= 2;
     return nb;
@@ -301,16 +300,19 @@ static bool wino_fits32(const struct facet_conv_geom &g, int64_t ws_elems)
                       g.w + 2 * g.pw + a);
 }
 
-/* The chunk of images [n0, n0 + nb): its tiles T and V's row length. */
+/* A chunk of nb images: its tiles T and the row length of V and M, T
+ * rounded up to 8 floats (aligned rows for the GEMMs) where the workspace
+ * holds that, else T (a batch of one on small outputs, where rounding up
+ * would double the room a workspace needs). */
 struct wino_chunk {
     int64_t tiles, ld;
 };
 
 template <int M>
-static wino_chunk chunk_of(const struct facet_conv_geom &g, int64_t nb)
+static wino_chunk chunk_of(const struct facet_conv_geom &g, int64_t nb, int64_t ws_elems)
 {
-    const int64_t tiles = nb * (((g.ho + M - 1) / M) * ((g.wo + M - 1) / M));
-    wino_chunk c = { tiles, round8(tiles) };
+    const int64_t tiles = nb * (((g.ho + M - 1) / M) * ((g.wo + M - 1) / M)), per = (M + 2) * (M + 2) * (g.c + g.o);
+    wino_chunk c = { tiles, per * round8(tiles) <= ws_elems ? round8(tiles) : tiles };
     return c;
 }
 
@@ -337,7 +339,7 @@ static int forward_m(const struct facet_conv_geom &g, float *out, const float *x
     if (!rc) rc = launch_flat(fn, filters, filter_kernel<M>, U, w, filters);
     for (int64_t n0 = 0; n0 < g.n && !rc; n0 += per) {
         const int64_t nb = g.n - n0 < per ? g.n - n0 : per;
-        const wino_chunk ch = chunk_of<M>(g, nb);
+        const wino_chunk ch = chunk_of<M>(g, nb, ws_elems);
         const wino_ix<I> ix = wino_ix_of<I>(g, M, ch.tiles, ch.ld);
         float *V = ws, *Mt = ws + P * g.c * ch.ld;
         rc = input_tiles<M, I>(fn, g, ix, V, x + n0 * xs, ch.tiles);
@@ -367,7 +369,7 @@ static int backward_m(const struct facet_conv_geom &g, float *gx, float *gw, con
     if (!rc && gx) rc = launch_flat(fn, filters, filter_kernel<M>, U, w, filters);
     for (int64_t n0 = 0; n0 < g.n && !rc; n0 += per) {
         const int64_t nb = g.n - n0 < per ? g.n - n0 : per;
-        const wino_chunk ch = chunk_of<M>(g, nb);
+        const wino_chunk ch = chunk_of<M>(g, nb, ws_elems);
         const wino_ix<I> ix = wino_ix_of<I>(g, M, ch.tiles, ch.ld);
         float *V = ws, *dM = ws + P * g.c * ch.ld;
         rc = launch_flat(fn, g.o * ch.tiles, tiles_in_kernel<M, M, I>, ix, dM, gout + n0 * os, (S)g.o, (S)g.ho, (S)g.wo,
